@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs camoxpert's system dependencies on Debian 12 — only what is missing.
+# Idempotent: running it twice installs nothing the second time.
+# Developer-only extras (PyTorch for the fixture tools under tools/): --dev.
+set -euo pipefail
+pkgs=(build-essential pkg-config libopenblas-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev)
+if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+    echo "deps: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+echo "deps: installing ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps: need root (or sudo) to apt-get install ${missing[*]}" >&2; exit 1; }
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,41 @@
+// cli.h — subcommands of the camoxpert program and the shared option parser.
+// Each command lives in cmd_<name>.c and is listed in main.c's table.
+//
+//   int verbose = 0; const char *out = NULL;
+//   CliOpt opts[] = {
+//       { "out", OPT_STR, &out, "directory to write into", "DIR" },
+//       { "verbose", OPT_FLAG, &verbose, "print more", NULL },
+//   };
+//   int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0);
+//   if (st) return st == CLI_HELP ? 0 : 2;
+#pragma once
+#include "core/core.h"
+#include <stdio.h>
+
+typedef enum { OPT_FLAG, OPT_INT, OPT_INT64, OPT_FLOAT, OPT_DOUBLE, OPT_STR } cli_opt_kind;
+
+typedef struct {
+    const char *name;      // without the leading "--"
+    cli_opt_kind kind;
+    void *dst;             // int*, int64_t*, float*, double*, const char**; OPT_FLAG: int* set to 1
+    const char *help;
+    const char *metavar;   // shown in --help ("N", "DIR"); for OPT_STR with choices: "a|b|c"
+    const char *choices;   // OPT_STR only: "a|b|c" restricts the value; NULL allows any
+    int seen;              // set by cli_parse when the option was given
+} CliOpt;
+
+#define CLI_N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define CLI_HELP 1000      // cli_parse returns this after printing --help
+
+// Parses argv[1..] (argv[0] is the command name). Positional arguments are
+// stored into pos[0..max_pos-1] (or rejected when max_pos is 0); *n_pos gets
+// their count when pos is non-NULL. Returns 0, CLI_HELP, or 2 after printing an
+// error that names the option and suggests the closest known one.
+int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n_opts,
+              const char **pos, int max_pos, int *n_pos, const char *synopsis);
+void cli_print_help(FILE *fp, const char *cmd, const char *synopsis, const CliOpt *opts, int n_opts);
+const CliOpt *cli_find(const CliOpt *opts, int n_opts, const char *name);
+int cli_seen(const CliOpt *opts, int n_opts, const char *name);
+
+// Subcommands (return the process exit status).
+int cmd_version(int argc, char **argv);

@@ -1,0 +1,37 @@
+// main.c — the camoxpert program: dispatches to a subcommand.
+#include "cli.h"
+#include <string.h>
+
+#define CAMOXPERT_VERSION "0.1.0"
+
+typedef struct { const char *name; int (*fn)(int, char **); const char *help; } Command;
+
+static const Command commands[] = {
+    { "version", cmd_version, "print the version and build configuration" },
+};
+
+int cmd_version(int argc, char **argv) {
+    (void)argc; (void)argv;
+    printf("camoxpert %s (C11, CPU backend%s; %d threads)\n", CAMOXPERT_VERSION,
+           HAVE_DNNL ? ", oneDNN" : "", cx_threads_get());
+    return 0;
+}
+
+static void usage(FILE *fp) {
+    fprintf(fp, "usage: camoxpert <command> [options]   (camoxpert <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(fp, "\nglobal: --version, --help\n");
+}
+
+int main(int argc, char **argv) {
+    cx_threads_set(0);
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
+    if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,59 @@
+// error.c — thread-local error messages (see error.h).
+#include "error.h"
+#include <stdarg.h>
+#include <string.h>
+
+static _Thread_local char cx_msg[4096];
+
+cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...) {
+    char buf[3072];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    // The source location is for bug reports; the message itself must be
+    // readable without it.
+    const char *base = strrchr(file, '/');
+    snprintf(cx_msg, sizeof cx_msg, "%s [%s:%d]", buf, base ? base + 1 : file, line);
+    return st;
+}
+
+void cx_error_context(const char *fmt, ...) {
+    char pre[1024], old[sizeof cx_msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, cx_msg, sizeof old);
+    snprintf(cx_msg, sizeof cx_msg, "%s: %s", pre, old);
+}
+
+const char *cx_errmsg(void) { return cx_msg; }
+void cx_error_clear(void) { cx_msg[0] = 0; }
+
+const char *cx_status_name(cx_status st) {
+    switch (st) {
+    case CX_OK: return "ok";
+    case CX_EIO: return "I/O error";
+    case CX_EFORMAT: return "bad format";
+    case CX_EARG: return "bad argument";
+    case CX_ESHAPE: return "shape mismatch";
+    case CX_ENOMEM: return "out of memory";
+    case CX_ELIB: return "library error";
+    case CX_ENOTFOUND: return "not found";
+    case CX_EINTERNAL: return "internal error";
+    case CX_ENUMERIC: return "non-finite value";
+    }
+    return "unknown error";
+}
+
+static void oom(size_t n) {
+    fprintf(stderr, "error: out of memory allocating %.1f MiB; reduce --batch-size or --img-size\n",
+            (double)n / (1 << 20));
+    exit(3);
+}
+
+void *cx_malloc(size_t n) { void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
+void *cx_calloc(size_t c, size_t s) { void *p = calloc(c ? c : 1, s ? s : 1); if (!p) oom(c * s); return p; }
+void *cx_realloc(void *q, size_t n) { void *p = realloc(q, n ? n : 1); if (!p) oom(n); return p; }
+char *cx_strdup(const char *s) { size_t n = strlen(s) + 1; char *p = cx_malloc(n); memcpy(p, s, n); return p; }

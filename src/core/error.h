@@ -1,0 +1,51 @@
+// error.h — status codes and error messages for camoxpert.
+// Every function that can fail on user input or an external library returns a
+// cx_status and leaves a message (what failed, where, and what to do) in a
+// thread-local buffer. Nothing aborts on user input; CX_ASSERT is for programmer
+// errors only (shapes the model code itself chose).
+//
+//   cx_status st = st_open(&f, path);
+//   if (st) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 1; }
+#pragma once
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef enum {
+    CX_OK = 0,
+    CX_EIO,        // a file could not be opened, read or written
+    CX_EFORMAT,    // a file's contents are malformed
+    CX_EARG,       // a bad command-line option or argument
+    CX_ESHAPE,     // tensor shapes or names disagree (checkpoints, fixtures)
+    CX_ENOMEM,     // an allocation failed
+    CX_ELIB,       // an external library reported an error
+    CX_ENOTFOUND,  // a named thing (tensor, file, key) does not exist
+    CX_EINTERNAL,  // a bug in camoxpert
+    CX_ENUMERIC,   // a non-finite loss or gradient
+} cx_status;
+
+// Records a message and returns st, so `return CX_FAIL(CX_EIO, "...")` reads well.
+cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define CX_FAIL(st, ...) cx_fail((st), __FILE__, __LINE__, __VA_ARGS__)
+
+// Prepends context ("loading weights from x.safetensors: ") to the current message.
+void cx_error_context(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+const char *cx_errmsg(void);           // the last message of this thread ("" if none)
+const char *cx_status_name(cx_status);  // "I/O error", "bad format", ...
+void cx_error_clear(void);
+
+// Propagate a failure unchanged.
+#define CX_TRY(expr) do { cx_status cx_try_st_ = (expr); if (cx_try_st_ != CX_OK) return cx_try_st_; } while (0)
+
+// Internal invariant: prints file, line and message, then aborts. Not for user input.
+#define CX_ASSERT(cond, ...) do { if (!(cond)) { \
+    fprintf(stderr, "%s:%d: internal error: assertion `%s` failed: ", __FILE__, __LINE__, #cond); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); abort(); } } while (0)
+
+// Allocation helpers that abort with a clear message when memory runs out
+// (an out-of-memory condition is not recoverable in the middle of a step).
+void *cx_malloc(size_t n);
+void *cx_calloc(size_t count, size_t size);
+void *cx_realloc(void *p, size_t n);
+char *cx_strdup(const char *s);

@@ -1,0 +1,37 @@
+// test.h — the test runner's interface. A test is a function registered by
+// TEST(name); CHECK records a failure and carries on, REQUIRE stops the test.
+// Tests read shared fixtures through test_shared_path("fixtures/x.safetensors"),
+// which resolves ../shared beside the checkout (or $CAMOXPERT_SHARED).
+//
+//   TEST(arena_reset_reuses_memory) {
+//       Arena a; arena_init(&a, "t", 1024);
+//       CHECK(arena_alloc(&a, 10) != NULL);
+//   }
+#pragma once
+#include "core/core.h"
+#include <math.h>
+#include <stdbool.h>
+
+typedef void (*test_fn)(void);
+void test_register(const char *name, const char *file, test_fn fn);
+void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+bool test_failed(void);   // has the current test failed so far?
+// Path under the shared directory; NULL-safe static buffer rotation (8 slots).
+const char *test_shared_path(const char *rel);
+// A fresh temporary directory for this test (removed at the end of the run).
+const char *test_tmpdir(void);
+// err = max|a-b| / max(max|b|, floor): the project's relative error rule.
+double test_rel_err(const Tensor *a, const Tensor *b, double floor);
+
+#define TEST(name) \
+    static void test_##name(void); \
+    __attribute__((constructor)) static void test_reg_##name(void) { test_register(#name, __FILE__, test_##name); } \
+    static void test_##name(void)
+
+#define CHECK(cond) do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); } while (0)
+#define CHECKF(cond, ...) do { if (!(cond)) test_fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+#define REQUIRE(cond) do { if (!(cond)) { test_fail(__FILE__, __LINE__, "REQUIRE(%s)", #cond); return; } } while (0)
+#define REQUIRE_OK(expr) do { cx_status req_st_ = (expr); if (req_st_ != CX_OK) { \
+    test_fail(__FILE__, __LINE__, "%s: %s", #expr, cx_errmsg()); return; } } while (0)
+#define CHECK_NEAR(a, b, tol) do { double cn_a_ = (a), cn_b_ = (b); if (!(fabs(cn_a_ - cn_b_) <= (tol))) \
+    test_fail(__FILE__, __LINE__, "%s = %.9g, %s = %.9g, |diff| %.3g > %.3g", #a, cn_a_, #b, cn_b_, fabs(cn_a_ - cn_b_), (double)(tol)); } while (0)

@@ -1,0 +1,114 @@
+// test_core.c — arenas, RNG, tensors and the safetensors reader/writer,
+// including rejection of malformed files (run under DEBUG=1 for ASan).
+#include "test.h"
+#include <string.h>
+
+TEST(arena_alignment_and_reset_coalesces) {
+    Arena a;
+    arena_init(&a, "test", 256);
+    char *p = arena_alloc(&a, 10), *q = arena_alloc(&a, 300), *r = arena_alloc(&a, 1000);
+    CHECK(((uintptr_t)p & 63) == 0 && ((uintptr_t)q & 63) == 0 && ((uintptr_t)r & 63) == 0);
+    CHECK(a.top->prev != NULL);          // grew into several blocks
+    size_t peak = a.peak;
+    arena_reset(&a);
+    CHECK(a.top->prev == NULL && a.top->size >= peak);   // one block now
+    arena_alloc(&a, 10); arena_alloc(&a, 300); arena_alloc(&a, 1000);
+    CHECK(a.top->prev == NULL);          // steady state: no new block
+    ArenaMark m = arena_mark(&a);
+    arena_alloc(&a, 64);
+    arena_release(&a, m);
+    CHECK(a.used == m.used);
+    arena_free(&a);
+}
+
+TEST(rng_is_counter_based_and_reproducible) {
+    Rng a = rng_init(42), b = rng_init(42), c = rng_init(43);
+    uint64_t x = rng_u64(&a);
+    CHECK(x == rng_u64(&b));
+    CHECK(x != rng_u64(&c));
+    Rng s1 = rng_split(&a, 7), s2 = rng_split(&b, 7), s3 = rng_split(&a, 8);
+    CHECK(rng_u64(&s1) == rng_u64(&s2));
+    CHECK(rng_u64(&s1) != rng_u64(&s3));
+    double m = 0, v = 0;
+    Rng r = rng_init(1);
+    for (int i = 0; i < 100000; i++) { double z = rng_normal(&r); m += z; v += z * z; }
+    m /= 1e5; v = v / 1e5 - m * m;
+    CHECK(fabs(m) < 0.02 && fabs(v - 1) < 0.03);
+    for (int i = 0; i < 1000; i++) { double t = rng_trunc_normal(&r, 0.02, -2, 2); CHECK(fabs(t) <= 2); }
+    for (int i = 0; i < 1000; i++) CHECK(rng_below(&r, 7) < 7);
+}
+
+TEST(safetensors_round_trip) {
+    Arena a;
+    arena_init(&a, "test", 1 << 16);
+    Tensor x = tensor_new4(&a, DT_F32, 2, 3, 4, 5), y = tensor_new(&a, DT_I64, 0, NULL);
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)i * 0.5f - 3;
+    tensor_i64(&y)[0] = 1234567890123LL;
+    char path[600];
+    snprintf(path, sizeof path, "%s/rt.safetensors", test_tmpdir());
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_add(&w, "x", &x);
+    st_writer_add(&w, "nbt", &y);
+    st_writer_meta(&w, "format", "pt");
+    REQUIRE_OK(st_writer_save(&w, path));
+    st_writer_free(&w);
+    StFile f;
+    REQUIRE_OK(st_open(&f, path));
+    CHECK(f.n == 2);
+    CHECK(st_meta(&f, "format") && !strcmp(st_meta(&f, "format"), "pt"));
+    Tensor x2 = tensor_new4(&a, DT_F64, 2, 3, 4, 5);
+    REQUIRE_OK(st_read(&f, "x", &x2));
+    CHECK(test_rel_err(&x2, &x, 0) == 0);
+    Tensor bad = tensor_new4(&a, DT_F32, 2, 3, 5, 4);
+    CHECK(st_read(&f, "x", &bad) == CX_ESHAPE);
+    CHECK(strstr(cx_errmsg(), "'x'") != NULL);
+    CHECK(st_read(&f, "nope", &x2) == CX_ENOTFOUND);
+    const StEntry *e = st_find(&f, "nbt");
+    CHECK(e && e->ndim == 0 && e->dtype == DT_I64);
+    st_close(&f);
+    arena_free(&a);
+}
+
+// Builds a file image from a header string and a data size.
+static cx_status open_image(const char *hdr, size_t data, int64_t hlen_override, StFile *f) {
+    size_t hl = strlen(hdr);
+    unsigned char *buf = cx_calloc(8 + hl + data, 1);
+    uint64_t L = hlen_override >= 0 ? (uint64_t)hlen_override : hl;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(L >> (8 * i));
+    memcpy(buf + 8, hdr, hl);
+    return st_open_buffer(f, "mem.safetensors", buf, 8 + hl + data);
+}
+
+TEST(safetensors_rejects_malformed_files) {
+    StFile f;
+    const char *ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    REQUIRE_OK(open_image(ok, 8, -1, &f));
+    st_close(&f);
+    CHECK(open_image(ok, 4, -1, &f) == CX_EFORMAT);                       // data truncated
+    CHECK(strstr(cx_errmsg(), "'a'") != NULL);
+    CHECK(open_image(ok, 8, 1 << 30, &f) == CX_EFORMAT);                  // header length past EOF
+    CHECK(open_image("{\"a\":{\"dtype\":\"F32\",", 8, -1, &f) == CX_EFORMAT);  // cut JSON
+    CHECK(open_image("{\"a\":{\"dtype\":\"Q8\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, -1, &f) == CX_EFORMAT);
+    CHECK(open_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 12, -1, &f) == CX_EFORMAT);
+    CHECK(open_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, -1, &f) == CX_EFORMAT);
+    CHECK(open_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                     "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, -1, &f) == CX_EFORMAT);
+    CHECK(strstr(cx_errmsg(), "twice") != NULL);
+    CHECK(open_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16, -1, &f) == CX_EFORMAT);
+    CHECK(open_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, -1, &f) == CX_EFORMAT);
+    CHECK(open_image("[1,2]", 0, -1, &f) == CX_EFORMAT);
+    unsigned char *tiny = cx_malloc(3);
+    CHECK(st_open_buffer(&f, "tiny", tiny, 3) == CX_EFORMAT);
+    CHECK(st_open(&f, "/nonexistent/x.safetensors") == CX_EIO);
+}
+
+TEST(safetensors_reads_shared_fixture) {
+    StFile f;
+    REQUIRE_OK(st_open(&f, test_shared_path("fixtures/edgenext_xx_small.safetensors")));
+    CHECK(f.n > 100);
+    CHECK(st_meta(&f, "rtol_fwd_f32") != NULL);
+    CHECK(st_find(&f, "param/stem.0.weight") != NULL);
+    st_close(&f);
+}
