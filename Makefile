@@ -1,7 +1,7 @@
 # camoxpert — build. `make` builds build/camoxpert and build/libcamoxpert.a;
 # `make test`, `make bench`, `make demo`, `make clean`; `make DEBUG=1 ...` builds
 # with -O0 -g and AddressSanitizer + UndefinedBehaviorSanitizer into build-debug/.
-# Overrides: CC=, OPT=, THREADS=, USE_DNNL=0, WERROR=1 (on by default when CI is set).
+# Overrides: CC=, OPT=, V=1 (show commands), THREADS=, USE_DNNL=0, WERROR=1 (on by default when CI is set).
 # Sources are found by wildcard: every src/<layer>/*.c is part of the library
 # except src/cli/, which makes the program; tests/*.c make the test runner.
 
@@ -93,22 +93,30 @@ ifneq ($(MISSING),)
 	@echo "missing required libraries: $(MISSING) — run scripts/deps.sh (apt-get) or pass *_LIBS= overrides"; exit 1
 endif
 
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CC  $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@$(if $(Q),echo "  AR  $@")
+	$(Q)ar rcs $@ $^
 
 $(BIN): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LIBS)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LIBS)
 
 $(TESTBIN): $(TEST_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LIBS)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LIBS)
 
 $(BENCHBIN): $(BENCH_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LIB) $(LIBS)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LIB) $(LIBS)
 
 # The test runner prints "N passed, N failed" and exits non-zero on a failure.
 test: config $(BIN) $(TESTBIN)

@@ -1,0 +1,73 @@
+// test_train_checkpoint.c — checkpoints round-trip weights, optimizer state,
+// EMA and counters exactly, and a state file from another save is refused.
+#include "test.h"
+#include "train/checkpoint.h"
+#include <string.h>
+
+static void make_table(ParamTable *pt) {
+    params_init(pt);
+    params_add(pt, "conv.weight", 4, (int64_t[]){ 2, 3, 3, 3 }, PG_REST, 0);
+    params_add(pt, "bn.running_mean", 1, (int64_t[]){ 2 }, PG_REST, PF_BUFFER);
+    params_add(pt, "bn.num_batches_tracked", 0, NULL, PG_REST, PF_BUFFER | PF_COUNTER);
+    params_alloc(pt, DT_F32);
+}
+
+TEST(checkpoint_round_trip_is_exact) {
+    ParamTable a, b;
+    make_table(&a);
+    make_table(&b);
+    Rng r = rng_init(3);
+    for (int k = 0; k < 2; k++) {
+        Tensor v = params_value(&a, k), g = params_grad(&a, k);
+        for (int64_t i = 0; i < tensor_numel(&v); i++) { tensor_f32(&v)[i] = (float)rng_normal(&r); tensor_f32(&g)[i] = (float)rng_normal(&r); }
+    }
+    Tensor nbt = params_value(&a, 2);
+    tensor_fill(&nbt, 17);
+    AdamW oa, ob;
+    adamw_init(&oa, &a, 1e-4);
+    adamw_init(&ob, &b, 1e-4);
+    adamw_step(&oa, &a, 1e-3);
+    Ema ea, eb;
+    ema_init(&ea, &a, 0.99);
+    ema_init(&eb, &b, 0.99);
+    ema_update(&ea, &a);
+    TrainState ts = { .stage = 2, .epoch = 5, .global_step = 123, .stage_step = 23, .batch_in_epoch = 7,
+                      .best_score = 0.8125, .best_epoch = 4, .seed = 99 }, tb = { 0 };
+    const char *dir = test_tmpdir();
+    REQUIRE_OK(checkpoint_save(dir, "last", &a, "{\"backbone\":\"x\"}", &ts, &oa, &ea));
+    char path[600];
+    snprintf(path, sizeof path, "%s/last.safetensors", dir);
+    int has = 0;
+    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    CHECK(has);
+    CHECK(memcmp(a.data, b.data, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(memcmp(oa.m, ob.m, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(memcmp(oa.v, ob.v, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(memcmp(oa.steps, ob.steps, sizeof(int64_t) * (size_t)a.n) == 0);
+    CHECK(memcmp(ea.shadow, eb.shadow, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(tb.stage == 2 && tb.epoch == 5 && tb.global_step == 123 && tb.stage_step == 23 && tb.batch_in_epoch == 7);
+    CHECK(tb.best_score == 0.8125 && tb.best_epoch == 4 && tb.seed == 99);
+    char *cfg = NULL;
+    REQUIRE_OK(checkpoint_read_config(path, &cfg));
+    CHECK(cfg && !strcmp(cfg, "{\"backbone\":\"x\"}"));
+    free(cfg);
+    // The counter is an I64 scalar, as PyTorch writes num_batches_tracked.
+    StFile f;
+    REQUIRE_OK(st_open(&f, path));
+    const StEntry *e = st_find(&f, "bn.num_batches_tracked");
+    CHECK(e && e->dtype == DT_I64 && e->ndim == 0);
+    st_close(&f);
+    // A state file left from another save is refused with a clear message.
+    char spath[700];
+    snprintf(spath, sizeof spath, "%s/last.state.safetensors", dir);
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s.keep'", spath, spath);
+    REQUIRE(system(cmd) == 0);
+    REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
+    snprintf(cmd, sizeof cmd, "mv '%s.keep' '%s'", spath, spath);
+    REQUIRE(system(cmd) == 0);
+    CHECK(checkpoint_load(path, &b, &tb, &ob, &eb, &has) == CX_EFORMAT);
+    CHECK(strstr(cx_errmsg(), "does not belong") != NULL);
+    adamw_free(&oa); adamw_free(&ob); ema_free(&ea); ema_free(&eb);
+    params_free(&a); params_free(&b);
+}
