@@ -112,3 +112,55 @@ TEST(safetensors_reads_shared_fixture) {
     CHECK(st_find(&f, "param/stem.0.weight") != NULL);
     st_close(&f);
 }
+
+// Deterministic mutation fuzzing of the safetensors parser: flips, truncations
+// and header edits of a valid file must give CX_OK or CX_EFORMAT, never a crash
+// (this matters under `make DEBUG=1 test`, where ASan watches every read).
+TEST(safetensors_survives_mutations) {
+    Arena a;
+    arena_init(&a, "test", 1 << 16);
+    Tensor x = tensor_new4(&a, DT_F32, 1, 2, 3, 4), y = tensor_new(&a, DT_I64, 1, (int64_t[]){ 3 });
+    tensor_fill(&x, 1.5);
+    tensor_fill(&y, 7);
+    char path[600];
+    snprintf(path, sizeof path, "%s/fz.safetensors", test_tmpdir());
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_add(&w, "x", &x);
+    st_writer_add(&w, "y", &y);
+    st_writer_meta(&w, "k", "v");
+    REQUIRE_OK(st_writer_save(&w, path));
+    st_writer_free(&w);
+    unsigned char *orig;
+    size_t n;
+    REQUIRE_OK(read_file(path, &orig, &n));
+    Rng r = rng_init(2024);
+    int ok = 0, rejected = 0;
+    for (int it = 0; it < 3000; it++) {
+        size_t len = n;
+        unsigned char *buf = cx_malloc(n);
+        memcpy(buf, orig, n);
+        int kind = (int)rng_below(&r, 4);
+        if (kind == 0) len = (size_t)rng_below(&r, n);                       // truncate
+        else if (kind == 1) buf[rng_below(&r, n)] ^= (unsigned char)(1u << rng_below(&r, 8));  // bit flip
+        else if (kind == 2) { size_t p = 8 + (size_t)rng_below(&r, n - 8); buf[p] = "0123456789[]{},:\"-e."[rng_below(&r, 20)]; }
+        else { for (int b = 0; b < 8; b++) buf[b] = (unsigned char)rng_below(&r, 256); }  // header length
+        StFile f;
+        cx_status st = st_open_buffer(&f, "fuzz", buf, len);
+        if (st == CX_OK) {
+            ok++;
+            for (int i = 0; i < f.n; i++) {   // every accepted entry must be readable in bounds
+                Tensor t = tensor_new(&a, DT_F64, f.entries[i].ndim, f.entries[i].shape);
+                CHECK(st_entry_read(&f, &f.entries[i], &t) == CX_OK);
+            }
+            st_close(&f);
+            arena_reset(&a);
+        } else {
+            rejected++;
+            CHECKF(st == CX_EFORMAT, "status %d: %s", st, cx_errmsg());
+        }
+    }
+    CHECK(ok > 0 && rejected > 0);
+    free(orig);
+    arena_free(&a);
+}
