@@ -35,8 +35,19 @@ pc_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 # try_link(includes, code, libs): 1 if a tiny program compiles and links.
 try_link = $(shell printf '$(1)\nint main(void){$(2);return 0;}\n' | $(CC) -x c - -o /dev/null $(3) >/dev/null 2>&1 && echo 1 || echo 0)
 
+# Prefer Debian's OpenMP build of OpenBLAS: it shares libgomp's thread pool with
+# our OpenMP loops, where the pthreads build competes with it for the cores.
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+OPENBLAS_OMP_DIR := /usr/lib/$(MULTIARCH)/openblas-openmp
+ifneq ($(wildcard $(OPENBLAS_OMP_DIR)/libopenblas.so),)
+OPENBLAS_CFLAGS ?= -I/usr/include/$(MULTIARCH)/openblas-openmp
+OPENBLAS_LIBS ?= -L$(OPENBLAS_OMP_DIR) -Wl,-rpath,$(OPENBLAS_OMP_DIR) -lopenblas
+OPENBLAS_KIND := OpenMP build
+else
 OPENBLAS_CFLAGS ?= $(call pc_cflags,openblas)
 OPENBLAS_LIBS ?= $(or $(call pc_libs,openblas),-lopenblas)
+OPENBLAS_KIND := not the OpenMP build: threads may compete; scripts/deps.sh installs it
+endif
 HAVE_OPENBLAS := $(call try_link,$(H)include <cblas.h>,cblas_sgemm(0,0,0,0,0,0,0,0,0,0,0,0,0,0),$(OPENBLAS_CFLAGS) $(OPENBLAS_LIBS))
 CJSON_LIBS ?= $(or $(call pc_libs,libcjson),-lcjson)
 HAVE_CJSON := $(call try_link,$(H)include <cjson/cJSON.h>,cJSON_Parse(0),$(CJSON_LIBS))
@@ -83,7 +94,7 @@ all: config $(BIN) $(LIB)
 
 config:
 	@echo "camoxpert build ($(BUILD)): CC=$(CC) DEBUG=$(DEBUG)"
-	@echo "  $(call ok,$(HAVE_OPENBLAS)) OpenBLAS   (GEMM)"
+	@echo "  $(call ok,$(HAVE_OPENBLAS)) OpenBLAS   (GEMM; $(OPENBLAS_KIND))"
 	@echo "  $(call ok,$(HAVE_DNNL)) oneDNN     (convolution, optional; USE_DNNL=0 to disable)"
 	@echo "  $(call ok,$(HAVE_CJSON)) cJSON      (JSON)"
 	@echo "  $(call ok,$(HAVE_JPEG)) libjpeg-turbo"

@@ -3,7 +3,7 @@
 # Idempotent: running it twice installs nothing the second time.
 # Developer-only extras (PyTorch for the fixture tools under tools/): --dev.
 set -euo pipefail
-pkgs=(build-essential pkg-config libopenblas-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev)
+pkgs=(build-essential pkg-config libopenblas-openmp-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev)
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do
