@@ -160,6 +160,8 @@ static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name, int
     if (setjmp(err.jb)) {
         jpeg_destroy_decompress(&ci);
         free(raw);
+        if (err.truncated)
+            return CX_FAIL(CX_EFORMAT, "%s: truncated JPEG (the data ends early: %s; re-download or delete the file)", name, err.msg);
         return CX_FAIL(CX_EFORMAT, "%s: corrupt JPEG (%s)", name, err.msg);
     }
     ci.mem->max_memory_to_use = 1L << 30;
