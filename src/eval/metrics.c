@@ -374,7 +374,7 @@ cx_status metrics_image_u8(const uint8_t *pred, const uint8_t *gt, int H, int W,
 
     // curves: floor(255 · p) per level, cumulative counts from the top
     int64_t cf[METRICS_NTHR] = { 0 }, cb[METRICS_NTHR] = { 0 };   // (256,) counts per bin
-    for (int v = 0; v < 256; v++) {
+    for (int v = vmin; v <= vmax; v++) {   // levels outside [vmin, vmax] normalise outside [0, 1]
         int bin = (int)(lut[v] * 255);
         cf[bin] += hist_f[v];
         cb[bin] += hist_b[v];
