@@ -60,10 +60,23 @@ static const EvalFile *eval_find(const EvalFile *f, int n, const char *stem) {
     return bsearch(&key, f, (size_t)n, sizeof *f, evalfile_cmp);
 }
 
+// Is path a PNG stored as gray (colour type 0, or 4 = gray + alpha)? Reads the header.
+static int eval_png_is_gray(const char *path) {
+    unsigned char h[26];
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    size_t n = fread(h, 1, sizeof h, fp);
+    fclose(fp);
+    static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    return n == sizeof h && !memcmp(h, sig, 8) && !memcmp(h + 12, "IHDR", 4) && (h[25] == 0 || h[25] == 4);
+}
+
 // Loads an image as 8-bit gray the way cv2.imread(path, IMREAD_GRAYSCALE) does for
 // PNG/BMP: colour is converted with BT.601 in 14-bit fixed point, rounded
-// ((R·4899 + G·9617 + B·1868 + 8192) >> 14); gray files pass through unchanged.
+// ((R·4899 + G·9617 + B·1868 + 8192) >> 14); gray files pass through unchanged
+// (decoded as gray directly: the formula is the identity on R = G = B).
 static cx_status eval_load_gray(const char *path, Image8 *out) {
+    if (eval_png_is_gray(path)) return image_load(path, 1, out);
     Image8 rgb = { 0 };
     CX_TRY(image_load(path, 3, &rgb));
     image_alloc(out, rgb.w, rgb.h, 1);
@@ -83,7 +96,7 @@ typedef struct {
     char super[EVAL_CATEGORY_MAX], sub[EVAL_CATEGORY_MAX];
 } EvalItem;
 
-static cx_status eval_one(const char *pred_dir, const char *gt_dir, int resize, EvalItem *it) {
+static cx_status eval_one(MetricsWork *w, const char *pred_dir, const char *gt_dir, int resize, EvalItem *it) {
     char pp[4096], gp[4096];
     snprintf(pp, sizeof pp, "%s/%s", pred_dir, it->pred->file);
     snprintf(gp, sizeof gp, "%s/%s", gt_dir, it->gt->file);
@@ -101,7 +114,7 @@ static cx_status eval_one(const char *pred_dir, const char *gt_dir, int resize, 
                          "(--resize-pred resizes predictions bilinearly)", pp, p.w, p.h, gp, g.w, g.h);
         }
     }
-    if (!st) st = metrics_image_u8(p.px, g.px, g.h, g.w, &it->m);
+    if (!st) st = metrics_image_u8_work(w, p.px, g.px, g.h, g.w, &it->m);
     image_free(&p);
     image_free(&g);
     return st;
@@ -252,10 +265,15 @@ int cmd_eval(int argc, char **argv) {
     // measure, in parallel over images; errors are kept per image and reported in order
     if (!rc) {
         int nt = cx_threads_get();
-        #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-        for (int i = 0; i < n; i++) {
-            if (eval_one(pred_dir, gt_dir, resize, &items[i])) items[i].err = cx_strdup(cx_errmsg());
-            eval_category_of(items[i].gt->file, items[i].super, items[i].sub);
+        #pragma omp parallel num_threads(nt)
+        {
+            MetricsWork *w = metrics_work_new();   // scratch reused across this thread's images
+            #pragma omp for schedule(dynamic, 1)
+            for (int i = 0; i < n; i++) {
+                if (eval_one(w, pred_dir, gt_dir, resize, &items[i])) items[i].err = cx_strdup(cx_errmsg());
+                eval_category_of(items[i].gt->file, items[i].super, items[i].sub);
+            }
+            metrics_work_free(w);
         }
         int n_err = 0;
         for (int i = 0; i < n; i++)

@@ -65,6 +65,17 @@ typedef struct {
 // non-positive sizes; never aborts. Thread-safe (allocates its own scratch).
 cx_status metrics_image_u8(const uint8_t *pred, const uint8_t *gt, int H, int W, MetricsImage *out);
 
+// The same with reusable scratch (about 50 bytes per pixel of the largest image seen),
+// for measuring many images: one MetricsWork per thread.
+//   MetricsWork *w = metrics_work_new();
+//   for (...) CX_TRY(metrics_image_u8_work(w, pred, gt, H, W, &m));
+//   metrics_work_free(w);
+typedef struct MetricsWork MetricsWork;
+MetricsWork *metrics_work_new(void);
+void metrics_work_free(MetricsWork *w);
+cx_status metrics_image_u8_work(MetricsWork *w, const uint8_t *pred, const uint8_t *gt, int H, int W,
+                                MetricsImage *out);
+
 void metrics_accum_init(MetricsAccum *a);
 void metrics_accum_add(MetricsAccum *a, const MetricsImage *m);
 void metrics_accum_merge(MetricsAccum *dst, const MetricsAccum *src);
