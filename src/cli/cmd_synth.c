@@ -12,16 +12,16 @@ int cmd_synth(int argc, char **argv) {
     double difficulty = 0.5, empty = 0.05;
     CliOpt opts[] = {
         { "out", OPT_STR, &out, "directory to write (created; gets Train/ and Test/ in the COD10K-v3 layout)", "DIR", NULL, 0 },
-        { "train", OPT_INT, &n_train, "training images (default 1000)", "N", NULL, 0 },
-        { "test", OPT_INT, &n_test, "test images (default 200)", "M", NULL, 0 },
-        { "size", OPT_INT, &size, "image side in pixels (default 352)", "S", NULL, 0 },
-        { "seed", OPT_INT64, &seed, "random seed; the same seed gives the same files (default 0)", "K", NULL, 0 },
-        { "difficulty", OPT_DOUBLE, &difficulty, "0 = objects stand out .. 1 = nearly invisible (default 0.5)", "D", NULL, 0 },
-        { "empty-fraction", OPT_DOUBLE, &empty, "share of images with nothing hidden (default 0.05)", "F", NULL, 0 },
-        { "jpeg-quality", OPT_INT, &quality, "JPEG quality of the images (default 92)", "Q", NULL, 0 },
+        { "train", OPT_INT, &n_train, "training images", "N", NULL, 0 },
+        { "test", OPT_INT, &n_test, "test images", "M", NULL, 0 },
+        { "size", OPT_INT, &size, "image side in pixels", "S", NULL, 0 },
+        { "seed", OPT_INT64, &seed, "random seed; the same seed gives the same files", "K", NULL, 0 },
+        { "difficulty", OPT_DOUBLE, &difficulty, "0 = objects stand out .. 1 = nearly invisible", "D", NULL, 0 },
+        { "empty-fraction", OPT_DOUBLE, &empty, "share of images with nothing hidden", "F", NULL, 0 },
+        { "jpeg-quality", OPT_INT, &quality, "JPEG quality of the images", "Q", NULL, 0 },
         { "baseline", OPT_STR, &baseline, "also write the colour-threshold baseline's 8-bit PNG predictions for the "
                                            "test split into DIR and print its mean IoU and MAE", "DIR", NULL, 0 },
-        { "threads", OPT_INT, &threads, "worker threads (default: all cores)", "N", NULL, 0 },
+        { "threads", OPT_INT, &threads, "worker threads; 0 = all cores", "N", NULL, 0 },
     };
     int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
                        "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
