@@ -118,7 +118,8 @@ void avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy);
 // dst[..., dc0 : dc0+nc] (=, or += when accumulate) src[..., sc0 : sc0+nc];
 // both NHWC with the same N,H,W. Concat and split are built from this.
 void channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate);
-// y = cat(xs[0..n), axis C). Backward: dxs[i] += dy[..., slice i] (NULL entries skipped).
+// y = cat(xs[0..n), axis C). Backward: dxs[i] += dy[..., slice i]. Trailing NULL
+// entries are skipped; a slice before others needs its tensor (its width).
 void concat_forward(OpCtx *ctx, Tensor *y, const Tensor *const *xs, int n);
 void concat_backward(OpCtx *ctx, Tensor *const *dxs, int n, const Tensor *dy);
 

@@ -1,0 +1,226 @@
+// ops.c — the public op dispatcher (ops.h): float64, or ctx->force_ref, runs the
+// plain reference kernels (ops/ref/); float32 runs the fast CPU kernels
+// (ops/cpu/). An op whose FAST_<op> below names its float32 reference has no
+// separate fast kernel: it is cheap and memory-light enough that the plain loop
+// is the fast path too (see docs/PERF.md).
+#include "ops.h"
+#include "ref/ref.h"
+
+#define FAST_conv2d_forward ref_conv2d_forward_f32
+#define FAST_conv2d_backward ref_conv2d_backward_f32
+#define FAST_linear_forward ref_linear_forward_f32
+#define FAST_linear_backward ref_linear_backward_f32
+#define FAST_batchnorm_forward ref_batchnorm_forward_f32
+#define FAST_batchnorm_backward ref_batchnorm_backward_f32
+#define FAST_layernorm_forward ref_layernorm_forward_f32
+#define FAST_layernorm_backward ref_layernorm_backward_f32
+#define FAST_gelu_forward ref_gelu_forward_f32
+#define FAST_gelu_backward ref_gelu_backward_f32
+#define FAST_relu_forward ref_relu_forward_f32
+#define FAST_relu_backward ref_relu_backward_f32
+#define FAST_sigmoid_forward ref_sigmoid_forward_f32
+#define FAST_sigmoid_backward ref_sigmoid_backward_f32
+#define FAST_softplus_forward ref_softplus_forward_f32
+#define FAST_softplus_backward ref_softplus_backward_f32
+#define FAST_clamp_forward ref_clamp_forward_f32
+#define FAST_clamp_backward ref_clamp_backward_f32
+#define FAST_add_forward ref_add_forward_f32
+#define FAST_axpy ref_axpy_f32
+#define FAST_scale_inplace ref_scale_inplace_f32
+#define FAST_mul_forward ref_mul_forward_f32
+#define FAST_mul_backward ref_mul_backward_f32
+#define FAST_resize_bilinear_forward ref_resize_bilinear_forward_f32
+#define FAST_resize_bilinear_backward ref_resize_bilinear_backward_f32
+#define FAST_avgpool_global_forward ref_avgpool_global_forward_f32
+#define FAST_avgpool_global_backward ref_avgpool_global_backward_f32
+#define FAST_channels_copy ref_channels_copy_f32
+#define FAST_softmax_forward ref_softmax_forward_f32
+#define FAST_softmax_backward ref_softmax_backward_f32
+#define FAST_l2norm_forward ref_l2norm_forward_f32
+#define FAST_l2norm_backward ref_l2norm_backward_f32
+#define FAST_topk_rows ref_topk_rows_f32
+#define FAST_bce_logits_mean_forward ref_bce_logits_mean_forward_f32
+#define FAST_bce_logits_mean_backward ref_bce_logits_mean_backward_f32
+#define FAST_bce_logits_elem_forward ref_bce_logits_elem_forward_f32
+#define FAST_bce_logits_elem_backward ref_bce_logits_elem_backward_f32
+#define FAST_bce_mean_forward ref_bce_mean_forward_f32
+#define FAST_bce_mean_backward ref_bce_mean_backward_f32
+#define FAST_rows_gather ref_rows_gather_f32
+#define FAST_rows_scatter_add ref_rows_scatter_add_f32
+#define FAST_rows_scatter_add_backward ref_rows_scatter_add_backward_f32
+
+// Runs op on the tensor t's dtype: F64 and force_ref take the reference kernels.
+#define DISPATCH(t, op, ...) do { \
+    if ((t)->dtype == DT_F64) { ref_##op##_f64(__VA_ARGS__); break; } \
+    CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s (F32 or F64 expected)", dtype_name((t)->dtype)); \
+    if (ctx->force_ref) ref_##op##_f32(__VA_ARGS__); else FAST_##op(__VA_ARGS__); } while (0)
+#define DISPATCH_RET(t, op, ...) do { \
+    if ((t)->dtype == DT_F64) return ref_##op##_f64(__VA_ARGS__); \
+    CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s (F32 or F64 expected)", dtype_name((t)->dtype)); \
+    return ctx->force_ref ? ref_##op##_f32(__VA_ARGS__) : FAST_##op(__VA_ARGS__); } while (0)
+
+int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
+    return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
+}
+
+void conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+    DISPATCH(x, conv2d_forward, ctx, y, x, w, b, a);
+}
+void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                     const Tensor *w, ConvArgs a) {
+    DISPATCH(x, conv2d_backward, ctx, dx, dw, db, dy, x, w, a);
+}
+void linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
+    DISPATCH(x, linear_forward, ctx, y, x, w, b);
+}
+void linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                     const Tensor *w) {
+    DISPATCH(x, linear_backward, ctx, dx, dw, db, dy, x, w);
+}
+
+void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda,
+                  int64_t sA, const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC,
+                  int batch) {
+    if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
+    CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
+    if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    else ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+}
+
+void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                       int training, double momentum, double eps) {
+    DISPATCH(x, batchnorm_forward, ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
+             training, momentum, eps);
+}
+void batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *x,
+                        const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma, int training) {
+    DISPATCH(x, batchnorm_backward, ctx, dx, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, training);
+}
+void layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x, const Tensor *w,
+                       const Tensor *b, double eps) {
+    DISPATCH(x, layernorm_forward, ctx, y, save_mean, save_rstd, x, w, b, eps);
+}
+void layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                        const Tensor *save_mean, const Tensor *save_rstd, const Tensor *w) {
+    DISPATCH(x, layernorm_backward, ctx, dx, dw, db, dy, x, save_mean, save_rstd, w);
+}
+
+void gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, gelu_forward, ctx, y, x); }
+void gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) { DISPATCH(x, gelu_backward, ctx, dx, dy, x); }
+void relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, relu_forward, ctx, y, x); }
+void relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) { DISPATCH(y, relu_backward, ctx, dx, dy, y); }
+void sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, sigmoid_forward, ctx, y, x); }
+void sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    DISPATCH(y, sigmoid_backward, ctx, dx, dy, y);
+}
+void softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, softplus_forward, ctx, y, x); }
+void softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    DISPATCH(x, softplus_backward, ctx, dx, dy, x);
+}
+void clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi) {
+    DISPATCH(x, clamp_forward, ctx, y, x, lo, hi);
+}
+void clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, double lo, double hi) {
+    DISPATCH(x, clamp_backward, ctx, dx, dy, x, lo, hi);
+}
+void add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
+    CX_ASSERT(tensor_numel(a) == tensor_numel(b) && tensor_numel(a) == tensor_numel(y), "add: sizes differ");
+    DISPATCH(a, add_forward, ctx, y, a, b);
+}
+void axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
+    CX_ASSERT(tensor_numel(x) == tensor_numel(y), "axpy: sizes differ");
+    DISPATCH(x, axpy, ctx, y, alpha, x);
+}
+void scale_inplace(OpCtx *ctx, Tensor *y, double alpha) { DISPATCH(y, scale_inplace, ctx, y, alpha); }
+void mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) { DISPATCH(x, mul_forward, ctx, y, x, s); }
+void mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s) {
+    DISPATCH(x, mul_backward, ctx, dx, ds, dy, x, s);
+}
+
+void resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
+    DISPATCH(x, resize_bilinear_forward, ctx, y, x, scale_h, scale_w);
+}
+void resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h, double scale_w) {
+    DISPATCH(dy, resize_bilinear_backward, ctx, dx, dy, scale_h, scale_w);
+}
+void avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, avgpool_global_forward, ctx, y, x); }
+void avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
+    DISPATCH(dy, avgpool_global_backward, ctx, dx, dy);
+}
+
+void channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
+    CX_ASSERT(dst->dtype == src->dtype, "channels_copy: dtypes differ");
+    DISPATCH(src, channels_copy, ctx, dst, dc0, src, sc0, nc, accumulate);
+}
+void concat_forward(OpCtx *ctx, Tensor *y, const Tensor *const *xs, int n) {
+    int c0 = 0;
+    for (int i = 0; i < n; i++) {
+        int nc = (int)xs[i]->shape[xs[i]->ndim - 1];
+        channels_copy(ctx, y, c0, xs[i], 0, nc, 0);
+        c0 += nc;
+    }
+    CX_ASSERT(c0 == y->shape[y->ndim - 1], "concat: inputs have %d channels, output %lld", c0,
+              (long long)y->shape[y->ndim - 1]);
+}
+void concat_backward(OpCtx *ctx, Tensor *const *dxs, int n, const Tensor *dy) {
+    int c0 = 0;
+    for (int i = 0; i < n; i++) {
+        if (!dxs[i]) {   // the widths of NULL entries are unknown: only trailing ones may be NULL
+            for (int j = i + 1; j < n; j++) CX_ASSERT(!dxs[j], "concat_backward: NULL entry %d before a non-NULL one", i);
+            break;
+        }
+        int nc = (int)dxs[i]->shape[dxs[i]->ndim - 1];
+        channels_copy(ctx, dxs[i], 0, dy, c0, nc, 1);
+        c0 += nc;
+    }
+}
+
+void softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t outer, int64_t L, int64_t inner) {
+    DISPATCH(x, softmax_forward, ctx, y, x, outer, L, inner);
+}
+void softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer, int64_t L, int64_t inner) {
+    DISPATCH(y, softmax_backward, ctx, dx, dy, y, outer, L, inner);
+}
+void l2norm_forward(OpCtx *ctx, Tensor *y, Tensor *save_norm, const Tensor *x, int64_t outer, int64_t L, int64_t inner,
+                    double eps) {
+    DISPATCH(x, l2norm_forward, ctx, y, save_norm, x, outer, L, inner, eps);
+}
+void l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm, int64_t outer,
+                     int64_t L, int64_t inner, double eps) {
+    DISPATCH(x, l2norm_backward, ctx, dx, dy, x, save_norm, outer, L, inner, eps);
+}
+void topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k) {
+    CX_ASSERT(!idx || idx->dtype == DT_I32, "topk_rows: idx must be I32");
+    DISPATCH(x, topk_rows, ctx, idx, val, x, k);
+}
+
+double bce_logits_mean_forward(OpCtx *ctx, const Tensor *x, const Tensor *t) {
+    DISPATCH_RET(x, bce_logits_mean_forward, ctx, x, t);
+}
+void bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t) {
+    DISPATCH(x, bce_logits_mean_backward, ctx, dx, dloss, x, t);
+}
+void bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t) {
+    DISPATCH(x, bce_logits_elem_forward, ctx, out, x, t);
+}
+void bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t) {
+    DISPATCH(x, bce_logits_elem_backward, ctx, dx, dout, x, t);
+}
+double bce_mean_forward(OpCtx *ctx, const Tensor *p, const Tensor *t) { DISPATCH_RET(p, bce_mean_forward, ctx, p, t); }
+void bce_mean_backward(OpCtx *ctx, Tensor *dp, double dloss, const Tensor *p, const Tensor *t) {
+    DISPATCH(p, bce_mean_backward, ctx, dp, dloss, p, t);
+}
+
+void rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
+    CX_ASSERT(idx->dtype == DT_I32 && dst->shape[0] == tensor_numel(idx), "rows_gather: idx I32 (n), dst (n, ...)");
+    DISPATCH(src, rows_gather, ctx, dst, src, idx);
+}
+void rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w) {
+    CX_ASSERT(idx->dtype == DT_I32 && src->shape[0] == tensor_numel(idx), "rows_scatter_add: idx I32 (n), src (n, ...)");
+    DISPATCH(src, rows_scatter_add, ctx, dst, src, idx, w);
+}
+void rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src,
+                               const Tensor *idx, const Tensor *w) {
+    DISPATCH(ddst, rows_scatter_add_backward, ctx, dsrc, dw, ddst, src, idx, w);
+}
