@@ -5,11 +5,12 @@
 // is the fast path too (see docs/PERF.md).
 #include "ops.h"
 #include "ref/ref.h"
+#include "cpu/cpu.h"
 
-#define FAST_conv2d_forward ref_conv2d_forward_f32
-#define FAST_conv2d_backward ref_conv2d_backward_f32
-#define FAST_linear_forward ref_linear_forward_f32
-#define FAST_linear_backward ref_linear_backward_f32
+#define FAST_conv2d_forward cpu_conv2d_forward
+#define FAST_conv2d_backward cpu_conv2d_backward
+#define FAST_linear_forward cpu_linear_forward
+#define FAST_linear_backward cpu_linear_backward
 #define FAST_batchnorm_forward ref_batchnorm_forward_f32
 #define FAST_batchnorm_backward ref_batchnorm_backward_f32
 #define FAST_layernorm_forward ref_layernorm_forward_f32
@@ -84,7 +85,7 @@ void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, 
     if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
     CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
     if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
-    else ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    else cpu_gemm_batched(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
 }
 
 void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
