@@ -8,6 +8,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 
 static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
+    { "inspect", cmd_inspect, "print a model's module tree with parameter counts and the exact total" },
     { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
 };
 
