@@ -109,7 +109,24 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
     arena_init(&io, "fixture tensors", 16 << 20);
     int rc = 0;
     Tensor x32, x64, mask;
-    if (camoxpert_load(m, &p32, f, "param/", "buffer/") || camoxpert_load(m, &p64, f, "param/", "buffer/") ||
+    const char *gen = st_meta(f, "param_gen"), *seed = st_meta(f, "param_seed");
+    if (gen && (strcmp(gen, "splitmix22") || !seed)) {
+        fprintf(stderr, "error: %s: param_gen '%s' needs param_gen=splitmix22 and param_seed\n", f->path, gen);
+        rc = 2;
+        goto done;
+    }
+    if (gen) {
+        // generated parameters (verify.h), stored BatchNorm state
+        verify_gen_params(&p32, "", strtoull(seed, NULL, 10));
+        ParamLoadOpts o = { .file_prefix = "param/", .buffer_prefix = "buffer/", .allow_missing = 1 };
+        if (params_load(&p32, f, &o)) {
+            fprintf(stderr, "error: %s\n", cx_errmsg());
+            rc = 2;
+            goto done;
+        }
+        params_copy_values(&p64, &p32);
+    }
+    if ((!gen && (camoxpert_load(m, &p32, f, "param/", "buffer/") || camoxpert_load(m, &p64, f, "param/", "buffer/"))) ||
         verify_read_nhwc(f, "input/image", &io, DT_F32, &x32) || verify_read_nhwc(f, "input/image", &io, DT_F64, &x64) ||
         verify_read_nhwc(f, "input/mask", &io, DT_F64, &mask)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
