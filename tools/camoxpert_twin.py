@@ -441,8 +441,10 @@ def cmd_bench(a):
         run(Pn, Bn, image, mask, a.backbone, sparse, a.num_experts, a.top_k, True, torch.float32)
         times.append(time.perf_counter() - t0)
     t = sorted(times[a.warmup:])
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"twin {a.mode} {a.backbone} batch {a.batch} {H}x{W} threads {a.threads}: train step median "
-          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f})")
+          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f}) peak rss {rss:.0f} MB")
     return 0
 
 
