@@ -10,6 +10,8 @@ static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
+    { "inspect", cmd_inspect, "print a model's module tree with parameter counts and the exact total" },
+    { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
 };
 
 int cmd_version(int argc, char **argv) {
