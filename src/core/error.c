@@ -25,7 +25,7 @@ void cx_error_context(const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, cx_msg, sizeof old);
-    snprintf(cx_msg, sizeof cx_msg, "%s: %s", pre, old);
+    snprintf(cx_msg, sizeof cx_msg, "%.1000s: %.3000s", pre, old);
 }
 
 const char *cx_errmsg(void) { return cx_msg; }
