@@ -65,6 +65,7 @@ int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
 }
 
 void conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+    if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
     DISPATCH(x, conv2d_forward, ctx, y, x, w, b, a);
 }
 void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
@@ -72,6 +73,7 @@ void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tenso
     DISPATCH(x, conv2d_backward, ctx, dx, dw, db, dy, x, w, a);
 }
 void linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
+    if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)w->shape[1];
     DISPATCH(x, linear_forward, ctx, y, x, w, b);
 }
 void linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
@@ -82,6 +84,7 @@ void linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tenso
 void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda,
                   int64_t sA, const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC,
                   int batch) {
+    if (ctx->macs) *ctx->macs += (double)M * N * K * batch;
     if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
     CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
     if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);

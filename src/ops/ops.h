@@ -28,6 +28,7 @@
 typedef struct OpCtx {
     Arena *scratch;   // temporaries inside one op call
     int force_ref;    // 1: use the plain reference kernels for F32 too (tests)
+    double *macs;     // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
 } OpCtx;
 
 // ---- convolution --------------------------------------------------------------
