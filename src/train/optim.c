@@ -32,7 +32,7 @@ void adamw_reset(AdamW *o, const ParamTable *pt) {
 
 int adamw_active(const AdamW *o, const ParamTable *pt, int i) {
     const ParamInfo *e = &pt->p[i];
-    return !(e->flags & PF_BUFFER) && !o->group_frozen[e->group];
+    return !(e->flags & PF_BUFFER) && !o->group_frozen[e->group] && !(o->entry_frozen && o->entry_frozen[i]);
 }
 
 // The update of one entry, in the table's dtype. Mirrors torch.optim.AdamW's

@@ -16,6 +16,8 @@ typedef struct {
     double beta1, beta2, eps, weight_decay;
     double group_scale[PG_COUNT];   // learning-rate multiplier per group (router: --router-lr-scale)
     int group_frozen[PG_COUNT];     // 1: the group is neither updated nor clipped (stage 1 backbone)
+    const unsigned char *entry_frozen;  // (pt->n) or NULL, caller-owned: 1 = this entry is frozen too
+                                        // (progressive unfreezing of backbone stages)
     float *m, *v;                   // (pt->numel) first and second moments, always float32
     int64_t *steps;                 // (pt->n) steps taken per entry (PyTorch keeps a step per parameter)
     int n_entries;
