@@ -8,6 +8,9 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 
 static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
+    { "train", cmd_train, "train a CamoXpert model (two stages, validation, checkpoints, exact resume)" },
+    { "predict", cmd_predict, "masks (and overlays, routing) for photos from a checkpoint" },
+    { "bench", cmd_bench, "training and inference speed, memory and FLOPs, dense vs sparse" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
     { "inspect", cmd_inspect, "print a model's module tree with parameter counts and the exact total" },

@@ -52,6 +52,11 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
             st_writer_add(&w, "adamw.v", &v);
             st_writer_add(&w, "adamw.steps", &s);
         }
+        if (ts->n_extra > 0) {
+            int64_t n = ts->n_extra;
+            Tensor x = tensor_view(ts->extra, DT_F64, 1, &n);
+            st_writer_add(&w, "extra", &x);
+        }
         if (ema) {
             Tensor e = tensor_view(ema->shadow, ema->dtype, 1, &pt->numel);
             st_writer_add(&w, "ema.shadow", &e);
@@ -124,6 +129,20 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
             cx_error_context("the checkpoint's optimizer state does not fit this model");
             goto done;
         }
+    }
+    ts->n_extra = 0;
+    const StEntry *xt = st_find(&f, "extra");
+    if (xt) {
+        int64_t n = 1;
+        for (int d = 0; d < xt->ndim; d++) n *= xt->shape[d];
+        if (n > (int64_t)(sizeof ts->extra / sizeof *ts->extra)) {
+            st = CX_FAIL(CX_EFORMAT, "%s: 'extra' holds %lld values (at most %d)", spath, (long long)n,
+                         (int)(sizeof ts->extra / sizeof *ts->extra));
+            goto done;
+        }
+        Tensor x = tensor_view(ts->extra, DT_F64, 1, &n);
+        if ((st = st_read(&f, "extra", &x))) goto done;
+        ts->n_extra = (int)n;
     }
     if (ema && ema->shadow && st_find(&f, "ema.shadow")) {
         Tensor e = tensor_view(ema->shadow, ema->dtype, 1, &pt->numel);

@@ -22,6 +22,8 @@ typedef struct {
     int best_epoch;
     uint64_t seed;
     uint64_t token;          // random id tying a state file to its weights file
+    int n_extra;             // values in extra[] (MOE_BALANCE_BIAS selection biases, 4 scales × E)
+    double extra[256];       // model state outside the parameter table that training changes
 } TrainState;
 
 // Writes DIR/NAME.state.safetensors then DIR/NAME.safetensors. opt/ema may be NULL.

@@ -1,0 +1,197 @@
+// cmd_bench.c — `camoxpert bench`: what a training step and an inference cost,
+// dense against sparse (any E, k), for one backbone, batch and image size (the
+// option names are train's). One training step = forward, the reference loss
+// and its gradient, backward, gradient clipping and the AdamW update, on random
+// images and masks. Reported per configuration: step time (median), images/s,
+// forward latency at batch 1 (evaluation mode), peak memory (parameters,
+// gradients, AdamW moments and the arenas' peaks; and the process's peak RSS),
+// forward FLOPs per image counted at every conv/linear/GEMM call (2 per
+// multiply-accumulate; the sparse model's from the routing of the timed batches),
+// and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs.
+#include "cli.h"
+#include "nn/camoxpert.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include <cjson/cJSON.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *t, int n) {
+    qsort(t, (size_t)n, sizeof *t, cmp_d);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+typedef struct {
+    int sparse;
+    double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss;
+} BenchRow;
+
+static void bench_one(const char *backbone, int sparse, int E, int k, int B, int S, int steps, BenchRow *r) {
+    CamoXpertConfig cfg;
+    CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&cfg, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(1);
+    camoxpert_init(m, &pt, &rng);
+    AdamW opt;
+    adamw_init(&opt, &pt, 1e-4);
+    opt.group_scale[PG_ROUTER] = 0.1;
+    Arena act, scratch, io;
+    arena_init(&act, "activations", 64 << 20);
+    arena_init(&scratch, "scratch", 16 << 20);
+    arena_init(&io, "inputs", 1 << 20);
+    NNCtx ctx = { .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 1 };
+    Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3), mask = tensor_new4(&io, DT_F32, B, S, S, 1);
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&rng);
+    // Masks: a disc per image, so the loss sees both classes.
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) {
+                double dy = i - S * 0.5, dx = j - S * 0.45;
+                tensor_f32(&mask)[((int64_t)b * S + i) * S + j] = dy * dy + dx * dx < S * S / 10.0;
+            }
+    CamoLossWeights w = camo_loss_default_weights();
+    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 1));
+    double macs = 0;
+    for (int it = 0; it <= steps; it++) {   // iteration 0 sizes the arenas (not timed)
+        double t0 = cx_time_s();
+        arena_reset(&act);
+        params_zero_grad(&pt);
+        CamoXpertOutputs o;
+        ctx.op.macs = it > 0 ? &macs : NULL;
+        camoxpert_forward(&ctx, m, &x, &o);
+        ctx.op.macs = NULL;
+        CamoLoss L;
+        CodOutputs g;
+        camo_loss_forward_backward(&act, &w, &o.maps, &mask, o.balance_loss, &L, &g);
+        camoxpert_backward(&ctx, m, &g, w.balance, NULL);
+        grad_clip_norm(&pt, &opt, 0.5);
+        adamw_step(&opt, &pt, 1e-4);
+        if (it > 0) t[it - 1] = cx_time_s() - t0;
+        r->loss = L.total;
+    }
+    r->train_ms = median(t, steps) * 1e3;
+    r->images_per_s = B / (r->train_ms * 1e-3);
+    r->gflop_img = 2 * macs / steps / B * 1e-9;
+    r->gflops = 3 * r->gflop_img * B / (r->train_ms * 1e-3);
+    size_t train_peak = act.peak + scratch.peak;
+    // Inference: batch 1, evaluation mode.
+    ctx.training = 0;
+    Tensor x1 = tensor_slice0(&x, 0, 1);
+    for (int it = 0; it <= steps; it++) {
+        double t0 = cx_time_s();
+        arena_reset(&act);
+        CamoXpertOutputs o;
+        camoxpert_forward(&ctx, m, &x1, &o);
+        if (it > 0) t[it - 1] = cx_time_s() - t0;
+    }
+    r->infer_ms = median(t, steps) * 1e3;
+    r->sparse = sparse;
+    r->params_m = params_count(&pt, PF_BUFFER) * 1e-6;
+    // parameters + gradients (table dtype) + AdamW m, v (f32) + the arenas' peaks
+    r->peak_mb = ((double)pt.numel * 4 * 4 + (double)train_peak) / 1048576.0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r->rss_mb = ru.ru_maxrss / 1024.0;
+    free(t);
+    adamw_free(&opt);
+    camoxpert_free(m);
+    params_free(&pt);
+    arena_free(&act);
+    arena_free(&scratch);
+    arena_free(&io);
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *backbone = "edgenext_base", *mode = "both", *json = NULL;
+    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0;
+    CliOpt opts[] = {
+        { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
+        { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
+        { "img-size", OPT_INT, &S, "image side (a multiple of 32)", "S", NULL, 0 },
+        { "num-experts", OPT_INT, &E, "experts per scale (sparse)", "E", NULL, 0 },
+        { "top-k", OPT_INT, &k, "experts per image (sparse)", "K", NULL, 0 },
+        { "steps", OPT_INT, &steps, "timed iterations (after one untimed); the median is reported", "N", NULL, 0 },
+        { "mode", OPT_STR, &mode, "which models", "dense|sparse|both", "dense|sparse|both", 0 },
+        { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
+        { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
+    };
+    int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
+                       "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
+                       "[--mode dense|sparse|both] [--json FILE]");
+    if (st) return st == CLI_HELP ? 0 : 2;
+    CamoXpertConfig probe;
+    if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k)) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+        return 2;
+    }
+    if (S < 32 || S % 32) {
+        fprintf(stderr, "error: camoxpert bench: --img-size %d must be a positive multiple of 32 (e.g. %d)\n", S,
+                S < 32 ? 32 : S / 32 * 32);
+        return 2;
+    }
+    if (B < 1 || steps < 1) {
+        fprintf(stderr, "error: camoxpert bench: --batch-size and --steps must be at least 1\n");
+        return 2;
+    }
+    if (threads > 0) cx_threads_set(threads);
+    int modes[2], nm = 0;
+    if (strcmp(mode, "sparse")) modes[nm++] = 0;
+    if (strcmp(mode, "dense")) modes[nm++] = 1;
+    printf("camoxpert bench: %s, batch %d, %dx%d, float32, %d threads, median of %d steps\n", backbone, B, S, S,
+           cx_threads_get(), steps);
+    printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
+           "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB");
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < nm; i++) {
+        BenchRow r;
+        bench_one(backbone, modes[i], E, k, B, S, steps, &r);
+        char name[64];
+        if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
+        else snprintf(name, sizeof name, "dense");
+        printf("%-18s %8.2f %10.1f %9.2f %12.1f %10.2f %9.1f %12.0f %9.0f\n", name, r.params_m, r.train_ms, r.images_per_s,
+               r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb);
+        fflush(stdout);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "mode", r.sparse ? "sparse" : "dense");
+        cJSON_AddStringToObject(j, "backbone", backbone);
+        cJSON_AddNumberToObject(j, "num_experts", r.sparse ? E : 4);
+        cJSON_AddNumberToObject(j, "top_k", r.sparse ? k : 4);
+        cJSON_AddNumberToObject(j, "batch", B);
+        cJSON_AddNumberToObject(j, "img_size", S);
+        cJSON_AddNumberToObject(j, "threads", cx_threads_get());
+        cJSON_AddNumberToObject(j, "params_m", r.params_m);
+        cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);
+        cJSON_AddNumberToObject(j, "images_per_s", r.images_per_s);
+        cJSON_AddNumberToObject(j, "infer_ms_batch1", r.infer_ms);
+        cJSON_AddNumberToObject(j, "peak_mem_mb", r.peak_mb);
+        cJSON_AddNumberToObject(j, "peak_rss_mb", r.rss_mb);
+        cJSON_AddNumberToObject(j, "gflop_per_image", r.gflop_img);
+        cJSON_AddNumberToObject(j, "achieved_gflop_per_s", r.gflops);
+        cJSON_AddItemToArray(arr, j);
+    }
+    printf("(dense runs all four experts per scale; GFLOP/img is the forward pass; GFLOP/s takes a training step as 3x "
+           "forward; peak MB = parameters + gradients + AdamW moments + activation/scratch arenas)\n");
+    int rc = 0;
+    if (json) {
+        char *s = cJSON_Print(arr);
+        AtomicFile af;
+        cx_status cs = atomic_begin(&af, json);
+        if (!cs) {
+            fputs(s, af.fp);
+            fputc('\n', af.fp);
+            cs = atomic_commit(&af);
+        }
+        if (cs) { fprintf(stderr, "error: --json %s: %s\n", json, cx_errmsg()); rc = 1; }
+        cJSON_free(s);
+    }
+    cJSON_Delete(arr);
+    return rc;
+}

@@ -1,0 +1,204 @@
+// cmd_predict.c — `camoxpert predict`: masks for photos from a checkpoint. Each
+// photo is resized to the model's input size, the logits are resized bilinearly
+// back to the photo's own size, passed through a sigmoid, min–max normalised and
+// written as an 8-bit PNG (the community's export); optionally an overlay JPEG
+// and, for sparse models, the routing of each image as JSON.
+#include "cli.h"
+#include "data/dataset.h"
+#include "eval/metrics.h"
+#include "train/infer.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <string.h>
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// The photos to predict: IMAGE, or every image file in DIR (sorted by name).
+static cx_status list_inputs(const char *in, char ***out, int *n) {
+    *out = NULL, *n = 0;
+    if (!path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
+    if (!path_is_dir(in)) {
+        *out = cx_malloc(sizeof **out);
+        (*out)[0] = cx_strdup(in);
+        *n = 1;
+        return CX_OK;
+    }
+    DIR *d = opendir(in);
+    if (!d) return CX_FAIL(CX_EIO, "--input %s: cannot list the directory", in);
+    int cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
+        if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", in, e->d_name);
+        (*out)[(*n)++] = cx_strdup(p);
+    }
+    closedir(d);
+    if (*n == 0) return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp images in the directory", in);
+    qsort(*out, (size_t)*n, sizeof **out, cmp_str);
+    return CX_OK;
+}
+
+static void base_name(const char *path, char *out, size_t n) {
+    const char *s = strrchr(path, '/');
+    snprintf(out, n, "%s", s ? s + 1 : path);
+    char *dot = strrchr(out, '.');
+    if (dot) *dot = 0;
+}
+
+// The photo with the mask laid over it in red (alpha 0.5 · mask).
+static cx_status write_overlay(const char *path, const Image8 *im, const uint8_t *mask) {
+    Image8 o;
+    image_alloc(&o, im->w, im->h, 3);
+    for (int64_t i = 0; i < (int64_t)im->w * im->h; i++) {
+        float a = 0.5f * mask[i] / 255.0f;
+        const uint8_t *p = im->px + i * 3;
+        o.px[i * 3 + 0] = (uint8_t)(p[0] * (1 - a) + 255 * a + 0.5f);
+        o.px[i * 3 + 1] = (uint8_t)(p[1] * (1 - a) + 0.5f);
+        o.px[i * 3 + 2] = (uint8_t)(p[2] * (1 - a) + 0.5f);
+    }
+    cx_status st = image_save_jpeg(path, &o, 90);
+    image_free(&o);
+    return st;
+}
+
+static cx_status write_routing(const char *path, const char *image, const CamoXpertOutputs *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "image", image);
+    cJSON *sc = cJSON_AddArrayToObject(j, "scales");
+    for (int s = 0; s < o->n_route; s++) {
+        const MoeRoute *r = &o->route[s];
+        int64_t k = r->idx.shape[1], E = r->probs.shape[1];
+        cJSON *x = cJSON_CreateObject(), *ex = cJSON_AddArrayToObject(x, "experts"), *w = cJSON_AddArrayToObject(x, "weights"),
+              *p = cJSON_AddArrayToObject(x, "probs");
+        for (int64_t i = 0; i < k; i++) {
+            cJSON_AddItemToArray(ex, cJSON_CreateNumber(tensor_i32(&r->idx)[i]));
+            cJSON_AddItemToArray(w, cJSON_CreateNumber(tensor_get(&r->w, i)));
+        }
+        for (int64_t e = 0; e < E; e++) cJSON_AddItemToArray(p, cJSON_CreateNumber(tensor_get(&r->probs, e)));
+        cJSON_AddItemToArray(sc, x);
+    }
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    AtomicFile af;
+    cx_status st = atomic_begin(&af, path);
+    if (!st) {
+        fputs(s, af.fp);
+        fputc('\n', af.fp);
+        st = atomic_commit(&af);
+    }
+    cJSON_free(s);
+    return st;
+}
+
+int cmd_predict(int argc, char **argv) {
+    const char *weights = NULL, *input = NULL, *out = NULL, *backbone = NULL;
+    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2;
+    CliOpt opts[] = {
+        { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
+        { "input", OPT_STR, &input, "a photo, or a directory of photos (.jpg .jpeg .png .bmp)", "IMAGE|DIR", NULL, 0 },
+        { "out", OPT_STR, &out, "directory for <name>.png masks (created)", "DIR", NULL, 0 },
+        { "overlay", OPT_FLAG, &overlay, "also write <name>_overlay.jpg: the photo with the mask in red", NULL, NULL, 0 },
+        { "routing", OPT_FLAG, &routing, "also write <name>_routing.json: experts, weights and router probabilities "
+          "per scale (sparse models)", NULL, NULL, 0 },
+        { "img-size", OPT_INT, &img_size, "network input side, a multiple of 32 (0: the checkpoint's training size, else 352)", "S", NULL, 0 },
+        { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
+        { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
+        { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
+        { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
+        { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+    };
+    int st = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
+                       "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
+    if (st) return st == CLI_HELP ? 0 : 2;
+    if (!weights || !input || !out) {
+        fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
+        return 2;
+    }
+    if (img_size && (img_size < 32 || img_size % 32)) {
+        fprintf(stderr, "error: camoxpert predict: --img-size %d must be a positive multiple of 32 (e.g. %d)\n", img_size,
+                img_size < 32 ? 32 : img_size / 32 * 32);
+        return 2;
+    }
+    if (threads > 0) cx_threads_set(threads);
+    CamoXpertConfig mc;
+    int ck_size = 0;
+    cx_status cs;
+    if (!path_exists(weights)) {
+        fprintf(stderr, "error: --weights %s: no such file (training writes CHECKPOINT_DIR/best.safetensors)\n", weights);
+        return 2;
+    }
+    if (backbone) cs = camoxpert_config(&mc, backbone, sparse, E, k);
+    else cs = infer_config_from_checkpoint(weights, &mc, &ck_size);
+    if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
+    const int S = img_size ? img_size : ck_size ? ck_size : 352;
+    char **files = NULL;
+    int nf = 0;
+    if ((cs = list_inputs(input, &files, &nf))) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Arena act, scratch;
+    arena_init(&act, "activations", 64 << 20);
+    arena_init(&scratch, "scratch", 16 << 20);
+    NNCtx ctx = { .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 0 };
+    float *x = cx_malloc(sizeof(float) * (size_t)S * S * 3);
+    int n_ok = 0, rc = 0;
+    double t0 = cx_time_s();
+    if ((cs = camoxpert_load_file(m, &pt, weights)) || (cs = make_dirs(out))) {
+        fprintf(stderr, "error: %s\n", cx_errmsg());
+        rc = 1;
+        goto done;
+    }
+    printf("model: %s on %s from %s; input %dx%d; %d image%s\n", mc.sparse ? "sparse" : "dense", mc.backbone, weights, S, S,
+           nf, nf == 1 ? "" : "s");
+    for (int f = 0; f < nf; f++) {
+        Image8 im = { 0 };
+        if ((cs = image_load(files[f], 3, &im))) {
+            fprintf(stderr, "error: %s\n", cx_errmsg());
+            rc = 1;
+            continue;
+        }
+        infer_image_input(&im, S, x);
+        arena_reset(&act);
+        Tensor in = tensor_view4(x, DT_F32, 1, S, S, 3);
+        CamoXpertOutputs o;
+        camoxpert_forward(&ctx, m, &in, &o);
+        float *prob = cx_malloc(sizeof(float) * (size_t)im.w * im.h);
+        infer_prob_at(tensor_f32(&o.maps.pred), S, S, im.h, im.w, prob);
+        Image8 mask;
+        image_alloc(&mask, im.w, im.h, 1);
+        metrics_export_u8(prob, (int64_t)im.w * im.h, mask.px);
+        free(prob);
+        char name[1024], path[4200];
+        base_name(files[f], name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s.png", out, name);
+        cs = image_save_png(path, &mask);
+        if (!cs && overlay) {
+            snprintf(path, sizeof path, "%s/%s_overlay.jpg", out, name);
+            cs = write_overlay(path, &im, mask.px);
+        }
+        if (!cs && routing && mc.sparse) {
+            snprintf(path, sizeof path, "%s/%s_routing.json", out, name);
+            cs = write_routing(path, files[f], &o);
+        }
+        if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; }
+        else n_ok++;
+        image_free(&mask);
+        image_free(&im);
+    }
+    if (routing && !mc.sparse) printf("note: --routing: %s is a dense model (every image uses every expert); no routing files\n", weights);
+    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s\n", n_ok, n_ok == 1 ? "" : "s",
+           overlay ? ", overlays" : "", routing && mc.sparse ? ", routing JSON" : "", out, cx_time_s() - t0);
+done:
+    free(x);
+    for (int f = 0; f < nf; f++) free(files[f]);
+    free(files);
+    camoxpert_free(m);
+    params_free(&pt);
+    arena_free(&act);
+    arena_free(&scratch);
+    return rc;
+}

@@ -1,0 +1,212 @@
+// cmd_train.c — `camoxpert train`: the reference trainer's options (same names,
+// so its launch lines carry over) turned into a TrainConfig for train/trainer.h.
+// With --resume-from, options the command line leaves out are taken from the
+// checkpoint's metadata (the options of the run that wrote it), so
+// `camoxpert train --resume-from runs/a/last.safetensors` continues that run as it was.
+// Ctrl-C (SIGINT) or SIGTERM asks the trainer to checkpoint at the next step and
+// stop; a second Ctrl-C stops at once.
+#include "cli.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <string.h>
+
+static void on_signal(int sig) {
+    trainer_request_stop();
+    signal(sig, SIG_DFL);   // a second signal ends the process
+}
+
+// Options not carried from a checkpoint into the resumed run.
+static int run_local(const char *name) {
+    static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", NULL };
+    for (int i = 0; local[i]; i++) if (!strcmp(name, local[i])) return 1;
+    return 0;
+}
+
+// The options given (explicitly or restored) as a JSON object of strings.
+static char *options_json(const CliOpt *opts, int n) {
+    cJSON *j = cJSON_CreateObject();
+    for (int i = 0; i < n; i++) {
+        const CliOpt *o = &opts[i];
+        if (!o->seen || run_local(o->name)) continue;
+        char v[64];
+        switch (o->kind) {
+        case OPT_FLAG: snprintf(v, sizeof v, "%d", *(int *)o->dst); break;
+        case OPT_INT: snprintf(v, sizeof v, "%d", *(int *)o->dst); break;
+        case OPT_INT64: snprintf(v, sizeof v, "%lld", (long long)*(int64_t *)o->dst); break;
+        case OPT_FLOAT: snprintf(v, sizeof v, "%.9g", (double)*(float *)o->dst); break;
+        case OPT_DOUBLE: snprintf(v, sizeof v, "%.17g", *(double *)o->dst); break;
+        case OPT_STR: cJSON_AddStringToObject(j, o->name, *(const char **)o->dst); continue;
+        }
+        cJSON_AddStringToObject(j, o->name, v);
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    char *out = cx_strdup(s);
+    cJSON_free(s);
+    return out;
+}
+
+// Second pass: the checkpoint's options that the command line did not give.
+static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, int *n_keep) {
+    char *cfg = NULL;
+    if (checkpoint_read_config(ckpt, &cfg)) {
+        fprintf(stderr, "error: --resume-from: %s\n", cx_errmsg());
+        return 2;
+    }
+    cJSON *j = cfg ? cJSON_Parse(cfg) : NULL;
+    free(cfg);
+    const cJSON *to = j ? cJSON_GetObjectItemCaseSensitive(j, "train_options") : NULL;
+    if (!to) { cJSON_Delete(j); return 0; }
+    int cap = cJSON_GetArraySize(to) + 1, argc = 1;
+    char **argv = cx_calloc((size_t)cap + 1, sizeof *argv);
+    argv[0] = cx_strdup("train");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, to) {
+        const CliOpt *o = cli_find(opts, n, it->string);
+        if (!o || o->seen || run_local(it->string) || !cJSON_IsString(it)) continue;
+        char buf[4200];
+        snprintf(buf, sizeof buf, "--%s=%s", it->string, it->valuestring);
+        argv[argc++] = cx_strdup(buf);
+    }
+    cJSON_Delete(j);
+    *keep = argv, *n_keep = argc;   // OPT_STR values point into these strings
+    if (argc > 1) {
+        printf("from %s:", ckpt);
+        for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
+        printf("\n");
+    }
+    int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, NULL);
+    return st ? 2 : 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    TrainConfig c;
+    train_config_default(&c);
+    const char *scheduler = "cosine", *balance = "mse";
+    int threads = 0, progress = -1;
+    int64_t seed = (int64_t)c.seed;
+    CliOpt opts[] = {
+        { "dataset-path", OPT_STR, &c.dataset_path, "training data: COD10K-v3, TrainDataset/{Imgs,GT}, CAMO or an Imgs/GT folder "
+          "(camoxpert synth --out DIR makes one)", "DIR", NULL, 0 },
+        { "checkpoint-dir", OPT_STR, &c.checkpoint_dir, "where last/best checkpoints and train_log.jsonl go", "DIR", NULL, 0 },
+        { "backbone", OPT_STR, &c.backbone, "EdgeNeXt variant: edgenext_xx_small, edgenext_x_small, edgenext_small, edgenext_base, edgenext_small_rw", "NAME",
+          "edgenext_xx_small|edgenext_x_small|edgenext_small|edgenext_base|edgenext_small_rw", 0 },
+        { "backbone-weights", OPT_STR, &c.backbone_weights, "timm EdgeNeXt weights (safetensors) for the backbone", "FILE", NULL, 0 },
+        { "batch-size", OPT_INT, &c.batch_size, "images per batch in stage 1", "N", NULL, 0 },
+        { "stage2-batch-size", OPT_INT, &c.stage2_batch_size, "images per batch in stage 2 (0: --batch-size)", "N", NULL, 0 },
+        { "img-size", OPT_INT, &c.img_size, "images are resized to S x S (a multiple of 32)", "S", NULL, 0 },
+        { "epochs", OPT_INT, &c.epochs, "epochs over both stages", "N", NULL, 0 },
+        { "stage1-epochs", OPT_INT, &c.stage1_epochs, "the first N epochs train everything but the backbone", "N", NULL, 0 },
+        { "lr", OPT_DOUBLE, &c.lr, "stage 1 peak learning rate", "LR", NULL, 0 },
+        { "stage2-lr", OPT_DOUBLE, &c.stage2_lr, "stage 2 peak learning rate", "LR", NULL, 0 },
+        { "weight-decay", OPT_DOUBLE, &c.weight_decay, "AdamW decoupled weight decay (none on norms and biases)", "WD", NULL, 0 },
+        { "scheduler", OPT_STR, &scheduler, "learning-rate schedule of each stage", "onecycle|cosine|cosine_restart|none",
+          "onecycle|cosine|cosine_restart|none", 0 },
+        { "min-lr", OPT_DOUBLE, &c.min_lr, "floor of the cosine schedules", "LR", NULL, 0 },
+        { "warmup-epochs", OPT_DOUBLE, &c.warmup_epochs, "linear warm-up at the start of each stage", "N", NULL, 0 },
+        { "t-mult", OPT_INT, &c.t_mult, "cosine_restart: period multiplier (T_0 = stage epochs / 4)", "N", NULL, 0 },
+        { "accumulation-steps", OPT_INT, &c.accumulation_steps, "batches whose gradients are averaged per optimizer step", "N", NULL, 0 },
+        { "grad-clip", OPT_DOUBLE, &c.grad_clip, "maximum global gradient norm (0: off)", "NORM", NULL, 0 },
+        { "deep-supervision", OPT_FLAG, &c.deep_supervision, "add the deep-supervision loss term (0.4 x mean BCE of the three deep heads)", NULL, NULL, 0 },
+        { "use-ema", OPT_FLAG, &c.use_ema, "keep an exponential moving average of the weights; validate and save best with it", NULL, NULL, 0 },
+        { "ema-decay", OPT_DOUBLE, &c.ema_decay, "EMA decay (with --use-ema)", "D", NULL, 0 },
+        { "progressive-unfreeze", OPT_FLAG, &c.progressive_unfreeze, "stage 2 unfreezes the backbone's last stage, then the last two, "
+          "then all (thirds of stage 2)", NULL, NULL, 0 },
+        { "resume-from", OPT_STR, &c.resume_from, "continue from a checkpoint (exactly, when its .state file is beside it); "
+          "options not given are taken from it", "FILE", NULL, 0 },
+        { "skip-stage1", OPT_FLAG, &c.skip_stage1, "start with stage 2 (e.g. from a stage-1 checkpoint's weights)", NULL, NULL, 0 },
+        { "seed", OPT_INT64, &seed, "seed of the initialisation, split, shuffling and augmentation", "K", NULL, 0 },
+        { "num-workers", OPT_INT, &c.num_workers, "data-loading threads", "N", NULL, 0 },
+        { "cache", OPT_FLAG, &c.cache, "keep resized images in memory after the first epoch (small datasets)", NULL, NULL, 0 },
+        { "use-sparse-moe", OPT_FLAG, &c.sparse, "sparse top-k mixture of experts (CamoXpertSparseMoE) instead of dense experts", NULL, NULL, 0 },
+        { "num-experts", OPT_INT, &c.num_experts, "experts per scale (sparse)", "E", NULL, 0 },
+        { "top-k", OPT_INT, &c.top_k, "experts each image uses per scale (sparse)", "K", NULL, 0 },
+        { "lb-coef", OPT_DOUBLE, &c.lb_coef, "load-balancing loss coefficient (sparse)", "C", NULL, 0 },
+        { "balance", OPT_STR, &balance, "load balancing (sparse): mse = the reference's squared deviation, switch = E*sum f*P, "
+          "zloss = router z-loss, bias = auxiliary-loss-free selection bias", "mse|switch|zloss|bias", "mse|switch|zloss|bias", 0 },
+        { "bias-update-rate", OPT_DOUBLE, &c.bias_rate, "--balance bias: bias step after each optimizer step", "R", NULL, 0 },
+        { "router-lr-scale", OPT_DOUBLE, &c.router_lr_scale, "router learning rate = lr x this (sparse)", "S", NULL, 0 },
+        { "val-fraction", OPT_DOUBLE, &c.val_fraction, "share of the training images held out for validation (0: none)", "F", NULL, 0 },
+        { "val-every", OPT_INT, &c.val_every, "validate every N epochs (and after the last)", "N", NULL, 0 },
+        { "max-steps", OPT_INT64, &c.max_steps, "stop (checkpointing as on Ctrl-C) after N optimizer steps in total", "N", NULL, 0 },
+        { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
+        { "progress", OPT_INT, &progress, "1: progress bar, 0: plain lines, -1: bar when stdout is a terminal", "N", NULL, 0 },
+    };
+    const int n = CLI_N(opts);
+    const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
+    int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
+    if (st) return st == CLI_HELP ? 0 : 2;
+    char **keep = NULL;
+    int n_keep = 0;
+    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep)))
+        goto out;
+    // Contradictions the parser cannot see.
+    static const char *const sparse_only[] = { "num-experts", "top-k", "lb-coef", "balance", "router-lr-scale",
+                                               "bias-update-rate", NULL };
+    for (int i = 0; sparse_only[i]; i++)
+        if (cli_seen(opts, n, sparse_only[i]) && !c.sparse) {
+            fprintf(stderr, "error: camoxpert train: --%s applies to sparse models only; add --use-sparse-moe or drop --%s\n",
+                    sparse_only[i], sparse_only[i]);
+            st = 2;
+            goto out;
+        }
+    if (cli_seen(opts, n, "ema-decay") && !c.use_ema) {
+        fprintf(stderr, "error: camoxpert train: --ema-decay without --use-ema does nothing; add --use-ema\n");
+        st = 2;
+        goto out;
+    }
+    if (cli_seen(opts, n, "t-mult") && strcmp(scheduler, "cosine_restart")) {
+        fprintf(stderr, "error: camoxpert train: --t-mult applies to --scheduler cosine_restart only (not %s)\n", scheduler);
+        st = 2;
+        goto out;
+    }
+    if (cli_seen(opts, n, "bias-update-rate") && strcmp(balance, "bias")) {
+        fprintf(stderr, "error: camoxpert train: --bias-update-rate applies to --balance bias only (not %s)\n", balance);
+        st = 2;
+        goto out;
+    }
+    if ((c.progressive_unfreeze || cli_seen(opts, n, "stage2-lr") || cli_seen(opts, n, "stage2-batch-size")) &&
+        c.stage1_epochs >= c.epochs && c.stage1_epochs > 0) {
+        fprintf(stderr, "error: camoxpert train: --stage1-epochs %d = --epochs %d leaves no stage 2, so the stage-2 options "
+                "(--stage2-lr, --stage2-batch-size, --progressive-unfreeze) have no effect; lower --stage1-epochs\n",
+                c.stage1_epochs, c.epochs);
+        st = 2;
+        goto out;
+    }
+    c.seed = (uint64_t)seed;
+    lr_kind_parse(scheduler, &c.scheduler);
+    if (!strcmp(balance, "mse")) c.balance = MOE_BALANCE_SQDEV;
+    else if (moe_balance_parse(balance, &c.balance)) {
+        fprintf(stderr, "error: %s\n", cx_errmsg());
+        st = 2;
+        goto out;
+    }
+    c.progress = progress;
+    if (train_config_check(&c)) {
+        fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+        st = 2;
+        goto out;
+    }
+    if (threads > 0) cx_threads_set(threads);
+    char *oj = options_json(opts, n);
+    c.options_json = oj;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    TrainResult r;
+    cx_status cs = trainer_run(&c, &r);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    free(oj);
+    if (cs) {
+        fprintf(stderr, "error: %s\n", cx_errmsg());
+        st = cs == CX_EARG ? 2 : 1;
+    } else {
+        st = r.interrupted && !c.max_steps ? 130 : 0;
+    }
+out:
+    for (int i = 0; i < n_keep; i++) free(keep[i]);
+    free(keep);
+    return st;
+}

@@ -1,0 +1,86 @@
+// infer.c — see infer.h.
+#include "infer.h"
+#include "data/augment.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+char *infer_config_json(const CamoXpertConfig *c, int img_size) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", c->sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD");
+    cJSON_AddStringToObject(j, "backbone", c->backbone);
+    cJSON_AddBoolToObject(j, "sparse", c->sparse);
+    cJSON_AddNumberToObject(j, "num_experts", c->num_experts);
+    cJSON_AddNumberToObject(j, "top_k", c->top_k);
+    cJSON_AddStringToObject(j, "balance", moe_balance_name(c->balance));
+    cJSON_AddNumberToObject(j, "lb_coef", c->lb_coef);
+    if (img_size > 0) cJSON_AddNumberToObject(j, "img_size", img_size);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    char *out = cx_strdup(s);
+    cJSON_free(s);
+    return out;
+}
+
+static int json_int(const cJSON *j, const char *k, int dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return cJSON_IsNumber(v) ? v->valueint : cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
+cx_status infer_config_parse(const char *json, CamoXpertConfig *c, int *img_size) {
+    cJSON *j = cJSON_Parse(json);
+    if (!j) return CX_FAIL(CX_EFORMAT, "the model config is not valid JSON: %.200s", json);
+    const cJSON *bb = cJSON_GetObjectItemCaseSensitive(j, "backbone");
+    cx_status st = CX_OK;
+    if (!cJSON_IsString(bb)) {
+        st = CX_FAIL(CX_EFORMAT, "the model config names no backbone: %.200s", json);
+        goto done;
+    }
+    int sparse = json_int(j, "sparse", 0), E = json_int(j, "num_experts", 6), k = json_int(j, "top_k", 2);
+    if ((st = camoxpert_config(c, bb->valuestring, sparse, E, k))) goto done;
+    const cJSON *bal = cJSON_GetObjectItemCaseSensitive(j, "balance");
+    if (cJSON_IsString(bal) && (st = moe_balance_parse(bal->valuestring, &c->balance))) goto done;
+    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(j, "lb_coef");
+    if (cJSON_IsNumber(lb)) c->lb_coef = lb->valuedouble;
+    if (img_size) *img_size = json_int(j, "img_size", 0);
+done:
+    cJSON_Delete(j);
+    return st;
+}
+
+cx_status infer_config_from_checkpoint(const char *weights_path, CamoXpertConfig *c, int *img_size) {
+    StFile f;
+    CX_TRY(st_open(&f, weights_path));
+    cx_status st = CX_OK;
+    const char *cfg = st_meta(&f, "camoxpert_config");
+    const char *model = st_meta(&f, "model"), *bb = st_meta(&f, "backbone");
+    if (img_size) *img_size = 0;
+    if (cfg) {
+        st = infer_config_parse(cfg, c, img_size);
+    } else if (model && bb) {
+        int sparse = strstr(model, "Sparse") != NULL;
+        const char *E = st_meta(&f, "num_experts"), *k = st_meta(&f, "top_k"), *bal = st_meta(&f, "balance");
+        st = camoxpert_config(c, bb, sparse, E ? atoi(E) : 6, k ? atoi(k) : 2);
+        if (!st && bal) st = moe_balance_parse(bal, &c->balance);
+    } else {
+        st = CX_FAIL(CX_ENOTFOUND, "%s carries no model config in its metadata (a reference PyTorch checkpoint?); "
+                     "name the model with --backbone NAME [--use-sparse-moe --num-experts E --top-k K]", weights_path);
+    }
+    if (st && (cfg || (model && bb))) cx_error_context("reading the model config of %s", weights_path);
+    st_close(&f);
+    return st;
+}
+
+void infer_image_input(const Image8 *im, int S, float *dst) {
+    Image8 r = { 0 };
+    image_resize_bilinear(im, S, S, &r);
+    AugParams p;
+    augment_none(&p);
+    augment_apply(dst, NULL, r.px, NULL, S, &p);
+    image_free(&r);
+}
+
+void infer_prob_at(const float *logits, int h, int w, int H, int W, float *prob) {
+    image_resize_bilinear_f32(prob, H, W, logits, h, w, 1);
+    for (int64_t i = 0; i < (int64_t)H * W; i++) prob[i] = 1.0f / (1.0f + expf(-prob[i]));
+}

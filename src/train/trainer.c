@@ -1,0 +1,733 @@
+// trainer.c — see trainer.h. One Trainer holds the model, its parameter table,
+// optimizer, EMA, arenas, the train/validation split and the log; trainer_run
+// walks the stages and epochs; train_epoch runs the optimizer steps of one epoch
+// from the loader's cursor; validate scores the held-out split at GT resolution.
+#include "trainer.h"
+#include "data/loader.h"
+#include "eval/metrics.h"
+#include "train/checkpoint.h"
+#include "train/infer.h"
+#include "train/loss.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_requested;
+
+void trainer_request_stop(void) { stop_requested = 1; }
+
+void train_config_default(TrainConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->checkpoint_dir = "checkpoints";
+    c->backbone = "edgenext_base";
+    c->batch_size = 16;
+    c->stage2_batch_size = 0;   // 0: same as batch_size
+    c->img_size = 352;
+    c->epochs = 120;
+    c->stage1_epochs = 30;
+    c->lr = 1e-3;
+    c->stage2_lr = 1e-4;
+    c->weight_decay = 1e-4;
+    c->min_lr = 1e-6;
+    c->warmup_epochs = 0;
+    c->scheduler = LR_COSINE;
+    c->t_mult = 2;
+    c->accumulation_steps = 1;
+    c->ema_decay = 0.999;
+    c->seed = 42;
+    c->num_workers = 2;
+    c->num_experts = 6;
+    c->top_k = 2;
+    c->lb_coef = 0.01;
+    c->balance = MOE_BALANCE_SQDEV;
+    c->bias_rate = 1e-3;
+    c->router_lr_scale = 0.1;
+    c->val_fraction = 0.1;
+    c->val_every = 1;
+    c->grad_clip = 0.5;
+    c->progress = -1;
+}
+
+cx_status train_config_check(const TrainConfig *c) {
+    if (!c->dataset_path || !*c->dataset_path)
+        return CX_FAIL(CX_EARG, "--dataset-path is required (a COD10K-v3, packaged, CAMO or Imgs/GT folder; "
+                       "`camoxpert synth --out DIR` makes one)");
+    if (c->img_size < 32 || c->img_size % 32)
+        return CX_FAIL(CX_EARG, "--img-size %d: must be a positive multiple of 32 (e.g. %d or %d)", c->img_size,
+                       c->img_size < 32 ? 32 : c->img_size / 32 * 32, (c->img_size / 32 + 1) * 32);
+    if (c->batch_size < 1) return CX_FAIL(CX_EARG, "--batch-size %d: must be at least 1", c->batch_size);
+    if (c->stage2_batch_size < 0) return CX_FAIL(CX_EARG, "--stage2-batch-size %d: must be at least 1", c->stage2_batch_size);
+    if (c->epochs < 1) return CX_FAIL(CX_EARG, "--epochs %d: must be at least 1", c->epochs);
+    if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
+        return CX_FAIL(CX_EARG, "--stage1-epochs %d is more than --epochs %d (epochs counts both stages); "
+                       "raise --epochs or lower --stage1-epochs", c->stage1_epochs, c->epochs);
+    if (c->skip_stage1 && c->stage1_epochs == c->epochs)
+        return CX_FAIL(CX_EARG, "--skip-stage1 with --stage1-epochs = --epochs (%d) leaves nothing to train; "
+                       "lower --stage1-epochs", c->epochs);
+    if (!(c->lr > 0) || !(c->stage2_lr > 0)) return CX_FAIL(CX_EARG, "--lr and --stage2-lr must be positive");
+    if (c->min_lr < 0 || c->weight_decay < 0) return CX_FAIL(CX_EARG, "--min-lr and --weight-decay must be >= 0");
+    if (c->min_lr >= c->lr && c->scheduler != LR_NONE && c->scheduler != LR_ONECYCLE)
+        return CX_FAIL(CX_EARG, "--min-lr %g is not below --lr %g; lower --min-lr or use --scheduler none", c->min_lr, c->lr);
+    if (c->warmup_epochs < 0) return CX_FAIL(CX_EARG, "--warmup-epochs %g: must be >= 0", c->warmup_epochs);
+    if (c->t_mult < 1) return CX_FAIL(CX_EARG, "--t-mult %d: must be at least 1", c->t_mult);
+    if (c->accumulation_steps < 1) return CX_FAIL(CX_EARG, "--accumulation-steps %d: must be at least 1", c->accumulation_steps);
+    if (!(c->ema_decay > 0 && c->ema_decay < 1)) return CX_FAIL(CX_EARG, "--ema-decay %g: must be in (0, 1)", c->ema_decay);
+    if (c->num_workers < 1) return CX_FAIL(CX_EARG, "--num-workers %d: must be at least 1", c->num_workers);
+    if (c->sparse) {
+        if (c->num_experts < 1 || c->num_experts > MOE_MAX_EXPERTS)
+            return CX_FAIL(CX_EARG, "--num-experts %d: must be between 1 and %d", c->num_experts, MOE_MAX_EXPERTS);
+        if (c->top_k < 1 || c->top_k > c->num_experts)
+            return CX_FAIL(CX_EARG, "--top-k %d is more than --num-experts %d (each image picks k of the E experts); "
+                           "lower --top-k or raise --num-experts", c->top_k, c->num_experts);
+        if (c->lb_coef < 0) return CX_FAIL(CX_EARG, "--lb-coef %g: must be >= 0", c->lb_coef);
+        if (c->router_lr_scale < 0) return CX_FAIL(CX_EARG, "--router-lr-scale %g: must be >= 0", c->router_lr_scale);
+    }
+    if (!(c->val_fraction >= 0 && c->val_fraction < 1))
+        return CX_FAIL(CX_EARG, "--val-fraction %g: must be in [0, 1) (0 turns validation off)", c->val_fraction);
+    if (c->val_every < 1) return CX_FAIL(CX_EARG, "--val-every %d: must be at least 1", c->val_every);
+    if (c->grad_clip < 0) return CX_FAIL(CX_EARG, "--grad-clip %g: must be >= 0 (0 turns clipping off)", c->grad_clip);
+    if (c->resume_from && !path_exists(c->resume_from))
+        return CX_FAIL(CX_EARG, "--resume-from %s: no such file (checkpoints are DIR/last.safetensors or DIR/best.safetensors)",
+                       c->resume_from);
+    if (c->backbone_weights && !path_exists(c->backbone_weights))
+        return CX_FAIL(CX_EARG, "--backbone-weights %s: no such file (a timm EdgeNeXt checkpoint in safetensors)",
+                       c->backbone_weights);
+    return CX_OK;
+}
+
+// ---- routing statistics -------------------------------------------------------------
+
+// Per scale and expert: images routed, Σ weight when chosen, Σ router probability;
+// per image category the images routed to each expert; Σ balancing loss per scale.
+typedef struct {
+    int E, n_cat;
+    int64_t images;
+    int64_t chosen[4][MOE_MAX_EXPERTS];
+    double wsum[4][MOE_MAX_EXPERTS], psum[4][MOE_MAX_EXPERTS];
+    double lb[4];
+    int64_t steps;
+    int64_t *cat_images;   // (n_cat)
+    int64_t *cat_chosen;   // (n_cat, 4, E)
+} RouteStats;
+
+static void route_stats_reset(RouteStats *r) {
+    int E = r->E, nc = r->n_cat;
+    int64_t *ci = r->cat_images, *cc = r->cat_chosen;
+    memset(r, 0, sizeof *r);
+    r->E = E, r->n_cat = nc, r->cat_images = ci, r->cat_chosen = cc;
+    if (ci) memset(ci, 0, sizeof *ci * (size_t)(nc > 0 ? nc : 1));
+    if (cc) memset(cc, 0, sizeof *cc * (size_t)(nc > 0 ? nc : 1) * 4 * (size_t)E);
+}
+
+static void route_stats_add(RouteStats *r, const CamoXpertOutputs *o, const Batch *b) {
+    for (int s = 0; s < o->n_route; s++) {
+        const MoeRoute *rt = &o->route[s];
+        int64_t U = rt->idx.shape[0], k = rt->idx.shape[1];
+        for (int64_t u = 0; u < U; u++) {
+            int cat = b->sample[u]->category;
+            for (int64_t j = 0; j < k; j++) {
+                int e = tensor_i32(&rt->idx)[u * k + j];
+                r->chosen[s][e]++;
+                r->wsum[s][e] += tensor_get(&rt->w, u * k + j);
+                if (cat >= 0 && cat < r->n_cat) r->cat_chosen[((int64_t)cat * 4 + s) * r->E + e]++;
+            }
+            for (int e = 0; e < r->E; e++) r->psum[s][e] += tensor_get(&rt->probs, u * r->E + e);
+        }
+        r->lb[s] += rt->lb_loss;
+    }
+    for (int u = 0; u < b->n; u++) {
+        int cat = b->sample[u]->category;
+        if (cat >= 0 && cat < r->n_cat) r->cat_images[cat]++;
+    }
+    r->images += b->n;
+    r->steps++;
+}
+
+static const char *expert_kind_letter(int e) {
+    static const char *k[4] = { "T", "F", "Ed", "C" };   // texture, frequency, edge, contrast (the cycle)
+    return k[e % 4];
+}
+
+static cJSON *route_stats_json(const RouteStats *r, const Dataset *ds) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON *scales = cJSON_AddArrayToObject(j, "scales");
+    for (int s = 0; s < 4; s++) {
+        cJSON *sj = cJSON_CreateObject();
+        cJSON *share = cJSON_AddArrayToObject(sj, "share"), *mw = cJSON_AddArrayToObject(sj, "mean_weight"),
+              *mp = cJSON_AddArrayToObject(sj, "mean_prob");
+        for (int e = 0; e < r->E; e++) {
+            cJSON_AddItemToArray(share, cJSON_CreateNumber(r->images ? (double)r->chosen[s][e] / r->images : 0));
+            cJSON_AddItemToArray(mw, cJSON_CreateNumber(r->chosen[s][e] ? r->wsum[s][e] / r->chosen[s][e] : 0));
+            cJSON_AddItemToArray(mp, cJSON_CreateNumber(r->images ? r->psum[s][e] / r->images : 0));
+        }
+        cJSON_AddNumberToObject(sj, "balance_loss", r->steps ? r->lb[s] / r->steps : 0);
+        cJSON_AddItemToArray(scales, sj);
+    }
+    cJSON *cats = cJSON_AddObjectToObject(j, "categories");
+    for (int c = 0; c < r->n_cat; c++) {
+        if (!r->cat_images[c]) continue;
+        cJSON *cj = cJSON_CreateObject();
+        cJSON_AddNumberToObject(cj, "images", (double)r->cat_images[c]);
+        cJSON *sh = cJSON_AddArrayToObject(cj, "share");
+        for (int s = 0; s < 4; s++) {
+            cJSON *row = cJSON_CreateArray();
+            for (int e = 0; e < r->E; e++)
+                cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->cat_chosen[((int64_t)c * 4 + s) * r->E + e] /
+                                                             (double)r->cat_images[c]));
+            cJSON_AddItemToArray(sh, row);
+        }
+        cJSON_AddItemToObject(cats, ds->categories[c], cj);
+    }
+    return j;
+}
+
+static void route_stats_print(const RouteStats *r, const Dataset *ds) {
+    printf("  routing (training batches; share of images per expert, mean weight when chosen):\n");
+    printf("    %-7s", "scale");
+    for (int e = 0; e < r->E; e++) {
+        char h[32];
+        snprintf(h, sizeof h, "%s%d share/w", expert_kind_letter(e), e);
+        printf("%14s", h);
+    }
+    printf(" balance\n");
+    for (int s = 0; s < 4; s++) {
+        printf("    %-7d", s);
+        for (int e = 0; e < r->E; e++)
+            printf("   %5.1f%%/%.2f", r->images ? 100.0 * r->chosen[s][e] / r->images : 0,
+                   r->chosen[s][e] ? r->wsum[s][e] / r->chosen[s][e] : 0);
+        printf("  %.5f\n", r->steps ? r->lb[s] / r->steps : 0);
+    }
+    for (int c = 0; c < r->n_cat; c++) {
+        if (!r->cat_images[c]) continue;
+        printf("    %-10s (%lld images) most used:", ds->categories[c], (long long)r->cat_images[c]);
+        for (int s = 0; s < 4; s++) {
+            int best = 0;
+            const int64_t *row = &r->cat_chosen[((int64_t)c * 4 + s) * r->E];
+            for (int e = 1; e < r->E; e++) if (row[e] > row[best]) best = e;
+            printf("  s%d %s%d %.0f%%", s, expert_kind_letter(best), best, 100.0 * row[best] / r->cat_images[c]);
+        }
+        printf("\n");
+    }
+}
+
+// ---- the trainer ----------------------------------------------------------------------
+
+typedef struct {
+    const TrainConfig *c;
+    CamoXpertConfig mc;
+    ParamTable pt;
+    CamoXpert *m;
+    AdamW opt;
+    Ema ema;
+    TrainState ts;
+    unsigned char *frozen;    // (pt.n) progressive unfreezing
+    Arena act, scratch;
+    NNCtx ctx;
+    Dataset all, tr, va;
+    Image8 *gt;               // (va.n) validation masks, loaded once
+    FILE *log;
+    char *meta_json;          // checkpoint metadata: model config + the run's options
+    char last_ckpt[4200];     // the last checkpoint written ("" before the first)
+    int last_ckpt_epoch;
+    RouteStats rs;
+    int progress;
+    double epoch_loss_sum;
+    int64_t epoch_loss_n;
+} Trainer;
+
+static void moe_bias_to_state(Trainer *T) {
+    T->ts.n_extra = 0;
+    if (!T->mc.sparse) return;
+    for (int s = 0; s < 4; s++)
+        for (int e = 0; e < T->mc.num_experts; e++) T->ts.extra[T->ts.n_extra++] = T->m->moe[s].sel_bias[e];
+}
+
+static void moe_bias_from_state(Trainer *T) {
+    if (!T->mc.sparse || T->ts.n_extra != 4 * T->mc.num_experts) return;
+    for (int s = 0; s < 4; s++)
+        for (int e = 0; e < T->mc.num_experts; e++) T->m->moe[s].sel_bias[e] = T->ts.extra[s * T->mc.num_experts + e];
+}
+
+static cx_status save_last(Trainer *T) {
+    moe_bias_to_state(T);
+    CX_TRY(checkpoint_save(T->c->checkpoint_dir, "last", &T->pt, T->meta_json, &T->ts, &T->opt,
+                           T->c->use_ema ? &T->ema : NULL));
+    snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s/last.safetensors", T->c->checkpoint_dir);
+    T->last_ckpt_epoch = T->ts.epoch;
+    return CX_OK;
+}
+
+static void log_line(Trainer *T, cJSON *j) {
+    char *s = cJSON_PrintUnformatted(j);
+    fprintf(T->log, "%s\n", s);
+    fflush(T->log);
+    cJSON_free(s);
+    cJSON_Delete(j);
+}
+
+static void add_loss_terms(cJSON *j, const CamoLoss *L) {
+    cJSON_AddNumberToObject(j, "bce", L->bce);
+    cJSON_AddNumberToObject(j, "iou", L->iou);
+    cJSON_AddNumberToObject(j, "edge", L->edge);
+    cJSON_AddNumberToObject(j, "boundary", L->boundary);
+    cJSON_AddNumberToObject(j, "uncertainty", L->uncertainty);
+    cJSON_AddNumberToObject(j, "reverse_attention", L->reverse_attention);
+    cJSON_AddNumberToObject(j, "search", L->search);
+    cJSON_AddNumberToObject(j, "deep", L->deep);
+    cJSON_AddNumberToObject(j, "refinement", L->refinement);
+    cJSON_AddNumberToObject(j, "balance", L->balance);
+}
+
+static int loss_finite(const CamoLoss *L) {
+    return isfinite(L->total) && isfinite(L->bce) && isfinite(L->iou) && isfinite(L->edge) && isfinite(L->boundary) &&
+           isfinite(L->uncertainty) && isfinite(L->reverse_attention) && isfinite(L->search) && isfinite(L->deep) &&
+           isfinite(L->refinement) && isfinite(L->balance);
+}
+
+static cx_status numeric_failure(Trainer *T, const char *what, const CamoLoss *L, double norm, const Batch *b) {
+    char last[3 * 4200 + 256];
+    if (T->last_ckpt[0]) snprintf(last, sizeof last, "the last good checkpoint is %s (epoch %d); resume from it with "
+                                  "--resume-from %s and a lower --lr (or --grad-clip)", T->last_ckpt, T->last_ckpt_epoch,
+                                  T->last_ckpt);
+    else snprintf(last, sizeof last, "no checkpoint was written yet; restart with a lower --lr (or --grad-clip)");
+    return CX_FAIL(CX_ENUMERIC,
+                   "step %lld (stage %d, epoch %d, batch %lld): %s — the step was not applied. Loss terms: total %g, "
+                   "bce %g, iou %g, edge %g, boundary %g, uncertainty %g, reverse_attention %g, search %g, deep %g, "
+                   "refinement %g, balance %g; gradient norm %g. Nothing saved was changed: %s",
+                   (long long)T->ts.global_step + 1, T->ts.stage, T->ts.epoch + 1, (long long)b->step, what, L->total,
+                   L->bce, L->iou, L->edge, L->boundary, L->uncertainty, L->reverse_attention, L->search, L->deep,
+                   L->refinement, L->balance, norm, last);
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+// Freezes backbone entries according to the stage and progressive unfreezing:
+// stage 2 epoch j of n unfreezes stages_3 (first third), stages_2-3 (second), all.
+static void set_freezing(Trainer *T, int stage, int j, int n) {
+    const TrainConfig *c = T->c;
+    T->opt.group_frozen[PG_BACKBONE] = stage == 1;
+    memset(T->frozen, 0, (size_t)T->pt.n);
+    if (stage != 2 || !c->progressive_unfreeze) return;
+    int phase = n > 0 ? j * 3 / n : 2;
+    for (int i = 0; i < T->pt.n; i++) {
+        const ParamInfo *p = &T->pt.p[i];
+        if (p->group != PG_BACKBONE) continue;
+        int open = phase >= 2 || !strncmp(p->name, "backbone.stages_3.", 18) ||
+                   (phase >= 1 && !strncmp(p->name, "backbone.stages_2.", 18));
+        T->frozen[i] = !open;
+    }
+}
+
+typedef struct { MetricsSummary s; double iou; int n; } ValResult;
+
+// Scores the validation split: logits at img_size, resized bilinearly to each
+// GT's size, sigmoid, exported as 8 bits (metrics_accum_prob), measured.
+static cx_status validate(Trainer *T, int batch, ValResult *vr) {
+    const TrainConfig *c = T->c;
+    LoaderConfig lc = loader_config_default();
+    lc.batch_size = batch, lc.size = c->img_size, lc.workers = c->num_workers, lc.seed = c->seed;
+    lc.shuffle = 0, lc.augment = 0, lc.drop_last = 0, lc.cache = c->cache;
+    Loader *L;
+    CX_TRY(loader_open(&L, &T->va, &lc, 0, 0, 1));
+    if (c->use_ema) ema_swap(&T->ema, &T->pt);
+    T->ctx.training = 0;
+    MetricsAccum acc;
+    metrics_accum_init(&acc);
+    double iou_sum = 0;
+    cx_status st;
+    const Batch *b;
+    float *prob = NULL;
+    size_t prob_cap = 0;
+    while (!(st = loader_next(L, &b)) && b) {
+        arena_reset(&T->act);
+        CamoXpertOutputs o;
+        camoxpert_forward(&T->ctx, T->m, &b->image, &o);
+        const int S = c->img_size;
+        for (int i = 0; i < b->n; i++) {
+            int idx = b->index[i];
+            Image8 *g = &T->gt[idx];
+            if (!g->px && (st = image_load(T->va.s[idx].mask, 1, g))) goto out;
+            size_t need = (size_t)g->w * g->h;
+            if (need > prob_cap) { prob = cx_realloc(prob, need * sizeof *prob); prob_cap = need; }
+            infer_prob_at(tensor_f32(&o.maps.pred) + (int64_t)i * S * S, S, S, g->h, g->w, prob);
+            if ((st = metrics_accum_prob(&acc, prob, g->px, g->h, g->w, NULL))) goto out;
+            // The reference's IoU: sigmoid > 0.5 against GT > 128, per image.
+            double inter = 0, uni = 0;
+            for (size_t p = 0; p < need; p++) {
+                int a = prob[p] > 0.5f, t = g->px[p] > 128;
+                inter += a & t, uni += a | t;
+            }
+            iou_sum += uni > 0 ? inter / uni : 1.0;
+        }
+    }
+out:
+    free(prob);
+    loader_close(L);
+    T->ctx.training = 1;
+    if (c->use_ema) ema_swap(&T->ema, &T->pt);
+    if (st) { cx_error_context("validating"); return st; }
+    metrics_accum_summary(&acc, &vr->s);
+    vr->n = (int)acc.n;
+    vr->iou = acc.n ? iou_sum / (double)acc.n : 0;
+    return CX_OK;
+}
+
+// One epoch of stage `stage` from the loader's cursor; *stop set when asked to stop mid-epoch.
+static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int stage, int *stop) {
+    const TrainConfig *c = T->c;
+    CamoLossWeights w = camo_loss_default_weights();
+    if (!c->deep_supervision) w.deep = 0;
+    const int64_t nb = loader_steps_per_epoch(L);
+    const int accum = c->accumulation_steps;
+    const int skip_backbone = T->opt.group_frozen[PG_BACKBONE];
+    double t0 = cx_time_s(), tlast = t0;
+    int64_t images = 0, first_batch = -1;
+    CamoLoss acc = { 0 };
+    int acc_n = 0;
+    const Batch *b;
+    cx_status st;
+    while (!(st = loader_next(L, &b)) && b) {
+        if (first_batch < 0) first_batch = b->step;
+        if (acc_n == 0) params_zero_grad(&T->pt);
+        arena_reset(&T->act);
+        CamoXpertOutputs o;
+        camoxpert_forward(&T->ctx, T->m, &b->image, &o);
+        CamoLoss Lb;
+        CodOutputs g;
+        camo_loss_forward_backward(T->ctx.act, &w, &o.maps, &b->mask, o.balance_loss, &Lb, &g);
+        if (!loss_finite(&Lb)) return numeric_failure(T, "the loss is not finite", &Lb, NAN, b);
+        if (skip_backbone) camoxpert_backward_features(&T->ctx, T->m, &g, w.balance, NULL);
+        else camoxpert_backward(&T->ctx, T->m, &g, w.balance, NULL);
+        if (T->mc.sparse) route_stats_add(&T->rs, &o, b);
+        double *as = &acc.total, *ls = &Lb.total;
+        for (size_t k = 0; k < sizeof acc / sizeof(double); k++) as[k] += ls[k];
+        acc_n++;
+        images += b->n;
+        int last_of_epoch = b->step + 1 == nb;
+        if (acc_n < accum && !last_of_epoch) continue;
+        // One optimizer step over the accumulated batches (mean of their gradients).
+        for (size_t k = 0; k < sizeof acc / sizeof(double); k++) as[k] /= acc_n;
+        if (acc_n > 1) grad_scale(&T->pt, 1.0 / acc_n);
+        double norm = grad_clip_norm(&T->pt, &T->opt, c->grad_clip);
+        if (!isfinite(norm)) return numeric_failure(T, "a gradient is not finite", &acc, norm, b);
+        double lr = lr_at(sched, T->ts.stage_step);
+        adamw_step(&T->opt, &T->pt, lr);
+        if (c->use_ema) ema_update(&T->ema, &T->pt);
+        if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) camoxpert_balance_update(T->m, c->bias_rate);
+        T->ts.global_step++;
+        T->ts.stage_step++;
+        T->ts.batch_in_epoch = b->step + 1;
+        T->epoch_loss_sum += acc.total;
+        T->epoch_loss_n++;
+        double now = cx_time_s(), ips = images / (now - t0 > 1e-9 ? now - t0 : 1e-9);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "type", "step");
+        cJSON_AddNumberToObject(j, "step", (double)T->ts.global_step);
+        cJSON_AddNumberToObject(j, "stage", stage);
+        cJSON_AddNumberToObject(j, "epoch", T->ts.epoch + 1);
+        cJSON_AddNumberToObject(j, "batch", (double)(b->step + 1));
+        cJSON_AddNumberToObject(j, "lr", lr);
+        cJSON_AddNumberToObject(j, "loss", acc.total);
+        add_loss_terms(j, &acc);
+        cJSON_AddNumberToObject(j, "grad_norm", norm);
+        cJSON_AddNumberToObject(j, "images_per_s", ips);
+        log_line(T, j);
+        // Progress: a bar redrawn in place on a terminal, a line every ~10% otherwise.
+        int64_t done = b->step + 1 - first_batch, left = nb - (b->step + 1);
+        char eta[32];
+        fmt_time(eta, sizeof eta, done > 0 ? (now - t0) / done * left : -1);
+        if (T->progress) {
+            int width = 24, fill = (int)(width * (b->step + 1) / nb);
+            char bar[32];
+            for (int k = 0; k < width; k++) bar[k] = k < fill ? '#' : '.';
+            bar[width] = 0;
+            printf("\r  epoch %d/%d [%s] %lld/%lld  %.1f img/s  loss %.4f  ETA %s   ", T->ts.epoch + 1, c->epochs, bar,
+                   (long long)(b->step + 1), (long long)nb, ips, acc.total, eta);
+            fflush(stdout);
+        } else if (now - tlast > 30 || last_of_epoch || (nb >= 10 && (b->step + 1) % (nb / 10) == 0)) {
+            printf("  epoch %d/%d batch %lld/%lld  %.1f img/s  loss %.4f  lr %.3g  ETA %s\n", T->ts.epoch + 1,
+                   c->epochs, (long long)(b->step + 1), (long long)nb, ips, acc.total, lr, eta);
+            fflush(stdout);
+            tlast = now;
+        }
+        memset(&acc, 0, sizeof acc);
+        acc_n = 0;
+        int want_stop = stop_requested || (c->max_steps > 0 && T->ts.global_step >= c->max_steps);
+        if (want_stop) {
+            *stop = 1;
+            if (!last_of_epoch) {
+                if (T->progress) printf("\n");
+                return CX_OK;   // mid-epoch: the caller saves the cursor
+            }
+        }
+    }
+    if (T->progress) printf("\n");
+    return st;
+}
+
+static cx_status trainer_setup(Trainer *T) {
+    const TrainConfig *c = T->c;
+    // Data: the training split and the held-out validation split.
+    DatasetOptions dop = { .root = c->dataset_path, .split = "train" };
+    cx_status st = dataset_open(&T->all, &dop);
+    if (!st) st = dataset_scan(&T->all, 0);
+    if (st) { cx_error_context("--dataset-path %s", c->dataset_path); return st; }
+    char sum[256];
+    dataset_summary(&T->all, sum, sizeof sum);
+    if (c->val_fraction > 0) {
+        dataset_split(&T->all, c->val_fraction, c->seed, &T->tr, &T->va);
+    } else {
+        int *idx = cx_malloc(sizeof *idx * (size_t)T->all.n);
+        for (int i = 0; i < T->all.n; i++) idx[i] = i;
+        dataset_select(&T->all, idx, T->all.n, &T->tr);
+        free(idx);
+    }
+    if (T->tr.n < 1 || (c->val_fraction > 0 && T->va.n < 1))
+        return CX_FAIL(CX_EARG, "--dataset-path %s: %d images are too few to hold out --val-fraction %g and train on the "
+                       "rest; add images or use --val-fraction 0", c->dataset_path, T->all.n, c->val_fraction);
+    printf("data: %s; %d for training, %d held out for validation\n", sum, T->tr.n, T->va.n);
+    T->gt = cx_calloc((size_t)(T->va.n > 0 ? T->va.n : 1), sizeof *T->gt);
+    // Model.
+    CX_TRY(camoxpert_config(&T->mc, c->backbone, c->sparse, c->num_experts, c->top_k));
+    T->mc.balance = c->balance;
+    T->mc.lb_coef = c->lb_coef;
+    params_init(&T->pt);
+    T->m = camoxpert_create(&T->mc, &T->pt);
+    params_alloc(&T->pt, DT_F32);
+    Rng rng = rng_init(c->seed);
+    camoxpert_init(T->m, &T->pt, &rng);
+    if (c->backbone_weights) {
+        StFile f;
+        CX_TRY(st_open(&f, c->backbone_weights));
+        const char *fp = (st_find(&f, "backbone.stem_0.weight") || st_find(&f, "backbone.stem.0.weight")) ? "backbone." : "";
+        st = edgenext_load(&T->pt, &f, fp, "backbone.");
+        st_close(&f);
+        if (st) { cx_error_context("--backbone-weights %s (expects %s)", c->backbone_weights, c->backbone); return st; }
+    }
+    adamw_init(&T->opt, &T->pt, c->weight_decay);
+    T->opt.group_scale[PG_ROUTER] = c->router_lr_scale;
+    T->frozen = cx_calloc((size_t)T->pt.n + 1, 1);
+    T->opt.entry_frozen = T->frozen;
+    if (c->use_ema) ema_init(&T->ema, &T->pt, c->ema_decay);
+    T->ctx = (NNCtx){ .pt = &T->pt, .op = { .scratch = &T->scratch }, .act = &T->act, .dtype = DT_F32, .training = 1 };
+    // Metadata: the model config plus the run's options.
+    char *mj = infer_config_json(&T->mc, c->img_size);
+    cJSON *j = cJSON_Parse(mj);
+    free(mj);
+    if (c->options_json) {
+        cJSON *oj = cJSON_Parse(c->options_json);
+        if (oj) cJSON_AddItemToObject(j, "train_options", oj);
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    T->meta_json = cx_strdup(s);
+    cJSON_free(s);
+    cJSON_Delete(j);
+    T->ts.stage = c->skip_stage1 || c->stage1_epochs == 0 ? 2 : 1;
+    T->ts.epoch = c->skip_stage1 ? c->stage1_epochs : 0;
+    T->ts.best_score = -1;
+    T->ts.best_epoch = 0;
+    T->ts.seed = c->seed;
+    // Resume.
+    if (c->resume_from) {
+        CamoXpertConfig rc;
+        int rsz = 0;
+        if (!infer_config_from_checkpoint(c->resume_from, &rc, &rsz) &&
+            (strcmp(rc.backbone, T->mc.backbone) || rc.sparse != T->mc.sparse ||
+             (rc.sparse && (rc.num_experts != T->mc.num_experts || rc.top_k != T->mc.top_k))))
+            return CX_FAIL(CX_EARG, "--resume-from %s holds a %s model on %s (E=%d, k=%d) but the options ask for %s on %s "
+                           "(E=%d, k=%d); drop the model options to take the checkpoint's",
+                           c->resume_from, rc.sparse ? "sparse" : "dense", rc.backbone, rc.num_experts, rc.top_k,
+                           T->mc.sparse ? "sparse" : "dense", T->mc.backbone, T->mc.num_experts, T->mc.top_k);
+        TrainState ts = T->ts;
+        int has_state = 0;
+        st = checkpoint_load(c->resume_from, &T->pt, &ts, &T->opt, c->use_ema ? &T->ema : NULL, &has_state);
+        if (st) { cx_error_context("--resume-from %s", c->resume_from); return st; }
+        if (has_state) {
+            T->ts = ts;
+            moe_bias_from_state(T);
+            if (T->ts.seed != c->seed) log_warn("resuming with the checkpoint's seed %llu (not --seed %llu)",
+                                                (unsigned long long)T->ts.seed, (unsigned long long)c->seed);
+            snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s", c->resume_from);
+            T->last_ckpt_epoch = T->ts.epoch;
+            printf("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
+                   c->resume_from, T->ts.stage, T->ts.epoch, (long long)T->ts.batch_in_epoch,
+                   (long long)T->ts.global_step, T->ts.best_score, T->ts.best_epoch);
+        } else {
+            if (c->use_ema) {   // the average starts from the loaded weights
+                ema_free(&T->ema);
+                ema_init(&T->ema, &T->pt, c->ema_decay);
+            }
+            printf("started from the weights of %s (no training state beside it)\n", c->resume_from);
+        }
+    }
+    T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
+    T->rs.n_cat = T->all.n_categories;
+    T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
+    T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
+                                 sizeof(int64_t));
+    CX_TRY(make_dirs(c->checkpoint_dir));
+    char lp[4200];
+    snprintf(lp, sizeof lp, "%s/train_log.jsonl", c->checkpoint_dir);
+    T->log = fopen(lp, "a");
+    if (!T->log) return CX_FAIL(CX_EIO, "cannot open %s for appending; check --checkpoint-dir", lp);
+    T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
+    printf("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
+           T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,
+           (long long)params_count(&T->pt, PF_BUFFER), c->img_size, c->img_size);
+    return CX_OK;
+}
+
+static void trainer_free(Trainer *T) {
+    if (T->log) fclose(T->log);
+    for (int i = 0; T->gt && i < T->va.n; i++) image_free(&T->gt[i]);
+    free(T->gt);
+    free(T->meta_json);
+    free(T->frozen);
+    free(T->rs.cat_images);
+    free(T->rs.cat_chosen);
+    if (T->c->use_ema) ema_free(&T->ema);
+    if (T->opt.m) adamw_free(&T->opt);
+    if (T->m) camoxpert_free(T->m);
+    if (T->pt.p) params_free(&T->pt);
+    arena_free(&T->act);
+    arena_free(&T->scratch);
+    dataset_free(&T->tr);
+    dataset_free(&T->va);
+    dataset_free(&T->all);
+}
+
+cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
+    memset(r, 0, sizeof *r);
+    r->best_sm = -1;
+    stop_requested = 0;
+    Trainer T;
+    memset(&T, 0, sizeof T);
+    T.c = c;
+    arena_init(&T.act, "activations", 64 << 20);
+    arena_init(&T.scratch, "scratch", 16 << 20);
+    cx_status st = trainer_setup(&T);
+    const int s2_start = c->stage1_epochs;
+    int first_epoch = 1;
+    while (!st && T.ts.epoch < c->epochs) {
+        int stage = T.ts.epoch < s2_start ? 1 : 2;
+        if (stage == 2 && T.ts.stage == 1) {
+            // Entering stage 2: a fresh optimizer and schedule, as the reference builds them.
+            adamw_reset(&T.opt, &T.pt);
+            T.ts.stage = 2;
+            T.ts.stage_step = 0;
+            printf("stage 2: training everything%s, batch %d, lr %g\n",
+                   c->progressive_unfreeze ? " (backbone stages unfrozen progressively)" : "",
+                   c->stage2_batch_size ? c->stage2_batch_size : c->batch_size, c->stage2_lr);
+        } else if (first_epoch) {
+            printf("stage %d: %s, batch %d, lr %g\n", stage, stage == 1 ? "backbone frozen" : "training everything",
+                   stage == 1 ? c->batch_size : (c->stage2_batch_size ? c->stage2_batch_size : c->batch_size),
+                   stage == 1 ? c->lr : c->stage2_lr);
+        }
+        first_epoch = 0;
+        int stage_begin = stage == 1 ? 0 : s2_start, stage_end = stage == 1 ? s2_start : c->epochs;
+        int batch = stage == 1 ? c->batch_size : (c->stage2_batch_size ? c->stage2_batch_size : c->batch_size);
+        set_freezing(&T, stage, T.ts.epoch - stage_begin, stage_end - stage_begin);
+        LoaderConfig lc = loader_config_default();
+        lc.batch_size = batch, lc.size = c->img_size, lc.workers = c->num_workers, lc.seed = T.ts.seed;
+        lc.shuffle = 1, lc.augment = 1, lc.drop_last = T.tr.n >= batch, lc.cache = c->cache;
+        // One loader per epoch keeps the cursor simple; its workers prefetch the epoch.
+        Loader *L;
+        if ((st = loader_open(&L, &T.tr, &lc, T.ts.epoch, T.ts.batch_in_epoch, T.ts.epoch + 1))) break;
+        int64_t nb = loader_steps_per_epoch(L);
+        LrSchedule sched = { .kind = c->scheduler, .base_lr = stage == 1 ? c->lr : c->stage2_lr, .min_lr = c->min_lr,
+                             .epochs = stage_end - stage_begin,
+                             .steps_per_epoch = (nb + c->accumulation_steps - 1) / c->accumulation_steps,
+                             .warmup_epochs = c->warmup_epochs, .t_mult = c->t_mult };
+        route_stats_reset(&T.rs);
+        T.epoch_loss_sum = 0, T.epoch_loss_n = 0;
+        double t0 = cx_time_s();
+        int stop = 0;
+        st = train_epoch(&T, L, &sched, stage, &stop);
+        loader_close(L);
+        if (st) break;
+        if (stop && T.ts.batch_in_epoch < nb) {
+            st = save_last(&T);
+            if (!st) {
+                printf("stopped at step %lld (epoch %d, batch %lld/%lld); saved %s — continue with --resume-from %s\n",
+                       (long long)T.ts.global_step, T.ts.epoch + 1, (long long)T.ts.batch_in_epoch, (long long)nb,
+                       T.last_ckpt, T.last_ckpt);
+                r->interrupted = 1;
+            }
+            break;
+        }
+        double train_s = cx_time_s() - t0;
+        double eloss = T.epoch_loss_n ? T.epoch_loss_sum / T.epoch_loss_n : NAN;
+        if (r->epochs == 0) r->first_loss = eloss;
+        r->last_loss = eloss;
+        T.ts.epoch++;
+        T.ts.batch_in_epoch = 0;
+        r->epochs++;
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "type", "epoch");
+        cJSON_AddNumberToObject(j, "epoch", T.ts.epoch);
+        cJSON_AddNumberToObject(j, "stage", stage);
+        cJSON_AddNumberToObject(j, "step", (double)T.ts.global_step);
+        cJSON_AddNumberToObject(j, "loss", eloss);
+        cJSON_AddNumberToObject(j, "seconds", train_s);
+        printf("epoch %d/%d (stage %d): loss %.4f, %.1f s\n", T.ts.epoch, c->epochs, stage, eloss, train_s);
+        if (T.va.n > 0 && (T.ts.epoch % c->val_every == 0 || T.ts.epoch == c->epochs)) {
+            ValResult vr;
+            double tv = cx_time_s();
+            if ((st = validate(&T, batch, &vr))) { cJSON_Delete(j); break; }
+            r->last_sm = vr.s.sm, r->last_iou = vr.iou;
+            int best = vr.s.sm > T.ts.best_score;
+            if (best) T.ts.best_score = vr.s.sm, T.ts.best_epoch = T.ts.epoch;
+            cJSON *v = cJSON_AddObjectToObject(j, "val");
+            cJSON_AddNumberToObject(v, "images", vr.n);
+            cJSON_AddNumberToObject(v, "Smeasure", vr.s.sm);
+            cJSON_AddNumberToObject(v, "wFmeasure", vr.s.wfm);
+            cJSON_AddNumberToObject(v, "MAE", vr.s.mae);
+            cJSON_AddNumberToObject(v, "adpEm", vr.s.adp_em);
+            cJSON_AddNumberToObject(v, "meanEm", vr.s.mean_em);
+            cJSON_AddNumberToObject(v, "maxEm", vr.s.max_em);
+            cJSON_AddNumberToObject(v, "adpFm", vr.s.adp_fm);
+            cJSON_AddNumberToObject(v, "meanFm", vr.s.mean_fm);
+            cJSON_AddNumberToObject(v, "maxFm", vr.s.max_fm);
+            cJSON_AddNumberToObject(v, "IoU", vr.iou);
+            cJSON_AddBoolToObject(v, "best", best);
+            printf("  validation (%d images, %.1f s): Sα %.4f  IoU %.4f  wFβ %.4f  MAE %.4f  meanEφ %.4f  maxFβ %.4f%s\n",
+                   vr.n, cx_time_s() - tv, vr.s.sm, vr.iou, vr.s.wfm, vr.s.mae, vr.s.mean_em, vr.s.max_fm,
+                   best ? "  (best)" : "");
+            if (best) {
+                // The weights validated: the EMA's when on.
+                if (c->use_ema) ema_swap(&T.ema, &T.pt);
+                st = checkpoint_save(c->checkpoint_dir, "best", &T.pt, T.meta_json, NULL, NULL, NULL);
+                if (c->use_ema) ema_swap(&T.ema, &T.pt);
+                if (st) { cJSON_Delete(j); break; }
+            }
+        }
+        if (T.mc.sparse && T.rs.images) {
+            cJSON_AddItemToObject(j, "routing", route_stats_json(&T.rs, &T.all));
+            route_stats_print(&T.rs, &T.all);
+        }
+        log_line(&T, j);
+        if ((st = save_last(&T))) break;
+        if (stop) {
+            printf("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
+                   T.last_ckpt);
+            r->interrupted = 1;
+            break;
+        }
+    }
+    r->steps = T.ts.global_step;
+    r->best_sm = T.ts.best_score;
+    r->best_epoch = T.ts.best_epoch;
+    if (!st && !r->interrupted)
+        printf("done: %d epochs, %lld steps; best validation Sα %.4f at epoch %d; checkpoints in %s (best.safetensors, "
+               "last.safetensors), log %s/train_log.jsonl\n", T.ts.epoch, (long long)T.ts.global_step, T.ts.best_score,
+               T.ts.best_epoch, c->checkpoint_dir, c->checkpoint_dir);
+    trainer_free(&T);
+    return st;
+}
