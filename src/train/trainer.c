@@ -11,10 +11,21 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
+static FILE *say_fp;   // the console: stdout, or nothing when TrainConfig.quiet
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+    if (!say_fp) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(say_fp, fmt, ap);
+    va_end(ap);
+}
 
 void trainer_request_stop(void) { stop_requested = 1; }
 
@@ -184,31 +195,31 @@ static cJSON *route_stats_json(const RouteStats *r, const Dataset *ds) {
 }
 
 static void route_stats_print(const RouteStats *r, const Dataset *ds) {
-    printf("  routing (training batches; share of images per expert, mean weight when chosen):\n");
-    printf("    %-7s", "scale");
+    say("  routing (training batches; share of images per expert, mean weight when chosen):\n");
+    say("    %-7s", "scale");
     for (int e = 0; e < r->E; e++) {
         char h[32];
         snprintf(h, sizeof h, "%s%d share/w", expert_kind_letter(e), e);
-        printf("%14s", h);
+        say("%14s", h);
     }
-    printf(" balance\n");
+    say(" balance\n");
     for (int s = 0; s < 4; s++) {
-        printf("    %-7d", s);
+        say("    %-7d", s);
         for (int e = 0; e < r->E; e++)
-            printf("   %5.1f%%/%.2f", r->images ? 100.0 * r->chosen[s][e] / r->images : 0,
+            say("   %5.1f%%/%.2f", r->images ? 100.0 * r->chosen[s][e] / r->images : 0,
                    r->chosen[s][e] ? r->wsum[s][e] / r->chosen[s][e] : 0);
-        printf("  %.5f\n", r->steps ? r->lb[s] / r->steps : 0);
+        say("  %.5f\n", r->steps ? r->lb[s] / r->steps : 0);
     }
     for (int c = 0; c < r->n_cat; c++) {
         if (!r->cat_images[c]) continue;
-        printf("    %-10s (%lld images) most used:", ds->categories[c], (long long)r->cat_images[c]);
+        say("    %-10s (%lld images) most used:", ds->categories[c], (long long)r->cat_images[c]);
         for (int s = 0; s < 4; s++) {
             int best = 0;
             const int64_t *row = &r->cat_chosen[((int64_t)c * 4 + s) * r->E];
             for (int e = 1; e < r->E; e++) if (row[e] > row[best]) best = e;
-            printf("  s%d %s%d %.0f%%", s, expert_kind_letter(best), best, 100.0 * row[best] / r->cat_images[c]);
+            say("  s%d %s%d %.0f%%", s, expert_kind_letter(best), best, 100.0 * row[best] / r->cat_images[c]);
         }
-        printf("\n");
+        say("\n");
     }
 }
 
@@ -448,13 +459,13 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
             char bar[32];
             for (int k = 0; k < width; k++) bar[k] = k < fill ? '#' : '.';
             bar[width] = 0;
-            printf("\r  epoch %d/%d [%s] %lld/%lld  %.1f img/s  loss %.4f  ETA %s   ", T->ts.epoch + 1, c->epochs, bar,
+            say("\r  epoch %d/%d [%s] %lld/%lld  %.1f img/s  loss %.4f  ETA %s   ", T->ts.epoch + 1, c->epochs, bar,
                    (long long)(b->step + 1), (long long)nb, ips, acc.total, eta);
-            fflush(stdout);
+            fflush(say_fp);
         } else if (now - tlast > 30 || last_of_epoch || (nb >= 10 && (b->step + 1) % (nb / 10) == 0)) {
-            printf("  epoch %d/%d batch %lld/%lld  %.1f img/s  loss %.4f  lr %.3g  ETA %s\n", T->ts.epoch + 1,
+            say("  epoch %d/%d batch %lld/%lld  %.1f img/s  loss %.4f  lr %.3g  ETA %s\n", T->ts.epoch + 1,
                    c->epochs, (long long)(b->step + 1), (long long)nb, ips, acc.total, lr, eta);
-            fflush(stdout);
+            fflush(say_fp);
             tlast = now;
         }
         memset(&acc, 0, sizeof acc);
@@ -463,12 +474,12 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         if (want_stop) {
             *stop = 1;
             if (!last_of_epoch) {
-                if (T->progress) printf("\n");
+                if (T->progress) say("\n");
                 return CX_OK;   // mid-epoch: the caller saves the cursor
             }
         }
     }
-    if (T->progress) printf("\n");
+    if (T->progress) say("\n");
     return st;
 }
 
@@ -492,7 +503,7 @@ static cx_status trainer_setup(Trainer *T) {
     if (T->tr.n < 1 || (c->val_fraction > 0 && T->va.n < 1))
         return CX_FAIL(CX_EARG, "--dataset-path %s: %d images are too few to hold out --val-fraction %g and train on the "
                        "rest; add images or use --val-fraction 0", c->dataset_path, T->all.n, c->val_fraction);
-    printf("data: %s; %d for training, %d held out for validation\n", sum, T->tr.n, T->va.n);
+    say("data: %s; %d for training, %d held out for validation\n", sum, T->tr.n, T->va.n);
     T->gt = cx_calloc((size_t)(T->va.n > 0 ? T->va.n : 1), sizeof *T->gt);
     // Model.
     CX_TRY(camoxpert_config(&T->mc, c->backbone, c->sparse, c->num_experts, c->top_k));
@@ -556,7 +567,7 @@ static cx_status trainer_setup(Trainer *T) {
                                                 (unsigned long long)T->ts.seed, (unsigned long long)c->seed);
             snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s", c->resume_from);
             T->last_ckpt_epoch = T->ts.epoch;
-            printf("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
+            say("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
                    c->resume_from, T->ts.stage, T->ts.epoch, (long long)T->ts.batch_in_epoch,
                    (long long)T->ts.global_step, T->ts.best_score, T->ts.best_epoch);
         } else {
@@ -564,7 +575,7 @@ static cx_status trainer_setup(Trainer *T) {
                 ema_free(&T->ema);
                 ema_init(&T->ema, &T->pt, c->ema_decay);
             }
-            printf("started from the weights of %s (no training state beside it)\n", c->resume_from);
+            say("started from the weights of %s (no training state beside it)\n", c->resume_from);
         }
     }
     T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
@@ -578,7 +589,7 @@ static cx_status trainer_setup(Trainer *T) {
     T->log = fopen(lp, "a");
     if (!T->log) return CX_FAIL(CX_EIO, "cannot open %s for appending; check --checkpoint-dir", lp);
     T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
-    printf("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
+    say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
            T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,
            (long long)params_count(&T->pt, PF_BUFFER), c->img_size, c->img_size);
     return CX_OK;
@@ -607,6 +618,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     memset(r, 0, sizeof *r);
     r->best_sm = -1;
     stop_requested = 0;
+    say_fp = c->quiet ? NULL : stdout;
     Trainer T;
     memset(&T, 0, sizeof T);
     T.c = c;
@@ -622,11 +634,11 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             adamw_reset(&T.opt, &T.pt);
             T.ts.stage = 2;
             T.ts.stage_step = 0;
-            printf("stage 2: training everything%s, batch %d, lr %g\n",
+            say("stage 2: training everything%s, batch %d, lr %g\n",
                    c->progressive_unfreeze ? " (backbone stages unfrozen progressively)" : "",
                    c->stage2_batch_size ? c->stage2_batch_size : c->batch_size, c->stage2_lr);
         } else if (first_epoch) {
-            printf("stage %d: %s, batch %d, lr %g\n", stage, stage == 1 ? "backbone frozen" : "training everything",
+            say("stage %d: %s, batch %d, lr %g\n", stage, stage == 1 ? "backbone frozen" : "training everything",
                    stage == 1 ? c->batch_size : (c->stage2_batch_size ? c->stage2_batch_size : c->batch_size),
                    stage == 1 ? c->lr : c->stage2_lr);
         }
@@ -655,7 +667,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         if (stop && T.ts.batch_in_epoch < nb) {
             st = save_last(&T);
             if (!st) {
-                printf("stopped at step %lld (epoch %d, batch %lld/%lld); saved %s — continue with --resume-from %s\n",
+                say("stopped at step %lld (epoch %d, batch %lld/%lld); saved %s — continue with --resume-from %s\n",
                        (long long)T.ts.global_step, T.ts.epoch + 1, (long long)T.ts.batch_in_epoch, (long long)nb,
                        T.last_ckpt, T.last_ckpt);
                 r->interrupted = 1;
@@ -676,7 +688,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         cJSON_AddNumberToObject(j, "step", (double)T.ts.global_step);
         cJSON_AddNumberToObject(j, "loss", eloss);
         cJSON_AddNumberToObject(j, "seconds", train_s);
-        printf("epoch %d/%d (stage %d): loss %.4f, %.1f s\n", T.ts.epoch, c->epochs, stage, eloss, train_s);
+        say("epoch %d/%d (stage %d): loss %.4f, %.1f s\n", T.ts.epoch, c->epochs, stage, eloss, train_s);
         if (T.va.n > 0 && (T.ts.epoch % c->val_every == 0 || T.ts.epoch == c->epochs)) {
             ValResult vr;
             double tv = cx_time_s();
@@ -697,7 +709,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             cJSON_AddNumberToObject(v, "maxFm", vr.s.max_fm);
             cJSON_AddNumberToObject(v, "IoU", vr.iou);
             cJSON_AddBoolToObject(v, "best", best);
-            printf("  validation (%d images, %.1f s): Sα %.4f  IoU %.4f  wFβ %.4f  MAE %.4f  meanEφ %.4f  maxFβ %.4f%s\n",
+            say("  validation (%d images, %.1f s): Sα %.4f  IoU %.4f  wFβ %.4f  MAE %.4f  meanEφ %.4f  maxFβ %.4f%s\n",
                    vr.n, cx_time_s() - tv, vr.s.sm, vr.iou, vr.s.wfm, vr.s.mae, vr.s.mean_em, vr.s.max_fm,
                    best ? "  (best)" : "");
             if (best) {
@@ -715,7 +727,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         log_line(&T, j);
         if ((st = save_last(&T))) break;
         if (stop) {
-            printf("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
+            say("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
                    T.last_ckpt);
             r->interrupted = 1;
             break;
@@ -725,7 +737,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     r->best_sm = T.ts.best_score;
     r->best_epoch = T.ts.best_epoch;
     if (!st && !r->interrupted)
-        printf("done: %d epochs, %lld steps; best validation Sα %.4f at epoch %d; checkpoints in %s (best.safetensors, "
+        say("done: %d epochs, %lld steps; best validation Sα %.4f at epoch %d; checkpoints in %s (best.safetensors, "
                "last.safetensors), log %s/train_log.jsonl\n", T.ts.epoch, (long long)T.ts.global_step, T.ts.best_score,
                T.ts.best_epoch, c->checkpoint_dir, c->checkpoint_dir);
     trainer_free(&T);

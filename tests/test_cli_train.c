@@ -1,0 +1,230 @@
+// test_cli_train.c — the train, predict and bench commands as users run them:
+// bad options and a missing dataset give exit status 2 and a message naming the
+// option and the fix; --help documents the reference trainer's options; Ctrl-C
+// checkpoints and a bare --resume-from continues with the run's own options;
+// predict writes masks at each photo's own size (camo4), overlays and routing
+// JSON; bench writes the documented JSON keys.
+#include "test.h"
+#include "data/image.h"
+#include "nn/camoxpert.h"
+#include "train/checkpoint.h"
+#include "train/infer.h"
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *bin_path(void) {
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "build/camoxpert";
+    path[n] = 0;
+    strcpy(strrchr(path, '/') + 1, "camoxpert");
+    return path;
+}
+
+// Runs `camoxpert ARGS` with stdout+stderr into *out (static buffer); returns the exit status.
+static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run_bin(char **out, const char *fmt, ...) {
+    static char *buf;
+    static char log[600];
+    if (!log[0]) snprintf(log, sizeof log, "%s/cli.log", test_tmpdir());
+    char args[8192], cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", bin_path(), args, log);
+    int st = system(cmd);
+    free(buf);
+    buf = NULL;
+    size_t n;
+    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    if (out) *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(cli_train_rejects_bad_options_with_hints) {
+    char *o;
+    CHECK(run_bin(&o, "train --dataset-path x --use-sparse-moe --num-experts 4 --top-k 7") == 2);
+    CHECKF(strstr(o, "--top-k 7") && strstr(o, "--num-experts 4"), "%s", o);
+    CHECK(run_bin(&o, "train --dataset-path x --epochs 3 --stage1-epochs 5") == 2);
+    CHECKF(strstr(o, "--stage1-epochs 5") && strstr(o, "--epochs 3"), "%s", o);
+    CHECK(run_bin(&o, "train --dataset-path x --num-experts 4") == 2);
+    CHECKF(strstr(o, "--num-experts") && strstr(o, "--use-sparse-moe"), "%s", o);
+    CHECK(run_bin(&o, "train --dataset-path x --ema-decay 0.99") == 2);
+    CHECKF(strstr(o, "--use-ema"), "%s", o);
+    CHECK(run_bin(&o, "train --dataset-path x --stage1-epoch 3") == 2);
+    CHECKF(strstr(o, "did you mean --stage1-epochs"), "%s", o);
+    CHECK(run_bin(&o, "train --dataset-path x --img-size 300") == 2);
+    CHECKF(strstr(o, "--img-size 300") && strstr(o, "288"), "%s", o);
+    CHECK(run_bin(&o, "train --dataset-path x --balance fancy --use-sparse-moe") == 2);
+    CHECKF(strstr(o, "--balance"), "%s", o);
+    CHECK(run_bin(&o, "train --epochs 2") == 2);
+    CHECKF(strstr(o, "--dataset-path"), "%s", o);
+    int rc = run_bin(&o, "train --dataset-path /nonexistent/cod --threads 1");
+    CHECKF(rc != 0 && strstr(o, "/nonexistent/cod"), "rc %d: %s", rc, o);
+    CHECK(run_bin(&o, "train --dataset-path x --resume-from /nonexistent/last.safetensors") == 2);
+    CHECKF(strstr(o, "/nonexistent/last.safetensors"), "%s", o);
+}
+
+TEST(cli_train_help_documents_the_reference_options) {
+    char *o;
+    REQUIRE(run_bin(&o, "train --help") == 0);
+    static const char *const names[] = { "dataset-path", "checkpoint-dir", "backbone", "backbone-weights", "batch-size",
+        "stage2-batch-size", "img-size", "epochs", "stage1-epochs", "lr", "stage2-lr", "weight-decay", "scheduler",
+        "min-lr", "warmup-epochs", "t-mult", "accumulation-steps", "deep-supervision", "use-ema", "ema-decay",
+        "progressive-unfreeze", "resume-from", "skip-stage1", "seed", "num-workers", "use-sparse-moe", "num-experts",
+        "top-k", "lb-coef", "balance", "router-lr-scale", "val-fraction", "threads", "val-every", NULL };
+    for (int i = 0; names[i]; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "--%s ", names[i]);
+        CHECKF(strstr(o, k), "--help lacks %s", k);
+    }
+}
+
+// A tiny synthetic set in the COD10K-v3 layout, made by the program itself.
+static const char *tiny_set(void) {
+    static char d[700];
+    if (d[0]) return d;
+    snprintf(d, sizeof d, "%s/tiny", test_tmpdir());
+    if (run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", d)) d[0] = 0;
+    return d;
+}
+
+TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
+    REQUIRE(tiny_set()[0]);
+    char ck[700], cmd[8192];
+    snprintf(ck, sizeof ck, "%s/ck", test_tmpdir());
+    REQUIRE_OK(make_dirs(ck));
+    // Start a long run, wait for its first logged step, send SIGINT: it checkpoints and exits 130.
+    snprintf(cmd, sizeof cmd,
+             "%s train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --batch-size 2 "
+             "--epochs 40 --stage1-epochs 1 --use-sparse-moe --num-experts 3 --top-k 1 --threads 1 --progress 0 "
+             "--val-fraction 0.25 > %s/run.out 2>&1 & pid=$!; "
+             "for i in $(seq 600); do grep -q '\"step\"' %s/train_log.jsonl 2>/dev/null && break; sleep 0.1; done; "
+             "kill -INT $pid; wait $pid; exit $?",
+             bin_path(), tiny_set(), ck, ck, ck);
+    int st = system(cmd);
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char p[800];
+    snprintf(p, sizeof p, "%s/run.out", ck);
+    unsigned char *out = NULL;
+    size_t n;
+    read_file(p, &out, &n);
+    CHECKF(rc == 130, "exit %d after SIGINT: %s", rc, out ? (char *)out : "");
+    CHECKF(out && strstr((char *)out, "--resume-from"), "%s", out ? (char *)out : "");
+    free(out);
+    snprintf(p, sizeof p, "%s/last.state.safetensors", ck);
+    REQUIRE(path_exists(p));
+    // Resume with no model or data options: they come from the checkpoint.
+    char *o;
+    rc = run_bin(&o, "train --resume-from %s/last.safetensors --threads 1 --max-steps 1000000 --epochs 2", ck);
+    CHECKF(rc == 0, "rc %d: %s", rc, o);
+    CHECKF(strstr(o, "--use-sparse-moe=1") && strstr(o, "resumed from") && strstr(o, "done: 2 epochs"), "%s", o);
+    // A checkpoint of another model is refused with both configurations named.
+    rc = run_bin(&o, "train --resume-from %s/last.safetensors --backbone edgenext_x_small --threads 1", ck);
+    CHECKF(rc == 2 && strstr(o, "edgenext_x_small") && strstr(o, "edgenext_xx_small"), "rc %d: %s", rc, o);
+}
+
+// An untrained sparse checkpoint with its config in the metadata (predict does not care how good it is).
+static const char *make_checkpoint(void) {
+    static char dir[700];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    CamoXpertConfig mc;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, &pt, &rng);
+    char *cfg = infer_config_json(&mc, 64);
+    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    free(cfg);
+    camoxpert_free(m);
+    params_free(&pt);
+    return st ? NULL : dir;
+}
+
+TEST(cli_predict_writes_masks_at_each_photo_size) {
+    const char *imgs = test_shared_path("data/camo4/Imgs");
+    if (!path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
+    const char *dir = make_checkpoint();
+    REQUIRE(dir);
+    char ck[800], out[800];
+    snprintf(ck, sizeof ck, "%s/model.safetensors", dir);
+    snprintf(out, sizeof out, "%s/pred", dir);
+    char *o;
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s --overlay --routing --threads 1", ck, imgs, out);
+    REQUIRE(rc == 0);
+    CHECKF(strstr(o, "input 64x64") && strstr(o, "wrote 4 masks"), "%s", o);
+    static const char *const names[] = { "camourflage_00012", "camourflage_00018", "camourflage_00061", "camourflage_00064" };
+    for (int i = 0; i < 4; i++) {
+        char p[1200];
+        Image8 photo = { 0 }, mask = { 0 }, ov = { 0 };
+        snprintf(p, sizeof p, "%s/%s.jpg", imgs, names[i]);
+        REQUIRE_OK(image_load(p, 3, &photo));
+        snprintf(p, sizeof p, "%s/%s.png", out, names[i]);
+        REQUIRE_OK(image_load(p, 1, &mask));
+        CHECKF(mask.w == photo.w && mask.h == photo.h, "%s: mask %dx%d, photo %dx%d", names[i], mask.w, mask.h, photo.w, photo.h);
+        int lo = 255, hi = 0;   // min–max export: the full 8-bit range
+        for (int64_t k = 0; k < (int64_t)mask.w * mask.h; k++) {
+            if (mask.px[k] < lo) lo = mask.px[k];
+            if (mask.px[k] > hi) hi = mask.px[k];
+        }
+        CHECKF(lo == 0 && hi == 255, "%s: mask range %d..%d", names[i], lo, hi);
+        snprintf(p, sizeof p, "%s/%s_overlay.jpg", out, names[i]);
+        REQUIRE_OK(image_load(p, 3, &ov));
+        CHECK(ov.w == photo.w && ov.h == photo.h);
+        snprintf(p, sizeof p, "%s/%s_routing.json", out, names[i]);
+        unsigned char *buf = NULL;
+        size_t n;
+        REQUIRE_OK(read_file(p, &buf, &n));
+        cJSON *j = cJSON_Parse((char *)buf);
+        free(buf);
+        REQUIRE(j);
+        const cJSON *sc = cJSON_GetObjectItem(j, "scales");
+        CHECK(cJSON_GetArraySize(sc) == 4);
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(sc, 0), "experts")) == 2);
+        cJSON_Delete(j);
+        image_free(&photo), image_free(&mask), image_free(&ov);
+    }
+    // One photo at another input size; errors name the file.
+    char one[1200];
+    snprintf(one, sizeof one, "%s/camourflage_00064.jpg", imgs);
+    CHECK(run_bin(&o, "predict --weights %s --input %s --out %s/one --img-size 96 --threads 1", ck, one, dir) == 0);
+    CHECK(run_bin(&o, "predict --weights %s --input %s --out %s/one --img-size 90", ck, one, dir) == 2);
+    CHECKF(strstr(o, "--img-size 90"), "%s", o);
+    CHECK(run_bin(&o, "predict --weights %s/missing.safetensors --input %s --out %s/one", dir, one, dir) == 2);
+    CHECKF(strstr(o, "missing.safetensors"), "%s", o);
+    CHECK(run_bin(&o, "predict --weights %s --input %s/nothing_here --out %s/one", ck, dir, dir) == 2);
+    CHECKF(strstr(o, "nothing_here"), "%s", o);
+}
+
+TEST(cli_bench_writes_the_documented_json) {
+    char js[800];
+    snprintf(js, sizeof js, "%s/bench.json", test_tmpdir());
+    char *o;
+    int rc = run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode both "
+                         "--num-experts 4 --top-k 1 --threads 1 --json %s", js);
+    REQUIRE(rc == 0);
+    unsigned char *buf = NULL;
+    size_t n;
+    REQUIRE_OK(read_file(js, &buf, &n));
+    cJSON *a = cJSON_Parse((char *)buf);
+    free(buf);
+    REQUIRE(a && cJSON_GetArraySize(a) == 2);
+    static const char *const keys[] = { "mode", "backbone", "num_experts", "top_k", "batch", "img_size",
+        "train_ms_per_step", "images_per_s", "infer_ms_batch1", "peak_mem_mb", "gflop_per_image", NULL };
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; keys[k]; k++) CHECKF(cJSON_GetObjectItem(cJSON_GetArrayItem(a, i), keys[k]), "missing %s", keys[k]);
+    double gd = cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "gflop_per_image")->valuedouble;
+    double gs = cJSON_GetObjectItem(cJSON_GetArrayItem(a, 1), "gflop_per_image")->valuedouble;
+    // Dense runs 4 experts per scale, sparse k = 1 of 4: fewer FLOPs, but the same backbone and head.
+    CHECKF(gd > 0 && gs > 0 && gs < gd, "GFLOP/image dense %g, sparse %g", gd, gs);
+    cJSON_Delete(a);
+    CHECK(run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
+    CHECKF(strstr(o, "--top-k 3"), "%s", o);
+}
