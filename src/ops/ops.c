@@ -5,44 +5,45 @@
 // is the fast path too (see docs/PERF.md).
 #include "ops.h"
 #include "ref/ref.h"
+#include "cpu/cpu.h"
 
-#define FAST_conv2d_forward ref_conv2d_forward_f32
-#define FAST_conv2d_backward ref_conv2d_backward_f32
-#define FAST_linear_forward ref_linear_forward_f32
-#define FAST_linear_backward ref_linear_backward_f32
-#define FAST_batchnorm_forward ref_batchnorm_forward_f32
-#define FAST_batchnorm_backward ref_batchnorm_backward_f32
-#define FAST_layernorm_forward ref_layernorm_forward_f32
-#define FAST_layernorm_backward ref_layernorm_backward_f32
-#define FAST_gelu_forward ref_gelu_forward_f32
-#define FAST_gelu_backward ref_gelu_backward_f32
-#define FAST_relu_forward ref_relu_forward_f32
-#define FAST_relu_backward ref_relu_backward_f32
-#define FAST_sigmoid_forward ref_sigmoid_forward_f32
-#define FAST_sigmoid_backward ref_sigmoid_backward_f32
-#define FAST_softplus_forward ref_softplus_forward_f32
-#define FAST_softplus_backward ref_softplus_backward_f32
-#define FAST_clamp_forward ref_clamp_forward_f32
-#define FAST_clamp_backward ref_clamp_backward_f32
-#define FAST_add_forward ref_add_forward_f32
-#define FAST_axpy ref_axpy_f32
-#define FAST_scale_inplace ref_scale_inplace_f32
-#define FAST_mul_forward ref_mul_forward_f32
-#define FAST_mul_backward ref_mul_backward_f32
-#define FAST_resize_bilinear_forward ref_resize_bilinear_forward_f32
-#define FAST_resize_bilinear_backward ref_resize_bilinear_backward_f32
-#define FAST_avgpool_global_forward ref_avgpool_global_forward_f32
-#define FAST_avgpool_global_backward ref_avgpool_global_backward_f32
-#define FAST_channels_copy ref_channels_copy_f32
-#define FAST_softmax_forward ref_softmax_forward_f32
-#define FAST_softmax_backward ref_softmax_backward_f32
+#define FAST_conv2d_forward cpu_conv2d_forward
+#define FAST_conv2d_backward cpu_conv2d_backward
+#define FAST_linear_forward cpu_linear_forward
+#define FAST_linear_backward cpu_linear_backward
+#define FAST_batchnorm_forward cpu_batchnorm_forward
+#define FAST_batchnorm_backward cpu_batchnorm_backward
+#define FAST_layernorm_forward cpu_layernorm_forward
+#define FAST_layernorm_backward cpu_layernorm_backward
+#define FAST_gelu_forward cpu_gelu_forward
+#define FAST_gelu_backward cpu_gelu_backward
+#define FAST_relu_forward cpu_relu_forward
+#define FAST_relu_backward cpu_relu_backward
+#define FAST_sigmoid_forward cpu_sigmoid_forward
+#define FAST_sigmoid_backward cpu_sigmoid_backward
+#define FAST_softplus_forward cpu_softplus_forward
+#define FAST_softplus_backward cpu_softplus_backward
+#define FAST_clamp_forward cpu_clamp_forward
+#define FAST_clamp_backward cpu_clamp_backward
+#define FAST_add_forward cpu_add_forward
+#define FAST_axpy cpu_axpy
+#define FAST_scale_inplace cpu_scale_inplace
+#define FAST_mul_forward cpu_mul_forward
+#define FAST_mul_backward cpu_mul_backward
+#define FAST_resize_bilinear_forward cpu_resize_bilinear_forward
+#define FAST_resize_bilinear_backward cpu_resize_bilinear_backward
+#define FAST_avgpool_global_forward cpu_avgpool_global_forward
+#define FAST_avgpool_global_backward cpu_avgpool_global_backward
+#define FAST_channels_copy cpu_channels_copy
+#define FAST_softmax_forward cpu_softmax_forward
+#define FAST_softmax_backward cpu_softmax_backward
 #define FAST_l2norm_forward ref_l2norm_forward_f32
 #define FAST_l2norm_backward ref_l2norm_backward_f32
 #define FAST_topk_rows ref_topk_rows_f32
-#define FAST_bce_logits_mean_forward ref_bce_logits_mean_forward_f32
-#define FAST_bce_logits_mean_backward ref_bce_logits_mean_backward_f32
-#define FAST_bce_logits_elem_forward ref_bce_logits_elem_forward_f32
-#define FAST_bce_logits_elem_backward ref_bce_logits_elem_backward_f32
+#define FAST_bce_logits_mean_forward cpu_bce_logits_mean_forward
+#define FAST_bce_logits_mean_backward cpu_bce_logits_mean_backward
+#define FAST_bce_logits_elem_forward cpu_bce_logits_elem_forward
+#define FAST_bce_logits_elem_backward cpu_bce_logits_elem_backward
 #define FAST_bce_mean_forward ref_bce_mean_forward_f32
 #define FAST_bce_mean_backward ref_bce_mean_backward_f32
 #define FAST_rows_gather ref_rows_gather_f32
@@ -84,7 +85,7 @@ void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, 
     if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
     CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
     if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
-    else ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    else cpu_gemm_batched(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
 }
 
 void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,

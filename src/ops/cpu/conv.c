@@ -1,0 +1,209 @@
+// conv.c — fast float32 conv2d on NHWC activations, forward and backward.
+// reference: torch.nn.functional.conv2d.
+//
+// Dense and grouped convolutions lower to OpenBLAS sgemm on im2col matrices:
+//   forward   y[r, g·Kg:(g+1)·Kg]  = col_g (R×KC) · W_g(Kg×KC)ᵀ
+//   dx        dcol_g (R×KC)       = dy_g (R×Kg) · W_g,   then col2im (+=) into dx
+//   dw        dW_g (Kg×KC)       += dy_gᵀ · col_g
+// where R = N·Ho·Wo output pixels, KC = kh·kw·C/G and W_g is the weight in
+// (K, kh, kw, C/G) order (transposed once from OIHW). Output rows are processed
+// in chunks so the im2col buffer stays around 16 MB whatever the image size.
+// 1×1 stride-1 unpadded convolutions skip im2col: x itself is the matrix.
+// Depthwise convolutions (groups == C == K) use a direct kernel that runs over
+// contiguous channels (dwconv.c); the GEMM form would have KC = kh·kw and waste
+// the machine.
+#include "cpu.h"
+#include <cblas.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    int64_t N, H, W, C, K, Cg, Kg, G, kh, kw, Ho, Wo, R, KC;
+    int s, p, d;
+} ConvGeom;
+
+static ConvGeom conv_geom(const Tensor *x, const Tensor *w, const Tensor *y, ConvArgs a) {
+    ConvGeom g = { .N = T_N(x), .H = T_H(x), .W = T_W(x), .C = T_C(x), .K = w->shape[0], .Cg = w->shape[1],
+                   .G = a.groups, .kh = w->shape[2], .kw = w->shape[3], .Ho = T_H(y), .Wo = T_W(y),
+                   .s = a.stride, .p = a.pad, .d = a.dil };
+    g.Kg = g.K / g.G;
+    g.R = g.N * g.Ho * g.Wo;
+    g.KC = g.kh * g.kw * g.Cg;
+    CX_ASSERT(g.Cg * g.G == g.C && g.Kg * g.G == g.K && T_C(y) == g.K && T_N(y) == g.N, "conv2d: channels/groups");
+    CX_ASSERT(g.Ho == conv2d_out_size(g.H, (int)g.kh, a) && g.Wo == conv2d_out_size(g.W, (int)g.kw, a),
+              "conv2d: output size");
+    return g;
+}
+
+static int conv_is_pointwise(const ConvGeom *g) { return g->kh == 1 && g->kw == 1 && g->s == 1 && g->p == 0; }
+static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 1 && g->G > 1; }
+
+// Output rows per im2col chunk: about 16 MB of columns, at least 64 rows.
+static int64_t conv_chunk_rows(const ConvGeom *g) {
+    int64_t r = (int64_t)(4 << 20) / g->KC;
+    if (r < 64) r = 64;
+    return r < g->R ? r : g->R;
+}
+
+// OIHW (K, Cg, kh, kw) -> (K, kh, kw, Cg).
+static float *conv_w_ohwi(OpCtx *ctx, const Tensor *w) {
+    int64_t K = w->shape[0], Cg = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+    float *wt = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(K * Cg * kh * kw));   // (K, kh, kw, Cg)
+    const float *wp = tensor_f32(w);
+#pragma omp parallel for if (K * Cg * kh * kw > 65536)
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t c = 0; c < Cg; c++)
+            for (int64_t t = 0; t < kh * kw; t++) wt[(k * kh * kw + t) * Cg + c] = wp[(k * Cg + c) * kh * kw + t];
+    return wt;
+}
+
+// col (rows × KC) for output rows [r0, r0+rows) of group gi.
+static void conv_im2col(const ConvGeom *g, float *col, const float *x, int64_t r0, int64_t rows, int64_t gi) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t q = r0 + r, ow = q % g->Wo, oh = (q / g->Wo) % g->Ho, n = q / (g->Wo * g->Ho);
+        float *cr = col + r * g->KC;
+        for (int64_t i = 0; i < g->kh; i++) {
+            int64_t ih = oh * g->s - g->p + i * g->d;
+            for (int64_t j = 0; j < g->kw; j++) {
+                int64_t iw = ow * g->s - g->p + j * g->d;
+                float *dst = cr + (i * g->kw + j) * g->Cg;
+                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) memset(dst, 0, sizeof(float) * (size_t)g->Cg);
+                else memcpy(dst, x + ((n * g->H + ih) * g->W + iw) * g->C + gi * g->Cg, sizeof(float) * (size_t)g->Cg);
+            }
+        }
+    }
+}
+
+// dx += col2im(dcol) for output rows [r0, r0+rows) of group gi. For one tap
+// distinct output pixels hit distinct input pixels, so each tap is a race-free
+// parallel loop.
+static void conv_col2im_add(const ConvGeom *g, float *dx, const float *dcol, int64_t r0, int64_t rows, int64_t gi) {
+    for (int64_t i = 0; i < g->kh; i++)
+        for (int64_t j = 0; j < g->kw; j++) {
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < rows; r++) {
+                int64_t q = r0 + r, ow = q % g->Wo, oh = (q / g->Wo) % g->Ho, n = q / (g->Wo * g->Ho);
+                int64_t ih = oh * g->s - g->p + i * g->d, iw = ow * g->s - g->p + j * g->d;
+                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                float *d = dx + ((n * g->H + ih) * g->W + iw) * g->C + gi * g->Cg;
+                const float *s = dcol + r * g->KC + (i * g->kw + j) * g->Cg;
+#pragma omp simd
+                for (int64_t c = 0; c < g->Cg; c++) d[c] += s[c];
+            }
+        }
+}
+
+void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld) {
+    // Each thread sums a block of rows into its own partial vector (double), then
+    // the partials are added in thread order: deterministic for a fixed thread count.
+    int nt = cx_threads_get();
+    if (R < 256) nt = 1;
+    ArenaMark m = arena_mark(ctx->scratch);
+    double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * K));   // (nt, K)
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        double *p = part + t * K;
+        int64_t lo = R * t / T, hi = R * (t + 1) / T;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *s = src + r * ld;
+#pragma omp simd
+            for (int64_t k = 0; k < K; k++) p[k] += s[k];
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int64_t k = 0; k < K; k++) dst[k] += (float)part[t * K + k];
+    arena_release(ctx->scratch, m);
+}
+
+void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+    ConvGeom g = conv_geom(x, w, y, a);
+    if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
+    ArenaMark m = arena_mark(ctx->scratch);
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);   // (R, K)
+    float beta = 0;
+    if (b) {
+        const float *bp = tensor_f32(b);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < g.R; r++) memcpy(yp + r * g.K, bp, sizeof(float) * (size_t)g.K);
+        beta = 1;
+    }
+    const float *wt = g.kh * g.kw == 1 ? tensor_f32(w) : conv_w_ohwi(ctx, w);   // (K, kh, kw, Cg)
+    if (conv_is_pointwise(&g)) {
+        for (int64_t gi = 0; gi < g.G; gi++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.R, (int)g.Kg, (int)g.Cg, 1.0f,
+                        xp + gi * g.Cg, (int)g.C, wt + gi * g.Kg * g.KC, (int)g.KC, beta, yp + gi * g.Kg, (int)g.K);
+    } else {
+        int64_t cr = conv_chunk_rows(&g);
+        float *col = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(cr * g.KC));   // (cr, KC)
+        for (int64_t r0 = 0; r0 < g.R; r0 += cr) {
+            int64_t rows = g.R - r0 < cr ? g.R - r0 : cr;
+            for (int64_t gi = 0; gi < g.G; gi++) {
+                conv_im2col(&g, col, xp, r0, rows, gi);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)g.Kg, (int)g.KC, 1.0f, col,
+                            (int)g.KC, wt + gi * g.Kg * g.KC, (int)g.KC, beta, yp + r0 * g.K + gi * g.Kg, (int)g.K);
+            }
+        }
+    }
+    arena_release(ctx->scratch, m);
+}
+
+void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                         const Tensor *w, ConvArgs a) {
+    ConvGeom g = conv_geom(x, w, dy, a);
+    if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
+    ArenaMark m = arena_mark(ctx->scratch);
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);   // (N,H,W,C), (R,K)
+    int one = g.kh * g.kw == 1;
+    const float *wt = !dx ? NULL : one ? tensor_f32(w) : conv_w_ohwi(ctx, w);   // (K, kh, kw, Cg)
+    // dW accumulates in (K, kh, kw, Cg) order, or straight into dw for 1×1 (same layout).
+    float *dwt = !dw ? NULL : one ? tensor_f32(dw) : arena_calloc(ctx->scratch, sizeof(float) * (size_t)(g.K * g.KC));
+    if (db) cpu_colsum_add(ctx, tensor_f32(db), dyp, g.R, g.K, g.K);
+    if (conv_is_pointwise(&g)) {
+        for (int64_t gi = 0; gi < g.G; gi++) {
+            if (dx)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.R, (int)g.Cg, (int)g.Kg, 1.0f,
+                            dyp + gi * g.Kg, (int)g.K, wt + gi * g.Kg * g.Cg, (int)g.Cg, 1.0f,
+                            tensor_f32(dx) + gi * g.Cg, (int)g.C);
+            if (dw)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.Kg, (int)g.Cg, (int)g.R, 1.0f,
+                            dyp + gi * g.Kg, (int)g.K, xp + gi * g.Cg, (int)g.C, 1.0f, dwt + gi * g.Kg * g.Cg, (int)g.Cg);
+        }
+    } else if (dx || dw) {
+        int64_t cr = conv_chunk_rows(&g);
+        float *col = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(cr * g.KC));   // (cr, KC)
+        for (int64_t r0 = 0; r0 < g.R; r0 += cr) {
+            int64_t rows = g.R - r0 < cr ? g.R - r0 : cr;
+            for (int64_t gi = 0; gi < g.G; gi++) {
+                if (dw) {
+                    conv_im2col(&g, col, xp, r0, rows, gi);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.Kg, (int)g.KC, (int)rows, 1.0f,
+                                dyp + r0 * g.K + gi * g.Kg, (int)g.K, col, (int)g.KC, 1.0f, dwt + gi * g.Kg * g.KC,
+                                (int)g.KC);
+                }
+                if (dx) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)g.KC, (int)g.Kg, 1.0f,
+                                dyp + r0 * g.K + gi * g.Kg, (int)g.K, wt + gi * g.Kg * g.KC, (int)g.KC, 0.0f, col,
+                                (int)g.KC);
+                    conv_col2im_add(&g, tensor_f32(dx), col, r0, rows, gi);
+                }
+            }
+        }
+    }
+    if (dw && !one) {
+        float *dwp = tensor_f32(dw);   // (K, Cg, kh, kw)
+        int64_t T = g.kh * g.kw;
+        for (int64_t k = 0; k < g.K; k++)
+            for (int64_t c = 0; c < g.Cg; c++)
+                for (int64_t t = 0; t < T; t++) dwp[(k * g.Cg + c) * T + t] += dwt[(k * T + t) * g.Cg + c];
+    }
+    arena_release(ctx->scratch, m);
+}

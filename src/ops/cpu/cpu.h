@@ -1,0 +1,60 @@
+// cpu.h — the fast float32 CPU kernels (OpenMP + OpenBLAS sgemm). Signatures
+// and accumulation contracts are those of ops.h; ops.c routes F32 calls here
+// unless ctx->force_ref. Ops not declared here use their float32 reference
+// kernel as the fast path (see ops.c).
+#pragma once
+#include "ops/ops.h"
+
+void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);
+void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+    const Tensor *w, ConvArgs a);
+void cpu_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b);
+void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+    const Tensor *w);
+void cpu_gemm_batched(int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
+    const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch);
+void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+    const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+    int training, double momentum, double eps);
+void cpu_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
+    const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+    const Tensor *gamma, int training);
+void cpu_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x,
+    const Tensor *w, const Tensor *b, double eps);
+void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+    const Tensor *save_mean, const Tensor *save_rstd, const Tensor *w);
+void cpu_gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
+void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x);
+void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
+void cpu_relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y);
+void cpu_sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
+void cpu_sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y);
+void cpu_softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
+void cpu_softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x);
+void cpu_clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi);
+void cpu_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, double lo, double hi);
+void cpu_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b);
+void cpu_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x);
+void cpu_scale_inplace(OpCtx *ctx, Tensor *y, double alpha);
+void cpu_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s);
+void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s);
+void cpu_resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w);
+void cpu_resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h, double scale_w);
+void cpu_avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
+void cpu_avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy);
+void cpu_channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate);
+void cpu_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t outer, int64_t L, int64_t inner);
+void cpu_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer, int64_t L,
+    int64_t inner);
+double cpu_bce_logits_mean_forward(OpCtx *ctx, const Tensor *x, const Tensor *t);
+void cpu_bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t);
+void cpu_bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t);
+void cpu_bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t);
+
+// Internal helpers shared by the CPU kernels.
+// Depthwise conv2d (groups == C == K), direct NHWC kernels (dwconv.c).
+void cpu_dwconv_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);
+void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                         const Tensor *w, ConvArgs a);
+// dst[k] += Σ_r src[r*ld + k] for r < R, k < K (column sums, e.g. bias gradients).
+void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld);

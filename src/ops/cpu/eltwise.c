@@ -1,0 +1,364 @@
+// eltwise.c — fast float32 element-wise, broadcast, resampling, pooling,
+// channel-slicing, softmax and logits-loss kernels. All are memory-bound: each
+// is one OpenMP-parallel pass with a vectorisable inner loop, and the target is
+// a fraction of the machine's copy bandwidth (bench/bench_ops.c).
+// reference: the PyTorch ops named in ops.h for each function.
+#include "cpu.h"
+#include "ops/ref/ref.h"
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// Parallel only above this many elements: below it thread start-up costs more.
+#define PAR_MIN 32768
+
+#define EW_LOOP(n, body) do { \
+    int64_t n_ = (n); \
+    _Pragma("omp parallel for simd schedule(static) if (n_ > PAR_MIN)") \
+    for (int64_t i = 0; i < n_; i++) { body; } } while (0)
+
+void cpu_gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    EW_LOOP(tensor_numel(x), yp[i] = 0.5f * xp[i] * (1.0f + erff(xp[i] * (float)M_SQRT1_2)));
+}
+
+void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    const float k = (float)(M_2_SQRTPI * M_SQRT1_2 * 0.5);   // 1/sqrt(2π)
+    EW_LOOP(tensor_numel(x), float v = xp[i];
+            dxp[i] += dyp[i] * (0.5f * (1.0f + erff(v * (float)M_SQRT1_2)) + v * k * expf(-0.5f * v * v)));
+}
+
+void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    EW_LOOP(tensor_numel(x), yp[i] = xp[i] > 0 ? xp[i] : 0.0f);
+}
+
+void cpu_relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    const float *yp = tensor_f32(y), *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    EW_LOOP(tensor_numel(y), dxp[i] += yp[i] > 0 ? dyp[i] : 0.0f);
+}
+
+void cpu_sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    EW_LOOP(tensor_numel(x), yp[i] = 1.0f / (1.0f + expf(-xp[i])));
+}
+
+void cpu_sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    const float *yp = tensor_f32(y), *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    EW_LOOP(tensor_numel(y), dxp[i] += dyp[i] * yp[i] * (1.0f - yp[i]));
+}
+
+void cpu_softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    EW_LOOP(tensor_numel(x), yp[i] = xp[i] > 20.0f ? xp[i] : log1pf(expf(xp[i])));
+}
+
+void cpu_softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    EW_LOOP(tensor_numel(x), dxp[i] += xp[i] > 20.0f ? dyp[i] : dyp[i] / (1.0f + expf(-xp[i])));
+}
+
+void cpu_clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    const float l = (float)lo, h = (float)hi;
+    EW_LOOP(tensor_numel(x), yp[i] = xp[i] < l ? l : xp[i] > h ? h : xp[i]);
+}
+
+void cpu_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, double lo, double hi) {
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    const float l = (float)lo, h = (float)hi;
+    EW_LOOP(tensor_numel(x), dxp[i] += (xp[i] >= l && xp[i] <= h) ? dyp[i] : 0.0f);
+}
+
+void cpu_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
+    const float *ap = tensor_f32(a), *bp = tensor_f32(b);
+    float *yp = tensor_f32(y);
+    EW_LOOP(tensor_numel(a), yp[i] = ap[i] + bp[i]);
+}
+
+void cpu_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    const float al = (float)alpha;
+    EW_LOOP(tensor_numel(x), yp[i] += al * xp[i]);
+}
+
+void cpu_scale_inplace(OpCtx *ctx, Tensor *y, double alpha) {
+    float *yp = tensor_f32(y);
+    const float al = (float)alpha;
+    EW_LOOP(tensor_numel(y), yp[i] *= al);
+}
+
+// ---- broadcast multiply ------------------------------------------------------------------------
+void cpu_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) {
+    MulBcast b = mul_bcast_plan(x, s);
+    const float *xp = tensor_f32(x), *sp = tensor_f32(s);
+    float *yp = tensor_f32(y);
+#pragma omp parallel for collapse(2) schedule(static) if (b.N * b.P * b.C > PAR_MIN)
+    for (int64_t n = 0; n < b.N; n++)
+        for (int64_t p = 0; p < b.P; p++) {
+            int64_t o = (n * b.P + p) * b.C;
+            const float *sr = sp + n * b.sn + p * b.sp;
+            if (b.sc) {
+#pragma omp simd
+                for (int64_t c = 0; c < b.C; c++) yp[o + c] = xp[o + c] * sr[c];
+            } else {
+                float v = sr[0];
+#pragma omp simd
+                for (int64_t c = 0; c < b.C; c++) yp[o + c] = xp[o + c] * v;
+            }
+        }
+}
+
+void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s) {
+    MulBcast b = mul_bcast_plan(x, s);
+    const float *xp = tensor_f32(x), *sp = tensor_f32(s), *dyp = tensor_f32(dy);
+    if (dx) {
+        float *dxp = tensor_f32(dx);
+#pragma omp parallel for collapse(2) schedule(static) if (b.N * b.P * b.C > PAR_MIN)
+        for (int64_t n = 0; n < b.N; n++)
+            for (int64_t p = 0; p < b.P; p++) {
+                int64_t o = (n * b.P + p) * b.C;
+                const float *sr = sp + n * b.sn + p * b.sp;
+                if (b.sc) {
+#pragma omp simd
+                    for (int64_t c = 0; c < b.C; c++) dxp[o + c] += dyp[o + c] * sr[c];
+                } else {
+                    float v = sr[0];
+#pragma omp simd
+                    for (int64_t c = 0; c < b.C; c++) dxp[o + c] += dyp[o + c] * v;
+                }
+            }
+    }
+    if (!ds) return;
+    float *dsp = tensor_f32(ds);
+    if (b.sp == 0) {
+        // s is (C) or (N, C): sum dy·x over the P pixels of each image, in per-thread partials.
+        ArenaMark m = arena_mark(ctx->scratch);
+        int nt = cx_threads_get();
+        int64_t NS = b.sn ? b.N : 1;   // distinct rows of s
+        double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * NS * b.C));   // (nt, NS, C)
+#pragma omp parallel num_threads(nt) if (b.N * b.P * b.C > PAR_MIN)
+        {
+#ifdef _OPENMP
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+            int t = 0, T = 1;
+#endif
+            int64_t rows = b.N * b.P, lo = rows * t / T, hi = rows * (t + 1) / T;
+            for (int64_t q = lo; q < hi; q++) {
+                double *pp = part + ((int64_t)t * NS + (b.sn ? q / b.P : 0)) * b.C;
+                const float *d = dyp + q * b.C, *xr = xp + q * b.C;
+#pragma omp simd
+                for (int64_t c = 0; c < b.C; c++) pp[c] += d[c] * xr[c];
+            }
+        }
+        for (int t = 0; t < nt; t++)
+            for (int64_t j = 0; j < NS * b.C; j++) dsp[j] += (float)part[(int64_t)t * NS * b.C + j];
+        arena_release(ctx->scratch, m);
+    } else if (b.sc == 0) {
+        // s is (N, H, W, 1): one dot product over channels per pixel.
+#pragma omp parallel for schedule(static) if (b.N * b.P * b.C > PAR_MIN)
+        for (int64_t q = 0; q < b.N * b.P; q++) {
+            float acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t c = 0; c < b.C; c++) acc += dyp[q * b.C + c] * xp[q * b.C + c];
+            dsp[q] += acc;
+        }
+    } else {
+        EW_LOOP(b.N * b.P * b.C, dsp[i] += dyp[i] * xp[i]);
+    }
+}
+
+// ---- resampling and pooling -----------------------------------------------------------------------
+// reference: F.interpolate(mode='bilinear', align_corners=False); index
+// arithmetic in float as aten does for float tensors (see ref_tmpl.h).
+typedef struct { int64_t i0, i1; float l0, l1; } Lerp;
+
+static void resize_lerps(Lerp *L, int64_t in, int64_t out, double scale) {
+    float sc = scale > 0 ? (float)(1.0 / scale) : (float)in / (float)out;
+    for (int64_t d = 0; d < out; d++) {
+        float src = sc * ((float)d + 0.5f) - 0.5f;
+        if (src < 0) src = 0;
+        int64_t i0 = (int64_t)src;
+        if (i0 > in - 1) i0 = in - 1;
+        float l1 = src - (float)i0;
+        if (l1 > 1) l1 = 1;
+        L[d] = (Lerp){ i0, i0 + (i0 < in - 1 ? 1 : 0), 1 - l1, l1 };
+    }
+}
+
+void cpu_resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
+    int64_t N = T_N(x), H = T_H(x), W = T_W(x), C = T_C(x), Ho = T_H(y), Wo = T_W(y);
+    CX_ASSERT(T_N(y) == N && T_C(y) == C, "resize_bilinear: N or C differ");
+    ArenaMark m = arena_mark(ctx->scratch);
+    Lerp *lh = arena_alloc(ctx->scratch, sizeof(Lerp) * (size_t)Ho), *lw = arena_alloc(ctx->scratch, sizeof(Lerp) * (size_t)Wo);
+    resize_lerps(lh, H, Ho, scale_h);
+    resize_lerps(lw, W, Wo, scale_w);
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+#pragma omp parallel for collapse(2) schedule(static) if (N * Ho * Wo * C > PAR_MIN)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const Lerp h = lh[oh];
+            const float *r0 = xp + (n * H + h.i0) * W * C, *r1 = xp + (n * H + h.i1) * W * C;
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const Lerp w = lw[ow];
+                float *yr = yp + ((n * Ho + oh) * Wo + ow) * C;
+                const float *a = r0 + w.i0 * C, *b = r0 + w.i1 * C, *c = r1 + w.i0 * C, *d = r1 + w.i1 * C;
+#pragma omp simd
+                for (int64_t k = 0; k < C; k++) yr[k] = h.l0 * (w.l0 * a[k] + w.l1 * b[k]) + h.l1 * (w.l0 * c[k] + w.l1 * d[k]);
+            }
+        }
+    arena_release(ctx->scratch, m);
+}
+
+void cpu_resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h, double scale_w) {
+    int64_t N = T_N(dx), H = T_H(dx), W = T_W(dx), C = T_C(dx), Ho = T_H(dy), Wo = T_W(dy);
+    ArenaMark m = arena_mark(ctx->scratch);
+    Lerp *lh = arena_alloc(ctx->scratch, sizeof(Lerp) * (size_t)Ho), *lw = arena_alloc(ctx->scratch, sizeof(Lerp) * (size_t)Wo);
+    resize_lerps(lh, H, Ho, scale_h);
+    resize_lerps(lw, W, Wo, scale_w);
+    const float *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    // Output rows scatter into overlapping input rows, so threads split images
+    // and 16-channel blocks instead (each owns its slice of dx).
+    int64_t CB = 16, nb = (C + CB - 1) / CB;
+#pragma omp parallel for collapse(2) schedule(static) if (N * Ho * Wo * C > PAR_MIN)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < nb; cb++) {
+            int64_t c0 = cb * CB, c1 = c0 + CB < C ? c0 + CB : C;
+            for (int64_t oh = 0; oh < Ho; oh++) {
+                const Lerp h = lh[oh];
+                float *r0 = dxp + (n * H + h.i0) * W * C, *r1 = dxp + (n * H + h.i1) * W * C;
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const Lerp w = lw[ow];
+                    const float *d = dyp + ((n * Ho + oh) * Wo + ow) * C;
+                    for (int64_t k = c0; k < c1; k++) {
+                        r0[w.i0 * C + k] += h.l0 * w.l0 * d[k];
+                        r0[w.i1 * C + k] += h.l0 * w.l1 * d[k];
+                        r1[w.i0 * C + k] += h.l1 * w.l0 * d[k];
+                        r1[w.i1 * C + k] += h.l1 * w.l1 * d[k];
+                    }
+                }
+            }
+        }
+    arena_release(ctx->scratch, m);
+}
+
+void cpu_avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    int64_t N = T_N(x), HW = T_H(x) * T_W(x), C = T_C(x);
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t c = 0; c < C; c++) yp[n * C + c] = 0;
+        cpu_colsum_add(ctx, yp + n * C, xp + n * HW * C, HW, C, C);
+        for (int64_t c = 0; c < C; c++) yp[n * C + c] /= (float)HW;
+    }
+}
+
+void cpu_avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
+    int64_t N = T_N(dx), HW = T_H(dx) * T_W(dx), C = T_C(dx);
+    const float *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+    const float inv = 1.0f / (float)HW;
+#pragma omp parallel for collapse(2) schedule(static) if (N * HW * C > PAR_MIN)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t p = 0; p < HW; p++) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) dxp[(n * HW + p) * C + c] += dyp[n * C + c] * inv;
+        }
+}
+
+void cpu_channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
+    int64_t Cd = dst->shape[dst->ndim - 1], Cs = src->shape[src->ndim - 1], R = tensor_numel(src) / Cs;
+    CX_ASSERT(tensor_numel(dst) / Cd == R && dc0 + nc <= Cd && sc0 + nc <= Cs, "channels_copy: ranges");
+    const float *sp = tensor_f32(src) + sc0;
+    float *dp = tensor_f32(dst) + dc0;
+#pragma omp parallel for schedule(static) if (R * nc > PAR_MIN)
+    for (int64_t r = 0; r < R; r++) {
+        if (accumulate) {
+#pragma omp simd
+            for (int c = 0; c < nc; c++) dp[r * Cd + c] += sp[r * Cs + c];
+        } else {
+            memcpy(dp + r * Cd, sp + r * Cs, sizeof(float) * (size_t)nc);
+        }
+    }
+}
+
+// ---- softmax ------------------------------------------------------------------------------------------
+void cpu_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t outer, int64_t L, int64_t inner) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y);
+#pragma omp parallel for collapse(2) schedule(static) if (outer * L * inner > PAR_MIN)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            const float *xr = xp + o * L * inner + in;
+            float *yr = yp + o * L * inner + in;
+            float mx = -INFINITY;
+            double s = 0;
+            for (int64_t l = 0; l < L; l++) mx = xr[l * inner] > mx ? xr[l * inner] : mx;
+            for (int64_t l = 0; l < L; l++) s += (yr[l * inner] = expf(xr[l * inner] - mx));
+            float inv = (float)(1.0 / s);
+            for (int64_t l = 0; l < L; l++) yr[l * inner] *= inv;
+        }
+}
+
+void cpu_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer, int64_t L,
+                          int64_t inner) {
+    const float *yp = tensor_f32(y), *dyp = tensor_f32(dy);
+    float *dxp = tensor_f32(dx);
+#pragma omp parallel for collapse(2) schedule(static) if (outer * L * inner > PAR_MIN)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            int64_t b = o * L * inner + in;
+            double s = 0;
+            for (int64_t l = 0; l < L; l++) s += dyp[b + l * inner] * yp[b + l * inner];
+            for (int64_t l = 0; l < L; l++) dxp[b + l * inner] += yp[b + l * inner] * (dyp[b + l * inner] - (float)s);
+        }
+}
+
+// ---- logits losses ----------------------------------------------------------------------------------------
+// reference: F.binary_cross_entropy_with_logits; the mean is summed in double.
+static inline float bcel_f(float x, float t) { return (x > 0 ? x : 0) - x * t + log1pf(expf(-fabsf(x))); }
+
+double cpu_bce_logits_mean_forward(OpCtx *ctx, const Tensor *x, const Tensor *t) {
+    const float *xp = tensor_f32(x), *tp = tensor_f32(t);
+    int64_t n = tensor_numel(x);
+    double s = 0;
+#pragma omp parallel for simd reduction(+ : s) schedule(static) if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++) s += bcel_f(xp[i], tp[i]);
+    return (float)(s / n);
+}
+
+void cpu_bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t) {
+    const float *xp = tensor_f32(x), *tp = tensor_f32(t);
+    float *dxp = tensor_f32(dx);
+    const float k = (float)(dloss / tensor_numel(x));
+    EW_LOOP(tensor_numel(x), dxp[i] += k * (1.0f / (1.0f + expf(-xp[i])) - tp[i]));
+}
+
+void cpu_bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t) {
+    const float *xp = tensor_f32(x), *tp = tensor_f32(t);
+    float *op = tensor_f32(out);
+    EW_LOOP(tensor_numel(x), op[i] = bcel_f(xp[i], tp[i]));
+}
+
+void cpu_bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t) {
+    const float *xp = tensor_f32(x), *tp = tensor_f32(t), *dp = tensor_f32(dout);
+    float *dxp = tensor_f32(dx);
+    EW_LOOP(tensor_numel(x), dxp[i] += dp[i] * (1.0f / (1.0f + expf(-xp[i])) - tp[i]));
+}

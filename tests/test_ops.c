@@ -1,0 +1,525 @@
+// test_ops.c — the op test table: one entry per op and shape set (ggml's
+// test-backend-ops idea). Every entry runs three checks:
+//   1. PyTorch golden: the float64 reference path against outputs and gradients
+//      that tools/make_op_goldens.py computed with PyTorch in float64
+//      (tests/fixtures/ops_golden.safetensors, which also holds the inputs and
+//      therefore every shape), and the float32 fast path against the same;
+//   2. central finite differences of loss = Σ out·dout in float64 through the
+//      reference kernels (sampled elements of every differentiable input);
+//   3. float32 fast kernels against float32 reference kernels.
+// Errors are max|a−b| / max|b| (test_rel_err); tolerances are per entry:
+//   g64 — float64 vs golden, fd — finite differences, fast — fast vs reference,
+//   g32 — float32 fast vs float64 golden.
+// Adding an op: add a case to the Python script, regenerate, add an entry here.
+#include "test.h"
+#include "ops/ops.h"
+#include <string.h>
+
+#define GOLDEN_PATH "tests/fixtures/ops_golden.safetensors"
+#define MAXT 6
+
+typedef struct OpTest OpTest;
+// fwd: outputs from inputs (must not modify inputs). bwd: adds gradients of
+// Σ out·dout into din[i] for every input whose din[i].data is set.
+typedef void (*op_fwd_fn)(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in);
+typedef void (*op_bwd_fn)(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in);
+struct OpTest {
+    const char *name;   // case name in the golden file
+    op_fwd_fn fwd;
+    op_bwd_fn bwd;
+    ConvArgs conv;
+    int k;              // topk k, softmax/l2norm axis split, ...
+    double f[3];        // scalar parameters (scales, bounds, eps)
+    double g64, fd, fast, g32;
+    int no_fd;          // 1: inputs sit on kinks on purpose (clamp boundaries)
+    int ties;           // topk with ties: PyTorch's order among equal values is
+                        // unspecified (CPU topk uses an unstable partial sort), so
+                        // indices are checked to point at the golden values in
+                        // ascending order within each run of equal values (ops.h).
+};
+
+#define D(i) (din[i].data ? &din[i] : NULL)
+
+// ---- forward/backward adapters, one pair per op ----------------------------------------------
+static void conv_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int has_b = in[2].data != NULL;
+    conv2d_forward(c, &out[0], &in[0], &in[1], has_b ? &in[2] : NULL, t->conv);
+}
+static void conv_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    conv2d_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &in[1], t->conv);
+}
+static void linear_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    linear_forward(c, &out[0], &in[0], &in[1], in[2].data ? &in[2] : NULL);
+}
+static void linear_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    linear_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &in[1]);
+}
+// gemm_nt: C (b,M,N) = α·A (b,M,K)·B (b,N,K)ᵀ. dA += α·dC·B, dB += α·dCᵀ·A.
+static void gemm_nt_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int b = (int)in[0].shape[0], M = (int)in[0].shape[1], K = (int)in[0].shape[2], N = (int)in[1].shape[1];
+    gemm_batched(c, in[0].dtype, 0, 1, M, N, K, t->f[0], in[0].data, K, M * K, in[1].data, K, N * K, 0, out[0].data,
+                 N, M * N, b);
+}
+static void gemm_nt_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    int b = (int)in[0].shape[0], M = (int)in[0].shape[1], K = (int)in[0].shape[2], N = (int)in[1].shape[1];
+    gemm_batched(c, in[0].dtype, 0, 0, M, K, N, t->f[0], dout[0].data, N, M * N, in[1].data, K, N * K, 1,
+                 din[0].data, K, M * K, b);
+    gemm_batched(c, in[0].dtype, 1, 0, N, K, M, t->f[0], dout[0].data, N, M * N, in[0].data, K, M * K, 1,
+                 din[1].data, K, N * K, b);
+}
+// gemm_tn_beta: C = α·A (b,K,M)ᵀ·B (b,K,N) + β·C0. dA += α·B·dCᵀ, dB += α·A·dC, dC0 += β·dC.
+static void gemm_tn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int b = (int)in[0].shape[0], K = (int)in[0].shape[1], M = (int)in[0].shape[2], N = (int)in[1].shape[2];
+    tensor_copy(&out[0], &in[2]);
+    gemm_batched(c, in[0].dtype, 1, 0, M, N, K, t->f[0], in[0].data, M, K * M, in[1].data, N, K * N, t->f[1],
+                 out[0].data, N, M * N, b);
+}
+static void gemm_tn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    int b = (int)in[0].shape[0], K = (int)in[0].shape[1], M = (int)in[0].shape[2], N = (int)in[1].shape[2];
+    gemm_batched(c, in[0].dtype, 0, 1, K, M, N, t->f[0], in[1].data, N, K * N, dout[0].data, N, M * N, 1,
+                 din[0].data, M, K * M, b);
+    gemm_batched(c, in[0].dtype, 0, 0, K, N, M, t->f[0], in[0].data, M, K * M, dout[0].data, N, M * N, 1,
+                 din[1].data, N, K * N, b);
+    axpy(c, &din[2], t->f[1], &dout[0]);
+}
+// batchnorm: inputs x, gamma, beta, running_mean, running_var; training
+// outputs y and the updated running statistics.
+static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int train = t->k;
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]);
+    if (train) {
+        tensor_copy(&out[1], &in[3]);
+        tensor_copy(&out[2], &in[4]);
+    }
+    batchnorm_forward(c, &out[0], &sm, &si, &in[0], &in[1], &in[2], train ? &out[1] : &in[3], train ? &out[2] : &in[4],
+                      train, 0.1, 1e-5);
+    arena_release(c->scratch, m);
+}
+static void bn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    int train = t->k;
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
+    Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
+    tensor_copy(&rm, &in[3]);
+    tensor_copy(&rv, &in[4]);
+    batchnorm_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
+    batchnorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &si, &in[1], train);
+    arena_release(c->scratch, m);
+}
+static Tensor rows_stat(Arena *a, const Tensor *x) {
+    int64_t n = tensor_numel(x) / x->shape[x->ndim - 1];
+    return tensor_new(a, x->dtype, 1, &n);
+}
+static void ln_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = rows_stat(c->scratch, &in[0]), sr = rows_stat(c->scratch, &in[0]);
+    layernorm_forward(c, &out[0], &sm, &sr, &in[0], &in[1], &in[2], t->f[0]);
+    arena_release(c->scratch, m);
+}
+static void ln_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = rows_stat(c->scratch, &in[0]), sr = rows_stat(c->scratch, &in[0]), y = tensor_like(c->scratch, &in[0]);
+    layernorm_forward(c, &y, &sm, &sr, &in[0], &in[1], &in[2], t->f[0]);
+    layernorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &sr, &in[1]);
+    arena_release(c->scratch, m);
+}
+#define UNARY(op, bwd_arg) \
+    static void op##_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { op##_forward(c, &out[0], &in[0]); } \
+    static void op##_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) { \
+        op##_backward(c, &din[0], &dout[0], bwd_arg); }
+UNARY(gelu, &in[0])
+UNARY(relu, &out[0])
+UNARY(sigmoid, &out[0])
+UNARY(softplus, &in[0])
+static void clamp_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { clamp_forward(c, &out[0], &in[0], t->f[0], t->f[1]); }
+static void clamp_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    clamp_backward(c, &din[0], &dout[0], &in[0], t->f[0], t->f[1]);
+}
+static void add_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { add_forward(c, &out[0], &in[0], &in[1]); }
+static void add_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    axpy(c, &din[0], 1, &dout[0]);
+    axpy(c, &din[1], 1, &dout[0]);
+}
+// axpy: out = in0 + α·in1, exercised in place on a copy of in0.
+static void axpy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    tensor_copy(&out[0], &in[0]);
+    axpy(c, &out[0], t->f[0], &in[1]);
+}
+static void axpy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    axpy(c, &din[0], 1, &dout[0]);
+    axpy(c, &din[1], t->f[0], &dout[0]);
+}
+static void scale_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    tensor_copy(&out[0], &in[0]);
+    scale_inplace(c, &out[0], t->f[0]);
+}
+static void scale_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    axpy(c, &din[0], t->f[0], &dout[0]);
+}
+static void mul_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { mul_forward(c, &out[0], &in[0], &in[1]); }
+static void mul_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    mul_backward(c, D(0), D(1), &dout[0], &in[0], &in[1]);
+}
+static void resize_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    resize_bilinear_forward(c, &out[0], &in[0], t->f[0], t->f[1]);
+}
+static void resize_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    resize_bilinear_backward(c, &din[0], &dout[0], t->f[0], t->f[1]);
+}
+static void avgpool_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { avgpool_global_forward(c, &out[0], &in[0]); }
+static void avgpool_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    avgpool_global_backward(c, &din[0], &dout[0]);
+}
+static void concat_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    const Tensor *xs[3] = { &in[0], &in[1], &in[2] };
+    concat_forward(c, &out[0], xs, 3);
+}
+static void concat_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    Tensor *dxs[3] = { D(0), D(1), D(2) };
+    concat_backward(c, dxs, 3, &dout[0]);
+}
+// out = in0 with channels [2,5) += in1[..., 1:4]; backward is two channel copies.
+static void chcopy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    tensor_copy(&out[0], &in[0]);
+    channels_copy(c, &out[0], 2, &in[1], 1, 3, 1);
+}
+static void chcopy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    axpy(c, &din[0], 1, &dout[0]);
+    channels_copy(c, &din[1], 1, &dout[0], 2, 3, 1);
+}
+// Axis views: x (outer, L, inner) with L = shape[k], outer/inner the products around it.
+static void axis_split(const Tensor *x, int k, int64_t *outer, int64_t *L, int64_t *inner) {
+    *outer = 1; *inner = 1; *L = x->shape[k];
+    for (int i = 0; i < k; i++) *outer *= x->shape[i];
+    for (int i = k + 1; i < x->ndim; i++) *inner *= x->shape[i];
+}
+static void softmax_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int64_t o, L, n;
+    axis_split(&in[0], t->k, &o, &L, &n);
+    softmax_forward(c, &out[0], &in[0], o, L, n);
+}
+static void softmax_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    int64_t o, L, n;
+    axis_split(&in[0], t->k, &o, &L, &n);
+    softmax_backward(c, &din[0], &dout[0], &out[0], o, L, n);
+}
+static void l2norm_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int64_t o, L, n;
+    axis_split(&in[0], t->k, &o, &L, &n);
+    ArenaMark m = arena_mark(c->scratch);
+    int64_t ns = o * n;
+    Tensor nrm = tensor_new(c->scratch, in[0].dtype, 1, &ns);
+    l2norm_forward(c, &out[0], &nrm, &in[0], o, L, n, t->f[0]);
+    arena_release(c->scratch, m);
+}
+static void l2norm_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    int64_t o, L, n;
+    axis_split(&in[0], t->k, &o, &L, &n);
+    ArenaMark m = arena_mark(c->scratch);
+    int64_t ns = o * n;
+    Tensor nrm = tensor_new(c->scratch, in[0].dtype, 1, &ns), y = tensor_like(c->scratch, &in[0]);
+    l2norm_forward(c, &y, &nrm, &in[0], o, L, n, t->f[0]);
+    l2norm_backward(c, &din[0], &dout[0], &in[0], &nrm, o, L, n, t->f[0]);
+    arena_release(c->scratch, m);
+}
+static void topk_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { topk_rows(c, &out[1], &out[0], &in[0], t->k); }
+static void bcel_mean_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    tensor_set(&out[0], 0, bce_logits_mean_forward(c, &in[0], &in[1]));
+}
+static void bcel_mean_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    bce_logits_mean_backward(c, &din[0], tensor_get(&dout[0], 0), &in[0], &in[1]);
+}
+static void bcel_elem_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    bce_logits_elem_forward(c, &out[0], &in[0], &in[1]);
+}
+static void bcel_elem_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    bce_logits_elem_backward(c, &din[0], &dout[0], &in[0], &in[1]);
+}
+static void bce_mean_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    tensor_set(&out[0], 0, bce_mean_forward(c, &in[0], &in[1]));
+}
+static void bce_mean_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    bce_mean_backward(c, &din[0], tensor_get(&dout[0], 0), &in[0], &in[1]);
+}
+// gather's backward is a scatter-add of the output gradient.
+static void gather_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { rows_gather(c, &out[0], &in[0], &in[1]); }
+static void gather_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    rows_scatter_add(c, &din[0], &dout[0], &in[1], NULL);
+}
+// scatter: out = in0 (dst) + index_add(in2 (idx), in3 (w) · in1 (src)).
+static void scatter_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    tensor_copy(&out[0], &in[0]);
+    rows_scatter_add(c, &out[0], &in[1], &in[2], in[3].data ? &in[3] : NULL);
+}
+static void scatter_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    axpy(c, &din[0], 1, &dout[0]);
+    rows_scatter_add_backward(c, D(1), in[3].data ? D(3) : NULL, &dout[0], &in[1], &in[2], in[3].data ? &in[3] : NULL);
+}
+
+// ---- the runner -------------------------------------------------------------------------------
+typedef struct {
+    int nin, nout, ngout;
+    Tensor in[MAXT], out[MAXT], dout[MAXT], din[MAXT];
+    const StEntry *gin[MAXT], *gout[MAXT], *gdout[MAXT], *ggrad[MAXT];
+} CaseData;
+
+static const StEntry *golden(const StFile *f, const char *name, const char *what, int i) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s%d", name, what, i);
+    return st_find(f, key);
+}
+
+static Tensor load_as(Arena *a, const StFile *f, const StEntry *e, cx_dtype dt) {
+    Tensor t = tensor_new(a, e->dtype == DT_I32 ? DT_I32 : dt, e->ndim, e->shape);
+    cx_status st = st_entry_read(f, e, &t);
+    CX_ASSERT(st == CX_OK, "%s", cx_errmsg());
+    return t;
+}
+
+// Loads inputs (as dt), allocates outputs, zeroed input gradients and douts.
+static void case_setup(CaseData *d, Arena *a, const StFile *f, const OpTest *t, cx_dtype dt) {
+    memset(d, 0, sizeof *d);
+    while (d->nin < MAXT && (d->gin[d->nin] = golden(f, t->name, "in", d->nin))) {
+        d->in[d->nin] = load_as(a, f, d->gin[d->nin], dt);
+        if ((d->ggrad[d->nin] = golden(f, t->name, "grad", d->nin))) d->din[d->nin] = tensor_zeros_like(a, &d->in[d->nin]);
+        d->nin++;
+    }
+    while (d->nout < MAXT && (d->gout[d->nout] = golden(f, t->name, "out", d->nout))) {
+        const StEntry *e = d->gout[d->nout];
+        d->out[d->nout] = tensor_zeros(a, e->dtype == DT_I32 ? DT_I32 : dt, e->ndim, e->shape);
+        d->nout++;
+    }
+    while (d->ngout < d->nout && (d->gdout[d->ngout] = golden(f, t->name, "dout", d->ngout))) {
+        d->dout[d->ngout] = load_as(a, f, d->gdout[d->ngout], dt);
+        d->ngout++;
+    }
+}
+
+static double case_loss(const CaseData *d) {
+    double s = 0;
+    for (int o = 0; o < d->ngout; o++)
+        for (int64_t i = 0; i < tensor_numel(&d->out[o]); i++) s += tensor_get(&d->out[o], i) * tensor_get(&d->dout[o], i);
+    return s;
+}
+
+static void check_err(const char *what, const char *tname, int i, const Tensor *a, const Tensor *b, double tol) {
+    double e = test_rel_err(a, b, 1e-30);
+    if (a->dtype == DT_I32) tol = 0;
+    CHECKF(e <= tol, "%s: %s%d rel err %.3g > tol %.3g", what, tname, i, e, tol);
+}
+
+// idx (R,k) points at val (R,k) in x (R,L); equal values come in ascending index order.
+static void check_topk_ties(const Tensor *idx, const Tensor *val, const Tensor *x) {
+    int64_t R = idx->shape[0], k = idx->shape[1], L = x->shape[1];
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t j = 0; j < k; j++) {
+            int32_t i = tensor_i32(idx)[r * k + j];
+            REQUIRE(i >= 0 && i < L);
+            CHECKF(tensor_get(x, r * L + i) == tensor_get(val, r * k + j), "topk: idx[%lld][%lld] = %d is not its value",
+                   (long long)r, (long long)j, i);
+            if (j > 0 && tensor_get(val, r * k + j) == tensor_get(val, r * k + j - 1))
+                CHECKF(i > tensor_i32(idx)[r * k + j - 1], "topk: tie at row %lld not in ascending index order", (long long)r);
+        }
+}
+
+static void op_case_run(const OpTest *t) {
+    StFile f;
+    REQUIRE_OK(st_open(&f, GOLDEN_PATH));
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    OpCtx ctx = { .scratch = &scratch };
+    CaseData d;
+    case_setup(&d, &a, &f, t, DT_F64);
+    REQUIRE(d.nin > 0 && d.nout > 0);
+
+    // 1. float64 reference vs the PyTorch golden.
+    t->fwd(&ctx, t, d.out, d.in);
+    for (int o = 0; o < d.nout; o++) {
+        Tensor g = load_as(&a, &f, d.gout[o], DT_F64);
+        if (t->ties && d.out[o].dtype == DT_I32) check_topk_ties(&d.out[o], &d.out[0], &d.in[0]);
+        else check_err("golden f64", "out", o, &d.out[o], &g, t->g64);
+    }
+    if (t->bwd && d.ngout) {
+        t->bwd(&ctx, t, d.din, d.dout, d.out, d.in);
+        for (int i = 0; i < d.nin; i++) {
+            if (!d.ggrad[i]) continue;
+            Tensor g = load_as(&a, &f, d.ggrad[i], DT_F64);
+            check_err("golden f64", "grad", i, &d.din[i], &g, t->g64);
+        }
+    }
+
+    // 2. Central finite differences (float64, reference kernels), up to 40
+    //    evenly spread elements per differentiable input.
+    if (t->bwd && d.ngout && !t->no_fd) {
+        for (int i = 0; i < d.nin; i++) {
+            if (!d.ggrad[i]) continue;
+            int64_t n = tensor_numel(&d.in[i]), step = n > 40 ? n / 40 : 1;
+            double md = 0, mg = 0;
+            for (int64_t j = 0; j < n; j++) mg = fmax(mg, fabs(tensor_get(&d.din[i], j)));
+            for (int64_t j = 0; j < n; j += step) {
+                double x0 = tensor_get(&d.in[i], j), h = 1e-5 * fmax(1.0, fabs(x0)), lp, lm;
+                tensor_set(&d.in[i], j, x0 + h);
+                t->fwd(&ctx, t, d.out, d.in);
+                lp = case_loss(&d);
+                tensor_set(&d.in[i], j, x0 - h);
+                t->fwd(&ctx, t, d.out, d.in);
+                lm = case_loss(&d);
+                tensor_set(&d.in[i], j, x0);
+                md = fmax(md, fabs((lp - lm) / (2 * h) - tensor_get(&d.din[i], j)));
+            }
+            double e = mg > 0 ? md / mg : md;
+            CHECKF(e <= t->fd, "finite differences: grad%d rel err %.3g > tol %.3g", i, e, t->fd);
+        }
+    }
+
+    // 3. float32: fast vs reference, and fast vs the golden.
+    CaseData r, q;
+    case_setup(&r, &a, &f, t, DT_F32);
+    case_setup(&q, &a, &f, t, DT_F32);
+    ctx.force_ref = 1;
+    t->fwd(&ctx, t, r.out, r.in);
+    if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
+    ctx.force_ref = 0;
+    t->fwd(&ctx, t, q.out, q.in);
+    if (t->bwd && q.ngout) t->bwd(&ctx, t, q.din, q.dout, q.out, q.in);
+    for (int o = 0; o < d.nout; o++) {
+        Tensor g = load_as(&a, &f, d.gout[o], DT_F64);
+        check_err("fast vs ref f32", "out", o, &q.out[o], &r.out[o], t->fast);
+        if (t->ties && q.out[o].dtype == DT_I32) check_topk_ties(&q.out[o], &q.out[0], &q.in[0]);
+        else check_err("golden f32 fast", "out", o, &q.out[o], &g, t->g32);
+    }
+    for (int i = 0; i < d.nin && t->bwd && d.ngout; i++) {
+        if (!d.ggrad[i]) continue;
+        Tensor g = load_as(&a, &f, d.ggrad[i], DT_F64);
+        check_err("fast vs ref f32", "grad", i, &q.din[i], &r.din[i], t->fast);
+        check_err("golden f32 fast", "grad", i, &q.din[i], &g, t->g32);
+    }
+    CHECKF(scratch.used == 0, "scratch arena not released: %zu bytes", scratch.used);
+    arena_free(&a);
+    arena_free(&scratch);
+    st_close(&f);
+}
+
+// One test per entry: OPCASE(case_name, field initialisers...).
+#define OPCASE(id, ...) \
+    static const OpTest opcase_##id = { .name = #id, __VA_ARGS__ }; \
+    TEST(op_##id) { op_case_run(&opcase_##id); }
+
+// Tolerance sets (g64, fd, fast, g32). float64 vs PyTorch float64 differs only
+// by summation order (~1e-15); 1e-12 leaves room for long sums without hiding a
+// wrong index. Finite differences with h = 1e-5 are good to ~1e-9; 1e-6 allows
+// for curvature. float32 fast vs float32 reference (double sums) and vs the
+// float64 golden: sgemm/vector float sums over at most a few hundred terms.
+#define TOL_GEMM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5
+#define TOL_ELEM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-6, .g32 = 1e-6
+#define TOL_NORM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5
+#define CONV(s_, p_, d_, g_) .fwd = conv_fwd, .bwd = conv_bwd, .conv = { .stride = s_, .pad = p_, .dil = d_, .groups = g_ }
+
+OPCASE(conv_k3_7x5_c3, CONV(1, 1, 1, 1), TOL_GEMM)
+OPCASE(conv_k1_7x5, CONV(1, 0, 1, 1), TOL_GEMM)
+OPCASE(conv_k1_s2_nobias, CONV(2, 0, 1, 1), TOL_GEMM)
+OPCASE(conv_k3_s2_b1, CONV(2, 1, 1, 1), TOL_GEMM)
+OPCASE(conv_k5_s2_g2, CONV(2, 2, 1, 2), TOL_GEMM)
+OPCASE(conv_k7_p3, CONV(1, 3, 1, 1), TOL_GEMM)
+OPCASE(conv_k3_d8_6x6, CONV(1, 8, 8, 1), TOL_GEMM)
+OPCASE(conv_k3_d2, CONV(1, 2, 2, 1), TOL_GEMM)
+OPCASE(conv_k3_d4_g3, CONV(1, 4, 4, 3), TOL_GEMM)
+OPCASE(dwconv_k3, CONV(1, 1, 1, 5), TOL_GEMM)
+OPCASE(dwconv_k5_s2, CONV(2, 2, 1, 6), TOL_GEMM)
+OPCASE(dwconv_k7, CONV(1, 3, 1, 8), TOL_GEMM)
+OPCASE(dwconv_k9_nobias, CONV(1, 4, 1, 3), TOL_GEMM)
+OPCASE(dwconv_k3_d2_c70, CONV(1, 2, 2, 70), TOL_GEMM)
+OPCASE(linear_rows, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM)
+OPCASE(linear_nobias, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM)
+OPCASE(gemm_nt, .fwd = gemm_nt_fwd, .bwd = gemm_nt_bwd, .f = { 0.7 }, TOL_GEMM)
+OPCASE(gemm_tn_beta, .fwd = gemm_tn_fwd, .bwd = gemm_tn_bwd, .f = { 1.3, 0.5 }, TOL_GEMM)
+OPCASE(bn_train, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM)
+OPCASE(bn_train_b1, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM)
+OPCASE(bn_eval, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM)
+OPCASE(ln, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 }, TOL_NORM)
+OPCASE(ln_c80, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-5 }, TOL_NORM)
+OPCASE(gelu, .fwd = gelu_fwd, .bwd = gelu_bwd, TOL_ELEM)
+OPCASE(relu, .fwd = relu_fwd, .bwd = relu_bwd, TOL_ELEM)
+OPCASE(sigmoid, .fwd = sigmoid_fwd, .bwd = sigmoid_bwd, TOL_ELEM)
+OPCASE(softplus, .fwd = softplus_fwd, .bwd = softplus_bwd, TOL_ELEM)
+OPCASE(clamp, .fwd = clamp_fwd, .bwd = clamp_bwd, .f = { -0.5, 0.8 }, TOL_ELEM)
+OPCASE(clamp_bounds, .fwd = clamp_fwd, .bwd = clamp_bwd, .f = { -0.5, 0.8 }, TOL_ELEM, .no_fd = 1)
+OPCASE(add, .fwd = add_fwd, .bwd = add_bwd, TOL_ELEM)
+OPCASE(axpy, .fwd = axpy_fwd, .bwd = axpy_bwd, .f = { 0.3 }, TOL_ELEM)
+OPCASE(scale, .fwd = scale_fwd, .bwd = scale_bwd, .f = { 1.7 }, TOL_ELEM)
+OPCASE(mul_c, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
+OPCASE(mul_nc, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
+OPCASE(mul_pix, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
+OPCASE(mul_elem, .fwd = mul_fwd, .bwd = mul_bwd, TOL_ELEM)
+OPCASE(resize_scale2, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 2.0, 2.0 }, TOL_NORM)
+OPCASE(resize_scale1p5, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 1.5, 1.5 }, TOL_NORM)
+OPCASE(resize_scale0p5, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 0.5, 0.5 }, TOL_NORM)
+OPCASE(resize_size_up, .fwd = resize_fwd, .bwd = resize_bwd, TOL_NORM)
+OPCASE(resize_size_down, .fwd = resize_fwd, .bwd = resize_bwd, TOL_NORM)
+OPCASE(resize_size_4x, .fwd = resize_fwd, .bwd = resize_bwd, TOL_NORM)
+OPCASE(avgpool, .fwd = avgpool_fwd, .bwd = avgpool_bwd, TOL_NORM)
+OPCASE(concat, .fwd = concat_fwd, .bwd = concat_bwd, TOL_ELEM)
+OPCASE(channels_copy_acc, .fwd = chcopy_fwd, .bwd = chcopy_bwd, TOL_ELEM)
+OPCASE(softmax_last, .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1, TOL_NORM)
+OPCASE(softmax_mid, .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1, TOL_NORM)
+OPCASE(l2norm_last, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-12 }, TOL_NORM)
+OPCASE(l2norm_mid, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-12 }, TOL_NORM)
+OPCASE(l2norm_eps, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-3 }, TOL_NORM)
+OPCASE(topk_ties, .fwd = topk_fwd, .k = 4, .ties = 1, .g64 = 0, .fast = 0, .g32 = 0)
+OPCASE(topk_k1, .fwd = topk_fwd, .k = 1, .g64 = 0, .fast = 0, .g32 = 1e-7)
+OPCASE(bce_logits_mean, .fwd = bcel_mean_fwd, .bwd = bcel_mean_bwd, TOL_NORM)
+OPCASE(bce_logits_elem, .fwd = bcel_elem_fwd, .bwd = bcel_elem_bwd, TOL_NORM)
+OPCASE(bce_mean, .fwd = bce_mean_fwd, .bwd = bce_mean_bwd, TOL_NORM)
+OPCASE(rows_gather, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
+OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
+OPCASE(rows_scatter_add_now, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
+
+// Every case in the golden file has an entry above (and vice versa through REQUIRE).
+TEST(op_table_covers_goldens) {
+    StFile f;
+    REQUIRE_OK(st_open(&f, GOLDEN_PATH));
+    const OpTest *all[] = {
+        &opcase_conv_k3_7x5_c3, &opcase_conv_k1_7x5, &opcase_conv_k1_s2_nobias, &opcase_conv_k3_s2_b1,
+        &opcase_conv_k5_s2_g2, &opcase_conv_k7_p3, &opcase_conv_k3_d8_6x6, &opcase_conv_k3_d2, &opcase_conv_k3_d4_g3,
+        &opcase_dwconv_k3, &opcase_dwconv_k5_s2, &opcase_dwconv_k7, &opcase_dwconv_k9_nobias, &opcase_dwconv_k3_d2_c70,
+        &opcase_linear_rows, &opcase_linear_nobias, &opcase_gemm_nt, &opcase_gemm_tn_beta, &opcase_bn_train,
+        &opcase_bn_train_b1, &opcase_bn_eval, &opcase_ln, &opcase_ln_c80, &opcase_gelu, &opcase_relu, &opcase_sigmoid,
+        &opcase_softplus, &opcase_clamp, &opcase_clamp_bounds, &opcase_add, &opcase_axpy, &opcase_scale,
+        &opcase_mul_c, &opcase_mul_nc, &opcase_mul_pix, &opcase_mul_elem, &opcase_resize_scale2,
+        &opcase_resize_scale1p5, &opcase_resize_scale0p5, &opcase_resize_size_up, &opcase_resize_size_down,
+        &opcase_resize_size_4x, &opcase_avgpool, &opcase_concat, &opcase_channels_copy_acc, &opcase_softmax_last,
+        &opcase_softmax_mid, &opcase_l2norm_last, &opcase_l2norm_mid, &opcase_l2norm_eps, &opcase_topk_ties,
+        &opcase_topk_k1, &opcase_bce_logits_mean, &opcase_bce_logits_elem, &opcase_bce_mean, &opcase_rows_gather,
+        &opcase_rows_scatter_add, &opcase_rows_scatter_add_now,
+    };
+    int n = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < f.n; i++) {
+        const char *nm = f.entries[i].name, *dot = strrchr(nm, '.');
+        if (!dot || strncmp(dot, ".in0", 5)) continue;
+        int found = 0;
+        for (int j = 0; j < n && !found; j++)
+            found = strlen(all[j]->name) == (size_t)(dot - nm) && !strncmp(all[j]->name, nm, (size_t)(dot - nm));
+        CHECKF(found, "golden case %.*s has no table entry", (int)(dot - nm), nm);
+    }
+    st_close(&f);
+}
+
+// ops.h's tie rule, stated directly: equal values keep ascending index order.
+TEST(op_topk_tie_order) {
+    Arena a;
+    arena_init(&a, "test", 1 << 12);
+    OpCtx ctx = { .scratch = &a };
+    double v[2][6] = { { 2, 2, 2, 2, 2, 2 }, { 1, 3, 0, 3, 2, 3 } };
+    int32_t want[2][4] = { { 0, 1, 2, 3 }, { 1, 3, 5, 4 } };
+    for (int fr = 0; fr < 2; fr++) {
+        ctx.force_ref = fr;
+        Tensor x = tensor_new(&a, DT_F32, 2, (int64_t[]){ 2, 6 }), idx = tensor_new(&a, DT_I32, 2, (int64_t[]){ 2, 4 });
+        Tensor val = tensor_new(&a, DT_F32, 2, (int64_t[]){ 2, 4 });
+        for (int i = 0; i < 12; i++) tensor_set(&x, i, v[i / 6][i % 6]);
+        topk_rows(&ctx, &idx, &val, &x, 4);
+        for (int i = 0; i < 8; i++) CHECKF(tensor_i32(&idx)[i] == want[i / 4][i % 4], "idx[%d] = %d", i, tensor_i32(&idx)[i]);
+    }
+    arena_free(&a);
+}
