@@ -523,3 +523,79 @@ TEST(op_topk_tie_order) {
     }
     arena_free(&a);
 }
+
+// Fast vs reference (float32) on shapes large enough to take the parallel
+// paths (above the kernels' 32768-element threshold) and, for conv, several
+// im2col chunks (KC = 2304 gives 1820-row chunks over 2304 output rows).
+static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nout, Tensor *out_shapes, double tol) {
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 24);
+    arena_init(&scratch, "scratch", 1 << 24);
+    OpCtx ctx = { .scratch = &scratch };
+    Rng rng = rng_init(99);
+    CaseData cd[2];
+    for (int v = 0; v < 2; v++) {
+        CaseData *d = &cd[v];
+        memset(d, 0, sizeof *d);
+        d->nin = nin; d->nout = nout; d->ngout = 1;
+        for (int i = 0; i < nin; i++) {
+            if (!in_shapes[i].ndim) continue;
+            d->in[i] = tensor_new(&a, DT_F32, in_shapes[i].ndim, in_shapes[i].shape);
+            d->din[i] = tensor_zeros_like(&a, &d->in[i]);
+        }
+        for (int o = 0; o < nout; o++) d->out[o] = tensor_zeros(&a, DT_F32, out_shapes[o].ndim, out_shapes[o].shape);
+        d->dout[0] = tensor_like(&a, &d->out[0]);
+    }
+    for (int i = 0; i < nin; i++)   // same random values for both runs (positive: running variances)
+        for (int64_t j = 0; j < tensor_numel(&cd[0].in[i]); j++) {
+            double u = rng_uniform(&rng) + 0.1;
+            tensor_set(&cd[0].in[i], j, u);
+            tensor_set(&cd[1].in[i], j, u);
+        }
+    for (int64_t j = 0; j < tensor_numel(&cd[0].dout[0]); j++) {
+        double u = rng_normal(&rng);
+        tensor_set(&cd[0].dout[0], j, u);
+        tensor_set(&cd[1].dout[0], j, u);
+    }
+    for (int v = 0; v < 2; v++) {
+        ctx.force_ref = v;
+        t->fwd(&ctx, t, cd[v].out, cd[v].in);
+        t->bwd(&ctx, t, cd[v].din, cd[v].dout, cd[v].out, cd[v].in);
+    }
+    for (int o = 0; o < nout; o++) check_err("big fast vs ref", "out", o, &cd[0].out[o], &cd[1].out[o], tol);
+    for (int i = 0; i < nin; i++)
+        if (cd[0].din[i].data) check_err("big fast vs ref", "grad", i, &cd[0].din[i], &cd[1].din[i], tol);
+    arena_free(&a);
+    arena_free(&scratch);
+}
+
+#define SH(...) ((Tensor){ .ndim = (int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), .shape = { __VA_ARGS__ } })
+
+TEST(op_fast_big_conv) {
+    OpTest c = { CONV(1, 1, 1, 1) };
+    fast_vs_ref_big(&c, 3, (Tensor[]){ SH(1, 48, 48, 256), SH(8, 256, 3, 3), SH(8) }, 1, (Tensor[]){ SH(1, 48, 48, 8) }, 1e-5);
+    OpTest dw = { CONV(2, 3, 1, 96) };
+    fast_vs_ref_big(&dw, 3, (Tensor[]){ SH(2, 33, 31, 96), SH(96, 1, 7, 7), SH(96) }, 1, (Tensor[]){ SH(2, 17, 16, 96) }, 1e-5);
+    OpTest lin = { .fwd = linear_fwd, .bwd = linear_bwd };
+    fast_vs_ref_big(&lin, 3, (Tensor[]){ SH(1, 40, 40, 48), SH(72, 48), SH(72) }, 1, (Tensor[]){ SH(1, 40, 40, 72) }, 1e-5);
+}
+
+TEST(op_fast_big_norm_eltwise) {
+    OpTest bn = { .fwd = bn_fwd, .bwd = bn_bwd, .k = 1 };
+    fast_vs_ref_big(&bn, 5, (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24), SH(24), SH(24) }, 3,
+                    (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24) }, 1e-5);
+    OpTest ln = { .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 } };
+    fast_vs_ref_big(&ln, 3, (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
+    OpTest mul = { .fwd = mul_fwd, .bwd = mul_bwd };
+    fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
+    fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
+    fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 40, 40, 1) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
+    OpTest rs = { .fwd = resize_fwd, .bwd = resize_bwd };
+    fast_vs_ref_big(&rs, 1, (Tensor[]){ SH(2, 23, 21, 40) }, 1, (Tensor[]){ SH(2, 45, 50, 40) }, 1e-5);
+    OpTest sm = { .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1 };
+    fast_vs_ref_big(&sm, 1, (Tensor[]){ SH(64, 40, 24) }, 1, (Tensor[]){ SH(64, 40, 24) }, 1e-5);
+    OpTest ge = { .fwd = gelu_fwd, .bwd = gelu_bwd };
+    fast_vs_ref_big(&ge, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-6);
+    OpTest ap = { .fwd = avgpool_fwd, .bwd = avgpool_bwd };
+    fast_vs_ref_big(&ap, 1, (Tensor[]){ SH(2, 64, 64, 24) }, 1, (Tensor[]){ SH(2, 24) }, 1e-5);
+}
