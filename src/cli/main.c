@@ -9,6 +9,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
+    { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
 };
 
 int cmd_version(int argc, char **argv) {

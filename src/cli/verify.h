@@ -1,0 +1,52 @@
+// verify.h — shared machinery of `camoxpert verify`: tolerances from a fixture's
+// metadata, the project's error rule, one printed line per checked tensor,
+// NCHW -> NHWC reading, and the deterministic parameter generator that lets a
+// fixture omit its parameters. A checker for one fixture `kind` (edgenext,
+// camoxpert, ...) is a function `verify_<kind>(VerifyRun*, const StFile*)` that
+// calls verify_check for every tensor it compares; cmd_verify.c dispatches.
+// Fixture format: ../shared/fixtures/README.md and docs/EDGENEXT.md.
+#pragma once
+#include "core/core.h"
+#include "nn/params.h"
+
+typedef struct {
+    double rtol_fwd_f32, rtol_fwd_f64, rtol_grad_f64, grad_floor;   // from __metadata__
+    int quiet;        // print only failing lines
+    int n_checked, n_failed;
+    double worst;     // largest err/tol seen
+    char worst_name[160];
+} VerifyRun;
+
+// err = max|ours − ref| / max(max|ref|, floor); prints "name err tol ok|FAIL" and
+// counts it. A shape mismatch (element count) fails with both shapes. Returns 1 if ok.
+int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol);
+// Records a failure that is not a numerical comparison (a missing tensor, ...).
+void verify_fail(VerifyRun *v, const char *name, const char *why);
+
+// Reads a 4-D NCHW fixture tensor into a new NHWC tensor of dtype dt from a.
+cx_status verify_read_nhwc(const StFile *f, const char *name, Arena *a, cx_dtype dt, Tensor *out);
+// Reads a fixture tensor as it is (any layout) into dtype dt.
+cx_status verify_read(const StFile *f, const char *name, Arena *a, cx_dtype dt, Tensor *out);
+// The largest |gradient| in the fixture: metadata `grad_absmax` when present (a
+// fixture that stores only some gradients records the maximum over all of them),
+// else the maximum over every tensor whose name starts with "grad/".
+double verify_grad_absmax(const StFile *f);
+
+// Adds to dst the entries of src, same names, shapes, groups and flags (a table
+// of another dtype for the same module tree).
+void verify_clone_layout(ParamTable *dst, const ParamTable *src);
+
+// Deterministic parameters for fixtures that do not store them (metadata
+// `param_gen` = "splitmix22", `param_seed` = decimal u64). For the entry named K
+// (after table_prefix): base = splitmix64(seed ^ fnv1a64(K)); element i draws
+// h = splitmix64(base + i·0x9E3779B97F4A7C15), u = h >> 42 (22 bits),
+// v = (u − 2^21) / 2^21 ∈ [−1, 1), and the value is
+//   1 + v/2             for names ending in gamma, gamma_xca, temperature and
+//                       1-D weights (norms);
+//   v/8                 for biases;
+//   v · 2^−e            for other weights, e = (bitlen(fan_in) − 1) / 2,
+//                       fan_in = numel / shape[0].
+// Every value is exact in float32. tools/edgenext_twin.py implements the same.
+void verify_gen_params(ParamTable *pt, const char *table_prefix, uint64_t seed);
+
+int verify_edgenext(VerifyRun *v, const StFile *f);
