@@ -40,3 +40,4 @@ int cli_seen(const CliOpt *opts, int n_opts, const char *name);
 // Subcommands (return the process exit status).
 int cmd_version(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_data(int argc, char **argv);

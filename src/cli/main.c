@@ -9,6 +9,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
+    { "data", cmd_data, "check a dataset (layout, pairs, bad files) and time the loader" },
 };
 
 int cmd_version(int argc, char **argv) {
