@@ -5,6 +5,13 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include <string.h>
+#include <sys/resource.h>
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
 
 int cmd_data(int argc, char **argv) {
     const char *root = NULL, *images = NULL, *masks = NULL, *split = "train", *subset = NULL;
@@ -68,17 +75,19 @@ int cmd_data(int argc, char **argv) {
         if (loader_open(&L, use, &c, 0, 0, 0)) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; goto done; }
         // The first batch includes thread start-up; time the next `bench`.
         if (loader_next(L, &b)) { fprintf(stderr, "error: %s\n", cx_errmsg()); loader_close(L); rc = 1; goto done; }
-        double t = cx_time_s();
+        double t = cx_time_s(), cpu = cpu_seconds();
         int64_t imgs = 0;
         for (int i = 0; i < bench; i++) {
             if (loader_next(L, &b) || !b) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; break; }
             imgs += b->n;
         }
-        double dt = cx_time_s() - t;
+        double dt = cx_time_s() - t, dcpu = cpu_seconds() - cpu;
+        // CPU time per image is the figure that survives a shared, busy machine.
         if (!rc)
-            printf("loader: %lld images (%d batches of %d, %dx%d, %s%s) with %d worker%s in %.2f s: %.1f images/s\n",
+            printf("loader: %lld images in %d batches (batch size %d, %dx%d, %s%s) with %d worker%s in %.2f s: "
+                   "%.1f images/s; %.2f ms CPU per image\n",
                    (long long)imgs, bench, batch, size, size, c.augment ? "augmented" : "not augmented",
-                   cache ? ", cached" : "", workers, workers == 1 ? "" : "s", dt, imgs / dt);
+                   cache ? ", cached" : "", workers, workers == 1 ? "" : "s", dt, imgs / dt, 1000 * dcpu / imgs);
         if (cache) printf("cache: %.1f MiB\n", loader_cache_bytes(L) / 1048576.0);
         loader_close(L);
     }
