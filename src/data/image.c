@@ -483,6 +483,23 @@ cx_status image_save_jpeg(const char *path, const Image8 *im, int quality) {
     return st;
 }
 
+cx_status image_overlay_mask(Image8 *dst, const Image8 *rgb, const Image8 *mask, uint8_t r, uint8_t g, uint8_t b, float alpha) {
+    memset(dst, 0, sizeof *dst);
+    if (mask->w != rgb->w || mask->h != rgb->h || mask->c != 1 || (rgb->c != 1 && rgb->c != 3))
+        return CX_FAIL(CX_ESHAPE, "overlay: image %dx%dx%d and mask %dx%dx%d do not match (the mask needs 1 channel)",
+                       rgb->w, rgb->h, rgb->c, mask->w, mask->h, mask->c);
+    image_alloc(dst, rgb->w, rgb->h, 3);
+    const float col[3] = { r, g, b };
+    size_t n = (size_t)rgb->w * rgb->h;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = rgb->px[i * rgb->c + (rgb->c == 3 ? c : 0)];
+            if (mask->px[i] > 128) v += alpha * (col[c] - v);
+            dst->px[i * 3 + c] = (uint8_t)(v + 0.5f);
+        }
+    return CX_OK;
+}
+
 // ---- resizes -----------------------------------------------------------------------
 // Half-pixel bilinear taps along one axis: for output i, source index i0[i] and
 // i0[i]+1 (clamped) with weight fr[i] on the second.
