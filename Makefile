@@ -146,3 +146,65 @@ clean:
 	rm -rf build build-debug
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
+
+# ---- fuzzing (data layer) -------------------------------------------------------
+# `make fuzz` builds the harnesses fuzz/fuzz_*.c into build-fuzz/ with libFuzzer
+# (clang -fsanitize=fuzzer,address,undefined); `make fuzz-smoke` runs each for
+# FUZZ_SECONDS (default 3) from a generated seed corpus, and `make test` runs it.
+# Without clang's libFuzzer the harnesses are linked with fuzz/driver.c, a
+# deterministic mutation driver (FUZZ_ITERS mutants per seed), under $(CC) ASan.
+# Long runs: build-fuzz/fuzz_image build-fuzz/corpus/image -max_total_time=600
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 3
+FUZZ_ITERS ?= 300
+FUZZ_BUILD := build-fuzz
+HAVE_LIBFUZZER := $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){return 0;}\n' | $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
+FUZZ_LIB_SRC := src/core/error.c src/core/io.c src/core/log.c src/core/rng.c $(sort $(wildcard src/data/image.c src/data/dataset.c))
+FUZZ_NAMES := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+ifeq ($(HAVE_LIBFUZZER),1)
+FUZZ_COMPILER := $(FUZZ_CC)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -MMD -MP
+FUZZ_LINK := -fsanitize=fuzzer,address,undefined
+FUZZ_MAIN :=
+else
+FUZZ_COMPILER := $(CC)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -MMD -MP
+FUZZ_LINK := -fsanitize=address,undefined
+FUZZ_MAIN := $(FUZZ_BUILD)/obj/fuzz/driver.o
+endif
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+.SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_NAMES:%=$(FUZZ_BUILD)/obj/fuzz/fuzz_%.o) $(FUZZ_MAIN)
+
+.PHONY: fuzz fuzz-smoke
+fuzz: $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_COMPILER) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ) $(FUZZ_MAIN)
+	$(FUZZ_COMPILER) $(FUZZ_LINK) -o $@ $^ $(JPEG_LIBS) $(SPNG_LIBS) -lm -lpthread
+
+$(BUILD)/make_seeds: fuzz/make_seeds.c $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+fuzz-smoke: $(FUZZ_BINS) $(BUILD)/make_seeds
+	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/new && mkdir -p $(FUZZ_BUILD)/corpus/names $(FUZZ_BUILD)/new/image $(FUZZ_BUILD)/new/names
+	@$(BUILD)/make_seeds $(FUZZ_BUILD)/corpus/image >/dev/null
+	@printf 'COD10K-CAM-1-Aquatic-1-BatFish-1' > $(FUZZ_BUILD)/corpus/names/cod10k
+	@printf 'SYN-CAM-sand-000017.jpg' > $(FUZZ_BUILD)/corpus/names/synth
+ifeq ($(HAVE_LIBFUZZER),1)
+	@for t in $(FUZZ_NAMES); do echo "fuzz-smoke: $$t for $(FUZZ_SECONDS) s (libFuzzer, ASan+UBSan)"; \
+	  if $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	       $(FUZZ_BUILD)/new/$$t $(FUZZ_BUILD)/corpus/$$t > $(FUZZ_BUILD)/$$t.log 2>&1; \
+	  then grep -E 'stat::number_of_executed_units' $(FUZZ_BUILD)/$$t.log; \
+	  else tail -40 $(FUZZ_BUILD)/$$t.log; echo "fuzz-smoke: $$t FAILED (log: $(FUZZ_BUILD)/$$t.log)"; exit 1; fi; done
+else
+	@for t in $(FUZZ_NAMES); do echo "fuzz-smoke: $$t, $(FUZZ_ITERS) mutants per seed (driver, ASan+UBSan)"; \
+	  $(FUZZ_BUILD)/fuzz_$$t -n $(FUZZ_ITERS) $(FUZZ_BUILD)/corpus/$$t/* || exit 1; done
+endif
+
+test: fuzz-smoke
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BUILD)/obj/fuzz/*.d

@@ -41,3 +41,5 @@ int cli_seen(const CliOpt *opts, int n_opts, const char *name);
 int cmd_version(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_data(int argc, char **argv);

@@ -10,6 +10,8 @@ static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
     { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
+    { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
+    { "data", cmd_data, "check a dataset (layout, pairs, bad files) and time the loader" },
 };
 
 int cmd_version(int argc, char **argv) {
