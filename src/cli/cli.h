@@ -43,3 +43,4 @@ int cmd_eval(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);

@@ -182,11 +182,13 @@ int cmd_verify(int argc, char **argv) {
         meta_double(&f, "rtol_grad_f64", &v.rtol_grad_f64) || meta_double(&f, "grad_floor", &v.grad_floor)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
     } else if (!kind) {
-        fprintf(stderr, "error: %s: __metadata__ has no 'kind' (known kinds: edgenext)\n", f.path);
+        fprintf(stderr, "error: %s: __metadata__ has no 'kind' (known kinds: edgenext, camoxpert)\n", f.path);
     } else if (!strcmp(kind, "edgenext")) {
         rc = verify_edgenext(&v, &f);
+    } else if (!strcmp(kind, "camoxpert")) {
+        rc = verify_camoxpert(&v, &f);
     } else {
-        fprintf(stderr, "error: %s: unknown fixture kind '%s' (known kinds: edgenext)\n", f.path, kind);
+        fprintf(stderr, "error: %s: unknown fixture kind '%s' (known kinds: edgenext, camoxpert)\n", f.path, kind);
     }
     if (rc != 2) {
         rc = v.n_failed || !v.n_checked ? 1 : 0;

@@ -9,6 +9,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
+    { "inspect", cmd_inspect, "print a model's module tree with parameter counts and the exact total" },
     { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
     { "data", cmd_data, "check a dataset (layout, pairs, bad files) and time the loader" },

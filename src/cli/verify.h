@@ -50,3 +50,4 @@ void verify_clone_layout(ParamTable *dst, const ParamTable *src);
 void verify_gen_params(ParamTable *pt, const char *table_prefix, uint64_t seed);
 
 int verify_edgenext(VerifyRun *v, const StFile *f);
+int verify_camoxpert(VerifyRun *v, const StFile *f);

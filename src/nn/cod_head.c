@@ -1,0 +1,248 @@
+// cod_head.c — search module, decoder, reverse attention, boundary uncertainty,
+// iterative refinement and deep heads (cod_head.h).
+// reference: the reference's SearchIdentificationModule, DecoderBlock,
+// ReverseAttention, BoundaryUncertaintyModule, IterativeRefinement and
+// deep_heads (reference/camoxpert.md §5).
+#include "nn/cod_head.h"
+#include <math.h>
+#include <stdio.h>
+
+#define LOGIT_CLAMP 15.0
+#define UNC_LO 1e-8
+#define UNC_HI 10.0
+#define UNC_NORM_EPS 1e-8
+
+void cod_head_create(CodHead *h, ParamTable *pt, const int dims[4]) {
+    *h = (CodHead){ 0 };
+    for (int s = 0; s < 4; s++) h->dims[s] = dims[s];
+    int d3 = dims[3];
+    seq_cbr(&h->search_conv, pt, "search_module.search_conv", d3, d3 / 2, 3, 1, PG_REST);
+    seq_cbr(&h->search_conv, pt, "search_module.search_conv", d3 / 2, d3 / 2, 3, 1, PG_REST);
+    seq_conv(&h->search_conv, pt, "search_module.search_conv", d3 / 2, 1, 1, 1, PG_REST);
+    seq_act(&h->search_conv, LAYER_SIGMOID);
+    seq_cbr(&h->identify_conv, pt, "search_module.identify_conv", d3, d3, 3, 1, PG_REST);
+    seq_cbr(&h->identify_conv, pt, "search_module.identify_conv", d3, d3, 1, 1, PG_REST);
+    // decoder: d3 -> d2; 2·d2 -> d1; 2·d1 -> d0; 2·d0 -> 64
+    const int cin[4] = { d3, 2 * dims[2], 2 * dims[1], 2 * dims[0] };
+    const int cout[4] = { dims[2], dims[1], dims[0], 64 };
+    char p[128];
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "decoder_blocks.%d.conv1", i);
+        seq_cbr(&h->dec_conv1[i], pt, p, cin[i], cout[i], 3, 1, PG_REST);
+        snprintf(p, sizeof p, "decoder_blocks.%d.conv2", i);
+        seq_cbr(&h->dec_conv2[i], pt, p, cout[i], cout[i], 3, 1, PG_REST);
+    }
+    seq_cbr(&h->ra_bg, pt, "reverse_attention.background_pred", 64, 32, 3, 1, PG_REST);
+    seq_cbr(&h->ra_bg, pt, "reverse_attention.background_pred", 32, 16, 3, 1, PG_REST);
+    seq_conv(&h->ra_bg, pt, "reverse_attention.background_pred", 16, 1, 1, 1, PG_REST);
+    seq_act(&h->ra_bg, LAYER_SIGMOID);
+    seq_cbr(&h->ra_refine, pt, "reverse_attention.refine", 65, 64, 3, 1, PG_REST);
+    seq_cbr(&h->ra_refine, pt, "reverse_attention.refine", 64, 64, 3, 1, PG_REST);
+    seq_cbr(&h->bu_shared, pt, "boundary_uncertainty.shared", 64, 64, 3, 1, PG_REST);
+    seq_cbr(&h->bu_mean, pt, "boundary_uncertainty.mean_head", 64, 32, 3, 1, PG_REST);
+    seq_conv(&h->bu_mean, pt, "boundary_uncertainty.mean_head", 32, 1, 1, 1, PG_REST);
+    seq_cbr(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 64, 32, 3, 1, PG_REST);
+    seq_conv(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 32, 1, 1, 1, PG_REST);
+    seq_act(&h->bu_unc, LAYER_SOFTPLUS);
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "iterative_refinement.refinement_blocks.%d", i);
+        seq_cbr(&h->ir_block[i], pt, p, 66, 64, 3, 1, PG_REST);
+        seq_cbr(&h->ir_block[i], pt, p, 64, 64, 3, 1, PG_REST);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "iterative_refinement.pred_heads.%d", i);
+        seq_conv_named(&h->ir_head[i], pt, p, 64, 1, 1, PG_REST);
+    }
+    for (int j = 0; j < 3; j++) {
+        snprintf(p, sizeof p, "deep_heads.%d", j);
+        seq_conv_named(&h->deep[j], pt, p, dims[2 - j], 1, 1, PG_REST);
+    }
+}
+
+void cod_head_init(const CodHead *h, ParamTable *pt, Rng *rng) {
+    const Seq *all[] = { &h->search_conv, &h->identify_conv, &h->dec_conv1[0], &h->dec_conv2[0], &h->dec_conv1[1],
+                         &h->dec_conv2[1], &h->dec_conv1[2], &h->dec_conv2[2], &h->dec_conv1[3], &h->dec_conv2[3],
+                         &h->ra_bg, &h->ra_refine, &h->bu_shared, &h->bu_mean, &h->bu_unc, &h->ir_block[0],
+                         &h->ir_block[1], &h->ir_head[0], &h->ir_head[1], &h->deep[0], &h->deep[1], &h->deep[2] };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) seq_init(all[i], pt, rng);
+}
+
+static Tensor clamped(NNCtx *ctx, const Tensor *x, double lo, double hi) {
+    Tensor y = tensor_like(ctx->act, x);
+    clamp_forward(&ctx->op, &y, x, lo, hi);
+    return y;
+}
+
+static Tensor concat2(NNCtx *ctx, const Tensor *a, const Tensor *b) {
+    Tensor y = nn_new4(ctx, T_N(a), T_H(a), T_W(a), T_C(a) + T_C(b));
+    const Tensor *xs[2] = { a, b };
+    concat_forward(&ctx->op, &y, xs, 2);
+    return y;
+}
+
+static Tensor resized(NNCtx *ctx, const Tensor *x, int64_t H, int64_t W) {
+    Tensor y = nn_new4(ctx, T_N(x), H, W, T_C(x));
+    resize_bilinear_forward(&ctx->op, &y, x, 0, 0);
+    return y;
+}
+
+void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int64_t W, CodOutputs *out) {
+    OpCtx *op = &ctx->op;
+    int64_t N = T_N(&e[0]);
+    for (int s = 0; s < 4; s++)
+        CX_ASSERT(T_C(&e[s]) == h->dims[s], "feature %d has %lld channels, the head expects %d", s,
+                  (long long)T_C(&e[s]), h->dims[s]);
+    // 1. search and identification on e_3
+    h->sm_small = seq_forward(ctx, &h->search_conv, &e[3]);
+    h->id = seq_forward(ctx, &h->identify_conv, &e[3]);
+    h->x4 = tensor_like(ctx->act, &h->id);
+    mul_forward(op, &h->x4, &h->id, &h->sm_small);
+    // 2. decoder: upsample ×2, ConvBNReLU ×2; skips after the decoder path
+    Tensor cur = h->x4;
+    for (int i = 0; i < 4; i++) {
+        h->dec_in[i] = i ? concat2(ctx, &cur, &e[3 - i]) : cur;
+        Tensor up = nn_new4(ctx, N, 2 * T_H(&h->dec_in[i]), 2 * T_W(&h->dec_in[i]), T_C(&h->dec_in[i]));
+        resize_bilinear_forward(op, &up, &h->dec_in[i], 2.0, 2.0);
+        Tensor t = seq_forward(ctx, &h->dec_conv1[i], &up);
+        cur = h->dec_out[i] = seq_forward(ctx, &h->dec_conv2[i], &t);
+    }
+    // 3. reverse attention
+    Tensor x0 = h->dec_out[3];
+    h->bg = seq_forward(ctx, &h->ra_bg, &x0);
+    h->fg = tensor_like(ctx->act, &h->bg);
+    tensor_fill(&h->fg, 1.0);
+    axpy(op, &h->fg, -1.0, &h->bg);
+    Tensor catr = concat2(ctx, &x0, &h->bg);
+    h->ra_r = seq_forward(ctx, &h->ra_refine, &catr);
+    h->x0r = tensor_like(ctx->act, &h->ra_r);
+    mul_forward(op, &h->x0r, &h->ra_r, &h->fg);
+    // 4. to input resolution
+    h->x0u = resized(ctx, &h->x0r, H, W);
+    out->fg_map = resized(ctx, &h->fg, H, W);
+    out->search_map = resized(ctx, &h->sm_small, H, W);
+    // 5. boundary uncertainty
+    Tensor sh = seq_forward(ctx, &h->bu_shared, &h->x0u);
+    h->ip_raw = seq_forward(ctx, &h->bu_mean, &sh);
+    h->u_raw = seq_forward(ctx, &h->bu_unc, &sh);
+    out->initial_pred = clamped(ctx, &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
+    out->uncertainty = clamped(ctx, &h->u_raw, UNC_LO, UNC_HI);
+    // 6. iterative refinement with u normalised by the batch maximum
+    int64_t n1 = tensor_numel(&out->uncertainty);
+    double mx = -INFINITY;
+    for (int64_t i = 0; i < n1; i++) mx = fmax(mx, tensor_get(&out->uncertainty, i));
+    h->u_max = mx;
+    h->u = tensor_like(ctx->act, &out->uncertainty);
+    tensor_copy(&h->u, &out->uncertainty);
+    scale_inplace(op, &h->u, 1.0 / (mx + UNC_NORM_EPS));
+    h->onepu = tensor_like(ctx->act, &h->u);
+    tensor_fill(&h->onepu, 1.0);
+    axpy(op, &h->onepu, 1.0, &h->u);
+    Tensor pred = out->initial_pred;
+    for (int i = 0; i < 2; i++) {
+        Tensor c = nn_new4(ctx, N, H, W, 66);
+        const Tensor *xs[3] = { &h->x0u, &pred, &h->u };
+        concat_forward(op, &c, xs, 3);
+        h->ir_b[i] = seq_forward(ctx, &h->ir_block[i], &c);
+        Tensor hb = tensor_like(ctx->act, &h->ir_b[i]);
+        mul_forward(op, &hb, &h->ir_b[i], &h->onepu);
+        pred = out->refine[i] = seq_forward(ctx, &h->ir_head[i], &hb);
+    }
+    out->pred = clamped(ctx, &out->refine[1], -LOGIT_CLAMP, LOGIT_CLAMP);
+    // 7. deep supervision on e_2, e_1, e_0
+    for (int j = 0; j < 3; j++) {
+        h->deep_raw[j] = seq_forward(ctx, &h->deep[j], &e[2 - j]);
+        out->deep[j] = clamped(ctx, &h->deep_raw[j], -LOGIT_CLAMP, LOGIT_CLAMP);
+    }
+    h->out = *out;
+}
+
+static int has(const Tensor *t) { return t->data != NULL; }
+
+void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]) {
+    OpCtx *op = &ctx->op;
+    const CodOutputs *o = &h->out;
+    // deep heads
+    for (int j = 0; j < 3; j++) {
+        if (!has(&d->deep[j])) continue;
+        Tensor g = nn_zeros_like(ctx, &h->deep_raw[j]);
+        clamp_backward(op, &g, &d->deep[j], &h->deep_raw[j], -LOGIT_CLAMP, LOGIT_CLAMP);
+        seq_backward(ctx, &h->deep[j], &g, &de[2 - j]);
+    }
+    // refinement, last iteration first
+    Tensor dpred[3];
+    for (int i = 0; i < 3; i++) dpred[i] = nn_zeros_like(ctx, &o->pred);
+    if (has(&d->pred)) clamp_backward(op, &dpred[2], &d->pred, &o->refine[1], -LOGIT_CLAMP, LOGIT_CLAMP);
+    for (int i = 0; i < 2; i++)
+        if (has(&d->refine[i])) axpy(op, &dpred[i + 1], 1.0, &d->refine[i]);
+    if (has(&d->initial_pred)) axpy(op, &dpred[0], 1.0, &d->initial_pred);
+    Tensor du = nn_zeros_like(ctx, &h->u);
+    Tensor dx0u = nn_zeros_like(ctx, &h->x0u);
+    for (int i = 1; i >= 0; i--) {
+        Tensor dhb = nn_zeros_like(ctx, &h->ir_b[i]);
+        seq_backward(ctx, &h->ir_head[i], &dpred[i + 1], &dhb);
+        Tensor db = nn_zeros_like(ctx, &h->ir_b[i]);
+        mul_backward(op, &db, &du, &dhb, &h->ir_b[i], &h->onepu);   // d(1+u) = du
+        Tensor dc = nn_zeros_like(ctx, &h->ir_block[i].in);
+        seq_backward(ctx, &h->ir_block[i], &db, &dc);
+        Tensor *dxs[3] = { &dx0u, &dpred[i], &du };
+        concat_backward(op, dxs, 3, &dc);
+    }
+    // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
+    Tensor duc = nn_zeros_like(ctx, &o->uncertainty);
+    int64_t n1 = tensor_numel(&duc);
+    double den = h->u_max + UNC_NORM_EPS, dm = 0;
+    int64_t nmax = 0;
+    for (int64_t i = 0; i < n1; i++) {
+        double g = tensor_get(&du, i), uc = tensor_get(&o->uncertainty, i);
+        tensor_set(&duc, i, g / den);
+        dm -= g * uc / (den * den);
+        nmax += uc == h->u_max;
+    }
+    for (int64_t i = 0; i < n1; i++)
+        if (tensor_get(&o->uncertainty, i) == h->u_max) tensor_set(&duc, i, tensor_get(&duc, i) + dm / (double)nmax);
+    if (has(&d->uncertainty)) axpy(op, &duc, 1.0, &d->uncertainty);
+    Tensor dur = nn_zeros_like(ctx, &h->u_raw), dipr = nn_zeros_like(ctx, &h->ip_raw);
+    clamp_backward(op, &dur, &duc, &h->u_raw, UNC_LO, UNC_HI);
+    clamp_backward(op, &dipr, &dpred[0], &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
+    Tensor dsh = nn_zeros_like(ctx, &h->bu_mean.in);
+    seq_backward(ctx, &h->bu_mean, &dipr, &dsh);
+    seq_backward(ctx, &h->bu_unc, &dur, &dsh);
+    seq_backward(ctx, &h->bu_shared, &dsh, &dx0u);
+    // back to half resolution
+    Tensor dx0r = nn_zeros_like(ctx, &h->x0r), dfg = nn_zeros_like(ctx, &h->fg);
+    Tensor dsm = nn_zeros_like(ctx, &h->sm_small);
+    resize_bilinear_backward(op, &dx0r, &dx0u, 0, 0);
+    if (has(&d->fg_map)) resize_bilinear_backward(op, &dfg, &d->fg_map, 0, 0);
+    if (has(&d->search_map)) resize_bilinear_backward(op, &dsm, &d->search_map, 0, 0);
+    // reverse attention
+    Tensor dr = nn_zeros_like(ctx, &h->ra_r);
+    mul_backward(op, &dr, &dfg, &dx0r, &h->ra_r, &h->fg);
+    Tensor dcatr = nn_zeros_like(ctx, &h->ra_refine.in);
+    seq_backward(ctx, &h->ra_refine, &dr, &dcatr);
+    Tensor dx = nn_zeros_like(ctx, &h->dec_out[3]), dbg = nn_zeros_like(ctx, &h->bg);
+    Tensor *dxs[2] = { &dx, &dbg };
+    concat_backward(op, dxs, 2, &dcatr);
+    axpy(op, &dbg, -1.0, &dfg);                      // fg = 1 − bg
+    seq_backward(ctx, &h->ra_bg, &dbg, &dx);
+    // decoder
+    for (int i = 3; i >= 0; i--) {
+        Tensor dt = nn_zeros_like(ctx, &h->dec_conv2[i].in);
+        seq_backward(ctx, &h->dec_conv2[i], &dx, &dt);
+        Tensor dup = nn_zeros_like(ctx, &h->dec_conv1[i].in);
+        seq_backward(ctx, &h->dec_conv1[i], &dt, &dup);
+        Tensor din = nn_zeros_like(ctx, &h->dec_in[i]);
+        resize_bilinear_backward(op, &din, &dup, 2.0, 2.0);
+        if (i) {
+            dx = nn_zeros_like(ctx, &h->dec_out[i - 1]);
+            Tensor *ds[2] = { &dx, &de[3 - i] };
+            concat_backward(op, ds, 2, &din);
+        } else {
+            dx = din;
+        }
+    }
+    // search and identification
+    Tensor did = nn_zeros_like(ctx, &h->id);
+    mul_backward(op, &did, &dsm, &dx, &h->id, &h->sm_small);
+    seq_backward(ctx, &h->identify_conv, &did, &de[3]);
+    seq_backward(ctx, &h->search_conv, &dsm, &de[3]);
+}

@@ -1,0 +1,220 @@
+// layers.c — Seq: conv / BatchNorm / activation sequences indexed like PyTorch's
+// nn.Sequential (see layers.h). 1×1 convolutions run as a linear layer over the
+// channel axis (identical arithmetic on NHWC data, and the GEMM path is faster).
+#include "nn/layers.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define BN_MOMENTUM 0.1
+#define BN_EPS 1e-5
+
+Tensor nn_new4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
+    return tensor_new4(ctx->act, ctx->dtype, n, h, w, c);
+}
+Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
+    return tensor_zeros4(ctx->act, ctx->dtype, n, h, w, c);
+}
+Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t) { return tensor_zeros_like(ctx->act, t); }
+Tensor nn_param(NNCtx *ctx, int i) { return params_value(ctx->pt, i); }
+Tensor nn_grad(NNCtx *ctx, int i) { return params_grad(ctx->pt, i); }
+
+static Layer *seq_push(Seq *s, layer_kind kind) {
+    CX_ASSERT(s->n < SEQ_MAX, "Seq holds at most %d layers", SEQ_MAX);
+    Layer *l = &s->l[s->n++];
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    l->w = l->b = l->rmean = l->rvar = l->nbt = -1;
+    return l;
+}
+
+static void conv_register(Layer *l, ParamTable *pt, const char *name, int cin, int cout, int k, int dil,
+                          param_group g) {
+    char key[256];
+    l->cin = cin, l->cout = cout, l->k = k, l->dil = dil;
+    snprintf(key, sizeof key, "%s.weight", name);
+    l->w = params_add(pt, key, 4, (int64_t[]){ cout, cin, k, k }, g, 0);
+    snprintf(key, sizeof key, "%s.bias", name);
+    l->b = params_add(pt, key, 1, (int64_t[]){ cout }, g, PF_NO_DECAY);
+}
+
+void seq_conv(Seq *s, ParamTable *pt, const char *prefix, int cin, int cout, int k, int dil, param_group g) {
+    char name[256];
+    snprintf(name, sizeof name, "%s.%d", prefix, s->n);
+    conv_register(seq_push(s, LAYER_CONV), pt, name, cin, cout, k, dil, g);
+}
+
+void seq_conv_named(Seq *s, ParamTable *pt, const char *name, int cin, int cout, int k, param_group g) {
+    conv_register(seq_push(s, LAYER_CONV), pt, name, cin, cout, k, 1, g);
+}
+
+void seq_bn(Seq *s, ParamTable *pt, const char *prefix, int c, param_group g) {
+    char key[256];
+    int idx = s->n;
+    Layer *l = seq_push(s, LAYER_BN);
+    l->cin = l->cout = c;
+    int64_t sh[1] = { c };
+#define BN_KEY(field, suffix, flags) \
+    snprintf(key, sizeof key, "%s.%d.%s", prefix, idx, suffix); \
+    l->field = params_add(pt, key, 1, sh, g, flags)
+    BN_KEY(w, "weight", PF_NO_DECAY);
+    BN_KEY(b, "bias", PF_NO_DECAY);
+    BN_KEY(rmean, "running_mean", PF_BUFFER);
+    BN_KEY(rvar, "running_var", PF_BUFFER);
+#undef BN_KEY
+    snprintf(key, sizeof key, "%s.%d.num_batches_tracked", prefix, idx);
+    l->nbt = params_add(pt, key, 0, NULL, g, PF_BUFFER | PF_COUNTER);
+}
+
+void seq_act(Seq *s, layer_kind kind) {
+    CX_ASSERT(kind == LAYER_RELU || kind == LAYER_SIGMOID || kind == LAYER_SOFTPLUS || kind == LAYER_POOL,
+              "seq_act: kind %d is not parameter-free", kind);
+    Layer *l = seq_push(s, kind);
+    // ReLU/sigmoid may overwrite the output of a conv or BN (whose backward
+    // needs only its input); softplus needs its input, the pool changes shape.
+    l->inplace = (kind == LAYER_RELU || kind == LAYER_SIGMOID) && s->n >= 2 &&
+                 (s->l[s->n - 2].kind == LAYER_CONV || s->l[s->n - 2].kind == LAYER_BN);
+}
+
+void seq_cbr(Seq *s, ParamTable *pt, const char *prefix, int cin, int cout, int k, int dil, param_group g) {
+    seq_conv(s, pt, prefix, cin, cout, k, dil, g);
+    seq_bn(s, pt, prefix, cout, g);
+    seq_act(s, LAYER_RELU);
+}
+
+int seq_out_channels(const Seq *s, int cin) {
+    int c = cin;
+    for (int i = 0; i < s->n; i++)
+        if (s->l[i].kind == LAYER_CONV || s->l[i].kind == LAYER_BN) c = s->l[i].cout;
+    return c;
+}
+
+// Weight (K,C,1,1) seen as the linear layer's (K,C).
+static Tensor conv_weight_2d(Tensor w) {
+    w.ndim = 2;
+    return w;
+}
+
+static ConvArgs conv_args(const Layer *l) {
+    return (ConvArgs){ .stride = 1, .pad = l->dil * (l->k - 1) / 2, .dil = l->dil, .groups = 1 };
+}
+
+static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
+    OpCtx *op = &ctx->op;
+    switch (l->kind) {
+    case LAYER_CONV: {
+        CX_ASSERT(T_C(x) == l->cin, "conv expects %d input channels, got %lld", l->cin, (long long)T_C(x));
+        Tensor y = nn_new4(ctx, T_N(x), T_H(x), T_W(x), l->cout);
+        Tensor w = nn_param(ctx, l->w), b = nn_param(ctx, l->b);
+        if (l->k == 1) {
+            Tensor w2 = conv_weight_2d(w);
+            linear_forward(op, &y, x, &w2, &b);
+        } else {
+            conv2d_forward(op, &y, x, &w, &b, conv_args(l));
+        }
+        return y;
+    }
+    case LAYER_BN: {
+        Tensor y = tensor_like(ctx->act, x);
+        l->mean = tensor_new(ctx->act, ctx->dtype, 1, (int64_t[]){ l->cout });
+        l->invstd = tensor_new(ctx->act, ctx->dtype, 1, (int64_t[]){ l->cout });
+        Tensor g = nn_param(ctx, l->w), b = nn_param(ctx, l->b);
+        Tensor rm = nn_param(ctx, l->rmean), rv = nn_param(ctx, l->rvar);
+        batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
+        if (ctx->training) {
+            Tensor c = nn_param(ctx, l->nbt);
+            tensor_set(&c, 0, tensor_get(&c, 0) + 1);
+        }
+        return y;
+    }
+    case LAYER_RELU: case LAYER_SIGMOID: case LAYER_SOFTPLUS: {
+        Tensor y = l->inplace ? *x : tensor_like(ctx->act, x);
+        if (l->kind == LAYER_RELU) relu_forward(op, &y, x);
+        else if (l->kind == LAYER_SIGMOID) sigmoid_forward(op, &y, x);
+        else softplus_forward(op, &y, x);
+        return y;
+    }
+    case LAYER_POOL: {
+        Tensor y = nn_new4(ctx, T_N(x), 1, 1, T_C(x));
+        Tensor y2 = tensor_view(y.data, y.dtype, 2, (int64_t[]){ T_N(x), T_C(x) });
+        avgpool_global_forward(op, &y2, x);
+        return y;
+    }
+    }
+    CX_ASSERT(0, "layer kind %d", l->kind);
+    return (Tensor){ 0 };
+}
+
+// dx += ∂/∂x given dy; parameter gradients +=. x is the layer's input.
+static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor *x, Tensor *dx) {
+    OpCtx *op = &ctx->op;
+    switch (l->kind) {
+    case LAYER_CONV: {
+        Tensor w = nn_param(ctx, l->w), dw = nn_grad(ctx, l->w), db = nn_grad(ctx, l->b);
+        if (l->k == 1) {
+            Tensor w2 = conv_weight_2d(w), dw2 = conv_weight_2d(dw);
+            linear_backward(op, dx, &dw2, &db, dy, x, &w2);
+        } else {
+            conv2d_backward(op, dx, &dw, &db, dy, x, &w, conv_args(l));
+        }
+        return;
+    }
+    case LAYER_BN: {
+        Tensor g = nn_param(ctx, l->w), dg = nn_grad(ctx, l->w), db = nn_grad(ctx, l->b);
+        batchnorm_backward(op, dx, &dg, &db, dy, x, &l->mean, &l->invstd, &g, ctx->training);
+        return;
+    }
+    case LAYER_RELU: if (dx) relu_backward(op, dx, dy, &l->out); return;
+    case LAYER_SIGMOID: if (dx) sigmoid_backward(op, dx, dy, &l->out); return;
+    case LAYER_SOFTPLUS: if (dx) softplus_backward(op, dx, dy, x); return;
+    case LAYER_POOL: {
+        if (!dx) return;
+        Tensor dy2 = tensor_view(dy->data, dy->dtype, 2, (int64_t[]){ T_N(x), T_C(x) });
+        avgpool_global_backward(op, dx, &dy2);
+        return;
+    }
+    }
+}
+
+Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) {
+    s->in = *x;
+    const Tensor *cur = x;
+    for (int i = 0; i < s->n; i++) {
+        s->l[i].out = layer_forward(ctx, &s->l[i], cur);
+        cur = &s->l[i].out;
+    }
+    return *cur;
+}
+
+void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx) {
+    // the gradients between layers are temporaries: released before returning
+    ArenaMark mk = arena_mark(ctx->act);
+    Tensor g = *dy;
+    for (int i = s->n - 1; i >= 0; i--) {
+        const Tensor *in = i ? &s->l[i - 1].out : &s->in;
+        if (i == 0) {
+            layer_backward(ctx, &s->l[i], &g, in, dx);
+        } else {
+            Tensor gin = nn_zeros_like(ctx, in);
+            layer_backward(ctx, &s->l[i], &g, in, &gin);
+            g = gin;
+        }
+    }
+    arena_release(ctx->act, mk);
+}
+
+void seq_init(const Seq *s, ParamTable *pt, Rng *rng) {
+    for (int i = 0; i < s->n; i++) {
+        const Layer *l = &s->l[i];
+        if (l->kind == LAYER_CONV) {
+            double bound = 1.0 / sqrt((double)l->cin * l->k * l->k);
+            Tensor w = params_value(pt, l->w), b = params_value(pt, l->b);
+            for (int64_t j = 0; j < tensor_numel(&w); j++) tensor_set(&w, j, (2 * rng_uniform(rng) - 1) * bound);
+            for (int64_t j = 0; j < tensor_numel(&b); j++) tensor_set(&b, j, (2 * rng_uniform(rng) - 1) * bound);
+        } else if (l->kind == LAYER_BN) {
+            Tensor g = params_value(pt, l->w), b = params_value(pt, l->b);
+            Tensor rm = params_value(pt, l->rmean), rv = params_value(pt, l->rvar), c = params_value(pt, l->nbt);
+            tensor_fill(&g, 1), tensor_fill(&b, 0), tensor_fill(&rm, 0), tensor_fill(&rv, 1), tensor_fill(&c, 0);
+        }
+    }
+}

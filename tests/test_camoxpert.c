@@ -1,0 +1,561 @@
+// test_camoxpert.c — tests of the CamoXpert model (nn/experts, nn/moe,
+// nn/cod_head, nn/camoxpert) and its loss (train/loss): central finite
+// differences in float64 for every expert kind, the MoE layer under each
+// balancing scheme (router gradients included), the COD head and every loss
+// term; grouped dispatch against a per-image loop; the aux-loss-free bias;
+// the reference parameter totals; checkpoint save/load and its errors; and
+// `camoxpert verify` on the shared reference fixtures and the twin's sparse
+// training fixture.
+#include "test.h"
+#include "nn/camoxpert.h"
+#include "train/loss.h"
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// ---- a float64 finite-difference harness --------------------------------------------------
+
+#define FD_MAX_IN 8
+
+typedef struct FdEnv FdEnv;
+struct FdEnv {
+    ParamTable pt;
+    Arena act, scratch, keep;
+    NNCtx ctx;
+    Tensor in[FD_MAX_IN], din[FD_MAX_IN];   // inputs (in `keep`) and their analytic gradients
+    int n_in;
+    // forward from the inputs, loss = Σ out·probe (+ extras); with grad, backward into
+    // ctx.pt->grad and din (both zeroed by the harness)
+    double (*run)(FdEnv *e, int grad);
+    void *user;
+};
+
+static void fd_env_init(FdEnv *e, int training) {
+    memset(e, 0, sizeof *e);
+    params_init(&e->pt);
+    arena_init(&e->act, "activations", 8 << 20);
+    arena_init(&e->scratch, "scratch", 4 << 20);
+    arena_init(&e->keep, "inputs", 1 << 20);
+    e->ctx = (NNCtx){ .pt = &e->pt, .op = { .scratch = &e->scratch }, .act = &e->act, .dtype = DT_F64,
+                      .training = training };
+}
+
+static void fd_env_free(FdEnv *e) {
+    params_free(&e->pt);
+    arena_free(&e->act);
+    arena_free(&e->scratch);
+    arena_free(&e->keep);
+}
+
+static Tensor fd_random(FdEnv *e, Rng *r, int ndim, const int64_t *shape, double lo, double hi) {
+    Tensor t = tensor_new(&e->keep, DT_F64, ndim, shape);
+    for (int64_t i = 0; i < tensor_numel(&t); i++) tensor_set(&t, i, lo + (hi - lo) * rng_uniform(r));
+    return t;
+}
+
+static void fd_add_input(FdEnv *e, Tensor t) {
+    e->in[e->n_in] = t;
+    e->din[e->n_in] = tensor_zeros_like(&e->keep, &t);
+    e->n_in++;
+}
+
+// Σ a·b over all elements
+static double dot(const Tensor *a, const Tensor *b) {
+    double s = 0;
+    for (int64_t i = 0; i < tensor_numel(a); i++) s += tensor_get(a, i) * tensor_get(b, i);
+    return s;
+}
+
+// Compares analytic and central-difference derivatives at up to `per` sampled
+// elements of every trainable parameter (every `stride`-th entry) and of every
+// input; returns the worst relative error, checking it against tol.
+static double fd_check(FdEnv *e, const char *what, int per, int stride, double tol) {
+    Rng r = rng_init(99);
+    for (int i = 0; i < e->n_in; i++) tensor_zero(&e->din[i]);
+    params_zero_grad(&e->pt);
+    e->run(e, 1);
+    double *an = cx_malloc(sizeof(double) * (size_t)e->pt.numel);
+    Tensor ga = tensor_view(an, DT_F64, 1, (int64_t[]){ e->pt.numel });
+    Tensor gall = tensor_view(e->pt.grad, DT_F64, 1, (int64_t[]){ e->pt.numel });
+    tensor_copy(&ga, &gall);
+    double gmax = 0;
+    for (int64_t i = 0; i < e->pt.numel; i++) gmax = fmax(gmax, fabs(an[i]));
+    for (int i = 0; i < e->n_in; i++)
+        for (int64_t j = 0; j < tensor_numel(&e->din[i]); j++) gmax = fmax(gmax, fabs(tensor_get(&e->din[i], j)));
+    const double h = 1e-5;
+    double worst = 0;
+    int n_cmp = 0;
+    for (int p = -e->n_in; p < e->pt.n; p++) {
+        Tensor v;
+        const char *name;
+        char nb[64];
+        if (p < 0) {
+            v = e->in[-p - 1];
+            snprintf(nb, sizeof nb, "input %d", -p - 1);
+            name = nb;
+        } else {
+            if (e->pt.p[p].flags & PF_BUFFER || p % stride) continue;
+            v = params_value(&e->pt, p);
+            name = e->pt.p[p].name;
+        }
+        int64_t n = tensor_numel(&v);
+        for (int s = 0; s < per && s < n; s++) {
+            int64_t j = per >= n ? s : (int64_t)rng_below(&r, (uint64_t)n);
+            double a = p < 0 ? tensor_get(&e->din[-p - 1], j) : an[e->pt.p[p].offset + j];
+            double x0 = tensor_get(&v, j);
+            tensor_set(&v, j, x0 + h);
+            double lp = e->run(e, 0);
+            tensor_set(&v, j, x0 - h);
+            double lm = e->run(e, 0);
+            tensor_set(&v, j, x0);
+            double fd = (lp - lm) / (2 * h);
+            double err = fabs(a - fd) / fmax(fmax(fabs(a), fabs(fd)), 1e-3 * gmax + 1e-12);
+            worst = fmax(worst, err);
+            n_cmp++;
+            CHECKF(err < tol, "%s: %s[%lld]: analytic %.10g, finite difference %.10g (rel err %.2e)", what, name,
+                   (long long)j, a, fd, err);
+        }
+    }
+    free(an);
+    CHECKF(n_cmp > 0, "%s: nothing compared", what);
+    return worst;
+}
+
+// ---- experts ---------------------------------------------------------------------------------
+
+typedef struct { Expert ex; Tensor probe; } ExpertCase;
+
+static double expert_run(FdEnv *e, int grad) {
+    ExpertCase *c = e->user;
+    arena_reset(&e->act);
+    Tensor y = expert_forward(&e->ctx, &c->ex, &e->in[0]);
+    double L = dot(&y, &c->probe);
+    if (grad) expert_backward(&e->ctx, &c->ex, &c->probe, &e->din[0]);
+    return L;
+}
+
+static void expert_fd(expert_kind kind) {
+    FdEnv e;
+    fd_env_init(&e, 1);
+    ExpertCase c;
+    expert_create(&c.ex, &e.pt, "x", kind, 8, PG_REST);
+    params_alloc(&e.pt, DT_F64);
+    Rng r = rng_init(7 + kind);
+    expert_init(&c.ex, &e.pt, &r);
+    // O(1) BN affine parameters so every path shows
+    for (int i = 0; i < e.pt.n; i++)
+        if (e.pt.p[i].ndim == 1 && !(e.pt.p[i].flags & PF_BUFFER)) {
+            Tensor v = params_value(&e.pt, i);
+            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, 0.5 + rng_uniform(&r));
+        }
+    int64_t sh[4] = { 3, 6, 5, 8 };
+    fd_add_input(&e, fd_random(&e, &r, 4, sh, -1, 1));
+    c.probe = fd_random(&e, &r, 4, sh, -1, 1);
+    e.run = expert_run;
+    e.user = &c;
+    char what[64];
+    snprintf(what, sizeof what, "%s expert", expert_kind_name(kind));
+    fd_check(&e, what, 3, 1, 1e-5);
+    fd_env_free(&e);
+}
+
+TEST(camoxpert_fd_texture_expert) { expert_fd(EXPERT_TEXTURE); }
+TEST(camoxpert_fd_frequency_expert) { expert_fd(EXPERT_FREQUENCY); }
+TEST(camoxpert_fd_edge_expert) { expert_fd(EXPERT_EDGE); }
+TEST(camoxpert_fd_contrast_expert) { expert_fd(EXPERT_CONTRAST); }
+
+// ---- the MoE layer -------------------------------------------------------------------------
+
+typedef struct { Moe m; Tensor probe; } MoeCase;
+
+static double moe_run(FdEnv *e, int grad) {
+    MoeCase *c = e->user;
+    arena_reset(&e->act);
+    Tensor y = moe_forward(&e->ctx, &c->m, &e->in[0]);
+    double L = dot(&y, &c->probe) + c->m.route.lb_loss;
+    if (grad) moe_backward(&e->ctx, &c->m, &c->probe, 1.0, &e->din[0]);
+    return L;
+}
+
+static void moe_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int U, int training) {
+    fd_env_init(e, training);
+    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_SQDEV ? 0.5 : 0.3);
+    params_alloc(&e->pt, DT_F64);
+    Rng r = rng_init(11 + b);
+    moe_init(&c->m, &e->pt, &r);
+    // a router strong enough that the balancing gradients are visible
+    Tensor w = params_value(&e->pt, c->m.router_w);
+    scale_inplace(&e->ctx.op, &w, 8.0);
+    int64_t sh[4] = { U, 4, 4, 8 };
+    fd_add_input(e, fd_random(e, &r, 4, sh, -1, 1));
+    c->probe = fd_random(e, &r, 4, sh, -1, 1);
+    e->run = moe_run;
+    e->user = c;
+}
+
+static void moe_fd(moe_balance b) {
+    FdEnv e;
+    MoeCase c;
+    moe_setup(&e, &c, b, 5, 2, 6, 1);
+    e.run(&e, 0);
+    int used = 0;
+    for (int x = 0; x < 5; x++) used += c.m.route.count[x] > 0;
+    CHECKF(used >= 2, "only %d experts used: the test would not exercise grouping", used);
+    char what[64];
+    snprintf(what, sizeof what, "MoE (balance %s)", moe_balance_name(b));
+#ifdef __SANITIZE_ADDRESS__
+    fd_check(&e, what, 1, 3, 1e-5);
+#else
+    fd_check(&e, what, 2, 1, 1e-5);
+#endif
+    // the router learns from the segmentation loss, not only from balancing
+    Tensor gw = params_grad(&e.pt, c.m.router_w);
+    double s = 0;
+    for (int64_t i = 0; i < tensor_numel(&gw); i++) s += fabs(tensor_get(&gw, i));
+    CHECK(s > 1e-6);
+    fd_env_free(&e);
+}
+
+TEST(camoxpert_fd_moe_sqdev) { moe_fd(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_fd_moe_switch) { moe_fd(MOE_BALANCE_SWITCH); }
+TEST(camoxpert_fd_moe_zloss) { moe_fd(MOE_BALANCE_ZLOSS); }
+TEST(camoxpert_fd_moe_bias) { moe_fd(MOE_BALANCE_BIAS); }
+
+// Grouped execution (one expert call per group) equals a per-image loop in
+// evaluation mode, and the balance losses equal their formulas.
+TEST(camoxpert_moe_grouped_equals_per_image) {
+    FdEnv e;
+    MoeCase c;
+    moe_setup(&e, &c, MOE_BALANCE_SQDEV, 6, 3, 5, 0);
+    // random running statistics
+    Rng r = rng_init(5);
+    for (int i = 0; i < e.pt.n; i++)
+        if (e.pt.p[i].flags & PF_BUFFER && !(e.pt.p[i].flags & PF_COUNTER)) {
+            Tensor v = params_value(&e.pt, i);
+            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, 0.5 + rng_uniform(&r));
+        }
+    arena_reset(&e.act);
+    Tensor y = moe_forward(&e.ctx, &c.m, &e.in[0]);
+    Tensor ref = tensor_zeros_like(&e.keep, &y);
+    const MoeRoute *rt = &c.m.route;
+    Tensor idx = tensor_new(&e.keep, DT_I32, rt->idx.ndim, rt->idx.shape), w = tensor_like(&e.keep, &rt->w);
+    tensor_copy(&idx, &rt->idx);
+    tensor_copy(&w, &rt->w);
+    double P[6] = { 0 };
+    for (int64_t u = 0; u < 5; u++)
+        for (int x = 0; x < 6; x++) P[x] += tensor_get(&rt->probs, u * 6 + x) / 5;
+    double lb = 0;
+    for (int x = 0; x < 6; x++) lb += (P[x] - 1.0 / 6) * (P[x] - 1.0 / 6);
+    CHECK_NEAR(rt->lb_loss, 0.5 * lb, 1e-15);
+    for (int64_t u = 0; u < 5; u++) {
+        Tensor xu = tensor_slice0(&e.in[0], u, 1);
+        double s = 0;
+        for (int j = 0; j < 3; j++) s += tensor_get(&rt->probs, u * 6 + tensor_i32(&idx)[u * 3 + j]);
+        for (int j = 0; j < 3; j++) {
+            int x = tensor_i32(&idx)[u * 3 + j];
+            CHECK_NEAR(tensor_get(&w, u * 3 + j), tensor_get(&rt->probs, u * 6 + x) / (s + 1e-8), 1e-15);
+            Tensor yu = expert_forward(&e.ctx, &c.m.experts[x], &xu);
+            Tensor ru = tensor_slice0(&ref, u, 1);
+            axpy(&e.ctx.op, &ru, tensor_get(&w, u * 3 + j), &yu);
+        }
+    }
+    CHECKF(test_rel_err(&y, &ref, 0) < 1e-14, "grouped vs per-image: %.3g", test_rel_err(&y, &ref, 0));
+    fd_env_free(&e);
+}
+
+// The aux-loss-free bias steers choices toward under-used experts and adds no loss.
+TEST(camoxpert_moe_bias_balancing_moves_load) {
+    FdEnv e;
+    MoeCase c;
+    moe_setup(&e, &c, MOE_BALANCE_BIAS, 4, 1, 16, 1);
+    int64_t before_max = 0, after_max = 0;
+    e.run(&e, 0);
+    CHECK(c.m.route.lb_loss == 0);
+    for (int x = 0; x < 4; x++) before_max = c.m.route.count[x] > before_max ? c.m.route.count[x] : before_max;
+    for (int step = 0; step < 200; step++) {
+        e.run(&e, 0);
+        moe_balance_update(&c.m, 0.002);
+    }
+    e.run(&e, 0);
+    for (int x = 0; x < 4; x++) after_max = c.m.route.count[x] > after_max ? c.m.route.count[x] : after_max;
+    CHECKF(before_max > 4, "routing already balanced (max load %lld); the test needs an imbalanced router",
+           (long long)before_max);
+    CHECKF(after_max < before_max, "max load %lld before, %lld after bias updates", (long long)before_max,
+           (long long)after_max);
+    fd_env_free(&e);
+}
+
+// ---- the COD head ------------------------------------------------------------------------------
+
+typedef struct { CodHead h; CodOutputs probe; } HeadCase;
+
+static double head_run(FdEnv *e, int grad) {
+    HeadCase *c = e->user;
+    arena_reset(&e->act);
+    CodOutputs o;
+    cod_head_forward(&e->ctx, &c->h, e->in, 32, 32, &o);
+    const CodOutputs *p = &c->probe;
+    double L = dot(&o.pred, &p->pred) + dot(&o.fg_map, &p->fg_map) + dot(&o.search_map, &p->search_map) +
+               dot(&o.uncertainty, &p->uncertainty) + dot(&o.initial_pred, &p->initial_pred) +
+               dot(&o.refine[0], &p->refine[0]) + dot(&o.refine[1], &p->refine[1]);
+    for (int j = 0; j < 3; j++) L += dot(&o.deep[j], &p->deep[j]);
+    if (grad) cod_head_backward(&e->ctx, &c->h, p, e->din);
+    return L;
+}
+
+TEST(camoxpert_fd_cod_head) {
+    FdEnv e;
+    fd_env_init(&e, 0);
+    HeadCase c;
+    const int dims[4] = { 4, 4, 6, 4 };
+    cod_head_create(&c.h, &e.pt, dims);
+    params_alloc(&e.pt, DT_F64);
+    Rng r = rng_init(3);
+    cod_head_init(&c.h, &e.pt, &r);
+    for (int i = 0; i < e.pt.n; i++)   // random running statistics and BN affines
+        if (e.pt.p[i].ndim == 1 && !(e.pt.p[i].flags & PF_COUNTER) && !strstr(e.pt.p[i].name, "bias")) {
+            Tensor v = params_value(&e.pt, i);
+            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, 0.5 + rng_uniform(&r));
+        }
+    for (int s = 0; s < 4; s++) {
+        int64_t sh[4] = { 1, 32 >> (s + 2), 32 >> (s + 2), dims[s] };
+        fd_add_input(&e, fd_random(&e, &r, 4, sh, -1, 1));
+    }
+    int64_t full[4] = { 1, 32, 32, 1 };
+    Tensor *maps[7] = { &c.probe.pred, &c.probe.fg_map, &c.probe.search_map, &c.probe.uncertainty,
+                        &c.probe.initial_pred, &c.probe.refine[0], &c.probe.refine[1] };
+    for (int i = 0; i < 7; i++) *maps[i] = fd_random(&e, &r, 4, full, -1, 1);
+    for (int j = 0; j < 3; j++) {
+        int64_t sh[4] = { 1, 2 << j, 2 << j, 1 };
+        c.probe.deep[j] = fd_random(&e, &r, 4, sh, -1, 1);
+    }
+    e.run = head_run;
+    e.user = &c;
+#ifdef __SANITIZE_ADDRESS__
+    fd_check(&e, "COD head", 1, 17, 1e-5);
+#else
+    fd_check(&e, "COD head", 1, 6, 1e-5);
+#endif
+    fd_env_free(&e);
+}
+
+// ---- the loss ------------------------------------------------------------------------------------
+
+typedef struct { CamoLossWeights w; Tensor mask; } LossCase;
+
+static double loss_run(FdEnv *e, int grad) {
+    LossCase *c = e->user;
+    arena_reset(&e->act);
+    CodOutputs o = { 0 }, g;
+    o.pred = e->in[0], o.fg_map = e->in[1], o.search_map = e->in[2], o.uncertainty = e->in[3];
+    o.refine[0] = e->in[4];
+    for (int j = 0; j < 3; j++) o.deep[j] = e->in[5 + j];
+    CamoLoss L;
+    camo_loss_forward_backward(&e->act, &c->w, &o, &c->mask, 0.25, &L, grad ? &g : NULL);
+    if (grad) {
+        const Tensor *gs[8] = { &g.pred, &g.fg_map, &g.search_map, &g.uncertainty, &g.refine[0],
+                                &g.deep[0], &g.deep[1], &g.deep[2] };
+        for (int i = 0; i < 8; i++) axpy(&e->ctx.op, &e->din[i], 1.0, gs[i]);
+    }
+    return L.total;
+}
+
+// One term at a time (all others weighted 0), every element of every input.
+TEST(camoxpert_fd_loss_terms) {
+    const char *names[9] = { "bce", "iou", "edge", "boundary", "uncertainty", "reverse_attention", "search", "deep",
+                             "refinement" };
+    for (int t = 0; t < 9; t++) {
+        FdEnv e;
+        fd_env_init(&e, 1);
+        params_alloc(&e.pt, DT_F64);
+        LossCase c;
+        memset(&c.w, 0, sizeof c.w);
+        double *wt[9] = { &c.w.bce, &c.w.iou, &c.w.edge, &c.w.boundary, &c.w.uncertainty, &c.w.reverse_attention,
+                          &c.w.search, &c.w.deep, &c.w.refinement };
+        *wt[t] = 1.0;
+        Rng r = rng_init(40 + t);
+        int64_t full[4] = { 2, 16, 16, 1 };
+        fd_add_input(&e, fd_random(&e, &r, 4, full, -4, 4));       // pred
+        fd_add_input(&e, fd_random(&e, &r, 4, full, 0.02, 0.98));  // fg_map
+        fd_add_input(&e, fd_random(&e, &r, 4, full, 0.02, 0.98));  // search_map
+        fd_add_input(&e, fd_random(&e, &r, 4, full, 0.05, 3));     // uncertainty
+        fd_add_input(&e, fd_random(&e, &r, 4, full, -4, 4));       // refine0
+        for (int j = 0; j < 3; j++) {
+            int64_t sh[4] = { 2, 1 << j, 1 << j, 1 };
+            fd_add_input(&e, fd_random(&e, &r, 4, sh, -4, 4));
+        }
+        c.mask = tensor_new(&e.keep, DT_F64, 4, full);
+        for (int64_t i = 0; i < tensor_numel(&c.mask); i++) {
+            int64_t y = (i / 16) % 16, x = i % 16;
+            tensor_set(&c.mask, i, (y - 7) * (y - 7) + (x - 8) * (x - 8) < 30 + 10 * (i / 256) ? 1.0 : 0.0);
+        }
+        e.run = loss_run;
+        e.user = &c;
+        fd_check(&e, names[t], 48, 1, 1e-5);
+        fd_env_free(&e);
+    }
+}
+
+// The loss terms on simple cases with known values.
+TEST(camoxpert_loss_known_values) {
+    Arena a;
+    arena_init(&a, "loss", 1 << 20);
+    int64_t sh[4] = { 1, 8, 8, 1 }, sd[3][4] = { { 1, 1, 1, 1 }, { 1, 2, 2, 1 }, { 1, 4, 4, 1 } };
+    CodOutputs o = { 0 };
+    Tensor mask = tensor_zeros(&a, DT_F64, 4, sh);
+    o.pred = tensor_zeros(&a, DT_F64, 4, sh);
+    o.refine[0] = tensor_zeros(&a, DT_F64, 4, sh);
+    o.fg_map = tensor_zeros(&a, DT_F64, 4, sh);
+    o.search_map = tensor_zeros(&a, DT_F64, 4, sh);
+    o.uncertainty = tensor_zeros(&a, DT_F64, 4, sh);
+    tensor_fill(&o.fg_map, 0.5), tensor_fill(&o.search_map, 0.5), tensor_fill(&o.uncertainty, 1.0);
+    for (int j = 0; j < 3; j++) o.deep[j] = tensor_zeros(&a, DT_F64, 4, sd[j]);
+    CamoLossWeights w = camo_loss_default_weights();
+    CamoLoss L;
+    camo_loss_forward_backward(&a, &w, &o, &mask, 0, &L, NULL);
+    // pred = 0 and y = 0: BCE log 2; IoU 1 − 1e-5/(32 + 1e-5); no edges anywhere; boundary weight 1
+    CHECK_NEAR(L.bce, log(2.0), 1e-12);
+    CHECK_NEAR(L.iou, 1 - 1e-5 / (32 + 1e-5), 1e-12);
+    // boundary weight 1 + 4·(dil − ero) with ero = 1 − box(1 − y) under zero padding:
+    // 1 inside, −1/3 on the border, −11/9 in the corners (as the reference computes it)
+    CHECK_NEAR(L.boundary, (36 - 24.0 / 3 - 4 * 11.0 / 9) / 64 * log(2.0), 1e-12);
+    CHECK_NEAR(L.reverse_attention, log(2.0), 1e-12);
+    CHECK_NEAR(L.deep, log(2.0), 1e-12);
+    CHECK_NEAR(L.refinement, 0.3 * log(2.0), 1e-12);
+    CHECK_NEAR(L.uncertainty, 0.5 * -log(1 + 1e-8), 1e-12);
+    // the image border has Sobel responses of a constant 0.5 map (zero padding)
+    CHECK(L.edge > 0);
+    arena_free(&a);
+}
+
+// ---- the whole model ------------------------------------------------------------------------------
+
+static int64_t model_params(const char *backbone, int sparse, int E, int k) {
+    CamoXpertConfig cfg;
+    if (camoxpert_config(&cfg, backbone, sparse, E, k)) return -1;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&cfg, &pt);
+    int64_t n = params_count(&pt, PF_BUFFER);
+    camoxpert_free(m);
+    params_free(&pt);
+    return n;
+}
+
+TEST(camoxpert_reference_parameter_totals) {
+    CHECK(model_params("edgenext_base", 0, 6, 2) == 56686191);
+    CHECK(model_params("edgenext_base", 1, 6, 2) == 68677343);
+    // the shared fixtures' models
+    CHECK(model_params("edgenext_xx_small", 0, 6, 2) == 4820511);
+    CHECK(model_params("edgenext_xx_small", 1, 6, 2) == 5846527);
+    CamoXpertConfig cfg;
+    CHECK(camoxpert_config(&cfg, "edgenext_base", 1, 4, 5) == CX_EARG);
+    CHECK(strstr(cx_errmsg(), "--top-k 5") != NULL);
+    CHECK(camoxpert_config(&cfg, "edgenext_huge", 0, 6, 2) != CX_OK);
+}
+
+TEST(camoxpert_router_parameters_form_their_group) {
+    CamoXpertConfig cfg;
+    REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", 1, 5, 2));
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&cfg, &pt);
+    int n_router = 0;
+    for (int i = 0; i < pt.n; i++) {
+        int is_router = strstr(pt.p[i].name, ".router.2.") != NULL;
+        CHECKF(is_router == (pt.p[i].group == PG_ROUTER), "%s in group %d", pt.p[i].name, pt.p[i].group);
+        n_router += is_router;
+        if (!strncmp(pt.p[i].name, "backbone.", 9)) CHECK(pt.p[i].group == PG_BACKBONE);
+    }
+    CHECK(n_router == 8);
+    camoxpert_free(m);
+    params_free(&pt);
+}
+
+// Save, load strictly into a fresh model, get identical values and outputs;
+// a dense checkpoint into a sparse model and a wrong width fail naming the key.
+TEST(camoxpert_save_load_roundtrip_and_errors) {
+    CamoXpertConfig cfg;
+    REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", 1, 3, 2));
+    ParamTable a, b;
+    params_init(&a);
+    params_init(&b);
+    CamoXpert *ma = camoxpert_create(&cfg, &a), *mb = camoxpert_create(&cfg, &b);
+    params_alloc(&a, DT_F32);
+    params_alloc(&b, DT_F32);
+    Rng r = rng_init(1);
+    camoxpert_init(ma, &a, &r);
+    // non-trivial buffers and counters
+    for (int i = 0; i < a.n; i++)
+        if (a.p[i].flags & PF_BUFFER) {
+            Tensor v = params_value(&a, i);
+            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, (a.p[i].flags & PF_COUNTER) ? 7 : rng_uniform(&r));
+        }
+    char path[600];
+    snprintf(path, sizeof path, "%s/sparse.safetensors", test_tmpdir());
+    REQUIRE_OK(camoxpert_save(ma, &a, path));
+    REQUIRE_OK(camoxpert_load_file(mb, &b, path));
+    CHECK(!memcmp(a.data, b.data, (size_t)a.numel * sizeof(float)));
+    StFile f;
+    REQUIRE_OK(st_open(&f, path));
+    const StEntry *e = st_find(&f, "moe_layers.2.experts.1.scale1_conv.1.num_batches_tracked");
+    CHECK(e && e->dtype == DT_I64 && e->ndim == 0);
+    CHECK(st_find(&f, "moe_layers.0.router.2.weight") != NULL);
+    CHECK(st_meta(&f, "model") && !strcmp(st_meta(&f, "model"), "CamoXpertSparseMoE"));
+    st_close(&f);
+
+    // a dense model refuses the sparse checkpoint, naming a key
+    CamoXpertConfig dc;
+    REQUIRE_OK(camoxpert_config(&dc, "edgenext_xx_small", 0, 0, 0));
+    ParamTable d;
+    params_init(&d);
+    CamoXpert *md = camoxpert_create(&dc, &d);
+    params_alloc(&d, DT_F32);
+    CHECK(camoxpert_load_file(md, &d, path) == CX_ESHAPE);
+    CHECKF(strstr(cx_errmsg(), "moe_layers.") || strstr(cx_errmsg(), "texture_experts."), "%s", cx_errmsg());
+    // another backbone: a shape mismatch naming the key and both shapes
+    CamoXpertConfig xc;
+    REQUIRE_OK(camoxpert_config(&xc, "edgenext_x_small", 1, 3, 2));
+    ParamTable x;
+    params_init(&x);
+    CamoXpert *mx = camoxpert_create(&xc, &x);
+    params_alloc(&x, DT_F32);
+    CHECK(camoxpert_load_file(mx, &x, path) == CX_ESHAPE);
+    CHECKF(strstr(cx_errmsg(), "in the file but"), "%s", cx_errmsg());
+    camoxpert_free(ma), camoxpert_free(mb), camoxpert_free(md), camoxpert_free(mx);
+    params_free(&a), params_free(&b), params_free(&d), params_free(&x);
+}
+
+// ---- camoxpert verify, as the built program ---------------------------------------------------------
+
+static int run_verify(const char *path, char *text, size_t cap) {
+    char exe[4096], cmd[9000], log[700];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    CX_ASSERT(n > 0, "readlink /proc/self/exe");
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0;
+    snprintf(log, sizeof log, "%s/verify.log", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s/camoxpert' verify --quiet '%s' > '%s' 2>&1", exe, path, log);
+    int st = system(cmd);
+    FILE *fp = fopen(log, "r");
+    size_t len = fp ? fread(text, 1, cap - 1, fp) : 0;
+    text[len] = 0;
+    if (fp) fclose(fp);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void camoxpert_verify_passes(const char *path) {
+    static char out[1 << 16];
+    int rc = run_verify(path, out, sizeof out);
+    CHECKF(rc == 0 && strstr(out, "PASS"), "camoxpert verify %s: exit %d\n%s", path, rc, out);
+}
+
+TEST(camoxpert_verify_shared_dense_fixture) {
+    camoxpert_verify_passes(test_shared_path("fixtures/camoxpert_dense_xx_small.safetensors"));
+}
+TEST(camoxpert_verify_shared_sparse_fixture) {
+    camoxpert_verify_passes(test_shared_path("fixtures/camoxpert_sparse_xx_small.safetensors"));
+}
+TEST(camoxpert_verify_twin_sparse_training_fixture) {
+    camoxpert_verify_passes("tests/fixtures/camoxpert_sparse_xx_small_train.safetensors");
+}

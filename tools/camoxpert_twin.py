@@ -1,0 +1,552 @@
+#!/usr/bin/python3
+"""camoxpert_twin.py — a PyTorch twin of the reference CamoXpert (dense
+CamoXpertCOD and sparse CamoXpertSparseMoE), written from
+../shared/reference/camoxpert.md, with the project's sparse semantics: images
+grouped by expert (one expert call per group, BatchNorm statistics over the
+group in training) and differentiable routing weights. The backbone comes from
+tools/edgenext_twin.py. Development tool only: neither camoxpert nor
+`make test` runs Python.
+
+  prove FIXTURE        run a reference fixture in float64 and compare every stored
+                       result (eval outputs and routing; training loss terms,
+                       gradients and BatchNorm state) with the fixture error rule
+  make --out F ...     write a training-mode sparse fixture (kind=camoxpert) for
+                       camoxpert verify: parameters from the splitmix22 generator,
+                       random BatchNorm state, eval + train outputs, routing,
+                       loss terms, a subset of gradients (incl. every router's)
+  checkpoint FILE      load a checkpoint written by camoxpert into a module with the
+                       reference's exact state_dict (names, shapes, dtypes), strict=True
+  bench ...            time one training step (forward + loss + backward) in float32
+
+Tensors NCHW / OIHW; keys are the reference's state_dict keys. Run with /usr/bin/python3
+(Debian python3-torch 1.13).
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import edgenext_twin as ent  # noqa: E402
+
+BN_EPS, BN_MOM = 1e-5, 0.1
+KINDS = ("texture", "frequency", "edge", "contrast")
+
+
+# ---- parameter keys and shapes in state_dict order ----------------------------------------
+class Keys:
+    """Collects (key, shape) of parameters and BatchNorm buffers in registration order."""
+
+    def __init__(self):
+        self.params, self.buffers = {}, {}
+
+    def conv(self, p, cin, cout, k):
+        self.params[p + ".weight"] = (cout, cin, k, k)
+        self.params[p + ".bias"] = (cout,)
+
+    def bn(self, p, c):
+        self.params[p + ".weight"] = (c,)
+        self.params[p + ".bias"] = (c,)
+        self.buffers[p + ".running_mean"] = (c,)
+        self.buffers[p + ".running_var"] = (c,)
+        self.buffers[p + ".num_batches_tracked"] = ()
+
+    def cbr(self, p, i, cin, cout, k):  # ConvBNReLU inside a Sequential at index i
+        self.conv(f"{p}.{i}", cin, cout, k)
+        self.bn(f"{p}.{i + 1}", cout)
+
+
+def splits(d):
+    q, t = d // 4, d // 3
+    return (q, q, q, d - 3 * q), (t, t, d - 2 * t)
+
+
+def expert_keys(K, p, kind, d):
+    s4, s3 = splits(d)
+    if kind == "texture":
+        for i in range(4):
+            K.conv(f"{p}.branch{i + 1}.0", d, s4[i], 1)
+            K.conv(f"{p}.branch{i + 1}.1", s4[i], s4[i], 3)
+            K.bn(f"{p}.branch{i + 1}.2", s4[i])
+    elif kind == "frequency":
+        for name, c, k in zip(("scale1_conv", "scale2_conv", "scale3_conv", "spatial_conv"), s4, (3, 5, 7, 1)):
+            K.cbr(f"{p}.{name}", 0, d, c, k)
+    elif kind == "edge":
+        for name, c, k in zip(("horizontal_edge", "vertical_edge", "laplacian_edge", "spatial_branch"), s4, (3, 3, 3, 1)):
+            K.cbr(f"{p}.{name}", 0, d, c, k)
+    else:
+        for name, c, k in zip(("contrast_3x3", "contrast_5x5", "contrast_7x7"), s3, (3, 5, 7)):
+            K.cbr(f"{p}.{name}", 0, d, c, k)
+    K.cbr(f"{p}.fusion", 0, d, d, 1)
+    if kind == "contrast":
+        K.conv(f"{p}.amplify.1", d, d // 4, 1)
+        K.conv(f"{p}.amplify.3", d // 4, d, 1)
+
+
+def model_keys(variant, sparse, E):
+    depths, dims, heads, rw = ent.VARIANTS[variant]
+    K = Keys()
+    for k, s in ent.param_shapes(variant).items():
+        if not k.startswith("head."):
+            K.params["backbone." + ent.feature_name(k)] = s
+    if not sparse:
+        for kind, lst in zip(KINDS, ("texture_experts", "frequency_experts", "edge_experts", "contrast_modules")):
+            for s in range(4):
+                expert_keys(K, f"{lst}.{s}", kind, dims[s])
+    else:
+        for s in range(4):
+            for e in range(E):
+                expert_keys(K, f"moe_layers.{s}.experts.{e}", KINDS[e % 4], dims[s])
+            K.params[f"moe_layers.{s}.router.2.weight"] = (E, dims[s])
+            K.params[f"moe_layers.{s}.router.2.bias"] = (E,)
+    d3 = dims[3]
+    K.cbr("search_module.search_conv", 0, d3, d3 // 2, 3)
+    K.cbr("search_module.search_conv", 3, d3 // 2, d3 // 2, 3)
+    K.conv("search_module.search_conv.6", d3 // 2, 1, 1)
+    K.cbr("search_module.identify_conv", 0, d3, d3, 3)
+    K.cbr("search_module.identify_conv", 3, d3, d3, 1)
+    cin = (d3, 2 * dims[2], 2 * dims[1], 2 * dims[0])
+    cout = (dims[2], dims[1], dims[0], 64)
+    for i in range(4):
+        K.cbr(f"decoder_blocks.{i}.conv1", 0, cin[i], cout[i], 3)
+        K.cbr(f"decoder_blocks.{i}.conv2", 0, cout[i], cout[i], 3)
+    K.cbr("reverse_attention.background_pred", 0, 64, 32, 3)
+    K.cbr("reverse_attention.background_pred", 3, 32, 16, 3)
+    K.conv("reverse_attention.background_pred.6", 16, 1, 1)
+    K.cbr("reverse_attention.refine", 0, 65, 64, 3)
+    K.cbr("reverse_attention.refine", 3, 64, 64, 3)
+    K.cbr("boundary_uncertainty.shared", 0, 64, 64, 3)
+    K.cbr("boundary_uncertainty.mean_head", 0, 64, 32, 3)
+    K.conv("boundary_uncertainty.mean_head.3", 32, 1, 1)
+    K.cbr("boundary_uncertainty.uncertainty_head", 0, 64, 32, 3)
+    K.conv("boundary_uncertainty.uncertainty_head.3", 32, 1, 1)
+    for i in range(2):
+        K.cbr(f"iterative_refinement.refinement_blocks.{i}", 0, 66, 64, 3)
+        K.cbr(f"iterative_refinement.refinement_blocks.{i}", 3, 64, 64, 3)
+    for i in range(2):
+        K.conv(f"iterative_refinement.pred_heads.{i}", 64, 1, 1)
+    for j in range(3):
+        K.conv(f"deep_heads.{j}", dims[2 - j], 1, 1)
+    return K
+
+
+# ---- the network ------------------------------------------------------------------------------
+class Net:
+    def __init__(self, P, B, variant, sparse, E, k, training):
+        self.P, self.B, self.variant, self.sparse, self.E, self.k, self.training = P, B, variant, sparse, E, k, training
+
+    def conv(self, p, x, dil=1):
+        w = self.P[p + ".weight"]
+        return F.conv2d(x, w, self.P[p + ".bias"], 1, dil * (w.shape[2] - 1) // 2, dil)
+
+    def bn(self, p, x):
+        if self.training:
+            self.B[p + ".num_batches_tracked"] += 1
+        return F.batch_norm(x, self.B[p + ".running_mean"], self.B[p + ".running_var"], self.P[p + ".weight"],
+                            self.P[p + ".bias"], self.training, BN_MOM, BN_EPS)
+
+    def cbr(self, p, i, x, dil=1):
+        return F.relu(self.bn(f"{p}.{i + 1}", self.conv(f"{p}.{i}", x, dil)))
+
+    def expert(self, p, kind, x):
+        if kind == "texture":
+            outs = [F.relu(self.bn(f"{p}.branch{i + 1}.2", self.conv(f"{p}.branch{i + 1}.1",
+                                                                       self.conv(f"{p}.branch{i + 1}.0", x), 2 ** i)))
+                    for i in range(4)]
+        elif kind == "frequency":
+            outs = [self.cbr(f"{p}.{n}", 0, x) for n in ("scale1_conv", "scale2_conv", "scale3_conv", "spatial_conv")]
+        elif kind == "edge":
+            outs = [self.cbr(f"{p}.{n}", 0, x) for n in ("horizontal_edge", "vertical_edge", "laplacian_edge",
+                                                          "spatial_branch")]
+        else:
+            outs = [self.cbr(f"{p}.{n}", 0, x) for n in ("contrast_3x3", "contrast_5x5", "contrast_7x7")]
+        c = self.cbr(f"{p}.fusion", 0, torch.cat(outs, 1))
+        if kind != "contrast":
+            return c + x
+        a = c.mean((2, 3), keepdim=True)
+        a = torch.sigmoid(self.conv(f"{p}.amplify.3", F.relu(self.conv(f"{p}.amplify.1", a))))
+        return x + c * a
+
+    def moe(self, s, x):
+        """Global routing; images grouped by expert; differentiable weights."""
+        p = f"moe_layers.{s}"
+        logits = F.linear(x.mean((2, 3)), self.P[p + ".router.2.weight"], self.P[p + ".router.2.bias"])
+        probs = torch.softmax(logits, -1)
+        val, idx = torch.topk(probs, self.k, -1)
+        w = val / (val.sum(-1, keepdim=True) + 1e-8)
+        lb = 0.01 * ((probs.mean(0) - 1.0 / self.E) ** 2).sum()
+        out = torch.zeros_like(x)
+        for e in range(self.E):
+            rows, j = (idx == e).nonzero(as_tuple=True)  # ascending image order
+            if rows.numel() == 0:
+                continue
+            ye = self.expert(f"{p}.experts.{e}", KINDS[e % 4], x[rows])
+            out = out.index_add(0, rows, ye * w[rows, j][:, None, None, None])
+        return out, dict(logits=logits, probs=probs, topk_idx=idx, topk_w=w, lb_loss=lb)
+
+    def forward(self, image):
+        bb = {k: self.P["backbone." + ent.feature_name(k)] for k in ent.param_shapes(self.variant)
+              if not k.startswith("head.")}
+        feats = ent.forward(bb, image, self.variant)
+        routes, e = [], []
+        for s in range(4):
+            if self.sparse:
+                y, r = self.moe(s, feats[s])
+                routes.append(r)
+            else:
+                y = feats[s]
+                for lst, kind in zip(("texture_experts", "frequency_experts", "edge_experts", "contrast_modules"), KINDS):
+                    y = self.expert(f"{lst}.{s}", kind, y)
+            e.append(y)
+        H, W = image.shape[2:]
+        sm = torch.sigmoid(self.conv("search_module.search_conv.6", self.cbr("search_module.search_conv", 3,
+                                     self.cbr("search_module.search_conv", 0, e[3]))))
+        x = self.cbr("search_module.identify_conv", 3, self.cbr("search_module.identify_conv", 0, e[3])) * sm
+        for i in range(4):
+            if i:
+                x = torch.cat([x, e[3 - i]], 1)
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = self.cbr(f"decoder_blocks.{i}.conv2", 0, self.cbr(f"decoder_blocks.{i}.conv1", 0, x))
+        p = "reverse_attention.background_pred"
+        bg = torch.sigmoid(self.conv(p + ".6", self.cbr(p, 3, self.cbr(p, 0, x))))
+        fg = 1 - bg
+        x = self.cbr("reverse_attention.refine", 3, self.cbr("reverse_attention.refine", 0, torch.cat([x, bg], 1))) * fg
+        up = lambda t: F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)  # noqa: E731
+        x, fg_map, search_map = up(x), up(fg), up(sm)
+        sh = self.cbr("boundary_uncertainty.shared", 0, x)
+        ip = self.conv("boundary_uncertainty.mean_head.3", self.cbr("boundary_uncertainty.mean_head", 0, sh))
+        un = F.softplus(self.conv("boundary_uncertainty.uncertainty_head.3",
+                                  self.cbr("boundary_uncertainty.uncertainty_head", 0, sh)))
+        ip, un = torch.clamp(ip, -15, 15), torch.clamp(un, 1e-8, 10)
+        u = un / (un.max() + 1e-8)
+        pred, refs = ip, []
+        for i in range(2):
+            p = f"iterative_refinement.refinement_blocks.{i}"
+            h = self.cbr(p, 3, self.cbr(p, 0, torch.cat([x, pred, u], 1))) * (1 + u)
+            pred = self.conv(f"iterative_refinement.pred_heads.{i}", h)
+            refs.append(pred)
+        deep = [torch.clamp(self.conv(f"deep_heads.{j}", e[2 - j]), -15, 15) for j in range(3)]
+        return dict(pred=torch.clamp(pred, -15, 15), fg_map=fg_map, search_map=search_map, uncertainty=un,
+                    refine0=refs[0], deep=deep, routes=routes)
+
+
+# ---- the reference loss (§6) -----------------------------------------------------------------
+def sobel_edges(t):
+    kx = torch.tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=t.dtype).view(1, 1, 3, 3)
+    ky = kx.transpose(2, 3)
+    return F.conv2d(t, kx, padding=1), F.conv2d(t, ky, padding=1)
+
+
+def loss_terms(o, y):
+    c = lambda t: torch.clamp(t, -15, 15)  # noqa: E731
+    pred = c(o["pred"])
+    p = torch.sigmoid(pred)
+    T = {}
+    T["bce"] = F.binary_cross_entropy_with_logits(pred, y)
+    inter = (p * y).sum((1, 2, 3))
+    union = p.sum((1, 2, 3)) + y.sum((1, 2, 3)) - inter
+    T["iou"] = 1 - ((inter + 1e-5) / (union + 1e-5)).mean()
+    gx, gy = sobel_edges(p)
+    tx, ty = sobel_edges(y)
+    pe = torch.sqrt(torch.clamp(gx ** 2 + gy ** 2, min=0) + 1e-5)
+    te = torch.sqrt(tx ** 2 + ty ** 2 + 1e-5)
+    T["edge"] = ((pe - te) ** 2).mean()
+    box = torch.ones(1, 1, 3, 3, dtype=y.dtype) / 9
+    dil = F.conv2d(y, box, padding=1)
+    ero = 1 - F.conv2d(1 - y, box, padding=1)
+    wgt = (1 + 4 * (dil - ero)).detach()
+    T["boundary"] = (wgt * F.binary_cross_entropy_with_logits(pred, y, reduction="none")).mean()
+    T["uncertainty"] = (torch.abs(p - y) * torch.log(1 / (o["uncertainty"] + 1e-8))).mean()
+    cp = lambda t: torch.clamp(t, 1e-7, 1 - 1e-7)  # noqa: E731
+    T["reverse_attention"] = F.binary_cross_entropy(cp(o["fg_map"]), y)
+    T["search"] = F.binary_cross_entropy(cp(o["search_map"]), y)
+    T["deep"] = sum(F.binary_cross_entropy_with_logits(
+        c(d), F.interpolate(y, size=d.shape[2:], mode="bilinear", align_corners=False)) for d in o["deep"]) / 3
+    T["refinement"] = 0.3 * F.binary_cross_entropy_with_logits(c(o["refine0"]), y)
+    total = (2.0 * T["bce"] + 1.5 * T["iou"] + 1.0 * T["edge"] + 1.5 * T["boundary"] + 0.3 * T["uncertainty"] +
+             0.8 * T["reverse_attention"] + 0.5 * T["search"] + 0.4 * T["deep"] + T["refinement"])
+    if o["routes"]:
+        T["balance"] = sum(r["lb_loss"] for r in o["routes"])
+        total = total + T["balance"]
+    return total, T
+
+
+# ---- running it ------------------------------------------------------------------------------
+def run(Pn, Bn, image, mask, variant, sparse, E, k, training, dtype=torch.float64):
+    P = {n: torch.tensor(v, dtype=dtype, requires_grad=training) for n, v in Pn.items()}
+    B = {n: torch.tensor(v, dtype=torch.int64 if n.endswith("num_batches_tracked") else dtype) for n, v in Bn.items()}
+    x = torch.tensor(image, dtype=dtype, requires_grad=training)
+    net = Net(P, B, variant, sparse, E, k, training)
+    o = net.forward(x)
+    res = dict(out=o, buffers=B)
+    if training:
+        total, T = loss_terms(o, torch.tensor(mask, dtype=dtype))
+        total.backward()
+        res.update(loss=total, terms=T, grads={n: t.grad if t.grad is not None else torch.zeros_like(t) for n, t in P.items()}, dimage=x.grad)
+    return res
+
+
+def npy(t):
+    return t.detach().numpy()
+
+
+def rel_err(ours, ref, floor=0.0):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    d = np.max(np.abs(ours - ref)) if ref.size else 0.0
+    den = max(np.max(np.abs(ref)) if ref.size else 0.0, floor)
+    return d / den if den > 0 else d
+
+
+def eval_outputs(o):
+    out = {f"output/eval/{n}": npy(o[n]) for n in ("pred", "fg_map", "search_map", "uncertainty", "refine0")}
+    out.update({f"output/eval/deep{j}": npy(o["deep"][j]) for j in range(3)})
+    for s, r in enumerate(o["routes"]):
+        for n in ("logits", "probs", "topk_w"):
+            out[f"output/eval/route{s}/{n}"] = npy(r[n])
+        out[f"output/eval/route{s}/topk_idx"] = npy(r["topk_idx"]).astype(np.int32)
+        out[f"output/eval/route{s}/lb_loss"] = np.array([float(r["lb_loss"])])
+    return out
+
+
+def train_outputs(r):
+    out = {"output/train/pred": npy(r["out"]["pred"]), "output/train/loss": np.array([float(r["loss"])])}
+    for n, v in r["terms"].items():
+        out[f"output/train/loss_{n}"] = np.array([float(v)])
+    for s, rt in enumerate(r["out"]["routes"]):
+        for n in ("logits", "probs", "topk_w"):
+            out[f"output/train/route{s}/{n}"] = npy(rt[n])
+        out[f"output/train/route{s}/topk_idx"] = npy(rt["topk_idx"]).astype(np.int32)
+        out[f"output/train/route{s}/lb_loss"] = np.array([float(rt["lb_loss"])])
+    for n, v in r["buffers"].items():
+        out["output/train/buffer/" + n] = npy(v)
+    for n, g in r["grads"].items():
+        out["grad/param/" + n] = npy(g)
+    out["grad/input/image"] = npy(r["dimage"])
+    return out
+
+
+def fixture_config(meta):
+    return meta["backbone"], meta["mode"] == "sparse", int(meta.get("num_experts", 6)), int(meta.get("top_k", 2))
+
+
+def cmd_prove(a):
+    T, meta = st_load(a.fixture)
+    variant, sparse, E, k = fixture_config(meta)
+    K = model_keys(variant, sparse, E)
+    if meta.get("param_gen") == "splitmix22":
+        Pn = {n: ent.gen_param(n, s, int(meta["param_seed"])) for n, s in K.params.items()}
+    else:
+        Pn = {n: T["param/" + n] for n in K.params}
+        assert sorted(n[6:] for n in T if n.startswith("param/")) == sorted(K.params), "parameter keys differ"
+    Bn = {n: T["buffer/" + n] for n in K.buffers}
+    assert sorted(n[7:] for n in T if n.startswith("buffer/")) == sorted(K.buffers), "buffer keys differ"
+    ours = eval_outputs(run(Pn, Bn, T["input/image"], None, variant, sparse, E, k, False)["out"])
+    if "output/train/loss" in T:
+        ours.update(train_outputs(run(Pn, Bn, T["input/image"], T["input/mask"], variant, sparse, E, k, True)))
+    tf, tg = float(meta["rtol_fwd_f64"]), float(meta["rtol_grad_f64"])
+    gmax = float(meta["grad_absmax"]) if "grad_absmax" in meta else \
+        max((np.max(np.abs(v)) for n, v in T.items() if n.startswith("grad/")), default=0.0)
+    floor = float(meta["grad_floor"]) * gmax
+    worst, bad, n = 0.0, 0, 0
+    for name, ref in T.items():
+        if not name.startswith(("output/", "grad/")):
+            continue
+        if name not in ours:
+            print(f"  {name:<60} missing from the twin")
+            bad += 1
+            continue
+        g = name.startswith("grad/")
+        tol = 0.0 if name.endswith("topk_idx") else tg if g else tf
+        e = rel_err(ours[name], ref, floor if g else 0.0)
+        n += 1
+        worst = max(worst, e / tol if tol else (0.0 if e == 0 else np.inf))
+        bad += e > tol
+        if e > tol or a.verbose:
+            print(f"  {name:<60} err {e:.3e}  tol {tol:.0e}")
+    print(("FAIL" if bad else "PASS") + f": twin vs {a.fixture}: {n - bad}/{n} tensors within tolerance, "
+          f"worst err/tol {worst:.3f}")
+    return 1 if bad else 0
+
+
+def cmd_make(a):
+    variant, E, k = a.backbone, a.num_experts, a.top_k
+    sparse = a.mode == "sparse"
+    H, W = (int(s) for s in a.size.lower().split("x"))
+    K = model_keys(variant, sparse, E)
+    Pn = {n: ent.gen_param(n, s, a.seed) for n, s in K.params.items()}
+    rs = np.random.RandomState(a.seed)
+    Bn = {}
+    for n, s in K.buffers.items():  # O(1) random BatchNorm state so evaluation mode shows every path
+        if n.endswith("running_mean"):
+            Bn[n] = (rs.randn(*s) * 0.5).astype(np.float32)
+        elif n.endswith("running_var"):
+            Bn[n] = rs.uniform(0.5, 2.0, s).astype(np.float32)
+        else:
+            Bn[n] = np.array(rs.randint(0, 100), dtype=np.int64)
+    image = rs.randn(a.batch, 3, H, W).astype(np.float32)
+    yy, xx = np.mgrid[0:H, 0:W]
+    mask = np.zeros((a.batch, 1, H, W), np.float32)
+    for b in range(a.batch):  # an ellipse per image, so every loss term is non-trivial
+        cy, cx, ry, rx = rs.uniform(0.3, 0.7) * H, rs.uniform(0.3, 0.7) * W, rs.uniform(0.15, 0.35) * H, \
+            rs.uniform(0.15, 0.35) * W
+        mask[b, 0] = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).astype(np.float32)
+    out = {"input/image": image, "input/mask": mask}
+    for n, v in Bn.items():
+        out["buffer/" + n] = v
+    out.update(eval_outputs(run(Pn, Bn, image, None, variant, sparse, E, k, False)["out"]))
+    tr = train_outputs(run(Pn, Bn, image, mask, variant, sparse, E, k, True))
+    gmax = max(np.max(np.abs(v)) for n, v in tr.items() if n.startswith("grad/"))
+    kept = 0
+    for n, v in tr.items():
+        if n.startswith("grad/param/"):
+            key = n[11:]
+            if not (v.size <= a.grad_max_numel or ".router." in key or key.startswith(tuple(a.grad_prefix or ()))):
+                continue
+            kept += 1
+        out[n] = v
+    meta = {
+        "kind": "camoxpert", "mode": a.mode, "backbone": variant, "num_experts": str(E), "top_k": str(k),
+        "layout": "NCHW activations, OIHW conv weights (PyTorch)", "computed_in": "float64",
+        "bn_eps": "1e-05", "bn_momentum": "0.1",
+        "rtol_fwd_f32": "0.0001", "rtol_fwd_f64": "1e-06", "rtol_grad_f64": "1e-06", "grad_floor": "0.0001",
+        "param_gen": "splitmix22", "param_seed": str(a.seed), "grad_absmax": repr(float(gmax)),
+        "grads_stored": f"{kept} of {len(K.params)} parameter gradients (every router's)",
+        "semantics": "sparse: images grouped by expert (BatchNorm over the group), differentiable routing weights",
+        "loss": "reference loss (reference/camoxpert.md section 6) + the MoE balance loss (weight 1)",
+        "note": "made by tools/camoxpert_twin.py",
+    }
+    st_save(a.out, out, meta)
+    nbytes = sum(np.asarray(v).nbytes for v in out.values())
+    print(f"wrote {a.out}: {a.mode} {variant} E={E} k={k}, {a.batch}x3x{H}x{W}, {kept}/{len(K.params)} param grads, "
+          f"{nbytes / 1e6:.2f} MB")
+    return 0
+
+
+def reference_module(variant, sparse, E):
+    """An nn.Module with exactly the reference's parameters and buffers (names, shapes, dtypes)."""
+    K = model_keys(variant, sparse, E)
+    root = torch.nn.Module()
+
+    def parent(key):
+        m, parts = root, key.split(".")
+        for p in parts[:-1]:
+            if not hasattr(m, p):
+                m.add_module(p, torch.nn.Module())
+            m = getattr(m, p)
+        return m, parts[-1]
+    for n, s in K.params.items():
+        m, leaf = parent(n)
+        m.register_parameter(leaf, torch.nn.Parameter(torch.zeros(s)))
+    for n, s in K.buffers.items():
+        m, leaf = parent(n)
+        m.register_buffer(leaf, torch.zeros(s, dtype=torch.int64 if leaf == "num_batches_tracked" else torch.float32))
+    return root
+
+
+def cmd_checkpoint(a):
+    """Loads a camoxpert checkpoint into the reference's state_dict layout with strict=True."""
+    T, meta = st_load(a.file)
+    sparse = meta.get("model") == "CamoXpertSparseMoE"
+    E = int(meta.get("num_experts", 6))
+    mod = reference_module(meta["backbone"], sparse, E)
+    sd = {n: torch.from_numpy(v) for n, v in T.items()}
+    mod.load_state_dict(sd, strict=True)
+    bad = [n for n, v in mod.state_dict().items() if v.dtype != sd[n].dtype]
+    assert not bad, f"dtype differs: {bad[:3]}"
+    print(f"PASS: {a.file}: {len(sd)} tensors load into {meta.get('model')} ({meta['backbone']}) with strict=True")
+    return 0
+
+
+def cmd_bench(a):
+    torch.set_num_threads(a.threads)
+    H, W = (int(s) for s in a.size.lower().split("x"))
+    sparse = a.mode == "sparse"
+    K = model_keys(a.backbone, sparse, a.num_experts)
+    Pn = {n: ent.gen_param(n, s, 1) for n, s in K.params.items()}
+    Bn = {n: (np.array(0, np.int64) if n.endswith("tracked") else np.zeros(s, np.float32) + n.endswith("var"))
+          for n, s in K.buffers.items()}
+    rs = np.random.RandomState(0)
+    image = rs.randn(a.batch, 3, H, W).astype(np.float32)
+    mask = (rs.rand(a.batch, 1, H, W) > 0.5).astype(np.float32)
+    times = []
+    for i in range(a.warmup + a.iters):
+        t0 = time.perf_counter()
+        run(Pn, Bn, image, mask, a.backbone, sparse, a.num_experts, a.top_k, True, torch.float32)
+        times.append(time.perf_counter() - t0)
+    t = sorted(times[a.warmup:])
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"twin {a.mode} {a.backbone} batch {a.batch} {H}x{W} threads {a.threads}: train step median "
+          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f}) peak rss {rss:.0f} MB")
+    return 0
+
+
+# ---- safetensors with I32 / I64 ------------------------------------------------------------
+_DT = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.int64): "I64"}
+
+
+def st_load(path):
+    return ent.st_load(path)
+
+
+def st_save(path, tensors, meta):
+    import json
+    import struct
+    hdr, chunks, off = {}, [], 0
+    for n, v in tensors.items():
+        v = np.asarray(v)
+        if v.dtype.kind == "f":
+            v = v.astype(np.float32)
+        v = np.array(v, order="C")  # (ascontiguousarray turns 0-d into 1-d)
+        b = v.tobytes()
+        hdr[n] = {"dtype": _DT[v.dtype], "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        chunks.append(b)
+        off += len(b)
+    hdr["__metadata__"] = {n: str(v) for n, v in meta.items()}
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for c in chunks:
+            f.write(c)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("checkpoint")
+    p.add_argument("file")
+    p = sub.add_parser("prove")
+    p.add_argument("fixture")
+    p.add_argument("--verbose", action="store_true")
+    for name in ("make", "bench"):
+        p = sub.add_parser(name)
+        p.add_argument("--mode", default="sparse", choices=("dense", "sparse"))
+        p.add_argument("--backbone", default="edgenext_xx_small")
+        p.add_argument("--num-experts", type=int, default=6)
+        p.add_argument("--top-k", type=int, default=2)
+        p.add_argument("--batch", type=int, default=4)
+        p.add_argument("--size", default="64x64")
+        if name == "make":
+            p.add_argument("--out", required=True)
+            p.add_argument("--seed", type=int, default=4)
+            p.add_argument("--grad-max-numel", type=int, default=20000)
+            p.add_argument("--grad-prefix", action="append")
+        else:
+            p.add_argument("--threads", type=int, default=os.cpu_count())
+            p.add_argument("--warmup", type=int, default=1)
+            p.add_argument("--iters", type=int, default=3)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    return {"prove": cmd_prove, "make": cmd_make, "bench": cmd_bench, "checkpoint": cmd_checkpoint}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
