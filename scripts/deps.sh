@@ -3,7 +3,8 @@
 # Idempotent: running it twice installs nothing the second time.
 # Developer-only extras (PyTorch for the fixture tools under tools/): --dev.
 set -euo pipefail
-pkgs=(build-essential pkg-config libopenblas-openmp-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev)
+# clang + libclang-rt-14-dev: libFuzzer for `make fuzz` (without them fuzz-smoke falls back to a gcc mutation driver).
+pkgs=(build-essential pkg-config libopenblas-openmp-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev clang libclang-rt-14-dev)
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -397,3 +397,13 @@ TEST(image_resize_bilinear_and_nearest) {
     image_mask_resize_nearest(up, 8, 8, &mm);
     CHECK(up[0] == 0 && up[7] == 1 && up[63] == 1 && up[56] == 0 && up[5 * 8 + 5] == 1);
 }
+
+TEST(image_overlay_marks_the_mask) {
+    uint8_t px[4] = { 100, 100, 100, 100 }, mk[4] = { 0, 255, 129, 128 };
+    Image8 g = { 2, 2, 1, px }, m = { 2, 2, 1, mk }, o;
+    REQUIRE_OK(image_overlay_mask(&o, &g, &m, 255, 0, 0, 0.5f));
+    CHECK(o.c == 3 && o.px[0] == 100 && o.px[3] == 178 && o.px[4] == 50 && o.px[6] == 178 && o.px[9] == 100);
+    image_free(&o);
+    Image8 bad = { 1, 2, 1, mk };
+    CHECK(image_overlay_mask(&o, &g, &bad, 255, 0, 0, 0.5f) == CX_ESHAPE && o.px == NULL);
+}

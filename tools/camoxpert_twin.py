@@ -14,6 +14,8 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
                        camoxpert verify: parameters from the splitmix22 generator,
                        random BatchNorm state, eval + train outputs, routing,
                        loss terms, a subset of gradients (incl. every router's)
+  checkpoint FILE      load a checkpoint written by camoxpert into a module with the
+                       reference's exact state_dict (names, shapes, dtypes), strict=True
   bench ...            time one training step (forward + loss + backward) in float32
 
 Tensors NCHW / OIHW; keys are the reference's state_dict keys. Run with /usr/bin/python3
@@ -424,6 +426,41 @@ def cmd_make(a):
     return 0
 
 
+def reference_module(variant, sparse, E):
+    """An nn.Module with exactly the reference's parameters and buffers (names, shapes, dtypes)."""
+    K = model_keys(variant, sparse, E)
+    root = torch.nn.Module()
+
+    def parent(key):
+        m, parts = root, key.split(".")
+        for p in parts[:-1]:
+            if not hasattr(m, p):
+                m.add_module(p, torch.nn.Module())
+            m = getattr(m, p)
+        return m, parts[-1]
+    for n, s in K.params.items():
+        m, leaf = parent(n)
+        m.register_parameter(leaf, torch.nn.Parameter(torch.zeros(s)))
+    for n, s in K.buffers.items():
+        m, leaf = parent(n)
+        m.register_buffer(leaf, torch.zeros(s, dtype=torch.int64 if leaf == "num_batches_tracked" else torch.float32))
+    return root
+
+
+def cmd_checkpoint(a):
+    """Loads a camoxpert checkpoint into the reference's state_dict layout with strict=True."""
+    T, meta = st_load(a.file)
+    sparse = meta.get("model") == "CamoXpertSparseMoE"
+    E = int(meta.get("num_experts", 6))
+    mod = reference_module(meta["backbone"], sparse, E)
+    sd = {n: torch.from_numpy(v) for n, v in T.items()}
+    mod.load_state_dict(sd, strict=True)
+    bad = [n for n, v in mod.state_dict().items() if v.dtype != sd[n].dtype]
+    assert not bad, f"dtype differs: {bad[:3]}"
+    print(f"PASS: {a.file}: {len(sd)} tensors load into {meta.get('model')} ({meta['backbone']}) with strict=True")
+    return 0
+
+
 def cmd_bench(a):
     torch.set_num_threads(a.threads)
     H, W = (int(s) for s in a.size.lower().split("x"))
@@ -484,6 +521,8 @@ def st_save(path, tensors, meta):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("checkpoint")
+    p.add_argument("file")
     p = sub.add_parser("prove")
     p.add_argument("fixture")
     p.add_argument("--verbose", action="store_true")
@@ -506,7 +545,7 @@ def main():
             p.add_argument("--iters", type=int, default=3)
     a = ap.parse_args()
     torch.manual_seed(0)
-    return {"prove": cmd_prove, "make": cmd_make, "bench": cmd_bench}[a.cmd](a)
+    return {"prove": cmd_prove, "make": cmd_make, "bench": cmd_bench, "checkpoint": cmd_checkpoint}[a.cmd](a)
 
 
 if __name__ == "__main__":

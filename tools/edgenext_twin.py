@@ -356,7 +356,7 @@ def cmd_bench(a):
     torch.set_num_threads(a.threads)
     H, W = (int(s) for s in a.size.lower().split("x"))
     shapes = param_shapes(a.variant)
-    P = {k: torch.tensor(gen_param(k, s, 1), dtype=torch.float32, requires_grad=a.train) for k, s in shapes.items()}
+    P = {k: torch.tensor(gen_param(k, s, 1), dtype=torch.float32, requires_grad=bool(a.train)) for k, s in shapes.items()}
     x = torch.randn(a.batch, 3, H, W)
     probes = None
 

@@ -15,6 +15,7 @@ static const Command commands[] = {
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
     { "inspect", cmd_inspect, "print a model's module tree with parameter counts and the exact total" },
     { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
+    { "data", cmd_data, "check a dataset (layout, pairs, bad files) and time the loader" },
 };
 
 int cmd_version(int argc, char **argv) {

@@ -316,6 +316,9 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *o) {
                    o->root, train ? "TrainDataset" : "TestDataset", o->root, train ? "Train" : "Test", o->root, o->root, o->root);
 finish:
     if (st) { dataset_free(ds); return st; }
+    if (o->subset && strcmp(ds->layout, "packaged"))
+        log_warn("--subset %s ignored: it selects a test set of the packaged TestDataset/<name> layout, and this is %s",
+                 o->subset, ds->layout);
     qsort(ds->s, (size_t)ds->n, sizeof *ds->s, cmp_sample);
     if (ds->n == 0) {
         char sum[512];

@@ -110,18 +110,24 @@ static void apply_orientation(Image8 *im, int o) {
 
 // ---- pixel conversion -----------------------------------------------------------
 // src (n, sc) with sc in {1, 2 (gray+alpha), 3, 4 (RGBA)} -> dst (n, dc), dc in {1, 3}.
+// One loop per case, so the per-pixel work has no branches.
 static void convert_pixels(uint8_t *dst, int dc, const uint8_t *src, int sc, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *s = src + i * sc;
-        uint8_t *d = dst + i * dc;
-        if (sc <= 2) {
-            if (dc == 1) d[0] = s[0];
-            else d[0] = d[1] = d[2] = s[0];
-        } else {
-            if (dc == 1) d[0] = image_rgb_to_gray(s[0], s[1], s[2]);
-            else { d[0] = s[0]; d[1] = s[1]; d[2] = s[2]; }
-        }
+    if (sc <= 2 && dc == 1) for (size_t i = 0; i < n; i++) dst[i] = src[i * sc];
+    else if (sc <= 2) for (size_t i = 0; i < n; i++) dst[3 * i] = dst[3 * i + 1] = dst[3 * i + 2] = src[i * sc];
+    else if (dc == 1) for (size_t i = 0; i < n; i++) dst[i] = image_rgb_to_gray(src[i * sc], src[i * sc + 1], src[i * sc + 2]);
+    else for (size_t i = 0; i < n; i++) { dst[3 * i] = src[i * sc]; dst[3 * i + 1] = src[i * sc + 1]; dst[3 * i + 2] = src[i * sc + 2]; }
+}
+
+// Makes out a (H, W, dc) image from raw (H, W, sc), taking raw over when the
+// layouts already agree (the common case: RGB JPEG as RGB, gray PNG as gray).
+static void finish_image(Image8 *out, uint8_t *raw, int W, int H, int sc, int dc) {
+    if (sc == dc) {
+        out->w = W; out->h = H; out->c = dc; out->px = raw;
+        return;
     }
+    image_alloc(out, W, H, dc);
+    convert_pixels(out->px, dc, raw, sc, (size_t)W * H);
+    free(raw);
 }
 
 // ---- JPEG -----------------------------------------------------------------------
@@ -224,9 +230,7 @@ static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name, int
         }
         sc = 3;
     }
-    image_alloc(out, W, H, channels);
-    convert_pixels(out->px, channels, px, sc, (size_t)W * H);
-    free(px);
+    finish_image(out, px, W, H, sc, channels);
     apply_orientation(out, orient);
     return CX_OK;
 }
@@ -276,9 +280,7 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name, int 
         const uint16_t *s16 = (const uint16_t *)raw;
         for (size_t i = 0; i < np; i++) { raw[2 * i] = (uint8_t)(s16[2 * i] >> 8); raw[2 * i + 1] = 255; }
     }
-    image_alloc(out, W, H, channels);
-    convert_pixels(out->px, channels, raw, sc, np);
-    free(raw);
+    finish_image(out, raw, W, H, sc, channels);
     apply_orientation(out, orient);
     return CX_OK;
 }
@@ -329,9 +331,7 @@ static cx_status decode_bmp(const uint8_t *b, size_t n, const char *name, int ch
             }
         }
     }
-    image_alloc(out, w, (int)h, channels);
-    convert_pixels(out->px, channels, rgb, 3, (size_t)w * h);
-    free(rgb);
+    finish_image(out, rgb, w, (int)h, 3, channels);
     return CX_OK;
 }
 
@@ -481,6 +481,23 @@ cx_status image_save_jpeg(const char *path, const Image8 *im, int quality) {
     st = write_atomic(path, buf, n);
     free(buf);
     return st;
+}
+
+cx_status image_overlay_mask(Image8 *dst, const Image8 *rgb, const Image8 *mask, uint8_t r, uint8_t g, uint8_t b, float alpha) {
+    memset(dst, 0, sizeof *dst);
+    if (mask->w != rgb->w || mask->h != rgb->h || mask->c != 1 || (rgb->c != 1 && rgb->c != 3))
+        return CX_FAIL(CX_ESHAPE, "overlay: image %dx%dx%d and mask %dx%dx%d do not match (the mask needs 1 channel)",
+                       rgb->w, rgb->h, rgb->c, mask->w, mask->h, mask->c);
+    image_alloc(dst, rgb->w, rgb->h, 3);
+    const float col[3] = { r, g, b };
+    size_t n = (size_t)rgb->w * rgb->h;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = rgb->px[i * rgb->c + (rgb->c == 3 ? c : 0)];
+            if (mask->px[i] > 128) v += alpha * (col[c] - v);
+            dst->px[i * 3 + c] = (uint8_t)(v + 0.5f);
+        }
+    return CX_OK;
 }
 
 // ---- resizes -----------------------------------------------------------------------

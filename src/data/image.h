@@ -60,6 +60,11 @@ cx_status image_save_jpeg(const char *path, const Image8 *im, int quality);
 cx_status image_encode_png(const Image8 *im, int compression_level, uint8_t **buf, size_t *n);
 cx_status image_encode_jpeg(const Image8 *im, int quality, uint8_t **buf, size_t *n);
 
+// A prediction overlay for viewing: dst (h, w, 3) = rgb blended with colour
+// (r, g, b) at opacity `alpha` where mask (h, w, 1) is > 128. rgb may be gray
+// (c = 1); mask must have rgb's size. dst gets a fresh buffer.
+cx_status image_overlay_mask(Image8 *dst, const Image8 *rgb, const Image8 *mask, uint8_t r, uint8_t g, uint8_t b, float alpha);
+
 // Pillow's RGB -> L on one pixel.
 static inline uint8_t image_rgb_to_gray(uint8_t r, uint8_t g, uint8_t b) {
     return (uint8_t)(((uint32_t)r * 19595u + (uint32_t)g * 38470u + (uint32_t)b * 7471u + 0x8000u) >> 16);

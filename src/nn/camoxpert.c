@@ -103,7 +103,9 @@ void camoxpert_backward_features(NNCtx *ctx, CamoXpert *m, const CodOutputs *dou
         const Tensor *x = m->cfg.sparse ? &m->moe[s].x : &m->dense[0][s].branch[0].in;
         de[s] = nn_zeros_like(ctx, x);
     }
+    ArenaMark mk = arena_mark(ctx->act);   // the head's gradients are temporaries once de is known
     cod_head_backward(ctx, &m->head, dout, de);
+    arena_release(ctx->act, mk);
     for (int s = 0; s < 4; s++) {
         if (m->cfg.sparse) {
             moe_backward(ctx, &m->moe[s], &de[s], dbalance, dfeats ? &dfeats[s] : NULL);

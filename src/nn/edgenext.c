@@ -187,6 +187,8 @@ EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char 
             st->b = reg_bias(&r, "1.bias", 1, C);
         }
         st->nblocks = cfg->depths[s];
+        CX_ASSERT(st->nblocks >= (s == 0 ? 1 : cfg->downsample_block ? 2 : 1),
+                  "stage %d needs %s blocks", s, cfg->downsample_block ? "a conv block before its SDTA block" : "at least one");
         st->blocks = cx_calloc((size_t)st->nblocks, sizeof *st->blocks);
         for (int j = 0; j < st->nblocks; j++) {
             Block *b = &st->blocks[j];

@@ -102,6 +102,7 @@ Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x) {
 }
 
 void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx) {
+    ArenaMark mk = arena_mark(ctx->act);   // dc, dcat, branch gradients are temporaries
     Tensor dc = nn_zeros_like(ctx, &e->c);
     if (e->kind == EXPERT_CONTRAST) {
         int64_t N = T_N(&e->c);
@@ -124,4 +125,5 @@ void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx) {
     }
     concat_backward(&ctx->op, pd, e->nb, &dcat);
     for (int i = 0; i < e->nb; i++) seq_backward(ctx, &e->branch[i], &dbr[i], dx);
+    arena_release(ctx->act, mk);
 }

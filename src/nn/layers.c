@@ -187,6 +187,8 @@ Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) {
 }
 
 void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx) {
+    // the gradients between layers are temporaries: released before returning
+    ArenaMark mk = arena_mark(ctx->act);
     Tensor g = *dy;
     for (int i = s->n - 1; i >= 0; i--) {
         const Tensor *in = i ? &s->l[i - 1].out : &s->in;
@@ -198,6 +200,7 @@ void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx) {
             g = gin;
         }
     }
+    arena_release(ctx->act, mk);
 }
 
 void seq_init(const Seq *s, ParamTable *pt, Rng *rng) {

@@ -184,6 +184,7 @@ void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Ten
     for (int e = 0; e < m->E; e++) {
         int64_t c = m->route.count[e];
         if (!c) continue;
+        ArenaMark mk = arena_mark(ctx->act);   // this group's gradients are temporaries
         Tensor dye = nn_zeros_like(ctx, &m->ys[e]);
         Tensor dwe = tensor_zeros_like(ctx->act, &m->wts[e]);
         rows_scatter_add_backward(&ctx->op, &dye, dw ? &dwe : NULL, dy, &m->ys[e], &m->rows[e], &m->wts[e]);
@@ -194,6 +195,7 @@ void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Ten
             int32_t p = m->pair_order[m->offset[e] + i];
             tensor_set(dw, p, tensor_get(dw, p) + tensor_get(&dwe, i));
         }
+        arena_release(ctx->act, mk);
     }
 }
 
