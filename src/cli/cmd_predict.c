@@ -47,18 +47,11 @@ static void base_name(const char *path, char *out, size_t n) {
     if (dot) *dot = 0;
 }
 
-// The photo with the mask laid over it in red (alpha 0.5 · mask).
-static cx_status write_overlay(const char *path, const Image8 *im, const uint8_t *mask) {
-    Image8 o;
-    image_alloc(&o, im->w, im->h, 3);
-    for (int64_t i = 0; i < (int64_t)im->w * im->h; i++) {
-        float a = 0.5f * mask[i] / 255.0f;
-        const uint8_t *p = im->px + i * 3;
-        o.px[i * 3 + 0] = (uint8_t)(p[0] * (1 - a) + 255 * a + 0.5f);
-        o.px[i * 3 + 1] = (uint8_t)(p[1] * (1 - a) + 0.5f);
-        o.px[i * 3 + 2] = (uint8_t)(p[2] * (1 - a) + 0.5f);
-    }
-    cx_status st = image_save_jpeg(path, &o, 90);
+// The photo with the mask (> 128) laid over it in red at half opacity.
+static cx_status write_overlay(const char *path, const Image8 *im, const Image8 *mask) {
+    Image8 o = { 0 };
+    cx_status st = image_overlay_mask(&o, im, mask, 255, 0, 0, 0.5f);
+    if (!st) st = image_save_jpeg(path, &o, 90);
     image_free(&o);
     return st;
 }
@@ -178,7 +171,7 @@ int cmd_predict(int argc, char **argv) {
         cs = image_save_png(path, &mask);
         if (!cs && overlay) {
             snprintf(path, sizeof path, "%s/%s_overlay.jpg", out, name);
-            cs = write_overlay(path, &im, mask.px);
+            cs = write_overlay(path, &im, &mask);
         }
         if (!cs && routing && mc.sparse) {
             snprintf(path, sizeof path, "%s/%s_routing.json", out, name);
