@@ -11,9 +11,13 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-build/camoxpert}
 OUT=${OUT:-demo_out}
 THREADS=${THREADS:-0}          # 0: all cores
-EPOCHS=${EPOCHS:-7}
-TRAIN=${TRAIN:-320}
+EPOCHS=${EPOCHS:-8}
+TRAIN=${TRAIN:-400}
 SHARED=${CAMOXPERT_SHARED:-../shared}
+# Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs a
+# spinning thread waiting for a descheduled one made a training step 10x slower
+# (docs/PERF.md, ## Training); on an idle machine it costs little.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 t0=$(date +%s)
 
 "$BIN" --version
@@ -57,7 +61,7 @@ if [[ -d "$SHARED/data/camo4/Imgs" ]]; then
         --overlay --routing --threads "$THREADS"
 fi
 
-sm() { sed -n 's/.*"Smeasure": *\([0-9.]*\).*/\1/p' "$1" | head -n 1; }
+sm() { sed -n 's/.*"Smeasure":[[:space:]]*\([0-9.]*\).*/\1/p' "$1" | head -n 1; }
 echo
 echo "== done in $(( $(date +%s) - t0 )) s. Where everything went:"
 echo "  $OUT/data/                     synthetic dataset (Train/, Test/: Image/ + GT_Object/)"
