@@ -10,6 +10,7 @@
 #include "data/image.h"
 #include "data/synth.h"
 #include "eval/metrics.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
 #include <string.h>
@@ -203,4 +204,57 @@ TEST(train_config_check_names_contradictions) {
     c.dataset_path = "x";
     c.resume_from = "/nonexistent/last.safetensors";
     CHECK(train_config_check(&c) == CX_EARG && strstr(cx_errmsg(), "/nonexistent/last.safetensors"));
+}
+
+// Stage 1 leaves the backbone exactly as initialised; stage 2 with progressive
+// unfreezing changes only backbone.stages_3 in its first third, then everything.
+TEST(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
+    REQUIRE(synth_dir()[0]);
+    cx_threads_set(1);
+    char d[800], last[900];
+    snprintf(d, sizeof d, "%s/run_freeze", test_tmpdir());
+    snprintf(last, sizeof last, "%s/last.safetensors", d);
+    TrainConfig c;
+    tiny_config(&c, d);
+    c.epochs = 4, c.stage1_epochs = 1, c.progressive_unfreeze = 1, c.use_ema = 0, c.val_fraction = 0.25;
+    c.val_every = 100;   // validation only after the last epoch
+    // The initial weights: same config and seed.
+    CamoXpertConfig mc;
+    REQUIRE_OK(camoxpert_config(&mc, c.backbone, c.sparse, c.num_experts, c.top_k));
+    ParamTable p0, p1;
+    params_init(&p0), params_init(&p1);
+    CamoXpert *m0 = camoxpert_create(&mc, &p0), *m1 = camoxpert_create(&mc, &p1);
+    params_alloc(&p0, DT_F32), params_alloc(&p1, DT_F32);
+    Rng rng = rng_init(c.seed);
+    camoxpert_init(m0, &p0, &rng);
+    TrainResult r;
+    // After stage 1 (epoch 1), then after the first stage-2 epoch (first third of 3).
+    for (int phase = 0; phase < 2; phase++) {
+        c.max_steps = 0;
+        c.epochs = phase == 0 ? 1 : 4;
+        if (phase == 1) {   // resume stage 2 and stop after its first epoch
+            c.resume_from = last;
+            c.max_steps = 2 * (r.steps);
+        }
+        REQUIRE_OK(trainer_run(&c, &r));
+        REQUIRE_OK(checkpoint_load(last, &p1, NULL, NULL, NULL, NULL));
+        int changed_stem = 0, changed_s2 = 0, changed_s3 = 0, changed_head = 0;
+        for (int i = 0; i < p0.n; i++) {
+            Tensor a = params_value(&p0, i), b = params_value(&p1, i);
+            int diff = memcmp(a.data, b.data, tensor_nbytes(&a)) != 0;
+            const char *n = p0.p[i].name;
+            if (p0.p[i].flags & PF_BUFFER) continue;
+            if (!strncmp(n, "backbone.stem_", 14)) changed_stem |= diff;
+            else if (!strncmp(n, "backbone.stages_2.", 18)) changed_s2 |= diff;
+            else if (!strncmp(n, "backbone.stages_3.", 18)) changed_s3 |= diff;
+            else if (strncmp(n, "backbone.", 9)) changed_head |= diff;
+        }
+        CHECKF(changed_head, "phase %d: the head did not train", phase);
+        CHECKF(!changed_stem && !changed_s2, "phase %d: a frozen backbone stage changed (stem %d, stages_2 %d)", phase,
+               changed_stem, changed_s2);
+        CHECKF(changed_s3 == (phase == 1), "phase %d: backbone.stages_3 changed: %d", phase, changed_s3);
+    }
+    camoxpert_free(m0), camoxpert_free(m1);
+    params_free(&p0), params_free(&p1);
+    cx_threads_set(0);
 }
