@@ -48,6 +48,7 @@ static void tiny_config(TrainConfig *c, const char *ckdir) {
     c->scheduler = LR_ONECYCLE;
     c->sparse = 1, c->num_experts = 4, c->top_k = 2;
     c->use_ema = 1;
+    c->ema_decay = 0.8;   // a short run: the default 0.999 would keep the EMA at the initial weights
     c->accumulation_steps = 1;
     c->val_fraction = 0.25;
     c->num_workers = 2;
