@@ -4,8 +4,10 @@
 // backward-weights (dw) for the shapes that dominate CamoXpert at 352×352
 // (batch 1), and GB/s of depthwise and element-wise ops, each as a fraction of
 // the measured peak. Timings are the best of a few repetitions.
-// Usage: camoxpert_bench [--quick]   (--quick: fewer shapes, for the demo)
+// Usage: camoxpert_bench [--quick] [conv|dw|ew]
+//   --quick: fewer shapes, for the demo; a section name runs only that table.
 #include "ops/ops.h"
+#include "ops/cpu/cpu.h"
 #include <cblas.h>
 #include <string.h>
 
@@ -72,12 +74,20 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
     c.dx = tensor_zeros_like(&g_arena, &c.x);
     c.dw = tensor_zeros_like(&g_arena, &c.w);
     double flop = 2.0 * Ho * Ho * K * (C / groups) * k * k, t[3];
-    for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
     if (groups == 1) {
-        printf("| %-28s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label, flop * 1e-9,
-               flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9, 100 * flop / t[1] / g_peak,
-               flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
+        // Dense convolutions: each implementation, then the one the dispatcher picks.
+        static const struct { ConvImpl impl; const char *name; } impls[] = {
+            { CONV_IMPL_IM2COL, "im2col" }, { CONV_IMPL_DNNL, "oneDNN" }, { CONV_IMPL_AUTO, "auto" } };
+        for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
+            cpu_conv_impl = impls[i].impl;
+            for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
+            printf("| %-20s %-7s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label, impls[i].name,
+                   flop * 1e-9, flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9,
+                   100 * flop / t[1] / g_peak, flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
+        }
+        cpu_conv_impl = CONV_IMPL_AUTO;
     } else {
+        for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
         // Depthwise: bytes that must move at least once (fp32): forward x + y;
         // dx reads dy, reads and writes dx; dw reads x and dy.
         double ex = 4.0 * H * H * C, ey = 4.0 * Ho * Ho * K, by[3] = { ex + ey, ey + 2 * ex, ex + ey };
@@ -124,7 +134,13 @@ static void bench_ew(const char *label, int op, int64_t H, int64_t C, double ten
 }
 
 int main(int argc, char **argv) {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = 0;
+    const char *only = NULL;   // run only this section
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else only = argv[i];
+    }
+#define SECTION(name) (!only || !strcmp(only, name))
     cx_threads_set(0);
     arena_init(&g_arena, "bench", 512 << 20);
     arena_init(&g_scratch, "scratch", 256 << 20);
@@ -152,53 +168,59 @@ int main(int argc, char **argv) {
         arena_release(&g_arena, m);
     }
 
-    printf("### Convolutions (batch 1, stride 1, same padding), GFLOP/s (%% of sgemm peak)\n\n");
-    printf("| shape (H=W, C->K, k, dil)     | GFLOP   | forward        | backward dx    | backward dw    |\n");
-    printf("|------------------------------|---------|----------------|----------------|----------------|\n");
-    bench_conv("3x3 64->64 @352", 352, 64, 64, 3, 1, 1);
-    bench_conv("3x3 64->64 @176", 176, 64, 64, 3, 1, 1);
-    bench_conv("3x3 160->80 @88", 88, 160, 80, 3, 1, 1);
-    if (!quick) {
-        bench_conv("3x3 d2 64->64 @88", 88, 64, 64, 3, 2, 1);
-        bench_conv("3x3 d4 64->64 @88", 88, 64, 64, 3, 4, 1);
-        bench_conv("3x3 d8 64->64 @88", 88, 64, 64, 3, 8, 1);
-        bench_conv("5x5 64->64 @88", 88, 64, 64, 5, 1, 1);
-        bench_conv("5x5 64->64 @44", 44, 64, 64, 5, 1, 1);
-        bench_conv("7x7 64->64 @88", 88, 64, 64, 7, 1, 1);
-        bench_conv("7x7 64->64 @44", 44, 64, 64, 7, 1, 1);
-        bench_conv("1x1 64->64 @176", 176, 64, 64, 1, 1, 1);
-        bench_conv("1x1 80->320 @88", 88, 80, 320, 1, 1, 1);
-        bench_conv("1x1 160->640 @44", 44, 160, 640, 1, 1, 1);
-        bench_conv("1x1 288->1152 @22", 22, 288, 1152, 1, 1, 1);
-        bench_conv("1x1 584->2336 @11", 11, 584, 2336, 1, 1, 1);
+    if (SECTION("conv")) {
+        printf("### Convolutions (batch 1, stride 1, same padding), GFLOP/s (%% of sgemm peak)\n\n");
+        printf("| shape (H=W, C->K, k, dil), impl | GFLOP   | forward        | backward dx    | backward dw    |\n");
+        printf("|---------------------------------|---------|----------------|----------------|----------------|\n");
+        bench_conv("3x3 64->64 @352", 352, 64, 64, 3, 1, 1);
+        bench_conv("3x3 64->64 @176", 176, 64, 64, 3, 1, 1);
+        bench_conv("3x3 160->80 @88", 88, 160, 80, 3, 1, 1);
+        if (!quick) {
+            bench_conv("3x3 d2 64->64 @88", 88, 64, 64, 3, 2, 1);
+            bench_conv("3x3 d4 64->64 @88", 88, 64, 64, 3, 4, 1);
+            bench_conv("3x3 d8 64->64 @88", 88, 64, 64, 3, 8, 1);
+            bench_conv("5x5 64->64 @88", 88, 64, 64, 5, 1, 1);
+            bench_conv("5x5 64->64 @44", 44, 64, 64, 5, 1, 1);
+            bench_conv("7x7 64->64 @88", 88, 64, 64, 7, 1, 1);
+            bench_conv("7x7 64->64 @44", 44, 64, 64, 7, 1, 1);
+            bench_conv("1x1 64->64 @176", 176, 64, 64, 1, 1, 1);
+            bench_conv("1x1 80->320 @88", 88, 80, 320, 1, 1, 1);
+            bench_conv("1x1 160->640 @44", 44, 160, 640, 1, 1, 1);
+            bench_conv("1x1 288->1152 @22", 22, 288, 1152, 1, 1, 1);
+            bench_conv("1x1 584->2336 @11", 11, 584, 2336, 1, 1, 1);
+        }
     }
 
-    printf("\n### Depthwise convolutions (batch 1), GB/s (%% of copy bandwidth); last column GFLOP/s fwd/dx/dw\n\n");
-    printf("| shape (k, C @ H=W)           | forward        | backward dx    | backward dw    | GFLOP/s           |\n");
-    printf("|------------------------------|----------------|----------------|----------------|-------------------|\n");
-    int64_t widths[4] = { 80, 160, 288, 584 }, sizes[4] = { 88, 44, 22, 11 };
-    int ks[4] = { 3, 5, 7, 9 };
-    for (int s = 0; s < 4; s++)
-        for (int kk = 0; kk < 4; kk++) {
-            if (quick && kk != 2) continue;
-            char lab[64];
-            snprintf(lab, sizeof lab, "dw %dx%d C=%lld @%lld", ks[kk], ks[kk], (long long)widths[s], (long long)sizes[s]);
-            bench_conv(lab, sizes[s], widths[s], widths[s], ks[kk], 1, (int)widths[s]);
-        }
+    if (SECTION("dw")) {
+        printf("\n### Depthwise convolutions (batch 1), GB/s (%% of copy bandwidth); last column GFLOP/s fwd/dx/dw\n\n");
+        printf("| shape (k, C @ H=W)           | forward        | backward dx    | backward dw    | GFLOP/s           |\n");
+        printf("|------------------------------|----------------|----------------|----------------|-------------------|\n");
+        int64_t widths[4] = { 80, 160, 288, 584 }, sizes[4] = { 88, 44, 22, 11 };
+        int ks[4] = { 3, 5, 7, 9 };
+        for (int s = 0; s < 4; s++)
+            for (int kk = 0; kk < 4; kk++) {
+                if (quick && kk != 2) continue;
+                char lab[64];
+                snprintf(lab, sizeof lab, "dw %dx%d C=%lld @%lld", ks[kk], ks[kk], (long long)widths[s], (long long)sizes[s]);
+                bench_conv(lab, sizes[s], widths[s], widths[s], ks[kk], 1, (int)widths[s]);
+            }
+    }
 
-    printf("\n### Element-wise and normalisation (1x88x88x320 fp32 = 9.9 MB per tensor), GB/s (%% of copy bandwidth)\n\n");
-    printf("| op (tensors moved)                   | ms     | GB/s           |\n");
-    printf("|--------------------------------------|--------|----------------|\n");
-    bench_ew("gelu forward (2)", 0, 88, 320, 2);
-    bench_ew("gelu backward (4: x, dy, dx rw)", 1, 88, 320, 4);
-    bench_ew("add (3)", 2, 88, 320, 3);
-    bench_ew("axpy (3)", 9, 88, 320, 3);
-    bench_ew("mul by (C) (2)", 3, 88, 320, 2);
-    bench_ew("sigmoid forward (2)", 8, 88, 320, 2);
-    bench_ew("layernorm forward (2)", 4, 88, 320, 2);
-    bench_ew("layernorm backward (4)", 5, 88, 320, 4);
-    bench_ew("batchnorm train forward (2)", 6, 88, 320, 2);
-    bench_ew("batchnorm train backward (4)", 7, 88, 320, 4);
+    if (SECTION("ew")) {
+        printf("\n### Element-wise and normalisation (1x88x88x320 fp32 = 9.9 MB per tensor), GB/s (%% of copy bandwidth)\n\n");
+        printf("| op (tensors moved)                   | ms     | GB/s           |\n");
+        printf("|--------------------------------------|--------|----------------|\n");
+        bench_ew("gelu forward (2)", 0, 88, 320, 2);
+        bench_ew("gelu backward (4: x, dy, dx rw)", 1, 88, 320, 4);
+        bench_ew("add (3)", 2, 88, 320, 3);
+        bench_ew("axpy (3)", 9, 88, 320, 3);
+        bench_ew("mul by (C) (2)", 3, 88, 320, 2);
+        bench_ew("sigmoid forward (2)", 8, 88, 320, 2);
+        bench_ew("layernorm forward (2)", 4, 88, 320, 2);
+        bench_ew("layernorm backward (4)", 5, 88, 320, 4);
+        bench_ew("batchnorm train forward (2)", 6, 88, 320, 2);
+        bench_ew("batchnorm train backward (4)", 7, 88, 320, 4);
+    }
     arena_free(&g_arena);
     arena_free(&g_scratch);
     return 0;

@@ -40,6 +40,20 @@ static ConvGeom conv_geom(const Tensor *x, const Tensor *w, const Tensor *y, Con
 static int conv_is_pointwise(const ConvGeom *g) { return g->kh == 1 && g->kw == 1 && g->s == 1 && g->p == 0; }
 static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 1 && g->G > 1; }
 
+ConvImpl cpu_conv_impl = CONV_IMPL_AUTO;
+
+// Whether oneDNN should run this pass (0 fwd, 1 dx, 2 dw) of this convolution.
+static int conv_use_dnnl(const ConvGeom *g, int pass) {
+#if HAVE_DNNL
+    if (cpu_conv_impl != CONV_IMPL_AUTO) return cpu_conv_impl == CONV_IMPL_DNNL;
+    (void)pass;
+    return !conv_is_pointwise(g);
+#else
+    (void)g, (void)pass;
+    return 0;
+#endif
+}
+
 // Output rows per im2col chunk: about 16 MB of columns, at least 64 rows.
 static int64_t conv_chunk_rows(const ConvGeom *g) {
     int64_t r = (int64_t)(4 << 20) / g->KC;
@@ -126,6 +140,9 @@ void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t
 void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, y, a);
     if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
+#if HAVE_DNNL
+    if (conv_use_dnnl(&g, 0) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a)) return;
+#endif
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x);
     float *yp = tensor_f32(y);   // (R, K)
@@ -160,6 +177,11 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
                          const Tensor *w, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, dy, a);
     if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
+#if HAVE_DNNL
+    // Passes oneDNN has done are dropped from what the im2col path below does.
+    if (dx && conv_use_dnnl(&g, 1) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a)) dx = NULL;
+    if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
+#endif
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);   // (N,H,W,C), (R,K)
     int one = g.kh * g.kw == 1;
