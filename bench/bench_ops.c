@@ -4,8 +4,9 @@
 // backward-weights (dw) for the shapes that dominate CamoXpert at 352×352
 // (batch 1), and GB/s of depthwise and element-wise ops, each as a fraction of
 // the measured peak. Timings are the best of a few repetitions.
-// Usage: camoxpert_bench [--quick] [conv|dw|ew]
-//   --quick: fewer shapes, for the demo; a section name runs only that table.
+// Usage: camoxpert_bench [--quick] [--threads N] [conv|dw|ew]
+//   --quick: fewer shapes, for the demo; --threads: N threads (default: the
+//   cores); a section name runs only that table.
 #include "ops/ops.h"
 #include "ops/cpu/cpu.h"
 #include <cblas.h>
@@ -23,12 +24,15 @@ static Tensor rand_t(int ndim, const int64_t *shape) {
 }
 static Tensor rand4(int64_t n, int64_t h, int64_t w, int64_t c) { return rand_t(4, (int64_t[]){ n, h, w, c }); }
 
-// Best-of time of fn: at least 2 runs after a warm-up, until ~0.3 s is spent.
+// Best-of time of fn: at least 3 runs after a warm-up, until ~0.3 s is spent
+// (at most 200 runs). On a machine shared with other jobs a run that loses a
+// thread to the scheduler for a time slice is several times slower (every
+// OpenMP barrier waits for it), so small ops need many runs for one clean one.
 typedef void (*bench_fn)(void *);
 static double time_best(bench_fn fn, void *arg) {
     fn(arg);
     double best = 1e30, spent = 0;
-    for (int r = 0; r < 10 && (r < 2 || spent < 0.3); r++) {
+    for (int r = 0; r < 200 && (r < 3 || spent < 0.3); r++) {
         double t0 = cx_time_s();
         fn(arg);
         double dt = cx_time_s() - t0;
@@ -74,27 +78,27 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
     c.dx = tensor_zeros_like(&g_arena, &c.x);
     c.dw = tensor_zeros_like(&g_arena, &c.w);
     double flop = 2.0 * Ho * Ho * K * (C / groups) * k * k, t[3];
-    if (groups == 1) {
-        // Dense convolutions: each implementation, then the one the dispatcher picks.
-        static const struct { ConvImpl impl; const char *name; } impls[] = {
-            { CONV_IMPL_IM2COL, "im2col" }, { CONV_IMPL_DNNL, "oneDNN" }, { CONV_IMPL_AUTO, "auto" } };
-        for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
-            cpu_conv_impl = impls[i].impl;
-            for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
-            printf("| %-20s %-7s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label, impls[i].name,
-                   flop * 1e-9, flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9,
-                   100 * flop / t[1] / g_peak, flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
-        }
-        cpu_conv_impl = CONV_IMPL_AUTO;
-    } else {
+    // Each implementation, then the one the dispatcher picks (conv.c).
+    const struct { ConvImpl impl; const char *name; } impls[] = {
+        { CONV_IMPL_OWN, groups == 1 ? "im2col" : "direct" }, { CONV_IMPL_DNNL, "oneDNN" }, { CONV_IMPL_AUTO, "auto" } };
+    for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
+        cpu_conv_impl = impls[i].impl;
         for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
-        // Depthwise: bytes that must move at least once (fp32): forward x + y;
-        // dx reads dy, reads and writes dx; dw reads x and dy.
-        double ex = 4.0 * H * H * C, ey = 4.0 * Ho * Ho * K, by[3] = { ex + ey, ey + 2 * ex, ex + ey };
-        printf("| %-28s | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %5.1f %5.1f %5.1f |\n", label,
-               by[0] / t[0] * 1e-9, 100 * by[0] / t[0] / g_bw, by[1] / t[1] * 1e-9, 100 * by[1] / t[1] / g_bw,
-               by[2] / t[2] * 1e-9, 100 * by[2] / t[2] / g_bw, flop / t[0] * 1e-9, flop / t[1] * 1e-9, flop / t[2] * 1e-9);
+        if (groups == 1) {
+            printf("| %-20s %-7s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label,
+                   impls[i].name, flop * 1e-9, flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9,
+                   100 * flop / t[1] / g_peak, flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
+        } else {
+            // Depthwise: bytes that must move at least once (fp32): forward x + y;
+            // dx reads dy, reads and writes dx; dw reads x and dy.
+            double ex = 4.0 * H * H * C, ey = 4.0 * Ho * Ho * K, by[3] = { ex + ey, ey + 2 * ex, ex + ey };
+            printf("| %-20s %-7s | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %5.1f %5.1f %5.1f |\n", label,
+                   impls[i].name, by[0] / t[0] * 1e-9, 100 * by[0] / t[0] / g_bw, by[1] / t[1] * 1e-9,
+                   100 * by[1] / t[1] / g_bw, by[2] / t[2] * 1e-9, 100 * by[2] / t[2] / g_bw, flop / t[0] * 1e-9,
+                   flop / t[1] * 1e-9, flop / t[2] * 1e-9);
+        }
     }
+    cpu_conv_impl = CONV_IMPL_AUTO;
     arena_release(&g_arena, m);
 }
 
@@ -134,14 +138,15 @@ static void bench_ew(const char *label, int op, int64_t H, int64_t C, double ten
 }
 
 int main(int argc, char **argv) {
-    int quick = 0;
+    int quick = 0, threads = 0;
     const char *only = NULL;   // run only this section
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else only = argv[i];
     }
 #define SECTION(name) (!only || !strcmp(only, name))
-    cx_threads_set(0);
+    cx_threads_set(threads);
     arena_init(&g_arena, "bench", 512 << 20);
     arena_init(&g_scratch, "scratch", 256 << 20);
     g_ctx = (OpCtx){ .scratch = &g_scratch };
@@ -193,8 +198,8 @@ int main(int argc, char **argv) {
 
     if (SECTION("dw")) {
         printf("\n### Depthwise convolutions (batch 1), GB/s (%% of copy bandwidth); last column GFLOP/s fwd/dx/dw\n\n");
-        printf("| shape (k, C @ H=W)           | forward        | backward dx    | backward dw    | GFLOP/s           |\n");
-        printf("|------------------------------|----------------|----------------|----------------|-------------------|\n");
+        printf("| shape (k, C @ H=W), impl        | forward        | backward dx    | backward dw    | GFLOP/s           |\n");
+        printf("|---------------------------------|----------------|----------------|----------------|-------------------|\n");
         int64_t widths[4] = { 80, 160, 288, 584 }, sizes[4] = { 88, 44, 22, 11 };
         int ks[4] = { 3, 5, 7, 9 };
         for (int s = 0; s < 4; s++)

@@ -383,7 +383,7 @@ static void op_case_run(const OpTest *t) {
     t->fwd(&ctx, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
     ctx.force_ref = 0;
-    ConvImpl impls[] = { CONV_IMPL_IM2COL, CONV_IMPL_DNNL };
+    ConvImpl impls[] = { CONV_IMPL_OWN, CONV_IMPL_DNNL };
     int nimpl = t->fwd == conv_fwd ? 1 + HAVE_DNNL : 1;
     for (int im = 0; im < nimpl; im++) {
         cpu_conv_impl = t->fwd == conv_fwd ? impls[im] : CONV_IMPL_AUTO;
@@ -582,7 +582,7 @@ static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nou
 
 TEST(op_fast_big_conv) {
     OpTest c = { CONV(1, 1, 1, 1) };
-    for (int im = CONV_IMPL_IM2COL; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_IM2COL); im++) {
+    for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++) {
         cpu_conv_impl = (ConvImpl)im;
         fast_vs_ref_big(&c, 3, (Tensor[]){ SH(1, 48, 48, 256), SH(8, 256, 3, 3), SH(8) }, 1,
                         (Tensor[]){ SH(1, 48, 48, 8) }, 1e-5);
@@ -605,7 +605,7 @@ TEST(op_conv_backward_accumulates) {
     Rng rng = rng_init(5);
     ConvArgs args[3] = { { 1, 1, 1, 1 }, { 2, 2, 1, 2 }, { 1, 0, 1, 1 } };
     int ks[3] = { 3, 5, 1 };
-    for (int im = CONV_IMPL_IM2COL; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_IM2COL); im++)
+    for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++)
         for (int s = 0; s < 3; s++) {
             cpu_conv_impl = (ConvImpl)im;
             ArenaMark m = arena_mark(&a);

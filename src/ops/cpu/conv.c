@@ -47,7 +47,7 @@ static int conv_use_dnnl(const ConvGeom *g, int pass) {
 #if HAVE_DNNL
     if (cpu_conv_impl != CONV_IMPL_AUTO) return cpu_conv_impl == CONV_IMPL_DNNL;
     (void)pass;
-    return !conv_is_pointwise(g);
+    return !conv_is_pointwise(g) && !conv_is_depthwise(g);
 #else
     (void)g, (void)pass;
     return 0;
@@ -139,10 +139,10 @@ void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t
 
 void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, y, a);
-    if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
 #if HAVE_DNNL
     if (conv_use_dnnl(&g, 0) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a)) return;
 #endif
+    if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x);
     float *yp = tensor_f32(y);   // (R, K)
@@ -176,12 +176,13 @@ void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w,
 void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                          const Tensor *w, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, dy, a);
-    if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
 #if HAVE_DNNL
-    // Passes oneDNN has done are dropped from what the im2col path below does.
+    // Passes oneDNN has done are dropped from what our kernels below do.
     if (dx && conv_use_dnnl(&g, 1) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a)) dx = NULL;
     if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
+    if (!dx && !dw && !db) return;
 #endif
+    if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);   // (N,H,W,C), (R,K)
     int one = g.kh * g.kw == 1;

@@ -63,9 +63,10 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
                                 ConvArgs a);
 int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                                    const Tensor *w, ConvArgs a);
-// Which dense-conv implementation runs: CONV_IMPL_AUTO (the per-shape choice
-// in conv.c), or one forced by the benchmark and the tests to compare both.
-typedef enum { CONV_IMPL_AUTO, CONV_IMPL_IM2COL, CONV_IMPL_DNNL } ConvImpl;
+// Which convolution implementation runs: CONV_IMPL_AUTO (the per-shape choice
+// in conv.c), or one forced by the benchmark and the tests to compare them:
+// camoxpert's own kernels (im2col + sgemm, direct depthwise) or oneDNN.
+typedef enum { CONV_IMPL_AUTO, CONV_IMPL_OWN, CONV_IMPL_DNNL } ConvImpl;
 extern ConvImpl cpu_conv_impl;
 // dst[k] += Σ_r src[r*ld + k] for r < R, k < K (column sums, e.g. bias gradients).
 void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld);
