@@ -590,6 +590,12 @@ TEST(op_fast_big_conv) {
     cpu_conv_impl = CONV_IMPL_AUTO;
     OpTest dw = { CONV(2, 3, 1, 96) };
     fast_vs_ref_big(&dw, 3, (Tensor[]){ SH(2, 33, 31, 96), SH(96, 1, 7, 7), SH(96) }, 1, (Tensor[]){ SH(2, 17, 16, 96) }, 1e-5);
+    // Stride 1 takes dwconv.c's register-blocked rows: 40 channels are two
+    // vectors and a tail of 8; rows of 29 have blocks, a remainder and borders.
+    OpTest dw5 = { CONV(1, 2, 1, 40) };
+    fast_vs_ref_big(&dw5, 3, (Tensor[]){ SH(2, 23, 29, 40), SH(40, 1, 5, 5), SH(40) }, 1, (Tensor[]){ SH(2, 23, 29, 40) }, 1e-5);
+    OpTest dw9 = { CONV(1, 8, 2, 48) };
+    fast_vs_ref_big(&dw9, 3, (Tensor[]){ SH(1, 37, 41, 48), SH(48, 1, 9, 9), SH(48) }, 1, (Tensor[]){ SH(1, 37, 41, 48) }, 1e-5);
     OpTest lin = { .fwd = linear_fwd, .bwd = linear_bwd };
     fast_vs_ref_big(&lin, 3, (Tensor[]){ SH(1, 40, 40, 48), SH(72, 48), SH(72) }, 1, (Tensor[]){ SH(1, 40, 40, 72) }, 1e-5);
 }
