@@ -32,10 +32,10 @@
               dnnl_status2str(st_)); } while (0)
 
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS };
-enum { KEY_LEN = 13 };
+enum { KEY_LEN = 14 };
 
 typedef struct {
-    int64_t key[KEY_LEN];   // N, H, W, C, K, kh, kw, stride, pad, dil, groups, pass, bias
+    int64_t key[KEY_LEN];   // N, H, W, C, K, kh, kw, stride, pad, dil, groups, pass, bias, threads
     int ok;                 // 0: oneDNN has no implementation here; conv.c's path runs instead
     int dx_sum;             // backward-data accumulates into dx itself (sum post-op)
     dnnl_primitive_t conv;
@@ -209,9 +209,11 @@ static void run(OpCtx *ctx, dnnl_primitive_t p, const dnnl_memory_desc_t *pad, i
     arena_release(ctx->scratch, m);
 }
 
+// The thread count (cx_threads_set) is part of the key: oneDNN sizes its work
+// split and scratchpad for the OpenMP threads available at creation.
 static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias) {
     int64_t k[KEY_LEN] = { T_N(x), T_H(x), T_W(x), T_C(x), w->shape[0], w->shape[2], w->shape[3],
-                           a.stride, a.pad, a.dil, a.groups, pass, bias };
+                           a.stride, a.pad, a.dil, a.groups, pass, bias, cx_threads_get() };
     memcpy(key, k, sizeof k);
 }
 
