@@ -45,9 +45,9 @@ static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 
 
 ConvImpl cpu_conv_impl = CONV_IMPL_AUTO;
 
+#if HAVE_DNNL
 // Whether oneDNN should run this pass (0 fwd, 1 dx, 2 dw) of this convolution.
 static int conv_use_dnnl(const ConvGeom *g, int pass) {
-#if HAVE_DNNL
     if (cpu_conv_impl != CONV_IMPL_AUTO) return cpu_conv_impl == CONV_IMPL_DNNL;
     if (conv_is_depthwise(g)) return 0;
     if (!conv_is_pointwise(g)) return 1;   // 3-8x faster than im2col in every pass measured
@@ -57,11 +57,8 @@ static int conv_use_dnnl(const ConvGeom *g, int pass) {
     // the scratch-then-add pass costs more than it saves for few channels.
     if (g->R < 256) return 0;
     return pass != 1 || g->C >= 128;
-#else
-    (void)g, (void)pass;
-    return 0;
-#endif
 }
+#endif
 
 // Output rows per im2col chunk: about 16 MB of columns, at least 64 rows.
 static int64_t conv_chunk_rows(const ConvGeom *g) {
