@@ -63,6 +63,27 @@ static void dw_inside(int64_t n, int64_t len, int64_t step, int64_t off, int64_t
     *hi = b;
 }
 
+// On small maps most pixels of a row are border pixels (9×9 taps on an 11-wide
+// row leave 3 inside), which the row kernel does one at a time. There the
+// rows are first copied with zero margins, so that every pixel is "inside":
+// the copy is one pass over the input, the kernel does kh·kw FMAs per element.
+// Returns src (rows, len, C) widened to (rows, pl + len + pr, C), or NULL when
+// the border pixels are under a quarter of the n per row (not worth a copy).
+static float *dw_pad_rows(OpCtx *ctx, const float *src, int64_t rows, int64_t len, int64_t C, int64_t n,
+                          int64_t o0, int64_t o1, int64_t pl, int64_t pr) {
+    if ((n - (o1 - o0)) * 4 <= n) return NULL;
+    int64_t lp = pl + len + pr;
+    float *dst = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(rows * lp * C));   // (rows, lp, C)
+#pragma omp parallel for schedule(static) if (rows * lp * C > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        float *d = dst + r * lp * C;
+        memset(d, 0, sizeof(float) * (size_t)(pl * C));
+        memcpy(d + pl * C, src + r * len * C, sizeof(float) * (size_t)(len * C));
+        memset(d + (pl + len) * C, 0, sizeof(float) * (size_t)(pr * C));
+    }
+    return dst;
+}
+
 // One output row in channel vectors [0, C/DW_VL·DW_VL):
 //   out[o, c] (+)= Σ_{t<nt} Σ_{j<kw} in_t[(o + off + j·dj)·C + c] · w_t[j·C + c],  o in [0, n),
 // where in_t / w_t are the nt tap rows, taps reading outside [0, len) count as
@@ -110,6 +131,7 @@ static void dw_row_vec(float *out, int64_t n, int64_t o0, int64_t o1, int64_t le
 // stay in registers along the row; always inlined so that calls with a
 // constant kw unroll completely. Border columns go tap by tap.
 #define DW_KWMAX 16
+#define DW_FLUSH 64   // output pixels per float partial sum of the weight gradient
 static inline __attribute__((always_inline)) void dw_wgrad_row(int64_t kw, float *rb, const float *dyr,
                                                               const float *xr, int64_t Wo, int64_t W, int64_t ow0,
                                                               int64_t ow1, int64_t s, int64_t p, int64_t d, int64_t C,
@@ -145,6 +167,15 @@ void cpu_dwconv_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w,
     int64_t C = g.C, Cv = g.s == 1 ? C / DW_VL * DW_VL : 0;   // channels the vector kernel does
     int64_t ow0, ow1;   // output columns whose taps are all inside the row
     dw_inside(g.Wo, g.W, g.s, -g.p, g.kw, g.d, &ow0, &ow1);
+    // Stride 1 reads input columns [-p, Wo - 1 - p + (kw-1)·d].
+    int64_t pl = g.p, pr = g.Wo - 1 - g.p + (g.kw - 1) * g.d - (g.W - 1), ldx = g.W;   // ldx: padded row length
+    const float *xpad = NULL;   // x with zero margins: then every column is inside
+    if (Cv && pr >= 0 && (xpad = dw_pad_rows(ctx, xp, g.N * g.H, g.W, C, g.Wo, ow0, ow1, pl, pr))) {
+        xpad += pl * C;   // column 0 of the original row
+        ldx = pl + g.W + pr;
+        ow0 = 0;
+        ow1 = g.Wo;
+    }
 #pragma omp parallel for schedule(static) collapse(2)
     for (int64_t n = 0; n < g.N; n++)
         for (int64_t oh = 0; oh < g.Ho; oh++) {
@@ -156,7 +187,8 @@ void cpu_dwconv_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w,
                 const float *in[32], *wr[32];   // kh <= 32 tap rows
                 CX_ASSERT(g.kh <= 32, "depthwise kernel height %lld > 32", (long long)g.kh);
                 for (int64_t i = i0; i < i1; i++) {
-                    in[i - i0] = xp + (n * g.H + oh - g.p + i * g.d) * g.W * C;
+                    in[i - i0] = xpad ? xpad + (n * g.H + oh - g.p + i * g.d) * ldx * C
+                                      : xp + (n * g.H + oh - g.p + i * g.d) * g.W * C;
                     wr[i - i0] = wt + i * g.kw * C;
                 }
                 dw_row_vec(yr, g.Wo, ow0, ow1, g.W, in, wr, (int)(i1 - i0), -g.p, g.kw, g.d, C, bp, 0);
@@ -197,6 +229,15 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
         float *dxp = tensor_f32(dx);
         int64_t Cv = g.s == 1 ? C / DW_VL * DW_VL : 0, iw0, iw1;
         dw_inside(g.W, g.Wo, 1, g.p, g.kw, -g.d, &iw0, &iw1);
+        // dy columns read: [p - (kw-1)·d, W - 1 + p]; zero margins as in forward.
+        int64_t pl = (g.kw - 1) * g.d - g.p, pr = g.W - 1 + g.p - (g.Wo - 1), ldy = g.Wo;
+        const float *dypad = NULL;
+        if (Cv && pl >= 0 && pr >= 0 && (dypad = dw_pad_rows(ctx, dyp, g.N * g.Ho, g.Wo, C, g.W, iw0, iw1, pl, pr))) {
+            dypad += pl * C;
+            ldy = pl + g.Wo + pr;
+            iw0 = 0;
+            iw1 = g.W;
+        }
 #pragma omp parallel for schedule(static) collapse(2)
         for (int64_t n = 0; n < g.N; n++)
             for (int64_t ih = 0; ih < g.H; ih++) {
@@ -208,7 +249,7 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
                     for (int64_t i = 0; i < g.kh; i++) {
                         int64_t oh = ih + g.p - i * g.d;
                         if (oh < 0 || oh >= g.Ho) continue;
-                        in[nt] = dyp + (n * g.Ho + oh) * g.Wo * C;
+                        in[nt] = dypad ? dypad + (n * g.Ho + oh) * ldy * C : dyp + (n * g.Ho + oh) * g.Wo * C;
                         wr[nt++] = wt + i * g.kw * C;
                     }
                     dw_row_vec(dr, g.W, iw0, iw1, g.Wo, in, wr, nt, g.p, g.kw, -g.d, C, NULL, 1);
@@ -234,8 +275,10 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     }
     if (dw) {
         // Each thread sums its output rows into a float row buffer rb (kh, kw, C),
-        // flushed into its own double partial after every row (accuracy over
-        // large maps); partials are added in thread order (deterministic). In
+        // flushed into its own double partial every DW_FLUSH output pixels or so
+        // (float sums stay short: accuracy over large maps; flushing every row
+        // cost as much as the FMAs on 11-wide rows); partials are added in
+        // thread order (deterministic). In
         // the interior columns the kw taps of one tap row × one channel vector
         // accumulate in registers along the row: per output pixel one dy load
         // and kw input loads + FMAs.
@@ -254,10 +297,11 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
             double *pp = part + (int64_t)t * T * C;
             float *rb = rowbuf + (int64_t)t * T * C;
             int64_t rows = g.N * g.Ho, lo = rows * t / nth, hi = rows * (t + 1) / nth;
+            int64_t pending = 0;   // output pixels summed in rb since the last flush
+            memset(rb, 0, sizeof(float) * (size_t)(T * C));
             for (int64_t q = lo; q < hi; q++) {
                 int64_t n = q / g.Ho, oh = q % g.Ho;
                 const float *dyr = dyp + (n * g.Ho + oh) * g.Wo * C;
-                memset(rb, 0, sizeof(float) * (size_t)(T * C));
                 for (int64_t i = 0; i < g.kh; i++) {
                     int64_t ih = oh * g.s - g.p + i * g.d;
                     if (ih < 0 || ih >= g.H) continue;
@@ -283,8 +327,13 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
                         }
                     }
                 }
+                pending += g.Wo;
+                if (pending >= DW_FLUSH || q == hi - 1) {
 #pragma omp simd
-                for (int64_t k = 0; k < T * C; k++) pp[k] += rb[k];
+                    for (int64_t k = 0; k < T * C; k++) pp[k] += rb[k];
+                    memset(rb, 0, sizeof(float) * (size_t)(T * C));
+                    pending = 0;
+                }
             }
         }
         float *dwp = tensor_f32(dw);   // (C, 1, kh, kw)
