@@ -12,9 +12,9 @@
 // Depthwise convolutions (groups == C == K) use a direct kernel that runs over
 // contiguous channels (dwconv.c); the GEMM form would have KC = kh·kw and waste
 // the machine.
-// With oneDNN (HAVE_DNNL) the dispatcher below sends most dense convolutions
-// to conv_dnnl.c instead, per shape and pass (conv_use_dnnl); this file's
-// path remains for the rest and for builds without oneDNN.
+// With oneDNN (HAVE_DNNL) the dispatcher below sends dense and grouped
+// convolutions to conv_dnnl.c instead (conv_use_dnnl); this file's path
+// remains for builds without oneDNN and shapes oneDNN has no kernel for.
 #include "cpu.h"
 #include <cblas.h>
 #include <string.h>
@@ -46,17 +46,14 @@ static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 
 ConvImpl cpu_conv_impl = CONV_IMPL_AUTO;
 
 #if HAVE_DNNL
-// Whether oneDNN should run this pass (0 fwd, 1 dx, 2 dw) of this convolution.
-static int conv_use_dnnl(const ConvGeom *g, int pass) {
+// Whether oneDNN runs this convolution (all its passes).
+static int conv_use_dnnl(const ConvGeom *g) {
     if (cpu_conv_impl != CONV_IMPL_AUTO) return cpu_conv_impl == CONV_IMPL_DNNL;
-    if (conv_is_depthwise(g)) return 0;
-    if (!conv_is_pointwise(g)) return 1;   // 3-8x faster than im2col in every pass measured
-    // 1×1 (make bench): oneDNN wins on large maps (1.3-2.5x for 64..288 channels
-    // at 22²..176²) and loses on small ones (11², 121 rows: 0.6-0.7x, where
-    // OpenBLAS's sgemm blocks better). Its backward-data cannot accumulate, and
-    // the scratch-then-add pass costs more than it saves for few channels.
-    if (g->R < 256) return 0;
-    return pass != 1 || g->C >= 128;
+    // make bench, one thread: oneDNN is 2.5-4x im2col + sgemm for every k > 1
+    // shape and pass, and 1.3-2.5x for 1×1 (OpenBLAS runs its AVX2 kernels
+    // here, oneDNN AVX-512). Depthwise stays on dwconv.c: oneDNN's
+    // backward-weights for it is 10-100x slower and its backward-data 3-6x.
+    return !conv_is_depthwise(g);
 }
 #endif
 
@@ -146,7 +143,7 @@ void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t
 void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, y, a);
 #if HAVE_DNNL
-    if (conv_use_dnnl(&g, 0) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a)) return;
+    if (conv_use_dnnl(&g) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a)) return;
 #endif
     if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
@@ -184,8 +181,8 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     ConvGeom g = conv_geom(x, w, dy, a);
 #if HAVE_DNNL
     // Passes oneDNN has done are dropped from what our kernels below do.
-    if (dx && conv_use_dnnl(&g, 1) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a)) dx = NULL;
-    if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
+    if (dx && conv_use_dnnl(&g) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a)) dx = NULL;
+    if (dw && conv_use_dnnl(&g) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
     if (!dx && !dw && !db) return;
 #endif
     if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
