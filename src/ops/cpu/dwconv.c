@@ -84,35 +84,50 @@ static float *dw_pad_rows(OpCtx *ctx, const float *src, int64_t rows, int64_t le
     return dst;
 }
 
+// ob output pixels [o, o+ob) × one channel vector c, all taps inside: the ob
+// accumulators stay in registers over all taps. Always inlined, so that each
+// constant ob unrolls completely.
+static inline __attribute__((always_inline)) void dw_block(int ob, float *out, int64_t o, int64_t c,
+                                                          const float *const *in, const float *const *w, int nt,
+                                                          int64_t off, int64_t kw, int64_t dj, int64_t C,
+                                                          const float *bias, int accumulate) {
+    vf acc[DW_OB];
+#pragma GCC unroll 8
+    for (int u = 0; u < ob; u++) acc[u] = accumulate ? vload(out + (o + u) * C + c) : bias ? vload(bias + c) : (vf){ 0 };
+    for (int t = 0; t < nt; t++)
+        for (int64_t j = 0; j < kw; j++) {
+            vf wv = vload(w[t] + j * C + c);
+            const float *src = in[t] + (o + off + j * dj) * C + c;
+#pragma GCC unroll 8
+            for (int u = 0; u < ob; u++) acc[u] += vload(src + u * C) * wv;
+        }
+#pragma GCC unroll 8
+    for (int u = 0; u < ob; u++) vstore(out + (o + u) * C + c, acc[u]);
+}
+
 // One output row in channel vectors [0, C/DW_VL·DW_VL):
 //   out[o, c] (+)= Σ_{t<nt} Σ_{j<kw} in_t[(o + off + j·dj)·C + c] · w_t[j·C + c],  o in [0, n),
 // where in_t / w_t are the nt tap rows, taps reading outside [0, len) count as
 // zero, and the row has unit stride. Pixels in [o0, o1) (all taps inside) go
-// DW_OB at a time with their accumulators in registers; the rest one by one.
+// in register blocks of DW_OB, DW_OB/2 and DW_OB/4; the rest one by one.
 // acc starts from out when accumulate, else from bias (or 0).
 static void dw_row_vec(float *out, int64_t n, int64_t o0, int64_t o1, int64_t len, const float *const *in,
                        const float *const *w, int nt, int64_t off, int64_t kw, int64_t dj, int64_t C, const float *bias,
                        int accumulate) {
     int64_t Cv = C / DW_VL * DW_VL;
     for (int64_t c = 0; c < Cv; c += DW_VL) {
-        vf b0 = bias ? vload(bias + c) : (vf){ 0 };
         for (int64_t o = 0; o < n;) {
             if (o >= o0 && o + DW_OB <= o1) {
-                vf acc[DW_OB];
-#pragma GCC unroll 8
-                for (int u = 0; u < DW_OB; u++) acc[u] = accumulate ? vload(out + (o + u) * C + c) : b0;
-                for (int t = 0; t < nt; t++)
-                    for (int64_t j = 0; j < kw; j++) {
-                        vf wv = vload(w[t] + j * C + c);
-                        const float *src = in[t] + (o + off + j * dj) * C + c;
-#pragma GCC unroll 8
-                        for (int u = 0; u < DW_OB; u++) acc[u] += vload(src + u * C) * wv;
-                    }
-#pragma GCC unroll 8
-                for (int u = 0; u < DW_OB; u++) vstore(out + (o + u) * C + c, acc[u]);
+                dw_block(DW_OB, out, o, c, in, w, nt, off, kw, dj, C, bias, accumulate);
                 o += DW_OB;
+            } else if (o >= o0 && o + DW_OB / 2 <= o1) {
+                dw_block(DW_OB / 2, out, o, c, in, w, nt, off, kw, dj, C, bias, accumulate);
+                o += DW_OB / 2;
+            } else if (o >= o0 && o + DW_OB / 4 <= o1) {
+                dw_block(DW_OB / 4, out, o, c, in, w, nt, off, kw, dj, C, bias, accumulate);
+                o += DW_OB / 4;
             } else {
-                vf acc = accumulate ? vload(out + o * C + c) : b0;
+                vf acc = accumulate ? vload(out + o * C + c) : bias ? vload(bias + c) : (vf){ 0 };
                 for (int t = 0; t < nt; t++)
                     for (int64_t j = 0; j < kw; j++) {
                         int64_t q = o + off + j * dj;
