@@ -609,14 +609,15 @@ TEST(op_conv_backward_accumulates) {
     arena_init(&scratch, "scratch", 1 << 22);
     OpCtx ctx = { .scratch = &scratch };
     Rng rng = rng_init(5);
-    ConvArgs args[3] = { { 1, 1, 1, 1 }, { 2, 2, 1, 2 }, { 1, 0, 1, 1 } };
-    int ks[3] = { 3, 5, 1 };
+    // dense 3×3, strided grouped 5×5, 1×1, depthwise 3×3 (16 channels: one vector)
+    ConvArgs args[4] = { { 1, 1, 1, 1 }, { 2, 2, 1, 2 }, { 1, 0, 1, 1 }, { 1, 1, 1, 16 } };
+    int ks[4] = { 3, 5, 1, 3 };
     for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++)
-        for (int s = 0; s < 3; s++) {
+        for (int s = 0; s < 4; s++) {
             cpu_conv_impl = (ConvImpl)im;
             ArenaMark m = arena_mark(&a);
             ConvArgs ca = args[s];
-            int64_t H = 11, C = 8, K = 12, k = ks[s], Ho = conv2d_out_size(H, (int)k, ca);
+            int64_t H = 11, C = s == 3 ? 16 : 8, K = s == 3 ? 16 : 12, k = ks[s], Ho = conv2d_out_size(H, (int)k, ca);
             Tensor x = tensor_new(&a, DT_F32, 4, (int64_t[]){ 2, H, H, C });
             Tensor w = tensor_new(&a, DT_F32, 4, (int64_t[]){ K, C / ca.groups, k, k });
             Tensor dy = tensor_new(&a, DT_F32, 4, (int64_t[]){ 2, Ho, Ho, K });
