@@ -12,8 +12,11 @@
 //
 // Accumulation (ops.h: backward ADDS): dw is computed in oneDNN's layout and
 // reordered into dw with a sum post-op (+=); dx uses a sum post-op on the
-// backward-data primitive where oneDNN accepts one, else a scratch buffer that
-// is then added; db comes from the backward-weights primitive into scratch.
+// backward-data primitive where oneDNN accepts one (Debian's 2.6 does not),
+// else a scratch buffer that is then added; db comes from the
+// backward-weights primitive into scratch, then is added.
+// conv.c decides per shape and pass whether this file runs (conv_use_dnnl):
+// dense and grouped convolutions always, depthwise only where oneDNN wins.
 //
 // Primitives are created once per shape and pass and cached (creation costs
 // milliseconds: JIT code generation). Scratchpads are in user mode and come
