@@ -4,8 +4,11 @@
 // backward-weights (dw) for the shapes that dominate CamoXpert at 352×352
 // (batch 1), and GB/s of depthwise and element-wise ops, each as a fraction of
 // the measured peak. Timings are the best of a few repetitions.
-// Usage: camoxpert_bench [--quick]   (--quick: fewer shapes, for the demo)
+// Usage: camoxpert_bench [--quick] [--threads N] [conv|dw|ew]
+//   --quick: fewer shapes, for the demo; --threads: N threads (default: the
+//   cores); a section name runs only that table.
 #include "ops/ops.h"
+#include "ops/cpu/cpu.h"
 #include <cblas.h>
 #include <string.h>
 
@@ -21,12 +24,15 @@ static Tensor rand_t(int ndim, const int64_t *shape) {
 }
 static Tensor rand4(int64_t n, int64_t h, int64_t w, int64_t c) { return rand_t(4, (int64_t[]){ n, h, w, c }); }
 
-// Best-of time of fn: at least 2 runs after a warm-up, until ~0.3 s is spent.
+// Best-of time of fn: at least 3 runs after a warm-up, until ~0.3 s is spent
+// (at most 200 runs). On a machine shared with other jobs a run that loses a
+// thread to the scheduler for a time slice is several times slower (every
+// OpenMP barrier waits for it), so small ops need many runs for one clean one.
 typedef void (*bench_fn)(void *);
 static double time_best(bench_fn fn, void *arg) {
     fn(arg);
     double best = 1e30, spent = 0;
-    for (int r = 0; r < 10 && (r < 2 || spent < 0.3); r++) {
+    for (int r = 0; r < 200 && (r < 3 || spent < 0.3); r++) {
         double t0 = cx_time_s();
         fn(arg);
         double dt = cx_time_s() - t0;
@@ -72,19 +78,27 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
     c.dx = tensor_zeros_like(&g_arena, &c.x);
     c.dw = tensor_zeros_like(&g_arena, &c.w);
     double flop = 2.0 * Ho * Ho * K * (C / groups) * k * k, t[3];
-    for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
-    if (groups == 1) {
-        printf("| %-28s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label, flop * 1e-9,
-               flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9, 100 * flop / t[1] / g_peak,
-               flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
-    } else {
-        // Depthwise: bytes that must move at least once (fp32): forward x + y;
-        // dx reads dy, reads and writes dx; dw reads x and dy.
-        double ex = 4.0 * H * H * C, ey = 4.0 * Ho * Ho * K, by[3] = { ex + ey, ey + 2 * ex, ex + ey };
-        printf("| %-28s | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %5.1f %5.1f %5.1f |\n", label,
-               by[0] / t[0] * 1e-9, 100 * by[0] / t[0] / g_bw, by[1] / t[1] * 1e-9, 100 * by[1] / t[1] / g_bw,
-               by[2] / t[2] * 1e-9, 100 * by[2] / t[2] / g_bw, flop / t[0] * 1e-9, flop / t[1] * 1e-9, flop / t[2] * 1e-9);
+    // Each implementation, then the one the dispatcher picks (conv.c).
+    const struct { ConvImpl impl; const char *name; } impls[] = {
+        { CONV_IMPL_OWN, groups == 1 ? "im2col" : "direct" }, { CONV_IMPL_DNNL, "oneDNN" }, { CONV_IMPL_AUTO, "auto" } };
+    for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
+        cpu_conv_impl = impls[i].impl;
+        for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
+        if (groups == 1) {
+            printf("| %-20s %-7s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label,
+                   impls[i].name, flop * 1e-9, flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9,
+                   100 * flop / t[1] / g_peak, flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
+        } else {
+            // Depthwise: bytes that must move at least once (fp32): forward x + y;
+            // dx reads dy, reads and writes dx; dw reads x and dy.
+            double ex = 4.0 * H * H * C, ey = 4.0 * Ho * Ho * K, by[3] = { ex + ey, ey + 2 * ex, ex + ey };
+            printf("| %-20s %-7s | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %5.1f %5.1f %5.1f |\n", label,
+                   impls[i].name, by[0] / t[0] * 1e-9, 100 * by[0] / t[0] / g_bw, by[1] / t[1] * 1e-9,
+                   100 * by[1] / t[1] / g_bw, by[2] / t[2] * 1e-9, 100 * by[2] / t[2] / g_bw, flop / t[0] * 1e-9,
+                   flop / t[1] * 1e-9, flop / t[2] * 1e-9);
+        }
     }
+    cpu_conv_impl = CONV_IMPL_AUTO;
     arena_release(&g_arena, m);
 }
 
@@ -124,10 +138,23 @@ static void bench_ew(const char *label, int op, int64_t H, int64_t C, double ten
 }
 
 int main(int argc, char **argv) {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
-    cx_threads_set(0);
+    int quick = 0, threads = 0;
+    const char *only = NULL;   // run only this section
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else only = argv[i];
+    }
+#define SECTION(name) (!only || !strcmp(only, name))
+    cx_threads_set(threads);
     arena_init(&g_arena, "bench", 512 << 20);
     arena_init(&g_scratch, "scratch", 256 << 20);
+    // Hold one scratch block for the whole run, as a training loop must: an
+    // op's arena_release frees the blocks created after its mark, so from an
+    // empty arena every call would malloc its scratch afresh and page-fault
+    // on every page it touches (measured: 3x on small depthwise convs).
+    arena_alloc(&g_scratch, 1);
+    arena_reset(&g_scratch);
     g_ctx = (OpCtx){ .scratch = &g_scratch };
     g_rng = rng_init(7);
     const char *ct = getenv("OPENBLAS_CORETYPE");
@@ -152,53 +179,59 @@ int main(int argc, char **argv) {
         arena_release(&g_arena, m);
     }
 
-    printf("### Convolutions (batch 1, stride 1, same padding), GFLOP/s (%% of sgemm peak)\n\n");
-    printf("| shape (H=W, C->K, k, dil)     | GFLOP   | forward        | backward dx    | backward dw    |\n");
-    printf("|------------------------------|---------|----------------|----------------|----------------|\n");
-    bench_conv("3x3 64->64 @352", 352, 64, 64, 3, 1, 1);
-    bench_conv("3x3 64->64 @176", 176, 64, 64, 3, 1, 1);
-    bench_conv("3x3 160->80 @88", 88, 160, 80, 3, 1, 1);
-    if (!quick) {
-        bench_conv("3x3 d2 64->64 @88", 88, 64, 64, 3, 2, 1);
-        bench_conv("3x3 d4 64->64 @88", 88, 64, 64, 3, 4, 1);
-        bench_conv("3x3 d8 64->64 @88", 88, 64, 64, 3, 8, 1);
-        bench_conv("5x5 64->64 @88", 88, 64, 64, 5, 1, 1);
-        bench_conv("5x5 64->64 @44", 44, 64, 64, 5, 1, 1);
-        bench_conv("7x7 64->64 @88", 88, 64, 64, 7, 1, 1);
-        bench_conv("7x7 64->64 @44", 44, 64, 64, 7, 1, 1);
-        bench_conv("1x1 64->64 @176", 176, 64, 64, 1, 1, 1);
-        bench_conv("1x1 80->320 @88", 88, 80, 320, 1, 1, 1);
-        bench_conv("1x1 160->640 @44", 44, 160, 640, 1, 1, 1);
-        bench_conv("1x1 288->1152 @22", 22, 288, 1152, 1, 1, 1);
-        bench_conv("1x1 584->2336 @11", 11, 584, 2336, 1, 1, 1);
+    if (SECTION("conv")) {
+        printf("### Convolutions (batch 1, stride 1, same padding), GFLOP/s (%% of sgemm peak)\n\n");
+        printf("| shape (H=W, C->K, k, dil), impl | GFLOP   | forward        | backward dx    | backward dw    |\n");
+        printf("|---------------------------------|---------|----------------|----------------|----------------|\n");
+        bench_conv("3x3 64->64 @352", 352, 64, 64, 3, 1, 1);
+        bench_conv("3x3 64->64 @176", 176, 64, 64, 3, 1, 1);
+        bench_conv("3x3 160->80 @88", 88, 160, 80, 3, 1, 1);
+        if (!quick) {
+            bench_conv("3x3 d2 64->64 @88", 88, 64, 64, 3, 2, 1);
+            bench_conv("3x3 d4 64->64 @88", 88, 64, 64, 3, 4, 1);
+            bench_conv("3x3 d8 64->64 @88", 88, 64, 64, 3, 8, 1);
+            bench_conv("5x5 64->64 @88", 88, 64, 64, 5, 1, 1);
+            bench_conv("5x5 64->64 @44", 44, 64, 64, 5, 1, 1);
+            bench_conv("7x7 64->64 @88", 88, 64, 64, 7, 1, 1);
+            bench_conv("7x7 64->64 @44", 44, 64, 64, 7, 1, 1);
+            bench_conv("1x1 64->64 @176", 176, 64, 64, 1, 1, 1);
+            bench_conv("1x1 80->320 @88", 88, 80, 320, 1, 1, 1);
+            bench_conv("1x1 160->640 @44", 44, 160, 640, 1, 1, 1);
+            bench_conv("1x1 288->1152 @22", 22, 288, 1152, 1, 1, 1);
+            bench_conv("1x1 584->2336 @11", 11, 584, 2336, 1, 1, 1);
+        }
     }
 
-    printf("\n### Depthwise convolutions (batch 1), GB/s (%% of copy bandwidth); last column GFLOP/s fwd/dx/dw\n\n");
-    printf("| shape (k, C @ H=W)           | forward        | backward dx    | backward dw    | GFLOP/s           |\n");
-    printf("|------------------------------|----------------|----------------|----------------|-------------------|\n");
-    int64_t widths[4] = { 80, 160, 288, 584 }, sizes[4] = { 88, 44, 22, 11 };
-    int ks[4] = { 3, 5, 7, 9 };
-    for (int s = 0; s < 4; s++)
-        for (int kk = 0; kk < 4; kk++) {
-            if (quick && kk != 2) continue;
-            char lab[64];
-            snprintf(lab, sizeof lab, "dw %dx%d C=%lld @%lld", ks[kk], ks[kk], (long long)widths[s], (long long)sizes[s]);
-            bench_conv(lab, sizes[s], widths[s], widths[s], ks[kk], 1, (int)widths[s]);
-        }
+    if (SECTION("dw")) {
+        printf("\n### Depthwise convolutions (batch 1), GB/s (%% of copy bandwidth); last column GFLOP/s fwd/dx/dw\n\n");
+        printf("| shape (k, C @ H=W), impl        | forward        | backward dx    | backward dw    | GFLOP/s           |\n");
+        printf("|---------------------------------|----------------|----------------|----------------|-------------------|\n");
+        int64_t widths[4] = { 80, 160, 288, 584 }, sizes[4] = { 88, 44, 22, 11 };
+        int ks[4] = { 3, 5, 7, 9 };
+        for (int s = 0; s < 4; s++)
+            for (int kk = 0; kk < 4; kk++) {
+                if (quick && kk != 2) continue;
+                char lab[64];
+                snprintf(lab, sizeof lab, "dw %dx%d C=%lld @%lld", ks[kk], ks[kk], (long long)widths[s], (long long)sizes[s]);
+                bench_conv(lab, sizes[s], widths[s], widths[s], ks[kk], 1, (int)widths[s]);
+            }
+    }
 
-    printf("\n### Element-wise and normalisation (1x88x88x320 fp32 = 9.9 MB per tensor), GB/s (%% of copy bandwidth)\n\n");
-    printf("| op (tensors moved)                   | ms     | GB/s           |\n");
-    printf("|--------------------------------------|--------|----------------|\n");
-    bench_ew("gelu forward (2)", 0, 88, 320, 2);
-    bench_ew("gelu backward (4: x, dy, dx rw)", 1, 88, 320, 4);
-    bench_ew("add (3)", 2, 88, 320, 3);
-    bench_ew("axpy (3)", 9, 88, 320, 3);
-    bench_ew("mul by (C) (2)", 3, 88, 320, 2);
-    bench_ew("sigmoid forward (2)", 8, 88, 320, 2);
-    bench_ew("layernorm forward (2)", 4, 88, 320, 2);
-    bench_ew("layernorm backward (4)", 5, 88, 320, 4);
-    bench_ew("batchnorm train forward (2)", 6, 88, 320, 2);
-    bench_ew("batchnorm train backward (4)", 7, 88, 320, 4);
+    if (SECTION("ew")) {
+        printf("\n### Element-wise and normalisation (1x88x88x320 fp32 = 9.9 MB per tensor), GB/s (%% of copy bandwidth)\n\n");
+        printf("| op (tensors moved)                   | ms     | GB/s           |\n");
+        printf("|--------------------------------------|--------|----------------|\n");
+        bench_ew("gelu forward (2)", 0, 88, 320, 2);
+        bench_ew("gelu backward (4: x, dy, dx rw)", 1, 88, 320, 4);
+        bench_ew("add (3)", 2, 88, 320, 3);
+        bench_ew("axpy (3)", 9, 88, 320, 3);
+        bench_ew("mul by (C) (2)", 3, 88, 320, 2);
+        bench_ew("sigmoid forward (2)", 8, 88, 320, 2);
+        bench_ew("layernorm forward (2)", 4, 88, 320, 2);
+        bench_ew("layernorm backward (4)", 5, 88, 320, 4);
+        bench_ew("batchnorm train forward (2)", 6, 88, 320, 2);
+        bench_ew("batchnorm train backward (4)", 7, 88, 320, 4);
+    }
     arena_free(&g_arena);
     arena_free(&g_scratch);
     return 0;

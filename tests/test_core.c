@@ -18,6 +18,16 @@ TEST(arena_alignment_and_reset_coalesces) {
     arena_alloc(&a, 64);
     arena_release(&a, m);
     CHECK(a.used == m.used);
+    // A release keeps blocks added since the mark as spares: taking the same
+    // scratch again reuses them instead of calling malloc (and page-faulting).
+    m = arena_mark(&a);
+    char *big = arena_alloc(&a, 1 << 20);
+    arena_release(&a, m);
+    CHECK(a.spare != NULL);
+    CHECK(arena_alloc(&a, 1 << 20) == big);
+    arena_release(&a, m);
+    arena_reset(&a);
+    CHECK(a.top->prev == NULL && a.spare == NULL && a.top->size >= a.peak);
     arena_free(&a);
 }
 

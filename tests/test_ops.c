@@ -13,6 +13,7 @@
 // Adding an op: add a case to the Python script, regenerate, add an entry here.
 #include "test.h"
 #include "ops/ops.h"
+#include "ops/cpu/cpu.h"
 #include <string.h>
 
 #define GOLDEN_PATH "tests/fixtures/ops_golden.safetensors"
@@ -374,28 +375,36 @@ static void op_case_run(const OpTest *t) {
         }
     }
 
-    // 3. float32: fast vs reference, and fast vs the golden.
-    CaseData r, q;
+    // 3. float32: fast vs reference, and fast vs the golden. Dense convolutions
+    //    run every implementation the dispatcher may choose (conv.c).
+    CaseData r;
     case_setup(&r, &a, &f, t, DT_F32);
-    case_setup(&q, &a, &f, t, DT_F32);
     ctx.force_ref = 1;
     t->fwd(&ctx, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
     ctx.force_ref = 0;
-    t->fwd(&ctx, t, q.out, q.in);
-    if (t->bwd && q.ngout) t->bwd(&ctx, t, q.din, q.dout, q.out, q.in);
-    for (int o = 0; o < d.nout; o++) {
-        Tensor g = load_as(&a, &f, d.gout[o], DT_F64);
-        check_err("fast vs ref f32", "out", o, &q.out[o], &r.out[o], t->fast);
-        if (t->ties && q.out[o].dtype == DT_I32) check_topk_ties(&q.out[o], &q.out[0], &q.in[0]);
-        else check_err("golden f32 fast", "out", o, &q.out[o], &g, t->g32);
+    ConvImpl impls[] = { CONV_IMPL_OWN, CONV_IMPL_DNNL };
+    int nimpl = t->fwd == conv_fwd ? 1 + HAVE_DNNL : 1;
+    for (int im = 0; im < nimpl; im++) {
+        cpu_conv_impl = t->fwd == conv_fwd ? impls[im] : CONV_IMPL_AUTO;
+        CaseData q;
+        case_setup(&q, &a, &f, t, DT_F32);
+        t->fwd(&ctx, t, q.out, q.in);
+        if (t->bwd && q.ngout) t->bwd(&ctx, t, q.din, q.dout, q.out, q.in);
+        for (int o = 0; o < d.nout; o++) {
+            Tensor g = load_as(&a, &f, d.gout[o], DT_F64);
+            check_err("fast vs ref f32", "out", o, &q.out[o], &r.out[o], t->fast);
+            if (t->ties && q.out[o].dtype == DT_I32) check_topk_ties(&q.out[o], &q.out[0], &q.in[0]);
+            else check_err("golden f32 fast", "out", o, &q.out[o], &g, t->g32);
+        }
+        for (int i = 0; i < d.nin && t->bwd && d.ngout; i++) {
+            if (!d.ggrad[i]) continue;
+            Tensor g = load_as(&a, &f, d.ggrad[i], DT_F64);
+            check_err("fast vs ref f32", "grad", i, &q.din[i], &r.din[i], t->fast);
+            check_err("golden f32 fast", "grad", i, &q.din[i], &g, t->g32);
+        }
     }
-    for (int i = 0; i < d.nin && t->bwd && d.ngout; i++) {
-        if (!d.ggrad[i]) continue;
-        Tensor g = load_as(&a, &f, d.ggrad[i], DT_F64);
-        check_err("fast vs ref f32", "grad", i, &q.din[i], &r.din[i], t->fast);
-        check_err("golden f32 fast", "grad", i, &q.din[i], &g, t->g32);
-    }
+    cpu_conv_impl = CONV_IMPL_AUTO;
     CHECKF(scratch.used == 0, "scratch arena not released: %zu bytes", scratch.used);
     arena_free(&a);
     arena_free(&scratch);
@@ -573,11 +582,64 @@ static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nou
 
 TEST(op_fast_big_conv) {
     OpTest c = { CONV(1, 1, 1, 1) };
-    fast_vs_ref_big(&c, 3, (Tensor[]){ SH(1, 48, 48, 256), SH(8, 256, 3, 3), SH(8) }, 1, (Tensor[]){ SH(1, 48, 48, 8) }, 1e-5);
+    for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++) {
+        cpu_conv_impl = (ConvImpl)im;
+        fast_vs_ref_big(&c, 3, (Tensor[]){ SH(1, 48, 48, 256), SH(8, 256, 3, 3), SH(8) }, 1,
+                        (Tensor[]){ SH(1, 48, 48, 8) }, 1e-5);
+    }
+    cpu_conv_impl = CONV_IMPL_AUTO;
     OpTest dw = { CONV(2, 3, 1, 96) };
     fast_vs_ref_big(&dw, 3, (Tensor[]){ SH(2, 33, 31, 96), SH(96, 1, 7, 7), SH(96) }, 1, (Tensor[]){ SH(2, 17, 16, 96) }, 1e-5);
+    // Stride 1 takes dwconv.c's register-blocked rows: 40 channels are two
+    // vectors and a tail of 8; rows of 29 have blocks, a remainder and borders.
+    OpTest dw5 = { CONV(1, 2, 1, 40) };
+    fast_vs_ref_big(&dw5, 3, (Tensor[]){ SH(2, 23, 29, 40), SH(40, 1, 5, 5), SH(40) }, 1, (Tensor[]){ SH(2, 23, 29, 40) }, 1e-5);
+    OpTest dw9 = { CONV(1, 8, 2, 48) };
+    fast_vs_ref_big(&dw9, 3, (Tensor[]){ SH(1, 37, 41, 48), SH(48, 1, 9, 9), SH(48) }, 1, (Tensor[]){ SH(1, 37, 41, 48) }, 1e-5);
     OpTest lin = { .fwd = linear_fwd, .bwd = linear_bwd };
     fast_vs_ref_big(&lin, 3, (Tensor[]){ SH(1, 40, 40, 48), SH(72, 48), SH(72) }, 1, (Tensor[]){ SH(1, 40, 40, 72) }, 1e-5);
+}
+
+// ops.h's contract: conv2d_backward ADDS into dx, dw and db. Running it twice
+// into the same buffers must give twice one run, for every implementation
+// (oneDNN's sum post-ops and scratch-then-add paths, im2col's beta = 1).
+TEST(op_conv_backward_accumulates) {
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 22);
+    arena_init(&scratch, "scratch", 1 << 22);
+    OpCtx ctx = { .scratch = &scratch };
+    Rng rng = rng_init(5);
+    // dense 3×3, strided grouped 5×5, 1×1, depthwise 3×3 (16 channels: one vector)
+    ConvArgs args[4] = { { 1, 1, 1, 1 }, { 2, 2, 1, 2 }, { 1, 0, 1, 1 }, { 1, 1, 1, 16 } };
+    int ks[4] = { 3, 5, 1, 3 };
+    for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++)
+        for (int s = 0; s < 4; s++) {
+            cpu_conv_impl = (ConvImpl)im;
+            ArenaMark m = arena_mark(&a);
+            ConvArgs ca = args[s];
+            int64_t H = 11, C = s == 3 ? 16 : 8, K = s == 3 ? 16 : 12, k = ks[s], Ho = conv2d_out_size(H, (int)k, ca);
+            Tensor x = tensor_new(&a, DT_F32, 4, (int64_t[]){ 2, H, H, C });
+            Tensor w = tensor_new(&a, DT_F32, 4, (int64_t[]){ K, C / ca.groups, k, k });
+            Tensor dy = tensor_new(&a, DT_F32, 4, (int64_t[]){ 2, Ho, Ho, K });
+            Tensor *all[3] = { &x, &w, &dy };
+            for (int t = 0; t < 3; t++)
+                for (int64_t j = 0; j < tensor_numel(all[t]); j++) tensor_set(all[t], j, rng_normal(&rng));
+            Tensor g1[3] = { tensor_zeros_like(&a, &x), tensor_zeros_like(&a, &w),
+                             tensor_zeros(&a, DT_F32, 1, (int64_t[]){ K }) };
+            Tensor g2[3] = { tensor_zeros_like(&a, &x), tensor_zeros_like(&a, &w),
+                             tensor_zeros(&a, DT_F32, 1, (int64_t[]){ K }) };
+            conv2d_backward(&ctx, &g1[0], &g1[1], &g1[2], &dy, &x, &w, ca);
+            conv2d_backward(&ctx, &g2[0], &g2[1], &g2[2], &dy, &x, &w, ca);
+            conv2d_backward(&ctx, &g2[0], &g2[1], &g2[2], &dy, &x, &w, ca);
+            for (int t = 0; t < 3; t++) {
+                scale_inplace(&ctx, &g1[t], 2.0);
+                check_err("conv backward twice", "grad", t, &g2[t], &g1[t], 1e-6);
+            }
+            arena_release(&a, m);
+        }
+    cpu_conv_impl = CONV_IMPL_AUTO;
+    arena_free(&a);
+    arena_free(&scratch);
 }
 
 TEST(op_fast_big_norm_eltwise) {

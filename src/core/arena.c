@@ -31,10 +31,22 @@ void *arena_alloc(Arena *a, size_t bytes) {
     size_t n = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     if (n == 0) n = ARENA_ALIGN;
     if (!a->top || a->top->used + n > a->top->size) {
-        size_t sz = a->block_size;
-        if (sz < n) sz = n;
-        a->top = block_new(sz, a->top);
-        a->block_size = sz;
+        // A spare block that fits first (the smallest one), else a new block.
+        ArenaBlock **best = NULL;
+        for (ArenaBlock **b = &a->spare; *b; b = &(*b)->prev)
+            if ((*b)->size >= n && (!best || (*b)->size < (*best)->size)) best = b;
+        if (best) {
+            ArenaBlock *b = *best;
+            *best = b->prev;
+            b->prev = a->top;
+            b->used = 0;
+            a->top = b;
+        } else {
+            size_t sz = a->block_size;
+            if (sz < n) sz = n;
+            a->top = block_new(sz, a->top);
+            a->block_size = sz;
+        }
     }
     void *p = (char *)a->top + HDR + a->top->used;
     a->top->used += n;
@@ -52,14 +64,14 @@ void *arena_calloc(Arena *a, size_t bytes) {
 size_t arena_capacity(const Arena *a) {
     size_t s = 0;
     for (ArenaBlock *b = a->top; b; b = b->prev) s += b->size;
+    for (ArenaBlock *b = a->spare; b; b = b->prev) s += b->size;
     return s;
 }
 
 void arena_reset(Arena *a) {
-    if (a->top && a->top->prev) {
+    if ((a->top && a->top->prev) || a->spare) {
         // Several blocks: replace them by one that holds the peak.
-        size_t total = arena_capacity(a);
-        if (total < a->peak) total = a->peak;
+        size_t total = a->peak ? a->peak : arena_capacity(a);
         arena_free(a);
         a->top = block_new(total, NULL);
         a->block_size = total;
@@ -69,9 +81,12 @@ void arena_reset(Arena *a) {
 }
 
 void arena_free(Arena *a) {
-    ArenaBlock *b = a->top;
-    while (b) { ArenaBlock *p = b->prev; free(b); b = p; }
+    for (int list = 0; list < 2; list++) {
+        ArenaBlock *b = list ? a->spare : a->top;
+        while (b) { ArenaBlock *p = b->prev; free(b); b = p; }
+    }
     a->top = NULL;
+    a->spare = NULL;
     a->used = 0;
 }
 
@@ -81,11 +96,11 @@ ArenaMark arena_mark(Arena *a) {
 }
 
 void arena_release(Arena *a, ArenaMark m) {
-    // Blocks added after the mark stay allocated (they are reused after the
-    // next reset's coalescing); only the bump pointers move back.
+    // Blocks added after the mark become spares; only the bump pointers move back.
     while (a->top && a->top != m.top) {
         ArenaBlock *p = a->top->prev;
-        free(a->top);
+        a->top->prev = a->spare;
+        a->spare = a->top;
         a->top = p;
     }
     if (a->top) a->top->used = m.top_used;

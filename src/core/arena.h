@@ -20,6 +20,7 @@ typedef struct ArenaBlock {
 typedef struct Arena {
     const char *name;   // for error messages ("activations")
     ArenaBlock *top;
+    ArenaBlock *spare;  // blocks given back by arena_release, reused before any new malloc
     size_t block_size;  // size of the next block to allocate
     size_t used;        // bytes handed out since the last reset
     size_t peak;        // the largest `used` ever seen
@@ -33,5 +34,8 @@ void *arena_calloc(Arena *a, size_t bytes);   // zeroed
 void arena_reset(Arena *a);                   // frees everything, keeps (coalesced) memory
 void arena_free(Arena *a);
 ArenaMark arena_mark(Arena *a);               // for scratch use inside one function
-void arena_release(Arena *a, ArenaMark m);    // frees everything allocated since the mark
+// Frees everything allocated since the mark. Blocks added since then are kept
+// as spares (no free/malloc churn or page faults when an op's scratch is
+// released and taken again every call).
+void arena_release(Arena *a, ArenaMark m);
 size_t arena_capacity(const Arena *a);

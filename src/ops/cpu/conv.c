@@ -12,6 +12,10 @@
 // Depthwise convolutions (groups == C == K) use a direct kernel that runs over
 // contiguous channels (dwconv.c); the GEMM form would have KC = kh·kw and waste
 // the machine.
+// With oneDNN (HAVE_DNNL) the dispatcher below sends dense and grouped
+// convolutions, and the depthwise passes where it wins, to conv_dnnl.c
+// (conv_use_dnnl); this file's paths remain for the rest, for builds without
+// oneDNN and for shapes oneDNN has no kernel for.
 #include "cpu.h"
 #include <cblas.h>
 #include <string.h>
@@ -39,6 +43,27 @@ static ConvGeom conv_geom(const Tensor *x, const Tensor *w, const Tensor *y, Con
 
 static int conv_is_pointwise(const ConvGeom *g) { return g->kh == 1 && g->kw == 1 && g->s == 1 && g->p == 0; }
 static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 1 && g->G > 1; }
+
+ConvImpl cpu_conv_impl = CONV_IMPL_AUTO;
+
+#if HAVE_DNNL
+// Whether oneDNN runs this pass (0 forward, 1 dx, 2 dw and db) of this convolution.
+static int conv_use_dnnl(const ConvGeom *g, int pass) {
+    if (cpu_conv_impl != CONV_IMPL_AUTO) return cpu_conv_impl == CONV_IMPL_DNNL;
+    // make bench: for dense and grouped convolutions oneDNN is 2-3x im2col +
+    // sgemm in every shape and pass (OpenBLAS runs its AVX2 kernels here,
+    // oneDNN AVX-512), 1×1 included.
+    if (!conv_is_depthwise(g)) return 1;
+    // Depthwise against dwconv.c: oneDNN's forward ties or wins (1.5x on 11²
+    // maps); its backward-data wins for k <= 5 and on maps from 44², loses on
+    // 7×7 and 9×9 at 22² and 11²; its backward-weights wins only for 3×3 and is
+    // 10-100x slower from 5×5 up.
+    int64_t taps = g->kh * g->kw;
+    if (pass == 0) return 1;
+    if (pass == 1) return taps <= 25 || g->Ho * g->Wo >= 44 * 44;
+    return taps <= 9;
+}
+#endif
 
 // Output rows per im2col chunk: about 16 MB of columns, at least 64 rows.
 static int64_t conv_chunk_rows(const ConvGeom *g) {
@@ -125,6 +150,9 @@ void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t
 
 void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, y, a);
+#if HAVE_DNNL
+    if (conv_use_dnnl(&g, 0) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a)) return;
+#endif
     if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x);
@@ -159,6 +187,12 @@ void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w,
 void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                          const Tensor *w, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, dy, a);
+#if HAVE_DNNL
+    // Passes oneDNN has done are dropped from what our kernels below do.
+    if (dx && conv_use_dnnl(&g, 1) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a)) dx = NULL;
+    if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
+    if (!dx && !dw && !db) return;
+#endif
     if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);   // (N,H,W,C), (R,K)

@@ -56,5 +56,17 @@ void cpu_bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, co
 void cpu_dwconv_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);
 void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                          const Tensor *w, ConvArgs a);
+// conv2d through oneDNN (conv_dnnl.c, HAVE_DNNL only): each returns 0, having
+// done nothing, where oneDNN has no implementation for the shape.
+int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);
+int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *w,
+                                ConvArgs a);
+int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                                   const Tensor *w, ConvArgs a);
+// Which convolution implementation runs: CONV_IMPL_AUTO (the per-shape choice
+// in conv.c), or one forced by the benchmark and the tests to compare them:
+// camoxpert's own kernels (im2col + sgemm, direct depthwise) or oneDNN.
+typedef enum { CONV_IMPL_AUTO, CONV_IMPL_OWN, CONV_IMPL_DNNL } ConvImpl;
+extern ConvImpl cpu_conv_impl;
 // dst[k] += Σ_r src[r*ld + k] for r < R, k < K (column sums, e.g. bias gradients).
 void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld);

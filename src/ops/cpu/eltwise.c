@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "ops/ref/ref.h"
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -19,18 +20,68 @@
     _Pragma("omp parallel for simd schedule(static) if (n_ > PAR_MIN)") \
     for (int64_t i = 0; i < n_; i++) { body; } } while (0)
 
+// Vectorisable float32 exp and normal CDF for GELU and sigmoid. libm's expf
+// and erff are scalar calls, which held these ops to 10-40% of copy bandwidth;
+// these are branch-free (selects only), so `omp simd` loops vectorise them.
+
+// e^x, relative error < 1e-7 for x in [-87.3, 88.3]; saturates outside (to
+// the smallest normal float below, e^88.37 above) and propagates NaN. Cephes'
+// expf: x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n
+// put into the exponent bits. n is rounded by adding 1.5·2^23, which leaves it
+// in the low mantissa bits, so no float-to-int conversion (UB on NaN) is needed.
+static inline float vexpf(float x) {
+    x = x < -87.33654f ? -87.33654f : x > 88.3762626647949f ? 88.3762626647949f : x;
+    float t = x * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
+    uint32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits + 127u) << 23;   // the low 9 bits of t's pattern are n (mod 512); 2^n
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float r = x - n * 0.693359375f;   // ln2 in two parts: n·0.693359375 is exact
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return (p * r * r + r + 1.0f) * scale;
+}
+
+// Φ(x) = 0.5·(1 + erf(x/√2)) = 0.5·erfc(-x/√2), erfc by Numerical Recipes'
+// Chebyshev fit (erfcc; fractional error < 1.2e-7). Going through erfc keeps
+// Φ's relative accuracy in the negative tail, where 1 + erf cancels; measured
+// against double precision: absolute error < 2.1e-7, relative < 6e-7 for
+// x > -2 and < 4e-6 down to -6.
+static inline float vnormcdf(float x) {
+    float z = x * -0.70710678118654752f, az = fabsf(z);
+    float t = 1.0f / (1.0f + 0.5f * az);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    float erfc_az = t * vexpf(p - az * az);
+    return 0.5f * (z >= 0 ? erfc_az : 2.0f - erfc_az);
+}
+
 void cpu_gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
     const float *xp = tensor_f32(x);
     float *yp = tensor_f32(y);
-    EW_LOOP(tensor_numel(x), yp[i] = 0.5f * xp[i] * (1.0f + erff(xp[i] * (float)M_SQRT1_2)));
+    EW_LOOP(tensor_numel(x), yp[i] = xp[i] * vnormcdf(xp[i]));
 }
 
 void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
     const float k = (float)(M_2_SQRTPI * M_SQRT1_2 * 0.5);   // 1/sqrt(2π)
-    EW_LOOP(tensor_numel(x), float v = xp[i];
-            dxp[i] += dyp[i] * (0.5f * (1.0f + erff(v * (float)M_SQRT1_2)) + v * k * expf(-0.5f * v * v)));
+    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+    EW_LOOP(tensor_numel(x), float v = xp[i]; dxp[i] += dyp[i] * (vnormcdf(v) + v * k * vexpf(-0.5f * v * v)));
 }
 
 void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
@@ -48,7 +99,7 @@ void cpu_relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y
 void cpu_sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
     const float *xp = tensor_f32(x);
     float *yp = tensor_f32(y);
-    EW_LOOP(tensor_numel(x), yp[i] = 1.0f / (1.0f + expf(-xp[i])));
+    EW_LOOP(tensor_numel(x), yp[i] = 1.0f / (1.0f + vexpf(-xp[i])));
 }
 
 void cpu_sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
@@ -66,7 +117,7 @@ void cpu_softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
 void cpu_softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
-    EW_LOOP(tensor_numel(x), dxp[i] += xp[i] > 20.0f ? dyp[i] : dyp[i] / (1.0f + expf(-xp[i])));
+    EW_LOOP(tensor_numel(x), dxp[i] += xp[i] > 20.0f ? dyp[i] : dyp[i] / (1.0f + vexpf(-xp[i])));
 }
 
 void cpu_clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi) {
@@ -348,7 +399,7 @@ void cpu_bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Te
     const float *xp = tensor_f32(x), *tp = tensor_f32(t);
     float *dxp = tensor_f32(dx);
     const float k = (float)(dloss / tensor_numel(x));
-    EW_LOOP(tensor_numel(x), dxp[i] += k * (1.0f / (1.0f + expf(-xp[i])) - tp[i]));
+    EW_LOOP(tensor_numel(x), dxp[i] += k * (1.0f / (1.0f + vexpf(-xp[i])) - tp[i]));
 }
 
 void cpu_bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t) {
@@ -360,5 +411,5 @@ void cpu_bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const
 void cpu_bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t) {
     const float *xp = tensor_f32(x), *tp = tensor_f32(t), *dp = tensor_f32(dout);
     float *dxp = tensor_f32(dx);
-    EW_LOOP(tensor_numel(x), dxp[i] += dp[i] * (1.0f / (1.0f + expf(-xp[i])) - tp[i]));
+    EW_LOOP(tensor_numel(x), dxp[i] += dp[i] * (1.0f / (1.0f + vexpf(-xp[i])) - tp[i]));
 }

@@ -1,0 +1,310 @@
+// conv_dnnl.c — float32 conv2d through oneDNN (built when HAVE_DNNL): forward,
+// backward-data and backward-weights (+ bias) on our NHWC activations and OIHW
+// weights. oneDNN's JIT convolutions block over output pixels, channels and taps
+// without materialising im2col columns, which is what the im2col + sgemm path
+// (conv.c) spends most of its time on for 3×3..7×7 kernels.
+//
+// Layouts: activations are described to oneDNN as `nhwc` (no reorder);
+// weights as `any`, so oneDNN picks its blocked layout, and are reordered from
+// OIHW on every call — they change every optimizer step, and the reorder is
+// K·C·kh·kw floats, small next to the convolution. Grouped convolutions use
+// `goihw`, which is OIHW's memory order.
+//
+// Accumulation (ops.h: backward ADDS): dw is computed in oneDNN's layout and
+// reordered into dw with a sum post-op (+=); dx uses a sum post-op on the
+// backward-data primitive where oneDNN accepts one (Debian's 2.6 does not),
+// else a scratch buffer that is then added; db comes from the
+// backward-weights primitive into scratch, then is added.
+// conv.c decides per shape and pass whether this file runs (conv_use_dnnl):
+// dense and grouped convolutions always, depthwise only where oneDNN wins.
+//
+// Primitives are created once per shape and pass and cached (creation costs
+// milliseconds: JIT code generation). Scratchpads are in user mode and come
+// from ctx->scratch, so a cached primitive may run from several threads.
+#include "cpu.h"
+#if HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+#include <pthread.h>
+#include <string.h>
+
+// A failure while running a primitive that was created successfully is a bug
+// or a broken library: stop with what failed.
+#define DNNL_CHECK(call) do { dnnl_status_t st_ = (call); \
+    CX_ASSERT(st_ == dnnl_success, "oneDNN call %s failed: %s (check libdnnl2's installation)", #call, \
+              dnnl_status2str(st_)); } while (0)
+
+enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS };
+enum { KEY_LEN = 14 };
+
+typedef struct {
+    int64_t key[KEY_LEN];   // N, H, W, C, K, kh, kw, stride, pad, dil, groups, pass, bias, threads
+    int ok;                 // 0: oneDNN has no implementation here; conv.c's path runs instead
+    int dx_sum;             // backward-data accumulates into dx itself (sum post-op)
+    dnnl_primitive_t conv;
+    dnnl_primitive_t wre;   // weights reorder: OIHW -> wei_md (fwd, bwd-data) or wei_md -> OIHW += (bwd-weights); NULL: same layout (fwd, bwd-data only)
+    dnnl_memory_desc_t act_in, act_out, wei_user, wei, bias, conv_pad, wre_pad;   // *_pad: scratchpads
+} DnnlConv;
+
+// The cache holds every shape the model uses (a few dozen); beyond DNNL_CACHE
+// entries a call builds and destroys its primitives itself.
+#define DNNL_CACHE 256
+static DnnlConv g_cache[DNNL_CACHE];
+static int g_ncache;
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t g_engine;
+
+static dnnl_memory_desc_t md_tag(int nd, const int64_t *dims, dnnl_format_tag_t tag) {
+    dnnl_memory_desc_t md;
+    dnnl_dims_t d;
+    for (int i = 0; i < nd; i++) d[i] = dims[i];
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, nd, d, dnnl_f32, tag));
+    return md;
+}
+
+static dnnl_primitive_attr_t attr_new(int sum) {
+    dnnl_primitive_attr_t attr;
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (sum) {
+        dnnl_post_ops_t po;
+        DNNL_CHECK(dnnl_post_ops_create(&po));
+        DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
+        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+        DNNL_CHECK(dnnl_post_ops_destroy(po));
+    }
+    return attr;
+}
+
+// Creates primitive and scratchpad desc from pd (and destroys pd).
+static dnnl_primitive_t prim_from_pd(dnnl_primitive_desc_t pd, dnnl_memory_desc_t *pad) {
+    dnnl_primitive_t p;
+    *pad = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    DNNL_CHECK(dnnl_primitive_create(&p, pd));
+    DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
+    return p;
+}
+
+// Reorder src -> dst (with += when sum); NULL if the layouts are equal and no sum is needed.
+static dnnl_primitive_t reorder_new(const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst, int sum,
+                                    dnnl_memory_desc_t *pad) {
+    memset(pad, 0, sizeof *pad);
+    if (!sum && dnnl_memory_desc_equal(src, dst)) return NULL;
+    dnnl_primitive_attr_t attr = attr_new(sum);
+    dnnl_primitive_desc_t pd;
+    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, src, g_engine, dst, g_engine, attr));
+    DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+    return prim_from_pd(pd, pad);
+}
+
+static void entry_build(DnnlConv *e) {
+    const int64_t *k = e->key;
+    int64_t N = k[0], H = k[1], W = k[2], C = k[3], K = k[4], kh = k[5], kw = k[6], s = k[7], p = k[8], d = k[9],
+            G = k[10], pass = k[11], has_bias = k[12];
+    int64_t Ho = (H + 2 * p - d * (kh - 1) - 1) / s + 1, Wo = (W + 2 * p - d * (kw - 1) - 1) / s + 1;
+    // oneDNN's right padding makes the sizes consistent: Ho = (H + pl + pr - d(kh-1) - 1)/s + 1 exactly.
+    dnnl_dims_t strides = { s, s }, dil = { d - 1, d - 1 }, pl = { p, p },
+                pr = { (Ho - 1) * s + d * (kh - 1) + 1 - H - p, (Wo - 1) * s + d * (kw - 1) + 1 - W - p };
+    dnnl_memory_desc_t src = md_tag(4, (int64_t[]){ N, C, H, W }, dnnl_nhwc),
+                       dst = md_tag(4, (int64_t[]){ N, K, Ho, Wo }, dnnl_nhwc), wany, bias;
+    e->wei_user = G == 1 ? md_tag(4, (int64_t[]){ K, C, kh, kw }, dnnl_oihw)
+                         : md_tag(5, (int64_t[]){ G, K / G, C / G, kh, kw }, dnnl_goihw);
+    wany = G == 1 ? md_tag(4, (int64_t[]){ K, C, kh, kw }, dnnl_format_tag_any)
+                  : md_tag(5, (int64_t[]){ G, K / G, C / G, kh, kw }, dnnl_format_tag_any);
+    bias = md_tag(1, (int64_t[]){ K }, dnnl_x);
+    e->bias = bias;
+    e->ok = 0;
+
+    // Backward primitives need the forward primitive descriptor as a hint.
+    dnnl_convolution_desc_t fd;
+    DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &src,
+                                                          &wany, pass == PASS_FWD && has_bias ? &bias : NULL, &dst,
+                                                          strides, dil, pl, pr));
+    dnnl_primitive_attr_t attr = attr_new(0);
+    dnnl_primitive_desc_t fpd, pd = NULL;
+    if (dnnl_primitive_desc_create(&fpd, &fd, attr, g_engine, NULL) != dnnl_success) {
+        DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+        return;
+    }
+    if (pass == PASS_FWD) {
+        pd = fpd;
+        fpd = NULL;
+        e->act_in = src;
+        e->act_out = dst;
+    } else if (pass == PASS_BWD_DATA) {
+        dnnl_convolution_desc_t bd;
+        DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &src, &wany, &dst,
+                                                                    strides, dil, pl, pr));
+        dnnl_primitive_attr_t sum = attr_new(1);
+        e->dx_sum = dnnl_primitive_desc_create(&pd, &bd, sum, g_engine, fpd) == dnnl_success;
+        DNNL_CHECK(dnnl_primitive_attr_destroy(sum));
+        if (!e->dx_sum && dnnl_primitive_desc_create(&pd, &bd, attr, g_engine, fpd) != dnnl_success) pd = NULL;
+        e->act_in = dst;    // dy
+        e->act_out = src;   // dx
+    } else {
+        dnnl_convolution_desc_t bd;
+        DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, &src, &wany,
+                                                                       has_bias ? &bias : NULL, &dst, strides, dil,
+                                                                       pl, pr));
+        if (dnnl_primitive_desc_create(&pd, &bd, attr, g_engine, fpd) != dnnl_success) pd = NULL;
+        e->act_in = src;    // x
+        e->act_out = dst;   // dy
+    }
+    if (fpd) DNNL_CHECK(dnnl_primitive_desc_destroy(fpd));
+    DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+    if (!pd) return;
+    e->wei = *dnnl_primitive_desc_query_md(pd, pass == PASS_BWD_WEIGHTS ? dnnl_query_diff_weights_md
+                                                                          : dnnl_query_weights_md, 0);
+    e->conv = prim_from_pd(pd, &e->conv_pad);
+    e->wre = pass == PASS_BWD_WEIGHTS ? reorder_new(&e->wei, &e->wei_user, 1, &e->wre_pad)
+                                      : reorder_new(&e->wei_user, &e->wei, 0, &e->wre_pad);
+    e->ok = 1;
+}
+
+static void entry_destroy(DnnlConv *e) {
+    if (e->conv) DNNL_CHECK(dnnl_primitive_destroy(e->conv));
+    if (e->wre) DNNL_CHECK(dnnl_primitive_destroy(e->wre));
+}
+
+// Finds or builds the entry for key; *owned is set when the caller must destroy it (cache full).
+static const DnnlConv *entry_get(const int64_t *key, DnnlConv *tmp, int *owned) {
+    pthread_mutex_lock(&g_lock);
+    if (!g_engine) DNNL_CHECK(dnnl_engine_create(&g_engine, dnnl_cpu, 0));
+    const DnnlConv *found = NULL;
+    for (int i = 0; i < g_ncache && !found; i++)
+        if (!memcmp(g_cache[i].key, key, sizeof g_cache[i].key)) found = &g_cache[i];
+    *owned = 0;
+    if (!found) {
+        DnnlConv *e = g_ncache < DNNL_CACHE ? &g_cache[g_ncache++] : tmp;
+        memset(e, 0, sizeof *e);
+        memcpy(e->key, key, sizeof e->key);
+        entry_build(e);
+        *owned = e == tmp;
+        found = e;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return found;
+}
+
+static dnnl_memory_t mem(const dnnl_memory_desc_t *md, void *p) {
+    dnnl_memory_t m;
+    DNNL_CHECK(dnnl_memory_create(&m, md, g_engine, p));
+    return m;
+}
+
+static void *scratch_for(OpCtx *ctx, const dnnl_memory_desc_t *md) {
+    size_t n = dnnl_memory_desc_get_size(md);
+    return n ? arena_alloc(ctx->scratch, n) : NULL;
+}
+
+// Runs primitive p with args (n of them; memories are destroyed afterwards),
+// adding its scratchpad.
+static void run(OpCtx *ctx, dnnl_primitive_t p, const dnnl_memory_desc_t *pad, int n, dnnl_exec_arg_t *args) {
+    ArenaMark m = arena_mark(ctx->scratch);
+    dnnl_memory_t pm = mem(pad, scratch_for(ctx, pad));
+    args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, pm };
+    dnnl_stream_t st;
+    DNNL_CHECK(dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags));
+    DNNL_CHECK(dnnl_primitive_execute(p, st, n, args));
+    DNNL_CHECK(dnnl_stream_wait(st));
+    DNNL_CHECK(dnnl_stream_destroy(st));
+    for (int i = 0; i < n; i++) DNNL_CHECK(dnnl_memory_destroy(args[i].memory));
+    arena_release(ctx->scratch, m);
+}
+
+// The thread count (cx_threads_set) is part of the key: oneDNN sizes its work
+// split and scratchpad for the OpenMP threads available at creation.
+static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias) {
+    int64_t k[KEY_LEN] = { T_N(x), T_H(x), T_W(x), T_C(x), w->shape[0], w->shape[2], w->shape[3],
+                           a.stride, a.pad, a.dil, a.groups, pass, bias, cx_threads_get() };
+    memcpy(key, k, sizeof k);
+}
+
+// The weights in the primitive's layout: reordered into scratch, or w itself.
+static void *weights_in(OpCtx *ctx, const DnnlConv *e, const Tensor *w) {
+    if (!e->wre) return tensor_f32(w);
+    void *buf = scratch_for(ctx, &e->wei);
+    run(ctx, e->wre, &e->wre_pad, 2,
+        (dnnl_exec_arg_t[3]){ { DNNL_ARG_FROM, mem(&e->wei_user, tensor_f32(w)) }, { DNNL_ARG_TO, mem(&e->wei, buf) } });
+    return buf;
+}
+
+int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+    int64_t key[KEY_LEN];
+    key_fill(key, x, w, a, PASS_FWD, b != NULL);
+    DnnlConv tmp;
+    int owned;
+    const DnnlConv *e = entry_get(key, &tmp, &owned);
+    int ok = e->ok;
+    if (ok) {
+        ArenaMark m = arena_mark(ctx->scratch);
+        void *wb = weights_in(ctx, e, w);
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem(&e->act_in, tensor_f32(x)) },
+                                    { DNNL_ARG_WEIGHTS, mem(&e->wei, wb) },
+                                    { DNNL_ARG_DST, mem(&e->act_out, tensor_f32(y)) } };
+        int n = 3;
+        if (b) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, mem(&e->bias, tensor_f32(b)) };
+        run(ctx, e->conv, &e->conv_pad, n, args);
+        arena_release(ctx->scratch, m);
+    }
+    if (owned) entry_destroy(&tmp);
+    return ok;
+}
+
+// dx += conv_backward_data(dy, w)
+int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *w, ConvArgs a) {
+    int64_t key[KEY_LEN];
+    key_fill(key, x, w, a, PASS_BWD_DATA, 0);
+    DnnlConv tmp;
+    int owned;
+    const DnnlConv *e = entry_get(key, &tmp, &owned);
+    int ok = e->ok;
+    if (ok) {
+        ArenaMark m = arena_mark(ctx->scratch);
+        void *wb = weights_in(ctx, e, w);
+        float *dxp = tensor_f32(dx), *out = e->dx_sum ? dxp : scratch_for(ctx, &e->act_out);
+        run(ctx, e->conv, &e->conv_pad, 3,
+            (dnnl_exec_arg_t[4]){ { DNNL_ARG_DIFF_DST, mem(&e->act_in, tensor_f32(dy)) },
+                                  { DNNL_ARG_WEIGHTS, mem(&e->wei, wb) },
+                                  { DNNL_ARG_DIFF_SRC, mem(&e->act_out, out) } });
+        if (!e->dx_sum) {
+            int64_t n = tensor_numel(dx);
+#pragma omp parallel for simd schedule(static)
+            for (int64_t i = 0; i < n; i++) dxp[i] += out[i];
+        }
+        arena_release(ctx->scratch, m);
+    }
+    if (owned) entry_destroy(&tmp);
+    return ok;
+}
+
+// dw += conv_backward_weights(x, dy); db += Σ dy when db.
+int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                                 const Tensor *w, ConvArgs a) {
+    int64_t key[KEY_LEN];
+    key_fill(key, x, w, a, PASS_BWD_WEIGHTS, db != NULL);
+    DnnlConv tmp;
+    int owned;
+    const DnnlConv *e = entry_get(key, &tmp, &owned);
+    int ok = e->ok;
+    if (ok) {
+        ArenaMark m = arena_mark(ctx->scratch);
+        void *wb = scratch_for(ctx, &e->wei);
+        float *bb = db ? arena_alloc(ctx->scratch, sizeof(float) * (size_t)tensor_numel(db)) : NULL;
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem(&e->act_in, tensor_f32(x)) },
+                                    { DNNL_ARG_DIFF_DST, mem(&e->act_out, tensor_f32(dy)) },
+                                    { DNNL_ARG_DIFF_WEIGHTS, mem(&e->wei, wb) } };
+        int n = 3;
+        if (db) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DIFF_BIAS, mem(&e->bias, bb) };
+        run(ctx, e->conv, &e->conv_pad, n, args);
+        run(ctx, e->wre, &e->wre_pad, 2,
+            (dnnl_exec_arg_t[3]){ { DNNL_ARG_FROM, mem(&e->wei, wb) }, { DNNL_ARG_TO, mem(&e->wei_user, tensor_f32(dw)) } });
+        if (db)
+            for (int64_t k = 0; k < tensor_numel(db); k++) tensor_f32(db)[k] += bb[k];
+        arena_release(ctx->scratch, m);
+    }
+    if (owned) entry_destroy(&tmp);
+    return ok;
+}
+
+#endif
