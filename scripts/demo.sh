@@ -5,7 +5,7 @@
 # colour-threshold baseline, and predict masks for a few test images and for the
 # real photos in ../shared/data/camo4 when present. Everything goes under $OUT.
 #
-#   OUT=demo_out THREADS=2 EPOCHS=7 ./scripts/demo.sh
+#   OUT=demo_out THREADS=2 EPOCHS=8 IMG=64 TRAIN=400 ./scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/camoxpert}
@@ -13,6 +13,7 @@ OUT=${OUT:-demo_out}
 THREADS=${THREADS:-0}          # 0: all cores
 EPOCHS=${EPOCHS:-8}
 TRAIN=${TRAIN:-400}
+IMG=${IMG:-64}
 SHARED=${CAMOXPERT_SHARED:-../shared}
 # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs a
 # spinning thread waiting for a descheduled one made a training step 10x slower
@@ -30,10 +31,10 @@ echo "== 1. synthetic data: $TRAIN training + 60 test images, 128x128, COD10K-v3
     --baseline "$OUT/baseline" --threads "$THREADS"
 
 echo
-echo "== 2. train a sparse CamoXpert (edgenext_xx_small, 4 experts, top-2) at 64x64 for $EPOCHS epochs"
+echo "== 2. train a sparse CamoXpert (edgenext_xx_small, 4 experts, top-2) at ${IMG}x${IMG} for $EPOCHS epochs"
 echo "      (stage 1: 1 epoch with the backbone frozen; stage 2: everything)"
 "$BIN" train --dataset-path "$OUT/data" --checkpoint-dir "$OUT/run" \
-    --backbone edgenext_xx_small --img-size 64 --batch-size 8 \
+    --backbone edgenext_xx_small --img-size "$IMG" --batch-size 8 \
     --epochs "$EPOCHS" --stage1-epochs 1 --lr 1e-3 --stage2-lr 1e-3 --scheduler cosine \
     --use-sparse-moe --num-experts 4 --top-k 2 \
     --val-fraction 0.1 --cache --seed 1 --threads "$THREADS"
