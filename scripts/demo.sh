@@ -62,7 +62,7 @@ if [[ -d "$SHARED/data/camo4/Imgs" ]]; then
         --overlay --routing --threads "$THREADS"
 fi
 
-sm() { sed -n 's/.*"Smeasure":[[:space:]]*\([0-9.]*\).*/\1/p' "$1" | head -n 1; }
+sm() { sed -n 's/.*"Smeasure":[[:space:]]*\([0-9.]*\).*/\1/p' "$1" | head -n 1 | xargs printf "%.4f"; }
 echo
 echo "== done in $(( $(date +%s) - t0 )) s. Where everything went:"
 echo "  $OUT/data/                     synthetic dataset (Train/, Test/: Image/ + GT_Object/)"
