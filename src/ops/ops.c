@@ -85,7 +85,7 @@ void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, 
     if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
     CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
     if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
-    else cpu_gemm_batched(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    else cpu_gemm_batched(ctx, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
 }
 
 void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
