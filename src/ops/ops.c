@@ -37,8 +37,8 @@
 #define FAST_channels_copy cpu_channels_copy
 #define FAST_softmax_forward cpu_softmax_forward
 #define FAST_softmax_backward cpu_softmax_backward
-#define FAST_l2norm_forward ref_l2norm_forward_f32
-#define FAST_l2norm_backward ref_l2norm_backward_f32
+#define FAST_l2norm_forward cpu_l2norm_forward
+#define FAST_l2norm_backward cpu_l2norm_backward
 #define FAST_topk_rows ref_topk_rows_f32
 #define FAST_bce_logits_mean_forward cpu_bce_logits_mean_forward
 #define FAST_bce_logits_mean_backward cpu_bce_logits_mean_backward

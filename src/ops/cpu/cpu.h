@@ -23,6 +23,10 @@ void cpu_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sav
     const Tensor *w, const Tensor *b, double eps);
 void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
     const Tensor *save_mean, const Tensor *save_rstd, const Tensor *w);
+void cpu_l2norm_forward(OpCtx *ctx, Tensor *y, Tensor *save_norm, const Tensor *x, int64_t outer, int64_t L,
+    int64_t inner, double eps);
+void cpu_l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm,
+    int64_t outer, int64_t L, int64_t inner, double eps);
 void cpu_gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
 void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x);
 void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
