@@ -1,4 +1,4 @@
-// cpu.h — the fast float32 CPU kernels (OpenMP + OpenBLAS sgemm). Signatures
+// cpu.h — the fast float32 CPU kernels (OpenMP; OpenBLAS sgemm, oneDNN where built). Signatures
 // and accumulation contracts are those of ops.h; ops.c routes F32 calls here
 // unless ctx->force_ref. Ops not declared here use their float32 reference
 // kernel as the fast path (see ops.c).
