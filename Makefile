@@ -95,7 +95,7 @@ all: config $(BIN) $(LIB)
 config:
 	@echo "camoxpert build ($(BUILD)): CC=$(CC) DEBUG=$(DEBUG)"
 	@echo "  $(call ok,$(HAVE_OPENBLAS)) OpenBLAS   (GEMM; $(OPENBLAS_KIND))"
-	@echo "  $(call ok,$(HAVE_DNNL)) oneDNN     (convolution, optional; USE_DNNL=0 to disable)"
+	@echo "  $(call ok,$(HAVE_DNNL)) oneDNN     (convolution, matmul; optional, USE_DNNL=0 to disable)"
 	@echo "  $(call ok,$(HAVE_CJSON)) cJSON      (JSON)"
 	@echo "  $(call ok,$(HAVE_JPEG)) libjpeg-turbo"
 	@echo "  $(call ok,$(HAVE_SPNG)) libspng"

@@ -4,7 +4,7 @@
 // backward-weights (dw) for the shapes that dominate CamoXpert at 352×352
 // (batch 1), and GB/s of depthwise and element-wise ops, each as a fraction of
 // the measured peak. Timings are the best of a few repetitions.
-// Usage: camoxpert_bench [--quick] [--threads N] [conv|dw|ew]
+// Usage: camoxpert_bench [--quick] [--threads N] [conv|linear|dw|ew]
 //   --quick: fewer shapes, for the demo; --threads: N threads (default: the
 //   cores); a section name runs only that table.
 #include "ops/ops.h"
@@ -79,8 +79,8 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
     c.dw = tensor_zeros_like(&g_arena, &c.w);
     double flop = 2.0 * Ho * Ho * K * (C / groups) * k * k, t[3];
     // Each implementation, then the one the dispatcher picks (conv.c).
-    const struct { ConvImpl impl; const char *name; } impls[] = {
-        { CONV_IMPL_OWN, groups == 1 ? "im2col" : "direct" }, { CONV_IMPL_DNNL, "oneDNN" }, { CONV_IMPL_AUTO, "auto" } };
+    const struct { CpuImpl impl; const char *name; } impls[] = {
+        { CPU_IMPL_OWN, groups == 1 ? "im2col" : "direct" }, { CPU_IMPL_DNNL, "oneDNN" }, { CPU_IMPL_AUTO, "auto" } };
     for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
         cpu_conv_impl = impls[i].impl;
         for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
@@ -98,7 +98,40 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
                    flop / t[1] * 1e-9, flop / t[2] * 1e-9);
         }
     }
-    cpu_conv_impl = CONV_IMPL_AUTO;
+    cpu_conv_impl = CPU_IMPL_AUTO;
+    arena_release(&g_arena, m);
+}
+
+// ---- linear (1x1 layers of the MLPs, qkv, proj) ---------------------------------------------------
+typedef struct { Tensor x, w, b, y, dy, dx, dw; int pass; } LinArg;
+static void run_linear(void *p) {
+    LinArg *l = p;
+    if (l->pass == 0) linear_forward(&g_ctx, &l->y, &l->x, &l->w, &l->b);
+    else if (l->pass == 1) linear_backward(&g_ctx, &l->dx, NULL, NULL, &l->dy, &l->x, &l->w);
+    else linear_backward(&g_ctx, NULL, &l->dw, NULL, &l->dy, &l->x, &l->w);
+}
+
+static void bench_linear(const char *label, int64_t R, int64_t C, int64_t K) {
+    ArenaMark m = arena_mark(&g_arena);
+    LinArg l = { 0 };
+    l.x = rand_t(2, (int64_t[]){ R, C });
+    l.w = rand_t(2, (int64_t[]){ K, C });
+    l.b = rand_t(1, (int64_t[]){ K });
+    l.y = rand_t(2, (int64_t[]){ R, K });
+    l.dy = rand_t(2, (int64_t[]){ R, K });
+    l.dx = tensor_zeros_like(&g_arena, &l.x);
+    l.dw = tensor_zeros_like(&g_arena, &l.w);
+    double flop = 2.0 * R * C * K, t[3];
+    const struct { CpuImpl impl; const char *name; } impls[] = {
+        { CPU_IMPL_OWN, "OpenBLAS" }, { CPU_IMPL_DNNL, "oneDNN" }, { CPU_IMPL_AUTO, "auto" } };
+    for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
+        cpu_gemm_impl = impls[i].impl;
+        for (l.pass = 0; l.pass < 3; l.pass++) t[l.pass] = time_best(run_linear, &l);
+        printf("| %-24s %-8s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label, impls[i].name,
+               flop * 1e-9, flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9,
+               100 * flop / t[1] / g_peak, flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
+    }
+    cpu_gemm_impl = CPU_IMPL_AUTO;
     arena_release(&g_arena, m);
 }
 
@@ -199,6 +232,25 @@ int main(int argc, char **argv) {
             bench_conv("1x1 160->640 @44", 44, 160, 640, 1, 1, 1);
             bench_conv("1x1 288->1152 @22", 22, 288, 1152, 1, 1, 1);
             bench_conv("1x1 584->2336 @11", 11, 584, 2336, 1, 1, 1);
+        }
+    }
+
+    if (SECTION("linear")) {
+        printf("\n### Linear layers of EdgeNeXt-base (rows = N·H·W at batch 2), GFLOP/s (%% of sgemm peak)\n\n");
+        printf("| shape (rows x C -> K), impl         | GFLOP   | forward        | backward dx    | backward dw    |\n");
+        printf("|-------------------------------------|---------|----------------|----------------|----------------|\n");
+        int64_t widths[4] = { 80, 160, 288, 584 }, sizes[4] = { 88, 44, 22, 11 };
+        for (int s = 0; s < 4; s++) {
+            int64_t R = 2 * sizes[s] * sizes[s], C = widths[s];
+            char lab[64];
+            snprintf(lab, sizeof lab, "%lldx%lld->%lld", (long long)R, (long long)C, (long long)(4 * C));
+            bench_linear(lab, R, C, 4 * C);
+            snprintf(lab, sizeof lab, "%lldx%lld->%lld", (long long)R, (long long)(4 * C), (long long)C);
+            bench_linear(lab, R, 4 * C, C);
+            if (s >= 1 && !quick) {   // XCA blocks: qkv
+                snprintf(lab, sizeof lab, "%lldx%lld->%lld", (long long)R, (long long)C, (long long)(3 * C));
+                bench_linear(lab, R, C, 3 * C);
+            }
         }
     }
 

@@ -376,17 +376,20 @@ static void op_case_run(const OpTest *t) {
     }
 
     // 3. float32: fast vs reference, and fast vs the golden. Dense convolutions
-    //    run every implementation the dispatcher may choose (conv.c).
+    //    and GEMMs run every implementation the dispatchers may choose (conv.c,
+    //    gemm.c).
     CaseData r;
     case_setup(&r, &a, &f, t, DT_F32);
     ctx.force_ref = 1;
     t->fwd(&ctx, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
     ctx.force_ref = 0;
-    ConvImpl impls[] = { CONV_IMPL_OWN, CONV_IMPL_DNNL };
-    int nimpl = t->fwd == conv_fwd ? 1 + HAVE_DNNL : 1;
+    CpuImpl impls[] = { CPU_IMPL_OWN, CPU_IMPL_DNNL };
+    int is_conv = t->fwd == conv_fwd, is_gemm = t->fwd == linear_fwd || t->fwd == gemm_nt_fwd || t->fwd == gemm_tn_fwd;
+    int nimpl = is_conv || is_gemm ? 1 + HAVE_DNNL : 1;
     for (int im = 0; im < nimpl; im++) {
-        cpu_conv_impl = t->fwd == conv_fwd ? impls[im] : CONV_IMPL_AUTO;
+        cpu_conv_impl = is_conv ? impls[im] : CPU_IMPL_AUTO;
+        cpu_gemm_impl = is_gemm ? impls[im] : CPU_IMPL_AUTO;
         CaseData q;
         case_setup(&q, &a, &f, t, DT_F32);
         t->fwd(&ctx, t, q.out, q.in);
@@ -404,7 +407,7 @@ static void op_case_run(const OpTest *t) {
             check_err("golden f32 fast", "grad", i, &q.din[i], &g, t->g32);
         }
     }
-    cpu_conv_impl = CONV_IMPL_AUTO;
+    cpu_conv_impl = cpu_gemm_impl = CPU_IMPL_AUTO;
     CHECKF(scratch.used == 0, "scratch arena not released: %zu bytes", scratch.used);
     arena_free(&a);
     arena_free(&scratch);
@@ -582,12 +585,12 @@ static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nou
 
 TEST(op_fast_big_conv) {
     OpTest c = { CONV(1, 1, 1, 1) };
-    for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++) {
-        cpu_conv_impl = (ConvImpl)im;
+    for (int im = CPU_IMPL_OWN; im <= (HAVE_DNNL ? CPU_IMPL_DNNL : CPU_IMPL_OWN); im++) {
+        cpu_conv_impl = (CpuImpl)im;
         fast_vs_ref_big(&c, 3, (Tensor[]){ SH(1, 48, 48, 256), SH(8, 256, 3, 3), SH(8) }, 1,
                         (Tensor[]){ SH(1, 48, 48, 8) }, 1e-5);
     }
-    cpu_conv_impl = CONV_IMPL_AUTO;
+    cpu_conv_impl = CPU_IMPL_AUTO;
     OpTest dw = { CONV(2, 3, 1, 96) };
     fast_vs_ref_big(&dw, 3, (Tensor[]){ SH(2, 33, 31, 96), SH(96, 1, 7, 7), SH(96) }, 1, (Tensor[]){ SH(2, 17, 16, 96) }, 1e-5);
     // Stride 1 takes dwconv.c's register-blocked rows: 40 channels are two
@@ -612,9 +615,9 @@ TEST(op_conv_backward_accumulates) {
     // dense 3×3, strided grouped 5×5, 1×1, depthwise 3×3 (16 channels: one vector)
     ConvArgs args[4] = { { 1, 1, 1, 1 }, { 2, 2, 1, 2 }, { 1, 0, 1, 1 }, { 1, 1, 1, 16 } };
     int ks[4] = { 3, 5, 1, 3 };
-    for (int im = CONV_IMPL_OWN; im <= (HAVE_DNNL ? CONV_IMPL_DNNL : CONV_IMPL_OWN); im++)
+    for (int im = CPU_IMPL_OWN; im <= (HAVE_DNNL ? CPU_IMPL_DNNL : CPU_IMPL_OWN); im++)
         for (int s = 0; s < 4; s++) {
-            cpu_conv_impl = (ConvImpl)im;
+            cpu_conv_impl = (CpuImpl)im;
             ArenaMark m = arena_mark(&a);
             ConvArgs ca = args[s];
             int64_t H = 11, C = s == 3 ? 16 : 8, K = s == 3 ? 16 : 12, k = ks[s], Ho = conv2d_out_size(H, (int)k, ca);
@@ -637,7 +640,7 @@ TEST(op_conv_backward_accumulates) {
             }
             arena_release(&a, m);
         }
-    cpu_conv_impl = CONV_IMPL_AUTO;
+    cpu_conv_impl = CPU_IMPL_AUTO;
     arena_free(&a);
     arena_free(&scratch);
 }

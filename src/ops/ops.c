@@ -37,8 +37,8 @@
 #define FAST_channels_copy cpu_channels_copy
 #define FAST_softmax_forward cpu_softmax_forward
 #define FAST_softmax_backward cpu_softmax_backward
-#define FAST_l2norm_forward ref_l2norm_forward_f32
-#define FAST_l2norm_backward ref_l2norm_backward_f32
+#define FAST_l2norm_forward cpu_l2norm_forward
+#define FAST_l2norm_backward cpu_l2norm_backward
 #define FAST_topk_rows ref_topk_rows_f32
 #define FAST_bce_logits_mean_forward cpu_bce_logits_mean_forward
 #define FAST_bce_logits_mean_backward cpu_bce_logits_mean_backward
@@ -88,7 +88,7 @@ void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, 
     if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
     CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
     if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
-    else cpu_gemm_batched(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    else cpu_gemm_batched(ctx, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
 }
 
 void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,

@@ -44,12 +44,12 @@ static ConvGeom conv_geom(const Tensor *x, const Tensor *w, const Tensor *y, Con
 static int conv_is_pointwise(const ConvGeom *g) { return g->kh == 1 && g->kw == 1 && g->s == 1 && g->p == 0; }
 static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 1 && g->G > 1; }
 
-ConvImpl cpu_conv_impl = CONV_IMPL_AUTO;
+CpuImpl cpu_conv_impl = CPU_IMPL_AUTO;
 
 #if HAVE_DNNL
 // Whether oneDNN runs this pass (0 forward, 1 dx, 2 dw and db) of this convolution.
 static int conv_use_dnnl(const ConvGeom *g, int pass) {
-    if (cpu_conv_impl != CONV_IMPL_AUTO) return cpu_conv_impl == CONV_IMPL_DNNL;
+    if (cpu_conv_impl != CPU_IMPL_AUTO) return cpu_conv_impl == CPU_IMPL_DNNL;
     // make bench: for dense and grouped convolutions oneDNN is 2-3x im2col +
     // sgemm in every shape and pass (OpenBLAS runs its AVX2 kernels here,
     // oneDNN AVX-512), 1×1 included.

@@ -23,16 +23,9 @@
 // from ctx->scratch, so a cached primitive may run from several threads.
 #include "cpu.h"
 #if HAVE_DNNL
-#include <oneapi/dnnl/dnnl.h>
-#include <oneapi/dnnl/dnnl_debug.h>
+#include "dnnl_util.h"
 #include <pthread.h>
 #include <string.h>
-
-// A failure while running a primitive that was created successfully is a bug
-// or a broken library: stop with what failed.
-#define DNNL_CHECK(call) do { dnnl_status_t st_ = (call); \
-    CX_ASSERT(st_ == dnnl_success, "oneDNN call %s failed: %s (check libdnnl2's installation)", #call, \
-              dnnl_status2str(st_)); } while (0)
 
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS };
 enum { KEY_LEN = 14 };
@@ -52,7 +45,6 @@ typedef struct {
 static DnnlConv g_cache[DNNL_CACHE];
 static int g_ncache;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static dnnl_engine_t g_engine;
 
 static dnnl_memory_desc_t md_tag(int nd, const int64_t *dims, dnnl_format_tag_t tag) {
     dnnl_memory_desc_t md;
@@ -62,39 +54,16 @@ static dnnl_memory_desc_t md_tag(int nd, const int64_t *dims, dnnl_format_tag_t 
     return md;
 }
 
-static dnnl_primitive_attr_t attr_new(int sum) {
-    dnnl_primitive_attr_t attr;
-    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
-    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (sum) {
-        dnnl_post_ops_t po;
-        DNNL_CHECK(dnnl_post_ops_create(&po));
-        DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
-        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
-        DNNL_CHECK(dnnl_post_ops_destroy(po));
-    }
-    return attr;
-}
-
-// Creates primitive and scratchpad desc from pd (and destroys pd).
-static dnnl_primitive_t prim_from_pd(dnnl_primitive_desc_t pd, dnnl_memory_desc_t *pad) {
-    dnnl_primitive_t p;
-    *pad = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    DNNL_CHECK(dnnl_primitive_create(&p, pd));
-    DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
-    return p;
-}
-
 // Reorder src -> dst (with += when sum); NULL if the layouts are equal and no sum is needed.
 static dnnl_primitive_t reorder_new(const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst, int sum,
                                     dnnl_memory_desc_t *pad) {
     memset(pad, 0, sizeof *pad);
     if (!sum && dnnl_memory_desc_equal(src, dst)) return NULL;
-    dnnl_primitive_attr_t attr = attr_new(sum);
+    dnnl_primitive_attr_t attr = cpu_dnnl_attr(sum, 1);
     dnnl_primitive_desc_t pd;
-    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, src, g_engine, dst, g_engine, attr));
+    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, src, cpu_dnnl_engine(), dst, cpu_dnnl_engine(), attr));
     DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
-    return prim_from_pd(pd, pad);
+    return cpu_dnnl_prim(pd, pad);
 }
 
 static void entry_build(DnnlConv *e) {
@@ -120,9 +89,9 @@ static void entry_build(DnnlConv *e) {
     DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &src,
                                                           &wany, pass == PASS_FWD && has_bias ? &bias : NULL, &dst,
                                                           strides, dil, pl, pr));
-    dnnl_primitive_attr_t attr = attr_new(0);
+    dnnl_primitive_attr_t attr = cpu_dnnl_attr(0, 1);
     dnnl_primitive_desc_t fpd, pd = NULL;
-    if (dnnl_primitive_desc_create(&fpd, &fd, attr, g_engine, NULL) != dnnl_success) {
+    if (dnnl_primitive_desc_create(&fpd, &fd, attr, cpu_dnnl_engine(), NULL) != dnnl_success) {
         DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
         return;
     }
@@ -135,10 +104,10 @@ static void entry_build(DnnlConv *e) {
         dnnl_convolution_desc_t bd;
         DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &src, &wany, &dst,
                                                                     strides, dil, pl, pr));
-        dnnl_primitive_attr_t sum = attr_new(1);
-        e->dx_sum = dnnl_primitive_desc_create(&pd, &bd, sum, g_engine, fpd) == dnnl_success;
+        dnnl_primitive_attr_t sum = cpu_dnnl_attr(1, 1);
+        e->dx_sum = dnnl_primitive_desc_create(&pd, &bd, sum, cpu_dnnl_engine(), fpd) == dnnl_success;
         DNNL_CHECK(dnnl_primitive_attr_destroy(sum));
-        if (!e->dx_sum && dnnl_primitive_desc_create(&pd, &bd, attr, g_engine, fpd) != dnnl_success) pd = NULL;
+        if (!e->dx_sum && dnnl_primitive_desc_create(&pd, &bd, attr, cpu_dnnl_engine(), fpd) != dnnl_success) pd = NULL;
         e->act_in = dst;    // dy
         e->act_out = src;   // dx
     } else {
@@ -146,7 +115,7 @@ static void entry_build(DnnlConv *e) {
         DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, &src, &wany,
                                                                        has_bias ? &bias : NULL, &dst, strides, dil,
                                                                        pl, pr));
-        if (dnnl_primitive_desc_create(&pd, &bd, attr, g_engine, fpd) != dnnl_success) pd = NULL;
+        if (dnnl_primitive_desc_create(&pd, &bd, attr, cpu_dnnl_engine(), fpd) != dnnl_success) pd = NULL;
         e->act_in = src;    // x
         e->act_out = dst;   // dy
     }
@@ -155,7 +124,7 @@ static void entry_build(DnnlConv *e) {
     if (!pd) return;
     e->wei = *dnnl_primitive_desc_query_md(pd, pass == PASS_BWD_WEIGHTS ? dnnl_query_diff_weights_md
                                                                           : dnnl_query_weights_md, 0);
-    e->conv = prim_from_pd(pd, &e->conv_pad);
+    e->conv = cpu_dnnl_prim(pd, &e->conv_pad);
     e->wre = pass == PASS_BWD_WEIGHTS ? reorder_new(&e->wei, &e->wei_user, 1, &e->wre_pad)
                                       : reorder_new(&e->wei_user, &e->wei, 0, &e->wre_pad);
     e->ok = 1;
@@ -169,7 +138,6 @@ static void entry_destroy(DnnlConv *e) {
 // Finds or builds the entry for key; *owned is set when the caller must destroy it (cache full).
 static const DnnlConv *entry_get(const int64_t *key, DnnlConv *tmp, int *owned) {
     pthread_mutex_lock(&g_lock);
-    if (!g_engine) DNNL_CHECK(dnnl_engine_create(&g_engine, dnnl_cpu, 0));
     const DnnlConv *found = NULL;
     for (int i = 0; i < g_ncache && !found; i++)
         if (!memcmp(g_cache[i].key, key, sizeof g_cache[i].key)) found = &g_cache[i];
@@ -186,32 +154,6 @@ static const DnnlConv *entry_get(const int64_t *key, DnnlConv *tmp, int *owned) 
     return found;
 }
 
-static dnnl_memory_t mem(const dnnl_memory_desc_t *md, void *p) {
-    dnnl_memory_t m;
-    DNNL_CHECK(dnnl_memory_create(&m, md, g_engine, p));
-    return m;
-}
-
-static void *scratch_for(OpCtx *ctx, const dnnl_memory_desc_t *md) {
-    size_t n = dnnl_memory_desc_get_size(md);
-    return n ? arena_alloc(ctx->scratch, n) : NULL;
-}
-
-// Runs primitive p with args (n of them; memories are destroyed afterwards),
-// adding its scratchpad.
-static void run(OpCtx *ctx, dnnl_primitive_t p, const dnnl_memory_desc_t *pad, int n, dnnl_exec_arg_t *args) {
-    ArenaMark m = arena_mark(ctx->scratch);
-    dnnl_memory_t pm = mem(pad, scratch_for(ctx, pad));
-    args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, pm };
-    dnnl_stream_t st;
-    DNNL_CHECK(dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags));
-    DNNL_CHECK(dnnl_primitive_execute(p, st, n, args));
-    DNNL_CHECK(dnnl_stream_wait(st));
-    DNNL_CHECK(dnnl_stream_destroy(st));
-    for (int i = 0; i < n; i++) DNNL_CHECK(dnnl_memory_destroy(args[i].memory));
-    arena_release(ctx->scratch, m);
-}
-
 // The thread count (cx_threads_set) is part of the key: oneDNN sizes its work
 // split and scratchpad for the OpenMP threads available at creation.
 static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias) {
@@ -223,9 +165,9 @@ static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a,
 // The weights in the primitive's layout: reordered into scratch, or w itself.
 static void *weights_in(OpCtx *ctx, const DnnlConv *e, const Tensor *w) {
     if (!e->wre) return tensor_f32(w);
-    void *buf = scratch_for(ctx, &e->wei);
-    run(ctx, e->wre, &e->wre_pad, 2,
-        (dnnl_exec_arg_t[3]){ { DNNL_ARG_FROM, mem(&e->wei_user, tensor_f32(w)) }, { DNNL_ARG_TO, mem(&e->wei, buf) } });
+    void *buf = cpu_dnnl_scratch(ctx, &e->wei);
+    cpu_dnnl_run(ctx, e->wre, &e->wre_pad, 2,
+        (dnnl_exec_arg_t[3]){ { DNNL_ARG_FROM, cpu_dnnl_mem(&e->wei_user, tensor_f32(w)) }, { DNNL_ARG_TO, cpu_dnnl_mem(&e->wei, buf) } });
     return buf;
 }
 
@@ -239,12 +181,12 @@ int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
         void *wb = weights_in(ctx, e, w);
-        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem(&e->act_in, tensor_f32(x)) },
-                                    { DNNL_ARG_WEIGHTS, mem(&e->wei, wb) },
-                                    { DNNL_ARG_DST, mem(&e->act_out, tensor_f32(y)) } };
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, cpu_dnnl_mem(&e->act_in, tensor_f32(x)) },
+                                    { DNNL_ARG_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) },
+                                    { DNNL_ARG_DST, cpu_dnnl_mem(&e->act_out, tensor_f32(y)) } };
         int n = 3;
-        if (b) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, mem(&e->bias, tensor_f32(b)) };
-        run(ctx, e->conv, &e->conv_pad, n, args);
+        if (b) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, cpu_dnnl_mem(&e->bias, tensor_f32(b)) };
+        cpu_dnnl_run(ctx, e->conv, &e->conv_pad, n, args);
         arena_release(ctx->scratch, m);
     }
     if (owned) entry_destroy(&tmp);
@@ -262,11 +204,11 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
         void *wb = weights_in(ctx, e, w);
-        float *dxp = tensor_f32(dx), *out = e->dx_sum ? dxp : scratch_for(ctx, &e->act_out);
-        run(ctx, e->conv, &e->conv_pad, 3,
-            (dnnl_exec_arg_t[4]){ { DNNL_ARG_DIFF_DST, mem(&e->act_in, tensor_f32(dy)) },
-                                  { DNNL_ARG_WEIGHTS, mem(&e->wei, wb) },
-                                  { DNNL_ARG_DIFF_SRC, mem(&e->act_out, out) } });
+        float *dxp = tensor_f32(dx), *out = e->dx_sum ? dxp : cpu_dnnl_scratch(ctx, &e->act_out);
+        cpu_dnnl_run(ctx, e->conv, &e->conv_pad, 3,
+            (dnnl_exec_arg_t[4]){ { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_in, tensor_f32(dy)) },
+                                  { DNNL_ARG_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) },
+                                  { DNNL_ARG_DIFF_SRC, cpu_dnnl_mem(&e->act_out, out) } });
         if (!e->dx_sum) {
             int64_t n = tensor_numel(dx);
 #pragma omp parallel for simd schedule(static)
@@ -289,16 +231,16 @@ int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Ten
     int ok = e->ok;
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
-        void *wb = scratch_for(ctx, &e->wei);
+        void *wb = cpu_dnnl_scratch(ctx, &e->wei);
         float *bb = db ? arena_alloc(ctx->scratch, sizeof(float) * (size_t)tensor_numel(db)) : NULL;
-        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem(&e->act_in, tensor_f32(x)) },
-                                    { DNNL_ARG_DIFF_DST, mem(&e->act_out, tensor_f32(dy)) },
-                                    { DNNL_ARG_DIFF_WEIGHTS, mem(&e->wei, wb) } };
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, cpu_dnnl_mem(&e->act_in, tensor_f32(x)) },
+                                    { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_out, tensor_f32(dy)) },
+                                    { DNNL_ARG_DIFF_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) } };
         int n = 3;
-        if (db) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DIFF_BIAS, mem(&e->bias, bb) };
-        run(ctx, e->conv, &e->conv_pad, n, args);
-        run(ctx, e->wre, &e->wre_pad, 2,
-            (dnnl_exec_arg_t[3]){ { DNNL_ARG_FROM, mem(&e->wei, wb) }, { DNNL_ARG_TO, mem(&e->wei_user, tensor_f32(dw)) } });
+        if (db) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DIFF_BIAS, cpu_dnnl_mem(&e->bias, bb) };
+        cpu_dnnl_run(ctx, e->conv, &e->conv_pad, n, args);
+        cpu_dnnl_run(ctx, e->wre, &e->wre_pad, 2,
+            (dnnl_exec_arg_t[3]){ { DNNL_ARG_FROM, cpu_dnnl_mem(&e->wei, wb) }, { DNNL_ARG_TO, cpu_dnnl_mem(&e->wei_user, tensor_f32(dw)) } });
         if (db)
             for (int64_t k = 0; k < tensor_numel(db); k++) tensor_f32(db)[k] += bb[k];
         arena_release(ctx->scratch, m);

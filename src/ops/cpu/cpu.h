@@ -1,4 +1,4 @@
-// cpu.h — the fast float32 CPU kernels (OpenMP + OpenBLAS sgemm). Signatures
+// cpu.h — the fast float32 CPU kernels (OpenMP; OpenBLAS sgemm, oneDNN where built). Signatures
 // and accumulation contracts are those of ops.h; ops.c routes F32 calls here
 // unless ctx->force_ref. Ops not declared here use their float32 reference
 // kernel as the fast path (see ops.c).
@@ -11,7 +11,7 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
 void cpu_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b);
 void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
     const Tensor *w);
-void cpu_gemm_batched(int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
+void cpu_gemm_batched(OpCtx *ctx, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
     const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch);
 void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
     const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
@@ -23,6 +23,10 @@ void cpu_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sav
     const Tensor *w, const Tensor *b, double eps);
 void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
     const Tensor *save_mean, const Tensor *save_rstd, const Tensor *w);
+void cpu_l2norm_forward(OpCtx *ctx, Tensor *y, Tensor *save_norm, const Tensor *x, int64_t outer, int64_t L,
+    int64_t inner, double eps);
+void cpu_l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm,
+    int64_t outer, int64_t L, int64_t inner, double eps);
 void cpu_gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
 void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x);
 void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
@@ -63,10 +67,17 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
                                 ConvArgs a);
 int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                                    const Tensor *w, ConvArgs a);
-// Which convolution implementation runs: CONV_IMPL_AUTO (the per-shape choice
-// in conv.c), or one forced by the benchmark and the tests to compare them:
-// camoxpert's own kernels (im2col + sgemm, direct depthwise) or oneDNN.
-typedef enum { CONV_IMPL_AUTO, CONV_IMPL_OWN, CONV_IMPL_DNNL } ConvImpl;
-extern ConvImpl cpu_conv_impl;
+// C (batch, M, N) = alpha·op(A)·op(B) + beta·C (+ bias (N) broadcast over rows)
+// through oneDNN's matmul (matmul_dnnl.c, HAVE_DNNL only); op(X) = Xᵀ when t*.
+// Returns 0, having done nothing, where oneDNN has no implementation.
+int cpu_matmul_dnnl(OpCtx *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
+                    const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch,
+                    const float *bias);
+// Which implementation runs: CPU_IMPL_AUTO (the per-shape choice in conv.c and
+// gemm.c), or one forced by the benchmark and the tests to compare them:
+// camoxpert's own kernels (im2col + sgemm, direct depthwise; OpenBLAS sgemm for
+// linear and gemm_batched) or oneDNN.
+typedef enum { CPU_IMPL_AUTO, CPU_IMPL_OWN, CPU_IMPL_DNNL } CpuImpl;
+extern CpuImpl cpu_conv_impl, cpu_gemm_impl;
 // dst[k] += Σ_r src[r*ld + k] for r < R, k < K (column sums, e.g. bias gradients).
 void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld);

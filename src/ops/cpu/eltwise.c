@@ -278,33 +278,48 @@ void cpu_resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double 
 }
 
 void cpu_resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h, double scale_w) {
-    int64_t N = T_N(dx), H = T_H(dx), W = T_W(dx), C = T_C(dx), Ho = T_H(dy), Wo = T_W(dy);
+    int64_t N = T_N(dx), H = T_H(dx), W = T_W(dx), C = T_C(dx), Ho = T_H(dy), Wo = T_W(dy), WC = W * C;
     ArenaMark m = arena_mark(ctx->scratch);
     Lerp *lh = arena_alloc(ctx->scratch, sizeof(Lerp) * (size_t)Ho), *lw = arena_alloc(ctx->scratch, sizeof(Lerp) * (size_t)Wo);
     resize_lerps(lh, H, Ho, scale_h);
     resize_lerps(lw, W, Wo, scale_w);
     const float *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
-    // Output rows scatter into overlapping input rows, so threads split images
-    // and 16-channel blocks instead (each owns its slice of dx).
-    int64_t CB = 16, nb = (C + CB - 1) / CB;
+    // The interpolation is separable, so the scatter is too: first along W into
+    // t (N, Ho, W, C), a thread owning whole rows; then along H, dx rows += l·t
+    // rows, a thread owning a slice of every row. Both inner loops run over
+    // contiguous channels and vectorise (the one-pass 2-D scatter did not: its
+    // four targets may coincide at the borders).
+    float *t = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(N * Ho * WC));
 #pragma omp parallel for collapse(2) schedule(static) if (N * Ho * Wo * C > PAR_MIN)
     for (int64_t n = 0; n < N; n++)
-        for (int64_t cb = 0; cb < nb; cb++) {
-            int64_t c0 = cb * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            float *tr = t + (n * Ho + oh) * WC;
+            const float *d = dyp + (n * Ho + oh) * Wo * C;
+            memset(tr, 0, sizeof(float) * (size_t)WC);
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const Lerp w = lw[ow];
+                const float *dr = d + ow * C;
+                float *a = tr + w.i0 * C, *b = tr + w.i1 * C;
+#pragma omp simd
+                for (int64_t k = 0; k < C; k++) a[k] += w.l0 * dr[k];
+#pragma omp simd
+                for (int64_t k = 0; k < C; k++) b[k] += w.l1 * dr[k];
+            }
+        }
+    int64_t SB = 2048, ns = (WC + SB - 1) / SB;   // floats per column slice
+#pragma omp parallel for collapse(2) schedule(static) if (N * Ho * WC > PAR_MIN)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t sl = 0; sl < ns; sl++) {
+            int64_t c0 = sl * SB, c1 = c0 + SB < WC ? c0 + SB : WC;
             for (int64_t oh = 0; oh < Ho; oh++) {
                 const Lerp h = lh[oh];
-                float *r0 = dxp + (n * H + h.i0) * W * C, *r1 = dxp + (n * H + h.i1) * W * C;
-                for (int64_t ow = 0; ow < Wo; ow++) {
-                    const Lerp w = lw[ow];
-                    const float *d = dyp + ((n * Ho + oh) * Wo + ow) * C;
-                    for (int64_t k = c0; k < c1; k++) {
-                        r0[w.i0 * C + k] += h.l0 * w.l0 * d[k];
-                        r0[w.i1 * C + k] += h.l0 * w.l1 * d[k];
-                        r1[w.i0 * C + k] += h.l1 * w.l0 * d[k];
-                        r1[w.i1 * C + k] += h.l1 * w.l1 * d[k];
-                    }
-                }
+                const float *tr = t + (n * Ho + oh) * WC;
+                float *r0 = dxp + (n * H + h.i0) * WC, *r1 = dxp + (n * H + h.i1) * WC;
+#pragma omp simd
+                for (int64_t k = c0; k < c1; k++) r0[k] += h.l0 * tr[k];
+#pragma omp simd
+                for (int64_t k = c0; k < c1; k++) r1[k] += h.l1 * tr[k];
             }
         }
     arena_release(ctx->scratch, m);

@@ -1,4 +1,6 @@
-// gemm.c — linear layers and strided batched GEMM on OpenBLAS sgemm.
+// gemm.c — linear layers and strided batched GEMM: oneDNN's matmul where it is
+// built (matmul_dnnl.c; AVX-512 whatever OPENBLAS_CORETYPE says), else
+// OpenBLAS sgemm.
 // reference: torch.nn.functional.linear, torch.baddbmm.
 // linear: x (R, C) · w (K, C)ᵀ + b, with R every leading axis flattened;
 // backward dx += dy·w, dw += dyᵀ·x, db += Σ_r dy.
@@ -6,19 +8,33 @@
 #include <cblas.h>
 #include <string.h>
 
+CpuImpl cpu_gemm_impl = CPU_IMPL_AUTO;
+
+// C (batch, M, N) = alpha·op(A)·op(B) + beta·C (+ bias (N) on every row).
+static void gemm(OpCtx *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
+                 const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch,
+                 const float *bias) {
+#if HAVE_DNNL
+    if (cpu_gemm_impl != CPU_IMPL_OWN &&
+        cpu_matmul_dnnl(ctx, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch, bias))
+        return;
+#endif
+    if (bias) {   // C = bias, then accumulate into it
+        CX_ASSERT(batch == 1 && beta == 0, "gemm: bias only on a single product with beta = 0");
+#pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
+        for (int64_t r = 0; r < M; r++) memcpy(C + r * ldc, bias, sizeof(float) * (size_t)N);
+        beta = 1;
+    }
+    for (int i = 0; i < batch; i++)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                    A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+}
+
 void cpu_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
     int64_t K = w->shape[0], C = w->shape[1], R = tensor_numel(x) / C;
     CX_ASSERT(x->shape[x->ndim - 1] == C && tensor_numel(y) == R * K, "linear: shapes");
-    float *yp = tensor_f32(y);   // (R, K)
-    float beta = 0;
-    if (b) {
-        const float *bp = tensor_f32(b);
-#pragma omp parallel for schedule(static) if (R * K > 65536)
-        for (int64_t r = 0; r < R; r++) memcpy(yp + r * K, bp, sizeof(float) * (size_t)K);
-        beta = 1;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)K, (int)C, 1.0f, tensor_f32(x), (int)C,
-                tensor_f32(w), (int)C, beta, yp, (int)K);
+    gemm(ctx, 0, 1, (int)R, (int)K, (int)C, 1, tensor_f32(x), (int)C, 0, tensor_f32(w), (int)C, 0, 0,
+         tensor_f32(y), (int)K, 0, 1, b ? tensor_f32(b) : NULL);
 }
 
 void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
@@ -26,18 +42,15 @@ void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     int64_t K = w->shape[0], C = w->shape[1], R = tensor_numel(x) / C;
     const float *dyp = tensor_f32(dy);   // (R, K)
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)K, 1.0f, dyp, (int)K,
-                    tensor_f32(w), (int)C, 1.0f, tensor_f32(dx), (int)C);
+        gemm(ctx, 0, 0, (int)R, (int)C, (int)K, 1, dyp, (int)K, 0, tensor_f32(w), (int)C, 0, 1, tensor_f32(dx),
+             (int)C, 0, 1, NULL);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)C, (int)R, 1.0f, dyp, (int)K, tensor_f32(x),
-                    (int)C, 1.0f, tensor_f32(dw), (int)C);
+        gemm(ctx, 1, 0, (int)K, (int)C, (int)R, 1, dyp, (int)K, 0, tensor_f32(x), (int)C, 0, 1, tensor_f32(dw),
+             (int)C, 0, 1, NULL);
     if (db) cpu_colsum_add(ctx, tensor_f32(db), dyp, R, K, K);
 }
 
-void cpu_gemm_batched(int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
+void cpu_gemm_batched(OpCtx *ctx, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
                       const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch) {
-    for (int i = 0; i < batch; i++)
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
-                    (float)alpha, (const float *)A + i * sA, lda, (const float *)B + i * sB, ldb, (float)beta,
-                    (float *)C + i * sC, ldc);
+    gemm(ctx, ta, tb, M, N, K, (float)alpha, A, lda, sA, B, ldb, sB, (float)beta, C, ldc, sC, batch, NULL);
 }

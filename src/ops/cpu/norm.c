@@ -4,6 +4,8 @@
 // rows and keep per-channel double partials (deterministic for a fixed thread
 // count), then one pass applies the affine map. LayerNorm rows are independent
 // and contiguous: one thread per block of rows, two passes per row.
+// L2 normalisation (XCA's q and k over tokens) runs down the columns of
+// (L, inner) planes: threads own slices of columns and walk the rows.
 #include "cpu.h"
 #include <math.h>
 #include <string.h>
@@ -211,4 +213,70 @@ void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, cons
             }
     }
     arena_release(ctx->scratch, m);
+}
+
+// x viewed as (outer, L, inner), normalised along L. The reference walks each
+// column with stride inner, one cache line per element, on one thread; here a
+// task takes L2_CB adjacent columns and reads the rows contiguously, with the
+// column sums in double as in the reference.
+#define L2_CB 64
+
+void cpu_l2norm_forward(OpCtx *ctx, Tensor *y, Tensor *save_norm, const Tensor *x, int64_t outer, int64_t L,
+                        int64_t inner, double eps) {
+    const float *xp = tensor_f32(x);
+    float *yp = tensor_f32(y), *np = save_norm ? tensor_f32(save_norm) : NULL;   // np: (outer, inner)
+    int64_t nb = (inner + L2_CB - 1) / L2_CB;
+#pragma omp parallel for collapse(2) schedule(static) if (outer * L * inner > PAR_MIN)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t cb = 0; cb < nb; cb++) {
+            int64_t c0 = cb * L2_CB, n = inner - c0 < L2_CB ? inner - c0 : L2_CB;
+            const float *xo = xp + o * L * inner + c0;
+            float *yo = yp + o * L * inner + c0;
+            double s[L2_CB] = { 0 }, inv[L2_CB];
+            for (int64_t l = 0; l < L; l++) {
+                const float *xr = xo + l * inner;
+#pragma omp simd
+                for (int64_t k = 0; k < n; k++) s[k] += (double)xr[k] * xr[k];
+            }
+            for (int64_t k = 0; k < n; k++) {
+                double nrm = sqrt(s[k]);
+                inv[k] = 1 / (nrm > eps ? nrm : eps);
+                if (np) np[o * inner + c0 + k] = (float)nrm;
+            }
+            for (int64_t l = 0; l < L; l++) {
+#pragma omp simd
+                for (int64_t k = 0; k < n; k++) yo[l * inner + k] = (float)(xo[l * inner + k] * inv[k]);
+            }
+        }
+}
+
+// dx += dy/n − x·(Σ dy·x)/n³ with n the saved norm; below eps the clamp holds
+// the denominator at eps and no gradient flows through the norm: dx += dy/eps.
+void cpu_l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm,
+                         int64_t outer, int64_t L, int64_t inner, double eps) {
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy), *np = tensor_f32(save_norm);
+    float *dxp = tensor_f32(dx);
+    int64_t nb = (inner + L2_CB - 1) / L2_CB;
+#pragma omp parallel for collapse(2) schedule(static) if (outer * L * inner > PAR_MIN)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t cb = 0; cb < nb; cb++) {
+            int64_t c0 = cb * L2_CB, n = inner - c0 < L2_CB ? inner - c0 : L2_CB, off = o * L * inner + c0;
+            double s[L2_CB] = { 0 }, a[L2_CB], b[L2_CB];   // dx += dy·a − x·b
+            for (int64_t l = 0; l < L; l++) {
+                const float *xr = xp + off + l * inner, *gr = dyp + off + l * inner;
+#pragma omp simd
+                for (int64_t k = 0; k < n; k++) s[k] += (double)gr[k] * xr[k];
+            }
+            for (int64_t k = 0; k < n; k++) {
+                double nrm = np[o * inner + c0 + k];
+                a[k] = nrm < eps ? 1 / eps : 1 / nrm;
+                b[k] = nrm < eps ? 0 : s[k] / (nrm * nrm * nrm);
+            }
+            for (int64_t l = 0; l < L; l++) {
+                const float *xr = xp + off + l * inner, *gr = dyp + off + l * inner;
+                float *dr = dxp + off + l * inner;
+#pragma omp simd
+                for (int64_t k = 0; k < n; k++) dr[k] += (float)(gr[k] * a[k] - xr[k] * b[k]);
+            }
+        }
 }
