@@ -10,9 +10,6 @@
 // arena).
 //
 //   make bench BENCH=camoxpert    (or: build/camoxpert_bench camoxpert [--iters N] [--size S] [--batch B] [--no-torch])
-//
-// Like bench_edgenext.c, this file claims the run from a constructor when
-// argv[1] is "camoxpert".
 #include "nn/camoxpert.h"
 #include "train/loss.h"
 #include <string.h>
@@ -204,19 +201,3 @@ int bench_camoxpert_main(int argc, char **argv) {
     }
     return 0;
 }
-
-// Claims `camoxpert_bench camoxpert ...` before any other benchmark's main runs.
-__attribute__((constructor)) static void bench_camoxpert_claim(void) {
-    static char buf[4096];
-    FILE *fp = fopen("/proc/self/cmdline", "rb");
-    if (!fp) return;
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = 0;
-    char *argv[32];
-    int argc = 0;
-    for (size_t i = 0; i < n && argc < 32; i += strlen(buf + i) + 1) argv[argc++] = buf + i;
-    if (argc >= 2 && !strcmp(argv[1], "camoxpert")) exit(bench_camoxpert_main(argc, argv));
-}
-
-__attribute__((weak)) int main(int argc, char **argv) { return bench_camoxpert_main(argc, argv); }

@@ -5,10 +5,6 @@
 // Debian's PyTorch with torch.set_num_threads equal to our thread count.
 //
 //   make bench BENCH=edgenext           (or: build/camoxpert_bench edgenext [--iters N] [--size S] [--no-torch])
-//
-// The bench binary may hold other benchmarks with their own main(): this file
-// claims the run from a constructor when argv[1] is "edgenext", and only
-// provides a (weak) main of its own when no other one is linked in.
 #include "nn/edgenext.h"
 #include <string.h>
 
@@ -133,19 +129,3 @@ int bench_edgenext_main(int argc, char **argv) {
     arena_free(&io);
     return 0;
 }
-
-// Claims `camoxpert_bench edgenext ...` before any other benchmark's main runs.
-__attribute__((constructor)) static void bench_edgenext_claim(void) {
-    static char buf[4096];
-    FILE *fp = fopen("/proc/self/cmdline", "rb");
-    if (!fp) return;
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = 0;
-    char *argv[32];
-    int argc = 0;
-    for (size_t i = 0; i < n && argc < 32; i += strlen(buf + i) + 1) argv[argc++] = buf + i;
-    if (argc >= 2 && !strcmp(argv[1], "edgenext")) exit(bench_edgenext_main(argc, argv));
-}
-
-__attribute__((weak)) int main(int argc, char **argv) { return bench_edgenext_main(argc, argv); }

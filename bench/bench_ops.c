@@ -170,7 +170,7 @@ static void bench_ew(const char *label, int op, int64_t H, int64_t C, double ten
     arena_release(&g_arena, m);
 }
 
-int main(int argc, char **argv) {
+int bench_ops_main(int argc, char **argv) {
     int quick = 0, threads = 0;
     const char *only = NULL;   // run only this section
     for (int i = 1; i < argc; i++) {
@@ -182,10 +182,9 @@ int main(int argc, char **argv) {
     cx_threads_set(threads);
     arena_init(&g_arena, "bench", 512 << 20);
     arena_init(&g_scratch, "scratch", 256 << 20);
-    // Hold one scratch block for the whole run, as a training loop must: an
-    // op's arena_release frees the blocks created after its mark, so from an
-    // empty arena every call would malloc its scratch afresh and page-fault
-    // on every page it touches (measured: 3x on small depthwise convs).
+    // Size the scratch arena once up front, as a training loop's first step
+    // does, so no timed call pays for fresh pages (measured: 3x on small
+    // depthwise convs when every call page-faulted its scratch).
     arena_alloc(&g_scratch, 1);
     arena_reset(&g_scratch);
     g_ctx = (OpCtx){ .scratch = &g_scratch };
