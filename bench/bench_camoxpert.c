@@ -10,18 +10,13 @@
 // arena).
 //
 //   make bench BENCH=camoxpert    (or: build/camoxpert_bench camoxpert [--iters N] [--size S] [--batch B] [--no-torch])
+#include "bench.h"
 #include "nn/camoxpert.h"
 #include "train/loss.h"
 #include <string.h>
 
 #define BACKBONE_MACS_352 7236768726.0   // edgenext_base at 352×352 (reference/edgenext.md §4.2)
 
-typedef struct { double med, min; } Timing;
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 // MACs of one Seq applied to an H×W map, per image.
 static double seq_macs(const Seq *s, double H, double W) {
@@ -74,7 +69,8 @@ typedef struct {
     double loss;
 } Job;
 
-static void job_step(Job *j) {
+static void job_step(void *arg) {
+    Job *j = arg;
     CamoXpertOutputs o;
     CamoLossWeights w = camo_loss_default_weights();
     CamoLoss L;
@@ -85,25 +81,6 @@ static void job_step(Job *j) {
     params_zero_grad(j->pt);
     camoxpert_backward(&j->ctx, j->m, &g, w.balance, NULL);
     j->loss = L.total;
-}
-
-static Timing time_job(Job *j, int iters) {
-    // Two warm-up steps: the first grows the activation arena block by block,
-    // the reset before the second coalesces the blocks into one new block, which
-    // that step page-faults in again (the arena's peak: ~6 GB at 352², batch 4).
-    // From the third step on a step faults no page (perf stat: 1 and 3 timed
-    // steps give the same count), so every timed step is a steady-state one.
-    job_step(j);
-    job_step(j);
-    double t[64];
-    if (iters > 64) iters = 64;
-    for (int i = 0; i < iters; i++) {
-        double t0 = cx_time_s();
-        job_step(j);
-        t[i] = cx_time_s() - t0;
-    }
-    qsort(t, (size_t)iters, sizeof *t, cmp_d);
-    return (Timing){ t[iters / 2], t[0] };
 }
 
 // Runs the twin's bench; returns its median seconds (or -1) and its peak RSS in MB.
@@ -170,7 +147,7 @@ int bench_camoxpert_main(int argc, char **argv) {
         j.mask = tensor_new4(&io, DT_F32, batch, size, size, 1);
         for (int64_t i = 0; i < tensor_numel(&j.x); i++) tensor_f32(&j.x)[i] = (float)rng_normal(&rng);
         for (int64_t i = 0; i < tensor_numel(&j.mask); i++) tensor_f32(&j.mask)[i] = rng_uniform(&rng) < 0.3f;
-        Timing t = time_job(&j, iters);
+        Timing t = bench_time(job_step, &j, 2, iters);
         double macs = model_macs(m, batch, size);
         double peak = (2.0 * (double)pt.numel * 4 + (double)act.peak + (double)scratch.peak) / 1048576.0;
         double rss = -1, tt = torch ? torch_time(sparse, batch, size, threads, iters, &rss) : -1;

@@ -5,17 +5,12 @@
 // Debian's PyTorch with torch.set_num_threads equal to our thread count.
 //
 //   make bench BENCH=edgenext           (or: build/camoxpert_bench edgenext [--iters N] [--size S] [--no-torch])
+#include "bench.h"
 #include "nn/edgenext.h"
 #include <string.h>
 
 #define FWD_MACS_352 7236768726.0   // edgenext_base backbone at 352×352 (spec §4.2)
 
-typedef struct { double med, min; } Timing;
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct {
     EdgeNeXt *m;
@@ -25,26 +20,14 @@ typedef struct {
     int train;
 } Job;
 
-static void job_step(Job *j) {
+static void job_step(void *arg) {
+    Job *j = arg;
     Tensor f[4];
     arena_reset(j->ctx.act);
     edgenext_forward(&j->ctx, j->m, f, &j->x);
     if (!j->train) return;
     params_zero_grad(j->pt);
     edgenext_backward(&j->ctx, j->m, j->probe, NULL);
-}
-
-static Timing time_job(Job *j, int iters) {
-    job_step(j);   // warm-up: sizes the arenas, touches the pages
-    double t[64];
-    if (iters > 64) iters = 64;
-    for (int i = 0; i < iters; i++) {
-        double t0 = cx_time_s();
-        job_step(j);
-        t[i] = cx_time_s() - t0;
-    }
-    qsort(t, (size_t)iters, sizeof *t, cmp_d);
-    return (Timing){ t[iters / 2], t[0] };
 }
 
 // Runs the twin's bench and returns its median seconds (or -1).
@@ -112,7 +95,7 @@ int bench_edgenext_main(int argc, char **argv) {
             j.probe[s] = tensor_new4(&io, DT_F32, B, fh[s], fw[s], cfg.dims[s]);
             for (int64_t i = 0; i < tensor_numel(&j.probe[s]); i++) tensor_f32(&j.probe[s])[i] = (float)rng_normal(&rng);
         }
-        Timing t = time_job(&j, iters);
+        Timing t = bench_time(job_step, &j, 1, iters);
         // training = forward + backward ≈ 3× the forward FLOPs (dx and dw of every layer)
         const double flops = 2.0 * macs * B * (cases[c].train ? 3 : 1);
         double tt = torch ? torch_time(B, size, cases[c].train, threads, iters) : -1;
