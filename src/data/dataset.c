@@ -2,7 +2,7 @@
 // base name, category tables, the parallel pre-scan and the validation split.
 #include "dataset.h"
 #include "image.h"
-#include <ctype.h>
+#include "core/names.h"
 #include <dirent.h>
 #include <errno.h>
 #include <string.h>
@@ -68,44 +68,8 @@ static int table_index(char ***tab, int *n, const char *name) {
     return (*n)++;
 }
 
-// Reads one dash-separated field of s starting at *p into buf; returns 0 at the end.
-static int next_field(const char **p, char *buf, size_t n) {
-    const char *s = *p;
-    if (!*s) return 0;
-    const char *e = strchr(s, '-');
-    size_t len = e ? (size_t)(e - s) : strlen(s);
-    if (len >= n) len = n - 1;
-    memcpy(buf, s, len);
-    buf[len] = 0;
-    *p = e ? e + 1 : s + strlen(s);
-    return 1;
-}
-
-static int all_digits(const char *s) {
-    if (!*s) return 0;
-    for (; *s; s++) if (!isdigit((unsigned char)*s)) return 0;
-    return 1;
-}
-
 int dataset_parse_category(const char *name, char *super, size_t ns, char *sub, size_t nb) {
-    char f[6][64];
-    const char *p = name;
-    int k = 0;
-    super[0] = sub[0] = 0;
-    while (k < 6 && next_field(&p, f[k], sizeof f[k])) k++;
-    // COD10K-CAM-1-Aquatic-1-BatFish-1
-    if (k == 6 && *p && !strcmp(f[0], "COD10K") && (!strcmp(f[1], "CAM") || !strcmp(f[1], "NonCAM")) &&
-        all_digits(f[2]) && all_digits(f[4]) && f[3][0] && f[5][0] && all_digits(p)) {
-        snprintf(super, ns, "%s", f[3]);
-        snprintf(sub, nb, "%s", f[5]);
-        return 1;
-    }
-    // SYN-CAM-sand-000123
-    if (k == 4 && !*p && !strcmp(f[0], "SYN") && !strcmp(f[1], "CAM") && f[2][0] && all_digits(f[3])) {
-        snprintf(super, ns, "%s", f[2]);
-        return 1;
-    }
-    return 0;
+    return name_category(name, super, ns, sub, nb);
 }
 
 // ---- building a dataset ----------------------------------------------------------

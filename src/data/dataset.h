@@ -79,8 +79,9 @@ void dataset_select(const Dataset *src, const int *idx, int n, Dataset *dst);
 void dataset_free(Dataset *ds);
 
 // Parses COD10K-style "COD10K-CAM-<super#>-<Super>-<sub#>-<Sub>-<n>" (also NonCAM)
-// and the generator's "SYN-CAM-<Family>-<n>" names. Writes the super-class/family and
-// sub-class ("" when none); returns 1 when the name has a category.
+// and the generator's "SYN-CAM-<Family>-<n>" names (core/names.h, the grammar
+// `camoxpert eval` uses too). Writes the super-class/family and sub-class ("" when
+// none); returns 1 when the name has a category.
 int dataset_parse_category(const char *name, char *super, size_t nsuper, char *sub, size_t nsub);
 // Is this file name one of the image extensions (.jpg .jpeg .png .bmp, any case)?
 int dataset_is_image_name(const char *fname);

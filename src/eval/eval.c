@@ -1,6 +1,6 @@
 // eval.c — categories from file names and the scores' JSON names (see eval.h).
 #include "eval/eval.h"
-#include <ctype.h>
+#include "core/names.h"
 #include <string.h>
 
 const char *const eval_json_keys[EVAL_N_MAIN + EVAL_N_EXTRA] = {
@@ -20,57 +20,6 @@ void eval_image_values(const MetricsImage *m, double *v) {
     memcpy(v, x, sizeof x);
 }
 
-static int all_digits(const char *s, size_t n) {
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)s[i])) return 0;
-    return 1;
-}
-
-// Splits name (up to its extension) at '-' into at most 8 fields: f[k] points into
-// name, len[k] its length. Returns the field count, or 9 when there are more.
-static int split_fields(const char *name, const char **f, size_t *len) {
-    const char *end = strrchr(name, '.');
-    if (!end) end = name + strlen(name);
-    int k = 0;
-    const char *p = name;
-    while (p <= end) {
-        const char *q = memchr(p, '-', (size_t)(end - p));
-        if (!q) q = end;
-        if (k == 8) return 9;
-        f[k] = p; len[k] = (size_t)(q - p); k++;
-        p = q + 1;
-    }
-    return k;
-}
-
-static int field_is(const char *f, size_t n, const char *s) { return strlen(s) == n && !memcmp(f, s, n); }
-
-static void copy_field(char *dst, const char *f, size_t n) {
-    if (n >= EVAL_CATEGORY_MAX) n = EVAL_CATEGORY_MAX - 1;
-    memcpy(dst, f, n);
-    dst[n] = 0;
-}
-
 int eval_category_of(const char *name, char *super, char *sub) {
-    const char *f[8];
-    size_t len[8];
-    super[0] = sub[0] = 0;
-    int k = split_fields(name, f, len);
-    // COD10K-CAM-1-Aquatic-3-Crab-32
-    if (k == 7 && field_is(f[0], len[0], "COD10K") &&
-        (field_is(f[1], len[1], "CAM") || field_is(f[1], len[1], "NonCAM")) &&
-        all_digits(f[2], len[2]) && len[3] > 0 && all_digits(f[4], len[4]) && len[5] > 0 &&
-        all_digits(f[6], len[6])) {
-        copy_field(super, f[3], len[3]);
-        copy_field(sub, f[5], len[5]);
-        return 1;
-    }
-    // SYN-CAM-sand-000123
-    if (k == 4 && field_is(f[0], len[0], "SYN") && field_is(f[1], len[1], "CAM") && len[2] > 0 &&
-        all_digits(f[3], len[3])) {
-        copy_field(super, f[2], len[2]);
-        return 1;
-    }
-    return 0;
+    return name_category(name, super, EVAL_CATEGORY_MAX, sub, EVAL_CATEGORY_MAX);
 }

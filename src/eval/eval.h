@@ -12,8 +12,7 @@
 // Category of an image from its file name (extension optional):
 //   COD10K-CAM-<super#>-<Super>-<sub#>-<Sub>-<n>   -> Super, Sub (also COD10K-NonCAM-...)
 //   SYN-CAM-<Family>-<n>                            -> Family, "" (the synthetic generator)
-// The same grammar as data/dataset.c's dataset_parse_category (eval/ may not use
-// data/). Returns 1 and fills super and sub (EVAL_CATEGORY_MAX bytes each) when the
+// core/names.h's name_category with EVAL_CATEGORY_MAX buffers. Returns 1 and fills super and sub (EVAL_CATEGORY_MAX bytes each) when the
 // name carries a category; 0 with both empty otherwise.
 int eval_category_of(const char *name, char *super, char *sub);
 
