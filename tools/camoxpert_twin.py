@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import edgenext_twin as ent  # noqa: E402
+import safetensors_io  # noqa: E402
 
 BN_EPS, BN_MOM = 1e-5, 0.1
 KINDS = ("texture", "frequency", "edge", "contrast")
@@ -485,37 +486,17 @@ def cmd_bench(a):
     return 0
 
 
-# ---- safetensors with I32 / I64 ------------------------------------------------------------
-_DT = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.int64): "I64"}
-
-
+# ---- safetensors: tools/safetensors_io.py (floats stored as F32, I32 / I64 kept) -------------
 def st_load(path):
     return ent.st_load(path)
 
 
 def st_save(path, tensors, meta):
-    import json
-    import struct
-    hdr, chunks, off = {}, [], 0
+    arrays = {}
     for n, v in tensors.items():
         v = np.asarray(v)
-        if v.dtype.kind == "f":
-            v = v.astype(np.float32)
-        v = np.array(v, order="C")  # (ascontiguousarray turns 0-d into 1-d)
-        b = v.tobytes()
-        hdr[n] = {"dtype": _DT[v.dtype], "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        chunks.append(b)
-        off += len(b)
-    hdr["__metadata__"] = {n: str(v) for n, v in meta.items()}
-    h = json.dumps(hdr, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for c in chunks:
-            f.write(c)
-    os.replace(tmp, path)
+        arrays[n] = v.astype(np.float32) if v.dtype.kind == "f" else v
+    safetensors_io.save(path, arrays, meta)
 
 
 def main():

@@ -16,14 +16,17 @@ Debian python3-torch 1.13 + numpy; run as /usr/bin/python3.
 import argparse
 import json
 import math
+import os
 import re
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
 
 VARIANTS = {  # depths, dims, heads, small_rw (§1.2)
     "edgenext_xx_small": ((2, 2, 6, 2), (24, 48, 88, 168), 4, False),
@@ -36,40 +39,14 @@ KERNELS = (3, 5, 7, 9)
 D2_SCALES = (2, 2, 3, 4)
 EPS = 1e-6
 
-# ---- safetensors (no `safetensors` package on Debian) ---------------------------------
-_NP = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "F16": np.float16}
-
-
+# ---- safetensors: tools/safetensors_io.py --------------------------------------------------
 def st_load(path):
-    with open(path, "rb") as f:
-        buf = f.read()
-    n = struct.unpack("<Q", buf[:8])[0]
-    hdr = json.loads(buf[8:8 + n])
-    meta = hdr.pop("__metadata__", {})
-    data = buf[8 + n:]
-    out = {}
-    for k, e in hdr.items():
-        a, b = e["data_offsets"]
-        out[k] = np.frombuffer(data[a:b], dtype=_NP[e["dtype"]]).reshape(e["shape"]).copy()
-    return out, meta
+    return safetensors_io.load(path)
 
 
 def st_save(path, tensors, meta):
-    hdr, chunks, off = {}, [], 0
-    for k, v in tensors.items():
-        v = np.ascontiguousarray(v, dtype=np.float32)
-        b = v.tobytes()
-        hdr[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        chunks.append(b)
-        off += len(b)
-    hdr["__metadata__"] = {k: str(v) for k, v in meta.items()}
-    h = json.dumps(hdr, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for c in chunks:
-            f.write(c)
+    """Fixtures store every tensor as float32."""
+    safetensors_io.save(path, {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, meta)
 
 
 # ---- parameter keys and shapes (§3.1), in state_dict order -----------------------------

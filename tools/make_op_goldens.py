@@ -11,12 +11,14 @@ reads its shapes from this file.
 Run with Debian's PyTorch (python3-torch, 1.13):
     /usr/bin/python3 tools/make_op_goldens.py tests/fixtures/ops_golden.safetensors
 """
-import json
-import struct
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
 
 torch.manual_seed(1234)
 D = torch.float64
@@ -203,25 +205,9 @@ case("rows_scatter_add_now", [rnd(5, 2, 3), rnd(4, 2, 3), sidx], [True, True, Fa
 
 
 def save(path):
-    header, blobs, off = {}, [], 0
-    names = {"float64": "F64", "int32": "I32"}
-    for entry in CASES.values():
-        for k, t in entry.items():
-            t = t.detach().contiguous()
-            b = t.numpy().tobytes()
-            header[k] = {"dtype": names[str(t.dtype).replace("torch.", "")], "shape": list(t.shape),
-                         "data_offsets": [off, off + len(b)]}
-            blobs.append(b)
-            off += len(b)
-    header["__metadata__"] = {"generator": "tools/make_op_goldens.py", "torch": torch.__version__}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    print(f"{path}: {len(CASES)} cases, {8 + len(h) + off} bytes")
+    arrays = {k: t.detach().numpy() for entry in CASES.values() for k, t in entry.items()}
+    n = safetensors_io.save(path, arrays, {"generator": "tools/make_op_goldens.py", "torch": torch.__version__})
+    print(f"{path}: {len(CASES)} cases, {n} bytes")
 
 
 if __name__ == "__main__":
