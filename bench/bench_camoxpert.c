@@ -1,18 +1,19 @@
 // bench_camoxpert.c — CamoXpert training-step throughput, dense vs sparse, side by
 // side with PyTorch in one run (docs/PERF.md, ## CamoXpert model): one training
-// step = forward, the reference loss with its gradient, backward (parameter
-// gradients), at batch 4, edgenext_base, float32 on the fast kernels; then the
+// step = the trainer's (train/step.h: forward, the reference loss with its
+// gradient, backward, clipping, AdamW), at batch 4, edgenext_base, float32 on the
+// fast kernels; then the
 // same step through tools/camoxpert_twin.py on Debian's PyTorch with
 // torch.set_num_threads equal to our thread count. Also reports the
 // multiply-accumulates each model performs (from the module shapes and, for the
 // sparse model, the routing of the timed batch), the sparse/dense time ratio
-// against the MAC ratio, and peak memory (parameters + gradients + activation
-// arena).
+// against the MAC ratio, and peak memory (parameters, gradients, AdamW moments,
+// activation and scratch arenas).
 //
 //   make bench BENCH=camoxpert    (or: build/camoxpert_bench camoxpert [--iters N] [--size S] [--batch B] [--no-torch])
 #include "bench.h"
 #include "nn/camoxpert.h"
-#include "train/loss.h"
+#include "train/step.h"
 #include <string.h>
 
 #define BACKBONE_MACS_352 7236768726.0   // edgenext_base at 352×352 (reference/edgenext.md §4.2)
@@ -62,25 +63,20 @@ static double model_macs(const CamoXpert *m, int B, int size) {
 }
 
 typedef struct {
-    CamoXpert *m;
-    ParamTable *pt;
-    NNCtx ctx;
+    TrainStep step;
     Tensor x, mask;
     double loss;
 } Job;
 
+// The trainer's step (train/step.h): forward, loss, backward, clipping, AdamW.
 static void job_step(void *arg) {
     Job *j = arg;
     CamoXpertOutputs o;
-    CamoLossWeights w = camo_loss_default_weights();
-    CamoLoss L;
-    CodOutputs g;
-    arena_reset(j->ctx.act);
-    camoxpert_forward(&j->ctx, j->m, &j->x, &o);
-    camo_loss_forward_backward(j->ctx.act, &w, &o.maps, &j->mask, o.balance_loss, &L, &g);
-    params_zero_grad(j->pt);
-    camoxpert_backward(&j->ctx, j->m, &g, w.balance, NULL);
-    j->loss = L.total;
+    StepResult r;
+    train_step_begin(&j->step);
+    train_step_accumulate(&j->step, &j->x, &j->mask, 0, &o);
+    train_step_finish(&j->step, 1e-4, 0.5, &r);
+    j->loss = r.loss.total;
 }
 
 // Runs the twin's bench; returns its median seconds (or -1) and its peak RSS in MB.
@@ -137,19 +133,23 @@ int bench_camoxpert_main(int argc, char **argv) {
         params_alloc(&pt, DT_F32);
         Rng rng = rng_init(1);
         camoxpert_init(m, &pt, &rng);
-        Arena act, scratch, io;
-        arena_init(&act, "activations", 512 << 20);
-        arena_init(&scratch, "scratch", 64 << 20);
+        Runtime rt;
+        if (runtime_init(&rt, "cpu", "fp32", 0, 1)) return 1;
+        rt.ctx.pt = &pt;
+        AdamW opt;
+        adamw_init(&opt, &pt, 1e-4);
+        CamoLossWeights w = camo_loss_default_weights();
+        Arena io;
         arena_init(&io, "inputs", 16 << 20);
-        Job j = { .m = m, .pt = &pt };
-        j.ctx = (NNCtx){ .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 1 };
+        Job j;
+        train_step_init(&j.step, &rt, m, &pt, &opt, NULL, &w);
         j.x = tensor_new4(&io, DT_F32, batch, size, size, 3);
         j.mask = tensor_new4(&io, DT_F32, batch, size, size, 1);
         for (int64_t i = 0; i < tensor_numel(&j.x); i++) tensor_f32(&j.x)[i] = (float)rng_normal(&rng);
         for (int64_t i = 0; i < tensor_numel(&j.mask); i++) tensor_f32(&j.mask)[i] = rng_uniform(&rng) < 0.3f;
         Timing t = bench_time(job_step, &j, 2, iters);
         double macs = model_macs(m, batch, size);
-        double peak = (2.0 * (double)pt.numel * 4 + (double)act.peak + (double)scratch.peak) / 1048576.0;
+        double peak = (4.0 * (double)pt.numel * 4 + (double)rt.act.peak + (double)rt.scratch.peak) / 1048576.0;
         double rss = -1, tt = torch ? torch_time(sparse, batch, size, threads, iters, &rss) : -1;
         char name[64];
         snprintf(name, sizeof name, "%s", sparse ? "sparse (E=6, k=2)" : "dense");
@@ -170,10 +170,11 @@ int bench_camoxpert_main(int argc, char **argv) {
             printf(")\n");
         }
         fflush(stdout);
+        train_step_free(&j.step);
+        adamw_free(&opt);
         camoxpert_free(m);
         params_free(&pt);
-        arena_free(&act);
-        arena_free(&scratch);
+        runtime_free(&rt);
         arena_free(&io);
     }
     return 0;

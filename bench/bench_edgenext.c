@@ -85,7 +85,8 @@ int bench_edgenext_main(int argc, char **argv) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const int B = cases[c].batch;
         Job j = { .m = m, .pt = &pt, .train = cases[c].train };
-        j.ctx = (NNCtx){ .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 1 };
+        j.ctx = (NNCtx){ .pt = &pt, .op = { .backend = OPS_CPU, .scratch = &scratch }, .act = &act, .dtype = DT_F32,
+                         .training = 1 };
         arena_reset(&io);
         j.x = tensor_new4(&io, DT_F32, B, size, size, 3);
         for (int64_t i = 0; i < tensor_numel(&j.x); i++) tensor_f32(&j.x)[i] = (float)rng_normal(&rng);

@@ -187,7 +187,7 @@ int bench_ops_main(int argc, char **argv) {
     // depthwise convs when every call page-faulted its scratch).
     arena_alloc(&g_scratch, 1);
     arena_reset(&g_scratch);
-    g_ctx = (OpCtx){ .scratch = &g_scratch };
+    g_ctx = (OpCtx){ .backend = OPS_CPU, .scratch = &g_scratch };
     g_rng = rng_init(7);
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("camoxpert op benchmark: %d threads, HAVE_DNNL=%d, OPENBLAS_CORETYPE=%s\n\n", cx_threads_get(), HAVE_DNNL,

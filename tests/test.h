@@ -9,6 +9,7 @@
 //   }
 #pragma once
 #include "core/core.h"
+#include "ops/ops.h"
 #include <math.h>
 #include <stdbool.h>
 
@@ -22,6 +23,13 @@ const char *test_shared_path(const char *rel);
 const char *test_tmpdir(void);
 // err = max|a-b| / max(max|b|, floor): the project's relative error rule.
 double test_rel_err(const Tensor *a, const Tensor *b, double floor);
+// Marks the current test as skipped (why: "no GPU: ..."); it counts as neither
+// passed nor failed and the runner's summary line says how many were skipped.
+void test_skip(const char *why);
+// The CUDA backend on GPU 0 for GPU tests (opened once, scratch in GPU memory),
+// or NULL when no GPU is usable: the test then calls test_skip(test_no_gpu()).
+OpCtx *test_cuda(void);
+const char *test_no_gpu(void);
 
 #define TEST(name) \
     static void test_##name(void); \

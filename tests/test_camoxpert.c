@@ -9,6 +9,7 @@
 #include "test.h"
 #include "nn/camoxpert.h"
 #include "train/loss.h"
+#include "nn/runtime.h"
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,7 +21,7 @@
 typedef struct FdEnv FdEnv;
 struct FdEnv {
     ParamTable pt;
-    Arena act, scratch, keep;
+    Arena act, scratch, keep, host, hscratch;
     NNCtx ctx;
     Tensor in[FD_MAX_IN], din[FD_MAX_IN];   // inputs (in `keep`) and their analytic gradients
     int n_in;
@@ -36,8 +37,16 @@ static void fd_env_init(FdEnv *e, int training) {
     arena_init(&e->act, "activations", 8 << 20);
     arena_init(&e->scratch, "scratch", 4 << 20);
     arena_init(&e->keep, "inputs", 1 << 20);
-    e->ctx = (NNCtx){ .pt = &e->pt, .op = { .scratch = &e->scratch }, .act = &e->act, .dtype = DT_F64,
-                      .training = training };
+    arena_init(&e->host, "host tensors", 1 << 16);
+    arena_init(&e->hscratch, "host scratch", 1 << 16);
+    e->ctx = (NNCtx){ .pt = &e->pt, .op = { .backend = OPS_REF, .scratch = &e->scratch },
+                      .host_op = { .backend = OPS_REF, .scratch = &e->hscratch }, .act = &e->act, .host = &e->host,
+                      .dtype = DT_F64, .training = training };
+}
+
+static void fd_reset(FdEnv *e) {
+    arena_reset(&e->act);
+    arena_reset(&e->host);
 }
 
 static void fd_env_free(FdEnv *e) {
@@ -45,6 +54,8 @@ static void fd_env_free(FdEnv *e) {
     arena_free(&e->act);
     arena_free(&e->scratch);
     arena_free(&e->keep);
+    arena_free(&e->host);
+    arena_free(&e->hscratch);
 }
 
 static Tensor fd_random(FdEnv *e, Rng *r, int ndim, const int64_t *shape, double lo, double hi) {
@@ -127,7 +138,7 @@ typedef struct { Expert ex; Tensor probe; } ExpertCase;
 
 static double expert_run(FdEnv *e, int grad) {
     ExpertCase *c = e->user;
-    arena_reset(&e->act);
+    fd_reset(e);
     Tensor y = expert_forward(&e->ctx, &c->ex, &e->in[0]);
     double L = dot(&y, &c->probe);
     if (grad) expert_backward(&e->ctx, &c->ex, &c->probe, &e->din[0]);
@@ -170,7 +181,7 @@ typedef struct { Moe m; Tensor probe; } MoeCase;
 
 static double moe_run(FdEnv *e, int grad) {
     MoeCase *c = e->user;
-    arena_reset(&e->act);
+    fd_reset(e);
     Tensor y = moe_forward(&e->ctx, &c->m, &e->in[0]);
     double L = dot(&y, &c->probe) + c->m.route.lb_loss;
     if (grad) moe_backward(&e->ctx, &c->m, &c->probe, 1.0, &e->din[0]);
@@ -234,7 +245,7 @@ TEST(camoxpert_moe_grouped_equals_per_image) {
             Tensor v = params_value(&e.pt, i);
             for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, 0.5 + rng_uniform(&r));
         }
-    arena_reset(&e.act);
+    fd_reset(&e);
     Tensor y = moe_forward(&e.ctx, &c.m, &e.in[0]);
     Tensor ref = tensor_zeros_like(&e.keep, &y);
     const MoeRoute *rt = &c.m.route;
@@ -291,7 +302,7 @@ typedef struct { CodHead h; CodOutputs probe; } HeadCase;
 
 static double head_run(FdEnv *e, int grad) {
     HeadCase *c = e->user;
-    arena_reset(&e->act);
+    fd_reset(e);
     CodOutputs o;
     cod_head_forward(&e->ctx, &c->h, e->in, 32, 32, &o);
     const CodOutputs *p = &c->probe;
@@ -345,13 +356,13 @@ typedef struct { CamoLossWeights w; Tensor mask; } LossCase;
 
 static double loss_run(FdEnv *e, int grad) {
     LossCase *c = e->user;
-    arena_reset(&e->act);
+    fd_reset(e);
     CodOutputs o = { 0 }, g;
     o.pred = e->in[0], o.fg_map = e->in[1], o.search_map = e->in[2], o.uncertainty = e->in[3];
     o.refine[0] = e->in[4];
     for (int j = 0; j < 3; j++) o.deep[j] = e->in[5 + j];
     CamoLoss L;
-    camo_loss_forward_backward(&e->act, &c->w, &o, &c->mask, 0.25, &L, grad ? &g : NULL);
+    camo_loss_forward_backward(&e->ctx, &c->w, &o, &c->mask, 0.25, &L, grad ? &g : NULL);
     if (grad) {
         const Tensor *gs[8] = { &g.pred, &g.fg_map, &g.search_map, &g.uncertainty, &g.refine[0],
                                 &g.deep[0], &g.deep[1], &g.deep[2] };
@@ -398,6 +409,8 @@ TEST(camoxpert_fd_loss_terms) {
 
 // The loss terms on simple cases with known values.
 TEST(camoxpert_loss_known_values) {
+    Runtime rt;
+    runtime_init_reference(&rt, DT_F64, 1);
     Arena a;
     arena_init(&a, "loss", 1 << 20);
     int64_t sh[4] = { 1, 8, 8, 1 }, sd[3][4] = { { 1, 1, 1, 1 }, { 1, 2, 2, 1 }, { 1, 4, 4, 1 } };
@@ -412,7 +425,7 @@ TEST(camoxpert_loss_known_values) {
     for (int j = 0; j < 3; j++) o.deep[j] = tensor_zeros(&a, DT_F64, 4, sd[j]);
     CamoLossWeights w = camo_loss_default_weights();
     CamoLoss L;
-    camo_loss_forward_backward(&a, &w, &o, &mask, 0, &L, NULL);
+    camo_loss_forward_backward(&rt.ctx, &w, &o, &mask, 0, &L, NULL);
     // pred = 0 and y = 0: BCE log 2; IoU 1 − 1e-5/(32 + 1e-5); no edges anywhere; boundary weight 1
     CHECK_NEAR(L.bce, log(2.0), 1e-12);
     CHECK_NEAR(L.iou, 1 - 1e-5 / (32 + 1e-5), 1e-12);
@@ -426,6 +439,7 @@ TEST(camoxpert_loss_known_values) {
     // the image border has Sobel responses of a constant 0.5 map (zero padding)
     CHECK(L.edge > 0);
     arena_free(&a);
+    runtime_free(&rt);
 }
 
 // ---- the whole model ------------------------------------------------------------------------------
@@ -487,15 +501,18 @@ TEST(camoxpert_save_load_roundtrip_and_errors) {
     camoxpert_init(ma, &a, &r);
     // non-trivial buffers and counters
     for (int i = 0; i < a.n; i++)
-        if (a.p[i].flags & PF_BUFFER) {
+        if (a.p[i].flags & PF_COUNTER) {
+            params_counter_add(&a, i, 7);
+        } else if (a.p[i].flags & PF_BUFFER) {
             Tensor v = params_value(&a, i);
-            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, (a.p[i].flags & PF_COUNTER) ? 7 : rng_uniform(&r));
+            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, rng_uniform(&r));
         }
     char path[600];
     snprintf(path, sizeof path, "%s/sparse.safetensors", test_tmpdir());
     REQUIRE_OK(camoxpert_save(ma, &a, path));
     REQUIRE_OK(camoxpert_load_file(mb, &b, path));
     CHECK(!memcmp(a.data, b.data, (size_t)a.numel * sizeof(float)));
+    CHECK(!memcmp(a.counter, b.counter, (size_t)a.n * sizeof *a.counter));
     StFile f;
     REQUIRE_OK(st_open(&f, path));
     const StEntry *e = st_find(&f, "moe_layers.2.experts.1.scale1_conv.1.num_batches_tracked");

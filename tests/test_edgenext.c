@@ -246,7 +246,8 @@ static void tiny_init(Tiny *t, const EdgeNeXtConfig *cfg, int N, int H, int W, u
     params_alloc(&t->pt, DT_F64);
     arena_init(&t->act, "act", 8 << 20);
     arena_init(&t->scratch, "scratch", 8 << 20);
-    t->ctx = (NNCtx){ .pt = &t->pt, .op = { .scratch = &t->scratch }, .act = &t->act, .dtype = DT_F64, .training = 1 };
+    t->ctx = (NNCtx){ .pt = &t->pt, .op = { .backend = OPS_REF, .scratch = &t->scratch }, .act = &t->act, .dtype = DT_F64,
+                      .training = 1 };
     Rng r = rng_init(seed);
     // O(1) random values everywhere (layer scales too), so every path shows in the loss.
     for (int i = 0; i < t->pt.n; i++) {

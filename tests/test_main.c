@@ -1,6 +1,7 @@
 // test_main.c — the test runner: runs every registered test (or those whose
 // name contains one of the arguments), prints one line each and the summary
-// line "N passed, N failed"; exits 1 if any failed.
+// line "N passed, N failed" (", N skipped (why)" when GPU tests found no GPU);
+// exits 1 if any failed.
 #include "test.h"
 #include <stdarg.h>
 #include <string.h>
@@ -9,8 +10,8 @@
 typedef struct { const char *name, *file; test_fn fn; } TestCase;
 static TestCase *tests;
 static int n_tests, cap_tests;
-static int cur_failed;
-static char tmp_root[256];
+static int cur_failed, cur_skipped;
+static char tmp_root[256], skip_why[256];
 
 void test_register(const char *name, const char *file, test_fn fn) {
     if (n_tests == cap_tests) {
@@ -31,6 +32,33 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 bool test_failed(void) { return cur_failed > 0; }
+
+void test_skip(const char *why) {
+    cur_skipped = 1;
+    snprintf(skip_why, sizeof skip_why, "%s", why);
+}
+
+static char no_gpu_why[256];
+
+const char *test_no_gpu(void) { return no_gpu_why; }
+
+OpCtx *test_cuda(void) {
+    static OpCtx ctx;
+    static Arena scratch;
+    static int state;   // 0 unknown, 1 open, -1 none
+    if (state == 0) {
+        char why[200] = "";
+        if (ops_cuda_device_count(why, sizeof why) > 0 && ops_cuda_open(&ctx, 0) == CX_OK) {
+            arena_init_on(&scratch, "GPU test scratch", 16 << 20, DEV_CUDA);
+            ctx.scratch = &scratch;
+            state = 1;
+        } else {
+            snprintf(no_gpu_why, sizeof no_gpu_why, "no GPU: %s", why[0] ? why : cx_errmsg());
+            state = -1;
+        }
+    }
+    return state > 0 ? &ctx : NULL;
+}
 
 const char *test_shared_path(const char *rel) {
     static char bufs[8][4096];
@@ -82,18 +110,19 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_tests; i++) printf("%s  (%s)\n", tests[i].name, tests[i].file);
         return 0;
     }
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     double t_all = cx_time_s();
     for (int i = 0; i < n_tests; i++) {
         bool sel = argc <= 1;
         for (int a = 1; a < argc && !sel; a++) sel = strstr(tests[i].name, argv[a]) != NULL;
         if (!sel) continue;
-        cur_failed = 0;
+        cur_failed = cur_skipped = 0;
         cx_error_clear();
         double t0 = cx_time_s();
         tests[i].fn();
         double dt = cx_time_s() - t0;
         if (cur_failed) { failed++; printf("FAIL %s (%s, %.2fs)\n", tests[i].name, tests[i].file, dt); }
+        else if (cur_skipped) { skipped++; printf("skip %s (%s)\n", tests[i].name, skip_why); }
         else { passed++; printf("ok   %s (%.2fs)\n", tests[i].name, dt); }
     }
     if (tmp_root[0]) {
@@ -102,6 +131,8 @@ int main(int argc, char **argv) {
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
     }
     printf("total time %.1fs\n", cx_time_s() - t_all);
-    printf("%d passed, %d failed\n", passed, failed);
+    if (skipped) printf("%d passed, %d failed, %d skipped (%s)\n", passed, failed, skipped,
+                        no_gpu_why[0] ? no_gpu_why : "see the skip lines");
+    else printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

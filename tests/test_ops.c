@@ -1,5 +1,5 @@
 // test_ops.c — the op test table: one entry per op and shape set (ggml's
-// test-backend-ops idea). Every entry runs three checks:
+// test-backend-ops idea). Every entry is two tests. op_<case> (CPU):
 //   1. PyTorch golden: the float64 reference path against outputs and gradients
 //      that tools/make_op_goldens.py computed with PyTorch in float64
 //      (tests/fixtures/ops_golden.safetensors, which also holds the inputs and
@@ -7,9 +7,14 @@
 //   2. central finite differences of loss = Σ out·dout in float64 through the
 //      reference kernels (sampled elements of every differentiable input);
 //   3. float32 fast kernels against float32 reference kernels.
+// op_<case>_cuda (the CUDA column; skipped without a GPU):
+//   4. float32 on the GPU against the float32 reference kernels (tolerance
+//      `fast`, as the CPU's) and the float64 golden (`g32`);
+//   5. bf16 activations on the GPU (parameters, statistics and the inputs named
+//      in f32_in stay float32) against the float32 reference, tolerance `b16`.
 // Errors are max|a−b| / max|b| (test_rel_err); tolerances are per entry:
 //   g64 — float64 vs golden, fd — finite differences, fast — fast vs reference,
-//   g32 — float32 fast vs float64 golden.
+//   g32 — float32 fast vs float64 golden, b16 — bf16 GPU vs float32 reference.
 // Adding an op: add a case to the Python script, regenerate, add an entry here.
 #include "test.h"
 #include "ops/ops.h"
@@ -31,7 +36,10 @@ struct OpTest {
     ConvArgs conv;
     int k;              // topk k, softmax/l2norm axis split, ...
     double f[3];        // scalar parameters (scales, bounds, eps)
-    double g64, fd, fast, g32;
+    double g64, fd, fast, g32, b16;
+    unsigned f32_in;    // bf16 column: inputs that stay float32 (parameters, statistics: bit i = input i)
+    unsigned f32_out;   // bf16 column: outputs that stay float32 (running statistics)
+    int no_bf16;        // no bf16 column (topk: routing runs in float32)
     int no_fd;          // 1: inputs sit on kinks on purpose (clamp boundaries)
     int ties;           // topk with ties: PyTorch's order among equal values is
                         // unspecified (CPU topk uses an unstable partial sort), so
@@ -55,34 +63,50 @@ static void linear_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
 static void linear_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
     linear_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &in[1]);
 }
-// gemm_nt: C (b,M,N) = α·A (b,M,K)·B (b,N,K)ᵀ. dA += α·dC·B, dB += α·dCᵀ·A.
+// gemm_nt: C (b,M,N) = α·A (b,M,K)·B (b,N,K)ᵀ. dA += α·dC·B, dB += α·dCᵀ·A. The
+// batch is split into two levels (b = 2 × b/2 when even) to exercise both strides.
+static GemmArgs gemm_levels(GemmArgs g, int b, int64_t sa, int64_t sb, int64_t sc) {
+    int outer = b % 2 == 0 ? 2 : 1, inner = b / outer;
+    g.nb1 = outer, g.nb2 = inner;
+    g.sa1 = sa * inner, g.sb1 = sb * inner, g.sc1 = sc * inner;
+    g.sa2 = sa, g.sb2 = sb, g.sc2 = sc;
+    return g;
+}
 static void gemm_nt_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
     int b = (int)in[0].shape[0], M = (int)in[0].shape[1], K = (int)in[0].shape[2], N = (int)in[1].shape[1];
-    gemm_batched(c, in[0].dtype, 0, 1, M, N, K, t->f[0], in[0].data, K, M * K, in[1].data, K, N * K, 0, out[0].data,
-                 N, M * N, b);
+    GemmArgs g = gemm_levels((GemmArgs){ .tb = 1, .M = M, .N = N, .K = K, .alpha = t->f[0], .lda = K, .ldb = K, .ldc = N },
+                             b, M * K, N * K, M * N);
+    gemm_batched(c, &out[0], &in[0], &in[1], &g);
 }
 static void gemm_nt_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
     int b = (int)in[0].shape[0], M = (int)in[0].shape[1], K = (int)in[0].shape[2], N = (int)in[1].shape[1];
-    gemm_batched(c, in[0].dtype, 0, 0, M, K, N, t->f[0], dout[0].data, N, M * N, in[1].data, K, N * K, 1,
-                 din[0].data, K, M * K, b);
-    gemm_batched(c, in[0].dtype, 1, 0, N, K, M, t->f[0], dout[0].data, N, M * N, in[0].data, K, M * K, 1,
-                 din[1].data, K, N * K, b);
+    GemmArgs g1 = gemm_levels((GemmArgs){ .M = M, .N = K, .K = N, .alpha = t->f[0], .beta = 1, .lda = N, .ldb = K, .ldc = K },
+                              b, M * N, N * K, M * K);
+    gemm_batched(c, &din[0], &dout[0], &in[1], &g1);
+    GemmArgs g2 = gemm_levels((GemmArgs){ .ta = 1, .M = N, .N = K, .K = M, .alpha = t->f[0], .beta = 1, .lda = N, .ldb = K,
+                                          .ldc = K }, b, M * N, M * K, N * K);
+    gemm_batched(c, &din[1], &dout[0], &in[0], &g2);
 }
 // gemm_tn_beta: C = α·A (b,K,M)ᵀ·B (b,K,N) + β·C0. dA += α·B·dCᵀ, dB += α·A·dC, dC0 += β·dC.
 static void gemm_tn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
     int b = (int)in[0].shape[0], K = (int)in[0].shape[1], M = (int)in[0].shape[2], N = (int)in[1].shape[2];
-    tensor_copy(&out[0], &in[2]);
-    gemm_batched(c, in[0].dtype, 1, 0, M, N, K, t->f[0], in[0].data, M, K * M, in[1].data, N, K * N, t->f[1],
-                 out[0].data, N, M * N, b);
+    copy(c, &out[0], &in[2]);
+    GemmArgs g = gemm_levels((GemmArgs){ .ta = 1, .M = M, .N = N, .K = K, .alpha = t->f[0], .beta = t->f[1], .lda = M,
+                                         .ldb = N, .ldc = N }, b, K * M, K * N, M * N);
+    gemm_batched(c, &out[0], &in[0], &in[1], &g);
 }
 static void gemm_tn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
     int b = (int)in[0].shape[0], K = (int)in[0].shape[1], M = (int)in[0].shape[2], N = (int)in[1].shape[2];
-    gemm_batched(c, in[0].dtype, 0, 1, K, M, N, t->f[0], in[1].data, N, K * N, dout[0].data, N, M * N, 1,
-                 din[0].data, M, K * M, b);
-    gemm_batched(c, in[0].dtype, 0, 0, K, N, M, t->f[0], in[0].data, M, K * M, dout[0].data, N, M * N, 1,
-                 din[1].data, N, K * N, b);
+    GemmArgs g1 = gemm_levels((GemmArgs){ .tb = 1, .M = K, .N = M, .K = N, .alpha = t->f[0], .beta = 1, .lda = N, .ldb = N,
+                                          .ldc = M }, b, K * N, M * N, K * M);
+    gemm_batched(c, &din[0], &in[1], &dout[0], &g1);
+    GemmArgs g2 = gemm_levels((GemmArgs){ .M = K, .N = N, .K = M, .alpha = t->f[0], .beta = 1, .lda = M, .ldb = N, .ldc = N },
+                              b, K * M, M * N, K * N);
+    gemm_batched(c, &din[1], &in[0], &dout[0], &g2);
     axpy(c, &din[2], t->f[1], &dout[0]);
 }
+// Statistics are float32 beside bf16 data (float64 in a float64 run).
+static cx_dtype stat_dt(const Tensor *x) { return x->dtype == DT_F64 ? DT_F64 : DT_F32; }
 // batchnorm: inputs x, gamma, beta, running_mean, running_var; training
 // outputs y and the updated running statistics.
 static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
@@ -90,8 +114,8 @@ static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
     ArenaMark m = arena_mark(c->scratch);
     Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]);
     if (train) {
-        tensor_copy(&out[1], &in[3]);
-        tensor_copy(&out[2], &in[4]);
+        copy(c, &out[1], &in[3]);
+        copy(c, &out[2], &in[4]);
     }
     batchnorm_forward(c, &out[0], &sm, &si, &in[0], &in[1], &in[2], train ? &out[1] : &in[3], train ? &out[2] : &in[4],
                       train, 0.1, 1e-5);
@@ -102,15 +126,15 @@ static void bn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, c
     ArenaMark m = arena_mark(c->scratch);
     Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
     Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
-    tensor_copy(&rm, &in[3]);
-    tensor_copy(&rv, &in[4]);
+    copy(c, &rm, &in[3]);
+    copy(c, &rv, &in[4]);
     batchnorm_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
     batchnorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &si, &in[1], train);
     arena_release(c->scratch, m);
 }
 static Tensor rows_stat(Arena *a, const Tensor *x) {
     int64_t n = tensor_numel(x) / x->shape[x->ndim - 1];
-    return tensor_new(a, x->dtype, 1, &n);
+    return tensor_new(a, stat_dt(x), 1, &n);
 }
 static void ln_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
     ArenaMark m = arena_mark(c->scratch);
@@ -144,7 +168,7 @@ static void add_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, 
 }
 // axpy: out = in0 + α·in1, exercised in place on a copy of in0.
 static void axpy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    tensor_copy(&out[0], &in[0]);
+    copy(c, &out[0], &in[0]);
     axpy(c, &out[0], t->f[0], &in[1]);
 }
 static void axpy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
@@ -152,7 +176,7 @@ static void axpy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout,
     axpy(c, &din[1], t->f[0], &dout[0]);
 }
 static void scale_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    tensor_copy(&out[0], &in[0]);
+    copy(c, &out[0], &in[0]);
     scale_inplace(c, &out[0], t->f[0]);
 }
 static void scale_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
@@ -182,7 +206,7 @@ static void concat_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dou
 }
 // out = in0 with channels [2,5) += in1[..., 1:4]; backward is two channel copies.
 static void chcopy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    tensor_copy(&out[0], &in[0]);
+    copy(c, &out[0], &in[0]);
     channels_copy(c, &out[0], 2, &in[1], 1, 3, 1);
 }
 static void chcopy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
@@ -210,7 +234,7 @@ static void l2norm_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
     axis_split(&in[0], t->k, &o, &L, &n);
     ArenaMark m = arena_mark(c->scratch);
     int64_t ns = o * n;
-    Tensor nrm = tensor_new(c->scratch, in[0].dtype, 1, &ns);
+    Tensor nrm = tensor_new(c->scratch, stat_dt(&in[0]), 1, &ns);
     l2norm_forward(c, &out[0], &nrm, &in[0], o, L, n, t->f[0]);
     arena_release(c->scratch, m);
 }
@@ -219,29 +243,34 @@ static void l2norm_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dou
     axis_split(&in[0], t->k, &o, &L, &n);
     ArenaMark m = arena_mark(c->scratch);
     int64_t ns = o * n;
-    Tensor nrm = tensor_new(c->scratch, in[0].dtype, 1, &ns), y = tensor_like(c->scratch, &in[0]);
+    Tensor nrm = tensor_new(c->scratch, stat_dt(&in[0]), 1, &ns), y = tensor_like(c->scratch, &in[0]);
     l2norm_forward(c, &y, &nrm, &in[0], o, L, n, t->f[0]);
     l2norm_backward(c, &din[0], &dout[0], &in[0], &nrm, o, L, n, t->f[0]);
     arena_release(c->scratch, m);
 }
 static void topk_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { topk_rows(c, &out[1], &out[0], &in[0], t->k); }
-static void bcel_mean_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    tensor_set(&out[0], 0, bce_logits_mean_forward(c, &in[0], &in[1]));
+// maxnorm: y = x / (max + 1e-8), the maximum kept in a statistics tensor.
+static void maxnorm_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor mx = tensor_new(c->scratch, stat_dt(&in[0]), 1, (int64_t[]){ 1 });
+    maxnorm_forward(c, &out[0], &mx, &in[0], 1e-8);
+    arena_release(c->scratch, m);
 }
-static void bcel_mean_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    bce_logits_mean_backward(c, &din[0], tensor_get(&dout[0], 0), &in[0], &in[1]);
+static void maxnorm_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor mx = tensor_new(c->scratch, stat_dt(&in[0]), 1, (int64_t[]){ 1 }), y = tensor_like(c->scratch, &in[0]);
+    maxnorm_forward(c, &y, &mx, &in[0], 1e-8);
+    maxnorm_backward(c, &din[0], &dout[0], &in[0], &mx, 1e-8);
+    arena_release(c->scratch, m);
 }
-static void bcel_elem_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    bce_logits_elem_forward(c, &out[0], &in[0], &in[1]);
+// rows_add_bcast: out = in0 + in1 broadcast over rows; backward: axpy and rows_sum.
+static void addb_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    copy(c, &out[0], &in[0]);
+    rows_add_bcast(c, &out[0], &in[1]);
 }
-static void bcel_elem_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    bce_logits_elem_backward(c, &din[0], &dout[0], &in[0], &in[1]);
-}
-static void bce_mean_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    tensor_set(&out[0], 0, bce_mean_forward(c, &in[0], &in[1]));
-}
-static void bce_mean_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    bce_mean_backward(c, &din[0], tensor_get(&dout[0], 0), &in[0], &in[1]);
+static void addb_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    axpy(c, &din[0], 1, &dout[0]);
+    rows_sum(c, &din[1], &dout[0]);
 }
 // gather's backward is a scatter-add of the output gradient.
 static void gather_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { rows_gather(c, &out[0], &in[0], &in[1]); }
@@ -250,7 +279,7 @@ static void gather_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dou
 }
 // scatter: out = in0 (dst) + index_add(in2 (idx), in3 (w) · in1 (src)).
 static void scatter_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    tensor_copy(&out[0], &in[0]);
+    copy(c, &out[0], &in[0]);
     rows_scatter_add(c, &out[0], &in[1], &in[2], in[3].data ? &in[3] : NULL);
 }
 static void scatter_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
@@ -330,7 +359,7 @@ static void op_case_run(const OpTest *t) {
     Arena a, scratch;
     arena_init(&a, "test", 1 << 20);
     arena_init(&scratch, "scratch", 1 << 20);
-    OpCtx ctx = { .scratch = &scratch };
+    OpCtx ctx = { .backend = OPS_REF, .scratch = &scratch };
     CaseData d;
     case_setup(&d, &a, &f, t, DT_F64);
     REQUIRE(d.nin > 0 && d.nout > 0);
@@ -380,10 +409,9 @@ static void op_case_run(const OpTest *t) {
     //    gemm.c).
     CaseData r;
     case_setup(&r, &a, &f, t, DT_F32);
-    ctx.force_ref = 1;
     t->fwd(&ctx, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
-    ctx.force_ref = 0;
+    ctx.backend = OPS_CPU;
     CpuImpl impls[] = { CPU_IMPL_OWN, CPU_IMPL_DNNL };
     int is_conv = t->fwd == conv_fwd, is_gemm = t->fwd == linear_fwd || t->fwd == gemm_nt_fwd || t->fwd == gemm_tn_fwd;
     int nimpl = is_conv || is_gemm ? 1 + HAVE_DNNL : 1;
@@ -414,20 +442,133 @@ static void op_case_run(const OpTest *t) {
     st_close(&f);
 }
 
-// One test per entry: OPCASE(case_name, field initialisers...).
+// ---- the CUDA column ------------------------------------------------------------------------------
+// A host tensor on the GPU in dtype dt (float tensors converted there; I32 as is).
+static Tensor to_gpu(OpCtx *g, Arena *dev, const Tensor *h, cx_dtype dt) {
+    if (!h->data) return (Tensor){ 0 };
+    Tensor up = tensor_new(dev, h->dtype, h->ndim, h->shape);
+    tensor_upload(&up, h);
+    if (h->dtype == DT_I32 || dt == h->dtype) return up;
+    Tensor t = tensor_new(dev, dt, h->ndim, h->shape);
+    copy(g, &t, &up);
+    return t;
+}
+
+// A GPU tensor back on the host as float32 (I32 as is).
+static Tensor from_gpu(OpCtx *g, Arena *dev, Arena *host, const Tensor *d) {
+    Tensor f = *d;
+    if (d->dtype != DT_F32 && d->dtype != DT_I32) {
+        f = tensor_new(dev, DT_F32, d->ndim, d->shape);
+        copy(g, &f, d);
+    }
+    Tensor h = tensor_new(host, f.dtype, d->ndim, d->shape);
+    tensor_download(&h, &f);
+    return h;
+}
+
+// One GPU run of a case with float tensors in `act` (F32 or BF16) except the
+// inputs/outputs the entry keeps in float32; results downloaded as float32 into q.
+static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const CaseData *h, cx_dtype act, CaseData *q) {
+    CaseData d;
+    memset(&d, 0, sizeof d);
+    d.nin = h->nin, d.nout = h->nout, d.ngout = h->ngout;
+    for (int i = 0; i < h->nin; i++) {
+        cx_dtype dt = (t->f32_in >> i) & 1 ? DT_F32 : act;
+        d.in[i] = to_gpu(g, dev, &h->in[i], dt);
+        if (h->din[i].data) {
+            d.din[i] = tensor_new(dev, d.in[i].dtype, d.in[i].ndim, d.in[i].shape);
+            fill(g, &d.din[i], 0);
+        }
+    }
+    for (int o = 0; o < h->nout; o++) {
+        cx_dtype dt = h->out[o].dtype == DT_I32 ? DT_I32 : (t->f32_out >> o) & 1 ? DT_F32 : act;
+        d.out[o] = tensor_new(dev, dt, h->out[o].ndim, h->out[o].shape);
+        if (dt != DT_I32) fill(g, &d.out[o], 0);
+        if (o < h->ngout) d.dout[o] = to_gpu(g, dev, &h->dout[o], dt);
+    }
+    t->fwd(g, t, d.out, d.in);
+    if (t->bwd && d.ngout) t->bwd(g, t, d.din, d.dout, d.out, d.in);
+    memset(q, 0, sizeof *q);
+    q->nin = d.nin, q->nout = d.nout, q->ngout = d.ngout;
+    for (int o = 0; o < d.nout; o++) q->out[o] = from_gpu(g, dev, host, &d.out[o]);
+    for (int i = 0; i < d.nin; i++) {
+        q->in[i] = from_gpu(g, dev, host, &d.in[i]);
+        if (d.din[i].data) q->din[i] = from_gpu(g, dev, host, &d.din[i]);
+    }
+}
+
+static void op_case_run_cuda(const OpTest *t) {
+    OpCtx *g = test_cuda();
+    if (!g) { test_skip(test_no_gpu()); return; }
+    StFile f;
+    REQUIRE_OK(st_open(&f, GOLDEN_PATH));
+    Arena a, scratch, dev;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    arena_init_on(&dev, "gpu test", 1 << 20, DEV_CUDA);
+    OpCtx ref = { .backend = OPS_REF, .scratch = &scratch };
+    // the float32 reference results
+    CaseData r;
+    case_setup(&r, &a, &f, t, DT_F32);
+    t->fwd(&ref, t, r.out, r.in);
+    if (t->bwd && r.ngout) t->bwd(&ref, t, r.din, r.dout, r.out, r.in);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && t->no_bf16) break;
+        cx_dtype act = pass ? DT_BF16 : DT_F32;
+        const char *tag = pass ? "cuda bf16 vs ref f32" : "cuda f32 vs ref f32";
+        double tol = pass ? t->b16 : t->fast, worst = 0;
+        CaseData h, q;
+        case_setup(&h, &a, &f, t, DT_F32);
+        gpu_case(g, &dev, &a, t, &h, act, &q);
+        for (int o = 0; o < r.nout; o++) {
+            if (t->ties && q.out[o].dtype == DT_I32) { check_topk_ties(&q.out[o], &q.out[0], &h.in[0]); continue; }
+            check_err(tag, "out", o, &q.out[o], &r.out[o], tol);
+            worst = fmax(worst, test_rel_err(&q.out[o], &r.out[o], 1e-30));
+            if (!pass) {
+                Tensor gold = load_as(&a, &f, r.gout[o], DT_F64);
+                check_err("golden f32 cuda", "out", o, &q.out[o], &gold, t->g32);
+            }
+        }
+        for (int i = 0; i < r.nin && t->bwd && r.ngout; i++) {
+            if (!r.ggrad[i]) continue;
+            check_err(tag, "grad", i, &q.din[i], &r.din[i], tol);
+            worst = fmax(worst, test_rel_err(&q.din[i], &r.din[i], 1e-30));
+            if (!pass) {
+                Tensor gold = load_as(&a, &f, r.ggrad[i], DT_F64);
+                check_err("golden f32 cuda", "grad", i, &q.din[i], &gold, t->g32);
+            }
+        }
+        printf("    %s: worst rel err %.3g (tol %.3g)\n", tag, worst, tol);
+        arena_reset(&dev);
+    }
+    CHECKF(g->scratch->used == 0, "GPU scratch arena not released: %zu bytes", g->scratch->used);
+    arena_free(&dev);
+    arena_free(&a);
+    arena_free(&scratch);
+    st_close(&f);
+}
+
+// One entry = two tests: op_<case> (CPU) and op_<case>_cuda (the CUDA column).
 #define OPCASE(id, ...) \
     static const OpTest opcase_##id = { .name = #id, __VA_ARGS__ }; \
-    TEST(op_##id) { op_case_run(&opcase_##id); }
+    TEST(op_##id) { op_case_run(&opcase_##id); } \
+    TEST(op_##id##_cuda) { op_case_run_cuda(&opcase_##id); }
 
-// Tolerance sets (g64, fd, fast, g32). float64 vs PyTorch float64 differs only
-// by summation order (~1e-15); 1e-12 leaves room for long sums without hiding a
-// wrong index. Finite differences with h = 1e-5 are good to ~1e-9; 1e-6 allows
-// for curvature. float32 fast vs float32 reference (double sums) and vs the
-// float64 golden: sgemm/vector float sums over at most a few hundred terms.
-#define TOL_GEMM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5
-#define TOL_ELEM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-6, .g32 = 1e-6
-#define TOL_NORM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5
-#define CONV(s_, p_, d_, g_) .fwd = conv_fwd, .bwd = conv_bwd, .conv = { .stride = s_, .pad = p_, .dil = d_, .groups = g_ }
+// Tolerance sets (g64, fd, fast, g32, b16). float64 vs PyTorch float64 differs
+// only by summation order (~1e-15); 1e-12 leaves room for long sums without
+// hiding a wrong index. Finite differences with h = 1e-5 are good to ~1e-9; 1e-6
+// allows for curvature. float32 fast vs float32 reference (double sums) and vs
+// the float64 golden: sgemm/vector float sums over at most a few hundred terms;
+// the GPU's float32 column is held to the same. bf16 keeps 8 significant bits
+// (rounding 2^-9 ≈ 2e-3 per value): an element-wise op rounds its input and its
+// output; a GEMM or a norm sums many rounded products, and a norm's backward
+// subtracts nearly equal means.
+#define TOL_GEMM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5, .b16 = 2e-2
+#define TOL_ELEM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-6, .g32 = 1e-6, .b16 = 1e-2
+#define TOL_NORM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5, .b16 = 3e-2
+// conv weights and bias (inputs 1, 2) are float32 master parameters under bf16
+#define CONV(s_, p_, d_, g_) .fwd = conv_fwd, .bwd = conv_bwd, .conv = { .stride = s_, .pad = p_, .dil = d_, .groups = g_ }, \
+    .f32_in = 6
 
 OPCASE(conv_k3_7x5_c3, CONV(1, 1, 1, 1), TOL_GEMM)
 OPCASE(conv_k1_7x5, CONV(1, 0, 1, 1), TOL_GEMM)
@@ -443,15 +584,17 @@ OPCASE(dwconv_k5_s2, CONV(2, 2, 1, 6), TOL_GEMM)
 OPCASE(dwconv_k7, CONV(1, 3, 1, 8), TOL_GEMM)
 OPCASE(dwconv_k9_nobias, CONV(1, 4, 1, 3), TOL_GEMM)
 OPCASE(dwconv_k3_d2_c70, CONV(1, 2, 2, 70), TOL_GEMM)
-OPCASE(linear_rows, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM)
-OPCASE(linear_nobias, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM)
+OPCASE(linear_rows, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM, .f32_in = 6)
+OPCASE(linear_nobias, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM, .f32_in = 6)
 OPCASE(gemm_nt, .fwd = gemm_nt_fwd, .bwd = gemm_nt_bwd, .f = { 0.7 }, TOL_GEMM)
 OPCASE(gemm_tn_beta, .fwd = gemm_tn_fwd, .bwd = gemm_tn_bwd, .f = { 1.3, 0.5 }, TOL_GEMM)
-OPCASE(bn_train, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM)
-OPCASE(bn_train_b1, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM)
-OPCASE(bn_eval, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM)
-OPCASE(ln, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 }, TOL_NORM)
-OPCASE(ln_c80, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-5 }, TOL_NORM)
+// BatchNorm: gamma, beta and the running statistics stay float32 (inputs 1-4, outputs 1-2)
+#define BN_F32 .f32_in = 0x1e, .f32_out = 6
+OPCASE(bn_train, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
+OPCASE(bn_train_b1, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
+OPCASE(bn_eval, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
+OPCASE(ln, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 }, TOL_NORM, .f32_in = 6)
+OPCASE(ln_c80, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-5 }, TOL_NORM, .f32_in = 6)
 OPCASE(gelu, .fwd = gelu_fwd, .bwd = gelu_bwd, TOL_ELEM)
 OPCASE(relu, .fwd = relu_fwd, .bwd = relu_bwd, TOL_ELEM)
 OPCASE(sigmoid, .fwd = sigmoid_fwd, .bwd = sigmoid_bwd, TOL_ELEM)
@@ -461,10 +604,12 @@ OPCASE(clamp_bounds, .fwd = clamp_fwd, .bwd = clamp_bwd, .f = { -0.5, 0.8 }, TOL
 OPCASE(add, .fwd = add_fwd, .bwd = add_bwd, TOL_ELEM)
 OPCASE(axpy, .fwd = axpy_fwd, .bwd = axpy_bwd, .f = { 0.3 }, TOL_ELEM)
 OPCASE(scale, .fwd = scale_fwd, .bwd = scale_bwd, .f = { 1.7 }, TOL_ELEM)
-OPCASE(mul_c, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
+OPCASE(mul_c, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM, .f32_in = 2)
 OPCASE(mul_nc, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
 OPCASE(mul_pix, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
 OPCASE(mul_elem, .fwd = mul_fwd, .bwd = mul_bwd, TOL_ELEM)
+OPCASE(mul_head, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM, .f32_in = 2)
+OPCASE(rows_add_bcast, .fwd = addb_fwd, .bwd = addb_bwd, TOL_NORM)
 OPCASE(resize_scale2, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 2.0, 2.0 }, TOL_NORM)
 OPCASE(resize_scale1p5, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 1.5, 1.5 }, TOL_NORM)
 OPCASE(resize_scale0p5, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 0.5, 0.5 }, TOL_NORM)
@@ -479,13 +624,11 @@ OPCASE(softmax_mid, .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1, TOL_NORM)
 OPCASE(l2norm_last, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-12 }, TOL_NORM)
 OPCASE(l2norm_mid, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-12 }, TOL_NORM)
 OPCASE(l2norm_eps, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-3 }, TOL_NORM)
-OPCASE(topk_ties, .fwd = topk_fwd, .k = 4, .ties = 1, .g64 = 0, .fast = 0, .g32 = 0)
-OPCASE(topk_k1, .fwd = topk_fwd, .k = 1, .g64 = 0, .fast = 0, .g32 = 1e-7)
-OPCASE(bce_logits_mean, .fwd = bcel_mean_fwd, .bwd = bcel_mean_bwd, TOL_NORM)
-OPCASE(bce_logits_elem, .fwd = bcel_elem_fwd, .bwd = bcel_elem_bwd, TOL_NORM)
-OPCASE(bce_mean, .fwd = bce_mean_fwd, .bwd = bce_mean_bwd, TOL_NORM)
+OPCASE(topk_ties, .fwd = topk_fwd, .k = 4, .ties = 1, .g64 = 0, .fast = 0, .g32 = 0, .no_bf16 = 1)
+OPCASE(topk_k1, .fwd = topk_fwd, .k = 1, .g64 = 0, .fast = 0, .g32 = 1e-7, .no_bf16 = 1)
+OPCASE(maxnorm, .fwd = maxnorm_fwd, .bwd = maxnorm_bwd, TOL_NORM, .no_fd = 1)   // the tied maximum is a kink
 OPCASE(rows_gather, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
-OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
+OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
 OPCASE(rows_scatter_add_now, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
 
 // Every case in the golden file has an entry above (and vice versa through REQUIRE).
@@ -499,11 +642,12 @@ TEST(op_table_covers_goldens) {
         &opcase_linear_rows, &opcase_linear_nobias, &opcase_gemm_nt, &opcase_gemm_tn_beta, &opcase_bn_train,
         &opcase_bn_train_b1, &opcase_bn_eval, &opcase_ln, &opcase_ln_c80, &opcase_gelu, &opcase_relu, &opcase_sigmoid,
         &opcase_softplus, &opcase_clamp, &opcase_clamp_bounds, &opcase_add, &opcase_axpy, &opcase_scale,
-        &opcase_mul_c, &opcase_mul_nc, &opcase_mul_pix, &opcase_mul_elem, &opcase_resize_scale2,
+        &opcase_mul_c, &opcase_mul_nc, &opcase_mul_pix, &opcase_mul_elem, &opcase_mul_head, &opcase_rows_add_bcast,
+        &opcase_resize_scale2,
         &opcase_resize_scale1p5, &opcase_resize_scale0p5, &opcase_resize_size_up, &opcase_resize_size_down,
         &opcase_resize_size_4x, &opcase_avgpool, &opcase_concat, &opcase_channels_copy_acc, &opcase_softmax_last,
         &opcase_softmax_mid, &opcase_l2norm_last, &opcase_l2norm_mid, &opcase_l2norm_eps, &opcase_topk_ties,
-        &opcase_topk_k1, &opcase_bce_logits_mean, &opcase_bce_logits_elem, &opcase_bce_mean, &opcase_rows_gather,
+        &opcase_topk_k1, &opcase_maxnorm, &opcase_rows_gather,
         &opcase_rows_scatter_add, &opcase_rows_scatter_add_now,
     };
     int n = (int)(sizeof all / sizeof all[0]);
@@ -526,7 +670,7 @@ TEST(op_topk_tie_order) {
     double v[2][6] = { { 2, 2, 2, 2, 2, 2 }, { 1, 3, 0, 3, 2, 3 } };
     int32_t want[2][4] = { { 0, 1, 2, 3 }, { 1, 3, 5, 4 } };
     for (int fr = 0; fr < 2; fr++) {
-        ctx.force_ref = fr;
+        ctx.backend = fr ? OPS_REF : OPS_CPU;
         Tensor x = tensor_new(&a, DT_F32, 2, (int64_t[]){ 2, 6 }), idx = tensor_new(&a, DT_I32, 2, (int64_t[]){ 2, 4 });
         Tensor val = tensor_new(&a, DT_F32, 2, (int64_t[]){ 2, 4 });
         for (int i = 0; i < 12; i++) tensor_set(&x, i, v[i / 6][i % 6]);
@@ -543,7 +687,7 @@ static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nou
     Arena a, scratch;
     arena_init(&a, "test", 1 << 24);
     arena_init(&scratch, "scratch", 1 << 24);
-    OpCtx ctx = { .scratch = &scratch };
+    OpCtx ctx = { .backend = OPS_CPU, .scratch = &scratch };
     Rng rng = rng_init(99);
     CaseData cd[2];
     for (int v = 0; v < 2; v++) {
@@ -570,13 +714,25 @@ static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nou
         tensor_set(&cd[1].dout[0], j, u);
     }
     for (int v = 0; v < 2; v++) {
-        ctx.force_ref = v;
+        ctx.backend = v ? OPS_REF : OPS_CPU;
         t->fwd(&ctx, t, cd[v].out, cd[v].in);
         t->bwd(&ctx, t, cd[v].din, cd[v].dout, cd[v].out, cd[v].in);
     }
     for (int o = 0; o < nout; o++) check_err("big fast vs ref", "out", o, &cd[0].out[o], &cd[1].out[o], tol);
     for (int i = 0; i < nin; i++)
         if (cd[0].din[i].data) check_err("big fast vs ref", "grad", i, &cd[0].din[i], &cd[1].din[i], tol);
+    // the same shapes on the GPU in float32 (many blocks per kernel), when there is one
+    OpCtx *g = test_cuda();
+    if (g) {
+        Arena dev;
+        arena_init_on(&dev, "gpu test", 1 << 24, DEV_CUDA);
+        CaseData q;
+        gpu_case(g, &dev, &a, t, &cd[1], DT_F32, &q);
+        for (int o = 0; o < nout; o++) check_err("big cuda vs ref", "out", o, &q.out[o], &cd[1].out[o], tol);
+        for (int i = 0; i < nin; i++)
+            if (cd[1].din[i].data) check_err("big cuda vs ref", "grad", i, &q.din[i], &cd[1].din[i], tol);
+        arena_free(&dev);
+    }
     arena_free(&a);
     arena_free(&scratch);
 }

@@ -21,16 +21,18 @@ TEST(checkpoint_round_trip_is_exact) {
         Tensor v = params_value(&a, k), g = params_grad(&a, k);
         for (int64_t i = 0; i < tensor_numel(&v); i++) { tensor_f32(&v)[i] = (float)rng_normal(&r); tensor_f32(&g)[i] = (float)rng_normal(&r); }
     }
-    Tensor nbt = params_value(&a, 2);
-    tensor_fill(&nbt, 17);
+    params_counter_add(&a, 2, 17);
+    Arena sa;
+    arena_init(&sa, "scratch", 1 << 16);
+    OpCtx op = { .backend = OPS_CPU, .scratch = &sa };
     AdamW oa, ob;
     adamw_init(&oa, &a, 1e-4);
     adamw_init(&ob, &b, 1e-4);
-    adamw_step(&oa, &a, 1e-3);
+    adamw_step(&op, &oa, &a, 1e-3, NULL);
     Ema ea, eb;
     ema_init(&ea, &a, 0.99);
     ema_init(&eb, &b, 0.99);
-    ema_update(&ea, &a);
+    ema_update(&op, &ea, &a);
     TrainState ts = { .stage = 2, .epoch = 5, .global_step = 123, .stage_step = 23, .batch_in_epoch = 7,
                       .best_score = 0.8125, .best_epoch = 4, .seed = 99 }, tb = { 0 };
     const char *dir = test_tmpdir();
@@ -41,8 +43,9 @@ TEST(checkpoint_round_trip_is_exact) {
     REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
     CHECK(has);
     CHECK(memcmp(a.data, b.data, sizeof(float) * (size_t)a.numel) == 0);
-    CHECK(memcmp(oa.m, ob.m, sizeof(float) * (size_t)a.numel) == 0);
-    CHECK(memcmp(oa.v, ob.v, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(memcmp(oa.host_m, ob.host_m, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(memcmp(oa.host_v, ob.host_v, sizeof(float) * (size_t)a.numel) == 0);
+    CHECK(params_counter(&b, 2) == 17);
     CHECK(memcmp(oa.steps, ob.steps, sizeof(int64_t) * (size_t)a.n) == 0);
     CHECK(memcmp(ea.shadow, eb.shadow, sizeof(float) * (size_t)a.numel) == 0);
     CHECK(tb.stage == 2 && tb.epoch == 5 && tb.global_step == 123 && tb.stage_step == 23 && tb.batch_in_epoch == 7);
@@ -70,4 +73,5 @@ TEST(checkpoint_round_trip_is_exact) {
     CHECK(strstr(cx_errmsg(), "does not belong") != NULL);
     adamw_free(&oa); adamw_free(&ob); ema_free(&ea); ema_free(&eb);
     params_free(&a); params_free(&b);
+    arena_free(&sa);
 }

@@ -22,15 +22,19 @@ TEST(adamw_matches_torch_with_groups_and_clipping) {
     o.group_scale[PG_ROUTER] = 0.1;
     Arena a;
     arena_init(&a, "t", 1 << 14);
+    OpCtx op = { .backend = OPS_REF, .scratch = &a };
     Tensor ew = tensor_like(&a, &w), eb = tensor_like(&a, &b), en = tensor_new(&a, DT_F64, 1, (int64_t[]){ 1 });
+    Tensor stats = tensor_new(&a, DT_F64, 1, (int64_t[]){ 3 });
     for (int s = 0; s < 6; s++) {
         char k[64];
         snprintf(k, sizeof k, "grad%d/w", s); REQUIRE_OK(st_read(&f, k, &gw));
         snprintf(k, sizeof k, "grad%d/b", s); REQUIRE_OK(st_read(&f, k, &gb));
-        double norm = grad_clip_norm(&pt, &o, 0.5);
+        grad_clip_stats(&op, &pt, &o, 0.5, &stats);
+        double norm = tensor_f64(&stats)[1];
         snprintf(k, sizeof k, "norm%d", s); REQUIRE_OK(st_read(&f, k, &en));
         CHECK_NEAR(norm, tensor_f64(&en)[0], 1e-12);
-        adamw_step(&o, &pt, 1e-2);
+        Tensor scale = tensor_slice0(&stats, 2, 1);
+        adamw_step(&op, &o, &pt, 1e-2, &scale);
         snprintf(k, sizeof k, "step%d/w", s); REQUIRE_OK(st_read(&f, k, &ew));
         snprintf(k, sizeof k, "step%d/b", s); REQUIRE_OK(st_read(&f, k, &eb));
         // m and v are kept in float32, so agreement is to float32 rounding.
@@ -82,12 +86,18 @@ TEST(ema_averages_params_and_copies_buffers) {
     ema_init(&e, &pt, 0.9);
     tensor_fill(&w, 2.0);
     tensor_fill(&r, 5.0);
-    ema_update(&e, &pt);
+    Arena a;
+    arena_init(&a, "t", 1 << 12);
+    OpCtx op = { .backend = OPS_CPU, .scratch = &a };
+    ema_update(&op, &e, &pt);
     ema_swap(&e, &pt);
+    w = params_value(&pt, iw), r = params_value(&pt, ir);   // the table now points at the EMA weights
     CHECK_NEAR(tensor_f32(&w)[1], 1.1, 1e-6);
     CHECK_NEAR(tensor_f32(&r)[2], 5.0, 0);
     ema_swap(&e, &pt);
+    w = params_value(&pt, iw);
     CHECK_NEAR(tensor_f32(&w)[1], 2.0, 0);
     ema_free(&e);
     params_free(&pt);
+    arena_free(&a);
 }

@@ -136,6 +136,9 @@ case("mul_c", [rnd(2, 7, 5, 3), rnd(3)], [True, True], lambda x, s: [x * s])
 case("mul_nc", [rnd(2, 7, 5, 3), rnd(2, 3)], [True, True], lambda x, s: [x * s[:, None, None, :]])
 case("mul_pix", [rnd(2, 7, 5, 3), rnd(2, 7, 5, 1)], [True, True], lambda x, s: [x * s])
 case("mul_elem", [rnd(2, 7, 5, 3), rnd(2, 7, 5, 3)], [True, True], lambda x, s: [x * s])
+case("mul_head", [rnd(3, 4, 1, 6), rnd(1, 4, 1, 1)], [True, True], lambda x, s: [x * s])   # XCA temperature per head
+# rows_add_bcast: y (R, ...) + b (the trailing axes), the positional encoding added to every image
+case("rows_add_bcast", [rnd(3, 4, 5, 2), rnd(4, 5, 2)], [True, True], lambda y, b: [y + b])
 
 # ---- resampling and pooling ------------------------------------------------------------------
 def resize(scale=None, size=None):
@@ -185,14 +188,16 @@ case("topk_ties", [tk], [False], topk, ngout=0)
 case("topk_k1", [rnd(3, 7)], [False], lambda x: [torch.topk(x, 1, dim=-1)[0], torch.topk(x, 1, dim=-1)[1].to(torch.int32)],
      ngout=0)
 
-# ---- losses ----------------------------------------------------------------------------------------------
-bl = [rnd(2, 7, 5, 1, scale=3), uni(0, 1, 2, 7, 5, 1)]
-case("bce_logits_mean", bl, [True, False], lambda x, t: [F.binary_cross_entropy_with_logits(x, t).reshape(1)])
-case("bce_logits_elem", bl, [True, False], lambda x, t: [F.binary_cross_entropy_with_logits(x, t, reduction="none")])
-bt = (torch.rand(2, 7, 5, 1, dtype=D) > 0.5).to(D)
-bt.view(-1)[:10] = uni(0, 1, 10)
-case("bce_mean", [uni(0.02, 0.98, 2, 7, 5, 1), bt], [True, False],
-     lambda p, t: [F.binary_cross_entropy(p, t).reshape(1)])
+# ---- batch-maximum normalisation (the boundary-uncertainty map) -----------------------------------------
+mx = uni(0.1, 2.0, 2, 7, 5, 1)
+mx.view(-1)[[3, 40]] = 2.5   # a tied maximum: the gradient of max is shared by both
+
+
+def maxnorm(x):
+    return [x / (x.amax() + 1e-8)]
+
+
+case("maxnorm", [mx], [True], maxnorm)
 
 # ---- mixture-of-experts dispatch ----------------------------------------------------------------------
 gidx = torch.tensor([4, 0, 4, 2], dtype=torch.int32)

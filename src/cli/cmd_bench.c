@@ -7,11 +7,13 @@
 // gradients, AdamW moments and the arenas' peaks; and the process's peak RSS),
 // forward FLOPs per image counted at every conv/linear/GEMM call (2 per
 // multiply-accumulate; the sparse model's from the routing of the timed batches),
-// and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs.
+// and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs,
+// and the host<->device copies per step (core/device.h counts them). On the
+// device --device names, in the precision --precision names; the step is
+// train/step.h's, the trainer's own.
 #include "cli.h"
 #include "nn/camoxpert.h"
-#include "train/loss.h"
-#include "train/optim.h"
+#include "train/step.h"
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -28,10 +30,12 @@ static double median(double *t, int n) {
 
 typedef struct {
     int sparse;
-    double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss;
+    double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss, syncs_per_step;
 } BenchRow;
 
-static void bench_one(const char *backbone, int sparse, int E, int k, int B, int S, int steps, BenchRow *r) {
+// One configuration on rt's device: the training step of train/step.h (the
+// trainer's), then batch-1 inference. Times read after a device synchronisation.
+static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int k, int B, int S, int steps, BenchRow *r) {
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
     ParamTable pt;
@@ -40,14 +44,14 @@ static void bench_one(const char *backbone, int sparse, int E, int k, int B, int
     params_alloc(&pt, DT_F32);
     Rng rng = rng_init(1);
     camoxpert_init(m, &pt, &rng);
+    runtime_place(rt, &pt);
+    rt->ctx.pt = &pt;
+    rt->ctx.training = 1;
     AdamW opt;
     adamw_init(&opt, &pt, 1e-4);
     opt.group_scale[PG_ROUTER] = 0.1;
-    Arena act, scratch, io;
-    arena_init(&act, "activations", 64 << 20);
-    arena_init(&scratch, "scratch", 16 << 20);
+    Arena io;
     arena_init(&io, "inputs", 1 << 20);
-    NNCtx ctx = { .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 1 };
     Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3), mask = tensor_new4(&io, DT_F32, B, S, S, 1);
     for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&rng);
     // Masks: a disc per image, so the loss sees both classes.
@@ -58,38 +62,43 @@ static void bench_one(const char *backbone, int sparse, int E, int k, int B, int
                 tensor_f32(&mask)[((int64_t)b * S + i) * S + j] = dy * dy + dx * dx < S * S / 10.0;
             }
     CamoLossWeights w = camo_loss_default_weights();
-    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 1));
+    TrainStep ts;
+    train_step_init(&ts, rt, m, &pt, &opt, NULL, &w);
+    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
     double macs = 0;
-    for (int it = 0; it <= steps; it++) {   // iteration 0 sizes the arenas (not timed)
+    int64_t sync0 = 0;
+    for (int it = 0; it <= steps + 1; it++) {   // iterations 0 and 1 size the arenas and plans (not timed)
+        runtime_sync(rt);
         double t0 = cx_time_s();
-        arena_reset(&act);
-        params_zero_grad(&pt);
+        if (it == 2) sync0 = cx_sync_count();
+        train_step_begin(&ts);
         CamoXpertOutputs o;
-        ctx.op.macs = it > 0 ? &macs : NULL;
-        camoxpert_forward(&ctx, m, &x, &o);
-        ctx.op.macs = NULL;
-        CamoLoss L;
-        CodOutputs g;
-        camo_loss_forward_backward(&act, &w, &o.maps, &mask, o.balance_loss, &L, &g);
-        camoxpert_backward(&ctx, m, &g, w.balance, NULL);
-        grad_clip_norm(&pt, &opt, 0.5);
-        adamw_step(&opt, &pt, 1e-4);
-        if (it > 0) t[it - 1] = cx_time_s() - t0;
-        r->loss = L.total;
+        rt->ctx.op.macs = it > 1 ? &macs : NULL;
+        train_step_accumulate(&ts, &x, &mask, 0, &o);
+        rt->ctx.op.macs = NULL;
+        StepResult sr;
+        train_step_finish(&ts, 1e-4, 0.5, &sr);
+        runtime_sync(rt);
+        if (it > 1) t[it - 2] = cx_time_s() - t0;
+        r->loss = sr.loss.total;
     }
+    r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
     r->train_ms = median(t, steps) * 1e3;
     r->images_per_s = B / (r->train_ms * 1e-3);
     r->gflop_img = 2 * macs / steps / B * 1e-9;
     r->gflops = 3 * r->gflop_img * B / (r->train_ms * 1e-3);
-    size_t train_peak = act.peak + scratch.peak;
+    size_t train_peak = rt->act.peak + rt->scratch.peak;
     // Inference: batch 1, evaluation mode.
-    ctx.training = 0;
+    rt->ctx.training = 0;
     Tensor x1 = tensor_slice0(&x, 0, 1);
     for (int it = 0; it <= steps; it++) {
+        runtime_sync(rt);
         double t0 = cx_time_s();
-        arena_reset(&act);
+        runtime_step_reset(rt);
         CamoXpertOutputs o;
-        camoxpert_forward(&ctx, m, &x1, &o);
+        Tensor xi = runtime_input(rt, &x1, rt->dtype);
+        camoxpert_forward(&rt->ctx, m, &xi, &o);
+        runtime_sync(rt);
         if (it > 0) t[it - 1] = cx_time_s() - t0;
     }
     r->infer_ms = median(t, steps) * 1e3;
@@ -101,16 +110,16 @@ static void bench_one(const char *backbone, int sparse, int E, int k, int B, int
     getrusage(RUSAGE_SELF, &ru);
     r->rss_mb = ru.ru_maxrss / 1024.0;
     free(t);
+    train_step_free(&ts);
     adamw_free(&opt);
     camoxpert_free(m);
     params_free(&pt);
-    arena_free(&act);
-    arena_free(&scratch);
     arena_free(&io);
+    runtime_step_reset(rt);
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *backbone = "edgenext_base", *mode = "both", *json = NULL;
+    const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
     int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
@@ -122,6 +131,8 @@ int cmd_bench(int argc, char **argv) {
         { "mode", OPT_STR, &mode, "which models", "dense|sparse|both", "dense|sparse|both", 0 },
         { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
+        { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
+        { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
     };
     int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
@@ -142,22 +153,27 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     if (threads > 0) cx_threads_set(threads);
+    Runtime rt;
+    if (runtime_init(&rt, device, precision, 1, 1)) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+        return 2;
+    }
     int modes[2], nm = 0;
     if (strcmp(mode, "sparse")) modes[nm++] = 0;
     if (strcmp(mode, "dense")) modes[nm++] = 1;
-    printf("camoxpert bench: %s, batch %d, %dx%d, float32, %d threads, median of %d steps\n", backbone, B, S, S,
-           cx_threads_get(), steps);
-    printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
-           "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB");
+    printf("device: %s\n", rt.desc);
+    printf("camoxpert bench: %s, batch %d, %dx%d, median of %d steps\n", backbone, B, S, S, steps);
+    printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
+           "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs");
     cJSON *arr = cJSON_CreateArray();
     for (int i = 0; i < nm; i++) {
         BenchRow r;
-        bench_one(backbone, modes[i], E, k, B, S, steps, &r);
+        bench_one(&rt, backbone, modes[i], E, k, B, S, steps, &r);
         char name[64];
         if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
         else snprintf(name, sizeof name, "dense");
-        printf("%-18s %8.2f %10.1f %9.2f %12.1f %10.2f %9.1f %12.0f %9.0f\n", name, r.params_m, r.train_ms, r.images_per_s,
-               r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb);
+        printf("%-18s %8.2f %10.2f %9.2f %12.2f %10.2f %9.1f %12.0f %9.0f %7.1f\n", name, r.params_m, r.train_ms,
+               r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step);
         fflush(stdout);
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "mode", r.sparse ? "sparse" : "dense");
@@ -167,6 +183,9 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "batch", B);
         cJSON_AddNumberToObject(j, "img_size", S);
         cJSON_AddNumberToObject(j, "threads", cx_threads_get());
+        cJSON_AddStringToObject(j, "device", rt.desc);
+        cJSON_AddStringToObject(j, "precision", rt.dtype == DT_BF16 ? "bf16" : "fp32");
+        cJSON_AddNumberToObject(j, "host_syncs_per_step", r.syncs_per_step);
         cJSON_AddNumberToObject(j, "params_m", r.params_m);
         cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);
         cJSON_AddNumberToObject(j, "images_per_s", r.images_per_s);
@@ -178,7 +197,8 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddItemToArray(arr, j);
     }
     printf("(dense runs all four experts per scale; GFLOP/img is the forward pass; GFLOP/s takes a training step as 3x "
-           "forward; peak MB = parameters + gradients + AdamW moments + activation/scratch arenas)\n");
+           "forward; peak MB = parameters + gradients + AdamW moments + activation/scratch arenas; syncs = host<->device "
+           "copies per training step)\n");
     int rc = 0;
     if (json) {
         char *s = cJSON_Print(arr);
@@ -193,5 +213,6 @@ int cmd_bench(int argc, char **argv) {
         cJSON_free(s);
     }
     cJSON_Delete(arr);
+    runtime_free(&rt);
     return rc;
 }

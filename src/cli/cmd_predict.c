@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "data/dataset.h"
 #include "eval/metrics.h"
+#include "nn/runtime.h"
 #include "train/infer.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -86,7 +87,7 @@ static cx_status write_routing(const char *path, const char *image, const CamoXp
 }
 
 int cmd_predict(int argc, char **argv) {
-    const char *weights = NULL, *input = NULL, *out = NULL, *backbone = NULL;
+    const char *weights = NULL, *input = NULL, *out = NULL, *backbone = NULL, *device = "auto", *precision = "auto";
     int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2;
     CliOpt opts[] = {
         { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
@@ -101,6 +102,9 @@ int cmd_predict(int argc, char **argv) {
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+        { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
+        { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto",
+          "fp32|bf16|auto", 0 },
     };
     int st = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
                        "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
@@ -129,14 +133,19 @@ int cmd_predict(int argc, char **argv) {
     char **files = NULL;
     int nf = 0;
     if ((cs = list_inputs(input, &files, &nf))) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
+    Runtime rt;
+    if ((cs = runtime_init(&rt, device, precision, 1, 0))) {
+        fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
+        for (int f = 0; f < nf; f++) free(files[f]);
+        free(files);
+        return 2;
+    }
+    printf("device: %s\n", rt.desc);
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&mc, &pt);
     params_alloc(&pt, DT_F32);
-    Arena act, scratch;
-    arena_init(&act, "activations", 64 << 20);
-    arena_init(&scratch, "scratch", 16 << 20);
-    NNCtx ctx = { .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 0 };
+    rt.ctx.pt = &pt;
     float *x = cx_malloc(sizeof(float) * (size_t)S * S * 3);
     int n_ok = 0, rc = 0;
     double t0 = cx_time_s();
@@ -145,6 +154,7 @@ int cmd_predict(int argc, char **argv) {
         rc = 1;
         goto done;
     }
+    runtime_place(&rt, &pt);
     printf("model: %s on %s from %s; input %dx%d; %d image%s\n", mc.sparse ? "sparse" : "dense", mc.backbone, weights, S, S,
            nf, nf == 1 ? "" : "s");
     for (int f = 0; f < nf; f++) {
@@ -155,12 +165,14 @@ int cmd_predict(int argc, char **argv) {
             continue;
         }
         infer_image_input(&im, S, x);
-        arena_reset(&act);
+        runtime_step_reset(&rt);
         Tensor in = tensor_view4(x, DT_F32, 1, S, S, 3);
+        Tensor xin = runtime_input(&rt, &in, rt.dtype);
         CamoXpertOutputs o;
-        camoxpert_forward(&ctx, m, &in, &o);
+        camoxpert_forward(&rt.ctx, m, &xin, &o);
+        Tensor pred = runtime_output_f32(&rt, &o.maps.pred);
         float *prob = cx_malloc(sizeof(float) * (size_t)im.w * im.h);
-        infer_prob_at(tensor_f32(&o.maps.pred), S, S, im.h, im.w, prob);
+        infer_prob_at(tensor_f32(&pred), S, S, im.h, im.w, prob);
         Image8 mask;
         image_alloc(&mask, im.w, im.h, 1);
         metrics_export_u8(prob, (int64_t)im.w * im.h, mask.px);
@@ -191,7 +203,6 @@ done:
     free(files);
     camoxpert_free(m);
     params_free(&pt);
-    arena_free(&act);
-    arena_free(&scratch);
+    runtime_free(&rt);
     return rc;
 }

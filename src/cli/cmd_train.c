@@ -19,7 +19,8 @@ static void on_signal(int sig) {
 
 // Options not carried from a checkpoint into the resumed run.
 static int run_local(const char *name) {
-    static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", NULL };
+    static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", "device",
+                                         "precision", NULL };
     for (int i = 0; local[i]; i++) if (!strcmp(name, local[i])) return 1;
     return 0;
 }
@@ -131,6 +132,10 @@ int cmd_train(int argc, char **argv) {
         { "val-fraction", OPT_DOUBLE, &c.val_fraction, "share of the training images held out for validation (0: none)", "F", NULL, 0 },
         { "val-every", OPT_INT, &c.val_every, "validate every N epochs (and after the last)", "N", NULL, 0 },
         { "max-steps", OPT_INT64, &c.max_steps, "stop (checkpointing as on Ctrl-C) after N optimizer steps in total", "N", NULL, 0 },
+        { "device", OPT_STR, &c.device, "where to train: cpu, cuda (GPU 0), cuda:N, or auto (a GPU when one is usable)",
+          "cpu|cuda|cuda:N|auto", NULL, 0 },
+        { "precision", OPT_STR, &c.precision, "GPU arithmetic: bf16 (bf16 activations, fp32 master weights and "
+          "accumulation), fp32 (TF32 off), auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "progress", OPT_INT, &progress, "1: progress bar, 0: plain lines, -1: bar when stdout is a terminal", "N", NULL, 0 },
     };

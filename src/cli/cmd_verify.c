@@ -38,6 +38,45 @@ int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tenso
     return ok;
 }
 
+static void note_ratio(VerifyRun *v, const char *name, double ratio) {
+    if (ratio > v->worst || v->n_checked == 1) {
+        v->worst = ratio;
+        snprintf(v->worst_name, sizeof v->worst_name, "%s", name);
+    }
+}
+
+int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double tol) {
+    v->n_checked++;
+    int64_t n = tensor_numel(ref);
+    if (tensor_numel(ours) != n) {
+        v->n_checked--;
+        verify_fail(v, name, "element counts differ");
+        return 0;
+    }
+    double d2 = 0, r2 = 0;
+    int finite = 1;
+    for (int64_t i = 0; i < n; i++) {
+        double x = tensor_get(ours, i), y = tensor_get(ref, i);
+        finite &= isfinite(x) && isfinite(y);
+        d2 += (x - y) * (x - y);
+        r2 += y * y;
+    }
+    double err = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
+    v->last_err = finite ? err : INFINITY;
+    int ok = finite && err <= tol;
+    if (!ok) v->n_failed++;
+    note_ratio(v, name, ok ? err / tol : INFINITY);
+    if (!ok || !v->quiet)
+        printf("  %-58s L2 %9.3e  tol %.0e  %s%s\n", name, err, tol, ok ? "ok" : "FAIL", finite ? "" : " (not finite)");
+    return ok;
+}
+
+int verify_check_gpu(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref) {
+    Tensor h = runtime_output_f32(v->gpu, ours);
+    if (v->gpu->dtype == DT_BF16) return verify_check_l2(v, name, &h, ref, VERIFY_BF16_FWD);
+    return verify_check(v, name, &h, ref, 0, v->rtol_fwd_f32);
+}
+
 void verify_fail(VerifyRun *v, const char *name, const char *why) {
     v->n_checked++;
     v->n_failed++;
@@ -157,9 +196,13 @@ static cx_status meta_double(const StFile *f, const char *key, double *out) {
 
 int cmd_verify(int argc, char **argv) {
     int quiet = 0, threads = 0;
+    const char *device = "auto", *precision = "fp32";
     CliOpt opts[] = {
         { "quiet", OPT_FLAG, &quiet, "print only failing tensors and the verdict", NULL, NULL, 0 },
         { "threads", OPT_INT, &threads, "CPU threads (default: all cores)", "N", NULL, 0 },
+        { "device", OPT_STR, &device, "cpu: the CPU checks (float32 fast kernels, float64 reference kernels); cuda, "
+          "cuda:N: the GPU's too; auto: cuda when a GPU is usable", "cpu|cuda|cuda:N|auto", NULL, 0 },
+        { "precision", OPT_STR, &precision, "the GPU run's arithmetic", "fp32|bf16", "fp32|bf16", 0 },
     };
     const char *pos[1] = { NULL };
     int npos = 0;
@@ -170,12 +213,24 @@ int cmd_verify(int argc, char **argv) {
         return 2;
     }
     if (threads > 0) cx_threads_set(threads);
+    int gpu;
+    Runtime rt;
+    if (runtime_resolve_device(device, &gpu) || (gpu >= 0 && runtime_init(&rt, device, precision, 0, 0))) {
+        fprintf(stderr, "error: camoxpert verify: %s\n", cx_errmsg());
+        return 2;
+    }
+    if (gpu < 0 && !strcmp(precision, "bf16")) {
+        fprintf(stderr, "error: camoxpert verify: --precision bf16 is for a GPU run (add --device cuda)\n");
+        return 2;
+    }
+    printf("device: %s\n", gpu >= 0 ? rt.desc : "cpu (float32 fast and float64 reference kernels)");
     StFile f;
     if (st_open(&f, pos[0])) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
+        if (gpu >= 0) runtime_free(&rt);
         return 2;
     }
-    VerifyRun v = { .quiet = quiet };
+    VerifyRun v = { .quiet = quiet, .gpu = gpu >= 0 ? &rt : NULL };
     int rc = 2;
     const char *kind = st_meta(&f, "kind");
     if (meta_double(&f, "rtol_fwd_f32", &v.rtol_fwd_f32) || meta_double(&f, "rtol_fwd_f64", &v.rtol_fwd_f64) ||
@@ -197,5 +252,6 @@ int cmd_verify(int argc, char **argv) {
                     v.worst_name, v.worst);
     }
     st_close(&f);
+    if (gpu >= 0) runtime_free(&rt);
     return rc;
 }

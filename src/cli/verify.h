@@ -8,11 +8,23 @@
 #pragma once
 #include "core/core.h"
 #include "nn/params.h"
+#include "nn/runtime.h"
+
+// GPU checks (--device cuda): forward outputs within rtol_fwd_f32 (fp32) or a
+// relative L2 error of VERIFY_BF16_FWD (bf16); gradients against the CPU's
+// float32 gradients on the same weights and batch, relative L2 per tensor.
+#define VERIFY_BF16_FWD 2e-2
+#define VERIFY_GPU_GRAD_F32 1e-3
+// bf16 gradients are reported against a looser bound: bf16 keeps 8 significant
+// bits, and a gradient is a long chain of bf16 roundings.
+#define VERIFY_GPU_GRAD_BF16 5e-2
 
 typedef struct {
     double rtol_fwd_f32, rtol_fwd_f64, rtol_grad_f64, grad_floor;   // from __metadata__
+    Runtime *gpu;     // non-NULL: also run the fixture on this GPU runtime
     int quiet;        // print only failing lines
     int n_checked, n_failed;
+    double last_err;  // the error of the last check
     double worst;     // largest err/tol seen
     char worst_name[160];
 } VerifyRun;
@@ -20,6 +32,12 @@ typedef struct {
 // err = max|ours − ref| / max(max|ref|, floor); prints "name err tol ok|FAIL" and
 // counts it. A shape mismatch (element count) fails with both shapes. Returns 1 if ok.
 int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol);
+// Relative L2 error ‖ours − ref‖ / ‖ref‖ against tol (any non-finite value fails);
+// the GPU's comparisons. Both host tensors of the same numel.
+int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double tol);
+// The GPU's forward check: verify_check at rtol_fwd_f32 in fp32, verify_check_l2
+// at VERIFY_BF16_FWD in bf16. ours may be a GPU tensor (downloaded here).
+int verify_check_gpu(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref);
 // Records a failure that is not a numerical comparison (a missing tensor, ...).
 void verify_fail(VerifyRun *v, const char *name, const char *why);
 

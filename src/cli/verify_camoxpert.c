@@ -9,10 +9,15 @@
 //     `output/train/loss`: pred, the total and every loss term, every stored
 //     parameter gradient (and grad/input/image), the BatchNorm state after the
 //     forward (`output/train/buffer/...`), and routing when stored.
+// With a GPU (VerifyRun.gpu), the same fixture also runs there: evaluation
+// outputs and routing; in training mode the loss terms and BatchNorm state
+// against the fixture, and every parameter gradient against the CPU's float32
+// gradients on the same weights and batch (relative L2, verify.h).
 // General over backbone variant, batch, input size, E and k.
 #include "verify.h"
 #include "nn/camoxpert.h"
 #include "train/loss.h"
+#include <math.h>
 #include <string.h>
 
 static int meta_int(const StFile *f, const char *key, int def) {
@@ -47,7 +52,7 @@ static void check_scalar(VerifyRun *v, const StFile *f, Arena *io, const char *r
 }
 
 static void check_routes(VerifyRun *v, const StFile *f, Arena *io, const CamoXpertOutputs *o, const char *mode,
-                         const char *tag, double tol) {
+                         const char *tag, double tol, int l2) {
     for (int s = 0; s < o->n_route; s++) {
         char ref[96], label[128];
         const MoeRoute *r = &o->route[s];
@@ -56,14 +61,23 @@ static void check_routes(VerifyRun *v, const StFile *f, Arena *io, const CamoXpe
         for (int i = 0; i < 3; i++) {
             snprintf(ref, sizeof ref, "output/%s/route%d/%s", mode, s, names[i]);
             snprintf(label, sizeof label, "%s %s", ref, tag);
-            if (st_find(f, ref)) check_nhwc(v, f, io, ref, label, ts[i], 0, tol);
+            if (!st_find(f, ref)) continue;
+            if (l2) {
+                Tensor r;
+                ArenaMark mk = arena_mark(io);
+                if (verify_read(f, ref, io, DT_F64, &r)) verify_fail(v, label, cx_errmsg());
+                else verify_check_l2(v, label, ts[i], &r, tol);
+                arena_release(io, mk);
+            } else {
+                check_nhwc(v, f, io, ref, label, ts[i], 0, tol);
+            }
         }
         snprintf(ref, sizeof ref, "output/%s/route%d/topk_idx", mode, s);
         snprintf(label, sizeof label, "%s %s", ref, tag);
         if (st_find(f, ref)) check_nhwc(v, f, io, ref, label, &r->idx, 0, 0);   // must be equal
         snprintf(ref, sizeof ref, "output/%s/route%d/lb_loss", mode, s);
         snprintf(label, sizeof label, "%s %s", ref, tag);
-        if (st_find(f, ref)) check_scalar(v, f, io, ref, label, r->lb_loss, tol);
+        if (st_find(f, ref)) check_scalar(v, f, io, ref, label, r->lb_loss, l2 ? VERIFY_BF16_FWD : tol);
     }
 }
 
@@ -81,7 +95,159 @@ static void check_eval(VerifyRun *v, const StFile *f, Arena *io, const CamoXpert
         snprintf(label, sizeof label, "%s %s", ref, tag);
         check_nhwc(v, f, io, ref, label, outs[i].t, 0, tol);
     }
-    check_routes(v, f, io, o, "eval", tag, tol);
+    check_routes(v, f, io, o, "eval", tag, tol, 0);
+}
+
+// The same outputs from a GPU run (tensors on the GPU; routing on the host).
+static void check_eval_gpu(VerifyRun *v, const StFile *f, Arena *io, const CamoXpertOutputs *o, const char *tag) {
+    const CodOutputs *m = &o->maps;
+    const struct { const char *name; const Tensor *t; } outs[] = {
+        { "pred", &m->pred }, { "fg_map", &m->fg_map }, { "search_map", &m->search_map },
+        { "uncertainty", &m->uncertainty }, { "refine0", &m->refine[0] }, { "deep0", &m->deep[0] },
+        { "deep1", &m->deep[1] }, { "deep2", &m->deep[2] },
+    };
+    for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+        char ref[96], label[128];
+        snprintf(ref, sizeof ref, "output/eval/%s", outs[i].name);
+        snprintf(label, sizeof label, "%s %s", ref, tag);
+        Tensor r;
+        ArenaMark mk = arena_mark(io);
+        if (verify_read_nhwc(f, ref, io, DT_F64, &r)) verify_fail(v, label, cx_errmsg());
+        else verify_check_gpu(v, label, outs[i].t, &r);
+        arena_release(io, mk);
+    }
+    int bf16 = v->gpu->dtype == DT_BF16;
+    check_routes(v, f, io, o, "eval", tag, bf16 ? VERIFY_BF16_FWD : v->rtol_fwd_f32, bf16);
+}
+
+// A table with src's layout and values, for another device or a fresh BatchNorm state.
+static void table_copy(ParamTable *dst, const ParamTable *src) {
+    params_init(dst);
+    verify_clone_layout(dst, src);
+    params_alloc(dst, DT_F32);
+    params_copy_values(dst, src);
+}
+
+// One training-mode forward, loss and backward on rt (the reference loss, the
+// balance term included); gradients land in rt->ctx.pt.
+static void train_pass(Runtime *rt, CamoXpert *m, const Tensor *x_host, const Tensor *mask_host, CamoLoss *L,
+                       CamoXpertOutputs *o) {
+    NNCtx *c = &rt->ctx;
+    c->training = 1;
+    runtime_step_reset(rt);
+    Tensor x = runtime_input(rt, x_host, rt->dtype), mask = runtime_input(rt, mask_host, nn_stat_dtype(c));
+    camoxpert_forward(c, m, &x, o);
+    CamoLossWeights w = camo_loss_default_weights();
+    CodOutputs grad;
+    camo_loss_forward_backward(c, &w, &o->maps, &mask, o->balance_loss, L, &grad);
+    params_zero_grad(c->pt);
+    camoxpert_backward(c, m, &grad, w.balance, NULL);
+}
+
+// The GPU's checks (see the file comment). p32: the fixture's weights (host, untouched).
+static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, const ParamTable *p32,
+                       const Tensor *x32, const Tensor *mask32) {
+    Runtime *g = v->gpu;
+    const int bf16 = g->dtype == DT_BF16;
+    const char *tag = bf16 ? "(gpu, bf16)" : "(gpu, fp32)";
+    const double ftol = bf16 ? VERIFY_BF16_FWD : v->rtol_fwd_f32;
+    ParamTable pg, pc;
+    table_copy(&pg, p32);
+    runtime_place(g, &pg);
+    g->ctx.pt = &pg;
+    // evaluation mode
+    g->ctx.training = 0;
+    runtime_step_reset(g);
+    CamoXpertOutputs o;
+    Tensor x = runtime_input(g, x32, g->dtype);
+    camoxpert_forward(&g->ctx, m, &x, &o);
+    check_eval_gpu(v, f, io, &o, tag);
+    // training mode: loss terms and BatchNorm state against the fixture
+    CamoLoss L;
+    train_pass(g, m, x32, mask32, &L, &o);
+    if (st_find(f, "output/train/loss")) {
+        Tensor r;
+        ArenaMark mk = arena_mark(io);
+        char label[128];
+        snprintf(label, sizeof label, "output/train/pred %s", tag);
+        if (verify_read_nhwc(f, "output/train/pred", io, DT_F64, &r)) verify_fail(v, label, cx_errmsg());
+        else verify_check_gpu(v, label, &o.maps.pred, &r);
+        arena_release(io, mk);
+        const struct { const char *name; double val; } terms[] = {
+            { "loss", L.total }, { "loss_bce", L.bce }, { "loss_iou", L.iou }, { "loss_edge", L.edge },
+            { "loss_boundary", L.boundary }, { "loss_uncertainty", L.uncertainty },
+            { "loss_reverse_attention", L.reverse_attention }, { "loss_search", L.search }, { "loss_deep", L.deep },
+            { "loss_refinement", L.refinement }, { "loss_balance", L.balance },
+        };
+        for (size_t i = 0; i < sizeof terms / sizeof *terms; i++) {
+            char ref[96];
+            snprintf(ref, sizeof ref, "output/train/%s", terms[i].name);
+            snprintf(label, sizeof label, "%s %s", ref, tag);
+            if (st_find(f, ref)) check_scalar(v, f, io, ref, label, terms[i].val, ftol);
+        }
+        params_sync_host(&pg);
+        int n_bufs = 0;
+        for (int k = 0; k < f->n; k++) {
+            const char *name = f->entries[k].name;
+            if (strncmp(name, "output/train/buffer/", 20)) continue;
+            char tk[256];
+            const char *key = name + 20;
+            if (!strncmp(key, "backbone.", 9)) {
+                char tail[240];
+                edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
+                snprintf(tk, sizeof tk, "backbone.%s", tail);
+            } else {
+                snprintf(tk, sizeof tk, "%s", key);
+            }
+            int i = params_find(&pg, tk);
+            if (i < 0) { verify_fail(v, name, "no such entry in this model"); continue; }
+            snprintf(label, sizeof label, "%s %s", name, tag);
+            if (pg.p[i].flags & PF_COUNTER) {
+                double c = (double)params_counter(&pg, i);
+                Tensor t = tensor_view(&c, DT_F64, 1, (int64_t[]){ 1 });
+                check_tensor(v, f, io, name, label, &t, 0, 0, 0);
+            } else {
+                Tensor t = params_host_value(&pg, i);
+                check_tensor(v, f, io, name, label, &t, 0, ftol, 0);
+            }
+            n_bufs++;
+        }
+        printf("gpu training mode: %d BatchNorm buffers checked\n", n_bufs);
+    }
+    // every parameter gradient against the CPU's float32 gradients (same weights, same batch)
+    Runtime rc;
+    cx_status cs = runtime_init(&rc, "cpu", "fp32", 0, 1);
+    CX_ASSERT(cs == CX_OK, "%s", cx_errmsg());
+    table_copy(&pc, p32);
+    rc.ctx.pt = &pc;
+    CamoLoss Lc;
+    CamoXpertOutputs oc;
+    train_pass(&rc, m, x32, mask32, &Lc, &oc);
+    Tensor gall = tensor_new(io, DT_F32, 1, &pg.numel);
+    Tensor gdev = tensor_view(pg.grad, DT_F32, 1, &pg.numel);
+    gdev.device = DEV_CUDA;
+    tensor_download(&gall, &gdev);
+    const double gtol = bf16 ? VERIFY_GPU_GRAD_BF16 : VERIFY_GPU_GRAD_F32;
+    double worst = 0;
+    const char *worst_name = "";
+    int n_grads = 0, quiet = v->quiet;
+    v->quiet = 1;   // one line per tensor would be ~1000 lines: print failures and the worst
+    for (int i = 0; i < pc.n; i++) {
+        if (pc.p[i].flags & PF_BUFFER) continue;
+        Tensor a = tensor_view(tensor_f32(&gall) + pc.p[i].offset, DT_F32, pc.p[i].ndim, pc.p[i].shape);
+        Tensor b = params_grad(&pc, i);
+        char label[200];
+        snprintf(label, sizeof label, "grad %s %s vs cpu fp32", pc.p[i].name, tag);
+        verify_check_l2(v, label, &a, &b, gtol);
+        if (!(v->last_err <= worst)) { worst = v->last_err; worst_name = pc.p[i].name; }
+        n_grads++;
+    }
+    v->quiet = quiet;
+    printf("gpu gradients: %d parameter tensors within relative L2 %.0e of the CPU's float32 gradients (worst %.3e: %s); "
+           "loss %.6f on the GPU, %.6f on the CPU\n", n_grads, gtol, worst, worst_name, L.total, Lc.total);
+    runtime_free(&rc);
+    params_free(&pc);
+    params_free(&pg);
 }
 
 int verify_camoxpert(VerifyRun *v, const StFile *f) {
@@ -103,12 +269,16 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
     verify_clone_layout(&p64, &p32);
     params_alloc(&p32, DT_F32);
     params_alloc(&p64, DT_F64);
-    Arena act, scratch, io;
-    arena_init(&act, "activations", 64 << 20);
-    arena_init(&scratch, "scratch", 16 << 20);
+    Runtime r32, r64;
+    cx_status cs = runtime_init(&r32, "cpu", "fp32", 0, 0);
+    CX_ASSERT(cs == CX_OK, "%s", cx_errmsg());
+    runtime_init_reference(&r64, DT_F64, 0);
+    r32.ctx.pt = &p32;
+    r64.ctx.pt = &p64;
+    Arena io;
     arena_init(&io, "fixture tensors", 16 << 20);
     int rc = 0;
-    Tensor x32, x64, mask;
+    Tensor x32, x64, mask, mask32;
     const char *gen = st_meta(f, "param_gen"), *seed = st_meta(f, "param_seed");
     if (gen && (strcmp(gen, "splitmix22") || !seed)) {
         fprintf(stderr, "error: %s: param_gen '%s' needs param_gen=splitmix22 and param_seed\n", f->path, gen);
@@ -128,7 +298,7 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
     }
     if ((!gen && (camoxpert_load(m, &p32, f, "param/", "buffer/") || camoxpert_load(m, &p64, f, "param/", "buffer/"))) ||
         verify_read_nhwc(f, "input/image", &io, DT_F32, &x32) || verify_read_nhwc(f, "input/image", &io, DT_F64, &x64) ||
-        verify_read_nhwc(f, "input/mask", &io, DT_F64, &mask)) {
+        verify_read_nhwc(f, "input/mask", &io, DT_F64, &mask) || verify_read_nhwc(f, "input/mask", &io, DT_F32, &mask32)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         rc = 2;
         goto done;
@@ -140,25 +310,24 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
 
     // evaluation mode: float32 fast kernels, then float64 reference kernels
     CamoXpertOutputs o;
-    NNCtx c32 = { .pt = &p32, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 0 };
-    camoxpert_forward(&c32, m, &x32, &o);
+    NNCtx *c32 = &r32.ctx, *c64 = &r64.ctx;
+    camoxpert_forward(c32, m, &x32, &o);
     check_eval(v, f, &io, &o, "(f32, fast)", v->rtol_fwd_f32);
-    arena_reset(&act);
-    NNCtx c64 = { .pt = &p64, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F64, .training = 0 };
-    camoxpert_forward(&c64, m, &x64, &o);
+    runtime_step_reset(&r32);
+    camoxpert_forward(c64, m, &x64, &o);
     check_eval(v, f, &io, &o, "(f64, ref)", v->rtol_fwd_f64);
-    arena_reset(&act);
+    runtime_step_reset(&r64);
 
     // training mode, float64: loss terms, gradients, BatchNorm state
     if (st_find(f, "output/train/loss")) {
-        c64.training = 1;
-        camoxpert_forward(&c64, m, &x64, &o);
+        c64->training = 1;
+        camoxpert_forward(c64, m, &x64, &o);
         check_nhwc(v, f, &io, "output/train/pred", "output/train/pred (f64, train)", &o.maps.pred, 0, v->rtol_fwd_f64);
-        check_routes(v, f, &io, &o, "train", "(f64, train)", v->rtol_fwd_f64);
+        check_routes(v, f, &io, &o, "train", "(f64, train)", v->rtol_fwd_f64, 0);
         CamoLossWeights w = camo_loss_default_weights();
         CamoLoss L;
         CodOutputs grad;
-        camo_loss_forward_backward(&act, &w, &o.maps, &mask, o.balance_loss, &L, &grad);
+        camo_loss_forward_backward(c64, &w, &o.maps, &mask, o.balance_loss, &L, &grad);
         const struct { const char *name; double val; } terms[] = {
             { "loss", L.total }, { "loss_bce", L.bce }, { "loss_iou", L.iou }, { "loss_edge", L.edge },
             { "loss_boundary", L.boundary }, { "loss_uncertainty", L.uncertainty },
@@ -172,8 +341,8 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
             else if (strcmp(terms[i].name, "loss_balance")) verify_fail(v, ref, "missing from the fixture");
         }
         params_zero_grad(&p64);
-        Tensor dx = tensor_zeros_like(&act, &x64);
-        camoxpert_backward(&c64, m, &grad, w.balance, &dx);
+        Tensor dx = nn_zeros_like(c64, &x64);
+        camoxpert_backward(c64, m, &grad, w.balance, &dx);
         const double floor = v->grad_floor * verify_grad_absmax(f);
         int n_grads = 0, n_bufs = 0;
         for (int k = 0; k < f->n; k++) {
@@ -194,7 +363,9 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
                 verify_fail(v, name, "no such entry in this model");
                 continue;
             }
-            Tensor t = is_grad ? params_grad(&p64, i) : params_value(&p64, i);
+            double cnt = (p64.p[i].flags & PF_COUNTER) ? (double)params_counter(&p64, i) : 0;
+            Tensor t = is_grad ? params_grad(&p64, i)
+                     : (p64.p[i].flags & PF_COUNTER) ? tensor_view(&cnt, DT_F64, 1, (int64_t[]){ 1 }) : params_value(&p64, i);
             check_tensor(v, f, &io, name, name, &t, is_grad ? floor : 0, is_grad ? v->rtol_grad_f64 : v->rtol_fwd_f64, 0);
             n_grads += is_grad, n_bufs += is_buf;
         }
@@ -202,12 +373,13 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
         printf("training mode: %d parameter gradients, %d BatchNorm buffers checked, grad floor %.3g\n", n_grads, n_bufs,
                floor);
     }
+    if (v->gpu) gpu_checks(v, f, &io, m, &p32, &x32, &mask32);
 done:
     camoxpert_free(m);
     params_free(&p32);
     params_free(&p64);
-    arena_free(&act);
-    arena_free(&scratch);
+    runtime_free(&r32);
+    runtime_free(&r64);
     arena_free(&io);
     return rc;
 }

@@ -1,31 +1,56 @@
 // arena.c — see arena.h.
 #include "arena.h"
+#include "device.h"
 #include "error.h"
 #include <stdint.h>
 #include <string.h>
 
-#define ARENA_ALIGN 64
-#define HDR (((sizeof(ArenaBlock) + ARENA_ALIGN - 1) / ARENA_ALIGN) * ARENA_ALIGN)
+#define ARENA_ALIGN 256   // cuDNN/cuBLASLt want 16..256-byte aligned buffers; AVX-512 64
 
-static ArenaBlock *block_new(size_t size, ArenaBlock *prev) {
+static char oom_hint[512];
+
+void arena_set_oom_hint(const char *hint) { snprintf(oom_hint, sizeof oom_hint, "%s", hint ? hint : ""); }
+
+static ArenaBlock *block_new(Arena *a, size_t size, ArenaBlock *prev) {
+    ArenaBlock *b = cx_malloc(sizeof *b);
     void *mem = NULL;
-    if (posix_memalign(&mem, ARENA_ALIGN, HDR + size) != 0 || !mem) {
-        fprintf(stderr, "error: out of memory allocating %.1f MiB for an arena; "
-                        "reduce --batch-size or --img-size\n", (double)size / (1 << 20));
+    if (a->device == DEV_CUDA) {
+        mem = cx_dev_alloc(size);
+        if (!mem) {
+            size_t fr, tot;
+            cx_dev_mem_info(&fr, &tot);
+            fprintf(stderr, "error: out of GPU memory: the %s arena needs %.1f MiB more (%.1f MiB in use by it; the GPU "
+                            "has %.0f MiB free of %.0f MiB). %s\n", a->name, (double)size / (1 << 20),
+                    (double)a->used / (1 << 20), (double)fr / (1 << 20), (double)tot / (1 << 20),
+                    oom_hint[0] ? oom_hint : "Reduce --batch-size or --img-size.");
+            exit(3);
+        }
+    } else if (posix_memalign(&mem, ARENA_ALIGN, size) != 0 || !mem) {
+        fprintf(stderr, "error: out of memory allocating %.1f MiB for the %s arena. %s\n", (double)size / (1 << 20),
+                a->name, oom_hint[0] ? oom_hint : "Reduce --batch-size or --img-size.");
         exit(3);
     }
-    ArenaBlock *b = mem;
+    b->data = mem;
     b->prev = prev;
     b->size = size;
     b->used = 0;
     return b;
 }
 
-void arena_init(Arena *a, const char *name, size_t block_size) {
+static void block_free(const Arena *a, ArenaBlock *b) {
+    if (a->device == DEV_CUDA) cx_dev_free(b->data);
+    else free(b->data);
+    free(b);
+}
+
+void arena_init_on(Arena *a, const char *name, size_t block_size, cx_device device) {
     memset(a, 0, sizeof *a);
     a->name = name;
+    a->device = device;
     a->block_size = block_size ? block_size : (1 << 20);
 }
+
+void arena_init(Arena *a, const char *name, size_t block_size) { arena_init_on(a, name, block_size, DEV_CPU); }
 
 void *arena_alloc(Arena *a, size_t bytes) {
     size_t n = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
@@ -44,11 +69,11 @@ void *arena_alloc(Arena *a, size_t bytes) {
         } else {
             size_t sz = a->block_size;
             if (sz < n) sz = n;
-            a->top = block_new(sz, a->top);
+            a->top = block_new(a, sz, a->top);
             a->block_size = sz;
         }
     }
-    void *p = (char *)a->top + HDR + a->top->used;
+    void *p = a->top->data + a->top->used;
     a->top->used += n;
     a->used += n;
     if (a->used > a->peak) a->peak = a->used;
@@ -56,6 +81,7 @@ void *arena_alloc(Arena *a, size_t bytes) {
 }
 
 void *arena_calloc(Arena *a, size_t bytes) {
+    CX_ASSERT(a->device == DEV_CPU, "arena_calloc on the %s arena, which is in GPU memory", a->name);
     void *p = arena_alloc(a, bytes);
     memset(p, 0, bytes);
     return p;
@@ -73,7 +99,7 @@ void arena_reset(Arena *a) {
         // Several blocks: replace them by one that holds the peak.
         size_t total = a->peak ? a->peak : arena_capacity(a);
         arena_free(a);
-        a->top = block_new(total, NULL);
+        a->top = block_new(a, total, NULL);
         a->block_size = total;
     }
     if (a->top) a->top->used = 0;
@@ -83,7 +109,7 @@ void arena_reset(Arena *a) {
 void arena_free(Arena *a) {
     for (int list = 0; list < 2; list++) {
         ArenaBlock *b = list ? a->spare : a->top;
-        while (b) { ArenaBlock *p = b->prev; free(b); b = p; }
+        while (b) { ArenaBlock *p = b->prev; block_free(a, b); b = p; }
     }
     a->top = NULL;
     a->spare = NULL;

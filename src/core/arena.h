@@ -1,26 +1,32 @@
 // arena.h — bump allocators for parameters, gradients, optimizer state and
-// per-step activations. An arena hands out 64-byte aligned chunks and frees
-// them all at once. After a reset, an arena that grew into several blocks is
-// coalesced into one block of the combined size, so from the second step on
-// the hot path makes no malloc calls.
+// per-step activations, in host or GPU memory. An arena hands out 256-byte
+// aligned chunks and frees them all at once. Its bookkeeping (the block list)
+// always lives on the host, so a GPU arena is managed without touching device
+// memory. After a reset, an arena that grew into several blocks is coalesced
+// into one block of the peak size, so from the second step on the hot path
+// makes no allocation calls (on a GPU a cudaMalloc would also be a device-wide
+// synchronisation).
 //
-//   Arena act; arena_init(&act, "activations", 64 << 20);
+//   Arena act; arena_init(&act, "activations", 64 << 20);            // host memory
+//   Arena dev; arena_init_on(&dev, "activations", 64 << 20, DEV_CUDA); // GPU memory
 //   float *buf = arena_alloc(&act, n * sizeof(float));
 //   arena_reset(&act);   // every step
 //   arena_free(&act);
 #pragma once
 #include <stddef.h>
+#include "tensor.h"
 
 typedef struct ArenaBlock {
     struct ArenaBlock *prev;
+    char *data;             // host or device memory
     size_t size, used;
-    // data follows, 64-byte aligned
 } ArenaBlock;
 
 typedef struct Arena {
     const char *name;   // for error messages ("activations")
+    cx_device device;   // where the blocks' memory lives
     ArenaBlock *top;
-    ArenaBlock *spare;  // blocks given back by arena_release, reused before any new malloc
+    ArenaBlock *spare;  // blocks given back by arena_release, reused before any new allocation
     size_t block_size;  // size of the next block to allocate
     size_t used;        // bytes handed out since the last reset
     size_t peak;        // the largest `used` ever seen
@@ -28,9 +34,10 @@ typedef struct Arena {
 
 typedef struct { ArenaBlock *top; size_t top_used, used; } ArenaMark;
 
-void arena_init(Arena *a, const char *name, size_t block_size);
-void *arena_alloc(Arena *a, size_t bytes);    // uninitialised; aborts with a message on OOM
-void *arena_calloc(Arena *a, size_t bytes);   // zeroed
+void arena_init(Arena *a, const char *name, size_t block_size);   // host memory
+void arena_init_on(Arena *a, const char *name, size_t block_size, cx_device device);
+void *arena_alloc(Arena *a, size_t bytes);    // uninitialised; exits with a message when memory runs out
+void *arena_calloc(Arena *a, size_t bytes);   // zeroed (host arenas only)
 void arena_reset(Arena *a);                   // frees everything, keeps (coalesced) memory
 void arena_free(Arena *a);
 ArenaMark arena_mark(Arena *a);               // for scratch use inside one function
@@ -39,3 +46,6 @@ ArenaMark arena_mark(Arena *a);               // for scratch use inside one func
 // released and taken again every call).
 void arena_release(Arena *a, ArenaMark m);
 size_t arena_capacity(const Arena *a);
+// What to tell the user when GPU memory runs out (e.g. "try --batch-size 8");
+// set by the program before its first step. NULL: a generic hint.
+void arena_set_oom_hint(const char *hint);

@@ -1,6 +1,7 @@
 // core.h — the whole core layer in one include.
 #pragma once
 #include "arena.h"
+#include "device.h"
 #include "error.h"
 #include "io.h"
 #include "log.h"

@@ -1,6 +1,7 @@
 // tensor.c — see tensor.h.
 #include "tensor.h"
 #include "arena.h"
+#include "device.h"
 #include "error.h"
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +44,7 @@ size_t tensor_nbytes(const Tensor *t) { return (size_t)tensor_numel(t) * dtype_s
 Tensor tensor_new(Arena *a, cx_dtype dt, int ndim, const int64_t *shape) {
     Tensor t = tensor_view(NULL, dt, ndim, shape);
     t.data = arena_alloc(a, tensor_nbytes(&t));
+    t.device = a->device;
     return t;
 }
 
@@ -72,9 +74,17 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b) {
     return true;
 }
 
-void tensor_zero(Tensor *t) { memset(t->data, 0, tensor_nbytes(t)); }
+void tensor_require_host(const Tensor *t, const char *what) {
+    CX_ASSERT(t->device == DEV_CPU, "%s: host access to a tensor in GPU memory (use an op, or tensor_download)", what);
+}
+
+void tensor_zero(Tensor *t) {
+    tensor_require_host(t, "tensor_zero");
+    memset(t->data, 0, tensor_nbytes(t));
+}
 
 double tensor_get(const Tensor *t, int64_t i) {
+    tensor_require_host(t, "tensor_get");
     switch (t->dtype) {
     case DT_F32: return ((const float *)t->data)[i];
     case DT_F64: return ((const double *)t->data)[i];
@@ -89,18 +99,28 @@ double tensor_get(const Tensor *t, int64_t i) {
 }
 
 void tensor_set(Tensor *t, int64_t i, double v) {
+    tensor_require_host(t, "tensor_set");
     switch (t->dtype) {
     case DT_F32: ((float *)t->data)[i] = (float)v; return;
     case DT_F64: ((double *)t->data)[i] = v; return;
     case DT_I32: ((int32_t *)t->data)[i] = (int32_t)v; return;
     case DT_I64: ((int64_t *)t->data)[i] = (int64_t)v; return;
     case DT_U8: case DT_BOOL: ((uint8_t *)t->data)[i] = (uint8_t)v; return;
+    case DT_BF16: {   // round to nearest even, as the GPU's conversion does
+        float f = (float)v;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        if ((u & 0x7f800000u) != 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1);
+        ((uint16_t *)t->data)[i] = (uint16_t)(u >> 16);
+        return;
+    }
     default: break;
     }
     CX_ASSERT(0, "tensor_set: dtype %s not supported", dtype_name(t->dtype));
 }
 
 void tensor_fill(Tensor *t, double v) {
+    tensor_require_host(t, "tensor_fill");
     int64_t n = tensor_numel(t);
     if (t->dtype == DT_F32) { float *p = t->data; for (int64_t i = 0; i < n; i++) p[i] = (float)v; }
     else for (int64_t i = 0; i < n; i++) tensor_set(t, i, v);
@@ -109,6 +129,8 @@ void tensor_fill(Tensor *t, double v) {
 void tensor_copy(Tensor *dst, const Tensor *src) {
     int64_t n = tensor_numel(src);
     CX_ASSERT(n == tensor_numel(dst), "tensor_copy: %lld vs %lld elements", (long long)n, (long long)tensor_numel(dst));
+    tensor_require_host(dst, "tensor_copy");
+    tensor_require_host(src, "tensor_copy");
     if (dst->dtype == src->dtype) { memmove(dst->data, src->data, tensor_nbytes(src)); return; }
     if (dst->dtype == DT_F64 && src->dtype == DT_F32) {
         double *d = dst->data; const float *s = src->data;
@@ -138,4 +160,28 @@ Tensor tensor_slice0(const Tensor *t, int64_t i0, int64_t n) {
     s.shape[0] = n;
     s.data = (char *)t->data + (size_t)(i0 * row) * dtype_size(t->dtype);
     return s;
+}
+
+Tensor tensor_reshape(const Tensor *t, int ndim, const int64_t *shape) {
+    Tensor r = tensor_view(t->data, t->dtype, ndim, shape);
+    r.device = t->device;
+    CX_ASSERT(tensor_numel(&r) == tensor_numel(t), "tensor_reshape: %lld elements into %lld", (long long)tensor_numel(t),
+              (long long)tensor_numel(&r));
+    return r;
+}
+
+void tensor_upload(Tensor *dst_dev, const Tensor *src_host) {
+    CX_ASSERT(dst_dev->device == DEV_CUDA && src_host->device == DEV_CPU, "tensor_upload: host -> device only");
+    CX_ASSERT(dst_dev->dtype == src_host->dtype && tensor_numel(dst_dev) == tensor_numel(src_host),
+              "tensor_upload: %s (%lld) -> %s (%lld)", dtype_name(src_host->dtype), (long long)tensor_numel(src_host),
+              dtype_name(dst_dev->dtype), (long long)tensor_numel(dst_dev));
+    cx_dev_upload(dst_dev->data, src_host->data, tensor_nbytes(src_host));
+}
+
+void tensor_download(Tensor *dst_host, const Tensor *src_dev) {
+    CX_ASSERT(dst_host->device == DEV_CPU && src_dev->device == DEV_CUDA, "tensor_download: device -> host only");
+    CX_ASSERT(dst_host->dtype == src_dev->dtype && tensor_numel(dst_host) == tensor_numel(src_dev),
+              "tensor_download: %s (%lld) -> %s (%lld)", dtype_name(src_dev->dtype), (long long)tensor_numel(src_dev),
+              dtype_name(dst_host->dtype), (long long)tensor_numel(dst_host));
+    cx_dev_download(dst_host->data, src_dev->data, tensor_nbytes(src_dev));
 }

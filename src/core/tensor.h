@@ -1,10 +1,15 @@
-// tensor.h — the one tensor type of camoxpert: a typed, shaped view of memory.
-// A Tensor does not own its data; arenas (arena.h) or parameter tables do.
+// tensor.h — the one tensor type of camoxpert: a typed, shaped view of memory
+// on the host or a GPU. A Tensor does not own its data; arenas (arena.h) or
+// parameter tables do, and a tensor takes its device from them (views inherit
+// it). Element access from the host (tensor_get/set/fill/zero/copy) is for host
+// tensors only and fails loudly on a device tensor; model code changes device
+// tensors through ops (ops.h) and moves data with tensor_upload/download.
 // Activations are NHWC: shape {N, H, W, C}. Parameters keep PyTorch layouts
 // (conv weights OIHW, linear weights (out, in)) so checkpoints map 1:1.
 //
 //   Tensor x = tensor_new4(&arena, DT_F32, 2, 64, 64, 3);
-//   float *p = tensor_f32(&x);
+//   float *p = tensor_f32(&x);                    // host tensors only
+//   tensor_upload(&x_dev, &x);                    // same shape and dtype
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +55,14 @@ double tensor_get(const Tensor *t, int64_t i);
 void tensor_set(Tensor *t, int64_t i, double v);
 // A sub-range along the first axis: rows [i0, i0+n) (contiguous, no copy).
 Tensor tensor_slice0(const Tensor *t, int64_t i0, int64_t n);
+// The same memory with another shape of the same number of elements.
+Tensor tensor_reshape(const Tensor *t, int ndim, const int64_t *shape);
+// Explicit, synchronous (and counted: core/device.h) copies between a host and a
+// device tensor of the same dtype and number of elements.
+void tensor_upload(Tensor *dst_dev, const Tensor *src_host);
+void tensor_download(Tensor *dst_host, const Tensor *src_dev);
+// Fails loudly (an internal error naming `what`) unless t is a host tensor.
+void tensor_require_host(const Tensor *t, const char *what);
 
 static inline float *tensor_f32(const Tensor *t) { return (float *)t->data; }
 static inline double *tensor_f64(const Tensor *t) { return (double *)t->data; }

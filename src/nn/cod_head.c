@@ -110,7 +110,7 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     Tensor x0 = h->dec_out[3];
     h->bg = seq_forward(ctx, &h->ra_bg, &x0);
     h->fg = tensor_like(ctx->act, &h->bg);
-    tensor_fill(&h->fg, 1.0);
+    fill(op, &h->fg, 1.0);
     axpy(op, &h->fg, -1.0, &h->bg);
     Tensor catr = concat2(ctx, &x0, &h->bg);
     h->ra_r = seq_forward(ctx, &h->ra_refine, &catr);
@@ -126,16 +126,12 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     h->u_raw = seq_forward(ctx, &h->bu_unc, &sh);
     out->initial_pred = clamped(ctx, &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
     out->uncertainty = clamped(ctx, &h->u_raw, UNC_LO, UNC_HI);
-    // 6. iterative refinement with u normalised by the batch maximum
-    int64_t n1 = tensor_numel(&out->uncertainty);
-    double mx = -INFINITY;
-    for (int64_t i = 0; i < n1; i++) mx = fmax(mx, tensor_get(&out->uncertainty, i));
-    h->u_max = mx;
+    // 6. iterative refinement with u normalised by the batch maximum (on the device)
     h->u = tensor_like(ctx->act, &out->uncertainty);
-    tensor_copy(&h->u, &out->uncertainty);
-    scale_inplace(op, &h->u, 1.0 / (mx + UNC_NORM_EPS));
+    h->u_max = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ 1 });
+    maxnorm_forward(op, &h->u, &h->u_max, &out->uncertainty, UNC_NORM_EPS);
     h->onepu = tensor_like(ctx->act, &h->u);
-    tensor_fill(&h->onepu, 1.0);
+    fill(op, &h->onepu, 1.0);
     axpy(op, &h->onepu, 1.0, &h->u);
     Tensor pred = out->initial_pred;
     for (int i = 0; i < 2; i++) {
@@ -189,17 +185,7 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     }
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
     Tensor duc = nn_zeros_like(ctx, &o->uncertainty);
-    int64_t n1 = tensor_numel(&duc);
-    double den = h->u_max + UNC_NORM_EPS, dm = 0;
-    int64_t nmax = 0;
-    for (int64_t i = 0; i < n1; i++) {
-        double g = tensor_get(&du, i), uc = tensor_get(&o->uncertainty, i);
-        tensor_set(&duc, i, g / den);
-        dm -= g * uc / (den * den);
-        nmax += uc == h->u_max;
-    }
-    for (int64_t i = 0; i < n1; i++)
-        if (tensor_get(&o->uncertainty, i) == h->u_max) tensor_set(&duc, i, tensor_get(&duc, i) + dm / (double)nmax);
+    maxnorm_backward(op, &duc, &du, &o->uncertainty, &h->u_max, UNC_NORM_EPS);
     if (has(&d->uncertainty)) axpy(op, &duc, 1.0, &d->uncertainty);
     Tensor dur = nn_zeros_like(ctx, &h->u_raw), dipr = nn_zeros_like(ctx, &h->ip_raw);
     clamp_backward(op, &dur, &duc, &h->u_raw, UNC_LO, UNC_HI);

@@ -41,7 +41,7 @@ typedef struct {
     Tensor ip_raw, u_raw;        // (N,H,W,1) before the clamps
     Tensor u;                    // (N,H,W,1) uncertainty / (max + 1e-8)
     Tensor onepu;                // (N,H,W,1) 1 + u
-    double u_max;
+    Tensor u_max;                // (1) the batch maximum of the uncertainty (statistics dtype)
     Tensor ir_b[2];              // refinement block outputs (N,H,W,64)
     Tensor deep_raw[3];
     CodOutputs out;

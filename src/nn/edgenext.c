@@ -8,6 +8,7 @@
 // temporaries from ctx->act too, between an arena mark and a release, so a
 // training step's peak is forward's activations plus one block's temporaries.
 #include "nn/edgenext.h"
+#include "nn/layers.h"
 #include <math.h>
 #include <string.h>
 
@@ -42,7 +43,7 @@ typedef struct {
     Tensor xmean, xrstd, a;      // LN_xca statistics and output (N,H,W,C)
     Tensor qkv, qkvn;            // (N,H,W,3C) qkv and its token-axis L2-normalised copy
     Tensor norms;                // (N·3C) token-axis norms
-    Tensor araw, tempx, P;       // (N,heads,1,dh·dh) q̂·k̂ᵀ, temperatures (N,heads,1,1), softmax
+    Tensor araw, P;              // (N,heads,1,dh·dh) q̂·k̂ᵀ and its softmax (after the temperatures)
     Tensor o, xo, t2;            // (N,H,W,C) attention output, proj output, t + γ_xca·xo
 } Block;
 
@@ -57,8 +58,11 @@ typedef struct {
 typedef struct {
     int h, w;
     cx_dtype dt;
-    void *data;                  // (h·w, 64) features, malloc'd
+    cx_device dev;
+    void *data;                  // (h·w, 64) features: malloc'd, or GPU memory (cx_dev_alloc)
 } PECache;
+
+static void pe_cache_free(PECache *c);
 
 struct EdgeNeXt {
     EdgeNeXtConfig cfg;
@@ -90,18 +94,15 @@ static Tensor *pg_(const ParamTable *pt, int i, Tensor *buf) {
 static Tensor act4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
     return tensor_new4(ctx->act, ctx->dtype, n, h, w, c);
 }
-static Tensor zeros_like(NNCtx *ctx, const Tensor *t) { return tensor_zeros_like(ctx->act, t); }
-static Tensor act1(NNCtx *ctx, int64_t n) { return tensor_new(ctx->act, ctx->dtype, 1, &n); }
-static Tensor reshape2(Tensor t, int64_t a, int64_t b) {
-    CX_ASSERT(tensor_numel(&t) == a * b, "reshape2: %lld elements into %lld×%lld", (long long)tensor_numel(&t),
-              (long long)a, (long long)b);
-    t.ndim = 2;
-    t.shape[0] = a;
-    t.shape[1] = b;
-    return t;
-}
-// Byte address of element `off` of t.
-static void *at(const Tensor *t, int64_t off) { return (char *)t->data + (size_t)off * dtype_size(t->dtype); }
+static Tensor zeros_like(NNCtx *ctx, const Tensor *t) { return nn_zeros_like(ctx, t); }
+// (n) statistics: F32 beside bf16 activations
+static Tensor act1(NNCtx *ctx, int64_t n) { return nn_new(ctx, nn_stat_dtype(ctx), 1, &n); }
+static Tensor reshape2(Tensor t, int64_t a, int64_t b) { return tensor_reshape(&t, 2, (int64_t[]){ a, b }); }
+// The temperature (heads,1,1) seen as a (1,heads,1,1) per-pixel scale of araw (N,heads,1,dh·dh).
+static Tensor head_view(Tensor t, int hd) { return tensor_reshape(&t, 4, (int64_t[]){ 1, hd, 1, 1 }); }
+// XCA's GEMMs run over (image, head): outer strides per image, inner per head.
+#define XCA_BATCH(sa1_, sb1_, sc1_, sa2_, sb2_, sc2_) \
+    .nb1 = (int)N, .sa1 = (sa1_), .sb1 = (sb1_), .sc1 = (sc1_), .nb2 = hd, .sa2 = (sa2_), .sb2 = (sb2_), .sc2 = (sc2_)
 
 // (in + 2·pad − k) / stride + 1, or 0 when the window does not fit.
 static int out_size(int in, int k, int stride, int pad) { return in + 2 * pad < k ? 0 : (in + 2 * pad - k) / stride + 1; }
@@ -249,7 +250,7 @@ const EdgeNeXtConfig *edgenext_get_config(const EdgeNeXt *m) { return &m->cfg; }
 void edgenext_free(EdgeNeXt *m) {
     if (!m) return;
     for (int s = 0; s < 4; s++) free(m->st[s].blocks);
-    for (int i = 0; i < PE_CACHE; i++) free(m->pe[i].data);
+    for (int i = 0; i < PE_CACHE; i++) pe_cache_free(&m->pe[i]);
     free(m);
 }
 
@@ -321,17 +322,29 @@ cx_status edgenext_load(ParamTable *pt, const StFile *f, const char *file_prefix
 // The (h·w, 64) feature table for one resolution: 32 y features, then 32 x features,
 // alternating sin/cos of pairs sharing one frequency. Computed in double and stored
 // in dt (timm uses float32; the difference is far below the fixtures' tolerances).
-static Tensor pe_features(EdgeNeXt *m, int h, int w, cx_dtype dt) {
+// On a GPU run the table is computed on the host once per resolution and
+// uploaded (kept in GPU memory by the cache).
+static void pe_cache_free(PECache *c) {
+    if (c->dev == DEV_CUDA) cx_dev_free(c->data);
+    else free(c->data);
+    c->data = NULL;
+}
+
+static Tensor pe_features(EdgeNeXt *m, int h, int w, cx_dtype dt, cx_device dev) {
     const int64_t shape[2] = { (int64_t)h * w, 2 * PE_HIDDEN };
     for (int i = 0; i < PE_CACHE; i++)
-        if (m->pe[i].data && m->pe[i].h == h && m->pe[i].w == w && m->pe[i].dt == dt)
-            return tensor_view(m->pe[i].data, dt, 2, shape);
+        if (m->pe[i].data && m->pe[i].h == h && m->pe[i].w == w && m->pe[i].dt == dt && m->pe[i].dev == dev) {
+            Tensor t = tensor_view(m->pe[i].data, dt, 2, shape);
+            t.device = dev;
+            return t;
+        }
     PECache *c = &m->pe[m->pe_next];
     m->pe_next = (m->pe_next + 1) % PE_CACHE;
-    free(c->data);
+    pe_cache_free(c);
     c->h = h;
     c->w = w;
     c->dt = dt;
+    c->dev = dev;
     c->data = cx_malloc((size_t)shape[0] * (size_t)shape[1] * dtype_size(dt));
     Tensor t = tensor_view(c->data, dt, 2, shape);
     const double two_pi = 2.0 * M_PI;
@@ -348,6 +361,16 @@ static Tensor pe_features(EdgeNeXt *m, int h, int w, cx_dtype dt) {
                 tensor_set(&t, base + PE_HIDDEN + k, k % 2 ? cos(px) : sin(px));
             }
         }
+    }
+    if (dev == DEV_CUDA) {
+        size_t bytes = tensor_nbytes(&t);
+        void *d = cx_dev_alloc(bytes);
+        CX_ASSERT(d, "out of GPU memory for a %zu-byte positional-encoding table", bytes);
+        cx_dev_upload(d, c->data, bytes);
+        free(c->data);
+        c->data = d;
+        t.data = d;
+        t.device = DEV_CUDA;
     }
     return t;
 }
@@ -438,14 +461,11 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
     }
     channels_copy(op, &b->t, (S - 1) * ws, x, (S - 1) * ws, wl, 0);
     if (b->pe_w >= 0) {   // t += token_projection(fourier(H, W)), the same for every image
-        b->pe_feat = pe_features(m, (int)H, (int)W, dt);
+        b->pe_feat = pe_features(m, (int)H, (int)W, dt, ctx->act->device);
         Tensor pe = tensor_new(ctx->act, dt, 2, (int64_t[]){ T, C });
         Tensor wv = reshape2(params_value(ctx->pt, b->pe_w), C, 2 * PE_HIDDEN);
         linear_forward(op, &pe, &b->pe_feat, &wv, PV(b->pe_b));
-        for (int64_t n = 0; n < N; n++) {
-            Tensor tn = tensor_slice0(&b->t, n, 1);
-            axpy(op, &tn, 1.0, &pe);
-        }
+        rows_add_bcast(op, &b->t, &pe);
     }
     // XCA on LN_xca(t): q, k, v are column blocks of qkv (N, T, 3C); per head a dh×dh
     // attention over channels, with q and k L2-normalised along the token axis.
@@ -459,26 +479,22 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
     b->qkvn = act4(ctx, N, H, W, C3);
     b->norms = act1(ctx, N * C3);
     l2norm_forward(op, &b->qkvn, &b->norms, &b->qkv, N, T, C3, L2_EPS);
+    // araw[n,h] (dh,dh) = q̂_hᵀ (dh×T) · k̂_h (T×dh), for every image n and head h
     b->araw = act4(ctx, N, hd, 1, (int64_t)dh * dh);
-    for (int64_t n = 0; n < N; n++) {   // araw[n,h] (dh,dh) = q̂_hᵀ (dh×T) · k̂_h (T×dh)
-        const Tensor *q = &b->qkvn;
-        gemm_batched(op, dt, 1, 0, dh, dh, (int)T, 1.0, at(q, n * T * C3), (int)C3, dh, at(q, n * T * C3 + C), (int)C3, dh,
-                     0.0, at(&b->araw, n * hd * dh * dh), dh, (int64_t)dh * dh, hd);
-    }
-    b->tempx = act4(ctx, N, hd, 1, 1);
-    Tensor temp = params_value(ctx->pt, b->temp);
-    for (int64_t n = 0; n < N; n++) {
-        Tensor s = tensor_slice0(&b->tempx, n, 1);
-        tensor_copy(&s, &temp);
-    }
+    gemm_batched(op, &b->araw, &b->qkvn, &b->qkvn, &(GemmArgs){ .ta = 1, .M = dh, .N = dh, .K = (int)T, .alpha = 1,
+        .offb = C, .lda = (int)C3, .ldb = (int)C3, .ldc = dh, XCA_BATCH(T * C3, T * C3, (int64_t)hd * dh * dh, dh, dh,
+        (int64_t)dh * dh) });
+    // scores = araw · temperature[head] (one value per head, the same for every image)
+    Tensor temp = head_view(params_value(ctx->pt, b->temp), hd);
     Tensor sc = tensor_like(ctx->act, &b->araw);
-    mul_forward(op, &sc, &b->araw, &b->tempx);
+    mul_forward(op, &sc, &b->araw, &temp);
     b->P = tensor_like(ctx->act, &b->araw);
     softmax_forward(op, &b->P, &sc, N * hd * dh, dh, 1);
+    // o_h (T×dh) = v_h (T×dh) · P_hᵀ
     b->o = act4(ctx, N, H, W, C);
-    for (int64_t n = 0; n < N; n++)   // o_h (T×dh) = v_h (T×dh) · P_hᵀ
-        gemm_batched(op, dt, 0, 1, (int)T, dh, dh, 1.0, at(&b->qkv, n * T * C3 + 2 * C), (int)C3, dh,
-                     at(&b->P, n * hd * dh * dh), dh, (int64_t)dh * dh, 0.0, at(&b->o, n * T * C), (int)C, dh, hd);
+    gemm_batched(op, &b->o, &b->qkv, &b->P, &(GemmArgs){ .tb = 1, .M = (int)T, .N = dh, .K = dh, .alpha = 1,
+        .offa = 2 * C, .lda = (int)C3, .ldb = dh, .ldc = (int)C, XCA_BATCH(T * C3, (int64_t)hd * dh * dh, T * C, dh,
+        (int64_t)dh * dh, dh) });
     b->xo = act4(ctx, N, H, W, C);
     linear_forward(op, &b->xo, &b->o, PV(b->proj_w), PV(b->proj_b));
     b->t2 = act4(ctx, N, H, W, C);
@@ -509,42 +525,31 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     linear_backward(op, &dO, PG(b->proj_w), PG(b->proj_b), &dxo, &b->o, PV(b->proj_w));
     // o_h = v_h P_hᵀ: dv_h += dO_h P_h; dP_h = dO_hᵀ v_h
     Tensor dqkv = zeros_like(ctx, &b->qkv), dqkvn = zeros_like(ctx, &b->qkvn), dP = zeros_like(ctx, &b->P);
-    for (int64_t n = 0; n < N; n++) {
-        const int64_t qo = n * T * C3, oo = n * T * C, po = n * hd * dh * dh;
-        gemm_batched(op, dt, 0, 0, (int)T, dh, dh, 1.0, at(&dO, oo), (int)C, dh, at(&b->P, po), dh, (int64_t)dh * dh,
-                     1.0, at(&dqkv, qo + 2 * C), (int)C3, dh, hd);
-        gemm_batched(op, dt, 1, 0, dh, dh, (int)T, 1.0, at(&dO, oo), (int)C, dh, at(&b->qkv, qo + 2 * C), (int)C3, dh,
-                     1.0, at(&dP, po), dh, (int64_t)dh * dh, hd);
-    }
+    const int64_t sq = T * C3, so = T * C, sp = (int64_t)hd * dh * dh, dd = (int64_t)dh * dh;
+    gemm_batched(op, &dqkv, &dO, &b->P, &(GemmArgs){ .M = (int)T, .N = dh, .K = dh, .alpha = 1, .beta = 1,
+        .offc = 2 * C, .lda = (int)C, .ldb = dh, .ldc = (int)C3, XCA_BATCH(so, sp, sq, dh, dd, dh) });
+    gemm_batched(op, &dP, &dO, &b->qkv, &(GemmArgs){ .ta = 1, .M = dh, .N = dh, .K = (int)T, .alpha = 1, .beta = 1,
+        .offb = 2 * C, .lda = (int)C, .ldb = (int)C3, .ldc = dh, XCA_BATCH(so, sq, sp, dh, dh, dd) });
     Tensor dS = zeros_like(ctx, &b->P);
     softmax_backward(op, &dS, &dP, &b->P, N * hd * dh, dh, 1);
-    // S = araw · temperature[head]
-    Tensor dA = zeros_like(ctx, &b->araw), dtx = zeros_like(ctx, &b->tempx);
-    mul_backward(op, &dA, &dtx, &dS, &b->araw, &b->tempx);
-    Tensor gtemp = params_grad(ctx->pt, b->temp);
-    for (int64_t n = 0; n < N; n++) {
-        Tensor s = tensor_slice0(&dtx, n, 1);
-        axpy(op, &gtemp, 1.0, &s);
-    }
+    // S = araw · temperature[head]: the temperature's gradient sums over images and entries
+    Tensor temp = head_view(params_value(ctx->pt, b->temp), hd);
+    Tensor gtemp = head_view(params_grad(ctx->pt, b->temp), hd);
+    Tensor dA = zeros_like(ctx, &b->araw);
+    mul_backward(op, &dA, &gtemp, &dS, &b->araw, &temp);
     // araw_h = q̂_hᵀ k̂_h: dq̂_h += k̂_h dA_hᵀ, dk̂_h += q̂_h dA_h
-    for (int64_t n = 0; n < N; n++) {
-        const int64_t qo = n * T * C3, po = n * hd * dh * dh;
-        gemm_batched(op, dt, 0, 1, (int)T, dh, dh, 1.0, at(&b->qkvn, qo + C), (int)C3, dh, at(&dA, po), dh,
-                     (int64_t)dh * dh, 1.0, at(&dqkvn, qo), (int)C3, dh, hd);
-        gemm_batched(op, dt, 0, 0, (int)T, dh, dh, 1.0, at(&b->qkvn, qo), (int)C3, dh, at(&dA, po), dh,
-                     (int64_t)dh * dh, 1.0, at(&dqkvn, qo + C), (int)C3, dh, hd);
-    }
+    gemm_batched(op, &dqkvn, &b->qkvn, &dA, &(GemmArgs){ .tb = 1, .M = (int)T, .N = dh, .K = dh, .alpha = 1, .beta = 1,
+        .offa = C, .lda = (int)C3, .ldb = dh, .ldc = (int)C3, XCA_BATCH(sq, sp, sq, dh, dd, dh) });
+    gemm_batched(op, &dqkvn, &b->qkvn, &dA, &(GemmArgs){ .M = (int)T, .N = dh, .K = dh, .alpha = 1, .beta = 1,
+        .offc = C, .lda = (int)C3, .ldb = dh, .ldc = (int)C3, XCA_BATCH(sq, sp, sq, dh, dd, dh) });
     // dqkvn's v columns are zero, so they add nothing through the normalisation.
     l2norm_backward(op, &dqkv, &dqkvn, &b->qkv, &b->norms, N, T, C3, L2_EPS);
     Tensor da = zeros_like(ctx, &b->a);
     linear_backward(op, &da, PG(b->qkv_w), PG(b->qkv_b), &dqkv, &b->a, PV(b->qkv_w));
     layernorm_backward(op, &dtt, PG(b->lnx_w), PG(b->lnx_b), &da, &b->t, &b->xmean, &b->xrstd, PV(b->lnx_w));
     if (b->pe_w >= 0) {   // the encoding is shared by the batch: its gradient is the batch sum
-        Tensor dpe = tensor_zeros(ctx->act, dt, 2, (int64_t[]){ T, C });
-        for (int64_t n = 0; n < N; n++) {
-            Tensor s = tensor_slice0(&dtt, n, 1);
-            axpy(op, &dpe, 1.0, &s);
-        }
+        Tensor dpe = nn_zeros(ctx, dt, 2, (int64_t[]){ T, C });
+        rows_sum(op, &dpe, &dtt);
         Tensor wv = reshape2(params_value(ctx->pt, b->pe_w), C, 2 * PE_HIDDEN);
         Tensor gw = reshape2(params_grad(ctx->pt, b->pe_w), C, 2 * PE_HIDDEN);
         linear_backward(op, NULL, &gw, PG(b->pe_b), &dpe, &b->pe_feat, &wv);
@@ -554,7 +559,7 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     Tensor dy = act4(ctx, N, H, W, ws);
     channels_copy(op, &dy, 0, &dtt, (S - 2) * ws, ws, 0);
     for (int j = S - 2; j >= 0; j--) {
-        Tensor din = tensor_zeros4(ctx->act, dt, N, H, W, ws);
+        Tensor din = nn_zeros4(ctx, N, H, W, ws);
         conv2d_backward(op, &din, PG(b->conv_w[j]), PG(b->conv_b[j]), &dy, &b->cin_t[j], PV(b->conv_w[j]), split_args(b));
         channels_copy(op, dx, j * ws, &din, 0, ws, 1);
         if (j > 0) {

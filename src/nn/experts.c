@@ -92,7 +92,7 @@ Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x) {
     Tensor y = nn_new4(ctx, N, H, W, e->d);
     if (e->kind == EXPERT_CONTRAST) {
         e->w = seq_forward(ctx, &e->amplify, &e->c);                 // (N,1,1,d)
-        Tensor w2 = tensor_view(e->w.data, e->w.dtype, 2, (int64_t[]){ N, e->d });
+        Tensor w2 = tensor_reshape(&e->w, 2, (int64_t[]){ N, e->d });
         mul_forward(&ctx->op, &y, &e->c, &w2);                       // c · w
         add_forward(&ctx->op, &y, &y, x);                            // + x
     } else {
@@ -107,8 +107,8 @@ void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx) {
     if (e->kind == EXPERT_CONTRAST) {
         int64_t N = T_N(&e->c);
         Tensor dw = nn_zeros_like(ctx, &e->w);
-        Tensor w2 = tensor_view(e->w.data, e->w.dtype, 2, (int64_t[]){ N, e->d });
-        Tensor dw2 = tensor_view(dw.data, dw.dtype, 2, (int64_t[]){ N, e->d });
+        Tensor w2 = tensor_reshape(&e->w, 2, (int64_t[]){ N, e->d });
+        Tensor dw2 = tensor_reshape(&dw, 2, (int64_t[]){ N, e->d });
         mul_backward(&ctx->op, &dc, &dw2, dy, &e->c, &w2);
         seq_backward(ctx, &e->amplify, &dw, &dc);    // amplify reads c: its gradient joins dc
     } else {

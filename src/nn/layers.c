@@ -12,12 +12,32 @@
 Tensor nn_new4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
     return tensor_new4(ctx->act, ctx->dtype, n, h, w, c);
 }
-Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
-    return tensor_zeros4(ctx->act, ctx->dtype, n, h, w, c);
+Tensor nn_new(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape) { return tensor_new(ctx->act, dt, ndim, shape); }
+Tensor nn_zeros(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape) {
+    Tensor t = tensor_new(ctx->act, dt, ndim, shape);
+    fill(&ctx->op, &t, 0);
+    return t;
 }
-Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t) { return tensor_zeros_like(ctx->act, t); }
+Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
+    return nn_zeros(ctx, ctx->dtype, 4, (int64_t[]){ n, h, w, c });
+}
+Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t) { return nn_zeros(ctx, t->dtype, t->ndim, t->shape); }
 Tensor nn_param(NNCtx *ctx, int i) { return params_value(ctx->pt, i); }
 Tensor nn_grad(NNCtx *ctx, int i) { return params_grad(ctx->pt, i); }
+
+Tensor nn_to_host(NNCtx *ctx, const Tensor *t) {
+    if (t->device == DEV_CPU) return *t;
+    Tensor h = tensor_new(ctx->host, t->dtype, t->ndim, t->shape);
+    tensor_download(&h, t);
+    return h;
+}
+
+Tensor nn_to_device(NNCtx *ctx, const Tensor *host_t) {
+    if (ctx->act->device == DEV_CPU) return *host_t;
+    Tensor d = tensor_new(ctx->act, host_t->dtype, host_t->ndim, host_t->shape);
+    tensor_upload(&d, host_t);
+    return d;
+}
 
 static Layer *seq_push(Seq *s, layer_kind kind) {
     CX_ASSERT(s->n < SEQ_MAX, "Seq holds at most %d layers", SEQ_MAX);
@@ -116,15 +136,12 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     }
     case LAYER_BN: {
         Tensor y = tensor_like(ctx->act, x);
-        l->mean = tensor_new(ctx->act, ctx->dtype, 1, (int64_t[]){ l->cout });
-        l->invstd = tensor_new(ctx->act, ctx->dtype, 1, (int64_t[]){ l->cout });
+        l->mean = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ l->cout });
+        l->invstd = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ l->cout });
         Tensor g = nn_param(ctx, l->w), b = nn_param(ctx, l->b);
         Tensor rm = nn_param(ctx, l->rmean), rv = nn_param(ctx, l->rvar);
         batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
-        if (ctx->training) {
-            Tensor c = nn_param(ctx, l->nbt);
-            tensor_set(&c, 0, tensor_get(&c, 0) + 1);
-        }
+        if (ctx->training) params_counter_add(ctx->pt, l->nbt, 1);   // on the host: no device access
         return y;
     }
     case LAYER_RELU: case LAYER_SIGMOID: case LAYER_SOFTPLUS: {
@@ -136,7 +153,7 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     }
     case LAYER_POOL: {
         Tensor y = nn_new4(ctx, T_N(x), 1, 1, T_C(x));
-        Tensor y2 = tensor_view(y.data, y.dtype, 2, (int64_t[]){ T_N(x), T_C(x) });
+        Tensor y2 = tensor_reshape(&y, 2, (int64_t[]){ T_N(x), T_C(x) });
         avgpool_global_forward(op, &y2, x);
         return y;
     }
@@ -169,7 +186,7 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
     case LAYER_SOFTPLUS: if (dx) softplus_backward(op, dx, dy, x); return;
     case LAYER_POOL: {
         if (!dx) return;
-        Tensor dy2 = tensor_view(dy->data, dy->dtype, 2, (int64_t[]){ T_N(x), T_C(x) });
+        Tensor dy2 = tensor_reshape(dy, 2, (int64_t[]){ T_N(x), T_C(x) });
         avgpool_global_backward(op, dx, &dy2);
         return;
     }
@@ -213,8 +230,9 @@ void seq_init(const Seq *s, ParamTable *pt, Rng *rng) {
             for (int64_t j = 0; j < tensor_numel(&b); j++) tensor_set(&b, j, (2 * rng_uniform(rng) - 1) * bound);
         } else if (l->kind == LAYER_BN) {
             Tensor g = params_value(pt, l->w), b = params_value(pt, l->b);
-            Tensor rm = params_value(pt, l->rmean), rv = params_value(pt, l->rvar), c = params_value(pt, l->nbt);
-            tensor_fill(&g, 1), tensor_fill(&b, 0), tensor_fill(&rm, 0), tensor_fill(&rv, 1), tensor_fill(&c, 0);
+            Tensor rm = params_value(pt, l->rmean), rv = params_value(pt, l->rvar);
+            tensor_fill(&g, 1), tensor_fill(&b, 0), tensor_fill(&rm, 0), tensor_fill(&rv, 1);
+            pt->counter[l->nbt] = 0;
         }
     }
 }

@@ -57,9 +57,15 @@ int seq_out_channels(const Seq *s, int cin);
 // bias 0, running mean 0, running var 1, counter 0.
 void seq_init(const Seq *s, ParamTable *pt, Rng *rng);
 
-// Helpers shared by the modules of nn/ (all tensors in ctx->act, ctx->dtype).
+// Helpers shared by the modules of nn/ (tensors in ctx->act; ctx->dtype unless given).
 Tensor nn_new4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c);
+Tensor nn_new(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape);
 Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c);
-Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t);
+Tensor nn_zeros(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape);
+Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t);   // t's dtype and shape, zeroed by an op
 Tensor nn_param(NNCtx *ctx, int i);   // value of table entry i
 Tensor nn_grad(NNCtx *ctx, int i);    // gradient of table entry i
+// The host side of the routing island: t itself when it is a host tensor, else a
+// copy in ctx->host (one counted download); and the way back (one upload).
+Tensor nn_to_host(NNCtx *ctx, const Tensor *t);
+Tensor nn_to_device(NNCtx *ctx, const Tensor *host_t);

@@ -45,29 +45,47 @@ void moe_init(Moe *m, ParamTable *pt, Rng *rng) {
     memset(m->sel_bias, 0, sizeof m->sel_bias);
 }
 
+// Routing runs on the device up to the router's softmax (F32 beside bf16
+// activations); the decisions (top-k, renormalised weights, counts, balance
+// loss) are made on the host from one download of the logits and
+// probabilities — U×E numbers — and the dispatch plan goes back in one upload.
+// On the CPU the "downloads" are the tensors themselves.
 void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     int64_t U = T_N(x);
     int E = m->E, k = m->k;
     MoeRoute *r = &m->route;
+    const cx_dtype sdt = nn_stat_dtype(ctx);
     m->x = *x;
-    m->pooled = tensor_new(ctx->act, ctx->dtype, 2, (int64_t[]){ U, m->d });
+    m->pooled = nn_new(ctx, sdt, 2, (int64_t[]){ U, m->d });
     avgpool_global_forward(&ctx->op, &m->pooled, x);
-    r->logits = tensor_new(ctx->act, ctx->dtype, 2, (int64_t[]){ U, E });
+    Tensor logits = nn_new(ctx, sdt, 2, (int64_t[]){ U, E }), probs = nn_new(ctx, sdt, 2, (int64_t[]){ U, E });
     Tensor w = nn_param(ctx, m->router_w), b = nn_param(ctx, m->router_b);
-    linear_forward(&ctx->op, &r->logits, &m->pooled, &w, &b);
-    r->probs = tensor_like(ctx->act, &r->logits);
-    softmax_forward(&ctx->op, &r->probs, &r->logits, U, E, 1);
+    linear_forward(&ctx->op, &logits, &m->pooled, &w, &b);
+    softmax_forward(&ctx->op, &probs, &logits, U, E, 1);
+    // ---- host island: one download of (logits, probs) ----
+    if (logits.device == DEV_CUDA) {
+        Tensor both = nn_new(ctx, sdt, 2, (int64_t[]){ 2 * U, E });   // logits and probs side by side: one copy
+        Tensor l2 = tensor_slice0(&both, 0, U), p2 = tensor_slice0(&both, U, U);
+        copy(&ctx->op, &l2, &logits);
+        copy(&ctx->op, &p2, &probs);
+        Tensor h = nn_to_host(ctx, &both);
+        r->logits = tensor_slice0(&h, 0, U);
+        r->probs = tensor_slice0(&h, U, U);
+    } else {
+        r->logits = logits;
+        r->probs = probs;
+    }
     // choose on p (+ the aux-free selection bias); weights always come from p
     Tensor scores = r->probs;
     if (m->balance == MOE_BALANCE_BIAS) {
-        scores = tensor_like(ctx->act, &r->probs);
+        scores = tensor_like(ctx->host, &r->probs);
         for (int64_t u = 0; u < U; u++)
             for (int e = 0; e < E; e++) tensor_set(&scores, u * E + e, tensor_get(&r->probs, u * E + e) + m->sel_bias[e]);
     }
-    r->idx = tensor_new(ctx->act, DT_I32, 2, (int64_t[]){ U, k });
-    Tensor val = tensor_new(ctx->act, ctx->dtype, 2, (int64_t[]){ U, k });
-    topk_rows(&ctx->op, &r->idx, &val, &scores, k);
-    r->w = tensor_new(ctx->act, ctx->dtype, 2, (int64_t[]){ U, k });
+    r->idx = tensor_new(ctx->host, DT_I32, 2, (int64_t[]){ U, k });
+    Tensor val = tensor_new(ctx->host, sdt, 2, (int64_t[]){ U, k });
+    topk_rows(&ctx->host_op, &r->idx, &val, &scores, k);
+    r->w = tensor_new(ctx->host, sdt, 2, (int64_t[]){ U, k });
     const int32_t *idx = tensor_i32(&r->idx);
     memset(r->count, 0, sizeof r->count);
     for (int64_t u = 0; u < U; u++) {
@@ -99,6 +117,8 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     r->lb_loss *= m->coef;
 }
 
+// The routing backward is host arithmetic on U×E numbers (dw is a host tensor):
+// dlogits goes up in one upload, the router's linear runs on the device.
 void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx) {
     MoeRoute *r = &m->route;
     int64_t U = T_N(&r->probs);
@@ -127,7 +147,7 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
         for (int64_t u = 0; u < U; u++) dp[u * E + e] += g;
     }
     // softmax backward, plus the z-loss which acts on the logits directly
-    Tensor dlogits = tensor_zeros_like(ctx->act, &r->logits);
+    Tensor dlogits = tensor_new(ctx->host, r->logits.dtype, 2, (int64_t[]){ U, E });
     for (int64_t u = 0; u < U; u++) {
         double dot = 0, mx = -INFINITY, s = 0;
         for (int e = 0; e < E; e++) dot += dp[u * E + e] * tensor_get(&r->probs, u * E + e);
@@ -142,36 +162,42 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
         }
     }
     free(dp);
+    Tensor dl = nn_to_device(ctx, &dlogits);
     Tensor w = nn_param(ctx, m->router_w), gw = nn_grad(ctx, m->router_w), gb = nn_grad(ctx, m->router_b);
-    Tensor dpooled = tensor_zeros_like(ctx->act, &m->pooled);
-    linear_backward(&ctx->op, &dpooled, &gw, &gb, &dlogits, &m->pooled, &w);
+    Tensor dpooled = nn_zeros_like(ctx, &m->pooled);
+    linear_backward(&ctx->op, &dpooled, &gw, &gb, &dl, &m->pooled, &w);
     if (dx) avgpool_global_backward(&ctx->op, dx, &dpooled);
 }
 
+// The plan (each expert's rows and weights, sorted by expert) is built on the
+// host and uploaded in one copy; expert e then runs once on its whole group.
 Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     MoeRoute *r = &m->route;
     int64_t U = T_N(x), H = T_H(x), W = T_W(x), P = U * m->k;
     const int32_t *idx = tensor_i32(&r->idx);
+    const cx_dtype sdt = nn_stat_dtype(ctx);
     // counting sort of the (unit, expert) pairs by expert, stable in unit order
     m->offset[0] = 0;
     for (int e = 0; e < m->E; e++) m->offset[e + 1] = m->offset[e] + r->count[e];
     CX_ASSERT(m->offset[m->E] == P, "routing counts %lld != pairs %lld", (long long)m->offset[m->E], (long long)P);
-    m->pair_order = arena_alloc(ctx->act, (size_t)P * sizeof(int32_t));
-    int64_t fill[MOE_MAX_EXPERTS];
-    memcpy(fill, m->offset, sizeof(int64_t) * (size_t)m->E);
-    for (int64_t p = 0; p < P; p++) m->pair_order[fill[idx[p]]++] = (int32_t)p;
-
+    m->pair_order = arena_alloc(ctx->host, (size_t)P * sizeof(int32_t));
+    int64_t fill_at[MOE_MAX_EXPERTS];
+    memcpy(fill_at, m->offset, sizeof(int64_t) * (size_t)m->E);
+    for (int64_t p = 0; p < P; p++) m->pair_order[fill_at[idx[p]]++] = (int32_t)p;
+    // plan (host): rows (P) I32 then weights (P) in the stat dtype, one block
+    Tensor rows_h = tensor_new(ctx->host, DT_I32, 1, &P), wts_h = tensor_new(ctx->host, sdt, 1, &P);
+    for (int64_t i = 0; i < P; i++) {
+        int32_t p = m->pair_order[i];
+        tensor_i32(&rows_h)[i] = p / m->k;
+        tensor_set(&wts_h, i, tensor_get(&r->w, p));
+    }
+    Tensor rows_all = nn_to_device(ctx, &rows_h), wts_all = nn_to_device(ctx, &wts_h);
     Tensor y = nn_zeros4(ctx, U, H, W, m->d);
     for (int e = 0; e < m->E; e++) {
         int64_t c = r->count[e];
         if (!c) continue;
-        m->rows[e] = tensor_new(ctx->act, DT_I32, 1, &c);
-        m->wts[e] = tensor_new(ctx->act, ctx->dtype, 1, &c);
-        for (int64_t i = 0; i < c; i++) {
-            int32_t p = m->pair_order[m->offset[e] + i];
-            tensor_i32(&m->rows[e])[i] = p / m->k;
-            tensor_set(&m->wts[e], i, tensor_get(&r->w, p));
-        }
+        m->rows[e] = tensor_slice0(&rows_all, m->offset[e], c);
+        m->wts[e] = tensor_slice0(&wts_all, m->offset[e], c);
         Tensor xe = nn_new4(ctx, c, H, W, m->d);
         rows_gather(&ctx->op, &xe, x, &m->rows[e]);
         m->ys[e] = expert_forward(ctx, &m->experts[e], &xe);       // one call for the whole group
@@ -180,22 +206,29 @@ Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     return y;
 }
 
+// Each expert's routing-weight gradients land in one (P) buffer in plan order on
+// the model's device, brought down once and permuted into dw (host) there.
 void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw) {
+    int64_t P = T_N(&m->x) * m->k;
+    Tensor dwp = nn_zeros(ctx, nn_stat_dtype(ctx), 1, &P);   // plan order
     for (int e = 0; e < m->E; e++) {
         int64_t c = m->route.count[e];
         if (!c) continue;
         ArenaMark mk = arena_mark(ctx->act);   // this group's gradients are temporaries
         Tensor dye = nn_zeros_like(ctx, &m->ys[e]);
-        Tensor dwe = tensor_zeros_like(ctx->act, &m->wts[e]);
+        Tensor dwe = tensor_slice0(&dwp, m->offset[e], c);
         rows_scatter_add_backward(&ctx->op, &dye, dw ? &dwe : NULL, dy, &m->ys[e], &m->rows[e], &m->wts[e]);
         Tensor dxe = dx ? nn_zeros_like(ctx, &m->ys[e]) : (Tensor){ 0 };
         expert_backward(ctx, &m->experts[e], &dye, dx ? &dxe : NULL);
         if (dx) rows_scatter_add(&ctx->op, dx, &dxe, &m->rows[e], NULL);
-        for (int64_t i = 0; i < c && dw; i++) {
-            int32_t p = m->pair_order[m->offset[e] + i];
-            tensor_set(dw, p, tensor_get(dw, p) + tensor_get(&dwe, i));
-        }
         arena_release(ctx->act, mk);
+    }
+    if (!dw) return;
+    // back to (unit, slot) order on the host: dw[pair_order[i]] += dwp[i]
+    Tensor dwp_h = nn_to_host(ctx, &dwp);
+    for (int64_t i = 0; i < P; i++) {
+        int32_t p = m->pair_order[i];
+        tensor_set(dw, p, tensor_get(dw, p) + tensor_get(&dwp_h, i));
     }
 }
 
@@ -205,7 +238,8 @@ Tensor moe_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
 }
 
 void moe_backward(NNCtx *ctx, Moe *m, const Tensor *dy, double dbalance, Tensor *dx) {
-    Tensor dw = tensor_zeros_like(ctx->act, &m->route.w);
+    Tensor dw = tensor_new(ctx->host, m->route.w.dtype, 2, m->route.w.shape);   // (U,k) on the host
+    tensor_zero(&dw);
     moe_dispatch_backward(ctx, m, dy, dx, &dw);
     moe_route_backward(ctx, m, &dw, dbalance, dx);
 }

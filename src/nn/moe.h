@@ -29,7 +29,9 @@ typedef enum { MOE_BALANCE_SQDEV = 0, MOE_BALANCE_SWITCH, MOE_BALANCE_ZLOSS, MOE
 
 #define MOE_MAX_EXPERTS 64
 
-// One routing decision for U units (a forward's output; tensors in ctx->act).
+// One routing decision for U units (a forward's output). Host tensors in
+// ctx->host (a GPU run downloads the router's logits and probabilities once per
+// layer and decides there), float32 (float64 in a float64 run).
 typedef struct {
     Tensor logits;   // (U,E)
     Tensor probs;    // (U,E) softmax
@@ -50,10 +52,10 @@ typedef struct {
     MoeRoute route;
     Tensor x;                          // (U,H,W,d)
     Tensor pooled;                     // (U,d)
-    int32_t *pair_order;               // (U·k) pair ids sorted by expert (counting sort)
+    int32_t *pair_order;               // (U·k) pair ids sorted by expert (counting sort; host)
     int64_t offset[MOE_MAX_EXPERTS + 1];
-    Tensor rows[MOE_MAX_EXPERTS];      // (c_e) I32 unit of each pair of expert e
-    Tensor wts[MOE_MAX_EXPERTS];       // (c_e) weight of each pair
+    Tensor rows[MOE_MAX_EXPERTS];      // (c_e) I32 unit of each pair of expert e (model's device)
+    Tensor wts[MOE_MAX_EXPERTS];       // (c_e) weight of each pair (model's device)
     Tensor ys[MOE_MAX_EXPERTS];        // (c_e,H,W,d) expert outputs
 } Moe;
 
@@ -64,12 +66,12 @@ void moe_init(Moe *m, ParamTable *pt, Rng *rng);
 
 // Routing alone: fills m->route from x (U,H,W,d).
 void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x);
-// dw (U,k): gradient of the loss w.r.t. the routing weights; dbalance: weight of
-// the balancing loss in the total. dx += router's contribution.
+// dw (U,k), a host tensor: gradient of the loss w.r.t. the routing weights;
+// dbalance: weight of the balancing loss in the total. dx += router's contribution.
 void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx);
 // Grouped execution of the routed pairs: y (U,H,W,d) = Σ_j w_j · Expert_idx_j(x_u).
 Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
-// dx += through the experts; dw (U,k) += gradient of the routing weights.
+// dx += through the experts; dw (U,k, host) += gradient of the routing weights.
 void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw);
 
 // Route + dispatch, and their backward.

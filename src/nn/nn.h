@@ -9,11 +9,17 @@
 
 // Modules hold parameter *indices* (params.h), not pointers, and read values and
 // gradients through ctx->pt. The same module tree therefore runs in float32 or
-// float64 just by pointing ctx->pt at a table of that dtype with the same layout.
+// float64, on the CPU or a GPU, just by pointing ctx->pt at a table of that
+// dtype and device with the same layout (nn/runtime.h sets all of this up).
 typedef struct NNCtx {
     ParamTable *pt;  // values and gradients of the model being run
-    OpCtx op;        // kernels' context (scratch arena, force_ref)
-    Arena *act;      // activations saved for backward; reset by the caller every step
-    cx_dtype dtype;  // DT_F32 (fast kernels) or DT_F64 (reference kernels) — the whole model runs in it
+    OpCtx op;        // kernels' context: backend, scratch arena
+    OpCtx host_op;   // CPU kernels for host tensors inside a step (the MoE routing island)
+    Arena *act;      // activations saved for backward; reset by the caller every step (GPU memory on a GPU)
+    Arena *host;     // host tensors made inside a step (routing decisions); reset with act
+    cx_dtype dtype;  // activation dtype: F32 (CPU), F64 (reference kernels), F32 or BF16 (GPU)
     int training;    // 1: BatchNorm uses batch statistics and updates running ones
 } NNCtx;
+
+// Statistics, routing and losses stay in float32 under bf16 activations (F64 in a float64 run).
+static inline cx_dtype nn_stat_dtype(const NNCtx *ctx) { return ctx->dtype == DT_F64 ? DT_F64 : DT_F32; }

@@ -7,8 +7,15 @@ void params_init(ParamTable *pt) { memset(pt, 0, sizeof *pt); }
 void params_free(ParamTable *pt) {
     for (int i = 0; i < pt->n; i++) free(pt->p[i].name);
     free(pt->p);
-    free(pt->data);
-    free(pt->grad);
+    if (pt->device == DEV_CUDA) {
+        cx_dev_free(pt->data);
+        cx_dev_free(pt->grad);
+        free(pt->host);
+    } else {
+        free(pt->data);
+        free(pt->grad);
+    }
+    free(pt->counter);
     memset(pt, 0, sizeof *pt);
 }
 
@@ -40,15 +47,60 @@ void params_alloc(ParamTable *pt, cx_dtype dt) {
     size_t bytes = (size_t)(pt->numel + 16) * dtype_size(dt);
     pt->data = cx_calloc(1, bytes);
     pt->grad = cx_calloc(1, bytes);
+    pt->counter = cx_calloc((size_t)pt->n + 1, sizeof *pt->counter);
+    pt->device = DEV_CPU;
 }
 
-static Tensor entry_tensor(const ParamTable *pt, int i, void *base) {
+void params_to_device(ParamTable *pt) {
+    CX_ASSERT(pt->data && pt->device == DEV_CPU, "params_to_device: allocate the table on the host first");
+    size_t bytes = (size_t)(pt->numel + 16) * dtype_size(pt->dtype);
+    void *d = cx_dev_alloc(bytes), *g = cx_dev_alloc(bytes);
+    if (!d || !g) {
+        size_t fr, tot;
+        cx_dev_mem_info(&fr, &tot);
+        fprintf(stderr, "error: out of GPU memory for the %.1f MiB of parameters and their gradients (the GPU has %.0f MiB "
+                        "free of %.0f MiB)\n", 2.0 * (double)bytes / (1 << 20), (double)fr / (1 << 20), (double)tot / (1 << 20));
+        exit(3);
+    }
+    cx_dev_upload(d, pt->data, bytes);
+    cx_dev_zero(g, bytes);
+    free(pt->grad);
+    pt->host = pt->data;
+    pt->data = d;
+    pt->grad = g;
+    pt->device = DEV_CUDA;
+}
+
+void params_sync_host(const ParamTable *pt) {
+    if (pt->device == DEV_CUDA) cx_dev_download(pt->host, pt->data, (size_t)pt->numel * dtype_size(pt->dtype));
+}
+
+void params_sync_device(ParamTable *pt) {
+    if (pt->device == DEV_CUDA) cx_dev_upload(pt->data, pt->host, (size_t)pt->numel * dtype_size(pt->dtype));
+}
+
+int64_t params_counter(const ParamTable *pt, int i) {
+    CX_ASSERT(pt->p[i].flags & PF_COUNTER, "params_counter: %s is not a counter", pt->p[i].name);
+    return pt->counter[i];
+}
+
+void params_counter_add(ParamTable *pt, int i, int64_t d) {
+    CX_ASSERT(pt->p[i].flags & PF_COUNTER, "params_counter_add: %s is not a counter", pt->p[i].name);
+    pt->counter[i] += d;
+}
+
+static Tensor entry_tensor(const ParamTable *pt, int i, void *base, cx_device dev) {
     const ParamInfo *e = &pt->p[i];
-    return tensor_view((char *)base + (size_t)e->offset * dtype_size(pt->dtype), pt->dtype, e->ndim, e->shape);
+    Tensor t = tensor_view((char *)base + (size_t)e->offset * dtype_size(pt->dtype), pt->dtype, e->ndim, e->shape);
+    t.device = dev;
+    return t;
 }
 
-Tensor params_value(const ParamTable *pt, int i) { return entry_tensor(pt, i, pt->data); }
-Tensor params_grad(const ParamTable *pt, int i) { return entry_tensor(pt, i, pt->grad); }
+Tensor params_value(const ParamTable *pt, int i) { return entry_tensor(pt, i, pt->data, pt->device); }
+Tensor params_grad(const ParamTable *pt, int i) { return entry_tensor(pt, i, pt->grad, pt->device); }
+Tensor params_host_value(const ParamTable *pt, int i) {
+    return entry_tensor(pt, i, pt->device == DEV_CUDA ? pt->host : pt->data, DEV_CPU);
+}
 
 int params_find(const ParamTable *pt, const char *name) {
     for (int i = 0; i < pt->n; i++)
@@ -63,13 +115,19 @@ int64_t params_count(const ParamTable *pt, unsigned exclude) {
     return s;
 }
 
-void params_zero_grad(ParamTable *pt) { memset(pt->grad, 0, (size_t)pt->numel * dtype_size(pt->dtype)); }
+void params_zero_grad(ParamTable *pt) {
+    size_t bytes = (size_t)pt->numel * dtype_size(pt->dtype);
+    if (pt->device == DEV_CUDA) cx_dev_zero(pt->grad, bytes);
+    else memset(pt->grad, 0, bytes);
+}
 
 void params_copy_values(ParamTable *dst, const ParamTable *src) {
     CX_ASSERT(dst->n == src->n && dst->numel == src->numel, "params_copy_values: different layouts");
+    CX_ASSERT(dst->device == DEV_CPU && src->device == DEV_CPU, "params_copy_values: host tables only");
     Tensor d = tensor_view(dst->data, dst->dtype, 1, &dst->numel);
     Tensor s = tensor_view(src->data, src->dtype, 1, &src->numel);
     tensor_copy(&d, &s);
+    memcpy(dst->counter, src->counter, sizeof *dst->counter * (size_t)src->n);
 }
 
 static int starts_with(const char *s, const char *p) { return p && !strncmp(s, p, strlen(p)); }
@@ -85,6 +143,7 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
     const char *tp = o->table_prefix ? o->table_prefix : "";
     char *found = cx_calloc((size_t)pt->n + 1, 1);
     cx_status st = CX_OK;
+    params_sync_host(pt);   // a partial load keeps the entries it does not name
     for (int k = 0; k < f->n && !st; k++) {
         const StEntry *e = &f->entries[k];
         const char *key = NULL;
@@ -115,8 +174,12 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
                          shape_str(e->ndim, e->shape, a, sizeof a), shape_str(pi->ndim, pi->shape, b, sizeof b));
             break;
         }
-        Tensor dst = params_value(pt, i);
+        Tensor dst = params_host_value(pt, i);
         st = st_entry_read(f, e, &dst);
+        if (!st && (pi->flags & PF_COUNTER)) {   // the count lives on the host; its value slot stays zero
+            pt->counter[i] = (int64_t)(tensor_get(&dst, 0) + 0.5);
+            tensor_set(&dst, 0, 0);
+        }
         found[i] = 1;
     }
     for (int i = 0; i < pt->n && !st && !o->allow_missing; i++) {
@@ -128,17 +191,19 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
                      shape_str(pt->p[i].ndim, pt->p[i].shape, a, sizeof a));
     }
     free(found);
+    if (!st) params_sync_device(pt);
     return st;
 }
 
 void params_save(const ParamTable *pt, StWriter *w, const char *table_prefix, Arena *tmp) {
+    params_sync_host(pt);
     for (int i = 0; i < pt->n; i++) {
         const ParamInfo *e = &pt->p[i];
         if (table_prefix && !starts_with(e->name, table_prefix)) continue;
-        Tensor v = params_value(pt, i);
+        Tensor v = params_host_value(pt, i);
         if (e->flags & PF_COUNTER) {
             Tensor c = tensor_new(tmp, DT_I64, 0, NULL);
-            tensor_i64(&c)[0] = (int64_t)(tensor_get(&v, 0) + 0.5);
+            tensor_i64(&c)[0] = pt->counter[i];
             st_writer_add(w, e->name, &c);
         } else if (pt->dtype != DT_F32) {
             Tensor c = tensor_new(tmp, DT_F32, e->ndim, e->shape);

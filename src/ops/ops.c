@@ -1,16 +1,21 @@
-// ops.c — the public op dispatcher (ops.h): float64, or ctx->force_ref, runs the
-// plain reference kernels (ops/ref/); float32 runs the fast CPU kernels
-// (ops/cpu/). An op whose FAST_<op> below names its float32 reference has no
-// separate fast kernel: it is cheap and memory-light enough that the plain loop
-// is the fast path too (see docs/PERF.md).
+// ops.c — the public op dispatcher (ops.h). Each op runs on ctx->backend:
+// OPS_REF takes the plain reference kernel of the tensors' dtype (ops/ref/),
+// OPS_CPU the fast float32 kernel (ops/cpu/), OPS_CUDA the GPU kernel
+// (ops/cuda/, when built). An op whose FAST_<op> below names its float32
+// reference has no separate fast CPU kernel: it is cheap and memory-light
+// enough that the plain loop is the fast path too (see docs/PERF.md).
 #include "ops.h"
 #include "ref/ref.h"
 #include "cpu/cpu.h"
+#if HAVE_CUDA
+#include "cuda/cuda.h"
+#endif
 
 #define FAST_conv2d_forward cpu_conv2d_forward
 #define FAST_conv2d_backward cpu_conv2d_backward
 #define FAST_linear_forward cpu_linear_forward
 #define FAST_linear_backward cpu_linear_backward
+#define FAST_gemm_batched cpu_gemm_batched
 #define FAST_batchnorm_forward cpu_batchnorm_forward
 #define FAST_batchnorm_backward cpu_batchnorm_backward
 #define FAST_layernorm_forward cpu_layernorm_forward
@@ -28,8 +33,12 @@
 #define FAST_add_forward cpu_add_forward
 #define FAST_axpy cpu_axpy
 #define FAST_scale_inplace cpu_scale_inplace
+#define FAST_fill ref_fill_f32
+#define FAST_copy ref_copy_f32
 #define FAST_mul_forward cpu_mul_forward
 #define FAST_mul_backward cpu_mul_backward
+#define FAST_rows_add_bcast ref_rows_add_bcast_f32
+#define FAST_rows_sum ref_rows_sum_f32
 #define FAST_resize_bilinear_forward cpu_resize_bilinear_forward
 #define FAST_resize_bilinear_backward cpu_resize_bilinear_backward
 #define FAST_avgpool_global_forward cpu_avgpool_global_forward
@@ -40,25 +49,88 @@
 #define FAST_l2norm_forward cpu_l2norm_forward
 #define FAST_l2norm_backward cpu_l2norm_backward
 #define FAST_topk_rows ref_topk_rows_f32
-#define FAST_bce_logits_mean_forward cpu_bce_logits_mean_forward
-#define FAST_bce_logits_mean_backward cpu_bce_logits_mean_backward
-#define FAST_bce_logits_elem_forward cpu_bce_logits_elem_forward
-#define FAST_bce_logits_elem_backward cpu_bce_logits_elem_backward
-#define FAST_bce_mean_forward ref_bce_mean_forward_f32
-#define FAST_bce_mean_backward ref_bce_mean_backward_f32
+#define FAST_maxnorm_forward ref_maxnorm_forward_f32
+#define FAST_maxnorm_backward ref_maxnorm_backward_f32
+#define FAST_cod_loss ref_cod_loss_f32
 #define FAST_rows_gather ref_rows_gather_f32
 #define FAST_rows_scatter_add ref_rows_scatter_add_f32
 #define FAST_rows_scatter_add_backward ref_rows_scatter_add_backward_f32
 
-// Runs op on the tensor t's dtype: F64 and force_ref take the reference kernels.
+#if HAVE_CUDA
+#define CUDA_CALL(op, ...) cuda_##op(__VA_ARGS__)
+#else
+#define CUDA_CALL(op, ...) CX_ASSERT(0, #op ": OPS_CUDA in a build without CUDA")
+#endif
+
+// Runs op on ctx's backend; t is the tensor whose dtype picks the reference
+// instantiation and whose device must be the backend's.
 #define DISPATCH(t, op, ...) do { \
-    if ((t)->dtype == DT_F64) { ref_##op##_f64(__VA_ARGS__); break; } \
-    CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s (F32 or F64 expected)", dtype_name((t)->dtype)); \
-    if (ctx->force_ref) ref_##op##_f32(__VA_ARGS__); else FAST_##op(__VA_ARGS__); } while (0)
-#define DISPATCH_RET(t, op, ...) do { \
-    if ((t)->dtype == DT_F64) return ref_##op##_f64(__VA_ARGS__); \
-    CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s (F32 or F64 expected)", dtype_name((t)->dtype)); \
-    return ctx->force_ref ? ref_##op##_f32(__VA_ARGS__) : FAST_##op(__VA_ARGS__); } while (0)
+    switch (ctx->backend) { \
+    case OPS_CUDA: \
+        CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
+        CUDA_CALL(op, __VA_ARGS__); \
+        break; \
+    case OPS_REF: \
+        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to the reference backend"); \
+        if ((t)->dtype == DT_F64) ref_##op##_f64(__VA_ARGS__); \
+        else { CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s (F32 or F64 expected)", dtype_name((t)->dtype)); \
+               ref_##op##_f32(__VA_ARGS__); } \
+        break; \
+    case OPS_CPU: \
+        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to the CPU backend"); \
+        CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s on the CPU backend (F32; F64 runs on the reference backend)", \
+                  dtype_name((t)->dtype)); \
+        FAST_##op(__VA_ARGS__); \
+        break; \
+    } } while (0)
+
+const char *ops_backend_name(ops_backend b) {
+    static const char *names[] = { "cpu", "reference", "cuda" };
+    return (unsigned)b < 3 ? names[b] : "?";
+}
+
+int ops_cuda_device_count(char *why, size_t n) {
+#if HAVE_CUDA
+    return cuda_device_count(why, n);
+#else
+    if (why) snprintf(why, n, "this camoxpert was built without CUDA (nvcc was not found, or USE_CUDA=0)");
+    return 0;
+#endif
+}
+
+cx_status ops_cuda_open(OpCtx *ctx, int gpu) {
+#if HAVE_CUDA
+    CX_TRY(cuda_open(&ctx->cuda, gpu));
+    ctx->backend = OPS_CUDA;
+    return CX_OK;
+#else
+    (void)ctx, (void)gpu;
+    return CX_FAIL(CX_EARG, "--device cuda: this camoxpert was built without CUDA (nvcc was not found, or USE_CUDA=0); "
+                   "rebuild with the CUDA toolkit installed, or use --device cpu");
+#endif
+}
+
+void ops_cuda_close(OpCtx *ctx) {
+#if HAVE_CUDA
+    if (ctx->cuda) cuda_close(ctx->cuda);
+#endif
+    ctx->cuda = NULL;
+}
+
+void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n) {
+#if HAVE_CUDA
+    if (ctx->cuda) { cuda_describe(ctx->cuda, buf, n); return; }
+#endif
+    (void)ctx;
+    snprintf(buf, n, "no GPU");
+}
+
+void ops_sync(OpCtx *ctx) {
+#if HAVE_CUDA
+    if (ctx->backend == OPS_CUDA) cuda_sync(ctx->cuda);
+#endif
+    (void)ctx;
+}
 
 int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
     return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
@@ -81,14 +153,12 @@ void linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tenso
     DISPATCH(x, linear_backward, ctx, dx, dw, db, dy, x, w);
 }
 
-void gemm_batched(OpCtx *ctx, cx_dtype dt, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda,
-                  int64_t sA, const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC,
-                  int batch) {
-    if (ctx->macs) *ctx->macs += (double)M * N * K * batch;
-    if (dt == DT_F64) { ref_gemm_batched_f64(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch); return; }
-    CX_ASSERT(dt == DT_F32, "gemm_batched: dtype %s", dtype_name(dt));
-    if (ctx->force_ref) ref_gemm_batched_f32(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
-    else cpu_gemm_batched(ctx, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+void gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g) {
+    GemmArgs a = *g;
+    if (a.nb1 < 1) a.nb1 = 1;
+    if (a.nb2 < 1) a.nb2 = 1;
+    if (ctx->macs) *ctx->macs += (double)a.M * a.N * a.K * a.nb1 * a.nb2;
+    DISPATCH(A, gemm_batched, ctx, C, A, B, &a);
 }
 
 void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
@@ -137,9 +207,26 @@ void axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
     DISPATCH(x, axpy, ctx, y, alpha, x);
 }
 void scale_inplace(OpCtx *ctx, Tensor *y, double alpha) { DISPATCH(y, scale_inplace, ctx, y, alpha); }
+void fill(OpCtx *ctx, Tensor *y, double v) { DISPATCH(y, fill, ctx, y, v); }
+void copy(OpCtx *ctx, Tensor *dst, const Tensor *src) {
+    CX_ASSERT(tensor_numel(dst) == tensor_numel(src), "copy: %lld vs %lld elements", (long long)tensor_numel(dst),
+              (long long)tensor_numel(src));
+    CX_ASSERT(dst->device == src->device, "copy: between devices (use tensor_upload/tensor_download)");
+    DISPATCH(src, copy, ctx, dst, src);
+}
 void mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) { DISPATCH(x, mul_forward, ctx, y, x, s); }
 void mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s) {
     DISPATCH(x, mul_backward, ctx, dx, ds, dy, x, s);
+}
+void rows_add_bcast(OpCtx *ctx, Tensor *y, const Tensor *b) {
+    CX_ASSERT(tensor_numel(b) > 0 && tensor_numel(y) % tensor_numel(b) == 0, "rows_add_bcast: %lld elements into %lld",
+              (long long)tensor_numel(b), (long long)tensor_numel(y));
+    DISPATCH(y, rows_add_bcast, ctx, y, b);
+}
+void rows_sum(OpCtx *ctx, Tensor *db, const Tensor *dy) {
+    CX_ASSERT(tensor_numel(db) > 0 && tensor_numel(dy) % tensor_numel(db) == 0, "rows_sum: %lld elements into %lld",
+              (long long)tensor_numel(dy), (long long)tensor_numel(db));
+    DISPATCH(dy, rows_sum, ctx, db, dy);
 }
 
 void resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
@@ -150,7 +237,7 @@ void resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double s
 }
 void avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, avgpool_global_forward, ctx, y, x); }
 void avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
-    DISPATCH(dy, avgpool_global_backward, ctx, dx, dy);
+    DISPATCH(dx, avgpool_global_backward, ctx, dx, dy);
 }
 
 void channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
@@ -198,22 +285,38 @@ void topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k) {
     CX_ASSERT(!idx || idx->dtype == DT_I32, "topk_rows: idx must be I32");
     DISPATCH(x, topk_rows, ctx, idx, val, x, k);
 }
+void maxnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tensor *x, double eps) {
+    DISPATCH(x, maxnorm_forward, ctx, y, save_max, x, eps);
+}
+void maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max, double eps) {
+    DISPATCH(x, maxnorm_backward, ctx, dx, dy, x, save_max, eps);
+}
 
-double bce_logits_mean_forward(OpCtx *ctx, const Tensor *x, const Tensor *t) {
-    DISPATCH_RET(x, bce_logits_mean_forward, ctx, x, t);
+void cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in) {
+    CX_ASSERT(tensor_numel(terms) == CL_TERMS, "cod_loss: terms has %lld elements", (long long)tensor_numel(terms));
+    DISPATCH(in->pred, cod_loss, ctx, terms, g, in);
 }
-void bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t) {
-    DISPATCH(x, bce_logits_mean_backward, ctx, dx, dloss, x, t);
+
+// The optimizer's reference and CPU kernels are one implementation (ops/cpu/optim.c)
+// for both table dtypes.
+#define OPT_DISPATCH(t, op, ...) do { \
+    if (ctx->backend == OPS_CUDA) { \
+        CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
+        CUDA_CALL(op, __VA_ARGS__); \
+    } else { \
+        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to a CPU backend"); \
+        cpu_##op(__VA_ARGS__); \
+    } } while (0)
+
+void adamw_update(OpCtx *ctx, Tensor *param, Tensor *m, Tensor *v, const Tensor *grad, const Tensor *gscale,
+                  const AdamSeg *seg, int nseg, double beta1, double beta2, double eps) {
+    OPT_DISPATCH(param, adamw_update, ctx, param, m, v, grad, gscale, seg, nseg, beta1, beta2, eps);
 }
-void bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t) {
-    DISPATCH(x, bce_logits_elem_forward, ctx, out, x, t);
+void grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSeg *seg, int nseg, double max_norm) {
+    OPT_DISPATCH(x, grad_norm_clip, ctx, stats, x, seg, nseg, max_norm);
 }
-void bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t) {
-    DISPATCH(x, bce_logits_elem_backward, ctx, dx, dout, x, t);
-}
-double bce_mean_forward(OpCtx *ctx, const Tensor *p, const Tensor *t) { DISPATCH_RET(p, bce_mean_forward, ctx, p, t); }
-void bce_mean_backward(OpCtx *ctx, Tensor *dp, double dloss, const Tensor *p, const Tensor *t) {
-    DISPATCH(p, bce_mean_backward, ctx, dp, dloss, p, t);
+void ema_blend(OpCtx *ctx, Tensor *shadow, const Tensor *x, const EmaSeg *seg, int nseg) {
+    OPT_DISPATCH(x, ema_blend, ctx, shadow, x, seg, nseg);
 }
 
 void rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {

@@ -18,7 +18,7 @@ static void meta_u64(StWriter *w, const char *k, uint64_t v) { char b[32]; snpri
 static void meta_f64(StWriter *w, const char *k, double v) { char b[40]; snprintf(b, sizeof b, "%.17g", v); st_writer_meta(w, k, b); }
 
 cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *pt, const char *config_json,
-                          TrainState *ts, const AdamW *opt, const Ema *ema) {
+                          TrainState *ts, AdamW *opt, Ema *ema) {
     CX_TRY(make_dirs(dir));
     char wpath[4096], spath[4200];
     snprintf(wpath, sizeof wpath, "%s/%s.safetensors", dir, name);
@@ -45,7 +45,8 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
         meta_u64(&w, "seed", ts->seed);
         meta_u64(&w, "token", ts->token);
         if (opt) {
-            Tensor m = tensor_view(opt->m, DT_F32, 1, &pt->numel), v = tensor_view(opt->v, DT_F32, 1, &pt->numel);
+            adamw_sync_host(opt);
+            Tensor m = tensor_view(opt->host_m, DT_F32, 1, &pt->numel), v = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);
             int64_t n = pt->n;
             Tensor s = tensor_view(opt->steps, DT_I64, 1, &n);
             st_writer_add(&w, "adamw.m", &m);
@@ -58,7 +59,8 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
             st_writer_add(&w, "extra", &x);
         }
         if (ema) {
-            Tensor e = tensor_view(ema->shadow, ema->dtype, 1, &pt->numel);
+            ema_sync_host(ema);
+            Tensor e = tensor_view(ema->host, ema->dtype, 1, &pt->numel);
             st_writer_add(&w, "ema.shadow", &e);
             meta_f64(&w, "ema_decay", ema->decay);
         }
@@ -122,13 +124,14 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
     ts->seed = strtoull(st_meta(&f, "seed") ? st_meta(&f, "seed") : "0", NULL, 10);
     ts->token = token;
     if (opt) {
-        Tensor m = tensor_view(opt->m, DT_F32, 1, &pt->numel), vv = tensor_view(opt->v, DT_F32, 1, &pt->numel);
+        Tensor m = tensor_view(opt->host_m, DT_F32, 1, &pt->numel), vv = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);
         int64_t n = pt->n;
         Tensor s = tensor_view(opt->steps, DT_I64, 1, &n);
         if ((st = st_read(&f, "adamw.m", &m)) || (st = st_read(&f, "adamw.v", &vv)) || (st = st_read(&f, "adamw.steps", &s))) {
             cx_error_context("the checkpoint's optimizer state does not fit this model");
             goto done;
         }
+        adamw_sync_device(opt);
     }
     ts->n_extra = 0;
     const StEntry *xt = st_find(&f, "extra");
@@ -145,8 +148,9 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
         ts->n_extra = (int)n;
     }
     if (ema && ema->shadow && st_find(&f, "ema.shadow")) {
-        Tensor e = tensor_view(ema->shadow, ema->dtype, 1, &pt->numel);
+        Tensor e = tensor_view(ema->host, ema->dtype, 1, &pt->numel);
         if ((st = st_read(&f, "ema.shadow", &e))) goto done;
+        ema_sync_device(ema);
     }
     if (has_state) *has_state = 1;
 done:

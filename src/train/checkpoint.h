@@ -27,10 +27,12 @@ typedef struct {
 } TrainState;
 
 // Writes DIR/NAME.state.safetensors then DIR/NAME.safetensors. opt/ema may be NULL.
+// GPU tables, moments and EMA are downloaded into their host copies first.
 cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *pt, const char *config_json,
-                          TrainState *ts, const AdamW *opt, const Ema *ema);
+                          TrainState *ts, AdamW *opt, Ema *ema);
 // Loads weights (strict) and, when the state file exists and opt/ts are non-NULL, the
-// training state. *has_state tells whether a state was found (may be NULL).
+// training state (uploaded to the GPU for GPU tables). *has_state tells whether a
+// state was found (may be NULL).
 cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *ts, AdamW *opt, Ema *ema,
                           int *has_state);
 // The config JSON stored in a weights file's metadata (malloc'd; NULL if absent).

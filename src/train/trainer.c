@@ -8,6 +8,7 @@
 #include "train/checkpoint.h"
 #include "train/infer.h"
 #include "train/loss.h"
+#include "train/step.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
@@ -59,6 +60,8 @@ void train_config_default(TrainConfig *c) {
     c->val_every = 1;
     c->grad_clip = 0.5;
     c->progress = -1;
+    c->device = "auto";
+    c->precision = "auto";
 }
 
 cx_status train_config_check(const TrainConfig *c) {
@@ -234,8 +237,8 @@ typedef struct {
     Ema ema;
     TrainState ts;
     unsigned char *frozen;    // (pt.n) progressive unfreezing
-    Arena act, scratch;
-    NNCtx ctx;
+    Runtime rt;               // device, precision, arenas, the modules' context
+    TrainStep step;
     Dataset all, tr, va;
     Image8 *gt;               // (va.n) validation masks, loaded once
     FILE *log;
@@ -291,12 +294,6 @@ static void add_loss_terms(cJSON *j, const CamoLoss *L) {
     cJSON_AddNumberToObject(j, "balance", L->balance);
 }
 
-static int loss_finite(const CamoLoss *L) {
-    return isfinite(L->total) && isfinite(L->bce) && isfinite(L->iou) && isfinite(L->edge) && isfinite(L->boundary) &&
-           isfinite(L->uncertainty) && isfinite(L->reverse_attention) && isfinite(L->search) && isfinite(L->deep) &&
-           isfinite(L->refinement) && isfinite(L->balance);
-}
-
 static cx_status numeric_failure(Trainer *T, const char *what, const CamoLoss *L, double norm, const Batch *b) {
     char last[3 * 4200 + 256];
     if (T->last_ckpt[0]) snprintf(last, sizeof last, "the last good checkpoint is %s (epoch %d); resume from it with "
@@ -348,7 +345,7 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
     Loader *L;
     CX_TRY(loader_open(&L, &T->va, &lc, 0, 0, 1));
     if (c->use_ema) ema_swap(&T->ema, &T->pt);
-    T->ctx.training = 0;
+    T->rt.ctx.training = 0;
     MetricsAccum acc;
     metrics_accum_init(&acc);
     double iou_sum = 0;
@@ -357,9 +354,11 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
     float *prob = NULL;
     size_t prob_cap = 0;
     while (!(st = loader_next(L, &b)) && b) {
-        arena_reset(&T->act);
+        runtime_step_reset(&T->rt);
         CamoXpertOutputs o;
-        camoxpert_forward(&T->ctx, T->m, &b->image, &o);
+        Tensor x = runtime_input(&T->rt, &b->image, T->rt.dtype);
+        camoxpert_forward(&T->rt.ctx, T->m, &x, &o);
+        Tensor pred = runtime_output_f32(&T->rt, &o.maps.pred);
         const int S = c->img_size;
         for (int i = 0; i < b->n; i++) {
             int idx = b->index[i];
@@ -367,7 +366,7 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
             if (!g->px && (st = image_load(T->va.s[idx].mask, 1, g))) goto out;
             size_t need = (size_t)g->w * g->h;
             if (need > prob_cap) { prob = cx_realloc(prob, need * sizeof *prob); prob_cap = need; }
-            infer_prob_at(tensor_f32(&o.maps.pred) + (int64_t)i * S * S, S, S, g->h, g->w, prob);
+            infer_prob_at(tensor_f32(&pred) + (int64_t)i * S * S, S, S, g->h, g->w, prob);
             if ((st = metrics_accum_prob(&acc, prob, g->px, g->h, g->w, NULL))) goto out;
             // The reference's IoU: sigmoid > 0.5 against GT > 128, per image.
             double inter = 0, uni = 0;
@@ -381,7 +380,7 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
 out:
     free(prob);
     loader_close(L);
-    T->ctx.training = 1;
+    T->rt.ctx.training = 1;
     if (c->use_ema) ema_swap(&T->ema, &T->pt);
     if (st) { cx_error_context("validating"); return st; }
     metrics_accum_summary(&acc, &vr->s);
@@ -393,44 +392,32 @@ out:
 // One epoch of stage `stage` from the loader's cursor; *stop set when asked to stop mid-epoch.
 static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int stage, int *stop) {
     const TrainConfig *c = T->c;
-    CamoLossWeights w = camo_loss_default_weights();
-    if (!c->deep_supervision) w.deep = 0;
     const int64_t nb = loader_steps_per_epoch(L);
     const int accum = c->accumulation_steps;
     const int skip_backbone = T->opt.group_frozen[PG_BACKBONE];
     double t0 = cx_time_s(), tlast = t0;
     int64_t images = 0, first_batch = -1;
-    CamoLoss acc = { 0 };
     int acc_n = 0;
     const Batch *b;
     cx_status st;
     while (!(st = loader_next(L, &b)) && b) {
         if (first_batch < 0) first_batch = b->step;
-        if (acc_n == 0) params_zero_grad(&T->pt);
-        arena_reset(&T->act);
+        if (acc_n == 0) train_step_begin(&T->step);
         CamoXpertOutputs o;
-        camoxpert_forward(&T->ctx, T->m, &b->image, &o);
-        CamoLoss Lb;
-        CodOutputs g;
-        camo_loss_forward_backward(T->ctx.act, &w, &o.maps, &b->mask, o.balance_loss, &Lb, &g);
-        if (!loss_finite(&Lb)) return numeric_failure(T, "the loss is not finite", &Lb, NAN, b);
-        if (skip_backbone) camoxpert_backward_features(&T->ctx, T->m, &g, w.balance, NULL);
-        else camoxpert_backward(&T->ctx, T->m, &g, w.balance, NULL);
+        train_step_accumulate(&T->step, &b->image, &b->mask, skip_backbone, &o);
         if (T->mc.sparse) route_stats_add(&T->rs, &o, b);
-        double *as = &acc.total, *ls = &Lb.total;
-        for (size_t k = 0; k < sizeof acc / sizeof(double); k++) as[k] += ls[k];
         acc_n++;
         images += b->n;
         int last_of_epoch = b->step + 1 == nb;
         if (acc_n < accum && !last_of_epoch) continue;
         // One optimizer step over the accumulated batches (mean of their gradients).
-        for (size_t k = 0; k < sizeof acc / sizeof(double); k++) as[k] /= acc_n;
-        if (acc_n > 1) grad_scale(&T->pt, 1.0 / acc_n);
-        double norm = grad_clip_norm(&T->pt, &T->opt, c->grad_clip);
-        if (!isfinite(norm)) return numeric_failure(T, "a gradient is not finite", &acc, norm, b);
         double lr = lr_at(sched, T->ts.stage_step);
-        adamw_step(&T->opt, &T->pt, lr);
-        if (c->use_ema) ema_update(&T->ema, &T->pt);
+        StepResult sr;
+        train_step_finish(&T->step, lr, c->grad_clip, &sr);
+        if (!sr.loss_finite) return numeric_failure(T, "the loss is not finite", &sr.loss, sr.grad_norm, b);
+        if (!sr.grad_finite) return numeric_failure(T, "a gradient is not finite", &sr.loss, sr.grad_norm, b);
+        const CamoLoss acc = sr.loss;
+        const double norm = sr.grad_norm;
         if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) camoxpert_balance_update(T->m, c->bias_rate);
         T->ts.global_step++;
         T->ts.stage_step++;
@@ -468,7 +455,6 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
             fflush(say_fp);
             tlast = now;
         }
-        memset(&acc, 0, sizeof acc);
         acc_n = 0;
         int want_stop = stop_requested || (c->max_steps > 0 && T->ts.global_step >= c->max_steps);
         if (want_stop) {
@@ -522,12 +508,16 @@ static cx_status trainer_setup(Trainer *T) {
         st_close(&f);
         if (st) { cx_error_context("--backbone-weights %s (expects %s)", c->backbone_weights, c->backbone); return st; }
     }
+    runtime_place(&T->rt, &T->pt);
+    T->rt.ctx.pt = &T->pt;
     adamw_init(&T->opt, &T->pt, c->weight_decay);
     T->opt.group_scale[PG_ROUTER] = c->router_lr_scale;
     T->frozen = cx_calloc((size_t)T->pt.n + 1, 1);
     T->opt.entry_frozen = T->frozen;
     if (c->use_ema) ema_init(&T->ema, &T->pt, c->ema_decay);
-    T->ctx = (NNCtx){ .pt = &T->pt, .op = { .scratch = &T->scratch }, .act = &T->act, .dtype = DT_F32, .training = 1 };
+    CamoLossWeights w = camo_loss_default_weights();
+    if (!c->deep_supervision) w.deep = 0;
+    train_step_init(&T->step, &T->rt, T->m, &T->pt, &T->opt, c->use_ema ? &T->ema : NULL, &w);
     // Metadata: the model config plus the run's options.
     char *mj = infer_config_json(&T->mc, c->img_size);
     cJSON *j = cJSON_Parse(mj);
@@ -603,12 +593,12 @@ static void trainer_free(Trainer *T) {
     free(T->frozen);
     free(T->rs.cat_images);
     free(T->rs.cat_chosen);
-    if (T->c->use_ema) ema_free(&T->ema);
-    if (T->opt.m) adamw_free(&T->opt);
+    train_step_free(&T->step);
+    if (T->c->use_ema && T->ema.shadow) ema_free(&T->ema);
+    if (T->opt.steps) adamw_free(&T->opt);
     if (T->m) camoxpert_free(T->m);
     if (T->pt.p) params_free(&T->pt);
-    arena_free(&T->act);
-    arena_free(&T->scratch);
+    runtime_free(&T->rt);
     dataset_free(&T->tr);
     dataset_free(&T->va);
     dataset_free(&T->all);
@@ -622,16 +612,18 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     Trainer T;
     memset(&T, 0, sizeof T);
     T.c = c;
-    arena_init(&T.act, "activations", 64 << 20);
-    arena_init(&T.scratch, "scratch", 16 << 20);
-    cx_status st = trainer_setup(&T);
+    cx_status st = runtime_init(&T.rt, c->device, c->precision, 1, 1);
+    if (!st) {
+        say("device: %s\n", T.rt.desc);
+        st = trainer_setup(&T);
+    }
     const int s2_start = c->stage1_epochs;
     int first_epoch = 1;
     while (!st && T.ts.epoch < c->epochs) {
         int stage = T.ts.epoch < s2_start ? 1 : 2;
         if (stage == 2 && T.ts.stage == 1) {
             // Entering stage 2: a fresh optimizer and schedule, as the reference builds them.
-            adamw_reset(&T.opt, &T.pt);
+            adamw_reset(&T.opt);
             T.ts.stage = 2;
             T.ts.stage_step = 0;
             say("stage 2: training everything%s, batch %d, lr %g\n",

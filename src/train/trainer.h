@@ -62,6 +62,8 @@ typedef struct {
     int quiet;                     // 1: print nothing (the JSON log is still written)
     int progress;                  // 1: progress bar (terminal), 0: plain lines, -1: decide by isatty(stdout)
     const char *options_json;      // the run's options, stored in the checkpoints' metadata (may be NULL)
+    const char *device;            // --device cpu|cuda|cuda:N|auto (NULL: auto)
+    const char *precision;         // --precision fp32|bf16|auto (NULL: auto = bf16 on a GPU, fp32 on the CPU)
 } TrainConfig;
 
 typedef struct {

@@ -1,6 +1,5 @@
 // cpu.h — the fast float32 CPU kernels (OpenMP; OpenBLAS sgemm, oneDNN where built). Signatures
-// and accumulation contracts are those of ops.h; ops.c routes F32 calls here
-// unless ctx->force_ref. Ops not declared here use their float32 reference
+// and accumulation contracts are those of ops.h; ops.c routes OPS_CPU calls here. Ops not declared here use their float32 reference
 // kernel as the fast path (see ops.c).
 #pragma once
 #include "ops/ops.h"
@@ -11,8 +10,7 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
 void cpu_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b);
 void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
     const Tensor *w);
-void cpu_gemm_batched(OpCtx *ctx, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
-    const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch);
+void cpu_gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g);
 void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
     const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
     int training, double momentum, double eps);
@@ -50,10 +48,12 @@ void cpu_channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int 
 void cpu_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t outer, int64_t L, int64_t inner);
 void cpu_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer, int64_t L,
     int64_t inner);
-double cpu_bce_logits_mean_forward(OpCtx *ctx, const Tensor *x, const Tensor *t);
-void cpu_bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t);
-void cpu_bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t);
-void cpu_bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t);
+// The optimizer's kernels, for float32 and float64 tables (optim.c); they serve the
+// reference backend too.
+void cpu_adamw_update(OpCtx *ctx, Tensor *param, Tensor *m, Tensor *v, const Tensor *grad, const Tensor *gscale,
+    const AdamSeg *seg, int nseg, double beta1, double beta2, double eps);
+void cpu_grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSeg *seg, int nseg, double max_norm);
+void cpu_ema_blend(OpCtx *ctx, Tensor *shadow, const Tensor *x, const EmaSeg *seg, int nseg);
 
 // Internal helpers shared by the CPU kernels.
 // Depthwise conv2d (groups == C == K), direct NHWC kernels (dwconv.c).

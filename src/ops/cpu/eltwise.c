@@ -220,6 +220,15 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
         for (int t = 0; t < nt; t++)
             for (int64_t j = 0; j < NS * b.C; j++) dsp[j] += (float)part[(int64_t)t * NS * b.C + j];
         arena_release(ctx->scratch, m);
+    } else if (b.sc == 0 && b.sn == 0) {
+        // s is (1, H, W, 1): per pixel, summed over the images (threads own pixels).
+#pragma omp parallel for schedule(static) if (b.N * b.P * b.C > PAR_MIN)
+        for (int64_t p = 0; p < b.P; p++) {
+            double acc = 0;
+            for (int64_t n = 0; n < b.N; n++)
+                for (int64_t c = 0; c < b.C; c++) acc += (double)dyp[(n * b.P + p) * b.C + c] * xp[(n * b.P + p) * b.C + c];
+            dsp[p] += (float)acc;
+        }
     } else if (b.sc == 0) {
         // s is (N, H, W, 1): one dot product over channels per pixel.
 #pragma omp parallel for schedule(static) if (b.N * b.P * b.C > PAR_MIN)
@@ -395,36 +404,4 @@ void cpu_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor
             for (int64_t l = 0; l < L; l++) s += dyp[b + l * inner] * yp[b + l * inner];
             for (int64_t l = 0; l < L; l++) dxp[b + l * inner] += yp[b + l * inner] * (dyp[b + l * inner] - (float)s);
         }
-}
-
-// ---- logits losses ----------------------------------------------------------------------------------------
-// reference: F.binary_cross_entropy_with_logits; the mean is summed in double.
-static inline float bcel_f(float x, float t) { return (x > 0 ? x : 0) - x * t + log1pf(expf(-fabsf(x))); }
-
-double cpu_bce_logits_mean_forward(OpCtx *ctx, const Tensor *x, const Tensor *t) {
-    const float *xp = tensor_f32(x), *tp = tensor_f32(t);
-    int64_t n = tensor_numel(x);
-    double s = 0;
-#pragma omp parallel for simd reduction(+ : s) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) s += bcel_f(xp[i], tp[i]);
-    return (float)(s / n);
-}
-
-void cpu_bce_logits_mean_backward(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t) {
-    const float *xp = tensor_f32(x), *tp = tensor_f32(t);
-    float *dxp = tensor_f32(dx);
-    const float k = (float)(dloss / tensor_numel(x));
-    EW_LOOP(tensor_numel(x), dxp[i] += k * (1.0f / (1.0f + vexpf(-xp[i])) - tp[i]));
-}
-
-void cpu_bce_logits_elem_forward(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t) {
-    const float *xp = tensor_f32(x), *tp = tensor_f32(t);
-    float *op = tensor_f32(out);
-    EW_LOOP(tensor_numel(x), op[i] = bcel_f(xp[i], tp[i]));
-}
-
-void cpu_bce_logits_elem_backward(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t) {
-    const float *xp = tensor_f32(x), *tp = tensor_f32(t), *dp = tensor_f32(dout);
-    float *dxp = tensor_f32(dx);
-    EW_LOOP(tensor_numel(x), dxp[i] += dp[i] * (1.0f / (1.0f + vexpf(-xp[i])) - tp[i]));
 }

@@ -50,7 +50,10 @@ void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     if (db) cpu_colsum_add(ctx, tensor_f32(db), dyp, R, K, K);
 }
 
-void cpu_gemm_batched(OpCtx *ctx, int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
-                      const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch) {
-    gemm(ctx, ta, tb, M, N, K, (float)alpha, A, lda, sA, B, ldb, sB, (float)beta, C, ldc, sC, batch, NULL);
+// The outer batch level is a loop; the inner one is the strided batch of one call.
+void cpu_gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g) {
+    for (int i = 0; i < g->nb1; i++)
+        gemm(ctx, g->ta, g->tb, g->M, g->N, g->K, (float)g->alpha, tensor_f32(A) + g->offa + i * g->sa1, g->lda, g->sa2,
+             tensor_f32(B) + g->offb + i * g->sb1, g->ldb, g->sb2, (float)g->beta, tensor_f32(C) + g->offc + i * g->sc1,
+             g->ldc, g->sc2, g->nb2, NULL);
 }

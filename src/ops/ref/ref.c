@@ -16,6 +16,8 @@ MulBcast mul_bcast_plan(const Tensor *x, const Tensor *s) {
         b.sn = C; b.sc = 1;
     } else if (tensor_numel(s) == n) {                    // element-wise
         b.sn = P * C; b.sp = C; b.sc = 1;
+    } else if (s->shape[s->ndim - 1] == 1 && tensor_numel(s) == P) {   // (1, H, W, 1)
+        b.sn = 0; b.sp = 1;
     } else {                                              // (N, H, W, 1)
         CX_ASSERT(s->shape[s->ndim - 1] == 1 && tensor_numel(s) == N * P, "mul: unsupported broadcast of s");
         b.sn = P; b.sp = 1;

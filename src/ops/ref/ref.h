@@ -14,8 +14,7 @@
     void ref_linear_forward_##S(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b); \
     void ref_linear_backward_##S(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x, \
                                  const Tensor *w); \
-    void ref_gemm_batched_##S(int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA, \
-                              const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch); \
+    void ref_gemm_batched_##S(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g); \
     void ref_batchnorm_forward_##S(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x, \
                                    const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var, \
                                    int training, double momentum, double eps); \
@@ -39,6 +38,13 @@
     void ref_add_forward_##S(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b); \
     void ref_axpy_##S(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x); \
     void ref_scale_inplace_##S(OpCtx *ctx, Tensor *y, double alpha); \
+    void ref_fill_##S(OpCtx *ctx, Tensor *y, double v); \
+    void ref_copy_##S(OpCtx *ctx, Tensor *dst, const Tensor *src); \
+    void ref_rows_add_bcast_##S(OpCtx *ctx, Tensor *y, const Tensor *b); \
+    void ref_rows_sum_##S(OpCtx *ctx, Tensor *db, const Tensor *dy); \
+    void ref_maxnorm_forward_##S(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tensor *x, double eps); \
+    void ref_maxnorm_backward_##S(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max, \
+                                  double eps); \
     void ref_mul_forward_##S(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s); \
     void ref_mul_backward_##S(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s); \
     void ref_resize_bilinear_forward_##S(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w); \
@@ -54,12 +60,6 @@
     void ref_l2norm_backward_##S(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm, \
                                  int64_t outer, int64_t L, int64_t inner, double eps); \
     void ref_topk_rows_##S(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k); \
-    double ref_bce_logits_mean_forward_##S(OpCtx *ctx, const Tensor *x, const Tensor *t); \
-    void ref_bce_logits_mean_backward_##S(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t); \
-    void ref_bce_logits_elem_forward_##S(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t); \
-    void ref_bce_logits_elem_backward_##S(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t); \
-    double ref_bce_mean_forward_##S(OpCtx *ctx, const Tensor *p, const Tensor *t); \
-    void ref_bce_mean_backward_##S(OpCtx *ctx, Tensor *dp, double dloss, const Tensor *p, const Tensor *t); \
     void ref_rows_gather_##S(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx); \
     void ref_rows_scatter_add_##S(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w); \
     void ref_rows_scatter_add_backward_##S(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src, \
@@ -67,6 +67,11 @@
 
 REF_DECLARE(f32)
 REF_DECLARE(f64)
+
+// The loss works in double whatever the maps' dtype (loss_ref.c): one function for both.
+void ref_cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in);
+#define ref_cod_loss_f32 ref_cod_loss
+#define ref_cod_loss_f64 ref_cod_loss
 
 // Shape helpers shared by the reference and fast kernels.
 // Mode of a broadcast multiply (ops.h mul_forward): x viewed as (N, P, C) and

@@ -163,24 +163,25 @@ void FN(ref_linear_backward)(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, con
 }
 
 // reference: torch.baddbmm on strided views (row-major, BLAS semantics: beta 0
-// ignores C's old contents).
-void FN(ref_gemm_batched)(int ta, int tb, int M, int N, int K, double alpha, const void *A, int lda, int64_t sA,
-                          const void *B, int ldb, int64_t sB, double beta, void *C, int ldc, int64_t sC, int batch) {
-    for (int bi = 0; bi < batch; bi++) {
-        const real *a = (const real *)A + bi * sA, *b = (const real *)B + bi * sB;
-        real *c = (real *)C + bi * sC;
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                acc s = 0;
-                for (int k = 0; k < K; k++) {
-                    acc av = ta ? a[(int64_t)k * lda + i] : a[(int64_t)i * lda + k];
-                    acc bv = tb ? b[(int64_t)j * ldb + k] : b[(int64_t)k * ldb + j];
-                    s += av * bv;
+// ignores C's old contents), over the two batch levels of GemmArgs.
+void FN(ref_gemm_batched)(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g) {
+    for (int b1 = 0; b1 < g->nb1; b1++)
+        for (int b2 = 0; b2 < g->nb2; b2++) {
+            const real *a = FN(P)(A) + g->offa + b1 * g->sa1 + b2 * g->sa2;
+            const real *b = FN(P)(B) + g->offb + b1 * g->sb1 + b2 * g->sb2;
+            real *c = FN(P)(C) + g->offc + b1 * g->sc1 + b2 * g->sc2;
+            for (int i = 0; i < g->M; i++)
+                for (int j = 0; j < g->N; j++) {
+                    acc s = 0;
+                    for (int k = 0; k < g->K; k++) {
+                        acc av = g->ta ? a[(int64_t)k * g->lda + i] : a[(int64_t)i * g->lda + k];
+                        acc bv = g->tb ? b[(int64_t)j * g->ldb + k] : b[(int64_t)k * g->ldb + j];
+                        s += av * bv;
+                    }
+                    real *cij = c + (int64_t)i * g->ldc + j;
+                    *cij = (real)(g->alpha * s + (g->beta != 0 ? g->beta * (acc)*cij : 0));
                 }
-                real *cij = c + (int64_t)i * ldc + j;
-                *cij = (real)(alpha * s + (beta != 0 ? beta * (acc)*cij : 0));
-            }
-    }
+        }
 }
 
 // ---- normalisation -------------------------------------------------------------------
@@ -598,60 +599,62 @@ void FN(ref_topk_rows)(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, in
     }
 }
 
-// ---- losses ---------------------------------------------------------------------------------------
-// reference: F.binary_cross_entropy_with_logits: max(x,0) - x·t + log1p(exp(-|x|)).
-static inline acc FN(bcel)(acc x, acc t) { return (x > 0 ? x : 0) - x * t + log1p(exp(-fabs(x))); }
-static inline acc FN(sigm)(acc x) { return 1 / (1 + exp(-x)); }
-
-double FN(ref_bce_logits_mean_forward)(OpCtx *ctx, const Tensor *x, const Tensor *t) {
-    const real *xp = FN(P)(x), *tp = FN(P)(t);
+// ---- batch-maximum normalisation ---------------------------------------------------------------------
+// y = x / (max(x) + eps); the maximum's gradient −Σ dy·x/(max+eps)² is shared by
+// the elements equal to the maximum (torch.max's backward for a full reduction).
+void FN(ref_maxnorm_forward)(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tensor *x, double eps) {
+    const real *xp = FN(P)(x);
     int64_t n = tensor_numel(x);
-    acc s = 0;
-    for (int64_t i = 0; i < n; i++) s += FN(bcel)(xp[i], tp[i]);
-    return (real)(s / n);
+    real mx = xp[0];
+    for (int64_t i = 1; i < n; i++) if (xp[i] > mx || isnan(xp[i])) mx = xp[i];
+    acc den = (acc)mx + eps;
+    for (int64_t i = 0; i < n; i++) FN(P)(y)[i] = (real)(xp[i] / den);
+    FN(P)(save_max)[0] = mx;
 }
 
-void FN(ref_bce_logits_mean_backward)(OpCtx *ctx, Tensor *dx, double dloss, const Tensor *x, const Tensor *t) {
-    const real *xp = FN(P)(x), *tp = FN(P)(t);
-    real *dxp = FN(P)(dx);
-    int64_t n = tensor_numel(x);
-    for (int64_t i = 0; i < n; i++) dxp[i] += (real)(dloss * (FN(sigm)(xp[i]) - tp[i]) / n);
-}
-
-void FN(ref_bce_logits_elem_forward)(OpCtx *ctx, Tensor *out, const Tensor *x, const Tensor *t) {
-    const real *xp = FN(P)(x), *tp = FN(P)(t);
-    real *op = FN(P)(out);
-    for (int64_t i = 0, n = tensor_numel(x); i < n; i++) op[i] = (real)FN(bcel)(xp[i], tp[i]);
-}
-
-void FN(ref_bce_logits_elem_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dout, const Tensor *x, const Tensor *t) {
-    const real *xp = FN(P)(x), *tp = FN(P)(t), *dp = FN(P)(dout);
-    real *dxp = FN(P)(dx);
-    for (int64_t i = 0, n = tensor_numel(x); i < n; i++) dxp[i] += (real)(dp[i] * (FN(sigm)(xp[i]) - tp[i]));
-}
-
-// reference: F.binary_cross_entropy: -(t·max(log p, -100) + (1-t)·max(log(1-p), -100));
-// gradient (p - t) / max(p(1-p), 1e-12) as aten's binary_cross_entropy_backward.
-double FN(ref_bce_mean_forward)(OpCtx *ctx, const Tensor *p, const Tensor *t) {
-    const real *pp = FN(P)(p), *tp = FN(P)(t);
-    int64_t n = tensor_numel(p);
-    acc s = 0;
+void FN(ref_maxnorm_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max,
+                              double eps) {
+    const real *xp = FN(P)(x), *dyp = FN(P)(dy);
+    int64_t n = tensor_numel(x), nmax = 0;
+    real mx = FN(P)(save_max)[0];
+    acc den = (acc)mx + eps, dm = 0;
     for (int64_t i = 0; i < n; i++) {
-        acc lp = log((acc)pp[i]), lq = log1p(-(acc)pp[i]);
-        if (lp < -100) lp = -100;
-        if (lq < -100) lq = -100;
-        s -= tp[i] * lp + (1 - (acc)tp[i]) * lq;
+        dm -= (acc)dyp[i] * xp[i] / (den * den);
+        nmax += xp[i] == mx;
     }
-    return (real)(s / n);
+    for (int64_t i = 0; i < n; i++)
+        FN(P)(dx)[i] += (real)(dyp[i] / den + (xp[i] == mx ? dm / (acc)nmax : 0));
 }
 
-void FN(ref_bce_mean_backward)(OpCtx *ctx, Tensor *dp, double dloss, const Tensor *p, const Tensor *t) {
-    const real *pp = FN(P)(p), *tp = FN(P)(t);
-    real *dpp = FN(P)(dp);
-    int64_t n = tensor_numel(p);
-    for (int64_t i = 0; i < n; i++) {
-        acc q = (acc)pp[i] * (1 - (acc)pp[i]);
-        dpp[i] += (real)(dloss * ((acc)pp[i] - tp[i]) / (q > 1e-12 ? q : 1e-12) / n);
+// ---- fills, copies, broadcast rows ------------------------------------------------------------------------
+void FN(ref_fill)(OpCtx *ctx, Tensor *y, double v) {
+    real *yp = FN(P)(y);
+    for (int64_t i = 0, n = tensor_numel(y); i < n; i++) yp[i] = (real)v;
+}
+
+// dst may have another float dtype (F32 <-> F64).
+void FN(ref_copy)(OpCtx *ctx, Tensor *dst, const Tensor *src) {
+    const real *sp = FN(P)(src);
+    int64_t n = tensor_numel(src);
+    if (dst->dtype == src->dtype) { memmove(dst->data, src->data, tensor_nbytes(src)); return; }
+    for (int64_t i = 0; i < n; i++) tensor_set(dst, i, sp[i]);
+}
+
+void FN(ref_rows_add_bcast)(OpCtx *ctx, Tensor *y, const Tensor *b) {
+    int64_t L = tensor_numel(b), R = tensor_numel(y) / L;
+    const real *bp = FN(P)(b);
+    real *yp = FN(P)(y);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t l = 0; l < L; l++) yp[r * L + l] += bp[l];
+}
+
+void FN(ref_rows_sum)(OpCtx *ctx, Tensor *db, const Tensor *dy) {
+    int64_t L = tensor_numel(db), R = tensor_numel(dy) / L;
+    const real *dyp = FN(P)(dy);
+    for (int64_t l = 0; l < L; l++) {
+        acc s = 0;
+        for (int64_t r = 0; r < R; r++) s += dyp[r * L + l];
+        FN(P)(db)[l] += (real)s;
     }
 }
 

@@ -1,0 +1,130 @@
+// runtime.c — see runtime.h.
+#include "nn/runtime.h"
+#include <stdlib.h>
+#include <string.h>
+
+cx_status runtime_resolve_device(const char *spec, int *gpu) {
+    char why[256] = "";
+    if (!spec || !strcmp(spec, "auto")) {
+        *gpu = ops_cuda_device_count(why, sizeof why) > 0 ? 0 : -1;
+        return CX_OK;
+    }
+    if (!strcmp(spec, "cpu")) { *gpu = -1; return CX_OK; }
+    int idx = 0;
+    if (!strcmp(spec, "cuda")) idx = 0;
+    else if (!strncmp(spec, "cuda:", 5) && spec[5]) {
+        char *end;
+        long v = strtol(spec + 5, &end, 10);
+        if (*end || v < 0 || v > 1023)
+            return CX_FAIL(CX_EARG, "--device %s: the GPU index must be a number (e.g. cuda:0)", spec);
+        idx = (int)v;
+    } else {
+        return CX_FAIL(CX_EARG, "--device %s: expected cpu, cuda, cuda:N or auto", spec);
+    }
+    int n = ops_cuda_device_count(why, sizeof why);
+    if (n == 0) return CX_FAIL(CX_EARG, "--device %s: no usable GPU: %s (use --device cpu)", spec, why);
+    if (idx >= n)
+        return CX_FAIL(CX_EARG, "--device %s: this machine has %d GPU%s (cuda:0%s%d)", spec, n, n == 1 ? "" : "s",
+                       n > 1 ? " .. cuda:" : "", n > 1 ? n - 1 : 0);
+    *gpu = idx;
+    return CX_OK;
+}
+
+static void ctx_setup(Runtime *rt, ops_backend b, int training) {
+    rt->ctx = (NNCtx){ .op = { .backend = b, .scratch = &rt->scratch },
+                       .host_op = { .backend = b == OPS_REF ? OPS_REF : OPS_CPU, .scratch = &rt->hscratch },
+                       .act = &rt->act, .host = &rt->host, .dtype = rt->dtype, .training = training };
+}
+
+cx_status runtime_init(Runtime *rt, const char *device, const char *precision, int training_default_bf16,
+                       int training) {
+    memset(rt, 0, sizeof *rt);
+    int gpu;
+    CX_TRY(runtime_resolve_device(device, &gpu));
+    const char *p = precision ? precision : "auto";
+    int bf16;
+    if (!strcmp(p, "fp32")) bf16 = 0;
+    else if (!strcmp(p, "bf16")) bf16 = 1;
+    else if (!strcmp(p, "auto")) bf16 = gpu >= 0 && training_default_bf16;
+    else return CX_FAIL(CX_EARG, "--precision %s: expected fp32, bf16 or auto", p);
+    if (bf16 && gpu < 0)
+        return CX_FAIL(CX_EARG, "--precision bf16 runs on a GPU only (the device is the CPU); use --precision fp32 "
+                       "or --device cuda");
+    rt->gpu = gpu;
+    rt->device = gpu >= 0 ? DEV_CUDA : DEV_CPU;
+    rt->dtype = bf16 ? DT_BF16 : DT_F32;
+    arena_init_on(&rt->act, "activations", 64 << 20, rt->device);
+    arena_init_on(&rt->scratch, "scratch", 16 << 20, rt->device);
+    arena_init(&rt->host, "host tensors", 1 << 20);
+    arena_init(&rt->hscratch, "host scratch", 1 << 20);
+    ctx_setup(rt, gpu >= 0 ? OPS_CUDA : OPS_CPU, training);
+    if (gpu >= 0) {
+        cx_status st = ops_cuda_open(&rt->ctx.op, gpu);
+        if (st) { runtime_free(rt); return st; }
+        char d[160];
+        ops_cuda_describe(&rt->ctx.op, d, sizeof d);
+        snprintf(rt->desc, sizeof rt->desc, "cuda:%d (%s), %s", gpu, d, bf16 ? "bf16 (fp32 accumulation and master "
+                 "weights)" : "fp32 (TF32 off)");
+    } else {
+        snprintf(rt->desc, sizeof rt->desc, "cpu (%d threads), fp32", cx_threads_get());
+    }
+    return CX_OK;
+}
+
+void runtime_init_reference(Runtime *rt, cx_dtype dtype, int training) {
+    memset(rt, 0, sizeof *rt);
+    rt->gpu = -1;
+    rt->device = DEV_CPU;
+    rt->dtype = dtype;
+    arena_init(&rt->act, "activations", 64 << 20);
+    arena_init(&rt->scratch, "scratch", 16 << 20);
+    arena_init(&rt->host, "host tensors", 1 << 20);
+    arena_init(&rt->hscratch, "host scratch", 1 << 20);
+    ctx_setup(rt, OPS_REF, training);
+    snprintf(rt->desc, sizeof rt->desc, "cpu reference kernels, %s", dtype == DT_F64 ? "fp64" : "fp32");
+}
+
+void runtime_free(Runtime *rt) {
+    arena_free(&rt->act);
+    arena_free(&rt->scratch);
+    arena_free(&rt->host);
+    arena_free(&rt->hscratch);
+    if (rt->ctx.op.backend == OPS_CUDA) ops_cuda_close(&rt->ctx.op);
+}
+
+void runtime_step_reset(Runtime *rt) {
+    arena_reset(&rt->act);
+    arena_reset(&rt->host);
+}
+
+void runtime_place(Runtime *rt, ParamTable *pt) {
+    if (rt->device == DEV_CUDA && pt->device != DEV_CUDA) params_to_device(pt);
+}
+
+Tensor runtime_input(Runtime *rt, const Tensor *host, cx_dtype dt) {
+    tensor_require_host(host, "runtime_input");
+    if (rt->device == DEV_CPU && host->dtype == dt) return *host;
+    Tensor up = *host;
+    if (rt->device == DEV_CUDA) {
+        up = tensor_new(&rt->act, host->dtype, host->ndim, host->shape);
+        tensor_upload(&up, host);
+    }
+    if (up.dtype == dt) return up;
+    Tensor t = tensor_new(&rt->act, dt, host->ndim, host->shape);
+    copy(&rt->ctx.op, &t, &up);
+    return t;
+}
+
+Tensor runtime_output_f32(Runtime *rt, const Tensor *t) {
+    Tensor f = *t;
+    if (t->dtype != DT_F32) {
+        f = tensor_new(t->device == DEV_CUDA ? &rt->act : &rt->host, DT_F32, t->ndim, t->shape);
+        copy(t->device == DEV_CUDA ? &rt->ctx.op : &rt->ctx.host_op, &f, t);
+    }
+    if (f.device == DEV_CPU) return f;
+    Tensor h = tensor_new(&rt->host, DT_F32, t->ndim, t->shape);
+    tensor_download(&h, &f);
+    return h;
+}
+
+void runtime_sync(Runtime *rt) { ops_sync(&rt->ctx.op); }

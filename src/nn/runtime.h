@@ -1,0 +1,49 @@
+// runtime.h — where and how a model runs, set up in one place for every
+// command (train, predict, bench, verify) and test: the device
+// (`--device cpu|cuda|cuda:N|auto`), the precision (`--precision fp32|bf16|auto`),
+// the op backend, the arenas (activations and scratch on the device, host
+// tensors of the routing island) and the NNCtx the modules take.
+//
+//   Runtime rt;
+//   CX_TRY(runtime_init(&rt, "auto", "auto", 1));     // GPU if usable, else CPU
+//   printf("device: %s\n", rt.desc);
+//   runtime_place(&rt, &pt);                           // the table onto the device
+//   runtime_step_reset(&rt);                           // every step
+//   Tensor x = runtime_input(&rt, &host_image, rt.dtype);
+//   camoxpert_forward(&rt.ctx, m, &x, &out);
+//   runtime_free(&rt);
+#pragma once
+#include "nn/nn.h"
+
+typedef struct {
+    cx_device device;      // DEV_CPU or DEV_CUDA
+    int gpu;               // GPU index (DEV_CUDA)
+    cx_dtype dtype;        // activation dtype: F32, BF16 (GPU), F64 (reference runs)
+    Arena act, scratch;    // activations (reset every step) and op temporaries, on the device
+    Arena host, hscratch;  // host tensors inside a step (routing decisions) and their ops' temporaries
+    NNCtx ctx;             // what modules take: ctx.pt is set by the caller
+    char desc[256];        // "cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB), bf16"
+} Runtime;
+
+// Parses --device: "cpu", "cuda" (GPU 0), "cuda:N", "auto" (a GPU when one is
+// usable, else the CPU). *gpu < 0 means the CPU. Errors name the value and the fix.
+cx_status runtime_resolve_device(const char *spec, int *gpu);
+// device: as above; precision "fp32", "bf16" (GPU only) or "auto" (bf16 on a GPU
+// when `training_default_bf16`, else fp32). training: BatchNorm mode of ctx.
+cx_status runtime_init(Runtime *rt, const char *device, const char *precision, int training_default_bf16,
+                       int training);
+// The float64 reference kernels on the CPU (verify, tests): dtype F64 or F32.
+void runtime_init_reference(Runtime *rt, cx_dtype dtype, int training);
+void runtime_free(Runtime *rt);
+// Resets the per-step arenas (activations, host tensors).
+void runtime_step_reset(Runtime *rt);
+// Moves a host table onto the runtime's device (a no-op on the CPU).
+void runtime_place(Runtime *rt, ParamTable *pt);
+// A host tensor as the runtime needs it: on its device, in dtype dt (converted;
+// allocated in act). On the CPU with the same dtype, the tensor itself.
+Tensor runtime_input(Runtime *rt, const Tensor *host, cx_dtype dt);
+// A device (or host) tensor as a host float32 tensor (in rt->host; one
+// download on a GPU). Its shape is kept.
+Tensor runtime_output_f32(Runtime *rt, const Tensor *t);
+// Waits for queued device work (before reading a host clock).
+void runtime_sync(Runtime *rt);

@@ -1,0 +1,79 @@
+// optim.c — the optimizer's CPU kernels (ops.h: adamw_update, grad_norm_clip,
+// ema_blend) over segments of a float32 or float64 parameter table, for the CPU
+// and reference backends alike. Per-element arithmetic in double, as
+// torch.optim.AdamW's single-tensor path does it on float64 tables; float32
+// values are rounded once per update.
+#include "cpu.h"
+#include <math.h>
+
+#define PAR_MIN 65536
+
+// The update of one segment, in the table's dtype. Mirrors torch.optim.AdamW's
+// single-tensor path: p *= 1 - lr·wd; m, v updated; p -= lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps).
+// A clipped gradient is rounded to the table's dtype first, as clip_grad_norm_
+// scales the gradients in place before the step.
+#define ADAMW_SEG(real)                                                                                \
+    do {                                                                                               \
+        real *p = (real *)param->data + sg->offset;                                                    \
+        const real *g = (const real *)grad->data + sg->offset;                                         \
+        float *m = tensor_f32(mt) + sg->offset, *v = tensor_f32(vt) + sg->offset;                      \
+        _Pragma("omp parallel for schedule(static) if (sg->numel > PAR_MIN)")                          \
+        for (int64_t j = 0; j < sg->numel; j++) {                                                      \
+            double gj = gs == 1.0 ? (double)g[j] : (double)(real)((double)g[j] * gs);                  \
+            double pj = (double)p[j] * sg->decay_mul;                                                  \
+            double mj = beta1 * m[j] + (1 - beta1) * gj;                                               \
+            double vj = beta2 * v[j] + (1 - beta2) * gj * gj;                                          \
+            m[j] = (float)mj;                                                                          \
+            v[j] = (float)vj;                                                                          \
+            p[j] = (real)(pj - sg->step_size * mj / (sqrt(vj) / sg->sqrt_bc2 + eps));                  \
+        }                                                                                              \
+    } while (0)
+
+void cpu_adamw_update(OpCtx *ctx, Tensor *param, Tensor *mt, Tensor *vt, const Tensor *grad, const Tensor *gscale,
+                      const AdamSeg *seg, int nseg, double beta1, double beta2, double eps) {
+    CX_ASSERT(param->dtype == grad->dtype && mt->dtype == DT_F32 && vt->dtype == DT_F32, "adamw_update: dtypes");
+    const double gs = gscale ? tensor_get(gscale, 0) : 1.0;
+    for (int s = 0; s < nseg; s++) {
+        const AdamSeg *sg = &seg[s];
+        if (param->dtype == DT_F32) ADAMW_SEG(float);
+        else ADAMW_SEG(double);
+    }
+}
+
+void cpu_grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSeg *seg, int nseg, double max_norm) {
+    double ss = 0;
+    for (int k = 0; k < nseg; k++) {
+        int64_t n = seg[k].numel, o = seg[k].offset;
+        double s = 0;
+        if (x->dtype == DT_F32) {
+            const float *p = tensor_f32(x) + o;
+            #pragma omp parallel for reduction(+ : s) if (n > PAR_MIN)
+            for (int64_t j = 0; j < n; j++) s += (double)p[j] * p[j];
+        } else {
+            const double *p = tensor_f64(x) + o;
+            for (int64_t j = 0; j < n; j++) s += p[j] * p[j];
+        }
+        ss += s;
+    }
+    double norm = sqrt(ss);
+    tensor_set(stats, 0, ss);
+    tensor_set(stats, 1, norm);
+    tensor_set(stats, 2, max_norm > 0 && isfinite(norm) && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0);
+}
+
+void cpu_ema_blend(OpCtx *ctx, Tensor *shadow, const Tensor *x, const EmaSeg *seg, int nseg) {
+    CX_ASSERT(shadow->dtype == x->dtype, "ema_blend: dtypes");
+    for (int k = 0; k < nseg; k++) {
+        int64_t n = seg[k].numel, o = seg[k].offset;
+        double d = seg[k].decay;
+        if (x->dtype == DT_F32) {
+            float *s = tensor_f32(shadow) + o;
+            const float *p = tensor_f32(x) + o;
+            for (int64_t j = 0; j < n; j++) s[j] = seg[k].copy ? p[j] : (float)(d * s[j] + (1 - d) * p[j]);
+        } else {
+            double *s = tensor_f64(shadow) + o;
+            const double *p = tensor_f64(x) + o;
+            for (int64_t j = 0; j < n; j++) s[j] = seg[k].copy ? p[j] : d * s[j] + (1 - d) * p[j];
+        }
+    }
+}

@@ -1,0 +1,56 @@
+// step.h — one training step, the same for the trainer, `camoxpert bench` and
+// the benchmarks: micro-batches accumulate gradients (and the loss terms, on the
+// device), then one optimizer step: gradient mean, global-norm clipping, AdamW,
+// EMA. The step's only host synchronisation of its own is one download of the
+// accumulated loss terms with the gradient norm, before the update is applied
+// (a non-finite loss or gradient is reported and the update skipped); a sparse
+// model adds the routing island's copies (nn/moe.h), and the loader's batch
+// goes up in two uploads.
+//
+//   TrainStep ts;
+//   train_step_init(&ts, &rt, model, &pt, &opt, use_ema ? &ema : NULL, &weights);
+//   train_step_begin(&ts);
+//   train_step_accumulate(&ts, &images, &masks, skip_backbone, &out);   // per micro-batch
+//   StepResult r;
+//   train_step_finish(&ts, lr, grad_clip, &r);   // r.applied == 0: not finite, nothing changed
+//   train_step_free(&ts);
+#pragma once
+#include "nn/camoxpert.h"
+#include "nn/runtime.h"
+#include "train/loss.h"
+#include "train/optim.h"
+
+typedef struct {
+    Runtime *rt;
+    CamoXpert *m;
+    ParamTable *pt;
+    AdamW *opt;
+    Ema *ema;                // NULL: no EMA
+    CamoLossWeights w;
+    Arena keep;              // the step's own small device buffers (never reset)
+    Tensor stats;            // (CL_TERMS + 3): accumulated loss terms, then Σg², norm, clipping factor
+    double balance;          // Σ balance losses of the micro-batches (host)
+    int n_micro;
+} TrainStep;
+
+typedef struct {
+    CamoLoss loss;           // mean over the micro-batches
+    double grad_norm;        // before clipping
+    int loss_finite, grad_finite;
+    int applied;             // 1: the update was applied
+} StepResult;
+
+void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, AdamW *opt, Ema *ema,
+                     const CamoLossWeights *w);
+void train_step_free(TrainStep *s);
+// Zeroes the gradients and the accumulated terms.
+void train_step_begin(TrainStep *s);
+// One micro-batch: image (N,S,S,3) and mask (N,S,S,1) host float32 tensors.
+// Resets the runtime's step arenas first; *o holds the outputs and routing
+// (valid until the next call). skip_backbone: backward stops at the features
+// (stage 1: the backbone is frozen).
+void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone,
+                           CamoXpertOutputs *o);
+// Mean of the accumulated gradients, clipping at grad_clip (0: none), AdamW at
+// lr, EMA; the MoE selection bias is the caller's (it needs the routing).
+void train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r);
