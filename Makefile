@@ -1,7 +1,8 @@
 # camoxpert — build. `make` builds build/camoxpert and build/libcamoxpert.a;
 # `make test`, `make bench`, `make demo`, `make clean`; `make DEBUG=1 ...` builds
 # with -O0 -g and AddressSanitizer + UndefinedBehaviorSanitizer into build-debug/.
-# Overrides: CC=, OPT=, V=1 (show commands), THREADS=, USE_DNNL=0, WERROR=1 (on by default when CI is set).
+# Overrides: CC=, OPT=, V=1 (show commands), THREADS=, USE_DNNL=0, WERROR=1 (on by default when CI is set),
+# CUDA_HOME= (default /usr/local/cuda), USE_CUDA=0 (leave the CUDA backend out), GPU_ARCH= (nvcc -gencode flags).
 # Sources are found by wildcard: every src/<layer>/*.c is part of the library
 # except src/cli/, which makes the program; tests/*.c make the test runner.
 
@@ -33,7 +34,7 @@ H := \#
 pc_cflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
 pc_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 # try_link(includes, code, libs): 1 if a tiny program compiles and links.
-try_link = $(shell printf '$(1)\nint main(void){$(2);return 0;}\n' | $(CC) -x c - -o /dev/null $(3) >/dev/null 2>&1 && echo 1 || echo 0)
+try_link = $(shell printf '$(1)\nint main(void){$(2);return 0;}\n' | $(CC) -x c - -x none -o /dev/null $(3) >/dev/null 2>&1 && echo 1 || echo 0)
 
 # Prefer Debian's OpenMP build of OpenBLAS: it shares libgomp's thread pool with
 # our OpenMP loops, where the pthreads build competes with it for the cores.
@@ -62,14 +63,35 @@ HAVE_DNNL := $(call try_link,$(H)include <oneapi/dnnl/dnnl.h>,dnnl_version(),$(D
 else
 HAVE_DNNL := 0
 endif
-HAVE_NVCC := $(shell command -v $(or $(CUDA_HOME),/usr/local/cuda)/bin/nvcc >/dev/null 2>&1 && echo 1 || echo 0)
+# ---- CUDA: the GPU backend (src/ops/cuda/*.cu) is built when nvcc, cuDNN and
+# cuBLASLt are found, unless USE_CUDA=0. cudart is linked statically; cuDNN and
+# cuBLASLt are found at run time through the rpath or the system's library path.
+# The program starts without a GPU or driver (--device cuda then says why).
+CUDA_HOME ?= /usr/local/cuda
+NVCC := $(CUDA_HOME)/bin/nvcc
+USE_CUDA ?= 1
+ifeq ($(USE_CUDA),1)
+HAVE_NVCC := $(shell test -x $(NVCC) && echo 1 || echo 0)
+HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h -o -f /usr/include/$(shell $(CC) -print-multiarch 2>/dev/null)/cudnn.h && echo 1 || echo 0)
+HAVE_CUDA := $(if $(filter 11,$(HAVE_NVCC)$(HAVE_CUDNN)),1,0)
+else
+HAVE_NVCC := 0
+HAVE_CUDNN := 0
+HAVE_CUDA := 0
+endif
+# sm_90 machine code (H100/H200) plus compute_90 PTX the driver can compile for newer GPUs.
+GPU_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
+ifeq ($(HAVE_CUDA),1)
+CUDA_LIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudnn -lcublasLt -lcudart_static -ldl -lrt -lstdc++
+endif
 
 MISSING := $(if $(filter 0,$(HAVE_OPENBLAS)),openblas) $(if $(filter 0,$(HAVE_CJSON)),cjson) \
            $(if $(filter 0,$(HAVE_JPEG)),libjpeg) $(if $(filter 0,$(HAVE_SPNG)),libspng)
 MISSING := $(strip $(MISSING))
 
-DEFS := -DHAVE_DNNL=$(HAVE_DNNL)
-LIBS := $(OPENBLAS_LIBS) $(CJSON_LIBS) $(JPEG_LIBS) $(SPNG_LIBS) $(if $(filter 1,$(HAVE_DNNL)),$(DNNL_LIBS)) -lm -lpthread
+DEFS := -DHAVE_DNNL=$(HAVE_DNNL) -DHAVE_CUDA=$(HAVE_CUDA)
+LIBS := $(OPENBLAS_LIBS) $(CJSON_LIBS) $(JPEG_LIBS) $(SPNG_LIBS) $(if $(filter 1,$(HAVE_DNNL)),$(DNNL_LIBS)) $(CUDA_LIBS) -lm -lpthread
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(OPENBLAS_CFLAGS) $(DEFS) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(LDSAN) $(EXTRA_LDFLAGS)
 
@@ -77,10 +99,11 @@ ok = $(if $(filter 1,$(1)),✓,✗)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c src/*/*/*.c)))
+CU_SRC := $(if $(filter 1,$(HAVE_CUDA)),$(sort $(wildcard src/ops/cuda/*.cu)))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
@@ -99,7 +122,7 @@ config:
 	@echo "  $(call ok,$(HAVE_CJSON)) cJSON      (JSON)"
 	@echo "  $(call ok,$(HAVE_JPEG)) libjpeg-turbo"
 	@echo "  $(call ok,$(HAVE_SPNG)) libspng"
-	@echo "  $(call ok,$(HAVE_NVCC)) nvcc       (found; this build is CPU-only)"
+	@echo "  $(call ok,$(HAVE_CUDA)) CUDA       (GPU backend: nvcc $(call ok,$(HAVE_NVCC)), cuDNN $(call ok,$(HAVE_CUDNN)); CUDA_HOME=$(CUDA_HOME); USE_CUDA=0 to leave out)"
 ifneq ($(MISSING),)
 	@echo "missing required libraries: $(MISSING) — run scripts/deps.sh (apt-get) or pass *_LIBS= overrides"; exit 1
 endif
@@ -113,10 +136,24 @@ Q := $(if $(filter 1,$(V)),,@)
 # fast-vs-reference tolerances. The reference kernels keep strict rounding.
 $(BUILD)/obj/src/ops/cpu/%.o: CFLAGS += -ffp-contract=fast
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on the flags they were built with: switching USE_CUDA, USE_DNNL,
+# DEBUG or OPT rebuilds what they change (the file is rewritten only on a change).
+FLAGS_FILE := $(BUILD)/flags
+$(shell mkdir -p $(BUILD); echo '$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS)' | cmp -s - $(FLAGS_FILE) || \
+        echo '$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS)' > $(FLAGS_FILE))
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC  $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+# CUDA kernels: C++17 under nvcc, the same warnings (as errors under WERROR) from the host compiler.
+NVCCFLAGS := -std=c++17 -O3 $(GPU_ARCH) -Isrc -D_GNU_SOURCE $(DEFS) -MMD -MP -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
+             $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) $(if $(filter 1,$(DEBUG)),-g -G,-lineinfo)
+$(BUILD)/obj/%.o: %.cu $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

@@ -5,7 +5,9 @@
 # colour-threshold baseline, and predict masks for a few test images and for the
 # real photos in ../shared/data/camo4 when present. Everything goes under $OUT.
 #
-#   OUT=demo_out THREADS=2 EPOCHS=8 IMG=64 TRAIN=400 ./scripts/demo.sh
+#   OUT=demo_out THREADS=2 EPOCHS=8 IMG=64 TRAIN=400 DEVICE=auto ./scripts/demo.sh
+# DEVICE: cpu, cuda, cuda:N or auto (a GPU when one is usable); PRECISION: fp32, bf16
+# or auto (bf16 on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/camoxpert}
@@ -15,6 +17,8 @@ EPOCHS=${EPOCHS:-8}
 TRAIN=${TRAIN:-400}
 IMG=${IMG:-64}
 SHARED=${CAMOXPERT_SHARED:-../shared}
+DEVICE=${DEVICE:-auto}
+PRECISION=${PRECISION:-auto}
 # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs a
 # spinning thread waiting for a descheduled one made a training step 10x slower
 # (docs/PERF.md, ## Training); on an idle machine it costs little.
@@ -37,12 +41,12 @@ echo "      (stage 1: 1 epoch with the backbone frozen; stage 2: everything)"
     --backbone edgenext_xx_small --img-size "$IMG" --batch-size 8 \
     --epochs "$EPOCHS" --stage1-epochs 1 --lr 1e-3 --stage2-lr 1e-3 --scheduler cosine \
     --use-sparse-moe --num-experts 4 --top-k 2 \
-    --val-fraction 0.1 --cache --seed 1 --threads "$THREADS"
+    --val-fraction 0.1 --cache --seed 1 --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION"
 
 echo
 echo "== 3. predict the 60 test images with the best checkpoint and score them"
 "$BIN" predict --weights "$OUT/run/best.safetensors" --input "$OUT/data/Test/Image" --out "$OUT/pred_test" \
-    --threads "$THREADS"
+    --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION"
 echo "-- CamoXpert (sparse, trained above) on the synthetic test split:"
 "$BIN" eval --pred "$OUT/pred_test" --gt "$OUT/data/Test/GT_Object" --categories --json "$OUT/eval_model.json" \
     --threads "$THREADS"
@@ -55,11 +59,11 @@ echo "== 4. masks, overlays and routing for a few test images"
 mkdir -p "$OUT/examples_in"
 for f in $(ls "$OUT/data/Test/Image" | head -n 4); do cp "$OUT/data/Test/Image/$f" "$OUT/examples_in/"; done
 "$BIN" predict --weights "$OUT/run/best.safetensors" --input "$OUT/examples_in" --out "$OUT/examples" \
-    --overlay --routing --threads "$THREADS"
+    --overlay --routing --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION"
 if [[ -d "$SHARED/data/camo4/Imgs" ]]; then
     echo "-- real photos ($SHARED/data/camo4; a model trained on synthetic textures is not expected to find these animals)"
     "$BIN" predict --weights "$OUT/run/best.safetensors" --input "$SHARED/data/camo4/Imgs" --out "$OUT/camo4" \
-        --overlay --routing --threads "$THREADS"
+        --overlay --routing --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION"
 fi
 
 sm() { sed -n 's/.*"Smeasure":[[:space:]]*\([0-9.]*\).*/\1/p' "$1" | head -n 1 | xargs printf "%.4f"; }

@@ -69,6 +69,24 @@ TEST(cli_train_rejects_bad_options_with_hints) {
     CHECKF(strstr(o, "/nonexistent/last.safetensors"), "%s", o);
 }
 
+// --device and --precision: a GPU that is not there, an index past the last GPU,
+// bf16 on the CPU and unknown spellings are clear errors naming the fix; the
+// first line of a run says which device it uses.
+TEST(cli_device_options_fail_clearly) {
+    char *o;
+    char why[256] = "";
+    int ngpu = ops_cuda_device_count(why, sizeof why);
+    int rc = run_bin(&o, "predict --weights x --input x --out x --device cuda:%d", ngpu);
+    CHECKF(rc == 2 && strstr(o, "--device cuda:") && (ngpu ? strstr(o, "GPU") != NULL : strstr(o, "--device cpu") != NULL),
+           "rc %d: %s", rc, o);
+    rc = run_bin(&o, "bench --device cpu --precision bf16 --backbone edgenext_xx_small --img-size 64");
+    CHECKF(rc == 2 && strstr(o, "bf16") && strstr(o, "GPU"), "rc %d: %s", rc, o);
+    rc = run_bin(&o, "bench --device gpu0 --backbone edgenext_xx_small --img-size 64");
+    CHECKF(rc == 2 && strstr(o, "--device gpu0") && strstr(o, "cuda:N"), "rc %d: %s", rc, o);
+    rc = run_bin(&o, "bench --device cpu --backbone edgenext_xx_small --img-size 64 --batch-size 1 --steps 1 --mode dense");
+    CHECKF(rc == 0 && !strncmp(o, "device: cpu", 11), "rc %d: %s", rc, o);
+}
+
 TEST(cli_train_help_documents_the_reference_options) {
     char *o;
     REQUIRE(run_bin(&o, "train --help") == 0);

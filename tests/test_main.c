@@ -1,5 +1,6 @@
 // test_main.c — the test runner: runs every registered test (or those whose
-// name contains one of the arguments), prints one line each and the summary
+// name contains one of the arguments; "-NAME" leaves out the tests whose name
+// contains NAME), prints one line each and the summary
 // line "N passed, N failed" (", N skipped (why)" when GPU tests found no GPU);
 // exits 1 if any failed.
 #include "test.h"
@@ -113,9 +114,13 @@ int main(int argc, char **argv) {
     int passed = 0, failed = 0, skipped = 0;
     double t_all = cx_time_s();
     for (int i = 0; i < n_tests; i++) {
-        bool sel = argc <= 1;
-        for (int a = 1; a < argc && !sel; a++) sel = strstr(tests[i].name, argv[a]) != NULL;
-        if (!sel) continue;
+        // arguments select tests whose name contains them; "-NAME" leaves such tests out
+        bool any_inc = false, sel = false, excl = false;
+        for (int a = 1; a < argc; a++) {
+            if (argv[a][0] == '-') excl |= strstr(tests[i].name, argv[a] + 1) != NULL;
+            else { any_inc = true; sel |= strstr(tests[i].name, argv[a]) != NULL; }
+        }
+        if ((any_inc && !sel) || excl) continue;
         cur_failed = cur_skipped = 0;
         cx_error_clear();
         double t0 = cx_time_s();

@@ -19,6 +19,9 @@
 #include "test.h"
 #include "ops/ops.h"
 #include "ops/cpu/cpu.h"
+#if HAVE_CUDA
+#include "ops/cuda/cuda.h"
+#endif
 #include <string.h>
 
 #define GOLDEN_PATH "tests/fixtures/ops_golden.safetensors"
@@ -512,10 +515,17 @@ static void op_case_run_cuda(const OpTest *t) {
     case_setup(&r, &a, &f, t, DT_F32);
     t->fwd(&ref, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ref, t, r.din, r.dout, r.out, r.in);
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && t->no_bf16) break;
+    // convolutions run both implementations: cuDNN (with its direct fallback) and the direct kernels
+    const int nimpl = t->fwd == conv_fwd ? 2 : 1;
+    for (int run = 0; run < 2 * nimpl; run++) {
+        int pass = run % 2;
+        if (pass == 1 && t->no_bf16) continue;
+#if HAVE_CUDA
+        cuda_conv_impl = run / 2 ? CUDA_CONV_DIRECT : CUDA_CONV_AUTO;
+#endif
         cx_dtype act = pass ? DT_BF16 : DT_F32;
-        const char *tag = pass ? "cuda bf16 vs ref f32" : "cuda f32 vs ref f32";
+        const char *tag = run / 2 ? (pass ? "cuda direct bf16 vs ref f32" : "cuda direct f32 vs ref f32")
+                                  : (pass ? "cuda bf16 vs ref f32" : "cuda f32 vs ref f32");
         double tol = pass ? t->b16 : t->fast, worst = 0;
         CaseData h, q;
         case_setup(&h, &a, &f, t, DT_F32);
@@ -541,6 +551,9 @@ static void op_case_run_cuda(const OpTest *t) {
         printf("    %s: worst rel err %.3g (tol %.3g)\n", tag, worst, tol);
         arena_reset(&dev);
     }
+#if HAVE_CUDA
+    cuda_conv_impl = CUDA_CONV_AUTO;
+#endif
     CHECKF(g->scratch->used == 0, "GPU scratch arena not released: %zu bytes", g->scratch->used);
     arena_free(&dev);
     arena_free(&a);

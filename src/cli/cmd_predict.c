@@ -122,25 +122,24 @@ int cmd_predict(int argc, char **argv) {
     CamoXpertConfig mc;
     int ck_size = 0;
     cx_status cs;
+    Runtime rt;
+    if ((cs = runtime_init(&rt, device, precision, 1, 0))) {
+        fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
+        return 2;
+    }
+    printf("device: %s\n", rt.desc);
     if (!path_exists(weights)) {
         fprintf(stderr, "error: --weights %s: no such file (training writes CHECKPOINT_DIR/best.safetensors)\n", weights);
+        runtime_free(&rt);
         return 2;
     }
     if (backbone) cs = camoxpert_config(&mc, backbone, sparse, E, k);
     else cs = infer_config_from_checkpoint(weights, &mc, &ck_size);
-    if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
+    if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); runtime_free(&rt); return 2; }
     const int S = img_size ? img_size : ck_size ? ck_size : 352;
     char **files = NULL;
     int nf = 0;
-    if ((cs = list_inputs(input, &files, &nf))) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
-    Runtime rt;
-    if ((cs = runtime_init(&rt, device, precision, 1, 0))) {
-        fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
-        for (int f = 0; f < nf; f++) free(files[f]);
-        free(files);
-        return 2;
-    }
-    printf("device: %s\n", rt.desc);
+    if ((cs = list_inputs(input, &files, &nf))) { fprintf(stderr, "error: %s\n", cx_errmsg()); runtime_free(&rt); return 2; }
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&mc, &pt);

@@ -200,7 +200,10 @@ int verify_edgenext(VerifyRun *v, const StFile *f) {
         arena_release(&io, mk);
     }
     Tensor rdx;
-    if (verify_read_nhwc(f, "grad/input/image", &io, DT_F64, &rdx)) verify_fail(v, "grad/input/image", cx_errmsg());
+    const char *stripped = st_meta(f, "stripped");
+    if (stripped && !st_find(f, "grad/input/image"))   // tools/strip_fixture.py dropped the gradients
+        printf("gradients: not in this copy of the fixture (stripped: %s)\n", stripped);
+    else if (verify_read_nhwc(f, "grad/input/image", &io, DT_F64, &rdx)) verify_fail(v, "grad/input/image", cx_errmsg());
     else verify_check(v, "grad/input/image", &dx, &rdx, floor, v->rtol_grad_f64);
     printf("checked %d of %d parameter gradients (the fixture stores those), grad floor %.3g\n", n_grads, p64.n, floor);
     if (v->gpu) gpu_checks(v, m, &p32, &x32, ref, probe, &io);

@@ -1,0 +1,119 @@
+// backend.cu — opening a GPU: device selection, the cuBLASLt and cuDNN
+// handles, the cuBLASLt workspace, and core's device-memory hooks
+// (core/device.h: cudaMalloc, synchronous copies on the legacy stream).
+// A machine without a driver or GPU is not an error until a GPU is asked for:
+// cuda_device_count says why there is none.
+#include "ops/cuda/common.cuh"
+#include <dlfcn.h>
+#include <string.h>
+
+#define LT_WORKSPACE (32u << 20)   // cuBLASLt's recommended 32 MiB on Hopper
+
+void cuda_fatal(const char *file, int line, const char *what, const char *msg) {
+    fprintf(stderr, "%s:%d: CUDA error: %s failed: %s\n", file, line, what, msg);
+    fflush(stderr);
+    abort();
+}
+
+// ---- core's device hooks ------------------------------------------------------------------
+static void *dev_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();   // clear the sticky-free error so later calls work
+        return NULL;
+    }
+    CUDA_CHECK(e);
+    return p;
+}
+static void dev_free(void *p) { CUDA_CHECK(cudaFree(p)); }
+static void dev_upload(void *dst, const void *src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice)); }
+static void dev_download(void *dst, const void *src, size_t n) {
+    CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
+}
+static void dev_copy(void *dst, const void *src, size_t n) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, 0));
+}
+static void dev_zero(void *dst, size_t n) { CUDA_CHECK(cudaMemsetAsync(dst, 0, n, 0)); }
+static void dev_mem_info(size_t *fr, size_t *tot) { CUDA_CHECK(cudaMemGetInfo(fr, tot)); }
+
+static const CxDeviceHooks hooks = { "CUDA", dev_alloc, dev_free, dev_upload, dev_download, dev_copy, dev_zero,
+                                     dev_mem_info };
+
+// ---- devices -------------------------------------------------------------------------------
+extern "C" int cuda_device_count(char *why, size_t n) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        if (why) {
+            void *drv = dlopen("libcuda.so.1", RTLD_LAZY);
+            if (drv) dlclose(drv);
+            if (e == cudaErrorNoDevice) snprintf(why, n, "no NVIDIA GPU found");
+            else if (!drv) snprintf(why, n, "no NVIDIA driver on this machine (libcuda.so.1 not found)");
+            else if (e == cudaErrorInsufficientDriver) snprintf(why, n, "the NVIDIA driver is older than CUDA 13 needs (%s)", cudaGetErrorString(e));
+            else snprintf(why, n, "the NVIDIA driver did not start (%s)", cudaGetErrorString(e));
+        }
+        cudaGetLastError();
+        return 0;
+    }
+    if (count == 0 && why) snprintf(why, n, "no NVIDIA GPU found");
+    return count;
+}
+
+extern "C" cx_status cuda_open(CudaState **out, int gpu) {
+    char why[256];
+    int n = cuda_device_count(why, sizeof why);
+    if (n == 0) return CX_FAIL(CX_EARG, "--device cuda:%d: %s (use --device cpu)", gpu, why);
+    if (gpu < 0 || gpu >= n) return CX_FAIL(CX_EARG, "--device cuda:%d: this machine has %d GPU%s", gpu, n, n == 1 ? "" : "s");
+    cudaError_t e = cudaSetDevice(gpu);
+    if (e != cudaSuccess) return CX_FAIL(CX_ELIB, "cuda:%d: cannot use the GPU: %s", gpu, cudaGetErrorString(e));
+    CudaState *s = (CudaState *)cx_calloc(1, sizeof *s);
+    s->device = gpu;
+    s->stream = 0;
+    CUDA_CHECK(cudaGetDeviceProperties(&s->prop, gpu));
+    if (s->prop.major < 8) {
+        cx_status st = CX_FAIL(CX_EARG, "cuda:%d is a %s (compute capability %d.%d); camoxpert's GPU backend needs 8.0 or "
+                               "newer (bfloat16)", gpu, s->prop.name, s->prop.major, s->prop.minor);
+        free(s);
+        return st;
+    }
+    if (cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
+        free(s);
+        return CX_FAIL(CX_ELIB, "cuda:%d: cuBLASLt did not start (is libcublasLt from CUDA 13 installed?)", gpu);
+    }
+    cudnnStatus_t ds = cudnnCreate(&s->dnn);
+    if (ds != CUDNN_STATUS_SUCCESS) {
+        cublasLtDestroy(s->lt);
+        free(s);
+        return CX_FAIL(CX_ELIB, "cuda:%d: cuDNN did not start: %s (is cuDNN 9 installed?)", gpu, cudnnGetErrorString(ds));
+    }
+    CUDNN_CHECK(cudnnSetStream(s->dnn, s->stream));
+    s->lt_ws_bytes = LT_WORKSPACE;
+    s->lt_ws = dev_alloc(s->lt_ws_bytes);
+    if (!s->lt_ws) {
+        cudnnDestroy(s->dnn);
+        cublasLtDestroy(s->lt);
+        free(s);
+        return CX_FAIL(CX_ENOMEM, "cuda:%d: not even 32 MiB of GPU memory free", gpu);
+    }
+    cx_device_hooks_set(&hooks);
+    *out = s;
+    return CX_OK;
+}
+
+extern "C" void cuda_close(CudaState *s) {
+    if (!s) return;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    dev_free(s->lt_ws);
+    cudnnDestroy(s->dnn);
+    cublasLtDestroy(s->lt);
+    free(s->plans);
+    free(s);
+}
+
+extern "C" void cuda_describe(const CudaState *s, char *buf, size_t n) {
+    snprintf(buf, n, "%s, %.1f GiB, sm_%d%d", s->prop.name, (double)s->prop.totalGlobalMem / (1 << 30), s->prop.major,
+             s->prop.minor);
+}
+
+extern "C" void cuda_sync(CudaState *s) { CUDA_CHECK(cudaStreamSynchronize(s->stream)); }

@@ -1,0 +1,317 @@
+// conv.cu — 2-D convolution on the GPU: cuDNN 9 (its convolution API) on NHWC
+// data with KRSC filters, and direct kernels for the shapes cuDNN declines (and
+// for the tests, which run both: cuda_conv_impl).
+//
+// The weights are float32 OIHW masters (PyTorch's layout); each call converts
+// them into a KRSC copy of the activation dtype in scratch (a small kernel: the
+// weights are tiny next to the activations). The weight gradient comes back in
+// KRSC (cuDNN writes it in the data dtype) and is added into the float32 OIHW
+// gradient. Float32 convolutions use CUDNN_FMA_MATH (no TF32); bf16 ones the
+// tensor cores with float32 accumulation. Algorithms are chosen once per shape
+// and pass from cuDNN's heuristics (deterministic ones for the backward passes,
+// so a resumed run repeats an uninterrupted one) and kept in CudaState's cache.
+#include "ops/cuda/common.cuh"
+#include <stddef.h>
+#include <string.h>
+
+#define CONV_WS_LIMIT ((size_t)256 << 20)   // largest workspace an algorithm may ask for
+
+int cuda_conv_impl = CUDA_CONV_AUTO;
+
+enum { PASS_FWD = 0, PASS_BWD_DATA, PASS_BWD_FILTER };
+
+struct ConvPlan {
+    int pass, N, H, W, C, K, kh, kw, stride, pad, dil, groups, dt;
+    int algo;     // the cuDNN algorithm, or -1: the direct kernels
+    int math;     // cudnnMathType_t to run it with
+    size_t ws;    // its workspace
+};
+
+// ---- layout conversions ---------------------------------------------------------------------------
+// dst (K, kh, kw, Cg) in dt = src (K, Cg, kh, kw) F32
+__global__ void k_oihw_to_ohwi(void *dst, int dt, const float *src, int64_t K, int64_t Cg, int64_t kh, int64_t kw) {
+    CUDA_LOOP(o, K * kh * kw * Cg) {
+        int64_t c = o % Cg, r = o / Cg, j = r % kw, i = (r / kw) % kh, k = r / (kw * kh);
+        stf(dst, dt, o, src[((k * Cg + c) * kh + i) * kw + j]);
+    }
+}
+
+// dst (K, Cg, kh, kw) F32 += src (K, kh, kw, Cg) in dt
+__global__ void k_ohwi_add_oihw(float *dst, const void *src, int dt, int64_t K, int64_t Cg, int64_t kh, int64_t kw) {
+    CUDA_LOOP(o, K * Cg * kh * kw) {
+        int64_t j = o % kw, i = (o / kw) % kh, c = (o / (kw * kh)) % Cg, k = o / (kw * kh * Cg);
+        dst[o] += ldf(src, dt, ((k * kh + i) * kw + j) * Cg + c);
+    }
+}
+
+// ---- direct kernels ----------------------------------------------------------------------------------
+// One thread per output element; the weights are read from the float32 OIHW master.
+struct ConvShape { int64_t N, H, W, C, K, Ho, Wo, kh, kw, Cg, Kg; int stride, pad, dil; };
+
+__global__ void k_conv_fwd(void *y, int ydt, const void *x, int xdt, const float *w, const void *b, int bdt, ConvShape s) {
+    CUDA_LOOP(o, s.N * s.Ho * s.Wo * s.K) {
+        int64_t k = o % s.K, r = o / s.K, ow = r % s.Wo, oh = (r / s.Wo) % s.Ho, n = r / (s.Wo * s.Ho);
+        int64_t g = k / s.Kg;
+        float acc = b ? ldf(b, bdt, k) : 0.f;
+        for (int64_t i = 0; i < s.kh; i++) {
+            int64_t ih = oh * s.stride - s.pad + i * s.dil;
+            if (ih < 0 || ih >= s.H) continue;
+            for (int64_t j = 0; j < s.kw; j++) {
+                int64_t iw = ow * s.stride - s.pad + j * s.dil;
+                if (iw < 0 || iw >= s.W) continue;
+                int64_t xo = ((n * s.H + ih) * s.W + iw) * s.C + g * s.Cg;
+                for (int64_t c = 0; c < s.Cg; c++) acc += ldf(x, xdt, xo + c) * w[((k * s.Cg + c) * s.kh + i) * s.kw + j];
+            }
+        }
+        stf(y, ydt, o, acc);
+    }
+}
+
+// dx (N,H,W,C) += : each input element gathers the outputs whose window covers it.
+__global__ void k_conv_bwd_data(void *dx, int dt, const void *dy, const float *w, ConvShape s) {
+    CUDA_LOOP(o, s.N * s.H * s.W * s.C) {
+        int64_t c = o % s.C, r = o / s.C, iw = r % s.W, ih = (r / s.W) % s.H, n = r / (s.W * s.H);
+        int64_t g = c / s.Cg, cc = c % s.Cg;
+        float acc = 0;
+        for (int64_t i = 0; i < s.kh; i++) {
+            int64_t t = ih + s.pad - i * s.dil;
+            if (t < 0 || t % s.stride) continue;
+            int64_t oh = t / s.stride;
+            if (oh >= s.Ho) continue;
+            for (int64_t j = 0; j < s.kw; j++) {
+                int64_t u = iw + s.pad - j * s.dil;
+                if (u < 0 || u % s.stride) continue;
+                int64_t ow = u / s.stride;
+                if (ow >= s.Wo) continue;
+                int64_t yo = ((n * s.Ho + oh) * s.Wo + ow) * s.K;
+                for (int64_t k = g * s.Kg; k < (g + 1) * s.Kg; k++)
+                    acc += ldf(dy, dt, yo + k) * w[((k * s.Cg + cc) * s.kh + i) * s.kw + j];
+            }
+        }
+        addf(dx, dt, o, acc);
+    }
+}
+
+// dw (K,Cg,kh,kw) F32 += : one block per weight element reduces over every output position.
+__global__ void k_conv_bwd_filter(float *dw, const void *x, const void *dy, int dt, ConvShape s) {
+    int64_t o = blockIdx.x;
+    int64_t j = o % s.kw, i = (o / s.kw) % s.kh, cc = (o / (s.kw * s.kh)) % s.Cg, k = o / (s.kw * s.kh * s.Cg);
+    int64_t c = (k / s.Kg) * s.Cg + cc;
+    float acc = 0;
+    for (int64_t p = threadIdx.x; p < s.N * s.Ho * s.Wo; p += blockDim.x) {
+        int64_t ow = p % s.Wo, oh = (p / s.Wo) % s.Ho, n = p / (s.Wo * s.Ho);
+        int64_t ih = oh * s.stride - s.pad + i * s.dil, iw = ow * s.stride - s.pad + j * s.dil;
+        if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+        acc += ldf(dy, dt, p * s.K + k) * ldf(x, dt, ((n * s.H + ih) * s.W + iw) * s.C + c);
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) dw[o] += acc;
+}
+
+static ConvShape shape_of(const Tensor *x, const Tensor *w, const Tensor *y, ConvArgs a) {
+    ConvShape s;
+    s.N = T_N(x), s.H = T_H(x), s.W = T_W(x), s.C = T_C(x), s.K = w->shape[0], s.Cg = w->shape[1];
+    s.kh = w->shape[2], s.kw = w->shape[3], s.Ho = T_H(y), s.Wo = T_W(y), s.Kg = s.K / a.groups;
+    s.stride = a.stride, s.pad = a.pad, s.dil = a.dil;
+    return s;
+}
+
+// ---- cuDNN -----------------------------------------------------------------------------------------
+typedef struct {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+} Descs;
+
+static void descs_make(Descs *d, const ConvShape *s, int groups, cx_dtype dt) {
+    cudnnDataType_t t = dt == DT_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->x));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->y));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&d->w));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NHWC, t, (int)s->N, (int)s->C, (int)s->H, (int)s->W));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NHWC, t, (int)s->N, (int)s->K, (int)s->Ho, (int)s->Wo));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(d->w, t, CUDNN_TENSOR_NHWC, (int)s->K, (int)s->Cg, (int)s->kh, (int)s->kw));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, s->pad, s->pad, s->stride, s->stride, s->dil, s->dil,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionGroupCount(d->conv, groups));
+    // float32 must stay float32: FMA math excludes TF32 (CUDNN_DEFAULT_MATH would allow it on Hopper)
+    CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, dt == DT_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+}
+
+static void descs_free(Descs *d) {
+    cudnnDestroyTensorDescriptor(d->x);
+    cudnnDestroyTensorDescriptor(d->y);
+    cudnnDestroyFilterDescriptor(d->w);
+    cudnnDestroyConvolutionDescriptor(d->conv);
+}
+
+static int verbose(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("CAMOXPERT_CUDA_VERBOSE") && atoi(getenv("CAMOXPERT_CUDA_VERBOSE")) > 0;
+    return v;
+}
+
+// The cached plan for this shape and pass, chosen from cuDNN's heuristics on first use.
+static ConvPlan *plan_get(CudaState *st, int pass, const ConvShape *s, int groups, cx_dtype dt, Descs *d) {
+    ConvPlan key = { pass, (int)s->N, (int)s->H, (int)s->W, (int)s->C, (int)s->K, (int)s->kh, (int)s->kw, s->stride,
+                     s->pad, s->dil, groups, (int)dt, 0, 0, 0 };
+    for (int i = 0; i < st->n_plans; i++)
+        if (!memcmp(&st->plans[i], &key, offsetof(ConvPlan, algo))) return &st->plans[i];
+    if (st->n_plans == st->cap_plans) {
+        st->cap_plans = st->cap_plans ? 2 * st->cap_plans : 256;
+        st->plans = (ConvPlan *)cx_realloc(st->plans, sizeof *st->plans * (size_t)st->cap_plans);
+    }
+    ConvPlan *p = &st->plans[st->n_plans++];
+    *p = key;
+    p->algo = -1;
+    const int fp32 = dt != DT_BF16;
+    int n = 0;
+    if (pass == PASS_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t r[16];
+        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->dnn, d->x, d->w, d->conv, d->y, 16, &n, r));
+        for (int i = 0; i < n && p->algo < 0; i++)
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && (!fp32 || r[i].mathType == CUDNN_FMA_MATH))
+                p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
+    } else if (pass == PASS_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t r[16];
+        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(st->dnn, d->w, d->y, d->conv, d->x, 16, &n, r));
+        for (int i = 0; i < n && p->algo < 0; i++)
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && r[i].determinism == CUDNN_DETERMINISTIC &&
+                (!fp32 || r[i].mathType == CUDNN_FMA_MATH))
+                p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t r[16];
+        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(st->dnn, d->x, d->y, d->conv, d->w, 16, &n, r));
+        for (int i = 0; i < n && p->algo < 0; i++)
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && r[i].determinism == CUDNN_DETERMINISTIC &&
+                (!fp32 || r[i].mathType == CUDNN_FMA_MATH))
+                p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
+    }
+    if (verbose())
+        fprintf(stderr, "conv plan: pass %d N%d %dx%dx%d -> %d k%dx%d s%d p%d d%d g%d %s: %s algo %d (ws %zu)\n", pass, p->N,
+                p->H, p->W, p->C, p->K, p->kh, p->kw, p->stride, p->pad, p->dil, p->groups, dtype_name(dt),
+                p->algo < 0 ? "direct kernel" : "cuDNN", p->algo, p->ws);
+    return p;
+}
+
+// Runs one cuDNN pass with its plan; returns 0 (having done nothing) when cuDNN refuses
+// at run time, which turns the plan into a direct-kernel plan.
+static int cudnn_run(OpCtx *ctx, ConvPlan *p, Descs *d, const void *x, const void *w, const void *dy_or_y,
+                     void *out, float beta) {
+    if (p->algo < 0) return 0;
+    CudaState *st = ctx->cuda;
+    ArenaMark mk = arena_mark(ctx->scratch);
+    void *ws = p->ws ? cuda_scratch(ctx, p->ws) : NULL;
+    const float alpha = 1.f;
+    cudnnStatus_t r;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, (cudnnMathType_t)p->math));
+    if (p->pass == PASS_FWD)
+        r = cudnnConvolutionForward(st->dnn, &alpha, d->x, x, d->w, w, d->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws, p->ws,
+                                    &beta, d->y, out);
+    else if (p->pass == PASS_BWD_DATA)
+        r = cudnnConvolutionBackwardData(st->dnn, &alpha, d->w, w, d->y, dy_or_y, d->conv,
+                                         (cudnnConvolutionBwdDataAlgo_t)p->algo, ws, p->ws, &beta, d->x, out);
+    else
+        r = cudnnConvolutionBackwardFilter(st->dnn, &alpha, d->x, x, d->y, dy_or_y, d->conv,
+                                           (cudnnConvolutionBwdFilterAlgo_t)p->algo, ws, p->ws, &beta, d->w, out);
+    arena_release(ctx->scratch, mk);
+    if (r == CUDNN_STATUS_NOT_SUPPORTED || r == CUDNN_STATUS_BAD_PARAM) {
+        if (verbose()) fprintf(stderr, "conv plan: pass %d algo %d refused at run time (%s): direct kernel\n", p->pass,
+                               p->algo, cudnnGetErrorString(r));
+        p->algo = -1;
+        return 0;
+    }
+    CUDNN_CHECK(r);
+    return 1;
+}
+
+// ---- the ops --------------------------------------------------------------------------------------------
+extern "C" void cuda_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+    cx_dtype dt = (cx_dtype)cuda_fdt(x, "conv2d");
+    CX_ASSERT(y->dtype == dt && w->dtype == DT_F32, "conv2d: y in the dtype of x, w float32");
+    ConvShape s = shape_of(x, w, y, a);
+    CX_ASSERT(s.Cg * a.groups == s.C && s.Kg * a.groups == s.K && T_C(y) == s.K, "conv2d: channels/groups disagree");
+    int done = 0;
+    if (cuda_conv_impl != CUDA_CONV_DIRECT) {
+        ArenaMark mk = arena_mark(ctx->scratch);
+        Descs d;
+        descs_make(&d, &s, a.groups, dt);
+        ConvPlan *p = plan_get(ctx->cuda, PASS_FWD, &s, a.groups, dt, &d);
+        if (p->algo >= 0) {
+            void *wk = cuda_scratch(ctx, (size_t)tensor_numel(w) * dtype_size(dt));
+            k_oihw_to_ohwi<<<cuda_grid(tensor_numel(w)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(wk, dt, (const float *)w->data,
+                                                                                         s.K, s.Cg, s.kh, s.kw);
+            CUDA_KCHECK("k_oihw_to_ohwi");
+            done = cudnn_run(ctx, p, &d, x->data, wk, NULL, y->data, 0.f);
+            if (done && b) cuda_bias_add(ctx, y, b);
+        }
+        descs_free(&d);
+        arena_release(ctx->scratch, mk);
+    }
+    if (!done) {
+        int64_t n = tensor_numel(y);
+        k_conv_fwd<<<cuda_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, (int)dt, x->data, (int)dt,
+                                                                     (const float *)w->data, b ? b->data : NULL,
+                                                                     b ? cuda_fdt(b, "conv bias") : 0, s);
+        CUDA_KCHECK("k_conv_fwd");
+    }
+}
+
+extern "C" void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                                     const Tensor *w, ConvArgs a) {
+    cx_dtype dt = (cx_dtype)cuda_fdt(x, "conv2d_backward");
+    CX_ASSERT(dy->dtype == dt && (!dx || dx->dtype == dt) && w->dtype == DT_F32 && (!dw || dw->dtype == DT_F32),
+              "conv2d_backward: x, dx, dy share a dtype; w, dw float32");
+    ConvShape s = shape_of(x, w, dy, a);
+    ArenaMark mk = arena_mark(ctx->scratch);
+    Descs d;
+    int use_dnn = cuda_conv_impl != CUDA_CONV_DIRECT;
+    if (use_dnn) descs_make(&d, &s, a.groups, dt);
+    if (dx) {
+        int done = 0;
+        if (use_dnn) {
+            ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_DATA, &s, a.groups, dt, &d);
+            if (p->algo >= 0) {
+                ArenaMark m2 = arena_mark(ctx->scratch);
+                void *wk = cuda_scratch(ctx, (size_t)tensor_numel(w) * dtype_size(dt));
+                k_oihw_to_ohwi<<<cuda_grid(tensor_numel(w)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+                    wk, dt, (const float *)w->data, s.K, s.Cg, s.kh, s.kw);
+                CUDA_KCHECK("k_oihw_to_ohwi");
+                done = cudnn_run(ctx, p, &d, NULL, wk, dy->data, dx->data, 1.f);   // beta 1: dx +=
+                arena_release(ctx->scratch, m2);
+            }
+        }
+        if (!done) {
+            k_conv_bwd_data<<<cuda_grid(tensor_numel(dx)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+                dx->data, (int)dt, dy->data, (const float *)w->data, s);
+            CUDA_KCHECK("k_conv_bwd_data");
+        }
+    }
+    if (dw) {
+        int done = 0;
+        if (use_dnn) {
+            ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_FILTER, &s, a.groups, dt, &d);
+            if (p->algo >= 0) {
+                ArenaMark m2 = arena_mark(ctx->scratch);
+                int64_t nw = tensor_numel(w);
+                void *gk = cuda_scratch(ctx, (size_t)nw * dtype_size(dt));   // (K,kh,kw,Cg), written (beta 0)
+                done = cudnn_run(ctx, p, &d, x->data, NULL, dy->data, gk, 0.f);
+                if (done) {
+                    k_ohwi_add_oihw<<<cuda_grid(nw), CUDA_BLOCK, 0, cuda_stream(ctx)>>>((float *)dw->data, gk, (int)dt, s.K,
+                                                                                       s.Cg, s.kh, s.kw);
+                    CUDA_KCHECK("k_ohwi_add_oihw");
+                }
+                arena_release(ctx->scratch, m2);
+            }
+        }
+        if (!done) {
+            k_conv_bwd_filter<<<(unsigned)tensor_numel(w), CUDA_BLOCK, 0, cuda_stream(ctx)>>>((float *)dw->data, x->data,
+                                                                                            dy->data, (int)dt, s);
+            CUDA_KCHECK("k_conv_bwd_filter");
+        }
+    }
+    if (db) cuda_colsum_add(ctx, (float *)db->data, dy->data, dt, s.N * s.Ho * s.Wo, s.K, s.K);
+    if (use_dnn) descs_free(&d);
+    arena_release(ctx->scratch, mk);
+}

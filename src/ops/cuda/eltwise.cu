@@ -1,0 +1,771 @@
+// eltwise.cu — the GPU's memory-bound ops: activations, clamp, add/axpy/scale,
+// fill and dtype-converting copies, broadcast multiply, row broadcasts and
+// sums, bilinear resizing, global average pooling, channel slicing, top-k and
+// the MoE row gather/scatter. Signatures and contracts are ops.h's; the
+// semantics (index arithmetic, tie rules, thresholds) are those of the
+// reference kernels in ops/ref/ref_tmpl.h.
+// reference: F.gelu, F.relu, torch.sigmoid, F.softplus, torch.clamp, torch.mul,
+// F.interpolate(bilinear, align_corners=False), F.adaptive_avg_pool2d,
+// torch.topk, torch.index_select / index_add_.
+//
+// Every argument carries its own dtype (F32 or BF16, read and written through
+// ldf/stf/addf); arithmetic is float32. Nothing uses atomics: reductions are
+// fixed trees over launch shapes that depend on tensor shapes only, and the
+// two scatters (resize backward, rows_scatter_add) are written as gathers, so
+// every result is bit-identical run to run.
+#include "ops/cuda/common.cuh"
+extern "C" {
+#include "ops/ref/ref.h"   // mul_bcast_plan: the broadcast modes, shared with the CPU kernels
+}
+
+#define LAUNCH_1D(n) cuda_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)
+
+static void same_numel(const Tensor *a, const Tensor *b, const char *op) {
+    CX_ASSERT(tensor_numel(a) == tensor_numel(b), "%s: %lld vs %lld elements", op, (long long)tensor_numel(a),
+              (long long)tensor_numel(b));
+}
+
+// Smallest power of two >= v, at most cap (cap a power of two).
+static int pow2_at_least(int64_t v, int cap) {
+    int p = 1;
+    while (p < cap && p < v) p <<= 1;
+    return p;
+}
+
+// Blocks for one warp per item over n items.
+static unsigned warps_grid(int64_t n) {
+    int64_t b = (n * 32 + CUDA_BLOCK - 1) / CUDA_BLOCK;
+    CX_ASSERT(b >= 1 && b <= INT32_MAX, "warp grid: %lld blocks", (long long)b);
+    return (unsigned)b;
+}
+#define WARP_ID() (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5)
+
+// ---- activations ------------------------------------------------------------------------------
+// One functor per activation: fwd(x), and bwd(dy, z) = the gradient to add,
+// where z is the input x or, for relu and sigmoid, the output y (ops.h).
+namespace {
+struct Gelu {   // exact erf form: x·Φ(x); normcdff stays accurate in the lower tail
+    static __device__ float fwd(float v) { return v * normcdff(v); }
+    static __device__ float bwd(float d, float v) {
+        return d * (normcdff(v) + v * expf(-0.5f * v * v) * 0.3989422804014327f);   // Φ + x·φ
+    }
+};
+struct Relu {
+    static __device__ float fwd(float v) { return v > 0 ? v : 0.0f; }   // NaN → 0 as the reference
+    static __device__ float bwd(float d, float y) { return y > 0 ? d : 0.0f; }
+};
+struct Sigmoid {
+    static __device__ float fwd(float v) { return 1.0f / (1.0f + expf(-v)); }
+    static __device__ float bwd(float d, float y) { return d * y * (1.0f - y); }
+};
+struct Softplus {   // beta 1, threshold 20: the identity above it (PyTorch)
+    static __device__ float fwd(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+    static __device__ float bwd(float d, float v) { return v > 20.0f ? d : d / (1.0f + expf(-v)); }
+};
+}   // namespace
+
+template <class F>
+static __global__ void act_forward_kernel(void *y, int ydt, const void *x, int xdt, int64_t n) {
+    CUDA_LOOP(i, n) stf(y, ydt, i, F::fwd(ldf(x, xdt, i)));   // y may alias x
+}
+template <class F>
+static __global__ void act_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *z, int zdt,
+                                           int64_t n) {
+    CUDA_LOOP(i, n) addf(dx, dxdt, i, F::bwd(ldf(dy, dydt, i), ldf(z, zdt, i)));
+}
+
+template <class F>
+static void act_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const char *op) {
+    same_numel(y, x, op);
+    int64_t n = tensor_numel(x);
+    act_forward_kernel<F><<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), n);
+    CUDA_KCHECK(op);
+}
+template <class F>
+static void act_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *z, const char *op) {
+    if (!dx) return;
+    same_numel(dx, z, op);
+    same_numel(dy, z, op);
+    int64_t n = tensor_numel(z);
+    act_backward_kernel<F><<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), z->data,
+                                            cuda_fdt(z, op), n);
+    CUDA_KCHECK(op);
+}
+
+extern "C" void cuda_gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    act_forward<Gelu>(ctx, y, x, "gelu_forward");
+}
+extern "C" void cuda_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    act_backward<Gelu>(ctx, dx, dy, x, "gelu_backward");
+}
+extern "C" void cuda_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    act_forward<Relu>(ctx, y, x, "relu_forward");
+}
+extern "C" void cuda_relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    act_backward<Relu>(ctx, dx, dy, y, "relu_backward");
+}
+extern "C" void cuda_sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    act_forward<Sigmoid>(ctx, y, x, "sigmoid_forward");
+}
+extern "C" void cuda_sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    act_backward<Sigmoid>(ctx, dx, dy, y, "sigmoid_backward");
+}
+extern "C" void cuda_softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    act_forward<Softplus>(ctx, y, x, "softplus_forward");
+}
+extern "C" void cuda_softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    act_backward<Softplus>(ctx, dx, dy, x, "softplus_backward");
+}
+
+// reference: torch.clamp. The bounds are first rounded to x's dtype, as PyTorch
+// converts clamp's scalars (and the float32 reference compares against
+// (real)lo, (real)hi): a bf16 x sitting on a bound counts as on it. NaN passes.
+static float clamp_bound(double v, int xdt) {
+    float f = (float)v;
+    return xdt == DT_BF16 ? __bfloat162float(__float2bfloat16(f)) : f;
+}
+
+static __global__ void clamp_forward_kernel(void *y, int ydt, const void *x, int xdt, float lo, float hi, int64_t n) {
+    CUDA_LOOP(i, n) {
+        float v = ldf(x, xdt, i);
+        stf(y, ydt, i, v < lo ? lo : v > hi ? hi : v);
+    }
+}
+// The gradient passes where lo <= x <= hi (the boundaries included).
+static __global__ void clamp_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
+                                             float lo, float hi, int64_t n) {
+    CUDA_LOOP(i, n) {
+        float v = ldf(x, xdt, i);
+        if (v >= lo && v <= hi) addf(dx, dxdt, i, ldf(dy, dydt, i));
+    }
+}
+
+extern "C" void cuda_clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi) {
+    same_numel(y, x, "clamp_forward");
+    int64_t n = tensor_numel(x);
+    int xdt = cuda_fdt(x, "clamp_forward");
+    clamp_forward_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "clamp_forward"), x->data, xdt, clamp_bound(lo, xdt),
+                                           clamp_bound(hi, xdt), n);
+    CUDA_KCHECK("clamp_forward_kernel");
+}
+extern "C" void cuda_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, double lo, double hi) {
+    const char *op = "clamp_backward";
+    if (!dx) return;
+    same_numel(dx, x, op);
+    same_numel(dy, x, op);
+    int64_t n = tensor_numel(x);
+    int xdt = cuda_fdt(x, op);
+    clamp_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), x->data, xdt,
+                                            clamp_bound(lo, xdt), clamp_bound(hi, xdt), n);
+    CUDA_KCHECK("clamp_backward_kernel");
+}
+
+// ---- add, axpy, scale, fill, copy -------------------------------------------------------------
+static __global__ void add_kernel(void *y, int ydt, const void *a, int adt, const void *b, int bdt, int64_t n) {
+    CUDA_LOOP(i, n) stf(y, ydt, i, ldf(a, adt, i) + ldf(b, bdt, i));   // y may alias a or b
+}
+static __global__ void axpy_kernel(void *y, int ydt, float alpha, const void *x, int xdt, int64_t n) {
+    CUDA_LOOP(i, n) addf(y, ydt, i, alpha * ldf(x, xdt, i));
+}
+static __global__ void scale_kernel(void *y, int ydt, float alpha, int64_t n) {
+    CUDA_LOOP(i, n) stf(y, ydt, i, alpha * ldf(y, ydt, i));
+}
+static __global__ void fill_kernel(void *y, int ydt, float v, int64_t n) {
+    CUDA_LOOP(i, n) stf(y, ydt, i, v);
+}
+static __global__ void convert_kernel(void *dst, int ddt, const void *src, int sdt, int64_t n) {
+    CUDA_LOOP(i, n) stf(dst, ddt, i, ldf(src, sdt, i));
+}
+
+extern "C" void cuda_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
+    const char *op = "add_forward";
+    same_numel(y, a, op);
+    same_numel(b, a, op);
+    int64_t n = tensor_numel(a);
+    add_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), a->data, cuda_fdt(a, op), b->data, cuda_fdt(b, op), n);
+    CUDA_KCHECK("add_kernel");
+}
+
+extern "C" void cuda_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
+    same_numel(y, x, "axpy");
+    int64_t n = tensor_numel(x);
+    axpy_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "axpy"), (float)alpha, x->data, cuda_fdt(x, "axpy"), n);
+    CUDA_KCHECK("axpy_kernel");
+}
+
+extern "C" void cuda_scale_inplace(OpCtx *ctx, Tensor *y, double alpha) {
+    int64_t n = tensor_numel(y);
+    scale_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "scale_inplace"), (float)alpha, n);
+    CUDA_KCHECK("scale_kernel");
+}
+
+extern "C" void cuda_fill(OpCtx *ctx, Tensor *y, double v) {
+    int64_t n = tensor_numel(y);
+    fill_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "fill"), (float)v, n);
+    CUDA_KCHECK("fill_kernel");
+}
+
+// Same dtype (any, I32 included): a device-to-device copy on the stream;
+// F32 <-> BF16: converted element by element (bf16 rounds to nearest even).
+extern "C" void cuda_copy(OpCtx *ctx, Tensor *dst, const Tensor *src) {
+    same_numel(dst, src, "copy");
+    int64_t n = tensor_numel(src);
+    if (dst->dtype == src->dtype) {
+        if (dst->data != src->data && n > 0)
+            CUDA_CHECK(cudaMemcpyAsync(dst->data, src->data, tensor_nbytes(src), cudaMemcpyDeviceToDevice,
+                                       cuda_stream(ctx)));
+        return;
+    }
+    convert_kernel<<<LAUNCH_1D(n)>>>(dst->data, cuda_fdt(dst, "copy"), src->data, cuda_fdt(src, "copy"), n);
+    CUDA_KCHECK("convert_kernel");
+}
+
+// ---- per-column sums ------------------------------------------------------------------------------
+// out[g·K + k] (= or +=) (1/div)·Σ_a a[i]·b[i] over i = (g·A + a)·K + k, with b
+// NULL meaning 1: the reduction over rows shared by mul's ds, rows_sum and
+// avgpool. Pass 1: block (TW columns, TH row lanes) sums one chunk of rows into
+// a partial (a fixed shared-memory tree over the lanes); pass 2: one warp per
+// column sums the partials in chunk order. The chunking depends on (A, K) only.
+#define COL_MAX_CHUNKS 512
+namespace {   // file-local type
+struct ColPlan {
+    dim3 block, grid;
+    int64_t rows, nchunk;   // rows per chunk, chunks per group
+};
+}
+
+static ColPlan col_plan(int64_t G, int64_t A, int64_t K) {
+    int tw = pow2_at_least(K, 32), th = CUDA_BLOCK / tw;
+    int64_t rpt = (A + (int64_t)th * COL_MAX_CHUNKS - 1) / ((int64_t)th * COL_MAX_CHUNKS);   // rows per thread
+    if (rpt < 4) rpt = 4;
+    ColPlan p;
+    p.rows = th * rpt;
+    p.nchunk = (A + p.rows - 1) / p.rows;
+    CX_ASSERT(G >= 1 && G <= 65535, "column sums: %lld groups", (long long)G);
+    p.block = dim3((unsigned)tw, (unsigned)th);
+    p.grid = dim3((unsigned)((K + tw - 1) / tw), (unsigned)p.nchunk, (unsigned)G);
+    return p;
+}
+
+static __global__ void colsum_partial_kernel(float *part, const void *a, int adt, const void *b, int bdt, int64_t A,
+                                             int64_t K, int64_t rows) {
+    __shared__ float sh[CUDA_BLOCK];
+    int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, g = blockIdx.z;
+    int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < A ? r0 + rows : A;
+    float s = 0;
+    if (k < K)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            int64_t i = (g * A + r) * K + k;
+            s += b ? ldf(a, adt, i) * ldf(b, bdt, i) : ldf(a, adt, i);
+        }
+    // the TH lanes of each column, halved in a fixed order
+    int t = threadIdx.y * blockDim.x + threadIdx.x;
+    sh[t] = s;
+    __syncthreads();
+    for (int h = blockDim.y >> 1; h > 0; h >>= 1) {
+        if ((int)threadIdx.y < h) sh[t] += sh[t + h * blockDim.x];
+        __syncthreads();
+    }
+    if (threadIdx.y == 0 && k < K) part[(g * gridDim.y + blockIdx.y) * K + k] = sh[t];
+}
+
+static __global__ void colsum_finish_kernel(void *out, int odt, const float *part, int64_t G, int64_t K, int64_t nchunk,
+                                            float div, int accumulate) {
+    int64_t j = WARP_ID();
+    if (j >= G * K) return;   // whole warps leave together
+    int64_t g = j / K, k = j - g * K;
+    const float *p = part + g * nchunk * K + k;
+    float s = 0;
+    for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += p[c * K];
+    s = warp_sum(s) / div;
+    if ((threadIdx.x & 31) == 0) {
+        if (accumulate) addf(out, odt, j, s);
+        else stf(out, odt, j, s);
+    }
+}
+
+static void colsum(OpCtx *ctx, void *out, int odt, const void *a, int adt, const void *b, int bdt, int64_t G, int64_t A,
+                   int64_t K, float div, int accumulate) {
+    if (G * K == 0) return;
+    ColPlan p = col_plan(G, A < 1 ? 1 : A, K);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(G * p.nchunk * K));
+    colsum_partial_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(part, a, adt, b, bdt, A, K, p.rows);
+    CUDA_KCHECK("colsum_partial_kernel");
+    colsum_finish_kernel<<<warps_grid(G * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(out, odt, part, G, K, p.nchunk, div,
+                                                                                 accumulate);
+    CUDA_KCHECK("colsum_finish_kernel");
+    arena_release(ctx->scratch, mark);
+}
+
+// ---- broadcast multiply ---------------------------------------------------------------------------
+// x viewed as (N, P, C); s indexed as n·sn + p·sp + c·sc (mul_bcast_plan).
+static __device__ __forceinline__ int64_t mul_sidx(const MulBcast &b, int64_t i) {
+    int64_t c = i % b.C, t = i / b.C, p = t % b.P, n = t / b.P;
+    return n * b.sn + p * b.sp + c * b.sc;
+}
+
+static __global__ void mul_forward_kernel(void *y, int ydt, const void *x, int xdt, const void *s, int sdt, MulBcast b,
+                                          int64_t n) {
+    CUDA_LOOP(i, n) stf(y, ydt, i, ldf(x, xdt, i) * ldf(s, sdt, mul_sidx(b, i)));   // y may alias x
+}
+static __global__ void mul_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *s, int sdt, MulBcast b,
+                                     int64_t n) {
+    CUDA_LOOP(i, n) addf(dx, dxdt, i, ldf(dy, dydt, i) * ldf(s, sdt, mul_sidx(b, i)));
+}
+// ds += dy·x where s is element-wise (no broadcast axes).
+static __global__ void prod_add_kernel(void *ds, int dsdt, const void *dy, int dydt, const void *x, int xdt,
+                                       int64_t n) {
+    CUDA_LOOP(i, n) addf(ds, dsdt, i, ldf(dy, dydt, i) * ldf(x, xdt, i));
+}
+// Per-pixel scales: out[g·K + k] += Σ over (a, b) of dy·x at ((g·A + a)·K + k)·B + b,
+// B = C channels. One warp per output; the lanes walk the flattened (a, b)
+// range, so a few channels and many images keep every lane busy.
+static __global__ void group_dot_kernel(void *out, int odt, const void *u, int udt, const void *v, int vdt, int64_t G,
+                                        int64_t A, int64_t K, int64_t B) {
+    int64_t j = WARP_ID();
+    if (j >= G * K) return;
+    int64_t g = j / K, k = j - g * K;
+    float s = 0;
+    for (int64_t t = threadIdx.x & 31; t < A * B; t += 32) {
+        int64_t a = t / B, i = ((g * A + a) * K + k) * B + (t - a * B);
+        s += ldf(u, udt, i) * ldf(v, vdt, i);
+    }
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) addf(out, odt, j, s);
+}
+
+extern "C" void cuda_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) {
+    const char *op = "mul_forward";
+    same_numel(y, x, op);
+    MulBcast b = mul_bcast_plan(x, s);
+    int64_t n = tensor_numel(x);
+    if (n == 0) return;
+    mul_forward_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), s->data, cuda_fdt(s, op),
+                                         b, n);
+    CUDA_KCHECK("mul_forward_kernel");
+}
+
+extern "C" void cuda_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x,
+                                  const Tensor *s) {
+    const char *op = "mul_backward";
+    same_numel(dy, x, op);
+    MulBcast b = mul_bcast_plan(x, s);
+    int64_t n = tensor_numel(x);
+    if (n == 0) return;
+    int dydt = cuda_fdt(dy, op), xdt = cuda_fdt(x, op);
+    if (dx) {
+        same_numel(dx, x, op);
+        mul_dx_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, s->data, cuda_fdt(s, op), b, n);
+        CUDA_KCHECK("mul_dx_kernel");
+    }
+    if (!ds) return;
+    same_numel(ds, s, op);
+    int dsdt = cuda_fdt(ds, op);
+    // ds sums dy·x over the axes whose stride in s is 0; as a (G, A, K, B) view
+    // of x, every ds element j = g·K + k sums over a and b.
+    if (b.sc && b.sp) {   // element-wise: nothing to sum
+        prod_add_kernel<<<LAUNCH_1D(n)>>>(ds->data, dsdt, dy->data, dydt, x->data, xdt, n);
+        CUDA_KCHECK("prod_add_kernel");
+    } else if (b.sc) {    // (C) or (N, C): sums over rows
+        int per_image = b.sn != 0;
+        colsum(ctx, ds->data, dsdt, dy->data, dydt, x->data, xdt, per_image ? b.N : 1, per_image ? b.P : b.N * b.P, b.C,
+               1.0f, 1);
+    } else {              // (N,H,W,1) or (1,H,W,1): sums over channels (and images)
+        int per_image = b.sn != 0;
+        group_dot_kernel<<<warps_grid(per_image ? b.N * b.P : b.P), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+            ds->data, dsdt, dy->data, dydt, x->data, xdt, 1, per_image ? 1 : b.N, per_image ? b.N * b.P : b.P, b.C);
+        CUDA_KCHECK("group_dot_kernel");
+    }
+}
+
+// ---- rows of a broadcast vector ---------------------------------------------------------------------
+static __global__ void rows_add_bcast_kernel(void *y, int ydt, const void *b, int bdt, int64_t n, int64_t L) {
+    CUDA_LOOP(i, n) addf(y, ydt, i, ldf(b, bdt, i % L));
+}
+
+extern "C" void cuda_rows_add_bcast(OpCtx *ctx, Tensor *y, const Tensor *b) {
+    int64_t L = tensor_numel(b), n = tensor_numel(y);
+    CX_ASSERT(L > 0 && n % L == 0, "rows_add_bcast: %lld elements into %lld", (long long)L, (long long)n);
+    rows_add_bcast_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "rows_add_bcast"), b->data,
+                                            cuda_fdt(b, "rows_add_bcast"), n, L);
+    CUDA_KCHECK("rows_add_bcast_kernel");
+}
+
+// db (L) += Σ over the R rows of dy (R, L)
+extern "C" void cuda_rows_sum(OpCtx *ctx, Tensor *db, const Tensor *dy) {
+    int64_t L = tensor_numel(db), n = tensor_numel(dy);
+    CX_ASSERT(L > 0 && n % L == 0, "rows_sum: %lld elements into %lld", (long long)n, (long long)L);
+    colsum(ctx, db->data, cuda_fdt(db, "rows_sum"), dy->data, cuda_fdt(dy, "rows_sum"), NULL, 0, 1, n / L, L, 1.0f, 1);
+}
+
+// ---- bilinear resize ---------------------------------------------------------------------------------
+// reference: F.interpolate(mode='bilinear', align_corners=False). The source
+// coordinate is computed in float exactly as the float32 reference computes it
+// (sc·(dst + 0.5) − 0.5, each step rounded: __fmul_rn/__fsub_rn keep nvcc from
+// fusing them into an FMA), so both pick the same taps and weights.
+namespace {   // file-local type
+struct Lerp {
+    int i0, i1;     // the two source indices (equal at the last one)
+    float l0, l1;   // their weights
+};
+}
+
+// sc: 1/scale in the scale form, in/out in the size form (computed on the host in float).
+static __device__ __forceinline__ Lerp resize_lerp(int64_t dst, int64_t in, float sc) {
+    float src = __fsub_rn(__fmul_rn(sc, __fadd_rn((float)dst, 0.5f)), 0.5f);
+    if (src < 0) src = 0;   // negative coordinates clamp to 0 (PyTorch)
+    int64_t i0 = (int64_t)src;
+    if (i0 > in - 1) i0 = in - 1;
+    float l1 = __fsub_rn(src, (float)i0);
+    if (l1 > 1) l1 = 1;
+    Lerp L = { (int)i0, (int)(i0 + (i0 < in - 1 ? 1 : 0)), __fsub_rn(1.0f, l1), l1 };
+    return L;
+}
+
+static float resize_inv_scale(double scale, int64_t in, int64_t out) {
+    return scale > 0 ? (float)(1.0 / scale) : (float)in / (float)out;
+}
+
+static __global__ void resize_forward_kernel(void *y, int ydt, const void *x, int xdt, int64_t H, int64_t W, int64_t C,
+                                             int64_t Ho, int64_t Wo, float sch, float scw, int64_t n) {
+    CUDA_LOOP(i, n) {
+        int64_t c = i % C, t = i / C, ow = t % Wo;
+        t /= Wo;
+        int64_t oh = t % Ho, img = t / Ho;
+        Lerp lh = resize_lerp(oh, H, sch), lw = resize_lerp(ow, W, scw);
+        int64_t r0 = (img * H + lh.i0) * W, r1 = (img * H + lh.i1) * W;
+        float top = lw.l0 * ldf(x, xdt, (r0 + lw.i0) * C + c) + lw.l1 * ldf(x, xdt, (r0 + lw.i1) * C + c);
+        float bot = lw.l0 * ldf(x, xdt, (r1 + lw.i0) * C + c) + lw.l1 * ldf(x, xdt, (r1 + lw.i1) * C + c);
+        stf(y, ydt, i, lh.l0 * top + lh.l1 * bot);
+    }
+}
+
+extern "C" void cuda_resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
+    const char *op = "resize_bilinear_forward";
+    CX_ASSERT(x->ndim == 4 && y->ndim == 4 && T_N(y) == T_N(x) && T_C(y) == T_C(x), "%s: N or C differ", op);
+    int64_t H = T_H(x), W = T_W(x), C = T_C(x), Ho = T_H(y), Wo = T_W(y), n = tensor_numel(y);
+    if (n == 0) return;
+    CX_ASSERT(H > 0 && W > 0 && H <= INT32_MAX && W <= INT32_MAX, "%s: input %lldx%lld", op, (long long)H,
+              (long long)W);
+    resize_forward_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), H, W, C, Ho, Wo,
+                                            resize_inv_scale(scale_h, H, Ho), resize_inv_scale(scale_w, W, Wo), n);
+    CUDA_KCHECK("resize_forward_kernel");
+}
+
+// The backward is a gather: dx[ih] collects every output row oh whose i0 or i1
+// is ih. i0 is non-decreasing in oh (each rounding step is monotonic), and
+// i1 == ih means i0 is ih−1 or ih, so those rows are the contiguous range
+// {oh : ih−1 <= i0(oh) <= ih}, found by binary search once per input index.
+static __device__ int resize_first_at_least(int target, int64_t in, int64_t out, float sc) {
+    int lo = 0, hi = (int)out;   // the first oh with i0(oh) >= target lies in [lo, hi]
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (resize_lerp(mid, in, sc).i0 >= target) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+// Tables for both axes: the lerps of every output index and the output range
+// of every input index (4 tables in one launch: Ho, Wo, H, W entries).
+static __global__ void resize_tables_kernel(Lerp *lh, Lerp *lw, int2 *rh, int2 *rw, int64_t H, int64_t W, int64_t Ho,
+                                            int64_t Wo, float sch, float scw) {
+    CUDA_LOOP(e, Ho + Wo + H + W) {
+        int64_t t = e;
+        if (t < Ho) { lh[t] = resize_lerp(t, H, sch); continue; }
+        t -= Ho;
+        if (t < Wo) { lw[t] = resize_lerp(t, W, scw); continue; }
+        t -= Wo;
+        int in = (int)(t < H ? H : W), out = (int)(t < H ? Ho : Wo), ix = (int)(t < H ? t : t - H);
+        float sc = t < H ? sch : scw;
+        int2 r = make_int2(resize_first_at_least(ix - 1, in, out, sc), resize_first_at_least(ix + 1, in, out, sc));
+        if (t < H) rh[ix] = r;
+        else rw[ix] = r;
+    }
+}
+
+// The weight of source index ix in an output's lerp (both taps at the last index).
+static __device__ __forceinline__ float lerp_weight(const Lerp &L, int ix) {
+    return (L.i0 == ix ? L.l0 : 0.0f) + (L.i1 == ix ? L.l1 : 0.0f);
+}
+
+static __global__ void resize_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const Lerp *lh,
+                                              const Lerp *lw, const int2 *rh, const int2 *rw, int64_t H, int64_t W,
+                                              int64_t C, int64_t Ho, int64_t Wo, int64_t n) {
+    CUDA_LOOP(i, n) {
+        int64_t c = i % C, t = i / C;
+        int iw = (int)(t % W);
+        t /= W;
+        int ih = (int)(t % H);
+        int64_t img = t / H;
+        int2 hr = rh[ih], wr = rw[iw];
+        float acc = 0;
+        for (int oh = hr.x; oh < hr.y; oh++) {
+            const int64_t row = (img * Ho + oh) * Wo;
+            float part = 0;
+            for (int ow = wr.x; ow < wr.y; ow++) part += lerp_weight(lw[ow], iw) * ldf(dy, dydt, (row + ow) * C + c);
+            acc += lerp_weight(lh[oh], ih) * part;
+        }
+        addf(dx, dxdt, i, acc);
+    }
+}
+
+extern "C" void cuda_resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h,
+                                              double scale_w) {
+    const char *op = "resize_bilinear_backward";
+    CX_ASSERT(dx->ndim == 4 && dy->ndim == 4 && T_N(dy) == T_N(dx) && T_C(dy) == T_C(dx), "%s: N or C differ", op);
+    int64_t H = T_H(dx), W = T_W(dx), C = T_C(dx), Ho = T_H(dy), Wo = T_W(dy), n = tensor_numel(dx);
+    if (n == 0 || Ho == 0 || Wo == 0) return;
+    CX_ASSERT(Ho <= INT32_MAX && Wo <= INT32_MAX && H <= INT32_MAX && W <= INT32_MAX, "%s: sizes", op);
+    float sch = resize_inv_scale(scale_h, H, Ho), scw = resize_inv_scale(scale_w, W, Wo);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    Lerp *lh = (Lerp *)cuda_scratch(ctx, sizeof(Lerp) * (size_t)Ho);
+    Lerp *lw = (Lerp *)cuda_scratch(ctx, sizeof(Lerp) * (size_t)Wo);
+    int2 *rh = (int2 *)cuda_scratch(ctx, sizeof(int2) * (size_t)H);
+    int2 *rw = (int2 *)cuda_scratch(ctx, sizeof(int2) * (size_t)W);
+    resize_tables_kernel<<<LAUNCH_1D(Ho + Wo + H + W)>>>(lh, lw, rh, rw, H, W, Ho, Wo, sch, scw);
+    CUDA_KCHECK("resize_tables_kernel");
+    resize_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), lh, lw, rh, rw, H,
+                                             W, C, Ho, Wo, n);
+    CUDA_KCHECK("resize_backward_kernel");
+    arena_release(ctx->scratch, mark);
+}
+
+// ---- global average pooling ----------------------------------------------------------------------
+// reference: F.adaptive_avg_pool2d(x, 1). y (N, C) may be F32 beside a bf16 x.
+extern "C" void cuda_avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    const char *op = "avgpool_global_forward";
+    CX_ASSERT(x->ndim == 4, "%s: x must be (N,H,W,C)", op);
+    int64_t N = T_N(x), HW = T_H(x) * T_W(x), C = T_C(x);
+    CX_ASSERT(tensor_numel(y) == N * C, "%s: y has %lld elements, expected N·C = %lld", op, (long long)tensor_numel(y),
+              (long long)(N * C));
+    colsum(ctx, y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), NULL, 0, N, HW, C, (float)HW, 0);
+}
+
+static __global__ void avgpool_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, int64_t HW, int64_t C,
+                                               int64_t n) {
+    float hw = (float)HW;
+    CUDA_LOOP(i, n) {
+        int64_t c = i % C, img = i / (HW * C);
+        addf(dx, dxdt, i, ldf(dy, dydt, img * C + c) / hw);
+    }
+}
+
+extern "C" void cuda_avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
+    const char *op = "avgpool_global_backward";
+    CX_ASSERT(dx->ndim == 4, "%s: dx must be (N,H,W,C)", op);
+    int64_t N = T_N(dx), HW = T_H(dx) * T_W(dx), C = T_C(dx), n = tensor_numel(dx);
+    CX_ASSERT(tensor_numel(dy) == N * C, "%s: dy has %lld elements, expected N·C = %lld", op,
+              (long long)tensor_numel(dy), (long long)(N * C));
+    if (n == 0) return;
+    avgpool_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), HW, C, n);
+    CUDA_KCHECK("avgpool_backward_kernel");
+}
+
+// ---- channel slicing ---------------------------------------------------------------------------
+// dst[..., dc0 + c] (= or +=) src[..., sc0 + c] for c < nc, over every row.
+static __global__ void channels_copy_kernel(void *dst, int ddt, int64_t Cd, int64_t dc0, const void *src, int sdt,
+                                            int64_t Cs, int64_t sc0, int64_t nc, int accumulate, int64_t n) {
+    CUDA_LOOP(e, n) {
+        int64_t r = e / nc, c = e - r * nc;
+        float v = ldf(src, sdt, r * Cs + sc0 + c);
+        if (accumulate) addf(dst, ddt, r * Cd + dc0 + c, v);
+        else stf(dst, ddt, r * Cd + dc0 + c, v);
+    }
+}
+
+extern "C" void cuda_channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc,
+                                   int accumulate) {
+    const char *op = "channels_copy";
+    int64_t Cd = dst->shape[dst->ndim - 1], Cs = src->shape[src->ndim - 1], R = tensor_numel(src) / Cs;
+    CX_ASSERT(tensor_numel(dst) / Cd == R && dc0 >= 0 && sc0 >= 0 && nc >= 0 && dc0 + nc <= Cd && sc0 + nc <= Cs,
+              "%s: ranges", op);
+    int64_t n = R * nc;
+    if (n == 0) return;
+    channels_copy_kernel<<<LAUNCH_1D(n)>>>(dst->data, cuda_fdt(dst, op), Cd, dc0, src->data, cuda_fdt(src, op), Cs, sc0,
+                                           nc, accumulate, n);
+    CUDA_KCHECK("channels_copy_kernel");
+}
+
+// ---- top-k -------------------------------------------------------------------------------------
+// reference: torch.topk(x, k, dim=-1, sorted=True). Selection by rank, one
+// thread per row (L is the expert count: small): pick j is the best element
+// ordered strictly after pick j−1. NaN counts as the largest value; among equal
+// values the lower index comes first.
+static __device__ __forceinline__ bool topk_before(float a, int64_t ia, float b, int64_t ib) {
+    if (isnan(a) || isnan(b)) return isnan(a) && (!isnan(b) || ia < ib);
+    return a > b || (a == b && ia < ib);
+}
+
+static __global__ void topk_kernel(int32_t *idx, void *val, int vdt, const void *x, int xdt, int64_t R, int64_t L,
+                                   int k) {
+    CUDA_LOOP(r, R) {
+        int64_t base = r * L, prev = -1;
+        float pv = 0;
+        for (int j = 0; j < k; j++) {
+            int64_t best = -1;
+            float bv = 0;
+            for (int64_t l = 0; l < L; l++) {
+                float v = ldf(x, xdt, base + l);
+                if (prev >= 0 && !topk_before(pv, prev, v, l)) continue;
+                if (best < 0 || topk_before(v, l, bv, best)) {
+                    best = l;
+                    bv = v;
+                }
+            }
+            if (idx) idx[r * k + j] = (int32_t)best;
+            if (val) stf(val, vdt, r * k + j, bv);
+            prev = best;
+            pv = bv;
+        }
+    }
+}
+
+extern "C" void cuda_topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k) {
+    const char *op = "topk_rows";
+    int64_t L = x->shape[x->ndim - 1], R = tensor_numel(x) / L;
+    CX_ASSERT(k >= 1 && k <= L, "%s: k=%d with L=%lld", op, k, (long long)L);
+    CX_ASSERT(!idx || (idx->dtype == DT_I32 && tensor_numel(idx) == R * k), "%s: idx must be I32 (R, k)", op);
+    CX_ASSERT(!val || tensor_numel(val) == R * k, "%s: val must be (R, k)", op);
+    if (R == 0) return;
+    topk_kernel<<<LAUNCH_1D(R)>>>(idx ? tensor_i32(idx) : NULL, val ? val->data : NULL, val ? cuda_fdt(val, op) : 0,
+                                  x->data, cuda_fdt(x, op), R, L, k);
+    CUDA_KCHECK("topk_kernel");
+}
+
+// ---- MoE rows: gather and scatter-add ----------------------------------------------------------
+// Rows are the first axis; D = elements per row. An index outside the table is
+// a caller's bug (the reference asserts): the kernel reports it and traps,
+// which surfaces as a launch failure at the next CUDA call.
+// `report` picks one thread per bad index to print.
+static __device__ __forceinline__ void check_row(int32_t r, int64_t rows, const char *op, bool report) {
+    if (r < 0 || r >= rows) {
+        if (report) printf("%s: row index %d outside [0, %lld)\n", op, (int)r, (long long)rows);
+        __trap();
+    }
+}
+
+// dst[i] = src[idx[i]]
+static __global__ void rows_gather_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *idx,
+                                          int64_t rows, int64_t D, int64_t n) {
+    CUDA_LOOP(e, n) {
+        int64_t i = e / D, d = e - i * D;
+        int32_t r = idx[i];
+        check_row(r, rows, "rows_gather", d == 0);
+        stf(dst, ddt, e, ldf(src, sdt, r * D + d));
+    }
+}
+
+extern "C" void cuda_rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
+    const char *op = "rows_gather";
+    int64_t n = tensor_numel(idx), rows = src->shape[0], D = rows ? tensor_numel(src) / rows : 0;
+    CX_ASSERT(idx->dtype == DT_I32 && tensor_numel(dst) == n * D, "%s: dst must be (n, ...) with src's rows", op);
+    if (n * D == 0) return;
+    rows_gather_kernel<<<LAUNCH_1D(n * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
+                                             tensor_i32(idx), rows, D, n * D);
+    CUDA_KCHECK("rows_gather_kernel");
+}
+
+// dst[idx[i]] += w[i]·src[i], written as a gather over dst: each element adds
+// the rows that name it in index order (the reference's order and rounding,
+// one product and one add at a time); rows that no index names are not written.
+static __global__ void rows_scatter_add_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *idx,
+                                               const void *w, int wdt, int64_t n, int64_t rows, int64_t D) {
+    CUDA_LOOP(e, rows * D) {
+        int64_t r = e / D, d = e - r * D;
+        float v = 0;
+        bool hit = false;
+        for (int64_t i = 0; i < n; i++) {
+            int32_t ri = idx[i];
+            if (e == 0) check_row(ri, rows, "rows_scatter_add", true);   // one thread checks them all
+            if (ri != r) continue;
+            if (!hit) {   // the first named row: start from dst's value
+                v = ldf(dst, ddt, e);
+                hit = true;
+            }
+            float s = ldf(src, sdt, i * D + d);
+            v = __fadd_rn(v, w ? __fmul_rn(ldf(w, wdt, i), s) : s);
+        }
+        if (hit) stf(dst, ddt, e, v);
+    }
+}
+
+extern "C" void cuda_rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w) {
+    const char *op = "rows_scatter_add";
+    int64_t n = tensor_numel(idx), rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0;
+    CX_ASSERT(idx->dtype == DT_I32 && tensor_numel(src) == n * D, "%s: src must be (n, ...) with dst's rows", op);
+    CX_ASSERT(!w || tensor_numel(w) == n, "%s: w must have n = %lld elements", op, (long long)n);
+    if (n == 0 || rows * D == 0) return;
+    rows_scatter_add_kernel<<<LAUNCH_1D(rows * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
+                                                     tensor_i32(idx), w ? w->data : NULL, w ? cuda_fdt(w, op) : 0, n,
+                                                     rows, D);
+    CUDA_KCHECK("rows_scatter_add_kernel");
+}
+
+// dsrc[i] += w[i]·ddst[idx[i]]
+static __global__ void scatter_dsrc_kernel(void *dsrc, int dsdt, const void *ddst, int gdt, const int32_t *idx,
+                                           const void *w, int wdt, int64_t rows, int64_t D, int64_t n) {
+    CUDA_LOOP(e, n) {
+        int64_t i = e / D, d = e - i * D;
+        int32_t r = idx[i];
+        check_row(r, rows, "rows_scatter_add_backward", d == 0);
+        float g = ldf(ddst, gdt, r * D + d);
+        addf(dsrc, dsdt, e, w ? ldf(w, wdt, i) * g : g);
+    }
+}
+
+// dw[i] += <ddst[idx[i]], src[i]>: pass 1, block (chunk, i) sums its DW_CHUNK
+// slice of the row (block_sum); pass 2, one warp per row sums the chunks in order.
+#define DW_CHUNK 4096
+static __global__ void scatter_dw_partial_kernel(float *part, const void *ddst, int gdt, const void *src, int sdt,
+                                                 const int32_t *idx, int64_t rows, int64_t D) {
+    int64_t i = blockIdx.y, d0 = (int64_t)blockIdx.x * DW_CHUNK, d1 = d0 + DW_CHUNK < D ? d0 + DW_CHUNK : D;
+    int32_t r = idx[i];
+    check_row(r, rows, "rows_scatter_add_backward", blockIdx.x == 0 && threadIdx.x == 0);
+    float s = 0;
+    for (int64_t d = d0 + threadIdx.x; d < d1; d += blockDim.x)
+        s += ldf(ddst, gdt, r * D + d) * ldf(src, sdt, i * D + d);
+    s = block_sum(s);
+    if (threadIdx.x == 0) part[i * gridDim.x + blockIdx.x] = s;
+}
+
+static __global__ void scatter_dw_finish_kernel(void *dw, int dwdt, const float *part, int64_t n, int64_t nchunk) {
+    int64_t i = WARP_ID();
+    if (i >= n) return;
+    float s = 0;
+    for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += part[i * nchunk + c];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) addf(dw, dwdt, i, s);
+}
+
+extern "C" void cuda_rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst,
+                                               const Tensor *src, const Tensor *idx, const Tensor *w) {
+    const char *op = "rows_scatter_add_backward";
+    int64_t n = tensor_numel(idx), rows = ddst->shape[0], D = rows ? tensor_numel(ddst) / rows : 0;
+    CX_ASSERT(idx->dtype == DT_I32, "%s: idx must be I32", op);
+    CX_ASSERT(!w || tensor_numel(w) == n, "%s: w must have n = %lld elements", op, (long long)n);
+    if (n == 0) return;
+    int gdt = cuda_fdt(ddst, op);
+    if (dsrc && D > 0) {
+        CX_ASSERT(tensor_numel(dsrc) == n * D, "%s: dsrc must be (n, ...) with ddst's rows", op);
+        scatter_dsrc_kernel<<<LAUNCH_1D(n * D)>>>(dsrc->data, cuda_fdt(dsrc, op), ddst->data, gdt, tensor_i32(idx),
+                                                  w ? w->data : NULL, w ? cuda_fdt(w, op) : 0, rows, D, n * D);
+        CUDA_KCHECK("scatter_dsrc_kernel");
+    }
+    if (dw) {
+        CX_ASSERT(tensor_numel(dw) == n && tensor_numel(src) == n * D, "%s: dw (n) and src (n, ...)", op);
+        CX_ASSERT(n <= 65535, "%s: %lld rows", op, (long long)n);
+        if (D == 0) return;
+        int64_t nchunk = (D + DW_CHUNK - 1) / DW_CHUNK;
+        ArenaMark mark = arena_mark(ctx->scratch);
+        float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(n * nchunk));
+        scatter_dw_partial_kernel<<<dim3((unsigned)nchunk, (unsigned)n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+            part, ddst->data, gdt, src->data, cuda_fdt(src, op), tensor_i32(idx), rows, D);
+        CUDA_KCHECK("scatter_dw_partial_kernel");
+        scatter_dw_finish_kernel<<<warps_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(dw->data, cuda_fdt(dw, op),
+                                                                                    part, n, nchunk);
+        CUDA_KCHECK("scatter_dw_finish_kernel");
+        arena_release(ctx->scratch, mark);
+    }
+}

@@ -1,0 +1,206 @@
+// gemm.cu — matrix products on the GPU: linear layers (and 1×1 convolutions)
+// through cuBLASLt, the two-level strided batched GEMM of channel attention
+// (our own tiled kernel: its matrices are tiny, dh×dh over T tokens), and the
+// column sums that bias gradients need.
+//
+// Row-major x (R,C) is column-major (C,R) with leading dimension C, so every
+// product is written for cuBLASLt's column-major view:
+//   y  (R,K)  = x · wᵀ     ->  Y' (K×R) = op_T(W' (C×K)) · X' (C×R)
+//   dx (R,C) += dy · w     ->  dX'(C×R) = W' (C×K) · dY'(K×R)
+//   dw (K,C) += dyᵀ · x    ->  dW'(C×K) = X' (C×R) · op_T(dY'(K×R))
+// Weights are float32 masters: under bf16 activations they are converted per
+// call into scratch (a bf16 copy), and weight gradients accumulate in float32
+// straight from bf16 operands (cuBLASLt: A/B bf16, C/D fp32, fp32 compute).
+// Float32 operands use CUBLAS_COMPUTE_32F, which excludes TF32.
+#include "ops/cuda/common.cuh"
+
+static cudaDataType_t lt_type(cx_dtype dt) { return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+// The alignment (bytes, at most 256) of a pointer: parameter views are only
+// 64-byte aligned, and cuBLASLt's heuristic assumes 256 unless told.
+static uint32_t align_of(const void *p) {
+    uint32_t a = 256;
+    while (a > 1 && ((uintptr_t)p % a)) a >>= 1;
+    return a;
+}
+
+// D (m×n, ldd) = alpha · op(A) · op(B) + beta · C, C == D, column-major.
+static void lt_matmul(OpCtx *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, cx_dtype adt, int lda,
+                      const void *B, cx_dtype bdt, int ldb, float beta, void *D, cx_dtype ddt, int ldd) {
+    CudaState *s = ctx->cuda;
+    cublasLtMatmulDesc_t op;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    cublasLtMatrixLayout_t la, lb, ld;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, lt_type(adt), ta ? k : m, ta ? m : k, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, lt_type(bdt), tb ? n : k, tb ? k : n, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, lt_type(ddt), m, n, ldd));
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->lt_ws_bytes,
+                                                      sizeof s->lt_ws_bytes));
+    uint32_t aa = align_of(A), ab = align_of(B), ad = align_of(D);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof ad));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad));
+    cublasLtMatmulHeuristicResult_t h;
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(s->lt, op, la, lb, ld, ld, pref, 1, &h, &found));
+    if (!found) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no cuBLASLt algorithm for %s×%s->%s m=%d n=%d k=%d", dtype_name(adt), dtype_name(bdt),
+                 dtype_name(ddt), m, n, k);
+        cuda_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", msg);
+    }
+    CUBLAS_CHECK(cublasLtMatmul(s->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &h.algo, s->lt_ws, s->lt_ws_bytes,
+                                s->stream));
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatmulDescDestroy(op);
+}
+
+__global__ void k_cast(void *dst, int ddt, const void *src, int sdt, int64_t n) {
+    CUDA_LOOP(i, n) stf(dst, ddt, i, ldf(src, sdt, i));
+}
+
+// The weight w (float32 master) in the operand dtype dt: w itself, or a converted copy in scratch.
+const void *cuda_weight_as(OpCtx *ctx, const Tensor *w, cx_dtype dt) {
+    if (w->dtype == dt) return w->data;
+    int64_t n = tensor_numel(w);
+    void *c = cuda_scratch(ctx, (size_t)n * dtype_size(dt));
+    k_cast<<<cuda_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(c, dt, w->data, cuda_fdt(w, "weight"), n);
+    CUDA_KCHECK("k_cast");
+    return c;
+}
+
+// ---- column sums (bias gradients) ---------------------------------------------------------------
+// dst (K) F32 += Σ_r src[r·ld + k]. Pass 1: blocks of 32 columns × COL_ROWS row
+// lanes each sum a chunk of rows into partials (chunk, K); pass 2 sums the
+// partials of each column in chunk order. Fixed order: deterministic.
+#define COL_ROWS 8
+#define COL_CHUNK 1024
+
+__global__ void k_colsum_part(float *part, const void *src, int dt, int64_t R, int64_t K, int64_t ld) {
+    __shared__ float acc[COL_ROWS][33];
+    int64_t k = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    int64_t r0 = (int64_t)blockIdx.y * COL_CHUNK, r1 = r0 + COL_CHUNK < R ? r0 + COL_CHUNK : R;
+    float s = 0;
+    if (k < K)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += COL_ROWS) s += ldf(src, dt, r * ld + k);
+    acc[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && k < K) {
+        float t = 0;
+        for (int j = 0; j < COL_ROWS; j++) t += acc[j][threadIdx.x];
+        part[(int64_t)blockIdx.y * K + k] = t;
+    }
+}
+
+__global__ void k_colsum_final(float *dst, const float *part, int64_t chunks, int64_t K) {
+    CUDA_LOOP(k, K) {
+        float s = 0;
+        for (int64_t c = 0; c < chunks; c++) s += part[c * K + k];
+        dst[k] += s;
+    }
+}
+
+void cuda_colsum_add(OpCtx *ctx, float *dst, const void *src, cx_dtype dt, int64_t R, int64_t K, int64_t ld) {
+    if (R == 0 || K == 0) return;
+    ArenaMark mk = arena_mark(ctx->scratch);
+    int64_t chunks = (R + COL_CHUNK - 1) / COL_CHUNK;
+    CX_ASSERT(chunks <= 65535, "colsum: %lld rows", (long long)R);
+    float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(chunks * K));
+    dim3 grid((unsigned)((K + 31) / 32), (unsigned)chunks), block(32, COL_ROWS);
+    k_colsum_part<<<grid, block, 0, cuda_stream(ctx)>>>(part, src, (int)dt, R, K, ld);
+    CUDA_KCHECK("k_colsum_part");
+    k_colsum_final<<<cuda_grid(K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(dst, part, chunks, K);
+    CUDA_KCHECK("k_colsum_final");
+    arena_release(ctx->scratch, mk);
+}
+
+// y (R,K) += b (K) for every row.
+__global__ void k_bias_add(void *y, int ydt, const void *b, int bdt, int64_t R, int64_t K) {
+    CUDA_LOOP(i, R * K) addf(y, ydt, i, ldf(b, bdt, i % K));
+}
+
+void cuda_bias_add(OpCtx *ctx, Tensor *y, const Tensor *b) {
+    int64_t K = tensor_numel(b), R = tensor_numel(y) / K;
+    k_bias_add<<<cuda_grid(R * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, cuda_fdt(y, "bias"), b->data,
+                                                                     cuda_fdt(b, "bias"), R, K);
+    CUDA_KCHECK("k_bias_add");
+}
+
+// ---- linear -------------------------------------------------------------------------------------
+extern "C" void cuda_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
+    const int64_t K = w->shape[0], C = w->shape[1], R = tensor_numel(x) / C;
+    CX_ASSERT(tensor_numel(y) == R * K && x->dtype == y->dtype, "linear: shapes or dtypes");
+    cx_dtype dt = (cx_dtype)cuda_fdt(x, "linear");
+    ArenaMark mk = arena_mark(ctx->scratch);
+    const void *wt = cuda_weight_as(ctx, w, dt);
+    lt_matmul(ctx, 1, 0, (int)K, (int)R, (int)C, 1.f, wt, dt, (int)C, x->data, dt, (int)C, 0.f, y->data, dt, (int)K);
+    if (b) cuda_bias_add(ctx, y, b);
+    arena_release(ctx->scratch, mk);
+}
+
+extern "C" void cuda_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                                     const Tensor *w) {
+    const int64_t K = w->shape[0], C = w->shape[1], R = tensor_numel(x) / C;
+    cx_dtype dt = (cx_dtype)cuda_fdt(x, "linear_backward");
+    CX_ASSERT(dy->dtype == dt && (!dx || dx->dtype == dt), "linear_backward: activations and their gradients share a dtype");
+    ArenaMark mk = arena_mark(ctx->scratch);
+    if (dx) {
+        const void *wt = cuda_weight_as(ctx, w, dt);
+        lt_matmul(ctx, 0, 0, (int)C, (int)R, (int)K, 1.f, wt, dt, (int)C, dy->data, dt, (int)K, 1.f, dx->data, dt, (int)C);
+    }
+    if (dw) {
+        CX_ASSERT(dw->dtype == DT_F32, "linear_backward: dw must be float32");
+        lt_matmul(ctx, 0, 1, (int)C, (int)K, (int)R, 1.f, x->data, dt, (int)C, dy->data, dt, (int)K, 1.f, dw->data, DT_F32,
+                  (int)C);
+    }
+    if (db) cuda_colsum_add(ctx, (float *)db->data, dy->data, dt, R, K, K);
+    arena_release(ctx->scratch, mk);
+}
+
+// ---- two-level batched GEMM ----------------------------------------------------------------------
+// 16×16 output tiles per block, K in steps of 16 through shared memory; one
+// grid layer per (outer, inner) batch pair. A, B, C of any float dtype.
+#define GT 16
+
+__global__ void k_gemm_batched(void *C, int cdt, const void *A, int adt, const void *B, int bdt, GemmArgs g) {
+    __shared__ float As[GT][GT + 1], Bs[GT][GT + 1];
+    const int b1 = blockIdx.z / g.nb2, b2 = blockIdx.z % g.nb2;
+    const int64_t oa = g.offa + b1 * g.sa1 + b2 * g.sa2, ob = g.offb + b1 * g.sb1 + b2 * g.sb2;
+    const int64_t oc = g.offc + b1 * g.sc1 + b2 * g.sc2;
+    const int ty = threadIdx.y, tx = threadIdx.x;
+    const int i = blockIdx.y * GT + ty, j = blockIdx.x * GT + tx;
+    float acc = 0;
+    for (int k0 = 0; k0 < g.K; k0 += GT) {
+        int ka = k0 + tx, kb = k0 + ty;   // A tile (i, ka), B tile (kb, j)
+        As[ty][tx] = i < g.M && ka < g.K ? ldf(A, adt, oa + (g.ta ? (int64_t)ka * g.lda + i : (int64_t)i * g.lda + ka)) : 0.f;
+        Bs[ty][tx] = kb < g.K && j < g.N ? ldf(B, bdt, ob + (g.tb ? (int64_t)j * g.ldb + kb : (int64_t)kb * g.ldb + j)) : 0.f;
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GT; kk++) acc += As[ty][kk] * Bs[kk][tx];
+        __syncthreads();
+    }
+    if (i < g.M && j < g.N) {
+        int64_t ci = oc + (int64_t)i * g.ldc + j;
+        float v = (float)g.alpha * acc;
+        if (g.beta != 0) v += (float)g.beta * ldf(C, cdt, ci);
+        stf(C, cdt, ci, v);
+    }
+}
+
+extern "C" void cuda_gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g) {
+    int64_t nb = (int64_t)g->nb1 * g->nb2;
+    CX_ASSERT(nb <= 65535, "gemm_batched: %lld batches", (long long)nb);
+    dim3 grid((unsigned)((g->N + GT - 1) / GT), (unsigned)((g->M + GT - 1) / GT), (unsigned)nb), block(GT, GT);
+    k_gemm_batched<<<grid, block, 0, cuda_stream(ctx)>>>(C->data, cuda_fdt(C, "gemm C"), A->data, cuda_fdt(A, "gemm A"),
+                                                         B->data, cuda_fdt(B, "gemm B"), *g);
+    CUDA_KCHECK("k_gemm_batched");
+}

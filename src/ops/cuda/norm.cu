@@ -1,0 +1,775 @@
+// norm.cu — normalisation and per-axis reductions on the GPU: BatchNorm,
+// LayerNorm, softmax and l2norm along one axis, and the batch-maximum
+// normalisation (maxnorm). Signatures and contracts are ops.h's; the
+// semantics (eps placement, unbiased running variance, NaN and tie rules)
+// are those of the reference kernels in ops/ref/ref_tmpl.h.
+// reference: torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.softmax, F.normalize.
+//
+// Determinism: every sum is a fixed tree over a launch shape that depends only
+// on the tensor's shape (never on the GPU's SM count, never atomics), so a
+// result is bit-identical run to run. Two reduction schemes cover everything:
+//   * along an axis of (outer, L, inner) (softmax, l2norm, LayerNorm rows): a
+//     block holds whole problems, lanes striding along L, combined in shared
+//     memory (AxisPlan);
+//   * per channel over millions of rows (BatchNorm, LayerNorm's dw/db): blocks
+//     over row chunks write per-chunk partials to scratch, then one warp per
+//     channel sums the partials in chunk order (ColPlan).
+// Activations are F32 or BF16 (ldf/stf); statistics and parameters are read
+// and written through their own dtypes too; arithmetic is float32.
+#include "ops/cuda/common.cuh"
+
+// ---- shared reduction machinery --------------------------------------------------------------
+// Smallest power of two >= v, at most cap (cap a power of two).
+static int pow2_at_least(int64_t v, int cap) {
+    int p = 1;
+    while (p < cap && p < v) p <<= 1;
+    return p;
+}
+
+// Sum (or maximum) over threadIdx.y of each (threadIdx.z, threadIdx.x) column of
+// the block; blockDim.y a power of two, at most CUDA_BLOCK threads. Every thread
+// of the column gets the result. The tree is fixed: deterministic.
+template <bool MAX>
+static __device__ float lanes_reduce(float v) {
+    __shared__ float sh[CUDA_BLOCK];
+    int col = threadIdx.z * blockDim.y * blockDim.x + threadIdx.x, t = col + threadIdx.y * blockDim.x;
+    __syncthreads();   // sh may still be read by a previous call
+    sh[t] = v;
+    __syncthreads();
+    for (int s = blockDim.y >> 1; s > 0; s >>= 1) {
+        if ((int)threadIdx.y < s) sh[t] = MAX ? fmaxf(sh[t], sh[t + s * blockDim.x]) : sh[t] + sh[t + s * blockDim.x];
+        __syncthreads();
+    }
+    return sh[col];
+}
+
+// Reduction along L of x viewed as (outer, L, inner). A block is TW columns
+// (consecutive inner positions: coalesced when inner is large) × TH lanes
+// striding along L (coalesced when inner is 1) × TZ independent problems.
+namespace {   // file-local type
+struct AxisPlan {
+    dim3 block;
+    unsigned grid;
+    int64_t ntile;   // column tiles per outer index
+};
+}
+
+static AxisPlan axis_plan(int64_t outer, int64_t L, int64_t inner) {
+    int tw = pow2_at_least(inner, 32), th = pow2_at_least(L, CUDA_BLOCK / tw);
+    while (tw * th < 4) th <<= 1;   // blockDim.z is at most 64
+    int tz = CUDA_BLOCK / (tw * th);
+    AxisPlan p;
+    p.block = dim3((unsigned)tw, (unsigned)th, (unsigned)tz);
+    p.ntile = (inner + tw - 1) / tw;
+    int64_t nblk = (outer * p.ntile + tz - 1) / tz;
+    CX_ASSERT(nblk >= 1 && nblk <= INT32_MAX, "axis reduction: %lld blocks", (long long)nblk);
+    p.grid = (unsigned)nblk;
+    return p;
+}
+
+// This thread's problem: outer index o and inner index in; base is the element
+// offset of (o, 0, in). ok is false for the padding threads of the last block,
+// which must still take part in lanes_reduce's barriers.
+namespace {   // file-local type
+struct AxisPos {
+    int64_t o, in, base;
+    bool ok;
+};
+}
+
+static __device__ __forceinline__ AxisPos axis_pos(int64_t outer, int64_t L, int64_t inner, int64_t ntile) {
+    AxisPos p;
+    int64_t prob = (int64_t)blockIdx.x * blockDim.z + threadIdx.z;
+    p.o = prob / ntile;
+    p.in = (prob - p.o * ntile) * blockDim.x + threadIdx.x;
+    p.ok = p.o < outer && p.in < inner;
+    p.base = p.o * L * inner + p.in;
+    return p;
+}
+
+// Per-channel reduction of x (M, C) over its M rows: block (TW channels, TH
+// row lanes) sums one chunk of `rows` rows; nchunk chunks in blockIdx.y. The
+// chunking is a function of (M, C) alone, so the summation order is fixed.
+#define COL_MAX_CHUNKS 512
+namespace {   // file-local type
+struct ColPlan {
+    dim3 block, grid;
+    int64_t rows, nchunk;   // rows per chunk, chunks
+};
+}
+
+static ColPlan col_plan(int64_t M, int64_t C) {
+    int tw = pow2_at_least(C, 32), th = CUDA_BLOCK / tw;
+    // at least 4 rows per thread; more when M is large, so there are at most
+    // COL_MAX_CHUNKS partials per channel for the second pass
+    int64_t rpt = (M + (int64_t)th * COL_MAX_CHUNKS - 1) / ((int64_t)th * COL_MAX_CHUNKS);
+    if (rpt < 4) rpt = 4;
+    ColPlan p;
+    p.rows = th * rpt;
+    p.nchunk = (M + p.rows - 1) / p.rows;
+    p.block = dim3((unsigned)tw, (unsigned)th);
+    p.grid = dim3((unsigned)((C + tw - 1) / tw), (unsigned)p.nchunk);
+    return p;
+}
+
+// What the first pass sums per channel c (x̂ = (x − mean)·invstd):
+//   COL_SUM   Σ x                          BatchNorm mean
+//   COL_DEV2  Σ (x − mean[c])²              BatchNorm variance (two-pass, as the reference)
+//   COL_BN    Σ dy and Σ dy·x̂, stats per channel   BatchNorm backward
+//   COL_LN    Σ dy and Σ dy·x̂, stats per row       LayerNorm's dw, db
+enum { COL_SUM, COL_DEV2, COL_BN, COL_LN };
+
+template <int MODE>
+static __global__ void col_partial_kernel(float *p1, float *p2, const void *x, int xdt, const void *dy, int dydt,
+                                          const void *mean, int mdt, const void *istd, int idt, int64_t M, int64_t C,
+                                          int64_t rows) {
+    const bool two = MODE == COL_BN || MODE == COL_LN;
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    float s1 = 0, s2 = 0;
+    if (c < C) {
+        float mu = 0, is = 0;
+        if (MODE == COL_DEV2 || MODE == COL_BN) mu = ldf(mean, mdt, c);
+        if (MODE == COL_BN) is = ldf(istd, idt, c);
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            int64_t i = r * C + c;
+            float v = ldf(x, xdt, i);
+            if (MODE == COL_SUM) {
+                s1 += v;
+            } else if (MODE == COL_DEV2) {
+                float d = v - mu;
+                s1 += d * d;
+            } else {
+                if (MODE == COL_LN) {   // LayerNorm's statistics belong to the row
+                    mu = ldf(mean, mdt, r);
+                    is = ldf(istd, idt, r);
+                }
+                float g = ldf(dy, dydt, i);
+                s1 += g;
+                s2 += g * ((v - mu) * is);
+            }
+        }
+    }
+    s1 = lanes_reduce<false>(s1);
+    if (two) s2 = lanes_reduce<false>(s2);
+    if (threadIdx.y == 0 && c < C) {
+        p1[blockIdx.y * C + c] = s1;
+        if (two) p2[blockIdx.y * C + c] = s2;
+    }
+}
+
+// The second pass: channel c's partials summed in chunk order by one warp
+// (lane j takes chunks j, j+32, ..., then the shuffle tree). Every lane gets it.
+static __device__ __forceinline__ float chunks_sum(const float *p, int64_t nchunk, int64_t C, int64_t c) {
+    float s = 0;
+    for (int64_t j = threadIdx.x & 31; j < nchunk; j += 32) s += p[j * C + c];
+    return warp_sum(s);
+}
+
+// Blocks for one warp per item over n items.
+static unsigned warps_grid(int64_t n) {
+    int64_t b = (n * 32 + CUDA_BLOCK - 1) / CUDA_BLOCK;
+    CX_ASSERT(b >= 1 && b <= INT32_MAX, "warp grid: %lld blocks", (long long)b);
+    return (unsigned)b;
+}
+#define WARP_ID() (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5)
+
+// A statistics or parameter tensor: F32 or BF16, `c` elements (C or rows).
+static int stat_dt(const Tensor *t, int64_t n, const char *op) {
+    int dt = cuda_fdt(t, op);
+    CX_ASSERT(tensor_numel(t) == n, "%s: a statistic/parameter has %lld elements, expected %lld", op,
+              (long long)tensor_numel(t), (long long)n);
+    return dt;
+}
+#define OPT_DT(t, n, op) ((t) ? stat_dt((t), (n), (op)) : 0)
+
+// ---- BatchNorm ---------------------------------------------------------------------------------
+// reference: torch.nn.functional.batch_norm. x (M, C) with M = N·H·W rows.
+static __global__ void bn_mean_kernel(float *mean, const float *part, int64_t nchunk, int64_t M, int64_t C) {
+    int64_t c = WARP_ID();
+    if (c >= C) return;   // whole warps leave together
+    float s = chunks_sum(part, nchunk, C, c);
+    if ((threadIdx.x & 31) == 0) mean[c] = s / (float)M;
+}
+
+// Finishes the training statistics: biased variance for normalising, the
+// unbiased one for running_var (M − 1, or M when M = 1, as the reference).
+static __global__ void bn_var_kernel(float *istd, void *sm, int smdt, void *si, int sidt, void *rm, int rmdt, void *rv,
+                                     int rvdt, const float *part, const float *mean, int64_t nchunk, int64_t M,
+                                     int64_t C, float eps, float mom, float keep) {
+    int64_t c = WARP_ID();
+    if (c >= C) return;
+    float ss = chunks_sum(part, nchunk, C, c);
+    if ((threadIdx.x & 31) != 0) return;
+    float mu = mean[c], is = 1.0f / sqrtf(ss / (float)M + eps);
+    istd[c] = is;
+    if (sm) stf(sm, smdt, c, mu);
+    if (si) stf(si, sidt, c, is);
+    if (rm) stf(rm, rmdt, c, keep * ldf(rm, rmdt, c) + mom * mu);
+    if (rv) {
+        float unbiased = M > 1 ? ss / (float)(M - 1) : ss;
+        stf(rv, rvdt, c, keep * ldf(rv, rvdt, c) + mom * unbiased);
+    }
+}
+
+// Evaluation: the running statistics are the statistics.
+static __global__ void bn_eval_stats_kernel(float *mean, float *istd, void *sm, int smdt, void *si, int sidt,
+                                            const void *rm, int rmdt, const void *rv, int rvdt, int64_t C, float eps) {
+    CUDA_LOOP(c, C) {
+        float mu = ldf(rm, rmdt, c), is = 1.0f / sqrtf(ldf(rv, rvdt, c) + eps);
+        mean[c] = mu;
+        istd[c] = is;
+        if (sm) stf(sm, smdt, c, mu);
+        if (si) stf(si, sidt, c, is);
+    }
+}
+
+// y = (x − mean)·invstd·γ + β; y may alias x.
+static __global__ void bn_normalize_kernel(void *y, int ydt, const void *x, int xdt, const float *mean,
+                                           const float *istd, const void *gamma, int gdt, const void *beta, int bdt,
+                                           int64_t n, int64_t C) {
+    CUDA_LOOP(i, n) {
+        int64_t c = i % C;
+        float v = (ldf(x, xdt, i) - mean[c]) * istd[c];
+        if (gamma) v *= ldf(gamma, gdt, c);
+        if (beta) v += ldf(beta, bdt, c);
+        stf(y, ydt, i, v);
+    }
+}
+
+extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean,
+                                       Tensor *running_var, int training, double momentum, double eps) {
+    const char *op = "batchnorm_forward";
+    int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
+    CX_ASSERT(tensor_numel(y) == M * C, "%s: y has %lld elements, x %lld", op, (long long)tensor_numel(y),
+              (long long)(M * C));
+    CX_ASSERT(training || (running_mean && running_var), "%s: evaluation needs the running statistics", op);
+    if (M == 0) return;
+    int xdt = cuda_fdt(x, op), ydt = cuda_fdt(y, op);
+    int smdt = OPT_DT(save_mean, C, op), sidt = OPT_DT(save_invstd, C, op), gdt = OPT_DT(gamma, C, op);
+    int bdt = OPT_DT(beta, C, op), rmdt = OPT_DT(running_mean, C, op), rvdt = OPT_DT(running_var, C, op);
+    void *sm = save_mean ? save_mean->data : NULL, *si = save_invstd ? save_invstd->data : NULL;
+    void *rm = running_mean ? running_mean->data : NULL, *rv = running_var ? running_var->data : NULL;
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    // float copies of the statistics the normalisation uses, whatever the save tensors are
+    float *mean = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
+    float *istd = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
+    if (training) {
+        ColPlan p = col_plan(M, C);
+        float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        // two passes over x (mean, then squared deviations), as the reference: no
+        // cancellation from E[x²] − E[x]² in float32
+        col_partial_kernel<COL_SUM><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, NULL, 0, NULL, 0,
+                                                                 M, C, p.rows);
+        CUDA_KCHECK("col_partial_kernel<COL_SUM>");
+        bn_mean_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(mean, part, p.nchunk, M, C);
+        CUDA_KCHECK("bn_mean_kernel");
+        col_partial_kernel<COL_DEV2><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, mean, DT_F32,
+                                                                  NULL, 0, M, C, p.rows);
+        CUDA_KCHECK("col_partial_kernel<COL_DEV2>");
+        bn_var_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(istd, sm, smdt, si, sidt, rm, rmdt, rv, rvdt, part, mean,
+                                                             p.nchunk, M, C, (float)eps, (float)momentum,
+                                                             (float)(1 - momentum));
+        CUDA_KCHECK("bn_var_kernel");
+    } else {
+        bn_eval_stats_kernel<<<cuda_grid(C), CUDA_BLOCK, 0, st>>>(mean, istd, sm, smdt, si, sidt, rm, rmdt, rv, rvdt, C,
+                                                                  (float)eps);
+        CUDA_KCHECK("bn_eval_stats_kernel");
+    }
+    bn_normalize_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, mean, istd,
+                                                                 gamma ? gamma->data : NULL, gdt,
+                                                                 beta ? beta->data : NULL, bdt, M * C, C);
+    CUDA_KCHECK("bn_normalize_kernel");
+    arena_release(ctx->scratch, mark);
+}
+
+// dγ += Σ dy·x̂, dβ += Σ dy; keeps the per-row means Σdy/M and Σdy·x̂/M for dx.
+static __global__ void bn_grad_sums_kernel(float *mdy, float *mdyxh, void *dgamma, int dgdt, void *dbeta, int dbdt,
+                                           const float *p1, const float *p2, int64_t nchunk, int64_t M, int64_t C) {
+    int64_t c = WARP_ID();
+    if (c >= C) return;
+    float sdy = chunks_sum(p1, nchunk, C, c), sdyxh = chunks_sum(p2, nchunk, C, c);
+    if ((threadIdx.x & 31) != 0) return;
+    mdy[c] = sdy / (float)M;
+    mdyxh[c] = sdyxh / (float)M;
+    if (dgamma) addf(dgamma, dgdt, c, sdyxh);
+    if (dbeta) addf(dbeta, dbdt, c, sdy);
+}
+
+// Training: dx += (dy − mean(dy) − x̂·mean(dy·x̂))·γ·invstd (the batch statistics
+// depend on x); evaluation: dx += dy·γ·invstd.
+static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
+                                    const void *sm, int smdt, const void *si, int sidt, const void *gamma, int gdt,
+                                    const float *mdy, const float *mdyxh, int64_t n, int64_t C, int training) {
+    CUDA_LOOP(i, n) {
+        int64_t c = i % C;
+        float is = ldf(si, sidt, c), d = ldf(dy, dydt, i);
+        if (training) {
+            float xh = (ldf(x, xdt, i) - ldf(sm, smdt, c)) * is;
+            d = d - mdy[c] - xh * mdyxh[c];
+        }
+        if (gamma) d *= ldf(gamma, gdt, c);
+        addf(dx, dxdt, i, d * is);
+    }
+}
+
+extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
+                                        const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+                                        const Tensor *gamma, int training) {
+    const char *op = "batchnorm_backward";
+    int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
+    CX_ASSERT(tensor_numel(dy) == M * C && (!dx || tensor_numel(dx) == M * C), "%s: dy/dx sizes differ from x", op);
+    CX_ASSERT(save_mean && save_invstd, "%s: needs the saved statistics", op);
+    if (M == 0) return;
+    int xdt = cuda_fdt(x, op), dydt = cuda_fdt(dy, op), dxdt = dx ? cuda_fdt(dx, op) : 0;
+    int smdt = stat_dt(save_mean, C, op), sidt = stat_dt(save_invstd, C, op), gdt = OPT_DT(gamma, C, op);
+    int dgdt = OPT_DT(dgamma, C, op), dbdt = OPT_DT(dbeta, C, op);
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    float *mdy = NULL, *mdyxh = NULL;
+    if (dgamma || dbeta || (dx && training)) {
+        ColPlan p = col_plan(M, C);
+        float *p1 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        float *p2 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        mdy = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
+        mdyxh = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
+        col_partial_kernel<COL_BN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt, save_mean->data,
+                                                                smdt, save_invstd->data, sidt, M, C, p.rows);
+        CUDA_KCHECK("col_partial_kernel<COL_BN>");
+        bn_grad_sums_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(mdy, mdyxh, dgamma ? dgamma->data : NULL, dgdt,
+                                                                   dbeta ? dbeta->data : NULL, dbdt, p1, p2, p.nchunk,
+                                                                   M, C);
+        CUDA_KCHECK("bn_grad_sums_kernel");
+    }
+    if (dx) {
+        bn_dx_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
+                                                              save_mean->data, smdt, save_invstd->data, sidt,
+                                                              gamma ? gamma->data : NULL, gdt, mdy, mdyxh, M * C, C,
+                                                              training);
+        CUDA_KCHECK("bn_dx_kernel");
+    }
+    arena_release(ctx->scratch, mark);
+}
+
+// ---- LayerNorm ---------------------------------------------------------------------------------
+// reference: torch.nn.functional.layer_norm over the last axis C; rows are the
+// reduction problems of an AxisPlan with inner = 1 (lanes along C).
+static __global__ void ln_forward_kernel(void *y, int ydt, void *sm, int smdt, void *sr, int srdt, const void *x,
+                                         int xdt, const void *w, int wdt, const void *b, int bdt, int64_t R, int64_t C,
+                                         float eps) {
+    AxisPos p = axis_pos(R, C, 1, 1);
+    float s = 0, ss = 0;
+    if (p.ok)
+        for (int64_t c = threadIdx.y; c < C; c += blockDim.y) s += ldf(x, xdt, p.base + c);
+    float mean = lanes_reduce<false>(s) / (float)C;
+    // the variance around the mean (two passes, as the reference)
+    if (p.ok)
+        for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
+            float d = ldf(x, xdt, p.base + c) - mean;
+            ss += d * d;
+        }
+    float rstd = 1.0f / sqrtf(lanes_reduce<false>(ss) / (float)C + eps);
+    if (!p.ok) return;   // past the last barrier
+    for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
+        float v = (ldf(x, xdt, p.base + c) - mean) * rstd;
+        if (w) v *= ldf(w, wdt, c);
+        if (b) v += ldf(b, bdt, c);
+        stf(y, ydt, p.base + c, v);
+    }
+    if (threadIdx.y == 0) {
+        if (sm) stf(sm, smdt, p.o, mean);
+        if (sr) stf(sr, srdt, p.o, rstd);
+    }
+}
+
+extern "C" void cuda_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x,
+                                       const Tensor *w, const Tensor *b, double eps) {
+    const char *op = "layernorm_forward";
+    int64_t C = x->shape[x->ndim - 1], R = tensor_numel(x) / C;
+    CX_ASSERT(tensor_numel(y) == R * C, "%s: y has %lld elements, x %lld", op, (long long)tensor_numel(y),
+              (long long)(R * C));
+    if (R == 0) return;
+    int xdt = cuda_fdt(x, op), ydt = cuda_fdt(y, op);
+    int smdt = OPT_DT(save_mean, R, op), srdt = OPT_DT(save_rstd, R, op);
+    int wdt = OPT_DT(w, C, op), bdt = OPT_DT(b, C, op);
+    AxisPlan p = axis_plan(R, C, 1);
+    ln_forward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(
+        y->data, ydt, save_mean ? save_mean->data : NULL, smdt, save_rstd ? save_rstd->data : NULL, srdt, x->data, xdt,
+        w ? w->data : NULL, wdt, b ? b->data : NULL, bdt, R, C, (float)eps);
+    CUDA_KCHECK("ln_forward_kernel");
+}
+
+// dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, per row.
+static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
+                                    const void *sm, int smdt, const void *sr, int srdt, const void *w, int wdt,
+                                    int64_t R, int64_t C) {
+    AxisPos p = axis_pos(R, C, 1, 1);
+    float mean = 0, rstd = 0, sg = 0, sgx = 0;
+    if (p.ok) {
+        mean = ldf(sm, smdt, p.o);
+        rstd = ldf(sr, srdt, p.o);
+        for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
+            float g = ldf(dy, dydt, p.base + c) * (w ? ldf(w, wdt, c) : 1.0f);
+            sg += g;
+            sgx += g * ((ldf(x, xdt, p.base + c) - mean) * rstd);
+        }
+    }
+    float mg = lanes_reduce<false>(sg) / (float)C, mgx = lanes_reduce<false>(sgx) / (float)C;
+    if (!p.ok) return;
+    for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
+        float g = ldf(dy, dydt, p.base + c) * (w ? ldf(w, wdt, c) : 1.0f);
+        float xh = (ldf(x, xdt, p.base + c) - mean) * rstd;
+        addf(dx, dxdt, p.base + c, rstd * (g - mg - xh * mgx));
+    }
+}
+
+// dw += Σ over rows of dy·x̂, db += Σ dy.
+static __global__ void ln_param_grad_kernel(void *dw, int dwdt, void *db, int dbdt, const float *p1, const float *p2,
+                                            int64_t nchunk, int64_t C) {
+    int64_t c = WARP_ID();
+    if (c >= C) return;
+    float sdy = chunks_sum(p1, nchunk, C, c), sdyxh = chunks_sum(p2, nchunk, C, c);
+    if ((threadIdx.x & 31) != 0) return;
+    if (dw) addf(dw, dwdt, c, sdyxh);
+    if (db) addf(db, dbdt, c, sdy);
+}
+
+extern "C" void cuda_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy,
+                                        const Tensor *x, const Tensor *save_mean, const Tensor *save_rstd,
+                                        const Tensor *w) {
+    const char *op = "layernorm_backward";
+    int64_t C = x->shape[x->ndim - 1], R = tensor_numel(x) / C;
+    CX_ASSERT(tensor_numel(dy) == R * C && (!dx || tensor_numel(dx) == R * C), "%s: dy/dx sizes differ from x", op);
+    CX_ASSERT(save_mean && save_rstd, "%s: needs the saved statistics", op);
+    if (R == 0) return;
+    int xdt = cuda_fdt(x, op), dydt = cuda_fdt(dy, op);
+    int smdt = stat_dt(save_mean, R, op), srdt = stat_dt(save_rstd, R, op), wdt = OPT_DT(w, C, op);
+    int dwdt = OPT_DT(dw, C, op), dbdt = OPT_DT(db, C, op);
+    cudaStream_t st = cuda_stream(ctx);
+    if (dx) {
+        AxisPlan p = axis_plan(R, C, 1);
+        ln_dx_kernel<<<p.grid, p.block, 0, st>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, x->data, xdt,
+                                                 save_mean->data, smdt, save_rstd->data, srdt, w ? w->data : NULL, wdt,
+                                                 R, C);
+        CUDA_KCHECK("ln_dx_kernel");
+    }
+    if (dw || db) {
+        ArenaMark mark = arena_mark(ctx->scratch);
+        ColPlan p = col_plan(R, C);
+        float *p1 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        float *p2 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        col_partial_kernel<COL_LN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt, save_mean->data,
+                                                                smdt, save_rstd->data, srdt, R, C, p.rows);
+        CUDA_KCHECK("col_partial_kernel<COL_LN>");
+        ln_param_grad_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(dw ? dw->data : NULL, dwdt, db ? db->data : NULL,
+                                                                    dbdt, p1, p2, p.nchunk, C);
+        CUDA_KCHECK("ln_param_grad_kernel");
+        arena_release(ctx->scratch, mark);
+    }
+}
+
+// ---- softmax and l2norm along one axis ---------------------------------------------------------
+// x viewed as (outer, L, inner); one AxisPlan problem per (outer, inner) pair.
+static void axis_check(const Tensor *a, const Tensor *b, int64_t outer, int64_t L, int64_t inner, const char *op) {
+    CX_ASSERT(outer >= 0 && L >= 1 && inner >= 1 && tensor_numel(a) == outer * L * inner &&
+                  tensor_numel(b) == outer * L * inner,
+              "%s: (outer %lld, L %lld, inner %lld) does not cover %lld elements", op, (long long)outer, (long long)L,
+              (long long)inner, (long long)tensor_numel(a));
+}
+
+// reference: torch.softmax. The maximum is subtracted before exp; y may alias x.
+static __global__ void softmax_forward_kernel(void *y, int ydt, const void *x, int xdt, int64_t outer, int64_t L,
+                                              int64_t inner, int64_t ntile) {
+    AxisPos p = axis_pos(outer, L, inner, ntile);
+    float mx = -INFINITY, s = 0;
+    if (p.ok)
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) mx = fmaxf(mx, ldf(x, xdt, p.base + l * inner));
+    mx = lanes_reduce<true>(mx);
+    if (p.ok)
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) s += expf(ldf(x, xdt, p.base + l * inner) - mx);
+    s = lanes_reduce<false>(s);
+    if (!p.ok) return;
+    for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+        int64_t i = p.base + l * inner;
+        stf(y, ydt, i, expf(ldf(x, xdt, i) - mx) / s);
+    }
+}
+
+extern "C" void cuda_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t outer, int64_t L, int64_t inner) {
+    axis_check(x, y, outer, L, inner, "softmax_forward");
+    if (outer == 0) return;
+    AxisPlan p = axis_plan(outer, L, inner);
+    softmax_forward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(y->data, cuda_fdt(y, "softmax_forward"), x->data,
+                                                                     cuda_fdt(x, "softmax_forward"), outer, L, inner,
+                                                                     p.ntile);
+    CUDA_KCHECK("softmax_forward_kernel");
+}
+
+// dx += y·(dy − Σ dy·y)
+static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *y, int ydt,
+                                               int64_t outer, int64_t L, int64_t inner, int64_t ntile) {
+    AxisPos p = axis_pos(outer, L, inner, ntile);
+    float s = 0;
+    if (p.ok)
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+            int64_t i = p.base + l * inner;
+            s += ldf(dy, dydt, i) * ldf(y, ydt, i);
+        }
+    s = lanes_reduce<false>(s);
+    if (!p.ok) return;
+    for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+        int64_t i = p.base + l * inner;
+        addf(dx, dxdt, i, ldf(y, ydt, i) * (ldf(dy, dydt, i) - s));
+    }
+}
+
+extern "C" void cuda_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer,
+                                      int64_t L, int64_t inner) {
+    const char *op = "softmax_backward";
+    axis_check(y, dy, outer, L, inner, op);
+    CX_ASSERT(tensor_numel(dx) == tensor_numel(y), "%s: dx size", op);
+    if (outer == 0) return;
+    AxisPlan p = axis_plan(outer, L, inner);
+    softmax_backward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(dx->data, cuda_fdt(dx, op), dy->data,
+                                                                      cuda_fdt(dy, op), y->data, cuda_fdt(y, op), outer,
+                                                                      L, inner, p.ntile);
+    CUDA_KCHECK("softmax_backward_kernel");
+}
+
+// reference: F.normalize(p=2): y = x / max(‖x‖, eps); save_norm gets ‖x‖. eps is
+// compared in double, as the reference does, so a norm within a float rounding
+// of eps takes the same branch.
+static __global__ void l2norm_forward_kernel(void *y, int ydt, void *nrm_out, int ndt, const void *x, int xdt,
+                                             int64_t outer, int64_t L, int64_t inner, int64_t ntile, double eps) {
+    AxisPos p = axis_pos(outer, L, inner, ntile);
+    float s = 0;
+    if (p.ok)
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+            float v = ldf(x, xdt, p.base + l * inner);
+            s += v * v;
+        }
+    float nrm = sqrtf(lanes_reduce<false>(s));
+    if (!p.ok) return;
+    float den = (double)nrm > eps ? nrm : (float)eps;
+    for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+        int64_t i = p.base + l * inner;
+        stf(y, ydt, i, ldf(x, xdt, i) / den);
+    }
+    if (nrm_out && threadIdx.y == 0) stf(nrm_out, ndt, p.o * inner + p.in, nrm);
+}
+
+extern "C" void cuda_l2norm_forward(OpCtx *ctx, Tensor *y, Tensor *save_norm, const Tensor *x, int64_t outer, int64_t L,
+                                    int64_t inner, double eps) {
+    const char *op = "l2norm_forward";
+    axis_check(x, y, outer, L, inner, op);
+    int ndt = OPT_DT(save_norm, outer * inner, op);
+    if (outer == 0) return;
+    AxisPlan p = axis_plan(outer, L, inner);
+    l2norm_forward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(y->data, cuda_fdt(y, op),
+                                                                    save_norm ? save_norm->data : NULL, ndt, x->data,
+                                                                    cuda_fdt(x, op), outer, L, inner, p.ntile, eps);
+    CUDA_KCHECK("l2norm_forward_kernel");
+}
+
+// dx += dy/‖x‖ − x·(Σ dy·x)/‖x‖³; below eps the clamp holds the denominator
+// constant, so dx += dy/eps only.
+static __global__ void l2norm_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
+                                              const void *nrm_in, int ndt, int64_t outer, int64_t L, int64_t inner,
+                                              int64_t ntile, double eps) {
+    AxisPos p = axis_pos(outer, L, inner, ntile);
+    float s = 0;
+    if (p.ok)
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+            int64_t i = p.base + l * inner;
+            s += ldf(dy, dydt, i) * ldf(x, xdt, i);
+        }
+    s = lanes_reduce<false>(s);   // every thread takes part, whichever branch its column takes
+    if (!p.ok) return;
+    float nrm = ldf(nrm_in, ndt, p.o * inner + p.in);
+    if ((double)nrm < eps) {
+        float e = (float)eps;
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+            int64_t i = p.base + l * inner;
+            addf(dx, dxdt, i, ldf(dy, dydt, i) / e);
+        }
+        return;
+    }
+    float q = s / nrm / nrm / nrm;   // Σdy·x/‖x‖³ without overflowing ‖x‖³
+    for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+        int64_t i = p.base + l * inner;
+        addf(dx, dxdt, i, ldf(dy, dydt, i) / nrm - ldf(x, xdt, i) * q);
+    }
+}
+
+extern "C" void cuda_l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm,
+                                     int64_t outer, int64_t L, int64_t inner, double eps) {
+    const char *op = "l2norm_backward";
+    axis_check(x, dy, outer, L, inner, op);
+    CX_ASSERT(tensor_numel(dx) == tensor_numel(x), "%s: dx size", op);
+    CX_ASSERT(save_norm, "%s: needs the saved norms", op);
+    int ndt = stat_dt(save_norm, outer * inner, op);
+    if (outer == 0) return;
+    AxisPlan p = axis_plan(outer, L, inner);
+    l2norm_backward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(dx->data, cuda_fdt(dx, op), dy->data,
+                                                                     cuda_fdt(dy, op), x->data, cuda_fdt(x, op),
+                                                                     save_norm->data, ndt, outer, L, inner, p.ntile,
+                                                                     eps);
+    CUDA_KCHECK("l2norm_backward_kernel");
+}
+
+// ---- maxnorm: y = x / (max(x) + eps) -----------------------------------------------------------
+// Two-pass reductions over all elements: MAXNORM_BLOCKS-capped block partials,
+// then one block. The maximum goes to save_max on the device and the scaling
+// kernels read it from there: no host synchronisation.
+#define MAXNORM_BLOCKS 1024
+
+// The reference's maximum: any NaN wins (`x > mx || isnan(x)`).
+static __device__ __forceinline__ float nanmax(float a, float b) { return a > b || isnan(a) ? a : b; }
+
+static __device__ float block_nanmax(float v) {
+    __shared__ float part[32];
+    __shared__ float total;
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v = nanmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0) part[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        float s = lane < (int)(blockDim.x >> 5) ? part[lane] : -INFINITY;
+        for (int o = 16; o > 0; o >>= 1) s = nanmax(s, __shfl_xor_sync(0xffffffffu, s, o));
+        if (lane == 0) total = s;
+    }
+    __syncthreads();
+    return total;
+}
+
+// Integer sum over the block (the count of maxima: exact beyond 2^24).
+static __device__ long long block_count(long long v) {
+    __shared__ long long part[32];
+    __shared__ long long total;
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) part[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        long long s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) total = s;
+    }
+    __syncthreads();
+    return total;
+}
+
+static unsigned maxnorm_blocks(int64_t n) {
+    int64_t b = (n + CUDA_BLOCK - 1) / CUDA_BLOCK;
+    return (unsigned)(b < 1 ? 1 : b > MAXNORM_BLOCKS ? MAXNORM_BLOCKS : b);
+}
+
+static __global__ void maxnorm_partial_kernel(float *part, const void *x, int xdt, int64_t n) {
+    float m = -INFINITY;
+    CUDA_LOOP(i, n) m = nanmax(m, ldf(x, xdt, i));
+    m = block_nanmax(m);
+    if (threadIdx.x == 0) part[blockIdx.x] = m;
+}
+
+static __global__ void maxnorm_final_kernel(void *save_max, int smdt, const float *part, int nb) {
+    float m = -INFINITY;
+    for (int j = threadIdx.x; j < nb; j += blockDim.x) m = nanmax(m, part[j]);
+    m = block_nanmax(m);
+    if (threadIdx.x == 0) stf(save_max, smdt, 0, m);
+}
+
+static __global__ void maxnorm_scale_kernel(void *y, int ydt, const void *x, int xdt, const void *save_max, int smdt,
+                                            float eps, int64_t n) {
+    float den = ldf(save_max, smdt, 0) + eps;
+    CUDA_LOOP(i, n) stf(y, ydt, i, ldf(x, xdt, i) / den);
+}
+
+extern "C" void cuda_maxnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tensor *x, double eps) {
+    const char *op = "maxnorm_forward";
+    int64_t n = tensor_numel(x);
+    CX_ASSERT(n > 0 && tensor_numel(y) == n, "%s: x has %lld elements, y %lld", op, (long long)n,
+              (long long)tensor_numel(y));
+    CX_ASSERT(save_max && tensor_numel(save_max) == 1, "%s: save_max must have one element", op);
+    int xdt = cuda_fdt(x, op), ydt = cuda_fdt(y, op), smdt = cuda_fdt(save_max, op);
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    unsigned nb = maxnorm_blocks(n);
+    float *part = (float *)cuda_scratch(ctx, sizeof(float) * nb);
+    maxnorm_partial_kernel<<<nb, CUDA_BLOCK, 0, st>>>(part, x->data, xdt, n);
+    CUDA_KCHECK("maxnorm_partial_kernel");
+    maxnorm_final_kernel<<<1, CUDA_BLOCK, 0, st>>>(save_max->data, smdt, part, (int)nb);
+    CUDA_KCHECK("maxnorm_final_kernel");
+    // y may alias x: the maximum is complete before this kernel starts (stream order)
+    maxnorm_scale_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, save_max->data, smdt,
+                                                              (float)eps, n);
+    CUDA_KCHECK("maxnorm_scale_kernel");
+    arena_release(ctx->scratch, mark);
+}
+
+// Backward pass 1: per block Σ dy·x and the number of elements equal to the maximum.
+static __global__ void maxnorm_grad_partial_kernel(float *ps, long long *pc, const void *dy, int dydt, const void *x,
+                                                   int xdt, const void *save_max, int smdt, int64_t n) {
+    float mx = ldf(save_max, smdt, 0), s = 0;
+    long long cnt = 0;
+    CUDA_LOOP(i, n) {
+        float v = ldf(x, xdt, i);
+        s += ldf(dy, dydt, i) * v;
+        cnt += v == mx;
+    }
+    s = block_sum(s);
+    cnt = block_count(cnt);
+    if (threadIdx.x == 0) {
+        ps[blockIdx.x] = s;
+        pc[blockIdx.x] = cnt;
+    }
+}
+
+// Pass 2: the maximum's gradient −Σdy·x/(max+eps)², split evenly among the maxima.
+static __global__ void maxnorm_grad_final_kernel(float *share, const float *ps, const long long *pc, int nb,
+                                                 const void *save_max, int smdt, float eps) {
+    float s = 0;
+    long long cnt = 0;
+    for (int j = threadIdx.x; j < nb; j += blockDim.x) {
+        s += ps[j];
+        cnt += pc[j];
+    }
+    s = block_sum(s);
+    cnt = block_count(cnt);
+    float den = ldf(save_max, smdt, 0) + eps;
+    // no maximum matches when it is NaN; the share is then never used
+    if (threadIdx.x == 0) *share = cnt > 0 ? -s / (den * den) / (float)cnt : 0.0f;
+}
+
+static __global__ void maxnorm_grad_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
+                                           const void *save_max, int smdt, const float *share, float eps, int64_t n) {
+    float mx = ldf(save_max, smdt, 0), den = mx + eps, sh = *share;
+    CUDA_LOOP(i, n) addf(dx, dxdt, i, ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0f));
+}
+
+extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max,
+                                      double eps) {
+    const char *op = "maxnorm_backward";
+    int64_t n = tensor_numel(x);
+    CX_ASSERT(n > 0 && tensor_numel(dy) == n && tensor_numel(dx) == n, "%s: x, dy, dx sizes differ", op);
+    CX_ASSERT(save_max && tensor_numel(save_max) == 1, "%s: save_max must have one element", op);
+    int xdt = cuda_fdt(x, op), dydt = cuda_fdt(dy, op), dxdt = cuda_fdt(dx, op), smdt = cuda_fdt(save_max, op);
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    unsigned nb = maxnorm_blocks(n);
+    float *ps = (float *)cuda_scratch(ctx, sizeof(float) * nb);
+    long long *pc = (long long *)cuda_scratch(ctx, sizeof(long long) * nb);
+    float *share = (float *)cuda_scratch(ctx, sizeof(float));
+    maxnorm_grad_partial_kernel<<<nb, CUDA_BLOCK, 0, st>>>(ps, pc, dy->data, dydt, x->data, xdt, save_max->data, smdt,
+                                                           n);
+    CUDA_KCHECK("maxnorm_grad_partial_kernel");
+    maxnorm_grad_final_kernel<<<1, CUDA_BLOCK, 0, st>>>(share, ps, pc, (int)nb, save_max->data, smdt, (float)eps);
+    CUDA_KCHECK("maxnorm_grad_final_kernel");
+    maxnorm_grad_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
+                                                             save_max->data, smdt, share, (float)eps, n);
+    CUDA_KCHECK("maxnorm_grad_kernel");
+    arena_release(ctx->scratch, mark);
+}

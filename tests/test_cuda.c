@@ -1,0 +1,278 @@
+// test_cuda.c — the GPU backend beyond single ops (those are the op table's CUDA
+// column): the CamoXpert loss, the optimizer's segment ops, and the whole model
+// (forward outputs and every parameter gradient) on the GPU in float32 against
+// the CPU, bf16 forward within its tolerance, and an MoE step's host
+// synchronisations counted. Every test is skipped without a GPU.
+#include "test.h"
+#include "nn/camoxpert.h"
+#include "nn/runtime.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include "train/step.h"
+#include <string.h>
+
+// A host float32 tensor of the given shape with values from U(lo, hi).
+static Tensor rnd(Arena *a, Rng *r, int ndim, const int64_t *shape, double lo, double hi) {
+    Tensor t = tensor_new(a, DT_F32, ndim, shape);
+    for (int64_t i = 0; i < tensor_numel(&t); i++) tensor_f32(&t)[i] = (float)(lo + (hi - lo) * rng_uniform(r));
+    return t;
+}
+
+// Relative L2 error ‖a − b‖ / ‖b‖ of two host tensors (any float dtype); NaN stays NaN.
+static double rel_l2(const Tensor *a, const Tensor *b) {
+    double d = 0, n = 0;
+    for (int64_t i = 0; i < tensor_numel(b); i++) {
+        double x = tensor_get(a, i), y = tensor_get(b, i);
+        d += (x - y) * (x - y);
+        n += y * y;
+    }
+    return n > 0 ? sqrt(d / n) : sqrt(d);
+}
+
+// ---- the loss ----------------------------------------------------------------------------------------
+static void loss_case(int64_t N, int64_t H, int64_t W, cx_dtype act, double tol_terms, double tol_grad) {
+    Runtime g;
+    REQUIRE_OK(runtime_init(&g, "cuda", act == DT_BF16 ? "bf16" : "fp32", 1, 1));
+    Runtime c;
+    runtime_init_reference(&c, DT_F32, 1);
+    Arena a;
+    arena_init(&a, "inputs", 1 << 20);
+    Rng r = rng_init(11);
+    int64_t full[4] = { N, H, W, 1 };
+    CodOutputs o = { 0 };
+    o.pred = rnd(&a, &r, 4, full, -6, 6);
+    o.fg_map = rnd(&a, &r, 4, full, 0.01, 0.99);
+    o.search_map = rnd(&a, &r, 4, full, 0.01, 0.99);
+    o.uncertainty = rnd(&a, &r, 4, full, 0.01, 3);
+    o.refine[0] = rnd(&a, &r, 4, full, -6, 6);
+    for (int j = 0; j < 3; j++) o.deep[j] = rnd(&a, &r, 4, (int64_t[]){ N, H >> (4 - j), W >> (4 - j), 1 }, -6, 6);
+    tensor_f32(&o.pred)[3] = 20.f;   // outside the ±15 clamp: no gradient there
+    Tensor mask = tensor_new(&a, DT_F32, 4, full);
+    for (int64_t i = 0; i < tensor_numel(&mask); i++) {
+        int64_t y = (i / W) % H, x = i % W;
+        tensor_f32(&mask)[i] = (y - H / 2) * (y - H / 2) + (x - W / 3) * (x - W / 3) < H * W / 8 ? 1.f : 0.f;
+    }
+    // the reference: double arithmetic on the host
+    CamoLossWeights w = camo_loss_default_weights();
+    CamoLoss Lc, Lg;
+    CodOutputs gc, gg, og = o;
+    camo_loss_forward_backward(&c.ctx, &w, &o, &mask, 0.5, &Lc, &gc);
+    // the GPU: the same maps uploaded in the activation dtype
+    Tensor *maps[8] = { &og.pred, &og.fg_map, &og.search_map, &og.uncertainty, &og.refine[0], &og.deep[0], &og.deep[1],
+                        &og.deep[2] };
+    for (int i = 0; i < 8; i++) *maps[i] = runtime_input(&g, maps[i], act);
+    Tensor gmask = runtime_input(&g, &mask, DT_F32);
+    camo_loss_forward_backward(&g.ctx, &w, &og, &gmask, 0.5, &Lg, &gg);
+    const double *tc = &Lc.total, *tg = &Lg.total;
+    const char *names[] = { "total", "bce", "iou", "edge", "boundary", "uncertainty", "reverse_attention", "search", "deep",
+                            "refinement", "balance" };
+    for (int t = 0; t < 11; t++)
+        CHECKF(fabs(tg[t] - tc[t]) <= tol_terms * fmax(fabs(tc[t]), 1e-3), "%s %s: gpu %.9g cpu %.9g", dtype_name(act),
+               names[t], tg[t], tc[t]);
+    const Tensor *gcs[8] = { &gc.pred, &gc.fg_map, &gc.search_map, &gc.uncertainty, &gc.refine[0], &gc.deep[0], &gc.deep[1],
+                             &gc.deep[2] };
+    const Tensor *ggs[8] = { &gg.pred, &gg.fg_map, &gg.search_map, &gg.uncertainty, &gg.refine[0], &gg.deep[0], &gg.deep[1],
+                             &gg.deep[2] };
+    double worst = 0;
+    for (int i = 0; i < 8; i++) {
+        Tensor h = runtime_output_f32(&g, ggs[i]);
+        double e = test_rel_err(&h, gcs[i], 1e-30);
+        worst = fmax(worst, e);
+        CHECKF(e <= tol_grad, "%s gradient %d: rel err %.3g > %.3g", dtype_name(act), i, e, tol_grad);
+    }
+    printf("    %s %lldx%lldx%lld: loss %.6f (cpu %.6f), worst gradient rel err %.3g\n", dtype_name(act), (long long)N,
+           (long long)H, (long long)W, Lg.total, Lc.total, worst);
+    arena_free(&a);
+    runtime_free(&c);
+    runtime_free(&g);
+}
+
+TEST(cuda_loss_matches_reference) {
+    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    loss_case(2, 32, 32, DT_F32, 1e-5, 1e-4);
+    loss_case(3, 96, 80, DT_F32, 1e-5, 1e-4);
+    // bf16 maps: inputs rounded to 8 significant bits; terms and gradients follow
+    loss_case(2, 32, 32, DT_BF16, 2e-2, 5e-2);
+}
+
+// ---- the optimizer -----------------------------------------------------------------------------------
+static void table(ParamTable *pt) {
+    params_init(pt);
+    params_add(pt, "a.weight", 2, (int64_t[]){ 300, 500 }, PG_REST, 0);
+    params_add(pt, "a.bias", 1, (int64_t[]){ 300 }, PG_REST, PF_NO_DECAY);
+    params_add(pt, "router.weight", 2, (int64_t[]){ 6, 77 }, PG_ROUTER, 0);
+    params_add(pt, "bb.weight", 1, (int64_t[]){ 1000 }, PG_BACKBONE, 0);
+    params_add(pt, "bn.running_mean", 1, (int64_t[]){ 17 }, PG_REST, PF_BUFFER);
+    params_alloc(pt, DT_F32);
+}
+
+TEST(cuda_optimizer_matches_cpu) {
+    OpCtx *gop = test_cuda();
+    if (!gop) { test_skip(test_no_gpu()); return; }
+    ParamTable pc, pg;
+    table(&pc);
+    table(&pg);
+    Rng r = rng_init(5);
+    for (int64_t i = 0; i < pc.numel; i++) {
+        ((float *)pc.data)[i] = ((float *)pg.data)[i] = (float)rng_normal(&r);
+    }
+    params_to_device(&pg);
+    Arena sc;
+    arena_init(&sc, "scratch", 1 << 16);
+    OpCtx cop = { .backend = OPS_CPU, .scratch = &sc };
+    AdamW oc, og;
+    adamw_init(&oc, &pc, 1e-2);
+    adamw_init(&og, &pg, 1e-2);
+    oc.group_scale[PG_ROUTER] = og.group_scale[PG_ROUTER] = 0.1;
+    unsigned char frozen[8] = { 0, 0, 0, 1, 0 };   // the "backbone" entry frozen: neither clipped nor stepped
+    oc.entry_frozen = og.entry_frozen = frozen;
+    Ema ec, eg;
+    ema_init(&ec, &pc, 0.9);
+    ema_init(&eg, &pg, 0.9);
+    Arena dev;
+    arena_init_on(&dev, "stats", 4096, DEV_CUDA);
+    Tensor sc_stats = tensor_new(&sc, DT_F32, 1, (int64_t[]){ 3 }), sg_stats = tensor_new(&dev, DT_F32, 1, (int64_t[]){ 3 });
+    Tensor gh = tensor_new(&sc, DT_F32, 1, &pc.numel);
+    for (int step = 0; step < 3; step++) {
+        for (int64_t i = 0; i < pc.numel; i++) ((float *)pc.grad)[i] = (float)(rng_normal(&r) * (step + 1));
+        memcpy(gh.data, pc.grad, sizeof(float) * (size_t)pc.numel);
+        Tensor gd = tensor_view(pg.grad, DT_F32, 1, &pg.numel);
+        gd.device = DEV_CUDA;
+        tensor_upload(&gd, &gh);
+        double max_norm = step == 1 ? 1e9 : 5.0;   // clipped, not clipped, clipped
+        grad_clip_stats(&cop, &pc, &oc, max_norm, &sc_stats);
+        grad_clip_stats(gop, &pg, &og, max_norm, &sg_stats);
+        Tensor sgh = tensor_new(&sc, DT_F32, 1, (int64_t[]){ 3 });
+        tensor_download(&sgh, &sg_stats);
+        for (int k = 0; k < 3; k++)
+            CHECKF(fabs(tensor_get(&sgh, k) - tensor_get(&sc_stats, k)) <= 1e-5 * fabs(tensor_get(&sc_stats, k)),
+                   "step %d stats[%d]: gpu %.9g cpu %.9g", step, k, tensor_get(&sgh, k), tensor_get(&sc_stats, k));
+        Tensor s1 = tensor_slice0(&sc_stats, 2, 1), s2 = tensor_slice0(&sg_stats, 2, 1);
+        adamw_step(&cop, &oc, &pc, 1e-2, &s1);
+        adamw_step(gop, &og, &pg, 1e-2, &s2);
+        ema_update(&cop, &ec, &pc);
+        ema_update(gop, &eg, &pg);
+    }
+    params_sync_host(&pg);
+    adamw_sync_host(&og);
+    ema_sync_host(&eg);
+    Tensor a = tensor_view(pg.host, DT_F32, 1, &pc.numel), b = tensor_view(pc.data, DT_F32, 1, &pc.numel);
+    CHECKF(test_rel_err(&a, &b, 0) <= 1e-6, "parameters: rel err %.3g", test_rel_err(&a, &b, 0));
+    Tensor m1 = tensor_view(og.host_m, DT_F32, 1, &pc.numel), m2 = tensor_view(oc.host_m, DT_F32, 1, &pc.numel);
+    Tensor v1 = tensor_view(og.host_v, DT_F32, 1, &pc.numel), v2 = tensor_view(oc.host_v, DT_F32, 1, &pc.numel);
+    CHECKF(test_rel_err(&m1, &m2, 0) <= 1e-5 && test_rel_err(&v1, &v2, 0) <= 1e-5, "moments: rel err %.3g, %.3g",
+           test_rel_err(&m1, &m2, 0), test_rel_err(&v1, &v2, 0));
+    Tensor e1 = tensor_view(eg.host, DT_F32, 1, &pc.numel), e2 = tensor_view(ec.shadow, DT_F32, 1, &pc.numel);
+    CHECKF(test_rel_err(&e1, &e2, 0) <= 1e-6, "EMA: rel err %.3g", test_rel_err(&e1, &e2, 0));
+    // the frozen entry did not move
+    const ParamInfo *fz = &pc.p[3];
+    CHECK(!memcmp((float *)pg.host + fz->offset, (float *)pc.data + fz->offset, sizeof(float) * (size_t)fz->numel));
+    adamw_free(&oc), adamw_free(&og), ema_free(&ec), ema_free(&eg);
+    params_free(&pc), params_free(&pg);
+    arena_free(&dev);
+    arena_free(&sc);
+}
+
+// ---- the whole model -----------------------------------------------------------------------------------
+// One training-mode forward, loss and backward on rt; outputs (pred) and the
+// gradient buffer come back to the host.
+typedef struct { CamoLoss L; Tensor pred, grad; int64_t syncs; } ModelRun;
+
+static void model_run(Runtime *rt, CamoXpert *m, ParamTable *pt, const Tensor *x, const Tensor *mask, Arena *keep,
+                      ModelRun *out) {
+    NNCtx *c = &rt->ctx;
+    c->pt = pt;
+    c->training = 1;
+    runtime_step_reset(rt);
+    int64_t s0 = cx_sync_count();
+    Tensor xi = runtime_input(rt, x, rt->dtype), yi = runtime_input(rt, mask, DT_F32);
+    CamoXpertOutputs o;
+    camoxpert_forward(c, m, &xi, &o);
+    CamoLossWeights w = camo_loss_default_weights();
+    CodOutputs g;
+    camo_loss_forward_backward(c, &w, &o.maps, &yi, o.balance_loss, &out->L, &g);
+    params_zero_grad(pt);
+    camoxpert_backward(c, m, &g, w.balance, NULL);
+    out->syncs = cx_sync_count() - s0;
+    Tensor p = runtime_output_f32(rt, &o.maps.pred);
+    out->pred = tensor_new(keep, DT_F32, p.ndim, p.shape);
+    tensor_copy(&out->pred, &p);
+    out->grad = tensor_new(keep, DT_F32, 1, &pt->numel);
+    if (pt->device == DEV_CUDA) {
+        Tensor gd = tensor_view(pt->grad, DT_F32, 1, &pt->numel);
+        gd.device = DEV_CUDA;
+        tensor_download(&out->grad, &gd);
+    } else {
+        memcpy(out->grad.data, pt->grad, sizeof(float) * (size_t)pt->numel);
+    }
+}
+
+static void model_case(int sparse) {
+    CamoXpertConfig cfg;
+    REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", sparse, 4, 2));
+    ParamTable pc, pg, pb;
+    params_init(&pc), params_init(&pg), params_init(&pb);
+    CamoXpert *m = camoxpert_create(&cfg, &pc);
+    camoxpert_free(camoxpert_create(&cfg, &pg));   // the same layout in two more tables
+    camoxpert_free(camoxpert_create(&cfg, &pb));
+    params_alloc(&pc, DT_F32), params_alloc(&pg, DT_F32), params_alloc(&pb, DT_F32);
+    Rng r = rng_init(21);
+    camoxpert_init(m, &pc, &r);
+    params_copy_values(&pg, &pc);
+    params_copy_values(&pb, &pc);
+    Arena keep;
+    arena_init(&keep, "keep", 1 << 20);
+    Tensor x = rnd(&keep, &r, 4, (int64_t[]){ 4, 64, 64, 3 }, -2, 2);
+    Tensor mask = tensor_new(&keep, DT_F32, 4, (int64_t[]){ 4, 64, 64, 1 });
+    for (int64_t i = 0; i < tensor_numel(&mask); i++) tensor_f32(&mask)[i] = ((i / 64) % 64 - 30) * ((i / 64) % 64 - 30) + (i % 64 - 28) * (i % 64 - 28) < 300;
+    Runtime rc, rg, rb;
+    REQUIRE_OK(runtime_init(&rc, "cpu", "fp32", 0, 1));
+    REQUIRE_OK(runtime_init(&rg, "cuda", "fp32", 0, 1));
+    REQUIRE_OK(runtime_init(&rb, "cuda", "bf16", 0, 1));
+    runtime_place(&rg, &pg);
+    runtime_place(&rb, &pb);
+    ModelRun c, g, b;
+    model_run(&rc, m, &pc, &x, &mask, &keep, &c);
+    model_run(&rg, m, &pg, &x, &mask, &keep, &g);   // the first GPU step also uploads the positional encoding: not counted
+    model_run(&rg, m, &pg, &x, &mask, &keep, &g);
+    model_run(&rb, m, &pb, &x, &mask, &keep, &b);
+    double ep = test_rel_err(&g.pred, &c.pred, 0);
+    CHECKF(ep <= 1e-4, "%s fp32 pred: rel err %.3g", sparse ? "sparse" : "dense", ep);
+    CHECKF(fabs(g.L.total - c.L.total) <= 1e-4 * fabs(c.L.total), "fp32 loss gpu %.9g cpu %.9g", g.L.total, c.L.total);
+    double worst = 0, worst_b = 0;
+    const char *wn = "";
+    for (int i = 0; i < pc.n; i++) {
+        if (pc.p[i].flags & PF_BUFFER) continue;
+        Tensor a = tensor_view(tensor_f32(&g.grad) + pc.p[i].offset, DT_F32, 1, &pc.p[i].numel);
+        Tensor bb = tensor_view(tensor_f32(&b.grad) + pc.p[i].offset, DT_F32, 1, &pc.p[i].numel);
+        Tensor ref = tensor_view(tensor_f32(&c.grad) + pc.p[i].offset, DT_F32, 1, &pc.p[i].numel);
+        double e = rel_l2(&a, &ref), eb = rel_l2(&bb, &ref);
+        if (!(e <= worst)) worst = e, wn = pc.p[i].name;
+        if (!(eb <= worst_b)) worst_b = eb;
+    }
+    CHECKF(worst <= 1e-3, "%s fp32 gradients: worst rel L2 %.3g (%s)", sparse ? "sparse" : "dense", worst, wn);
+    double eb = rel_l2(&b.pred, &c.pred);
+    CHECKF(eb <= 2e-2, "%s bf16 pred: rel L2 %.3g", sparse ? "sparse" : "dense", eb);
+    printf("    %s: fp32 pred %.3g, loss %.6f vs %.6f, worst gradient rel L2 %.3g (%s); bf16 pred rel L2 %.3g, worst "
+           "gradient rel L2 %.3g; host syncs per step fp32 %lld\n", sparse ? "sparse" : "dense", ep, g.L.total, c.L.total,
+           worst, wn, eb, worst_b, (long long)g.syncs);
+    if (sparse) {   // the routing island: logits+probs down, rows and weights up per layer; dw down, dlogits up
+        CHECKF(g.syncs <= 4 * 5 + 6, "an MoE step made %lld host synchronisations", (long long)g.syncs);
+    } else {        // a dense step: inputs up (2), loss terms down (1)
+        CHECKF(g.syncs <= 3, "a dense step made %lld host synchronisations", (long long)g.syncs);
+    }
+    runtime_free(&rc), runtime_free(&rg), runtime_free(&rb);
+    camoxpert_free(m);
+    params_free(&pc), params_free(&pg), params_free(&pb);
+    arena_free(&keep);
+}
+
+TEST(cuda_model_dense_matches_cpu) {
+    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    model_case(0);
+}
+
+TEST(cuda_model_sparse_matches_cpu) {
+    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    model_case(1);
+}
