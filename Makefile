@@ -139,8 +139,8 @@ $(BUILD)/obj/src/ops/cpu/%.o: CFLAGS += -ffp-contract=fast
 # Objects depend on the flags they were built with: switching USE_CUDA, USE_DNNL,
 # DEBUG or OPT rebuilds what they change (the file is rewritten only on a change).
 FLAGS_FILE := $(BUILD)/flags
-$(shell mkdir -p $(BUILD); echo '$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS)' | cmp -s - $(FLAGS_FILE) || \
-        echo '$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS)' > $(FLAGS_FILE))
+FLAGS_NOW := $(subst ','"'"',$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS) $(LDFLAGS))
+$(shell mkdir -p $(BUILD); echo '$(FLAGS_NOW)' | cmp -s - $(FLAGS_FILE) || echo '$(FLAGS_NOW)' > $(FLAGS_FILE))
 
 $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
@@ -160,15 +160,15 @@ $(LIB): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR  $@")
 	$(Q)ar rcs $@ $^
 
-$(BIN): $(CLI_OBJ) $(LIB)
+$(BIN): $(CLI_OBJ) $(LIB) $(FLAGS_FILE)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LIBS)
 
-$(TESTBIN): $(TEST_OBJ) $(LIB)
+$(TESTBIN): $(TEST_OBJ) $(LIB) $(FLAGS_FILE)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LIBS)
 
-$(BENCHBIN): $(BENCH_OBJ) $(LIB)
+$(BENCHBIN): $(BENCH_OBJ) $(LIB) $(FLAGS_FILE)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LIB) $(LIBS)
 

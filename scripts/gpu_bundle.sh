@@ -33,7 +33,7 @@ make -j"$(nproc)" BUILD=build-gpu USE_DNNL=0 \
     OPENBLAS_CFLAGS="-I/usr/include/$MA/openblas-openmp" \
     OPENBLAS_LIBS="-L$OB -lopenblas" \
     JPEG_LIBS="-Wl,-Bstatic -ljpeg -Wl,-Bdynamic" \
-    EXTRA_LDFLAGS="-Wl,-rpath,\$ORIGIN/../lib" \
+    EXTRA_LDFLAGS='-Wl,-rpath,\$$ORIGIN/../lib' \
     build-gpu/camoxpert build-gpu/camoxpert_tests
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

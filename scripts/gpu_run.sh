@@ -18,6 +18,7 @@ for a in bin fixtures sparse; do
 done
 export CAMOXPERT_SHARED="$here/shared"
 export PATH="$here/bin:$PATH"
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_WAIT_POLICY=passive
 log=${OUT:-/tmp}
 what=${1:-test}

@@ -45,7 +45,7 @@ static void note_ratio(VerifyRun *v, const char *name, double ratio) {
     }
 }
 
-int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double tol) {
+int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol) {
     v->n_checked++;
     int64_t n = tensor_numel(ref);
     if (tensor_numel(ours) != n) {
@@ -61,7 +61,8 @@ int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Te
         d2 += (x - y) * (x - y);
         r2 += y * y;
     }
-    double err = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
+    double den = sqrt(r2) > floor ? sqrt(r2) : floor;
+    double err = den > 0 ? sqrt(d2) / den : sqrt(d2);
     v->last_err = finite ? err : INFINITY;
     int ok = finite && err <= tol;
     if (!ok) v->n_failed++;
@@ -73,7 +74,7 @@ int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Te
 
 int verify_check_gpu(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref) {
     Tensor h = runtime_output_f32(v->gpu, ours);
-    if (v->gpu->dtype == DT_BF16) return verify_check_l2(v, name, &h, ref, VERIFY_BF16_FWD);
+    if (v->gpu->dtype == DT_BF16) return verify_check_l2(v, name, &h, ref, 0, VERIFY_BF16_FWD);
     return verify_check(v, name, &h, ref, 0, v->rtol_fwd_f32);
 }
 

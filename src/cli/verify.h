@@ -32,9 +32,12 @@ typedef struct {
 // err = max|ours − ref| / max(max|ref|, floor); prints "name err tol ok|FAIL" and
 // counts it. A shape mismatch (element count) fails with both shapes. Returns 1 if ok.
 int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol);
-// Relative L2 error ‖ours − ref‖ / ‖ref‖ against tol (any non-finite value fails);
-// the GPU's comparisons. Both host tensors of the same numel.
-int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double tol);
+// Relative L2 error ‖ours − ref‖ / max(‖ref‖, floor) against tol (any non-finite
+// value fails); the GPU's comparisons. Both host tensors of the same numel. For
+// gradients floor = grad_floor · (largest |gradient|) · sqrt(numel): the fixtures'
+// floor rule in L2, so that a gradient that is exactly zero (a bias feeding a
+// training-mode BatchNorm) compares rounding noise to a scale, not to noise.
+int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol);
 // The GPU's forward check: verify_check at rtol_fwd_f32 in fp32, verify_check_l2
 // at VERIFY_BF16_FWD in bf16. ours may be a GPU tensor (downloaded here).
 int verify_check_gpu(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref);

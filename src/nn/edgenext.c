@@ -602,7 +602,7 @@ static ConvArgs stem_args(const EdgeNeXt *m) {
 
 void edgenext_forward(NNCtx *ctx, EdgeNeXt *m, Tensor feats[4], const Tensor *x) {
     CX_ASSERT(x->ndim == 4 && T_C(x) == 3, "edgenext_forward: input must be (N,H,W,3)");
-    CX_ASSERT(x->dtype == ctx->dtype && ctx->pt->dtype == ctx->dtype, "edgenext_forward: input %s, table %s, ctx %s",
+    CX_ASSERT(x->dtype == ctx->dtype && ctx->pt->dtype == nn_stat_dtype(ctx), "edgenext_forward: input %s, table %s, ctx %s",
               dtype_name(x->dtype), dtype_name(ctx->pt->dtype), dtype_name(ctx->dtype));
     int fh[4], fw[4];
     CX_ASSERT(edgenext_feature_sizes(m, (int)T_H(x), (int)T_W(x), fh, fw),

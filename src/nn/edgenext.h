@@ -54,7 +54,8 @@ int edgenext_feature_sizes(const EdgeNeXt *m, int H, int W, int fh[4], int fw[4]
 
 // x (N,H,W,3) -> feats[i] (N, H_i, W_i, dims[i]), allocated from ctx->act.
 // Keeps what backward needs in m and ctx->act (valid until ctx->act is reset).
-// Runs in ctx->dtype, which must equal ctx->pt->dtype and x->dtype.
+// Runs in ctx->dtype, which must equal x->dtype; the table is F32 (F64 in a
+// float64 run) whatever the activations are.
 void edgenext_forward(NNCtx *ctx, EdgeNeXt *m, Tensor feats[4], const Tensor *x);
 // dfeats[i] (like feats[i]) are the gradients of the loss w.r.t. the features;
 // an entry whose data is NULL counts as zero (stages above the highest non-zero

@@ -152,6 +152,22 @@ static int verbose(void) {
     return v;
 }
 
+// Float32 must be computed as float32 sums of products: Winograd and FFT
+// algorithms transform the operands and lose digits (their error in fp32 is
+// orders above a direct sum's), so they are bf16-only here.
+static int exact_fwd(int a) {
+    return a != CUDNN_CONVOLUTION_FWD_ALGO_FFT && a != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+           a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD && a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+static int exact_bwd_data(int a) {
+    return a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT && a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+           a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD && a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+static int exact_bwd_filter(int a) {
+    return a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT && a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING &&
+           a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
 // The cached plan for this shape and pass, chosen from cuDNN's heuristics on first use.
 static ConvPlan *plan_get(CudaState *st, int pass, const ConvShape *s, int groups, cx_dtype dt, Descs *d) {
     ConvPlan key = { pass, (int)s->N, (int)s->H, (int)s->W, (int)s->C, (int)s->K, (int)s->kh, (int)s->kw, s->stride,
@@ -171,21 +187,22 @@ static ConvPlan *plan_get(CudaState *st, int pass, const ConvShape *s, int group
         cudnnConvolutionFwdAlgoPerf_t r[16];
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->dnn, d->x, d->w, d->conv, d->y, 16, &n, r));
         for (int i = 0; i < n && p->algo < 0; i++)
-            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && (!fp32 || r[i].mathType == CUDNN_FMA_MATH))
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT &&
+                (!fp32 || (r[i].mathType == CUDNN_FMA_MATH && exact_fwd(r[i].algo))))
                 p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
     } else if (pass == PASS_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t r[16];
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(st->dnn, d->w, d->y, d->conv, d->x, 16, &n, r));
         for (int i = 0; i < n && p->algo < 0; i++)
             if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && r[i].determinism == CUDNN_DETERMINISTIC &&
-                (!fp32 || r[i].mathType == CUDNN_FMA_MATH))
+                (!fp32 || (r[i].mathType == CUDNN_FMA_MATH && exact_bwd_data(r[i].algo))))
                 p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t r[16];
         CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(st->dnn, d->x, d->y, d->conv, d->w, 16, &n, r));
         for (int i = 0; i < n && p->algo < 0; i++)
             if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && r[i].determinism == CUDNN_DETERMINISTIC &&
-                (!fp32 || r[i].mathType == CUDNN_FMA_MATH))
+                (!fp32 || (r[i].mathType == CUDNN_FMA_MATH && exact_bwd_filter(r[i].algo))))
                 p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
     }
     if (verbose())
