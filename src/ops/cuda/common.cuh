@@ -108,6 +108,26 @@ __device__ __forceinline__ float block_sum(float v) {
     __syncthreads();
     return total;
 }
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double block_sum_d(double v) {
+    __shared__ double part[32];
+    __shared__ double total;
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) part[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        double s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.0;
+        s = warp_sum_d(s);
+        if (lane == 0) total = s;
+    }
+    __syncthreads();
+    return total;
+}
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;

@@ -97,15 +97,15 @@ __global__ void k_conv_bwd_filter(float *dw, const void *x, const void *dy, int 
     int64_t o = blockIdx.x;
     int64_t j = o % s.kw, i = (o / s.kw) % s.kh, cc = (o / (s.kw * s.kh)) % s.Cg, k = o / (s.kw * s.kh * s.Cg);
     int64_t c = (k / s.Kg) * s.Cg + cc;
-    float acc = 0;
+    double acc = 0;
     for (int64_t p = threadIdx.x; p < s.N * s.Ho * s.Wo; p += blockDim.x) {
         int64_t ow = p % s.Wo, oh = (p / s.Wo) % s.Ho, n = p / (s.Wo * s.Ho);
         int64_t ih = oh * s.stride - s.pad + i * s.dil, iw = ow * s.stride - s.pad + j * s.dil;
         if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
-        acc += ldf(dy, dt, p * s.K + k) * ldf(x, dt, ((n * s.H + ih) * s.W + iw) * s.C + c);
+        acc += (double)ldf(dy, dt, p * s.K + k) * ldf(x, dt, ((n * s.H + ih) * s.W + iw) * s.C + c);
     }
-    acc = block_sum(acc);
-    if (threadIdx.x == 0) dw[o] += acc;
+    acc = block_sum_d(acc);
+    if (threadIdx.x == 0) dw[o] += (float)acc;
 }
 
 static ConvShape shape_of(const Tensor *x, const Tensor *w, const Tensor *y, ConvArgs a) {

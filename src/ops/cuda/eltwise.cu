@@ -247,16 +247,17 @@ static ColPlan col_plan(int64_t G, int64_t A, int64_t K) {
     return p;
 }
 
-static __global__ void colsum_partial_kernel(float *part, const void *a, int adt, const void *b, int bdt, int64_t A,
+// Sums are double (as the CPU kernels): a γ- or scale-gradient sums many terms that nearly cancel.
+static __global__ void colsum_partial_kernel(double *part, const void *a, int adt, const void *b, int bdt, int64_t A,
                                              int64_t K, int64_t rows) {
-    __shared__ float sh[CUDA_BLOCK];
+    __shared__ double sh[CUDA_BLOCK];
     int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, g = blockIdx.z;
     int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < A ? r0 + rows : A;
-    float s = 0;
+    double s = 0;
     if (k < K)
         for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
             int64_t i = (g * A + r) * K + k;
-            s += b ? ldf(a, adt, i) * ldf(b, bdt, i) : ldf(a, adt, i);
+            s += b ? (double)ldf(a, adt, i) * ldf(b, bdt, i) : ldf(a, adt, i);
         }
     // the TH lanes of each column, halved in a fixed order
     int t = threadIdx.y * blockDim.x + threadIdx.x;
@@ -269,18 +270,19 @@ static __global__ void colsum_partial_kernel(float *part, const void *a, int adt
     if (threadIdx.y == 0 && k < K) part[(g * gridDim.y + blockIdx.y) * K + k] = sh[t];
 }
 
-static __global__ void colsum_finish_kernel(void *out, int odt, const float *part, int64_t G, int64_t K, int64_t nchunk,
+static __global__ void colsum_finish_kernel(void *out, int odt, const double *part, int64_t G, int64_t K, int64_t nchunk,
                                             float div, int accumulate) {
     int64_t j = WARP_ID();
     if (j >= G * K) return;   // whole warps leave together
     int64_t g = j / K, k = j - g * K;
-    const float *p = part + g * nchunk * K + k;
-    float s = 0;
+    const double *p = part + g * nchunk * K + k;
+    double s = 0;
     for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += p[c * K];
-    s = warp_sum(s) / div;
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    float v = (float)(s / div);
     if ((threadIdx.x & 31) == 0) {
-        if (accumulate) addf(out, odt, j, s);
-        else stf(out, odt, j, s);
+        if (accumulate) addf(out, odt, j, v);
+        else stf(out, odt, j, v);
     }
 }
 
@@ -289,7 +291,7 @@ static void colsum(OpCtx *ctx, void *out, int odt, const void *a, int adt, const
     if (G * K == 0) return;
     ColPlan p = col_plan(G, A < 1 ? 1 : A, K);
     ArenaMark mark = arena_mark(ctx->scratch);
-    float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(G * p.nchunk * K));
+    double *part = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(G * p.nchunk * K));
     colsum_partial_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(part, a, adt, b, bdt, A, K, p.rows);
     CUDA_KCHECK("colsum_partial_kernel");
     colsum_finish_kernel<<<warps_grid(G * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(out, odt, part, G, K, p.nchunk, div,
@@ -326,13 +328,13 @@ static __global__ void group_dot_kernel(void *out, int odt, const void *u, int u
     int64_t j = WARP_ID();
     if (j >= G * K) return;
     int64_t g = j / K, k = j - g * K;
-    float s = 0;
+    double s = 0;
     for (int64_t t = threadIdx.x & 31; t < A * B; t += 32) {
         int64_t a = t / B, i = ((g * A + a) * K + k) * B + (t - a * B);
-        s += ldf(u, udt, i) * ldf(v, vdt, i);
+        s += (double)ldf(u, udt, i) * ldf(v, vdt, i);
     }
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) addf(out, odt, j, s);
+    s = warp_sum_d(s);
+    if ((threadIdx.x & 31) == 0) addf(out, odt, j, (float)s);
 }
 
 extern "C" void cuda_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) {
@@ -718,25 +720,25 @@ static __global__ void scatter_dsrc_kernel(void *dsrc, int dsdt, const void *dds
 // dw[i] += <ddst[idx[i]], src[i]>: pass 1, block (chunk, i) sums its DW_CHUNK
 // slice of the row (block_sum); pass 2, one warp per row sums the chunks in order.
 #define DW_CHUNK 4096
-static __global__ void scatter_dw_partial_kernel(float *part, const void *ddst, int gdt, const void *src, int sdt,
+static __global__ void scatter_dw_partial_kernel(double *part, const void *ddst, int gdt, const void *src, int sdt,
                                                  const int32_t *idx, int64_t rows, int64_t D) {
     int64_t i = blockIdx.y, d0 = (int64_t)blockIdx.x * DW_CHUNK, d1 = d0 + DW_CHUNK < D ? d0 + DW_CHUNK : D;
     int32_t r = idx[i];
     check_row(r, rows, "rows_scatter_add_backward", blockIdx.x == 0 && threadIdx.x == 0);
-    float s = 0;
+    double s = 0;   // a routing weight's gradient: a long dot product that nearly cancels
     for (int64_t d = d0 + threadIdx.x; d < d1; d += blockDim.x)
-        s += ldf(ddst, gdt, r * D + d) * ldf(src, sdt, i * D + d);
-    s = block_sum(s);
+        s += (double)ldf(ddst, gdt, r * D + d) * ldf(src, sdt, i * D + d);
+    s = block_sum_d(s);
     if (threadIdx.x == 0) part[i * gridDim.x + blockIdx.x] = s;
 }
 
-static __global__ void scatter_dw_finish_kernel(void *dw, int dwdt, const float *part, int64_t n, int64_t nchunk) {
+static __global__ void scatter_dw_finish_kernel(void *dw, int dwdt, const double *part, int64_t n, int64_t nchunk) {
     int64_t i = WARP_ID();
     if (i >= n) return;
-    float s = 0;
+    double s = 0;
     for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += part[i * nchunk + c];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) addf(dw, dwdt, i, s);
+    s = warp_sum_d(s);
+    if ((threadIdx.x & 31) == 0) addf(dw, dwdt, i, (float)s);
 }
 
 extern "C" void cuda_rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst,
@@ -759,7 +761,7 @@ extern "C" void cuda_rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor 
         if (D == 0) return;
         int64_t nchunk = (D + DW_CHUNK - 1) / DW_CHUNK;
         ArenaMark mark = arena_mark(ctx->scratch);
-        float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(n * nchunk));
+        double *part = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(n * nchunk));
         scatter_dw_partial_kernel<<<dim3((unsigned)nchunk, (unsigned)n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
             part, ddst->data, gdt, src->data, cuda_fdt(src, op), tensor_i32(idx), rows, D);
         CUDA_KCHECK("scatter_dw_partial_kernel");

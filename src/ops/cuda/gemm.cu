@@ -85,27 +85,29 @@ const void *cuda_weight_as(OpCtx *ctx, const Tensor *w, cx_dtype dt) {
 #define COL_ROWS 8
 #define COL_CHUNK 1024
 
-__global__ void k_colsum_part(float *part, const void *src, int dt, int64_t R, int64_t K, int64_t ld) {
-    __shared__ float acc[COL_ROWS][33];
+// Sums in double: a bias feeding a training-mode BatchNorm has a gradient that
+// is a near-total cancellation of its terms.
+__global__ void k_colsum_part(double *part, const void *src, int dt, int64_t R, int64_t K, int64_t ld) {
+    __shared__ double acc[COL_ROWS][33];
     int64_t k = (int64_t)blockIdx.x * 32 + threadIdx.x;
     int64_t r0 = (int64_t)blockIdx.y * COL_CHUNK, r1 = r0 + COL_CHUNK < R ? r0 + COL_CHUNK : R;
-    float s = 0;
+    double s = 0;
     if (k < K)
         for (int64_t r = r0 + threadIdx.y; r < r1; r += COL_ROWS) s += ldf(src, dt, r * ld + k);
     acc[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && k < K) {
-        float t = 0;
+        double t = 0;
         for (int j = 0; j < COL_ROWS; j++) t += acc[j][threadIdx.x];
         part[(int64_t)blockIdx.y * K + k] = t;
     }
 }
 
-__global__ void k_colsum_final(float *dst, const float *part, int64_t chunks, int64_t K) {
+__global__ void k_colsum_final(float *dst, const double *part, int64_t chunks, int64_t K) {
     CUDA_LOOP(k, K) {
-        float s = 0;
+        double s = 0;
         for (int64_t c = 0; c < chunks; c++) s += part[c * K + k];
-        dst[k] += s;
+        dst[k] += (float)s;
     }
 }
 
@@ -114,7 +116,7 @@ void cuda_colsum_add(OpCtx *ctx, float *dst, const void *src, cx_dtype dt, int64
     ArenaMark mk = arena_mark(ctx->scratch);
     int64_t chunks = (R + COL_CHUNK - 1) / COL_CHUNK;
     CX_ASSERT(chunks <= 65535, "colsum: %lld rows", (long long)R);
-    float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(chunks * K));
+    double *part = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(chunks * K));
     dim3 grid((unsigned)((K + 31) / 32), (unsigned)chunks), block(32, COL_ROWS);
     k_colsum_part<<<grid, block, 0, cuda_stream(ctx)>>>(part, src, (int)dt, R, K, ld);
     CUDA_KCHECK("k_colsum_part");

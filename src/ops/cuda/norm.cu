@@ -15,7 +15,9 @@
 //     over row chunks write per-chunk partials to scratch, then one warp per
 //     channel sums the partials in chunk order (ColPlan).
 // Activations are F32 or BF16 (ldf/stf); statistics and parameters are read
-// and written through their own dtypes too; arithmetic is float32.
+// and written through their own dtypes too; arithmetic is float32, sums are
+// accumulated in double (as the CPU kernels do: a β or γ gradient sums many
+// terms that nearly cancel, and float32 partials lost ~1e-3 of it).
 #include "ops/cuda/common.cuh"
 
 // ---- shared reduction machinery --------------------------------------------------------------
@@ -29,15 +31,16 @@ static int pow2_at_least(int64_t v, int cap) {
 // Sum (or maximum) over threadIdx.y of each (threadIdx.z, threadIdx.x) column of
 // the block; blockDim.y a power of two, at most CUDA_BLOCK threads. Every thread
 // of the column gets the result. The tree is fixed: deterministic.
-template <bool MAX>
-static __device__ float lanes_reduce(float v) {
-    __shared__ float sh[CUDA_BLOCK];
+template <bool MAX, typename T = float>
+static __device__ T lanes_reduce(T v) {
+    __shared__ T sh[CUDA_BLOCK];
     int col = threadIdx.z * blockDim.y * blockDim.x + threadIdx.x, t = col + threadIdx.y * blockDim.x;
     __syncthreads();   // sh may still be read by a previous call
     sh[t] = v;
     __syncthreads();
     for (int s = blockDim.y >> 1; s > 0; s >>= 1) {
-        if ((int)threadIdx.y < s) sh[t] = MAX ? fmaxf(sh[t], sh[t + s * blockDim.x]) : sh[t] + sh[t + s * blockDim.x];
+        if ((int)threadIdx.y < s) sh[t] = MAX ? (sh[t] > sh[t + s * blockDim.x] || sh[t] != sh[t] ? sh[t] : sh[t + s * blockDim.x])
+                                              : sh[t] + sh[t + s * blockDim.x];
         __syncthreads();
     }
     return sh[col];
@@ -120,13 +123,13 @@ static ColPlan col_plan(int64_t M, int64_t C) {
 enum { COL_SUM, COL_DEV2, COL_BN, COL_LN };
 
 template <int MODE>
-static __global__ void col_partial_kernel(float *p1, float *p2, const void *x, int xdt, const void *dy, int dydt,
+static __global__ void col_partial_kernel(double *p1, double *p2, const void *x, int xdt, const void *dy, int dydt,
                                           const void *mean, int mdt, const void *istd, int idt, int64_t M, int64_t C,
                                           int64_t rows) {
     const bool two = MODE == COL_BN || MODE == COL_LN;
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
-    float s1 = 0, s2 = 0;
+    double s1 = 0, s2 = 0;   // double, as the CPU kernels: dβ, dγ sums cancel heavily
     if (c < C) {
         float mu = 0, is = 0;
         if (MODE == COL_DEV2 || MODE == COL_BN) mu = ldf(mean, mdt, c);
@@ -138,7 +141,7 @@ static __global__ void col_partial_kernel(float *p1, float *p2, const void *x, i
                 s1 += v;
             } else if (MODE == COL_DEV2) {
                 float d = v - mu;
-                s1 += d * d;
+                s1 += (double)d * d;
             } else {
                 if (MODE == COL_LN) {   // LayerNorm's statistics belong to the row
                     mu = ldf(mean, mdt, r);
@@ -146,12 +149,12 @@ static __global__ void col_partial_kernel(float *p1, float *p2, const void *x, i
                 }
                 float g = ldf(dy, dydt, i);
                 s1 += g;
-                s2 += g * ((v - mu) * is);
+                s2 += (double)g * ((v - mu) * is);
             }
         }
     }
-    s1 = lanes_reduce<false>(s1);
-    if (two) s2 = lanes_reduce<false>(s2);
+    s1 = lanes_reduce<false, double>(s1);
+    if (two) s2 = lanes_reduce<false, double>(s2);
     if (threadIdx.y == 0 && c < C) {
         p1[blockIdx.y * C + c] = s1;
         if (two) p2[blockIdx.y * C + c] = s2;
@@ -160,10 +163,11 @@ static __global__ void col_partial_kernel(float *p1, float *p2, const void *x, i
 
 // The second pass: channel c's partials summed in chunk order by one warp
 // (lane j takes chunks j, j+32, ..., then the shuffle tree). Every lane gets it.
-static __device__ __forceinline__ float chunks_sum(const float *p, int64_t nchunk, int64_t C, int64_t c) {
-    float s = 0;
+static __device__ __forceinline__ double chunks_sum(const double *p, int64_t nchunk, int64_t C, int64_t c) {
+    double s = 0;
     for (int64_t j = threadIdx.x & 31; j < nchunk; j += 32) s += p[j * C + c];
-    return warp_sum(s);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    return s;
 }
 
 // Blocks for one warp per item over n items.
@@ -185,29 +189,29 @@ static int stat_dt(const Tensor *t, int64_t n, const char *op) {
 
 // ---- BatchNorm ---------------------------------------------------------------------------------
 // reference: torch.nn.functional.batch_norm. x (M, C) with M = N·H·W rows.
-static __global__ void bn_mean_kernel(float *mean, const float *part, int64_t nchunk, int64_t M, int64_t C) {
+static __global__ void bn_mean_kernel(float *mean, const double *part, int64_t nchunk, int64_t M, int64_t C) {
     int64_t c = WARP_ID();
     if (c >= C) return;   // whole warps leave together
-    float s = chunks_sum(part, nchunk, C, c);
-    if ((threadIdx.x & 31) == 0) mean[c] = s / (float)M;
+    double s = chunks_sum(part, nchunk, C, c);
+    if ((threadIdx.x & 31) == 0) mean[c] = (float)(s / (double)M);
 }
 
 // Finishes the training statistics: biased variance for normalising, the
 // unbiased one for running_var (M − 1, or M when M = 1, as the reference).
 static __global__ void bn_var_kernel(float *istd, void *sm, int smdt, void *si, int sidt, void *rm, int rmdt, void *rv,
-                                     int rvdt, const float *part, const float *mean, int64_t nchunk, int64_t M,
+                                     int rvdt, const double *part, const float *mean, int64_t nchunk, int64_t M,
                                      int64_t C, float eps, float mom, float keep) {
     int64_t c = WARP_ID();
     if (c >= C) return;
-    float ss = chunks_sum(part, nchunk, C, c);
+    double ss = chunks_sum(part, nchunk, C, c);
     if ((threadIdx.x & 31) != 0) return;
-    float mu = mean[c], is = 1.0f / sqrtf(ss / (float)M + eps);
+    float mu = mean[c], is = (float)(1.0 / sqrt(ss / (double)M + eps));
     istd[c] = is;
     if (sm) stf(sm, smdt, c, mu);
     if (si) stf(si, sidt, c, is);
     if (rm) stf(rm, rmdt, c, keep * ldf(rm, rmdt, c) + mom * mu);
     if (rv) {
-        float unbiased = M > 1 ? ss / (float)(M - 1) : ss;
+        float unbiased = (float)(M > 1 ? ss / (double)(M - 1) : ss);
         stf(rv, rvdt, c, keep * ldf(rv, rvdt, c) + mom * unbiased);
     }
 }
@@ -258,7 +262,7 @@ extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
     float *istd = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
     if (training) {
         ColPlan p = col_plan(M, C);
-        float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        double *part = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
         // two passes over x (mean, then squared deviations), as the reference: no
         // cancellation from E[x²] − E[x]² in float32
         col_partial_kernel<COL_SUM><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, NULL, 0, NULL, 0,
@@ -287,15 +291,15 @@ extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
 
 // dγ += Σ dy·x̂, dβ += Σ dy; keeps the per-row means Σdy/M and Σdy·x̂/M for dx.
 static __global__ void bn_grad_sums_kernel(float *mdy, float *mdyxh, void *dgamma, int dgdt, void *dbeta, int dbdt,
-                                           const float *p1, const float *p2, int64_t nchunk, int64_t M, int64_t C) {
+                                           const double *p1, const double *p2, int64_t nchunk, int64_t M, int64_t C) {
     int64_t c = WARP_ID();
     if (c >= C) return;
-    float sdy = chunks_sum(p1, nchunk, C, c), sdyxh = chunks_sum(p2, nchunk, C, c);
+    double sdy = chunks_sum(p1, nchunk, C, c), sdyxh = chunks_sum(p2, nchunk, C, c);
     if ((threadIdx.x & 31) != 0) return;
-    mdy[c] = sdy / (float)M;
-    mdyxh[c] = sdyxh / (float)M;
-    if (dgamma) addf(dgamma, dgdt, c, sdyxh);
-    if (dbeta) addf(dbeta, dbdt, c, sdy);
+    mdy[c] = (float)(sdy / (double)M);
+    mdyxh[c] = (float)(sdyxh / (double)M);
+    if (dgamma) addf(dgamma, dgdt, c, (float)sdyxh);
+    if (dbeta) addf(dbeta, dbdt, c, (float)sdy);
 }
 
 // Training: dx += (dy − mean(dy) − x̂·mean(dy·x̂))·γ·invstd (the batch statistics
@@ -331,8 +335,8 @@ extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, 
     float *mdy = NULL, *mdyxh = NULL;
     if (dgamma || dbeta || (dx && training)) {
         ColPlan p = col_plan(M, C);
-        float *p1 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
-        float *p2 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        double *p1 = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
+        double *p2 = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
         mdy = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
         mdyxh = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
         col_partial_kernel<COL_BN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt, save_mean->data,
@@ -360,17 +364,17 @@ static __global__ void ln_forward_kernel(void *y, int ydt, void *sm, int smdt, v
                                          int xdt, const void *w, int wdt, const void *b, int bdt, int64_t R, int64_t C,
                                          float eps) {
     AxisPos p = axis_pos(R, C, 1, 1);
-    float s = 0, ss = 0;
+    double s = 0, ss = 0;
     if (p.ok)
         for (int64_t c = threadIdx.y; c < C; c += blockDim.y) s += ldf(x, xdt, p.base + c);
-    float mean = lanes_reduce<false>(s) / (float)C;
+    float mean = (float)(lanes_reduce<false, double>(s) / (double)C);
     // the variance around the mean (two passes, as the reference)
     if (p.ok)
         for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
             float d = ldf(x, xdt, p.base + c) - mean;
-            ss += d * d;
+            ss += (double)d * d;
         }
-    float rstd = 1.0f / sqrtf(lanes_reduce<false>(ss) / (float)C + eps);
+    float rstd = (float)(1.0 / sqrt(lanes_reduce<false, double>(ss) / (double)C + eps));
     if (!p.ok) return;   // past the last barrier
     for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
         float v = (ldf(x, xdt, p.base + c) - mean) * rstd;
@@ -406,17 +410,18 @@ static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
                                     const void *sm, int smdt, const void *sr, int srdt, const void *w, int wdt,
                                     int64_t R, int64_t C) {
     AxisPos p = axis_pos(R, C, 1, 1);
-    float mean = 0, rstd = 0, sg = 0, sgx = 0;
+    float mean = 0, rstd = 0;
+    double sg = 0, sgx = 0;
     if (p.ok) {
         mean = ldf(sm, smdt, p.o);
         rstd = ldf(sr, srdt, p.o);
         for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
             float g = ldf(dy, dydt, p.base + c) * (w ? ldf(w, wdt, c) : 1.0f);
             sg += g;
-            sgx += g * ((ldf(x, xdt, p.base + c) - mean) * rstd);
+            sgx += (double)g * ((ldf(x, xdt, p.base + c) - mean) * rstd);
         }
     }
-    float mg = lanes_reduce<false>(sg) / (float)C, mgx = lanes_reduce<false>(sgx) / (float)C;
+    float mg = (float)(lanes_reduce<false, double>(sg) / (double)C), mgx = (float)(lanes_reduce<false, double>(sgx) / (double)C);
     if (!p.ok) return;
     for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
         float g = ldf(dy, dydt, p.base + c) * (w ? ldf(w, wdt, c) : 1.0f);
@@ -426,14 +431,14 @@ static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
 }
 
 // dw += Σ over rows of dy·x̂, db += Σ dy.
-static __global__ void ln_param_grad_kernel(void *dw, int dwdt, void *db, int dbdt, const float *p1, const float *p2,
+static __global__ void ln_param_grad_kernel(void *dw, int dwdt, void *db, int dbdt, const double *p1, const double *p2,
                                             int64_t nchunk, int64_t C) {
     int64_t c = WARP_ID();
     if (c >= C) return;
-    float sdy = chunks_sum(p1, nchunk, C, c), sdyxh = chunks_sum(p2, nchunk, C, c);
+    double sdy = chunks_sum(p1, nchunk, C, c), sdyxh = chunks_sum(p2, nchunk, C, c);
     if ((threadIdx.x & 31) != 0) return;
-    if (dw) addf(dw, dwdt, c, sdyxh);
-    if (db) addf(db, dbdt, c, sdy);
+    if (dw) addf(dw, dwdt, c, (float)sdyxh);
+    if (db) addf(db, dbdt, c, (float)sdy);
 }
 
 extern "C" void cuda_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy,
@@ -458,8 +463,8 @@ extern "C" void cuda_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tens
     if (dw || db) {
         ArenaMark mark = arena_mark(ctx->scratch);
         ColPlan p = col_plan(R, C);
-        float *p1 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
-        float *p2 = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(p.nchunk * C));
+        double *p1 = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
+        double *p2 = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
         col_partial_kernel<COL_LN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt, save_mean->data,
                                                                 smdt, save_rstd->data, srdt, R, C, p.rows);
         CUDA_KCHECK("col_partial_kernel<COL_LN>");
@@ -483,17 +488,18 @@ static void axis_check(const Tensor *a, const Tensor *b, int64_t outer, int64_t 
 static __global__ void softmax_forward_kernel(void *y, int ydt, const void *x, int xdt, int64_t outer, int64_t L,
                                               int64_t inner, int64_t ntile) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
-    float mx = -INFINITY, s = 0;
+    float mx = -INFINITY;
+    double s = 0;
     if (p.ok)
         for (int64_t l = threadIdx.y; l < L; l += blockDim.y) mx = fmaxf(mx, ldf(x, xdt, p.base + l * inner));
     mx = lanes_reduce<true>(mx);
     if (p.ok)
         for (int64_t l = threadIdx.y; l < L; l += blockDim.y) s += expf(ldf(x, xdt, p.base + l * inner) - mx);
-    s = lanes_reduce<false>(s);
+    float sf = (float)lanes_reduce<false, double>(s);
     if (!p.ok) return;
     for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
         int64_t i = p.base + l * inner;
-        stf(y, ydt, i, expf(ldf(x, xdt, i) - mx) / s);
+        stf(y, ydt, i, expf(ldf(x, xdt, i) - mx) / sf);
     }
 }
 
@@ -511,13 +517,13 @@ extern "C" void cuda_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int
 static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *y, int ydt,
                                                int64_t outer, int64_t L, int64_t inner, int64_t ntile) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
-    float s = 0;
+    double sd = 0;
     if (p.ok)
         for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
             int64_t i = p.base + l * inner;
-            s += ldf(dy, dydt, i) * ldf(y, ydt, i);
+            sd += (double)ldf(dy, dydt, i) * ldf(y, ydt, i);
         }
-    s = lanes_reduce<false>(s);
+    float s = (float)lanes_reduce<false, double>(sd);
     if (!p.ok) return;
     for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
         int64_t i = p.base + l * inner;
@@ -544,13 +550,13 @@ extern "C" void cuda_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, 
 static __global__ void l2norm_forward_kernel(void *y, int ydt, void *nrm_out, int ndt, const void *x, int xdt,
                                              int64_t outer, int64_t L, int64_t inner, int64_t ntile, double eps) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
-    float s = 0;
+    double s = 0;
     if (p.ok)
         for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
             float v = ldf(x, xdt, p.base + l * inner);
-            s += v * v;
+            s += (double)v * v;
         }
-    float nrm = sqrtf(lanes_reduce<false>(s));
+    float nrm = (float)sqrt(lanes_reduce<false, double>(s));
     if (!p.ok) return;
     float den = (double)nrm > eps ? nrm : (float)eps;
     for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
@@ -579,13 +585,13 @@ static __global__ void l2norm_backward_kernel(void *dx, int dxdt, const void *dy
                                               const void *nrm_in, int ndt, int64_t outer, int64_t L, int64_t inner,
                                               int64_t ntile, double eps) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
-    float s = 0;
+    double sd = 0;
     if (p.ok)
         for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
             int64_t i = p.base + l * inner;
-            s += ldf(dy, dydt, i) * ldf(x, xdt, i);
+            sd += (double)ldf(dy, dydt, i) * ldf(x, xdt, i);
         }
-    s = lanes_reduce<false>(s);   // every thread takes part, whichever branch its column takes
+    float s = (float)lanes_reduce<false, double>(sd);   // every thread takes part, whichever branch its column takes
     if (!p.ok) return;
     float nrm = ldf(nrm_in, ndt, p.o * inner + p.in);
     if ((double)nrm < eps) {
