@@ -5,6 +5,8 @@
 // synchronisations counted. Every test is skipped without a GPU.
 #include "test.h"
 #include "nn/camoxpert.h"
+#include "nn/cod_head.h"
+#include "nn/experts.h"
 #include "nn/runtime.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -187,7 +189,22 @@ TEST(cuda_optimizer_matches_cpu) {
 // ---- the whole model -----------------------------------------------------------------------------------
 // One training-mode forward, loss and backward on rt; outputs (pred) and the
 // gradient buffer come back to the host.
-typedef struct { CamoLoss L; Tensor pred, grad; int64_t syncs; } ModelRun;
+typedef struct { CamoLoss L; Tensor pred, grad; int64_t syncs; Tensor maps[10], dmaps[8]; } ModelRun;
+
+// The ten output maps (forward) and the loss's eight map gradients, as host float32 copies.
+static const char *map_names[10] = { "pred", "fg_map", "search_map", "uncertainty", "initial_pred", "refine0", "refine1",
+                                     "deep0", "deep1", "deep2" };
+static void keep_maps(Runtime *rt, const CodOutputs *o, Tensor *dst, int grads, Arena *keep) {
+    const Tensor *src[10] = { &o->pred, &o->fg_map, &o->search_map, &o->uncertainty, &o->initial_pred, &o->refine[0],
+                              &o->refine[1], &o->deep[0], &o->deep[1], &o->deep[2] };
+    const Tensor *gsrc[8] = { &o->pred, &o->fg_map, &o->search_map, &o->uncertainty, &o->refine[0], &o->deep[0],
+                              &o->deep[1], &o->deep[2] };
+    for (int i = 0; i < (grads ? 8 : 10); i++) {
+        Tensor h = runtime_output_f32(rt, grads ? gsrc[i] : src[i]);
+        dst[i] = tensor_new(keep, DT_F32, h.ndim, h.shape);
+        tensor_copy(&dst[i], &h);
+    }
+}
 
 static void model_run(Runtime *rt, CamoXpert *m, ParamTable *pt, const Tensor *x, const Tensor *mask, Arena *keep,
                       ModelRun *out) {
@@ -204,6 +221,10 @@ static void model_run(Runtime *rt, CamoXpert *m, ParamTable *pt, const Tensor *x
     camo_loss_forward_backward(c, &w, &o.maps, &yi, o.balance_loss, &out->L, &g);
     params_zero_grad(pt);
     camoxpert_backward(c, m, &g, w.balance, NULL);
+    int64_t s1 = cx_sync_count();
+    keep_maps(rt, &o.maps, out->maps, 0, keep);
+    keep_maps(rt, &g, out->dmaps, 1, keep);
+    s0 += cx_sync_count() - s1;   // the copies for the comparison are not the step's
     out->syncs = cx_sync_count() - s0;
     Tensor p = runtime_output_f32(rt, &o.maps.pred);
     out->pred = tensor_new(keep, DT_F32, p.ndim, p.shape);
@@ -294,6 +315,13 @@ static void model_case(int sparse) {
         CHECKF(e <= 1e-3 || e64 <= 1e-3, "%s fp32 gradient %s: %.3g from the CPU's float32, %.3g from float64 (the CPU's "
                "float32 %.3g)", sparse ? "sparse" : "dense", pc.p[i].name, e, e64, c64);
     }
+    // where the maps or the loss's gradients part (the first place a drift shows)
+    static const char *grad_names[8] = { "pred", "fg_map", "search_map", "uncertainty", "refine0", "deep0", "deep1", "deep2" };
+    for (int i = 0; i < 10; i++)
+        printf("    %s map %s: gpu-cpu %.3g\n", sparse ? "sparse" : "dense", map_names[i], rel_l2(&g.maps[i], &c.maps[i], 0));
+    for (int i = 0; i < 8; i++)
+        printf("    %s loss gradient of %s: gpu-cpu %.3g\n", sparse ? "sparse" : "dense", grad_names[i],
+               rel_l2(&g.dmaps[i], &c.dmaps[i], 0));
     double eb = rel_l2(&b.pred, &c.pred, 0);
     // bf16 forward through ~60 layers of random weights: a sanity bound here; verify holds the fixtures to 2e-2
     CHECKF(eb <= 0.1, "%s bf16 pred: rel L2 %.3g", sparse ? "sparse" : "dense", eb);
@@ -319,4 +347,134 @@ TEST(cuda_model_dense_matches_cpu) {
 TEST(cuda_model_sparse_matches_cpu) {
     if (!test_cuda()) { test_skip(test_no_gpu()); return; }
     model_case(1);
+}
+
+// ---- one module at a time ------------------------------------------------------------------------------
+// Each expert at the fixtures' shapes (the finest and the coarsest scale: BatchNorm over
+// 8 rows there) and the whole head, forward and backward in training mode on the CPU
+// (float32), the reference kernels (float64) and the GPU (float32), with the same
+// random output gradient: the input and parameter gradients of the GPU within 1e-3 of
+// the CPU's, or of the exact ones. Where the whole model's gradients drift, this names
+// the module.
+typedef struct { Tensor dx[4]; Tensor grad; } ModGrads;
+
+// Runs module `which` (an expert_kind, or EXPERT_KINDS for the head) on rt.
+static void module_run(Runtime *rt, ParamTable *pt, int which, Expert *e, CodHead *h, const Tensor *xs, int nx,
+                       const Tensor *dy, const Tensor *mask, Arena *keep, ModGrads *out) {
+    NNCtx *c = &rt->ctx;
+    c->pt = pt;
+    c->training = 1;
+    runtime_step_reset(rt);
+    Tensor x[4], dx[4];
+    for (int i = 0; i < nx; i++) {
+        x[i] = runtime_input(rt, &xs[i], rt->dtype);
+        Tensor z = tensor_zeros(keep, DT_F32, xs[i].ndim, xs[i].shape);
+        dx[i] = runtime_input(rt, &z, rt->dtype);
+    }
+    params_zero_grad(pt);
+    if (which < EXPERT_KINDS) {
+        expert_forward(c, e, &x[0]);
+        Tensor g = runtime_input(rt, dy, rt->dtype);
+        expert_backward(c, e, &g, &dx[0]);
+    } else {
+        CodOutputs o, g;
+        cod_head_forward(c, h, x, 64, 64, &o);
+        CamoLossWeights w = camo_loss_default_weights();
+        CamoLoss L;
+        Tensor m = runtime_input(rt, mask, DT_F32);
+        camo_loss_forward_backward(c, &w, &o, &m, 0.0, &L, &g);
+        cod_head_backward(c, h, &g, dx);
+    }
+    for (int i = 0; i < nx; i++) {
+        Tensor t = runtime_output_f32(rt, &dx[i]);
+        out->dx[i] = tensor_new(keep, DT_F32, t.ndim, t.shape);
+        tensor_copy(&out->dx[i], &t);
+    }
+    out->grad = tensor_new(keep, DT_F32, 1, &pt->numel);
+    if (pt->device == DEV_CUDA) {
+        Tensor gd = tensor_view(pt->grad, DT_F32, 1, &pt->numel);
+        gd.device = DEV_CUDA;
+        tensor_download(&out->grad, &gd);
+    } else {
+        Tensor gh = tensor_view(pt->grad, pt->dtype, 1, &pt->numel);
+        tensor_copy(&out->grad, &gh);
+    }
+}
+
+static void module_case(int which, int64_t hw, int d) {
+    const int dims[4] = { 24, 48, 88, 168 };
+    ParamTable pt[3];
+    Expert e[3];
+    CodHead h[3];
+    for (int k = 0; k < 3; k++) {
+        params_init(&pt[k]);
+        if (which < EXPERT_KINDS) expert_create(&e[k], &pt[k], "m", (expert_kind)which, d, PG_REST);
+        else cod_head_create(&h[k], &pt[k], dims);
+        params_alloc(&pt[k], k == 2 ? DT_F64 : DT_F32);
+    }
+    Rng r = rng_init(31 + which);
+    if (which < EXPERT_KINDS) expert_init(&e[0], &pt[0], &r);
+    else cod_head_init(&h[0], &pt[0], &r);
+    params_copy_values(&pt[1], &pt[0]);
+    params_copy_values(&pt[2], &pt[0]);
+    Arena keep;
+    arena_init(&keep, "keep", 1 << 20);
+    Tensor xs[4], dy = { 0 }, mask = { 0 };
+    int nx = which < EXPERT_KINDS ? 1 : 4;
+    if (which < EXPERT_KINDS) {
+        xs[0] = rnd(&keep, &r, 4, (int64_t[]){ 2, hw, hw, d }, -2, 2);
+        dy = rnd(&keep, &r, 4, xs[0].shape, -1, 1);
+    } else {
+        for (int s = 0; s < 4; s++) xs[s] = rnd(&keep, &r, 4, (int64_t[]){ 2, 64 >> (s + 2), 64 >> (s + 2), dims[s] }, -2, 2);
+        mask = tensor_new(&keep, DT_F32, 4, (int64_t[]){ 2, 64, 64, 1 });
+        for (int64_t i = 0; i < tensor_numel(&mask); i++)
+            tensor_f32(&mask)[i] = ((i / 64) % 64 - 30) * ((i / 64) % 64 - 30) + (i % 64 - 28) * (i % 64 - 28) < 300;
+    }
+    Runtime rc, rg, r64;
+    REQUIRE_OK(runtime_init(&rc, "cpu", "fp32", 0, 1));
+    REQUIRE_OK(runtime_init(&rg, "cuda", "fp32", 0, 1));
+    runtime_init_reference(&r64, DT_F64, 1);
+    runtime_place(&rg, &pt[1]);
+    ModGrads c, g, x;
+    module_run(&rc, &pt[0], which, &e[0], &h[0], xs, nx, &dy, &mask, &keep, &c);
+    module_run(&rg, &pt[1], which, &e[0], &h[0], xs, nx, &dy, &mask, &keep, &g);
+    module_run(&r64, &pt[2], which, &e[0], &h[0], xs, nx, &dy, &mask, &keep, &x);
+    const char *name = which < EXPERT_KINDS ? expert_kind_name((expert_kind)which) : "head";
+    double worst = 0, worst64 = 0, cworst = 0;
+    const char *wn = "";
+    for (int i = 0; i < nx; i++) {
+        double eg = rel_l2(&g.dx[i], &c.dx[i], 0), e64 = rel_l2(&g.dx[i], &x.dx[i], 0), c64 = rel_l2(&c.dx[i], &x.dx[i], 0);
+        printf("    %s %lldx%lld: dx[%d] gpu-cpu %.3g, gpu-f64 %.3g, cpu-f64 %.3g\n", name, (long long)hw, (long long)hw, i,
+               eg, e64, c64);
+        CHECKF(eg <= 1e-3 || e64 <= 1e-3, "%s %lldx%lld dx[%d]: %.3g from the CPU, %.3g from float64", name,
+               (long long)hw, (long long)hw, i, eg, e64);
+    }
+    double gmax = 0;
+    for (int64_t k = 0; k < pt[0].numel; k++) gmax = fmax(gmax, fabs(tensor_f32(&c.grad)[k]));
+    for (int i = 0; i < pt[0].n; i++) {
+        if (pt[0].p[i].flags & PF_BUFFER) continue;
+        int64_t n = pt[0].p[i].numel, o = pt[0].p[i].offset;
+        Tensor a = tensor_view(tensor_f32(&g.grad) + o, DT_F32, 1, &n), b = tensor_view(tensor_f32(&c.grad) + o, DT_F32, 1, &n);
+        Tensor t = tensor_view(tensor_f32(&x.grad) + o, DT_F32, 1, &n);
+        double fl = 1e-4 * gmax * sqrt((double)n);
+        double eg = rel_l2(&a, &b, fl), e64 = rel_l2(&a, &t, fl), c64 = rel_l2(&b, &t, fl);
+        if (!(eg <= worst)) worst = eg, wn = pt[0].p[i].name;
+        worst64 = fmax(worst64, e64), cworst = fmax(cworst, c64);
+        CHECKF(eg <= 1e-3 || e64 <= 1e-3, "%s %lldx%lld gradient %s: %.3g from the CPU, %.3g from float64 (the CPU %.3g)",
+               name, (long long)hw, (long long)hw, pt[0].p[i].name, eg, e64, c64);
+    }
+    printf("    %s %lldx%lld: parameter gradients worst gpu-cpu %.3g (%s), gpu-f64 %.3g, cpu-f64 %.3g\n", name,
+           (long long)hw, (long long)hw, worst, wn, worst64, cworst);
+    runtime_free(&rc), runtime_free(&rg), runtime_free(&r64);
+    for (int k = 0; k < 3; k++) params_free(&pt[k]);
+    arena_free(&keep);
+}
+
+TEST(cuda_modules_match_cpu) {
+    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    for (int k = 0; k < EXPERT_KINDS; k++) {
+        module_case(k, 16, 24);
+        module_case(k, 2, 168);
+    }
+    module_case(EXPERT_KINDS, 0, 0);
 }

@@ -96,6 +96,9 @@ extern "C" cx_status cuda_open(CudaState **out, int gpu) {
         free(s);
         return CX_FAIL(CX_ENOMEM, "cuda:%d: not even 32 MiB of GPU memory free", gpu);
     }
+    // CAMOXPERT_CUDA_CONV=direct: every convolution on the direct kernels (a diagnostic, docs/GPU.md)
+    const char *cv = getenv("CAMOXPERT_CUDA_CONV");
+    if (cv && !strcmp(cv, "direct")) cuda_conv_impl = CUDA_CONV_DIRECT;
     cx_device_hooks_set(&hooks);
     *out = s;
     return CX_OK;

@@ -13,6 +13,7 @@
 // straight from bf16 operands (cuBLASLt: A/B bf16, C/D fp32, fp32 compute).
 // Float32 operands use CUBLAS_COMPUTE_32F, which excludes TF32.
 #include "ops/cuda/common.cuh"
+#include <string.h>
 
 static cudaDataType_t lt_type(cx_dtype dt) { return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
@@ -24,9 +25,37 @@ static uint32_t align_of(const void *p) {
     return a;
 }
 
+// The same product by a plain kernel, one thread per output element, a float32 sum
+// in k order: CAMOXPERT_CUDA_GEMM=plain routes every linear layer here (a
+// diagnostic: it tells a cuBLASLt result from a model's own numerics).
+__global__ void k_gemm_plain(int ta, int tb, int m, int n, int k, float alpha, const void *A, int adt, int lda,
+                             const void *B, int bdt, int ldb, float beta, void *D, int ddt, int ldd) {
+    CUDA_LOOP(o, (int64_t)m * n) {
+        int i = (int)(o % m), j = (int)(o / m);
+        float acc = 0;
+        for (int l = 0; l < k; l++)
+            acc += ldf(A, adt, ta ? (int64_t)i * lda + l : (int64_t)l * lda + i) *
+                   ldf(B, bdt, tb ? (int64_t)l * ldb + j : (int64_t)j * ldb + l);
+        int64_t d = (int64_t)j * ldd + i;
+        stf(D, ddt, d, alpha * acc + (beta != 0 ? beta * ldf(D, ddt, d) : 0.f));
+    }
+}
+
+static int gemm_plain(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("CAMOXPERT_CUDA_GEMM") && !strcmp(getenv("CAMOXPERT_CUDA_GEMM"), "plain");
+    return v;
+}
+
 // D (m×n, ldd) = alpha · op(A) · op(B) + beta · C, C == D, column-major.
 static void lt_matmul(OpCtx *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, cx_dtype adt, int lda,
                       const void *B, cx_dtype bdt, int ldb, float beta, void *D, cx_dtype ddt, int ldd) {
+    if (gemm_plain()) {
+        k_gemm_plain<<<cuda_grid((int64_t)m * n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(ta, tb, m, n, k, alpha, A, (int)adt, lda,
+                                                                                  B, (int)bdt, ldb, beta, D, (int)ddt, ldd);
+        CUDA_KCHECK("k_gemm_plain");
+        return;
+    }
     CudaState *s = ctx->cuda;
     cublasLtMatmulDesc_t op;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));

@@ -689,9 +689,9 @@ static __global__ void maxnorm_final_kernel(void *save_max, int smdt, const floa
 }
 
 static __global__ void maxnorm_scale_kernel(void *y, int ydt, const void *x, int xdt, const void *save_max, int smdt,
-                                            float eps, int64_t n) {
-    float den = ldf(save_max, smdt, 0) + eps;
-    CUDA_LOOP(i, n) stf(y, ydt, i, ldf(x, xdt, i) / den);
+                                            double eps, int64_t n) {
+    double den = (double)ldf(save_max, smdt, 0) + eps;   // as the CPU: eps is below float's resolution of the maximum
+    CUDA_LOOP(i, n) stf(y, ydt, i, (float)(ldf(x, xdt, i) / den));
 }
 
 extern "C" void cuda_maxnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tensor *x, double eps) {
@@ -711,22 +711,25 @@ extern "C" void cuda_maxnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_max, co
     CUDA_KCHECK("maxnorm_final_kernel");
     // y may alias x: the maximum is complete before this kernel starts (stream order)
     maxnorm_scale_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, save_max->data, smdt,
-                                                              (float)eps, n);
+                                                              eps, n);
     CUDA_KCHECK("maxnorm_scale_kernel");
     arena_release(ctx->scratch, mark);
 }
 
-// Backward pass 1: per block Σ dy·x and the number of elements equal to the maximum.
-static __global__ void maxnorm_grad_partial_kernel(float *ps, long long *pc, const void *dy, int dydt, const void *x,
+// Backward pass 1: per block Σ dy·x (in double, as the CPU: the maximum's
+// gradient is a sum over the whole map that nearly cancels, and it lands on one
+// element) and the number of elements equal to the maximum.
+static __global__ void maxnorm_grad_partial_kernel(double *ps, long long *pc, const void *dy, int dydt, const void *x,
                                                    int xdt, const void *save_max, int smdt, int64_t n) {
-    float mx = ldf(save_max, smdt, 0), s = 0;
+    float mx = ldf(save_max, smdt, 0);
+    double s = 0;
     long long cnt = 0;
     CUDA_LOOP(i, n) {
         float v = ldf(x, xdt, i);
-        s += ldf(dy, dydt, i) * v;
+        s += (double)ldf(dy, dydt, i) * v;
         cnt += v == mx;
     }
-    s = block_sum(s);
+    s = block_sum_d(s);
     cnt = block_count(cnt);
     if (threadIdx.x == 0) {
         ps[blockIdx.x] = s;
@@ -735,25 +738,26 @@ static __global__ void maxnorm_grad_partial_kernel(float *ps, long long *pc, con
 }
 
 // Pass 2: the maximum's gradient −Σdy·x/(max+eps)², split evenly among the maxima.
-static __global__ void maxnorm_grad_final_kernel(float *share, const float *ps, const long long *pc, int nb,
-                                                 const void *save_max, int smdt, float eps) {
-    float s = 0;
+static __global__ void maxnorm_grad_final_kernel(double *share, const double *ps, const long long *pc, int nb,
+                                                 const void *save_max, int smdt, double eps) {
+    double s = 0;
     long long cnt = 0;
     for (int j = threadIdx.x; j < nb; j += blockDim.x) {
         s += ps[j];
         cnt += pc[j];
     }
-    s = block_sum(s);
+    s = block_sum_d(s);
     cnt = block_count(cnt);
-    float den = ldf(save_max, smdt, 0) + eps;
+    double den = (double)ldf(save_max, smdt, 0) + eps;
     // no maximum matches when it is NaN; the share is then never used
-    if (threadIdx.x == 0) *share = cnt > 0 ? -s / (den * den) / (float)cnt : 0.0f;
+    if (threadIdx.x == 0) *share = cnt > 0 ? -s / (den * den) / (double)cnt : 0.0;
 }
 
 static __global__ void maxnorm_grad_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
-                                           const void *save_max, int smdt, const float *share, float eps, int64_t n) {
-    float mx = ldf(save_max, smdt, 0), den = mx + eps, sh = *share;
-    CUDA_LOOP(i, n) addf(dx, dxdt, i, ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0f));
+                                           const void *save_max, int smdt, const double *share, double eps, int64_t n) {
+    float mx = ldf(save_max, smdt, 0);
+    double den = (double)mx + eps, sh = *share;
+    CUDA_LOOP(i, n) addf(dx, dxdt, i, (float)((double)ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0)));
 }
 
 extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max,
@@ -766,16 +770,16 @@ extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, 
     cudaStream_t st = cuda_stream(ctx);
     ArenaMark mark = arena_mark(ctx->scratch);
     unsigned nb = maxnorm_blocks(n);
-    float *ps = (float *)cuda_scratch(ctx, sizeof(float) * nb);
+    double *ps = (double *)cuda_scratch(ctx, sizeof(double) * nb);
     long long *pc = (long long *)cuda_scratch(ctx, sizeof(long long) * nb);
-    float *share = (float *)cuda_scratch(ctx, sizeof(float));
+    double *share = (double *)cuda_scratch(ctx, sizeof(double));
     maxnorm_grad_partial_kernel<<<nb, CUDA_BLOCK, 0, st>>>(ps, pc, dy->data, dydt, x->data, xdt, save_max->data, smdt,
                                                            n);
     CUDA_KCHECK("maxnorm_grad_partial_kernel");
-    maxnorm_grad_final_kernel<<<1, CUDA_BLOCK, 0, st>>>(share, ps, pc, (int)nb, save_max->data, smdt, (float)eps);
+    maxnorm_grad_final_kernel<<<1, CUDA_BLOCK, 0, st>>>(share, ps, pc, (int)nb, save_max->data, smdt, eps);
     CUDA_KCHECK("maxnorm_grad_final_kernel");
     maxnorm_grad_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
-                                                             save_max->data, smdt, share, (float)eps, n);
+                                                             save_max->data, smdt, share, eps, n);
     CUDA_KCHECK("maxnorm_grad_kernel");
     arena_release(ctx->scratch, mark);
 }
