@@ -113,6 +113,9 @@ Q := $(if $(filter 1,$(V)),,@)
 # fast-vs-reference tolerances. The reference kernels keep strict rounding.
 $(BUILD)/obj/src/ops/cpu/%.o: CFLAGS += -ffp-contract=fast
 
+# The report page's script and style sheet are built into assets.o (.incbin).
+$(BUILD)/obj/src/report/assets.o: src/report/page.js src/report/page.css
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC  $<")
