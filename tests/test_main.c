@@ -1,15 +1,18 @@
 // test_main.c — the test runner: runs every registered test (or those whose
 // name contains one of the arguments), prints one line each and the summary
-// line "N passed, N failed"; exits 1 if any failed.
+// line "N passed, N failed" (", N skipped" when a test could not run here, e.g.
+// without Chromium); exits 1 if any failed.
 #include "test.h"
 #include <stdarg.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct { const char *name, *file; test_fn fn; } TestCase;
 static TestCase *tests;
 static int n_tests, cap_tests;
-static int cur_failed;
+static int cur_failed, cur_skipped;
+static char skip_why[512];
 static char tmp_root[256];
 
 void test_register(const char *name, const char *file, test_fn fn) {
@@ -31,6 +34,42 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 bool test_failed(void) { return cur_failed > 0; }
+
+void test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(skip_why, sizeof skip_why, fmt, ap);
+    va_end(ap);
+    cur_skipped = 1;
+}
+
+const char *test_bin_path(void) {
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "build/camoxpert";
+    path[n] = 0;
+    strcpy(strrchr(path, '/') + 1, "camoxpert");
+    return path;
+}
+
+int test_run_bin(char **out, const char *fmt, ...) {
+    static char *buf;
+    static char log[600];
+    if (!log[0]) snprintf(log, sizeof log, "%s/run_bin.log", test_tmpdir());
+    char args[8192], cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", test_bin_path(), args, log);
+    int st = system(cmd);
+    free(buf);
+    buf = NULL;
+    size_t n;
+    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    if (out) *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 const char *test_shared_path(const char *rel) {
     static char bufs[8][4096];
@@ -82,18 +121,19 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_tests; i++) printf("%s  (%s)\n", tests[i].name, tests[i].file);
         return 0;
     }
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     double t_all = cx_time_s();
     for (int i = 0; i < n_tests; i++) {
         bool sel = argc <= 1;
         for (int a = 1; a < argc && !sel; a++) sel = strstr(tests[i].name, argv[a]) != NULL;
         if (!sel) continue;
-        cur_failed = 0;
+        cur_failed = cur_skipped = 0;
         cx_error_clear();
         double t0 = cx_time_s();
         tests[i].fn();
         double dt = cx_time_s() - t0;
         if (cur_failed) { failed++; printf("FAIL %s (%s, %.2fs)\n", tests[i].name, tests[i].file, dt); }
+        else if (cur_skipped) { skipped++; printf("skip %s (%.2fs): skipped: %s\n", tests[i].name, dt, skip_why); }
         else { passed++; printf("ok   %s (%.2fs)\n", tests[i].name, dt); }
     }
     if (tmp_root[0]) {
@@ -102,6 +142,7 @@ int main(int argc, char **argv) {
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
     }
     printf("total time %.1fs\n", cx_time_s() - t_all);
-    printf("%d passed, %d failed\n", passed, failed);
+    if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    else printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
