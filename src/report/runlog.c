@@ -251,7 +251,9 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
         }
         cJSON_Delete(j);
     }
-    if (L->n_seg && L->seg[0].inferred && L->n_seg == 1)
+    int any_run = 0;
+    for (int k = 0; k < L->n_seg; k++) any_run |= L->seg[k].run != NULL;
+    if (L->n_seg && !any_run)
         note(L, "the log has no \"run\" record (written before camoxpert logged them): the command, device and start "
              "time are unknown");
     if (!L->n_steps && !L->n_epochs)
