@@ -170,8 +170,8 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
         cJSON *j = cJSON_ParseWithLength(s, len);
         const cJSON *ty = j ? cJSON_GetObjectItemCaseSensitive(j, "type") : NULL;
         if (!cJSON_IsString(ty)) {
-            note(L, "line %d is not a log record (%s: \"%.40s%s\"); skipped", line,
-                 j ? "no \"type\"" : "not JSON", s, len > 40 ? "..." : "");
+            note(L, "line %d is not a log record (%s: \"%.*s%s\"); skipped", line,
+                 j ? "no \"type\"" : "not JSON", (int)(len > 40 ? 40 : len), s, len > 40 ? "..." : "");
             L->skipped++;
             cJSON_Delete(j);
             continue;
