@@ -255,3 +255,24 @@ TEST(cli_report_errors_name_the_run_and_the_fix) {
     CHECK(test_run_bin(&o, "report --help") == 0);
     CHECKF(strstr(o, "--max-images") && strstr(o, "--pred"), "%s", o);
 }
+
+// A run stopped by a non-finite loss still gets its page, saying so.
+TEST(cli_train_report_after_a_non_finite_stop) {
+    const char *dir = test_tmpdir();
+    char data[700], run[700], *o;
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    REQUIRE(test_run_bin(&o, "synth --out %s --train 8 --test 1 --size 64 --seed 2 --threads 1", data) == 0);
+    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 "
+                          "--batch-size 2 --epochs 3 --stage1-epochs 1 --lr 1e30 --grad-clip 0 --val-fraction 0.25 "
+                          "--threads 1 --progress 0 --report", data, run);
+    CHECKF(rc == 1 && strstr(o, "not finite") && strstr(o, "report.html"), "rc %d: %s", rc, o);
+    char p[800];
+    snprintf(p, sizeof p, "%s/report.html", run);
+    unsigned char *buf = NULL;
+    size_t n;
+    REQUIRE_OK(read_file(p, &buf, &n));
+    CHECK(strstr((char *)buf, "\"status\":\"failed\"") && strstr((char *)buf, "\"non_finite\":true"));
+    CHECK(!strstr((char *)buf, "http-equiv=\"refresh\""));   // ended: no more reloading
+    free(buf);
+}
