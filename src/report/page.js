@@ -52,6 +52,12 @@
     return h ? h + ' h ' + m + ' min' : m ? m + ' min ' + x + ' s' : x + ' s';
   }
   function expertName(e) { return EXPERT_KIND[e % 4] + e; }
+  // A tick label with the decimals its step needs (short enough for the axis).
+  function tickFmt(t, step) {
+    if (t === 0) return '0';
+    if (Math.abs(t) >= 1e5 || step < 1e-4) return t.toExponential(1);
+    return t.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
+  }
   function niceTicks(lo, hi, n) {
     if (!(hi > lo)) { hi = lo + 1; }
     var step = Math.pow(10, Math.floor(Math.log10((hi - lo) / n)));
@@ -70,7 +76,7 @@
     var card = el('div', { 'class': 'card' }, parent);
     el('div', { 'class': 'title' }, card, title);
     if (opt.hint) el('div', { 'class': 'hint' }, card, opt.hint);
-    var W = 340, H = 190, L = 46, R = 10, T = 8, B = 26;
+    var W = 340, H = 190, L = 48, R = 10, T = 8, B = 26;
     var xs = [], ys = [];
     series.forEach(function (s) {
       for (var i = 0; i < s.x.length; i++) if (fin(s.y[i]) && fin(s.x[i])) { xs.push(s.x[i]); ys.push(s.y[i]); }
@@ -90,18 +96,22 @@
     var pad = (y1 - y0) * 0.05; if (!opt.unit) { y0 -= opt.zero && y0 === 0 ? 0 : pad; y1 += pad; }
     function X(v) { return L + (v - x0) / (x1 - x0) * (W - L - R); }
     function Y(v) { return T + (1 - (v - y0) / (y1 - y0)) * (H - T - B); }
-    niceTicks(y0, y1, 4).forEach(function (t) {
+    var yt = niceTicks(y0, y1, 4);
+    yt.forEach(function (t) {
       if (t < y0 || t > y1) return;
       sv('line', { 'class': 'gridline', x1: L, x2: W - R, y1: Y(t), y2: Y(t) }, svg);
-      sv('text', { x: L - 4, y: Y(t) + 3, 'text-anchor': 'end' }, svg).textContent = fmt(t);
+      sv('text', { x: L - 4, y: Y(t) + 3, 'text-anchor': 'end' }, svg).textContent =
+        tickFmt(t, yt.length > 1 ? yt[1] - yt[0] : Math.abs(t));
     });
     niceTicks(x0, x1, 5).forEach(function (t) {
       if (t < x0 || t > x1 || (opt.integerX && t !== Math.round(t))) return;
-      sv('text', { x: X(t), y: H - B + 13, 'text-anchor': 'middle' }, svg).textContent = fmtInt(t);
+      var edge = X(t) > W - R - 16;   // the last label ends at the frame instead of past it
+      sv('text', { x: edge ? W - 2 : X(t), y: H - B + 13, 'text-anchor': edge ? 'end' : 'middle' }, svg).textContent =
+        fmtInt(t);
     });
     sv('line', { 'class': 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }, svg);
     sv('line', { 'class': 'axis', x1: L, x2: L, y1: T, y2: H - B }, svg);
-    sv('text', { x: W - R, y: H - 2, 'text-anchor': 'end' }, svg).textContent = opt.xlabel || '';
+    sv('text', { x: L, y: H - 2, 'text-anchor': 'start' }, svg).textContent = opt.xlabel || '';
     (opt.marks || []).forEach(function (m) {
       if (m.stage2 !== null && m.stage2 !== undefined && m.stage2 > x0 && m.stage2 < x1) {
         var l = sv('line', { 'class': 'stage2', x1: X(m.stage2), x2: X(m.stage2), y1: T, y2: H - B }, svg);
