@@ -252,6 +252,8 @@ TEST(cli_report_errors_name_the_run_and_the_fix) {
     CHECKF(strstr(o, "train_log.jsonl"), "%s", o);
     CHECK(test_run_bin(&o, "report x --gt y") == 2);
     CHECKF(strstr(o, "--images"), "%s", o);
+    CHECK(test_run_bin(&o, "report x --images /nonexistent/photos") == 2);
+    CHECKF(strstr(o, "--images /nonexistent/photos"), "%s", o);
     CHECK(test_run_bin(&o, "report --help") == 0);
     CHECKF(strstr(o, "--max-images") && strstr(o, "--pred"), "%s", o);
 }

@@ -46,6 +46,12 @@ int cmd_report(int argc, char **argv) {
                 "--pred DIR\n", ro.gt_dir);
         return 2;
     }
+    const char *dirs[3][2] = { { "images", ro.images_dir }, { "gt", ro.gt_dir }, { "pred", ro.pred_dir } };
+    for (int i = 0; i < 3; i++)
+        if (dirs[i][1] && !path_is_dir(dirs[i][1])) {
+            fprintf(stderr, "error: camoxpert report: --%s %s: no such directory\n", dirs[i][0], dirs[i][1]);
+            return 2;
+        }
     if (threads > 0) cx_threads_set(threads);
     Report *r;
     cx_status cs = report_open(&r, runs, n_runs, &ro);

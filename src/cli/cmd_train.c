@@ -244,8 +244,11 @@ int cmd_train(int argc, char **argv) {
     char err[4096];
     snprintf(err, sizeof err, "%s", cx_errmsg());   // the training error, kept across the report's writing
     if (rep) {
-        // The last word: how the run ended (done, stopped, failed) is in the log now.
-        if (report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
+        // The last word: how the run ended (done, stopped, failed) is in the log now
+        // (there is no log when the run failed before its first record).
+        char log[4200];
+        snprintf(log, sizeof log, "%s/train_log.jsonl", c.checkpoint_dir);
+        if (path_exists(log) && report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
         report_close(rep);
     }
     free(oj);
