@@ -142,6 +142,9 @@ FLAGS_FILE := $(BUILD)/flags
 FLAGS_NOW := $(subst ','"'"',$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS) $(LDFLAGS))
 $(shell mkdir -p $(BUILD); echo '$(FLAGS_NOW)' | cmp -s - $(FLAGS_FILE) || echo '$(FLAGS_NOW)' > $(FLAGS_FILE))
 
+# The report page's script and style sheet are built into assets.o (.incbin).
+$(BUILD)/obj/src/report/assets.o: src/report/page.js src/report/page.css
+
 $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC  $<")
@@ -202,7 +205,8 @@ FUZZ_SECONDS ?= 3
 FUZZ_ITERS ?= 300
 FUZZ_BUILD := build-fuzz
 HAVE_LIBFUZZER := $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){return 0;}\n' | $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
-FUZZ_LIB_SRC := src/core/error.c src/core/io.c src/core/log.c src/core/names.c src/core/rng.c $(sort $(wildcard src/data/image.c src/data/dataset.c))
+FUZZ_LIB_SRC := src/core/error.c src/core/io.c src/core/log.c src/core/names.c src/core/rng.c $(sort $(wildcard src/data/image.c src/data/dataset.c)) \
+                src/report/runlog.c
 FUZZ_NAMES := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 ifeq ($(HAVE_LIBFUZZER),1)
@@ -227,13 +231,15 @@ $(FUZZ_BUILD)/obj/%.o: %.c
 	$(FUZZ_COMPILER) $(FUZZ_CFLAGS) -c $< -o $@
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ) $(FUZZ_MAIN)
-	$(FUZZ_COMPILER) $(FUZZ_LINK) -o $@ $^ $(JPEG_LIBS) $(SPNG_LIBS) -lm -lpthread
+	$(FUZZ_COMPILER) $(FUZZ_LINK) -o $@ $^ $(JPEG_LIBS) $(SPNG_LIBS) $(CJSON_LIBS) -lm -lpthread
 
 $(BUILD)/make_seeds: fuzz/make_seeds.c $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
 
 fuzz-smoke: $(FUZZ_BINS) $(BUILD)/make_seeds
-	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/new && mkdir -p $(FUZZ_BUILD)/corpus/names $(FUZZ_BUILD)/new/image $(FUZZ_BUILD)/new/names
+	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/new && mkdir -p $(FUZZ_BUILD)/corpus/names $(FUZZ_BUILD)/new/image $(FUZZ_BUILD)/new/names \
+	    $(FUZZ_BUILD)/corpus/runlog $(FUZZ_BUILD)/new/runlog
+	@cp fuzz/runlog_seed.jsonl $(FUZZ_BUILD)/corpus/runlog/
 	@$(BUILD)/make_seeds $(FUZZ_BUILD)/corpus/image >/dev/null
 	@printf 'COD10K-CAM-1-Aquatic-1-BatFish-1' > $(FUZZ_BUILD)/corpus/names/cod10k
 	@printf 'SYN-CAM-sand-000017.jpg' > $(FUZZ_BUILD)/corpus/names/synth

@@ -2,8 +2,9 @@
 # The README's main job (`make demo` builds, then runs this): on a machine with no
 # dataset, generate a synthetic camouflage set, train a small sparse CamoXpert on it,
 # evaluate on the synthetic test split (the nine-column COD table) next to the
-# colour-threshold baseline, and predict masks for a few test images and for the
-# real photos in ../shared/data/camo4 when present. Everything goes under $OUT.
+# colour-threshold baseline, predict masks for a few test images and for the
+# real photos in ../shared/data/camo4 when present, and write the run's report
+# (one HTML page: curves, routing, predictions). Everything goes under $OUT.
 #
 #   OUT=demo_out THREADS=2 EPOCHS=8 IMG=64 TRAIN=400 DEVICE=auto ./scripts/demo.sh
 # DEVICE: cpu, cuda, cuda:N or auto (a GPU when one is usable); PRECISION: fp32, bf16
@@ -41,7 +42,7 @@ echo "      (stage 1: 1 epoch with the backbone frozen; stage 2: everything)"
     --backbone edgenext_xx_small --img-size "$IMG" --batch-size 8 \
     --epochs "$EPOCHS" --stage1-epochs 1 --lr 1e-3 --stage2-lr 1e-3 --scheduler cosine \
     --use-sparse-moe --num-experts 4 --top-k 2 \
-    --val-fraction 0.1 --cache --seed 1 --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION"
+    --val-fraction 0.1 --cache --seed 1 --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION" --report
 
 echo
 echo "== 3. predict the 60 test images with the best checkpoint and score them"
@@ -66,6 +67,10 @@ if [[ -d "$SHARED/data/camo4/Imgs" ]]; then
         --overlay --routing --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION"
 fi
 
+echo
+echo "== 5. the run's report: curves, routing, 24 validation images predicted (open it in any browser)"
+"$BIN" report "$OUT/run" --max-images 24 --threads "$THREADS"
+
 sm() { sed -n 's/.*"Smeasure":[[:space:]]*\([0-9.]*\).*/\1/p' "$1" | head -n 1 | xargs printf "%.4f"; }
 echo
 echo "== done in $(( $(date +%s) - t0 )) s. Where everything went:"
@@ -73,8 +78,10 @@ echo "  $OUT/data/                     synthetic dataset (Train/, Test/: Image/ 
 echo "  $OUT/run/best.safetensors      best checkpoint by validation Sα (PyTorch state_dict names)"
 echo "  $OUT/run/last.safetensors      last checkpoint + training state (resume: camoxpert train --resume-from it)"
 echo "  $OUT/run/train_log.jsonl       every step and epoch as JSON (losses, lr, validation, routing)"
+echo "  $OUT/run/report.html           the run on one page (curves, routing heat maps, predictions); no server needed"
 echo "  $OUT/pred_test/                8-bit masks of the test split; scores in $OUT/eval_model.json"
 echo "  $OUT/baseline/                 colour-threshold baseline masks; scores in $OUT/eval_baseline.json"
 echo "  $OUT/examples/                 masks, overlays (*_overlay.jpg) and routing (*_routing.json)"
 [[ -d "$OUT/camo4" ]] && echo "  $OUT/camo4/                    the same for the camo4 photos"
+echo "  report: file://$(realpath "$OUT/run/report.html")"
 echo "  test-split Sα: CamoXpert $(sm "$OUT/eval_model.json"), colour-threshold baseline $(sm "$OUT/eval_baseline.json")"

@@ -4,7 +4,10 @@
 # Developer-only extras (PyTorch for the fixture tools under tools/): --dev.
 set -euo pipefail
 # clang + libclang-rt-14-dev: libFuzzer for `make fuzz` (without them fuzz-smoke falls back to a gcc mutation driver).
-pkgs=(build-essential pkg-config libopenblas-openmp-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev clang libclang-rt-14-dev)
+# chromium: the test that loads `camoxpert report`'s page in a headless browser (skipped without it);
+# also a browser to open the demo's report in.
+pkgs=(build-essential pkg-config libopenblas-openmp-dev libdnnl-dev libcjson-dev libspng-dev libjpeg62-turbo-dev clang libclang-rt-14-dev
+      chromium)
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

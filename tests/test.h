@@ -21,13 +21,18 @@ bool test_failed(void);   // has the current test failed so far?
 const char *test_shared_path(const char *rel);
 // A fresh temporary directory for this test (removed at the end of the run).
 const char *test_tmpdir(void);
+// Marks the current test skipped — neither passed nor failed: the runner prints
+// "skip NAME: why" and the summary line ends with ", N skipped". Return after it.
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Runs `build/camoxpert ARGS` (the program beside the test runner) with stdout and
+// stderr into *out (a buffer valid until the next call; out may be NULL); returns
+// the exit status.
+int test_run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *test_bin_path(void);
 // err = max|a-b| / max(max|b|, floor): the project's relative error rule.
 double test_rel_err(const Tensor *a, const Tensor *b, double floor);
-// Marks the current test as skipped (why: "no GPU: ..."); it counts as neither
-// passed nor failed and the runner's summary line says how many were skipped.
-void test_skip(const char *why);
 // The CUDA backend on GPU 0 for GPU tests (opened once, scratch in GPU memory),
-// or NULL when no GPU is usable: the test then calls test_skip(test_no_gpu()).
+// or NULL when no GPU is usable: the test then calls test_skip("%s", test_no_gpu()).
 OpCtx *test_cuda(void);
 const char *test_no_gpu(void);
 

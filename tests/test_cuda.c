@@ -100,7 +100,7 @@ static void loss_case(int64_t N, int64_t H, int64_t W, cx_dtype act, double tol_
 }
 
 TEST(cuda_loss_matches_reference) {
-    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     loss_case(2, 32, 32, DT_F32, 1e-5, 1e-4);
     loss_case(3, 96, 80, DT_F32, 1e-5, 1e-4);
     // bf16 maps (the reference on the same rounded maps): the sums run in float32,
@@ -121,7 +121,7 @@ static void table(ParamTable *pt) {
 
 TEST(cuda_optimizer_matches_cpu) {
     OpCtx *gop = test_cuda();
-    if (!gop) { test_skip(test_no_gpu()); return; }
+    if (!gop) { test_skip("%s", test_no_gpu()); return; }
     ParamTable pc, pg;
     table(&pc);
     table(&pg);
@@ -340,12 +340,12 @@ static void model_case(int sparse) {
 }
 
 TEST(cuda_model_dense_matches_cpu) {
-    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     model_case(0);
 }
 
 TEST(cuda_model_sparse_matches_cpu) {
-    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     model_case(1);
 }
 
@@ -471,7 +471,7 @@ static void module_case(int which, int64_t hw, int d) {
 }
 
 TEST(cuda_modules_match_cpu) {
-    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     for (int k = 0; k < EXPERT_KINDS; k++) {
         module_case(k, 16, 24);
         module_case(k, 2, 168);

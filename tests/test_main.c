@@ -1,18 +1,19 @@
 // test_main.c — the test runner: runs every registered test (or those whose
 // name contains one of the arguments; "-NAME" leaves out the tests whose name
-// contains NAME), prints one line each and the summary
-// line "N passed, N failed" (", N skipped (why)" when GPU tests found no GPU);
+// contains NAME), prints one line each and the summary line "N passed, N failed"
+// (", N skipped (why)" when a test could not run here: no GPU, no Chromium);
 // exits 1 if any failed.
 #include "test.h"
 #include <stdarg.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct { const char *name, *file; test_fn fn; } TestCase;
 static TestCase *tests;
 static int n_tests, cap_tests;
 static int cur_failed, cur_skipped;
-static char tmp_root[256], skip_why[256];
+static char tmp_root[256], skip_why[512];
 
 void test_register(const char *name, const char *file, test_fn fn) {
     if (n_tests == cap_tests) {
@@ -34,9 +35,12 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 
 bool test_failed(void) { return cur_failed > 0; }
 
-void test_skip(const char *why) {
+void test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(skip_why, sizeof skip_why, fmt, ap);
+    va_end(ap);
     cur_skipped = 1;
-    snprintf(skip_why, sizeof skip_why, "%s", why);
 }
 
 static char no_gpu_why[256];
@@ -59,6 +63,34 @@ OpCtx *test_cuda(void) {
         }
     }
     return state > 0 ? &ctx : NULL;
+}
+
+const char *test_bin_path(void) {
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "build/camoxpert";
+    path[n] = 0;
+    strcpy(strrchr(path, '/') + 1, "camoxpert");
+    return path;
+}
+
+int test_run_bin(char **out, const char *fmt, ...) {
+    static char *buf;
+    static char log[600];
+    if (!log[0]) snprintf(log, sizeof log, "%s/run_bin.log", test_tmpdir());
+    char args[8192], cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", test_bin_path(), args, log);
+    int st = system(cmd);
+    free(buf);
+    buf = NULL;
+    size_t n;
+    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    if (out) *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 const char *test_shared_path(const char *rel) {
@@ -127,7 +159,7 @@ int main(int argc, char **argv) {
         tests[i].fn();
         double dt = cx_time_s() - t0;
         if (cur_failed) { failed++; printf("FAIL %s (%s, %.2fs)\n", tests[i].name, tests[i].file, dt); }
-        else if (cur_skipped) { skipped++; printf("skip %s (%s)\n", tests[i].name, skip_why); }
+        else if (cur_skipped) { skipped++; printf("skip %s (%.2fs): skipped: %s\n", tests[i].name, dt, skip_why); }
         else { passed++; printf("ok   %s (%.2fs)\n", tests[i].name, dt); }
     }
     if (tmp_root[0]) {

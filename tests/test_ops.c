@@ -502,7 +502,7 @@ static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const C
 
 static void op_case_run_cuda(const OpTest *t) {
     OpCtx *g = test_cuda();
-    if (!g) { test_skip(test_no_gpu()); return; }
+    if (!g) { test_skip("%s", test_no_gpu()); return; }
     StFile f;
     REQUIRE_OK(st_open(&f, GOLDEN_PATH));
     Arena a, scratch, dev;

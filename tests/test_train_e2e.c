@@ -174,7 +174,7 @@ TEST(train_learns_and_resumes_bit_for_bit) {
 // (every GPU kernel is deterministic: fixed-order reductions, deterministic cuDNN
 // algorithms).
 TEST(train_gpu_learns_and_resumes_bit_for_bit) {
-    if (!test_cuda()) { test_skip(test_no_gpu()); return; }
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     REQUIRE(synth_dir()[0]);
     char da[800], db[800], last[900];
     snprintf(da, sizeof da, "%s/gpu_a", test_tmpdir());

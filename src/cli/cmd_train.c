@@ -4,8 +4,10 @@
 // checkpoint's metadata (the options of the run that wrote it), so
 // `camoxpert train --resume-from runs/a/last.safetensors` continues that run as it was.
 // Ctrl-C (SIGINT) or SIGTERM asks the trainer to checkpoint at the next step and
-// stop; a second Ctrl-C stops at once.
+// stop; a second Ctrl-C stops at once. --report keeps CHECKPOINT_DIR/report.html
+// (camoxpert report) up to date after every epoch.
 #include "cli.h"
+#include "report/report.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
@@ -49,6 +51,34 @@ static char *options_json(const CliOpt *opts, int n) {
     return out;
 }
 
+// The command line as a shell would take it back ("camoxpert train ..."), for the log.
+static char *command_line(int argc, char **argv) {
+    size_t cap = 16;
+    for (int i = 0; i < argc; i++) cap += 4 * strlen(argv[i]) + 3;
+    char *s = cx_malloc(cap), *o = s + sprintf(s, "camoxpert");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int plain = *a != 0;
+        for (const char *p = a; *p && plain; p++) plain = strchr("/._-=,:+@%", *p) || (*p >= '0' && *p <= '9') ||
+                                                          ((*p | 32) >= 'a' && (*p | 32) <= 'z');
+        *o++ = ' ';
+        if (plain) { o += sprintf(o, "%s", a); continue; }
+        *o++ = '\'';
+        for (const char *p = a; *p; p++) {
+            if (*p == '\'') o += sprintf(o, "'\\''");
+            else *o++ = *p;
+        }
+        *o++ = '\'';
+    }
+    *o = 0;
+    return s;
+}
+
+// --report: the page written after each epoch (a failure to write it is a warning only).
+static void refresh_report(void *arg) {
+    if (report_write(arg, NULL)) log_warn("--report: %s", cx_errmsg());
+}
+
 // Second pass: the checkpoint's options that the command line did not give.
 static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, int *n_keep) {
     char *cfg = NULL;
@@ -86,7 +116,7 @@ int cmd_train(int argc, char **argv) {
     TrainConfig c;
     train_config_default(&c);
     const char *scheduler = "cosine", *balance = "mse";
-    int threads = 0, progress = -1;
+    int threads = 0, progress = -1, report = 0;
     int64_t seed = (int64_t)c.seed;
     CliOpt opts[] = {
         { "dataset-path", OPT_STR, &c.dataset_path, "training data: COD10K-v3, TrainDataset/{Imgs,GT}, CAMO or an Imgs/GT folder "
@@ -138,6 +168,8 @@ int cmd_train(int argc, char **argv) {
           "accumulation), fp32 (TF32 off), auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "progress", OPT_INT, &progress, "1: progress bar, 0: plain lines, -1: bar when stdout is a terminal", "N", NULL, 0 },
+        { "report", OPT_FLAG, &report, "write CHECKPOINT_DIR/report.html (camoxpert report: curves, routing, predictions "
+          "of 12 validation images) after every epoch and at the end", NULL, NULL, 0 },
     };
     const int n = CLI_N(opts);
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
@@ -195,17 +227,39 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     if (threads > 0) cx_threads_set(threads);
-    char *oj = options_json(opts, n);
+    char *oj = options_json(opts, n), *cl = command_line(argc, argv);
     c.options_json = oj;
+    c.command_line = cl;
+    Report *rep = NULL;
+    if (report) {
+        ReportOptions ro = report_options_default();
+        ro.max_images = 12;
+        ro.live = 1;
+        report_open(&rep, &c.checkpoint_dir, 1, &ro);
+        c.epoch_done = refresh_report;
+        c.epoch_done_arg = rep;
+        printf("report: %s, written after every epoch\n", report_path(rep));
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     TrainResult r;
     cx_status cs = trainer_run(&c, &r);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    char err[4096];
+    snprintf(err, sizeof err, "%s", cx_errmsg());   // the training error, kept across the report's writing
+    if (rep) {
+        // The last word: how the run ended (done, stopped, failed) is in the log now
+        // (there is no log when the run failed before its first record).
+        char log[4200];
+        snprintf(log, sizeof log, "%s/train_log.jsonl", c.checkpoint_dir);
+        if (path_exists(log) && report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
+        report_close(rep);
+    }
     free(oj);
+    free(cl);
     if (cs) {
-        fprintf(stderr, "error: %s\n", cx_errmsg());
+        fprintf(stderr, "error: %s\n", err);
         st = cs == CX_EARG ? 2 : 1;
     } else {
         st = r.interrupted && !c.max_steps ? 130 : 0;

@@ -16,6 +16,7 @@ static const Command commands[] = {
     { "inspect", cmd_inspect, "print a model's module tree with parameter counts and the exact total" },
     { "verify", cmd_verify, "check a fixture of reference outputs (kind=edgenext, ...) against this build" },
     { "data", cmd_data, "check a dataset (layout, pairs, bad files) and time the loader" },
+    { "report", cmd_report, "one self-contained HTML page of a training run (curves, routing, predictions), or several overlaid" },
 };
 
 int cmd_version(int argc, char **argv) {

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
@@ -279,6 +280,71 @@ static void log_line(Trainer *T, cJSON *j) {
     fflush(T->log);
     cJSON_free(s);
     cJSON_Delete(j);
+}
+
+// ---- the run's records in the log -------------------------------------------------------
+// A "type":"run" record at each (re)start and a "type":"end" record when the run ends, so a
+// reader of train_log.jsonl (`camoxpert report`) knows what ran where, and how it ended.
+
+static void add_time(cJSON *j) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char iso[32];
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON_AddStringToObject(j, "time", iso);
+    cJSON_AddNumberToObject(j, "unix", (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+}
+
+static void log_run_start(Trainer *T) {
+    const TrainConfig *c = T->c;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "type", "run");
+    add_time(j);
+    if (c->command_line) cJSON_AddStringToObject(j, "command", c->command_line);
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) cJSON_AddStringToObject(j, "cwd", cwd);
+    // Where the run computes: "cpu" or "cuda:N", the activation precision, and the
+    // device in words (the first line the run printed)
+    char dev[32];
+    if (T->rt.device == DEV_CUDA) snprintf(dev, sizeof dev, "cuda:%d", T->rt.gpu);
+    else snprintf(dev, sizeof dev, "cpu");
+    cJSON_AddStringToObject(j, "device", dev);
+    cJSON_AddStringToObject(j, "precision", T->rt.dtype == DT_BF16 ? "bf16" : "fp32");
+    cJSON_AddStringToObject(j, "device_desc", T->rt.desc);
+    cJSON_AddNumberToObject(j, "threads", cx_threads_get());
+    cJSON_AddItemToObject(j, "config", cJSON_Parse(T->meta_json));
+    cJSON_AddNumberToObject(j, "parameters", (double)params_count(&T->pt, PF_BUFFER));
+    cJSON_AddStringToObject(j, "dataset", c->dataset_path);
+    cJSON_AddNumberToObject(j, "train_images", T->tr.n);
+    cJSON_AddNumberToObject(j, "val_images", T->va.n);
+    cJSON_AddNumberToObject(j, "val_fraction", c->val_fraction);
+    cJSON_AddNumberToObject(j, "seed", (double)T->ts.seed);
+    cJSON_AddNumberToObject(j, "img_size", c->img_size);
+    cJSON_AddNumberToObject(j, "epochs", c->epochs);
+    cJSON_AddNumberToObject(j, "stage1_epochs", c->stage1_epochs);
+    if (c->resume_from) cJSON_AddStringToObject(j, "resumed_from", c->resume_from);
+    cJSON_AddNumberToObject(j, "start_step", (double)T->ts.global_step);
+    cJSON_AddNumberToObject(j, "start_epoch", T->ts.epoch);
+    log_line(T, j);
+}
+
+static void log_run_end(Trainer *T, cx_status st, const TrainResult *r) {
+    if (!T->log) return;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "type", "end");
+    add_time(j);
+    cJSON_AddStringToObject(j, "status", st ? "failed" : r->interrupted ? "stopped" : "done");
+    if (st) {
+        cJSON_AddStringToObject(j, "error", cx_errmsg());
+        cJSON_AddBoolToObject(j, "non_finite", st == CX_ENUMERIC);
+    }
+    cJSON_AddNumberToObject(j, "step", (double)T->ts.global_step);
+    cJSON_AddNumberToObject(j, "epoch", T->ts.epoch);
+    cJSON_AddNumberToObject(j, "best_epoch", T->ts.best_epoch);
+    cJSON_AddNumberToObject(j, "best_Smeasure", T->ts.best_score);
+    log_line(T, j);
 }
 
 static void add_loss_terms(cJSON *j, const CamoLoss *L) {
@@ -582,6 +648,7 @@ static cx_status trainer_setup(Trainer *T) {
     say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
            T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,
            (long long)params_count(&T->pt, PF_BUFFER), c->img_size, c->img_size);
+    log_run_start(T);
     return CX_OK;
 }
 
@@ -718,6 +785,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         }
         log_line(&T, j);
         if ((st = save_last(&T))) break;
+        if (c->epoch_done) c->epoch_done(c->epoch_done_arg);
         if (stop) {
             say("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
                    T.last_ckpt);
@@ -728,6 +796,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     r->steps = T.ts.global_step;
     r->best_sm = T.ts.best_score;
     r->best_epoch = T.ts.best_epoch;
+    log_run_end(&T, st, r);
     if (!st && !r->interrupted)
         say("done: %d epochs, %lld steps; best validation Sα %.4f at epoch %d; checkpoints in %s (best.safetensors, "
                "last.safetensors), log %s/train_log.jsonl\n", T.ts.epoch, (long long)T.ts.global_step, T.ts.best_score,

@@ -14,7 +14,10 @@
 //   best.safetensors                             the weights with the best validation Sα
 //                                                (the EMA weights when use_ema)
 //   train_log.jsonl                              one JSON object per optimizer step
-//                                                ("type":"step") and per epoch ("type":"epoch")
+//                                                ("type":"step") and per epoch ("type":"epoch");
+//                                                a "type":"run" record at each (re)start (command,
+//                                                model, parameters, device, data) and a "type":"end"
+//                                                record when the run ends (done, stopped, failed)
 //
 // Resume is exact: the batches are a pure function of (seed, epoch, batch) (the
 // loader's cursor is in the state), the learning rate a pure function of the
@@ -64,6 +67,9 @@ typedef struct {
     const char *options_json;      // the run's options, stored in the checkpoints' metadata (may be NULL)
     const char *device;            // --device cpu|cuda|cuda:N|auto (NULL: auto)
     const char *precision;         // --precision fp32|bf16|auto (NULL: auto = bf16 on a GPU, fp32 on the CPU)
+    const char *command_line;      // the command that started the run, for the log's "run" record (may be NULL)
+    void (*epoch_done)(void *arg); // called after each epoch is logged and checkpointed (may be NULL;
+    void *epoch_done_arg;          // `train --report` refreshes its page there)
 } TrainConfig;
 
 typedef struct {

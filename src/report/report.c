@@ -1,0 +1,214 @@
+// report.c — see report.h. The page is a fixed shell (style, a status line the
+// script fills, the data as JSON, the script); everything it shows is drawn by
+// page.js from the data, so this file only gathers the data and writes the file.
+#include "report.h"
+#include "report/runlog.h"
+#include "report/samples.h"
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+// page.js and page.css, built in by assets.c.
+extern const char report_page_js[], report_page_css[];
+
+typedef struct {
+    char *dir, *log, *name;
+    char weights[4200];           // the checkpoint the prediction rows came from
+    double weights_mtime;
+    cJSON *predictions;           // cached prediction rows (NULL: not made yet)
+} RunRef;
+
+struct Report {
+    ReportOptions o;
+    char *out;
+    RunRef *run;
+    int n_run;
+};
+
+ReportOptions report_options_default(void) {
+    return (ReportOptions){ .max_images = 24, .max_points = 2000 };
+}
+
+static double file_mtime(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) ? NAN : (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec * 1e-9;
+}
+
+static char *join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = cx_malloc(n);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+cx_status report_open(Report **out, const char *const *runs, int n_runs, const ReportOptions *o) {
+    *out = NULL;
+    if (n_runs < 1) return CX_FAIL(CX_EARG, "no run directory given (camoxpert report RUN_DIR [RUN_DIR2 ...])");
+    Report *r = cx_calloc(1, sizeof *r);
+    r->o = *o;
+    r->n_run = n_runs;
+    r->run = cx_calloc((size_t)n_runs, sizeof *r->run);
+    for (int i = 0; i < n_runs; i++) {
+        RunRef *rr = &r->run[i];
+        rr->dir = cx_strdup(runs[i]);
+        size_t len = strlen(rr->dir);
+        while (len > 1 && rr->dir[len - 1] == '/') rr->dir[--len] = 0;
+        rr->log = join(rr->dir, "train_log.jsonl");
+        const char *slash = strrchr(rr->dir, '/');
+        rr->name = cx_strdup(slash && slash[1] ? slash + 1 : rr->dir);
+    }
+    // Two runs named alike ("a/run", "b/run") are told apart by their paths.
+    for (int i = 0; i < n_runs; i++)
+        for (int k = 0; k < n_runs; k++)
+            if (i != k && !strcmp(r->run[i].name, r->run[k].name)) {
+                free(r->run[i].name);
+                r->run[i].name = cx_strdup(r->run[i].dir);
+                break;
+            }
+    r->out = o->out ? cx_strdup(o->out) : join(r->run[0].dir, n_runs == 1 ? "report.html" : "compare.html");
+    *out = r;
+    return CX_OK;
+}
+
+const char *report_path(const Report *r) { return r->out; }
+
+void report_close(Report *r) {
+    if (!r) return;
+    for (int i = 0; i < r->n_run; i++) {
+        free(r->run[i].dir), free(r->run[i].log), free(r->run[i].name);
+        cJSON_Delete(r->run[i].predictions);
+    }
+    free(r->run);
+    free(r->out);
+    free(r);
+}
+
+// The prediction rows of one run, made again only when their checkpoint changed.
+static cJSON *run_predictions(Report *r, RunRef *rr, const cJSON *facts) {
+    const ReportOptions *o = &r->o;
+    char best[4200], last[4200];
+    snprintf(best, sizeof best, "%s/best.safetensors", rr->dir);
+    snprintf(last, sizeof last, "%s/last.safetensors", rr->dir);
+    const char *w = path_exists(best) ? best : path_exists(last) ? last : NULL;
+    double mt = w ? file_mtime(w) : NAN;
+    int same = rr->predictions && w && !strcmp(w, rr->weights) && mt == rr->weights_mtime;
+    if (!same) {
+        cJSON_Delete(rr->predictions);
+        rr->predictions = NULL;
+        SampleOptions so = { .weights = w, .images_dir = o->images_dir, .gt_dir = o->gt_dir, .pred_dir = o->pred_dir,
+                             .max_images = o->max_images };
+        cJSON *p = NULL;
+        if (samples_json(&so, facts, &p)) {
+            p = cJSON_CreateObject();
+            cJSON_AddStringToObject(p, "error", cx_errmsg());
+        }
+        rr->predictions = p;
+        snprintf(rr->weights, sizeof rr->weights, "%s", w ? w : "");
+        rr->weights_mtime = mt;
+    }
+    return cJSON_Duplicate(rr->predictions, 1);
+}
+
+static void add_checkpoints(cJSON *page, const RunRef *rr) {
+    cJSON *c = cJSON_AddObjectToObject(page, "checkpoints");
+    static const char *const names[2] = { "best", "last" };
+    for (int i = 0; i < 2; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s.safetensors", rr->dir, names[i]);
+        if (path_exists(p)) cJSON_AddStringToObject(c, names[i], p);
+        else cJSON_AddNullToObject(c, names[i]);
+    }
+}
+
+// Writes s into fp with every '<' as \u003c, so no string in the data can end the
+// <script> element that holds it (outside strings JSON has no '<').
+static void put_json_for_script(FILE *fp, const char *s) {
+    for (const char *p = s; *p; p++) {
+        if (*p == '<') fputs("\\u003c", fp);
+        else fputc(*p, fp);
+    }
+}
+
+static void put_html_text(FILE *fp, const char *s) {
+    for (const char *p = s; *p; p++) {
+        switch (*p) {
+        case '<': fputs("&lt;", fp); break;
+        case '>': fputs("&gt;", fp); break;
+        case '&': fputs("&amp;", fp); break;
+        case '"': fputs("&quot;", fp); break;
+        default: fputc(*p, fp);
+        }
+    }
+}
+
+cx_status report_write(Report *r, FILE *console) {
+    cJSON *data = cJSON_CreateObject();
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char iso[32];
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON_AddStringToObject(data, "generated", iso);
+    cJSON_AddNumberToObject(data, "generated_unix", (double)now.tv_sec);
+    cJSON *runs = cJSON_AddArrayToObject(data, "runs");
+    int ongoing = 0, n_notes = 0, n_rows = 0;
+    long n_steps = 0, n_epochs = 0;
+    for (int i = 0; i < r->n_run; i++) {
+        RunRef *rr = &r->run[i];
+        RunLog L;
+        cx_status st = !path_is_dir(rr->dir)
+            ? CX_FAIL(CX_ENOTFOUND, "%s: not a directory; give a training run's --checkpoint-dir (it holds "
+                      "train_log.jsonl)", rr->dir)
+            : runlog_load(rr->log, &L);
+        if (st) { cJSON_Delete(data); return st; }
+        cJSON *page = runlog_page_json(&L, r->o.max_points);
+        cJSON_AddStringToObject(page, "name", rr->name);
+        cJSON_AddStringToObject(page, "dir", rr->dir);
+        add_checkpoints(page, rr);
+        ongoing |= L.n_seg && !L.seg[L.n_seg - 1].end;
+        n_notes += L.n_notes, n_steps += L.n_steps, n_epochs += L.n_epochs;
+        for (int k = 0; console && k < L.n_notes; k++) fprintf(console, "note: %s: %s\n", rr->log, L.notes[k]);
+        if (r->o.max_images > 0) {
+            cJSON *p = run_predictions(r, rr, cJSON_GetObjectItemCaseSensitive(page, "facts"));
+            n_rows += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "items"));
+            const cJSON *err = cJSON_GetObjectItemCaseSensitive(p, "error"), *sk;
+            if (console && cJSON_IsString(err)) fprintf(console, "note: %s: no prediction rows: %s\n", rr->dir, err->valuestring);
+            cJSON_ArrayForEach(sk, cJSON_GetObjectItemCaseSensitive(p, "skipped"))
+                if (console && cJSON_IsString(sk)) fprintf(console, "note: %s: prediction rows: %s\n", rr->dir, sk->valuestring);
+            cJSON_AddItemToObject(page, "predictions", p);
+        } else {
+            cJSON_AddNullToObject(page, "predictions");
+        }
+        cJSON_AddItemToArray(runs, page);
+        runlog_free(&L);
+    }
+    int live = r->o.live && ongoing;
+    cJSON_AddBoolToObject(data, "live", live);
+    char *json = cJSON_PrintUnformatted(data);
+    cJSON_Delete(data);
+    AtomicFile af;
+    cx_status st = atomic_begin(&af, r->out);
+    if (st) { cJSON_free(json); cx_error_context("writing the report"); return st; }
+    FILE *fp = af.fp;
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n", fp);
+    if (live) fputs("<meta http-equiv=\"refresh\" content=\"60\">\n", fp);
+    fputs("<meta name=\"generator\" content=\"camoxpert report\">\n<title>camoxpert report: ", fp);
+    for (int i = 0; i < r->n_run; i++) {
+        if (i) fputs(" vs ", fp);
+        put_html_text(fp, r->run[i].name);
+    }
+    fprintf(fp, "</title>\n<style>\n%s</style>\n</head><body>\n", report_page_css);
+    fputs("<div id=\"status\" data-state=\"loading\" data-errors=\"0\">This page draws its charts with JavaScript; "
+          "turn it on to see them.</div>\n<main id=\"app\"></main>\n<script id=\"data\" type=\"application/json\">", fp);
+    put_json_for_script(fp, json);
+    fprintf(fp, "</script>\n<script>\n%s</script>\n</body></html>\n", report_page_js);
+    cJSON_free(json);
+    if ((st = atomic_commit(&af))) { cx_error_context("writing the report"); return st; }
+    if (console)
+        fprintf(console, "report: %s (%d run%s: %ld steps, %d epochs, %d prediction rows%s%s)\n", r->out, r->n_run,
+                 r->n_run == 1 ? "" : "s", n_steps, (int)n_epochs, n_rows, n_notes ? "; the notes above are on the page too" : "", live ? "; reloads every 60 s while the run goes on" : "");
+    return CX_OK;
+}
