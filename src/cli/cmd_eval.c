@@ -63,8 +63,8 @@ static const EvalFile *eval_find(const EvalFile *f, int n, const char *stem) {
 // Is path a PNG stored as gray (colour type 0, or 4 = gray + alpha)? Reads the header.
 static int eval_png_is_gray(const char *path) {
     unsigned char h[26];
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return 0;
+    FILE *fp;
+    if (open_regular(path, &fp)) return 0;   // the load that follows names the problem
     size_t n = fread(h, 1, sizeof h, fp);
     fclose(fp);
     static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
@@ -220,11 +220,11 @@ int cmd_eval(int argc, char **argv) {
     const char *synopsis = "--pred DIR --gt DIR [--json FILE] [--per-image FILE.csv] [--categories] [--resize-pred]";
     int pst = cli_parse(argc, argv, "eval", opts, CLI_N(opts), NULL, 0, NULL, synopsis);
     if (pst) return pst == CLI_HELP ? 0 : 2;
+    if (cli_threads("eval", threads)) return 2;
     if (!pred_dir || !gt_dir) {
         fprintf(stderr, "error: camoxpert eval: --pred and --gt are required\nusage: camoxpert eval %s\n", synopsis);
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     double t0 = cx_time_s();
 
     EvalFile *gts = NULL, *preds = NULL;

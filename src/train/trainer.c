@@ -586,8 +586,7 @@ static cx_status trainer_setup(Trainer *T) {
     CX_TRY(make_dirs(c->checkpoint_dir));
     char lp[4200];
     snprintf(lp, sizeof lp, "%s/train_log.jsonl", c->checkpoint_dir);
-    T->log = fopen(lp, "a");
-    if (!T->log) return CX_FAIL(CX_EIO, "cannot open %s for appending; check --checkpoint-dir", lp);
+    if ((st = open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
     T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
     say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
            T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,

@@ -1,0 +1,211 @@
+// test_hostile.c — the program as a careless or hostile user runs it (issue 12):
+// each test checks one rule for every command and option it applies to, through
+// the program built beside this runner (build/camoxpert), with a time limit so a
+// hang is a failure rather than a stuck test run.
+//   * no input hangs the program: a FIFO, device or directory where a file is
+//     expected is an error naming it;
+//   * atomic writes use short unpredictable temporary names and never follow symlinks.
+#include "test.h"
+#include "nn/camoxpert.h"
+#include "train/checkpoint.h"
+#include "train/infer.h"
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The program beside this runner, or $CAMOXPERT_TEST_BIN (to show a rule failing on another build).
+static const char *bin_path(void) {
+    static char path[4096];
+    const char *env = getenv("CAMOXPERT_TEST_BIN");
+    if (env && *env) return env;
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "build/camoxpert";
+    path[n] = 0;
+    strcpy(strrchr(path, '/') + 1, "camoxpert");
+    return path;
+}
+
+// Runs `timeout 60 camoxpert ARGS` with stdout+stderr into *out (static buffer);
+// returns the exit status (124: it hung and was killed).
+static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run_bin(char **out, const char *fmt, ...) {
+    static char *buf;
+    static char log[600];
+    if (!log[0]) snprintf(log, sizeof log, "%s/hostile.log", test_tmpdir());
+    char args[8192], cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 60 %s %s > %s 2>&1 < /dev/null", bin_path(), args, log);
+    int st = system(cmd);
+    free(buf);
+    buf = NULL;
+    size_t n;
+    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    if (out) *out = buf;
+    if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 137)) return 124;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A tiny synthetic set in the COD10K-v3 layout, made by the program itself (fresh for each caller).
+static const char *tiny_set(const char *name) {
+    static char d[8][700];
+    static int k;
+    char *p = d[k++ & 7];
+    snprintf(p, 700, "%s/%s", test_tmpdir(), name);
+    if (run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", p)) p[0] = 0;
+    return p;
+}
+
+// An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
+static const char *tiny_checkpoint(void) {
+    static char path[800];
+    const char *dir = test_tmpdir();
+    CamoXpertConfig mc;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, &pt, &rng);
+    char *cfg = infer_config_json(&mc, 64);
+    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    free(cfg);
+    camoxpert_free(m);
+    params_free(&pt);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    return st ? NULL : path;
+}
+
+// ---- rule 5: no input can hang the program ---------------------------------------------
+
+TEST(hostile_fifo_where_a_file_is_expected_is_an_error_not_a_hang) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("fifo_set");
+    REQUIRE(ck && ds[0]);
+    const char *t = test_tmpdir();
+    char fifo[700], photos[700];
+    snprintf(fifo, sizeof fifo, "%s/pipe.safetensors", t);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    snprintf(photos, sizeof photos, "%s/photos", t);
+    REQUIRE_OK(make_dirs(photos));
+    char *o;
+    // Each option that names a file, given a FIFO: a prompt error naming it.
+    struct { const char *what; int rc; } r[8];
+    int n = 0;
+    r[n].what = "predict --weights";
+    r[n++].rc = run_bin(&o, "predict --weights %s --input %s --out %s/out --threads 1", fifo, photos, t);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "predict --input";
+    r[n++].rc = run_bin(&o, "predict --weights %s --input %s --out %s/out2 --threads 1", ck, fifo, t);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "train --resume-from";
+    r[n++].rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ck1 --resume-from %s --threads 1", ds, t, fifo);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "train --backbone-weights";
+    r[n++].rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ck2 --backbone edgenext_xx_small "
+                        "--backbone-weights %s --img-size 32 --threads 1", ds, t, fifo);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "verify FIXTURE";
+    r[n++].rc = run_bin(&o, "verify %s", fifo);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    // A dataset file that is a FIFO: the pre-scan names it (data and train).
+    char img[900], gt[900];
+    snprintf(img, sizeof img, "%s/Train/Image/SYN-CAM-zz-999999.jpg", ds);
+    snprintf(gt, sizeof gt, "%s/Train/GT_Object/SYN-CAM-zz-999999.png", ds);
+    REQUIRE(mkfifo(img, 0600) == 0);
+    REQUIRE(mkfifo(gt, 0600) == 0);
+    r[n].what = "data (a FIFO in the dataset)";
+    r[n++].rc = run_bin(&o, "data --dataset-path %s", ds);
+    CHECKF(strstr(o, "SYN-CAM-zz-999999") && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "train (a FIFO in the dataset)";
+    r[n++].rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ck3 --backbone edgenext_xx_small --img-size 32 "
+                        "--threads 1", ds, t);
+    CHECKF(strstr(o, "SYN-CAM-zz-999999") && strstr(o, "FIFO"), "%s", o);
+    // A prediction that is a FIFO, for eval.
+    char pred[700], pf[800];
+    snprintf(pred, sizeof pred, "%s/pred", t);
+    REQUIRE_OK(make_dirs(pred));
+    snprintf(pf, sizeof pf, "%s/SYN-CAM-sand-000013.png", pred);
+    REQUIRE(mkfifo(pf, 0600) == 0);
+    char one_gt[700];
+    snprintf(one_gt, sizeof one_gt, "%s/gt_one", t);
+    REQUIRE_OK(make_dirs(one_gt));
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "cp %s/Test/GT_Object/SYN-CAM-*-000013.png %s/SYN-CAM-sand-000013.png", ds, one_gt);
+    REQUIRE(system(cmd) == 0);
+    r[n].what = "eval (a FIFO prediction)";
+    r[n++].rc = run_bin(&o, "eval --pred %s --gt %s --threads 1", pred, one_gt);
+    CHECKF(strstr(o, pf) && strstr(o, "FIFO"), "%s", o);
+    for (int i = 0; i < n; i++) CHECKF(r[i].rc != 124 && r[i].rc != 0, "%s: exit %d (124: hung)", r[i].what, r[i].rc);
+}
+
+TEST(hostile_io_open_regular_refuses_fifos_and_directories_at_once) {
+    const char *t = test_tmpdir();
+    char fifo[700];
+    snprintf(fifo, sizeof fifo, "%s/p", t);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    alarm(20);   // a regression hangs here; the alarm turns it into a failure
+    unsigned char *b;
+    size_t n;
+    CHECK(read_file(fifo, &b, &n) == CX_EIO && strstr(cx_errmsg(), "FIFO"));
+    CHECK(read_file(t, &b, &n) == CX_EIO && strstr(cx_errmsg(), "directory"));
+    FILE *f;
+    CHECK(open_regular("/dev/null", &f) == CX_EIO && strstr(cx_errmsg(), "device"));
+    alarm(0);
+}
+
+// ---- rule 2: atomic writes --------------------------------------------------------------
+
+TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_symlinks) {
+    const char *t = test_tmpdir();
+    // A target name of 250 bytes (the file-name limit is 255): the temporary name does not grow with it.
+    char name[251], path[1200];
+    memset(name, 'n', 250);
+    name[250] = 0;
+    snprintf(path, sizeof path, "%s/%s", t, name);
+    AtomicFile a, b;
+    REQUIRE_OK(atomic_begin(&a, path));
+    REQUIRE_OK(atomic_begin(&b, path));
+    CHECKF(strcmp(a.tmp, b.tmp) != 0, "two temporary names alike: %s", a.tmp);
+    const char *base = strrchr(a.tmp, '/');
+    CHECKF(base && !strncmp(a.tmp, t, strlen(t)) && base - a.tmp == (long)strlen(t), "%s is not in %s", a.tmp, t);
+    CHECKF(base && strlen(base + 1) < 40 && !strncmp(base + 1, ".camoxpert-", 11), "temporary name %s", a.tmp);
+    CHECKF(!strstr(a.tmp, "tmp.") && !strstr(a.tmp, name), "predictable temporary name %s", a.tmp);
+    fputs("a", a.fp);
+    fputs("b", b.fp);
+    atomic_abort(&b);
+    CHECK(!path_exists(b.tmp));
+    REQUIRE_OK(atomic_commit(&a));
+    unsigned char *buf;
+    size_t n;
+    REQUIRE_OK(read_file(path, &buf, &n));
+    CHECK(n == 1 && buf[0] == 'a');
+    free(buf);
+    // A symlink planted at the target: the rename replaces the link, the file it points to is untouched.
+    char victim[700], link[700];
+    snprintf(victim, sizeof victim, "%s/victim", t);
+    snprintf(link, sizeof link, "%s/target", t);
+    FILE *f = fopen(victim, "w");
+    REQUIRE(f);
+    fputs("precious", f);
+    fclose(f);
+    REQUIRE(symlink(victim, link) == 0);
+    REQUIRE_OK(atomic_begin(&a, link));
+    fputs("new", a.fp);
+    REQUIRE_OK(atomic_commit(&a));
+    REQUIRE_OK(read_file(victim, &buf, &n));
+    CHECKF(n == 8 && !memcmp(buf, "precious", 8), "the symlink's target was written: %.*s", (int)n, buf);
+    free(buf);
+    struct stat st;
+    CHECK(lstat(link, &st) == 0 && S_ISREG(st.st_mode));
+    // Leftovers of killed writes are found and removed by name.
+    REQUIRE_OK(atomic_begin(&a, link));
+    fclose(a.fp);   // as if killed: the temporary file stays
+    CHECK(path_exists(a.tmp));
+    CHECK(atomic_cleanup_dir(t) == 1 && !path_exists(a.tmp) && path_exists(victim) && path_exists(path));
+}
