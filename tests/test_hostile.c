@@ -3,7 +3,7 @@
 // the program built beside this runner (build/camoxpert), with a time limit so a
 // hang is a failure rather than a stuck test run.
 //   * no input hangs the program: a FIFO, device or directory where a file is
-//     expected is an error naming it;
+//     expected is an error naming it; --threads and worker counts are capped;
 //   * atomic writes use short unpredictable temporary names and never follow symlinks.
 #include "test.h"
 #include "nn/camoxpert.h"
@@ -157,6 +157,22 @@ TEST(hostile_io_open_regular_refuses_fifos_and_directories_at_once) {
     FILE *f;
     CHECK(open_regular("/dev/null", &f) == CX_EIO && strstr(cx_errmsg(), "device"));
     alarm(0);
+}
+
+TEST(hostile_threads_are_capped_in_every_command) {
+    static const char *const cmds[] = { "train", "predict", "bench", "eval", "synth", "verify", NULL };
+    char *o;
+    for (int i = 0; cmds[i]; i++) {
+        int rc = run_bin(&o, "%s --threads 100000", cmds[i]);
+        CHECKF(rc == 2 && strstr(o, "--threads 100000"), "%s: exit %d: %s", cmds[i], rc, o);
+        rc = run_bin(&o, "%s --threads -3", cmds[i]);
+        CHECKF(rc == 2 && strstr(o, "--threads -3"), "%s: exit %d: %s", cmds[i], rc, o);
+    }
+    // Worker threads too.
+    int rc = run_bin(&o, "train --dataset-path x --num-workers 100000");
+    CHECKF(rc == 2 && strstr(o, "--num-workers 100000"), "exit %d: %s", rc, o);
+    rc = run_bin(&o, "data --dataset-path x --workers 100000");
+    CHECKF(rc == 2 && strstr(o, "--workers 100000"), "exit %d: %s", rc, o);
 }
 
 // ---- rule 2: atomic writes --------------------------------------------------------------

@@ -142,3 +142,21 @@ int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n, const
     if (n_pos) *n_pos = np;
     return 0;
 }
+
+int cli_threads(const char *cmd, int threads) {
+    if (threads < 0 || threads > cx_threads_max()) {
+        fprintf(stderr, "error: camoxpert %s: --threads %d: must be between 0 (all %d cores) and %d\n", cmd, threads,
+                cx_threads_default(), cx_threads_max());
+        return 2;
+    }
+    cx_threads_set(threads);
+    return 0;
+}
+
+int cli_workers(const char *cmd, const char *opt, int workers) {
+    if (workers < 1 || workers > cx_threads_max()) {
+        fprintf(stderr, "error: camoxpert %s: --%s %d: must be between 1 and %d\n", cmd, opt, workers, cx_threads_max());
+        return 2;
+    }
+    return 0;
+}

@@ -127,6 +127,7 @@ int cmd_bench(int argc, char **argv) {
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                        "[--mode dense|sparse|both] [--json FILE]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
     if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k)) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
@@ -141,7 +142,6 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert bench: --batch-size and --steps must be at least 1\n");
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     int modes[2], nm = 0;
     if (strcmp(mode, "sparse")) modes[nm++] = 0;
     if (strcmp(mode, "dense")) modes[nm++] = 1;

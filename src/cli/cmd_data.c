@@ -39,6 +39,7 @@ int cmd_data(int argc, char **argv) {
     int st = cli_parse(argc, argv, "data", opts, CLI_N(opts), NULL, 0, NULL,
                        "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_workers("data", "workers", workers)) return 2;
     DatasetOptions o = { .root = root, .images_dir = images, .masks_dir = masks, .split = split, .subset = subset,
                          .include_noncam = include_noncam, .skip_bad = skip_bad };
     Dataset ds;

@@ -105,6 +105,7 @@ int cmd_predict(int argc, char **argv) {
     int st = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
                        "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_threads("predict", threads)) return 2;
     if (!weights || !input || !out) {
         fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
         return 2;
@@ -114,7 +115,6 @@ int cmd_predict(int argc, char **argv) {
                 img_size < 32 ? 32 : img_size / 32 * 32);
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     CamoXpertConfig mc;
     int ck_size = 0;
     cx_status cs;

@@ -26,8 +26,8 @@ int cmd_synth(int argc, char **argv) {
     int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
                        "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_threads("synth", threads)) return 2;
     if (!out) { fprintf(stderr, "error: synth needs --out DIR\n"); return 2; }
-    if (threads > 0) cx_threads_set(threads);
     SynthConfig c = synth_config_default();
     c.size = size;
     c.seed = (uint64_t)seed;

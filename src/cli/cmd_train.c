@@ -138,6 +138,7 @@ int cmd_train(int argc, char **argv) {
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
     int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
     if (st) return st == CLI_HELP ? 0 : 2;
+    if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
     char **keep = NULL;
     int n_keep = 0;
     if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep)))
@@ -189,7 +190,6 @@ int cmd_train(int argc, char **argv) {
         st = 2;
         goto out;
     }
-    if (threads > 0) cx_threads_set(threads);
     char *oj = options_json(opts, n);
     c.options_json = oj;
     signal(SIGINT, on_signal);

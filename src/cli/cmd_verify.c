@@ -165,11 +165,11 @@ int cmd_verify(int argc, char **argv) {
     int npos = 0;
     int st = cli_parse(argc, argv, "verify", opts, CLI_N(opts), pos, 1, &npos, "FIXTURE.safetensors");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_threads("verify", threads)) return 2;
     if (npos != 1) {
         fprintf(stderr, "error: verify needs one fixture file (camoxpert verify FIXTURE.safetensors)\n");
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     StFile f;
     if (st_open(&f, pos[0])) {
         fprintf(stderr, "error: %s\n", cx_errmsg());

@@ -85,7 +85,8 @@ cx_status train_config_check(const TrainConfig *c) {
     if (c->t_mult < 1) return CX_FAIL(CX_EARG, "--t-mult %d: must be at least 1", c->t_mult);
     if (c->accumulation_steps < 1) return CX_FAIL(CX_EARG, "--accumulation-steps %d: must be at least 1", c->accumulation_steps);
     if (!(c->ema_decay > 0 && c->ema_decay < 1)) return CX_FAIL(CX_EARG, "--ema-decay %g: must be in (0, 1)", c->ema_decay);
-    if (c->num_workers < 1) return CX_FAIL(CX_EARG, "--num-workers %d: must be at least 1", c->num_workers);
+    if (c->num_workers < 1 || c->num_workers > cx_threads_max())
+        return CX_FAIL(CX_EARG, "--num-workers %d: must be between 1 and %d", c->num_workers, cx_threads_max());
     if (c->sparse) {
         if (c->num_experts < 1 || c->num_experts > MOE_MAX_EXPERTS)
             return CX_FAIL(CX_EARG, "--num-experts %d: must be between 1 and %d", c->num_experts, MOE_MAX_EXPERTS);
