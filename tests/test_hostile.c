@@ -225,3 +225,58 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     CHECK(path_exists(a.tmp));
     CHECK(atomic_cleanup_dir(t) == 1 && !path_exists(a.tmp) && path_exists(victim) && path_exists(path));
 }
+
+// ---- rule 3: numbers are finite and in range ---------------------------------------------
+
+// Every option of every command whose --help shows a numeric default refuses nan, inf and an
+// overflowing value before doing anything, naming the option.
+TEST(hostile_every_numeric_option_of_every_command_refuses_non_finite_values) {
+    static const char *const cmds[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
+    static const char *const bad[] = { "nan", "inf", "-inf", "1e400", NULL };
+    char *o;
+    int checked = 0;
+    for (int c = 0; cmds[c]; c++) {
+        REQUIRE(run_bin(&o, "%s --help", cmds[c]) == 0);
+        char *help = cx_strdup(o);
+        for (char *line = strtok(help, "\n"); line; line = strtok(NULL, "\n")) {
+            if (strncmp(line, "  --", 4) || strlen(line) < 36) continue;
+            char name[64], meta[64] = "";
+            if (sscanf(line + 4, "%63s %63s", name, meta) < 1) continue;
+            if (line[4 + strlen(name)] != ' ' || line[5 + strlen(name)] == ' ') continue;   // a flag: no value
+            const char *d = strstr(line, "(default ");
+            if (!d || !(d[9] == '-' || (d[9] >= '0' && d[9] <= '9'))) continue;     // not a numeric option
+            for (int b = 0; bad[b]; b++) {
+                int rc = run_bin(&o, "%s --%s %s", cmds[c], name, bad[b]);
+                char want[80];
+                snprintf(want, sizeof want, "--%s", name);
+                CHECKF(rc == 2 && strstr(o, want), "%s --%s %s: exit %d: %s", cmds[c], name, bad[b], rc, o);
+            }
+            checked++;
+        }
+        free(help);
+    }
+    CHECKF(checked >= 40, "only %d numeric options found in the --help texts", checked);
+}
+
+// Every numeric option of train is range-checked with a message naming it (exit 2, nothing started).
+TEST(hostile_train_numeric_options_are_range_checked) {
+    static const char *const cases[] = {
+        "--lr 0", "--lr -1e-3", "--lr 1e9", "--stage2-lr 0", "--stage2-lr 5", "--weight-decay -1",
+        "--weight-decay 1", "--min-lr -1", "--warmup-epochs -1", "--warmup-epochs 1e9", "--grad-clip -1",
+        "--use-ema --ema-decay 1", "--use-sparse-moe --lb-coef -1", "--use-sparse-moe --lb-coef 1e9",
+        "--use-sparse-moe --router-lr-scale -1", "--use-sparse-moe --balance bias --bias-update-rate -1",
+        "--val-fraction 1", "--val-fraction -0.5", "--batch-size 0", "--batch-size 1000000",
+        "--stage2-batch-size -1", "--img-size 1000000", "--img-size 33", "--img-size -32", "--epochs 0",
+        "--accumulation-steps 0", "--scheduler cosine_restart --t-mult 0", "--max-steps -1", "--progress 5",
+        "--val-every 0", "--use-sparse-moe --num-experts 0", NULL };
+    char *o;
+    for (int i = 0; cases[i]; i++) {
+        int rc = run_bin(&o, "train --dataset-path /nonexistent %s", cases[i]);
+        // The option named is the last one of the case ("--use-ema --ema-decay 1" -> --ema-decay).
+        const char *last = cases[i], *q;
+        while ((q = strstr(last + 2, " --"))) last = q + 1;
+        char name[64];
+        sscanf(last, "%63s", name);
+        CHECKF(rc == 2 && strstr(o, name), "train %s: exit %d: %s", cases[i], rc, o);
+    }
+}

@@ -10,6 +10,7 @@
 // and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs.
 #include "cli.h"
 #include "nn/camoxpert.h"
+#include "nn/memory.h"
 #include "train/loss.h"
 #include "train/optim.h"
 #include <cjson/cJSON.h>
@@ -133,13 +134,13 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
-    if (S < 32 || S % 32) {
-        fprintf(stderr, "error: camoxpert bench: --img-size %d must be a positive multiple of 32 (e.g. %d)\n", S,
-                S < 32 ? 32 : S / 32 * 32);
+    if (camoxpert_check_img_size(S, "--img-size")) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
-    if (B < 1 || steps < 1) {
-        fprintf(stderr, "error: camoxpert bench: --batch-size and --steps must be at least 1\n");
+    if (B < 1 || B > 65536 || steps < 1 || steps > 100000) {
+        fprintf(stderr, "error: camoxpert bench: --batch-size %d (1..65536) and --steps %d (1..100000) must be in range\n",
+                B, steps);
         return 2;
     }
     int modes[2], nm = 0;

@@ -40,6 +40,11 @@ int cmd_data(int argc, char **argv) {
                        "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
     if (st) return st == CLI_HELP ? 0 : 2;
     if (cli_workers("data", "workers", workers)) return 2;
+    if (size < 1 || size > 8192 || batch < 1 || batch > 65536 || bench < 0 || !(val_fraction >= 0 && val_fraction < 1)) {
+        fprintf(stderr, "error: camoxpert data: --size %d (1..8192), --batch-size %d (1..65536), --bench %d (>= 0) and "
+                "--val-fraction %g ([0, 1)) must be in range\n", size, batch, bench, val_fraction);
+        return 2;
+    }
     DatasetOptions o = { .root = root, .images_dir = images, .masks_dir = masks, .split = split, .subset = subset,
                          .include_noncam = include_noncam, .skip_bad = skip_bad };
     Dataset ds;

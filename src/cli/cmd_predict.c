@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "data/dataset.h"
 #include "eval/metrics.h"
+#include "nn/memory.h"
 #include "train/infer.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -110,9 +111,8 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
         return 2;
     }
-    if (img_size && (img_size < 32 || img_size % 32)) {
-        fprintf(stderr, "error: camoxpert predict: --img-size %d must be a positive multiple of 32 (e.g. %d)\n", img_size,
-                img_size < 32 ? 32 : img_size / 32 * 32);
+    if (img_size && camoxpert_check_img_size(img_size, "--img-size")) {
+        fprintf(stderr, "error: camoxpert predict: %s (0: the checkpoint's size)\n", cx_errmsg());
         return 2;
     }
     CamoXpertConfig mc;

@@ -28,6 +28,11 @@ int cmd_synth(int argc, char **argv) {
     if (st) return st == CLI_HELP ? 0 : 2;
     if (cli_threads("synth", threads)) return 2;
     if (!out) { fprintf(stderr, "error: synth needs --out DIR\n"); return 2; }
+    if (quality < 1 || quality > 100 || n_train < 0 || n_train > 10000000 || n_test < 0 || n_test > 10000000) {
+        fprintf(stderr, "error: camoxpert synth: --jpeg-quality %d (1..100), --train %d and --test %d (0..10000000) must be "
+                "in range\n", quality, n_train, n_test);
+        return 2;
+    }
     SynthConfig c = synth_config_default();
     c.size = size;
     c.seed = (uint64_t)seed;

@@ -5,6 +5,7 @@
 #include "trainer.h"
 #include "data/loader.h"
 #include "eval/metrics.h"
+#include "nn/memory.h"
 #include "train/checkpoint.h"
 #include "train/infer.h"
 #include "train/loss.h"
@@ -61,29 +62,46 @@ void train_config_default(TrainConfig *c) {
     c->progress = -1;
 }
 
+// A double option in [lo, hi] (NaN fails every comparison, so it is refused too).
+#define CHECK_RANGE(v, lo, hi, opt, hint)                                                                    \
+    do {                                                                                                 \
+        if (!((v) >= (lo) && (v) <= (hi)))                                                               \
+            return CX_FAIL(CX_EARG, "%s %g: must be a finite number from %g to %g%s", opt, (double)(v),  \
+                           (double)(lo), (double)(hi), hint);                                            \
+    } while (0)
+#define CHECK_IRANGE(v, lo, hi, opt, hint)                                                                   \
+    do {                                                                                                 \
+        if ((v) < (lo) || (v) > (hi))                                                                    \
+            return CX_FAIL(CX_EARG, "%s %lld: must be from %lld to %lld%s", opt, (long long)(v),          \
+                           (long long)(lo), (long long)(hi), hint);                                       \
+    } while (0)
+
 cx_status train_config_check(const TrainConfig *c) {
     if (!c->dataset_path || !*c->dataset_path)
         return CX_FAIL(CX_EARG, "--dataset-path is required (a COD10K-v3, packaged, CAMO or Imgs/GT folder; "
                        "`camoxpert synth --out DIR` makes one)");
-    if (c->img_size < 32 || c->img_size % 32)
-        return CX_FAIL(CX_EARG, "--img-size %d: must be a positive multiple of 32 (e.g. %d or %d)", c->img_size,
-                       c->img_size < 32 ? 32 : c->img_size / 32 * 32, (c->img_size / 32 + 1) * 32);
-    if (c->batch_size < 1) return CX_FAIL(CX_EARG, "--batch-size %d: must be at least 1", c->batch_size);
-    if (c->stage2_batch_size < 0) return CX_FAIL(CX_EARG, "--stage2-batch-size %d: must be at least 1", c->stage2_batch_size);
-    if (c->epochs < 1) return CX_FAIL(CX_EARG, "--epochs %d: must be at least 1", c->epochs);
+    CX_TRY(camoxpert_check_img_size(c->img_size, "--img-size"));
+    CHECK_IRANGE(c->batch_size, 1, 65536, "--batch-size", "");
+    CHECK_IRANGE(c->stage2_batch_size, 0, 65536, "--stage2-batch-size", " (0: --batch-size)");
+    CHECK_IRANGE(c->epochs, 1, 1000000, "--epochs", "");
     if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
         return CX_FAIL(CX_EARG, "--stage1-epochs %d is more than --epochs %d (epochs counts both stages); "
                        "raise --epochs or lower --stage1-epochs", c->stage1_epochs, c->epochs);
     if (c->skip_stage1 && c->stage1_epochs == c->epochs)
         return CX_FAIL(CX_EARG, "--skip-stage1 with --stage1-epochs = --epochs (%d) leaves nothing to train; "
                        "lower --stage1-epochs", c->epochs);
-    if (!(c->lr > 0) || !(c->stage2_lr > 0)) return CX_FAIL(CX_EARG, "--lr and --stage2-lr must be positive");
-    if (c->min_lr < 0 || c->weight_decay < 0) return CX_FAIL(CX_EARG, "--min-lr and --weight-decay must be >= 0");
+    // Learning rates above 1 only ever diverge with AdamW (its steps are about lr in size).
+    if (!(c->lr > 0 && c->lr <= 1)) return CX_FAIL(CX_EARG, "--lr %g: must be a finite number above 0 and at most 1", c->lr);
+    if (!(c->stage2_lr > 0 && c->stage2_lr <= 1))
+        return CX_FAIL(CX_EARG, "--stage2-lr %g: must be a finite number above 0 and at most 1", c->stage2_lr);
+    if (!(c->weight_decay >= 0 && c->weight_decay < 1))
+        return CX_FAIL(CX_EARG, "--weight-decay %g: must be a finite number from 0 to below 1", c->weight_decay);
+    CHECK_RANGE(c->min_lr, 0, 1, "--min-lr", "");
     if (c->min_lr >= c->lr && c->scheduler != LR_NONE && c->scheduler != LR_ONECYCLE)
         return CX_FAIL(CX_EARG, "--min-lr %g is not below --lr %g; lower --min-lr or use --scheduler none", c->min_lr, c->lr);
-    if (c->warmup_epochs < 0) return CX_FAIL(CX_EARG, "--warmup-epochs %g: must be >= 0", c->warmup_epochs);
-    if (c->t_mult < 1) return CX_FAIL(CX_EARG, "--t-mult %d: must be at least 1", c->t_mult);
-    if (c->accumulation_steps < 1) return CX_FAIL(CX_EARG, "--accumulation-steps %d: must be at least 1", c->accumulation_steps);
+    CHECK_RANGE(c->warmup_epochs, 0, c->epochs, "--warmup-epochs", " (at most --epochs)");
+    CHECK_IRANGE(c->t_mult, 1, 100, "--t-mult", "");
+    CHECK_IRANGE(c->accumulation_steps, 1, 65536, "--accumulation-steps", "");
     if (!(c->ema_decay > 0 && c->ema_decay < 1)) return CX_FAIL(CX_EARG, "--ema-decay %g: must be in (0, 1)", c->ema_decay);
     if (c->num_workers < 1 || c->num_workers > cx_threads_max())
         return CX_FAIL(CX_EARG, "--num-workers %d: must be between 1 and %d", c->num_workers, cx_threads_max());
@@ -93,13 +111,16 @@ cx_status train_config_check(const TrainConfig *c) {
         if (c->top_k < 1 || c->top_k > c->num_experts)
             return CX_FAIL(CX_EARG, "--top-k %d is more than --num-experts %d (each image picks k of the E experts); "
                            "lower --top-k or raise --num-experts", c->top_k, c->num_experts);
-        if (c->lb_coef < 0) return CX_FAIL(CX_EARG, "--lb-coef %g: must be >= 0", c->lb_coef);
-        if (c->router_lr_scale < 0) return CX_FAIL(CX_EARG, "--router-lr-scale %g: must be >= 0", c->router_lr_scale);
+        CHECK_RANGE(c->lb_coef, 0, 100, "--lb-coef", "");
+        CHECK_RANGE(c->router_lr_scale, 0, 100, "--router-lr-scale", "");
+        CHECK_RANGE(c->bias_rate, 0, 1, "--bias-update-rate", "");
     }
     if (!(c->val_fraction >= 0 && c->val_fraction < 1))
         return CX_FAIL(CX_EARG, "--val-fraction %g: must be in [0, 1) (0 turns validation off)", c->val_fraction);
-    if (c->val_every < 1) return CX_FAIL(CX_EARG, "--val-every %d: must be at least 1", c->val_every);
-    if (c->grad_clip < 0) return CX_FAIL(CX_EARG, "--grad-clip %g: must be >= 0 (0 turns clipping off)", c->grad_clip);
+    CHECK_IRANGE(c->val_every, 1, 1000000, "--val-every", "");
+    CHECK_RANGE(c->grad_clip, 0, 1e30, "--grad-clip", " (0 turns clipping off)");
+    CHECK_IRANGE(c->max_steps, 0, INT64_MAX, "--max-steps", " (0: no limit)");
+    CHECK_IRANGE(c->progress, -1, 1, "--progress", " (-1: a bar on a terminal)");
     if (c->resume_from && !path_exists(c->resume_from))
         return CX_FAIL(CX_EARG, "--resume-from %s: no such file (checkpoints are DIR/last.safetensors or DIR/best.safetensors)",
                        c->resume_from);
