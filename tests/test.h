@@ -20,7 +20,8 @@ bool test_failed(void);   // has the current test failed so far?
 const char *test_shared_path(const char *rel);
 // A fresh temporary directory for this test (removed at the end of the run).
 const char *test_tmpdir(void);
-// err = max|a-b| / max(max|b|, floor): the project's relative error rule.
+// err = max|a-b| / max(max|b|, floor): the project's relative error rule; NaN
+// (failing every tolerance) when either side holds a non-finite value.
 double test_rel_err(const Tensor *a, const Tensor *b, double floor);
 
 #define TEST(name) \

@@ -6,6 +6,7 @@
 //     expected is an error naming it; --threads and worker counts are capped;
 //   * atomic writes use short unpredictable temporary names and never follow symlinks.
 #include "test.h"
+#include "core/finite.h"
 #include "nn/camoxpert.h"
 #include "train/checkpoint.h"
 #include "train/infer.h"
@@ -279,4 +280,64 @@ TEST(hostile_train_numeric_options_are_range_checked) {
         sscanf(last, "%63s", name);
         CHECKF(rc == 2 && strstr(o, name), "train %s: exit %d: %s", cases[i], rc, o);
     }
+}
+
+// ---- rule 4: parity checks fail on any non-finite value ----------------------------------
+
+TEST(hostile_rel_err_fails_on_a_non_finite_value_anywhere_on_either_side) {
+    const int64_t n = 5;
+    const double specials[3] = { NAN, INFINITY, -INFINITY };
+    for (int side = 0; side < 2; side++)
+        for (int64_t at = 0; at < n; at++)
+            for (int k = 0; k < 3; k++) {
+                float a[5] = { 1, 2, 3, 4, 5 }, b[5] = { 1, 2, 3, 4, 5 };
+                (side ? b : a)[at] = (float)specials[k];
+                Tensor ta = tensor_view(a, DT_F32, 1, &n), tb = tensor_view(b, DT_F32, 1, &n);
+                int64_t bad;
+                double e = tensor_rel_err(&ta, &tb, 0, &bad);
+                CHECKF(!(e <= 1e30) && bad == at, "side %d index %lld value %g: err %g, bad %lld", side, (long long)at,
+                       specials[k], e, (long long)bad);
+                CHECKF(!(test_rel_err(&ta, &tb, 0) <= 1e30), "test_rel_err passes a non-finite value at %lld", (long long)at);
+            }
+    float a[5] = { 1, 2, 3, 4, 5 }, b[5] = { 1, 2, 3, 4, 5.5f };
+    Tensor ta = tensor_view(a, DT_F32, 1, &n), tb = tensor_view(b, DT_F32, 1, &n);
+    int64_t bad;
+    CHECK_NEAR(tensor_rel_err(&ta, &tb, 0, &bad), 0.5 / 5.5, 1e-7);
+    CHECK(bad == -1);
+}
+
+// A copy of a fixture with one reference value made non-finite (first or last element of a tensor).
+static const char *fixture_with(const char *name, int last, float value) {
+    static char out[800];
+    unsigned char *buf;
+    size_t n;
+    if (read_file("tests/fixtures/edgenext_base_1x65x47.safetensors", &buf, &n)) return NULL;
+    StFile f;
+    unsigned char *copy = cx_malloc(n);
+    memcpy(copy, buf, n);
+    if (st_open_buffer(&f, "fixture", buf, n)) return NULL;
+    const StEntry *e = st_find(&f, name);
+    if (!e || e->dtype != DT_F32) { st_close(&f); free(copy); return NULL; }
+    size_t off = (size_t)((const unsigned char *)e->data - f.buf) + (last ? e->end - e->begin - 4 : 0);
+    memcpy(copy + off, &value, 4);
+    st_close(&f);
+    snprintf(out, sizeof out, "%s/fixture_%d.safetensors", test_tmpdir(), last);
+    FILE *fp = fopen(out, "wb");
+    if (!fp) { free(copy); return NULL; }
+    fwrite(copy, 1, n, fp);
+    fclose(fp);
+    free(copy);
+    return out;
+}
+
+TEST(hostile_verify_fails_a_fixture_with_a_nan_or_inf_anywhere) {
+    char *o;
+    const char *fx = fixture_with("output/feat0", 0, NAN);
+    REQUIRE(fx);
+    int rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+    CHECKF(rc == 1 && strstr(o, "FAIL") && strstr(o, "non-finite value at index 0"), "exit %d: %s", rc, o);
+    fx = fixture_with("grad/param/stem.0.bias", 1, INFINITY);
+    REQUIRE(fx);
+    rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+    CHECKF(rc == 1 && strstr(o, "FAIL") && strstr(o, "non-finite value at index 79"), "exit %d: %s", rc, o);
 }
