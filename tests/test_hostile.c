@@ -341,3 +341,90 @@ TEST(hostile_verify_fails_a_fixture_with_a_nan_or_inf_anywhere) {
     rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
     CHECKF(rc == 1 && strstr(o, "FAIL") && strstr(o, "non-finite value at index 79"), "exit %d: %s", rc, o);
 }
+
+// A checkpoint (full model, or only its backbone) with one non-finite value in tensor `bad`,
+// written directly (checkpoint_save refuses to write one).
+static const char *nonfinite_checkpoint(const char *file, const char *bad, int backbone_only) {
+    static char path[800];
+    CamoXpertConfig mc;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, &pt, &rng);
+    int i = params_find(&pt, bad);
+    if (i < 0) return NULL;
+    Tensor v = params_value(&pt, i);
+    tensor_set(&v, tensor_numel(&v) - 1, NAN);
+    snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
+    StWriter w;
+    st_writer_init(&w);
+    char *cfg = infer_config_json(&mc, 64);
+    if (!backbone_only) st_writer_meta(&w, "camoxpert_config", cfg);
+    Arena tmp;
+    arena_init(&tmp, "tmp", 1 << 16);
+    params_save(&pt, &w, backbone_only ? "backbone." : NULL, &tmp);
+    cx_status st = st_writer_save(&w, path);
+    st_writer_free(&w);
+    arena_free(&tmp);
+    free(cfg);
+    camoxpert_free(m);
+    params_free(&pt);
+    return st ? NULL : path;
+}
+
+TEST(hostile_loading_non_finite_weights_is_an_error_naming_the_tensor) {
+    const char *ds = tiny_set("nan_set");
+    REQUIRE(ds[0]);
+    const char *t = test_tmpdir();
+    char *o;
+    const char *w = nonfinite_checkpoint("nan.safetensors", "search_module.conv1.0.weight", 0);
+    if (!w) w = nonfinite_checkpoint("nan.safetensors", "backbone.stem_0.weight", 0);
+    REQUIRE(w);
+    char photo[700];
+    snprintf(photo, sizeof photo, "%s/Test/Image", ds);
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s/pred --threads 1", w, photo, t);
+    CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, ".weight'"), "predict: exit %d: %s", rc, o);
+    char out[700];
+    snprintf(out, sizeof out, "%s/pred", t);
+    CHECKF(!path_exists(out), "predict wrote %s from NaN weights", out);
+    rc = run_bin(&o, "train --dataset-path %s --resume-from %s --checkpoint-dir %s/ck --backbone edgenext_xx_small "
+                 "--use-sparse-moe --num-experts 4 --top-k 2 --img-size 32 --threads 1", ds, w, t);
+    CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, ".weight'") && !strstr(o, "lower --lr"), "resume: exit %d: %s", rc, o);
+    const char *bw = nonfinite_checkpoint("nan_backbone.safetensors", "backbone.stages_1.blocks.0.gamma", 1);
+    REQUIRE(bw);
+    rc = run_bin(&o, "train --dataset-path %s --backbone edgenext_xx_small --backbone-weights %s --checkpoint-dir %s/ck2 "
+                 "--img-size 32 --threads 1", ds, bw, t);
+    CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, "stages_1.blocks.0.gamma"), "backbone: exit %d: %s", rc, o);
+}
+
+TEST(hostile_a_checkpoint_never_holds_a_non_finite_number) {
+    ParamTable pt;
+    params_init(&pt);
+    params_add(&pt, "a.weight", 2, (int64_t[]){ 3, 4 }, PG_REST, 0);
+    params_add(&pt, "b.bias", 1, (int64_t[]){ 4 }, PG_REST, 0);
+    params_alloc(&pt, DT_F32);
+    AdamW opt;
+    adamw_init(&opt, &pt, 1e-4);
+    const char *dir = test_tmpdir();
+    TrainState ts = { .stage = 1, .seed = 1 };
+    REQUIRE_OK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL));
+    char p[700];
+    snprintf(p, sizeof p, "%s/last.safetensors", dir);
+    unsigned char *before, *after;
+    size_t nb, na;
+    REQUIRE_OK(read_file(p, &before, &nb));
+    Tensor b = params_value(&pt, 1);
+    tensor_set(&b, 2, INFINITY);
+    CHECK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL) == CX_ENUMERIC && strstr(cx_errmsg(), "b.bias"));
+    tensor_set(&b, 2, 0);
+    opt.v[5] = NAN;
+    CHECK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL) == CX_ENUMERIC && strstr(cx_errmsg(), "adamw.v"));
+    REQUIRE_OK(read_file(p, &after, &na));
+    CHECK(na == nb && !memcmp(before, after, nb));   // the previous checkpoint is untouched
+    free(before), free(after);
+    adamw_free(&opt);
+    params_free(&pt);
+}

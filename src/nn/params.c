@@ -1,5 +1,6 @@
 // params.c — see params.h.
 #include "params.h"
+#include "core/finite.h"
 #include <string.h>
 
 void params_init(ParamTable *pt) { memset(pt, 0, sizeof *pt); }
@@ -117,6 +118,11 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
         }
         Tensor dst = params_value(pt, i);
         st = st_entry_read(f, e, &dst);
+        int64_t bad = st ? -1 : tensor_first_nonfinite(&dst);
+        if (bad >= 0)
+            st = CX_FAIL(CX_ENUMERIC, "%s: tensor '%s' holds a non-finite value (%g at index %lld): the file is damaged "
+                         "or was saved from a run that diverged; use an earlier checkpoint", f->path, e->name,
+                         tensor_get(&dst, bad), (long long)bad);
         found[i] = 1;
     }
     for (int i = 0; i < pt->n && !st && !o->allow_missing; i++) {
@@ -148,4 +154,25 @@ void params_save(const ParamTable *pt, StWriter *w, const char *table_prefix, Ar
             st_writer_add(w, e->name, &v);
         }
     }
+}
+
+int params_first_nonfinite(const ParamTable *pt, int64_t *index) {
+    for (int i = 0; i < pt->n; i++) {
+        Tensor v = params_value(pt, i);
+        int64_t bad = tensor_first_nonfinite(&v);
+        if (bad >= 0) {
+            if (index) *index = bad;
+            return i;
+        }
+    }
+    return -1;
+}
+
+cx_status params_check_finite(const ParamTable *pt, const char *what) {
+    int64_t at = 0;
+    int i = params_first_nonfinite(pt, &at);
+    if (i < 0) return CX_OK;
+    Tensor v = params_value(pt, i);
+    return CX_FAIL(CX_ENUMERIC, "%s: parameter '%s' is not finite (%g at index %lld)", what, pt->p[i].name,
+                   tensor_get(&v, at), (long long)at);
 }

@@ -1,5 +1,6 @@
 // checkpoint.c — see checkpoint.h.
 #include "checkpoint.h"
+#include "core/finite.h"
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -17,11 +18,34 @@ static void meta_i64(StWriter *w, const char *k, int64_t v) { char b[32]; snprin
 static void meta_u64(StWriter *w, const char *k, uint64_t v) { char b[32]; snprintf(b, sizeof b, "%" PRIu64, v); st_writer_meta(w, k, b); }
 static void meta_f64(StWriter *w, const char *k, double v) { char b[40]; snprintf(b, sizeof b, "%.17g", v); st_writer_meta(w, k, b); }
 
+// The optimizer moments and the EMA shadow: CX_ENUMERIC naming the first non-finite one.
+static cx_status state_check_finite(const ParamTable *pt, const AdamW *opt, const Ema *ema, const char *what) {
+    struct { const char *name; Tensor t; } s[3];
+    int n = 0;
+    if (opt && opt->m) {
+        s[n].name = "adamw.m", s[n++].t = tensor_view(opt->m, DT_F32, 1, &pt->numel);
+        s[n].name = "adamw.v", s[n++].t = tensor_view(opt->v, DT_F32, 1, &pt->numel);
+    }
+    if (ema && ema->shadow) s[n].name = "ema.shadow", s[n++].t = tensor_view(ema->shadow, ema->dtype, 1, &pt->numel);
+    for (int k = 0; k < n; k++) {
+        int64_t bad = tensor_first_nonfinite(&s[k].t);
+        if (bad >= 0)
+            return CX_FAIL(CX_ENUMERIC, "%s: %s is not finite (%g at element %lld)", what, s[k].name,
+                           tensor_get(&s[k].t, bad), (long long)bad);
+    }
+    return CX_OK;
+}
+
 cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *pt, const char *config_json,
                           TrainState *ts, const AdamW *opt, const Ema *ema) {
-    CX_TRY(make_dirs(dir));
     char wpath[4096], spath[4200];
     snprintf(wpath, sizeof wpath, "%s/%s.safetensors", dir, name);
+    // Non-finite numbers never enter a checkpoint: the previous one stays the last good one.
+    char what[4200];
+    snprintf(what, sizeof what, "not saving %s", wpath);
+    CX_TRY(params_check_finite(pt, what));
+    CX_TRY(state_check_finite(pt, opt, ema, what));
+    CX_TRY(make_dirs(dir));
     state_path(spath, sizeof spath, wpath);
     static uint64_t saves;
     struct timespec now;
@@ -142,12 +166,20 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
         }
         Tensor x = tensor_view(ts->extra, DT_F64, 1, &n);
         if ((st = st_read(&f, "extra", &x))) goto done;
+        if (tensor_first_nonfinite(&x) >= 0) {
+            st = CX_FAIL(CX_ENUMERIC, "%s: 'extra' (the MoE selection biases) is not finite: the training state is damaged",
+                         spath);
+            goto done;
+        }
         ts->n_extra = (int)n;
     }
     if (ema && ema->shadow && st_find(&f, "ema.shadow")) {
         Tensor e = tensor_view(ema->shadow, ema->dtype, 1, &pt->numel);
         if ((st = st_read(&f, "ema.shadow", &e))) goto done;
     }
+    char what[4400];
+    snprintf(what, sizeof what, "%s: the training state is damaged or from a run that diverged", spath);
+    if ((st = state_check_finite(pt, opt, ema && ema->shadow && st_find(&f, "ema.shadow") ? ema : NULL, what))) goto done;
     if (has_state) *has_state = 1;
 done:
     st_close(&f);

@@ -326,7 +326,7 @@ static cx_status numeric_failure(Trainer *T, const char *what, const CamoLoss *L
                                   T->last_ckpt);
     else snprintf(last, sizeof last, "no checkpoint was written yet; restart with a lower --lr (or --grad-clip)");
     return CX_FAIL(CX_ENUMERIC,
-                   "step %lld (stage %d, epoch %d, batch %lld): %s — the step was not applied. Loss terms: total %g, "
+                   "step %lld (stage %d, epoch %d, batch %lld): %s. Loss terms: total %g, "
                    "bce %g, iou %g, edge %g, boundary %g, uncertainty %g, reverse_attention %g, search %g, deep %g, "
                    "refinement %g, balance %g; gradient norm %g. Nothing saved was changed: %s",
                    (long long)T->ts.global_step + 1, T->ts.stage, T->ts.epoch + 1, (long long)b->step, what, L->total,
@@ -435,7 +435,7 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         CamoLoss Lb;
         CodOutputs g;
         camo_loss_forward_backward(T->ctx.act, &w, &o.maps, &b->mask, o.balance_loss, &Lb, &g);
-        if (!loss_finite(&Lb)) return numeric_failure(T, "the loss is not finite", &Lb, NAN, b);
+        if (!loss_finite(&Lb)) return numeric_failure(T, "the loss is not finite — the step was not applied", &Lb, NAN, b);
         if (skip_backbone) camoxpert_backward_features(&T->ctx, T->m, &g, w.balance, NULL);
         else camoxpert_backward(&T->ctx, T->m, &g, w.balance, NULL);
         if (T->mc.sparse) route_stats_add(&T->rs, &o, b);
@@ -449,9 +449,21 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         for (size_t k = 0; k < sizeof acc / sizeof(double); k++) as[k] /= acc_n;
         if (acc_n > 1) grad_scale(&T->pt, 1.0 / acc_n);
         double norm = grad_clip_norm(&T->pt, &T->opt, c->grad_clip);
-        if (!isfinite(norm)) return numeric_failure(T, "a gradient is not finite", &acc, norm, b);
+        if (!isfinite(norm)) return numeric_failure(T, "a gradient is not finite — the step was not applied", &acc, norm, b);
         double lr = lr_at(sched, T->ts.stage_step);
         adamw_step(&T->opt, &T->pt, lr);
+        // An update that makes a weight non-finite ends the run here: it reaches neither the
+        // EMA nor a checkpoint, so the last checkpoint stays the last good one.
+        int64_t at = 0;
+        int bad = params_first_nonfinite(&T->pt, &at);
+        if (bad >= 0) {
+            char what[1024];
+            Tensor v = params_value(&T->pt, bad);
+            snprintf(what, sizeof what, "the update with learning rate %g made parameter '%s' not finite (%g at index %lld) "
+                     "— training stops before it reaches the EMA or a checkpoint", lr, T->pt.p[bad].name,
+                     tensor_get(&v, at), (long long)at);
+            return numeric_failure(T, what, &acc, norm, b);
+        }
         if (c->use_ema) ema_update(&T->ema, &T->pt);
         if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) camoxpert_balance_update(T->m, c->bias_rate);
         T->ts.global_step++;
