@@ -428,3 +428,192 @@ TEST(hostile_a_checkpoint_never_holds_a_non_finite_number) {
     adamw_free(&opt);
     params_free(&pt);
 }
+
+// ---- rule 2: a kill at any moment leaves a resumable run; best never goes back ---------
+
+typedef struct { int steps, dup; double best_sm; } RunLog;
+
+// Steps logged (and whether one was logged twice), and the best validation Sα of a run directory.
+static void read_run(const char *dir, RunLog *r) {
+    memset(r, 0, sizeof *r);
+    r->best_sm = -1;
+    char p[800];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
+    unsigned char *buf;
+    size_t n;
+    if (read_file(p, &buf, &n)) return;
+    int last = 0;
+    for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
+        const char *k = strstr(line, "\"type\":\"step\",\"step\":");
+        if (k) {
+            int s = atoi(k + 21);
+            r->dup |= s != last + 1;
+            last = s;
+            r->steps++;
+        }
+    }
+    free(buf);
+    snprintf(p, sizeof p, "%s/best.safetensors", dir);
+    int e;
+    checkpoint_read_best(p, &r->best_sm, &e);
+}
+
+TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_never_goes_back) {
+    const char *ds = tiny_set("kill_set");
+    REQUIRE(ds[0]);
+    const char *t = test_tmpdir();
+    const char *opts = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --epochs 2 --stage1-epochs 1 "
+                       "--use-sparse-moe --num-experts 2 --top-k 1 --use-ema --ema-decay 0.5 --val-fraction 0.25 "
+                       "--lr 3e-3 --stage2-lr 3e-3 --seed 5 --threads 1 --num-workers 1 --progress 0";
+    char *o;
+    char ref[700];
+    snprintf(ref, sizeof ref, "%s/ref", t);
+    REQUIRE(run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, ref, opts) == 0);
+    RunLog want;
+    read_run(ref, &want);
+    REQUIRE(want.steps > 0 && want.best_sm > 0);
+    // Kill the run at the N-th crash point (inside every atomic write of every save: before and
+    // after each rename, after the old state's removal), then continue it as a user would.
+    int n = 1;
+    for (; n < 40; n++) {
+        char d[700], cmd[4000];
+        snprintf(d, sizeof d, "%s/kill%d", t, n);
+        snprintf(cmd, sizeof cmd, "%d", n);
+        setenv("CAMOXPERT_CRASH_AT", cmd, 1);
+        int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, d, opts);
+        unsetenv("CAMOXPERT_CRASH_AT");
+        if (rc == 0) break;   // past the last crash point: the run finished
+        CHECKF(rc == 124, "crash point %d: exit %d (expected SIGKILL): %s", n, rc, o);
+        char last[800];
+        snprintf(last, sizeof last, "%s/last.safetensors", d);
+        if (path_exists(last)) rc = run_bin(&o, "train --resume-from %s --threads 1 --num-workers 1", last);
+        else rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, d, opts);
+        CHECKF(rc == 0, "after a kill at crash point %d: exit %d: %s", n, rc, o);
+        RunLog got;
+        read_run(d, &got);
+        CHECKF(got.steps == want.steps && !got.dup, "crash point %d: %d steps logged (duplicates %d), uninterrupted %d",
+               n, got.steps, got.dup, want.steps);
+        CHECKF(got.best_sm == want.best_sm, "crash point %d: best Sα %.17g, uninterrupted %.17g", n, got.best_sm,
+               want.best_sm);
+        snprintf(cmd, sizeof cmd, "ls -a %s | grep -c -e '\\.tmp$' -e '\\.state\\.' > %s/count", d, t);
+        system(cmd);
+        char cp[800];
+        snprintf(cp, sizeof cp, "%s/count", t);
+        unsigned char *cnt;
+        size_t cn;
+        if (!read_file(cp, &cnt, &cn)) {
+            CHECKF(atoi((char *)cnt) == 1, "crash point %d: %d temporary or state files left (one state expected)", n,
+                   atoi((char *)cnt));
+            free(cnt);
+        }
+        if (test_failed()) break;
+    }
+    CHECKF(n >= 10, "only %d crash points were reached", n - 1);
+    printf("  %d crash points, each killed and resumed\n", n - 1);
+}
+
+// ---- rule 1 (train): never overwrite another run; rule 6: resume writes beside its checkpoint
+
+static uint64_t file_hash(const char *path) {
+    unsigned char *b;
+    size_t n;
+    if (read_file(path, &b, &n)) return 0;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    free(b);
+    return h ^ n;
+}
+
+TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
+    const char *ds = tiny_set("own_set");
+    REQUIRE(ds[0]);
+    const char *t = test_tmpdir();
+    const char *base = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --stage1-epochs 1 "
+                       "--val-fraction 0.25 --threads 1 --num-workers 1 --progress 0";
+    char opts[1000];
+    snprintf(opts, sizeof opts, "%s --epochs 1", base);
+    char *o;
+    char a[700], la[800], ba[800], loga[800];
+    snprintf(a, sizeof a, "%s/run_a", t);
+    snprintf(la, sizeof la, "%s/last.safetensors", a);
+    snprintf(ba, sizeof ba, "%s/best.safetensors", a);
+    snprintf(loga, sizeof loga, "%s/train_log.jsonl", a);
+    REQUIRE(run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, a, opts) == 0);
+    uint64_t hl = file_hash(la), hb = file_hash(ba), hg = file_hash(loga);
+    // A new run into it: refused before any work, nothing touched.
+    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s --seed 9", ds, a, opts);
+    CHECKF(rc == 2 && strstr(o, "holds the checkpoints of another run") && strstr(o, "--overwrite"), "exit %d: %s", rc, o);
+    CHECK(file_hash(la) == hl && file_hash(ba) == hb && file_hash(loga) == hg);
+    // Following the old advice — delete the state and resume — is a new run too: refused, best kept.
+    uint64_t tok = 0;
+    REQUIRE_OK(checkpoint_read_token(la, &tok));
+    char sp[1000];
+    checkpoint_state_path(la, tok, sp, sizeof sp);
+    char keep[1100];
+    snprintf(keep, sizeof keep, "%s.keep", sp);
+    REQUIRE(rename(sp, keep) == 0);
+    rc = run_bin(&o, "train --resume-from %s", la);
+    CHECKF(rc == 2 && strstr(o, "no training state") && strstr(o, "--overwrite"), "exit %d: %s", rc, o);
+    CHECK(file_hash(la) == hl && file_hash(ba) == hb && file_hash(loga) == hg);
+    REQUIRE(rename(keep, sp) == 0);
+    // The run's files moved elsewhere: resuming writes beside them, not into the directory
+    // recorded in the checkpoint's options (run_a, now gone).
+    char b[700], lb[800];
+    snprintf(b, sizeof b, "%s/moved", t);
+    char cmd[6000];
+    snprintf(cmd, sizeof cmd, "mv %s %s", a, b);
+    REQUIRE(system(cmd) == 0);
+    snprintf(lb, sizeof lb, "%s/last.safetensors", b);
+    rc = run_bin(&o, "train --resume-from %s --epochs 2", lb);
+    CHECKF(rc == 0 && strstr(o, "resumed from"), "exit %d: %s", rc, o);
+    CHECKF(!path_exists(a), "the resumed run wrote into %s, the directory recorded in the checkpoint", a);
+    RunLog r;
+    read_run(b, &r);
+    CHECKF(r.steps >= 2 && !r.dup, "%d steps logged in %s (duplicates %d)", r.steps, b, r.dup);
+    // --overwrite replaces a run: its old checkpoints and log are gone.
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s --overwrite --seed 9", ds, b, opts);
+    CHECKF(rc == 0, "exit %d: %s", rc, o);
+    RunLog r2;
+    read_run(b, &r2);
+    CHECKF(r2.steps * 2 == r.steps && !r2.dup, "after --overwrite: %d steps logged (the first run had %d)", r2.steps, r.steps);
+    // A second train into the same directory while one runs: refused by the lock.
+    char c[700];
+    snprintf(c, sizeof c, "%s/run_c", t);
+    snprintf(cmd, sizeof cmd, "%s train --dataset-path %s --checkpoint-dir %s %s --epochs 50 > /dev/null 2>&1 & pid=$!; "
+             "for i in $(seq 300); do test -s %s/.camoxpert.lock && break; sleep 0.05; done; "
+             "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; exit $rc",
+             bin_path(), ds, c, base, c, bin_path(), ds, c, opts, t);
+    int st = system(cmd);
+    rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char so[800];
+    snprintf(so, sizeof so, "%s/second.out", t);
+    unsigned char *out = NULL;
+    size_t n;
+    read_file(so, &out, &n);
+    CHECKF(rc != 0 && out && strstr((char *)out, "in use by another camoxpert train"), "exit %d: %s", rc,
+           out ? (char *)out : "");
+    free(out);
+}
+
+TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {
+    ParamTable pt;
+    params_init(&pt);
+    params_add(&pt, "w", 1, (int64_t[]){ 4 }, PG_REST, 0);
+    params_alloc(&pt, DT_F32);
+    const char *dir = test_tmpdir();
+    char p[700];
+    snprintf(p, sizeof p, "%s/best.safetensors", dir);
+    int saved;
+    REQUIRE_OK(checkpoint_save_best(dir, &pt, NULL, 0.5, 3, &saved));
+    CHECK(saved);
+    uint64_t h = file_hash(p);
+    REQUIRE_OK(checkpoint_save_best(dir, &pt, NULL, 0.4, 7, &saved));
+    CHECK(!saved && file_hash(p) == h);
+    double sc;
+    int ep;
+    REQUIRE_OK(checkpoint_read_best(p, &sc, &ep));
+    CHECK(sc == 0.5 && ep == 3);
+    REQUIRE_OK(checkpoint_save_best(dir, &pt, NULL, 0.6, 8, &saved));
+    CHECK(saved && !checkpoint_read_best(p, &sc, &ep) && sc == 0.6 && ep == 8);
+    params_free(&pt);
+}

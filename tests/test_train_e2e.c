@@ -132,8 +132,12 @@ TEST(train_learns_and_resumes_bit_for_bit) {
     char p[900];
     snprintf(p, sizeof p, "%s/best.safetensors", da);
     CHECK(path_exists(p));
-    snprintf(p, sizeof p, "%s/last.state.safetensors", da);
-    CHECK(path_exists(p));
+    snprintf(p, sizeof p, "%s/last.safetensors", da);
+    uint64_t tok = 0;
+    CHECK(checkpoint_read_token(p, &tok) == CX_OK && tok != 0);
+    char sp[1000];
+    checkpoint_state_path(p, tok, sp, sizeof sp);
+    CHECK(path_exists(sp));
     // B: stopped mid-epoch in stage 1, resumed, stopped mid-epoch in stage 2, resumed.
     TrainConfig cb;
     tiny_config(&cb, db);

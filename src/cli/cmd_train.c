@@ -2,11 +2,13 @@
 // so its launch lines carry over) turned into a TrainConfig for train/trainer.h.
 // With --resume-from, options the command line leaves out are taken from the
 // checkpoint's metadata (the options of the run that wrote it), so
-// `camoxpert train --resume-from runs/a/last.safetensors` continues that run as it was.
+// `camoxpert train --resume-from runs/a/last.safetensors` continues that run as it was,
+// writing beside the checkpoint it resumes (never into a directory the file names).
 // Ctrl-C (SIGINT) or SIGTERM asks the trainer to checkpoint at the next step and
 // stop; a second Ctrl-C stops at once.
 #include "cli.h"
 #include "train/checkpoint.h"
+#include "train/rundir.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -19,7 +21,8 @@ static void on_signal(int sig) {
 
 // Options not carried from a checkpoint into the resumed run.
 static int run_local(const char *name) {
-    static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", NULL };
+    static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress",
+                                         "checkpoint-dir", "overwrite", NULL };
     for (int i = 0; local[i]; i++) if (!strcmp(name, local[i])) return 1;
     return 0;
 }
@@ -90,7 +93,10 @@ int cmd_train(int argc, char **argv) {
     CliOpt opts[] = {
         { "dataset-path", OPT_STR, &c.dataset_path, "training data: COD10K-v3, TrainDataset/{Imgs,GT}, CAMO or an Imgs/GT folder "
           "(camoxpert synth --out DIR makes one)", "DIR", NULL, 0 },
-        { "checkpoint-dir", OPT_STR, &c.checkpoint_dir, "where last/best checkpoints and train_log.jsonl go", "DIR", NULL, 0 },
+        { "checkpoint-dir", OPT_STR, &c.checkpoint_dir, "where last/best checkpoints and train_log.jsonl go (with "
+          "--resume-from: the checkpoint's own directory)", "DIR", NULL, 0 },
+        { "overwrite", OPT_FLAG, &c.overwrite, "start a new run in --checkpoint-dir even if it holds another run "
+          "(that run's checkpoints and log are deleted)", NULL, NULL, 0 },
         { "backbone", OPT_STR, &c.backbone, "EdgeNeXt variant: edgenext_xx_small, edgenext_x_small, edgenext_small, edgenext_base, edgenext_small_rw", "NAME",
           "edgenext_xx_small|edgenext_x_small|edgenext_small|edgenext_base|edgenext_small_rw", 0 },
         { "backbone-weights", OPT_STR, &c.backbone_weights, "timm EdgeNeXt weights (safetensors) for the backbone", "FILE", NULL, 0 },
@@ -143,6 +149,12 @@ int cmd_train(int argc, char **argv) {
     int n_keep = 0;
     if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep)))
         goto out;
+    // A resumed run writes beside the checkpoint it resumes.
+    char resume_dir[4200];
+    if (c.resume_from && !cli_seen(opts, n, "checkpoint-dir")) {
+        rundir_dirname(c.resume_from, resume_dir, sizeof resume_dir);
+        c.checkpoint_dir = resume_dir;
+    }
     // Contradictions the parser cannot see.
     static const char *const sparse_only[] = { "num-experts", "top-k", "lb-coef", "balance", "router-lr-scale",
                                                "bias-update-rate", NULL };

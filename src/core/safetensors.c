@@ -129,6 +129,44 @@ cx_status st_open(StFile *f, const char *path) {
     return st_open_buffer(f, path, buf, size);
 }
 
+cx_status st_read_meta(const char *path, const char *key, char **value) {
+    *value = NULL;
+    FILE *fp;
+    CX_TRY(open_regular(path, &fp));
+    unsigned char len[8];
+    cx_status st = CX_OK;
+    char *hdr = NULL;
+    cJSON *root = NULL;
+    if (fread(len, 1, 8, fp) != 8) {
+        st = CX_FAIL(CX_EFORMAT, "%s: not a safetensors file (shorter than the 8-byte header length)", path);
+        goto done;
+    }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len[i];
+    if (hlen > ST_MAX_HEADER) {
+        st = CX_FAIL(CX_EFORMAT, "%s: header length %llu is implausible (not a safetensors file?)", path, (unsigned long long)hlen);
+        goto done;
+    }
+    hdr = cx_malloc((size_t)hlen + 1);
+    if (fread(hdr, 1, (size_t)hlen, fp) != (size_t)hlen) {
+        st = CX_FAIL(CX_EFORMAT, "%s: truncated header", path);
+        goto done;
+    }
+    root = cJSON_ParseWithLength(hdr, (size_t)hlen);
+    if (!root || !cJSON_IsObject(root)) {
+        st = CX_FAIL(CX_EFORMAT, "%s: header is not a JSON object (corrupt file?)", path);
+        goto done;
+    }
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    const cJSON *v = cJSON_IsObject(m) ? cJSON_GetObjectItemCaseSensitive(m, key) : NULL;
+    if (cJSON_IsString(v)) *value = cx_strdup(v->valuestring);
+done:
+    cJSON_Delete(root);
+    free(hdr);
+    fclose(fp);
+    return st;
+}
+
 const StEntry *st_find(const StFile *f, const char *name) {
     for (int i = 0; i < f->n; i++)
         if (!strcmp(f->entries[i].name, name)) return &f->entries[i];

@@ -9,11 +9,13 @@
 #include "train/checkpoint.h"
 #include "train/infer.h"
 #include "train/loss.h"
+#include "train/rundir.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
@@ -262,8 +264,10 @@ typedef struct {
     Image8 *gt;               // (va.n) validation masks, loaded once
     FILE *log;
     char *meta_json;          // checkpoint metadata: model config + the run's options
+    RunDir rd;                // checkpoint_dir, locked for the run
     char last_ckpt[4200];     // the last checkpoint written ("" before the first)
     int last_ckpt_epoch;
+    int exact_resume;         // 1: continuing a run from its training state
     RouteStats rs;
     int progress;
     double epoch_loss_sum;
@@ -285,6 +289,9 @@ static void moe_bias_from_state(Trainer *T) {
 
 static cx_status save_last(Trainer *T) {
     moe_bias_to_state(T);
+    struct stat lst;
+    fflush(T->log);
+    T->ts.log_bytes = fstat(fileno(T->log), &lst) == 0 ? (int64_t)lst.st_size : -1;
     CX_TRY(checkpoint_save(T->c->checkpoint_dir, "last", &T->pt, T->meta_json, &T->ts, &T->opt,
                            T->c->use_ema ? &T->ema : NULL));
     snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s/last.safetensors", T->c->checkpoint_dir);
@@ -517,8 +524,44 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
     return st;
 }
 
+// The best epoch's weights when a kill came between writing last and best: they are
+// what last holds (the EMA's when on), so best is written from them. A best file with
+// a higher score than the state knows (a copied directory) is adopted: best never goes back.
+static cx_status reconcile_best(Trainer *T) {
+    const TrainConfig *c = T->c;
+    char bp[4200];
+    snprintf(bp, sizeof bp, "%s/best.safetensors", c->checkpoint_dir);
+    double fs;
+    int fe;
+    int have = checkpoint_read_best(bp, &fs, &fe) == CX_OK;
+    if (have && fs > T->ts.best_score) T->ts.best_score = fs, T->ts.best_epoch = fe;
+    if (T->ts.best_epoch > 0 && T->ts.best_epoch == T->ts.epoch && T->ts.batch_in_epoch == 0 &&
+        (!have || fs < T->ts.best_score)) {
+        int saved = 0;
+        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        cx_status st = checkpoint_save_best(c->checkpoint_dir, &T->pt, T->meta_json, T->ts.best_score, T->ts.best_epoch, &saved);
+        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        CX_TRY(st);
+        say("wrote %s (Sα %.4f, epoch %d) from the resumed checkpoint: the previous run stopped before writing it\n", bp,
+            T->ts.best_score, T->ts.best_epoch);
+    }
+    return CX_OK;
+}
+
 static cx_status trainer_setup(Trainer *T) {
     const TrainConfig *c = T->c;
+    // The checkpoint directory first: its lock, and whether it holds a run this one must not overwrite.
+    CX_TRY(rundir_open(&T->rd, c->checkpoint_dir));
+    char rdir[4200], held[256];
+    uint64_t rtok = 0;
+    if (c->resume_from) rundir_dirname(c->resume_from, rdir, sizeof rdir);
+    int resume_here = c->resume_from && rundir_same(rdir, c->checkpoint_dir) &&
+                      !checkpoint_read_token(c->resume_from, &rtok) && rtok;
+    if (!c->overwrite && !resume_here && rundir_has_run(&T->rd, held, sizeof held))
+        return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of another run (%s); a new run there would "
+                       "overwrite them and append to its log. Resume that run with --resume-from %s/last.safetensors, "
+                       "choose another --checkpoint-dir, or pass --overwrite to replace it", c->checkpoint_dir, held,
+                       c->checkpoint_dir);
     // Data: the training split and the held-out validation split.
     DatasetOptions dop = { .root = c->dataset_path, .split = "train" };
     cx_status st = dataset_open(&T->all, &dop);
@@ -611,16 +654,30 @@ static cx_status trainer_setup(Trainer *T) {
             }
             say("started from the weights of %s (no training state beside it)\n", c->resume_from);
         }
+        T->exact_resume = has_state;
+    }
+    if (!T->exact_resume) {
+        // A new run: the directory holds none (checked above) unless the resumed weights had
+        // no state or --overwrite; either way nothing of an earlier run may stay mixed in.
+        if (!c->overwrite && rundir_has_run(&T->rd, held, sizeof held))
+            return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of a run (%s) and %s has no training "
+                           "state to continue it; to start a new run from these weights choose another "
+                           "--checkpoint-dir, or pass --overwrite to replace that run", c->checkpoint_dir, held,
+                           c->resume_from);
+        CX_TRY(rundir_clear(&T->rd));
+    } else {
+        if (rundir_same(rdir, c->checkpoint_dir)) CX_TRY(rundir_truncate_log(&T->rd, T->ts.log_bytes));
+        rundir_tidy(&T->rd, T->ts.token);
     }
     T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
     T->rs.n_cat = T->all.n_categories;
     T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
     T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
                                  sizeof(int64_t));
-    CX_TRY(make_dirs(c->checkpoint_dir));
     char lp[4200];
     snprintf(lp, sizeof lp, "%s/train_log.jsonl", c->checkpoint_dir);
     if ((st = open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
+    if (T->exact_resume) CX_TRY(reconcile_best(T));
     T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
     say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
            T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,
@@ -630,6 +687,7 @@ static cx_status trainer_setup(Trainer *T) {
 
 static void trainer_free(Trainer *T) {
     if (T->log) fclose(T->log);
+    rundir_close(&T->rd);
     for (int i = 0; T->gt && i < T->va.n; i++) image_free(&T->gt[i]);
     free(T->gt);
     free(T->meta_json);
@@ -654,6 +712,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     say_fp = c->quiet ? NULL : stdout;
     Trainer T;
     memset(&T, 0, sizeof T);
+    T.rd.lock_fd = -1;
     T.c = c;
     arena_init(&T.act, "activations", 64 << 20);
     arena_init(&T.scratch, "scratch", 16 << 20);
@@ -714,6 +773,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         T.ts.epoch++;
         T.ts.batch_in_epoch = 0;
         r->epochs++;
+        int new_best = 0;
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "type", "epoch");
         cJSON_AddNumberToObject(j, "epoch", T.ts.epoch);
@@ -745,20 +805,23 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             say("  validation (%d images, %.1f s): Sα %.4f  IoU %.4f  wFβ %.4f  MAE %.4f  meanEφ %.4f  maxFβ %.4f%s\n",
                    vr.n, cx_time_s() - tv, vr.s.sm, vr.iou, vr.s.wfm, vr.s.mae, vr.s.mean_em, vr.s.max_fm,
                    best ? "  (best)" : "");
-            if (best) {
-                // The weights validated: the EMA's when on.
-                if (c->use_ema) ema_swap(&T.ema, &T.pt);
-                st = checkpoint_save(c->checkpoint_dir, "best", &T.pt, T.meta_json, NULL, NULL, NULL);
-                if (c->use_ema) ema_swap(&T.ema, &T.pt);
-                if (st) { cJSON_Delete(j); break; }
-            }
+            new_best = best;
         }
         if (T.mc.sparse && T.rs.images) {
             cJSON_AddItemToObject(j, "routing", route_stats_json(&T.rs, &T.all));
             route_stats_print(&T.rs, &T.all);
         }
         log_line(&T, j);
+        // last first (its state records the new best score), then best: a kill between
+        // the two is mended at resume from last's weights (reconcile_best).
         if ((st = save_last(&T))) break;
+        if (new_best) {
+            int saved = 0;
+            if (c->use_ema) ema_swap(&T.ema, &T.pt);   // the weights validated: the EMA's when on
+            st = checkpoint_save_best(c->checkpoint_dir, &T.pt, T.meta_json, T.ts.best_score, T.ts.best_epoch, &saved);
+            if (c->use_ema) ema_swap(&T.ema, &T.pt);
+            if (st) break;
+        }
         if (stop) {
             say("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
                    T.last_ckpt);
