@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 
 echo
 echo "== 1. synthetic data: $TRAIN training + 60 test images, 128x128, COD10K-v3 layout"
-"$BIN" synth --out "$OUT/data" --train "$TRAIN" --test 60 --size 128 --difficulty 0.3 --seed 1 \
+"$BIN" synth --out "$OUT/data" --train "$TRAIN" --test 60 --size 128 --difficulty 0.3 --seed 1 --overwrite \
     --baseline "$OUT/baseline" --threads "$THREADS"
 
 echo

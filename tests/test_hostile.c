@@ -617,3 +617,122 @@ TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {
     CHECK(saved && !checkpoint_read_best(p, &sc, &ep) && sc == 0.6 && ep == 8);
     params_free(&pt);
 }
+
+// ---- rule 1: never overwrite what camoxpert did not write ---------------------------------
+
+// FNV hash of every regular file in dir (names and contents), to show a folder unchanged.
+static uint64_t dir_hash(const char *dir) {
+    char cmd[4000], p[800];
+    snprintf(p, sizeof p, "%s/.dirhash", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cd %s && find . -type f | LC_ALL=C sort | xargs cat | cksum > %s; find . -type f | "
+             "LC_ALL=C sort >> %s", dir, p, p);
+    if (system(cmd) != 0) return 0;
+    return file_hash(p);
+}
+
+static int count_files(const char *dir) {
+    char cmd[4000], p[800];
+    snprintf(p, sizeof p, "%s/.count", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "find %s -type f 2>/dev/null | wc -l > %s", dir, p);
+    if (system(cmd) != 0) return -1;
+    unsigned char *b;
+    size_t n;
+    if (read_file(p, &b, &n)) return -1;
+    int c = atoi((char *)b);
+    free(b);
+    return c;
+}
+
+TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("owner_set");
+    REQUIRE(ck && ds[0]);
+    const char *t = test_tmpdir();
+    char *o, photos[700], gt[700], out[700], cmd[8000];
+    snprintf(photos, sizeof photos, "%s/Test/Image", ds);
+    snprintf(gt, sizeof gt, "%s/Test/GT_Object", ds);
+    snprintf(out, sizeof out, "%s/masks", t);
+    uint64_t h_gt = dir_hash(gt), h_ph = dir_hash(photos);
+    // predict --out = --input: the photos' own folder (PNG photos here: the masks would replace them).
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, gt, gt);
+    CHECKF(rc == 2 && strstr(o, "folder of the photos"), "predict --out = --input: exit %d: %s", rc, o);
+    // predict --out = a dataset's ground-truth folder: every mask there is someone else's.
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, photos, gt);
+    CHECKF(rc == 2 && strstr(o, "was not written by camoxpert predict") && strstr(o, "--overwrite"),
+           "predict --out GT: exit %d: %s", rc, o);
+    CHECK(dir_hash(gt) == h_gt && dir_hash(photos) == h_ph);
+    // A rerun replaces its own outputs; an --input folder holding them does not take them for photos.
+    REQUIRE(run_bin(&o, "predict --weights %s --input %s --out %s --overlay --threads 1", ck, photos, out) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --overlay --threads 1", ck, photos, out);
+    CHECKF(rc == 0 && strstr(o, "wrote 2 masks"), "rerun: exit %d: %s", rc, o);
+    char mixed[700];
+    snprintf(mixed, sizeof mixed, "%s/mixed", t);
+    REQUIRE_OK(make_dirs(mixed));
+    snprintf(cmd, sizeof cmd, "cp %s/* %s/* %s/", photos, out, mixed);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/masks2 --threads 1", ck, mixed, t);
+    CHECKF(rc == 0 && strstr(o, "wrote 2 masks") && strstr(o, "4 files") && strstr(o, "left out"),
+           "masks taken for photos: exit %d: %s", rc, o);
+    // Two photos that would write one mask: an error naming both, nothing written.
+    char two[700];
+    snprintf(two, sizeof two, "%s/two", t);
+    REQUIRE_OK(make_dirs(two));
+    snprintf(cmd, sizeof cmd, "f=$(ls %s | head -1); cp %s/$f %s/a.jpg; cp %s/$(ls %s | head -1) %s/a.png", photos, photos,
+             two, gt, gt, two);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/two_out --threads 1", ck, two, t);
+    CHECKF(rc == 2 && strstr(o, "a.jpg") && strstr(o, "a.png") && strstr(o, "rename"),
+           "colliding outputs: exit %d: %s", rc, o);
+    char two_out[800];
+    snprintf(two_out, sizeof two_out, "%s/two_out", t);
+    CHECK(count_files(two_out) == 0);
+    // A symlink planted at an output: refused, its target untouched.
+    char lnk[700], victim[800];
+    snprintf(lnk, sizeof lnk, "%s/lnk", t);
+    REQUIRE_OK(make_dirs(lnk));
+    snprintf(victim, sizeof victim, "%s/victim.txt", t);
+    FILE *f = fopen(victim, "w");
+    REQUIRE(f);
+    fputs("precious", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "f=$(ls %s | head -1); ln -s %s %s/${f%%.*}.png", photos, victim, lnk);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, photos, lnk);
+    CHECKF(rc == 2 && strstr(o, "symbolic link"), "symlink: exit %d: %s", rc, o);
+    CHECK(file_hash(victim) != 0);
+    unsigned char *vb;
+    size_t vn;
+    REQUIRE_OK(read_file(victim, &vb, &vn));
+    CHECK(vn == 8 && !memcmp(vb, "precious", 8));
+    free(vb);
+    // eval and bench reports: a file they did not write is refused; their own is replaced.
+    char foreign[700];
+    snprintf(foreign, sizeof foreign, "%s/notes.json", t);
+    f = fopen(foreign, "w");
+    REQUIRE(f);
+    fputs("{\"my\": \"notes\"}\n", f);
+    fclose(f);
+    uint64_t hf = file_hash(foreign);
+    rc = run_bin(&o, "eval --pred %s --gt %s --json %s --threads 1", out, gt, foreign);
+    CHECKF(rc == 2 && strstr(o, "notes.json") && strstr(o, "--overwrite"), "eval --json: exit %d: %s", rc, o);
+    rc = run_bin(&o, "eval --pred %s --gt %s --per-image %s --threads 1", out, gt, foreign);
+    CHECKF(rc == 2 && strstr(o, "notes.json"), "eval --per-image: exit %d: %s", rc, o);
+    rc = run_bin(&o, "bench --backbone edgenext_xx_small --img-size 32 --batch-size 1 --json %s --threads 1", foreign);
+    CHECKF(rc == 2 && strstr(o, "notes.json"), "bench --json: exit %d: %s", rc, o);
+    CHECK(file_hash(foreign) == hf);
+    char rep[700];
+    snprintf(rep, sizeof rep, "%s/report", t);
+    for (int i = 0; i < 2; i++) {
+        rc = run_bin(&o, "eval --pred %s --gt %s --json %s.json --per-image %s.csv --threads 1", out, gt, rep, rep);
+        CHECKF(rc == 0, "eval run %d: exit %d: %s", i, rc, o);
+    }
+    // synth: an existing dataset is replaced only with --overwrite, and then wholly; a folder
+    // holding anything else is refused even then.
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32", ds);
+    CHECKF(rc == 2 && strstr(o, "--overwrite"), "synth over a dataset: exit %d: %s", rc, o);
+    CHECK(dir_hash(gt) == h_gt);
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --overwrite", ds);
+    CHECKF(rc == 0 && count_files(ds) == 3 * 2 + 2 + 1, "synth --overwrite: exit %d, %d files: %s", rc, count_files(ds), o);
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --overwrite", t);
+    CHECKF(rc == 2 && strstr(o, "did not write"), "synth into a foreign folder: exit %d: %s", rc, o);
+}

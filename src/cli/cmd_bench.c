@@ -9,6 +9,7 @@
 // multiply-accumulate; the sparse model's from the routing of the timed batches),
 // and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs.
 #include "cli.h"
+#include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "nn/memory.h"
 #include "train/loss.h"
@@ -112,7 +113,7 @@ static void bench_one(const char *backbone, int sparse, int E, int k, int B, int
 
 int cmd_bench(int argc, char **argv) {
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL;
-    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0;
+    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
@@ -123,6 +124,7 @@ int cmd_bench(int argc, char **argv) {
         { "mode", OPT_STR, &mode, "which models", "dense|sparse|both", "dense|sparse|both", 0 },
         { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
@@ -143,6 +145,10 @@ int cmd_bench(int argc, char **argv) {
                 B, steps);
         return 2;
     }
+    if (json && owner_check_replace(json, OWNER_BENCH, overwrite, "--json")) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+        return 2;
+    }
     int modes[2], nm = 0;
     if (strcmp(mode, "sparse")) modes[nm++] = 0;
     if (strcmp(mode, "dense")) modes[nm++] = 1;
@@ -161,6 +167,7 @@ int cmd_bench(int argc, char **argv) {
                r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb);
         fflush(stdout);
         cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "software", OWNER_BENCH);
         cJSON_AddStringToObject(j, "mode", r.sparse ? "sparse" : "dense");
         cJSON_AddStringToObject(j, "backbone", backbone);
         cJSON_AddNumberToObject(j, "num_experts", r.sparse ? E : 4);

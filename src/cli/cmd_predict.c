@@ -3,20 +3,31 @@
 // back to the photo's own size, passed through a sigmoid, min–max normalised and
 // written as an 8-bit PNG (the community's export); optionally an overlay JPEG
 // and, for sparse models, the routing of each image as JSON.
+//
+// Every output is planned before any work: two photos that would write one mask
+// (a.jpg, a.png), an --out that is the photos' own folder, a name too long for the
+// file system, or an existing file that `camoxpert predict` did not write (a photo,
+// a ground-truth mask) is an error naming the files (--overwrite allows the last).
+// Files an earlier predict wrote into an --input folder are not taken for photos.
 #include "cli.h"
+#include "core/text.h"
 #include "data/dataset.h"
+#include "data/owner.h"
 #include "eval/metrics.h"
 #include "nn/memory.h"
 #include "train/infer.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-// The photos to predict: IMAGE, or every image file in DIR (sorted by name).
-static cx_status list_inputs(const char *in, char ***out, int *n) {
-    *out = NULL, *n = 0;
+// The photos to predict: IMAGE, or every image file in DIR (sorted by name),
+// leaving out the masks and overlays an earlier predict wrote there (*n_own).
+static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
+    *out = NULL, *n = 0, *n_own = 0;
     if (!path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
     if (!path_is_dir(in)) {
         *out = cx_malloc(sizeof **out);
@@ -30,13 +41,16 @@ static cx_status list_inputs(const char *in, char ***out, int *n) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
-        if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
-        char p[4200];
+        char p[4200], mark[64];
         snprintf(p, sizeof p, "%s/%s", in, e->d_name);
+        if (!owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
+        if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
         (*out)[(*n)++] = cx_strdup(p);
     }
     closedir(d);
-    if (*n == 0) return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp images in the directory", in);
+    if (*n == 0)
+        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s", in,
+                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "");
     qsort(*out, (size_t)*n, sizeof **out, cmp_str);
     return CX_OK;
 }
@@ -48,18 +62,75 @@ static void base_name(const char *path, char *out, size_t n) {
     if (dot) *dot = 0;
 }
 
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+typedef struct { const char *file; char stem[1024]; } PlanItem;
+
+static int cmp_stem(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->stem, ((const PlanItem *)b)->stem); }
+
+// Checks every output before any is written (see the header comment). outputs_per:
+// the suffixes written for each photo (".png", "_overlay.jpg", "_routing.json").
+static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
+                              int n_suffix, int overwrite) {
+    char in_dir[4200];
+    if (path_is_dir(input)) snprintf(in_dir, sizeof in_dir, "%s", input);
+    else {
+        const char *sl = strrchr(input, '/');
+        if (!sl) snprintf(in_dir, sizeof in_dir, ".");
+        else snprintf(in_dir, sizeof in_dir, "%.*s", sl == input ? 1 : (int)(sl - input), input);
+    }
+    if (path_is_dir(out) && same_file(out, in_dir))
+        return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
+                       "could replace some; choose another --out", out, input);
+    PlanItem *it = cx_calloc((size_t)nf + 1, sizeof *it);
+    for (int i = 0; i < nf; i++) it[i].file = files[i], base_name(files[i], it[i].stem, sizeof it[i].stem);
+    qsort(it, (size_t)nf, sizeof *it, cmp_stem);
+    cx_status st = CX_OK;
+    for (int i = 1; i < nf && !st; i++)
+        if (!strcmp(it[i].stem, it[i - 1].stem)) {
+            int j = i;
+            while (j + 1 < nf && !strcmp(it[j + 1].stem, it[i].stem)) j++;
+            st = CX_FAIL(CX_EARG, "--input: %d photos would all write %s/%s.png (%s and %s%s): masks are named by the photo's "
+                         "name without its extension; rename all but one", j - i + 2, out, it[i].stem, it[i - 1].file,
+                         it[i].file, j > i ? ", ..." : "");
+        }
+    for (int i = 0; i < nf && !st; i++)
+        for (int k = 0; k < n_suffix && !st; k++) {
+            char name[1200], path[4400];
+            snprintf(name, sizeof name, "%s%s", it[i].stem, suffix[k]);
+            if (strlen(name) > NAME_MAX) {
+                st = CX_FAIL(CX_EARG, "%s: the output name %s%s is %zu bytes, more than the file system allows (%d); "
+                             "shorten the photo's name", it[i].file, it[i].stem, suffix[k], strlen(name), NAME_MAX);
+                break;
+            }
+            snprintf(path, sizeof path, "%s/%s", out, name);
+            for (int f = 0; f < nf && !st; f++)
+                if (same_file(path, files[f]))
+                    st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
+            if (!st) st = owner_check_replace(path, OWNER_PREDICT, overwrite, "--out");
+        }
+    free(it);
+    return st;
+}
+
 // The photo with the mask (> 128) laid over it in red at half opacity.
 static cx_status write_overlay(const char *path, const Image8 *im, const Image8 *mask) {
     Image8 o = { 0 };
     cx_status st = image_overlay_mask(&o, im, mask, 255, 0, 0, 0.5f);
-    if (!st) st = image_save_jpeg(path, &o, 90);
+    if (!st) st = image_save_jpeg_as(path, &o, 90, OWNER_PREDICT);
     image_free(&o);
     return st;
 }
 
 static cx_status write_routing(const char *path, const char *image, const CamoXpertOutputs *o) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "image", image);
+    cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
+    char *safe = text_utf8_safe(image);   // JSON text is UTF-8; file names are bytes
+    cJSON_AddStringToObject(j, "image", safe);
+    free(safe);
     cJSON *sc = cJSON_AddArrayToObject(j, "scales");
     for (int s = 0; s < o->n_route; s++) {
         const MoeRoute *r = &o->route[s];
@@ -88,7 +159,7 @@ static cx_status write_routing(const char *path, const char *image, const CamoXp
 
 int cmd_predict(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *out = NULL, *backbone = NULL;
-    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2;
+    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2, overwrite = 0;
     CliOpt opts[] = {
         { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
         { "input", OPT_STR, &input, "a photo, or a directory of photos (.jpg .jpeg .png .bmp)", "IMAGE|DIR", NULL, 0 },
@@ -102,6 +173,7 @@ int cmd_predict(int argc, char **argv) {
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace files in --out that camoxpert predict did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
                        "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
@@ -127,8 +199,19 @@ int cmd_predict(int argc, char **argv) {
     if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
     const int S = img_size ? img_size : ck_size ? ck_size : 352;
     char **files = NULL;
-    int nf = 0;
-    if ((cs = list_inputs(input, &files, &nf))) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
+    int nf = 0, n_own = 0;
+    const char *suffix[3] = { ".png" };
+    int n_suffix = 1;
+    if (overlay) suffix[n_suffix++] = "_overlay.jpg";
+    if (routing && mc.sparse) suffix[n_suffix++] = "_routing.json";
+    if ((cs = list_inputs(input, &files, &nf, &n_own)) || (cs = plan_outputs(files, nf, input, out, suffix, n_suffix, overwrite))) {
+        fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
+        for (int f = 0; f < nf; f++) free(files[f]);
+        free(files);
+        return 2;
+    }
+    if (n_own) printf("note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
+                      n_own, n_own == 1 ? "" : "s", input);
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&mc, &pt);
@@ -138,7 +221,7 @@ int cmd_predict(int argc, char **argv) {
     arena_init(&scratch, "scratch", 16 << 20);
     NNCtx ctx = { .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = 0 };
     float *x = cx_malloc(sizeof(float) * (size_t)S * S * 3);
-    int n_ok = 0, rc = 0;
+    int n_masks = 0, n_failed = 0, rc = 0;
     double t0 = cx_time_s();
     if ((cs = camoxpert_load_file(m, &pt, weights)) || (cs = make_dirs(out))) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
@@ -152,6 +235,7 @@ int cmd_predict(int argc, char **argv) {
         if ((cs = image_load(files[f], 3, &im))) {
             fprintf(stderr, "error: %s\n", cx_errmsg());
             rc = 1;
+            n_failed++;
             continue;
         }
         infer_image_input(&im, S, x);
@@ -168,7 +252,8 @@ int cmd_predict(int argc, char **argv) {
         char name[1024], path[4200];
         base_name(files[f], name, sizeof name);
         snprintf(path, sizeof path, "%s/%s.png", out, name);
-        cs = image_save_png(path, &mask);
+        cs = image_save_png_as(path, &mask, OWNER_PREDICT);
+        if (!cs) n_masks++;
         if (!cs && overlay) {
             snprintf(path, sizeof path, "%s/%s_overlay.jpg", out, name);
             cs = write_overlay(path, &im, &mask);
@@ -177,14 +262,15 @@ int cmd_predict(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/%s_routing.json", out, name);
             cs = write_routing(path, files[f], &o);
         }
-        if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; }
-        else n_ok++;
+        if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; n_failed++; }
         image_free(&mask);
         image_free(&im);
     }
     if (routing && !mc.sparse) printf("note: --routing: %s is a dense model (every image uses every expert); no routing files\n", weights);
-    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s\n", n_ok, n_ok == 1 ? "" : "s",
+    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s", n_masks, n_masks == 1 ? "" : "s",
            overlay ? ", overlays" : "", routing && mc.sparse ? ", routing JSON" : "", out, cx_time_s() - t0);
+    if (n_failed) printf("; %d of %d photo%s failed (errors above)", n_failed, nf, nf == 1 ? "" : "s");
+    printf("\n");
 done:
     free(x);
     for (int f = 0; f < nf; f++) free(files[f]);

@@ -7,7 +7,7 @@
 
 int cmd_synth(int argc, char **argv) {
     const char *out = NULL, *baseline = NULL;
-    int n_train = 1000, n_test = 200, size = 352, quality = 92, threads = 0;
+    int n_train = 1000, n_test = 200, size = 352, quality = 92, threads = 0, overwrite = 0;
     int64_t seed = 0;
     double difficulty = 0.5, empty = 0.05;
     CliOpt opts[] = {
@@ -22,6 +22,8 @@ int cmd_synth(int argc, char **argv) {
         { "baseline", OPT_STR, &baseline, "also write the colour-threshold baseline's 8-bit PNG predictions for the "
                                            "test split into DIR and print its mean IoU and MAE", "DIR", NULL, 0 },
         { "threads", OPT_INT, &threads, "worker threads; 0 = all cores", "N", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace a dataset (and baseline) an earlier camoxpert synth wrote in --out "
+          "(--baseline); files synth did not write are never touched", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
                        "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
@@ -39,6 +41,10 @@ int cmd_synth(int argc, char **argv) {
     c.difficulty = difficulty;
     c.empty_fraction = empty;
     SynthStats s;
+    if (synth_prepare_out(out, baseline, overwrite)) {
+        fprintf(stderr, "error: camoxpert synth: %s\n", cx_errmsg());
+        return 2;
+    }
     if (synth_write_dataset(out, &c, n_train, n_test, quality, baseline, &s)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         return 1;
