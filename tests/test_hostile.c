@@ -8,6 +8,8 @@
 #include "test.h"
 #include "core/finite.h"
 #include "nn/camoxpert.h"
+#include "nn/memory.h"
+#include "train/loss.h"
 #include "train/checkpoint.h"
 #include "train/infer.h"
 #include <stdarg.h>
@@ -735,4 +737,83 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     CHECKF(rc == 0 && count_files(ds) == 3 * 2 + 2 + 1, "synth --overwrite: exit %d, %d files: %s", rc, count_files(ds), o);
     rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --overwrite", t);
     CHECKF(rc == 2 && strstr(o, "did not write"), "synth into a foreign folder: exit %d: %s", rc, o);
+}
+
+// ---- rule 7: know the memory before the work ------------------------------------------------
+
+// The estimate against the arenas' measured peaks: never below, at most 15 % above.
+TEST(hostile_memory_estimate_matches_the_measured_peaks) {
+    static const struct { const char *bb; int sparse, E, k, B, S, training; } cases[] = {
+        { "edgenext_xx_small", 1, 4, 2, 2, 64, 1 },
+        { "edgenext_x_small", 0, 4, 4, 1, 96, 0 },
+        { "edgenext_small_rw", 1, 6, 6, 1, 64, 1 },
+    };
+    cx_threads_set(1);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        CamoXpertConfig cfg;
+        REQUIRE_OK(camoxpert_config(&cfg, cases[i].bb, cases[i].sparse, cases[i].E, cases[i].k));
+        ParamTable pt;
+        params_init(&pt);
+        CamoXpert *m = camoxpert_create(&cfg, &pt);
+        params_alloc(&pt, DT_F32);
+        Rng rng = rng_init(1);
+        camoxpert_init(m, &pt, &rng);
+        Arena act, scratch, io;
+        arena_init(&act, "act", 64 << 20), arena_init(&scratch, "scratch", 16 << 20), arena_init(&io, "io", 1 << 20);
+        NNCtx ctx = { .pt = &pt, .op = { .scratch = &scratch }, .act = &act, .dtype = DT_F32, .training = cases[i].training };
+        const int B = cases[i].B, S = cases[i].S;
+        Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3), mask = tensor_new4(&io, DT_F32, B, S, S, 1);
+        for (int64_t j = 0; j < tensor_numel(&x); j++) tensor_f32(&x)[j] = (float)rng_normal(&rng);
+        for (int64_t j = 0; j < tensor_numel(&mask); j++) tensor_f32(&mask)[j] = (j % 7) < 3;
+        CamoXpertOutputs o;
+        camoxpert_forward(&ctx, m, &x, &o);
+        if (cases[i].training) {
+            CamoLossWeights w = camo_loss_default_weights();
+            CamoLoss L;
+            CodOutputs g;
+            camo_loss_forward_backward(&act, &w, &o.maps, &mask, o.balance_loss, &L, &g);
+            camoxpert_backward(&ctx, m, &g, w.balance, NULL);
+        }
+        MemEstimate e;
+        camoxpert_memory_estimate(&cfg, pt.numel, B, S, cases[i].training, 0, 4, &e);
+        double ratio = e.activations / (double)act.peak;
+        CHECKF(ratio >= 1.0 && ratio <= 1.15, "%s sparse=%d k=%d B=%d S=%d training=%d: activations estimated %.1f MiB, "
+               "measured %.1f MiB", cases[i].bb, cases[i].sparse, cases[i].k, B, S, cases[i].training,
+               e.activations / 1048576, act.peak / 1048576.0);
+        CHECKF(e.scratch >= (double)scratch.peak, "%s: scratch estimated %.1f MiB, measured %.1f MiB", cases[i].bb,
+               e.scratch / 1048576, scratch.peak / 1048576.0);
+        CHECK(e.params == 4.0 * pt.numel && (!cases[i].training || e.optimizer == 8.0 * pt.numel));
+        arena_free(&act), arena_free(&scratch), arena_free(&io);
+        camoxpert_free(m);
+        params_free(&pt);
+    }
+    cx_threads_set(0);
+}
+
+// A job that cannot fit is refused before its first step, with the estimate and a size that fits.
+TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
+    const char *ds = tiny_set("mem_set");
+    const char *ck = tiny_checkpoint();
+    REQUIRE(ds[0] && ck);
+    const char *t = test_tmpdir();
+    char *o;
+    setenv("CAMOXPERT_MEMORY_LIMIT_MB", "16384", 1);   // a 16 GB machine, whatever this one has
+    double t0 = cx_time_s();
+    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/mem --backbone edgenext_base --img-size 1024 "
+                     "--batch-size 64 --threads 1", ds, t);
+    CHECKF(rc == 2 && strstr(o, "--batch-size 64") && strstr(o, "GiB") && strstr(o, "--batch-size 1 fits") &&
+           !strstr(o, "epoch 1/"), "train: exit %d: %s", rc, o);
+    CHECKF(cx_time_s() - t0 < 30, "the refusal took %.1f s", cx_time_s() - t0);
+    rc = run_bin(&o, "bench --backbone edgenext_base --img-size 1024 --batch-size 64 --threads 1");
+    CHECKF(rc == 2 && strstr(o, "--batch-size 1 fits"), "bench: exit %d: %s", rc, o);
+    setenv("CAMOXPERT_MEMORY_LIMIT_MB", "1024", 1);
+    char photos[800];
+    snprintf(photos, sizeof photos, "%s/Test/Image", ds);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/mem_pred --img-size 4096 --threads 1", ck, photos, t);
+    CHECKF(rc == 2 && strstr(o, "--img-size 4096") && strstr(o, "fits"), "predict: exit %d: %s", rc, o);
+    unsetenv("CAMOXPERT_MEMORY_LIMIT_MB");
+    // The estimate is printed before training starts.
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/mem_ok --backbone edgenext_xx_small --img-size 32 "
+                 "--batch-size 4 --epochs 1 --stage1-epochs 1 --threads 1 --max-steps 1", ds, t);
+    CHECKF(rc == 0 && strstr(o, "memory: about"), "train: exit %d: %s", rc, o);
 }

@@ -9,6 +9,7 @@
 // multiply-accumulate; the sparse model's from the routing of the timed batches),
 // and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs.
 #include "cli.h"
+#include "core/sysmem.h"
 #include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "nn/memory.h"
@@ -152,8 +153,41 @@ int cmd_bench(int argc, char **argv) {
     int modes[2], nm = 0;
     if (strcmp(mode, "sparse")) modes[nm++] = 0;
     if (strcmp(mode, "dense")) modes[nm++] = 1;
-    printf("camoxpert bench: %s, batch %d, %dx%d, float32, %d threads, median of %d steps\n", backbone, B, S, S,
-           cx_threads_get(), steps);
+    // Know the memory before the work: the larger model's training step (one model is built at a time).
+    double peak = 0, other = 256.0 * (1 << 20) + 32.0 * B * S * S;   // the runtime, the random images and masks
+    CamoXpertConfig big = probe;
+    int64_t big_n = 0;
+    for (int i = 0; i < nm; i++) {
+        CamoXpertConfig cfg;
+        camoxpert_config(&cfg, backbone, modes[i], E, k);
+        ParamTable pt;
+        params_init(&pt);
+        CamoXpert *m = camoxpert_create(&cfg, &pt);
+        MemEstimate me;
+        camoxpert_memory_estimate(&cfg, pt.numel, B, S, 1, 0, 4, &me);
+        if (me.total > peak) peak = me.total, big = cfg, big_n = pt.numel;
+        camoxpert_free(m);
+        params_free(&pt);
+    }
+    char how[64], ma[32], mb[32];
+    const double budget = (double)cx_mem_budget(how, sizeof how);
+    if (budget > 0 && peak + other > budget) {
+        int fit = camoxpert_memory_fit_batch(&big, big_n, S, 1, 0, 4, 256.0 * (1 << 20), budget, B);
+        while (fit > 0 && fit * 32.0 * S * S + 256.0 * (1 << 20) > budget) fit--;
+        char advice[128];
+        if (fit) snprintf(advice, sizeof advice, "--batch-size %d fits", fit);
+        else {
+            int fs = camoxpert_memory_fit_size(&big, big_n, 1, 1, 0, 4, 256.0 * (1 << 20) + 32.0 * S * S, budget, S);
+            if (fs) snprintf(advice, sizeof advice, "--img-size %d with --batch-size 1 fits", fs);
+            else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
+        }
+        fprintf(stderr, "error: camoxpert bench: --batch-size %d at --img-size %d: a training step needs about %s at peak, "
+                "more than the %s this machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows "
+                "on demand)\n", B, S, mem_str(peak + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+        return 2;
+    }
+    printf("camoxpert bench: %s, batch %d, %dx%d, float32, %d threads, median of %d steps; memory about %s at peak "
+           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, mem_str(peak + other, ma, sizeof ma));
     printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
            "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB");
     cJSON *arr = cJSON_CreateArray();

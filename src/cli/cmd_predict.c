@@ -10,6 +10,7 @@
 // a ground-truth mask) is an error naming the files (--overwrite allows the last).
 // Files an earlier predict wrote into an --input folder are not taken for photos.
 #include "cli.h"
+#include "core/sysmem.h"
 #include "core/text.h"
 #include "data/dataset.h"
 #include "data/owner.h"
@@ -215,6 +216,26 @@ int cmd_predict(int argc, char **argv) {
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&mc, &pt);
+    // Know the memory before the work: one photo at a time, evaluation mode.
+    MemEstimate me;
+    camoxpert_memory_estimate(&mc, pt.numel, 1, S, 0, 0, 4, &me);
+    const double other = 256.0 * (1 << 20) + 64.0 * (1 << 20);   // the runtime, and one decoded photo with its mask
+    char how[64], ma[32], mb[32];
+    const double budget = (double)cx_mem_budget(how, sizeof how);
+    if (budget > 0 && me.total + other > budget) {
+        int fit = camoxpert_memory_fit_size(&mc, pt.numel, 1, 0, 0, 4, other, budget, S);
+        char advice[128];
+        if (fit) snprintf(advice, sizeof advice, "--img-size %d fits", fit);
+        else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
+        fprintf(stderr, "error: camoxpert predict: --img-size %d: inference needs about %s at peak, more than the %s this "
+                "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)\n", S,
+                mem_str(me.total + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+        camoxpert_free(m);
+        params_free(&pt);
+        for (int f = 0; f < nf; f++) free(files[f]);
+        free(files);
+        return 2;
+    }
     params_alloc(&pt, DT_F32);
     Arena act, scratch;
     arena_init(&act, "activations", 64 << 20);
@@ -228,8 +249,8 @@ int cmd_predict(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    printf("model: %s on %s from %s; input %dx%d; %d image%s\n", mc.sparse ? "sparse" : "dense", mc.backbone, weights, S, S,
-           nf, nf == 1 ? "" : "s");
+    printf("model: %s on %s from %s; input %dx%d; %d image%s; memory about %s at peak\n", mc.sparse ? "sparse" : "dense",
+           mc.backbone, weights, S, S, nf, nf == 1 ? "" : "s", mem_str(me.total + other, ma, sizeof ma));
     for (int f = 0; f < nf; f++) {
         Image8 im = { 0 };
         if ((cs = image_load(files[f], 3, &im))) {

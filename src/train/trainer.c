@@ -5,6 +5,7 @@
 #include "trainer.h"
 #include "data/loader.h"
 #include "eval/metrics.h"
+#include "core/sysmem.h"
 #include "nn/memory.h"
 #include "train/checkpoint.h"
 #include "train/infer.h"
@@ -548,6 +549,52 @@ static cx_status reconcile_best(Trainer *T) {
     return CX_OK;
 }
 
+// Know the memory before the work: the estimated peak of a training step (the larger
+// stage batch) plus the data the run keeps (validation masks at full size, the cache,
+// the loader's batches), against what the machine has (core/sysmem.h). Printed;
+// refused with a batch size (or input size) that fits when it does not.
+static cx_status check_memory(Trainer *T) {
+    const TrainConfig *c = T->c;
+    const int b1 = c->batch_size, b2 = c->stage2_batch_size ? c->stage2_batch_size : c->batch_size;
+    const int stage2 = c->stage1_epochs < c->epochs;
+    const int B = stage2 && b2 > b1 ? b2 : b1;
+    const char *opt = stage2 && b2 > b1 ? "--stage2-batch-size" : "--batch-size";
+    const double S2 = (double)c->img_size * c->img_size;
+    double data = 256.0 * (1 << 20) + 64.0 * (1 << 20) * c->num_workers;   // the runtime, and a photo per worker
+    for (int i = 0; i < T->va.n; i++) data += (double)T->va.s[i].w * T->va.s[i].h;
+    if (c->cache) data += 4.0 * S2 * T->tr.n;
+    const double per_batch = 6.0 * 16.0 * S2;   // loader: prefetched and in-flight batches, images + masks in float32
+    MemEstimate m;
+    camoxpert_memory_estimate(&T->mc, T->pt.numel, B, c->img_size, 1, c->use_ema, 4, &m);
+    double total = m.total + data + per_batch * B;
+    char how[64], a[32], b[32], d[32], e[32];
+    double budget = (double)cx_mem_budget(how, sizeof how);
+    say("memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
+        mem_str(total, a, sizeof a), mem_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
+        mem_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size, mem_str(data + per_batch * B, e, sizeof e));
+    if (budget > 0) say(" of %s available (%s)", mem_str(budget, a, sizeof a), how);
+    say("\n");
+    if (budget <= 0 || total <= budget) return CX_OK;
+    int fit = camoxpert_memory_fit_batch(&T->mc, T->pt.numel, c->img_size, 1, c->use_ema, 4, data, budget, 65536);
+    while (fit > 0) {   // the loader's batches grow with the batch too
+        MemEstimate f;
+        camoxpert_memory_estimate(&T->mc, T->pt.numel, fit, c->img_size, 1, c->use_ema, 4, &f);
+        if (f.total + data + per_batch * fit <= budget) break;
+        fit--;
+    }
+    char advice[256];
+    if (fit > 0) snprintf(advice, sizeof advice, "%s %d fits", opt, fit);
+    else {
+        int S = camoxpert_memory_fit_size(&T->mc, T->pt.numel, 1, 1, c->use_ema, 4, data + per_batch, budget, c->img_size);
+        if (S > 0) snprintf(advice, sizeof advice, "even batch 1 does not fit at %dx%d; --img-size %d with %s 1 fits",
+                            c->img_size, c->img_size, S, opt);
+        else snprintf(advice, sizeof advice, "even batch 1 at 32x32 does not fit: the model is too large for this machine");
+    }
+    return CX_FAIL(CX_EARG, "%s %d at --img-size %d: a training step needs about %s at peak, more than the %s this machine "
+                   "has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", opt, B,
+                   c->img_size, mem_str(total, a, sizeof a), mem_str(budget, b, sizeof b), how, advice);
+}
+
 static cx_status trainer_setup(Trainer *T) {
     const TrainConfig *c = T->c;
     // The checkpoint directory first: its lock, and whether it holds a run this one must not overwrite.
@@ -588,6 +635,7 @@ static cx_status trainer_setup(Trainer *T) {
     T->mc.lb_coef = c->lb_coef;
     params_init(&T->pt);
     T->m = camoxpert_create(&T->mc, &T->pt);
+    CX_TRY(check_memory(T));
     params_alloc(&T->pt, DT_F32);
     Rng rng = rng_init(c->seed);
     camoxpert_init(T->m, &T->pt, &rng);
