@@ -817,3 +817,41 @@ TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
                  "--batch-size 4 --epochs 1 --stage1-epochs 1 --threads 1 --max-steps 1", ds, t);
     CHECKF(rc == 0 && strstr(o, "memory: about"), "train: exit %d: %s", rc, o);
 }
+
+// ---- rule 8: the smaller ones ---------------------------------------------------------------
+
+// The duplicate-name check of a safetensors header is n log n: 80,000 entries in well under a second.
+TEST(hostile_safetensors_header_checks_are_not_quadratic) {
+    const int n = 80000;
+    size_t cap = (size_t)n * 80 + 64;
+    char *h = cx_malloc(cap);
+    size_t len = (size_t)snprintf(h, cap, "{");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(h + len, cap - len, "%s\"t%d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                                i ? "," : "", i, i, i + 1);
+    len += (size_t)snprintf(h + len, cap - len, "}");
+    size_t total = 8 + len + (size_t)n;
+    unsigned char *buf = cx_calloc(1, total);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    memcpy(buf + 8, h, len);
+    double t0 = cx_time_s();
+    StFile f;
+    REQUIRE_OK(st_open_buffer(&f, "big", buf, total));
+    double dt = cx_time_s() - t0;
+    CHECKF(f.n == n && dt < 2.0, "%d entries opened in %.2f s", f.n, dt);
+    st_close(&f);
+    free(h);
+    // A duplicate among them is still found: the last entry named like an earlier one.
+    char *h2 = cx_malloc(cap);
+    len = (size_t)snprintf(h2, cap, "{");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(h2 + len, cap - len, "%s\"t%d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                                i ? "," : "", i == n - 1 ? 19999 : i, i, i + 1);
+    len += (size_t)snprintf(h2 + len, cap - len, "}");
+    total = 8 + len + (size_t)n;
+    buf = cx_calloc(1, total);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    memcpy(buf + 8, h2, len);
+    free(h2);
+    CHECK(st_open_buffer(&f, "dup", buf, total) == CX_EFORMAT && strstr(cx_errmsg(), "'t19999' appears twice"));
+}

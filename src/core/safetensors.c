@@ -18,6 +18,8 @@ static int dtype_parse(const char *s, cx_dtype *dt) {
     return 0;
 }
 
+static int cmp_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 static int cmp_begin(const void *a, const void *b) {
     const StEntry *x = a, *y = b;
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : 0;
@@ -71,8 +73,6 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
             continue;
         }
         const char *tn = it->string;
-        for (int j = 0; j < f->n; j++)
-            if (!strcmp(f->entries[j].name, tn)) BAD("%s: tensor '%s' appears twice in the header", name, tn);
         StEntry *e = &f->entries[f->n];
         e->name = cx_strdup(tn);
         f->n++;
@@ -108,6 +108,20 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
             BAD("%s: tensor '%s' has %zu bytes but dtype %s and its shape need %llu", name, tn,
                 e->end - e->begin, dtype_name(e->dtype), (unsigned long long)(numel * dtype_size(e->dtype)));
         e->data = data + e->begin;
+    }
+    // Duplicate names: sorted, so a header of any size is checked in n log n (a pairwise
+    // check took 15 s on 80,000 entries).
+    if (f->n > 1) {
+        const char **names = cx_malloc(sizeof *names * (size_t)f->n);
+        for (int i = 0; i < f->n; i++) names[i] = f->entries[i].name;
+        qsort(names, (size_t)f->n, sizeof *names, cmp_name);
+        int dup = -1;
+        for (int i = 1; i < f->n && dup < 0; i++)
+            if (!strcmp(names[i], names[i - 1])) dup = i;
+        char dn[256] = "";
+        if (dup >= 0) snprintf(dn, sizeof dn, "%s", names[dup]);
+        free(names);
+        if (dup >= 0) BAD("%s: tensor '%s' appears twice in the header", name, dn);
     }
     qsort(f->entries, (size_t)f->n, sizeof *f->entries, cmp_begin);
     for (int i = 1; i < f->n; i++)
@@ -254,13 +268,21 @@ cx_status st_writer_save(StWriter *w, const char *path) {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
         for (int i = 0; i < w->n_meta; i++) cJSON_AddStringToObject(m, w->meta_keys[i], w->meta_vals[i]);
     }
+    if (w->n > 1) {   // duplicate names, in n log n
+        const char **names = cx_malloc(sizeof *names * (size_t)w->n);
+        for (int i = 0; i < w->n; i++) names[i] = w->items[i].name;
+        qsort(names, (size_t)w->n, sizeof *names, cmp_name);
+        for (int i = 1; i < w->n; i++)
+            if (!strcmp(names[i], names[i - 1])) {
+                cx_status st = CX_FAIL(CX_EINTERNAL, "writing %s: tensor name '%s' used twice", path, names[i]);
+                free(names);
+                cJSON_Delete(root);
+                return st;
+            }
+        free(names);
+    }
     size_t off = 0;
     for (int i = 0; i < w->n; i++) {
-        for (int j = 0; j < i; j++)
-            if (!strcmp(w->items[i].name, w->items[j].name)) {
-                cJSON_Delete(root);
-                return CX_FAIL(CX_EINTERNAL, "writing %s: tensor name '%s' used twice", path, w->items[i].name);
-            }
         const Tensor *t = &w->items[i].t;
         cJSON *o = cJSON_AddObjectToObject(root, w->items[i].name);
         cJSON_AddStringToObject(o, "dtype", dtype_name(t->dtype));
