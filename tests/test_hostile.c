@@ -7,6 +7,9 @@
 //   * atomic writes use short unpredictable temporary names and never follow symlinks.
 #include "test.h"
 #include "core/finite.h"
+#include "core/text.h"
+#include "data/image.h"
+#include <cjson/cJSON.h>
 #include "nn/camoxpert.h"
 #include "nn/memory.h"
 #include "train/loss.h"
@@ -30,6 +33,67 @@ static const char *bin_path(void) {
     return path;
 }
 
+static const char *const commands[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
+
+// The --help text of a command (cached).
+static const char *help_of(const char *cmd) {
+    static char *help[16];
+    for (int i = 0; commands[i]; i++) {
+        if (strcmp(commands[i], cmd)) continue;
+        if (!help[i]) {
+            char c[5000], p[800];
+            snprintf(p, sizeof p, "%s/help_%s.txt", test_tmpdir(), cmd);
+            snprintf(c, sizeof c, "%s %s --help > %s 2>&1", bin_path(), cmd, p);
+            size_t n;
+            if (system(c) != 0 || read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
+        }
+        return help[i];
+    }
+    return NULL;
+}
+
+// Rule 8: a message names only options its command has. Every `--option` in an error,
+// warning or note line of `cmd`'s output must be in `cmd --help` (options of another
+// command, named as "camoxpert OTHER --option", are that command's).
+static void check_named_options(const char *cmd, const char *out) {
+    const char *help = help_of(cmd);
+    if (!help || !*help) return;
+    for (const char *line = out; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        int msg = !strncmp(line, "error", 5) || !strncmp(line, "warning", 7) || !strncmp(line, "note", 4) ||
+                  !strncmp(line, "(or pass", 8);
+        for (size_t i = 0; msg && i + 3 < len; i++) {
+            if (line[i] != '-' || line[i + 1] != '-' || !(line[i + 2] >= 'a' && line[i + 2] <= 'z') ||
+                (i > 0 && line[i - 1] != ' ' && line[i - 1] != '(' && line[i - 1] != '`' && line[i - 1] != ','))
+                continue;
+            char opt[64];
+            size_t k = 0;
+            while (k + 1 < sizeof opt && i + k < len &&
+                   ((line[i + k] >= 'a' && line[i + k] <= 'z') || (line[i + k] >= '0' && line[i + k] <= '9') || line[i + k] == '-'))
+                opt[k] = line[i + k], k++;
+            opt[k] = 0;
+            // "camoxpert OTHER ... --opt": the option of another command.
+            int other = 0;
+            for (size_t j = i; j-- > 0;) {
+                if (line[j] == ';' || line[j] == ':') break;
+                if (!strncmp(line + j, "camoxpert ", 10)) {
+                    other = strncmp(line + j + 10, cmd, strlen(cmd)) != 0;
+                    break;
+                }
+            }
+            char want[80];
+            snprintf(want, sizeof want, "%s ", opt);
+            char want2[80];
+            snprintf(want2, sizeof want2, "%s\n", opt);
+            if (!other && !strstr(help, want) && !strstr(help, want2))
+                test_fail(__FILE__, __LINE__, "camoxpert %s printed a message naming %s, which it does not have: %.*s", cmd,
+                          opt, (int)len, line);
+        }
+        line = end ? end + 1 : NULL;
+    }
+}
+
 // Runs `timeout 60 camoxpert ARGS` with stdout+stderr into *out (static buffer);
 // returns the exit status (124: it hung and was killed).
 static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -49,6 +113,9 @@ static int run_bin(char **out, const char *fmt, ...) {
     size_t n;
     if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
     if (out) *out = buf;
+    char cmd0[32] = "";
+    sscanf(args, "%31s", cmd0);
+    if (strcmp(cmd0, "--help") && !strstr(args, "--help")) check_named_options(cmd0, buf);
     if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 137)) return 124;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -90,7 +157,8 @@ TEST(hostile_fifo_where_a_file_is_expected_is_an_error_not_a_hang) {
     const char *ck = tiny_checkpoint();
     const char *ds = tiny_set("fifo_set");
     REQUIRE(ck && ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char fifo[700], photos[700];
     snprintf(fifo, sizeof fifo, "%s/pipe.safetensors", t);
     REQUIRE(mkfifo(fifo, 0600) == 0);
@@ -148,7 +216,8 @@ TEST(hostile_fifo_where_a_file_is_expected_is_an_error_not_a_hang) {
 }
 
 TEST(hostile_io_open_regular_refuses_fifos_and_directories_at_once) {
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char fifo[700];
     snprintf(fifo, sizeof fifo, "%s/p", t);
     REQUIRE(mkfifo(fifo, 0600) == 0);
@@ -181,7 +250,8 @@ TEST(hostile_threads_are_capped_in_every_command) {
 // ---- rule 2: atomic writes --------------------------------------------------------------
 
 TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_symlinks) {
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     // A target name of 250 bytes (the file-name limit is 255): the temporary name does not grow with it.
     char name[251], path[1200];
     memset(name, 'n', 250);
@@ -234,7 +304,7 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
 // Every option of every command whose --help shows a numeric default refuses nan, inf and an
 // overflowing value before doing anything, naming the option.
 TEST(hostile_every_numeric_option_of_every_command_refuses_non_finite_values) {
-    static const char *const cmds[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
+    const char *const *cmds = commands;
     static const char *const bad[] = { "nan", "inf", "-inf", "1e400", NULL };
     char *o;
     int checked = 0;
@@ -380,7 +450,8 @@ static const char *nonfinite_checkpoint(const char *file, const char *bad, int b
 TEST(hostile_loading_non_finite_weights_is_an_error_naming_the_tensor) {
     const char *ds = tiny_set("nan_set");
     REQUIRE(ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char *o;
     const char *w = nonfinite_checkpoint("nan.safetensors", "search_module.conv1.0.weight", 0);
     if (!w) w = nonfinite_checkpoint("nan.safetensors", "backbone.stem_0.weight", 0);
@@ -463,7 +534,8 @@ static void read_run(const char *dir, RunLog *r) {
 TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_never_goes_back) {
     const char *ds = tiny_set("kill_set");
     REQUIRE(ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     const char *opts = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --epochs 2 --stage1-epochs 1 "
                        "--use-sparse-moe --num-experts 2 --top-k 1 --use-ema --ema-decay 0.5 --val-fraction 0.25 "
                        "--lr 3e-3 --stage2-lr 3e-3 --seed 5 --threads 1 --num-workers 1 --progress 0";
@@ -529,7 +601,8 @@ static uint64_t file_hash(const char *path) {
 TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
     const char *ds = tiny_set("own_set");
     REQUIRE(ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     const char *base = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --stage1-epochs 1 "
                        "--val-fraction 0.25 --threads 1 --num-workers 1 --progress 0";
     char opts[1000];
@@ -649,7 +722,8 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     const char *ck = tiny_checkpoint();
     const char *ds = tiny_set("owner_set");
     REQUIRE(ck && ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char *o, photos[700], gt[700], out[700], cmd[8000];
     snprintf(photos, sizeof photos, "%s/Test/Image", ds);
     snprintf(gt, sizeof gt, "%s/Test/GT_Object", ds);
@@ -795,7 +869,8 @@ TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
     const char *ds = tiny_set("mem_set");
     const char *ck = tiny_checkpoint();
     REQUIRE(ds[0] && ck);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char *o;
     setenv("CAMOXPERT_MEMORY_LIMIT_MB", "16384", 1);   // a 16 GB machine, whatever this one has
     double t0 = cx_time_s();
@@ -819,6 +894,154 @@ TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
 }
 
 // ---- rule 8: the smaller ones ---------------------------------------------------------------
+
+// A data file that breaks mid-run: training stops with an error naming it, and what was
+// trained since the last checkpoint is saved (the checkpoint's step = the steps logged).
+TEST(hostile_a_data_file_breaking_mid_run_keeps_what_was_trained) {
+    const char *ds = tiny_set("break_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char ck[700], cmd[8000];
+    snprintf(ck, sizeof ck, "%s/break_ck", t);
+    REQUIRE_OK(make_dirs(ck));
+    snprintf(cmd, sizeof cmd,
+             "%s train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --batch-size 1 "
+             "--epochs 20 --stage1-epochs 1 --val-fraction 0 --threads 1 --num-workers 1 --progress 0 > %s/break.out 2>&1 & "
+             "pid=$!; for i in $(seq 600); do grep -q '\"step\":3,' %s/train_log.jsonl 2>/dev/null && break; sleep 0.02; done; "
+             "rm -f %s/Train/Image/*; wait $pid; exit $?", bin_path(), ds, ck, t, ck, ds);
+    int st = system(cmd);
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char p[800];
+    snprintf(p, sizeof p, "%s/break.out", t);
+    unsigned char *out = NULL;
+    size_t n;
+    read_file(p, &out, &n);
+    CHECKF(rc == 1 && out && strstr((char *)out, "Train/Image/") && strstr((char *)out, "are saved in"), "exit %d: %s", rc,
+           out ? (char *)out : "");
+    free(out);
+    RunLog r;
+    read_run(ck, &r);
+    snprintf(p, sizeof p, "%s/last.safetensors", ck);
+    uint64_t tok = 0;
+    REQUIRE_OK(checkpoint_read_token(p, &tok));
+    char sp[1000];
+    checkpoint_state_path(p, tok, sp, sizeof sp);
+    char *gs = NULL;
+    REQUIRE_OK(st_read_meta(sp, "global_step", &gs));
+    CHECKF(gs && atoi(gs) == r.steps && r.steps >= 3, "checkpoint at step %s, %d steps logged", gs ? gs : "?", r.steps);
+    free(gs);
+}
+
+// Masks that read as empty (0/1-valued) are a warning naming one, in data and train.
+TEST(hostile_empty_masks_are_a_warning) {
+    const char *ds = tiny_set("empty_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    for (int split = 0; split < 2; split++) {
+        char dir[800];
+        snprintf(dir, sizeof dir, "%s/%s/GT_Object", ds, split ? "Test" : "Train");
+        char cmd[2000], list[800];
+        snprintf(list, sizeof list, "%s/masks.txt", t);
+        snprintf(cmd, sizeof cmd, "ls %s > %s", dir, list);
+        REQUIRE(system(cmd) == 0);
+        unsigned char *b;
+        size_t n;
+        REQUIRE_OK(read_file(list, &b, &n));
+        for (char *name = strtok((char *)b, "\n"); name; name = strtok(NULL, "\n")) {
+            char p[1200];
+            snprintf(p, sizeof p, "%s/%s", dir, name);
+            Image8 m;
+            REQUIRE_OK(image_load(p, 1, &m));
+            for (int64_t i = 0; i < (int64_t)m.w * m.h; i++) m.px[i] = m.px[i] > 128;   // 0/1-valued
+            REQUIRE_OK(image_save_png(p, &m));
+            image_free(&m);
+        }
+        free(b);
+    }
+    char *o;
+    int rc = run_bin(&o, "data --dataset-path %s", ds);
+    CHECKF(rc == 0 && strstr(o, "have no foreground") && strstr(o, "GT_Object/SYN-CAM-"), "data: exit %d: %s", rc, o);
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/empty_ck --backbone edgenext_xx_small --img-size 32 "
+                 "--batch-size 4 --epochs 1 --stage1-epochs 1 --max-steps 1 --threads 1", ds, t);
+    CHECKF(rc == 0 && strstr(o, "have no foreground"), "train: exit %d: %s", rc, o);
+}
+
+TEST(hostile_one_pixel_ground_truth_is_an_error_not_a_score) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char gt[700], pred[700];
+    snprintf(gt, sizeof gt, "%s/gt1", t);
+    snprintf(pred, sizeof pred, "%s/pred1", t);
+    REQUIRE_OK(make_dirs(gt));
+    REQUIRE_OK(make_dirs(pred));
+    Image8 one;
+    image_alloc(&one, 1, 1, 1);
+    one.px[0] = 255;
+    char p[800];
+    snprintf(p, sizeof p, "%s/a.png", gt);
+    REQUIRE_OK(image_save_png(p, &one));
+    snprintf(p, sizeof p, "%s/a.png", pred);
+    REQUIRE_OK(image_save_png(p, &one));
+    image_free(&one);
+    char *o;
+    int rc = run_bin(&o, "eval --pred %s --gt %s --threads 1", pred, gt);
+    CHECKF(rc == 1 && strstr(o, "a.png") && strstr(o, "at least 2 pixels") && !strstr(o, "e+15"), "exit %d: %s", rc, o);
+}
+
+// A checkpoint whose metadata img_size is not a valid input size: an error naming it (predict),
+// unless --img-size is given.
+TEST(hostile_checkpoint_img_size_metadata_is_checked) {
+    const char *ds = tiny_set("meta_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    static const char *const bad[] = { "33", "-32", "1073741824", "\"352\"", NULL };
+    char photos[800];
+    snprintf(photos, sizeof photos, "%s/Test/Image", ds);
+    CamoXpertConfig mc;
+    REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 0, 4, 2));
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(2);
+    camoxpert_init(m, &pt, &rng);
+    for (int i = 0; bad[i]; i++) {
+        char cfg[512], dir[700];
+        snprintf(cfg, sizeof cfg, "{\"model\":\"CamoXpertCOD\",\"backbone\":\"edgenext_xx_small\",\"sparse\":false,"
+                 "\"img_size\":%s}", bad[i]);
+        snprintf(dir, sizeof dir, "%s/meta%d", t, i);
+        REQUIRE_OK(checkpoint_save(dir, "m", &pt, cfg, NULL, NULL, NULL));
+        char *o;
+        int rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --threads 1", dir, photos, dir);
+        CHECKF(rc == 2 && strstr(o, "img_size") && strstr(o, "--img-size"), "img_size %s: exit %d: %s", bad[i], rc, o);
+        rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --img-size 64 --threads 1", dir, photos, dir);
+        CHECKF(rc == 0, "img_size %s with --img-size 64: exit %d: %s", bad[i], rc, o);
+    }
+    camoxpert_free(m);
+    params_free(&pt);
+}
+
+// train suggests --skip-bad for a bad file, and accepts it.
+TEST(hostile_train_accepts_the_skip_bad_it_suggests) {
+    const char *ds = tiny_set("bad_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "f=$(ls %s/Train/Image | head -1); head -c 300 %s/Train/Image/$f > %s/x && mv %s/x %s/Train/Image/$f",
+             ds, ds, t, t, ds);
+    REQUIRE(system(cmd) == 0);
+    char *o;
+    const char *opts = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --epochs 1 --stage1-epochs 1 "
+                       "--max-steps 1 --threads 1";
+    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/bad1 %s", ds, t, opts);
+    CHECKF(rc != 0 && strstr(o, "--skip-bad"), "exit %d: %s", rc, o);
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/bad2 %s --skip-bad", ds, t, opts);
+    CHECKF(rc == 0 && strstr(o, "skipping"), "--skip-bad: exit %d: %s", rc, o);
+}
 
 // The duplicate-name check of a safetensors header is n log n: 80,000 entries in well under a second.
 TEST(hostile_safetensors_header_checks_are_not_quadratic) {
@@ -854,4 +1077,117 @@ TEST(hostile_safetensors_header_checks_are_not_quadratic) {
     memcpy(buf + 8, h2, len);
     free(h2);
     CHECK(st_open_buffer(&f, "dup", buf, total) == CX_EFORMAT && strstr(cx_errmsg(), "'t19999' appears twice"));
+}
+
+// Long photo names: a mask for a 250-byte name is written (the temporary name does not grow
+// with it); an output name over the limit is refused up front, naming it; the summary counts
+// the masks written and the photos that failed.
+TEST(hostile_predict_long_names_and_honest_counts) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("long_set");
+    REQUIRE(ck && ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char in[700], cmd[4000], name[251];
+    snprintf(in, sizeof in, "%s/long_in", t);
+    REQUIRE_OK(make_dirs(in));
+    memset(name, 'p', 246);
+    name[246] = 0;
+    snprintf(cmd, sizeof cmd, "cp %s/Test/Image/$(ls %s/Test/Image | head -1) %s/%s.jpg", ds, ds, in, name);
+    REQUIRE(system(cmd) == 0);
+    char *o;
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s/long_out --threads 1", ck, in, t);
+    CHECKF(rc == 0 && strstr(o, "wrote 1 mask"), "exit %d: %s", rc, o);
+    char mask[1200];
+    snprintf(mask, sizeof mask, "%s/long_out/%s.png", t, name);
+    CHECK(path_exists(mask));
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/long_out2 --overlay --threads 1", ck, in, t);
+    CHECKF(rc == 2 && strstr(o, "_overlay.jpg") && strstr(o, "258 bytes"), "--overlay: exit %d: %s", rc, o);
+    // One photo of two is broken: "wrote 1 mask", and the failure counted.
+    snprintf(cmd, sizeof cmd, "cp %s/Test/Image/$(ls %s/Test/Image | head -1) %s/good.jpg && head -c 200 %s/good.jpg > %s/bad.jpg",
+             ds, ds, in, in, in);
+    REQUIRE(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "rm %s/%s.jpg", in, name);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/count_out --threads 1", ck, in, t);
+    CHECKF(rc == 1 && strstr(o, "wrote 1 mask") && strstr(o, "1 of 2 photos failed") && strstr(o, "bad.jpg"),
+           "exit %d: %s", rc, o);
+}
+
+// Names with a comma, a quote or invalid UTF-8: the per-image CSV has one row per image with
+// the right number of fields, and the JSON is valid UTF-8.
+TEST(hostile_eval_reports_survive_odd_file_names) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char gt[700], pred[700];
+    snprintf(gt, sizeof gt, "%s/odd_gt", t);
+    snprintf(pred, sizeof pred, "%s/odd_pred", t);
+    REQUIRE_OK(make_dirs(gt));
+    REQUIRE_OK(make_dirs(pred));
+    static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", NULL };
+    Image8 m;
+    image_alloc(&m, 8, 8, 1);
+    for (int i = 0; i < 64; i++) m.px[i] = i % 3 ? 0 : 255;
+    for (int i = 0; names[i]; i++) {
+        char p[900];
+        snprintf(p, sizeof p, "%s/%s", gt, names[i]);
+        REQUIRE_OK(image_save_png(p, &m));
+        snprintf(p, sizeof p, "%s/%s", pred, names[i]);
+        REQUIRE_OK(image_save_png(p, &m));
+    }
+    image_free(&m);
+    char *o;
+    int rc = run_bin(&o, "eval --pred '%s' --gt '%s' --json %s/odd.json --per-image %s/odd.csv --threads 1", pred, gt, t, t);
+    REQUIRE(rc == 0);
+    char p[800];
+    unsigned char *b;
+    size_t n;
+    snprintf(p, sizeof p, "%s/odd.csv", t);
+    REQUIRE_OK(read_file(p, &b, &n));
+    // Count the fields of every record, honouring RFC 4180 quotes.
+    int rows = 0, fields = 1, quoted = 0, bad = 0, header_fields = -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = (char)b[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < n && b[i + 1] == '"') i++;
+            else if (c == '"') quoted = 0;
+        } else if (c == '"') quoted = 1;
+        else if (c == ',') fields++;
+        else if (c == '\n') {
+            if (header_fields < 0) header_fields = fields;
+            else bad |= fields != header_fields;
+            rows++;
+            fields = 1;
+        }
+    }
+    CHECKF(rows == 5 && !bad, "CSV: %d records (5 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
+    free(b);
+    snprintf(p, sizeof p, "%s/odd.json", t);
+    REQUIRE_OK(read_file(p, &b, &n));
+    char *safe = text_utf8_safe((char *)b);
+    CHECKF(!strcmp(safe, (char *)b), "the JSON is not valid UTF-8");
+    free(safe);
+    cJSON *j = cJSON_Parse((char *)b);
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_image")) == 4);
+    cJSON_Delete(j);
+    free(b);
+}
+
+// Out of memory inside predict: the message names only what predict has (--img-size).
+TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("oom_set");
+    REQUIRE(ck && ds[0]);
+    char cmd[4000], p[800];
+    snprintf(p, sizeof p, "%s/oom.out", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "(ulimit -v 800000; CAMOXPERT_MEMORY_LIMIT_MB=0 %s predict --weights %s --input %s/Test/Image "
+             "--out %s/oom2 --img-size 2048 --threads 1) > %s 2>&1", bin_path(), ck, ds, test_tmpdir(), p);
+    int st = system(cmd);
+    unsigned char *b = NULL;
+    size_t n;
+    read_file(p, &b, &n);
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 3 && b && strstr((char *)b, "out of memory") &&
+           strstr((char *)b, "--img-size") && !strstr((char *)b, "--batch-size"), "exit %d: %s", WEXITSTATUS(st),
+           b ? (char *)b : "");
+    free(b);
 }

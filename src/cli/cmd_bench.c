@@ -131,6 +131,7 @@ int cmd_bench(int argc, char **argv) {
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                        "[--mode dense|sparse|both] [--json FILE]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    cx_oom_hint("reduce --batch-size or --img-size");
     if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
     if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k)) {

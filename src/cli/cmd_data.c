@@ -48,7 +48,11 @@ int cmd_data(int argc, char **argv) {
     DatasetOptions o = { .root = root, .images_dir = images, .masks_dir = masks, .split = split, .subset = subset,
                          .include_noncam = include_noncam, .skip_bad = skip_bad };
     Dataset ds;
-    if (dataset_open(&ds, &o)) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 1; }
+    if (dataset_open(&ds, &o)) {
+        fprintf(stderr, "error: %s%s\n", cx_errmsg(), root ? "\n(or pass --images DIR --masks DIR for a folder of images "
+                "and a folder of masks)" : "");
+        return 1;
+    }
     double t0 = cx_time_s();
     if (!no_scan) {
         if (dataset_scan(&ds, skip_bad)) { fprintf(stderr, "error: %s\n", cx_errmsg()); dataset_free(&ds); return 1; }

@@ -116,7 +116,7 @@ static cx_status eval_one(MetricsWork *w, const char *pred_dir, const char *gt_d
                          "(--resize-pred resizes predictions bilinearly)", pp, p.w, p.h, gp, g.w, g.h);
         }
     }
-    if (!st) st = metrics_image_u8_work(w, p.px, g.px, g.h, g.w, &it->m);
+    if (!st && (st = metrics_image_u8_work(w, p.px, g.px, g.h, g.w, &it->m))) cx_error_context("%s", gp);
     image_free(&p);
     image_free(&g);
     return st;

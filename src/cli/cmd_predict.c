@@ -179,6 +179,7 @@ int cmd_predict(int argc, char **argv) {
     int st = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
                        "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    cx_oom_hint("reduce --img-size");
     if (cli_threads("predict", threads)) return 2;
     if (!weights || !input || !out) {
         fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
@@ -196,7 +197,7 @@ int cmd_predict(int argc, char **argv) {
         return 2;
     }
     if (backbone) cs = camoxpert_config(&mc, backbone, sparse, E, k);
-    else cs = infer_config_from_checkpoint(weights, &mc, &ck_size);
+    else cs = infer_config_from_checkpoint(weights, &mc, img_size ? NULL : &ck_size);   // a given --img-size wins
     if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 2; }
     const int S = img_size ? img_size : ck_size ? ck_size : 352;
     char **files = NULL;

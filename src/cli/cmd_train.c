@@ -125,6 +125,10 @@ int cmd_train(int argc, char **argv) {
         { "skip-stage1", OPT_FLAG, &c.skip_stage1, "start with stage 2 (e.g. from a stage-1 checkpoint's weights)", NULL, NULL, 0 },
         { "seed", OPT_INT64, &seed, "seed of the initialisation, split, shuffling and augmentation", "K", NULL, 0 },
         { "num-workers", OPT_INT, &c.num_workers, "data-loading threads", "N", NULL, 0 },
+        { "skip-bad", OPT_FLAG, &c.skip_bad, "leave out (with a warning each) image/mask pairs the scan finds bad or "
+          "unpaired instead of stopping", NULL, NULL, 0 },
+        { "include-noncam", OPT_FLAG, &c.include_noncam, "COD10K: keep the NonCAM images (nothing hidden, empty masks)",
+          NULL, NULL, 0 },
         { "cache", OPT_FLAG, &c.cache, "keep resized images in memory after the first epoch (small datasets)", NULL, NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &c.sparse, "sparse top-k mixture of experts (CamoXpertSparseMoE) instead of dense experts", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &c.num_experts, "experts per scale (sparse)", "E", NULL, 0 },
@@ -144,6 +148,7 @@ int cmd_train(int argc, char **argv) {
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
     int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
     if (st) return st == CLI_HELP ? 0 : 2;
+    cx_oom_hint("reduce --batch-size or --img-size");
     if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
     char **keep = NULL;
     int n_keep = 0;

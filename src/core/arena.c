@@ -10,9 +10,7 @@
 static ArenaBlock *block_new(size_t size, ArenaBlock *prev) {
     void *mem = NULL;
     if (posix_memalign(&mem, ARENA_ALIGN, HDR + size) != 0 || !mem) {
-        fprintf(stderr, "error: out of memory allocating %.1f MiB for an arena; "
-                        "reduce --batch-size or --img-size\n", (double)size / (1 << 20));
-        exit(3);
+        cx_oom_exit(size, "for an arena");
     }
     ArenaBlock *b = mem;
     b->prev = prev;

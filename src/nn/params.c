@@ -103,8 +103,8 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
         snprintf(full, sizeof full, "%s%s", tp, tk);
         int i = params_find(pt, full);
         if (i < 0 || (is_buf && !(pt->p[i].flags & PF_BUFFER))) {
-            st = CX_FAIL(CX_ESHAPE, "%s: unexpected key '%s' (no such %s in this model: wrong --backbone, "
-                         "--use-sparse-moe or --num-experts?)", f->path, e->name, is_buf ? "buffer" : "parameter");
+            st = CX_FAIL(CX_ESHAPE, "%s: unexpected key '%s' (no such %s in this model: a checkpoint of "
+                         "another backbone variant, dense/sparse model or number of experts?)", f->path, e->name, is_buf ? "buffer" : "parameter");
             break;
         }
         const ParamInfo *pi = &pt->p[i];

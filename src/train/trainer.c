@@ -269,6 +269,8 @@ typedef struct {
     char last_ckpt[4200];     // the last checkpoint written ("" before the first)
     int last_ckpt_epoch;
     int exact_resume;         // 1: continuing a run from its training state
+    int64_t saved_step;       // global_step of the last checkpoint written or resumed
+    int data_failed;          // 1: a data file failed mid-run (the loader's or validation's error)
     RouteStats rs;
     int progress;
     double epoch_loss_sum;
@@ -297,6 +299,7 @@ static cx_status save_last(Trainer *T) {
                            T->c->use_ema ? &T->ema : NULL));
     snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s/last.safetensors", T->c->checkpoint_dir);
     T->last_ckpt_epoch = T->ts.epoch;
+    T->saved_step = T->ts.global_step;
     return CX_OK;
 }
 
@@ -413,7 +416,7 @@ out:
     loader_close(L);
     T->ctx.training = 1;
     if (c->use_ema) ema_swap(&T->ema, &T->pt);
-    if (st) { cx_error_context("validating"); return st; }
+    if (st) { T->data_failed = 1; cx_error_context("validating"); return st; }
     metrics_accum_summary(&acc, &vr->s);
     vr->n = (int)acc.n;
     vr->iou = acc.n ? iou_sum / (double)acc.n : 0;
@@ -522,6 +525,7 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         }
     }
     if (T->progress) say("\n");
+    if (st) T->data_failed = 1;   // loader_next: a file that broke after the scan
     return st;
 }
 
@@ -610,9 +614,10 @@ static cx_status trainer_setup(Trainer *T) {
                        "choose another --checkpoint-dir, or pass --overwrite to replace it", c->checkpoint_dir, held,
                        c->checkpoint_dir);
     // Data: the training split and the held-out validation split.
-    DatasetOptions dop = { .root = c->dataset_path, .split = "train" };
+    DatasetOptions dop = { .root = c->dataset_path, .split = "train", .skip_bad = c->skip_bad,
+                           .include_noncam = c->include_noncam };
     cx_status st = dataset_open(&T->all, &dop);
-    if (!st) st = dataset_scan(&T->all, 0);
+    if (!st) st = dataset_scan(&T->all, c->skip_bad);
     if (st) { cx_error_context("--dataset-path %s", c->dataset_path); return st; }
     char sum[256];
     dataset_summary(&T->all, sum, sizeof sum);
@@ -692,6 +697,7 @@ static cx_status trainer_setup(Trainer *T) {
                                                 (unsigned long long)T->ts.seed, (unsigned long long)c->seed);
             snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s", c->resume_from);
             T->last_ckpt_epoch = T->ts.epoch;
+            T->saved_step = T->ts.global_step;
             say("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
                    c->resume_from, T->ts.stage, T->ts.epoch, (long long)T->ts.batch_in_epoch,
                    (long long)T->ts.global_step, T->ts.best_score, T->ts.best_epoch);
@@ -876,6 +882,20 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             r->interrupted = 1;
             break;
         }
+    }
+    // A data file that broke mid-run: what was trained since the last checkpoint is saved
+    // before the error is reported (the weights are good; only the data is not).
+    if (st && T.data_failed && T.ts.global_step > T.saved_step && T.log) {
+        char err[2048];
+        snprintf(err, sizeof err, "%s", cx_errmsg());
+        int64_t since = T.ts.global_step - T.saved_step;
+        cx_status ss = save_last(&T);
+        if (!ss)
+            st = CX_FAIL(st, "%s — the %lld steps trained since the previous checkpoint are saved in %s (step %lld); fix or "
+                         "remove the file (train --skip-bad leaves out files that are bad at the start) and continue with "
+                         "--resume-from %s", err, (long long)since, T.last_ckpt, (long long)T.ts.global_step, T.last_ckpt);
+        else
+            st = CX_FAIL(st, "%s — and saving the steps trained since the previous checkpoint failed too: %s", err, cx_errmsg());
     }
     r->steps = T.ts.global_step;
     r->best_sm = T.ts.best_score;

@@ -55,6 +55,8 @@ typedef struct {
     uint64_t seed;
     int num_workers;               // loader threads
     int cache;                     // 1: keep resized images in memory
+    int skip_bad;                  // 1: leave out bad or unpaired files found by the scan (a warning each)
+    int include_noncam;            // COD10K: keep the NonCAM images (nothing hidden, empty masks)
     int sparse, num_experts, top_k;
     double lb_coef;
     moe_balance balance;
