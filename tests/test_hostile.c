@@ -613,6 +613,10 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     snprintf(la, sizeof la, "%s/last.safetensors", a);
     snprintf(ba, sizeof ba, "%s/best.safetensors", a);
     snprintf(loga, sizeof loga, "%s/train_log.jsonl", a);
+    // A run that fails before its first write (no such dataset) leaves no directory behind.
+    char none[700];
+    snprintf(none, sizeof none, "%s/never_made", t);
+    CHECK(run_bin(&o, "train --dataset-path %s/nonexistent --checkpoint-dir %s %s", t, none, opts) != 0 && !path_exists(none));
     REQUIRE(run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, a, opts) == 0);
     uint64_t hl = file_hash(la), hb = file_hash(ba), hg = file_hash(loga);
     // A new run into it: refused before any work, nothing touched.

@@ -39,14 +39,14 @@ void rundir_close(RunDir *r) {
     r->lock_fd = -1;
 }
 
-int rundir_has_run(const RunDir *r, char *what, size_t n) {
+int rundir_has_run(const char *dir, char *what, size_t n) {
     static const char *const names[] = { "last.safetensors", "best.safetensors", NULL };
     int found = 0;
     size_t len = 0;
     if (n) what[0] = 0;
     for (int i = 0; names[i]; i++) {
         char p[4200];
-        snprintf(p, sizeof p, "%s/%s", r->dir, names[i]);
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         if (!path_exists(p)) continue;
         if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
         found = 1;

@@ -8,10 +8,10 @@
 // there (last*, best.safetensors, train_log.jsonl) first. Resuming a run keeps
 // writing into the directory of the checkpoint it resumes.
 //
-//   RunDir rd;
-//   CX_TRY(rundir_open(&rd, "runs/a"));             // creates it; fails if another train holds it
 //   char what[256];
-//   if (rundir_has_run(&rd, what, sizeof what)) ... // refuse, naming `what`
+//   if (rundir_has_run("runs/a", what, sizeof what)) ... // refuse early, naming `what`
+//   RunDir rd;
+//   CX_TRY(rundir_open(&rd, "runs/a"));   // before the first write: creates it; fails if another train holds it
 //   rundir_close(&rd);
 #pragma once
 #include "core/core.h"
@@ -27,7 +27,8 @@ typedef struct {
 cx_status rundir_open(RunDir *r, const char *dir);
 void rundir_close(RunDir *r);
 // 1 when dir holds a run's checkpoints; `what` gets their names ("last.safetensors, best.safetensors").
-int rundir_has_run(const RunDir *r, char *what, size_t n);
+// Creates nothing (a directory that does not exist holds none).
+int rundir_has_run(const char *dir, char *what, size_t n);
 // Deletes every file a run writes in dir (last.safetensors and its states,
 // best.safetensors, train_log.jsonl) and the leftovers of killed saves.
 cx_status rundir_clear(RunDir *r);

@@ -601,14 +601,14 @@ static cx_status check_memory(Trainer *T) {
 
 static cx_status trainer_setup(Trainer *T) {
     const TrainConfig *c = T->c;
-    // The checkpoint directory first: its lock, and whether it holds a run this one must not overwrite.
-    CX_TRY(rundir_open(&T->rd, c->checkpoint_dir));
-    char rdir[4200], held[256];
+    // The checkpoint directory first: does it hold a run this one must not overwrite?
+    // (Nothing is created before the data and the model are known to be good.)
+    char rdir[4200] = "", held[256];
     uint64_t rtok = 0;
     if (c->resume_from) rundir_dirname(c->resume_from, rdir, sizeof rdir);
     int resume_here = c->resume_from && rundir_same(rdir, c->checkpoint_dir) &&
                       !checkpoint_read_token(c->resume_from, &rtok) && rtok;
-    if (!c->overwrite && !resume_here && rundir_has_run(&T->rd, held, sizeof held))
+    if (!c->overwrite && !resume_here && rundir_has_run(c->checkpoint_dir, held, sizeof held))
         return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of another run (%s); a new run there would "
                        "overwrite them and append to its log. Resume that run with --resume-from %s/last.safetensors, "
                        "choose another --checkpoint-dir, or pass --overwrite to replace it", c->checkpoint_dir, held,
@@ -710,14 +710,16 @@ static cx_status trainer_setup(Trainer *T) {
         }
         T->exact_resume = has_state;
     }
+    // Before the first write: the directory's lock (one train at a time), then the check again.
+    CX_TRY(rundir_open(&T->rd, c->checkpoint_dir));
     if (!T->exact_resume) {
-        // A new run: the directory holds none (checked above) unless the resumed weights had
-        // no state or --overwrite; either way nothing of an earlier run may stay mixed in.
-        if (!c->overwrite && rundir_has_run(&T->rd, held, sizeof held))
-            return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of a run (%s) and %s has no training "
-                           "state to continue it; to start a new run from these weights choose another "
+        // A new run: the directory holds none unless the resumed weights had no state, or
+        // --overwrite; either way nothing of an earlier run may stay mixed in.
+        if (!c->overwrite && rundir_has_run(c->checkpoint_dir, held, sizeof held))
+            return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of a run (%s)%s%s%s; choose another "
                            "--checkpoint-dir, or pass --overwrite to replace that run", c->checkpoint_dir, held,
-                           c->resume_from);
+                           c->resume_from ? " and " : "", c->resume_from ? c->resume_from : "",
+                           c->resume_from ? " has no training state to continue it" : "");
         CX_TRY(rundir_clear(&T->rd));
     } else {
         if (rundir_same(rdir, c->checkpoint_dir)) CX_TRY(rundir_truncate_log(&T->rd, T->ts.log_bytes));
