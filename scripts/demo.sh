@@ -22,7 +22,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 t0=$(date +%s)
 
 "$BIN" --version
-rm -rf "$OUT/run"   # a fresh run each time (train appends to an existing log)
+rm -rf "$OUT/run"   # a fresh run each time (a new train refuses a directory holding another run)
 mkdir -p "$OUT"
 
 echo

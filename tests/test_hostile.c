@@ -1,10 +1,19 @@
-// test_hostile.c — the program as a careless or hostile user runs it (issue 12):
-// each test checks one rule for every command and option it applies to, through
-// the program built beside this runner (build/camoxpert), with a time limit so a
-// hang is a failure rather than a stuck test run.
-//   * no input hangs the program: a FIFO, device or directory where a file is
-//     expected is an error naming it; --threads and worker counts are capped;
-//   * atomic writes use short unpredictable temporary names and never follow symlinks.
+// test_hostile.c — the program as a careless or hostile user runs it (issue 12;
+// docs/RELIABILITY.md). Each test checks one rule for every command and option it
+// applies to, mostly through the program built beside this runner (build/camoxpert,
+// or $CAMOXPERT_TEST_BIN to show a rule failing on another build), with a time limit
+// so that a hang is a failure rather than a stuck run:
+//   1. never overwrite what camoxpert did not write (predict, eval, bench, synth, train);
+//   2. a checkpoint is replaced atomically as a whole: a kill at every moment of a save
+//      leaves a resumable run, and best never goes back;
+//   3. non-finite numbers never enter training or a checkpoint (options, loads, saves);
+//   4. verify fails on any non-finite value, on either side, at any index;
+//   5. no input hangs or crashes the program (FIFOs, thread counts);
+//   6. a resumed run writes beside the checkpoint it resumes;
+//   7. the memory of a job is known (and checked) before the work;
+//   8. the smaller ones: data breaking mid-run, empty masks, one-pixel GT, metadata
+//      img_size, --skip-bad, long names, report formats, and — checked on every run
+//      below — messages name only options their command has.
 #include "test.h"
 #include "core/finite.h"
 #include "core/text.h"
