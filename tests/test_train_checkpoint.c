@@ -78,6 +78,15 @@ TEST(checkpoint_round_trip_is_exact) {
     REQUIRE(system(cmd) == 0);
     CHECK(checkpoint_load(path, &b, &tb, &ob, &eb, &has) == CX_EFORMAT);
     CHECK(strstr(cx_errmsg(), "is not the training state") != NULL);
+    // A checkpoint from before the token was in the state's name (NAME.state.safetensors) still resumes.
+    REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
+    char named[700], legacy[700];
+    checkpoint_state_path(path, ts.token, named, sizeof named);
+    checkpoint_state_path(path, 0, legacy, sizeof legacy);
+    REQUIRE(rename(named, legacy) == 0);
+    has = 0;
+    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    CHECK(has && tb.token == ts.token && tb.global_step == 123);
     adamw_free(&oa); adamw_free(&ob); ema_free(&ea); ema_free(&eb);
     params_free(&a); params_free(&b);
 }
