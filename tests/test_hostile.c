@@ -435,8 +435,10 @@ static const char *nonfinite_checkpoint(const char *file, const char *bad, int b
     params_alloc(&pt, DT_F32);
     Rng rng = rng_init(5);
     camoxpert_init(m, &pt, &rng);
-    int i = params_find(&pt, bad);
-    if (i < 0) return NULL;
+    int i = -1;   // `bad`, or (NULL) the first weight after the backbone
+    for (int k = 0; k < pt.n && i < 0; k++)
+        if (bad ? !strcmp(pt.p[k].name, bad) : strncmp(pt.p[k].name, "backbone.", 9) && strstr(pt.p[k].name, ".weight")) i = k;
+    if (i < 0) { camoxpert_free(m); params_free(&pt); return NULL; }
     Tensor v = params_value(&pt, i);
     tensor_set(&v, tensor_numel(&v) - 1, NAN);
     snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
@@ -462,8 +464,7 @@ TEST(hostile_loading_non_finite_weights_is_an_error_naming_the_tensor) {
     char t[600];
     snprintf(t, sizeof t, "%s", test_tmpdir());
     char *o;
-    const char *w = nonfinite_checkpoint("nan.safetensors", "search_module.conv1.0.weight", 0);
-    if (!w) w = nonfinite_checkpoint("nan.safetensors", "backbone.stem_0.weight", 0);
+    const char *w = nonfinite_checkpoint("nan.safetensors", NULL, 0);
     REQUIRE(w);
     char photo[700];
     snprintf(photo, sizeof photo, "%s/Test/Image", ds);
@@ -1188,6 +1189,11 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
 
 // Out of memory inside predict: the message names only what predict has (--img-size).
 TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer reserves terabytes of address space: under `ulimit -v` the program cannot start.
+    printf("  (skipped under AddressSanitizer)\n");
+    return;
+#endif
     const char *ck = tiny_checkpoint();
     const char *ds = tiny_set("oom_set");
     REQUIRE(ck && ds[0]);
