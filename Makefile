@@ -193,7 +193,7 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
 
-# ---- fuzzing (data layer) -------------------------------------------------------
+# ---- fuzzing (every parser: images, file names, safetensors) ---------------------
 # `make fuzz` builds the harnesses fuzz/fuzz_*.c into build-fuzz/ with libFuzzer
 # (clang -fsanitize=fuzzer,address,undefined); `make fuzz-smoke` runs each for
 # FUZZ_SECONDS (default 3) from a generated seed corpus, and `make test` runs it.
@@ -205,7 +205,8 @@ FUZZ_SECONDS ?= 3
 FUZZ_ITERS ?= 300
 FUZZ_BUILD := build-fuzz
 HAVE_LIBFUZZER := $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){return 0;}\n' | $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
-FUZZ_LIB_SRC := src/core/error.c src/core/io.c src/core/log.c src/core/names.c src/core/rng.c $(sort $(wildcard src/data/image.c src/data/dataset.c)) \
+FUZZ_LIB_SRC := src/core/arena.c src/core/device.c src/core/error.c src/core/io.c src/core/log.c src/core/names.c src/core/rng.c \
+                src/core/safetensors.c src/core/tensor.c $(sort $(wildcard src/data/image.c src/data/dataset.c)) \
                 src/report/runlog.c
 FUZZ_NAMES := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
@@ -237,10 +238,11 @@ $(BUILD)/make_seeds: fuzz/make_seeds.c $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
 
 fuzz-smoke: $(FUZZ_BINS) $(BUILD)/make_seeds
-	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/new && mkdir -p $(FUZZ_BUILD)/corpus/names $(FUZZ_BUILD)/new/image $(FUZZ_BUILD)/new/names \
-	    $(FUZZ_BUILD)/corpus/runlog $(FUZZ_BUILD)/new/runlog
+	@rm -rf $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/new && mkdir -p $(FUZZ_BUILD)/corpus/names $(FUZZ_BUILD)/new/image \
+	    $(FUZZ_BUILD)/new/names $(FUZZ_BUILD)/new/safetensors $(FUZZ_BUILD)/corpus/runlog $(FUZZ_BUILD)/new/runlog
 	@cp fuzz/runlog_seed.jsonl $(FUZZ_BUILD)/corpus/runlog/
-	@$(BUILD)/make_seeds $(FUZZ_BUILD)/corpus/image >/dev/null
+	@$(BUILD)/make_seeds $(FUZZ_BUILD)/corpus/image $(FUZZ_BUILD)/corpus/safetensors >/dev/null
+	@cp tests/fixtures/train_golden.safetensors $(FUZZ_BUILD)/corpus/safetensors/
 	@printf 'COD10K-CAM-1-Aquatic-1-BatFish-1' > $(FUZZ_BUILD)/corpus/names/cod10k
 	@printf 'SYN-CAM-sand-000017.jpg' > $(FUZZ_BUILD)/corpus/names/synth
 ifeq ($(HAVE_LIBFUZZER),1)

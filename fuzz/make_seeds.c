@@ -1,6 +1,9 @@
 // make_seeds.c — writes a small seed corpus for fuzz_image into a directory:
 // one tiny file per decoder path (gray/RGB/CMYK/progressive JPEG with EXIF,
-// PNG at 1/2/8/16 bits, gray+alpha, RGBA, palette with tRNS, 8- and 24-bit BMP).
+// PNG at 1/2/8/16 bits, gray+alpha, RGBA, palette with tRNS, 8- and 24-bit BMP);
+// and, given a second directory, safetensors seeds for fuzz_safetensors (one
+// tensor of each dtype the reader converts, metadata, a scalar and an empty tensor).
+//   make_seeds IMAGE_DIR [SAFETENSORS_DIR]
 // Generated rather than committed, so the repository holds no binaries.
 #include "data/image.h"
 #include <stdio.h>
@@ -78,7 +81,7 @@ static void png(const char *name, int w, int h, int ct, int depth, int with_plte
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: make_seeds DIR\n"); return 2; }
+    if (argc != 2 && argc != 3) { fprintf(stderr, "usage: make_seeds IMAGE_DIR [SAFETENSORS_DIR]\n"); return 2; }
     dir = argv[1];
     make_dirs(dir);
     jpeg("gray.jpg", 8, 8, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 0, 0);
@@ -107,5 +110,37 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 8; i++) b8[70 + i] = (uint8_t)(i % 4);
     put("pal8.bmp", b8, sizeof b8);
     printf("wrote seeds to %s\n", dir);
+    if (argc == 3) {
+        make_dirs(argv[2]);
+        StWriter w;
+        st_writer_init(&w);
+        st_writer_meta(&w, "format", "pt");
+        st_writer_meta(&w, "camoxpert_config", "{\"backbone\":\"edgenext_xx_small\",\"img_size\":64}");
+        static float f32[6] = { 1, -2, 3.5f, 0, 1e-3f, 7 };
+        static double f64[3] = { 0.25, -1, 2 };
+        static int64_t i64[2] = { 3, -4 }, sc[1] = { 17 };
+        static int32_t i32[2] = { 5, -6 };
+        static uint8_t u8[4] = { 0, 1, 128, 255 };
+        static uint16_t bf16[2] = { 0x3F80, 0xC000 }, f16[2] = { 0x3C00, 0xFC00 };
+        Tensor t[8] = {
+            tensor_view(f32, DT_F32, 2, (int64_t[]){ 2, 3 }), tensor_view(f64, DT_F64, 1, (int64_t[]){ 3 }),
+            tensor_view(i64, DT_I64, 1, (int64_t[]){ 2 }), tensor_view(i32, DT_I32, 1, (int64_t[]){ 2 }),
+            tensor_view(u8, DT_U8, 2, (int64_t[]){ 2, 2 }), tensor_view(bf16, DT_BF16, 1, (int64_t[]){ 2 }),
+            tensor_view(f16, DT_F16, 1, (int64_t[]){ 2 }), tensor_view(sc, DT_I64, 0, NULL),
+        };
+        const char *names[8] = { "a.weight", "b", "c", "d", "e", "f", "g", "bn.num_batches_tracked" };
+        for (int i = 0; i < 8; i++) st_writer_add(&w, names[i], &t[i]);
+        char p[1024];
+        snprintf(p, sizeof p, "%s/all_dtypes.safetensors", argv[2]);
+        if (st_writer_save(&w, p)) { fprintf(stderr, "%s\n", cx_errmsg()); return 1; }
+        st_writer_free(&w);
+        st_writer_init(&w);
+        Tensor empty = tensor_view(f32, DT_F32, 2, (int64_t[]){ 0, 3 });
+        st_writer_add(&w, "empty", &empty);
+        snprintf(p, sizeof p, "%s/empty.safetensors", argv[2]);
+        if (st_writer_save(&w, p)) { fprintf(stderr, "%s\n", cx_errmsg()); return 1; }
+        st_writer_free(&w);
+        printf("wrote seeds to %s\n", argv[2]);
+    }
     return 0;
 }

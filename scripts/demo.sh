@@ -27,12 +27,12 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 t0=$(date +%s)
 
 "$BIN" --version
-rm -rf "$OUT/run"   # a fresh run each time (train appends to an existing log)
+rm -rf "$OUT/run"   # a fresh run each time (a new train refuses a directory holding another run)
 mkdir -p "$OUT"
 
 echo
 echo "== 1. synthetic data: $TRAIN training + 60 test images, 128x128, COD10K-v3 layout"
-"$BIN" synth --out "$OUT/data" --train "$TRAIN" --test 60 --size 128 --difficulty 0.3 --seed 1 \
+"$BIN" synth --out "$OUT/data" --train "$TRAIN" --test 60 --size 128 --difficulty 0.3 --seed 1 --overwrite \
     --baseline "$OUT/baseline" --threads "$THREADS"
 
 echo

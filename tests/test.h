@@ -29,7 +29,8 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // the exit status.
 int test_run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *test_bin_path(void);
-// err = max|a-b| / max(max|b|, floor): the project's relative error rule.
+// err = max|a-b| / max(max|b|, floor): the project's relative error rule; NaN
+// (failing every tolerance) when either side holds a non-finite value.
 double test_rel_err(const Tensor *a, const Tensor *b, double floor);
 // The CUDA backend on GPU 0 for GPU tests (opened once, scratch in GPU memory),
 // or NULL when no GPU is usable: the test then calls test_skip("%s", test_no_gpu()).

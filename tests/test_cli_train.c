@@ -134,8 +134,12 @@ TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
     CHECKF(rc == 130, "exit %d after SIGINT: %s", rc, out ? (char *)out : "");
     CHECKF(out && strstr((char *)out, "--resume-from"), "%s", out ? (char *)out : "");
     free(out);
-    snprintf(p, sizeof p, "%s/last.state.safetensors", ck);
-    REQUIRE(path_exists(p));
+    snprintf(p, sizeof p, "%s/last.safetensors", ck);
+    uint64_t tok = 0;
+    REQUIRE(checkpoint_read_token(p, &tok) == CX_OK && tok != 0);
+    char sp[1000];
+    checkpoint_state_path(p, tok, sp, sizeof sp);
+    REQUIRE(path_exists(sp));
     // Resume with no model or data options: they come from the checkpoint.
     char *o;
     rc = run_bin(&o, "train --resume-from %s/last.safetensors --threads 1 --max-steps 1000000 --epochs 2", ck);

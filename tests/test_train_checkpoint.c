@@ -1,5 +1,6 @@
 // test_train_checkpoint.c — checkpoints round-trip weights, optimizer state,
-// EMA and counters exactly, and a state file from another save is refused.
+// EMA and counters exactly; each save names its state by a new token and removes
+// the previous one; a state file renamed by hand is refused.
 #include "test.h"
 #include "train/checkpoint.h"
 #include <string.h>
@@ -60,17 +61,35 @@ TEST(checkpoint_round_trip_is_exact) {
     const StEntry *e = st_find(&f, "bn.num_batches_tracked");
     CHECK(e && e->dtype == DT_I64 && e->ndim == 0);
     st_close(&f);
-    // A state file left from another save is refused with a clear message.
-    char spath[700];
-    snprintf(spath, sizeof spath, "%s/last.state.safetensors", dir);
-    char cmd[1600];
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s.keep'", spath, spath);
-    REQUIRE(system(cmd) == 0);
+    // A second save commits a new state and removes the first one's; the weights name the new one.
+    char first[700], second[700];
+    checkpoint_state_path(path, ts.token, first, sizeof first);
+    CHECK(path_exists(first));
     REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
-    snprintf(cmd, sizeof cmd, "mv '%s.keep' '%s'", spath, spath);
+    checkpoint_state_path(path, ts.token, second, sizeof second);
+    CHECK(strcmp(first, second) != 0 && !path_exists(first) && path_exists(second));
+    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    CHECK(has && tb.token == ts.token);
+    // A state renamed by hand to another token's name is refused, naming both files.
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s.keep' && cp '%s.keep' '%s'", second, second, second, first);
+    REQUIRE(system(cmd) == 0);
+    REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));   // removes `first`: not the named one
+    char third[700];
+    checkpoint_state_path(path, ts.token, third, sizeof third);
+    snprintf(cmd, sizeof cmd, "mv '%s.keep' '%s'", second, third);
     REQUIRE(system(cmd) == 0);
     CHECK(checkpoint_load(path, &b, &tb, &ob, &eb, &has) == CX_EFORMAT);
-    CHECK(strstr(cx_errmsg(), "does not belong") != NULL);
+    CHECK(strstr(cx_errmsg(), "is not the training state") != NULL);
+    // A checkpoint from before the token was in the state's name (NAME.state.safetensors) still resumes.
+    REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
+    char named[700], legacy[700];
+    checkpoint_state_path(path, ts.token, named, sizeof named);
+    checkpoint_state_path(path, 0, legacy, sizeof legacy);
+    REQUIRE(rename(named, legacy) == 0);
+    has = 0;
+    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    CHECK(has && tb.token == ts.token && tb.global_step == 123);
     adamw_free(&oa); adamw_free(&ob); ema_free(&ea); ema_free(&eb);
     params_free(&a); params_free(&b);
     arena_free(&sa);

@@ -134,8 +134,12 @@ TEST(train_learns_and_resumes_bit_for_bit) {
     char p[900];
     snprintf(p, sizeof p, "%s/best.safetensors", da);
     CHECK(path_exists(p));
-    snprintf(p, sizeof p, "%s/last.state.safetensors", da);
-    CHECK(path_exists(p));
+    snprintf(p, sizeof p, "%s/last.safetensors", da);
+    uint64_t tok = 0;
+    CHECK(checkpoint_read_token(p, &tok) == CX_OK && tok != 0);
+    char sp[1000];
+    checkpoint_state_path(p, tok, sp, sizeof sp);
+    CHECK(path_exists(sp));
     // B: stopped mid-epoch in stage 1, resumed, stopped mid-epoch in stage 2, resumed.
     TrainConfig cb;
     tiny_config(&cb, db);
@@ -303,5 +307,30 @@ TEST(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
     }
     camoxpert_free(m0), camoxpert_free(m1);
     params_free(&p0), params_free(&p1);
+    cx_threads_set(0);
+}
+
+// An update that makes a weight non-finite (here a learning rate no option allows,
+// set past train_config_check) stops the run naming the parameter; nothing
+// non-finite is saved.
+TEST(train_non_finite_update_stops_before_any_save) {
+    REQUIRE(synth_dir()[0]);
+    cx_threads_set(1);
+    char d[800];
+    snprintf(d, sizeof d, "%s/run_inf_update", test_tmpdir());
+    TrainConfig c;
+    tiny_config(&c, d);
+    c.epochs = 1, c.stage1_epochs = 1, c.use_ema = 1;
+    c.lr = 1e300;
+    c.scheduler = LR_NONE;
+    TrainResult r;
+    cx_status st = trainer_run(&c, &r);
+    CHECKF(st == CX_ENUMERIC && strstr(cx_errmsg(), "made parameter '") && strstr(cx_errmsg(), "not finite"),
+           "status %d: %s", st, cx_errmsg());
+    char p[900];
+    snprintf(p, sizeof p, "%s/last.safetensors", d);
+    CHECK(!path_exists(p));
+    snprintf(p, sizeof p, "%s/best.safetensors", d);
+    CHECK(!path_exists(p));
     cx_threads_set(0);
 }

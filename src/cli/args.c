@@ -1,6 +1,7 @@
 // args.c — the option parser shared by every subcommand (see cli.h).
 #include "cli.h"
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,8 +120,9 @@ int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n, const
         switch (o->kind) {
         case OPT_INT: { long x = strtol(v, &end, 10); if (*end || end == v || errno || x != (int)x) return bad_value(cmd, o, v, "an integer"); *(int *)o->dst = (int)x; break; }
         case OPT_INT64: { long long x = strtoll(v, &end, 10); if (*end || end == v || errno) return bad_value(cmd, o, v, "an integer"); *(int64_t *)o->dst = x; break; }
-        case OPT_FLOAT: { double x = strtod(v, &end); if (*end || end == v) return bad_value(cmd, o, v, "a number"); *(float *)o->dst = (float)x; break; }
-        case OPT_DOUBLE: { double x = strtod(v, &end); if (*end || end == v) return bad_value(cmd, o, v, "a number"); *(double *)o->dst = x; break; }
+        // Numbers are finite in every command: nan, inf and overflowing values (1e400) never get in.
+        case OPT_FLOAT: { double x = strtod(v, &end); if (*end || end == v || !isfinite((float)x)) return bad_value(cmd, o, v, "a finite number"); *(float *)o->dst = (float)x; break; }
+        case OPT_DOUBLE: { double x = strtod(v, &end); if (*end || end == v || !isfinite(x)) return bad_value(cmd, o, v, "a finite number"); *(double *)o->dst = x; break; }
         case OPT_STR:
             if (o->choices) {
                 int okc = 0;
@@ -140,5 +142,23 @@ int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n, const
         }
     }
     if (n_pos) *n_pos = np;
+    return 0;
+}
+
+int cli_threads(const char *cmd, int threads) {
+    if (threads < 0 || threads > cx_threads_max()) {
+        fprintf(stderr, "error: camoxpert %s: --threads %d: must be between 0 (all %d cores) and %d\n", cmd, threads,
+                cx_threads_default(), cx_threads_max());
+        return 2;
+    }
+    cx_threads_set(threads);
+    return 0;
+}
+
+int cli_workers(const char *cmd, const char *opt, int workers) {
+    if (workers < 1 || workers > cx_threads_max()) {
+        fprintf(stderr, "error: camoxpert %s: --%s %d: must be between 1 and %d\n", cmd, opt, workers, cx_threads_max());
+        return 2;
+    }
     return 0;
 }

@@ -37,6 +37,13 @@ void cli_print_help(FILE *fp, const char *cmd, const char *synopsis, const CliOp
 const CliOpt *cli_find(const CliOpt *opts, int n_opts, const char *name);
 int cli_seen(const CliOpt *opts, int n_opts, const char *name);
 
+// --threads N of command cmd: 0 = all cores; negative or above cx_threads_max()
+// prints an error naming the value and the limit and returns 2; else sets the
+// OpenMP/OpenBLAS thread count and returns 0.
+int cli_threads(const char *cmd, int threads);
+// The same range rule for a worker-thread option (--num-workers, --workers; >= 1).
+int cli_workers(const char *cmd, const char *opt, int workers);
+
 // Subcommands (return the process exit status).
 int cmd_version(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -12,8 +12,13 @@
 // device --device names, in the precision --precision names; the step is
 // train/step.h's, the trainer's own.
 #include "cli.h"
+#include "core/sysmem.h"
+#include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
+#include "nn/memory.h"
+#include "train/loss.h"
+#include "train/optim.h"
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -120,7 +125,7 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
 
 int cmd_bench(int argc, char **argv) {
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
-    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0;
+    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
@@ -133,36 +138,87 @@ int cmd_bench(int argc, char **argv) {
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                        "[--mode dense|sparse|both] [--json FILE]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    cx_oom_hint("reduce --batch-size or --img-size");
+    if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
     if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k)) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
-    if (S < 32 || S % 32) {
-        fprintf(stderr, "error: camoxpert bench: --img-size %d must be a positive multiple of 32 (e.g. %d)\n", S,
-                S < 32 ? 32 : S / 32 * 32);
+    if (camoxpert_check_img_size(S, "--img-size")) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
-    if (B < 1 || steps < 1) {
-        fprintf(stderr, "error: camoxpert bench: --batch-size and --steps must be at least 1\n");
+    if (B < 1 || B > 65536 || steps < 1 || steps > 100000) {
+        fprintf(stderr, "error: camoxpert bench: --batch-size %d (1..65536) and --steps %d (1..100000) must be in range\n",
+                B, steps);
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
-    Runtime rt;
-    if (runtime_init(&rt, device, precision, 1, 1)) {
+    if (json && owner_check_replace(json, OWNER_BENCH, overwrite, "--json")) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
     int modes[2], nm = 0;
     if (strcmp(mode, "sparse")) modes[nm++] = 0;
     if (strcmp(mode, "dense")) modes[nm++] = 1;
+    Runtime rt;
+    if (runtime_init(&rt, device, precision, 1, 1)) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+        return 2;
+    }
     printf("device: %s\n", rt.desc);
-    printf("camoxpert bench: %s, batch %d, %dx%d, median of %d steps\n", backbone, B, S, S, steps);
+    // Know the memory before the work: the larger model's training step (one model is built
+    // at a time), against the GPU's free memory on a GPU, the machine's on the CPU.
+    const int act_bytes = rt.dtype == DT_BF16 ? 2 : 4;
+    double peak = 0, other = 256.0 * (1 << 20) + 32.0 * B * S * S;   // the runtime, the random images and masks
+    CamoXpertConfig big = probe;
+    int64_t big_n = 0;
+    for (int i = 0; i < nm; i++) {
+        CamoXpertConfig cfg;
+        camoxpert_config(&cfg, backbone, modes[i], E, k);
+        ParamTable pt;
+        params_init(&pt);
+        CamoXpert *m = camoxpert_create(&cfg, &pt);
+        MemEstimate me;
+        camoxpert_memory_estimate(&cfg, pt.numel, B, S, 1, 0, act_bytes, &me);
+        if (me.total > peak) peak = me.total, big = cfg, big_n = pt.numel;
+        camoxpert_free(m);
+        params_free(&pt);
+    }
+    char how[64], ma[32], mb[32];
+    double budget;
+    if (rt.device == DEV_CUDA) {
+        size_t fr = 0, tot = 0;
+        cx_dev_mem_info(&fr, &tot);
+        budget = (double)fr;
+        snprintf(how, sizeof how, "free memory of the GPU");
+    } else {
+        budget = (double)cx_mem_budget(how, sizeof how);
+    }
+    if (budget > 0 && peak + other > budget) {
+        int fit = camoxpert_memory_fit_batch(&big, big_n, S, 1, 0, act_bytes, 256.0 * (1 << 20), budget, B);
+        while (fit > 0 && fit * 32.0 * S * S + 256.0 * (1 << 20) > budget) fit--;
+        char advice[128];
+        if (fit) snprintf(advice, sizeof advice, "--batch-size %d fits", fit);
+        else {
+            int fs = camoxpert_memory_fit_size(&big, big_n, 1, 1, 0, act_bytes, 256.0 * (1 << 20) + 32.0 * S * S, budget, S);
+            if (fs) snprintf(advice, sizeof advice, "--img-size %d with --batch-size 1 fits", fs);
+            else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
+        }
+        fprintf(stderr, "error: camoxpert bench: --batch-size %d at --img-size %d: a training step needs about %s at peak, "
+                "more than the %s this machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows "
+                "on demand)\n", B, S, mem_str(peak + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+        runtime_free(&rt);
+        return 2;
+    }
+    printf("camoxpert bench: %s, batch %d, %dx%d, %d threads, median of %d steps; memory about %s at peak "
+           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, mem_str(peak + other, ma, sizeof ma));
     printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
            "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs");
     cJSON *arr = cJSON_CreateArray();
@@ -176,6 +232,7 @@ int cmd_bench(int argc, char **argv) {
                r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step);
         fflush(stdout);
         cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "software", OWNER_BENCH);
         cJSON_AddStringToObject(j, "mode", r.sparse ? "sparse" : "dense");
         cJSON_AddStringToObject(j, "backbone", backbone);
         cJSON_AddNumberToObject(j, "num_experts", r.sparse ? E : 4);

@@ -39,10 +39,20 @@ int cmd_data(int argc, char **argv) {
     int st = cli_parse(argc, argv, "data", opts, CLI_N(opts), NULL, 0, NULL,
                        "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_workers("data", "workers", workers)) return 2;
+    if (size < 1 || size > 8192 || batch < 1 || batch > 65536 || bench < 0 || !(val_fraction >= 0 && val_fraction < 1)) {
+        fprintf(stderr, "error: camoxpert data: --size %d (1..8192), --batch-size %d (1..65536), --bench %d (>= 0) and "
+                "--val-fraction %g ([0, 1)) must be in range\n", size, batch, bench, val_fraction);
+        return 2;
+    }
     DatasetOptions o = { .root = root, .images_dir = images, .masks_dir = masks, .split = split, .subset = subset,
                          .include_noncam = include_noncam, .skip_bad = skip_bad };
     Dataset ds;
-    if (dataset_open(&ds, &o)) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 1; }
+    if (dataset_open(&ds, &o)) {
+        fprintf(stderr, "error: %s%s\n", cx_errmsg(), root ? "\n(or pass --images DIR --masks DIR for a folder of images "
+                "and a folder of masks)" : "");
+        return 1;
+    }
     double t0 = cx_time_s();
     if (!no_scan) {
         if (dataset_scan(&ds, skip_bad)) { fprintf(stderr, "error: %s\n", cx_errmsg()); dataset_free(&ds); return 1; }

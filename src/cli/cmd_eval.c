@@ -5,8 +5,10 @@
 // measured in parallel (OpenMP over images) and aggregated in file order, so the
 // result does not depend on the thread count.
 #include "cli.h"
+#include "core/text.h"
 #include "data/dataset.h"
 #include "data/image.h"
+#include "data/owner.h"
 #include "eval/eval.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -63,8 +65,8 @@ static const EvalFile *eval_find(const EvalFile *f, int n, const char *stem) {
 // Is path a PNG stored as gray (colour type 0, or 4 = gray + alpha)? Reads the header.
 static int eval_png_is_gray(const char *path) {
     unsigned char h[26];
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return 0;
+    FILE *fp;
+    if (open_regular(path, &fp)) return 0;   // the load that follows names the problem
     size_t n = fread(h, 1, sizeof h, fp);
     fclose(fp);
     static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
@@ -114,7 +116,7 @@ static cx_status eval_one(MetricsWork *w, const char *pred_dir, const char *gt_d
                          "(--resize-pred resizes predictions bilinearly)", pp, p.w, p.h, gp, g.w, g.h);
         }
     }
-    if (!st) st = metrics_image_u8_work(w, p.px, g.px, g.h, g.w, &it->m);
+    if (!st && (st = metrics_image_u8_work(w, p.px, g.px, g.h, g.w, &it->m))) cx_error_context("%s", gp);
     image_free(&p);
     image_free(&g);
     return st;
@@ -170,16 +172,27 @@ static cx_status eval_write_text(const char *path, const char *text) {
     return atomic_commit(&af);
 }
 
+// The CSV's header line, which is also its mark (data/owner.h): a rerun may replace the file.
+static void eval_csv_header(char *buf, size_t n) {
+    int len = snprintf(buf, n, "name,category,subcategory");
+    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA && len < (int)n; k++) len += snprintf(buf + len, n - len, ",%s", eval_json_keys[k]);
+}
+
 static cx_status eval_write_csv(const char *path, const EvalItem *it, int n) {
     AtomicFile af;
     CX_TRY(atomic_begin(&af, path));
-    fprintf(af.fp, "name,category,subcategory");
-    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) fprintf(af.fp, ",%s", eval_json_keys[k]);
-    fputc('\n', af.fp);
+    char header[512];
+    eval_csv_header(header, sizeof header);
+    fprintf(af.fp, "%s\n", header);
     for (int i = 0; i < n; i++) {
         double v[EVAL_N_MAIN + EVAL_N_EXTRA];
         eval_image_values(&it[i].m, v);
-        fprintf(af.fp, "%s,%s,%s", it[i].gt->file, it[i].super, it[i].sub);
+        // Names are quoted as CSV needs (a comma, a quote or a newline in a file name).
+        text_csv_field(af.fp, it[i].gt->file);
+        fputc(',', af.fp);
+        text_csv_field(af.fp, it[i].super);
+        fputc(',', af.fp);
+        text_csv_field(af.fp, it[i].sub);
         for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) fprintf(af.fp, ",%.17g", v[k]);
         fputc('\n', af.fp);
     }
@@ -207,7 +220,7 @@ static int eval_category_cmp(const void *a, const void *b) {
 // ---- the command ---------------------------------------------------------------------
 int cmd_eval(int argc, char **argv) {
     const char *pred_dir = NULL, *gt_dir = NULL, *json_path = NULL, *csv_path = NULL;
-    int categories = 0, resize = 0, threads = 0;
+    int categories = 0, resize = 0, threads = 0, overwrite = 0;
     CliOpt opts[] = {
         { "pred", OPT_STR, &pred_dir, "folder of predicted maps (8-bit, any image format)", "DIR", NULL, 0 },
         { "gt", OPT_STR, &gt_dir, "folder of ground-truth masks (foreground > 128)", "DIR", NULL, 0 },
@@ -216,16 +229,25 @@ int cmd_eval(int argc, char **argv) {
         { "categories", OPT_FLAG, &categories, "print a row per category (COD10K super/sub classes, synthetic families)", NULL, NULL, 0 },
         { "resize-pred", OPT_FLAG, &resize, "resize predictions of another size to the GT's bilinearly instead of failing", NULL, NULL, 0 },
         { "threads", OPT_INT, &threads, "worker threads (0: all cores)", "N", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace a --json or --per-image file that camoxpert eval did not write", NULL, NULL, 0 },
     };
     const char *synopsis = "--pred DIR --gt DIR [--json FILE] [--per-image FILE.csv] [--categories] [--resize-pred]";
     int pst = cli_parse(argc, argv, "eval", opts, CLI_N(opts), NULL, 0, NULL, synopsis);
     if (pst) return pst == CLI_HELP ? 0 : 2;
+    if (cli_threads("eval", threads)) return 2;
     if (!pred_dir || !gt_dir) {
         fprintf(stderr, "error: camoxpert eval: --pred and --gt are required\nusage: camoxpert eval %s\n", synopsis);
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     double t0 = cx_time_s();
+    // Reports replace only what camoxpert eval wrote (checked before the work).
+    char csv_mark[512];
+    eval_csv_header(csv_mark, sizeof csv_mark);
+    if ((json_path && owner_check_replace(json_path, OWNER_EVAL, overwrite, "--json")) ||
+        (csv_path && owner_check_replace(csv_path, csv_mark, overwrite, "--per-image"))) {
+        fprintf(stderr, "error: camoxpert eval: %s\n", cx_errmsg());
+        return 2;
+    }
 
     EvalFile *gts = NULL, *preds = NULL;
     int n_gt = 0, n_pred = 0;
@@ -326,6 +348,7 @@ int cmd_eval(int argc, char **argv) {
 
         if (json_path) {
             cJSON *root = cJSON_CreateObject();
+            cJSON_AddStringToObject(root, "software", OWNER_EVAL);
             cJSON_AddNumberToObject(root, "n", (double)n);
             cJSON_AddItemToObject(root, "overall", eval_json_summary(&s));
             if (n_cats) {
@@ -333,14 +356,18 @@ int cmd_eval(int argc, char **argv) {
                 for (int c = 0; c < n_cats; c++) {
                     MetricsSummary cs;
                     metrics_accum_summary(&cats[c].acc, &cs);
-                    cJSON_AddItemToObject(jc, cats[c].name, eval_json_summary(&cs));
+                    char *key = text_utf8_safe(cats[c].name);   // JSON text is UTF-8; names are bytes
+                    cJSON_AddItemToObject(jc, key, eval_json_summary(&cs));
+                    free(key);
                 }
             }
             cJSON *per = cJSON_AddObjectToObject(root, "per_image");
             for (int i = 0; i < n; i++) {
                 double v[EVAL_N_MAIN + EVAL_N_EXTRA];
                 eval_image_values(&items[i].m, v);
-                cJSON_AddItemToObject(per, items[i].gt->file, eval_json_scores(v, -1));
+                char *key = text_utf8_safe(items[i].gt->file);
+                cJSON_AddItemToObject(per, key, eval_json_scores(v, -1));
+                free(key);
             }
             char *text = cJSON_Print(root);
             cJSON_Delete(root);

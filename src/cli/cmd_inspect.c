@@ -36,6 +36,10 @@ int cmd_inspect(int argc, char **argv) {
     };
     int st = cli_parse(argc, argv, "inspect", opts, CLI_N(opts), NULL, 0, NULL, NULL);
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (depth < 1 || depth > 16) {
+        fprintf(stderr, "error: camoxpert inspect: --depth %d: must be from 1 to 16\n", depth);
+        return 2;
+    }
     CamoXpertConfig cfg;
     if (camoxpert_config(&cfg, backbone, sparse, E, k) || moe_balance_parse(balance, &cfg.balance)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());

@@ -3,20 +3,33 @@
 // back to the photo's own size, passed through a sigmoid, min–max normalised and
 // written as an 8-bit PNG (the community's export); optionally an overlay JPEG
 // and, for sparse models, the routing of each image as JSON.
+//
+// Every output is planned before any work: two photos that would write one mask
+// (a.jpg, a.png), an --out that is the photos' own folder, a name too long for the
+// file system, or an existing file that `camoxpert predict` did not write (a photo,
+// a ground-truth mask) is an error naming the files (--overwrite allows the last).
+// Files an earlier predict wrote into an --input folder are not taken for photos.
 #include "cli.h"
+#include "core/sysmem.h"
+#include "core/text.h"
 #include "data/dataset.h"
+#include "data/owner.h"
 #include "eval/metrics.h"
+#include "nn/memory.h"
 #include "nn/runtime.h"
 #include "train/infer.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-// The photos to predict: IMAGE, or every image file in DIR (sorted by name).
-static cx_status list_inputs(const char *in, char ***out, int *n) {
-    *out = NULL, *n = 0;
+// The photos to predict: IMAGE, or every image file in DIR (sorted by name),
+// leaving out the masks and overlays an earlier predict wrote there (*n_own).
+static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
+    *out = NULL, *n = 0, *n_own = 0;
     if (!path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
     if (!path_is_dir(in)) {
         *out = cx_malloc(sizeof **out);
@@ -30,13 +43,16 @@ static cx_status list_inputs(const char *in, char ***out, int *n) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
-        if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
-        char p[4200];
+        char p[4200], mark[64];
         snprintf(p, sizeof p, "%s/%s", in, e->d_name);
+        if (!owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
+        if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
         (*out)[(*n)++] = cx_strdup(p);
     }
     closedir(d);
-    if (*n == 0) return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp images in the directory", in);
+    if (*n == 0)
+        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s", in,
+                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "");
     qsort(*out, (size_t)*n, sizeof **out, cmp_str);
     return CX_OK;
 }
@@ -48,18 +64,75 @@ static void base_name(const char *path, char *out, size_t n) {
     if (dot) *dot = 0;
 }
 
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+typedef struct { const char *file; char stem[1024]; } PlanItem;
+
+static int cmp_stem(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->stem, ((const PlanItem *)b)->stem); }
+
+// Checks every output before any is written (see the header comment). outputs_per:
+// the suffixes written for each photo (".png", "_overlay.jpg", "_routing.json").
+static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
+                              int n_suffix, int overwrite) {
+    char in_dir[4200];
+    if (path_is_dir(input)) snprintf(in_dir, sizeof in_dir, "%s", input);
+    else {
+        const char *sl = strrchr(input, '/');
+        if (!sl) snprintf(in_dir, sizeof in_dir, ".");
+        else snprintf(in_dir, sizeof in_dir, "%.*s", sl == input ? 1 : (int)(sl - input), input);
+    }
+    if (path_is_dir(out) && same_file(out, in_dir))
+        return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
+                       "could replace some; choose another --out", out, input);
+    PlanItem *it = cx_calloc((size_t)nf + 1, sizeof *it);
+    for (int i = 0; i < nf; i++) it[i].file = files[i], base_name(files[i], it[i].stem, sizeof it[i].stem);
+    qsort(it, (size_t)nf, sizeof *it, cmp_stem);
+    cx_status st = CX_OK;
+    for (int i = 1; i < nf && !st; i++)
+        if (!strcmp(it[i].stem, it[i - 1].stem)) {
+            int j = i;
+            while (j + 1 < nf && !strcmp(it[j + 1].stem, it[i].stem)) j++;
+            st = CX_FAIL(CX_EARG, "--input: %d photos would all write %s/%s.png (%s and %s%s): masks are named by the photo's "
+                         "name without its extension; rename all but one", j - i + 2, out, it[i].stem, it[i - 1].file,
+                         it[i].file, j > i ? ", ..." : "");
+        }
+    for (int i = 0; i < nf && !st; i++)
+        for (int k = 0; k < n_suffix && !st; k++) {
+            char name[1200], path[4400];
+            snprintf(name, sizeof name, "%s%s", it[i].stem, suffix[k]);
+            if (strlen(name) > NAME_MAX) {
+                st = CX_FAIL(CX_EARG, "%s: the output name %s%s is %zu bytes, more than the file system allows (%d); "
+                             "shorten the photo's name", it[i].file, it[i].stem, suffix[k], strlen(name), NAME_MAX);
+                break;
+            }
+            snprintf(path, sizeof path, "%s/%s", out, name);
+            for (int f = 0; f < nf && !st; f++)
+                if (same_file(path, files[f]))
+                    st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
+            if (!st) st = owner_check_replace(path, OWNER_PREDICT, overwrite, "--out");
+        }
+    free(it);
+    return st;
+}
+
 // The photo with the mask (> 128) laid over it in red at half opacity.
 static cx_status write_overlay(const char *path, const Image8 *im, const Image8 *mask) {
     Image8 o = { 0 };
     cx_status st = image_overlay_mask(&o, im, mask, 255, 0, 0, 0.5f);
-    if (!st) st = image_save_jpeg(path, &o, 90);
+    if (!st) st = image_save_jpeg_as(path, &o, 90, OWNER_PREDICT);
     image_free(&o);
     return st;
 }
 
 static cx_status write_routing(const char *path, const char *image, const CamoXpertOutputs *o) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "image", image);
+    cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
+    char *safe = text_utf8_safe(image);   // JSON text is UTF-8; file names are bytes
+    cJSON_AddStringToObject(j, "image", safe);
+    free(safe);
     cJSON *sc = cJSON_AddArrayToObject(j, "scales");
     for (int s = 0; s < o->n_route; s++) {
         const MoeRoute *r = &o->route[s];
@@ -88,7 +161,7 @@ static cx_status write_routing(const char *path, const char *image, const CamoXp
 
 int cmd_predict(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *out = NULL, *backbone = NULL, *device = "auto", *precision = "auto";
-    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2;
+    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2, overwrite = 0;
     CliOpt opts[] = {
         { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
         { "input", OPT_STR, &input, "a photo, or a directory of photos (.jpg .jpeg .png .bmp)", "IMAGE|DIR", NULL, 0 },
@@ -105,20 +178,21 @@ int cmd_predict(int argc, char **argv) {
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto",
           "fp32|bf16|auto", 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace files in --out that camoxpert predict did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
                        "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    cx_oom_hint("reduce --img-size");
+    if (cli_threads("predict", threads)) return 2;
     if (!weights || !input || !out) {
         fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
         return 2;
     }
-    if (img_size && (img_size < 32 || img_size % 32)) {
-        fprintf(stderr, "error: camoxpert predict: --img-size %d must be a positive multiple of 32 (e.g. %d)\n", img_size,
-                img_size < 32 ? 32 : img_size / 32 * 32);
+    if (img_size && camoxpert_check_img_size(img_size, "--img-size")) {
+        fprintf(stderr, "error: camoxpert predict: %s (0: the checkpoint's size)\n", cx_errmsg());
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     CamoXpertConfig mc;
     int ck_size = 0;
     cx_status cs;
@@ -134,19 +208,62 @@ int cmd_predict(int argc, char **argv) {
         return 2;
     }
     if (backbone) cs = camoxpert_config(&mc, backbone, sparse, E, k);
-    else cs = infer_config_from_checkpoint(weights, &mc, &ck_size);
+    else cs = infer_config_from_checkpoint(weights, &mc, img_size ? NULL : &ck_size);   // a given --img-size wins
     if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); runtime_free(&rt); return 2; }
     const int S = img_size ? img_size : ck_size ? ck_size : 352;
     char **files = NULL;
-    int nf = 0;
-    if ((cs = list_inputs(input, &files, &nf))) { fprintf(stderr, "error: %s\n", cx_errmsg()); runtime_free(&rt); return 2; }
+    int nf = 0, n_own = 0;
+    const char *suffix[3] = { ".png" };
+    int n_suffix = 1;
+    if (overlay) suffix[n_suffix++] = "_overlay.jpg";
+    if (routing && mc.sparse) suffix[n_suffix++] = "_routing.json";
+    if ((cs = list_inputs(input, &files, &nf, &n_own)) || (cs = plan_outputs(files, nf, input, out, suffix, n_suffix, overwrite))) {
+        fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
+        for (int f = 0; f < nf; f++) free(files[f]);
+        free(files);
+        runtime_free(&rt);
+        return 2;
+    }
+    if (n_own) printf("note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
+                      n_own, n_own == 1 ? "" : "s", input);
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&mc, &pt);
+    // Know the memory before the work: one photo at a time, evaluation mode.
+    // On a GPU: against its free memory, activations in the run's precision.
+    const int act_bytes = rt.dtype == DT_BF16 ? 2 : 4;
+    MemEstimate me;
+    camoxpert_memory_estimate(&mc, pt.numel, 1, S, 0, 0, act_bytes, &me);
+    const double other = 256.0 * (1 << 20) + 64.0 * (1 << 20);   // the runtime, and one decoded photo with its mask
+    char how[64], ma[32], mb[32];
+    double budget;
+    if (rt.device == DEV_CUDA) {
+        size_t fr = 0, tot = 0;
+        cx_dev_mem_info(&fr, &tot);
+        budget = (double)fr;
+        snprintf(how, sizeof how, "free memory of the GPU");
+    } else {
+        budget = (double)cx_mem_budget(how, sizeof how);
+    }
+    if (budget > 0 && me.total + other > budget) {
+        int fit = camoxpert_memory_fit_size(&mc, pt.numel, 1, 0, 0, act_bytes, other, budget, S);
+        char advice[128];
+        if (fit) snprintf(advice, sizeof advice, "--img-size %d fits", fit);
+        else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
+        fprintf(stderr, "error: camoxpert predict: --img-size %d: inference needs about %s at peak, more than the %s this "
+                "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)\n", S,
+                mem_str(me.total + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+        camoxpert_free(m);
+        params_free(&pt);
+        for (int f = 0; f < nf; f++) free(files[f]);
+        free(files);
+        runtime_free(&rt);
+        return 2;
+    }
     params_alloc(&pt, DT_F32);
     rt.ctx.pt = &pt;
     float *x = cx_malloc(sizeof(float) * (size_t)S * S * 3);
-    int n_ok = 0, rc = 0;
+    int n_masks = 0, n_failed = 0, rc = 0;
     double t0 = cx_time_s();
     if ((cs = camoxpert_load_file(m, &pt, weights)) || (cs = make_dirs(out))) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
@@ -154,13 +271,14 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     runtime_place(&rt, &pt);
-    printf("model: %s on %s from %s; input %dx%d; %d image%s\n", mc.sparse ? "sparse" : "dense", mc.backbone, weights, S, S,
-           nf, nf == 1 ? "" : "s");
+    printf("model: %s on %s from %s; input %dx%d; %d image%s; memory about %s at peak\n", mc.sparse ? "sparse" : "dense",
+           mc.backbone, weights, S, S, nf, nf == 1 ? "" : "s", mem_str(me.total + other, ma, sizeof ma));
     for (int f = 0; f < nf; f++) {
         Image8 im = { 0 };
         if ((cs = image_load(files[f], 3, &im))) {
             fprintf(stderr, "error: %s\n", cx_errmsg());
             rc = 1;
+            n_failed++;
             continue;
         }
         infer_image_input(&im, S, x);
@@ -179,7 +297,8 @@ int cmd_predict(int argc, char **argv) {
         char name[1024], path[4200];
         base_name(files[f], name, sizeof name);
         snprintf(path, sizeof path, "%s/%s.png", out, name);
-        cs = image_save_png(path, &mask);
+        cs = image_save_png_as(path, &mask, OWNER_PREDICT);
+        if (!cs) n_masks++;
         if (!cs && overlay) {
             snprintf(path, sizeof path, "%s/%s_overlay.jpg", out, name);
             cs = write_overlay(path, &im, &mask);
@@ -188,14 +307,15 @@ int cmd_predict(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/%s_routing.json", out, name);
             cs = write_routing(path, files[f], &o);
         }
-        if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; }
-        else n_ok++;
+        if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; n_failed++; }
         image_free(&mask);
         image_free(&im);
     }
     if (routing && !mc.sparse) printf("note: --routing: %s is a dense model (every image uses every expert); no routing files\n", weights);
-    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s\n", n_ok, n_ok == 1 ? "" : "s",
+    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s", n_masks, n_masks == 1 ? "" : "s",
            overlay ? ", overlays" : "", routing && mc.sparse ? ", routing JSON" : "", out, cx_time_s() - t0);
+    if (n_failed) printf("; %d of %d photo%s failed (errors above)", n_failed, nf, nf == 1 ? "" : "s");
+    printf("\n");
 done:
     free(x);
     for (int f = 0; f < nf; f++) free(files[f]);

@@ -7,7 +7,7 @@
 
 int cmd_synth(int argc, char **argv) {
     const char *out = NULL, *baseline = NULL;
-    int n_train = 1000, n_test = 200, size = 352, quality = 92, threads = 0;
+    int n_train = 1000, n_test = 200, size = 352, quality = 92, threads = 0, overwrite = 0;
     int64_t seed = 0;
     double difficulty = 0.5, empty = 0.05;
     CliOpt opts[] = {
@@ -22,18 +22,29 @@ int cmd_synth(int argc, char **argv) {
         { "baseline", OPT_STR, &baseline, "also write the colour-threshold baseline's 8-bit PNG predictions for the "
                                            "test split into DIR and print its mean IoU and MAE", "DIR", NULL, 0 },
         { "threads", OPT_INT, &threads, "worker threads; 0 = all cores", "N", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace a dataset (and baseline) an earlier camoxpert synth wrote in --out "
+          "(--baseline); files synth did not write are never touched", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
                        "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_threads("synth", threads)) return 2;
     if (!out) { fprintf(stderr, "error: synth needs --out DIR\n"); return 2; }
-    if (threads > 0) cx_threads_set(threads);
+    if (quality < 1 || quality > 100 || n_train < 0 || n_train > 10000000 || n_test < 0 || n_test > 10000000) {
+        fprintf(stderr, "error: camoxpert synth: --jpeg-quality %d (1..100), --train %d and --test %d (0..10000000) must be "
+                "in range\n", quality, n_train, n_test);
+        return 2;
+    }
     SynthConfig c = synth_config_default();
     c.size = size;
     c.seed = (uint64_t)seed;
     c.difficulty = difficulty;
     c.empty_fraction = empty;
     SynthStats s;
+    if (synth_prepare_out(out, baseline, overwrite)) {
+        fprintf(stderr, "error: camoxpert synth: %s\n", cx_errmsg());
+        return 2;
+    }
     if (synth_write_dataset(out, &c, n_train, n_test, quality, baseline, &s)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         return 1;

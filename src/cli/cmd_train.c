@@ -2,13 +2,15 @@
 // so its launch lines carry over) turned into a TrainConfig for train/trainer.h.
 // With --resume-from, options the command line leaves out are taken from the
 // checkpoint's metadata (the options of the run that wrote it), so
-// `camoxpert train --resume-from runs/a/last.safetensors` continues that run as it was.
+// `camoxpert train --resume-from runs/a/last.safetensors` continues that run as it was,
+// writing beside the checkpoint it resumes (never into a directory the file names).
 // Ctrl-C (SIGINT) or SIGTERM asks the trainer to checkpoint at the next step and
 // stop; a second Ctrl-C stops at once. --report keeps CHECKPOINT_DIR/report.html
 // (camoxpert report) up to date after every epoch.
 #include "cli.h"
 #include "report/report.h"
 #include "train/checkpoint.h"
+#include "train/rundir.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -22,7 +24,7 @@ static void on_signal(int sig) {
 // Options not carried from a checkpoint into the resumed run.
 static int run_local(const char *name) {
     static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", "device",
-                                         "precision", NULL };
+                                         "precision", "checkpoint-dir", "overwrite", NULL };
     for (int i = 0; local[i]; i++) if (!strcmp(name, local[i])) return 1;
     return 0;
 }
@@ -121,7 +123,10 @@ int cmd_train(int argc, char **argv) {
     CliOpt opts[] = {
         { "dataset-path", OPT_STR, &c.dataset_path, "training data: COD10K-v3, TrainDataset/{Imgs,GT}, CAMO or an Imgs/GT folder "
           "(camoxpert synth --out DIR makes one)", "DIR", NULL, 0 },
-        { "checkpoint-dir", OPT_STR, &c.checkpoint_dir, "where last/best checkpoints and train_log.jsonl go", "DIR", NULL, 0 },
+        { "checkpoint-dir", OPT_STR, &c.checkpoint_dir, "where last/best checkpoints and train_log.jsonl go (with "
+          "--resume-from: the checkpoint's own directory)", "DIR", NULL, 0 },
+        { "overwrite", OPT_FLAG, &c.overwrite, "start a new run in --checkpoint-dir even if it holds another run "
+          "(that run's checkpoints and log are deleted)", NULL, NULL, 0 },
         { "backbone", OPT_STR, &c.backbone, "EdgeNeXt variant: edgenext_xx_small, edgenext_x_small, edgenext_small, edgenext_base, edgenext_small_rw", "NAME",
           "edgenext_xx_small|edgenext_x_small|edgenext_small|edgenext_base|edgenext_small_rw", 0 },
         { "backbone-weights", OPT_STR, &c.backbone_weights, "timm EdgeNeXt weights (safetensors) for the backbone", "FILE", NULL, 0 },
@@ -150,6 +155,10 @@ int cmd_train(int argc, char **argv) {
         { "skip-stage1", OPT_FLAG, &c.skip_stage1, "start with stage 2 (e.g. from a stage-1 checkpoint's weights)", NULL, NULL, 0 },
         { "seed", OPT_INT64, &seed, "seed of the initialisation, split, shuffling and augmentation", "K", NULL, 0 },
         { "num-workers", OPT_INT, &c.num_workers, "data-loading threads", "N", NULL, 0 },
+        { "skip-bad", OPT_FLAG, &c.skip_bad, "leave out (with a warning each) image/mask pairs the scan finds bad or "
+          "unpaired instead of stopping", NULL, NULL, 0 },
+        { "include-noncam", OPT_FLAG, &c.include_noncam, "COD10K: keep the NonCAM images (nothing hidden, empty masks)",
+          NULL, NULL, 0 },
         { "cache", OPT_FLAG, &c.cache, "keep resized images in memory after the first epoch (small datasets)", NULL, NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &c.sparse, "sparse top-k mixture of experts (CamoXpertSparseMoE) instead of dense experts", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &c.num_experts, "experts per scale (sparse)", "E", NULL, 0 },
@@ -175,10 +184,18 @@ int cmd_train(int argc, char **argv) {
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
     int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
     if (st) return st == CLI_HELP ? 0 : 2;
+    cx_oom_hint("reduce --batch-size or --img-size");
+    if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
     char **keep = NULL;
     int n_keep = 0;
     if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep)))
         goto out;
+    // A resumed run writes beside the checkpoint it resumes.
+    char resume_dir[4200];
+    if (c.resume_from && !cli_seen(opts, n, "checkpoint-dir")) {
+        rundir_dirname(c.resume_from, resume_dir, sizeof resume_dir);
+        c.checkpoint_dir = resume_dir;
+    }
     // Contradictions the parser cannot see.
     static const char *const sparse_only[] = { "num-experts", "top-k", "lb-coef", "balance", "router-lr-scale",
                                                "bias-update-rate", NULL };
@@ -226,7 +243,6 @@ int cmd_train(int argc, char **argv) {
         st = 2;
         goto out;
     }
-    if (threads > 0) cx_threads_set(threads);
     char *oj = options_json(opts, n), *cl = command_line(argc, argv);
     c.options_json = oj;
     c.command_line = cl;

@@ -5,6 +5,7 @@
 // fixture could not be used. Dispatches on `__metadata__` `kind`.
 #include "cli.h"
 #include "verify.h"
+#include "core/finite.h"
 #include <math.h>
 #include <string.h>
 
@@ -19,15 +20,17 @@ int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tenso
         verify_fail(v, name, why);
         return 0;
     }
-    double md = 0, mr = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double x = tensor_get(ours, i), y = tensor_get(ref, i), d = fabs(x - y);
-        if (!(d <= md)) md = d;   // NaN sticks
-        if (fabs(y) > mr) mr = fabs(y);
+    int64_t bad;
+    double err = tensor_rel_err(ours, ref, floor, &bad);
+    if (bad >= 0) {   // a NaN or infinity on either side fails, wherever it is
+        char why[256];
+        v->n_checked--;
+        snprintf(why, sizeof why, "non-finite value at index %lld (here %g, fixture %g)", (long long)bad,
+                 tensor_get(ours, bad), tensor_get(ref, bad));
+        verify_fail(v, name, why);
+        return 0;
     }
-    double den = mr > floor ? mr : floor;
-    double err = den > 0 ? md / den : md;
-    int ok = err <= tol;   // NaN fails
+    int ok = err <= tol;
     if (!ok) v->n_failed++;
     double ratio = isnan(err) ? INFINITY : err / tol;
     if (ratio > v->worst || v->n_checked == 1) {
@@ -253,11 +256,11 @@ int cmd_verify(int argc, char **argv) {
     int npos = 0;
     int st = cli_parse(argc, argv, "verify", opts, CLI_N(opts), pos, 1, &npos, "FIXTURE.safetensors");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (cli_threads("verify", threads)) return 2;
     if (npos != 1) {
         fprintf(stderr, "error: verify needs one fixture file (camoxpert verify FIXTURE.safetensors)\n");
         return 2;
     }
-    if (threads > 0) cx_threads_set(threads);
     int gpu;
     Runtime rt;
     if (runtime_resolve_device(device, &gpu) || (gpu >= 0 && runtime_init(&rt, device, precision, 0, 0))) {

@@ -28,8 +28,10 @@ typedef struct {
     char worst_name[160];
 } VerifyRun;
 
-// err = max|ours − ref| / max(max|ref|, floor); prints "name err tol ok|FAIL" and
-// counts it. A shape mismatch (element count) fails with both shapes. Returns 1 if ok.
+// err = max|ours − ref| / max(max|ref|, floor) (core/finite.h tensor_rel_err);
+// prints "name err tol ok|FAIL" and counts it. A shape mismatch (element count)
+// fails with both shapes; a NaN or infinity on either side, at any index, fails
+// naming the index. Returns 1 if ok.
 int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol);
 // Relative L2 error ‖ours − ref‖ / max(‖ref‖, floor) against tol (any non-finite
 // value fails); the GPU's comparisons. Both host tensors of the same numel. For

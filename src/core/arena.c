@@ -7,10 +7,6 @@
 
 #define ARENA_ALIGN 256   // cuDNN/cuBLASLt want 16..256-byte aligned buffers; AVX-512 64
 
-static char oom_hint[512];
-
-void arena_set_oom_hint(const char *hint) { snprintf(oom_hint, sizeof oom_hint, "%s", hint ? hint : ""); }
-
 static ArenaBlock *block_new(Arena *a, size_t size, ArenaBlock *prev) {
     ArenaBlock *b = cx_malloc(sizeof *b);
     void *mem = NULL;
@@ -19,16 +15,17 @@ static ArenaBlock *block_new(Arena *a, size_t size, ArenaBlock *prev) {
         if (!mem) {
             size_t fr, tot;
             cx_dev_mem_info(&fr, &tot);
+            const char *hint = cx_oom_hint_get();
             fprintf(stderr, "error: out of GPU memory: the %s arena needs %.1f MiB more (%.1f MiB in use by it; the GPU "
-                            "has %.0f MiB free of %.0f MiB). %s\n", a->name, (double)size / (1 << 20),
+                            "has %.0f MiB free of %.0f MiB); %s\n", a->name, (double)size / (1 << 20),
                     (double)a->used / (1 << 20), (double)fr / (1 << 20), (double)tot / (1 << 20),
-                    oom_hint[0] ? oom_hint : "Reduce --batch-size or --img-size.");
+                    hint ? hint : "reduce --batch-size or --img-size");
             exit(3);
         }
     } else if (posix_memalign(&mem, ARENA_ALIGN, size) != 0 || !mem) {
-        fprintf(stderr, "error: out of memory allocating %.1f MiB for the %s arena. %s\n", (double)size / (1 << 20),
-                a->name, oom_hint[0] ? oom_hint : "Reduce --batch-size or --img-size.");
-        exit(3);
+        char what[160];
+        snprintf(what, sizeof what, "for the %s arena", a->name);
+        cx_oom_exit(size, what);
     }
     b->data = mem;
     b->prev = prev;

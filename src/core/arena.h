@@ -46,6 +46,3 @@ ArenaMark arena_mark(Arena *a);               // for scratch use inside one func
 // released and taken again every call).
 void arena_release(Arena *a, ArenaMark m);
 size_t arena_capacity(const Arena *a);
-// What to tell the user when GPU memory runs out (e.g. "try --batch-size 8");
-// set by the program before its first step. NULL: a generic hint.
-void arena_set_oom_hint(const char *hint);

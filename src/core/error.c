@@ -47,11 +47,18 @@ const char *cx_status_name(cx_status st) {
     return "unknown error";
 }
 
-static void oom(size_t n) {
-    fprintf(stderr, "error: out of memory allocating %.1f MiB; reduce --batch-size or --img-size\n",
-            (double)n / (1 << 20));
+static const char *oom_hint_text;
+
+void cx_oom_hint(const char *hint) { oom_hint_text = hint; }
+const char *cx_oom_hint_get(void) { return oom_hint_text; }
+
+void cx_oom_exit(size_t n, const char *what) {
+    fprintf(stderr, "error: out of memory allocating %.1f MiB%s%s; %s\n", (double)n / (1 << 20), what ? " " : "",
+            what ? what : "", oom_hint_text ? oom_hint_text : "the machine has too little free memory for this job");
     exit(3);
 }
+
+static void oom(size_t n) { cx_oom_exit(n, NULL); }
 
 void *cx_malloc(size_t n) { void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
 void *cx_calloc(size_t c, size_t s) { void *p = calloc(c ? c : 1, s ? s : 1); if (!p) oom(c * s); return p; }

@@ -45,6 +45,12 @@ void cx_error_clear(void);
 
 // Allocation helpers that abort with a clear message when memory runs out
 // (an out-of-memory condition is not recoverable in the middle of a step).
+// What the out-of-memory message suggests, set by each command for its own options
+// ("reduce --batch-size or --img-size"); NULL: no option is named.
+void cx_oom_hint(const char *hint);
+const char *cx_oom_hint_get(void);   // the hint set (NULL: none); the GPU arenas' message uses it too
+// Prints "error: out of memory allocating N MiB <what>; <hint>" and exits with status 3.
+void cx_oom_exit(size_t bytes, const char *what) __attribute__((noreturn));
 void *cx_malloc(size_t n);
 void *cx_calloc(size_t count, size_t size);
 void *cx_realloc(void *p, size_t n);

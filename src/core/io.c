@@ -1,37 +1,135 @@
 // io.c — see io.h.
 #define _POSIX_C_SOURCE 200809L
 #include "io.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+// "a FIFO", "a directory", ... for messages about what a path is.
+static const char *file_type_name(mode_t m) {
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    return "not a regular file";
+}
+
+cx_status open_regular(const char *path, FILE **fp) {
+    *fp = NULL;
+    // O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting
+    // for a writer; the type is checked on the open descriptor (no race with a
+    // stat before the open), and only a regular file is read.
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(st.st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fp = fdopen(fd, "rb");
+    if (!*fp) {
+        int e = errno;
+        close(fd);
+        return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(e));
+    }
+    return CX_OK;
+}
+
+cx_status open_append(const char *path, FILE **fp) {
+    *fp = NULL;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0666);
+    if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s for appending: %s", path, strerror(errno));
+    struct stat st = { 0 };
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return CX_FAIL(CX_EIO, "%s is %s, not a file; remove it or choose another path", path,
+                       file_type_name(st.st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fp = fdopen(fd, "a");
+    if (!*fp) {
+        int e = errno;
+        close(fd);
+        return CX_FAIL(CX_EIO, "cannot write %s: %s", path, strerror(e));
+    }
+    return CX_OK;
+}
+
+// 12 characters of [a-z0-9] from the kernel's random source.
+static void random_name(char out[13]) {
+    static const char al[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char r[12];
+    size_t got = 0;
+    while (got < sizeof r) {
+        ssize_t k = getrandom(r + got, sizeof r - got, 0);
+        if (k > 0) got += (size_t)k;
+        else if (errno != EINTR) break;
+    }
+    if (got < sizeof r) {   // no getrandom (very old kernels): time and pid, still exclusive below
+        unsigned long long x = (unsigned long long)getpid() * 0x9E3779B97F4A7C15ull ^ (unsigned long long)clock();
+        for (size_t i = got; i < sizeof r; i++) { r[i] = (unsigned char)x; x = x * 6364136223846793005ull + 1; }
+    }
+    for (int i = 0; i < 12; i++) out[i] = al[r[i] % 36];
+    out[12] = 0;
+}
 
 cx_status atomic_begin(AtomicFile *af, const char *path) {
     memset(af, 0, sizeof *af);
     if (strlen(path) + 32 >= sizeof af->path)
         return CX_FAIL(CX_EARG, "path too long: %s", path);
     snprintf(af->path, sizeof af->path, "%s", path);
-    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
-    af->fp = fopen(af->tmp, "wb");
-    if (!af->fp)
-        return CX_FAIL(CX_EIO, "cannot create %s: %s (is the directory writable?)", af->tmp, strerror(errno));
-    return CX_OK;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    const char *d = dirname(dir);
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char r[13];
+        random_name(r);
+        snprintf(af->tmp, sizeof af->tmp, "%s/.camoxpert-%s.tmp", d, r);
+        int fd = open(af->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+        if (fd < 0 && errno == EEXIST) continue;
+        if (fd < 0)
+            return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: %s (does the directory exist and "
+                           "is it writable?)", d, path, strerror(errno));
+        af->fp = fdopen(fd, "wb");
+        if (!af->fp) {
+            close(fd);
+            unlink(af->tmp);
+            return CX_FAIL(CX_EIO, "cannot write %s: %s", af->tmp, strerror(errno));
+        }
+        return CX_OK;
+    }
+    return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: every name tried exists", d, path);
 }
 
 cx_status atomic_commit(AtomicFile *af) {
     int bad = ferror(af->fp);
-    if (fflush(af->fp) != 0) bad = 1;
-    if (!bad && fsync(fileno(af->fp)) != 0) bad = 1;
-    int err = errno;
-    if (fclose(af->fp) != 0) bad = 1;
+    int err = bad ? EIO : 0;
+    if (fflush(af->fp) != 0) { bad = 1; err = errno; }
+    if (!bad && fsync(fileno(af->fp)) != 0) { bad = 1; err = errno; }
+    if (fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
     af->fp = NULL;
     if (bad) {
         unlink(af->tmp);
         return CX_FAIL(CX_EIO, "writing %s failed: %s (disk full?); the previous file is unchanged",
                        af->path, strerror(err));
     }
+    io_crash_point("atomic: written, before the rename");
     if (rename(af->tmp, af->path) != 0) {
         err = errno;
         unlink(af->tmp);
@@ -40,8 +138,9 @@ cx_status atomic_commit(AtomicFile *af) {
     // Make the rename itself durable.
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", af->path);
-    int fd = open(dirname(dir), O_RDONLY);
+    int fd = open(dirname(dir), O_RDONLY | O_CLOEXEC);
     if (fd >= 0) { fsync(fd); close(fd); }
+    io_crash_point("atomic: renamed");
     return CX_OK;
 }
 
@@ -49,15 +148,32 @@ void atomic_abort(AtomicFile *af) {
     if (af->fp) { fclose(af->fp); af->fp = NULL; unlink(af->tmp); }
 }
 
+int atomic_cleanup_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t L = strlen(e->d_name);
+        if (strncmp(e->d_name, ".camoxpert-", 11) || L < 15 || strcmp(e->d_name + L - 4, ".tmp")) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode) && unlink(p) == 0) n++;
+    }
+    closedir(d);
+    return n;
+}
+
 cx_status read_file(const char *path, unsigned char **buf, size_t *size) {
     *buf = NULL;
     *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return CX_FAIL(CX_EIO, "cannot open %s: %s", path, strerror(errno));
+    FILE *f;
+    CX_TRY(open_regular(path, &f));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(f), &st) != 0) {
         fclose(f);
-        return CX_FAIL(CX_EIO, "%s is not a regular file", path);
+        return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(errno));
     }
     size_t n = (size_t)st.st_size;
     unsigned char *b = cx_malloc(n + 1);
@@ -70,8 +186,9 @@ cx_status read_file(const char *path, unsigned char **buf, size_t *size) {
     return CX_OK;
 }
 
-bool path_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
+bool path_exists(const char *path) { struct stat st; return lstat(path, &st) == 0; }
 bool path_is_dir(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISDIR(st.st_mode); }
+bool path_is_regular(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISREG(st.st_mode); }
 
 cx_status make_dirs(const char *path) {
     char p[4096];
@@ -88,4 +205,15 @@ cx_status make_dirs(const char *path) {
     }
     if (!path_is_dir(path)) return CX_FAIL(CX_EIO, "%s exists and is not a directory", path);
     return CX_OK;
+}
+
+void io_crash_point(const char *name) {
+    static int init, target, count;
+    if (!init) {
+        const char *e = getenv("CAMOXPERT_CRASH_AT");
+        target = e ? atoi(e) : 0;
+        init = 1;
+    }
+    (void)name;
+    if (target > 0 && ++count == target) raise(SIGKILL);
 }

@@ -1,5 +1,16 @@
-// io.h — whole-file reads and atomic writes (temporary file, fsync, rename),
-// so a crash never leaves a half-written checkpoint under the real name.
+// io.h — whole-file reads that never block, and atomic writes (temporary file,
+// fsync, rename), so a crash never leaves a half-written file under the real name.
+//
+// Reads open a path only after checking, without blocking, that it is a regular
+// file: a FIFO, a device or a socket given where a file is expected is an error
+// naming it, not a process that waits forever in open().
+//
+// An atomic write's temporary file lives in the target's directory (so the rename
+// cannot cross file systems) under a short unpredictable name
+// (.camoxpert-<12 random characters>.tmp, whatever the target's name length),
+// created exclusively: a file or a symlink planted under that name is never
+// followed or reused. The rename replaces the target itself, never what a symlink
+// at the target points to.
 //
 //   AtomicFile af;
 //   CX_TRY(atomic_begin(&af, "ckpt/last.safetensors"));
@@ -16,9 +27,28 @@ typedef struct { FILE *fp; char path[4096]; char tmp[4096]; } AtomicFile;
 cx_status atomic_begin(AtomicFile *af, const char *path);
 cx_status atomic_commit(AtomicFile *af);
 void atomic_abort(AtomicFile *af);
+// Removes the temporary files that killed atomic writes left in dir (names
+// .camoxpert-*.tmp); returns how many. Only for a directory this process owns
+// (train holds its checkpoint directory's lock): another process's write in
+// progress would lose its temporary file.
+int atomic_cleanup_dir(const char *dir);
 
-// Reads a whole file into a malloc'd buffer (NUL-terminated for convenience).
+// Opens a regular file for reading without blocking on FIFOs and devices; anything
+// else (a directory, a FIFO, a socket, a device) is CX_EIO naming the path and its type.
+cx_status open_regular(const char *path, FILE **fp);
+// Opens (creating it if needed) a regular file for appending; as open_regular, a
+// FIFO or device at path is an error, not a wait.
+cx_status open_append(const char *path, FILE **fp);
+// Reads a whole file into a malloc'd buffer (NUL-terminated for convenience);
+// refuses what is not a regular file, as open_regular.
 cx_status read_file(const char *path, unsigned char **buf, size_t *size);
-bool path_exists(const char *path);
+bool path_exists(const char *path);       // anything at path (a dangling symlink counts)
 bool path_is_dir(const char *path);
+bool path_is_regular(const char *path);   // a regular file (following symlinks)
 cx_status make_dirs(const char *path);   // mkdir -p
+
+// Test hook for crash safety: every atomic write and checkpoint step calls
+// io_crash_point(name) at the moments a crash matters. When the environment sets
+// CAMOXPERT_CRASH_AT=N, the N-th point reached (1-based, counting all names)
+// kills the process with SIGKILL, as `kill -9` would. Unset: does nothing.
+void io_crash_point(const char *name);

@@ -40,6 +40,9 @@ cx_status st_open(StFile *f, const char *path);
 cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size);
 void st_close(StFile *f);
 const StEntry *st_find(const StFile *f, const char *name);   // NULL if absent
+// One __metadata__ value of a file, reading only its header (checkpoints are large):
+// *value is malloc'd, or NULL when the key is absent. Errors name the file.
+cx_status st_read_meta(const char *path, const char *key, char **value);
 const char *st_meta(const StFile *f, const char *key);        // NULL if absent
 // Copies the entry into dst, converting F32/F64/F16/BF16/I32/I64/U8/BOOL to
 // dst's dtype. dst must have the same number of elements (shapes may differ,

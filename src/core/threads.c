@@ -23,4 +23,9 @@ void cx_threads_set(int n) {
     openblas_set_num_threads(n);
 }
 
+int cx_threads_max(void) {
+    int m = 8 * cx_threads_default();
+    return m < 64 ? 64 : m > 1024 ? 1024 : m;
+}
+
 int cx_threads_get(void) { return cx_nthreads > 0 ? cx_nthreads : cx_threads_default(); }

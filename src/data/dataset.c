@@ -274,8 +274,7 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *o) {
                    "  COD10K-v3: %s[/COD10K-v3]/%s/Image + GT_Object\n"
                    "  packaged:  %s/%s/Imgs + GT or %s/%s/<name>/Imgs + GT\n"
                    "  CAMO:      %s/Images/%s + %s/GT\n"
-                   "  one set:   %s/{Imgs,Image,Images} + %s/{GT,GT_Object,Masks}\n"
-                   "or pass --images DIR --masks DIR",
+                   "  one set:   %s/{Imgs,Image,Images} + %s/{GT,GT_Object,Masks}",
                    o->root, split, o->root, train ? "Train" : "Test", o->root, train ? "TrainDataset" : "TestDataset",
                    o->root, train ? "TrainDataset" : "TestDataset", o->root, train ? "Train" : "Test", o->root, o->root, o->root);
 finish:
@@ -316,14 +315,28 @@ void dataset_summary(const Dataset *ds, char *buf, size_t n) {
 cx_status dataset_scan(Dataset *ds, int skip_bad) {
     int n0 = ds->n;
     char **err = cx_calloc((size_t)n0 + 1, sizeof *err);   // (n0) message per bad sample, NULL when good
-    int nbad = 0;
-    #pragma omp parallel for schedule(dynamic, 8) reduction(+ : nbad)
+    int nbad = 0, nempty = 0, first_empty = -1;
+    #pragma omp parallel for schedule(dynamic, 8) reduction(+ : nbad, nempty)
     for (int i = 0; i < ds->n; i++) {
         DataSample *s = &ds->s[i];
-        int iw, ih, mw, mh;
+        int iw, ih, mw = 0, mh = 0;
         char msg[1024] = "";
+        Image8 m = { 0 };
+        // The mask is decoded whole (masks are small): an empty one is counted.
         if (image_probe(s->image, &iw, &ih)) snprintf(msg, sizeof msg, "%s", cx_errmsg());
-        else if (image_probe(s->mask, &mw, &mh)) snprintf(msg, sizeof msg, "%s", cx_errmsg());
+        else if (image_load(s->mask, 1, &m)) snprintf(msg, sizeof msg, "%s", cx_errmsg());
+        else {
+            mw = m.w, mh = m.h;
+            size_t np = (size_t)m.w * m.h, p = 0;
+            while (p < np && m.px[p] <= 128) p++;
+            if (p == np) {
+                nempty++;
+                #pragma omp critical(dataset_first_empty)
+                if (first_empty < 0 || i < first_empty) first_empty = i;
+            }
+        }
+        image_free(&m);
+        if (msg[0]) {}
         else if (iw != mw || ih != mh)
             snprintf(msg, sizeof msg, "%s is %dx%d but its mask %s is %dx%d; the pair does not match",
                      s->image, iw, ih, s->mask, mw, mh);
@@ -336,6 +349,8 @@ cx_status dataset_scan(Dataset *ds, int skip_bad) {
             nbad++;
         }
     }
+    char empty_eg[4096] = "";
+    if (first_empty >= 0) snprintf(empty_eg, sizeof empty_eg, "%s", ds->s[first_empty].mask);
     cx_status st = CX_OK;
     if (nbad && !skip_bad) {
         char buf[6000];
@@ -357,6 +372,13 @@ cx_status dataset_scan(Dataset *ds, int skip_bad) {
         ds->n_bad_skipped += nbad;
         log_warn("%d bad pair(s) skipped; %d remain", nbad, ds->n);
     }
+    // Masks with no foreground (no pixel above 128) train silently towards empty output,
+    // and score IoU 1 in validation. A few are normal (COD10K NonCAM, synthetic empty
+    // scenes); most of them usually means masks stored as 0/1, or 16-bit masks holding 0..255.
+    ds->n_empty_masks = nempty;
+    if (!st && nempty * 2 > n0 && first_empty >= 0)
+        log_warn("%d of %d masks have no foreground pixel (none above 128), e.g. %s: masks stored as 0/1, or as 16-bit "
+                 "images holding 0..255, read as empty; rescale them to 0/255 8-bit", nempty, n0, empty_eg);
     for (int i = 0; i < n0; i++) free(err[i]);
     free(err);
     if (!st && ds->n == 0) st = CX_FAIL(CX_ENOTFOUND, "every pair was bad; nothing left to load");

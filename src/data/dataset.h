@@ -48,6 +48,7 @@ typedef struct {
     int n_noncam_skipped;     // COD10K NonCAM images left out
     int n_orphan_masks;       // masks without an image
     int n_bad_skipped;        // pairs dropped by the scan (skip_bad) or pairing
+    int n_empty_masks;        // masks with no foreground pixel (> 128), counted by the scan
 } Dataset;
 
 typedef struct {
@@ -67,7 +68,9 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *opt);
 // catching empty, truncated, corrupt and non-image files and masks whose size
 // differs from their image; fills DataSample.w/h. With skip_bad each bad pair is
 // a warning and is removed (counted in n_bad_skipped); without, the error names
-// every bad file (the first 10) and suggests --skip-bad.
+// every bad file (the first 10) and suggests --skip-bad. Masks are decoded whole:
+// when more than half have no foreground pixel (0/1-valued, or 16-bit 0..255 masks
+// read as empty) it warns, naming one.
 cx_status dataset_scan(Dataset *ds, int skip_bad);
 // One line: "COD10K-v3 train: 3040 pairs (1960 NonCAM left out), 5 categories".
 void dataset_summary(const Dataset *ds, char *buf, size_t n);

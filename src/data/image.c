@@ -394,6 +394,10 @@ static cx_status check_encodable(const Image8 *im) {
 }
 
 cx_status image_encode_png(const Image8 *im, int level, uint8_t **buf, size_t *n) {
+    return image_encode_png_as(im, level, NULL, buf, n);
+}
+
+cx_status image_encode_png_as(const Image8 *im, int level, const char *software, uint8_t **buf, size_t *n) {
     *buf = NULL; *n = 0;
     CX_TRY(check_encodable(im));
     spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
@@ -403,6 +407,15 @@ cx_status image_encode_png(const Image8 *im, int level, uint8_t **buf, size_t *n
     struct spng_ihdr ih = { .width = (uint32_t)im->w, .height = (uint32_t)im->h, .bit_depth = 8,
                             .color_type = im->c == 1 ? SPNG_COLOR_TYPE_GRAYSCALE : SPNG_COLOR_TYPE_TRUECOLOR };
     int e = spng_set_ihdr(ctx, &ih);
+    struct spng_text tx;
+    if (!e && software) {   // tEXt "Software": how camoxpert recognises its own files (data/owner.h)
+        memset(&tx, 0, sizeof tx);
+        snprintf(tx.keyword, sizeof tx.keyword, "Software");
+        tx.type = SPNG_TEXT;
+        tx.length = strlen(software);
+        tx.text = (char *)software;
+        e = spng_set_text(ctx, &tx, 1);
+    }
     if (!e) e = spng_encode_image(ctx, im->px, (size_t)im->w * im->h * im->c, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE);
     if (e) { spng_ctx_free(ctx); return CX_FAIL(CX_ELIB, "PNG encoding failed: %s", spng_strerror(e)); }
     *buf = spng_get_png_buffer(ctx, n, &e);
@@ -418,6 +431,10 @@ static void jpeg_enc_error(j_common_ptr ci) {
 }
 
 cx_status image_encode_jpeg(const Image8 *im, int quality, uint8_t **buf, size_t *n) {
+    return image_encode_jpeg_as(im, quality, NULL, buf, n);
+}
+
+cx_status image_encode_jpeg_as(const Image8 *im, int quality, const char *software, uint8_t **buf, size_t *n) {
     *buf = NULL; *n = 0;
     CX_TRY(check_encodable(im));
     struct jpeg_compress_struct ci;
@@ -441,6 +458,7 @@ cx_status image_encode_jpeg(const Image8 *im, int quality, uint8_t **buf, size_t
     jpeg_set_defaults(&ci);
     jpeg_set_quality(&ci, quality < 1 ? 1 : quality > 100 ? 100 : quality, TRUE);
     jpeg_start_compress(&ci, TRUE);
+    if (software) jpeg_write_marker(&ci, JPEG_COM, (const JOCTET *)software, (unsigned)strlen(software));
     size_t stride = (size_t)im->w * im->c;
     while (ci.next_scanline < ci.image_height) {
         JSAMPROW row = im->px + stride * ci.next_scanline;
@@ -463,20 +481,24 @@ static cx_status write_atomic(const char *path, const uint8_t *buf, size_t n) {
     return atomic_commit(&af);
 }
 
-cx_status image_save_png(const char *path, const Image8 *im) {
+cx_status image_save_png(const char *path, const Image8 *im) { return image_save_png_as(path, im, NULL); }
+
+cx_status image_save_png_as(const char *path, const Image8 *im, const char *software) {
     uint8_t *buf;
     size_t n;
-    cx_status st = image_encode_png(im, -1, &buf, &n);
+    cx_status st = image_encode_png_as(im, -1, software, &buf, &n);
     if (st) { cx_error_context("writing %s: ", path); return st; }
     st = write_atomic(path, buf, n);
     free(buf);
     return st;
 }
 
-cx_status image_save_jpeg(const char *path, const Image8 *im, int quality) {
+cx_status image_save_jpeg(const char *path, const Image8 *im, int quality) { return image_save_jpeg_as(path, im, quality, NULL); }
+
+cx_status image_save_jpeg_as(const char *path, const Image8 *im, int quality, const char *software) {
     uint8_t *buf;
     size_t n;
-    cx_status st = image_encode_jpeg(im, quality, &buf, &n);
+    cx_status st = image_encode_jpeg_as(im, quality, software, &buf, &n);
     if (st) { cx_error_context("writing %s: ", path); return st; }
     st = write_atomic(path, buf, n);
     free(buf);
@@ -578,4 +600,50 @@ void image_mask_resize_nearest(uint8_t *dst01, int H, int W, const Image8 *m) {
         for (int x = 0; x < W; x++) dst01[(size_t)y * W + x] = r[(size_t)xs[x] * C] > 128;
     }
     free(xs);
+}
+
+// PNG: the chunks before IDAT/IEND, looking for tEXt "Software"; JPEG: the markers
+// before the scan, looking for a COM segment. Reads only headers (seeks over data).
+cx_status image_read_software(const char *path, char *out, size_t n) {
+    if (n) out[0] = 0;
+    FILE *f;
+    CX_TRY(open_regular(path, &f));
+    uint8_t h[8];
+    size_t got = fread(h, 1, 8, f);
+    image_format fmt = image_sniff(h, got);
+    if (fmt == IMAGE_FMT_PNG) {
+        uint8_t c[8];
+        for (int k = 0; k < 4096 && fread(c, 1, 8, f) == 8; k++) {
+            uint32_t len = (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3];
+            if (!memcmp(c + 4, "IDAT", 4) || !memcmp(c + 4, "IEND", 4) || len > (1u << 30)) break;
+            if (!memcmp(c + 4, "tEXt", 4) && len > 9 && len < 4096) {
+                char t[4096];
+                if (fread(t, 1, len, f) != len) break;
+                if (!memcmp(t, "Software", 9)) {
+                    snprintf(out, n, "%.*s", (int)(len - 9), t + 9);
+                    break;
+                }
+                if (fseek(f, 4, SEEK_CUR)) break;   // CRC
+            } else if (fseek(f, (long)len + 4, SEEK_CUR)) {
+                break;
+            }
+        }
+    } else if (fmt == IMAGE_FMT_JPEG) {
+        if (fseek(f, 2, SEEK_SET) == 0) {
+            uint8_t m[4];
+            for (int k = 0; k < 256 && fread(m, 1, 4, f) == 4 && m[0] == 0xFF; k++) {
+                unsigned len = (unsigned)m[2] << 8 | m[3];
+                if (m[1] == 0xDA || m[1] == 0xD9 || len < 2) break;   // start of scan, end of image
+                if (m[1] == 0xFE) {
+                    char t[4096];
+                    size_t L = len - 2 < sizeof t - 1 ? len - 2 : sizeof t - 1;
+                    if (fread(t, 1, L, f) == L) snprintf(out, n, "%.*s", (int)L, t);
+                    break;
+                }
+                if (fseek(f, (long)len - 2, SEEK_CUR)) break;
+            }
+        }
+    }
+    fclose(f);
+    return CX_OK;
 }

@@ -230,7 +230,7 @@ cx_status loader_open(Loader **out, const Dataset *ds, const LoaderConfig *cfg, 
     L->spe = c.drop_last ? L->m / c.batch_size : (L->m + c.batch_size - 1) / c.batch_size;
     if (L->spe == 0) {
         free(L);
-        return CX_FAIL(CX_EARG, "batch size %d is larger than this rank's %lld samples with --drop-last; lower the batch size",
+        return CX_FAIL(CX_EARG, "batch size %d is larger than this rank's %lld samples and the last partial batch is dropped; lower the batch size",
                        c.batch_size, (long long)per_rank(ds, &c));
     }
     if (epoch < 0 || step < 0 || step >= L->spe) {

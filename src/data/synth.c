@@ -5,7 +5,12 @@
 // alpha ramp; the ground truth is alpha >= 0.5.
 #include "synth.h"
 #include "image.h"
+#include "owner.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <unistd.h>
 #include <string.h>
 #include <stdio.h>
 
@@ -319,10 +324,83 @@ void synth_threshold_baseline(const uint8_t *img, int npx, uint8_t *pred) {
 
 static cx_status write_buf(const char *path, const uint8_t *buf, size_t n) {
     // Plain writes: a generated dataset is cheap to regenerate, and 2,000 fsyncs are not.
-    FILE *f = fopen(path, "wb");
-    if (!f) return CX_FAIL(CX_EIO, "cannot create %s (is the directory writable?)", path);
+    // Exclusive: synth writes into an empty directory (synth_prepare_out) and never
+    // replaces or writes through anything that is there.
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+    if (fd < 0)
+        return CX_FAIL(CX_EIO, "cannot create %s: %s", path, errno == EEXIST ? "it exists (synth writes only new files)" : strerror(errno));
+    FILE *f = fdopen(fd, "wb");
+    if (!f) { close(fd); return CX_FAIL(CX_EIO, "cannot write %s: %s", path, strerror(errno)); }
     size_t w = fwrite(buf, 1, n, f);
     if (fclose(f) != 0 || w != n) return CX_FAIL(CX_EIO, "writing %s failed (disk full?)", path);
+    return CX_OK;
+}
+
+// Is name (in a synth folder) a file camoxpert synth wrote: SYN-CAM-*.jpg|png with its mark?
+static int synth_own_file(const char *dir, const char *name) {
+    size_t L = strlen(name);
+    if (strncmp(name, "SYN-CAM-", 8) || L < 12 || (strcmp(name + L - 4, ".jpg") && strcmp(name + L - 4, ".png"))) return 0;
+    char p[4400], mark[64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
+}
+
+// Visits dir: with remove == 0 counts its entries and finds the first foreign one
+// (*foreign); with remove == 1 deletes the files synth wrote. sub: the synth folders
+// expected inside (NULL: only image files).
+static cx_status synth_scan_dir(const char *dir, const char *const *sub, int remove, int *n_entries, char *foreign, size_t fn) {
+    DIR *d = opendir(dir);
+    if (!d) return CX_FAIL(CX_EIO, "cannot list %s: %s", dir, strerror(errno));
+    cx_status st = CX_OK;
+    struct dirent *e;
+    while (!st && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        (*n_entries)++;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        int known = 0;
+        for (int k = 0; sub && sub[k]; k++)
+            if (!strcmp(e->d_name, sub[k]) && path_is_dir(p)) known = 2;
+        if (!known && sub && !strcmp(e->d_name, "synth.json")) {
+            char mark[64];
+            known = !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
+        }
+        if (!known && !sub) known = synth_own_file(dir, e->d_name);
+        if (known == 2) {
+            static const char *const img_dirs[] = { "Image", "GT_Object", NULL };
+            const char *const *next = (!strcmp(e->d_name, "Train") || !strcmp(e->d_name, "Test")) ? img_dirs : NULL;
+            st = synth_scan_dir(p, next, remove, n_entries, foreign, fn);
+        } else if (!known) {
+            if (!foreign[0]) snprintf(foreign, fn, "%s", p);
+        } else if (remove && unlink(p) != 0) {
+            st = CX_FAIL(CX_EIO, "cannot remove %s: %s", p, strerror(errno));
+        }
+    }
+    closedir(d);
+    return st;
+}
+
+cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overwrite) {
+    static const char *const top[] = { "Train", "Test", NULL };
+    const char *dirs[2] = { out, baseline_dir };
+    const char *opt[2] = { "--out", "--baseline" };
+    for (int i = 0; i < 2; i++) {
+        if (!dirs[i] || !path_exists(dirs[i])) continue;
+        if (!path_is_dir(dirs[i])) return CX_FAIL(CX_EARG, "%s %s exists and is not a directory", opt[i], dirs[i]);
+        int n = 0;
+        char foreign[4400] = "";
+        CX_TRY(synth_scan_dir(dirs[i], i == 0 ? top : NULL, 0, &n, foreign, sizeof foreign));
+        if (!n) continue;
+        if (foreign[0])
+            return CX_FAIL(CX_EARG, "%s %s is not empty and holds %s, which camoxpert synth did not write; synth writes "
+                           "into a new or empty directory (choose another %s)", opt[i], dirs[i], foreign, opt[i]);
+        if (!overwrite)
+            return CX_FAIL(CX_EARG, "%s %s holds a dataset camoxpert synth wrote earlier; pass --overwrite to replace it "
+                           "(its files are deleted first, so none is left mixed in), or choose another %s", opt[i],
+                           dirs[i], opt[i]);
+        n = 0;
+        CX_TRY(synth_scan_dir(dirs[i], i == 0 ? top : NULL, 1, &n, foreign, sizeof foreign));
+    }
     return CX_OK;
 }
 
@@ -371,13 +449,13 @@ cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train
             Image8 im = { S, S, 3, img }, mk = { S, S, 1, mask };
             uint8_t *buf;
             size_t n;
-            cx_status s = image_encode_jpeg(&im, quality, &buf, &n);
+            cx_status s = image_encode_jpeg_as(&im, quality, OWNER_SYNTH, &buf, &n);
             if (!s) {
                 snprintf(path, sizeof path, "%s/%s/Image/%s.jpg", out, test ? "Test" : "Train", name);
                 s = write_buf(path, buf, n);
                 free(buf);
             }
-            if (!s) s = image_encode_png(&mk, 1, &buf, &n);
+            if (!s) s = image_encode_png_as(&mk, 1, OWNER_SYNTH, &buf, &n);
             if (!s) {
                 snprintf(path, sizeof path, "%s/%s/GT_Object/%s.png", out, test ? "Test" : "Train", name);
                 s = write_buf(path, buf, n);
@@ -394,7 +472,7 @@ cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train
                 lmae += (double)pf / (S * S);
                 lbn++;
                 Image8 pm = { S, S, 1, pred };
-                s = image_encode_png(&pm, 1, &buf, &n);
+                s = image_encode_png_as(&pm, 1, OWNER_SYNTH, &buf, &n);
                 if (!s) {
                     snprintf(path, sizeof path, "%s/%s.png", baseline_dir, name);
                     s = write_buf(path, buf, n);
@@ -427,7 +505,7 @@ cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train
     snprintf(p, sizeof p, "%s/synth.json", out);
     char js[1024];
     int len = snprintf(js, sizeof js,
-                       "{\"generator\": \"camoxpert synth\", \"version\": 1, \"seed\": %llu, \"size\": %d, \"difficulty\": %g, "
+                       "{\"software\": \"" OWNER_SYNTH "\", \"generator\": \"camoxpert synth\", \"version\": 1, \"seed\": %llu, \"size\": %d, \"difficulty\": %g, "
                        "\"empty_fraction\": %g, \"train\": %d, \"test\": %d, \"jpeg_quality\": %d, \"empty_images\": %d}\n",
                        (unsigned long long)c->seed, S, c->difficulty, c->empty_fraction, n_train, n_test, quality, n_empty);
     AtomicFile af;

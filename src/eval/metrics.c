@@ -398,6 +398,11 @@ cx_status metrics_image_u8(const uint8_t *pred, const uint8_t *gt, int H, int W,
 cx_status metrics_image_u8_work(MetricsWork *work, const uint8_t *pred, const uint8_t *gt, int H, int W,
                                 MetricsImage *out) {
     if (H <= 0 || W <= 0) return CX_FAIL(CX_EARG, "metrics: image size %dx%d is empty", W, H);
+    // The E-measure divides by (pixels - 1): a one-pixel image gives 1/eps = 4.5e15 in the
+    // toolkit, a number that breaks every mean it enters. Such a mask cannot be scored.
+    if ((int64_t)H * W < 2)
+        return CX_FAIL(CX_EARG, "metrics: the image is %dx%d; the COD metrics need at least 2 pixels (the E-measure "
+                       "divides by pixels - 1)", W, H);
     int64_t n = (int64_t)H * W;
     memset(out, 0, sizeof *out);
     Scratch *sp = work;
@@ -549,6 +554,11 @@ void metrics_export_u8(const float *prob, int64_t n, uint8_t *out) {
 cx_status metrics_accum_prob(MetricsAccum *a, const float *prob, const uint8_t *gt, int H, int W,
                              MetricsImage *m) {
     if (H <= 0 || W <= 0) return CX_FAIL(CX_EARG, "metrics: image size %dx%d is empty", W, H);
+    // The E-measure divides by (pixels - 1): a one-pixel image gives 1/eps = 4.5e15 in the
+    // toolkit, a number that breaks every mean it enters. Such a mask cannot be scored.
+    if ((int64_t)H * W < 2)
+        return CX_FAIL(CX_EARG, "metrics: the image is %dx%d; the COD metrics need at least 2 pixels (the E-measure "
+                       "divides by pixels - 1)", W, H);
     uint8_t *pred = cx_malloc((size_t)H * W);
     MetricsImage local, *mi = m ? m : &local;
     metrics_export_u8(prob, (int64_t)H * W, pred);

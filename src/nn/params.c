@@ -1,5 +1,6 @@
 // params.c — see params.h.
 #include "params.h"
+#include "core/finite.h"
 #include <string.h>
 
 void params_init(ParamTable *pt) { memset(pt, 0, sizeof *pt); }
@@ -161,8 +162,8 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
         snprintf(full, sizeof full, "%s%s", tp, tk);
         int i = params_find(pt, full);
         if (i < 0 || (is_buf && !(pt->p[i].flags & PF_BUFFER))) {
-            st = CX_FAIL(CX_ESHAPE, "%s: unexpected key '%s' (no such %s in this model: wrong --backbone, "
-                         "--use-sparse-moe or --num-experts?)", f->path, e->name, is_buf ? "buffer" : "parameter");
+            st = CX_FAIL(CX_ESHAPE, "%s: unexpected key '%s' (no such %s in this model: a checkpoint of "
+                         "another backbone variant, dense/sparse model or number of experts?)", f->path, e->name, is_buf ? "buffer" : "parameter");
             break;
         }
         const ParamInfo *pi = &pt->p[i];
@@ -176,6 +177,11 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
         }
         Tensor dst = params_host_value(pt, i);
         st = st_entry_read(f, e, &dst);
+        int64_t bad = st ? -1 : tensor_first_nonfinite(&dst);
+        if (bad >= 0)
+            st = CX_FAIL(CX_ENUMERIC, "%s: tensor '%s' holds a non-finite value (%g at index %lld): the file is damaged "
+                         "or was saved from a run that diverged; use an earlier checkpoint", f->path, e->name,
+                         tensor_get(&dst, bad), (long long)bad);
         if (!st && (pi->flags & PF_COUNTER)) {   // the count lives on the host; its value slot stays zero
             pt->counter[i] = (int64_t)(tensor_get(&dst, 0) + 0.5);
             tensor_set(&dst, 0, 0);
@@ -213,4 +219,25 @@ void params_save(const ParamTable *pt, StWriter *w, const char *table_prefix, Ar
             st_writer_add(w, e->name, &v);
         }
     }
+}
+
+int params_first_nonfinite(const ParamTable *pt, int64_t *index) {
+    for (int i = 0; i < pt->n; i++) {
+        Tensor v = params_host_value(pt, i);   // a GPU table: its host copy (params_sync_host first)
+        int64_t bad = tensor_first_nonfinite(&v);
+        if (bad >= 0) {
+            if (index) *index = bad;
+            return i;
+        }
+    }
+    return -1;
+}
+
+cx_status params_check_finite(const ParamTable *pt, const char *what) {
+    int64_t at = 0;
+    int i = params_first_nonfinite(pt, &at);
+    if (i < 0) return CX_OK;
+    Tensor v = params_host_value(pt, i);
+    return CX_FAIL(CX_ENUMERIC, "%s: parameter '%s' is not finite (%g at index %lld)", what, pt->p[i].name,
+                   tensor_get(&v, at), (long long)at);
 }

@@ -86,7 +86,14 @@ typedef struct {
 // allow_missing), every file key under the prefixes must be a table entry (unless
 // ignored), shapes must agree; errors name the key and both shapes. Converts dtypes.
 // A GPU table is loaded through its host copy and uploaded at the end.
+// A tensor holding a NaN or an infinity is CX_ENUMERIC naming it (the weights of a
+// diverged run or a damaged file would otherwise give plausible-looking output).
 cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o);
+// The first entry holding a NaN or an infinity (*index gets its element), or -1 when all are finite.
+int params_first_nonfinite(const ParamTable *pt, int64_t *index);
+// CX_ENUMERIC naming the first entry (and index, value) that holds a NaN or an
+// infinity, prefixed with `what` ("saving runs/a/last.safetensors"); CX_OK when all are finite.
+cx_status params_check_finite(const ParamTable *pt, const char *what);
 // Adds every entry (or those under table_prefix) to w as F32 (counters as I64
 // scalars), converting through `tmp` where needed; tmp must outlive the save.
 // A GPU table's values are downloaded into its host copy first.

@@ -1,32 +1,102 @@
 // checkpoint.c — see checkpoint.h.
 #include "checkpoint.h"
+#include "core/finite.h"
+#include <dirent.h>
 #include <inttypes.h>
+#include <math.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
-static void state_path(char *out, size_t n, const char *weights_path) {
+// NAME.state.<token as 16 hex digits>.safetensors beside NAME.safetensors; token 0:
+// the name earlier versions used (NAME.state.safetensors).
+void checkpoint_state_path(const char *weights_path, uint64_t token, char *out, size_t n) {
     size_t L = strlen(weights_path);
     const char *ext = ".safetensors";
     size_t le = strlen(ext);
-    if (L > le && !strcmp(weights_path + L - le, ext)) snprintf(out, n, "%.*s.state.safetensors", (int)(L - le), weights_path);
-    else snprintf(out, n, "%s.state.safetensors", weights_path);
+    int base = L > le && !strcmp(weights_path + L - le, ext) ? (int)(L - le) : (int)L;
+    if (token) snprintf(out, n, "%.*s.state.%016" PRIx64 ".safetensors", base, weights_path, token);
+    else snprintf(out, n, "%.*s.state.safetensors", base, weights_path);
+}
+
+// A token nobody else has: the kernel's randomness, else time, pid and a counter.
+static uint64_t new_token(void) {
+    uint64_t t = 0;
+    if (getrandom(&t, sizeof t, 0) != (ssize_t)sizeof t || !t) {
+        static uint64_t saves;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        t = rng_hash64((uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 30) ^ ((uint64_t)getpid() << 20) ^ ++saves);
+    }
+    return t ? t : 1;
+}
+
+int checkpoint_tidy(const char *dir, const char *name, uint64_t keep, int legacy) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "%s.state.", name);
+    size_t lp = strlen(prefix);
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        if (strncmp(s, prefix, lp)) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, s);
+        uint64_t tok = 0;
+        int hex = strlen(s) == lp + 16 + 12 && !strcmp(s + lp + 16, ".safetensors") &&
+                  sscanf(s + lp, "%16" SCNx64, &tok) == 1;
+        int old_name = !strcmp(s + lp, "safetensors");
+        if ((hex && tok != keep) || (old_name && legacy)) removed += unlink(p) == 0;
+    }
+    closedir(d);
+    return removed;
 }
 
 static void meta_i64(StWriter *w, const char *k, int64_t v) { char b[32]; snprintf(b, sizeof b, "%" PRId64, v); st_writer_meta(w, k, b); }
 static void meta_u64(StWriter *w, const char *k, uint64_t v) { char b[32]; snprintf(b, sizeof b, "%" PRIu64, v); st_writer_meta(w, k, b); }
 static void meta_f64(StWriter *w, const char *k, double v) { char b[40]; snprintf(b, sizeof b, "%.17g", v); st_writer_meta(w, k, b); }
 
+// The optimizer moments and the EMA shadow: CX_ENUMERIC naming the first non-finite one.
+static cx_status state_check_finite(const ParamTable *pt, const AdamW *opt, const Ema *ema, const char *what) {
+    struct { const char *name; Tensor t; } s[3];
+    int n = 0;
+    if (opt && opt->host_m) {   // the host copies (synced by the caller)
+        s[n].name = "adamw.m", s[n++].t = tensor_view(opt->host_m, DT_F32, 1, &pt->numel);
+        s[n].name = "adamw.v", s[n++].t = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);
+    }
+    if (ema && ema->host) s[n].name = "ema.shadow", s[n++].t = tensor_view(ema->host, ema->dtype, 1, &pt->numel);
+    for (int k = 0; k < n; k++) {
+        int64_t bad = tensor_first_nonfinite(&s[k].t);
+        if (bad >= 0)
+            return CX_FAIL(CX_ENUMERIC, "%s: %s is not finite (%g at element %lld)", what, s[k].name,
+                           tensor_get(&s[k].t, bad), (long long)bad);
+    }
+    return CX_OK;
+}
+
 cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *pt, const char *config_json,
                           TrainState *ts, AdamW *opt, Ema *ema) {
-    CX_TRY(make_dirs(dir));
     char wpath[4096], spath[4200];
     snprintf(wpath, sizeof wpath, "%s/%s.safetensors", dir, name);
-    state_path(spath, sizeof spath, wpath);
-    static uint64_t saves;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    if (ts) ts->token = rng_hash64((uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 30) ^ ((uint64_t)getpid() << 20) ^ ++saves);
+    // Non-finite numbers never enter a checkpoint: the previous one stays the last good one.
+    char what[4200];
+    snprintf(what, sizeof what, "not saving %s", wpath);
+    params_sync_host(pt);   // GPU tables, moments and EMA: into their host copies
+    if (opt) adamw_sync_host(opt);
+    if (ema) ema_sync_host(ema);
+    CX_TRY(params_check_finite(pt, what));
+    CX_TRY(state_check_finite(pt, opt, ema, what));
+    CX_TRY(make_dirs(dir));
+    // The commit protocol: the state goes to a file named by a new token, then the
+    // weights (whose metadata names the token) replace NAME.safetensors in one rename —
+    // the commit point — and only then are older states removed. At every moment
+    // NAME.safetensors names a state file that exists, so a kill anywhere leaves the
+    // previous checkpoint or the new one, whole.
+    if (ts) ts->token = new_token();
+    if (ts) checkpoint_state_path(wpath, ts->token, spath, sizeof spath);
     Arena tmp;
     arena_init(&tmp, "checkpoint", 1 << 16);
     cx_status st = CX_OK;
@@ -44,8 +114,8 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
         meta_i64(&w, "best_epoch", ts->best_epoch);
         meta_u64(&w, "seed", ts->seed);
         meta_u64(&w, "token", ts->token);
+        meta_i64(&w, "log_bytes", ts->log_bytes);
         if (opt) {
-            adamw_sync_host(opt);
             Tensor m = tensor_view(opt->host_m, DT_F32, 1, &pt->numel), v = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);
             int64_t n = pt->n;
             Tensor s = tensor_view(opt->steps, DT_I64, 1, &n);
@@ -59,7 +129,6 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
             st_writer_add(&w, "extra", &x);
         }
         if (ema) {
-            ema_sync_host(ema);
             Tensor e = tensor_view(ema->host, ema->dtype, 1, &pt->numel);
             st_writer_add(&w, "ema.shadow", &e);
             meta_f64(&w, "ema_decay", ema->decay);
@@ -76,6 +145,10 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
         params_save(pt, &w, NULL, &tmp);
         st = st_writer_save(&w, wpath);
         st_writer_free(&w);
+    }
+    if (!st && ts) {
+        checkpoint_tidy(dir, name, ts->token, 1);
+        io_crash_point("checkpoint: older states removed");
     }
     arena_free(&tmp);
     if (st) cx_error_context("saving checkpoint %s", wpath);
@@ -100,16 +173,29 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
     uint64_t token = tok ? strtoull(tok, NULL, 10) : 0;
     st_close(&f);
     if (st || !ts) return st;
+    // The state this weights file names; files written before the token was in the
+    // name are accepted when their token matches.
+    if (!token) return CX_OK;   // weights only (best.safetensors, a PyTorch file)
     char spath[4200];
-    state_path(spath, sizeof spath, weights_path);
-    if (!path_exists(spath)) return CX_OK;
+    checkpoint_state_path(weights_path, token, spath, sizeof spath);
+    if (!path_exists(spath)) {
+        checkpoint_state_path(weights_path, 0, spath, sizeof spath);
+        char *tv = NULL;
+        int match = path_exists(spath) && !st_read_meta(spath, "token", &tv) && tv && strtoull(tv, NULL, 10) == token;
+        free(tv);
+        if (!match) {
+            checkpoint_state_path(weights_path, token, spath, sizeof spath);
+            log_warn("%s names its training state %s, which is missing (deleted or not copied?): only the weights "
+                     "are loaded", weights_path, spath);
+            return CX_OK;
+        }
+    }
     CX_TRY(st_open(&f, spath));
     double v = 0;
     const char *tv = st_meta(&f, "token");
-    if (!tv || strtoull(tv, NULL, 10) != token) {
-        st = CX_FAIL(CX_EFORMAT, "%s does not belong to %s (a crash between the two writes?); "
-                     "resume from the other checkpoint in the directory or delete the state file to start "
-                     "from these weights only", spath, weights_path);
+    if (!tv || strtoull(tv, NULL, 10) != token) {   // a file renamed by hand
+        st = CX_FAIL(CX_EFORMAT, "%s is not the training state of %s (its token differs); resume from the weights "
+                     "file it belongs to", spath, weights_path);
         goto done;
     }
 #define GET(field, key) do { if ((st = meta_num(&f, key, &v))) goto done; ts->field = (__typeof__(ts->field))v; } while (0)
@@ -122,6 +208,7 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
     GET(best_epoch, "best_epoch");
 #undef GET
     ts->seed = strtoull(st_meta(&f, "seed") ? st_meta(&f, "seed") : "0", NULL, 10);
+    ts->log_bytes = st_meta(&f, "log_bytes") ? strtoll(st_meta(&f, "log_bytes"), NULL, 10) : -1;
     ts->token = token;
     if (opt) {
         Tensor m = tensor_view(opt->host_m, DT_F32, 1, &pt->numel), vv = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);
@@ -145,6 +232,11 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
         }
         Tensor x = tensor_view(ts->extra, DT_F64, 1, &n);
         if ((st = st_read(&f, "extra", &x))) goto done;
+        if (tensor_first_nonfinite(&x) >= 0) {
+            st = CX_FAIL(CX_ENUMERIC, "%s: 'extra' (the MoE selection biases) is not finite: the training state is damaged",
+                         spath);
+            goto done;
+        }
         ts->n_extra = (int)n;
     }
     if (ema && ema->shadow && st_find(&f, "ema.shadow")) {
@@ -152,6 +244,9 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
         if ((st = st_read(&f, "ema.shadow", &e))) goto done;
         ema_sync_device(ema);
     }
+    char what[4400];
+    snprintf(what, sizeof what, "%s: the training state is damaged or from a run that diverged", spath);
+    if ((st = state_check_finite(pt, opt, ema && ema->shadow && st_find(&f, "ema.shadow") ? ema : NULL, what))) goto done;
     if (has_state) *has_state = 1;
 done:
     st_close(&f);
@@ -166,4 +261,60 @@ cx_status checkpoint_read_config(const char *weights_path, char **config_json) {
     if (c) *config_json = cx_strdup(c);
     st_close(&f);
     return CX_OK;
+}
+
+cx_status checkpoint_read_token(const char *weights_path, uint64_t *token) {
+    char *tok = NULL;
+    *token = 0;
+    CX_TRY(st_read_meta(weights_path, "camoxpert_state_token", &tok));
+    if (tok) *token = strtoull(tok, NULL, 10);
+    free(tok);
+    return CX_OK;
+}
+
+cx_status checkpoint_read_best(const char *path, double *score, int *epoch) {
+    *score = -1, *epoch = 0;
+    if (!path_exists(path)) return CX_FAIL(CX_ENOTFOUND, "%s: no such file", path);
+    char *sc = NULL, *ep = NULL;
+    cx_status st = st_read_meta(path, "camoxpert_best_score", &sc);
+    if (!st) st = st_read_meta(path, "camoxpert_best_epoch", &ep);
+    if (!st && !sc) st = CX_FAIL(CX_ENOTFOUND, "%s carries no camoxpert_best_score", path);
+    if (!st) {
+        char *end;
+        *score = strtod(sc, &end);
+        if (end == sc || !isfinite(*score)) st = CX_FAIL(CX_EFORMAT, "%s: camoxpert_best_score '%s' is not a number", path, sc);
+        *epoch = ep ? atoi(ep) : 0;
+    }
+    free(sc);
+    free(ep);
+    return st;
+}
+
+cx_status checkpoint_save_best(const char *dir, const ParamTable *pt, const char *config_json, double score, int epoch,
+                               int *saved) {
+    *saved = 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/best.safetensors", dir);
+    double have;
+    int have_epoch;
+    // best never goes backwards, also across restarts: the score is kept with the weights.
+    if (!checkpoint_read_best(path, &have, &have_epoch) && have >= score) return CX_OK;
+    char what[4400];
+    snprintf(what, sizeof what, "not saving %s", path);
+    CX_TRY(params_check_finite(pt, what));
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    if (config_json) st_writer_meta(&w, "camoxpert_config", config_json);
+    meta_f64(&w, "camoxpert_best_score", score);
+    meta_i64(&w, "camoxpert_best_epoch", epoch);
+    Arena tmp;
+    arena_init(&tmp, "checkpoint", 1 << 16);
+    params_save(pt, &w, NULL, &tmp);
+    cx_status st = st_writer_save(&w, path);
+    st_writer_free(&w);
+    arena_free(&tmp);
+    if (st) cx_error_context("saving %s", path);
+    else *saved = 1;
+    return st;
 }

@@ -1,14 +1,22 @@
 // checkpoint.h — training checkpoints: the weights in the reference's PyTorch
 // state_dict names (NAME.safetensors, loadable by PyTorch with strict=True,
 // metadata `camoxpert_config` = the model config as JSON) and, beside it, the
-// training state (NAME.state.safetensors: AdamW moments and per-entry steps,
-// EMA shadow, counters and the data cursor), both written atomically. The
-// state file is written first and names the weights it belongs to, so a crash
-// between the two writes is detected at resume rather than mixing epochs.
+// training state (NAME.state.<token>.safetensors: AdamW moments and per-entry
+// steps, EMA shadow, counters and the data cursor).
+//
+// Replaced atomically as a whole: the state is written under a new random token,
+// then the weights file, whose metadata names that token, replaces NAME.safetensors
+// in one rename (the commit point), then older states are removed. A kill at any
+// moment leaves NAME.safetensors naming a state that exists — the previous
+// checkpoint or the new one, never a mix — and resume loads exactly that pair.
+// Non-finite weights or optimizer state are never written (CX_ENUMERIC).
+//
+// best.safetensors carries its validation score (`camoxpert_best_score`,
+// `camoxpert_best_epoch`); checkpoint_save_best never replaces it by a lower score.
 //
 //   TrainState ts = { .stage = 1, .epoch = 3, .global_step = 750 };
 //   CX_TRY(checkpoint_save("runs/a", "last", &pt, cfg_json, &ts, &opt, use_ema ? &ema : NULL));
-//   CX_TRY(checkpoint_load("runs/a/last.safetensors", &pt, &ts, &opt, &ema));
+//   CX_TRY(checkpoint_load("runs/a/last.safetensors", &pt, &ts, &opt, &ema, &has_state));
 #pragma once
 #include "train/optim.h"
 
@@ -21,19 +29,38 @@ typedef struct {
     double best_score;       // best validation Sα so far
     int best_epoch;
     uint64_t seed;
-    uint64_t token;          // random id tying a state file to its weights file
+    uint64_t token;          // random id tying a state file to its weights file (and naming it)
+    int64_t log_bytes;       // length of train_log.jsonl at this save (resume cuts the log back to it)
     int n_extra;             // values in extra[] (MOE_BALANCE_BIAS selection biases, 4 scales × E)
     double extra[256];       // model state outside the parameter table that training changes
 } TrainState;
 
-// Writes DIR/NAME.state.safetensors then DIR/NAME.safetensors. opt/ema may be NULL.
+// Writes DIR/NAME.state.<token>.safetensors then DIR/NAME.safetensors (the commit),
+// then removes older states; with ts NULL only the weights. opt/ema may be NULL.
 // GPU tables, moments and EMA are downloaded into their host copies first.
 cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *pt, const char *config_json,
                           TrainState *ts, AdamW *opt, Ema *ema);
-// Loads weights (strict) and, when the state file exists and opt/ts are non-NULL, the
-// training state (uploaded to the GPU for GPU tables). *has_state tells whether a
-// state was found (may be NULL).
+// Loads weights (strict) and, when ts is non-NULL and the weights name a state that
+// exists, the training state (uploaded to the GPU for GPU tables). *has_state tells
+// whether a state was loaded (may be NULL); a named state that is missing is a
+// warning and *has_state = 0.
 cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *ts, AdamW *opt, Ema *ema,
                           int *has_state);
 // The config JSON stored in a weights file's metadata (malloc'd; NULL if absent).
 cx_status checkpoint_read_config(const char *weights_path, char **config_json);
+
+// The state file of a weights file for a token (0: the pre-token name NAME.state.safetensors).
+void checkpoint_state_path(const char *weights_path, uint64_t token, char *out, size_t n);
+// Removes DIR/NAME.state.<t>.safetensors for every token t other than keep (and the
+// pre-token NAME.state.safetensors when legacy); returns how many. The leftovers of a
+// kill between a state's write and its commit.
+int checkpoint_tidy(const char *dir, const char *name, uint64_t keep, int legacy);
+// The token DIR/NAME.safetensors names (0 when it has none).
+cx_status checkpoint_read_token(const char *weights_path, uint64_t *token);
+
+// DIR/best.safetensors with its score and epoch in the metadata, unless the file
+// there already holds a score >= score (then *saved = 0 and nothing is written).
+cx_status checkpoint_save_best(const char *dir, const ParamTable *pt, const char *config_json, double score, int epoch,
+                               int *saved);
+// The score and epoch a best.safetensors carries; CX_ENOTFOUND when the file or its score is absent.
+cx_status checkpoint_read_best(const char *path, double *score, int *epoch);

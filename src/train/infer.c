@@ -1,6 +1,7 @@
 // infer.c — see infer.h.
 #include "infer.h"
 #include "data/augment.h"
+#include "nn/memory.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -42,7 +43,21 @@ cx_status infer_config_parse(const char *json, CamoXpertConfig *c, int *img_size
     if (cJSON_IsString(bal) && (st = moe_balance_parse(bal->valuestring, &c->balance))) goto done;
     const cJSON *lb = cJSON_GetObjectItemCaseSensitive(j, "lb_coef");
     if (cJSON_IsNumber(lb)) c->lb_coef = lb->valuedouble;
-    if (img_size) *img_size = json_int(j, "img_size", 0);
+    if (img_size) {
+        // A size from a file is checked like an option: 33, -32 or 2^30 would be used as given.
+        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "img_size");
+        *img_size = 0;
+        if (sz) {
+            double v = cJSON_IsNumber(sz) ? sz->valuedouble : -1;
+            if (!(v == floor(v) && v >= -1e9 && v <= 1e9) || camoxpert_check_img_size((int64_t)v, "img_size")) {
+                st = CX_FAIL(CX_EFORMAT, "img_size %.10g in the model config is not a multiple of 32 from %d to %d (a "
+                             "damaged or hand-edited file?); pass --img-size", cJSON_IsNumber(sz) ? sz->valuedouble : NAN,
+                             CAMOXPERT_MIN_IMG, CAMOXPERT_MAX_IMG);
+                goto done;
+            }
+            *img_size = (int)v;
+        }
+    }
 done:
     cJSON_Delete(j);
     return st;

@@ -9,9 +9,39 @@ void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, Ad
     s->rt = rt, s->m = m, s->pt = pt, s->opt = opt, s->ema = ema, s->w = *w;
     arena_init_on(&s->keep, "training step", 4096, rt->device);
     s->stats = tensor_new(&s->keep, nn_stat_dtype(&rt->ctx), 1, (int64_t[]){ CL_TERMS + 3 });
+    s->wstats = tensor_new(&s->keep, nn_stat_dtype(&rt->ctx), 1, (int64_t[]){ 3 });
+    s->wseg = cx_calloc((size_t)pt->n + 1, sizeof *s->wseg);
 }
 
-void train_step_free(TrainStep *s) { arena_free(&s->keep); }
+void train_step_free(TrainStep *s) {
+    arena_free(&s->keep);
+    free(s->wseg);
+}
+
+// Whether every weight is finite after the update: Σw² over the table on the device
+// (non-finite iff some weight is), one small download. A non-finite one is then found
+// on the host (the failure path) and named.
+static int weights_finite(TrainStep *s, StepResult *r) {
+    Runtime *rt = s->rt;
+    ParamTable *pt = s->pt;
+    for (int i = 0; i < pt->n; i++) s->wseg[i] = (AdamSeg){ .offset = pt->p[i].offset, .numel = pt->p[i].numel };
+    Tensor w = tensor_view(pt->data, pt->dtype, 1, &pt->numel);
+    w.device = pt->device;
+    grad_norm_clip(&rt->ctx.op, &s->wstats, &w, s->wseg, pt->n, 0);
+    Tensor h = s->wstats;
+    if (h.device == DEV_CUDA) {
+        h = tensor_new(&rt->host, s->wstats.dtype, 1, s->wstats.shape);
+        tensor_download(&h, &s->wstats);
+    }
+    if (isfinite(tensor_get(&h, 0))) return 1;
+    params_sync_host(pt);
+    r->bad_param = params_first_nonfinite(pt, &r->bad_index);
+    if (r->bad_param >= 0) {
+        Tensor v = params_host_value(pt, r->bad_param);
+        r->bad_value = tensor_get(&v, r->bad_index);
+    }
+    return r->bad_param < 0;   // Σw² overflowed with every weight finite: not a failure
+}
 
 void train_step_begin(TrainStep *s) {
     params_zero_grad(s->pt);
@@ -42,6 +72,7 @@ void train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r)
     Runtime *rt = s->rt;
     OpCtx *op = &rt->ctx.op;
     memset(r, 0, sizeof *r);
+    r->bad_param = -1;
     CX_ASSERT(s->n_micro > 0, "train_step_finish without a micro-batch");
     if (s->n_micro > 1) grad_scale(op, s->pt, 1.0 / s->n_micro);
     Tensor norm = tensor_slice0(&s->stats, CL_TERMS, 3);
@@ -62,6 +93,9 @@ void train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r)
     if (!r->loss_finite || !r->grad_finite) return;
     Tensor scale = tensor_slice0(&s->stats, CL_TERMS + 2, 1);
     adamw_step(op, s->opt, s->pt, lr, &scale);
-    if (s->ema) ema_update(op, s->ema, s->pt);
     r->applied = 1;
+    // an update that made a weight non-finite stops here: it reaches neither the EMA nor a checkpoint
+    r->weights_finite = weights_finite(s, r);
+    if (!r->weights_finite) return;
+    if (s->ema) ema_update(op, s->ema, s->pt);
 }

@@ -1,9 +1,11 @@
 // step.h — one training step, the same for the trainer, `camoxpert bench` and
 // the benchmarks: micro-batches accumulate gradients (and the loss terms, on the
 // device), then one optimizer step: gradient mean, global-norm clipping, AdamW,
-// EMA. The step's only host synchronisation of its own is one download of the
-// accumulated loss terms with the gradient norm, before the update is applied
-// (a non-finite loss or gradient is reported and the update skipped); a sparse
+// EMA. The step's host synchronisations of its own are two small downloads: the
+// accumulated loss terms with the gradient norm before the update is applied (a
+// non-finite loss or gradient is reported and the update skipped), and Σw² of the
+// weights after it (a weight made non-finite is named, and reaches neither the EMA
+// nor a checkpoint); a sparse
 // model adds the routing island's copies (nn/moe.h), and the loader's batch
 // goes up in two uploads.
 //
@@ -29,6 +31,8 @@ typedef struct {
     CamoLossWeights w;
     Arena keep;              // the step's own small device buffers (never reset)
     Tensor stats;            // (CL_TERMS + 3): accumulated loss terms, then Σg², norm, clipping factor
+    Tensor wstats;           // (3): Σw² of the updated weights (finite iff every weight is)
+    AdamSeg *wseg;           // the whole table as segments
     double balance;          // Σ balance losses of the micro-batches (host)
     int n_micro;
 } TrainStep;
@@ -38,6 +42,10 @@ typedef struct {
     double grad_norm;        // before clipping
     int loss_finite, grad_finite;
     int applied;             // 1: the update was applied
+    int weights_finite;      // 0: the update made a weight non-finite (the EMA was not updated)
+    int bad_param;           // then: the first such parameter, the index in it and the value
+    int64_t bad_index;
+    double bad_value;
 } StepResult;
 
 void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, AdamW *opt, Ema *ema,

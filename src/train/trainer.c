@@ -5,16 +5,20 @@
 #include "trainer.h"
 #include "data/loader.h"
 #include "eval/metrics.h"
+#include "core/sysmem.h"
+#include "nn/memory.h"
 #include "train/checkpoint.h"
 #include "train/infer.h"
 #include "train/loss.h"
 #include "train/step.h"
+#include "train/rundir.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
@@ -65,44 +69,65 @@ void train_config_default(TrainConfig *c) {
     c->precision = "auto";
 }
 
+// A double option in [lo, hi] (NaN fails every comparison, so it is refused too).
+#define CHECK_RANGE(v, lo, hi, opt, hint)                                                                    \
+    do {                                                                                                 \
+        if (!((v) >= (lo) && (v) <= (hi)))                                                               \
+            return CX_FAIL(CX_EARG, "%s %g: must be a finite number from %g to %g%s", opt, (double)(v),  \
+                           (double)(lo), (double)(hi), hint);                                            \
+    } while (0)
+#define CHECK_IRANGE(v, lo, hi, opt, hint)                                                                   \
+    do {                                                                                                 \
+        if ((v) < (lo) || (v) > (hi))                                                                    \
+            return CX_FAIL(CX_EARG, "%s %lld: must be from %lld to %lld%s", opt, (long long)(v),          \
+                           (long long)(lo), (long long)(hi), hint);                                       \
+    } while (0)
+
 cx_status train_config_check(const TrainConfig *c) {
     if (!c->dataset_path || !*c->dataset_path)
         return CX_FAIL(CX_EARG, "--dataset-path is required (a COD10K-v3, packaged, CAMO or Imgs/GT folder; "
                        "`camoxpert synth --out DIR` makes one)");
-    if (c->img_size < 32 || c->img_size % 32)
-        return CX_FAIL(CX_EARG, "--img-size %d: must be a positive multiple of 32 (e.g. %d or %d)", c->img_size,
-                       c->img_size < 32 ? 32 : c->img_size / 32 * 32, (c->img_size / 32 + 1) * 32);
-    if (c->batch_size < 1) return CX_FAIL(CX_EARG, "--batch-size %d: must be at least 1", c->batch_size);
-    if (c->stage2_batch_size < 0) return CX_FAIL(CX_EARG, "--stage2-batch-size %d: must be at least 1", c->stage2_batch_size);
-    if (c->epochs < 1) return CX_FAIL(CX_EARG, "--epochs %d: must be at least 1", c->epochs);
+    CX_TRY(camoxpert_check_img_size(c->img_size, "--img-size"));
+    CHECK_IRANGE(c->batch_size, 1, 65536, "--batch-size", "");
+    CHECK_IRANGE(c->stage2_batch_size, 0, 65536, "--stage2-batch-size", " (0: --batch-size)");
+    CHECK_IRANGE(c->epochs, 1, 1000000, "--epochs", "");
     if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
         return CX_FAIL(CX_EARG, "--stage1-epochs %d is more than --epochs %d (epochs counts both stages); "
                        "raise --epochs or lower --stage1-epochs", c->stage1_epochs, c->epochs);
     if (c->skip_stage1 && c->stage1_epochs == c->epochs)
         return CX_FAIL(CX_EARG, "--skip-stage1 with --stage1-epochs = --epochs (%d) leaves nothing to train; "
                        "lower --stage1-epochs", c->epochs);
-    if (!(c->lr > 0) || !(c->stage2_lr > 0)) return CX_FAIL(CX_EARG, "--lr and --stage2-lr must be positive");
-    if (c->min_lr < 0 || c->weight_decay < 0) return CX_FAIL(CX_EARG, "--min-lr and --weight-decay must be >= 0");
+    // Learning rates above 1 only ever diverge with AdamW (its steps are about lr in size).
+    if (!(c->lr > 0 && c->lr <= 1)) return CX_FAIL(CX_EARG, "--lr %g: must be a finite number above 0 and at most 1", c->lr);
+    if (!(c->stage2_lr > 0 && c->stage2_lr <= 1))
+        return CX_FAIL(CX_EARG, "--stage2-lr %g: must be a finite number above 0 and at most 1", c->stage2_lr);
+    if (!(c->weight_decay >= 0 && c->weight_decay < 1))
+        return CX_FAIL(CX_EARG, "--weight-decay %g: must be a finite number from 0 to below 1", c->weight_decay);
+    CHECK_RANGE(c->min_lr, 0, 1, "--min-lr", "");
     if (c->min_lr >= c->lr && c->scheduler != LR_NONE && c->scheduler != LR_ONECYCLE)
         return CX_FAIL(CX_EARG, "--min-lr %g is not below --lr %g; lower --min-lr or use --scheduler none", c->min_lr, c->lr);
-    if (c->warmup_epochs < 0) return CX_FAIL(CX_EARG, "--warmup-epochs %g: must be >= 0", c->warmup_epochs);
-    if (c->t_mult < 1) return CX_FAIL(CX_EARG, "--t-mult %d: must be at least 1", c->t_mult);
-    if (c->accumulation_steps < 1) return CX_FAIL(CX_EARG, "--accumulation-steps %d: must be at least 1", c->accumulation_steps);
+    CHECK_RANGE(c->warmup_epochs, 0, c->epochs, "--warmup-epochs", " (at most --epochs)");
+    CHECK_IRANGE(c->t_mult, 1, 100, "--t-mult", "");
+    CHECK_IRANGE(c->accumulation_steps, 1, 65536, "--accumulation-steps", "");
     if (!(c->ema_decay > 0 && c->ema_decay < 1)) return CX_FAIL(CX_EARG, "--ema-decay %g: must be in (0, 1)", c->ema_decay);
-    if (c->num_workers < 1) return CX_FAIL(CX_EARG, "--num-workers %d: must be at least 1", c->num_workers);
+    if (c->num_workers < 1 || c->num_workers > cx_threads_max())
+        return CX_FAIL(CX_EARG, "--num-workers %d: must be between 1 and %d", c->num_workers, cx_threads_max());
     if (c->sparse) {
         if (c->num_experts < 1 || c->num_experts > MOE_MAX_EXPERTS)
             return CX_FAIL(CX_EARG, "--num-experts %d: must be between 1 and %d", c->num_experts, MOE_MAX_EXPERTS);
         if (c->top_k < 1 || c->top_k > c->num_experts)
             return CX_FAIL(CX_EARG, "--top-k %d is more than --num-experts %d (each image picks k of the E experts); "
                            "lower --top-k or raise --num-experts", c->top_k, c->num_experts);
-        if (c->lb_coef < 0) return CX_FAIL(CX_EARG, "--lb-coef %g: must be >= 0", c->lb_coef);
-        if (c->router_lr_scale < 0) return CX_FAIL(CX_EARG, "--router-lr-scale %g: must be >= 0", c->router_lr_scale);
+        CHECK_RANGE(c->lb_coef, 0, 100, "--lb-coef", "");
+        CHECK_RANGE(c->router_lr_scale, 0, 100, "--router-lr-scale", "");
+        CHECK_RANGE(c->bias_rate, 0, 1, "--bias-update-rate", "");
     }
     if (!(c->val_fraction >= 0 && c->val_fraction < 1))
         return CX_FAIL(CX_EARG, "--val-fraction %g: must be in [0, 1) (0 turns validation off)", c->val_fraction);
-    if (c->val_every < 1) return CX_FAIL(CX_EARG, "--val-every %d: must be at least 1", c->val_every);
-    if (c->grad_clip < 0) return CX_FAIL(CX_EARG, "--grad-clip %g: must be >= 0 (0 turns clipping off)", c->grad_clip);
+    CHECK_IRANGE(c->val_every, 1, 1000000, "--val-every", "");
+    CHECK_RANGE(c->grad_clip, 0, 1e30, "--grad-clip", " (0 turns clipping off)");
+    CHECK_IRANGE(c->max_steps, 0, INT64_MAX, "--max-steps", " (0: no limit)");
+    CHECK_IRANGE(c->progress, -1, 1, "--progress", " (-1: a bar on a terminal)");
     if (c->resume_from && !path_exists(c->resume_from))
         return CX_FAIL(CX_EARG, "--resume-from %s: no such file (checkpoints are DIR/last.safetensors or DIR/best.safetensors)",
                        c->resume_from);
@@ -244,8 +269,12 @@ typedef struct {
     Image8 *gt;               // (va.n) validation masks, loaded once
     FILE *log;
     char *meta_json;          // checkpoint metadata: model config + the run's options
+    RunDir rd;                // checkpoint_dir, locked for the run
     char last_ckpt[4200];     // the last checkpoint written ("" before the first)
     int last_ckpt_epoch;
+    int exact_resume;         // 1: continuing a run from its training state
+    int64_t saved_step;       // global_step of the last checkpoint written or resumed
+    int data_failed;          // 1: a data file failed mid-run (the loader's or validation's error)
     RouteStats rs;
     int progress;
     double epoch_loss_sum;
@@ -267,10 +296,14 @@ static void moe_bias_from_state(Trainer *T) {
 
 static cx_status save_last(Trainer *T) {
     moe_bias_to_state(T);
+    struct stat lst;
+    fflush(T->log);
+    T->ts.log_bytes = fstat(fileno(T->log), &lst) == 0 ? (int64_t)lst.st_size : -1;
     CX_TRY(checkpoint_save(T->c->checkpoint_dir, "last", &T->pt, T->meta_json, &T->ts, &T->opt,
                            T->c->use_ema ? &T->ema : NULL));
     snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s/last.safetensors", T->c->checkpoint_dir);
     T->last_ckpt_epoch = T->ts.epoch;
+    T->saved_step = T->ts.global_step;
     return CX_OK;
 }
 
@@ -367,7 +400,7 @@ static cx_status numeric_failure(Trainer *T, const char *what, const CamoLoss *L
                                   T->last_ckpt);
     else snprintf(last, sizeof last, "no checkpoint was written yet; restart with a lower --lr (or --grad-clip)");
     return CX_FAIL(CX_ENUMERIC,
-                   "step %lld (stage %d, epoch %d, batch %lld): %s — the step was not applied. Loss terms: total %g, "
+                   "step %lld (stage %d, epoch %d, batch %lld): %s. Loss terms: total %g, "
                    "bce %g, iou %g, edge %g, boundary %g, uncertainty %g, reverse_attention %g, search %g, deep %g, "
                    "refinement %g, balance %g; gradient norm %g. Nothing saved was changed: %s",
                    (long long)T->ts.global_step + 1, T->ts.stage, T->ts.epoch + 1, (long long)b->step, what, L->total,
@@ -448,7 +481,7 @@ out:
     loader_close(L);
     T->rt.ctx.training = 1;
     if (c->use_ema) ema_swap(&T->ema, &T->pt);
-    if (st) { cx_error_context("validating"); return st; }
+    if (st) { T->data_failed = 1; cx_error_context("validating"); return st; }
     metrics_accum_summary(&acc, &vr->s);
     vr->n = (int)acc.n;
     vr->iou = acc.n ? iou_sum / (double)acc.n : 0;
@@ -480,8 +513,18 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         double lr = lr_at(sched, T->ts.stage_step);
         StepResult sr;
         train_step_finish(&T->step, lr, c->grad_clip, &sr);
-        if (!sr.loss_finite) return numeric_failure(T, "the loss is not finite", &sr.loss, sr.grad_norm, b);
-        if (!sr.grad_finite) return numeric_failure(T, "a gradient is not finite", &sr.loss, sr.grad_norm, b);
+        if (!sr.loss_finite)
+            return numeric_failure(T, "the loss is not finite — the step was not applied", &sr.loss, sr.grad_norm, b);
+        if (!sr.grad_finite)
+            return numeric_failure(T, "a gradient is not finite — the step was not applied", &sr.loss, sr.grad_norm, b);
+        if (!sr.weights_finite) {
+            // the update reached neither the EMA nor a checkpoint: the last checkpoint stays the last good one
+            char what[1024];
+            snprintf(what, sizeof what, "the update with learning rate %g made parameter '%s' not finite (%g at index "
+                     "%lld) — training stops before it reaches the EMA or a checkpoint", lr, T->pt.p[sr.bad_param].name,
+                     sr.bad_value, (long long)sr.bad_index);
+            return numeric_failure(T, what, &sr.loss, sr.grad_norm, b);
+        }
         const CamoLoss acc = sr.loss;
         const double norm = sr.grad_norm;
         if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) camoxpert_balance_update(T->m, c->bias_rate);
@@ -532,15 +575,99 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         }
     }
     if (T->progress) say("\n");
+    if (st) T->data_failed = 1;   // loader_next: a file that broke after the scan
     return st;
+}
+
+// The best epoch's weights when a kill came between writing last and best: they are
+// what last holds (the EMA's when on), so best is written from them. A best file with
+// a higher score than the state knows (a copied directory) is adopted: best never goes back.
+static cx_status reconcile_best(Trainer *T) {
+    const TrainConfig *c = T->c;
+    char bp[4200];
+    snprintf(bp, sizeof bp, "%s/best.safetensors", c->checkpoint_dir);
+    double fs;
+    int fe;
+    int have = checkpoint_read_best(bp, &fs, &fe) == CX_OK;
+    if (have && fs > T->ts.best_score) T->ts.best_score = fs, T->ts.best_epoch = fe;
+    if (T->ts.best_epoch > 0 && T->ts.best_epoch == T->ts.epoch && T->ts.batch_in_epoch == 0 &&
+        (!have || fs < T->ts.best_score)) {
+        int saved = 0;
+        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        cx_status st = checkpoint_save_best(c->checkpoint_dir, &T->pt, T->meta_json, T->ts.best_score, T->ts.best_epoch, &saved);
+        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        CX_TRY(st);
+        say("wrote %s (Sα %.4f, epoch %d) from the resumed checkpoint: the previous run stopped before writing it\n", bp,
+            T->ts.best_score, T->ts.best_epoch);
+    }
+    return CX_OK;
+}
+
+// Know the memory before the work: the estimated peak of a training step (the larger
+// stage batch) plus the data the run keeps (validation masks at full size, the cache,
+// the loader's batches), against what the machine has (core/sysmem.h). Printed;
+// refused with a batch size (or input size) that fits when it does not.
+static cx_status check_memory(Trainer *T) {
+    const TrainConfig *c = T->c;
+    const int b1 = c->batch_size, b2 = c->stage2_batch_size ? c->stage2_batch_size : c->batch_size;
+    const int stage2 = c->stage1_epochs < c->epochs;
+    const int B = stage2 && b2 > b1 ? b2 : b1;
+    const char *opt = stage2 && b2 > b1 ? "--stage2-batch-size" : "--batch-size";
+    const double S2 = (double)c->img_size * c->img_size;
+    double data = 256.0 * (1 << 20) + 64.0 * (1 << 20) * c->num_workers;   // the runtime, and a photo per worker
+    for (int i = 0; i < T->va.n; i++) data += (double)T->va.s[i].w * T->va.s[i].h;
+    if (c->cache) data += 4.0 * S2 * T->tr.n;
+    const double per_batch = 6.0 * 16.0 * S2;   // loader: prefetched and in-flight batches, images + masks in float32
+    MemEstimate m;
+    camoxpert_memory_estimate(&T->mc, T->pt.numel, B, c->img_size, 1, c->use_ema, 4, &m);
+    double total = m.total + data + per_batch * B;
+    char how[64], a[32], b[32], d[32], e[32];
+    double budget = (double)cx_mem_budget(how, sizeof how);
+    say("memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
+        mem_str(total, a, sizeof a), mem_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
+        mem_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size, mem_str(data + per_batch * B, e, sizeof e));
+    if (budget > 0) say(" of %s available (%s)", mem_str(budget, a, sizeof a), how);
+    say("\n");
+    if (budget <= 0 || total <= budget) return CX_OK;
+    int fit = camoxpert_memory_fit_batch(&T->mc, T->pt.numel, c->img_size, 1, c->use_ema, 4, data, budget, 65536);
+    while (fit > 0) {   // the loader's batches grow with the batch too
+        MemEstimate f;
+        camoxpert_memory_estimate(&T->mc, T->pt.numel, fit, c->img_size, 1, c->use_ema, 4, &f);
+        if (f.total + data + per_batch * fit <= budget) break;
+        fit--;
+    }
+    char advice[256];
+    if (fit > 0) snprintf(advice, sizeof advice, "%s %d fits", opt, fit);
+    else {
+        int S = camoxpert_memory_fit_size(&T->mc, T->pt.numel, 1, 1, c->use_ema, 4, data + per_batch, budget, c->img_size);
+        if (S > 0) snprintf(advice, sizeof advice, "even batch 1 does not fit at %dx%d; --img-size %d with %s 1 fits",
+                            c->img_size, c->img_size, S, opt);
+        else snprintf(advice, sizeof advice, "even batch 1 at 32x32 does not fit: the model is too large for this machine");
+    }
+    return CX_FAIL(CX_EARG, "%s %d at --img-size %d: a training step needs about %s at peak, more than the %s this machine "
+                   "has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", opt, B,
+                   c->img_size, mem_str(total, a, sizeof a), mem_str(budget, b, sizeof b), how, advice);
 }
 
 static cx_status trainer_setup(Trainer *T) {
     const TrainConfig *c = T->c;
+    // The checkpoint directory first: does it hold a run this one must not overwrite?
+    // (Nothing is created before the data and the model are known to be good.)
+    char rdir[4200] = "", held[256];
+    uint64_t rtok = 0;
+    if (c->resume_from) rundir_dirname(c->resume_from, rdir, sizeof rdir);
+    int resume_here = c->resume_from && rundir_same(rdir, c->checkpoint_dir) &&
+                      !checkpoint_read_token(c->resume_from, &rtok) && rtok;
+    if (!c->overwrite && !resume_here && rundir_has_run(c->checkpoint_dir, held, sizeof held))
+        return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of another run (%s); a new run there would "
+                       "overwrite them and append to its log. Resume that run with --resume-from %s/last.safetensors, "
+                       "choose another --checkpoint-dir, or pass --overwrite to replace it", c->checkpoint_dir, held,
+                       c->checkpoint_dir);
     // Data: the training split and the held-out validation split.
-    DatasetOptions dop = { .root = c->dataset_path, .split = "train" };
+    DatasetOptions dop = { .root = c->dataset_path, .split = "train", .skip_bad = c->skip_bad,
+                           .include_noncam = c->include_noncam };
     cx_status st = dataset_open(&T->all, &dop);
-    if (!st) st = dataset_scan(&T->all, 0);
+    if (!st) st = dataset_scan(&T->all, c->skip_bad);
     if (st) { cx_error_context("--dataset-path %s", c->dataset_path); return st; }
     char sum[256];
     dataset_summary(&T->all, sum, sizeof sum);
@@ -563,6 +690,7 @@ static cx_status trainer_setup(Trainer *T) {
     T->mc.lb_coef = c->lb_coef;
     params_init(&T->pt);
     T->m = camoxpert_create(&T->mc, &T->pt);
+    CX_TRY(check_memory(T));
     params_alloc(&T->pt, DT_F32);
     Rng rng = rng_init(c->seed);
     camoxpert_init(T->m, &T->pt, &rng);
@@ -623,6 +751,7 @@ static cx_status trainer_setup(Trainer *T) {
                                                 (unsigned long long)T->ts.seed, (unsigned long long)c->seed);
             snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s", c->resume_from);
             T->last_ckpt_epoch = T->ts.epoch;
+            T->saved_step = T->ts.global_step;
             say("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
                    c->resume_from, T->ts.stage, T->ts.epoch, (long long)T->ts.batch_in_epoch,
                    (long long)T->ts.global_step, T->ts.best_score, T->ts.best_epoch);
@@ -633,17 +762,32 @@ static cx_status trainer_setup(Trainer *T) {
             }
             say("started from the weights of %s (no training state beside it)\n", c->resume_from);
         }
+        T->exact_resume = has_state;
+    }
+    // Before the first write: the directory's lock (one train at a time), then the check again.
+    CX_TRY(rundir_open(&T->rd, c->checkpoint_dir));
+    if (!T->exact_resume) {
+        // A new run: the directory holds none unless the resumed weights had no state, or
+        // --overwrite; either way nothing of an earlier run may stay mixed in.
+        if (!c->overwrite && rundir_has_run(c->checkpoint_dir, held, sizeof held))
+            return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of a run (%s)%s%s%s; choose another "
+                           "--checkpoint-dir, or pass --overwrite to replace that run", c->checkpoint_dir, held,
+                           c->resume_from ? " and " : "", c->resume_from ? c->resume_from : "",
+                           c->resume_from ? " has no training state to continue it" : "");
+        CX_TRY(rundir_clear(&T->rd));
+    } else {
+        if (rundir_same(rdir, c->checkpoint_dir)) CX_TRY(rundir_truncate_log(&T->rd, T->ts.log_bytes));
+        rundir_tidy(&T->rd, T->ts.token);
     }
     T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
     T->rs.n_cat = T->all.n_categories;
     T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
     T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
                                  sizeof(int64_t));
-    CX_TRY(make_dirs(c->checkpoint_dir));
     char lp[4200];
     snprintf(lp, sizeof lp, "%s/train_log.jsonl", c->checkpoint_dir);
-    T->log = fopen(lp, "a");
-    if (!T->log) return CX_FAIL(CX_EIO, "cannot open %s for appending; check --checkpoint-dir", lp);
+    if ((st = open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
+    if (T->exact_resume) CX_TRY(reconcile_best(T));
     T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
     say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
            T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,
@@ -654,6 +798,7 @@ static cx_status trainer_setup(Trainer *T) {
 
 static void trainer_free(Trainer *T) {
     if (T->log) fclose(T->log);
+    rundir_close(&T->rd);
     for (int i = 0; T->gt && i < T->va.n; i++) image_free(&T->gt[i]);
     free(T->gt);
     free(T->meta_json);
@@ -678,6 +823,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     say_fp = c->quiet ? NULL : stdout;
     Trainer T;
     memset(&T, 0, sizeof T);
+    T.rd.lock_fd = -1;
     T.c = c;
     cx_status st = runtime_init(&T.rt, c->device, c->precision, 1, 1);
     if (!st) {
@@ -740,6 +886,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         T.ts.epoch++;
         T.ts.batch_in_epoch = 0;
         r->epochs++;
+        int new_best = 0;
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "type", "epoch");
         cJSON_AddNumberToObject(j, "epoch", T.ts.epoch);
@@ -771,20 +918,23 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             say("  validation (%d images, %.1f s): Sα %.4f  IoU %.4f  wFβ %.4f  MAE %.4f  meanEφ %.4f  maxFβ %.4f%s\n",
                    vr.n, cx_time_s() - tv, vr.s.sm, vr.iou, vr.s.wfm, vr.s.mae, vr.s.mean_em, vr.s.max_fm,
                    best ? "  (best)" : "");
-            if (best) {
-                // The weights validated: the EMA's when on.
-                if (c->use_ema) ema_swap(&T.ema, &T.pt);
-                st = checkpoint_save(c->checkpoint_dir, "best", &T.pt, T.meta_json, NULL, NULL, NULL);
-                if (c->use_ema) ema_swap(&T.ema, &T.pt);
-                if (st) { cJSON_Delete(j); break; }
-            }
+            new_best = best;
         }
         if (T.mc.sparse && T.rs.images) {
             cJSON_AddItemToObject(j, "routing", route_stats_json(&T.rs, &T.all));
             route_stats_print(&T.rs, &T.all);
         }
         log_line(&T, j);
+        // last first (its state records the new best score), then best: a kill between
+        // the two is mended at resume from last's weights (reconcile_best).
         if ((st = save_last(&T))) break;
+        if (new_best) {
+            int saved = 0;
+            if (c->use_ema) ema_swap(&T.ema, &T.pt);   // the weights validated: the EMA's when on
+            st = checkpoint_save_best(c->checkpoint_dir, &T.pt, T.meta_json, T.ts.best_score, T.ts.best_epoch, &saved);
+            if (c->use_ema) ema_swap(&T.ema, &T.pt);
+            if (st) break;
+        }
         if (c->epoch_done) c->epoch_done(c->epoch_done_arg);
         if (stop) {
             say("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
@@ -792,6 +942,20 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             r->interrupted = 1;
             break;
         }
+    }
+    // A data file that broke mid-run: what was trained since the last checkpoint is saved
+    // before the error is reported (the weights are good; only the data is not).
+    if (st && T.data_failed && T.ts.global_step > T.saved_step && T.log) {
+        char err[2048];
+        snprintf(err, sizeof err, "%s", cx_errmsg());
+        int64_t since = T.ts.global_step - T.saved_step;
+        cx_status ss = save_last(&T);
+        if (!ss)
+            st = CX_FAIL(st, "%s — the %lld steps trained since the previous checkpoint are saved in %s (step %lld); fix or "
+                         "remove the file (train --skip-bad leaves out files that are bad at the start) and continue with "
+                         "--resume-from %s", err, (long long)since, T.last_ckpt, (long long)T.ts.global_step, T.last_ckpt);
+        else
+            st = CX_FAIL(st, "%s — and saving the steps trained since the previous checkpoint failed too: %s", err, cx_errmsg());
     }
     r->steps = T.ts.global_step;
     r->best_sm = T.ts.best_score;

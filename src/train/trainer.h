@@ -8,16 +8,20 @@
 // checkpoint by Sα; routing statistics per epoch for sparse models; atomic
 // checkpoints every epoch and when stopped; exact resume.
 //
-// Files in cfg.checkpoint_dir:
-//   last.safetensors (+ last.state.safetensors)  the weights and the training state
-//                                                (optimizer, EMA, counters, data cursor)
-//   best.safetensors                             the weights with the best validation Sα
-//                                                (the EMA weights when use_ema)
-//   train_log.jsonl                              one JSON object per optimizer step
-//                                                ("type":"step") and per epoch ("type":"epoch");
-//                                                a "type":"run" record at each (re)start (command,
-//                                                model, parameters, device, data) and a "type":"end"
-//                                                record when the run ends (done, stopped, failed)
+// Files in cfg.checkpoint_dir (train/rundir.h: one writer, never another run's):
+//   last.safetensors (+ last.state.<token>.safetensors)  the weights and the training
+//                                        state (optimizer, EMA, counters, data cursor),
+//                                        replaced as a whole (train/checkpoint.h)
+//   best.safetensors                     the weights with the best validation Sα (the
+//                                        EMA weights when use_ema) and that score; never
+//                                        replaced by a lower one
+//   train_log.jsonl                      one JSON object per optimizer step ("type":"step")
+//                                        and per epoch ("type":"epoch"); a resume cuts it
+//                                        back to the checkpoint, so no step is logged twice;
+//                                        a "type":"run" record at each (re)start (command,
+//                                        model, parameters, device, data) and a "type":"end"
+//                                        record when the run ends (done, stopped, failed)
+//   .camoxpert.lock                      held while the run writes
 //
 // Resume is exact: the batches are a pure function of (seed, epoch, batch) (the
 // loader's cursor is in the state), the learning rate a pure function of the
@@ -39,7 +43,8 @@ typedef struct {
     const char *checkpoint_dir;    // --checkpoint-dir
     const char *backbone;          // EdgeNeXt variant
     const char *backbone_weights;  // timm EdgeNeXt safetensors for the backbone, or NULL
-    const char *resume_from;       // a checkpoint (weights; its .state file beside it when present)
+    const char *resume_from;       // a checkpoint (weights; the state it names when present)
+    int overwrite;                 // 1: a new run may replace the run in checkpoint_dir (its files are deleted)
     int batch_size, stage2_batch_size, img_size;
     int epochs, stage1_epochs;     // epochs over both stages; the first stage1_epochs are stage 1
     double lr, stage2_lr, weight_decay, min_lr, warmup_epochs;
@@ -53,6 +58,8 @@ typedef struct {
     uint64_t seed;
     int num_workers;               // loader threads
     int cache;                     // 1: keep resized images in memory
+    int skip_bad;                  // 1: leave out bad or unpaired files found by the scan (a warning each)
+    int include_noncam;            // COD10K: keep the NonCAM images (nothing hidden, empty masks)
     int sparse, num_experts, top_k;
     double lb_coef;
     moe_balance balance;

@@ -1,0 +1,101 @@
+// rundir.c — see rundir.h.
+#include "train/rundir.h"
+#include "train/checkpoint.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+cx_status rundir_open(RunDir *r, const char *dir) {
+    memset(r, 0, sizeof *r);
+    r->lock_fd = -1;
+    if (strlen(dir) + 64 >= sizeof r->dir) return CX_FAIL(CX_EARG, "--checkpoint-dir %s: path too long", dir);
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
+    CX_TRY(make_dirs(dir));
+    char p[4200];
+    snprintf(p, sizeof p, "%s/.camoxpert.lock", dir);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0666);
+    if (fd < 0) return CX_FAIL(CX_EIO, "cannot create %s: %s (is --checkpoint-dir writable?)", p, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t k = pread(fd, pid, sizeof pid - 1, 0);
+        pid[k > 0 ? k : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        return CX_FAIL(CX_EIO, "--checkpoint-dir %s is in use by another camoxpert train (pid %s); wait for it to end, "
+                       "or choose another --checkpoint-dir", dir, pid[0] ? pid : "?");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) { /* the pid is for messages only */ }
+    r->lock_fd = fd;
+    return CX_OK;
+}
+
+void rundir_close(RunDir *r) {
+    if (r->lock_fd >= 0) close(r->lock_fd);   // releases the lock
+    r->lock_fd = -1;
+}
+
+int rundir_has_run(const char *dir, char *what, size_t n) {
+    static const char *const names[] = { "last.safetensors", "best.safetensors", NULL };
+    int found = 0;
+    size_t len = 0;
+    if (n) what[0] = 0;
+    for (int i = 0; names[i]; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (!path_exists(p)) continue;
+        if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
+        found = 1;
+    }
+    return found;
+}
+
+static cx_status remove_if_there(const char *dir, const char *name) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    if (unlink(p) != 0 && errno != ENOENT) return CX_FAIL(CX_EIO, "cannot remove %s: %s", p, strerror(errno));
+    return CX_OK;
+}
+
+cx_status rundir_clear(RunDir *r) {
+    CX_TRY(remove_if_there(r->dir, "last.safetensors"));
+    CX_TRY(remove_if_there(r->dir, "best.safetensors"));
+    CX_TRY(remove_if_there(r->dir, "train_log.jsonl"));
+    checkpoint_tidy(r->dir, "last", 0, 1);   // every state: no weights name one now
+    atomic_cleanup_dir(r->dir);
+    return CX_OK;
+}
+
+int rundir_tidy(RunDir *r, uint64_t keep) {
+    // The pre-token state file is kept only when last.safetensors names no token-named state.
+    char w[4200], sp[4300];
+    snprintf(w, sizeof w, "%s/last.safetensors", r->dir);
+    checkpoint_state_path(w, keep, sp, sizeof sp);
+    int legacy = keep && path_exists(sp);
+    return checkpoint_tidy(r->dir, "last", keep, legacy) + atomic_cleanup_dir(r->dir);
+}
+
+cx_status rundir_truncate_log(RunDir *r, int64_t bytes) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", r->dir);
+    struct stat st;
+    if (bytes < 0 || lstat(p, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= bytes) return CX_OK;
+    if (truncate(p, bytes) != 0) return CX_FAIL(CX_EIO, "cannot cut %s back to %lld bytes: %s", p, (long long)bytes, strerror(errno));
+    return CX_OK;
+}
+
+int rundir_same(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+void rundir_dirname(const char *path, char *out, size_t n) {
+    const char *s = strrchr(path, '/');
+    if (!s) snprintf(out, n, ".");
+    else if (s == path) snprintf(out, n, "/");
+    else snprintf(out, n, "%.*s", (int)(s - path), path);
+}

@@ -1,0 +1,1226 @@
+// test_hostile.c — the program as a careless or hostile user runs it (issue 12;
+// docs/RELIABILITY.md). Each test checks one rule for every command and option it
+// applies to, mostly through the program built beside this runner (build/camoxpert,
+// or $CAMOXPERT_TEST_BIN to show a rule failing on another build), with a time limit
+// so that a hang is a failure rather than a stuck run:
+//   1. never overwrite what camoxpert did not write (predict, eval, bench, synth, train);
+//   2. a checkpoint is replaced atomically as a whole: a kill at every moment of a save
+//      leaves a resumable run, and best never goes back;
+//   3. non-finite numbers never enter training or a checkpoint (options, loads, saves);
+//   4. verify fails on any non-finite value, on either side, at any index;
+//   5. no input hangs or crashes the program (FIFOs, thread counts);
+//   6. a resumed run writes beside the checkpoint it resumes;
+//   7. the memory of a job is known (and checked) before the work;
+//   8. the smaller ones: data breaking mid-run, empty masks, one-pixel GT, metadata
+//      img_size, --skip-bad, long names, report formats, and — checked on every run
+//      below — messages name only options their command has.
+#include "test.h"
+#include "nn/runtime.h"
+#include "core/finite.h"
+#include "core/text.h"
+#include "data/image.h"
+#include <cjson/cJSON.h>
+#include "nn/camoxpert.h"
+#include "nn/memory.h"
+#include "train/loss.h"
+#include "train/checkpoint.h"
+#include "train/infer.h"
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The program beside this runner, or $CAMOXPERT_TEST_BIN (to show a rule failing on another build).
+static const char *bin_path(void) {
+    static char path[4096];
+    const char *env = getenv("CAMOXPERT_TEST_BIN");
+    if (env && *env) return env;
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "build/camoxpert";
+    path[n] = 0;
+    strcpy(strrchr(path, '/') + 1, "camoxpert");
+    return path;
+}
+
+static const char *const commands[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
+
+// The --help text of a command (cached).
+static const char *help_of(const char *cmd) {
+    static char *help[16];
+    for (int i = 0; commands[i]; i++) {
+        if (strcmp(commands[i], cmd)) continue;
+        if (!help[i]) {
+            char c[5000], p[800];
+            snprintf(p, sizeof p, "%s/help_%s.txt", test_tmpdir(), cmd);
+            snprintf(c, sizeof c, "%s %s --help > %s 2>&1", bin_path(), cmd, p);
+            size_t n;
+            if (system(c) != 0 || read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
+        }
+        return help[i];
+    }
+    return NULL;
+}
+
+// Rule 8: a message names only options its command has. Every `--option` in an error,
+// warning or note line of `cmd`'s output must be in `cmd --help` (options of another
+// command, named as "camoxpert OTHER --option", are that command's).
+static void check_named_options(const char *cmd, const char *out) {
+    const char *help = help_of(cmd);
+    if (!help || !*help) return;
+    for (const char *line = out; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        int msg = !strncmp(line, "error", 5) || !strncmp(line, "warning", 7) || !strncmp(line, "note", 4) ||
+                  !strncmp(line, "(or pass", 8);
+        for (size_t i = 0; msg && i + 3 < len; i++) {
+            if (line[i] != '-' || line[i + 1] != '-' || !(line[i + 2] >= 'a' && line[i + 2] <= 'z') ||
+                (i > 0 && line[i - 1] != ' ' && line[i - 1] != '(' && line[i - 1] != '`' && line[i - 1] != ','))
+                continue;
+            char opt[64];
+            size_t k = 0;
+            while (k + 1 < sizeof opt && i + k < len &&
+                   ((line[i + k] >= 'a' && line[i + k] <= 'z') || (line[i + k] >= '0' && line[i + k] <= '9') || line[i + k] == '-'))
+                opt[k] = line[i + k], k++;
+            opt[k] = 0;
+            // "camoxpert OTHER ... --opt": the option of another command.
+            int other = 0;
+            for (size_t j = i; j-- > 0;) {
+                if (line[j] == ';' || line[j] == ':') break;
+                if (!strncmp(line + j, "camoxpert ", 10)) {
+                    other = strncmp(line + j + 10, cmd, strlen(cmd)) != 0;
+                    break;
+                }
+            }
+            char want[80];
+            snprintf(want, sizeof want, "%s ", opt);
+            char want2[80];
+            snprintf(want2, sizeof want2, "%s\n", opt);
+            if (!other && !strstr(help, want) && !strstr(help, want2))
+                test_fail(__FILE__, __LINE__, "camoxpert %s printed a message naming %s, which it does not have: %.*s", cmd,
+                          opt, (int)len, line);
+        }
+        line = end ? end + 1 : NULL;
+    }
+}
+
+// Runs `timeout 60 camoxpert ARGS` with stdout+stderr into *out (static buffer);
+// returns the exit status (124: it hung and was killed).
+static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run_bin(char **out, const char *fmt, ...) {
+    static char *buf;
+    static char log[600];
+    if (!log[0]) snprintf(log, sizeof log, "%s/hostile.log", test_tmpdir());
+    char args[8192], cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 60 %s %s > %s 2>&1 < /dev/null", bin_path(), args, log);
+    int st = system(cmd);
+    free(buf);
+    buf = NULL;
+    size_t n;
+    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    if (out) *out = buf;
+    char cmd0[32] = "";
+    sscanf(args, "%31s", cmd0);
+    if (strcmp(cmd0, "--help") && !strstr(args, "--help")) check_named_options(cmd0, buf);
+    if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 137)) return 124;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A tiny synthetic set in the COD10K-v3 layout, made by the program itself (fresh for each caller).
+static const char *tiny_set(const char *name) {
+    static char d[8][700];
+    static int k;
+    char *p = d[k++ & 7];
+    snprintf(p, 700, "%s/%s", test_tmpdir(), name);
+    if (run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", p)) p[0] = 0;
+    return p;
+}
+
+// An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
+static const char *tiny_checkpoint(void) {
+    static char path[800];
+    const char *dir = test_tmpdir();
+    CamoXpertConfig mc;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, &pt, &rng);
+    char *cfg = infer_config_json(&mc, 64);
+    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    free(cfg);
+    camoxpert_free(m);
+    params_free(&pt);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    return st ? NULL : path;
+}
+
+// ---- rule 5: no input can hang the program ---------------------------------------------
+
+TEST(hostile_fifo_where_a_file_is_expected_is_an_error_not_a_hang) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("fifo_set");
+    REQUIRE(ck && ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char fifo[700], photos[700];
+    snprintf(fifo, sizeof fifo, "%s/pipe.safetensors", t);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    snprintf(photos, sizeof photos, "%s/photos", t);
+    REQUIRE_OK(make_dirs(photos));
+    char *o;
+    // Each option that names a file, given a FIFO: a prompt error naming it.
+    struct { const char *what; int rc; } r[8];
+    int n = 0;
+    r[n].what = "predict --weights";
+    r[n++].rc = run_bin(&o, "predict --weights %s --input %s --out %s/out --threads 1", fifo, photos, t);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "predict --input";
+    r[n++].rc = run_bin(&o, "predict --weights %s --input %s --out %s/out2 --threads 1", ck, fifo, t);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "train --resume-from";
+    r[n++].rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ck1 --resume-from %s --threads 1", ds, t, fifo);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "train --backbone-weights";
+    r[n++].rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ck2 --backbone edgenext_xx_small "
+                        "--backbone-weights %s --img-size 32 --threads 1", ds, t, fifo);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "verify FIXTURE";
+    r[n++].rc = run_bin(&o, "verify %s", fifo);
+    CHECKF(strstr(o, fifo) && strstr(o, "FIFO"), "%s", o);
+    // A dataset file that is a FIFO: the pre-scan names it (data and train).
+    char img[900], gt[900];
+    snprintf(img, sizeof img, "%s/Train/Image/SYN-CAM-zz-999999.jpg", ds);
+    snprintf(gt, sizeof gt, "%s/Train/GT_Object/SYN-CAM-zz-999999.png", ds);
+    REQUIRE(mkfifo(img, 0600) == 0);
+    REQUIRE(mkfifo(gt, 0600) == 0);
+    r[n].what = "data (a FIFO in the dataset)";
+    r[n++].rc = run_bin(&o, "data --dataset-path %s", ds);
+    CHECKF(strstr(o, "SYN-CAM-zz-999999") && strstr(o, "FIFO"), "%s", o);
+    r[n].what = "train (a FIFO in the dataset)";
+    r[n++].rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ck3 --backbone edgenext_xx_small --img-size 32 "
+                        "--threads 1", ds, t);
+    CHECKF(strstr(o, "SYN-CAM-zz-999999") && strstr(o, "FIFO"), "%s", o);
+    // A prediction that is a FIFO, for eval.
+    char pred[700], pf[800];
+    snprintf(pred, sizeof pred, "%s/pred", t);
+    REQUIRE_OK(make_dirs(pred));
+    snprintf(pf, sizeof pf, "%s/SYN-CAM-sand-000013.png", pred);
+    REQUIRE(mkfifo(pf, 0600) == 0);
+    char one_gt[700];
+    snprintf(one_gt, sizeof one_gt, "%s/gt_one", t);
+    REQUIRE_OK(make_dirs(one_gt));
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "cp %s/Test/GT_Object/SYN-CAM-*-000013.png %s/SYN-CAM-sand-000013.png", ds, one_gt);
+    REQUIRE(system(cmd) == 0);
+    r[n].what = "eval (a FIFO prediction)";
+    r[n++].rc = run_bin(&o, "eval --pred %s --gt %s --threads 1", pred, one_gt);
+    CHECKF(strstr(o, pf) && strstr(o, "FIFO"), "%s", o);
+    for (int i = 0; i < n; i++) CHECKF(r[i].rc != 124 && r[i].rc != 0, "%s: exit %d (124: hung)", r[i].what, r[i].rc);
+}
+
+TEST(hostile_io_open_regular_refuses_fifos_and_directories_at_once) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char fifo[700];
+    snprintf(fifo, sizeof fifo, "%s/p", t);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    alarm(20);   // a regression hangs here; the alarm turns it into a failure
+    unsigned char *b;
+    size_t n;
+    CHECK(read_file(fifo, &b, &n) == CX_EIO && strstr(cx_errmsg(), "FIFO"));
+    CHECK(read_file(t, &b, &n) == CX_EIO && strstr(cx_errmsg(), "directory"));
+    FILE *f;
+    CHECK(open_regular("/dev/null", &f) == CX_EIO && strstr(cx_errmsg(), "device"));
+    alarm(0);
+}
+
+TEST(hostile_threads_are_capped_in_every_command) {
+    static const char *const cmds[] = { "train", "predict", "bench", "eval", "synth", "verify", NULL };
+    char *o;
+    for (int i = 0; cmds[i]; i++) {
+        int rc = run_bin(&o, "%s --threads 100000", cmds[i]);
+        CHECKF(rc == 2 && strstr(o, "--threads 100000"), "%s: exit %d: %s", cmds[i], rc, o);
+        rc = run_bin(&o, "%s --threads -3", cmds[i]);
+        CHECKF(rc == 2 && strstr(o, "--threads -3"), "%s: exit %d: %s", cmds[i], rc, o);
+    }
+    // Worker threads too.
+    int rc = run_bin(&o, "train --dataset-path x --num-workers 100000");
+    CHECKF(rc == 2 && strstr(o, "--num-workers 100000"), "exit %d: %s", rc, o);
+    rc = run_bin(&o, "data --dataset-path x --workers 100000");
+    CHECKF(rc == 2 && strstr(o, "--workers 100000"), "exit %d: %s", rc, o);
+}
+
+// ---- rule 2: atomic writes --------------------------------------------------------------
+
+TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_symlinks) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    // A target name of 250 bytes (the file-name limit is 255): the temporary name does not grow with it.
+    char name[251], path[1200];
+    memset(name, 'n', 250);
+    name[250] = 0;
+    snprintf(path, sizeof path, "%s/%s", t, name);
+    AtomicFile a, b;
+    REQUIRE_OK(atomic_begin(&a, path));
+    REQUIRE_OK(atomic_begin(&b, path));
+    CHECKF(strcmp(a.tmp, b.tmp) != 0, "two temporary names alike: %s", a.tmp);
+    const char *base = strrchr(a.tmp, '/');
+    CHECKF(base && !strncmp(a.tmp, t, strlen(t)) && base - a.tmp == (long)strlen(t), "%s is not in %s", a.tmp, t);
+    CHECKF(base && strlen(base + 1) < 40 && !strncmp(base + 1, ".camoxpert-", 11), "temporary name %s", a.tmp);
+    CHECKF(!strstr(a.tmp, "tmp.") && !strstr(a.tmp, name), "predictable temporary name %s", a.tmp);
+    fputs("a", a.fp);
+    fputs("b", b.fp);
+    atomic_abort(&b);
+    CHECK(!path_exists(b.tmp));
+    REQUIRE_OK(atomic_commit(&a));
+    unsigned char *buf;
+    size_t n;
+    REQUIRE_OK(read_file(path, &buf, &n));
+    CHECK(n == 1 && buf[0] == 'a');
+    free(buf);
+    // A symlink planted at the target: the rename replaces the link, the file it points to is untouched.
+    char victim[700], link[700];
+    snprintf(victim, sizeof victim, "%s/victim", t);
+    snprintf(link, sizeof link, "%s/target", t);
+    FILE *f = fopen(victim, "w");
+    REQUIRE(f);
+    fputs("precious", f);
+    fclose(f);
+    REQUIRE(symlink(victim, link) == 0);
+    REQUIRE_OK(atomic_begin(&a, link));
+    fputs("new", a.fp);
+    REQUIRE_OK(atomic_commit(&a));
+    REQUIRE_OK(read_file(victim, &buf, &n));
+    CHECKF(n == 8 && !memcmp(buf, "precious", 8), "the symlink's target was written: %.*s", (int)n, buf);
+    free(buf);
+    struct stat st;
+    CHECK(lstat(link, &st) == 0 && S_ISREG(st.st_mode));
+    // Leftovers of killed writes are found and removed by name.
+    REQUIRE_OK(atomic_begin(&a, link));
+    fclose(a.fp);   // as if killed: the temporary file stays
+    CHECK(path_exists(a.tmp));
+    CHECK(atomic_cleanup_dir(t) == 1 && !path_exists(a.tmp) && path_exists(victim) && path_exists(path));
+}
+
+// ---- rule 3: numbers are finite and in range ---------------------------------------------
+
+// Every option of every command whose --help shows a numeric default refuses nan, inf and an
+// overflowing value before doing anything, naming the option.
+TEST(hostile_every_numeric_option_of_every_command_refuses_non_finite_values) {
+    const char *const *cmds = commands;
+    static const char *const bad[] = { "nan", "inf", "-inf", "1e400", NULL };
+    char *o;
+    int checked = 0;
+    for (int c = 0; cmds[c]; c++) {
+        REQUIRE(run_bin(&o, "%s --help", cmds[c]) == 0);
+        char *help = cx_strdup(o);
+        for (char *line = strtok(help, "\n"); line; line = strtok(NULL, "\n")) {
+            if (strncmp(line, "  --", 4) || strlen(line) < 36) continue;
+            char name[64], meta[64] = "";
+            if (sscanf(line + 4, "%63s %63s", name, meta) < 1) continue;
+            if (line[4 + strlen(name)] != ' ' || line[5 + strlen(name)] == ' ') continue;   // a flag: no value
+            const char *d = strstr(line, "(default ");
+            if (!d || !(d[9] == '-' || (d[9] >= '0' && d[9] <= '9'))) continue;     // not a numeric option
+            for (int b = 0; bad[b]; b++) {
+                int rc = run_bin(&o, "%s --%s %s", cmds[c], name, bad[b]);
+                char want[80];
+                snprintf(want, sizeof want, "--%s", name);
+                CHECKF(rc == 2 && strstr(o, want), "%s --%s %s: exit %d: %s", cmds[c], name, bad[b], rc, o);
+            }
+            checked++;
+        }
+        free(help);
+    }
+    CHECKF(checked >= 40, "only %d numeric options found in the --help texts", checked);
+}
+
+// Every numeric option of train is range-checked with a message naming it (exit 2, nothing started).
+TEST(hostile_train_numeric_options_are_range_checked) {
+    static const char *const cases[] = {
+        "--lr 0", "--lr -1e-3", "--lr 1e9", "--stage2-lr 0", "--stage2-lr 5", "--weight-decay -1",
+        "--weight-decay 1", "--min-lr -1", "--warmup-epochs -1", "--warmup-epochs 1e9", "--grad-clip -1",
+        "--use-ema --ema-decay 1", "--use-sparse-moe --lb-coef -1", "--use-sparse-moe --lb-coef 1e9",
+        "--use-sparse-moe --router-lr-scale -1", "--use-sparse-moe --balance bias --bias-update-rate -1",
+        "--val-fraction 1", "--val-fraction -0.5", "--batch-size 0", "--batch-size 1000000",
+        "--stage2-batch-size -1", "--img-size 1000000", "--img-size 33", "--img-size -32", "--epochs 0",
+        "--accumulation-steps 0", "--scheduler cosine_restart --t-mult 0", "--max-steps -1", "--progress 5",
+        "--val-every 0", "--use-sparse-moe --num-experts 0", NULL };
+    char *o;
+    for (int i = 0; cases[i]; i++) {
+        int rc = run_bin(&o, "train --dataset-path /nonexistent %s", cases[i]);
+        // The option named is the last one of the case ("--use-ema --ema-decay 1" -> --ema-decay).
+        const char *last = cases[i], *q;
+        while ((q = strstr(last + 2, " --"))) last = q + 1;
+        char name[64];
+        sscanf(last, "%63s", name);
+        CHECKF(rc == 2 && strstr(o, name), "train %s: exit %d: %s", cases[i], rc, o);
+    }
+}
+
+// ---- rule 4: parity checks fail on any non-finite value ----------------------------------
+
+TEST(hostile_rel_err_fails_on_a_non_finite_value_anywhere_on_either_side) {
+    const int64_t n = 5;
+    const double specials[3] = { NAN, INFINITY, -INFINITY };
+    for (int side = 0; side < 2; side++)
+        for (int64_t at = 0; at < n; at++)
+            for (int k = 0; k < 3; k++) {
+                float a[5] = { 1, 2, 3, 4, 5 }, b[5] = { 1, 2, 3, 4, 5 };
+                (side ? b : a)[at] = (float)specials[k];
+                Tensor ta = tensor_view(a, DT_F32, 1, &n), tb = tensor_view(b, DT_F32, 1, &n);
+                int64_t bad;
+                double e = tensor_rel_err(&ta, &tb, 0, &bad);
+                CHECKF(!(e <= 1e30) && bad == at, "side %d index %lld value %g: err %g, bad %lld", side, (long long)at,
+                       specials[k], e, (long long)bad);
+                CHECKF(!(test_rel_err(&ta, &tb, 0) <= 1e30), "test_rel_err passes a non-finite value at %lld", (long long)at);
+            }
+    float a[5] = { 1, 2, 3, 4, 5 }, b[5] = { 1, 2, 3, 4, 5.5f };
+    Tensor ta = tensor_view(a, DT_F32, 1, &n), tb = tensor_view(b, DT_F32, 1, &n);
+    int64_t bad;
+    CHECK_NEAR(tensor_rel_err(&ta, &tb, 0, &bad), 0.5 / 5.5, 1e-7);
+    CHECK(bad == -1);
+}
+
+// A copy of a fixture with one reference value made non-finite (first or last element of a tensor).
+static const char *fixture_with(const char *name, int last, float value) {
+    static char out[800];
+    unsigned char *buf;
+    size_t n;
+    if (read_file("tests/fixtures/edgenext_base_1x65x47.safetensors", &buf, &n)) return NULL;
+    StFile f;
+    unsigned char *copy = cx_malloc(n);
+    memcpy(copy, buf, n);
+    if (st_open_buffer(&f, "fixture", buf, n)) return NULL;
+    const StEntry *e = st_find(&f, name);
+    if (!e || e->dtype != DT_F32) { st_close(&f); free(copy); return NULL; }
+    size_t off = (size_t)((const unsigned char *)e->data - f.buf) + (last ? e->end - e->begin - 4 : 0);
+    memcpy(copy + off, &value, 4);
+    st_close(&f);
+    snprintf(out, sizeof out, "%s/fixture_%d.safetensors", test_tmpdir(), last);
+    FILE *fp = fopen(out, "wb");
+    if (!fp) { free(copy); return NULL; }
+    fwrite(copy, 1, n, fp);
+    fclose(fp);
+    free(copy);
+    return out;
+}
+
+TEST(hostile_verify_fails_a_fixture_with_a_nan_or_inf_anywhere) {
+    char *o;
+    const char *fx = fixture_with("output/feat0", 0, NAN);
+    REQUIRE(fx);
+    int rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+    CHECKF(rc == 1 && strstr(o, "FAIL") && strstr(o, "non-finite value at index 0"), "exit %d: %s", rc, o);
+    fx = fixture_with("grad/param/stem.0.bias", 1, INFINITY);
+    REQUIRE(fx);
+    rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+    CHECKF(rc == 1 && strstr(o, "FAIL") && strstr(o, "non-finite value at index 79"), "exit %d: %s", rc, o);
+}
+
+// A checkpoint (full model, or only its backbone) with one non-finite value in tensor `bad`,
+// written directly (checkpoint_save refuses to write one).
+static const char *nonfinite_checkpoint(const char *file, const char *bad, int backbone_only) {
+    static char path[800];
+    CamoXpertConfig mc;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, &pt, &rng);
+    int i = -1;   // `bad`, or (NULL) the first weight after the backbone
+    for (int k = 0; k < pt.n && i < 0; k++)
+        if (bad ? !strcmp(pt.p[k].name, bad) : strncmp(pt.p[k].name, "backbone.", 9) && strstr(pt.p[k].name, ".weight")) i = k;
+    if (i < 0) { camoxpert_free(m); params_free(&pt); return NULL; }
+    Tensor v = params_value(&pt, i);
+    tensor_set(&v, tensor_numel(&v) - 1, NAN);
+    snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
+    StWriter w;
+    st_writer_init(&w);
+    char *cfg = infer_config_json(&mc, 64);
+    if (!backbone_only) st_writer_meta(&w, "camoxpert_config", cfg);
+    Arena tmp;
+    arena_init(&tmp, "tmp", 1 << 16);
+    params_save(&pt, &w, backbone_only ? "backbone." : NULL, &tmp);
+    cx_status st = st_writer_save(&w, path);
+    st_writer_free(&w);
+    arena_free(&tmp);
+    free(cfg);
+    camoxpert_free(m);
+    params_free(&pt);
+    return st ? NULL : path;
+}
+
+TEST(hostile_loading_non_finite_weights_is_an_error_naming_the_tensor) {
+    const char *ds = tiny_set("nan_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char *o;
+    const char *w = nonfinite_checkpoint("nan.safetensors", NULL, 0);
+    REQUIRE(w);
+    char photo[700];
+    snprintf(photo, sizeof photo, "%s/Test/Image", ds);
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s/pred --threads 1", w, photo, t);
+    CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, ".weight'"), "predict: exit %d: %s", rc, o);
+    char out[700];
+    snprintf(out, sizeof out, "%s/pred", t);
+    CHECKF(!path_exists(out), "predict wrote %s from NaN weights", out);
+    rc = run_bin(&o, "train --dataset-path %s --resume-from %s --checkpoint-dir %s/ck --backbone edgenext_xx_small "
+                 "--use-sparse-moe --num-experts 4 --top-k 2 --img-size 32 --threads 1", ds, w, t);
+    CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, ".weight'") && !strstr(o, "lower --lr"), "resume: exit %d: %s", rc, o);
+    const char *bw = nonfinite_checkpoint("nan_backbone.safetensors", "backbone.stages_1.blocks.0.gamma", 1);
+    REQUIRE(bw);
+    rc = run_bin(&o, "train --dataset-path %s --backbone edgenext_xx_small --backbone-weights %s --checkpoint-dir %s/ck2 "
+                 "--img-size 32 --threads 1", ds, bw, t);
+    CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, "stages_1.blocks.0.gamma"), "backbone: exit %d: %s", rc, o);
+}
+
+TEST(hostile_a_checkpoint_never_holds_a_non_finite_number) {
+    ParamTable pt;
+    params_init(&pt);
+    params_add(&pt, "a.weight", 2, (int64_t[]){ 3, 4 }, PG_REST, 0);
+    params_add(&pt, "b.bias", 1, (int64_t[]){ 4 }, PG_REST, 0);
+    params_alloc(&pt, DT_F32);
+    AdamW opt;
+    adamw_init(&opt, &pt, 1e-4);
+    const char *dir = test_tmpdir();
+    TrainState ts = { .stage = 1, .seed = 1 };
+    REQUIRE_OK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL));
+    char p[700];
+    snprintf(p, sizeof p, "%s/last.safetensors", dir);
+    unsigned char *before, *after;
+    size_t nb, na;
+    REQUIRE_OK(read_file(p, &before, &nb));
+    Tensor b = params_value(&pt, 1);
+    tensor_set(&b, 2, INFINITY);
+    CHECK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL) == CX_ENUMERIC && strstr(cx_errmsg(), "b.bias"));
+    tensor_set(&b, 2, 0);
+    opt.host_v[5] = NAN;   // the CPU's moments are their host copies
+    CHECK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL) == CX_ENUMERIC && strstr(cx_errmsg(), "adamw.v"));
+    REQUIRE_OK(read_file(p, &after, &na));
+    CHECK(na == nb && !memcmp(before, after, nb));   // the previous checkpoint is untouched
+    free(before), free(after);
+    adamw_free(&opt);
+    params_free(&pt);
+}
+
+// ---- rule 2: a kill at any moment leaves a resumable run; best never goes back ---------
+
+typedef struct { int steps, dup; double best_sm; } RunLog;
+
+// Steps logged (and whether one was logged twice), and the best validation Sα of a run directory.
+static void read_run(const char *dir, RunLog *r) {
+    memset(r, 0, sizeof *r);
+    r->best_sm = -1;
+    char p[800];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
+    unsigned char *buf;
+    size_t n;
+    if (read_file(p, &buf, &n)) return;
+    int last = 0;
+    for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
+        const char *k = strstr(line, "\"type\":\"step\",\"step\":");
+        if (k) {
+            int s = atoi(k + 21);
+            r->dup |= s != last + 1;
+            last = s;
+            r->steps++;
+        }
+    }
+    free(buf);
+    snprintf(p, sizeof p, "%s/best.safetensors", dir);
+    int e;
+    checkpoint_read_best(p, &r->best_sm, &e);
+}
+
+TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_never_goes_back) {
+    const char *ds = tiny_set("kill_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    const char *opts = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --epochs 2 --stage1-epochs 1 "
+                       "--use-sparse-moe --num-experts 2 --top-k 1 --use-ema --ema-decay 0.5 --val-fraction 0.25 "
+                       "--lr 3e-3 --stage2-lr 3e-3 --seed 5 --threads 1 --num-workers 1 --progress 0";
+    char *o;
+    char ref[700];
+    snprintf(ref, sizeof ref, "%s/ref", t);
+    REQUIRE(run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, ref, opts) == 0);
+    RunLog want;
+    read_run(ref, &want);
+    REQUIRE(want.steps > 0 && want.best_sm > 0);
+    // Kill the run at the N-th crash point (inside every atomic write of every save: before and
+    // after each rename, after the old state's removal), then continue it as a user would.
+    int n = 1;
+    for (; n < 40; n++) {
+        char d[700], cmd[4000];
+        snprintf(d, sizeof d, "%s/kill%d", t, n);
+        snprintf(cmd, sizeof cmd, "%d", n);
+        setenv("CAMOXPERT_CRASH_AT", cmd, 1);
+        int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, d, opts);
+        unsetenv("CAMOXPERT_CRASH_AT");
+        if (rc == 0) break;   // past the last crash point: the run finished
+        CHECKF(rc == 124, "crash point %d: exit %d (expected SIGKILL): %s", n, rc, o);
+        char last[800];
+        snprintf(last, sizeof last, "%s/last.safetensors", d);
+        if (path_exists(last)) rc = run_bin(&o, "train --resume-from %s --threads 1 --num-workers 1", last);
+        else rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, d, opts);
+        CHECKF(rc == 0, "after a kill at crash point %d: exit %d: %s", n, rc, o);
+        RunLog got;
+        read_run(d, &got);
+        CHECKF(got.steps == want.steps && !got.dup, "crash point %d: %d steps logged (duplicates %d), uninterrupted %d",
+               n, got.steps, got.dup, want.steps);
+        CHECKF(got.best_sm == want.best_sm, "crash point %d: best Sα %.17g, uninterrupted %.17g", n, got.best_sm,
+               want.best_sm);
+        snprintf(cmd, sizeof cmd, "ls -a %s | grep -c -e '\\.tmp$' -e '\\.state\\.' > %s/count", d, t);
+        system(cmd);
+        char cp[800];
+        snprintf(cp, sizeof cp, "%s/count", t);
+        unsigned char *cnt;
+        size_t cn;
+        if (!read_file(cp, &cnt, &cn)) {
+            CHECKF(atoi((char *)cnt) == 1, "crash point %d: %d temporary or state files left (one state expected)", n,
+                   atoi((char *)cnt));
+            free(cnt);
+        }
+        if (test_failed()) break;
+    }
+    CHECKF(n >= 10, "only %d crash points were reached", n - 1);
+    printf("  %d crash points, each killed and resumed\n", n - 1);
+}
+
+// ---- rule 1 (train): never overwrite another run; rule 6: resume writes beside its checkpoint
+
+static uint64_t file_hash(const char *path) {
+    unsigned char *b;
+    size_t n;
+    if (read_file(path, &b, &n)) return 0;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    free(b);
+    return h ^ n;
+}
+
+TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
+    const char *ds = tiny_set("own_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    const char *base = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --stage1-epochs 1 "
+                       "--val-fraction 0.25 --threads 1 --num-workers 1 --progress 0";
+    char opts[1000];
+    snprintf(opts, sizeof opts, "%s --epochs 1", base);
+    char *o;
+    char a[700], la[800], ba[800], loga[800];
+    snprintf(a, sizeof a, "%s/run_a", t);
+    snprintf(la, sizeof la, "%s/last.safetensors", a);
+    snprintf(ba, sizeof ba, "%s/best.safetensors", a);
+    snprintf(loga, sizeof loga, "%s/train_log.jsonl", a);
+    // A run that fails before its first write (no such dataset) leaves no directory behind.
+    char none[700];
+    snprintf(none, sizeof none, "%s/never_made", t);
+    CHECK(run_bin(&o, "train --dataset-path %s/nonexistent --checkpoint-dir %s %s", t, none, opts) != 0 && !path_exists(none));
+    REQUIRE(run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, a, opts) == 0);
+    uint64_t hl = file_hash(la), hb = file_hash(ba), hg = file_hash(loga);
+    // A new run into it: refused before any work, nothing touched.
+    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s --seed 9", ds, a, opts);
+    CHECKF(rc == 2 && strstr(o, "holds the checkpoints of another run") && strstr(o, "--overwrite"), "exit %d: %s", rc, o);
+    CHECK(file_hash(la) == hl && file_hash(ba) == hb && file_hash(loga) == hg);
+    // Following the old advice — delete the state and resume — is a new run too: refused, best kept.
+    uint64_t tok = 0;
+    REQUIRE_OK(checkpoint_read_token(la, &tok));
+    char sp[1000];
+    checkpoint_state_path(la, tok, sp, sizeof sp);
+    char keep[1100];
+    snprintf(keep, sizeof keep, "%s.keep", sp);
+    REQUIRE(rename(sp, keep) == 0);
+    rc = run_bin(&o, "train --resume-from %s", la);
+    CHECKF(rc == 2 && strstr(o, "no training state") && strstr(o, "--overwrite"), "exit %d: %s", rc, o);
+    CHECK(file_hash(la) == hl && file_hash(ba) == hb && file_hash(loga) == hg);
+    REQUIRE(rename(keep, sp) == 0);
+    // The run's files moved elsewhere: resuming writes beside them, not into the directory
+    // recorded in the checkpoint's options (run_a, now gone).
+    char b[700], lb[800];
+    snprintf(b, sizeof b, "%s/moved", t);
+    char cmd[6000];
+    snprintf(cmd, sizeof cmd, "mv %s %s", a, b);
+    REQUIRE(system(cmd) == 0);
+    snprintf(lb, sizeof lb, "%s/last.safetensors", b);
+    rc = run_bin(&o, "train --resume-from %s --epochs 2", lb);
+    CHECKF(rc == 0 && strstr(o, "resumed from"), "exit %d: %s", rc, o);
+    CHECKF(!path_exists(a), "the resumed run wrote into %s, the directory recorded in the checkpoint", a);
+    RunLog r;
+    read_run(b, &r);
+    CHECKF(r.steps >= 2 && !r.dup, "%d steps logged in %s (duplicates %d)", r.steps, b, r.dup);
+    // --overwrite replaces a run: its old checkpoints and log are gone.
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s --overwrite --seed 9", ds, b, opts);
+    CHECKF(rc == 0, "exit %d: %s", rc, o);
+    RunLog r2;
+    read_run(b, &r2);
+    CHECKF(r2.steps * 2 == r.steps && !r2.dup, "after --overwrite: %d steps logged (the first run had %d)", r2.steps, r.steps);
+    // A second train into the same directory while one runs: refused by the lock.
+    char c[700];
+    snprintf(c, sizeof c, "%s/run_c", t);
+    snprintf(cmd, sizeof cmd, "%s train --dataset-path %s --checkpoint-dir %s %s --epochs 50 > /dev/null 2>&1 & pid=$!; "
+             "for i in $(seq 300); do test -s %s/.camoxpert.lock && break; sleep 0.05; done; "
+             "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; exit $rc",
+             bin_path(), ds, c, base, c, bin_path(), ds, c, opts, t);
+    int st = system(cmd);
+    rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char so[800];
+    snprintf(so, sizeof so, "%s/second.out", t);
+    unsigned char *out = NULL;
+    size_t n;
+    read_file(so, &out, &n);
+    CHECKF(rc != 0 && out && strstr((char *)out, "in use by another camoxpert train"), "exit %d: %s", rc,
+           out ? (char *)out : "");
+    free(out);
+}
+
+TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {
+    ParamTable pt;
+    params_init(&pt);
+    params_add(&pt, "w", 1, (int64_t[]){ 4 }, PG_REST, 0);
+    params_alloc(&pt, DT_F32);
+    const char *dir = test_tmpdir();
+    char p[700];
+    snprintf(p, sizeof p, "%s/best.safetensors", dir);
+    int saved;
+    REQUIRE_OK(checkpoint_save_best(dir, &pt, NULL, 0.5, 3, &saved));
+    CHECK(saved);
+    uint64_t h = file_hash(p);
+    REQUIRE_OK(checkpoint_save_best(dir, &pt, NULL, 0.4, 7, &saved));
+    CHECK(!saved && file_hash(p) == h);
+    double sc;
+    int ep;
+    REQUIRE_OK(checkpoint_read_best(p, &sc, &ep));
+    CHECK(sc == 0.5 && ep == 3);
+    REQUIRE_OK(checkpoint_save_best(dir, &pt, NULL, 0.6, 8, &saved));
+    CHECK(saved && !checkpoint_read_best(p, &sc, &ep) && sc == 0.6 && ep == 8);
+    params_free(&pt);
+}
+
+// ---- rule 1: never overwrite what camoxpert did not write ---------------------------------
+
+// FNV hash of every regular file in dir (names and contents), to show a folder unchanged.
+static uint64_t dir_hash(const char *dir) {
+    char cmd[4000], p[800];
+    snprintf(p, sizeof p, "%s/.dirhash", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cd %s && find . -type f | LC_ALL=C sort | xargs cat | cksum > %s; find . -type f | "
+             "LC_ALL=C sort >> %s", dir, p, p);
+    if (system(cmd) != 0) return 0;
+    return file_hash(p);
+}
+
+static int count_files(const char *dir) {
+    char cmd[4000], p[800];
+    snprintf(p, sizeof p, "%s/.count", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "find %s -type f 2>/dev/null | wc -l > %s", dir, p);
+    if (system(cmd) != 0) return -1;
+    unsigned char *b;
+    size_t n;
+    if (read_file(p, &b, &n)) return -1;
+    int c = atoi((char *)b);
+    free(b);
+    return c;
+}
+
+TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("owner_set");
+    REQUIRE(ck && ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char *o, photos[700], gt[700], out[700], cmd[8000];
+    snprintf(photos, sizeof photos, "%s/Test/Image", ds);
+    snprintf(gt, sizeof gt, "%s/Test/GT_Object", ds);
+    snprintf(out, sizeof out, "%s/masks", t);
+    uint64_t h_gt = dir_hash(gt), h_ph = dir_hash(photos);
+    // predict --out = --input: the photos' own folder (PNG photos here: the masks would replace them).
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, gt, gt);
+    CHECKF(rc == 2 && strstr(o, "folder of the photos"), "predict --out = --input: exit %d: %s", rc, o);
+    // predict --out = a dataset's ground-truth folder: every mask there is someone else's.
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, photos, gt);
+    CHECKF(rc == 2 && strstr(o, "was not written by camoxpert predict") && strstr(o, "--overwrite"),
+           "predict --out GT: exit %d: %s", rc, o);
+    CHECK(dir_hash(gt) == h_gt && dir_hash(photos) == h_ph);
+    // A rerun replaces its own outputs; an --input folder holding them does not take them for photos.
+    REQUIRE(run_bin(&o, "predict --weights %s --input %s --out %s --overlay --threads 1", ck, photos, out) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --overlay --threads 1", ck, photos, out);
+    CHECKF(rc == 0 && strstr(o, "wrote 2 masks"), "rerun: exit %d: %s", rc, o);
+    char mixed[700];
+    snprintf(mixed, sizeof mixed, "%s/mixed", t);
+    REQUIRE_OK(make_dirs(mixed));
+    snprintf(cmd, sizeof cmd, "cp %s/* %s/* %s/", photos, out, mixed);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/masks2 --threads 1", ck, mixed, t);
+    CHECKF(rc == 0 && strstr(o, "wrote 2 masks") && strstr(o, "4 files") && strstr(o, "left out"),
+           "masks taken for photos: exit %d: %s", rc, o);
+    // Two photos that would write one mask: an error naming both, nothing written.
+    char two[700];
+    snprintf(two, sizeof two, "%s/two", t);
+    REQUIRE_OK(make_dirs(two));
+    snprintf(cmd, sizeof cmd, "f=$(ls %s | head -1); cp %s/$f %s/a.jpg; cp %s/$(ls %s | head -1) %s/a.png", photos, photos,
+             two, gt, gt, two);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/two_out --threads 1", ck, two, t);
+    CHECKF(rc == 2 && strstr(o, "a.jpg") && strstr(o, "a.png") && strstr(o, "rename"),
+           "colliding outputs: exit %d: %s", rc, o);
+    char two_out[800];
+    snprintf(two_out, sizeof two_out, "%s/two_out", t);
+    CHECK(count_files(two_out) == 0);
+    // A symlink planted at an output: refused, its target untouched.
+    char lnk[700], victim[800];
+    snprintf(lnk, sizeof lnk, "%s/lnk", t);
+    REQUIRE_OK(make_dirs(lnk));
+    snprintf(victim, sizeof victim, "%s/victim.txt", t);
+    FILE *f = fopen(victim, "w");
+    REQUIRE(f);
+    fputs("precious", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "f=$(ls %s | head -1); ln -s %s %s/${f%%.*}.png", photos, victim, lnk);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, photos, lnk);
+    CHECKF(rc == 2 && strstr(o, "symbolic link"), "symlink: exit %d: %s", rc, o);
+    CHECK(file_hash(victim) != 0);
+    unsigned char *vb;
+    size_t vn;
+    REQUIRE_OK(read_file(victim, &vb, &vn));
+    CHECK(vn == 8 && !memcmp(vb, "precious", 8));
+    free(vb);
+    // eval and bench reports: a file they did not write is refused; their own is replaced.
+    char foreign[700];
+    snprintf(foreign, sizeof foreign, "%s/notes.json", t);
+    f = fopen(foreign, "w");
+    REQUIRE(f);
+    fputs("{\"my\": \"notes\"}\n", f);
+    fclose(f);
+    uint64_t hf = file_hash(foreign);
+    rc = run_bin(&o, "eval --pred %s --gt %s --json %s --threads 1", out, gt, foreign);
+    CHECKF(rc == 2 && strstr(o, "notes.json") && strstr(o, "--overwrite"), "eval --json: exit %d: %s", rc, o);
+    rc = run_bin(&o, "eval --pred %s --gt %s --per-image %s --threads 1", out, gt, foreign);
+    CHECKF(rc == 2 && strstr(o, "notes.json"), "eval --per-image: exit %d: %s", rc, o);
+    rc = run_bin(&o, "bench --backbone edgenext_xx_small --img-size 32 --batch-size 1 --json %s --threads 1", foreign);
+    CHECKF(rc == 2 && strstr(o, "notes.json"), "bench --json: exit %d: %s", rc, o);
+    CHECK(file_hash(foreign) == hf);
+    char rep[700];
+    snprintf(rep, sizeof rep, "%s/report", t);
+    for (int i = 0; i < 2; i++) {
+        rc = run_bin(&o, "eval --pred %s --gt %s --json %s.json --per-image %s.csv --threads 1", out, gt, rep, rep);
+        CHECKF(rc == 0, "eval run %d: exit %d: %s", i, rc, o);
+    }
+    // synth: an existing dataset is replaced only with --overwrite, and then wholly; a folder
+    // holding anything else is refused even then.
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32", ds);
+    CHECKF(rc == 2 && strstr(o, "--overwrite"), "synth over a dataset: exit %d: %s", rc, o);
+    CHECK(dir_hash(gt) == h_gt);
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --overwrite", ds);
+    CHECKF(rc == 0 && count_files(ds) == 3 * 2 + 2 + 1, "synth --overwrite: exit %d, %d files: %s", rc, count_files(ds), o);
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --overwrite", t);
+    CHECKF(rc == 2 && strstr(o, "did not write"), "synth into a foreign folder: exit %d: %s", rc, o);
+}
+
+// ---- rule 7: know the memory before the work ------------------------------------------------
+
+// The estimate against the arenas' measured peaks: never below, at most 15 % above.
+TEST(hostile_memory_estimate_matches_the_measured_peaks) {
+    static const struct { const char *bb; int sparse, E, k, B, S, training; } cases[] = {
+        { "edgenext_xx_small", 1, 4, 2, 2, 64, 1 },
+        { "edgenext_x_small", 0, 4, 4, 1, 96, 0 },
+        { "edgenext_small_rw", 1, 6, 6, 1, 64, 1 },
+    };
+    cx_threads_set(1);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        CamoXpertConfig cfg;
+        REQUIRE_OK(camoxpert_config(&cfg, cases[i].bb, cases[i].sparse, cases[i].E, cases[i].k));
+        ParamTable pt;
+        params_init(&pt);
+        CamoXpert *m = camoxpert_create(&cfg, &pt);
+        params_alloc(&pt, DT_F32);
+        Rng rng = rng_init(1);
+        camoxpert_init(m, &pt, &rng);
+        Arena io;
+        arena_init(&io, "io", 1 << 20);
+        Runtime rt;
+        REQUIRE_OK(runtime_init(&rt, "cpu", "fp32", 0, cases[i].training));
+        rt.ctx.pt = &pt;
+        NNCtx *ctx = &rt.ctx;
+        Arena *act = &rt.act, *scratch = &rt.scratch;
+        const int B = cases[i].B, S = cases[i].S;
+        Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3), mask = tensor_new4(&io, DT_F32, B, S, S, 1);
+        for (int64_t j = 0; j < tensor_numel(&x); j++) tensor_f32(&x)[j] = (float)rng_normal(&rng);
+        for (int64_t j = 0; j < tensor_numel(&mask); j++) tensor_f32(&mask)[j] = (j % 7) < 3;
+        CamoXpertOutputs o;
+        camoxpert_forward(ctx, m, &x, &o);
+        if (cases[i].training) {
+            CamoLossWeights w = camo_loss_default_weights();
+            CamoLoss L;
+            CodOutputs g;
+            camo_loss_forward_backward(ctx, &w, &o.maps, &mask, o.balance_loss, &L, &g);
+            camoxpert_backward(ctx, m, &g, w.balance, NULL);
+        }
+        MemEstimate e;
+        camoxpert_memory_estimate(&cfg, pt.numel, B, S, cases[i].training, 0, 4, &e);
+        double ratio = e.activations / (double)act->peak;
+        CHECKF(ratio >= 1.0 && ratio <= 1.15, "%s sparse=%d k=%d B=%d S=%d training=%d: activations estimated %.1f MiB, "
+               "measured %.1f MiB", cases[i].bb, cases[i].sparse, cases[i].k, B, S, cases[i].training,
+               e.activations / 1048576, act->peak / 1048576.0);
+        CHECKF(e.scratch >= (double)scratch->peak, "%s: scratch estimated %.1f MiB, measured %.1f MiB", cases[i].bb,
+               e.scratch / 1048576, scratch->peak / 1048576.0);
+        CHECK(e.params == 4.0 * pt.numel && (!cases[i].training || e.optimizer == 8.0 * pt.numel));
+        runtime_free(&rt), arena_free(&io);
+        camoxpert_free(m);
+        params_free(&pt);
+    }
+    cx_threads_set(0);
+}
+
+// A job that cannot fit is refused before its first step, with the estimate and a size that fits.
+TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
+    const char *ds = tiny_set("mem_set");
+    const char *ck = tiny_checkpoint();
+    REQUIRE(ds[0] && ck);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char *o;
+    setenv("CAMOXPERT_MEMORY_LIMIT_MB", "16384", 1);   // a 16 GB machine, whatever this one has
+    double t0 = cx_time_s();
+    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/mem --backbone edgenext_base --img-size 1024 "
+                     "--batch-size 64 --threads 1", ds, t);
+    CHECKF(rc == 2 && strstr(o, "--batch-size 64") && strstr(o, "GiB") && strstr(o, "--batch-size 1 fits") &&
+           !strstr(o, "epoch 1/"), "train: exit %d: %s", rc, o);
+    CHECKF(cx_time_s() - t0 < 30, "the refusal took %.1f s", cx_time_s() - t0);
+    rc = run_bin(&o, "bench --backbone edgenext_base --img-size 1024 --batch-size 64 --threads 1");
+    CHECKF(rc == 2 && strstr(o, "--batch-size 1 fits"), "bench: exit %d: %s", rc, o);
+    setenv("CAMOXPERT_MEMORY_LIMIT_MB", "1024", 1);
+    char photos[800];
+    snprintf(photos, sizeof photos, "%s/Test/Image", ds);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/mem_pred --img-size 4096 --threads 1", ck, photos, t);
+    CHECKF(rc == 2 && strstr(o, "--img-size 4096") && strstr(o, "fits"), "predict: exit %d: %s", rc, o);
+    unsetenv("CAMOXPERT_MEMORY_LIMIT_MB");
+    // The estimate is printed before training starts.
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/mem_ok --backbone edgenext_xx_small --img-size 32 "
+                 "--batch-size 4 --epochs 1 --stage1-epochs 1 --threads 1 --max-steps 1", ds, t);
+    CHECKF(rc == 0 && strstr(o, "memory: about"), "train: exit %d: %s", rc, o);
+}
+
+// ---- rule 8: the smaller ones ---------------------------------------------------------------
+
+// A data file that breaks mid-run: training stops with an error naming it, and what was
+// trained since the last checkpoint is saved (the checkpoint's step = the steps logged).
+TEST(hostile_a_data_file_breaking_mid_run_keeps_what_was_trained) {
+    const char *ds = tiny_set("break_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char ck[700], cmd[8000];
+    snprintf(ck, sizeof ck, "%s/break_ck", t);
+    REQUIRE_OK(make_dirs(ck));
+    snprintf(cmd, sizeof cmd,
+             "%s train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --batch-size 1 "
+             "--epochs 20 --stage1-epochs 1 --val-fraction 0 --threads 1 --num-workers 1 --progress 0 > %s/break.out 2>&1 & "
+             "pid=$!; for i in $(seq 600); do grep -q '\"step\":3,' %s/train_log.jsonl 2>/dev/null && break; sleep 0.02; done; "
+             "rm -f %s/Train/Image/*; wait $pid; exit $?", bin_path(), ds, ck, t, ck, ds);
+    int st = system(cmd);
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char p[800];
+    snprintf(p, sizeof p, "%s/break.out", t);
+    unsigned char *out = NULL;
+    size_t n;
+    read_file(p, &out, &n);
+    CHECKF(rc == 1 && out && strstr((char *)out, "Train/Image/") && strstr((char *)out, "are saved in"), "exit %d: %s", rc,
+           out ? (char *)out : "");
+    free(out);
+    RunLog r;
+    read_run(ck, &r);
+    snprintf(p, sizeof p, "%s/last.safetensors", ck);
+    uint64_t tok = 0;
+    REQUIRE_OK(checkpoint_read_token(p, &tok));
+    char sp[1000];
+    checkpoint_state_path(p, tok, sp, sizeof sp);
+    char *gs = NULL;
+    REQUIRE_OK(st_read_meta(sp, "global_step", &gs));
+    CHECKF(gs && atoi(gs) == r.steps && r.steps >= 3, "checkpoint at step %s, %d steps logged", gs ? gs : "?", r.steps);
+    free(gs);
+}
+
+// Masks that read as empty (0/1-valued) are a warning naming one, in data and train.
+TEST(hostile_empty_masks_are_a_warning) {
+    const char *ds = tiny_set("empty_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    for (int split = 0; split < 2; split++) {
+        char dir[800];
+        snprintf(dir, sizeof dir, "%s/%s/GT_Object", ds, split ? "Test" : "Train");
+        char cmd[2000], list[800];
+        snprintf(list, sizeof list, "%s/masks.txt", t);
+        snprintf(cmd, sizeof cmd, "ls %s > %s", dir, list);
+        REQUIRE(system(cmd) == 0);
+        unsigned char *b;
+        size_t n;
+        REQUIRE_OK(read_file(list, &b, &n));
+        for (char *name = strtok((char *)b, "\n"); name; name = strtok(NULL, "\n")) {
+            char p[1200];
+            snprintf(p, sizeof p, "%s/%s", dir, name);
+            Image8 m;
+            REQUIRE_OK(image_load(p, 1, &m));
+            for (int64_t i = 0; i < (int64_t)m.w * m.h; i++) m.px[i] = m.px[i] > 128;   // 0/1-valued
+            REQUIRE_OK(image_save_png(p, &m));
+            image_free(&m);
+        }
+        free(b);
+    }
+    char *o;
+    int rc = run_bin(&o, "data --dataset-path %s", ds);
+    CHECKF(rc == 0 && strstr(o, "have no foreground") && strstr(o, "GT_Object/SYN-CAM-"), "data: exit %d: %s", rc, o);
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/empty_ck --backbone edgenext_xx_small --img-size 32 "
+                 "--batch-size 4 --epochs 1 --stage1-epochs 1 --max-steps 1 --threads 1", ds, t);
+    CHECKF(rc == 0 && strstr(o, "have no foreground"), "train: exit %d: %s", rc, o);
+}
+
+TEST(hostile_one_pixel_ground_truth_is_an_error_not_a_score) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char gt[700], pred[700];
+    snprintf(gt, sizeof gt, "%s/gt1", t);
+    snprintf(pred, sizeof pred, "%s/pred1", t);
+    REQUIRE_OK(make_dirs(gt));
+    REQUIRE_OK(make_dirs(pred));
+    Image8 one;
+    image_alloc(&one, 1, 1, 1);
+    one.px[0] = 255;
+    char p[800];
+    snprintf(p, sizeof p, "%s/a.png", gt);
+    REQUIRE_OK(image_save_png(p, &one));
+    snprintf(p, sizeof p, "%s/a.png", pred);
+    REQUIRE_OK(image_save_png(p, &one));
+    image_free(&one);
+    char *o;
+    int rc = run_bin(&o, "eval --pred %s --gt %s --threads 1", pred, gt);
+    CHECKF(rc == 1 && strstr(o, "a.png") && strstr(o, "at least 2 pixels") && !strstr(o, "e+15"), "exit %d: %s", rc, o);
+}
+
+// A checkpoint whose metadata img_size is not a valid input size: an error naming it (predict),
+// unless --img-size is given.
+TEST(hostile_checkpoint_img_size_metadata_is_checked) {
+    const char *ds = tiny_set("meta_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    static const char *const bad[] = { "33", "-32", "1073741824", "\"352\"", NULL };
+    char photos[800];
+    snprintf(photos, sizeof photos, "%s/Test/Image", ds);
+    CamoXpertConfig mc;
+    REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 0, 4, 2));
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&mc, &pt);
+    params_alloc(&pt, DT_F32);
+    Rng rng = rng_init(2);
+    camoxpert_init(m, &pt, &rng);
+    for (int i = 0; bad[i]; i++) {
+        char cfg[512], dir[700];
+        snprintf(cfg, sizeof cfg, "{\"model\":\"CamoXpertCOD\",\"backbone\":\"edgenext_xx_small\",\"sparse\":false,"
+                 "\"img_size\":%s}", bad[i]);
+        snprintf(dir, sizeof dir, "%s/meta%d", t, i);
+        REQUIRE_OK(checkpoint_save(dir, "m", &pt, cfg, NULL, NULL, NULL));
+        char *o;
+        int rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --threads 1", dir, photos, dir);
+        CHECKF(rc == 2 && strstr(o, "img_size") && strstr(o, "--img-size"), "img_size %s: exit %d: %s", bad[i], rc, o);
+        rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --img-size 64 --threads 1", dir, photos, dir);
+        CHECKF(rc == 0, "img_size %s with --img-size 64: exit %d: %s", bad[i], rc, o);
+    }
+    camoxpert_free(m);
+    params_free(&pt);
+}
+
+// train suggests --skip-bad for a bad file, and accepts it.
+TEST(hostile_train_accepts_the_skip_bad_it_suggests) {
+    const char *ds = tiny_set("bad_set");
+    REQUIRE(ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "f=$(ls %s/Train/Image | head -1); head -c 300 %s/Train/Image/$f > %s/x && mv %s/x %s/Train/Image/$f",
+             ds, ds, t, t, ds);
+    REQUIRE(system(cmd) == 0);
+    char *o;
+    const char *opts = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --epochs 1 --stage1-epochs 1 "
+                       "--max-steps 1 --threads 1";
+    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/bad1 %s", ds, t, opts);
+    CHECKF(rc != 0 && strstr(o, "--skip-bad"), "exit %d: %s", rc, o);
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/bad2 %s --skip-bad", ds, t, opts);
+    CHECKF(rc == 0 && strstr(o, "skipping"), "--skip-bad: exit %d: %s", rc, o);
+}
+
+// The duplicate-name check of a safetensors header is n log n: 80,000 entries in well under a second.
+TEST(hostile_safetensors_header_checks_are_not_quadratic) {
+    const int n = 80000;
+    size_t cap = (size_t)n * 80 + 64;
+    char *h = cx_malloc(cap);
+    size_t len = (size_t)snprintf(h, cap, "{");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(h + len, cap - len, "%s\"t%d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                                i ? "," : "", i, i, i + 1);
+    len += (size_t)snprintf(h + len, cap - len, "}");
+    size_t total = 8 + len + (size_t)n;
+    unsigned char *buf = cx_calloc(1, total);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    memcpy(buf + 8, h, len);
+    double t0 = cx_time_s();
+    StFile f;
+    REQUIRE_OK(st_open_buffer(&f, "big", buf, total));
+    double dt = cx_time_s() - t0;
+    CHECKF(f.n == n && dt < 2.0, "%d entries opened in %.2f s", f.n, dt);
+    st_close(&f);
+    free(h);
+    // A duplicate among them is still found: the last entry named like an earlier one.
+    char *h2 = cx_malloc(cap);
+    len = (size_t)snprintf(h2, cap, "{");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(h2 + len, cap - len, "%s\"t%d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                                i ? "," : "", i == n - 1 ? 19999 : i, i, i + 1);
+    len += (size_t)snprintf(h2 + len, cap - len, "}");
+    total = 8 + len + (size_t)n;
+    buf = cx_calloc(1, total);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    memcpy(buf + 8, h2, len);
+    free(h2);
+    CHECK(st_open_buffer(&f, "dup", buf, total) == CX_EFORMAT && strstr(cx_errmsg(), "'t19999' appears twice"));
+}
+
+// Long photo names: a mask for a 250-byte name is written (the temporary name does not grow
+// with it); an output name over the limit is refused up front, naming it; the summary counts
+// the masks written and the photos that failed.
+TEST(hostile_predict_long_names_and_honest_counts) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("long_set");
+    REQUIRE(ck && ds[0]);
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char in[700], cmd[4000], name[251];
+    snprintf(in, sizeof in, "%s/long_in", t);
+    REQUIRE_OK(make_dirs(in));
+    memset(name, 'p', 246);
+    name[246] = 0;
+    snprintf(cmd, sizeof cmd, "cp %s/Test/Image/$(ls %s/Test/Image | head -1) %s/%s.jpg", ds, ds, in, name);
+    REQUIRE(system(cmd) == 0);
+    char *o;
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s/long_out --threads 1", ck, in, t);
+    CHECKF(rc == 0 && strstr(o, "wrote 1 mask"), "exit %d: %s", rc, o);
+    char mask[1200];
+    snprintf(mask, sizeof mask, "%s/long_out/%s.png", t, name);
+    CHECK(path_exists(mask));
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/long_out2 --overlay --threads 1", ck, in, t);
+    CHECKF(rc == 2 && strstr(o, "_overlay.jpg") && strstr(o, "258 bytes"), "--overlay: exit %d: %s", rc, o);
+    // One photo of two is broken: "wrote 1 mask", and the failure counted.
+    snprintf(cmd, sizeof cmd, "cp %s/Test/Image/$(ls %s/Test/Image | head -1) %s/good.jpg && head -c 200 %s/good.jpg > %s/bad.jpg",
+             ds, ds, in, in, in);
+    REQUIRE(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "rm %s/%s.jpg", in, name);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s/count_out --threads 1", ck, in, t);
+    CHECKF(rc == 1 && strstr(o, "wrote 1 mask") && strstr(o, "1 of 2 photos failed") && strstr(o, "bad.jpg"),
+           "exit %d: %s", rc, o);
+}
+
+// Names with a comma, a quote or invalid UTF-8: the per-image CSV has one row per image with
+// the right number of fields, and the JSON is valid UTF-8.
+TEST(hostile_eval_reports_survive_odd_file_names) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    char gt[700], pred[700];
+    snprintf(gt, sizeof gt, "%s/odd_gt", t);
+    snprintf(pred, sizeof pred, "%s/odd_pred", t);
+    REQUIRE_OK(make_dirs(gt));
+    REQUIRE_OK(make_dirs(pred));
+    static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", NULL };
+    Image8 m;
+    image_alloc(&m, 8, 8, 1);
+    for (int i = 0; i < 64; i++) m.px[i] = i % 3 ? 0 : 255;
+    for (int i = 0; names[i]; i++) {
+        char p[900];
+        snprintf(p, sizeof p, "%s/%s", gt, names[i]);
+        REQUIRE_OK(image_save_png(p, &m));
+        snprintf(p, sizeof p, "%s/%s", pred, names[i]);
+        REQUIRE_OK(image_save_png(p, &m));
+    }
+    image_free(&m);
+    char *o;
+    int rc = run_bin(&o, "eval --pred '%s' --gt '%s' --json %s/odd.json --per-image %s/odd.csv --threads 1", pred, gt, t, t);
+    REQUIRE(rc == 0);
+    char p[800];
+    unsigned char *b;
+    size_t n;
+    snprintf(p, sizeof p, "%s/odd.csv", t);
+    REQUIRE_OK(read_file(p, &b, &n));
+    // Count the fields of every record, honouring RFC 4180 quotes.
+    int rows = 0, fields = 1, quoted = 0, bad = 0, header_fields = -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = (char)b[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < n && b[i + 1] == '"') i++;
+            else if (c == '"') quoted = 0;
+        } else if (c == '"') quoted = 1;
+        else if (c == ',') fields++;
+        else if (c == '\n') {
+            if (header_fields < 0) header_fields = fields;
+            else bad |= fields != header_fields;
+            rows++;
+            fields = 1;
+        }
+    }
+    CHECKF(rows == 5 && !bad, "CSV: %d records (5 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
+    free(b);
+    snprintf(p, sizeof p, "%s/odd.json", t);
+    REQUIRE_OK(read_file(p, &b, &n));
+    char *safe = text_utf8_safe((char *)b);
+    CHECKF(!strcmp(safe, (char *)b), "the JSON is not valid UTF-8");
+    free(safe);
+    cJSON *j = cJSON_Parse((char *)b);
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_image")) == 4);
+    cJSON_Delete(j);
+    free(b);
+}
+
+// Out of memory inside predict: the message names only what predict has (--img-size).
+TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer reserves terabytes of address space: under `ulimit -v` the program cannot start.
+    printf("  (skipped under AddressSanitizer)\n");
+    return;
+#endif
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("oom_set");
+    REQUIRE(ck && ds[0]);
+    char cmd[4000], p[800];
+    snprintf(p, sizeof p, "%s/oom.out", test_tmpdir());
+    // 800 MB of address space beyond what the program maps at start: this runner maps the
+    // same libraries (with the CUDA backend, cuBLASLt and cuDNN alone are ~600 MB of it)
+    long vm_kb = 0;
+    FILE *fs = fopen("/proc/self/status", "r");
+    char line[256];
+    while (fs && fgets(line, sizeof line, fs))
+        if (!strncmp(line, "VmSize:", 7)) vm_kb = strtol(line + 7, NULL, 10);
+    if (fs) fclose(fs);
+    snprintf(cmd, sizeof cmd, "(ulimit -v %ld; CAMOXPERT_MEMORY_LIMIT_MB=0 %s predict --weights %s --input %s/Test/Image "
+             "--out %s/oom2 --img-size 2048 --threads 1 --device cpu) > %s 2>&1", vm_kb + 800000, bin_path(), ck, ds,
+             test_tmpdir(), p);
+    int st = system(cmd);
+    unsigned char *b = NULL;
+    size_t n;
+    read_file(p, &b, &n);
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 3 && b && strstr((char *)b, "out of memory") &&
+           strstr((char *)b, "--img-size") && !strstr((char *)b, "--batch-size"), "exit %d: %s", WEXITSTATUS(st),
+           b ? (char *)b : "");
+    free(b);
+}
