@@ -24,10 +24,12 @@ const char *test_tmpdir(void);
 // Marks the current test skipped — neither passed nor failed: the runner prints
 // "skip NAME: why" and the summary line ends with ", N skipped". Return after it.
 void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-// Runs `build/camoxpert ARGS` (the program beside the test runner) with stdout and
-// stderr into *out (a buffer valid until the next call; out may be NULL); returns
-// the exit status.
+// Runs `build/camoxpert ARGS` (the program beside the test runner, or
+// $CAMOXPERT_TEST_BIN) with stdin from /dev/null and stdout and stderr into *out (a
+// buffer valid until the next call; out may be NULL); returns the exit status, 124
+// when it ran past the time limit (600 s; test_run_bin_args: timeout_s) and was killed.
 int test_run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int test_run_bin_args(char **out, int timeout_s, const char *args);
 const char *test_bin_path(void);
 // err = max|a-b| / max(max|b|, floor): the project's relative error rule; NaN
 // (failing every tolerance) when either side holds a non-finite value.

@@ -15,57 +15,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *bin_path(void) {
-    static char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
-    if (n <= 0) return "build/camoxpert";
-    path[n] = 0;
-    strcpy(strrchr(path, '/') + 1, "camoxpert");
-    return path;
-}
-
-// Runs `camoxpert ARGS` with stdout+stderr into *out (static buffer); returns the exit status.
-static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_bin(char **out, const char *fmt, ...) {
-    static char *buf;
-    static char log[600];
-    if (!log[0]) snprintf(log, sizeof log, "%s/cli.log", test_tmpdir());
-    char args[8192], cmd[16384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", bin_path(), args, log);
-    int st = system(cmd);
-    free(buf);
-    buf = NULL;
-    size_t n;
-    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
-    if (out) *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 TEST(cli_train_rejects_bad_options_with_hints) {
     char *o;
-    CHECK(run_bin(&o, "train --dataset-path x --use-sparse-moe --num-experts 4 --top-k 7") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --use-sparse-moe --num-experts 4 --top-k 7") == 2);
     CHECKF(strstr(o, "--top-k 7") && strstr(o, "--num-experts 4"), "%s", o);
-    CHECK(run_bin(&o, "train --dataset-path x --epochs 3 --stage1-epochs 5") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --epochs 3 --stage1-epochs 5") == 2);
     CHECKF(strstr(o, "--stage1-epochs 5") && strstr(o, "--epochs 3"), "%s", o);
-    CHECK(run_bin(&o, "train --dataset-path x --num-experts 4") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --num-experts 4") == 2);
     CHECKF(strstr(o, "--num-experts") && strstr(o, "--use-sparse-moe"), "%s", o);
-    CHECK(run_bin(&o, "train --dataset-path x --ema-decay 0.99") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --ema-decay 0.99") == 2);
     CHECKF(strstr(o, "--use-ema"), "%s", o);
-    CHECK(run_bin(&o, "train --dataset-path x --stage1-epoch 3") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --stage1-epoch 3") == 2);
     CHECKF(strstr(o, "did you mean --stage1-epochs"), "%s", o);
-    CHECK(run_bin(&o, "train --dataset-path x --img-size 300") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --img-size 300") == 2);
     CHECKF(strstr(o, "--img-size 300") && strstr(o, "288"), "%s", o);
-    CHECK(run_bin(&o, "train --dataset-path x --balance fancy --use-sparse-moe") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --balance fancy --use-sparse-moe") == 2);
     CHECKF(strstr(o, "--balance"), "%s", o);
-    CHECK(run_bin(&o, "train --epochs 2") == 2);
+    CHECK(test_run_bin(&o, "train --epochs 2") == 2);
     CHECKF(strstr(o, "--dataset-path"), "%s", o);
-    int rc = run_bin(&o, "train --dataset-path /nonexistent/cod --threads 1");
+    int rc = test_run_bin(&o, "train --dataset-path /nonexistent/cod --threads 1");
     CHECKF(rc != 0 && strstr(o, "/nonexistent/cod"), "rc %d: %s", rc, o);
-    CHECK(run_bin(&o, "train --dataset-path x --resume-from /nonexistent/last.safetensors") == 2);
+    CHECK(test_run_bin(&o, "train --dataset-path x --resume-from /nonexistent/last.safetensors") == 2);
     CHECKF(strstr(o, "/nonexistent/last.safetensors"), "%s", o);
 }
 
@@ -76,20 +46,20 @@ TEST(cli_device_options_fail_clearly) {
     char *o;
     char why[256] = "";
     int ngpu = ops_cuda_device_count(why, sizeof why);
-    int rc = run_bin(&o, "predict --weights x --input x --out x --device cuda:%d", ngpu);
+    int rc = test_run_bin(&o, "predict --weights x --input x --out x --device cuda:%d", ngpu);
     CHECKF(rc == 2 && strstr(o, "--device cuda:") && (ngpu ? strstr(o, "GPU") != NULL : strstr(o, "--device cpu") != NULL),
            "rc %d: %s", rc, o);
-    rc = run_bin(&o, "bench --device cpu --precision bf16 --backbone edgenext_xx_small --img-size 64");
+    rc = test_run_bin(&o, "bench --device cpu --precision bf16 --backbone edgenext_xx_small --img-size 64");
     CHECKF(rc == 2 && strstr(o, "bf16") && strstr(o, "GPU"), "rc %d: %s", rc, o);
-    rc = run_bin(&o, "bench --device gpu0 --backbone edgenext_xx_small --img-size 64");
+    rc = test_run_bin(&o, "bench --device gpu0 --backbone edgenext_xx_small --img-size 64");
     CHECKF(rc == 2 && strstr(o, "--device gpu0") && strstr(o, "cuda:N"), "rc %d: %s", rc, o);
-    rc = run_bin(&o, "bench --device cpu --backbone edgenext_xx_small --img-size 64 --batch-size 1 --steps 1 --mode dense");
+    rc = test_run_bin(&o, "bench --device cpu --backbone edgenext_xx_small --img-size 64 --batch-size 1 --steps 1 --mode dense");
     CHECKF(rc == 0 && !strncmp(o, "device: cpu", 11), "rc %d: %s", rc, o);
 }
 
 TEST(cli_train_help_documents_the_reference_options) {
     char *o;
-    REQUIRE(run_bin(&o, "train --help") == 0);
+    REQUIRE(test_run_bin(&o, "train --help") == 0);
     static const char *const names[] = { "dataset-path", "checkpoint-dir", "backbone", "backbone-weights", "batch-size",
         "stage2-batch-size", "img-size", "epochs", "stage1-epochs", "lr", "stage2-lr", "weight-decay", "scheduler",
         "min-lr", "warmup-epochs", "t-mult", "accumulation-steps", "deep-supervision", "use-ema", "ema-decay",
@@ -107,7 +77,7 @@ static const char *tiny_set(void) {
     static char d[700];
     if (d[0]) return d;
     snprintf(d, sizeof d, "%s/tiny", test_tmpdir());
-    if (run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", d)) d[0] = 0;
+    if (test_run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", d)) d[0] = 0;
     return d;
 }
 
@@ -123,7 +93,7 @@ TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
              "--val-fraction 0.25 > %s/run.out 2>&1 & pid=$!; "
              "for i in $(seq 600); do grep -q '\"step\"' %s/train_log.jsonl 2>/dev/null && break; sleep 0.1; done; "
              "kill -INT $pid; wait $pid; exit $?",
-             bin_path(), tiny_set(), ck, ck, ck);
+             test_bin_path(), tiny_set(), ck, ck, ck);
     int st = system(cmd);
     int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     char p[800];
@@ -142,11 +112,11 @@ TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
     REQUIRE(path_exists(sp));
     // Resume with no model or data options: they come from the checkpoint.
     char *o;
-    rc = run_bin(&o, "train --resume-from %s/last.safetensors --threads 1 --max-steps 1000000 --epochs 2", ck);
+    rc = test_run_bin(&o, "train --resume-from %s/last.safetensors --threads 1 --max-steps 1000000 --epochs 2", ck);
     CHECKF(rc == 0, "rc %d: %s", rc, o);
     CHECKF(strstr(o, "--use-sparse-moe=1") && strstr(o, "resumed from") && strstr(o, "done: 2 epochs"), "%s", o);
     // A checkpoint of another model is refused with both configurations named.
-    rc = run_bin(&o, "train --resume-from %s/last.safetensors --backbone edgenext_x_small --threads 1", ck);
+    rc = test_run_bin(&o, "train --resume-from %s/last.safetensors --backbone edgenext_x_small --threads 1", ck);
     CHECKF(rc == 2 && strstr(o, "edgenext_x_small") && strstr(o, "edgenext_xx_small"), "rc %d: %s", rc, o);
 }
 
@@ -179,7 +149,7 @@ TEST(cli_predict_writes_masks_at_each_photo_size) {
     snprintf(ck, sizeof ck, "%s/model.safetensors", dir);
     snprintf(out, sizeof out, "%s/pred", dir);
     char *o;
-    int rc = run_bin(&o, "predict --weights %s --input %s --out %s --overlay --routing --threads 1", ck, imgs, out);
+    int rc = test_run_bin(&o, "predict --weights %s --input %s --out %s --overlay --routing --threads 1", ck, imgs, out);
     REQUIRE(rc == 0);
     CHECKF(strstr(o, "input 64x64") && strstr(o, "wrote 4 masks"), "%s", o);
     static const char *const names[] = { "camourflage_00012", "camourflage_00018", "camourflage_00061", "camourflage_00064" };
@@ -216,12 +186,12 @@ TEST(cli_predict_writes_masks_at_each_photo_size) {
     // One photo at another input size; errors name the file.
     char one[1200];
     snprintf(one, sizeof one, "%s/camourflage_00064.jpg", imgs);
-    CHECK(run_bin(&o, "predict --weights %s --input %s --out %s/one --img-size 96 --threads 1", ck, one, dir) == 0);
-    CHECK(run_bin(&o, "predict --weights %s --input %s --out %s/one --img-size 90", ck, one, dir) == 2);
+    CHECK(test_run_bin(&o, "predict --weights %s --input %s --out %s/one --img-size 96 --threads 1", ck, one, dir) == 0);
+    CHECK(test_run_bin(&o, "predict --weights %s --input %s --out %s/one --img-size 90", ck, one, dir) == 2);
     CHECKF(strstr(o, "--img-size 90"), "%s", o);
-    CHECK(run_bin(&o, "predict --weights %s/missing.safetensors --input %s --out %s/one", dir, one, dir) == 2);
+    CHECK(test_run_bin(&o, "predict --weights %s/missing.safetensors --input %s --out %s/one", dir, one, dir) == 2);
     CHECKF(strstr(o, "missing.safetensors"), "%s", o);
-    CHECK(run_bin(&o, "predict --weights %s --input %s/nothing_here --out %s/one", ck, dir, dir) == 2);
+    CHECK(test_run_bin(&o, "predict --weights %s --input %s/nothing_here --out %s/one", ck, dir, dir) == 2);
     CHECKF(strstr(o, "nothing_here"), "%s", o);
 }
 
@@ -229,7 +199,7 @@ TEST(cli_bench_writes_the_documented_json) {
     char js[800];
     snprintf(js, sizeof js, "%s/bench.json", test_tmpdir());
     char *o;
-    int rc = run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode both "
+    int rc = test_run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode both "
                          "--num-experts 4 --top-k 1 --threads 1 --json %s", js);
     REQUIRE(rc == 0);
     unsigned char *buf = NULL;
@@ -247,6 +217,6 @@ TEST(cli_bench_writes_the_documented_json) {
     // Dense runs 4 experts per scale, sparse k = 1 of 4: fewer FLOPs, but the same backbone and head.
     CHECKF(gd > 0 && gs > 0 && gs < gd, "GFLOP/image dense %g, sparse %g", gd, gs);
     cJSON_Delete(a);
-    CHECK(run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
+    CHECK(test_run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
     CHECKF(strstr(o, "--top-k 3"), "%s", o);
 }

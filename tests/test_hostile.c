@@ -31,17 +31,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-// The program beside this runner, or $CAMOXPERT_TEST_BIN (to show a rule failing on another build).
-static const char *bin_path(void) {
-    static char path[4096];
-    const char *env = getenv("CAMOXPERT_TEST_BIN");
-    if (env && *env) return env;
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
-    if (n <= 0) return "build/camoxpert";
-    path[n] = 0;
-    strcpy(strrchr(path, '/') + 1, "camoxpert");
-    return path;
-}
 
 static const char *const commands[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
 
@@ -53,7 +42,7 @@ static const char *help_of(const char *cmd) {
         if (!help[i]) {
             char c[5000], p[800];
             snprintf(p, sizeof p, "%s/help_%s.txt", test_tmpdir(), cmd);
-            snprintf(c, sizeof c, "%s %s --help > %s 2>&1", bin_path(), cmd, p);
+            snprintf(c, sizeof c, "%s %s --help > %s 2>&1", test_bin_path(), cmd, p);
             size_t n;
             if (system(c) != 0 || read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
         }
@@ -104,30 +93,22 @@ static void check_named_options(const char *cmd, const char *out) {
     }
 }
 
-// Runs `timeout 60 camoxpert ARGS` with stdout+stderr into *out (static buffer);
-// returns the exit status (124: it hung and was killed).
+// test_run_bin with a 60 s limit (124: it hung and was killed), checking that any
+// option an error message names is one the command has.
 static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int run_bin(char **out, const char *fmt, ...) {
-    static char *buf;
-    static char log[600];
-    if (!log[0]) snprintf(log, sizeof log, "%s/hostile.log", test_tmpdir());
-    char args[8192], cmd[16384];
+    char args[8192];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "timeout -s KILL 60 %s %s > %s 2>&1 < /dev/null", bin_path(), args, log);
-    int st = system(cmd);
-    free(buf);
-    buf = NULL;
-    size_t n;
-    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    char *buf;
+    int rc = test_run_bin_args(&buf, 60, args);
     if (out) *out = buf;
     char cmd0[32] = "";
     sscanf(args, "%31s", cmd0);
     if (strcmp(cmd0, "--help") && !strstr(args, "--help")) check_named_options(cmd0, buf);
-    if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 137)) return 124;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 // A tiny synthetic set in the COD10K-v3 layout, made by the program itself (fresh for each caller).
@@ -141,17 +122,24 @@ static const char *tiny_set(const char *name) {
 }
 
 // An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
+// An untrained sparse edgenext_xx_small model (E 4, k 2) in *pt, initialised with seed 5.
+static CamoXpert *tiny_model(CamoXpertConfig *mc, ParamTable *pt) {
+    if (camoxpert_config(mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
+    params_init(pt);
+    CamoXpert *m = camoxpert_create(mc, pt);
+    params_alloc(pt, DT_F32);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, pt, &rng);
+    return m;
+}
+
 static const char *tiny_checkpoint(void) {
     static char path[800];
     const char *dir = test_tmpdir();
     CamoXpertConfig mc;
-    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
     ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&mc, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, &pt, &rng);
+    CamoXpert *m = tiny_model(&mc, &pt);
+    if (!m) return NULL;
     char *cfg = infer_config_json(&mc, 64);
     cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
     free(cfg);
@@ -429,13 +417,9 @@ TEST(hostile_verify_fails_a_fixture_with_a_nan_or_inf_anywhere) {
 static const char *nonfinite_checkpoint(const char *file, const char *bad, int backbone_only) {
     static char path[800];
     CamoXpertConfig mc;
-    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
     ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&mc, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, &pt, &rng);
+    CamoXpert *m = tiny_model(&mc, &pt);
+    if (!m) return NULL;
     int i = -1;   // `bad`, or (NULL) the first weight after the backbone
     for (int k = 0; k < pt.n && i < 0; k++)
         if (bad ? !strcmp(pt.p[k].name, bad) : strncmp(pt.p[k].name, "backbone.", 9) && strstr(pt.p[k].name, ".weight")) i = k;
@@ -672,7 +656,7 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     snprintf(cmd, sizeof cmd, "%s train --dataset-path %s --checkpoint-dir %s %s --epochs 50 > /dev/null 2>&1 & pid=$!; "
              "for i in $(seq 300); do test -s %s/.camoxpert.lock && break; sleep 0.05; done; "
              "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; exit $rc",
-             bin_path(), ds, c, base, c, bin_path(), ds, c, opts, t);
+             test_bin_path(), ds, c, base, c, test_bin_path(), ds, c, opts, t);
     int st = system(cmd);
     rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     char so[800];
@@ -928,7 +912,7 @@ TEST(hostile_a_data_file_breaking_mid_run_keeps_what_was_trained) {
              "%s train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --batch-size 1 "
              "--epochs 20 --stage1-epochs 1 --val-fraction 0 --threads 1 --num-workers 1 --progress 0 > %s/break.out 2>&1 & "
              "pid=$!; for i in $(seq 600); do grep -q '\"step\":3,' %s/train_log.jsonl 2>/dev/null && break; sleep 0.02; done; "
-             "rm -f %s/Train/Image/*; wait $pid; exit $?", bin_path(), ds, ck, t, ck, ds);
+             "rm -f %s/Train/Image/*; wait $pid; exit $?", test_bin_path(), ds, ck, t, ck, ds);
     int st = system(cmd);
     int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     char p[800];
@@ -1213,7 +1197,7 @@ TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
         if (!strncmp(line, "VmSize:", 7)) vm_kb = strtol(line + 7, NULL, 10);
     if (fs) fclose(fs);
     snprintf(cmd, sizeof cmd, "(ulimit -v %ld; CAMOXPERT_MEMORY_LIMIT_MB=0 %s predict --weights %s --input %s/Test/Image "
-             "--out %s/oom2 --img-size 2048 --threads 1 --device cpu) > %s 2>&1", vm_kb + 800000, bin_path(), ck, ds,
+             "--out %s/oom2 --img-size 2048 --threads 1 --device cpu) > %s 2>&1", vm_kb + 800000, test_bin_path(), ck, ds,
              test_tmpdir(), p);
     int st = system(cmd);
     unsigned char *b = NULL;

@@ -66,8 +66,11 @@ OpCtx *test_cuda(void) {
     return state > 0 ? &ctx : NULL;
 }
 
+// The program beside this runner, or $CAMOXPERT_TEST_BIN (to show a rule failing on another build).
 const char *test_bin_path(void) {
     static char path[4096];
+    const char *env = getenv("CAMOXPERT_TEST_BIN");
+    if (env && *env) return env;
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
     if (n <= 0) return "build/camoxpert";
     path[n] = 0;
@@ -75,23 +78,29 @@ const char *test_bin_path(void) {
     return path;
 }
 
-int test_run_bin(char **out, const char *fmt, ...) {
+int test_run_bin_args(char **out, int timeout_s, const char *args) {
     static char *buf;
     static char log[600];
     if (!log[0]) snprintf(log, sizeof log, "%s/run_bin.log", test_tmpdir());
-    char args[8192], cmd[16384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", test_bin_path(), args, log);
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "timeout -s KILL %d %s %s > %s 2>&1 < /dev/null", timeout_s, test_bin_path(), args, log);
     int st = system(cmd);
     free(buf);
     buf = NULL;
     size_t n;
     if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
     if (out) *out = buf;
+    if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 137)) return 124;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int test_run_bin(char **out, const char *fmt, ...) {
+    char args[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    return test_run_bin_args(out, 600, args);
 }
 
 const char *test_shared_path(const char *rel) {
