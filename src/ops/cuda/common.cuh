@@ -86,68 +86,37 @@ static inline int cuda_fdt(const Tensor *t, const char *op) {
     return (int)t->dtype;
 }
 
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every
-// thread gets the result. Fixed order: deterministic.
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+// Reductions over a warp and over the block (blockDim.x a multiple of 32, at most
+// 1024) with an associative op; every thread gets the result. Fixed order:
+// deterministic. warp_sum/block_sum take float, or double where a sum of many terms
+// cancels (as the CPU kernels accumulate), or long long for exact counts.
+struct SumOp {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float part[32];
-    __shared__ float total;
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, T identity, Op op) {
+    __shared__ T part[32];
+    __shared__ T total;
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     __syncthreads();   // part[] may still be read by a previous call
     if (lane == 0) part[wid] = v;
     __syncthreads();
     if (wid == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.f;
-        s = warp_sum(s);
+        T s = lane < (int)(blockDim.x >> 5) ? part[lane] : identity;
+        s = warp_reduce(s, op);
         if (lane == 0) total = s;
     }
     __syncthreads();
     return total;
 }
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ double block_sum_d(double v) {
-    __shared__ double part[32];
-    __shared__ double total;
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) part[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        double s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.0;
-        s = warp_sum_d(s);
-        if (lane == 0) total = s;
-    }
-    __syncthreads();
-    return total;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-__device__ __forceinline__ float block_max(float v) {
-    __shared__ float part[32];
-    __shared__ float total;
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) part[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? part[lane] : -INFINITY;
-        s = warp_max(s);
-        if (lane == 0) total = s;
-    }
-    __syncthreads();
-    return total;
-}
+template <typename T> __device__ __forceinline__ T warp_sum(T v) { return warp_reduce(v, SumOp()); }
+template <typename T> __device__ __forceinline__ T block_sum(T v) { return block_reduce(v, (T)0, SumOp()); }
 
 // Scratch from ctx->scratch (GPU memory); release with arena_release.
 static inline void *cuda_scratch(OpCtx *ctx, size_t bytes) { return arena_alloc(ctx->scratch, bytes); }

@@ -104,7 +104,7 @@ __global__ void k_conv_bwd_filter(float *dw, const void *x, const void *dy, int 
         if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
         acc += (double)ldf(dy, dt, p * s.K + k) * ldf(x, dt, ((n * s.H + ih) * s.W + iw) * s.C + c);
     }
-    acc = block_sum_d(acc);
+    acc = block_sum(acc);
     if (threadIdx.x == 0) dw[o] += (float)acc;
 }
 

@@ -278,8 +278,7 @@ static __global__ void colsum_finish_kernel(void *out, int odt, const double *pa
     const double *p = part + g * nchunk * K + k;
     double s = 0;
     for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += p[c * K];
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    float v = (float)(s / div);
+    float v = (float)(warp_sum(s) / div);
     if ((threadIdx.x & 31) == 0) {
         if (accumulate) addf(out, odt, j, v);
         else stf(out, odt, j, v);
@@ -333,7 +332,7 @@ static __global__ void group_dot_kernel(void *out, int odt, const void *u, int u
         int64_t a = t / B, i = ((g * A + a) * K + k) * B + (t - a * B);
         s += (double)ldf(u, udt, i) * ldf(v, vdt, i);
     }
-    s = warp_sum_d(s);
+    s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) addf(out, odt, j, (float)s);
 }
 
@@ -728,7 +727,7 @@ static __global__ void scatter_dw_partial_kernel(double *part, const void *ddst,
     double s = 0;   // a routing weight's gradient: a long dot product that nearly cancels
     for (int64_t d = d0 + threadIdx.x; d < d1; d += blockDim.x)
         s += (double)ldf(ddst, gdt, r * D + d) * ldf(src, sdt, i * D + d);
-    s = block_sum_d(s);
+    s = block_sum(s);
     if (threadIdx.x == 0) part[i * gridDim.x + blockIdx.x] = s;
 }
 
@@ -737,7 +736,7 @@ static __global__ void scatter_dw_finish_kernel(void *dw, int dwdt, const double
     if (i >= n) return;
     double s = 0;
     for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += part[i * nchunk + c];
-    s = warp_sum_d(s);
+    s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) addf(dw, dwdt, i, (float)s);
 }
 

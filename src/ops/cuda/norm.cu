@@ -166,8 +166,7 @@ static __global__ void col_partial_kernel(double *p1, double *p2, const void *x,
 static __device__ __forceinline__ double chunks_sum(const double *p, int64_t nchunk, int64_t C, int64_t c) {
     double s = 0;
     for (int64_t j = threadIdx.x & 31; j < nchunk; j += 32) s += p[j * C + c];
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    return s;
+    return warp_sum(s);
 }
 
 // Blocks for one warp per item over n items.
@@ -632,42 +631,10 @@ extern "C" void cuda_l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, c
 #define MAXNORM_BLOCKS 1024
 
 // The reference's maximum: any NaN wins (`x > mx || isnan(x)`).
-static __device__ __forceinline__ float nanmax(float a, float b) { return a > b || isnan(a) ? a : b; }
-
-static __device__ float block_nanmax(float v) {
-    __shared__ float part[32];
-    __shared__ float total;
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v = nanmax(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (lane == 0) part[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? part[lane] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) s = nanmax(s, __shfl_xor_sync(0xffffffffu, s, o));
-        if (lane == 0) total = s;
-    }
-    __syncthreads();
-    return total;
-}
-
-// Integer sum over the block (the count of maxima: exact beyond 2^24).
-static __device__ long long block_count(long long v) {
-    __shared__ long long part[32];
-    __shared__ long long total;
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0) part[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        long long s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0;
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) total = s;
-    }
-    __syncthreads();
-    return total;
-}
+struct NanMaxOp {
+    __device__ __forceinline__ float operator()(float a, float b) const { return a > b || isnan(a) ? a : b; }
+};
+static __device__ float block_nanmax(float v) { return block_reduce(v, -INFINITY, NanMaxOp()); }
 
 static unsigned maxnorm_blocks(int64_t n) {
     int64_t b = (n + CUDA_BLOCK - 1) / CUDA_BLOCK;
@@ -676,14 +643,14 @@ static unsigned maxnorm_blocks(int64_t n) {
 
 static __global__ void maxnorm_partial_kernel(float *part, const void *x, int xdt, int64_t n) {
     float m = -INFINITY;
-    CUDA_LOOP(i, n) m = nanmax(m, ldf(x, xdt, i));
+    CUDA_LOOP(i, n) m = NanMaxOp()(m, ldf(x, xdt, i));
     m = block_nanmax(m);
     if (threadIdx.x == 0) part[blockIdx.x] = m;
 }
 
 static __global__ void maxnorm_final_kernel(void *save_max, int smdt, const float *part, int nb) {
     float m = -INFINITY;
-    for (int j = threadIdx.x; j < nb; j += blockDim.x) m = nanmax(m, part[j]);
+    for (int j = threadIdx.x; j < nb; j += blockDim.x) m = NanMaxOp()(m, part[j]);
     m = block_nanmax(m);
     if (threadIdx.x == 0) stf(save_max, smdt, 0, m);
 }
@@ -729,8 +696,8 @@ static __global__ void maxnorm_grad_partial_kernel(double *ps, long long *pc, co
         s += (double)ldf(dy, dydt, i) * v;
         cnt += v == mx;
     }
-    s = block_sum_d(s);
-    cnt = block_count(cnt);
+    s = block_sum(s);
+    cnt = block_sum(cnt);   // exact beyond 2^24
     if (threadIdx.x == 0) {
         ps[blockIdx.x] = s;
         pc[blockIdx.x] = cnt;
@@ -746,8 +713,8 @@ static __global__ void maxnorm_grad_final_kernel(double *share, const double *ps
         s += ps[j];
         cnt += pc[j];
     }
-    s = block_sum_d(s);
-    cnt = block_count(cnt);
+    s = block_sum(s);
+    cnt = block_sum(cnt);   // exact beyond 2^24
     double den = (double)ldf(save_max, smdt, 0) + eps;
     // no maximum matches when it is NaN; the share is then never used
     if (threadIdx.x == 0) *share = cnt > 0 ? -s / (den * den) / (double)cnt : 0.0;
