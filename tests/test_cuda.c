@@ -7,6 +7,7 @@
 #include "nn/camoxpert.h"
 #include "nn/cod_head.h"
 #include "nn/experts.h"
+#include "core/finite.h"
 #include "nn/runtime.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -18,18 +19,6 @@ static Tensor rnd(Arena *a, Rng *r, int ndim, const int64_t *shape, double lo, d
     Tensor t = tensor_new(a, DT_F32, ndim, shape);
     for (int64_t i = 0; i < tensor_numel(&t); i++) tensor_f32(&t)[i] = (float)(lo + (hi - lo) * rng_uniform(r));
     return t;
-}
-
-// ‖a − b‖ / max(‖b‖, floor) of two host tensors (any float dtype); NaN stays NaN.
-static double rel_l2(const Tensor *a, const Tensor *b, double floor) {
-    double d = 0, n = 0;
-    for (int64_t i = 0; i < tensor_numel(b); i++) {
-        double x = tensor_get(a, i), y = tensor_get(b, i);
-        d += (x - y) * (x - y);
-        n += y * y;
-    }
-    double den = sqrt(n) > floor ? sqrt(n) : floor;
-    return den > 0 ? sqrt(d) / den : sqrt(d);
 }
 
 // ---- the loss ----------------------------------------------------------------------------------------
@@ -304,13 +293,13 @@ static void model_case(int sparse) {
         Tensor ref = tensor_view(tensor_f32(&c.grad) + pc.p[i].offset, DT_F32, 1, &pc.p[i].numel);
         // the fixtures' floor (1e-4 of the largest gradient) in L2: zero gradients compare to a scale
         double fl = 1e-4 * gmax * sqrt((double)pc.p[i].numel);
-        double e = rel_l2(&a, &ref, fl), eb = rel_l2(&bb, &ref, fl);
+        double e = tensor_rel_l2(&a, &ref, fl), eb = tensor_rel_l2(&bb, &ref, fl);
         if (!(e <= worst)) worst = e, wn = pc.p[i].name;
         if (!(eb <= worst_b)) worst_b = eb;
         // verify's rule: within 1e-3 of the CPU's float32 gradient, or (where that one's own rounding
         // puts it further from exact) within 1e-3 of the float64 gradient
         Tensor t64 = params_grad(&p64, i);
-        double e64 = rel_l2(&a, &t64, fl), c64 = rel_l2(&ref, &t64, fl);
+        double e64 = tensor_rel_l2(&a, &t64, fl), c64 = tensor_rel_l2(&ref, &t64, fl);
         worst64 = fmax(worst64, e64);
         CHECKF(e <= 1e-3 || e64 <= 1e-3, "%s fp32 gradient %s: %.3g from the CPU's float32, %.3g from float64 (the CPU's "
                "float32 %.3g)", sparse ? "sparse" : "dense", pc.p[i].name, e, e64, c64);
@@ -318,11 +307,11 @@ static void model_case(int sparse) {
     // where the maps or the loss's gradients part (the first place a drift shows)
     static const char *grad_names[8] = { "pred", "fg_map", "search_map", "uncertainty", "refine0", "deep0", "deep1", "deep2" };
     for (int i = 0; i < 10; i++)
-        printf("    %s map %s: gpu-cpu %.3g\n", sparse ? "sparse" : "dense", map_names[i], rel_l2(&g.maps[i], &c.maps[i], 0));
+        printf("    %s map %s: gpu-cpu %.3g\n", sparse ? "sparse" : "dense", map_names[i], tensor_rel_l2(&g.maps[i], &c.maps[i], 0));
     for (int i = 0; i < 8; i++)
         printf("    %s loss gradient of %s: gpu-cpu %.3g\n", sparse ? "sparse" : "dense", grad_names[i],
-               rel_l2(&g.dmaps[i], &c.dmaps[i], 0));
-    double eb = rel_l2(&b.pred, &c.pred, 0);
+               tensor_rel_l2(&g.dmaps[i], &c.dmaps[i], 0));
+    double eb = tensor_rel_l2(&b.pred, &c.pred, 0);
     // bf16 forward through ~60 layers of random weights: a sanity bound here; verify holds the fixtures to 2e-2
     CHECKF(eb <= 0.1, "%s bf16 pred: rel L2 %.3g", sparse ? "sparse" : "dense", eb);
     printf("    %s: fp32 pred %.3g, loss %.6f vs %.6f, worst gradient rel L2 %.3g (%s), against float64 %.3g; bf16 pred "
@@ -443,7 +432,7 @@ static void module_case(int which, int64_t hw, int d) {
     double worst = 0, worst64 = 0, cworst = 0;
     const char *wn = "";
     for (int i = 0; i < nx; i++) {
-        double eg = rel_l2(&g.dx[i], &c.dx[i], 0), e64 = rel_l2(&g.dx[i], &x.dx[i], 0), c64 = rel_l2(&c.dx[i], &x.dx[i], 0);
+        double eg = tensor_rel_l2(&g.dx[i], &c.dx[i], 0), e64 = tensor_rel_l2(&g.dx[i], &x.dx[i], 0), c64 = tensor_rel_l2(&c.dx[i], &x.dx[i], 0);
         printf("    %s %lldx%lld: dx[%d] gpu-cpu %.3g, gpu-f64 %.3g, cpu-f64 %.3g\n", name, (long long)hw, (long long)hw, i,
                eg, e64, c64);
         CHECKF(eg <= 1e-3 || e64 <= 1e-3, "%s %lldx%lld dx[%d]: %.3g from the CPU, %.3g from float64", name,
@@ -457,7 +446,7 @@ static void module_case(int which, int64_t hw, int d) {
         Tensor a = tensor_view(tensor_f32(&g.grad) + o, DT_F32, 1, &n), b = tensor_view(tensor_f32(&c.grad) + o, DT_F32, 1, &n);
         Tensor t = tensor_view(tensor_f32(&x.grad) + o, DT_F32, 1, &n);
         double fl = 1e-4 * gmax * sqrt((double)n);
-        double eg = rel_l2(&a, &b, fl), e64 = rel_l2(&a, &t, fl), c64 = rel_l2(&b, &t, fl);
+        double eg = tensor_rel_l2(&a, &b, fl), e64 = tensor_rel_l2(&a, &t, fl), c64 = tensor_rel_l2(&b, &t, fl);
         if (!(eg <= worst)) worst = eg, wn = pt[0].p[i].name;
         worst64 = fmax(worst64, e64), cworst = fmax(cworst, c64);
         CHECKF(eg <= 1e-3 || e64 <= 1e-3, "%s %lldx%lld gradient %s: %.3g from the CPU, %.3g from float64 (the CPU %.3g)",

@@ -56,16 +56,8 @@ int verify_check_l2(VerifyRun *v, const char *name, const Tensor *ours, const Te
         verify_fail(v, name, "element counts differ");
         return 0;
     }
-    double d2 = 0, r2 = 0;
-    int finite = 1;
-    for (int64_t i = 0; i < n; i++) {
-        double x = tensor_get(ours, i), y = tensor_get(ref, i);
-        finite &= isfinite(x) && isfinite(y);
-        d2 += (x - y) * (x - y);
-        r2 += y * y;
-    }
-    double den = sqrt(r2) > floor ? sqrt(r2) : floor;
-    double err = den > 0 ? sqrt(d2) / den : sqrt(d2);
+    double err = tensor_rel_l2(ours, ref, floor);
+    int finite = !isnan(err);
     v->last_err = finite ? err : INFINITY;
     int ok = finite && err <= tol;
     if (!ok) v->n_failed++;

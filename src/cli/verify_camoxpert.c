@@ -15,6 +15,7 @@
 // gradients on the same weights and batch (relative L2, verify.h).
 // General over backbone variant, batch, input size, E and k.
 #include "verify.h"
+#include "core/finite.h"
 #include "nn/camoxpert.h"
 #include "train/loss.h"
 #include <math.h>
@@ -81,6 +82,8 @@ static void check_routes(VerifyRun *v, const StFile *f, Arena *io, const CamoXpe
     }
 }
 
+// The evaluation-mode outputs against the fixture: host tensors at tol, or (v->gpu set,
+// tensors on the GPU, routing on the host) by verify_check_gpu's rule.
 static void check_eval(VerifyRun *v, const StFile *f, Arena *io, const CamoXpertOutputs *o, const char *tag,
                        double tol) {
     const CodOutputs *m = &o->maps;
@@ -93,42 +96,18 @@ static void check_eval(VerifyRun *v, const StFile *f, Arena *io, const CamoXpert
         char ref[96], label[128];
         snprintf(ref, sizeof ref, "output/eval/%s", outs[i].name);
         snprintf(label, sizeof label, "%s %s", ref, tag);
-        check_nhwc(v, f, io, ref, label, outs[i].t, 0, tol);
-    }
-    check_routes(v, f, io, o, "eval", tag, tol, 0);
-}
-
-// The same outputs from a GPU run (tensors on the GPU; routing on the host).
-static void check_eval_gpu(VerifyRun *v, const StFile *f, Arena *io, const CamoXpertOutputs *o, const char *tag) {
-    const CodOutputs *m = &o->maps;
-    const struct { const char *name; const Tensor *t; } outs[] = {
-        { "pred", &m->pred }, { "fg_map", &m->fg_map }, { "search_map", &m->search_map },
-        { "uncertainty", &m->uncertainty }, { "refine0", &m->refine[0] }, { "deep0", &m->deep[0] },
-        { "deep1", &m->deep[1] }, { "deep2", &m->deep[2] },
-    };
-    for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
-        char ref[96], label[128];
-        snprintf(ref, sizeof ref, "output/eval/%s", outs[i].name);
-        snprintf(label, sizeof label, "%s %s", ref, tag);
+        if (outs[i].t->device != DEV_CUDA) {
+            check_nhwc(v, f, io, ref, label, outs[i].t, 0, tol);
+            continue;
+        }
         Tensor r;
         ArenaMark mk = arena_mark(io);
         if (verify_read_nhwc(f, ref, io, DT_F64, &r)) verify_fail(v, label, cx_errmsg());
         else verify_check_gpu(v, label, outs[i].t, &r);
         arena_release(io, mk);
     }
-    int bf16 = v->gpu->dtype == DT_BF16;
-    check_routes(v, f, io, o, "eval", tag, bf16 ? VERIFY_BF16_FWD : v->rtol_fwd_f32, bf16);
-}
-
-// ‖a − b‖ / max(‖b‖, floor) of two host tensors.
-static double l2_err(const Tensor *a, const Tensor *b, double floor) {
-    double d = 0, n = 0;
-    for (int64_t k = 0; k < tensor_numel(b); k++) {
-        double x = tensor_get(a, k), y = tensor_get(b, k);
-        d += (x - y) * (x - y), n += y * y;
-    }
-    double den = sqrt(n) > floor ? sqrt(n) : floor;
-    return den > 0 ? sqrt(d) / den : sqrt(d);
+    int bf16 = m->pred.device == DEV_CUDA && v->gpu->dtype == DT_BF16;
+    check_routes(v, f, io, o, "eval", tag, bf16 ? VERIFY_BF16_FWD : tol, bf16);
 }
 
 // A table with src's layout and values, for another device or a fresh BatchNorm state.
@@ -172,7 +151,7 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
     CamoXpertOutputs o;
     Tensor x = runtime_input(g, x32, g->dtype);
     camoxpert_forward(&g->ctx, m, &x, &o);
-    check_eval_gpu(v, f, io, &o, tag);
+    check_eval(v, f, io, &o, tag, v->rtol_fwd_f32);
     // training mode: loss terms and BatchNorm state against the fixture
     CamoLoss L;
     train_pass(g, m, x32, mask32, &L, &o);
@@ -280,12 +259,12 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
         snprintf(label, sizeof label, "grad %s %s vs cpu fp32", pc.p[i].name, tag);
         const double fl = v->grad_floor * gmax * sqrt((double)pc.p[i].numel);
         Tensor t64 = params_grad(&p64, i);
-        double egc = l2_err(&a, &b, fl);
+        double egc = tensor_rel_l2(&a, &b, fl);
         if (!bf16) verify_check_gpu_grad(v, label, &a, &b, &t64, fl, gtol);   // bf16: reported below, no target
         if (!(egc <= worst)) { worst = egc; worst_name = pc.p[i].name; }
         n_grads++;
         // the same error rule against float64, for both runs
-        double eg = l2_err(&a, &t64, fl), ec = l2_err(&b, &t64, fl);
+        double eg = tensor_rel_l2(&a, &t64, fl), ec = tensor_rel_l2(&b, &t64, fl);
         if (!(eg <= w64_gpu)) w64_gpu = eg, w64_gpu_name = pc.p[i].name;
         if (!(ec <= w64_cpu)) w64_cpu = ec, w64_cpu_name = pc.p[i].name;
     }

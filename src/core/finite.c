@@ -43,3 +43,17 @@ double tensor_rel_err(const Tensor *a, const Tensor *b, double floor, int64_t *b
     double den = mb > floor ? mb : floor;
     return den > 0 ? md / den : md;
 }
+
+double tensor_rel_l2(const Tensor *a, const Tensor *b, double floor) {
+    int64_t n = tensor_numel(b);
+    CX_ASSERT(n == tensor_numel(a), "tensor_rel_l2: %lld vs %lld elements", (long long)tensor_numel(a), (long long)n);
+    double d2 = 0, b2 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = tensor_get(a, i), y = tensor_get(b, i);
+        if (!isfinite(x) || !isfinite(y)) return NAN;
+        d2 += (x - y) * (x - y);
+        b2 += y * y;
+    }
+    double den = sqrt(b2) > floor ? sqrt(b2) : floor;
+    return den > 0 ? sqrt(d2) / den : sqrt(d2);
+}

@@ -6,6 +6,7 @@
 //   int64_t bad = tensor_first_nonfinite(&w);         // -1: all finite
 //   int64_t at;
 //   double err = tensor_rel_err(&ours, &ref, 0, &at); // NaN when either side is not finite
+//   double e2 = tensor_rel_l2(&ours, &ref, floor);    // relative L2, NaN likewise
 #pragma once
 #include "tensor.h"
 
@@ -16,3 +17,6 @@ int64_t tensor_first_nonfinite(const Tensor *t);
 // NaN (which fails every `err <= tol`) and *bad (may be NULL) gets the first such
 // index; else *bad = -1. a and b have the same number of elements.
 double tensor_rel_err(const Tensor *a, const Tensor *b, double floor, int64_t *bad);
+// The same in L2 (the GPU rules, per tensor): ‖a − b‖ / max(‖b‖, floor), ‖a − b‖
+// when the denominator is 0; NaN when either side holds a non-finite value.
+double tensor_rel_l2(const Tensor *a, const Tensor *b, double floor);
