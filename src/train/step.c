@@ -28,11 +28,7 @@ static int weights_finite(TrainStep *s, StepResult *r) {
     Tensor w = tensor_view(pt->data, pt->dtype, 1, &pt->numel);
     w.device = pt->device;
     grad_norm_clip(&rt->ctx.op, &s->wstats, &w, s->wseg, pt->n, 0);
-    Tensor h = s->wstats;
-    if (h.device == DEV_CUDA) {
-        h = tensor_new(&rt->host, s->wstats.dtype, 1, s->wstats.shape);
-        tensor_download(&h, &s->wstats);
-    }
+    Tensor h = nn_to_host(&rt->ctx, &s->wstats);
     if (isfinite(tensor_get(&h, 0))) return 1;
     params_sync_host(pt);
     r->bad_param = params_first_nonfinite(pt, &r->bad_index);
@@ -78,11 +74,7 @@ void train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r)
     Tensor norm = tensor_slice0(&s->stats, CL_TERMS, 3);
     grad_clip_stats(op, s->pt, s->opt, grad_clip, &norm);
     // the step's one synchronisation: the terms and the norm together
-    Tensor h = s->stats;
-    if (s->stats.device == DEV_CUDA) {
-        h = tensor_new(&rt->host, s->stats.dtype, 1, s->stats.shape);
-        tensor_download(&h, &s->stats);
-    }
+    Tensor h = nn_to_host(&rt->ctx, &s->stats);
     double t[CL_TERMS];
     for (int i = 0; i < CL_TERMS; i++) t[i] = tensor_get(&h, i) / s->n_micro;
     camo_loss_from_terms(&s->w, t, s->balance / s->n_micro, &r->loss);
