@@ -833,3 +833,42 @@ TEST(op_fast_big_norm_eltwise) {
     OpTest ap = { .fwd = avgpool_fwd, .bwd = avgpool_bwd };
     fast_vs_ref_big(&ap, 1, (Tensor[]){ SH(2, 64, 64, 24) }, 1, (Tensor[]){ SH(2, 24) }, 1e-5);
 }
+
+// The ReLU decision tape (ops.h): a replaying pass follows the recording's decisions
+// (elements within rounding of 0 included), counts where its own differ, and its
+// output keeps relu_backward on the recorded elements; float64 replays a float32 tape.
+TEST(op_relu_tape_shares_decisions) {
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    OpCtx cpu = { .backend = OPS_CPU, .scratch = &scratch }, ref = { .backend = OPS_REF, .scratch = &scratch };
+    const float xv[6] = { 1.5f, -2.0f, 1e-9f, -1e-9f, 0.0f, 3.0f };
+    Tensor x = tensor_new(&a, DT_F32, 1, (int64_t[]){ 6 }), y = tensor_new(&a, DT_F32, 1, (int64_t[]){ 6 });
+    memcpy(x.data, xv, sizeof xv);
+    ReluTape t = { 0 };
+    cpu.relu_tape = &t;
+    relu_forward(&cpu, &y, &x);
+    relu_forward(&cpu, &y, &x);   // a second call: recorded after the first
+    CHECK(t.n == 12 && t.differed == 0);
+    // the other run's pre-activations: the two tiny values have the other sign
+    Tensor x2 = tensor_new(&a, DT_F64, 1, (int64_t[]){ 6 }), y2 = tensor_new(&a, DT_F64, 1, (int64_t[]){ 6 });
+    const double x2v[6] = { 1.5, -2.0, -1e-9, 1e-9, 0.0, 3.0 };
+    memcpy(x2.data, x2v, sizeof x2v);
+    relu_tape_rewind(&t, 1);
+    ref.relu_tape = &t;
+    relu_forward(&ref, &y2, &x2);
+    CHECKF(t.differed == 2 && t.pos == 6, "differed %lld at %lld", (long long)t.differed, (long long)t.pos);
+    const double want[6] = { 1.5, 0, 1e-30, 0, 0, 3.0 };
+    for (int i = 0; i < 6; i++) CHECKF(tensor_f64(&y2)[i] == want[i], "element %d: %g", i, tensor_f64(&y2)[i]);
+    Tensor dy = tensor_new(&a, DT_F64, 1, (int64_t[]){ 6 }), dx = tensor_zeros(&a, DT_F64, 1, (int64_t[]){ 6 });
+    for (int i = 0; i < 6; i++) tensor_f64(&dy)[i] = 1;
+    relu_backward(&ref, &dx, &dy, &y2);
+    for (int i = 0; i < 6; i++) CHECKF(tensor_f64(&dx)[i] == (want[i] > 0), "gradient %d: %g", i, tensor_f64(&dx)[i]);
+    // in place (y aliases x), as the layers call it
+    memcpy(x2.data, x2v, sizeof x2v);
+    relu_forward(&ref, &x2, &x2);
+    for (int i = 0; i < 6; i++) CHECKF(tensor_f64(&x2)[i] == want[i], "in place, element %d: %g", i, tensor_f64(&x2)[i]);
+    relu_tape_free(&t);
+    arena_free(&a);
+    arena_free(&scratch);
+}

@@ -5,6 +5,8 @@
 // reference has no separate fast CPU kernel: it is cheap and memory-light
 // enough that the plain loop is the fast path too (see docs/PERF.md).
 #include "ops.h"
+#include <stdlib.h>
+#include <string.h>
 #include "ref/ref.h"
 #include "cpu/cpu.h"
 #if HAVE_CUDA
@@ -182,7 +184,71 @@ void layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
 
 void gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, gelu_forward, ctx, y, x); }
 void gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) { DISPATCH(x, gelu_backward, ctx, dx, dy, x); }
-void relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, relu_forward, ctx, y, x); }
+void relu_tape_rewind(ReluTape *t, int replay) {
+    t->replay = replay;
+    t->pos = t->differed = 0;
+    if (!replay) t->n = 0;
+}
+
+void relu_tape_free(ReluTape *t) {
+    free(t->keep);
+    memset(t, 0, sizeof *t);
+}
+
+// The element values of x (F32 or F64, host or GPU) as doubles in a malloc'd buffer.
+static double *relu_tape_values(const Tensor *x) {
+    int64_t n = tensor_numel(x);
+    double *v = cx_malloc(sizeof(double) * (size_t)(n ? n : 1));
+    CX_ASSERT(x->dtype == DT_F32 || x->dtype == DT_F64, "relu tape: dtype %s (F32 or F64)", dtype_name(x->dtype));
+    Tensor h = *x;
+    void *buf = NULL;
+    if (x->device == DEV_CUDA) {
+        buf = cx_malloc(dtype_size(x->dtype) * (size_t)(n ? n : 1));
+        h = tensor_view(buf, x->dtype, x->ndim, x->shape);
+        tensor_download(&h, x);
+    }
+    for (int64_t i = 0; i < n; i++) v[i] = h.dtype == DT_F64 ? tensor_f64(&h)[i] : tensor_f32(&h)[i];
+    free(buf);
+    return v;
+}
+
+static void relu_tape_forward(OpCtx *ctx, ReluTape *t, Tensor *y, const Tensor *x) {
+    int64_t n = tensor_numel(x);
+    double *v = relu_tape_values(x);
+    if (!t->replay) {
+        if (t->n + n > t->cap) {
+            t->cap = (t->n + n) * 2;
+            t->keep = cx_realloc(t->keep, (size_t)t->cap);
+        }
+        for (int64_t i = 0; i < n; i++) t->keep[t->n + i] = v[i] > 0;
+        t->n += n;
+        free(v);
+        DISPATCH(x, relu_forward, ctx, y, x);
+        return;
+    }
+    CX_ASSERT(t->pos + n <= t->n, "relu tape: the replaying pass made more ReLU calls than the recording one");
+    for (int64_t i = 0; i < n; i++) {
+        int keep = t->keep[t->pos + i];
+        t->differed += keep != (v[i] > 0);
+        v[i] = keep ? (v[i] > 1e-30 ? v[i] : 1e-30) : 0;
+    }
+    t->pos += n;
+    void *buf = cx_malloc(dtype_size(y->dtype) * (size_t)(n ? n : 1));
+    Tensor h = tensor_view(buf, y->dtype, y->ndim, y->shape);
+    for (int64_t i = 0; i < n; i++) {
+        if (h.dtype == DT_F64) tensor_f64(&h)[i] = v[i];
+        else tensor_f32(&h)[i] = (float)v[i];
+    }
+    if (y->device == DEV_CUDA) tensor_upload(y, &h);
+    else memcpy(y->data, buf, dtype_size(y->dtype) * (size_t)n);
+    free(buf);
+    free(v);
+}
+
+void relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
+    if (ctx->relu_tape) relu_tape_forward(ctx, ctx->relu_tape, y, x);
+    else DISPATCH(x, relu_forward, ctx, y, x);
+}
 void relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) { DISPATCH(y, relu_backward, ctx, dx, dy, y); }
 void sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, sigmoid_forward, ctx, y, x); }
 void sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {

@@ -39,12 +39,14 @@
 typedef enum { OPS_CPU = 0, OPS_REF, OPS_CUDA } ops_backend;
 
 struct CudaState;
+struct ReluTape;
 
 typedef struct OpCtx {
     ops_backend backend;
     Arena *scratch;           // temporaries inside one op call (host arena, or device arena under OPS_CUDA)
     struct CudaState *cuda;   // OPS_CUDA: stream, cuDNN/cuBLASLt handles, plan caches of one GPU (ops/cuda)
     double *macs;             // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
+    struct ReluTape *relu_tape;   // non-NULL: ReLU decisions recorded or replayed (parity checks; see below)
 } OpCtx;
 
 const char *ops_backend_name(ops_backend b);   // "cpu", "reference", "cuda"
@@ -124,6 +126,24 @@ void layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
 void gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);                 // exact erf form
 void gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x);
 void relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
+// ReLU decisions shared between two runs of the same pass (verify's and the tests'
+// gradient parity). Two float32 implementations round pre-activations differently;
+// one that lies within rounding of 0 is kept by one run and cut by the other, and
+// that one element moves a small layer's parameter gradient by ~1e-3 (measured: a
+// 1e-7 relative change of the input moves exact float64 gradients by 5.6e-4, 1e-8
+// by 1e-7). A recording run (replay = 0) stores y > 0 per element, in call order;
+// a replaying run takes those decisions instead of its own (y = x where the
+// recording kept the element, at least 1e-30 so that relu_backward keeps it too;
+// 0 elsewhere) and counts where its own would have differed. Host round trips
+// for GPU tensors: for checks, never for training.
+typedef struct ReluTape {
+    int replay;
+    uint8_t *keep;           // one decision per element over all recorded calls
+    int64_t n, cap, pos;     // recorded, allocated, replay position
+    int64_t differed;        // replay: elements whose own decision differed
+} ReluTape;
+void relu_tape_rewind(ReluTape *t, int replay);   // replay from the start (or record anew)
+void relu_tape_free(ReluTape *t);
 void relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y);   // takes the OUTPUT y
 void sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x);
 void sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y); // takes the OUTPUT y
