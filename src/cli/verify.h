@@ -14,6 +14,13 @@
 // relative L2 error of VERIFY_BF16_FWD (bf16); gradients against the CPU's
 // float32 gradients on the same weights and batch, relative L2 per tensor.
 #define VERIFY_BF16_FWD 2e-2
+// The training-mode prediction in bf16 (batch statistics: the shared fixtures'
+// 2 images make BatchNorm over 8 rows at the coarsest scale, and a bf16-rounded
+// convolution output moves those rows' normalised values) is held to 1.5x what
+// PyTorch's own bf16 autocast gives on the same fixture: 4.0e-2 on the dense
+// fixture (PyTorch 2.11, H100; `tools/camoxpert_twin.py prove --device cuda
+// --amp bf16 FIXTURE`); camoxpert measured 4.5e-2 there. docs/GPU.md.
+#define VERIFY_BF16_TRAIN_PRED 6e-2
 #define VERIFY_GPU_GRAD_F32 1e-3
 // bf16 gradients are reported (no target): bf16 keeps 8 significant bits, and
 // a gradient is a long chain of bf16 roundings.
