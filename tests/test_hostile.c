@@ -875,19 +875,25 @@ TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
     char t[600];
     snprintf(t, sizeof t, "%s", test_tmpdir());
     char *o;
+    // the host's memory (the limit is the host's; a GPU is checked against its own free memory, below)
     setenv("CAMOXPERT_MEMORY_LIMIT_MB", "16384", 1);   // a 16 GB machine, whatever this one has
     double t0 = cx_time_s();
-    int rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/mem --backbone edgenext_base --img-size 1024 "
-                     "--batch-size 64 --threads 1", ds, t);
+    int rc = run_bin(&o, "train --device cpu --dataset-path %s --checkpoint-dir %s/mem --backbone edgenext_base "
+                     "--img-size 1024 --batch-size 64 --threads 1", ds, t);
     CHECKF(rc == 2 && strstr(o, "--batch-size 64") && strstr(o, "GiB") && strstr(o, "--batch-size 1 fits") &&
            !strstr(o, "epoch 1/"), "train: exit %d: %s", rc, o);
     CHECKF(cx_time_s() - t0 < 30, "the refusal took %.1f s", cx_time_s() - t0);
-    rc = run_bin(&o, "bench --backbone edgenext_base --img-size 1024 --batch-size 64 --threads 1");
+    rc = run_bin(&o, "bench --device cpu --backbone edgenext_base --img-size 1024 --batch-size 64 --threads 1");
     CHECKF(rc == 2 && strstr(o, "--batch-size 1 fits"), "bench: exit %d: %s", rc, o);
+    if (test_cuda()) {   // 416 GiB at peak: more than any GPU has
+        rc = run_bin(&o, "bench --device cuda --backbone edgenext_base --img-size 1024 --batch-size 64");
+        CHECKF(rc == 2 && strstr(o, "free memory of the GPU") && strstr(o, "fits"), "bench on the GPU: exit %d: %s", rc, o);
+    }
     setenv("CAMOXPERT_MEMORY_LIMIT_MB", "1024", 1);
     char photos[800];
     snprintf(photos, sizeof photos, "%s/Test/Image", ds);
-    rc = run_bin(&o, "predict --weights %s --input %s --out %s/mem_pred --img-size 4096 --threads 1", ck, photos, t);
+    rc = run_bin(&o, "predict --device cpu --weights %s --input %s --out %s/mem_pred --img-size 4096 --threads 1", ck,
+                 photos, t);
     CHECKF(rc == 2 && strstr(o, "--img-size 4096") && strstr(o, "fits"), "predict: exit %d: %s", rc, o);
     unsetenv("CAMOXPERT_MEMORY_LIMIT_MB");
     // The estimate is printed before training starts.
