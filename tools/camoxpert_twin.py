@@ -16,7 +16,12 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
                        loss terms, a subset of gradients (incl. every router's)
   checkpoint FILE      load a checkpoint written by camoxpert into a module with the
                        reference's exact state_dict (names, shapes, dtypes), strict=True
-  bench ...            time one training step (forward + loss + backward) in float32
+  bench ...            time one training step (forward + loss + backward + AdamW): float32
+                       on the CPU, or on a GPU (--device cuda) with --amp fp16 (autocast +
+                       GradScaler, as the reference ships) or bf16, optionally --channels-last
+  prove --device cuda --amp bf16|fp16 FIXTURE
+                       the fixture's forward outputs under autocast on the GPU (float32
+                       weights): relative L2 per output against the fixture, reported
 
 Tensors NCHW / OIHW; keys are the reference's state_dict keys. Run with /usr/bin/python3
 (Debian python3-torch 1.13).
@@ -334,6 +339,52 @@ def fixture_config(meta):
     return meta["backbone"], meta["mode"] == "sparse", int(meta.get("num_experts", 6)), int(meta.get("top_k", 2))
 
 
+def to_float(o):
+    """Autocast outputs as float32 for the loss (BCE on probabilities is not autocast-safe;
+    the losses run in float32 as autocast would run them)."""
+    if torch.is_tensor(o):
+        return o.float() if o.is_floating_point() else o
+    if isinstance(o, dict):
+        return {n: to_float(v) for n, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return type(o)(to_float(v) for v in o)
+    return o
+
+
+def amp_dtype(name):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def cmd_prove_amp(a, T, Pn, Bn, variant, sparse, E, k):
+    """Autocast forward outputs on a GPU against the fixture: relative L2 per output."""
+    torch.set_default_device(a.device)
+    outs = {}
+    for training in (False, True):
+        with torch.autocast(device_type="cuda", dtype=amp_dtype(a.amp)):
+            o = run(Pn, Bn, T["input/image"], None, variant, sparse, E, k, False, torch.float32)["out"] if not training \
+                else run_forward_train(Pn, Bn, T["input/image"], variant, sparse, E, k)
+        if training:
+            outs["output/train/pred"] = o["pred"].float().detach().cpu().numpy()
+        else:
+            outs.update({n: v for n, v in {f"output/eval/{m}": o[m] for m in ("pred", "fg_map", "search_map",
+                         "uncertainty", "refine0")}.items()})
+            outs.update({f"output/eval/deep{j}": o["deep"][j] for j in range(3)})
+            outs = {n: (v.float().detach().cpu().numpy() if torch.is_tensor(v) else v) for n, v in outs.items()}
+    for n, v in outs.items():
+        if n in T:
+            ref = np.asarray(T[n], np.float64)
+            e = np.linalg.norm(np.asarray(v, np.float64) - ref) / max(np.linalg.norm(ref), 1e-30)
+            print(f"  {n:<40} {a.amp} autocast on {torch.cuda.get_device_name()}: relative L2 {e:.3e}")
+    return 0
+
+
+def run_forward_train(Pn, Bn, image, variant, sparse, E, k):
+    P = {n: torch.tensor(v, dtype=torch.float32) for n, v in Pn.items()}
+    B = {n: torch.tensor(v, dtype=torch.int64 if n.endswith("num_batches_tracked") else torch.float32)
+         for n, v in Bn.items()}
+    return Net(P, B, variant, sparse, E, k, True).forward(torch.tensor(image, dtype=torch.float32))
+
+
 def cmd_prove(a):
     T, meta = st_load(a.fixture)
     variant, sparse, E, k = fixture_config(meta)
@@ -345,6 +396,8 @@ def cmd_prove(a):
         assert sorted(n[6:] for n in T if n.startswith("param/")) == sorted(K.params), "parameter keys differ"
     Bn = {n: T["buffer/" + n] for n in K.buffers}
     assert sorted(n[7:] for n in T if n.startswith("buffer/")) == sorted(K.buffers), "buffer keys differ"
+    if a.amp != "none":
+        return cmd_prove_amp(a, T, Pn, Bn, variant, sparse, E, k)
     ours = eval_outputs(run(Pn, Bn, T["input/image"], None, variant, sparse, E, k, False)["out"])
     if "output/train/loss" in T:
         ours.update(train_outputs(run(Pn, Bn, T["input/image"], T["input/mask"], variant, sparse, E, k, True)))
@@ -473,16 +526,47 @@ def cmd_bench(a):
     rs = np.random.RandomState(0)
     image = rs.randn(a.batch, 3, H, W).astype(np.float32)
     mask = (rs.rand(a.batch, 1, H, W) > 0.5).astype(np.float32)
+    cuda = a.device.startswith("cuda")
+    if cuda:
+        torch.set_default_device(a.device)
+        torch.backends.cudnn.benchmark = True
+    mf = torch.channels_last if a.channels_last else torch.contiguous_format
+    P = {n: torch.tensor(v, dtype=torch.float32).requires_grad_() for n, v in Pn.items()}
+    if a.channels_last:
+        P = {n: (t.detach().to(memory_format=mf).requires_grad_() if t.dim() == 4 else t) for n, t in P.items()}
+    B = {n: torch.tensor(v, dtype=torch.int64 if n.endswith("tracked") else torch.float32) for n, v in Bn.items()}
+    x = torch.tensor(image).to(memory_format=mf)
+    y = torch.tensor(mask).to(memory_format=mf)
+    opt = torch.optim.AdamW(list(P.values()), lr=1e-4, weight_decay=1e-4, **({"fused": True} if cuda else {}))
+    scaler = torch.amp.GradScaler("cuda", enabled=a.amp == "fp16") if hasattr(torch.amp, "GradScaler") else \
+        torch.cuda.amp.GradScaler(enabled=a.amp == "fp16")
     times = []
     for i in range(a.warmup + a.iters):
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        run(Pn, Bn, image, mask, a.backbone, sparse, a.num_experts, a.top_k, True, torch.float32)
+        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=amp_dtype(a.amp if a.amp != "none"
+                            else "bf16"), enabled=a.amp != "none"):
+            o = Net(P, B, a.backbone, sparse, a.num_experts, a.top_k, True).forward(x)
+        total, _ = loss_terms(to_float(o), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(list(P.values()), 0.5)
+        scaler.step(opt)
+        scaler.update()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     t = sorted(times[a.warmup:])
-    import resource
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"twin {a.mode} {a.backbone} batch {a.batch} {H}x{W} threads {a.threads}: train step median "
-          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f}) peak rss {rss:.0f} MB")
+    if cuda:
+        mem = f"peak gpu memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB on {torch.cuda.get_device_name()}"
+    else:
+        import resource
+        mem = f"peak rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    print(f"twin {a.mode} {a.backbone} batch {a.batch} {H}x{W} {a.device} amp {a.amp}"
+          f"{' channels_last' if a.channels_last else ''} threads {a.threads}: train step median "
+          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f}, {a.batch / t[len(t) // 2]:.1f} img/s) {mem}")
     return 0
 
 
@@ -507,6 +591,8 @@ def main():
     p = sub.add_parser("prove")
     p.add_argument("fixture")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     for name in ("make", "bench"):
         p = sub.add_parser(name)
         p.add_argument("--mode", default="sparse", choices=("dense", "sparse"))
@@ -524,6 +610,9 @@ def main():
             p.add_argument("--threads", type=int, default=os.cpu_count())
             p.add_argument("--warmup", type=int, default=1)
             p.add_argument("--iters", type=int, default=3)
+            p.add_argument("--device", default="cpu")
+            p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+            p.add_argument("--channels-last", action="store_true")
     a = ap.parse_args()
     torch.manual_seed(0)
     return {"prove": cmd_prove, "make": cmd_make, "bench": cmd_bench, "checkpoint": cmd_checkpoint}[a.cmd](a)
