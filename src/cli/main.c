@@ -1,5 +1,6 @@
 // main.c — the camoxpert program: dispatches to a subcommand.
 #include "cli.h"
+#include "ops/ops.h"
 #include <string.h>
 
 #define CAMOXPERT_VERSION "0.1.0"
@@ -21,8 +22,13 @@ static const Command commands[] = {
 
 int cmd_version(int argc, char **argv) {
     (void)argc; (void)argv;
-    printf("camoxpert %s (C11, CPU backend%s; %d threads)\n", CAMOXPERT_VERSION,
-           HAVE_DNNL ? ", oneDNN" : "", cx_threads_get());
+    char why[160] = "";
+    const int gpus = ops_cuda_device_count(why, sizeof why);
+    char cuda[200];
+    if (gpus > 0) snprintf(cuda, sizeof cuda, "%d usable GPU%s", gpus, gpus > 1 ? "s" : "");
+    else snprintf(cuda, sizeof cuda, "no GPU: %s", why[0] ? why : "none found");
+    printf("camoxpert %s (C11; CPU backend%s; CUDA: %s; %d threads)\n", CAMOXPERT_VERSION, HAVE_DNNL ? " with oneDNN" : "",
+           cuda, cx_threads_get());
     return 0;
 }
 
