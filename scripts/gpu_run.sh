@@ -8,7 +8,7 @@
 #   gpu/run.sh verify [FIXTURE...]        camoxpert verify --device cuda, fp32 then bf16
 #                                         (default: every shared fixture present)
 #   gpu/run.sh bench [ARGS]               camoxpert bench --device cuda ARGS
-#   gpu/run.sh demo                       the demo's recipe on the GPU (scripts/demo.sh, DEVICE=cuda)
+#   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh camoxpert ARGS             the program itself
 # Logs go to $OUT when it is set (the device tool brings them back).
 set -uo pipefail
@@ -43,7 +43,7 @@ verify)
     done
     exit $rc ;;
 bench) exec camoxpert bench --device cuda "$@" ;;
-demo) BIN="$here/bin/camoxpert" DEVICE=cuda exec scripts/demo.sh "$@" ;;
+demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
 *) echo "usage: gpu/run.sh test|verify|bench|demo|camoxpert ..." >&2; exit 2 ;;
 esac
