@@ -47,11 +47,33 @@ static int conv_is_depthwise(const ConvGeom *g) { return g->Cg == 1 && g->Kg == 
 CpuImpl cpu_conv_impl = CPU_IMPL_AUTO;
 
 #if HAVE_DNNL
+// Where oneDNN runs only its AVX2 kernels (AMD Zen 3, older Intel; or
+// ONEDNN_MAX_CPU_ISA=AVX2): `make bench` conv and dw sections under
+// ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell, side by side with the
+// AVX-512 run (docs/PERF.md, "Kernel choice on AVX2 hosts"). oneDNN's AVX2
+// weight gradient of a 3×3 convolution runs at a third of im2col + sgemm (27.9
+// against 87.5 GFLOP/s at 352²), its dilated forward at half from dilation 4.
+static int conv_use_dnnl_avx2(const ConvGeom *g, int pass) {
+    int64_t taps = g->kh * g->kw, hw = g->Ho * g->Wo;
+    if (conv_is_depthwise(g)) {
+        // against dwconv.c: oneDNN ties or wins on the small maps (22² and below,
+        // 11² for the input gradient) and for 3×3 forward; dwconv.c wins elsewhere
+        if (pass == 0) return taps <= 9 || hw <= 22 * 22;
+        if (pass == 1) return hw < 22 * 22;
+        return taps <= 9 && hw <= 22 * 22;
+    }
+    if (pass == 0) return g->d < 4;
+    if (pass == 1) return !(taps == 1 && g->Cg >= 160);
+    if (taps == 1) return g->Cg < 288;
+    return taps == 25 || (taps == 49 && hw <= 44 * 44);
+}
+
 // Whether oneDNN runs this pass (0 forward, 1 dx, 2 dw and db) of this convolution.
 static int conv_use_dnnl(const ConvGeom *g, int pass) {
     if (cpu_conv_impl != CPU_IMPL_AUTO) return cpu_conv_impl == CPU_IMPL_DNNL;
-    // make bench: for dense and grouped convolutions oneDNN is 2-3x im2col +
-    // sgemm in every shape and pass (OpenBLAS runs its AVX2 kernels here,
+    if (!cpu_dnnl_avx512()) return conv_use_dnnl_avx2(g, pass);
+    // make bench, AVX-512 host: for dense and grouped convolutions oneDNN is 2-3x
+    // im2col + sgemm in every shape and pass (OpenBLAS runs its AVX2 kernels here,
     // oneDNN AVX-512), 1×1 included.
     if (!conv_is_depthwise(g)) return 1;
     // Depthwise against dwconv.c: oneDNN's forward ties or wins (1.5x on 11²

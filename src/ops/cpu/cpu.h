@@ -67,6 +67,9 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
                                 ConvArgs a);
 int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                                    const Tensor *w, ConvArgs a);
+// Whether oneDNN runs its AVX-512 kernels (dnnl_get_effective_cpu_isa; AVX2-only
+// hosts such as AMD Zen 3, or ONEDNN_MAX_CPU_ISA=AVX2, give 0). HAVE_DNNL only.
+int cpu_dnnl_avx512(void);
 // C (batch, M, N) = alpha·op(A)·op(B) + beta·C (+ bias (N) broadcast over rows)
 // through oneDNN's matmul (matmul_dnnl.c, HAVE_DNNL only); op(X) = Xᵀ when t*.
 // Returns 0, having done nothing, where oneDNN has no implementation.

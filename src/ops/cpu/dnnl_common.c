@@ -13,6 +13,12 @@ dnnl_engine_t cpu_dnnl_engine(void) {
     return g_engine;
 }
 
+int cpu_dnnl_avx512(void) {
+    static int v = -1;   // the ISA is fixed for the process (ONEDNN_MAX_CPU_ISA is read once)
+    if (v < 0) v = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;   // bits
+    return v;
+}
+
 dnnl_primitive_attr_t cpu_dnnl_attr(float sum_scale, float out_scale) {
     dnnl_primitive_attr_t attr;
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
