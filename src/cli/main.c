@@ -1,7 +1,9 @@
 // main.c — the camoxpert program: dispatches to a subcommand.
 #include "cli.h"
 #include "ops/ops.h"
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CAMOXPERT_VERSION "0.1.0"
 
@@ -39,13 +41,31 @@ static void usage(FILE *fp) {
     fprintf(fp, "\nglobal: --version, --help\n");
 }
 
+// OpenMP threads that wait for work sleep instead of spinning (OMP_WAIT_POLICY=
+// passive), unless the environment says otherwise: on a machine shared with other
+// jobs a spinning thread waiting for a descheduled one made a training step up
+// to 10x slower (docs/PERF.md, "Thread waiting policy"). libgomp reads it when it is
+// loaded, before main(), so the program starts itself again once with it set.
+// Not under valgrind (its launcher is /proc/self/exe there).
+static void omp_wait_policy_default(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "vgpreload")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    execv("/proc/self/exe", argv);
+    // exec failed (no /proc): run on with libgomp's default policy
+}
+
 int main(int argc, char **argv) {
     cx_threads_set(0);
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
     if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) {
+            omp_wait_policy_default(argv);   // a command that computes: ~70 ms to start again
+            return commands[i].fn(argc - 1, argv + 1);
+        }
     fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
