@@ -15,7 +15,11 @@ static void gemm(OpCtx *ctx, int ta, int tb, int M, int N, int K, float alpha, c
                  const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch,
                  const float *bias) {
 #if HAVE_DNNL
-    if (cpu_gemm_impl != CPU_IMPL_OWN &&
+    // Where oneDNN runs its AVX2 kernels, OpenBLAS's (Haswell) sgemm is ~1.2x its
+    // matmul on the Aᵀ·B products (the linear layers' weight gradients: 140-152
+    // against 113-128 GFLOP/s, `camoxpert_bench linear`, docs/PERF.md)
+    const int dnnl = cpu_gemm_impl == CPU_IMPL_DNNL || (cpu_gemm_impl == CPU_IMPL_AUTO && !(ta && !cpu_dnnl_avx512()));
+    if (dnnl &&
         cpu_matmul_dnnl(ctx, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch, bias))
         return;
 #endif
