@@ -1,0 +1,57 @@
+// dist.h — several processes training one model (data parallel): who is who,
+// from the environment the standard launchers set, and the TCP rendezvous every
+// rank joins before any work. The rendezvous doubles as a small host
+// communicator over which the ranks take their collective decisions (stop, a
+// non-finite loss, the NCCL unique id, validation sums): rank 0 is the hub,
+// every exchange is one round trip, and a rank that dies is named by the
+// others within the timeout instead of hanging them.
+//
+//   DistEnv e;
+//   CX_TRY(dist_env_read(&e));                 // torchrun, Slurm, Open MPI or one process
+//   DistStore s;
+//   CX_TRY(dist_store_open(&s, &e, 60));      // every rank connected, or a clear error
+//   int stop;
+//   CX_TRY(dist_any(&s, local_stop, &stop));  // one rank's Ctrl-C stops them all
+//   dist_store_close(&s);
+#pragma once
+#include "core/core.h"
+
+typedef struct {
+    int rank, world;               // global
+    int local_rank, local_world;   // on this machine
+    int node_rank;                 // which machine
+    char master_addr[256];         // rank 0's address (the rendezvous)
+    int master_port;
+    const char *source;            // "torchrun", "slurm", "openmpi" or "single"
+} DistEnv;
+
+// Reads, in this order: torchrun's RANK / WORLD_SIZE / LOCAL_RANK /
+// LOCAL_WORLD_SIZE / GROUP_RANK; Open MPI's OMPI_COMM_WORLD_{RANK,SIZE,
+// LOCAL_RANK,LOCAL_SIZE}; Slurm's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID /
+// SLURM_NODEID; none of them: one process. MASTER_ADDR and MASTER_PORT name the
+// rendezvous (Slurm: the first host of SLURM_JOB_NODELIST when MASTER_ADDR is
+// unset; a run on one machine: 127.0.0.1; default port 29500). A malformed or
+// inconsistent value is an error naming the variable and the fix.
+cx_status dist_env_read(DistEnv *e);
+
+typedef struct {
+    int rank, world;
+    int fd;          // rank > 0: the connection to rank 0
+    int *peer;       // rank 0: the connection of rank r at peer[r] (peer[0] = -1)
+    double timeout;  // seconds any one exchange may wait
+} DistStore;
+
+// Rank 0 listens on MASTER_ADDR:MASTER_PORT and waits for every other rank;
+// the others connect (retrying until the timeout). Errors: the port is in use,
+// a rank did not arrive, rank 0 did not answer, a rank number arrived twice.
+cx_status dist_store_open(DistStore *s, const DistEnv *e, double timeout_s);
+void dist_store_close(DistStore *s);
+// buf (n bytes) from rank 0 to every rank.
+cx_status dist_broadcast(DistStore *s, void *buf, size_t n);
+// v[0..n) summed over the ranks, the result on every rank (summed in rank order:
+// every rank gets the same bits).
+cx_status dist_sum(DistStore *s, double *v, int n);
+// *any = 1 on every rank when flag is non-zero on any rank.
+cx_status dist_any(DistStore *s, int flag, int *any);
+// Every rank waits for every other.
+cx_status dist_barrier(DistStore *s);

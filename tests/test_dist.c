@@ -1,0 +1,194 @@
+// test_dist.c — data-parallel plumbing that needs no GPU (train/dist.h): the
+// launchers' environment (torchrun, Open MPI, Slurm), and the TCP rendezvous
+// with its collective decisions between real processes (fork): every rank
+// connected, a broadcast, sums equal on every rank, one rank's stop seen by
+// all, and the faults — a rank that dies is named at once, a missing rank or
+// rank 0 is a clear error within the timeout, a port in use is named.
+#include "test.h"
+#include "train/dist.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *env_names[] = { "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                                   "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                   "OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_NODE_RANK", "SLURM_PROCID",
+                                   "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "SLURM_NODEID",
+                                   "SLURM_JOB_NODELIST", "MASTER_ADDR", "MASTER_PORT" };
+
+// Clears every variable above, then sets "NAME=value" pairs (NULL-terminated).
+static void env_only(const char *const *kv) {
+    for (size_t i = 0; i < sizeof env_names / sizeof *env_names; i++) unsetenv(env_names[i]);
+    for (; kv && *kv; kv++) {
+        char name[64];
+        const char *eq = strchr(*kv, '=');
+        snprintf(name, sizeof name, "%.*s", (int)(eq - *kv), *kv);
+        setenv(name, eq + 1, 1);
+    }
+}
+
+TEST(dist_env_reads_torchrun_openmpi_and_slurm) {
+    DistEnv e;
+    env_only(NULL);
+    REQUIRE_OK(dist_env_read(&e));
+    CHECK(e.world == 1 && e.rank == 0 && !strcmp(e.source, "single"));
+    env_only((const char *[]){ "RANK=3", "WORLD_SIZE=4", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=2", "GROUP_RANK=1",
+                               "MASTER_ADDR=10.1.2.3", "MASTER_PORT=1234", NULL });
+    REQUIRE_OK(dist_env_read(&e));
+    CHECK(e.rank == 3 && e.world == 4 && e.local_rank == 1 && e.local_world == 2 && e.node_rank == 1 &&
+          !strcmp(e.master_addr, "10.1.2.3") && e.master_port == 1234 && !strcmp(e.source, "torchrun"));
+    // one machine, no MASTER_ADDR: the loopback and the default port
+    env_only((const char *[]){ "OMPI_COMM_WORLD_RANK=1", "OMPI_COMM_WORLD_SIZE=2", "OMPI_COMM_WORLD_LOCAL_RANK=1",
+                               "OMPI_COMM_WORLD_LOCAL_SIZE=2", NULL });
+    REQUIRE_OK(dist_env_read(&e));
+    CHECK(e.rank == 1 && e.world == 2 && !strcmp(e.master_addr, "127.0.0.1") && e.master_port == 29500 &&
+          !strcmp(e.source, "openmpi"));
+    env_only((const char *[]){ "SLURM_PROCID=2", "SLURM_NTASKS=4", "SLURM_LOCALID=0", "SLURM_NTASKS_PER_NODE=2",
+                               "SLURM_NODEID=1", "SLURM_JOB_NODELIST=gpu[03-04,07]", NULL });
+    REQUIRE_OK(dist_env_read(&e));
+    CHECK(e.rank == 2 && e.node_rank == 1 && !strcmp(e.master_addr, "gpu03") && !strcmp(e.source, "slurm"));
+    // what is wrong is named
+    const struct { const char *kv[4]; const char *want; } bad[] = {
+        { { "RANK=2", "WORLD_SIZE=2", NULL }, "RANK=2 is not below WORLD_SIZE=2" },
+        { { "RANK=0", NULL }, "WORLD_SIZE is not" },
+        { { "RANK=x", "WORLD_SIZE=2", NULL }, "RANK=x is not an integer" },
+        { { "RANK=0", "WORLD_SIZE=2", "MASTER_PORT=70000", NULL }, "MASTER_PORT=70000" },
+        { { "OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_LOCAL_SIZE=2", NULL },
+          "MASTER_ADDR is not set" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        env_only(bad[i].kv);
+        cx_status st = dist_env_read(&e);
+        CHECKF(st != CX_OK && strstr(cx_errmsg(), bad[i].want), "case %zu: %s", i, cx_errmsg());
+    }
+    env_only(NULL);
+}
+
+// A port nobody listens on (bound once, then released).
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t n = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &n)) return 0;
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static DistEnv env_of(int rank, int world, int port) {
+    DistEnv e = { .rank = rank, .world = world, .local_rank = rank, .local_world = world, .master_port = port,
+                  .source = "test" };
+    snprintf(e.master_addr, sizeof e.master_addr, "127.0.0.1");
+    return e;
+}
+
+// What every rank does in the happy case; returns 0 when all its checks hold.
+static int rank_work(int rank, int world, int port) {
+    DistEnv e = env_of(rank, world, port);
+    DistStore s;
+    if (dist_store_open(&s, &e, 20)) return 1;
+    unsigned char id[128];
+    for (int i = 0; i < 128; i++) id[i] = rank == 0 ? (unsigned char)(i * 7 + 3) : 0;
+    if (dist_broadcast(&s, id, sizeof id)) return 2;
+    for (int i = 0; i < 128; i++)
+        if (id[i] != (unsigned char)(i * 7 + 3)) return 3;
+    double v[2] = { rank, 0.1 * (rank + 1) };
+    if (dist_sum(&s, v, 2)) return 4;
+    double want1 = 0;
+    for (int r = 0; r < world; r++) want1 += 0.1 * (r + 1);   // rank order, as the hub adds
+    if (v[0] != world * (world - 1) / 2 || v[1] != want1) return 5;
+    int any;
+    if (dist_any(&s, rank == world - 1, &any) || !any) return 6;   // the last rank asks to stop: all stop
+    if (dist_any(&s, 0, &any) || any) return 7;
+    if (dist_barrier(&s)) return 8;
+    dist_store_close(&s);
+    return 0;
+}
+
+TEST(dist_rendezvous_broadcast_sum_and_stop_across_processes) {
+    const int world = 3, port = free_port();
+    REQUIRE(port > 0);
+    pid_t kids[2];
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(rank_work(r, world, port));
+    }
+    int mine = rank_work(0, world, port);
+    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
+    for (int r = 1; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r - 1], &st, 0);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: exit status %d", r, WEXITSTATUS(st));
+    }
+}
+
+TEST(dist_a_dead_rank_is_named_and_nothing_hangs) {
+    const int world = 3, port = free_port();
+    REQUIRE(port > 0);
+    pid_t kids[2];
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) {
+            DistEnv e = env_of(r, world, port);
+            DistStore s;
+            if (dist_store_open(&s, &e, 20)) _exit(1);
+            if (r == 2) _exit(0);   // dies without a word: the kernel closes its socket
+            double v = 1;
+            cx_status st = dist_sum(&s, &v, 1);   // rank 0 gives up on rank 2, closes: rank 1 hears of it
+            _exit(st != CX_OK && strstr(cx_errmsg(), "rank 0 closed its connection") ? 0 : 2);
+        }
+    }
+    DistEnv e = env_of(0, world, port);
+    DistStore s;
+    REQUIRE_OK(dist_store_open(&s, &e, 20));
+    double t0 = cx_time_s(), v = 1;
+    cx_status st = dist_sum(&s, &v, 1);
+    CHECKF(st != CX_OK && strstr(cx_errmsg(), "rank 2 closed its connection"), "rank 0: %s", cx_errmsg());
+    CHECKF(cx_time_s() - t0 < 10, "the dead rank was noticed after %.1f s", cx_time_s() - t0);
+    dist_store_close(&s);
+    for (int r = 1; r < world; r++) {
+        int ws = 0;
+        waitpid(kids[r - 1], &ws, 0);
+        CHECKF(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "rank %d: exit status %d", r, WEXITSTATUS(ws));
+    }
+}
+
+TEST(dist_missing_ranks_and_busy_ports_are_clear_errors) {
+    // rank 2 never comes
+    int port = free_port();
+    REQUIRE(port > 0);
+    pid_t kid = fork();
+    if (kid == 0) {
+        DistEnv e = env_of(1, 3, port);
+        DistStore s;
+        cx_status st = dist_store_open(&s, &e, 5);   // connected, then rank 0 gives up and closes
+        _exit(st == CX_OK ? 0 : 1);
+    }
+    DistEnv e = env_of(0, 3, port);
+    DistStore s;
+    double t0 = cx_time_s();
+    cx_status st = dist_store_open(&s, &e, 1.5);
+    CHECKF(st != CX_OK && strstr(cx_errmsg(), "2 of 3 ranks arrived") && strstr(cx_errmsg(), "missing: 2"), "%s",
+           cx_errmsg());
+    CHECKF(cx_time_s() - t0 < 5, "gave up after %.1f s", cx_time_s() - t0);
+    int ws;
+    waitpid(kid, &ws, 0);
+    // rank 0 never comes
+    e = env_of(1, 2, free_port());
+    st = dist_store_open(&s, &e, 0.5);
+    CHECKF(st != CX_OK && strstr(cx_errmsg(), "did not answer within"), "%s", cx_errmsg());
+    // the port is taken
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+    socklen_t n = sizeof a;
+    REQUIRE(fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof a) && !listen(fd, 1) &&
+            !getsockname(fd, (struct sockaddr *)&a, &n));
+    e = env_of(0, 2, ntohs(a.sin_port));
+    st = dist_store_open(&s, &e, 1);
+    CHECKF(st != CX_OK && strstr(cx_errmsg(), "is in use") && strstr(cx_errmsg(), "MASTER_PORT"), "%s", cx_errmsg());
+    close(fd);
+}
