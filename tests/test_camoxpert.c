@@ -576,3 +576,17 @@ TEST(camoxpert_verify_shared_sparse_fixture) {
 TEST(camoxpert_verify_twin_sparse_training_fixture) {
     camoxpert_verify_passes("tests/fixtures/camoxpert_sparse_xx_small_train.safetensors");
 }
+// The kernel choice where oneDNN and OpenBLAS run their AVX2 kernels (AMD Zen 3, older
+// Intel: conv.c's conv_use_dnnl_avx2, gemm.c) computes what the AVX-512 one does: the
+// training fixture (gradients against float64) with both libraries held to AVX2.
+TEST(camoxpert_verify_with_avx2_kernels) {
+    setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+    const char *bt = getenv("OPENBLAS_CORETYPE");
+    char saved[64] = "";
+    if (bt) snprintf(saved, sizeof saved, "%s", bt);
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    camoxpert_verify_passes("tests/fixtures/camoxpert_sparse_xx_small_train.safetensors");
+    unsetenv("ONEDNN_MAX_CPU_ISA");
+    if (saved[0]) setenv("OPENBLAS_CORETYPE", saved, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+}
