@@ -8,6 +8,9 @@
 #   gpu/run.sh verify [FIXTURE...]        camoxpert verify --device cuda, fp32 then bf16
 #                                         (default: every shared fixture present)
 #   gpu/run.sh bench [ARGS]               camoxpert bench --device cuda ARGS
+#   gpu/run.sh perf                       issue 11's side-by-side: camoxpert bench (bf16, 352²,
+#                                         batch 16, dense and sparse) and the PyTorch twin on the
+#                                         same card (fp16 autocast + GradScaler; bf16 + channels_last)
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh camoxpert ARGS             the program itself
 # Logs go to $OUT when it is set (the device tool brings them back).
@@ -43,7 +46,20 @@ verify)
     done
     exit $rc ;;
 bench) exec camoxpert bench --device cuda "$@" ;;
+perf)
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+    camoxpert bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 \
+        --mode both --steps 10 --json "$log/bench_bf16.json" --overwrite > "$log/bench_bf16.log" 2>&1
+    tail -4 "$log/bench_bf16.log"
+    # the twin builds its parameters in numpy and lets cuDNN try algorithms on the first steps: minutes, not seconds
+    for m in dense sparse; do
+        for amp in "fp16" "bf16 --channels-last"; do
+            timeout 240 python3 "$here/../tools/camoxpert_twin.py" bench --device cuda --backbone edgenext_base \
+                --size 352x352 --batch 16 --mode $m --amp $amp --warmup 3 --iters 10 > "$log/twin_${m}_${amp%% *}.log" 2>&1
+            grep -E "^twin|Error" "$log/twin_${m}_${amp%% *}.log" | tail -2 || echo "twin $m $amp: no result (see its log)"
+        done
+    done ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
-*) echo "usage: gpu/run.sh test|verify|bench|demo|camoxpert ..." >&2; exit 2 ;;
+*) echo "usage: gpu/run.sh test|verify|bench|perf|demo|camoxpert ..." >&2; exit 2 ;;
 esac
