@@ -64,9 +64,12 @@ else
 HAVE_DNNL := 0
 endif
 # ---- CUDA: the GPU backend (src/ops/cuda/*.cu) is built when nvcc, cuDNN and
-# cuBLASLt are found, unless USE_CUDA=0. cudart is linked statically; cuDNN and
-# cuBLASLt are found at run time through the rpath or the system's library path.
-# The program starts without a GPU or driver (--device cuda then says why).
+# cuBLASLt are found, unless USE_CUDA=0, as a plug-in beside the program
+# (build/libcamoxpert_cuda.so: cudart linked statically; cuDNN and cuBLASLt found at
+# run time through the rpath or the system's library path) that ops.c opens on the
+# first GPU call. The programs export the library's functions to it (-rdynamic,
+# the whole archive). A CPU run never maps the GPU libraries; the program starts
+# without a GPU, a driver or the plug-in (--device cuda then says why).
 CUDA_HOME ?= /usr/local/cuda
 NVCC := $(CUDA_HOME)/bin/nvcc
 USE_CUDA ?= 1
@@ -84,6 +87,7 @@ GPU_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=co
 CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
 ifeq ($(HAVE_CUDA),1)
 CUDA_LIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudnn -lcublasLt -lcudart_static -ldl -lrt -lstdc++
+HOST_CUDA_LIBS := -ldl -rdynamic
 endif
 
 MISSING := $(if $(filter 0,$(HAVE_OPENBLAS)),openblas) $(if $(filter 0,$(HAVE_CJSON)),cjson) \
@@ -91,7 +95,7 @@ MISSING := $(if $(filter 0,$(HAVE_OPENBLAS)),openblas) $(if $(filter 0,$(HAVE_CJ
 MISSING := $(strip $(MISSING))
 
 DEFS := -DHAVE_DNNL=$(HAVE_DNNL) -DHAVE_CUDA=$(HAVE_CUDA)
-LIBS := $(OPENBLAS_LIBS) $(CJSON_LIBS) $(JPEG_LIBS) $(SPNG_LIBS) $(if $(filter 1,$(HAVE_DNNL)),$(DNNL_LIBS)) $(CUDA_LIBS) -lm -lpthread
+LIBS := $(OPENBLAS_LIBS) $(CJSON_LIBS) $(JPEG_LIBS) $(SPNG_LIBS) $(if $(filter 1,$(HAVE_DNNL)),$(DNNL_LIBS)) $(HOST_CUDA_LIBS) -lm -lpthread
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(OPENBLAS_CFLAGS) $(DEFS) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(LDSAN) $(EXTRA_LDFLAGS)
 
@@ -103,11 +107,19 @@ CU_SRC := $(if $(filter 1,$(HAVE_CUDA)),$(sort $(wildcard src/ops/cuda/*.cu)))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/libcamoxpert.a
+CUDA_PLUGIN := $(if $(filter 1,$(HAVE_CUDA)),$(BUILD)/libcamoxpert_cuda.so)
+# the whole library in each program: the CUDA plug-in may call any of it
+ifeq ($(HAVE_CUDA),1)
+LINK_LIB := -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive
+else
+LINK_LIB := $(LIB)
+endif
 BIN := $(BUILD)/camoxpert
 TESTBIN := $(BUILD)/camoxpert_tests
 BENCHBIN := $(BUILD)/camoxpert_bench
@@ -151,7 +163,7 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 # CUDA kernels: C++17 under nvcc, the same warnings (as errors under WERROR) from the host compiler.
-NVCCFLAGS := -std=c++17 -O3 $(GPU_ARCH) -Isrc -D_GNU_SOURCE $(DEFS) -MMD -MP -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
+NVCCFLAGS := -std=c++17 -O3 $(GPU_ARCH) -Isrc -D_GNU_SOURCE $(DEFS) -MMD -MP -Xcompiler -fPIC,-Wall,-Wextra,-Wno-unused-parameter \
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) $(if $(filter 1,$(DEBUG)),-g -G,-lineinfo)
 $(BUILD)/obj/%.o: %.cu $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
@@ -163,17 +175,21 @@ $(LIB): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR  $@")
 	$(Q)ar rcs $@ $^
 
-$(BIN): $(CLI_OBJ) $(LIB) $(FLAGS_FILE)
+$(CUDA_PLUGIN): $(CU_OBJ) $(FLAGS_FILE)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LIBS)
+	$(Q)$(CC) -shared -o $@ $(CU_OBJ) $(CUDA_LIBS) -lpthread
 
-$(TESTBIN): $(TEST_OBJ) $(LIB) $(FLAGS_FILE)
+$(BIN): $(CLI_OBJ) $(LIB) $(CUDA_PLUGIN) $(FLAGS_FILE)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LINK_LIB) $(LIBS)
 
-$(BENCHBIN): $(BENCH_OBJ) $(LIB) $(FLAGS_FILE)
+$(TESTBIN): $(TEST_OBJ) $(LIB) $(CUDA_PLUGIN) $(FLAGS_FILE)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LIB) $(LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LINK_LIB) $(LIBS)
+
+$(BENCHBIN): $(BENCH_OBJ) $(LIB) $(CUDA_PLUGIN) $(FLAGS_FILE)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LINK_LIB) $(LIBS)
 
 # The test runner prints "N passed, N failed" and exits non-zero on a failure.
 test: config $(BIN) $(TESTBIN)
@@ -191,7 +207,7 @@ deps:
 clean:
 	rm -rf build build-debug
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
 
 # ---- fuzzing (every parser: images, file names, safetensors) ---------------------
 # `make fuzz` builds the harnesses fuzz/fuzz_*.c into build-fuzz/ with libFuzzer

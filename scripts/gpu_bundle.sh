@@ -7,8 +7,9 @@
 #   scripts/gpu_bundle.sh [OUT_DIR]      (default gpu/, which git ignores)
 #
 # OUT_DIR/ then holds three archives and the script that unpacks and runs them:
-#   bin.tar.xz       bin/camoxpert, bin/camoxpert_tests (built from this tree into
-#                    build-gpu/), lib/ (OpenBLAS with its libgfortran and
+#   bin.tar.xz       bin/camoxpert, bin/camoxpert_tests and the CUDA plug-in
+#                    bin/libcamoxpert_cuda.so (built from this tree into build-gpu/),
+#                    lib/ (OpenBLAS with its libgfortran and
 #                    libquadmath, libgomp, libcjson, libspng: found through the
 #                    rpath), shared/data/camo4 and the metrics fixture
 #   fixtures.tar.xz  the shared EdgeNeXt and dense CamoXpert fixtures without their
@@ -34,11 +35,11 @@ make -j"$(nproc)" BUILD=build-gpu USE_DNNL=0 \
     OPENBLAS_LIBS="-L$OB -lopenblas" \
     JPEG_LIBS="-Wl,-Bstatic -ljpeg -Wl,-Bdynamic" \
     EXTRA_LDFLAGS='-Wl,-rpath,\$$ORIGIN/../lib' \
-    build-gpu/camoxpert build-gpu/camoxpert_tests
+    build-gpu/camoxpert build-gpu/camoxpert_tests build-gpu/libcamoxpert_cuda.so
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib" "$stage/shared/fixtures" "$stage/shared/data"
-cp build-gpu/camoxpert build-gpu/camoxpert_tests "$stage/bin/"
+cp build-gpu/camoxpert build-gpu/camoxpert_tests build-gpu/libcamoxpert_cuda.so "$stage/bin/"
 strip --strip-debug "$stage/bin/"*
 cp -L "$OB/libopenblas.so.0" "$stage/lib/"
 for l in libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcjson.so.1 libspng.so.0; do cp -L "/usr/lib/$MA/$l" "$stage/lib/"; done

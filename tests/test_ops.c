@@ -521,7 +521,7 @@ static void op_case_run_cuda(const OpTest *t) {
         int pass = run % 2;
         if (pass == 1 && t->no_bf16) continue;
 #if HAVE_CUDA
-        cuda_conv_impl = run / 2 ? CUDA_CONV_DIRECT : CUDA_CONV_AUTO;
+        ops_cuda_set_conv_impl(run / 2 ? CUDA_CONV_DIRECT : CUDA_CONV_AUTO);
 #endif
         cx_dtype act = pass ? DT_BF16 : DT_F32;
         const char *tag = run / 2 ? (pass ? "cuda direct bf16 vs ref f32" : "cuda direct f32 vs ref f32")
@@ -552,7 +552,7 @@ static void op_case_run_cuda(const OpTest *t) {
         arena_reset(&dev);
     }
 #if HAVE_CUDA
-    cuda_conv_impl = CUDA_CONV_AUTO;
+    ops_cuda_set_conv_impl(CUDA_CONV_AUTO);
 #endif
     CHECKF(g->scratch->used == 0, "GPU scratch arena not released: %zu bytes", g->scratch->used);
     arena_free(&dev);

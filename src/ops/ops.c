@@ -11,6 +11,9 @@
 #include "cpu/cpu.h"
 #if HAVE_CUDA
 #include "cuda/cuda.h"
+#include <dlfcn.h>
+#include <pthread.h>
+#include <unistd.h>
 #endif
 
 #define FAST_conv2d_forward cpu_conv2d_forward
@@ -59,9 +62,65 @@
 #define FAST_rows_scatter_add_backward ref_rows_scatter_add_backward_f32
 
 #if HAVE_CUDA
-#define CUDA_CALL(op, ...) cuda_##op(__VA_ARGS__)
+// The CUDA backend is a plug-in, build/libcamoxpert_cuda.so (ops/cuda/*.cu with
+// cudart, linked against cuDNN and cuBLASLt), opened on the first call that needs
+// it: a CPU run maps none of the GPU libraries (about 630 MB of address space and
+// 160 MB resident when they were linked in). Searched: $CAMOXPERT_CUDA_PLUGIN, the
+// program's directory, ../lib beside it (the GPU bundle), then the loader's path.
+// The plug-in resolves the library's functions (arenas, errors, tensors) in the
+// program, which exports them (-rdynamic).
+static void *cuda_lib;
+static char cuda_lib_err[600];
+static pthread_once_t cuda_lib_once = PTHREAD_ONCE_INIT;
+
+static void cuda_lib_open(void) {
+    char exe[4096], dir[4096], path[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    dir[0] = 0;
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) { *slash = 0; snprintf(dir, sizeof dir, "%s", exe); }
+    }
+    const char *env = getenv("CAMOXPERT_CUDA_PLUGIN");
+    for (int i = 0; i < 4 && !cuda_lib; i++) {
+        if (i == 0 && !(env && *env)) continue;
+        if ((i == 1 || i == 2) && !dir[0]) continue;
+        if (i == 0) snprintf(path, sizeof path, "%s", env);
+        else if (i == 1) snprintf(path, sizeof path, "%s/libcamoxpert_cuda.so", dir);
+        else if (i == 2) snprintf(path, sizeof path, "%s/../lib/libcamoxpert_cuda.so", dir);
+        else snprintf(path, sizeof path, "libcamoxpert_cuda.so");
+        if (i != 3 && access(path, F_OK)) continue;
+        cuda_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!cuda_lib) snprintf(cuda_lib_err, sizeof cuda_lib_err, "%s", dlerror());
+    }
+    if (!cuda_lib && !cuda_lib_err[0])
+        snprintf(cuda_lib_err, sizeof cuda_lib_err, "libcamoxpert_cuda.so is not beside the program (%s)", dir);
+}
+
+static void *cuda_plugin(void) {
+    pthread_once(&cuda_lib_once, cuda_lib_open);
+    return cuda_lib;
+}
+
+static void *cuda_sym(const char *name) {
+    void *h = cuda_plugin();
+    CX_ASSERT(h, "the CUDA plug-in is not loaded: %s", cuda_lib_err);
+    void *f = dlsym(h, name);
+    CX_ASSERT(f, "the CUDA plug-in has no %s: it is from another build (rebuild with make)", name);
+    return f;
+}
+
+// Each call site looks its function up once.
+#define CUDA_FN(op) ({ static __typeof__(&cuda_##op) fn_; if (!fn_) fn_ = (__typeof__(&cuda_##op))cuda_sym("cuda_" #op); fn_; })
+#define CUDA_CALL(op, ...) CUDA_FN(op)(__VA_ARGS__)
+
+void ops_cuda_set_conv_impl(int impl) {
+    if (cuda_plugin()) *(int *)cuda_sym("cuda_conv_impl") = impl;
+}
 #else
 #define CUDA_CALL(op, ...) CX_ASSERT(0, #op ": OPS_CUDA in a build without CUDA")
+void ops_cuda_set_conv_impl(int impl) { (void)impl; }
 #endif
 
 // Runs op on ctx's backend; t is the tensor whose dtype picks the reference
@@ -93,7 +152,11 @@ const char *ops_backend_name(ops_backend b) {
 
 int ops_cuda_device_count(char *why, size_t n) {
 #if HAVE_CUDA
-    return cuda_device_count(why, n);
+    if (!cuda_plugin()) {
+        if (why) snprintf(why, n, "the CUDA plug-in could not be loaded: %s", cuda_lib_err);
+        return 0;
+    }
+    return CUDA_CALL(device_count, why, n);
 #else
     if (why) snprintf(why, n, "this camoxpert was built without CUDA (nvcc was not found, or USE_CUDA=0)");
     return 0;
@@ -102,7 +165,10 @@ int ops_cuda_device_count(char *why, size_t n) {
 
 cx_status ops_cuda_open(OpCtx *ctx, int gpu) {
 #if HAVE_CUDA
-    CX_TRY(cuda_open(&ctx->cuda, gpu));
+    if (!cuda_plugin())
+        return CX_FAIL(CX_ELIB, "--device cuda: the CUDA plug-in could not be loaded: %s; rebuild with make (it "
+                       "writes build/libcamoxpert_cuda.so beside the program), or use --device cpu", cuda_lib_err);
+    CX_TRY(CUDA_CALL(open, &ctx->cuda, gpu));
     ctx->backend = OPS_CUDA;
     return CX_OK;
 #else
@@ -114,14 +180,14 @@ cx_status ops_cuda_open(OpCtx *ctx, int gpu) {
 
 void ops_cuda_close(OpCtx *ctx) {
 #if HAVE_CUDA
-    if (ctx->cuda) cuda_close(ctx->cuda);
+    if (ctx->cuda) CUDA_CALL(close, ctx->cuda);
 #endif
     ctx->cuda = NULL;
 }
 
 void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n) {
 #if HAVE_CUDA
-    if (ctx->cuda) { cuda_describe(ctx->cuda, buf, n); return; }
+    if (ctx->cuda) { CUDA_CALL(describe, ctx->cuda, buf, n); return; }
 #endif
     (void)ctx;
     snprintf(buf, n, "no GPU");
@@ -129,7 +195,7 @@ void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n) {
 
 void ops_sync(OpCtx *ctx) {
 #if HAVE_CUDA
-    if (ctx->backend == OPS_CUDA) cuda_sync(ctx->cuda);
+    if (ctx->backend == OPS_CUDA) CUDA_CALL(sync, ctx->cuda);
 #endif
     (void)ctx;
 }

@@ -63,6 +63,9 @@ cx_status ops_cuda_open(OpCtx *ctx, int gpu);
 void ops_cuda_close(OpCtx *ctx);
 // "NVIDIA H100 80GB HBM3 (GPU 0, 79.1 GiB, sm_90)"
 void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n);
+// Tests: the GPU's convolution implementation (CUDA_CONV_AUTO or CUDA_CONV_DIRECT
+// of ops/cuda/cuda.h); a no-op without the CUDA plug-in.
+void ops_cuda_set_conv_impl(int impl);
 // Waits for every queued kernel (timing, before reading host clocks).
 void ops_sync(OpCtx *ctx);
 
