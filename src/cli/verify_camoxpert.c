@@ -112,6 +112,26 @@ static void check_eval(VerifyRun *v, const StFile *f, Arena *io, const CamoXpert
 }
 
 // A table with src's layout and values, for another device or a fresh BatchNorm state.
+// Every training loss term against output/train/<term>; tag (NULL: none) ends each
+// label; with `require`, a term the fixture lacks fails (the balance term excepted:
+// dense fixtures have none).
+static void check_loss_terms(VerifyRun *v, const StFile *f, Arena *io, const CamoLoss *L, const char *tag, double tol,
+                             int require) {
+    const struct { const char *name; double val; } terms[] = {
+        { "loss", L->total }, { "loss_bce", L->bce }, { "loss_iou", L->iou }, { "loss_edge", L->edge },
+        { "loss_boundary", L->boundary }, { "loss_uncertainty", L->uncertainty },
+        { "loss_reverse_attention", L->reverse_attention }, { "loss_search", L->search }, { "loss_deep", L->deep },
+        { "loss_refinement", L->refinement }, { "loss_balance", L->balance },
+    };
+    for (size_t i = 0; i < sizeof terms / sizeof *terms; i++) {
+        char ref[96], label[160];
+        snprintf(ref, sizeof ref, "output/train/%s", terms[i].name);
+        snprintf(label, sizeof label, "%s%s%s", ref, tag ? " " : "", tag ? tag : "");
+        if (st_find(f, ref)) check_scalar(v, f, io, ref, label, terms[i].val, tol);
+        else if (require && strcmp(terms[i].name, "loss_balance")) verify_fail(v, ref, "missing from the fixture");
+    }
+}
+
 static void table_copy(ParamTable *dst, const ParamTable *src) {
     params_init(dst);
     verify_clone_layout(dst, src);
@@ -169,18 +189,7 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
             verify_check_gpu(v, label, &o.maps.pred, &r);
         }
         arena_release(io, mk);
-        const struct { const char *name; double val; } terms[] = {
-            { "loss", L.total }, { "loss_bce", L.bce }, { "loss_iou", L.iou }, { "loss_edge", L.edge },
-            { "loss_boundary", L.boundary }, { "loss_uncertainty", L.uncertainty },
-            { "loss_reverse_attention", L.reverse_attention }, { "loss_search", L.search }, { "loss_deep", L.deep },
-            { "loss_refinement", L.refinement }, { "loss_balance", L.balance },
-        };
-        for (size_t i = 0; i < sizeof terms / sizeof *terms; i++) {
-            char ref[96];
-            snprintf(ref, sizeof ref, "output/train/%s", terms[i].name);
-            snprintf(label, sizeof label, "%s %s", ref, tag);
-            if (st_find(f, ref)) check_scalar(v, f, io, ref, label, terms[i].val, ftol);
-        }
+        check_loss_terms(v, f, io, &L, tag, ftol, 0);
         params_sync_host(&pg);
         int n_bufs = 0;
         for (int k = 0; k < f->n; k++) {
@@ -386,18 +395,7 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
         CamoLoss L;
         CodOutputs grad;
         camo_loss_forward_backward(c64, &w, &o.maps, &mask, o.balance_loss, &L, &grad);
-        const struct { const char *name; double val; } terms[] = {
-            { "loss", L.total }, { "loss_bce", L.bce }, { "loss_iou", L.iou }, { "loss_edge", L.edge },
-            { "loss_boundary", L.boundary }, { "loss_uncertainty", L.uncertainty },
-            { "loss_reverse_attention", L.reverse_attention }, { "loss_search", L.search }, { "loss_deep", L.deep },
-            { "loss_refinement", L.refinement }, { "loss_balance", L.balance },
-        };
-        for (size_t i = 0; i < sizeof terms / sizeof *terms; i++) {
-            char ref[96];
-            snprintf(ref, sizeof ref, "output/train/%s", terms[i].name);
-            if (st_find(f, ref)) check_scalar(v, f, &io, ref, ref, terms[i].val, v->rtol_fwd_f64);
-            else if (strcmp(terms[i].name, "loss_balance")) verify_fail(v, ref, "missing from the fixture");
-        }
+        check_loss_terms(v, f, &io, &L, NULL, v->rtol_fwd_f64, 1);
         params_zero_grad(&p64);
         Tensor dx = nn_zeros_like(c64, &x64);
         camoxpert_backward(c64, m, &grad, w.balance, &dx);
