@@ -888,6 +888,10 @@ TEST(hostile_jobs_that_cannot_fit_are_refused_with_a_size_that_fits) {
     if (test_cuda()) {   // 416 GiB at peak: more than any GPU has
         rc = run_bin(&o, "bench --device cuda --backbone edgenext_base --img-size 1024 --batch-size 64");
         CHECKF(rc == 2 && strstr(o, "free memory of the GPU") && strstr(o, "fits"), "bench on the GPU: exit %d: %s", rc, o);
+        rc = run_bin(&o, "train --device cuda --dataset-path %s --checkpoint-dir %s/mem_gpu --backbone edgenext_base "
+                     "--img-size 1024 --batch-size 64", ds, t);
+        CHECKF(rc == 2 && strstr(o, "free memory of the GPU") && strstr(o, "fits") && !strstr(o, "epoch 1/"),
+               "train on the GPU: exit %d: %s", rc, o);
     }
     setenv("CAMOXPERT_MEMORY_LIMIT_MB", "1024", 1);
     char photos[800];

@@ -12,7 +12,6 @@
 // device --device names, in the precision --precision names; the step is
 // train/step.h's, the trainer's own.
 #include "cli.h"
-#include "core/sysmem.h"
 #include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
@@ -192,15 +191,7 @@ int cmd_bench(int argc, char **argv) {
         params_free(&pt);
     }
     char how[64], ma[32], mb[32];
-    double budget;
-    if (rt.device == DEV_CUDA) {
-        size_t fr = 0, tot = 0;
-        cx_dev_mem_info(&fr, &tot);
-        budget = (double)fr;
-        snprintf(how, sizeof how, "free memory of the GPU");
-    } else {
-        budget = (double)cx_mem_budget(how, sizeof how);
-    }
+    const double budget = runtime_mem_budget(&rt, how, sizeof how);
     if (budget > 0 && peak + other > budget) {
         int fit = camoxpert_memory_fit_batch(&big, big_n, S, 1, 0, act_bytes, 256.0 * (1 << 20), budget, B);
         while (fit > 0 && fit * 32.0 * S * S + 256.0 * (1 << 20) > budget) fit--;

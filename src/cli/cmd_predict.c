@@ -10,7 +10,6 @@
 // a ground-truth mask) is an error naming the files (--overwrite allows the last).
 // Files an earlier predict wrote into an --input folder are not taken for photos.
 #include "cli.h"
-#include "core/sysmem.h"
 #include "core/text.h"
 #include "data/dataset.h"
 #include "data/owner.h"
@@ -236,15 +235,7 @@ int cmd_predict(int argc, char **argv) {
     camoxpert_memory_estimate(&mc, pt.numel, 1, S, 0, 0, act_bytes, &me);
     const double other = 256.0 * (1 << 20) + 64.0 * (1 << 20);   // the runtime, and one decoded photo with its mask
     char how[64], ma[32], mb[32];
-    double budget;
-    if (rt.device == DEV_CUDA) {
-        size_t fr = 0, tot = 0;
-        cx_dev_mem_info(&fr, &tot);
-        budget = (double)fr;
-        snprintf(how, sizeof how, "free memory of the GPU");
-    } else {
-        budget = (double)cx_mem_budget(how, sizeof how);
-    }
+    const double budget = runtime_mem_budget(&rt, how, sizeof how);
     if (budget > 0 && me.total + other > budget) {
         int fit = camoxpert_memory_fit_size(&mc, pt.numel, 1, 0, 0, act_bytes, other, budget, S);
         char advice[128];

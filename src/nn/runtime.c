@@ -1,5 +1,7 @@
 // runtime.c — see runtime.h.
 #include "nn/runtime.h"
+#include "core/sysmem.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,3 +130,13 @@ Tensor runtime_output_f32(Runtime *rt, const Tensor *t) {
 }
 
 void runtime_sync(Runtime *rt) { ops_sync(&rt->ctx.op); }
+
+double runtime_mem_budget(const Runtime *rt, char *how, size_t n) {
+    if (rt->device == DEV_CUDA) {
+        size_t fr = 0, tot = 0;
+        cx_dev_mem_info(&fr, &tot);
+        snprintf(how, n, "free memory of the GPU");
+        return (double)fr;
+    }
+    return (double)cx_mem_budget(how, n);
+}

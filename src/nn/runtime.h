@@ -47,3 +47,7 @@ Tensor runtime_input(Runtime *rt, const Tensor *host, cx_dtype dt);
 Tensor runtime_output_f32(Runtime *rt, const Tensor *t);
 // Waits for queued device work (before reading a host clock).
 void runtime_sync(Runtime *rt);
+// Bytes a job on rt's device may plan for, and in `how` where the number comes from:
+// the GPU's free memory ("free memory of the GPU"), or the host's (core/sysmem.h,
+// cx_mem_budget); 0 when unknown or turned off.
+double runtime_mem_budget(const Runtime *rt, char *how, size_t n);

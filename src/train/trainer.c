@@ -5,7 +5,6 @@
 #include "trainer.h"
 #include "data/loader.h"
 #include "eval/metrics.h"
-#include "core/sysmem.h"
 #include "nn/memory.h"
 #include "train/checkpoint.h"
 #include "train/infer.h"
@@ -605,7 +604,8 @@ static cx_status reconcile_best(Trainer *T) {
 
 // Know the memory before the work: the estimated peak of a training step (the larger
 // stage batch) plus the data the run keeps (validation masks at full size, the cache,
-// the loader's batches), against what the machine has (core/sysmem.h). Printed;
+// the loader's batches), against what the device has (runtime_mem_budget: the GPU's free
+// memory for the model on a GPU, the host's otherwise). Printed;
 // refused with a batch size (or input size) that fits when it does not.
 static cx_status check_memory(Trainer *T) {
     const TrainConfig *c = T->c;
@@ -618,28 +618,33 @@ static cx_status check_memory(Trainer *T) {
     for (int i = 0; i < T->va.n; i++) data += (double)T->va.s[i].w * T->va.s[i].h;
     if (c->cache) data += 4.0 * S2 * T->tr.n;
     const double per_batch = 6.0 * 16.0 * S2;   // loader: prefetched and in-flight batches, images + masks in float32
+    // On a GPU the model's memory is checked against the GPU's free memory (activations
+    // in the run's precision), the data's stays on the host.
+    const int gpu = T->rt.device == DEV_CUDA, act = T->rt.dtype == DT_BF16 ? 2 : 4;
+    const double fixed = gpu ? 256.0 * (1 << 20) : data, growth = gpu ? 0 : per_batch;
     MemEstimate m;
-    camoxpert_memory_estimate(&T->mc, T->pt.numel, B, c->img_size, 1, c->use_ema, 4, &m);
-    double total = m.total + data + per_batch * B;
+    camoxpert_memory_estimate(&T->mc, T->pt.numel, B, c->img_size, 1, c->use_ema, act, &m);
+    double total = m.total + fixed + growth * B;
     char how[64], a[32], b[32], d[32], e[32];
-    double budget = (double)cx_mem_budget(how, sizeof how);
+    double budget = runtime_mem_budget(&T->rt, how, sizeof how);
     say("memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
         mem_str(total, a, sizeof a), mem_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
         mem_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size, mem_str(data + per_batch * B, e, sizeof e));
     if (budget > 0) say(" of %s available (%s)", mem_str(budget, a, sizeof a), how);
     say("\n");
     if (budget <= 0 || total <= budget) return CX_OK;
-    int fit = camoxpert_memory_fit_batch(&T->mc, T->pt.numel, c->img_size, 1, c->use_ema, 4, data, budget, 65536);
+    int fit = camoxpert_memory_fit_batch(&T->mc, T->pt.numel, c->img_size, 1, c->use_ema, act, fixed, budget, 65536);
     while (fit > 0) {   // the loader's batches grow with the batch too
         MemEstimate f;
-        camoxpert_memory_estimate(&T->mc, T->pt.numel, fit, c->img_size, 1, c->use_ema, 4, &f);
-        if (f.total + data + per_batch * fit <= budget) break;
+        camoxpert_memory_estimate(&T->mc, T->pt.numel, fit, c->img_size, 1, c->use_ema, act, &f);
+        if (f.total + fixed + growth * fit <= budget) break;
         fit--;
     }
     char advice[256];
     if (fit > 0) snprintf(advice, sizeof advice, "%s %d fits", opt, fit);
     else {
-        int S = camoxpert_memory_fit_size(&T->mc, T->pt.numel, 1, 1, c->use_ema, 4, data + per_batch, budget, c->img_size);
+        int S = camoxpert_memory_fit_size(&T->mc, T->pt.numel, 1, 1, c->use_ema, act, fixed + growth, budget,
+                                          c->img_size);
         if (S > 0) snprintf(advice, sizeof advice, "even batch 1 does not fit at %dx%d; --img-size %d with %s 1 fits",
                             c->img_size, c->img_size, S, opt);
         else snprintf(advice, sizeof advice, "even batch 1 at 32x32 does not fit: the model is too large for this machine");
