@@ -217,6 +217,30 @@ TEST(cli_bench_writes_the_documented_json) {
     // Dense runs 4 experts per scale, sparse k = 1 of 4: fewer FLOPs, but the same backbone and head.
     CHECKF(gd > 0 && gs > 0 && gs < gd, "GFLOP/image dense %g, sparse %g", gd, gs);
     cJSON_Delete(a);
+    // --profile: the step's time by kernel class; convolutions and GEMMs carry FLOPs.
+    rc = test_run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode dense "
+                      "--threads 1 --profile --json %s", js);
+    REQUIRE(rc == 0);
+    REQUIRE_OK(read_file(js, &buf, &n));
+    a = cJSON_Parse((char *)buf);
+    free(buf);
+    cJSON *prof = cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "profile");
+    REQUIRE(prof);
+    double share = 0, conv_tflops = -1;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(prof, "classes")) {
+        share += cJSON_GetObjectItem(c, "share")->valuedouble;
+        if (!strcmp(cJSON_GetObjectItem(c, "class")->valuestring, "convolution"))
+            conv_tflops = cJSON_GetObjectItem(c, "tflop_per_s")->valuedouble;
+    }
+    CHECKF(fabs(share - 1) < 1e-9, "class shares sum to %g", share);
+    CHECKF(conv_tflops > 0, "convolution TFLOP/s %g", conv_tflops);
+    CHECKF(cJSON_GetObjectItem(prof, "ops_ms_per_step")->valuedouble > 0, "no op time");
+    int dw = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(prof, "ops")) dw += !strncmp(cJSON_GetObjectItem(c, "variant")->valuestring, "depthwise", 9);
+    CHECKF(dw >= 2, "depthwise forward and backward entries: %d", dw);   // EdgeNeXt's 7x7 depthwise convolutions
+    CHECKF(strstr(o, "depthwise conv"), "%s", o);
+    cJSON_Delete(a);
     CHECK(test_run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
     CHECKF(strstr(o, "--top-k 3"), "%s", o);
 }

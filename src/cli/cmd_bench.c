@@ -10,7 +10,9 @@
 // and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs,
 // and the host<->device copies per step (core/device.h counts them). On the
 // device --device names, in the precision --precision names; the step is
-// train/step.h's, the trainer's own.
+// train/step.h's, the trainer's own. --profile adds, per configuration, a profile
+// of the training step: every op timed between two synchronisations (ops.h
+// OpProfile), grouped by kernel class, with achieved TFLOP/s and GB/s.
 #include "cli.h"
 #include "data/owner.h"
 #include "nn/camoxpert.h"
@@ -35,11 +37,88 @@ static double median(double *t, int n) {
 typedef struct {
     int sparse;
     double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss, syncs_per_step;
+    OpProfile *prof;   // --profile: the ops of PROF_STEPS training steps, else NULL
 } BenchRow;
+
+enum { PROF_STEPS = 3 };
+
+static int cmp_entry_time(const void *a, const void *b) {
+    double x = ((const OpProfileEntry *)a)->seconds, y = ((const OpProfileEntry *)b)->seconds;
+    return (x < y) - (x > y);
+}
+
+// The profile of one configuration: by kernel class, then the ops that take the most
+// time; per training step. Into j (JSON) as "profile".
+static void profile_report(const BenchRow *r, cJSON *j) {
+    OpProfile *p = r->prof;
+    qsort(p->e, (size_t)p->n, sizeof p->e[0], cmp_entry_time);
+    double total = 0;
+    for (int i = 0; i < p->n; i++) total += p->e[i].seconds;
+    const char *cls[16];
+    double ms[16] = { 0 }, fl[16] = { 0 }, by[16] = { 0 };
+    int64_t calls[16] = { 0 };
+    int nc = 0;
+    for (int i = 0; i < p->n; i++) {
+        const char *c = op_profile_class(&p->e[i]);
+        int k = 0;
+        while (k < nc && strcmp(cls[k], c)) k++;
+        if (k == nc) cls[nc++] = c;
+        ms[k] += p->e[i].seconds, fl[k] += p->e[i].flops, by[k] += p->e[i].bytes, calls[k] += p->e[i].calls;
+    }
+    for (int a = 1; a < nc; a++)   // classes by time, largest first
+        for (int b = a; b > 0 && ms[b] > ms[b - 1]; b--) {
+            const char *tc = cls[b]; cls[b] = cls[b - 1]; cls[b - 1] = tc;
+            double t = ms[b]; ms[b] = ms[b - 1]; ms[b - 1] = t;
+            t = fl[b]; fl[b] = fl[b - 1]; fl[b - 1] = t;
+            t = by[b]; by[b] = by[b - 1]; by[b - 1] = t;
+            int64_t tn = calls[b]; calls[b] = calls[b - 1]; calls[b - 1] = tn;
+        }
+    cJSON *jp = cJSON_AddObjectToObject(j, "profile");
+    cJSON_AddNumberToObject(jp, "steps", PROF_STEPS);
+    cJSON_AddNumberToObject(jp, "ops_ms_per_step", total / PROF_STEPS * 1e3);
+    cJSON_AddNumberToObject(jp, "step_ms_unprofiled", r->train_ms);
+    printf("  profile, per training step (%d steps, each op between two synchronisations): ops %.2f ms; the step "
+           "without them %.2f ms\n", PROF_STEPS, total / PROF_STEPS * 1e3, r->train_ms);
+    printf("  %-16s %9s %7s %8s %9s %9s\n", "class", "ms", "share", "calls", "TFLOP/s", "GB/s");
+    cJSON *jc = cJSON_AddArrayToObject(jp, "classes");
+    for (int k = 0; k < nc; k++) {
+        const double t = ms[k] > 0 ? ms[k] : 1e-30;
+        printf("  %-16s %9.2f %6.1f%% %8.0f %9.2f %9.0f\n", cls[k], ms[k] / PROF_STEPS * 1e3, 100 * ms[k] / total,
+               (double)calls[k] / PROF_STEPS, fl[k] / t * 1e-12, by[k] / t * 1e-9);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "class", cls[k]);
+        cJSON_AddNumberToObject(o, "ms_per_step", ms[k] / PROF_STEPS * 1e3);
+        cJSON_AddNumberToObject(o, "share", ms[k] / total);
+        cJSON_AddNumberToObject(o, "calls_per_step", (double)calls[k] / PROF_STEPS);
+        cJSON_AddNumberToObject(o, "tflop_per_s", fl[k] / t * 1e-12);
+        cJSON_AddNumberToObject(o, "gb_per_s", by[k] / t * 1e-9);
+        cJSON_AddItemToArray(jc, o);
+    }
+    printf("  %-28s %-16s %9s %6s %8s %9s %9s\n", "op", "variant", "ms", "share", "calls", "TFLOP/s", "GB/s");
+    cJSON *jo = cJSON_AddArrayToObject(jp, "ops");
+    for (int i = 0; i < p->n; i++) {
+        const OpProfileEntry *e = &p->e[i];
+        const double t = e->seconds > 0 ? e->seconds : 1e-30;
+        if (i < 25)
+            printf("  %-28s %-16s %9.2f %5.1f%% %8.0f %9.2f %9.0f\n", e->op, e->kind, e->seconds / PROF_STEPS * 1e3,
+                   100 * e->seconds / total, (double)e->calls / PROF_STEPS, e->flops / t * 1e-12, e->bytes / t * 1e-9);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "op", e->op);
+        cJSON_AddStringToObject(o, "variant", e->kind);
+        cJSON_AddStringToObject(o, "class", op_profile_class(e));
+        cJSON_AddNumberToObject(o, "ms_per_step", e->seconds / PROF_STEPS * 1e3);
+        cJSON_AddNumberToObject(o, "calls_per_step", (double)e->calls / PROF_STEPS);
+        cJSON_AddNumberToObject(o, "gflop_per_step", e->flops / PROF_STEPS * 1e-9);
+        cJSON_AddNumberToObject(o, "mb_per_step", e->bytes / PROF_STEPS / 1048576.0);
+        cJSON_AddItemToArray(jo, o);
+    }
+    printf("  (GB/s counts each tensor argument once: a lower bound of the traffic)\n");
+}
 
 // One configuration on rt's device: the training step of train/step.h (the
 // trainer's), then batch-1 inference. Times read after a device synchronisation.
-static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int k, int B, int S, int steps, BenchRow *r) {
+static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int k, int B, int S, int steps, int profile,
+                      BenchRow *r) {
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
     ParamTable pt;
@@ -87,6 +166,19 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
         r->loss = sr.loss.total;
     }
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
+    r->prof = NULL;
+    if (profile) {   // after the timed steps: the profiled ones are slower
+        r->prof = cx_calloc(1, sizeof *r->prof);
+        rt->ctx.op.prof = r->prof;
+        for (int it = 0; it < PROF_STEPS; it++) {
+            train_step_begin(&ts);
+            CamoXpertOutputs o;
+            train_step_accumulate(&ts, &x, &mask, 0, &o);
+            StepResult sr;
+            train_step_finish(&ts, 1e-4, 0.5, &sr);
+        }
+        rt->ctx.op.prof = NULL;
+    }
     r->train_ms = median(t, steps) * 1e3;
     r->images_per_s = B / (r->train_ms * 1e-3);
     r->gflop_img = 2 * macs / steps / B * 1e-9;
@@ -124,7 +216,7 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
 
 int cmd_bench(int argc, char **argv) {
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
-    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0;
+    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
@@ -137,6 +229,9 @@ int cmd_bench(int argc, char **argv) {
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "profile", OPT_FLAG, &profile, "also time every op of a few training steps, each between two device "
+          "synchronisations, and print the step's time per kernel class (convolution, depthwise, GEMM, norm, ...)",
+          NULL, NULL, 0 },
         { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
@@ -215,7 +310,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON *arr = cJSON_CreateArray();
     for (int i = 0; i < nm; i++) {
         BenchRow r;
-        bench_one(&rt, backbone, modes[i], E, k, B, S, steps, &r);
+        bench_one(&rt, backbone, modes[i], E, k, B, S, steps, profile, &r);
         char name[64];
         if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
         else snprintf(name, sizeof name, "dense");
@@ -242,6 +337,10 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "peak_rss_mb", r.rss_mb);
         cJSON_AddNumberToObject(j, "gflop_per_image", r.gflop_img);
         cJSON_AddNumberToObject(j, "achieved_gflop_per_s", r.gflops);
+        if (r.prof) {
+            profile_report(&r, j);
+            free(r.prof);
+        }
         cJSON_AddItemToArray(arr, j);
     }
     printf("(dense runs all four experts per scale; GFLOP/img is the forward pass; GFLOP/s takes a training step as 3x "

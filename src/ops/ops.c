@@ -123,9 +123,73 @@ void ops_cuda_set_conv_impl(int impl) {
 void ops_cuda_set_conv_impl(int impl) { (void)impl; }
 #endif
 
+// ---- profiling (ops.h) ---------------------------------------------------------
+static double prof_tbytes(const Tensor *t) { return t ? (double)tensor_numel(t) * (double)dtype_size(t->dtype) : 0; }
+// The bytes of one argument when it is a tensor, else 0; summed over an op's arguments.
+#define PB_(a) prof_tbytes(_Generic((a), Tensor *: (a), const Tensor *: (a), default: (const Tensor *)0))
+#define PB_1(a) PB_(a)
+#define PB_2(a, ...) PB_(a) + PB_1(__VA_ARGS__)
+#define PB_3(a, ...) PB_(a) + PB_2(__VA_ARGS__)
+#define PB_4(a, ...) PB_(a) + PB_3(__VA_ARGS__)
+#define PB_5(a, ...) PB_(a) + PB_4(__VA_ARGS__)
+#define PB_6(a, ...) PB_(a) + PB_5(__VA_ARGS__)
+#define PB_7(a, ...) PB_(a) + PB_6(__VA_ARGS__)
+#define PB_8(a, ...) PB_(a) + PB_7(__VA_ARGS__)
+#define PB_9(a, ...) PB_(a) + PB_8(__VA_ARGS__)
+#define PB_10(a, ...) PB_(a) + PB_9(__VA_ARGS__)
+#define PB_11(a, ...) PB_(a) + PB_10(__VA_ARGS__)
+#define PB_12(a, ...) PB_(a) + PB_11(__VA_ARGS__)
+#define PB_13(a, ...) PB_(a) + PB_12(__VA_ARGS__)
+#define PB_14(a, ...) PB_(a) + PB_13(__VA_ARGS__)
+#define PB_NTH(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, N, ...) N
+#define PB_CAT_(a, b) a##b
+#define PB_CAT(a, b) PB_CAT_(a, b)
+#define PROF_BYTES(...) (PB_CAT(PB_, PB_NTH(__VA_ARGS__, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1))(__VA_ARGS__))
+
+static double prof_begin(OpCtx *ctx) {
+    ops_sync(ctx);
+    return cx_time_s();
+}
+
+static void prof_end(OpCtx *ctx, const char *op, double t0, double bytes) {
+    ops_sync(ctx);
+    double dt = cx_time_s() - t0;
+    OpProfile *p = ctx->prof;
+    int i = 0;
+    while (i < p->n && (strcmp(p->e[i].op, op) || strcmp(p->e[i].kind, p->pending_kind))) i++;
+    if (i == p->n) {
+        if (p->n == (int)(sizeof p->e / sizeof p->e[0])) i = p->n - 1;   // full: the last entry takes the rest
+        else {
+            p->n++;
+            p->e[i] = (OpProfileEntry){ .op = op };
+            snprintf(p->e[i].kind, sizeof p->e[i].kind, "%s", p->pending_kind);
+        }
+    }
+    p->e[i].calls++;
+    p->e[i].seconds += dt;
+    p->e[i].flops += p->pending_flops;
+    p->e[i].bytes += bytes;
+    p->pending_flops = 0;
+    p->pending_kind[0] = 0;
+}
+
+const char *op_profile_class(const OpProfileEntry *e) {
+    static const struct { const char *prefix, *cls; } map[] = {
+        { "linear", "GEMM" }, { "gemm", "GEMM" }, { "batchnorm", "norm" }, { "layernorm", "norm" },
+        { "l2norm", "norm" }, { "maxnorm", "norm" }, { "resize", "resize" }, { "rows_gather", "MoE dispatch" },
+        { "rows_scatter", "MoE dispatch" }, { "topk", "MoE dispatch" }, { "cod_loss", "loss" },
+        { "adamw", "optimizer" }, { "grad_norm", "optimizer" }, { "ema", "optimizer" },
+    };
+    if (!strncmp(e->op, "conv2d", 6)) return strncmp(e->kind, "depthwise", 9) ? "convolution" : "depthwise conv";
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strncmp(e->op, map[i].prefix, strlen(map[i].prefix))) return map[i].cls;
+    return "element-wise";
+}
+
 // Runs op on ctx's backend; t is the tensor whose dtype picks the reference
-// instantiation and whose device must be the backend's.
+// instantiation and whose device must be the backend's. Timed when ctx->prof is set.
 #define DISPATCH(t, op, ...) do { \
+    double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
     switch (ctx->backend) { \
     case OPS_CUDA: \
         CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
@@ -143,7 +207,9 @@ void ops_cuda_set_conv_impl(int impl) { (void)impl; }
                   dtype_name((t)->dtype)); \
         FAST_##op(__VA_ARGS__); \
         break; \
-    } } while (0)
+    } \
+    if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
+    } while (0)
 
 const char *ops_backend_name(ops_backend b) {
     static const char *names[] = { "cpu", "reference", "cuda" };
@@ -204,20 +270,45 @@ int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
     return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
 }
 
+// Profiling: the convolution's variant and its FLOPs (ops.h).
+static void prof_conv(OpCtx *ctx, const Tensor *y, const Tensor *x, const Tensor *w, ConvArgs a, int grads) {
+    OpProfile *p = ctx->prof;
+    if (!p) return;
+    p->pending_flops = 2.0 * grads * (double)tensor_numel(y) * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
+    const int k = (int)w->shape[2];
+    if (a.groups > 1 && a.groups == x->shape[3]) snprintf(p->pending_kind, sizeof p->pending_kind, "depthwise %dx%d", k, k);
+    else if (a.groups > 1) snprintf(p->pending_kind, sizeof p->pending_kind, "grouped %dx%d", k, k);
+    else if (a.dil > 1) snprintf(p->pending_kind, sizeof p->pending_kind, "%dx%d dil %d", k, k, a.dil);
+    else snprintf(p->pending_kind, sizeof p->pending_kind, "%dx%d%s", k, k, a.stride > 1 ? " strided" : "");
+}
+
 void conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
+    prof_conv(ctx, y, x, w, a, 1);
     DISPATCH(x, conv2d_forward, ctx, y, x, w, b, a);
 }
 void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                      const Tensor *w, ConvArgs a) {
+    if (ctx->prof && dx && (dw || db)) {   // profiled: the input gradient and the weight gradient timed apart
+        conv2d_backward(ctx, dx, NULL, NULL, dy, x, w, a);
+        conv2d_backward(ctx, NULL, dw, db, dy, x, w, a);
+        return;
+    }
+    prof_conv(ctx, dy, x, w, a, (dx != NULL) + (dw != NULL));
+    if (ctx->prof) {
+        const size_t n = strlen(ctx->prof->pending_kind);
+        snprintf(ctx->prof->pending_kind + n, sizeof ctx->prof->pending_kind - n, "%s", dx ? " dx" : " dw");
+    }
     DISPATCH(x, conv2d_backward, ctx, dx, dw, db, dy, x, w, a);
 }
 void linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
     if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)w->shape[1];
+    if (ctx->prof) ctx->prof->pending_flops = 2.0 * (double)tensor_numel(y) * (double)w->shape[1];
     DISPATCH(x, linear_forward, ctx, y, x, w, b);
 }
 void linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                      const Tensor *w) {
+    if (ctx->prof) ctx->prof->pending_flops = 2.0 * ((dx != NULL) + (dw != NULL)) * (double)tensor_numel(dy) * (double)w->shape[1];
     DISPATCH(x, linear_backward, ctx, dx, dw, db, dy, x, w);
 }
 
@@ -226,6 +317,7 @@ void gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const
     if (a.nb1 < 1) a.nb1 = 1;
     if (a.nb2 < 1) a.nb2 = 1;
     if (ctx->macs) *ctx->macs += (double)a.M * a.N * a.K * a.nb1 * a.nb2;
+    if (ctx->prof) ctx->prof->pending_flops = 2.0 * a.M * a.N * a.K * a.nb1 * a.nb2;
     DISPATCH(A, gemm_batched, ctx, C, A, B, &a);
 }
 
@@ -432,13 +524,16 @@ void cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *
 // The optimizer's reference and CPU kernels are one implementation (ops/cpu/optim.c)
 // for both table dtypes.
 #define OPT_DISPATCH(t, op, ...) do { \
+    double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
     if (ctx->backend == OPS_CUDA) { \
         CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
         CUDA_CALL(op, __VA_ARGS__); \
     } else { \
         CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to a CPU backend"); \
         cpu_##op(__VA_ARGS__); \
-    } } while (0)
+    } \
+    if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
+    } while (0)
 
 void adamw_update(OpCtx *ctx, Tensor *param, Tensor *m, Tensor *v, const Tensor *grad, const Tensor *gscale,
                   const AdamSeg *seg, int nseg, double beta1, double beta2, double eps) {

@@ -40,6 +40,7 @@ typedef enum { OPS_CPU = 0, OPS_REF, OPS_CUDA } ops_backend;
 
 struct CudaState;
 struct ReluTape;
+struct OpProfile;
 
 typedef struct OpCtx {
     ops_backend backend;
@@ -47,6 +48,7 @@ typedef struct OpCtx {
     struct CudaState *cuda;   // OPS_CUDA: stream, cuDNN/cuBLASLt handles, plan caches of one GPU (ops/cuda)
     double *macs;             // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
     struct ReluTape *relu_tape;   // non-NULL: ReLU decisions recorded or replayed (parity checks; see below)
+    struct OpProfile *prof;   // non-NULL: every op timed between two synchronisations (camoxpert bench --profile)
 } OpCtx;
 
 const char *ops_backend_name(ops_backend b);   // "cpu", "reference", "cuda"
@@ -68,6 +70,33 @@ void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n);
 void ops_cuda_set_conv_impl(int impl);
 // Waits for every queued kernel (timing, before reading host clocks).
 void ops_sync(OpCtx *ctx);
+
+// ---- profiling ----------------------------------------------------------------------
+// With ctx->prof set, every op synchronises the device before and after itself and
+// adds its wall time to an entry per (op, variant): the time of the op's kernels
+// plus one launch, with nothing queued behind it. The sum over a step is therefore
+// larger than the unprofiled step by the launch latencies the queue normally hides;
+// bench --profile reports both. flops: 2 per multiply-accumulate (conv, linear,
+// GEMM; a backward with both gradients counts twice the forward); bytes: the size
+// of every tensor argument counted once, a lower bound of the memory traffic.
+//
+//   OpProfile p = { 0 };  ctx.prof = &p;  ...ops...;  ctx.prof = NULL;
+//   for (int i = 0; i < p.n; i++) printf("%s %s %.3f\n", op_profile_class(&p.e[i]), p.e[i].op, p.e[i].seconds);
+typedef struct {
+    const char *op;      // "conv2d_backward"
+    char kind[32];       // the variant: "depthwise 7x7", "3x3 dil 2", "1x1", ... ("" for most ops)
+    int64_t calls;
+    double seconds, flops, bytes;
+} OpProfileEntry;
+typedef struct OpProfile {
+    OpProfileEntry e[192];
+    int n;
+    double pending_flops;    // set by an op's wrapper for the call being timed
+    char pending_kind[32];
+} OpProfile;
+// The kernel class an entry belongs to: "convolution", "depthwise conv", "GEMM",
+// "norm", "element-wise", "resize", "MoE dispatch", "loss", "optimizer".
+const char *op_profile_class(const OpProfileEntry *e);
 
 // ---- convolution --------------------------------------------------------------
 // reference: torch.nn.functional.conv2d (cross-correlation, zero padding,

@@ -14,8 +14,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#define CONV_WS_LIMIT ((size_t)256 << 20)   // largest workspace an algorithm may ask for
-
 int cuda_conv_impl = CUDA_CONV_AUTO;
 
 enum { PASS_FWD = 0, PASS_BWD_DATA, PASS_BWD_FILTER };
@@ -116,6 +114,17 @@ static ConvShape shape_of(const Tensor *x, const Tensor *w, const Tensor *y, Con
     return s;
 }
 
+// The largest workspace an algorithm may ask for: 256 MiB, or twice the bytes of the
+// larger activation tensor of the call. At 352² and batch 16 the fast (tensor-core)
+// input gradient of a 64-channel full-resolution 3x3 convolution asks for 285 MB; a
+// fixed 256 MiB ceiling sent it to the FMA algorithm, 311 ms against a few (measured
+// on an H100: docs/PERF.md, GPU).
+static size_t ws_limit(const ConvShape *s, cx_dtype dt) {
+    const size_t x = (size_t)(s->N * s->H * s->W * s->C), y = (size_t)(s->N * s->Ho * s->Wo * s->K);
+    const size_t a = 2 * (x > y ? x : y) * dtype_size(dt), floor_ = (size_t)256 << 20;
+    return a > floor_ ? a : floor_;
+}
+
 // ---- cuDNN -----------------------------------------------------------------------------------------
 typedef struct {
     cudnnTensorDescriptor_t x, y;
@@ -148,7 +157,13 @@ static void descs_free(Descs *d) {
 
 static int verbose(void) {
     static int v = -1;
-    if (v < 0) v = getenv("CAMOXPERT_CUDA_VERBOSE") && atoi(getenv("CAMOXPERT_CUDA_VERBOSE")) > 0;
+    if (v < 0) v = getenv("CAMOXPERT_CUDA_VERBOSE") ? atoi(getenv("CAMOXPERT_CUDA_VERBOSE")) : 0;
+    return v;
+}
+
+static int find_mode(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("CAMOXPERT_CONV_FIND") && atoi(getenv("CAMOXPERT_CONV_FIND")) > 0;
     return v;
 }
 
@@ -168,6 +183,14 @@ static int exact_bwd_filter(int a) {
            a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
 }
 
+// CAMOXPERT_CONV_NONDETERMINISTIC=1 lets the backward passes take cuDNN's
+// non-deterministic algorithms too (diagnosis: what determinism costs).
+static int allow_nondet(void) {
+    static int v = -1;
+    if (v < 0) v = getenv("CAMOXPERT_CONV_NONDETERMINISTIC") && atoi(getenv("CAMOXPERT_CONV_NONDETERMINISTIC")) > 0;
+    return v;
+}
+
 // The cached plan for this shape and pass, chosen from cuDNN's heuristics on first use.
 static ConvPlan *plan_get(CudaState *st, int pass, const ConvShape *s, int groups, cx_dtype dt, Descs *d) {
     ConvPlan key = { pass, (int)s->N, (int)s->H, (int)s->W, (int)s->C, (int)s->K, (int)s->kh, (int)s->kw, s->stride,
@@ -180,31 +203,70 @@ static ConvPlan *plan_get(CudaState *st, int pass, const ConvShape *s, int group
     }
     ConvPlan *p = &st->plans[st->n_plans++];
     *p = key;
+    const size_t ws_max = ws_limit(s, dt);
     p->algo = -1;
     const int fp32 = dt != DT_BF16;
     int n = 0;
+    // CAMOXPERT_CONV_FIND=1: cuDNN times every algorithm on this shape (on scratch buffers
+    // of zeros) and lists them fastest first; otherwise its heuristics rank them.
+    void *bx = NULL, *by = NULL, *bw = NULL, *bws = NULL;
+    int find = find_mode();
+    if (find) {
+        const size_t es = dtype_size(dt);
+        if (cudaMalloc(&bx, (size_t)(s->N * s->H * s->W * s->C) * es) != cudaSuccess ||
+            cudaMalloc(&by, (size_t)(s->N * s->Ho * s->Wo * s->K) * es) != cudaSuccess ||
+            cudaMalloc(&bw, (size_t)(s->K * s->Cg * s->kh * s->kw) * es) != cudaSuccess ||
+            cudaMalloc(&bws, ws_max) != cudaSuccess) {
+            cudaGetLastError();
+            find = 0;
+        } else {
+            cudaMemset(bx, 0, (size_t)(s->N * s->H * s->W * s->C) * es);
+            cudaMemset(by, 0, (size_t)(s->N * s->Ho * s->Wo * s->K) * es);
+            cudaMemset(bw, 0, (size_t)(s->K * s->Cg * s->kh * s->kw) * es);
+        }
+    }
     if (pass == PASS_FWD) {
         cudnnConvolutionFwdAlgoPerf_t r[16];
-        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->dnn, d->x, d->w, d->conv, d->y, 16, &n, r));
+        if (find) CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(st->dnn, d->x, bx, d->w, bw, d->conv, d->y, by, 16, &n,
+                                                                     r, bws, ws_max));
+        else CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st->dnn, d->x, d->w, d->conv, d->y, 16, &n, r));
         for (int i = 0; i < n && p->algo < 0; i++)
-            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT &&
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= ws_max &&
                 (!fp32 || (r[i].mathType == CUDNN_FMA_MATH && exact_fwd(r[i].algo))))
                 p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
     } else if (pass == PASS_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t r[16];
-        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(st->dnn, d->w, d->y, d->conv, d->x, 16, &n, r));
+        if (find) CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(st->dnn, d->w, bw, d->y, by, d->conv, d->x, bx, 16,
+                                                                          &n, r, bws, ws_max));
+        else CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(st->dnn, d->w, d->y, d->conv, d->x, 16, &n, r));
         for (int i = 0; i < n && p->algo < 0; i++)
-            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && r[i].determinism == CUDNN_DETERMINISTIC &&
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= ws_max &&
+                (r[i].determinism == CUDNN_DETERMINISTIC || allow_nondet()) &&
                 (!fp32 || (r[i].mathType == CUDNN_FMA_MATH && exact_bwd_data(r[i].algo))))
                 p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
+        if (verbose() > 1)
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, "  bwd data algo %d status %d time %.3f ms ws %zu det %d math %d\n", r[i].algo,
+                        (int)r[i].status, r[i].time, r[i].memory, (int)r[i].determinism, (int)r[i].mathType);
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t r[16];
-        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(st->dnn, d->x, d->y, d->conv, d->w, 16, &n, r));
+        if (find) CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(st->dnn, d->x, bx, d->y, by, d->conv, d->w, bw,
+                                                                            16, &n, r, bws, ws_max));
+        else CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(st->dnn, d->x, d->y, d->conv, d->w, 16, &n, r));
         for (int i = 0; i < n && p->algo < 0; i++)
-            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= CONV_WS_LIMIT && r[i].determinism == CUDNN_DETERMINISTIC &&
+            if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= ws_max &&
+                (r[i].determinism == CUDNN_DETERMINISTIC || allow_nondet()) &&
                 (!fp32 || (r[i].mathType == CUDNN_FMA_MATH && exact_bwd_filter(r[i].algo))))
                 p->algo = r[i].algo, p->math = r[i].mathType, p->ws = r[i].memory;
+        if (verbose() > 1)
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, "  bwd filter algo %d status %d time %.3f ms ws %zu det %d math %d\n", r[i].algo,
+                        (int)r[i].status, r[i].time, r[i].memory, (int)r[i].determinism, (int)r[i].mathType);
     }
+    if (bx) cudaFree(bx);
+    if (by) cudaFree(by);
+    if (bw) cudaFree(bw);
+    if (bws) cudaFree(bws);
     if (verbose())
         fprintf(stderr, "conv plan: pass %d N%d %dx%dx%d -> %d k%dx%d s%d p%d d%d g%d %s: %s algo %d (ws %zu)\n", pass, p->N,
                 p->H, p->W, p->C, p->K, p->kh, p->kw, p->stride, p->pad, p->dil, p->groups, dtype_name(dt),
