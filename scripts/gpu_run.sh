@@ -9,7 +9,7 @@
 #                                         (default: every shared fixture present)
 #   gpu/run.sh bench [ARGS]               camoxpert bench --device cuda ARGS
 #   gpu/run.sh perf                       issue 11's side-by-side: camoxpert bench (bf16, 352²,
-#                                         batch 16, dense and sparse) and the PyTorch twin on the
+#                                         batch 16, dense and sparse, --profile) and the PyTorch twin on the
 #                                         same card (fp16 autocast + GradScaler; bf16 + channels_last)
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh camoxpert ARGS             the program itself
@@ -48,13 +48,14 @@ verify)
 bench) exec camoxpert bench --device cuda "$@" ;;
 perf)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+    git -C "$here/.." log --oneline -1 2>/dev/null || true
     camoxpert bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 \
-        --mode both --steps 10 --json "$log/bench_bf16.json" --overwrite > "$log/bench_bf16.log" 2>&1
-    tail -4 "$log/bench_bf16.log"
-    # the twin builds its parameters in numpy and lets cuDNN try algorithms on the first steps: minutes, not seconds
+        --mode both --steps 10 --profile --json "$log/bench_bf16.json" --overwrite > "$log/bench_bf16.log" 2>&1
+    grep -E "^(dense|sparse)" "$log/bench_bf16.log"
+    # the twin builds its parameters in numpy and lets cuDNN try algorithms on the first steps: a minute, not seconds
     for m in dense sparse; do
         for amp in "fp16" "bf16 --channels-last"; do
-            timeout 240 python3 "$here/../tools/camoxpert_twin.py" bench --device cuda --backbone edgenext_base \
+            timeout 150 python3 "$here/../tools/camoxpert_twin.py" bench --device cuda --backbone edgenext_base \
                 --size 352x352 --batch 16 --mode $m --amp $amp --warmup 3 --iters 10 > "$log/twin_${m}_${amp%% *}.log" 2>&1
             grep -E "^twin|Error" "$log/twin_${m}_${amp%% *}.log" | tail -2 || echo "twin $m $amp: no result (see its log)"
         done

@@ -12,7 +12,15 @@
 #include "train/loss.h"
 #include "train/optim.h"
 #include "train/step.h"
+#include "train/dist.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 // A host float32 tensor of the given shape with values from U(lo, hi).
 static Tensor rnd(Arena *a, Rng *r, int ndim, const int64_t *shape, double lo, double hi) {
@@ -484,4 +492,104 @@ TEST(cuda_modules_match_cpu) {
         module_case(k, 2, 168);
     }
     module_case(EXPERT_KINDS, 0, 0);
+}
+
+// ---- several GPUs: NCCL ------------------------------------------------------------------------------
+// One rank (a process started by fork + exec: `camoxpert_tests --child nccl RANK WORLD PORT MODE`):
+// the rendezvous, the NCCL id from rank 0, then an all-reduce of 1M+3 floats checked on
+// every rank. MODE "die": the last rank exits after NCCL started; the others' all-reduce
+// must fail within its 5 s deadline instead of hanging. Exit status: 0 = as expected.
+int test_child_main(int argc, char **argv) {
+    if (argc != 5 || strcmp(argv[0], "nccl")) return 90;
+    const int rank = atoi(argv[1]), world = atoi(argv[2]), port = atoi(argv[3]), die = !strcmp(argv[4], "die");
+    DistEnv e = { .rank = rank, .world = world, .local_rank = rank, .local_world = world, .master_port = port,
+                  .source = "test" };
+    snprintf(e.master_addr, sizeof e.master_addr, "127.0.0.1");
+    DistStore s;
+    if (dist_store_open(&s, &e, 30)) { fprintf(stderr, "rank %d: %s\n", rank, cx_errmsg()); return 91; }
+    char dev[16];
+    snprintf(dev, sizeof dev, "cuda:%d", rank);
+    Runtime rt;
+    if (runtime_init(&rt, dev, "fp32", 1, 1)) { fprintf(stderr, "rank %d: %s\n", rank, cx_errmsg()); return 92; }
+    unsigned char id[128] = { 0 };
+    if (rank == 0 && ops_nccl_unique_id(id)) { fprintf(stderr, "rank 0: %s\n", cx_errmsg()); return 93; }
+    if (dist_broadcast(&s, id, sizeof id)) return 94;
+    void *comm = NULL;
+    if (ops_nccl_open(&rt.ctx.op, &comm, id, rank, world)) { fprintf(stderr, "rank %d: %s\n", rank, cx_errmsg()); return 95; }
+    if (die && rank == world - 1) _exit(0);
+    const int64_t n = (1 << 20) + 3;
+    Arena a;
+    arena_init(&a, "host", 1 << 20);
+    Tensor h = tensor_new(&a, DT_F32, 1, &n);
+    for (int64_t i = 0; i < n; i++) tensor_f32(&h)[i] = (float)(rank + 1) + (float)(i % 1000) * 1e-3f;
+    Tensor d = runtime_input(&rt, &h, DT_F32);
+    const double t0 = cx_time_s();
+    cx_status st = ops_nccl_allreduce_sum(&rt.ctx.op, &comm, &d, die ? 5 : 60);
+    const double dt = cx_time_s() - t0;
+    if (die) {
+        int ok = st != CX_OK && strstr(cx_errmsg(), "did not complete") && dt < 20 && comm == NULL;
+        if (!ok) fprintf(stderr, "rank %d: all-reduce without the dead rank: %s after %.1f s\n", rank,
+                         st ? cx_errmsg() : "succeeded", dt);
+        _exit(ok ? 0 : 96);   // the aborted communicator and the runtime are left to the exit
+    }
+    if (st) { fprintf(stderr, "rank %d: %s\n", rank, cx_errmsg()); return 97; }
+    Tensor back = runtime_output_f32(&rt, &d);
+    int bad = 0;
+    for (int64_t i = 0; i < n && bad < 3; i++) {
+        double want = 0;
+        for (int r = 0; r < world; r++) want += (double)((float)(r + 1) + (float)(i % 1000) * 1e-3f);
+        if (fabs(tensor_f32(&back)[i] - want) > 1e-6 * fabs(want)) {
+            fprintf(stderr, "rank %d: element %lld is %.9g, want %.9g\n", rank, (long long)i, tensor_f32(&back)[i], want);
+            bad++;
+        }
+    }
+    ops_nccl_close(comm);
+    arena_free(&a);
+    runtime_free(&rt);
+    dist_store_close(&s);
+    return bad ? 98 : 0;
+}
+
+static int nccl_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in ad = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof ad;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ad, sizeof ad) || getsockname(fd, (struct sockaddr *)&ad, &len)) return 0;
+    close(fd);
+    return ntohs(ad.sin_port);
+}
+
+// Starts `world` ranks of test_child_main; fills status[] with their exit codes (-1: killed).
+static void nccl_ranks(int world, const char *mode, int *status) {
+    const int port = nccl_free_port();
+    pid_t kids[8];
+    for (int r = 0; r < world; r++) {
+        kids[r] = fork();
+        if (kids[r] == 0) {
+            char rs[8], ws[8], ps[8];
+            snprintf(rs, sizeof rs, "%d", r), snprintf(ws, sizeof ws, "%d", world), snprintf(ps, sizeof ps, "%d", port);
+            execl("/proc/self/exe", "camoxpert_tests", "--child", "nccl", rs, ws, ps, mode, (char *)NULL);
+            _exit(99);
+        }
+    }
+    for (int r = 0; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r], &st, 0);
+        status[r] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
+}
+
+TEST(cuda_nccl_allreduce_across_gpus_and_a_dead_rank_stops_the_others) {
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
+    const int gpus = ops_cuda_device_count(NULL, 0);
+    if (gpus < 2) { test_skip("one GPU on this machine; NCCL across GPUs needs two (nvidia-h100-x2)"); return; }
+    const int world = gpus < 4 ? gpus : 4;
+    int status[8];
+    nccl_ranks(world, "ok", status);
+    for (int r = 0; r < world; r++) CHECKF(status[r] == 0, "rank %d of %d: exit status %d", r, world, status[r]);
+    const double t0 = cx_time_s();
+    nccl_ranks(world, "die", status);
+    for (int r = 0; r < world; r++) CHECKF(status[r] == 0, "dead-rank case, rank %d of %d: exit status %d", r, world, status[r]);
+    printf("    %d GPUs: all-reduce of 1M floats exact; with a rank gone the others stopped in %.1f s\n", world,
+           cx_time_s() - t0);
 }

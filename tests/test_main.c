@@ -134,8 +134,12 @@ static int cmp_case(const void *a, const void *b) {
     return c ? c : strcmp(x->name, y->name);
 }
 
+int test_child_main(int argc, char **argv);   // test_cuda.c: a rank of the NCCL tests
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    // a process a test started with fork + exec (CUDA does not survive a plain fork)
+    if (argc > 1 && !strcmp(argv[1], "--child")) return test_child_main(argc - 2, argv + 2);
     cx_threads_set(0);
     log_set_level(LOG_WARN);
     qsort(tests, (size_t)n_tests, sizeof *tests, cmp_case);

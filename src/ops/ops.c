@@ -266,6 +266,46 @@ void ops_sync(OpCtx *ctx) {
     (void)ctx;
 }
 
+#if HAVE_CUDA
+#define NCCL_PLUGIN_OR_FAIL() \
+    if (!cuda_plugin()) return CX_FAIL(CX_ELIB, "several GPUs: the CUDA plug-in could not be loaded: %s", cuda_lib_err)
+cx_status ops_nccl_version(int *version) {
+    NCCL_PLUGIN_OR_FAIL();
+    return CUDA_CALL(nccl_version, version);
+}
+cx_status ops_nccl_unique_id(unsigned char id[128]) {
+    NCCL_PLUGIN_OR_FAIL();
+    return CUDA_CALL(nccl_unique_id, id);
+}
+cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], int rank, int world) {
+    CX_ASSERT(ctx->backend == OPS_CUDA && ctx->cuda, "ops_nccl_open: the GPU is not open");
+    return CUDA_CALL(nccl_open, ctx->cuda, comm, id, rank, world);
+}
+cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s) {
+    CX_ASSERT(ctx->backend == OPS_CUDA && buf->device == DEV_CUDA && buf->dtype == DT_F32,
+              "ops_nccl_allreduce_sum: a float32 GPU tensor");
+    return CUDA_CALL(nccl_allreduce_sum, ctx->cuda, comm, buf->data, tensor_numel(buf), timeout_s);
+}
+void ops_nccl_close(void *comm) {
+    if (comm) CUDA_CALL(nccl_close, comm, 0);
+}
+#else
+static cx_status no_nccl(void) {
+    return CX_FAIL(CX_EARG, "several GPUs: this camoxpert was built without CUDA (nvcc was not found, or USE_CUDA=0)");
+}
+cx_status ops_nccl_version(int *version) { *version = 0; return no_nccl(); }
+cx_status ops_nccl_unique_id(unsigned char id[128]) { (void)id; return no_nccl(); }
+cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], int rank, int world) {
+    (void)ctx, (void)comm, (void)id, (void)rank, (void)world;
+    return no_nccl();
+}
+cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s) {
+    (void)ctx, (void)comm, (void)buf, (void)timeout_s;
+    return no_nccl();
+}
+void ops_nccl_close(void *comm) { (void)comm; }
+#endif
+
 int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
     return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
 }

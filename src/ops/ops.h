@@ -71,6 +71,26 @@ void ops_cuda_set_conv_impl(int impl);
 // Waits for every queued kernel (timing, before reading host clocks).
 void ops_sync(OpCtx *ctx);
 
+// ---- several GPUs: NCCL ---------------------------------------------------------------
+// One communicator per process (one process per GPU). NCCL is loaded on first use
+// (libnccl.so.2); without it these fail with how to install it.
+//
+//   unsigned char id[128];
+//   if (rank == 0) CX_TRY(ops_nccl_unique_id(id));
+//   ...broadcast id to every rank (train/dist.h)...
+//   void *comm;
+//   CX_TRY(ops_nccl_open(&ctx, &comm, id, rank, world));       // after ops_cuda_open
+//   CX_TRY(ops_nccl_allreduce_sum(&ctx, &comm, &grads, 60));   // in place, float32
+//   ops_nccl_close(comm);
+cx_status ops_nccl_version(int *version);   // e.g. 22803 for 2.28.3
+cx_status ops_nccl_unique_id(unsigned char id[128]);
+cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], int rank, int world);
+// buf (float32, on ctx's GPU, contiguous) = its sum over the ranks, waited for. A rank
+// that does not join within timeout_s seconds, or a failure NCCL reports, is an error
+// after which *comm is aborted and NULL.
+cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s);
+void ops_nccl_close(void *comm);
+
 // ---- profiling ----------------------------------------------------------------------
 // With ctx->prof set, every op synchronises the device before and after itself and
 // adds its wall time to an entry per (op, variant): the time of the op's kernels

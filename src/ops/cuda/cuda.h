@@ -8,7 +8,7 @@
 // convolutions), gemm.cu (cuBLASLt linear, batched GEMM), norm.cu (BatchNorm,
 // LayerNorm, softmax, l2norm, maxnorm), eltwise.cu (element-wise, broadcast,
 // resampling, pooling, channels, top-k, MoE rows), loss.cu (the CamoXpert loss),
-// optim.cu (AdamW, gradient norm, EMA).
+// optim.cu (AdamW, gradient norm, EMA), nccl.cu (all-reduce over several GPUs).
 #pragma once
 #include "ops/ops.h"
 
@@ -25,6 +25,12 @@ cx_status cuda_open(struct CudaState **out, int gpu);
 void cuda_close(struct CudaState *s);
 void cuda_describe(const struct CudaState *s, char *buf, size_t n);
 void cuda_sync(struct CudaState *s);
+// NCCL (nccl.cu; ops.h ops_nccl_*).
+cx_status cuda_nccl_version(int *version);
+cx_status cuda_nccl_unique_id(unsigned char id[128]);
+cx_status cuda_nccl_open(struct CudaState *st, void **comm, const unsigned char id[128], int rank, int world);
+cx_status cuda_nccl_allreduce_sum(struct CudaState *st, void **comm, void *buf, int64_t n, double timeout_s);
+void cuda_nccl_close(void *comm, int abort_it);
 
 void cuda_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);
 void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
