@@ -125,6 +125,91 @@ static size_t ws_limit(const ConvShape *s, cx_dtype dt) {
     return a > floor_ ? a : floor_;
 }
 
+// ---- depthwise (groups == C == K) -------------------------------------------------------------------
+// cuDNN's depthwise convolutions on NHWC bf16 ran at 0.2-0.7 TFLOP/s (docs/PERF.md, GPU).
+// The forward and the 3x3 input gradient are the direct kernels above (one thread per
+// element, coalesced over channels; cuDNN keeps the larger input gradients, where it
+// measured faster); the weight gradient, a reduction over every output
+// position per (channel, tap), is this kernel: a thread owns one channel and output rows
+// and keeps all KH*KW tap sums in registers; the block's 8 row lanes are summed in shared
+// memory into one partial per (row chunk, tap, channel), and the chunks are summed in
+// order (deterministic). CAMOXPERT_DW_IMPL=cudnn restores cuDNN for them (measurement).
+#define DW_ROWS 16   // output rows (n, oh) per chunk; 8 row lanes per block
+
+static int dw_own(const ConvShape *s, int groups) {
+    static int v = -1;
+    if (v < 0) v = !(getenv("CAMOXPERT_DW_IMPL") && !strcmp(getenv("CAMOXPERT_DW_IMPL"), "cudnn"));
+    return v && groups > 1 && groups == s->C && s->K == s->C && s->kh == s->kw && (s->kh == 3 || s->kh == 5 ||
+                                                                                      s->kh == 7 || s->kh == 9);
+}
+
+template <int KH, int KW>
+__global__ void k_dw_bwd_filter_part(float *part, const void *x, const void *dy, int dt, ConvShape s) {
+    const int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    const int64_t rows = s.N * s.Ho, r0 = (int64_t)blockIdx.y * DW_ROWS, r1 = r0 + DW_ROWS < rows ? r0 + DW_ROWS : rows;
+    float acc[KH * KW];
+#pragma unroll
+    for (int t = 0; t < KH * KW; t++) acc[t] = 0.f;
+    if (c < s.C)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
+            const int64_t n = r / s.Ho, oh = r % s.Ho;
+            for (int64_t ow = 0; ow < s.Wo; ow++) {
+                const float g = ldf(dy, dt, ((n * s.Ho + oh) * s.Wo + ow) * s.C + c);
+#pragma unroll
+                for (int i = 0; i < KH; i++) {
+                    const int64_t ih = oh * s.stride - s.pad + i * s.dil;
+                    if (ih < 0 || ih >= s.H) continue;
+#pragma unroll
+                    for (int j = 0; j < KW; j++) {
+                        const int64_t iw = ow * s.stride - s.pad + j * s.dil;
+                        if (iw >= 0 && iw < s.W) acc[i * KW + j] += g * ldf(x, dt, ((n * s.H + ih) * s.W + iw) * s.C + c);
+                    }
+                }
+            }
+        }
+    __shared__ float red[8][33];
+#pragma unroll
+    for (int t = 0; t < KH * KW; t++) {
+        red[threadIdx.y][threadIdx.x] = acc[t];
+        __syncthreads();
+        if (threadIdx.y == 0 && c < s.C) {
+            float v = 0.f;
+            for (int l = 0; l < 8; l++) v += red[l][threadIdx.x];
+            part[((int64_t)blockIdx.y * KH * KW + t) * s.C + c] = v;
+        }
+        __syncthreads();
+    }
+}
+
+// dw (C, 1, kh, kw) F32 += the chunks' partials (chunks, T, C), summed in chunk order.
+__global__ void k_dw_bwd_filter_final(float *dw, const float *part, int64_t chunks, int64_t T, int64_t C) {
+    CUDA_LOOP(o, C * T) {
+        const int64_t c = o / T, t = o % T;
+        double v = 0;
+        for (int64_t k = 0; k < chunks; k++) v += part[(k * T + t) * C + c];
+        dw[o] += (float)v;
+    }
+}
+
+static void dw_bwd_filter(OpCtx *ctx, float *dw, const void *x, const void *dy, cx_dtype dt, const ConvShape *s) {
+    const int64_t chunks = (s->N * s->Ho + DW_ROWS - 1) / DW_ROWS, T = s->kh * s->kw;
+    CX_ASSERT(chunks <= 65535, "depthwise weight gradient: %lld output rows", (long long)(s->N * s->Ho));
+    ArenaMark mk = arena_mark(ctx->scratch);
+    float *part = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)(chunks * T * s->C));
+    dim3 grid((unsigned)((s->C + 31) / 32), (unsigned)chunks), block(32, 8);
+    cudaStream_t st = cuda_stream(ctx);
+    switch (s->kh) {
+    case 3: k_dw_bwd_filter_part<3, 3><<<grid, block, 0, st>>>(part, x, dy, (int)dt, *s); break;
+    case 5: k_dw_bwd_filter_part<5, 5><<<grid, block, 0, st>>>(part, x, dy, (int)dt, *s); break;
+    case 7: k_dw_bwd_filter_part<7, 7><<<grid, block, 0, st>>>(part, x, dy, (int)dt, *s); break;
+    default: k_dw_bwd_filter_part<9, 9><<<grid, block, 0, st>>>(part, x, dy, (int)dt, *s); break;
+    }
+    CUDA_KCHECK("k_dw_bwd_filter_part");
+    k_dw_bwd_filter_final<<<cuda_grid(s->C * T), CUDA_BLOCK, 0, st>>>(dw, part, chunks, T, s->C);
+    CUDA_KCHECK("k_dw_bwd_filter_final");
+    arena_release(ctx->scratch, mk);
+}
+
 // ---- cuDNN -----------------------------------------------------------------------------------------
 typedef struct {
     cudnnTensorDescriptor_t x, y;
@@ -312,7 +397,7 @@ extern "C" void cuda_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, cons
     ConvShape s = shape_of(x, w, y, a);
     CX_ASSERT(s.Cg * a.groups == s.C && s.Kg * a.groups == s.K && T_C(y) == s.K, "conv2d: channels/groups disagree");
     int done = 0;
-    if (cuda_conv_impl != CUDA_CONV_DIRECT) {
+    if (cuda_conv_impl != CUDA_CONV_DIRECT && !dw_own(&s, a.groups)) {
         ArenaMark mk = arena_mark(ctx->scratch);
         Descs d;
         descs_make(&d, &s, a.groups, dt);
@@ -345,11 +430,17 @@ extern "C" void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
     ConvShape s = shape_of(x, w, dy, a);
     ArenaMark mk = arena_mark(ctx->scratch);
     Descs d;
-    int use_dnn = cuda_conv_impl != CUDA_CONV_DIRECT;
+    // depthwise: the own weight gradient always; the input gradient by the direct kernel
+    // for 3x3 only (measured: cuDNN's is faster from 5x5 up; docs/PERF.md, GPU)
+    const int own_dw = cuda_conv_impl != CUDA_CONV_DIRECT && dw_own(&s, a.groups);
+    const int own_dx = own_dw && s.kh == 3;
+    const int dnn = cuda_conv_impl != CUDA_CONV_DIRECT;
+    const int dnn_dx = dnn && !own_dx, dnn_dw = dnn && !own_dw;
+    const int use_dnn = (dx && dnn_dx) || (dw && dnn_dw);
     if (use_dnn) descs_make(&d, &s, a.groups, dt);
     if (dx) {
         int done = 0;
-        if (use_dnn) {
+        if (dnn_dx) {
             ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_DATA, &s, a.groups, dt, &d);
             if (p->algo >= 0) {
                 ArenaMark m2 = arena_mark(ctx->scratch);
@@ -369,7 +460,11 @@ extern "C" void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
     }
     if (dw) {
         int done = 0;
-        if (use_dnn) {
+        if (own_dw) {
+            dw_bwd_filter(ctx, (float *)dw->data, x->data, dy->data, dt, &s);
+            done = 1;
+        }
+        if (dnn_dw) {
             ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_FILTER, &s, a.groups, dt, &d);
             if (p->algo >= 0) {
                 ArenaMark m2 = arena_mark(ctx->scratch);

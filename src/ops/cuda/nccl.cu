@@ -111,7 +111,11 @@ extern "C" cx_status cuda_nccl_allreduce_sum(CudaState *st, void **comm, void *b
     ncclComm_t c = (ncclComm_t)*comm;
     CX_ASSERT(c, "cuda_nccl_allreduce_sum: no communicator");
     ncclResult_t r = nc.AllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, c, st->stream);
-    if (r != ncclSuccess && r != ncclInProgress) return CX_FAIL(CX_ELIB, "ncclAllReduce: %s", nc.GetErrorString(r));
+    if (r != ncclSuccess && r != ncclInProgress) {
+        nc.CommAbort(c);
+        *comm = NULL;
+        return CX_FAIL(CX_EIO, "the gradient all-reduce failed: %s (another rank stopped?)", nc.GetErrorString(r));
+    }
     const double t0 = now_s();
     for (int spin = 0;; spin++) {
         cudaError_t e = cudaStreamQuery(st->stream);
