@@ -5,6 +5,7 @@
 // all, and the faults — a rank that dies is named at once, a missing rank or
 // rank 0 is a clear error within the timeout, a port in use is named.
 #include "test.h"
+#include "train/comm.h"
 #include "train/dist.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -191,4 +192,89 @@ TEST(dist_missing_ranks_and_busy_ports_are_clear_errors) {
     st = dist_store_open(&s, &e, 1);
     CHECKF(st != CX_OK && strstr(cx_errmsg(), "is in use") && strstr(cx_errmsg(), "MASTER_PORT"), "%s", cx_errmsg());
     close(fd);
+}
+
+// The host communicator (train/comm.h) between 3 processes: an all-reduce larger than
+// one exchange chunk gives every rank the float64 rank-ordered sum, rounded once, bit
+// for bit; float64 and a broadcast too; a gather of unequal pieces arrives in rank order.
+static float comm_val(int rank, int64_t i) { return (float)(0.1 * (rank + 1) + 1e-3 * (double)(i % 977) - 0.3 * (i % 3)); }
+
+static int comm_rank_work(int rank, int world, int port) {
+    DistEnv e = env_of(rank, world, port);
+    DistStore s;
+    if (dist_store_open(&s, &e, 20)) return 1;
+    Comm c;
+    if (comm_open(&c, &s, DEV_CPU, 0)) return 2;
+    if (strcmp(c.ops->name, "host") || c.rank != rank || c.world != world) return 3;
+    const int64_t n = (1 << 20) + 4321;   // two exchanges
+    float *g = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) g[i] = comm_val(rank, i);
+    Tensor t = tensor_view(g, DT_F32, 1, &n);
+    if (comm_allreduce_sum(&c, &t)) return 4;
+    for (int64_t i = 0; i < n; i++) {
+        double want = 0;
+        for (int r = 0; r < world; r++) want += (double)comm_val(r, i);
+        if (g[i] != (float)want) return 5;
+    }
+    free(g);
+    double d[3] = { rank, 1e-17 * rank, 1.0 / (rank + 1) }, want2 = 0;
+    int64_t n3 = 3;
+    Tensor td = tensor_view(d, DT_F64, 1, &n3);
+    if (comm_allreduce_sum(&c, &td)) return 6;
+    for (int r = 0; r < world; r++) want2 += 1.0 / (r + 1);
+    if (d[0] != world * (world - 1) / 2 || d[2] != want2) return 7;
+    float b[4] = { rank, rank, rank, rank };
+    int64_t n4 = 4;
+    Tensor tb = tensor_view(b, DT_F32, 1, &n4);
+    if (comm_broadcast(&c, &tb) || b[0] != 0 || b[3] != 0) return 8;
+    int32_t iv[2] = { 1, 2 };
+    int64_t n2 = 2;
+    Tensor ti = tensor_view(iv, DT_I32, 1, &n2);
+    if (comm_allreduce_sum(&c, &ti) != CX_EARG || !strstr(cx_errmsg(), "float32 or float64")) return 9;
+    // unequal pieces: rank r sends r + 1 bytes of value r
+    unsigned char piece[8];
+    memset(piece, rank, sizeof piece);
+    void *all;
+    size_t sizes[3] = { 0 };
+    if (dist_gather(&s, piece, (size_t)rank + 1, &all, sizes)) return 10;
+    if (rank == 0) {
+        const unsigned char want[6] = { 0, 1, 1, 2, 2, 2 };
+        if (!all || sizes[0] != 1 || sizes[1] != 2 || sizes[2] != 3 || memcmp(all, want, 6)) return 11;
+        free(all);
+    } else if (all) {
+        return 12;
+    }
+    comm_close(&c);
+    dist_store_close(&s);
+    return 0;
+}
+
+TEST(comm_host_allreduce_is_rank_ordered_and_identical_on_every_rank) {
+    const int world = 3, port = free_port();
+    REQUIRE(port > 0);
+    pid_t kids[2];
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(comm_rank_work(r, world, port));
+    }
+    int mine = comm_rank_work(0, world, port);
+    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
+    for (int r = 1; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r - 1], &st, 0);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
+    }
+    // one process: nothing to exchange, nothing changed
+    DistEnv e = env_of(0, 1, 0);
+    DistStore s;
+    REQUIRE_OK(dist_store_open(&s, &e, 1));
+    Comm c;
+    REQUIRE_OK(comm_open(&c, &s, DEV_CPU, 0));
+    float v = 1.5f;
+    int64_t one = 1;
+    Tensor t = tensor_view(&v, DT_F32, 1, &one);
+    REQUIRE_OK(comm_allreduce_sum(&c, &t));
+    CHECK(v == 1.5f);
+    comm_close(&c);
+    dist_store_close(&s);
 }
