@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -960,7 +961,8 @@ static cx_status dist_start(Trainer *T) {
         dev = mine;
     }
     if (T->world > 1) {
-        say("data parallel: %d ranks (%s), rendezvous at %s:%d\n", T->world, T->de.source, T->de.master_addr,
+        say("data parallel: %d ranks (%s), rendezvous at %s:%d\n", T->world,
+            getenv("CAMOXPERT_LAUNCHED") ? "camoxpert train --gpus/--procs" : T->de.source, T->de.master_addr,
             T->de.master_port);
         CX_TRY(dist_store_open(&T->store, &T->de, DIST_TIMEOUT_S));
     } else {
