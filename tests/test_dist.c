@@ -7,6 +7,7 @@
 #include "test.h"
 #include "train/comm.h"
 #include "train/dist.h"
+#include "train/valshard.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -277,4 +278,96 @@ TEST(comm_host_allreduce_is_rank_ordered_and_identical_on_every_rank) {
     CHECK(v == 1.5f);
     comm_close(&c);
     dist_store_close(&s);
+}
+
+// Sharded validation (train/valshard.h): the shards are whole batches that cover the
+// split in order; 3 ranks scoring their shards of 11 real prediction/GT pairs of
+// different sizes give every rank the dataset scores one process gives, bit for bit.
+static void val_pair(int i, float *prob, uint8_t *gt, int *h, int *w) {
+    *h = 9 + i % 4, *w = 12 - i % 3;
+    Rng r = rng_init(100 + (uint64_t)i);
+    for (int p = 0; p < *h * *w; p++) {
+        int y = p / *w, x = p % *w;
+        gt[p] = (x - 3 - i % 5) * (x - 3 - i % 5) + (y - 4) * (y - 4) < 9 + i % 7 ? 255 : 0;
+        prob[p] = (float)(0.6 * (gt[p] > 128) + 0.4 * rng_uniform(&r));
+    }
+}
+
+static int val_rank_work(int rank, int world, int port, int n, int batch, const ValResult *want) {
+    DistEnv e = env_of(rank, world, port);
+    DistStore s;
+    if (dist_store_open(&s, &e, 20)) return 1;
+    int first, count;
+    val_shard(n, batch, rank, world, &first, &count);
+    ValImage *mine = calloc((size_t)(count > 0 ? count : 1), sizeof *mine);
+    float prob[16 * 16];
+    uint8_t gt[16 * 16];
+    for (int i = 0; i < count; i++) {
+        int h, w;
+        val_pair(first + i, prob, gt, &h, &w);
+        MetricsAccum scratch;
+        metrics_accum_init(&scratch);
+        if (metrics_accum_prob(&scratch, prob, gt, h, w, &mine[i].m)) return 2;
+        mine[i].index = first + i;
+        mine[i].iou = 0.01 * (first + i);
+    }
+    ValResult vr;
+    if (val_reduce(&s, mine, count, n, &vr)) return 3;
+    free(mine);
+    dist_store_close(&s);
+    return memcmp(&vr.s, &want->s, sizeof vr.s) || vr.iou != want->iou || vr.n != want->n ? 4 : 0;
+}
+
+TEST(valshard_three_ranks_give_the_one_process_scores_bit_for_bit) {
+    // the shards: whole batches, in order, covering the split (some ranks may have none)
+    const int cases[][3] = { { 11, 3, 3 }, { 10, 4, 3 }, { 3, 2, 4 }, { 0, 2, 2 }, { 7, 7, 2 }, { 100, 8, 5 } };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int n = cases[c][0], batch = cases[c][1], world = cases[c][2], next = 0;
+        for (int r = 0; r < world; r++) {
+            int first, count;
+            val_shard(n, batch, r, world, &first, &count);
+            CHECKF(first == next && count >= 0 && (first % batch == 0 || count == 0), "case %zu rank %d: [%d, +%d)", c, r,
+                   first, count);
+            next = first + count;
+        }
+        CHECKF(next == n, "case %zu: the shards cover %d of %d", c, next, n);
+    }
+    // one process: every image in order
+    const int n = 11, batch = 3, world = 3;
+    ValImage all[11];
+    float prob[16 * 16];
+    uint8_t gt[16 * 16];
+    for (int i = 0; i < n; i++) {
+        int h, w;
+        val_pair(i, prob, gt, &h, &w);
+        MetricsAccum scratch;
+        metrics_accum_init(&scratch);
+        REQUIRE_OK(metrics_accum_prob(&scratch, prob, gt, h, w, &all[i].m));
+        all[i].index = i;
+        all[i].iou = 0.01 * i;
+    }
+    DistEnv e1 = env_of(0, 1, 0);
+    DistStore s1;
+    REQUIRE_OK(dist_store_open(&s1, &e1, 1));
+    ValResult want;
+    REQUIRE_OK(val_reduce(&s1, all, n, n, &want));
+    CHECK(want.n == n && want.s.sm > 0 && want.s.sm < 1);
+    // shards that do not add up are named
+    CHECK(val_reduce(&s1, all, n - 1, n, &want) == CX_EIO && strstr(cx_errmsg(), "10 of the 11 images"));
+    REQUIRE_OK(val_reduce(&s1, all, n, n, &want));
+    dist_store_close(&s1);
+    const int port = free_port();
+    REQUIRE(port > 0);
+    pid_t kids[2];
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(val_rank_work(r, world, port, n, batch, &want));
+    }
+    int mine = val_rank_work(0, world, port, n, batch, &want);
+    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
+    for (int r = 1; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r - 1], &st, 0);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
+    }
 }
