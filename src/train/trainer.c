@@ -952,12 +952,15 @@ static cx_status dist_start(Trainer *T) {
     if (T->rank != 0) say_fp = NULL;   // rank 0 prints; the others speak only of errors
     const char *dev = c->device ? c->device : "auto";
     char mine[32];
-    if (T->world > 1 && T->de.local_world > 1 && !strncmp(dev, "cuda:", 5))
+    // A launcher that gives each rank one GPU of its own (Slurm --gpus-per-task) leaves it GPU 0.
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    const int gpu_of_rank = vis && *vis && !strchr(vis, ',') ? 0 : T->de.local_rank;
+    if (T->world > 1 && T->de.local_world > 1 && !strncmp(dev, "cuda:", 5) && gpu_of_rank != 0)
         return CX_FAIL(CX_EARG, "--device %s with %d ranks on this machine (%s): every rank would use the same GPU; "
-                       "use --device cuda (rank i takes GPU LOCAL_RANK) or set CUDA_VISIBLE_DEVICES per rank", dev,
+                       "use --device cuda (rank i takes GPU LOCAL_RANK) or give each rank one CUDA_VISIBLE_DEVICES", dev,
                        T->de.local_world, T->de.source);
     if (T->world > 1 && !strcmp(dev, "cuda")) {
-        snprintf(mine, sizeof mine, "cuda:%d", T->de.local_rank);
+        snprintf(mine, sizeof mine, "cuda:%d", gpu_of_rank);
         dev = mine;
     }
     if (T->world > 1) {
@@ -969,9 +972,9 @@ static cx_status dist_start(Trainer *T) {
         T->store.rank = 0, T->store.world = 1;
     }
     CX_TRY(runtime_init(&T->rt, dev, c->precision, 1, 1));
-    if (T->world > 1 && T->rt.device == DEV_CUDA && !strcmp(dev, "auto") && T->rt.gpu != T->de.local_rank) {
+    if (T->world > 1 && T->rt.device == DEV_CUDA && !strcmp(dev, "auto") && T->rt.gpu != gpu_of_rank) {
         runtime_free(&T->rt);   // auto found a GPU: this rank's is LOCAL_RANK's
-        snprintf(mine, sizeof mine, "cuda:%d", T->de.local_rank);
+        snprintf(mine, sizeof mine, "cuda:%d", gpu_of_rank);
         CX_TRY(runtime_init(&T->rt, mine, c->precision, 1, 1));
     }
     return comm_open(&T->comm, &T->store, T->rt.device, T->rt.gpu);
