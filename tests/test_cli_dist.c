@@ -141,9 +141,16 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
                                          NULL };
     for (int i = 0; names[i]; i++) CHECKF(strstr(o, names[i]), "--help lacks %s", names[i]);
     // one process: --use-ddp is a no-op with a note, --use-cod-specialized names our models
-    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/ddp1 " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
-                          "--threads 1 --max-steps 1 --use-ddp --use-cod-specialized", dist_set(), test_tmpdir());
+    char ck[700];
+    snprintf(ck, sizeof ck, "%s/ddp1", test_tmpdir());
+    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
+                          "--threads 1 --max-steps 1 --use-ddp --use-cod-specialized", dist_set(), ck);
     CHECKF(rc == 0 && strstr(o, "note: --use-ddp with one process"), "rc %d: %s", rc, o);
+    // a rank that fails to set up (rank 0: the directory holds that run) stops the others, named
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 2 --stage1-epochs 1 "
+                      "--threads 1 --procs 2", dist_set(), ck);
+    CHECKF(rc == 2 && strstr(o, "holds the checkpoints of another run") && strstr(o, "rank 0 exited with status 2"),
+           "rc %d: %s", rc, o);
     rc = test_run_bin(&o, "train --dataset-path %s --gpus 2 --device cpu", dist_set());
     CHECKF(rc == 2 && strstr(o, "--procs 2"), "rc %d: %s", rc, o);
     rc = test_run_bin(&o, "train --dataset-path %s --procs 0", dist_set());

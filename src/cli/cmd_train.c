@@ -253,7 +253,8 @@ int cmd_train(int argc, char **argv) {
     if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
     char **keep = NULL;
     int n_keep = 0;
-    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep, de.rank == 0)))
+    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep,
+                                                                      de.rank == 0 && !(nprocs > 1 && !launched))))
         goto out;
     // A resumed run writes beside the checkpoint it resumes.
     char resume_dir[4200];

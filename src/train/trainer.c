@@ -892,7 +892,10 @@ static cx_status trainer_setup(Trainer *T) {
         T->exact_resume = has_state;
     }
     // Every rank has read what it needs; from here on only rank 0 touches the directory.
-    if (T->world > 1) CX_TRY(dist_barrier(&T->store));
+    // (A rank that failed before here sends its failure at this exchange: the others stop.)
+    int failed = 0;
+    if (T->world > 1) CX_TRY(dist_any(&T->store, 0, &failed));
+    if (failed) return CX_FAIL(CX_EIO, "rank %d: another rank failed to set up (its output says why)", T->rank);
     if (T->rank != 0) return trainer_setup_routes(T);
     // Before the first write: the directory's lock (one train at a time), then the check again.
     CX_TRY(rundir_open(&T->rd, c->checkpoint_dir));
