@@ -153,6 +153,11 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
            "rc %d: %s", rc, o);
     rc = test_run_bin(&o, "train --dataset-path %s --gpus 2 --device cpu", dist_set());
     CHECKF(rc == 2 && strstr(o, "--procs 2"), "rc %d: %s", rc, o);
+    if (!test_cuda()) {   // more GPUs than there are: refused before any rank starts
+        rc = test_run_bin(&o, "train --dataset-path %s --gpus 2", dist_set());
+        CHECKF(rc == 2 && strstr(o, "--gpus 2 but this machine has 0 usable GPUs") && !strstr(o, "launching"), "rc %d: %s",
+               rc, o);
+    }
     rc = test_run_bin(&o, "train --dataset-path %s --procs 0", dist_set());
     CHECKF(rc == 2 && strstr(o, "--procs 0"), "rc %d: %s", rc, o);
     // under a launcher's environment, --procs would start ranks of ranks

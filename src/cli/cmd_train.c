@@ -11,6 +11,7 @@
 // one rank (train/dist.h reads the environment); --gpus N / --procs N start and
 // supervise N local ranks (launch.c). Each rank runs this same command.
 #include "cli.h"
+#include "ops/ops.h"
 #include "report/report.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
@@ -230,6 +231,16 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (gpus) c.device = "cuda";
+    if (gpus > 1 && !launched) {   // more GPUs than the machine has: said before any rank starts
+        char why[160] = "";
+        int have = ops_cuda_device_count(why, sizeof why);
+        if (have < gpus) {
+            fprintf(stderr, "error: camoxpert train: --gpus %d but this machine has %d usable GPU%s%s%s; lower --gpus (or "
+                    "--procs %d to run the ranks on the CPU)\n", gpus, have, have == 1 ? "" : "s", why[0] ? ": " : "", why,
+                    gpus);
+            return 2;
+        }
+    }
     if (nprocs > 1 && !launched && de.world > 1) {
         fprintf(stderr, "error: camoxpert train: --%s %d inside a %s launch (%d ranks already); drop --%s: each process "
                 "the launcher starts is one rank\n", gpus ? "gpus" : "procs", nprocs, de.source, de.world,
