@@ -205,7 +205,7 @@ static int comm_rank_work(int rank, int world, int port) {
     DistStore s;
     if (dist_store_open(&s, &e, 20)) return 1;
     Comm c;
-    if (comm_open(&c, &s, DEV_CPU, 0)) return 2;
+    if (comm_open(&c, &s, NULL, DEV_CPU, 0)) return 2;
     if (strcmp(c.ops->name, "host") || c.rank != rank || c.world != world) return 3;
     const int64_t n = (1 << 20) + 4321;   // two exchanges
     float *g = malloc(sizeof(float) * (size_t)n);
@@ -270,7 +270,7 @@ TEST(comm_host_allreduce_is_rank_ordered_and_identical_on_every_rank) {
     DistStore s;
     REQUIRE_OK(dist_store_open(&s, &e, 1));
     Comm c;
-    REQUIRE_OK(comm_open(&c, &s, DEV_CPU, 0));
+    REQUIRE_OK(comm_open(&c, &s, NULL, DEV_CPU, 0));
     float v = 1.5f;
     int64_t one = 1;
     Tensor t = tensor_view(&v, DT_F32, 1, &one);

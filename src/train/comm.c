@@ -72,9 +72,9 @@ static void host_close(Comm *c) { (void)c; }
 static const CommOps host_ops = { "host", host_allreduce_sum, host_broadcast, host_close };
 
 // ---- the interface --------------------------------------------------------------------
-cx_status comm_open(Comm *c, DistStore *store, cx_device dev, int gpu) {
+cx_status comm_open(Comm *c, DistStore *store, OpCtx *op, cx_device dev, int gpu) {
     memset(c, 0, sizeof *c);
-    c->rank = store->rank, c->world = store->world, c->device = dev, c->gpu = gpu, c->store = store;
+    c->rank = store->rank, c->world = store->world, c->device = dev, c->gpu = gpu, c->store = store, c->op = op;
     c->ops = &host_ops;
     if (dev != DEV_CUDA || c->world == 1) return CX_OK;
     if (!gpu_backend) {

@@ -980,7 +980,7 @@ static cx_status dist_start(Trainer *T) {
         snprintf(mine, sizeof mine, "cuda:%d", gpu_of_rank);
         CX_TRY(runtime_init(&T->rt, mine, c->precision, 1, 1));
     }
-    return comm_open(&T->comm, &T->store, T->rt.device, T->rt.gpu);
+    return comm_open(&T->comm, &T->store, &T->rt.ctx.op, T->rt.device, T->rt.gpu);
 }
 
 cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
