@@ -1036,11 +1036,14 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             T.ts.samples_in_epoch != T.ts.batch_in_epoch * batch * T.world) {
             // Resumed on another number of ranks (or batch size): the cursor in global samples, re-sharded.
             int64_t gb = (int64_t)batch * T.world;
+            // this world's steps per epoch (loader_steps_per_epoch's rule): the cursor stays inside the epoch
+            int64_t m = (T.tr.n + T.world - 1) / T.world, spe = lc.drop_last ? m / batch : (m + batch - 1) / batch;
             start = T.ts.samples_in_epoch / gb;
-            if (T.ts.samples_in_epoch % gb)
-                log_warn("resuming %lld samples into epoch %d with %d ranks x batch %d: the cursor is not on a global "
-                         "batch boundary; continuing from sample %lld (%lld samples are seen again)",
-                         (long long)T.ts.samples_in_epoch, T.ts.epoch + 1, T.world, batch, (long long)(start * gb),
+            if (start >= spe) start = spe - 1;
+            if (T.ts.samples_in_epoch != start * gb && T.rank == 0)
+                log_warn("resuming %lld samples into epoch %d on %d ranks x batch %d (global batches of %lld): continuing "
+                         "from sample %lld, so %lld samples are seen again", (long long)T.ts.samples_in_epoch,
+                         T.ts.epoch + 1, T.world, batch, (long long)gb, (long long)(start * gb),
                          (long long)(T.ts.samples_in_epoch - start * gb));
             T.ts.batch_in_epoch = start;
         }
