@@ -1056,8 +1056,8 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         if (T.resumed_world && T.resumed_world != T.world) {
             // The schedule's position in the stage, counted in this run's steps per epoch.
             T.ts.stage_step = (int64_t)(T.ts.epoch - stage_begin) * sched.steps_per_epoch + start / c->accumulation_steps;
-            say("resumed a run of %d ranks on %d: epoch %d continues at batch %lld of %lld, schedule step %lld\n",
-                T.resumed_world, T.world, T.ts.epoch + 1, (long long)start, (long long)nb, (long long)T.ts.stage_step);
+            say("resumed a run of %d rank%s on %d: epoch %d continues at batch %lld of %lld, schedule step %lld\n",
+                T.resumed_world, T.resumed_world == 1 ? "" : "s", T.world, T.ts.epoch + 1, (long long)start, (long long)nb, (long long)T.ts.stage_step);
         }
         T.resumed_world = 0;
         route_stats_reset(&T.rs);
