@@ -5,7 +5,9 @@
 // all, and the faults — a rank that dies is named at once, a missing rank or
 // rank 0 is a clear error within the timeout, a port in use is named.
 #include "test.h"
+#include "train/comm.h"
 #include "train/dist.h"
+#include "train/valshard.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -191,4 +193,181 @@ TEST(dist_missing_ranks_and_busy_ports_are_clear_errors) {
     st = dist_store_open(&s, &e, 1);
     CHECKF(st != CX_OK && strstr(cx_errmsg(), "is in use") && strstr(cx_errmsg(), "MASTER_PORT"), "%s", cx_errmsg());
     close(fd);
+}
+
+// The host communicator (train/comm.h) between 3 processes: an all-reduce larger than
+// one exchange chunk gives every rank the float64 rank-ordered sum, rounded once, bit
+// for bit; float64 and a broadcast too; a gather of unequal pieces arrives in rank order.
+static float comm_val(int rank, int64_t i) { return (float)(0.1 * (rank + 1) + 1e-3 * (double)(i % 977) - 0.3 * (i % 3)); }
+
+static int comm_rank_work(int rank, int world, int port) {
+    DistEnv e = env_of(rank, world, port);
+    DistStore s;
+    if (dist_store_open(&s, &e, 20)) return 1;
+    Comm c;
+    if (comm_open(&c, &s, NULL, DEV_CPU, 0)) return 2;
+    if (strcmp(c.ops->name, "host") || c.rank != rank || c.world != world) return 3;
+    const int64_t n = (1 << 20) + 4321;   // two exchanges
+    float *g = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) g[i] = comm_val(rank, i);
+    Tensor t = tensor_view(g, DT_F32, 1, &n);
+    if (comm_allreduce_sum(&c, &t)) return 4;
+    for (int64_t i = 0; i < n; i++) {
+        double want = 0;
+        for (int r = 0; r < world; r++) want += (double)comm_val(r, i);
+        if (g[i] != (float)want) return 5;
+    }
+    free(g);
+    double d[3] = { rank, 1e-17 * rank, 1.0 / (rank + 1) }, want2 = 0;
+    int64_t n3 = 3;
+    Tensor td = tensor_view(d, DT_F64, 1, &n3);
+    if (comm_allreduce_sum(&c, &td)) return 6;
+    for (int r = 0; r < world; r++) want2 += 1.0 / (r + 1);
+    if (d[0] != world * (world - 1) / 2 || d[2] != want2) return 7;
+    float b[4] = { rank, rank, rank, rank };
+    int64_t n4 = 4;
+    Tensor tb = tensor_view(b, DT_F32, 1, &n4);
+    if (comm_broadcast(&c, &tb) || b[0] != 0 || b[3] != 0) return 8;
+    int32_t iv[2] = { 1, 2 };
+    int64_t n2 = 2;
+    Tensor ti = tensor_view(iv, DT_I32, 1, &n2);
+    if (comm_allreduce_sum(&c, &ti) != CX_EARG || !strstr(cx_errmsg(), "float32 or float64")) return 9;
+    // unequal pieces: rank r sends r + 1 bytes of value r
+    unsigned char piece[8];
+    memset(piece, rank, sizeof piece);
+    void *all;
+    size_t sizes[3] = { 0 };
+    if (dist_gather(&s, piece, (size_t)rank + 1, &all, sizes)) return 10;
+    if (rank == 0) {
+        const unsigned char want[6] = { 0, 1, 1, 2, 2, 2 };
+        if (!all || sizes[0] != 1 || sizes[1] != 2 || sizes[2] != 3 || memcmp(all, want, 6)) return 11;
+        free(all);
+    } else if (all) {
+        return 12;
+    }
+    comm_close(&c);
+    dist_store_close(&s);
+    return 0;
+}
+
+TEST(comm_host_allreduce_is_rank_ordered_and_identical_on_every_rank) {
+    const int world = 3, port = free_port();
+    REQUIRE(port > 0);
+    pid_t kids[2];
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(comm_rank_work(r, world, port));
+    }
+    int mine = comm_rank_work(0, world, port);
+    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
+    for (int r = 1; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r - 1], &st, 0);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
+    }
+    // one process: nothing to exchange, nothing changed
+    DistEnv e = env_of(0, 1, 0);
+    DistStore s;
+    REQUIRE_OK(dist_store_open(&s, &e, 1));
+    Comm c;
+    REQUIRE_OK(comm_open(&c, &s, NULL, DEV_CPU, 0));
+    float v = 1.5f;
+    int64_t one = 1;
+    Tensor t = tensor_view(&v, DT_F32, 1, &one);
+    REQUIRE_OK(comm_allreduce_sum(&c, &t));
+    CHECK(v == 1.5f);
+    comm_close(&c);
+    dist_store_close(&s);
+}
+
+// Sharded validation (train/valshard.h): the shards are whole batches that cover the
+// split in order; 3 ranks scoring their shards of 11 real prediction/GT pairs of
+// different sizes give every rank the dataset scores one process gives, bit for bit.
+static void val_pair(int i, float *prob, uint8_t *gt, int *h, int *w) {
+    *h = 9 + i % 4, *w = 12 - i % 3;
+    Rng r = rng_init(100 + (uint64_t)i);
+    for (int p = 0; p < *h * *w; p++) {
+        int y = p / *w, x = p % *w;
+        gt[p] = (x - 3 - i % 5) * (x - 3 - i % 5) + (y - 4) * (y - 4) < 9 + i % 7 ? 255 : 0;
+        prob[p] = (float)(0.6 * (gt[p] > 128) + 0.4 * rng_uniform(&r));
+    }
+}
+
+static int val_rank_work(int rank, int world, int port, int n, int batch, const ValResult *want) {
+    DistEnv e = env_of(rank, world, port);
+    DistStore s;
+    if (dist_store_open(&s, &e, 20)) return 1;
+    int first, count;
+    val_shard(n, batch, rank, world, &first, &count);
+    ValImage *mine = calloc((size_t)(count > 0 ? count : 1), sizeof *mine);
+    float prob[16 * 16];
+    uint8_t gt[16 * 16];
+    for (int i = 0; i < count; i++) {
+        int h, w;
+        val_pair(first + i, prob, gt, &h, &w);
+        MetricsAccum scratch;
+        metrics_accum_init(&scratch);
+        if (metrics_accum_prob(&scratch, prob, gt, h, w, &mine[i].m)) return 2;
+        mine[i].index = first + i;
+        mine[i].iou = 0.01 * (first + i);
+    }
+    ValResult vr;
+    if (val_reduce(&s, mine, count, n, &vr)) return 3;
+    free(mine);
+    dist_store_close(&s);
+    return memcmp(&vr.s, &want->s, sizeof vr.s) || vr.iou != want->iou || vr.n != want->n ? 4 : 0;
+}
+
+TEST(valshard_three_ranks_give_the_one_process_scores_bit_for_bit) {
+    // the shards: whole batches, in order, covering the split (some ranks may have none)
+    const int cases[][3] = { { 11, 3, 3 }, { 10, 4, 3 }, { 3, 2, 4 }, { 0, 2, 2 }, { 7, 7, 2 }, { 100, 8, 5 } };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int n = cases[c][0], batch = cases[c][1], world = cases[c][2], next = 0;
+        for (int r = 0; r < world; r++) {
+            int first, count;
+            val_shard(n, batch, r, world, &first, &count);
+            CHECKF(first == next && count >= 0 && (first % batch == 0 || count == 0), "case %zu rank %d: [%d, +%d)", c, r,
+                   first, count);
+            next = first + count;
+        }
+        CHECKF(next == n, "case %zu: the shards cover %d of %d", c, next, n);
+    }
+    // one process: every image in order
+    const int n = 11, batch = 3, world = 3;
+    ValImage all[11];
+    float prob[16 * 16];
+    uint8_t gt[16 * 16];
+    for (int i = 0; i < n; i++) {
+        int h, w;
+        val_pair(i, prob, gt, &h, &w);
+        MetricsAccum scratch;
+        metrics_accum_init(&scratch);
+        REQUIRE_OK(metrics_accum_prob(&scratch, prob, gt, h, w, &all[i].m));
+        all[i].index = i;
+        all[i].iou = 0.01 * i;
+    }
+    DistEnv e1 = env_of(0, 1, 0);
+    DistStore s1;
+    REQUIRE_OK(dist_store_open(&s1, &e1, 1));
+    ValResult want;
+    REQUIRE_OK(val_reduce(&s1, all, n, n, &want));
+    CHECK(want.n == n && want.s.sm > 0 && want.s.sm < 1);
+    // shards that do not add up are named
+    CHECK(val_reduce(&s1, all, n - 1, n, &want) == CX_EIO && strstr(cx_errmsg(), "10 of the 11 images"));
+    REQUIRE_OK(val_reduce(&s1, all, n, n, &want));
+    dist_store_close(&s1);
+    const int port = free_port();
+    REQUIRE(port > 0);
+    pid_t kids[2];
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(val_rank_work(r, world, port, n, batch, &want));
+    }
+    int mine = val_rank_work(0, world, port, n, batch, &want);
+    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
+    for (int r = 1; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r - 1], &st, 0);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
+    }
 }

@@ -233,6 +233,17 @@ TEST(loader_shards_are_disjoint_and_cover_the_epoch) {
     int twice = 0;
     for (int i = 0; i < 10; i++) { CHECK(seen[i] >= 1); twice += seen[i] == 2; }
     CHECK(twice == 2);
+    // By global batch: at batch 2, rank r's batch j is positions 4j+2r, 4j+2r+1 of one process's order.
+    int one[10], sh[2][5];
+    c.batch_size = 2; c.rank = 0; c.world = 1;
+    loader_epoch_order(&ds, &c, 7, one);
+    for (int r = 0; r < 2; r++) { c.rank = r; c.world = 2; loader_epoch_order(&ds, &c, 7, sh[r]); }
+    for (int k = 0; k < 5; k++)
+        for (int r = 0; r < 2; r++) {
+            int j = k / 2, i = k % 2, bj = k < 4 ? 2 : 1;
+            CHECKF(sh[r][k] == one[4 * j + r * bj + i], "rank %d position %d", r, k);
+        }
+    c.batch_size = 8;
     // Different epochs, different orders; shuffle off keeps dataset order.
     int a[10], b[10];
     c.rank = 0; c.world = 1;

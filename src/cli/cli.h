@@ -44,6 +44,13 @@ int cli_threads(const char *cmd, int threads);
 // The same range rule for a worker-thread option (--num-workers, --workers; >= 1).
 int cli_workers(const char *cmd, const char *opt, int workers);
 
+// The local launcher (launch.c): runs "camoxpert ARGV..." (argv[0] = the command
+// name) as nprocs ranks with torchrun's environment and a rendezvous on 127.0.0.1:port
+// (port <= 0: a free one), passes Ctrl-C/SIGTERM on, stops every rank when one fails
+// and names it. Returns rank 0's exit status, or the failed rank's (non-zero).
+int launch_ranks(const char *cmd, int nprocs, int port, int argc, char **argv);
+int launch_free_port(void);
+
 // Subcommands (return the process exit status).
 int cmd_version(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

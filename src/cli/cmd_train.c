@@ -7,13 +7,19 @@
 // Ctrl-C (SIGINT) or SIGTERM asks the trainer to checkpoint at the next step and
 // stop; a second Ctrl-C stops at once. --report keeps CHECKPOINT_DIR/report.html
 // (camoxpert report) up to date after every epoch.
+// Data parallel (docs/MULTIGPU.md): under torchrun, Slurm or Open MPI each process is
+// one rank (train/dist.h reads the environment); --gpus N / --procs N start and
+// supervise N local ranks (launch.c). Each rank runs this same command.
 #include "cli.h"
+#include "ops/ops.h"
 #include "report/report.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/rundir.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void on_signal(int sig) {
@@ -24,7 +30,8 @@ static void on_signal(int sig) {
 // Options not carried from a checkpoint into the resumed run.
 static int run_local(const char *name) {
     static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", "device",
-                                         "precision", "checkpoint-dir", "overwrite", NULL };
+                                         "precision", "checkpoint-dir", "overwrite", "gpus", "procs", "master-port",
+                                         "use-ddp", NULL };
     for (int i = 0; local[i]; i++) if (!strcmp(name, local[i])) return 1;
     return 0;
 }
@@ -82,7 +89,7 @@ static void refresh_report(void *arg) {
 }
 
 // Second pass: the checkpoint's options that the command line did not give.
-static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, int *n_keep) {
+static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, int *n_keep, int verbose) {
     char *cfg = NULL;
     if (checkpoint_read_config(ckpt, &cfg)) {
         fprintf(stderr, "error: --resume-from: %s\n", cx_errmsg());
@@ -105,7 +112,7 @@ static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, 
     }
     cJSON_Delete(j);
     *keep = argv, *n_keep = argc;   // OPT_STR values point into these strings
-    if (argc > 1) {
+    if (argc > 1 && verbose) {
         printf("from %s:", ckpt);
         for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
         printf("\n");
@@ -118,7 +125,7 @@ int cmd_train(int argc, char **argv) {
     TrainConfig c;
     train_config_default(&c);
     const char *scheduler = "cosine", *balance = "mse";
-    int threads = 0, progress = -1, report = 0;
+    int threads = 0, progress = -1, report = 0, gpus = 0, procs = 0, master_port = 0, use_ddp = 0, cod_specialized = 0;
     int64_t seed = (int64_t)c.seed;
     CliOpt opts[] = {
         { "dataset-path", OPT_STR, &c.dataset_path, "training data: COD10K-v3, TrainDataset/{Imgs,GT}, CAMO or an Imgs/GT folder "
@@ -179,16 +186,86 @@ int cmd_train(int argc, char **argv) {
         { "progress", OPT_INT, &progress, "1: progress bar, 0: plain lines, -1: bar when stdout is a terminal", "N", NULL, 0 },
         { "report", OPT_FLAG, &report, "write CHECKPOINT_DIR/report.html (camoxpert report: curves, routing, predictions "
           "of 12 validation images) after every epoch and at the end", NULL, NULL, 0 },
+        { "gpus", OPT_INT, &gpus, "data parallel on N GPUs of this machine: starts and supervises N ranks (rank i on GPU i; "
+          "--batch-size is per GPU). Under torchrun/Slurm/Open MPI leave it out: each process is a rank", "N", NULL, 0 },
+        { "procs", OPT_INT, &procs, "the same with N processes on --device (on the CPU: cores/N threads each unless "
+          "--threads or OMP_NUM_THREADS; for testing the multi-GPU path without GPUs)", "N", NULL, 0 },
+        { "master-port", OPT_INT, &master_port, "--gpus/--procs: the rendezvous port on 127.0.0.1 (0: a free one)", "PORT",
+          NULL, 0 },
+        { "use-ddp", OPT_FLAG, &use_ddp, "the reference's DDP switch, accepted: the ranks come from the launcher "
+          "(torchrun, Slurm, Open MPI, --gpus); with one process it changes nothing", NULL, NULL, 0 },
+        { "use-cod-specialized", OPT_FLAG, &cod_specialized, "the reference's switch to its COD-specialised models "
+          "(CamoXpertCOD; with --use-sparse-moe CamoXpertSparseMoE), accepted: they are the models camoxpert trains, "
+          "with or without it", NULL, NULL, 0 },
     };
     const int n = CLI_N(opts);
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
     int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
     if (st) return st == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --batch-size or --img-size");
+    // Who this process is: one of the ranks of a launcher, or the one process (maybe
+    // about to launch --gpus/--procs ranks).
+    DistEnv de;
+    if (dist_env_read(&de)) {
+        fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+        return 2;
+    }
+    const int nprocs = gpus ? gpus : procs;
+    const int launched = getenv("CAMOXPERT_LAUNCHED") != NULL;
+    if (gpus && procs) {
+        fprintf(stderr, "error: camoxpert train: --gpus and --procs both given; --gpus N on GPUs, --procs N on --device\n");
+        return 2;
+    }
+    if ((cli_seen(opts, n, "gpus") || cli_seen(opts, n, "procs")) && (nprocs < 1 || nprocs > 1024)) {
+        fprintf(stderr, "error: camoxpert train: --%s %d: must be from 1 to 1024 ranks\n", gpus ? "gpus" : "procs", nprocs);
+        return 2;
+    }
+    if (master_port < 0 || master_port > 65535) {
+        fprintf(stderr, "error: camoxpert train: --master-port %d is not a TCP port (1-65535, or 0 for a free one)\n",
+                master_port);
+        return 2;
+    }
+    if (gpus && cli_seen(opts, n, "device") && strncmp(c.device, "cuda", 4)) {
+        fprintf(stderr, "error: camoxpert train: --gpus %d with --device %s; --gpus trains on GPUs (use --procs %d for "
+                "processes on the CPU)\n", gpus, c.device, gpus);
+        return 2;
+    }
+    if (gpus) c.device = "cuda";
+    if (gpus > 1 && !launched) {   // more GPUs than the machine has: said before any rank starts
+        char why[160] = "";
+        int have = ops_cuda_device_count(why, sizeof why);
+        if (have < gpus) {
+            fprintf(stderr, "error: camoxpert train: --gpus %d but this machine has %d usable GPU%s%s%s; lower --gpus (or "
+                    "--procs %d to run the ranks on the CPU)\n", gpus, have, have == 1 ? "" : "s", why[0] ? ": " : "", why,
+                    gpus);
+            return 2;
+        }
+    }
+    if (nprocs > 1 && !launched && de.world > 1) {
+        fprintf(stderr, "error: camoxpert train: --%s %d inside a %s launch (%d ranks already); drop --%s: each process "
+                "the launcher starts is one rank\n", gpus ? "gpus" : "procs", nprocs, de.source, de.world,
+                gpus ? "gpus" : "procs");
+        return 2;
+    }
+    if (launched && nprocs > 1 && de.world != nprocs) {
+        fprintf(stderr, "error: camoxpert train: started by --%s %d but WORLD_SIZE=%d\n", gpus ? "gpus" : "procs", nprocs,
+                de.world);
+        return 2;
+    }
+    if (use_ddp && de.world == 1 && nprocs <= 1)
+        printf("note: --use-ddp with one process (no torchrun/Slurm/Open MPI environment, no --gpus): training on one "
+               "device as usual\n");
+    // Threads per rank: the machine's cores shared by its ranks, unless told.
+    if (!cli_seen(opts, n, "threads") && de.local_world > 1) {
+        const char *omp = getenv("OMP_NUM_THREADS");
+        int t = omp && atoi(omp) > 0 ? atoi(omp) : cx_threads_default() / de.local_world;
+        threads = t < 1 ? 1 : t > cx_threads_max() ? cx_threads_max() : t;
+    }
     if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
     char **keep = NULL;
     int n_keep = 0;
-    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep)))
+    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep,
+                                                                      de.rank == 0 && !(nprocs > 1 && !launched))))
         goto out;
     // A resumed run writes beside the checkpoint it resumes.
     char resume_dir[4200];
@@ -243,11 +320,15 @@ int cmd_train(int argc, char **argv) {
         st = 2;
         goto out;
     }
+    if (nprocs > 1 && !launched) {   // the launcher: the ranks do the work
+        st = launch_ranks("train", nprocs, master_port, argc, argv);
+        goto out;
+    }
     char *oj = options_json(opts, n), *cl = command_line(argc, argv);
     c.options_json = oj;
     c.command_line = cl;
     Report *rep = NULL;
-    if (report) {
+    if (report && de.rank == 0) {
         ReportOptions ro = report_options_default();
         ro.max_images = 12;
         ro.live = 1;

@@ -33,9 +33,14 @@ void loader_epoch_order(const Dataset *ds, const LoaderConfig *c, int64_t epoch,
             int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
         }
     }
-    // DistributedSampler: pad by wrapping to a multiple of world, then stride.
-    int64_t m = per_rank(ds, c);
-    for (int64_t k = 0; k < m; k++) order[k] = perm[(c->rank + k * c->world) % n];
+    // Pad by wrapping to a multiple of world; global batch j is positions [j·B·W, ...)
+    // of the permutation, and rank r takes the r-th contiguous block of b_j of it (b_j:
+    // the ranks' batch size, B or the shorter last one).
+    const int64_t m = per_rank(ds, c), B = c->batch_size, W = c->world;
+    for (int64_t k = 0; k < m; k++) {
+        int64_t j = k / B, i = k % B, bj = m - j * B < B ? m - j * B : B;
+        order[k] = perm[(j * B * W + c->rank * bj + i) % n];
+    }
     free(perm);
 }
 

@@ -3,9 +3,12 @@
 // Worker threads decode, resize, augment and normalise samples into a bounded
 // ring of batch buffers; the consumer takes batches strictly in order. The
 // sequence of batches is a pure function of (dataset, config, seed): an epoch's
-// order is a permutation seeded by (seed, epoch), sharded across `world` ranks as
-// torch's DistributedSampler does (the permutation is padded by wrapping to a
-// multiple of world, rank r takes positions r, r+world, ...), and each sample's
+// order is a permutation seeded by (seed, epoch), sharded across `world` ranks by
+// global batch: the permutation is padded by wrapping to a multiple of world (as
+// torch's DistributedSampler does), global batch j is its next world × batch_size
+// positions, and rank r takes the r-th contiguous block of them. So W ranks at batch
+// B see, batch for batch, the micro-batches of one process at batch B with W-step
+// accumulation, and a cursor in global samples means the same at any world; each sample's
 // augmentation is seeded by (seed, epoch, sample index). So any (epoch, step)
 // cursor can be resumed exactly, with any number of workers.
 //

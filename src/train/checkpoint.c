@@ -110,6 +110,8 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
         meta_i64(&w, "global_step", ts->global_step);
         meta_i64(&w, "stage_step", ts->stage_step);
         meta_i64(&w, "batch_in_epoch", ts->batch_in_epoch);
+        meta_i64(&w, "samples_in_epoch", ts->samples_in_epoch);
+        meta_i64(&w, "world", ts->world > 0 ? ts->world : 1);
         meta_f64(&w, "best_score", ts->best_score);
         meta_i64(&w, "best_epoch", ts->best_epoch);
         meta_u64(&w, "seed", ts->seed);
@@ -209,6 +211,9 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
 #undef GET
     ts->seed = strtoull(st_meta(&f, "seed") ? st_meta(&f, "seed") : "0", NULL, 10);
     ts->log_bytes = st_meta(&f, "log_bytes") ? strtoll(st_meta(&f, "log_bytes"), NULL, 10) : -1;
+    ts->samples_in_epoch = st_meta(&f, "samples_in_epoch") ? strtoll(st_meta(&f, "samples_in_epoch"), NULL, 10) : -1;
+    ts->world = st_meta(&f, "world") ? (int)strtol(st_meta(&f, "world"), NULL, 10) : 1;
+    if (ts->world < 1) ts->world = 1;
     ts->token = token;
     if (opt) {
         Tensor m = tensor_view(opt->host_m, DT_F32, 1, &pt->numel), vv = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);

@@ -25,7 +25,11 @@ typedef struct {
     int epoch;               // epochs completed (over both stages)
     int64_t global_step;     // optimizer steps taken (over both stages)
     int64_t stage_step;      // optimizer steps taken in the current stage (drives its LR schedule)
-    int64_t batch_in_epoch;  // batches consumed in the current epoch (resume mid-epoch)
+    int64_t batch_in_epoch;  // batches consumed in the current epoch (resume mid-epoch), per rank
+    int64_t samples_in_epoch;// the same cursor in samples of all ranks (-1: not recorded: batch_in_epoch
+                             // × the stage's batch size, one rank); a resume on another number of ranks
+                             // re-shards from it
+    int world;               // ranks that trained (1 when not recorded)
     double best_score;       // best validation Sα so far
     int best_epoch;
     uint64_t seed;

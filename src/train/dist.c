@@ -281,3 +281,30 @@ cx_status dist_barrier(DistStore *s) {
     int any;
     return dist_any(s, 0, &any);
 }
+
+cx_status dist_gather(DistStore *s, const void *mine, size_t n, void **all, size_t *sizes) {
+    *all = NULL;
+    if (s->rank) {
+        uint64_t len = n;
+        CX_TRY(xfer(s->fd, &len, sizeof len, 1, s->timeout, s->rank, 0));
+        return n ? xfer(s->fd, (void *)mine, n, 1, s->timeout, s->rank, 0) : CX_OK;
+    }
+    uint64_t *len = cx_calloc((size_t)s->world, sizeof *len);
+    len[0] = n;
+    cx_status st = CX_OK;
+    for (int r = 1; r < s->world && st == CX_OK; r++) st = xfer(s->peer[r], &len[r], sizeof len[r], 0, s->timeout, 0, r);
+    size_t total = 0;
+    for (int r = 0; r < s->world; r++) total += len[r];
+    char *buf = st == CX_OK ? cx_malloc(total ? total : 1) : NULL;
+    size_t off = 0;
+    for (int r = 0; r < s->world && st == CX_OK; r++) {
+        if (r == 0) memcpy(buf, mine, n);
+        else if (len[r]) st = xfer(s->peer[r], buf + off, len[r], 0, s->timeout, 0, r);
+        sizes[r] = len[r];
+        off += len[r];
+    }
+    free(len);
+    if (st != CX_OK) { free(buf); return st; }
+    *all = buf;
+    return CX_OK;
+}

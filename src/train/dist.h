@@ -55,3 +55,9 @@ cx_status dist_sum(DistStore *s, double *v, int n);
 cx_status dist_any(DistStore *s, int flag, int *any);
 // Every rank waits for every other.
 cx_status dist_barrier(DistStore *s);
+// Each rank's n bytes at `mine` (n may differ between ranks) to rank 0: there *all
+// gets a malloc'd buffer holding them in rank order and sizes[r] rank r's byte count
+// (sizes: world entries); elsewhere *all = NULL and sizes is left alone.
+//   void *all; size_t sz[world];
+//   CX_TRY(dist_gather(&s, mine, n, &all, sz));   // rank 0: free(all) when done
+cx_status dist_gather(DistStore *s, const void *mine, size_t n, void **all, size_t *sizes);

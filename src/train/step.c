@@ -64,30 +64,49 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
     s->n_micro++;
 }
 
-void train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r) {
+// Data parallel: the gradients, the loss terms and the balance sum of every rank, summed.
+static cx_status allreduce_step(TrainStep *s) {
+    ParamTable *pt = s->pt;
+    Tensor g = tensor_view(pt->grad, pt->dtype, 1, &pt->numel);
+    g.device = pt->device;
+    CX_TRY(comm_allreduce_sum(s->comm, &g));
+    Tensor terms = tensor_slice0(&s->stats, 0, CL_TERMS);
+    CX_TRY(comm_allreduce_sum(s->comm, &terms));
+    int64_t one = 1;
+    Tensor bal = tensor_view(&s->balance, DT_F64, 1, &one);
+    return comm_allreduce_sum(s->comm, &bal);
+}
+
+cx_status train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r) {
     Runtime *rt = s->rt;
     OpCtx *op = &rt->ctx.op;
     memset(r, 0, sizeof *r);
     r->bad_param = -1;
     CX_ASSERT(s->n_micro > 0, "train_step_finish without a micro-batch");
-    if (s->n_micro > 1) grad_scale(op, s->pt, 1.0 / s->n_micro);
+    int n = s->n_micro;   // micro-batches in the mean (over all ranks)
+    if (s->comm && s->comm->world > 1) {
+        CX_TRY(allreduce_step(s));
+        n *= s->comm->world;
+    }
+    if (n > 1) grad_scale(op, s->pt, 1.0 / n);
     Tensor norm = tensor_slice0(&s->stats, CL_TERMS, 3);
     grad_clip_stats(op, s->pt, s->opt, grad_clip, &norm);
     // the step's one synchronisation: the terms and the norm together
     Tensor h = nn_to_host(&rt->ctx, &s->stats);
     double t[CL_TERMS];
-    for (int i = 0; i < CL_TERMS; i++) t[i] = tensor_get(&h, i) / s->n_micro;
-    camo_loss_from_terms(&s->w, t, s->balance / s->n_micro, &r->loss);
+    for (int i = 0; i < CL_TERMS; i++) t[i] = tensor_get(&h, i) / n;
+    camo_loss_from_terms(&s->w, t, s->balance / n, &r->loss);
     r->grad_norm = tensor_get(&h, CL_TERMS + 1);
     r->loss_finite = isfinite(r->loss.total);
     for (int i = 0; i < CL_TERMS; i++) r->loss_finite &= isfinite(t[i]) != 0;
     r->grad_finite = isfinite(r->grad_norm);
-    if (!r->loss_finite || !r->grad_finite) return;
+    if (!r->loss_finite || !r->grad_finite) return CX_OK;
     Tensor scale = tensor_slice0(&s->stats, CL_TERMS + 2, 1);
     adamw_step(op, s->opt, s->pt, lr, &scale);
     r->applied = 1;
     // an update that made a weight non-finite stops here: it reaches neither the EMA nor a checkpoint
     r->weights_finite = weights_finite(s, r);
-    if (!r->weights_finite) return;
+    if (!r->weights_finite) return CX_OK;
     if (s->ema) ema_update(op, s->ema, s->pt);
+    return CX_OK;
 }

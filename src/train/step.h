@@ -14,11 +14,12 @@
 //   train_step_begin(&ts);
 //   train_step_accumulate(&ts, &images, &masks, skip_backbone, &out);   // per micro-batch
 //   StepResult r;
-//   train_step_finish(&ts, lr, grad_clip, &r);   // r.applied == 0: not finite, nothing changed
+//   CX_TRY(train_step_finish(&ts, lr, grad_clip, &r));   // r.applied == 0: not finite, nothing changed
 //   train_step_free(&ts);
 #pragma once
 #include "nn/camoxpert.h"
 #include "nn/runtime.h"
+#include "train/comm.h"
 #include "train/loss.h"
 #include "train/optim.h"
 
@@ -35,6 +36,8 @@ typedef struct {
     AdamSeg *wseg;           // the whole table as segments
     double balance;          // Σ balance losses of the micro-batches (host)
     int n_micro;
+    Comm *comm;              // data parallel (world > 1): the gradients and terms are summed over the
+                             // ranks before the mean; NULL or world 1: this process alone
 } TrainStep;
 
 typedef struct {
@@ -61,4 +64,10 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
                            CamoXpertOutputs *o);
 // Mean of the accumulated gradients, clipping at grad_clip (0: none), AdamW at
 // lr, EMA; the MoE selection bias is the caller's (it needs the routing).
-void train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r);
+// With s->comm over W > 1 ranks, the gradient buffer, the loss terms and the balance
+// sum are first summed over the ranks (comm_allreduce_sum), and the mean is over the
+// W × n_micro micro-batches of all ranks: what one process would compute from the
+// global batch as W-step accumulation. Every rank then holds the same reduced values,
+// so every decision below (not finite: skip and report) is the same on every rank.
+// Fails only when the all-reduce does (a rank died; the message names it).
+cx_status train_step_finish(TrainStep *s, double lr, double grad_clip, StepResult *r);

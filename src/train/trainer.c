@@ -7,13 +7,17 @@
 #include "eval/metrics.h"
 #include "nn/memory.h"
 #include "train/checkpoint.h"
+#include "train/comm.h"
+#include "train/dist.h"
 #include "train/infer.h"
 #include "train/loss.h"
 #include "train/step.h"
 #include "train/rundir.h"
+#include "train/valshard.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +25,10 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
+// Seconds any one exchange between the ranks may wait (a rank that dies is noticed at
+// once: its connection closes; this bounds a rank that hangs). Rank 0 writing a
+// checkpoint or a report while the others wait must fit in it.
+#define DIST_TIMEOUT_S 600
 static FILE *say_fp;   // the console: stdout, or nothing when TrainConfig.quiet
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -278,6 +286,12 @@ typedef struct {
     int progress;
     double epoch_loss_sum;
     int64_t epoch_loss_n;
+    // Data parallel (docs/MULTIGPU.md): rank 0 writes every file and prints; world 1 is one process.
+    DistEnv de;
+    DistStore store;          // the rendezvous: collective decisions
+    Comm comm;                // gradients, BatchNorm statistics
+    int rank, world;
+    int resumed_world;        // ranks of the run that wrote the resumed state (0: not resumed)
 } Trainer;
 
 static void moe_bias_to_state(Trainer *T) {
@@ -295,6 +309,11 @@ static void moe_bias_from_state(Trainer *T) {
 
 static cx_status save_last(Trainer *T) {
     moe_bias_to_state(T);
+    if (T->rank != 0) {   // rank 0 writes; the others keep the same bookkeeping
+        T->last_ckpt_epoch = T->ts.epoch;
+        T->saved_step = T->ts.global_step;
+        return CX_OK;
+    }
     struct stat lst;
     fflush(T->log);
     T->ts.log_bytes = fstat(fileno(T->log), &lst) == 0 ? (int64_t)lst.st_size : -1;
@@ -307,6 +326,7 @@ static cx_status save_last(Trainer *T) {
 }
 
 static void log_line(Trainer *T, cJSON *j) {
+    if (!T->log) { cJSON_Delete(j); return; }   // ranks other than 0 keep no log
     char *s = cJSON_PrintUnformatted(j);
     fprintf(T->log, "%s\n", s);
     fflush(T->log);
@@ -346,6 +366,8 @@ static void log_run_start(Trainer *T) {
     cJSON_AddStringToObject(j, "precision", T->rt.dtype == DT_BF16 ? "bf16" : "fp32");
     cJSON_AddStringToObject(j, "device_desc", T->rt.desc);
     cJSON_AddNumberToObject(j, "threads", cx_threads_get());
+    cJSON_AddNumberToObject(j, "world_size", T->world);
+    if (T->world > 1) cJSON_AddStringToObject(j, "launcher", T->de.source);
     cJSON_AddItemToObject(j, "config", cJSON_Parse(T->meta_json));
     cJSON_AddNumberToObject(j, "parameters", (double)params_count(&T->pt, PF_BUFFER));
     cJSON_AddStringToObject(j, "dataset", c->dataset_path);
@@ -431,60 +453,142 @@ static void set_freezing(Trainer *T, int stage, int j, int n) {
     }
 }
 
-typedef struct { MetricsSummary s; double iou; int n; } ValResult;
+// Rank 0's BatchNorm running statistics (and counters) on every rank, in the table in
+// use: what the reference's DDP does before each forward (broadcast_buffers); here
+// before validation, the one computation that reads them. Training-mode BatchNorm
+// uses each rank's batch statistics, so between validations the ranks' running
+// statistics drift apart, as the reference's do between its forwards.
+static cx_status sync_buffers(Trainer *T) {
+    ParamTable *pt = &T->pt;
+    for (int i = 0; T->world > 1 && i < pt->n; i++) {
+        if (!(pt->p[i].flags & PF_BUFFER)) continue;
+        Tensor v = tensor_view((char *)pt->data + (size_t)pt->p[i].offset * dtype_size(pt->dtype), pt->dtype, 1,
+                               &pt->p[i].numel);
+        v.device = pt->device;
+        CX_TRY(comm_broadcast(&T->comm, &v));
+    }
+    return CX_OK;
+}
 
 // Scores the validation split: logits at img_size, resized bilinearly to each
 // GT's size, sigmoid, exported as 8 bits (metrics_accum_prob), measured.
+// Data parallel (train/valshard.h): rank r scores its block of whole batches, rank 0
+// adds every image's scores in image order: the numbers of one process on the same
+// weights, bit for bit (given the same threads per process, as for an exact resume).
 static cx_status validate(Trainer *T, int batch, ValResult *vr) {
     const TrainConfig *c = T->c;
-    LoaderConfig lc = loader_config_default();
-    lc.batch_size = batch, lc.size = c->img_size, lc.workers = c->num_workers, lc.seed = c->seed;
-    lc.shuffle = 0, lc.augment = 0, lc.drop_last = 0, lc.cache = c->cache;
-    Loader *L;
-    CX_TRY(loader_open(&L, &T->va, &lc, 0, 0, 1));
+    int first, n_mine;
+    val_shard(T->va.n, batch, T->rank, T->world, &first, &n_mine);
+    ValImage *mine = cx_calloc((size_t)(n_mine > 0 ? n_mine : 1), sizeof *mine);
+    int *idx = cx_malloc(sizeof *idx * (size_t)(n_mine > 0 ? n_mine : 1));
+    for (int i = 0; i < n_mine; i++) idx[i] = first + i;
+    Dataset shard;
+    dataset_select(&T->va, idx, n_mine > 0 ? n_mine : 0, &shard);
+    free(idx);
     if (c->use_ema) ema_swap(&T->ema, &T->pt);
+    cx_status st = sync_buffers(T);
+    if (st) {   // a rank is gone (the message names it)
+        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        dataset_free(&shard);
+        free(mine);
+        return st;
+    }
     T->rt.ctx.training = 0;
-    MetricsAccum acc;
-    metrics_accum_init(&acc);
-    double iou_sum = 0;
-    cx_status st;
-    const Batch *b;
+    Loader *L = NULL;
     float *prob = NULL;
     size_t prob_cap = 0;
-    while (!(st = loader_next(L, &b)) && b) {
+    int k = 0;
+    if (n_mine > 0) {
+        LoaderConfig lc = loader_config_default();
+        lc.batch_size = batch, lc.size = c->img_size, lc.workers = c->num_workers, lc.seed = c->seed;
+        lc.shuffle = 0, lc.augment = 0, lc.drop_last = 0, lc.cache = c->cache;
+        st = loader_open(&L, &shard, &lc, 0, 0, 1);
+    }
+    const Batch *b;
+    while (!st && L && !(st = loader_next(L, &b)) && b) {
         runtime_step_reset(&T->rt);
         CamoXpertOutputs o;
         Tensor x = runtime_input(&T->rt, &b->image, T->rt.dtype);
         camoxpert_forward(&T->rt.ctx, T->m, &x, &o);
         Tensor pred = runtime_output_f32(&T->rt, &o.maps.pred);
         const int S = c->img_size;
-        for (int i = 0; i < b->n; i++) {
-            int idx = b->index[i];
-            Image8 *g = &T->gt[idx];
-            if (!g->px && (st = image_load(T->va.s[idx].mask, 1, g))) goto out;
+        for (int i = 0; i < b->n && !st; i++, k++) {
+            ValImage *vi = &mine[k];
+            vi->index = first + b->index[i];
+            Image8 *g = &T->gt[vi->index];
+            if (!g->px && (st = image_load(T->va.s[vi->index].mask, 1, g))) break;
             size_t need = (size_t)g->w * g->h;
             if (need > prob_cap) { prob = cx_realloc(prob, need * sizeof *prob); prob_cap = need; }
             infer_prob_at(tensor_f32(&pred) + (int64_t)i * S * S, S, S, g->h, g->w, prob);
-            if ((st = metrics_accum_prob(&acc, prob, g->px, g->h, g->w, NULL))) goto out;
+            MetricsAccum scratch;
+            metrics_accum_init(&scratch);
+            if ((st = metrics_accum_prob(&scratch, prob, g->px, g->h, g->w, &vi->m))) break;
             // The reference's IoU: sigmoid > 0.5 against GT > 128, per image.
             double inter = 0, uni = 0;
             for (size_t p = 0; p < need; p++) {
                 int a = prob[p] > 0.5f, t = g->px[p] > 128;
                 inter += a & t, uni += a | t;
             }
-            iou_sum += uni > 0 ? inter / uni : 1.0;
+            vi->iou = uni > 0 ? inter / uni : 1.0;
         }
     }
-out:
     free(prob);
-    loader_close(L);
+    if (L) loader_close(L);
+    dataset_free(&shard);
     T->rt.ctx.training = 1;
     if (c->use_ema) ema_swap(&T->ema, &T->pt);
-    if (st) { T->data_failed = 1; cx_error_context("validating"); return st; }
-    metrics_accum_summary(&acc, &vr->s);
-    vr->n = (int)acc.n;
-    vr->iou = acc.n ? iou_sum / (double)acc.n : 0;
+    if (st) {
+        free(mine);
+        T->data_failed = 1;
+        cx_error_context("validating");
+        return st;
+    }
+    st = val_reduce(&T->store, mine, k, T->va.n, vr);
+    free(mine);
+    return st;
+}
+
+// MOE_BALANCE_BIAS with several ranks: each scale's expert loads of the last forward,
+// summed over the ranks (the global batch's), so the selection biases stay identical.
+static cx_status global_loads(Trainer *T) {
+    if (T->world == 1) return CX_OK;
+    const int E = T->mc.num_experts;
+    double v[4 * MOE_MAX_EXPERTS];
+    for (int s = 0; s < 4; s++)
+        for (int e = 0; e < E; e++) v[s * E + e] = (double)T->m->moe[s].route.count[e];
+    CX_TRY(dist_sum(&T->store, v, 4 * E));
+    for (int s = 0; s < 4; s++)
+        for (int e = 0; e < E; e++) T->m->moe[s].route.count[e] = (int64_t)v[s * E + e];
     return CX_OK;
+}
+
+// The routing statistics of every rank's batches, summed (every rank gets them).
+static cx_status route_stats_reduce(Trainer *T) {
+    RouteStats *r = &T->rs;
+    if (T->world == 1 || !T->mc.sparse) return CX_OK;
+    const int E = r->E, nc = r->n_cat > 0 ? r->n_cat : 0;
+    const int n = 2 + 4 + 3 * 4 * E + nc + nc * 4 * E;
+    double *v = cx_malloc(sizeof *v * (size_t)n), *p = v;
+    *p++ = (double)r->images, *p++ = (double)r->steps;
+    for (int s = 0; s < 4; s++) {
+        *p++ = r->lb[s];
+        for (int e = 0; e < E; e++) *p++ = (double)r->chosen[s][e], *p++ = r->wsum[s][e], *p++ = r->psum[s][e];
+    }
+    for (int i = 0; i < nc; i++) *p++ = (double)r->cat_images[i];
+    for (int i = 0; i < nc * 4 * E; i++) *p++ = (double)r->cat_chosen[i];
+    cx_status st = dist_sum(&T->store, v, n);
+    p = v;
+    if (!st) {
+        r->images = (int64_t)*p++, r->steps = (int64_t)*p++;
+        for (int s = 0; s < 4; s++) {
+            r->lb[s] = *p++;
+            for (int e = 0; e < E; e++) r->chosen[s][e] = (int64_t)*p++, r->wsum[s][e] = *p++, r->psum[s][e] = *p++;
+        }
+        for (int i = 0; i < nc; i++) r->cat_images[i] = (int64_t)*p++;
+        for (int i = 0; i < nc * 4 * E; i++) r->cat_chosen[i] = (int64_t)*p++;
+    }
+    free(v);
+    return st;
 }
 
 // One epoch of stage `stage` from the loader's cursor; *stop set when asked to stop mid-epoch.
@@ -511,7 +615,7 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         // One optimizer step over the accumulated batches (mean of their gradients).
         double lr = lr_at(sched, T->ts.stage_step);
         StepResult sr;
-        train_step_finish(&T->step, lr, c->grad_clip, &sr);
+        if ((st = train_step_finish(&T->step, lr, c->grad_clip, &sr))) return st;   // the all-reduce: a rank died
         if (!sr.loss_finite)
             return numeric_failure(T, "the loss is not finite — the step was not applied", &sr.loss, sr.grad_norm, b);
         if (!sr.grad_finite)
@@ -526,13 +630,17 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         }
         const CamoLoss acc = sr.loss;
         const double norm = sr.grad_norm;
-        if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) camoxpert_balance_update(T->m, c->bias_rate);
+        if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) {
+            CX_TRY(global_loads(T));   // every rank moves its selection bias the same way
+            camoxpert_balance_update(T->m, c->bias_rate);
+        }
         T->ts.global_step++;
         T->ts.stage_step++;
         T->ts.batch_in_epoch = b->step + 1;
+        T->ts.samples_in_epoch = (b->step + 1) * (int64_t)b->n * T->world;   // mid-epoch batches are full
         T->epoch_loss_sum += acc.total;
         T->epoch_loss_n++;
-        double now = cx_time_s(), ips = images / (now - t0 > 1e-9 ? now - t0 : 1e-9);
+        double now = cx_time_s(), ips = (double)images * T->world / (now - t0 > 1e-9 ? now - t0 : 1e-9);
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "type", "step");
         cJSON_AddNumberToObject(j, "step", (double)T->ts.global_step);
@@ -565,6 +673,7 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         }
         acc_n = 0;
         int want_stop = stop_requested || (c->max_steps > 0 && T->ts.global_step >= c->max_steps);
+        if (T->world > 1 && (st = dist_any(&T->store, want_stop, &want_stop))) return st;   // one rank's Ctrl-C stops all
         if (want_stop) {
             *stop = 1;
             if (!last_of_epoch) {
@@ -654,6 +763,15 @@ static cx_status check_memory(Trainer *T) {
                    c->img_size, mem_str(total, a, sizeof a), mem_str(budget, b, sizeof b), how, advice);
 }
 
+static cx_status trainer_setup_routes(Trainer *T) {
+    T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
+    T->rs.n_cat = T->all.n_categories;
+    T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
+    T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
+                                 sizeof(int64_t));
+    return CX_OK;
+}
+
 static cx_status trainer_setup(Trainer *T) {
     const TrainConfig *c = T->c;
     // The checkpoint directory first: does it hold a run this one must not overwrite?
@@ -663,7 +781,7 @@ static cx_status trainer_setup(Trainer *T) {
     if (c->resume_from) rundir_dirname(c->resume_from, rdir, sizeof rdir);
     int resume_here = c->resume_from && rundir_same(rdir, c->checkpoint_dir) &&
                       !checkpoint_read_token(c->resume_from, &rtok) && rtok;
-    if (!c->overwrite && !resume_here && rundir_has_run(c->checkpoint_dir, held, sizeof held))
+    if (T->rank == 0 && !c->overwrite && !resume_here && rundir_has_run(c->checkpoint_dir, held, sizeof held))
         return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of another run (%s); a new run there would "
                        "overwrite them and append to its log. Resume that run with --resume-from %s/last.safetensors, "
                        "choose another --checkpoint-dir, or pass --overwrite to replace it", c->checkpoint_dir, held,
@@ -717,6 +835,7 @@ static cx_status trainer_setup(Trainer *T) {
     CamoLossWeights w = camo_loss_default_weights();
     if (!c->deep_supervision) w.deep = 0;
     train_step_init(&T->step, &T->rt, T->m, &T->pt, &T->opt, c->use_ema ? &T->ema : NULL, &w);
+    T->step.comm = &T->comm;
     // Metadata: the model config plus the run's options.
     char *mj = infer_config_json(&T->mc, c->img_size);
     cJSON *j = cJSON_Parse(mj);
@@ -734,7 +853,8 @@ static cx_status trainer_setup(Trainer *T) {
     T->ts.best_score = -1;
     T->ts.best_epoch = 0;
     T->ts.seed = c->seed;
-    // Resume.
+    T->ts.world = T->world;
+    // Resume (every rank reads the checkpoint).
     if (c->resume_from) {
         CamoXpertConfig rc;
         int rsz = 0;
@@ -751,6 +871,8 @@ static cx_status trainer_setup(Trainer *T) {
         if (st) { cx_error_context("--resume-from %s", c->resume_from); return st; }
         if (has_state) {
             T->ts = ts;
+            T->resumed_world = ts.world;
+            T->ts.world = T->world;
             moe_bias_from_state(T);
             if (T->ts.seed != c->seed) log_warn("resuming with the checkpoint's seed %llu (not --seed %llu)",
                                                 (unsigned long long)T->ts.seed, (unsigned long long)c->seed);
@@ -769,6 +891,12 @@ static cx_status trainer_setup(Trainer *T) {
         }
         T->exact_resume = has_state;
     }
+    // Every rank has read what it needs; from here on only rank 0 touches the directory.
+    // (A rank that failed before here sends its failure at this exchange: the others stop.)
+    int failed = 0;
+    if (T->world > 1) CX_TRY(dist_any(&T->store, 0, &failed));
+    if (failed) return CX_FAIL(CX_EIO, "rank %d: another rank failed to set up (its output says why)", T->rank);
+    if (T->rank != 0) return trainer_setup_routes(T);
     // Before the first write: the directory's lock (one train at a time), then the check again.
     CX_TRY(rundir_open(&T->rd, c->checkpoint_dir));
     if (!T->exact_resume) {
@@ -784,11 +912,7 @@ static cx_status trainer_setup(Trainer *T) {
         if (rundir_same(rdir, c->checkpoint_dir)) CX_TRY(rundir_truncate_log(&T->rd, T->ts.log_bytes));
         rundir_tidy(&T->rd, T->ts.token);
     }
-    T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
-    T->rs.n_cat = T->all.n_categories;
-    T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
-    T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
-                                 sizeof(int64_t));
+    CX_TRY(trainer_setup_routes(T));
     char lp[4200];
     snprintf(lp, sizeof lp, "%s/train_log.jsonl", c->checkpoint_dir);
     if ((st = open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
@@ -821,6 +945,44 @@ static void trainer_free(Trainer *T) {
     dataset_free(&T->all);
 }
 
+// Who this process is (train/dist.h: torchrun, Slurm, Open MPI, `train --gpus`, or one
+// process), its device (rank i on GPU LOCAL_RANK), the rendezvous (a port in use or a
+// missing rank is a clear error before any work) and the communicator.
+static cx_status dist_start(Trainer *T) {
+    const TrainConfig *c = T->c;
+    CX_TRY(dist_env_read(&T->de));
+    T->rank = T->de.rank, T->world = T->de.world;
+    if (T->rank != 0) say_fp = NULL;   // rank 0 prints; the others speak only of errors
+    const char *dev = c->device ? c->device : "auto";
+    char mine[32];
+    // A launcher that gives each rank one GPU of its own (Slurm --gpus-per-task) leaves it GPU 0.
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    const int gpu_of_rank = vis && *vis && !strchr(vis, ',') ? 0 : T->de.local_rank;
+    if (T->world > 1 && T->de.local_world > 1 && !strncmp(dev, "cuda:", 5) && gpu_of_rank != 0)
+        return CX_FAIL(CX_EARG, "--device %s with %d ranks on this machine (%s): every rank would use the same GPU; "
+                       "use --device cuda (rank i takes GPU LOCAL_RANK) or give each rank one CUDA_VISIBLE_DEVICES", dev,
+                       T->de.local_world, T->de.source);
+    if (T->world > 1 && !strcmp(dev, "cuda")) {
+        snprintf(mine, sizeof mine, "cuda:%d", gpu_of_rank);
+        dev = mine;
+    }
+    if (T->world > 1) {
+        say("data parallel: %d ranks (%s), rendezvous at %s:%d\n", T->world,
+            getenv("CAMOXPERT_LAUNCHED") ? "camoxpert train --gpus/--procs" : T->de.source, T->de.master_addr,
+            T->de.master_port);
+        CX_TRY(dist_store_open(&T->store, &T->de, DIST_TIMEOUT_S));
+    } else {
+        T->store.rank = 0, T->store.world = 1;
+    }
+    CX_TRY(runtime_init(&T->rt, dev, c->precision, 1, 1));
+    if (T->world > 1 && T->rt.device == DEV_CUDA && !strcmp(dev, "auto") && T->rt.gpu != gpu_of_rank) {
+        runtime_free(&T->rt);   // auto found a GPU: this rank's is LOCAL_RANK's
+        snprintf(mine, sizeof mine, "cuda:%d", gpu_of_rank);
+        CX_TRY(runtime_init(&T->rt, mine, c->precision, 1, 1));
+    }
+    return comm_open(&T->comm, &T->store, &T->rt.ctx.op, T->rt.device, T->rt.gpu);
+}
+
 cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     memset(r, 0, sizeof *r);
     r->best_sm = -1;
@@ -829,12 +991,19 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     Trainer T;
     memset(&T, 0, sizeof T);
     T.rd.lock_fd = -1;
+    T.store.fd = -1;
     T.c = c;
-    cx_status st = runtime_init(&T.rt, c->device, c->precision, 1, 1);
+    T.world = 1;
+    cx_status st = dist_start(&T);
     if (!st) {
-        say("device: %s\n", T.rt.desc);
+        say("device: %s%s\n", T.rt.desc, T.world > 1 ? " (rank 0)" : "");
         st = trainer_setup(&T);
     }
+    // Every rank set up, or none trains (the failing rank's own message says why).
+    int any_failed = 0;
+    int joined = T.store.fd >= 0 || T.store.peer;   // the rendezvous is open
+    if (T.world > 1 && joined && dist_any(&T.store, st != CX_OK, &any_failed) == CX_OK && any_failed && !st)
+        st = CX_FAIL(CX_EIO, "rank %d: another rank failed to set up (its output says why)", T.rank);
     const int s2_start = c->stage1_epochs;
     int first_epoch = 1;
     while (!st && T.ts.epoch < c->epochs) {
@@ -858,15 +1027,39 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         set_freezing(&T, stage, T.ts.epoch - stage_begin, stage_end - stage_begin);
         LoaderConfig lc = loader_config_default();
         lc.batch_size = batch, lc.size = c->img_size, lc.workers = c->num_workers, lc.seed = T.ts.seed;
-        lc.shuffle = 1, lc.augment = 1, lc.drop_last = T.tr.n >= batch, lc.cache = c->cache;
+        lc.shuffle = 1, lc.augment = 1, lc.drop_last = T.tr.n >= batch * T.world, lc.cache = c->cache;
+        lc.rank = T.rank, lc.world = T.world;
         // One loader per epoch keeps the cursor simple; its workers prefetch the epoch.
         Loader *L;
-        if ((st = loader_open(&L, &T.tr, &lc, T.ts.epoch, T.ts.batch_in_epoch, T.ts.epoch + 1))) break;
+        int64_t start = T.ts.batch_in_epoch;
+        if (T.resumed_world && T.ts.batch_in_epoch > 0 && T.ts.samples_in_epoch >= 0 &&
+            T.ts.samples_in_epoch != T.ts.batch_in_epoch * batch * T.world) {
+            // Resumed on another number of ranks (or batch size): the cursor in global samples, re-sharded.
+            int64_t gb = (int64_t)batch * T.world;
+            // this world's steps per epoch (loader_steps_per_epoch's rule): the cursor stays inside the epoch
+            int64_t m = (T.tr.n + T.world - 1) / T.world, spe = lc.drop_last ? m / batch : (m + batch - 1) / batch;
+            start = T.ts.samples_in_epoch / gb;
+            if (start >= spe) start = spe - 1;
+            if (T.ts.samples_in_epoch != start * gb && T.rank == 0)
+                log_warn("resuming %lld samples into epoch %d on %d ranks x batch %d (global batches of %lld): continuing "
+                         "from sample %lld, so %lld samples are seen again", (long long)T.ts.samples_in_epoch,
+                         T.ts.epoch + 1, T.world, batch, (long long)gb, (long long)(start * gb),
+                         (long long)(T.ts.samples_in_epoch - start * gb));
+            T.ts.batch_in_epoch = start;
+        }
+        if ((st = loader_open(&L, &T.tr, &lc, T.ts.epoch, start, T.ts.epoch + 1))) break;
         int64_t nb = loader_steps_per_epoch(L);
         LrSchedule sched = { .kind = c->scheduler, .base_lr = stage == 1 ? c->lr : c->stage2_lr, .min_lr = c->min_lr,
                              .epochs = stage_end - stage_begin,
                              .steps_per_epoch = (nb + c->accumulation_steps - 1) / c->accumulation_steps,
                              .warmup_epochs = c->warmup_epochs, .t_mult = c->t_mult };
+        if (T.resumed_world && T.resumed_world != T.world) {
+            // The schedule's position in the stage, counted in this run's steps per epoch.
+            T.ts.stage_step = (int64_t)(T.ts.epoch - stage_begin) * sched.steps_per_epoch + start / c->accumulation_steps;
+            say("resumed a run of %d rank%s on %d: epoch %d continues at batch %lld of %lld, schedule step %lld\n",
+                T.resumed_world, T.resumed_world == 1 ? "" : "s", T.world, T.ts.epoch + 1, (long long)start, (long long)nb, (long long)T.ts.stage_step);
+        }
+        T.resumed_world = 0;
         route_stats_reset(&T.rs);
         T.epoch_loss_sum = 0, T.epoch_loss_n = 0;
         double t0 = cx_time_s();
@@ -886,10 +1079,12 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         }
         double train_s = cx_time_s() - t0;
         double eloss = T.epoch_loss_n ? T.epoch_loss_sum / T.epoch_loss_n : NAN;
+        if ((st = route_stats_reduce(&T))) break;
         if (r->epochs == 0) r->first_loss = eloss;
         r->last_loss = eloss;
         T.ts.epoch++;
         T.ts.batch_in_epoch = 0;
+        T.ts.samples_in_epoch = 0;
         r->epochs++;
         int new_best = 0;
         cJSON *j = cJSON_CreateObject();
@@ -933,14 +1128,14 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         // last first (its state records the new best score), then best: a kill between
         // the two is mended at resume from last's weights (reconcile_best).
         if ((st = save_last(&T))) break;
-        if (new_best) {
+        if (new_best && T.rank == 0) {
             int saved = 0;
             if (c->use_ema) ema_swap(&T.ema, &T.pt);   // the weights validated: the EMA's when on
             st = checkpoint_save_best(c->checkpoint_dir, &T.pt, T.meta_json, T.ts.best_score, T.ts.best_epoch, &saved);
             if (c->use_ema) ema_swap(&T.ema, &T.pt);
             if (st) break;
         }
-        if (c->epoch_done) c->epoch_done(c->epoch_done_arg);
+        if (c->epoch_done && T.rank == 0) c->epoch_done(c->epoch_done_arg);
         if (stop) {
             say("stopped after epoch %d; saved %s — continue with --resume-from %s\n", T.ts.epoch, T.last_ckpt,
                    T.last_ckpt);
@@ -971,5 +1166,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
                "last.safetensors), log %s/train_log.jsonl\n", T.ts.epoch, (long long)T.ts.global_step, T.ts.best_score,
                T.ts.best_epoch, c->checkpoint_dir, c->checkpoint_dir);
     trainer_free(&T);
+    comm_close(&T.comm);
+    dist_store_close(&T.store);
     return st;
 }

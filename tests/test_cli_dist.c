@@ -1,0 +1,170 @@
+// test_cli_dist.c — data-parallel training on the CPU as users run it
+// (docs/MULTIGPU.md): `train --procs 2` trains the losses of one process with the
+// same micro-batches (batch B, 2-step accumulation: BatchNorm sees the same batches)
+// and validates every held-out image once; a rank killed with SIGKILL makes the
+// launcher stop the others and name it; Ctrl-C to the launcher stops every rank with
+// a checkpoint, which resumes on one process; the reference's --use-ddp and
+// --use-cod-specialized are accepted.
+#include "test.h"
+#include "train/checkpoint.h"
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// A tiny synthetic set in the COD10K-v3 layout, made by the program itself.
+static const char *dist_set(void) {
+    static char d[700];
+    if (d[0]) return d;
+    snprintf(d, sizeof d, "%s/dist_set", test_tmpdir());
+    if (test_run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", d)) d[0] = 0;
+    return d;
+}
+
+#define DIST_MODEL "--backbone edgenext_xx_small --img-size 32 --batch-size 2 --progress 0 --num-workers 1 --val-fraction 0.25"
+
+// The "step" records' loss and grad_norm of DIR/train_log.jsonl, and the validated image counts.
+typedef struct { double loss[16], norm[16]; int n; int val_images[4], n_val; int world; } LogSteps;
+
+static void read_log(const char *dir, LogSteps *L) {
+    memset(L, 0, sizeof *L);
+    char p[800];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
+    unsigned char *buf = NULL;
+    size_t n;
+    if (read_file(p, &buf, &n)) return;
+    for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
+        const char *k;
+        if (strstr(line, "\"type\":\"step\"") && L->n < 16) {
+            if ((k = strstr(line, "\"loss\":"))) L->loss[L->n] = strtod(k + 7, NULL);
+            if ((k = strstr(line, "\"grad_norm\":"))) L->norm[L->n] = strtod(k + 12, NULL);
+            L->n++;
+        }
+        if ((k = strstr(line, "\"val\":{\"images\":")) && L->n_val < 4) L->val_images[L->n_val++] = atoi(k + 16);
+        if ((k = strstr(line, "\"world_size\":"))) L->world = atoi(k + 13);
+    }
+    free(buf);
+}
+
+TEST(cli_train_two_ranks_equal_one_process_with_the_same_micro_batches) {
+    REQUIRE(dist_set()[0]);
+    char one[700], two[700], *o;
+    snprintf(one, sizeof one, "%s/one", test_tmpdir());
+    snprintf(two, sizeof two, "%s/two", test_tmpdir());
+    // 9 training images: global batch 4 = 2 steps an epoch either way; both stages.
+    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 2 --stage1-epochs 1 "
+                          "--threads 1 --accumulation-steps 2", dist_set(), one);
+    REQUIRE(rc == 0);
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 2 --stage1-epochs 1 "
+                      "--threads 1 --procs 2 --use-ddp --use-cod-specialized", dist_set(), two);
+    CHECKF(rc == 0 && strstr(o, "launching 2 ranks") && strstr(o, "data parallel: 2 ranks") && strstr(o, "done: 2 epochs"),
+           "rc %d: %s", rc, o);
+    // rank 1 prints nothing of its own: one "done" line, one "model" line
+    int done = 0, model = 0;
+    for (const char *q = o; (q = strstr(q, "done: ")); q++) done++;
+    for (const char *q = o; (q = strstr(q, "model: ")); q++) model++;
+    CHECKF(done == 1 && model == 1, "%s", o);
+    LogSteps a, b;
+    read_log(one, &a);
+    read_log(two, &b);
+    REQUIRE(a.n == 4 && b.n == 4);
+    CHECK(b.world == 2 && a.world == 1);
+    // The all-reduce adds the ranks' gradients as accumulation adds the micro-batches'
+    // (BatchNorm statistics per micro-batch either way): equal to float rounding.
+    for (int i = 0; i < 4; i++) {
+        CHECKF(fabs(a.loss[i] - b.loss[i]) <= 1e-5 * fabs(a.loss[i]), "step %d: loss %.17g vs %.17g", i + 1, a.loss[i],
+               b.loss[i]);
+        CHECKF(fabs(a.norm[i] - b.norm[i]) <= 1e-5 * fabs(a.norm[i]), "step %d: grad norm %.17g vs %.17g", i + 1,
+               a.norm[i], b.norm[i]);
+    }
+    // every held-out image validated once, by the two ranks together
+    CHECK(b.n_val == 2 && b.val_images[0] == 3 && b.val_images[1] == 3);
+    // no checkpoint files from rank 1 beside rank 0's: one state file
+    char p[800];
+    snprintf(p, sizeof p, "%s/last.safetensors", two);
+    uint64_t tok = 0;
+    CHECK(checkpoint_read_token(p, &tok) == CX_OK && tok);
+}
+
+// Starts a long --procs 2 run in the background, waits for its first step, then runs
+// `then` (a shell snippet with $pid the launcher's, $kids its ranks'); returns the
+// launcher's exit status and its output in *out, and the seconds from `then` to its end.
+static int launcher_run(const char *ck, const char *then, char **out, double *secs) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "%s train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 200 --stage1-epochs 1 --threads 1 "
+             "--procs 2 > %s/run.out 2>&1 & pid=$!; "
+             "for i in $(seq 600); do grep -q '\"step\"' %s/train_log.jsonl 2>/dev/null && break; sleep 0.1; done; "
+             "kids=$(cat /proc/$pid/task/$pid/children); test -n \"$kids\" || kill -KILL $pid; %s; wait $pid; exit $?",
+             test_bin_path(), dist_set(), ck, ck, ck, then);
+    double t0 = cx_time_s();
+    int st = system(cmd);
+    *secs = cx_time_s() - t0;
+    char p[800];
+    snprintf(p, sizeof p, "%s/run.out", ck);
+    unsigned char *buf = NULL;
+    size_t n;
+    static char *keep;
+    free(keep);
+    keep = read_file(p, &buf, &n) ? NULL : (char *)buf;
+    *out = keep ? keep : "";
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(cli_train_procs_launcher_stops_everything_when_a_rank_dies_and_on_ctrl_c) {
+    REQUIRE(dist_set()[0]);
+    char ck[700], *o;
+    double secs;
+    // kill -9 the last rank: the launcher names it and stops rank 0 (well within 60 s)
+    snprintf(ck, sizeof ck, "%s/killed", test_tmpdir());
+    REQUIRE_OK(make_dirs(ck));
+    int rc = launcher_run(ck, "for k in $kids; do last=$k; done; kill -9 $last", &o, &secs);
+    CHECKF(rc != 0 && strstr(o, "was killed by signal 9") && strstr(o, "all 2 ranks stopped"), "rc %d: %s", rc, o);
+    CHECKF(secs < 60, "the launcher ended %.1f s after the kill", secs);
+    // Ctrl-C to the launcher: every rank stops at the same step, rank 0 checkpoints, exit 130
+    snprintf(ck, sizeof ck, "%s/ctrlc", test_tmpdir());
+    REQUIRE_OK(make_dirs(ck));
+    rc = launcher_run(ck, "kill -INT $pid", &o, &secs);
+    CHECKF(rc == 130 && strstr(o, "--resume-from"), "rc %d: %s", rc, o);
+    CHECKF(secs < 60, "stopping took %.1f s", secs);
+    // which resumes on one process (the data cursor re-sharded from global samples)
+    rc = test_run_bin(&o, "train --resume-from %s/last.safetensors --threads 1 --epochs 3", ck);
+    CHECKF(rc == 0 && strstr(o, "resumed a run of 2 ranks on 1") && strstr(o, "done: 3 epochs"), "rc %d: %s", rc, o);
+}
+
+TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
+    REQUIRE(dist_set()[0]);
+    char *o;
+    REQUIRE(test_run_bin(&o, "train --help") == 0);
+    static const char *const names[] = { "--gpus N", "--procs N", "--master-port PORT", "--use-ddp", "--use-cod-specialized",
+                                         NULL };
+    for (int i = 0; names[i]; i++) CHECKF(strstr(o, names[i]), "--help lacks %s", names[i]);
+    // one process: --use-ddp is a no-op with a note, --use-cod-specialized names our models
+    char ck[700];
+    snprintf(ck, sizeof ck, "%s/ddp1", test_tmpdir());
+    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
+                          "--threads 1 --max-steps 1 --use-ddp --use-cod-specialized", dist_set(), ck);
+    CHECKF(rc == 0 && strstr(o, "note: --use-ddp with one process"), "rc %d: %s", rc, o);
+    // a rank that fails to set up (rank 0: the directory holds that run) stops the others, named
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 2 --stage1-epochs 1 "
+                      "--threads 1 --procs 2", dist_set(), ck);
+    CHECKF(rc == 2 && strstr(o, "holds the checkpoints of another run") && strstr(o, "rank 0 exited with status 2"),
+           "rc %d: %s", rc, o);
+    rc = test_run_bin(&o, "train --dataset-path %s --gpus 2 --device cpu", dist_set());
+    CHECKF(rc == 2 && strstr(o, "--procs 2"), "rc %d: %s", rc, o);
+    if (!test_cuda()) {   // more GPUs than there are: refused before any rank starts
+        rc = test_run_bin(&o, "train --dataset-path %s --gpus 2", dist_set());
+        CHECKF(rc == 2 && strstr(o, "--gpus 2 but this machine has 0 usable GPUs") && !strstr(o, "launching"), "rc %d: %s",
+               rc, o);
+    }
+    rc = test_run_bin(&o, "train --dataset-path %s --procs 0", dist_set());
+    CHECKF(rc == 2 && strstr(o, "--procs 0"), "rc %d: %s", rc, o);
+    // under a launcher's environment, --procs would start ranks of ranks
+    setenv("RANK", "0", 1);
+    setenv("WORLD_SIZE", "2", 1);
+    rc = test_run_bin(&o, "train --dataset-path %s --procs 2", dist_set());
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    CHECKF(rc == 2 && strstr(o, "inside a torchrun launch"), "rc %d: %s", rc, o);
+}
