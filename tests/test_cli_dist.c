@@ -7,11 +7,15 @@
 // --use-cod-specialized are accepted.
 #include "test.h"
 #include "train/checkpoint.h"
+#include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 // A tiny synthetic set in the COD10K-v3 layout, made by the program itself.
 static const char *dist_set(void) {
@@ -167,4 +171,46 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
     unsetenv("RANK");
     unsetenv("WORLD_SIZE");
     CHECKF(rc == 2 && strstr(o, "inside a torchrun launch"), "rc %d: %s", rc, o);
+}
+
+static int bench_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in ad = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof ad;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ad, sizeof ad) || getsockname(fd, (struct sockaddr *)&ad, &len)) return 0;
+    close(fd);
+    return ntohs(ad.sin_port);
+}
+
+// bench as two ranks of a torchrun-style launch (host communicator on the CPU): rank 0
+// alone writes the JSON, which says world_size 2, and images/s counts both ranks' images.
+TEST(cli_bench_two_ranks_write_world_size) {
+    char js[700], cmd[3000], log[700];
+    snprintf(js, sizeof js, "%s/bench2.json", test_tmpdir());
+    snprintf(log, sizeof log, "%s/bench2", test_tmpdir());
+    const int port = bench_free_port();
+    REQUIRE(port > 0);
+    snprintf(cmd, sizeof cmd,
+             "for r in 0 1; do RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=%d "
+             "'%s' bench --device cpu --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode sparse "
+             "--num-experts 4 --top-k 1 --threads 1 --json '%s' > '%s'.$r 2>&1 & done; wait",
+             port, test_bin_path(), js, log);
+    REQUIRE(system(cmd) == 0);
+    unsigned char *buf = NULL;
+    size_t n;
+    REQUIRE_OK(read_file(js, &buf, &n));
+    cJSON *a = cJSON_Parse((char *)buf);
+    free(buf);
+    REQUIRE(a && cJSON_GetArraySize(a) == 1);
+    const cJSON *j = cJSON_GetArrayItem(a, 0);
+    CHECK(cJSON_GetObjectItem(j, "world_size")->valuedouble == 2);
+    const double ips = cJSON_GetObjectItem(j, "images_per_s")->valuedouble;
+    const double ms = cJSON_GetObjectItem(j, "train_ms_per_step")->valuedouble;
+    CHECKF(fabs(ips - 2 * 2 / (ms * 1e-3)) < 1e-6 * ips, "images/s %g with %g ms a step of 2 ranks x 2 images", ips, ms);
+    cJSON_Delete(a);
+    char p[800];
+    snprintf(p, sizeof p, "%s.1", log);
+    REQUIRE_OK(read_file(p, &buf, &n));
+    CHECKF(n == 0, "rank 1 printed: %.*s", (int)n, (char *)buf);   // rank 0 prints; rank 1 only errors
+    free(buf);
 }

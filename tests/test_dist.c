@@ -21,7 +21,7 @@ static const char *env_names[] = { "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WO
                                    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                                    "OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_NODE_RANK", "SLURM_PROCID",
                                    "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "SLURM_NODEID",
-                                   "SLURM_JOB_NODELIST", "MASTER_ADDR", "MASTER_PORT" };
+                                   "SLURM_JOB_NODELIST", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE" };
 
 // Clears every variable above, then sets "NAME=value" pairs (NULL-terminated).
 static void env_only(const char *const *kv) {
@@ -44,6 +44,10 @@ TEST(dist_env_reads_torchrun_openmpi_and_slurm) {
     REQUIRE_OK(dist_env_read(&e));
     CHECK(e.rank == 3 && e.world == 4 && e.local_rank == 1 && e.local_world == 2 && e.node_rank == 1 &&
           !strcmp(e.master_addr, "10.1.2.3") && e.master_port == 1234 && !strcmp(e.source, "torchrun"));
+    // torchrun's agent keeps its own store on MASTER_PORT: the ranks meet on the next port
+    env_only((const char *[]){ "RANK=0", "WORLD_SIZE=2", "MASTER_PORT=29500", "TORCHELASTIC_USE_AGENT_STORE=True", NULL });
+    REQUIRE_OK(dist_env_read(&e));
+    CHECK(e.master_port == 29501);
     // one machine, no MASTER_ADDR: the loopback and the default port
     env_only((const char *[]){ "OMPI_COMM_WORLD_RANK=1", "OMPI_COMM_WORLD_SIZE=2", "OMPI_COMM_WORLD_LOCAL_RANK=1",
                                "OMPI_COMM_WORLD_LOCAL_SIZE=2", NULL });

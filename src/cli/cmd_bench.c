@@ -13,10 +13,17 @@
 // train/step.h's, the trainer's own. --profile adds, per configuration, a profile
 // of the training step: every op timed between two synchronisations (ops.h
 // OpProfile), grouped by kernel class, with achieved TFLOP/s and GB/s.
+// Data parallel: `--gpus N` starts N ranks (launch.c), or a launcher's environment
+// (torchrun, Slurm, Open MPI) makes this process one rank; every rank runs the same
+// step on its own batch and the gradients are all-reduced (train/comm.h, NCCL on
+// GPUs), as in training. Rank 0 prints and writes the JSON; images/s counts every
+// rank's images and the JSON gains world_size.
 #include "cli.h"
 #include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
+#include "train/comm.h"
+#include "train/dist.h"
 #include "nn/memory.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -117,8 +124,8 @@ static void profile_report(const BenchRow *r, cJSON *j) {
 
 // One configuration on rt's device: the training step of train/step.h (the
 // trainer's), then batch-1 inference. Times read after a device synchronisation.
-static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int k, int B, int S, int steps, int profile,
-                      BenchRow *r) {
+static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse, int E, int k, int B, int S, int steps,
+                      int profile, BenchRow *r) {
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
     ParamTable pt;
@@ -147,6 +154,8 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
     CamoLossWeights w = camo_loss_default_weights();
     TrainStep ts;
     train_step_init(&ts, rt, m, &pt, &opt, NULL, &w);
+    ts.comm = comm;
+    const int world = comm ? comm->world : 1;
     double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
     double macs = 0;
     int64_t sync0 = 0;
@@ -160,7 +169,10 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
         train_step_accumulate(&ts, &x, &mask, 0, &o);
         rt->ctx.op.macs = NULL;
         StepResult sr;
-        train_step_finish(&ts, 1e-4, 0.5, &sr);
+        if (train_step_finish(&ts, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
+            fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+            exit(1);
+        }
         runtime_sync(rt);
         if (it > 1) t[it - 2] = cx_time_s() - t0;
         r->loss = sr.loss.total;
@@ -175,12 +187,15 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
             CamoXpertOutputs o;
             train_step_accumulate(&ts, &x, &mask, 0, &o);
             StepResult sr;
-            train_step_finish(&ts, 1e-4, 0.5, &sr);
+            if (train_step_finish(&ts, 1e-4, 0.5, &sr)) {
+                fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+                exit(1);
+            }
         }
         rt->ctx.op.prof = NULL;
     }
     r->train_ms = median(t, steps) * 1e3;
-    r->images_per_s = B / (r->train_ms * 1e-3);
+    r->images_per_s = (double)B * world / (r->train_ms * 1e-3);
     r->gflop_img = 2 * macs / steps / B * 1e-9;
     r->gflops = 3 * r->gflop_img * B / (r->train_ms * 1e-3);
     size_t train_peak = rt->act.peak + rt->scratch.peak;
@@ -216,7 +231,7 @@ static void bench_one(Runtime *rt, const char *backbone, int sparse, int E, int 
 
 int cmd_bench(int argc, char **argv) {
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
-    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0;
+    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0, gpus = 0;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
@@ -232,6 +247,9 @@ int cmd_bench(int argc, char **argv) {
         { "profile", OPT_FLAG, &profile, "also time every op of a few training steps, each between two device "
           "synchronisations, and print the step's time per kernel class (convolution, depthwise, GEMM, norm, ...)",
           NULL, NULL, 0 },
+        { "gpus", OPT_INT, &gpus, "data parallel on N GPUs of this machine (N ranks, rank i on GPU i, --batch-size "
+          "each; gradients all-reduced as in training); under torchrun/Slurm/Open MPI each process is one rank", "N",
+          NULL, 0 },
         { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
@@ -239,6 +257,39 @@ int cmd_bench(int argc, char **argv) {
                        "[--mode dense|sparse|both] [--json FILE]");
     if (st) return st == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --batch-size or --img-size");
+    DistEnv de;
+    if (dist_env_read(&de)) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+        return 2;
+    }
+    const int launched = getenv("CAMOXPERT_LAUNCHED") != NULL;
+    if (gpus < 0 || gpus > 1024) {
+        fprintf(stderr, "error: camoxpert bench: --gpus %d: must be from 1 to 1024\n", gpus);
+        return 2;
+    }
+    if (gpus > 1 && !launched) {
+        if (de.world > 1) {
+            fprintf(stderr, "error: camoxpert bench: --gpus %d inside a %s launch (%d ranks already); drop --gpus\n", gpus,
+                    de.source, de.world);
+            return 2;
+        }
+        char why[160] = "";
+        const int have = ops_cuda_device_count(why, sizeof why);
+        if (have < gpus) {
+            fprintf(stderr, "error: camoxpert bench: --gpus %d but this machine has %d usable GPU%s%s%s; lower --gpus\n",
+                    gpus, have, have == 1 ? "" : "s", why[0] ? ": " : "", why);
+            return 2;
+        }
+        return launch_ranks("bench", gpus, 0, argc, argv);
+    }
+    // One rank of several: its own GPU (LOCAL_RANK, or the one CUDA_VISIBLE_DEVICES leaves it).
+    char mine[32];
+    if (de.world > 1 && (!strcmp(device, "cuda") || !strcmp(device, "auto") || gpus > 1)) {
+        const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+        snprintf(mine, sizeof mine, "cuda:%d", vis && *vis && !strchr(vis, ',') ? 0 : de.local_rank);
+        device = mine;
+    }
+    if (de.rank != 0 && !freopen("/dev/null", "w", stdout)) return 1;   // rank 0 prints; the others report errors
     if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
     if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k)) {
@@ -265,6 +316,17 @@ int cmd_bench(int argc, char **argv) {
     if (runtime_init(&rt, device, precision, 1, 1)) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
+    }
+    DistStore store = { .rank = 0, .world = 1 };
+    Comm comm = { 0 };
+    if (de.world > 1) {
+        if (dist_store_open(&store, &de, 120) || comm_open(&comm, &store, &rt.ctx.op, rt.device, rt.gpu)) {
+            fprintf(stderr, "error: camoxpert bench: rank %d: %s\n", de.rank, cx_errmsg());
+            runtime_free(&rt);
+            return 1;
+        }
+        printf("data parallel: %d ranks (%s), %s communicator; images/s counts every rank's\n", de.world,
+               launched ? "camoxpert bench --gpus" : de.source, comm.ops->name);
     }
     printf("device: %s\n", rt.desc);
     // Know the memory before the work: the larger model's training step (one model is built
@@ -310,7 +372,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON *arr = cJSON_CreateArray();
     for (int i = 0; i < nm; i++) {
         BenchRow r;
-        bench_one(&rt, backbone, modes[i], E, k, B, S, steps, profile, &r);
+        bench_one(&rt, de.world > 1 ? &comm : NULL, backbone, modes[i], E, k, B, S, steps, profile, &r);
         char name[64];
         if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
         else snprintf(name, sizeof name, "dense");
@@ -324,6 +386,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "num_experts", r.sparse ? E : 4);
         cJSON_AddNumberToObject(j, "top_k", r.sparse ? k : 4);
         cJSON_AddNumberToObject(j, "batch", B);
+        cJSON_AddNumberToObject(j, "world_size", de.world);
         cJSON_AddNumberToObject(j, "img_size", S);
         cJSON_AddNumberToObject(j, "threads", cx_threads_get());
         cJSON_AddStringToObject(j, "device", rt.desc);
@@ -347,7 +410,7 @@ int cmd_bench(int argc, char **argv) {
            "forward; peak MB = parameters + gradients + AdamW moments + activation/scratch arenas; syncs = host<->device "
            "copies per training step)\n");
     int rc = 0;
-    if (json) {
+    if (json && de.rank == 0) {
         char *s = cJSON_Print(arr);
         AtomicFile af;
         cx_status cs = atomic_begin(&af, json);
@@ -360,6 +423,10 @@ int cmd_bench(int argc, char **argv) {
         cJSON_free(s);
     }
     cJSON_Delete(arr);
+    if (de.world > 1) {
+        comm_close(&comm);
+        dist_store_close(&store);
+    }
     runtime_free(&rt);
     return rc;
 }

@@ -6,7 +6,8 @@
 
 #define COMM_CHUNK (1 << 20)   // elements per exchange of the host backend (8 MiB of float64)
 
-static comm_backend_open_fn gpu_backend;   // the NCCL glue's constructor, when registered
+static cx_status nccl_open(Comm *c);
+static comm_backend_open_fn gpu_backend = nccl_open;   // NCCL unless replaced (tests) or CAMOXPERT_COMM=host
 
 void comm_backend_set(cx_device dev, comm_backend_open_fn open) {
     if (dev == DEV_CUDA) gpu_backend = open;
@@ -71,16 +72,60 @@ static void host_close(Comm *c) { (void)c; }
 
 static const CommOps host_ops = { "host", host_allreduce_sum, host_broadcast, host_close };
 
+// ---- the NCCL backend (GPU tensors; ops.h ops_nccl_*) ----------------------------------
+// Every step's decisions about it are collective: rank 0 makes the NCCL id and says
+// whether it could; every rank says whether its NCCL started. One rank's failure (no
+// libnccl.so.2, a GPU NCCL cannot use) is then every rank's error, not a hang.
+#define NCCL_TIMEOUT_S 60.0   // an all-reduce the other ranks do not join within this stops training
+
+static cx_status nccl_allreduce_sum(Comm *c, Tensor *buf) {
+    if (buf->dtype != DT_F32 || !c->impl) return host_allreduce_sum(c, buf);
+    return ops_nccl_allreduce_sum(c->op, &c->impl, buf, NCCL_TIMEOUT_S);
+}
+
+static void nccl_close(Comm *c) {
+    ops_nccl_close(c->impl);
+    c->impl = NULL;
+}
+
+// Broadcasts (BatchNorm buffers before validation, a few per epoch) take the host path.
+static const CommOps nccl_ops = { "nccl", nccl_allreduce_sum, host_broadcast, nccl_close };
+
+static cx_status nccl_open(Comm *c) {
+    unsigned char id[128] = { 0 };
+    char why[512] = "";
+    int bad = 0, any = 0;
+    if (c->rank == 0 && ops_nccl_unique_id(id)) {
+        snprintf(why, sizeof why, "%s", cx_errmsg());
+        bad = 1;
+    }
+    CX_TRY(dist_any(c->store, bad, &any));
+    if (any) return bad ? CX_FAIL(CX_ELIB, "%s", why) : CX_FAIL(CX_ELIB, "rank 0 could not start NCCL (its message says why)");
+    CX_TRY(dist_broadcast(c->store, id, sizeof id));
+    if (ops_nccl_open(c->op, &c->impl, id, c->rank, c->world)) {
+        snprintf(why, sizeof why, "%s", cx_errmsg());
+        bad = 1;
+    }
+    CX_TRY(dist_any(c->store, bad, &any));
+    if (any) {
+        if (c->impl) ops_nccl_close(c->impl), c->impl = NULL;
+        return bad ? CX_FAIL(CX_ELIB, "%s", why) : CX_FAIL(CX_ELIB, "another rank's NCCL did not start (its message says why)");
+    }
+    c->ops = &nccl_ops;
+    return CX_OK;
+}
+
 // ---- the interface --------------------------------------------------------------------
 cx_status comm_open(Comm *c, DistStore *store, OpCtx *op, cx_device dev, int gpu) {
     memset(c, 0, sizeof *c);
     c->rank = store->rank, c->world = store->world, c->device = dev, c->gpu = gpu, c->store = store, c->op = op;
     c->ops = &host_ops;
     if (dev != DEV_CUDA || c->world == 1) return CX_OK;
-    if (!gpu_backend) {
+    const char *want = getenv("CAMOXPERT_COMM");
+    if (!gpu_backend || (want && !strcmp(want, "host"))) {
         if (c->rank == 0)
-            log_warn("data parallel on GPUs without a GPU communicator: gradients go through the host over TCP (correct "
-                     "but slow; see docs/MULTIGPU.md)");
+            log_warn("data parallel on GPUs through the host communicator (CAMOXPERT_COMM=host): gradients go through "
+                     "the host over TCP, correct but slow (docs/MULTIGPU.md)");
         return CX_OK;
     }
     cx_status st = gpu_backend(c);

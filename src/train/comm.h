@@ -5,8 +5,10 @@
 //         ranks' values in rank order in float64, so every rank gets the same bits
 //         on every run. A GPU tensor is downloaded and uploaded around it: correct,
 //         slow — the fallback when no GPU backend is registered.
-//   NCCL  (GPU tensors) registered by the CUDA plug-in through comm_backend_set; see
-//         docs/GPU.md. This file holds no CUDA.
+//   NCCL  (GPU tensors, float32; the default on GPUs): ops.h ops_nccl_*, through the
+//         CUDA plug-in; one all-reduce of the whole gradient buffer after the backward,
+//         waited for with a 60 s deadline. CAMOXPERT_COMM=host selects the host path
+//         instead (diagnosis). This file holds no CUDA.
 // A host tensor always takes the host path, whatever backend is open, so small
 // host-side values (a balance-loss sum) need no device round trip.
 // With world == 1 every call returns at once and changes nothing.
@@ -50,9 +52,8 @@ struct Comm {
 // Called on every rank together; an error on one rank must reach the others (they
 // time out on the store otherwise, with a message naming the rank).
 typedef cx_status (*comm_backend_open_fn)(Comm *c);
-// ---- NCCL backend: its constructor is registered here (once, before comm_open), or
-// called from comm_open directly for DEV_CUDA — TODO(nccl): a constructor over
-// ops_nccl_* (ops.h), see docs/GPU.md. NULL unregisters.
+// The GPU backend's constructor: NCCL's by default; another one (tests), or NULL for the
+// host path.
 void comm_backend_set(cx_device dev, comm_backend_open_fn open);
 
 // Opens the communicator of the ranks joined in store for tensors on dev (gpu: the

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,6 +95,16 @@ cx_status dist_env_read(DistEnv *e) {
     CX_TRY(env_int("MASTER_PORT", 1, &port, &set));
     if (set && port > 65535) return CX_FAIL(CX_EARG, "environment: MASTER_PORT=%d is not a TCP port (1-65535)", port);
     e->master_port = set ? port : 29500;
+    // torchrun's agent holds a TCPStore of its own on MASTER_PORT and tells its workers
+    // so (TORCHELASTIC_USE_AGENT_STORE=True): the ranks' rendezvous then takes the next
+    // port on the same host.
+    const char *agent = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    if (agent && !strcasecmp(agent, "true")) {
+        if (e->master_port == 65535)
+            return CX_FAIL(CX_EARG, "environment: torchrun holds MASTER_PORT=65535 and camoxpert's rendezvous needs the "
+                           "next port; choose a lower --master_port");
+        e->master_port++;
+    }
     return CX_OK;
 }
 

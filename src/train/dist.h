@@ -31,7 +31,9 @@ typedef struct {
 // SLURM_NODEID; none of them: one process. MASTER_ADDR and MASTER_PORT name the
 // rendezvous (Slurm: the first host of SLURM_JOB_NODELIST when MASTER_ADDR is
 // unset; a run on one machine: 127.0.0.1; default port 29500). A malformed or
-// inconsistent value is an error naming the variable and the fix.
+// inconsistent value is an error naming the variable and the fix. Under torchrun,
+// whose agent keeps its own store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE=True),
+// the rendezvous is MASTER_PORT + 1.
 cx_status dist_env_read(DistEnv *e);
 
 typedef struct {
