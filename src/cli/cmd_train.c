@@ -188,8 +188,9 @@ int cmd_train(int argc, char **argv) {
           "of 12 validation images) after every epoch and at the end", NULL, NULL, 0 },
         { "gpus", OPT_INT, &gpus, "data parallel on N GPUs of this machine: starts and supervises N ranks (rank i on GPU i; "
           "--batch-size is per GPU). Under torchrun/Slurm/Open MPI leave it out: each process is a rank", "N", NULL, 0 },
-        { "procs", OPT_INT, &procs, "the same with N processes on --device (on the CPU: cores/N threads each unless "
-          "--threads or OMP_NUM_THREADS; for testing the multi-GPU path without GPUs)", "N", NULL, 0 },
+        { "procs", OPT_INT, &procs, "the same with N processes on the CPU (cores/N threads each unless --threads or "
+          "OMP_NUM_THREADS; --device cuda puts rank i on GPU i; for testing the multi-GPU path without GPUs)", "N",
+          NULL, 0 },
         { "master-port", OPT_INT, &master_port, "--gpus/--procs: the rendezvous port on 127.0.0.1 (0: a free one)", "PORT",
           NULL, 0 },
         { "use-ddp", OPT_FLAG, &use_ddp, "the reference's DDP switch, accepted: the ranks come from the launcher "
@@ -231,6 +232,8 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (gpus) c.device = "cuda";
+    // --procs: CPU ranks unless --device says otherwise (auto would give rank i GPU i where there are GPUs)
+    if (procs && !cli_seen(opts, n, "device")) c.device = "cpu";
     if (gpus > 1 && !launched) {   // more GPUs than the machine has: said before any rank starts
         char why[160] = "";
         int have = ops_cuda_device_count(why, sizeof why);

@@ -133,8 +133,27 @@ int launch_ranks(const char *what, int nprocs, int port, int argc, char **argv) 
         int ok = WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 130);
         if (!ok && failed < 0) {
             failed = r;
+            // The cause may have ended a moment earlier: a rank killed with SIGKILL makes the
+            // others fail at their next exchange, and one of them may be reaped first. Before
+            // anyone is signalled, collect what ended in the next 0.3 s and blame a rank killed
+            // by a signal over one that merely saw it go.
+            for (double until = now_s() + 0.3; alive > 0 && now_s() < until && !WIFSIGNALED(status[failed]);) {
+                int st2 = 0;
+                pid_t p2 = waitpid(-1, &st2, WNOHANG);
+                if (p2 <= 0) {
+                    struct timespec t = { 0, 20 * 1000 * 1000 };
+                    nanosleep(&t, NULL);
+                    continue;
+                }
+                int q = 0;
+                while (q < nprocs && pid[q] != p2) q++;
+                if (q == nprocs) continue;
+                pid[q] = -1, status[q] = st2, alive--;
+                if (WIFSIGNALED(st2)) failed = q, p = p2;
+            }
+            r = failed;
             char how[128];
-            describe(st, how, sizeof how);
+            describe(status[failed], how, sizeof how);
             if (alive > 0) {
                 fprintf(stderr, "camoxpert %s: rank %d (pid %d) %s; stopping the other %d rank%s\n", what, r, (int)p, how,
                         alive, alive > 1 ? "s" : "");
