@@ -31,6 +31,8 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int test_run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int test_run_bin_args(char **out, int timeout_s, const char *args);
 const char *test_bin_path(void);
+// A TCP port on 127.0.0.1 that nobody listens on (bound once, then released), or 0.
+int test_free_port(void);
 // err = max|a-b| / max(max|b|, floor): the project's relative error rule; NaN
 // (failing every tolerance) when either side holds a non-finite value.
 double test_rel_err(const Tensor *a, const Tensor *b, double floor);

@@ -173,14 +173,6 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
     CHECKF(rc == 2 && strstr(o, "inside a torchrun launch"), "rc %d: %s", rc, o);
 }
 
-static int bench_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in ad = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof ad;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ad, sizeof ad) || getsockname(fd, (struct sockaddr *)&ad, &len)) return 0;
-    close(fd);
-    return ntohs(ad.sin_port);
-}
 
 // bench as two ranks of a torchrun-style launch (host communicator on the CPU): rank 0
 // alone writes the JSON, which says world_size 2, and images/s counts both ranks' images.
@@ -188,7 +180,7 @@ TEST(cli_bench_two_ranks_write_world_size) {
     char js[700], cmd[3000], log[700];
     snprintf(js, sizeof js, "%s/bench2.json", test_tmpdir());
     snprintf(log, sizeof log, "%s/bench2", test_tmpdir());
-    const int port = bench_free_port();
+    const int port = test_free_port();
     REQUIRE(port > 0);
     snprintf(cmd, sizeof cmd,
              "for r in 0 1; do RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=%d "

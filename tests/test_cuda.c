@@ -556,18 +556,10 @@ int test_child_main(int argc, char **argv) {
     return bad ? 98 : 0;
 }
 
-static int nccl_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in ad = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof ad;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ad, sizeof ad) || getsockname(fd, (struct sockaddr *)&ad, &len)) return 0;
-    close(fd);
-    return ntohs(ad.sin_port);
-}
 
 // Starts `world` ranks of test_child_main; fills status[] with their exit codes (-1: killed).
 static void nccl_ranks(int world, const char *mode, int *status) {
-    const int port = nccl_free_port();
+    const int port = test_free_port();
     pid_t kids[8];
     for (int r = 0; r < world; r++) {
         kids[r] = fork();

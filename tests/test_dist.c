@@ -75,15 +75,6 @@ TEST(dist_env_reads_torchrun_openmpi_and_slurm) {
     env_only(NULL);
 }
 
-// A port nobody listens on (bound once, then released).
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t n = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &n)) return 0;
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static DistEnv env_of(int rank, int world, int port) {
     DistEnv e = { .rank = rank, .world = world, .local_rank = rank, .local_world = world, .master_port = port,
@@ -116,7 +107,7 @@ static int rank_work(int rank, int world, int port) {
 }
 
 TEST(dist_rendezvous_broadcast_sum_and_stop_across_processes) {
-    const int world = 3, port = free_port();
+    const int world = 3, port = test_free_port();
     REQUIRE(port > 0);
     pid_t kids[2];
     for (int r = 1; r < world; r++) {
@@ -133,7 +124,7 @@ TEST(dist_rendezvous_broadcast_sum_and_stop_across_processes) {
 }
 
 TEST(dist_a_dead_rank_is_named_and_nothing_hangs) {
-    const int world = 3, port = free_port();
+    const int world = 3, port = test_free_port();
     REQUIRE(port > 0);
     pid_t kids[2];
     for (int r = 1; r < world; r++) {
@@ -165,7 +156,7 @@ TEST(dist_a_dead_rank_is_named_and_nothing_hangs) {
 
 TEST(dist_missing_ranks_and_busy_ports_are_clear_errors) {
     // rank 2 never comes
-    int port = free_port();
+    int port = test_free_port();
     REQUIRE(port > 0);
     pid_t kid = fork();
     if (kid == 0) {
@@ -184,7 +175,7 @@ TEST(dist_missing_ranks_and_busy_ports_are_clear_errors) {
     int ws;
     waitpid(kid, &ws, 0);
     // rank 0 never comes
-    e = env_of(1, 2, free_port());
+    e = env_of(1, 2, test_free_port());
     st = dist_store_open(&s, &e, 0.5);
     CHECKF(st != CX_OK && strstr(cx_errmsg(), "did not answer within"), "%s", cx_errmsg());
     // the port is taken
@@ -255,7 +246,7 @@ static int comm_rank_work(int rank, int world, int port) {
 }
 
 TEST(comm_host_allreduce_is_rank_ordered_and_identical_on_every_rank) {
-    const int world = 3, port = free_port();
+    const int world = 3, port = test_free_port();
     REQUIRE(port > 0);
     pid_t kids[2];
     for (int r = 1; r < world; r++) {
@@ -360,7 +351,7 @@ TEST(valshard_three_ranks_give_the_one_process_scores_bit_for_bit) {
     CHECK(val_reduce(&s1, all, n - 1, n, &want) == CX_EIO && strstr(cx_errmsg(), "10 of the 11 images"));
     REQUIRE_OK(val_reduce(&s1, all, n, n, &want));
     dist_store_close(&s1);
-    const int port = free_port();
+    const int port = test_free_port();
     REQUIRE(port > 0);
     pid_t kids[2];
     for (int r = 1; r < world; r++) {

@@ -4,6 +4,10 @@
 // (", N skipped (why)" when a test could not run here: no GPU, no Chromium);
 // exits 1 if any failed.
 #include "test.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include "core/finite.h"
 #include <stdarg.h>
 #include <string.h>
@@ -101,6 +105,17 @@ int test_run_bin(char **out, const char *fmt, ...) {
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
     return test_run_bin_args(out, 600, args);
+}
+
+int test_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t n = sizeof a;
+    int port = 0;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &n))
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
 }
 
 const char *test_shared_path(const char *rel) {
