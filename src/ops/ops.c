@@ -38,7 +38,7 @@
 #define FAST_add_forward cpu_add_forward
 #define FAST_axpy cpu_axpy
 #define FAST_scale_inplace cpu_scale_inplace
-#define FAST_fill ref_fill_f32
+#define FAST_fill cpu_fill
 #define FAST_copy ref_copy_f32
 #define FAST_mul_forward cpu_mul_forward
 #define FAST_mul_backward cpu_mul_backward

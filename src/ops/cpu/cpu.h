@@ -38,6 +38,7 @@ void cpu_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *
 void cpu_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b);
 void cpu_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x);
 void cpu_scale_inplace(OpCtx *ctx, Tensor *y, double alpha);
+void cpu_fill(OpCtx *ctx, Tensor *y, double v);
 void cpu_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s);
 void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s);
 void cpu_resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w);

@@ -147,6 +147,27 @@ void cpu_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
     EW_LOOP(tensor_numel(x), yp[i] += al * xp[i]);
 }
 
+// Zeros (gradient buffers: about 500 a demo step) by memset, in one slice per thread;
+// the plain loop of the reference ran at 5 GB/s on one thread.
+void cpu_fill(OpCtx *ctx, Tensor *y, double v) {
+    float *p = tensor_f32(y);
+    const int64_t n = tensor_numel(y);
+    if (v == 0) {
+        #pragma omp parallel if (n > 4 * PAR_MIN)
+        {
+            int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+            t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+            const int64_t i0 = n * t / nt, i1 = n * (t + 1) / nt;
+            memset(p + i0, 0, sizeof(float) * (size_t)(i1 - i0));
+        }
+        return;
+    }
+    const float f = (float)v;
+    EW_LOOP(n, p[i] = f);
+}
+
 void cpu_scale_inplace(OpCtx *ctx, Tensor *y, double alpha) {
     float *yp = tensor_f32(y);
     const float al = (float)alpha;
