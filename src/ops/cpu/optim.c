@@ -100,17 +100,30 @@ void cpu_grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSe
 
 void cpu_ema_blend(OpCtx *ctx, Tensor *shadow, const Tensor *x, const EmaSeg *seg, int nseg) {
     CX_ASSERT(shadow->dtype == x->dtype, "ema_blend: dtypes");
+    if (x->dtype == DT_F32) {   // one parallel region, the copy/blend choice outside each loop (vectorised)
+        int64_t total = 0;
+        for (int k = 0; k < nseg; k++) total += seg[k].numel;
+        #pragma omp parallel if (total > PAR_MIN)
+        for (int k = 0; k < nseg; k++) {
+            const int64_t n = seg[k].numel;
+            const double d = seg[k].decay;
+            float *sh = tensor_f32(shadow) + seg[k].offset;
+            const float *p = tensor_f32(x) + seg[k].offset;
+            if (seg[k].copy) {
+                #pragma omp for simd schedule(static) nowait
+                for (int64_t j = 0; j < n; j++) sh[j] = p[j];
+            } else {
+                #pragma omp for simd schedule(static) nowait
+                for (int64_t j = 0; j < n; j++) sh[j] = (float)(d * sh[j] + (1 - d) * p[j]);
+            }
+        }
+        return;
+    }
     for (int k = 0; k < nseg; k++) {
         int64_t n = seg[k].numel, o = seg[k].offset;
         double d = seg[k].decay;
-        if (x->dtype == DT_F32) {
-            float *s = tensor_f32(shadow) + o;
-            const float *p = tensor_f32(x) + o;
-            for (int64_t j = 0; j < n; j++) s[j] = seg[k].copy ? p[j] : (float)(d * s[j] + (1 - d) * p[j]);
-        } else {
-            double *s = tensor_f64(shadow) + o;
-            const double *p = tensor_f64(x) + o;
-            for (int64_t j = 0; j < n; j++) s[j] = seg[k].copy ? p[j] : d * s[j] + (1 - d) * p[j];
-        }
+        double *sh = tensor_f64(shadow) + o;
+        const double *p = tensor_f64(x) + o;
+        for (int64_t j = 0; j < n; j++) sh[j] = seg[k].copy ? p[j] : d * sh[j] + (1 - d) * p[j];
     }
 }
