@@ -162,6 +162,13 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
         CHECKF(rc == 2 && strstr(o, "--gpus 2 but this machine has 0 usable GPUs") && !strstr(o, "launching"), "rc %d: %s",
                rc, o);
     }
+    // --sync-bn: BatchNorm over the global batch (the arithmetic: test_dist.c); not with the sparse model
+    rc = test_run_bin(&o, "train --dataset-path %s --use-sparse-moe --sync-bn", dist_set());
+    CHECKF(rc == 2 && strstr(o, "--sync-bn with --use-sparse-moe is not supported yet"), "rc %d: %s", rc, o);
+    snprintf(ck, sizeof ck, "%s/syncbn", test_tmpdir());
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
+                      "--threads 1 --procs 2 --sync-bn", dist_set(), ck);
+    CHECKF(rc == 0 && strstr(o, "done: 1 epochs"), "rc %d: %s", rc, o);
     rc = test_run_bin(&o, "train --dataset-path %s --procs 0", dist_set());
     CHECKF(rc == 2 && strstr(o, "--procs 0"), "rc %d: %s", rc, o);
     // under a launcher's environment, --procs would start ranks of ranks

@@ -366,3 +366,118 @@ TEST(valshard_three_ranks_give_the_one_process_scores_bit_for_bit) {
         CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
     }
 }
+
+// ---- synchronised BatchNorm (NNCtx.sync_sum) ------------------------------------------------------------
+#include "nn/layers.h"
+#include "nn/runtime.h"
+
+static cx_status store_sum(void *arg, double *v, int n) { return dist_sum((DistStore *)arg, v, n); }
+
+// conv (so the BatchNorm input has a non-zero mean per channel) + BN + ReLU on a batch
+// of 4 in float64; rank r of `world` (0: one process, the whole batch) runs images
+// [r·4/world, (r+1)·4/world). Fills the rank's slice of y and dx, and the whole dγ, dβ
+// (summed over the ranks) and running statistics.
+typedef struct { double y[4 * 3 * 5 * 6], dx[4 * 3 * 5 * 6], dg[6], db[6], rm[6], rv[6]; } SyncBnOut;
+
+static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
+    enum { N = 4, H = 3, W = 5, C = 6 };
+    DistStore st = { .rank = 0, .world = 1 };
+    if (world > 1) {
+        DistEnv e = env_of(rank, world, port);
+        if (dist_store_open(&st, &e, 20)) return 1;
+    }
+    Runtime rt;
+    runtime_init_reference(&rt, DT_F64, 1);
+    ParamTable pt;
+    params_init(&pt);
+    Seq s = { 0 };
+    seq_cbr(&s, &pt, "b", C, C, 3, 1, PG_REST);
+    params_alloc(&pt, DT_F64);
+    Rng rng = rng_init(3);
+    seq_init(&s, &pt, &rng);
+    Tensor gam = params_value(&pt, s.l[1].w), bet = params_value(&pt, s.l[1].b);
+    for (int c = 0; c < C; c++) tensor_set(&gam, c, 0.5 + rng_uniform(&rng)), tensor_set(&bet, c, rng_uniform(&rng) - 0.5);
+    rt.ctx.pt = &pt;
+    if (world > 1 && sync) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st;
+    Arena a;
+    arena_init(&a, "inputs", 1 << 16);
+    Tensor x = tensor_new4(&a, DT_F64, N, H, W, C), dy = tensor_new4(&a, DT_F64, N, H, W, C);
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_set(&x, i, 2 * rng_uniform(&rng) + 0.3 * (i % C));
+    for (int64_t i = 0; i < tensor_numel(&dy); i++) tensor_set(&dy, i, rng_normal(&rng));
+    const int64_t n0 = N * rank / world, nb = N / world, per = H * W * C;
+    Tensor xs = tensor_slice0(&x, n0, nb), dys = tensor_slice0(&dy, n0, nb);
+    Tensor y = seq_forward(&rt.ctx, &s, &xs);
+    Tensor dx = tensor_new4(&a, DT_F64, nb, H, W, C);
+    for (int64_t i = 0; i < tensor_numel(&dx); i++) tensor_set(&dx, i, 0);
+    seq_backward(&rt.ctx, &s, &dys, &dx);
+    for (int64_t i = 0; i < nb * per; i++) o->y[n0 * per + i] = tensor_get(&y, i), o->dx[n0 * per + i] = tensor_get(&dx, i);
+    Tensor dg = params_grad(&pt, s.l[1].w), db = params_grad(&pt, s.l[1].b);
+    Tensor rm = params_value(&pt, s.l[1].rmean), rv = params_value(&pt, s.l[1].rvar);
+    for (int c = 0; c < C; c++)
+        o->dg[c] = tensor_get(&dg, c), o->db[c] = tensor_get(&db, c), o->rm[c] = tensor_get(&rm, c), o->rv[c] = tensor_get(&rv, c);
+    int rc = 0;
+    if (world > 1) {   // the parameter gradients as the step's all-reduce sums them; the slices to rank 0
+        if (dist_sum(&st, o->dg, C) || dist_sum(&st, o->db, C)) rc = 2;
+        void *all = NULL;
+        size_t sz[8];
+        double mine[2 * 2 * H * W * C];
+        memcpy(mine, o->y + n0 * per, sizeof(double) * (size_t)(nb * per));
+        memcpy(mine + nb * per, o->dx + n0 * per, sizeof(double) * (size_t)(nb * per));
+        if (!rc && dist_gather(&st, mine, sizeof(double) * (size_t)(2 * nb * per), &all, sz)) rc = 3;
+        if (!rc && rank == 0) {
+            for (int r = 0; r < world; r++) {
+                const double *p = (const double *)((const char *)all + r * sz[0]);
+                memcpy(o->y + r * nb * per, p, sizeof(double) * (size_t)(nb * per));
+                memcpy(o->dx + r * nb * per, p + nb * per, sizeof(double) * (size_t)(nb * per));
+            }
+        }
+        free(all);
+        dist_store_close(&st);
+    }
+    arena_free(&a);
+    params_free(&pt);
+    runtime_free(&rt);
+    return rc;
+}
+
+// Two ranks of a 2-rank run (sync or not) into *two; returns 0 when both ranks ran.
+static int sync_bn_two(int sync, SyncBnOut *two) {
+    const int port = test_free_port();
+    if (port <= 0) return 1;
+    pid_t kid = fork();
+    if (kid == 0) {
+        SyncBnOut mine;
+        _exit(sync_bn_run(1, 2, port, sync, &mine));
+    }
+    int rc = sync_bn_run(0, 2, port, sync, two), st = 0;
+    waitpid(kid, &st, 0);
+    return rc || !WIFEXITED(st) || WEXITSTATUS(st);
+}
+
+static double sync_bn_diff(const SyncBnOut *a, const SyncBnOut *b) {
+    double worst = 0;
+#define CMP(field, n) for (int i = 0; i < (n); i++) worst = fmax(worst, fabs(a->field[i] - b->field[i]) / fmax(fabs(a->field[i]), 1e-3))
+    CMP(y, 4 * 3 * 5 * 6);
+    CMP(dx, 4 * 3 * 5 * 6);
+    CMP(dg, 6);
+    CMP(db, 6);
+    CMP(rm, 6);
+    CMP(rv, 6);
+#undef CMP
+    return worst;
+}
+
+TEST(dist_sync_batchnorm_over_two_ranks_equals_one_process_on_the_whole_batch) {
+    SyncBnOut one, two, local;
+    memset(&one, 0, sizeof one);
+    memset(&two, 0, sizeof two);
+    memset(&local, 0, sizeof local);
+    REQUIRE(sync_bn_run(0, 1, 0, 0, &one) == 0);
+    REQUIRE(sync_bn_two(1, &two) == 0);
+    REQUIRE(sync_bn_two(0, &local) == 0);
+    // outputs, input gradients, parameter gradients (summed as the step's all-reduce does)
+    // and running statistics, float64
+    const double w = sync_bn_diff(&one, &two), wl = sync_bn_diff(&one, &local);
+    CHECKF(w < 1e-10, "two ranks with synchronised BatchNorm vs one process: worst relative difference %.3g", w);
+    CHECKF(wl > 1e-3, "two ranks with their own statistics should differ from one process: %.3g", wl);
+}

@@ -193,6 +193,8 @@ int cmd_train(int argc, char **argv) {
           NULL, 0 },
         { "master-port", OPT_INT, &master_port, "--gpus/--procs: the rendezvous port on 127.0.0.1 (0: a free one)", "PORT",
           NULL, 0 },
+        { "sync-bn", OPT_FLAG, &c.sync_bn, "data parallel: BatchNorm statistics over the global batch, as "
+          "torch.nn.SyncBatchNorm (without it each rank's own, as the reference's DDP)", NULL, NULL, 0 },
         { "use-ddp", OPT_FLAG, &use_ddp, "the reference's DDP switch, accepted: the ranks come from the launcher "
           "(torchrun, Slurm, Open MPI, --gpus); with one process it changes nothing", NULL, NULL, 0 },
         { "use-cod-specialized", OPT_FLAG, &cod_specialized, "the reference's switch to its COD-specialised models "

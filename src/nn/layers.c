@@ -119,6 +119,108 @@ static ConvArgs conv_args(const Layer *l) {
     return (ConvArgs){ .stride = 1, .pad = l->dil * (l->k - 1) / 2, .dil = l->dil, .groups = 1 };
 }
 
+// ---- synchronised BatchNorm (NNCtx.sync_sum) ---------------------------------------
+// A (C) statistics tensor on ctx's device as doubles, and back.
+static void stat_load(NNCtx *ctx, const Tensor *t, double *v) {
+    Tensor h = nn_to_host(ctx, t);
+    for (int64_t c = 0; c < tensor_numel(t); c++) v[c] = tensor_get(&h, c);
+}
+static void stat_store(NNCtx *ctx, Tensor *t, const double *v) {
+    Tensor h = t->device == DEV_CPU ? *t : tensor_new(ctx->host, t->dtype, t->ndim, t->shape);
+    for (int64_t c = 0; c < tensor_numel(t); c++) tensor_set(&h, c, v[c]);
+    if (t->device != DEV_CPU) tensor_upload(t, &h);
+}
+static Tensor stat_new(NNCtx *ctx, const double *v, int C) {
+    Tensor t = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ C });
+    stat_store(ctx, &t, v);
+    return t;
+}
+
+// Training-mode BatchNorm over the global batch: each rank's mean and variance (the
+// op's training form), their count-weighted sums over the ranks in float64 (one
+// exchange: rows, Σ n·mean, Σ n·(var + mean²)), then the op's evaluation form with the
+// global mean and variance as its statistics. Running statistics as SyncBatchNorm:
+// the global mean and unbiased variance. Several small host round trips per layer: the
+// correct form first (docs/MULTIGPU.md).
+static void bn_sync_forward(NNCtx *ctx, Layer *l, const Tensor *x, Tensor *y, const Tensor *g, const Tensor *b,
+                            Tensor *rm, Tensor *rv) {
+    OpCtx *op = &ctx->op;
+    const int C = l->cout;
+    const double M = (double)(tensor_numel(x) / C);
+    batchnorm_forward(op, y, &l->mean, &l->invstd, x, g, b, NULL, NULL, 1, BN_MOMENTUM, BN_EPS);   // local
+    double *v = cx_malloc(sizeof(double) * (size_t)(6 * C + 1)), *mean = v + 2 * C + 1, *istd = mean + C,
+           *var = istd + C, *run = var + C;
+    stat_load(ctx, &l->mean, mean);
+    stat_load(ctx, &l->invstd, istd);
+    v[0] = M;
+    for (int c = 0; c < C; c++) {
+        double vl = 1 / (istd[c] * istd[c]) - BN_EPS;
+        v[1 + c] = M * mean[c];
+        v[1 + C + c] = M * ((vl > 0 ? vl : 0) + mean[c] * mean[c]);
+    }
+    if (ctx->sync_sum(ctx->sync_arg, v, 2 * C + 1)) {   // a rank gone: local statistics, the step reports it
+        ctx->sync_failed = 1;
+        batchnorm_forward(op, y, &l->mean, &l->invstd, x, g, b, rm, rv, 1, BN_MOMENTUM, BN_EPS);
+        free(v);
+        return;
+    }
+    const double N = v[0];
+    for (int c = 0; c < C; c++) {
+        mean[c] = v[1 + c] / N;
+        var[c] = v[1 + C + c] / N - mean[c] * mean[c];
+        if (var[c] < 0) var[c] = 0;
+    }
+    l->gmean = stat_new(ctx, mean, C);
+    l->gvar = stat_new(ctx, var, C);
+    l->gcount = N;
+    batchnorm_forward(op, y, &l->mean, &l->invstd, x, g, b, &l->gmean, &l->gvar, 0, BN_MOMENTUM, BN_EPS);
+    if (rm->data && rv->data) {
+        stat_load(ctx, rm, run);
+        for (int c = 0; c < C; c++) run[c] = (1 - BN_MOMENTUM) * run[c] + BN_MOMENTUM * mean[c];
+        stat_store(ctx, rm, run);
+        stat_load(ctx, rv, run);
+        for (int c = 0; c < C; c++) run[c] = (1 - BN_MOMENTUM) * run[c] + BN_MOMENTUM * var[c] * (N > 1 ? N / (N - 1) : 1);
+        stat_store(ctx, rv, run);
+    }
+    free(v);
+}
+
+// dx = γ·istd·(dy − Σdy/N − x̂·Σ(dy·x̂)/N) with the sums over the global batch: the
+// op's evaluation-form backward (γ·istd·dy) plus the evaluation-form forward of x with
+// scale −γ·istd·S2/N and shift −γ·istd·S1/N. The parameter gradients take this rank's
+// sums (the step's all-reduce adds the ranks').
+static void bn_sync_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor *x, Tensor *dx, const Tensor *g,
+                             Tensor *dg, Tensor *db) {
+    OpCtx *op = &ctx->op;
+    const int C = l->cout;
+    Tensor s1 = nn_zeros(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ C }), s2 = nn_zeros(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ C });
+    batchnorm_backward(op, NULL, &s2, &s1, dy, x, &l->mean, &l->invstd, g, 1);   // Σ dy·x̂, Σ dy on this rank
+    if (dg->data) axpy(op, dg, 1, &s2);
+    if (db->data) axpy(op, db, 1, &s1);
+    if (!dx) return;
+    double *v = cx_malloc(sizeof(double) * (size_t)(6 * C)), *gam = v + 2 * C, *istd = gam + C, *sc = istd + C,
+           *sh = sc + C;
+    stat_load(ctx, &s1, v);
+    stat_load(ctx, &s2, v + C);
+    if (ctx->sync_failed || ctx->sync_sum(ctx->sync_arg, v, 2 * C)) {   // a rank gone: the local form
+        ctx->sync_failed = 1;
+        batchnorm_backward(op, dx, NULL, NULL, dy, x, &l->mean, &l->invstd, g, 1);
+        free(v);
+        return;
+    }
+    stat_load(ctx, g, gam);
+    stat_load(ctx, &l->invstd, istd);
+    for (int c = 0; c < C; c++) {
+        sc[c] = -gam[c] * istd[c] * v[C + c] / l->gcount;
+        sh[c] = -gam[c] * istd[c] * v[c] / l->gcount;
+    }
+    batchnorm_backward(op, dx, NULL, NULL, dy, x, &l->mean, &l->invstd, g, 0);
+    Tensor tsc = stat_new(ctx, sc, C), tsh = stat_new(ctx, sh, C), t = tensor_like(ctx->act, x);
+    batchnorm_forward(op, &t, NULL, NULL, x, &tsc, &tsh, &l->gmean, &l->gvar, 0, BN_MOMENTUM, BN_EPS);
+    axpy(op, dx, 1, &t);
+    free(v);
+}
+
 static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     OpCtx *op = &ctx->op;
     switch (l->kind) {
@@ -140,7 +242,9 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         l->invstd = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ l->cout });
         Tensor g = nn_param(ctx, l->w), b = nn_param(ctx, l->b);
         Tensor rm = nn_param(ctx, l->rmean), rv = nn_param(ctx, l->rvar);
-        batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
+        l->gcount = 0;
+        if (ctx->training && ctx->sync_sum && !ctx->sync_failed) bn_sync_forward(ctx, l, x, &y, &g, &b, &rm, &rv);
+        else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         if (ctx->training) params_counter_add(ctx->pt, l->nbt, 1);   // on the host: no device access
         return y;
     }
@@ -178,7 +282,8 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
     }
     case LAYER_BN: {
         Tensor g = nn_param(ctx, l->w), dg = nn_grad(ctx, l->w), db = nn_grad(ctx, l->b);
-        batchnorm_backward(op, dx, &dg, &db, dy, x, &l->mean, &l->invstd, &g, ctx->training);
+        if (ctx->training && l->gcount > 0) bn_sync_backward(ctx, l, dy, x, dx, &g, &dg, &db);
+        else batchnorm_backward(op, dx, &dg, &db, dy, x, &l->mean, &l->invstd, &g, ctx->training);
         return;
     }
     case LAYER_RELU: if (dx) relu_backward(op, dx, dy, &l->out); return;

@@ -28,6 +28,8 @@ typedef struct {
     int inplace;             // activation computed in place over the previous layer's output
     Tensor out;              // saved output (N,H,W,K); pool: (N,1,1,C)
     Tensor mean, invstd;     // BN: statistics used (K)
+    Tensor gmean, gvar;      // BN under ctx->sync_sum: the global batch's mean and biased variance (K)
+    double gcount;           // ... and its number of rows (N·H·W over the ranks); 0: not synchronised
 } Layer;
 
 typedef struct {

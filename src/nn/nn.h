@@ -19,6 +19,15 @@ typedef struct NNCtx {
     Arena *host;     // host tensors made inside a step (routing decisions); reset with act
     cx_dtype dtype;  // activation dtype: F32 (CPU), F64 (reference kernels), F32 or BF16 (GPU)
     int training;    // 1: BatchNorm uses batch statistics and updates running ones
+    // Synchronised BatchNorm (data parallel, train --sync-bn): non-NULL sums v[0..n) over
+    // the ranks in place, on the host, the same bits on every rank. In training mode
+    // every BatchNorm then normalises by the statistics of the global batch and its
+    // input gradient uses the global sums, as torch.nn.SyncBatchNorm. A failed exchange
+    // (a rank gone) sets sync_failed; the layers then use local statistics and the
+    // step's own all-reduce reports the fault.
+    cx_status (*sync_sum)(void *arg, double *v, int n);
+    void *sync_arg;
+    int sync_failed;
 } NNCtx;
 
 // Statistics, routing and losses stay in float32 under bf16 activations (F64 in a float64 run).

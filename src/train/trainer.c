@@ -95,6 +95,11 @@ cx_status train_config_check(const TrainConfig *c) {
         return CX_FAIL(CX_EARG, "--dataset-path is required (a COD10K-v3, packaged, CAMO or Imgs/GT folder; "
                        "`camoxpert synth --out DIR` makes one)");
     CX_TRY(camoxpert_check_img_size(c->img_size, "--img-size"));
+    if (c->sync_bn && c->sparse)
+        return CX_FAIL(CX_EARG, "--sync-bn with --use-sparse-moe is not supported yet: an expert runs only on the images routed "
+                       "to it, so a rank whose batch sends it none would skip its BatchNorm exchanges and the ranks "
+                       "would no longer pair up; use --sync-bn with the dense model, or leave it out (per-rank "
+                       "statistics, as the reference's DDP)");
     CHECK_IRANGE(c->batch_size, 1, 65536, "--batch-size", "");
     CHECK_IRANGE(c->stage2_batch_size, 0, 65536, "--stage2-batch-size", " (0: --batch-size)");
     CHECK_IRANGE(c->epochs, 1, 1000000, "--epochs", "");
@@ -948,6 +953,8 @@ static void trainer_free(Trainer *T) {
 // Who this process is (train/dist.h: torchrun, Slurm, Open MPI, `train --gpus`, or one
 // process), its device (rank i on GPU LOCAL_RANK), the rendezvous (a port in use or a
 // missing rank is a clear error before any work) and the communicator.
+static cx_status sync_sum_store(void *arg, double *v, int n) { return dist_sum((DistStore *)arg, v, n); }
+
 static cx_status dist_start(Trainer *T) {
     const TrainConfig *c = T->c;
     CX_TRY(dist_env_read(&T->de));
@@ -979,6 +986,12 @@ static cx_status dist_start(Trainer *T) {
         runtime_free(&T->rt);   // auto found a GPU: this rank's is LOCAL_RANK's
         snprintf(mine, sizeof mine, "cuda:%d", gpu_of_rank);
         CX_TRY(runtime_init(&T->rt, mine, c->precision, 1, 1));
+    }
+    if (c->sync_bn && T->world > 1) {   // BatchNorm over the global batch: its sums through the rendezvous
+        T->rt.ctx.sync_sum = sync_sum_store;
+        T->rt.ctx.sync_arg = &T->store;
+    } else if (c->sync_bn) {
+        say("note: --sync-bn with one process: BatchNorm sees the whole batch anyway\n");
     }
     return comm_open(&T->comm, &T->store, &T->rt.ctx.op, T->rt.device, T->rt.gpu);
 }

@@ -69,6 +69,7 @@ typedef struct {
     int val_every;                 // validate every N epochs (and after the last)
     double grad_clip;              // max gradient norm (0: no clipping)
     int64_t max_steps;             // > 0: stop like Ctrl-C after this many optimizer steps in total
+    int sync_bn;                   // data parallel: BatchNorm statistics over the global batch (SyncBatchNorm)
     int quiet;                     // 1: print nothing (the JSON log is still written)
     int progress;                  // 1: progress bar (terminal), 0: plain lines, -1: decide by isatty(stdout)
     const char *options_json;      // the run's options, stored in the checkpoints' metadata (may be NULL)
