@@ -26,7 +26,8 @@ static const char *dist_set(void) {
     return d;
 }
 
-#define DIST_MODEL "--backbone edgenext_xx_small --img-size 32 --batch-size 2 --progress 0 --num-workers 1 --val-fraction 0.25"
+#define DIST_MODEL_ANY_BATCH "--backbone edgenext_xx_small --img-size 32 --progress 0 --num-workers 1 --val-fraction 0.25"
+#define DIST_MODEL DIST_MODEL_ANY_BATCH " --batch-size 2"
 
 // The "step" records' loss and grad_norm of DIR/train_log.jsonl, and the validated image counts.
 typedef struct { double loss[16], norm[16]; int n; int val_images[4], n_val; int world; } LogSteps;
@@ -165,10 +166,32 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
     // --sync-bn: BatchNorm over the global batch (the arithmetic: test_dist.c); not with the sparse model
     rc = test_run_bin(&o, "train --dataset-path %s --use-sparse-moe --sync-bn", dist_set());
     CHECKF(rc == 2 && strstr(o, "--sync-bn with --use-sparse-moe is not supported yet"), "rc %d: %s", rc, o);
-    snprintf(ck, sizeof ck, "%s/syncbn", test_tmpdir());
+    // 2 ranks at batch 2 with --sync-bn against one process at batch 4 (the same 4 images):
+    // the first step (the same weights) gives the same loss and gradient norm; without
+    // --sync-bn each rank normalises by its own 2 images (and the test can tell)
+    char one[700], two[700], loc[700];
+    snprintf(one, sizeof one, "%s/sb_one", test_tmpdir());
+    snprintf(two, sizeof two, "%s/sb_two", test_tmpdir());
+    snprintf(loc, sizeof loc, "%s/sb_local", test_tmpdir());
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL_ANY_BATCH " --batch-size 4 --epochs 1 "
+                      "--stage1-epochs 1 --threads 1", dist_set(), one);
+    REQUIRE(rc == 0);
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
-                      "--threads 1 --procs 2 --sync-bn", dist_set(), ck);
+                      "--threads 1 --procs 2 --sync-bn", dist_set(), two);
     CHECKF(rc == 0 && strstr(o, "done: 1 epochs"), "rc %d: %s", rc, o);
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
+                      "--threads 1 --procs 2", dist_set(), loc);
+    REQUIRE(rc == 0);
+    LogSteps L1, L2, L3;
+    read_log(one, &L1);
+    read_log(two, &L2);
+    read_log(loc, &L3);
+    REQUIRE(L1.n >= 1 && L2.n >= 1 && L3.n >= 1);
+    CHECKF(fabs(L1.loss[0] - L2.loss[0]) <= 1e-6 * L1.loss[0] && fabs(L1.norm[0] - L2.norm[0]) <= 1e-4 * L1.norm[0],
+           "--sync-bn first step: loss %.9g vs %.9g, gradient norm %.9g vs %.9g", L2.loss[0], L1.loss[0], L2.norm[0],
+           L1.norm[0]);
+    CHECKF(fabs(L1.loss[0] - L3.loss[0]) > 1e-5 * L1.loss[0], "without --sync-bn: loss %.9g vs %.9g", L3.loss[0],
+           L1.loss[0]);
     rc = test_run_bin(&o, "train --dataset-path %s --procs 0", dist_set());
     CHECKF(rc == 2 && strstr(o, "--procs 0"), "rc %d: %s", rc, o);
     // under a launcher's environment, --procs would start ranks of ranks

@@ -398,7 +398,7 @@ static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
     Tensor gam = params_value(&pt, s.l[1].w), bet = params_value(&pt, s.l[1].b);
     for (int c = 0; c < C; c++) tensor_set(&gam, c, 0.5 + rng_uniform(&rng)), tensor_set(&bet, c, rng_uniform(&rng) - 0.5);
     rt.ctx.pt = &pt;
-    if (world > 1 && sync) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st;
+    if (world > 1 && sync) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st, rt.ctx.sync_rank = rank, rt.ctx.sync_world = world;
     Arena a;
     arena_init(&a, "inputs", 1 << 16);
     Tensor x = tensor_new4(&a, DT_F64, N, H, W, C), dy = tensor_new4(&a, DT_F64, N, H, W, C);

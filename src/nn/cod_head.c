@@ -86,6 +86,56 @@ static Tensor resized(NNCtx *ctx, const Tensor *x, int64_t H, int64_t W) {
     return y;
 }
 
+// ---- the batch maximum over the ranks (synchronised BatchNorm's companion) ---------
+// Forward: each rank's maximum to all (a vector with one slot per rank, summed), the
+// largest taken, and this rank's map rescaled to it. Backward: maxnorm_backward gave
+// the rank's own share of the maximum's gradient (its Σ dy·x over its elements equal to
+// the maximum); that share is replaced by the global one, −Σ_global dy·x / den² spread
+// over the maxima of every rank.
+static void sync_batch_max(NNCtx *ctx, CodHead *h) {
+    double ml, *v = cx_calloc((size_t)ctx->sync_world, sizeof *v);
+    nn_stat_load(ctx, &h->u_max, &ml);
+    v[ctx->sync_rank] = ml;
+    if (ctx->sync_sum(ctx->sync_arg, v, ctx->sync_world)) {
+        ctx->sync_failed = 1;
+        free(v);
+        return;
+    }
+    double mg = v[0];
+    for (int r = 1; r < ctx->sync_world; r++) mg = fmax(mg, v[r]);
+    free(v);
+    h->max_synced = 1;
+    if (mg == ml) return;
+    scale_inplace(&ctx->op, &h->u, (ml + UNC_NORM_EPS) / (mg + UNC_NORM_EPS));
+    nn_stat_store(ctx, &h->u_max, &mg);
+}
+
+static void sync_batch_max_backward(NNCtx *ctx, CodHead *h, Tensor *duc, const Tensor *du) {
+    OpCtx *op = &ctx->op;
+    const Tensor *x = &h->out.uncertainty;
+    const int64_t n = tensor_numel(x);
+    double M;
+    nn_stat_load(ctx, &h->u_max, &M);
+    Tensor ones = tensor_like(ctx->act, x), mask = nn_zeros_like(ctx, x), prod = tensor_like(ctx->act, x);
+    fill(op, &ones, 1.0);
+    clamp_backward(op, &mask, &ones, x, M, M);   // 1 where x == M
+    mul_forward(op, &prod, du, x);
+    Tensor s = nn_zeros(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ 1 }), c = nn_zeros(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ 1 });
+    Tensor prod2 = tensor_reshape(&prod, 2, (int64_t[]){ n, 1 }), mask2 = tensor_reshape(&mask, 2, (int64_t[]){ n, 1 });
+    rows_sum(op, &s, &prod2);
+    rows_sum(op, &c, &mask2);
+    double v[2];
+    nn_stat_load(ctx, &s, v);
+    nn_stat_load(ctx, &c, v + 1);
+    const double sl = v[0], cl = v[1], den = M + UNC_NORM_EPS;
+    if (ctx->sync_sum(ctx->sync_arg, v, 2)) {
+        ctx->sync_failed = 1;
+        return;
+    }
+    const double k = (v[1] > 0 ? -v[0] / (den * den) / v[1] : 0) - (cl > 0 ? -sl / (den * den) / cl : 0);
+    axpy(op, duc, k, &mask);
+}
+
 void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int64_t W, CodOutputs *out) {
     OpCtx *op = &ctx->op;
     int64_t N = T_N(&e[0]);
@@ -130,6 +180,8 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     h->u = tensor_like(ctx->act, &out->uncertainty);
     h->u_max = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ 1 });
     maxnorm_forward(op, &h->u, &h->u_max, &out->uncertainty, UNC_NORM_EPS);
+    h->max_synced = 0;
+    if (ctx->training && ctx->sync_sum && !ctx->sync_failed) sync_batch_max(ctx, h);
     h->onepu = tensor_like(ctx->act, &h->u);
     fill(op, &h->onepu, 1.0);
     axpy(op, &h->onepu, 1.0, &h->u);
@@ -186,6 +238,7 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
     Tensor duc = nn_zeros_like(ctx, &o->uncertainty);
     maxnorm_backward(op, &duc, &du, &o->uncertainty, &h->u_max, UNC_NORM_EPS);
+    if (h->max_synced) sync_batch_max_backward(ctx, h, &duc, &du);
     if (has(&d->uncertainty)) axpy(op, &duc, 1.0, &d->uncertainty);
     Tensor dur = nn_zeros_like(ctx, &h->u_raw), dipr = nn_zeros_like(ctx, &h->ip_raw);
     clamp_backward(op, &dur, &duc, &h->u_raw, UNC_LO, UNC_HI);

@@ -42,6 +42,7 @@ typedef struct {
     Tensor u;                    // (N,H,W,1) uncertainty / (max + 1e-8)
     Tensor onepu;                // (N,H,W,1) 1 + u
     Tensor u_max;                // (1) the batch maximum of the uncertainty (statistics dtype)
+    int max_synced;              // 1: u_max is the global batch's (NNCtx.sync_sum)
     Tensor ir_b[2];              // refinement block outputs (N,H,W,64)
     Tensor deep_raw[3];
     CodOutputs out;

@@ -120,19 +120,18 @@ static ConvArgs conv_args(const Layer *l) {
 }
 
 // ---- synchronised BatchNorm (NNCtx.sync_sum) ---------------------------------------
-// A (C) statistics tensor on ctx's device as doubles, and back.
-static void stat_load(NNCtx *ctx, const Tensor *t, double *v) {
+void nn_stat_load(NNCtx *ctx, const Tensor *t, double *v) {
     Tensor h = nn_to_host(ctx, t);
     for (int64_t c = 0; c < tensor_numel(t); c++) v[c] = tensor_get(&h, c);
 }
-static void stat_store(NNCtx *ctx, Tensor *t, const double *v) {
+void nn_stat_store(NNCtx *ctx, Tensor *t, const double *v) {
     Tensor h = t->device == DEV_CPU ? *t : tensor_new(ctx->host, t->dtype, t->ndim, t->shape);
     for (int64_t c = 0; c < tensor_numel(t); c++) tensor_set(&h, c, v[c]);
     if (t->device != DEV_CPU) tensor_upload(t, &h);
 }
 static Tensor stat_new(NNCtx *ctx, const double *v, int C) {
     Tensor t = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ C });
-    stat_store(ctx, &t, v);
+    nn_stat_store(ctx, &t, v);
     return t;
 }
 
@@ -150,8 +149,8 @@ static void bn_sync_forward(NNCtx *ctx, Layer *l, const Tensor *x, Tensor *y, co
     batchnorm_forward(op, y, &l->mean, &l->invstd, x, g, b, NULL, NULL, 1, BN_MOMENTUM, BN_EPS);   // local
     double *v = cx_malloc(sizeof(double) * (size_t)(6 * C + 1)), *mean = v + 2 * C + 1, *istd = mean + C,
            *var = istd + C, *run = var + C;
-    stat_load(ctx, &l->mean, mean);
-    stat_load(ctx, &l->invstd, istd);
+    nn_stat_load(ctx, &l->mean, mean);
+    nn_stat_load(ctx, &l->invstd, istd);
     v[0] = M;
     for (int c = 0; c < C; c++) {
         double vl = 1 / (istd[c] * istd[c]) - BN_EPS;
@@ -175,12 +174,12 @@ static void bn_sync_forward(NNCtx *ctx, Layer *l, const Tensor *x, Tensor *y, co
     l->gcount = N;
     batchnorm_forward(op, y, &l->mean, &l->invstd, x, g, b, &l->gmean, &l->gvar, 0, BN_MOMENTUM, BN_EPS);
     if (rm->data && rv->data) {
-        stat_load(ctx, rm, run);
+        nn_stat_load(ctx, rm, run);
         for (int c = 0; c < C; c++) run[c] = (1 - BN_MOMENTUM) * run[c] + BN_MOMENTUM * mean[c];
-        stat_store(ctx, rm, run);
-        stat_load(ctx, rv, run);
+        nn_stat_store(ctx, rm, run);
+        nn_stat_load(ctx, rv, run);
         for (int c = 0; c < C; c++) run[c] = (1 - BN_MOMENTUM) * run[c] + BN_MOMENTUM * var[c] * (N > 1 ? N / (N - 1) : 1);
-        stat_store(ctx, rv, run);
+        nn_stat_store(ctx, rv, run);
     }
     free(v);
 }
@@ -200,16 +199,16 @@ static void bn_sync_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tenso
     if (!dx) return;
     double *v = cx_malloc(sizeof(double) * (size_t)(6 * C)), *gam = v + 2 * C, *istd = gam + C, *sc = istd + C,
            *sh = sc + C;
-    stat_load(ctx, &s1, v);
-    stat_load(ctx, &s2, v + C);
+    nn_stat_load(ctx, &s1, v);
+    nn_stat_load(ctx, &s2, v + C);
     if (ctx->sync_failed || ctx->sync_sum(ctx->sync_arg, v, 2 * C)) {   // a rank gone: the local form
         ctx->sync_failed = 1;
         batchnorm_backward(op, dx, NULL, NULL, dy, x, &l->mean, &l->invstd, g, 1);
         free(v);
         return;
     }
-    stat_load(ctx, g, gam);
-    stat_load(ctx, &l->invstd, istd);
+    nn_stat_load(ctx, g, gam);
+    nn_stat_load(ctx, &l->invstd, istd);
     for (int c = 0; c < C; c++) {
         sc[c] = -gam[c] * istd[c] * v[C + c] / l->gcount;
         sh[c] = -gam[c] * istd[c] * v[c] / l->gcount;

@@ -71,3 +71,7 @@ Tensor nn_grad(NNCtx *ctx, int i);    // gradient of table entry i
 // copy in ctx->host (one counted download); and the way back (one upload).
 Tensor nn_to_host(NNCtx *ctx, const Tensor *t);
 Tensor nn_to_device(NNCtx *ctx, const Tensor *host_t);
+// A small statistics tensor (F32/F64, on ctx's device) as doubles, and back (a
+// download / an upload on a GPU): synchronised BatchNorm's host side.
+void nn_stat_load(NNCtx *ctx, const Tensor *t, double *v);
+void nn_stat_store(NNCtx *ctx, Tensor *t, const double *v);

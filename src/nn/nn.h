@@ -22,11 +22,13 @@ typedef struct NNCtx {
     // Synchronised BatchNorm (data parallel, train --sync-bn): non-NULL sums v[0..n) over
     // the ranks in place, on the host, the same bits on every rank. In training mode
     // every BatchNorm then normalises by the statistics of the global batch and its
-    // input gradient uses the global sums, as torch.nn.SyncBatchNorm. A failed exchange
+    // input gradient uses the global sums, as torch.nn.SyncBatchNorm; the uncertainty
+    // map's batch maximum (cod_head.c) is the global batch's too. A failed exchange
     // (a rank gone) sets sync_failed; the layers then use local statistics and the
     // step's own all-reduce reports the fault.
     cx_status (*sync_sum)(void *arg, double *v, int n);
     void *sync_arg;
+    int sync_rank, sync_world;   // this rank and the number of ranks (with sync_sum)
     int sync_failed;
 } NNCtx;
 

@@ -990,6 +990,7 @@ static cx_status dist_start(Trainer *T) {
     if (c->sync_bn && T->world > 1) {   // BatchNorm over the global batch: its sums through the rendezvous
         T->rt.ctx.sync_sum = sync_sum_store;
         T->rt.ctx.sync_arg = &T->store;
+        T->rt.ctx.sync_rank = T->rank, T->rt.ctx.sync_world = T->world;
     } else if (c->sync_bn) {
         say("note: --sync-bn with one process: BatchNorm sees the whole batch anyway\n");
     }
