@@ -4,10 +4,7 @@
 // (", N skipped (why)" when a test could not run here: no GPU, no Chromium);
 // exits 1 if any failed.
 #include "test.h"
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "train/dist.h"
 #include "core/finite.h"
 #include <stdarg.h>
 #include <string.h>
@@ -107,16 +104,7 @@ int test_run_bin(char **out, const char *fmt, ...) {
     return test_run_bin_args(out, 600, args);
 }
 
-int test_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t n = sizeof a;
-    int port = 0;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &n))
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
+int test_free_port(void) { return dist_free_port(); }
 
 const char *test_shared_path(const char *rel) {
     static char bufs[8][4096];

@@ -9,6 +9,7 @@
 //    (SIGTERM, then SIGKILL after LAUNCH_GRACE_S) and exit non-zero naming the rank.
 //  * If the launcher itself dies, the ranks get SIGTERM (PR_SET_PDEATHSIG).
 #include "cli.h"
+#include "train/dist.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -27,16 +28,7 @@ static volatile sig_atomic_t pending_sig;   // a signal to pass on to the ranks
 
 static void on_launcher_signal(int sig) { pending_sig = sig; }
 
-int launch_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
-    socklen_t n = sizeof a;
-    int port = 0;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &n))
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
+int launch_free_port(void) { return dist_free_port(); }
 
 static void describe(int status, char *buf, size_t n) {
     if (WIFEXITED(status)) snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));

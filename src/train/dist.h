@@ -57,6 +57,9 @@ cx_status dist_sum(DistStore *s, double *v, int n);
 cx_status dist_any(DistStore *s, int flag, int *any);
 // Every rank waits for every other.
 cx_status dist_barrier(DistStore *s);
+// A TCP port nobody listens on right now (bound once on every interface, then
+// released), or 0: the local launchers' rendezvous and the tests'.
+int dist_free_port(void);
 // Each rank's n bytes at `mine` (n may differ between ranks) to rank 0: there *all
 // gets a malloc'd buffer holding them in rank order and sizes[r] rank r's byte count
 // (sizes: world entries); elsewhere *all = NULL and sizes is left alone.
