@@ -481,3 +481,106 @@ TEST(dist_sync_batchnorm_over_two_ranks_equals_one_process_on_the_whole_batch) {
     CHECKF(w < 1e-10, "two ranks with synchronised BatchNorm vs one process: worst relative difference %.3g", w);
     CHECKF(wl > 1e-3, "two ranks with their own statistics should differ from one process: %.3g", wl);
 }
+
+// The whole dense model in float64: two ranks with synchronised BatchNorm and batch
+// maximum, each on half of 4 images, against one process on all 4 — the loss (mean of
+// the ranks') and every parameter gradient (mean of the ranks', as the step's
+// all-reduce makes it) to 1e-9. This checks the uncertainty maximum's exchange, forward
+// and backward, besides BatchNorm's.
+#include "nn/camoxpert.h"
+#include "train/step.h"
+
+typedef struct { double loss; double *grad; int64_t n; } ModelGrad;
+
+static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
+    enum { B = 4, S = 32 };
+    DistStore st = { .rank = 0, .world = 1 };
+    if (world > 1) {
+        DistEnv e = env_of(rank, world, port);
+        if (dist_store_open(&st, &e, 60)) return 1;
+    }
+    CamoXpertConfig cfg;
+    if (camoxpert_config(&cfg, "edgenext_xx_small", 0, 4, 4)) return 2;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&cfg, &pt);
+    params_alloc(&pt, DT_F64);
+    Rng rng = rng_init(9);
+    camoxpert_init(m, &pt, &rng);
+    Runtime rt;
+    runtime_init_reference(&rt, DT_F64, 1);
+    runtime_place(&rt, &pt);
+    rt.ctx.pt = &pt;
+    if (world > 1) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st, rt.ctx.sync_rank = rank, rt.ctx.sync_world = world;
+    Arena a;
+    arena_init(&a, "inputs", 1 << 20);
+    Tensor x = tensor_new4(&a, DT_F32, B, S, S, 3), y = tensor_new4(&a, DT_F32, B, S, S, 1);
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&rng);
+    for (int b = 0; b < B; b++)   // a disc per image, off centre by image
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) {
+                double di = i - S * (0.3 + 0.1 * b), dj = j - S * 0.5;
+                tensor_f32(&y)[((int64_t)b * S + i) * S + j] = di * di + dj * dj < S * S / 12.0;
+            }
+    const int64_t nb = B / world;
+    Tensor xs = tensor_slice0(&x, rank * nb, nb), ys = tensor_slice0(&y, rank * nb, nb);
+    AdamW opt;
+    adamw_init(&opt, &pt, 1e-4);
+    CamoLossWeights w = camo_loss_default_weights();
+    TrainStep ts;
+    train_step_init(&ts, &rt, m, &pt, &opt, NULL, &w);
+    train_step_begin(&ts);
+    CamoXpertOutputs out;
+    train_step_accumulate(&ts, &xs, &ys, 0, &out);
+    Tensor terms = nn_to_host(&rt.ctx, &ts.stats);
+    double t[CL_TERMS];
+    for (int i = 0; i < CL_TERMS; i++) t[i] = tensor_get(&terms, i);
+    CamoLoss L;
+    camo_loss_from_terms(&w, t, 0, &L);
+    o->loss = L.total;
+    o->n = pt.numel;
+    o->grad = cx_malloc(sizeof(double) * (size_t)pt.numel);
+    memcpy(o->grad, pt.grad, sizeof(double) * (size_t)pt.numel);
+    int rc = 0;
+    if (world > 1) {   // the means over the ranks, on every rank
+        if (dist_sum(&st, &o->loss, 1) || dist_sum(&st, o->grad, (int)o->n)) rc = 3;
+        o->loss /= world;
+        for (int64_t i = 0; i < o->n; i++) o->grad[i] /= world;
+        dist_store_close(&st);
+    }
+    train_step_free(&ts);
+    adamw_free(&opt);
+    camoxpert_free(m);
+    params_free(&pt);
+    arena_free(&a);
+    runtime_free(&rt);
+    return rc;
+}
+
+TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
+    ModelGrad one = { 0 }, two = { 0 };
+    REQUIRE(sync_model_run(0, 1, 0, &one) == 0);
+    const int port = test_free_port();
+    REQUIRE(port > 0);
+    pid_t kid = fork();
+    if (kid == 0) {
+        ModelGrad mine = { 0 };
+        _exit(sync_model_run(1, 2, port, &mine));
+    }
+    int rc = sync_model_run(0, 2, port, &two), st = 0;
+    waitpid(kid, &st, 0);
+    REQUIRE(rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && one.n == two.n);
+    CHECKF(fabs(one.loss - two.loss) <= 1e-12 * fabs(one.loss), "loss %.17g vs %.17g", two.loss, one.loss);
+    double num = 0, den = 0, worst = 0;
+    for (int64_t i = 0; i < one.n; i++) {
+        num += (one.grad[i] - two.grad[i]) * (one.grad[i] - two.grad[i]);
+        den += one.grad[i] * one.grad[i];
+        worst = fmax(worst, fabs(one.grad[i] - two.grad[i]));
+    }
+    CHECKF(den > 0 && sqrt(num / den) < 1e-9, "gradients: relative L2 %.3g (largest difference %.3g)", sqrt(num / den),
+           worst);
+    printf("    float64, 2 ranks vs 1: loss %.3g relative, gradients %.3g relative L2\n",
+           fabs(one.loss - two.loss) / fabs(one.loss), sqrt(num / den));
+    free(one.grad);
+    free(two.grad);
+}
