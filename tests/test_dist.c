@@ -584,3 +584,110 @@ TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
     free(one.grad);
     free(two.grad);
 }
+
+// Gradient buckets (train/step.h): during the backward each range of the gradient
+// buffer is all-reduced as soon as the backward is done with it (the head, the experts,
+// each backbone stage). Were a range started before its last contribution, that
+// contribution would stay this rank's alone. Through the host communicator (float64
+// sums in rank order, the same bits however the buffer is cut), 2 ranks reduce to
+// exactly the gradients of one all-reduce after the backward: dense and sparse models,
+// with and without the frozen backbone (stage 1), float64 reference kernels.
+typedef struct { double *grad; int64_t n; int buckets; } BucketOut;
+
+static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buckets, BucketOut *o) {
+    enum { B = 2, S = 32 };
+    DistEnv e = env_of(rank, 2, port);
+    DistStore st;
+    if (dist_store_open(&st, &e, 60)) return 1;
+    Comm c;
+    if (comm_open(&c, &st, NULL, DEV_CPU, 0)) return 2;
+    CamoXpertConfig cfg;
+    if (camoxpert_config(&cfg, "edgenext_xx_small", sparse, 4, 2)) return 3;
+    ParamTable pt;
+    params_init(&pt);
+    CamoXpert *m = camoxpert_create(&cfg, &pt);
+    params_alloc(&pt, DT_F64);
+    Rng rng = rng_init(5);
+    camoxpert_init(m, &pt, &rng);
+    Runtime rt;
+    runtime_init_reference(&rt, DT_F64, 1);
+    runtime_place(&rt, &pt);
+    rt.ctx.pt = &pt;
+    Arena a;
+    arena_init(&a, "inputs", 1 << 20);
+    Tensor x = tensor_new4(&a, DT_F32, B, S, S, 3), y = tensor_new4(&a, DT_F32, B, S, S, 1);
+    Rng ri = rng_init(40 + (uint64_t)rank);   // each rank its own images
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&ri);
+    for (int64_t i = 0; i < tensor_numel(&y); i++) tensor_f32(&y)[i] = rng_uniform(&ri) < 0.3;
+    AdamW opt;
+    adamw_init(&opt, &pt, 1e-4);
+    CamoLossWeights w = camo_loss_default_weights();
+    TrainStep ts;
+    train_step_init(&ts, &rt, m, &pt, &opt, NULL, &w);
+    ts.comm = &c;
+    ts.buckets = buckets;
+    train_step_begin(&ts);
+    CamoXpertOutputs out;
+    train_step_accumulate(&ts, &x, &y, skip_backbone, &out);
+    const int started = ts.n_buckets;   // during the backward
+    StepResult r;
+    int rc = train_step_finish(&ts, 1e-4, 0, &r) ? 4 : 0;
+    o->n = pt.numel;
+    o->buckets = started;
+    o->grad = cx_malloc(sizeof(double) * (size_t)pt.numel);
+    memcpy(o->grad, pt.grad, sizeof(double) * (size_t)pt.numel);
+    train_step_free(&ts);
+    adamw_free(&opt);
+    camoxpert_free(m);
+    params_free(&pt);
+    arena_free(&a);
+    runtime_free(&rt);
+    comm_close(&c);
+    dist_store_close(&st);
+    return rc;
+}
+
+static int bucket_two(int sparse, int skip_backbone, int buckets, BucketOut *o) {
+    const int port = test_free_port();
+    if (port <= 0) return 1;
+    // one thread: a forked child must not use OpenMP's pool of the parent (the optimizer step would hang)
+    const int threads = cx_threads_get();
+    cx_threads_set(1);
+    pid_t kid = fork();
+    if (kid == 0) {
+        BucketOut mine = { 0 };
+        _exit(bucket_run(1, port, sparse, skip_backbone, buckets, &mine));
+    }
+    int rc = bucket_run(0, port, sparse, skip_backbone, buckets, o), st = 0;
+    waitpid(kid, &st, 0);
+    cx_threads_set(threads);
+    return rc || !WIFEXITED(st) || WEXITSTATUS(st);
+}
+
+TEST(dist_gradient_buckets_equal_one_all_reduce_after_the_backward) {
+    static const struct { int sparse, skip_backbone, buckets; } cases[] = {
+        { 0, 0, 7 },   // head, experts, stages 3..0, stem
+        { 1, 0, 7 },
+        { 0, 1, 2 },   // stage 1: head and experts during the backward, the backbone's zeros at the end
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        BucketOut with = { 0 }, without = { 0 };
+        REQUIRE(bucket_two(cases[k].sparse, cases[k].skip_backbone, 1, &with) == 0);
+        REQUIRE(bucket_two(cases[k].sparse, cases[k].skip_backbone, 0, &without) == 0);
+        REQUIRE(with.n == without.n);
+        CHECKF(with.buckets == cases[k].buckets && without.buckets == 0, "case %zu: %d buckets during the backward (want %d)",
+               k, with.buckets, cases[k].buckets);
+        int64_t diff = 0, first = -1;
+        double norm = 0;
+        for (int64_t i = 0; i < with.n; i++) {
+            if (memcmp(&with.grad[i], &without.grad[i], sizeof(double))) diff++, first = first < 0 ? i : first;
+            norm += with.grad[i] * with.grad[i];
+        }
+        CHECKF(diff == 0, "case %zu (sparse %d, frozen backbone %d): %lld of %lld gradients differ from one all-reduce "
+               "after the backward (the first at element %lld)", k, cases[k].sparse, cases[k].skip_backbone,
+               (long long)diff, (long long)with.n, (long long)first);
+        CHECK(norm > 0);
+        free(with.grad);
+        free(without.grad);
+    }
+}

@@ -18,7 +18,11 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
                        reference's exact state_dict (names, shapes, dtypes), strict=True
   bench ...            time one training step (forward + loss + backward + AdamW): float32
                        on the CPU, or on a GPU (--device cuda) with --amp fp16 (autocast +
-                       GradScaler, as the reference ships) or bf16, optionally --channels-last
+                       GradScaler, as the reference ships) or bf16, optionally --channels-last;
+                       under torchrun (WORLD_SIZE > 1) as the reference trains with --use-ddp:
+                       one process per GPU, DistributedDataParallel over NCCL (unused
+                       parameters found, as the reference does for the sparse model),
+                       --batch per GPU, images/s over all GPUs
   prove --device cuda --amp bf16|fp16 FIXTURE
                        the fixture's forward outputs under autocast on the GPU (float32
                        weights): relative L2 per output against the fixture, reported
@@ -527,6 +531,9 @@ def cmd_bench(a):
     image = rs.randn(a.batch, 3, H, W).astype(np.float32)
     mask = (rs.rand(a.batch, 1, H, W) > 0.5).astype(np.float32)
     cuda = a.device.startswith("cuda")
+    if cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 and a.device == "cuda":   # torchrun: this rank's GPU
+        a.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(a.device)
     if cuda:
         torch.set_default_device(a.device)
         torch.backends.cudnn.benchmark = True
@@ -537,6 +544,30 @@ def cmd_bench(a):
     B = {n: torch.tensor(v, dtype=torch.int64 if n.endswith("tracked") else torch.float32) for n, v in Bn.items()}
     x = torch.tensor(image).to(memory_format=mf)
     y = torch.tensor(mask).to(memory_format=mf)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:   # the reference's --use-ddp: DDP over NCCL, one process per GPU
+        import torch.distributed as dist
+
+        class Wrap(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.names = list(P)
+                self.p = torch.nn.ParameterList([torch.nn.Parameter(P[n].detach()) for n in self.names])
+
+            def forward(self, img):
+                return Net(dict(zip(self.names, self.p)), B, a.backbone, sparse, a.num_experts, a.top_k, True).forward(img)
+
+        if cuda:
+            dist.init_process_group("nccl", device_id=torch.device(a.device))
+        else:
+            dist.init_process_group("gloo")
+        net = torch.nn.parallel.DistributedDataParallel(Wrap(), find_unused_parameters=sparse)
+        P = dict(zip(net.module.names, net.module.p))
+        run = net
+    else:
+        def run(img):
+            return Net(P, B, a.backbone, sparse, a.num_experts, a.top_k, True).forward(img)
     opt = torch.optim.AdamW(list(P.values()), lr=1e-4, weight_decay=1e-4, **({"fused": True} if cuda else {}))
     scaler = torch.amp.GradScaler("cuda", enabled=a.amp == "fp16") if hasattr(torch.amp, "GradScaler") else \
         torch.cuda.amp.GradScaler(enabled=a.amp == "fp16")
@@ -547,7 +578,7 @@ def cmd_bench(a):
         t0 = time.perf_counter()
         with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=amp_dtype(a.amp if a.amp != "none"
                             else "bf16"), enabled=a.amp != "none"):
-            o = Net(P, B, a.backbone, sparse, a.num_experts, a.top_k, True).forward(x)
+            o = run(x)
         total, _ = loss_terms(to_float(o), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -564,9 +595,17 @@ def cmd_bench(a):
     else:
         import resource
         mem = f"peak rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
-    print(f"twin {a.mode} {a.backbone} batch {a.batch} {H}x{W} {a.device} amp {a.amp}"
-          f"{' channels_last' if a.channels_last else ''} threads {a.threads}: train step median "
-          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f}, {a.batch / t[len(t) // 2]:.1f} img/s) {mem}")
+    if world > 1:
+        med = torch.tensor([t[len(t) // 2]], device=a.device)
+        dist.all_reduce(med, op=dist.ReduceOp.MAX)   # the step is as slow as its slowest rank
+        t = [float(med)] * len(t)
+        dist.destroy_process_group()
+        if rank:
+            return 0
+    ddp = f" DDP x{world}" if world > 1 else ""
+    print(f"twin {a.mode} {a.backbone} batch {a.batch}{' per GPU' if world > 1 else ''} {H}x{W} {a.device} amp {a.amp}"
+          f"{' channels_last' if a.channels_last else ''}{ddp} threads {a.threads}: train step median "
+          f"{t[len(t) // 2] * 1e3:.1f} ms (min {t[0] * 1e3:.1f}, {a.batch * world / t[len(t) // 2]:.1f} img/s) {mem}")
     return 0
 
 

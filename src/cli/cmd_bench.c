@@ -44,6 +44,9 @@ static double median(double *t, int n) {
 typedef struct {
     int sparse;
     double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss, syncs_per_step;
+    double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
+    int buckets;             // several ranks: gradient buckets per step
+    double params_bytes;     // the gradient buffer
     OpProfile *prof;   // --profile: the ops of PROF_STEPS training steps, else NULL
 } BenchRow;
 
@@ -178,6 +181,26 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         r->loss = sr.loss.total;
     }
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
+    r->train_ms = median(t, steps) * 1e3;   // before t is reused
+    r->buckets = ts.n_buckets;
+    r->params_bytes = (double)pt.numel * (double)dtype_size(pt.dtype);
+    r->allreduce_ms = 0;
+    if (world > 1) {   // the gradient all-reduce alone: what the buckets hide behind the backward
+        ParamTable *p = &pt;
+        Tensor g = tensor_view(p->grad, p->dtype, 1, &p->numel);
+        g.device = p->device;
+        for (int it = 0; it <= steps; it++) {
+            runtime_sync(rt);
+            double t0 = cx_time_s();
+            if (comm_allreduce_sum(comm, &g)) {
+                fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+                exit(1);
+            }
+            runtime_sync(rt);
+            if (it > 0) t[it - 1] = cx_time_s() - t0;
+        }
+        r->allreduce_ms = median(t, steps) * 1e3;
+    }
     r->prof = NULL;
     if (profile) {   // after the timed steps: the profiled ones are slower
         r->prof = cx_calloc(1, sizeof *r->prof);
@@ -194,7 +217,6 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         }
         rt->ctx.op.prof = NULL;
     }
-    r->train_ms = median(t, steps) * 1e3;
     r->images_per_s = (double)B * world / (r->train_ms * 1e-3);
     r->gflop_img = 2 * macs / steps / B * 1e-9;
     r->gflops = 3 * r->gflop_img * B / (r->train_ms * 1e-3);
@@ -378,6 +400,9 @@ int cmd_bench(int argc, char **argv) {
         else snprintf(name, sizeof name, "dense");
         printf("%-18s %8.2f %10.2f %9.2f %12.2f %10.2f %9.1f %12.0f %9.0f %7.1f\n", name, r.params_m, r.train_ms,
                r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step);
+        if (de.world > 1)
+            printf("%-18s gradient all-reduce alone %.2f ms (%.0f MB); in the step: %d buckets beside the backward\n", "",
+                   r.allreduce_ms, r.params_bytes / 1e6, r.buckets);
         fflush(stdout);
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "software", OWNER_BENCH);
@@ -387,6 +412,10 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "top_k", r.sparse ? k : 4);
         cJSON_AddNumberToObject(j, "batch", B);
         cJSON_AddNumberToObject(j, "world_size", de.world);
+        if (de.world > 1) {
+            cJSON_AddNumberToObject(j, "allreduce_ms", r.allreduce_ms);
+            cJSON_AddNumberToObject(j, "gradient_buckets", r.buckets);
+        }
         cJSON_AddNumberToObject(j, "img_size", S);
         cJSON_AddNumberToObject(j, "threads", cx_threads_get());
         cJSON_AddStringToObject(j, "device", rt.desc);

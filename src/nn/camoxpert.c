@@ -33,6 +33,7 @@ CamoXpert *camoxpert_create(const CamoXpertConfig *cfg, ParamTable *pt) {
         m->backbone = edgenext_create(&ec, pt, "backbone.");
     }
     char p[128];
+    m->p_experts = pt->n;
     if (!cfg->sparse) {
         // state_dict order: all texture experts, then frequency, edge, contrast
         static const char *lists[4] = { "texture_experts", "frequency_experts", "edge_experts", "contrast_modules" };
@@ -48,6 +49,7 @@ CamoXpert *camoxpert_create(const CamoXpertConfig *cfg, ParamTable *pt) {
             moe_create(&m->moe[s], pt, p, cfg->dims[s], cfg->num_experts, cfg->top_k, cfg->balance, cfg->lb_coef);
         }
     }
+    m->p_head = pt->n;
     cod_head_create(&m->head, pt, cfg->dims);
     return m;
 }
@@ -106,6 +108,7 @@ void camoxpert_backward_features(NNCtx *ctx, CamoXpert *m, const CodOutputs *dou
     ArenaMark mk = arena_mark(ctx->act);   // the head's gradients are temporaries once de is known
     cod_head_backward(ctx, &m->head, dout, de);
     arena_release(ctx->act, mk);
+    nn_grad_ready(ctx, m->p_head);
     for (int s = 0; s < 4; s++) {
         if (m->cfg.sparse) {
             moe_backward(ctx, &m->moe[s], &de[s], dbalance, dfeats ? &dfeats[s] : NULL);
@@ -118,6 +121,7 @@ void camoxpert_backward_features(NNCtx *ctx, CamoXpert *m, const CodOutputs *dou
             }
         }
     }
+    nn_grad_ready(ctx, m->p_experts);   // the experts are in kind-major order: all scales first
 }
 
 void camoxpert_backward(NNCtx *ctx, CamoXpert *m, const CodOutputs *dout, double dbalance, Tensor *dimage) {

@@ -47,6 +47,7 @@ typedef struct {
     Expert dense[4][4];    // [kind][scale], dense mode
     Moe *moe;              // [4], sparse mode
     CodHead head;
+    int p_experts, p_head; // the first table entries of the experts (or MoE layers) and of the head
     int64_t H, W;          // input size of the last forward
 } CamoXpert;
 

@@ -48,6 +48,7 @@ typedef struct {
 } Block;
 
 typedef struct {
+    int p_first;                 // the stage's first table entry (nn_grad_ready)
     int ln_w, ln_b, w, b;        // downsample LayerNorm2d and 2×2 conv; ln_w < 0: none
     Block *blocks;
     int nblocks;
@@ -180,6 +181,7 @@ EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char 
         Stage *st = &m->st[s];
         const int C = cfg->dims[s], Cp = s ? cfg->dims[s - 1] : C;
         st->ln_w = st->ln_b = st->w = st->b = -1;
+        st->p_first = pt->n;
         if (s > 0 && !cfg->downsample_block) {   // §2.2: LayerNorm2d, then conv 2×2 stride 2
             snprintf(r.base, sizeof r.base, "%sstages_%d.downsample.", prefix, s);
             st->ln_w = reg_vec(&r, "0.weight", Cp);
@@ -659,10 +661,12 @@ void edgenext_backward(NNCtx *ctx, EdgeNeXt *m, const Tensor dfeats[4], Tensor *
             downsample_backward(ctx, st, &din, &d);
             d = din;
         }
+        nn_grad_ready(ctx, st->p_first);   // this stage and the ones above it are done
     }
     Tensor dy = zeros_like(ctx, &m->stem_y);
     layernorm_backward(&ctx->op, &dy, PG(m->stem_ln_w), PG(m->stem_ln_b), &d, &m->stem_y, &m->stem_mean, &m->stem_rstd,
                        PV(m->stem_ln_w));
     conv2d_backward(&ctx->op, dx, PG(m->stem_w), PG(m->stem_b), &dy, &m->stem_x, PV(m->stem_w), stem_args(m));
+    nn_grad_ready(ctx, m->p_first);
     arena_release(ctx->act, mk);
 }

@@ -30,7 +30,19 @@ typedef struct NNCtx {
     void *sync_arg;
     int sync_rank, sync_world;   // this rank and the number of ranks (with sync_sum)
     int sync_failed;
+    // Gradient buckets (data parallel, train/step.c): non-NULL, a backward calls it as
+    // soon as the gradients of every table entry from index `first` on are final — no
+    // later op of this backward adds to them — with `first` decreasing from call to
+    // call (the table is in forward order: backbone stem to stages 3, experts, head;
+    // the backward finishes them from the end). The last call of a whole backward has
+    // first = 0.
+    void (*grad_ready)(void *arg, int first);
+    void *grad_ready_arg;
 } NNCtx;
+
+static inline void nn_grad_ready(NNCtx *ctx, int first) {
+    if (ctx->grad_ready) ctx->grad_ready(ctx->grad_ready_arg, first);
+}
 
 // Statistics, routing and losses stay in float32 under bf16 activations (F64 in a float64 run).
 static inline cx_dtype nn_stat_dtype(const NNCtx *ctx) { return ctx->dtype == DT_F64 ? DT_F64 : DT_F32; }

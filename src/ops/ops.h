@@ -81,6 +81,8 @@ void ops_sync(OpCtx *ctx);
 //   void *comm;
 //   CX_TRY(ops_nccl_open(&ctx, &comm, id, rank, world));       // after ops_cuda_open
 //   CX_TRY(ops_nccl_allreduce_sum(&ctx, &comm, &grads, 60));   // in place, float32
+//   CX_TRY(ops_nccl_allreduce_start(&ctx, &comm, &bucket));    // or: queued beside the backward,
+//   CX_TRY(ops_nccl_wait(&ctx, &comm, 60));                    // waited for before the update
 //   ops_nccl_close(comm);
 cx_status ops_nccl_version(int *version);   // e.g. 22803 for 2.28.3
 cx_status ops_nccl_unique_id(unsigned char id[128]);
@@ -89,6 +91,12 @@ cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], in
 // that does not join within timeout_s seconds, or a failure NCCL reports, is an error
 // after which *comm is aborted and NULL.
 cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s);
+// The same in two halves, for gradient buckets: _start queues the all-reduce on the
+// communicator's own stream after the work queued so far on ctx's stream and returns
+// at once (the backward goes on beside it); _wait waits for every started one with
+// the deadline (the same errors), and orders ctx's stream after them.
+cx_status ops_nccl_allreduce_start(OpCtx *ctx, void **comm, Tensor *buf);
+cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s);
 void ops_nccl_close(void *comm);
 
 // ---- profiling ----------------------------------------------------------------------

@@ -70,7 +70,8 @@ static cx_status host_broadcast(Comm *c, Tensor *buf) {
 
 static void host_close(Comm *c) { (void)c; }
 
-static const CommOps host_ops = { "host", host_allreduce_sum, host_broadcast, host_close };
+static const CommOps host_ops = { .name = "host", .allreduce_sum = host_allreduce_sum, .broadcast = host_broadcast,
+                                  .close = host_close };
 
 // ---- the NCCL backend (GPU tensors; ops.h ops_nccl_*) ----------------------------------
 // Every step's decisions about it are collective: rank 0 makes the NCCL id and says
@@ -83,13 +84,24 @@ static cx_status nccl_allreduce_sum(Comm *c, Tensor *buf) {
     return ops_nccl_allreduce_sum(c->op, &c->impl, buf, NCCL_TIMEOUT_S);
 }
 
+static cx_status nccl_allreduce_start(Comm *c, Tensor *buf) {
+    if (buf->dtype != DT_F32 || !c->impl) return host_allreduce_sum(c, buf);
+    return ops_nccl_allreduce_start(c->op, &c->impl, buf);
+}
+
+static cx_status nccl_wait(Comm *c) {
+    if (!c->impl) return CX_FAIL(CX_EIO, "rank %d: the GPU communicator was aborted by an earlier failure", c->rank);
+    return ops_nccl_wait(c->op, &c->impl, NCCL_TIMEOUT_S);
+}
+
 static void nccl_close(Comm *c) {
     ops_nccl_close(c->impl);
     c->impl = NULL;
 }
 
 // Broadcasts (BatchNorm buffers before validation, a few per epoch) take the host path.
-static const CommOps nccl_ops = { "nccl", nccl_allreduce_sum, host_broadcast, nccl_close };
+static const CommOps nccl_ops = { .name = "nccl", .allreduce_sum = nccl_allreduce_sum, .broadcast = host_broadcast,
+                                  .close = nccl_close, .allreduce_start = nccl_allreduce_start, .wait = nccl_wait };
 
 static cx_status nccl_open(Comm *c) {
     unsigned char id[128] = { 0 };
@@ -145,6 +157,18 @@ cx_status comm_allreduce_sum(Comm *c, Tensor *buf) {
     if (c->world == 1) return CX_OK;
     CX_TRY(check_buf(c, buf, "comm_allreduce_sum"));
     return buf->device == DEV_CPU ? host_allreduce_sum(c, buf) : c->ops->allreduce_sum(c, buf);
+}
+
+cx_status comm_allreduce_start(Comm *c, Tensor *buf) {
+    if (c->world == 1) return CX_OK;
+    CX_TRY(check_buf(c, buf, "comm_allreduce_start"));
+    if (buf->device == DEV_CPU) return host_allreduce_sum(c, buf);
+    return c->ops->allreduce_start ? c->ops->allreduce_start(c, buf) : c->ops->allreduce_sum(c, buf);
+}
+
+cx_status comm_wait(Comm *c) {
+    if (c->world == 1 || !c->ops->wait) return CX_OK;
+    return c->ops->wait(c);
 }
 
 cx_status comm_broadcast(Comm *c, Tensor *buf) {

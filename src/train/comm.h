@@ -6,8 +6,9 @@
 //         on every run. A GPU tensor is downloaded and uploaded around it: correct,
 //         slow — the fallback when no GPU backend is registered.
 //   NCCL  (GPU tensors, float32; the default on GPUs): ops.h ops_nccl_*, through the
-//         CUDA plug-in; one all-reduce of the whole gradient buffer after the backward,
-//         waited for with a 60 s deadline. CAMOXPERT_COMM=host selects the host path
+//         CUDA plug-in; the gradient buckets' all-reduces run on the communicator's own
+//         stream while the backward goes on (comm_allreduce_start), waited for with a
+//         60 s deadline (comm_wait). CAMOXPERT_COMM=host selects the host path
 //         instead (diagnosis). This file holds no CUDA.
 // A host tensor always takes the host path, whatever backend is open, so small
 // host-side values (a balance-loss sum) need no device round trip.
@@ -33,6 +34,10 @@ typedef struct {
     const char *name;                                  // "host", "nccl"
     cx_status (*allreduce_sum)(Comm *c, Tensor *buf);  // Σ over ranks, the same bits on every rank
     cx_status (*broadcast)(Comm *c, Tensor *buf);      // rank 0's values to every rank
+    // optional (NULL: allreduce_sum at once): queued beside the caller's later work,
+    // and the wait for every one queued
+    cx_status (*allreduce_start)(Comm *c, Tensor *buf);
+    cx_status (*wait)(Comm *c);
     void (*close)(Comm *c);                            // frees c->impl
 } CommOps;
 
@@ -64,5 +69,12 @@ cx_status comm_open(Comm *c, DistStore *store, OpCtx *op, cx_device dev, int gpu
 void comm_close(Comm *c);
 // Σ over the ranks of buf (float32 or float64, contiguous), in place, on every rank.
 cx_status comm_allreduce_sum(Comm *c, Tensor *buf);
+// The same for a gradient bucket: queued after the work queued so far on the device
+// and returning at once where the backend can (NCCL: its own stream, overlapping the
+// rest of the backward), else done at once. buf must not change until comm_wait.
+cx_status comm_allreduce_start(Comm *c, Tensor *buf);
+// Waits for every comm_allreduce_start (an error names what failed, as above); the
+// device's later work is ordered after them.
+cx_status comm_wait(Comm *c);
 // Rank 0's buf on every rank.
 cx_status comm_broadcast(Comm *c, Tensor *buf);

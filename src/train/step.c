@@ -1,6 +1,7 @@
 // step.c — see step.h.
 #include "train/step.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, AdamW *opt, Ema *ema,
@@ -11,6 +12,10 @@ void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, Ad
     s->stats = tensor_new(&s->keep, nn_stat_dtype(&rt->ctx), 1, (int64_t[]){ CL_TERMS + 3 });
     s->wstats = tensor_new(&s->keep, nn_stat_dtype(&rt->ctx), 1, (int64_t[]){ 3 });
     s->wseg = cx_calloc((size_t)pt->n + 1, sizeof *s->wseg);
+    s->accum = 1;
+    const char *b = getenv("CAMOXPERT_GRAD_BUCKETS");
+    s->buckets = !(b && !strcmp(b, "0"));
+    s->reduced_from = pt->numel;
 }
 
 void train_step_free(TrainStep *s) {
@@ -44,6 +49,28 @@ void train_step_begin(TrainStep *s) {
     fill(&s->rt->ctx.op, &s->stats, 0);
     s->balance = 0;
     s->n_micro = 0;
+    s->reduced_from = s->pt->numel;
+    s->n_buckets = 0;
+    s->bucket_err = CX_OK;
+}
+
+// Gradient elements [from, reduced_from) summed over the ranks, started now.
+static void start_bucket(TrainStep *s, int64_t from) {
+    if (s->bucket_err || from >= s->reduced_from) return;
+    ParamTable *pt = s->pt;
+    int64_t n = s->reduced_from - from;
+    Tensor g = tensor_view((char *)pt->grad + from * (int64_t)dtype_size(pt->dtype), pt->dtype, 1, &n);
+    g.device = pt->device;
+    s->bucket_err = comm_allreduce_start(s->comm, &g);
+    if (s->bucket_err) snprintf(s->bucket_msg, sizeof s->bucket_msg, "%s", cx_errmsg());
+    s->reduced_from = from;
+    s->n_buckets++;
+}
+
+// nn.h grad_ready: the table from entry `first` on is final.
+static void grad_ready(void *arg, int first) {
+    TrainStep *s = arg;
+    start_bucket(s, s->pt->p[first].offset);
 }
 
 void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone,
@@ -59,17 +86,22 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
     Tensor acc = tensor_slice0(&s->stats, 0, CL_TERMS);
     axpy(&ctx->op, &acc, 1.0, &terms);
     s->balance += o->balance_loss;
+    CX_ASSERT(s->reduced_from == s->pt->numel, "train_step_accumulate: a micro-batch after the step's last one "
+              "(TrainStep.accum = %d) — its gradients would miss the all-reduce", s->accum);
+    const int bucketed = s->buckets && s->comm && s->comm->world > 1 && s->n_micro + 1 == s->accum;
+    if (bucketed) ctx->grad_ready = grad_ready, ctx->grad_ready_arg = s;
     if (skip_backbone) camoxpert_backward_features(ctx, s->m, &g, s->w.balance, NULL);
     else camoxpert_backward(ctx, s->m, &g, s->w.balance, NULL);
+    ctx->grad_ready = NULL, ctx->grad_ready_arg = NULL;
     s->n_micro++;
 }
 
 // Data parallel: the gradients, the loss terms and the balance sum of every rank, summed.
+// The gradient buffer's buckets started during the backward, the rest now, then waited for.
 static cx_status allreduce_step(TrainStep *s) {
-    ParamTable *pt = s->pt;
-    Tensor g = tensor_view(pt->grad, pt->dtype, 1, &pt->numel);
-    g.device = pt->device;
-    CX_TRY(comm_allreduce_sum(s->comm, &g));
+    start_bucket(s, 0);
+    if (s->bucket_err) return CX_FAIL(s->bucket_err, "%s", s->bucket_msg);
+    CX_TRY(comm_wait(s->comm));
     Tensor terms = tensor_slice0(&s->stats, 0, CL_TERMS);
     CX_TRY(comm_allreduce_sum(s->comm, &terms));
     int64_t one = 1;

@@ -38,6 +38,19 @@ typedef struct {
     int n_micro;
     Comm *comm;              // data parallel (world > 1): the gradients and terms are summed over the
                              // ranks before the mean; NULL or world 1: this process alone
+    // Gradient buckets (data parallel): during the last micro-batch's backward, each
+    // range of the gradient buffer the backward has finished (nn.h grad_ready: the
+    // head, the experts, each backbone stage) is all-reduced at once, beside the rest of
+    // the backward (NCCL: on its own stream); train_step_finish reduces what is left
+    // and waits. Set by the caller:
+    int accum;               // micro-batches per step (default 1): the one numbered accum is the last
+    int buckets;             // 1 (default): buckets; 0: one all-reduce after the backward
+                             // (CAMOXPERT_GRAD_BUCKETS=0 in the environment)
+    // the step's state
+    int64_t reduced_from;    // gradient elements [reduced_from, numel) have been started
+    int n_buckets;           // buckets started in this step (the remainder at finish included)
+    cx_status bucket_err;    // the first failed start (reported by train_step_finish)
+    char bucket_msg[512];
 } TrainStep;
 
 typedef struct {
@@ -64,8 +77,8 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
                            CamoXpertOutputs *o);
 // Mean of the accumulated gradients, clipping at grad_clip (0: none), AdamW at
 // lr, EMA; the MoE selection bias is the caller's (it needs the routing).
-// With s->comm over W > 1 ranks, the gradient buffer, the loss terms and the balance
-// sum are first summed over the ranks (comm_allreduce_sum), and the mean is over the
+// With s->comm over W > 1 ranks, the gradient buffer (in buckets: see above), the loss
+// terms and the balance sum are first summed over the ranks, and the mean is over the
 // W × n_micro micro-batches of all ranks: what one process would compute from the
 // global batch as W-step accumulation. Every rank then holds the same reduced values,
 // so every decision below (not finite: skip and report) is the same on every rank.

@@ -840,6 +840,7 @@ static cx_status trainer_setup(Trainer *T) {
     CamoLossWeights w = camo_loss_default_weights();
     if (!c->deep_supervision) w.deep = 0;
     train_step_init(&T->step, &T->rt, T->m, &T->pt, &T->opt, c->use_ema ? &T->ema : NULL, &w);
+    T->step.accum = c->accumulation_steps;   // the gradient buckets start in the last micro-batch's backward
     T->step.comm = &T->comm;
     // Metadata: the model config plus the run's options.
     char *mj = infer_config_json(&T->mc, c->img_size);

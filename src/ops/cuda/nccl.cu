@@ -4,10 +4,12 @@
 // then $CUDA_HOME/lib and /usr/local/cuda/lib*. The few NCCL types used are
 // declared here from nccl.h's stable ABI, so building needs no NCCL header.
 //
-// An all-reduce is queued on the GPU's stream and then waited for on the host
-// with a deadline: a rank that died never joins the collective, and NCCL alone
-// would wait forever. Past the deadline the communicator is aborted and the
-// caller gets an error to stop on (the launcher names the rank that died).
+// An all-reduce is queued on the communicator's own stream, after the work queued
+// so far on the compute stream, so that the backward goes on beside it (gradient
+// buckets); it is then waited for on the host with a deadline: a rank that died
+// never joins the collective, and NCCL alone would wait forever. Past the deadline
+// the communicator is aborted and the caller gets an error to stop on (the
+// launcher names the rank that died).
 #include "ops/cuda/common.cuh"
 #include <dlfcn.h>
 #include <pthread.h>
@@ -82,17 +84,50 @@ extern "C" cx_status cuda_nccl_unique_id(unsigned char id[128]) {
     return CX_OK;
 }
 
+// A communicator: NCCL's, with its own stream (all-reduces run there, beside the
+// compute stream, so the backward's later kernels overlap them) and the events
+// that order the two streams.
+typedef struct {
+    ncclComm_t c;
+    cudaStream_t s;
+    cudaEvent_t ready;   // recorded on the compute stream before each start
+    cudaEvent_t done;    // recorded on the communicator's stream after the last start
+    int pending;         // starts not waited for yet
+} NcComm;
+
+static void nc_free(NcComm *n, int abort_it) {
+    if (!n) return;
+    if (n->c) abort_it ? nc.CommAbort(n->c) : nc.CommDestroy(n->c);
+    if (n->ready) cudaEventDestroy(n->ready);
+    if (n->done) cudaEventDestroy(n->done);
+    if (n->s) cudaStreamDestroy(n->s);
+    free(n);
+}
+
 extern "C" cx_status cuda_nccl_open(CudaState *st, void **comm, const unsigned char id[128], int rank, int world) {
     CX_TRY(nc_ready());
     CUDA_CHECK(cudaSetDevice(st->device));
+    NcComm *n = (NcComm *)calloc(1, sizeof *n);
+    CX_ASSERT(n, "out of host memory");
+    int lo = 0, hi = 0;   // the highest priority: a gradient bucket's kernel is not queued behind the backward's
+    cudaDeviceGetStreamPriorityRange(&lo, &hi);
+    if (cudaStreamCreateWithPriority(&n->s, cudaStreamNonBlocking, hi) != cudaSuccess ||
+        cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming) != cudaSuccess) {
+        nc_free(n, 0);
+        return CX_FAIL(CX_ELIB, "rank %d: could not create the communicator's stream and events on GPU %d", rank,
+                       st->device);
+    }
     ncclUniqueId u;
     memcpy(u.internal, id, 128);
-    ncclComm_t c = NULL;
-    ncclResult_t r = nc.CommInitRank(&c, world, u, rank);
-    if (r != ncclSuccess)
+    ncclResult_t r = nc.CommInitRank(&n->c, world, u, rank);
+    if (r != ncclSuccess) {
+        n->c = NULL;
+        nc_free(n, 0);
         return CX_FAIL(CX_ELIB, "rank %d of %d: NCCL did not start: %s (NCCL_DEBUG=INFO in the environment says more)", rank,
                        world, nc.GetErrorString(r));
-    *comm = c;
+    }
+    *comm = n;
     return CX_OK;
 }
 
@@ -102,44 +137,64 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-// In place: buf (n float32 on this GPU) = its sum over the ranks. Returns once the
-// result is there, or with an error (the communicator then aborted) when the ranks
-// did not all join within timeout_s seconds or NCCL reported a failure; *comm is
-// then NULL.
-extern "C" cx_status cuda_nccl_allreduce_sum(CudaState *st, void **comm, void *buf, int64_t n, double timeout_s) {
+// Queues buf (n float32 on this GPU) = its sum over the ranks on the communicator's
+// stream, after everything queued so far on the compute stream; returns at once.
+extern "C" cx_status cuda_nccl_allreduce_start(CudaState *st, void **comm, void *buf, int64_t n) {
     CX_TRY(nc_ready());
-    ncclComm_t c = (ncclComm_t)*comm;
-    CX_ASSERT(c, "cuda_nccl_allreduce_sum: no communicator");
-    ncclResult_t r = nc.AllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, c, st->stream);
+    NcComm *c = (NcComm *)*comm;
+    CX_ASSERT(c, "cuda_nccl_allreduce_start: no communicator");
+    CUDA_CHECK(cudaEventRecord(c->ready, st->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->s, c->ready, 0));
+    ncclResult_t r = nc.AllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, c->c, c->s);
     if (r != ncclSuccess && r != ncclInProgress) {
-        nc.CommAbort(c);
+        nc_free(c, 1);
         *comm = NULL;
         return CX_FAIL(CX_EIO, "the gradient all-reduce failed: %s (another rank stopped?)", nc.GetErrorString(r));
     }
+    CUDA_CHECK(cudaEventRecord(c->done, c->s));
+    c->pending++;
+    return CX_OK;
+}
+
+// Waits on the host for every started all-reduce, then orders the compute stream
+// after them. The ranks that did not all join within timeout_s seconds, or a failure
+// NCCL reports, is an error after which the communicator is aborted and *comm NULL.
+extern "C" cx_status cuda_nccl_wait(CudaState *st, void **comm, double timeout_s) {
+    NcComm *c = (NcComm *)*comm;
+    CX_ASSERT(c, "cuda_nccl_wait: no communicator");
+    if (!c->pending) return CX_OK;
     const double t0 = now_s();
     for (int spin = 0;; spin++) {
-        cudaError_t e = cudaStreamQuery(st->stream);
-        if (e == cudaSuccess) return CX_OK;
+        cudaError_t e = cudaEventQuery(c->done);
+        if (e == cudaSuccess) break;
         if (e != cudaErrorNotReady) CUDA_CHECK(e);
         ncclResult_t ae = ncclSuccess;
-        nc.CommGetAsyncError(c, &ae);
+        nc.CommGetAsyncError(c->c, &ae);
         if (ae != ncclSuccess && ae != ncclInProgress) {
-            nc.CommAbort(c);
+            nc_free(c, 1);
             *comm = NULL;
             return CX_FAIL(CX_EIO, "the gradient all-reduce failed: %s (another rank stopped?)", nc.GetErrorString(ae));
         }
         if (now_s() - t0 > timeout_s) {
-            nc.CommAbort(c);
+            nc_free(c, 1);
             *comm = NULL;
             return CX_FAIL(CX_EIO, "the gradient all-reduce did not complete in %.0f s: another rank stopped or hangs "
                            "(the launcher names it)", timeout_s);
         }
         if (spin > 1000) usleep(50);   // a long wait: let the CPU go
     }
+    c->pending = 0;
+    CUDA_CHECK(cudaStreamWaitEvent(st->stream, c->done, 0));
+    return CX_OK;
+}
+
+// In place, waited for: start, then wait.
+extern "C" cx_status cuda_nccl_allreduce_sum(CudaState *st, void **comm, void *buf, int64_t n, double timeout_s) {
+    CX_TRY(cuda_nccl_allreduce_start(st, comm, buf, n));
+    return cuda_nccl_wait(st, comm, timeout_s);
 }
 
 extern "C" void cuda_nccl_close(void *comm, int abort_it) {
     if (!comm || !nc.lib) return;
-    if (abort_it) nc.CommAbort((ncclComm_t)comm);
-    else nc.CommDestroy((ncclComm_t)comm);
+    nc_free((NcComm *)comm, abort_it);
 }
