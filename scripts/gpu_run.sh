@@ -12,6 +12,10 @@
 #                                         batch 16, dense and sparse, --profile) and the PyTorch twin on the
 #                                         same card (fp16 autocast + GradScaler; bf16 + channels_last)
 #   gpu/run.sh multi                      issue 16 (2+ GPUs): NCCL test, 2 GPUs vs 1, torchrun, scaling
+#   gpu/run.sh scale                      issues 16/17: bench over 1, 2, 4.. GPUs, all-reduce time, buckets off, torchrun
+#   gpu/run.sh dpcmp [BACKBONE SIZE]      issue 16: --sync-bn 2x8 vs 1x16 (20 steps, fp32) beside the fp32 floor
+#   gpu/run.sh dp                         the same (edgenext_xx_small 128), two "nodes", kill -9 of a rank + resume
+#   gpu/run.sh twin-ddp                   the PyTorch twin under DDP (torchrun) on 1 and all GPUs
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh camoxpert ARGS             the program itself
 # Logs go to $OUT when it is set (the device tool brings them back).
@@ -94,7 +98,100 @@ PY
             --mode both --steps 10 --json "$log/bench_gpus$g.json" --overwrite > "$log/bench_gpus$g.log" 2>&1
         echo "== $g GPU(s)"; grep -E "^(dense|sparse|error)" "$log/bench_gpus$g.log"
     done ;;
+scale)
+    # issues 16/17: the training step's scaling over 1, 2, 4... GPUs of this machine (bf16, 352², batch 16 per
+    # GPU, dense and sparse), the gradient all-reduce alone, buckets off, torchrun's launch on every GPU
+    nvidia-smi -L; nvidia-smi topo -m; git -C "$here/.." log --oneline -1 2>/dev/null || true
+    n=$(nvidia-smi -L | wc -l)
+    B="--device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 --steps 10 --overwrite"
+    for g in 1 2 4 8; do
+        [[ $g -le $n ]] || break
+        camoxpert bench --gpus $g $B --mode both --json "$log/scale_g$g.json" > "$log/scale_g$g.log" 2>&1
+        echo "== $g GPU(s)"; grep -E "^(dense|sparse|error)|all-reduce" "$log/scale_g$g.log"
+    done
+    CAMOXPERT_GRAD_BUCKETS=0 camoxpert bench --gpus $n $B --mode both --json "$log/scale_nobuckets.json" \
+        > "$log/scale_nobuckets.log" 2>&1
+    echo "== $n GPUs, one all-reduce after the backward (CAMOXPERT_GRAD_BUCKETS=0)"
+    grep -E "^(dense|sparse|error)|all-reduce" "$log/scale_nobuckets.log"
+    timeout 300 torchrun --no-python --nproc_per_node=$n --master_port=29541 camoxpert bench $B --mode dense \
+        --json "$log/scale_torchrun.json" > "$log/scale_torchrun.log" 2>&1
+    echo "== torchrun --no-python --nproc_per_node=$n camoxpert bench: rc=$?"
+    grep -E "^(dense|sparse|error)|all-reduce|data parallel" "$log/scale_torchrun.log" ;;
+dpcmp|dp)
+    # issue 16's correctness on GPUs: fp32 --sync-bn 2 GPUs x 8 against 1 GPU x 16 for 20 steps (losses and
+    # final parameters), beside the fp32 floor (the 1-GPU run against itself with other summation orders) and
+    # per-GPU BatchNorm; `dp` adds a two-"node" torchrun run (node ranks 0 and 1, one GPU each, TCP on
+    # 127.0.0.1) and kill -9 of a rank mid-training, then a resume of the last checkpoint.
+    # dpcmp [BACKBONE SIZE] (default edgenext_xx_small 128)
+    bb=${1:-edgenext_xx_small}; sz=${2:-128}
+    d=/tmp/cx_dp_$bb; rm -rf $d; mkdir -p $d
+    camoxpert synth --out $d/data --train 400 --test 8 --size $sz --seed 3 > /dev/null || exit 1
+    M="--dataset-path $d/data --backbone $bb --img-size $sz --precision fp32 --progress 0 \
+       --val-fraction 0.1 --num-workers 8 --stage1-epochs 0 --epochs 2 --max-steps 20 --seed 5"
+    camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/one > "$log/dp_${bb}_one.log" 2>&1
+    echo "$bb $sz: 1 GPU x 16 rc=$?"
+    CAMOXPERT_CONV_NONDETERMINISTIC=1 camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/nd \
+        > "$log/dp_${bb}_nd.log" 2>&1; echo "1 GPU x 16, non-deterministic cuDNN rc=$?"
+    camoxpert train $M --gpus 2 --batch-size 8 --sync-bn --checkpoint-dir $d/two > "$log/dp_${bb}_two.log" 2>&1
+    echo "2 GPUs x 8 --sync-bn rc=$?"
+    camoxpert train $M --gpus 2 --batch-size 8 --checkpoint-dir $d/loc > "$log/dp_${bb}_loc.log" 2>&1
+    echo "2 GPUs x 8, per-GPU BatchNorm rc=$?"
+    python3 - "$d" "$here/../tools" <<'PY'
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import safetensors_io as sio
+d = sys.argv[1]
+def steps(r):
+    return [json.loads(l)["loss"] for l in open(f"{d}/{r}/train_log.jsonl") if json.loads(l).get("type") == "step"]
+def params(r):
+    return sio.load(f"{d}/{r}/last.safetensors")[0]
+def l2(A, B):
+    ks = [n for n in A if A[n].dtype.kind == "f" and "running" not in n]
+    num = sum(float(((A[n].astype(np.float64) - B[n]) ** 2).sum()) for n in ks)
+    return (num / sum(float((A[n].astype(np.float64) ** 2).sum()) for n in ks)) ** 0.5
+for a, b, what in (("one", "nd", "1 GPU x 16 vs itself with non-deterministic cuDNN (the fp32 floor)"),
+                   ("one", "two", "1 GPU x 16 vs 2 GPUs x 8 --sync-bn"),
+                   ("one", "loc", "1 GPU x 16 vs 2 GPUs x 8 per-GPU BatchNorm")):
+    try:
+        x, y = steps(a), steps(b)
+        rel = [abs(u - v) / abs(u) for u, v in zip(x, y)]
+        print(f"{what}: {len(x)}/{len(y)} steps; loss at step 1 {rel[0]:.1e}, worst over the steps {max(rel):.2e}; "
+              f"parameters after them {l2(params(a), params(b)):.2e} relative L2")
+        print("  per step:", " ".join(f"{r:.0e}" for r in rel))
+    except Exception as e:
+        print(f"{what}: {e!r}")
+PY
+    [[ $what == dp ]] || exit 0
+    # two "nodes" on this machine: one launcher group each, one GPU each, rendezvous over TCP on 127.0.0.1
+    T="--dataset-path $d/data --backbone edgenext_xx_small --img-size 128 --batch-size 8 --epochs 1 --stage1-epochs 0 --progress 0 --val-fraction 0.1"
+    for nr in 1 0; do
+        CUDA_VISIBLE_DEVICES=$nr timeout 300 torchrun --no-python --nnodes=2 --node_rank=$nr --nproc_per_node=1 \
+            --master_addr=127.0.0.1 --master_port=29561 camoxpert train $T --device cuda --use-ddp \
+            --checkpoint-dir $d/nodes > "$log/dp_node$nr.log" 2>&1 &
+    done
+    wait; echo "two nodes: $(grep -c '"type":"step"' $d/nodes/train_log.jsonl 2>/dev/null) steps logged"; tail -n 3 "$log/dp_node0.log"
+    # kill -9 of rank 1 after the first checkpoint
+    K="--dataset-path $d/data --backbone edgenext_xx_small --img-size 128 --batch-size 8 --epochs 40 --stage1-epochs 0 --progress 0 --val-fraction 0.1"
+    camoxpert train $K --gpus 2 --checkpoint-dir $d/kill > "$log/dp_kill.log" 2>&1 & lp=$!
+    for i in $(seq 600); do [[ -f $d/kill/last.safetensors ]] && break; sleep 0.1; done; sleep 3
+    victim=$(pgrep -P $lp | tail -n 1); t0=$(date +%s.%N); kill -9 "$victim"; wait $lp; rc=$?; t1=$(date +%s.%N)
+    echo "kill -9 of pid $victim (rank 1): the launcher exited rc=$rc after $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+    tail -n 4 "$log/dp_kill.log"
+    camoxpert train --resume-from $d/kill/last.safetensors --gpus 2 --max-steps 60 --progress 0 > "$log/dp_resume.log" 2>&1
+    echo "resume of the last checkpoint on 2 GPUs: rc=$?"; tail -n 2 "$log/dp_resume.log" ;;
+twin-ddp)
+    # the PyTorch twin under DDP (torchrun, NCCL), as the reference trains with --use-ddp: 352², batch 16 per GPU
+    n=$(nvidia-smi -L | wc -l)
+    IFS=, read -ra specs <<< "${TWIN_SPECS:-dense fp16 1,dense fp16 $n,sparse fp16 $n,sparse fp16 1,dense bf16 $n}"
+    for spec in "${specs[@]}"; do
+        set -- $spec; cl=""; [[ $2 == bf16 ]] && cl=--channels-last
+        timeout 150 torchrun --nproc_per_node=$3 --master_port=29571 "$here/../tools/camoxpert_twin.py" bench \
+            --device cuda --backbone edgenext_base --size 352x352 --batch 16 --mode $1 --amp $2 $cl --warmup 3 --iters 10 \
+            > "$log/twin_ddp_$1_$2_$3.log" 2>&1
+        grep -E "^twin|Error" "$log/twin_ddp_$1_$2_$3.log" | tail -n 2 || echo "twin $spec: no result (see its log)"
+    done ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
-*) echo "usage: gpu/run.sh test|verify|bench|perf|multi|demo|camoxpert ..." >&2; exit 2 ;;
+*) echo "usage: gpu/run.sh test|verify|bench|perf|multi|scale|dpcmp|dp|twin-ddp|demo|camoxpert ..." >&2; exit 2 ;;
 esac
