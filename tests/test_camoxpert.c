@@ -762,3 +762,11 @@ TEST(camoxpert_moe_spatial_tile_equals_whole_map_expert) {
     CHECKF(differ > 0, "every tile chose the same expert: the test needs different choices");
     fd_env_free(&e);
 }
+
+// Parity with the PyTorch twin's spatial routing (tools/camoxpert_twin.py make --routing
+// spatial --route-grid 3 --batch 2 --num-experts 4 --top-k 2 --size 64x64 --grad-max-numel 200):
+// training mode in float64 — per-tile routing (different experts for tiles of one image at
+// scales 0 and 1), loss terms, 451 parameter gradients including every router's, BatchNorm state.
+TEST(camoxpert_verify_twin_spatial_training_fixture) {
+    camoxpert_verify_passes("tests/fixtures/camoxpert_spatial_xx_small_train.safetensors");
+}
