@@ -261,7 +261,7 @@ TEST(cli_train_and_predict_spatial_routing) {
     CHECKF(strstr(o, "share of tiles per expert") && strstr(o, "s0 object tiles"), "%s", o);
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/x --backbone edgenext_xx_small --route-grid 3", tiny_set(), ck);
     CHECKF(rc == 2 && strstr(o, "--route-grid"), "rc %d: %s", rc, o);
-    char p[1200];
+    char p[2400];
     snprintf(p, sizeof p, "%s/train_log.jsonl", ck);
     unsigned char *buf = NULL;
     size_t n;
@@ -272,7 +272,7 @@ TEST(cli_train_and_predict_spatial_routing) {
     rc = test_run_bin(&o, "predict --weights %s/best.safetensors --input %s/Test/Image --out %s --routing --threads 1", ck,
                       tiny_set(), out);
     CHECKF(rc == 0, "rc %d: %s", rc, o);
-    char name[600] = "", photo_path[1400];
+    char name[600] = "", photo_path[3100];
     snprintf(p, sizeof p, "%s/Test/Image", tiny_set());
     DIR *dir = opendir(p);
     REQUIRE(dir);
