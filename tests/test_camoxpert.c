@@ -590,3 +590,183 @@ TEST(camoxpert_verify_with_avx2_kernels) {
     if (saved[0]) setenv("OPENBLAS_CORETYPE", saved, 1);
     else unsetenv("OPENBLAS_CORETYPE");
 }
+
+// ---- spatial routing (nn/moe.h, docs/ROUTING.md) ---------------------------------------------------
+
+TEST(camoxpert_moe_tiles_rule) {
+    int64_t b[MOE_MAX_GRID + 1];
+    CHECK(moe_tiles(88, 4, b) == 4 && b[1] == 22 && b[4] == 88);
+    CHECK(moe_tiles(11, 4, b) == 2 && b[1] == 5 && b[2] == 11);   // 352² at stride 32: two tiles of 5 and 6
+    CHECK(moe_tiles(13, 3, b) == 3 && b[1] == 4 && b[2] == 8 && b[3] == 13);
+    CHECK(moe_tiles(7, 4, b) == 1 && b[1] == 7);
+    CHECK(moe_tiles(3, 8, b) == 1 && b[1] == 3);
+}
+
+// A spatial MoE on an (N,H,W,8) map with E experts (every kind), top-k.
+static void moe_spatial_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int N, int H, int W, int grid,
+                              int training, uint64_t seed) {
+    fd_env_init(e, training);
+    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_SQDEV ? 0.5 : 0.3);
+    moe_set_spatial(&c->m, grid);
+    params_alloc(&e->pt, DT_F64);
+    Rng r = rng_init(seed + b);
+    moe_init(&c->m, &e->pt, &r);
+    Tensor w = params_value(&e->pt, c->m.router_w);
+    scale_inplace(&e->ctx.op, &w, 8.0);
+    for (int i = 0; i < e->pt.n; i++)   // O(1) BN affines and running statistics so every path shows
+        if (e->pt.p[i].ndim == 1 && strstr(e->pt.p[i].name, "experts.") && !strstr(e->pt.p[i].name, "bias") &&
+            !(e->pt.p[i].flags & PF_COUNTER)) {
+            Tensor v = params_value(&e->pt, i);
+            for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, 0.5 + rng_uniform(&r));
+        }
+    int64_t sh[4] = { N, H, W, 8 };
+    fd_add_input(e, fd_random(e, &r, 4, sh, -1, 1));
+    c->probe = fd_random(e, &r, 4, sh, -1, 1);
+    e->run = moe_run;
+    e->user = c;
+}
+
+// Finite differences through spatial routing in training mode: the router (its
+// weights stay differentiable per tile), every expert on halo windows, the tile
+// pooling and the balancing schemes counting tiles. 12×13 on a 3-grid: tiles of
+// 4 and 5 pixels, windows that shift at the borders.
+static void moe_spatial_fd(moe_balance b) {
+    FdEnv e;
+    MoeCase c;
+    moe_spatial_setup(&e, &c, b, 5, 2, 2, 12, 13, 3, 1, 21);
+    e.run(&e, 0);
+    CHECK(c.m.route.gh == 3 && c.m.route.gw == 3 && c.m.U == 18);
+    int used = 0;
+    for (int x = 0; x < 5; x++) used += c.m.route.count[x] > 0;
+    CHECKF(used >= 3, "only %d experts used", used);
+    char what[64];
+    snprintf(what, sizeof what, "spatial MoE (balance %s)", moe_balance_name(b));
+#ifdef __SANITIZE_ADDRESS__
+    fd_check(&e, what, 1, 5, 1e-5);
+#else
+    fd_check(&e, what, 2, 1, 1e-5);
+#endif
+    fd_env_free(&e);
+}
+
+TEST(camoxpert_fd_moe_spatial_sqdev) { moe_spatial_fd(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_fd_moe_spatial_switch) { moe_spatial_fd(MOE_BALANCE_SWITCH); }
+TEST(camoxpert_fd_moe_spatial_zloss) { moe_spatial_fd(MOE_BALANCE_ZLOSS); }
+TEST(camoxpert_fd_moe_spatial_bias) { moe_spatial_fd(MOE_BALANCE_BIAS); }
+
+// Runs c's layer forward and backward (loss Σ y·probe + balance); copies y, dx and
+// every parameter gradient out (into `keep`).
+typedef struct { Tensor y, dx, grads; double lb; } MoeRun;
+static MoeRun moe_run_keep(FdEnv *e, MoeCase *c) {
+    MoeRun o;
+    for (int i = 0; i < e->n_in; i++) tensor_zero(&e->din[i]);
+    params_zero_grad(&e->pt);
+    fd_reset(e);
+    Tensor y = moe_forward(&e->ctx, &c->m, &e->in[0]);
+    moe_backward(&e->ctx, &c->m, &c->probe, 1.0, &e->din[0]);
+    o.y = tensor_like(&e->keep, &y), o.dx = tensor_like(&e->keep, &e->din[0]);
+    tensor_copy(&o.y, &y);
+    tensor_copy(&o.dx, &e->din[0]);
+    o.grads = tensor_new(&e->keep, DT_F64, 1, (int64_t[]){ e->pt.numel });
+    Tensor g = tensor_view(e->pt.grad, DT_F64, 1, (int64_t[]){ e->pt.numel });
+    tensor_copy(&o.grads, &g);
+    o.lb = c->m.route.lb_loss;
+    return o;
+}
+
+// The exactness test: a spatial layer whose router gives every tile its image's
+// choice and weights (route_by_image) equals the global layer — output, balance
+// loss, input gradient and every parameter gradient (router included), in
+// training mode (BatchNorm over the group's pixels), float64, to 1e-10. The map
+// (26×27 on a 6-grid: tiles of 4 and 5) is large enough that every expert's
+// window is smaller than the map (texture's halo of 8 included), so the windows
+// and their shifts at the borders are what is tested.
+static void moe_spatial_exact(moe_balance b) {
+    FdEnv e;
+    MoeCase c;
+    moe_spatial_setup(&e, &c, b, 6, 2, 4, 26, 27, 6, 1, 33);
+    Rng r = rng_init(8);   // an offset per image and channel: images that pool apart choose apart
+    for (int64_t n = 0; n < 4; n++)
+        for (int ch = 0; ch < 8; ch++) {
+            double o = 2 * rng_uniform(&r) - 1;
+            for (int64_t p = 0; p < 26 * 27; p++) {
+                int64_t i = (n * 26 * 27 + p) * 8 + ch;
+                tensor_set(&e.in[0], i, tensor_get(&e.in[0], i) + o);
+            }
+        }
+    c.m.routing = MOE_ROUTING_GLOBAL;
+    MoeRun g = moe_run_keep(&e, &c);
+    moe_set_spatial(&c.m, 6);
+    c.m.route_by_image = 1;
+    MoeRun s = moe_run_keep(&e, &c);
+    CHECK(c.m.U == 4 * 36);
+    for (int x = 0; x < 6; x++) {
+        CHECKF(c.m.route.count[x] % 36 == 0, "expert %d: %lld tiles", x, (long long)c.m.route.count[x]);
+        if (c.m.route.count[x]) CHECKF(c.m.tiles[x].h < 26, "expert %d: window %lld rows (the whole map)", x, (long long)c.m.tiles[x].h);
+    }
+    int used = 0;
+    for (int x = 0; x < 6; x++) used += c.m.route.count[x] > 0;
+    CHECKF(used >= 3, "only %d experts used", used);
+    double ey = test_rel_err(&s.y, &g.y, 0), edx = test_rel_err(&s.dx, &g.dx, 0), eg = test_rel_err(&s.grads, &g.grads, 0);
+    printf("    %s: spatial (route_by_image) vs global: y %.2e, dx %.2e, parameter gradients %.2e, balance %.2e\n",
+           moe_balance_name(b), ey, edx, eg, fabs(s.lb - g.lb));
+    CHECKF(ey < 1e-10 && edx < 1e-10 && eg < 1e-10, "spatial vs global: y %.3g, dx %.3g, grads %.3g", ey, edx, eg);
+    CHECK_NEAR(s.lb, g.lb, 1e-12 * fmax(1, fabs(g.lb)));
+    Tensor gw = params_grad(&e.pt, c.m.router_w);   // the router learned from the segmentation loss too
+    double sr = 0;
+    for (int64_t i = 0; i < tensor_numel(&gw); i++) sr += fabs(tensor_get(&gw, i));
+    CHECK(sr > 1e-6);
+    fd_env_free(&e);
+}
+
+TEST(camoxpert_moe_spatial_equals_global_sqdev) { moe_spatial_exact(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_moe_spatial_equals_global_switch) { moe_spatial_exact(MOE_BALANCE_SWITCH); }
+TEST(camoxpert_moe_spatial_equals_global_zloss) { moe_spatial_exact(MOE_BALANCE_ZLOSS); }
+
+// The halo rule with real per-tile choices: in evaluation mode (running statistics;
+// contrast pools over the whole image, so it is left out: E=3 is texture, frequency,
+// edge), every tile's output is Σ_j w_j · Expert_j run on the whole map, over that tile.
+TEST(camoxpert_moe_spatial_tile_equals_whole_map_expert) {
+    FdEnv e;
+    MoeCase c;
+    moe_spatial_setup(&e, &c, MOE_BALANCE_SQDEV, 3, 2, 2, 26, 27, 5, 0, 45);
+    fd_reset(&e);
+    Tensor y = moe_forward(&e.ctx, &c.m, &e.in[0]);
+    Tensor yk = tensor_like(&e.keep, &y);
+    tensor_copy(&yk, &y);
+    const MoeRoute *rt = &c.m.route;
+    int64_t H = 26, W = 27, T = (int64_t)rt->gh * rt->gw;
+    int differ = 0;
+    for (int64_t n = 0; n < 2; n++) {
+        Tensor xn = tensor_slice0(&e.in[0], n, 1), full[3];
+        for (int x = 0; x < 3; x++) {
+            Tensor f = expert_forward(&e.ctx, &c.m.experts[x], &xn);
+            full[x] = tensor_like(&e.keep, &f);
+            tensor_copy(&full[x], &f);
+        }
+        for (int64_t t = 0; t < T; t++) {
+            int64_t u = n * T + t, a = t / rt->gw, b = t % rt->gw;
+            int i0 = tensor_i32(&rt->idx)[u * 2], i1 = tensor_i32(&rt->idx)[u * 2 + 1];
+            differ += t && (i0 != tensor_i32(&rt->idx)[(u - 1) * 2]);
+            double w0 = tensor_get(&rt->w, u * 2), w1 = tensor_get(&rt->w, u * 2 + 1), worst = 0;
+            for (int64_t yy = rt->ty[a]; yy < rt->ty[a + 1]; yy++)
+                for (int64_t xx = rt->tx[b]; xx < rt->tx[b + 1]; xx++)
+                    for (int ch = 0; ch < 8; ch++) {
+                        int64_t p = ((n * H + yy) * W + xx) * 8 + ch, q = (yy * W + xx) * 8 + ch;
+                        double ref = w0 * tensor_get(&full[i0], q) + w1 * tensor_get(&full[i1], q);
+                        worst = fmax(worst, fabs(tensor_get(&yk, p) - ref));
+                    }
+            CHECKF(worst < 1e-12, "image %lld tile %lld: %.3g from the whole-map experts", (long long)n, (long long)t, worst);
+        }
+    }
+    CHECKF(differ > 0, "every tile chose the same expert: the test needs different choices");
+    fd_env_free(&e);
+}
+
+// Parity with the PyTorch twin's spatial routing (tools/camoxpert_twin.py make --routing
+// spatial --route-grid 3 --batch 2 --num-experts 4 --top-k 2 --size 64x64 --grad-max-numel 200):
+// training mode in float64 — per-tile routing (different experts for tiles of one image at
+// scales 0 and 1), loss terms, 451 parameter gradients including every router's, BatchNorm state.
+TEST(camoxpert_verify_twin_spatial_training_fixture) {
+    camoxpert_verify_passes("tests/fixtures/camoxpert_spatial_xx_small_train.safetensors");
+}

@@ -5,6 +5,7 @@
 // predict writes masks at each photo's own size (camo4), overlays and routing
 // JSON; bench writes the documented JSON keys.
 #include "test.h"
+#include <dirent.h>
 #include "data/image.h"
 #include "nn/camoxpert.h"
 #include "train/checkpoint.h"
@@ -243,4 +244,60 @@ TEST(cli_bench_writes_the_documented_json) {
     cJSON_Delete(a);
     CHECK(test_run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
     CHECKF(strstr(o, "--top-k 3"), "%s", o);
+}
+
+// --routing spatial end to end: one epoch on the tiny set logs the routing table over
+// tiles (object and background apart), the checkpoint carries the routing, and predict
+// --routing writes per-tile JSON and one PNG map per scale at the photo's size.
+TEST(cli_train_and_predict_spatial_routing) {
+    REQUIRE(tiny_set()[0]);
+    char ck[700], out[800];
+    snprintf(ck, sizeof ck, "%s/spatial", test_tmpdir());
+    char *o;
+    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 64 "
+                          "--batch-size 4 --epochs 1 --stage1-epochs 0 --use-sparse-moe --num-experts 3 --top-k 2 "
+                          "--routing spatial --route-grid 4 --threads 1 --progress 0 --val-fraction 0.25", tiny_set(), ck);
+    CHECKF(rc == 0, "rc %d: %s", rc, o);
+    CHECKF(strstr(o, "share of tiles per expert") && strstr(o, "s0 object tiles"), "%s", o);
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/x --backbone edgenext_xx_small --route-grid 3", tiny_set(), ck);
+    CHECKF(rc == 2 && strstr(o, "--route-grid"), "rc %d: %s", rc, o);
+    char p[2400];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", ck);
+    unsigned char *buf = NULL;
+    size_t n;
+    REQUIRE_OK(read_file(p, &buf, &n));
+    CHECKF(strstr((char *)buf, "\"unit\":\"tile\"") && strstr((char *)buf, "\"object_share\""), "%.400s", (char *)buf);
+    free(buf);
+    snprintf(out, sizeof out, "%s/pred", ck);
+    rc = test_run_bin(&o, "predict --weights %s/best.safetensors --input %s/Test/Image --out %s --routing --threads 1", ck,
+                      tiny_set(), out);
+    CHECKF(rc == 0, "rc %d: %s", rc, o);
+    char name[600] = "", photo_path[3100];
+    snprintf(p, sizeof p, "%s/Test/Image", tiny_set());
+    DIR *dir = opendir(p);
+    REQUIRE(dir);
+    for (struct dirent *de; (de = readdir(dir));)
+        if (de->d_name[0] != '.') snprintf(name, sizeof name, "%s", de->d_name);
+    closedir(dir);
+    snprintf(photo_path, sizeof photo_path, "%s/%s", p, name);
+    char *dot = strrchr(name, '.');
+    REQUIRE(dot);
+    *dot = 0;
+    snprintf(p, sizeof p, "%s/%s_routing.json", out, name);
+    REQUIRE_OK(read_file(p, &buf, &n));
+    cJSON *j = cJSON_Parse((char *)buf);
+    free(buf);
+    REQUIRE(j);
+    CHECK(!strcmp(cJSON_GetObjectItem(j, "routing")->valuestring, "spatial"));
+    const cJSON *s0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "scales"), 0);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(s0, "tiles")) == 16);   // a 16×16 map on a 4-grid
+    cJSON_Delete(j);
+    for (int s = 0; s < 4; s++) {
+        Image8 m = { 0 }, photo = { 0 };
+        snprintf(p, sizeof p, "%s/%s_routing_s%d.png", out, name, s);
+        REQUIRE_OK(image_load(p, 3, &m));
+        REQUIRE_OK(image_load(photo_path, 3, &photo));
+        CHECK(m.w == photo.w && m.h == photo.h);
+        image_free(&m), image_free(&photo);
+    }
 }

@@ -872,3 +872,105 @@ TEST(op_relu_tape_shares_decisions) {
     arena_free(&a);
     arena_free(&scratch);
 }
+
+// rows_gather_sum on the CSR form of a rows_scatter_add index is rows_scatter_add,
+// term for term (same products, same order: equal bits, float64 and float32), so
+// it inherits rows_scatter_add's golden parity with torch index_add_. It is linear:
+// its finite-difference gradient is the weighted gather, checked as an adjoint
+// (<gather_sum(s), g> = <s, w·g[idx]>). The CUDA column compares with the CPU.
+static void gather_sum_case(Arena *a, Rng *r, cx_dtype dt, Tensor *src, Tensor *idx, Tensor *w, Tensor *ptr, Tensor *list,
+                            Tensor *wl, int64_t n, int64_t rows, int64_t D) {
+    *src = tensor_new(a, dt, 2, (int64_t[]){ n, D });
+    *w = tensor_new(a, dt, 1, &n);
+    *idx = tensor_new(a, DT_I32, 1, &n);
+    for (int64_t i = 0; i < n * D; i++) tensor_set(src, i, 2 * rng_uniform(r) - 1);
+    for (int64_t i = 0; i < n; i++) {
+        tensor_set(w, i, rng_uniform(r));
+        tensor_i32(idx)[i] = (int32_t)rng_below(r, (uint64_t)(rows - 1));   // the last row is never named
+    }
+    *ptr = tensor_zeros(a, DT_I32, 1, (int64_t[]){ rows + 1 });
+    *list = tensor_new(a, DT_I32, 1, &n);
+    int32_t *pp = tensor_i32(ptr), *fill_at = arena_alloc(a, sizeof(int32_t) * (size_t)rows);
+    for (int64_t i = 0; i < n; i++) pp[tensor_i32(idx)[i] + 1]++;
+    for (int64_t q = 0; q < rows; q++) pp[q + 1] += pp[q];
+    memcpy(fill_at, pp, sizeof(int32_t) * (size_t)rows);
+    for (int64_t i = 0; i < n; i++) tensor_i32(list)[fill_at[tensor_i32(idx)[i]]++] = (int32_t)i;
+    *wl = tensor_like(a, w);   // the weights in list order
+    for (int64_t j = 0; j < n; j++) tensor_set(wl, j, tensor_get(w, tensor_i32(list)[j]));
+}
+
+TEST(op_rows_gather_sum_equals_scatter_add) {
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    const int64_t n = 300, rows = 37, D = 5;
+    for (int pass = 0; pass < 3; pass++) {   // reference f64, reference f32, the CPU backend
+        cx_dtype dt = pass == 0 ? DT_F64 : DT_F32;
+        OpCtx c = { .backend = pass == 2 ? OPS_CPU : OPS_REF, .scratch = &scratch };
+        Rng r = rng_init(17);
+        Tensor src, idx, w, ptr, list, wl;
+        gather_sum_case(&a, &r, dt, &src, &idx, &w, &ptr, &list, &wl, n, rows, D);
+        Tensor base = tensor_new(&a, dt, 2, (int64_t[]){ rows, D }), y1 = tensor_like(&a, &base), y2 = tensor_like(&a, &base);
+        for (int64_t i = 0; i < rows * D; i++) tensor_set(&base, i, rng_uniform(&r));
+        for (int wt = 0; wt < 2; wt++) {
+            tensor_copy(&y1, &base);
+            tensor_copy(&y2, &base);
+            rows_scatter_add(&c, &y1, &src, &idx, wt ? &w : NULL);
+            rows_gather_sum(&c, &y2, &src, &ptr, &list, wt ? &wl : NULL);
+            CHECKF(!memcmp(y1.data, y2.data, (size_t)(rows * D) * dtype_size(dt)), "pass %d weights %d: not bit-equal (%.3g)",
+                   pass, wt, test_rel_err(&y2, &y1, 0));
+        }
+        if (pass == 0) {   // the adjoint: d<gather_sum(src), g>/dsrc[i] = w_i·g[idx_i]
+            Tensor g = tensor_like(&a, &base), dsrc = tensor_zeros_like(&a, &src), out = tensor_zeros_like(&a, &base);
+            for (int64_t i = 0; i < rows * D; i++) tensor_set(&g, i, rng_uniform(&r) - 0.5);
+            rows_scatter_add_backward(&c, &dsrc, NULL, &g, NULL, &idx, &w);
+            const double h = 1e-6;
+            for (int s = 0; s < 20; s++) {
+                int64_t j = (int64_t)rng_below(&r, (uint64_t)(n * D));
+                double x0 = tensor_get(&src, j), L[2];
+                for (int sgn = 0; sgn < 2; sgn++) {
+                    tensor_set(&src, j, x0 + (sgn ? -h : h));
+                    tensor_zero(&out);
+                    rows_gather_sum(&c, &out, &src, &ptr, &list, &wl);
+                    L[sgn] = 0;
+                    for (int64_t i = 0; i < rows * D; i++) L[sgn] += tensor_get(&out, i) * tensor_get(&g, i);
+                }
+                tensor_set(&src, j, x0);
+                CHECK_NEAR((L[0] - L[1]) / (2 * h), tensor_get(&dsrc, j), 1e-8);
+            }
+        }
+    }
+    arena_free(&a);
+    arena_free(&scratch);
+}
+
+TEST(op_rows_gather_sum_cuda) {
+    OpCtx *g = test_cuda();
+    if (!g) { test_skip("%s", test_no_gpu()); return; }
+    Arena a, scratch, dev;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    arena_init_on(&dev, "gpu test", 1 << 20, DEV_CUDA);
+    OpCtx c = { .backend = OPS_CPU, .scratch = &scratch };
+    Rng r = rng_init(19);
+    Tensor src, idx, w, ptr, list, wl;
+    const int64_t n = 5000, rows = 700, D = 24;
+    gather_sum_case(&a, &r, DT_F32, &src, &idx, &w, &ptr, &list, &wl, n, rows, D);
+    Tensor y = tensor_zeros(&a, DT_F32, 2, (int64_t[]){ rows, D });
+    rows_gather_sum(&c, &y, &src, &ptr, &list, &wl);
+    for (int act = 0; act < 2; act++) {   // float32, then bf16 src and dst (weights float32)
+        cx_dtype dt = act ? DT_BF16 : DT_F32;
+        Tensor ds = to_gpu(g, &dev, &src, dt), dw = to_gpu(g, &dev, &wl, DT_F32), dp = to_gpu(g, &dev, &ptr, DT_I32),
+               dl = to_gpu(g, &dev, &list, DT_I32), dy = tensor_new(&dev, dt, 2, (int64_t[]){ rows, D });
+        fill(g, &dy, 0);
+        rows_gather_sum(g, &dy, &ds, &dp, &dl, &dw);
+        Tensor h = from_gpu(g, &dev, &a, &dy);
+        double e = test_rel_err(&h, &y, 0);
+        printf("    cuda %s vs cpu f32: rel err %.3g\n", act ? "bf16" : "f32", e);
+        CHECKF(e < (act ? 3e-2 : 1e-6), "cuda %s: %.3g", act ? "bf16" : "f32", e);
+        arena_reset(&dev);
+    }
+    arena_free(&dev);
+    arena_free(&a);
+    arena_free(&scratch);
+}

@@ -13,7 +13,8 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
   make --out F ...     write a training-mode sparse fixture (kind=camoxpert) for
                        camoxpert verify: parameters from the splitmix22 generator,
                        random BatchNorm state, eval + train outputs, routing,
-                       loss terms, a subset of gradients (incl. every router's)
+                       loss terms, a subset of gradients (incl. every router's);
+                       --routing spatial --route-grid G: spatial routing (docs/ROUTING.md)
   checkpoint FILE      load a checkpoint written by camoxpert into a module with the
                        reference's exact state_dict (names, shapes, dtypes), strict=True
   bench ...            time one training step (forward + loss + backward + AdamW): float32
@@ -45,6 +46,16 @@ import safetensors_io  # noqa: E402
 
 BN_EPS, BN_MOM = 1e-5, 0.1
 KINDS = ("texture", "frequency", "edge", "contrast")
+RADIUS = {"texture": 8, "frequency": 3, "edge": 1, "contrast": 3}  # receptive-field radius of each expert kind
+# Spatial routing (docs/ROUTING.md): 0 = global routing, else at most ROUTE_GRID x ROUTE_GRID tiles per
+# scale. Set from the fixture's metadata (prove) or --routing/--route-grid (make).
+ROUTE_GRID = 0
+
+
+def tiles(side, grid):
+    """Tile bounds along one side: n = min(grid, side // 4) tiles (at least 1), bounds i*side//n."""
+    n = max(1, min(grid, side // 4))
+    return [i * side // n for i in range(n + 1)]
 
 
 # ---- parameter keys and shapes in state_dict order ----------------------------------------
@@ -181,8 +192,84 @@ class Net:
         a = torch.sigmoid(self.conv(f"{p}.amplify.3", F.relu(self.conv(f"{p}.amplify.1", a))))
         return x + c * a
 
+    def expert_tiles(self, p, kind, xw, keep):
+        """The expert on windows xw (c, d, h, w) keeping, per window q, the pixels keep[q] = (image, i0, i1, j0, j1)
+        (window coordinates); returns the kept pixels as rows (M, d), window by window, row-major. Spatial convs run
+        on the windows; everything after a branch's last spatial conv runs on the kept pixels (BatchNorm over them)."""
+        def crop(t):
+            return torch.cat([t[q, :, i0:i1, j0:j1].reshape(t.shape[1], -1).t() for q, (_, i0, i1, j0, j1) in
+                              enumerate(keep)], 0)
+
+        def lin(key, rows):  # a 1x1 conv on rows
+            w = self.P[key + ".weight"]
+            return F.linear(rows, w.reshape(w.shape[0], -1), self.P[key + ".bias"])
+
+        def bnr(key, rows):
+            return F.relu(self.bn(key, rows))
+        if kind == "texture":
+            outs = [bnr(f"{p}.branch{i + 1}.2", crop(self.conv(f"{p}.branch{i + 1}.1",
+                                                                self.conv(f"{p}.branch{i + 1}.0", xw), 2 ** i)))
+                    for i in range(4)]
+        else:
+            names = {"frequency": ("scale1_conv", "scale2_conv", "scale3_conv", "spatial_conv"),
+                     "edge": ("horizontal_edge", "vertical_edge", "laplacian_edge", "spatial_branch"),
+                     "contrast": ("contrast_3x3", "contrast_5x5", "contrast_7x7")}[kind]
+            outs = [bnr(f"{p}.{n}.1", crop(self.conv(f"{p}.{n}.0", xw))) for n in names]
+        c = bnr(f"{p}.fusion.1", lin(f"{p}.fusion.0", torch.cat(outs, 1)))
+        xc = crop(xw)
+        if kind != "contrast":
+            return c + xc
+        img = torch.cat([torch.full(((i1 - i0) * (j1 - j0),), n, dtype=torch.long) for n, i0, i1, j0, j1 in keep])
+        ims = sorted(set(img.tolist()))
+        pooled = torch.stack([c[img == n].mean(0) for n in ims])  # per image, over its kept pixels
+        a = torch.sigmoid(lin(f"{p}.amplify.3", F.relu(lin(f"{p}.amplify.1", pooled))))
+        return xc + c * a[torch.tensor([ims.index(n) for n in img.tolist()])]
+
+    def moe_spatial(self, s, x):
+        """Spatial routing: tiles scored from their own pooled features, top-k per tile; expert e runs once on
+        the windows (tile + its radius, shifted inside the map) of its tiles; kept pixels added with the weights."""
+        p = f"moe_layers.{s}"
+        N, _, H, W = x.shape
+        ty, tx = tiles(H, ROUTE_GRID), tiles(W, ROUTE_GRID)
+        gh, gw = len(ty) - 1, len(tx) - 1
+        units = [(n, a, b) for n in range(N) for a in range(gh) for b in range(gw)]
+        pooled = torch.stack([x[n, :, ty[a]:ty[a + 1], tx[b]:tx[b + 1]].mean((1, 2)) for n, a, b in units])
+        logits = F.linear(pooled, self.P[p + ".router.2.weight"], self.P[p + ".router.2.bias"])
+        probs = torch.softmax(logits, -1)
+        val, idx = torch.topk(probs, self.k, -1)
+        w = val / (val.sum(-1, keepdim=True) + 1e-8)
+        lb = 0.01 * ((probs.mean(0) - 1.0 / self.E) ** 2).sum()
+        acc = [torch.zeros_like(x[0]) for _ in range(N)]
+        th = max(ty[a + 1] - ty[a] for a in range(gh))
+        tw = max(tx[b + 1] - tx[b] for b in range(gw))
+        for e in range(self.E):
+            rows, j = (idx == e).nonzero(as_tuple=True)
+            if rows.numel() == 0:
+                continue
+            kind = KINDS[e % 4]
+            r = RADIUS[kind]
+            h, wd = min(H, th + 2 * r), min(W, tw + 2 * r)
+            wins, keep, places = [], [], []
+            for u in rows.tolist():
+                n, a, b = units[u]
+                wy = max(0, min(ty[a] - r, H - h))
+                wx = max(0, min(tx[b] - r, W - wd))
+                wins.append(x[n, :, wy:wy + h, wx:wx + wd])
+                keep.append((n, ty[a] - wy, ty[a + 1] - wy, tx[b] - wx, tx[b + 1] - wx))
+                places.append((n, ty[a], ty[a + 1], tx[b], tx[b + 1]))
+            ye = self.expert_tiles(f"{p}.experts.{e}", kind, torch.stack(wins), keep)
+            m = 0
+            for q, (n, y0, y1, x0, x1) in enumerate(places):
+                sz = (y1 - y0) * (x1 - x0)
+                blk = ye[m:m + sz].t().reshape(-1, y1 - y0, x1 - x0) * w[rows[q], j[q]]
+                acc[n] = acc[n] + F.pad(blk, (x0, W - x1, y0, H - y1))
+                m += sz
+        return torch.stack(acc), dict(logits=logits, probs=probs, topk_idx=idx, topk_w=w, lb_loss=lb)
+
     def moe(self, s, x):
         """Global routing; images grouped by expert; differentiable weights."""
+        if ROUTE_GRID:
+            return self.moe_spatial(s, x)
         p = f"moe_layers.{s}"
         logits = F.linear(x.mean((2, 3)), self.P[p + ".router.2.weight"], self.P[p + ".router.2.bias"])
         probs = torch.softmax(logits, -1)
@@ -340,6 +427,8 @@ def train_outputs(r):
 
 
 def fixture_config(meta):
+    global ROUTE_GRID
+    ROUTE_GRID = int(meta.get("route_grid", 4)) if meta.get("routing", "global") == "spatial" else 0
     return meta["backbone"], meta["mode"] == "sparse", int(meta.get("num_experts", 6)), int(meta.get("top_k", 2))
 
 
@@ -431,6 +520,8 @@ def cmd_prove(a):
 
 
 def cmd_make(a):
+    global ROUTE_GRID
+    ROUTE_GRID = a.route_grid if a.routing == "spatial" else 0
     variant, E, k = a.backbone, a.num_experts, a.top_k
     sparse = a.mode == "sparse"
     H, W = (int(s) for s in a.size.lower().split("x"))
@@ -473,7 +564,10 @@ def cmd_make(a):
         "rtol_fwd_f32": "0.0001", "rtol_fwd_f64": "1e-06", "rtol_grad_f64": "1e-06", "grad_floor": "0.0001",
         "param_gen": "splitmix22", "param_seed": str(a.seed), "grad_absmax": repr(float(gmax)),
         "grads_stored": f"{kept} of {len(K.params)} parameter gradients (every router's)",
-        "semantics": "sparse: images grouped by expert (BatchNorm over the group), differentiable routing weights",
+        "semantics": "sparse: images grouped by expert (BatchNorm over the group), differentiable routing weights"
+                     + ("; spatial routing: tiles routed, experts on halo windows, BatchNorm over the kept pixels "
+                        "(docs/ROUTING.md)" if ROUTE_GRID else ""),
+        "routing": a.routing, "route_grid": str(a.route_grid),
         "loss": "reference loss (reference/camoxpert.md section 6) + the MoE balance loss (weight 1)",
         "note": "made by tools/camoxpert_twin.py",
     }
@@ -645,6 +739,8 @@ def main():
             p.add_argument("--seed", type=int, default=4)
             p.add_argument("--grad-max-numel", type=int, default=20000)
             p.add_argument("--grad-prefix", action="append")
+            p.add_argument("--routing", default="global", choices=("global", "spatial"))
+            p.add_argument("--route-grid", type=int, default=4)
         else:
             p.add_argument("--threads", type=int, default=os.cpu_count())
             p.add_argument("--warmup", type=int, default=1)

@@ -127,10 +127,15 @@ static void profile_report(const BenchRow *r, cJSON *j) {
 
 // One configuration on rt's device: the training step of train/step.h (the
 // trainer's), then batch-1 inference. Times read after a device synchronisation.
+// The sparse model's routing (--routing, --route-grid), applied to every sparse configuration.
+static const char *bench_routing = "global";
+static int bench_grid = 4;
+
 static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse, int E, int k, int B, int S, int steps,
                       int profile, BenchRow *r) {
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
+    if (sparse) CX_ASSERT(camoxpert_config_routing(&cfg, bench_routing, bench_grid) == CX_OK, "%s", cx_errmsg());
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&cfg, &pt);
@@ -252,6 +257,8 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
 }
 
 int cmd_bench(int argc, char **argv) {
+    const char *routing = "global";
+    int grid = 4;
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
     int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0, gpus = 0;
     CliOpt opts[] = {
@@ -262,6 +269,8 @@ int cmd_bench(int argc, char **argv) {
         { "top-k", OPT_INT, &k, "experts per image (sparse)", "K", NULL, 0 },
         { "steps", OPT_INT, &steps, "timed iterations (after one untimed); the median is reported", "N", NULL, 0 },
         { "mode", OPT_STR, &mode, "which models", "dense|sparse|both", "dense|sparse|both", 0 },
+        { "routing", OPT_STR, &routing, "the sparse model's routing (docs/ROUTING.md)", "global|spatial", "global|spatial", 0 },
+        { "route-grid", OPT_INT, &grid, "--routing spatial: at most GxG tiles per scale", "G", NULL, 0 },
         { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
@@ -312,9 +321,11 @@ int cmd_bench(int argc, char **argv) {
         device = mine;
     }
     if (de.rank != 0 && !freopen("/dev/null", "w", stdout)) return 1;   // rank 0 prints; the others report errors
+    bench_routing = routing, bench_grid = grid;
     if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
-    if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k)) {
+    if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k) ||
+        camoxpert_config_routing(&probe, probe.sparse ? routing : "global", grid)) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
@@ -360,6 +371,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < nm; i++) {
         CamoXpertConfig cfg;
         camoxpert_config(&cfg, backbone, modes[i], E, k);
+        if (modes[i]) camoxpert_config_routing(&cfg, bench_routing, bench_grid);
         ParamTable pt;
         params_init(&pt);
         CamoXpert *m = camoxpert_create(&cfg, &pt);
@@ -396,7 +408,8 @@ int cmd_bench(int argc, char **argv) {
         BenchRow r;
         bench_one(&rt, de.world > 1 ? &comm : NULL, backbone, modes[i], E, k, B, S, steps, profile, &r);
         char name[64];
-        if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
+        if (r.sparse && !strcmp(routing, "spatial")) snprintf(name, sizeof name, "spatial E=%d k=%d G=%d", E, k, grid);
+        else if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
         else snprintf(name, sizeof name, "dense");
         printf("%-18s %8.2f %10.2f %9.2f %12.2f %10.2f %9.1f %12.0f %9.0f %7.1f\n", name, r.params_m, r.train_ms,
                r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step);
@@ -410,6 +423,8 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddStringToObject(j, "backbone", backbone);
         cJSON_AddNumberToObject(j, "num_experts", r.sparse ? E : 4);
         cJSON_AddNumberToObject(j, "top_k", r.sparse ? k : 4);
+        if (r.sparse) cJSON_AddStringToObject(j, "routing", routing);
+        if (r.sparse && !strcmp(routing, "spatial")) cJSON_AddNumberToObject(j, "route_grid", grid);
         cJSON_AddNumberToObject(j, "batch", B);
         cJSON_AddNumberToObject(j, "world_size", de.world);
         if (de.world > 1) {

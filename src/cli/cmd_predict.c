@@ -126,29 +126,90 @@ static cx_status write_overlay(const char *path, const Image8 *im, const Image8 
     return st;
 }
 
-static cx_status write_routing(const char *path, const char *image, const CamoXpertOutputs *o) {
+// One unit's choice: {"experts": [...], "weights": [...], "probs": [...]} into x.
+static void unit_json(cJSON *x, const MoeRoute *r, int64_t u) {
+    int64_t k = r->idx.shape[1], E = r->probs.shape[1];
+    cJSON *ex = cJSON_AddArrayToObject(x, "experts"), *w = cJSON_AddArrayToObject(x, "weights"),
+          *p = cJSON_AddArrayToObject(x, "probs");
+    for (int64_t i = 0; i < k; i++) {
+        cJSON_AddItemToArray(ex, cJSON_CreateNumber(tensor_i32(&r->idx)[u * k + i]));
+        cJSON_AddItemToArray(w, cJSON_CreateNumber(tensor_get(&r->w, u * k + i)));
+    }
+    for (int64_t e = 0; e < E; e++) cJSON_AddItemToArray(p, cJSON_CreateNumber(tensor_get(&r->probs, u * E + e)));
+}
+
+// Spatial routing: each scale's tiles as a picture at the photo's size, every tile in
+// the colour of its first (highest-weight) expert, lighter as that weight falls toward
+// 1/k, tile borders dark: <name>_routing_s<scale>.png.
+static const uint8_t expert_rgb[12][3] = { { 230, 25, 75 }, { 60, 180, 75 }, { 0, 130, 200 }, { 245, 130, 48 },
+                                            { 145, 30, 180 }, { 70, 240, 240 }, { 240, 50, 230 }, { 210, 245, 60 },
+                                            { 128, 128, 0 }, { 0, 128, 128 }, { 170, 110, 40 }, { 128, 0, 0 } };
+static cx_status write_routing_map(const char *path, const MoeRoute *r, int W, int H) {
+    Image8 im = { 0 };
+    image_alloc(&im, W, H, 3);
+    int64_t mh = r->ty[r->gh], mw = r->tx[r->gw], k = r->idx.shape[1];
+    for (int a = 0; a < r->gh; a++)
+        for (int b = 0; b < r->gw; b++) {
+            int64_t u = (int64_t)a * r->gw + b;
+            int e = tensor_i32(&r->idx)[u * k];
+            double w = tensor_get(&r->w, u * k), sat = k > 1 ? (w - 1.0 / k) / (1 - 1.0 / k) : 1;
+            sat = 0.45 + 0.55 * (sat < 0 ? 0 : sat > 1 ? 1 : sat);
+            int y0 = (int)(r->ty[a] * H / mh), y1 = (int)(r->ty[a + 1] * H / mh);
+            int x0 = (int)(r->tx[b] * W / mw), x1 = (int)(r->tx[b + 1] * W / mw);
+            for (int y = y0; y < y1; y++)
+                for (int x = x0; x < x1; x++) {
+                    uint8_t *px = im.px + ((int64_t)y * W + x) * 3;
+                    int edge = y == y0 || x == x0 || y == y1 - 1 || x == x1 - 1;
+                    for (int ch = 0; ch < 3; ch++)
+                        px[ch] = edge ? 40 : (uint8_t)(255 - sat * (255 - expert_rgb[e % 12][ch]));
+                }
+        }
+    cx_status st = image_save_png_as(path, &im, OWNER_PREDICT);
+    image_free(&im);
+    return st;
+}
+
+// stem: <out>/<name>; spatial models also get one PNG map per scale (write_routing_map).
+static cx_status write_routing(const char *stem, const char *image, const CamoXpertOutputs *o, int spatial, int W, int H) {
+    char path[4300];
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
     char *safe = text_utf8_safe(image);   // JSON text is UTF-8; file names are bytes
     cJSON_AddStringToObject(j, "image", safe);
     free(safe);
+    cJSON_AddStringToObject(j, "routing", spatial ? "spatial" : "global");
     cJSON *sc = cJSON_AddArrayToObject(j, "scales");
+    cx_status st = CX_OK;
     for (int s = 0; s < o->n_route; s++) {
         const MoeRoute *r = &o->route[s];
-        int64_t k = r->idx.shape[1], E = r->probs.shape[1];
-        cJSON *x = cJSON_CreateObject(), *ex = cJSON_AddArrayToObject(x, "experts"), *w = cJSON_AddArrayToObject(x, "weights"),
-              *p = cJSON_AddArrayToObject(x, "probs");
-        for (int64_t i = 0; i < k; i++) {
-            cJSON_AddItemToArray(ex, cJSON_CreateNumber(tensor_i32(&r->idx)[i]));
-            cJSON_AddItemToArray(w, cJSON_CreateNumber(tensor_get(&r->w, i)));
+        cJSON *x = cJSON_CreateObject();
+        if (!spatial) {
+            unit_json(x, r, 0);
+        } else {   // tiles in row-major order, with their bounds in the scale's map
+            cJSON_AddItemToObject(x, "grid", cJSON_CreateIntArray((int[]){ r->gh, r->gw }, 2));
+            cJSON_AddItemToObject(x, "map", cJSON_CreateIntArray((int[]){ (int)r->ty[r->gh], (int)r->tx[r->gw] }, 2));
+            cJSON *tl = cJSON_AddArrayToObject(x, "tiles");
+            for (int a = 0; a < r->gh; a++)
+                for (int b = 0; b < r->gw; b++) {
+                    cJSON *t = cJSON_CreateObject();
+                    cJSON_AddItemToObject(t, "rows", cJSON_CreateIntArray((int[]){ (int)r->ty[a], (int)r->ty[a + 1] }, 2));
+                    cJSON_AddItemToObject(t, "cols", cJSON_CreateIntArray((int[]){ (int)r->tx[b], (int)r->tx[b + 1] }, 2));
+                    unit_json(t, r, (int64_t)a * r->gw + b);
+                    cJSON_AddItemToArray(tl, t);
+                }
+            snprintf(path, sizeof path, "%s_routing_s%d.png", stem, s);
+            if (!st) st = write_routing_map(path, r, W, H);
+            const char *slash = strrchr(path, '/');
+            cJSON_AddStringToObject(x, "map_png", slash ? slash + 1 : path);
         }
-        for (int64_t e = 0; e < E; e++) cJSON_AddItemToArray(p, cJSON_CreateNumber(tensor_get(&r->probs, e)));
         cJSON_AddItemToArray(sc, x);
     }
+    snprintf(path, sizeof path, "%s_routing.json", stem);
+    if (st) { cJSON_Delete(j); return st; }
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     AtomicFile af;
-    cx_status st = atomic_begin(&af, path);
+    st = atomic_begin(&af, path);
     if (!st) {
         fputs(s, af.fp);
         fputc('\n', af.fp);
@@ -167,7 +228,8 @@ int cmd_predict(int argc, char **argv) {
         { "out", OPT_STR, &out, "directory for <name>.png masks (created)", "DIR", NULL, 0 },
         { "overlay", OPT_FLAG, &overlay, "also write <name>_overlay.jpg: the photo with the mask in red", NULL, NULL, 0 },
         { "routing", OPT_FLAG, &routing, "also write <name>_routing.json: experts, weights and router probabilities "
-          "per scale (sparse models)", NULL, NULL, 0 },
+          "per scale (sparse models; per tile under spatial routing, with <name>_routing_s<scale>.png maps: tiles "
+          "coloured by their first expert)", NULL, NULL, 0 },
         { "img-size", OPT_INT, &img_size, "network input side, a multiple of 32 (0: the checkpoint's training size, else 352)", "S", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
@@ -212,10 +274,12 @@ int cmd_predict(int argc, char **argv) {
     const int S = img_size ? img_size : ck_size ? ck_size : 352;
     char **files = NULL;
     int nf = 0, n_own = 0;
-    const char *suffix[3] = { ".png" };
+    const char *suffix[7] = { ".png" };
     int n_suffix = 1;
     if (overlay) suffix[n_suffix++] = "_overlay.jpg";
     if (routing && mc.sparse) suffix[n_suffix++] = "_routing.json";
+    static const char *const maps[4] = { "_routing_s0.png", "_routing_s1.png", "_routing_s2.png", "_routing_s3.png" };
+    for (int s = 0; s < 4 && routing && mc.sparse && mc.routing == MOE_ROUTING_SPATIAL; s++) suffix[n_suffix++] = maps[s];
     if ((cs = list_inputs(input, &files, &nf, &n_own)) || (cs = plan_outputs(files, nf, input, out, suffix, n_suffix, overwrite))) {
         fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
         for (int f = 0; f < nf; f++) free(files[f]);
@@ -295,8 +359,8 @@ int cmd_predict(int argc, char **argv) {
             cs = write_overlay(path, &im, &mask);
         }
         if (!cs && routing && mc.sparse) {
-            snprintf(path, sizeof path, "%s/%s_routing.json", out, name);
-            cs = write_routing(path, files[f], &o);
+            snprintf(path, sizeof path, "%s/%s", out, name);
+            cs = write_routing(path, files[f], &o, mc.routing == MOE_ROUTING_SPATIAL, im.w, im.h);
         }
         if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; n_failed++; }
         image_free(&mask);

@@ -10,6 +10,7 @@ int cmd_synth(int argc, char **argv) {
     int n_train = 1000, n_test = 200, size = 352, quality = 92, threads = 0, overwrite = 0;
     int64_t seed = 0;
     double difficulty = 0.5, empty = 0.05;
+    int cross = 0;
     CliOpt opts[] = {
         { "out", OPT_STR, &out, "directory to write (created; gets Train/ and Test/ in the COD10K-v3 layout)", "DIR", NULL, 0 },
         { "train", OPT_INT, &n_train, "training images", "N", NULL, 0 },
@@ -18,6 +19,8 @@ int cmd_synth(int argc, char **argv) {
         { "seed", OPT_INT64, &seed, "random seed; the same seed gives the same files", "K", NULL, 0 },
         { "difficulty", OPT_DOUBLE, &difficulty, "0 = objects stand out .. 1 = nearly invisible", "D", NULL, 0 },
         { "empty-fraction", OPT_DOUBLE, &empty, "share of images with nothing hidden", "F", NULL, 0 },
+        { "cross-family", OPT_FLAG, &cross, "objects textured from another family than their background (the name keeps "
+          "the background's family): region-wise routing experiments", NULL, NULL, 0 },
         { "jpeg-quality", OPT_INT, &quality, "JPEG quality of the images", "Q", NULL, 0 },
         { "baseline", OPT_STR, &baseline, "also write the colour-threshold baseline's 8-bit PNG predictions for the "
                                            "test split into DIR and print its mean IoU and MAE", "DIR", NULL, 0 },
@@ -39,6 +42,7 @@ int cmd_synth(int argc, char **argv) {
     c.size = size;
     c.seed = (uint64_t)seed;
     c.difficulty = difficulty;
+    c.cross_family = cross;
     c.empty_fraction = empty;
     SynthStats s;
     if (synth_prepare_out(out, baseline, overwrite)) {

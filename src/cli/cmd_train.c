@@ -175,6 +175,10 @@ int cmd_train(int argc, char **argv) {
           "zloss = router z-loss, bias = auxiliary-loss-free selection bias", "mse|switch|zloss|bias", "mse|switch|zloss|bias", 0 },
         { "bias-update-rate", OPT_DOUBLE, &c.bias_rate, "--balance bias: bias step after each optimizer step", "R", NULL, 0 },
         { "router-lr-scale", OPT_DOUBLE, &c.router_lr_scale, "router learning rate = lr x this (sparse)", "S", NULL, 0 },
+        { "routing", OPT_STR, &c.routing, "sparse: global = one choice of experts per image and scale; spatial = one per "
+          "tile of a grid over each scale's map (docs/ROUTING.md)", "global|spatial", "global|spatial", 0 },
+        { "route-grid", OPT_INT, &c.route_grid, "--routing spatial: at most GxG tiles per scale (fewer where a tile would "
+          "be under 4 pixels a side)", "G", NULL, 0 },
         { "val-fraction", OPT_DOUBLE, &c.val_fraction, "share of the training images held out for validation (0: none)", "F", NULL, 0 },
         { "val-every", OPT_INT, &c.val_every, "validate every N epochs (and after the last)", "N", NULL, 0 },
         { "max-steps", OPT_INT64, &c.max_steps, "stop (checkpointing as on Ctrl-C) after N optimizer steps in total", "N", NULL, 0 },
@@ -280,7 +284,7 @@ int cmd_train(int argc, char **argv) {
     }
     // Contradictions the parser cannot see.
     static const char *const sparse_only[] = { "num-experts", "top-k", "lb-coef", "balance", "router-lr-scale",
-                                               "bias-update-rate", NULL };
+                                               "bias-update-rate", "routing", "route-grid", NULL };
     for (int i = 0; sparse_only[i]; i++)
         if (cli_seen(opts, n, sparse_only[i]) && !c.sparse) {
             fprintf(stderr, "error: camoxpert train: --%s applies to sparse models only; add --use-sparse-moe or drop --%s\n",
@@ -288,6 +292,11 @@ int cmd_train(int argc, char **argv) {
             st = 2;
             goto out;
         }
+    if (cli_seen(opts, n, "route-grid") && strcmp(c.routing, "spatial")) {
+        fprintf(stderr, "error: camoxpert train: --route-grid applies to --routing spatial only (not %s)\n", c.routing);
+        st = 2;
+        goto out;
+    }
     if (cli_seen(opts, n, "ema-decay") && !c.use_ema) {
         fprintf(stderr, "error: camoxpert train: --ema-decay without --use-ema does nothing; add --use-ema\n");
         st = 2;

@@ -324,8 +324,10 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
         return 2;
     }
     CamoXpertConfig cfg;
+    const char *routing = st_meta(f, "routing");
     if (camoxpert_config(&cfg, backbone, !strcmp(mode, "sparse"), meta_int(f, "num_experts", 6),
-                         meta_int(f, "top_k", 2))) {
+                         meta_int(f, "top_k", 2)) ||
+        (routing && camoxpert_config_routing(&cfg, routing, meta_int(f, "route_grid", 4)))) {
         fprintf(stderr, "error: %s: %s\n", f->path, cx_errmsg());
         return 2;
     }
@@ -373,7 +375,9 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
     printf("verify %s: CamoXpert %s (%s%s), input %lld×3×%lld×%lld, %lld parameters\n", f->path, mode, backbone,
            cfg.sparse ? ", routed" : "", (long long)T_N(&x32), (long long)T_H(&x32), (long long)T_W(&x32),
            (long long)params_count(&p32, PF_BUFFER));
-    if (cfg.sparse) printf("  experts E=%d, top-k %d\n", cfg.num_experts, cfg.top_k);
+    if (cfg.sparse) printf("  experts E=%d, top-k %d, %s routing", cfg.num_experts, cfg.top_k, moe_routing_name(cfg.routing));
+    if (cfg.sparse && cfg.routing == MOE_ROUTING_SPATIAL) printf(" (at most %d×%d tiles per scale)", cfg.route_grid, cfg.route_grid);
+    if (cfg.sparse) printf("\n");
 
     // evaluation mode: float32 fast kernels, then float64 reference kernels
     CamoXpertOutputs o;

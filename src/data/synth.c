@@ -276,7 +276,9 @@ int synth_generate(const SynthConfig *cfg, int64_t index, uint8_t *img, uint8_t 
     Rng rt = rng_split(&r, 1), ro = rng_split(&r, 2), rb = rng_split(&r, 3), rl = rng_split(&r, 4);
     texture(bg, S, fam, &tb, &rt, f1, f2);
     for (int k = 0; k < n_obj; k++) blob(alpha, S, &rb, n_obj);
-    if (n_obj) texture(ob, S, fam, &to, &ro, f1, f2);
+    // cross_family: another family's texture (its own draws come last, so the default stream is unchanged)
+    int ofam = cfg->cross_family ? (fam + 1 + (int)rng_below(&r, SYNTH_N_FAMILIES - 1)) % SYNTH_N_FAMILIES : fam;
+    if (n_obj) texture(ob, S, ofam, &to, &ro, f1, f2);
     // Shared lighting (so it is no cue), then composite and a little sensor noise.
     value_noise(f1, S, 1.5f, 1.5f, 2, 0.5f, &rl);
     float light = frand(&rl, 0.08f, 0.22f);

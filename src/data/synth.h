@@ -27,6 +27,8 @@ typedef struct {
     uint64_t seed;
     double difficulty;       // 0 (easy) .. 1 (hard); default 0.5
     double empty_fraction;   // share of images with nothing hidden; default 0.05
+    int cross_family;        // 1: the object's texture from another family than the background's
+                             // (the image keeps the background's family name); default 0
 } SynthConfig;
 
 SynthConfig synth_config_default(void);   // 352, seed 0, difficulty 0.5, empty 0.05

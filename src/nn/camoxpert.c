@@ -21,6 +21,20 @@ cx_status camoxpert_config(CamoXpertConfig *cfg, const char *backbone, int spars
     cfg->top_k = top_k;
     cfg->balance = MOE_BALANCE_SQDEV;
     cfg->lb_coef = 0.01;
+    cfg->routing = MOE_ROUTING_GLOBAL;
+    cfg->route_grid = 4;
+    return CX_OK;
+}
+
+cx_status camoxpert_config_routing(CamoXpertConfig *cfg, const char *routing, int route_grid) {
+    moe_routing r;
+    CX_TRY(moe_routing_parse(routing, &r));
+    if (r == MOE_ROUTING_SPATIAL && !cfg->sparse)
+        return CX_FAIL(CX_EARG, "--routing spatial routes the sparse model's tiles: add --use-sparse-moe");
+    if (route_grid < 1 || route_grid > MOE_MAX_GRID)
+        return CX_FAIL(CX_EARG, "--route-grid %d: must be between 1 and %d", route_grid, MOE_MAX_GRID);
+    cfg->routing = r;
+    cfg->route_grid = route_grid;
     return CX_OK;
 }
 
@@ -47,6 +61,7 @@ CamoXpert *camoxpert_create(const CamoXpertConfig *cfg, ParamTable *pt) {
         for (int s = 0; s < 4; s++) {
             snprintf(p, sizeof p, "moe_layers.%d", s);
             moe_create(&m->moe[s], pt, p, cfg->dims[s], cfg->num_experts, cfg->top_k, cfg->balance, cfg->lb_coef);
+            if (cfg->routing == MOE_ROUTING_SPATIAL) moe_set_spatial(&m->moe[s], cfg->route_grid);
         }
     }
     m->p_head = pt->n;
@@ -178,6 +193,9 @@ cx_status camoxpert_save(const CamoXpert *m, const ParamTable *pt, const char *p
     snprintf(buf, sizeof buf, "%d", m->cfg.top_k);
     st_writer_meta(&w, "top_k", buf);
     st_writer_meta(&w, "balance", moe_balance_name(m->cfg.balance));
+    st_writer_meta(&w, "routing", moe_routing_name(m->cfg.routing));
+    snprintf(buf, sizeof buf, "%d", m->cfg.route_grid);
+    st_writer_meta(&w, "route_grid", buf);
     cx_status st = st_writer_save(&w, path);
     st_writer_free(&w);
     arena_free(&tmp);

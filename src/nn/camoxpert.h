@@ -30,6 +30,8 @@ typedef struct {
     int num_experts, top_k;
     moe_balance balance;   // default MOE_BALANCE_SQDEV
     double lb_coef;        // default 0.01
+    moe_routing routing;   // default MOE_ROUTING_GLOBAL (sparse); spatial: docs/ROUTING.md
+    int route_grid;        // spatial: at most route_grid × route_grid tiles per scale (default 4)
 } CamoXpertConfig;
 
 typedef struct {
@@ -52,7 +54,9 @@ typedef struct {
 } CamoXpert;
 
 // Dense or sparse model over a backbone variant ("" with dims set by hand: no
-// backbone). Balancing defaults to the reference's squared deviation, 0.01.
+// backbone). Balancing defaults to the reference's squared deviation, 0.01;
+// routing to global (camoxpert_config_routing sets spatial and its grid).
+cx_status camoxpert_config_routing(CamoXpertConfig *cfg, const char *routing, int route_grid);
 cx_status camoxpert_config(CamoXpertConfig *cfg, const char *backbone, int sparse, int num_experts, int top_k);
 CamoXpert *camoxpert_create(const CamoXpertConfig *cfg, ParamTable *pt);
 void camoxpert_free(CamoXpert *m);

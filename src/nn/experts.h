@@ -27,7 +27,28 @@ typedef struct {
     Tensor cat;        // (N,H,W,d) concatenated branches
     Tensor c;          // (N,H,W,d) fused features
     Tensor w;          // (N,1,1,d) contrast weights
+    // saved by expert_forward_tiles
+    Tensor xc;         // (M,1,1,d) the tiles' own pixels of x
+    Tensor wpix;       // (M,1,1,d) contrast weights of each pixel's image
 } Expert;
+
+// Spatial routing (nn/moe.h) runs an expert on P halo windows of x at once and
+// keeps M pixels: the windows' tiles, each pixel once. Branch convolutions run on
+// the windows (a halo at least the expert's receptive-field radius makes every
+// kept pixel equal to the whole map's); after a branch's last spatial conv its
+// map is cropped to the kept pixels, so BatchNorm sees exactly the tiles' pixels
+// (the batch statistics of the pixels routed here), as fusion and the residual do.
+// Contrast's channel amplification pools, per image, over that image's pixels in
+// the batch. When every tile of an image is here, it is the whole-map expert.
+typedef struct {
+    int64_t M;                  // kept pixels
+    Tensor centre;              // (M) I32: window pixel (a row of the (P·h·w) window pixels) of each kept pixel
+    Tensor uncrop_ptr, uncrop_list;   // centre's CSR over the window pixels: (P·h·w + 1), (M) I32
+    int64_t n_img;              // images of the map
+    Tensor img;                 // (M) I32: image of each kept pixel
+    Tensor img_ptr, img_list;   // img's CSR over the images: (n_img + 1), (M) I32
+    Tensor img_w;               // (M) float: 1 / (kept pixels of that image)
+} ExpertTiles;
 
 const char *expert_kind_name(expert_kind k);   // "texture", ...
 void expert_create(Expert *e, ParamTable *pt, const char *prefix, expert_kind kind, int d, param_group g);
@@ -36,3 +57,10 @@ void expert_init(const Expert *e, ParamTable *pt, Rng *rng);
 Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x);
 // dx += ∂L/∂x (dx may be NULL); parameter gradients +=.
 void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx);
+// xw (P,h,w,d) windows -> y (M,1,1,d), the kept pixels (ExpertTiles).
+Tensor expert_forward_tiles(NNCtx *ctx, Expert *e, const Tensor *xw, const ExpertTiles *t);
+// dy (M,1,1,d); dxw (P,h,w,d) += (may be NULL); parameter gradients +=.
+void expert_backward_tiles(NNCtx *ctx, Expert *e, const ExpertTiles *t, const Tensor *dy, Tensor *dxw);
+// The receptive-field radius of an expert kind in pixels (texture 8: a 3×3 conv at
+// dilation 8; frequency and contrast 3: 7×7; edge 1: 3×3), its amplification's pool aside.
+int expert_radius(expert_kind k);

@@ -297,23 +297,27 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
     }
 }
 
-Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) {
-    s->in = *x;
+Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) {
+    CX_ASSERT(0 <= from && from < to && to <= s->n, "seq range [%d, %d) of %d layers", from, to, s->n);
+    if (from == 0) s->in = *x;
     const Tensor *cur = x;
-    for (int i = 0; i < s->n; i++) {
+    for (int i = from; i < to; i++) {
+        s->l[i].in = *cur;
         s->l[i].out = layer_forward(ctx, &s->l[i], cur);
         cur = &s->l[i].out;
     }
     return *cur;
 }
 
-void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx) {
+Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) { return seq_forward_range(ctx, s, 0, s->n, x); }
+
+void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, Tensor *dx) {
     // the gradients between layers are temporaries: released before returning
     ArenaMark mk = arena_mark(ctx->act);
     Tensor g = *dy;
-    for (int i = s->n - 1; i >= 0; i--) {
-        const Tensor *in = i ? &s->l[i - 1].out : &s->in;
-        if (i == 0) {
+    for (int i = to - 1; i >= from; i--) {
+        const Tensor *in = &s->l[i].in;
+        if (i == from) {
             layer_backward(ctx, &s->l[i], &g, in, dx);
         } else {
             Tensor gin = nn_zeros_like(ctx, in);
@@ -323,6 +327,8 @@ void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx) {
     }
     arena_release(ctx->act, mk);
 }
+
+void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx) { seq_backward_range(ctx, s, 0, s->n, dy, dx); }
 
 void seq_init(const Seq *s, ParamTable *pt, Rng *rng) {
     for (int i = 0; i < s->n; i++) {

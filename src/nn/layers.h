@@ -26,6 +26,7 @@ typedef struct {
     int w, b;                // conv: weight (K,C,k,k), bias (K); BN: gamma (K), beta (K)
     int rmean, rvar, nbt;    // BN: running_mean (K), running_var (K), num_batches_tracked ()
     int inplace;             // activation computed in place over the previous layer's output
+    Tensor in;               // saved input (N,H,W,C): the previous layer's output, or what a range began with
     Tensor out;              // saved output (N,H,W,K); pool: (N,1,1,C)
     Tensor mean, invstd;     // BN: statistics used (K)
     Tensor gmean, gvar;      // BN under ctx->sync_sum: the global batch's mean and biased variance (K)
@@ -52,6 +53,13 @@ void seq_conv_named(Seq *s, ParamTable *pt, const char *name, int cin, int cout,
 Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x);
 // dx += ∂L/∂x (dx may be NULL), parameter gradients +=.
 void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx);
+// Layers [from, to) alone, on x (their input; s->in when from is 0), and their
+// backward: dy is the gradient of layer to−1's output, dx += that of layer from's
+// input. A caller that transforms the activations between two ranges (spatial
+// routing crops halo windows to their tiles' pixels after a branch's last spatial
+// conv: experts.c) runs each range and the transform's backward itself.
+Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x);
+void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, Tensor *dx);
 int seq_out_channels(const Seq *s, int cin);
 
 // PyTorch's default initialisation of every layer of s: conv weights

@@ -20,6 +20,29 @@ cx_status moe_balance_parse(const char *s, moe_balance *b) {
     return CX_FAIL(CX_EARG, "unknown balancing scheme '%s' (expected sqdev, switch, zloss or bias)", s);
 }
 
+const char *moe_routing_name(moe_routing r) { return r == MOE_ROUTING_SPATIAL ? "spatial" : r == MOE_ROUTING_GLOBAL ? "global" : "?"; }
+
+cx_status moe_routing_parse(const char *s, moe_routing *r) {
+    if (!strcmp(s, "global")) *r = MOE_ROUTING_GLOBAL;
+    else if (!strcmp(s, "spatial")) *r = MOE_ROUTING_SPATIAL;
+    else return CX_FAIL(CX_EARG, "unknown routing '%s' (expected global or spatial)", s);
+    return CX_OK;
+}
+
+int moe_tiles(int64_t side, int grid, int64_t *bounds) {
+    int64_t n = side / MOE_MIN_TILE;
+    if (n > grid) n = grid;
+    if (n < 1) n = 1;
+    for (int64_t i = 0; i <= n; i++) bounds[i] = i * side / n;
+    return (int)n;
+}
+
+void moe_set_spatial(Moe *m, int grid) {
+    CX_ASSERT(grid >= 1 && grid <= MOE_MAX_GRID, "route grid %d", grid);
+    m->routing = MOE_ROUTING_SPATIAL;
+    m->grid = grid;
+}
+
 void moe_create(Moe *m, ParamTable *pt, const char *prefix, int d, int E, int k, moe_balance balance, double coef) {
     CX_ASSERT(E >= 1 && E <= MOE_MAX_EXPERTS && k >= 1 && k <= E, "MoE with E=%d, k=%d", E, k);
     memset(m, 0, sizeof *m);
@@ -50,14 +73,115 @@ void moe_init(Moe *m, ParamTable *pt, Rng *rng) {
 // loss) are made on the host from one download of the logits and
 // probabilities — U×E numbers — and the dispatch plan goes back in one upload.
 // On the CPU the "downloads" are the tensors themselves.
+// ---- spatial plans: index lists built on the host --------------------------------------------
+// The CSR form (ptr (rows+1), list (n)) of an index idx (n) over `rows` rows: each
+// row's entries in ascending i (rows_gather_sum's order, ops.h).
+static void csr_build(const int32_t *idx, int64_t n, int64_t rows, int32_t *ptr, int32_t *list) {
+    memset(ptr, 0, sizeof(int32_t) * (size_t)(rows + 1));
+    for (int64_t i = 0; i < n; i++) ptr[idx[i] + 1]++;
+    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
+    int32_t *fill_at = cx_malloc(sizeof(int32_t) * (size_t)(rows ? rows : 1));
+    memcpy(fill_at, ptr, sizeof(int32_t) * (size_t)rows);
+    for (int64_t i = 0; i < n; i++) list[fill_at[idx[i]]++] = (int32_t)i;
+    free(fill_at);
+}
+
+static Tensor host_i32(NNCtx *ctx, int64_t n) { return tensor_new(ctx->host, DT_I32, 1, &n); }
+static Tensor host_f(NNCtx *ctx, int64_t n) { return tensor_new(ctx->host, nn_stat_dtype(ctx), 1, &n); }
+static Tensor csr_ptr(NNCtx *ctx, const Tensor *idx, int64_t rows, Tensor *list) {
+    Tensor ptr = host_i32(ctx, rows + 1);
+    *list = host_i32(ctx, tensor_numel(idx));
+    csr_build(tensor_i32(idx), tensor_numel(idx), rows, tensor_i32(&ptr), tensor_i32(list));
+    return ptr;
+}
+// A host plan tensor on the model's device (the activations' float dtype for weights
+// that multiply activations: F32 on the CPU, act dtype... kept in the stat dtype,
+// which every MoE op accepts as "float").
+static void to_dev(NNCtx *ctx, Tensor *t) { *t = nn_to_device(ctx, t); }
+
+// The tiling of x's map and the tile pooling plan (each tile's pixels, 1/area).
+static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
+    MoeRoute *r = &m->route;
+    int64_t N = T_N(x), H = T_H(x), W = T_W(x), HW = H * W;
+    r->gh = moe_tiles(H, m->grid, r->ty);
+    r->gw = moe_tiles(W, m->grid, r->tx);
+    const int64_t T = (int64_t)r->gh * r->gw;
+    m->U = N * T;
+    Tensor tile = host_i32(ctx, N * HW), tw = host_f(ctx, N * HW);
+    int32_t *tp = tensor_i32(&tile);
+    for (int a = 0; a < r->gh; a++)
+        for (int b = 0; b < r->gw; b++) {
+            double area = (double)((r->ty[a + 1] - r->ty[a]) * (r->tx[b + 1] - r->tx[b]));
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t y = r->ty[a]; y < r->ty[a + 1]; y++)
+                    for (int64_t xx = r->tx[b]; xx < r->tx[b + 1]; xx++) {
+                        int64_t p = n * HW + y * W + xx;
+                        tp[p] = (int32_t)(n * T + a * r->gw + b);
+                        tensor_set(&tw, p, 1.0 / area);
+                    }
+        }
+    m->pool_ptr = csr_ptr(ctx, &tile, m->U, &m->pool_list);
+    m->pool_w = host_f(ctx, N * HW);
+    for (int64_t j = 0; j < N * HW; j++) tensor_set(&m->pool_w, j, tensor_get(&tw, tensor_i32(&m->pool_list)[j]));
+    m->pix_tile = tile, m->pix_tile_w = tw;
+    if (m->route_by_image) {
+        m->tile_img = host_i32(ctx, m->U);
+        for (int64_t u = 0; u < m->U; u++) tensor_i32(&m->tile_img)[u] = (int32_t)(u / T);
+        m->timg_ptr = csr_ptr(ctx, &m->tile_img, N, &m->timg_list);
+    }
+    Tensor *all[] = { &m->pool_ptr, &m->pool_list, &m->pool_w, &m->pix_tile, &m->pix_tile_w, &m->tile_img,
+                      &m->timg_ptr, &m->timg_list };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        if (all[i]->data) to_dev(ctx, all[i]);
+}
+
+// The pooled features of each unit: (U,d).
+static void route_pool(NNCtx *ctx, Moe *m, const Tensor *x) {
+    const cx_dtype sdt = nn_stat_dtype(ctx);
+    MoeRoute *r = &m->route;
+    if (m->routing == MOE_ROUTING_GLOBAL) {
+        m->U = T_N(x);
+        r->gh = r->gw = 1;
+        r->ty[0] = r->tx[0] = 0, r->ty[1] = T_H(x), r->tx[1] = T_W(x);
+        m->pooled = nn_new(ctx, sdt, 2, (int64_t[]){ m->U, m->d });
+        avgpool_global_forward(&ctx->op, &m->pooled, x);
+        return;
+    }
+    spatial_tiling(ctx, m, x);
+    m->pooled = nn_zeros(ctx, sdt, 2, (int64_t[]){ m->U, m->d });
+    if (m->route_by_image) {
+        m->img_pooled = nn_new(ctx, sdt, 2, (int64_t[]){ T_N(x), m->d });
+        avgpool_global_forward(&ctx->op, &m->img_pooled, x);
+        rows_gather(&ctx->op, &m->pooled, &m->img_pooled, &m->tile_img);
+        return;
+    }
+    Tensor x2 = tensor_reshape(x, 2, (int64_t[]){ tensor_numel(x) / m->d, m->d });
+    rows_gather_sum(&ctx->op, &m->pooled, &x2, &m->pool_ptr, &m->pool_list, &m->pool_w);
+}
+
+// dx += the pooling's backward of dpooled (U,d).
+static void route_pool_backward(NNCtx *ctx, Moe *m, const Tensor *dpooled, Tensor *dx) {
+    if (m->routing == MOE_ROUTING_GLOBAL) {
+        avgpool_global_backward(&ctx->op, dx, dpooled);
+        return;
+    }
+    if (m->route_by_image) {
+        Tensor dimg = nn_zeros_like(ctx, &m->img_pooled);
+        rows_gather_sum(&ctx->op, &dimg, dpooled, &m->timg_ptr, &m->timg_list, NULL);
+        avgpool_global_backward(&ctx->op, dx, &dimg);
+        return;
+    }
+    Tensor dx2 = tensor_reshape(dx, 2, (int64_t[]){ tensor_numel(dx) / m->d, m->d });
+    rows_scatter_add_backward(&ctx->op, &dx2, NULL, dpooled, NULL, &m->pix_tile, &m->pix_tile_w);   // dx[p] += dpooled[tile(p)]/area
+}
+
 void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
-    int64_t U = T_N(x);
     int E = m->E, k = m->k;
     MoeRoute *r = &m->route;
     const cx_dtype sdt = nn_stat_dtype(ctx);
     m->x = *x;
-    m->pooled = nn_new(ctx, sdt, 2, (int64_t[]){ U, m->d });
-    avgpool_global_forward(&ctx->op, &m->pooled, x);
+    route_pool(ctx, m, x);
+    const int64_t U = m->U;
     Tensor logits = nn_new(ctx, sdt, 2, (int64_t[]){ U, E }), probs = nn_new(ctx, sdt, 2, (int64_t[]){ U, E });
     Tensor w = nn_param(ctx, m->router_w), b = nn_param(ctx, m->router_b);
     linear_forward(&ctx->op, &logits, &m->pooled, &w, &b);
@@ -121,7 +245,7 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
 // dlogits goes up in one upload, the router's linear runs on the device.
 void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx) {
     MoeRoute *r = &m->route;
-    int64_t U = T_N(&r->probs);
+    int64_t U = m->U;
     int E = m->E, k = m->k;
     double *dp = cx_calloc((size_t)(U * E), sizeof *dp);
     const int32_t *idx = tensor_i32(&r->idx);
@@ -166,14 +290,17 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
     Tensor w = nn_param(ctx, m->router_w), gw = nn_grad(ctx, m->router_w), gb = nn_grad(ctx, m->router_b);
     Tensor dpooled = nn_zeros_like(ctx, &m->pooled);
     linear_backward(&ctx->op, &dpooled, &gw, &gb, &dl, &m->pooled, &w);
-    if (dx) avgpool_global_backward(&ctx->op, dx, &dpooled);
+    if (dx) route_pool_backward(ctx, m, &dpooled, dx);
 }
 
 // The plan (each expert's rows and weights, sorted by expert) is built on the
 // host and uploaded in one copy; expert e then runs once on its whole group.
+static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
+static void spatial_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dwp);
+
 Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     MoeRoute *r = &m->route;
-    int64_t U = T_N(x), H = T_H(x), W = T_W(x), P = U * m->k;
+    int64_t U = m->U, H = T_H(x), W = T_W(x), P = U * m->k;
     const int32_t *idx = tensor_i32(&r->idx);
     const cx_dtype sdt = nn_stat_dtype(ctx);
     // counting sort of the (unit, expert) pairs by expert, stable in unit order
@@ -184,6 +311,7 @@ Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     int64_t fill_at[MOE_MAX_EXPERTS];
     memcpy(fill_at, m->offset, sizeof(int64_t) * (size_t)m->E);
     for (int64_t p = 0; p < P; p++) m->pair_order[fill_at[idx[p]]++] = (int32_t)p;
+    if (m->routing == MOE_ROUTING_SPATIAL) return spatial_dispatch_forward(ctx, m, x);
     // plan (host): rows (P) I32 then weights (P) in the stat dtype, one block
     Tensor rows_h = tensor_new(ctx->host, DT_I32, 1, &P), wts_h = tensor_new(ctx->host, sdt, 1, &P);
     for (int64_t i = 0; i < P; i++) {
@@ -209,9 +337,10 @@ Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
 // Each expert's routing-weight gradients land in one (P) buffer in plan order on
 // the model's device, brought down once and permuted into dw (host) there.
 void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw) {
-    int64_t P = T_N(&m->x) * m->k;
+    int64_t P = m->U * m->k;
     Tensor dwp = nn_zeros(ctx, nn_stat_dtype(ctx), 1, &P);   // plan order
-    for (int e = 0; e < m->E; e++) {
+    if (m->routing == MOE_ROUTING_SPATIAL) spatial_dispatch_backward(ctx, m, dy, dx, dw ? &dwp : NULL);
+    for (int e = 0; e < m->E && m->routing == MOE_ROUTING_GLOBAL; e++) {
         int64_t c = m->route.count[e];
         if (!c) continue;
         ArenaMark mk = arena_mark(ctx->act);   // this group's gradients are temporaries
@@ -229,6 +358,130 @@ void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Ten
     for (int64_t i = 0; i < P; i++) {
         int32_t p = m->pair_order[i];
         tensor_set(dw, p, tensor_get(dw, p) + tensor_get(&dwp_h, i));
+    }
+}
+
+// ---- spatial dispatch ---------------------------------------------------------------------------
+// Expert e's plan: its c pairs (plan order, units ascending) as windows of h×w pixels
+// (the tile grown by the expert's radius on every side, at most the map, shifted
+// inside the map), the M kept pixels (each pair's tile, row-major), and the CSR
+// lists that turn every scatter into a gather (rows_gather_sum).
+static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
+    MoeRoute *r = &m->route;
+    MoeTiles *pl = &m->tiles[e];
+    const int64_t N = T_N(x), H = T_H(x), W = T_W(x), HW = H * W, c = r->count[e];
+    const int64_t T = (int64_t)r->gh * r->gw;
+    const int rad = expert_radius(m->experts[e].kind);
+    int64_t th = 0, tw = 0;
+    for (int a = 0; a < r->gh; a++) th = r->ty[a + 1] - r->ty[a] > th ? r->ty[a + 1] - r->ty[a] : th;
+    for (int b = 0; b < r->gw; b++) tw = r->tx[b + 1] - r->tx[b] > tw ? r->tx[b + 1] - r->tx[b] : tw;
+    pl->h = th + 2 * rad < H ? th + 2 * rad : H;
+    pl->w = tw + 2 * rad < W ? tw + 2 * rad : W;
+    const int64_t hw = pl->h * pl->w;
+    int64_t M = 0;
+    for (int64_t q = 0; q < c; q++) {
+        int64_t t = (m->pair_order[m->offset[e] + q] / m->k) % T;
+        int a = (int)(t / r->gw), b = (int)(t % r->gw);
+        M += (r->ty[a + 1] - r->ty[a]) * (r->tx[b + 1] - r->tx[b]);
+    }
+    ExpertTiles *et = &pl->t;
+    et->M = M;
+    et->n_img = N;
+    pl->win_idx = host_i32(ctx, c * hw);
+    et->centre = host_i32(ctx, M);
+    et->img = host_i32(ctx, M);
+    et->img_w = host_f(ctx, M);
+    pl->out_idx = host_i32(ctx, M);
+    Tensor pair = host_i32(ctx, M);
+    pl->pix_w = tensor_new(ctx->host, nn_stat_dtype(ctx), 4, (int64_t[]){ M, 1, 1, 1 });
+    int32_t *wi = tensor_i32(&pl->win_idx), *ce = tensor_i32(&et->centre), *im = tensor_i32(&et->img),
+            *oi = tensor_i32(&pl->out_idx), *pa = tensor_i32(&pair);
+    int64_t *img_count = cx_calloc((size_t)N, sizeof(int64_t));
+    int64_t mi = 0;
+    for (int64_t q = 0; q < c; q++) {
+        int32_t p = m->pair_order[m->offset[e] + q];
+        int64_t u = p / m->k, n = u / T, t = u % T;
+        int a = (int)(t / r->gw), b = (int)(t % r->gw);
+        int64_t y0 = r->ty[a], y1 = r->ty[a + 1], x0 = r->tx[b], x1 = r->tx[b + 1];
+        int64_t wy = y0 - rad, wx = x0 - rad;   // the window's corner, shifted inside the map
+        if (wy > H - pl->h) wy = H - pl->h;
+        if (wy < 0) wy = 0;
+        if (wx > W - pl->w) wx = W - pl->w;
+        if (wx < 0) wx = 0;
+        for (int64_t i = 0; i < pl->h; i++)
+            for (int64_t j = 0; j < pl->w; j++) wi[q * hw + i * pl->w + j] = (int32_t)(n * HW + (wy + i) * W + wx + j);
+        double wq = tensor_get(&r->w, p);
+        for (int64_t y = y0; y < y1; y++)
+            for (int64_t xx = x0; xx < x1; xx++, mi++) {
+                ce[mi] = (int32_t)(q * hw + (y - wy) * pl->w + (xx - wx));
+                oi[mi] = (int32_t)(n * HW + y * W + xx);
+                im[mi] = (int32_t)n;
+                pa[mi] = (int32_t)q;
+                tensor_set(&pl->pix_w, mi, wq);
+                img_count[n]++;
+            }
+    }
+    for (int64_t i = 0; i < M; i++) tensor_set(&et->img_w, i, 1.0 / (double)img_count[im[i]]);
+    free(img_count);
+    pl->win_ptr = csr_ptr(ctx, &pl->win_idx, N * HW, &pl->win_list);
+    et->uncrop_ptr = csr_ptr(ctx, &et->centre, c * hw, &et->uncrop_list);
+    et->img_ptr = csr_ptr(ctx, &et->img, N, &et->img_list);
+    pl->out_ptr = csr_ptr(ctx, &pl->out_idx, N * HW, &pl->out_list);
+    pl->out_w = host_f(ctx, M);
+    for (int64_t j = 0; j < M; j++) tensor_set(&pl->out_w, j, tensor_get(&pl->pix_w, tensor_i32(&pl->out_list)[j]));
+    pl->pair_ptr = csr_ptr(ctx, &pair, c, &pl->pair_list);
+    Tensor *all[] = { &pl->win_idx, &pl->win_ptr, &pl->win_list, &et->centre, &et->uncrop_ptr, &et->uncrop_list,
+                      &et->img, &et->img_ptr, &et->img_list, &et->img_w, &pl->out_idx, &pl->out_ptr, &pl->out_list,
+                      &pl->out_w, &pl->pix_w, &pl->pair_ptr, &pl->pair_list };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) to_dev(ctx, all[i]);
+}
+
+static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
+    const int64_t N = T_N(x), H = T_H(x), W = T_W(x);
+    Tensor y = nn_zeros4(ctx, N, H, W, m->d);
+    Tensor x2 = tensor_reshape(x, 2, (int64_t[]){ N * H * W, m->d }), y2 = tensor_reshape(&y, 2, (int64_t[]){ N * H * W, m->d });
+    for (int e = 0; e < m->E; e++) {
+        int64_t c = m->route.count[e];
+        if (!c) continue;
+        MoeTiles *pl = &m->tiles[e];
+        spatial_plan(ctx, m, e, x);
+        Tensor xw = nn_new4(ctx, c, pl->h, pl->w, m->d);
+        Tensor xw2 = tensor_reshape(&xw, 2, (int64_t[]){ c * pl->h * pl->w, m->d });
+        rows_gather(&ctx->op, &xw2, &x2, &pl->win_idx);
+        m->ys[e] = expert_forward_tiles(ctx, &m->experts[e], &xw, &pl->t);   // one call for the whole group
+        Tensor ye2 = tensor_reshape(&m->ys[e], 2, (int64_t[]){ pl->t.M, m->d });
+        rows_gather_sum(&ctx->op, &y2, &ye2, &pl->out_ptr, &pl->out_list, &pl->out_w);   // y += w·ye at the tiles
+    }
+    return y;
+}
+
+// dwp (P, plan order) += each pair's routing-weight gradient: Σ over its pixels of <dy, ye>.
+static void spatial_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dwp) {
+    const int64_t NHW = tensor_numel(dy) / m->d;
+    Tensor dy2 = tensor_reshape(dy, 2, (int64_t[]){ NHW, m->d });
+    for (int e = 0; e < m->E; e++) {
+        int64_t c = m->route.count[e];
+        if (!c) continue;
+        MoeTiles *pl = &m->tiles[e];
+        ArenaMark mk = arena_mark(ctx->act);   // this group's gradients are temporaries
+        Tensor g = nn_new4(ctx, pl->t.M, 1, 1, m->d), g2 = tensor_reshape(&g, 2, (int64_t[]){ pl->t.M, m->d });
+        rows_gather(&ctx->op, &g2, &dy2, &pl->out_idx);   // dy at each kept pixel
+        Tensor dye = nn_zeros_like(ctx, &m->ys[e]);
+        Tensor dwpix = dwp ? nn_zeros_like(ctx, &pl->pix_w) : (Tensor){ 0 };
+        mul_backward(&ctx->op, &dye, dwp ? &dwpix : NULL, &g, &m->ys[e], &pl->pix_w);
+        if (dwp) {
+            Tensor dwe = tensor_slice0(dwp, m->offset[e], c), dwpix2 = tensor_reshape(&dwpix, 2, (int64_t[]){ pl->t.M, 1 });
+            Tensor dwe2 = tensor_reshape(&dwe, 2, (int64_t[]){ c, 1 });
+            rows_gather_sum(&ctx->op, &dwe2, &dwpix2, &pl->pair_ptr, &pl->pair_list, NULL);
+        }
+        Tensor dxw = dx ? nn_zeros4(ctx, c, pl->h, pl->w, m->d) : (Tensor){ 0 };
+        expert_backward_tiles(ctx, &m->experts[e], &pl->t, &dye, dx ? &dxw : NULL);
+        if (dx) {
+            Tensor dx2 = tensor_reshape(dx, 2, (int64_t[]){ NHW, m->d });
+            Tensor dxw2 = tensor_reshape(&dxw, 2, (int64_t[]){ c * pl->h * pl->w, m->d });
+            rows_gather_sum(&ctx->op, &dx2, &dxw2, &pl->win_ptr, &pl->win_list, NULL);
+        }
+        arena_release(ctx->act, mk);
     }
 }
 

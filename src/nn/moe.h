@@ -1,11 +1,21 @@
 // moe.h — the sparse mixture-of-experts layer (reference/camoxpert.md §4) with
-// grouped execution and selectable load balancing.
+// grouped execution and selectable load balancing, routing whole images (global)
+// or the tiles of a grid over each map (spatial).
 //
-// Units of work are the rows (first axis) of the layer's input: images for
-// global routing (this module's router), image regions for per-region routing
-// later — the dispatch (moe_dispatch_*) only sees rows and (row, expert) pairs.
+// Units of work are images (global routing, U = N) or tiles (spatial, U = N·T
+// with T tiles per image, docs/ROUTING.md):
+//   * global: a unit is a row of x; each expert runs once on the images routed to it.
+//   * spatial: each map is cut into gh×gw tiles (moe_tiles: at most --route-grid
+//     per side, each tile at least 4 pixels a side); the router scores each tile
+//     from its own pooled features. The (tile, expert) pairs are sorted by
+//     expert; each expert runs once on the batch of its tiles, each tile cut from
+//     x as a window with a halo of the expert's receptive-field radius
+//     (expert_radius; the window shifted inside the map at its borders, so its
+//     zero padding is the map's), so a tile's output equals the expert run on the
+//     whole map there; the tiles' own pixels are scattered back with their
+//     routing weights (experts.h, ExpertTiles: BatchNorm over the tiles' pixels).
 //
-//   route:    pooled = avgpool(x) (U,d); logits = router.2(pooled) (U,E);
+//   route:    pooled = avgpool over each unit (U,d); logits = router.2(pooled) (U,E);
 //             p = softmax(logits); idx = top-k of p (+ selection bias, aux-free);
 //             w_j = p_idx_j / (Σ_j p_idx_j + 1e-8)   — differentiable
 //   dispatch: counting sort of the U·k (row, expert) pairs by expert; per expert
@@ -26,8 +36,11 @@
 #include "nn/experts.h"
 
 typedef enum { MOE_BALANCE_SQDEV = 0, MOE_BALANCE_SWITCH, MOE_BALANCE_ZLOSS, MOE_BALANCE_BIAS } moe_balance;
+typedef enum { MOE_ROUTING_GLOBAL = 0, MOE_ROUTING_SPATIAL } moe_routing;
 
 #define MOE_MAX_EXPERTS 64
+#define MOE_MAX_GRID 16
+#define MOE_MIN_TILE 4   // a tile's smallest side in pixels (fewer tiles on smaller maps)
 
 // One routing decision for U units (a forward's output). Host tensors in
 // ctx->host (a GPU run downloads the router's logits and probabilities once per
@@ -39,12 +52,31 @@ typedef struct {
     Tensor w;        // (U,k) renormalised weights
     double lb_loss;  // the balancing loss of this layer (coefficient included; 0 for BIAS)
     int64_t count[MOE_MAX_EXPERTS];   // pairs per expert
+    int gh, gw;      // spatial: tiles per column and per row (U = N·gh·gw, tile t of image n is unit n·gh·gw + t,
+                     // row-major); global: 1, 1
+    int64_t ty[MOE_MAX_GRID + 1], tx[MOE_MAX_GRID + 1];   // tile boundaries in the map (rows, columns)
 } MoeRoute;
+
+// The host plan and saved state of one expert's group under spatial routing.
+typedef struct {
+    int64_t h, w;              // window size (tile + halo, at most the map)
+    ExpertTiles t;             // the kept pixels (experts.h)
+    Tensor win_idx;            // (c·h·w) I32: pixel of x (row of (N·H·W)) of each window pixel
+    Tensor win_ptr, win_list;  // its CSR over x's pixels (the windows' backward)
+    Tensor out_idx;            // (M) I32: pixel of y of each kept pixel
+    Tensor out_ptr, out_list, out_w;   // its CSR over y's pixels, with each entry's routing weight
+    Tensor pix_w;              // (M,1,1,1) routing weight of each kept pixel's pair
+    Tensor pair_ptr, pair_list;        // the kept pixels of each pair: (c+1), (M)
+} MoeTiles;
 
 typedef struct {
     int d, E, k;
     moe_balance balance;
     double coef;
+    moe_routing routing;
+    int grid;                          // spatial: at most grid×grid tiles per map (--route-grid)
+    int route_by_image;                // spatial, tests: every tile scored from its image's pooled features
+                                       // (so every tile gets its image's global choice and weights)
     Expert experts[MOE_MAX_EXPERTS];   // types cycle texture, frequency, edge, contrast
     int router_w, router_b;            // router.2.weight (E,d), router.2.bias (E), group PG_ROUTER
     double sel_bias[MOE_MAX_EXPERTS];  // MOE_BALANCE_BIAS selection bias (not a checkpoint entry)
@@ -56,20 +88,36 @@ typedef struct {
     int64_t offset[MOE_MAX_EXPERTS + 1];
     Tensor rows[MOE_MAX_EXPERTS];      // (c_e) I32 unit of each pair of expert e (model's device)
     Tensor wts[MOE_MAX_EXPERTS];       // (c_e) weight of each pair (model's device)
-    Tensor ys[MOE_MAX_EXPERTS];        // (c_e,H,W,d) expert outputs
+    Tensor ys[MOE_MAX_EXPERTS];        // (c_e,H,W,d) expert outputs; spatial: (M_e,1,1,d) kept pixels
+    // spatial routing, saved by forward
+    int64_t U;                         // units of the last forward
+    Tensor pool_ptr, pool_list, pool_w;   // tile pooling: CSR of the pixels of each tile (U+1), (N·H·W), 1/area
+    Tensor pix_tile, pix_tile_w;       // (N·H·W) I32 tile of each pixel, float 1/area (pooling's backward)
+    Tensor img_pooled;                 // route_by_image: (N,d)
+    Tensor tile_img, timg_ptr, timg_list;   // route_by_image: image of each tile (U), its CSR (N+1), (U)
+    MoeTiles tiles[MOE_MAX_EXPERTS];
 } Moe;
 
 const char *moe_balance_name(moe_balance b);
 cx_status moe_balance_parse(const char *s, moe_balance *b);   // "sqdev|switch|zloss|bias"
+const char *moe_routing_name(moe_routing r);
+cx_status moe_routing_parse(const char *s, moe_routing *r);   // "global|spatial"
+// Spatial routing's tiles along one side of a map: n = min(grid, side / MOE_MIN_TILE)
+// tiles (at least 1), tile i spanning [bounds[i], bounds[i+1]) with bounds[i] = i·side/n
+// (integer division: sizes differ by at most one, each at least MOE_MIN_TILE when the
+// side has that many pixels). Returns n; bounds holds n+1 entries.
+int moe_tiles(int64_t side, int grid, int64_t *bounds);
 void moe_create(Moe *m, ParamTable *pt, const char *prefix, int d, int E, int k, moe_balance balance, double coef);
+// Spatial routing on a grid of at most grid×grid tiles (grid 1..MOE_MAX_GRID); after moe_create.
+void moe_set_spatial(Moe *m, int grid);
 void moe_init(Moe *m, ParamTable *pt, Rng *rng);
 
-// Routing alone: fills m->route from x (U,H,W,d).
+// Routing alone: fills m->route from x (N,H,W,d) (U = N, or N·T tiles).
 void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x);
 // dw (U,k), a host tensor: gradient of the loss w.r.t. the routing weights;
 // dbalance: weight of the balancing loss in the total. dx += router's contribution.
 void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx);
-// Grouped execution of the routed pairs: y (U,H,W,d) = Σ_j w_j · Expert_idx_j(x_u).
+// Grouped execution of the routed pairs: y (N,H,W,d) = Σ_j w_j · Expert_idx_j(x_u) (over each tile, spatial).
 Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
 // dx += through the experts; dw (U,k, host) += gradient of the routing weights.
 void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw);

@@ -60,6 +60,7 @@
 #define FAST_rows_gather ref_rows_gather_f32
 #define FAST_rows_scatter_add ref_rows_scatter_add_f32
 #define FAST_rows_scatter_add_backward ref_rows_scatter_add_backward_f32
+#define FAST_rows_gather_sum ref_rows_gather_sum_f32
 
 #if HAVE_CUDA
 // The CUDA backend is a plug-in, build/libcamoxpert_cuda.so (ops/cuda/*.cu with
@@ -177,7 +178,7 @@ const char *op_profile_class(const OpProfileEntry *e) {
     static const struct { const char *prefix, *cls; } map[] = {
         { "linear", "GEMM" }, { "gemm", "GEMM" }, { "batchnorm", "norm" }, { "layernorm", "norm" },
         { "l2norm", "norm" }, { "maxnorm", "norm" }, { "resize", "resize" }, { "rows_gather", "MoE dispatch" },
-        { "rows_scatter", "MoE dispatch" }, { "topk", "MoE dispatch" }, { "cod_loss", "loss" },
+        { "rows_scatter", "MoE dispatch" }, { "rows_gather_sum", "MoE dispatch" }, { "topk", "MoE dispatch" }, { "cod_loss", "loss" },
         { "adamw", "optimizer" }, { "grad_norm", "optimizer" }, { "ema", "optimizer" },
     };
     if (!strncmp(e->op, "conv2d", 6)) return strncmp(e->kind, "depthwise", 9) ? "convolution" : "depthwise conv";
@@ -614,4 +615,12 @@ void rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *
 void rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src,
                                const Tensor *idx, const Tensor *w) {
     DISPATCH(ddst, rows_scatter_add_backward, ctx, dsrc, dw, ddst, src, idx, w);
+}
+void rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list, const Tensor *w) {
+    CX_ASSERT(ptr->dtype == DT_I32 && list->dtype == DT_I32 && tensor_numel(ptr) == dst->shape[0] + 1,
+              "rows_gather_sum: ptr I32 (rows+1), list I32 (n)");
+    CX_ASSERT(!w || tensor_numel(w) == tensor_numel(list), "rows_gather_sum: w must have one weight per list entry");
+    CX_ASSERT(tensor_numel(dst) / (dst->shape[0] ? dst->shape[0] : 1) == tensor_numel(src) / (src->shape[0] ? src->shape[0] : 1),
+              "rows_gather_sum: dst and src rows differ in size");
+    DISPATCH(src, rows_gather_sum, ctx, dst, src, ptr, list, w);
 }

@@ -336,3 +336,12 @@ void rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *
 // Backward of rows_scatter_add: dsrc[i] += w[i] · ddst[idx[i]]; dw[i] += <ddst[idx[i]], src[i]>.
 void rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src,
                                const Tensor *idx, const Tensor *w);
+// The same sum written as a gather, for scatters whose destination rows the host
+// has listed (spatial routing's plans): for every row r of dst,
+//   dst[r] += Σ_{j = ptr[r]}^{ptr[r+1]-1} w[j] · src[list[j]]   (w (n) float; NULL means 1)
+// with ptr (rows+1) and list (n) I32, in list order. With ptr/list the CSR form of a
+// rows_scatter_add index (each row's entries in ascending i) it is rows_scatter_add's
+// sum, term for term; each dst row is written by one thread on a GPU (deterministic,
+// no atomics, O(n·D) work) where rows_scatter_add loops over every index per element.
+// It is itself a backward (of rows_gather with weights): no backward of its own.
+void rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list, const Tensor *w);

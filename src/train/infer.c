@@ -15,6 +15,8 @@ char *infer_config_json(const CamoXpertConfig *c, int img_size) {
     cJSON_AddNumberToObject(j, "top_k", c->top_k);
     cJSON_AddStringToObject(j, "balance", moe_balance_name(c->balance));
     cJSON_AddNumberToObject(j, "lb_coef", c->lb_coef);
+    cJSON_AddStringToObject(j, "routing", moe_routing_name(c->routing));
+    cJSON_AddNumberToObject(j, "route_grid", c->route_grid);
     if (img_size > 0) cJSON_AddNumberToObject(j, "img_size", img_size);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -43,6 +45,8 @@ cx_status infer_config_parse(const char *json, CamoXpertConfig *c, int *img_size
     if (cJSON_IsString(bal) && (st = moe_balance_parse(bal->valuestring, &c->balance))) goto done;
     const cJSON *lb = cJSON_GetObjectItemCaseSensitive(j, "lb_coef");
     if (cJSON_IsNumber(lb)) c->lb_coef = lb->valuedouble;
+    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(j, "routing");
+    if (cJSON_IsString(rt) && (st = camoxpert_config_routing(c, rt->valuestring, json_int(j, "route_grid", 4)))) goto done;
     if (img_size) {
         // A size from a file is checked like an option: 33, -32 or 2^30 would be used as given.
         const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "img_size");
@@ -77,6 +81,8 @@ cx_status infer_config_from_checkpoint(const char *weights_path, CamoXpertConfig
         const char *E = st_meta(&f, "num_experts"), *k = st_meta(&f, "top_k"), *bal = st_meta(&f, "balance");
         st = camoxpert_config(c, bb, sparse, E ? atoi(E) : 6, k ? atoi(k) : 2);
         if (!st && bal) st = moe_balance_parse(bal, &c->balance);
+        const char *rt = st_meta(&f, "routing"), *g = st_meta(&f, "route_grid");
+        if (!st && rt) st = camoxpert_config_routing(c, rt, g ? atoi(g) : 4);
     } else {
         st = CX_FAIL(CX_ENOTFOUND, "%s carries no model config in its metadata (a reference PyTorch checkpoint?); "
                      "name the model with --backbone NAME [--use-sparse-moe --num-experts E --top-k K]", weights_path);

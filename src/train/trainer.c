@@ -67,6 +67,8 @@ void train_config_default(TrainConfig *c) {
     c->lb_coef = 0.01;
     c->balance = MOE_BALANCE_SQDEV;
     c->bias_rate = 1e-3;
+    c->routing = "global";
+    c->route_grid = 4;
     c->router_lr_scale = 0.1;
     c->val_fraction = 0.1;
     c->val_every = 1;
@@ -151,38 +153,64 @@ cx_status train_config_check(const TrainConfig *c) {
 
 // ---- routing statistics -------------------------------------------------------------
 
-// Per scale and expert: images routed, Σ weight when chosen, Σ router probability;
-// per image category the images routed to each expert; Σ balancing loss per scale.
+// Per scale and expert: units routed (images, or tiles under spatial routing), Σ
+// weight when chosen, Σ router probability; per image category the units routed to
+// each expert; under spatial routing the same over object tiles (the ground truth
+// covers more than half of the tile) and background tiles; Σ balancing loss per scale.
 typedef struct {
-    int E, n_cat;
+    int E, n_cat, spatial;
     int64_t images;
-    int64_t chosen[4][MOE_MAX_EXPERTS];
+    int64_t units[4], chosen[4][MOE_MAX_EXPERTS];
     double wsum[4][MOE_MAX_EXPERTS], psum[4][MOE_MAX_EXPERTS];
+    int64_t fg_units[4], fg_chosen[4][MOE_MAX_EXPERTS];   // [0] object tiles ...
+    int64_t bg_units[4], bg_chosen[4][MOE_MAX_EXPERTS];   // ... and background tiles (spatial)
     double lb[4];
     int64_t steps;
     int64_t *cat_images;   // (n_cat)
+    int64_t *cat_units;    // (n_cat, 4)
     int64_t *cat_chosen;   // (n_cat, 4, E)
 } RouteStats;
 
 static void route_stats_reset(RouteStats *r) {
-    int E = r->E, nc = r->n_cat;
-    int64_t *ci = r->cat_images, *cc = r->cat_chosen;
+    int E = r->E, nc = r->n_cat, sp = r->spatial;
+    int64_t *ci = r->cat_images, *cu = r->cat_units, *cc = r->cat_chosen;
     memset(r, 0, sizeof *r);
-    r->E = E, r->n_cat = nc, r->cat_images = ci, r->cat_chosen = cc;
+    r->E = E, r->n_cat = nc, r->spatial = sp, r->cat_images = ci, r->cat_units = cu, r->cat_chosen = cc;
     if (ci) memset(ci, 0, sizeof *ci * (size_t)(nc > 0 ? nc : 1));
+    if (cu) memset(cu, 0, sizeof *cu * (size_t)(nc > 0 ? nc : 1) * 4);
     if (cc) memset(cc, 0, sizeof *cc * (size_t)(nc > 0 ? nc : 1) * 4 * (size_t)E);
 }
 
+// The share of tile (a, b) of a gh×gw grid over an h×w map that the mask (S,S) covers.
+static double tile_cover(const float *mask, int64_t S, const MoeRoute *rt, int a, int b) {
+    int64_t h = rt->ty[rt->gh], w = rt->tx[rt->gw];
+    int64_t y0 = rt->ty[a] * S / h, y1 = rt->ty[a + 1] * S / h, x0 = rt->tx[b] * S / w, x1 = rt->tx[b + 1] * S / w;
+    double s = 0;
+    for (int64_t y = y0; y < y1; y++)
+        for (int64_t x = x0; x < x1; x++) s += mask[y * S + x];
+    return (y1 > y0 && x1 > x0) ? s / (double)((y1 - y0) * (x1 - x0)) : 0;
+}
+
 static void route_stats_add(RouteStats *r, const CamoXpertOutputs *o, const Batch *b) {
+    const int64_t S = T_H(&b->mask);
     for (int s = 0; s < o->n_route; s++) {
         const MoeRoute *rt = &o->route[s];
-        int64_t U = rt->idx.shape[0], k = rt->idx.shape[1];
+        int64_t U = rt->idx.shape[0], k = rt->idx.shape[1], T = (int64_t)rt->gh * rt->gw;
         for (int64_t u = 0; u < U; u++) {
-            int cat = b->sample[u]->category;
+            int64_t n = u / T, t = u % T;
+            int cat = b->sample[n]->category, fg = -1;
+            if (r->spatial)
+                fg = tile_cover(tensor_f32(&b->mask) + n * S * S, S, rt, (int)(t / rt->gw), (int)(t % rt->gw)) > 0.5;
+            r->units[s]++;
+            if (fg == 1) r->fg_units[s]++;
+            if (fg == 0) r->bg_units[s]++;
+            if (cat >= 0 && cat < r->n_cat) r->cat_units[cat * 4 + s]++;
             for (int64_t j = 0; j < k; j++) {
                 int e = tensor_i32(&rt->idx)[u * k + j];
                 r->chosen[s][e]++;
                 r->wsum[s][e] += tensor_get(&rt->w, u * k + j);
+                if (fg == 1) r->fg_chosen[s][e]++;
+                if (fg == 0) r->bg_chosen[s][e]++;
                 if (cat >= 0 && cat < r->n_cat) r->cat_chosen[((int64_t)cat * 4 + s) * r->E + e]++;
             }
             for (int e = 0; e < r->E; e++) r->psum[s][e] += tensor_get(&rt->probs, u * r->E + e);
@@ -197,6 +225,8 @@ static void route_stats_add(RouteStats *r, const CamoXpertOutputs *o, const Batc
     r->steps++;
 }
 
+static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
 static const char *expert_kind_letter(int e) {
     static const char *k[4] = { "T", "F", "Ed", "C" };   // texture, frequency, edge, contrast (the cycle)
     return k[e % 4];
@@ -204,15 +234,26 @@ static const char *expert_kind_letter(int e) {
 
 static cJSON *route_stats_json(const RouteStats *r, const Dataset *ds) {
     cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "unit", r->spatial ? "tile" : "image");
     cJSON *scales = cJSON_AddArrayToObject(j, "scales");
     for (int s = 0; s < 4; s++) {
         cJSON *sj = cJSON_CreateObject();
         cJSON *share = cJSON_AddArrayToObject(sj, "share"), *mw = cJSON_AddArrayToObject(sj, "mean_weight"),
               *mp = cJSON_AddArrayToObject(sj, "mean_prob");
         for (int e = 0; e < r->E; e++) {
-            cJSON_AddItemToArray(share, cJSON_CreateNumber(r->images ? (double)r->chosen[s][e] / r->images : 0));
+            cJSON_AddItemToArray(share, cJSON_CreateNumber(ratio((double)r->chosen[s][e], (double)r->units[s])));
             cJSON_AddItemToArray(mw, cJSON_CreateNumber(r->chosen[s][e] ? r->wsum[s][e] / r->chosen[s][e] : 0));
-            cJSON_AddItemToArray(mp, cJSON_CreateNumber(r->images ? r->psum[s][e] / r->images : 0));
+            cJSON_AddItemToArray(mp, cJSON_CreateNumber(ratio(r->psum[s][e], (double)r->units[s])));
+        }
+        cJSON_AddNumberToObject(sj, "units", (double)r->units[s]);
+        if (r->spatial) {   // shares over object tiles and over background tiles
+            cJSON_AddNumberToObject(sj, "object_tiles", (double)r->fg_units[s]);
+            cJSON_AddNumberToObject(sj, "background_tiles", (double)r->bg_units[s]);
+            cJSON *fs = cJSON_AddArrayToObject(sj, "object_share"), *bs = cJSON_AddArrayToObject(sj, "background_share");
+            for (int e = 0; e < r->E; e++) {
+                cJSON_AddItemToArray(fs, cJSON_CreateNumber(ratio((double)r->fg_chosen[s][e], (double)r->fg_units[s])));
+                cJSON_AddItemToArray(bs, cJSON_CreateNumber(ratio((double)r->bg_chosen[s][e], (double)r->bg_units[s])));
+            }
         }
         cJSON_AddNumberToObject(sj, "balance_loss", r->steps ? r->lb[s] / r->steps : 0);
         cJSON_AddItemToArray(scales, sj);
@@ -226,8 +267,8 @@ static cJSON *route_stats_json(const RouteStats *r, const Dataset *ds) {
         for (int s = 0; s < 4; s++) {
             cJSON *row = cJSON_CreateArray();
             for (int e = 0; e < r->E; e++)
-                cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->cat_chosen[((int64_t)c * 4 + s) * r->E + e] /
-                                                             (double)r->cat_images[c]));
+                cJSON_AddItemToArray(row, cJSON_CreateNumber(ratio((double)r->cat_chosen[((int64_t)c * 4 + s) * r->E + e],
+                                                                   (double)r->cat_units[c * 4 + s])));
             cJSON_AddItemToArray(sh, row);
         }
         cJSON_AddItemToObject(cats, ds->categories[c], cj);
@@ -236,7 +277,7 @@ static cJSON *route_stats_json(const RouteStats *r, const Dataset *ds) {
 }
 
 static void route_stats_print(const RouteStats *r, const Dataset *ds) {
-    say("  routing (training batches; share of images per expert, mean weight when chosen):\n");
+    say("  routing (training batches; share of %s per expert, mean weight when chosen):\n", r->spatial ? "tiles" : "images");
     say("    %-7s", "scale");
     for (int e = 0; e < r->E; e++) {
         char h[32];
@@ -247,9 +288,16 @@ static void route_stats_print(const RouteStats *r, const Dataset *ds) {
     for (int s = 0; s < 4; s++) {
         say("    %-7d", s);
         for (int e = 0; e < r->E; e++)
-            say("   %5.1f%%/%.2f", r->images ? 100.0 * r->chosen[s][e] / r->images : 0,
+            say("   %5.1f%%/%.2f", 100.0 * ratio((double)r->chosen[s][e], (double)r->units[s]),
                    r->chosen[s][e] ? r->wsum[s][e] / r->chosen[s][e] : 0);
         say("  %.5f\n", r->steps ? r->lb[s] / r->steps : 0);
+    }
+    for (int s = 0; s < 4 && r->spatial; s++) {   // object tiles (GT covers > half) against background tiles
+        say("    s%d object tiles (%lld):", s, (long long)r->fg_units[s]);
+        for (int e = 0; e < r->E; e++) say(" %s%d %4.1f%%", expert_kind_letter(e), e, 100.0 * ratio((double)r->fg_chosen[s][e], (double)r->fg_units[s]));
+        say("  | background (%lld):", (long long)r->bg_units[s]);
+        for (int e = 0; e < r->E; e++) say(" %s%d %4.1f%%", expert_kind_letter(e), e, 100.0 * ratio((double)r->bg_chosen[s][e], (double)r->bg_units[s]));
+        say("\n");
     }
     for (int c = 0; c < r->n_cat; c++) {
         if (!r->cat_images[c]) continue;
@@ -258,7 +306,7 @@ static void route_stats_print(const RouteStats *r, const Dataset *ds) {
             int best = 0;
             const int64_t *row = &r->cat_chosen[((int64_t)c * 4 + s) * r->E];
             for (int e = 1; e < r->E; e++) if (row[e] > row[best]) best = e;
-            say("  s%d %s%d %.0f%%", s, expert_kind_letter(best), best, 100.0 * row[best] / r->cat_images[c]);
+            say("  s%d %s%d %.0f%%", s, expert_kind_letter(best), best, 100.0 * ratio((double)row[best], (double)r->cat_units[c * 4 + s]));
         }
         say("\n");
     }
@@ -572,24 +620,30 @@ static cx_status route_stats_reduce(Trainer *T) {
     RouteStats *r = &T->rs;
     if (T->world == 1 || !T->mc.sparse) return CX_OK;
     const int E = r->E, nc = r->n_cat > 0 ? r->n_cat : 0;
-    const int n = 2 + 4 + 3 * 4 * E + nc + nc * 4 * E;
+    const int n = 2 + 4 * 4 + 5 * 4 * E + nc + 4 * nc + nc * 4 * E;
     double *v = cx_malloc(sizeof *v * (size_t)n), *p = v;
     *p++ = (double)r->images, *p++ = (double)r->steps;
     for (int s = 0; s < 4; s++) {
-        *p++ = r->lb[s];
-        for (int e = 0; e < E; e++) *p++ = (double)r->chosen[s][e], *p++ = r->wsum[s][e], *p++ = r->psum[s][e];
+        *p++ = r->lb[s], *p++ = (double)r->units[s], *p++ = (double)r->fg_units[s], *p++ = (double)r->bg_units[s];
+        for (int e = 0; e < E; e++)
+            *p++ = (double)r->chosen[s][e], *p++ = r->wsum[s][e], *p++ = r->psum[s][e], *p++ = (double)r->fg_chosen[s][e],
+            *p++ = (double)r->bg_chosen[s][e];
     }
     for (int i = 0; i < nc; i++) *p++ = (double)r->cat_images[i];
+    for (int i = 0; i < 4 * nc; i++) *p++ = (double)r->cat_units[i];
     for (int i = 0; i < nc * 4 * E; i++) *p++ = (double)r->cat_chosen[i];
     cx_status st = dist_sum(&T->store, v, n);
     p = v;
     if (!st) {
         r->images = (int64_t)*p++, r->steps = (int64_t)*p++;
         for (int s = 0; s < 4; s++) {
-            r->lb[s] = *p++;
-            for (int e = 0; e < E; e++) r->chosen[s][e] = (int64_t)*p++, r->wsum[s][e] = *p++, r->psum[s][e] = *p++;
+            r->lb[s] = *p++, r->units[s] = (int64_t)*p++, r->fg_units[s] = (int64_t)*p++, r->bg_units[s] = (int64_t)*p++;
+            for (int e = 0; e < E; e++)
+                r->chosen[s][e] = (int64_t)*p++, r->wsum[s][e] = *p++, r->psum[s][e] = *p++,
+                r->fg_chosen[s][e] = (int64_t)*p++, r->bg_chosen[s][e] = (int64_t)*p++;
         }
         for (int i = 0; i < nc; i++) r->cat_images[i] = (int64_t)*p++;
+        for (int i = 0; i < 4 * nc; i++) r->cat_units[i] = (int64_t)*p++;
         for (int i = 0; i < nc * 4 * E; i++) r->cat_chosen[i] = (int64_t)*p++;
     }
     free(v);
@@ -771,7 +825,9 @@ static cx_status check_memory(Trainer *T) {
 static cx_status trainer_setup_routes(Trainer *T) {
     T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
     T->rs.n_cat = T->all.n_categories;
+    T->rs.spatial = T->mc.sparse && T->mc.routing == MOE_ROUTING_SPATIAL;
     T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
+    T->rs.cat_units = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4, sizeof(int64_t));
     T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
                                  sizeof(int64_t));
     return CX_OK;
@@ -814,6 +870,7 @@ static cx_status trainer_setup(Trainer *T) {
     T->gt = cx_calloc((size_t)(T->va.n > 0 ? T->va.n : 1), sizeof *T->gt);
     // Model.
     CX_TRY(camoxpert_config(&T->mc, c->backbone, c->sparse, c->num_experts, c->top_k));
+    if (c->sparse) CX_TRY(camoxpert_config_routing(&T->mc, c->routing ? c->routing : "global", c->route_grid));
     T->mc.balance = c->balance;
     T->mc.lb_coef = c->lb_coef;
     params_init(&T->pt);
@@ -866,11 +923,13 @@ static cx_status trainer_setup(Trainer *T) {
         int rsz = 0;
         if (!infer_config_from_checkpoint(c->resume_from, &rc, &rsz) &&
             (strcmp(rc.backbone, T->mc.backbone) || rc.sparse != T->mc.sparse ||
-             (rc.sparse && (rc.num_experts != T->mc.num_experts || rc.top_k != T->mc.top_k))))
-            return CX_FAIL(CX_EARG, "--resume-from %s holds a %s model on %s (E=%d, k=%d) but the options ask for %s on %s "
-                           "(E=%d, k=%d); drop the model options to take the checkpoint's",
+             (rc.sparse && (rc.num_experts != T->mc.num_experts || rc.top_k != T->mc.top_k || rc.routing != T->mc.routing ||
+                            (rc.routing == MOE_ROUTING_SPATIAL && rc.route_grid != T->mc.route_grid)))))
+            return CX_FAIL(CX_EARG, "--resume-from %s holds a %s model on %s (E=%d, k=%d, %s routing) but the options ask "
+                           "for %s on %s (E=%d, k=%d, %s routing); drop the model options to take the checkpoint's",
                            c->resume_from, rc.sparse ? "sparse" : "dense", rc.backbone, rc.num_experts, rc.top_k,
-                           T->mc.sparse ? "sparse" : "dense", T->mc.backbone, T->mc.num_experts, T->mc.top_k);
+                           moe_routing_name(rc.routing), T->mc.sparse ? "sparse" : "dense", T->mc.backbone,
+                           T->mc.num_experts, T->mc.top_k, moe_routing_name(T->mc.routing));
         TrainState ts = T->ts;
         int has_state = 0;
         st = checkpoint_load(c->resume_from, &T->pt, &ts, &T->opt, c->use_ema ? &T->ema : NULL, &has_state);
@@ -939,6 +998,7 @@ static void trainer_free(Trainer *T) {
     free(T->meta_json);
     free(T->frozen);
     free(T->rs.cat_images);
+    free(T->rs.cat_units);
     free(T->rs.cat_chosen);
     train_step_free(&T->step);
     if (T->c->use_ema && T->ema.shadow) ema_free(&T->ema);

@@ -64,6 +64,8 @@ typedef struct {
     double lb_coef;
     moe_balance balance;
     double bias_rate;              // MOE_BALANCE_BIAS step of the selection bias
+    const char *routing;           // "global" or "spatial" (sparse; docs/ROUTING.md)
+    int route_grid;                // spatial: at most route_grid × route_grid tiles per scale
     double router_lr_scale;
     double val_fraction;           // held out for validation (0: no validation)
     int val_every;                 // validate every N epochs (and after the last)

@@ -91,6 +91,8 @@ void cuda_rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *
 void cuda_rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w);
 void cuda_rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src,
                                     const Tensor *idx, const Tensor *w);
+void cuda_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
+                          const Tensor *w);
 
 void cuda_cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in);
 

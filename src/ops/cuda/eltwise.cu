@@ -708,6 +708,37 @@ extern "C" void cuda_rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src
     CUDA_KCHECK("rows_scatter_add_kernel");
 }
 
+// dst[r] += Σ_j w[j]·src[list[j]], j in [ptr[r], ptr[r+1]): one thread per element of dst,
+// its row's entries in list order (rows_gather_sum in ops.h).
+static __global__ void rows_gather_sum_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *ptr,
+                                              const int32_t *list, const void *w, int wdt, int64_t rows, int64_t srows,
+                                              int64_t D) {
+    CUDA_LOOP(e, rows * D) {
+        int64_t r = e / D, d = e - r * D;
+        int32_t j0 = ptr[r], j1 = ptr[r + 1];
+        if (j0 == j1) continue;
+        float v = ldf(dst, ddt, e);
+        for (int32_t j = j0; j < j1; j++) {
+            int32_t i = list[j];
+            check_row(i, srows, "rows_gather_sum", d == 0);
+            float s = ldf(src, sdt, (int64_t)i * D + d);
+            v = __fadd_rn(v, w ? __fmul_rn(ldf(w, wdt, j), s) : s);
+        }
+        stf(dst, ddt, e, v);
+    }
+}
+
+extern "C" void cuda_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
+                                     const Tensor *w) {
+    const char *op = "rows_gather_sum";
+    int64_t rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0;
+    if (rows * D == 0 || tensor_numel(list) == 0) return;
+    rows_gather_sum_kernel<<<LAUNCH_1D(rows * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
+                                                    tensor_i32(ptr), tensor_i32(list), w ? w->data : NULL,
+                                                    w ? cuda_fdt(w, op) : 0, rows, src->shape[0], D);
+    CUDA_KCHECK("rows_gather_sum_kernel");
+}
+
 // dsrc[i] += w[i]·ddst[idx[i]]
 static __global__ void scatter_dsrc_kernel(void *dsrc, int dsdt, const void *ddst, int gdt, const int32_t *idx,
                                            const void *w, int wdt, int64_t rows, int64_t D, int64_t n) {

@@ -63,7 +63,9 @@
     void ref_rows_gather_##S(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx); \
     void ref_rows_scatter_add_##S(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w); \
     void ref_rows_scatter_add_backward_##S(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src, \
-                                           const Tensor *idx, const Tensor *w);
+                                           const Tensor *idx, const Tensor *w); \
+    void ref_rows_gather_sum_##S(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list, \
+                                 const Tensor *w);
 
 REF_DECLARE(f32)
 REF_DECLARE(f64)

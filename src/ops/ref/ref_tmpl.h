@@ -697,6 +697,25 @@ void FN(ref_rows_scatter_add_backward)(OpCtx *ctx, Tensor *dsrc, Tensor *dw, con
     }
 }
 
+// dst[r] += Σ_j w[j]·src[list[j]] over j in [ptr[r], ptr[r+1]), one product and one add at a time
+// in list order (rows_scatter_add's rounding when the lists are its index in CSR form).
+void FN(ref_rows_gather_sum)(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
+                             const Tensor *w) {
+    int64_t rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0;
+    const int32_t *pp = tensor_i32(ptr), *lp = tensor_i32(list);
+    for (int64_t r = 0; r < rows; r++) {
+        CX_ASSERT(pp[r] >= 0 && pp[r] <= pp[r + 1] && pp[r + 1] <= tensor_numel(list), "rows_gather_sum: ptr[%lld] out of order",
+                  (long long)r);
+        real *dp = FN(P)(dst) + r * D;
+        for (int32_t j = pp[r]; j < pp[r + 1]; j++) {
+            CX_ASSERT(lp[j] >= 0 && lp[j] < src->shape[0], "rows_gather_sum: list entry %d out of range", lp[j]);
+            const real *sp = FN(P)(src) + (int64_t)lp[j] * D;
+            real wj = w ? FN(P)(w)[j] : 1;
+            for (int64_t d = 0; d < D; d++) dp[d] += wj * sp[d];
+        }
+    }
+}
+
 #undef FN
 #undef FN2
 #undef FN_
