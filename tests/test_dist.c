@@ -590,11 +590,13 @@ TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
 // each backbone stage). Were a range started before its last contribution, that
 // contribution would stay this rank's alone. Through the host communicator (float64
 // sums in rank order, the same bits however the buffer is cut), 2 ranks reduce to
-// exactly the gradients of one all-reduce after the backward: dense and sparse models,
-// with and without the frozen backbone (stage 1), float64 reference kernels.
+// exactly the gradients of one all-reduce after the backward: dense and sparse models
+// (global and spatial routing), with and without the frozen backbone (stage 1), float64
+// reference kernels.
 typedef struct { double *grad; int64_t n; int buckets; } BucketOut;
 
 static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buckets, BucketOut *o) {
+    const int spatial = sparse == 2;   // sparse 2: spatial routing (docs/ROUTING.md)
     enum { B = 2, S = 32 };
     DistEnv e = env_of(rank, 2, port);
     DistStore st;
@@ -602,7 +604,8 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     Comm c;
     if (comm_open(&c, &st, NULL, DEV_CPU, 0)) return 2;
     CamoXpertConfig cfg;
-    if (camoxpert_config(&cfg, "edgenext_xx_small", sparse, 4, 2)) return 3;
+    if (camoxpert_config(&cfg, "edgenext_xx_small", sparse != 0, 4, 2)) return 3;
+    if (spatial && camoxpert_config_routing(&cfg, "spatial", 2)) return 3;
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&cfg, &pt);
@@ -668,6 +671,7 @@ TEST(dist_gradient_buckets_equal_one_all_reduce_after_the_backward) {
     static const struct { int sparse, skip_backbone, buckets; } cases[] = {
         { 0, 0, 7 },   // head, experts, stages 3..0, stem
         { 1, 0, 7 },
+        { 2, 0, 7 },   // spatial routing
         { 0, 1, 2 },   // stage 1: head and experts during the backward, the backbone's zeros at the end
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
