@@ -26,7 +26,8 @@ static const char *dist_set(void) {
     return d;
 }
 
-#define DIST_MODEL_ANY_BATCH "--backbone edgenext_xx_small --img-size 32 --progress 0 --num-workers 1 --val-fraction 0.25"
+// --device cpu: on a machine with a GPU, the one-process runs compared with the CPU ranks of --procs would take it
+#define DIST_MODEL_ANY_BATCH "--device cpu --backbone edgenext_xx_small --img-size 32 --progress 0 --num-workers 1 --val-fraction 0.25"
 #define DIST_MODEL DIST_MODEL_ANY_BATCH " --batch-size 2"
 
 // The "step" records' loss and grad_norm of DIR/train_log.jsonl, and the validated image counts.
