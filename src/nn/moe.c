@@ -94,10 +94,35 @@ static Tensor csr_ptr(NNCtx *ctx, const Tensor *idx, int64_t rows, Tensor *list)
     csr_build(tensor_i32(idx), tensor_numel(idx), rows, tensor_i32(&ptr), tensor_i32(list));
     return ptr;
 }
-// A host plan tensor on the model's device (the activations' float dtype for weights
-// that multiply activations: F32 on the CPU, act dtype... kept in the stat dtype,
-// which every MoE op accepts as "float").
-static void to_dev(NNCtx *ctx, Tensor *t) { *t = nn_to_device(ctx, t); }
+// Host plan tensors (index lists; weights kept in the stat dtype, which every MoE op
+// accepts as "float") to the model's device in one copy: packed into one host buffer (each at a
+// 256-byte boundary), uploaded once, each replaced by its view of the device copy.
+// Tensors without data are left alone; on the CPU nothing moves.
+static void to_dev_packed(NNCtx *ctx, Tensor *const *all, size_t n) {
+    if (ctx->act->device == DEV_CPU) return;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i]->data) total += (tensor_nbytes(all[i]) + 255) / 256 * 256;
+    if (!total) return;
+    int64_t bytes = (int64_t)total;
+    Tensor h = tensor_new(ctx->host, DT_U8, 1, &bytes), d = tensor_new(ctx->act, DT_U8, 1, &bytes);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!all[i]->data) continue;
+        memcpy((char *)h.data + off, all[i]->data, tensor_nbytes(all[i]));
+        off += (tensor_nbytes(all[i]) + 255) / 256 * 256;
+    }
+    tensor_upload(&d, &h);
+    off = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!all[i]->data) continue;
+        size_t nb = tensor_nbytes(all[i]);
+        Tensor v = tensor_view((char *)d.data + off, all[i]->dtype, all[i]->ndim, all[i]->shape);
+        v.device = d.device;
+        *all[i] = v;
+        off += (nb + 255) / 256 * 256;
+    }
+}
 
 // The tiling of x's map and the tile pooling plan (each tile's pixels, 1/area).
 static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
@@ -131,8 +156,7 @@ static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
     }
     Tensor *all[] = { &m->pool_ptr, &m->pool_list, &m->pool_w, &m->pix_tile, &m->pix_tile_w, &m->tile_img,
                       &m->timg_ptr, &m->timg_list };
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        if (all[i]->data) to_dev(ctx, all[i]);
+    to_dev_packed(ctx, all, sizeof all / sizeof *all);
 }
 
 // The pooled features of each unit: (U,d).
@@ -433,7 +457,7 @@ static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
     Tensor *all[] = { &pl->win_idx, &pl->win_ptr, &pl->win_list, &et->centre, &et->uncrop_ptr, &et->uncrop_list,
                       &et->img, &et->img_ptr, &et->img_list, &et->img_w, &pl->out_idx, &pl->out_ptr, &pl->out_list,
                       &pl->out_w, &pl->pix_w, &pl->pair_ptr, &pl->pair_list };
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) to_dev(ctx, all[i]);
+    to_dev_packed(ctx, all, sizeof all / sizeof *all);
 }
 
 static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
