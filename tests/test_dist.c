@@ -492,6 +492,18 @@ TEST(dist_sync_batchnorm_over_two_ranks_equals_one_process_on_the_whole_batch) {
 
 typedef struct { double loss; double *grad; int64_t n; } ModelGrad;
 
+// The model of cfg, initialised from rng, in a float64 table on the reference kernels.
+static CamoXpert *f64_model(const CamoXpertConfig *cfg, ParamTable *pt, Runtime *rt, Rng *rng) {
+    params_init(pt);
+    CamoXpert *m = camoxpert_create(cfg, pt);
+    params_alloc(pt, DT_F64);
+    camoxpert_init(m, pt, rng);
+    runtime_init_reference(rt, DT_F64, 1);
+    runtime_place(rt, pt);
+    rt->ctx.pt = pt;
+    return m;
+}
+
 static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     enum { B = 4, S = 32 };
     DistStore st = { .rank = 0, .world = 1 };
@@ -502,15 +514,9 @@ static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     CamoXpertConfig cfg;
     if (camoxpert_config(&cfg, "edgenext_xx_small", 0, 4, 4)) return 2;
     ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&cfg, &pt);
-    params_alloc(&pt, DT_F64);
-    Rng rng = rng_init(9);
-    camoxpert_init(m, &pt, &rng);
     Runtime rt;
-    runtime_init_reference(&rt, DT_F64, 1);
-    runtime_place(&rt, &pt);
-    rt.ctx.pt = &pt;
+    Rng rng = rng_init(9);
+    CamoXpert *m = f64_model(&cfg, &pt, &rt, &rng);
     if (world > 1) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st, rt.ctx.sync_rank = rank, rt.ctx.sync_world = world;
     Arena a;
     arena_init(&a, "inputs", 1 << 20);
@@ -607,15 +613,9 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     if (camoxpert_config(&cfg, "edgenext_xx_small", sparse != 0, 4, 2)) return 3;
     if (spatial && camoxpert_config_routing(&cfg, "spatial", 2)) return 3;
     ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&cfg, &pt);
-    params_alloc(&pt, DT_F64);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, &pt, &rng);
     Runtime rt;
-    runtime_init_reference(&rt, DT_F64, 1);
-    runtime_place(&rt, &pt);
-    rt.ctx.pt = &pt;
+    Rng rng = rng_init(5);
+    CamoXpert *m = f64_model(&cfg, &pt, &rt, &rng);
     Arena a;
     arena_init(&a, "inputs", 1 << 20);
     Tensor x = tensor_new4(&a, DT_F32, B, S, S, 3), y = tensor_new4(&a, DT_F32, B, S, S, 1);
