@@ -606,6 +606,9 @@ OPCASE(gemm_tn_beta, .fwd = gemm_tn_fwd, .bwd = gemm_tn_bwd, .f = { 1.3, 0.5 }, 
 OPCASE(bn_train, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
 OPCASE(bn_train_b1, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
 OPCASE(bn_eval, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
+// channels a multiple of 8: the GPU's 16-byte vector path (norm.cu)
+OPCASE(bn_train_c16, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
+OPCASE(bn_eval_c8, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
 OPCASE(ln, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 }, TOL_NORM, .f32_in = 6)
 OPCASE(ln_c80, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-5 }, TOL_NORM, .f32_in = 6)
 OPCASE(gelu, .fwd = gelu_fwd, .bwd = gelu_bwd, TOL_ELEM)
@@ -653,7 +656,7 @@ TEST(op_table_covers_goldens) {
         &opcase_conv_k5_s2_g2, &opcase_conv_k7_p3, &opcase_conv_k3_d8_6x6, &opcase_conv_k3_d2, &opcase_conv_k3_d4_g3,
         &opcase_dwconv_k3, &opcase_dwconv_k5_s2, &opcase_dwconv_k7, &opcase_dwconv_k9_nobias, &opcase_dwconv_k3_d2_c70,
         &opcase_linear_rows, &opcase_linear_nobias, &opcase_gemm_nt, &opcase_gemm_tn_beta, &opcase_bn_train,
-        &opcase_bn_train_b1, &opcase_bn_eval, &opcase_ln, &opcase_ln_c80, &opcase_gelu, &opcase_relu, &opcase_sigmoid,
+        &opcase_bn_train_b1, &opcase_bn_eval, &opcase_bn_train_c16, &opcase_bn_eval_c8, &opcase_ln, &opcase_ln_c80, &opcase_gelu, &opcase_relu, &opcase_sigmoid,
         &opcase_softplus, &opcase_clamp, &opcase_clamp_bounds, &opcase_add, &opcase_axpy, &opcase_scale,
         &opcase_mul_c, &opcase_mul_nc, &opcase_mul_pix, &opcase_mul_elem, &opcase_mul_head, &opcase_rows_add_bcast,
         &opcase_resize_scale2,

@@ -207,6 +207,10 @@ case("rows_scatter_add", [rnd(5, 6), rnd(4, 6), sidx, rnd(4)], [True, True, Fals
      lambda d, s, i, w: [d.index_add(0, i.long(), w[:, None] * s)])
 case("rows_scatter_add_now", [rnd(5, 2, 3), rnd(4, 2, 3), sidx], [True, True, False],
      lambda d, s, i: [d.index_add(0, i.long(), s)])
+# BatchNorm with channels a multiple of 8: the GPU's 16-byte vector path (bf16 and float32)
+case("bn_train_c16", bn_in(2, 5, 3, 16), [True, True, True, False, False], bn_train, ngout=1)
+case("bn_eval_c8", bn_in(3, 2, 5, 8), [True, True, True, False, False],
+     lambda x, g, b, rm, rv: [nhwc(F.batch_norm(nchw(x), rm, rv, g, b, False, 0.1, 1e-5))])
 
 
 def save(path):

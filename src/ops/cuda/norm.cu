@@ -161,6 +161,105 @@ static __global__ void col_partial_kernel(double *p1, double *p2, const void *x,
     }
 }
 
+// ---- 16-byte vectors: the fast paths of BatchNorm -------------------------------------------------
+// When x (and y, dy, dx) share one dtype, C is a multiple of the vector width and the
+// data are 16-byte aligned, BatchNorm's passes move 16 bytes per load (8 bf16 or 4
+// float32 values of consecutive channels of one row) and index in 32 bits; the
+// arithmetic per element is the scalar kernels' (float32, sums in double).
+template <int DT> struct VecW { static constexpr int N = DT == DT_BF16 ? 8 : 4; };
+
+template <int DT>
+static __device__ __forceinline__ void vld(float *out, const void *p, int64_t v) {
+    uint4 raw = ((const uint4 *)p)[v];
+    if (DT == DT_BF16) {
+        const __nv_bfloat16 *h = (const __nv_bfloat16 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) out[k] = __bfloat162float(h[k]);
+    } else {
+        const float *f = (const float *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) out[k] = f[k];
+    }
+}
+
+template <int DT>
+static __device__ __forceinline__ void vst(void *p, int64_t v, const float *in) {
+    uint4 raw;
+    if (DT == DT_BF16) {
+        __nv_bfloat16 *h = (__nv_bfloat16 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) h[k] = __float2bfloat16(in[k]);
+    } else {
+        float *f = (float *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) f[k] = in[k];
+    }
+    ((uint4 *)p)[v] = raw;
+}
+
+// Whether the tensors (NULL: absent) allow the vector path for dtype dt and C channels.
+static bool vec_ok(int dt, int64_t C, int64_t n, const void *a, const void *b, const void *c) {
+    const int w = dt == DT_BF16 ? 8 : dt == DT_F32 ? 4 : 0;
+    return w && C % w == 0 && n / w < (1 << 30) && !(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15);
+}
+
+// col_partial_kernel's COL_SUM, COL_DEV2 and COL_BN with each thread on V consecutive
+// channels (a vector column cv of CV = C / V).
+template <int MODE, int DT>
+static __global__ void col_partial_vec_kernel(double *p1, double *p2, const void *x, const void *dy, const void *mean,
+                                              int mdt, const void *istd, int idt, int64_t M, int64_t C, int64_t rows) {
+    constexpr int V = VecW<DT>::N;
+    const bool two = MODE == COL_BN;
+    const int64_t CV = C / V;
+    int64_t cv = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s1[V], s2[V];
+    float mu[V], is[V];
+#pragma unroll
+    for (int k = 0; k < V; k++) s1[k] = s2[k] = 0, mu[k] = is[k] = 0;
+    if (cv < CV) {
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            if (MODE == COL_DEV2 || MODE == COL_BN) mu[k] = ldf(mean, mdt, cv * V + k);
+            if (MODE == COL_BN) is[k] = ldf(istd, idt, cv * V + k);
+        }
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            float v[V], g[V];
+            vld<DT>(v, x, r * CV + cv);
+            if (MODE == COL_BN) vld<DT>(g, dy, r * CV + cv);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                if (MODE == COL_SUM) {
+                    s1[k] += v[k];
+                } else if (MODE == COL_DEV2) {
+                    float d = v[k] - mu[k];
+                    s1[k] += (double)d * d;
+                } else {
+                    s1[k] += g[k];
+                    s2[k] += (double)g[k] * ((v[k] - mu[k]) * is[k]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        s1[k] = lanes_reduce<false, double>(s1[k]);
+        if (two) s2[k] = lanes_reduce<false, double>(s2[k]);
+    }
+    if (threadIdx.y == 0 && cv < CV)
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            p1[blockIdx.y * C + cv * V + k] = s1[k];
+            if (two) p2[blockIdx.y * C + cv * V + k] = s2[k];
+        }
+}
+
+// The vector kernels' plan: vector columns instead of channels; nchunk chunks as col_plan.
+static ColPlan col_plan_vec(int64_t M, int64_t C, int V) {
+    ColPlan p = col_plan(M, C / V);
+    return p;
+}
+
 // The second pass: channel c's partials summed in chunk order by one warp
 // (lane j takes chunks j, j+32, ..., then the shuffle tree). Every lane gets it.
 static __device__ __forceinline__ double chunks_sum(const double *p, int64_t nchunk, int64_t C, int64_t c) {
@@ -240,6 +339,28 @@ static __global__ void bn_normalize_kernel(void *y, int ydt, const void *x, int 
     }
 }
 
+// bn_normalize_kernel on 16-byte vectors (x and y of dtype DT; y may alias x).
+template <int DT>
+static __global__ void bn_normalize_vec_kernel(void *y, const void *x, const float *mean, const float *istd,
+                                               const void *gamma, int gdt, const void *beta, int bdt, int nvec,
+                                               int CV) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        const int c0 = (v % CV) * V;
+        float e[V];
+        vld<DT>(e, x, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const int c = c0 + k;
+            float t = (e[k] - mean[c]) * istd[c];
+            if (gamma) t *= ldf(gamma, gdt, c);
+            if (beta) t += ldf(beta, bdt, c);
+            e[k] = t;
+        }
+        vst<DT>(y, v, e);
+    }
+}
+
 extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
                                        const Tensor *gamma, const Tensor *beta, Tensor *running_mean,
                                        Tensor *running_var, int training, double momentum, double eps) {
@@ -259,18 +380,34 @@ extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
     // float copies of the statistics the normalisation uses, whatever the save tensors are
     float *mean = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
     float *istd = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
+    const bool vec = xdt == ydt && vec_ok(xdt, C, M * C, x->data, y->data, NULL);
+    const int V = xdt == DT_BF16 ? 8 : 4;
     if (training) {
-        ColPlan p = col_plan(M, C);
+        ColPlan p = vec ? col_plan_vec(M, C, V) : col_plan(M, C);
         double *part = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
         // two passes over x (mean, then squared deviations), as the reference: no
         // cancellation from E[x²] − E[x]² in float32
-        col_partial_kernel<COL_SUM><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, NULL, 0, NULL, 0,
-                                                                 M, C, p.rows);
+        if (vec && xdt == DT_BF16)
+            col_partial_vec_kernel<COL_SUM, DT_BF16><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, NULL, NULL, 0,
+                                                                                 NULL, 0, M, C, p.rows);
+        else if (vec)
+            col_partial_vec_kernel<COL_SUM, DT_F32><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, NULL, NULL, 0,
+                                                                                NULL, 0, M, C, p.rows);
+        else
+            col_partial_kernel<COL_SUM><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, NULL, 0, NULL, 0,
+                                                                     M, C, p.rows);
         CUDA_KCHECK("col_partial_kernel<COL_SUM>");
         bn_mean_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(mean, part, p.nchunk, M, C);
         CUDA_KCHECK("bn_mean_kernel");
-        col_partial_kernel<COL_DEV2><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, mean, DT_F32,
-                                                                  NULL, 0, M, C, p.rows);
+        if (vec && xdt == DT_BF16)
+            col_partial_vec_kernel<COL_DEV2, DT_BF16><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, NULL, mean,
+                                                                                  DT_F32, NULL, 0, M, C, p.rows);
+        else if (vec)
+            col_partial_vec_kernel<COL_DEV2, DT_F32><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, NULL, mean,
+                                                                                 DT_F32, NULL, 0, M, C, p.rows);
+        else
+            col_partial_kernel<COL_DEV2><<<p.grid, p.block, 0, st>>>(part, NULL, x->data, xdt, NULL, 0, mean, DT_F32,
+                                                                      NULL, 0, M, C, p.rows);
         CUDA_KCHECK("col_partial_kernel<COL_DEV2>");
         bn_var_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(istd, sm, smdt, si, sidt, rm, rmdt, rv, rvdt, part, mean,
                                                              p.nchunk, M, C, (float)eps, (float)momentum,
@@ -281,9 +418,20 @@ extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
                                                                   (float)eps);
         CUDA_KCHECK("bn_eval_stats_kernel");
     }
-    bn_normalize_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, mean, istd,
-                                                                 gamma ? gamma->data : NULL, gdt,
-                                                                 beta ? beta->data : NULL, bdt, M * C, C);
+    if (vec) {
+        const int nvec = (int)(M * C / V), CV = (int)(C / V);
+        const void *g = gamma ? gamma->data : NULL, *b = beta ? beta->data : NULL;
+        if (xdt == DT_BF16)
+            bn_normalize_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(y->data, x->data, mean, istd, g,
+                                                                                    gdt, b, bdt, nvec, CV);
+        else
+            bn_normalize_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(y->data, x->data, mean, istd, g,
+                                                                                   gdt, b, bdt, nvec, CV);
+    } else {
+        bn_normalize_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, mean, istd,
+                                                                     gamma ? gamma->data : NULL, gdt,
+                                                                     beta ? beta->data : NULL, bdt, M * C, C);
+    }
     CUDA_KCHECK("bn_normalize_kernel");
     arena_release(ctx->scratch, mark);
 }
@@ -318,6 +466,33 @@ static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
     }
 }
 
+// bn_dx_kernel on 16-byte vectors (dx, dy, x of dtype DT).
+template <int DT>
+static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x, const void *sm, int smdt,
+                                        const void *si, int sidt, const void *gamma, int gdt, const float *mdy,
+                                        const float *mdyxh, int nvec, int CV, int training) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        const int c0 = (v % CV) * V;
+        float d[V], xv[V], o[V];
+        vld<DT>(d, dy, v);
+        if (training) vld<DT>(xv, x, v);
+        vld<DT>(o, dx, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const int c = c0 + k;
+            float is = ldf(si, sidt, c), t = d[k];
+            if (training) {
+                float xh = (xv[k] - ldf(sm, smdt, c)) * is;
+                t = t - mdy[c] - xh * mdyxh[c];
+            }
+            if (gamma) t *= ldf(gamma, gdt, c);
+            o[k] += t * is;
+        }
+        vst<DT>(dx, v, o);
+    }
+}
+
 extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
                                         const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
                                         const Tensor *gamma, int training) {
@@ -332,21 +507,47 @@ extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, 
     cudaStream_t st = cuda_stream(ctx);
     ArenaMark mark = arena_mark(ctx->scratch);
     float *mdy = NULL, *mdyxh = NULL;
+    // the reductions' vector path needs x and dy alike; dx's needs dx too
+    const bool vec = xdt == dydt && vec_ok(xdt, C, M * C, x->data, dy->data, NULL);
+    const bool vec_dx = vec && dx && dxdt == xdt && vec_ok(xdt, C, M * C, dx->data, NULL, NULL);
+    const int V = xdt == DT_BF16 ? 8 : 4;
     if (dgamma || dbeta || (dx && training)) {
-        ColPlan p = col_plan(M, C);
+        ColPlan p = vec ? col_plan_vec(M, C, V) : col_plan(M, C);
         double *p1 = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
         double *p2 = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C));
         mdy = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
         mdyxh = (float *)cuda_scratch(ctx, sizeof(float) * (size_t)C);
-        col_partial_kernel<COL_BN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt, save_mean->data,
-                                                                smdt, save_invstd->data, sidt, M, C, p.rows);
+        if (vec && xdt == DT_BF16)
+            col_partial_vec_kernel<COL_BN, DT_BF16><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, dy->data,
+                                                                                save_mean->data, smdt,
+                                                                                save_invstd->data, sidt, M, C, p.rows);
+        else if (vec)
+            col_partial_vec_kernel<COL_BN, DT_F32><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, dy->data,
+                                                                               save_mean->data, smdt,
+                                                                               save_invstd->data, sidt, M, C, p.rows);
+        else
+            col_partial_kernel<COL_BN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt,
+                                                                    save_mean->data, smdt, save_invstd->data, sidt, M,
+                                                                    C, p.rows);
         CUDA_KCHECK("col_partial_kernel<COL_BN>");
         bn_grad_sums_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(mdy, mdyxh, dgamma ? dgamma->data : NULL, dgdt,
                                                                    dbeta ? dbeta->data : NULL, dbdt, p1, p2, p.nchunk,
                                                                    M, C);
         CUDA_KCHECK("bn_grad_sums_kernel");
     }
-    if (dx) {
+    if (vec_dx) {
+        const int nvec = (int)(M * C / V), CV = (int)(C / V);
+        const void *g = gamma ? gamma->data : NULL;
+        if (xdt == DT_BF16)
+            bn_dx_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
+                dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
+                CV, training);
+        else
+            bn_dx_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
+                dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
+                CV, training);
+        CUDA_KCHECK("bn_dx_kernel");
+    } else if (dx) {
         bn_dx_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
                                                               save_mean->data, smdt, save_invstd->data, sidt,
                                                               gamma ? gamma->data : NULL, gdt, mdy, mdyxh, M * C, C,
