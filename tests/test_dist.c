@@ -84,6 +84,28 @@ static DistEnv env_of(int rank, int world, int port) {
 }
 
 // What every rank does in the happy case; returns 0 when all its checks hold.
+// Runs work(rank, arg) as ranks 0..world-1 of one run: ranks 1.. in forked processes
+// (a rank's result is its exit status), rank 0 in this one. rc[r] is rank r's result (0:
+// its checks passed; -1: it did not exit normally). Returns 0 when every rank gave 0.
+typedef int (*rank_fn)(int rank, void *arg);
+static int run_ranks(int world, rank_fn work, void *arg, int *rc) {
+    pid_t kids[8];
+    CX_ASSERT(world >= 1 && world <= 8, "run_ranks: %d ranks", world);
+    for (int r = 1; r < world; r++) {
+        kids[r - 1] = fork();
+        if (kids[r - 1] == 0) _exit(work(r, arg));
+    }
+    rc[0] = work(0, arg);
+    int bad = rc[0] != 0;
+    for (int r = 1; r < world; r++) {
+        int st = 0;
+        waitpid(kids[r - 1], &st, 0);
+        rc[r] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        bad |= rc[r] != 0;
+    }
+    return bad;
+}
+
 static int rank_work(int rank, int world, int port) {
     DistEnv e = env_of(rank, world, port);
     DistStore s;
@@ -106,21 +128,14 @@ static int rank_work(int rank, int world, int port) {
     return 0;
 }
 
+static int rank_work_3(int rank, void *port) { return rank_work(rank, 3, *(int *)port); }
+
 TEST(dist_rendezvous_broadcast_sum_and_stop_across_processes) {
-    const int world = 3, port = test_free_port();
+    int port = test_free_port(), rc[3];
     REQUIRE(port > 0);
-    pid_t kids[2];
-    for (int r = 1; r < world; r++) {
-        kids[r - 1] = fork();
-        if (kids[r - 1] == 0) _exit(rank_work(r, world, port));
-    }
-    int mine = rank_work(0, world, port);
-    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
-    for (int r = 1; r < world; r++) {
-        int st = 0;
-        waitpid(kids[r - 1], &st, 0);
-        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: exit status %d", r, WEXITSTATUS(st));
-    }
+    run_ranks(3, rank_work_3, &port, rc);
+    CHECKF(rc[0] == 0, "rank 0: check %d failed: %s", rc[0], cx_errmsg());
+    for (int r = 1; r < 3; r++) CHECKF(rc[r] == 0, "rank %d: exit status %d", r, rc[r]);
 }
 
 TEST(dist_a_dead_rank_is_named_and_nothing_hangs) {
@@ -245,21 +260,14 @@ static int comm_rank_work(int rank, int world, int port) {
     return 0;
 }
 
+static int comm_rank_work_3(int rank, void *port) { return comm_rank_work(rank, 3, *(int *)port); }
+
 TEST(comm_host_allreduce_is_rank_ordered_and_identical_on_every_rank) {
-    const int world = 3, port = test_free_port();
+    int port = test_free_port(), rc[3];
     REQUIRE(port > 0);
-    pid_t kids[2];
-    for (int r = 1; r < world; r++) {
-        kids[r - 1] = fork();
-        if (kids[r - 1] == 0) _exit(comm_rank_work(r, world, port));
-    }
-    int mine = comm_rank_work(0, world, port);
-    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
-    for (int r = 1; r < world; r++) {
-        int st = 0;
-        waitpid(kids[r - 1], &st, 0);
-        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
-    }
+    run_ranks(3, comm_rank_work_3, &port, rc);
+    CHECKF(rc[0] == 0, "rank 0: check %d failed: %s", rc[0], cx_errmsg());
+    for (int r = 1; r < 3; r++) CHECKF(rc[r] == 0, "rank %d: check %d failed", r, rc[r]);
     // one process: nothing to exchange, nothing changed
     DistEnv e = env_of(0, 1, 0);
     DistStore s;
@@ -313,6 +321,12 @@ static int val_rank_work(int rank, int world, int port, int n, int batch, const 
     return memcmp(&vr.s, &want->s, sizeof vr.s) || vr.iou != want->iou || vr.n != want->n ? 4 : 0;
 }
 
+typedef struct { int world, port, n, batch; const ValResult *want; } ValArgs;
+static int val_rank_fn(int rank, void *arg) {
+    const ValArgs *a = arg;
+    return val_rank_work(rank, a->world, a->port, a->n, a->batch, a->want);
+}
+
 TEST(valshard_three_ranks_give_the_one_process_scores_bit_for_bit) {
     // the shards: whole batches, in order, covering the split (some ranks may have none)
     const int cases[][3] = { { 11, 3, 3 }, { 10, 4, 3 }, { 3, 2, 4 }, { 0, 2, 2 }, { 7, 7, 2 }, { 100, 8, 5 } };
@@ -351,20 +365,12 @@ TEST(valshard_three_ranks_give_the_one_process_scores_bit_for_bit) {
     CHECK(val_reduce(&s1, all, n - 1, n, &want) == CX_EIO && strstr(cx_errmsg(), "10 of the 11 images"));
     REQUIRE_OK(val_reduce(&s1, all, n, n, &want));
     dist_store_close(&s1);
-    const int port = test_free_port();
-    REQUIRE(port > 0);
-    pid_t kids[2];
-    for (int r = 1; r < world; r++) {
-        kids[r - 1] = fork();
-        if (kids[r - 1] == 0) _exit(val_rank_work(r, world, port, n, batch, &want));
-    }
-    int mine = val_rank_work(0, world, port, n, batch, &want);
-    CHECKF(mine == 0, "rank 0: check %d failed: %s", mine, cx_errmsg());
-    for (int r = 1; r < world; r++) {
-        int st = 0;
-        waitpid(kids[r - 1], &st, 0);
-        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: check %d failed", r, WEXITSTATUS(st));
-    }
+    ValArgs va = { .world = world, .port = test_free_port(), .n = n, .batch = batch, .want = &want };
+    REQUIRE(va.port > 0);
+    int rc[3];
+    run_ranks(world, val_rank_fn, &va, rc);
+    CHECKF(rc[0] == 0, "rank 0: check %d failed: %s", rc[0], cx_errmsg());
+    for (int r = 1; r < world; r++) CHECKF(rc[r] == 0, "rank %d: check %d failed", r, rc[r]);
 }
 
 // ---- synchronised BatchNorm (NNCtx.sync_sum) ------------------------------------------------------------
@@ -440,18 +446,17 @@ static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
     return rc;
 }
 
-// Two ranks of a 2-rank run (sync or not) into *two; returns 0 when both ranks ran.
+// Two ranks of a 2-rank run (sync or not), rank 0's results into *two; returns 0 when both ranks ran.
+typedef struct { int port, sync; SyncBnOut *two; } SyncBnArgs;
+static int sync_bn_rank(int rank, void *arg) {
+    const SyncBnArgs *a = arg;
+    SyncBnOut mine;
+    return sync_bn_run(rank, 2, a->port, a->sync, rank ? &mine : a->two);
+}
 static int sync_bn_two(int sync, SyncBnOut *two) {
-    const int port = test_free_port();
-    if (port <= 0) return 1;
-    pid_t kid = fork();
-    if (kid == 0) {
-        SyncBnOut mine;
-        _exit(sync_bn_run(1, 2, port, sync, &mine));
-    }
-    int rc = sync_bn_run(0, 2, port, sync, two), st = 0;
-    waitpid(kid, &st, 0);
-    return rc || !WIFEXITED(st) || WEXITSTATUS(st);
+    SyncBnArgs a = { test_free_port(), sync, two };
+    int rc[2];
+    return a.port <= 0 || run_ranks(2, sync_bn_rank, &a, rc);
 }
 
 static double sync_bn_diff(const SyncBnOut *a, const SyncBnOut *b) {
@@ -563,19 +568,20 @@ static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     return rc;
 }
 
+typedef struct { int port; ModelGrad *two; } ModelArgs;
+static int sync_model_rank(int rank, void *arg) {
+    const ModelArgs *a = arg;
+    ModelGrad mine = { 0 };
+    return sync_model_run(rank, 2, a->port, rank ? &mine : a->two);
+}
+
 TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
     ModelGrad one = { 0 }, two = { 0 };
     REQUIRE(sync_model_run(0, 1, 0, &one) == 0);
-    const int port = test_free_port();
-    REQUIRE(port > 0);
-    pid_t kid = fork();
-    if (kid == 0) {
-        ModelGrad mine = { 0 };
-        _exit(sync_model_run(1, 2, port, &mine));
-    }
-    int rc = sync_model_run(0, 2, port, &two), st = 0;
-    waitpid(kid, &st, 0);
-    REQUIRE(rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && one.n == two.n);
+    ModelArgs a = { test_free_port(), &two };
+    REQUIRE(a.port > 0);
+    int rc[2];
+    REQUIRE(run_ranks(2, sync_model_rank, &a, rc) == 0 && one.n == two.n);
     CHECKF(fabs(one.loss - two.loss) <= 1e-12 * fabs(one.loss), "loss %.17g vs %.17g", two.loss, one.loss);
     double num = 0, den = 0, worst = 0;
     for (int64_t i = 0; i < one.n; i++) {
@@ -650,21 +656,23 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     return rc;
 }
 
+typedef struct { int port, sparse, skip_backbone, buckets; BucketOut *o; } BucketArgs;
+static int bucket_rank(int rank, void *arg) {
+    const BucketArgs *a = arg;
+    BucketOut mine = { 0 };
+    return bucket_run(rank, a->port, a->sparse, a->skip_backbone, a->buckets, rank ? &mine : a->o);
+}
+
 static int bucket_two(int sparse, int skip_backbone, int buckets, BucketOut *o) {
-    const int port = test_free_port();
-    if (port <= 0) return 1;
+    BucketArgs a = { test_free_port(), sparse, skip_backbone, buckets, o };
+    if (a.port <= 0) return 1;
     // one thread: a forked child must not use OpenMP's pool of the parent (the optimizer step would hang)
     const int threads = cx_threads_get();
     cx_threads_set(1);
-    pid_t kid = fork();
-    if (kid == 0) {
-        BucketOut mine = { 0 };
-        _exit(bucket_run(1, port, sparse, skip_backbone, buckets, &mine));
-    }
-    int rc = bucket_run(0, port, sparse, skip_backbone, buckets, o), st = 0;
-    waitpid(kid, &st, 0);
+    int rc[2];
+    int bad = run_ranks(2, bucket_rank, &a, rc);
     cx_threads_set(threads);
-    return rc || !WIFEXITED(st) || WEXITSTATUS(st);
+    return bad;
 }
 
 TEST(dist_gradient_buckets_equal_one_all_reduce_after_the_backward) {
