@@ -509,6 +509,12 @@ static CamoXpert *f64_model(const CamoXpertConfig *cfg, ParamTable *pt, Runtime 
     return m;
 }
 
+static void f64_model_free(CamoXpert *m, ParamTable *pt, Runtime *rt) {
+    camoxpert_free(m);
+    params_free(pt);
+    runtime_free(rt);
+}
+
 static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     enum { B = 4, S = 32 };
     DistStore st = { .rank = 0, .world = 1 };
@@ -561,10 +567,8 @@ static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     }
     train_step_free(&ts);
     adamw_free(&opt);
-    camoxpert_free(m);
-    params_free(&pt);
+    f64_model_free(m, &pt, &rt);
     arena_free(&a);
-    runtime_free(&rt);
     return rc;
 }
 
@@ -647,10 +651,8 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     memcpy(o->grad, pt.grad, sizeof(double) * (size_t)pt.numel);
     train_step_free(&ts);
     adamw_free(&opt);
-    camoxpert_free(m);
-    params_free(&pt);
+    f64_model_free(m, &pt, &rt);
     arena_free(&a);
-    runtime_free(&rt);
     comm_close(&c);
     dist_store_close(&st);
     return rc;
