@@ -1186,6 +1186,18 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     free(b);
 }
 
+// The runner's address space as the program loader left it (its libraries mapped, no test
+// run yet): later, threads' malloc arenas and earlier tests' mappings add to VmSize by a
+// varying amount, which made the out-of-memory test's limit depend on the tests before it.
+static long vm_at_start_kb;
+__attribute__((constructor)) static void read_vm_at_start(void) {
+    FILE *fs = fopen("/proc/self/status", "r");
+    char line[256];
+    while (fs && fgets(line, sizeof line, fs))
+        if (!strncmp(line, "VmSize:", 7)) vm_at_start_kb = strtol(line + 7, NULL, 10);
+    if (fs) fclose(fs);
+}
+
 // Out of memory inside predict: the message names only what predict has (--img-size).
 TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
 #if defined(__SANITIZE_ADDRESS__)
@@ -1198,14 +1210,9 @@ TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
     REQUIRE(ck && ds[0]);
     char cmd[4000], p[800];
     snprintf(p, sizeof p, "%s/oom.out", test_tmpdir());
-    // 800 MB of address space beyond what the program maps at start: this runner maps the
-    // same libraries (with the CUDA backend, cuBLASLt and cuDNN alone are ~600 MB of it)
-    long vm_kb = 0;
-    FILE *fs = fopen("/proc/self/status", "r");
-    char line[256];
-    while (fs && fgets(line, sizeof line, fs))
-        if (!strncmp(line, "VmSize:", 7)) vm_kb = strtol(line + 7, NULL, 10);
-    if (fs) fclose(fs);
+    // 800 MB of address space beyond what the program maps at start: this runner, at its
+    // start, maps the same libraries
+    const long vm_kb = vm_at_start_kb;
     snprintf(cmd, sizeof cmd, "(ulimit -v %ld; CAMOXPERT_MEMORY_LIMIT_MB=0 %s predict --weights %s --input %s/Test/Image "
              "--out %s/oom2 --img-size 2048 --threads 1 --device cpu) > %s 2>&1", vm_kb + 800000, test_bin_path(), ck, ds,
              test_tmpdir(), p);
