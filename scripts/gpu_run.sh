@@ -16,6 +16,8 @@
 #   gpu/run.sh dpcmp [BACKBONE SIZE]      issue 16: --sync-bn 2x8 vs 1x16 (20 steps, fp32) beside the fp32 floor
 #   gpu/run.sh dp                         the same (edgenext_xx_small 128), two "nodes", kill -9 of a rank + resume
 #   gpu/run.sh twin-ddp                   the PyTorch twin under DDP (torchrun) on 1 and all GPUs
+#   gpu/run.sh predict [N]                issue 11: predict on a folder of N (2048) 768x768 JPEGs, edgenext_base
+#                                         dense at 352, bf16: batch 64 with 16/8/4/2 workers, batch 1
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh camoxpert ARGS             the program itself
 # Logs go to $OUT when it is set (the device tool brings them back).
@@ -191,6 +193,39 @@ twin-ddp)
             > "$log/twin_ddp_$1_$2_$3.log" 2>&1
         grep -E "^twin|Error" "$log/twin_ddp_$1_$2_$3.log" | tail -n 2 || echo "twin $spec: no result (see its log)"
     done ;;
+predict)
+    # issue 11's predict target: a folder of JPEGs (synthetic scenes at 768x768, about COD10K's
+    # photo size), a checkpoint from one training step (speed does not depend on the weights)
+    n=${1:-2048}; d=/tmp/cx_pred; rm -rf $d; mkdir -p $d/photos
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+    nproc
+    SECONDS=0
+    camoxpert synth --out $d/data --train 16 --test 256 --size 768 --seed 1 > "$log/pred_synth.log" 2>&1 || exit 1
+    echo "synth: $SECONDS s"
+    for r in $(seq 1 $(( (n + 255) / 256 ))); do
+        for f in $d/data/Test/Image/*.jpg; do cp "$f" "$d/photos/r${r}_$(basename "$f")"; done
+    done
+    ls $d/photos | head -n $n > $d/keep; ( cd $d/photos && ls | grep -vxFf $d/keep | xargs -r rm -f )
+    du -sh $d/photos; ls $d/photos | wc -l
+    camoxpert train --dataset-path $d/data --backbone edgenext_base --img-size 352 --batch-size 8 --stage1-epochs 0 \
+        --epochs 1 --max-steps 1 --val-fraction 0.2 --progress 0 --checkpoint-dir $d/ck > "$log/pred_train.log" 2>&1
+    echo "train rc=$?"; ls $d/ck
+    ck=$d/ck/last.safetensors; [[ -f $ck ]] || ck=$d/ck/best.safetensors
+    for w in 16 8 4 2; do
+        rm -rf $d/out; cat $d/photos/* > /dev/null
+        camoxpert predict --weights $ck --input $d/photos --out $d/out --batch-size 64 --workers $w \
+            > "$log/pred_b64_w$w.log" 2>&1; echo "batch 64, $w workers rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b64_w$w.log"
+    done
+    rm -rf $d/out
+    camoxpert predict --weights $ck --input $d/photos --out $d/out --batch-size 16 > "$log/pred_b16.log" 2>&1
+    echo "batch 16 rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b16.log"
+    mkdir -p $d/few; ls $d/photos | head -n 256 | while read f; do ln -s $d/photos/$f $d/few/$f; done
+    rm -rf $d/out
+    camoxpert predict --weights $ck --input $d/few --out $d/out --batch-size 1 > "$log/pred_b1.log" 2>&1
+    echo "batch 1 rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b1.log"
+    camoxpert bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 \
+        --mode dense --steps 3 --json "$log/bench_pred.json" --overwrite > "$log/bench_pred.log" 2>&1
+    grep -E "^(dense|sparse)" "$log/bench_pred.log" ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
 *) echo "usage: gpu/run.sh test|verify|bench|perf|multi|scale|dpcmp|dp|twin-ddp|demo|camoxpert ..." >&2; exit 2 ;;

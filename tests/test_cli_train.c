@@ -196,6 +196,122 @@ TEST(cli_predict_writes_masks_at_each_photo_size) {
     CHECKF(strstr(o, "nothing_here"), "%s", o);
 }
 
+// Batches and worker threads change the order of work, not the results: predict at
+// --batch-size 3 with 3 workers writes the masks and routing of --batch-size 1 with one
+// worker (a photo's outputs depend on it alone); a photo that does not decode, in the
+// middle of a batch, is an error naming it while the others are written.
+TEST(cli_predict_batches_write_what_one_at_a_time_writes) {
+    const char *imgs = test_shared_path("data/camo4/Imgs");
+    if (!path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
+    const char *dir = make_checkpoint();
+    REQUIRE(dir);
+    static const char *const names[] = { "camourflage_00012", "camourflage_00018", "camourflage_00061", "camourflage_00064" };
+    char in[800], ck[800], p[4200], q[4200];
+    snprintf(ck, sizeof ck, "%s/model.safetensors", dir);
+    snprintf(in, sizeof in, "%s/photos", dir);
+    REQUIRE_OK(make_dirs(in));
+    for (int i = 0; i < 4; i++) {   // links to the shared photos, and a broken JPEG between them
+        snprintf(q, sizeof q, "%s/%s.jpg", imgs, names[i]);
+        REQUIRE(realpath(q, p));
+        snprintf(q, sizeof q, "%s/%s.jpg", in, names[i]);
+        REQUIRE(symlink(p, q) == 0);
+    }
+    snprintf(q, sizeof q, "%s/camourflage_00015.jpg", in);
+    FILE *f = fopen(q, "wb");
+    REQUIRE(f);
+    fputs("\xff\xd8\xff\xe0 not a photo", f);
+    fclose(f);
+    char *o;
+    int rc = test_run_bin(&o, "predict --weights %s --input %s --out %s/one --routing --batch-size 1 --workers 1 "
+                              "--threads 1", ck, in, dir);
+    CHECKF(rc == 1 && strstr(o, "camourflage_00015.jpg") && strstr(o, "wrote 4 masks") && strstr(o, "1 of 5"),
+           "rc %d: %s", rc, o);
+    rc = test_run_bin(&o, "predict --weights %s --input %s --out %s/three --routing --batch-size 3 --workers 3 "
+                          "--threads 1", ck, in, dir);
+    CHECKF(rc == 1 && strstr(o, "camourflage_00015.jpg") && strstr(o, "wrote 4 masks") && strstr(o, "batch 3, 3 workers"),
+           "rc %d: %s", rc, o);
+    for (int i = 0; i < 4; i++) {
+        Image8 a = { 0 }, b = { 0 };
+        snprintf(p, sizeof p, "%s/one/%s.png", dir, names[i]);
+        snprintf(q, sizeof q, "%s/three/%s.png", dir, names[i]);
+        REQUIRE_OK(image_load(p, 1, &a));
+        REQUIRE_OK(image_load(q, 1, &b));
+        REQUIRE(a.w == b.w && a.h == b.h);
+        int worst = 0;   // 8-bit min–max export of float32 logits: summation order may move a level
+        for (int64_t k = 0; k < (int64_t)a.w * a.h; k++) {
+            int d = abs((int)a.px[k] - (int)b.px[k]);
+            if (d > worst) worst = d;
+        }
+        CHECKF(worst <= 1, "%s: masks differ by %d levels between batch 1 and batch 3", names[i], worst);
+        image_free(&a), image_free(&b);
+        unsigned char *ja = NULL, *jb = NULL;
+        size_t na, nb;
+        snprintf(p, sizeof p, "%s/one/%s_routing.json", dir, names[i]);
+        snprintf(q, sizeof q, "%s/three/%s_routing.json", dir, names[i]);
+        REQUIRE_OK(read_file(p, &ja, &na));
+        REQUIRE_OK(read_file(q, &jb, &nb));
+        cJSON *x = cJSON_Parse((char *)ja), *y = cJSON_Parse((char *)jb);
+        free(ja), free(jb);
+        REQUIRE(x && y);
+        const cJSON *sx = cJSON_GetObjectItem(x, "scales"), *sy = cJSON_GetObjectItem(y, "scales");
+        REQUIRE(cJSON_GetArraySize(sx) == 4 && cJSON_GetArraySize(sy) == 4);
+        for (int s = 0; s < 4; s++) {
+            const cJSON *ex = cJSON_GetObjectItem(cJSON_GetArrayItem(sx, s), "experts");
+            const cJSON *ey = cJSON_GetObjectItem(cJSON_GetArrayItem(sy, s), "experts");
+            for (int e = 0; e < 2; e++)
+                CHECKF(cJSON_GetArrayItem(ex, e)->valueint == cJSON_GetArrayItem(ey, e)->valueint,
+                       "%s scale %d: expert %d differs between batch 1 and batch 3", names[i], s, e);
+            const cJSON *px = cJSON_GetObjectItem(cJSON_GetArrayItem(sx, s), "probs");
+            const cJSON *py = cJSON_GetObjectItem(cJSON_GetArrayItem(sy, s), "probs");
+            for (int e = 0; e < cJSON_GetArraySize(px); e++)
+                CHECK_NEAR(cJSON_GetArrayItem(px, e)->valuedouble, cJSON_GetArrayItem(py, e)->valuedouble, 1e-5);
+        }
+        cJSON_Delete(x), cJSON_Delete(y);
+    }
+    CHECK(test_run_bin(&o, "predict --weights %s --input %s --out %s/bad --batch-size -1", ck, in, dir) == 2);
+    CHECKF(strstr(o, "--batch-size -1"), "%s", o);
+}
+
+// predict commits each batch's masks together (one flush, then the renames): a kill
+// at either moment of each batch's commit leaves every mask absent or complete, and a
+// second run finishes the folder.
+TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
+    const char *imgs = test_shared_path("data/camo4/Imgs");
+    if (!path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
+    const char *dir = make_checkpoint();
+    REQUIRE(dir);
+    static const char *const names[] = { "camourflage_00012", "camourflage_00018", "camourflage_00061", "camourflage_00064" };
+    char ck[800];
+    snprintf(ck, sizeof ck, "%s/model.safetensors", dir);
+    int n = 1, kills = 0;
+    for (; n < 12; n++) {
+        char *o, num[16];
+        snprintf(num, sizeof num, "%d", n);
+        setenv("CAMOXPERT_CRASH_AT", num, 1);
+        int rc = test_run_bin(&o, "predict --weights %s --input %s --out %s/k%d --batch-size 2 --workers 2 --threads 1",
+                              ck, imgs, dir, n);
+        unsetenv("CAMOXPERT_CRASH_AT");
+        if (rc == 0) break;   // past the last crash point
+        CHECKF(rc != 1 && rc != 2, "crash point %d: exit %d (expected a kill): %s", n, rc, o);
+        kills++;
+        int present = 0;
+        for (int i = 0; i < 4; i++) {
+            char p[1200];
+            snprintf(p, sizeof p, "%s/k%d/%s.png", dir, n, names[i]);
+            if (!path_exists(p)) continue;
+            present++;
+            Image8 m = { 0 };
+            CHECKF(image_load(p, 1, &m) == CX_OK, "crash point %d: %s is not a whole PNG: %s", n, p, cx_errmsg());
+            image_free(&m);
+        }
+        CHECKF(present == 0 || present == 2 || present == 4, "crash point %d: %d masks (batches of 2 commit together)",
+               n, present);
+        rc = test_run_bin(&o, "predict --weights %s --input %s --out %s/k%d --batch-size 2 --threads 1", ck, imgs, dir, n);
+        CHECKF(rc == 0 && strstr(o, "wrote 4 masks"), "after a kill at crash point %d: exit %d: %s", n, rc, o);
+    }
+    CHECKF(kills == 4 && n == 5, "%d kills before a whole run at crash point %d (2 batches x 2 moments expected)", kills, n);
+}
+
 TEST(cli_bench_writes_the_documented_json) {
     char js[800];
     snprintf(js, sizeof js, "%s/bench.json", test_tmpdir());

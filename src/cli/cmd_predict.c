@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -117,15 +118,6 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
     return st;
 }
 
-// The photo with the mask (> 128) laid over it in red at half opacity.
-static cx_status write_overlay(const char *path, const Image8 *im, const Image8 *mask) {
-    Image8 o = { 0 };
-    cx_status st = image_overlay_mask(&o, im, mask, 255, 0, 0, 0.5f);
-    if (!st) st = image_save_jpeg_as(path, &o, 90, OWNER_PREDICT);
-    image_free(&o);
-    return st;
-}
-
 // One unit's choice: {"experts": [...], "weights": [...], "probs": [...]} into x.
 static void unit_json(cJSON *x, const MoeRoute *r, int64_t u) {
     int64_t k = r->idx.shape[1], E = r->probs.shape[1];
@@ -144,13 +136,13 @@ static void unit_json(cJSON *x, const MoeRoute *r, int64_t u) {
 static const uint8_t expert_rgb[12][3] = { { 230, 25, 75 }, { 60, 180, 75 }, { 0, 130, 200 }, { 245, 130, 48 },
                                             { 145, 30, 180 }, { 70, 240, 240 }, { 240, 50, 230 }, { 210, 245, 60 },
                                             { 128, 128, 0 }, { 0, 128, 128 }, { 170, 110, 40 }, { 128, 0, 0 } };
-static cx_status write_routing_map(const char *path, const MoeRoute *r, int W, int H) {
+static cx_status write_routing_map(const char *path, const MoeRoute *r, int n, int W, int H) {
     Image8 im = { 0 };
     image_alloc(&im, W, H, 3);
     int64_t mh = r->ty[r->gh], mw = r->tx[r->gw], k = r->idx.shape[1];
     for (int a = 0; a < r->gh; a++)
         for (int b = 0; b < r->gw; b++) {
-            int64_t u = (int64_t)a * r->gw + b;
+            int64_t u = ((int64_t)n * r->gh + a) * r->gw + b;
             int e = tensor_i32(&r->idx)[u * k];
             double w = tensor_get(&r->w, u * k), sat = k > 1 ? (w - 1.0 / k) / (1 - 1.0 / k) : 1;
             sat = 0.45 + 0.55 * (sat < 0 ? 0 : sat > 1 ? 1 : sat);
@@ -170,7 +162,9 @@ static cx_status write_routing_map(const char *path, const MoeRoute *r, int W, i
 }
 
 // stem: <out>/<name>; spatial models also get one PNG map per scale (write_routing_map).
-static cx_status write_routing(const char *stem, const char *image, const CamoXpertOutputs *o, int spatial, int W, int H) {
+// Image n of the batch: units n (global) or n·gh·gw + tile (spatial).
+static cx_status write_routing(const char *stem, const char *image, const CamoXpertOutputs *o, int n, int spatial, int W,
+                               int H) {
     char path[4300];
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
@@ -184,7 +178,7 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
         const MoeRoute *r = &o->route[s];
         cJSON *x = cJSON_CreateObject();
         if (!spatial) {
-            unit_json(x, r, 0);
+            unit_json(x, r, n);
         } else {   // tiles in row-major order, with their bounds in the scale's map
             cJSON_AddItemToObject(x, "grid", cJSON_CreateIntArray((int[]){ r->gh, r->gw }, 2));
             cJSON_AddItemToObject(x, "map", cJSON_CreateIntArray((int[]){ (int)r->ty[r->gh], (int)r->tx[r->gw] }, 2));
@@ -194,11 +188,11 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
                     cJSON *t = cJSON_CreateObject();
                     cJSON_AddItemToObject(t, "rows", cJSON_CreateIntArray((int[]){ (int)r->ty[a], (int)r->ty[a + 1] }, 2));
                     cJSON_AddItemToObject(t, "cols", cJSON_CreateIntArray((int[]){ (int)r->tx[b], (int)r->tx[b + 1] }, 2));
-                    unit_json(t, r, (int64_t)a * r->gw + b);
+                    unit_json(t, r, ((int64_t)n * r->gh + a) * r->gw + b);
                     cJSON_AddItemToArray(tl, t);
                 }
             snprintf(path, sizeof path, "%s_routing_s%d.png", stem, s);
-            if (!st) st = write_routing_map(path, r, W, H);
+            if (!st) st = write_routing_map(path, r, n, W, H);
             const char *slash = strrchr(path, '/');
             cJSON_AddStringToObject(x, "map_png", slash ? slash + 1 : path);
         }
@@ -219,9 +213,161 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
     return st;
 }
 
+// The pipeline: `workers` threads decode photos into a ring of batch slots and
+// write the masks (and overlays) of batches the network has run; the main thread
+// runs the network on each batch in order and writes routing files. A photo's
+// outputs depend only on the photo: batches change the order of work, not results
+// (evaluation-mode BatchNorm, routing per image or tile).
+typedef struct {
+    int64_t batch;   // the batch this slot holds; -1: none left
+    int n;           // photos in it
+    int decoded, written, forwarded;
+    Image8 *im;      // (B) the photos
+    int *failed;     // (B) 1: not decoded (its outputs are not written)
+    float *x;        // (B, S, S, 3) network input
+    float *logits;   // (B, S, S)
+    AtomicFile *pend;   // (2B) written files waiting for the batch's commit (io.h atomic_commit_group)
+    int *pend_mask;     // (2B) 1: a mask (counted when committed)
+    int n_pend;
+} PredSlot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    PredSlot *slot;
+    int R, B, S, nf, overlay;
+    char **files;
+    const char *out;
+    int64_t next_decode, next_write;
+    int n_masks, n_failed;
+    double decode_s, write_s;   // summed over the workers
+} PredPipe;
+
+static void pred_slot_fill(PredPipe *p, PredSlot *s, int64_t batch) {
+    int64_t nb = (p->nf + p->B - 1) / p->B;
+    s->batch = batch < nb ? batch : -1;
+    s->n = s->batch < 0 ? 0 : (int)(p->nf - batch * p->B < p->B ? p->nf - batch * p->B : p->B);
+    s->decoded = s->written = s->forwarded = s->n_pend = 0;
+}
+
+// Adds a closed, unflushed file to the slot's commit group.
+static void pred_pending(PredPipe *p, PredSlot *s, const AtomicFile *af, int is_mask) {
+    pthread_mutex_lock(&p->mu);
+    s->pend[s->n_pend] = *af;
+    s->pend_mask[s->n_pend++] = is_mask;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pred_error(PredPipe *p) {
+    fprintf(stderr, "error: %s\n", cx_errmsg());   // one write; the count under the lock
+    pthread_mutex_lock(&p->mu);
+    p->n_failed++;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pred_decode(PredPipe *p, PredSlot *s, int i, int64_t f) {
+    size_t plane = (size_t)p->S * p->S;
+    if (image_load(p->files[f], 3, &s->im[i])) {
+        pred_error(p);
+        s->failed[i] = 1;
+        memset(s->x + i * plane * 3, 0, sizeof(float) * plane * 3);
+        return;
+    }
+    s->failed[i] = 0;
+    infer_image_input(&s->im[i], p->S, s->x + i * plane * 3);
+}
+
+static void pred_write(PredPipe *p, PredSlot *s, int i, int64_t f) {
+    if (s->failed[i]) return;
+    const Image8 *im = &s->im[i];
+    float *prob = cx_malloc(sizeof(float) * (size_t)im->w * im->h);
+    infer_prob_at(s->logits + (size_t)i * p->S * p->S, p->S, p->S, im->h, im->w, prob);
+    Image8 mask;
+    image_alloc(&mask, im->w, im->h, 1);
+    metrics_export_u8(prob, (int64_t)im->w * im->h, mask.px);
+    free(prob);
+    char name[1024], path[4200];
+    base_name(p->files[f], name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s.png", p->out, name);
+    AtomicFile af;
+    cx_status cs = image_save_png_pending(path, &mask, OWNER_PREDICT, &af);
+    if (!cs) pred_pending(p, s, &af, 1);
+    if (!cs && p->overlay) {   // the photo with the mask (> 128) laid over it in red at half opacity
+        Image8 ov = { 0 };
+        snprintf(path, sizeof path, "%s/%s_overlay.jpg", p->out, name);
+        cs = image_overlay_mask(&ov, im, &mask, 255, 0, 0, 0.5f);
+        if (!cs) cs = image_save_jpeg_pending(path, &ov, 90, OWNER_PREDICT, &af);
+        if (!cs) pred_pending(p, s, &af, 0);
+        image_free(&ov);
+    }
+    if (cs) pred_error(p);
+    image_free(&mask);
+}
+
+// A worker: writes first (they free slots), else decodes the next photo whose
+// slot is ready for it, else waits.
+static void *pred_worker(void *arg) {
+    PredPipe *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->next_write < p->nf) {
+            int64_t f = p->next_write, j = f / p->B;
+            PredSlot *s = &p->slot[j % p->R];
+            if (s->batch == j && s->forwarded) {
+                p->next_write++;
+                pthread_mutex_unlock(&p->mu);
+                double t0 = cx_time_s();
+                pred_write(p, s, (int)(f - j * p->B), f);
+                double dt = cx_time_s() - t0;
+                pthread_mutex_lock(&p->mu);
+                p->write_s += dt;
+                if (++s->written == s->n) {   // commit the batch's files; the slot takes the batch R ahead
+                    AtomicFile *pend = s->pend;
+                    int *pend_mask = s->pend_mask, n_pend = s->n_pend;
+                    s->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)p->B);
+                    s->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)p->B);
+                    for (int i = 0; i < s->n; i++) image_free(&s->im[i]);
+                    pred_slot_fill(p, s, j + p->R);
+                    pthread_cond_broadcast(&p->cv);
+                    pthread_mutex_unlock(&p->mu);
+                    int failed = 0, masks = 0;
+                    atomic_commit_group(pend, n_pend, &failed);
+                    for (int i = 0; i < n_pend; i++) masks += pend_mask[i] && pend[i].path[0];
+                    free(pend), free(pend_mask);
+                    pthread_mutex_lock(&p->mu);
+                    p->n_masks += masks;
+                    p->n_failed += failed;
+                }
+                continue;
+            }
+        }
+        if (p->next_decode < p->nf) {
+            int64_t f = p->next_decode, j = f / p->B;
+            PredSlot *s = &p->slot[j % p->R];
+            if (s->batch == j) {
+                p->next_decode++;
+                pthread_mutex_unlock(&p->mu);
+                double t0 = cx_time_s();
+                pred_decode(p, s, (int)(f - j * p->B), f);
+                double dt = cx_time_s() - t0;
+                pthread_mutex_lock(&p->mu);
+                p->decode_s += dt;
+                if (++s->decoded == s->n) pthread_cond_broadcast(&p->cv);
+                continue;
+            }
+        }
+        if (p->next_write >= p->nf) break;
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 int cmd_predict(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *out = NULL, *backbone = NULL, *device = "auto", *precision = "auto";
-    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2, overwrite = 0;
+    int overlay = 0, routing = 0, img_size = 0, threads = 0, sparse = 0, E = 6, k = 2, overwrite = 0, batch = 0,
+        workers = 0;
     CliOpt opts[] = {
         { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
         { "input", OPT_STR, &input, "a photo, or a directory of photos (.jpg .jpeg .png .bmp)", "IMAGE|DIR", NULL, 0 },
@@ -231,6 +377,10 @@ int cmd_predict(int argc, char **argv) {
           "per scale (sparse models; per tile under spatial routing, with <name>_routing_s<scale>.png maps: tiles "
           "coloured by their first expert)", NULL, NULL, 0 },
         { "img-size", OPT_INT, &img_size, "network input side, a multiple of 32 (0: the checkpoint's training size, else 352)", "S", NULL, 0 },
+        { "batch-size", OPT_INT, &batch, "photos per network call (0: 1 on the CPU, 32 on a GPU, fewer if memory "
+          "is short)", "B", NULL, 0 },
+        { "workers", OPT_INT, &workers, "threads that decode photos and write masks beside the network (0: 1 on the "
+          "CPU, all cores on a GPU)", "N", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
@@ -263,6 +413,13 @@ int cmd_predict(int argc, char **argv) {
         return 2;
     }
     printf("device: %s\n", rt.desc);
+    const int on_gpu = rt.device == DEV_CUDA;
+    if (batch < 0 || batch > 4096 || (workers && cli_workers("predict", "workers", workers))) {
+        if (batch < 0 || batch > 4096) fprintf(stderr, "error: camoxpert predict: --batch-size %d: must be between 0 (auto) and 4096\n", batch);
+        runtime_free(&rt);
+        return 2;
+    }
+    if (!workers) workers = on_gpu ? cx_threads_default() : 1;
     if (!path_exists(weights)) {
         fprintf(stderr, "error: --weights %s: no such file (training writes CHECKPOINT_DIR/best.safetensors)\n", weights);
         runtime_free(&rt);
@@ -292,22 +449,35 @@ int cmd_predict(int argc, char **argv) {
     ParamTable pt;
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&mc, &pt);
-    // Know the memory before the work: one photo at a time, evaluation mode.
-    // On a GPU: against its free memory, activations in the run's precision.
+    // Know the memory before the work: a batch of photos, evaluation mode. On a GPU:
+    // against its free memory, activations in the run's precision; an automatic batch
+    // shrinks to what fits.
     const int act_bytes = rt.dtype == DT_BF16 ? 2 : 4;
-    MemEstimate me;
-    camoxpert_memory_estimate(&mc, pt.numel, 1, S, 0, 0, act_bytes, &me);
     const double other = 256.0 * (1 << 20) + 64.0 * (1 << 20);   // the runtime, and one decoded photo with its mask
     char how[64], ma[32], mb[32];
     const double budget = runtime_mem_budget(&rt, how, sizeof how);
+    const int auto_batch = batch == 0;
+    if (auto_batch) batch = on_gpu ? 32 : 1;
+    if (batch > nf) batch = nf > 0 ? nf : 1;
+    MemEstimate me;
+    camoxpert_memory_estimate(&mc, pt.numel, batch, S, 0, 0, act_bytes, &me);
+    if (budget > 0 && me.total + other > budget && auto_batch && batch > 1) {
+        int fit = camoxpert_memory_fit_batch(&mc, pt.numel, S, 0, 0, act_bytes, other, budget, batch);
+        if (fit >= 1) {
+            batch = fit;
+            camoxpert_memory_estimate(&mc, pt.numel, batch, S, 0, 0, act_bytes, &me);
+        }
+    }
     if (budget > 0 && me.total + other > budget) {
+        int fitb = camoxpert_memory_fit_batch(&mc, pt.numel, S, 0, 0, act_bytes, other, budget, batch);
         int fit = camoxpert_memory_fit_size(&mc, pt.numel, 1, 0, 0, act_bytes, other, budget, S);
         char advice[128];
-        if (fit) snprintf(advice, sizeof advice, "--img-size %d fits", fit);
+        if (fitb >= 1) snprintf(advice, sizeof advice, "--batch-size %d fits", fitb);
+        else if (fit) snprintf(advice, sizeof advice, "--img-size %d fits", fit);
         else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
-        fprintf(stderr, "error: camoxpert predict: --img-size %d: inference needs about %s at peak, more than the %s this "
-                "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)\n", S,
-                mem_str(me.total + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+        fprintf(stderr, "error: camoxpert predict: --img-size %d, --batch-size %d: inference needs about %s at peak, more "
+                "than the %s this machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on "
+                "demand)\n", S, batch, mem_str(me.total + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
         camoxpert_free(m);
         params_free(&pt);
         for (int f = 0; f < nf; f++) free(files[f]);
@@ -317,62 +487,109 @@ int cmd_predict(int argc, char **argv) {
     }
     params_alloc(&pt, DT_F32);
     rt.ctx.pt = &pt;
-    float *x = cx_malloc(sizeof(float) * (size_t)S * S * 3);
-    int n_masks = 0, n_failed = 0, rc = 0;
+    int rc = 0;
     double t0 = cx_time_s();
+    PredPipe pp = { .B = batch, .S = S, .nf = nf, .overlay = overlay, .files = files, .out = out, .R = 3 };
+    pthread_t *th = NULL;
+    int n_th = 0;
     if ((cs = camoxpert_load_file(m, &pt, weights)) || (cs = make_dirs(out))) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         rc = 1;
         goto done;
     }
     runtime_place(&rt, &pt);
-    printf("model: %s on %s from %s; input %dx%d; %d image%s; memory about %s at peak\n", mc.sparse ? "sparse" : "dense",
-           mc.backbone, weights, S, S, nf, nf == 1 ? "" : "s", mem_str(me.total + other, ma, sizeof ma));
-    for (int f = 0; f < nf; f++) {
-        Image8 im = { 0 };
-        if ((cs = image_load(files[f], 3, &im))) {
-            fprintf(stderr, "error: %s\n", cx_errmsg());
-            rc = 1;
-            n_failed++;
-            continue;
-        }
-        infer_image_input(&im, S, x);
+    printf("model: %s on %s from %s; input %dx%d; %d image%s; batch %d, %d worker%s; memory about %s at peak\n",
+           mc.sparse ? "sparse" : "dense", mc.backbone, weights, S, S, nf, nf == 1 ? "" : "s", batch, workers,
+           workers == 1 ? "" : "s", mem_str(me.total + other, ma, sizeof ma));
+    fflush(stdout);
+    pthread_mutex_init(&pp.mu, NULL);
+    pthread_cond_init(&pp.cv, NULL);
+    pp.slot = cx_calloc((size_t)pp.R, sizeof(PredSlot));
+    for (int r = 0; r < pp.R; r++) {
+        PredSlot *sl = &pp.slot[r];
+        sl->im = cx_calloc((size_t)batch, sizeof(Image8));
+        sl->failed = cx_calloc((size_t)batch, sizeof(int));
+        sl->x = cx_malloc(sizeof(float) * (size_t)batch * S * S * 3);
+        sl->logits = cx_malloc(sizeof(float) * (size_t)batch * S * S);
+        sl->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)batch);
+        sl->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)batch);
+        pred_slot_fill(&pp, sl, r);
+    }
+    th = cx_calloc((size_t)workers, sizeof(pthread_t));
+    for (; n_th < workers; n_th++)
+        if (pthread_create(&th[n_th], NULL, pred_worker, &pp)) break;
+    if (n_th == 0) {
+        fprintf(stderr, "error: camoxpert predict: could not start a worker thread\n");
+        rc = 1;
+        goto done;
+    }
+    const int64_t nb = (nf + batch - 1) / batch;
+    double wait_s = 0, net_s = 0, last_report = t0;
+    for (int64_t j = 0; j < nb; j++) {
+        PredSlot *sl = &pp.slot[j % pp.R];
+        double tw = cx_time_s();
+        pthread_mutex_lock(&pp.mu);
+        while (!(sl->batch == j && sl->decoded == sl->n)) pthread_cond_wait(&pp.cv, &pp.mu);
+        pthread_mutex_unlock(&pp.mu);
+        double tn = cx_time_s();
+        wait_s += tn - tw;
         runtime_step_reset(&rt);
-        Tensor in = tensor_view4(x, DT_F32, 1, S, S, 3);
+        Tensor in = tensor_view4(sl->x, DT_F32, sl->n, S, S, 3);
         Tensor xin = runtime_input(&rt, &in, rt.dtype);
         CamoXpertOutputs o;
         camoxpert_forward(&rt.ctx, m, &xin, &o);
         Tensor pred = runtime_output_f32(&rt, &o.maps.pred);
-        float *prob = cx_malloc(sizeof(float) * (size_t)im.w * im.h);
-        infer_prob_at(tensor_f32(&pred), S, S, im.h, im.w, prob);
-        Image8 mask;
-        image_alloc(&mask, im.w, im.h, 1);
-        metrics_export_u8(prob, (int64_t)im.w * im.h, mask.px);
-        free(prob);
-        char name[1024], path[4200];
-        base_name(files[f], name, sizeof name);
-        snprintf(path, sizeof path, "%s/%s.png", out, name);
-        cs = image_save_png_as(path, &mask, OWNER_PREDICT);
-        if (!cs) n_masks++;
-        if (!cs && overlay) {
-            snprintf(path, sizeof path, "%s/%s_overlay.jpg", out, name);
-            cs = write_overlay(path, &im, &mask);
-        }
-        if (!cs && routing && mc.sparse) {
+        memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
+        net_s += cx_time_s() - tn;
+        for (int i = 0; i < sl->n && routing && mc.sparse; i++) {
+            if (sl->failed[i]) continue;
+            char name[1024], path[4200];
+            int64_t f = j * batch + i;
+            base_name(files[f], name, sizeof name);
             snprintf(path, sizeof path, "%s/%s", out, name);
-            cs = write_routing(path, files[f], &o, mc.routing == MOE_ROUTING_SPATIAL, im.w, im.h);
+            if (write_routing(path, files[f], &o, i, mc.routing == MOE_ROUTING_SPATIAL, sl->im[i].w, sl->im[i].h))
+                pred_error(&pp);
         }
-        if (cs) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; n_failed++; }
-        image_free(&mask);
-        image_free(&im);
+        pthread_mutex_lock(&pp.mu);
+        sl->forwarded = 1;
+        pthread_cond_broadcast(&pp.cv);
+        pthread_mutex_unlock(&pp.mu);
+        double now = cx_time_s();
+        if (now - last_report >= 10 && j + 1 < nb) {
+            int64_t done_n = (j + 1) * batch;
+            printf("predict: %lld/%d photos through the network, %.1f images/s\n", (long long)done_n, nf,
+                   done_n / (now - t0));
+            fflush(stdout);
+            last_report = now;
+        }
     }
+    for (int i = 0; i < n_th; i++) pthread_join(th[i], NULL);
     if (routing && !mc.sparse) printf("note: --routing: %s is a dense model (every image uses every expert); no routing files\n", weights);
-    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s", n_masks, n_masks == 1 ? "" : "s",
-           overlay ? ", overlays" : "", routing && mc.sparse ? ", routing JSON" : "", out, cx_time_s() - t0);
-    if (n_failed) printf("; %d of %d photo%s failed (errors above)", n_failed, nf, nf == 1 ? "" : "s");
+    double total = cx_time_s() - t0;
+    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s (%.1f images/s; network %.2f s, "
+           "waiting for decoded photos %.2f s; workers decoding %.2f s, writing %.2f s)",
+           pp.n_masks, pp.n_masks == 1 ? "" : "s", overlay ? ", overlays" : "", routing && mc.sparse ? ", routing JSON" : "",
+           out, total, nf / (total > 0 ? total : 1), net_s, wait_s, pp.decode_s, pp.write_s);
+    if (pp.n_failed) {
+        printf("; %d of %d photo%s failed (errors above)", pp.n_failed, nf, nf == 1 ? "" : "s");
+        rc = 1;
+    }
     printf("\n");
+    if (wait_s > 0.25 * total && total > 2)
+        printf("note: the network waited %.0f%% of the time for decoded photos: more --workers (now %d) would help\n",
+               100 * wait_s / total, workers);
 done:
-    free(x);
+    if (pp.slot) {
+        for (int r = 0; r < pp.R; r++) {
+            for (int i = 0; i < batch; i++) image_free(&pp.slot[r].im[i]);
+            free(pp.slot[r].im), free(pp.slot[r].failed), free(pp.slot[r].x), free(pp.slot[r].logits);
+            free(pp.slot[r].pend), free(pp.slot[r].pend_mask);
+        }
+        free(pp.slot);
+        pthread_mutex_destroy(&pp.mu);
+        pthread_cond_destroy(&pp.cv);
+    }
+    free(th);
     for (int f = 0; f < nf; f++) free(files[f]);
     free(files);
     camoxpert_free(m);

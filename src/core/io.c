@@ -144,6 +144,59 @@ cx_status atomic_commit(AtomicFile *af) {
     return CX_OK;
 }
 
+cx_status atomic_close_unsynced(AtomicFile *af) {
+    int bad = ferror(af->fp);
+    int err = bad ? EIO : 0;
+    if (fflush(af->fp) != 0) { bad = 1; err = errno; }
+    if (fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
+    af->fp = NULL;
+    if (bad) {
+        unlink(af->tmp);
+        return CX_FAIL(CX_EIO, "writing %s failed: %s (disk full?); the previous file is unchanged",
+                       af->path, strerror(err));
+    }
+    return CX_OK;
+}
+
+int atomic_commit_group(AtomicFile *afs, int n, int *failed) {
+    if (n <= 0) return 0;
+    // One flush of the data of every temporary file (they share the first one's file
+    // system, as an --out directory does; fsync each file when syncfs is refused).
+    int fd = open(afs[0].tmp, O_RDONLY | O_CLOEXEC);
+    int synced = fd >= 0 && syncfs(fd) == 0;
+    if (fd >= 0) close(fd);
+    for (int i = 0; i < n && !synced; i++) {
+        int f = open(afs[i].tmp, O_RDONLY | O_CLOEXEC);
+        if (f >= 0) { fsync(f); close(f); }
+    }
+    io_crash_point("atomic group: written, before the renames");
+    int ok = 0;
+    char last_dir[4096] = "";
+    for (int i = 0; i < n; i++) {
+        if (rename(afs[i].tmp, afs[i].path) != 0) {
+            int err = errno;
+            unlink(afs[i].tmp);
+            fprintf(stderr, "error: cannot rename %s to %s: %s\n", afs[i].tmp, afs[i].path, strerror(err));
+            if (failed) (*failed)++;
+            afs[i].path[0] = 0;
+            continue;
+        }
+        ok++;
+    }
+    for (int i = 0; i < n; i++) {   // each directory once (consecutive files share one)
+        if (!afs[i].path[0]) continue;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", afs[i].path);
+        const char *d = dirname(dir);
+        if (!strcmp(d, last_dir)) continue;
+        snprintf(last_dir, sizeof last_dir, "%s", d);
+        int dfd = open(d, O_RDONLY | O_CLOEXEC);
+        if (dfd >= 0) { fsync(dfd); close(dfd); }
+    }
+    io_crash_point("atomic group: renamed");
+    return ok;
+}
+
 void atomic_abort(AtomicFile *af) {
     if (af->fp) { fclose(af->fp); af->fp = NULL; unlink(af->tmp); }
 }

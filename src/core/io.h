@@ -27,6 +27,17 @@ typedef struct { FILE *fp; char path[4096]; char tmp[4096]; } AtomicFile;
 cx_status atomic_begin(AtomicFile *af, const char *path);
 cx_status atomic_commit(AtomicFile *af);
 void atomic_abort(AtomicFile *af);
+// Many small files made durable together (predict's masks): atomic_close_unsynced
+// closes a written temporary file without its fsync; atomic_commit_group then syncs
+// the file system they are on once (syncfs), renames each to its real name and syncs
+// each directory once — the guarantee of atomic_commit (a crash leaves the old file
+// or the complete new one) at one flush per group instead of two per file. On an
+// error the temporary file is removed and *af is not to be committed.
+cx_status atomic_close_unsynced(AtomicFile *af);
+// Commits n closed files; each failure is reported (stderr, naming the file),
+// counted in *failed (may be NULL) and its entry's path emptied. Returns how many
+// were committed.
+int atomic_commit_group(AtomicFile *afs, int n, int *failed);
 // Removes the temporary files that killed atomic writes left in dir (names
 // .camoxpert-*.tmp); returns how many. Only for a directory this process owns
 // (train holds its checkpoint directory's lock): another process's write in
