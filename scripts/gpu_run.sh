@@ -17,7 +17,8 @@
 #   gpu/run.sh dp                         the same (edgenext_xx_small 128), two "nodes", kill -9 of a rank + resume
 #   gpu/run.sh twin-ddp                   the PyTorch twin under DDP (torchrun) on 1 and all GPUs
 #   gpu/run.sh predict [N]                issue 11: predict on a folder of N (2048) 768x768 JPEGs, edgenext_base
-#                                         dense at 352, bf16: batch 64 with 16/8/4/2 workers, batch 1
+#                                         dense at 352, bf16: batch 64 with 16/8 workers, defaults, batch 1,
+#                                         CUDA graphs off; bench (batch-1 forward eager and as a graph)
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh camoxpert ARGS             the program itself
 # Logs go to $OUT when it is set (the device tool brings them back).
@@ -211,21 +212,28 @@ predict)
         --epochs 1 --max-steps 1 --val-fraction 0.2 --progress 0 --checkpoint-dir $d/ck > "$log/pred_train.log" 2>&1
     echo "train rc=$?"; ls $d/ck
     ck=$d/ck/last.safetensors; [[ -f $ck ]] || ck=$d/ck/best.safetensors
-    for w in 16 8 4 2; do
+    for w in 16 8; do
         rm -rf $d/out; cat $d/photos/* > /dev/null
         camoxpert predict --weights $ck --input $d/photos --out $d/out --batch-size 64 --workers $w \
             > "$log/pred_b64_w$w.log" 2>&1; echo "batch 64, $w workers rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b64_w$w.log"
     done
     rm -rf $d/out
-    camoxpert predict --weights $ck --input $d/photos --out $d/out --batch-size 16 > "$log/pred_b16.log" 2>&1
-    echo "batch 16 rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b16.log"
+    camoxpert predict --weights $ck --input $d/photos --out $d/out > "$log/pred_auto.log" 2>&1
+    echo "defaults rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_auto.log"
+    du -sh $d/out
     mkdir -p $d/few; ls $d/photos | head -n 256 | while read f; do ln -s $d/photos/$f $d/few/$f; done
     rm -rf $d/out
     camoxpert predict --weights $ck --input $d/few --out $d/out --batch-size 1 > "$log/pred_b1.log" 2>&1
     echo "batch 1 rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b1.log"
+    rm -rf $d/out
+    CAMOXPERT_CUDA_GRAPH=0 camoxpert predict --weights $ck --input $d/few --out $d/out --batch-size 1 > "$log/pred_b1_nograph.log" 2>&1
+    echo "batch 1, no CUDA graph rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b1_nograph.log"
+    rm -rf $d/out
+    CAMOXPERT_CUDA_GRAPH=0 camoxpert predict --weights $ck --input $d/photos --out $d/out --batch-size 64 > "$log/pred_b64_nograph.log" 2>&1
+    echo "batch 64, no CUDA graph rc=$?"; grep -E "^(model|wrote|note)" "$log/pred_b64_nograph.log"
     camoxpert bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 \
-        --mode dense --steps 3 --json "$log/bench_pred.json" --overwrite > "$log/bench_pred.log" 2>&1
-    grep -E "^(dense|sparse)" "$log/bench_pred.log" ;;
+        --mode both --steps 5 --json "$log/bench_pred.json" --overwrite > "$log/bench_pred.log" 2>&1
+    grep -E "^(dense|sparse| )" "$log/bench_pred.log" ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
 *) echo "usage: gpu/run.sh test|verify|bench|perf|multi|scale|dpcmp|dp|twin-ddp|demo|camoxpert ..." >&2; exit 2 ;;

@@ -23,6 +23,7 @@
 #include "nn/camoxpert.h"
 #include "train/step.h"
 #include "train/comm.h"
+#include "train/infer.h"
 #include "train/dist.h"
 #include "nn/memory.h"
 #include "train/loss.h"
@@ -43,6 +44,8 @@ static double median(double *t, int n) {
 
 typedef struct {
     int sparse;
+    double infer_graph_ms;   // batch 1 replayed as a CUDA graph (dense on a GPU; 0: none)
+    char graph_why[160];
     double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss, syncs_per_step;
     double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
     int buckets;             // several ranks: gradient buckets per step
@@ -240,6 +243,21 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         if (it > 0) t[it - 1] = cx_time_s() - t0;
     }
     r->infer_ms = median(t, steps) * 1e3;
+    r->infer_graph_ms = 0;
+    r->graph_why[0] = 0;
+    if (rt->device == DEV_CUDA && !sparse) {   // the same forward as a CUDA graph (upload, replay, download)
+        RuntimeGraph g;
+        runtime_graph_capture(rt, &g, &x1, infer_forward_pred, m);
+        snprintf(r->graph_why, sizeof r->graph_why, "%s", g.why);
+        for (int it = 0; g.exec && it <= steps; it++) {
+            runtime_sync(rt);
+            double t0 = cx_time_s();
+            runtime_graph_run(rt, &g, &x1);
+            if (it > 0) t[it - 1] = cx_time_s() - t0;
+        }
+        if (g.exec) r->infer_graph_ms = median(t, steps) * 1e3;
+        runtime_graph_free(rt, &g);
+    }
     r->sparse = sparse;
     r->params_m = params_count(&pt, PF_BUFFER) * 1e-6;
     // parameters + gradients (table dtype) + AdamW m, v (f32) + the arenas' peaks
@@ -413,6 +431,11 @@ int cmd_bench(int argc, char **argv) {
         else snprintf(name, sizeof name, "dense");
         printf("%-18s %8.2f %10.2f %9.2f %12.2f %10.2f %9.1f %12.0f %9.0f %7.1f\n", name, r.params_m, r.train_ms,
                r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step);
+        if (r.infer_graph_ms > 0)
+            printf("%-18s batch-1 forward as a CUDA graph (%s): %.2f ms with the upload and the download\n", "",
+                   r.graph_why, r.infer_graph_ms);
+        else if (r.graph_why[0])
+            printf("%-18s no CUDA graph of the batch-1 forward: %s\n", "", r.graph_why);
         if (de.world > 1)
             printf("%-18s gradient all-reduce alone %.2f ms (%.0f MB); in the step: %d buckets beside the backward\n", "",
                    r.allreduce_ms, r.params_bytes / 1e6, r.buckets);
@@ -440,6 +463,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);
         cJSON_AddNumberToObject(j, "images_per_s", r.images_per_s);
         cJSON_AddNumberToObject(j, "infer_ms_batch1", r.infer_ms);
+        if (r.infer_graph_ms > 0) cJSON_AddNumberToObject(j, "infer_ms_batch1_graph", r.infer_graph_ms);
         cJSON_AddNumberToObject(j, "peak_mem_mb", r.peak_mb);
         cJSON_AddNumberToObject(j, "peak_rss_mb", r.rss_mb);
         cJSON_AddNumberToObject(j, "gflop_per_image", r.gflop_img);

@@ -524,6 +524,11 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     const int64_t nb = (nf + batch - 1) / batch;
+    // CAMOXPERT_CUDA_GRAPH=0: every batch op by op (a diagnostic; docs/GPU.md)
+    const char *cg = getenv("CAMOXPERT_CUDA_GRAPH");
+    const int use_graph = on_gpu && !mc.sparse && !(cg && !strcmp(cg, "0"));
+    RuntimeGraph graph = { 0 };
+    int graph_tried = 0;
     double wait_s = 0, net_s = 0, last_report = t0;
     for (int64_t j = 0; j < nb; j++) {
         PredSlot *sl = &pp.slot[j % pp.R];
@@ -533,12 +538,22 @@ int cmd_predict(int argc, char **argv) {
         pthread_mutex_unlock(&pp.mu);
         double tn = cx_time_s();
         wait_s += tn - tw;
-        runtime_step_reset(&rt);
-        Tensor in = tensor_view4(sl->x, DT_F32, sl->n, S, S, 3);
-        Tensor xin = runtime_input(&rt, &in, rt.dtype);
+        Tensor in = tensor_view4(sl->x, DT_F32, sl->n, S, S, 3), pred = { 0 };
         CamoXpertOutputs o;
-        camoxpert_forward(&rt.ctx, m, &xin, &o);
-        Tensor pred = runtime_output_f32(&rt, &o.maps.pred);
+        if (use_graph && sl->n == batch) {   // full batches of a dense model on a GPU: one CUDA graph
+            if (!graph_tried) {
+                runtime_graph_capture(&rt, &graph, &in, infer_forward_pred, m);
+                graph_tried = 1;
+                if (!graph.exec) printf("note: no CUDA graph of the forward (%s): running it op by op\n", graph.why);
+            }
+            if (graph.exec) pred = runtime_graph_run(&rt, &graph, &in);
+        }
+        if (!pred.data) {
+            runtime_step_reset(&rt);
+            Tensor xin = runtime_input(&rt, &in, rt.dtype);
+            camoxpert_forward(&rt.ctx, m, &xin, &o);
+            pred = runtime_output_f32(&rt, &o.maps.pred);
+        }
         memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
         net_s += cx_time_s() - tn;
         for (int i = 0; i < sl->n && routing && mc.sparse; i++) {
@@ -564,6 +579,7 @@ int cmd_predict(int argc, char **argv) {
         }
     }
     for (int i = 0; i < n_th; i++) pthread_join(th[i], NULL);
+    runtime_graph_free(&rt, &graph);
     if (routing && !mc.sparse) printf("note: --routing: %s is a dense model (every image uses every expert); no routing files\n", weights);
     double total = cx_time_s() - t0;
     printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s (%.1f images/s; network %.2f s, "

@@ -131,6 +131,65 @@ Tensor runtime_output_f32(Runtime *rt, const Tensor *t) {
 
 void runtime_sync(Runtime *rt) { ops_sync(&rt->ctx.op); }
 
+// The forward's output as float32 on the device (a conversion queued on the stream).
+static Tensor graph_forward(Runtime *rt, RuntimeForward fn, void *arg, const Tensor *x) {
+    Tensor y = fn(arg, &rt->ctx, x);
+    if (y.dtype == DT_F32) return y;
+    Tensor f = tensor_new(&rt->act, DT_F32, y.ndim, y.shape);
+    copy(&rt->ctx.op, &f, &y);
+    return f;
+}
+
+void runtime_graph_capture(Runtime *rt, RuntimeGraph *g, const Tensor *host_x, RuntimeForward fn, void *arg) {
+    memset(g, 0, sizeof *g);
+    CX_ASSERT(host_x->ndim == 4, "runtime_graph_capture: a 4-d input");
+    memcpy(g->shape, host_x->shape, sizeof g->shape);
+    if (rt->device != DEV_CUDA) {
+        snprintf(g->why, sizeof g->why, "CUDA graphs need a GPU");
+        return;
+    }
+    for (int warm = 0; warm < 2; warm++) {
+        runtime_step_reset(rt);
+        Tensor x = runtime_input(rt, host_x, rt->dtype);
+        graph_forward(rt, fn, arg, &x);
+        runtime_sync(rt);
+    }
+    runtime_step_reset(rt);
+    Tensor x = runtime_input(rt, host_x, rt->dtype);
+    runtime_sync(rt);
+    size_t act = arena_capacity(&rt->act), scr = arena_capacity(&rt->scratch);
+    ops_graph_begin(&rt->ctx.op);
+    Tensor out = graph_forward(rt, fn, arg, &x);
+    g->exec = ops_graph_end(&rt->ctx.op, g->why, sizeof g->why);
+    if (g->exec && (arena_capacity(&rt->act) != act || arena_capacity(&rt->scratch) != scr)) {
+        // an arena grew under capture: its next reset would move the memory the graph names
+        ops_graph_free(&rt->ctx.op, g->exec);
+        g->exec = NULL;
+        snprintf(g->why, sizeof g->why, "the arenas grew during the capture");
+    }
+    g->in_data = x.data;
+    g->out = out;
+    g->act_bytes = arena_capacity(&rt->act);
+}
+
+Tensor runtime_graph_run(Runtime *rt, RuntimeGraph *g, const Tensor *host_x) {
+    CX_ASSERT(g->exec && !memcmp(host_x->shape, g->shape, sizeof g->shape), "runtime_graph_run: no graph for this shape");
+    runtime_step_reset(rt);
+    CX_ASSERT(arena_capacity(&rt->act) == g->act_bytes, "runtime_graph_run: the activation arena moved since the capture "
+              "(an eager run in between needed more)");
+    Tensor x = runtime_input(rt, host_x, rt->dtype);   // the same allocations as at the capture: the same place
+    CX_ASSERT(x.data == g->in_data, "runtime_graph_run: the input moved since the capture");
+    ops_graph_launch(&rt->ctx.op, g->exec);
+    Tensor h = tensor_new(&rt->host, DT_F32, g->out.ndim, g->out.shape);
+    tensor_download(&h, &g->out);
+    return h;
+}
+
+void runtime_graph_free(Runtime *rt, RuntimeGraph *g) {
+    if (g->exec) ops_graph_free(&rt->ctx.op, g->exec);
+    memset(g, 0, sizeof *g);
+}
+
 double runtime_mem_budget(const Runtime *rt, char *how, size_t n) {
     if (rt->device == DEV_CUDA) {
         size_t fr = 0, tot = 0;

@@ -47,6 +47,30 @@ Tensor runtime_input(Runtime *rt, const Tensor *host, cx_dtype dt);
 Tensor runtime_output_f32(Runtime *rt, const Tensor *t);
 // Waits for queued device work (before reading a host clock).
 void runtime_sync(Runtime *rt);
+// ---- a forward replayed as a CUDA graph (GPU inference at a fixed input shape) -------------
+// The forward fn must queue device work only (no host reads: dense models, not
+// sparse ones, whose routing is read on the host) and allocate the same way every
+// call. runtime_graph_capture runs it twice eagerly (the arenas settle at their
+// peaks, algorithms are chosen), then once under capture; runtime_graph_run uploads
+// a new input into the captured input's place, replays, and downloads the output.
+// A capture that does not hold (g->exec NULL, g->why says why) leaves the caller to
+// run eagerly. The graph's tensors live in the activation arena: eager work on rt
+// between runs of a graph must not need more of it than the captured forward did.
+typedef Tensor (*RuntimeForward)(void *arg, NNCtx *ctx, const Tensor *x);   // -> the output on the device
+typedef struct {
+    void *exec;         // the graph, or NULL
+    int64_t shape[4];   // the input shape it was captured at
+    void *in_data;      // where the captured forward reads its input
+    Tensor out;         // where it leaves its output (float32, on the device)
+    size_t act_bytes;   // the activation arena's capacity at the capture (a larger eager run in between
+                        // would move it: runtime_graph_run checks)
+    char why[160];      // "1412 nodes", or why there is no graph
+} RuntimeGraph;
+void runtime_graph_capture(Runtime *rt, RuntimeGraph *g, const Tensor *host_x, RuntimeForward fn, void *arg);
+// The output (host float32, in rt->host) for host_x, which has the captured shape.
+Tensor runtime_graph_run(Runtime *rt, RuntimeGraph *g, const Tensor *host_x);
+void runtime_graph_free(Runtime *rt, RuntimeGraph *g);
+
 // Bytes a job on rt's device may plan for, and in `how` where the number comes from:
 // the GPU's free memory ("free memory of the GPU"), or the host's (core/sysmem.h,
 // cx_mem_budget); 0 when unknown or turned off.

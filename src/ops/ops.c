@@ -267,6 +267,37 @@ void ops_sync(OpCtx *ctx) {
     (void)ctx;
 }
 
+void ops_graph_begin(OpCtx *ctx) {
+    CX_ASSERT(ctx->backend == OPS_CUDA, "ops_graph_begin: CUDA graphs need the CUDA backend");
+#if HAVE_CUDA
+    CUDA_CALL(graph_begin, ctx->cuda);
+#endif
+}
+
+void *ops_graph_end(OpCtx *ctx, char *why, size_t n) {
+#if HAVE_CUDA
+    if (ctx->backend == OPS_CUDA) return CUDA_CALL(graph_end, ctx->cuda, why, n);
+#endif
+    (void)ctx;
+    snprintf(why, n, "no GPU");
+    return NULL;
+}
+
+void ops_graph_launch(OpCtx *ctx, void *graph) {
+#if HAVE_CUDA
+    if (ctx->backend == OPS_CUDA && graph) { CUDA_CALL(graph_launch, ctx->cuda, graph); return; }
+#endif
+    (void)ctx, (void)graph;
+    CX_ASSERT(0, "ops_graph_launch: no graph");
+}
+
+void ops_graph_free(OpCtx *ctx, void *graph) {
+#if HAVE_CUDA
+    if (ctx->backend == OPS_CUDA && graph) CUDA_CALL(graph_destroy, graph);
+#endif
+    (void)ctx, (void)graph;
+}
+
 #if HAVE_CUDA
 #define NCCL_PLUGIN_OR_FAIL() \
     if (!cuda_plugin()) return CX_FAIL(CX_ELIB, "several GPUs: the CUDA plug-in could not be loaded: %s", cuda_lib_err)

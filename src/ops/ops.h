@@ -70,6 +70,14 @@ void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n);
 void ops_cuda_set_conv_impl(int impl);
 // Waits for every queued kernel (timing, before reading host clocks).
 void ops_sync(OpCtx *ctx);
+// CUDA graphs (OPS_CUDA only): the device work queued between begin and end,
+// replayed by launch with the same device pointers and no host work per kernel.
+// end returns NULL (and in why the reason) when the work could not be captured
+// (a synchronous copy, a host read): the caller then runs it eagerly.
+void ops_graph_begin(OpCtx *ctx);
+void *ops_graph_end(OpCtx *ctx, char *why, size_t n);
+void ops_graph_launch(OpCtx *ctx, void *graph);
+void ops_graph_free(OpCtx *ctx, void *graph);
 
 // ---- several GPUs: NCCL ---------------------------------------------------------------
 // One communicator per process (one process per GPU). NCCL is loaded on first use

@@ -92,6 +92,12 @@ cx_status infer_config_from_checkpoint(const char *weights_path, CamoXpertConfig
     return st;
 }
 
+Tensor infer_forward_pred(void *model, NNCtx *ctx, const Tensor *x) {
+    CamoXpertOutputs o;
+    camoxpert_forward(ctx, model, x, &o);
+    return o.maps.pred;
+}
+
 void infer_image_input(const Image8 *im, int S, float *dst) {
     Image8 r = { 0 };
     image_resize_bilinear(im, S, S, &r);

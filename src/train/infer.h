@@ -22,6 +22,10 @@ cx_status infer_config_parse(const char *json, CamoXpertConfig *c, int *img_size
 // without either (a reference PyTorch checkpoint) is CX_ENOTFOUND with a hint.
 cx_status infer_config_from_checkpoint(const char *weights_path, CamoXpertConfig *c, int *img_size);
 
+// A RuntimeForward (nn/runtime.h) of a CamoXpert model (arg): the prediction logits
+// of camoxpert_forward. For CUDA graphs of inference.
+Tensor infer_forward_pred(void *model, NNCtx *ctx, const Tensor *x);
+
 // The network input for one photo: bilinear resize to S×S (8-bit, as the loader
 // does) and ImageNet normalisation. dst (S, S, 3) f32; im is RGB.
 void infer_image_input(const Image8 *im, int S, float *dst);

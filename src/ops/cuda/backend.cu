@@ -1,6 +1,11 @@
 // backend.cu — opening a GPU: device selection, the cuBLASLt and cuDNN
 // handles, the cuBLASLt workspace, and core's device-memory hooks
-// (core/device.h: cudaMalloc, synchronous copies on the legacy stream).
+// (core/device.h: cudaMalloc, synchronous copies on the legacy stream), and CUDA
+// graphs of a captured forward.
+//
+// The compute stream is a created, blocking stream (not the legacy default one, on
+// which no graph can be captured): the synchronous copies on the legacy stream still
+// wait for its work and it for theirs, as before.
 // A machine without a driver or GPU is not an error until a GPU is asked for:
 // cuda_device_count says why there is none.
 #include "ops/cuda/common.cuh"
@@ -31,10 +36,11 @@ static void dev_upload(void *dst, const void *src, size_t n) { CUDA_CHECK(cudaMe
 static void dev_download(void *dst, const void *src, size_t n) {
     CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
 }
+static cudaStream_t g_stream;   // the open GPU's compute stream (one GPU per process): core's async hooks queue there
 static void dev_copy(void *dst, const void *src, size_t n) {
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, g_stream));
 }
-static void dev_zero(void *dst, size_t n) { CUDA_CHECK(cudaMemsetAsync(dst, 0, n, 0)); }
+static void dev_zero(void *dst, size_t n) { CUDA_CHECK(cudaMemsetAsync(dst, 0, n, g_stream)); }
 static void dev_mem_info(size_t *fr, size_t *tot) { CUDA_CHECK(cudaMemGetInfo(fr, tot)); }
 
 static const CxDeviceHooks hooks = { "CUDA", dev_alloc, dev_free, dev_upload, dev_download, dev_copy, dev_zero,
@@ -69,7 +75,6 @@ extern "C" cx_status cuda_open(CudaState **out, int gpu) {
     if (e != cudaSuccess) return CX_FAIL(CX_ELIB, "cuda:%d: cannot use the GPU: %s", gpu, cudaGetErrorString(e));
     CudaState *s = (CudaState *)cx_calloc(1, sizeof *s);
     s->device = gpu;
-    s->stream = 0;
     CUDA_CHECK(cudaGetDeviceProperties(&s->prop, gpu));
     if (s->prop.major < 8) {
         cx_status st = CX_FAIL(CX_EARG, "cuda:%d is a %s (compute capability %d.%d); camoxpert's GPU backend needs 8.0 or "
@@ -77,13 +82,20 @@ extern "C" cx_status cuda_open(CudaState **out, int gpu) {
         free(s);
         return st;
     }
+    if (cudaStreamCreate(&s->stream) != cudaSuccess) {
+        cudaGetLastError();
+        free(s);
+        return CX_FAIL(CX_ELIB, "cuda:%d: could not create a stream", gpu);
+    }
     if (cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(s->stream);
         free(s);
         return CX_FAIL(CX_ELIB, "cuda:%d: cuBLASLt did not start (is libcublasLt from CUDA 13 installed?)", gpu);
     }
     cudnnStatus_t ds = cudnnCreate(&s->dnn);
     if (ds != CUDNN_STATUS_SUCCESS) {
         cublasLtDestroy(s->lt);
+        cudaStreamDestroy(s->stream);
         free(s);
         return CX_FAIL(CX_ELIB, "cuda:%d: cuDNN did not start: %s (is cuDNN 9 installed?)", gpu, cudnnGetErrorString(ds));
     }
@@ -93,12 +105,14 @@ extern "C" cx_status cuda_open(CudaState **out, int gpu) {
     if (!s->lt_ws) {
         cudnnDestroy(s->dnn);
         cublasLtDestroy(s->lt);
+        cudaStreamDestroy(s->stream);
         free(s);
         return CX_FAIL(CX_ENOMEM, "cuda:%d: not even 32 MiB of GPU memory free", gpu);
     }
     // CAMOXPERT_CUDA_CONV=direct: every convolution on the direct kernels (a diagnostic, docs/GPU.md)
     const char *cv = getenv("CAMOXPERT_CUDA_CONV");
     if (cv && !strcmp(cv, "direct")) cuda_conv_impl = CUDA_CONV_DIRECT;
+    g_stream = s->stream;
     cx_device_hooks_set(&hooks);
     *out = s;
     return CX_OK;
@@ -110,6 +124,8 @@ extern "C" void cuda_close(CudaState *s) {
     dev_free(s->lt_ws);
     cudnnDestroy(s->dnn);
     cublasLtDestroy(s->lt);
+    if (g_stream == s->stream) g_stream = 0;
+    CUDA_CHECK(cudaStreamDestroy(s->stream));
     free(s->plans);
     free(s);
 }
@@ -120,3 +136,43 @@ extern "C" void cuda_describe(const CudaState *s, char *buf, size_t n) {
 }
 
 extern "C" void cuda_sync(CudaState *s) { CUDA_CHECK(cudaStreamSynchronize(s->stream)); }
+
+// ---- CUDA graphs -----------------------------------------------------------------------------
+// The work queued on the compute stream between begin and end becomes a graph,
+// replayed by cuda_graph_launch with the same device pointers. A capture that fails
+// (a call that cannot be captured, such as a synchronous copy or a host read) is not an
+// error: end returns NULL and the caller runs the work eagerly.
+extern "C" void cuda_graph_begin(CudaState *s) {
+    CUDA_CHECK(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeRelaxed));
+}
+
+extern "C" void *cuda_graph_end(CudaState *s, char *why, size_t n) {
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(s->stream, &g);
+    if (e != cudaSuccess || !g) {
+        if (why) snprintf(why, n, "capture failed: %s", cudaGetErrorString(e));
+        cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        return NULL;
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    size_t nodes = 0;
+    cudaGraphGetNodes(g, NULL, &nodes);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        if (why) snprintf(why, n, "instantiation failed: %s", cudaGetErrorString(e));
+        cudaGetLastError();
+        return NULL;
+    }
+    if (why) snprintf(why, n, "%zu nodes", nodes);
+    return x;
+}
+
+extern "C" void cuda_graph_launch(CudaState *s, void *exec) {
+    CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)exec, s->stream));
+}
+
+extern "C" void cuda_graph_destroy(void *exec) {
+    if (exec) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)exec));
+}

@@ -32,7 +32,7 @@ struct ConvPlan;   // conv.cu: one cached cuDNN algorithm choice per shape and p
 
 struct CudaState {
     int device;
-    cudaStream_t stream;          // the legacy default stream: ordered with core's synchronous copies
+    cudaStream_t stream;          // the compute stream: created blocking, so ordered with core's synchronous copies
     cudaDeviceProp prop;
     cublasLtHandle_t lt;
     void *lt_ws;                  // cuBLASLt workspace (persistent)

@@ -25,6 +25,10 @@ cx_status cuda_open(struct CudaState **out, int gpu);
 void cuda_close(struct CudaState *s);
 void cuda_describe(const struct CudaState *s, char *buf, size_t n);
 void cuda_sync(struct CudaState *s);
+void cuda_graph_begin(struct CudaState *s);
+void *cuda_graph_end(struct CudaState *s, char *why, size_t n);
+void cuda_graph_launch(struct CudaState *s, void *exec);
+void cuda_graph_destroy(void *exec);
 // NCCL (nccl.cu; ops.h ops_nccl_*).
 cx_status cuda_nccl_version(int *version);
 cx_status cuda_nccl_unique_id(unsigned char id[128]);
