@@ -526,7 +526,10 @@ int cmd_predict(int argc, char **argv) {
     const int64_t nb = (nf + batch - 1) / batch;
     // CAMOXPERT_CUDA_GRAPH=0: every batch op by op (a diagnostic; docs/GPU.md)
     const char *cg = getenv("CAMOXPERT_CUDA_GRAPH");
-    const int use_graph = on_gpu && !mc.sparse && !(cg && !strcmp(cg, "0"));
+    // Up to 8 photos a batch, where launching ~1,200 kernels one by one costs more than they
+    // run (batch 1 on an H100: 16.4 -> 7.7 ms a photo); at 64 the GPU is the limit and a graph
+    // measured no faster (docs/PERF.md, "predict").
+    const int use_graph = on_gpu && !mc.sparse && batch <= 8 && !(cg && !strcmp(cg, "0"));
     RuntimeGraph graph = { 0 };
     int graph_tried = 0;
     double wait_s = 0, net_s = 0, last_report = t0;
@@ -540,7 +543,7 @@ int cmd_predict(int argc, char **argv) {
         wait_s += tn - tw;
         Tensor in = tensor_view4(sl->x, DT_F32, sl->n, S, S, 3), pred = { 0 };
         CamoXpertOutputs o;
-        if (use_graph && sl->n == batch) {   // full batches of a dense model on a GPU: one CUDA graph
+        if (use_graph && sl->n == batch) {   // full small batches of a dense model on a GPU: one CUDA graph
             if (!graph_tried) {
                 runtime_graph_capture(&rt, &graph, &in, infer_forward_pred, m);
                 graph_tried = 1;

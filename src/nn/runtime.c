@@ -148,12 +148,12 @@ void runtime_graph_capture(Runtime *rt, RuntimeGraph *g, const Tensor *host_x, R
         snprintf(g->why, sizeof g->why, "CUDA graphs need a GPU");
         return;
     }
-    for (int warm = 0; warm < 2; warm++) {
-        runtime_step_reset(rt);
-        Tensor x = runtime_input(rt, host_x, rt->dtype);
-        graph_forward(rt, fn, arg, &x);
-        runtime_sync(rt);
-    }
+    // one eager run: algorithms chosen, the arenas at their peaks (the reset below makes
+    // the activations one block)
+    runtime_step_reset(rt);
+    Tensor x0 = runtime_input(rt, host_x, rt->dtype);
+    graph_forward(rt, fn, arg, &x0);
+    runtime_sync(rt);
     runtime_step_reset(rt);
     Tensor x = runtime_input(rt, host_x, rt->dtype);
     runtime_sync(rt);

@@ -50,7 +50,7 @@ void runtime_sync(Runtime *rt);
 // ---- a forward replayed as a CUDA graph (GPU inference at a fixed input shape) -------------
 // The forward fn must queue device work only (no host reads: dense models, not
 // sparse ones, whose routing is read on the host) and allocate the same way every
-// call. runtime_graph_capture runs it twice eagerly (the arenas settle at their
+// call. runtime_graph_capture runs it once eagerly (the arenas settle at their
 // peaks, algorithms are chosen), then once under capture; runtime_graph_run uploads
 // a new input into the captured input's place, replays, and downloads the output.
 // A capture that does not hold (g->exec NULL, g->why says why) leaves the caller to
