@@ -117,11 +117,12 @@ cx_status atomic_begin(AtomicFile *af, const char *path) {
     return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: every name tried exists", d, path);
 }
 
-cx_status atomic_commit(AtomicFile *af) {
+// Flushes (and with sync, fsyncs) and closes the temporary file; on an error removes it.
+static cx_status atomic_close(AtomicFile *af, int sync) {
     int bad = ferror(af->fp);
     int err = bad ? EIO : 0;
     if (fflush(af->fp) != 0) { bad = 1; err = errno; }
-    if (!bad && fsync(fileno(af->fp)) != 0) { bad = 1; err = errno; }
+    if (sync && !bad && fsync(fileno(af->fp)) != 0) { bad = 1; err = errno; }
     if (fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
     af->fp = NULL;
     if (bad) {
@@ -129,9 +130,14 @@ cx_status atomic_commit(AtomicFile *af) {
         return CX_FAIL(CX_EIO, "writing %s failed: %s (disk full?); the previous file is unchanged",
                        af->path, strerror(err));
     }
+    return CX_OK;
+}
+
+cx_status atomic_commit(AtomicFile *af) {
+    CX_TRY(atomic_close(af, 1));
     io_crash_point("atomic: written, before the rename");
     if (rename(af->tmp, af->path) != 0) {
-        err = errno;
+        int err = errno;
         unlink(af->tmp);
         return CX_FAIL(CX_EIO, "cannot rename %s to %s: %s", af->tmp, af->path, strerror(err));
     }
@@ -144,19 +150,7 @@ cx_status atomic_commit(AtomicFile *af) {
     return CX_OK;
 }
 
-cx_status atomic_close_unsynced(AtomicFile *af) {
-    int bad = ferror(af->fp);
-    int err = bad ? EIO : 0;
-    if (fflush(af->fp) != 0) { bad = 1; err = errno; }
-    if (fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
-    af->fp = NULL;
-    if (bad) {
-        unlink(af->tmp);
-        return CX_FAIL(CX_EIO, "writing %s failed: %s (disk full?); the previous file is unchanged",
-                       af->path, strerror(err));
-    }
-    return CX_OK;
-}
+cx_status atomic_close_unsynced(AtomicFile *af) { return atomic_close(af, 0); }
 
 int atomic_commit_group(AtomicFile *afs, int n, int *failed) {
     if (n <= 0) return 0;
