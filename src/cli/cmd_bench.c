@@ -50,7 +50,8 @@ typedef struct {
     double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
     int buckets;             // several ranks: gradient buckets per step
     double params_bytes;     // the gradient buffer
-    OpProfile *prof;   // --profile: the ops of PROF_STEPS training steps, else NULL
+    OpProfile *prof;         // --profile: the ops of PROF_STEPS training steps, else NULL
+    OpProfile *prof_infer;   // --profile: the ops of PROF_STEPS batch-1 forwards, else NULL
 } BenchRow;
 
 enum { PROF_STEPS = 3 };
@@ -61,9 +62,10 @@ static int cmp_entry_time(const void *a, const void *b) {
 }
 
 // The profile of one configuration: by kernel class, then the ops that take the most
-// time; per training step. Into j (JSON) as "profile".
-static void profile_report(const BenchRow *r, cJSON *j) {
-    OpProfile *p = r->prof;
+// time; per training step (JSON "profile") or batch-1 forward ("profile_infer_batch1").
+// what: "training step" or "batch-1 forward"; key: the JSON object's name; ms: the
+// unprofiled time of one.
+static void profile_report(OpProfile *p, const char *what, const char *key, double unprofiled_ms, cJSON *j) {
     qsort(p->e, (size_t)p->n, sizeof p->e[0], cmp_entry_time);
     double total = 0;
     for (int i = 0; i < p->n; i++) total += p->e[i].seconds;
@@ -86,12 +88,12 @@ static void profile_report(const BenchRow *r, cJSON *j) {
             t = by[b]; by[b] = by[b - 1]; by[b - 1] = t;
             int64_t tn = calls[b]; calls[b] = calls[b - 1]; calls[b - 1] = tn;
         }
-    cJSON *jp = cJSON_AddObjectToObject(j, "profile");
+    cJSON *jp = cJSON_AddObjectToObject(j, key);
     cJSON_AddNumberToObject(jp, "steps", PROF_STEPS);
     cJSON_AddNumberToObject(jp, "ops_ms_per_step", total / PROF_STEPS * 1e3);
-    cJSON_AddNumberToObject(jp, "step_ms_unprofiled", r->train_ms);
-    printf("  profile, per training step (%d steps, each op between two synchronisations): ops %.2f ms; the step "
-           "without them %.2f ms\n", PROF_STEPS, total / PROF_STEPS * 1e3, r->train_ms);
+    cJSON_AddNumberToObject(jp, "step_ms_unprofiled", unprofiled_ms);
+    printf("  profile, per %s (%d of them, each op between two synchronisations): ops %.2f ms; the %s "
+           "without them %.2f ms\n", what, PROF_STEPS, total / PROF_STEPS * 1e3, what, unprofiled_ms);
     printf("  %-16s %9s %7s %8s %9s %9s\n", "class", "ms", "share", "calls", "TFLOP/s", "GB/s");
     cJSON *jc = cJSON_AddArrayToObject(jp, "classes");
     for (int k = 0; k < nc; k++) {
@@ -243,6 +245,18 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         if (it > 0) t[it - 1] = cx_time_s() - t0;
     }
     r->infer_ms = median(t, steps) * 1e3;
+    r->prof_infer = NULL;
+    if (profile) {
+        r->prof_infer = cx_calloc(1, sizeof *r->prof_infer);
+        rt->ctx.op.prof = r->prof_infer;
+        for (int it = 0; it < PROF_STEPS; it++) {
+            runtime_step_reset(rt);
+            CamoXpertOutputs o;
+            Tensor xi = runtime_input(rt, &x1, rt->dtype);
+            camoxpert_forward(&rt->ctx, m, &xi, &o);
+        }
+        rt->ctx.op.prof = NULL;
+    }
     r->infer_graph_ms = 0;
     r->graph_why[0] = 0;
     if (rt->device == DEV_CUDA && !sparse) {   // the same forward as a CUDA graph (upload, replay, download)
@@ -293,8 +307,9 @@ int cmd_bench(int argc, char **argv) {
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
-        { "profile", OPT_FLAG, &profile, "also time every op of a few training steps, each between two device "
-          "synchronisations, and print the step's time per kernel class (convolution, depthwise, GEMM, norm, ...)",
+        { "profile", OPT_FLAG, &profile, "also time every op of a few training steps and batch-1 forwards, each "
+          "between two device synchronisations, and print their time per kernel class (convolution, depthwise, GEMM, "
+          "norm, ...)",
           NULL, NULL, 0 },
         { "gpus", OPT_INT, &gpus, "data parallel on N GPUs of this machine (N ranks, rank i on GPU i, --batch-size "
           "each; gradients all-reduced as in training); under torchrun/Slurm/Open MPI each process is one rank", "N",
@@ -468,8 +483,12 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "peak_rss_mb", r.rss_mb);
         cJSON_AddNumberToObject(j, "gflop_per_image", r.gflop_img);
         cJSON_AddNumberToObject(j, "achieved_gflop_per_s", r.gflops);
+        if (r.prof_infer) {
+            profile_report(r.prof_infer, "batch-1 forward", "profile_infer_batch1", r.infer_ms, j);
+            free(r.prof_infer);
+        }
         if (r.prof) {
-            profile_report(&r, j);
+            profile_report(r.prof, "training step", "profile", r.train_ms, j);
             free(r.prof);
         }
         cJSON_AddItemToArray(arr, j);
