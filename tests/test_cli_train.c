@@ -357,6 +357,16 @@ TEST(cli_bench_writes_the_documented_json) {
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(prof, "ops")) dw += !strncmp(cJSON_GetObjectItem(c, "variant")->valuestring, "depthwise", 9);
     CHECKF(dw >= 2, "depthwise forward and backward entries: %d", dw);   // EdgeNeXt's 7x7 depthwise convolutions
     CHECKF(strstr(o, "depthwise conv"), "%s", o);
+    // and the batch-1 forward's: forward ops only
+    const cJSON *pi = cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "profile_infer_batch1");
+    REQUIRE(pi);
+    int fwd = 0, bwd = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(pi, "ops")) {
+        const char *op = cJSON_GetObjectItem(c, "op")->valuestring;
+        fwd += strstr(op, "_forward") != NULL, bwd += strstr(op, "_backward") != NULL;
+    }
+    CHECKF(fwd >= 5 && bwd == 0, "batch-1 forward profile: %d forward ops, %d backward ops", fwd, bwd);
+    CHECKF(strstr(o, "per batch-1 forward"), "%s", o);
     cJSON_Delete(a);
     CHECK(test_run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
     CHECKF(strstr(o, "--top-k 3"), "%s", o);
