@@ -9,6 +9,11 @@
 // file system, or an existing file that `camoxpert predict` did not write (a photo,
 // a ground-truth mask) is an error naming the files (--overwrite allows the last).
 // Files an earlier predict wrote into an --input folder are not taken for photos.
+//
+// Photos go through the network in batches (--batch-size; on a GPU 32 by default)
+// while --workers threads decode the next ones and write the last batch's masks; a
+// batch's files are committed together (io.h atomic_commit_group). Small batches of a
+// dense model on a GPU replay the forward as a CUDA graph (nn/runtime.h).
 #include "cli.h"
 #include "core/text.h"
 #include "data/dataset.h"
