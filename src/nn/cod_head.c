@@ -225,7 +225,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     if (has(&d->initial_pred)) axpy(op, &dpred[0], 1.0, &d->initial_pred);
     Tensor du = nn_zeros_like(ctx, &h->u);
     Tensor dx0u = nn_zeros_like(ctx, &h->x0u);
+    // Gradients that are dead once a stage has passed them on are released (arena marks):
+    // only what flows on (allocated before the mark) outlives the stage.
     for (int i = 1; i >= 0; i--) {
+        ArenaMark mk = arena_mark(ctx->act);
         Tensor dhb = nn_zeros_like(ctx, &h->ir_b[i]);
         seq_backward(ctx, &h->ir_head[i], &dpred[i + 1], &dhb);
         Tensor db = nn_zeros_like(ctx, &h->ir_b[i]);
@@ -234,8 +237,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
         seq_backward(ctx, &h->ir_block[i], &db, &dc);
         Tensor *dxs[3] = { &dx0u, &dpred[i], &du };
         concat_backward(op, dxs, 3, &dc);
+        arena_release(ctx->act, mk);
     }
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
+    ArenaMark mk_unc = arena_mark(ctx->act);
     Tensor duc = nn_zeros_like(ctx, &o->uncertainty);
     maxnorm_backward(op, &duc, &du, &o->uncertainty, &h->u_max, UNC_NORM_EPS);
     if (h->max_synced) sync_batch_max_backward(ctx, h, &duc, &du);
@@ -247,6 +252,7 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     seq_backward(ctx, &h->bu_mean, &dipr, &dsh);
     seq_backward(ctx, &h->bu_unc, &dur, &dsh);
     seq_backward(ctx, &h->bu_shared, &dsh, &dx0u);
+    arena_release(ctx->act, mk_unc);
     // back to half resolution
     Tensor dx0r = nn_zeros_like(ctx, &h->x0r), dfg = nn_zeros_like(ctx, &h->fg);
     Tensor dsm = nn_zeros_like(ctx, &h->sm_small);
@@ -254,30 +260,34 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     if (has(&d->fg_map)) resize_bilinear_backward(op, &dfg, &d->fg_map, 0, 0);
     if (has(&d->search_map)) resize_bilinear_backward(op, &dsm, &d->search_map, 0, 0);
     // reverse attention
+    Tensor dx = nn_zeros_like(ctx, &h->dec_out[3]);
+    ArenaMark mk_ra = arena_mark(ctx->act);
     Tensor dr = nn_zeros_like(ctx, &h->ra_r);
     mul_backward(op, &dr, &dfg, &dx0r, &h->ra_r, &h->fg);
     Tensor dcatr = nn_zeros_like(ctx, &h->ra_refine.in);
     seq_backward(ctx, &h->ra_refine, &dr, &dcatr);
-    Tensor dx = nn_zeros_like(ctx, &h->dec_out[3]), dbg = nn_zeros_like(ctx, &h->bg);
+    Tensor dbg = nn_zeros_like(ctx, &h->bg);
     Tensor *dxs[2] = { &dx, &dbg };
     concat_backward(op, dxs, 2, &dcatr);
     axpy(op, &dbg, -1.0, &dfg);                      // fg = 1 − bg
     seq_backward(ctx, &h->ra_bg, &dbg, &dx);
-    // decoder
+    arena_release(ctx->act, mk_ra);
+    // decoder: each block's gradient toward the next (dn) outlives the block's temporaries
     for (int i = 3; i >= 0; i--) {
+        Tensor dn = nn_zeros_like(ctx, i ? &h->dec_out[i - 1] : &h->dec_in[0]);
+        ArenaMark mk = arena_mark(ctx->act);
         Tensor dt = nn_zeros_like(ctx, &h->dec_conv2[i].in);
         seq_backward(ctx, &h->dec_conv2[i], &dx, &dt);
         Tensor dup = nn_zeros_like(ctx, &h->dec_conv1[i].in);
         seq_backward(ctx, &h->dec_conv1[i], &dt, &dup);
-        Tensor din = nn_zeros_like(ctx, &h->dec_in[i]);
+        Tensor din = i ? nn_zeros_like(ctx, &h->dec_in[i]) : dn;
         resize_bilinear_backward(op, &din, &dup, 2.0, 2.0);
         if (i) {
-            dx = nn_zeros_like(ctx, &h->dec_out[i - 1]);
-            Tensor *ds[2] = { &dx, &de[3 - i] };
+            Tensor *ds[2] = { &dn, &de[3 - i] };
             concat_backward(op, ds, 2, &din);
-        } else {
-            dx = din;
         }
+        arena_release(ctx->act, mk);
+        dx = dn;
     }
     // search and identification
     Tensor did = nn_zeros_like(ctx, &h->id);

@@ -312,15 +312,34 @@ Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) 
 Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) { return seq_forward_range(ctx, s, 0, s->n, x); }
 
 void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, Tensor *dx) {
-    // the gradients between layers are temporaries: released before returning
+    // The gradients between layers are temporaries, released before returning. Each is
+    // dead once the layer below has read it, so from three of them on two buffers take
+    // turns (a conv-BN-ReLU pair at full resolution held five 64-channel maps at once).
     ArenaMark mk = arena_mark(ctx->act);
+    Tensor buf[2] = { { 0 } };
+    int64_t most = 0;
+    int turns = to - from > 3;
+    for (int i = from + 1; i < to && turns; i++) {
+        const Tensor *in = &s->l[i].in;
+        turns = in->dtype == s->l[to - 1].in.dtype;
+        if (tensor_numel(in) > most) most = tensor_numel(in);
+    }
+    for (int k = 0; k < 2 && turns; k++) buf[k] = tensor_new(ctx->act, s->l[to - 1].in.dtype, 1, &most);
     Tensor g = *dy;
-    for (int i = to - 1; i >= from; i--) {
+    for (int i = to - 1, k = 0; i >= from; i--) {
         const Tensor *in = &s->l[i].in;
         if (i == from) {
             layer_backward(ctx, &s->l[i], &g, in, dx);
         } else {
-            Tensor gin = nn_zeros_like(ctx, in);
+            Tensor gin;
+            if (turns) {
+                gin = tensor_view(buf[k].data, in->dtype, in->ndim, in->shape);
+                gin.device = buf[k].device;
+                fill(&ctx->op, &gin, 0);
+                k ^= 1;
+            } else {
+                gin = nn_zeros_like(ctx, in);
+            }
             layer_backward(ctx, &s->l[i], &g, in, &gin);
             g = gin;
         }
