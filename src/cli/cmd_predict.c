@@ -309,6 +309,17 @@ static void pred_write(PredPipe *p, PredSlot *s, int i, int64_t f) {
     image_free(&mask);
 }
 
+// Runs one photo's stage (decode or write) with the lock released; its seconds.
+static double pred_unlocked(PredPipe *p, void (*stage)(PredPipe *, PredSlot *, int, int64_t), PredSlot *s, int i,
+                            int64_t f) {
+    pthread_mutex_unlock(&p->mu);
+    double t0 = cx_time_s();
+    stage(p, s, i, f);
+    double dt = cx_time_s() - t0;
+    pthread_mutex_lock(&p->mu);
+    return dt;
+}
+
 // A worker: writes first (they free slots), else decodes the next photo whose
 // slot is ready for it, else waits.
 static void *pred_worker(void *arg) {
@@ -320,12 +331,7 @@ static void *pred_worker(void *arg) {
             PredSlot *s = &p->slot[j % p->R];
             if (s->batch == j && s->forwarded) {
                 p->next_write++;
-                pthread_mutex_unlock(&p->mu);
-                double t0 = cx_time_s();
-                pred_write(p, s, (int)(f - j * p->B), f);
-                double dt = cx_time_s() - t0;
-                pthread_mutex_lock(&p->mu);
-                p->write_s += dt;
+                p->write_s += pred_unlocked(p, pred_write, s, (int)(f - j * p->B), f);
                 if (++s->written == s->n) {   // commit the batch's files; the slot takes the batch R ahead
                     AtomicFile *pend = s->pend;
                     int *pend_mask = s->pend_mask, n_pend = s->n_pend;
@@ -351,12 +357,7 @@ static void *pred_worker(void *arg) {
             PredSlot *s = &p->slot[j % p->R];
             if (s->batch == j) {
                 p->next_decode++;
-                pthread_mutex_unlock(&p->mu);
-                double t0 = cx_time_s();
-                pred_decode(p, s, (int)(f - j * p->B), f);
-                double dt = cx_time_s() - t0;
-                pthread_mutex_lock(&p->mu);
-                p->decode_s += dt;
+                p->decode_s += pred_unlocked(p, pred_decode, s, (int)(f - j * p->B), f);
                 if (++s->decoded == s->n) pthread_cond_broadcast(&p->cv);
                 continue;
             }
