@@ -16,6 +16,8 @@
 #   gpu/run.sh dpcmp [BACKBONE SIZE]      issue 16: --sync-bn 2x8 vs 1x16 (20 steps, fp32) beside the fp32 floor
 #   gpu/run.sh dp                         the same (edgenext_xx_small 128), two "nodes", kill -9 of a rank + resume
 #   gpu/run.sh twin-ddp                   the PyTorch twin under DDP (torchrun) on 1 and all GPUs
+#   gpu/run.sh twin-dpcmp [BACKBONE SIZE] issue 16's fp32 bound applied to PyTorch itself: the twin's 1 GPU x 16
+#                                         against torchrun 2 x 8 with SyncBatchNorm, and its own floor
 #   gpu/run.sh predict [N]                issue 11: predict on a folder of N (2048) 768x768 JPEGs, edgenext_base
 #                                         dense at 352, bf16: batch 64 with 16/8 workers, defaults, batch 1,
 #                                         CUDA graphs off; bench (batch-1 forward eager and as a graph)
@@ -183,6 +185,26 @@ PY
     tail -n 4 "$log/dp_kill.log"
     camoxpert train --resume-from $d/kill/last.safetensors --gpus 2 --max-steps 60 --progress 0 > "$log/dp_resume.log" 2>&1
     echo "resume of the last checkpoint on 2 GPUs: rc=$?"; tail -n 2 "$log/dp_resume.log" ;;
+twin-dpcmp)
+    # the same comparison as dpcmp for the PyTorch twin (tools/camoxpert_twin.py ddpcmp: float32 without TF32,
+    # AdamW lr 1e-4, clipping 0.5, 20 steps on the same random global batches of 16): one GPU x 16 (twice: is
+    # PyTorch deterministic here?), one GPU x 16 with cudnn.benchmark (other algorithms: the floor), and torchrun
+    # 2 GPUs x 8 with SyncBatchNorm's function (and the uncertainty map's global maximum), and with per-GPU BN
+    bb=${1:-edgenext_xx_small}; sz=${2:-128}
+    T="$here/../tools/camoxpert_twin.py"; d=/tmp/twdp_$bb; rm -rf $d; mkdir -p $d
+    A="--backbone $bb --size $sz --batch 16 --steps 20 --device cuda"
+    python3 "$T" ddpcmp $A --out $d/one.npz > "$log/twdp_${bb}_one.log" 2>&1 || tail -3 "$log/twdp_${bb}_one.log"
+    python3 "$T" ddpcmp $A --out $d/again.npz > "$log/twdp_${bb}_again.log" 2>&1 || tail -3 "$log/twdp_${bb}_again.log"
+    python3 "$T" ddpcmp $A --cudnn-benchmark --out $d/bm.npz > "$log/twdp_${bb}_bm.log" 2>&1 || tail -3 "$log/twdp_${bb}_bm.log"
+    timeout 300 torchrun --nproc_per_node=2 --master_port=29581 "$T" ddpcmp $A --sync-bn --out $d/two.npz \
+        > "$log/twdp_${bb}_two.log" 2>&1 || tail -3 "$log/twdp_${bb}_two.log"
+    timeout 300 torchrun --nproc_per_node=2 --master_port=29582 "$T" ddpcmp $A --out $d/loc.npz \
+        > "$log/twdp_${bb}_loc.log" 2>&1 || tail -3 "$log/twdp_${bb}_loc.log"
+    echo "twin $bb $sz, float32, against one GPU x 16:"
+    python3 "$T" ddpcmp-report $d/one.npz $d/again.npz --what "the same run again"
+    python3 "$T" ddpcmp-report $d/one.npz $d/bm.npz --what "one GPU x 16, cudnn.benchmark (the floor)"
+    python3 "$T" ddpcmp-report $d/one.npz $d/two.npz --what "2 GPUs x 8, SyncBatchNorm"
+    python3 "$T" ddpcmp-report $d/one.npz $d/loc.npz --what "2 GPUs x 8, per-GPU BatchNorm" ;;
 twin-ddp)
     # the PyTorch twin under DDP (torchrun, NCCL), as the reference trains with --use-ddp: 352², batch 16 per GPU
     n=$(nvidia-smi -L | wc -l)

@@ -24,6 +24,11 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
                        one process per GPU, DistributedDataParallel over NCCL (unused
                        parameters found, as the reference does for the sparse model),
                        --batch per GPU, images/s over all GPUs
+  ddpcmp --out F.npz ...
+                       float32 training steps (AdamW, clipping) on the same global batches, the
+                       losses and final parameters to F.npz: one process, or under torchrun each
+                       rank on its slice through DDP (--sync-bn: SyncBatchNorm's function and the
+                       uncertainty map's global maximum); `ddpcmp-report A.npz B.npz` compares two
   prove --device cuda --amp bf16|fp16 FIXTURE
                        the fixture's forward outputs under autocast on the GPU (float32
                        weights): relative L2 per output against the fixture, reported
@@ -50,6 +55,8 @@ RADIUS = {"texture": 8, "frequency": 3, "edge": 1, "contrast": 3}  # receptive-f
 # Spatial routing (docs/ROUTING.md): 0 = global routing, else at most ROUTE_GRID x ROUTE_GRID tiles per
 # scale. Set from the fixture's metadata (prove) or --routing/--route-grid (make).
 ROUTE_GRID = 0
+# ddpcmp --sync-bn: BatchNorm statistics and the uncertainty map's batch maximum over all ranks
+SYNC_BN = False
 
 
 def tiles(side, grid):
@@ -155,6 +162,25 @@ def model_keys(variant, sparse, E):
     return K
 
 
+class GlobalMax(torch.autograd.Function):
+    """The maximum over all ranks of each rank's scalar; its gradient (summed over the ranks, which
+    DistributedDataParallel then averages) goes to the rank that holds it, as one process would."""
+    @staticmethod
+    def forward(ctx, m):
+        import torch.distributed as dist
+        g = m.detach().clone()
+        dist.all_reduce(g, op=dist.ReduceOp.MAX)
+        ctx.holds = bool(g == m)
+        return g
+
+    @staticmethod
+    def backward(ctx, go):
+        import torch.distributed as dist
+        go = go.clone()
+        dist.all_reduce(go)
+        return go if ctx.holds else torch.zeros_like(go)
+
+
 # ---- the network ------------------------------------------------------------------------------
 class Net:
     def __init__(self, P, B, variant, sparse, E, k, training):
@@ -167,6 +193,25 @@ class Net:
     def bn(self, p, x):
         if self.training:
             self.B[p + ".num_batches_tracked"] += 1
+            if SYNC_BN and not x.is_cuda:   # the same over gloo (SyncBatchNorm's function is CUDA-only in 1.13)
+                import torch.distributed as dist
+                import torch.distributed.nn.functional as dnn
+                n = x.numel() // x.shape[1] * dist.get_world_size()
+                s = dnn.all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))]))
+                mean, var = s[:x.shape[1]] / n, s[x.shape[1]:] / n - (s[:x.shape[1]] / n) ** 2
+                with torch.no_grad():
+                    rm, rv = self.B[p + ".running_mean"], self.B[p + ".running_var"]
+                    rm.mul_(1 - BN_MOM).add_(BN_MOM * mean)
+                    rv.mul_(1 - BN_MOM).add_(BN_MOM * var * n / (n - 1))
+                sh = (1, -1, 1, 1)
+                return (x - mean.view(sh)) * torch.rsqrt(var.view(sh) + BN_EPS) * self.P[p + ".weight"].view(sh) + \
+                    self.P[p + ".bias"].view(sh)
+            if SYNC_BN:   # torch.nn.SyncBatchNorm's own function: statistics and their gradients over all ranks
+                from torch.nn.modules._functions import SyncBatchNorm as SyncBN
+                import torch.distributed as dist
+                return SyncBN.apply(x, self.P[p + ".weight"], self.P[p + ".bias"], self.B[p + ".running_mean"],
+                                    self.B[p + ".running_var"], BN_EPS, BN_MOM, dist.group.WORLD,
+                                    dist.get_world_size())
         return F.batch_norm(x, self.B[p + ".running_mean"], self.B[p + ".running_var"], self.P[p + ".weight"],
                             self.P[p + ".bias"], self.training, BN_MOM, BN_EPS)
 
@@ -319,7 +364,7 @@ class Net:
         un = F.softplus(self.conv("boundary_uncertainty.uncertainty_head.3",
                                   self.cbr("boundary_uncertainty.uncertainty_head", 0, sh)))
         ip, un = torch.clamp(ip, -15, 15), torch.clamp(un, 1e-8, 10)
-        u = un / (un.max() + 1e-8)
+        u = un / ((GlobalMax.apply(un.max()) if SYNC_BN else un.max()) + 1e-8)
         pred, refs = ip, []
         for i in range(2):
             p = f"iterative_refinement.refinement_blocks.{i}"
@@ -703,6 +748,93 @@ def cmd_bench(a):
     return 0
 
 
+def cmd_ddpcmp(a):
+    """fp32 training steps of the dense twin on the same global batches, written to --out (an .npz of the
+    losses and final parameters): one process at --batch, or under torchrun each of WORLD_SIZE ranks on its
+    slice of it through DistributedDataParallel (with --sync-bn: SyncBatchNorm's function and the global
+    maximum). Compare runs with `ddpcmp-report`."""
+    global SYNC_BN
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    cuda = a.device.startswith("cuda")
+    if cuda:
+        a.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(a.device)
+        torch.backends.cuda.matmul.allow_tf32 = False   # float32 as float32: no TF32 tensor cores
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = a.cudnn_benchmark
+    dev = torch.device(a.device)
+    H = W = a.size
+    K = model_keys(a.backbone, False, 6)
+    Pn = {n: ent.gen_param(n, s, 1) for n, s in K.params.items()}
+    B = {n: torch.tensor(np.array(0, np.int64) if n.endswith("tracked") else np.zeros(s, np.float32) + n.endswith("var"),
+                         device=dev) for n, s in K.buffers.items()}
+    names = list(Pn)
+    if a.batch % world:
+        raise SystemExit(f"--batch {a.batch} does not split over {world} ranks")
+    b = a.batch // world
+    SYNC_BN = a.sync_bn and world > 1
+    if world > 1:
+        import torch.distributed as dist
+
+        class Wrap(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.p = torch.nn.ParameterList([torch.nn.Parameter(torch.tensor(Pn[n], dtype=torch.float32, device=dev)) for n in names])
+
+            def forward(self, img):
+                return Net(dict(zip(names, self.p)), B, a.backbone, False, 6, 2, True).forward(img)
+
+        dist.init_process_group("nccl" if cuda else "gloo", **({"device_id": dev} if cuda else {}))
+        net = torch.nn.parallel.DistributedDataParallel(Wrap())
+        params = list(net.module.p)
+        run = net
+    else:
+        params = [torch.tensor(Pn[n], dtype=torch.float32, device=dev).requires_grad_() for n in names]
+
+        def run(img):
+            return Net(dict(zip(names, params)), B, a.backbone, False, 6, 2, True).forward(img)
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
+    losses = []
+    for step in range(a.steps):
+        rs = np.random.RandomState(1000 + step)   # the global batch of this step; this rank's slice of it
+        img = rs.randn(a.batch, 3, H, W).astype(np.float32)
+        noise = torch.tensor(rs.randn(a.batch, 1, H // 8, W // 8).astype(np.float32))
+        mask = (F.interpolate(noise, size=(H, W), mode="bilinear", align_corners=False) > 0.3).float()
+        x = torch.tensor(img[rank * b:(rank + 1) * b], device=dev)
+        y = mask[rank * b:(rank + 1) * b].to(dev)
+        total, _ = loss_terms(run(x), y)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        opt.step()
+        t = total.detach().double().reshape(1)
+        if world > 1:
+            dist.all_reduce(t)
+            t /= world
+        losses.append(float(t))
+        if rank == 0:
+            print(f"step {step + 1} loss {losses[-1]:.9g}", flush=True)
+    if rank == 0:
+        np.savez(a.out, losses=np.array(losses), **{n: p.detach().cpu().numpy() for n, p in zip(names, params)})
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+def cmd_ddpcmp_report(a):
+    """Relative loss difference per step and relative L2 of the final parameters, run B against run A."""
+    A, B = np.load(a.a), np.load(a.b)
+    la, lb = A["losses"], B["losses"]
+    rel = np.abs(la - lb) / np.abs(la)
+    ks = [k for k in A.files if k != "losses"]
+    num = sum(float(((A[k].astype(np.float64) - B[k]) ** 2).sum()) for k in ks)
+    den = sum(float((A[k].astype(np.float64) ** 2).sum()) for k in ks)
+    print(f"{a.what}: loss at step 1 {rel[0]:.1e}, worst over {len(rel)} steps {rel.max():.2e}; "
+          f"parameters after them {(num / den) ** 0.5:.2e} relative L2")
+    print("  per step:", " ".join(f"{r:.0e}" for r in rel))
+    return 0
+
+
 # ---- safetensors: tools/safetensors_io.py (floats stored as F32, I32 / I64 kept) -------------
 def st_load(path):
     return ent.st_load(path)
@@ -748,9 +880,24 @@ def main():
             p.add_argument("--device", default="cpu")
             p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
             p.add_argument("--channels-last", action="store_true")
+    p = sub.add_parser("ddpcmp")
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", default="edgenext_xx_small")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16, help="the global batch (split over the ranks)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sync-bn", action="store_true")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN picks algorithms by timing them")
+    p = sub.add_parser("ddpcmp-report")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--what", default="B against A")
     a = ap.parse_args()
     torch.manual_seed(0)
-    return {"prove": cmd_prove, "make": cmd_make, "bench": cmd_bench, "checkpoint": cmd_checkpoint}[a.cmd](a)
+    return {"prove": cmd_prove, "make": cmd_make, "bench": cmd_bench, "checkpoint": cmd_checkpoint,
+            "ddpcmp": cmd_ddpcmp, "ddpcmp-report": cmd_ddpcmp_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

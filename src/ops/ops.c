@@ -313,19 +313,20 @@ cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], in
     CX_ASSERT(ctx->backend == OPS_CUDA && ctx->cuda, "ops_nccl_open: the GPU is not open");
     return CUDA_CALL(nccl_open, ctx->cuda, comm, id, rank, world);
 }
-cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s) {
+cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s,
+                                 const volatile sig_atomic_t *stop) {
     CX_ASSERT(ctx->backend == OPS_CUDA && buf->device == DEV_CUDA && buf->dtype == DT_F32,
               "ops_nccl_allreduce_sum: a float32 GPU tensor");
-    return CUDA_CALL(nccl_allreduce_sum, ctx->cuda, comm, buf->data, tensor_numel(buf), timeout_s);
+    return CUDA_CALL(nccl_allreduce_sum, ctx->cuda, comm, buf->data, tensor_numel(buf), timeout_s, stop);
 }
 cx_status ops_nccl_allreduce_start(OpCtx *ctx, void **comm, Tensor *buf) {
     CX_ASSERT(ctx->backend == OPS_CUDA && buf->device == DEV_CUDA && buf->dtype == DT_F32,
               "ops_nccl_allreduce_start: a float32 GPU tensor");
     return CUDA_CALL(nccl_allreduce_start, ctx->cuda, comm, buf->data, tensor_numel(buf));
 }
-cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s) {
+cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s, const volatile sig_atomic_t *stop) {
     CX_ASSERT(ctx->backend == OPS_CUDA, "ops_nccl_wait: the GPU is not open");
-    return CUDA_CALL(nccl_wait, ctx->cuda, comm, timeout_s);
+    return CUDA_CALL(nccl_wait, ctx->cuda, comm, timeout_s, stop);
 }
 void ops_nccl_close(void *comm) {
     if (comm) CUDA_CALL(nccl_close, comm, 0);
@@ -340,16 +341,17 @@ cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], in
     (void)ctx, (void)comm, (void)id, (void)rank, (void)world;
     return no_nccl();
 }
-cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s) {
-    (void)ctx, (void)comm, (void)buf, (void)timeout_s;
+cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s,
+                                 const volatile sig_atomic_t *stop) {
+    (void)ctx, (void)comm, (void)buf, (void)timeout_s, (void)stop;
     return no_nccl();
 }
 cx_status ops_nccl_allreduce_start(OpCtx *ctx, void **comm, Tensor *buf) {
     (void)ctx, (void)comm, (void)buf;
     return no_nccl();
 }
-cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s) {
-    (void)ctx, (void)comm, (void)timeout_s;
+cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s, const volatile sig_atomic_t *stop) {
+    (void)ctx, (void)comm, (void)timeout_s, (void)stop;
     return no_nccl();
 }
 void ops_nccl_close(void *comm) { (void)comm; }

@@ -35,6 +35,7 @@
 //   conv2d_backward(&ctx, &dx, &dw, &db, &dy, &x, &w, a);
 #pragma once
 #include "core/core.h"
+#include <signal.h>
 
 typedef enum { OPS_CPU = 0, OPS_REF, OPS_CUDA } ops_backend;
 
@@ -88,23 +89,28 @@ void ops_graph_free(OpCtx *ctx, void *graph);
 //   ...broadcast id to every rank (train/dist.h)...
 //   void *comm;
 //   CX_TRY(ops_nccl_open(&ctx, &comm, id, rank, world));       // after ops_cuda_open
-//   CX_TRY(ops_nccl_allreduce_sum(&ctx, &comm, &grads, 60));   // in place, float32
+//   CX_TRY(ops_nccl_allreduce_sum(&ctx, &comm, &grads, 60, NULL));   // in place, float32
 //   CX_TRY(ops_nccl_allreduce_start(&ctx, &comm, &bucket));    // or: queued beside the backward,
-//   CX_TRY(ops_nccl_wait(&ctx, &comm, 60));                    // waited for before the update
+//   CX_TRY(ops_nccl_wait(&ctx, &comm, 60, &stop_flag));        // waited for before the update
 //   ops_nccl_close(comm);
 cx_status ops_nccl_version(int *version);   // e.g. 22803 for 2.28.3
 cx_status ops_nccl_unique_id(unsigned char id[128]);
 cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], int rank, int world);
 // buf (float32, on ctx's GPU, contiguous) = its sum over the ranks, waited for. A rank
 // that does not join within timeout_s seconds, or a failure NCCL reports, is an error
-// after which *comm is aborted and NULL.
-cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s);
+// after which *comm is aborted and NULL. stop (may be NULL): a flag a SIGTERM or Ctrl-C
+// handler sets; once it is set the wait gives the other ranks OPS_NCCL_STOP_GRACE_S more,
+// not the rest of timeout_s (ranks asked to stop together are all alive and join at once;
+// one that died never will, and the launcher that sent the signal is waiting).
+#define OPS_NCCL_STOP_GRACE_S 3.0
+cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s,
+                                 const volatile sig_atomic_t *stop);
 // The same in two halves, for gradient buckets: _start queues the all-reduce on the
 // communicator's own stream after the work queued so far on ctx's stream and returns
 // at once (the backward goes on beside it); _wait waits for every started one with
 // the deadline (the same errors), and orders ctx's stream after them.
 cx_status ops_nccl_allreduce_start(OpCtx *ctx, void **comm, Tensor *buf);
-cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s);
+cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s, const volatile sig_atomic_t *stop);
 void ops_nccl_close(void *comm);
 
 // ---- profiling ----------------------------------------------------------------------

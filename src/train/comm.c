@@ -81,7 +81,7 @@ static const CommOps host_ops = { .name = "host", .allreduce_sum = host_allreduc
 
 static cx_status nccl_allreduce_sum(Comm *c, Tensor *buf) {
     if (buf->dtype != DT_F32 || !c->impl) return host_allreduce_sum(c, buf);
-    return ops_nccl_allreduce_sum(c->op, &c->impl, buf, NCCL_TIMEOUT_S);
+    return ops_nccl_allreduce_sum(c->op, &c->impl, buf, NCCL_TIMEOUT_S, c->stop);
 }
 
 static cx_status nccl_allreduce_start(Comm *c, Tensor *buf) {
@@ -91,7 +91,7 @@ static cx_status nccl_allreduce_start(Comm *c, Tensor *buf) {
 
 static cx_status nccl_wait(Comm *c) {
     if (!c->impl) return CX_FAIL(CX_EIO, "rank %d: the GPU communicator was aborted by an earlier failure", c->rank);
-    return ops_nccl_wait(c->op, &c->impl, NCCL_TIMEOUT_S);
+    return ops_nccl_wait(c->op, &c->impl, NCCL_TIMEOUT_S, c->stop);
 }
 
 static void nccl_close(Comm *c) {

@@ -49,6 +49,9 @@ struct Comm {
     OpCtx *op;           // the device's kernel context (its stream, for a GPU backend); may be NULL on the CPU
     DistStore *store;    // the rendezvous: the host path, and the backend's id exchange (NCCL unique id)
     void *impl;          // the backend's state (an ncclComm_t, its stream)
+    // set by the owner after comm_open (may stay NULL): the flag its SIGTERM / Ctrl-C
+    // handler sets; a GPU wait then gives the other ranks seconds, not its full deadline
+    const volatile sig_atomic_t *stop;
 };
 
 // A GPU backend's constructor: fills c->ops and c->impl for c->device / c->gpu / c->op,

@@ -1055,7 +1055,9 @@ static cx_status dist_start(Trainer *T) {
     } else if (c->sync_bn) {
         say("note: --sync-bn with one process: BatchNorm sees the whole batch anyway\n");
     }
-    return comm_open(&T->comm, &T->store, &T->rt.ctx.op, T->rt.device, T->rt.gpu);
+    CX_TRY(comm_open(&T->comm, &T->store, &T->rt.ctx.op, T->rt.device, T->rt.gpu));
+    T->comm.stop = &stop_requested;   // a survivor told to stop does not wait out the 60 s deadline
+    return CX_OK;
 }
 
 cx_status trainer_run(const TrainConfig *c, TrainResult *r) {

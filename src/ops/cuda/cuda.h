@@ -33,9 +33,10 @@ void cuda_graph_destroy(void *exec);
 cx_status cuda_nccl_version(int *version);
 cx_status cuda_nccl_unique_id(unsigned char id[128]);
 cx_status cuda_nccl_open(struct CudaState *st, void **comm, const unsigned char id[128], int rank, int world);
-cx_status cuda_nccl_allreduce_sum(struct CudaState *st, void **comm, void *buf, int64_t n, double timeout_s);
+cx_status cuda_nccl_allreduce_sum(struct CudaState *st, void **comm, void *buf, int64_t n, double timeout_s,
+                                  const volatile sig_atomic_t *stop);
 cx_status cuda_nccl_allreduce_start(struct CudaState *st, void **comm, void *buf, int64_t n);
-cx_status cuda_nccl_wait(struct CudaState *st, void **comm, double timeout_s);
+cx_status cuda_nccl_wait(struct CudaState *st, void **comm, double timeout_s, const volatile sig_atomic_t *stop);
 void cuda_nccl_close(void *comm, int abort_it);
 
 void cuda_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);

@@ -159,11 +159,12 @@ extern "C" cx_status cuda_nccl_allreduce_start(CudaState *st, void **comm, void 
 // Waits on the host for every started all-reduce, then orders the compute stream
 // after them. The ranks that did not all join within timeout_s seconds, or a failure
 // NCCL reports, is an error after which the communicator is aborted and *comm NULL.
-extern "C" cx_status cuda_nccl_wait(CudaState *st, void **comm, double timeout_s) {
+extern "C" cx_status cuda_nccl_wait(CudaState *st, void **comm, double timeout_s, const volatile sig_atomic_t *stop) {
     NcComm *c = (NcComm *)*comm;
     CX_ASSERT(c, "cuda_nccl_wait: no communicator");
     if (!c->pending) return CX_OK;
     const double t0 = now_s();
+    double deadline = t0 + timeout_s, stopped_at = 0;
     for (int spin = 0;; spin++) {
         cudaError_t e = cudaEventQuery(c->done);
         if (e == cudaSuccess) break;
@@ -175,7 +176,19 @@ extern "C" cx_status cuda_nccl_wait(CudaState *st, void **comm, double timeout_s
             *comm = NULL;
             return CX_FAIL(CX_EIO, "the gradient all-reduce failed: %s (another rank stopped?)", nc.GetErrorString(ae));
         }
-        if (now_s() - t0 > timeout_s) {
+        const double t = now_s();
+        if (stop && *stop && !stopped_at) {   // asked to stop: live ranks join at once, a dead one never
+            stopped_at = t;
+            if (t + OPS_NCCL_STOP_GRACE_S < deadline) deadline = t + OPS_NCCL_STOP_GRACE_S;
+        }
+        if (t > deadline && stopped_at) {
+            nc_free(c, 1);
+            *comm = NULL;
+            return CX_FAIL(CX_EIO, "this rank was asked to stop while it waited for the gradient all-reduce, and the "
+                           "other ranks did not join within %.0f s: one of them stopped or died (the launcher names it)",
+                           OPS_NCCL_STOP_GRACE_S);
+        }
+        if (t > deadline) {
             nc_free(c, 1);
             *comm = NULL;
             return CX_FAIL(CX_EIO, "the gradient all-reduce did not complete in %.0f s: another rank stopped or hangs "
@@ -189,9 +202,10 @@ extern "C" cx_status cuda_nccl_wait(CudaState *st, void **comm, double timeout_s
 }
 
 // In place, waited for: start, then wait.
-extern "C" cx_status cuda_nccl_allreduce_sum(CudaState *st, void **comm, void *buf, int64_t n, double timeout_s) {
+extern "C" cx_status cuda_nccl_allreduce_sum(CudaState *st, void **comm, void *buf, int64_t n, double timeout_s,
+                                             const volatile sig_atomic_t *stop) {
     CX_TRY(cuda_nccl_allreduce_start(st, comm, buf, n));
-    return cuda_nccl_wait(st, comm, timeout_s);
+    return cuda_nccl_wait(st, comm, timeout_s, stop);
 }
 
 extern "C" void cuda_nccl_close(void *comm, int abort_it) {
