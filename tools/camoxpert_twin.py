@@ -762,6 +762,7 @@ def cmd_ddpcmp(a):
         torch.backends.cuda.matmul.allow_tf32 = False   # float32 as float32: no TF32 tensor cores
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = a.cudnn_benchmark
+        torch.set_default_device(a.device)
     dev = torch.device(a.device)
     H = W = a.size
     K = model_keys(a.backbone, False, 6)
