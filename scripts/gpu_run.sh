@@ -14,6 +14,7 @@
 #   gpu/run.sh multi                      issue 16 (2+ GPUs): NCCL test, 2 GPUs vs 1, torchrun, scaling
 #   gpu/run.sh scale                      issues 16/17: bench over 1, 2, 4.. GPUs, all-reduce time, buckets off, torchrun
 #   gpu/run.sh dpcmp [BACKBONE SIZE]      issue 16: --sync-bn 2x8 vs 1x16 (20 steps, fp32) beside the fp32 floor
+#                                         and a repeat of the 1-GPU run (on one GPU only these two are compared)
 #   gpu/run.sh dp                         the same (edgenext_xx_small 128), two "nodes", kill -9 of a rank + resume
 #   gpu/run.sh twin-ddp                   the PyTorch twin under DDP (torchrun) on 1 and all GPUs
 #   gpu/run.sh twin-dpcmp [BACKBONE SIZE] issue 16's fp32 bound applied to PyTorch itself: the twin's 1 GPU x 16
@@ -135,6 +136,8 @@ dpcmp|dp)
        --val-fraction 0.1 --num-workers 8 --stage1-epochs 0 --epochs 2 --max-steps 20 --seed 5"
     camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/one > "$log/dp_${bb}_one.log" 2>&1
     echo "$bb $sz: 1 GPU x 16 rc=$?"
+    camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/again > "$log/dp_${bb}_again.log" 2>&1
+    echo "1 GPU x 16 again rc=$?"
     CAMOXPERT_CONV_NONDETERMINISTIC=1 camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/nd \
         > "$log/dp_${bb}_nd.log" 2>&1; echo "1 GPU x 16, non-deterministic cuDNN rc=$?"
     camoxpert train $M --gpus 2 --batch-size 8 --sync-bn --checkpoint-dir $d/two > "$log/dp_${bb}_two.log" 2>&1
@@ -155,7 +158,8 @@ def l2(A, B):
     ks = [n for n in A if A[n].dtype.kind == "f" and "running" not in n]
     num = sum(float(((A[n].astype(np.float64) - B[n]) ** 2).sum()) for n in ks)
     return (num / sum(float((A[n].astype(np.float64) ** 2).sum()) for n in ks)) ** 0.5
-for a, b, what in (("one", "nd", "1 GPU x 16 vs itself with non-deterministic cuDNN (the fp32 floor)"),
+for a, b, what in (("one", "again", "1 GPU x 16 vs the same run again"),
+                   ("one", "nd", "1 GPU x 16 vs itself with non-deterministic cuDNN (the fp32 floor)"),
                    ("one", "two", "1 GPU x 16 vs 2 GPUs x 8 --sync-bn"),
                    ("one", "loc", "1 GPU x 16 vs 2 GPUs x 8 per-GPU BatchNorm")):
     try:

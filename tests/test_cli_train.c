@@ -308,6 +308,9 @@ TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
                n, present);
         rc = test_run_bin(&o, "predict --weights %s --input %s --out %s/k%d --batch-size 2 --threads 1", ck, imgs, dir, n);
         CHECKF(rc == 0 && strstr(o, "wrote 4 masks"), "after a kill at crash point %d: exit %d: %s", n, rc, o);
+        char kd[900];   // and the rerun removed the killed run's temporary files
+        snprintf(kd, sizeof kd, "%s/k%d", dir, n);
+        CHECKF(atomic_cleanup_dir(kd) == 0, "crash point %d: the rerun left temporary files in %s", n, kd);
     }
     CHECKF(kills == 4 && n == 5, "%d kills before a whole run at crash point %d (2 batches x 2 moments expected)", kills, n);
 }

@@ -295,6 +295,18 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     fclose(a.fp);   // as if killed: the temporary file stays
     CHECK(path_exists(a.tmp));
     CHECK(atomic_cleanup_dir(t) == 1 && !path_exists(a.tmp) && path_exists(victim) && path_exists(path));
+    // In a shared directory only the holder of its lock removes them: while one claim holds
+    // it, another finds it taken and leaves the leftover (that writer may be mid-write).
+    REQUIRE_OK(atomic_begin(&a, link));
+    fclose(a.fp);
+    int fd1, fd2;
+    CHECK(atomic_claim_dir(t, &fd1) == 1 && fd1 >= 0 && !path_exists(a.tmp));
+    REQUIRE_OK(atomic_begin(&a, link));
+    fclose(a.fp);
+    CHECK(atomic_claim_dir(t, &fd2) == -1 && fd2 == -1 && path_exists(a.tmp));
+    close(fd1);
+    CHECK(atomic_claim_dir(t, &fd2) == 1 && fd2 >= 0 && !path_exists(a.tmp));
+    close(fd2);
 }
 
 // ---- rule 3: numbers are finite and in range ---------------------------------------------

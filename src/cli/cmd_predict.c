@@ -497,12 +497,17 @@ int cmd_predict(int argc, char **argv) {
     double t0 = cx_time_s();
     PredPipe pp = { .B = batch, .S = S, .nf = nf, .overlay = overlay, .files = files, .out = out, .R = 3 };
     pthread_t *th = NULL;
-    int n_th = 0;
+    int n_th = 0, out_lock = -1;
     if ((cs = camoxpert_load_file(m, &pt, weights)) || (cs = make_dirs(out))) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         rc = 1;
         goto done;
     }
+    // Temporary files of a killed earlier predict (a batch written, not yet renamed) are
+    // removed, unless another predict writing into --out holds the directory's lock.
+    int stale = atomic_claim_dir(out, &out_lock);
+    if (stale > 0)
+        printf("note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s", out);
     runtime_place(&rt, &pt);
     printf("model: %s on %s from %s; input %dx%d; %d image%s; batch %d, %d worker%s; memory about %s at peak\n",
            mc.sparse ? "sparse" : "dense", mc.backbone, weights, S, S, nf, nf == 1 ? "" : "s", batch, workers,
@@ -604,6 +609,7 @@ int cmd_predict(int argc, char **argv) {
         printf("note: the network waited %.0f%% of the time for decoded photos: more --workers (now %d) would help\n",
                100 * wait_s / total, workers);
 done:
+    if (out_lock >= 0) close(out_lock);
     if (pp.slot) {
         for (int r = 0; r < pp.R; r++) {
             for (int i = 0; i < batch; i++) image_free(&pp.slot[r].im[i]);

@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -210,6 +211,17 @@ int atomic_cleanup_dir(const char *dir) {
     }
     closedir(d);
     return n;
+}
+
+int atomic_claim_dir(const char *dir, int *lock_fd) {
+    *lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*lock_fd < 0) return 0;
+    if (flock(*lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        close(*lock_fd);
+        *lock_fd = -1;
+        return -1;
+    }
+    return atomic_cleanup_dir(dir);
 }
 
 cx_status read_file(const char *path, unsigned char **buf, size_t *size) {

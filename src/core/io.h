@@ -43,6 +43,12 @@ int atomic_commit_group(AtomicFile *afs, int n, int *failed);
 // (train holds its checkpoint directory's lock): another process's write in
 // progress would lose its temporary file.
 int atomic_cleanup_dir(const char *dir);
+// The same for a directory several runs may write into (predict's --out): takes an
+// exclusive advisory lock (flock) on the directory itself, held while *lock_fd stays
+// open (close it when done; the kernel drops it if the process dies), and only with the
+// lock removes the leftovers. Returns how many it removed, or -1 (*lock_fd = -1) when
+// another process holds the lock: that one is writing there, so nothing is touched.
+int atomic_claim_dir(const char *dir, int *lock_fd);
 
 // Opens a regular file for reading without blocking on FIFOs and devices; anything
 // else (a directory, a FIFO, a socket, a device) is CX_EIO naming the path and its type.
