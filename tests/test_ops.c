@@ -135,6 +135,30 @@ static void bn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, c
     batchnorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &si, &in[1], train);
     arena_release(c->scratch, m);
 }
+// batchnorm_relu: as batchnorm, through the fused op (its backward takes the output y)
+static void bn_relu_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    int train = t->k;
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]);
+    if (train) {
+        copy(c, &out[1], &in[3]);
+        copy(c, &out[2], &in[4]);
+    }
+    batchnorm_relu_forward(c, &out[0], &sm, &si, &in[0], &in[1], &in[2], train ? &out[1] : &in[3],
+                           train ? &out[2] : &in[4], train, 0.1, 1e-5);
+    arena_release(c->scratch, m);
+}
+static void bn_relu_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    int train = t->k;
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
+    Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
+    copy(c, &rm, &in[3]);
+    copy(c, &rv, &in[4]);
+    batchnorm_relu_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
+    batchnorm_relu_backward(c, D(0), D(1), D(2), &dout[0], &y, &in[0], &sm, &si, &in[1], train);
+    arena_release(c->scratch, m);
+}
 static Tensor rows_stat(Arena *a, const Tensor *x) {
     int64_t n = tensor_numel(x) / x->shape[x->ndim - 1];
     return tensor_new(a, stat_dt(x), 1, &n);
@@ -609,6 +633,10 @@ OPCASE(bn_eval, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
 // channels a multiple of 8: the GPU's 16-byte vector path (norm.cu)
 OPCASE(bn_train_c16, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
 OPCASE(bn_eval_c8, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
+// BatchNorm then ReLU in one op (ops.h batchnorm_relu_*): scalar and vector paths
+OPCASE(bn_relu_train, .fwd = bn_relu_fwd, .bwd = bn_relu_bwd, .k = 1, TOL_NORM, BN_F32)
+OPCASE(bn_relu_train_c16, .fwd = bn_relu_fwd, .bwd = bn_relu_bwd, .k = 1, TOL_NORM, BN_F32)
+OPCASE(bn_relu_eval_c8, .fwd = bn_relu_fwd, .bwd = bn_relu_bwd, .k = 0, TOL_NORM, BN_F32)
 OPCASE(ln, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 }, TOL_NORM, .f32_in = 6)
 OPCASE(ln_c80, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-5 }, TOL_NORM, .f32_in = 6)
 OPCASE(gelu, .fwd = gelu_fwd, .bwd = gelu_bwd, TOL_ELEM)

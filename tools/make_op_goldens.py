@@ -212,6 +212,18 @@ case("bn_train_c16", bn_in(2, 5, 3, 16), [True, True, True, False, False], bn_tr
 case("bn_eval_c8", bn_in(3, 2, 5, 8), [True, True, True, False, False],
      lambda x, g, b, rm, rv: [nhwc(F.batch_norm(nchw(x), rm, rv, g, b, False, 0.1, 1e-5))])
 
+# BatchNorm then ReLU as one op (a ConvBNReLU's last two layers; ops.h batchnorm_relu_*):
+# the scalar and the vector paths, training and evaluation
+def bn_relu_train(x, g, b, rm, rv):
+    y, rm2, rv2 = bn_train(x, g, b, rm, rv)
+    return [F.relu(y), rm2, rv2]
+
+
+case("bn_relu_train", bn_in(2, 7, 5, 3), [True, True, True, False, False], bn_relu_train, ngout=1)
+case("bn_relu_train_c16", bn_in(2, 5, 3, 16), [True, True, True, False, False], bn_relu_train, ngout=1)
+case("bn_relu_eval_c8", bn_in(3, 2, 5, 8), [True, True, True, False, False],
+     lambda x, g, b, rm, rv: [F.relu(nhwc(F.batch_norm(nchw(x), rm, rv, g, b, False, 0.1, 1e-5)))])
+
 
 def save(path):
     arrays = {k: t.detach().numpy() for entry in CASES.values() for k, t in entry.items()}

@@ -243,6 +243,8 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         Tensor rm = nn_param(ctx, l->rmean), rv = nn_param(ctx, l->rvar);
         l->gcount = 0;
         if (ctx->training && ctx->sync_sum && !ctx->sync_failed) bn_sync_forward(ctx, l, x, &y, &g, &b, &rm, &rv);
+        else if (l->relu_fused)
+            batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         if (ctx->training) params_counter_add(ctx->pt, l->nbt, 1);   // on the host: no device access
         return y;
@@ -282,6 +284,8 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
     case LAYER_BN: {
         Tensor g = nn_param(ctx, l->w), dg = nn_grad(ctx, l->w), db = nn_grad(ctx, l->b);
         if (ctx->training && l->gcount > 0) bn_sync_backward(ctx, l, dy, x, dx, &g, &dg, &db);
+        else if (l->relu_fused)   // dy is the ReLU's output gradient (masking twice, if a range split them, is once)
+            batchnorm_relu_backward(op, dx, &dg, &db, dy, &l->out, x, &l->mean, &l->invstd, &g, ctx->training);
         else batchnorm_backward(op, dx, &dg, &db, dy, x, &l->mean, &l->invstd, &g, ctx->training);
         return;
     }
@@ -301,9 +305,16 @@ Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) 
     CX_ASSERT(0 <= from && from < to && to <= s->n, "seq range [%d, %d) of %d layers", from, to, s->n);
     if (from == 0) s->in = *x;
     const Tensor *cur = x;
+    // A BatchNorm followed (in this range) by its in-place ReLU runs both in one op, except
+    // synchronised BatchNorm (its exchange sits between the statistics and the output).
+    const int sync_bn = ctx->training && ctx->sync_sum && !ctx->sync_failed;
     for (int i = from; i < to; i++) {
-        s->l[i].in = *cur;
-        s->l[i].out = layer_forward(ctx, &s->l[i], cur);
+        Layer *l = &s->l[i];
+        l->in = *cur;
+        l->relu_fused = l->kind == LAYER_BN && i + 1 < to && s->l[i + 1].kind == LAYER_RELU && s->l[i + 1].inplace &&
+                        !sync_bn;
+        l->out = layer_forward(ctx, l, cur);
+        if (l->relu_fused) s->l[++i].in = l->out, s->l[i].out = l->out;
         cur = &s->l[i].out;
     }
     return *cur;
@@ -328,6 +339,7 @@ void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, 
     Tensor g = *dy;
     for (int i = to - 1, k = 0; i >= from; i--) {
         const Tensor *in = &s->l[i].in;
+        if (i > from && s->l[i].kind == LAYER_RELU && s->l[i - 1].relu_fused) continue;   // in the BN's backward
         if (i == from) {
             layer_backward(ctx, &s->l[i], &g, in, dx);
         } else {

@@ -26,6 +26,7 @@ typedef struct {
     int w, b;                // conv: weight (K,C,k,k), bias (K); BN: gamma (K), beta (K)
     int rmean, rvar, nbt;    // BN: running_mean (K), running_var (K), num_batches_tracked ()
     int inplace;             // activation computed in place over the previous layer's output
+    int relu_fused;          // BN: this forward ran the in-place ReLU after it inside its op (batchnorm_relu_*)
     Tensor in;               // saved input (N,H,W,C): the previous layer's output, or what a range began with
     Tensor out;              // saved output (N,H,W,K); pool: (N,1,1,C)
     Tensor mean, invstd;     // BN: statistics used (K)

@@ -212,6 +212,20 @@ const char *op_profile_class(const OpProfileEntry *e) {
     if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
     } while (0)
 
+// A fused op with a float32 CPU kernel and a GPU kernel but no reference kernel of its
+// own (on OPS_REF its caller composes the ops it fuses): timed as DISPATCH does.
+#define FUSED_DISPATCH(t, op, ...) do { \
+    double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
+    if (ctx->backend == OPS_CUDA) { \
+        CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
+        CUDA_CALL(op, __VA_ARGS__); \
+    } else { \
+        CX_ASSERT((t)->device == DEV_CPU && (t)->dtype == DT_F32, #op ": a float32 host tensor on the CPU backend"); \
+        cpu_##op(__VA_ARGS__); \
+    } \
+    if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
+    } while (0)
+
 const char *ops_backend_name(ops_backend b) {
     static const char *names[] = { "cpu", "reference", "cuda" };
     return (unsigned)b < 3 ? names[b] : "?";
@@ -421,6 +435,32 @@ void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_in
 void batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *x,
                         const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma, int training) {
     DISPATCH(x, batchnorm_backward, ctx, dx, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, training);
+}
+void batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                            const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                            int training, double momentum, double eps) {
+    if (ctx->backend != OPS_REF && !ctx->relu_tape) {
+        FUSED_DISPATCH(x, batchnorm_relu_forward, ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean,
+                       running_var, training, momentum, eps);
+        return;
+    }
+    batchnorm_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps);
+    relu_forward(ctx, y, y);
+}
+void batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *y,
+                             const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+                             const Tensor *gamma, int training) {
+    if (ctx->backend != OPS_REF) {
+        FUSED_DISPATCH(x, batchnorm_relu_backward, ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma,
+                       training);
+        return;
+    }
+    ArenaMark m = arena_mark(ctx->scratch);
+    Tensor g = tensor_like(ctx->scratch, dy);
+    fill(ctx, &g, 0);
+    relu_backward(ctx, &g, dy, y);
+    batchnorm_backward(ctx, dx, dgamma, dbeta, &g, x, save_mean, save_invstd, gamma, training);
+    arena_release(ctx->scratch, m);
 }
 void layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x, const Tensor *w,
                        const Tensor *b, double eps) {

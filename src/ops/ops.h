@@ -187,6 +187,17 @@ void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_in
 void batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
                         const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
                         const Tensor *gamma, int training);
+// BatchNorm then ReLU (a ConvBNReLU's last two layers): y = relu(batchnorm(x)), the
+// arguments and statistics of batchnorm_forward; y must not alias x. Its backward
+// takes the pair's output y and is batchnorm_backward of dy·[y > 0] (dx, dγ, dβ +=).
+// One pass each on the CPU and GPU backends (no ReLU pass, no masked-gradient tensor);
+// on the reference backend, and while a ReluTape records or replays, the two ops in turn.
+void batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                            const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                            int training, double momentum, double eps);
+void batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *y,
+                             const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+                             const Tensor *gamma, int training);
 // reference: torch.nn.LayerNorm over the last axis (C); biased variance.
 // save_mean/save_rstd have numel(x)/C elements (F32, or F64).
 void layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x,

@@ -17,6 +17,12 @@ void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sav
 void cpu_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
     const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
     const Tensor *gamma, int training);
+void cpu_batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                                const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                                int training, double momentum, double eps);
+void cpu_batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
+                                 const Tensor *y, const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+                                 const Tensor *gamma, int training);
 void cpu_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x,
     const Tensor *w, const Tensor *b, double eps);
 void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,

@@ -18,8 +18,9 @@
 // part (nt, 2, C): per-thread Σ a and Σ b over the rows of x/dy, with
 //   mode 0: a = x - shift, b = (x - shift)²      (statistics, shift = mean or 0)
 //   mode 1: a = dy,        b = dy·(x - mean)·invstd
+//   mode 2: mode 1 with dy read as dy·[y > 0] (BatchNorm then ReLU; y its output)
 static void bn_partials(double *part, int nt, const float *x, const float *dy, const float *shift, const float *invstd,
-                        int64_t M, int64_t C, int mode) {
+                        int64_t M, int64_t C, int mode, const float *y) {
 #pragma omp parallel num_threads(nt) if (M * C > PAR_MIN)
     {
 #ifdef _OPENMP
@@ -38,12 +39,20 @@ static void bn_partials(double *part, int nt, const float *x, const float *dy, c
                     pa[c] += d;
                     pb[c] += d * d;
                 }
-            } else {
+            } else if (mode == 1) {
                 const float *g = dy + r * C;
 #pragma omp simd
                 for (int64_t c = 0; c < C; c++) {
                     pa[c] += g[c];
                     pb[c] += g[c] * (xr[c] - shift[c]) * invstd[c];
+                }
+            } else {
+                const float *g = dy + r * C, *yr = y + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) {
+                    float gc = yr[c] > 0 ? g[c] : 0.0f;
+                    pa[c] += gc;
+                    pb[c] += gc * (xr[c] - shift[c]) * invstd[c];
                 }
             }
         }
@@ -52,9 +61,9 @@ static void bn_partials(double *part, int nt, const float *x, const float *dy, c
         for (int64_t c = 0; c < 2 * C; c++) part[c] += part[(int64_t)t * 2 * C + c];
 }
 
-void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
-                           const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
-                           int training, double momentum, double eps) {
+static void bn_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                       int training, double momentum, double eps, int relu) {
     int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
     ArenaMark m = arena_mark(ctx->scratch);
     float *mean = arena_alloc(ctx->scratch, sizeof(float) * (size_t)C), *inv = arena_alloc(ctx->scratch, sizeof(float) * (size_t)C);
@@ -66,10 +75,10 @@ void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sav
         double *part = arena_alloc(ctx->scratch, sizeof(double) * (size_t)(nt * 2 * C));   // (nt, 2, C)
         memset(mean, 0, sizeof(float) * (size_t)C);
         memset(part, 0, sizeof(double) * (size_t)(nt * 2 * C));
-        bn_partials(part, nt, xp, NULL, mean, NULL, M, C, 0);
+        bn_partials(part, nt, xp, NULL, mean, NULL, M, C, 0, NULL);
         for (int64_t c = 0; c < C; c++) mean[c] = (float)(part[c] / M);
         memset(part, 0, sizeof(double) * (size_t)(nt * 2 * C));
-        bn_partials(part, nt, xp, NULL, mean, NULL, M, C, 0);
+        bn_partials(part, nt, xp, NULL, mean, NULL, M, C, 0, NULL);
         for (int64_t c = 0; c < C; c++) {
             // part[c] = Σ(x - mean) corrects the float rounding of mean.
             double dm = part[c] / M, var = part[C + c] / M - dm * dm;
@@ -96,22 +105,49 @@ void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sav
         if (save_invstd) tensor_f32(save_invstd)[c] = inv[c];
     }
     float *yp = tensor_f32(y);
+    if (relu) {
 #pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
-    for (int64_t r = 0; r < M; r++) {
+        for (int64_t r = 0; r < M; r++) {
 #pragma omp simd
-        for (int64_t c = 0; c < C; c++) yp[r * C + c] = xp[r * C + c] * scale[c] + shift[c];
+            for (int64_t c = 0; c < C; c++) {
+                float v = xp[r * C + c] * scale[c] + shift[c];
+                yp[r * C + c] = v > 0 ? v : 0.0f;
+            }
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
+        for (int64_t r = 0; r < M; r++) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) yp[r * C + c] = xp[r * C + c] * scale[c] + shift[c];
+        }
     }
     arena_release(ctx->scratch, m);
 }
 
-void cpu_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *x,
-                            const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma, int training) {
+void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                           const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                           int training, double momentum, double eps) {
+    bn_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps, 0);
+}
+
+// BatchNorm then ReLU (ops.h batchnorm_relu_forward): the affine pass writes max(0, ·).
+void cpu_batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                                const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                                int training, double momentum, double eps) {
+    bn_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps, 1);
+}
+
+// yr: the output of BatchNorm then ReLU (dy read as dy·[yr > 0]), or NULL.
+static void bn_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *yr,
+                        const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma,
+                        int training) {
     int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy), *mean = tensor_f32(save_mean), *inv = tensor_f32(save_invstd);
+    const float *ym = yr ? tensor_f32(yr) : NULL;
     int nt = cx_threads_get();
     double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * 2 * C));   // (nt, 2, C): Σdy, Σdy·x̂
-    bn_partials(part, nt, xp, dyp, mean, inv, M, C, 1);
+    bn_partials(part, nt, xp, dyp, mean, inv, M, C, ym ? 2 : 1, ym);
     if (dgamma) for (int64_t c = 0; c < C; c++) tensor_f32(dgamma)[c] += (float)part[C + c];
     if (dbeta) for (int64_t c = 0; c < C; c++) tensor_f32(dbeta)[c] += (float)part[c];
     if (dx) {
@@ -123,14 +159,37 @@ void cpu_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbet
             mdx[c] = training ? (float)(part[C + c] / M) * inv[c] : 0.0f;
         }
         float *dxp = tensor_f32(dx);
+        if (ym) {
 #pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
-        for (int64_t r = 0; r < M; r++) {
+            for (int64_t r = 0; r < M; r++) {
 #pragma omp simd
-            for (int64_t c = 0; c < C; c++)
-                dxp[r * C + c] += k[c] * (dyp[r * C + c] - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
+                for (int64_t c = 0; c < C; c++) {
+                    float g = ym[r * C + c] > 0 ? dyp[r * C + c] : 0.0f;
+                    dxp[r * C + c] += k[c] * (g - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
+                }
+            }
+        } else {
+#pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
+            for (int64_t r = 0; r < M; r++) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++)
+                    dxp[r * C + c] += k[c] * (dyp[r * C + c] - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
+            }
         }
     }
     arena_release(ctx->scratch, m);
+}
+
+void cpu_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *x,
+                            const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma, int training) {
+    bn_backward(ctx, dx, dgamma, dbeta, dy, NULL, x, save_mean, save_invstd, gamma, training);
+}
+
+// The backward of BatchNorm then ReLU from the pair's output y (ops.h batchnorm_relu_backward).
+void cpu_batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
+                                 const Tensor *y, const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+                                 const Tensor *gamma, int training) {
+    bn_backward(ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma, training);
 }
 
 void cpu_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x,

@@ -118,14 +118,15 @@ static ColPlan col_plan(int64_t M, int64_t C) {
 // What the first pass sums per channel c (x̂ = (x − mean)·invstd):
 //   COL_SUM   Σ x                          BatchNorm mean
 //   COL_DEV2  Σ (x − mean[c])²              BatchNorm variance (two-pass, as the reference)
-//   COL_BN    Σ dy and Σ dy·x̂, stats per channel   BatchNorm backward
+//   COL_BN    Σ dy and Σ dy·x̂, stats per channel   BatchNorm backward (ym: of BatchNorm+ReLU,
+//             dy counted where the pair's output ym > 0)
 //   COL_LN    Σ dy and Σ dy·x̂, stats per row       LayerNorm's dw, db
 enum { COL_SUM, COL_DEV2, COL_BN, COL_LN };
 
 template <int MODE>
 static __global__ void col_partial_kernel(double *p1, double *p2, const void *x, int xdt, const void *dy, int dydt,
                                           const void *mean, int mdt, const void *istd, int idt, int64_t M, int64_t C,
-                                          int64_t rows) {
+                                          int64_t rows, const void *ym = NULL, int ymdt = 0) {
     const bool two = MODE == COL_BN || MODE == COL_LN;
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
@@ -148,6 +149,7 @@ static __global__ void col_partial_kernel(double *p1, double *p2, const void *x,
                     is = ldf(istd, idt, r);
                 }
                 float g = ldf(dy, dydt, i);
+                if (MODE == COL_BN && ym && !(ldf(ym, ymdt, i) > 0)) g = 0;   // a ReLU after it: dy where y > 0
                 s1 += g;
                 s2 += (double)g * ((v - mu) * is);
             }
@@ -207,7 +209,8 @@ static bool vec_ok(int dt, int64_t C, int64_t n, const void *a, const void *b, c
 // channels (a vector column cv of CV = C / V).
 template <int MODE, int DT>
 static __global__ void col_partial_vec_kernel(double *p1, double *p2, const void *x, const void *dy, const void *mean,
-                                              int mdt, const void *istd, int idt, int64_t M, int64_t C, int64_t rows) {
+                                              int mdt, const void *istd, int idt, int64_t M, int64_t C, int64_t rows,
+                                              const void *ym = NULL) {
     constexpr int V = VecW<DT>::N;
     const bool two = MODE == COL_BN;
     const int64_t CV = C / V;
@@ -227,6 +230,12 @@ static __global__ void col_partial_vec_kernel(double *p1, double *p2, const void
             float v[V], g[V];
             vld<DT>(v, x, r * CV + cv);
             if (MODE == COL_BN) vld<DT>(g, dy, r * CV + cv);
+            if (MODE == COL_BN && ym) {
+                float yv[V];
+                vld<DT>(yv, ym, r * CV + cv);
+#pragma unroll
+                for (int k = 0; k < V; k++) if (!(yv[k] > 0)) g[k] = 0;
+            }
 #pragma unroll
             for (int k = 0; k < V; k++) {
                 if (MODE == COL_SUM) {
@@ -326,15 +335,16 @@ static __global__ void bn_eval_stats_kernel(float *mean, float *istd, void *sm, 
     }
 }
 
-// y = (x − mean)·invstd·γ + β; y may alias x.
+// y = (x − mean)·invstd·γ + β, then max(0, ·) when relu; y may alias x.
 static __global__ void bn_normalize_kernel(void *y, int ydt, const void *x, int xdt, const float *mean,
                                            const float *istd, const void *gamma, int gdt, const void *beta, int bdt,
-                                           int64_t n, int64_t C) {
+                                           int64_t n, int64_t C, int relu) {
     CUDA_LOOP(i, n) {
         int64_t c = i % C;
         float v = (ldf(x, xdt, i) - mean[c]) * istd[c];
         if (gamma) v *= ldf(gamma, gdt, c);
         if (beta) v += ldf(beta, bdt, c);
+        if (relu) v = v > 0 ? v : 0.0f;
         stf(y, ydt, i, v);
     }
 }
@@ -343,7 +353,7 @@ static __global__ void bn_normalize_kernel(void *y, int ydt, const void *x, int 
 template <int DT>
 static __global__ void bn_normalize_vec_kernel(void *y, const void *x, const float *mean, const float *istd,
                                                const void *gamma, int gdt, const void *beta, int bdt, int nvec,
-                                               int CV) {
+                                               int CV, int relu) {
     constexpr int V = VecW<DT>::N;
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
         const int c0 = (v % CV) * V;
@@ -355,16 +365,16 @@ static __global__ void bn_normalize_vec_kernel(void *y, const void *x, const flo
             float t = (e[k] - mean[c]) * istd[c];
             if (gamma) t *= ldf(gamma, gdt, c);
             if (beta) t += ldf(beta, bdt, c);
-            e[k] = t;
+            e[k] = relu && !(t > 0) ? 0.0f : t;
         }
         vst<DT>(y, v, e);
     }
 }
 
-extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
-                                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean,
-                                       Tensor *running_var, int training, double momentum, double eps) {
-    const char *op = "batchnorm_forward";
+static void bn_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                       int training, double momentum, double eps, int relu) {
+    const char *op = relu ? "batchnorm_relu_forward" : "batchnorm_forward";
     int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
     CX_ASSERT(tensor_numel(y) == M * C, "%s: y has %lld elements, x %lld", op, (long long)tensor_numel(y),
               (long long)(M * C));
@@ -423,17 +433,32 @@ extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
         const void *g = gamma ? gamma->data : NULL, *b = beta ? beta->data : NULL;
         if (xdt == DT_BF16)
             bn_normalize_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(y->data, x->data, mean, istd, g,
-                                                                                    gdt, b, bdt, nvec, CV);
+                                                                                    gdt, b, bdt, nvec, CV, relu);
         else
             bn_normalize_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(y->data, x->data, mean, istd, g,
-                                                                                   gdt, b, bdt, nvec, CV);
+                                                                                   gdt, b, bdt, nvec, CV, relu);
     } else {
         bn_normalize_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, mean, istd,
                                                                      gamma ? gamma->data : NULL, gdt,
-                                                                     beta ? beta->data : NULL, bdt, M * C, C);
+                                                                     beta ? beta->data : NULL, bdt, M * C, C, relu);
     }
     CUDA_KCHECK("bn_normalize_kernel");
     arena_release(ctx->scratch, mark);
+}
+
+extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
+                                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean,
+                                       Tensor *running_var, int training, double momentum, double eps) {
+    bn_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps, 0);
+}
+
+// BatchNorm then ReLU in one pass (ops.h batchnorm_relu_forward): the normalisation
+// writes max(0, ·); the statistics are batchnorm_forward's.
+extern "C" void cuda_batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd,
+                                            const Tensor *x, const Tensor *gamma, const Tensor *beta,
+                                            Tensor *running_mean, Tensor *running_var, int training, double momentum,
+                                            double eps) {
+    bn_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps, 1);
 }
 
 // dγ += Σ dy·x̂, dβ += Σ dy; keeps the per-row means Σdy/M and Σdy·x̂/M for dx.
@@ -450,13 +475,15 @@ static __global__ void bn_grad_sums_kernel(float *mdy, float *mdyxh, void *dgamm
 }
 
 // Training: dx += (dy − mean(dy) − x̂·mean(dy·x̂))·γ·invstd (the batch statistics
-// depend on x); evaluation: dx += dy·γ·invstd.
+// depend on x); evaluation: dx += dy·γ·invstd. ym (BatchNorm+ReLU): dy where ym > 0.
 static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
                                     const void *sm, int smdt, const void *si, int sidt, const void *gamma, int gdt,
-                                    const float *mdy, const float *mdyxh, int64_t n, int64_t C, int training) {
+                                    const float *mdy, const float *mdyxh, int64_t n, int64_t C, int training,
+                                    const void *ym, int ymdt) {
     CUDA_LOOP(i, n) {
         int64_t c = i % C;
         float is = ldf(si, sidt, c), d = ldf(dy, dydt, i);
+        if (ym && !(ldf(ym, ymdt, i) > 0)) d = 0;
         if (training) {
             float xh = (ldf(x, xdt, i) - ldf(sm, smdt, c)) * is;
             d = d - mdy[c] - xh * mdyxh[c];
@@ -470,12 +497,18 @@ static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
 template <int DT>
 static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x, const void *sm, int smdt,
                                         const void *si, int sidt, const void *gamma, int gdt, const float *mdy,
-                                        const float *mdyxh, int nvec, int CV, int training) {
+                                        const float *mdyxh, int nvec, int CV, int training, const void *ym) {
     constexpr int V = VecW<DT>::N;
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
         const int c0 = (v % CV) * V;
         float d[V], xv[V], o[V];
         vld<DT>(d, dy, v);
+        if (ym) {
+            float yv[V];
+            vld<DT>(yv, ym, v);
+#pragma unroll
+            for (int k = 0; k < V; k++) if (!(yv[k] > 0)) d[k] = 0;
+        }
         if (training) vld<DT>(xv, x, v);
         vld<DT>(o, dx, v);
 #pragma unroll
@@ -493,12 +526,15 @@ static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x,
     }
 }
 
-extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
-                                        const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
-                                        const Tensor *gamma, int training) {
-    const char *op = "batchnorm_backward";
+static void bn_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *yr,
+                        const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma,
+                        int training) {
+    const char *op = yr ? "batchnorm_relu_backward" : "batchnorm_backward";
     int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
     CX_ASSERT(tensor_numel(dy) == M * C && (!dx || tensor_numel(dx) == M * C), "%s: dy/dx sizes differ from x", op);
+    CX_ASSERT(!yr || tensor_numel(yr) == M * C, "%s: y's size differs from x's", op);
+    const int ymdt = yr ? cuda_fdt(yr, op) : 0;
+    const void *ym = yr ? yr->data : NULL;
     CX_ASSERT(save_mean && save_invstd, "%s: needs the saved statistics", op);
     if (M == 0) return;
     int xdt = cuda_fdt(x, op), dydt = cuda_fdt(dy, op), dxdt = dx ? cuda_fdt(dx, op) : 0;
@@ -508,7 +544,7 @@ extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, 
     ArenaMark mark = arena_mark(ctx->scratch);
     float *mdy = NULL, *mdyxh = NULL;
     // the reductions' vector path needs x and dy alike; dx's needs dx too
-    const bool vec = xdt == dydt && vec_ok(xdt, C, M * C, x->data, dy->data, NULL);
+    const bool vec = xdt == dydt && (!yr || ymdt == xdt) && vec_ok(xdt, C, M * C, x->data, dy->data, ym);
     const bool vec_dx = vec && dx && dxdt == xdt && vec_ok(xdt, C, M * C, dx->data, NULL, NULL);
     const int V = xdt == DT_BF16 ? 8 : 4;
     if (dgamma || dbeta || (dx && training)) {
@@ -520,15 +556,17 @@ extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, 
         if (vec && xdt == DT_BF16)
             col_partial_vec_kernel<COL_BN, DT_BF16><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, dy->data,
                                                                                 save_mean->data, smdt,
-                                                                                save_invstd->data, sidt, M, C, p.rows);
+                                                                                save_invstd->data, sidt, M, C, p.rows,
+                                                                                ym);
         else if (vec)
             col_partial_vec_kernel<COL_BN, DT_F32><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, dy->data,
                                                                                save_mean->data, smdt,
-                                                                               save_invstd->data, sidt, M, C, p.rows);
+                                                                               save_invstd->data, sidt, M, C, p.rows,
+                                                                               ym);
         else
             col_partial_kernel<COL_BN><<<p.grid, p.block, 0, st>>>(p1, p2, x->data, xdt, dy->data, dydt,
                                                                     save_mean->data, smdt, save_invstd->data, sidt, M,
-                                                                    C, p.rows);
+                                                                    C, p.rows, ym, ymdt);
         CUDA_KCHECK("col_partial_kernel<COL_BN>");
         bn_grad_sums_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(mdy, mdyxh, dgamma ? dgamma->data : NULL, dgdt,
                                                                    dbeta ? dbeta->data : NULL, dbdt, p1, p2, p.nchunk,
@@ -541,20 +579,34 @@ extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, 
         if (xdt == DT_BF16)
             bn_dx_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
                 dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
-                CV, training);
+                CV, training, ym);
         else
             bn_dx_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
                 dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
-                CV, training);
+                CV, training, ym);
         CUDA_KCHECK("bn_dx_kernel");
     } else if (dx) {
         bn_dx_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
                                                               save_mean->data, smdt, save_invstd->data, sidt,
                                                               gamma ? gamma->data : NULL, gdt, mdy, mdyxh, M * C, C,
-                                                              training);
+                                                              training, ym, ymdt);
         CUDA_KCHECK("bn_dx_kernel");
     }
     arena_release(ctx->scratch, mark);
+}
+
+extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
+                                        const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
+                                        const Tensor *gamma, int training) {
+    bn_backward(ctx, dx, dgamma, dbeta, dy, NULL, x, save_mean, save_invstd, gamma, training);
+}
+
+// The backward of BatchNorm then ReLU from the pair's output y (ops.h
+// batchnorm_relu_backward): batchnorm_backward's passes with dy read as dy·[y > 0].
+extern "C" void cuda_batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
+                                             const Tensor *y, const Tensor *x, const Tensor *save_mean,
+                                             const Tensor *save_invstd, const Tensor *gamma, int training) {
+    bn_backward(ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma, training);
 }
 
 // ---- LayerNorm ---------------------------------------------------------------------------------
