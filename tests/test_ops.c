@@ -692,7 +692,8 @@ TEST(op_table_covers_goldens) {
         &opcase_resize_size_4x, &opcase_avgpool, &opcase_concat, &opcase_channels_copy_acc, &opcase_softmax_last,
         &opcase_softmax_mid, &opcase_l2norm_last, &opcase_l2norm_mid, &opcase_l2norm_eps, &opcase_topk_ties,
         &opcase_topk_k1, &opcase_maxnorm, &opcase_rows_gather,
-        &opcase_rows_scatter_add, &opcase_rows_scatter_add_now,
+        &opcase_rows_scatter_add, &opcase_rows_scatter_add_now, &opcase_bn_relu_train, &opcase_bn_relu_train_c16,
+        &opcase_bn_relu_eval_c8,
     };
     int n = (int)(sizeof all / sizeof all[0]);
     for (int i = 0; i < f.n; i++) {
