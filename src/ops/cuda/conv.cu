@@ -27,35 +27,18 @@ struct ConvPlan {
 
 // ---- layout conversions ---------------------------------------------------------------------------
 // dst (K, kh, kw, Cg) in dt = src (K, Cg, kh, kw) F32
-// (dst's channels Cp >= Cg: the padded ones are zero; see pad_channels below)
-__global__ void k_oihw_to_ohwi(void *dst, int dt, const float *src, int64_t K, int64_t Cg, int64_t kh, int64_t kw,
-                               int64_t Cp) {
-    CUDA_LOOP(o, K * kh * kw * Cp) {
-        int64_t c = o % Cp, r = o / Cp, j = r % kw, i = (r / kw) % kh, k = r / (kw * kh);
-        stf(dst, dt, o, c < Cg ? src[((k * Cg + c) * kh + i) * kw + j] : 0.0f);
+__global__ void k_oihw_to_ohwi(void *dst, int dt, const float *src, int64_t K, int64_t Cg, int64_t kh, int64_t kw) {
+    CUDA_LOOP(o, K * kh * kw * Cg) {
+        int64_t c = o % Cg, r = o / Cg, j = r % kw, i = (r / kw) % kh, k = r / (kw * kh);
+        stf(dst, dt, o, src[((k * Cg + c) * kh + i) * kw + j]);
     }
 }
 
-// dst (K, Cg, kh, kw) F32 += src (K, kh, kw, Cp) in dt (its first Cg channels)
-__global__ void k_ohwi_add_oihw(float *dst, const void *src, int dt, int64_t K, int64_t Cg, int64_t kh, int64_t kw,
-                                int64_t Cp) {
+// dst (K, Cg, kh, kw) F32 += src (K, kh, kw, Cg) in dt
+__global__ void k_ohwi_add_oihw(float *dst, const void *src, int dt, int64_t K, int64_t Cg, int64_t kh, int64_t kw) {
     CUDA_LOOP(o, K * Cg * kh * kw) {
         int64_t j = o % kw, i = (o / kw) % kh, c = (o / (kw * kh)) % Cg, k = o / (kw * kh * Cg);
-        dst[o] += ldf(src, dt, ((k * kh + i) * kw + j) * Cp + c);
-    }
-}
-
-// Rows of C channels to rows of Cp >= C (the rest zero), and back (dst += the first C).
-__global__ void k_pad_rows(void *dst, const void *src, int dt, int64_t rows, int64_t C, int64_t Cp) {
-    CUDA_LOOP(o, rows * Cp) {
-        int64_t c = o % Cp, r = o / Cp;
-        stf(dst, dt, o, c < C ? ldf(src, dt, r * C + c) : 0.0f);
-    }
-}
-__global__ void k_unpad_rows_add(void *dst, const void *src, int dt, int64_t rows, int64_t C, int64_t Cp) {
-    CUDA_LOOP(o, rows * C) {
-        int64_t c = o % C, r = o / C;
-        addf(dst, dt, o, ldf(src, dt, r * Cp + c));
+        dst[o] += ldf(src, dt, ((k * kh + i) * kw + j) * Cg + c);
     }
 }
 
@@ -407,37 +390,6 @@ static int cudnn_run(OpCtx *ctx, ConvPlan *p, Descs *d, const void *x, const voi
     return 1;
 }
 
-// bf16 convolutions whose input channels are not a multiple of 8 — the head's
-// concatenations: 65 channels at half and 66 at full resolution — run through zero-padded
-// copies (input, weights, and the input gradient), so that cuDNN takes its tensor-core
-// kernels; the extra channels are zeros in the forward and are dropped from the
-// gradients. Grouped and float32 convolutions are left as they are.
-static ConvShape padded(const ConvShape *s, int groups, cx_dtype dt) {
-    ConvShape p = *s;
-    if (dt == DT_BF16 && groups == 1 && s->C % 8) p.C = p.Cg = (s->C + 7) / 8 * 8;
-    return p;
-}
-
-// The weights as cuDNN takes them (K, kh, kw, Cp) in dt, in scratch.
-static void *weights_ohwi(OpCtx *ctx, const Tensor *w, const ConvShape *s, int64_t Cp, cx_dtype dt) {
-    const int64_t n = s->K * s->kh * s->kw * Cp;
-    void *wk = cuda_scratch(ctx, (size_t)n * dtype_size(dt));
-    k_oihw_to_ohwi<<<cuda_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(wk, dt, (const float *)w->data, s->K, s->Cg, s->kh,
-                                                                     s->kw, Cp);
-    CUDA_KCHECK("k_oihw_to_ohwi");
-    return wk;
-}
-
-// x itself, or (Cp > C) a zero-padded copy of it in scratch.
-static const void *pad_input(OpCtx *ctx, const void *x, const ConvShape *s, int64_t Cp, cx_dtype dt) {
-    if (Cp == s->C) return x;
-    const int64_t rows = s->N * s->H * s->W;
-    void *xp = cuda_scratch(ctx, (size_t)(rows * Cp) * dtype_size(dt));
-    k_pad_rows<<<cuda_grid(rows * Cp), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(xp, x, (int)dt, rows, s->C, Cp);
-    CUDA_KCHECK("k_pad_rows");
-    return xp;
-}
-
 // ---- the ops --------------------------------------------------------------------------------------------
 extern "C" void cuda_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     cx_dtype dt = (cx_dtype)cuda_fdt(x, "conv2d");
@@ -448,12 +400,14 @@ extern "C" void cuda_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, cons
     if (cuda_conv_impl != CUDA_CONV_DIRECT && !dw_own(&s, a.groups)) {
         ArenaMark mk = arena_mark(ctx->scratch);
         Descs d;
-        const ConvShape sp = padded(&s, a.groups, dt);
-        descs_make(&d, &sp, a.groups, dt);
-        ConvPlan *p = plan_get(ctx->cuda, PASS_FWD, &sp, a.groups, dt, &d);
+        descs_make(&d, &s, a.groups, dt);
+        ConvPlan *p = plan_get(ctx->cuda, PASS_FWD, &s, a.groups, dt, &d);
         if (p->algo >= 0) {
-            void *wk = weights_ohwi(ctx, w, &s, sp.C, dt);
-            done = cudnn_run(ctx, p, &d, pad_input(ctx, x->data, &s, sp.C, dt), wk, NULL, y->data, 0.f);
+            void *wk = cuda_scratch(ctx, (size_t)tensor_numel(w) * dtype_size(dt));
+            k_oihw_to_ohwi<<<cuda_grid(tensor_numel(w)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(wk, dt, (const float *)w->data,
+                                                                                         s.K, s.Cg, s.kh, s.kw);
+            CUDA_KCHECK("k_oihw_to_ohwi");
+            done = cudnn_run(ctx, p, &d, x->data, wk, NULL, y->data, 0.f);
             if (done && b) cuda_bias_add(ctx, y, b);
         }
         descs_free(&d);
@@ -483,27 +437,18 @@ extern "C" void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
     const int dnn = cuda_conv_impl != CUDA_CONV_DIRECT;
     const int dnn_dx = dnn && !own_dx, dnn_dw = dnn && !own_dw;
     const int use_dnn = (dx && dnn_dx) || (dw && dnn_dw);
-    const ConvShape sp = padded(&s, a.groups, dt);
-    if (use_dnn) descs_make(&d, &sp, a.groups, dt);
+    if (use_dnn) descs_make(&d, &s, a.groups, dt);
     if (dx) {
         int done = 0;
         if (dnn_dx) {
-            ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_DATA, &sp, a.groups, dt, &d);
+            ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_DATA, &s, a.groups, dt, &d);
             if (p->algo >= 0) {
                 ArenaMark m2 = arena_mark(ctx->scratch);
-                void *wk = weights_ohwi(ctx, w, &s, sp.C, dt);
-                if (sp.C == s.C) {
-                    done = cudnn_run(ctx, p, &d, NULL, wk, dy->data, dx->data, 1.f);   // beta 1: dx +=
-                } else {   // into a padded gradient, whose first C channels are added to dx
-                    const int64_t rows = s.N * s.H * s.W;
-                    void *dxp = cuda_scratch(ctx, (size_t)(rows * sp.C) * dtype_size(dt));
-                    done = cudnn_run(ctx, p, &d, NULL, wk, dy->data, dxp, 0.f);
-                    if (done) {
-                        k_unpad_rows_add<<<cuda_grid(rows * s.C), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
-                            dx->data, dxp, (int)dt, rows, s.C, sp.C);
-                        CUDA_KCHECK("k_unpad_rows_add");
-                    }
-                }
+                void *wk = cuda_scratch(ctx, (size_t)tensor_numel(w) * dtype_size(dt));
+                k_oihw_to_ohwi<<<cuda_grid(tensor_numel(w)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+                    wk, dt, (const float *)w->data, s.K, s.Cg, s.kh, s.kw);
+                CUDA_KCHECK("k_oihw_to_ohwi");
+                done = cudnn_run(ctx, p, &d, NULL, wk, dy->data, dx->data, 1.f);   // beta 1: dx +=
                 arena_release(ctx->scratch, m2);
             }
         }
@@ -520,16 +465,15 @@ extern "C" void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
             done = 1;
         }
         if (dnn_dw) {
-            ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_FILTER, &sp, a.groups, dt, &d);
+            ConvPlan *p = plan_get(ctx->cuda, PASS_BWD_FILTER, &s, a.groups, dt, &d);
             if (p->algo >= 0) {
                 ArenaMark m2 = arena_mark(ctx->scratch);
                 int64_t nw = tensor_numel(w);
-                // (K,kh,kw,Cp), written (beta 0)
-                void *gk = cuda_scratch(ctx, (size_t)(s.K * s.kh * s.kw * sp.Cg) * dtype_size(dt));
-                done = cudnn_run(ctx, p, &d, pad_input(ctx, x->data, &s, sp.C, dt), NULL, dy->data, gk, 0.f);
+                void *gk = cuda_scratch(ctx, (size_t)nw * dtype_size(dt));   // (K,kh,kw,Cg), written (beta 0)
+                done = cudnn_run(ctx, p, &d, x->data, NULL, dy->data, gk, 0.f);
                 if (done) {
                     k_ohwi_add_oihw<<<cuda_grid(nw), CUDA_BLOCK, 0, cuda_stream(ctx)>>>((float *)dw->data, gk, (int)dt, s.K,
-                                                                                       s.Cg, s.kh, s.kw, sp.Cg);
+                                                                                       s.Cg, s.kh, s.kw);
                     CUDA_KCHECK("k_ohwi_add_oihw");
                 }
                 arena_release(ctx->scratch, m2);
