@@ -138,12 +138,14 @@ dpcmp|dp)
     echo "$bb $sz: 1 GPU x 16 rc=$?"
     camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/again > "$log/dp_${bb}_again.log" 2>&1
     echo "1 GPU x 16 again rc=$?"
+    if [[ $(nvidia-smi -L | wc -l) -lt 2 ]]; then echo "one GPU: the repeat only"; else
     CAMOXPERT_CONV_NONDETERMINISTIC=1 camoxpert train $M --device cuda --batch-size 16 --checkpoint-dir $d/nd \
         > "$log/dp_${bb}_nd.log" 2>&1; echo "1 GPU x 16, non-deterministic cuDNN rc=$?"
     camoxpert train $M --gpus 2 --batch-size 8 --sync-bn --checkpoint-dir $d/two > "$log/dp_${bb}_two.log" 2>&1
     echo "2 GPUs x 8 --sync-bn rc=$?"
     camoxpert train $M --gpus 2 --batch-size 8 --checkpoint-dir $d/loc > "$log/dp_${bb}_loc.log" 2>&1
     echo "2 GPUs x 8, per-GPU BatchNorm rc=$?"
+    fi
     python3 - "$d" "$here/../tools" <<'PY'
 import json, sys
 import numpy as np
@@ -169,7 +171,7 @@ for a, b, what in (("one", "again", "1 GPU x 16 vs the same run again"),
               f"parameters after them {l2(params(a), params(b)):.2e} relative L2")
         print("  per step:", " ".join(f"{r:.0e}" for r in rel))
     except Exception as e:
-        print(f"{what}: {e!r}")
+        print(f"{what}: {e!r}"[:200])
 PY
     [[ $what == dp ]] || exit 0
     # two "nodes" on this machine: one launcher group each, one GPU each, rendezvous over TCP on 127.0.0.1
