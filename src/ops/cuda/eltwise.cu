@@ -340,6 +340,25 @@ static __global__ void group_dot_kernel(void *out, int odt, const void *u, int u
     if ((threadIdx.x & 31) == 0) addf(out, odt, j, (float)s);
 }
 
+// Per-pixel scales of each image (s (N,H,W,1)) with both gradients wanted, in one pass: a
+// warp per pixel reads dy once for dx += dy·s and for ds += Σ_c dy·x (the lanes and the
+// tree of group_dot_kernel, so ds is bit for bit the same).
+static __global__ void mul_pixel_backward_kernel(void *dx, int dxdt, void *ds, int dsdt, const void *dy, int dydt,
+                                                 const void *x, int xdt, const void *s, int sdt, int64_t R, int64_t C) {
+    int64_t j = WARP_ID();
+    if (j >= R) return;   // whole warps leave together
+    const float sj = ldf(s, sdt, j);
+    double acc = 0;
+    for (int64_t c = threadIdx.x & 31; c < C; c += 32) {
+        const int64_t i = j * C + c;
+        const float d = ldf(dy, dydt, i);
+        addf(dx, dxdt, i, d * sj);
+        acc += (double)d * ldf(x, xdt, i);
+    }
+    acc = warp_sum(acc);
+    if ((threadIdx.x & 31) == 0) addf(ds, dsdt, j, (float)acc);
+}
+
 extern "C" void cuda_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) {
     const char *op = "mul_forward";
     same_numel(y, x, op);
@@ -359,6 +378,15 @@ extern "C" void cuda_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tens
     int64_t n = tensor_numel(x);
     if (n == 0) return;
     int dydt = cuda_fdt(dy, op), xdt = cuda_fdt(x, op);
+    if (dx && ds && !b.sc && b.sp == 1 && b.sn == b.P) {   // a scale per pixel of each image: one pass
+        same_numel(dx, x, op);
+        same_numel(ds, s, op);
+        mul_pixel_backward_kernel<<<warps_grid(b.N * b.P), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+            dx->data, cuda_fdt(dx, op), ds->data, cuda_fdt(ds, op), dy->data, dydt, x->data, xdt, s->data,
+            cuda_fdt(s, op), b.N * b.P, b.C);
+        CUDA_KCHECK("mul_pixel_backward_kernel");
+        return;
+    }
     if (dx) {
         same_numel(dx, x, op);
         mul_dx_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, s->data, cuda_fdt(s, op), b, n);
