@@ -371,6 +371,26 @@ TEST(cli_bench_writes_the_documented_json) {
     CHECKF(fwd >= 5 && bwd == 0, "batch-1 forward profile: %d forward ops, %d backward ops", fwd, bwd);
     CHECKF(strstr(o, "per batch-1 forward"), "%s", o);
     cJSON_Delete(a);
+    // --profile-shapes: a convolution entry per shape, "3x3 64x64 3->24 dx" (input size, channels in->out)
+    rc = test_run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode dense "
+                      "--threads 1 --profile-shapes --json %s --overwrite", js);
+    REQUIRE(rc == 0);
+    REQUIRE_OK(read_file(js, &buf, &n));
+    a = cJSON_Parse((char *)buf);
+    free(buf);
+    REQUIRE(a);
+    int shaped = 0, plain = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "profile"), "ops")) {
+        const char *op = cJSON_GetObjectItem(c, "op")->valuestring, *v = cJSON_GetObjectItem(c, "variant")->valuestring;
+        if (strncmp(op, "conv2d", 6)) continue;
+        int h, w, ci, co;
+        const char *sp = strchr(v, ' ');
+        while (sp && sscanf(sp, " %dx%d %d->%d", &h, &w, &ci, &co) != 4) sp = strchr(sp + 1, ' ');
+        if (sp) shaped++;
+        else plain++;
+    }
+    CHECKF(shaped >= 10 && plain == 0, "--profile-shapes: %d convolution entries with a shape, %d without", shaped, plain);
+    cJSON_Delete(a);
     CHECK(test_run_bin(&o, "bench --mode sparse --num-experts 2 --top-k 3") == 2);
     CHECKF(strstr(o, "--top-k 3"), "%s", o);
 }

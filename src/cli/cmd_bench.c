@@ -214,6 +214,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     r->prof = NULL;
     if (profile) {   // after the timed steps: the profiled ones are slower
         r->prof = cx_calloc(1, sizeof *r->prof);
+        r->prof->shapes = profile > 1;   // --profile-shapes
         rt->ctx.op.prof = r->prof;
         for (int it = 0; it < PROF_STEPS; it++) {
             train_step_begin(&ts);
@@ -248,6 +249,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     r->prof_infer = NULL;
     if (profile) {
         r->prof_infer = cx_calloc(1, sizeof *r->prof_infer);
+        r->prof_infer->shapes = profile > 1;
         rt->ctx.op.prof = r->prof_infer;
         for (int it = 0; it < PROF_STEPS; it++) {
             runtime_step_reset(rt);
@@ -292,7 +294,7 @@ int cmd_bench(int argc, char **argv) {
     const char *routing = "global";
     int grid = 4;
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
-    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0, gpus = 0;
+    int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0, gpus = 0, shapes = 0;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
@@ -311,6 +313,8 @@ int cmd_bench(int argc, char **argv) {
           "between two device synchronisations, and print their time per kernel class (convolution, depthwise, GEMM, "
           "norm, ...)",
           NULL, NULL, 0 },
+        { "profile-shapes", OPT_FLAG, &shapes, "--profile with one entry per convolution shape (input size, channels "
+          "in->out) instead of per kernel size", NULL, NULL, 0 },
         { "gpus", OPT_INT, &gpus, "data parallel on N GPUs of this machine (N ranks, rank i on GPU i, --batch-size "
           "each; gradients all-reduced as in training); under torchrun/Slurm/Open MPI each process is one rank", "N",
           NULL, 0 },
@@ -320,6 +324,7 @@ int cmd_bench(int argc, char **argv) {
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                        "[--mode dense|sparse|both] [--json FILE]");
     if (st) return st == CLI_HELP ? 0 : 2;
+    if (shapes) profile = 2;   // --profile, by convolution shape
     cx_oom_hint("reduce --batch-size or --img-size");
     DistEnv de;
     if (dist_env_read(&de)) {

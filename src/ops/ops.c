@@ -385,6 +385,11 @@ static void prof_conv(OpCtx *ctx, const Tensor *y, const Tensor *x, const Tensor
     else if (a.groups > 1) snprintf(p->pending_kind, sizeof p->pending_kind, "grouped %dx%d", k, k);
     else if (a.dil > 1) snprintf(p->pending_kind, sizeof p->pending_kind, "%dx%d dil %d", k, k, a.dil);
     else snprintf(p->pending_kind, sizeof p->pending_kind, "%dx%d%s", k, k, a.stride > 1 ? " strided" : "");
+    if (p->shapes) {
+        const size_t n = strlen(p->pending_kind);
+        snprintf(p->pending_kind + n, sizeof p->pending_kind - n, " %lldx%lld %lld->%lld", (long long)x->shape[1],
+                 (long long)x->shape[2], (long long)x->shape[3], (long long)w->shape[0]);
+    }
 }
 
 void conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {

@@ -126,15 +126,17 @@ void ops_nccl_close(void *comm);
 //   for (int i = 0; i < p.n; i++) printf("%s %s %.3f\n", op_profile_class(&p.e[i]), p.e[i].op, p.e[i].seconds);
 typedef struct {
     const char *op;      // "conv2d_backward"
-    char kind[32];       // the variant: "depthwise 7x7", "3x3 dil 2", "1x1", ... ("" for most ops)
+    char kind[48];       // the variant: "depthwise 7x7", "3x3 dil 2", "1x1", ... ("" for most ops)
     int64_t calls;
     double seconds, flops, bytes;
 } OpProfileEntry;
 typedef struct OpProfile {
-    OpProfileEntry e[192];
+    OpProfileEntry e[384];
     int n;
+    int shapes;              // set by the caller: a convolution's variant also names its shape,
+                             // "3x3 176x176 65->64" (input size, channels in->out): one entry per shape
     double pending_flops;    // set by an op's wrapper for the call being timed
-    char pending_kind[32];
+    char pending_kind[48];
 } OpProfile;
 // The kernel class an entry belongs to: "convolution", "depthwise conv", "GEMM",
 // "norm", "element-wise", "resize", "MoE dispatch", "loss", "optimizer".
