@@ -16,6 +16,7 @@
 #   gpu/run.sh dpcmp [BACKBONE SIZE]      issue 16: --sync-bn 2x8 vs 1x16 (20 steps, fp32) beside the fp32 floor
 #                                         and a repeat of the 1-GPU run (on one GPU only these two are compared)
 #   gpu/run.sh dp                         the same (edgenext_xx_small 128), two "nodes", kill -9 of a rank + resume
+#   gpu/run.sh dpkill                     only the kill -9 of a rank and the resume
 #   gpu/run.sh twin-ddp                   the PyTorch twin under DDP (torchrun) on 1 and all GPUs
 #   gpu/run.sh twin-dpcmp [BACKBONE SIZE] issue 16's fp32 bound applied to PyTorch itself: the twin's 1 GPU x 16
 #                                         against torchrun 2 x 8 with SyncBatchNorm, and its own floor
@@ -35,6 +36,19 @@ export PATH="$here/bin:$PATH"
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_WAIT_POLICY=passive
 log=${OUT:-/tmp}
+# kill -9 of rank 1 of a 2-GPU run after its first checkpoint (data in $1/data): how long the
+# launcher takes to stop everything, then a resume of the last checkpoint on 2 GPUs
+kill_test() {
+    local d=$1
+    K="--dataset-path $d/data --backbone edgenext_xx_small --img-size 128 --batch-size 8 --epochs 40 --stage1-epochs 0 --progress 0 --val-fraction 0.1"
+    camoxpert train $K --gpus 2 --checkpoint-dir $d/kill > "$log/dp_kill.log" 2>&1 & lp=$!
+    for i in $(seq 600); do [[ -f $d/kill/last.safetensors ]] && break; sleep 0.1; done; sleep 3
+    victim=$(pgrep -P $lp | tail -n 1); t0=$(date +%s.%N); kill -9 "$victim"; wait $lp; rc=$?; t1=$(date +%s.%N)
+    echo "kill -9 of pid $victim (rank 1): the launcher exited rc=$rc after $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+    tail -n 4 "$log/dp_kill.log"
+    camoxpert train --resume-from $d/kill/last.safetensors --gpus 2 --max-steps 60 --progress 0 > "$log/dp_resume.log" 2>&1
+    echo "resume of the last checkpoint on 2 GPUs: rc=$?"; tail -n 2 "$log/dp_resume.log"
+}
 what=${1:-test}
 shift || true
 case "$what" in
@@ -182,15 +196,12 @@ PY
             --checkpoint-dir $d/nodes > "$log/dp_node$nr.log" 2>&1 &
     done
     wait; echo "two nodes: $(grep -c '"type":"step"' $d/nodes/train_log.jsonl 2>/dev/null) steps logged"; tail -n 3 "$log/dp_node0.log"
-    # kill -9 of rank 1 after the first checkpoint
-    K="--dataset-path $d/data --backbone edgenext_xx_small --img-size 128 --batch-size 8 --epochs 40 --stage1-epochs 0 --progress 0 --val-fraction 0.1"
-    camoxpert train $K --gpus 2 --checkpoint-dir $d/kill > "$log/dp_kill.log" 2>&1 & lp=$!
-    for i in $(seq 600); do [[ -f $d/kill/last.safetensors ]] && break; sleep 0.1; done; sleep 3
-    victim=$(pgrep -P $lp | tail -n 1); t0=$(date +%s.%N); kill -9 "$victim"; wait $lp; rc=$?; t1=$(date +%s.%N)
-    echo "kill -9 of pid $victim (rank 1): the launcher exited rc=$rc after $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
-    tail -n 4 "$log/dp_kill.log"
-    camoxpert train --resume-from $d/kill/last.safetensors --gpus 2 --max-steps 60 --progress 0 > "$log/dp_resume.log" 2>&1
-    echo "resume of the last checkpoint on 2 GPUs: rc=$?"; tail -n 2 "$log/dp_resume.log" ;;
+    kill_test "$d" ;;
+dpkill)
+    # only the kill -9 of a rank and the resume (edgenext_xx_small 128)
+    d=/tmp/cx_dpkill; rm -rf $d; mkdir -p $d
+    camoxpert synth --out $d/data --train 400 --test 8 --size 128 --seed 3 > /dev/null || exit 1
+    kill_test "$d" ;;
 twin-dpcmp)
     # the same comparison as dpcmp for the PyTorch twin (tools/camoxpert_twin.py ddpcmp: float32 without TF32,
     # AdamW lr 1e-4, clipping 0.5, 20 steps on the same random global batches of 16): one GPU x 16 (twice: is
