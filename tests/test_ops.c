@@ -111,8 +111,9 @@ static void gemm_tn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *do
 // Statistics are float32 beside bf16 data (float64 in a float64 run).
 static cx_dtype stat_dt(const Tensor *x) { return x->dtype == DT_F64 ? DT_F64 : DT_F32; }
 // batchnorm: inputs x, gamma, beta, running_mean, running_var; training
-// outputs y and the updated running statistics.
-static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+// outputs y and the updated running statistics. relu: through the fused
+// batchnorm_relu op (its backward takes the output y).
+static void bn_any_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in, int relu) {
     int train = t->k;
     ArenaMark m = arena_mark(c->scratch);
     Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]);
@@ -120,44 +121,34 @@ static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
         copy(c, &out[1], &in[3]);
         copy(c, &out[2], &in[4]);
     }
-    batchnorm_forward(c, &out[0], &sm, &si, &in[0], &in[1], &in[2], train ? &out[1] : &in[3], train ? &out[2] : &in[4],
-                      train, 0.1, 1e-5);
+    (relu ? batchnorm_relu_forward : batchnorm_forward)(c, &out[0], &sm, &si, &in[0], &in[1], &in[2],
+                                                        train ? &out[1] : &in[3], train ? &out[2] : &in[4], train, 0.1,
+                                                        1e-5);
     arena_release(c->scratch, m);
 }
+static void bn_any_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, Tensor *in, int relu) {
+    int train = t->k;
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
+    Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
+    copy(c, &rm, &in[3]);
+    copy(c, &rv, &in[4]);
+    if (relu) {
+        batchnorm_relu_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
+        batchnorm_relu_backward(c, D(0), D(1), D(2), &dout[0], &y, &in[0], &sm, &si, &in[1], train);
+    } else {
+        batchnorm_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
+        batchnorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &si, &in[1], train);
+    }
+    arena_release(c->scratch, m);
+}
+static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { bn_any_fwd(c, t, out, in, 0); }
 static void bn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    int train = t->k;
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
-    Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
-    copy(c, &rm, &in[3]);
-    copy(c, &rv, &in[4]);
-    batchnorm_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
-    batchnorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &si, &in[1], train);
-    arena_release(c->scratch, m);
+    bn_any_bwd(c, t, din, dout, in, 0);
 }
-// batchnorm_relu: as batchnorm, through the fused op (its backward takes the output y)
-static void bn_relu_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    int train = t->k;
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]);
-    if (train) {
-        copy(c, &out[1], &in[3]);
-        copy(c, &out[2], &in[4]);
-    }
-    batchnorm_relu_forward(c, &out[0], &sm, &si, &in[0], &in[1], &in[2], train ? &out[1] : &in[3],
-                           train ? &out[2] : &in[4], train, 0.1, 1e-5);
-    arena_release(c->scratch, m);
-}
+static void bn_relu_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { bn_any_fwd(c, t, out, in, 1); }
 static void bn_relu_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    int train = t->k;
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
-    Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
-    copy(c, &rm, &in[3]);
-    copy(c, &rv, &in[4]);
-    batchnorm_relu_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
-    batchnorm_relu_backward(c, D(0), D(1), D(2), &dout[0], &y, &in[0], &sm, &si, &in[1], train);
-    arena_release(c->scratch, m);
+    bn_any_bwd(c, t, din, dout, in, 1);
 }
 static Tensor rows_stat(Arena *a, const Tensor *x) {
     int64_t n = tensor_numel(x) / x->shape[x->ndim - 1];
