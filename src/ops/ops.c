@@ -212,15 +212,16 @@ const char *op_profile_class(const OpProfileEntry *e) {
     if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
     } while (0)
 
-// A fused op with a float32 CPU kernel and a GPU kernel but no reference kernel of its
-// own (on OPS_REF its caller composes the ops it fuses): timed as DISPATCH does.
-#define FUSED_DISPATCH(t, op, ...) do { \
+// An op whose every host backend runs its ops/cpu/ kernel: the optimizer's (one
+// implementation for both table dtypes, ops/cpu/optim.c) and the fused ops (their
+// reference form is the composition of the ops they fuse, done by their callers).
+#define CPU_KERNEL_DISPATCH(t, op, ...) do { \
     double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
     if (ctx->backend == OPS_CUDA) { \
         CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
         CUDA_CALL(op, __VA_ARGS__); \
     } else { \
-        CX_ASSERT((t)->device == DEV_CPU && (t)->dtype == DT_F32, #op ": a float32 host tensor on the CPU backend"); \
+        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to a CPU backend"); \
         cpu_##op(__VA_ARGS__); \
     } \
     if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
@@ -445,7 +446,8 @@ void batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sa
                             const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
                             int training, double momentum, double eps) {
     if (ctx->backend != OPS_REF && !ctx->relu_tape) {
-        FUSED_DISPATCH(x, batchnorm_relu_forward, ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean,
+        CX_ASSERT(ctx->backend == OPS_CUDA || x->dtype == DT_F32, "batchnorm_relu_forward: float32 on the CPU backend");
+        CPU_KERNEL_DISPATCH(x, batchnorm_relu_forward, ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean,
                        running_var, training, momentum, eps);
         return;
     }
@@ -456,7 +458,8 @@ void batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbe
                              const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
                              const Tensor *gamma, int training) {
     if (ctx->backend != OPS_REF) {
-        FUSED_DISPATCH(x, batchnorm_relu_backward, ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma,
+        CX_ASSERT(ctx->backend == OPS_CUDA || x->dtype == DT_F32, "batchnorm_relu_backward: float32 on the CPU backend");
+        CPU_KERNEL_DISPATCH(x, batchnorm_relu_backward, ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma,
                        training);
         return;
     }
@@ -657,29 +660,15 @@ void cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *
     DISPATCH(in->pred, cod_loss, ctx, terms, g, in);
 }
 
-// The optimizer's reference and CPU kernels are one implementation (ops/cpu/optim.c)
-// for both table dtypes.
-#define OPT_DISPATCH(t, op, ...) do { \
-    double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
-    if (ctx->backend == OPS_CUDA) { \
-        CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
-        CUDA_CALL(op, __VA_ARGS__); \
-    } else { \
-        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to a CPU backend"); \
-        cpu_##op(__VA_ARGS__); \
-    } \
-    if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
-    } while (0)
-
 void adamw_update(OpCtx *ctx, Tensor *param, Tensor *m, Tensor *v, const Tensor *grad, const Tensor *gscale,
                   const AdamSeg *seg, int nseg, double beta1, double beta2, double eps) {
-    OPT_DISPATCH(param, adamw_update, ctx, param, m, v, grad, gscale, seg, nseg, beta1, beta2, eps);
+    CPU_KERNEL_DISPATCH(param, adamw_update, ctx, param, m, v, grad, gscale, seg, nseg, beta1, beta2, eps);
 }
 void grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSeg *seg, int nseg, double max_norm) {
-    OPT_DISPATCH(x, grad_norm_clip, ctx, stats, x, seg, nseg, max_norm);
+    CPU_KERNEL_DISPATCH(x, grad_norm_clip, ctx, stats, x, seg, nseg, max_norm);
 }
 void ema_blend(OpCtx *ctx, Tensor *shadow, const Tensor *x, const EmaSeg *seg, int nseg) {
-    OPT_DISPATCH(x, ema_blend, ctx, shadow, x, seg, nseg);
+    CPU_KERNEL_DISPATCH(x, ema_blend, ctx, shadow, x, seg, nseg);
 }
 
 void rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
