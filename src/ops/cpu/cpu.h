@@ -41,5 +41,5 @@ int cpu_matmul_dnnl(OpCtx *ctx, int ta, int tb, int M, int N, int K, float alpha
 // linear and gemm_batched) or oneDNN.
 typedef enum { CPU_IMPL_AUTO, CPU_IMPL_OWN, CPU_IMPL_DNNL } CpuImpl;
 extern CpuImpl cpu_conv_impl, cpu_gemm_impl;
-// dst[k] += Σ_r src[r*ld + k] for r < R, k < K (column sums, e.g. bias gradients).
+// dst[k] += Σ_r src[r*ld + k] for r < R, k < K (column sums, e.g. bias gradients; reduce.c).
 void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld);
