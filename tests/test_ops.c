@@ -15,7 +15,15 @@
 // Errors are max|a−b| / max|b| (test_rel_err); tolerances are per entry:
 //   g64 — float64 vs golden, fd — finite differences, fast — fast vs reference,
 //   g32 — float32 fast vs float64 golden, b16 — bf16 GPU vs float32 reference.
-// Adding an op: add a case to the Python script, regenerate, add an entry here.
+// Entries register themselves (OPCASE); op_table_covers_goldens checks that every
+// golden case has one. Ops with no gradient (fill, the optimizer) have forward-only
+// entries.
+//
+// Filters (the runner's name filter): `camoxpert_tests op_` runs every entry and
+// the table's own checks, `op_bn` the entries whose case name has "bn", `_cuda`
+// only the CUDA column, `op_ -_cuda` only the CPU backends.
+// Adding an op: a case in tools/make_op_goldens.py (appended last), regenerate the
+// file, an OPCASE entry here (docs/ARCHITECTURE.md).
 #include "test.h"
 #include "ops/ops.h"
 #include "ops/cpu/cpu.h"
@@ -25,7 +33,7 @@
 #include <string.h>
 
 #define GOLDEN_PATH "tests/fixtures/ops_golden.safetensors"
-#define MAXT 6
+#define MAXT 12   // inputs or outputs of one entry at most (cod_loss: 8 maps and 4 masks)
 
 typedef struct OpTest OpTest;
 // fwd: outputs from inputs (must not modify inputs). bwd: adds gradients of
@@ -42,6 +50,7 @@ struct OpTest {
     double g64, fd, fast, g32, b16;
     unsigned f32_in;    // bf16 column: inputs that stay float32 (parameters, statistics: bit i = input i)
     unsigned f32_out;   // bf16 column: outputs that stay float32 (running statistics)
+    unsigned f32_in_always, f32_out_always;   // float32 in every run, the float64 one too (AdamW's moments)
     int no_bf16;        // no bf16 column (topk: routing runs in float32)
     int no_fd;          // 1: inputs sit on kinks on purpose (clamp boundaries)
     int ties;           // topk with ties: PyTorch's order among equal values is
@@ -305,6 +314,93 @@ static void scatter_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *do
     rows_scatter_add_backward(c, D(1), in[3].data ? D(3) : NULL, &dout[0], &in[1], &in[2], in[3].data ? &in[3] : NULL);
 }
 
+// fill: out = in0 overwritten everywhere with f[0] (no gradient).
+static void fill_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    copy(c, &out[0], &in[0]);
+    fill(c, &out[0], t->f[0]);
+}
+// copy: out = in0, converting where the dtypes differ (the bf16 column: float32 into bf16);
+// backward: dout copied into a tensor of din's dtype, then added.
+static void copy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { copy(c, &out[0], &in[0]); }
+static void copy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor g = tensor_like(c->scratch, &din[0]);
+    copy(c, &g, &dout[0]);
+    axpy(c, &din[0], 1, &g);
+    arena_release(c->scratch, m);
+}
+// rows_sum: out = in1 + Σ over rows of in0; backward: rows_add_bcast and axpy.
+static void rsum_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    copy(c, &out[0], &in[1]);
+    rows_sum(c, &out[0], &in[0]);
+}
+static void rsum_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    rows_add_bcast(c, &din[0], &dout[0]);
+    axpy(c, &din[1], 1, &dout[0]);
+}
+// rows_gather_sum: out = in0 (dst) + the gather-sum of in1 (src) over in2 (ptr), in3 (list),
+// in4 (w). It has no backward op; the gradient is written with the scatter ops, in5 giving
+// the destination row of each list entry: dsrc[list[j]] += w[j]·dout[row[j]] and
+// dw[j] += <dout[row[j]], src[list[j]]>.
+static void gsum_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    copy(c, &out[0], &in[0]);
+    rows_gather_sum(c, &out[0], &in[1], &in[2], &in[3], &in[4]);
+}
+static void gsum_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    axpy(c, &din[0], 1, &dout[0]);
+    Tensor rows = tensor_like(c->scratch, &in[1]);   // (n, ...): row j of dout, or src[list[j]]
+    if (D(1)) {
+        rows_gather(c, &rows, &dout[0], &in[5]);
+        rows_scatter_add(c, &din[1], &rows, &in[3], &in[4]);
+    }
+    if (D(4)) {
+        rows_gather(c, &rows, &in[1], &in[3]);
+        rows_scatter_add_backward(c, NULL, &din[4], &dout[0], &rows, &in[5], &in[4]);
+    }
+    arena_release(c->scratch, m);
+}
+// cod_loss: in0..7 the maps (pred, fg, search, unc, refine0, deep0..2), in8 the mask, in9..11
+// the deep masks; out0 the terms. The weights are train/loss.c's defaults, as in the golden.
+static CodLossIn closs_in(const Tensor *in) {
+    CodLossIn ci = { .pred = &in[0], .fg = &in[1], .search = &in[2], .unc = &in[3], .refine0 = &in[4],
+                     .deep = { &in[5], &in[6], &in[7] }, .mask = &in[8], .deep_mask = { &in[9], &in[10], &in[11] },
+                     .w = { 2.0, 1.5, 1.0, 1.5, 0.3, 0.8, 0.5, 0.4, 0.3 } };
+    return ci;
+}
+static void closs_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    CodLossIn ci = closs_in(in);
+    cod_loss(c, &out[0], NULL, &ci);
+}
+static void closs_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor terms = tensor_like(c->scratch, &out[0]);
+    CodLossIn ci = closs_in(in);
+    CodLossGrad g = { D(0), D(1), D(2), D(3), D(4), { D(5), D(6), D(7) } };
+    cod_loss(c, &terms, &g, &ci);
+    arena_release(c->scratch, m);
+}
+// adamw_update on a table of two segments, [0, 12) with weight decay and [12, 30) without:
+// lr f[0], weight decay f[1], step k; in0..3 param, m, v, grad, in4 the clipping scale (if
+// any); out0..2 the updated param, m and v.
+static void adamw_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    const double lr = t->f[0], b1 = 0.9, b2 = 0.999, step = lr / (1 - pow(b1, t->k)), bc2 = sqrt(1 - pow(b2, t->k));
+    const AdamSeg seg[2] = { { 0, 12, step, 1 - lr * t->f[1], bc2 }, { 12, 18, step, 1, bc2 } };
+    for (int i = 0; i < 3; i++) copy(c, &out[i], &in[i]);
+    adamw_update(c, &out[0], &out[1], &out[2], &in[3], in[4].data ? &in[4] : NULL, seg, 2, b1, b2, 1e-8);
+}
+// grad_norm_clip over [0, 10) and [14, 28) with max_norm f[0].
+static void gnorm_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    const AdamSeg seg[2] = { { .offset = 0, .numel = 10 }, { .offset = 14, .numel = 14 } };
+    grad_norm_clip(c, &out[0], &in[0], seg, 2, t->f[0]);
+}
+// ema_blend of in1 into a copy of in0: [0, 10) decay 0.9, [10, 16) copied, [18, 24) decay 0.5.
+static void ema_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    const EmaSeg seg[3] = { { 0, 10, 0, 0.9 }, { 10, 6, 1, 0 }, { 18, 6, 0, 0.5 } };
+    copy(c, &out[0], &in[0]);
+    ema_blend(c, &out[0], &in[1], seg, 3);
+}
+
 // ---- the runner -------------------------------------------------------------------------------
 typedef struct {
     int nin, nout, ngout;
@@ -329,13 +425,14 @@ static Tensor load_as(Arena *a, const StFile *f, const StEntry *e, cx_dtype dt) 
 static void case_setup(CaseData *d, Arena *a, const StFile *f, const OpTest *t, cx_dtype dt) {
     memset(d, 0, sizeof *d);
     while (d->nin < MAXT && (d->gin[d->nin] = golden(f, t->name, "in", d->nin))) {
-        d->in[d->nin] = load_as(a, f, d->gin[d->nin], dt);
+        d->in[d->nin] = load_as(a, f, d->gin[d->nin], (t->f32_in_always >> d->nin) & 1 ? DT_F32 : dt);
         if ((d->ggrad[d->nin] = golden(f, t->name, "grad", d->nin))) d->din[d->nin] = tensor_zeros_like(a, &d->in[d->nin]);
         d->nin++;
     }
     while (d->nout < MAXT && (d->gout[d->nout] = golden(f, t->name, "out", d->nout))) {
         const StEntry *e = d->gout[d->nout];
-        d->out[d->nout] = tensor_zeros(a, e->dtype == DT_I32 ? DT_I32 : dt, e->ndim, e->shape);
+        cx_dtype odt = e->dtype == DT_I32 ? DT_I32 : (t->f32_out_always >> d->nout) & 1 ? DT_F32 : dt;
+        d->out[d->nout] = tensor_zeros(a, odt, e->ndim, e->shape);
         d->nout++;
     }
     while (d->ngout < d->nout && (d->gdout[d->ngout] = golden(f, t->name, "dout", d->ngout))) {
@@ -576,9 +673,18 @@ static void op_case_run_cuda(const OpTest *t) {
     st_close(&f);
 }
 
-// One entry = two tests: op_<case> (CPU) and op_<case>_cuda (the CUDA column).
+// One entry = two tests, op_<case> (CPU) and op_<case>_cuda (the CUDA column), and a
+// row of op_rows, registered before main as the runner registers tests.
+#define MAX_ROWS 256
+static const OpTest *op_rows[MAX_ROWS];
+static int n_op_rows;
+static void op_row_register(const OpTest *t) {
+    CX_ASSERT(n_op_rows < MAX_ROWS, "the op table has more than %d entries: raise MAX_ROWS", MAX_ROWS);
+    op_rows[n_op_rows++] = t;
+}
 #define OPCASE(id, ...) \
     static const OpTest opcase_##id = { .name = #id, __VA_ARGS__ }; \
+    __attribute__((constructor)) static void opcase_reg_##id(void) { op_row_register(&opcase_##id); } \
     TEST(op_##id) { op_case_run(&opcase_##id); } \
     TEST(op_##id##_cuda) { op_case_run_cuda(&opcase_##id); }
 
@@ -665,34 +771,39 @@ OPCASE(maxnorm, .fwd = maxnorm_fwd, .bwd = maxnorm_bwd, TOL_NORM, .no_fd = 1)   
 OPCASE(rows_gather, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
 OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
 OPCASE(rows_scatter_add_now, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
+OPCASE(rows_gather_sum, .fwd = gsum_fwd, .bwd = gsum_bwd, TOL_ELEM, .f32_in = 16)   // w float32 under bf16
+OPCASE(rows_sum, .fwd = rsum_fwd, .bwd = rsum_bwd, TOL_NORM)
+OPCASE(fill, .fwd = fill_fwd, .f = { -1.75 }, TOL_ELEM)
+OPCASE(copy, .fwd = copy_fwd, .bwd = copy_bwd, TOL_ELEM, .f32_in = 1)   // bf16 column: float32 -> bf16 and back
+// The loss: the masks (inputs 8-11) and the terms stay float32 under bf16. On the CPU
+// the fast path is the reference; the GPU sums in float32 (`fast`, `g32`: the GPU loss
+// test's 1e-4). bf16: the BCE of a probability p has the gradient (p − y)/(p(1 − p)),
+// which magnifies the rounding of p near 0 and 1 (fg and search lie in [0.05, 0.95]):
+// 3.1e-2 for these maps in a float64 model of the bf16 column, hence 6e-2.
+OPCASE(cod_loss, .fwd = closs_fwd, .bwd = closs_bwd, .g64 = 1e-12, .fd = 1e-6, .fast = 1e-4, .g32 = 1e-4, .b16 = 6e-2,
+       .f32_in = 0xf00, .f32_out = 1)
+// The optimizer: forward only (no gradient), float32 tables on the GPU (no bf16 column).
+// AdamW's moments are float32 in every run (1e-7 against the float64 golden); the GPU's
+// float32 arithmetic is held to the GPU optimizer test's 1e-5.
+#define TOL_OPTIM .g64 = 1e-12, .fast = 1e-5, .g32 = 1e-5, .no_bf16 = 1
+#define ADAMW(step) .fwd = adamw_fwd, .f = { 1e-2, 0.05 }, .k = step, .f32_in_always = 6, .f32_out_always = 6, \
+    .g64 = 1e-7, .fast = 1e-5, .g32 = 1e-5, .no_bf16 = 1
+OPCASE(adamw_update, ADAMW(3))
+OPCASE(adamw_update_first, ADAMW(1))
+OPCASE(grad_norm_clip, .fwd = gnorm_fwd, .f = { 1.0 }, TOL_OPTIM)
+OPCASE(grad_norm_clip_under, .fwd = gnorm_fwd, .f = { 100.0 }, TOL_OPTIM)
+OPCASE(ema_blend, .fwd = ema_fwd, TOL_OPTIM)
 
 // Every case in the golden file has an entry above (and vice versa through REQUIRE).
 TEST(op_table_covers_goldens) {
     StFile f;
     REQUIRE_OK(st_open(&f, GOLDEN_PATH));
-    const OpTest *all[] = {
-        &opcase_conv_k3_7x5_c3, &opcase_conv_k1_7x5, &opcase_conv_k1_s2_nobias, &opcase_conv_k3_s2_b1,
-        &opcase_conv_k5_s2_g2, &opcase_conv_k7_p3, &opcase_conv_k3_d8_6x6, &opcase_conv_k3_d2, &opcase_conv_k3_d4_g3,
-        &opcase_dwconv_k3, &opcase_dwconv_k5_s2, &opcase_dwconv_k7, &opcase_dwconv_k9_nobias, &opcase_dwconv_k3_d2_c70,
-        &opcase_linear_rows, &opcase_linear_nobias, &opcase_gemm_nt, &opcase_gemm_tn_beta, &opcase_bn_train,
-        &opcase_bn_train_b1, &opcase_bn_eval, &opcase_bn_train_c16, &opcase_bn_eval_c8, &opcase_ln, &opcase_ln_c80, &opcase_gelu, &opcase_relu, &opcase_sigmoid,
-        &opcase_softplus, &opcase_clamp, &opcase_clamp_bounds, &opcase_add, &opcase_axpy, &opcase_scale,
-        &opcase_mul_c, &opcase_mul_nc, &opcase_mul_pix, &opcase_mul_elem, &opcase_mul_head, &opcase_rows_add_bcast,
-        &opcase_resize_scale2,
-        &opcase_resize_scale1p5, &opcase_resize_scale0p5, &opcase_resize_size_up, &opcase_resize_size_down,
-        &opcase_resize_size_4x, &opcase_avgpool, &opcase_concat, &opcase_channels_copy_acc, &opcase_softmax_last,
-        &opcase_softmax_mid, &opcase_l2norm_last, &opcase_l2norm_mid, &opcase_l2norm_eps, &opcase_topk_ties,
-        &opcase_topk_k1, &opcase_maxnorm, &opcase_rows_gather,
-        &opcase_rows_scatter_add, &opcase_rows_scatter_add_now, &opcase_bn_relu_train, &opcase_bn_relu_train_c16,
-        &opcase_bn_relu_eval_c8,
-    };
-    int n = (int)(sizeof all / sizeof all[0]);
     for (int i = 0; i < f.n; i++) {
         const char *nm = f.entries[i].name, *dot = strrchr(nm, '.');
         if (!dot || strncmp(dot, ".in0", 5)) continue;
         int found = 0;
-        for (int j = 0; j < n && !found; j++)
-            found = strlen(all[j]->name) == (size_t)(dot - nm) && !strncmp(all[j]->name, nm, (size_t)(dot - nm));
+        for (int j = 0; j < n_op_rows && !found; j++)
+            found = strlen(op_rows[j]->name) == (size_t)(dot - nm) && !strncmp(op_rows[j]->name, nm, (size_t)(dot - nm));
         CHECKF(found, "golden case %.*s has no table entry", (int)(dot - nm), nm);
     }
     st_close(&f);
@@ -967,7 +1078,7 @@ TEST(op_rows_gather_sum_equals_scatter_add) {
     arena_free(&scratch);
 }
 
-TEST(op_rows_gather_sum_cuda) {
+TEST(op_rows_gather_sum_many_rows_cuda) {
     OpCtx *g = test_cuda();
     if (!g) { test_skip("%s", test_no_gpu()); return; }
     Arena a, scratch, dev;
