@@ -16,8 +16,8 @@
 //   g64 — float64 vs golden, fd — finite differences, fast — fast vs reference,
 //   g32 — float32 fast vs float64 golden, b16 — bf16 GPU vs float32 reference.
 // Entries register themselves (OPCASE); op_table_covers_goldens checks that every
-// golden case has one. Ops with no gradient (fill, the optimizer) have forward-only
-// entries.
+// golden case has one, op_table_covers_every_op that every op of ops_list.h runs
+// in one. Ops with no gradient (fill, the optimizer) have forward-only entries.
 //
 // Filters (the runner's name filter): `camoxpert_tests op_` runs every entry and
 // the table's own checks, `op_bn` the entries whose case name has "bn", `_cuda`
@@ -26,9 +26,12 @@
 // file, an OPCASE entry here (docs/ARCHITECTURE.md).
 #include "test.h"
 #include "ops/ops.h"
+#include "ops/backend.h"
 #include "ops/cpu/cpu.h"
 #if HAVE_CUDA
 #include "ops/cuda/cuda.h"
+#include <dlfcn.h>
+#include <unistd.h>
 #endif
 #include <string.h>
 
@@ -807,6 +810,83 @@ TEST(op_table_covers_goldens) {
         CHECKF(found, "golden case %.*s has no table entry", (int)(dot - nm), nm);
     }
     st_close(&f);
+}
+
+// Every op of ops_list.h runs in some entry: each entry's forward and backward run
+// once on the CPU backend with the profiler on, which records each op called.
+TEST(op_table_covers_every_op) {
+    static const char *const ops[] = {
+#define OP(name, ...) #name,
+#include "ops/ops_list.h"
+#undef OP
+    };
+    StFile f;
+    REQUIRE_OK(st_open(&f, GOLDEN_PATH));
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    OpProfile *p = cx_calloc(1, sizeof *p);
+    OpCtx ctx = { .backend = OPS_CPU, .scratch = &scratch, .prof = p };
+    for (int r = 0; r < n_op_rows; r++) {
+        CaseData d;
+        case_setup(&d, &a, &f, op_rows[r], DT_F32);
+        op_rows[r]->fwd(&ctx, op_rows[r], d.out, d.in);
+        if (op_rows[r]->bwd && d.ngout) op_rows[r]->bwd(&ctx, op_rows[r], d.din, d.dout, d.out, d.in);
+        arena_reset(&a);
+    }
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        int found = 0;
+        for (int e = 0; e < p->n && !found; e++) found = !strcmp(p->e[e].op, ops[i]);
+        CHECKF(found, "op %s: no entry of the op table runs it (add one: docs/ARCHITECTURE.md)", ops[i]);
+    }
+    free(p);
+    arena_free(&a);
+    arena_free(&scratch);
+    st_close(&f);
+}
+
+// The host tables hold what the list's columns say, and an empty slot is named.
+TEST(op_backend_tables_follow_the_list) {
+    char buf[1024];
+    CHECKF(ops_backend_missing(&ops_cpu, buf, sizeof buf) == 0, "the CPU table lacks %s", buf);
+#define REF_HAS_REF 1
+#define REF_HAS_CPU 0
+#define REF_HAS_NONE 0
+#define OP(name, cls, by, wrap, ref, cpu, params, args) \
+    CHECKF(!ops_ref_f32.name == !REF_HAS_##ref && !ops_ref_f64.name == !REF_HAS_##ref, \
+           "ops_ref_f32/f64: the slot of " #name " does not follow its reference column (" #ref ")");
+#include "ops/ops_list.h"
+#undef OP
+    OpsBackend b = ops_cpu;
+    b.fill = NULL, b.ema_blend = NULL;
+    CHECK(ops_backend_missing(&b, buf, sizeof buf) == 2 && !strcmp(buf, "fill, ema_blend"));
+    char small[12];
+    CHECK(ops_backend_missing(&b, small, sizeof small) == 2 && !strcmp(small, "fill, em..."));
+}
+
+// The CUDA plug-in beside this program (as ops.c finds it: here, or ../lib in the GPU
+// bundle) is of this build and fills every op's slot; no GPU needed.
+TEST(op_cuda_plugin_has_every_op) {
+#if HAVE_CUDA
+    char exe[4096], path[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    REQUIRE(n > 0);
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0;
+    snprintf(path, sizeof path, "%s/libcamoxpert_cuda.so", exe);
+    if (access(path, F_OK)) snprintf(path, sizeof path, "%s/../lib/libcamoxpert_cuda.so", exe);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) { test_skip("the CUDA plug-in does not load here: %s", dlerror()); return; }
+    const CudaPlugin *(*get)(void) = (const CudaPlugin *(*)(void))dlsym(h, "camoxpert_cuda_plugin");
+    REQUIRE(get);
+    const CudaPlugin *p = get();
+    CHECKF(!strcmp(p->op_list, ops_list_signature()), "%s: another build's op list", path);
+    char buf[1024];
+    CHECKF(ops_backend_missing(p->ops, buf, sizeof buf) == 0, "the CUDA plug-in has no kernel for %s", buf);
+    dlclose(h);
+#else
+    test_skip("built without CUDA");
+#endif
 }
 
 // ops.h's tie rule, stated directly: equal values keep ascending index order.
