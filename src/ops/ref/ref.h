@@ -22,7 +22,7 @@
 #undef OP
 
 // Shape helpers shared by the reference and fast kernels.
-// Mode of a broadcast multiply (ops.h mul_forward): x viewed as (N, P, C) and
+// Mode of a broadcast multiply (ops_list.h mul_forward): x viewed as (N, P, C) and
 // s indexed as n*sn + p*sp + c*sc.
 typedef struct { int64_t N, P, C, sn, sp, sc; } MulBcast;
 MulBcast mul_bcast_plan(const Tensor *x, const Tensor *s);
