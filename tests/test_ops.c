@@ -1,5 +1,6 @@
-// test_ops.c — the op test table: one entry per op and shape set (ggml's
-// test-backend-ops idea). Every entry is two tests. op_<case> (CPU):
+// test_ops.c — the op test table's runner: one entry per op and shape set (ggml's
+// test-backend-ops idea; the entries are in test_ops_rows.c, the interface in
+// test_ops_table.h). Every entry is two tests. op_<case> (CPU):
 //   1. PyTorch golden: the float64 reference path against outputs and gradients
 //      that tools/make_op_goldens.py computed with PyTorch in float64
 //      (tests/fixtures/ops_golden.safetensors, which also holds the inputs and
@@ -15,295 +16,21 @@
 // Errors are max|a−b| / max|b| (test_rel_err); tolerances are per entry:
 //   g64 — float64 vs golden, fd — finite differences, fast — fast vs reference,
 //   g32 — float32 fast vs float64 golden, b16 — bf16 GPU vs float32 reference.
-// Adding an op: add a case to the Python script, regenerate, add an entry here.
-#include "test.h"
-#include "ops/ops.h"
+// Entries register themselves (OPCASE); op_table_covers_goldens checks that every
+// golden case has one, op_table_covers_every_op that every op of ops_list.h runs
+// in one. Ops with no gradient (fill, the optimizer) have forward-only entries.
+//
+// Filters (the runner's name filter): `camoxpert_tests op_` runs every entry and
+// the table's own checks, `op_bn` the entries whose case name has "bn", `_cuda`
+// only the CUDA column, `op_ -_cuda` only the CPU backends.
+// Adding an op: a case in tools/make_op_goldens.py (appended last), regenerate the
+// file, an OPCASE entry in test_ops_rows.c (docs/ARCHITECTURE.md).
+#include "test_ops_table.h"
 #include "ops/cpu/cpu.h"
 #if HAVE_CUDA
 #include "ops/cuda/cuda.h"
 #endif
 #include <string.h>
-
-#define GOLDEN_PATH "tests/fixtures/ops_golden.safetensors"
-#define MAXT 6
-
-typedef struct OpTest OpTest;
-// fwd: outputs from inputs (must not modify inputs). bwd: adds gradients of
-// Σ out·dout into din[i] for every input whose din[i].data is set.
-typedef void (*op_fwd_fn)(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in);
-typedef void (*op_bwd_fn)(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in);
-struct OpTest {
-    const char *name;   // case name in the golden file
-    op_fwd_fn fwd;
-    op_bwd_fn bwd;
-    ConvArgs conv;
-    int k;              // topk k, softmax/l2norm axis split, ...
-    double f[3];        // scalar parameters (scales, bounds, eps)
-    double g64, fd, fast, g32, b16;
-    unsigned f32_in;    // bf16 column: inputs that stay float32 (parameters, statistics: bit i = input i)
-    unsigned f32_out;   // bf16 column: outputs that stay float32 (running statistics)
-    int no_bf16;        // no bf16 column (topk: routing runs in float32)
-    int no_fd;          // 1: inputs sit on kinks on purpose (clamp boundaries)
-    int ties;           // topk with ties: PyTorch's order among equal values is
-                        // unspecified (CPU topk uses an unstable partial sort), so
-                        // indices are checked to point at the golden values in
-                        // ascending order within each run of equal values (ops.h).
-};
-
-#define D(i) (din[i].data ? &din[i] : NULL)
-
-// ---- forward/backward adapters, one pair per op ----------------------------------------------
-static void conv_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    int has_b = in[2].data != NULL;
-    conv2d_forward(c, &out[0], &in[0], &in[1], has_b ? &in[2] : NULL, t->conv);
-}
-static void conv_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    conv2d_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &in[1], t->conv);
-}
-static void linear_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    linear_forward(c, &out[0], &in[0], &in[1], in[2].data ? &in[2] : NULL);
-}
-static void linear_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    linear_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &in[1]);
-}
-// gemm_nt: C (b,M,N) = α·A (b,M,K)·B (b,N,K)ᵀ. dA += α·dC·B, dB += α·dCᵀ·A. The
-// batch is split into two levels (b = 2 × b/2 when even) to exercise both strides.
-static GemmArgs gemm_levels(GemmArgs g, int b, int64_t sa, int64_t sb, int64_t sc) {
-    int outer = b % 2 == 0 ? 2 : 1, inner = b / outer;
-    g.nb1 = outer, g.nb2 = inner;
-    g.sa1 = sa * inner, g.sb1 = sb * inner, g.sc1 = sc * inner;
-    g.sa2 = sa, g.sb2 = sb, g.sc2 = sc;
-    return g;
-}
-static void gemm_nt_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    int b = (int)in[0].shape[0], M = (int)in[0].shape[1], K = (int)in[0].shape[2], N = (int)in[1].shape[1];
-    GemmArgs g = gemm_levels((GemmArgs){ .tb = 1, .M = M, .N = N, .K = K, .alpha = t->f[0], .lda = K, .ldb = K, .ldc = N },
-                             b, M * K, N * K, M * N);
-    gemm_batched(c, &out[0], &in[0], &in[1], &g);
-}
-static void gemm_nt_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    int b = (int)in[0].shape[0], M = (int)in[0].shape[1], K = (int)in[0].shape[2], N = (int)in[1].shape[1];
-    GemmArgs g1 = gemm_levels((GemmArgs){ .M = M, .N = K, .K = N, .alpha = t->f[0], .beta = 1, .lda = N, .ldb = K, .ldc = K },
-                              b, M * N, N * K, M * K);
-    gemm_batched(c, &din[0], &dout[0], &in[1], &g1);
-    GemmArgs g2 = gemm_levels((GemmArgs){ .ta = 1, .M = N, .N = K, .K = M, .alpha = t->f[0], .beta = 1, .lda = N, .ldb = K,
-                                          .ldc = K }, b, M * N, M * K, N * K);
-    gemm_batched(c, &din[1], &dout[0], &in[0], &g2);
-}
-// gemm_tn_beta: C = α·A (b,K,M)ᵀ·B (b,K,N) + β·C0. dA += α·B·dCᵀ, dB += α·A·dC, dC0 += β·dC.
-static void gemm_tn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    int b = (int)in[0].shape[0], K = (int)in[0].shape[1], M = (int)in[0].shape[2], N = (int)in[1].shape[2];
-    copy(c, &out[0], &in[2]);
-    GemmArgs g = gemm_levels((GemmArgs){ .ta = 1, .M = M, .N = N, .K = K, .alpha = t->f[0], .beta = t->f[1], .lda = M,
-                                         .ldb = N, .ldc = N }, b, K * M, K * N, M * N);
-    gemm_batched(c, &out[0], &in[0], &in[1], &g);
-}
-static void gemm_tn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    int b = (int)in[0].shape[0], K = (int)in[0].shape[1], M = (int)in[0].shape[2], N = (int)in[1].shape[2];
-    GemmArgs g1 = gemm_levels((GemmArgs){ .tb = 1, .M = K, .N = M, .K = N, .alpha = t->f[0], .beta = 1, .lda = N, .ldb = N,
-                                          .ldc = M }, b, K * N, M * N, K * M);
-    gemm_batched(c, &din[0], &in[1], &dout[0], &g1);
-    GemmArgs g2 = gemm_levels((GemmArgs){ .M = K, .N = N, .K = M, .alpha = t->f[0], .beta = 1, .lda = M, .ldb = N, .ldc = N },
-                              b, K * M, M * N, K * N);
-    gemm_batched(c, &din[1], &in[0], &dout[0], &g2);
-    axpy(c, &din[2], t->f[1], &dout[0]);
-}
-// Statistics are float32 beside bf16 data (float64 in a float64 run).
-static cx_dtype stat_dt(const Tensor *x) { return x->dtype == DT_F64 ? DT_F64 : DT_F32; }
-// batchnorm: inputs x, gamma, beta, running_mean, running_var; training
-// outputs y and the updated running statistics. relu: through the fused
-// batchnorm_relu op (its backward takes the output y).
-static void bn_any_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in, int relu) {
-    int train = t->k;
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]);
-    if (train) {
-        copy(c, &out[1], &in[3]);
-        copy(c, &out[2], &in[4]);
-    }
-    (relu ? batchnorm_relu_forward : batchnorm_forward)(c, &out[0], &sm, &si, &in[0], &in[1], &in[2],
-                                                        train ? &out[1] : &in[3], train ? &out[2] : &in[4], train, 0.1,
-                                                        1e-5);
-    arena_release(c->scratch, m);
-}
-static void bn_any_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, Tensor *in, int relu) {
-    int train = t->k;
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = tensor_like(c->scratch, &in[3]), si = tensor_like(c->scratch, &in[3]), y = tensor_like(c->scratch, &in[0]);
-    Tensor rm = tensor_like(c->scratch, &in[3]), rv = tensor_like(c->scratch, &in[3]);
-    copy(c, &rm, &in[3]);
-    copy(c, &rv, &in[4]);
-    if (relu) {
-        batchnorm_relu_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
-        batchnorm_relu_backward(c, D(0), D(1), D(2), &dout[0], &y, &in[0], &sm, &si, &in[1], train);
-    } else {
-        batchnorm_forward(c, &y, &sm, &si, &in[0], &in[1], &in[2], &rm, &rv, train, 0.1, 1e-5);
-        batchnorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &si, &in[1], train);
-    }
-    arena_release(c->scratch, m);
-}
-static void bn_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { bn_any_fwd(c, t, out, in, 0); }
-static void bn_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    bn_any_bwd(c, t, din, dout, in, 0);
-}
-static void bn_relu_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { bn_any_fwd(c, t, out, in, 1); }
-static void bn_relu_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    bn_any_bwd(c, t, din, dout, in, 1);
-}
-static Tensor rows_stat(Arena *a, const Tensor *x) {
-    int64_t n = tensor_numel(x) / x->shape[x->ndim - 1];
-    return tensor_new(a, stat_dt(x), 1, &n);
-}
-static void ln_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = rows_stat(c->scratch, &in[0]), sr = rows_stat(c->scratch, &in[0]);
-    layernorm_forward(c, &out[0], &sm, &sr, &in[0], &in[1], &in[2], t->f[0]);
-    arena_release(c->scratch, m);
-}
-static void ln_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor sm = rows_stat(c->scratch, &in[0]), sr = rows_stat(c->scratch, &in[0]), y = tensor_like(c->scratch, &in[0]);
-    layernorm_forward(c, &y, &sm, &sr, &in[0], &in[1], &in[2], t->f[0]);
-    layernorm_backward(c, D(0), D(1), D(2), &dout[0], &in[0], &sm, &sr, &in[1]);
-    arena_release(c->scratch, m);
-}
-#define UNARY(op, bwd_arg) \
-    static void op##_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { op##_forward(c, &out[0], &in[0]); } \
-    static void op##_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) { \
-        op##_backward(c, &din[0], &dout[0], bwd_arg); }
-UNARY(gelu, &in[0])
-UNARY(relu, &out[0])
-UNARY(sigmoid, &out[0])
-UNARY(softplus, &in[0])
-static void clamp_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { clamp_forward(c, &out[0], &in[0], t->f[0], t->f[1]); }
-static void clamp_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    clamp_backward(c, &din[0], &dout[0], &in[0], t->f[0], t->f[1]);
-}
-static void add_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { add_forward(c, &out[0], &in[0], &in[1]); }
-static void add_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    axpy(c, &din[0], 1, &dout[0]);
-    axpy(c, &din[1], 1, &dout[0]);
-}
-// axpy: out = in0 + α·in1, exercised in place on a copy of in0.
-static void axpy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    copy(c, &out[0], &in[0]);
-    axpy(c, &out[0], t->f[0], &in[1]);
-}
-static void axpy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    axpy(c, &din[0], 1, &dout[0]);
-    axpy(c, &din[1], t->f[0], &dout[0]);
-}
-static void scale_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    copy(c, &out[0], &in[0]);
-    scale_inplace(c, &out[0], t->f[0]);
-}
-static void scale_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    axpy(c, &din[0], t->f[0], &dout[0]);
-}
-static void mul_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { mul_forward(c, &out[0], &in[0], &in[1]); }
-static void mul_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    mul_backward(c, D(0), D(1), &dout[0], &in[0], &in[1]);
-}
-static void resize_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    resize_bilinear_forward(c, &out[0], &in[0], t->f[0], t->f[1]);
-}
-static void resize_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    resize_bilinear_backward(c, &din[0], &dout[0], t->f[0], t->f[1]);
-}
-static void avgpool_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { avgpool_global_forward(c, &out[0], &in[0]); }
-static void avgpool_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    avgpool_global_backward(c, &din[0], &dout[0]);
-}
-static void concat_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    const Tensor *xs[3] = { &in[0], &in[1], &in[2] };
-    concat_forward(c, &out[0], xs, 3);
-}
-static void concat_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    Tensor *dxs[3] = { D(0), D(1), D(2) };
-    concat_backward(c, dxs, 3, &dout[0]);
-}
-// out = in0 with channels [2,5) += in1[..., 1:4]; backward is two channel copies.
-static void chcopy_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    copy(c, &out[0], &in[0]);
-    channels_copy(c, &out[0], 2, &in[1], 1, 3, 1);
-}
-static void chcopy_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    axpy(c, &din[0], 1, &dout[0]);
-    channels_copy(c, &din[1], 1, &dout[0], 2, 3, 1);
-}
-// Axis views: x (outer, L, inner) with L = shape[k], outer/inner the products around it.
-static void axis_split(const Tensor *x, int k, int64_t *outer, int64_t *L, int64_t *inner) {
-    *outer = 1; *inner = 1; *L = x->shape[k];
-    for (int i = 0; i < k; i++) *outer *= x->shape[i];
-    for (int i = k + 1; i < x->ndim; i++) *inner *= x->shape[i];
-}
-static void softmax_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    int64_t o, L, n;
-    axis_split(&in[0], t->k, &o, &L, &n);
-    softmax_forward(c, &out[0], &in[0], o, L, n);
-}
-static void softmax_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    int64_t o, L, n;
-    axis_split(&in[0], t->k, &o, &L, &n);
-    softmax_backward(c, &din[0], &dout[0], &out[0], o, L, n);
-}
-static void l2norm_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    int64_t o, L, n;
-    axis_split(&in[0], t->k, &o, &L, &n);
-    ArenaMark m = arena_mark(c->scratch);
-    int64_t ns = o * n;
-    Tensor nrm = tensor_new(c->scratch, stat_dt(&in[0]), 1, &ns);
-    l2norm_forward(c, &out[0], &nrm, &in[0], o, L, n, t->f[0]);
-    arena_release(c->scratch, m);
-}
-static void l2norm_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    int64_t o, L, n;
-    axis_split(&in[0], t->k, &o, &L, &n);
-    ArenaMark m = arena_mark(c->scratch);
-    int64_t ns = o * n;
-    Tensor nrm = tensor_new(c->scratch, stat_dt(&in[0]), 1, &ns), y = tensor_like(c->scratch, &in[0]);
-    l2norm_forward(c, &y, &nrm, &in[0], o, L, n, t->f[0]);
-    l2norm_backward(c, &din[0], &dout[0], &in[0], &nrm, o, L, n, t->f[0]);
-    arena_release(c->scratch, m);
-}
-static void topk_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { topk_rows(c, &out[1], &out[0], &in[0], t->k); }
-// maxnorm: y = x / (max + 1e-8), the maximum kept in a statistics tensor.
-static void maxnorm_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor mx = tensor_new(c->scratch, stat_dt(&in[0]), 1, (int64_t[]){ 1 });
-    maxnorm_forward(c, &out[0], &mx, &in[0], 1e-8);
-    arena_release(c->scratch, m);
-}
-static void maxnorm_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    ArenaMark m = arena_mark(c->scratch);
-    Tensor mx = tensor_new(c->scratch, stat_dt(&in[0]), 1, (int64_t[]){ 1 }), y = tensor_like(c->scratch, &in[0]);
-    maxnorm_forward(c, &y, &mx, &in[0], 1e-8);
-    maxnorm_backward(c, &din[0], &dout[0], &in[0], &mx, 1e-8);
-    arena_release(c->scratch, m);
-}
-// rows_add_bcast: out = in0 + in1 broadcast over rows; backward: axpy and rows_sum.
-static void addb_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    copy(c, &out[0], &in[0]);
-    rows_add_bcast(c, &out[0], &in[1]);
-}
-static void addb_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    axpy(c, &din[0], 1, &dout[0]);
-    rows_sum(c, &din[1], &dout[0]);
-}
-// gather's backward is a scatter-add of the output gradient.
-static void gather_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { rows_gather(c, &out[0], &in[0], &in[1]); }
-static void gather_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    rows_scatter_add(c, &din[0], &dout[0], &in[1], NULL);
-}
-// scatter: out = in0 (dst) + index_add(in2 (idx), in3 (w) · in1 (src)).
-static void scatter_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
-    copy(c, &out[0], &in[0]);
-    rows_scatter_add(c, &out[0], &in[1], &in[2], in[3].data ? &in[3] : NULL);
-}
-static void scatter_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
-    axpy(c, &din[0], 1, &dout[0]);
-    rows_scatter_add_backward(c, D(1), in[3].data ? D(3) : NULL, &dout[0], &in[1], &in[2], in[3].data ? &in[3] : NULL);
-}
 
 // ---- the runner -------------------------------------------------------------------------------
 typedef struct {
@@ -329,13 +56,14 @@ static Tensor load_as(Arena *a, const StFile *f, const StEntry *e, cx_dtype dt) 
 static void case_setup(CaseData *d, Arena *a, const StFile *f, const OpTest *t, cx_dtype dt) {
     memset(d, 0, sizeof *d);
     while (d->nin < MAXT && (d->gin[d->nin] = golden(f, t->name, "in", d->nin))) {
-        d->in[d->nin] = load_as(a, f, d->gin[d->nin], dt);
+        d->in[d->nin] = load_as(a, f, d->gin[d->nin], (t->f32_in_always >> d->nin) & 1 ? DT_F32 : dt);
         if ((d->ggrad[d->nin] = golden(f, t->name, "grad", d->nin))) d->din[d->nin] = tensor_zeros_like(a, &d->in[d->nin]);
         d->nin++;
     }
     while (d->nout < MAXT && (d->gout[d->nout] = golden(f, t->name, "out", d->nout))) {
         const StEntry *e = d->gout[d->nout];
-        d->out[d->nout] = tensor_zeros(a, e->dtype == DT_I32 ? DT_I32 : dt, e->ndim, e->shape);
+        cx_dtype odt = e->dtype == DT_I32 ? DT_I32 : (t->f32_out_always >> d->nout) & 1 ? DT_F32 : dt;
+        d->out[d->nout] = tensor_zeros(a, odt, e->ndim, e->shape);
         d->nout++;
     }
     while (d->ngout < d->nout && (d->gdout[d->ngout] = golden(f, t->name, "dout", d->ngout))) {
@@ -351,7 +79,7 @@ static double case_loss(const CaseData *d) {
     return s;
 }
 
-static void check_err(const char *what, const char *tname, int i, const Tensor *a, const Tensor *b, double tol) {
+void check_err(const char *what, const char *tname, int i, const Tensor *a, const Tensor *b, double tol) {
     double e = test_rel_err(a, b, 1e-30);
     if (a->dtype == DT_I32) tol = 0;
     CHECKF(e <= tol, "%s: %s%d rel err %.3g > tol %.3g", what, tname, i, e, tol);
@@ -371,7 +99,7 @@ static void check_topk_ties(const Tensor *idx, const Tensor *val, const Tensor *
         }
 }
 
-static void op_case_run(const OpTest *t) {
+void op_case_run(const OpTest *t) {
     StFile f;
     REQUIRE_OK(st_open(&f, GOLDEN_PATH));
     Arena a, scratch;
@@ -431,7 +159,7 @@ static void op_case_run(const OpTest *t) {
     if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
     ctx.backend = OPS_CPU;
     CpuImpl impls[] = { CPU_IMPL_OWN, CPU_IMPL_DNNL };
-    int is_conv = t->fwd == conv_fwd, is_gemm = t->fwd == linear_fwd || t->fwd == gemm_nt_fwd || t->fwd == gemm_tn_fwd;
+    int is_conv = t->impls == OPT_CONV, is_gemm = t->impls == OPT_GEMM;
     int nimpl = is_conv || is_gemm ? 1 + HAVE_DNNL : 1;
     for (int im = 0; im < nimpl; im++) {
         cpu_conv_impl = is_conv ? impls[im] : CPU_IMPL_AUTO;
@@ -461,8 +189,7 @@ static void op_case_run(const OpTest *t) {
 }
 
 // ---- the CUDA column ------------------------------------------------------------------------------
-// A host tensor on the GPU in dtype dt (float tensors converted there; I32 as is).
-static Tensor to_gpu(OpCtx *g, Arena *dev, const Tensor *h, cx_dtype dt) {
+Tensor to_gpu(OpCtx *g, Arena *dev, const Tensor *h, cx_dtype dt) {
     if (!h->data) return (Tensor){ 0 };
     Tensor up = tensor_new(dev, h->dtype, h->ndim, h->shape);
     tensor_upload(&up, h);
@@ -472,8 +199,7 @@ static Tensor to_gpu(OpCtx *g, Arena *dev, const Tensor *h, cx_dtype dt) {
     return t;
 }
 
-// A GPU tensor back on the host as float32 (I32 as is).
-static Tensor from_gpu(OpCtx *g, Arena *dev, Arena *host, const Tensor *d) {
+Tensor from_gpu(OpCtx *g, Arena *dev, Arena *host, const Tensor *d) {
     Tensor f = *d;
     if (d->dtype != DT_F32 && d->dtype != DT_I32) {
         f = tensor_new(dev, DT_F32, d->ndim, d->shape);
@@ -515,7 +241,7 @@ static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const C
     }
 }
 
-static void op_case_run_cuda(const OpTest *t) {
+void op_case_run_cuda(const OpTest *t) {
     OpCtx *g = test_cuda();
     if (!g) { test_skip("%s", test_no_gpu()); return; }
     StFile f;
@@ -531,7 +257,7 @@ static void op_case_run_cuda(const OpTest *t) {
     t->fwd(&ref, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ref, t, r.din, r.dout, r.out, r.in);
     // convolutions run both implementations: cuDNN (with its direct fallback) and the direct kernels
-    const int nimpl = t->fwd == conv_fwd ? 2 : 1;
+    const int nimpl = t->impls == OPT_CONV ? 2 : 1;
     for (int run = 0; run < 2 * nimpl; run++) {
         int pass = run % 2;
         if (pass == 1 && t->no_bf16) continue;
@@ -576,150 +302,66 @@ static void op_case_run_cuda(const OpTest *t) {
     st_close(&f);
 }
 
-// One entry = two tests: op_<case> (CPU) and op_<case>_cuda (the CUDA column).
-#define OPCASE(id, ...) \
-    static const OpTest opcase_##id = { .name = #id, __VA_ARGS__ }; \
-    TEST(op_##id) { op_case_run(&opcase_##id); } \
-    TEST(op_##id##_cuda) { op_case_run_cuda(&opcase_##id); }
-
-// Tolerance sets (g64, fd, fast, g32, b16). float64 vs PyTorch float64 differs
-// only by summation order (~1e-15); 1e-12 leaves room for long sums without
-// hiding a wrong index. Finite differences with h = 1e-5 are good to ~1e-9; 1e-6
-// allows for curvature. float32 fast vs float32 reference (double sums) and vs
-// the float64 golden: sgemm/vector float sums over at most a few hundred terms;
-// the GPU's float32 column is held to the same. bf16 keeps 8 significant bits
-// (rounding 2^-9 ≈ 2e-3 per value): an element-wise op rounds its input and its
-// output; a GEMM or a norm sums many rounded products, and a norm's backward
-// subtracts nearly equal means.
-#define TOL_GEMM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5, .b16 = 2e-2
-#define TOL_ELEM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-6, .g32 = 1e-6, .b16 = 1e-2
-#define TOL_NORM .g64 = 1e-12, .fd = 1e-6, .fast = 1e-5, .g32 = 1e-5, .b16 = 3e-2
-// conv weights and bias (inputs 1, 2) are float32 master parameters under bf16
-#define CONV(s_, p_, d_, g_) .fwd = conv_fwd, .bwd = conv_bwd, .conv = { .stride = s_, .pad = p_, .dil = d_, .groups = g_ }, \
-    .f32_in = 6
-
-OPCASE(conv_k3_7x5_c3, CONV(1, 1, 1, 1), TOL_GEMM)
-OPCASE(conv_k1_7x5, CONV(1, 0, 1, 1), TOL_GEMM)
-OPCASE(conv_k1_s2_nobias, CONV(2, 0, 1, 1), TOL_GEMM)
-OPCASE(conv_k3_s2_b1, CONV(2, 1, 1, 1), TOL_GEMM)
-OPCASE(conv_k5_s2_g2, CONV(2, 2, 1, 2), TOL_GEMM)
-OPCASE(conv_k7_p3, CONV(1, 3, 1, 1), TOL_GEMM)
-OPCASE(conv_k3_d8_6x6, CONV(1, 8, 8, 1), TOL_GEMM)
-OPCASE(conv_k3_d2, CONV(1, 2, 2, 1), TOL_GEMM)
-OPCASE(conv_k3_d4_g3, CONV(1, 4, 4, 3), TOL_GEMM)
-OPCASE(dwconv_k3, CONV(1, 1, 1, 5), TOL_GEMM)
-OPCASE(dwconv_k5_s2, CONV(2, 2, 1, 6), TOL_GEMM)
-OPCASE(dwconv_k7, CONV(1, 3, 1, 8), TOL_GEMM)
-OPCASE(dwconv_k9_nobias, CONV(1, 4, 1, 3), TOL_GEMM)
-OPCASE(dwconv_k3_d2_c70, CONV(1, 2, 2, 70), TOL_GEMM)
-OPCASE(linear_rows, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM, .f32_in = 6)
-OPCASE(linear_nobias, .fwd = linear_fwd, .bwd = linear_bwd, TOL_GEMM, .f32_in = 6)
-OPCASE(gemm_nt, .fwd = gemm_nt_fwd, .bwd = gemm_nt_bwd, .f = { 0.7 }, TOL_GEMM)
-OPCASE(gemm_tn_beta, .fwd = gemm_tn_fwd, .bwd = gemm_tn_bwd, .f = { 1.3, 0.5 }, TOL_GEMM)
-// BatchNorm: gamma, beta and the running statistics stay float32 (inputs 1-4, outputs 1-2)
-#define BN_F32 .f32_in = 0x1e, .f32_out = 6
-OPCASE(bn_train, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
-OPCASE(bn_train_b1, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
-OPCASE(bn_eval, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
-// channels a multiple of 8: the GPU's 16-byte vector path (norm.cu)
-OPCASE(bn_train_c16, .fwd = bn_fwd, .bwd = bn_bwd, .k = 1, TOL_NORM, BN_F32)
-OPCASE(bn_eval_c8, .fwd = bn_fwd, .bwd = bn_bwd, .k = 0, TOL_NORM, BN_F32)
-// BatchNorm then ReLU in one op (ops.h batchnorm_relu_*): scalar and vector paths
-OPCASE(bn_relu_train, .fwd = bn_relu_fwd, .bwd = bn_relu_bwd, .k = 1, TOL_NORM, BN_F32)
-OPCASE(bn_relu_train_c16, .fwd = bn_relu_fwd, .bwd = bn_relu_bwd, .k = 1, TOL_NORM, BN_F32)
-OPCASE(bn_relu_eval_c8, .fwd = bn_relu_fwd, .bwd = bn_relu_bwd, .k = 0, TOL_NORM, BN_F32)
-OPCASE(ln, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 }, TOL_NORM, .f32_in = 6)
-OPCASE(ln_c80, .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-5 }, TOL_NORM, .f32_in = 6)
-OPCASE(gelu, .fwd = gelu_fwd, .bwd = gelu_bwd, TOL_ELEM)
-OPCASE(relu, .fwd = relu_fwd, .bwd = relu_bwd, TOL_ELEM)
-OPCASE(sigmoid, .fwd = sigmoid_fwd, .bwd = sigmoid_bwd, TOL_ELEM)
-OPCASE(softplus, .fwd = softplus_fwd, .bwd = softplus_bwd, TOL_ELEM)
-OPCASE(clamp, .fwd = clamp_fwd, .bwd = clamp_bwd, .f = { -0.5, 0.8 }, TOL_ELEM)
-OPCASE(clamp_bounds, .fwd = clamp_fwd, .bwd = clamp_bwd, .f = { -0.5, 0.8 }, TOL_ELEM, .no_fd = 1)
-OPCASE(add, .fwd = add_fwd, .bwd = add_bwd, TOL_ELEM)
-OPCASE(axpy, .fwd = axpy_fwd, .bwd = axpy_bwd, .f = { 0.3 }, TOL_ELEM)
-OPCASE(scale, .fwd = scale_fwd, .bwd = scale_bwd, .f = { 1.7 }, TOL_ELEM)
-OPCASE(mul_c, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM, .f32_in = 2)
-OPCASE(mul_nc, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
-OPCASE(mul_pix, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
-OPCASE(mul_elem, .fwd = mul_fwd, .bwd = mul_bwd, TOL_ELEM)
-OPCASE(mul_head, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM, .f32_in = 2)
-OPCASE(rows_add_bcast, .fwd = addb_fwd, .bwd = addb_bwd, TOL_NORM)
-OPCASE(resize_scale2, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 2.0, 2.0 }, TOL_NORM)
-OPCASE(resize_scale1p5, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 1.5, 1.5 }, TOL_NORM)
-OPCASE(resize_scale0p5, .fwd = resize_fwd, .bwd = resize_bwd, .f = { 0.5, 0.5 }, TOL_NORM)
-OPCASE(resize_size_up, .fwd = resize_fwd, .bwd = resize_bwd, TOL_NORM)
-OPCASE(resize_size_down, .fwd = resize_fwd, .bwd = resize_bwd, TOL_NORM)
-OPCASE(resize_size_4x, .fwd = resize_fwd, .bwd = resize_bwd, TOL_NORM)
-OPCASE(avgpool, .fwd = avgpool_fwd, .bwd = avgpool_bwd, TOL_NORM)
-OPCASE(concat, .fwd = concat_fwd, .bwd = concat_bwd, TOL_ELEM)
-OPCASE(channels_copy_acc, .fwd = chcopy_fwd, .bwd = chcopy_bwd, TOL_ELEM)
-OPCASE(softmax_last, .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1, TOL_NORM)
-OPCASE(softmax_mid, .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1, TOL_NORM)
-OPCASE(l2norm_last, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-12 }, TOL_NORM)
-OPCASE(l2norm_mid, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-12 }, TOL_NORM)
-OPCASE(l2norm_eps, .fwd = l2norm_fwd, .bwd = l2norm_bwd, .k = 1, .f = { 1e-3 }, TOL_NORM)
-OPCASE(topk_ties, .fwd = topk_fwd, .k = 4, .ties = 1, .g64 = 0, .fast = 0, .g32 = 0, .no_bf16 = 1)
-OPCASE(topk_k1, .fwd = topk_fwd, .k = 1, .g64 = 0, .fast = 0, .g32 = 1e-7, .no_bf16 = 1)
-OPCASE(maxnorm, .fwd = maxnorm_fwd, .bwd = maxnorm_bwd, TOL_NORM, .no_fd = 1)   // the tied maximum is a kink
-OPCASE(rows_gather, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
-OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
-OPCASE(rows_scatter_add_now, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
+// ---- the registry -----------------------------------------------------------------------------
+// Every entry, registered before main as the runner registers tests.
+#define MAX_ROWS 256
+static const OpTest *op_rows[MAX_ROWS];
+static int n_op_rows;
+void op_row_register(const OpTest *t) {
+    CX_ASSERT(n_op_rows < MAX_ROWS, "the op table has more than %d entries: raise MAX_ROWS", MAX_ROWS);
+    op_rows[n_op_rows++] = t;
+}
 
 // Every case in the golden file has an entry above (and vice versa through REQUIRE).
 TEST(op_table_covers_goldens) {
     StFile f;
     REQUIRE_OK(st_open(&f, GOLDEN_PATH));
-    const OpTest *all[] = {
-        &opcase_conv_k3_7x5_c3, &opcase_conv_k1_7x5, &opcase_conv_k1_s2_nobias, &opcase_conv_k3_s2_b1,
-        &opcase_conv_k5_s2_g2, &opcase_conv_k7_p3, &opcase_conv_k3_d8_6x6, &opcase_conv_k3_d2, &opcase_conv_k3_d4_g3,
-        &opcase_dwconv_k3, &opcase_dwconv_k5_s2, &opcase_dwconv_k7, &opcase_dwconv_k9_nobias, &opcase_dwconv_k3_d2_c70,
-        &opcase_linear_rows, &opcase_linear_nobias, &opcase_gemm_nt, &opcase_gemm_tn_beta, &opcase_bn_train,
-        &opcase_bn_train_b1, &opcase_bn_eval, &opcase_bn_train_c16, &opcase_bn_eval_c8, &opcase_ln, &opcase_ln_c80, &opcase_gelu, &opcase_relu, &opcase_sigmoid,
-        &opcase_softplus, &opcase_clamp, &opcase_clamp_bounds, &opcase_add, &opcase_axpy, &opcase_scale,
-        &opcase_mul_c, &opcase_mul_nc, &opcase_mul_pix, &opcase_mul_elem, &opcase_mul_head, &opcase_rows_add_bcast,
-        &opcase_resize_scale2,
-        &opcase_resize_scale1p5, &opcase_resize_scale0p5, &opcase_resize_size_up, &opcase_resize_size_down,
-        &opcase_resize_size_4x, &opcase_avgpool, &opcase_concat, &opcase_channels_copy_acc, &opcase_softmax_last,
-        &opcase_softmax_mid, &opcase_l2norm_last, &opcase_l2norm_mid, &opcase_l2norm_eps, &opcase_topk_ties,
-        &opcase_topk_k1, &opcase_maxnorm, &opcase_rows_gather,
-        &opcase_rows_scatter_add, &opcase_rows_scatter_add_now, &opcase_bn_relu_train, &opcase_bn_relu_train_c16,
-        &opcase_bn_relu_eval_c8,
-    };
-    int n = (int)(sizeof all / sizeof all[0]);
     for (int i = 0; i < f.n; i++) {
         const char *nm = f.entries[i].name, *dot = strrchr(nm, '.');
         if (!dot || strncmp(dot, ".in0", 5)) continue;
         int found = 0;
-        for (int j = 0; j < n && !found; j++)
-            found = strlen(all[j]->name) == (size_t)(dot - nm) && !strncmp(all[j]->name, nm, (size_t)(dot - nm));
+        for (int j = 0; j < n_op_rows && !found; j++)
+            found = strlen(op_rows[j]->name) == (size_t)(dot - nm) && !strncmp(op_rows[j]->name, nm, (size_t)(dot - nm));
         CHECKF(found, "golden case %.*s has no table entry", (int)(dot - nm), nm);
     }
     st_close(&f);
 }
 
-// ops.h's tie rule, stated directly: equal values keep ascending index order.
-TEST(op_topk_tie_order) {
-    Arena a;
-    arena_init(&a, "test", 1 << 12);
-    OpCtx ctx = { .scratch = &a };
-    double v[2][6] = { { 2, 2, 2, 2, 2, 2 }, { 1, 3, 0, 3, 2, 3 } };
-    int32_t want[2][4] = { { 0, 1, 2, 3 }, { 1, 3, 5, 4 } };
-    for (int fr = 0; fr < 2; fr++) {
-        ctx.backend = fr ? OPS_REF : OPS_CPU;
-        Tensor x = tensor_new(&a, DT_F32, 2, (int64_t[]){ 2, 6 }), idx = tensor_new(&a, DT_I32, 2, (int64_t[]){ 2, 4 });
-        Tensor val = tensor_new(&a, DT_F32, 2, (int64_t[]){ 2, 4 });
-        for (int i = 0; i < 12; i++) tensor_set(&x, i, v[i / 6][i % 6]);
-        topk_rows(&ctx, &idx, &val, &x, 4);
-        for (int i = 0; i < 8; i++) CHECKF(tensor_i32(&idx)[i] == want[i / 4][i % 4], "idx[%d] = %d", i, tensor_i32(&idx)[i]);
+// Every op of ops_list.h runs in some entry: each entry's forward and backward run
+// once on the CPU backend with the profiler on, which records each op called.
+TEST(op_table_covers_every_op) {
+    static const char *const ops[] = {
+#define OP(name, ...) #name,
+#include "ops/ops_list.h"
+#undef OP
+    };
+    StFile f;
+    REQUIRE_OK(st_open(&f, GOLDEN_PATH));
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    OpProfile *p = cx_calloc(1, sizeof *p);
+    OpCtx ctx = { .backend = OPS_CPU, .scratch = &scratch, .prof = p };
+    for (int r = 0; r < n_op_rows; r++) {
+        CaseData d;
+        case_setup(&d, &a, &f, op_rows[r], DT_F32);
+        op_rows[r]->fwd(&ctx, op_rows[r], d.out, d.in);
+        if (op_rows[r]->bwd && d.ngout) op_rows[r]->bwd(&ctx, op_rows[r], d.din, d.dout, d.out, d.in);
+        arena_reset(&a);
     }
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        int found = 0;
+        for (int e = 0; e < p->n && !found; e++) found = !strcmp(p->e[e].op, ops[i]);
+        CHECKF(found, "op %s: no entry of the op table runs it (add one: docs/ARCHITECTURE.md)", ops[i]);
+    }
+    free(p);
     arena_free(&a);
+    arena_free(&scratch);
+    st_close(&f);
 }
 
-// Fast vs reference (float32) on shapes large enough to take the parallel
-// paths (above the kernels' 32768-element threshold) and, for conv, several
-// im2col chunks (KC = 2304 gives 1820-row chunks over 2304 output rows).
-static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nout, Tensor *out_shapes, double tol) {
+// ---- fast vs reference on large shapes (test_ops_rows.c calls it) ---------------------------------
+void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nout, Tensor *out_shapes, double tol) {
     Arena a, scratch;
     arena_init(&a, "test", 1 << 24);
     arena_init(&scratch, "scratch", 1 << 24);
@@ -773,227 +415,3 @@ static void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nou
     arena_free(&scratch);
 }
 
-#define SH(...) ((Tensor){ .ndim = (int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), .shape = { __VA_ARGS__ } })
-
-TEST(op_fast_big_conv) {
-    OpTest c = { CONV(1, 1, 1, 1) };
-    for (int im = CPU_IMPL_OWN; im <= (HAVE_DNNL ? CPU_IMPL_DNNL : CPU_IMPL_OWN); im++) {
-        cpu_conv_impl = (CpuImpl)im;
-        fast_vs_ref_big(&c, 3, (Tensor[]){ SH(1, 48, 48, 256), SH(8, 256, 3, 3), SH(8) }, 1,
-                        (Tensor[]){ SH(1, 48, 48, 8) }, 1e-5);
-    }
-    cpu_conv_impl = CPU_IMPL_AUTO;
-    OpTest dw = { CONV(2, 3, 1, 96) };
-    fast_vs_ref_big(&dw, 3, (Tensor[]){ SH(2, 33, 31, 96), SH(96, 1, 7, 7), SH(96) }, 1, (Tensor[]){ SH(2, 17, 16, 96) }, 1e-5);
-    // Stride 1 takes dwconv.c's register-blocked rows: 40 channels are two
-    // vectors and a tail of 8; rows of 29 have blocks, a remainder and borders.
-    OpTest dw5 = { CONV(1, 2, 1, 40) };
-    fast_vs_ref_big(&dw5, 3, (Tensor[]){ SH(2, 23, 29, 40), SH(40, 1, 5, 5), SH(40) }, 1, (Tensor[]){ SH(2, 23, 29, 40) }, 1e-5);
-    OpTest dw9 = { CONV(1, 8, 2, 48) };
-    fast_vs_ref_big(&dw9, 3, (Tensor[]){ SH(1, 37, 41, 48), SH(48, 1, 9, 9), SH(48) }, 1, (Tensor[]){ SH(1, 37, 41, 48) }, 1e-5);
-    OpTest lin = { .fwd = linear_fwd, .bwd = linear_bwd };
-    fast_vs_ref_big(&lin, 3, (Tensor[]){ SH(1, 40, 40, 48), SH(72, 48), SH(72) }, 1, (Tensor[]){ SH(1, 40, 40, 72) }, 1e-5);
-}
-
-// ops.h's contract: conv2d_backward ADDS into dx, dw and db. Running it twice
-// into the same buffers must give twice one run, for every implementation
-// (oneDNN's sum post-ops and scratch-then-add paths, im2col's beta = 1).
-TEST(op_conv_backward_accumulates) {
-    Arena a, scratch;
-    arena_init(&a, "test", 1 << 22);
-    arena_init(&scratch, "scratch", 1 << 22);
-    OpCtx ctx = { .scratch = &scratch };
-    Rng rng = rng_init(5);
-    // dense 3×3, strided grouped 5×5, 1×1, depthwise 3×3 (16 channels: one vector)
-    ConvArgs args[4] = { { 1, 1, 1, 1 }, { 2, 2, 1, 2 }, { 1, 0, 1, 1 }, { 1, 1, 1, 16 } };
-    int ks[4] = { 3, 5, 1, 3 };
-    for (int im = CPU_IMPL_OWN; im <= (HAVE_DNNL ? CPU_IMPL_DNNL : CPU_IMPL_OWN); im++)
-        for (int s = 0; s < 4; s++) {
-            cpu_conv_impl = (CpuImpl)im;
-            ArenaMark m = arena_mark(&a);
-            ConvArgs ca = args[s];
-            int64_t H = 11, C = s == 3 ? 16 : 8, K = s == 3 ? 16 : 12, k = ks[s], Ho = conv2d_out_size(H, (int)k, ca);
-            Tensor x = tensor_new(&a, DT_F32, 4, (int64_t[]){ 2, H, H, C });
-            Tensor w = tensor_new(&a, DT_F32, 4, (int64_t[]){ K, C / ca.groups, k, k });
-            Tensor dy = tensor_new(&a, DT_F32, 4, (int64_t[]){ 2, Ho, Ho, K });
-            Tensor *all[3] = { &x, &w, &dy };
-            for (int t = 0; t < 3; t++)
-                for (int64_t j = 0; j < tensor_numel(all[t]); j++) tensor_set(all[t], j, rng_normal(&rng));
-            Tensor g1[3] = { tensor_zeros_like(&a, &x), tensor_zeros_like(&a, &w),
-                             tensor_zeros(&a, DT_F32, 1, (int64_t[]){ K }) };
-            Tensor g2[3] = { tensor_zeros_like(&a, &x), tensor_zeros_like(&a, &w),
-                             tensor_zeros(&a, DT_F32, 1, (int64_t[]){ K }) };
-            conv2d_backward(&ctx, &g1[0], &g1[1], &g1[2], &dy, &x, &w, ca);
-            conv2d_backward(&ctx, &g2[0], &g2[1], &g2[2], &dy, &x, &w, ca);
-            conv2d_backward(&ctx, &g2[0], &g2[1], &g2[2], &dy, &x, &w, ca);
-            for (int t = 0; t < 3; t++) {
-                scale_inplace(&ctx, &g1[t], 2.0);
-                check_err("conv backward twice", "grad", t, &g2[t], &g1[t], 1e-6);
-            }
-            arena_release(&a, m);
-        }
-    cpu_conv_impl = CPU_IMPL_AUTO;
-    arena_free(&a);
-    arena_free(&scratch);
-}
-
-TEST(op_fast_big_norm_eltwise) {
-    OpTest bn = { .fwd = bn_fwd, .bwd = bn_bwd, .k = 1 };
-    fast_vs_ref_big(&bn, 5, (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24), SH(24), SH(24) }, 3,
-                    (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24) }, 1e-5);
-    OpTest ln = { .fwd = ln_fwd, .bwd = ln_bwd, .f = { 1e-6 } };
-    fast_vs_ref_big(&ln, 3, (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
-    OpTest mul = { .fwd = mul_fwd, .bwd = mul_bwd };
-    fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
-    fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
-    fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 40, 40, 1) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
-    OpTest rs = { .fwd = resize_fwd, .bwd = resize_bwd };
-    fast_vs_ref_big(&rs, 1, (Tensor[]){ SH(2, 23, 21, 40) }, 1, (Tensor[]){ SH(2, 45, 50, 40) }, 1e-5);
-    OpTest sm = { .fwd = softmax_fwd, .bwd = softmax_bwd, .k = 1 };
-    fast_vs_ref_big(&sm, 1, (Tensor[]){ SH(64, 40, 24) }, 1, (Tensor[]){ SH(64, 40, 24) }, 1e-5);
-    OpTest ge = { .fwd = gelu_fwd, .bwd = gelu_bwd };
-    fast_vs_ref_big(&ge, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-6);
-    OpTest ap = { .fwd = avgpool_fwd, .bwd = avgpool_bwd };
-    fast_vs_ref_big(&ap, 1, (Tensor[]){ SH(2, 64, 64, 24) }, 1, (Tensor[]){ SH(2, 24) }, 1e-5);
-}
-
-// The ReLU decision tape (ops.h): a replaying pass follows the recording's decisions
-// (elements within rounding of 0 included), counts where its own differ, and its
-// output keeps relu_backward on the recorded elements; float64 replays a float32 tape.
-TEST(op_relu_tape_shares_decisions) {
-    Arena a, scratch;
-    arena_init(&a, "test", 1 << 20);
-    arena_init(&scratch, "scratch", 1 << 20);
-    OpCtx cpu = { .backend = OPS_CPU, .scratch = &scratch }, ref = { .backend = OPS_REF, .scratch = &scratch };
-    const float xv[6] = { 1.5f, -2.0f, 1e-9f, -1e-9f, 0.0f, 3.0f };
-    Tensor x = tensor_new(&a, DT_F32, 1, (int64_t[]){ 6 }), y = tensor_new(&a, DT_F32, 1, (int64_t[]){ 6 });
-    memcpy(x.data, xv, sizeof xv);
-    ReluTape t = { 0 };
-    cpu.relu_tape = &t;
-    relu_forward(&cpu, &y, &x);
-    relu_forward(&cpu, &y, &x);   // a second call: recorded after the first
-    CHECK(t.n == 12 && t.differed == 0);
-    // the other run's pre-activations: the two tiny values have the other sign
-    Tensor x2 = tensor_new(&a, DT_F64, 1, (int64_t[]){ 6 }), y2 = tensor_new(&a, DT_F64, 1, (int64_t[]){ 6 });
-    const double x2v[6] = { 1.5, -2.0, -1e-9, 1e-9, 0.0, 3.0 };
-    memcpy(x2.data, x2v, sizeof x2v);
-    relu_tape_rewind(&t, 1);
-    ref.relu_tape = &t;
-    relu_forward(&ref, &y2, &x2);
-    CHECKF(t.differed == 2 && t.pos == 6, "differed %lld at %lld", (long long)t.differed, (long long)t.pos);
-    const double want[6] = { 1.5, 0, 1e-30, 0, 0, 3.0 };
-    for (int i = 0; i < 6; i++) CHECKF(tensor_f64(&y2)[i] == want[i], "element %d: %g", i, tensor_f64(&y2)[i]);
-    Tensor dy = tensor_new(&a, DT_F64, 1, (int64_t[]){ 6 }), dx = tensor_zeros(&a, DT_F64, 1, (int64_t[]){ 6 });
-    for (int i = 0; i < 6; i++) tensor_f64(&dy)[i] = 1;
-    relu_backward(&ref, &dx, &dy, &y2);
-    for (int i = 0; i < 6; i++) CHECKF(tensor_f64(&dx)[i] == (want[i] > 0), "gradient %d: %g", i, tensor_f64(&dx)[i]);
-    // in place (y aliases x), as the layers call it
-    memcpy(x2.data, x2v, sizeof x2v);
-    relu_forward(&ref, &x2, &x2);
-    for (int i = 0; i < 6; i++) CHECKF(tensor_f64(&x2)[i] == want[i], "in place, element %d: %g", i, tensor_f64(&x2)[i]);
-    relu_tape_free(&t);
-    arena_free(&a);
-    arena_free(&scratch);
-}
-
-// rows_gather_sum on the CSR form of a rows_scatter_add index is rows_scatter_add,
-// term for term (same products, same order: equal bits, float64 and float32), so
-// it inherits rows_scatter_add's golden parity with torch index_add_. It is linear:
-// its finite-difference gradient is the weighted gather, checked as an adjoint
-// (<gather_sum(s), g> = <s, w·g[idx]>). The CUDA column compares with the CPU.
-static void gather_sum_case(Arena *a, Rng *r, cx_dtype dt, Tensor *src, Tensor *idx, Tensor *w, Tensor *ptr, Tensor *list,
-                            Tensor *wl, int64_t n, int64_t rows, int64_t D) {
-    *src = tensor_new(a, dt, 2, (int64_t[]){ n, D });
-    *w = tensor_new(a, dt, 1, &n);
-    *idx = tensor_new(a, DT_I32, 1, &n);
-    for (int64_t i = 0; i < n * D; i++) tensor_set(src, i, 2 * rng_uniform(r) - 1);
-    for (int64_t i = 0; i < n; i++) {
-        tensor_set(w, i, rng_uniform(r));
-        tensor_i32(idx)[i] = (int32_t)rng_below(r, (uint64_t)(rows - 1));   // the last row is never named
-    }
-    *ptr = tensor_zeros(a, DT_I32, 1, (int64_t[]){ rows + 1 });
-    *list = tensor_new(a, DT_I32, 1, &n);
-    int32_t *pp = tensor_i32(ptr), *fill_at = arena_alloc(a, sizeof(int32_t) * (size_t)rows);
-    for (int64_t i = 0; i < n; i++) pp[tensor_i32(idx)[i] + 1]++;
-    for (int64_t q = 0; q < rows; q++) pp[q + 1] += pp[q];
-    memcpy(fill_at, pp, sizeof(int32_t) * (size_t)rows);
-    for (int64_t i = 0; i < n; i++) tensor_i32(list)[fill_at[tensor_i32(idx)[i]]++] = (int32_t)i;
-    *wl = tensor_like(a, w);   // the weights in list order
-    for (int64_t j = 0; j < n; j++) tensor_set(wl, j, tensor_get(w, tensor_i32(list)[j]));
-}
-
-TEST(op_rows_gather_sum_equals_scatter_add) {
-    Arena a, scratch;
-    arena_init(&a, "test", 1 << 20);
-    arena_init(&scratch, "scratch", 1 << 20);
-    const int64_t n = 300, rows = 37, D = 5;
-    for (int pass = 0; pass < 3; pass++) {   // reference f64, reference f32, the CPU backend
-        cx_dtype dt = pass == 0 ? DT_F64 : DT_F32;
-        OpCtx c = { .backend = pass == 2 ? OPS_CPU : OPS_REF, .scratch = &scratch };
-        Rng r = rng_init(17);
-        Tensor src, idx, w, ptr, list, wl;
-        gather_sum_case(&a, &r, dt, &src, &idx, &w, &ptr, &list, &wl, n, rows, D);
-        Tensor base = tensor_new(&a, dt, 2, (int64_t[]){ rows, D }), y1 = tensor_like(&a, &base), y2 = tensor_like(&a, &base);
-        for (int64_t i = 0; i < rows * D; i++) tensor_set(&base, i, rng_uniform(&r));
-        for (int wt = 0; wt < 2; wt++) {
-            tensor_copy(&y1, &base);
-            tensor_copy(&y2, &base);
-            rows_scatter_add(&c, &y1, &src, &idx, wt ? &w : NULL);
-            rows_gather_sum(&c, &y2, &src, &ptr, &list, wt ? &wl : NULL);
-            CHECKF(!memcmp(y1.data, y2.data, (size_t)(rows * D) * dtype_size(dt)), "pass %d weights %d: not bit-equal (%.3g)",
-                   pass, wt, test_rel_err(&y2, &y1, 0));
-        }
-        if (pass == 0) {   // the adjoint: d<gather_sum(src), g>/dsrc[i] = w_i·g[idx_i]
-            Tensor g = tensor_like(&a, &base), dsrc = tensor_zeros_like(&a, &src), out = tensor_zeros_like(&a, &base);
-            for (int64_t i = 0; i < rows * D; i++) tensor_set(&g, i, rng_uniform(&r) - 0.5);
-            rows_scatter_add_backward(&c, &dsrc, NULL, &g, NULL, &idx, &w);
-            const double h = 1e-6;
-            for (int s = 0; s < 20; s++) {
-                int64_t j = (int64_t)rng_below(&r, (uint64_t)(n * D));
-                double x0 = tensor_get(&src, j), L[2];
-                for (int sgn = 0; sgn < 2; sgn++) {
-                    tensor_set(&src, j, x0 + (sgn ? -h : h));
-                    tensor_zero(&out);
-                    rows_gather_sum(&c, &out, &src, &ptr, &list, &wl);
-                    L[sgn] = 0;
-                    for (int64_t i = 0; i < rows * D; i++) L[sgn] += tensor_get(&out, i) * tensor_get(&g, i);
-                }
-                tensor_set(&src, j, x0);
-                CHECK_NEAR((L[0] - L[1]) / (2 * h), tensor_get(&dsrc, j), 1e-8);
-            }
-        }
-    }
-    arena_free(&a);
-    arena_free(&scratch);
-}
-
-TEST(op_rows_gather_sum_cuda) {
-    OpCtx *g = test_cuda();
-    if (!g) { test_skip("%s", test_no_gpu()); return; }
-    Arena a, scratch, dev;
-    arena_init(&a, "test", 1 << 20);
-    arena_init(&scratch, "scratch", 1 << 20);
-    arena_init_on(&dev, "gpu test", 1 << 20, DEV_CUDA);
-    OpCtx c = { .backend = OPS_CPU, .scratch = &scratch };
-    Rng r = rng_init(19);
-    Tensor src, idx, w, ptr, list, wl;
-    const int64_t n = 5000, rows = 700, D = 24;
-    gather_sum_case(&a, &r, DT_F32, &src, &idx, &w, &ptr, &list, &wl, n, rows, D);
-    Tensor y = tensor_zeros(&a, DT_F32, 2, (int64_t[]){ rows, D });
-    rows_gather_sum(&c, &y, &src, &ptr, &list, &wl);
-    for (int act = 0; act < 2; act++) {   // float32, then bf16 src and dst (weights float32)
-        cx_dtype dt = act ? DT_BF16 : DT_F32;
-        Tensor ds = to_gpu(g, &dev, &src, dt), dw = to_gpu(g, &dev, &wl, DT_F32), dp = to_gpu(g, &dev, &ptr, DT_I32),
-               dl = to_gpu(g, &dev, &list, DT_I32), dy = tensor_new(&dev, dt, 2, (int64_t[]){ rows, D });
-        fill(g, &dy, 0);
-        rows_gather_sum(g, &dy, &ds, &dp, &dl, &dw);
-        Tensor h = from_gpu(g, &dev, &a, &dy);
-        double e = test_rel_err(&h, &y, 0);
-        printf("    cuda %s vs cpu f32: rel err %.3g\n", act ? "bf16" : "f32", e);
-        CHECKF(e < (act ? 3e-2 : 1e-6), "cuda %s: %.3g", act ? "bf16" : "f32", e);
-        arena_reset(&dev);
-    }
-    arena_free(&dev);
-    arena_free(&a);
-    arena_free(&scratch);
-}

@@ -41,12 +41,13 @@ def nhwc(x):
     return x.permute(0, 2, 3, 1)
 
 
-def case(name, inputs, diff, fn, ngout=None):
-    """fn(*inputs) -> list of outputs; the first ngout get a dout and a gradient."""
+def case(name, inputs, diff, fn, ngout=None, douts=None):
+    """fn(*inputs) -> list of outputs; the first ngout get a dout (random, or the given
+    douts: an op whose backward is the gradient of a fixed sum) and a gradient."""
     ins = [t.clone().requires_grad_(d) for t, d in zip(inputs, diff)]
     outs = fn(*ins)
     ngout = len(outs) if ngout is None else ngouts_check(ngout, outs)
-    douts = [rnd(*o.shape) for o in outs[:ngout]]
+    douts = [rnd(*o.shape) for o in outs[:ngout]] if douts is None else douts
     loss = sum((o * d).sum() for o, d in zip(outs[:ngout], douts))
     grads = torch.autograd.grad(loss, [i for i, d in zip(ins, diff) if d], allow_unused=True) if any(diff) else []
     gi = iter(grads)
@@ -232,6 +233,113 @@ case("bn_relu_train", bn_relu_in(2, 7, 5, 3), [True, True, True, False, False], 
 case("bn_relu_train_c16", bn_relu_in(2, 5, 3, 16), [True, True, True, False, False], bn_relu_train, ngout=1)
 case("bn_relu_eval_c8", bn_relu_in(3, 2, 5, 8), [True, True, True, False, False],
      lambda x, g, b, rm, rv: [F.relu(nhwc(F.batch_norm(nchw(x), rm, rv, g, b, False, 0.1, 1e-5)))])
+
+
+# ---- the entry points once tested outside the table -------------------------------------------------
+# (appended last: the random stream of every case above stays as it was)
+# fill over an old content; copy (its backward: the output gradient copied back and added)
+case("fill", [rnd(2, 7, 5, 3)], [False], lambda x: [torch.full_like(x, -1.75)], ngout=0)
+case("copy", [rnd(2, 7, 5, 3)], [True], lambda x: [x.clone()])
+# rows_sum: b (the trailing axes) + the sum over rows of y (R, ...), rows_add_bcast's adjoint
+case("rows_sum", [rnd(3, 4, 5, 2), rnd(4, 5, 2)], [True, True], lambda y, b: [b + y.sum(0)])
+
+# rows_gather_sum: dst (rows, ...) + for each row r, Σ over list entries j of row r of w[j] · src[list[j]].
+# Inputs: dst, src, ptr, list, w (in list order), and the row of each list entry (the test's backward
+# scatters with it). Row 4 is named by no entry.
+gs_idx = [3, 0, 3, 1, 0, 3, 2]   # the destination row of each src row
+gs_list = sorted(range(len(gs_idx)), key=lambda i: (gs_idx[i], i))
+gs_ptr = [sum(1 for r in gs_idx if r < q) for q in range(6)]
+gs_row = [gs_idx[i] for i in gs_list]
+case("rows_gather_sum", [rnd(5, 2, 3), rnd(7, 2, 3), torch.tensor(gs_ptr, dtype=torch.int32),
+                         torch.tensor(gs_list, dtype=torch.int32), rnd(7), torch.tensor(gs_row, dtype=torch.int32)],
+     [True, True, False, False, True, False],
+     lambda d, s, p, l, w, r: [d.index_add(0, r.long(), w[:, None, None] * s[l.long()])])
+
+
+# cod_loss: the twin's CamoXpertLoss (tools/camoxpert_twin.py) on (N,H,W,1) maps, which are NCHW
+# with C = 1 as they lie in memory. The op's gradient is that of the weighted sum
+# (train/loss.c's default weights), refinement counted once: those are the douts.
+def cod_loss(pred, fg, search, unc, refine0, d0, d1, d2, mask, m0, m1, m2):
+    import camoxpert_twin
+    c = lambda t: t.permute(0, 3, 1, 2)  # noqa: E731
+    o = dict(pred=c(pred), fg_map=c(fg), search_map=c(search), uncertainty=c(unc), refine0=c(refine0),
+             deep=[c(d0), c(d1), c(d2)], routes=[])
+    _, T = camoxpert_twin.loss_terms(o, c(mask))
+    names = ("bce", "iou", "edge", "boundary", "uncertainty", "reverse_attention", "search", "deep", "refinement")
+    return [torch.stack([T[k] for k in names])]
+
+
+N, H, W = 2, 8, 6
+yy, xx = torch.meshgrid(torch.arange(H, dtype=D), torch.arange(W, dtype=D), indexing="ij")
+cl_mask = ((yy - 3.5) ** 2 + (xx - 2) ** 2 < 7).to(D).expand(N, H, W).clone().unsqueeze(-1)
+cl_mask[1] = cl_mask[1].flip(0)
+cl_deep = [(2, 3), (4, 3), (4, 6)]
+cl_in = [rnd(N, H, W, 1, scale=3), uni(0.05, 0.95, N, H, W, 1), uni(0.05, 0.95, N, H, W, 1), uni(0.05, 2.0, N, H, W, 1),
+         rnd(N, H, W, 1, scale=3)] + [rnd(N, h, w, 1, scale=3) for h, w in cl_deep] + [cl_mask] + \
+    [F.interpolate(cl_mask.permute(0, 3, 1, 2), size=hw, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+     for hw in cl_deep]
+# logits outside the ±15 clamp, where the gradient is zero: refine0's and a deep map's. (pred stays
+# inside: the kernels leave the boundary term's gradient ungated by the clamp, the twin gates it;
+# the model clamps pred before the loss, so the two never meet there.)
+cl_in[4].view(-1)[4] = 20.0
+cl_in[5].view(-1)[3] = -21.0
+case("cod_loss", cl_in, [True] * 8 + [False] * 4, cod_loss,
+     douts=[torch.tensor([2.0, 1.5, 1.0, 1.5, 0.3, 0.8, 0.5, 0.4, 1.0], dtype=D)])
+
+
+# adamw_update: torch.optim.AdamW (single-tensor path) on a table of two segments: elements [0, 12)
+# with weight decay, [12, 30) without (tests/test_ops.c's segments), at step t with the moments
+# given (float32 values: the op keeps them in float32) and the gradient scaled by gscale.
+def adamw(lr, wd, t, gscale):
+    def fn(p, m, v, g, *gs):
+        p, m, v, g = (a.detach().clone().flatten() for a in (p, m, v, g))
+        p0, p1 = p[:12].clone(), p[12:].clone()
+        opt = torch.optim.AdamW([{"params": [p0], "weight_decay": wd}, {"params": [p1], "weight_decay": 0.0}],
+                                lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+        for q, sl in ((p0, slice(0, 12)), (p1, slice(12, 30))):
+            q.grad = g[sl] * (gscale if gs else 1.0)
+            opt.state[q] = {"step": torch.tensor(float(t - 1)), "exp_avg": m[sl].clone(), "exp_avg_sq": v[sl].clone()}
+        opt.step()
+        m2 = torch.cat([opt.state[q]["exp_avg"] for q in (p0, p1)])
+        v2 = torch.cat([opt.state[q]["exp_avg_sq"] for q in (p0, p1)])
+        return [torch.cat([p0, p1]).view(5, 6), m2.view(5, 6), v2.view(5, 6)]
+    return fn
+
+
+f32v = lambda t: t.float().double()  # noqa: E731
+case("adamw_update", [rnd(5, 6), f32v(rnd(5, 6, scale=0.1)), f32v(uni(0, 0.02, 5, 6)), rnd(5, 6),
+                      torch.tensor([0.8], dtype=D)], [False] * 5, adamw(1e-2, 0.05, 3, 0.8), ngout=0)
+case("adamw_update_first", [rnd(5, 6), torch.zeros(5, 6, dtype=D), torch.zeros(5, 6, dtype=D), rnd(5, 6)],
+     [False] * 4, adamw(1e-2, 0.05, 1, None), ngout=0)
+
+
+# grad_norm_clip: the norm over two segments, [0, 10) and [14, 28) (the test's), of x (4, 7) as
+# torch.nn.utils.clip_grad_norm_ computes it, and its clipping factor min(max_norm / (norm + 1e-6), 1)
+def grad_norm(max_norm):
+    def fn(x):
+        ps = [torch.zeros(n, dtype=D) for n in (10, 14)]
+        for q, g in zip(ps, (x.flatten()[0:10], x.flatten()[14:28])):
+            q.grad = g.detach().clone()
+        norm = torch.nn.utils.clip_grad_norm_(ps, max_norm)
+        return [torch.stack([norm ** 2, norm, torch.clamp(max_norm / (norm + 1e-6), max=1.0)])]
+    return fn
+
+
+case("grad_norm_clip", [rnd(4, 7)], [False], grad_norm(1.0), ngout=0)
+case("grad_norm_clip_under", [rnd(4, 7)], [False], grad_norm(100.0), ngout=0)
+
+
+# ema_blend: shadow (3, 8) and x over three segments (the test's): [0, 10) decay 0.9, [10, 16) copied,
+# [18, 24) decay 0.5; elements 16 and 17 untouched. timm's ModelEmaV2 update, decay·e + (1 − decay)·m.
+def ema(e, x):
+    e, x = e.detach().clone().flatten(), x.detach().flatten()
+    e[0:10] = 0.9 * e[0:10] + (1.0 - 0.9) * x[0:10]
+    e[10:16] = x[10:16]
+    e[18:24] = 0.5 * e[18:24] + (1.0 - 0.5) * x[18:24]
+    return [e.view(3, 8)]
+
+
+case("ema_blend", [rnd(3, 8), rnd(3, 8)], [False, False], ema, ngout=0)
 
 
 def save(path):

@@ -1,14 +1,15 @@
-// ops.c — the public op dispatcher (ops.h). Each op runs on ctx->backend:
-// OPS_REF takes the plain reference kernel of the tensors' dtype (ops/ref/),
-// OPS_CPU the fast float32 kernel (ops/cpu/), OPS_CUDA the GPU kernel
-// (ops/cuda/, when built). An op whose FAST_<op> below names its float32
-// reference has no separate fast CPU kernel: it is cheap and memory-light
-// enough that the plain loop is the fast path too (see docs/PERF.md).
+// ops.c — the public op dispatcher (ops.h). Every op of ops_list.h gets a
+// run_<op> made here from the list: it picks the table of ctx's backend
+// (OpsBackend, ops/backend.h) — on OPS_REF the reference instantiation of the
+// tensors' dtype, on OPS_CPU the fast kernels, on OPS_CUDA the GPU plug-in's —
+// calls the op's slot, and times it when ctx->prof is set. The public wrapper is
+// made from the list too (GEN), after the op's pre_<op> below (PRE: argument
+// checks, FLOP counting, the profile's variant), or written here (OWN: the ReLU
+// tape, batchnorm_relu's reference composition, conv2d_backward's split timing).
 #include "ops.h"
+#include "backend.h"
 #include <stdlib.h>
 #include <string.h>
-#include "ref/ref.h"
-#include "cpu/cpu.h"
 #if HAVE_CUDA
 #include "cuda/cuda.h"
 #include <dlfcn.h>
@@ -16,51 +17,8 @@
 #include <unistd.h>
 #endif
 
-#define FAST_conv2d_forward cpu_conv2d_forward
-#define FAST_conv2d_backward cpu_conv2d_backward
-#define FAST_linear_forward cpu_linear_forward
-#define FAST_linear_backward cpu_linear_backward
-#define FAST_gemm_batched cpu_gemm_batched
-#define FAST_batchnorm_forward cpu_batchnorm_forward
-#define FAST_batchnorm_backward cpu_batchnorm_backward
-#define FAST_layernorm_forward cpu_layernorm_forward
-#define FAST_layernorm_backward cpu_layernorm_backward
-#define FAST_gelu_forward cpu_gelu_forward
-#define FAST_gelu_backward cpu_gelu_backward
-#define FAST_relu_forward cpu_relu_forward
-#define FAST_relu_backward cpu_relu_backward
-#define FAST_sigmoid_forward cpu_sigmoid_forward
-#define FAST_sigmoid_backward cpu_sigmoid_backward
-#define FAST_softplus_forward cpu_softplus_forward
-#define FAST_softplus_backward cpu_softplus_backward
-#define FAST_clamp_forward cpu_clamp_forward
-#define FAST_clamp_backward cpu_clamp_backward
-#define FAST_add_forward cpu_add_forward
-#define FAST_axpy cpu_axpy
-#define FAST_scale_inplace cpu_scale_inplace
-#define FAST_fill cpu_fill
-#define FAST_copy ref_copy_f32
-#define FAST_mul_forward cpu_mul_forward
-#define FAST_mul_backward cpu_mul_backward
-#define FAST_rows_add_bcast ref_rows_add_bcast_f32
-#define FAST_rows_sum ref_rows_sum_f32
-#define FAST_resize_bilinear_forward cpu_resize_bilinear_forward
-#define FAST_resize_bilinear_backward cpu_resize_bilinear_backward
-#define FAST_avgpool_global_forward cpu_avgpool_global_forward
-#define FAST_avgpool_global_backward cpu_avgpool_global_backward
-#define FAST_channels_copy cpu_channels_copy
-#define FAST_softmax_forward cpu_softmax_forward
-#define FAST_softmax_backward cpu_softmax_backward
-#define FAST_l2norm_forward cpu_l2norm_forward
-#define FAST_l2norm_backward cpu_l2norm_backward
-#define FAST_topk_rows ref_topk_rows_f32
-#define FAST_maxnorm_forward ref_maxnorm_forward_f32
-#define FAST_maxnorm_backward ref_maxnorm_backward_f32
-#define FAST_cod_loss ref_cod_loss_f32
-#define FAST_rows_gather ref_rows_gather_f32
-#define FAST_rows_scatter_add ref_rows_scatter_add_f32
-#define FAST_rows_scatter_add_backward ref_rows_scatter_add_backward_f32
-#define FAST_rows_gather_sum ref_rows_gather_sum_f32
+// The open GPU's kernels (one GPU per process), set by ops_cuda_open.
+static const OpsBackend *cuda_ops;
 
 #if HAVE_CUDA
 // The CUDA backend is a plug-in, build/libcamoxpert_cuda.so (ops/cuda/*.cu with
@@ -69,8 +27,10 @@
 // 160 MB resident when they were linked in). Searched: $CAMOXPERT_CUDA_PLUGIN, the
 // program's directory, ../lib beside it (the GPU bundle), then the loader's path.
 // The plug-in resolves the library's functions (arenas, errors, tensors) in the
-// program, which exports them (-rdynamic).
+// program, which exports them (-rdynamic). It exports one function, returning its
+// CudaPlugin (ops/cuda/cuda.h): the kernel table and the GPU's other entry points.
 static void *cuda_lib;
+static const CudaPlugin *cuda_plug;   // the plug-in's table, once its op list is this program's
 static char cuda_lib_err[600];
 static pthread_once_t cuda_lib_once = PTHREAD_ONCE_INIT;
 
@@ -95,32 +55,28 @@ static void cuda_lib_open(void) {
         cuda_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
         if (!cuda_lib) snprintf(cuda_lib_err, sizeof cuda_lib_err, "%s", dlerror());
     }
-    if (!cuda_lib && !cuda_lib_err[0])
-        snprintf(cuda_lib_err, sizeof cuda_lib_err, "libcamoxpert_cuda.so is not beside the program (%s)", dir);
+    if (!cuda_lib) {
+        if (!cuda_lib_err[0])
+            snprintf(cuda_lib_err, sizeof cuda_lib_err, "libcamoxpert_cuda.so is not beside the program (%s)", dir);
+        return;
+    }
+    // A plug-in of another build would call its kernels with another list's arguments: refused.
+    const CudaPlugin *(*get)(void) = (const CudaPlugin *(*)(void))dlsym(cuda_lib, "camoxpert_cuda_plugin");
+    const CudaPlugin *p = get ? get() : NULL;
+    if (p && !strcmp(p->op_list, ops_list_signature())) cuda_plug = p;
+    else snprintf(cuda_lib_err, sizeof cuda_lib_err, "%.450s is from another build (%s): rebuild with make", path,
+                  p ? "its op list differs from this program's" : "it has no camoxpert_cuda_plugin");
 }
 
-static void *cuda_plugin(void) {
+static const CudaPlugin *cuda_lib_get(void) {
     pthread_once(&cuda_lib_once, cuda_lib_open);
-    return cuda_lib;
+    return cuda_plug;
 }
-
-static void *cuda_sym(const char *name) {
-    void *h = cuda_plugin();
-    CX_ASSERT(h, "the CUDA plug-in is not loaded: %s", cuda_lib_err);
-    void *f = dlsym(h, name);
-    CX_ASSERT(f, "the CUDA plug-in has no %s: it is from another build (rebuild with make)", name);
-    return f;
-}
-
-// Each call site looks its function up once.
-#define CUDA_FN(op) ({ static __typeof__(&cuda_##op) fn_; if (!fn_) fn_ = (__typeof__(&cuda_##op))cuda_sym("cuda_" #op); fn_; })
-#define CUDA_CALL(op, ...) CUDA_FN(op)(__VA_ARGS__)
 
 void ops_cuda_set_conv_impl(int impl) {
-    if (cuda_plugin()) *(int *)cuda_sym("cuda_conv_impl") = impl;
+    if (cuda_lib_get()) *cuda_plug->conv_impl = impl;
 }
 #else
-#define CUDA_CALL(op, ...) CX_ASSERT(0, #op ": OPS_CUDA in a build without CUDA")
 void ops_cuda_set_conv_impl(int impl) { (void)impl; }
 #endif
 
@@ -174,58 +130,78 @@ static void prof_end(OpCtx *ctx, const char *op, double t0, double bytes) {
     p->pending_kind[0] = 0;
 }
 
+// Each op's name and kernel class, by op id.
+static const struct { const char *name, *cls; } op_info[OP_COUNT] = {
+#define OP(name, cls, by, wrap, ref, cpu, params, args) [OP_ID_##name] = { #name, cls },
+#include "ops_list.h"
+#undef OP
+};
+
 const char *op_profile_class(const OpProfileEntry *e) {
-    static const struct { const char *prefix, *cls; } map[] = {
-        { "linear", "GEMM" }, { "gemm", "GEMM" }, { "batchnorm", "norm" }, { "layernorm", "norm" },
-        { "l2norm", "norm" }, { "maxnorm", "norm" }, { "resize", "resize" }, { "rows_gather", "MoE dispatch" },
-        { "rows_scatter", "MoE dispatch" }, { "rows_gather_sum", "MoE dispatch" }, { "topk", "MoE dispatch" }, { "cod_loss", "loss" },
-        { "adamw", "optimizer" }, { "grad_norm", "optimizer" }, { "ema", "optimizer" },
-    };
-    if (!strncmp(e->op, "conv2d", 6)) return strncmp(e->kind, "depthwise", 9) ? "convolution" : "depthwise conv";
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strncmp(e->op, map[i].prefix, strlen(map[i].prefix))) return map[i].cls;
+    for (int i = 0; i < OP_COUNT; i++)
+        if (!strcmp(e->op, op_info[i].name)) {
+            const char *cls = op_info[i].cls;
+            if (!strcmp(cls, "convolution") && !strncmp(e->kind, "depthwise", 9)) return "depthwise conv";
+            return cls;
+        }
     return "element-wise";
 }
 
-// Runs op on ctx's backend; t is the tensor whose dtype picks the reference
-// instantiation and whose device must be the backend's. Timed when ctx->prof is set.
-#define DISPATCH(t, op, ...) do { \
-    double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
-    switch (ctx->backend) { \
-    case OPS_CUDA: \
-        CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
-        CUDA_CALL(op, __VA_ARGS__); \
-        break; \
-    case OPS_REF: \
-        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to the reference backend"); \
-        if ((t)->dtype == DT_F64) ref_##op##_f64(__VA_ARGS__); \
-        else { CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s (F32 or F64 expected)", dtype_name((t)->dtype)); \
-               ref_##op##_f32(__VA_ARGS__); } \
-        break; \
-    case OPS_CPU: \
-        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to the CPU backend"); \
-        CX_ASSERT((t)->dtype == DT_F32, #op ": dtype %s on the CPU backend (F32; F64 runs on the reference backend)", \
-                  dtype_name((t)->dtype)); \
-        FAST_##op(__VA_ARGS__); \
-        break; \
-    } \
-    if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
-    } while (0)
+int ops_backend_missing(const OpsBackend *b, char *buf, size_t n) {
+    int missing = 0;
+    size_t len = 0;
+    buf[0] = 0;
+#define OP(name, cls, by, wrap, ref, cpu, params, args) \
+    if (!b->name) { \
+        if (len < n) len += (size_t)snprintf(buf + len, n - len, "%s" #name, missing ? ", " : ""); \
+        missing++; \
+    }
+#include "ops_list.h"
+#undef OP
+    if (len >= n && n > 4) strcpy(buf + n - 4, "...");
+    return missing;
+}
 
-// An op whose every host backend runs its ops/cpu/ kernel: the optimizer's (one
-// implementation for both table dtypes, ops/cpu/optim.c) and the fused ops (their
-// reference form is the composition of the ops they fuse, done by their callers).
-#define CPU_KERNEL_DISPATCH(t, op, ...) do { \
-    double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
-    if (ctx->backend == OPS_CUDA) { \
-        CX_ASSERT((t)->device == DEV_CUDA, #op ": a host tensor given to the CUDA backend"); \
-        CUDA_CALL(op, __VA_ARGS__); \
-    } else { \
-        CX_ASSERT((t)->device == DEV_CPU, #op ": a GPU tensor given to a CPU backend"); \
-        cpu_##op(__VA_ARGS__); \
-    } \
-    if (ctx->prof) prof_end(ctx, #op, prof_t0_, PROF_BYTES(__VA_ARGS__)); \
-    } while (0)
+// The table an op runs from: ctx's backend's, and on the reference backend the
+// instantiation of t's dtype; t's device must be the backend's. cpu_both: the op's
+// CPU kernel takes either table dtype and serves the reference backend too (its
+// reference column in ops_list.h is CPU: the optimizer).
+static const OpsBackend *ops_pick(const OpCtx *ctx, const Tensor *t, const char *op, int cpu_both) {
+    switch (ctx->backend) {
+    case OPS_CUDA:
+        CX_ASSERT(t->device == DEV_CUDA, "%s: a host tensor given to the CUDA backend", op);
+        CX_ASSERT(cuda_ops, "%s: OPS_CUDA on a context that ops_cuda_open did not open", op);
+        return cuda_ops;
+    case OPS_REF:
+        CX_ASSERT(t->device == DEV_CPU, "%s: a GPU tensor given to the reference backend", op);
+        if (cpu_both) return &ops_cpu;
+        if (t->dtype == DT_F64) return &ops_ref_f64;
+        CX_ASSERT(t->dtype == DT_F32, "%s: dtype %s (F32 or F64 expected)", op, dtype_name(t->dtype));
+        return &ops_ref_f32;
+    case OPS_CPU:
+        CX_ASSERT(t->device == DEV_CPU, "%s: a GPU tensor given to the CPU backend", op);
+        CX_ASSERT(cpu_both || t->dtype == DT_F32, "%s: dtype %s on the CPU backend (F32; F64 runs on the reference backend)",
+                  op, dtype_name(t->dtype));
+        return &ops_cpu;
+    }
+    CX_ASSERT(0, "%s: unknown backend %d", op, (int)ctx->backend);
+    return NULL;
+}
+#define CPU_BOTH_REF 0
+#define CPU_BOTH_CPU 1
+#define CPU_BOTH_NONE 0
+
+// run_<op>: the op on ctx's backend, timed when ctx->prof is set.
+#define OP(name, cls, by, wrap, ref, cpu, params, args) \
+    static void run_##name params { \
+        double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
+        const OpsBackend *b_ = ops_pick(ctx, by, #name, CPU_BOTH_##ref); \
+        CX_ASSERT(b_->name, #name ": the %s backend has no kernel for it", ops_backend_name(ctx->backend)); \
+        b_->name args; \
+        if (ctx->prof) prof_end(ctx, #name, prof_t0_, PROF_BYTES args); \
+    }
+#include "ops_list.h"
+#undef OP
 
 const char *ops_backend_name(ops_backend b) {
     static const char *names[] = { "cpu", "reference", "cuda" };
@@ -234,11 +210,11 @@ const char *ops_backend_name(ops_backend b) {
 
 int ops_cuda_device_count(char *why, size_t n) {
 #if HAVE_CUDA
-    if (!cuda_plugin()) {
+    if (!cuda_lib_get()) {
         if (why) snprintf(why, n, "the CUDA plug-in could not be loaded: %s", cuda_lib_err);
         return 0;
     }
-    return CUDA_CALL(device_count, why, n);
+    return cuda_plug->device_count(why, n);
 #else
     if (why) snprintf(why, n, "this camoxpert was built without CUDA (nvcc was not found, or USE_CUDA=0)");
     return 0;
@@ -247,10 +223,16 @@ int ops_cuda_device_count(char *why, size_t n) {
 
 cx_status ops_cuda_open(OpCtx *ctx, int gpu) {
 #if HAVE_CUDA
-    if (!cuda_plugin())
+    if (!cuda_lib_get())
         return CX_FAIL(CX_ELIB, "--device cuda: the CUDA plug-in could not be loaded: %s; rebuild with make (it "
                        "writes build/libcamoxpert_cuda.so beside the program), or use --device cpu", cuda_lib_err);
-    CX_TRY(CUDA_CALL(open, &ctx->cuda, gpu));
+    char missing[1024];
+    int n = ops_backend_missing(cuda_plug->ops, missing, sizeof missing);
+    if (n)
+        return CX_FAIL(CX_ELIB, "--device cuda: the CUDA plug-in has no kernel for %d op%s: %s; each needs its cuda_<op> "
+                       "in src/ops/cuda/ (docs/ARCHITECTURE.md), or use --device cpu", n, n == 1 ? "" : "s", missing);
+    CX_TRY(cuda_plug->open(&ctx->cuda, gpu));
+    cuda_ops = cuda_plug->ops;
     ctx->backend = OPS_CUDA;
     return CX_OK;
 #else
@@ -262,14 +244,14 @@ cx_status ops_cuda_open(OpCtx *ctx, int gpu) {
 
 void ops_cuda_close(OpCtx *ctx) {
 #if HAVE_CUDA
-    if (ctx->cuda) CUDA_CALL(close, ctx->cuda);
+    if (ctx->cuda) cuda_plug->close(ctx->cuda);
 #endif
     ctx->cuda = NULL;
 }
 
 void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n) {
 #if HAVE_CUDA
-    if (ctx->cuda) { CUDA_CALL(describe, ctx->cuda, buf, n); return; }
+    if (ctx->cuda) { cuda_plug->describe(ctx->cuda, buf, n); return; }
 #endif
     (void)ctx;
     snprintf(buf, n, "no GPU");
@@ -277,7 +259,7 @@ void ops_cuda_describe(const OpCtx *ctx, char *buf, size_t n) {
 
 void ops_sync(OpCtx *ctx) {
 #if HAVE_CUDA
-    if (ctx->backend == OPS_CUDA) CUDA_CALL(sync, ctx->cuda);
+    if (ctx->backend == OPS_CUDA) cuda_plug->sync(ctx->cuda);
 #endif
     (void)ctx;
 }
@@ -285,13 +267,13 @@ void ops_sync(OpCtx *ctx) {
 void ops_graph_begin(OpCtx *ctx) {
     CX_ASSERT(ctx->backend == OPS_CUDA, "ops_graph_begin: CUDA graphs need the CUDA backend");
 #if HAVE_CUDA
-    CUDA_CALL(graph_begin, ctx->cuda);
+    cuda_plug->graph_begin(ctx->cuda);
 #endif
 }
 
 void *ops_graph_end(OpCtx *ctx, char *why, size_t n) {
 #if HAVE_CUDA
-    if (ctx->backend == OPS_CUDA) return CUDA_CALL(graph_end, ctx->cuda, why, n);
+    if (ctx->backend == OPS_CUDA) return cuda_plug->graph_end(ctx->cuda, why, n);
 #endif
     (void)ctx;
     snprintf(why, n, "no GPU");
@@ -300,7 +282,7 @@ void *ops_graph_end(OpCtx *ctx, char *why, size_t n) {
 
 void ops_graph_launch(OpCtx *ctx, void *graph) {
 #if HAVE_CUDA
-    if (ctx->backend == OPS_CUDA && graph) { CUDA_CALL(graph_launch, ctx->cuda, graph); return; }
+    if (ctx->backend == OPS_CUDA && graph) { cuda_plug->graph_launch(ctx->cuda, graph); return; }
 #endif
     (void)ctx, (void)graph;
     CX_ASSERT(0, "ops_graph_launch: no graph");
@@ -308,43 +290,43 @@ void ops_graph_launch(OpCtx *ctx, void *graph) {
 
 void ops_graph_free(OpCtx *ctx, void *graph) {
 #if HAVE_CUDA
-    if (ctx->backend == OPS_CUDA && graph) CUDA_CALL(graph_destroy, graph);
+    if (ctx->backend == OPS_CUDA && graph) cuda_plug->graph_destroy(graph);
 #endif
     (void)ctx, (void)graph;
 }
 
 #if HAVE_CUDA
 #define NCCL_PLUGIN_OR_FAIL() \
-    if (!cuda_plugin()) return CX_FAIL(CX_ELIB, "several GPUs: the CUDA plug-in could not be loaded: %s", cuda_lib_err)
+    if (!cuda_lib_get()) return CX_FAIL(CX_ELIB, "several GPUs: the CUDA plug-in could not be loaded: %s", cuda_lib_err)
 cx_status ops_nccl_version(int *version) {
     NCCL_PLUGIN_OR_FAIL();
-    return CUDA_CALL(nccl_version, version);
+    return cuda_plug->nccl_version(version);
 }
 cx_status ops_nccl_unique_id(unsigned char id[128]) {
     NCCL_PLUGIN_OR_FAIL();
-    return CUDA_CALL(nccl_unique_id, id);
+    return cuda_plug->nccl_unique_id(id);
 }
 cx_status ops_nccl_open(OpCtx *ctx, void **comm, const unsigned char id[128], int rank, int world) {
     CX_ASSERT(ctx->backend == OPS_CUDA && ctx->cuda, "ops_nccl_open: the GPU is not open");
-    return CUDA_CALL(nccl_open, ctx->cuda, comm, id, rank, world);
+    return cuda_plug->nccl_open(ctx->cuda, comm, id, rank, world);
 }
 cx_status ops_nccl_allreduce_sum(OpCtx *ctx, void **comm, Tensor *buf, double timeout_s,
                                  const volatile sig_atomic_t *stop) {
     CX_ASSERT(ctx->backend == OPS_CUDA && buf->device == DEV_CUDA && buf->dtype == DT_F32,
               "ops_nccl_allreduce_sum: a float32 GPU tensor");
-    return CUDA_CALL(nccl_allreduce_sum, ctx->cuda, comm, buf->data, tensor_numel(buf), timeout_s, stop);
+    return cuda_plug->nccl_allreduce_sum(ctx->cuda, comm, buf->data, tensor_numel(buf), timeout_s, stop);
 }
 cx_status ops_nccl_allreduce_start(OpCtx *ctx, void **comm, Tensor *buf) {
     CX_ASSERT(ctx->backend == OPS_CUDA && buf->device == DEV_CUDA && buf->dtype == DT_F32,
               "ops_nccl_allreduce_start: a float32 GPU tensor");
-    return CUDA_CALL(nccl_allreduce_start, ctx->cuda, comm, buf->data, tensor_numel(buf));
+    return cuda_plug->nccl_allreduce_start(ctx->cuda, comm, buf->data, tensor_numel(buf));
 }
 cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s, const volatile sig_atomic_t *stop) {
     CX_ASSERT(ctx->backend == OPS_CUDA, "ops_nccl_wait: the GPU is not open");
-    return CUDA_CALL(nccl_wait, ctx->cuda, comm, timeout_s, stop);
+    return cuda_plug->nccl_wait(ctx->cuda, comm, timeout_s, stop);
 }
 void ops_nccl_close(void *comm) {
-    if (comm) CUDA_CALL(nccl_close, comm, 0);
+    if (comm) cuda_plug->nccl_close(comm, 0);
 }
 #else
 static cx_status no_nccl(void) {
@@ -376,6 +358,7 @@ int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
     return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
 }
 
+// ---- pre_<op>: what a PRE op's wrapper does before the op runs ------------------------
 // Profiling: the convolution's variant and its FLOPs (ops.h).
 static void prof_conv(OpCtx *ctx, const Tensor *y, const Tensor *x, const Tensor *w, ConvArgs a, int grads) {
     OpProfile *p = ctx->prof;
@@ -393,11 +376,70 @@ static void prof_conv(OpCtx *ctx, const Tensor *y, const Tensor *x, const Tensor
     }
 }
 
-void conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+static void pre_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
     prof_conv(ctx, y, x, w, a, 1);
-    DISPATCH(x, conv2d_forward, ctx, y, x, w, b, a);
 }
+static void pre_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
+    if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)w->shape[1];
+    if (ctx->prof) ctx->prof->pending_flops = 2.0 * (double)tensor_numel(y) * (double)w->shape[1];
+}
+static void pre_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                                const Tensor *w) {
+    if (ctx->prof) ctx->prof->pending_flops = 2.0 * ((dx != NULL) + (dw != NULL)) * (double)tensor_numel(dy) * (double)w->shape[1];
+}
+static void pre_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
+    CX_ASSERT(tensor_numel(a) == tensor_numel(b) && tensor_numel(a) == tensor_numel(y), "add: sizes differ");
+}
+static void pre_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
+    CX_ASSERT(tensor_numel(x) == tensor_numel(y), "axpy: sizes differ");
+}
+static void pre_copy(OpCtx *ctx, Tensor *dst, const Tensor *src) {
+    CX_ASSERT(tensor_numel(dst) == tensor_numel(src), "copy: %lld vs %lld elements", (long long)tensor_numel(dst),
+              (long long)tensor_numel(src));
+    CX_ASSERT(dst->device == src->device, "copy: between devices (use tensor_upload/tensor_download)");
+}
+static void pre_rows_add_bcast(OpCtx *ctx, Tensor *y, const Tensor *b) {
+    CX_ASSERT(tensor_numel(b) > 0 && tensor_numel(y) % tensor_numel(b) == 0, "rows_add_bcast: %lld elements into %lld",
+              (long long)tensor_numel(b), (long long)tensor_numel(y));
+}
+static void pre_rows_sum(OpCtx *ctx, Tensor *db, const Tensor *dy) {
+    CX_ASSERT(tensor_numel(db) > 0 && tensor_numel(dy) % tensor_numel(db) == 0, "rows_sum: %lld elements into %lld",
+              (long long)tensor_numel(dy), (long long)tensor_numel(db));
+}
+static void pre_channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
+    CX_ASSERT(dst->dtype == src->dtype, "channels_copy: dtypes differ");
+}
+static void pre_topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k) {
+    CX_ASSERT(!idx || idx->dtype == DT_I32, "topk_rows: idx must be I32");
+}
+static void pre_cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in) {
+    CX_ASSERT(tensor_numel(terms) == CL_TERMS, "cod_loss: terms has %lld elements", (long long)tensor_numel(terms));
+}
+static void pre_rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
+    CX_ASSERT(idx->dtype == DT_I32 && dst->shape[0] == tensor_numel(idx), "rows_gather: idx I32 (n), dst (n, ...)");
+}
+static void pre_rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w) {
+    CX_ASSERT(idx->dtype == DT_I32 && src->shape[0] == tensor_numel(idx), "rows_scatter_add: idx I32 (n), src (n, ...)");
+}
+static void pre_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
+                                const Tensor *w) {
+    CX_ASSERT(ptr->dtype == DT_I32 && list->dtype == DT_I32 && tensor_numel(ptr) == dst->shape[0] + 1,
+              "rows_gather_sum: ptr I32 (rows+1), list I32 (n)");
+    CX_ASSERT(!w || tensor_numel(w) == tensor_numel(list), "rows_gather_sum: w must have one weight per list entry");
+    CX_ASSERT(tensor_numel(dst) / (dst->shape[0] ? dst->shape[0] : 1) == tensor_numel(src) / (src->shape[0] ? src->shape[0] : 1),
+              "rows_gather_sum: dst and src rows differ in size");
+}
+
+// ---- the public wrappers of GEN and PRE ops ---------------------------------------------
+#define WRAP_GEN(name, params, args) void name params { run_##name args; }
+#define WRAP_PRE(name, params, args) void name params { pre_##name args; run_##name args; }
+#define WRAP_OWN(name, params, args)
+#define OP(name, cls, by, wrap, ref, cpu, params, args) WRAP_##wrap(name, params, args)
+#include "ops_list.h"
+#undef OP
+
+// ---- the OWN ops' wrappers -------------------------------------------------------------
 void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                      const Tensor *w, ConvArgs a) {
     if (ctx->prof && dx && (dw || db)) {   // profiled: the input gradient and the weight gradient timed apart
@@ -410,45 +452,27 @@ void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tenso
         const size_t n = strlen(ctx->prof->pending_kind);
         snprintf(ctx->prof->pending_kind + n, sizeof ctx->prof->pending_kind - n, "%s", dx ? " dx" : " dw");
     }
-    DISPATCH(x, conv2d_backward, ctx, dx, dw, db, dy, x, w, a);
-}
-void linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b) {
-    if (ctx->macs) *ctx->macs += (double)tensor_numel(y) * (double)w->shape[1];
-    if (ctx->prof) ctx->prof->pending_flops = 2.0 * (double)tensor_numel(y) * (double)w->shape[1];
-    DISPATCH(x, linear_forward, ctx, y, x, w, b);
-}
-void linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
-                     const Tensor *w) {
-    if (ctx->prof) ctx->prof->pending_flops = 2.0 * ((dx != NULL) + (dw != NULL)) * (double)tensor_numel(dy) * (double)w->shape[1];
-    DISPATCH(x, linear_backward, ctx, dx, dw, db, dy, x, w);
+    run_conv2d_backward(ctx, dx, dw, db, dy, x, w, a);
 }
 
+// Batch counts below 1 count as 1 (GemmArgs); the kernels see them normalised.
 void gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g) {
     GemmArgs a = *g;
     if (a.nb1 < 1) a.nb1 = 1;
     if (a.nb2 < 1) a.nb2 = 1;
     if (ctx->macs) *ctx->macs += (double)a.M * a.N * a.K * a.nb1 * a.nb2;
     if (ctx->prof) ctx->prof->pending_flops = 2.0 * a.M * a.N * a.K * a.nb1 * a.nb2;
-    DISPATCH(A, gemm_batched, ctx, C, A, B, &a);
+    run_gemm_batched(ctx, C, A, B, &a);
 }
 
-void batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
-                       const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
-                       int training, double momentum, double eps) {
-    DISPATCH(x, batchnorm_forward, ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
-             training, momentum, eps);
-}
-void batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy, const Tensor *x,
-                        const Tensor *save_mean, const Tensor *save_invstd, const Tensor *gamma, int training) {
-    DISPATCH(x, batchnorm_backward, ctx, dx, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, training);
-}
+// The fused pair on the CPU and GPU; on the reference backend, and while a ReluTape
+// records or replays, batchnorm then relu through their own wrappers.
 void batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
                             const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
                             int training, double momentum, double eps) {
     if (ctx->backend != OPS_REF && !ctx->relu_tape) {
-        CX_ASSERT(ctx->backend == OPS_CUDA || x->dtype == DT_F32, "batchnorm_relu_forward: float32 on the CPU backend");
-        CPU_KERNEL_DISPATCH(x, batchnorm_relu_forward, ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean,
-                       running_var, training, momentum, eps);
+        run_batchnorm_relu_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training,
+                                   momentum, eps);
         return;
     }
     batchnorm_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps);
@@ -458,9 +482,7 @@ void batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbe
                              const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
                              const Tensor *gamma, int training) {
     if (ctx->backend != OPS_REF) {
-        CX_ASSERT(ctx->backend == OPS_CUDA || x->dtype == DT_F32, "batchnorm_relu_backward: float32 on the CPU backend");
-        CPU_KERNEL_DISPATCH(x, batchnorm_relu_backward, ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma,
-                       training);
+        run_batchnorm_relu_backward(ctx, dx, dgamma, dbeta, dy, y, x, save_mean, save_invstd, gamma, training);
         return;
     }
     ArenaMark m = arena_mark(ctx->scratch);
@@ -470,17 +492,8 @@ void batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbe
     batchnorm_backward(ctx, dx, dgamma, dbeta, &g, x, save_mean, save_invstd, gamma, training);
     arena_release(ctx->scratch, m);
 }
-void layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_rstd, const Tensor *x, const Tensor *w,
-                       const Tensor *b, double eps) {
-    DISPATCH(x, layernorm_forward, ctx, y, save_mean, save_rstd, x, w, b, eps);
-}
-void layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
-                        const Tensor *save_mean, const Tensor *save_rstd, const Tensor *w) {
-    DISPATCH(x, layernorm_backward, ctx, dx, dw, db, dy, x, save_mean, save_rstd, w);
-}
 
-void gelu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, gelu_forward, ctx, y, x); }
-void gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) { DISPATCH(x, gelu_backward, ctx, dx, dy, x); }
+// ---- the ReLU tape (ops_types.h) ------------------------------------------------------------
 void relu_tape_rewind(ReluTape *t, int replay) {
     t->replay = replay;
     t->pos = t->differed = 0;
@@ -520,7 +533,7 @@ static void relu_tape_forward(OpCtx *ctx, ReluTape *t, Tensor *y, const Tensor *
         for (int64_t i = 0; i < n; i++) t->keep[t->n + i] = v[i] > 0;
         t->n += n;
         free(v);
-        DISPATCH(x, relu_forward, ctx, y, x);
+        run_relu_forward(ctx, y, x);
         return;
     }
     CX_ASSERT(t->pos + n <= t->n, "relu tape: the replaying pass made more ReLU calls than the recording one");
@@ -544,69 +557,10 @@ static void relu_tape_forward(OpCtx *ctx, ReluTape *t, Tensor *y, const Tensor *
 
 void relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
     if (ctx->relu_tape) relu_tape_forward(ctx, ctx->relu_tape, y, x);
-    else DISPATCH(x, relu_forward, ctx, y, x);
-}
-void relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) { DISPATCH(y, relu_backward, ctx, dx, dy, y); }
-void sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, sigmoid_forward, ctx, y, x); }
-void sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
-    DISPATCH(y, sigmoid_backward, ctx, dx, dy, y);
-}
-void softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, softplus_forward, ctx, y, x); }
-void softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
-    DISPATCH(x, softplus_backward, ctx, dx, dy, x);
-}
-void clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi) {
-    DISPATCH(x, clamp_forward, ctx, y, x, lo, hi);
-}
-void clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, double lo, double hi) {
-    DISPATCH(x, clamp_backward, ctx, dx, dy, x, lo, hi);
-}
-void add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
-    CX_ASSERT(tensor_numel(a) == tensor_numel(b) && tensor_numel(a) == tensor_numel(y), "add: sizes differ");
-    DISPATCH(a, add_forward, ctx, y, a, b);
-}
-void axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
-    CX_ASSERT(tensor_numel(x) == tensor_numel(y), "axpy: sizes differ");
-    DISPATCH(x, axpy, ctx, y, alpha, x);
-}
-void scale_inplace(OpCtx *ctx, Tensor *y, double alpha) { DISPATCH(y, scale_inplace, ctx, y, alpha); }
-void fill(OpCtx *ctx, Tensor *y, double v) { DISPATCH(y, fill, ctx, y, v); }
-void copy(OpCtx *ctx, Tensor *dst, const Tensor *src) {
-    CX_ASSERT(tensor_numel(dst) == tensor_numel(src), "copy: %lld vs %lld elements", (long long)tensor_numel(dst),
-              (long long)tensor_numel(src));
-    CX_ASSERT(dst->device == src->device, "copy: between devices (use tensor_upload/tensor_download)");
-    DISPATCH(src, copy, ctx, dst, src);
-}
-void mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) { DISPATCH(x, mul_forward, ctx, y, x, s); }
-void mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s) {
-    DISPATCH(x, mul_backward, ctx, dx, ds, dy, x, s);
-}
-void rows_add_bcast(OpCtx *ctx, Tensor *y, const Tensor *b) {
-    CX_ASSERT(tensor_numel(b) > 0 && tensor_numel(y) % tensor_numel(b) == 0, "rows_add_bcast: %lld elements into %lld",
-              (long long)tensor_numel(b), (long long)tensor_numel(y));
-    DISPATCH(y, rows_add_bcast, ctx, y, b);
-}
-void rows_sum(OpCtx *ctx, Tensor *db, const Tensor *dy) {
-    CX_ASSERT(tensor_numel(db) > 0 && tensor_numel(dy) % tensor_numel(db) == 0, "rows_sum: %lld elements into %lld",
-              (long long)tensor_numel(dy), (long long)tensor_numel(db));
-    DISPATCH(dy, rows_sum, ctx, db, dy);
+    else run_relu_forward(ctx, y, x);
 }
 
-void resize_bilinear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
-    DISPATCH(x, resize_bilinear_forward, ctx, y, x, scale_h, scale_w);
-}
-void resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h, double scale_w) {
-    DISPATCH(dy, resize_bilinear_backward, ctx, dx, dy, scale_h, scale_w);
-}
-void avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor *x) { DISPATCH(x, avgpool_global_forward, ctx, y, x); }
-void avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
-    DISPATCH(dx, avgpool_global_backward, ctx, dx, dy);
-}
-
-void channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
-    CX_ASSERT(dst->dtype == src->dtype, "channels_copy: dtypes differ");
-    DISPATCH(src, channels_copy, ctx, dst, dc0, src, sc0, nc, accumulate);
-}
+// ---- concat: channel copies -----------------------------------------------------------------
 void concat_forward(OpCtx *ctx, Tensor *y, const Tensor *const *xs, int n) {
     int c0 = 0;
     for (int i = 0; i < n; i++) {
@@ -628,66 +582,4 @@ void concat_backward(OpCtx *ctx, Tensor *const *dxs, int n, const Tensor *dy) {
         channels_copy(ctx, dxs[i], 0, dy, c0, nc, 1);
         c0 += nc;
     }
-}
-
-void softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t outer, int64_t L, int64_t inner) {
-    DISPATCH(x, softmax_forward, ctx, y, x, outer, L, inner);
-}
-void softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer, int64_t L, int64_t inner) {
-    DISPATCH(y, softmax_backward, ctx, dx, dy, y, outer, L, inner);
-}
-void l2norm_forward(OpCtx *ctx, Tensor *y, Tensor *save_norm, const Tensor *x, int64_t outer, int64_t L, int64_t inner,
-                    double eps) {
-    DISPATCH(x, l2norm_forward, ctx, y, save_norm, x, outer, L, inner, eps);
-}
-void l2norm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_norm, int64_t outer,
-                     int64_t L, int64_t inner, double eps) {
-    DISPATCH(x, l2norm_backward, ctx, dx, dy, x, save_norm, outer, L, inner, eps);
-}
-void topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k) {
-    CX_ASSERT(!idx || idx->dtype == DT_I32, "topk_rows: idx must be I32");
-    DISPATCH(x, topk_rows, ctx, idx, val, x, k);
-}
-void maxnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tensor *x, double eps) {
-    DISPATCH(x, maxnorm_forward, ctx, y, save_max, x, eps);
-}
-void maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max, double eps) {
-    DISPATCH(x, maxnorm_backward, ctx, dx, dy, x, save_max, eps);
-}
-
-void cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in) {
-    CX_ASSERT(tensor_numel(terms) == CL_TERMS, "cod_loss: terms has %lld elements", (long long)tensor_numel(terms));
-    DISPATCH(in->pred, cod_loss, ctx, terms, g, in);
-}
-
-void adamw_update(OpCtx *ctx, Tensor *param, Tensor *m, Tensor *v, const Tensor *grad, const Tensor *gscale,
-                  const AdamSeg *seg, int nseg, double beta1, double beta2, double eps) {
-    CPU_KERNEL_DISPATCH(param, adamw_update, ctx, param, m, v, grad, gscale, seg, nseg, beta1, beta2, eps);
-}
-void grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSeg *seg, int nseg, double max_norm) {
-    CPU_KERNEL_DISPATCH(x, grad_norm_clip, ctx, stats, x, seg, nseg, max_norm);
-}
-void ema_blend(OpCtx *ctx, Tensor *shadow, const Tensor *x, const EmaSeg *seg, int nseg) {
-    CPU_KERNEL_DISPATCH(x, ema_blend, ctx, shadow, x, seg, nseg);
-}
-
-void rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
-    CX_ASSERT(idx->dtype == DT_I32 && dst->shape[0] == tensor_numel(idx), "rows_gather: idx I32 (n), dst (n, ...)");
-    DISPATCH(src, rows_gather, ctx, dst, src, idx);
-}
-void rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w) {
-    CX_ASSERT(idx->dtype == DT_I32 && src->shape[0] == tensor_numel(idx), "rows_scatter_add: idx I32 (n), src (n, ...)");
-    DISPATCH(src, rows_scatter_add, ctx, dst, src, idx, w);
-}
-void rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst, const Tensor *src,
-                               const Tensor *idx, const Tensor *w) {
-    DISPATCH(ddst, rows_scatter_add_backward, ctx, dsrc, dw, ddst, src, idx, w);
-}
-void rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list, const Tensor *w) {
-    CX_ASSERT(ptr->dtype == DT_I32 && list->dtype == DT_I32 && tensor_numel(ptr) == dst->shape[0] + 1,
-              "rows_gather_sum: ptr I32 (rows+1), list I32 (n)");
-    CX_ASSERT(!w || tensor_numel(w) == tensor_numel(list), "rows_gather_sum: w must have one weight per list entry");
-    CX_ASSERT(tensor_numel(dst) / (dst->shape[0] ? dst->shape[0] : 1) == tensor_numel(src) / (src->shape[0] ? src->shape[0] : 1),
-              "rows_gather_sum: dst and src rows differ in size");
-    DISPATCH(src, rows_gather_sum, ctx, dst, src, ptr, list, w);
 }

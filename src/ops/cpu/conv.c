@@ -19,9 +19,6 @@
 #include "cpu.h"
 #include <cblas.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 typedef struct {
     int64_t N, H, W, C, K, Cg, Kg, G, kh, kw, Ho, Wo, R, KC;
@@ -141,33 +138,6 @@ static void conv_col2im_add(const ConvGeom *g, float *dx, const float *dcol, int
                 for (int64_t c = 0; c < g->Cg; c++) d[c] += s[c];
             }
         }
-}
-
-void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld) {
-    // Each thread sums a block of rows into its own partial vector (double), then
-    // the partials are added in thread order: deterministic for a fixed thread count.
-    int nt = cx_threads_get();
-    if (R < 256) nt = 1;
-    ArenaMark m = arena_mark(ctx->scratch);
-    double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * K));   // (nt, K)
-#pragma omp parallel num_threads(nt)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
-        double *p = part + t * K;
-        int64_t lo = R * t / T, hi = R * (t + 1) / T;
-        for (int64_t r = lo; r < hi; r++) {
-            const float *s = src + r * ld;
-#pragma omp simd
-            for (int64_t k = 0; k < K; k++) p[k] += s[k];
-        }
-    }
-    for (int t = 0; t < nt; t++)
-        for (int64_t k = 0; k < K; k++) dst[k] += (float)part[t * K + k];
-    arena_release(ctx->scratch, m);
 }
 
 void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {

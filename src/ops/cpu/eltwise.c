@@ -2,7 +2,7 @@
 // channel-slicing, softmax and logits-loss kernels. All are memory-bound: each
 // is one OpenMP-parallel pass with a vectorisable inner loop, and the target is
 // a fraction of the machine's copy bandwidth (bench/bench_ops.c).
-// reference: the PyTorch ops named in ops.h for each function.
+// reference: the PyTorch ops named in ops_list.h for each function.
 #include "cpu.h"
 #include "ops/ref/ref.h"
 #include <math.h>

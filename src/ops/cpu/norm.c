@@ -130,7 +130,7 @@ void cpu_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *sav
     bn_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps, 0);
 }
 
-// BatchNorm then ReLU (ops.h batchnorm_relu_forward): the affine pass writes max(0, ·).
+// BatchNorm then ReLU (ops_list.h batchnorm_relu_forward): the affine pass writes max(0, ·).
 void cpu_batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd, const Tensor *x,
                                 const Tensor *gamma, const Tensor *beta, Tensor *running_mean, Tensor *running_var,
                                 int training, double momentum, double eps) {
@@ -185,7 +185,7 @@ void cpu_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbet
     bn_backward(ctx, dx, dgamma, dbeta, dy, NULL, x, save_mean, save_invstd, gamma, training);
 }
 
-// The backward of BatchNorm then ReLU from the pair's output y (ops.h batchnorm_relu_backward).
+// The backward of BatchNorm then ReLU from the pair's output y (ops_list.h batchnorm_relu_backward).
 void cpu_batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
                                  const Tensor *y, const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
                                  const Tensor *gamma, int training) {

@@ -1,4 +1,4 @@
-// optim.c — the optimizer's CPU kernels (ops.h: adamw_update, grad_norm_clip,
+// optim.c — the optimizer's CPU kernels (ops_list.h: adamw_update, grad_norm_clip,
 // ema_blend) over segments of a float32 or float64 parameter table, for the CPU
 // and reference backends alike. Per-element arithmetic in double, as
 // torch.optim.AdamW's single-tensor path does it on float64 tables; float32

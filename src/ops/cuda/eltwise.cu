@@ -1,7 +1,7 @@
 // eltwise.cu — the GPU's memory-bound ops: activations, clamp, add/axpy/scale,
 // fill and dtype-converting copies, broadcast multiply, row broadcasts and
 // sums, bilinear resizing, global average pooling, channel slicing, top-k and
-// the MoE row gather/scatter. Signatures and contracts are ops.h's; the
+// the MoE row gather/scatter. Signatures and contracts are ops_list.h's; the
 // semantics (index arithmetic, tie rules, thresholds) are those of the
 // reference kernels in ops/ref/ref_tmpl.h.
 // reference: F.gelu, F.relu, torch.sigmoid, F.softplus, torch.clamp, torch.mul,
@@ -42,7 +42,7 @@ static unsigned warps_grid(int64_t n) {
 
 // ---- activations ------------------------------------------------------------------------------
 // One functor per activation: fwd(x), and bwd(dy, z) = the gradient to add,
-// where z is the input x or, for relu and sigmoid, the output y (ops.h).
+// where z is the input x or, for relu and sigmoid, the output y (ops_list.h).
 namespace {
 struct Gelu {   // exact erf form: x·Φ(x); normcdff stays accurate in the lower tail
     static __device__ float fwd(float v) { return v * normcdff(v); }
@@ -737,7 +737,7 @@ extern "C" void cuda_rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src
 }
 
 // dst[r] += Σ_j w[j]·src[list[j]], j in [ptr[r], ptr[r+1]): one thread per element of dst,
-// its row's entries in list order (rows_gather_sum in ops.h).
+// its row's entries in list order (rows_gather_sum in ops_list.h).
 static __global__ void rows_gather_sum_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *ptr,
                                               const int32_t *list, const void *w, int wdt, int64_t rows, int64_t srows,
                                               int64_t D) {

@@ -1,4 +1,4 @@
-// loss.cu — the CamoXpert training loss (ops.h cod_loss) on the GPU: the nine
+// loss.cu — the CamoXpert training loss (ops_list.h cod_loss) on the GPU: the nine
 // terms and, when asked, their gradients, with the semantics of the host
 // reference ops/ref/loss_ref.c (read it first: every formula here mirrors one
 // there) computed in float32 with deterministic reductions, and without a host

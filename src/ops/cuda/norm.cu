@@ -1,6 +1,6 @@
 // norm.cu — normalisation and per-axis reductions on the GPU: BatchNorm,
 // LayerNorm, softmax and l2norm along one axis, and the batch-maximum
-// normalisation (maxnorm). Signatures and contracts are ops.h's; the
+// normalisation (maxnorm). Signatures and contracts are ops_list.h's; the
 // semantics (eps placement, unbiased running variance, NaN and tie rules)
 // are those of the reference kernels in ops/ref/ref_tmpl.h.
 // reference: torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.softmax, F.normalize.
@@ -452,7 +452,7 @@ extern "C" void cuda_batchnorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
     bn_forward(ctx, y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var, training, momentum, eps, 0);
 }
 
-// BatchNorm then ReLU in one pass (ops.h batchnorm_relu_forward): the normalisation
+// BatchNorm then ReLU in one pass (ops_list.h batchnorm_relu_forward): the normalisation
 // writes max(0, ·); the statistics are batchnorm_forward's.
 extern "C" void cuda_batchnorm_relu_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor *save_invstd,
                                             const Tensor *x, const Tensor *gamma, const Tensor *beta,
@@ -601,7 +601,7 @@ extern "C" void cuda_batchnorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, 
     bn_backward(ctx, dx, dgamma, dbeta, dy, NULL, x, save_mean, save_invstd, gamma, training);
 }
 
-// The backward of BatchNorm then ReLU from the pair's output y (ops.h
+// The backward of BatchNorm then ReLU from the pair's output y (ops_list.h
 // batchnorm_relu_backward): batchnorm_backward's passes with dy read as dy·[y > 0].
 extern "C" void cuda_batchnorm_relu_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
                                              const Tensor *y, const Tensor *x, const Tensor *save_mean,

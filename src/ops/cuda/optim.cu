@@ -1,4 +1,4 @@
-// optim.cu — the optimizer on the GPU (ops.h adamw_update, grad_norm_clip,
+// optim.cu — the optimizer on the GPU (ops_list.h adamw_update, grad_norm_clip,
 // ema_blend): per-segment kernels over a float32 parameter table, with the
 // per-element semantics of ops/cpu/optim.c computed in float32.
 //

@@ -1,4 +1,4 @@
-// loss_ref.c — the CamoXpert training loss (ops.h cod_loss) on the host, in
+// loss_ref.c — the CamoXpert training loss (ops_list.h cod_loss) on the host, in
 // double precision whatever the maps' dtype: the reference backend's kernel
 // and the CPU backend's too (the loss is a few passes over N·H·W maps).
 // reference: the reference implementation's CamoXpertLoss (train_ultimate.py);

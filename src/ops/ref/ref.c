@@ -1,6 +1,8 @@
 // ref.c — instantiates the reference kernels (ref_tmpl.h) for float32 and
-// float64, plus the shape helpers the fast kernels share.
+// float64, fills the reference backend's two tables with them, and holds the
+// shape helpers the fast kernels share.
 #include "ref.h"
+#include "ops/backend.h"
 #include <math.h>
 #include <string.h>
 
@@ -36,3 +38,20 @@ MulBcast mul_bcast_plan(const Tensor *x, const Tensor *s) {
 #include "ref_tmpl.h"
 #undef real
 #undef SFX
+
+// The reference backend's tables: the ops whose reference column in ops_list.h is
+// REF. The others' slots stay empty: ops.c runs the CPU kernel there (CPU) or
+// composes the op from others (NONE).
+#define REF_SLOT_REF(name, S) .name = ref_##name##_##S,
+#define REF_SLOT_CPU(name, S)
+#define REF_SLOT_NONE(name, S)
+const OpsBackend ops_ref_f32 = {
+#define OP(name, cls, by, wrap, ref, cpu, params, args) REF_SLOT_##ref(name, f32)
+#include "ops/ops_list.h"
+#undef OP
+};
+const OpsBackend ops_ref_f64 = {
+#define OP(name, cls, by, wrap, ref, cpu, params, args) REF_SLOT_##ref(name, f64)
+#include "ops/ops_list.h"
+#undef OP
+};

@@ -1,0 +1,35 @@
+// reduce.c — column sums, the reduction the CPU kernels share: bias gradients of
+// convolutions (conv.c, dwconv.c) and linear layers (gemm.c), and the global
+// average pool (eltwise.c). Its own file, so that dwconv.c does not call back
+// into conv.c, which calls it.
+#include "cpu.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld) {
+    // Each thread sums a block of rows into its own partial vector (double), then
+    // the partials are added in thread order: deterministic for a fixed thread count.
+    int nt = cx_threads_get();
+    if (R < 256) nt = 1;
+    ArenaMark m = arena_mark(ctx->scratch);
+    double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * K));   // (nt, K)
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        double *p = part + t * K;
+        int64_t lo = R * t / T, hi = R * (t + 1) / T;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *s = src + r * ld;
+#pragma omp simd
+            for (int64_t k = 0; k < K; k++) p[k] += s[k];
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int64_t k = 0; k < K; k++) dst[k] += (float)part[t * K + k];
+    arena_release(ctx->scratch, m);
+}
