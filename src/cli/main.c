@@ -13,6 +13,7 @@ static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "train", cmd_train, "train a CamoXpert model (two stages, validation, checkpoints, exact resume)" },
     { "predict", cmd_predict, "masks (and overlays, routing) for photos from a checkpoint" },
+    { "export", cmd_export, "a checkpoint as an ONNX file (opset 17, dynamic sizes) for ONNX Runtime, TensorRT, OpenVINO" },
     { "bench", cmd_bench, "training and inference speed, memory and FLOPs, dense vs sparse" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
