@@ -30,8 +30,10 @@ int cmd_version(int argc, char **argv) {
     char cuda[200];
     if (gpus > 0) snprintf(cuda, sizeof cuda, "%d usable GPU%s", gpus, gpus > 1 ? "s" : "");
     else snprintf(cuda, sizeof cuda, "no GPU: %s", why[0] ? why : "none found");
+    const char *archs = ops_cuda_arch_list();
     printf("camoxpert %s (C11; CPU backend%s; CUDA: %s; %d threads)\n", CAMOXPERT_VERSION, HAVE_DNNL ? " with oneDNN" : "",
            cuda, cx_threads_get());
+    if (archs) printf("CUDA plug-in built for: %s\n", archs);
     return 0;
 }
 
