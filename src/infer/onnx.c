@@ -572,7 +572,7 @@ static const char *og_moe(Og *g, const Moe *m, int s, const char *x, OgRoute *ro
                                ATTRS(AI("axis", 0)));
         we = og_op(g, "Reshape", IN(we, OG_INTS(g, -1, 1, 1, 1)), NOATTR);
         // y[rows] += w·ye as gather, add, scatter (ScatterND's reduction=add has no float16 kernel in
-        // ONNX Runtime's CPU provider, nor TensorRT support); rows are distinct within a group
+        // ONNX Runtime's CPU provider); rows are distinct within a group
         const char *sum = og_add(g, og_op(g, "Gather", IN(y, rows), ATTRS(AI("axis", 0))), og_mul(g, ye, we));
         y = og_op(g, "ScatterND", IN(y, OG_TRANSPOSE(g, nz, 1, 0), sum), NOATTR);
     }
