@@ -2,7 +2,7 @@
 # `make test`, `make bench`, `make demo`, `make clean`; `make DEBUG=1 ...` builds
 # with -O0 -g and AddressSanitizer + UndefinedBehaviorSanitizer into build-debug/.
 # Overrides: CC=, OPT=, V=1 (show commands), THREADS=, USE_DNNL=0, WERROR=1 (on by default when CI is set),
-# CUDA_HOME= (default /usr/local/cuda), USE_CUDA=0 (leave the CUDA backend out), GPU_ARCH= (nvcc -gencode flags).
+# CUDA_HOME= (default /usr/local/cuda), USE_CUDA=0 (leave the CUDA backend out), GPU_ARCH= (native, or nvcc -gencode flags).
 # Sources are found by wildcard: every src/<layer>/*.c is part of the library
 # except src/cli/, which makes the program; tests/*.c make the test runner.
 
@@ -82,8 +82,20 @@ HAVE_NVCC := 0
 HAVE_CUDNN := 0
 HAVE_CUDA := 0
 endif
-# sm_90 machine code (H100/H200) plus compute_90 PTX the driver can compile for newer GPUs.
-GPU_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+# GPU code (docs/DEPLOY.md, "Supported cards"): machine code for every common card of compute
+# capability 8.0 and newer — sm_80 (A100, A30), sm_86 (RTX 30, A10, A40, RTX A-series), sm_89
+# (RTX 40, L4, L40S), sm_90 (H100, H200) — plus compute_90 PTX, which the driver compiles for
+# newer cards (Blackwell: B200, RTX 50) on first use. A card of another 8.x minor runs its major's
+# code (8.7 runs sm_86). GPU_ARCH=native: the build machine's own card only (nvcc -arch=native,
+# the quickest build); or nvcc's flags as they are: GPU_ARCH="-gencode arch=compute_120,code=sm_120".
+GPU_ARCH ?= $(foreach a,80 86 89 90,-gencode arch=compute_$(a),code=sm_$(a)) -gencode arch=compute_90,code=compute_90
+comma := ,
+GPU_ARCH_FLAGS := $(if $(filter native,$(GPU_ARCH)),-arch=native,$(GPU_ARCH))
+# What the plug-in says it holds (camoxpert --version; the error on a card it lacks): each
+# code=X of GPU_ARCH, sm_X and compute_X of -arch=sm_X, or "native".
+GPU_ARCH_LIST := $(if $(filter native,$(GPU_ARCH)),native,$(strip \
+    $(patsubst code=%,%,$(filter code=%,$(subst $(comma), ,$(GPU_ARCH)))) \
+    $(foreach a,$(patsubst -arch=sm_%,%,$(filter -arch=sm_%,$(GPU_ARCH))),sm_$(a) compute_$(a))))
 CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
 ifeq ($(HAVE_CUDA),1)
 CUDA_LIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudnn -lcublasLt -lcudart_static -ldl -lrt -lstdc++
@@ -135,6 +147,9 @@ config:
 	@echo "  $(call ok,$(HAVE_JPEG)) libjpeg-turbo"
 	@echo "  $(call ok,$(HAVE_SPNG)) libspng"
 	@echo "  $(call ok,$(HAVE_CUDA)) CUDA       (GPU backend: nvcc $(call ok,$(HAVE_NVCC)), cuDNN $(call ok,$(HAVE_CUDNN)); CUDA_HOME=$(CUDA_HOME); USE_CUDA=0 to leave out)"
+ifeq ($(HAVE_CUDA),1)
+	@echo "             GPU code: $(GPU_ARCH_LIST) (GPU_ARCH=native: this machine's card only)"
+endif
 ifneq ($(MISSING),)
 	@echo "missing required libraries: $(MISSING) — run scripts/deps.sh (apt-get) or pass *_LIBS= overrides"; exit 1
 endif
@@ -151,7 +166,7 @@ $(BUILD)/obj/src/ops/cpu/%.o: CFLAGS += -ffp-contract=fast
 # Objects depend on the flags they were built with: switching USE_CUDA, USE_DNNL,
 # DEBUG or OPT rebuilds what they change (the file is rewritten only on a change).
 FLAGS_FILE := $(BUILD)/flags
-FLAGS_NOW := $(subst ','"'"',$(CFLAGS) $(NVCC) $(GPU_ARCH) $(LIBS) $(LDFLAGS))
+FLAGS_NOW := $(subst ','"'"',$(CFLAGS) $(NVCC) $(GPU_ARCH_FLAGS) $(GPU_ARCH_LIST) $(LIBS) $(LDFLAGS))
 $(shell mkdir -p $(BUILD); echo '$(FLAGS_NOW)' | cmp -s - $(FLAGS_FILE) || echo '$(FLAGS_NOW)' > $(FLAGS_FILE))
 
 # The report page's script and style sheet are built into assets.o (.incbin).
@@ -163,7 +178,7 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 # CUDA kernels: C++17 under nvcc, the same warnings (as errors under WERROR) from the host compiler.
-NVCCFLAGS := -std=c++17 -O3 $(GPU_ARCH) -Isrc -D_GNU_SOURCE $(DEFS) -MMD -MP -Xcompiler -fPIC,-Wall,-Wextra,-Wno-unused-parameter \
+NVCCFLAGS := -std=c++17 -O3 $(GPU_ARCH_FLAGS) -DCX_GPU_ARCHS='"$(GPU_ARCH_LIST)"' -Isrc -D_GNU_SOURCE $(DEFS) -MMD -MP -Xcompiler -fPIC,-Wall,-Wextra,-Wno-unused-parameter \
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) $(if $(filter 1,$(DEBUG)),-g -G,-lineinfo)
 $(BUILD)/obj/%.o: %.cu $(FLAGS_FILE)
 	@mkdir -p $(dir $@)

@@ -188,7 +188,7 @@ class Net:
 
     def conv(self, p, x, dil=1):
         w = self.P[p + ".weight"]
-        return F.conv2d(x, w, self.P[p + ".bias"], 1, dil * (w.shape[2] - 1) // 2, dil)
+        return F.conv2d(x, w, self.P[p + ".bias"], 1, dil * (int(w.shape[2]) - 1) // 2, dil)
 
     def bn(self, p, x):
         if self.training:
@@ -344,7 +344,7 @@ class Net:
                 for lst, kind in zip(("texture_experts", "frequency_experts", "edge_experts", "contrast_modules"), KINDS):
                     y = self.expert(f"{lst}.{s}", kind, y)
             e.append(y)
-        H, W = image.shape[2:]
+        H, W = (int(s) for s in image.shape[2:])
         sm = torch.sigmoid(self.conv("search_module.search_conv.6", self.cbr("search_module.search_conv", 3,
                                      self.cbr("search_module.search_conv", 0, e[3]))))
         x = self.cbr("search_module.identify_conv", 3, self.cbr("search_module.identify_conv", 0, e[3])) * sm

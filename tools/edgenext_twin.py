@@ -146,7 +146,7 @@ def gen_param(key, shape, seed):
 
 # ---- the network (§2) -------------------------------------------------------------------
 def ln_cf(x, w, b):  # LayerNorm2d: over C of NCHW
-    return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), w, b, EPS).permute(0, 3, 1, 2)
+    return F.layer_norm(x.permute(0, 2, 3, 1), (int(x.shape[1]),), w, b, EPS).permute(0, 3, 1, 2)
 
 
 def fourier_pe(h, w, dtype):
@@ -164,7 +164,7 @@ def fourier_pe(h, w, dtype):
 
 
 def mlp_tail(P, p, z):  # z (..., C) channels-last -> gamma * fc2(gelu(fc1(LN(z))))
-    C = z.shape[-1]
+    C = int(z.shape[-1])
     z = F.layer_norm(z, (C,), P[p + "norm.weight"], P[p + "norm.bias"], EPS)
     z = F.gelu(F.linear(z, P[p + "mlp.fc1.weight"], P[p + "mlp.fc1.bias"]))
     z = F.linear(z, P[p + "mlp.fc2.weight"], P[p + "mlp.fc2.bias"])
@@ -179,14 +179,14 @@ def conv_block(P, p, x, k, stride, groups, shortcut_y):
 
 
 def sdta_block(P, p, x, S, heads, use_pe):
-    B, C, H, W = x.shape
+    B, C, H, W = (int(s) for s in x.shape)  # ints, also under torch.onnx.export's tracer
     N = H * W
     spx = x.chunk(S, dim=1)
     spo = []
     sp = None
     for i in range(S - 1):
         sp = spx[i] if i == 0 else sp + spx[i]
-        sp = F.conv2d(sp, P[p + f"convs.{i}.weight"], P.get(p + f"convs.{i}.bias"), 1, 1, 1, sp.shape[1])
+        sp = F.conv2d(sp, P[p + f"convs.{i}.weight"], P.get(p + f"convs.{i}.bias"), 1, 1, 1, int(sp.shape[1]))
         spo.append(sp)
     spo.append(spx[-1])
     t = torch.cat(spo, 1).reshape(B, C, N).permute(0, 2, 1)

@@ -13,6 +13,7 @@ static const Command commands[] = {
     { "version", cmd_version, "print the version and build configuration" },
     { "train", cmd_train, "train a CamoXpert model (two stages, validation, checkpoints, exact resume)" },
     { "predict", cmd_predict, "masks (and overlays, routing) for photos from a checkpoint" },
+    { "export", cmd_export, "a checkpoint as an ONNX file (opset 17, dynamic sizes) for ONNX Runtime, TensorRT, OpenVINO" },
     { "bench", cmd_bench, "training and inference speed, memory and FLOPs, dense vs sparse" },
     { "eval", cmd_eval, "COD metrics of predicted maps against GT masks (PySODMetrics numbers)" },
     { "synth", cmd_synth, "write a synthetic camouflage dataset (COD10K-v3 layout)" },
@@ -29,8 +30,10 @@ int cmd_version(int argc, char **argv) {
     char cuda[200];
     if (gpus > 0) snprintf(cuda, sizeof cuda, "%d usable GPU%s", gpus, gpus > 1 ? "s" : "");
     else snprintf(cuda, sizeof cuda, "no GPU: %s", why[0] ? why : "none found");
+    const char *archs = ops_cuda_arch_list();
     printf("camoxpert %s (C11; CPU backend%s; CUDA: %s; %d threads)\n", CAMOXPERT_VERSION, HAVE_DNNL ? " with oneDNN" : "",
            cuda, cx_threads_get());
+    if (archs) printf("CUDA plug-in built for: %s\n", archs);
     return 0;
 }
 

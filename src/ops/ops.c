@@ -221,6 +221,14 @@ int ops_cuda_device_count(char *why, size_t n) {
 #endif
 }
 
+const char *ops_cuda_arch_list(void) {
+#if HAVE_CUDA
+    return cuda_plugin() ? CUDA_CALL(arch_list) : NULL;
+#else
+    return NULL;
+#endif
+}
+
 cx_status ops_cuda_open(OpCtx *ctx, int gpu) {
 #if HAVE_CUDA
     if (!cuda_lib_get())

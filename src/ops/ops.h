@@ -51,6 +51,9 @@ const char *ops_backend_name(ops_backend b);   // "cpu", "reference", "cuda"
 // Number of usable CUDA GPUs (0 without a driver or a CUDA build); *why gets the
 // reason when 0 ("built without CUDA (USE_CUDA=0)", "no NVIDIA driver", ...).
 int ops_cuda_device_count(char *why, size_t n);
+// The GPU code the CUDA plug-in holds ("sm_80 sm_86 sm_89 sm_90 compute_90", the
+// Makefile's GPU_ARCH), or NULL without a plug-in (a build without CUDA, or none found).
+const char *ops_cuda_arch_list(void);
 // Opens GPU `gpu` for ctx (backend OPS_CUDA): its handles, and core's device
 // hooks (core/device.h). One process drives one GPU. The arithmetic follows the
 // tensors: bf16 operands use the tensor cores with float32 accumulation, float32

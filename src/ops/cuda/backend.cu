@@ -7,10 +7,43 @@
 // which no graph can be captured): the synchronous copies on the legacy stream still
 // wait for its work and it for theirs, as before.
 // A machine without a driver or GPU is not an error until a GPU is asked for:
-// cuda_device_count says why there is none.
+// cuda_device_count says why there is none. A card the plug-in holds no code for
+// (GPU_ARCH in the Makefile) is refused when it is opened, in one line naming the
+// card, its compute capability and the GPU_ARCH to build with.
 #include "ops/cuda/common.cuh"
 #include <dlfcn.h>
 #include <string.h>
+
+#ifndef CX_GPU_ARCHS
+#define CX_GPU_ARCHS "?"   // the Makefile passes GPU_ARCH's list
+#endif
+#define CX_STR_(...) #__VA_ARGS__
+#define CX_STR(...) CX_STR_(__VA_ARGS__)
+
+// The GPU code this plug-in holds: "sm_80 sm_86 sm_89 sm_90 compute_90", or with
+// GPU_ARCH=native the architectures nvcc found ("native: sm_89").
+extern "C" const char *cuda_arch_list(void) {
+    static char list[256];
+    if (strcmp(CX_GPU_ARCHS, "native")) return CX_GPU_ARCHS;
+    if (!list[0]) {
+#ifdef __CUDA_ARCH_LIST__
+        const char *a = CX_STR(__CUDA_ARCH_LIST__);   // "890" or "800,900"
+#else
+        const char *a = "";
+#endif
+        snprintf(list, sizeof list, "native:");
+        for (const char *p = a; *p;) {
+            const int v = atoi(p);
+            snprintf(list + strlen(list), sizeof list - strlen(list), " sm_%d", v / 10);
+            p += strcspn(p, ",");
+            p += *p == ',';
+        }
+    }
+    return list;
+}
+
+// A kernel whose presence for the open card says the plug-in holds code it can run.
+__global__ static void arch_probe(void) {}
 
 #define LT_WORKSPACE (32u << 20)   // cuBLASLt's recommended 32 MiB on Hopper
 
@@ -79,6 +112,19 @@ extern "C" cx_status cuda_open(CudaState **out, int gpu) {
     if (s->prop.major < 8) {
         cx_status st = CX_FAIL(CX_EARG, "cuda:%d is a %s (compute capability %d.%d); camoxpert's GPU backend needs 8.0 or "
                                "newer (bfloat16)", gpu, s->prop.name, s->prop.major, s->prop.minor);
+        free(s);
+        return st;
+    }
+    cudaFuncAttributes fa;
+    e = cudaFuncGetAttributes(&fa, (const void *)arch_probe);
+    if (e != cudaSuccess) {   // no machine code for this card and no PTX it can compile
+        cudaGetLastError();
+        const int cc = s->prop.major * 10 + s->prop.minor;
+        cx_status st = CX_FAIL(CX_EARG, "cuda:%d is a %s (compute capability %d.%d), which this camoxpert's CUDA plug-in "
+                               "has no code for (it holds %s: %s); rebuild with make GPU_ARCH=native, or "
+                               "GPU_ARCH=\"-gencode arch=compute_%d,code=sm_%d\" beside the default list",
+                               gpu, s->prop.name, s->prop.major, s->prop.minor, cuda_arch_list(), cudaGetErrorString(e),
+                               cc, cc);
         free(s);
         return st;
     }

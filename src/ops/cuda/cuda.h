@@ -21,6 +21,8 @@ extern "C" {
 #include "ops/backend.h"
 
 int cuda_device_count(char *why, size_t n);
+// The GPU code the plug-in was built with (the Makefile's GPU_ARCH): "sm_80 sm_86 sm_89 sm_90 compute_90".
+const char *cuda_arch_list(void);
 // Which convolution implementation runs: cuDNN with the direct kernels where it
 // declines a shape (the default), or the direct kernels only (tests compare both).
 enum { CUDA_CONV_AUTO = 0, CUDA_CONV_DIRECT };

@@ -1,0 +1,72 @@
+// cmd_export.c — `camoxpert export`: a checkpoint as an ONNX file (infer/onnx.h)
+// for ONNX Runtime, TensorRT, OpenVINO or the browser; docs/DEPLOY.md shows how to
+// run it. The model configuration comes from the checkpoint's metadata (or
+// --backbone ... for a reference PyTorch file) and goes into the ONNX file's
+// metadata_props, with the checkpoint's own `camoxpert_config` JSON when it has one.
+//
+//   camoxpert export --weights runs/a/best.safetensors --onnx camoxpert.onnx
+//   camoxpert export --weights best.safetensors --onnx camoxpert_fp16.onnx --half --outputs logits,maps
+#include "cli.h"
+#include "infer/onnx.h"
+#include "train/infer.h"
+#include <string.h>
+
+// The model of a checkpoint on the host in float32, as `camoxpert predict` opens it.
+static cx_status open_model(const char *weights, const char *backbone, int sparse, int E, int k, CamoXpert **m,
+                            ParamTable *pt) {
+    CamoXpertConfig mc;
+    if (!path_exists(weights))
+        return CX_FAIL(CX_ENOTFOUND, "--weights %s: no such file (training writes CHECKPOINT_DIR/best.safetensors)", weights);
+    CX_TRY(backbone ? camoxpert_config(&mc, backbone, sparse, E, k) : infer_config_from_checkpoint(weights, &mc, NULL));
+    params_init(pt);
+    *m = camoxpert_create(&mc, pt);
+    params_alloc(pt, DT_F32);
+    return camoxpert_load_file(*m, pt, weights);
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *weights = NULL, *onnx = NULL, *outputs = "logits", *backbone = NULL;
+    int half = 0, sparse = 0, E = 6, k = 2;
+    CliOpt opts[] = {
+        { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
+        { "onnx", OPT_STR, &onnx, "the ONNX file to write (opset 17; batch, height and width dynamic)", "OUT.onnx", NULL, 0 },
+        { "outputs", OPT_STR, &outputs, "comma-separated output groups: logits (the prediction), maps (fg_map, "
+          "search_map, uncertainty), refine (initial_pred, refine_1, refine_2), deep (deep-supervision logits), route "
+          "(sparse: experts, weights and router probabilities per scale), or all (default logits)", "LIST", NULL, 0 },
+        { "half", OPT_FLAG, &half, "float16 weights and arithmetic (float32 inputs and outputs; routing in float32): for "
+          "GPUs", NULL, NULL, 0 },
+        { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
+        { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
+        { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
+        { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+    };
+    int st = cli_parse(argc, argv, "export", opts, CLI_N(opts), NULL, 0, NULL, "--weights CKPT --onnx OUT.onnx [--half] [--outputs LIST]");
+    if (st) return st == CLI_HELP ? 0 : 2;
+    if (!weights || !onnx) {
+        fprintf(stderr, "error: camoxpert export needs --weights CKPT and --onnx OUT.onnx\n");
+        return 2;
+    }
+    OnnxExportOpts o = { .half = half };
+    if (onnx_outputs_parse(outputs, &o.outputs)) {
+        fprintf(stderr, "error: camoxpert export: %s\n", cx_errmsg());
+        return 2;
+    }
+    ParamTable pt;
+    CamoXpert *m = NULL;
+    cx_status cs = open_model(weights, backbone, sparse, E, k, &m, &pt);
+    char *config = NULL;
+    if (!cs) cs = st_read_meta(weights, "camoxpert_config", &config);
+    if (!cs) {
+        const char *meta[] = { "source", weights, config ? "camoxpert_config" : NULL, config, NULL };
+        o.meta = meta;
+        cs = onnx_export(m, &pt, &o, onnx);
+    }
+    if (cs) fprintf(stderr, "error: camoxpert export: %s\n", cx_errmsg());
+    else if (m->cfg.sparse)
+        printf("wrote %s: sparse %s (E=%d, top-%d), opset 17, %s, outputs %s\n", onnx, m->cfg.backbone,
+               m->cfg.num_experts, m->cfg.top_k, half ? "float16" : "float32", outputs);
+    else printf("wrote %s: dense %s, opset 17, %s, outputs %s\n", onnx, m->cfg.backbone, half ? "float16" : "float32", outputs);
+    free(config);
+    if (m) camoxpert_free(m), params_free(&pt);
+    return cs ? 1 : 0;
+}
