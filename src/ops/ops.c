@@ -223,7 +223,7 @@ int ops_cuda_device_count(char *why, size_t n) {
 
 const char *ops_cuda_arch_list(void) {
 #if HAVE_CUDA
-    return cuda_plugin() ? CUDA_CALL(arch_list) : NULL;
+    return cuda_lib_get() ? cuda_plug->arch_list() : NULL;
 #else
     return NULL;
 #endif

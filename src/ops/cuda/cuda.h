@@ -55,6 +55,7 @@ typedef struct CudaPlugin {
     const char *op_list;       // ops_list_signature() of the build that made the plug-in
     const OpsBackend *ops;     // cuda_<op> in every slot whose kernel ops/cuda/ defines, else NULL
     int *conv_impl;            // &cuda_conv_impl
+    const char *(*arch_list)(void);   // the architectures the plug-in was built for (camoxpert --version)
     int (*device_count)(char *why, size_t n);
     cx_status (*open)(struct CudaState **out, int gpu);
     void (*close)(struct CudaState *s);

@@ -24,6 +24,7 @@ static const CudaPlugin plugin = {
     .op_list = ops_list_signature(),
     .ops = &cuda_ops,
     .conv_impl = &cuda_conv_impl,
+    .arch_list = cuda_arch_list,
     .device_count = cuda_device_count,
     .open = cuda_open,
     .close = cuda_close,
