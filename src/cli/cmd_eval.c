@@ -400,8 +400,8 @@ int cmd_eval(int argc, char **argv) {
 
     // pair and measure every method on every set
     EvalCell *cells = cx_calloc((size_t)(n_sets * n_m + 1), sizeof *cells);
-    int n_scored = 0, single = n_sets == 1 && n_m == 1;
-    for (int k = 0; !rc && k < n_m; k++) {
+    int n_scored = 0, single = n_sets == 1 && n_m == 1, fatal = rc;
+    for (int k = 0; !fatal && k < n_m; k++) {
         if (data_root) warn_unused_folders(&m[k], sets, n_sets);
         for (int s = 0; s < n_sets; s++) {
             EvalCell *c = &cells[s * n_m + k];
@@ -426,7 +426,7 @@ int cmd_eval(int argc, char **argv) {
             else rc = 1;
         }
     }
-    if (!rc && !n_scored) {
+    if (!fatal && !n_scored) {
         fprintf(stderr, "error: nothing was scored: none of the methods has a folder for a test set found under %s "
                 "(P/CAMO, P/NC4K, ...)\n", data_root ? data_root : "the data root");
         rc = 1;
@@ -473,6 +473,7 @@ int cmd_eval(int argc, char **argv) {
                             print_categories(fmt, &sets[s], &m[k], &cells[s * n_m + k], whole);
                         }
         }
+        fflush(stdout);   // the tables before the line below, when both go to one file
         fprintf(info, "%d method%s on %d set%s in %.2f s (%d threads)\n", n_m, n_m == 1 ? "" : "s", n_sets,
                 n_sets == 1 ? "" : "s", cx_time_s() - t0, cx_threads_get());
     }

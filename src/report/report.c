@@ -118,6 +118,28 @@ static void add_checkpoints(cJSON *page, const RunRef *rr) {
     }
 }
 
+// RUN/eval.json when `camoxpert eval --json` wrote it (the run's test-set scores and
+// curves), without its per-image scores and categories; NULL when there is none.
+static cJSON *run_test_eval(const RunRef *rr) {
+    char *path = join(rr->dir, "eval.json");
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    cJSON *j = path_exists(path) && !read_file(path, &buf, &n) ? cJSON_ParseWithLength((const char *)buf, n) : NULL;
+    free(buf);
+    free(path);
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "software");
+    if (!cJSON_IsString(sw) || strcmp(sw->valuestring, "camoxpert eval")) { cJSON_Delete(j); return NULL; }
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "per_image");
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "categories");
+    const cJSON *d, *m;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(j, "datasets"))
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "methods")) {
+            cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)m, "per_image");
+            cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)m, "categories");
+        }
+    return j;
+}
+
 cx_status report_write(Report *r, FILE *console) {
     cJSON *data = cJSON_CreateObject();
     struct timespec now;
@@ -143,6 +165,9 @@ cx_status report_write(Report *r, FILE *console) {
         cJSON_AddStringToObject(page, "name", rr->name);
         cJSON_AddStringToObject(page, "dir", rr->dir);
         add_checkpoints(page, rr);
+        cJSON *te = run_test_eval(rr);
+        if (te) cJSON_AddItemToObject(page, "test_eval", te);
+        else cJSON_AddNullToObject(page, "test_eval");
         ongoing |= L.n_seg && !L.seg[L.n_seg - 1].end;
         n_notes += L.n_notes, n_steps += L.n_steps, n_epochs += L.n_epochs;
         for (int k = 0; console && k < L.n_notes; k++) fprintf(console, "note: %s: %s\n", rr->log, L.notes[k]);
