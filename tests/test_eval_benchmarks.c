@@ -251,3 +251,58 @@ TEST(eval_json_curves_and_plot_page_in_headless_chromium) {
     CHECK(strstr(dom, "best-score") && strstr(dom, "not scored: 1 of 250 predictions missing"));
     free(dom), free(console);
 }
+
+// A run directory as train writes it, reduced to what the report reads: one run record
+// (its seed), a step and a validated epoch; plus RUN/eval.json from `camoxpert eval`.
+static void fake_run(const char *run, int seed, double sm, const char *pred) {
+    REQUIRE_OK(make_dirs(run));
+    char p[900], log[2048];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", run);
+    snprintf(log, sizeof log,
+             "{\"type\":\"run\",\"time\":\"2026-01-01T00:00:00Z\",\"seed\":%d,\"dataset\":\"syn\",\"epochs\":1}\n"
+             "{\"type\":\"step\",\"step\":1,\"stage\":1,\"epoch\":1,\"batch\":1,\"lr\":0.001,\"loss\":1,\"grad_norm\":1,"
+             "\"images_per_s\":10}\n"
+             "{\"type\":\"epoch\",\"epoch\":1,\"stage\":1,\"step\":1,\"loss\":0.5,\"seconds\":3,\"val\":{\"images\":8,"
+             "\"Smeasure\":%g,\"wFmeasure\":0.2,\"MAE\":0.3,\"adpEm\":0.5,\"meanEm\":0.4,\"maxEm\":0.6,\"adpFm\":0.1,"
+             "\"meanFm\":0.2,\"maxFm\":0.3,\"IoU\":0.1,\"best\":true}}\n", seed, sm);
+    FILE *f = fopen(p, "w");
+    REQUIRE(f);
+    fputs(log, f);
+    fclose(f);
+    char *o;
+    int rc = test_run_bin(&o, "eval --pred %s --gt %s --json %s/eval.json --threads 1", pred,
+                          test_shared_path("data/camo4/GT"), run);
+    CHECKF(rc == 0, "exit %d: %s", rc, o);
+}
+
+TEST(report_shows_test_set_curves_and_the_spread_over_seeds) {
+    char a[700], b[700], page[800];
+    snprintf(a, sizeof a, "%s/seed1", test_tmpdir());
+    snprintf(b, sizeof b, "%s/seed2", test_tmpdir());
+    fake_run(a, 1, 0.5, test_shared_path("fixtures/metrics_camo4/pred"));
+    fake_run(b, 2, 0.7, test_shared_path("data/camo4/GT"));
+    snprintf(page, sizeof page, "%s/compare.html", test_tmpdir());
+    char *o;
+    int rc = test_run_bin(&o, "report %s %s --out %s --max-images 0 --threads 1", a, b, page);
+    CHECKF(rc == 0, "exit %d: %s", rc, o);
+    unsigned char *buf;
+    size_t n;
+    REQUIRE_OK(read_file(page, &buf, &n));
+    CHECK(strstr((char *)buf, "\"test_eval\":{") && !strstr((char *)buf, "per_image"));
+    free(buf);
+    const char *browser = browser_find();
+    if (!browser) {
+        test_skip("Chromium is not installed (scripts/deps.sh installs Debian's chromium)");
+        return;
+    }
+    char *dom, *console;
+    REQUIRE(browser_load(browser, page, NULL, &dom, &console) == 0);
+    CHECKF(!strcmp(browser_status_attr(dom, "data-state"), "ok"), "page status %s", browser_status_attr(dom, "data-state"));
+    CHECKF(!console[0], "console messages:\n%s", console);
+    CHECKF(browser_count(dom, "Test sets (camoxpert eval, /") == 2 && browser_count(dom, ">recall</text>") == 2,
+           "%d test-set sections, %d PR charts", browser_count(dom, "Test sets (camoxpert eval, /"),
+           browser_count(dom, ">recall</text>"));
+    // validation Sα over the two seeds: 0.6 ± 0.1414; the test set's Sα too
+    CHECKF(strstr(dom, "Across the 2 runs") && strstr(dom, "0.6000 ± 0.1414"), "no mean ± std table");
+    free(dom), free(console);
+}

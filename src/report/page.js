@@ -94,6 +94,7 @@
     var y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
     if (opt.zero && y0 > 0) y0 = 0;
     if (opt.unit) { y0 = Math.min(y0, 0); y1 = Math.max(y1, opt.unitMax || 1); }
+    if (opt.unitX) { x0 = Math.min(x0, 0); x1 = Math.max(x1, 1); }
     if (x1 === x0) { x0 -= 1; x1 += 1; }
     if (y1 === y0) { var d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
     var pad = (y1 - y0) * 0.05; if (!opt.unit) { y0 -= opt.zero && y0 === 0 ? 0 : pad; y1 += pad; }
@@ -242,7 +243,7 @@
         chart(g, title, series, opt);
       }
       curveChart('precision–recall (' + d.title + ')', function (c) { return c.recall; }, 'precision',
-                 { xlabel: 'recall', ylabel: 'precision' });
+                 { xlabel: 'recall', ylabel: 'precision', unitX: true });
       curveChart('Fβ (β²=0.3) against the threshold', function () { return thr; }, 'Fmeasure',
                  { xlabel: 'threshold', ylabel: 'Fβ' });
       curveChart('Eφ against the threshold', function () { return thr; }, 'Emeasure',
