@@ -306,3 +306,23 @@ TEST(report_shows_test_set_curves_and_the_spread_over_seeds) {
     CHECKF(strstr(dom, "Across the 2 runs") && strstr(dom, "0.6000 ± 0.1414"), "no mean ± std table");
     free(dom), free(console);
 }
+
+// The library call predict --data-root will use too: the sets, their masks and photos.
+TEST(eval_testsets_find_returns_masks_and_photo_folders) {
+    const char *r = bench_root();
+    char data[700];
+    snprintf(data, sizeof data, "%s/data", r);
+    TestSet *ts;
+    int n;
+    REQUIRE_OK(testsets_find(data, 0, &ts, &n));
+    REQUIRE(n == TESTSET_N);
+    CHECK(ts[TESTSET_CAMO].n == 250 && strstr(ts[TESTSET_CAMO].img_dir, "CAMO-V.1.0-CVIU2019/Images/Test"));
+    CHECK(ts[TESTSET_COD10K].n == 2026 && ts[TESTSET_COD10K].n_noncam == 1974 && !ts[TESTSET_COD10K].img_dir);
+    CHECK(ts[TESTSET_NC4K].n == 4121 && !strcmp(ts[TESTSET_NC4K].names[0], "1") && !ts[TESTSET_CHAMELEON].img_dir);
+    testsets_free(ts, n);
+    // the root may be one set's own folder
+    snprintf(data, sizeof data, "%s/data/TestDataset/CHAMELEON", r);
+    REQUIRE_OK(testsets_find(data, 0, &ts, &n));
+    CHECK(n == 1 && ts[0].id == TESTSET_CHAMELEON && ts[0].n == 76);
+    testsets_free(ts, n);
+}

@@ -400,7 +400,7 @@ int cmd_eval(int argc, char **argv) {
 
     // pair and measure every method on every set
     EvalCell *cells = cx_calloc((size_t)(n_sets * n_m + 1), sizeof *cells);
-    int n_scored = 0, single = n_sets == 1 && n_m == 1, fatal = rc;
+    int n_scored = 0, n_folders = 0, single = n_sets == 1 && n_m == 1, fatal = rc;
     for (int k = 0; !fatal && k < n_m; k++) {
         if (data_root) warn_unused_folders(&m[k], sets, n_sets);
         for (int s = 0; s < n_sets; s++) {
@@ -412,6 +412,7 @@ int cmd_eval(int argc, char **argv) {
                 snprintf(c->why, sizeof c->why, "no folder %s/%s", m[k].dir, sets[s].name);
                 continue;
             }
+            n_folders++;
             cx_status st = eval_cell_pair(c, &sets[s], dir, label);
             free(dir);
             if (st) {
@@ -426,7 +427,7 @@ int cmd_eval(int argc, char **argv) {
             else rc = 1;
         }
     }
-    if (!fatal && !n_scored) {
+    if (!fatal && !n_folders) {
         fprintf(stderr, "error: nothing was scored: none of the methods has a folder for a test set found under %s "
                 "(P/CAMO, P/NC4K, ...)\n", data_root ? data_root : "the data root");
         rc = 1;
@@ -483,6 +484,11 @@ int cmd_eval(int argc, char **argv) {
         cJSON *d;
         if (single) {   // one folder: the toolkit's layout, {"n", "overall", "per_image", ...} at the top
             d = doc_new(whole);
+            char *name = text_utf8_safe(m[0].name), *gt = text_utf8_safe(sets[0].gt_dir), *pred = text_utf8_safe(m[0].dir);
+            cJSON_AddStringToObject(d, "method", name);
+            cJSON_AddStringToObject(d, "gt", gt);
+            cJSON_AddStringToObject(d, "pred", pred);
+            free(name), free(gt), free(pred);
             cJSON *c = eval_cell_json(&cells[0], 1, 1);
             cJSON *it;
             while ((it = c->child)) {

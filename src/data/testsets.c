@@ -15,6 +15,7 @@ const TestSetInfo testset_info[TESTSET_N] = {
 };
 
 static const char *const MASK_DIRS[] = { "GT", "GT_Object", "GT_object", "Masks", "masks", "Mask", "gt", NULL };
+static const char *const IMAGE_DIRS[] = { "Imgs", "Image", "Images", "images", "imgs", NULL };
 
 int testset_is_noncam(const char *name) { return strstr(name, "-NonCAM-") != NULL; }
 
@@ -132,9 +133,11 @@ static cx_status read_set(const char *dir, testset_id id, int include_noncam, Te
     *found = 0;
     memset(s, 0, sizeof *s);
     char *gt = NULL, *keep_dir = NULL;   // keep_dir: only masks of the images there (CAMO-V.1.0)
+    char *img = NULL;
     char *t = find_dir(dir, test_dirs);
     if (t) {   // COD10K-v3: Test/GT_Object
         gt = find_dir(t, MASK_DIRS);
+        if (gt) img = find_dir(t, IMAGE_DIRS);
         free(t);
     }
     if (!gt) {
@@ -146,7 +149,8 @@ static cx_status read_set(const char *dir, testset_id id, int include_noncam, Te
             free(im);
         }
     }
-    if (!gt) gt = find_dir(dir, MASK_DIRS);   // packaged: <SET>/GT
+    if (!gt && (gt = find_dir(dir, MASK_DIRS))) img = find_dir(dir, IMAGE_DIRS);   // packaged: <SET>/GT
+    else if (gt && keep_dir) img = cx_strdup(keep_dir);
     if (!gt) return CX_OK;
     char **names, **files;
     int n;
@@ -169,10 +173,11 @@ static cx_status read_set(const char *dir, testset_id id, int include_noncam, Te
             free_strs(kf, nk);
         }
     }
-    if (st) { free(gt); free(keep_dir); return st; }
+    if (st) { free(gt); free(keep_dir); free(img); return st; }
     s->id = id;
     s->dir = cx_strdup(dir);
     s->gt_dir = gt;
+    s->img_dir = img;
     if (id == TESTSET_COD10K && !include_noncam) {
         int k = 0;
         for (int i = 0; i < n; i++) {
@@ -240,6 +245,7 @@ void testsets_free(TestSet *sets, int n) {
     for (int i = 0; i < n; i++) {
         free(sets[i].dir);
         free(sets[i].gt_dir);
+        free(sets[i].img_dir);
         free_strs(sets[i].names, sets[i].n);
         free_strs(sets[i].files, sets[i].n);
     }

@@ -38,6 +38,7 @@ typedef struct {
     testset_id id;
     char *dir;        // the set's folder under the root
     char *gt_dir;     // the folder of its masks
+    char *img_dir;    // the folder of its photos (Imgs, Image, Images/Test), NULL when absent
     char **names;     // (n) mask base names (no extension), sorted
     char **files;     // (n) their file names in gt_dir
     int n;

@@ -200,7 +200,7 @@
   function evalDatasets(doc) {
     if (doc.datasets) return doc.datasets;
     return [{ title: 'ground truth ' + (doc.gt || ''), caption: doc.n + ' images',
-              methods: [{ method: doc.pred || 'predictions', overall: doc.overall, curves: doc.curves }] }];
+              methods: [{ method: doc.method || doc.pred || 'predictions', overall: doc.overall, curves: doc.curves }] }];
   }
   // A curve of the JSON (PySODMetrics' order: index i is threshold (255 - i) / 255) as x, y.
   function thresholds() {
