@@ -17,7 +17,6 @@
 #include "report/report.h"
 #include <dirent.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 typedef struct { char *name, *dir; } EvalMethod;   // dir: a folder (--gt) or a root (--data-root)

@@ -5,9 +5,9 @@
 //
 //   EvalSet set;   CX_TRY(eval_set_from_dir(&set, "data/GT"));
 //   EvalCell cell = { 0 };
-//   eval_cell_pair(&cell, &set, "pred/", 0, "");     // prints what is missing or extra
+//   CX_TRY(eval_cell_pair(&cell, &set, "pred/", ""));  // prints what is missing or extra
 //   if (cell.pairs_ok) eval_cell_measure(&cell, &set, 0, "");
-//   cJSON *j = eval_cell_json(&cell, &set, 1, 1);    // scores, curves, per image
+//   if (cell.scored) j = eval_cell_json(&cell, 1, 1);  // scores, curves, per image
 //   eval_cell_free(&cell); eval_set_free(&set);
 #pragma once
 #include "data/testsets.h"
