@@ -1,10 +1,14 @@
 // test_eval.c — acceptance of `camoxpert eval` against PySODMetrics' own output
 // (../shared/fixtures/metrics_camo4/expected.json) through the library and through
 // the program's --json, plus categories from names and the command's error reports
-// (missing / extra predictions, size mismatches, --resize-pred).
+// (missing / extra predictions, size mismatches, --resize-pred), the test sets' folder
+// names, the tables' best marks and formula-proof CSV cells.
 #include "test.h"
+#include "core/text.h"
 #include "data/image.h"
+#include "data/testsets.h"
 #include "eval/eval.h"
+#include "eval/table.h"
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <string.h>
@@ -221,4 +225,34 @@ TEST(eval_cli_reports_missing_extra_and_mismatched_files_by_name) {
     REQUIRE_OK(read_file(p, &out, &n));
     CHECKF(strstr((char *)out, "/nope"), "%s", out);
     free(out);
+}
+
+// Folder names of the test sets, as packaged and as released; names that are not one.
+TEST(eval_testset_folder_names) {
+    CHECK(testset_match("CAMO") == TESTSET_CAMO && testset_match("camo") == TESTSET_CAMO);
+    CHECK(testset_match("CAMO-V.1.0-CVIU2019") == TESTSET_CAMO && testset_match("CAMO_test") == TESTSET_CAMO);
+    CHECK(testset_match("COD10K-v3") == TESTSET_COD10K && testset_match("COD10K-Test") == TESTSET_COD10K);
+    CHECK(testset_match("CHAMELEON") == TESTSET_CHAMELEON && testset_match("NC4K") == TESTSET_NC4K);
+    CHECK(testset_match("CAMOUFLAGE") < 0 && testset_match("COD10K-train") < 0 && testset_match("NC4K2") < 0);
+    CHECK(testset_is_noncam("COD10K-NonCAM-5-Background-2-Grassland-100") && !testset_is_noncam("COD10K-CAM-1-Aquatic-3-Crab-1"));
+}
+
+// Table marks compare values as printed; CSV cells cannot become spreadsheet formulas.
+TEST(eval_table_best_marks_and_csv_cells) {
+    MetricsSummary a = { .n = 2, .sm = 0.81234, .mae = 0.05 }, b = { .n = 2, .sm = 0.81231, .mae = 0.04 };
+    EvalRow rows[3] = { { "a", &a, NULL }, { "b", &b, NULL }, { "c", NULL, "no folder" } };
+    EvalTable t = { "CAMO-test", "250 images", rows, 3 };
+    CHECK(eval_table_best(&t, 0, 0, 0, 3) && eval_table_best(&t, 1, 0, 0, 3));   // 0.812 both: a tie
+    CHECK(eval_table_best(&t, 0, 0, 0, -1) && !eval_table_best(&t, 1, 0, 0, -1));
+    CHECK(eval_table_best(&t, 1, 2, 0, 3) && !eval_table_best(&t, 0, 2, 0, 3));   // MAE: lower is better
+    CHECK(!eval_table_best(&t, 2, 0, 0, 3));
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    REQUIRE(f);
+    static const char *const cells[] = { "=1+2", "+x", "-3", "@SUM(A1)", "plain", "a,b", NULL };
+    for (int i = 0; cells[i]; i++) { text_csv_field(f, cells[i]); fputc('|', f); }
+    fclose(f);
+    CHECKF(!strcmp(buf, "\"'=1+2\"|\"'+x\"|\"'-3\"|\"'@SUM(A1)\"|plain|\"a,b\"|"), "%s", buf);
+    free(buf);
 }

@@ -3,9 +3,12 @@
 // object, an object on the image edge, no overlap, non-square odd sizes, EDT ties, GT
 // values 128/129), against numbers from the independent numpy/scipy implementation
 // in tools/metrics_ref.py (`/usr/bin/python3 tools/metrics_ref.py cases`), plus the
-// dataset aggregation and the training-validation export.
+// dataset aggregation, the dataset curves against tests/fixtures/metrics_curves.json
+// (`tools/metrics_ref.py curves`), whole-based IoU/Dice and the training-validation export.
 #include "test.h"
+#include "data/image.h"
 #include "eval/metrics.h"
+#include <cjson/cJSON.h>
 #include <string.h>
 
 enum { MC_SM, MC_WFM, MC_MAE, MC_ADP_EM, MC_MEAN_EM, MC_MAX_EM, MC_ADP_FM, MC_MEAN_FM, MC_MAX_FM,
@@ -267,4 +270,105 @@ TEST(metrics_accum_prob_equals_exported_png_path) {
     uint8_t e2[4];
     metrics_export_u8(p2, 4, e2);
     CHECK(e2[0] == 0 && e2[1] == 85 && e2[2] == 170 && e2[3] == 255);
+}
+
+// |c[t] - ref[255 - t]| over one curve: ref is a JSON array in PySODMetrics' order.
+static double curve_err(const double *c, const cJSON *ref, const char *what) {
+    if (cJSON_GetArraySize(ref) != METRICS_NTHR) {
+        test_fail(__FILE__, __LINE__, "%s: %d values in the fixture, %d expected", what, cJSON_GetArraySize(ref), METRICS_NTHR);
+        return INFINITY;
+    }
+    double worst = 0;
+    for (int i = 0; i < METRICS_NTHR; i++) {
+        double d = fabs(c[METRICS_NTHR - 1 - i] - cJSON_GetArrayItem(ref, i)->valuedouble);
+        if (!(d <= worst)) worst = d;
+    }
+    CHECKF(worst <= 1e-6, "%s: worst |error| %.3g against tools/metrics_ref.py", what, worst);
+    return worst;
+}
+
+static double curves_err(const MetricsAccum *acc, const cJSON *ref, const char *what) {
+    MetricsCurves c;
+    metrics_accum_curves(acc, &c);
+    const double *mine[4] = { c.pre, c.rec, c.fm, c.em };
+    static const char *const keys[4] = { "precision", "recall", "Fmeasure", "Emeasure" };
+    double worst = 0;
+    for (int k = 0; k < 4; k++) {
+        char w[128];
+        snprintf(w, sizeof w, "%s %s", what, keys[k]);
+        double e = curve_err(mine[k], cJSON_GetObjectItemCaseSensitive(ref, keys[k]), w);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
+// The dataset curves (precision, recall, Fβ and Eφ at the 256 thresholds, averaged over
+// the images) of the real camo4 predictions and of the hand-made cases, against the
+// arrays tools/metrics_ref.py computes with PySODMetrics' definitions.
+TEST(metrics_curves_match_reference_arrays) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    REQUIRE_OK(read_file("tests/fixtures/metrics_curves.json", &buf, &len));
+    cJSON *ref = cJSON_ParseWithLength((const char *)buf, len);
+    free(buf);
+    REQUIRE(ref);
+    const cJSON *dirs = cJSON_GetObjectItemCaseSensitive(ref, "dirs"), *cases = cJSON_GetObjectItemCaseSensitive(ref, "cases");
+    REQUIRE(dirs && cases);
+    static const char *const camo4[4] = { "camourflage_00012.png", "camourflage_00018.png", "camourflage_00061.png",
+                                          "camourflage_00064.png" };
+    MetricsAccum acc;
+    metrics_accum_init(&acc);
+    for (int i = 0; i < 4; i++) {
+        char rel[256];
+        Image8 p = { 0 }, g = { 0 };
+        snprintf(rel, sizeof rel, "fixtures/metrics_camo4/pred/%s", camo4[i]);
+        REQUIRE_OK(image_load(test_shared_path(rel), 1, &p));
+        snprintf(rel, sizeof rel, "data/camo4/GT/%s", camo4[i]);
+        REQUIRE_OK(image_load(test_shared_path(rel), 1, &g));
+        MetricsImage m;
+        REQUIRE_OK(metrics_image_u8(p.px, g.px, g.h, g.w, &m));
+        metrics_accum_add(&acc, &m);
+        image_free(&p);
+        image_free(&g);
+    }
+    double e1 = curves_err(&acc, cJSON_GetObjectItemCaseSensitive(dirs, "curves"), "camo4");
+    metrics_accum_init(&acc);
+    static uint8_t pred[64 * 64], gt[64 * 64];
+    const cJSON *name;
+    cJSON_ArrayForEach(name, cJSON_GetObjectItemCaseSensitive(cases, "names")) {
+        int H, W;
+        REQUIRE(metrics_case_fill(name->valuestring, pred, gt, &H, &W));
+        MetricsImage m;
+        REQUIRE_OK(metrics_image_u8(pred, gt, H, W, &m));
+        metrics_accum_add(&acc, &m);
+    }
+    CHECK(acc.n == (int64_t)(sizeof metric_cases / sizeof *metric_cases));
+    double e2 = curves_err(&acc, cJSON_GetObjectItemCaseSensitive(cases, "curves"), "hand-made cases");
+    // observed: float64 rounding only
+    CHECKF(e1 <= 1e-12 && e2 <= 1e-12, "worst |error| %.3g (camo4), %.3g (cases)", e1, e2);
+    cJSON_Delete(ref);
+}
+
+// Whole-based IoU / Dice (FmeasureV2's sample_based=False): one score from the counts
+// summed over the images, which weighs large objects more than the per-image mean.
+TEST(metrics_whole_based_iou_sums_counts) {
+    static uint8_t pred[64 * 64], gt[64 * 64];
+    const char *names[] = { "odd_nonsquare", "blobs", "no_overlap" };
+    MetricsAccum acc;
+    metrics_accum_init(&acc);
+    int64_t tp = 0, fp = 0, fn = 0;
+    for (int k = 0; k < 3; k++) {
+        int H, W;
+        REQUIRE(metrics_case_fill(names[k], pred, gt, &H, &W));
+        MetricsImage m;
+        REQUIRE_OK(metrics_image_u8(pred, gt, H, W, &m));
+        CHECK_NEAR(m.iou_50, m.tp_50 + m.fp_50 + m.fn_50 ? (double)m.tp_50 / (double)(m.tp_50 + m.fp_50 + m.fn_50) : 0, 1e-15);
+        tp += m.tp_50, fp += m.fp_50, fn += m.fn_50;
+        metrics_accum_add(&acc, &m);
+    }
+    MetricsSummary s;
+    metrics_accum_summary(&acc, &s);
+    CHECK_NEAR(s.iou_50_all, (double)tp / (double)(tp + fp + fn), 1e-15);
+    CHECK_NEAR(s.dice_50_all, 2.0 * tp / (double)(2 * tp + fp + fn), 1e-15);
+    CHECK(fabs(s.iou_50_all - s.iou_50) > 1e-3);   // the two averages differ here
 }

@@ -8,86 +8,11 @@
 // is left in build/report-test/ for a person to look at. Without Chromium the test
 // says "skipped" (scripts/deps.sh installs Debian's chromium).
 #include "test.h"
+#include "browser.h"
 #include <string.h>
-#include <sys/wait.h>
-
-static const char *chromium(void) {
-    static const char *const names[] = { "chromium", "chromium-browser", "google-chrome", NULL };
-    for (int i = 0; names[i]; i++) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", names[i]);
-        if (system(cmd) == 0) return names[i];
-    }
-    return NULL;
-}
-
-// Loads PAGE headless; *dom gets the DOM after the scripts ran, *console the console
-// messages (malloc'd). With shot, also writes a screenshot there. Returns the exit status.
-static int browse(const char *browser, const char *page, const char *shot, char **dom, char **console) {
-    char dir[600], cmd[8192];
-    snprintf(dir, sizeof dir, "%s", test_tmpdir());
-    // No network: everything that would phone home is off, so the page must stand alone.
-    const char *flags = "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
-                        "--disable-background-networking --disable-component-update --disable-sync "
-                        "--disable-default-apps --disable-extensions --mute-audio";
-    snprintf(cmd, sizeof cmd, "timeout 120 %s %s --user-data-dir=%s/profile --enable-logging=stderr --v=0 --dump-dom "
-             "'file://%s' > %s/dom.html 2> %s/stderr.txt", browser, flags, dir, page, dir, dir);
-    int st = system(cmd);
-    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    if (!rc && shot) {
-        snprintf(cmd, sizeof cmd, "timeout 120 %s %s --user-data-dir=%s/profile2 --hide-scrollbars "
-                 "--window-size=1400,5200 --screenshot='%s' 'file://%s' > /dev/null 2>&1", browser, flags, dir, shot, page);
-        st = system(cmd);
-        rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    }
-    char p[800];
-    size_t n;
-    snprintf(p, sizeof p, "%s/dom.html", dir);
-    if (read_file(p, (unsigned char **)dom, &n)) *dom = cx_strdup("");
-    // Console messages are logged as "...:INFO:CONSOLE:..." lines; the page writes none.
-    snprintf(p, sizeof p, "%s/stderr.txt", dir);
-    char *err = NULL;
-    if (read_file(p, (unsigned char **)&err, &n)) err = cx_strdup("");
-    size_t cap = 1, len = 0;
-    *console = cx_calloc(1, 1);
-    for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n")) {
-        if (!strstr(line, "CONSOLE")) continue;
-        size_t l = strlen(line);
-        *console = cx_realloc(*console, cap += l + 1);
-        memcpy(*console + len, line, l);
-        len += l;
-        (*console)[len++] = '\n';
-        (*console)[len] = 0;
-    }
-    free(err);
-    return rc;
-}
-
-static int count(const char *s, const char *what) {
-    int n = 0;
-    for (; (s = strstr(s, what)); s++) n++;
-    return n;
-}
-
-// The value of attribute ATTR of the element with id="status" ("" when absent).
-static const char *status_attr(const char *dom, const char *attr) {
-    static char v[256];
-    v[0] = 0;
-    const char *s = strstr(dom, "id=\"status\"");
-    if (!s) return v;
-    const char *end = strchr(s, '>');
-    char key[64];
-    snprintf(key, sizeof key, " %s=\"", attr);
-    const char *a = strstr(s, key);
-    if (!a || (end && a > end)) return v;
-    a += strlen(key);
-    size_t n = strcspn(a, "\"");
-    snprintf(v, sizeof v, "%.*s", (int)(n < sizeof v - 1 ? n : sizeof v - 1), a);
-    return v;
-}
 
 TEST(report_page_in_headless_chromium) {
-    const char *browser = chromium();
+    const char *browser = browser_find();
     if (!browser) {
         test_skip("Chromium is not installed (the README's test command, scripts/deps.sh, installs Debian's chromium)");
         return;
@@ -123,39 +48,39 @@ TEST(report_page_in_headless_chromium) {
     remove(shot);
 
     char *dom, *console;
-    rc = browse(browser, page, shot, &dom, &console);
+    rc = browser_load(browser, page, shot, &dom, &console);
     REQUIRE(rc == 0);
-    CHECKF(!strcmp(status_attr(dom, "data-state"), "ok"), "page status %s: %.400s", status_attr(dom, "data-state"),
+    CHECKF(!strcmp(browser_status_attr(dom, "data-state"), "ok"), "page status %s: %.400s", browser_status_attr(dom, "data-state"),
            strstr(dom, "id=\"status\"") ? strstr(dom, "id=\"status\"") : dom);
     CHECKF(!console[0], "console messages:\n%s", console);
     // 14 step charts, 8 epoch charts, 9 routing charts; a curve in each; the marks.
-    int charts = count(dom, "class=\"chart\"");
+    int charts = browser_count(dom, "class=\"chart\"");
     CHECKF(charts >= 31, "%d charts", charts);
-    CHECKF(count(dom, "class=\"series\"") >= charts, "%d curves for %d charts", count(dom, "class=\"series\""), charts);
-    CHECKF(count(dom, "class=\"stage2\"") >= 14, "%d stage-2 marks", count(dom, "class=\"stage2\""));
-    CHECKF(count(dom, "class=\"resume\"") >= 14, "%d resume marks", count(dom, "class=\"resume\""));
-    CHECKF(count(dom, "class=\"best\"") >= 6, "%d best-epoch marks", count(dom, "class=\"best\""));
+    CHECKF(browser_count(dom, "class=\"series\"") >= charts, "%d curves for %d charts", browser_count(dom, "class=\"series\""), charts);
+    CHECKF(browser_count(dom, "class=\"stage2\"") >= 14, "%d stage-2 marks", browser_count(dom, "class=\"stage2\""));
+    CHECKF(browser_count(dom, "class=\"resume\"") >= 14, "%d resume marks", browser_count(dom, "class=\"resume\""));
+    CHECKF(browser_count(dom, "class=\"best\"") >= 6, "%d best-epoch marks", browser_count(dom, "class=\"best\""));
     // Heat maps: all images and each synthetic family seen.
-    CHECKF(count(dom, "class=\"heatmap\"") >= 3, "%d heat maps", count(dom, "class=\"heatmap\""));
+    CHECKF(browser_count(dom, "class=\"heatmap\"") >= 3, "%d heat maps", browser_count(dom, "class=\"heatmap\""));
     // Prediction rows: 6 sampled, worst and best among them, each with embedded images.
-    int rows = count(dom, "class=\"pred-row\"");
+    int rows = browser_count(dom, "class=\"pred-row\"");
     CHECKF(rows >= 6, "%d prediction rows", rows);
-    CHECKF(count(dom, "src=\"data:image/png;base64,") >= 2 * rows && count(dom, "src=\"data:image/jpeg;base64,") >= 2 * rows,
-           "images in %d rows: %d png, %d jpeg", rows, count(dom, "src=\"data:image/png;base64,"),
-           count(dom, "src=\"data:image/jpeg;base64,"));
+    CHECKF(browser_count(dom, "src=\"data:image/png;base64,") >= 2 * rows && browser_count(dom, "src=\"data:image/jpeg;base64,") >= 2 * rows,
+           "images in %d rows: %d png, %d jpeg", rows, browser_count(dom, "src=\"data:image/png;base64,"),
+           browser_count(dom, "src=\"data:image/jpeg;base64,"));
     CHECKF(strstr(dom, "Sα 0.") && strstr(dom, "MAE 0."), "no per-image scores");
     CHECK(strstr(dom, "resumed at step 7"));
     CHECKF(path_exists(shot), "no screenshot %s", shot);
     printf("    screenshot of the report page: %s\n", shot);
     free(dom), free(console);
 
-    rc = browse(browser, cmp, NULL, &dom, &console);
+    rc = browser_load(browser, cmp, NULL, &dom, &console);
     REQUIRE(rc == 0);
-    CHECKF(!strcmp(status_attr(dom, "data-state"), "ok"), "compare page status %s", status_attr(dom, "data-state"));
+    CHECKF(!strcmp(browser_status_attr(dom, "data-state"), "ok"), "compare page status %s", browser_status_attr(dom, "data-state"));
     CHECKF(!console[0], "console messages:\n%s", console);
     CHECK(strstr(dom, "sparse vs dense"));
     // Each of the 22 step and epoch charts draws both runs.
-    CHECKF(count(dom, "class=\"series\"") >= 2 * 22, "%d curves", count(dom, "class=\"series\""));
-    CHECKF(count(dom, "class=\"pred-row\"") >= 6, "%d prediction rows", count(dom, "class=\"pred-row\""));
+    CHECKF(browser_count(dom, "class=\"series\"") >= 2 * 22, "%d curves", browser_count(dom, "class=\"series\""));
+    CHECKF(browser_count(dom, "class=\"pred-row\"") >= 6, "%d prediction rows", browser_count(dom, "class=\"pred-row\""));
     free(dom), free(console);
 }

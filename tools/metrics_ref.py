@@ -7,8 +7,11 @@ runs it.
 
   /usr/bin/python3 tools/metrics_ref.py cases            # C table for tests/test_metrics.c
   /usr/bin/python3 tools/metrics_ref.py dirs PRED GT     # JSON like expected.json
+  /usr/bin/python3 tools/metrics_ref.py curves PRED GT > tests/fixtures/metrics_curves.json
+                                                         # the dataset curves of PRED/GT and of the
+                                                         # hand-made cases (tests/test_metrics.c)
 
-Needs numpy and scipy (Debian: apt-get install python3-numpy python3-scipy).
+Needs numpy, scipy and Pillow (Debian: apt-get install python3-numpy python3-scipy python3-pil).
 The hand-made cases are built from formulas that tests/test_metrics.c repeats
 (metrics_case_fill); keep the two in step.
 """
@@ -116,7 +119,7 @@ def curves(pred, gt):
     num = 1.3 * pre * rec
     den = np.where(num == 0, 1, 0.3 * pre + rec)
     fms = num / den
-    return ems, fms
+    return ems, fms, pre, rec
 
 
 def adaptive_scores(pred, gt):
@@ -135,8 +138,8 @@ def adaptive_scores(pred, gt):
     return em, fm
 
 
-def iou_dice(pred, gt, thr):
-    b = pred >= thr
+def iou_dice(pred, gt, thr, strict=False):
+    b = pred > thr if strict else pred >= thr
     tp = int(np.count_nonzero(b & gt))
     fp = int(np.count_nonzero(b & ~gt))
     fn = int(np.count_nonzero(gt)) - tp
@@ -177,9 +180,9 @@ KEYS = ["sm", "wfm", "mae", "adp_em", "mean_em", "max_em", "adp_fm", "mean_fm", 
 
 def measure(pred_u8, gt_u8):
     pred, gt = prepare(pred_u8, gt_u8)
-    ems, fms = curves(pred, gt)
+    ems, fms, pre, rec = curves(pred, gt)
     adp_em, adp_fm = adaptive_scores(pred, gt)
-    iou50, dice50 = iou_dice(pred, gt, 0.5)
+    iou50, dice50 = iou_dice(pred, gt, 0.5, strict=True)   # FmeasureV2's binary: pred > 0.5
     iouad, dicead = iou_dice(pred, gt, adaptive_threshold(pred))
     with np.errstate(all="ignore"):
         sm = smeasure(pred, gt)
@@ -187,7 +190,7 @@ def measure(pred_u8, gt_u8):
                 adp_em=float(adp_em), mean_em=float(ems.mean()), max_em=float(ems.max()),
                 adp_fm=float(adp_fm), mean_fm=float(fms.mean()), max_fm=float(fms.max()),
                 iou_50=iou50, dice_50=dice50, iou_adp=iouad, dice_adp=dicead,
-                _ems=ems, _fms=fms)
+                _ems=ems, _fms=fms, _pre=pre, _rec=rec)
 
 
 # ---- hand-made cases (repeated in tests/test_metrics.c: metrics_case_fill) ------------
@@ -316,11 +319,41 @@ def emit_dirs(pred_dir, gt_dir):
     print()
 
 
+# ---- curves ----------------------------------------------------------------------------
+CURVE_KEYS = [("precision", "_pre"), ("recall", "_rec"), ("Fmeasure", "_fms"), ("Emeasure", "_ems")]
+
+
+def mean_curves(measured):
+    """The dataset curves: per-image curves averaged over the images, in PySODMetrics'
+    order (index i: foreground where floor(255 * pred) >= 255 - i)."""
+    return {name: np.mean(np.array([m[key] for m in measured], np.float64), axis=0).tolist()
+            for name, key in CURVE_KEYS}
+
+
+def emit_curves(pred_dir, gt_dir):
+    from PIL import Image
+    names = sorted(os.listdir(gt_dir))
+    dirs = [measure(np.array(Image.open(os.path.join(pred_dir, nm)).convert("L")),
+                    np.array(Image.open(os.path.join(gt_dir, nm)).convert("L"))) for nm in names]
+    cases = []
+    for name in CASES:
+        p, g = case(name)
+        cases.append(measure(p.astype(np.uint8), g.astype(np.uint8)))
+    out = dict(generator="tools/metrics_ref.py curves (numpy %s)" % np.__version__,
+               order="index i: foreground where floor(255 * pred) >= 255 - i (PySODMetrics' order)",
+               dirs=dict(pred=os.path.basename(os.path.normpath(pred_dir)), n=len(names), curves=mean_curves(dirs)),
+               cases=dict(names=CASES, curves=mean_curves(cases)))
+    json.dump(out, sys.stdout)
+    print()
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "cases":
         emit_cases()
     elif len(sys.argv) == 4 and sys.argv[1] == "dirs":
         emit_dirs(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "curves":
+        emit_curves(sys.argv[2], sys.argv[3])
     else:
         print(__doc__)
         sys.exit(2)

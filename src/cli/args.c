@@ -47,6 +47,7 @@ void cli_print_help(FILE *fp, const char *cmd, const char *synopsis, const CliOp
         case OPT_FLOAT: fprintf(fp, " (default %g)", (double)*(float *)opts[i].dst); break;
         case OPT_DOUBLE: fprintf(fp, " (default %g)", *(double *)opts[i].dst); break;
         case OPT_STR: if (*(const char **)opts[i].dst) fprintf(fp, " (default %s)", *(const char **)opts[i].dst); break;
+        case OPT_STRS: fprintf(fp, " (repeatable)"); break;
         case OPT_FLAG: break;
         }
         fputc('\n', fp);
@@ -97,7 +98,7 @@ int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n, const
             fprintf(stderr, "; see camoxpert %s --help\n", cmd);
             return 2;
         }
-        if (o->seen) {
+        if (o->seen && o->kind != OPT_STRS) {
             fprintf(stderr, "error: camoxpert %s: --%s given twice\n", cmd, o->name);
             return 2;
         }
@@ -138,6 +139,15 @@ int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n, const
             }
             *(const char **)o->dst = v;
             break;
+        case OPT_STRS: {
+            CliStrs *l = o->dst;
+            if (l->n == CLI_STRS_MAX) {
+                fprintf(stderr, "error: camoxpert %s: --%s given more than %d times\n", cmd, o->name, CLI_STRS_MAX);
+                return 2;
+            }
+            l->v[l->n++] = v;
+            break;
+        }
         case OPT_FLAG: break;
         }
     }

@@ -12,12 +12,19 @@
 #include "core/core.h"
 #include <stdio.h>
 
-typedef enum { OPT_FLAG, OPT_INT, OPT_INT64, OPT_FLOAT, OPT_DOUBLE, OPT_STR } cli_opt_kind;
+#define CAMOXPERT_VERSION "0.1.0"
+
+typedef enum { OPT_FLAG, OPT_INT, OPT_INT64, OPT_FLOAT, OPT_DOUBLE, OPT_STR, OPT_STRS } cli_opt_kind;
+
+// An option that may be given several times (OPT_STRS): its values in order.
+#define CLI_STRS_MAX 64
+typedef struct { const char *v[CLI_STRS_MAX]; int n; } CliStrs;
 
 typedef struct {
     const char *name;      // without the leading "--"
     cli_opt_kind kind;
-    void *dst;             // int*, int64_t*, float*, double*, const char**; OPT_FLAG: int* set to 1
+    void *dst;             // int*, int64_t*, float*, double*, const char**; OPT_FLAG: int* set to 1;
+                           // OPT_STRS: CliStrs*, one value per time the option is given
     const char *help;
     const char *metavar;   // shown in --help ("N", "DIR"); for OPT_STR with choices: "a|b|c"
     const char *choices;   // OPT_STR only: "a|b|c" restricts the value; NULL allows any

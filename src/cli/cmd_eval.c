@@ -1,392 +1,520 @@
-// cmd_eval.c — `camoxpert eval`: the standard COD metrics of a folder of predictions
-// against a folder of ground-truth masks, equal to PySODMetrics' numbers
-// (docs/METRICS.md). Files pair by base name (any image extension); missing
-// predictions, extra files and size mismatches are reported by name. Images are
-// measured in parallel (OpenMP over images) and aggregated in file order, so the
-// result does not depend on the thread count.
+// cmd_eval.c — `camoxpert eval`: the standard COD metrics of predicted maps against
+// ground-truth masks, equal to PySODMetrics' numbers (docs/METRICS.md), as papers print
+// them: one table per dataset, one row per method, the best of each column marked.
+//
+//   camoxpert eval --pred DIR --gt DIR                          one folder against one folder
+//   camoxpert eval --pred-root P --data-root D                  P/<set>/ for every test set under D
+//   camoxpert eval --pred A=P1 --pred B=P2 --data-root D        several methods side by side
+//   camoxpert eval --methods-root R --data-root D --format md   R/<method>/<set>/
+//   camoxpert eval ... --json all.json --plot curves.html       scores, curves, per image; a page
+//
+// The work (pairing, measuring, JSON) is eval_run.c; the tables are eval/table.c.
 #include "cli.h"
+#include "eval_run.h"
 #include "core/text.h"
-#include "data/dataset.h"
-#include "data/image.h"
 #include "data/owner.h"
-#include "eval/eval.h"
-#include <cjson/cJSON.h>
+#include "eval/table.h"
+#include "report/report.h"
 #include <dirent.h>
-#include <omp.h>
 #include <string.h>
+#include <time.h>
 
-typedef struct { char *stem, *file; } EvalFile;   // base name without extension, file name
+typedef struct { char *name, *dir; } EvalMethod;   // dir: a folder (--gt) or a root (--data-root)
 
-static int evalfile_cmp(const void *a, const void *b) {
-    return strcmp(((const EvalFile *)a)->stem, ((const EvalFile *)b)->stem);
+static const char *base_of(const char *path, char *buf, size_t n) {
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    const char *b = path + len;
+    while (b > path && b[-1] != '/') b--;
+    snprintf(buf, n, "%.*s", (int)(path + len - b), b);
+    return buf;
 }
 
-static void evalfiles_free(EvalFile *f, int n) {
-    for (int i = 0; i < n; i++) { free(f[i].stem); free(f[i].file); }
-    free(f);
+// --pred NAME=DIR or --pred DIR (named after the folder). A value that is an existing
+// path is a folder even when it holds '='.
+static void method_from_arg(EvalMethod *m, const char *arg) {
+    const char *eq = strchr(arg, '=');
+    char b[256];
+    if (eq && eq > arg && !path_exists(arg) && !memchr(arg, '/', (size_t)(eq - arg))) {
+        m->name = cx_malloc((size_t)(eq - arg) + 1);
+        memcpy(m->name, arg, (size_t)(eq - arg));
+        m->name[eq - arg] = 0;
+        m->dir = cx_strdup(eq + 1);
+    } else {
+        m->name = cx_strdup(base_of(arg, b, sizeof b));
+        m->dir = cx_strdup(arg);
+    }
 }
 
-// Lists the image files of dir, sorted by base name. Two files with one base name
-// (a.png, a.jpg) are an error naming both.
-static cx_status eval_list_dir(const char *dir, const char *what, EvalFile **out, int *n_out) {
-    DIR *d = opendir(dir);
-    if (!d) return CX_FAIL(CX_EIO, "cannot open the %s folder '%s' (does it exist?)", what, dir);
-    EvalFile *f = NULL;
-    int n = 0, cap = 0;
+static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// --methods-root R: every sub-folder of R is a method, named after it.
+static cx_status methods_from_root(const char *root, EvalMethod **m, int *n) {
+    DIR *d = opendir(root);
+    if (!d) return CX_FAIL(CX_EIO, "--methods-root %s: cannot open the folder (does it exist?)", root);
+    char **names = NULL;
+    int k = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
-        if (n == cap) { cap = cap ? 2 * cap : 256; f = cx_realloc(f, sizeof *f * (size_t)cap); }
-        f[n].file = cx_strdup(e->d_name);
-        f[n].stem = cx_strdup(e->d_name);
-        char *dot = strrchr(f[n].stem, '.');
-        if (dot) *dot = 0;
-        n++;
+        if (e->d_name[0] == '.') continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", root, e->d_name);
+        if (!path_is_dir(p)) continue;
+        names = cx_realloc(names, sizeof *names * (size_t)(k + 1));
+        names[k++] = cx_strdup(e->d_name);
     }
     closedir(d);
-    qsort(f, (size_t)n, sizeof *f, evalfile_cmp);
-    for (int i = 1; i < n; i++)
-        if (!strcmp(f[i].stem, f[i - 1].stem)) {
-            cx_status st = CX_FAIL(CX_EARG, "the %s folder '%s' has two files for '%s': %s and %s", what, dir,
-                                   f[i].stem, f[i - 1].file, f[i].file);
-            evalfiles_free(f, n);
-            return st;
-        }
-    *out = f;
-    *n_out = n;
+    if (k) qsort(names, (size_t)k, sizeof *names, cmp_cstr);
+    for (int i = 0; i < k; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", root, names[i]);
+        *m = cx_realloc(*m, sizeof **m * (size_t)(*n + 1));
+        (*m)[*n].name = names[i];
+        (*m)[(*n)++].dir = cx_strdup(p);
+    }
+    free(names);
+    if (!k) return CX_FAIL(CX_ENOTFOUND, "--methods-root %s has no sub-folders (one per method: %s/<method>/<set>/)", root, root);
     return CX_OK;
 }
 
-static const EvalFile *eval_find(const EvalFile *f, int n, const char *stem) {
-    EvalFile key = { (char *)stem, NULL };
-    return bsearch(&key, f, (size_t)n, sizeof *f, evalfile_cmp);
-}
-
-// Is path a PNG stored as gray (colour type 0, or 4 = gray + alpha)? Reads the header.
-static int eval_png_is_gray(const char *path) {
-    unsigned char h[26];
-    FILE *fp;
-    if (open_regular(path, &fp)) return 0;   // the load that follows names the problem
-    size_t n = fread(h, 1, sizeof h, fp);
-    fclose(fp);
-    static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
-    return n == sizeof h && !memcmp(h, sig, 8) && !memcmp(h + 12, "IHDR", 4) && (h[25] == 0 || h[25] == 4);
-}
-
-// Loads an image as 8-bit gray the way cv2.imread(path, IMREAD_GRAYSCALE) does for
-// PNG/BMP: colour is converted with BT.601 in 14-bit fixed point, rounded
-// ((R·4899 + G·9617 + B·1868 + 8192) >> 14); gray files pass through unchanged
-// (decoded as gray directly: the formula is the identity on R = G = B).
-static cx_status eval_load_gray(const char *path, Image8 *out) {
-    if (eval_png_is_gray(path)) return image_load(path, 1, out);
-    Image8 rgb = { 0 };
-    CX_TRY(image_load(path, 3, &rgb));
-    image_alloc(out, rgb.w, rgb.h, 1);
-    size_t n = (size_t)rgb.w * rgb.h;
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *p = rgb.px + 3 * i;
-        out->px[i] = (uint8_t)(((uint32_t)p[0] * 4899u + (uint32_t)p[1] * 9617u + (uint32_t)p[2] * 1868u + 8192u) >> 14);
+// The sub-folder of a method's root that holds its predictions for set `id`, or NULL.
+static char *pred_folder_for(const char *root, int id) {
+    DIR *d = opendir(root);
+    if (!d) return NULL;
+    char *found = NULL;
+    struct dirent *e;
+    while ((e = readdir(d)) && !found) {
+        if (e->d_name[0] == '.' || testset_match(e->d_name) != id) continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", root, e->d_name);
+        if (path_is_dir(p)) found = cx_strdup(p);
     }
-    image_free(&rgb);
-    return CX_OK;
+    closedir(d);
+    return found;
 }
 
-typedef struct {
-    const EvalFile *gt, *pred;
-    MetricsImage m;
-    char *err;                       // malloc'd message when this image failed
-    char super[EVAL_CATEGORY_MAX], sub[EVAL_CATEGORY_MAX];
-} EvalItem;
+// Folders of a method root that stand for no test set found: named, so nothing is dropped unseen.
+static void warn_unused_folders(const EvalMethod *m, const EvalSet *sets, int n_sets) {
+    DIR *d = opendir(m->dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", m->dir, e->d_name);
+        if (!path_is_dir(p)) continue;
+        int id = testset_match(e->d_name), used = 0;
+        for (int s = 0; s < n_sets && id >= 0; s++) used |= !strcmp(sets[s].name, testset_info[id].name);
+        if (!used)
+            fprintf(stderr, "warning: %s: %s is %s; not scored\n", m->name, p,
+                    id < 0 ? "not a test set's folder (CHAMELEON, CAMO, COD10K, NC4K)" : "a test set the data root lacks");
+    }
+    closedir(d);
+}
 
-static cx_status eval_one(MetricsWork *w, const char *pred_dir, const char *gt_dir, int resize, EvalItem *it) {
-    char pp[4096], gp[4096];
-    snprintf(pp, sizeof pp, "%s/%s", pred_dir, it->pred->file);
-    snprintf(gp, sizeof gp, "%s/%s", gt_dir, it->gt->file);
-    Image8 p = { 0 }, g = { 0 };
-    cx_status st = eval_load_gray(gp, &g);
-    if (!st) st = eval_load_gray(pp, &p);
-    if (!st && (p.w != g.w || p.h != g.h)) {
-        if (resize) {
-            Image8 r = { 0 };
-            image_resize_bilinear(&p, g.w, g.h, &r);
-            image_free(&p);
-            p = r;
-        } else {
-            st = CX_FAIL(CX_ESHAPE, "size mismatch: prediction %s is %dx%d, ground truth %s is %dx%d "
-                         "(--resize-pred resizes predictions bilinearly)", pp, p.w, p.h, gp, g.w, g.h);
+// ---- output ---------------------------------------------------------------------------
+static void definitions(char *buf, size_t n, int whole) {
+    snprintf(buf, n,
+             "camoxpert %s eval; metrics as PySODMetrics 1.6 defines them (docs/METRICS.md): Sα α=0.5, Fβw β²=1, "
+             "Fβ β²=0.3; mean/max Eφ and Fβ: mean and max of the image-averaged curve over 256 thresholds "
+             "(floor(255·pred) >= t); adp: threshold min(2·mean(pred), 1); every other score a mean over images, "
+             "IoU/Dice@.5 (pred > 0.5) %s", CAMOXPERT_VERSION,
+             whole ? "from the counts summed over the dataset (--average dataset)" : "per image (--average image)");
+}
+
+static cJSON *doc_new(int whole) {
+    char def[1024];
+    definitions(def, sizeof def, whole);
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "software", OWNER_EVAL);
+    cJSON_AddStringToObject(d, "version", CAMOXPERT_VERSION);
+    cJSON_AddStringToObject(d, "definitions", def);
+    cJSON_AddStringToObject(d, "averaging", whole ? "dataset" : "image");
+    cJSON_AddStringToObject(d, "curves_order", eval_curves_order);
+    return d;
+}
+
+static void add_best(cJSON *o, const EvalTable *t, int r, int whole) {
+    cJSON *b = cJSON_AddArrayToObject(o, "best");
+    for (int c = 0; c < EVAL_N_COLS; c++)
+        if (eval_table_best(t, r, c, whole, -1)) cJSON_AddItemToArray(b, cJSON_CreateString(eval_col_keys[c]));
+}
+
+// The nested document: datasets, each with its methods (scores, best marks, and the
+// curves and per-image scores when asked).
+static cJSON *doc_nested(const EvalSet *sets, int n_sets, const EvalMethod *m, int n_m, EvalCell *cells,
+                         const EvalTable *tables, int whole, int curves, int per_image) {
+    cJSON *d = doc_new(whole);
+    cJSON *ds = cJSON_AddArrayToObject(d, "datasets");
+    for (int s = 0; s < n_sets; s++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", sets[s].name);
+        cJSON_AddStringToObject(o, "title", sets[s].title);
+        cJSON_AddStringToObject(o, "caption", tables[s].caption);
+        char *gt = text_utf8_safe(sets[s].gt_dir);
+        cJSON_AddStringToObject(o, "gt", gt);
+        free(gt);
+        cJSON_AddNumberToObject(o, "masks", sets[s].n_gt);
+        if (sets[s].expected) cJSON_AddNumberToObject(o, "expected", sets[s].expected);
+        if (sets[s].cod10k) cJSON_AddNumberToObject(o, "noncam_left_out", sets[s].n_noncam_left);
+        cJSON *ms = cJSON_AddArrayToObject(o, "methods");
+        for (int k = 0; k < n_m; k++) {
+            const EvalCell *c = &cells[s * n_m + k];
+            cJSON *mo = c->scored ? eval_cell_json(c, curves, per_image) : cJSON_CreateObject();
+            char *name = text_utf8_safe(m[k].name);
+            cJSON_AddStringToObject(mo, "method", name);
+            free(name);
+            if (c->pred_dir) {
+                char *p = text_utf8_safe(c->pred_dir);
+                cJSON_AddStringToObject(mo, "pred", p);
+                free(p);
+            }
+            if (c->scored) add_best(mo, &tables[s], k, whole);
+            else cJSON_AddStringToObject(mo, "not_scored", c->why);
+            cJSON_AddItemToArray(ms, mo);
         }
+        cJSON_AddItemToArray(ds, o);
     }
-    if (!st && (st = metrics_image_u8_work(w, p.px, g.px, g.h, g.w, &it->m))) cx_error_context("%s", gp);
-    image_free(&p);
-    image_free(&g);
-    return st;
+    return d;
 }
 
-// ---- output ----------------------------------------------------------------------
-static const char *const eval_headers[EVAL_N_MAIN + EVAL_N_EXTRA] = {
-    "Sα(α=.5)", "Fβw(β²=1)", "MAE", "adpEφ", "meanEφ", "maxEφ", "adpFβ(β²=.3)", "meanFβ(β²=.3)",
-    "maxFβ(β²=.3)", "IoU@.5", "Dice@.5", "IoU@adp", "Dice@adp",
-};
-
-// Prints s padded to width display columns (UTF-8 aware).
-static void print_padded(const char *s, int width) {
-    int cols = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) cols += (*p & 0xC0) != 0x80;
-    fputs(s, stdout);
-    for (; cols < width; cols++) putchar(' ');
-}
-
-static void eval_print_header(int label_w) {
-    print_padded("", label_w);
-    print_padded("n", 7);
-    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) print_padded(eval_headers[k], k < EVAL_N_MAIN ? 15 : 10);
-    putchar('\n');
-}
-
-static void eval_print_row(const char *label, int label_w, const MetricsSummary *s) {
-    double v[EVAL_N_MAIN + EVAL_N_EXTRA];
-    eval_summary_values(s, v);
-    print_padded(label, label_w);
-    printf("%-7lld", (long long)s->n);
-    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) printf(k < EVAL_N_MAIN ? "%-15.4f" : "%-10.4f", v[k]);
-    putchar('\n');
-}
-
-static cJSON *eval_json_scores(const double *v, int64_t n) {
-    cJSON *o = cJSON_CreateObject();
-    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) cJSON_AddNumberToObject(o, eval_json_keys[k], v[k]);
-    if (n >= 0) cJSON_AddNumberToObject(o, "n", (double)n);
-    return o;
-}
-
-static cJSON *eval_json_summary(const MetricsSummary *s) {
-    double v[EVAL_N_MAIN + EVAL_N_EXTRA];
-    eval_summary_values(s, v);
-    return eval_json_scores(v, s->n);
-}
-
-static cx_status eval_write_text(const char *path, const char *text) {
+static cx_status write_text(const char *path, const char *text) {
     AtomicFile af;
     CX_TRY(atomic_begin(&af, path));
     if (fputs(text, af.fp) == EOF) { atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
     return atomic_commit(&af);
 }
 
-// The CSV's header line, which is also its mark (data/owner.h): a rerun may replace the file.
-static void eval_csv_header(char *buf, size_t n) {
-    int len = snprintf(buf, n, "name,category,subcategory");
-    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA && len < (int)n; k++) len += snprintf(buf + len, n - len, ",%s", eval_json_keys[k]);
+static cx_status write_json(const char *path, cJSON *doc) {
+    char *text = cJSON_Print(doc);
+    if (!text) return CX_FAIL(CX_ENOMEM, "out of memory printing the JSON for %s", path);
+    cx_status st = write_text(path, text);
+    cJSON_free(text);
+    return st;
 }
 
-static cx_status eval_write_csv(const char *path, const EvalItem *it, int n) {
+// The per-image CSV's header, which is also its mark (data/owner.h): a rerun may replace the file.
+static void csv_header(char *buf, size_t n) {
+    int len = snprintf(buf, n, "dataset,method,name,category,subcategory");
+    for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA && len < (int)n; k++)
+        len += snprintf(buf + len, n - (size_t)len, ",%s", eval_json_keys[k]);
+}
+
+static cx_status write_per_image_csv(const char *path, const EvalSet *sets, int n_sets, const EvalMethod *m, int n_m,
+                                     const EvalCell *cells) {
     AtomicFile af;
     CX_TRY(atomic_begin(&af, path));
     char header[512];
-    eval_csv_header(header, sizeof header);
+    csv_header(header, sizeof header);
     fprintf(af.fp, "%s\n", header);
-    for (int i = 0; i < n; i++) {
-        double v[EVAL_N_MAIN + EVAL_N_EXTRA];
-        eval_image_values(&it[i].m, v);
-        // Names are quoted as CSV needs (a comma, a quote or a newline in a file name).
-        text_csv_field(af.fp, it[i].gt->file);
-        fputc(',', af.fp);
-        text_csv_field(af.fp, it[i].super);
-        fputc(',', af.fp);
-        text_csv_field(af.fp, it[i].sub);
-        for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) fprintf(af.fp, ",%.17g", v[k]);
-        fputc('\n', af.fp);
-    }
+    for (int s = 0; s < n_sets; s++)
+        for (int k = 0; k < n_m; k++) {
+            const EvalCell *c = &cells[s * n_m + k];
+            for (int i = 0; c->scored && i < c->n_img; i++) {
+                // Names are quoted as CSV needs (a comma, a quote, a newline, a formula).
+                const char *f[5] = { sets[s].name, m[k].name, c->img[i].gt->file, c->img[i].super, c->img[i].sub };
+                for (int j = 0; j < 5; j++) {
+                    if (j) fputc(',', af.fp);
+                    text_csv_field(af.fp, f[j]);
+                }
+                for (int j = 0; j < EVAL_N_MAIN + EVAL_N_EXTRA; j++) fprintf(af.fp, ",%.17g", c->img[i].v[j]);
+                fputc('\n', af.fp);
+            }
+        }
     if (ferror(af.fp)) { atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
     return atomic_commit(&af);
 }
 
-// Categories: super-classes and super/sub pairs, each with its own accumulator.
-typedef struct { char name[2 * EVAL_CATEGORY_MAX + 1]; MetricsAccum acc; } EvalCategory;
-
-static EvalCategory *eval_category_get(EvalCategory **cats, int *n, int *cap, const char *name) {
-    for (int i = 0; i < *n; i++)
-        if (!strcmp((*cats)[i].name, name)) return &(*cats)[i];
-    if (*n == *cap) { *cap = *cap ? 2 * *cap : 16; *cats = cx_realloc(*cats, sizeof **cats * (size_t)*cap); }
-    EvalCategory *c = &(*cats)[(*n)++];
-    snprintf(c->name, sizeof c->name, "%s", name);
-    metrics_accum_init(&c->acc);
-    return c;
+static cx_status write_plot(const char *path, cJSON *doc, const EvalSet *sets, int n_sets) {
+    cJSON_AddStringToObject(doc, "kind", "eval");
+    char iso[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON_AddStringToObject(doc, "generated", iso);
+    char *json = cJSON_PrintUnformatted(doc);
+    if (!json) return CX_FAIL(CX_ENOMEM, "out of memory printing the page data for %s", path);
+    char title[512] = "camoxpert eval:";
+    for (int s = 0; s < n_sets; s++)
+        snprintf(title + strlen(title), sizeof title - strlen(title), " %s", sets[s].title);
+    AtomicFile af;
+    cx_status st = atomic_begin(&af, path);
+    if (!st) {
+        report_page_put(af.fp, title, OWNER_EVAL, json, 0);
+        st = atomic_commit(&af);
+    }
+    cJSON_free(json);
+    return st;
 }
 
-static int eval_category_cmp(const void *a, const void *b) {
-    return strcmp(((const EvalCategory *)a)->name, ((const EvalCategory *)b)->name);
+// Rows per category of one cell (COD10K super/sub classes, synthetic families), as a table.
+static void print_categories(eval_format fmt, const EvalSet *s, const EvalMethod *m, const EvalCell *c, int whole) {
+    EvalRow *rows = cx_calloc((size_t)c->n_cats + 1, sizeof *rows);
+    MetricsSummary *cs = cx_calloc((size_t)c->n_cats + 1, sizeof *cs);
+    char (*label)[2 * EVAL_CATEGORY_MAX + 4] = cx_calloc((size_t)c->n_cats + 1, sizeof *label);
+    rows[0] = (EvalRow){ "all", &c->s, NULL };
+    for (int i = 0; i < c->n_cats; i++) {
+        metrics_accum_summary(&c->cats[i].acc, &cs[i]);
+        snprintf(label[i], sizeof label[i], "%s%s", strchr(c->cats[i].name, '/') ? "  " : "", c->cats[i].name);
+        rows[i + 1] = (EvalRow){ label[i], &cs[i], NULL };
+    }
+    char title[512], caption[256];
+    snprintf(title, sizeof title, "%s by category: %s", s->title, m->name);
+    snprintf(caption, sizeof caption, "%d categories", c->n_cats);
+    EvalTable t = { title, caption, rows, c->n_cats + 1 };
+    if (!c->n_cats) printf("(no categories in %s: names are neither COD10K-CAM-... nor SYN-CAM-...)\n", s->title);
+    else eval_tables_print(stdout, fmt, &t, 1, whole);
+    free(rows);
+    free(cs);
+    free(label);
 }
 
 // ---- the command ---------------------------------------------------------------------
 int cmd_eval(int argc, char **argv) {
-    const char *pred_dir = NULL, *gt_dir = NULL, *json_path = NULL, *csv_path = NULL;
-    int categories = 0, resize = 0, threads = 0, overwrite = 0;
+    CliStrs preds = { 0 };
+    const char *gt_dir = NULL, *data_root = NULL, *pred_root = NULL, *methods_root = NULL, *json_path = NULL,
+               *csv_path = NULL, *plot_path = NULL, *format = "text", *average = "image";
+    int categories = 0, resize = 0, threads = 0, overwrite = 0, include_noncam = 0;
     CliOpt opts[] = {
-        { "pred", OPT_STR, &pred_dir, "folder of predicted maps (8-bit, any image format)", "DIR", NULL, 0 },
+        { "pred", OPT_STRS, &preds, "predictions of one method: a folder (with --gt) or a root of <set>/ folders "
+          "(with --data-root); NAME=DIR names the method", "[NAME=]DIR", NULL, 0 },
         { "gt", OPT_STR, &gt_dir, "folder of ground-truth masks (foreground > 128)", "DIR", NULL, 0 },
-        { "json", OPT_STR, &json_path, "write overall, per-category and per-image scores as JSON", "FILE", NULL, 0 },
+        { "data-root", OPT_STR, &data_root, "find the test sets CHAMELEON, CAMO, COD10K, NC4K under DIR "
+          "(docs/METRICS.md lists the layouts)", "DIR", NULL, 0 },
+        { "pred-root", OPT_STR, &pred_root, "one method's predictions, P/<set>/<name>.png (with --data-root)", "P", NULL, 0 },
+        { "methods-root", OPT_STR, &methods_root, "several methods: R/<method>/<set>/<name>.png (with --data-root)", "R",
+          NULL, 0 },
+        { "include-noncam", OPT_FLAG, &include_noncam, "score COD10K's non-camouflaged test images too (papers leave "
+          "them out)", NULL, NULL, 0 },
+        { "format", OPT_STR, &format, "how the tables are printed on stdout", NULL, "text|md|csv|json|latex", 0 },
+        { "average", OPT_STR, &average, "IoU/Dice@.5: the mean of per-image scores, or one score from the counts "
+          "summed over the dataset (PySODMetrics' sample_based=False)", NULL, "image|dataset", 0 },
+        { "json", OPT_STR, &json_path, "write the scores, the curves and per-image scores as JSON", "FILE", NULL, 0 },
         { "per-image", OPT_STR, &csv_path, "write one CSV row of scores per image", "FILE.csv", NULL, 0 },
-        { "categories", OPT_FLAG, &categories, "print a row per category (COD10K super/sub classes, synthetic families)", NULL, NULL, 0 },
-        { "resize-pred", OPT_FLAG, &resize, "resize predictions of another size to the GT's bilinearly instead of failing", NULL, NULL, 0 },
+        { "plot", OPT_STR, &plot_path, "write a self-contained HTML page of the PR, Fβ and Eφ curves", "FILE.html",
+          NULL, 0 },
+        { "categories", OPT_FLAG, &categories, "print a table per category (COD10K super/sub classes, synthetic "
+          "families)", NULL, NULL, 0 },
+        { "resize-pred", OPT_FLAG, &resize, "resize predictions of another size to the GT's bilinearly instead of failing",
+          NULL, NULL, 0 },
         { "threads", OPT_INT, &threads, "worker threads (0: all cores)", "N", NULL, 0 },
-        { "overwrite", OPT_FLAG, &overwrite, "replace a --json or --per-image file that camoxpert eval did not write", NULL, NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace a --json, --per-image or --plot file that camoxpert eval did not "
+          "write", NULL, NULL, 0 },
     };
-    const char *synopsis = "--pred DIR --gt DIR [--json FILE] [--per-image FILE.csv] [--categories] [--resize-pred]";
+    const char *synopsis = "--pred DIR --gt DIR | --pred-root P --data-root D | --pred NAME=P ... --data-root D "
+                           "[--format md] [--json FILE] [--plot FILE.html]";
     int pst = cli_parse(argc, argv, "eval", opts, CLI_N(opts), NULL, 0, NULL, synopsis);
     if (pst) return pst == CLI_HELP ? 0 : 2;
     if (cli_threads("eval", threads)) return 2;
-    if (!pred_dir || !gt_dir) {
-        fprintf(stderr, "error: camoxpert eval: --pred and --gt are required\nusage: camoxpert eval %s\n", synopsis);
+    const char *usage = NULL;
+    if (!!gt_dir == !!data_root) usage = "give --gt DIR (one folder of masks) or --data-root DIR (the test sets), not both";
+    else if (gt_dir && (pred_root || methods_root)) usage = "--pred-root and --methods-root go with --data-root; with --gt use --pred";
+    else if (!preds.n && !pred_root && !methods_root)
+        usage = data_root ? "--data-root needs predictions: --pred-root P, --pred NAME=P or --methods-root R" : "--pred DIR is required";
+    if (usage) {
+        fprintf(stderr, "error: camoxpert eval: %s\nusage: camoxpert eval %s\n", usage, synopsis);
         return 2;
     }
-    double t0 = cx_time_s();
-    // Reports replace only what camoxpert eval wrote (checked before the work).
+    eval_format fmt = !strcmp(format, "md") ? EVAL_FMT_MD : !strcmp(format, "csv") ? EVAL_FMT_CSV
+                    : !strcmp(format, "latex") ? EVAL_FMT_LATEX : EVAL_FMT_TEXT;
+    int as_json = !strcmp(format, "json"), whole = !strcmp(average, "dataset");
+    // Files replace only what camoxpert eval wrote (checked before the work).
     char csv_mark[512];
-    eval_csv_header(csv_mark, sizeof csv_mark);
+    csv_header(csv_mark, sizeof csv_mark);
     if ((json_path && owner_check_replace(json_path, OWNER_EVAL, overwrite, "--json")) ||
-        (csv_path && owner_check_replace(csv_path, csv_mark, overwrite, "--per-image"))) {
+        (csv_path && owner_check_replace(csv_path, csv_mark, overwrite, "--per-image")) ||
+        (plot_path && owner_check_replace(plot_path, OWNER_EVAL, overwrite, "--plot"))) {
         fprintf(stderr, "error: camoxpert eval: %s\n", cx_errmsg());
         return 2;
     }
-
-    EvalFile *gts = NULL, *preds = NULL;
-    int n_gt = 0, n_pred = 0;
-    if (eval_list_dir(gt_dir, "ground-truth", &gts, &n_gt) || eval_list_dir(pred_dir, "prediction", &preds, &n_pred)) {
-        fprintf(stderr, "error: %s\n", cx_errmsg());
-        evalfiles_free(gts, n_gt);
-        return 1;
-    }
-
-    // pair by base name; report every missing prediction and every extra file
-    EvalItem *items = cx_calloc((size_t)(n_gt ? n_gt : 1), sizeof *items);
-    int n = 0, n_missing = 0, n_extra = 0;
-    for (int i = 0; i < n_gt; i++) {
-        const EvalFile *p = eval_find(preds, n_pred, gts[i].stem);
-        if (!p) {
-            if (n_missing++ < 50) fprintf(stderr, "error: no prediction for %s/%s in %s\n", gt_dir, gts[i].file, pred_dir);
-            continue;
-        }
-        items[n].gt = &gts[i];
-        items[n].pred = p;
-        n++;
-    }
-    for (int i = 0; i < n_pred; i++)
-        if (!eval_find(gts, n_gt, preds[i].stem) && n_extra++ < 50)
-            fprintf(stderr, "warning: %s/%s has no ground truth in %s; ignored\n", pred_dir, preds[i].file, gt_dir);
-    if (n_missing > 50) fprintf(stderr, "error: ... %d predictions missing in all\n", n_missing);
-    if (n_extra > 50) fprintf(stderr, "warning: ... %d extra predictions in all\n", n_extra);
+    double t0 = cx_time_s();
     int rc = 0;
-    if (n_missing) {
-        fprintf(stderr, "error: %d of %d ground-truth masks have no prediction; nothing evaluated\n", n_missing, n_gt);
-        rc = 1;
-    } else if (n == 0) {
-        fprintf(stderr, "error: no image files in %s\n", gt_dir);
-        rc = 1;
+
+    // methods
+    EvalMethod *m = NULL;
+    int n_m = 0;
+    for (int i = 0; i < preds.n; i++) {
+        m = cx_realloc(m, sizeof *m * (size_t)(n_m + 1));
+        method_from_arg(&m[n_m++], preds.v[i]);
     }
-
-    // measure, in parallel over images; errors are kept per image and reported in order
-    if (!rc) {
-        int nt = cx_threads_get();
-        #pragma omp parallel num_threads(nt)
-        {
-            MetricsWork *w = metrics_work_new();   // scratch reused across this thread's images
-            #pragma omp for schedule(dynamic, 1)
-            for (int i = 0; i < n; i++) {
-                if (eval_one(w, pred_dir, gt_dir, resize, &items[i])) items[i].err = cx_strdup(cx_errmsg());
-                eval_category_of(items[i].gt->file, items[i].super, items[i].sub);
-            }
-            metrics_work_free(w);
-        }
-        int n_err = 0;
-        for (int i = 0; i < n; i++)
-            if (items[i].err) { fprintf(stderr, "error: %s\n", items[i].err); n_err++; }
-        if (n_err) {
-            fprintf(stderr, "error: %d of %d images could not be evaluated\n", n_err, n);
-            rc = 1;
-        }
+    if (pred_root) {
+        m = cx_realloc(m, sizeof *m * (size_t)(n_m + 1));
+        method_from_arg(&m[n_m++], pred_root);
     }
+    if (methods_root && methods_from_root(methods_root, &m, &n_m)) {
+        fprintf(stderr, "error: camoxpert eval: %s\n", cx_errmsg());
+        rc = 2;
+    }
+    for (int i = 0; !rc && i < n_m; i++)
+        for (int k = 0; k < i; k++)
+            if (!strcmp(m[i].name, m[k].name)) {
+                fprintf(stderr, "error: camoxpert eval: two methods are named '%s' (%s and %s); name them with "
+                        "--pred NAME=DIR\n", m[i].name, m[k].dir, m[i].dir);
+                rc = 2;
+            }
 
-    if (!rc) {
-        MetricsAccum all;
-        metrics_accum_init(&all);
-        EvalCategory *cats = NULL;
-        int n_cats = 0, cap_cats = 0;
-        for (int i = 0; i < n; i++) {
-            metrics_accum_add(&all, &items[i].m);
-            if (!items[i].super[0]) continue;
-            metrics_accum_add(&eval_category_get(&cats, &n_cats, &cap_cats, items[i].super)->acc, &items[i].m);
-            if (items[i].sub[0]) {
-                char key[2 * EVAL_CATEGORY_MAX + 1];
-                snprintf(key, sizeof key, "%s/%s", items[i].super, items[i].sub);
-                metrics_accum_add(&eval_category_get(&cats, &n_cats, &cap_cats, key)->acc, &items[i].m);
-            }
-        }
-        if (n_cats) qsort(cats, (size_t)n_cats, sizeof *cats, eval_category_cmp);
-        MetricsSummary s;
-        metrics_accum_summary(&all, &s);
-
-        int label_w = 10;
-        if (categories)
-            for (int c = 0; c < n_cats; c++) {
-                int l = (int)strlen(cats[c].name) + 3;
-                if (l > label_w) label_w = l;
-            }
-        printf("camoxpert eval: %d images, pred %s, gt %s (%.2f s, %d threads)\n", n, pred_dir, gt_dir,
-               cx_time_s() - t0, cx_threads_get());
-        eval_print_header(label_w);
-        eval_print_row("all", label_w, &s);
-        if (categories) {
-            if (!n_cats) printf("(no categories: names are neither COD10K-CAM-... nor SYN-CAM-...)\n");
-            for (int c = 0; c < n_cats; c++) {
-                MetricsSummary cs;
-                metrics_accum_summary(&cats[c].acc, &cs);
-                char label[2 * EVAL_CATEGORY_MAX + 4];
-                snprintf(label, sizeof label, "%s%s", strchr(cats[c].name, '/') ? "  " : "", cats[c].name);
-                eval_print_row(label, label_w, &cs);
-            }
-        }
-
-        if (json_path) {
-            cJSON *root = cJSON_CreateObject();
-            cJSON_AddStringToObject(root, "software", OWNER_EVAL);
-            cJSON_AddNumberToObject(root, "n", (double)n);
-            cJSON_AddItemToObject(root, "overall", eval_json_summary(&s));
-            if (n_cats) {
-                cJSON *jc = cJSON_AddObjectToObject(root, "categories");
-                for (int c = 0; c < n_cats; c++) {
-                    MetricsSummary cs;
-                    metrics_accum_summary(&cats[c].acc, &cs);
-                    char *key = text_utf8_safe(cats[c].name);   // JSON text is UTF-8; names are bytes
-                    cJSON_AddItemToObject(jc, key, eval_json_summary(&cs));
-                    free(key);
-                }
-            }
-            cJSON *per = cJSON_AddObjectToObject(root, "per_image");
-            for (int i = 0; i < n; i++) {
-                double v[EVAL_N_MAIN + EVAL_N_EXTRA];
-                eval_image_values(&items[i].m, v);
-                char *key = text_utf8_safe(items[i].gt->file);
-                cJSON_AddItemToObject(per, key, eval_json_scores(v, -1));
-                free(key);
-            }
-            char *text = cJSON_Print(root);
-            cJSON_Delete(root);
-            if (!text || eval_write_text(json_path, text)) {
-                fprintf(stderr, "error: %s\n", text ? cx_errmsg() : "out of memory printing JSON");
-                rc = 1;
-            }
-            free(text);
-        }
-        if (csv_path && eval_write_csv(csv_path, items, n)) {
+    // datasets
+    EvalSet *sets = NULL;
+    int n_sets = 0;
+    FILE *info = !as_json && fmt == EVAL_FMT_TEXT ? stdout : stderr;   // what is not the table
+    if (!rc && gt_dir) {
+        sets = cx_calloc(1, sizeof *sets);
+        if (eval_set_from_dir(&sets[0], gt_dir)) {
             fprintf(stderr, "error: %s\n", cx_errmsg());
             rc = 1;
+        } else n_sets = 1;
+    } else if (!rc) {
+        TestSet *ts;
+        int nt;
+        if (testsets_find(data_root, include_noncam, &ts, &nt)) {
+            fprintf(stderr, "error: %s\n", cx_errmsg());
+            rc = 1;
+        } else if (!nt) {
+            fprintf(stderr, "error: no test set found under %s; looked for:\n%s\n", data_root, testsets_layouts());
+            rc = 1;
+        } else {
+            sets = cx_calloc((size_t)nt, sizeof *sets);
+            n_sets = nt;
+            fprintf(info, "test sets under %s:\n", data_root);
+            for (int i = 0; i < nt; i++) {
+                eval_set_from_testset(&sets[i], &ts[i]);
+                const EvalSet *s = &sets[i];
+                fprintf(info, "  %-12s %5d masks", s->title, s->n_gt);
+                if (s->n_gt != s->expected) fprintf(info, " (the standard set has %d)", s->expected);
+                fprintf(info, " in %s", s->gt_dir);
+                if (s->cod10k && include_noncam) fprintf(info, " (NonCAM images included: --include-noncam)");
+                else if (s->cod10k)
+                    fprintf(info, "; %d NonCAM masks left out (the convention; --include-noncam scores them)", s->n_noncam_left);
+                fputc('\n', info);
+            }
+            for (int id = 0; id < TESTSET_N; id++) {
+                int have = 0;
+                for (int i = 0; i < nt; i++) have |= ts[i].id == (testset_id)id;
+                if (!have) fprintf(info, "  %-12s not found\n", testset_info[id].title);
+            }
         }
-        free(cats);
+        testsets_free(ts, nt);
     }
 
-    for (int i = 0; i < n; i++) free(items[i].err);
-    free(items);
-    evalfiles_free(gts, n_gt);
-    evalfiles_free(preds, n_pred);
+    // pair and measure every method on every set
+    EvalCell *cells = cx_calloc((size_t)(n_sets * n_m + 1), sizeof *cells);
+    int n_scored = 0, n_folders = 0, single = n_sets == 1 && n_m == 1, fatal = rc;
+    for (int k = 0; !fatal && k < n_m; k++) {
+        if (data_root) warn_unused_folders(&m[k], sets, n_sets);
+        for (int s = 0; s < n_sets; s++) {
+            EvalCell *c = &cells[s * n_m + k];
+            char label[512] = "";
+            if (!single) snprintf(label, sizeof label, "%s on %s: ", m[k].name, sets[s].title);
+            char *dir = gt_dir ? cx_strdup(m[k].dir) : pred_folder_for(m[k].dir, testset_match(sets[s].name));
+            if (!dir) {
+                snprintf(c->why, sizeof c->why, "no folder %s/%s", m[k].dir, sets[s].name);
+                continue;
+            }
+            n_folders++;
+            cx_status st = eval_cell_pair(c, &sets[s], dir, label);
+            free(dir);
+            if (st) {
+                fprintf(stderr, "error: %s%s\n", label, cx_errmsg());
+                snprintf(c->why, sizeof c->why, "the folder cannot be read");
+                rc = 1;
+                continue;
+            }
+            if (!c->pairs_ok) { rc = 1; continue; }
+            eval_cell_measure(c, &sets[s], resize, label);
+            if (c->scored) n_scored++;
+            else rc = 1;
+        }
+    }
+    if (!fatal && !n_folders) {
+        fprintf(stderr, "error: nothing was scored: none of the methods has a folder for a test set found under %s "
+                "(P/CAMO, P/NC4K, ...)\n", data_root ? data_root : "the data root");
+        rc = 1;
+    }
+
+    // the tables
+    EvalTable *tables = cx_calloc((size_t)(n_sets + 1), sizeof *tables);
+    EvalRow *rows = cx_calloc((size_t)(n_sets * n_m + 1), sizeof *rows);
+    char (*captions)[512] = cx_calloc((size_t)(n_sets + 1), sizeof *captions);
+    for (int s = 0; s < n_sets; s++) {
+        for (int k = 0; k < n_m; k++) {
+            const EvalCell *c = &cells[s * n_m + k];
+            rows[s * n_m + k] = (EvalRow){ m[k].name, c->scored ? &c->s : NULL, c->why };
+        }
+        int len = snprintf(captions[s], sizeof captions[s], "%d images", sets[s].n_gt);
+        if (sets[s].expected && sets[s].n_gt != sets[s].expected)
+            len += snprintf(captions[s] + len, sizeof captions[s] - (size_t)len, ", the standard set has %d", sets[s].expected);
+        if (sets[s].cod10k && sets[s].n_noncam_left)
+            len += snprintf(captions[s] + len, sizeof captions[s] - (size_t)len, ", camouflaged only");
+        snprintf(captions[s] + len, sizeof captions[s] - (size_t)len, "; GT %s", sets[s].gt_dir);
+        tables[s] = (EvalTable){ sets[s].title, captions[s], &rows[s * n_m], n_m };
+    }
+    if (n_sets && n_scored) {
+        char def[1024];
+        definitions(def, sizeof def, whole);
+        if (as_json) {
+            cJSON *d = doc_nested(sets, n_sets, m, n_m, cells, tables, whole, 0, 0);
+            char *text = cJSON_Print(d);
+            if (text) puts(text);
+            cJSON_free(text);
+            cJSON_Delete(d);
+        } else {
+            if (fmt == EVAL_FMT_TEXT) printf("%s\n", def);
+            else if (fmt == EVAL_FMT_MD) printf("_%s_\n\n", def);
+            else if (fmt == EVAL_FMT_LATEX) printf("%% %s\n%% needs \\usepackage{booktabs}\n\n", def);
+            else fprintf(stderr, "%s\n", def);
+            if (fmt == EVAL_FMT_TEXT) putchar('\n');
+            eval_tables_print(stdout, fmt, tables, n_sets, whole);
+            if (categories && fmt != EVAL_FMT_CSV)
+                for (int s = 0; s < n_sets; s++)
+                    for (int k = 0; k < n_m; k++)
+                        if (cells[s * n_m + k].scored) {
+                            putchar('\n');
+                            print_categories(fmt, &sets[s], &m[k], &cells[s * n_m + k], whole);
+                        }
+        }
+        fflush(stdout);   // the tables before the line below, when both go to one file
+        fprintf(info, "%d method%s on %d set%s in %.2f s (%d threads)\n", n_m, n_m == 1 ? "" : "s", n_sets,
+                n_sets == 1 ? "" : "s", cx_time_s() - t0, cx_threads_get());
+    }
+
+    // files
+    if (n_scored && json_path) {
+        cJSON *d;
+        if (single) {   // one folder: the toolkit's layout, {"n", "overall", "per_image", ...} at the top
+            d = doc_new(whole);
+            char *name = text_utf8_safe(m[0].name), *gt = text_utf8_safe(sets[0].gt_dir), *pred = text_utf8_safe(m[0].dir);
+            cJSON_AddStringToObject(d, "method", name);
+            cJSON_AddStringToObject(d, "gt", gt);
+            cJSON_AddStringToObject(d, "pred", pred);
+            free(name), free(gt), free(pred);
+            cJSON *c = eval_cell_json(&cells[0], 1, 1);
+            cJSON *it;
+            while ((it = c->child)) {
+                cJSON_DetachItemViaPointer(c, it);
+                cJSON_AddItemToObject(d, it->string, it);
+            }
+            cJSON_Delete(c);
+        } else {
+            d = doc_nested(sets, n_sets, m, n_m, cells, tables, whole, 1, 1);
+        }
+        if (write_json(json_path, d)) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; }
+        cJSON_Delete(d);
+    }
+    if (n_scored && csv_path && write_per_image_csv(csv_path, sets, n_sets, m, n_m, cells)) {
+        fprintf(stderr, "error: %s\n", cx_errmsg());
+        rc = 1;
+    }
+    if (n_scored && plot_path) {
+        cJSON *d = doc_nested(sets, n_sets, m, n_m, cells, tables, whole, 1, 0);
+        if (write_plot(plot_path, d, sets, n_sets)) { fprintf(stderr, "error: %s\n", cx_errmsg()); rc = 1; }
+        else fprintf(info, "plot: %s\n", plot_path);
+        cJSON_Delete(d);
+    }
+
+    for (int i = 0; i < n_sets * n_m; i++) eval_cell_free(&cells[i]);
+    for (int s = 0; s < n_sets; s++) eval_set_free(&sets[s]);
+    for (int k = 0; k < n_m; k++) { free(m[k].name); free(m[k].dir); }
+    free(cells), free(sets), free(m), free(tables), free(rows), free(captions);
     return rc;
 }

@@ -50,6 +50,7 @@ static char *options_json(const CliOpt *opts, int n) {
         case OPT_FLOAT: snprintf(v, sizeof v, "%.9g", (double)*(float *)o->dst); break;
         case OPT_DOUBLE: snprintf(v, sizeof v, "%.17g", *(double *)o->dst); break;
         case OPT_STR: cJSON_AddStringToObject(j, o->name, *(const char **)o->dst); continue;
+        case OPT_STRS: continue;   // train has no repeatable option
         }
         cJSON_AddStringToObject(j, o->name, v);
     }

@@ -5,8 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CAMOXPERT_VERSION "0.1.0"
-
 typedef struct { const char *name; int (*fn)(int, char **); const char *help; } Command;
 
 static const Command commands[] = {

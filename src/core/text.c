@@ -31,9 +31,13 @@ char *text_utf8_safe(const char *s) {
 
 void text_csv_field(FILE *f, const char *s) {
     size_t n = strlen(s);
-    int quote = strpbrk(s, ",\"\r\n") != NULL || (n && (s[0] == ' ' || s[n - 1] == ' '));
+    // A cell starting with = + - @ (or a tab or CR) is a formula to a spreadsheet: it is
+    // quoted with a leading apostrophe, so it reads as the text it is ("=cmd|..." -> "'=cmd|...").
+    int formula = n && strchr("=+-@\t\r", s[0]) != NULL;
+    int quote = formula || strpbrk(s, ",\"\r\n") != NULL || (n && (s[0] == ' ' || s[n - 1] == ' '));
     if (!quote) { fputs(s, f); return; }
     fputc('"', f);
+    if (formula) fputc('\'', f);
     for (; *s; s++) {
         if (*s == '"') fputc('"', f);
         fputc(*s, f);

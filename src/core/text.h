@@ -11,5 +11,7 @@
 // UTF-8 sequence becomes the four characters \xHH; valid text is unchanged.
 char *text_utf8_safe(const char *s);
 // Writes s as one CSV field (RFC 4180): quoted, with quotes doubled, when it holds a
-// comma, a quote, a CR or LF, or leading/trailing spaces; as it is otherwise.
+// comma, a quote, a CR or LF, or leading/trailing spaces; as it is otherwise. A field a
+// spreadsheet would run as a formula (=, +, -, @, tab or CR first) is quoted with an
+// apostrophe before it: "=1+2.png" -> "'=1+2.png".
 void text_csv_field(FILE *f, const char *s);

@@ -3,6 +3,7 @@
 #include "data/image.h"
 #include <cjson/cJSON.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 cx_status owner_read(const char *path, char *mark, size_t n) {
@@ -25,6 +26,14 @@ cx_status owner_read(const char *path, char *mark, size_t n) {
         const cJSON *s = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "software") : NULL;
         if (cJSON_IsString(s)) snprintf(mark, n, "%s", s->valuestring);
         cJSON_Delete(j);
+    } else if (i < len && !strncasecmp(buf + i, "<!DOCTYPE html", 14)) {
+        // An HTML page: its <meta name="generator" content="..."> (report/page.c writes it).
+        static const char key[] = "<meta name=\"generator\" content=\"";
+        const char *g = strstr(buf + i, key), *head_end = strstr(buf + i, "</head>");
+        if (g && (!head_end || g < head_end)) {
+            g += sizeof key - 1;
+            snprintf(mark, n, "%.*s", (int)strcspn(g, "\""), g);
+        }
     } else if (memchr(buf, 0, len) == NULL) {
         size_t e = strcspn(buf, "\r\n");
         snprintf(mark, n, "%.*s", (int)e, buf);

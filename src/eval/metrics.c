@@ -371,10 +371,13 @@ static double em_from_counts(int64_t tp, int64_t fp, int64_t fgn, int64_t n) {
 }
 
 // F-measure from counts: precision tp / (tp + fp), recall tp / gt; 0 without overlap.
-static double fm_from_counts(int64_t tp, int64_t fp, int64_t fgn) {
+// *pre and *rec get the precision and recall (PySODMetrics' cal_pr: a zero denominator is 1).
+static double fm_from_counts(int64_t tp, int64_t fp, int64_t fgn, double *pre_out, double *rec_out) {
     int64_t ps = tp + fp;
     double pre = (double)tp / (double)(ps ? ps : 1);
     double rec = (double)tp / (double)(fgn > 0 ? fgn : 1);
+    *pre_out = pre;
+    *rec_out = rec;
     double num = (1 + FM_BETA2) * pre * rec;
     double den = num == 0 ? 1 : FM_BETA2 * pre + rec;
     return num / den;
@@ -450,7 +453,7 @@ cx_status metrics_image_u8_work(MetricsWork *work, const uint8_t *pred, const ui
         tp += cf[t];
         fp += cb[t];
         out->em_curve[t] = em_from_counts(tp, fp, fgn, n);
-        out->fm_curve[t] = fm_from_counts(tp, fp, fgn);
+        out->fm_curve[t] = fm_from_counts(tp, fp, fgn, &out->pre_curve[t], &out->rec_curve[t]);
     }
     double se = 0, sf = 0;
     out->max_em = out->em_curve[0];
@@ -470,7 +473,7 @@ cx_status metrics_image_u8_work(MetricsWork *work, const uint8_t *pred, const ui
     int64_t atp = 0, afp = 0, htp = 0, hfp = 0;
     for (int v = 0; v < 256; v++) {
         if (lut[v] >= thr) { atp += hist_f[v]; afp += hist_b[v]; }
-        if (lut[v] >= 0.5) { htp += hist_f[v]; hfp += hist_b[v]; }
+        if (lut[v] > 0.5) { htp += hist_f[v]; hfp += hist_b[v]; }   // FmeasureV2's binary: pred > 0.5
     }
     out->adp_em = em_from_counts(atp, afp, fgn, n);
     if (atp == 0) out->adp_fm = 0;
@@ -480,6 +483,9 @@ cx_status metrics_image_u8_work(MetricsWork *work, const uint8_t *pred, const ui
     }
     iou_dice_from_counts(atp, afp, fgn, &out->iou_adp, &out->dice_adp);
     iou_dice_from_counts(htp, hfp, fgn, &out->iou_50, &out->dice_50);
+    out->tp_50 = htp;
+    out->fp_50 = hfp;
+    out->fn_50 = fgn - htp;
 
     out->sm = sm_compute(s.p, g, H, W, fgn, &s);
     out->wfm = fgn == 0 ? 0 : wfm_compute(s.p, g, H, W, fgn, &s);
@@ -496,9 +502,12 @@ void metrics_accum_add(MetricsAccum *a, const MetricsImage *m) {
     a->adp_em += m->adp_em; a->adp_fm += m->adp_fm;
     a->iou_50 += m->iou_50; a->dice_50 += m->dice_50;
     a->iou_adp += m->iou_adp; a->dice_adp += m->dice_adp;
+    a->tp_50 += m->tp_50; a->fp_50 += m->fp_50; a->fn_50 += m->fn_50;
     for (int t = 0; t < METRICS_NTHR; t++) {
         a->em_curve[t] += m->em_curve[t];
         a->fm_curve[t] += m->fm_curve[t];
+        a->pre_curve[t] += m->pre_curve[t];
+        a->rec_curve[t] += m->rec_curve[t];
     }
 }
 
@@ -508,9 +517,12 @@ void metrics_accum_merge(MetricsAccum *dst, const MetricsAccum *src) {
     dst->adp_em += src->adp_em; dst->adp_fm += src->adp_fm;
     dst->iou_50 += src->iou_50; dst->dice_50 += src->dice_50;
     dst->iou_adp += src->iou_adp; dst->dice_adp += src->dice_adp;
+    dst->tp_50 += src->tp_50; dst->fp_50 += src->fp_50; dst->fn_50 += src->fn_50;
     for (int t = 0; t < METRICS_NTHR; t++) {
         dst->em_curve[t] += src->em_curve[t];
         dst->fm_curve[t] += src->fm_curve[t];
+        dst->pre_curve[t] += src->pre_curve[t];
+        dst->rec_curve[t] += src->rec_curve[t];
     }
 }
 
@@ -523,6 +535,8 @@ void metrics_accum_summary(const MetricsAccum *a, MetricsSummary *out) {
     out->adp_em = a->adp_em / n; out->adp_fm = a->adp_fm / n;
     out->iou_50 = a->iou_50 / n; out->dice_50 = a->dice_50 / n;
     out->iou_adp = a->iou_adp / n; out->dice_adp = a->dice_adp / n;
+    // whole-based: one IoU / Dice from the dataset's summed counts
+    iou_dice_from_counts(a->tp_50, a->fp_50, a->tp_50 + a->fn_50, &out->iou_50_all, &out->dice_50_all);
     // mean and max of the dataset-averaged curves (not means of per-image maxima)
     double se = 0, sf = 0, me = -INFINITY, mf = -INFINITY;
     for (int t = 0; t < METRICS_NTHR; t++) {
@@ -533,6 +547,18 @@ void metrics_accum_summary(const MetricsAccum *a, MetricsSummary *out) {
     }
     out->mean_em = se / METRICS_NTHR; out->max_em = me;
     out->mean_fm = sf / METRICS_NTHR; out->max_fm = mf;
+}
+
+void metrics_accum_curves(const MetricsAccum *a, MetricsCurves *out) {
+    memset(out, 0, sizeof *out);
+    if (a->n == 0) return;
+    double n = (double)a->n;
+    for (int t = 0; t < METRICS_NTHR; t++) {
+        out->pre[t] = a->pre_curve[t] / n;
+        out->rec[t] = a->rec_curve[t] / n;
+        out->fm[t] = a->fm_curve[t] / n;
+        out->em[t] = a->em_curve[t] / n;
+    }
 }
 
 // ---- training validation -------------------------------------------------------------

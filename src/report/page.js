@@ -1,5 +1,8 @@
-// page.js — draws a camoxpert report from the JSON in <script id="data"> (built into
-// camoxpert by assets.c; report.c and runlog.c make the data, docs/REPORT.md lists it).
+// page.js — draws a camoxpert page from the JSON in <script id="data"> (built into
+// camoxpert by assets.c): the training report (report.c and runlog.c make the data,
+// docs/REPORT.md lists it), or with data.kind "eval" the curves page of `camoxpert eval
+// --plot` (cmd_eval.c; docs/METRICS.md), whose drawing the report reuses for a run's
+// test-set scores (RUN/eval.json).
 // Plain DOM and inline SVG, no library, nothing fetched. Any error is written into
 // #status (data-state="error"), so a page that failed says so, to a person and to the
 // browser test (tests/test_report.c), which also reads the counts left there.
@@ -19,7 +22,7 @@
   var PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf',
                  '#7f7f7f', '#bcbd22'];
   var EXPERT_KIND = ['T', 'F', 'Ed', 'C'];  // texture, frequency, edge, contrast: the experts' cycle
-  var counts = { charts: 0, heatmaps: 0, rows: 0 };
+  var counts = { charts: 0, heatmaps: 0, rows: 0, tables: 0 };
 
   // ---- small helpers ----------------------------------------------------------------------
   function el(tag, attrs, parent, text) {
@@ -91,6 +94,7 @@
     var y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
     if (opt.zero && y0 > 0) y0 = 0;
     if (opt.unit) { y0 = Math.min(y0, 0); y1 = Math.max(y1, opt.unitMax || 1); }
+    if (opt.unitX) { x0 = Math.min(x0, 0); x1 = Math.max(x1, 1); }
     if (x1 === x0) { x0 -= 1; x1 += 1; }
     if (y1 === y0) { var d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
     var pad = (y1 - y0) * 0.05; if (!opt.unit) { y0 -= opt.zero && y0 === 0 ? 0 : pad; y1 += pad; }
@@ -103,15 +107,19 @@
       sv('text', { x: L - 4, y: Y(t) + 3, 'text-anchor': 'end' }, svg).textContent =
         tickFmt(t, yt.length > 1 ? yt[1] - yt[0] : Math.abs(t));
     });
-    niceTicks(x0, x1, 5).forEach(function (t) {
+    var xt = niceTicks(x0, x1, 5);
+    xt.forEach(function (t) {
       if (t < x0 || t > x1 || (opt.integerX && t !== Math.round(t))) return;
       var edge = X(t) > W - R - 16;   // the last label ends at the frame instead of past it
       sv('text', { x: edge ? W - 2 : X(t), y: H - B + 13, 'text-anchor': edge ? 'end' : 'middle' }, svg).textContent =
-        fmtInt(t);
+        opt.integerX ? fmtInt(t) : tickFmt(t, xt.length > 1 ? xt[1] - xt[0] : 1);
     });
     sv('line', { 'class': 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }, svg);
     sv('line', { 'class': 'axis', x1: L, x2: L, y1: T, y2: H - B }, svg);
-    sv('text', { x: L, y: H - 2, 'text-anchor': 'start' }, svg).textContent = opt.xlabel || '';
+    sv('text', { 'class': 'xlabel', x: L, y: H - 2, 'text-anchor': 'start' }, svg).textContent = opt.xlabel || '';
+    if (opt.ylabel)
+      sv('text', { 'class': 'ylabel', x: 9, y: (T + H - B) / 2, 'text-anchor': 'middle',
+                   transform: 'rotate(-90 9 ' + (T + H - B) / 2 + ')' }, svg).textContent = opt.ylabel;
     (opt.marks || []).forEach(function (m) {
       if (m.stage2 !== null && m.stage2 !== undefined && m.stage2 > x0 && m.stage2 < x1) {
         var l = sv('line', { 'class': 'stage2', x1: X(m.stage2), x2: X(m.stage2), y1: T, y2: H - B }, svg);
@@ -151,14 +159,15 @@
     svg.addEventListener('mousemove', function (ev) {
       var box = svg.getBoundingClientRect();
       var xv = x0 + ((ev.clientX - box.left) / box.width * W - L) / (W - L - R) * (x1 - x0);
-      var lines = [(opt.xlabel || 'x') + ' ' + fmtInt(xv)];
+      var xf = opt.integerX ? fmtInt : fmt;
+      var lines = [(opt.xlabel || 'x') + ' ' + xf(xv)];
       series.forEach(function (s) {
         var best = -1, bd = Infinity;
         for (var i = 0; i < s.x.length; i++) {
           var dd = Math.abs(s.x[i] - xv);
           if (dd < bd && fin(s.y[i])) { bd = dd; best = i; }
         }
-        if (best >= 0) lines.push((s.name ? s.name + ': ' : '') + fmt(s.y[best]) + '  @' + fmtInt(s.x[best]));
+        if (best >= 0) lines.push((s.name ? s.name + ': ' : '') + fmt(s.y[best]) + '  @' + xf(s.x[best]));
       });
       cursor.setAttribute('x1', X(Math.max(x0, Math.min(x1, xv))));
       cursor.setAttribute('x2', X(Math.max(x0, Math.min(x1, xv))));
@@ -181,11 +190,90 @@
     return card;
   }
 
+  // ---- scores and curves of `camoxpert eval` ------------------------------------------------
+  // The columns papers print, each with its variant; MAE is the one where lower is better.
+  var EVAL_COLS = [['Smeasure', 'Sα'], ['wFmeasure', 'Fβw'], ['MAE', 'MAE'], ['meanEm', 'Eφ mean'],
+                   ['maxEm', 'Eφ max'], ['adpEm', 'Eφ adp'], ['meanFm', 'Fβ mean'], ['maxFm', 'Fβ max'],
+                   ['adpFm', 'Fβ adp']];
+  // The datasets of an eval JSON: the nested layout (--data-root, several methods), or the
+  // one-folder layout with "overall" and "curves" at the top.
+  function evalDatasets(doc) {
+    if (doc.datasets) return doc.datasets;
+    return [{ title: 'ground truth ' + (doc.gt || ''), caption: doc.n + ' images',
+              methods: [{ method: doc.method || doc.pred || 'predictions', overall: doc.overall, curves: doc.curves }] }];
+  }
+  // A curve of the JSON (PySODMetrics' order: index i is threshold (255 - i) / 255) as x, y.
+  function thresholds() {
+    var t = [];
+    for (var i = 0; i < 256; i++) t.push((255 - i) / 255);
+    return t;
+  }
+  function evalSection(parent, doc) {
+    var thr = thresholds();
+    evalDatasets(doc).forEach(function (d) {
+      el('h3', {}, parent, d.title + (d.caption ? ' (' + d.caption + ')' : ''));
+      var scored = d.methods.filter(function (m) { return m.overall; });
+      var t = el('table', { 'class': 'facts scores', 'data-title': d.title }, parent), hr = el('tr', {}, t);
+      el('th', {}, hr, 'method');
+      el('th', {}, hr, 'n');
+      EVAL_COLS.forEach(function (c) { el('th', {}, hr, c[1] + (c[0] === 'MAE' ? ' ↓' : ' ↑')); });
+      var best = EVAL_COLS.map(function (c) {
+        var v = scored.map(function (m) { return m.overall[c[0]]; }).filter(fin);
+        return c[0] === 'MAE' ? Math.min.apply(null, v) : Math.max.apply(null, v);
+      });
+      d.methods.forEach(function (m) {
+        var tr = el('tr', {}, t);
+        el('td', {}, tr, m.method);
+        if (!m.overall) { el('td', { colspan: String(EVAL_COLS.length + 1) }, tr, 'not scored: ' + (m.not_scored || '')); return; }
+        el('td', {}, tr, fmtInt(m.overall.n));
+        EVAL_COLS.forEach(function (c, j) {
+          var v = m.overall[c[0]], td = el('td', {}, tr, fin(v) ? v.toFixed(3) : '–');
+          if (scored.length > 1 && v === best[j]) td.className = 'best-score';
+        });
+      });
+      counts.tables++;
+      var g = el('div', { 'class': 'grid' }, parent);
+      function curveChart(title, xOf, key, opt) {
+        var series = [];
+        scored.forEach(function (m, i) {
+          if (!m.curves) return;
+          series.push({ name: m.method, x: xOf(m.curves), y: m.curves[key], color: PALETTE[i % PALETTE.length], dots: false });
+        });
+        opt.unit = true;
+        chart(g, title, series, opt);
+      }
+      curveChart('precision–recall (' + d.title + ')', function (c) { return c.recall; }, 'precision',
+                 { xlabel: 'recall', ylabel: 'precision', unitX: true });
+      curveChart('Fβ (β²=0.3) against the threshold', function () { return thr; }, 'Fmeasure',
+                 { xlabel: 'threshold', ylabel: 'Fβ' });
+      curveChart('Eφ against the threshold', function () { return thr; }, 'Emeasure',
+                 { xlabel: 'threshold', ylabel: 'Eφ', unitMax: 1 });
+    });
+  }
+  function finish(what) {
+    if (errors) return;
+    status.setAttribute('data-state', 'ok');
+    status.setAttribute('data-charts', String(counts.charts));
+    status.setAttribute('data-heatmaps', String(counts.heatmaps));
+    status.setAttribute('data-rows', String(counts.rows));
+    status.setAttribute('data-tables', String(counts.tables));
+    status.textContent = 'Drawn from the data in this file: ' + what + '. Nothing was fetched.';
+  }
+
   // ---- the data -----------------------------------------------------------------------------
   var data = JSON.parse(document.getElementById('data').textContent);
+  var app = document.getElementById('app');
+  if (data.kind === 'eval') {
+    el('h1', {}, app, 'camoxpert eval');
+    el('div', { 'class': 'sub' }, app, 'generated ' + data.generated + ' by camoxpert ' + data.version);
+    el('p', { 'class': 'keys' }, app, data.definitions);
+    el('p', { 'class': 'keys' }, app, 'Curves: ' + data.curves_order + '. The best value of each column is bold.');
+    evalSection(app, data);
+    finish(counts.tables + ' score tables, ' + counts.charts + ' charts');
+    return;
+  }
   var runs = data.runs;
   var many = runs.length > 1;
-  var app = document.getElementById('app');
   function runColor(i) { return PALETTE[i % PALETTE.length]; }
   function resumesOf(run, axis) {
     return run.segments.filter(function (s, i) { return i > 0 || s.start_step > 0; })
@@ -353,6 +441,52 @@
   epochChart('training loss (epoch mean)', [['loss', function (e) { return e.loss; }]], {});
   epochChart('epoch time (s, training only)', [['seconds', function (e) { return e.seconds; }]], { zero: true });
 
+  // ---- test sets (RUN/eval.json) and the spread over runs -------------------------------------
+  runs.forEach(function (r) {
+    if (!r.test_eval) return;
+    el('h2', {}, app, (many ? r.name + ': ' : '') + 'Test sets (camoxpert eval, ' + r.dir + '/eval.json)');
+    el('p', { 'class': 'keys' }, app, r.test_eval.definitions || '');
+    evalSection(app, r.test_eval);
+  });
+  // mean ± std (n - 1) over the runs, e.g. of one configuration trained with several seeds
+  function meanStd(v) {
+    v = v.filter(fin);
+    if (!v.length) return '–';
+    var mu = v.reduce(function (a, b) { return a + b; }, 0) / v.length;
+    if (v.length < 2) return mu.toFixed(4) + ' (1 run)';
+    var sd = Math.sqrt(v.reduce(function (a, b) { return a + (b - mu) * (b - mu); }, 0) / (v.length - 1));
+    return mu.toFixed(4) + ' ± ' + sd.toFixed(4);
+  }
+  if (many) {
+    el('h2', {}, app, 'Across the ' + runs.length + ' runs: mean ± std');
+    el('p', { 'class': 'keys' }, app, 'Seeds ' + runs.map(function (r) { return r.facts.seed; }).join(', ') +
+      '. Validation: each run\'s best checkpoint; std with n − 1. Test sets: the first method of each run\'s eval.json.');
+    var ms = el('table', { 'class': 'facts scores spread' }, app), hr = el('tr', {}, ms);
+    el('th', {}, hr, 'scores');
+    EVAL_COLS.forEach(function (c) { el('th', {}, hr, c[1]); });
+    var tr = el('tr', {}, ms);
+    el('td', {}, tr, 'validation (best epoch)');
+    EVAL_COLS.forEach(function (c) {
+      el('td', {}, tr, meanStd(runs.map(function (r) { return r.best ? r.best[c[0]] : NaN; })));
+    });
+    var titles = [];
+    runs.forEach(function (r) {
+      if (r.test_eval) evalDatasets(r.test_eval).forEach(function (d) { if (titles.indexOf(d.title) < 0) titles.push(d.title); });
+    });
+    titles.forEach(function (ti) {
+      var row = el('tr', {}, ms);
+      el('td', {}, row, ti);
+      EVAL_COLS.forEach(function (c) {
+        el('td', {}, row, meanStd(runs.map(function (r) {
+          var d = r.test_eval ? evalDatasets(r.test_eval).filter(function (x) { return x.title === ti; })[0] : null;
+          var m = d && d.methods[0];
+          return m && m.overall ? m.overall[c[0]] : NaN;
+        })));
+      });
+    });
+    counts.tables++;
+  }
+
   // ---- routing ------------------------------------------------------------------------------
   var routed = runs.filter(function (r) { return r.routing; });
   if (routed.length) el('h2', {}, app, 'Routing (sparse mixture of experts)');
@@ -488,12 +622,5 @@
     predTable(app, p, p.items.map(function (_, i) { return i; }), E);
   });
 
-  if (!errors) {
-    status.setAttribute('data-state', 'ok');
-    status.setAttribute('data-charts', String(counts.charts));
-    status.setAttribute('data-heatmaps', String(counts.heatmaps));
-    status.setAttribute('data-rows', String(counts.rows));
-    status.textContent = 'Drawn from the data in this file: ' + counts.charts + ' charts, ' + counts.heatmaps +
-      ' heat maps, ' + counts.rows + ' prediction rows. Nothing was fetched.';
-  }
+  finish(counts.charts + ' charts, ' + counts.heatmaps + ' heat maps, ' + counts.rows + ' prediction rows');
 })();

@@ -9,9 +9,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-// page.js and page.css, built in by assets.c.
-extern const char report_page_js[], report_page_css[];
-
 typedef struct {
     char *dir, *log, *name;
     char weights[4200];           // the checkpoint the prediction rows came from
@@ -121,25 +118,26 @@ static void add_checkpoints(cJSON *page, const RunRef *rr) {
     }
 }
 
-// Writes s into fp with every '<' as \u003c, so no string in the data can end the
-// <script> element that holds it (outside strings JSON has no '<').
-static void put_json_for_script(FILE *fp, const char *s) {
-    for (const char *p = s; *p; p++) {
-        if (*p == '<') fputs("\\u003c", fp);
-        else fputc(*p, fp);
-    }
-}
-
-static void put_html_text(FILE *fp, const char *s) {
-    for (const char *p = s; *p; p++) {
-        switch (*p) {
-        case '<': fputs("&lt;", fp); break;
-        case '>': fputs("&gt;", fp); break;
-        case '&': fputs("&amp;", fp); break;
-        case '"': fputs("&quot;", fp); break;
-        default: fputc(*p, fp);
+// RUN/eval.json when `camoxpert eval --json` wrote it (the run's test-set scores and
+// curves), without its per-image scores and categories; NULL when there is none.
+static cJSON *run_test_eval(const RunRef *rr) {
+    char *path = join(rr->dir, "eval.json");
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    cJSON *j = path_exists(path) && !read_file(path, &buf, &n) ? cJSON_ParseWithLength((const char *)buf, n) : NULL;
+    free(buf);
+    free(path);
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "software");
+    if (!cJSON_IsString(sw) || strcmp(sw->valuestring, "camoxpert eval")) { cJSON_Delete(j); return NULL; }
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "per_image");
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "categories");
+    const cJSON *d, *m;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(j, "datasets"))
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(d, "methods")) {
+            cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)m, "per_image");
+            cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)m, "categories");
         }
-    }
+    return j;
 }
 
 cx_status report_write(Report *r, FILE *console) {
@@ -167,6 +165,9 @@ cx_status report_write(Report *r, FILE *console) {
         cJSON_AddStringToObject(page, "name", rr->name);
         cJSON_AddStringToObject(page, "dir", rr->dir);
         add_checkpoints(page, rr);
+        cJSON *te = run_test_eval(rr);
+        if (te) cJSON_AddItemToObject(page, "test_eval", te);
+        else cJSON_AddNullToObject(page, "test_eval");
         ongoing |= L.n_seg && !L.seg[L.n_seg - 1].end;
         n_notes += L.n_notes, n_steps += L.n_steps, n_epochs += L.n_epochs;
         for (int k = 0; console && k < L.n_notes; k++) fprintf(console, "note: %s: %s\n", rr->log, L.notes[k]);
@@ -191,20 +192,13 @@ cx_status report_write(Report *r, FILE *console) {
     AtomicFile af;
     cx_status st = atomic_begin(&af, r->out);
     if (st) { cJSON_free(json); cx_error_context("writing the report"); return st; }
-    FILE *fp = af.fp;
-    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n", fp);
-    if (live) fputs("<meta http-equiv=\"refresh\" content=\"60\">\n", fp);
-    fputs("<meta name=\"generator\" content=\"camoxpert report\">\n<title>camoxpert report: ", fp);
-    for (int i = 0; i < r->n_run; i++) {
-        if (i) fputs(" vs ", fp);
-        put_html_text(fp, r->run[i].name);
-    }
-    fprintf(fp, "</title>\n<style>\n%s</style>\n</head><body>\n", report_page_css);
-    fputs("<div id=\"status\" data-state=\"loading\" data-errors=\"0\">This page draws its charts with JavaScript; "
-          "turn it on to see them.</div>\n<main id=\"app\"></main>\n<script id=\"data\" type=\"application/json\">", fp);
-    put_json_for_script(fp, json);
-    fprintf(fp, "</script>\n<script>\n%s</script>\n</body></html>\n", report_page_js);
+    size_t tl = 64;
+    for (int i = 0; i < r->n_run; i++) tl += strlen(r->run[i].name) + 4;
+    char *title = cx_malloc(tl);
+    int len = snprintf(title, tl, "camoxpert report: ");
+    for (int i = 0; i < r->n_run; i++) len += snprintf(title + len, tl - (size_t)len, "%s%s", i ? " vs " : "", r->run[i].name);
+    report_page_put(af.fp, title, "camoxpert report", json, live);
+    free(title);
     cJSON_free(json);
     if ((st = atomic_commit(&af))) { cx_error_context("writing the report"); return st; }
     if (console)

@@ -40,3 +40,9 @@ cx_status report_open(Report **r, const char *const *runs, int n_runs, const Rep
 cx_status report_write(Report *r, FILE *console);
 const char *report_path(const Report *r);
 void report_close(Report *r);
+
+// The page itself (page.c): a self-contained HTML document that page.js draws from json,
+// the page's data. generator is its <meta name="generator"> (the writer's mark,
+// data/owner.h); live: reload every 60 s. `camoxpert eval --plot` writes one too:
+//   report_page_put(fp, "camoxpert eval: CAMO", "camoxpert eval", "{\"kind\": \"eval\", ...}", 0);
+void report_page_put(FILE *fp, const char *title, const char *generator, const char *json, int live);
