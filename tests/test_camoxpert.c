@@ -197,7 +197,7 @@ static double moe_run(FdEnv *e, int grad) {
 
 static void moe_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int U, int training) {
     fd_env_init(e, training);
-    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_SQDEV ? 0.5 : 0.3);
+    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_MSE ? 0.5 : 0.3);
     params_alloc(&e->pt, DT_F64);
     Rng r = rng_init(11 + b);
     moe_init(&c->m, &e->pt, &r);
@@ -230,7 +230,7 @@ static void moe_fd(moe_balance b) {
     fd_env_free(&e);
 }
 
-TEST(camoxpert_fd_moe_sqdev) { moe_fd(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_fd_moe_mse) { moe_fd(MOE_BALANCE_MSE); }
 TEST(camoxpert_fd_moe_switch) { moe_fd(MOE_BALANCE_SWITCH); }
 TEST(camoxpert_fd_moe_zloss) { moe_fd(MOE_BALANCE_ZLOSS); }
 TEST(camoxpert_fd_moe_bias) { moe_fd(MOE_BALANCE_BIAS); }
@@ -240,7 +240,7 @@ TEST(camoxpert_fd_moe_bias) { moe_fd(MOE_BALANCE_BIAS); }
 TEST(camoxpert_moe_grouped_equals_per_image) {
     FdEnv e;
     MoeCase c;
-    moe_setup(&e, &c, MOE_BALANCE_SQDEV, 6, 3, 5, 0);
+    moe_setup(&e, &c, MOE_BALANCE_MSE, 6, 3, 5, 0);
     // random running statistics
     Rng r = rng_init(5);
     for (int i = 0; i < e.pt.n; i++)
@@ -609,7 +609,7 @@ TEST(camoxpert_moe_tiles_rule) {
 static void moe_spatial_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int N, int H, int W, int grid,
                               int training, uint64_t seed) {
     fd_env_init(e, training);
-    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_SQDEV ? 0.5 : 0.3);
+    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_MSE ? 0.5 : 0.3);
     moe_set_spatial(&c->m, grid);
     params_alloc(&e->pt, DT_F64);
     Rng r = rng_init(seed + b);
@@ -652,7 +652,7 @@ static void moe_spatial_fd(moe_balance b) {
     fd_env_free(&e);
 }
 
-TEST(camoxpert_fd_moe_spatial_sqdev) { moe_spatial_fd(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_fd_moe_spatial_mse) { moe_spatial_fd(MOE_BALANCE_MSE); }
 TEST(camoxpert_fd_moe_spatial_switch) { moe_spatial_fd(MOE_BALANCE_SWITCH); }
 TEST(camoxpert_fd_moe_spatial_zloss) { moe_spatial_fd(MOE_BALANCE_ZLOSS); }
 TEST(camoxpert_fd_moe_spatial_bias) { moe_spatial_fd(MOE_BALANCE_BIAS); }
@@ -719,7 +719,7 @@ static void moe_spatial_exact(moe_balance b) {
     fd_env_free(&e);
 }
 
-TEST(camoxpert_moe_spatial_equals_global_sqdev) { moe_spatial_exact(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_moe_spatial_equals_global_mse) { moe_spatial_exact(MOE_BALANCE_MSE); }
 TEST(camoxpert_moe_spatial_equals_global_switch) { moe_spatial_exact(MOE_BALANCE_SWITCH); }
 TEST(camoxpert_moe_spatial_equals_global_zloss) { moe_spatial_exact(MOE_BALANCE_ZLOSS); }
 
@@ -729,7 +729,7 @@ TEST(camoxpert_moe_spatial_equals_global_zloss) { moe_spatial_exact(MOE_BALANCE_
 TEST(camoxpert_moe_spatial_tile_equals_whole_map_expert) {
     FdEnv e;
     MoeCase c;
-    moe_spatial_setup(&e, &c, MOE_BALANCE_SQDEV, 3, 2, 2, 26, 27, 5, 0, 45);
+    moe_spatial_setup(&e, &c, MOE_BALANCE_MSE, 3, 2, 2, 26, 27, 5, 0, 45);
     fd_reset(&e);
     Tensor y = moe_forward(&e.ctx, &c.m, &e.in[0]);
     Tensor yk = tensor_like(&e.keep, &y);

@@ -97,7 +97,7 @@ static void opens_as(const char *path, int sparse, int E, int k, int S) {
     CHECKF(!strcmp(p.mc.backbone, "edgenext_xx_small") && p.mc.sparse == sparse && p.S == S, "%s: %s sparse %d, size %d",
            path, p.mc.backbone, p.mc.sparse, p.S);
     if (sparse)
-        CHECKF(p.mc.num_experts == E && p.mc.top_k == k && p.mc.balance == MOE_BALANCE_SQDEV &&
+        CHECKF(p.mc.num_experts == E && p.mc.top_k == k && p.mc.balance == MOE_BALANCE_MSE &&
                p.mc.routing == MOE_ROUTING_GLOBAL, "%s: E %d k %d balance %d", path, p.mc.num_experts, p.mc.top_k,
                p.mc.balance);
     Image8 im = { 0 };

@@ -322,8 +322,7 @@ int cmd_train(int argc, char **argv) {
     }
     c.seed = (uint64_t)seed;
     lr_kind_parse(scheduler, &c.scheduler);
-    if (!strcmp(balance, "mse")) c.balance = MOE_BALANCE_SQDEV;
-    else if (moe_balance_parse(balance, &c.balance)) {
+    if (moe_balance_parse(balance, &c.balance)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         st = 2;
         goto out;

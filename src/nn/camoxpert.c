@@ -19,7 +19,7 @@ cx_status camoxpert_config(CamoXpertConfig *cfg, const char *backbone, int spars
     cfg->sparse = sparse;
     cfg->num_experts = num_experts;
     cfg->top_k = top_k;
-    cfg->balance = MOE_BALANCE_SQDEV;
+    cfg->balance = MOE_BALANCE_MSE;
     cfg->lb_coef = 0.01;
     cfg->routing = MOE_ROUTING_GLOBAL;
     cfg->route_grid = 4;

@@ -28,7 +28,7 @@ typedef struct {
     int dims[4];           // feature widths d_0..d_3 (from the backbone)
     int sparse;            // 0: CamoXpertCOD (dense), 1: CamoXpertSparseMoE
     int num_experts, top_k;
-    moe_balance balance;   // default MOE_BALANCE_SQDEV
+    moe_balance balance;   // default MOE_BALANCE_MSE
     double lb_coef;        // default 0.01
     moe_routing routing;   // default MOE_ROUTING_GLOBAL (sparse); spatial: docs/ROUTING.md
     int route_grid;        // spatial: at most route_grid × route_grid tiles per scale (default 4)

@@ -10,14 +10,15 @@
 #define MOE_RENORM_EPS 1e-8
 
 const char *moe_balance_name(moe_balance b) {
-    static const char *names[] = { "sqdev", "switch", "zloss", "bias" };
+    static const char *names[] = { "mse", "switch", "zloss", "bias" };
     return b >= 0 && b <= MOE_BALANCE_BIAS ? names[b] : "?";
 }
 
 cx_status moe_balance_parse(const char *s, moe_balance *b) {
+    if (!strcmp(s, "sqdev")) { *b = MOE_BALANCE_MSE; return CX_OK; }   // the name checkpoints and inspect used before
     for (int i = 0; i <= MOE_BALANCE_BIAS; i++)
         if (!strcmp(s, moe_balance_name((moe_balance)i))) { *b = (moe_balance)i; return CX_OK; }
-    return CX_FAIL(CX_EARG, "unknown balancing scheme '%s' (expected sqdev, switch, zloss or bias)", s);
+    return CX_FAIL(CX_EARG, "unknown balancing scheme '%s' (expected mse, switch, zloss or bias)", s);
 }
 
 const char *moe_routing_name(moe_routing r) { return r == MOE_ROUTING_SPATIAL ? "spatial" : r == MOE_ROUTING_GLOBAL ? "global" : "?"; }
@@ -250,7 +251,7 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
         double P = 0;
         for (int64_t u = 0; u < U; u++) P += tensor_get(&r->probs, u * E + e);
         P /= (double)U;
-        if (m->balance == MOE_BALANCE_SQDEV) r->lb_loss += (P - 1.0 / E) * (P - 1.0 / E);
+        if (m->balance == MOE_BALANCE_MSE) r->lb_loss += (P - 1.0 / E) * (P - 1.0 / E);
         else if (m->balance == MOE_BALANCE_SWITCH) r->lb_loss += E * ((double)r->count[e] / ((double)U * k)) * P;
     }
     if (m->balance == MOE_BALANCE_ZLOSS) {
@@ -290,7 +291,7 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
         for (int64_t u = 0; u < U; u++) P += tensor_get(&r->probs, u * E + e);
         P /= (double)U;
         double g = 0;
-        if (m->balance == MOE_BALANCE_SQDEV) g = cb * 2 * (P - 1.0 / E) / (double)U;
+        if (m->balance == MOE_BALANCE_MSE) g = cb * 2 * (P - 1.0 / E) / (double)U;
         else if (m->balance == MOE_BALANCE_SWITCH) g = cb * E * ((double)r->count[e] / ((double)U * k)) / (double)U;
         for (int64_t u = 0; u < U; u++) dp[u * E + e] += g;
     }

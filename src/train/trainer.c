@@ -65,7 +65,7 @@ void train_config_default(TrainConfig *c) {
     c->num_experts = 6;
     c->top_k = 2;
     c->lb_coef = 0.01;
-    c->balance = MOE_BALANCE_SQDEV;
+    c->balance = MOE_BALANCE_MSE;
     c->bias_rate = 1e-3;
     c->routing = "global";
     c->route_grid = 4;
