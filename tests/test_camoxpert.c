@@ -8,6 +8,8 @@
 // training fixture.
 #include "test.h"
 #include "nn/camoxpert.h"
+#include "infer/open.h"
+#include "nn/weights.h"
 #include "train/loss.h"
 #include "nn/runtime.h"
 #include <string.h>
@@ -494,56 +496,47 @@ TEST(camoxpert_router_parameters_form_their_group) {
 TEST(camoxpert_save_load_roundtrip_and_errors) {
     CamoXpertConfig cfg;
     REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", 1, 3, 2));
-    ParamTable a, b;
-    params_init(&a);
-    params_init(&b);
-    CamoXpert *ma = camoxpert_create(&cfg, &a), *mb = camoxpert_create(&cfg, &b);
-    params_alloc(&a, DT_F32);
-    params_alloc(&b, DT_F32);
-    Rng r = rng_init(1);
-    camoxpert_init(ma, &a, &r);
+    Model a, b;
+    REQUIRE_OK(model_open(&a, &(ModelSpec){ .config = &cfg, .init_seed = 1 }));
     // non-trivial buffers and counters
-    for (int i = 0; i < a.n; i++)
-        if (a.p[i].flags & PF_COUNTER) {
-            params_counter_add(&a, i, 7);
-        } else if (a.p[i].flags & PF_BUFFER) {
-            Tensor v = params_value(&a, i);
+    Rng r = rng_init(2);
+    for (int i = 0; i < a.pt.n; i++)
+        if (a.pt.p[i].flags & PF_COUNTER) {
+            params_counter_add(&a.pt, i, 7);
+        } else if (a.pt.p[i].flags & PF_BUFFER) {
+            Tensor v = params_value(&a.pt, i);
             for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, rng_uniform(&r));
         }
     char path[600];
     snprintf(path, sizeof path, "%s/sparse.safetensors", test_tmpdir());
-    REQUIRE_OK(camoxpert_save(ma, &a, path));
-    REQUIRE_OK(camoxpert_load_file(mb, &b, path));
-    CHECK(!memcmp(a.data, b.data, (size_t)a.numel * sizeof(float)));
-    CHECK(!memcmp(a.counter, b.counter, (size_t)a.n * sizeof *a.counter));
+    char *json = weights_config_json(&cfg, 0);
+    REQUIRE_OK(weights_save(&a.pt, json, NULL, path));
+    free(json);
+    REQUIRE_OK(model_open(&b, &(ModelSpec){ .weights = path }));   // the config from the file
+    CHECK(b.cfg.sparse && b.cfg.num_experts == 3 && b.cfg.top_k == 2 && b.img_size == 352);
+    CHECK(!memcmp(a.pt.data, b.pt.data, (size_t)a.pt.numel * sizeof(float)));
+    CHECK(!memcmp(a.pt.counter, b.pt.counter, (size_t)a.pt.n * sizeof *a.pt.counter));
     StFile f;
     REQUIRE_OK(st_open(&f, path));
     const StEntry *e = st_find(&f, "moe_layers.2.experts.1.scale1_conv.1.num_batches_tracked");
     CHECK(e && e->dtype == DT_I64 && e->ndim == 0);
     CHECK(st_find(&f, "moe_layers.0.router.2.weight") != NULL);
-    CHECK(st_meta(&f, "model") && !strcmp(st_meta(&f, "model"), "CamoXpertSparseMoE"));
+    CHECK(st_meta(&f, "camoxpert_config") && strstr(st_meta(&f, "camoxpert_config"), "CamoXpertSparseMoE"));
     st_close(&f);
 
     // a dense model refuses the sparse checkpoint, naming a key
     CamoXpertConfig dc;
     REQUIRE_OK(camoxpert_config(&dc, "edgenext_xx_small", 0, 0, 0));
-    ParamTable d;
-    params_init(&d);
-    CamoXpert *md = camoxpert_create(&dc, &d);
-    params_alloc(&d, DT_F32);
-    CHECK(camoxpert_load_file(md, &d, path) == CX_ESHAPE);
+    Model d;
+    CHECK(model_open(&d, &(ModelSpec){ .config = &dc, .weights = path }) == CX_ESHAPE);
     CHECKF(strstr(cx_errmsg(), "moe_layers.") || strstr(cx_errmsg(), "texture_experts."), "%s", cx_errmsg());
     // another backbone: a shape mismatch naming the key and both shapes
     CamoXpertConfig xc;
     REQUIRE_OK(camoxpert_config(&xc, "edgenext_x_small", 1, 3, 2));
-    ParamTable x;
-    params_init(&x);
-    CamoXpert *mx = camoxpert_create(&xc, &x);
-    params_alloc(&x, DT_F32);
-    CHECK(camoxpert_load_file(mx, &x, path) == CX_ESHAPE);
+    Model x;
+    CHECK(model_open(&x, &(ModelSpec){ .config = &xc, .weights = path }) == CX_ESHAPE);
     CHECKF(strstr(cx_errmsg(), "in the file but"), "%s", cx_errmsg());
-    camoxpert_free(ma), camoxpert_free(mb), camoxpert_free(md), camoxpert_free(mx);
-    params_free(&a), params_free(&b), params_free(&d), params_free(&x);
+    model_close(&a), model_close(&b);
 }
 
 // ---- camoxpert verify, as the built program ---------------------------------------------------------

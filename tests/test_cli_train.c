@@ -9,7 +9,8 @@
 #include "data/image.h"
 #include "nn/camoxpert.h"
 #include "train/checkpoint.h"
-#include "train/infer.h"
+#include "infer/open.h"
+#include "nn/weights.h"
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <string.h>
@@ -126,18 +127,13 @@ static const char *make_checkpoint(void) {
     static char dir[700];
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     CamoXpertConfig mc;
-    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&mc, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, &pt, &rng);
-    char *cfg = infer_config_json(&mc, 64);
-    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    Model m;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2) || model_open(&m, &(ModelSpec){ .config = &mc, .init_seed = 5 }))
+        return NULL;
+    char *cfg = weights_config_json(&mc, 64);
+    cx_status st = checkpoint_save(dir, "model", &m.pt, cfg, NULL, NULL, NULL);
     free(cfg);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
     return st ? NULL : dir;
 }
 

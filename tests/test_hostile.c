@@ -24,7 +24,8 @@
 #include "nn/memory.h"
 #include "train/loss.h"
 #include "train/checkpoint.h"
-#include "train/infer.h"
+#include "infer/open.h"
+#include "nn/weights.h"
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -122,29 +123,22 @@ static const char *tiny_set(const char *name) {
 }
 
 // An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
-// An untrained sparse edgenext_xx_small model (E 4, k 2) in *pt, initialised with seed 5.
-static CamoXpert *tiny_model(CamoXpertConfig *mc, ParamTable *pt) {
-    if (camoxpert_config(mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
-    params_init(pt);
-    CamoXpert *m = camoxpert_create(mc, pt);
-    params_alloc(pt, DT_F32);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, pt, &rng);
-    return m;
+// An untrained sparse edgenext_xx_small model (E 4, k 2), initialised with seed 5.
+static cx_status tiny_model(Model *m) {
+    CamoXpertConfig mc;
+    CX_TRY(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));
+    return model_open(m, &(ModelSpec){ .config = &mc, .init_seed = 5 });
 }
 
 static const char *tiny_checkpoint(void) {
     static char path[800];
     const char *dir = test_tmpdir();
-    CamoXpertConfig mc;
-    ParamTable pt;
-    CamoXpert *m = tiny_model(&mc, &pt);
-    if (!m) return NULL;
-    char *cfg = infer_config_json(&mc, 64);
-    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    Model m;
+    if (tiny_model(&m)) return NULL;
+    char *cfg = weights_config_json(&m.cfg, 64);
+    cx_status st = checkpoint_save(dir, "model", &m.pt, cfg, NULL, NULL, NULL);
     free(cfg);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     return st ? NULL : path;
 }
@@ -428,30 +422,28 @@ TEST(hostile_verify_fails_a_fixture_with_a_nan_or_inf_anywhere) {
 // written directly (checkpoint_save refuses to write one).
 static const char *nonfinite_checkpoint(const char *file, const char *bad, int backbone_only) {
     static char path[800];
-    CamoXpertConfig mc;
-    ParamTable pt;
-    CamoXpert *m = tiny_model(&mc, &pt);
-    if (!m) return NULL;
+    Model m;
+    if (tiny_model(&m)) return NULL;
+    ParamTable *pt = &m.pt;
     int i = -1;   // `bad`, or (NULL) the first weight after the backbone
-    for (int k = 0; k < pt.n && i < 0; k++)
-        if (bad ? !strcmp(pt.p[k].name, bad) : strncmp(pt.p[k].name, "backbone.", 9) && strstr(pt.p[k].name, ".weight")) i = k;
-    if (i < 0) { camoxpert_free(m); params_free(&pt); return NULL; }
-    Tensor v = params_value(&pt, i);
+    for (int k = 0; k < pt->n && i < 0; k++)
+        if (bad ? !strcmp(pt->p[k].name, bad) : strncmp(pt->p[k].name, "backbone.", 9) && strstr(pt->p[k].name, ".weight")) i = k;
+    if (i < 0) { model_close(&m); return NULL; }
+    Tensor v = params_value(pt, i);
     tensor_set(&v, tensor_numel(&v) - 1, NAN);
     snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
     StWriter w;
     st_writer_init(&w);
-    char *cfg = infer_config_json(&mc, 64);
+    char *cfg = weights_config_json(&m.cfg, 64);
     if (!backbone_only) st_writer_meta(&w, "camoxpert_config", cfg);
     Arena tmp;
     arena_init(&tmp, "tmp", 1 << 16);
-    params_save(&pt, &w, backbone_only ? "backbone." : NULL, &tmp);
+    params_save(pt, &w, backbone_only ? "backbone." : NULL, &tmp);
     cx_status st = st_writer_save(&w, path);
     st_writer_free(&w);
     arena_free(&tmp);
     free(cfg);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
     return st ? NULL : path;
 }
 
@@ -837,19 +829,14 @@ TEST(hostile_memory_estimate_matches_the_measured_peaks) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         CamoXpertConfig cfg;
         REQUIRE_OK(camoxpert_config(&cfg, cases[i].bb, cases[i].sparse, cases[i].E, cases[i].k));
-        ParamTable pt;
-        params_init(&pt);
-        CamoXpert *m = camoxpert_create(&cfg, &pt);
-        params_alloc(&pt, DT_F32);
-        Rng rng = rng_init(1);
-        camoxpert_init(m, &pt, &rng);
+        Model mo;
+        REQUIRE_OK(model_open(&mo, &(ModelSpec){ .config = &cfg, .init_seed = 1, .training = cases[i].training }));
+        CamoXpert *m = mo.net;
+        Rng rng = rng_init(2);   // the inputs
         Arena io;
         arena_init(&io, "io", 1 << 20);
-        Runtime rt;
-        REQUIRE_OK(runtime_init(&rt, "cpu", "fp32", 0, cases[i].training));
-        rt.ctx.pt = &pt;
-        NNCtx *ctx = &rt.ctx;
-        Arena *act = &rt.act, *scratch = &rt.scratch;
+        NNCtx *ctx = &mo.rt->ctx;
+        Arena *act = &mo.rt->act, *scratch = &mo.rt->scratch;
         const int B = cases[i].B, S = cases[i].S;
         Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3), mask = tensor_new4(&io, DT_F32, B, S, S, 1);
         for (int64_t j = 0; j < tensor_numel(&x); j++) tensor_f32(&x)[j] = (float)rng_normal(&rng);
@@ -864,17 +851,16 @@ TEST(hostile_memory_estimate_matches_the_measured_peaks) {
             camoxpert_backward(ctx, m, &g, w.balance, NULL);
         }
         MemEstimate e;
-        camoxpert_memory_estimate(&cfg, pt.numel, B, S, cases[i].training, 0, 4, &e);
+        camoxpert_memory_estimate(&cfg, mo.pt.numel, B, S, cases[i].training, 0, 4, &e);
         double ratio = e.activations / (double)act->peak;
         CHECKF(ratio >= 1.0 && ratio <= 1.15, "%s sparse=%d k=%d B=%d S=%d training=%d: activations estimated %.1f MiB, "
                "measured %.1f MiB", cases[i].bb, cases[i].sparse, cases[i].k, B, S, cases[i].training,
                e.activations / 1048576, act->peak / 1048576.0);
         CHECKF(e.scratch >= (double)scratch->peak, "%s: scratch estimated %.1f MiB, measured %.1f MiB", cases[i].bb,
                e.scratch / 1048576, scratch->peak / 1048576.0);
-        CHECK(e.params == 4.0 * pt.numel && (!cases[i].training || e.optimizer == 8.0 * pt.numel));
-        runtime_free(&rt), arena_free(&io);
-        camoxpert_free(m);
-        params_free(&pt);
+        CHECK(e.params == 4.0 * mo.pt.numel && (!cases[i].training || e.optimizer == 8.0 * mo.pt.numel));
+        arena_free(&io);
+        model_close(&mo);
     }
     cx_threads_set(0);
 }
@@ -1027,26 +1013,21 @@ TEST(hostile_checkpoint_img_size_metadata_is_checked) {
     snprintf(photos, sizeof photos, "%s/Test/Image", ds);
     CamoXpertConfig mc;
     REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 0, 4, 2));
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&mc, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(2);
-    camoxpert_init(m, &pt, &rng);
+    Model m;
+    REQUIRE_OK(model_open(&m, &(ModelSpec){ .config = &mc, .init_seed = 2 }));
     for (int i = 0; bad[i]; i++) {
         char cfg[512], dir[700];
         snprintf(cfg, sizeof cfg, "{\"model\":\"CamoXpertCOD\",\"backbone\":\"edgenext_xx_small\",\"sparse\":false,"
                  "\"img_size\":%s}", bad[i]);
         snprintf(dir, sizeof dir, "%s/meta%d", t, i);
-        REQUIRE_OK(checkpoint_save(dir, "m", &pt, cfg, NULL, NULL, NULL));
+        REQUIRE_OK(checkpoint_save(dir, "m", &m.pt, cfg, NULL, NULL, NULL));
         char *o;
         int rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --threads 1", dir, photos, dir);
         CHECKF(rc == 2 && strstr(o, "img_size") && strstr(o, "--img-size"), "img_size %s: exit %d: %s", bad[i], rc, o);
         rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --img-size 64 --threads 1", dir, photos, dir);
         CHECKF(rc == 0, "img_size %s with --img-size 64: exit %d: %s", bad[i], rc, o);
     }
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
 }
 
 // train suggests --skip-bad for a bad file, and accepts it.

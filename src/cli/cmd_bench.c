@@ -19,11 +19,11 @@
 // GPUs), as in training. Rank 0 prints and writes the JSON; images/s counts every
 // rank's images and the JSON gains world_size.
 #include "cli.h"
+#include "infer/infer.h"
 #include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
 #include "train/comm.h"
-#include "train/infer.h"
 #include "train/dist.h"
 #include "nn/memory.h"
 #include "train/loss.h"
@@ -141,17 +141,14 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
     if (sparse) CX_ASSERT(camoxpert_config_routing(&cfg, bench_routing, bench_grid) == CX_OK, "%s", cx_errmsg());
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&cfg, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(1);
-    camoxpert_init(m, &pt, &rng);
-    runtime_place(rt, &pt);
-    rt->ctx.pt = &pt;
+    Model mo;
+    CX_ASSERT(model_open(&mo, &(ModelSpec){ .config = &cfg, .rt = rt, .init_seed = 1 }) == CX_OK, "%s", cx_errmsg());
+    ParamTable *pt = &mo.pt;
+    CamoXpert *m = mo.net;
     rt->ctx.training = 1;
+    Rng rng = rng_init(2);   // the inputs
     AdamW opt;
-    adamw_init(&opt, &pt, 1e-4);
+    adamw_init(&opt, pt, 1e-4);
     opt.group_scale[PG_ROUTER] = 0.1;
     Arena io;
     arena_init(&io, "inputs", 1 << 20);
@@ -166,7 +163,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
             }
     CamoLossWeights w = camo_loss_default_weights();
     TrainStep ts;
-    train_step_init(&ts, rt, m, &pt, &opt, NULL, &w);
+    train_step_init(&ts, rt, m, pt, &opt, NULL, &w);
     ts.comm = comm;
     const int world = comm ? comm->world : 1;
     double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
@@ -193,10 +190,10 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
     r->train_ms = median(t, steps) * 1e3;   // before t is reused
     r->buckets = ts.n_buckets;
-    r->params_bytes = (double)pt.numel * (double)dtype_size(pt.dtype);
+    r->params_bytes = (double)pt->numel * (double)dtype_size(pt->dtype);
     r->allreduce_ms = 0;
     if (world > 1) {   // the gradient all-reduce alone: what the buckets hide behind the backward
-        ParamTable *p = &pt;
+        const ParamTable *p = pt;
         Tensor g = tensor_view(p->grad, p->dtype, 1, &p->numel);
         g.device = p->device;
         for (int it = 0; it <= steps; it++) {
@@ -275,17 +272,16 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         runtime_graph_free(rt, &g);
     }
     r->sparse = sparse;
-    r->params_m = params_count(&pt, PF_BUFFER) * 1e-6;
+    r->params_m = params_count(pt, PF_BUFFER) * 1e-6;
     // parameters + gradients (table dtype) + AdamW m, v (f32) + the arenas' peaks
-    r->peak_mb = ((double)pt.numel * 4 * 4 + (double)train_peak) / 1048576.0;
+    r->peak_mb = ((double)pt->numel * 4 * 4 + (double)train_peak) / 1048576.0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     r->rss_mb = ru.ru_maxrss / 1024.0;
     free(t);
     train_step_free(&ts);
     adamw_free(&opt);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&mo);
     arena_free(&io);
     runtime_step_reset(rt);
 }

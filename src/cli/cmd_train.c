@@ -11,9 +11,9 @@
 // one rank (train/dist.h reads the environment); --gpus N / --procs N start and
 // supervise N local ranks (launch.c). Each rank runs this same command.
 #include "cli.h"
+#include "nn/weights.h"
 #include "ops/ops.h"
 #include "report/report.h"
-#include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/rundir.h"
 #include "train/trainer.h"
@@ -91,7 +91,7 @@ static void refresh_report(void *arg) {
 // Second pass: the checkpoint's options that the command line did not give.
 static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, int *n_keep, int verbose) {
     char *cfg = NULL;
-    if (checkpoint_read_config(ckpt, &cfg)) {
+    if (weights_read_config_json(ckpt, &cfg)) {
         fprintf(stderr, "error: --resume-from: %s\n", cx_errmsg());
         return 2;
     }

@@ -365,7 +365,7 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
         }
         params_copy_values(&p64, &p32);
     }
-    if ((!gen && (camoxpert_load(m, &p32, f, "param/", "buffer/") || camoxpert_load(m, &p64, f, "param/", "buffer/"))) ||
+    if ((!gen && (camoxpert_load(&p32, f, "param/", "buffer/") || camoxpert_load(&p64, f, "param/", "buffer/"))) ||
         verify_read_nhwc(f, "input/image", &io, DT_F32, &x32) || verify_read_nhwc(f, "input/image", &io, DT_F64, &x64) ||
         verify_read_nhwc(f, "input/mask", &io, DT_F64, &mask) || verify_read_nhwc(f, "input/mask", &io, DT_F32, &mask32)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());

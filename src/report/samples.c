@@ -6,8 +6,8 @@
 #include "data/dataset.h"
 #include "data/image.h"
 #include "eval/metrics.h"
-#include "train/checkpoint.h"
-#include "train/predictor.h"
+#include "infer/predictor.h"
+#include "nn/weights.h"
 #include <dirent.h>
 #include <math.h>
 #include <string.h>
@@ -95,7 +95,7 @@ static cx_status val_items(const char *weights, const cJSON *facts, Item **items
     uint64_t seed = cJSON_IsNumber(sd) ? (uint64_t)sd->valuedouble : 42;
     char *cfg = NULL;
     cJSON *cj = NULL;
-    if (!root && weights && !checkpoint_read_config(weights, &cfg) && cfg && (cj = cJSON_Parse(cfg))) {
+    if (!root && weights && !weights_read_config_json(weights, &cfg) && cfg && (cj = cJSON_Parse(cfg))) {
         const cJSON *to = cJSON_GetObjectItemCaseSensitive(cj, "train_options");
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(to, "dataset-path"), *f = cJSON_GetObjectItemCaseSensitive(to, "val-fraction"),
                     *s = cJSON_GetObjectItemCaseSensitive(to, "seed");
@@ -206,12 +206,8 @@ static cJSON *item_row(const Item *it, Predictor *p, double *sm, char *why, size
     if (it->pred) {
         if (image_load(it->pred, 1, &mask)) goto fail;
     } else if (p && photo.px) {
-        float *prob = cx_malloc(sizeof(float) * (size_t)photo.w * photo.h);
         CamoXpertOutputs o;
-        predictor_run(p, &photo, prob, &o);
-        image_alloc(&mask, photo.w, photo.h, 1);
-        metrics_export_u8(prob, (int64_t)photo.w * photo.h, mask.px);
-        free(prob);
+        predictor_run(p, &photo, &mask, &o);
         if (o.n_route) routing = routing_json(&o);
     } else {
         snprintf(why, nwhy, "%s: no photo and no mask", it->name);

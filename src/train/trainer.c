@@ -9,7 +9,8 @@
 #include "train/checkpoint.h"
 #include "train/comm.h"
 #include "train/dist.h"
-#include "train/infer.h"
+#include "infer/infer.h"
+#include "nn/weights.h"
 #include "train/loss.h"
 #include "train/step.h"
 #include "train/rundir.h"
@@ -316,9 +317,7 @@ static void route_stats_print(const RouteStats *r, const Dataset *ds) {
 
 typedef struct {
     const TrainConfig *c;
-    CamoXpertConfig mc;
-    ParamTable pt;
-    CamoXpert *m;
+    Model model;              // the model, its table and module tree (on rt)
     AdamW opt;
     Ema ema;
     TrainState ts;
@@ -349,15 +348,15 @@ typedef struct {
 
 static void moe_bias_to_state(Trainer *T) {
     T->ts.n_extra = 0;
-    if (!T->mc.sparse) return;
+    if (!T->model.cfg.sparse) return;
     for (int s = 0; s < 4; s++)
-        for (int e = 0; e < T->mc.num_experts; e++) T->ts.extra[T->ts.n_extra++] = T->m->moe[s].sel_bias[e];
+        for (int e = 0; e < T->model.cfg.num_experts; e++) T->ts.extra[T->ts.n_extra++] = T->model.net->moe[s].sel_bias[e];
 }
 
 static void moe_bias_from_state(Trainer *T) {
-    if (!T->mc.sparse || T->ts.n_extra != 4 * T->mc.num_experts) return;
+    if (!T->model.cfg.sparse || T->ts.n_extra != 4 * T->model.cfg.num_experts) return;
     for (int s = 0; s < 4; s++)
-        for (int e = 0; e < T->mc.num_experts; e++) T->m->moe[s].sel_bias[e] = T->ts.extra[s * T->mc.num_experts + e];
+        for (int e = 0; e < T->model.cfg.num_experts; e++) T->model.net->moe[s].sel_bias[e] = T->ts.extra[s * T->model.cfg.num_experts + e];
 }
 
 static cx_status save_last(Trainer *T) {
@@ -370,7 +369,7 @@ static cx_status save_last(Trainer *T) {
     struct stat lst;
     fflush(T->log);
     T->ts.log_bytes = fstat(fileno(T->log), &lst) == 0 ? (int64_t)lst.st_size : -1;
-    CX_TRY(checkpoint_save(T->c->checkpoint_dir, "last", &T->pt, T->meta_json, &T->ts, &T->opt,
+    CX_TRY(checkpoint_save(T->c->checkpoint_dir, "last", &T->model.pt, T->meta_json, &T->ts, &T->opt,
                            T->c->use_ema ? &T->ema : NULL));
     snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s/last.safetensors", T->c->checkpoint_dir);
     T->last_ckpt_epoch = T->ts.epoch;
@@ -422,7 +421,7 @@ static void log_run_start(Trainer *T) {
     cJSON_AddNumberToObject(j, "world_size", T->world);
     if (T->world > 1) cJSON_AddStringToObject(j, "launcher", T->de.source);
     cJSON_AddItemToObject(j, "config", cJSON_Parse(T->meta_json));
-    cJSON_AddNumberToObject(j, "parameters", (double)params_count(&T->pt, PF_BUFFER));
+    cJSON_AddNumberToObject(j, "parameters", (double)params_count(&T->model.pt, PF_BUFFER));
     cJSON_AddStringToObject(j, "dataset", c->dataset_path);
     cJSON_AddNumberToObject(j, "train_images", T->tr.n);
     cJSON_AddNumberToObject(j, "val_images", T->va.n);
@@ -494,11 +493,11 @@ static void fmt_time(char *buf, size_t n, double s) {
 static void set_freezing(Trainer *T, int stage, int j, int n) {
     const TrainConfig *c = T->c;
     T->opt.group_frozen[PG_BACKBONE] = stage == 1;
-    memset(T->frozen, 0, (size_t)T->pt.n);
+    memset(T->frozen, 0, (size_t)T->model.pt.n);
     if (stage != 2 || !c->progressive_unfreeze) return;
     int phase = n > 0 ? j * 3 / n : 2;
-    for (int i = 0; i < T->pt.n; i++) {
-        const ParamInfo *p = &T->pt.p[i];
+    for (int i = 0; i < T->model.pt.n; i++) {
+        const ParamInfo *p = &T->model.pt.p[i];
         if (p->group != PG_BACKBONE) continue;
         int open = phase >= 2 || !strncmp(p->name, "backbone.stages_3.", 18) ||
                    (phase >= 1 && !strncmp(p->name, "backbone.stages_2.", 18));
@@ -512,7 +511,7 @@ static void set_freezing(Trainer *T, int stage, int j, int n) {
 // uses each rank's batch statistics, so between validations the ranks' running
 // statistics drift apart, as the reference's do between its forwards.
 static cx_status sync_buffers(Trainer *T) {
-    ParamTable *pt = &T->pt;
+    ParamTable *pt = &T->model.pt;
     for (int i = 0; T->world > 1 && i < pt->n; i++) {
         if (!(pt->p[i].flags & PF_BUFFER)) continue;
         Tensor v = tensor_view((char *)pt->data + (size_t)pt->p[i].offset * dtype_size(pt->dtype), pt->dtype, 1,
@@ -538,10 +537,10 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
     Dataset shard;
     dataset_select(&T->va, idx, n_mine > 0 ? n_mine : 0, &shard);
     free(idx);
-    if (c->use_ema) ema_swap(&T->ema, &T->pt);
+    if (c->use_ema) ema_swap(&T->ema, &T->model.pt);
     cx_status st = sync_buffers(T);
     if (st) {   // a rank is gone (the message names it)
-        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        if (c->use_ema) ema_swap(&T->ema, &T->model.pt);
         dataset_free(&shard);
         free(mine);
         return st;
@@ -559,11 +558,8 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
     }
     const Batch *b;
     while (!st && L && !(st = loader_next(L, &b)) && b) {
-        runtime_step_reset(&T->rt);
         CamoXpertOutputs o;
-        Tensor x = runtime_input(&T->rt, &b->image, T->rt.dtype);
-        camoxpert_forward(&T->rt.ctx, T->m, &x, &o);
-        Tensor pred = runtime_output_f32(&T->rt, &o.maps.pred);
+        Tensor pred = infer_forward(&T->model, &b->image, &o);
         const int S = c->img_size;
         for (int i = 0; i < b->n && !st; i++, k++) {
             ValImage *vi = &mine[k];
@@ -589,7 +585,7 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
     if (L) loader_close(L);
     dataset_free(&shard);
     T->rt.ctx.training = 1;
-    if (c->use_ema) ema_swap(&T->ema, &T->pt);
+    if (c->use_ema) ema_swap(&T->ema, &T->model.pt);
     if (st) {
         free(mine);
         T->data_failed = 1;
@@ -605,20 +601,20 @@ static cx_status validate(Trainer *T, int batch, ValResult *vr) {
 // summed over the ranks (the global batch's), so the selection biases stay identical.
 static cx_status global_loads(Trainer *T) {
     if (T->world == 1) return CX_OK;
-    const int E = T->mc.num_experts;
+    const int E = T->model.cfg.num_experts;
     double v[4 * MOE_MAX_EXPERTS];
     for (int s = 0; s < 4; s++)
-        for (int e = 0; e < E; e++) v[s * E + e] = (double)T->m->moe[s].route.count[e];
+        for (int e = 0; e < E; e++) v[s * E + e] = (double)T->model.net->moe[s].route.count[e];
     CX_TRY(dist_sum(&T->store, v, 4 * E));
     for (int s = 0; s < 4; s++)
-        for (int e = 0; e < E; e++) T->m->moe[s].route.count[e] = (int64_t)v[s * E + e];
+        for (int e = 0; e < E; e++) T->model.net->moe[s].route.count[e] = (int64_t)v[s * E + e];
     return CX_OK;
 }
 
 // The routing statistics of every rank's batches, summed (every rank gets them).
 static cx_status route_stats_reduce(Trainer *T) {
     RouteStats *r = &T->rs;
-    if (T->world == 1 || !T->mc.sparse) return CX_OK;
+    if (T->world == 1 || !T->model.cfg.sparse) return CX_OK;
     const int E = r->E, nc = r->n_cat > 0 ? r->n_cat : 0;
     const int n = 2 + 4 * 4 + 5 * 4 * E + nc + 4 * nc + nc * 4 * E;
     double *v = cx_malloc(sizeof *v * (size_t)n), *p = v;
@@ -666,7 +662,7 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         if (acc_n == 0) train_step_begin(&T->step);
         CamoXpertOutputs o;
         train_step_accumulate(&T->step, &b->image, &b->mask, skip_backbone, &o);
-        if (T->mc.sparse) route_stats_add(&T->rs, &o, b);
+        if (T->model.cfg.sparse) route_stats_add(&T->rs, &o, b);
         acc_n++;
         images += b->n;
         int last_of_epoch = b->step + 1 == nb;
@@ -683,15 +679,15 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
             // the update reached neither the EMA nor a checkpoint: the last checkpoint stays the last good one
             char what[1024];
             snprintf(what, sizeof what, "the update with learning rate %g made parameter '%s' not finite (%g at index "
-                     "%lld) — training stops before it reaches the EMA or a checkpoint", lr, T->pt.p[sr.bad_param].name,
+                     "%lld) — training stops before it reaches the EMA or a checkpoint", lr, T->model.pt.p[sr.bad_param].name,
                      sr.bad_value, (long long)sr.bad_index);
             return numeric_failure(T, what, &sr.loss, sr.grad_norm, b);
         }
         const CamoLoss acc = sr.loss;
         const double norm = sr.grad_norm;
-        if (T->mc.sparse && T->mc.balance == MOE_BALANCE_BIAS) {
+        if (T->model.cfg.sparse && T->model.cfg.balance == MOE_BALANCE_BIAS) {
             CX_TRY(global_loads(T));   // every rank moves its selection bias the same way
-            camoxpert_balance_update(T->m, c->bias_rate);
+            camoxpert_balance_update(T->model.net, c->bias_rate);
         }
         T->ts.global_step++;
         T->ts.stage_step++;
@@ -760,9 +756,9 @@ static cx_status reconcile_best(Trainer *T) {
     if (T->ts.best_epoch > 0 && T->ts.best_epoch == T->ts.epoch && T->ts.batch_in_epoch == 0 &&
         (!have || fs < T->ts.best_score)) {
         int saved = 0;
-        if (c->use_ema) ema_swap(&T->ema, &T->pt);
-        cx_status st = checkpoint_save_best(c->checkpoint_dir, &T->pt, T->meta_json, T->ts.best_score, T->ts.best_epoch, &saved);
-        if (c->use_ema) ema_swap(&T->ema, &T->pt);
+        if (c->use_ema) ema_swap(&T->ema, &T->model.pt);
+        cx_status st = checkpoint_save_best(c->checkpoint_dir, &T->model.pt, T->meta_json, T->ts.best_score, T->ts.best_epoch, &saved);
+        if (c->use_ema) ema_swap(&T->ema, &T->model.pt);
         CX_TRY(st);
         say("wrote %s (Sα %.4f, epoch %d) from the resumed checkpoint: the previous run stopped before writing it\n", bp,
             T->ts.best_score, T->ts.best_epoch);
@@ -775,7 +771,8 @@ static cx_status reconcile_best(Trainer *T) {
 // the loader's batches), against what the device has (runtime_mem_budget: the GPU's free
 // memory for the model on a GPU, the host's otherwise). Printed;
 // refused with a batch size (or input size) that fits when it does not.
-static cx_status check_memory(Trainer *T) {
+static cx_status check_memory(void *arg, const Model *model) {
+    Trainer *T = arg;
     const TrainConfig *c = T->c;
     const int b1 = c->batch_size, b2 = c->stage2_batch_size ? c->stage2_batch_size : c->batch_size;
     const int stage2 = c->stage1_epochs < c->epochs;
@@ -791,7 +788,7 @@ static cx_status check_memory(Trainer *T) {
     const int gpu = T->rt.device == DEV_CUDA, act = T->rt.dtype == DT_BF16 ? 2 : 4;
     const double fixed = gpu ? 256.0 * (1 << 20) : data, growth = gpu ? 0 : per_batch;
     MemEstimate m;
-    camoxpert_memory_estimate(&T->mc, T->pt.numel, B, c->img_size, 1, c->use_ema, act, &m);
+    camoxpert_memory_estimate(&model->cfg, model->pt.numel, B, c->img_size, 1, c->use_ema, act, &m);
     double total = m.total + fixed + growth * B;
     char how[64], a[32], b[32], d[32], e[32];
     double budget = runtime_mem_budget(&T->rt, how, sizeof how);
@@ -801,17 +798,17 @@ static cx_status check_memory(Trainer *T) {
     if (budget > 0) say(" of %s available (%s)", mem_str(budget, a, sizeof a), how);
     say("\n");
     if (budget <= 0 || total <= budget) return CX_OK;
-    int fit = camoxpert_memory_fit_batch(&T->mc, T->pt.numel, c->img_size, 1, c->use_ema, act, fixed, budget, 65536);
+    int fit = camoxpert_memory_fit_batch(&model->cfg, model->pt.numel, c->img_size, 1, c->use_ema, act, fixed, budget, 65536);
     while (fit > 0) {   // the loader's batches grow with the batch too
         MemEstimate f;
-        camoxpert_memory_estimate(&T->mc, T->pt.numel, fit, c->img_size, 1, c->use_ema, act, &f);
+        camoxpert_memory_estimate(&model->cfg, model->pt.numel, fit, c->img_size, 1, c->use_ema, act, &f);
         if (f.total + fixed + growth * fit <= budget) break;
         fit--;
     }
     char advice[256];
     if (fit > 0) snprintf(advice, sizeof advice, "%s %d fits", opt, fit);
     else {
-        int S = camoxpert_memory_fit_size(&T->mc, T->pt.numel, 1, 1, c->use_ema, act, fixed + growth, budget,
+        int S = camoxpert_memory_fit_size(&model->cfg, model->pt.numel, 1, 1, c->use_ema, act, fixed + growth, budget,
                                           c->img_size);
         if (S > 0) snprintf(advice, sizeof advice, "even batch 1 does not fit at %dx%d; --img-size %d with %s 1 fits",
                             c->img_size, c->img_size, S, opt);
@@ -822,10 +819,27 @@ static cx_status check_memory(Trainer *T) {
                    c->img_size, mem_str(total, a, sizeof a), mem_str(budget, b, sizeof b), how, advice);
 }
 
+// The model --resume-from holds against the one the options ask for: a clear error
+// before a strict load would fail on the first tensor that differs.
+static cx_status check_resume_config(const char *path, const CamoXpertConfig *want) {
+    CamoXpertConfig rc;
+    int rsz = 0;
+    if (!weights_read_config(path, &rc, &rsz) &&
+        (strcmp(rc.backbone, want->backbone) || rc.sparse != want->sparse ||
+         (rc.sparse && (rc.num_experts != want->num_experts || rc.top_k != want->top_k || rc.routing != want->routing ||
+                        (rc.routing == MOE_ROUTING_SPATIAL && rc.route_grid != want->route_grid)))))
+        return CX_FAIL(CX_EARG, "--resume-from %s holds a %s model on %s (E=%d, k=%d, %s routing) but the options ask "
+                       "for %s on %s (E=%d, k=%d, %s routing); drop the model options to take the checkpoint's",
+                       path, rc.sparse ? "sparse" : "dense", rc.backbone, rc.num_experts, rc.top_k,
+                       moe_routing_name(rc.routing), want->sparse ? "sparse" : "dense", want->backbone,
+                       want->num_experts, want->top_k, moe_routing_name(want->routing));
+    return CX_OK;
+}
+
 static cx_status trainer_setup_routes(Trainer *T) {
-    T->rs.E = T->mc.sparse ? T->mc.num_experts : 0;
+    T->rs.E = T->model.cfg.sparse ? T->model.cfg.num_experts : 0;
     T->rs.n_cat = T->all.n_categories;
-    T->rs.spatial = T->mc.sparse && T->mc.routing == MOE_ROUTING_SPATIAL;
+    T->rs.spatial = T->model.cfg.sparse && T->model.cfg.routing == MOE_ROUTING_SPATIAL;
     T->rs.cat_images = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1), sizeof(int64_t));
     T->rs.cat_units = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4, sizeof(int64_t));
     T->rs.cat_chosen = cx_calloc((size_t)(T->rs.n_cat > 0 ? T->rs.n_cat : 1) * 4 * (size_t)(T->rs.E > 0 ? T->rs.E : 1),
@@ -868,39 +882,34 @@ static cx_status trainer_setup(Trainer *T) {
                        "rest; add images or use --val-fraction 0", c->dataset_path, T->all.n, c->val_fraction);
     say("data: %s; %d for training, %d held out for validation\n", sum, T->tr.n, T->va.n);
     T->gt = cx_calloc((size_t)(T->va.n > 0 ? T->va.n : 1), sizeof *T->gt);
-    // Model.
-    CX_TRY(camoxpert_config(&T->mc, c->backbone, c->sparse, c->num_experts, c->top_k));
-    if (c->sparse) CX_TRY(camoxpert_config_routing(&T->mc, c->routing ? c->routing : "global", c->route_grid));
-    T->mc.balance = c->balance;
-    T->mc.lb_coef = c->lb_coef;
-    params_init(&T->pt);
-    T->m = camoxpert_create(&T->mc, &T->pt);
-    CX_TRY(check_memory(T));
-    params_alloc(&T->pt, DT_F32);
-    Rng rng = rng_init(c->seed);
-    camoxpert_init(T->m, &T->pt, &rng);
-    if (c->backbone_weights) {
-        StFile f;
-        CX_TRY(st_open(&f, c->backbone_weights));
-        const char *fp = (st_find(&f, "backbone.stem_0.weight") || st_find(&f, "backbone.stem.0.weight")) ? "backbone." : "";
-        st = edgenext_load(&T->pt, &f, fp, "backbone.");
-        st_close(&f);
-        if (st) { cx_error_context("--backbone-weights %s (expects %s)", c->backbone_weights, c->backbone); return st; }
+    // Model: the options' config on this rank's runtime, initialised from the seed (and
+    // --backbone-weights), or with the weights of --resume-from (every rank reads them).
+    CamoXpertConfig mc;
+    CX_TRY(camoxpert_config(&mc, c->backbone, c->sparse, c->num_experts, c->top_k));
+    if (c->sparse) CX_TRY(camoxpert_config_routing(&mc, c->routing ? c->routing : "global", c->route_grid));
+    mc.balance = c->balance;
+    mc.lb_coef = c->lb_coef;
+    if (c->resume_from) CX_TRY(check_resume_config(c->resume_from, &mc));
+    st = model_open(&T->model, &(ModelSpec){ .config = &mc, .img_size = c->img_size, .rt = &T->rt,
+                                             .weights = c->resume_from, .init_seed = c->seed,
+                                             .backbone_weights = c->backbone_weights, .check = check_memory,
+                                             .check_arg = T });
+    if (st) {
+        if (c->resume_from) cx_error_context("--resume-from %s", c->resume_from);
+        return st;
     }
-    runtime_place(&T->rt, &T->pt);
-    T->rt.ctx.pt = &T->pt;
-    adamw_init(&T->opt, &T->pt, c->weight_decay);
+    adamw_init(&T->opt, &T->model.pt, c->weight_decay);
     T->opt.group_scale[PG_ROUTER] = c->router_lr_scale;
-    T->frozen = cx_calloc((size_t)T->pt.n + 1, 1);
+    T->frozen = cx_calloc((size_t)T->model.pt.n + 1, 1);
     T->opt.entry_frozen = T->frozen;
-    if (c->use_ema) ema_init(&T->ema, &T->pt, c->ema_decay);
+    if (c->use_ema) ema_init(&T->ema, &T->model.pt, c->ema_decay);
     CamoLossWeights w = camo_loss_default_weights();
     if (!c->deep_supervision) w.deep = 0;
-    train_step_init(&T->step, &T->rt, T->m, &T->pt, &T->opt, c->use_ema ? &T->ema : NULL, &w);
+    train_step_init(&T->step, &T->rt, T->model.net, &T->model.pt, &T->opt, c->use_ema ? &T->ema : NULL, &w);
     T->step.accum = c->accumulation_steps;   // the gradient buckets start in the last micro-batch's backward
     T->step.comm = &T->comm;
     // Metadata: the model config plus the run's options.
-    char *mj = infer_config_json(&T->mc, c->img_size);
+    char *mj = weights_config_json(&T->model.cfg, c->img_size);
     cJSON *j = cJSON_Parse(mj);
     free(mj);
     if (c->options_json) {
@@ -917,22 +926,11 @@ static cx_status trainer_setup(Trainer *T) {
     T->ts.best_epoch = 0;
     T->ts.seed = c->seed;
     T->ts.world = T->world;
-    // Resume (every rank reads the checkpoint).
+    // Resume: the training state beside the weights.
     if (c->resume_from) {
-        CamoXpertConfig rc;
-        int rsz = 0;
-        if (!infer_config_from_checkpoint(c->resume_from, &rc, &rsz) &&
-            (strcmp(rc.backbone, T->mc.backbone) || rc.sparse != T->mc.sparse ||
-             (rc.sparse && (rc.num_experts != T->mc.num_experts || rc.top_k != T->mc.top_k || rc.routing != T->mc.routing ||
-                            (rc.routing == MOE_ROUTING_SPATIAL && rc.route_grid != T->mc.route_grid)))))
-            return CX_FAIL(CX_EARG, "--resume-from %s holds a %s model on %s (E=%d, k=%d, %s routing) but the options ask "
-                           "for %s on %s (E=%d, k=%d, %s routing); drop the model options to take the checkpoint's",
-                           c->resume_from, rc.sparse ? "sparse" : "dense", rc.backbone, rc.num_experts, rc.top_k,
-                           moe_routing_name(rc.routing), T->mc.sparse ? "sparse" : "dense", T->mc.backbone,
-                           T->mc.num_experts, T->mc.top_k, moe_routing_name(T->mc.routing));
         TrainState ts = T->ts;
         int has_state = 0;
-        st = checkpoint_load(c->resume_from, &T->pt, &ts, &T->opt, c->use_ema ? &T->ema : NULL, &has_state);
+        st = checkpoint_load_state(c->resume_from, &T->model.pt, &ts, &T->opt, c->use_ema ? &T->ema : NULL, &has_state);
         if (st) { cx_error_context("--resume-from %s", c->resume_from); return st; }
         if (has_state) {
             T->ts = ts;
@@ -947,11 +945,7 @@ static cx_status trainer_setup(Trainer *T) {
             say("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
                    c->resume_from, T->ts.stage, T->ts.epoch, (long long)T->ts.batch_in_epoch,
                    (long long)T->ts.global_step, T->ts.best_score, T->ts.best_epoch);
-        } else {
-            if (c->use_ema) {   // the average starts from the loaded weights
-                ema_free(&T->ema);
-                ema_init(&T->ema, &T->pt, c->ema_decay);
-            }
+        } else {   // the average (when on) starts from the loaded weights
             say("started from the weights of %s (no training state beside it)\n", c->resume_from);
         }
         T->exact_resume = has_state;
@@ -983,9 +977,9 @@ static cx_status trainer_setup(Trainer *T) {
     if ((st = open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
     if (T->exact_resume) CX_TRY(reconcile_best(T));
     T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
-    say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->mc.sparse ? "sparse" : "dense",
-           T->mc.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->mc.backbone,
-           (long long)params_count(&T->pt, PF_BUFFER), c->img_size, c->img_size);
+    say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->model.cfg.sparse ? "sparse" : "dense",
+           T->model.cfg.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", T->model.cfg.backbone,
+           (long long)params_count(&T->model.pt, PF_BUFFER), c->img_size, c->img_size);
     log_run_start(T);
     return CX_OK;
 }
@@ -1003,8 +997,7 @@ static void trainer_free(Trainer *T) {
     train_step_free(&T->step);
     if (T->c->use_ema && T->ema.shadow) ema_free(&T->ema);
     if (T->opt.steps) adamw_free(&T->opt);
-    if (T->m) camoxpert_free(T->m);
-    if (T->pt.p) params_free(&T->pt);
+    model_close(&T->model);
     runtime_free(&T->rt);
     dataset_free(&T->tr);
     dataset_free(&T->va);
@@ -1197,7 +1190,7 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
                    best ? "  (best)" : "");
             new_best = best;
         }
-        if (T.mc.sparse && T.rs.images) {
+        if (T.model.cfg.sparse && T.rs.images) {
             cJSON_AddItemToObject(j, "routing", route_stats_json(&T.rs, &T.all));
             route_stats_print(&T.rs, &T.all);
         }
@@ -1207,9 +1200,9 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
         if ((st = save_last(&T))) break;
         if (new_best && T.rank == 0) {
             int saved = 0;
-            if (c->use_ema) ema_swap(&T.ema, &T.pt);   // the weights validated: the EMA's when on
-            st = checkpoint_save_best(c->checkpoint_dir, &T.pt, T.meta_json, T.ts.best_score, T.ts.best_epoch, &saved);
-            if (c->use_ema) ema_swap(&T.ema, &T.pt);
+            if (c->use_ema) ema_swap(&T.ema, &T.model.pt);   // the weights validated: the EMA's when on
+            st = checkpoint_save_best(c->checkpoint_dir, &T.model.pt, T.meta_json, T.ts.best_score, T.ts.best_epoch, &saved);
+            if (c->use_ema) ema_swap(&T.ema, &T.model.pt);
             if (st) break;
         }
         if (c->epoch_done && T.rank == 0) c->epoch_done(c->epoch_done_arg);
