@@ -162,9 +162,9 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
                 tensor_f32(&mask)[((int64_t)b * S + i) * S + j] = dy * dy + dx * dx < S * S / 10.0;
             }
     CamoLossWeights w = camo_loss_default_weights();
-    TrainStep ts;
-    train_step_init(&ts, rt, m, pt, &opt, NULL, &w);
-    ts.comm = comm;
+    TrainStep step;
+    train_step_init(&step, rt, m, pt, &opt, NULL, &w);
+    step.comm = comm;
     const int world = comm ? comm->world : 1;
     double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
     double macs = 0;
@@ -173,13 +173,13 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         runtime_sync(rt);
         double t0 = cx_time_s();
         if (it == 2) sync0 = cx_sync_count();
-        train_step_begin(&ts);
+        train_step_begin(&step);
         CamoXpertOutputs o;
         rt->ctx.op.macs = it > 1 ? &macs : NULL;
-        train_step_accumulate(&ts, &x, &mask, 0, &o);
+        train_step_accumulate(&step, &x, &mask, 0, &o);
         rt->ctx.op.macs = NULL;
         StepResult sr;
-        if (train_step_finish(&ts, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
+        if (train_step_finish(&step, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
             fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
             exit(1);
         }
@@ -189,7 +189,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     }
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
     r->train_ms = median(t, steps) * 1e3;   // before t is reused
-    r->buckets = ts.n_buckets;
+    r->buckets = step.n_buckets;
     r->params_bytes = (double)pt->numel * (double)dtype_size(pt->dtype);
     r->allreduce_ms = 0;
     if (world > 1) {   // the gradient all-reduce alone: what the buckets hide behind the backward
@@ -214,11 +214,11 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         r->prof->shapes = profile > 1;   // --profile-shapes
         rt->ctx.op.prof = r->prof;
         for (int it = 0; it < PROF_STEPS; it++) {
-            train_step_begin(&ts);
+            train_step_begin(&step);
             CamoXpertOutputs o;
-            train_step_accumulate(&ts, &x, &mask, 0, &o);
+            train_step_accumulate(&step, &x, &mask, 0, &o);
             StepResult sr;
-            if (train_step_finish(&ts, 1e-4, 0.5, &sr)) {
+            if (train_step_finish(&step, 1e-4, 0.5, &sr)) {
                 fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
                 exit(1);
             }
@@ -279,7 +279,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     getrusage(RUSAGE_SELF, &ru);
     r->rss_mb = ru.ru_maxrss / 1024.0;
     free(t);
-    train_step_free(&ts);
+    train_step_free(&step);
     adamw_free(&opt);
     model_close(&mo);
     arena_free(&io);
@@ -316,10 +316,10 @@ int cmd_bench(int argc, char **argv) {
           NULL, 0 },
         { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
-    int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
+    int parsed = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
                        "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                        "[--mode dense|sparse|both] [--json FILE]");
-    if (st) return st == CLI_HELP ? 0 : 2;
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (shapes) profile = 2;   // --profile, by convolution shape
     cx_oom_hint("reduce --batch-size or --img-size");
     DistEnv de;

@@ -34,8 +34,8 @@ int cmd_inspect(int argc, char **argv) {
           "mse|switch|zloss|bias", NULL, 0 },
         { "depth", OPT_INT, &depth, "levels of the module tree to print (default 2)", "N", NULL, 0 },
     };
-    int st = cli_parse(argc, argv, "inspect", opts, CLI_N(opts), NULL, 0, NULL, NULL);
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int parsed = cli_parse(argc, argv, "inspect", opts, CLI_N(opts), NULL, 0, NULL, NULL);
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (depth < 1 || depth > 16) {
         fprintf(stderr, "error: camoxpert inspect: --depth %d: must be from 1 to 16\n", depth);
         return 2;

@@ -117,8 +117,7 @@ static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, 
         for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
         printf("\n");
     }
-    int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, NULL);
-    return st ? 2 : 0;
+    return cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, NULL) ? 2 : 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -207,8 +206,8 @@ int cmd_train(int argc, char **argv) {
     };
     const int n = CLI_N(opts);
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
-    int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int rc = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);   // the exit status from here on
+    if (rc) return rc == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --batch-size or --img-size");
     // Who this process is: one of the ranks of a launcher, or the one process (maybe
     // about to launch --gpus/--procs ranks).
@@ -270,10 +269,10 @@ int cmd_train(int argc, char **argv) {
         int t = omp && atoi(omp) > 0 ? atoi(omp) : cx_threads_default() / de.local_world;
         threads = t < 1 ? 1 : t > cx_threads_max() ? cx_threads_max() : t;
     }
-    if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
+    if ((rc = cli_threads("train", threads)) || (rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
     char **keep = NULL;
     int n_keep = 0;
-    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep,
+    if (c.resume_from && path_exists(c.resume_from) && (rc = restore_options(c.resume_from, opts, n, &keep, &n_keep,
                                                                       de.rank == 0 && !(nprocs > 1 && !launched))))
         goto out;
     // A resumed run writes beside the checkpoint it resumes.
@@ -289,27 +288,27 @@ int cmd_train(int argc, char **argv) {
         if (cli_seen(opts, n, sparse_only[i]) && !c.sparse) {
             fprintf(stderr, "error: camoxpert train: --%s applies to sparse models only; add --use-sparse-moe or drop --%s\n",
                     sparse_only[i], sparse_only[i]);
-            st = 2;
+            rc = 2;
             goto out;
         }
     if (cli_seen(opts, n, "route-grid") && strcmp(c.routing, "spatial")) {
         fprintf(stderr, "error: camoxpert train: --route-grid applies to --routing spatial only (not %s)\n", c.routing);
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (cli_seen(opts, n, "ema-decay") && !c.use_ema) {
         fprintf(stderr, "error: camoxpert train: --ema-decay without --use-ema does nothing; add --use-ema\n");
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (cli_seen(opts, n, "t-mult") && strcmp(scheduler, "cosine_restart")) {
         fprintf(stderr, "error: camoxpert train: --t-mult applies to --scheduler cosine_restart only (not %s)\n", scheduler);
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (cli_seen(opts, n, "bias-update-rate") && strcmp(balance, "bias")) {
         fprintf(stderr, "error: camoxpert train: --bias-update-rate applies to --balance bias only (not %s)\n", balance);
-        st = 2;
+        rc = 2;
         goto out;
     }
     if ((c.progressive_unfreeze || cli_seen(opts, n, "stage2-lr") || cli_seen(opts, n, "stage2-batch-size")) &&
@@ -317,24 +316,24 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert train: --stage1-epochs %d = --epochs %d leaves no stage 2, so the stage-2 options "
                 "(--stage2-lr, --stage2-batch-size, --progressive-unfreeze) have no effect; lower --stage1-epochs\n",
                 c.stage1_epochs, c.epochs);
-        st = 2;
+        rc = 2;
         goto out;
     }
     c.seed = (uint64_t)seed;
     lr_kind_parse(scheduler, &c.scheduler);
     if (moe_balance_parse(balance, &c.balance)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
-        st = 2;
+        rc = 2;
         goto out;
     }
     c.progress = progress;
     if (train_config_check(&c)) {
         fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (nprocs > 1 && !launched) {   // the launcher: the ranks do the work
-        st = launch_ranks("train", nprocs, master_port, argc, argv);
+        rc = launch_ranks("train", nprocs, master_port, argc, argv);
         goto out;
     }
     char *oj = options_json(opts, n), *cl = command_line(argc, argv);
@@ -370,12 +369,12 @@ int cmd_train(int argc, char **argv) {
     free(cl);
     if (cs) {
         fprintf(stderr, "error: %s\n", err);
-        st = cs == CX_EARG ? 2 : 1;
+        rc = cs == CX_EARG ? 2 : 1;
     } else {
-        st = r.interrupted && !c.max_steps ? 130 : 0;
+        rc = r.interrupted && !c.max_steps ? 130 : 0;
     }
 out:
     for (int i = 0; i < n_keep; i++) free(keep[i]);
     free(keep);
-    return st;
+    return rc;
 }

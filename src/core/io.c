@@ -30,15 +30,15 @@ cx_status open_regular(const char *path, FILE **fp) {
     // stat before the open), and only a regular file is read.
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
         return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(e));
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(st.st_mode));
+        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -55,11 +55,11 @@ cx_status open_append(const char *path, FILE **fp) {
     *fp = NULL;
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0666);
     if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s for appending: %s", path, strerror(errno));
-    struct stat st = { 0 };
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    struct stat sb = { 0 };
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return CX_FAIL(CX_EIO, "%s is %s, not a file; remove it or choose another path", path,
-                       file_type_name(st.st_mode));
+                       file_type_name(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -206,8 +206,8 @@ int atomic_cleanup_dir(const char *dir) {
         if (strncmp(e->d_name, ".camoxpert-", 11) || L < 15 || strcmp(e->d_name + L - 4, ".tmp")) continue;
         char p[4400];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode) && unlink(p) == 0) n++;
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && !S_ISDIR(sb.st_mode) && unlink(p) == 0) n++;
     }
     closedir(d);
     return n;
@@ -229,12 +229,12 @@ cx_status read_file(const char *path, unsigned char **buf, size_t *size) {
     *size = 0;
     FILE *f;
     CX_TRY(open_regular(path, &f));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
         fclose(f);
         return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(errno));
     }
-    size_t n = (size_t)st.st_size;
+    size_t n = (size_t)sb.st_size;
     unsigned char *b = cx_malloc(n + 1);
     size_t got = n ? fread(b, 1, n, f) : 0;
     fclose(f);
@@ -245,9 +245,9 @@ cx_status read_file(const char *path, unsigned char **buf, size_t *size) {
     return CX_OK;
 }
 
-bool path_exists(const char *path) { struct stat st; return lstat(path, &st) == 0; }
-bool path_is_dir(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISDIR(st.st_mode); }
-bool path_is_regular(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISREG(st.st_mode); }
+bool path_exists(const char *path) { struct stat sb; return lstat(path, &sb) == 0; }
+bool path_is_dir(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode); }
+bool path_is_regular(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISREG(sb.st_mode); }
 
 cx_status make_dirs(const char *path) {
     char p[4096];

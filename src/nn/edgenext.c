@@ -71,7 +71,7 @@ struct EdgeNeXt {
     int stem_w, stem_b, stem_ln_w, stem_ln_b;
     int stem_k, stem_pad;
     Tensor stem_x, stem_y, stem_mean, stem_rstd;   // input (N,H,W,3), conv output, LN statistics
-    Stage st[4];
+    Stage stages[4];
     PECache pe[PE_CACHE];
     int pe_next;
 };
@@ -178,28 +178,28 @@ EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char 
     m->stem_ln_w = reg_vec(&r, "stem_1.weight", cfg->dims[0]);
     m->stem_ln_b = reg_vec(&r, "stem_1.bias", cfg->dims[0]);
     for (int s = 0; s < 4; s++) {
-        Stage *st = &m->st[s];
+        Stage *stage = &m->stages[s];
         const int C = cfg->dims[s], Cp = s ? cfg->dims[s - 1] : C;
-        st->ln_w = st->ln_b = st->w = st->b = -1;
-        st->p_first = pt->n;
+        stage->ln_w = stage->ln_b = stage->w = stage->b = -1;
+        stage->p_first = pt->n;
         if (s > 0 && !cfg->downsample_block) {   // §2.2: LayerNorm2d, then conv 2×2 stride 2
             snprintf(r.base, sizeof r.base, "%sstages_%d.downsample.", prefix, s);
-            st->ln_w = reg_vec(&r, "0.weight", Cp);
-            st->ln_b = reg_vec(&r, "0.bias", Cp);
-            st->w = reg(&r, "1.weight", 0, 4, C, Cp, 2, 2);
-            st->b = reg_bias(&r, "1.bias", 1, C);
+            stage->ln_w = reg_vec(&r, "0.weight", Cp);
+            stage->ln_b = reg_vec(&r, "0.bias", Cp);
+            stage->w = reg(&r, "1.weight", 0, 4, C, Cp, 2, 2);
+            stage->b = reg_bias(&r, "1.bias", 1, C);
         }
-        st->nblocks = cfg->depths[s];
-        CX_ASSERT(st->nblocks >= (s == 0 ? 1 : cfg->downsample_block ? 2 : 1),
+        stage->nblocks = cfg->depths[s];
+        CX_ASSERT(stage->nblocks >= (s == 0 ? 1 : cfg->downsample_block ? 2 : 1),
                   "stage %d needs %s blocks", s, cfg->downsample_block ? "a conv block before its SDTA block" : "at least one");
-        st->blocks = cx_calloc((size_t)st->nblocks, sizeof *st->blocks);
-        for (int j = 0; j < st->nblocks; j++) {
-            Block *b = &st->blocks[j];
+        stage->blocks = cx_calloc((size_t)stage->nblocks, sizeof *stage->blocks);
+        for (int j = 0; j < stage->nblocks; j++) {
+            Block *b = &stage->blocks[j];
             snprintf(r.base, sizeof r.base, "%sstages_%d.blocks.%d.", prefix, s, j);
             b->C = C;
             b->pe_w = b->pe_b = -1;
             // global_block_counts = (0,1,1,1): the last block of stages 1-3 is SDTA (§1.1)
-            b->sdta = s > 0 && j == st->nblocks - 1;
+            b->sdta = s > 0 && j == stage->nblocks - 1;
             if (!b->sdta) {
                 const int first_rw = cfg->downsample_block && s > 0 && j == 0;   // §2.9
                 b->cin = first_rw ? Cp : C;
@@ -251,7 +251,7 @@ const EdgeNeXtConfig *edgenext_get_config(const EdgeNeXt *m) { return &m->cfg; }
 
 void edgenext_free(EdgeNeXt *m) {
     if (!m) return;
-    for (int s = 0; s < 4; s++) free(m->st[s].blocks);
+    for (int s = 0; s < 4; s++) free(m->stages[s].blocks);
     for (int i = 0; i < PE_CACHE; i++) pe_cache_free(&m->pe[i]);
     free(m);
 }
@@ -279,7 +279,7 @@ int edgenext_feature_sizes(const EdgeNeXt *m, int H, int W, int fh[4], int fw[4]
     for (int s = 0; s < 4; s++) {
         if (s > 0) {
             if (m->cfg.downsample_block) {
-                const Block *b = &m->st[s].blocks[0];
+                const Block *b = &m->stages[s].blocks[0];
                 h = out_size(h, b->k, 2, b->pad);
                 w = out_size(w, b->k, 2, b->pad);
             } else {
@@ -575,24 +575,24 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
 
 // ---- stem and downsample (§2.1, §2.2) -----------------------------------------------------------
 
-static void downsample_forward(NNCtx *ctx, Stage *st, Tensor *out, const Tensor *x, int C) {
+static void downsample_forward(NNCtx *ctx, Stage *stage, Tensor *out, const Tensor *x, int C) {
     const int64_t N = T_N(x), H = T_H(x), W = T_W(x);
-    st->x = *x;
-    st->mean = act1(ctx, N * H * W);
-    st->rstd = act1(ctx, N * H * W);
-    st->n = tensor_like(ctx->act, x);
-    layernorm_forward(&ctx->op, &st->n, &st->mean, &st->rstd, x, PV(st->ln_w), PV(st->ln_b), LN_EPS);
+    stage->x = *x;
+    stage->mean = act1(ctx, N * H * W);
+    stage->rstd = act1(ctx, N * H * W);
+    stage->n = tensor_like(ctx->act, x);
+    layernorm_forward(&ctx->op, &stage->n, &stage->mean, &stage->rstd, x, PV(stage->ln_w), PV(stage->ln_b), LN_EPS);
     *out = act4(ctx, N, out_size((int)H, 2, 2, 0), out_size((int)W, 2, 2, 0), C);
-    conv2d_forward(&ctx->op, out, &st->n, PV(st->w), PV(st->b), (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
+    conv2d_forward(&ctx->op, out, &stage->n, PV(stage->w), PV(stage->b), (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
 }
 
 // dx +=
-static void downsample_backward(NNCtx *ctx, Stage *st, Tensor *dx, const Tensor *dout) {
+static void downsample_backward(NNCtx *ctx, Stage *stage, Tensor *dx, const Tensor *dout) {
     ArenaMark mk = arena_mark(ctx->act);
-    Tensor dn = zeros_like(ctx, &st->n);
-    conv2d_backward(&ctx->op, &dn, PG(st->w), PG(st->b), dout, &st->n, PV(st->w),
+    Tensor dn = zeros_like(ctx, &stage->n);
+    conv2d_backward(&ctx->op, &dn, PG(stage->w), PG(stage->b), dout, &stage->n, PV(stage->w),
                     (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
-    layernorm_backward(&ctx->op, dx, PG(st->ln_w), PG(st->ln_b), &dn, &st->x, &st->mean, &st->rstd, PV(st->ln_w));
+    layernorm_backward(&ctx->op, dx, PG(stage->ln_w), PG(stage->ln_b), &dn, &stage->x, &stage->mean, &stage->rstd, PV(stage->ln_w));
     arena_release(ctx->act, mk);
 }
 
@@ -618,20 +618,20 @@ void edgenext_forward(NNCtx *ctx, EdgeNeXt *m, Tensor feats[4], const Tensor *x)
     Tensor cur = tensor_like(ctx->act, &m->stem_y);
     layernorm_forward(&ctx->op, &cur, &m->stem_mean, &m->stem_rstd, &m->stem_y, PV(m->stem_ln_w), PV(m->stem_ln_b), LN_EPS);
     for (int s = 0; s < 4; s++) {
-        Stage *st = &m->st[s];
+        Stage *stage = &m->stages[s];
         Tensor nxt;
-        if (st->ln_w >= 0) {
-            downsample_forward(ctx, st, &nxt, &cur, m->cfg.dims[s]);
+        if (stage->ln_w >= 0) {
+            downsample_forward(ctx, stage, &nxt, &cur, m->cfg.dims[s]);
             cur = nxt;
         }
-        for (int j = 0; j < st->nblocks; j++) {
-            Block *b = &st->blocks[j];
+        for (int j = 0; j < stage->nblocks; j++) {
+            Block *b = &stage->blocks[j];
             if (b->sdta) sdta_forward(ctx, m, b, &nxt, &cur);
             else conv_block_forward(ctx, b, &nxt, &cur);
             cur = nxt;
         }
         CX_ASSERT(T_H(&cur) == fh[s] && T_W(&cur) == fw[s], "stage %d output size", s);
-        st->out = cur;
+        stage->out = cur;
         feats[s] = cur;
     }
 }
@@ -640,28 +640,28 @@ void edgenext_backward(NNCtx *ctx, EdgeNeXt *m, const Tensor dfeats[4], Tensor *
     int top = -1;
     for (int s = 0; s < 4; s++)
         if (dfeats[s].data) {
-            CX_ASSERT(tensor_same_shape(&dfeats[s], &m->st[s].out), "edgenext_backward: dfeats[%d] shape", s);
+            CX_ASSERT(tensor_same_shape(&dfeats[s], &m->stages[s].out), "edgenext_backward: dfeats[%d] shape", s);
             top = s;
         }
     if (top < 0) return;
     ArenaMark mk = arena_mark(ctx->act);
-    Tensor d = zeros_like(ctx, &m->st[top].out);   // gradient w.r.t. the current activation
+    Tensor d = zeros_like(ctx, &m->stages[top].out);   // gradient w.r.t. the current activation
     for (int s = top; s >= 0; s--) {
-        Stage *st = &m->st[s];
+        Stage *stage = &m->stages[s];
         if (dfeats[s].data) axpy(&ctx->op, &d, 1.0, &dfeats[s]);
-        for (int j = st->nblocks - 1; j >= 0; j--) {
-            Block *b = &st->blocks[j];
+        for (int j = stage->nblocks - 1; j >= 0; j--) {
+            Block *b = &stage->blocks[j];
             Tensor din = zeros_like(ctx, &b->x);
             if (b->sdta) sdta_backward(ctx, b, &din, &d);
             else conv_block_backward(ctx, b, &din, &d);
             d = din;
         }
-        if (st->ln_w >= 0) {
-            Tensor din = zeros_like(ctx, &st->x);
-            downsample_backward(ctx, st, &din, &d);
+        if (stage->ln_w >= 0) {
+            Tensor din = zeros_like(ctx, &stage->x);
+            downsample_backward(ctx, stage, &din, &d);
             d = din;
         }
-        nn_grad_ready(ctx, st->p_first);   // this stage and the ones above it are done
+        nn_grad_ready(ctx, stage->p_first);   // this stage and the ones above it are done
     }
     Tensor dy = zeros_like(ctx, &m->stem_y);
     layernorm_backward(&ctx->op, &dy, PG(m->stem_ln_w), PG(m->stem_ln_b), &d, &m->stem_y, &m->stem_mean, &m->stem_rstd,

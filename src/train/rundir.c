@@ -82,8 +82,8 @@ int rundir_tidy(RunDir *r, uint64_t keep) {
 cx_status rundir_truncate_log(RunDir *r, int64_t bytes) {
     char p[4200];
     snprintf(p, sizeof p, "%s/train_log.jsonl", r->dir);
-    struct stat st;
-    if (bytes < 0 || lstat(p, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= bytes) return CX_OK;
+    struct stat sb;
+    if (bytes < 0 || lstat(p, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= bytes) return CX_OK;
     if (truncate(p, bytes) != 0) return CX_FAIL(CX_EIO, "cannot cut %s back to %lld bytes: %s", p, (long long)bytes, strerror(errno));
     return CX_OK;
 }
