@@ -204,7 +204,7 @@ static void moe_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int U, 
     Rng r = rng_init(11 + b);
     moe_init(&c->m, &e->pt, &r);
     // a router strong enough that the balancing gradients are visible
-    Tensor w = params_value(&e->pt, c->m.router_w);
+    Tensor w = params_value(&e->pt, c->m.router_w_idx);
     scale_inplace(&e->ctx.op, &w, 8.0);
     int64_t sh[4] = { U, 4, 4, 8 };
     fd_add_input(e, fd_random(e, &r, 4, sh, -1, 1));
@@ -228,7 +228,7 @@ static void moe_fd(moe_balance b) {
 #else
     fd_check(&e, what, 2, 1, 1e-5);
 #endif
-    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w)) > 1e-6);   // the router learns from the segmentation loss too
+    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w_idx)) > 1e-6);   // the router learns from the segmentation loss too
     fd_env_free(&e);
 }
 
@@ -607,7 +607,7 @@ static void moe_spatial_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k,
     params_alloc(&e->pt, DT_F64);
     Rng r = rng_init(seed + b);
     moe_init(&c->m, &e->pt, &r);
-    Tensor w = params_value(&e->pt, c->m.router_w);
+    Tensor w = params_value(&e->pt, c->m.router_w_idx);
     scale_inplace(&e->ctx.op, &w, 8.0);
     for (int i = 0; i < e->pt.n; i++)   // O(1) BN affines and running statistics so every path shows
         if (e->pt.p[i].ndim == 1 && strstr(e->pt.p[i].name, "experts.") && !strstr(e->pt.p[i].name, "bias") &&
@@ -708,7 +708,7 @@ static void moe_spatial_exact(moe_balance b) {
            moe_balance_name(b), ey, edx, eg, fabs(s.lb - g.lb));
     CHECKF(ey < 1e-10 && edx < 1e-10 && eg < 1e-10, "spatial vs global: y %.3g, dx %.3g, grads %.3g", ey, edx, eg);
     CHECK_NEAR(s.lb, g.lb, 1e-12 * fmax(1, fabs(g.lb)));
-    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w)) > 1e-6);   // the router learned from the segmentation loss too
+    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w_idx)) > 1e-6);   // the router learned from the segmentation loss too
     fd_env_free(&e);
 }
 

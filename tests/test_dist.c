@@ -401,7 +401,7 @@ static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
     params_alloc(&pt, DT_F64);
     Rng rng = rng_init(3);
     seq_init(&s, &pt, &rng);
-    Tensor gam = params_value(&pt, s.l[1].w), bet = params_value(&pt, s.l[1].b);
+    Tensor gam = params_value(&pt, s.l[1].w_idx), bet = params_value(&pt, s.l[1].b_idx);
     for (int c = 0; c < C; c++) tensor_set(&gam, c, 0.5 + rng_uniform(&rng)), tensor_set(&bet, c, rng_uniform(&rng) - 0.5);
     rt.ctx.pt = &pt;
     if (world > 1 && sync) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st, rt.ctx.sync_rank = rank, rt.ctx.sync_world = world;
@@ -417,8 +417,8 @@ static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
     for (int64_t i = 0; i < tensor_numel(&dx); i++) tensor_set(&dx, i, 0);
     seq_backward(&rt.ctx, &s, &dys, &dx);
     for (int64_t i = 0; i < nb * per; i++) o->y[n0 * per + i] = tensor_get(&y, i), o->dx[n0 * per + i] = tensor_get(&dx, i);
-    Tensor dg = params_grad(&pt, s.l[1].w), db = params_grad(&pt, s.l[1].b);
-    Tensor rm = params_value(&pt, s.l[1].rmean), rv = params_value(&pt, s.l[1].rvar);
+    Tensor dg = params_grad(&pt, s.l[1].w_idx), db = params_grad(&pt, s.l[1].b_idx);
+    Tensor rm = params_value(&pt, s.l[1].rmean_idx), rv = params_value(&pt, s.l[1].rvar_idx);
     for (int c = 0; c < C; c++)
         o->dg[c] = tensor_get(&dg, c), o->db[c] = tensor_get(&db, c), o->rm[c] = tensor_get(&rm, c), o->rv[c] = tensor_get(&rv, c);
     int rc = 0;

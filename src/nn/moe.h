@@ -78,7 +78,7 @@ typedef struct {
     int route_by_image;                // spatial, tests: every tile scored from its image's pooled features
                                        // (so every tile gets its image's global choice and weights)
     Expert experts[MOE_MAX_EXPERTS];   // types cycle texture, frequency, edge, contrast
-    int router_w, router_b;            // router.2.weight (E,d), router.2.bias (E), group PG_ROUTER
+    int router_w_idx, router_b_idx;    // table entries: router.2.weight (E,d), router.2.bias (E), group PG_ROUTER
     double sel_bias[MOE_MAX_EXPERTS];  // MOE_BALANCE_BIAS selection bias (not a checkpoint entry)
     // saved by forward
     MoeRoute route;
