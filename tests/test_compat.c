@@ -29,7 +29,7 @@ static int ends_with(const char *s, const char *suffix) {
 static cx_status rebuild(const char *head, const char *dst) {
     unsigned char *h;
     size_t n;
-    CX_TRY(read_file(head, &h, &n));
+    CX_TRY(io_read_file(head, &h, &n));
     uint64_t hn = 0;
     memcpy(&hn, h, 8);
     cJSON *j = n >= 8 + hn ? cJSON_ParseWithLength((const char *)h + 8, hn) : NULL;
@@ -85,7 +85,7 @@ static void rebuild_dir(const char *sub, const char *dir) {
 static const char *compat_data(void) {
     static char ds[700];
     snprintf(ds, sizeof ds, "%s/compat_data", test_tmpdir());
-    if (!path_is_dir(ds) && test_run_bin(NULL, "synth --out %s --train 8 --test 2 --size 64 --seed 1 --threads 1", ds))
+    if (!io_path_is_dir(ds) && test_run_bin(NULL, "synth --out %s --train 8 --test 2 --size 64 --seed 1 --threads 1", ds))
         return NULL;
     return ds;
 }

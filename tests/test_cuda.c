@@ -152,8 +152,8 @@ TEST(cuda_optimizer_matches_cpu) {
         gd.device = DEV_CUDA;
         tensor_upload(&gd, &gh);
         double max_norm = step == 1 ? 1e9 : 5.0;   // clipped, not clipped, clipped
-        grad_clip_stats(&cop, &pc, &oc, max_norm, &sc_stats);
-        grad_clip_stats(gop, &pg, &og, max_norm, &sg_stats);
+        optim_grad_clip_stats(&cop, &pc, &oc, max_norm, &sc_stats);
+        optim_grad_clip_stats(gop, &pg, &og, max_norm, &sg_stats);
         Tensor sgh = tensor_new(&sc, DT_F32, 1, (int64_t[]){ 3 });
         tensor_download(&sgh, &sg_stats);
         for (int k = 0; k < 3; k++)

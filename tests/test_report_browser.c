@@ -43,11 +43,11 @@ static int browse(const char *browser, const char *page, const char *shot, char 
     char p[800];
     size_t n;
     snprintf(p, sizeof p, "%s/dom.html", dir);
-    if (read_file(p, (unsigned char **)dom, &n)) *dom = cx_strdup("");
+    if (io_read_file(p, (unsigned char **)dom, &n)) *dom = cx_strdup("");
     // Console messages are logged as "...:INFO:CONSOLE:..." lines; the page writes none.
     snprintf(p, sizeof p, "%s/stderr.txt", dir);
     char *err = NULL;
-    if (read_file(p, (unsigned char **)&err, &n)) err = cx_strdup("");
+    if (io_read_file(p, (unsigned char **)&err, &n)) err = cx_strdup("");
     size_t cap = 1, len = 0;
     *console = cx_calloc(1, 1);
     for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n")) {
@@ -118,7 +118,7 @@ TEST(report_page_in_headless_chromium) {
     CHECKF(rc == 0 && strstr(o, "2 runs"), "rc %d: %s", rc, o);
     snprintf(shot_dir, sizeof shot_dir, "%s", test_bin_path());
     strcpy(strrchr(shot_dir, '/'), "/report-test");
-    REQUIRE_OK(make_dirs(shot_dir));
+    REQUIRE_OK(io_make_dirs(shot_dir));
     snprintf(shot, sizeof shot, "%s/report.png", shot_dir);
     remove(shot);
 
@@ -145,7 +145,7 @@ TEST(report_page_in_headless_chromium) {
            count(dom, "src=\"data:image/jpeg;base64,"));
     CHECKF(strstr(dom, "Sα 0.") && strstr(dom, "MAE 0."), "no per-image scores");
     CHECK(strstr(dom, "resumed at step 7"));
-    CHECKF(path_exists(shot), "no screenshot %s", shot);
+    CHECKF(io_path_exists(shot), "no screenshot %s", shot);
     printf("    screenshot of the report page: %s\n", shot);
     free(dom), free(console);
 

@@ -66,10 +66,10 @@ TEST(checkpoint_round_trip_is_exact) {
     // A second save commits a new state and removes the first one's; the weights name the new one.
     char first[700], second[700];
     checkpoint_state_path(path, ts.token, first, sizeof first);
-    CHECK(path_exists(first));
+    CHECK(io_path_exists(first));
     REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
     checkpoint_state_path(path, ts.token, second, sizeof second);
-    CHECK(strcmp(first, second) != 0 && !path_exists(first) && path_exists(second));
+    CHECK(strcmp(first, second) != 0 && !io_path_exists(first) && io_path_exists(second));
     REQUIRE_OK(checkpoint_load_state(path, &b, &tb, &ob, &eb, &has));
     CHECK(has && tb.token == ts.token);
     // A state renamed by hand to another token's name is refused, naming both files.

@@ -67,7 +67,7 @@ static int read_log(const char *dir, Log *L) {
     snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
     unsigned char *buf;
     size_t n;
-    if (read_file(p, &buf, &n)) return 0;
+    if (io_read_file(p, &buf, &n)) return 0;
     memset(L, 0, sizeof *L);
     for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
@@ -134,13 +134,13 @@ TEST(train_learns_and_resumes_bit_for_bit) {
         CHECKF(ra.best_sm > base, "validation Sα %.4f is not above the colour-threshold baseline's %.4f", ra.best_sm, base);
     char p[900];
     snprintf(p, sizeof p, "%s/best.safetensors", da);
-    CHECK(path_exists(p));
+    CHECK(io_path_exists(p));
     snprintf(p, sizeof p, "%s/last.safetensors", da);
     uint64_t tok = 0;
     CHECK(checkpoint_read_token(p, &tok) == CX_OK && tok != 0);
     char sp[1000];
     checkpoint_state_path(p, tok, sp, sizeof sp);
-    CHECK(path_exists(sp));
+    CHECK(io_path_exists(sp));
     // B: stopped mid-epoch in stage 1, resumed, stopped mid-epoch in stage 2, resumed.
     TrainConfig cb;
     tiny_config(&cb, db);
@@ -328,8 +328,8 @@ TEST(train_non_finite_update_stops_before_any_save) {
            "status %d: %s", st, cx_errmsg());
     char p[900];
     snprintf(p, sizeof p, "%s/last.safetensors", d);
-    CHECK(!path_exists(p));
+    CHECK(!io_path_exists(p));
     snprintf(p, sizeof p, "%s/best.safetensors", d);
-    CHECK(!path_exists(p));
+    CHECK(!io_path_exists(p));
     cx_threads_set(0);
 }

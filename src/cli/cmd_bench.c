@@ -429,12 +429,12 @@ int cmd_bench(int argc, char **argv) {
         }
         fprintf(stderr, "error: camoxpert bench: --batch-size %d at --img-size %d: a training step needs about %s at peak, "
                 "more than the %s this machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows "
-                "on demand)\n", B, S, mem_str(peak + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+                "on demand)\n", B, S, memory_str(peak + other, ma, sizeof ma), memory_str(budget, mb, sizeof mb), how, advice);
         runtime_free(&rt);
         return 2;
     }
     printf("camoxpert bench: %s, batch %d, %dx%d, %d threads, median of %d steps; memory about %s at peak "
-           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, mem_str(peak + other, ma, sizeof ma));
+           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, memory_str(peak + other, ma, sizeof ma));
     printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
            "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs");
     cJSON *arr = cJSON_CreateArray();
@@ -501,11 +501,11 @@ int cmd_bench(int argc, char **argv) {
     if (json && de.rank == 0) {
         char *s = cJSON_Print(arr);
         AtomicFile af;
-        cx_status cs = atomic_begin(&af, json);
+        cx_status cs = io_atomic_begin(&af, json);
         if (!cs) {
             fputs(s, af.fp);
             fputc('\n', af.fp);
-            cs = atomic_commit(&af);
+            cs = io_atomic_commit(&af);
         }
         if (cs) { fprintf(stderr, "error: --json %s: %s\n", json, cx_errmsg()); rc = 1; }
         cJSON_free(s);

@@ -66,7 +66,7 @@ static const EvalFile *eval_find(const EvalFile *f, int n, const char *stem) {
 static int eval_png_is_gray(const char *path) {
     unsigned char h[26];
     FILE *fp;
-    if (open_regular(path, &fp)) return 0;   // the load that follows names the problem
+    if (io_open_regular(path, &fp)) return 0;   // the load that follows names the problem
     size_t n = fread(h, 1, sizeof h, fp);
     fclose(fp);
     static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
@@ -167,9 +167,9 @@ static cJSON *eval_json_summary(const MetricsSummary *s) {
 
 static cx_status eval_write_text(const char *path, const char *text) {
     AtomicFile af;
-    CX_TRY(atomic_begin(&af, path));
-    if (fputs(text, af.fp) == EOF) { atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
-    return atomic_commit(&af);
+    CX_TRY(io_atomic_begin(&af, path));
+    if (fputs(text, af.fp) == EOF) { io_atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
+    return io_atomic_commit(&af);
 }
 
 // The CSV's header line, which is also its mark (data/owner.h): a rerun may replace the file.
@@ -180,7 +180,7 @@ static void eval_csv_header(char *buf, size_t n) {
 
 static cx_status eval_write_csv(const char *path, const EvalItem *it, int n) {
     AtomicFile af;
-    CX_TRY(atomic_begin(&af, path));
+    CX_TRY(io_atomic_begin(&af, path));
     char header[512];
     eval_csv_header(header, sizeof header);
     fprintf(af.fp, "%s\n", header);
@@ -196,8 +196,8 @@ static cx_status eval_write_csv(const char *path, const EvalItem *it, int n) {
         for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA; k++) fprintf(af.fp, ",%.17g", v[k]);
         fputc('\n', af.fp);
     }
-    if (ferror(af.fp)) { atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
-    return atomic_commit(&af);
+    if (ferror(af.fp)) { io_atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
+    return io_atomic_commit(&af);
 }
 
 // Categories: super-classes and super/sub pairs, each with its own accumulator.

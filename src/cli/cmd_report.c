@@ -48,7 +48,7 @@ int cmd_report(int argc, char **argv) {
     }
     const char *dirs[3][2] = { { "images", ro.images_dir }, { "gt", ro.gt_dir }, { "pred", ro.pred_dir } };
     for (int i = 0; i < 3; i++)
-        if (dirs[i][1] && !path_is_dir(dirs[i][1])) {
+        if (dirs[i][1] && !io_path_is_dir(dirs[i][1])) {
             fprintf(stderr, "error: camoxpert report: --%s %s: no such directory\n", dirs[i][0], dirs[i][1]);
             return 2;
         }

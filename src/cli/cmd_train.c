@@ -272,7 +272,7 @@ int cmd_train(int argc, char **argv) {
     if ((rc = cli_threads("train", threads)) || (rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
     char **keep = NULL;
     int n_keep = 0;
-    if (c.resume_from && path_exists(c.resume_from) && (rc = restore_options(c.resume_from, opts, n, &keep, &n_keep,
+    if (c.resume_from && io_path_exists(c.resume_from) && (rc = restore_options(c.resume_from, opts, n, &keep, &n_keep,
                                                                       de.rank == 0 && !(nprocs > 1 && !launched))))
         goto out;
     // A resumed run writes beside the checkpoint it resumes.
@@ -362,7 +362,7 @@ int cmd_train(int argc, char **argv) {
         // (there is no log when the run failed before its first record).
         char log[4200];
         snprintf(log, sizeof log, "%s/train_log.jsonl", c.checkpoint_dir);
-        if (path_exists(log) && report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
+        if (io_path_exists(log) && report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
         report_close(rep);
     }
     free(oj);

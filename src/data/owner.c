@@ -10,7 +10,7 @@ cx_status owner_read(const char *path, char *mark, size_t n) {
     CX_TRY(image_read_software(path, mark, n));
     if (mark[0]) return CX_OK;
     FILE *f;
-    CX_TRY(open_regular(path, &f));
+    CX_TRY(io_open_regular(path, &f));
     // Text: the first line, and for JSON its "software" key; reports are small, 1 MiB is plenty.
     size_t cap = 1 << 20;
     char *buf = cx_malloc(cap + 1);

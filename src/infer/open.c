@@ -31,7 +31,7 @@ cx_status model_open(Model *m, const ModelSpec *s) {
     // 2. the config and the input side
     cx_status st = CX_OK;
     int ck_size = 0;
-    if (s->weights && !path_exists(s->weights))
+    if (s->weights && !io_path_exists(s->weights))
         st = CX_FAIL(CX_ENOTFOUND, "%s: no such checkpoint (training writes CHECKPOINT_DIR/best.safetensors and "
                      "last.safetensors)", s->weights);
     else if (s->config) m->cfg = *s->config;

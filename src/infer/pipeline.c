@@ -24,8 +24,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 // leaving out the masks and overlays an earlier predict wrote there (*n_own).
 static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
     *out = NULL, *n = 0, *n_own = 0;
-    if (!path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
-    if (!path_is_dir(in)) {
+    if (!io_path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
+    if (!io_path_is_dir(in)) {
         *out = cx_malloc(sizeof **out);
         (*out)[0] = cx_strdup(in);
         *n = 1;
@@ -72,13 +72,13 @@ static int cmp_stem(const void *a, const void *b) { return strcmp(((const PlanIt
 static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
                               int n_suffix, int overwrite) {
     char in_dir[4200];
-    if (path_is_dir(input)) snprintf(in_dir, sizeof in_dir, "%s", input);
+    if (io_path_is_dir(input)) snprintf(in_dir, sizeof in_dir, "%s", input);
     else {
         const char *sl = strrchr(input, '/');
         if (!sl) snprintf(in_dir, sizeof in_dir, ".");
         else snprintf(in_dir, sizeof in_dir, "%.*s", sl == input ? 1 : (int)(sl - input), input);
     }
-    if (path_is_dir(out) && same_file(out, in_dir))
+    if (io_path_is_dir(out) && same_file(out, in_dir))
         return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
                        "could replace some; choose another --out", out, input);
     PlanItem *it = cx_calloc((size_t)nf + 1, sizeof *it);
@@ -197,11 +197,11 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     AtomicFile af;
-    st = atomic_begin(&af, path);
+    st = io_atomic_begin(&af, path);
     if (!st) {
         fputs(s, af.fp);
         fputc('\n', af.fp);
-        st = atomic_commit(&af);
+        st = io_atomic_commit(&af);
     }
     cJSON_free(s);
     return st;
@@ -220,7 +220,7 @@ typedef struct {
     int *failed;     // (B) 1: not decoded (its outputs are not written)
     float *x;        // (B, S, S, 3) network input
     float *logits;   // (B, S, S)
-    AtomicFile *pend;   // (2B) written files waiting for the batch's commit (io.h atomic_commit_group)
+    AtomicFile *pend;   // (2B) written files waiting for the batch's commit (io.h io_atomic_commit_group)
     int *pend_mask;     // (2B) 1: a mask (counted when committed)
     int n_pend;
 } PredSlot;
@@ -328,7 +328,7 @@ static void *pred_worker(void *arg) {
                     pthread_cond_broadcast(&p->cv);
                     pthread_mutex_unlock(&p->mu);
                     int failed = 0, masks = 0;
-                    atomic_commit_group(pend, n_pend, &failed);
+                    io_atomic_commit_group(pend, n_pend, &failed);
                     for (int i = 0; i < n_pend; i++) masks += pend_mask[i] && pend[i].path[0];
                     free(pend), free(pend_mask);
                     pthread_mutex_lock(&p->mu);
@@ -408,7 +408,7 @@ static cx_status plan_work(void *arg, const Model *m) {
     else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
     return CX_FAIL(CX_EARG, "--img-size %d, --batch-size %d: inference needs about %s at peak, more than the %s this "
                    "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", S,
-                   p->batch, mem_str(p->me.total + p->other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how,
+                   p->batch, memory_str(p->me.total + p->other, ma, sizeof ma), memory_str(budget, mb, sizeof mb), how,
                    advice);
 }
 
@@ -494,7 +494,7 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     int n_th = 0, out_lock = -1;
     cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config, .img_size = o->img_size,
                                                 .rt = &rt, .check = plan_work, .check_arg = &plan });
-    if (!st) st = make_dirs(o->out);
+    if (!st) st = io_make_dirs(o->out);
     char **files = plan.files;
     const int nf = plan.nf;
     if (st) goto done;
@@ -503,7 +503,7 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
             plan.n_own, plan.n_own == 1 ? "" : "s", o->input);
     // Temporary files of a killed earlier predict (a batch written, not yet renamed) are
     // removed, unless another predict writing into out holds the directory's lock.
-    int stale = atomic_claim_dir(o->out, &out_lock);
+    int stale = io_atomic_claim_dir(o->out, &out_lock);
     if (stale > 0)
         say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
             o->out);
@@ -511,7 +511,7 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     char mem[32];
     say(o->log, "model: %s on %s from %s; input %dx%d; %d image%s; batch %d, %d worker%s; memory about %s at peak\n",
         m.cfg.sparse ? "sparse" : "dense", m.cfg.backbone, o->weights, S, S, nf, nf == 1 ? "" : "s", B, workers,
-        workers == 1 ? "" : "s", mem_str(plan.me.total + plan.other, mem, sizeof mem));
+        workers == 1 ? "" : "s", memory_str(plan.me.total + plan.other, mem, sizeof mem));
     double t0 = cx_time_s();
     pp.B = B, pp.S = S, pp.nf = nf, pp.files = files;
     pthread_mutex_init(&pp.mu, NULL);

@@ -90,7 +90,7 @@ static cJSON *run_predictions(Report *r, RunRef *rr, const cJSON *facts) {
     char best[4200], last[4200];
     snprintf(best, sizeof best, "%s/best.safetensors", rr->dir);
     snprintf(last, sizeof last, "%s/last.safetensors", rr->dir);
-    const char *w = path_exists(best) ? best : path_exists(last) ? last : NULL;
+    const char *w = io_path_exists(best) ? best : io_path_exists(last) ? last : NULL;
     double mt = w ? file_mtime(w) : NAN;
     int same = rr->predictions && w && !strcmp(w, rr->weights) && mt == rr->weights_mtime;
     if (!same) {
@@ -116,7 +116,7 @@ static void add_checkpoints(cJSON *page, const RunRef *rr) {
     for (int i = 0; i < 2; i++) {
         char p[4200];
         snprintf(p, sizeof p, "%s/%s.safetensors", rr->dir, names[i]);
-        if (path_exists(p)) cJSON_AddStringToObject(c, names[i], p);
+        if (io_path_exists(p)) cJSON_AddStringToObject(c, names[i], p);
         else cJSON_AddNullToObject(c, names[i]);
     }
 }
@@ -158,7 +158,7 @@ cx_status report_write(Report *r, FILE *console) {
     for (int i = 0; i < r->n_run; i++) {
         RunRef *rr = &r->run[i];
         RunLog L;
-        cx_status st = !path_is_dir(rr->dir)
+        cx_status st = !io_path_is_dir(rr->dir)
             ? CX_FAIL(CX_ENOTFOUND, "%s: not a directory; give a training run's --checkpoint-dir (it holds "
                       "train_log.jsonl)", rr->dir)
             : runlog_load(rr->log, &L);
@@ -189,7 +189,7 @@ cx_status report_write(Report *r, FILE *console) {
     char *json = cJSON_PrintUnformatted(data);
     cJSON_Delete(data);
     AtomicFile af;
-    cx_status st = atomic_begin(&af, r->out);
+    cx_status st = io_atomic_begin(&af, r->out);
     if (st) { cJSON_free(json); cx_error_context("writing the report"); return st; }
     FILE *fp = af.fp;
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
@@ -206,7 +206,7 @@ cx_status report_write(Report *r, FILE *console) {
     put_json_for_script(fp, json);
     fprintf(fp, "</script>\n<script>\n%s</script>\n</body></html>\n", report_page_js);
     cJSON_free(json);
-    if ((st = atomic_commit(&af))) { cx_error_context("writing the report"); return st; }
+    if ((st = io_atomic_commit(&af))) { cx_error_context("writing the report"); return st; }
     if (console)
         fprintf(console, "report: %s (%d run%s: %ld steps, %d epochs, %d prediction rows%s%s)\n", r->out, r->n_run,
                  r->n_run == 1 ? "" : "s", n_steps, (int)n_epochs, n_rows, n_notes ? "; the notes above are on the page too" : "", live ? "; reloads every 60 s while the run goes on" : "");

@@ -263,12 +263,12 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
 
 cx_status runlog_load(const char *path, RunLog *L) {
     memset(L, 0, sizeof *L);
-    if (!path_exists(path))
+    if (!io_path_exists(path))
         return CX_FAIL(CX_ENOTFOUND, "%s: no such file; a training run writes CHECKPOINT_DIR/train_log.jsonl "
                        "(give the run's --checkpoint-dir)", path);
     unsigned char *buf = NULL;
     size_t n = 0;
-    CX_TRY(read_file(path, &buf, &n));
+    CX_TRY(io_read_file(path, &buf, &n));
     cx_status st = runlog_parse((const char *)buf, n, path, L);
     free(buf);
     struct stat sb;

@@ -43,7 +43,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 static cx_status listing_read(Listing *l, const char *dir, const char *opt) {
     memset(l, 0, sizeof *l);
     l->dir = dir;
-    DIR *d = path_is_dir(dir) ? opendir(dir) : NULL;
+    DIR *d = io_path_is_dir(dir) ? opendir(dir) : NULL;
     if (!d) return CX_FAIL(CX_ENOTFOUND, "%s %s: not a readable directory", opt, dir);
     struct dirent *e;
     int cap = 0;
@@ -106,9 +106,9 @@ static cx_status val_items(const char *weights, const cJSON *facts, Item **items
     // A relative dataset path is relative to where training ran.
     const cJSON *cwd = cJSON_GetObjectItemCaseSensitive(facts, "cwd");
     char rel[4200];
-    if (root && root[0] != '/' && !path_exists(root) && cJSON_IsString(cwd)) {
+    if (root && root[0] != '/' && !io_path_exists(root) && cJSON_IsString(cwd)) {
         snprintf(rel, sizeof rel, "%s/%s", cwd->valuestring, root);
-        if (path_exists(rel)) root = rel;
+        if (io_path_exists(rel)) root = rel;
     }
     cx_status st = CX_OK;
     Dataset all = { 0 }, tr = { 0 }, va = { 0 };

@@ -90,7 +90,7 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
     if (ema) ema_sync_host(ema);
     CX_TRY(params_check_finite(pt, what));
     CX_TRY(state_check_finite(pt, opt, ema, what));
-    CX_TRY(make_dirs(dir));
+    CX_TRY(io_make_dirs(dir));
     // The commit protocol: the state goes to a file named by a new token, then the
     // weights (whose metadata names the token) replace NAME.safetensors in one rename —
     // the commit point — and only then are older states removed. At every moment
@@ -169,10 +169,10 @@ cx_status checkpoint_load_state(const char *weights_path, const ParamTable *pt, 
     if (!token) return CX_OK;   // weights only (best.safetensors, a PyTorch file)
     char spath[4200];
     checkpoint_state_path(weights_path, token, spath, sizeof spath);
-    if (!path_exists(spath)) {
+    if (!io_path_exists(spath)) {
         checkpoint_state_path(weights_path, 0, spath, sizeof spath);
         char *tv = NULL;
-        int match = path_exists(spath) && !st_read_meta(spath, "token", &tv) && tv && strtoull(tv, NULL, 10) == token;
+        int match = io_path_exists(spath) && !st_read_meta(spath, "token", &tv) && tv && strtoull(tv, NULL, 10) == token;
         free(tv);
         if (!match) {
             checkpoint_state_path(weights_path, token, spath, sizeof spath);
@@ -259,7 +259,7 @@ cx_status checkpoint_read_token(const char *weights_path, uint64_t *token) {
 
 cx_status checkpoint_read_best(const char *path, double *score, int *epoch) {
     *score = -1, *epoch = 0;
-    if (!path_exists(path)) return CX_FAIL(CX_ENOTFOUND, "%s: no such file", path);
+    if (!io_path_exists(path)) return CX_FAIL(CX_ENOTFOUND, "%s: no such file", path);
     char *sc = NULL, *ep = NULL;
     cx_status st = st_read_meta(path, "camoxpert_best_score", &sc);
     if (!st) st = st_read_meta(path, "camoxpert_best_epoch", &ep);

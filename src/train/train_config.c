@@ -103,10 +103,10 @@ cx_status train_config_check(const TrainConfig *c) {
     CHECK_RANGE(c->grad_clip, 0, 1e30, "--grad-clip", " (0 turns clipping off)");
     CHECK_IRANGE(c->max_steps, 0, INT64_MAX, "--max-steps", " (0: no limit)");
     CHECK_IRANGE(c->progress, -1, 1, "--progress", " (-1: a bar on a terminal)");
-    if (c->resume_from && !path_exists(c->resume_from))
+    if (c->resume_from && !io_path_exists(c->resume_from))
         return CX_FAIL(CX_EARG, "--resume-from %s: no such file (checkpoints are DIR/last.safetensors or DIR/best.safetensors)",
                        c->resume_from);
-    if (c->backbone_weights && !path_exists(c->backbone_weights))
+    if (c->backbone_weights && !io_path_exists(c->backbone_weights))
         return CX_FAIL(CX_EARG, "--backbone-weights %s: no such file (a timm EdgeNeXt checkpoint in safetensors)",
                        c->backbone_weights);
     return CX_OK;
@@ -133,9 +133,9 @@ cx_status train_config_check_memory(const TrainConfig *c, const Model *model, co
     char how[64], a[32], b[32], d[32], e[32];
     double budget = runtime_mem_budget(model->rt, how, sizeof how);
     if (out) fprintf(out, "memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
-        mem_str(total, a, sizeof a), mem_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
-        mem_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size, mem_str(data + per_batch * B, e, sizeof e));
-    if (out && budget > 0) fprintf(out, " of %s available (%s)", mem_str(budget, a, sizeof a), how);
+        memory_str(total, a, sizeof a), memory_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
+        memory_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size, memory_str(data + per_batch * B, e, sizeof e));
+    if (out && budget > 0) fprintf(out, " of %s available (%s)", memory_str(budget, a, sizeof a), how);
     if (out) fprintf(out, "\n");
     if (budget <= 0 || total <= budget) return CX_OK;
     int fit = camoxpert_memory_fit_batch(&model->cfg, model->pt.numel, c->img_size, 1, c->use_ema, act, fixed, budget, 65536);
@@ -156,5 +156,5 @@ cx_status train_config_check_memory(const TrainConfig *c, const Model *model, co
     }
     return CX_FAIL(CX_EARG, "%s %d at --img-size %d: a training step needs about %s at peak, more than the %s this machine "
                    "has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", opt, B,
-                   c->img_size, mem_str(total, a, sizeof a), mem_str(budget, b, sizeof b), how, advice);
+                   c->img_size, memory_str(total, a, sizeof a), memory_str(budget, b, sizeof b), how, advice);
 }

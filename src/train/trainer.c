@@ -389,7 +389,7 @@ static cx_status trainer_setup(Trainer *T) {
     trainer_setup_routes(T);
     char lp[4200];
     snprintf(lp, sizeof lp, "%s/train_log.jsonl", c->checkpoint_dir);
-    if ((st = open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
+    if ((st = io_open_append(lp, &T->log))) { cx_error_context("--checkpoint-dir %s", c->checkpoint_dir); return st; }
     if (T->exact_resume) CX_TRY(reconcile_best(T));
     T->progress = c->progress >= 0 ? c->progress : isatty(STDOUT_FILENO);
     say("model: %s %s on %s, %lld parameters; %dx%d input\n", T->model.cfg.sparse ? "sparse" : "dense",
