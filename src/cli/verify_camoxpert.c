@@ -196,14 +196,7 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
             const char *name = f->entries[k].name;
             if (strncmp(name, "output/train/buffer/", 20)) continue;
             char tk[256];
-            const char *key = name + 20;
-            if (!strncmp(key, "backbone.", 9)) {
-                char tail[240];
-                edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
-                snprintf(tk, sizeof tk, "backbone.%s", tail);
-            } else {
-                snprintf(tk, sizeof tk, "%s", key);
-            }
+            camoxpert_table_key(name + 20, tk, sizeof tk);
             int i = params_find(&pg, tk);
             if (i < 0) { verify_fail(v, name, "no such entry in this model"); continue; }
             snprintf(label, sizeof label, "%s %s", name, tag);
@@ -402,15 +395,8 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
             const char *name = f->entries[k].name;
             int is_grad = !strncmp(name, "grad/param/", 11), is_buf = !strncmp(name, "output/train/buffer/", 20);
             if (!is_grad && !is_buf) continue;
-            const char *key = name + (is_grad ? 11 : 20);
             char tk[256];
-            if (!strncmp(key, "backbone.", 9)) {
-                char tail[240];
-                edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
-                snprintf(tk, sizeof tk, "backbone.%s", tail);
-            } else {
-                snprintf(tk, sizeof tk, "%s", key);
-            }
+            camoxpert_table_key(name + (is_grad ? 11 : 20), tk, sizeof tk);
             int i = params_find(&p64, tk);
             if (i < 0) {
                 verify_fail(v, name, "no such entry in this model");

@@ -149,8 +149,7 @@ void camoxpert_backward(NNCtx *ctx, CamoXpert *m, const CodOutputs *dout, double
     if (m->backbone) edgenext_backward(ctx, m->backbone, df, dimage);
 }
 
-// "backbone.stem.0.weight" (hub spelling) -> "backbone.stem_0.weight".
-static void camoxpert_key_rename(const char *key, char *out, size_t n) {
+void camoxpert_table_key(const char *key, char *out, size_t n) {
     if (!strncmp(key, "backbone.", 9)) {
         char tail[512];
         edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
@@ -163,7 +162,7 @@ static void camoxpert_key_rename(const char *key, char *out, size_t n) {
 cx_status camoxpert_load(ParamTable *pt, const StFile *f, const char *file_prefix, const char *buffer_prefix) {
     static const char *const ignore[] = { "backbone.head.", NULL };
     ParamLoadOpts o = { .file_prefix = file_prefix, .buffer_prefix = buffer_prefix, .table_prefix = "",
-                        .ignore = ignore, .rename = camoxpert_key_rename };
+                        .ignore = ignore, .rename = camoxpert_table_key };
     return params_load(pt, f, &o);
 }
 

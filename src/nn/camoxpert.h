@@ -82,5 +82,8 @@ void camoxpert_backward_features(NNCtx *ctx, CamoXpert *m, const CodOutputs *dou
 // (backbone.stem.0...) or feature-extractor spelling (backbone.stem_0...).
 // Files on disk: nn/weights.h (weights_load, weights_save).
 cx_status camoxpert_load(ParamTable *pt, const StFile *f, const char *file_prefix, const char *buffer_prefix);
+// The table's name of a state_dict key: backbone keys in the feature extractor's
+// spelling ("backbone.stem.0.weight" -> "backbone.stem_0.weight"), the rest unchanged.
+void camoxpert_table_key(const char *key, char *out, size_t n);
 // MOE_BALANCE_BIAS: nudge every layer's selection bias after an optimizer step.
 void camoxpert_balance_update(CamoXpert *m, double rate);
