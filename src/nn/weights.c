@@ -29,7 +29,8 @@ static int json_int(const cJSON *j, const char *k, int dflt) {
     return cJSON_IsNumber(v) ? v->valueint : cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
-cx_status weights_config_parse(const char *json, CamoXpertConfig *c, int *img_size) {
+// Parses weights_config_json's output.
+static cx_status config_parse(const char *json, CamoXpertConfig *c, int *img_size) {
     cJSON *j = cJSON_Parse(json);
     if (!j) return CX_FAIL(CX_EFORMAT, "the model config is not valid JSON: %.200s", json);
     const cJSON *bb = cJSON_GetObjectItemCaseSensitive(j, "backbone");
@@ -74,7 +75,7 @@ cx_status weights_read_config(const char *path, CamoXpertConfig *c, int *img_siz
     const char *model = st_meta(&f, "model"), *bb = st_meta(&f, "backbone");
     if (img_size) *img_size = 0;
     if (cfg) {
-        st = weights_config_parse(cfg, c, img_size);
+        st = config_parse(cfg, c, img_size);
     } else if (model && bb) {   // the flat dialect (edc5414's camoxpert_save): no input size
         int sparse = strstr(model, "Sparse") != NULL;
         const char *E = st_meta(&f, "num_experts"), *k = st_meta(&f, "top_k"), *bal = st_meta(&f, "balance");

@@ -20,11 +20,10 @@
 
 // The config as JSON (malloc'd); img_size 0 leaves it out.
 char *weights_config_json(const CamoXpertConfig *c, int img_size);
-// Parses weights_config_json's output (other keys are ignored). *img_size (may be NULL)
-// gets 0 when absent; a size that is not a valid input side is CX_EFORMAT.
-cx_status weights_config_parse(const char *json, CamoXpertConfig *c, int *img_size);
-// The model config of a weights file, in either dialect. A file without one (a
-// reference PyTorch checkpoint) is CX_ENOTFOUND naming the options that name the model.
+// The model config of a weights file, in either dialect (other keys are ignored);
+// *img_size (may be NULL) gets 0 when absent, and a size that is not a valid input side
+// is CX_EFORMAT. A file without a config (a reference PyTorch checkpoint) is
+// CX_ENOTFOUND naming the options that name the model.
 cx_status weights_read_config(const char *path, CamoXpertConfig *c, int *img_size);
 // The `camoxpert_config` JSON of a weights file as written (malloc'd; NULL when absent).
 cx_status weights_read_config_json(const char *path, char **json);
