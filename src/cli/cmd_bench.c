@@ -317,8 +317,8 @@ int cmd_bench(int argc, char **argv) {
         { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
     int parsed = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
-                       "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
-                       "[--mode dense|sparse|both] [--json FILE]");
+                           "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
+                           "[--mode dense|sparse|both] [--json FILE]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (shapes) profile = 2;   // --profile, by convolution shape
     cx_oom_hint("reduce --batch-size or --img-size");

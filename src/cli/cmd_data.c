@@ -37,7 +37,7 @@ int cmd_data(int argc, char **argv) {
         { "bench", OPT_INT, &bench, "time this many batches through the loader (0: no benchmark)", "N", NULL, 0 },
     };
     int parsed = cli_parse(argc, argv, "data", opts, CLI_N(opts), NULL, 0, NULL,
-                       "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
+                           "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (cli_workers("data", "workers", workers)) return 2;
     if (size < 1 || size > 8192 || batch < 1 || batch > 65536 || bench < 0 || !(val_fraction >= 0 && val_fraction < 1)) {

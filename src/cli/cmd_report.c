@@ -29,7 +29,7 @@ int cmd_report(int argc, char **argv) {
     const char *runs[16];
     int n_runs = 0;
     int parsed = cli_parse(argc, argv, "report", opts, CLI_N(opts), runs, 16, &n_runs,
-                       "RUN_DIR [RUN_DIR2 ...] [--out FILE] [--images DIR] [--gt DIR] [--pred DIR] [--max-images N]");
+                           "RUN_DIR [RUN_DIR2 ...] [--out FILE] [--images DIR] [--gt DIR] [--pred DIR] [--max-images N]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (n_runs < 1) {
         fprintf(stderr, "error: camoxpert report needs a run directory (a training run's --checkpoint-dir, which "

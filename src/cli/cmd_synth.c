@@ -29,7 +29,7 @@ int cmd_synth(int argc, char **argv) {
           "(--baseline); files synth did not write are never touched", NULL, NULL, 0 },
     };
     int parsed = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
-                       "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
+                           "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (cli_threads("synth", threads)) return 2;
     if (!out) { fprintf(stderr, "error: synth needs --out DIR\n"); return 2; }
