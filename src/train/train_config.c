@@ -132,9 +132,11 @@ cx_status train_config_check_memory(const TrainConfig *c, const Model *model, co
     double total = m.total + fixed + growth * B;
     char how[64], a[32], b[32], d[32], e[32];
     double budget = runtime_mem_budget(model->rt, how, sizeof how);
-    if (out) fprintf(out, "memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
-        memory_str(total, a, sizeof a), memory_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
-        memory_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size, memory_str(data + per_batch * B, e, sizeof e));
+    if (out)
+        fprintf(out, "memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
+                memory_str(total, a, sizeof a), memory_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
+                memory_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size,
+                memory_str(data + per_batch * B, e, sizeof e));
     if (out && budget > 0) fprintf(out, " of %s available (%s)", memory_str(budget, a, sizeof a), how);
     if (out) fprintf(out, "\n");
     if (budget <= 0 || total <= budget) return CX_OK;
