@@ -12,7 +12,7 @@
 //
 //   make bench BENCH=camoxpert    (or: build/camoxpert_bench camoxpert [--iters N] [--size S] [--batch B] [--no-torch])
 #include "bench.h"
-#include "nn/camoxpert.h"
+#include "infer/open.h"
 #include "train/step.h"
 #include <string.h>
 
@@ -127,29 +127,26 @@ int bench_camoxpert_main(int argc, char **argv) {
     for (int sparse = 0; sparse <= 1; sparse++) {
         CamoXpertConfig cfg;
         if (camoxpert_config(&cfg, "edgenext_base", sparse, 6, 2)) return 1;
-        ParamTable pt;
-        params_init(&pt);
-        CamoXpert *m = camoxpert_create(&cfg, &pt);
-        params_alloc(&pt, DT_F32);
-        Rng rng = rng_init(1);
-        camoxpert_init(m, &pt, &rng);
-        Runtime rt;
-        if (runtime_init(&rt, "cpu", "fp32", 0, 1)) return 1;
-        rt.ctx.pt = &pt;
+        Model mo;
+        if (model_open(&mo, &(ModelSpec){ .config = &cfg, .init_seed = 1, .training = 1 })) return 1;
+        ParamTable *pt = &mo.pt;
+        Runtime *rt = mo.rt;
+        CamoXpert *m = mo.net;
+        Rng rng = rng_init(2);   // the inputs
         AdamW opt;
-        adamw_init(&opt, &pt, 1e-4);
+        adamw_init(&opt, pt, 1e-4);
         CamoLossWeights w = camo_loss_default_weights();
         Arena io;
         arena_init(&io, "inputs", 16 << 20);
         Job j;
-        train_step_init(&j.step, &rt, m, &pt, &opt, NULL, &w);
+        train_step_init(&j.step, rt, m, pt, &opt, NULL, &w);
         j.x = tensor_new4(&io, DT_F32, batch, size, size, 3);
         j.mask = tensor_new4(&io, DT_F32, batch, size, size, 1);
         for (int64_t i = 0; i < tensor_numel(&j.x); i++) tensor_f32(&j.x)[i] = (float)rng_normal(&rng);
         for (int64_t i = 0; i < tensor_numel(&j.mask); i++) tensor_f32(&j.mask)[i] = rng_uniform(&rng) < 0.3f;
         Timing t = bench_time(job_step, &j, 2, iters);
         double macs = model_macs(m, batch, size);
-        double peak = (4.0 * (double)pt.numel * 4 + (double)rt.act.peak + (double)rt.scratch.peak) / 1048576.0;
+        double peak = (4.0 * (double)pt->numel * 4 + (double)rt->act.peak + (double)rt->scratch.peak) / 1048576.0;
         double rss = -1, tt = torch ? torch_time(sparse, batch, size, threads, iters, &rss) : -1;
         char name[64];
         snprintf(name, sizeof name, "%s", sparse ? "sparse (E=6, k=2)" : "dense");
@@ -172,9 +169,7 @@ int bench_camoxpert_main(int argc, char **argv) {
         fflush(stdout);
         train_step_free(&j.step);
         adamw_free(&opt);
-        camoxpert_free(m);
-        params_free(&pt);
-        runtime_free(&rt);
+        model_close(&mo);
         arena_free(&io);
     }
     return 0;

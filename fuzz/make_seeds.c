@@ -83,7 +83,7 @@ static void png(const char *name, int w, int h, int ct, int depth, int with_plte
 int main(int argc, char **argv) {
     if (argc != 2 && argc != 3) { fprintf(stderr, "usage: make_seeds IMAGE_DIR [SAFETENSORS_DIR]\n"); return 2; }
     dir = argv[1];
-    make_dirs(dir);
+    io_make_dirs(dir);
     jpeg("gray.jpg", 8, 8, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 0, 0);
     jpeg("rgb_exif.jpg", 16, 8, 3, JCS_RGB, JCS_YCbCr, 0, 1);
     jpeg("progressive.jpg", 16, 16, 3, JCS_RGB, JCS_YCbCr, 1, 0);
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     put("pal8.bmp", b8, sizeof b8);
     printf("wrote seeds to %s\n", dir);
     if (argc == 3) {
-        make_dirs(argv[2]);
+        io_make_dirs(argv[2]);
         StWriter w;
         st_writer_init(&w);
         st_writer_meta(&w, "format", "pt");

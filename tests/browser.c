@@ -36,11 +36,11 @@ int browser_load(const char *browser, const char *page, const char *shot, char *
     char p[800];
     size_t n;
     snprintf(p, sizeof p, "%s/dom.html", dir);
-    if (read_file(p, (unsigned char **)dom, &n)) *dom = cx_strdup("");
+    if (io_read_file(p, (unsigned char **)dom, &n)) *dom = cx_strdup("");
     // Console messages are logged as "...:INFO:CONSOLE:..." lines; the page writes none.
     snprintf(p, sizeof p, "%s/stderr.txt", dir);
     char *err = NULL;
-    if (read_file(p, (unsigned char **)&err, &n)) err = cx_strdup("");
+    if (io_read_file(p, (unsigned char **)&err, &n)) err = cx_strdup("");
     size_t cap = 1, len = 0;
     *console = cx_calloc(1, 1);
     for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n")) {

@@ -8,6 +8,8 @@
 // training fixture.
 #include "test.h"
 #include "nn/camoxpert.h"
+#include "infer/open.h"
+#include "nn/weights.h"
 #include "train/loss.h"
 #include "nn/runtime.h"
 #include <string.h>
@@ -197,12 +199,12 @@ static double moe_run(FdEnv *e, int grad) {
 
 static void moe_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int U, int training) {
     fd_env_init(e, training);
-    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_SQDEV ? 0.5 : 0.3);
+    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_MSE ? 0.5 : 0.3);
     params_alloc(&e->pt, DT_F64);
     Rng r = rng_init(11 + b);
     moe_init(&c->m, &e->pt, &r);
     // a router strong enough that the balancing gradients are visible
-    Tensor w = params_value(&e->pt, c->m.router_w);
+    Tensor w = params_value(&e->pt, c->m.router_w_idx);
     scale_inplace(&e->ctx.op, &w, 8.0);
     int64_t sh[4] = { U, 4, 4, 8 };
     fd_add_input(e, fd_random(e, &r, 4, sh, -1, 1));
@@ -226,11 +228,11 @@ static void moe_fd(moe_balance b) {
 #else
     fd_check(&e, what, 2, 1, 1e-5);
 #endif
-    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w)) > 1e-6);   // the router learns from the segmentation loss too
+    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w_idx)) > 1e-6);   // the router learns from the segmentation loss too
     fd_env_free(&e);
 }
 
-TEST(camoxpert_fd_moe_sqdev) { moe_fd(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_fd_moe_mse) { moe_fd(MOE_BALANCE_MSE); }
 TEST(camoxpert_fd_moe_switch) { moe_fd(MOE_BALANCE_SWITCH); }
 TEST(camoxpert_fd_moe_zloss) { moe_fd(MOE_BALANCE_ZLOSS); }
 TEST(camoxpert_fd_moe_bias) { moe_fd(MOE_BALANCE_BIAS); }
@@ -240,7 +242,7 @@ TEST(camoxpert_fd_moe_bias) { moe_fd(MOE_BALANCE_BIAS); }
 TEST(camoxpert_moe_grouped_equals_per_image) {
     FdEnv e;
     MoeCase c;
-    moe_setup(&e, &c, MOE_BALANCE_SQDEV, 6, 3, 5, 0);
+    moe_setup(&e, &c, MOE_BALANCE_MSE, 6, 3, 5, 0);
     // random running statistics
     Rng r = rng_init(5);
     for (int i = 0; i < e.pt.n; i++)
@@ -494,56 +496,47 @@ TEST(camoxpert_router_parameters_form_their_group) {
 TEST(camoxpert_save_load_roundtrip_and_errors) {
     CamoXpertConfig cfg;
     REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", 1, 3, 2));
-    ParamTable a, b;
-    params_init(&a);
-    params_init(&b);
-    CamoXpert *ma = camoxpert_create(&cfg, &a), *mb = camoxpert_create(&cfg, &b);
-    params_alloc(&a, DT_F32);
-    params_alloc(&b, DT_F32);
-    Rng r = rng_init(1);
-    camoxpert_init(ma, &a, &r);
+    Model a, b;
+    REQUIRE_OK(model_open(&a, &(ModelSpec){ .config = &cfg, .init_seed = 1 }));
     // non-trivial buffers and counters
-    for (int i = 0; i < a.n; i++)
-        if (a.p[i].flags & PF_COUNTER) {
-            params_counter_add(&a, i, 7);
-        } else if (a.p[i].flags & PF_BUFFER) {
-            Tensor v = params_value(&a, i);
+    Rng r = rng_init(2);
+    for (int i = 0; i < a.pt.n; i++)
+        if (a.pt.p[i].flags & PF_COUNTER) {
+            params_counter_add(&a.pt, i, 7);
+        } else if (a.pt.p[i].flags & PF_BUFFER) {
+            Tensor v = params_value(&a.pt, i);
             for (int64_t j = 0; j < tensor_numel(&v); j++) tensor_set(&v, j, rng_uniform(&r));
         }
     char path[600];
     snprintf(path, sizeof path, "%s/sparse.safetensors", test_tmpdir());
-    REQUIRE_OK(camoxpert_save(ma, &a, path));
-    REQUIRE_OK(camoxpert_load_file(mb, &b, path));
-    CHECK(!memcmp(a.data, b.data, (size_t)a.numel * sizeof(float)));
-    CHECK(!memcmp(a.counter, b.counter, (size_t)a.n * sizeof *a.counter));
+    char *json = weights_config_json(&cfg, 0);
+    REQUIRE_OK(weights_save(&a.pt, json, NULL, path));
+    free(json);
+    REQUIRE_OK(model_open(&b, &(ModelSpec){ .weights = path }));   // the config from the file
+    CHECK(b.cfg.sparse && b.cfg.num_experts == 3 && b.cfg.top_k == 2 && b.img_size == 352);
+    CHECK(!memcmp(a.pt.data, b.pt.data, (size_t)a.pt.numel * sizeof(float)));
+    CHECK(!memcmp(a.pt.counter, b.pt.counter, (size_t)a.pt.n * sizeof *a.pt.counter));
     StFile f;
     REQUIRE_OK(st_open(&f, path));
     const StEntry *e = st_find(&f, "moe_layers.2.experts.1.scale1_conv.1.num_batches_tracked");
     CHECK(e && e->dtype == DT_I64 && e->ndim == 0);
     CHECK(st_find(&f, "moe_layers.0.router.2.weight") != NULL);
-    CHECK(st_meta(&f, "model") && !strcmp(st_meta(&f, "model"), "CamoXpertSparseMoE"));
+    CHECK(st_meta(&f, "camoxpert_config") && strstr(st_meta(&f, "camoxpert_config"), "CamoXpertSparseMoE"));
     st_close(&f);
 
     // a dense model refuses the sparse checkpoint, naming a key
     CamoXpertConfig dc;
     REQUIRE_OK(camoxpert_config(&dc, "edgenext_xx_small", 0, 0, 0));
-    ParamTable d;
-    params_init(&d);
-    CamoXpert *md = camoxpert_create(&dc, &d);
-    params_alloc(&d, DT_F32);
-    CHECK(camoxpert_load_file(md, &d, path) == CX_ESHAPE);
+    Model d;
+    CHECK(model_open(&d, &(ModelSpec){ .config = &dc, .weights = path }) == CX_ESHAPE);
     CHECKF(strstr(cx_errmsg(), "moe_layers.") || strstr(cx_errmsg(), "texture_experts."), "%s", cx_errmsg());
     // another backbone: a shape mismatch naming the key and both shapes
     CamoXpertConfig xc;
     REQUIRE_OK(camoxpert_config(&xc, "edgenext_x_small", 1, 3, 2));
-    ParamTable x;
-    params_init(&x);
-    CamoXpert *mx = camoxpert_create(&xc, &x);
-    params_alloc(&x, DT_F32);
-    CHECK(camoxpert_load_file(mx, &x, path) == CX_ESHAPE);
+    Model x;
+    CHECK(model_open(&x, &(ModelSpec){ .config = &xc, .weights = path }) == CX_ESHAPE);
     CHECKF(strstr(cx_errmsg(), "in the file but"), "%s", cx_errmsg());
-    camoxpert_free(ma), camoxpert_free(mb), camoxpert_free(md), camoxpert_free(mx);
-    params_free(&a), params_free(&b), params_free(&d), params_free(&x);
+    model_close(&a), model_close(&b);
 }
 
 // ---- camoxpert verify, as the built program ---------------------------------------------------------
@@ -609,12 +602,12 @@ TEST(camoxpert_moe_tiles_rule) {
 static void moe_spatial_setup(FdEnv *e, MoeCase *c, moe_balance b, int E, int k, int N, int H, int W, int grid,
                               int training, uint64_t seed) {
     fd_env_init(e, training);
-    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_SQDEV ? 0.5 : 0.3);
+    moe_create(&c->m, &e->pt, "moe_layers.0", 8, E, k, b, b == MOE_BALANCE_MSE ? 0.5 : 0.3);
     moe_set_spatial(&c->m, grid);
     params_alloc(&e->pt, DT_F64);
     Rng r = rng_init(seed + b);
     moe_init(&c->m, &e->pt, &r);
-    Tensor w = params_value(&e->pt, c->m.router_w);
+    Tensor w = params_value(&e->pt, c->m.router_w_idx);
     scale_inplace(&e->ctx.op, &w, 8.0);
     for (int i = 0; i < e->pt.n; i++)   // O(1) BN affines and running statistics so every path shows
         if (e->pt.p[i].ndim == 1 && strstr(e->pt.p[i].name, "experts.") && !strstr(e->pt.p[i].name, "bias") &&
@@ -652,7 +645,7 @@ static void moe_spatial_fd(moe_balance b) {
     fd_env_free(&e);
 }
 
-TEST(camoxpert_fd_moe_spatial_sqdev) { moe_spatial_fd(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_fd_moe_spatial_mse) { moe_spatial_fd(MOE_BALANCE_MSE); }
 TEST(camoxpert_fd_moe_spatial_switch) { moe_spatial_fd(MOE_BALANCE_SWITCH); }
 TEST(camoxpert_fd_moe_spatial_zloss) { moe_spatial_fd(MOE_BALANCE_ZLOSS); }
 TEST(camoxpert_fd_moe_spatial_bias) { moe_spatial_fd(MOE_BALANCE_BIAS); }
@@ -715,11 +708,11 @@ static void moe_spatial_exact(moe_balance b) {
            moe_balance_name(b), ey, edx, eg, fabs(s.lb - g.lb));
     CHECKF(ey < 1e-10 && edx < 1e-10 && eg < 1e-10, "spatial vs global: y %.3g, dx %.3g, grads %.3g", ey, edx, eg);
     CHECK_NEAR(s.lb, g.lb, 1e-12 * fmax(1, fabs(g.lb)));
-    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w)) > 1e-6);   // the router learned from the segmentation loss too
+    CHECK(abs_sum(params_grad(&e.pt, c.m.router_w_idx)) > 1e-6);   // the router learned from the segmentation loss too
     fd_env_free(&e);
 }
 
-TEST(camoxpert_moe_spatial_equals_global_sqdev) { moe_spatial_exact(MOE_BALANCE_SQDEV); }
+TEST(camoxpert_moe_spatial_equals_global_mse) { moe_spatial_exact(MOE_BALANCE_MSE); }
 TEST(camoxpert_moe_spatial_equals_global_switch) { moe_spatial_exact(MOE_BALANCE_SWITCH); }
 TEST(camoxpert_moe_spatial_equals_global_zloss) { moe_spatial_exact(MOE_BALANCE_ZLOSS); }
 
@@ -729,7 +722,7 @@ TEST(camoxpert_moe_spatial_equals_global_zloss) { moe_spatial_exact(MOE_BALANCE_
 TEST(camoxpert_moe_spatial_tile_equals_whole_map_expert) {
     FdEnv e;
     MoeCase c;
-    moe_spatial_setup(&e, &c, MOE_BALANCE_SQDEV, 3, 2, 2, 26, 27, 5, 0, 45);
+    moe_spatial_setup(&e, &c, MOE_BALANCE_MSE, 3, 2, 2, 26, 27, 5, 0, 45);
     fd_reset(&e);
     Tensor y = moe_forward(&e.ctx, &c.m, &e.in[0]);
     Tensor yk = tensor_like(&e.keep, &y);

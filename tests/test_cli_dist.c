@@ -39,7 +39,7 @@ static void read_log(const char *dir, LogSteps *L) {
     snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
     unsigned char *buf = NULL;
     size_t n;
-    if (read_file(p, &buf, &n)) return;
+    if (io_read_file(p, &buf, &n)) return;
     for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
         const char *k;
         if (strstr(line, "\"type\":\"step\"") && L->n < 16) {
@@ -113,7 +113,7 @@ static int launcher_run(const char *ck, const char *then, char **out, double *se
     size_t n;
     static char *keep;
     free(keep);
-    keep = read_file(p, &buf, &n) ? NULL : (char *)buf;
+    keep = io_read_file(p, &buf, &n) ? NULL : (char *)buf;
     *out = keep ? keep : "";
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -124,13 +124,13 @@ TEST(cli_train_procs_launcher_stops_everything_when_a_rank_dies_and_on_ctrl_c) {
     double secs;
     // kill -9 the last rank: the launcher names it and stops rank 0 (well within 60 s)
     snprintf(ck, sizeof ck, "%s/killed", test_tmpdir());
-    REQUIRE_OK(make_dirs(ck));
+    REQUIRE_OK(io_make_dirs(ck));
     int rc = launcher_run(ck, "for k in $kids; do last=$k; done; kill -9 $last", &o, &secs);
     CHECKF(rc != 0 && strstr(o, "was killed by signal 9") && strstr(o, "all 2 ranks stopped"), "rc %d: %s", rc, o);
     CHECKF(secs < 60, "the launcher ended %.1f s after the kill", secs);
     // Ctrl-C to the launcher: every rank stops at the same step, rank 0 checkpoints, exit 130
     snprintf(ck, sizeof ck, "%s/ctrlc", test_tmpdir());
-    REQUIRE_OK(make_dirs(ck));
+    REQUIRE_OK(io_make_dirs(ck));
     rc = launcher_run(ck, "kill -INT $pid", &o, &secs);
     CHECKF(rc == 130 && strstr(o, "--resume-from"), "rc %d: %s", rc, o);
     CHECKF(secs < 60, "stopping took %.1f s", secs);
@@ -221,7 +221,7 @@ TEST(cli_bench_two_ranks_write_world_size) {
     REQUIRE(system(cmd) == 0);
     unsigned char *buf = NULL;
     size_t n;
-    REQUIRE_OK(read_file(js, &buf, &n));
+    REQUIRE_OK(io_read_file(js, &buf, &n));
     cJSON *a = cJSON_Parse((char *)buf);
     free(buf);
     REQUIRE(a && cJSON_GetArraySize(a) == 1);
@@ -233,7 +233,7 @@ TEST(cli_bench_two_ranks_write_world_size) {
     cJSON_Delete(a);
     char p[800];
     snprintf(p, sizeof p, "%s.1", log);
-    REQUIRE_OK(read_file(p, &buf, &n));
+    REQUIRE_OK(io_read_file(p, &buf, &n));
     CHECKF(n == 0, "rank 1 printed: %.*s", (int)n, (char *)buf);   // rank 0 prints; rank 1 only errors
     free(buf);
 }

@@ -9,7 +9,8 @@
 #include "data/image.h"
 #include "nn/camoxpert.h"
 #include "train/checkpoint.h"
-#include "train/infer.h"
+#include "infer/open.h"
+#include "nn/weights.h"
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <string.h>
@@ -86,7 +87,7 @@ TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
     REQUIRE(tiny_set()[0]);
     char ck[700], cmd[8192];
     snprintf(ck, sizeof ck, "%s/ck", test_tmpdir());
-    REQUIRE_OK(make_dirs(ck));
+    REQUIRE_OK(io_make_dirs(ck));
     // Start a long run, wait for its first logged step, send SIGINT: it checkpoints and exits 130.
     snprintf(cmd, sizeof cmd,
              "%s train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --batch-size 2 "
@@ -101,7 +102,7 @@ TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
     snprintf(p, sizeof p, "%s/run.out", ck);
     unsigned char *out = NULL;
     size_t n;
-    read_file(p, &out, &n);
+    io_read_file(p, &out, &n);
     CHECKF(rc == 130, "exit %d after SIGINT: %s", rc, out ? (char *)out : "");
     CHECKF(out && strstr((char *)out, "--resume-from"), "%s", out ? (char *)out : "");
     free(out);
@@ -110,7 +111,7 @@ TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
     REQUIRE(checkpoint_read_token(p, &tok) == CX_OK && tok != 0);
     char sp[1000];
     checkpoint_state_path(p, tok, sp, sizeof sp);
-    REQUIRE(path_exists(sp));
+    REQUIRE(io_path_exists(sp));
     // Resume with no model or data options: they come from the checkpoint.
     char *o;
     rc = test_run_bin(&o, "train --resume-from %s/last.safetensors --threads 1 --max-steps 1000000 --epochs 2", ck);
@@ -126,24 +127,19 @@ static const char *make_checkpoint(void) {
     static char dir[700];
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     CamoXpertConfig mc;
-    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&mc, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, &pt, &rng);
-    char *cfg = infer_config_json(&mc, 64);
-    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    Model m;
+    if (camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2) || model_open(&m, &(ModelSpec){ .config = &mc, .init_seed = 5 }))
+        return NULL;
+    char *cfg = weights_config_json(&mc, 64);
+    cx_status st = checkpoint_save(dir, "model", &m.pt, cfg, NULL, NULL, NULL);
     free(cfg);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
     return st ? NULL : dir;
 }
 
 TEST(cli_predict_writes_masks_at_each_photo_size) {
     const char *imgs = test_shared_path("data/camo4/Imgs");
-    if (!path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
+    if (!io_path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
     const char *dir = make_checkpoint();
     REQUIRE(dir);
     char ck[800], out[800];
@@ -174,7 +170,7 @@ TEST(cli_predict_writes_masks_at_each_photo_size) {
         snprintf(p, sizeof p, "%s/%s_routing.json", out, names[i]);
         unsigned char *buf = NULL;
         size_t n;
-        REQUIRE_OK(read_file(p, &buf, &n));
+        REQUIRE_OK(io_read_file(p, &buf, &n));
         cJSON *j = cJSON_Parse((char *)buf);
         free(buf);
         REQUIRE(j);
@@ -202,14 +198,14 @@ TEST(cli_predict_writes_masks_at_each_photo_size) {
 // middle of a batch, is an error naming it while the others are written.
 TEST(cli_predict_batches_write_what_one_at_a_time_writes) {
     const char *imgs = test_shared_path("data/camo4/Imgs");
-    if (!path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
+    if (!io_path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
     const char *dir = make_checkpoint();
     REQUIRE(dir);
     static const char *const names[] = { "camourflage_00012", "camourflage_00018", "camourflage_00061", "camourflage_00064" };
     char in[800], ck[800], p[4200], q[4200];
     snprintf(ck, sizeof ck, "%s/model.safetensors", dir);
     snprintf(in, sizeof in, "%s/photos", dir);
-    REQUIRE_OK(make_dirs(in));
+    REQUIRE_OK(io_make_dirs(in));
     for (int i = 0; i < 4; i++) {   // links to the shared photos, and a broken JPEG between them
         snprintf(q, sizeof q, "%s/%s.jpg", imgs, names[i]);
         REQUIRE(realpath(q, p));
@@ -248,8 +244,8 @@ TEST(cli_predict_batches_write_what_one_at_a_time_writes) {
         size_t na, nb;
         snprintf(p, sizeof p, "%s/one/%s_routing.json", dir, names[i]);
         snprintf(q, sizeof q, "%s/three/%s_routing.json", dir, names[i]);
-        REQUIRE_OK(read_file(p, &ja, &na));
-        REQUIRE_OK(read_file(q, &jb, &nb));
+        REQUIRE_OK(io_read_file(p, &ja, &na));
+        REQUIRE_OK(io_read_file(q, &jb, &nb));
         cJSON *x = cJSON_Parse((char *)ja), *y = cJSON_Parse((char *)jb);
         free(ja), free(jb);
         REQUIRE(x && y);
@@ -277,7 +273,7 @@ TEST(cli_predict_batches_write_what_one_at_a_time_writes) {
 // second run finishes the folder.
 TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
     const char *imgs = test_shared_path("data/camo4/Imgs");
-    if (!path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
+    if (!io_path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
     const char *dir = make_checkpoint();
     REQUIRE(dir);
     static const char *const names[] = { "camourflage_00012", "camourflage_00018", "camourflage_00061", "camourflage_00064" };
@@ -298,7 +294,7 @@ TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
         for (int i = 0; i < 4; i++) {
             char p[1200];
             snprintf(p, sizeof p, "%s/k%d/%s.png", dir, n, names[i]);
-            if (!path_exists(p)) continue;
+            if (!io_path_exists(p)) continue;
             present++;
             Image8 m = { 0 };
             CHECKF(image_load(p, 1, &m) == CX_OK, "crash point %d: %s is not a whole PNG: %s", n, p, cx_errmsg());
@@ -310,7 +306,7 @@ TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
         CHECKF(rc == 0 && strstr(o, "wrote 4 masks"), "after a kill at crash point %d: exit %d: %s", n, rc, o);
         char kd[900];   // and the rerun removed the killed run's temporary files
         snprintf(kd, sizeof kd, "%s/k%d", dir, n);
-        CHECKF(atomic_cleanup_dir(kd) == 0, "crash point %d: the rerun left temporary files in %s", n, kd);
+        CHECKF(io_atomic_cleanup_dir(kd) == 0, "crash point %d: the rerun left temporary files in %s", n, kd);
     }
     CHECKF(kills == 4 && n == 5, "%d kills before a whole run at crash point %d (2 batches x 2 moments expected)", kills, n);
 }
@@ -324,7 +320,7 @@ TEST(cli_bench_writes_the_documented_json) {
     REQUIRE(rc == 0);
     unsigned char *buf = NULL;
     size_t n;
-    REQUIRE_OK(read_file(js, &buf, &n));
+    REQUIRE_OK(io_read_file(js, &buf, &n));
     cJSON *a = cJSON_Parse((char *)buf);
     free(buf);
     REQUIRE(a && cJSON_GetArraySize(a) == 2);
@@ -341,7 +337,7 @@ TEST(cli_bench_writes_the_documented_json) {
     rc = test_run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode dense "
                       "--threads 1 --profile --json %s", js);
     REQUIRE(rc == 0);
-    REQUIRE_OK(read_file(js, &buf, &n));
+    REQUIRE_OK(io_read_file(js, &buf, &n));
     a = cJSON_Parse((char *)buf);
     free(buf);
     cJSON *prof = cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "profile");
@@ -375,7 +371,7 @@ TEST(cli_bench_writes_the_documented_json) {
     rc = test_run_bin(&o, "bench --backbone edgenext_xx_small --img-size 64 --batch-size 2 --steps 1 --mode dense "
                       "--threads 1 --profile-shapes --json %s --overwrite", js);
     REQUIRE(rc == 0);
-    REQUIRE_OK(read_file(js, &buf, &n));
+    REQUIRE_OK(io_read_file(js, &buf, &n));
     a = cJSON_Parse((char *)buf);
     free(buf);
     REQUIRE(a);
@@ -414,7 +410,7 @@ TEST(cli_train_and_predict_spatial_routing) {
     snprintf(p, sizeof p, "%s/train_log.jsonl", ck);
     unsigned char *buf = NULL;
     size_t n;
-    REQUIRE_OK(read_file(p, &buf, &n));
+    REQUIRE_OK(io_read_file(p, &buf, &n));
     CHECKF(strstr((char *)buf, "\"unit\":\"tile\"") && strstr((char *)buf, "\"object_share\""), "%.400s", (char *)buf);
     free(buf);
     snprintf(out, sizeof out, "%s/pred", ck);
@@ -433,7 +429,7 @@ TEST(cli_train_and_predict_spatial_routing) {
     REQUIRE(dot);
     *dot = 0;
     snprintf(p, sizeof p, "%s/%s_routing.json", out, name);
-    REQUIRE_OK(read_file(p, &buf, &n));
+    REQUIRE_OK(io_read_file(p, &buf, &n));
     cJSON *j = cJSON_Parse((char *)buf);
     free(buf);
     REQUIRE(j);

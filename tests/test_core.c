@@ -143,7 +143,7 @@ TEST(safetensors_survives_mutations) {
     st_writer_free(&w);
     unsigned char *orig;
     size_t n;
-    REQUIRE_OK(read_file(path, &orig, &n));
+    REQUIRE_OK(io_read_file(path, &orig, &n));
     Rng r = rng_init(2024);
     int ok = 0, rejected = 0;
     for (int it = 0; it < 3000; it++) {

@@ -12,7 +12,7 @@
 #include "train/loss.h"
 #include "train/optim.h"
 #include "train/step.h"
-#include "train/infer.h"
+#include "infer/infer.h"
 #include "train/dist.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -152,8 +152,8 @@ TEST(cuda_optimizer_matches_cpu) {
         gd.device = DEV_CUDA;
         tensor_upload(&gd, &gh);
         double max_norm = step == 1 ? 1e9 : 5.0;   // clipped, not clipped, clipped
-        grad_clip_stats(&cop, &pc, &oc, max_norm, &sc_stats);
-        grad_clip_stats(gop, &pg, &og, max_norm, &sg_stats);
+        optim_grad_clip_stats(&cop, &pc, &oc, max_norm, &sc_stats);
+        optim_grad_clip_stats(gop, &pg, &og, max_norm, &sg_stats);
         Tensor sgh = tensor_new(&sc, DT_F32, 1, (int64_t[]){ 3 });
         tensor_download(&sgh, &sg_stats);
         for (int k = 0; k < 3; k++)
@@ -367,46 +367,36 @@ TEST(cuda_graph_forward_equals_the_eager_forward) {
     if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     CamoXpertConfig cfg;
     REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", 0, 4, 2));
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&cfg, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng r = rng_init(8);
-    camoxpert_init(m, &pt, &r);
+    Rng r = rng_init(9);   // the inputs
     Arena keep;
     arena_init(&keep, "keep", 1 << 20);
     Tensor x1 = rnd(&keep, &r, 4, (int64_t[]){ 2, 64, 64, 3 }, -2, 2), x2 = rnd(&keep, &r, 4, x1.shape, -2, 2);
     for (int bf = 0; bf < 2; bf++) {
-        Runtime rt;
-        REQUIRE_OK(runtime_init(&rt, "cuda", bf ? "bf16" : "fp32", 0, 0));
-        rt.ctx.pt = &pt;
-        runtime_place(&rt, &pt);
+        Model mo;
+        REQUIRE_OK(model_open(&mo, &(ModelSpec){ .config = &cfg, .init_seed = 8, .device = "cuda",
+                                                 .precision = bf ? "bf16" : "fp32" }));
+        Runtime *rt = mo.rt;
         RuntimeGraph g;
-        runtime_graph_capture(&rt, &g, &x1, infer_forward_pred, m);
+        runtime_graph_capture(rt, &g, &x1, infer_forward_pred, mo.net);
         CHECKF(g.exec != NULL, "%s: no graph: %s", bf ? "bf16" : "fp32", g.why);
-        if (!g.exec) { runtime_free(&rt); continue; }
+        if (!g.exec) { model_close(&mo); continue; }
         printf("    %s: graph of %s\n", bf ? "bf16" : "fp32", g.why);
         for (int k = 0; k < 2; k++) {
             const Tensor *x = k ? &x2 : &x1;
-            Tensor a = runtime_graph_run(&rt, &g, x), ga = tensor_new(&keep, DT_F32, a.ndim, a.shape);
+            Tensor a = runtime_graph_run(rt, &g, x), ga = tensor_new(&keep, DT_F32, a.ndim, a.shape);
             tensor_copy(&ga, &a);
-            runtime_step_reset(&rt);
-            Tensor xin = runtime_input(&rt, x, rt.dtype);
             CamoXpertOutputs o;
-            camoxpert_forward(&rt.ctx, m, &xin, &o);
-            Tensor e = runtime_output_f32(&rt, &o.maps.pred);
+            Tensor e = infer_forward(&mo, x, &o);
             double d = 0;
             for (int64_t i = 0; i < tensor_numel(&e); i++) d = fmax(d, fabs(tensor_f32(&e)[i] - tensor_f32(&ga)[i]));
             CHECKF(d == 0, "%s input %d: graph and eager forward differ by %.3g", bf ? "bf16" : "fp32", k + 1, d);
         }
         // a graph replayed after the eager forward above still reads its own input
-        Tensor a = runtime_graph_run(&rt, &g, &x1);
+        Tensor a = runtime_graph_run(rt, &g, &x1);
         CHECK(isfinite(tensor_f32(&a)[0]));
-        runtime_graph_free(&rt, &g);
-        runtime_free(&rt);
+        runtime_graph_free(rt, &g);
+        model_close(&mo);
     }
-    camoxpert_free(m);
-    params_free(&pt);
     arena_free(&keep);
 }
 

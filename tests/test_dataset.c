@@ -12,7 +12,7 @@
 static void mkd(const char *root, const char *rel) {
     char p[1024];
     snprintf(p, sizeof p, "%s/%s", root, rel);
-    make_dirs(p);
+    io_make_dirs(p);
 }
 
 // Writes a small valid image (JPEG or PNG by extension) of w x h at root/rel.

@@ -401,7 +401,7 @@ static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
     params_alloc(&pt, DT_F64);
     Rng rng = rng_init(3);
     seq_init(&s, &pt, &rng);
-    Tensor gam = params_value(&pt, s.l[1].w), bet = params_value(&pt, s.l[1].b);
+    Tensor gam = params_value(&pt, s.l[1].w_idx), bet = params_value(&pt, s.l[1].b_idx);
     for (int c = 0; c < C; c++) tensor_set(&gam, c, 0.5 + rng_uniform(&rng)), tensor_set(&bet, c, rng_uniform(&rng) - 0.5);
     rt.ctx.pt = &pt;
     if (world > 1 && sync) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st, rt.ctx.sync_rank = rank, rt.ctx.sync_world = world;
@@ -417,8 +417,8 @@ static int sync_bn_run(int rank, int world, int port, int sync, SyncBnOut *o) {
     for (int64_t i = 0; i < tensor_numel(&dx); i++) tensor_set(&dx, i, 0);
     seq_backward(&rt.ctx, &s, &dys, &dx);
     for (int64_t i = 0; i < nb * per; i++) o->y[n0 * per + i] = tensor_get(&y, i), o->dx[n0 * per + i] = tensor_get(&dx, i);
-    Tensor dg = params_grad(&pt, s.l[1].w), db = params_grad(&pt, s.l[1].b);
-    Tensor rm = params_value(&pt, s.l[1].rmean), rv = params_value(&pt, s.l[1].rvar);
+    Tensor dg = params_grad(&pt, s.l[1].w_idx), db = params_grad(&pt, s.l[1].b_idx);
+    Tensor rm = params_value(&pt, s.l[1].rmean_idx), rv = params_value(&pt, s.l[1].rvar_idx);
     for (int c = 0; c < C; c++)
         o->dg[c] = tensor_get(&dg, c), o->db[c] = tensor_get(&db, c), o->rm[c] = tensor_get(&rm, c), o->rv[c] = tensor_get(&rv, c);
     int rc = 0;
@@ -492,43 +492,27 @@ TEST(dist_sync_batchnorm_over_two_ranks_equals_one_process_on_the_whole_batch) {
 // the ranks') and every parameter gradient (mean of the ranks', as the step's
 // all-reduce makes it) to 1e-9. This checks the uncertainty maximum's exchange, forward
 // and backward, besides BatchNorm's.
-#include "nn/camoxpert.h"
+#include "infer/open.h"
 #include "train/step.h"
 
 typedef struct { double loss; double *grad; int64_t n; } ModelGrad;
 
-// The model of cfg, initialised from rng, in a float64 table on the reference kernels.
-static CamoXpert *f64_model(const CamoXpertConfig *cfg, ParamTable *pt, Runtime *rt, Rng *rng) {
-    params_init(pt);
-    CamoXpert *m = camoxpert_create(cfg, pt);
-    params_alloc(pt, DT_F64);
-    camoxpert_init(m, pt, rng);
-    runtime_init_reference(rt, DT_F64, 1);
-    runtime_place(rt, pt);
-    rt->ctx.pt = pt;
-    return m;
-}
-
-static void f64_model_free(CamoXpert *m, ParamTable *pt, Runtime *rt) {
-    camoxpert_free(m);
-    params_free(pt);
-    runtime_free(rt);
-}
-
 static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     enum { B = 4, S = 32 };
-    DistStore st = { .rank = 0, .world = 1 };
+    DistStore store = { .rank = 0, .world = 1 };
     if (world > 1) {
         DistEnv e = env_of(rank, world, port);
-        if (dist_store_open(&st, &e, 60)) return 1;
+        if (dist_store_open(&store, &e, 60)) return 1;
     }
     CamoXpertConfig cfg;
     if (camoxpert_config(&cfg, "edgenext_xx_small", 0, 4, 4)) return 2;
-    ParamTable pt;
-    Runtime rt;
-    Rng rng = rng_init(9);
-    CamoXpert *m = f64_model(&cfg, &pt, &rt, &rng);
-    if (world > 1) rt.ctx.sync_sum = store_sum, rt.ctx.sync_arg = &st, rt.ctx.sync_rank = rank, rt.ctx.sync_world = world;
+    Model mo;   // float64 on the reference kernels
+    if (model_open(&mo, &(ModelSpec){ .config = &cfg, .reference = 1, .training = 1, .init_seed = 9 })) return 2;
+    ParamTable *pt = &mo.pt;
+    Runtime *rt = mo.rt;
+    CamoXpert *m = mo.net;
+    Rng rng = rng_init(10);   // the inputs
+    if (world > 1) rt->ctx.sync_sum = store_sum, rt->ctx.sync_arg = &store, rt->ctx.sync_rank = rank, rt->ctx.sync_world = world;
     Arena a;
     arena_init(&a, "inputs", 1 << 20);
     Tensor x = tensor_new4(&a, DT_F32, B, S, S, 3), y = tensor_new4(&a, DT_F32, B, S, S, 1);
@@ -542,32 +526,32 @@ static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     const int64_t nb = B / world;
     Tensor xs = tensor_slice0(&x, rank * nb, nb), ys = tensor_slice0(&y, rank * nb, nb);
     AdamW opt;
-    adamw_init(&opt, &pt, 1e-4);
+    adamw_init(&opt, pt, 1e-4);
     CamoLossWeights w = camo_loss_default_weights();
     TrainStep ts;
-    train_step_init(&ts, &rt, m, &pt, &opt, NULL, &w);
+    train_step_init(&ts, rt, m, pt, &opt, NULL, &w);
     train_step_begin(&ts);
     CamoXpertOutputs out;
     train_step_accumulate(&ts, &xs, &ys, 0, &out);
-    Tensor terms = nn_to_host(&rt.ctx, &ts.stats);
+    Tensor terms = nn_to_host(&rt->ctx, &ts.stats);
     double t[CL_TERMS];
     for (int i = 0; i < CL_TERMS; i++) t[i] = tensor_get(&terms, i);
     CamoLoss L;
     camo_loss_from_terms(&w, t, 0, &L);
     o->loss = L.total;
-    o->n = pt.numel;
-    o->grad = cx_malloc(sizeof(double) * (size_t)pt.numel);
-    memcpy(o->grad, pt.grad, sizeof(double) * (size_t)pt.numel);
+    o->n = pt->numel;
+    o->grad = cx_malloc(sizeof(double) * (size_t)pt->numel);
+    memcpy(o->grad, pt->grad, sizeof(double) * (size_t)pt->numel);
     int rc = 0;
     if (world > 1) {   // the means over the ranks, on every rank
-        if (dist_sum(&st, &o->loss, 1) || dist_sum(&st, o->grad, (int)o->n)) rc = 3;
+        if (dist_sum(&store, &o->loss, 1) || dist_sum(&store, o->grad, (int)o->n)) rc = 3;
         o->loss /= world;
         for (int64_t i = 0; i < o->n; i++) o->grad[i] /= world;
-        dist_store_close(&st);
+        dist_store_close(&store);
     }
     train_step_free(&ts);
     adamw_free(&opt);
-    f64_model_free(m, &pt, &rt);
+    model_close(&mo);
     arena_free(&a);
     return rc;
 }
@@ -615,17 +599,18 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     const int spatial = sparse == 2;   // sparse 2: spatial routing (docs/ROUTING.md)
     enum { B = 2, S = 32 };
     DistEnv e = env_of(rank, 2, port);
-    DistStore st;
-    if (dist_store_open(&st, &e, 60)) return 1;
+    DistStore store;
+    if (dist_store_open(&store, &e, 60)) return 1;
     Comm c;
-    if (comm_open(&c, &st, NULL, DEV_CPU, 0)) return 2;
+    if (comm_open(&c, &store, NULL, DEV_CPU, 0)) return 2;
     CamoXpertConfig cfg;
     if (camoxpert_config(&cfg, "edgenext_xx_small", sparse != 0, 4, 2)) return 3;
     if (spatial && camoxpert_config_routing(&cfg, "spatial", 2)) return 3;
-    ParamTable pt;
-    Runtime rt;
-    Rng rng = rng_init(5);
-    CamoXpert *m = f64_model(&cfg, &pt, &rt, &rng);
+    Model mo;   // float64 on the reference kernels
+    if (model_open(&mo, &(ModelSpec){ .config = &cfg, .reference = 1, .training = 1, .init_seed = 5 })) return 2;
+    ParamTable *pt = &mo.pt;
+    Runtime *rt = mo.rt;
+    CamoXpert *m = mo.net;
     Arena a;
     arena_init(&a, "inputs", 1 << 20);
     Tensor x = tensor_new4(&a, DT_F32, B, S, S, 3), y = tensor_new4(&a, DT_F32, B, S, S, 1);
@@ -633,10 +618,10 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&ri);
     for (int64_t i = 0; i < tensor_numel(&y); i++) tensor_f32(&y)[i] = rng_uniform(&ri) < 0.3;
     AdamW opt;
-    adamw_init(&opt, &pt, 1e-4);
+    adamw_init(&opt, pt, 1e-4);
     CamoLossWeights w = camo_loss_default_weights();
     TrainStep ts;
-    train_step_init(&ts, &rt, m, &pt, &opt, NULL, &w);
+    train_step_init(&ts, rt, m, pt, &opt, NULL, &w);
     ts.comm = &c;
     ts.buckets = buckets;
     train_step_begin(&ts);
@@ -645,16 +630,16 @@ static int bucket_run(int rank, int port, int sparse, int skip_backbone, int buc
     const int started = ts.n_buckets;   // during the backward
     StepResult r;
     int rc = train_step_finish(&ts, 1e-4, 0, &r) ? 4 : 0;
-    o->n = pt.numel;
+    o->n = pt->numel;
     o->buckets = started;
-    o->grad = cx_malloc(sizeof(double) * (size_t)pt.numel);
-    memcpy(o->grad, pt.grad, sizeof(double) * (size_t)pt.numel);
+    o->grad = cx_malloc(sizeof(double) * (size_t)pt->numel);
+    memcpy(o->grad, pt->grad, sizeof(double) * (size_t)pt->numel);
     train_step_free(&ts);
     adamw_free(&opt);
-    f64_model_free(m, &pt, &rt);
+    model_close(&mo);
     arena_free(&a);
     comm_close(&c);
-    dist_store_close(&st);
+    dist_store_close(&store);
     return rc;
 }
 

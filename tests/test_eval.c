@@ -21,7 +21,7 @@ static const char *const fixture_names[4] = { "camourflage_00012.png", "camourfl
 static cJSON *load_json(const char *path) {
     unsigned char *buf = NULL;
     size_t n = 0;
-    if (read_file(path, &buf, &n)) return NULL;
+    if (io_read_file(path, &buf, &n)) return NULL;
     cJSON *j = cJSON_Parse((const char *)buf);
     free(buf);
     return j;
@@ -162,8 +162,8 @@ TEST(eval_cli_reports_missing_extra_and_mismatched_files_by_name) {
     const char *t = test_tmpdir();
     char root[512], p[700];
     snprintf(root, sizeof root, "%s", t);
-    snprintf(p, sizeof p, "%s/gt", root); make_dirs(p);
-    snprintf(p, sizeof p, "%s/pred", root); make_dirs(p);
+    snprintf(p, sizeof p, "%s/gt", root); io_make_dirs(p);
+    snprintf(p, sizeof p, "%s/pred", root); io_make_dirs(p);
     const char *names[3] = { "COD10K-CAM-1-Aquatic-3-Crab-1", "COD10K-CAM-1-Aquatic-4-Fish-2", "COD10K-CAM-2-Terrestrial-9-Cat-3" };
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/gt/%s.png", root, names[i]);
@@ -187,7 +187,7 @@ TEST(eval_cli_reports_missing_extra_and_mismatched_files_by_name) {
     snprintf(p, sizeof p, "%s/o.csv", root);
     unsigned char *csv = NULL;
     size_t n = 0;
-    REQUIRE_OK(read_file(p, &csv, &n));
+    REQUIRE_OK(io_read_file(p, &csv, &n));
     int lines = 0;
     for (size_t i = 0; i < n; i++) lines += csv[i] == '\n';
     CHECK(lines == 4 && strstr((char *)csv, "COD10K-CAM-2-Terrestrial-9-Cat-3.png,Terrestrial,Cat,"));
@@ -202,7 +202,7 @@ TEST(eval_cli_reports_missing_extra_and_mismatched_files_by_name) {
     CHECK(rc == 1);
     snprintf(p, sizeof p, "%s/out.txt", root);
     unsigned char *out = NULL;
-    REQUIRE_OK(read_file(p, &out, &n));
+    REQUIRE_OK(io_read_file(p, &out, &n));
     CHECKF(strstr((char *)out, "no prediction for") && strstr((char *)out, "Aquatic-4-Fish-2.png"), "%s", out);
     CHECKF(strstr((char *)out, "stray.png has no ground truth"), "%s", out);
     free(out);
@@ -213,7 +213,7 @@ TEST(eval_cli_reports_missing_extra_and_mismatched_files_by_name) {
     rc = run_cmd("'%s' eval --pred '%s/pred' --gt '%s/gt' > '%s/out.txt' 2>&1", bin, root, root, root);
     CHECK(rc == 1);
     snprintf(p, sizeof p, "%s/out.txt", root);
-    REQUIRE_OK(read_file(p, &out, &n));
+    REQUIRE_OK(io_read_file(p, &out, &n));
     CHECKF(strstr((char *)out, "size mismatch") && strstr((char *)out, "Fish-2.png is 20x15"), "%s", out);
     free(out);
     rc = run_cmd("'%s' eval --pred '%s/pred' --gt '%s/gt' --resize-pred > '%s/out.txt' 2>&1", bin, root, root, root);
@@ -222,7 +222,7 @@ TEST(eval_cli_reports_missing_extra_and_mismatched_files_by_name) {
     // a missing folder is an error naming it
     rc = run_cmd("'%s' eval --pred '%s/nope' --gt '%s/gt' > '%s/out.txt' 2>&1", bin, root, root, root);
     CHECK(rc == 1);
-    REQUIRE_OK(read_file(p, &out, &n));
+    REQUIRE_OK(io_read_file(p, &out, &n));
     CHECKF(strstr((char *)out, "/nope"), "%s", out);
     free(out);
 }

@@ -43,7 +43,7 @@ static void write_map(const char *path, int i, uint8_t in, uint8_t out, int t, i
 static void mkdirs(const char *fmt, const char *a, const char *b) {
     char p[1024];
     snprintf(p, sizeof p, fmt, a, b);
-    if (make_dirs(p)) test_fail(__FILE__, __LINE__, "%s", cx_errmsg());
+    if (io_make_dirs(p)) test_fail(__FILE__, __LINE__, "%s", cx_errmsg());
 }
 
 // One sample of a set: its base name and whether its mask is empty (COD10K NonCAM).
@@ -204,7 +204,7 @@ TEST(eval_json_curves_and_plot_page_in_headless_chromium) {
     CHECKF(rc == 1 && strstr(o, "plot: "), "exit %d: %s", rc, o);   // 1: B misses an image
     unsigned char *b;
     size_t n;
-    REQUIRE_OK(read_file(json, &b, &n));
+    REQUIRE_OK(io_read_file(json, &b, &n));
     cJSON *j = cJSON_ParseWithLength((const char *)b, n);
     free(b);
     REQUIRE(j);
@@ -255,7 +255,7 @@ TEST(eval_json_curves_and_plot_page_in_headless_chromium) {
 // A run directory as train writes it, reduced to what the report reads: one run record
 // (its seed), a step and a validated epoch; plus RUN/eval.json from `camoxpert eval`.
 static void fake_run(const char *run, int seed, double sm, const char *pred) {
-    REQUIRE_OK(make_dirs(run));
+    REQUIRE_OK(io_make_dirs(run));
     char p[900], log[2048];
     snprintf(p, sizeof p, "%s/train_log.jsonl", run);
     snprintf(log, sizeof log,
@@ -287,7 +287,7 @@ TEST(report_shows_test_set_curves_and_the_spread_over_seeds) {
     CHECKF(rc == 0, "exit %d: %s", rc, o);
     unsigned char *buf;
     size_t n;
-    REQUIRE_OK(read_file(page, &buf, &n));
+    REQUIRE_OK(io_read_file(page, &buf, &n));
     CHECK(strstr((char *)buf, "\"test_eval\":{") && !strstr((char *)buf, "per_image"));
     free(buf);
     const char *browser = browser_find();

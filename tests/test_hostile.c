@@ -24,7 +24,8 @@
 #include "nn/memory.h"
 #include "train/loss.h"
 #include "train/checkpoint.h"
-#include "train/infer.h"
+#include "infer/open.h"
+#include "nn/weights.h"
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,7 +45,7 @@ static const char *help_of(const char *cmd) {
             snprintf(p, sizeof p, "%s/help_%s.txt", test_tmpdir(), cmd);
             snprintf(c, sizeof c, "%s %s --help > %s 2>&1", test_bin_path(), cmd, p);
             size_t n;
-            if (system(c) != 0 || read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
+            if (system(c) != 0 || io_read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
         }
         return help[i];
     }
@@ -122,29 +123,22 @@ static const char *tiny_set(const char *name) {
 }
 
 // An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
-// An untrained sparse edgenext_xx_small model (E 4, k 2) in *pt, initialised with seed 5.
-static CamoXpert *tiny_model(CamoXpertConfig *mc, ParamTable *pt) {
-    if (camoxpert_config(mc, "edgenext_xx_small", 1, 4, 2)) return NULL;
-    params_init(pt);
-    CamoXpert *m = camoxpert_create(mc, pt);
-    params_alloc(pt, DT_F32);
-    Rng rng = rng_init(5);
-    camoxpert_init(m, pt, &rng);
-    return m;
+// An untrained sparse edgenext_xx_small model (E 4, k 2), initialised with seed 5.
+static cx_status tiny_model(Model *m) {
+    CamoXpertConfig mc;
+    CX_TRY(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));
+    return model_open(m, &(ModelSpec){ .config = &mc, .init_seed = 5 });
 }
 
 static const char *tiny_checkpoint(void) {
     static char path[800];
     const char *dir = test_tmpdir();
-    CamoXpertConfig mc;
-    ParamTable pt;
-    CamoXpert *m = tiny_model(&mc, &pt);
-    if (!m) return NULL;
-    char *cfg = infer_config_json(&mc, 64);
-    cx_status st = checkpoint_save(dir, "model", &pt, cfg, NULL, NULL, NULL);
+    Model m;
+    if (tiny_model(&m)) return NULL;
+    char *cfg = weights_config_json(&m.cfg, 64);
+    cx_status st = checkpoint_save(dir, "model", &m.pt, cfg, NULL, NULL, NULL);
     free(cfg);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     return st ? NULL : path;
 }
@@ -161,7 +155,7 @@ TEST(hostile_fifo_where_a_file_is_expected_is_an_error_not_a_hang) {
     snprintf(fifo, sizeof fifo, "%s/pipe.safetensors", t);
     REQUIRE(mkfifo(fifo, 0600) == 0);
     snprintf(photos, sizeof photos, "%s/photos", t);
-    REQUIRE_OK(make_dirs(photos));
+    REQUIRE_OK(io_make_dirs(photos));
     char *o;
     // Each option that names a file, given a FIFO: a prompt error naming it.
     struct { const char *what; int rc; } r[8];
@@ -198,12 +192,12 @@ TEST(hostile_fifo_where_a_file_is_expected_is_an_error_not_a_hang) {
     // A prediction that is a FIFO, for eval.
     char pred[700], pf[800];
     snprintf(pred, sizeof pred, "%s/pred", t);
-    REQUIRE_OK(make_dirs(pred));
+    REQUIRE_OK(io_make_dirs(pred));
     snprintf(pf, sizeof pf, "%s/SYN-CAM-sand-000013.png", pred);
     REQUIRE(mkfifo(pf, 0600) == 0);
     char one_gt[700];
     snprintf(one_gt, sizeof one_gt, "%s/gt_one", t);
-    REQUIRE_OK(make_dirs(one_gt));
+    REQUIRE_OK(io_make_dirs(one_gt));
     char cmd[3000];
     snprintf(cmd, sizeof cmd, "cp %s/Test/GT_Object/SYN-CAM-*-000013.png %s/SYN-CAM-sand-000013.png", ds, one_gt);
     REQUIRE(system(cmd) == 0);
@@ -222,10 +216,10 @@ TEST(hostile_io_open_regular_refuses_fifos_and_directories_at_once) {
     alarm(20);   // a regression hangs here; the alarm turns it into a failure
     unsigned char *b;
     size_t n;
-    CHECK(read_file(fifo, &b, &n) == CX_EIO && strstr(cx_errmsg(), "FIFO"));
-    CHECK(read_file(t, &b, &n) == CX_EIO && strstr(cx_errmsg(), "directory"));
+    CHECK(io_read_file(fifo, &b, &n) == CX_EIO && strstr(cx_errmsg(), "FIFO"));
+    CHECK(io_read_file(t, &b, &n) == CX_EIO && strstr(cx_errmsg(), "directory"));
     FILE *f;
-    CHECK(open_regular("/dev/null", &f) == CX_EIO && strstr(cx_errmsg(), "device"));
+    CHECK(io_open_regular("/dev/null", &f) == CX_EIO && strstr(cx_errmsg(), "device"));
     alarm(0);
 }
 
@@ -256,8 +250,8 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     name[250] = 0;
     snprintf(path, sizeof path, "%s/%s", t, name);
     AtomicFile a, b;
-    REQUIRE_OK(atomic_begin(&a, path));
-    REQUIRE_OK(atomic_begin(&b, path));
+    REQUIRE_OK(io_atomic_begin(&a, path));
+    REQUIRE_OK(io_atomic_begin(&b, path));
     CHECKF(strcmp(a.tmp, b.tmp) != 0, "two temporary names alike: %s", a.tmp);
     const char *base = strrchr(a.tmp, '/');
     CHECKF(base && !strncmp(a.tmp, t, strlen(t)) && base - a.tmp == (long)strlen(t), "%s is not in %s", a.tmp, t);
@@ -265,12 +259,12 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     CHECKF(!strstr(a.tmp, "tmp.") && !strstr(a.tmp, name), "predictable temporary name %s", a.tmp);
     fputs("a", a.fp);
     fputs("b", b.fp);
-    atomic_abort(&b);
-    CHECK(!path_exists(b.tmp));
-    REQUIRE_OK(atomic_commit(&a));
+    io_atomic_abort(&b);
+    CHECK(!io_path_exists(b.tmp));
+    REQUIRE_OK(io_atomic_commit(&a));
     unsigned char *buf;
     size_t n;
-    REQUIRE_OK(read_file(path, &buf, &n));
+    REQUIRE_OK(io_read_file(path, &buf, &n));
     CHECK(n == 1 && buf[0] == 'a');
     free(buf);
     // A symlink planted at the target: the rename replaces the link, the file it points to is untouched.
@@ -282,30 +276,30 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     fputs("precious", f);
     fclose(f);
     REQUIRE(symlink(victim, link) == 0);
-    REQUIRE_OK(atomic_begin(&a, link));
+    REQUIRE_OK(io_atomic_begin(&a, link));
     fputs("new", a.fp);
-    REQUIRE_OK(atomic_commit(&a));
-    REQUIRE_OK(read_file(victim, &buf, &n));
+    REQUIRE_OK(io_atomic_commit(&a));
+    REQUIRE_OK(io_read_file(victim, &buf, &n));
     CHECKF(n == 8 && !memcmp(buf, "precious", 8), "the symlink's target was written: %.*s", (int)n, buf);
     free(buf);
     struct stat st;
     CHECK(lstat(link, &st) == 0 && S_ISREG(st.st_mode));
     // Leftovers of killed writes are found and removed by name.
-    REQUIRE_OK(atomic_begin(&a, link));
+    REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);   // as if killed: the temporary file stays
-    CHECK(path_exists(a.tmp));
-    CHECK(atomic_cleanup_dir(t) == 1 && !path_exists(a.tmp) && path_exists(victim) && path_exists(path));
+    CHECK(io_path_exists(a.tmp));
+    CHECK(io_atomic_cleanup_dir(t) == 1 && !io_path_exists(a.tmp) && io_path_exists(victim) && io_path_exists(path));
     // In a shared directory only the holder of its lock removes them: while one claim holds
     // it, another finds it taken and leaves the leftover (that writer may be mid-write).
-    REQUIRE_OK(atomic_begin(&a, link));
+    REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);
     int fd1, fd2;
-    CHECK(atomic_claim_dir(t, &fd1) == 1 && fd1 >= 0 && !path_exists(a.tmp));
-    REQUIRE_OK(atomic_begin(&a, link));
+    CHECK(io_atomic_claim_dir(t, &fd1) == 1 && fd1 >= 0 && !io_path_exists(a.tmp));
+    REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);
-    CHECK(atomic_claim_dir(t, &fd2) == -1 && fd2 == -1 && path_exists(a.tmp));
+    CHECK(io_atomic_claim_dir(t, &fd2) == -1 && fd2 == -1 && io_path_exists(a.tmp));
     close(fd1);
-    CHECK(atomic_claim_dir(t, &fd2) == 1 && fd2 >= 0 && !path_exists(a.tmp));
+    CHECK(io_atomic_claim_dir(t, &fd2) == 1 && fd2 >= 0 && !io_path_exists(a.tmp));
     close(fd2);
 }
 
@@ -393,7 +387,7 @@ static const char *fixture_with(const char *name, int last, float value) {
     static char out[800];
     unsigned char *buf;
     size_t n;
-    if (read_file("tests/fixtures/edgenext_base_1x65x47.safetensors", &buf, &n)) return NULL;
+    if (io_read_file("tests/fixtures/edgenext_base_1x65x47.safetensors", &buf, &n)) return NULL;
     StFile f;
     unsigned char *copy = cx_malloc(n);
     memcpy(copy, buf, n);
@@ -428,30 +422,28 @@ TEST(hostile_verify_fails_a_fixture_with_a_nan_or_inf_anywhere) {
 // written directly (checkpoint_save refuses to write one).
 static const char *nonfinite_checkpoint(const char *file, const char *bad, int backbone_only) {
     static char path[800];
-    CamoXpertConfig mc;
-    ParamTable pt;
-    CamoXpert *m = tiny_model(&mc, &pt);
-    if (!m) return NULL;
+    Model m;
+    if (tiny_model(&m)) return NULL;
+    ParamTable *pt = &m.pt;
     int i = -1;   // `bad`, or (NULL) the first weight after the backbone
-    for (int k = 0; k < pt.n && i < 0; k++)
-        if (bad ? !strcmp(pt.p[k].name, bad) : strncmp(pt.p[k].name, "backbone.", 9) && strstr(pt.p[k].name, ".weight")) i = k;
-    if (i < 0) { camoxpert_free(m); params_free(&pt); return NULL; }
-    Tensor v = params_value(&pt, i);
+    for (int k = 0; k < pt->n && i < 0; k++)
+        if (bad ? !strcmp(pt->p[k].name, bad) : strncmp(pt->p[k].name, "backbone.", 9) && strstr(pt->p[k].name, ".weight")) i = k;
+    if (i < 0) { model_close(&m); return NULL; }
+    Tensor v = params_value(pt, i);
     tensor_set(&v, tensor_numel(&v) - 1, NAN);
     snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
     StWriter w;
     st_writer_init(&w);
-    char *cfg = infer_config_json(&mc, 64);
+    char *cfg = weights_config_json(&m.cfg, 64);
     if (!backbone_only) st_writer_meta(&w, "camoxpert_config", cfg);
     Arena tmp;
     arena_init(&tmp, "tmp", 1 << 16);
-    params_save(&pt, &w, backbone_only ? "backbone." : NULL, &tmp);
+    params_save(pt, &w, backbone_only ? "backbone." : NULL, &tmp);
     cx_status st = st_writer_save(&w, path);
     st_writer_free(&w);
     arena_free(&tmp);
     free(cfg);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
     return st ? NULL : path;
 }
 
@@ -469,7 +461,7 @@ TEST(hostile_loading_non_finite_weights_is_an_error_naming_the_tensor) {
     CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, ".weight'"), "predict: exit %d: %s", rc, o);
     char out[700];
     snprintf(out, sizeof out, "%s/pred", t);
-    CHECKF(!path_exists(out), "predict wrote %s from NaN weights", out);
+    CHECKF(!io_path_exists(out), "predict wrote %s from NaN weights", out);
     rc = run_bin(&o, "train --dataset-path %s --resume-from %s --checkpoint-dir %s/ck --backbone edgenext_xx_small "
                  "--use-sparse-moe --num-experts 4 --top-k 2 --img-size 32 --threads 1", ds, w, t);
     CHECKF(rc != 0 && strstr(o, "non-finite") && strstr(o, ".weight'") && !strstr(o, "lower --lr"), "resume: exit %d: %s", rc, o);
@@ -495,14 +487,14 @@ TEST(hostile_a_checkpoint_never_holds_a_non_finite_number) {
     snprintf(p, sizeof p, "%s/last.safetensors", dir);
     unsigned char *before, *after;
     size_t nb, na;
-    REQUIRE_OK(read_file(p, &before, &nb));
+    REQUIRE_OK(io_read_file(p, &before, &nb));
     Tensor b = params_value(&pt, 1);
     tensor_set(&b, 2, INFINITY);
     CHECK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL) == CX_ENUMERIC && strstr(cx_errmsg(), "b.bias"));
     tensor_set(&b, 2, 0);
     opt.host_v[5] = NAN;   // the CPU's moments are their host copies
     CHECK(checkpoint_save(dir, "last", &pt, NULL, &ts, &opt, NULL) == CX_ENUMERIC && strstr(cx_errmsg(), "adamw.v"));
-    REQUIRE_OK(read_file(p, &after, &na));
+    REQUIRE_OK(io_read_file(p, &after, &na));
     CHECK(na == nb && !memcmp(before, after, nb));   // the previous checkpoint is untouched
     free(before), free(after);
     adamw_free(&opt);
@@ -521,7 +513,7 @@ static void read_run(const char *dir, RunLog *r) {
     snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
     unsigned char *buf;
     size_t n;
-    if (read_file(p, &buf, &n)) return;
+    if (io_read_file(p, &buf, &n)) return;
     int last = 0;
     for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
         const char *k = strstr(line, "\"type\":\"step\",\"step\":");
@@ -567,7 +559,7 @@ TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_nev
         CHECKF(rc == 124, "crash point %d: exit %d (expected SIGKILL): %s", n, rc, o);
         char last[800];
         snprintf(last, sizeof last, "%s/last.safetensors", d);
-        if (path_exists(last)) rc = run_bin(&o, "train --resume-from %s --threads 1 --num-workers 1", last);
+        if (io_path_exists(last)) rc = run_bin(&o, "train --resume-from %s --threads 1 --num-workers 1", last);
         else rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, d, opts);
         CHECKF(rc == 0, "after a kill at crash point %d: exit %d: %s", n, rc, o);
         RunLog got;
@@ -582,7 +574,7 @@ TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_nev
         snprintf(cp, sizeof cp, "%s/count", t);
         unsigned char *cnt;
         size_t cn;
-        if (!read_file(cp, &cnt, &cn)) {
+        if (!io_read_file(cp, &cnt, &cn)) {
             CHECKF(atoi((char *)cnt) == 1, "crash point %d: %d temporary or state files left (one state expected)", n,
                    atoi((char *)cnt));
             free(cnt);
@@ -598,7 +590,7 @@ TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_nev
 static uint64_t file_hash(const char *path) {
     unsigned char *b;
     size_t n;
-    if (read_file(path, &b, &n)) return 0;
+    if (io_read_file(path, &b, &n)) return 0;
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
     free(b);
@@ -623,7 +615,7 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     // A run that fails before its first write (no such dataset) leaves no directory behind.
     char none[700];
     snprintf(none, sizeof none, "%s/never_made", t);
-    CHECK(run_bin(&o, "train --dataset-path %s/nonexistent --checkpoint-dir %s %s", t, none, opts) != 0 && !path_exists(none));
+    CHECK(run_bin(&o, "train --dataset-path %s/nonexistent --checkpoint-dir %s %s", t, none, opts) != 0 && !io_path_exists(none));
     REQUIRE(run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, a, opts) == 0);
     uint64_t hl = file_hash(la), hb = file_hash(ba), hg = file_hash(loga);
     // A new run into it: refused before any work, nothing touched.
@@ -652,7 +644,7 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     snprintf(lb, sizeof lb, "%s/last.safetensors", b);
     rc = run_bin(&o, "train --resume-from %s --epochs 2", lb);
     CHECKF(rc == 0 && strstr(o, "resumed from"), "exit %d: %s", rc, o);
-    CHECKF(!path_exists(a), "the resumed run wrote into %s, the directory recorded in the checkpoint", a);
+    CHECKF(!io_path_exists(a), "the resumed run wrote into %s, the directory recorded in the checkpoint", a);
     RunLog r;
     read_run(b, &r);
     CHECKF(r.steps >= 2 && !r.dup, "%d steps logged in %s (duplicates %d)", r.steps, b, r.dup);
@@ -675,7 +667,7 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     snprintf(so, sizeof so, "%s/second.out", t);
     unsigned char *out = NULL;
     size_t n;
-    read_file(so, &out, &n);
+    io_read_file(so, &out, &n);
     CHECKF(rc != 0 && out && strstr((char *)out, "in use by another camoxpert train"), "exit %d: %s", rc,
            out ? (char *)out : "");
     free(out);
@@ -723,7 +715,7 @@ static int count_files(const char *dir) {
     if (system(cmd) != 0) return -1;
     unsigned char *b;
     size_t n;
-    if (read_file(p, &b, &n)) return -1;
+    if (io_read_file(p, &b, &n)) return -1;
     int c = atoi((char *)b);
     free(b);
     return c;
@@ -754,7 +746,7 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     CHECKF(rc == 0 && strstr(o, "wrote 2 masks"), "rerun: exit %d: %s", rc, o);
     char mixed[700];
     snprintf(mixed, sizeof mixed, "%s/mixed", t);
-    REQUIRE_OK(make_dirs(mixed));
+    REQUIRE_OK(io_make_dirs(mixed));
     snprintf(cmd, sizeof cmd, "cp %s/* %s/* %s/", photos, out, mixed);
     REQUIRE(system(cmd) == 0);
     rc = run_bin(&o, "predict --weights %s --input %s --out %s/masks2 --threads 1", ck, mixed, t);
@@ -763,7 +755,7 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     // Two photos that would write one mask: an error naming both, nothing written.
     char two[700];
     snprintf(two, sizeof two, "%s/two", t);
-    REQUIRE_OK(make_dirs(two));
+    REQUIRE_OK(io_make_dirs(two));
     snprintf(cmd, sizeof cmd, "f=$(ls %s | head -1); cp %s/$f %s/a.jpg; cp %s/$(ls %s | head -1) %s/a.png", photos, photos,
              two, gt, gt, two);
     REQUIRE(system(cmd) == 0);
@@ -776,7 +768,7 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     // A symlink planted at an output: refused, its target untouched.
     char lnk[700], victim[800];
     snprintf(lnk, sizeof lnk, "%s/lnk", t);
-    REQUIRE_OK(make_dirs(lnk));
+    REQUIRE_OK(io_make_dirs(lnk));
     snprintf(victim, sizeof victim, "%s/victim.txt", t);
     FILE *f = fopen(victim, "w");
     REQUIRE(f);
@@ -789,7 +781,7 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     CHECK(file_hash(victim) != 0);
     unsigned char *vb;
     size_t vn;
-    REQUIRE_OK(read_file(victim, &vb, &vn));
+    REQUIRE_OK(io_read_file(victim, &vb, &vn));
     CHECK(vn == 8 && !memcmp(vb, "precious", 8));
     free(vb);
     // eval and bench reports: a file they did not write is refused; their own is replaced.
@@ -837,19 +829,14 @@ TEST(hostile_memory_estimate_matches_the_measured_peaks) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         CamoXpertConfig cfg;
         REQUIRE_OK(camoxpert_config(&cfg, cases[i].bb, cases[i].sparse, cases[i].E, cases[i].k));
-        ParamTable pt;
-        params_init(&pt);
-        CamoXpert *m = camoxpert_create(&cfg, &pt);
-        params_alloc(&pt, DT_F32);
-        Rng rng = rng_init(1);
-        camoxpert_init(m, &pt, &rng);
+        Model mo;
+        REQUIRE_OK(model_open(&mo, &(ModelSpec){ .config = &cfg, .init_seed = 1, .training = cases[i].training }));
+        CamoXpert *m = mo.net;
+        Rng rng = rng_init(2);   // the inputs
         Arena io;
         arena_init(&io, "io", 1 << 20);
-        Runtime rt;
-        REQUIRE_OK(runtime_init(&rt, "cpu", "fp32", 0, cases[i].training));
-        rt.ctx.pt = &pt;
-        NNCtx *ctx = &rt.ctx;
-        Arena *act = &rt.act, *scratch = &rt.scratch;
+        NNCtx *ctx = &mo.rt->ctx;
+        Arena *act = &mo.rt->act, *scratch = &mo.rt->scratch;
         const int B = cases[i].B, S = cases[i].S;
         Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3), mask = tensor_new4(&io, DT_F32, B, S, S, 1);
         for (int64_t j = 0; j < tensor_numel(&x); j++) tensor_f32(&x)[j] = (float)rng_normal(&rng);
@@ -864,17 +851,16 @@ TEST(hostile_memory_estimate_matches_the_measured_peaks) {
             camoxpert_backward(ctx, m, &g, w.balance, NULL);
         }
         MemEstimate e;
-        camoxpert_memory_estimate(&cfg, pt.numel, B, S, cases[i].training, 0, 4, &e);
+        camoxpert_memory_estimate(&cfg, mo.pt.numel, B, S, cases[i].training, 0, 4, &e);
         double ratio = e.activations / (double)act->peak;
         CHECKF(ratio >= 1.0 && ratio <= 1.15, "%s sparse=%d k=%d B=%d S=%d training=%d: activations estimated %.1f MiB, "
                "measured %.1f MiB", cases[i].bb, cases[i].sparse, cases[i].k, B, S, cases[i].training,
                e.activations / 1048576, act->peak / 1048576.0);
         CHECKF(e.scratch >= (double)scratch->peak, "%s: scratch estimated %.1f MiB, measured %.1f MiB", cases[i].bb,
                e.scratch / 1048576, scratch->peak / 1048576.0);
-        CHECK(e.params == 4.0 * pt.numel && (!cases[i].training || e.optimizer == 8.0 * pt.numel));
-        runtime_free(&rt), arena_free(&io);
-        camoxpert_free(m);
-        params_free(&pt);
+        CHECK(e.params == 4.0 * mo.pt.numel && (!cases[i].training || e.optimizer == 8.0 * mo.pt.numel));
+        arena_free(&io);
+        model_close(&mo);
     }
     cx_threads_set(0);
 }
@@ -929,7 +915,7 @@ TEST(hostile_a_data_file_breaking_mid_run_keeps_what_was_trained) {
     snprintf(t, sizeof t, "%s", test_tmpdir());
     char ck[700], cmd[8000];
     snprintf(ck, sizeof ck, "%s/break_ck", t);
-    REQUIRE_OK(make_dirs(ck));
+    REQUIRE_OK(io_make_dirs(ck));
     snprintf(cmd, sizeof cmd,
              "%s train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --batch-size 1 "
              "--epochs 20 --stage1-epochs 1 --val-fraction 0 --threads 1 --num-workers 1 --progress 0 > %s/break.out 2>&1 & "
@@ -941,7 +927,7 @@ TEST(hostile_a_data_file_breaking_mid_run_keeps_what_was_trained) {
     snprintf(p, sizeof p, "%s/break.out", t);
     unsigned char *out = NULL;
     size_t n;
-    read_file(p, &out, &n);
+    io_read_file(p, &out, &n);
     CHECKF(rc == 1 && out && strstr((char *)out, "Train/Image/") && strstr((char *)out, "are saved in"), "exit %d: %s", rc,
            out ? (char *)out : "");
     free(out);
@@ -973,7 +959,7 @@ TEST(hostile_empty_masks_are_a_warning) {
         REQUIRE(system(cmd) == 0);
         unsigned char *b;
         size_t n;
-        REQUIRE_OK(read_file(list, &b, &n));
+        REQUIRE_OK(io_read_file(list, &b, &n));
         for (char *name = strtok((char *)b, "\n"); name; name = strtok(NULL, "\n")) {
             char p[1200];
             snprintf(p, sizeof p, "%s/%s", dir, name);
@@ -999,8 +985,8 @@ TEST(hostile_one_pixel_ground_truth_is_an_error_not_a_score) {
     char gt[700], pred[700];
     snprintf(gt, sizeof gt, "%s/gt1", t);
     snprintf(pred, sizeof pred, "%s/pred1", t);
-    REQUIRE_OK(make_dirs(gt));
-    REQUIRE_OK(make_dirs(pred));
+    REQUIRE_OK(io_make_dirs(gt));
+    REQUIRE_OK(io_make_dirs(pred));
     Image8 one;
     image_alloc(&one, 1, 1, 1);
     one.px[0] = 255;
@@ -1027,26 +1013,21 @@ TEST(hostile_checkpoint_img_size_metadata_is_checked) {
     snprintf(photos, sizeof photos, "%s/Test/Image", ds);
     CamoXpertConfig mc;
     REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 0, 4, 2));
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&mc, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(2);
-    camoxpert_init(m, &pt, &rng);
+    Model m;
+    REQUIRE_OK(model_open(&m, &(ModelSpec){ .config = &mc, .init_seed = 2 }));
     for (int i = 0; bad[i]; i++) {
         char cfg[512], dir[700];
         snprintf(cfg, sizeof cfg, "{\"model\":\"CamoXpertCOD\",\"backbone\":\"edgenext_xx_small\",\"sparse\":false,"
                  "\"img_size\":%s}", bad[i]);
         snprintf(dir, sizeof dir, "%s/meta%d", t, i);
-        REQUIRE_OK(checkpoint_save(dir, "m", &pt, cfg, NULL, NULL, NULL));
+        REQUIRE_OK(checkpoint_save(dir, "m", &m.pt, cfg, NULL, NULL, NULL));
         char *o;
         int rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --threads 1", dir, photos, dir);
         CHECKF(rc == 2 && strstr(o, "img_size") && strstr(o, "--img-size"), "img_size %s: exit %d: %s", bad[i], rc, o);
         rc = run_bin(&o, "predict --weights %s/m.safetensors --input %s --out %s/out --img-size 64 --threads 1", dir, photos, dir);
         CHECKF(rc == 0, "img_size %s with --img-size 64: exit %d: %s", bad[i], rc, o);
     }
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&m);
 }
 
 // train suggests --skip-bad for a bad file, and accepts it.
@@ -1115,7 +1096,7 @@ TEST(hostile_predict_long_names_and_honest_counts) {
     snprintf(t, sizeof t, "%s", test_tmpdir());
     char in[700], cmd[4000], name[251];
     snprintf(in, sizeof in, "%s/long_in", t);
-    REQUIRE_OK(make_dirs(in));
+    REQUIRE_OK(io_make_dirs(in));
     memset(name, 'p', 246);
     name[246] = 0;
     snprintf(cmd, sizeof cmd, "cp %s/Test/Image/$(ls %s/Test/Image | head -1) %s/%s.jpg", ds, ds, in, name);
@@ -1125,7 +1106,7 @@ TEST(hostile_predict_long_names_and_honest_counts) {
     CHECKF(rc == 0 && strstr(o, "wrote 1 mask"), "exit %d: %s", rc, o);
     char mask[1200];
     snprintf(mask, sizeof mask, "%s/long_out/%s.png", t, name);
-    CHECK(path_exists(mask));
+    CHECK(io_path_exists(mask));
     rc = run_bin(&o, "predict --weights %s --input %s --out %s/long_out2 --overlay --threads 1", ck, in, t);
     CHECKF(rc == 2 && strstr(o, "_overlay.jpg") && strstr(o, "258 bytes"), "--overlay: exit %d: %s", rc, o);
     // One photo of two is broken: "wrote 1 mask", and the failure counted.
@@ -1147,8 +1128,8 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     char gt[700], pred[700];
     snprintf(gt, sizeof gt, "%s/odd_gt", t);
     snprintf(pred, sizeof pred, "%s/odd_pred", t);
-    REQUIRE_OK(make_dirs(gt));
-    REQUIRE_OK(make_dirs(pred));
+    REQUIRE_OK(io_make_dirs(gt));
+    REQUIRE_OK(io_make_dirs(pred));
     static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", NULL };
     Image8 m;
     image_alloc(&m, 8, 8, 1);
@@ -1168,7 +1149,7 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     unsigned char *b;
     size_t n;
     snprintf(p, sizeof p, "%s/odd.csv", t);
-    REQUIRE_OK(read_file(p, &b, &n));
+    REQUIRE_OK(io_read_file(p, &b, &n));
     // Count the fields of every record, honouring RFC 4180 quotes.
     int rows = 0, fields = 1, quoted = 0, bad = 0, header_fields = -1;
     for (size_t i = 0; i < n; i++) {
@@ -1188,7 +1169,7 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     CHECKF(rows == 5 && !bad, "CSV: %d records (5 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
     free(b);
     snprintf(p, sizeof p, "%s/odd.json", t);
-    REQUIRE_OK(read_file(p, &b, &n));
+    REQUIRE_OK(io_read_file(p, &b, &n));
     char *safe = text_utf8_safe((char *)b);
     CHECKF(!strcmp(safe, (char *)b), "the JSON is not valid UTF-8");
     free(safe);
@@ -1231,7 +1212,7 @@ TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
     int st = system(cmd);
     unsigned char *b = NULL;
     size_t n;
-    read_file(p, &b, &n);
+    io_read_file(p, &b, &n);
     CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 3 && b && strstr((char *)b, "out of memory") &&
            strstr((char *)b, "--img-size") && !strstr((char *)b, "--batch-size"), "exit %d: %s", WEXITSTATUS(st),
            b ? (char *)b : "");

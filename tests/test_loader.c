@@ -94,8 +94,8 @@ TEST(augment_geometry_jitter_and_normalisation) {
 static void make_set(Dataset *ds, char *root, size_t rn) {
     snprintf(root, rn, "%s", test_tmpdir());
     char p[1024];
-    snprintf(p, sizeof p, "%s/Imgs", root); make_dirs(p);
-    snprintf(p, sizeof p, "%s/GT", root); make_dirs(p);
+    snprintf(p, sizeof p, "%s/Imgs", root); io_make_dirs(p);
+    snprintf(p, sizeof p, "%s/GT", root); io_make_dirs(p);
     for (int i = 0; i < 10; i++) {
         Image8 im, m;
         int w = 20 + 3 * i, h = 16 + 2 * i;

@@ -89,7 +89,7 @@ int test_run_bin_args(char **out, int timeout_s, const char *args) {
     free(buf);
     buf = NULL;
     size_t n;
-    if (read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
+    if (io_read_file(log, (unsigned char **)&buf, &n)) buf = cx_strdup("");
     if (out) *out = buf;
     if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 137)) return 124;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -120,10 +120,10 @@ const char *test_tmpdir(void) {
     static int k;
     if (!tmp_root[0]) {
         snprintf(tmp_root, sizeof tmp_root, "/tmp/camoxpert-test-%ld", (long)getpid());
-        make_dirs(tmp_root);
+        io_make_dirs(tmp_root);
     }
     snprintf(dir, sizeof dir, "%s/%d", tmp_root, k++);
-    make_dirs(dir);
+    io_make_dirs(dir);
     return dir;
 }
 

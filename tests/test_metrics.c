@@ -308,7 +308,7 @@ static double curves_err(const MetricsAccum *acc, const cJSON *ref, const char *
 TEST(metrics_curves_match_reference_arrays) {
     unsigned char *buf = NULL;
     size_t len = 0;
-    REQUIRE_OK(read_file("tests/fixtures/metrics_curves.json", &buf, &len));
+    REQUIRE_OK(io_read_file("tests/fixtures/metrics_curves.json", &buf, &len));
     cJSON *ref = cJSON_ParseWithLength((const char *)buf, len);
     free(buf);
     REQUIRE(ref);

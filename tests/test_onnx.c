@@ -12,6 +12,7 @@
 #include "infer/onnx.h"
 #include "infer/onnx_pb.h"
 #include "nn/runtime.h"
+#include "nn/weights.h"
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -115,6 +116,14 @@ static void model_make(Model *md, int sparse, uint64_t seed) {
     }
 }
 
+// The model as a checkpoint at path, with its config in the metadata (nn/weights.h).
+static cx_status model_save(const Model *md, const char *path) {
+    char *cfg = weights_config_json(&md->m->cfg, 0);
+    cx_status cs = weights_save(&md->pt, cfg, NULL, path);
+    free(cfg);
+    return cs;
+}
+
 static void model_free(Model *md) {
     camoxpert_free(md->m);
     params_free(&md->pt);
@@ -151,7 +160,7 @@ static int ort_run(const char *script, const char *model, const char *dir, const
     char p[600];
     size_t len;
     snprintf(p, sizeof p, "%s/ort.log", dir);
-    if (read_file(p, (unsigned char **)log, &len)) *log = cx_strdup("");
+    if (io_read_file(p, (unsigned char **)log, &len)) *log = cx_strdup("");
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -161,7 +170,7 @@ static Tensor ort_output(Arena *a, const char *dir, int i, const char *name, int
     unsigned char *buf;
     size_t len;
     snprintf(p, sizeof p, "%s/out%d.%s.f32", dir, i, name);
-    if (read_file(p, &buf, &len) || len != (size_t)n * 4) return (Tensor){ 0 };
+    if (io_read_file(p, &buf, &len) || len != (size_t)n * 4) return (Tensor){ 0 };
     Tensor t = tensor_new(a, DT_F32, 1, &n);
     memcpy(t.data, buf, len);
     free(buf);
@@ -300,7 +309,7 @@ TEST(onnx_export_parity_catches_one_wrong_op) {
 static int file_has(const char *path, const char *s) {
     unsigned char *buf;
     size_t n;
-    if (read_file(path, &buf, &n)) return 0;
+    if (io_read_file(path, &buf, &n)) return 0;
     int found = memmem(buf, n, s, strlen(s)) != NULL;
     free(buf);
     return found;
@@ -316,7 +325,7 @@ TEST(onnx_export_cli_writes_the_checkpoints_model) {
     snprintf(ck, sizeof ck, "%s/sparse.safetensors", dir);
     snprintf(a, sizeof a, "%s/a.onnx", dir);
     snprintf(b, sizeof b, "%s/b.onnx", dir);
-    REQUIRE_OK(camoxpert_save(md.m, &md.pt, ck));
+    REQUIRE_OK(model_save(&md, ck));
     char *out;
     int rc = test_run_bin(&out, "export --weights %s --onnx %s --outputs logits,route", ck, a);
     CHECKF(rc == 0 && strstr(out, "sparse edgenext_xx_small (E=4, top-2)"), "exit %d: %s", rc, out);
@@ -326,18 +335,18 @@ TEST(onnx_export_cli_writes_the_checkpoints_model) {
     rc = test_run_bin(&out, "export --weights %s --onnx %s --outputs logits,route", ck, b);
     unsigned char *fa = NULL, *fb = NULL;
     size_t na = 0, nb = 0;
-    CHECK(rc == 0 && !read_file(a, &fa, &na) && !read_file(b, &fb, &nb));
+    CHECK(rc == 0 && !io_read_file(a, &fa, &na) && !io_read_file(b, &fb, &nb));
     CHECKF(na > 1000000 && na == nb && !memcmp(fa, fb, na), "two exports differ (%zu and %zu bytes)", na, nb);
     free(fa), free(fb);
     rc = test_run_bin(&out, "export --weights %s --onnx %s --outputs logits,mask", ck, b);
     CHECKF(rc == 2 && strstr(out, "unknown output group 'mask'"), "exit %d: %s", rc, out);
     rc = test_run_bin(&out, "export --weights %s/none.safetensors --onnx %s", dir, b);
-    CHECKF(rc != 0 && strstr(out, "none.safetensors: no such file"), "exit %d: %s", rc, out);
+    CHECKF(rc != 0 && strstr(out, "none.safetensors: no such"), "exit %d: %s", rc, out);
     rc = test_run_bin(&out, "export --onnx %s", b);
     CHECKF(rc == 2 && strstr(out, "needs --weights CKPT and --onnx OUT.onnx"), "exit %d: %s", rc, out);
     model_free(&md);
     model_make(&md, 0, 5);
-    REQUIRE_OK(camoxpert_save(md.m, &md.pt, ck));
+    REQUIRE_OK(model_save(&md, ck));
     rc = test_run_bin(&out, "export --weights %s --onnx %s --outputs route", ck, b);
     CHECKF(rc != 0 && strstr(out, "dense model"), "exit %d: %s", rc, out);
     rc = test_run_bin(&out, "export --weights %s --onnx %s --half --outputs all", ck, b);   // all: what a dense model has

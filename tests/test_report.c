@@ -234,7 +234,7 @@ TEST(report_page_keeps_the_data_inside_its_script) {
     report_close(r);
     unsigned char *buf = NULL;
     size_t n;
-    REQUIRE_OK(read_file(p, &buf, &n));
+    REQUIRE_OK(io_read_file(p, &buf, &n));
     int closes = 0;
     for (const char *s = (char *)buf; (s = strstr(s, "</script>")); s++) closes++;
     CHECKF(closes == 2, "%d </script> in the page", closes);   // the data's and the script's own
@@ -284,7 +284,7 @@ TEST(report_after_a_non_finite_stop) {
     snprintf(p, sizeof p, "%s/report.html", run);
     unsigned char *buf = NULL;
     size_t n;
-    REQUIRE_OK(read_file(p, &buf, &n));
+    REQUIRE_OK(io_read_file(p, &buf, &n));
     CHECK(strstr((char *)buf, "\"status\":\"failed\"") && strstr((char *)buf, "\"non_finite\":true"));
     CHECK(!strstr((char *)buf, "http-equiv=\"refresh\""));   // ended: no more reloading
     free(buf);

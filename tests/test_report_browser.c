@@ -43,7 +43,7 @@ TEST(report_page_in_headless_chromium) {
     CHECKF(rc == 0 && strstr(o, "2 runs"), "rc %d: %s", rc, o);
     snprintf(shot_dir, sizeof shot_dir, "%s", test_bin_path());
     strcpy(strrchr(shot_dir, '/'), "/report-test");
-    REQUIRE_OK(make_dirs(shot_dir));
+    REQUIRE_OK(io_make_dirs(shot_dir));
     snprintf(shot, sizeof shot, "%s/report.png", shot_dir);
     remove(shot);
 
@@ -70,7 +70,7 @@ TEST(report_page_in_headless_chromium) {
            browser_count(dom, "src=\"data:image/jpeg;base64,"));
     CHECKF(strstr(dom, "Sα 0.") && strstr(dom, "MAE 0."), "no per-image scores");
     CHECK(strstr(dom, "resumed at step 7"));
-    CHECKF(path_exists(shot), "no screenshot %s", shot);
+    CHECKF(io_path_exists(shot), "no screenshot %s", shot);
     printf("    screenshot of the report page: %s\n", shot);
     free(dom), free(console);
 

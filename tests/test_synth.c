@@ -91,8 +91,8 @@ TEST(synth_writes_a_cod10k_layout_the_loader_reads) {
         unsigned char *a, *b;
         size_t na, nb;
         snprintf(p, sizeof p, "%s1/Test/Image/%s.jpg", out, te.s[i * 7].name);
-        REQUIRE_OK(read_file(p, &a, &na));
-        REQUIRE_OK(read_file(te.s[i * 7].image, &b, &nb));
+        REQUIRE_OK(io_read_file(p, &a, &na));
+        REQUIRE_OK(io_read_file(te.s[i * 7].image, &b, &nb));
         CHECK(na == nb && !memcmp(a, b, na));
         free(a); free(b);
     }

@@ -2,6 +2,7 @@
 // EMA and counters exactly; each save names its state by a new token and removes
 // the previous one; a state file renamed by hand is refused.
 #include "test.h"
+#include "nn/weights.h"
 #include "train/checkpoint.h"
 #include <string.h>
 
@@ -41,7 +42,8 @@ TEST(checkpoint_round_trip_is_exact) {
     char path[600];
     snprintf(path, sizeof path, "%s/last.safetensors", dir);
     int has = 0;
-    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    REQUIRE_OK(weights_load(&b, path));
+    REQUIRE_OK(checkpoint_load_state(path, &b, &tb, &ob, &eb, &has));
     CHECK(has);
     CHECK(memcmp(a.data, b.data, sizeof(float) * (size_t)a.numel) == 0);
     CHECK(memcmp(oa.host_m, ob.host_m, sizeof(float) * (size_t)a.numel) == 0);
@@ -52,7 +54,7 @@ TEST(checkpoint_round_trip_is_exact) {
     CHECK(tb.stage == 2 && tb.epoch == 5 && tb.global_step == 123 && tb.stage_step == 23 && tb.batch_in_epoch == 7);
     CHECK(tb.best_score == 0.8125 && tb.best_epoch == 4 && tb.seed == 99);
     char *cfg = NULL;
-    REQUIRE_OK(checkpoint_read_config(path, &cfg));
+    REQUIRE_OK(weights_read_config_json(path, &cfg));
     CHECK(cfg && !strcmp(cfg, "{\"backbone\":\"x\"}"));
     free(cfg);
     // The counter is an I64 scalar, as PyTorch writes num_batches_tracked.
@@ -64,11 +66,11 @@ TEST(checkpoint_round_trip_is_exact) {
     // A second save commits a new state and removes the first one's; the weights name the new one.
     char first[700], second[700];
     checkpoint_state_path(path, ts.token, first, sizeof first);
-    CHECK(path_exists(first));
+    CHECK(io_path_exists(first));
     REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
     checkpoint_state_path(path, ts.token, second, sizeof second);
-    CHECK(strcmp(first, second) != 0 && !path_exists(first) && path_exists(second));
-    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    CHECK(strcmp(first, second) != 0 && !io_path_exists(first) && io_path_exists(second));
+    REQUIRE_OK(checkpoint_load_state(path, &b, &tb, &ob, &eb, &has));
     CHECK(has && tb.token == ts.token);
     // A state renamed by hand to another token's name is refused, naming both files.
     char cmd[4000];
@@ -79,7 +81,7 @@ TEST(checkpoint_round_trip_is_exact) {
     checkpoint_state_path(path, ts.token, third, sizeof third);
     snprintf(cmd, sizeof cmd, "mv '%s.keep' '%s'", second, third);
     REQUIRE(system(cmd) == 0);
-    CHECK(checkpoint_load(path, &b, &tb, &ob, &eb, &has) == CX_EFORMAT);
+    CHECK(checkpoint_load_state(path, &b, &tb, &ob, &eb, &has) == CX_EFORMAT);
     CHECK(strstr(cx_errmsg(), "is not the training state") != NULL);
     // A checkpoint from before the token was in the state's name (NAME.state.safetensors) still resumes.
     REQUIRE_OK(checkpoint_save(dir, "last", &a, NULL, &ts, &oa, &ea));
@@ -88,7 +90,7 @@ TEST(checkpoint_round_trip_is_exact) {
     checkpoint_state_path(path, 0, legacy, sizeof legacy);
     REQUIRE(rename(named, legacy) == 0);
     has = 0;
-    REQUIRE_OK(checkpoint_load(path, &b, &tb, &ob, &eb, &has));
+    REQUIRE_OK(checkpoint_load_state(path, &b, &tb, &ob, &eb, &has));
     CHECK(has && tb.token == ts.token && tb.global_step == 123);
     adamw_free(&oa); adamw_free(&ob); ema_free(&ea); ema_free(&eb);
     params_free(&a); params_free(&b);

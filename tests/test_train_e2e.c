@@ -11,6 +11,7 @@
 #include "data/image.h"
 #include "data/synth.h"
 #include "eval/metrics.h"
+#include "infer/open.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
@@ -66,7 +67,7 @@ static int read_log(const char *dir, Log *L) {
     snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
     unsigned char *buf;
     size_t n;
-    if (read_file(p, &buf, &n)) return 0;
+    if (io_read_file(p, &buf, &n)) return 0;
     memset(L, 0, sizeof *L);
     for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
@@ -133,13 +134,13 @@ TEST(train_learns_and_resumes_bit_for_bit) {
         CHECKF(ra.best_sm > base, "validation Sα %.4f is not above the colour-threshold baseline's %.4f", ra.best_sm, base);
     char p[900];
     snprintf(p, sizeof p, "%s/best.safetensors", da);
-    CHECK(path_exists(p));
+    CHECK(io_path_exists(p));
     snprintf(p, sizeof p, "%s/last.safetensors", da);
     uint64_t tok = 0;
     CHECK(checkpoint_read_token(p, &tok) == CX_OK && tok != 0);
     char sp[1000];
     checkpoint_state_path(p, tok, sp, sizeof sp);
-    CHECK(path_exists(sp));
+    CHECK(io_path_exists(sp));
     // B: stopped mid-epoch in stage 1, resumed, stopped mid-epoch in stage 2, resumed.
     TrainConfig cb;
     tiny_config(&cb, db);
@@ -272,12 +273,9 @@ TEST(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
     // The initial weights: same config and seed.
     CamoXpertConfig mc;
     REQUIRE_OK(camoxpert_config(&mc, c.backbone, c.sparse, c.num_experts, c.top_k));
-    ParamTable p0, p1;
-    params_init(&p0), params_init(&p1);
-    CamoXpert *m0 = camoxpert_create(&mc, &p0), *m1 = camoxpert_create(&mc, &p1);
-    params_alloc(&p0, DT_F32), params_alloc(&p1, DT_F32);
-    Rng rng = rng_init(c.seed);
-    camoxpert_init(m0, &p0, &rng);
+    Model m0;
+    REQUIRE_OK(model_open(&m0, &(ModelSpec){ .config = &mc, .init_seed = c.seed }));
+    const ParamTable *p0 = &m0.pt;
     TrainResult r;
     // After stage 1 (epoch 1), then after the first stage-2 epoch (first third of 3).
     for (int phase = 0; phase < 2; phase++) {
@@ -288,13 +286,14 @@ TEST(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
             c.max_steps = 2 * (r.steps);
         }
         REQUIRE_OK(trainer_run(&c, &r));
-        REQUIRE_OK(checkpoint_load(last, &p1, NULL, NULL, NULL, NULL));
+        Model m1;
+        REQUIRE_OK(model_open(&m1, &(ModelSpec){ .weights = last }));
         int changed_stem = 0, changed_s2 = 0, changed_s3 = 0, changed_head = 0;
-        for (int i = 0; i < p0.n; i++) {
-            Tensor a = params_value(&p0, i), b = params_value(&p1, i);
+        for (int i = 0; i < p0->n; i++) {
+            Tensor a = params_value(p0, i), b = params_value(&m1.pt, i);
             int diff = memcmp(a.data, b.data, tensor_nbytes(&a)) != 0;
-            const char *n = p0.p[i].name;
-            if (p0.p[i].flags & PF_BUFFER) continue;
+            const char *n = p0->p[i].name;
+            if (p0->p[i].flags & PF_BUFFER) continue;
             if (!strncmp(n, "backbone.stem_", 14)) changed_stem |= diff;
             else if (!strncmp(n, "backbone.stages_2.", 18)) changed_s2 |= diff;
             else if (!strncmp(n, "backbone.stages_3.", 18)) changed_s3 |= diff;
@@ -304,9 +303,9 @@ TEST(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
         CHECKF(!changed_stem && !changed_s2, "phase %d: a frozen backbone stage changed (stem %d, stages_2 %d)", phase,
                changed_stem, changed_s2);
         CHECKF(changed_s3 == (phase == 1), "phase %d: backbone.stages_3 changed: %d", phase, changed_s3);
+        model_close(&m1);
     }
-    camoxpert_free(m0), camoxpert_free(m1);
-    params_free(&p0), params_free(&p1);
+    model_close(&m0);
     cx_threads_set(0);
 }
 
@@ -329,8 +328,8 @@ TEST(train_non_finite_update_stops_before_any_save) {
            "status %d: %s", st, cx_errmsg());
     char p[900];
     snprintf(p, sizeof p, "%s/last.safetensors", d);
-    CHECK(!path_exists(p));
+    CHECK(!io_path_exists(p));
     snprintf(p, sizeof p, "%s/best.safetensors", d);
-    CHECK(!path_exists(p));
+    CHECK(!io_path_exists(p));
     cx_threads_set(0);
 }

@@ -29,7 +29,7 @@ TEST(adamw_matches_torch_with_groups_and_clipping) {
         char k[64];
         snprintf(k, sizeof k, "grad%d/w", s); REQUIRE_OK(st_read(&f, k, &gw));
         snprintf(k, sizeof k, "grad%d/b", s); REQUIRE_OK(st_read(&f, k, &gb));
-        grad_clip_stats(&op, &pt, &o, 0.5, &stats);
+        optim_grad_clip_stats(&op, &pt, &o, 0.5, &stats);
         double norm = tensor_f64(&stats)[1];
         snprintf(k, sizeof k, "norm%d", s); REQUIRE_OK(st_read(&f, k, &en));
         CHECK_NEAR(norm, tensor_f64(&en)[0], 1e-12);

@@ -6,8 +6,8 @@
 //       { "out", OPT_STR, &out, "directory to write into", "DIR" },
 //       { "verbose", OPT_FLAG, &verbose, "print more", NULL },
 //   };
-//   int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0);
-//   if (st) return st == CLI_HELP ? 0 : 2;
+//   int parsed = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0);
+//   if (parsed) return parsed == CLI_HELP ? 0 : 2;
 #pragma once
 #include "core/core.h"
 #include <stdio.h>

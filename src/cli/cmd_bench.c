@@ -19,11 +19,11 @@
 // GPUs), as in training. Rank 0 prints and writes the JSON; images/s counts every
 // rank's images and the JSON gains world_size.
 #include "cli.h"
+#include "infer/infer.h"
 #include "data/owner.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
 #include "train/comm.h"
-#include "train/infer.h"
 #include "train/dist.h"
 #include "nn/memory.h"
 #include "train/loss.h"
@@ -141,17 +141,14 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
     if (sparse) CX_ASSERT(camoxpert_config_routing(&cfg, bench_routing, bench_grid) == CX_OK, "%s", cx_errmsg());
-    ParamTable pt;
-    params_init(&pt);
-    CamoXpert *m = camoxpert_create(&cfg, &pt);
-    params_alloc(&pt, DT_F32);
-    Rng rng = rng_init(1);
-    camoxpert_init(m, &pt, &rng);
-    runtime_place(rt, &pt);
-    rt->ctx.pt = &pt;
+    Model mo;
+    CX_ASSERT(model_open(&mo, &(ModelSpec){ .config = &cfg, .rt = rt, .init_seed = 1 }) == CX_OK, "%s", cx_errmsg());
+    ParamTable *pt = &mo.pt;
+    CamoXpert *m = mo.net;
     rt->ctx.training = 1;
+    Rng rng = rng_init(2);   // the inputs
     AdamW opt;
-    adamw_init(&opt, &pt, 1e-4);
+    adamw_init(&opt, pt, 1e-4);
     opt.group_scale[PG_ROUTER] = 0.1;
     Arena io;
     arena_init(&io, "inputs", 1 << 20);
@@ -165,9 +162,9 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
                 tensor_f32(&mask)[((int64_t)b * S + i) * S + j] = dy * dy + dx * dx < S * S / 10.0;
             }
     CamoLossWeights w = camo_loss_default_weights();
-    TrainStep ts;
-    train_step_init(&ts, rt, m, &pt, &opt, NULL, &w);
-    ts.comm = comm;
+    TrainStep step;
+    train_step_init(&step, rt, m, pt, &opt, NULL, &w);
+    step.comm = comm;
     const int world = comm ? comm->world : 1;
     double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
     double macs = 0;
@@ -176,13 +173,13 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         runtime_sync(rt);
         double t0 = cx_time_s();
         if (it == 2) sync0 = cx_sync_count();
-        train_step_begin(&ts);
+        train_step_begin(&step);
         CamoXpertOutputs o;
         rt->ctx.op.macs = it > 1 ? &macs : NULL;
-        train_step_accumulate(&ts, &x, &mask, 0, &o);
+        train_step_accumulate(&step, &x, &mask, 0, &o);
         rt->ctx.op.macs = NULL;
         StepResult sr;
-        if (train_step_finish(&ts, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
+        if (train_step_finish(&step, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
             fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
             exit(1);
         }
@@ -192,11 +189,11 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     }
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
     r->train_ms = median(t, steps) * 1e3;   // before t is reused
-    r->buckets = ts.n_buckets;
-    r->params_bytes = (double)pt.numel * (double)dtype_size(pt.dtype);
+    r->buckets = step.n_buckets;
+    r->params_bytes = (double)pt->numel * (double)dtype_size(pt->dtype);
     r->allreduce_ms = 0;
     if (world > 1) {   // the gradient all-reduce alone: what the buckets hide behind the backward
-        ParamTable *p = &pt;
+        const ParamTable *p = pt;
         Tensor g = tensor_view(p->grad, p->dtype, 1, &p->numel);
         g.device = p->device;
         for (int it = 0; it <= steps; it++) {
@@ -217,11 +214,11 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         r->prof->shapes = profile > 1;   // --profile-shapes
         rt->ctx.op.prof = r->prof;
         for (int it = 0; it < PROF_STEPS; it++) {
-            train_step_begin(&ts);
+            train_step_begin(&step);
             CamoXpertOutputs o;
-            train_step_accumulate(&ts, &x, &mask, 0, &o);
+            train_step_accumulate(&step, &x, &mask, 0, &o);
             StepResult sr;
-            if (train_step_finish(&ts, 1e-4, 0.5, &sr)) {
+            if (train_step_finish(&step, 1e-4, 0.5, &sr)) {
                 fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
                 exit(1);
             }
@@ -275,17 +272,16 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         runtime_graph_free(rt, &g);
     }
     r->sparse = sparse;
-    r->params_m = params_count(&pt, PF_BUFFER) * 1e-6;
+    r->params_m = params_count(pt, PF_BUFFER) * 1e-6;
     // parameters + gradients (table dtype) + AdamW m, v (f32) + the arenas' peaks
-    r->peak_mb = ((double)pt.numel * 4 * 4 + (double)train_peak) / 1048576.0;
+    r->peak_mb = ((double)pt->numel * 4 * 4 + (double)train_peak) / 1048576.0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     r->rss_mb = ru.ru_maxrss / 1024.0;
     free(t);
-    train_step_free(&ts);
+    train_step_free(&step);
     adamw_free(&opt);
-    camoxpert_free(m);
-    params_free(&pt);
+    model_close(&mo);
     arena_free(&io);
     runtime_step_reset(rt);
 }
@@ -320,10 +316,10 @@ int cmd_bench(int argc, char **argv) {
           NULL, 0 },
         { "overwrite", OPT_FLAG, &overwrite, "replace a --json file that camoxpert bench did not write", NULL, NULL, 0 },
     };
-    int st = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
-                       "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
-                       "[--mode dense|sparse|both] [--json FILE]");
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int parsed = cli_parse(argc, argv, "bench", opts, CLI_N(opts), NULL, 0, NULL,
+                           "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
+                           "[--mode dense|sparse|both] [--json FILE]");
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (shapes) profile = 2;   // --profile, by convolution shape
     cx_oom_hint("reduce --batch-size or --img-size");
     DistEnv de;
@@ -433,12 +429,12 @@ int cmd_bench(int argc, char **argv) {
         }
         fprintf(stderr, "error: camoxpert bench: --batch-size %d at --img-size %d: a training step needs about %s at peak, "
                 "more than the %s this machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows "
-                "on demand)\n", B, S, mem_str(peak + other, ma, sizeof ma), mem_str(budget, mb, sizeof mb), how, advice);
+                "on demand)\n", B, S, memory_str(peak + other, ma, sizeof ma), memory_str(budget, mb, sizeof mb), how, advice);
         runtime_free(&rt);
         return 2;
     }
     printf("camoxpert bench: %s, batch %d, %dx%d, %d threads, median of %d steps; memory about %s at peak "
-           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, mem_str(peak + other, ma, sizeof ma));
+           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, memory_str(peak + other, ma, sizeof ma));
     printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
            "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs");
     cJSON *arr = cJSON_CreateArray();
@@ -505,11 +501,11 @@ int cmd_bench(int argc, char **argv) {
     if (json && de.rank == 0) {
         char *s = cJSON_Print(arr);
         AtomicFile af;
-        cx_status cs = atomic_begin(&af, json);
+        cx_status cs = io_atomic_begin(&af, json);
         if (!cs) {
             fputs(s, af.fp);
             fputc('\n', af.fp);
-            cs = atomic_commit(&af);
+            cs = io_atomic_commit(&af);
         }
         if (cs) { fprintf(stderr, "error: --json %s: %s\n", json, cx_errmsg()); rc = 1; }
         cJSON_free(s);

@@ -36,9 +36,9 @@ int cmd_data(int argc, char **argv) {
         { "no-augment", OPT_FLAG, &no_augment, "resize and normalise only", NULL, NULL, 0 },
         { "bench", OPT_INT, &bench, "time this many batches through the loader (0: no benchmark)", "N", NULL, 0 },
     };
-    int st = cli_parse(argc, argv, "data", opts, CLI_N(opts), NULL, 0, NULL,
-                       "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int parsed = cli_parse(argc, argv, "data", opts, CLI_N(opts), NULL, 0, NULL,
+                           "(--dataset-path DIR | --images DIR --masks DIR) [--split train|test] [--bench N]");
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (cli_workers("data", "workers", workers)) return 2;
     if (size < 1 || size > 8192 || batch < 1 || batch > 65536 || bench < 0 || !(val_fraction >= 0 && val_fraction < 1)) {
         fprintf(stderr, "error: camoxpert data: --size %d (1..8192), --batch-size %d (1..65536), --bench %d (>= 0) and "

@@ -35,7 +35,7 @@ static const char *base_of(const char *path, char *buf, size_t n) {
 static void method_from_arg(EvalMethod *m, const char *arg) {
     const char *eq = strchr(arg, '=');
     char b[256];
-    if (eq && eq > arg && !path_exists(arg) && !memchr(arg, '/', (size_t)(eq - arg))) {
+    if (eq && eq > arg && !io_path_exists(arg) && !memchr(arg, '/', (size_t)(eq - arg))) {
         m->name = cx_malloc((size_t)(eq - arg) + 1);
         memcpy(m->name, arg, (size_t)(eq - arg));
         m->name[eq - arg] = 0;
@@ -59,7 +59,7 @@ static cx_status methods_from_root(const char *root, EvalMethod **m, int *n) {
         if (e->d_name[0] == '.') continue;
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", root, e->d_name);
-        if (!path_is_dir(p)) continue;
+        if (!io_path_is_dir(p)) continue;
         names = cx_realloc(names, sizeof *names * (size_t)(k + 1));
         names[k++] = cx_strdup(e->d_name);
     }
@@ -87,7 +87,7 @@ static char *pred_folder_for(const char *root, int id) {
         if (e->d_name[0] == '.' || testset_match(e->d_name) != id) continue;
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", root, e->d_name);
-        if (path_is_dir(p)) found = cx_strdup(p);
+        if (io_path_is_dir(p)) found = cx_strdup(p);
     }
     closedir(d);
     return found;
@@ -102,7 +102,7 @@ static void warn_unused_folders(const EvalMethod *m, const EvalSet *sets, int n_
         if (e->d_name[0] == '.') continue;
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", m->dir, e->d_name);
-        if (!path_is_dir(p)) continue;
+        if (!io_path_is_dir(p)) continue;
         int id = testset_match(e->d_name), used = 0;
         for (int s = 0; s < n_sets && id >= 0; s++) used |= !strcmp(sets[s].name, testset_info[id].name);
         if (!used)
@@ -180,9 +180,9 @@ static cJSON *doc_nested(const EvalSet *sets, int n_sets, const EvalMethod *m, i
 
 static cx_status write_text(const char *path, const char *text) {
     AtomicFile af;
-    CX_TRY(atomic_begin(&af, path));
-    if (fputs(text, af.fp) == EOF) { atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
-    return atomic_commit(&af);
+    CX_TRY(io_atomic_begin(&af, path));
+    if (fputs(text, af.fp) == EOF) { io_atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
+    return io_atomic_commit(&af);
 }
 
 static cx_status write_json(const char *path, cJSON *doc) {
@@ -203,7 +203,7 @@ static void csv_header(char *buf, size_t n) {
 static cx_status write_per_image_csv(const char *path, const EvalSet *sets, int n_sets, const EvalMethod *m, int n_m,
                                      const EvalCell *cells) {
     AtomicFile af;
-    CX_TRY(atomic_begin(&af, path));
+    CX_TRY(io_atomic_begin(&af, path));
     char header[512];
     csv_header(header, sizeof header);
     fprintf(af.fp, "%s\n", header);
@@ -221,8 +221,8 @@ static cx_status write_per_image_csv(const char *path, const EvalSet *sets, int 
                 fputc('\n', af.fp);
             }
         }
-    if (ferror(af.fp)) { atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
-    return atomic_commit(&af);
+    if (ferror(af.fp)) { io_atomic_abort(&af); return CX_FAIL(CX_EIO, "writing %s failed", path); }
+    return io_atomic_commit(&af);
 }
 
 static cx_status write_plot(const char *path, cJSON *doc, const EvalSet *sets, int n_sets) {
@@ -239,10 +239,10 @@ static cx_status write_plot(const char *path, cJSON *doc, const EvalSet *sets, i
     for (int s = 0; s < n_sets; s++)
         snprintf(title + strlen(title), sizeof title - strlen(title), " %s", sets[s].title);
     AtomicFile af;
-    cx_status st = atomic_begin(&af, path);
+    cx_status st = io_atomic_begin(&af, path);
     if (!st) {
         report_page_put(af.fp, title, OWNER_EVAL, json, 0);
-        st = atomic_commit(&af);
+        st = io_atomic_commit(&af);
     }
     cJSON_free(json);
     return st;

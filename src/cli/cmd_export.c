@@ -8,20 +8,16 @@
 //   camoxpert export --weights best.safetensors --onnx camoxpert_fp16.onnx --half --outputs logits,maps
 #include "cli.h"
 #include "infer/onnx.h"
-#include "train/infer.h"
+#include "infer/open.h"
 #include <string.h>
 
-// The model of a checkpoint on the host in float32, as `camoxpert predict` opens it.
-static cx_status open_model(const char *weights, const char *backbone, int sparse, int E, int k, CamoXpert **m,
-                            ParamTable *pt) {
+// The model of a checkpoint on the host in float32 evaluation mode (infer/open.h); with
+// --backbone, the config given on the command line (a reference PyTorch file has none).
+static cx_status open_model(Model *mo, const char *weights, const char *backbone, int sparse, int E, int k) {
     CamoXpertConfig mc;
-    if (!path_exists(weights))
-        return CX_FAIL(CX_ENOTFOUND, "--weights %s: no such file (training writes CHECKPOINT_DIR/best.safetensors)", weights);
-    CX_TRY(backbone ? camoxpert_config(&mc, backbone, sparse, E, k) : infer_config_from_checkpoint(weights, &mc, NULL));
-    params_init(pt);
-    *m = camoxpert_create(&mc, pt);
-    params_alloc(pt, DT_F32);
-    return camoxpert_load_file(*m, pt, weights);
+    if (backbone) CX_TRY(camoxpert_config(&mc, backbone, sparse, E, k));
+    return model_open(mo, &(ModelSpec){ .weights = weights, .config = backbone ? &mc : NULL, .device = "cpu",
+                                         .precision = "fp32" });
 }
 
 int cmd_export(int argc, char **argv) {
@@ -51,15 +47,15 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert export: %s\n", cx_errmsg());
         return 2;
     }
-    ParamTable pt;
-    CamoXpert *m = NULL;
-    cx_status cs = open_model(weights, backbone, sparse, E, k, &m, &pt);
+    Model mo;
+    cx_status cs = open_model(&mo, weights, backbone, sparse, E, k);
+    CamoXpert *m = cs ? NULL : mo.net;
     char *config = NULL;
     if (!cs) cs = st_read_meta(weights, "camoxpert_config", &config);
     if (!cs) {
         const char *meta[] = { "source", weights, config ? "camoxpert_config" : NULL, config, NULL };
         o.meta = meta;
-        cs = onnx_export(m, &pt, &o, onnx);
+        cs = onnx_export(m, &mo.pt, &o, onnx);
     }
     if (cs) fprintf(stderr, "error: camoxpert export: %s\n", cx_errmsg());
     else if (m->cfg.sparse)
@@ -67,6 +63,6 @@ int cmd_export(int argc, char **argv) {
                m->cfg.num_experts, m->cfg.top_k, half ? "float16" : "float32", outputs);
     else printf("wrote %s: dense %s, opset 17, %s, outputs %s\n", onnx, m->cfg.backbone, half ? "float16" : "float32", outputs);
     free(config);
-    if (m) camoxpert_free(m), params_free(&pt);
+    if (m) model_close(&mo);
     return cs ? 1 : 0;
 }

@@ -23,19 +23,19 @@ static const char *with_commas(int64_t v, char *buf, size_t n) {
 typedef struct { char name[160]; int depth; int64_t count; } TreeNode;
 
 int cmd_inspect(int argc, char **argv) {
-    const char *backbone = "edgenext_base", *balance = "sqdev";
+    const char *backbone = "edgenext_base", *balance = "mse";
     int sparse = 0, E = 6, k = 2, depth = 2;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &sparse, "the sparse mixture-of-experts model (CamoXpertSparseMoE)", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "experts per MoE layer (sparse; default 6)", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "experts chosen per image (sparse; default 2)", "K", NULL, 0 },
-        { "balance", OPT_STR, &balance, "MoE load balancing (default sqdev)", "sqdev|switch|zloss|bias",
-          "sqdev|switch|zloss|bias", 0 },
+        { "balance", OPT_STR, &balance, "MoE load balancing (default mse; sqdev, its earlier name, is accepted)",
+          "mse|switch|zloss|bias", NULL, 0 },
         { "depth", OPT_INT, &depth, "levels of the module tree to print (default 2)", "N", NULL, 0 },
     };
-    int st = cli_parse(argc, argv, "inspect", opts, CLI_N(opts), NULL, 0, NULL, NULL);
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int parsed = cli_parse(argc, argv, "inspect", opts, CLI_N(opts), NULL, 0, NULL, NULL);
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (depth < 1 || depth > 16) {
         fprintf(stderr, "error: camoxpert inspect: --depth %d: must be from 1 to 16\n", depth);
         return 2;
@@ -49,7 +49,7 @@ int cmd_inspect(int argc, char **argv) {
     params_init(&pt);
     CamoXpert *m = camoxpert_create(&cfg, &pt);
     printf("%s on %s", sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD", backbone);
-    if (sparse) printf(", E=%d experts, top-%d, balance %s", E, k, balance);
+    if (sparse) printf(", E=%d experts, top-%d, balance %s", E, k, moe_balance_name(cfg.balance));
     printf("; feature widths [%d, %d, %d, %d]\n\n", cfg.dims[0], cfg.dims[1], cfg.dims[2], cfg.dims[3]);
 
     // aggregate parameter counts per name prefix of up to `depth` components, in table order

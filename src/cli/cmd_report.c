@@ -28,9 +28,9 @@ int cmd_report(int argc, char **argv) {
     };
     const char *runs[16];
     int n_runs = 0;
-    int st = cli_parse(argc, argv, "report", opts, CLI_N(opts), runs, 16, &n_runs,
-                       "RUN_DIR [RUN_DIR2 ...] [--out FILE] [--images DIR] [--gt DIR] [--pred DIR] [--max-images N]");
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int parsed = cli_parse(argc, argv, "report", opts, CLI_N(opts), runs, 16, &n_runs,
+                           "RUN_DIR [RUN_DIR2 ...] [--out FILE] [--images DIR] [--gt DIR] [--pred DIR] [--max-images N]");
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (n_runs < 1) {
         fprintf(stderr, "error: camoxpert report needs a run directory (a training run's --checkpoint-dir, which "
                 "holds train_log.jsonl); several overlay their curves\n");
@@ -48,7 +48,7 @@ int cmd_report(int argc, char **argv) {
     }
     const char *dirs[3][2] = { { "images", ro.images_dir }, { "gt", ro.gt_dir }, { "pred", ro.pred_dir } };
     for (int i = 0; i < 3; i++)
-        if (dirs[i][1] && !path_is_dir(dirs[i][1])) {
+        if (dirs[i][1] && !io_path_is_dir(dirs[i][1])) {
             fprintf(stderr, "error: camoxpert report: --%s %s: no such directory\n", dirs[i][0], dirs[i][1]);
             return 2;
         }

@@ -28,9 +28,9 @@ int cmd_synth(int argc, char **argv) {
         { "overwrite", OPT_FLAG, &overwrite, "replace a dataset (and baseline) an earlier camoxpert synth wrote in --out "
           "(--baseline); files synth did not write are never touched", NULL, NULL, 0 },
     };
-    int st = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
-                       "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int parsed = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
+                           "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
+    if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (cli_threads("synth", threads)) return 2;
     if (!out) { fprintf(stderr, "error: synth needs --out DIR\n"); return 2; }
     if (quality < 1 || quality > 100 || n_train < 0 || n_train > 10000000 || n_test < 0 || n_test > 10000000) {

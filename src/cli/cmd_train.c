@@ -11,9 +11,9 @@
 // one rank (train/dist.h reads the environment); --gpus N / --procs N start and
 // supervise N local ranks (launch.c). Each rank runs this same command.
 #include "cli.h"
+#include "nn/weights.h"
 #include "ops/ops.h"
 #include "report/report.h"
-#include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/rundir.h"
 #include "train/trainer.h"
@@ -92,7 +92,7 @@ static void refresh_report(void *arg) {
 // Second pass: the checkpoint's options that the command line did not give.
 static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, int *n_keep, int verbose) {
     char *cfg = NULL;
-    if (checkpoint_read_config(ckpt, &cfg)) {
+    if (weights_read_config_json(ckpt, &cfg)) {
         fprintf(stderr, "error: --resume-from: %s\n", cx_errmsg());
         return 2;
     }
@@ -118,8 +118,7 @@ static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, 
         for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
         printf("\n");
     }
-    int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, NULL);
-    return st ? 2 : 0;
+    return cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, NULL) ? 2 : 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -208,8 +207,8 @@ int cmd_train(int argc, char **argv) {
     };
     const int n = CLI_N(opts);
     const char *syn = "--dataset-path DIR [--checkpoint-dir DIR] [--backbone NAME] [--use-sparse-moe ...] [options]";
-    int st = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);
-    if (st) return st == CLI_HELP ? 0 : 2;
+    int rc = cli_parse(argc, argv, "train", opts, n, NULL, 0, NULL, syn);   // the exit status from here on
+    if (rc) return rc == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --batch-size or --img-size");
     // Who this process is: one of the ranks of a launcher, or the one process (maybe
     // about to launch --gpus/--procs ranks).
@@ -271,10 +270,10 @@ int cmd_train(int argc, char **argv) {
         int t = omp && atoi(omp) > 0 ? atoi(omp) : cx_threads_default() / de.local_world;
         threads = t < 1 ? 1 : t > cx_threads_max() ? cx_threads_max() : t;
     }
-    if ((st = cli_threads("train", threads)) || (st = cli_workers("train", "num-workers", c.num_workers))) return st;
+    if ((rc = cli_threads("train", threads)) || (rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
     char **keep = NULL;
     int n_keep = 0;
-    if (c.resume_from && path_exists(c.resume_from) && (st = restore_options(c.resume_from, opts, n, &keep, &n_keep,
+    if (c.resume_from && io_path_exists(c.resume_from) && (rc = restore_options(c.resume_from, opts, n, &keep, &n_keep,
                                                                       de.rank == 0 && !(nprocs > 1 && !launched))))
         goto out;
     // A resumed run writes beside the checkpoint it resumes.
@@ -290,27 +289,27 @@ int cmd_train(int argc, char **argv) {
         if (cli_seen(opts, n, sparse_only[i]) && !c.sparse) {
             fprintf(stderr, "error: camoxpert train: --%s applies to sparse models only; add --use-sparse-moe or drop --%s\n",
                     sparse_only[i], sparse_only[i]);
-            st = 2;
+            rc = 2;
             goto out;
         }
     if (cli_seen(opts, n, "route-grid") && strcmp(c.routing, "spatial")) {
         fprintf(stderr, "error: camoxpert train: --route-grid applies to --routing spatial only (not %s)\n", c.routing);
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (cli_seen(opts, n, "ema-decay") && !c.use_ema) {
         fprintf(stderr, "error: camoxpert train: --ema-decay without --use-ema does nothing; add --use-ema\n");
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (cli_seen(opts, n, "t-mult") && strcmp(scheduler, "cosine_restart")) {
         fprintf(stderr, "error: camoxpert train: --t-mult applies to --scheduler cosine_restart only (not %s)\n", scheduler);
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (cli_seen(opts, n, "bias-update-rate") && strcmp(balance, "bias")) {
         fprintf(stderr, "error: camoxpert train: --bias-update-rate applies to --balance bias only (not %s)\n", balance);
-        st = 2;
+        rc = 2;
         goto out;
     }
     if ((c.progressive_unfreeze || cli_seen(opts, n, "stage2-lr") || cli_seen(opts, n, "stage2-batch-size")) &&
@@ -318,25 +317,24 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert train: --stage1-epochs %d = --epochs %d leaves no stage 2, so the stage-2 options "
                 "(--stage2-lr, --stage2-batch-size, --progressive-unfreeze) have no effect; lower --stage1-epochs\n",
                 c.stage1_epochs, c.epochs);
-        st = 2;
+        rc = 2;
         goto out;
     }
     c.seed = (uint64_t)seed;
     lr_kind_parse(scheduler, &c.scheduler);
-    if (!strcmp(balance, "mse")) c.balance = MOE_BALANCE_SQDEV;
-    else if (moe_balance_parse(balance, &c.balance)) {
+    if (moe_balance_parse(balance, &c.balance)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
-        st = 2;
+        rc = 2;
         goto out;
     }
     c.progress = progress;
     if (train_config_check(&c)) {
         fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
-        st = 2;
+        rc = 2;
         goto out;
     }
     if (nprocs > 1 && !launched) {   // the launcher: the ranks do the work
-        st = launch_ranks("train", nprocs, master_port, argc, argv);
+        rc = launch_ranks("train", nprocs, master_port, argc, argv);
         goto out;
     }
     char *oj = options_json(opts, n), *cl = command_line(argc, argv);
@@ -365,19 +363,19 @@ int cmd_train(int argc, char **argv) {
         // (there is no log when the run failed before its first record).
         char log[4200];
         snprintf(log, sizeof log, "%s/train_log.jsonl", c.checkpoint_dir);
-        if (path_exists(log) && report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
+        if (io_path_exists(log) && report_write(rep, stdout)) log_warn("--report: %s", cx_errmsg());
         report_close(rep);
     }
     free(oj);
     free(cl);
     if (cs) {
         fprintf(stderr, "error: %s\n", err);
-        st = cs == CX_EARG ? 2 : 1;
+        rc = cs == CX_EARG ? 2 : 1;
     } else {
-        st = r.interrupted && !c.max_steps ? 130 : 0;
+        rc = r.interrupted && !c.max_steps ? 130 : 0;
     }
 out:
     for (int i = 0; i < n_keep; i++) free(keep[i]);
     free(keep);
-    return st;
+    return rc;
 }

@@ -158,7 +158,7 @@ cx_status eval_cell_pair(EvalCell *c, const EvalSet *s, const char *pred_dir, co
 static int eval_png_is_gray(const char *path) {
     unsigned char h[26];
     FILE *fp;
-    if (open_regular(path, &fp)) return 0;   // the load that follows names the problem
+    if (io_open_regular(path, &fp)) return 0;   // the load that follows names the problem
     size_t n = fread(h, 1, sizeof h, fp);
     fclose(fp);
     static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };

@@ -109,8 +109,8 @@ int launch_ranks(const char *what, int nprocs, int port, int argc, char **argv) 
             for (int r = 0; r < nprocs; r++) if (pid[r] > 0) kill(pid[r], SIGKILL);
             kill_at = 0;
         }
-        int st = 0;
-        pid_t p = waitpid(-1, &st, WNOHANG);
+        int wstatus = 0;
+        pid_t p = waitpid(-1, &wstatus, WNOHANG);
         if (p == 0 || (p < 0 && errno == EINTR)) {
             struct timespec t = { 0, 50 * 1000 * 1000 };
             nanosleep(&t, NULL);
@@ -120,9 +120,9 @@ int launch_ranks(const char *what, int nprocs, int port, int argc, char **argv) 
         int r = 0;
         while (r < nprocs && pid[r] != p) r++;
         if (r == nprocs) continue;
-        pid[r] = -1, status[r] = st, alive--;
+        pid[r] = -1, status[r] = wstatus, alive--;
         // 130: stopped by Ctrl-C with its checkpoint (the ranks stop together): not a failure
-        int ok = WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 130);
+        int ok = WIFEXITED(wstatus) && (WEXITSTATUS(wstatus) == 0 || WEXITSTATUS(wstatus) == 130);
         if (!ok && failed < 0) {
             failed = r;
             // The cause may have ended a moment earlier: a rank killed with SIGKILL makes the
@@ -130,8 +130,8 @@ int launch_ranks(const char *what, int nprocs, int port, int argc, char **argv) 
             // anyone is signalled, collect what ended in the next 0.3 s and blame a rank killed
             // by a signal over one that merely saw it go.
             for (double until = now_s() + 0.3; alive > 0 && now_s() < until && !WIFSIGNALED(status[failed]);) {
-                int st2 = 0;
-                pid_t p2 = waitpid(-1, &st2, WNOHANG);
+                int wstatus2 = 0;
+                pid_t p2 = waitpid(-1, &wstatus2, WNOHANG);
                 if (p2 <= 0) {
                     struct timespec t = { 0, 20 * 1000 * 1000 };
                     nanosleep(&t, NULL);
@@ -140,8 +140,8 @@ int launch_ranks(const char *what, int nprocs, int port, int argc, char **argv) 
                 int q = 0;
                 while (q < nprocs && pid[q] != p2) q++;
                 if (q == nprocs) continue;
-                pid[q] = -1, status[q] = st2, alive--;
-                if (WIFSIGNALED(st2)) failed = q, p = p2;
+                pid[q] = -1, status[q] = wstatus2, alive--;
+                if (WIFSIGNALED(wstatus2)) failed = q, p = p2;
             }
             r = failed;
             char how[128];

@@ -3,7 +3,8 @@
 // NCHW -> NHWC reading, and the deterministic parameter generator that lets a
 // fixture omit its parameters. A checker for one fixture `kind` (edgenext,
 // camoxpert, ...) is a function `verify_<kind>(VerifyRun*, const StFile*)` that
-// calls verify_check for every tensor it compares; cmd_verify.c dispatches.
+// calls verify_check for every tensor it compares; cmd_verify.c dispatches, verify.c
+// holds what the checkers share.
 // Fixture format: ../shared/fixtures/README.md and docs/EDGENEXT.md.
 #pragma once
 #include "core/core.h"
@@ -34,6 +35,10 @@ typedef struct {
     double worst;     // largest err/tol seen
     char worst_name[160];
 } VerifyRun;
+
+// The tolerances a fixture's __metadata__ gives (rtol_fwd_f32, rtol_fwd_f64,
+// rtol_grad_f64, grad_floor), into v; a missing or malformed one names the key.
+cx_status verify_read_tolerances(VerifyRun *v, const StFile *f);
 
 // err = max|ours − ref| / max(max|ref|, floor) (core/finite.h tensor_rel_err);
 // prints "name err tol ok|FAIL" and counts it. A shape mismatch (element count)
@@ -73,6 +78,11 @@ double verify_grad_absmax(const StFile *f);
 // Adds to dst the entries of src, same names, shapes, groups and flags (a table
 // of another dtype for the same module tree).
 void verify_clone_layout(ParamTable *dst, const ParamTable *src);
+// A checker's two runs of one module tree: p32 (entries registered by the caller's
+// module) and its float64 twin p64, both allocated; r32 the CPU's float32 fast
+// kernels on p32, r64 the float64 reference kernels on p64 (BatchNorm in training
+// mode when training). One module tree, two tables: not infer/open.h's one model.
+void verify_twins(ParamTable *p32, ParamTable *p64, Runtime *r32, Runtime *r64, int training);
 
 // Deterministic parameters for fixtures that do not store them (metadata
 // `param_gen` = "splitmix22", `param_seed` = decimal u64). For the entry named K

@@ -196,14 +196,7 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
             const char *name = f->entries[k].name;
             if (strncmp(name, "output/train/buffer/", 20)) continue;
             char tk[256];
-            const char *key = name + 20;
-            if (!strncmp(key, "backbone.", 9)) {
-                char tail[240];
-                edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
-                snprintf(tk, sizeof tk, "backbone.%s", tail);
-            } else {
-                snprintf(tk, sizeof tk, "%s", key);
-            }
+            camoxpert_table_key(name + 20, tk, sizeof tk);
             int i = params_find(&pg, tk);
             if (i < 0) { verify_fail(v, name, "no such entry in this model"); continue; }
             snprintf(label, sizeof label, "%s %s", name, tag);
@@ -335,15 +328,8 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
     params_init(&p32);
     params_init(&p64);
     CamoXpert *m = camoxpert_create(&cfg, &p32);   // one module tree, two tables
-    verify_clone_layout(&p64, &p32);
-    params_alloc(&p32, DT_F32);
-    params_alloc(&p64, DT_F64);
     Runtime r32, r64;
-    cx_status cs = runtime_init(&r32, "cpu", "fp32", 0, 0);
-    CX_ASSERT(cs == CX_OK, "%s", cx_errmsg());
-    runtime_init_reference(&r64, DT_F64, 0);
-    r32.ctx.pt = &p32;
-    r64.ctx.pt = &p64;
+    verify_twins(&p32, &p64, &r32, &r64, 0);
     Arena io;
     arena_init(&io, "fixture tensors", 16 << 20);
     int rc = 0;
@@ -365,7 +351,7 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
         }
         params_copy_values(&p64, &p32);
     }
-    if ((!gen && (camoxpert_load(m, &p32, f, "param/", "buffer/") || camoxpert_load(m, &p64, f, "param/", "buffer/"))) ||
+    if ((!gen && (camoxpert_load(&p32, f, "param/", "buffer/") || camoxpert_load(&p64, f, "param/", "buffer/"))) ||
         verify_read_nhwc(f, "input/image", &io, DT_F32, &x32) || verify_read_nhwc(f, "input/image", &io, DT_F64, &x64) ||
         verify_read_nhwc(f, "input/mask", &io, DT_F64, &mask) || verify_read_nhwc(f, "input/mask", &io, DT_F32, &mask32)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
@@ -409,15 +395,8 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
             const char *name = f->entries[k].name;
             int is_grad = !strncmp(name, "grad/param/", 11), is_buf = !strncmp(name, "output/train/buffer/", 20);
             if (!is_grad && !is_buf) continue;
-            const char *key = name + (is_grad ? 11 : 20);
             char tk[256];
-            if (!strncmp(key, "backbone.", 9)) {
-                char tail[240];
-                edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
-                snprintf(tk, sizeof tk, "backbone.%s", tail);
-            } else {
-                snprintf(tk, sizeof tk, "%s", key);
-            }
+            camoxpert_table_key(name + (is_grad ? 11 : 20), tk, sizeof tk);
             int i = params_find(&p64, tk);
             if (i < 0) {
                 verify_fail(v, name, "no such entry in this model");

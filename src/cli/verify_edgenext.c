@@ -125,15 +125,8 @@ int verify_edgenext(VerifyRun *v, const StFile *f) {
     params_init(&p32);
     params_init(&p64);
     EdgeNeXt *m = edgenext_create(&cfg, &p32, "");   // one module, two tables (F32 and F64)
-    verify_clone_layout(&p64, &p32);
-    params_alloc(&p32, DT_F32);
-    params_alloc(&p64, DT_F64);
     Runtime r32, r64;
-    cx_status cs = runtime_init(&r32, "cpu", "fp32", 0, 1);
-    CX_ASSERT(cs == CX_OK, "%s", cx_errmsg());
-    runtime_init_reference(&r64, DT_F64, 1);
-    r32.ctx.pt = &p32;
-    r64.ctx.pt = &p64;
+    verify_twins(&p32, &p64, &r32, &r64, 1);
     Arena io;
     arena_init(&io, "fixture tensors", 16 << 20);
 

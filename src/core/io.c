@@ -23,22 +23,22 @@ static const char *file_type_name(mode_t m) {
     return "not a regular file";
 }
 
-cx_status open_regular(const char *path, FILE **fp) {
+cx_status io_open_regular(const char *path, FILE **fp) {
     *fp = NULL;
     // O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting
     // for a writer; the type is checked on the open descriptor (no race with a
     // stat before the open), and only a regular file is read.
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
         return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(e));
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(st.st_mode));
+        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -51,15 +51,15 @@ cx_status open_regular(const char *path, FILE **fp) {
     return CX_OK;
 }
 
-cx_status open_append(const char *path, FILE **fp) {
+cx_status io_open_append(const char *path, FILE **fp) {
     *fp = NULL;
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0666);
     if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s for appending: %s", path, strerror(errno));
-    struct stat st = { 0 };
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    struct stat sb = { 0 };
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return CX_FAIL(CX_EIO, "%s is %s, not a file; remove it or choose another path", path,
-                       file_type_name(st.st_mode));
+                       file_type_name(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -90,7 +90,7 @@ static void random_name(char out[13]) {
     out[12] = 0;
 }
 
-cx_status atomic_begin(AtomicFile *af, const char *path) {
+cx_status io_atomic_begin(AtomicFile *af, const char *path) {
     memset(af, 0, sizeof *af);
     if (strlen(path) + 32 >= sizeof af->path)
         return CX_FAIL(CX_EARG, "path too long: %s", path);
@@ -134,7 +134,7 @@ static cx_status atomic_close(AtomicFile *af, int sync) {
     return CX_OK;
 }
 
-cx_status atomic_commit(AtomicFile *af) {
+cx_status io_atomic_commit(AtomicFile *af) {
     CX_TRY(atomic_close(af, 1));
     io_crash_point("atomic: written, before the rename");
     if (rename(af->tmp, af->path) != 0) {
@@ -151,9 +151,9 @@ cx_status atomic_commit(AtomicFile *af) {
     return CX_OK;
 }
 
-cx_status atomic_close_unsynced(AtomicFile *af) { return atomic_close(af, 0); }
+cx_status io_atomic_close_unsynced(AtomicFile *af) { return atomic_close(af, 0); }
 
-int atomic_commit_group(AtomicFile *afs, int n, int *failed) {
+int io_atomic_commit_group(AtomicFile *afs, int n, int *failed) {
     if (n <= 0) return 0;
     // One flush of the data of every temporary file (they share the first one's file
     // system, as an --out directory does; fsync each file when syncfs is refused).
@@ -192,11 +192,11 @@ int atomic_commit_group(AtomicFile *afs, int n, int *failed) {
     return ok;
 }
 
-void atomic_abort(AtomicFile *af) {
+void io_atomic_abort(AtomicFile *af) {
     if (af->fp) { fclose(af->fp); af->fp = NULL; unlink(af->tmp); }
 }
 
-int atomic_cleanup_dir(const char *dir) {
+int io_atomic_cleanup_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return 0;
     int n = 0;
@@ -206,14 +206,14 @@ int atomic_cleanup_dir(const char *dir) {
         if (strncmp(e->d_name, ".camoxpert-", 11) || L < 15 || strcmp(e->d_name + L - 4, ".tmp")) continue;
         char p[4400];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode) && unlink(p) == 0) n++;
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && !S_ISDIR(sb.st_mode) && unlink(p) == 0) n++;
     }
     closedir(d);
     return n;
 }
 
-int atomic_claim_dir(const char *dir, int *lock_fd) {
+int io_atomic_claim_dir(const char *dir, int *lock_fd) {
     *lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (*lock_fd < 0) return 0;
     if (flock(*lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -221,20 +221,20 @@ int atomic_claim_dir(const char *dir, int *lock_fd) {
         *lock_fd = -1;
         return -1;
     }
-    return atomic_cleanup_dir(dir);
+    return io_atomic_cleanup_dir(dir);
 }
 
-cx_status read_file(const char *path, unsigned char **buf, size_t *size) {
+cx_status io_read_file(const char *path, unsigned char **buf, size_t *size) {
     *buf = NULL;
     *size = 0;
     FILE *f;
-    CX_TRY(open_regular(path, &f));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
+    CX_TRY(io_open_regular(path, &f));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
         fclose(f);
         return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(errno));
     }
-    size_t n = (size_t)st.st_size;
+    size_t n = (size_t)sb.st_size;
     unsigned char *b = cx_malloc(n + 1);
     size_t got = n ? fread(b, 1, n, f) : 0;
     fclose(f);
@@ -245,11 +245,11 @@ cx_status read_file(const char *path, unsigned char **buf, size_t *size) {
     return CX_OK;
 }
 
-bool path_exists(const char *path) { struct stat st; return lstat(path, &st) == 0; }
-bool path_is_dir(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISDIR(st.st_mode); }
-bool path_is_regular(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISREG(st.st_mode); }
+bool io_path_exists(const char *path) { struct stat sb; return lstat(path, &sb) == 0; }
+bool io_path_is_dir(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode); }
+bool io_path_is_regular(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISREG(sb.st_mode); }
 
-cx_status make_dirs(const char *path) {
+cx_status io_make_dirs(const char *path) {
     char p[4096];
     snprintf(p, sizeof p, "%s", path);
     for (char *s = p + 1; ; s++) {
@@ -262,7 +262,7 @@ cx_status make_dirs(const char *path) {
             if (!c) break;
         }
     }
-    if (!path_is_dir(path)) return CX_FAIL(CX_EIO, "%s exists and is not a directory", path);
+    if (!io_path_is_dir(path)) return CX_FAIL(CX_EIO, "%s exists and is not a directory", path);
     return CX_OK;
 }
 

@@ -13,9 +13,9 @@
 // at the target points to.
 //
 //   AtomicFile af;
-//   CX_TRY(atomic_begin(&af, "ckpt/last.safetensors"));
+//   CX_TRY(io_atomic_begin(&af, "ckpt/last.safetensors"));
 //   fwrite(buf, 1, n, af.fp);
-//   CX_TRY(atomic_commit(&af));     // or atomic_abort(&af) on failure
+//   CX_TRY(io_atomic_commit(&af));     // or io_atomic_abort(&af) on failure
 #pragma once
 #include "error.h"
 #include <stdio.h>
@@ -24,45 +24,45 @@
 
 typedef struct { FILE *fp; char path[4096]; char tmp[4096]; } AtomicFile;
 
-cx_status atomic_begin(AtomicFile *af, const char *path);
-cx_status atomic_commit(AtomicFile *af);
-void atomic_abort(AtomicFile *af);
-// Many small files made durable together (predict's masks): atomic_close_unsynced
-// closes a written temporary file without its fsync; atomic_commit_group then syncs
+cx_status io_atomic_begin(AtomicFile *af, const char *path);
+cx_status io_atomic_commit(AtomicFile *af);
+void io_atomic_abort(AtomicFile *af);
+// Many small files made durable together (predict's masks): io_atomic_close_unsynced
+// closes a written temporary file without its fsync; io_atomic_commit_group then syncs
 // the file system they are on once (syncfs), renames each to its real name and syncs
-// each directory once — the guarantee of atomic_commit (a crash leaves the old file
+// each directory once — the guarantee of io_atomic_commit (a crash leaves the old file
 // or the complete new one) at one flush per group instead of two per file. On an
 // error the temporary file is removed and *af is not to be committed.
-cx_status atomic_close_unsynced(AtomicFile *af);
+cx_status io_atomic_close_unsynced(AtomicFile *af);
 // Commits n closed files; each failure is reported (stderr, naming the file),
 // counted in *failed (may be NULL) and its entry's path emptied. Returns how many
 // were committed.
-int atomic_commit_group(AtomicFile *afs, int n, int *failed);
+int io_atomic_commit_group(AtomicFile *afs, int n, int *failed);
 // Removes the temporary files that killed atomic writes left in dir (names
 // .camoxpert-*.tmp); returns how many. Only for a directory this process owns
 // (train holds its checkpoint directory's lock): another process's write in
 // progress would lose its temporary file.
-int atomic_cleanup_dir(const char *dir);
+int io_atomic_cleanup_dir(const char *dir);
 // The same for a directory several runs may write into (predict's --out): takes an
 // exclusive advisory lock (flock) on the directory itself, held while *lock_fd stays
 // open (close it when done; the kernel drops it if the process dies), and only with the
 // lock removes the leftovers. Returns how many it removed, or -1 (*lock_fd = -1) when
 // another process holds the lock: that one is writing there, so nothing is touched.
-int atomic_claim_dir(const char *dir, int *lock_fd);
+int io_atomic_claim_dir(const char *dir, int *lock_fd);
 
 // Opens a regular file for reading without blocking on FIFOs and devices; anything
 // else (a directory, a FIFO, a socket, a device) is CX_EIO naming the path and its type.
-cx_status open_regular(const char *path, FILE **fp);
-// Opens (creating it if needed) a regular file for appending; as open_regular, a
+cx_status io_open_regular(const char *path, FILE **fp);
+// Opens (creating it if needed) a regular file for appending; as io_open_regular, a
 // FIFO or device at path is an error, not a wait.
-cx_status open_append(const char *path, FILE **fp);
+cx_status io_open_append(const char *path, FILE **fp);
 // Reads a whole file into a malloc'd buffer (NUL-terminated for convenience);
-// refuses what is not a regular file, as open_regular.
-cx_status read_file(const char *path, unsigned char **buf, size_t *size);
-bool path_exists(const char *path);       // anything at path (a dangling symlink counts)
-bool path_is_dir(const char *path);
-bool path_is_regular(const char *path);   // a regular file (following symlinks)
-cx_status make_dirs(const char *path);   // mkdir -p
+// refuses what is not a regular file, as io_open_regular.
+cx_status io_read_file(const char *path, unsigned char **buf, size_t *size);
+bool io_path_exists(const char *path);       // anything at path (a dangling symlink counts)
+bool io_path_is_dir(const char *path);
+bool io_path_is_regular(const char *path);   // a regular file (following symlinks)
+cx_status io_make_dirs(const char *path);   // mkdir -p
 
 // Test hook for crash safety: every atomic write and checkpoint step calls
 // io_crash_point(name) at the moments a crash matters. When the environment sets

@@ -139,14 +139,14 @@ cx_status st_open(StFile *f, const char *path) {
     unsigned char *buf;
     size_t size;
     memset(f, 0, sizeof *f);
-    CX_TRY(read_file(path, &buf, &size));
+    CX_TRY(io_read_file(path, &buf, &size));
     return st_open_buffer(f, path, buf, size);
 }
 
 cx_status st_read_meta(const char *path, const char *key, char **value) {
     *value = NULL;
     FILE *fp;
-    CX_TRY(open_regular(path, &fp));
+    CX_TRY(io_open_regular(path, &fp));
     unsigned char len[8];
     cx_status st = CX_OK;
     char *hdr = NULL;
@@ -297,7 +297,7 @@ cx_status st_writer_save(StWriter *w, const char *path) {
     cJSON_Delete(root);
     size_t hl = strlen(js), padded = (hl + 7) / 8 * 8;   // keep the data 8-byte aligned
     AtomicFile af;
-    cx_status st = atomic_begin(&af, path);
+    cx_status st = io_atomic_begin(&af, path);
     if (st) { free(js); return st; }
     unsigned char len[8];
     for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)padded >> (8 * i));
@@ -306,7 +306,7 @@ cx_status st_writer_save(StWriter *w, const char *path) {
     for (size_t i = hl; i < padded; i++) fputc(' ', af.fp);
     free(js);
     for (int i = 0; i < w->n; i++) fwrite(w->items[i].t.data, 1, tensor_nbytes(&w->items[i].t), af.fp);
-    return atomic_commit(&af);
+    return io_atomic_commit(&af);
 }
 
 void st_writer_free(StWriter *w) {

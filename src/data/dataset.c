@@ -151,7 +151,7 @@ done:
 static const char *find_sub(const char *root, const char *const *cands, char *buf, size_t n) {
     for (int i = 0; cands[i]; i++) {
         if (snprintf(buf, n, "%s/%s", root, cands[i]) >= (int)n) return NULL;
-        if (path_is_dir(buf)) return buf;
+        if (io_path_is_dir(buf)) return buf;
     }
     return NULL;
 }
@@ -188,20 +188,20 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *o) {
             return CX_FAIL(CX_EARG, "--images and --masks go together (got only %s)", o->images_dir ? "--images" : "--masks");
         for (int k = 0; k < 2; k++) {
             const char *dir = k ? o->masks_dir : o->images_dir;
-            if (!path_is_dir(dir)) return CX_FAIL(CX_ENOTFOUND, "%s %s is not a directory", k ? "--masks" : "--images", dir);
+            if (!io_path_is_dir(dir)) return CX_FAIL(CX_ENOTFOUND, "%s %s is not a directory", k ? "--masks" : "--images", dir);
         }
         snprintf(ds->layout, sizeof ds->layout, "plain");
         st = add_pairs(ds, &cap, o->images_dir, o->masks_dir, base_name(o->images_dir), 0, o->skip_bad);
         goto finish;
     }
     if (!o->root) return CX_FAIL(CX_EARG, "no dataset given: pass --dataset-path DIR (or --images DIR --masks DIR)");
-    if (!path_is_dir(o->root)) return CX_FAIL(CX_ENOTFOUND, "--dataset-path %s is not a directory", o->root);
+    if (!io_path_is_dir(o->root)) return CX_FAIL(CX_ENOTFOUND, "--dataset-path %s is not a directory", o->root);
     // COD10K-v3 (also as a sub-folder of root).
     for (int k = 0; k < 2; k++) {
         snprintf(c, sizeof c, k ? "%s/COD10K-v3" : "%s", o->root);
         int fits = snprintf(a, sizeof a, "%s/%s/Image", c, train ? "Train" : "Test") < (int)sizeof a;
         fits &= snprintf(b, sizeof b, "%s/%s/GT_Object", c, train ? "Train" : "Test") < (int)sizeof b;
-        if (fits && path_is_dir(a) && path_is_dir(b)) {
+        if (fits && io_path_is_dir(a) && io_path_is_dir(b)) {
             snprintf(ds->layout, sizeof ds->layout, "COD10K-v3");
             st = add_pairs(ds, &cap, a, b, "COD10K", !o->include_noncam, o->skip_bad);
             goto finish;
@@ -209,7 +209,7 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *o) {
     }
     // Packaged TrainDataset / TestDataset.
     snprintf(c, sizeof c, "%s/%s", o->root, train ? "TrainDataset" : "TestDataset");
-    if (path_is_dir(c)) {
+    if (io_path_is_dir(c)) {
         snprintf(ds->layout, sizeof ds->layout, "packaged");
         if (find_sub(c, IMG_DIRS, a, sizeof a) && find_sub(c, MASK_DIRS, b, sizeof b)) {
             st = add_pairs(ds, &cap, a, b, train ? "TrainDataset" : "TestDataset", 0, o->skip_bad);
@@ -223,7 +223,7 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *o) {
         while ((de = readdir(d))) {
             if (de->d_name[0] == '.') continue;
             char *sub = path_join(c, de->d_name);
-            if (path_is_dir(sub) && find_sub(sub, IMG_DIRS, a, sizeof a) && find_sub(sub, MASK_DIRS, b, sizeof b)) {
+            if (io_path_is_dir(sub) && find_sub(sub, IMG_DIRS, a, sizeof a) && find_sub(sub, MASK_DIRS, b, sizeof b)) {
                 names = cx_realloc(names, sizeof *names * (size_t)(nn + 1));
                 names[nn++] = cx_strdup(de->d_name);
             }
@@ -256,7 +256,7 @@ cx_status dataset_open(Dataset *ds, const DatasetOptions *o) {
     // CAMO-V.1.0: Images/Train, Images/Test, GT.
     snprintf(a, sizeof a, "%s/Images/%s", o->root, train ? "Train" : "Test");
     snprintf(b, sizeof b, "%s/GT", o->root);
-    if (path_is_dir(a) && path_is_dir(b)) {
+    if (io_path_is_dir(a) && io_path_is_dir(b)) {
         snprintf(ds->layout, sizeof ds->layout, "CAMO");
         st = add_pairs(ds, &cap, a, b, "CAMO", 0, o->skip_bad);
         // The GT folder holds both splits' masks: the other split's are not orphans.

@@ -359,7 +359,7 @@ cx_status image_load(const char *path, int channels, Image8 *out) {
     memset(out, 0, sizeof *out);
     unsigned char *buf;
     size_t n;
-    if (read_file(path, &buf, &n)) return CX_FAIL(CX_EIO, "%s", cx_errmsg());
+    if (io_read_file(path, &buf, &n)) return CX_FAIL(CX_EIO, "%s", cx_errmsg());
     cx_status st = decode_any(buf, n, path, channels, 1, out, NULL, NULL);
     free(buf);
     return st;
@@ -379,7 +379,7 @@ cx_status image_probe_memory(const uint8_t *buf, size_t n, const char *name, int
 cx_status image_probe(const char *path, int *w, int *h) {
     unsigned char *buf;
     size_t n;
-    if (read_file(path, &buf, &n)) return CX_FAIL(CX_EIO, "%s", cx_errmsg());
+    if (io_read_file(path, &buf, &n)) return CX_FAIL(CX_EIO, "%s", cx_errmsg());
     cx_status st = image_probe_memory(buf, n, path, w, h);
     free(buf);
     return st;
@@ -481,15 +481,15 @@ cx_status image_encode_jpeg_as(const Image8 *im, int quality, const char *softwa
 }
 
 // pending: leave the file closed under its temporary name in *pending, unflushed
-// (atomic_commit_group); NULL: commit it now.
+// (io_atomic_commit_group); NULL: commit it now.
 static cx_status write_atomic_to(const char *path, const uint8_t *buf, size_t n, AtomicFile *pending) {
     AtomicFile local, *af = pending ? pending : &local;
-    CX_TRY(atomic_begin(af, path));
+    CX_TRY(io_atomic_begin(af, path));
     if (fwrite(buf, 1, n, af->fp) != n) {
-        atomic_abort(af);
+        io_atomic_abort(af);
         return CX_FAIL(CX_EIO, "writing %s failed (disk full?)", path);
     }
-    return pending ? atomic_close_unsynced(af) : atomic_commit(af);
+    return pending ? io_atomic_close_unsynced(af) : io_atomic_commit(af);
 }
 
 static cx_status write_atomic(const char *path, const uint8_t *buf, size_t n) { return write_atomic_to(path, buf, n, NULL); }
@@ -640,7 +640,7 @@ void image_mask_resize_nearest(uint8_t *dst01, int H, int W, const Image8 *m) {
 cx_status image_read_software(const char *path, char *out, size_t n) {
     if (n) out[0] = 0;
     FILE *f;
-    CX_TRY(open_regular(path, &f));
+    CX_TRY(io_open_regular(path, &f));
     uint8_t h[8];
     size_t got = fread(h, 1, 8, f);
     image_format fmt = image_sniff(h, got);

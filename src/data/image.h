@@ -69,7 +69,7 @@ cx_status image_encode_jpeg_as(const Image8 *im, int quality, const char *softwa
 // The mark of a PNG or JPEG file ("" when it has none or is another format); reads only its headers.
 // As the two above, but the file is left closed under its temporary name in *af,
 // not yet flushed or renamed: many files then commit together (io.h,
-// atomic_commit_group: predict's masks).
+// io_atomic_commit_group: predict's masks).
 cx_status image_save_png_pending(const char *path, const Image8 *im, const char *software, AtomicFile *af);
 cx_status image_save_jpeg_pending(const char *path, const Image8 *im, int quality, const char *software, AtomicFile *af);
 cx_status image_read_software(const char *path, char *out, size_t n);

@@ -11,7 +11,7 @@ cx_status owner_read(const char *path, char *mark, size_t n) {
     CX_TRY(image_read_software(path, mark, n));
     if (mark[0]) return CX_OK;
     FILE *f;
-    CX_TRY(open_regular(path, &f));
+    CX_TRY(io_open_regular(path, &f));
     // Text: the first line, and for JSON its "software" key; reports are small, 1 MiB is plenty.
     size_t cap = 1 << 20;
     char *buf = cx_malloc(cap + 1);
@@ -43,13 +43,13 @@ cx_status owner_read(const char *path, char *mark, size_t n) {
 }
 
 cx_status owner_check_replace(const char *path, const char *mark, int overwrite, const char *opt) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return CX_OK;   // nothing there
-    if (S_ISLNK(st.st_mode))
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return CX_OK;   // nothing there
+    if (S_ISLNK(sb.st_mode))
         return overwrite ? CX_OK
                          : CX_FAIL(CX_EARG, "%s: %s is a symbolic link; camoxpert never writes through one (pass "
                                    "--overwrite to replace the link itself)", opt, path);
-    if (!S_ISREG(st.st_mode))
+    if (!S_ISREG(sb.st_mode))
         return CX_FAIL(CX_EARG, "%s: %s exists and is not a regular file; choose another %s", opt, path, opt);
     char have[256];
     if (owner_read(path, have, sizeof have) == CX_OK && !strcmp(have, mark)) return CX_OK;   // our own: a rerun

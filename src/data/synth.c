@@ -362,7 +362,7 @@ static cx_status synth_scan_dir(const char *dir, const char *const *sub, int rem
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         int known = 0;
         for (int k = 0; sub && sub[k]; k++)
-            if (!strcmp(e->d_name, sub[k]) && path_is_dir(p)) known = 2;
+            if (!strcmp(e->d_name, sub[k]) && io_path_is_dir(p)) known = 2;
         if (!known && sub && !strcmp(e->d_name, "synth.json")) {
             char mark[64];
             known = !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
@@ -387,8 +387,8 @@ cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overw
     const char *dirs[2] = { out, baseline_dir };
     const char *opt[2] = { "--out", "--baseline" };
     for (int i = 0; i < 2; i++) {
-        if (!dirs[i] || !path_exists(dirs[i])) continue;
-        if (!path_is_dir(dirs[i])) return CX_FAIL(CX_EARG, "%s %s exists and is not a directory", opt[i], dirs[i]);
+        if (!dirs[i] || !io_path_exists(dirs[i])) continue;
+        if (!io_path_is_dir(dirs[i])) return CX_FAIL(CX_EARG, "%s %s exists and is not a directory", opt[i], dirs[i]);
         int n = 0;
         char foreign[4400] = "";
         CX_TRY(synth_scan_dir(dirs[i], i == 0 ? top : NULL, 0, &n, foreign, sizeof foreign));
@@ -418,9 +418,9 @@ cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train
     const char *dirs[] = { "Train/Image", "Train/GT_Object", "Test/Image", "Test/GT_Object" };
     for (int k = 0; k < 4; k++) {
         if (snprintf(p, sizeof p, "%s/%s", out, dirs[k]) >= (int)sizeof p) return CX_FAIL(CX_EARG, "--out path too long");
-        CX_TRY(make_dirs(p));
+        CX_TRY(io_make_dirs(p));
     }
-    if (baseline_dir) CX_TRY(make_dirs(baseline_dir));
+    if (baseline_dir) CX_TRY(io_make_dirs(baseline_dir));
     double t0 = cx_time_s();
     int total = n_train + n_test, S = c->size;
     cx_status st = CX_OK;
@@ -511,9 +511,9 @@ cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train
                        "\"empty_fraction\": %g, \"train\": %d, \"test\": %d, \"jpeg_quality\": %d, \"empty_images\": %d}\n",
                        (unsigned long long)c->seed, S, c->difficulty, c->empty_fraction, n_train, n_test, quality, n_empty);
     AtomicFile af;
-    CX_TRY(atomic_begin(&af, p));
+    CX_TRY(io_atomic_begin(&af, p));
     fwrite(js, 1, (size_t)len, af.fp);
-    CX_TRY(atomic_commit(&af));
+    CX_TRY(io_atomic_commit(&af));
     stats->seconds = cx_time_s() - t0;
     return CX_OK;
 }

@@ -50,7 +50,7 @@ static char *join(const char *a, const char *b) {
 static char *find_dir(const char *dir, const char *const *names) {
     for (int i = 0; names[i]; i++) {
         char *p = join(dir, names[i]);
-        if (path_is_dir(p)) return p;
+        if (io_path_is_dir(p)) return p;
         free(p);
     }
     return NULL;
@@ -69,7 +69,7 @@ static char **list_subdirs(const char *dir, int *n_out) {
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         char *p = join(dir, e->d_name);
-        if (path_is_dir(p)) {
+        if (io_path_is_dir(p)) {
             v = cx_realloc(v, sizeof *v * (size_t)(n + 1));
             v[n++] = cx_strdup(e->d_name);
         }
@@ -201,7 +201,7 @@ static cx_status read_set(const char *dir, testset_id id, int include_noncam, Te
 cx_status testsets_find(const char *root, int include_noncam, TestSet **sets, int *n_sets) {
     *sets = NULL;
     *n_sets = 0;
-    if (!path_is_dir(root)) return CX_FAIL(CX_ENOTFOUND, "--data-root %s is not a folder", root);
+    if (!io_path_is_dir(root)) return CX_FAIL(CX_ENOTFOUND, "--data-root %s is not a folder", root);
     TestSet *out = cx_calloc(TESTSET_N, sizeof *out);
     int have[TESTSET_N] = { 0 };
     cx_status st = CX_OK;

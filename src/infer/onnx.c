@@ -372,12 +372,12 @@ static const char *og_seq(Og *g, const Seq *s, const char *x) {
     for (int i = 0; i < s->n; i++) {
         const Layer *l = &s->l[i];
         if (l->kind == LAYER_CONV || l->kind == LAYER_BN) {
-            const char *key = g->pt->p[l->w].name;
+            const char *key = g->pt->p[l->w_idx].name;
             snprintf(g->scope, sizeof g->scope, "%.*s", (int)(strrchr(key, '.') - key), key);
         }
         switch (l->kind) {
-        case LAYER_CONV: x = og_conv(g, x, l->w, l->b, l->k, 1, l->dil * (l->k - 1) / 2, l->dil, 1); break;
-        case LAYER_BN: x = og_bn(g, x, l->w, l->b, l->rmean, l->rvar); break;
+        case LAYER_CONV: x = og_conv(g, x, l->w_idx, l->b_idx, l->k, 1, l->dil * (l->k - 1) / 2, l->dil, 1); break;
+        case LAYER_BN: x = og_bn(g, x, l->w_idx, l->b_idx, l->rmean_idx, l->rvar_idx); break;
         case LAYER_RELU: x = og_op(g, "Relu", IN(x), NOATTR); break;
         case LAYER_SIGMOID: x = og_op(g, "Sigmoid", IN(x), NOATTR); break;
         case LAYER_SOFTPLUS: x = og_op(g, "Softplus", IN(x), NOATTR); break;
@@ -547,7 +547,7 @@ static const char *og_moe(Og *g, const Moe *m, int s, const char *x, OgRoute *ro
     snprintf(g->scope, sizeof g->scope, "moe_layers.%d.router", s);
     const char *pooled = og_op(g, "Flatten", IN(og_op(g, "GlobalAveragePool", IN(og_to_f32(g, x)), NOATTR)),
                                ATTRS(AI("axis", 1)));                                               // (N,d)
-    const char *logits = og_op(g, "Gemm", IN(pooled, og_param(g, m->router_w, PV_F32), og_param(g, m->router_b, PV_F32)),
+    const char *logits = og_op(g, "Gemm", IN(pooled, og_param(g, m->router_w_idx, PV_F32), og_param(g, m->router_b_idx, PV_F32)),
                                ATTRS(AI("transB", 1)));                                             // (N,E)
     const char *probs = og_op(g, "Softmax", IN(logits), ATTRS(AI("axis", -1)));
     const char *val = og_name(g, "TopK"), *idx = og_name(g, "TopK_idx");
@@ -727,14 +727,14 @@ static cx_status write_model(Og *g, const CamoXpert *m, const OnnxExportOpts *o,
     const size_t glen = g->nodes.n + nm.n + g->inits.n + g->io.n;
     pb_len_header(&hd, 7, glen);
     AtomicFile af;
-    cx_status st = atomic_begin(&af, path);
+    cx_status st = io_atomic_begin(&af, path);
     if (!st) {
         const PbBuf *parts[] = { &hd, &g->nodes, &nm, &g->inits, &g->io };
         for (size_t i = 0; i < 5 && !st; i++)
             if (parts[i]->n && fwrite(parts[i]->p, 1, parts[i]->n, af.fp) != parts[i]->n)
                 st = CX_FAIL(CX_EIO, "writing %s: %s (is the disk full?)", path, strerror(errno));
-        if (st) atomic_abort(&af);
-        else st = atomic_commit(&af);
+        if (st) io_atomic_abort(&af);
+        else st = io_atomic_commit(&af);
     }
     pb_free(&hd);
     pb_free(&nm);

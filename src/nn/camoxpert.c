@@ -19,7 +19,7 @@ cx_status camoxpert_config(CamoXpertConfig *cfg, const char *backbone, int spars
     cfg->sparse = sparse;
     cfg->num_experts = num_experts;
     cfg->top_k = top_k;
-    cfg->balance = MOE_BALANCE_SQDEV;
+    cfg->balance = MOE_BALANCE_MSE;
     cfg->lb_coef = 0.01;
     cfg->routing = MOE_ROUTING_GLOBAL;
     cfg->route_grid = 4;
@@ -149,8 +149,7 @@ void camoxpert_backward(NNCtx *ctx, CamoXpert *m, const CodOutputs *dout, double
     if (m->backbone) edgenext_backward(ctx, m->backbone, df, dimage);
 }
 
-// "backbone.stem.0.weight" (hub spelling) -> "backbone.stem_0.weight".
-static void camoxpert_key_rename(const char *key, char *out, size_t n) {
+void camoxpert_table_key(const char *key, char *out, size_t n) {
     if (!strncmp(key, "backbone.", 9)) {
         char tail[512];
         edgenext_key_to_feature_name(key + 9, tail, sizeof tail);
@@ -160,46 +159,11 @@ static void camoxpert_key_rename(const char *key, char *out, size_t n) {
     }
 }
 
-cx_status camoxpert_load(const CamoXpert *m, ParamTable *pt, const StFile *f, const char *file_prefix,
-                         const char *buffer_prefix) {
-    (void)m;
+cx_status camoxpert_load(ParamTable *pt, const StFile *f, const char *file_prefix, const char *buffer_prefix) {
     static const char *const ignore[] = { "backbone.head.", NULL };
     ParamLoadOpts o = { .file_prefix = file_prefix, .buffer_prefix = buffer_prefix, .table_prefix = "",
-                        .ignore = ignore, .rename = camoxpert_key_rename };
+                        .ignore = ignore, .rename = camoxpert_table_key };
     return params_load(pt, f, &o);
-}
-
-cx_status camoxpert_load_file(const CamoXpert *m, ParamTable *pt, const char *path) {
-    StFile f;
-    CX_TRY(st_open(&f, path));
-    cx_status st = camoxpert_load(m, pt, &f, "", NULL);
-    st_close(&f);
-    if (st) cx_error_context("loading CamoXpert weights from %s", path);
-    return st;
-}
-
-cx_status camoxpert_save(const CamoXpert *m, const ParamTable *pt, const char *path) {
-    Arena tmp;
-    arena_init(&tmp, "save", 1 << 20);
-    StWriter w;
-    st_writer_init(&w);
-    params_save(pt, &w, NULL, &tmp);
-    char buf[64];
-    st_writer_meta(&w, "format", "pt");
-    st_writer_meta(&w, "model", m->cfg.sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD");
-    st_writer_meta(&w, "backbone", m->cfg.backbone);
-    snprintf(buf, sizeof buf, "%d", m->cfg.num_experts);
-    st_writer_meta(&w, "num_experts", buf);
-    snprintf(buf, sizeof buf, "%d", m->cfg.top_k);
-    st_writer_meta(&w, "top_k", buf);
-    st_writer_meta(&w, "balance", moe_balance_name(m->cfg.balance));
-    st_writer_meta(&w, "routing", moe_routing_name(m->cfg.routing));
-    snprintf(buf, sizeof buf, "%d", m->cfg.route_grid);
-    st_writer_meta(&w, "route_grid", buf);
-    cx_status st = st_writer_save(&w, path);
-    st_writer_free(&w);
-    arena_free(&tmp);
-    return st;
 }
 
 void camoxpert_balance_update(CamoXpert *m, double rate) {

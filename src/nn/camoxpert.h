@@ -13,7 +13,7 @@
 //   ParamTable pt; params_init(&pt);
 //   CamoXpert *m = camoxpert_create(&cfg, &pt);
 //   params_alloc(&pt, DT_F32);
-//   camoxpert_init(m, &pt, &rng);                     // or camoxpert_load(...)
+//   camoxpert_init(m, &pt, &rng);                     // or weights_load(&pt, path) (nn/weights.h)
 //   CamoXpertOutputs out;
 //   camoxpert_forward(&ctx, m, &image, &out);         // image (N,H,W,3), H, W multiples of 32
 //   camo_loss_forward_backward(ctx.act, &w, &out.maps, &mask, out.balance_loss, &L, &grad);   // train/loss.h
@@ -28,7 +28,7 @@ typedef struct {
     int dims[4];           // feature widths d_0..d_3 (from the backbone)
     int sparse;            // 0: CamoXpertCOD (dense), 1: CamoXpertSparseMoE
     int num_experts, top_k;
-    moe_balance balance;   // default MOE_BALANCE_SQDEV
+    moe_balance balance;   // default MOE_BALANCE_MSE
     double lb_coef;        // default 0.01
     moe_routing routing;   // default MOE_ROUTING_GLOBAL (sparse); spatial: docs/ROUTING.md
     int route_grid;        // spatial: at most route_grid × route_grid tiles per scale (default 4)
@@ -80,11 +80,10 @@ void camoxpert_backward_features(NNCtx *ctx, CamoXpert *m, const CodOutputs *dou
 // file_prefix + PyTorch key for parameters, buffer_prefix + key for BatchNorm
 // buffers (NULL: same as file_prefix). Backbone keys may use hub spelling
 // (backbone.stem.0...) or feature-extractor spelling (backbone.stem_0...).
-cx_status camoxpert_load(const CamoXpert *m, ParamTable *pt, const StFile *f, const char *file_prefix,
-                         const char *buffer_prefix);
-cx_status camoxpert_load_file(const CamoXpert *m, ParamTable *pt, const char *path);
-// Writes every entry under its PyTorch key (F32; num_batches_tracked I64 scalars)
-// with the config in the metadata; PyTorch's load_state_dict(strict=True) accepts it.
-cx_status camoxpert_save(const CamoXpert *m, const ParamTable *pt, const char *path);
+// Files on disk: nn/weights.h (weights_load, weights_save).
+cx_status camoxpert_load(ParamTable *pt, const StFile *f, const char *file_prefix, const char *buffer_prefix);
+// The table's name of a state_dict key: backbone keys in the feature extractor's
+// spelling ("backbone.stem.0.weight" -> "backbone.stem_0.weight"), the rest unchanged.
+void camoxpert_table_key(const char *key, char *out, size_t n);
 // MOE_BALANCE_BIAS: nudge every layer's selection bias after an optimizer step.
 void camoxpert_balance_update(CamoXpert *m, double rate);

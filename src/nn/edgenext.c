@@ -23,13 +23,15 @@ typedef struct {
     int C, cin;           // output channels; input channels (differ only in small_rw block 0)
     int k, stride, pad;   // conv block depthwise conv
     int shortcut_y;       // small_rw block 0: the residual is the depthwise output
-    // the LN -> fc1 -> GELU -> fc2 -> gamma tail both block kinds end with
-    int gamma, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b;
-    int dw_w, dw_b;                       // conv block: (C,1,k,k), (C)
-    int gamma_xca, S, ws;                 // SDTA: split count, width of the convolved chunks
-    int conv_w[MAX_SPLIT], conv_b[MAX_SPLIT];  // (ws,1,3,3), (ws)
-    int pe_w, pe_b;                       // (C,64,1,1), (C); -1 without positional encoding
-    int lnx_w, lnx_b, temp, qkv_w, qkv_b, proj_w, proj_b, heads;
+    // Entries of the parameter table (_idx); the LN -> fc1 -> GELU -> fc2 -> gamma tail
+    // both block kinds end with:
+    int gamma_idx, ln_w_idx, ln_b_idx, fc1_w_idx, fc1_b_idx, fc2_w_idx, fc2_b_idx;
+    int dw_w_idx, dw_b_idx;               // conv block: (C,1,k,k), (C)
+    int gamma_xca_idx, S, ws;             // SDTA: its gamma; split count, width of the convolved chunks
+    int conv_w_idx[MAX_SPLIT], conv_b_idx[MAX_SPLIT];  // (ws,1,3,3), (ws)
+    int pe_w_idx, pe_b_idx;               // (C,64,1,1), (C); -1 without positional encoding
+    int lnx_w_idx, lnx_b_idx, temp_idx, qkv_w_idx, qkv_b_idx, proj_w_idx, proj_b_idx;
+    int heads;
     // ---- saved by forward for backward (views into ctx->act) ----
     Tensor x;                    // (N,H,W,cin) block input
     Tensor y;                    // (N,Ho,Wo,C) conv block: depthwise output
@@ -49,7 +51,7 @@ typedef struct {
 
 typedef struct {
     int p_first;                 // the stage's first table entry (nn_grad_ready)
-    int ln_w, ln_b, w, b;        // downsample LayerNorm2d and 2×2 conv; ln_w < 0: none
+    int ln_w_idx, ln_b_idx, w_idx, b_idx;   // table entries: downsample LayerNorm2d and 2×2 conv; ln_w_idx < 0: none
     Block *blocks;
     int nblocks;
     Tensor x, n, mean, rstd;     // downsample input (N,H,W,Cin), its LN output, statistics
@@ -68,10 +70,10 @@ static void pe_cache_free(PECache *c);
 struct EdgeNeXt {
     EdgeNeXtConfig cfg;
     int p_first, p_count;        // this module's entries in the table
-    int stem_w, stem_b, stem_ln_w, stem_ln_b;
+    int stem_w_idx, stem_b_idx, stem_ln_w_idx, stem_ln_b_idx;   // table entries
     int stem_k, stem_pad;
     Tensor stem_x, stem_y, stem_mean, stem_rstd;   // input (N,H,W,3), conv output, LN statistics
-    Stage st[4];
+    Stage stages[4];
     PECache pe[PE_CACHE];
     int pe_next;
 };
@@ -154,12 +156,12 @@ static int reg_bias(Reg *r, const char *name, int on, int64_t n) { return on ? r
 static int reg_vec(Reg *r, const char *name, int64_t n) { return reg(r, name, PF_NO_DECAY, 1, n, 0, 0, 0); }
 
 static void reg_tail(Reg *r, Block *b) {
-    b->ln_w = reg_vec(r, "norm.weight", b->C);
-    b->ln_b = reg_vec(r, "norm.bias", b->C);
-    b->fc1_w = reg(r, "mlp.fc1.weight", 0, 2, 4 * b->C, b->C, 0, 0);
-    b->fc1_b = reg_vec(r, "mlp.fc1.bias", 4 * b->C);
-    b->fc2_w = reg(r, "mlp.fc2.weight", 0, 2, b->C, 4 * b->C, 0, 0);
-    b->fc2_b = reg_vec(r, "mlp.fc2.bias", b->C);
+    b->ln_w_idx = reg_vec(r, "norm.weight", b->C);
+    b->ln_b_idx = reg_vec(r, "norm.bias", b->C);
+    b->fc1_w_idx = reg(r, "mlp.fc1.weight", 0, 2, 4 * b->C, b->C, 0, 0);
+    b->fc1_b_idx = reg_vec(r, "mlp.fc1.bias", 4 * b->C);
+    b->fc2_w_idx = reg(r, "mlp.fc2.weight", 0, 2, b->C, 4 * b->C, 0, 0);
+    b->fc2_b_idx = reg_vec(r, "mlp.fc2.bias", b->C);
 }
 
 EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char *prefix) {
@@ -173,33 +175,33 @@ EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char 
     snprintf(r.base, sizeof r.base, "%s", prefix);
     m->stem_k = cfg->stem_overlap ? 9 : 4;
     m->stem_pad = cfg->stem_overlap ? 4 : 0;
-    m->stem_w = reg(&r, "stem_0.weight", 0, 4, cfg->dims[0], 3, m->stem_k, m->stem_k);
-    m->stem_b = reg_bias(&r, "stem_0.bias", cb, cfg->dims[0]);
-    m->stem_ln_w = reg_vec(&r, "stem_1.weight", cfg->dims[0]);
-    m->stem_ln_b = reg_vec(&r, "stem_1.bias", cfg->dims[0]);
+    m->stem_w_idx = reg(&r, "stem_0.weight", 0, 4, cfg->dims[0], 3, m->stem_k, m->stem_k);
+    m->stem_b_idx = reg_bias(&r, "stem_0.bias", cb, cfg->dims[0]);
+    m->stem_ln_w_idx = reg_vec(&r, "stem_1.weight", cfg->dims[0]);
+    m->stem_ln_b_idx = reg_vec(&r, "stem_1.bias", cfg->dims[0]);
     for (int s = 0; s < 4; s++) {
-        Stage *st = &m->st[s];
+        Stage *stage = &m->stages[s];
         const int C = cfg->dims[s], Cp = s ? cfg->dims[s - 1] : C;
-        st->ln_w = st->ln_b = st->w = st->b = -1;
-        st->p_first = pt->n;
+        stage->ln_w_idx = stage->ln_b_idx = stage->w_idx = stage->b_idx = -1;
+        stage->p_first = pt->n;
         if (s > 0 && !cfg->downsample_block) {   // §2.2: LayerNorm2d, then conv 2×2 stride 2
             snprintf(r.base, sizeof r.base, "%sstages_%d.downsample.", prefix, s);
-            st->ln_w = reg_vec(&r, "0.weight", Cp);
-            st->ln_b = reg_vec(&r, "0.bias", Cp);
-            st->w = reg(&r, "1.weight", 0, 4, C, Cp, 2, 2);
-            st->b = reg_bias(&r, "1.bias", 1, C);
+            stage->ln_w_idx = reg_vec(&r, "0.weight", Cp);
+            stage->ln_b_idx = reg_vec(&r, "0.bias", Cp);
+            stage->w_idx = reg(&r, "1.weight", 0, 4, C, Cp, 2, 2);
+            stage->b_idx = reg_bias(&r, "1.bias", 1, C);
         }
-        st->nblocks = cfg->depths[s];
-        CX_ASSERT(st->nblocks >= (s == 0 ? 1 : cfg->downsample_block ? 2 : 1),
+        stage->nblocks = cfg->depths[s];
+        CX_ASSERT(stage->nblocks >= (s == 0 ? 1 : cfg->downsample_block ? 2 : 1),
                   "stage %d needs %s blocks", s, cfg->downsample_block ? "a conv block before its SDTA block" : "at least one");
-        st->blocks = cx_calloc((size_t)st->nblocks, sizeof *st->blocks);
-        for (int j = 0; j < st->nblocks; j++) {
-            Block *b = &st->blocks[j];
+        stage->blocks = cx_calloc((size_t)stage->nblocks, sizeof *stage->blocks);
+        for (int j = 0; j < stage->nblocks; j++) {
+            Block *b = &stage->blocks[j];
             snprintf(r.base, sizeof r.base, "%sstages_%d.blocks.%d.", prefix, s, j);
             b->C = C;
-            b->pe_w = b->pe_b = -1;
+            b->pe_w_idx = b->pe_b_idx = -1;
             // global_block_counts = (0,1,1,1): the last block of stages 1-3 is SDTA (§1.1)
-            b->sdta = s > 0 && j == st->nblocks - 1;
+            b->sdta = s > 0 && j == stage->nblocks - 1;
             if (!b->sdta) {
                 const int first_rw = cfg->downsample_block && s > 0 && j == 0;   // §2.9
                 b->cin = first_rw ? Cp : C;
@@ -207,9 +209,9 @@ EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char 
                 b->stride = first_rw ? 2 : 1;
                 b->pad = ((b->stride - 1) + (b->k - 1)) / 2;
                 b->shortcut_y = first_rw;
-                b->gamma = reg_vec(&r, "gamma", C);
-                b->dw_w = reg(&r, "conv_dw.weight", 0, 4, C, 1, b->k, b->k);
-                b->dw_b = reg_bias(&r, "conv_dw.bias", cb, C);
+                b->gamma_idx = reg_vec(&r, "gamma", C);
+                b->dw_w_idx = reg(&r, "conv_dw.weight", 0, 4, C, 1, b->k, b->k);
+                b->dw_b_idx = reg_bias(&r, "conv_dw.bias", cb, C);
                 reg_tail(&r, b);
             } else {
                 b->cin = C;
@@ -219,26 +221,26 @@ EdgeNeXt *edgenext_create(const EdgeNeXtConfig *cfg, ParamTable *pt, const char 
                 CX_ASSERT(b->S >= 2 && b->S <= MAX_SPLIT && C - (b->S - 1) * b->ws > 0,
                           "SDTA split of %d channels into %d chunks", C, b->S);
                 CX_ASSERT(C % b->heads == 0, "%d channels do not split into %d heads", C, b->heads);
-                b->gamma_xca = reg_vec(&r, "gamma_xca", C);
-                b->gamma = reg_vec(&r, "gamma", C);
+                b->gamma_xca_idx = reg_vec(&r, "gamma_xca", C);
+                b->gamma_idx = reg_vec(&r, "gamma", C);
                 for (int c = 0; c < b->S - 1; c++) {
                     char nm[64];
                     snprintf(nm, sizeof nm, "convs.%d.weight", c);
-                    b->conv_w[c] = reg(&r, nm, 0, 4, b->ws, 1, 3, 3);
+                    b->conv_w_idx[c] = reg(&r, nm, 0, 4, b->ws, 1, 3, 3);
                     snprintf(nm, sizeof nm, "convs.%d.bias", c);
-                    b->conv_b[c] = reg_bias(&r, nm, cb, b->ws);
+                    b->conv_b_idx[c] = reg_bias(&r, nm, cb, b->ws);
                 }
                 if (s == 1) {   // use_pos_emb = (False, True, False, False)
-                    b->pe_w = reg(&r, "pos_embd.token_projection.weight", 0, 4, C, 2 * PE_HIDDEN, 1, 1);
-                    b->pe_b = reg_vec(&r, "pos_embd.token_projection.bias", C);
+                    b->pe_w_idx = reg(&r, "pos_embd.token_projection.weight", 0, 4, C, 2 * PE_HIDDEN, 1, 1);
+                    b->pe_b_idx = reg_vec(&r, "pos_embd.token_projection.bias", C);
                 }
-                b->lnx_w = reg_vec(&r, "norm_xca.weight", C);
-                b->lnx_b = reg_vec(&r, "norm_xca.bias", C);
-                b->temp = reg(&r, "xca.temperature", PF_NO_DECAY, 3, b->heads, 1, 1, 0);
-                b->qkv_w = reg(&r, "xca.qkv.weight", 0, 2, 3 * C, C, 0, 0);
-                b->qkv_b = reg_vec(&r, "xca.qkv.bias", 3 * C);
-                b->proj_w = reg(&r, "xca.proj.weight", 0, 2, C, C, 0, 0);
-                b->proj_b = reg_vec(&r, "xca.proj.bias", C);
+                b->lnx_w_idx = reg_vec(&r, "norm_xca.weight", C);
+                b->lnx_b_idx = reg_vec(&r, "norm_xca.bias", C);
+                b->temp_idx = reg(&r, "xca.temperature", PF_NO_DECAY, 3, b->heads, 1, 1, 0);
+                b->qkv_w_idx = reg(&r, "xca.qkv.weight", 0, 2, 3 * C, C, 0, 0);
+                b->qkv_b_idx = reg_vec(&r, "xca.qkv.bias", 3 * C);
+                b->proj_w_idx = reg(&r, "xca.proj.weight", 0, 2, C, C, 0, 0);
+                b->proj_b_idx = reg_vec(&r, "xca.proj.bias", C);
                 reg_tail(&r, b);
             }
         }
@@ -251,7 +253,7 @@ const EdgeNeXtConfig *edgenext_get_config(const EdgeNeXt *m) { return &m->cfg; }
 
 void edgenext_free(EdgeNeXt *m) {
     if (!m) return;
-    for (int s = 0; s < 4; s++) free(m->st[s].blocks);
+    for (int s = 0; s < 4; s++) free(m->stages[s].blocks);
     for (int i = 0; i < PE_CACHE; i++) pe_cache_free(&m->pe[i]);
     free(m);
 }
@@ -279,7 +281,7 @@ int edgenext_feature_sizes(const EdgeNeXt *m, int H, int W, int fh[4], int fw[4]
     for (int s = 0; s < 4; s++) {
         if (s > 0) {
             if (m->cfg.downsample_block) {
-                const Block *b = &m->st[s].blocks[0];
+                const Block *b = &m->stages[s].blocks[0];
                 h = out_size(h, b->k, 2, b->pad);
                 w = out_size(w, b->k, 2, b->pad);
             } else {
@@ -385,15 +387,15 @@ static void tail_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *shortc
     b->mean = act1(ctx, N * H * W);
     b->rstd = act1(ctx, N * H * W);
     b->u = act4(ctx, N, H, W, C);
-    layernorm_forward(op, &b->u, &b->mean, &b->rstd, z, PV(b->ln_w), PV(b->ln_b), LN_EPS);
+    layernorm_forward(op, &b->u, &b->mean, &b->rstd, z, PV(b->ln_w_idx), PV(b->ln_b_idx), LN_EPS);
     b->h = act4(ctx, N, H, W, 4 * C);
-    linear_forward(op, &b->h, &b->u, PV(b->fc1_w), PV(b->fc1_b));
+    linear_forward(op, &b->h, &b->u, PV(b->fc1_w_idx), PV(b->fc1_b_idx));
     b->g = act4(ctx, N, H, W, 4 * C);
     gelu_forward(op, &b->g, &b->h);
     b->m = act4(ctx, N, H, W, C);
-    linear_forward(op, &b->m, &b->g, PV(b->fc2_w), PV(b->fc2_b));
+    linear_forward(op, &b->m, &b->g, PV(b->fc2_w_idx), PV(b->fc2_b_idx));
     *out = act4(ctx, N, H, W, C);
-    mul_forward(op, out, &b->m, PV(b->gamma));
+    mul_forward(op, out, &b->m, PV(b->gamma_idx));
     axpy(op, out, 1.0, shortcut);
 }
 
@@ -401,14 +403,14 @@ static void tail_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *shortc
 static void tail_backward(NNCtx *ctx, Block *b, Tensor *dz, const Tensor *dout, const Tensor *z) {
     OpCtx *op = &ctx->op;
     Tensor dm = zeros_like(ctx, &b->m);
-    mul_backward(op, &dm, PG(b->gamma), dout, &b->m, PV(b->gamma));
+    mul_backward(op, &dm, PG(b->gamma_idx), dout, &b->m, PV(b->gamma_idx));
     Tensor dg = zeros_like(ctx, &b->g);
-    linear_backward(op, &dg, PG(b->fc2_w), PG(b->fc2_b), &dm, &b->g, PV(b->fc2_w));
+    linear_backward(op, &dg, PG(b->fc2_w_idx), PG(b->fc2_b_idx), &dm, &b->g, PV(b->fc2_w_idx));
     Tensor dh = zeros_like(ctx, &b->h);
     gelu_backward(op, &dh, &dg, &b->h);
     Tensor du = zeros_like(ctx, &b->u);
-    linear_backward(op, &du, PG(b->fc1_w), PG(b->fc1_b), &dh, &b->u, PV(b->fc1_w));
-    layernorm_backward(op, dz, PG(b->ln_w), PG(b->ln_b), &du, z, &b->mean, &b->rstd, PV(b->ln_w));
+    linear_backward(op, &du, PG(b->fc1_w_idx), PG(b->fc1_b_idx), &dh, &b->u, PV(b->fc1_w_idx));
+    layernorm_backward(op, dz, PG(b->ln_w_idx), PG(b->ln_b_idx), &du, z, &b->mean, &b->rstd, PV(b->ln_w_idx));
 }
 
 // ---- conv block (§2.3) ---------------------------------------------------------------------------
@@ -421,7 +423,7 @@ static void conv_block_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *
     const ConvArgs a = dw_args(b);
     b->x = *x;
     b->y = act4(ctx, T_N(x), out_size((int)T_H(x), b->k, b->stride, b->pad), out_size((int)T_W(x), b->k, b->stride, b->pad), b->C);
-    conv2d_forward(&ctx->op, &b->y, x, PV(b->dw_w), PV(b->dw_b), a);
+    conv2d_forward(&ctx->op, &b->y, x, PV(b->dw_w_idx), PV(b->dw_b_idx), a);
     tail_forward(ctx, b, out, b->shortcut_y ? &b->y : x, &b->y);
 }
 
@@ -431,7 +433,7 @@ static void conv_block_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *
     Tensor dy = zeros_like(ctx, &b->y);
     tail_backward(ctx, b, &dy, dout, &b->y);
     axpy(&ctx->op, b->shortcut_y ? &dy : dx, 1.0, dout);
-    conv2d_backward(&ctx->op, dx, PG(b->dw_w), PG(b->dw_b), &dy, &b->x, PV(b->dw_w), dw_args(b));
+    conv2d_backward(&ctx->op, dx, PG(b->dw_w_idx), PG(b->dw_b_idx), &dy, &b->x, PV(b->dw_w_idx), dw_args(b));
     arena_release(ctx->act, mk);
 }
 
@@ -457,16 +459,16 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
         if (j > 0) axpy(op, &in, 1.0, &prev);
         b->cin_t[j] = in;
         Tensor y = act4(ctx, N, H, W, ws);
-        conv2d_forward(op, &y, &in, PV(b->conv_w[j]), PV(b->conv_b[j]), split_args(b));
+        conv2d_forward(op, &y, &in, PV(b->conv_w_idx[j]), PV(b->conv_b_idx[j]), split_args(b));
         channels_copy(op, &b->t, j * ws, &y, 0, ws, 0);
         prev = y;
     }
     channels_copy(op, &b->t, (S - 1) * ws, x, (S - 1) * ws, wl, 0);
-    if (b->pe_w >= 0) {   // t += token_projection(fourier(H, W)), the same for every image
+    if (b->pe_w_idx >= 0) {   // t += token_projection(fourier(H, W)), the same for every image
         b->pe_feat = pe_features(m, (int)H, (int)W, dt, ctx->act->device);
         Tensor pe = tensor_new(ctx->act, dt, 2, (int64_t[]){ T, C });
-        Tensor wv = reshape2(params_value(ctx->pt, b->pe_w), C, 2 * PE_HIDDEN);
-        linear_forward(op, &pe, &b->pe_feat, &wv, PV(b->pe_b));
+        Tensor wv = reshape2(params_value(ctx->pt, b->pe_w_idx), C, 2 * PE_HIDDEN);
+        linear_forward(op, &pe, &b->pe_feat, &wv, PV(b->pe_b_idx));
         rows_add_bcast(op, &b->t, &pe);
     }
     // XCA on LN_xca(t): q, k, v are column blocks of qkv (N, T, 3C); per head a dh×dh
@@ -474,9 +476,9 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
     b->xmean = act1(ctx, N * T);
     b->xrstd = act1(ctx, N * T);
     b->a = act4(ctx, N, H, W, C);
-    layernorm_forward(op, &b->a, &b->xmean, &b->xrstd, &b->t, PV(b->lnx_w), PV(b->lnx_b), LN_EPS);
+    layernorm_forward(op, &b->a, &b->xmean, &b->xrstd, &b->t, PV(b->lnx_w_idx), PV(b->lnx_b_idx), LN_EPS);
     b->qkv = act4(ctx, N, H, W, C3);
-    linear_forward(op, &b->qkv, &b->a, PV(b->qkv_w), PV(b->qkv_b));
+    linear_forward(op, &b->qkv, &b->a, PV(b->qkv_w_idx), PV(b->qkv_b_idx));
     // v's columns are normalised too (one strided call) but only q̂ and k̂ are read.
     b->qkvn = act4(ctx, N, H, W, C3);
     b->norms = act1(ctx, N * C3);
@@ -487,7 +489,7 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
         .offb = C, .lda = (int)C3, .ldb = (int)C3, .ldc = dh, XCA_BATCH(T * C3, T * C3, (int64_t)hd * dh * dh, dh, dh,
         (int64_t)dh * dh) });
     // scores = araw · temperature[head] (one value per head, the same for every image)
-    Tensor temp = head_view(params_value(ctx->pt, b->temp), hd);
+    Tensor temp = head_view(params_value(ctx->pt, b->temp_idx), hd);
     Tensor sc = tensor_like(ctx->act, &b->araw);
     mul_forward(op, &sc, &b->araw, &temp);
     b->P = tensor_like(ctx->act, &b->araw);
@@ -498,9 +500,9 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
         .offa = 2 * C, .lda = (int)C3, .ldb = dh, .ldc = (int)C, XCA_BATCH(T * C3, (int64_t)hd * dh * dh, T * C, dh,
         (int64_t)dh * dh, dh) });
     b->xo = act4(ctx, N, H, W, C);
-    linear_forward(op, &b->xo, &b->o, PV(b->proj_w), PV(b->proj_b));
+    linear_forward(op, &b->xo, &b->o, PV(b->proj_w_idx), PV(b->proj_b_idx));
     b->t2 = act4(ctx, N, H, W, C);
-    mul_forward(op, &b->t2, &b->xo, PV(b->gamma_xca));
+    mul_forward(op, &b->t2, &b->xo, PV(b->gamma_xca_idx));
     axpy(op, &b->t2, 1.0, &b->t);
     // out = x + γ·MLP(LN(t2)): the block input is the only residual of the output.
     tail_forward(ctx, b, out, x, &b->t2);
@@ -522,9 +524,9 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     Tensor dtt = zeros_like(ctx, &b->t);
     axpy(op, &dtt, 1.0, &dt2);
     Tensor dxo = zeros_like(ctx, &b->xo);
-    mul_backward(op, &dxo, PG(b->gamma_xca), &dt2, &b->xo, PV(b->gamma_xca));
+    mul_backward(op, &dxo, PG(b->gamma_xca_idx), &dt2, &b->xo, PV(b->gamma_xca_idx));
     Tensor dO = zeros_like(ctx, &b->o);
-    linear_backward(op, &dO, PG(b->proj_w), PG(b->proj_b), &dxo, &b->o, PV(b->proj_w));
+    linear_backward(op, &dO, PG(b->proj_w_idx), PG(b->proj_b_idx), &dxo, &b->o, PV(b->proj_w_idx));
     // o_h = v_h P_hᵀ: dv_h += dO_h P_h; dP_h = dO_hᵀ v_h
     Tensor dqkv = zeros_like(ctx, &b->qkv), dqkvn = zeros_like(ctx, &b->qkvn), dP = zeros_like(ctx, &b->P);
     const int64_t sq = T * C3, so = T * C, sp = (int64_t)hd * dh * dh, dd = (int64_t)dh * dh;
@@ -535,8 +537,8 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     Tensor dS = zeros_like(ctx, &b->P);
     softmax_backward(op, &dS, &dP, &b->P, N * hd * dh, dh, 1);
     // S = araw · temperature[head]: the temperature's gradient sums over images and entries
-    Tensor temp = head_view(params_value(ctx->pt, b->temp), hd);
-    Tensor gtemp = head_view(params_grad(ctx->pt, b->temp), hd);
+    Tensor temp = head_view(params_value(ctx->pt, b->temp_idx), hd);
+    Tensor gtemp = head_view(params_grad(ctx->pt, b->temp_idx), hd);
     Tensor dA = zeros_like(ctx, &b->araw);
     mul_backward(op, &dA, &gtemp, &dS, &b->araw, &temp);
     // araw_h = q̂_hᵀ k̂_h: dq̂_h += k̂_h dA_hᵀ, dk̂_h += q̂_h dA_h
@@ -547,14 +549,14 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     // dqkvn's v columns are zero, so they add nothing through the normalisation.
     l2norm_backward(op, &dqkv, &dqkvn, &b->qkv, &b->norms, N, T, C3, L2_EPS);
     Tensor da = zeros_like(ctx, &b->a);
-    linear_backward(op, &da, PG(b->qkv_w), PG(b->qkv_b), &dqkv, &b->a, PV(b->qkv_w));
-    layernorm_backward(op, &dtt, PG(b->lnx_w), PG(b->lnx_b), &da, &b->t, &b->xmean, &b->xrstd, PV(b->lnx_w));
-    if (b->pe_w >= 0) {   // the encoding is shared by the batch: its gradient is the batch sum
+    linear_backward(op, &da, PG(b->qkv_w_idx), PG(b->qkv_b_idx), &dqkv, &b->a, PV(b->qkv_w_idx));
+    layernorm_backward(op, &dtt, PG(b->lnx_w_idx), PG(b->lnx_b_idx), &da, &b->t, &b->xmean, &b->xrstd, PV(b->lnx_w_idx));
+    if (b->pe_w_idx >= 0) {   // the encoding is shared by the batch: its gradient is the batch sum
         Tensor dpe = nn_zeros(ctx, dt, 2, (int64_t[]){ T, C });
         rows_sum(op, &dpe, &dtt);
-        Tensor wv = reshape2(params_value(ctx->pt, b->pe_w), C, 2 * PE_HIDDEN);
-        Tensor gw = reshape2(params_grad(ctx->pt, b->pe_w), C, 2 * PE_HIDDEN);
-        linear_backward(op, NULL, &gw, PG(b->pe_b), &dpe, &b->pe_feat, &wv);
+        Tensor wv = reshape2(params_value(ctx->pt, b->pe_w_idx), C, 2 * PE_HIDDEN);
+        Tensor gw = reshape2(params_grad(ctx->pt, b->pe_w_idx), C, 2 * PE_HIDDEN);
+        linear_backward(op, NULL, &gw, PG(b->pe_b_idx), &dpe, &b->pe_feat, &wv);
     }
     // Split backward, last conv first: the input of conv j is y_{j-1} + x_j.
     channels_copy(op, dx, (S - 1) * ws, &dtt, (S - 1) * ws, wl, 1);
@@ -562,7 +564,7 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     channels_copy(op, &dy, 0, &dtt, (S - 2) * ws, ws, 0);
     for (int j = S - 2; j >= 0; j--) {
         Tensor din = nn_zeros4(ctx, N, H, W, ws);
-        conv2d_backward(op, &din, PG(b->conv_w[j]), PG(b->conv_b[j]), &dy, &b->cin_t[j], PV(b->conv_w[j]), split_args(b));
+        conv2d_backward(op, &din, PG(b->conv_w_idx[j]), PG(b->conv_b_idx[j]), &dy, &b->cin_t[j], PV(b->conv_w_idx[j]), split_args(b));
         channels_copy(op, dx, j * ws, &din, 0, ws, 1);
         if (j > 0) {
             dy = act4(ctx, N, H, W, ws);
@@ -575,24 +577,24 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
 
 // ---- stem and downsample (§2.1, §2.2) -----------------------------------------------------------
 
-static void downsample_forward(NNCtx *ctx, Stage *st, Tensor *out, const Tensor *x, int C) {
+static void downsample_forward(NNCtx *ctx, Stage *stage, Tensor *out, const Tensor *x, int C) {
     const int64_t N = T_N(x), H = T_H(x), W = T_W(x);
-    st->x = *x;
-    st->mean = act1(ctx, N * H * W);
-    st->rstd = act1(ctx, N * H * W);
-    st->n = tensor_like(ctx->act, x);
-    layernorm_forward(&ctx->op, &st->n, &st->mean, &st->rstd, x, PV(st->ln_w), PV(st->ln_b), LN_EPS);
+    stage->x = *x;
+    stage->mean = act1(ctx, N * H * W);
+    stage->rstd = act1(ctx, N * H * W);
+    stage->n = tensor_like(ctx->act, x);
+    layernorm_forward(&ctx->op, &stage->n, &stage->mean, &stage->rstd, x, PV(stage->ln_w_idx), PV(stage->ln_b_idx), LN_EPS);
     *out = act4(ctx, N, out_size((int)H, 2, 2, 0), out_size((int)W, 2, 2, 0), C);
-    conv2d_forward(&ctx->op, out, &st->n, PV(st->w), PV(st->b), (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
+    conv2d_forward(&ctx->op, out, &stage->n, PV(stage->w_idx), PV(stage->b_idx), (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
 }
 
 // dx +=
-static void downsample_backward(NNCtx *ctx, Stage *st, Tensor *dx, const Tensor *dout) {
+static void downsample_backward(NNCtx *ctx, Stage *stage, Tensor *dx, const Tensor *dout) {
     ArenaMark mk = arena_mark(ctx->act);
-    Tensor dn = zeros_like(ctx, &st->n);
-    conv2d_backward(&ctx->op, &dn, PG(st->w), PG(st->b), dout, &st->n, PV(st->w),
+    Tensor dn = zeros_like(ctx, &stage->n);
+    conv2d_backward(&ctx->op, &dn, PG(stage->w_idx), PG(stage->b_idx), dout, &stage->n, PV(stage->w_idx),
                     (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
-    layernorm_backward(&ctx->op, dx, PG(st->ln_w), PG(st->ln_b), &dn, &st->x, &st->mean, &st->rstd, PV(st->ln_w));
+    layernorm_backward(&ctx->op, dx, PG(stage->ln_w_idx), PG(stage->ln_b_idx), &dn, &stage->x, &stage->mean, &stage->rstd, PV(stage->ln_w_idx));
     arena_release(ctx->act, mk);
 }
 
@@ -612,26 +614,26 @@ void edgenext_forward(NNCtx *ctx, EdgeNeXt *m, Tensor feats[4], const Tensor *x)
     const int64_t N = T_N(x);
     m->stem_x = *x;
     m->stem_y = act4(ctx, N, fh[0], fw[0], m->cfg.dims[0]);
-    conv2d_forward(&ctx->op, &m->stem_y, x, PV(m->stem_w), PV(m->stem_b), stem_args(m));
+    conv2d_forward(&ctx->op, &m->stem_y, x, PV(m->stem_w_idx), PV(m->stem_b_idx), stem_args(m));
     m->stem_mean = act1(ctx, N * fh[0] * fw[0]);
     m->stem_rstd = act1(ctx, N * fh[0] * fw[0]);
     Tensor cur = tensor_like(ctx->act, &m->stem_y);
-    layernorm_forward(&ctx->op, &cur, &m->stem_mean, &m->stem_rstd, &m->stem_y, PV(m->stem_ln_w), PV(m->stem_ln_b), LN_EPS);
+    layernorm_forward(&ctx->op, &cur, &m->stem_mean, &m->stem_rstd, &m->stem_y, PV(m->stem_ln_w_idx), PV(m->stem_ln_b_idx), LN_EPS);
     for (int s = 0; s < 4; s++) {
-        Stage *st = &m->st[s];
+        Stage *stage = &m->stages[s];
         Tensor nxt;
-        if (st->ln_w >= 0) {
-            downsample_forward(ctx, st, &nxt, &cur, m->cfg.dims[s]);
+        if (stage->ln_w_idx >= 0) {
+            downsample_forward(ctx, stage, &nxt, &cur, m->cfg.dims[s]);
             cur = nxt;
         }
-        for (int j = 0; j < st->nblocks; j++) {
-            Block *b = &st->blocks[j];
+        for (int j = 0; j < stage->nblocks; j++) {
+            Block *b = &stage->blocks[j];
             if (b->sdta) sdta_forward(ctx, m, b, &nxt, &cur);
             else conv_block_forward(ctx, b, &nxt, &cur);
             cur = nxt;
         }
         CX_ASSERT(T_H(&cur) == fh[s] && T_W(&cur) == fw[s], "stage %d output size", s);
-        st->out = cur;
+        stage->out = cur;
         feats[s] = cur;
     }
 }
@@ -640,33 +642,33 @@ void edgenext_backward(NNCtx *ctx, EdgeNeXt *m, const Tensor dfeats[4], Tensor *
     int top = -1;
     for (int s = 0; s < 4; s++)
         if (dfeats[s].data) {
-            CX_ASSERT(tensor_same_shape(&dfeats[s], &m->st[s].out), "edgenext_backward: dfeats[%d] shape", s);
+            CX_ASSERT(tensor_same_shape(&dfeats[s], &m->stages[s].out), "edgenext_backward: dfeats[%d] shape", s);
             top = s;
         }
     if (top < 0) return;
     ArenaMark mk = arena_mark(ctx->act);
-    Tensor d = zeros_like(ctx, &m->st[top].out);   // gradient w.r.t. the current activation
+    Tensor d = zeros_like(ctx, &m->stages[top].out);   // gradient w.r.t. the current activation
     for (int s = top; s >= 0; s--) {
-        Stage *st = &m->st[s];
+        Stage *stage = &m->stages[s];
         if (dfeats[s].data) axpy(&ctx->op, &d, 1.0, &dfeats[s]);
-        for (int j = st->nblocks - 1; j >= 0; j--) {
-            Block *b = &st->blocks[j];
+        for (int j = stage->nblocks - 1; j >= 0; j--) {
+            Block *b = &stage->blocks[j];
             Tensor din = zeros_like(ctx, &b->x);
             if (b->sdta) sdta_backward(ctx, b, &din, &d);
             else conv_block_backward(ctx, b, &din, &d);
             d = din;
         }
-        if (st->ln_w >= 0) {
-            Tensor din = zeros_like(ctx, &st->x);
-            downsample_backward(ctx, st, &din, &d);
+        if (stage->ln_w_idx >= 0) {
+            Tensor din = zeros_like(ctx, &stage->x);
+            downsample_backward(ctx, stage, &din, &d);
             d = din;
         }
-        nn_grad_ready(ctx, st->p_first);   // this stage and the ones above it are done
+        nn_grad_ready(ctx, stage->p_first);   // this stage and the ones above it are done
     }
     Tensor dy = zeros_like(ctx, &m->stem_y);
-    layernorm_backward(&ctx->op, &dy, PG(m->stem_ln_w), PG(m->stem_ln_b), &d, &m->stem_y, &m->stem_mean, &m->stem_rstd,
-                       PV(m->stem_ln_w));
-    conv2d_backward(&ctx->op, dx, PG(m->stem_w), PG(m->stem_b), &dy, &m->stem_x, PV(m->stem_w), stem_args(m));
+    layernorm_backward(&ctx->op, &dy, PG(m->stem_ln_w_idx), PG(m->stem_ln_b_idx), &d, &m->stem_y, &m->stem_mean, &m->stem_rstd,
+                       PV(m->stem_ln_w_idx));
+    conv2d_backward(&ctx->op, dx, PG(m->stem_w_idx), PG(m->stem_b_idx), &dy, &m->stem_x, PV(m->stem_w_idx), stem_args(m));
     nn_grad_ready(ctx, m->p_first);
     arena_release(ctx->act, mk);
 }

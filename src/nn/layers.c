@@ -44,7 +44,7 @@ static Layer *seq_push(Seq *s, layer_kind kind) {
     Layer *l = &s->l[s->n++];
     memset(l, 0, sizeof *l);
     l->kind = kind;
-    l->w = l->b = l->rmean = l->rvar = l->nbt = -1;
+    l->w_idx = l->b_idx = l->rmean_idx = l->rvar_idx = l->nbt_idx = -1;
     return l;
 }
 
@@ -53,9 +53,9 @@ static void conv_register(Layer *l, ParamTable *pt, const char *name, int cin, i
     char key[256];
     l->cin = cin, l->cout = cout, l->k = k, l->dil = dil;
     snprintf(key, sizeof key, "%s.weight", name);
-    l->w = params_add(pt, key, 4, (int64_t[]){ cout, cin, k, k }, g, 0);
+    l->w_idx = params_add(pt, key, 4, (int64_t[]){ cout, cin, k, k }, g, 0);
     snprintf(key, sizeof key, "%s.bias", name);
-    l->b = params_add(pt, key, 1, (int64_t[]){ cout }, g, PF_NO_DECAY);
+    l->b_idx = params_add(pt, key, 1, (int64_t[]){ cout }, g, PF_NO_DECAY);
 }
 
 void seq_conv(Seq *s, ParamTable *pt, const char *prefix, int cin, int cout, int k, int dil, param_group g) {
@@ -77,13 +77,13 @@ void seq_bn(Seq *s, ParamTable *pt, const char *prefix, int c, param_group g) {
 #define BN_KEY(field, suffix, flags) \
     snprintf(key, sizeof key, "%s.%d.%s", prefix, idx, suffix); \
     l->field = params_add(pt, key, 1, sh, g, flags)
-    BN_KEY(w, "weight", PF_NO_DECAY);
-    BN_KEY(b, "bias", PF_NO_DECAY);
-    BN_KEY(rmean, "running_mean", PF_BUFFER);
-    BN_KEY(rvar, "running_var", PF_BUFFER);
+    BN_KEY(w_idx, "weight", PF_NO_DECAY);
+    BN_KEY(b_idx, "bias", PF_NO_DECAY);
+    BN_KEY(rmean_idx, "running_mean", PF_BUFFER);
+    BN_KEY(rvar_idx, "running_var", PF_BUFFER);
 #undef BN_KEY
     snprintf(key, sizeof key, "%s.%d.num_batches_tracked", prefix, idx);
-    l->nbt = params_add(pt, key, 0, NULL, g, PF_BUFFER | PF_COUNTER);
+    l->nbt_idx = params_add(pt, key, 0, NULL, g, PF_BUFFER | PF_COUNTER);
 }
 
 void seq_act(Seq *s, layer_kind kind) {
@@ -226,7 +226,7 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     case LAYER_CONV: {
         CX_ASSERT(T_C(x) == l->cin, "conv expects %d input channels, got %lld", l->cin, (long long)T_C(x));
         Tensor y = nn_new4(ctx, T_N(x), T_H(x), T_W(x), l->cout);
-        Tensor w = nn_param(ctx, l->w), b = nn_param(ctx, l->b);
+        Tensor w = nn_param(ctx, l->w_idx), b = nn_param(ctx, l->b_idx);
         if (l->k == 1) {
             Tensor w2 = conv_weight_2d(w);
             linear_forward(op, &y, x, &w2, &b);
@@ -239,14 +239,14 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         Tensor y = tensor_like(ctx->act, x);
         l->mean = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ l->cout });
         l->invstd = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ l->cout });
-        Tensor g = nn_param(ctx, l->w), b = nn_param(ctx, l->b);
-        Tensor rm = nn_param(ctx, l->rmean), rv = nn_param(ctx, l->rvar);
+        Tensor g = nn_param(ctx, l->w_idx), b = nn_param(ctx, l->b_idx);
+        Tensor rm = nn_param(ctx, l->rmean_idx), rv = nn_param(ctx, l->rvar_idx);
         l->gcount = 0;
         if (ctx->training && ctx->sync_sum && !ctx->sync_failed) bn_sync_forward(ctx, l, x, &y, &g, &b, &rm, &rv);
         else if (l->relu_fused)
             batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
-        if (ctx->training) params_counter_add(ctx->pt, l->nbt, 1);   // on the host: no device access
+        if (ctx->training) params_counter_add(ctx->pt, l->nbt_idx, 1);   // on the host: no device access
         return y;
     }
     case LAYER_RELU: case LAYER_SIGMOID: case LAYER_SOFTPLUS: {
@@ -272,7 +272,7 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
     OpCtx *op = &ctx->op;
     switch (l->kind) {
     case LAYER_CONV: {
-        Tensor w = nn_param(ctx, l->w), dw = nn_grad(ctx, l->w), db = nn_grad(ctx, l->b);
+        Tensor w = nn_param(ctx, l->w_idx), dw = nn_grad(ctx, l->w_idx), db = nn_grad(ctx, l->b_idx);
         if (l->k == 1) {
             Tensor w2 = conv_weight_2d(w), dw2 = conv_weight_2d(dw);
             linear_backward(op, dx, &dw2, &db, dy, x, &w2);
@@ -282,7 +282,7 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
         return;
     }
     case LAYER_BN: {
-        Tensor g = nn_param(ctx, l->w), dg = nn_grad(ctx, l->w), db = nn_grad(ctx, l->b);
+        Tensor g = nn_param(ctx, l->w_idx), dg = nn_grad(ctx, l->w_idx), db = nn_grad(ctx, l->b_idx);
         if (ctx->training && l->gcount > 0) bn_sync_backward(ctx, l, dy, x, dx, &g, &dg, &db);
         else if (l->relu_fused)   // dy is the ReLU's output gradient (masking twice, if a range split them, is once)
             batchnorm_relu_backward(op, dx, &dg, &db, dy, &l->out, x, &l->mean, &l->invstd, &g, ctx->training);
@@ -366,14 +366,14 @@ void seq_init(const Seq *s, ParamTable *pt, Rng *rng) {
         const Layer *l = &s->l[i];
         if (l->kind == LAYER_CONV) {
             double bound = 1.0 / sqrt((double)l->cin * l->k * l->k);
-            Tensor w = params_value(pt, l->w), b = params_value(pt, l->b);
+            Tensor w = params_value(pt, l->w_idx), b = params_value(pt, l->b_idx);
             for (int64_t j = 0; j < tensor_numel(&w); j++) tensor_set(&w, j, (2 * rng_uniform(rng) - 1) * bound);
             for (int64_t j = 0; j < tensor_numel(&b); j++) tensor_set(&b, j, (2 * rng_uniform(rng) - 1) * bound);
         } else if (l->kind == LAYER_BN) {
-            Tensor g = params_value(pt, l->w), b = params_value(pt, l->b);
-            Tensor rm = params_value(pt, l->rmean), rv = params_value(pt, l->rvar);
+            Tensor g = params_value(pt, l->w_idx), b = params_value(pt, l->b_idx);
+            Tensor rm = params_value(pt, l->rmean_idx), rv = params_value(pt, l->rvar_idx);
             tensor_fill(&g, 1), tensor_fill(&b, 0), tensor_fill(&rm, 0), tensor_fill(&rv, 1);
-            pt->counter[l->nbt] = 0;
+            pt->counter[l->nbt_idx] = 0;
         }
     }
 }

@@ -23,8 +23,9 @@ typedef enum { LAYER_CONV, LAYER_BN, LAYER_RELU, LAYER_SIGMOID, LAYER_SOFTPLUS, 
 typedef struct {
     layer_kind kind;
     int cin, cout, k, dil;   // conv: C -> K, k×k kernel, dilation, padding dil·(k−1)/2
-    int w, b;                // conv: weight (K,C,k,k), bias (K); BN: gamma (K), beta (K)
-    int rmean, rvar, nbt;    // BN: running_mean (K), running_var (K), num_batches_tracked ()
+    // Entries of the parameter table (-1: none):
+    int w_idx, b_idx;        // conv: weight (K,C,k,k), bias (K); BN: gamma (K), beta (K)
+    int rmean_idx, rvar_idx, nbt_idx;   // BN: running_mean (K), running_var (K), num_batches_tracked ()
     int inplace;             // activation computed in place over the previous layer's output
     int relu_fused;          // BN: this forward ran the in-place ReLU after it inside its op (batchnorm_relu_*)
     Tensor in;               // saved input (N,H,W,C): the previous layer's output, or what a range began with

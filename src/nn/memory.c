@@ -72,7 +72,7 @@ int camoxpert_memory_fit_size(const CamoXpertConfig *c, int64_t n_params, int ba
     return best;
 }
 
-const char *mem_str(double bytes, char *buf, size_t n) {
+const char *memory_str(double bytes, char *buf, size_t n) {
     if (bytes >= 1024.0 * (1 << 30)) snprintf(buf, n, "%.1f TiB", bytes / (1024.0 * (1 << 30)));
     else if (bytes >= (1 << 30)) snprintf(buf, n, "%.1f GiB", bytes / (1 << 30));
     else snprintf(buf, n, "%.0f MiB", bytes / (1 << 20));

@@ -46,4 +46,4 @@ int camoxpert_memory_fit_batch(const CamoXpertConfig *c, int64_t n_params, int S
 int camoxpert_memory_fit_size(const CamoXpertConfig *c, int64_t n_params, int batch, int training, int ema, int act_bytes,
                               double other, double budget, int max_S);
 // "1.3 GiB", "412 MiB": bytes for messages, into buf.
-const char *mem_str(double bytes, char *buf, size_t n);
+const char *memory_str(double bytes, char *buf, size_t n);

@@ -10,14 +10,15 @@
 #define MOE_RENORM_EPS 1e-8
 
 const char *moe_balance_name(moe_balance b) {
-    static const char *names[] = { "sqdev", "switch", "zloss", "bias" };
+    static const char *names[] = { "mse", "switch", "zloss", "bias" };
     return b >= 0 && b <= MOE_BALANCE_BIAS ? names[b] : "?";
 }
 
 cx_status moe_balance_parse(const char *s, moe_balance *b) {
+    if (!strcmp(s, "sqdev")) { *b = MOE_BALANCE_MSE; return CX_OK; }   // the name checkpoints and inspect used before
     for (int i = 0; i <= MOE_BALANCE_BIAS; i++)
         if (!strcmp(s, moe_balance_name((moe_balance)i))) { *b = (moe_balance)i; return CX_OK; }
-    return CX_FAIL(CX_EARG, "unknown balancing scheme '%s' (expected sqdev, switch, zloss or bias)", s);
+    return CX_FAIL(CX_EARG, "unknown balancing scheme '%s' (expected mse, switch, zloss or bias)", s);
 }
 
 const char *moe_routing_name(moe_routing r) { return r == MOE_ROUTING_SPATIAL ? "spatial" : r == MOE_ROUTING_GLOBAL ? "global" : "?"; }
@@ -53,16 +54,16 @@ void moe_create(Moe *m, ParamTable *pt, const char *prefix, int d, int E, int k,
         expert_create(&m->experts[e], pt, p, (expert_kind)(e % EXPERT_KINDS), d, PG_REST);
     }
     snprintf(p, sizeof p, "%s.router.2.weight", prefix);
-    m->router_w = params_add(pt, p, 2, (int64_t[]){ E, d }, PG_ROUTER, 0);
+    m->router_w_idx = params_add(pt, p, 2, (int64_t[]){ E, d }, PG_ROUTER, 0);
     snprintf(p, sizeof p, "%s.router.2.bias", prefix);
-    m->router_b = params_add(pt, p, 1, (int64_t[]){ E }, PG_ROUTER, PF_NO_DECAY);
+    m->router_b_idx = params_add(pt, p, 1, (int64_t[]){ E }, PG_ROUTER, PF_NO_DECAY);
 }
 
 void moe_init(Moe *m, ParamTable *pt, Rng *rng) {
     for (int e = 0; e < m->E; e++) expert_init(&m->experts[e], pt, rng);
     // nn.Linear default: U(±1/√fan_in) for weight and bias
     double bound = 1.0 / sqrt((double)m->d);
-    Tensor w = params_value(pt, m->router_w), b = params_value(pt, m->router_b);
+    Tensor w = params_value(pt, m->router_w_idx), b = params_value(pt, m->router_b_idx);
     for (int64_t i = 0; i < tensor_numel(&w); i++) tensor_set(&w, i, (2 * rng_uniform(rng) - 1) * bound);
     for (int64_t i = 0; i < tensor_numel(&b); i++) tensor_set(&b, i, (2 * rng_uniform(rng) - 1) * bound);
     memset(m->sel_bias, 0, sizeof m->sel_bias);
@@ -207,7 +208,7 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     route_pool(ctx, m, x);
     const int64_t U = m->U;
     Tensor logits = nn_new(ctx, sdt, 2, (int64_t[]){ U, E }), probs = nn_new(ctx, sdt, 2, (int64_t[]){ U, E });
-    Tensor w = nn_param(ctx, m->router_w), b = nn_param(ctx, m->router_b);
+    Tensor w = nn_param(ctx, m->router_w_idx), b = nn_param(ctx, m->router_b_idx);
     linear_forward(&ctx->op, &logits, &m->pooled, &w, &b);
     softmax_forward(&ctx->op, &probs, &logits, U, E, 1);
     // ---- host island: one download of (logits, probs) ----
@@ -250,7 +251,7 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
         double P = 0;
         for (int64_t u = 0; u < U; u++) P += tensor_get(&r->probs, u * E + e);
         P /= (double)U;
-        if (m->balance == MOE_BALANCE_SQDEV) r->lb_loss += (P - 1.0 / E) * (P - 1.0 / E);
+        if (m->balance == MOE_BALANCE_MSE) r->lb_loss += (P - 1.0 / E) * (P - 1.0 / E);
         else if (m->balance == MOE_BALANCE_SWITCH) r->lb_loss += E * ((double)r->count[e] / ((double)U * k)) * P;
     }
     if (m->balance == MOE_BALANCE_ZLOSS) {
@@ -290,7 +291,7 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
         for (int64_t u = 0; u < U; u++) P += tensor_get(&r->probs, u * E + e);
         P /= (double)U;
         double g = 0;
-        if (m->balance == MOE_BALANCE_SQDEV) g = cb * 2 * (P - 1.0 / E) / (double)U;
+        if (m->balance == MOE_BALANCE_MSE) g = cb * 2 * (P - 1.0 / E) / (double)U;
         else if (m->balance == MOE_BALANCE_SWITCH) g = cb * E * ((double)r->count[e] / ((double)U * k)) / (double)U;
         for (int64_t u = 0; u < U; u++) dp[u * E + e] += g;
     }
@@ -311,7 +312,7 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
     }
     free(dp);
     Tensor dl = nn_to_device(ctx, &dlogits);
-    Tensor w = nn_param(ctx, m->router_w), gw = nn_grad(ctx, m->router_w), gb = nn_grad(ctx, m->router_b);
+    Tensor w = nn_param(ctx, m->router_w_idx), gw = nn_grad(ctx, m->router_w_idx), gb = nn_grad(ctx, m->router_b_idx);
     Tensor dpooled = nn_zeros_like(ctx, &m->pooled);
     linear_backward(&ctx->op, &dpooled, &gw, &gb, &dl, &m->pooled, &w);
     if (dx) route_pool_backward(ctx, m, &dpooled, dx);

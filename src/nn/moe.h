@@ -22,20 +22,20 @@
 //             one rows_gather, ONE expert call on the whole group (BatchNorm
 //             statistics over the group in training), one weighted
 //             rows_scatter_add into y. Backward mirrors it.
-//   balance:  MOE_BALANCE_SQDEV   coef · Σ_e (mean_u p[u,e] − 1/E)²  (reference, 0.01)
+//   balance:  MOE_BALANCE_MSE     coef · Σ_e (mean_u p[u,e] − 1/E)²  (reference, 0.01)
 //             MOE_BALANCE_SWITCH  coef · E · Σ_e f_e · P_e  (f_e: share of pairs, P_e: mean p)
 //             MOE_BALANCE_ZLOSS   coef · mean_u logsumexp(logits_u)²
 //             MOE_BALANCE_BIAS    no loss; a per-expert bias added to p for choosing only,
 //                                 nudged toward balance by moe_balance_update after a step
 //
 //   Moe m;
-//   moe_create(&m, pt, "moe_layers.0", 80, 6, 2, MOE_BALANCE_SQDEV, 0.01);
+//   moe_create(&m, pt, "moe_layers.0", 80, 6, 2, MOE_BALANCE_MSE, 0.01);
 //   Tensor y = moe_forward(ctx, &m, &x);    // x, y (N,H,W,80); m.route holds the routing
 //   moe_backward(ctx, &m, &dy, 1.0, &dx);   // dx +=; router and expert gradients +=
 #pragma once
 #include "nn/experts.h"
 
-typedef enum { MOE_BALANCE_SQDEV = 0, MOE_BALANCE_SWITCH, MOE_BALANCE_ZLOSS, MOE_BALANCE_BIAS } moe_balance;
+typedef enum { MOE_BALANCE_MSE = 0, MOE_BALANCE_SWITCH, MOE_BALANCE_ZLOSS, MOE_BALANCE_BIAS } moe_balance;
 typedef enum { MOE_ROUTING_GLOBAL = 0, MOE_ROUTING_SPATIAL } moe_routing;
 
 #define MOE_MAX_EXPERTS 64
@@ -78,7 +78,7 @@ typedef struct {
     int route_by_image;                // spatial, tests: every tile scored from its image's pooled features
                                        // (so every tile gets its image's global choice and weights)
     Expert experts[MOE_MAX_EXPERTS];   // types cycle texture, frequency, edge, contrast
-    int router_w, router_b;            // router.2.weight (E,d), router.2.bias (E), group PG_ROUTER
+    int router_w_idx, router_b_idx;    // table entries: router.2.weight (E,d), router.2.bias (E), group PG_ROUTER
     double sel_bias[MOE_MAX_EXPERTS];  // MOE_BALANCE_BIAS selection bias (not a checkpoint entry)
     // saved by forward
     MoeRoute route;
@@ -99,7 +99,8 @@ typedef struct {
 } Moe;
 
 const char *moe_balance_name(moe_balance b);
-cx_status moe_balance_parse(const char *s, moe_balance *b);   // "sqdev|switch|zloss|bias"
+// "mse|switch|zloss|bias"; "sqdev", the name of mse in files and commands before, is read as mse.
+cx_status moe_balance_parse(const char *s, moe_balance *b);
 const char *moe_routing_name(moe_routing r);
 cx_status moe_routing_parse(const char *s, moe_routing *r);   // "global|spatial"
 // Spatial routing's tiles along one side of a map: n = min(grid, side / MOE_MIN_TILE)

@@ -87,7 +87,7 @@ static cJSON *run_predictions(Report *r, RunRef *rr, const cJSON *facts) {
     char best[4200], last[4200];
     snprintf(best, sizeof best, "%s/best.safetensors", rr->dir);
     snprintf(last, sizeof last, "%s/last.safetensors", rr->dir);
-    const char *w = path_exists(best) ? best : path_exists(last) ? last : NULL;
+    const char *w = io_path_exists(best) ? best : io_path_exists(last) ? last : NULL;
     double mt = w ? file_mtime(w) : NAN;
     int same = rr->predictions && w && !strcmp(w, rr->weights) && mt == rr->weights_mtime;
     if (!same) {
@@ -113,7 +113,7 @@ static void add_checkpoints(cJSON *page, const RunRef *rr) {
     for (int i = 0; i < 2; i++) {
         char p[4200];
         snprintf(p, sizeof p, "%s/%s.safetensors", rr->dir, names[i]);
-        if (path_exists(p)) cJSON_AddStringToObject(c, names[i], p);
+        if (io_path_exists(p)) cJSON_AddStringToObject(c, names[i], p);
         else cJSON_AddNullToObject(c, names[i]);
     }
 }
@@ -124,7 +124,7 @@ static cJSON *run_test_eval(const RunRef *rr) {
     char *path = join(rr->dir, "eval.json");
     unsigned char *buf = NULL;
     size_t n = 0;
-    cJSON *j = path_exists(path) && !read_file(path, &buf, &n) ? cJSON_ParseWithLength((const char *)buf, n) : NULL;
+    cJSON *j = io_path_exists(path) && !io_read_file(path, &buf, &n) ? cJSON_ParseWithLength((const char *)buf, n) : NULL;
     free(buf);
     free(path);
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "software");
@@ -156,7 +156,7 @@ cx_status report_write(Report *r, FILE *console) {
     for (int i = 0; i < r->n_run; i++) {
         RunRef *rr = &r->run[i];
         RunLog L;
-        cx_status st = !path_is_dir(rr->dir)
+        cx_status st = !io_path_is_dir(rr->dir)
             ? CX_FAIL(CX_ENOTFOUND, "%s: not a directory; give a training run's --checkpoint-dir (it holds "
                       "train_log.jsonl)", rr->dir)
             : runlog_load(rr->log, &L);
@@ -190,7 +190,7 @@ cx_status report_write(Report *r, FILE *console) {
     char *json = cJSON_PrintUnformatted(data);
     cJSON_Delete(data);
     AtomicFile af;
-    cx_status st = atomic_begin(&af, r->out);
+    cx_status st = io_atomic_begin(&af, r->out);
     if (st) { cJSON_free(json); cx_error_context("writing the report"); return st; }
     size_t tl = 64;
     for (int i = 0; i < r->n_run; i++) tl += strlen(r->run[i].name) + 4;
@@ -200,7 +200,7 @@ cx_status report_write(Report *r, FILE *console) {
     report_page_put(af.fp, title, "camoxpert report", json, live);
     free(title);
     cJSON_free(json);
-    if ((st = atomic_commit(&af))) { cx_error_context("writing the report"); return st; }
+    if ((st = io_atomic_commit(&af))) { cx_error_context("writing the report"); return st; }
     if (console)
         fprintf(console, "report: %s (%d run%s: %ld steps, %d epochs, %d prediction rows%s%s)\n", r->out, r->n_run,
                  r->n_run == 1 ? "" : "s", n_steps, (int)n_epochs, n_rows, n_notes ? "; the notes above are on the page too" : "", live ? "; reloads every 60 s while the run goes on" : "");

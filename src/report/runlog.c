@@ -120,8 +120,8 @@ static void parse_routing(RunEpoch *e, const cJSON *r) {
 static void parse_epoch(RunEpoch *e, const cJSON *j) {
     memset(e, 0, sizeof *e);
     e->epoch = (int)num(j, "epoch");
-    double st = num(j, "stage"), step = num(j, "step");
-    e->stage = isfinite(st) ? (int)st : 0;
+    double stage = num(j, "stage"), step = num(j, "step");
+    e->stage = isfinite(stage) ? (int)stage : 0;
     e->step = isfinite(step) ? (int64_t)step : 0;
     e->loss = num(j, "loss");
     e->seconds = num(j, "seconds");
@@ -217,8 +217,8 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
             if (L->n_steps == cap_steps) L->steps = cx_realloc(L->steps, sizeof *L->steps * (size_t)(cap_steps = cap_steps ? 2 * cap_steps : 1024));
             RunStep *r = &L->steps[L->n_steps++];
             r->step = step;
-            double st = num(j, "stage"), ep = num(j, "epoch");
-            r->stage = isfinite(st) ? (int)st : 0;
+            double stage = num(j, "stage"), ep = num(j, "epoch");
+            r->stage = isfinite(stage) ? (int)stage : 0;
             r->epoch = isfinite(ep) ? (int)ep : 0;
             r->segment = L->n_seg - 1;
             r->lr = num(j, "lr");
@@ -263,12 +263,12 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
 
 cx_status runlog_load(const char *path, RunLog *L) {
     memset(L, 0, sizeof *L);
-    if (!path_exists(path))
+    if (!io_path_exists(path))
         return CX_FAIL(CX_ENOTFOUND, "%s: no such file; a training run writes CHECKPOINT_DIR/train_log.jsonl "
                        "(give the run's --checkpoint-dir)", path);
     unsigned char *buf = NULL;
     size_t n = 0;
-    CX_TRY(read_file(path, &buf, &n));
+    CX_TRY(io_read_file(path, &buf, &n));
     cx_status st = runlog_parse((const char *)buf, n, path, L);
     free(buf);
     struct stat sb;
@@ -417,7 +417,7 @@ static void add_steps(cJSON *page, const RunLog *L, int max_points) {
 
 static void add_epochs(cJSON *page, const RunLog *L) {
     cJSON *o = cJSON_AddObjectToObject(page, "epochs");
-    cJSON *ep = jarr(o, "epoch"), *sg = jarr(o, "stage"), *st = jarr(o, "step"), *ls = jarr(o, "loss"),
+    cJSON *ep = jarr(o, "epoch"), *sg = jarr(o, "stage"), *steps = jarr(o, "step"), *ls = jarr(o, "loss"),
           *sec = jarr(o, "seconds"), *vi = jarr(o, "val_images");
     cJSON *val = cJSON_AddObjectToObject(o, "val"), *vs[RUNLOG_NVAL];
     for (int k = 0; k < RUNLOG_NVAL; k++) vs[k] = jarr(val, runlog_val_keys[k]);
@@ -425,7 +425,7 @@ static void add_epochs(cJSON *page, const RunLog *L) {
         const RunEpoch *e = &L->epochs[i];
         cJSON_AddItemToArray(ep, cJSON_CreateNumber(e->epoch));
         cJSON_AddItemToArray(sg, cJSON_CreateNumber(e->stage));
-        cJSON_AddItemToArray(st, cJSON_CreateNumber((double)e->step));
+        cJSON_AddItemToArray(steps, cJSON_CreateNumber((double)e->step));
         cJSON_AddItemToArray(ls, jnum(e->loss));
         cJSON_AddItemToArray(sec, jnum(e->seconds));
         cJSON_AddItemToArray(vi, e->has_val ? cJSON_CreateNumber(e->val_images) : cJSON_CreateNull());

@@ -6,8 +6,8 @@
 #include "data/dataset.h"
 #include "data/image.h"
 #include "eval/metrics.h"
-#include "train/checkpoint.h"
-#include "train/predictor.h"
+#include "infer/predictor.h"
+#include "nn/weights.h"
 #include <dirent.h>
 #include <math.h>
 #include <string.h>
@@ -43,7 +43,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 static cx_status listing_read(Listing *l, const char *dir, const char *opt) {
     memset(l, 0, sizeof *l);
     l->dir = dir;
-    DIR *d = path_is_dir(dir) ? opendir(dir) : NULL;
+    DIR *d = io_path_is_dir(dir) ? opendir(dir) : NULL;
     if (!d) return CX_FAIL(CX_ENOTFOUND, "%s %s: not a readable directory", opt, dir);
     struct dirent *e;
     int cap = 0;
@@ -95,7 +95,7 @@ static cx_status val_items(const char *weights, const cJSON *facts, Item **items
     uint64_t seed = cJSON_IsNumber(sd) ? (uint64_t)sd->valuedouble : 42;
     char *cfg = NULL;
     cJSON *cj = NULL;
-    if (!root && weights && !checkpoint_read_config(weights, &cfg) && cfg && (cj = cJSON_Parse(cfg))) {
+    if (!root && weights && !weights_read_config_json(weights, &cfg) && cfg && (cj = cJSON_Parse(cfg))) {
         const cJSON *to = cJSON_GetObjectItemCaseSensitive(cj, "train_options");
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(to, "dataset-path"), *f = cJSON_GetObjectItemCaseSensitive(to, "val-fraction"),
                     *s = cJSON_GetObjectItemCaseSensitive(to, "seed");
@@ -106,9 +106,9 @@ static cx_status val_items(const char *weights, const cJSON *facts, Item **items
     // A relative dataset path is relative to where training ran.
     const cJSON *cwd = cJSON_GetObjectItemCaseSensitive(facts, "cwd");
     char rel[4200];
-    if (root && root[0] != '/' && !path_exists(root) && cJSON_IsString(cwd)) {
+    if (root && root[0] != '/' && !io_path_exists(root) && cJSON_IsString(cwd)) {
         snprintf(rel, sizeof rel, "%s/%s", cwd->valuestring, root);
-        if (path_exists(rel)) root = rel;
+        if (io_path_exists(rel)) root = rel;
     }
     cx_status st = CX_OK;
     Dataset all = { 0 }, tr = { 0 }, va = { 0 };
@@ -206,12 +206,8 @@ static cJSON *item_row(const Item *it, Predictor *p, double *sm, char *why, size
     if (it->pred) {
         if (image_load(it->pred, 1, &mask)) goto fail;
     } else if (p && photo.px) {
-        float *prob = cx_malloc(sizeof(float) * (size_t)photo.w * photo.h);
         CamoXpertOutputs o;
-        predictor_run(p, &photo, prob, &o);
-        image_alloc(&mask, photo.w, photo.h, 1);
-        metrics_export_u8(prob, (int64_t)photo.w * photo.h, mask.px);
-        free(prob);
+        predictor_run(p, &photo, &mask, &o);
         if (o.n_route) routing = routing_json(&o);
     } else {
         snprintf(why, nwhy, "%s: no photo and no mask", it->name);

@@ -1,6 +1,7 @@
 // checkpoint.c — see checkpoint.h.
 #include "checkpoint.h"
 #include "core/finite.h"
+#include "nn/weights.h"
 #include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
@@ -89,7 +90,7 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
     if (ema) ema_sync_host(ema);
     CX_TRY(params_check_finite(pt, what));
     CX_TRY(state_check_finite(pt, opt, ema, what));
-    CX_TRY(make_dirs(dir));
+    CX_TRY(io_make_dirs(dir));
     // The commit protocol: the state goes to a file named by a new token, then the
     // weights (whose metadata names the token) replace NAME.safetensors in one rename —
     // the commit point — and only then are older states removed. At every moment
@@ -97,8 +98,6 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
     // previous checkpoint or the new one, whole.
     if (ts) ts->token = new_token();
     if (ts) checkpoint_state_path(wpath, ts->token, spath, sizeof spath);
-    Arena tmp;
-    arena_init(&tmp, "checkpoint", 1 << 16);
     cx_status st = CX_OK;
     if (ts) {
         StWriter w;
@@ -139,20 +138,15 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
         st_writer_free(&w);
     }
     if (!st) {
-        StWriter w;
-        st_writer_init(&w);
-        st_writer_meta(&w, "format", "pt");
-        if (config_json) st_writer_meta(&w, "camoxpert_config", config_json);
-        if (ts) meta_u64(&w, "camoxpert_state_token", ts->token);
-        params_save(pt, &w, NULL, &tmp);
-        st = st_writer_save(&w, wpath);
-        st_writer_free(&w);
+        char tok[32];
+        snprintf(tok, sizeof tok, "%" PRIu64, ts ? ts->token : 0);
+        const char *const meta[] = { "camoxpert_state_token", tok, NULL };
+        st = weights_save(pt, config_json, ts ? meta : NULL, wpath);
     }
     if (!st && ts) {
         checkpoint_tidy(dir, name, ts->token, 1);
         io_crash_point("checkpoint: older states removed");
     }
-    arena_free(&tmp);
     if (st) cx_error_context("saving checkpoint %s", wpath);
     return st;
 }
@@ -164,26 +158,21 @@ static cx_status meta_num(const StFile *f, const char *k, double *out) {
     return CX_OK;
 }
 
-cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *ts, AdamW *opt, Ema *ema,
-                          int *has_state) {
+cx_status checkpoint_load_state(const char *weights_path, const ParamTable *pt, TrainState *ts, AdamW *opt, Ema *ema,
+                                int *has_state) {
     if (has_state) *has_state = 0;
-    StFile f;
-    CX_TRY(st_open(&f, weights_path));
-    ParamLoadOpts lo = { .file_prefix = "" };
-    cx_status st = params_load(pt, &f, &lo);
-    const char *tok = st_meta(&f, "camoxpert_state_token");
-    uint64_t token = tok ? strtoull(tok, NULL, 10) : 0;
-    st_close(&f);
-    if (st || !ts) return st;
+    uint64_t token;
+    CX_TRY(checkpoint_read_token(weights_path, &token));
+    cx_status st = CX_OK;
     // The state this weights file names; files written before the token was in the
     // name are accepted when their token matches.
     if (!token) return CX_OK;   // weights only (best.safetensors, a PyTorch file)
     char spath[4200];
     checkpoint_state_path(weights_path, token, spath, sizeof spath);
-    if (!path_exists(spath)) {
+    if (!io_path_exists(spath)) {
         checkpoint_state_path(weights_path, 0, spath, sizeof spath);
         char *tv = NULL;
-        int match = path_exists(spath) && !st_read_meta(spath, "token", &tv) && tv && strtoull(tv, NULL, 10) == token;
+        int match = io_path_exists(spath) && !st_read_meta(spath, "token", &tv) && tv && strtoull(tv, NULL, 10) == token;
         free(tv);
         if (!match) {
             checkpoint_state_path(weights_path, token, spath, sizeof spath);
@@ -192,6 +181,7 @@ cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *
             return CX_OK;
         }
     }
+    StFile f;
     CX_TRY(st_open(&f, spath));
     double v = 0;
     const char *tv = st_meta(&f, "token");
@@ -258,16 +248,6 @@ done:
     return st;
 }
 
-cx_status checkpoint_read_config(const char *weights_path, char **config_json) {
-    *config_json = NULL;
-    StFile f;
-    CX_TRY(st_open(&f, weights_path));
-    const char *c = st_meta(&f, "camoxpert_config");
-    if (c) *config_json = cx_strdup(c);
-    st_close(&f);
-    return CX_OK;
-}
-
 cx_status checkpoint_read_token(const char *weights_path, uint64_t *token) {
     char *tok = NULL;
     *token = 0;
@@ -279,7 +259,7 @@ cx_status checkpoint_read_token(const char *weights_path, uint64_t *token) {
 
 cx_status checkpoint_read_best(const char *path, double *score, int *epoch) {
     *score = -1, *epoch = 0;
-    if (!path_exists(path)) return CX_FAIL(CX_ENOTFOUND, "%s: no such file", path);
+    if (!io_path_exists(path)) return CX_FAIL(CX_ENOTFOUND, "%s: no such file", path);
     char *sc = NULL, *ep = NULL;
     cx_status st = st_read_meta(path, "camoxpert_best_score", &sc);
     if (!st) st = st_read_meta(path, "camoxpert_best_epoch", &ep);
@@ -307,18 +287,11 @@ cx_status checkpoint_save_best(const char *dir, const ParamTable *pt, const char
     char what[4400];
     snprintf(what, sizeof what, "not saving %s", path);
     CX_TRY(params_check_finite(pt, what));
-    StWriter w;
-    st_writer_init(&w);
-    st_writer_meta(&w, "format", "pt");
-    if (config_json) st_writer_meta(&w, "camoxpert_config", config_json);
-    meta_f64(&w, "camoxpert_best_score", score);
-    meta_i64(&w, "camoxpert_best_epoch", epoch);
-    Arena tmp;
-    arena_init(&tmp, "checkpoint", 1 << 16);
-    params_save(pt, &w, NULL, &tmp);
-    cx_status st = st_writer_save(&w, path);
-    st_writer_free(&w);
-    arena_free(&tmp);
+    char sc[40], ep[32];
+    snprintf(sc, sizeof sc, "%.17g", score);
+    snprintf(ep, sizeof ep, "%d", epoch);
+    const char *const meta[] = { "camoxpert_best_score", sc, "camoxpert_best_epoch", ep, NULL };
+    cx_status st = weights_save(pt, config_json, meta, path);
     if (st) cx_error_context("saving %s", path);
     else *saved = 1;
     return st;

@@ -1,8 +1,7 @@
-// checkpoint.h — training checkpoints: the weights in the reference's PyTorch
-// state_dict names (NAME.safetensors, loadable by PyTorch with strict=True,
-// metadata `camoxpert_config` = the model config as JSON) and, beside it, the
-// training state (NAME.state.<token>.safetensors: AdamW moments and per-entry
-// steps, EMA shadow, counters and the data cursor).
+// checkpoint.h — training checkpoints: the weights (NAME.safetensors, written by
+// nn/weights.h: PyTorch state_dict names, the model config in the metadata) and,
+// beside them, the training state (NAME.state.<token>.safetensors: AdamW moments
+// and per-entry steps, EMA shadow, counters and the data cursor).
 //
 // Replaced atomically as a whole: the state is written under a new random token,
 // then the weights file, whose metadata names that token, replaces NAME.safetensors
@@ -16,7 +15,8 @@
 //
 //   TrainState ts = { .stage = 1, .epoch = 3, .global_step = 750 };
 //   CX_TRY(checkpoint_save("runs/a", "last", &pt, cfg_json, &ts, &opt, use_ema ? &ema : NULL));
-//   CX_TRY(checkpoint_load("runs/a/last.safetensors", &pt, &ts, &opt, &ema, &has_state));
+//   CX_TRY(weights_load(&pt, "runs/a/last.safetensors"));   // or infer/open.h's model_open
+//   CX_TRY(checkpoint_load_state("runs/a/last.safetensors", &pt, &ts, &opt, &ema, &has_state));
 #pragma once
 #include "train/optim.h"
 
@@ -44,14 +44,13 @@ typedef struct {
 // GPU tables, moments and EMA are downloaded into their host copies first.
 cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *pt, const char *config_json,
                           TrainState *ts, AdamW *opt, Ema *ema);
-// Loads weights (strict) and, when ts is non-NULL and the weights name a state that
-// exists, the training state (uploaded to the GPU for GPU tables). *has_state tells
-// whether a state was loaded (may be NULL); a named state that is missing is a
-// warning and *has_state = 0.
-cx_status checkpoint_load(const char *weights_path, ParamTable *pt, TrainState *ts, AdamW *opt, Ema *ema,
-                          int *has_state);
-// The config JSON stored in a weights file's metadata (malloc'd; NULL if absent).
-cx_status checkpoint_read_config(const char *weights_path, char **config_json);
+// The training state the weights file names, when it exists (opt and ema, which may
+// be NULL, are uploaded to the GPU for GPU tables); pt gives the sizes (the weights
+// themselves are loaded by the caller). *has_state tells whether a state was loaded
+// (may be NULL); none named (best.safetensors, a PyTorch file) is *has_state = 0, and
+// a named state that is missing is a warning and *has_state = 0.
+cx_status checkpoint_load_state(const char *weights_path, const ParamTable *pt, TrainState *ts, AdamW *opt, Ema *ema,
+                                int *has_state);
 
 // The state file of a weights file for a token (0: the pre-token name NAME.state.safetensors).
 void checkpoint_state_path(const char *weights_path, uint64_t token, char *out, size_t n);

@@ -93,7 +93,7 @@ void adamw_step(OpCtx *op, AdamW *o, ParamTable *pt, double lr, const Tensor *gs
     adamw_update(op, &p, &o->m, &o->v, &g, gscale, o->seg, n, o->beta1, o->beta2, o->eps);
 }
 
-void grad_clip_stats(OpCtx *op, const ParamTable *pt, const AdamW *o, double max_norm, Tensor *stats) {
+void optim_grad_clip_stats(OpCtx *op, const ParamTable *pt, const AdamW *o, double max_norm, Tensor *stats) {
     int n = 0;
     for (int i = 0; i < pt->n; i++)
         if (adamw_active(o, pt, i)) o->seg[n++] = (AdamSeg){ .offset = pt->p[i].offset, .numel = pt->p[i].numel };
@@ -101,7 +101,7 @@ void grad_clip_stats(OpCtx *op, const ParamTable *pt, const AdamW *o, double max
     grad_norm_clip(op, stats, &g, o->seg, n, max_norm);
 }
 
-void grad_scale(OpCtx *op, ParamTable *pt, double s) {
+void optim_grad_scale(OpCtx *op, ParamTable *pt, double s) {
     Tensor g = flat(pt->grad, pt->dtype, pt->numel, pt->device);
     scale_inplace(op, &g, s);
 }

@@ -9,7 +9,7 @@
 //   AdamW opt; adamw_init(&opt, &pt, 1e-4 /* weight decay */);
 //   opt.group_scale[PG_ROUTER] = 0.1;      // --router-lr-scale
 //   opt.group_frozen[PG_BACKBONE] = 1;     // stage 1
-//   grad_clip_stats(&op, &pt, &opt, 0.5, &stats);   // stats (3): Σg², norm, clipping factor
+//   optim_grad_clip_stats(&op, &pt, &opt, 0.5, &stats);   // stats (3): Σg², norm, clipping factor
 //   Tensor scale = tensor_slice0(&stats, 2, 1);
 //   adamw_step(&op, &opt, &pt, lr, &scale);
 #pragma once
@@ -35,7 +35,7 @@ void adamw_free(AdamW *o);
 // Is entry i updated by the optimizer right now (trainable, not a buffer, group not frozen)?
 int adamw_active(const AdamW *o, const ParamTable *pt, int i);
 // One update with learning rate lr (times the entry's group scale). gscale: a
-// 1-element clipping factor on the table's device (grad_clip_stats' stats[2]), or NULL.
+// 1-element clipping factor on the table's device (optim_grad_clip_stats' stats[2]), or NULL.
 void adamw_step(OpCtx *op, AdamW *o, ParamTable *pt, double lr, const Tensor *gscale);
 // Forgets the moments (a fresh optimizer for stage 2, as the reference builds one).
 void adamw_reset(AdamW *o);
@@ -47,9 +47,9 @@ void adamw_sync_device(AdamW *o);
 // global L2 norm, and the factor max_norm / (norm + 1e-6) when norm > max_norm > 0
 // (else 1) that adamw_step applies. A norm that is NaN/Inf means a gradient is
 // not finite: the caller does not step.
-void grad_clip_stats(OpCtx *op, const ParamTable *pt, const AdamW *o, double max_norm, Tensor *stats);
+void optim_grad_clip_stats(OpCtx *op, const ParamTable *pt, const AdamW *o, double max_norm, Tensor *stats);
 // Scales all gradients (gradient accumulation: 1/accumulation_steps).
-void grad_scale(OpCtx *op, ParamTable *pt, double s);
+void optim_grad_scale(OpCtx *op, ParamTable *pt, double s);
 
 typedef struct {
     double decay;

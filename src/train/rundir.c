@@ -13,7 +13,7 @@ cx_status rundir_open(RunDir *r, const char *dir) {
     r->lock_fd = -1;
     if (strlen(dir) + 64 >= sizeof r->dir) return CX_FAIL(CX_EARG, "--checkpoint-dir %s: path too long", dir);
     snprintf(r->dir, sizeof r->dir, "%s", dir);
-    CX_TRY(make_dirs(dir));
+    CX_TRY(io_make_dirs(dir));
     char p[4200];
     snprintf(p, sizeof p, "%s/.camoxpert.lock", dir);
     int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0666);
@@ -47,7 +47,7 @@ int rundir_has_run(const char *dir, char *what, size_t n) {
     for (int i = 0; names[i]; i++) {
         char p[4200];
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        if (!path_exists(p)) continue;
+        if (!io_path_exists(p)) continue;
         if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
         found = 1;
     }
@@ -66,7 +66,7 @@ cx_status rundir_clear(RunDir *r) {
     CX_TRY(remove_if_there(r->dir, "best.safetensors"));
     CX_TRY(remove_if_there(r->dir, "train_log.jsonl"));
     checkpoint_tidy(r->dir, "last", 0, 1);   // every state: no weights name one now
-    atomic_cleanup_dir(r->dir);
+    io_atomic_cleanup_dir(r->dir);
     return CX_OK;
 }
 
@@ -75,15 +75,15 @@ int rundir_tidy(RunDir *r, uint64_t keep) {
     char w[4200], sp[4300];
     snprintf(w, sizeof w, "%s/last.safetensors", r->dir);
     checkpoint_state_path(w, keep, sp, sizeof sp);
-    int legacy = keep && path_exists(sp);
-    return checkpoint_tidy(r->dir, "last", keep, legacy) + atomic_cleanup_dir(r->dir);
+    int legacy = keep && io_path_exists(sp);
+    return checkpoint_tidy(r->dir, "last", keep, legacy) + io_atomic_cleanup_dir(r->dir);
 }
 
 cx_status rundir_truncate_log(RunDir *r, int64_t bytes) {
     char p[4200];
     snprintf(p, sizeof p, "%s/train_log.jsonl", r->dir);
-    struct stat st;
-    if (bytes < 0 || lstat(p, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= bytes) return CX_OK;
+    struct stat sb;
+    if (bytes < 0 || lstat(p, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= bytes) return CX_OK;
     if (truncate(p, bytes) != 0) return CX_FAIL(CX_EIO, "cannot cut %s back to %lld bytes: %s", p, (long long)bytes, strerror(errno));
     return CX_OK;
 }

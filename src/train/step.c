@@ -120,9 +120,9 @@ cx_status train_step_finish(TrainStep *s, double lr, double grad_clip, StepResul
         CX_TRY(allreduce_step(s));
         n *= s->comm->world;
     }
-    if (n > 1) grad_scale(op, s->pt, 1.0 / n);
+    if (n > 1) optim_grad_scale(op, s->pt, 1.0 / n);
     Tensor norm = tensor_slice0(&s->stats, CL_TERMS, 3);
-    grad_clip_stats(op, s->pt, s->opt, grad_clip, &norm);
+    optim_grad_clip_stats(op, s->pt, s->opt, grad_clip, &norm);
     // the step's one synchronisation: the terms and the norm together
     Tensor h = nn_to_host(&rt->ctx, &s->stats);
     double t[CL_TERMS];

@@ -9,13 +9,13 @@
 // model adds the routing island's copies (nn/moe.h), and the loader's batch
 // goes up in two uploads.
 //
-//   TrainStep ts;
-//   train_step_init(&ts, &rt, model, &pt, &opt, use_ema ? &ema : NULL, &weights);
-//   train_step_begin(&ts);
-//   train_step_accumulate(&ts, &images, &masks, skip_backbone, &out);   // per micro-batch
+//   TrainStep step;
+//   train_step_init(&step, &rt, model, &pt, &opt, use_ema ? &ema : NULL, &weights);
+//   train_step_begin(&step);
+//   train_step_accumulate(&step, &images, &masks, skip_backbone, &out);   // per micro-batch
 //   StepResult r;
-//   CX_TRY(train_step_finish(&ts, lr, grad_clip, &r));   // r.applied == 0: not finite, nothing changed
-//   train_step_free(&ts);
+//   CX_TRY(train_step_finish(&step, lr, grad_clip, &r));   // r.applied == 0: not finite, nothing changed
+//   train_step_free(&step);
 #pragma once
 #include "nn/camoxpert.h"
 #include "nn/runtime.h"

@@ -1,12 +1,11 @@
-// infer.c — see infer.h.
-#include "infer.h"
-#include "data/augment.h"
+// weights.c — see weights.h.
+#include "nn/weights.h"
 #include "nn/memory.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
 
-char *infer_config_json(const CamoXpertConfig *c, int img_size) {
+char *weights_config_json(const CamoXpertConfig *c, int img_size) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", c->sparse ? "CamoXpertSparseMoE" : "CamoXpertCOD");
     cJSON_AddStringToObject(j, "backbone", c->backbone);
@@ -30,7 +29,8 @@ static int json_int(const cJSON *j, const char *k, int dflt) {
     return cJSON_IsNumber(v) ? v->valueint : cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
-cx_status infer_config_parse(const char *json, CamoXpertConfig *c, int *img_size) {
+// Parses weights_config_json's output.
+static cx_status config_parse(const char *json, CamoXpertConfig *c, int *img_size) {
     cJSON *j = cJSON_Parse(json);
     if (!j) return CX_FAIL(CX_EFORMAT, "the model config is not valid JSON: %.200s", json);
     const cJSON *bb = cJSON_GetObjectItemCaseSensitive(j, "backbone");
@@ -67,16 +67,16 @@ done:
     return st;
 }
 
-cx_status infer_config_from_checkpoint(const char *weights_path, CamoXpertConfig *c, int *img_size) {
+cx_status weights_read_config(const char *path, CamoXpertConfig *c, int *img_size) {
     StFile f;
-    CX_TRY(st_open(&f, weights_path));
+    CX_TRY(st_open(&f, path));
     cx_status st = CX_OK;
     const char *cfg = st_meta(&f, "camoxpert_config");
     const char *model = st_meta(&f, "model"), *bb = st_meta(&f, "backbone");
     if (img_size) *img_size = 0;
     if (cfg) {
-        st = infer_config_parse(cfg, c, img_size);
-    } else if (model && bb) {
+        st = config_parse(cfg, c, img_size);
+    } else if (model && bb) {   // the flat dialect (edc5414's camoxpert_save): no input size
         int sparse = strstr(model, "Sparse") != NULL;
         const char *E = st_meta(&f, "num_experts"), *k = st_meta(&f, "top_k"), *bal = st_meta(&f, "balance");
         st = camoxpert_config(c, bb, sparse, E ? atoi(E) : 6, k ? atoi(k) : 2);
@@ -85,29 +85,37 @@ cx_status infer_config_from_checkpoint(const char *weights_path, CamoXpertConfig
         if (!st && rt) st = camoxpert_config_routing(c, rt, g ? atoi(g) : 4);
     } else {
         st = CX_FAIL(CX_ENOTFOUND, "%s carries no model config in its metadata (a reference PyTorch checkpoint?); "
-                     "name the model with --backbone NAME [--use-sparse-moe --num-experts E --top-k K]", weights_path);
+                     "name the model with --backbone NAME [--use-sparse-moe --num-experts E --top-k K]", path);
     }
-    if (st && (cfg || (model && bb))) cx_error_context("reading the model config of %s", weights_path);
+    if (st && (cfg || (model && bb))) cx_error_context("reading the model config of %s", path);
     st_close(&f);
     return st;
 }
 
-Tensor infer_forward_pred(void *model, NNCtx *ctx, const Tensor *x) {
-    CamoXpertOutputs o;
-    camoxpert_forward(ctx, model, x, &o);
-    return o.maps.pred;
+cx_status weights_read_config_json(const char *path, char **json) {
+    return st_read_meta(path, "camoxpert_config", json);
 }
 
-void infer_image_input(const Image8 *im, int S, float *dst) {
-    Image8 r = { 0 };
-    image_resize_bilinear(im, S, S, &r);
-    AugParams p;
-    augment_none(&p);
-    augment_apply(dst, NULL, r.px, NULL, S, &p);
-    image_free(&r);
+cx_status weights_save(const ParamTable *pt, const char *config_json, const char *const *meta, const char *path) {
+    Arena tmp;
+    arena_init(&tmp, "weights", 1 << 16);
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    if (config_json) st_writer_meta(&w, "camoxpert_config", config_json);
+    for (int i = 0; meta && meta[i]; i += 2) st_writer_meta(&w, meta[i], meta[i + 1]);
+    params_save(pt, &w, NULL, &tmp);
+    cx_status st = st_writer_save(&w, path);
+    st_writer_free(&w);
+    arena_free(&tmp);
+    return st;
 }
 
-void infer_prob_at(const float *logits, int h, int w, int H, int W, float *prob) {
-    image_resize_bilinear_f32(prob, H, W, logits, h, w, 1);
-    for (int64_t i = 0; i < (int64_t)H * W; i++) prob[i] = 1.0f / (1.0f + expf(-prob[i]));
+cx_status weights_load(ParamTable *pt, const char *path) {
+    StFile f;
+    CX_TRY(st_open(&f, path));
+    cx_status st = camoxpert_load(pt, &f, "", NULL);
+    st_close(&f);
+    if (st) cx_error_context("loading CamoXpert weights from %s", path);
+    return st;
 }

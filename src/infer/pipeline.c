@@ -1,0 +1,560 @@
+// pipeline.c — see pipeline.h. The photos are listed and every output planned, the
+// model opened (infer/open.h) with a batch that fits in memory, then a ring of batch
+// slots runs: workers decode photos into a slot and write the masks of slots the
+// network has run; the calling thread runs the network on each slot in order and
+// writes the routing files (the routing is read while the batch's outputs live).
+#include "infer/pipeline.h"
+#include "core/text.h"
+#include "data/dataset.h"
+#include "data/owner.h"
+#include "infer/infer.h"
+#include "nn/memory.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// The photos to predict: IMAGE, or every image file in DIR (sorted by name),
+// leaving out the masks and overlays an earlier predict wrote there (*n_own).
+static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
+    *out = NULL, *n = 0, *n_own = 0;
+    if (!io_path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
+    if (!io_path_is_dir(in)) {
+        *out = cx_malloc(sizeof **out);
+        (*out)[0] = cx_strdup(in);
+        *n = 1;
+        return CX_OK;
+    }
+    DIR *d = opendir(in);
+    if (!d) return CX_FAIL(CX_EIO, "--input %s: cannot list the directory", in);
+    int cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
+        char p[4200], mark[64];
+        snprintf(p, sizeof p, "%s/%s", in, e->d_name);
+        if (!owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
+        if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
+        (*out)[(*n)++] = cx_strdup(p);
+    }
+    closedir(d);
+    if (*n == 0)
+        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s", in,
+                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "");
+    qsort(*out, (size_t)*n, sizeof **out, cmp_str);
+    return CX_OK;
+}
+
+static void base_name(const char *path, char *out, size_t n) {
+    const char *s = strrchr(path, '/');
+    snprintf(out, n, "%s", s ? s + 1 : path);
+    char *dot = strrchr(out, '.');
+    if (dot) *dot = 0;
+}
+
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+typedef struct { const char *file; char stem[1024]; } PlanItem;
+
+static int cmp_stem(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->stem, ((const PlanItem *)b)->stem); }
+
+// Checks every output before any is written (see the header comment). outputs_per:
+// the suffixes written for each photo (".png", "_overlay.jpg", "_routing.json").
+static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
+                              int n_suffix, int overwrite) {
+    char in_dir[4200];
+    if (io_path_is_dir(input)) snprintf(in_dir, sizeof in_dir, "%s", input);
+    else {
+        const char *sl = strrchr(input, '/');
+        if (!sl) snprintf(in_dir, sizeof in_dir, ".");
+        else snprintf(in_dir, sizeof in_dir, "%.*s", sl == input ? 1 : (int)(sl - input), input);
+    }
+    if (io_path_is_dir(out) && same_file(out, in_dir))
+        return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
+                       "could replace some; choose another --out", out, input);
+    PlanItem *it = cx_calloc((size_t)nf + 1, sizeof *it);
+    for (int i = 0; i < nf; i++) it[i].file = files[i], base_name(files[i], it[i].stem, sizeof it[i].stem);
+    qsort(it, (size_t)nf, sizeof *it, cmp_stem);
+    cx_status st = CX_OK;
+    for (int i = 1; i < nf && !st; i++)
+        if (!strcmp(it[i].stem, it[i - 1].stem)) {
+            int j = i;
+            while (j + 1 < nf && !strcmp(it[j + 1].stem, it[i].stem)) j++;
+            st = CX_FAIL(CX_EARG, "--input: %d photos would all write %s/%s.png (%s and %s%s): masks are named by the photo's "
+                         "name without its extension; rename all but one", j - i + 2, out, it[i].stem, it[i - 1].file,
+                         it[i].file, j > i ? ", ..." : "");
+        }
+    for (int i = 0; i < nf && !st; i++)
+        for (int k = 0; k < n_suffix && !st; k++) {
+            char name[1200], path[4400];
+            snprintf(name, sizeof name, "%s%s", it[i].stem, suffix[k]);
+            if (strlen(name) > NAME_MAX) {
+                st = CX_FAIL(CX_EARG, "%s: the output name %s%s is %zu bytes, more than the file system allows (%d); "
+                             "shorten the photo's name", it[i].file, it[i].stem, suffix[k], strlen(name), NAME_MAX);
+                break;
+            }
+            snprintf(path, sizeof path, "%s/%s", out, name);
+            for (int f = 0; f < nf && !st; f++)
+                if (same_file(path, files[f]))
+                    st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
+            if (!st) st = owner_check_replace(path, OWNER_PREDICT, overwrite, "--out");
+        }
+    free(it);
+    return st;
+}
+
+// One unit's choice: {"experts": [...], "weights": [...], "probs": [...]} into x.
+static void unit_json(cJSON *x, const MoeRoute *r, int64_t u) {
+    int64_t k = r->idx.shape[1], E = r->probs.shape[1];
+    cJSON *ex = cJSON_AddArrayToObject(x, "experts"), *w = cJSON_AddArrayToObject(x, "weights"),
+          *p = cJSON_AddArrayToObject(x, "probs");
+    for (int64_t i = 0; i < k; i++) {
+        cJSON_AddItemToArray(ex, cJSON_CreateNumber(tensor_i32(&r->idx)[u * k + i]));
+        cJSON_AddItemToArray(w, cJSON_CreateNumber(tensor_get(&r->w, u * k + i)));
+    }
+    for (int64_t e = 0; e < E; e++) cJSON_AddItemToArray(p, cJSON_CreateNumber(tensor_get(&r->probs, u * E + e)));
+}
+
+// Spatial routing: each scale's tiles as a picture at the photo's size, every tile in
+// the colour of its first (highest-weight) expert, lighter as that weight falls toward
+// 1/k, tile borders dark: <name>_routing_s<scale>.png.
+static const uint8_t expert_rgb[12][3] = { { 230, 25, 75 }, { 60, 180, 75 }, { 0, 130, 200 }, { 245, 130, 48 },
+                                            { 145, 30, 180 }, { 70, 240, 240 }, { 240, 50, 230 }, { 210, 245, 60 },
+                                            { 128, 128, 0 }, { 0, 128, 128 }, { 170, 110, 40 }, { 128, 0, 0 } };
+static cx_status write_routing_map(const char *path, const MoeRoute *r, int n, int W, int H) {
+    Image8 im = { 0 };
+    image_alloc(&im, W, H, 3);
+    int64_t mh = r->ty[r->gh], mw = r->tx[r->gw], k = r->idx.shape[1];
+    for (int a = 0; a < r->gh; a++)
+        for (int b = 0; b < r->gw; b++) {
+            int64_t u = ((int64_t)n * r->gh + a) * r->gw + b;
+            int e = tensor_i32(&r->idx)[u * k];
+            double w = tensor_get(&r->w, u * k), sat = k > 1 ? (w - 1.0 / k) / (1 - 1.0 / k) : 1;
+            sat = 0.45 + 0.55 * (sat < 0 ? 0 : sat > 1 ? 1 : sat);
+            int y0 = (int)(r->ty[a] * H / mh), y1 = (int)(r->ty[a + 1] * H / mh);
+            int x0 = (int)(r->tx[b] * W / mw), x1 = (int)(r->tx[b + 1] * W / mw);
+            for (int y = y0; y < y1; y++)
+                for (int x = x0; x < x1; x++) {
+                    uint8_t *px = im.px + ((int64_t)y * W + x) * 3;
+                    int edge = y == y0 || x == x0 || y == y1 - 1 || x == x1 - 1;
+                    for (int ch = 0; ch < 3; ch++)
+                        px[ch] = edge ? 40 : (uint8_t)(255 - sat * (255 - expert_rgb[e % 12][ch]));
+                }
+        }
+    cx_status st = image_save_png_as(path, &im, OWNER_PREDICT);
+    image_free(&im);
+    return st;
+}
+
+// stem: <out>/<name>; spatial models also get one PNG map per scale (write_routing_map).
+// Image n of the batch: units n (global) or n·gh·gw + tile (spatial).
+static cx_status write_routing(const char *stem, const char *image, const CamoXpertOutputs *o, int n, int spatial, int W,
+                               int H) {
+    char path[4300];
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
+    char *safe = text_utf8_safe(image);   // JSON text is UTF-8; file names are bytes
+    cJSON_AddStringToObject(j, "image", safe);
+    free(safe);
+    cJSON_AddStringToObject(j, "routing", spatial ? "spatial" : "global");
+    cJSON *sc = cJSON_AddArrayToObject(j, "scales");
+    cx_status st = CX_OK;
+    for (int s = 0; s < o->n_route; s++) {
+        const MoeRoute *r = &o->route[s];
+        cJSON *x = cJSON_CreateObject();
+        if (!spatial) {
+            unit_json(x, r, n);
+        } else {   // tiles in row-major order, with their bounds in the scale's map
+            cJSON_AddItemToObject(x, "grid", cJSON_CreateIntArray((int[]){ r->gh, r->gw }, 2));
+            cJSON_AddItemToObject(x, "map", cJSON_CreateIntArray((int[]){ (int)r->ty[r->gh], (int)r->tx[r->gw] }, 2));
+            cJSON *tl = cJSON_AddArrayToObject(x, "tiles");
+            for (int a = 0; a < r->gh; a++)
+                for (int b = 0; b < r->gw; b++) {
+                    cJSON *t = cJSON_CreateObject();
+                    cJSON_AddItemToObject(t, "rows", cJSON_CreateIntArray((int[]){ (int)r->ty[a], (int)r->ty[a + 1] }, 2));
+                    cJSON_AddItemToObject(t, "cols", cJSON_CreateIntArray((int[]){ (int)r->tx[b], (int)r->tx[b + 1] }, 2));
+                    unit_json(t, r, ((int64_t)n * r->gh + a) * r->gw + b);
+                    cJSON_AddItemToArray(tl, t);
+                }
+            snprintf(path, sizeof path, "%s_routing_s%d.png", stem, s);
+            if (!st) st = write_routing_map(path, r, n, W, H);
+            const char *slash = strrchr(path, '/');
+            cJSON_AddStringToObject(x, "map_png", slash ? slash + 1 : path);
+        }
+        cJSON_AddItemToArray(sc, x);
+    }
+    snprintf(path, sizeof path, "%s_routing.json", stem);
+    if (st) { cJSON_Delete(j); return st; }
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    AtomicFile af;
+    st = io_atomic_begin(&af, path);
+    if (!st) {
+        fputs(s, af.fp);
+        fputc('\n', af.fp);
+        st = io_atomic_commit(&af);
+    }
+    cJSON_free(s);
+    return st;
+}
+
+// The pipeline: `workers` threads decode photos into a ring of batch slots and
+// write the masks (and overlays) of batches the network has run; the main thread
+// runs the network on each batch in order and writes routing files. A photo's
+// outputs depend only on the photo: batches change the order of work, not results
+// (evaluation-mode BatchNorm, routing per image or tile).
+typedef struct {
+    int64_t batch;   // the batch this slot holds; -1: none left
+    int n;           // photos in it
+    int decoded, written, forwarded;
+    Image8 *im;      // (B) the photos
+    int *failed;     // (B) 1: not decoded (its outputs are not written)
+    float *x;        // (B, S, S, 3) network input
+    float *logits;   // (B, S, S)
+    AtomicFile *pend;   // (2B) written files waiting for the batch's commit (io.h io_atomic_commit_group)
+    int *pend_mask;     // (2B) 1: a mask (counted when committed)
+    int n_pend;
+} PredSlot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    PredSlot *slot;
+    int R, B, S, nf, overlay;
+    char **files;
+    const char *out;
+    int64_t next_decode, next_write;
+    int n_masks, n_failed;
+    double decode_s, write_s;   // summed over the workers
+} PredPipe;
+
+static void pred_slot_fill(PredPipe *p, PredSlot *s, int64_t batch) {
+    int64_t nb = (p->nf + p->B - 1) / p->B;
+    s->batch = batch < nb ? batch : -1;
+    s->n = s->batch < 0 ? 0 : (int)(p->nf - batch * p->B < p->B ? p->nf - batch * p->B : p->B);
+    s->decoded = s->written = s->forwarded = s->n_pend = 0;
+}
+
+// Adds a closed, unflushed file to the slot's commit group.
+static void pred_pending(PredPipe *p, PredSlot *s, const AtomicFile *af, int is_mask) {
+    pthread_mutex_lock(&p->mu);
+    s->pend[s->n_pend] = *af;
+    s->pend_mask[s->n_pend++] = is_mask;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pred_error(PredPipe *p) {
+    fprintf(stderr, "error: %s\n", cx_errmsg());   // one write; the count under the lock
+    pthread_mutex_lock(&p->mu);
+    p->n_failed++;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pred_decode(PredPipe *p, PredSlot *s, int i, int64_t f) {
+    size_t plane = (size_t)p->S * p->S;
+    if (image_load(p->files[f], 3, &s->im[i])) {
+        pred_error(p);
+        s->failed[i] = 1;
+        memset(s->x + i * plane * 3, 0, sizeof(float) * plane * 3);
+        return;
+    }
+    s->failed[i] = 0;
+    infer_image_input(&s->im[i], p->S, s->x + i * plane * 3);
+}
+
+static void pred_write(PredPipe *p, PredSlot *s, int i, int64_t f) {
+    if (s->failed[i]) return;
+    const Image8 *im = &s->im[i];
+    Image8 mask;
+    image_alloc(&mask, im->w, im->h, 1);
+    infer_mask(s->logits + (size_t)i * p->S * p->S, p->S, &mask);
+    char name[1024], path[4200];
+    base_name(p->files[f], name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s.png", p->out, name);
+    AtomicFile af;
+    cx_status cs = image_save_png_pending(path, &mask, OWNER_PREDICT, &af);
+    if (!cs) pred_pending(p, s, &af, 1);
+    if (!cs && p->overlay) {   // the photo with the mask (> 128) laid over it in red at half opacity
+        Image8 ov = { 0 };
+        snprintf(path, sizeof path, "%s/%s_overlay.jpg", p->out, name);
+        cs = image_overlay_mask(&ov, im, &mask, 255, 0, 0, 0.5f);
+        if (!cs) cs = image_save_jpeg_pending(path, &ov, 90, OWNER_PREDICT, &af);
+        if (!cs) pred_pending(p, s, &af, 0);
+        image_free(&ov);
+    }
+    if (cs) pred_error(p);
+    image_free(&mask);
+}
+
+// Runs one photo's stage (decode or write) with the lock released; its seconds.
+static double pred_unlocked(PredPipe *p, void (*stage)(PredPipe *, PredSlot *, int, int64_t), PredSlot *s, int i,
+                            int64_t f) {
+    pthread_mutex_unlock(&p->mu);
+    double t0 = cx_time_s();
+    stage(p, s, i, f);
+    double dt = cx_time_s() - t0;
+    pthread_mutex_lock(&p->mu);
+    return dt;
+}
+
+// A worker: writes first (they free slots), else decodes the next photo whose
+// slot is ready for it, else waits.
+static void *pred_worker(void *arg) {
+    PredPipe *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->next_write < p->nf) {
+            int64_t f = p->next_write, j = f / p->B;
+            PredSlot *s = &p->slot[j % p->R];
+            if (s->batch == j && s->forwarded) {
+                p->next_write++;
+                p->write_s += pred_unlocked(p, pred_write, s, (int)(f - j * p->B), f);
+                if (++s->written == s->n) {   // commit the batch's files; the slot takes the batch R ahead
+                    AtomicFile *pend = s->pend;
+                    int *pend_mask = s->pend_mask, n_pend = s->n_pend;
+                    s->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)p->B);
+                    s->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)p->B);
+                    for (int i = 0; i < s->n; i++) image_free(&s->im[i]);
+                    pred_slot_fill(p, s, j + p->R);
+                    pthread_cond_broadcast(&p->cv);
+                    pthread_mutex_unlock(&p->mu);
+                    int failed = 0, masks = 0;
+                    io_atomic_commit_group(pend, n_pend, &failed);
+                    for (int i = 0; i < n_pend; i++) masks += pend_mask[i] && pend[i].path[0];
+                    free(pend), free(pend_mask);
+                    pthread_mutex_lock(&p->mu);
+                    p->n_masks += masks;
+                    p->n_failed += failed;
+                }
+                continue;
+            }
+        }
+        if (p->next_decode < p->nf) {
+            int64_t f = p->next_decode, j = f / p->B;
+            PredSlot *s = &p->slot[j % p->R];
+            if (s->batch == j) {
+                p->next_decode++;
+                p->decode_s += pred_unlocked(p, pred_decode, s, (int)(f - j * p->B), f);
+                if (++s->decoded == s->n) pthread_cond_broadcast(&p->cv);
+                continue;
+            }
+        }
+        if (p->next_write >= p->nf) break;
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+
+// Everything decided before the model is allocated (ModelSpec.check), in the order
+// the errors should come: the photos, every output planned, and the batch — the one
+// asked for, else (auto) 1 on the CPU, 32 on a GPU, fewer when memory is short; at most
+// the number of photos. Memory: a batch of photos in evaluation mode, against the
+// GPU's free memory on a GPU (activations in the run's precision), the machine's
+// otherwise.
+typedef struct {
+    const PipelineOptions *o;
+    char **files;
+    int nf, n_own;
+    int batch;
+    MemEstimate me;
+    double other;   // the runtime, and one decoded photo with its mask
+} Plan;
+
+static cx_status plan_work(void *arg, const Model *m) {
+    Plan *p = arg;
+    const PipelineOptions *o = p->o;
+    CX_TRY(list_inputs(o->input, &p->files, &p->nf, &p->n_own));
+    const char *suffix[7] = { ".png" };
+    int n_suffix = 1;
+    if (o->overlay) suffix[n_suffix++] = "_overlay.jpg";
+    if (o->routing && m->cfg.sparse) suffix[n_suffix++] = "_routing.json";
+    static const char *const maps[4] = { "_routing_s0.png", "_routing_s1.png", "_routing_s2.png", "_routing_s3.png" };
+    for (int s = 0; s < 4 && o->routing && m->cfg.sparse && m->cfg.routing == MOE_ROUTING_SPATIAL; s++)
+        suffix[n_suffix++] = maps[s];
+    CX_TRY(plan_outputs(p->files, p->nf, o->input, o->out, suffix, n_suffix, o->overwrite));
+    const int on_gpu = m->rt->device == DEV_CUDA, act_bytes = m->rt->dtype == DT_BF16 ? 2 : 4, S = m->img_size;
+    const int64_t numel = m->pt.numel;
+    const int auto_batch = o->batch == 0;
+    char how[64], ma[32], mb[32];
+    const double budget = runtime_mem_budget(m->rt, how, sizeof how);
+    p->batch = auto_batch ? (on_gpu ? 32 : 1) : o->batch;
+    if (p->batch > p->nf) p->batch = p->nf > 0 ? p->nf : 1;
+    camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, 0, act_bytes, &p->me);
+    if (budget > 0 && p->me.total + p->other > budget && auto_batch && p->batch > 1) {
+        int fit = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, 0, act_bytes, p->other, budget, p->batch);
+        if (fit >= 1) {
+            p->batch = fit;
+            camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, 0, act_bytes, &p->me);
+        }
+    }
+    if (budget <= 0 || p->me.total + p->other <= budget) return CX_OK;
+    int fitb = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, 0, act_bytes, p->other, budget, p->batch);
+    int fit = camoxpert_memory_fit_size(&m->cfg, numel, 1, 0, 0, act_bytes, p->other, budget, S);
+    char advice[128];
+    if (fitb >= 1) snprintf(advice, sizeof advice, "--batch-size %d fits", fitb);
+    else if (fit) snprintf(advice, sizeof advice, "--img-size %d fits", fit);
+    else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
+    return CX_FAIL(CX_EARG, "--img-size %d, --batch-size %d: inference needs about %s at peak, more than the %s this "
+                   "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", S,
+                   p->batch, memory_str(p->me.total + p->other, ma, sizeof ma), memory_str(budget, mb, sizeof mb), how,
+                   advice);
+}
+
+static void say(FILE *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(FILE *log, const char *fmt, ...) {
+    if (!log) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(log, fmt, ap);
+    va_end(ap);
+    fflush(log);
+}
+
+// Runs the network on every batch in order, as the workers decode them; writes the
+// routing files. The slots' bookkeeping is PredPipe's.
+static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, PipelineResult *r, double t0) {
+    const int B = pp->B, S = pp->S, nf = pp->nf, sparse = m->cfg.sparse;
+    const int64_t nb = (nf + B - 1) / B;
+    // CAMOXPERT_CUDA_GRAPH=0: every batch op by op (a diagnostic; docs/GPU.md)
+    const char *cg = getenv("CAMOXPERT_CUDA_GRAPH");
+    // Up to 8 photos a batch, where launching ~1,200 kernels one by one costs more than they
+    // run (batch 1 on an H100: 16.4 -> 7.7 ms a photo); at 64 the GPU is the limit and a graph
+    // measured no faster (docs/PERF.md, "predict").
+    const int use_graph = m->rt->device == DEV_CUDA && !sparse && B <= 8 && !(cg && !strcmp(cg, "0"));
+    RuntimeGraph graph = { 0 };
+    int graph_tried = 0;
+    double last_report = t0;
+    for (int64_t j = 0; j < nb; j++) {
+        PredSlot *sl = &pp->slot[j % pp->R];
+        double tw = cx_time_s();
+        pthread_mutex_lock(&pp->mu);
+        while (!(sl->batch == j && sl->decoded == sl->n)) pthread_cond_wait(&pp->cv, &pp->mu);
+        pthread_mutex_unlock(&pp->mu);
+        double tn = cx_time_s();
+        r->wait_s += tn - tw;
+        Tensor in = tensor_view4(sl->x, DT_F32, sl->n, S, S, 3), pred = { 0 };
+        CamoXpertOutputs out;
+        if (use_graph && sl->n == B) {   // full small batches of a dense model on a GPU: one CUDA graph
+            if (!graph_tried) {
+                runtime_graph_capture(m->rt, &graph, &in, infer_forward_pred, m->net);
+                graph_tried = 1;
+                if (!graph.exec) say(o->log, "note: no CUDA graph of the forward (%s): running it op by op\n", graph.why);
+            }
+            if (graph.exec) pred = runtime_graph_run(m->rt, &graph, &in);
+        }
+        if (!pred.data) pred = infer_forward(m, &in, &out);
+        memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
+        r->net_s += cx_time_s() - tn;
+        for (int i = 0; i < sl->n && o->routing && sparse; i++) {
+            if (sl->failed[i]) continue;
+            char name[1024], path[4200];
+            int64_t f = j * B + i;
+            base_name(pp->files[f], name, sizeof name);
+            snprintf(path, sizeof path, "%s/%s", o->out, name);
+            if (write_routing(path, pp->files[f], &out, i, m->cfg.routing == MOE_ROUTING_SPATIAL, sl->im[i].w, sl->im[i].h))
+                pred_error(pp);
+        }
+        pthread_mutex_lock(&pp->mu);
+        sl->forwarded = 1;
+        pthread_cond_broadcast(&pp->cv);
+        pthread_mutex_unlock(&pp->mu);
+        double now = cx_time_s();
+        if (now - last_report >= 10 && j + 1 < nb) {
+            int64_t done_n = (j + 1) * B;
+            say(o->log, "predict: %lld/%d photos through the network, %.1f images/s\n", (long long)done_n, nf,
+                done_n / (now - t0));
+            last_report = now;
+        }
+    }
+    runtime_graph_free(m->rt, &graph);
+}
+
+cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
+    memset(r, 0, sizeof *r);
+    Runtime rt;
+    CX_TRY(runtime_init(&rt, o->device, o->precision, 1, 0));
+    say(o->log, "device: %s\n", rt.desc);
+    int workers = o->workers ? o->workers : rt.device == DEV_CUDA ? cx_threads_default() : 1;
+    Model m = { 0 };
+    Plan plan = { .o = o, .other = 256.0 * (1 << 20) + 64.0 * (1 << 20) };
+    PredPipe pp = { .R = 3, .overlay = o->overlay, .out = o->out };
+    pthread_t *th = NULL;
+    int n_th = 0, out_lock = -1;
+    cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config, .img_size = o->img_size,
+                                                .rt = &rt, .check = plan_work, .check_arg = &plan });
+    if (!st) st = io_make_dirs(o->out);
+    char **files = plan.files;
+    const int nf = plan.nf;
+    if (st) goto done;
+    if (plan.n_own)
+        say(o->log, "note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
+            plan.n_own, plan.n_own == 1 ? "" : "s", o->input);
+    // Temporary files of a killed earlier predict (a batch written, not yet renamed) are
+    // removed, unless another predict writing into out holds the directory's lock.
+    int stale = io_atomic_claim_dir(o->out, &out_lock);
+    if (stale > 0)
+        say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
+            o->out);
+    const int B = plan.batch, S = m.img_size;
+    char mem[32];
+    say(o->log, "model: %s on %s from %s; input %dx%d; %d image%s; batch %d, %d worker%s; memory about %s at peak\n",
+        m.cfg.sparse ? "sparse" : "dense", m.cfg.backbone, o->weights, S, S, nf, nf == 1 ? "" : "s", B, workers,
+        workers == 1 ? "" : "s", memory_str(plan.me.total + plan.other, mem, sizeof mem));
+    double t0 = cx_time_s();
+    pp.B = B, pp.S = S, pp.nf = nf, pp.files = files;
+    pthread_mutex_init(&pp.mu, NULL);
+    pthread_cond_init(&pp.cv, NULL);
+    pp.slot = cx_calloc((size_t)pp.R, sizeof(PredSlot));
+    for (int k = 0; k < pp.R; k++) {
+        PredSlot *sl = &pp.slot[k];
+        sl->im = cx_calloc((size_t)B, sizeof(Image8));
+        sl->failed = cx_calloc((size_t)B, sizeof(int));
+        sl->x = cx_malloc(sizeof(float) * (size_t)B * S * S * 3);
+        sl->logits = cx_malloc(sizeof(float) * (size_t)B * S * S);
+        sl->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)B);
+        sl->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)B);
+        pred_slot_fill(&pp, sl, k);
+    }
+    th = cx_calloc((size_t)workers, sizeof(pthread_t));
+    for (; n_th < workers; n_th++)
+        if (pthread_create(&th[n_th], NULL, pred_worker, &pp)) break;
+    if (n_th == 0) {
+        st = CX_FAIL(CX_EINTERNAL, "could not start a worker thread");
+        goto done;
+    }
+    run_batches(&pp, &m, o, r, t0);
+    for (int i = 0; i < n_th; i++) pthread_join(th[i], NULL);
+    r->seconds = cx_time_s() - t0;
+    r->n_masks = pp.n_masks, r->n_failed = pp.n_failed, r->decode_s = pp.decode_s, r->write_s = pp.write_s;
+done:
+    r->n_photos = nf, r->batch = plan.batch, r->workers = workers, r->sparse = m.cfg.sparse;
+    if (out_lock >= 0) close(out_lock);
+    if (pp.slot) {
+        for (int k = 0; k < pp.R; k++) {
+            for (int i = 0; i < pp.B; i++) image_free(&pp.slot[k].im[i]);
+            free(pp.slot[k].im), free(pp.slot[k].failed), free(pp.slot[k].x), free(pp.slot[k].logits);
+            free(pp.slot[k].pend), free(pp.slot[k].pend_mask);
+        }
+        free(pp.slot);
+        pthread_mutex_destroy(&pp.mu);
+        pthread_cond_destroy(&pp.cv);
+    }
+    free(th);
+    for (int f = 0; f < nf; f++) free(files[f]);
+    free(files);
+    model_close(&m);
+    runtime_free(&rt);
+    return st;
+}

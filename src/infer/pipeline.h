@@ -1,0 +1,56 @@
+// pipeline.h — `camoxpert predict`'s work: masks for a photo or a folder of photos
+// from a checkpoint. Each photo is resized to the model's input size, the logits are
+// resized bilinearly back to the photo's own size, passed through a sigmoid, min–max
+// normalised and written as an 8-bit PNG (infer.h's steps, the community's export);
+// optionally an overlay JPEG and, for sparse models, the routing of each image as
+// JSON (and, under spatial routing, a map of the tiles' experts per scale).
+//
+// Every output is planned before any is written: two photos that would write one mask
+// (a.jpg, a.png), an --out that is the photos' own folder, a name too long for the
+// file system, or an existing file that `camoxpert predict` did not write (a photo,
+// a ground-truth mask) is an error naming the files (overwrite allows the last).
+// Files an earlier predict wrote into an input folder are not taken for photos.
+//
+// Photos go through the network in batches while worker threads decode the next
+// ones and write the last batch's masks; a batch's files are committed together
+// (core/io.h io_atomic_commit_group). Small batches of a dense model on a GPU replay
+// the forward as a CUDA graph (nn/runtime.h). Batches change the order of work, not
+// the results (evaluation-mode BatchNorm, routing per image or tile).
+//
+//   PipelineOptions po = { .weights = "runs/a/best.safetensors", .input = "photos", .out = "masks",
+//                          .device = "auto", .precision = "auto", .log = stdout };
+//   PipelineResult r;
+//   CX_TRY(pipeline_predict(&po, &r));   // an error: nothing was written
+//   printf("%d masks, %d photos failed\n", r.n_masks, r.n_failed);
+#pragma once
+#include "infer/open.h"
+#include <stdio.h>
+
+typedef struct {
+    const char *weights;            // the checkpoint
+    const CamoXpertConfig *config;  // the model; NULL: the checkpoint's metadata names it
+    const char *input;              // a photo, or a directory of photos (.jpg .jpeg .png .bmp)
+    const char *out;                // directory for <name>.png masks (created)
+    int img_size;                   // network input side; 0: the checkpoint's training size, else 352
+    int batch;                      // photos per network call; 0: 1 on the CPU, 32 on a GPU (fewer if memory is short)
+    int workers;                    // decoding and writing threads; 0: 1 on the CPU, all cores on a GPU
+    int overlay;                    // also <name>_overlay.jpg: the photo with the mask in red
+    int routing;                    // also <name>_routing.json (sparse models)
+    int overwrite;                  // replace files in out that camoxpert predict did not write
+    const char *device, *precision; // runtime_init's (nn/runtime.h)
+    FILE *log;                      // progress: the device, the model, notes, photos done; NULL: none
+} PipelineOptions;
+
+typedef struct {
+    int n_photos, n_masks, n_failed;   // photos found, masks committed, photos that failed (errors on stderr)
+    int batch, workers;                // as run
+    int sparse;                        // the model routes (routing files were written when asked)
+    double seconds;                    // the whole run through the photos
+    double net_s, wait_s;              // the network; waiting for decoded photos
+    double decode_s, write_s;          // summed over the workers
+} PipelineResult;
+
+// Predicts every photo. A non-zero status means nothing was predicted (options,
+// device, checkpoint, memory, outputs: the message says which and the fix); a photo
+// that fails later is reported on stderr and counted in r->n_failed.
+cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r);
