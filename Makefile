@@ -136,7 +136,7 @@ BIN := $(BUILD)/camoxpert
 TESTBIN := $(BUILD)/camoxpert_tests
 BENCHBIN := $(BUILD)/camoxpert_bench
 
-.PHONY: all config test bench demo deps clean
+.PHONY: all config test test-fast bench demo deps clean
 all: config $(BIN) $(LIB)
 
 config:
@@ -207,8 +207,14 @@ $(BENCHBIN): $(BENCH_OBJ) $(LIB) $(CUDA_PLUGIN) $(FLAGS_FILE)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(LINK_LIB) $(LIBS)
 
 # The test runner prints "N passed, N failed" and exits non-zero on a failure.
+# `make test` is the whole suite (what CI runs); `make test-fast` leaves out the tests
+# marked TEST_SLOW (training runs, kills and resumes, twin fixtures) and the fuzzers'
+# smoke run: under 90 s on 2 cores. TESTS=NAME... selects tests by name either way.
 test: config $(BIN) $(TESTBIN)
 	./$(TESTBIN) $(TESTS)
+
+test-fast: config $(BIN) $(TESTBIN)
+	./$(TESTBIN) --fast $(TESTS)
 
 bench: config $(BIN) $(BENCHBIN)
 	./$(BENCHBIN) $(BENCH)

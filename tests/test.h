@@ -1,5 +1,8 @@
 // test.h — the test runner's interface. A test is a function registered by
-// TEST(name); CHECK records a failure and carries on, REQUIRE stops the test.
+// TEST(name), or TEST_SLOW(name) for one that takes seconds (a training run, a
+// process killed and resumed, a twin fixture): `make test-fast` leaves those out.
+// CHECK records a failure and carries on, REQUIRE stops the test; a test that
+// crashes (a failed CX_ASSERT, a segmentation fault) fails and the run goes on.
 // Tests read shared fixtures through test_shared_path("fixtures/x.safetensors"),
 // which resolves ../shared beside the checkout (or $CAMOXPERT_SHARED).
 //
@@ -14,7 +17,7 @@
 #include <stdbool.h>
 
 typedef void (*test_fn)(void);
-void test_register(const char *name, const char *file, test_fn fn);
+void test_register(const char *name, const char *file, test_fn fn, int slow);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 bool test_failed(void);   // has the current test failed so far?
 // Path under the shared directory; NULL-safe static buffer rotation (8 slots).
@@ -41,10 +44,12 @@ double test_rel_err(const Tensor *a, const Tensor *b, double floor);
 OpCtx *test_cuda(void);
 const char *test_no_gpu(void);
 
-#define TEST(name) \
+#define TEST_(name, slow) \
     static void test_##name(void); \
-    __attribute__((constructor)) static void test_reg_##name(void) { test_register(#name, __FILE__, test_##name); } \
+    __attribute__((constructor)) static void test_reg_##name(void) { test_register(#name, __FILE__, test_##name, slow); } \
     static void test_##name(void)
+#define TEST(name) TEST_(name, 0)
+#define TEST_SLOW(name) TEST_(name, 1)
 
 #define CHECK(cond) do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); } while (0)
 #define CHECKF(cond, ...) do { if (!(cond)) test_fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)

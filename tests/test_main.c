@@ -1,28 +1,32 @@
 // test_main.c — the test runner: runs every registered test (or those whose
 // name contains one of the arguments; "-NAME" leaves out the tests whose name
-// contains NAME), prints one line each and the summary line "N passed, N failed"
-// (", N skipped (why)" when a test could not run here: no GPU, no Chromium);
-// exits 1 if any failed.
+// contains NAME; --fast leaves out the tests marked TEST_SLOW), prints one line
+// each and the summary line "N passed, N failed" (", N skipped (why)" when a test
+// could not run here: no GPU, no Chromium); exits 1 if any failed. A test that
+// crashes — a failed CX_ASSERT (abort), a segmentation fault — is reported as
+// failed with the signal, and the run goes on with the next test.
 #include "test.h"
 #include "train/dist.h"
 #include "core/finite.h"
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct { const char *name, *file; test_fn fn; } TestCase;
+typedef struct { const char *name, *file; test_fn fn; int slow; } TestCase;
 static TestCase *tests;
 static int n_tests, cap_tests;
 static int cur_failed, cur_skipped;
 static char tmp_root[256], skip_why[512];
 
-void test_register(const char *name, const char *file, test_fn fn) {
+void test_register(const char *name, const char *file, test_fn fn, int slow) {
     if (n_tests == cap_tests) {
         cap_tests = cap_tests ? 2 * cap_tests : 256;
         tests = realloc(tests, sizeof *tests * (size_t)cap_tests);
     }
-    tests[n_tests++] = (TestCase){ name, file, fn };
+    tests[n_tests++] = (TestCase){ name, file, fn, slow };
 }
 
 void test_fail(const char *file, int line, const char *fmt, ...) {
@@ -139,6 +143,38 @@ static int cmp_case(const void *a, const void *b) {
 
 int test_child_main(int argc, char **argv);   // test_cuda.c: a rank of the NCCL tests
 
+// A crash inside a test returns here (siglongjmp from the handler) instead of ending
+// the run. The process may be left in a bad state (a lock held, memory leaked); the
+// tests after it usually still run, and the crashed one is reported either way.
+static sigjmp_buf crash_jmp;
+static volatile sig_atomic_t in_test, crash_sig;
+
+static void on_crash(int sig) {
+    if (!in_test) {   // outside a test (the runner itself): the default action
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    crash_sig = sig;
+    in_test = 0;
+    siglongjmp(crash_jmp, 1);
+}
+
+static void catch_crashes(void) {
+    static const int sigs[] = { SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL };
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction sa = { 0 };
+        sa.sa_handler = on_crash;
+        sa.sa_flags = SA_NODEFER | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+    // a stack overflow needs its own stack to report on
+    static char alt[1 << 16];
+    stack_t ss = { .ss_sp = alt, .ss_size = sizeof alt };
+    sigaltstack(&ss, NULL);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     // a process a test started with fork + exec (CUDA does not survive a plain fork)
@@ -150,20 +186,33 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_tests; i++) printf("%s  (%s)\n", tests[i].name, tests[i].file);
         return 0;
     }
-    int passed = 0, failed = 0, skipped = 0;
+    int passed = 0, failed = 0, skipped = 0, left_slow = 0;
+    bool fast = false;
+    for (int a = 1; a < argc; a++) fast |= !strcmp(argv[a], "--fast");
+    catch_crashes();
     double t_all = cx_time_s();
     for (int i = 0; i < n_tests; i++) {
         // arguments select tests whose name contains them; "-NAME" leaves such tests out
         bool any_inc = false, sel = false, excl = false;
         for (int a = 1; a < argc; a++) {
+            if (!strcmp(argv[a], "--fast")) continue;
             if (argv[a][0] == '-') excl |= strstr(tests[i].name, argv[a] + 1) != NULL;
             else { any_inc = true; sel |= strstr(tests[i].name, argv[a]) != NULL; }
         }
         if ((any_inc && !sel) || excl) continue;
+        if (fast && tests[i].slow) { left_slow++; continue; }
         cur_failed = cur_skipped = 0;
         cx_error_clear();
         double t0 = cx_time_s();
-        tests[i].fn();
+        if (sigsetjmp(crash_jmp, 1) == 0) {
+            in_test = 1;
+            tests[i].fn();
+            in_test = 0;
+        } else {
+            fflush(stderr);
+            printf("    crashed: %s (the run goes on; the state this test left may be bad)\n", strsignal(crash_sig));
+            cur_failed++;
+        }
         double dt = cx_time_s() - t0;
         if (cur_failed) { failed++; printf("FAIL %s (%s, %.2fs)\n", tests[i].name, tests[i].file, dt); }
         else if (cur_skipped) { skipped++; printf("skip %s (%.2fs): skipped: %s\n", tests[i].name, dt, skip_why); }
@@ -175,6 +224,7 @@ int main(int argc, char **argv) {
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
     }
     printf("total time %.1fs\n", cx_time_s() - t_all);
+    if (left_slow) printf("%d slow tests left out (--fast; make test runs them)\n", left_slow);
     if (skipped) printf("%d passed, %d failed, %d skipped (%s)\n", passed, failed, skipped,
                         no_gpu_why[0] ? no_gpu_why : "see the skip lines");
     else printf("%d passed, %d failed\n", passed, failed);
