@@ -42,8 +42,7 @@ void cod_head_create(CodHead *h, ParamTable *pt, const int dims[4]) {
     seq_cbr(&h->bu_mean, pt, "boundary_uncertainty.mean_head", 64, 32, 3, 1, PG_REST);
     seq_conv(&h->bu_mean, pt, "boundary_uncertainty.mean_head", 32, 1, 1, 1, PG_REST);
     seq_cbr(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 64, 32, 3, 1, PG_REST);
-    seq_conv(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 32, 1, 1, 1, PG_REST);
-    seq_act(&h->bu_unc, LAYER_SOFTPLUS);
+    seq_conv(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 32, 1, 1, 1, PG_REST);   // softplus: forward
     for (int i = 0; i < 2; i++) {
         snprintf(p, sizeof p, "iterative_refinement.refinement_blocks.%d", i);
         seq_cbr(&h->ir_block[i], pt, p, 66, 64, 3, 1, PG_REST);
@@ -173,7 +172,14 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     // 5. boundary uncertainty
     Tensor sh = seq_forward(ctx, &h->bu_shared, &h->x0u);
     h->ip_raw = seq_forward(ctx, &h->bu_mean, &sh);
-    h->u_raw = seq_forward(ctx, &h->bu_unc, &sh);
+    h->u_conv = seq_forward(ctx, &h->bu_unc, &sh);
+    // The uncertainty map and everything made of it (u, 1 + u) are float32 beside bf16
+    // activations, as under PyTorch's autocast (softplus is on its float32 list and
+    // what follows it is promoted): 1 + u scales every channel of the refinement
+    // blocks' output, and a bf16 1 + u (steps of 2^-7) added a rounding that the pred
+    // heads' cancellation amplified past bf16's tolerance (issue 26).
+    h->u_raw = nn_new(ctx, nn_stat_dtype(ctx), 4, h->u_conv.shape);
+    softplus_forward(op, &h->u_raw, &h->u_conv);
     out->initial_pred = clamped(ctx, &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
     out->uncertainty = clamped(ctx, &h->u_raw, UNC_LO, UNC_HI);
     // 6. iterative refinement with u normalised by the batch maximum (on the device)
@@ -185,10 +191,15 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     h->onepu = tensor_like(ctx->act, &h->u);
     fill(op, &h->onepu, 1.0);
     axpy(op, &h->onepu, 1.0, &h->u);
+    h->u_act = h->u;   // the refinement blocks' input channel, in the activation dtype
+    if (h->u.dtype != ctx->dtype) {
+        h->u_act = nn_new(ctx, ctx->dtype, 4, h->u.shape);
+        copy(op, &h->u_act, &h->u);
+    }
     Tensor pred = out->initial_pred;
     for (int i = 0; i < 2; i++) {
         Tensor c = nn_new4(ctx, N, H, W, 66);
-        const Tensor *xs[3] = { &h->x0u, &pred, &h->u };
+        const Tensor *xs[3] = { &h->x0u, &pred, &h->u_act };
         concat_forward(op, &c, xs, 3);
         h->ir_b[i] = seq_forward(ctx, &h->ir_block[i], &c);
         Tensor hb = tensor_like(ctx->act, &h->ir_b[i]);
@@ -235,8 +246,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
         mul_backward(op, &db, &du, &dhb, &h->ir_b[i], &h->onepu);   // d(1+u) = du
         Tensor dc = nn_zeros_like(ctx, &h->ir_block[i].in);
         seq_backward(ctx, &h->ir_block[i], &db, &dc);
-        Tensor *dxs[3] = { &dx0u, &dpred[i], &du };
+        Tensor du_act = h->u_act.data == h->u.data ? du : nn_zeros_like(ctx, &h->u_act);
+        Tensor *dxs[3] = { &dx0u, &dpred[i], &du_act };
         concat_backward(op, dxs, 3, &dc);
+        if (du_act.data != du.data) axpy(op, &du, 1.0, &du_act);   // the dtype conversion's gradient
         arena_release(ctx->act, mk);
     }
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
@@ -248,9 +261,11 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     Tensor dur = nn_zeros_like(ctx, &h->u_raw), dipr = nn_zeros_like(ctx, &h->ip_raw);
     clamp_backward(op, &dur, &duc, &h->u_raw, UNC_LO, UNC_HI);
     clamp_backward(op, &dipr, &dpred[0], &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
+    Tensor duconv = nn_zeros_like(ctx, &h->u_conv);
+    softplus_backward(op, &duconv, &dur, &h->u_conv);
     Tensor dsh = nn_zeros_like(ctx, &h->bu_mean.in);
     seq_backward(ctx, &h->bu_mean, &dipr, &dsh);
-    seq_backward(ctx, &h->bu_unc, &dur, &dsh);
+    seq_backward(ctx, &h->bu_unc, &duconv, &dsh);
     seq_backward(ctx, &h->bu_shared, &dsh, &dx0u);
     arena_release(ctx->act, mk_unc);
     // back to half resolution
