@@ -8,7 +8,8 @@ exactly where a policy says the GPU stores bf16:
              writes is bf16; convolutions and linear layers take bf16 inputs and bf16
              copies of the float32 weights, accumulate in float32 and round twice (the
              product, then the separate bias add); the router (pooling, linear,
-             softmax, weights) and normalisation statistics are float32.
+             softmax, weights), normalisation statistics and, since issue 26, the
+             uncertainty path of the head (CAMOXPERT_F32 below) are float32.
   autocast   PyTorch's CUDA autocast to bf16: convolutions and GEMMs in bf16 (weights
              and bias cast), the autocast float32 list (softplus, layer_norm, softmax,
              exp/log/pow, sums, losses, upsampling) in float32, and every other op in
@@ -18,10 +19,11 @@ exactly where a policy says the GPU stores bf16:
 float32 accumulation is emulated by float64 (its error, ~1e-7, is far below bf16's
 ~4e-3). The routing is forced to the float64 run's choices (flips counted), so that
 both runs take the same discrete decisions. The head (reference/camoxpert.md §5) is
-written out here with a tap per step; a variant may keep named steps of the head in
-float32 under the camoxpert policy (keep=), or give a step's convolution a float32
-result with its bias added in float32 (f32out=): a candidate fix, tried before it is
-written in C.
+written out here with a tap per step; a variant may name the steps of the head kept
+in float32 under the camoxpert policy (keep=, replacing CAMOXPERT_F32; an empty keep=
+is camoxpert before issue 26's fix), or give a step's convolution a float32 result
+with its bias added in float32 (f32out=): a candidate fix, tried before it is written
+in C.
 
   bf16_emulate.py FIXTURE... [--variant 'LABEL=POLICY [keep=STEP,..] [f32out=STEP,..]']...
                   [--trace] [--train]
@@ -32,8 +34,7 @@ two policies), and with --trace the error of every tapped step against the float
 run. Steps: initial_pred, uncertainty_head, softplus, clamp_ip, clamp_u, maxnorm,
 onepu, cat, block, mul, pred_head, clamp_pred. Issue 26's finding, for example:
 
-  bf16_emulate.py F --variant camoxpert --variant autocast \
-      --variant 'fix=camoxpert keep=softplus,clamp_u,maxnorm,onepu' --trace
+  bf16_emulate.py F --variant 'before=camoxpert keep=' --variant camoxpert --variant autocast --trace
 
 Development tool: /usr/bin/python3 (torch 1.13 CPU) or any newer torch.
 """
@@ -61,6 +62,8 @@ def _name(func):
     return getattr(func, "__name__", str(func))
 
 
+# the steps of the head camoxpert computes in float32 beside bf16 activations (cod_head.c, since issue 26)
+CAMOXPERT_F32 = ("softplus", "clamp_u", "maxnorm", "onepu")
 # ops that PyTorch's CUDA autocast runs in bf16, and those it runs in float32
 LOWP = {"conv2d", "linear", "matmul", "__matmul__", "bmm", "mm", "addmm", "baddbmm"}
 AUTOCAST_F32 = {"softplus", "layer_norm", "group_norm", "softmax", "log_softmax", "exp", "log", "log1p", "log2",
@@ -301,7 +304,8 @@ def parse_variant(text):
     label, policy = words[0].split("=") if "=" in words[0] else (words[0], words[0])
     opts = dict(w.split("=", 1) for w in words[1:])
     assert policy in ("camoxpert", "autocast") and set(opts) <= {"keep", "f32out"}, f"bad variant {text!r}"
-    return label, policy, opts.get("keep", "").split(",") if "keep" in opts else [], \
+    keep = opts["keep"].split(",") if "keep" in opts else list(CAMOXPERT_F32) if policy == "camoxpert" else []
+    return label, policy, keep, \
         opts.get("f32out", "").split(",") if "f32out" in opts else []
 
 
