@@ -32,7 +32,7 @@ prints the relative L2 error (verify's bf16 measure) of every evaluation output 
 --train, of one training-mode forward) against the fixture per variant (default: the
 two policies), and with --trace the error of every tapped step against the float64
 run. Steps: initial_pred, uncertainty_head, softplus, clamp_ip, clamp_u, maxnorm,
-onepu, cat, block, mul, pred_head, clamp_pred. Issue 26's finding, for example:
+onepu, cat, block, mul, pred_head, clamp_pred, deep_head. Issue 26's finding, for example:
 
   bf16_emulate.py F --variant 'before=camoxpert keep=' --variant camoxpert --variant autocast --trace
 
@@ -260,7 +260,8 @@ class EmuNet(tw.Net):
             refs.append(pred)
         with at("clamp_pred"):
             final = T("pred", torch.clamp(pred, -15, 15))
-        deep = [T(f"deep{j}", torch.clamp(self.conv(f"deep_heads.{j}", e[2 - j]), -15, 15)) for j in range(3)]
+        with at("deep_head"):
+            deep = [T(f"deep{j}", torch.clamp(self.conv(f"deep_heads.{j}", e[2 - j]), -15, 15)) for j in range(3)]
         return dict(pred=final, fg_map=fg_map, search_map=search_map, uncertainty=un, refine0=refs[0], deep=deep)
 
 
