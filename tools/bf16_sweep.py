@@ -11,7 +11,7 @@ PyTorch's error there, and routing flips.
 
   python3 tools/bf16_sweep.py --out DIR [--camoxpert BIN ...] [--jobs N] [--only REGEX] [--extra FIXTURE ...]
 
-Fixtures run in parallel processes (--jobs, default half the cores, 2 threads each); a fixture
+Fixtures run in parallel processes (--jobs, default one per core, 1 thread each); a fixture
 already in DIR/fixtures with its autocast errors recorded is reused. Logs: DIR/logs/. Exit
 status 1 when any verify failed. `gpu/run.sh bf16sweep` (scripts/gpu_run.sh) runs it with the
 bundle's camoxpert.
@@ -131,8 +131,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="fixtures and logs go here")
     ap.add_argument("--camoxpert", action="append", help="a camoxpert binary (repeatable; default: camoxpert on PATH)")
-    ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads of each process")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="fixtures at a time (default: the cores)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of each process")
     ap.add_argument("--only", help="only the fixtures whose name matches this regular expression")
     ap.add_argument("--extra", action="append", default=[], help="also verify this fixture as it is (the shared "
                     "ones: read-only, no autocast errors recorded, so verify's default bounds)")
