@@ -22,17 +22,19 @@ both runs take the same discrete decisions. The head (reference/camoxpert.md §5
 written out here with a tap per step; a variant may name the steps of the head kept
 in float32 under the camoxpert policy (keep=, replacing CAMOXPERT_F32; an empty keep=
 is camoxpert before issue 26's fix), or give a step's convolution a float32 result
-with its bias added in float32 (f32out=): a candidate fix, tried before it is written
-in C.
+with its bias added in float32 (f32out=), or run named steps by the autocast policy
+(autocast=; the steps backbone and experts too): a candidate fix, tried before it is
+written in C.
 
-  bf16_emulate.py FIXTURE... [--variant 'LABEL=POLICY [keep=STEP,..] [f32out=STEP,..]']...
+  bf16_emulate.py FIXTURE... [--variant 'LABEL=POLICY [keep=STEP,..] [f32out=STEP,..] [autocast=STEP,..]']...
                   [--trace] [--train]
 
 prints the relative L2 error (verify's bf16 measure) of every evaluation output (or,
 --train, of one training-mode forward) against the fixture per variant (default: the
 two policies), and with --trace the error of every tapped step against the float64
 run. Steps: initial_pred, uncertainty_head, softplus, clamp_ip, clamp_u, maxnorm,
-onepu, cat, block, mul, pred_head, clamp_pred, deep_head. Issue 26's finding, for example:
+onepu, cat, block, mul, pred_head, clamp_pred, deep_head; backbone and experts
+(autocast= only). Issue 26's finding, for example:
 
   bf16_emulate.py F --variant 'before=camoxpert keep=' --variant camoxpert --variant autocast --trace
 
@@ -100,9 +102,10 @@ class Emu(TorchFunctionMode):
     """Rounds op results to bf16 per policy. Tensors tagged `_lp` hold bf16 values (autocast
     policy: they are bf16 tensors there; float32 otherwise)."""
 
-    def __init__(self, policy, keep=(), f32_out=()):
+    def __init__(self, policy, keep=(), f32_out=(), autocast=()):
         super().__init__()
         self.policy, self.keep, self.f32_out, self.step, self.f32 = policy, set(keep), set(f32_out), None, 0
+        self.autocast = set(autocast)   # steps that follow the autocast policy under the camoxpert one
 
     @contextlib.contextmanager
     def at(self, step):
@@ -129,7 +132,7 @@ class Emu(TorchFunctionMode):
         if name in PASS:
             return func(*args, **kwargs)
         kept = self.f32 or self.step in self.keep
-        if self.policy == "camoxpert":
+        if self.policy == "camoxpert" and self.step not in self.autocast:
             if kept:
                 return func(*args, **kwargs)
             if name in ("conv2d", "linear"):   # bf16 operands; the product rounded, then the bias added and rounded
@@ -197,21 +200,24 @@ class EmuNet(tw.Net):
             out = out.index_add(0, rows, ye * wr)
         return out, None
 
+    def experts_at(self, s, f):
+        if self.sparse:
+            return self.moe(s, f)[0]
+        for lst, kind in zip(("texture_experts", "frequency_experts", "edge_experts", "contrast_modules"), tw.KINDS):
+            f = self.expert(f"{lst}.{s}", kind, f)
+        return f
+
     def forward(self, image):
         at = self.emu.at if self.emu else (lambda step: contextlib.nullcontext())
         T = self.tap
         bb = {k: self.P["backbone." + ent.feature_name(k)] for k in ent.param_shapes(self.variant)
               if not k.startswith("head.")}
-        feats = ent.forward(bb, image, self.variant)
+        with at("backbone"):
+            feats = ent.forward(bb, image, self.variant)
         e = []
         for s in range(4):
-            if self.sparse:
-                y, _ = self.moe(s, feats[s])
-            else:
-                y = feats[s]
-                for lst, kind in zip(("texture_experts", "frequency_experts", "edge_experts", "contrast_modules"),
-                                     tw.KINDS):
-                    y = self.expert(f"{lst}.{s}", kind, y)
+            with at("experts"):
+                y = self.experts_at(s, feats[s])
             e.append(T(f"e{s}", y))
         H, W = image.shape[2:]
         cbr, conv = self.cbr, self.conv
@@ -300,26 +306,26 @@ def rel_l2(a, b):
 
 
 def parse_variant(text):
-    """'LABEL=POLICY [keep=STEP,...] [f32out=STEP,...]' -> (label, policy, keep, f32_out)."""
+    """'LABEL=POLICY [keep=STEP,...] [f32out=STEP,...] [autocast=STEP,...]' -> (label, policy, keep, f32_out,
+    autocast)."""
     words = text.split()
     label, policy = words[0].split("=") if "=" in words[0] else (words[0], words[0])
     opts = dict(w.split("=", 1) for w in words[1:])
-    assert policy in ("camoxpert", "autocast") and set(opts) <= {"keep", "f32out"}, f"bad variant {text!r}"
+    assert policy in ("camoxpert", "autocast") and set(opts) <= {"keep", "f32out", "autocast"}, f"bad variant {text!r}"
     keep = opts["keep"].split(",") if "keep" in opts else list(CAMOXPERT_F32) if policy == "camoxpert" else []
-    return label, policy, keep, \
-        opts.get("f32out", "").split(",") if "f32out" in opts else []
+    return label, policy, keep, *(opts[o].split(",") if o in opts else [] for o in ("f32out", "autocast"))
 
 
 def emulate(path, variants, training=False):
-    """For each variant (label, policy, keep, f32_out): the relative L2 errors of the outputs against the
+    """For each variant (label, policy, keep, f32_out, autocast): the relative L2 errors of the outputs against the
     fixture, of the head's steps against the float64 run, and the routing flips (forced to float64's)."""
     T, cfg, Pn, Bn = load(path)
     ref, ref_taps, rnet = run(cfg, Pn, Bn, T["input/image"], training=training)
     force = rnet.route_idx if cfg[1] else None
     mode = "train" if training else "eval"
     res = {}
-    for label, policy, keep, f32_out in variants:
-        ours, taps, net = run(cfg, Pn, Bn, T["input/image"], Emu(policy, keep, f32_out), force, training)
+    for label, policy, keep, f32_out, ac in variants:
+        ours, taps, net = run(cfg, Pn, Bn, T["input/image"], Emu(policy, keep, f32_out, ac), force, training)
         errs = {}
         for n, v in ours.items():
             key = f"output/{mode}/{n}"
@@ -333,7 +339,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("fixtures", nargs="+")
     ap.add_argument("--variant", action="append",
-                    help="'LABEL=POLICY [keep=STEP,...] [f32out=STEP,...]' (repeatable; default: the two policies)")
+                    help="'LABEL=POLICY [keep=STEP,...] [f32out=STEP,...] [autocast=STEP,...]' (repeatable; "
+                    "default: the two policies)")
     ap.add_argument("--trace", action="store_true", help="the error of every step of the head")
     ap.add_argument("--train", action="store_true", help="training mode (batch statistics) instead of evaluation")
     a = ap.parse_args()
