@@ -21,8 +21,8 @@ float32 accumulation is emulated by float64 (its error, ~1e-7, is far below bf16
 both runs take the same discrete decisions. The head (reference/camoxpert.md §5) is
 written out here with a tap per step; a variant may name the steps of the head kept
 in float32 under the camoxpert policy (keep=, replacing CAMOXPERT_F32; an empty keep=
-is camoxpert before issue 26's fix), or give a step's convolution a float32 result
-with its bias added in float32 (f32out=), or run named steps by the autocast policy
+is camoxpert before issue 26), or give a step's convolution a float32 result with its
+bias added in float32 (f32out=), or run named steps by the autocast policy
 (autocast=; the steps backbone and experts too): a candidate fix, tried before it is
 written in C.
 
@@ -33,7 +33,7 @@ prints the relative L2 error (verify's bf16 measure) of every evaluation output 
 --train, of one training-mode forward) against the fixture per variant (default: the
 two policies), and with --trace the error of every tapped step against the float64
 run. Steps: initial_pred, uncertainty_head, softplus, clamp_ip, clamp_u, maxnorm,
-onepu, cat, block, mul, pred_head, clamp_pred, deep_head; backbone and experts
+onepu, cat, block, block_out, mul, pred_head, clamp_pred, deep_head; backbone and experts
 (autocast= only). Issue 26's finding, for example:
 
   bf16_emulate.py F --variant 'before=camoxpert keep=' --variant camoxpert --variant autocast --trace
@@ -65,7 +65,7 @@ def _name(func):
 
 
 # the steps of the head camoxpert computes in float32 beside bf16 activations (cod_head.c, since issue 26)
-CAMOXPERT_F32 = ("softplus", "clamp_u", "maxnorm", "onepu")
+CAMOXPERT_F32 = ("softplus", "clamp_u", "maxnorm", "onepu", "mul", "pred_head", "clamp_pred")
 # ops that PyTorch's CUDA autocast runs in bf16, and those it runs in float32
 LOWP = {"conv2d", "linear", "matmul", "__matmul__", "bmm", "mm", "addmm", "baddbmm"}
 AUTOCAST_F32 = {"softplus", "layer_norm", "group_norm", "softmax", "log_softmax", "exp", "log", "log1p", "log2",
@@ -258,7 +258,9 @@ class EmuNet(tw.Net):
                 c = T(f"cat{i}", torch.cat([x, pred, u], 1))
             with at("block"):
                 b = T(f"block{i}.a", cbr(p, 0, c))
-                b = T(f"block{i}.b", cbr(p, 3, b))
+                y = self.conv(f"{p}.3", b)
+            with at("block_out"):   # the second BatchNorm and ReLU
+                b = T(f"block{i}.b", F.relu(self.bn(f"{p}.4", y)))
             with at("mul"):
                 h = T(f"h{i}", b * onepu)
             with at("pred_head"):

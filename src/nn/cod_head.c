@@ -198,11 +198,19 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     }
     Tensor pred = out->initial_pred;
     for (int i = 0; i < 2; i++) {
-        Tensor c = nn_new4(ctx, N, H, W, 66);
-        const Tensor *xs[3] = { &h->x0u, &pred, &h->u_act };
+        Tensor c = nn_new4(ctx, N, H, W, 66), pred_act = pred;   // the blocks' input channel in the activation dtype
+        if (pred.dtype != ctx->dtype) {
+            pred_act = nn_new(ctx, ctx->dtype, 4, pred.shape);
+            copy(op, &pred_act, &pred);
+        }
+        const Tensor *xs[3] = { &h->x0u, &pred_act, &h->u_act };
         concat_forward(op, &c, xs, 3);
         h->ir_b[i] = seq_forward(ctx, &h->ir_block[i], &c);
-        Tensor hb = tensor_like(ctx->act, &h->ir_b[i]);
+        // h = b·(1 + u) and the pred head (1×1, 64 -> 1) on it in float32 beside bf16 activations:
+        // the head's 64 terms nearly cancel (pred is ~10x smaller than they are), so a bf16
+        // rounding of h, or of the head's product before its bias, cost more than all the
+        // rounding before it (issue 26); one channel out, so the float32 GEMM is cheap
+        Tensor hb = nn_new(ctx, nn_stat_dtype(ctx), 4, h->ir_b[i].shape);
         mul_forward(op, &hb, &h->ir_b[i], &h->onepu);
         pred = out->refine[i] = seq_forward(ctx, &h->ir_head[i], &hb);
     }
@@ -227,9 +235,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
         clamp_backward(op, &g, &d->deep[j], &h->deep_raw[j], -LOGIT_CLAMP, LOGIT_CLAMP);
         seq_backward(ctx, &h->deep[j], &g, &de[2 - j]);
     }
-    // refinement, last iteration first
+    // refinement, last iteration first (dpred[0] is initial_pred's, in its dtype; pred_1, pred_2 may be F32)
     Tensor dpred[3];
-    for (int i = 0; i < 3; i++) dpred[i] = nn_zeros_like(ctx, &o->pred);
+    dpred[0] = nn_zeros_like(ctx, &o->initial_pred);
+    for (int i = 1; i < 3; i++) dpred[i] = nn_zeros_like(ctx, &o->refine[i - 1]);
     if (has(&d->pred)) clamp_backward(op, &dpred[2], &d->pred, &o->refine[1], -LOGIT_CLAMP, LOGIT_CLAMP);
     for (int i = 0; i < 2; i++)
         if (has(&d->refine[i])) axpy(op, &dpred[i + 1], 1.0, &d->refine[i]);
@@ -240,16 +249,19 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     // only what flows on (allocated before the mark) outlives the stage.
     for (int i = 1; i >= 0; i--) {
         ArenaMark mk = arena_mark(ctx->act);
-        Tensor dhb = nn_zeros_like(ctx, &h->ir_b[i]);
+        Tensor dhb = nn_zeros_like(ctx, &h->ir_head[i].in);
         seq_backward(ctx, &h->ir_head[i], &dpred[i + 1], &dhb);
         Tensor db = nn_zeros_like(ctx, &h->ir_b[i]);
         mul_backward(op, &db, &du, &dhb, &h->ir_b[i], &h->onepu);   // d(1+u) = du
         Tensor dc = nn_zeros_like(ctx, &h->ir_block[i].in);
         seq_backward(ctx, &h->ir_block[i], &db, &dc);
+        // the dtype conversions' gradients: through an activation-dtype slice where the dtypes differ
         Tensor du_act = h->u_act.data == h->u.data ? du : nn_zeros_like(ctx, &h->u_act);
-        Tensor *dxs[3] = { &dx0u, &dpred[i], &du_act };
+        Tensor dp_act = dpred[i].dtype == dc.dtype ? dpred[i] : nn_zeros4(ctx, T_N(&dc), T_H(&dc), T_W(&dc), 1);
+        Tensor *dxs[3] = { &dx0u, &dp_act, &du_act };
         concat_backward(op, dxs, 3, &dc);
-        if (du_act.data != du.data) axpy(op, &du, 1.0, &du_act);   // the dtype conversion's gradient
+        if (du_act.data != du.data) axpy(op, &du, 1.0, &du_act);
+        if (dp_act.data != dpred[i].data) axpy(op, &dpred[i], 1.0, &dp_act);
         arena_release(ctx->act, mk);
     }
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima

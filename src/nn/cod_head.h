@@ -14,12 +14,12 @@
 // The model's outputs; every map is (N,h,w,1). The same struct carries their
 // gradients for backward (a tensor with data == NULL has no gradient).
 typedef struct {
-    Tensor pred;          // (N,H,W,1) final logits, clamp(pred_2, ±15)
+    Tensor pred;          // (N,H,W,1) final logits, clamp(pred_2, ±15); statistics dtype (F32 beside bf16)
     Tensor fg_map;        // (N,H,W,1) 1 − background probability, resized
     Tensor search_map;    // (N,H,W,1) search probability, resized
     Tensor uncertainty;   // (N,H,W,1) softplus, clamped to [1e-8, 10]; statistics dtype (F32 beside bf16)
     Tensor initial_pred;  // (N,H,W,1) boundary mean head, clamped to ±15 (= pred_0)
-    Tensor refine[2];     // (N,H,W,1) pred_1, pred_2 (unclamped)
+    Tensor refine[2];     // (N,H,W,1) pred_1, pred_2 (unclamped); statistics dtype (F32 beside bf16)
     Tensor deep[3];       // (N,H/16,W/16,1), (N,H/8,W/8,1), (N,H/4,W/4,1), clamped to ±15
 } CodOutputs;
 

@@ -248,7 +248,8 @@ void scale_inplace(OpCtx *ctx, Tensor *y, double alpha);
 void fill(OpCtx *ctx, Tensor *y, double v);
 // dst = src, same numel, converting between float dtypes (F32 <-> BF16, F32 <-> F64).
 void copy(OpCtx *ctx, Tensor *dst, const Tensor *src);
-// Broadcast multiply: y = x ⊙ s, where x is (N,H,W,C) act and s (float) is one of
+// Broadcast multiply: y = x ⊙ s, where x is (N,H,W,C) act, y float (F32 beside bf16 x: the
+// refinement's h = b·(1 + u), cod_head.c) and s (float) is one of
 //   (C)         per channel (layer scale γ),
 //   (N,C)       per image and channel (contrast amplification, router weights),
 //   (N,H,W,1)   per pixel (search map, foreground map, 1+u),
