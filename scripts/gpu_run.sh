@@ -24,6 +24,11 @@
 #                                         dense at 352, bf16: batch 64 with 16/8 workers, defaults, batch 1,
 #                                         CUDA graphs off; bench (batch-1 forward eager and as a graph)
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
+#   gpu/run.sh bf16sweep [ARGS]           issue 26: tools/bf16_sweep.py (twin fixtures over the five backbones,
+#                                         dense and sparse; PyTorch's bf16 autocast error recorded in each; verify
+#                                         --device cuda --precision bf16), the shared fixtures too; with
+#                                         gpu/main-bin.tar.xz (bin/camoxpert and bin/libcamoxpert_cuda.so of
+#                                         another build, e.g. main's) both builds side by side
 #   gpu/run.sh camoxpert ARGS             the program itself
 # Logs go to $OUT when it is set (the device tool brings them back).
 set -uo pipefail
@@ -31,6 +36,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 for a in bin fixtures sparse; do
     [[ -f "$here/$a.tar.xz" ]] && tar -C "$here" -xJf "$here/$a.tar.xz"
 done
+[[ -f "$here/main-bin.tar.xz" ]] && mkdir -p "$here/main" && tar -C "$here/main" -xJf "$here/main-bin.tar.xz"
 export CAMOXPERT_SHARED="$here/shared"
 export PATH="$here/bin:$PATH"
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -273,7 +279,20 @@ predict)
     camoxpert bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 \
         --mode both --steps 5 --json "$log/bench_pred.json" --overwrite > "$log/bench_pred.log" 2>&1
     grep -E "^(dense|sparse| )" "$log/bench_pred.log" ;;
+bf16sweep)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
+    python3 -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda)'
+    B=()
+    [[ -x "$here/main/bin/camoxpert" ]] && B+=(--camoxpert "$here/main/bin/camoxpert")
+    B+=(--camoxpert "$here/bin/camoxpert")
+    for f in "$here"/shared/fixtures/camoxpert_*.safetensors; do [[ -f $f ]] && B+=(--extra "$f"); done
+    d=/tmp/cx_bf16sweep
+    python3 "$here/../tools/bf16_sweep.py" --out $d --deadline 420 "${B[@]}" "$@" > "$log/bf16sweep.log" 2>&1
+    rc=$?
+    sed -n '/^== bf16 sweep/,$p' "$log/bf16sweep.log"
+    tar -C $d -cJf "$log/bf16sweep_logs.tar.xz" logs
+    exit $rc ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
-*) echo "usage: gpu/run.sh test|verify|bench|perf|multi|scale|dpcmp|dp|twin-ddp|demo|camoxpert ..." >&2; exit 2 ;;
+*) echo "usage: gpu/run.sh test|verify|bench|perf|multi|scale|dpcmp|dp|twin-ddp|demo|bf16sweep|camoxpert ..." >&2; exit 2 ;;
 esac

@@ -405,6 +405,53 @@ TEST(cuda_model_sparse_matches_cpu) {
     model_case(1);
 }
 
+// ---- verify's bf16 rule (issue 26; src/cli/verify.h) -----------------------------------------------------
+// src with metadata pairs kv (NULL-terminated) added, written to dst.
+static void fixture_with_meta(const char *src, const char *dst, const char *const *kv) {
+    StFile f;
+    REQUIRE_OK(st_open(&f, src));
+    StWriter w;
+    st_writer_init(&w);
+    Tensor *ts = cx_calloc((size_t)f.n, sizeof *ts);
+    for (int i = 0; i < f.n; i++) {
+        const StEntry *e = &f.entries[i];
+        ts[i] = tensor_view((void *)e->data, e->dtype, e->ndim, e->shape);
+        st_writer_add(&w, e->name, &ts[i]);
+    }
+    for (int i = 0; i < f.n_meta; i++) st_writer_meta(&w, f.meta_keys[i], f.meta_vals[i]);
+    for (int i = 0; kv[i]; i += 2) st_writer_meta(&w, kv[i], kv[i + 1]);
+    CHECK(st_writer_save(&w, dst) == CX_OK);
+    st_writer_free(&w);
+    free(ts);
+    st_close(&f);
+}
+
+// PyTorch's autocast errors recorded in a fixture set the bf16 bounds: over 2e-2 on an
+// evaluation output, 1.5x it (and the line after says so); under it, 2e-2 still; on the
+// training-mode prediction, 1.5x it. A malformed value fails with what it should be.
+TEST(cuda_verify_bf16_bounds_from_recorded_autocast_errors) {
+    if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
+    const char *src = "tests/fixtures/camoxpert_sparse_xx_small_train.safetensors";
+    char a[700], b[700], *out;
+    snprintf(a, sizeof a, "%s/recorded.safetensors", test_tmpdir());
+    snprintf(b, sizeof b, "%s/malformed.safetensors", test_tmpdir());
+    fixture_with_meta(src, a, (const char *const[]){ "bf16_ref_err/output/eval/refine0", "0.05",
+                                                     "bf16_ref_err/output/eval/deep0", "0.01",
+                                                     "bf16_ref_err/output/train/pred", "0.2", NULL });
+    fixture_with_meta(src, b, (const char *const[]){ "bf16_ref_err/output/eval/pred", "5e-2x", NULL });
+    test_run_bin(&out, "verify --device cuda --precision bf16 '%s'", a);
+    CHECKF(strstr(out, "output/eval/refine0: bound 0.075 = 1.5 x PyTorch's bf16 autocast error on this fixture (0.05)") &&
+           strstr(out, "output/train/pred: bound 0.3 = 1.5 x") && !strstr(out, "output/eval/deep0: bound"),
+           "raised bounds not said as expected:\n%s", out);
+    const char *l = strstr(out, "output/eval/deep0 (gpu, bf16)");
+    char line[200] = "";
+    if (l) snprintf(line, sizeof line, "%.*s", (int)strcspn(l, "\n"), l);
+    CHECKF(strstr(line, "tol 2e-02"), "deep0's bound is not 2e-2: '%s'\n%s", line, out);
+    int rc = test_run_bin(&out, "verify --device cuda --precision bf16 --quiet '%s'", b);
+    CHECKF(rc == 1 && strstr(out, "'bf16_ref_err/output/eval/pred' = '5e-2x' is not a non-negative number"),
+           "exit %d\n%s", rc, out);
+}
+
 // ---- one module at a time ------------------------------------------------------------------------------
 // Each expert at the fixtures' shapes (the finest and the coarsest scale: BatchNorm over
 // 8 rows there) and the whole head, forward and backward in training mode on the CPU

@@ -10,7 +10,7 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
   prove FIXTURE        run a reference fixture in float64 and compare every stored
                        result (eval outputs and routing; training loss terms,
                        gradients and BatchNorm state) with the fixture error rule
-  make --out F ...     write a training-mode sparse fixture (kind=camoxpert) for
+  make --out F ...     write a training-mode fixture (kind=camoxpert; --mode sparse|dense) for
                        camoxpert verify: parameters from the splitmix22 generator,
                        random BatchNorm state, eval + train outputs, routing,
                        loss terms, a subset of gradients (incl. every router's);
@@ -29,9 +29,12 @@ tools/edgenext_twin.py. Development tool only: neither camoxpert nor
                        losses and final parameters to F.npz: one process, or under torchrun each
                        rank on its slice through DDP (--sync-bn: SyncBatchNorm's function and the
                        uncertainty map's global maximum); `ddpcmp-report A.npz B.npz` compares two
-  prove --device cuda --amp bf16|fp16 FIXTURE
+  prove --device cuda --amp bf16|fp16 [--record] FIXTURE
                        the fixture's forward outputs under autocast on the GPU (float32
-                       weights): relative L2 per output against the fixture, reported
+                       weights; evaluation mode and one training-mode forward, under the
+                       fixture's routing choices): relative L2 per output against the
+                       fixture, reported; --record (bf16) writes them into the fixture's
+                       metadata as bf16_ref_err/<name>, camoxpert verify's bf16 bounds
 
 Tensors NCHW / OIHW; keys are the reference's state_dict keys. Run with /usr/bin/python3
 (Debian python3-torch 1.13).
@@ -185,6 +188,17 @@ class GlobalMax(torch.autograd.Function):
 class Net:
     def __init__(self, P, B, variant, sparse, E, k, training):
         self.P, self.B, self.variant, self.sparse, self.E, self.k, self.training = P, B, variant, sparse, E, k, training
+        # force[s] (units, k): choices taken instead of the router's top-k at scale s (prove --amp: autocast's
+        # error under the fixture's decisions); flips counts the units whose own choice differed
+        self.force, self.flips = None, 0
+
+    def topk(self, s, probs):
+        val, idx = torch.topk(probs, self.k, -1)
+        if self.force is not None:
+            ref = self.force[s].to(idx.device)
+            self.flips += int((ref != idx).any(-1).sum())
+            idx, val = ref, probs.gather(-1, ref)
+        return val, idx
 
     def conv(self, p, x, dil=1):
         w = self.P[p + ".weight"]
@@ -281,7 +295,7 @@ class Net:
         pooled = torch.stack([x[n, :, ty[a]:ty[a + 1], tx[b]:tx[b + 1]].mean((1, 2)) for n, a, b in units])
         logits = F.linear(pooled, self.P[p + ".router.2.weight"], self.P[p + ".router.2.bias"])
         probs = torch.softmax(logits, -1)
-        val, idx = torch.topk(probs, self.k, -1)
+        val, idx = self.topk(s, probs)
         w = val / (val.sum(-1, keepdim=True) + 1e-8)
         lb = 0.01 * ((probs.mean(0) - 1.0 / self.E) ** 2).sum()
         acc = [torch.zeros_like(x[0]) for _ in range(N)]
@@ -318,7 +332,7 @@ class Net:
         p = f"moe_layers.{s}"
         logits = F.linear(x.mean((2, 3)), self.P[p + ".router.2.weight"], self.P[p + ".router.2.bias"])
         probs = torch.softmax(logits, -1)
-        val, idx = torch.topk(probs, self.k, -1)
+        val, idx = self.topk(s, probs)
         w = val / (val.sum(-1, keepdim=True) + 1e-8)
         lb = 0.01 * ((probs.mean(0) - 1.0 / self.E) ** 2).sum()
         out = torch.zeros_like(x)
@@ -493,34 +507,53 @@ def amp_dtype(name):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def cmd_prove_amp(a, T, Pn, Bn, variant, sparse, E, k):
-    """Autocast forward outputs on a GPU against the fixture: relative L2 per output."""
+def cmd_prove_amp(a, T, meta, Pn, Bn, variant, sparse, E, k):
+    """Autocast forward outputs on a GPU against the fixture: relative L2 per output, evaluation mode and one
+    training-mode forward, each under the fixture's routing choices (camoxpert verify's bf16 rule compares under
+    the same discrete decisions; where autocast's own top-k differs, that is reported). --record writes the errors
+    into the fixture's metadata as bf16_ref_err/<tensor name>, where `camoxpert verify --precision bf16` finds
+    them (src/cli/verify.h, VERIFY_BF16_AUTOCAST_RATIO)."""
     torch.set_default_device(a.device)
-    outs = {}
-    for training in (False, True):
-        with torch.autocast(device_type="cuda", dtype=amp_dtype(a.amp)):
-            o = run(Pn, Bn, T["input/image"], None, variant, sparse, E, k, False, torch.float32)["out"] if not training \
-                else run_forward_train(Pn, Bn, T["input/image"], variant, sparse, E, k)
-        if training:
-            outs["output/train/pred"] = o["pred"].float().detach().cpu().numpy()
-        else:
-            outs.update({n: v for n, v in {f"output/eval/{m}": o[m] for m in ("pred", "fg_map", "search_map",
-                         "uncertainty", "refine0")}.items()})
+    outs, flips = {}, {}
+    for mode in ("eval", "train"):
+        if mode == "train" and "output/train/pred" not in T:
+            continue
+        P = {n: torch.tensor(v, dtype=torch.float32) for n, v in Pn.items()}
+        B = {n: torch.tensor(v, dtype=torch.int64 if n.endswith("num_batches_tracked") else torch.float32)
+             for n, v in Bn.items()}
+        net = Net(P, B, variant, sparse, E, k, mode == "train")
+        if sparse and f"output/{mode}/route0/topk_idx" in T:
+            net.force = [torch.tensor(T[f"output/{mode}/route{s}/topk_idx"].astype(np.int64)) for s in range(4)]
+        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=amp_dtype(a.amp)):
+            o = net.forward(torch.tensor(T["input/image"], dtype=torch.float32))
+        flips[mode] = net.flips
+        names = ("pred",) if mode == "train" else ("pred", "fg_map", "search_map", "uncertainty", "refine0")
+        outs.update({f"output/{mode}/{m}": o[m] for m in names})
+        if mode == "eval":
             outs.update({f"output/eval/deep{j}": o["deep"][j] for j in range(3)})
-            outs = {n: (v.float().detach().cpu().numpy() if torch.is_tensor(v) else v) for n, v in outs.items()}
+    dev = torch.cuda.get_device_name()
+    errs = {}
     for n, v in outs.items():
         if n in T:
             ref = np.asarray(T[n], np.float64)
-            e = np.linalg.norm(np.asarray(v, np.float64) - ref) / max(np.linalg.norm(ref), 1e-30)
-            print(f"  {n:<40} {a.amp} autocast on {torch.cuda.get_device_name()}: relative L2 {e:.3e}")
+            got = v.float().detach().cpu().numpy().astype(np.float64)
+            errs[n] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+            print(f"  {n:<40} {a.amp} autocast on {dev}: relative L2 {errs[n]:.3e}")
+    for mode, nf in flips.items():
+        if nf:
+            print(f"  {mode}: autocast's own top-k differed from the fixture's for {nf} units (forced to the fixture's)")
+    if a.record:
+        if a.amp != "bf16":
+            raise SystemExit("prove --record: only bf16 errors are recorded (camoxpert verify's bf16 rule)")
+        T2, meta2 = safetensors_io.load(a.fixture)
+        meta2 = {n: v for n, v in meta2.items() if not n.startswith("bf16_ref")}
+        meta2.update({f"bf16_ref_err/{n}": f"{e:.4e}" for n, e in errs.items()})
+        meta2["bf16_ref"] = (f"PyTorch {torch.__version__} autocast bf16 on {dev}, relative L2 against this fixture "
+                             f"under its routing choices (autocast's own differed for "
+                             f"{', '.join(f'{nf} {m}' for m, nf in flips.items())} units)")
+        safetensors_io.save(a.fixture, T2, meta2)   # (a temporary file renamed over it)
+        print(f"recorded {len(errs)} autocast errors in {a.fixture} (bf16_ref_err/...)")
     return 0
-
-
-def run_forward_train(Pn, Bn, image, variant, sparse, E, k):
-    P = {n: torch.tensor(v, dtype=torch.float32) for n, v in Pn.items()}
-    B = {n: torch.tensor(v, dtype=torch.int64 if n.endswith("num_batches_tracked") else torch.float32)
-         for n, v in Bn.items()}
-    return Net(P, B, variant, sparse, E, k, True).forward(torch.tensor(image, dtype=torch.float32))
 
 
 def cmd_prove(a):
@@ -535,7 +568,7 @@ def cmd_prove(a):
     Bn = {n: T["buffer/" + n] for n in K.buffers}
     assert sorted(n[7:] for n in T if n.startswith("buffer/")) == sorted(K.buffers), "buffer keys differ"
     if a.amp != "none":
-        return cmd_prove_amp(a, T, Pn, Bn, variant, sparse, E, k)
+        return cmd_prove_amp(a, T, meta, Pn, Bn, variant, sparse, E, k)
     ours = eval_outputs(run(Pn, Bn, T["input/image"], None, variant, sparse, E, k, False)["out"])
     if "output/train/loss" in T:
         ours.update(train_outputs(run(Pn, Bn, T["input/image"], T["input/mask"], variant, sparse, E, k, True)))
@@ -859,6 +892,8 @@ def main():
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--record", action="store_true", help="with --amp bf16: write the errors into the fixture's "
+                   "metadata (bf16_ref_err/<name>) for camoxpert verify's bf16 rule")
     for name in ("make", "bench"):
         p = sub.add_parser(name)
         p.add_argument("--mode", default="sparse", choices=("dense", "sparse"))

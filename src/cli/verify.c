@@ -129,6 +129,23 @@ int verify_check_gpu(VerifyRun *v, const char *name, const Tensor *ours, const T
     return verify_check(v, name, &h, ref, 0, v->rtol_fwd_f32);
 }
 
+cx_status verify_bf16_tol(const StFile *f, const char *ref_name, double def, double *tol, double *autocast) {
+    char key[200];
+    snprintf(key, sizeof key, "bf16_ref_err/%s", ref_name);
+    const char *s = st_meta(f, key);
+    *tol = def, *autocast = -1;
+    if (!s) return CX_OK;
+    char *end = NULL;
+    const double e = strtod(s, &end);
+    if (end == s || *end || !(e >= 0) || !isfinite(e))
+        return CX_FAIL(CX_EFORMAT, "%s: __metadata__ '%s' = '%s' is not a non-negative number (PyTorch's relative L2 "
+                       "error; tools/camoxpert_twin.py prove --amp bf16 --record writes it)", f->path, key, s);
+    *autocast = e;
+    if (!strncmp(ref_name, "output/train/", 13) || e > VERIFY_BF16_FWD) *tol = VERIFY_BF16_AUTOCAST_RATIO * e;
+    else *tol = VERIFY_BF16_FWD;
+    return CX_OK;
+}
+
 void verify_fail(VerifyRun *v, const char *name, const char *why) {
     v->n_checked++;
     v->n_failed++;

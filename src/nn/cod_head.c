@@ -42,8 +42,7 @@ void cod_head_create(CodHead *h, ParamTable *pt, const int dims[4]) {
     seq_cbr(&h->bu_mean, pt, "boundary_uncertainty.mean_head", 64, 32, 3, 1, PG_REST);
     seq_conv(&h->bu_mean, pt, "boundary_uncertainty.mean_head", 32, 1, 1, 1, PG_REST);
     seq_cbr(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 64, 32, 3, 1, PG_REST);
-    seq_conv(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 32, 1, 1, 1, PG_REST);
-    seq_act(&h->bu_unc, LAYER_SOFTPLUS);
+    seq_conv(&h->bu_unc, pt, "boundary_uncertainty.uncertainty_head", 32, 1, 1, 1, PG_REST);   // softplus: forward
     for (int i = 0; i < 2; i++) {
         snprintf(p, sizeof p, "iterative_refinement.refinement_blocks.%d", i);
         seq_cbr(&h->ir_block[i], pt, p, 66, 64, 3, 1, PG_REST);
@@ -173,7 +172,14 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     // 5. boundary uncertainty
     Tensor sh = seq_forward(ctx, &h->bu_shared, &h->x0u);
     h->ip_raw = seq_forward(ctx, &h->bu_mean, &sh);
-    h->u_raw = seq_forward(ctx, &h->bu_unc, &sh);
+    h->u_conv = seq_forward(ctx, &h->bu_unc, &sh);
+    // The uncertainty map and everything made of it (u, 1 + u) are float32 beside bf16
+    // activations, as under PyTorch's autocast (softplus is on its float32 list and
+    // what follows it is promoted): 1 + u scales every channel of the refinement
+    // blocks' output, and a bf16 1 + u (steps of 2^-7) added a rounding that the pred
+    // heads' cancellation amplified past bf16's tolerance (issue 26).
+    h->u_raw = nn_new(ctx, nn_stat_dtype(ctx), 4, h->u_conv.shape);
+    softplus_forward(op, &h->u_raw, &h->u_conv);
     out->initial_pred = clamped(ctx, &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
     out->uncertainty = clamped(ctx, &h->u_raw, UNC_LO, UNC_HI);
     // 6. iterative refinement with u normalised by the batch maximum (on the device)
@@ -185,13 +191,26 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     h->onepu = tensor_like(ctx->act, &h->u);
     fill(op, &h->onepu, 1.0);
     axpy(op, &h->onepu, 1.0, &h->u);
+    h->u_act = h->u;   // the refinement blocks' input channel, in the activation dtype
+    if (h->u.dtype != ctx->dtype) {
+        h->u_act = nn_new(ctx, ctx->dtype, 4, h->u.shape);
+        copy(op, &h->u_act, &h->u);
+    }
     Tensor pred = out->initial_pred;
     for (int i = 0; i < 2; i++) {
-        Tensor c = nn_new4(ctx, N, H, W, 66);
-        const Tensor *xs[3] = { &h->x0u, &pred, &h->u };
+        Tensor c = nn_new4(ctx, N, H, W, 66), pred_act = pred;   // the blocks' input channel in the activation dtype
+        if (pred.dtype != ctx->dtype) {
+            pred_act = nn_new(ctx, ctx->dtype, 4, pred.shape);
+            copy(op, &pred_act, &pred);
+        }
+        const Tensor *xs[3] = { &h->x0u, &pred_act, &h->u_act };
         concat_forward(op, &c, xs, 3);
         h->ir_b[i] = seq_forward(ctx, &h->ir_block[i], &c);
-        Tensor hb = tensor_like(ctx->act, &h->ir_b[i]);
+        // h = b·(1 + u) and the pred head (1×1, 64 -> 1) on it in float32 beside bf16 activations:
+        // the head's 64 terms nearly cancel (pred is ~10x smaller than they are), so a bf16
+        // rounding of h, or of the head's product before its bias, cost more than all the
+        // rounding before it (issue 26); one channel out, so the float32 GEMM is cheap
+        Tensor hb = nn_new(ctx, nn_stat_dtype(ctx), 4, h->ir_b[i].shape);
         mul_forward(op, &hb, &h->ir_b[i], &h->onepu);
         pred = out->refine[i] = seq_forward(ctx, &h->ir_head[i], &hb);
     }
@@ -216,9 +235,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
         clamp_backward(op, &g, &d->deep[j], &h->deep_raw[j], -LOGIT_CLAMP, LOGIT_CLAMP);
         seq_backward(ctx, &h->deep[j], &g, &de[2 - j]);
     }
-    // refinement, last iteration first
+    // refinement, last iteration first (dpred[0] is initial_pred's, in its dtype; pred_1, pred_2 may be F32)
     Tensor dpred[3];
-    for (int i = 0; i < 3; i++) dpred[i] = nn_zeros_like(ctx, &o->pred);
+    dpred[0] = nn_zeros_like(ctx, &o->initial_pred);
+    for (int i = 1; i < 3; i++) dpred[i] = nn_zeros_like(ctx, &o->refine[i - 1]);
     if (has(&d->pred)) clamp_backward(op, &dpred[2], &d->pred, &o->refine[1], -LOGIT_CLAMP, LOGIT_CLAMP);
     for (int i = 0; i < 2; i++)
         if (has(&d->refine[i])) axpy(op, &dpred[i + 1], 1.0, &d->refine[i]);
@@ -229,14 +249,19 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     // only what flows on (allocated before the mark) outlives the stage.
     for (int i = 1; i >= 0; i--) {
         ArenaMark mk = arena_mark(ctx->act);
-        Tensor dhb = nn_zeros_like(ctx, &h->ir_b[i]);
+        Tensor dhb = nn_zeros_like(ctx, &h->ir_head[i].in);
         seq_backward(ctx, &h->ir_head[i], &dpred[i + 1], &dhb);
         Tensor db = nn_zeros_like(ctx, &h->ir_b[i]);
         mul_backward(op, &db, &du, &dhb, &h->ir_b[i], &h->onepu);   // d(1+u) = du
         Tensor dc = nn_zeros_like(ctx, &h->ir_block[i].in);
         seq_backward(ctx, &h->ir_block[i], &db, &dc);
-        Tensor *dxs[3] = { &dx0u, &dpred[i], &du };
+        // the dtype conversions' gradients: through an activation-dtype slice where the dtypes differ
+        Tensor du_act = h->u_act.data == h->u.data ? du : nn_zeros_like(ctx, &h->u_act);
+        Tensor dp_act = dpred[i].dtype == dc.dtype ? dpred[i] : nn_zeros4(ctx, T_N(&dc), T_H(&dc), T_W(&dc), 1);
+        Tensor *dxs[3] = { &dx0u, &dp_act, &du_act };
         concat_backward(op, dxs, 3, &dc);
+        if (du_act.data != du.data) axpy(op, &du, 1.0, &du_act);
+        if (dp_act.data != dpred[i].data) axpy(op, &dpred[i], 1.0, &dp_act);
         arena_release(ctx->act, mk);
     }
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
@@ -248,9 +273,11 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     Tensor dur = nn_zeros_like(ctx, &h->u_raw), dipr = nn_zeros_like(ctx, &h->ip_raw);
     clamp_backward(op, &dur, &duc, &h->u_raw, UNC_LO, UNC_HI);
     clamp_backward(op, &dipr, &dpred[0], &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
+    Tensor duconv = nn_zeros_like(ctx, &h->u_conv);
+    softplus_backward(op, &duconv, &dur, &h->u_conv);
     Tensor dsh = nn_zeros_like(ctx, &h->bu_mean.in);
     seq_backward(ctx, &h->bu_mean, &dipr, &dsh);
-    seq_backward(ctx, &h->bu_unc, &dur, &dsh);
+    seq_backward(ctx, &h->bu_unc, &duconv, &dsh);
     seq_backward(ctx, &h->bu_shared, &dsh, &dx0u);
     arena_release(ctx->act, mk_unc);
     // back to half resolution

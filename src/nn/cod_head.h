@@ -14,12 +14,12 @@
 // The model's outputs; every map is (N,h,w,1). The same struct carries their
 // gradients for backward (a tensor with data == NULL has no gradient).
 typedef struct {
-    Tensor pred;          // (N,H,W,1) final logits, clamp(pred_2, ±15)
+    Tensor pred;          // (N,H,W,1) final logits, clamp(pred_2, ±15); statistics dtype (F32 beside bf16)
     Tensor fg_map;        // (N,H,W,1) 1 − background probability, resized
     Tensor search_map;    // (N,H,W,1) search probability, resized
-    Tensor uncertainty;   // (N,H,W,1) softplus, clamped to [1e-8, 10]
+    Tensor uncertainty;   // (N,H,W,1) softplus, clamped to [1e-8, 10]; statistics dtype (F32 beside bf16)
     Tensor initial_pred;  // (N,H,W,1) boundary mean head, clamped to ±15 (= pred_0)
-    Tensor refine[2];     // (N,H,W,1) pred_1, pred_2 (unclamped)
+    Tensor refine[2];     // (N,H,W,1) pred_1, pred_2 (unclamped); statistics dtype (F32 beside bf16)
     Tensor deep[3];       // (N,H/16,W/16,1), (N,H/8,W/8,1), (N,H/4,W/4,1), clamped to ±15
 } CodOutputs;
 
@@ -38,9 +38,13 @@ typedef struct {
     Tensor dec_out[4];           // x3, x2, x1, x0
     Tensor bg, fg, ra_r, x0r;    // (N,H/2,W/2,1|1|64|64)
     Tensor x0u;                  // (N,H,W,64)
-    Tensor ip_raw, u_raw;        // (N,H,W,1) before the clamps
+    Tensor ip_raw;               // (N,H,W,1) before the clamp
+    Tensor u_conv;               // (N,H,W,1) the uncertainty head's conv output (softplus input)
+    // The uncertainty path is in the statistics dtype (F32 beside bf16 activations):
+    Tensor u_raw;                // (N,H,W,1) softplus(u_conv), before the clamp
     Tensor u;                    // (N,H,W,1) uncertainty / (max + 1e-8)
     Tensor onepu;                // (N,H,W,1) 1 + u
+    Tensor u_act;                // (N,H,W,1) u in the activation dtype (the refinement blocks' input), or u itself
     Tensor u_max;                // (1) the batch maximum of the uncertainty (statistics dtype)
     int max_synced;              // 1: u_max is the global batch's (NNCtx.sync_sum)
     Tensor ir_b[2];              // refinement block outputs (N,H,W,64)

@@ -225,7 +225,8 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     switch (l->kind) {
     case LAYER_CONV: {
         CX_ASSERT(T_C(x) == l->cin, "conv expects %d input channels, got %lld", l->cin, (long long)T_C(x));
-        Tensor y = nn_new4(ctx, T_N(x), T_H(x), T_W(x), l->cout);
+        // the output in the input's dtype: a logit head may take F32 beside bf16 activations (cod_head.c)
+        Tensor y = nn_new(ctx, x->dtype, 4, (int64_t[]){ T_N(x), T_H(x), T_W(x), l->cout });
         Tensor w = nn_param(ctx, l->w_idx), b = nn_param(ctx, l->b_idx);
         if (l->k == 1) {
             Tensor w2 = conv_weight_2d(w);

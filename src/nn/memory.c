@@ -41,7 +41,10 @@ void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int b
         m->optimizer = 8.0 * (double)n_params;
         m->ema = ema ? 4.0 * (double)n_params : 0;
     }
-    m->activations = 1.05 * per_px * px * act_bytes / 4.0;
+    // The refinement's h (a 64-channel map per iteration, saved for the pred head) stays
+    // float32 beside bf16 activations (cod_head.c, issue 26): its bytes do not scale with act_bytes.
+    const double f32_px = 2 * 64 * 4.0;
+    m->activations = 1.05 * px * (per_px * act_bytes / 4.0 + f32_px * (4 - act_bytes) / 4.0);
     double scratch = 300.0 * px;
     m->scratch = scratch > 32.0 * (1 << 20) ? scratch : 32.0 * (1 << 20);
     m->total = m->params + m->grads + m->optimizer + m->ema + m->activations + m->scratch;

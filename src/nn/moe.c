@@ -234,6 +234,15 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     r->idx = tensor_new(ctx->host, DT_I32, 2, (int64_t[]){ U, k });
     Tensor val = tensor_new(ctx->host, sdt, 2, (int64_t[]){ U, k });
     topk_rows(&ctx->host_op, &r->idx, &val, &scores, k);
+    if (m->force_idx) {
+        CX_ASSERT(m->force_n == U * k, "moe: %lld forced choices for %lld units of top-%d", (long long)m->force_n,
+                  (long long)U, k);
+        int32_t *own = tensor_i32(&r->idx);
+        for (int64_t u = 0; u < U; u++) {
+            m->force_differed += memcmp(own + u * k, m->force_idx + u * k, sizeof *own * (size_t)k) != 0;
+            memcpy(own + u * k, m->force_idx + u * k, sizeof *own * (size_t)k);
+        }
+    }
     r->w = tensor_new(ctx->host, sdt, 2, (int64_t[]){ U, k });
     const int32_t *idx = tensor_i32(&r->idx);
     memset(r->count, 0, sizeof r->count);

@@ -80,6 +80,11 @@ typedef struct {
     Expert experts[MOE_MAX_EXPERTS];   // types cycle texture, frequency, edge, contrast
     int router_w_idx, router_b_idx;    // table entries: router.2.weight (E,d), router.2.bias (E), group PG_ROUTER
     double sel_bias[MOE_MAX_EXPERTS];  // MOE_BALANCE_BIAS selection bias (not a checkpoint entry)
+    // Checks only (verify's bf16 rule: outputs compared under the reference's decisions): non-NULL, the
+    // (U,k) choices (force_n = U·k of them) every forward takes instead of its own top-k (the weights
+    // still come from its p); force_differed counts the units whose own top-k chose otherwise.
+    const int32_t *force_idx;
+    int64_t force_n, force_differed;
     // saved by forward
     MoeRoute route;
     Tensor x;                          // (U,H,W,d)

@@ -119,7 +119,8 @@ OP(scale_inplace, "element-wise", y, GEN, REF, CPU, (OpCtx *ctx, Tensor *y, doub
 OP(fill, "element-wise", y, GEN, REF, CPU, (OpCtx *ctx, Tensor *y, double v), (ctx, y, v))
 // dst = src, same numel, converting between float dtypes (F32 <-> BF16, F32 <-> F64).
 OP(copy, "element-wise", src, PRE, REF, REF, (OpCtx *ctx, Tensor *dst, const Tensor *src), (ctx, dst, src))
-// Broadcast multiply: y = x ⊙ s, where x is (N,H,W,C) act and s (float) is one of
+// Broadcast multiply: y = x ⊙ s, where x is (N,H,W,C) act, y float (F32 beside bf16 x: the
+// refinement's h = b·(1 + u), cod_head.c) and s (float) is one of
 //   (C)         per channel (layer scale γ),
 //   (N,C)       per image and channel (contrast amplification, router weights),
 //   (N,H,W,1)   per pixel (search map, foreground map, 1+u),
