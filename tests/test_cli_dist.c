@@ -29,6 +29,8 @@ static const char *dist_set(void) {
 // --device cpu: on a machine with a GPU, the one-process runs compared with the CPU ranks of --procs would take it
 #define DIST_MODEL_ANY_BATCH "--device cpu --backbone edgenext_xx_small --img-size 32 --progress 0 --num-workers 1 --val-fraction 0.25"
 #define DIST_MODEL DIST_MODEL_ANY_BATCH " --batch-size 2"
+// trainer (train/step.c): a BatchNorm over fewer than 4 values a channel is named once
+#define DEGENERATE_BN "normalises each channel over"
 
 // The "step" records' loss and grad_norm of DIR/train_log.jsonl, and the validated image counts.
 typedef struct { double loss[16], norm[16]; int n; int val_images[4], n_val; int world; } LogSteps;
@@ -174,15 +176,22 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
     snprintf(one, sizeof one, "%s/sb_one", test_tmpdir());
     snprintf(two, sizeof two, "%s/sb_two", test_tmpdir());
     snprintf(loc, sizeof loc, "%s/sb_local", test_tmpdir());
+    // At 32x32 the 1/32 maps are 1x1: 4 values a channel at batch 4, and with --sync-bn
+    // over 2 ranks x 2; each rank's own BatchNorm gets 2, which rank 0 names once with
+    // the options that give more (the trainer's warning: train/step.c).
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL_ANY_BATCH " --batch-size 4 --epochs 1 "
                       "--stage1-epochs 1 --threads 1", dist_set(), one);
     REQUIRE(rc == 0);
+    CHECKF(!strstr(o, DEGENERATE_BN), "%s", o);
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
                       "--threads 1 --procs 2 --sync-bn", dist_set(), two);
-    CHECKF(rc == 0 && strstr(o, "done: 1 epochs"), "rc %d: %s", rc, o);
+    CHECKF(rc == 0 && strstr(o, "done: 1 epochs") && !strstr(o, DEGENERATE_BN), "rc %d: %s", rc, o);
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL " --epochs 1 --stage1-epochs 1 "
                       "--threads 1 --procs 2", dist_set(), loc);
     REQUIRE(rc == 0);
+    const char *w = strstr(o, "warning: BatchNorm "), *d = strstr(o, DEGENERATE_BN);
+    CHECKF(w && d && strstr(w, DEGENERATE_BN " 2 values (2 images of 1x1 at 1/32 of the 32x32 input)") &&
+           strstr(w, "a larger --img-size (64) or --batch-size 4") && !strstr(d + 1, DEGENERATE_BN), "%s", o);
     LogSteps L1, L2, L3;
     read_log(one, &L1);
     read_log(two, &L2);
