@@ -690,3 +690,111 @@ TEST(dist_gradient_buckets_equal_one_all_reduce_after_the_backward) {
         free(without.grad);
     }
 }
+
+// Accumulation (train --accumulation-steps) adds a micro-batch's parameter gradients
+// to what the earlier micro-batches left; the all-reduce adds each rank's, computed
+// into zeros, and rounds the sum once. The two give the same bits when every CPU
+// backward adds its whole contribution to a parameter gradient in one rounding: then
+// one process with accumulation trains as the ranks do (issue 35). Each op below
+// writes parameter gradients; the shapes reach past sgemm's blocking over the rows
+// (2048 rows: blocked by every x86 kernel of OpenBLAS 0.3.21, which from there added
+// each block into the gradient as it went) and into the kernels' per-thread partials.
+enum { ACC_LINEAR, ACC_CONV1X1, ACC_CONV3X3, ACC_DWCONV7X7, ACC_LAYERNORM, ACC_BATCHNORM, ACC_LAYER_SCALE, ACC_OPS };
+static const char *const acc_names[ACC_OPS] = { "linear", "1x1 conv", "3x3 conv", "7x7 depthwise conv", "LayerNorm",
+                                                "BatchNorm", "layer scale" };
+
+typedef struct {
+    int op;
+    Tensor x, w, b, mean, rstd;   // the input, the parameters, what the forward saved
+    Tensor dy[2];                 // two micro-batches' output gradients
+    Tensor g[2];                  // the parameter gradients' shapes (weight; bias, or none)
+    ConvArgs conv;
+} AccCase;
+
+static Tensor acc_random(Arena *a, Rng *rng, int ndim, const int64_t *shape) {
+    Tensor t = tensor_new(a, DT_F32, ndim, shape);
+    for (int64_t i = 0; i < tensor_numel(&t); i++) tensor_f32(&t)[i] = (float)rng_normal(rng);
+    return t;
+}
+
+static AccCase acc_case(OpCtx *ctx, Arena *a, Rng *rng, int op) {
+    AccCase c = { .op = op, .conv = { 1, 0, 1, 1 } };
+    const int64_t N = 2, S = 32, R = N * S * S;
+    int64_t C = 48, K = 48, k = 1;   // channels in and out, kernel size
+    if (op == ACC_LINEAR || op == ACC_CONV1X1 || op == ACC_LAYERNORM) C = 96;
+    if (op == ACC_CONV3X3) C = 16, K = 24, k = 3, c.conv.pad = 1;
+    if (op == ACC_DWCONV7X7) C = K = 32, k = 7, c.conv.pad = 3, c.conv.groups = 32;
+    const int rows = op == ACC_LINEAR || op == ACC_LAYERNORM;   // (R, C) rather than (N, S, S, C)
+    c.x = rows ? acc_random(a, rng, 2, (int64_t[]){ R, C }) : acc_random(a, rng, 4, (int64_t[]){ N, S, S, C });
+    for (int i = 0; i < 2; i++)
+        c.dy[i] = rows ? acc_random(a, rng, 2, (int64_t[]){ R, K }) : acc_random(a, rng, 4, (int64_t[]){ N, S, S, K });
+    if (op <= ACC_DWCONV7X7) {
+        c.w = rows ? acc_random(a, rng, 2, (int64_t[]){ K, C })
+                   : acc_random(a, rng, 4, (int64_t[]){ K, C / c.conv.groups, k, k });
+        c.g[0] = tensor_like(a, &c.w);
+        c.g[1] = tensor_new(a, DT_F32, 1, (int64_t[]){ K });
+        return c;
+    }
+    c.w = acc_random(a, rng, 1, (int64_t[]){ C });
+    c.g[0] = tensor_like(a, &c.w);
+    if (op == ACC_LAYER_SCALE) return c;
+    c.b = acc_random(a, rng, 1, (int64_t[]){ C });
+    c.g[1] = tensor_like(a, &c.w);
+    Tensor y = tensor_like(a, &c.x);
+    if (op == ACC_LAYERNORM) {
+        c.mean = tensor_new(a, DT_F32, 1, (int64_t[]){ R }), c.rstd = tensor_like(a, &c.mean);
+        layernorm_forward(ctx, &y, &c.mean, &c.rstd, &c.x, &c.w, &c.b, 1e-6);
+    } else {
+        c.mean = tensor_like(a, &c.w), c.rstd = tensor_like(a, &c.w);
+        batchnorm_forward(ctx, &y, &c.mean, &c.rstd, &c.x, &c.w, &c.b, NULL, NULL, 1, 0.1, 1e-5);
+    }
+    return c;
+}
+
+// g[i] += the parameter gradients of c's op for output gradient dy.
+static void acc_backward(OpCtx *ctx, const AccCase *c, const Tensor *dy, Tensor *g) {
+    Tensor *gb = c->g[1].data ? &g[1] : NULL;
+    switch (c->op) {
+    case ACC_LINEAR: linear_backward(ctx, NULL, &g[0], gb, dy, &c->x, &c->w); break;
+    case ACC_LAYERNORM: layernorm_backward(ctx, NULL, &g[0], gb, dy, &c->x, &c->mean, &c->rstd, &c->w); break;
+    case ACC_BATCHNORM: batchnorm_backward(ctx, NULL, &g[0], gb, dy, &c->x, &c->mean, &c->rstd, &c->w, 1); break;
+    case ACC_LAYER_SCALE: mul_backward(ctx, NULL, &g[0], dy, &c->x, &c->w); break;
+    default: conv2d_backward(ctx, NULL, &g[0], gb, dy, &c->x, &c->w, c->conv); break;
+    }
+}
+
+TEST(dist_cpu_parameter_gradients_accumulate_micro_batches_as_the_all_reduce_adds_ranks) {
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 24);
+    arena_init(&scratch, "scratch", 1 << 24);
+    OpCtx ctx = { .backend = OPS_CPU, .scratch = &scratch };
+    for (int threads = 1; threads <= 2; threads++) {
+        cx_threads_set(threads);
+        for (int op = 0; op < ACC_OPS; op++) {
+            Rng rng = rng_init(70 + (uint64_t)op);
+            AccCase c = acc_case(&ctx, &a, &rng, op);
+            const int ng = c.g[1].data ? 2 : 1;
+            Tensor first[2], acc[2], alone[2];
+            for (int i = 0; i < ng; i++) first[i] = tensor_zeros_like(&a, &c.g[i]), alone[i] = tensor_zeros_like(&a, &c.g[i]);
+            acc_backward(&ctx, &c, &c.dy[0], first);   // the earlier micro-batch's gradients
+            for (int i = 0; i < ng; i++) {
+                acc[i] = tensor_like(&a, &c.g[i]);
+                memcpy(acc[i].data, first[i].data, tensor_nbytes(&c.g[i]));
+            }
+            acc_backward(&ctx, &c, &c.dy[1], acc);     // the next one accumulated into them
+            acc_backward(&ctx, &c, &c.dy[1], alone);   // the next one as another rank computes it
+            for (int i = 0; i < ng; i++) {
+                int64_t bad = 0, n = tensor_numel(&c.g[i]);
+                for (int64_t j = 0; j < n; j++)
+                    bad += tensor_f32(&acc[i])[j] != tensor_f32(&first[i])[j] + tensor_f32(&alone[i])[j];
+                CHECKF(bad == 0, "%s, %d thread%s: %lld of %lld %s gradients accumulated differ from the earlier ones plus "
+                       "this micro-batch's alone", acc_names[op], threads, threads > 1 ? "s" : "", (long long)bad,
+                       (long long)n, i ? "bias" : "weight");
+            }
+            arena_reset(&a);
+        }
+    }
+    cx_threads_set(0);
+    arena_free(&a);
+    arena_free(&scratch);
+}

@@ -247,7 +247,12 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         else if (l->relu_fused)
             batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
-        if (ctx->training) params_counter_add(ctx->pt, l->nbt_idx, 1);   // on the host: no device access
+        if (ctx->training) {
+            params_counter_add(ctx->pt, l->nbt_idx, 1);   // on the host: no device access
+            const int64_t v = l->gcount > 0 ? (int64_t)l->gcount : tensor_numel(x) / l->cout;
+            if (!ctx->bn_fewest.values || v < ctx->bn_fewest.values)
+                ctx->bn_fewest = (BnFewest){ v, l->w_idx, (int)T_N(x), (int)T_H(x), (int)T_W(x) };
+        }
         return y;
     }
     case LAYER_RELU: case LAYER_SIGMOID: case LAYER_SOFTPLUS: {

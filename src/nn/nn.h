@@ -7,6 +7,13 @@
 #include "ops/ops.h"
 #include "nn/params.h"
 
+// The BatchNorm whose batch statistics came from the fewest values per channel:
+// values = N·H·W (over the ranks under sync_sum), param its weight's table entry,
+// n, h, w its input's images and map size. Statistics over a few values are
+// degenerate (two: x̂ = ±1 whatever they are) and blow the gradients up; the
+// training step warns (train/step.c). values 0: none since it was cleared.
+typedef struct { int64_t values; int param, n, h, w; } BnFewest;
+
 // Modules hold parameter *indices* (params.h), not pointers, and read values and
 // gradients through ctx->pt. The same module tree therefore runs in float32 or
 // float64, on the CPU or a GPU, just by pointing ctx->pt at a table of that
@@ -38,6 +45,7 @@ typedef struct NNCtx {
     // first = 0.
     void (*grad_ready)(void *arg, int first);
     void *grad_ready_arg;
+    BnFewest bn_fewest;   // training-mode BatchNorm's fewest values per channel (above)
 } NNCtx;
 
 static inline void nn_grad_ready(NNCtx *ctx, int first) {

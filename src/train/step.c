@@ -73,6 +73,35 @@ static void grad_ready(void *arg, int first) {
     start_bucket(s, s->pt->p[first].offset);
 }
 
+// Fewer values per channel than this in a BatchNorm's batch statistics is a warning:
+// with 2 (1x1 maps at batch 2) x̂ = ±1 whatever the values, and the gradients through
+// it reach 1e6 (issue 35); PyTorch refuses 1.
+#define BN_MIN_VALUES 4
+
+// Says once, on rank 0, which BatchNorm of the forward just run normalised over the
+// fewest values, when they are too few, and the options that give it more.
+static void warn_degenerate_bn(TrainStep *s, const Tensor *image) {
+    NNCtx *ctx = &s->rt->ctx;
+    const BnFewest f = ctx->bn_fewest;
+    ctx->bn_fewest.values = 0;
+    if (s->bn_warned || !f.values || f.values >= BN_MIN_VALUES) return;
+    s->bn_warned = 1;
+    if (s->comm && s->comm->rank != 0) return;
+    const char *name = s->pt->p[f.param].name, *dot = strrchr(name, '.');   // "<layer>.weight"
+    const int len = dot ? (int)(dot - name) : (int)strlen(name);
+    const int S = (int)T_H(image), N = (int)T_N(image);
+    // Twice the input size gives 4x the values; the batch that gives BN_MIN_VALUES when
+    // this layer sees the whole batch (not a routed part of it).
+    char batch[64] = "";
+    if (f.n == N) snprintf(batch, sizeof batch, " or --batch-size %lld",
+                           (long long)((BN_MIN_VALUES * N + f.values - 1) / f.values));
+    log_warn("BatchNorm %.*s normalises each channel over %lld value%s (%d image%s of %dx%d at 1/%d of the %dx%d "
+             "input): its batch statistics are degenerate and its gradients blow up; a larger --img-size (%d)%s gives "
+             "every BatchNorm at least %d values per channel", len, name,
+             (long long)f.values, f.values == 1 ? "" : "s", f.n, f.n == 1 ? "" : "s", f.h, f.w, f.h ? S / f.h : 0, S, S,
+             2 * S, batch, BN_MIN_VALUES);
+}
+
 void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone,
                            CamoXpertOutputs *o) {
     Runtime *rt = s->rt;
@@ -80,6 +109,7 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
     runtime_step_reset(rt);
     Tensor x = runtime_input(rt, image, rt->dtype), y = runtime_input(rt, mask, nn_stat_dtype(ctx));
     camoxpert_forward(ctx, s->m, &x, o);
+    warn_degenerate_bn(s, image);
     Tensor terms = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ CL_TERMS });
     CodOutputs g;
     camo_loss_terms(ctx, &s->w, &o->maps, &y, &terms, &g);

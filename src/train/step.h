@@ -51,6 +51,7 @@ typedef struct {
     int n_buckets;           // buckets started in this step (the remainder at finish included)
     cx_status bucket_err;    // the first failed start (reported by train_step_finish)
     char bucket_msg[512];
+    int bn_warned;           // degenerate BatchNorm statistics were reported (once a run)
 } TrainStep;
 
 typedef struct {

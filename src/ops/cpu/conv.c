@@ -190,8 +190,10 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);   // (N,H,W,C), (R,K)
     int one = g.kh * g.kw == 1;
     const float *wt = !dx ? NULL : one ? tensor_f32(w) : conv_w_ohwi(ctx, w);   // (K, kh, kw, Cg)
-    // dW accumulates in (K, kh, kw, Cg) order, or straight into dw for 1×1 (same layout).
-    float *dwt = !dw ? NULL : one ? tensor_f32(dw) : arena_calloc(ctx->scratch, sizeof(float) * (size_t)(g.K * g.KC));
+    // dW accumulates in (K, kh, kw, Cg) order apart from dw, 1×1 too, and is added to dw
+    // once: sgemm with beta 1 straight into dw would round a second micro-batch's sum
+    // differently from a rank's whole gradient added by the all-reduce (gemm.c).
+    float *dwt = !dw ? NULL : arena_calloc(ctx->scratch, sizeof(float) * (size_t)(g.K * g.KC));
     if (db) cpu_colsum_add(ctx, tensor_f32(db), dyp, g.R, g.K, g.K);
     if (conv_is_pointwise(&g)) {
         for (int64_t gi = 0; gi < g.G; gi++) {
@@ -224,7 +226,7 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
             }
         }
     }
-    if (dw && !one) {
+    if (dw) {
         float *dwp = tensor_f32(dw);   // (K, Cg, kh, kw)
         int64_t T = g.kh * g.kw;
         for (int64_t k = 0; k < g.K; k++)

@@ -352,9 +352,10 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
             }
         }
         float *dwp = tensor_f32(dw);   // (C, 1, kh, kw)
-        for (int tt = 0; tt < nt; tt++)
-            for (int64_t k = 0; k < T; k++)
-                for (int64_t c = 0; c < C; c++) dwp[c * T + k] += (float)part[((int64_t)tt * T + k) * C + c];
+        for (int tt = 1; tt < nt; tt++)   // the partials in thread order, then one add (cpu_colsum_add)
+            for (int64_t k = 0; k < T * C; k++) part[k] += part[(int64_t)tt * T * C + k];
+        for (int64_t k = 0; k < T; k++)
+            for (int64_t c = 0; c < C; c++) dwp[c * T + k] += (float)part[k * C + c];
     }
     arena_release(ctx->scratch, m);
 }

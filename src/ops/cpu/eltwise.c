@@ -238,8 +238,9 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
                 for (int64_t c = 0; c < b.C; c++) pp[c] += d[c] * xr[c];
             }
         }
-        for (int t = 0; t < nt; t++)
-            for (int64_t j = 0; j < NS * b.C; j++) dsp[j] += (float)part[(int64_t)t * NS * b.C + j];
+        for (int t = 1; t < nt; t++)   // the partials in thread order, then one add (cpu_colsum_add)
+            for (int64_t j = 0; j < NS * b.C; j++) part[j] += part[(int64_t)t * NS * b.C + j];
+        for (int64_t j = 0; j < NS * b.C; j++) dsp[j] += (float)part[j];
         arena_release(ctx->scratch, m);
     } else if (b.sc == 0 && b.sn == 0) {
         // s is (1, H, W, 1): per pixel, summed over the images (threads own pixels).

@@ -4,6 +4,12 @@
 // reference: torch.nn.functional.linear, torch.baddbmm.
 // linear: x (R, C) · w (K, C)ᵀ + b, with R every leading axis flattened;
 // backward dx += dy·w, dw += dyᵀ·x, db += Σ_r dy.
+// dw's product is made apart (beta 0) and added once. sgemm with beta 1 adds
+// each block of R rows into dw as it goes once R passes the block depth of the
+// kernel OpenBLAS picked for the CPU (384 to 1024 rows with 0.3.21's x86 kernels),
+// so a second micro-batch accumulated into dw would round differently from the
+// same micro-batch on another rank, whose whole gradient the all-reduce adds
+// (issue 35: `train --procs 2` against one process with accumulation).
 #include "cpu.h"
 #include <cblas.h>
 #include <string.h>
@@ -48,9 +54,15 @@ void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     if (dx)
         gemm(ctx, 0, 0, (int)R, (int)C, (int)K, 1, dyp, (int)K, 0, tensor_f32(w), (int)C, 0, 1, tensor_f32(dx),
              (int)C, 0, 1, NULL);
-    if (dw)
-        gemm(ctx, 1, 0, (int)K, (int)C, (int)R, 1, dyp, (int)K, 0, tensor_f32(x), (int)C, 0, 1, tensor_f32(dw),
-             (int)C, 0, 1, NULL);
+    if (dw) {
+        ArenaMark m = arena_mark(ctx->scratch);
+        float *g = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(K * C));   // (K, C) this call's dyᵀ·x
+        gemm(ctx, 1, 0, (int)K, (int)C, (int)R, 1, dyp, (int)K, 0, tensor_f32(x), (int)C, 0, 0, g, (int)C, 0, 1, NULL);
+        float *d = tensor_f32(dw);
+#pragma omp parallel for simd schedule(static) if (K * C > 65536)
+        for (int64_t i = 0; i < K * C; i++) d[i] += g[i];
+        arena_release(ctx->scratch, m);
+    }
     if (db) cpu_colsum_add(ctx, tensor_f32(db), dyp, R, K, K);
 }
 

@@ -264,12 +264,13 @@ void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, cons
                 d[c] += rstd * (g[c] * (wp ? wp[c] : 1.0f) - s1 - (xr[c] - mean) * rstd * s2);
         }
     }
-    if (part) {
-        for (int t = 0; t < nt; t++)
-            for (int64_t c = 0; c < C; c++) {
-                if (dw) tensor_f32(dw)[c] += (float)part[(int64_t)t * 2 * C + c];
-                if (db) tensor_f32(db)[c] += (float)part[(int64_t)t * 2 * C + C + c];
-            }
+    if (part) {   // the partials in thread order, then one add (one rounding: cpu_colsum_add)
+        for (int t = 1; t < nt; t++)
+            for (int64_t c = 0; c < 2 * C; c++) part[c] += part[(int64_t)t * 2 * C + c];
+        for (int64_t c = 0; c < C; c++) {
+            if (dw) tensor_f32(dw)[c] += (float)part[c];
+            if (db) tensor_f32(db)[c] += (float)part[C + c];
+        }
     }
     arena_release(ctx->scratch, m);
 }

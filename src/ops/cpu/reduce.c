@@ -9,7 +9,9 @@
 
 void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld) {
     // Each thread sums a block of rows into its own partial vector (double), then
-    // the partials are added in thread order: deterministic for a fixed thread count.
+    // the partials are summed in thread order (deterministic for a fixed thread
+    // count) and added to dst once: one rounding per call, so micro-batches
+    // accumulated into a gradient add as the all-reduce adds whole ones (gemm.c).
     int nt = cx_threads_get();
     if (R < 256) nt = 1;
     ArenaMark m = arena_mark(ctx->scratch);
@@ -29,7 +31,8 @@ void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t
             for (int64_t k = 0; k < K; k++) p[k] += s[k];
         }
     }
-    for (int t = 0; t < nt; t++)
-        for (int64_t k = 0; k < K; k++) dst[k] += (float)part[t * K + k];
+    for (int t = 1; t < nt; t++)
+        for (int64_t k = 0; k < K; k++) part[k] += part[t * K + k];
+    for (int64_t k = 0; k < K; k++) dst[k] += (float)part[k];
     arena_release(ctx->scratch, m);
 }
