@@ -13,9 +13,10 @@ Tensor nn_new4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
     return tensor_new4(ctx->act, ctx->dtype, n, h, w, c);
 }
 Tensor nn_new(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape) { return tensor_new(ctx->act, dt, ndim, shape); }
+// A deferred zero under first-write gradients (ops.h): its first op writes it.
 Tensor nn_zeros(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape) {
     Tensor t = tensor_new(ctx->act, dt, ndim, shape);
-    fill(&ctx->op, &t, 0);
+    ops_zeros_defer(&ctx->op, &t);
     return t;
 }
 Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
@@ -26,6 +27,7 @@ Tensor nn_param(NNCtx *ctx, int i) { return params_value(ctx->pt, i); }
 Tensor nn_grad(NNCtx *ctx, int i) { return params_grad(ctx->pt, i); }
 
 Tensor nn_to_host(NNCtx *ctx, const Tensor *t) {
+    ops_zeros_touch(&ctx->op, t);   // a deferred zero is read: filled first
     if (t->device == DEV_CPU) return *t;
     Tensor h = tensor_new(ctx->host, t->dtype, t->ndim, t->shape);
     tensor_download(&h, t);
@@ -347,7 +349,7 @@ void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, 
             if (turns) {
                 gin = tensor_view(buf[k].data, in->dtype, in->ndim, in->shape);
                 gin.device = buf[k].device;
-                fill(&ctx->op, &gin, 0);
+                ops_zeros_defer(&ctx->op, &gin);
                 k ^= 1;
             } else {
                 gin = nn_zeros_like(ctx, in);

@@ -75,10 +75,13 @@ Tensor nn_new(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape);
 Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c);
 Tensor nn_zeros(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape);
 Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t);   // t's dtype and shape, zeroed by an op
+// (the nn_zeros* are deferred zeros under ctx->op.zeros: ops.h, first-write gradients;
+// read one on the host only through nn_to_host)
 Tensor nn_param(NNCtx *ctx, int i);   // value of table entry i
 Tensor nn_grad(NNCtx *ctx, int i);    // gradient of table entry i
 // The host side of the routing island: t itself when it is a host tensor, else a
-// copy in ctx->host (one counted download); and the way back (one upload).
+// copy in ctx->host (one counted download); and the way back (one upload). A deferred
+// zero is filled first.
 Tensor nn_to_host(NNCtx *ctx, const Tensor *t);
 Tensor nn_to_device(NNCtx *ctx, const Tensor *host_t);
 // A small statistics tensor (F32/F64, on ctx's device) as doubles, and back (a

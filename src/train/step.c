@@ -16,6 +16,8 @@ void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, Ad
     const char *b = getenv("CAMOXPERT_GRAD_BUCKETS");
     s->buckets = !(b && !strcmp(b, "0"));
     s->reduced_from = pt->numel;
+    const char *fw = getenv("CAMOXPERT_FIRST_WRITE");
+    s->first_write = !(fw && !strcmp(fw, "0"));
 }
 
 void train_step_free(TrainStep *s) {
@@ -79,6 +81,13 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
     NNCtx *ctx = &rt->ctx;
     runtime_step_reset(rt);
     Tensor x = runtime_input(rt, image, rt->dtype), y = runtime_input(rt, mask, nn_stat_dtype(ctx));
+    // First-write gradients (ops.h): the step's zeroed buffers are deferred zeros, written
+    // by their first op; what is still pending at the end is filled (normally nothing).
+    ZeroSet zs;
+    if (s->first_write) {
+        zeroset_init(&zs, ctx->act);
+        ctx->op.zeros = ctx->host_op.zeros = &zs;
+    }
     camoxpert_forward(ctx, s->m, &x, o);
     Tensor terms = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ CL_TERMS });
     CodOutputs g;
@@ -93,6 +102,13 @@ void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask
     if (skip_backbone) camoxpert_backward_features(ctx, s->m, &g, s->w.balance, NULL);
     else camoxpert_backward(ctx, s->m, &g, s->w.balance, NULL);
     ctx->grad_ready = NULL, ctx->grad_ready_arg = NULL;
+    if (s->first_write) {
+        ops_zeros_flush(&ctx->op);
+        ctx->op.zeros = ctx->host_op.zeros = NULL;
+        zeroset_free(&zs);
+        s->zeros_deferred += zs.deferred, s->zeros_written += zs.written;
+        s->zeros_filled += zs.filled, s->zeros_dropped += zs.dropped;
+    }
     s->n_micro++;
 }
 

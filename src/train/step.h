@@ -46,6 +46,11 @@ typedef struct {
     int accum;               // micro-batches per step (default 1): the one numbered accum is the last
     int buckets;             // 1 (default): buckets; 0: one all-reduce after the backward
                              // (CAMOXPERT_GRAD_BUCKETS=0 in the environment)
+    // First-write gradients (ops.h): 1 (default) makes the backward's zeroed buffers
+    // deferred zeros, written by their first op instead of filled and added into; 0
+    // fills them (CAMOXPERT_FIRST_WRITE=0 in the environment). Counted over the steps:
+    int first_write;
+    int64_t zeros_deferred, zeros_written, zeros_filled, zeros_dropped;   // (ZeroSet)
     // the step's state
     int64_t reduced_from;    // gradient elements [reduced_from, numel) have been started
     int n_buckets;           // buckets started in this step (the remainder at finish included)

@@ -76,6 +76,15 @@ __device__ __forceinline__ void stf(void *p, int dt, int64_t i, float v) {
 }
 // p[i] += v
 __device__ __forceinline__ void addf(void *p, int dt, int64_t i, float v) { stf(p, dt, i, ldf(p, dt, i) + v); }
+// p[i] += v when acc, else p[i] = v + 0: an accumulated output written by its first
+// writer (ops.h, first-write gradients). The + 0 makes a −0 into +0, as adding v to a
+// zero-filled buffer does, so both ways give the same bits.
+__device__ __forceinline__ void putf(void *p, int dt, int64_t i, float v, int acc) {
+    if (acc) stf(p, dt, i, ldf(p, dt, i) + v);
+    else stf(p, dt, i, v + 0.0f);
+}
+// Host side: 1 when the kernel adds into t, 0 when it writes it (op_overwrites).
+static inline int cuda_acc(const OpCtx *ctx, const Tensor *t) { return !op_overwrites(ctx, t); }
 
 // Host-side check that a tensor is a float GPU tensor this backend handles.
 static inline int cuda_fdt(const Tensor *t, const char *op) {

@@ -186,7 +186,8 @@ extern "C" void cuda_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
     ArenaMark mk = arena_mark(ctx->scratch);
     if (dx) {
         const void *wt = cuda_weight_as(ctx, w, dt);
-        lt_matmul(ctx, 0, 0, (int)C, (int)R, (int)K, 1.f, wt, dt, (int)C, dy->data, dt, (int)K, 1.f, dx->data, dt, (int)C);
+        lt_matmul(ctx, 0, 0, (int)C, (int)R, (int)K, 1.f, wt, dt, (int)C, dy->data, dt, (int)K,
+                  cuda_acc(ctx, dx) ? 1.f : 0.f, dx->data, dt, (int)C);   // beta 0: dx's first write (ops.h)
     }
     if (dw) {
         CX_ASSERT(dw->dtype == DT_F32, "linear_backward: dw must be float32");

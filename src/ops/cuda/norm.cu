@@ -479,7 +479,7 @@ static __global__ void bn_grad_sums_kernel(float *mdy, float *mdyxh, void *dgamm
 static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
                                     const void *sm, int smdt, const void *si, int sidt, const void *gamma, int gdt,
                                     const float *mdy, const float *mdyxh, int64_t n, int64_t C, int training,
-                                    const void *ym, int ymdt) {
+                                    const void *ym, int ymdt, int acc) {
     CUDA_LOOP(i, n) {
         int64_t c = i % C;
         float is = ldf(si, sidt, c), d = ldf(dy, dydt, i);
@@ -489,7 +489,7 @@ static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
             d = d - mdy[c] - xh * mdyxh[c];
         }
         if (gamma) d *= ldf(gamma, gdt, c);
-        addf(dx, dxdt, i, d * is);
+        putf(dx, dxdt, i, d * is, acc);
     }
 }
 
@@ -497,7 +497,7 @@ static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
 template <int DT>
 static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x, const void *sm, int smdt,
                                         const void *si, int sidt, const void *gamma, int gdt, const float *mdy,
-                                        const float *mdyxh, int nvec, int CV, int training, const void *ym) {
+                                        const float *mdyxh, int nvec, int CV, int training, const void *ym, int acc) {
     constexpr int V = VecW<DT>::N;
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
         const int c0 = (v % CV) * V;
@@ -510,7 +510,7 @@ static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x,
             for (int k = 0; k < V; k++) if (!(yv[k] > 0)) d[k] = 0;
         }
         if (training) vld<DT>(xv, x, v);
-        vld<DT>(o, dx, v);
+        if (acc) vld<DT>(o, dx, v);
 #pragma unroll
         for (int k = 0; k < V; k++) {
             const int c = c0 + k;
@@ -520,7 +520,7 @@ static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x,
                 t = t - mdy[c] - xh * mdyxh[c];
             }
             if (gamma) t *= ldf(gamma, gdt, c);
-            o[k] += t * is;
+            o[k] = acc ? o[k] + t * is : t * is + 0.0f;   // first write: = (putf)
         }
         vst<DT>(dx, v, o);
     }
@@ -579,17 +579,17 @@ static void bn_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, c
         if (xdt == DT_BF16)
             bn_dx_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
                 dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
-                CV, training, ym);
+                CV, training, ym, cuda_acc(ctx, dx));
         else
             bn_dx_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
                 dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
-                CV, training, ym);
+                CV, training, ym, cuda_acc(ctx, dx));
         CUDA_KCHECK("bn_dx_kernel");
     } else if (dx) {
         bn_dx_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
                                                               save_mean->data, smdt, save_invstd->data, sidt,
                                                               gamma ? gamma->data : NULL, gdt, mdy, mdyxh, M * C, C,
-                                                              training, ym, ymdt);
+                                                              training, ym, ymdt, cuda_acc(ctx, dx));
         CUDA_KCHECK("bn_dx_kernel");
     }
     arena_release(ctx->scratch, mark);
@@ -660,7 +660,7 @@ extern "C" void cuda_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
 // dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, per row.
 static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
                                     const void *sm, int smdt, const void *sr, int srdt, const void *w, int wdt,
-                                    int64_t R, int64_t C) {
+                                    int64_t R, int64_t C, int acc) {
     AxisPos p = axis_pos(R, C, 1, 1);
     float mean = 0, rstd = 0;
     double sg = 0, sgx = 0;
@@ -678,7 +678,7 @@ static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
     for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
         float g = ldf(dy, dydt, p.base + c) * (w ? ldf(w, wdt, c) : 1.0f);
         float xh = (ldf(x, xdt, p.base + c) - mean) * rstd;
-        addf(dx, dxdt, p.base + c, rstd * (g - mg - xh * mgx));
+        putf(dx, dxdt, p.base + c, rstd * (g - mg - xh * mgx), acc);
     }
 }
 
@@ -709,7 +709,7 @@ extern "C" void cuda_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tens
         AxisPlan p = axis_plan(R, C, 1);
         ln_dx_kernel<<<p.grid, p.block, 0, st>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, x->data, xdt,
                                                  save_mean->data, smdt, save_rstd->data, srdt, w ? w->data : NULL, wdt,
-                                                 R, C);
+                                                 R, C, cuda_acc(ctx, dx));
         CUDA_KCHECK("ln_dx_kernel");
     }
     if (dw || db) {
@@ -767,7 +767,7 @@ extern "C" void cuda_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int
 
 // dx += y·(dy − Σ dy·y)
 static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *y, int ydt,
-                                               int64_t outer, int64_t L, int64_t inner, int64_t ntile) {
+                                               int64_t outer, int64_t L, int64_t inner, int64_t ntile, int acc) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
     double sd = 0;
     if (p.ok)
@@ -779,7 +779,7 @@ static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *d
     if (!p.ok) return;
     for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
         int64_t i = p.base + l * inner;
-        addf(dx, dxdt, i, ldf(y, ydt, i) * (ldf(dy, dydt, i) - s));
+        putf(dx, dxdt, i, ldf(y, ydt, i) * (ldf(dy, dydt, i) - s), acc);
     }
 }
 
@@ -792,7 +792,7 @@ extern "C" void cuda_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, 
     AxisPlan p = axis_plan(outer, L, inner);
     softmax_backward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(dx->data, cuda_fdt(dx, op), dy->data,
                                                                       cuda_fdt(dy, op), y->data, cuda_fdt(y, op), outer,
-                                                                      L, inner, p.ntile);
+                                                                      L, inner, p.ntile, cuda_acc(ctx, dx));
     CUDA_KCHECK("softmax_backward_kernel");
 }
 
@@ -974,10 +974,11 @@ static __global__ void maxnorm_grad_final_kernel(double *share, const double *ps
 }
 
 static __global__ void maxnorm_grad_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
-                                           const void *save_max, int smdt, const double *share, double eps, int64_t n) {
+                                           const void *save_max, int smdt, const double *share, double eps, int64_t n,
+                                           int acc) {
     float mx = ldf(save_max, smdt, 0);
     double den = (double)mx + eps, sh = *share;
-    CUDA_LOOP(i, n) addf(dx, dxdt, i, (float)((double)ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0)));
+    CUDA_LOOP(i, n) putf(dx, dxdt, i, (float)((double)ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0)), acc);
 }
 
 extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max,
@@ -999,7 +1000,7 @@ extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, 
     maxnorm_grad_final_kernel<<<1, CUDA_BLOCK, 0, st>>>(share, ps, pc, (int)nb, save_max->data, smdt, eps);
     CUDA_KCHECK("maxnorm_grad_final_kernel");
     maxnorm_grad_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
-                                                             save_max->data, smdt, share, eps, n);
+                                                             save_max->data, smdt, share, eps, n, cuda_acc(ctx, dx));
     CUDA_KCHECK("maxnorm_grad_kernel");
     arena_release(ctx->scratch, mark);
 }
