@@ -378,6 +378,15 @@ static void fill_zero(OpCtx *ctx, Tensor *t, const char *op) {
     }
 }
 
+int ops_fuse(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("CAMOXPERT_FUSE");
+        v = !(e && !strcmp(e, "0"));
+    }
+    return v;
+}
+
 const char *ops_backend_name(ops_backend b) {
     static const char *names[] = { "cpu", "reference", "cuda" };
     return (unsigned)b < 3 ? names[b] : "?";

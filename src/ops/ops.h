@@ -156,6 +156,12 @@ void ops_zeros_defer(OpCtx *ctx, const Tensor *t);
 void ops_zeros_touch(OpCtx *ctx, const Tensor *t);   // fills the pending buffers t overlaps
 void ops_zeros_flush(OpCtx *ctx);                    // fills every pending buffer
 
+// ---- fused ops --------------------------------------------------------------------------
+// Whether the modules call the fused ops (residual_scale_*, ...) where they replace a
+// sequence, and the GPU's libraries run their epilogues: 1, unless CAMOXPERT_FUSE=0 in
+// the environment (read once), which gives the unfused sequences back (side-by-side timing).
+int ops_fuse(void);
+
 // ---- helpers beside the ops ----------------------------------------------------------
 // The output size of a convolution along one axis (conv2d_forward).
 int64_t conv2d_out_size(int64_t in, int k, ConvArgs a);

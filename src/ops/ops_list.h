@@ -136,6 +136,16 @@ OP(mul_forward, "element-wise", x, GEN, REF, CPU, (), (OpCtx *ctx, Tensor *y, co
 // dx += dy ⊙ s ; ds += Σ over broadcast axes of dy ⊙ x. Either may be NULL.
 OP(mul_backward, "element-wise", x, GEN, REF, CPU, (dx, ds),
    (OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s), (ctx, dx, ds, dy, x, s))
+// The layer-scaled residual of the EdgeNeXt blocks and of XCA: y = x + γ ⊙ z, x, z, y
+// (..., C) act, γ (C) float32 per channel (reference: timm EdgeNeXt, x + gamma * z).
+// One pass where mul_forward and axpy took two; the reference kernel is that pair.
+OP(residual_scale_forward, "element-wise", z, GEN, REF, CPU, (),
+   (OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z, const Tensor *gamma), (ctx, y, x, z, gamma))
+// dx += dy; dz += γ ⊙ dy; dγ += Σ over rows of dy ⊙ z. Any may be NULL. One pass over dy
+// and z (the reference: mul_backward, then axpy).
+OP(residual_scale_backward, "element-wise", dy, GEN, REF, CPU, (dx, dz),
+   (OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy, const Tensor *z, const Tensor *gamma),
+   (ctx, dx, dz, dgamma, dy, z, gamma))
 // y (R, L) += b (L) for every row, where L = numel(b) and R = numel(y)/L (the
 // positional encoding added to every image). b float.
 OP(rows_add_bcast, "element-wise", y, PRE, REF, REF, (), (OpCtx *ctx, Tensor *y, const Tensor *b), (ctx, y, b))

@@ -275,6 +275,65 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
     }
 }
 
+// ---- the layer-scaled residual (EdgeNeXt block tails) ---------------------------------------------
+// y = x + γ ⊙ z in one pass (the multiply-add may contract to an FMA: within rounding of
+// the reference pair).
+void cpu_residual_scale_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z, const Tensor *gamma) {
+    const int64_t C = tensor_numel(gamma), R = tensor_numel(z) / C;
+    const float *xp = tensor_f32(x), *zp = tensor_f32(z), *gp = tensor_f32(gamma);
+    float *yp = tensor_f32(y);
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
+    for (int64_t r = 0; r < R; r++) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) yp[r * C + c] = xp[r * C + c] + zp[r * C + c] * gp[c];
+    }
+}
+
+// dx += dy, dz += γ·dy, dγ += Σ dy·z: one pass over dy and z, dγ in per-thread double
+// partials summed in thread order (as cpu_mul_backward's per-channel scale).
+void cpu_residual_scale_backward(OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy, const Tensor *z,
+                                 const Tensor *gamma) {
+    const int64_t C = tensor_numel(gamma), R = tensor_numel(dy) / C;
+    const float *zp = tensor_f32(z), *gp = tensor_f32(gamma), *dyp = tensor_f32(dy);
+    float *dxp = dx ? tensor_f32(dx) : NULL, *dzp = dz ? tensor_f32(dz) : NULL;
+    const int wx = op_overwrites(ctx, dx), wz = op_overwrites(ctx, dz);
+    ArenaMark m = arena_mark(ctx->scratch);
+    const int nt = cx_threads_get();
+    double *part = dgamma ? arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * C)) : NULL;   // (nt, C)
+#pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        double *pp = part ? part + (int64_t)t * C : NULL;
+        for (int64_t r = R * t / T; r < R * (t + 1) / T; r++) {
+            const float *d = dyp + r * C, *zr = zp + r * C;
+            if (dzp) {
+                float *o = dzp + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) ACC(wz, o[c], d[c] * gp[c]);
+            }
+            if (dxp) {
+                float *o = dxp + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) ACC(wx, o[c], d[c]);
+            }
+            if (pp) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) pp[c] += d[c] * zr[c];
+            }
+        }
+    }
+    if (part) {
+        float *dg = tensor_f32(dgamma);
+        for (int t = 0; t < nt; t++)
+            for (int64_t c = 0; c < C; c++) dg[c] += (float)part[(int64_t)t * C + c];
+    }
+    arena_release(ctx->scratch, m);
+}
+
 // ---- resampling and pooling -----------------------------------------------------------------------
 // reference: F.interpolate(mode='bilinear', align_corners=False); index
 // arithmetic in float as aten does for float tensors (see ref_tmpl.h).

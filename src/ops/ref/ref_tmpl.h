@@ -444,6 +444,36 @@ static FN(Lerp) FN(resize_lerp)(int64_t dst, int64_t in, int64_t out, double sca
     return L;
 }
 
+// mul_forward then axpy: t = z·γ rounded, then y = t + x.
+void FN(ref_residual_scale_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z, const Tensor *gamma) {
+    const int64_t C = tensor_numel(gamma), n = tensor_numel(z);
+    CX_ASSERT(z->shape[z->ndim - 1] == C && tensor_numel(x) == n && tensor_numel(y) == n, "residual_scale: shapes");
+    const real *xp = FN(P)(x), *zp = FN(P)(z), *gp = FN(P)(gamma);
+    real *yp = FN(P)(y);
+    for (int64_t i = 0; i < n; i++) {
+        real t = zp[i] * gp[i % C];
+        yp[i] = t + xp[i];
+    }
+}
+// mul_backward (dz, dγ) then axpy (dx).
+void FN(ref_residual_scale_backward)(OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy,
+                                     const Tensor *z, const Tensor *gamma) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
+    op_zero_first(ctx, dz);
+    const int64_t C = tensor_numel(gamma), n = tensor_numel(z);
+    CX_ASSERT(z->shape[z->ndim - 1] == C && tensor_numel(dy) == n, "residual_scale_backward: shapes");
+    const real *zp = FN(P)(z), *gp = FN(P)(gamma), *dyp = FN(P)(dy);
+    ArenaMark m = arena_mark(ctx->scratch);
+    acc *dga = dgamma ? arena_calloc(ctx->scratch, sizeof(acc) * (size_t)C) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        if (dz) FN(P)(dz)[i] += dyp[i] * gp[i % C];
+        if (dga) dga[i % C] += (acc)dyp[i] * zp[i];
+    }
+    if (dga) for (int64_t c = 0; c < C; c++) FN(P)(dgamma)[c] += (real)dga[c];
+    if (dx) for (int64_t i = 0; i < n; i++) FN(P)(dx)[i] += (real)(1.0 * dyp[i]);
+    arena_release(ctx->scratch, m);
+}
+
 void FN(ref_resize_bilinear_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
     int64_t N = T_N(x), H = T_H(x), W = T_W(x), C = T_C(x), Ho = T_H(y), Wo = T_W(y);
     CX_ASSERT(T_N(y) == N && T_C(y) == C, "resize_bilinear: N or C differ");
