@@ -343,6 +343,7 @@ static void zeros_prepare(OpCtx *ctx, const char *op, const Tensor *const *ta, i
         const int saved_n_ = ctx->nwrite; \
         if (saved_n_) memcpy(saved_w_, ctx->write, sizeof saved_w_); \
         ctx->nwrite = 0; \
+        if (ctx->calls) ++*ctx->calls; \
         if (ctx->zeros && ctx->zeros->n) { \
             const Tensor *fw_[] = { NULL, ZT_EXPAND fw }; \
             const Tensor *ta_[] = { ZT_LIST args }; \

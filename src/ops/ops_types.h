@@ -21,6 +21,7 @@ typedef struct OpCtx {
     Arena *scratch;           // temporaries inside one op call (host arena, or device arena under OPS_CUDA)
     struct CudaState *cuda;   // OPS_CUDA: stream, cuDNN/cuBLASLt handles, plan caches of one GPU (ops/cuda)
     double *macs;             // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
+    int64_t *calls;           // non-NULL: every op call adds 1 (camoxpert bench: op calls per step)
     struct ReluTape *relu_tape;   // non-NULL: ReLU decisions recorded or replayed (parity checks; see below)
     struct OpProfile *prof;   // non-NULL: every op timed between two synchronisations (camoxpert bench --profile)
     struct ZeroSet *zeros;    // non-NULL: buffers made zero by ops_zeros_defer are zero-filled only when

@@ -74,11 +74,54 @@ static __global__ void act_backward_kernel(void *dx, int dxdt, const void *dy, i
     CUDA_LOOP(i, n) putf(dx, dxdt, i, F::bwd(ldf(dy, dydt, i), ldf(z, zdt, i)), acc);
 }
 
+// The same on 16-byte vectors (every tensor of dtype DT, aligned, n a multiple of the width).
+template <class F, int DT>
+static __global__ void act_forward_vec_kernel(void *y, const void *x, int nvec) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float a[V];
+        vld<DT>(a, x, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) a[k] = F::fwd(a[k]);
+        vst<DT>(y, v, a);
+    }
+}
+template <class F, int DT>
+static __global__ void act_backward_vec_kernel(void *dx, const void *dy, const void *z, int nvec, int acc) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float d[V], zv[V], o[V];
+        vld<DT>(d, dy, v);
+        vld<DT>(zv, z, v);
+        if (acc) vld<DT>(o, dx, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const float g = F::bwd(d[k], zv[k]);
+            o[k] = acc ? o[k] + g : g + 0.0f;   // first write: putf's = v + 0
+        }
+        vst<DT>(dx, v, o);
+    }
+}
+
+// Whether a, b, c (NULL: absent) of n elements take the vector path; *dt their dtype.
+static bool ew_vec(const Tensor *a, const Tensor *b, const Tensor *c, int64_t n) {
+    const int dt = (int)a->dtype;
+    return (!b || (int)b->dtype == dt) && (!c || (int)c->dtype == dt) &&
+           vec_ok(dt, n, n, a->data, b ? b->data : NULL, c ? c->data : NULL);
+}
+
 template <class F>
 static void act_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const char *op) {
     same_numel(y, x, op);
     int64_t n = tensor_numel(x);
-    act_forward_kernel<F><<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), n);
+    if (n == 0) return;
+    if (ew_vec(x, y, NULL, n)) {
+        const int nvec = (int)(n / (x->dtype == DT_BF16 ? 8 : 4));
+        if (x->dtype == DT_BF16) act_forward_vec_kernel<F, DT_BF16><<<LAUNCH_1D(nvec)>>>(y->data, x->data, nvec);
+        else act_forward_vec_kernel<F, DT_F32><<<LAUNCH_1D(nvec)>>>(y->data, x->data, nvec);
+    } else {
+        act_forward_kernel<F><<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), n);
+    }
     CUDA_KCHECK(op);
 }
 template <class F>
@@ -87,8 +130,17 @@ static void act_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor 
     same_numel(dx, z, op);
     same_numel(dy, z, op);
     int64_t n = tensor_numel(z);
-    act_backward_kernel<F><<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), z->data,
-                                            cuda_fdt(z, op), n, cuda_acc(ctx, dx));
+    if (n == 0) return;
+    if (ew_vec(z, dy, dx, n)) {
+        const int nvec = (int)(n / (z->dtype == DT_BF16 ? 8 : 4)), acc = cuda_acc(ctx, dx);
+        if (z->dtype == DT_BF16)
+            act_backward_vec_kernel<F, DT_BF16><<<LAUNCH_1D(nvec)>>>(dx->data, dy->data, z->data, nvec, acc);
+        else
+            act_backward_vec_kernel<F, DT_F32><<<LAUNCH_1D(nvec)>>>(dx->data, dy->data, z->data, nvec, acc);
+    } else {
+        act_backward_kernel<F><<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), z->data,
+                                                cuda_fdt(z, op), n, cuda_acc(ctx, dx));
+    }
     CUDA_KCHECK(op);
 }
 
@@ -179,20 +231,59 @@ static __global__ void convert_kernel(void *dst, int ddt, const void *src, int s
     CUDA_LOOP(i, n) stf(dst, ddt, i, ldf(src, sdt, i));
 }
 
+template <int DT>
+static __global__ void add_vec_kernel(void *y, const void *a, const void *b, int nvec) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float p[V], q[V];
+        vld<DT>(p, a, v);
+        vld<DT>(q, b, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) p[k] += q[k];
+        vst<DT>(y, v, p);
+    }
+}
+template <int DT>
+static __global__ void axpy_vec_kernel(void *y, float alpha, const void *x, int nvec, int acc) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float p[V], o[V];
+        vld<DT>(p, x, v);
+        if (acc) vld<DT>(o, y, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) o[k] = acc ? o[k] + alpha * p[k] : alpha * p[k] + 0.0f;
+        vst<DT>(y, v, o);
+    }
+}
+
 extern "C" void cuda_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
     const char *op = "add_forward";
     same_numel(y, a, op);
     same_numel(b, a, op);
     int64_t n = tensor_numel(a);
-    add_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), a->data, cuda_fdt(a, op), b->data, cuda_fdt(b, op), n);
+    if (n == 0) return;
+    if (ew_vec(a, b, y, n)) {
+        const int nvec = (int)(n / (a->dtype == DT_BF16 ? 8 : 4));
+        if (a->dtype == DT_BF16) add_vec_kernel<DT_BF16><<<LAUNCH_1D(nvec)>>>(y->data, a->data, b->data, nvec);
+        else add_vec_kernel<DT_F32><<<LAUNCH_1D(nvec)>>>(y->data, a->data, b->data, nvec);
+    } else {
+        add_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), a->data, cuda_fdt(a, op), b->data, cuda_fdt(b, op), n);
+    }
     CUDA_KCHECK("add_kernel");
 }
 
 extern "C" void cuda_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
     same_numel(y, x, "axpy");
     int64_t n = tensor_numel(x);
-    axpy_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "axpy"), (float)alpha, x->data, cuda_fdt(x, "axpy"), n,
-                                  cuda_acc(ctx, y));
+    if (n == 0) return;
+    const int acc = cuda_acc(ctx, y);
+    if (ew_vec(x, y, NULL, n)) {
+        const int nvec = (int)(n / (x->dtype == DT_BF16 ? 8 : 4));
+        if (x->dtype == DT_BF16) axpy_vec_kernel<DT_BF16><<<LAUNCH_1D(nvec)>>>(y->data, (float)alpha, x->data, nvec, acc);
+        else axpy_vec_kernel<DT_F32><<<LAUNCH_1D(nvec)>>>(y->data, (float)alpha, x->data, nvec, acc);
+    } else {
+        axpy_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "axpy"), (float)alpha, x->data, cuda_fdt(x, "axpy"), n, acc);
+    }
     CUDA_KCHECK("axpy_kernel");
 }
 

@@ -163,48 +163,7 @@ static __global__ void col_partial_kernel(double *p1, double *p2, const void *x,
     }
 }
 
-// ---- 16-byte vectors: the fast paths of BatchNorm -------------------------------------------------
-// When x (and y, dy, dx) share one dtype, C is a multiple of the vector width and the
-// data are 16-byte aligned, BatchNorm's passes move 16 bytes per load (8 bf16 or 4
-// float32 values of consecutive channels of one row) and index in 32 bits; the
-// arithmetic per element is the scalar kernels' (float32, sums in double).
-template <int DT> struct VecW { static constexpr int N = DT == DT_BF16 ? 8 : 4; };
-
-template <int DT>
-static __device__ __forceinline__ void vld(float *out, const void *p, int64_t v) {
-    uint4 raw = ((const uint4 *)p)[v];
-    if (DT == DT_BF16) {
-        const __nv_bfloat16 *h = (const __nv_bfloat16 *)&raw;
-#pragma unroll
-        for (int k = 0; k < 8; k++) out[k] = __bfloat162float(h[k]);
-    } else {
-        const float *f = (const float *)&raw;
-#pragma unroll
-        for (int k = 0; k < 4; k++) out[k] = f[k];
-    }
-}
-
-template <int DT>
-static __device__ __forceinline__ void vst(void *p, int64_t v, const float *in) {
-    uint4 raw;
-    if (DT == DT_BF16) {
-        __nv_bfloat16 *h = (__nv_bfloat16 *)&raw;
-#pragma unroll
-        for (int k = 0; k < 8; k++) h[k] = __float2bfloat16(in[k]);
-    } else {
-        float *f = (float *)&raw;
-#pragma unroll
-        for (int k = 0; k < 4; k++) f[k] = in[k];
-    }
-    ((uint4 *)p)[v] = raw;
-}
-
-// Whether the tensors (NULL: absent) allow the vector path for dtype dt and C channels.
-static bool vec_ok(int dt, int64_t C, int64_t n, const void *a, const void *b, const void *c) {
-    const int w = dt == DT_BF16 ? 8 : dt == DT_F32 ? 4 : 0;
-    return w && C % w == 0 && n / w < (1 << 30) && !(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15);
-}
-
+// ---- 16-byte vectors (VecW, vld, vst, vec_ok: common.cuh) -----------------------------------------
 // col_partial_kernel's COL_SUM, COL_DEV2 and COL_BN with each thread on V consecutive
 // channels (a vector column cv of CV = C / V).
 template <int MODE, int DT>
