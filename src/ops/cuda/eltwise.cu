@@ -14,6 +14,7 @@
 // two scatters (resize backward, rows_scatter_add) are written as gathers, so
 // every result is bit-identical run to run.
 #include "ops/cuda/common.cuh"
+#include <string.h>
 extern "C" {
 #include "ops/ref/ref.h"   // mul_bcast_plan: the broadcast modes, shared with the CPU kernels
 }
@@ -103,10 +104,14 @@ static __global__ void act_backward_vec_kernel(void *dx, const void *dy, const v
     }
 }
 
-// Whether a, b, c (NULL: absent) of n elements take the vector path; *dt their dtype.
+// Whether a, b, c (NULL: absent) of n elements take the vector path (one dtype, aligned,
+// n a multiple of the width). CAMOXPERT_FUSE=0 keeps the scalar kernels too (the
+// pre-issue-27 kernels, for side-by-side timing).
 static bool ew_vec(const Tensor *a, const Tensor *b, const Tensor *c, int64_t n) {
+    static int on = -1;
+    if (on < 0) on = !(getenv("CAMOXPERT_FUSE") && !strcmp(getenv("CAMOXPERT_FUSE"), "0"));
     const int dt = (int)a->dtype;
-    return (!b || (int)b->dtype == dt) && (!c || (int)c->dtype == dt) &&
+    return on && (!b || (int)b->dtype == dt) && (!c || (int)c->dtype == dt) &&
            vec_ok(dt, n, n, a->data, b ? b->data : NULL, c ? c->data : NULL);
 }
 
