@@ -426,10 +426,14 @@ static void tail_backward(NNCtx *ctx, Block *b, Tensor *dz, Tensor *dshort, cons
     residual_scaled_backward(ctx, dshort, &dm, PG(b->gamma_idx), dout, &b->m, PV(b->gamma_idx));
     Tensor dg = zeros_like(ctx, &b->g);
     linear_backward(op, &dg, PG(b->fc2_w_idx), PG(b->fc2_b_idx), &dm, &b->g, PV(b->fc2_w_idx));
-    Tensor dh = zeros_like(ctx, &b->h);
-    gelu_backward(op, &dh, &dg, &b->h);
-    Tensor du = zeros_like(ctx, &b->u);
-    linear_backward(op, &du, PG(b->fc1_w_idx), PG(b->fc1_b_idx), &dh, &b->u, PV(b->fc1_w_idx));
+    Tensor dh = zeros_like(ctx, &b->h), du = zeros_like(ctx, &b->u);
+    if (ops_fuse()) {   // fc1's bias gradient in GELU's backward pass
+        gelu_bias_backward(op, &dh, PG(b->fc1_b_idx), &dg, &b->h);
+        linear_backward(op, &du, PG(b->fc1_w_idx), NULL, &dh, &b->u, PV(b->fc1_w_idx));
+    } else {
+        gelu_backward(op, &dh, &dg, &b->h);
+        linear_backward(op, &du, PG(b->fc1_w_idx), PG(b->fc1_b_idx), &dh, &b->u, PV(b->fc1_w_idx));
+    }
     layernorm_backward(op, dz, PG(b->ln_w_idx), PG(b->ln_b_idx), &du, z, &b->mean, &b->rstd, PV(b->ln_w_idx));
 }
 

@@ -100,6 +100,12 @@ OP(layernorm_backward, "norm", x, GEN, REF, CPU, (dx),
 OP(gelu_forward, "element-wise", x, GEN, REF, CPU, (), (OpCtx *ctx, Tensor *y, const Tensor *x), (ctx, y, x))   // exact erf form
 OP(gelu_backward, "element-wise", x, GEN, REF, CPU, (dx), (OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x),
    (ctx, dx, dy, x))
+// gelu_backward, and dbias (C) += Σ over rows of what it adds to dx (…, C) (rounded to dx's
+// dtype): the bias gradient of the linear layer whose output x is, in the same pass — the
+// exact-erf counterpart of cuBLASLt's DGELU_BGRAD epilogue (whose GELU is the tanh form).
+// Reference: gelu_backward into zeros, rows_sum, axpy.
+OP(gelu_bias_backward, "element-wise", x, GEN, REF, CPU, (dx),
+   (OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x), (ctx, dx, dbias, dy, x))
 // With ctx->relu_tape set, the decisions are recorded or replayed (ReluTape, ops_types.h).
 OP(relu_forward, "element-wise", x, OWN, REF, CPU, (), (OpCtx *ctx, Tensor *y, const Tensor *x), (ctx, y, x))
 OP(relu_backward, "element-wise", y, GEN, REF, CPU, (dx), (OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y),

@@ -89,6 +89,51 @@ void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x
     EW_LOOP(tensor_numel(x), float v = xp[i]; ACC(wr, dxp[i], dyp[i] * (vnormcdf(v) + v * k * vexpf(-0.5f * v * v))));
 }
 
+// gelu_backward and the bias gradient Σ t per channel, in per-thread double partials
+// summed in thread order.
+void cpu_gelu_bias_backward(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x) {
+    const int64_t C = x->shape[x->ndim - 1], R = tensor_numel(x) / C;
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
+    float *dxp = dx ? tensor_f32(dx) : NULL;
+    const float k = (float)(M_2_SQRTPI * M_SQRT1_2 * 0.5);
+    const int wr = op_overwrites(ctx, dx);
+    ArenaMark m = arena_mark(ctx->scratch);
+    const int nt = cx_threads_get();
+    double *part = dbias ? arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * C)) : NULL;   // (nt, C)
+    float *row = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(nt * C));
+#pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        double *pp = part ? part + (int64_t)t * C : NULL;
+        float *g = row + (int64_t)t * C;
+        for (int64_t r = R * t / T; r < R * (t + 1) / T; r++) {
+            const float *xr = xp + r * C, *d = dyp + r * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) {
+                float v = xr[c];
+                g[c] = d[c] * (vnormcdf(v) + v * k * vexpf(-0.5f * v * v));
+            }
+            if (dxp) {
+                float *o = dxp + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) ACC(wr, o[c], g[c]);
+            }
+            if (pp)
+                for (int64_t c = 0; c < C; c++) pp[c] += g[c];
+        }
+    }
+    if (part) {
+        float *db = tensor_f32(dbias);
+        for (int t = 0; t < nt; t++)
+            for (int64_t c = 0; c < C; c++) db[c] += (float)part[(int64_t)t * C + c];
+    }
+    arena_release(ctx->scratch, m);
+}
+
 void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
     const float *xp = tensor_f32(x);
     float *yp = tensor_f32(y);

@@ -198,10 +198,31 @@ __global__ void k_bias_add(void *y, int ydt, const void *b, int bdt, int64_t R, 
     CUDA_LOOP(i, R * K) addf(y, ydt, i, ldf(b, bdt, i % K));
 }
 
+// The same on 16-byte vectors of y (dtype DT; K a multiple of the width), 32-bit indices.
+template <int DT>
+__global__ void k_bias_add_vec(void *y, const void *b, int bdt, int nvec, int KV) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        const int c0 = (v % KV) * V;
+        float a[V];
+        vld<DT>(a, y, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) a[k] += ldf(b, bdt, c0 + k);
+        vst<DT>(y, v, a);
+    }
+}
+
 void cuda_bias_add(OpCtx *ctx, Tensor *y, const Tensor *b) {
     int64_t K = tensor_numel(b), R = tensor_numel(y) / K;
-    k_bias_add<<<cuda_grid(R * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, cuda_fdt(y, "bias"), b->data,
-                                                                     cuda_fdt(b, "bias"), R, K);
+    const int ydt = cuda_fdt(y, "bias"), bdt = cuda_fdt(b, "bias");
+    if (R * K == 0) return;
+    if (gemm_fuse() && vec_ok(ydt, K, R * K, y->data, NULL, NULL)) {   // (CAMOXPERT_FUSE=0: the scalar kernel)
+        const int V = ydt == DT_BF16 ? 8 : 4, nvec = (int)(R * K / V), KV = (int)(K / V);
+        if (ydt == DT_BF16) k_bias_add_vec<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, b->data, bdt, nvec, KV);
+        else k_bias_add_vec<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, b->data, bdt, nvec, KV);
+    } else {
+        k_bias_add<<<cuda_grid(R * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, ydt, b->data, bdt, R, K);
+    }
     CUDA_KCHECK("k_bias_add");
 }
 

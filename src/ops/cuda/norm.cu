@@ -1,6 +1,7 @@
 // norm.cu — normalisation and per-axis reductions on the GPU: BatchNorm,
 // LayerNorm, softmax and l2norm along one axis, and the batch-maximum
-// normalisation (maxnorm). Signatures and contracts are ops_list.h's; the
+// normalisation (maxnorm); and the fused element-wise ops whose backward sums per
+// channel (residual_scale, gelu_bias: the same per-channel reduction scheme). Signatures and contracts are ops_list.h's; the
 // semantics (eps placement, unbiased running variance, NaN and tie rules)
 // are those of the reference kernels in ops/ref/ref_tmpl.h.
 // reference: torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.softmax, F.normalize.
@@ -1120,6 +1121,98 @@ extern "C" void cuda_residual_scale_backward(OpCtx *ctx, Tensor *dx, Tensor *dz,
     CUDA_KCHECK("rs_backward_kernel");
     if (dgamma) {
         rs_dgamma_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(dgamma->data, cuda_fdt(dgamma, op), part, p.nchunk, C);
+        CUDA_KCHECK("rs_dgamma_kernel");
+    }
+    arena_release(ctx->scratch, mark);
+}
+
+// ---- GELU's backward with the bias gradient of the layer before it -------------------------------
+// dx (+)= t = dy·(Φ(x) + x·φ(x)) (exact erf form, as eltwise.cu's Gelu), and per chunk of rows
+// the partial sums of t rounded to dx's dtype, for dbias (the ColPlan scheme: deterministic).
+static __device__ __forceinline__ float gelu_grad(float d, float v) {
+    return d * (normcdff(v) + v * expf(-0.5f * v * v) * 0.3989422804014327f);
+}
+static __device__ __forceinline__ float round_to(float v, int dt) {
+    return dt == DT_BF16 ? __bfloat162float(__float2bfloat16(v)) : v;
+}
+
+template <int DT>
+static __global__ void gelu_bias_backward_vec_kernel(double *part, void *dx, int acc, const void *dy, const void *x,
+                                                     int64_t M, int64_t C, int64_t rows) {
+    constexpr int V = VecW<DT>::N;
+    const int64_t CV = C / V;
+    const int64_t cv = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s[V];
+#pragma unroll
+    for (int k = 0; k < V; k++) s[k] = 0;
+    if (cv < CV)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            const int64_t v = r * CV + cv;
+            float d[V], xv[V], o[V];
+            vld<DT>(d, dy, v);
+            vld<DT>(xv, x, v);
+            if (dx && acc) vld<DT>(o, dx, v);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                const float t = gelu_grad(d[k], xv[k]);
+                if (part) s[k] += round_to(t, DT);
+                o[k] = acc ? o[k] + t : t + 0.0f;
+            }
+            if (dx) vst<DT>(dx, v, o);
+        }
+    if (!part) return;
+#pragma unroll
+    for (int k = 0; k < V; k++) s[k] = lanes_reduce<false, double>(s[k]);
+    if (threadIdx.y == 0 && cv < CV)
+#pragma unroll
+        for (int k = 0; k < V; k++) part[blockIdx.y * C + cv * V + k] = s[k];
+}
+
+static __global__ void gelu_bias_backward_kernel(double *part, void *dx, int dxdt, int acc, const void *dy, int dydt,
+                                                 const void *x, int xdt, int64_t M, int64_t C, int64_t rows) {
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s = 0;
+    if (c < C)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            const int64_t i = r * C + c;
+            const float t = gelu_grad(ldf(dy, dydt, i), ldf(x, xdt, i));
+            if (part) s += round_to(t, dx ? dxdt : xdt);
+            if (dx) putf(dx, dxdt, i, t, acc);
+        }
+    if (!part) return;
+    s = lanes_reduce<false, double>(s);
+    if (threadIdx.y == 0 && c < C) part[blockIdx.y * C + c] = s;
+}
+
+extern "C" void cuda_gelu_bias_backward(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x) {
+    const char *op = "gelu_bias_backward";
+    const int64_t C = x->shape[x->ndim - 1], n = tensor_numel(x), M = C ? n / C : 0;
+    CX_ASSERT(tensor_numel(dy) == n && (!dx || tensor_numel(dx) == n) && (!dbias || tensor_numel(dbias) == C),
+              "%s: shapes", op);
+    if (n == 0 || (!dx && !dbias)) return;
+    const int xdt = cuda_fdt(x, op), dydt = cuda_fdt(dy, op), dxdt = dx ? cuda_fdt(dx, op) : xdt;
+    const int acc = cuda_acc(ctx, dx);
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    const bool vec = xdt == dydt && dxdt == xdt && vec_ok(xdt, C, n, x->data, dy->data, dx ? dx->data : NULL);
+    const int V = vec ? (xdt == DT_BF16 ? 8 : 4) : 1;
+    ColPlan p = col_plan(M, C / V);
+    double *part = dbias ? (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C)) : NULL;
+    void *dxp = dx ? dx->data : NULL;
+    if (vec && xdt == DT_BF16)
+        gelu_bias_backward_vec_kernel<DT_BF16><<<p.grid, p.block, 0, st>>>(part, dxp, acc, dy->data, x->data, M, C,
+                                                                            p.rows);
+    else if (vec)
+        gelu_bias_backward_vec_kernel<DT_F32><<<p.grid, p.block, 0, st>>>(part, dxp, acc, dy->data, x->data, M, C,
+                                                                           p.rows);
+    else
+        gelu_bias_backward_kernel<<<p.grid, p.block, 0, st>>>(part, dxp, dxdt, acc, dy->data, dydt, x->data, xdt, M, C,
+                                                              p.rows);
+    CUDA_KCHECK("gelu_bias_backward_kernel");
+    if (dbias) {
+        rs_dgamma_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(dbias->data, cuda_fdt(dbias, op), part, p.nchunk, C);
         CUDA_KCHECK("rs_dgamma_kernel");
     }
     arena_release(ctx->scratch, mark);

@@ -315,6 +315,26 @@ void FN(ref_gelu_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tenso
     }
 }
 
+// gelu_backward's term t, rounded to dx's dtype; dx += t; dbias += Σ t per channel.
+void FN(ref_gelu_bias_backward)(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
+    const int64_t C = x->shape[x->ndim - 1], n = tensor_numel(x);
+    CX_ASSERT(!dbias || tensor_numel(dbias) == C, "gelu_bias_backward: dbias has %lld elements, x %lld channels",
+              (long long)tensor_numel(dbias), (long long)C);
+    const real *xp = FN(P)(x), *dyp = FN(P)(dy);
+    ArenaMark m = arena_mark(ctx->scratch);
+    acc *db = dbias ? arena_calloc(ctx->scratch, sizeof(acc) * (size_t)C) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        acc v = xp[i];
+        acc cdf = 0.5 * (1 + erf(v * M_SQRT1_2)), pdf = exp(-0.5 * v * v) * (M_2_SQRTPI * M_SQRT1_2 * 0.5);
+        real t = (real)(dyp[i] * (cdf + v * pdf));
+        if (db) db[i % C] += t;
+        if (dx) FN(P)(dx)[i] += t;
+    }
+    if (db) for (int64_t c = 0; c < C; c++) FN(P)(dbias)[c] += (real)db[c];
+    arena_release(ctx->scratch, m);
+}
+
 void FN(ref_relu_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
     const real *xp = FN(P)(x);
     real *yp = FN(P)(y);
