@@ -222,6 +222,14 @@ static void bn_sync_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tenso
     free(v);
 }
 
+// In training, a k×k conv's bias before a BatchNorm is left to the BatchNorm (fused ops on:
+// ops_fuse): on the GPU the bias is a pass of its own over the conv's output (a 1×1 conv's
+// is in cuBLASLt's epilogue: kept). BN(x + c) with batch statistics is BN(x) — the mean
+// moves by c, the variance not — so only the running mean needs c: momentum·c added after
+// the op, the batch mean being mean(x) + c. The conv's backward is unchanged: its bias
+// gradient is Σ of the gradient at its output, which does not depend on c. (Evaluation keeps
+// the pass: there BN(x + c) needs the running mean less c, two tiny ops a layer, more
+// launches than the pass costs at small batches.)
 static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     OpCtx *op = &ctx->op;
     switch (l->kind) {
@@ -229,11 +237,12 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         CX_ASSERT(T_C(x) == l->cin, "conv expects %d input channels, got %lld", l->cin, (long long)T_C(x));
         Tensor y = nn_new4(ctx, T_N(x), T_H(x), T_W(x), l->cout);
         Tensor w = nn_param(ctx, l->w_idx), b = nn_param(ctx, l->b_idx);
+        const Tensor *bp = l->bias_to_bn ? NULL : &b;   // the BatchNorm after it takes the bias (above)
         if (l->k == 1) {
             Tensor w2 = conv_weight_2d(w);
-            linear_forward(op, &y, x, &w2, &b);
+            linear_forward(op, &y, x, &w2, bp);
         } else {
-            conv2d_forward(op, &y, x, &w, &b, conv_args(l));
+            conv2d_forward(op, &y, x, &w, bp, conv_args(l));
         }
         return y;
     }
@@ -248,6 +257,10 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         else if (l->relu_fused)
             batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
+        if (l->pre_bias_idx >= 0 && ctx->training) {   // the batch mean of conv + bias: r += momentum·bias
+            Tensor cb = nn_param(ctx, l->pre_bias_idx);
+            axpy(op, &rm, BN_MOMENTUM, &cb);
+        }
         if (ctx->training) params_counter_add(ctx->pt, l->nbt_idx, 1);   // on the host: no device access
         return y;
     }
@@ -315,6 +328,11 @@ Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) 
         l->in = *cur;
         l->relu_fused = l->kind == LAYER_BN && i + 1 < to && s->l[i + 1].kind == LAYER_RELU && s->l[i + 1].inplace &&
                         !sync_bn;
+        // a k×k conv's bias to the BatchNorm after it in training (bn_pre_bias), not under
+        // synchronised BatchNorm
+        l->bias_to_bn = l->kind == LAYER_CONV && l->k > 1 && i + 1 < to && s->l[i + 1].kind == LAYER_BN && !sync_bn &&
+                        ctx->training && ops_fuse() && l->b_idx >= 0;
+        if (l->kind == LAYER_BN) l->pre_bias_idx = i > from && s->l[i - 1].bias_to_bn ? s->l[i - 1].b_idx : -1;
         l->out = layer_forward(ctx, l, cur);
         if (l->relu_fused) s->l[++i].in = l->out, s->l[i].out = l->out;
         cur = &s->l[i].out;

@@ -28,6 +28,8 @@ typedef struct {
     int rmean_idx, rvar_idx, nbt_idx;   // BN: running_mean (K), running_var (K), num_batches_tracked ()
     int inplace;             // activation computed in place over the previous layer's output
     int relu_fused;          // BN: this forward ran the in-place ReLU after it inside its op (batchnorm_relu_*)
+    int bias_to_bn;          // conv: this forward left its bias to the BatchNorm after it (layers.c)
+    int pre_bias_idx;        // BN: the bias of the conv before it, which its input lacks (-1: none)
     Tensor in;               // saved input (N,H,W,C): the previous layer's output, or what a range began with
     Tensor out;              // saved output (N,H,W,K); pool: (N,1,1,C)
     Tensor mean, invstd;     // BN: statistics used (K)
