@@ -227,7 +227,8 @@ static void bn_sync_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tenso
 // is in cuBLASLt's epilogue: kept). BN(x + c) with batch statistics is BN(x) — the mean
 // moves by c, the variance not — so only the running mean needs c: momentum·c added after
 // the op, the batch mean being mean(x) + c. The conv's backward is unchanged: its bias
-// gradient is Σ of the gradient at its output, which does not depend on c. (Evaluation keeps
+// gradient is Σ of the gradient at its output, which does not depend on c. Under synchronised
+// BatchNorm likewise (bn_sync_forward: the global mean of x + c is that of x, plus c). (Evaluation keeps
 // the pass: there BN(x + c) needs the running mean less c, two tiny ops a layer, more
 // launches than the pass costs at small batches.)
 static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
@@ -328,9 +329,9 @@ Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) 
         l->in = *cur;
         l->relu_fused = l->kind == LAYER_BN && i + 1 < to && s->l[i + 1].kind == LAYER_RELU && s->l[i + 1].inplace &&
                         !sync_bn;
-        // a k×k conv's bias to the BatchNorm after it in training (bn_pre_bias), not under
-        // synchronised BatchNorm
-        l->bias_to_bn = l->kind == LAYER_CONV && l->k > 1 && i + 1 < to && s->l[i + 1].kind == LAYER_BN && !sync_bn &&
+        // a k×k conv's bias to the BatchNorm after it in training (above; synchronised
+        // BatchNorm too: it normalises by the global batch's mean, which moves by c alike)
+        l->bias_to_bn = l->kind == LAYER_CONV && l->k > 1 && i + 1 < to && s->l[i + 1].kind == LAYER_BN &&
                         ctx->training && ops_fuse() && l->b_idx >= 0;
         if (l->kind == LAYER_BN) l->pre_bias_idx = i > from && s->l[i - 1].bias_to_bn ? s->l[i - 1].b_idx : -1;
         l->out = layer_forward(ctx, l, cur);
