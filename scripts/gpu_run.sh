@@ -23,6 +23,11 @@
 #   gpu/run.sh predict [N]                issue 11: predict on a folder of N (2048) 768x768 JPEGs, edgenext_base
 #                                         dense at 352, bf16: batch 64 with 16/8 workers, defaults, batch 1,
 #                                         CUDA graphs off; bench (batch-1 forward eager and as a graph)
+#   gpu/run.sh step27                     issue 27 in one call (< 8 min on one H100): the op table's CUDA column
+#                                         and the first-write and training-graph GPU tests, the dense fixture's verify
+#                                         in fp32 and bf16, then bench (bf16, edgenext_base 352², batch 16, dense) with
+#                                         the switches CAMOXPERT_FIRST_WRITE, CAMOXPERT_FUSE, CAMOXPERT_TRAIN_GRAPH all
+#                                         on, all off, each off alone (alternated), and one --profile run; a table
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh bf16sweep [ARGS]           issue 26: tools/bf16_sweep.py (twin fixtures over the five backbones,
 #                                         dense and sparse; PyTorch's bf16 autocast error recorded in each; verify
@@ -292,7 +297,62 @@ bf16sweep)
     sed -n '/^== bf16 sweep/,$p' "$log/bf16sweep.log"
     tar -C $d -cJf "$log/bf16sweep_logs.tar.xz" logs
     exit $rc ;;
+step27)
+    # issue 27: correctness of the new paths on the GPU, then the step with each switch off and on
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+    git -C "$here/.." log --oneline -1 2>/dev/null || true
+    SECONDS=0
+    timeout 240 "$here/bin/camoxpert_tests" op_ cuda_train_step_first_write cuda_train_graph cuda_graph_forward \
+        > "$log/s27_test.log" 2>&1
+    echo "== tests rc=$? ($SECONDS s): $(tail -n 1 "$log/s27_test.log")"
+    grep -E "^(FAIL|skip)|first write, cuda|nodes|gradients equal|rel err .* > tol" "$log/s27_test.log" | grep -v "0 filled" | head -40
+    f="$here/shared/fixtures/camoxpert_dense_xx_small.safetensors"
+    for p in fp32 bf16; do
+        timeout 120 camoxpert verify --device cuda --precision $p --quiet "$f" > "$log/s27_verify_$p.log" 2>&1
+        echo "== verify dense $p rc=$? ($SECONDS s)"; grep -E "FAIL|PASS|gpu gradients|error" "$log/s27_verify_$p.log" | tail -6
+    done
+    B="--device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 --mode dense --steps 10 --overwrite"
+    run() {   # name, then VAR=value settings
+        local name=$1; shift
+        env "$@" timeout 150 camoxpert bench $B --json "$log/s27_$name.json" > "$log/s27_$name.log" 2>&1
+        echo "   $name rc=$? ($SECONDS s)"
+    }
+    ON="CAMOXPERT_FIRST_WRITE=1 CAMOXPERT_FUSE=1 CAMOXPERT_TRAIN_GRAPH=1"
+    OFF="CAMOXPERT_FIRST_WRITE=0 CAMOXPERT_FUSE=0 CAMOXPERT_TRAIN_GRAPH=0"
+    run on1 $ON; run off1 $OFF
+    run nofw CAMOXPERT_FIRST_WRITE=0 CAMOXPERT_FUSE=1 CAMOXPERT_TRAIN_GRAPH=1
+    run nofuse CAMOXPERT_FIRST_WRITE=1 CAMOXPERT_FUSE=0 CAMOXPERT_TRAIN_GRAPH=1
+    run nograph CAMOXPERT_FIRST_WRITE=1 CAMOXPERT_FUSE=1 CAMOXPERT_TRAIN_GRAPH=0
+    run on2 $ON; run off2 $OFF
+    env $ON timeout 200 camoxpert bench $B --profile --json "$log/s27_profile.json" > "$log/s27_profile.log" 2>&1
+    echo "   profile rc=$? ($SECONDS s)"
+    python3 - "$log" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+print(f"{'run':9} {'step ms':>8} {'img/s':>7} {'b1 fwd ms':>9} {'b1 graph':>9} {'op calls':>9} {'graph nodes':>11} {'syncs':>5} {'zeroed/written/filled':>22} peak MB")
+for n in ("on1", "off1", "nofw", "nofuse", "nograph", "on2", "off2", "profile"):
+    try:
+        j = json.load(open(f"{d}/s27_{n}.json"))[0]
+    except Exception as e:
+        print(f"{n:9} no result ({e.__class__.__name__}: see s27_{n}.log)"); continue
+    z = f"{j.get('zeroed_buffers_per_step', 0):.0f}/{j.get('zeroed_written_per_step', 0):.0f}/{j.get('zeroed_filled_per_step', 0):.0f}"
+    print(f"{n:9} {j['train_ms_per_step']:8.1f} {j['images_per_s']:7.1f} {j['infer_ms_batch1']:9.2f} {j.get('infer_ms_batch1_graph', 0):9.2f} "
+          f"{j.get('op_calls_per_step', 0):9.0f} {j.get('step_graph_nodes', 0):11.0f} {j['host_syncs_per_step']:5.1f} {z:>22} {j['peak_mem_mb']:.0f}")
+    if n == "on1": print(f"          step graph: {j.get('step_graph')}")
+try:
+    j = json.load(open(f"{d}/s27_profile.json"))[0]
+    p = j["profile"]
+    print(f"profile (on): ops {p['ops_ms_per_step']:.1f} ms/step synchronised, unprofiled {p['step_ms_unprofiled']:.1f}")
+    for c in p["classes"]:
+        print(f"  {c['class']:16} {c['ms_per_step']:8.2f} ms {c['calls_per_step']:6.0f} calls {c['gb_per_s']:7.0f} GB/s {c['tflop_per_s']:6.1f} TFLOP/s")
+    ops = sorted(p["ops"], key=lambda o: -o["ms_per_step"])[:20]
+    for o in ops:
+        print(f"  {o['op']:28} {o['variant'][:22]:22} {o['ms_per_step']:7.2f} ms {o['calls_per_step']:5.0f}")
+except Exception as e:
+    print("no profile:", e)
+PY
+    grep -E "error|note:" "$log"/s27_*.log | head -10 ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
-*) echo "usage: gpu/run.sh test|verify|bench|perf|multi|scale|dpcmp|dp|twin-ddp|demo|bf16sweep|camoxpert ..." >&2; exit 2 ;;
+*) echo "usage: gpu/run.sh test|verify|bench|perf|step27|multi|scale|dpcmp|dp|twin-ddp|demo|bf16sweep|camoxpert ..." >&2; exit 2 ;;
 esac

@@ -7,12 +7,16 @@
 //      therefore every shape), and the float32 fast path against the same;
 //   2. central finite differences of loss = Σ out·dout in float64 through the
 //      reference kernels (sampled elements of every differentiable input);
-//   3. float32 fast kernels against float32 reference kernels.
+//   3. float32 fast kernels against float32 reference kernels;
+//   4. first-write gradients (ops.h): the backward again with every input gradient a
+//      deferred zero (its memory NaN), on the float32 reference and fast kernels,
+//      equal value for value to the backward into zero-filled buffers.
 // op_<case>_cuda (the CUDA column; skipped without a GPU):
-//   4. float32 on the GPU against the float32 reference kernels (tolerance
+//   5. float32 on the GPU against the float32 reference kernels (tolerance
 //      `fast`, as the CPU's) and the float64 golden (`g32`);
-//   5. bf16 activations on the GPU (parameters, statistics and the inputs named
-//      in f32_in stay float32) against the float32 reference, tolerance `b16`.
+//   6. bf16 activations on the GPU (parameters, statistics and the inputs named
+//      in f32_in stay float32) against the float32 reference, tolerance `b16`;
+//   7. both again with first-write gradients, equal to 5 and 6 value for value.
 // Errors are max|a−b| / max|b| (test_rel_err); tolerances are per entry:
 //   g64 — float64 vs golden, fd — finite differences, fast — fast vs reference,
 //   g32 — float32 fast vs float64 golden, b16 — bf16 GPU vs float32 reference.
@@ -99,6 +103,39 @@ static void check_topk_ties(const Tensor *idx, const Tensor *val, const Tensor *
         }
 }
 
+// Value for value (a zero's sign aside; NaN equals NaN): first-write against filled buffers.
+static void check_same(const char *what, int i, const Tensor *a, const Tensor *b) {
+    int64_t bad = -1;
+    for (int64_t j = 0; j < tensor_numel(a) && bad < 0; j++) {
+        double u = tensor_get(a, j), v = tensor_get(b, j);
+        if (!(u == v || (isnan(u) && isnan(v)))) bad = j;
+    }
+    CHECKF(bad < 0, "%s: grad%d[%lld] %.9g, with filled zeros %.9g", what, i, (long long)bad,
+           bad < 0 ? 0 : tensor_get(a, bad), bad < 0 ? 0 : tensor_get(b, bad));
+}
+
+// The backward of d's case again into deferred zeros (their memory NaN first), compared with
+// ref's input gradients (the same backward into zero-filled buffers).
+static void first_write_case(OpCtx *ctx, const OpTest *t, CaseData *d, const CaseData *ref, const char *what) {
+    if (!t->bwd || !d->ngout) return;
+    ZeroSet z;
+    zeroset_init(&z, NULL);
+    ctx->zeros = &z;
+    for (int i = 0; i < d->nin; i++)
+        if (d->din[i].data) {
+            tensor_fill(&d->din[i], NAN);
+            ops_zeros_defer(ctx, &d->din[i]);
+        }
+    t->bwd(ctx, t, d->din, d->dout, d->out, d->in);
+    ops_zeros_flush(ctx);
+    ctx->zeros = NULL;
+    zeroset_free(&z);
+    printf("    %s: %lld input gradients written by their first op, %lld filled\n", what, (long long)z.written,
+           (long long)z.filled);
+    for (int i = 0; i < d->nin; i++)
+        if (d->din[i].data) check_same(what, i, &d->din[i], &ref->din[i]);
+}
+
 void op_case_run(const OpTest *t) {
     StFile f;
     REQUIRE_OK(st_open(&f, GOLDEN_PATH));
@@ -153,10 +190,14 @@ void op_case_run(const OpTest *t) {
     // 3. float32: fast vs reference, and fast vs the golden. Dense convolutions
     //    and GEMMs run every implementation the dispatchers may choose (conv.c,
     //    gemm.c).
-    CaseData r;
+    CaseData r, rz;
     case_setup(&r, &a, &f, t, DT_F32);
     t->fwd(&ctx, t, r.out, r.in);
     if (t->bwd && r.ngout) t->bwd(&ctx, t, r.din, r.dout, r.out, r.in);
+    // 4. first-write gradients on the reference kernels (float32)
+    case_setup(&rz, &a, &f, t, DT_F32);
+    t->fwd(&ctx, t, rz.out, rz.in);
+    first_write_case(&ctx, t, &rz, &r, "first write, ref f32");
     ctx.backend = OPS_CPU;
     CpuImpl impls[] = { CPU_IMPL_OWN, CPU_IMPL_DNNL };
     int is_conv = t->impls == OPT_CONV, is_gemm = t->impls == OPT_GEMM;
@@ -180,6 +221,11 @@ void op_case_run(const OpTest *t) {
             check_err("fast vs ref f32", "grad", i, &q.din[i], &r.din[i], t->fast);
             check_err("golden f32 fast", "grad", i, &q.din[i], &g, t->g32);
         }
+        // 4. first-write gradients on the fast kernels
+        CaseData qz;
+        case_setup(&qz, &a, &f, t, DT_F32);
+        t->fwd(&ctx, t, qz.out, qz.in);
+        first_write_case(&ctx, t, &qz, &q, "first write, fast f32");
     }
     cpu_conv_impl = cpu_gemm_impl = CPU_IMPL_AUTO;
     CHECKF(scratch.used == 0, "scratch arena not released: %zu bytes", scratch.used);
@@ -212,7 +258,12 @@ Tensor from_gpu(OpCtx *g, Arena *dev, Arena *host, const Tensor *d) {
 
 // One GPU run of a case with float tensors in `act` (F32 or BF16) except the
 // inputs/outputs the entry keeps in float32; results downloaded as float32 into q.
-static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const CaseData *h, cx_dtype act, CaseData *q) {
+// first_write: the input gradients are deferred zeros (NaN underneath) instead of filled ones.
+static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const CaseData *h, cx_dtype act, CaseData *q,
+                     int first_write) {
+    ZeroSet z;
+    zeroset_init(&z, NULL);
+    if (first_write) g->zeros = &z;
     CaseData d;
     memset(&d, 0, sizeof d);
     d.nin = h->nin, d.nout = h->nout, d.ngout = h->ngout;
@@ -221,7 +272,8 @@ static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const C
         d.in[i] = to_gpu(g, dev, &h->in[i], dt);
         if (h->din[i].data) {
             d.din[i] = tensor_new(dev, d.in[i].dtype, d.in[i].ndim, d.in[i].shape);
-            fill(g, &d.din[i], 0);
+            fill(g, &d.din[i], first_write ? NAN : 0);
+            if (first_write) ops_zeros_defer(g, &d.din[i]);
         }
     }
     for (int o = 0; o < h->nout; o++) {
@@ -232,6 +284,9 @@ static void gpu_case(OpCtx *g, Arena *dev, Arena *host, const OpTest *t, const C
     }
     t->fwd(g, t, d.out, d.in);
     if (t->bwd && d.ngout) t->bwd(g, t, d.din, d.dout, d.out, d.in);
+    ops_zeros_flush(g);
+    g->zeros = NULL;
+    zeroset_free(&z);
     memset(q, 0, sizeof *q);
     q->nin = d.nin, q->nout = d.nout, q->ngout = d.ngout;
     for (int o = 0; o < d.nout; o++) q->out[o] = from_gpu(g, dev, host, &d.out[o]);
@@ -268,9 +323,12 @@ void op_case_run_cuda(const OpTest *t) {
         const char *tag = run / 2 ? (pass ? "cuda direct bf16 vs ref f32" : "cuda direct f32 vs ref f32")
                                   : (pass ? "cuda bf16 vs ref f32" : "cuda f32 vs ref f32");
         double tol = pass ? t->b16 : t->fast, worst = 0;
-        CaseData h, q;
+        CaseData h, q, qz;
         case_setup(&h, &a, &f, t, DT_F32);
-        gpu_case(g, &dev, &a, t, &h, act, &q);
+        gpu_case(g, &dev, &a, t, &h, act, &q, 0);
+        gpu_case(g, &dev, &a, t, &h, act, &qz, 1);   // 7. first-write gradients: the same values
+        for (int i = 0; i < r.nin && t->bwd && r.ngout; i++)
+            if (r.ggrad[i]) check_same(pass ? "first write, cuda bf16" : "first write, cuda f32", i, &qz.din[i], &q.din[i]);
         for (int o = 0; o < r.nout; o++) {
             if (t->ties && q.out[o].dtype == DT_I32) { check_topk_ties(&q.out[o], &q.out[0], &h.in[0]); continue; }
             check_err(tag, "out", o, &q.out[o], &r.out[o], tol);
@@ -405,7 +463,7 @@ void fast_vs_ref_big(const OpTest *t, int nin, Tensor *in_shapes, int nout, Tens
         Arena dev;
         arena_init_on(&dev, "gpu test", 1 << 24, DEV_CUDA);
         CaseData q;
-        gpu_case(g, &dev, &a, t, &cd[1], DT_F32, &q);
+        gpu_case(g, &dev, &a, t, &cd[1], DT_F32, &q, 0);
         for (int o = 0; o < nout; o++) check_err("big cuda vs ref", "out", o, &q.out[o], &cd[1].out[o], tol);
         for (int i = 0; i < nin; i++)
             if (cd[1].din[i].data) check_err("big cuda vs ref", "grad", i, &q.din[i], &cd[1].din[i], tol);

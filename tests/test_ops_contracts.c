@@ -19,7 +19,7 @@ TEST(op_backend_tables_follow_the_list) {
 #define REF_HAS_REF 1
 #define REF_HAS_CPU 0
 #define REF_HAS_NONE 0
-#define OP(name, cls, by, wrap, ref, cpu, params, args) \
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) \
     CHECKF(!ops_ref_f32.name == !REF_HAS_##ref && !ops_ref_f64.name == !REF_HAS_##ref, \
            "ops_ref_f32/f64: the slot of " #name " does not follow its reference column (" #ref ")");
 #include "ops/ops_list.h"

@@ -159,6 +159,31 @@ static void mul_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) { mul_fo
 static void mul_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
     mul_backward(c, D(0), D(1), &dout[0], &in[0], &in[1]);
 }
+// gelu_bias: y = GELU(x + b); the backward through gelu_bias_backward at t = x + b.
+static Tensor gelu_bias_t(OpCtx *c, Tensor *in) {
+    Tensor t = tensor_like(c->scratch, &in[0]);
+    copy(c, &t, &in[0]);
+    rows_add_bcast(c, &t, &in[1]);
+    return t;
+}
+static void gelu_bias_fwd(OpCtx *c, const OpTest *tc, Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor t = gelu_bias_t(c, in);
+    gelu_forward(c, &out[0], &t);
+    arena_release(c->scratch, m);
+}
+static void gelu_bias_bwd(OpCtx *c, const OpTest *tc, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    ArenaMark m = arena_mark(c->scratch);
+    Tensor t = gelu_bias_t(c, in);
+    gelu_bias_backward(c, D(0), D(1), &dout[0], &t);
+    arena_release(c->scratch, m);
+}
+static void rscale_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    residual_scale_forward(c, &out[0], &in[0], &in[1], &in[2]);
+}
+static void rscale_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout, const Tensor *out, Tensor *in) {
+    residual_scale_backward(c, D(0), D(1), D(2), &dout[0], &in[1], &in[2]);
+}
 static void resize_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
     resize_bilinear_forward(c, &out[0], &in[0], t->f[0], t->f[1]);
 }
@@ -406,6 +431,10 @@ OPCASE(axpy, .fwd = axpy_fwd, .bwd = axpy_bwd, .f = { 0.3 }, TOL_ELEM)
 OPCASE(scale, .fwd = scale_fwd, .bwd = scale_bwd, .f = { 1.7 }, TOL_ELEM)
 OPCASE(mul_c, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM, .f32_in = 2)
 OPCASE(mul_nc, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
+OPCASE(residual_scale, .fwd = rscale_fwd, .bwd = rscale_bwd, TOL_NORM, .f32_in = 4)
+OPCASE(gelu_bias, .fwd = gelu_bias_fwd, .bwd = gelu_bias_bwd, TOL_NORM)
+OPCASE(gelu_bias_c5, .fwd = gelu_bias_fwd, .bwd = gelu_bias_bwd, TOL_NORM)
+OPCASE(residual_scale_c5, .fwd = rscale_fwd, .bwd = rscale_bwd, TOL_NORM, .f32_in = 4)
 OPCASE(mul_pix, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM)
 OPCASE(mul_elem, .fwd = mul_fwd, .bwd = mul_bwd, TOL_ELEM)
 OPCASE(mul_head, .fwd = mul_fwd, .bwd = mul_bwd, TOL_NORM, .f32_in = 2)
@@ -487,6 +516,11 @@ TEST(op_fast_big_norm_eltwise) {
     fast_vs_ref_big(&ln, 3, (Tensor[]){ SH(2, 40, 40, 24), SH(24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
     OpTest mul = { .fwd = mul_fwd, .bwd = mul_bwd };
     fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
+    OpTest gb = { .fwd = gelu_bias_fwd, .bwd = gelu_bias_bwd };
+    fast_vs_ref_big(&gb, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
+    OpTest rsc = { .fwd = rscale_fwd, .bwd = rscale_bwd };
+    fast_vs_ref_big(&rsc, 3, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 40, 40, 24), SH(24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) },
+                    1e-5);
     fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 24) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
     fast_vs_ref_big(&mul, 2, (Tensor[]){ SH(2, 40, 40, 24), SH(2, 40, 40, 1) }, 1, (Tensor[]){ SH(2, 40, 40, 24) }, 1e-5);
     OpTest rs = { .fwd = resize_fwd, .bwd = resize_bwd };

@@ -342,6 +342,18 @@ def ema(e, x):
 case("ema_blend", [rnd(3, 8), rnd(3, 8)], [False, False], ema, ngout=0)
 
 
+# residual_scale: y = x + γ·z (the EdgeNeXt blocks' layer scale and residual in one op); 16
+# channels (the GPU's 16-byte vector path in bf16) and 5 (its scalar path).
+case("residual_scale", [rnd(2, 7, 5, 16), rnd(2, 7, 5, 16), rnd(16)], [True, True, True], lambda x, z, g: [x + g * z])
+case("residual_scale_c5", [rnd(2, 3, 4, 5), rnd(2, 3, 4, 5), rnd(5)], [True, True, True], lambda x, z, g: [x + g * z])
+
+
+# gelu_bias_backward: the backward of GELU(x + b) (a linear layer's bias, then exact GELU): dx and
+# the bias gradient in one pass. 16 channels (the GPU's vector path) and 5 (its scalar path).
+case("gelu_bias", [rnd(2, 7, 5, 16), rnd(16)], [True, True], lambda x, b: [torch.nn.functional.gelu(x + b)])
+case("gelu_bias_c5", [rnd(2, 3, 4, 5), rnd(5)], [True, True], lambda x, b: [torch.nn.functional.gelu(x + b)])
+
+
 def save(path):
     arrays = {k: t.detach().numpy() for entry in CASES.values() for k, t in entry.items()}
     n = safetensors_io.save(path, arrays, {"generator": "tools/make_op_goldens.py", "torch": torch.__version__})

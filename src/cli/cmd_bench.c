@@ -48,6 +48,12 @@ typedef struct {
     char graph_why[160];
     double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss, syncs_per_step;
     double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
+    double ops_per_step;     // op calls per training step (counted; each launches one to a few kernels)
+    int64_t graph_nodes;     // the micro-batch replayed as a CUDA graph: its kernels and copies (0: eager)
+    int64_t graph_replays;   // timed steps that replayed it
+    char step_graph[160];    // the step's graph ("1234 nodes") or why there is none
+    double zeros_deferred, zeros_written, zeros_filled;   // first-write gradients, per step (ops.h)
+    int first_write, fuse;   // the switches as the run had them
     int buckets;             // several ranks: gradient buckets per step
     double params_bytes;     // the gradient buffer
     OpProfile *prof;         // --profile: the ops of PROF_STEPS training steps, else NULL
@@ -168,25 +174,41 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     const int world = comm ? comm->world : 1;
     double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
     double macs = 0;
-    int64_t sync0 = 0;
+    int64_t sync0 = 0, calls = 0, zs0[3] = { 0, 0, 0 }, replays0 = 0;
     for (int it = 0; it <= steps + 1; it++) {   // iterations 0 and 1 size the arenas and plans (not timed)
         runtime_sync(rt);
         double t0 = cx_time_s();
-        if (it == 2) sync0 = cx_sync_count();
+        if (it == 2) {
+            sync0 = cx_sync_count();
+            zs0[0] = step.zeros_deferred, zs0[1] = step.zeros_written, zs0[2] = step.zeros_filled;
+            replays0 = step.graph_replays;
+        }
         train_step_begin(&step);
         CamoXpertOutputs o;
         rt->ctx.op.macs = it > 1 ? &macs : NULL;
+        rt->ctx.op.calls = it > 1 ? &calls : NULL;
         train_step_accumulate(&step, &x, &mask, 0, &o);
-        rt->ctx.op.macs = NULL;
         StepResult sr;
         if (train_step_finish(&step, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
             fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
             exit(1);
         }
+        rt->ctx.op.macs = NULL, rt->ctx.op.calls = NULL;
         runtime_sync(rt);
         if (it > 1) t[it - 2] = cx_time_s() - t0;
         r->loss = sr.loss.total;
     }
+    r->ops_per_step = (double)calls / steps;
+    r->zeros_deferred = (double)(step.zeros_deferred - zs0[0]) / steps;
+    r->zeros_written = (double)(step.zeros_written - zs0[1]) / steps;
+    r->zeros_filled = (double)(step.zeros_filled - zs0[2]) / steps;
+    r->graph_nodes = step.g.exec ? step.g.nodes : 0;
+    r->graph_replays = step.graph_replays - replays0;
+    snprintf(r->step_graph, sizeof r->step_graph, "%s", step.graph_why[0] ? step.graph_why
+             : rt->device != DEV_CUDA ? "CUDA graphs need a GPU" : !step.graph ? "CAMOXPERT_TRAIN_GRAPH=0"
+             : sparse ? "sparse models read their routing on the host" : world > 1 ? "several ranks" : "not captured");
+    r->first_write = step.first_write;
+    r->fuse = ops_fuse();
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
     r->train_ms = median(t, steps) * 1e3;   // before t is reused
     r->buckets = step.n_buckets;
@@ -455,6 +477,18 @@ int cmd_bench(int argc, char **argv) {
         if (de.world > 1)
             printf("%-18s gradient all-reduce alone %.2f ms (%.0f MB); in the step: %d buckets beside the backward\n", "",
                    r.allreduce_ms, r.params_bytes / 1e6, r.buckets);
+        // launches: the op calls of a step, counted (each queues one to a few kernels); with the
+        // micro-batch as a graph, the graph's nodes are the exact kernels (and copies) of that part
+        if (r.graph_nodes > 0)
+            printf("%-18s training step: %.0f op calls; forward+loss+backward replayed as one CUDA graph of %lld "
+                   "kernels and copies (%lld of %d timed steps); %.1f host syncs\n", "", r.ops_per_step,
+                   (long long)r.graph_nodes, (long long)r.graph_replays, steps, r.syncs_per_step);
+        else
+            printf("%-18s training step: %.0f op calls launched one by one (no graph: %s); %.1f host syncs\n", "",
+                   r.ops_per_step, r.step_graph, r.syncs_per_step);
+        printf("%-18s first-write gradients %s: per step %.0f zeroed buffers, %.0f written by their first op, %.0f "
+               "filled; fused ops %s\n", "", r.first_write ? "on" : "off (CAMOXPERT_FIRST_WRITE=0)", r.zeros_deferred,
+               r.zeros_written, r.zeros_filled, r.fuse ? "on" : "off (CAMOXPERT_FUSE=0)");
         fflush(stdout);
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "software", OWNER_BENCH);
@@ -475,6 +509,15 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddStringToObject(j, "device", rt.desc);
         cJSON_AddStringToObject(j, "precision", rt.dtype == DT_BF16 ? "bf16" : "fp32");
         cJSON_AddNumberToObject(j, "host_syncs_per_step", r.syncs_per_step);
+        cJSON_AddNumberToObject(j, "op_calls_per_step", r.ops_per_step);
+        cJSON_AddNumberToObject(j, "step_graph_nodes", (double)r.graph_nodes);
+        cJSON_AddNumberToObject(j, "step_graph_replays", (double)r.graph_replays);
+        cJSON_AddStringToObject(j, "step_graph", r.step_graph);
+        cJSON_AddBoolToObject(j, "first_write", r.first_write);
+        cJSON_AddBoolToObject(j, "fused_ops", r.fuse);
+        cJSON_AddNumberToObject(j, "zeroed_buffers_per_step", r.zeros_deferred);
+        cJSON_AddNumberToObject(j, "zeroed_written_per_step", r.zeros_written);
+        cJSON_AddNumberToObject(j, "zeroed_filled_per_step", r.zeros_filled);
         cJSON_AddNumberToObject(j, "params_m", r.params_m);
         cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);
         cJSON_AddNumberToObject(j, "images_per_s", r.images_per_s);

@@ -101,6 +101,7 @@ void arena_reset(Arena *a) {
     }
     if (a->top) a->top->used = 0;
     a->used = 0;
+    if (a->on_release) a->on_release(a->on_release_arg);
 }
 
 void arena_free(Arena *a) {
@@ -111,6 +112,7 @@ void arena_free(Arena *a) {
     a->top = NULL;
     a->spare = NULL;
     a->used = 0;
+    if (a->on_release) a->on_release(a->on_release_arg);
 }
 
 ArenaMark arena_mark(Arena *a) {
@@ -128,4 +130,12 @@ void arena_release(Arena *a, ArenaMark m) {
     }
     if (a->top) a->top->used = m.top_used;
     a->used = m.used;
+    if (a->on_release) a->on_release(a->on_release_arg);
+}
+
+int arena_holds(const Arena *a, const void *p, size_t bytes) {
+    const char *c = p;
+    for (const ArenaBlock *b = a->top; b; b = b->prev)
+        if (c >= b->data && c + bytes <= b->data + b->used) return 1;
+    return 0;
 }

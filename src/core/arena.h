@@ -30,6 +30,11 @@ typedef struct Arena {
     size_t block_size;  // size of the next block to allocate
     size_t used;        // bytes handed out since the last reset
     size_t peak;        // the largest `used` ever seen
+    // One listener told after memory is given back (arena_release, arena_reset,
+    // arena_free), so that bookkeeping about the arena's memory can drop what was
+    // freed: the ops' deferred zeros (ops.h, ZeroSet). NULL: none.
+    void (*on_release)(void *arg);
+    void *on_release_arg;
 } Arena;
 
 typedef struct { ArenaBlock *top; size_t top_used, used; } ArenaMark;
@@ -46,3 +51,5 @@ ArenaMark arena_mark(Arena *a);               // for scratch use inside one func
 // released and taken again every call).
 void arena_release(Arena *a, ArenaMark m);
 size_t arena_capacity(const Arena *a);
+// Whether [p, p+bytes) lies in memory the arena has handed out and not taken back.
+int arena_holds(const Arena *a, const void *p, size_t bytes);

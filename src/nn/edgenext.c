@@ -379,6 +379,27 @@ static Tensor pe_features(EdgeNeXt *m, int h, int w, cx_dtype dt, cx_device dev)
     return t;
 }
 
+// ---- the layer-scaled residual: y = x + γ ⊙ z (block tails, XCA) ---------------------------------
+// One op each way (residual_scale_*); with CAMOXPERT_FUSE=0 the multiply and the add apart.
+static void residual_scaled(NNCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z, const Tensor *gamma) {
+    if (ops_fuse()) {
+        residual_scale_forward(&ctx->op, y, x, z, gamma);
+        return;
+    }
+    mul_forward(&ctx->op, y, z, gamma);
+    axpy(&ctx->op, y, 1.0, x);
+}
+// dx += dy; dz += γ ⊙ dy, dγ += Σ dy ⊙ z.
+static void residual_scaled_backward(NNCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy,
+                                     const Tensor *z, const Tensor *gamma) {
+    if (ops_fuse()) {
+        residual_scale_backward(&ctx->op, dx, dz, dgamma, dy, z, gamma);
+        return;
+    }
+    mul_backward(&ctx->op, dz, dgamma, dy, z, gamma);
+    axpy(&ctx->op, dx, 1.0, dy);
+}
+
 // ---- the shared tail: out = shortcut + γ ⊙ fc2(GELU(fc1(LN(z)))) --------------------------------
 
 static void tail_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *shortcut, const Tensor *z) {
@@ -395,21 +416,24 @@ static void tail_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *shortc
     b->m = act4(ctx, N, H, W, C);
     linear_forward(op, &b->m, &b->g, PV(b->fc2_w_idx), PV(b->fc2_b_idx));
     *out = act4(ctx, N, H, W, C);
-    mul_forward(op, out, &b->m, PV(b->gamma_idx));
-    axpy(op, out, 1.0, shortcut);
+    residual_scaled(ctx, out, shortcut, &b->m, PV(b->gamma_idx));
 }
 
-// dz += the tail's gradient w.r.t. z; the shortcut's gradient (dout) is the caller's.
-static void tail_backward(NNCtx *ctx, Block *b, Tensor *dz, const Tensor *dout, const Tensor *z) {
+// dz += the tail's gradient w.r.t. z; dshort += dout, the shortcut's gradient (dshort may be dz).
+static void tail_backward(NNCtx *ctx, Block *b, Tensor *dz, Tensor *dshort, const Tensor *dout, const Tensor *z) {
     OpCtx *op = &ctx->op;
     Tensor dm = zeros_like(ctx, &b->m);
-    mul_backward(op, &dm, PG(b->gamma_idx), dout, &b->m, PV(b->gamma_idx));
+    residual_scaled_backward(ctx, dshort, &dm, PG(b->gamma_idx), dout, &b->m, PV(b->gamma_idx));
     Tensor dg = zeros_like(ctx, &b->g);
     linear_backward(op, &dg, PG(b->fc2_w_idx), PG(b->fc2_b_idx), &dm, &b->g, PV(b->fc2_w_idx));
-    Tensor dh = zeros_like(ctx, &b->h);
-    gelu_backward(op, &dh, &dg, &b->h);
-    Tensor du = zeros_like(ctx, &b->u);
-    linear_backward(op, &du, PG(b->fc1_w_idx), PG(b->fc1_b_idx), &dh, &b->u, PV(b->fc1_w_idx));
+    Tensor dh = zeros_like(ctx, &b->h), du = zeros_like(ctx, &b->u);
+    if (ops_fuse()) {   // fc1's bias gradient in GELU's backward pass
+        gelu_bias_backward(op, &dh, PG(b->fc1_b_idx), &dg, &b->h);
+        linear_backward(op, &du, PG(b->fc1_w_idx), NULL, &dh, &b->u, PV(b->fc1_w_idx));
+    } else {
+        gelu_backward(op, &dh, &dg, &b->h);
+        linear_backward(op, &du, PG(b->fc1_w_idx), PG(b->fc1_b_idx), &dh, &b->u, PV(b->fc1_w_idx));
+    }
     layernorm_backward(op, dz, PG(b->ln_w_idx), PG(b->ln_b_idx), &du, z, &b->mean, &b->rstd, PV(b->ln_w_idx));
 }
 
@@ -431,8 +455,7 @@ static void conv_block_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *
 static void conv_block_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) {
     ArenaMark mk = arena_mark(ctx->act);
     Tensor dy = zeros_like(ctx, &b->y);
-    tail_backward(ctx, b, &dy, dout, &b->y);
-    axpy(&ctx->op, b->shortcut_y ? &dy : dx, 1.0, dout);
+    tail_backward(ctx, b, &dy, b->shortcut_y ? &dy : dx, dout, &b->y);
     conv2d_backward(&ctx->op, dx, PG(b->dw_w_idx), PG(b->dw_b_idx), &dy, &b->x, PV(b->dw_w_idx), dw_args(b));
     arena_release(ctx->act, mk);
 }
@@ -502,8 +525,7 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
     b->xo = act4(ctx, N, H, W, C);
     linear_forward(op, &b->xo, &b->o, PV(b->proj_w_idx), PV(b->proj_b_idx));
     b->t2 = act4(ctx, N, H, W, C);
-    mul_forward(op, &b->t2, &b->xo, PV(b->gamma_xca_idx));
-    axpy(op, &b->t2, 1.0, &b->t);
+    residual_scaled(ctx, &b->t2, &b->t, &b->xo, PV(b->gamma_xca_idx));
     // out = x + γ·MLP(LN(t2)): the block input is the only residual of the output.
     tail_forward(ctx, b, out, x, &b->t2);
 }
@@ -518,13 +540,10 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     const int hd = b->heads, dh = (int)C / hd;
     ArenaMark mk = arena_mark(ctx->act);
     Tensor dt2 = zeros_like(ctx, &b->t2);
-    tail_backward(ctx, b, &dt2, dout, &b->t2);
-    axpy(op, dx, 1.0, dout);
+    tail_backward(ctx, b, &dt2, dx, dout, &b->t2);
     // t2 = t + γ_xca ⊙ proj(o)
-    Tensor dtt = zeros_like(ctx, &b->t);
-    axpy(op, &dtt, 1.0, &dt2);
-    Tensor dxo = zeros_like(ctx, &b->xo);
-    mul_backward(op, &dxo, PG(b->gamma_xca_idx), &dt2, &b->xo, PV(b->gamma_xca_idx));
+    Tensor dtt = zeros_like(ctx, &b->t), dxo = zeros_like(ctx, &b->xo);
+    residual_scaled_backward(ctx, &dtt, &dxo, PG(b->gamma_xca_idx), &dt2, &b->xo, PV(b->gamma_xca_idx));
     Tensor dO = zeros_like(ctx, &b->o);
     linear_backward(op, &dO, PG(b->proj_w_idx), PG(b->proj_b_idx), &dxo, &b->o, PV(b->proj_w_idx));
     // o_h = v_h P_hᵀ: dv_h += dO_h P_h; dP_h = dO_hᵀ v_h

@@ -13,9 +13,10 @@ Tensor nn_new4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
     return tensor_new4(ctx->act, ctx->dtype, n, h, w, c);
 }
 Tensor nn_new(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape) { return tensor_new(ctx->act, dt, ndim, shape); }
+// A deferred zero under first-write gradients (ops.h): its first op writes it.
 Tensor nn_zeros(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape) {
     Tensor t = tensor_new(ctx->act, dt, ndim, shape);
-    fill(&ctx->op, &t, 0);
+    ops_zeros_defer(&ctx->op, &t);
     return t;
 }
 Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c) {
@@ -26,6 +27,7 @@ Tensor nn_param(NNCtx *ctx, int i) { return params_value(ctx->pt, i); }
 Tensor nn_grad(NNCtx *ctx, int i) { return params_grad(ctx->pt, i); }
 
 Tensor nn_to_host(NNCtx *ctx, const Tensor *t) {
+    ops_zeros_touch(&ctx->op, t);   // a deferred zero is read: filled first
     if (t->device == DEV_CPU) return *t;
     Tensor h = tensor_new(ctx->host, t->dtype, t->ndim, t->shape);
     tensor_download(&h, t);
@@ -220,6 +222,15 @@ static void bn_sync_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tenso
     free(v);
 }
 
+// In training, a k×k conv's bias before a BatchNorm is left to the BatchNorm (fused ops on:
+// ops_fuse): on the GPU the bias is a pass of its own over the conv's output (a 1×1 conv's
+// is in cuBLASLt's epilogue: kept). BN(x + c) with batch statistics is BN(x) — the mean
+// moves by c, the variance not — so only the running mean needs c: momentum·c added after
+// the op, the batch mean being mean(x) + c. The conv's backward is unchanged: its bias
+// gradient is Σ of the gradient at its output, which does not depend on c. Under synchronised
+// BatchNorm likewise (bn_sync_forward: the global mean of x + c is that of x, plus c). (Evaluation keeps
+// the pass: there BN(x + c) needs the running mean less c, two tiny ops a layer, more
+// launches than the pass costs at small batches.)
 static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
     OpCtx *op = &ctx->op;
     switch (l->kind) {
@@ -228,11 +239,12 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         // the output in the input's dtype: a logit head may take F32 beside bf16 activations (cod_head.c)
         Tensor y = nn_new(ctx, x->dtype, 4, (int64_t[]){ T_N(x), T_H(x), T_W(x), l->cout });
         Tensor w = nn_param(ctx, l->w_idx), b = nn_param(ctx, l->b_idx);
+        const Tensor *bp = l->bias_to_bn ? NULL : &b;   // the BatchNorm after it takes the bias (above)
         if (l->k == 1) {
             Tensor w2 = conv_weight_2d(w);
-            linear_forward(op, &y, x, &w2, &b);
+            linear_forward(op, &y, x, &w2, bp);
         } else {
-            conv2d_forward(op, &y, x, &w, &b, conv_args(l));
+            conv2d_forward(op, &y, x, &w, bp, conv_args(l));
         }
         return y;
     }
@@ -247,6 +259,10 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         else if (l->relu_fused)
             batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
         else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
+        if (l->pre_bias_idx >= 0 && ctx->training) {   // the batch mean of conv + bias: r += momentum·bias
+            Tensor cb = nn_param(ctx, l->pre_bias_idx);
+            axpy(op, &rm, BN_MOMENTUM, &cb);
+        }
         if (ctx->training) {
             params_counter_add(ctx->pt, l->nbt_idx, 1);   // on the host: no device access
             const int64_t v = l->gcount > 0 ? (int64_t)l->gcount : tensor_numel(x) / l->cout;
@@ -319,6 +335,11 @@ Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) 
         l->in = *cur;
         l->relu_fused = l->kind == LAYER_BN && i + 1 < to && s->l[i + 1].kind == LAYER_RELU && s->l[i + 1].inplace &&
                         !sync_bn;
+        // a k×k conv's bias to the BatchNorm after it in training (above; synchronised
+        // BatchNorm too: it normalises by the global batch's mean, which moves by c alike)
+        l->bias_to_bn = l->kind == LAYER_CONV && l->k > 1 && i + 1 < to && s->l[i + 1].kind == LAYER_BN &&
+                        ctx->training && ops_fuse() && l->b_idx >= 0;
+        if (l->kind == LAYER_BN) l->pre_bias_idx = i > from && s->l[i - 1].bias_to_bn ? s->l[i - 1].b_idx : -1;
         l->out = layer_forward(ctx, l, cur);
         if (l->relu_fused) s->l[++i].in = l->out, s->l[i].out = l->out;
         cur = &s->l[i].out;
@@ -353,7 +374,7 @@ void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, 
             if (turns) {
                 gin = tensor_view(buf[k].data, in->dtype, in->ndim, in->shape);
                 gin.device = buf[k].device;
-                fill(&ctx->op, &gin, 0);
+                ops_zeros_defer(&ctx->op, &gin);
                 k ^= 1;
             } else {
                 gin = nn_zeros_like(ctx, in);

@@ -28,6 +28,8 @@ typedef struct {
     int rmean_idx, rvar_idx, nbt_idx;   // BN: running_mean (K), running_var (K), num_batches_tracked ()
     int inplace;             // activation computed in place over the previous layer's output
     int relu_fused;          // BN: this forward ran the in-place ReLU after it inside its op (batchnorm_relu_*)
+    int bias_to_bn;          // conv: this forward left its bias to the BatchNorm after it (layers.c)
+    int pre_bias_idx;        // BN: the bias of the conv before it, which its input lacks (-1: none)
     Tensor in;               // saved input (N,H,W,C): the previous layer's output, or what a range began with
     Tensor out;              // saved output (N,H,W,K); pool: (N,1,1,C)
     Tensor mean, invstd;     // BN: statistics used (K)
@@ -75,10 +77,13 @@ Tensor nn_new(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape);
 Tensor nn_zeros4(NNCtx *ctx, int64_t n, int64_t h, int64_t w, int64_t c);
 Tensor nn_zeros(NNCtx *ctx, cx_dtype dt, int ndim, const int64_t *shape);
 Tensor nn_zeros_like(NNCtx *ctx, const Tensor *t);   // t's dtype and shape, zeroed by an op
+// (the nn_zeros* are deferred zeros under ctx->op.zeros: ops.h, first-write gradients;
+// read one on the host only through nn_to_host)
 Tensor nn_param(NNCtx *ctx, int i);   // value of table entry i
 Tensor nn_grad(NNCtx *ctx, int i);    // gradient of table entry i
 // The host side of the routing island: t itself when it is a host tensor, else a
-// copy in ctx->host (one counted download); and the way back (one upload).
+// copy in ctx->host (one counted download); and the way back (one upload). A deferred
+// zero is filled first.
 Tensor nn_to_host(NNCtx *ctx, const Tensor *t);
 Tensor nn_to_device(NNCtx *ctx, const Tensor *host_t);
 // A small statistics tensor (F32/F64, on ctx's device) as doubles, and back (a

@@ -15,26 +15,27 @@
 
 // Op ids, in list order: OP_ID_conv2d_forward, ..., OP_COUNT.
 enum {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) OP_ID_##name,
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) OP_ID_##name,
 #include "ops/ops_list.h"
 #undef OP
     OP_COUNT
 };
 
 typedef struct OpsBackend {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) void (*name) params;
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) void (*name) params;
 #include "ops/ops_list.h"
 #undef OP
 } OpsBackend;
 // One slot per op and nothing else: a member added by hand would be a slot no table fills.
 static_assert(sizeof(OpsBackend) == OP_COUNT * sizeof(void (*)(void)), "OpsBackend: one function pointer per op");
 
-// Every op's name and signature, in list order ("conv2d_forward(OpCtx *ctx, ...);..."):
+// Every op's name, signature and first-write column, in list order
+// ("conv2d_forward(OpCtx *ctx, ...)();..."):
 // the CUDA plug-in carries the string of the build that made it, and a plug-in whose
 // string differs (another build's list) is refused before any slot is called.
 static inline const char *ops_list_signature(void) {
     return ""
-#define OP(name, cls, by, wrap, ref, cpu, params, args) #name #params ";"
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) #name #params #fw ";"
 #include "ops/ops_list.h"
 #undef OP
         ;

@@ -132,7 +132,7 @@ static void prof_end(OpCtx *ctx, const char *op, double t0, double bytes) {
 
 // Each op's name and kernel class, by op id.
 static const struct { const char *name, *cls; } op_info[OP_COUNT] = {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) [OP_ID_##name] = { #name, cls },
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) [OP_ID_##name] = { #name, cls },
 #include "ops_list.h"
 #undef OP
 };
@@ -151,7 +151,7 @@ int ops_backend_missing(const OpsBackend *b, char *buf, size_t n) {
     int missing = 0;
     size_t len = 0;
     buf[0] = 0;
-#define OP(name, cls, by, wrap, ref, cpu, params, args) \
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) \
     if (!b->name) { \
         if (len < n) len += (size_t)snprintf(buf + len, n - len, "%s" #name, missing ? ", " : ""); \
         missing++; \
@@ -191,17 +191,202 @@ static const OpsBackend *ops_pick(const OpCtx *ctx, const Tensor *t, const char 
 #define CPU_BOTH_CPU 1
 #define CPU_BOTH_NONE 0
 
-// run_<op>: the op on ctx's backend, timed when ctx->prof is set.
-#define OP(name, cls, by, wrap, ref, cpu, params, args) \
+// ---- first-write gradients: deferred zeros (ops.h) ------------------------------------------
+static void fill_zero(OpCtx *ctx, Tensor *t, const char *op);
+
+static size_t zs_bytes(const Tensor *t) { return (size_t)tensor_numel(t) * dtype_size(t->dtype); }
+static int zs_overlap(const Tensor *a, const Tensor *b) {
+    const char *pa = a->data, *pb = b->data;
+    return pa < pb + zs_bytes(b) && pb < pa + zs_bytes(a);
+}
+static void zs_remove(ZeroSet *z, int k) { z->e[k] = z->e[--z->n]; }
+// The pending buffer that is exactly t's memory, or -1.
+static int zs_exact(const ZeroSet *z, const Tensor *t) {
+    for (int k = 0; k < z->n; k++)
+        if (z->e[k].data == t->data && zs_bytes(&z->e[k]) == zs_bytes(t)) return k;
+    return -1;
+}
+// Fills (and forgets) every pending buffer t overlaps; op names who needed it (profile).
+static void zs_fill_overlapping(OpCtx *ctx, const Tensor *t, const char *op) {
+    ZeroSet *z = ctx->zeros;
+    if (!t || !t->data || !zs_bytes(t)) return;
+    for (int k = 0; k < z->n;) {
+        if (!zs_overlap(&z->e[k], t)) { k++; continue; }
+        Tensor e = z->e[k];
+        zs_remove(z, k);
+        z->filled++;
+        fill_zero(ctx, &e, op);
+    }
+}
+
+static void zs_on_release(void *arg) {
+    ZeroSet *z = arg;
+    for (int k = 0; k < z->n;)
+        if (arena_holds(z->arena, z->e[k].data, zs_bytes(&z->e[k]))) k++;
+        else zs_remove(z, k), z->dropped++;
+}
+
+void zeroset_init(ZeroSet *z, Arena *arena) {
+    memset(z, 0, sizeof *z);
+    z->arena = arena;
+    if (arena) {
+        CX_ASSERT(!arena->on_release, "zeroset_init: the %s arena already has a release listener", arena->name);
+        arena->on_release = zs_on_release;
+        arena->on_release_arg = z;
+    }
+}
+
+void zeroset_free(ZeroSet *z) {
+    if (z->arena && z->arena->on_release_arg == z) z->arena->on_release = NULL, z->arena->on_release_arg = NULL;
+    z->n = 0;
+}
+
+void ops_zeros_defer(OpCtx *ctx, const Tensor *t) {
+    ZeroSet *z = ctx->zeros;
+    const size_t bytes = zs_bytes(t);
+    if (!t->data || !bytes) return;
+    if (!z || z->n == ZEROSET_MAX || (z->arena && !arena_holds(z->arena, t->data, bytes))) {
+        fill(ctx, (Tensor *)t, 0);
+        return;
+    }
+    for (int k = 0; k < z->n;)   // memory taken again for a new buffer: the old one is dead
+        if (zs_overlap(&z->e[k], t)) zs_remove(z, k);
+        else k++;
+    int64_t n = tensor_numel(t);
+    Tensor e = tensor_view(t->data, t->dtype, 1, &n);
+    e.device = t->device;
+    z->e[z->n++] = e;
+    z->deferred++;
+}
+
+void ops_zeros_touch(OpCtx *ctx, const Tensor *t) {
+    if (ctx->zeros && ctx->zeros->n) zs_fill_overlapping(ctx, t, "host access");
+}
+
+void ops_zeros_flush(OpCtx *ctx) {
+    ZeroSet *z = ctx->zeros;
+    while (z && z->n) {
+        Tensor e = z->e[z->n - 1];
+        z->n--;
+        z->filled++;
+        fill_zero(ctx, &e, "flush");
+    }
+}
+
+// Whether t, an accumulated output of an op whose wrapper can turn the accumulation
+// into a write (gemm_batched's beta, channels_copy's accumulate flag), is exactly one
+// pending buffer that none of the op's other tensors overlaps; if so it is forgotten
+// (the op writes all of it).
+static int zs_claim(OpCtx *ctx, const Tensor *t, const Tensor *const *others, int n) {
+    ZeroSet *z = ctx->zeros;
+    if (!z || !z->n || !t || !t->data) return 0;
+    int k = zs_exact(z, t);
+    if (k < 0) return 0;
+    for (int i = 0; i < n; i++)
+        if (others[i] && others[i]->data && zs_overlap(others[i], t)) return 0;
+    zs_remove(z, k);
+    z->written++;
+    return 1;
+}
+
+// Before an op's kernel: ta are its tensor arguments (NULL for the others), fw those
+// the list's first column names. A first-write output that is exactly one pending
+// buffer, which no other argument overlaps, goes in ctx->write (the kernel writes it);
+// every other pending buffer an argument overlaps is filled now.
+static void zeros_prepare(OpCtx *ctx, const char *op, const Tensor *const *ta, int nt, const Tensor *const *fw,
+                          int nfw) {
+    ZeroSet *z = ctx->zeros;
+    for (int i = 0; i < nt; i++) {
+        const Tensor *t = ta[i];
+        if (!t || !t->data) continue;
+        int first = 0, k;
+        for (int j = 0; j < nfw && !first; j++) first = fw[j] == t;
+        if (first && ctx->nwrite < OP_MAX_WRITES && (k = zs_exact(z, t)) >= 0) {
+            int others = 0;
+            for (int j = 0; j < nt; j++) others += j != i && ta[j] && ta[j]->data && zs_overlap(ta[j], &z->e[k]);
+            if (!others) {
+                zs_remove(z, k);
+                z->written++;
+                ctx->write[ctx->nwrite++] = t;
+                continue;
+            }
+        }
+        zs_fill_overlapping(ctx, t, op);
+    }
+}
+
+// An op's tensor arguments as `const Tensor *`, NULL in the place of the others.
+#define ZT_(a) _Generic((a), Tensor *: (a), const Tensor *: (a), default: (const Tensor *)0)
+#define ZT_1(a) ZT_(a)
+#define ZT_2(a, ...) ZT_(a), ZT_1(__VA_ARGS__)
+#define ZT_3(a, ...) ZT_(a), ZT_2(__VA_ARGS__)
+#define ZT_4(a, ...) ZT_(a), ZT_3(__VA_ARGS__)
+#define ZT_5(a, ...) ZT_(a), ZT_4(__VA_ARGS__)
+#define ZT_6(a, ...) ZT_(a), ZT_5(__VA_ARGS__)
+#define ZT_7(a, ...) ZT_(a), ZT_6(__VA_ARGS__)
+#define ZT_8(a, ...) ZT_(a), ZT_7(__VA_ARGS__)
+#define ZT_9(a, ...) ZT_(a), ZT_8(__VA_ARGS__)
+#define ZT_10(a, ...) ZT_(a), ZT_9(__VA_ARGS__)
+#define ZT_11(a, ...) ZT_(a), ZT_10(__VA_ARGS__)
+#define ZT_12(a, ...) ZT_(a), ZT_11(__VA_ARGS__)
+#define ZT_13(a, ...) ZT_(a), ZT_12(__VA_ARGS__)
+#define ZT_14(a, ...) ZT_(a), ZT_13(__VA_ARGS__)
+#define ZT_LIST(...) PB_CAT(ZT_, PB_NTH(__VA_ARGS__, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1))(__VA_ARGS__)
+#define ZT_EXPAND(...) __VA_ARGS__
+
+// run_<op>: the op on ctx's backend, timed when ctx->prof is set. Pending deferred zeros
+// among its arguments are written by the kernel or filled first (zeros_prepare); the
+// write list is the call's own (a kernel that calls an op leaves it as it found it).
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) \
     static void run_##name params { \
+        const Tensor *saved_w_[OP_MAX_WRITES] = { 0 }; \
+        const int saved_n_ = ctx->nwrite; \
+        if (saved_n_) memcpy(saved_w_, ctx->write, sizeof saved_w_); \
+        ctx->nwrite = 0; \
+        if (ctx->calls) ++*ctx->calls; \
+        if (ctx->zeros && ctx->zeros->n) { \
+            const Tensor *fw_[] = { NULL, ZT_EXPAND fw }; \
+            const Tensor *ta_[] = { ZT_LIST args }; \
+            zeros_prepare(ctx, #name, ta_, (int)(sizeof ta_ / sizeof *ta_), fw_ + 1, (int)(sizeof fw_ / sizeof *fw_) - 1); \
+        } \
         double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
         const OpsBackend *b_ = ops_pick(ctx, by, #name, CPU_BOTH_##ref); \
         CX_ASSERT(b_->name, #name ": the %s backend has no kernel for it", ops_backend_name(ctx->backend)); \
         b_->name args; \
         if (ctx->prof) prof_end(ctx, #name, prof_t0_, PROF_BYTES args); \
+        ctx->nwrite = saved_n_; \
+        if (saved_n_) memcpy(ctx->write, saved_w_, sizeof saved_w_); \
     }
 #include "ops_list.h"
 #undef OP
+
+// A deferred zero filled because op needs it: a fill of its own in the profile, its
+// variant naming the op ("for conv2d_backward"), the op's own pending profile kept.
+static void fill_zero(OpCtx *ctx, Tensor *t, const char *op) {
+    OpProfile *p = ctx->prof;
+    double flops = 0;
+    char kind[sizeof p->pending_kind] = "";
+    if (p) {
+        flops = p->pending_flops;
+        memcpy(kind, p->pending_kind, sizeof kind);
+        p->pending_flops = 0;
+        snprintf(p->pending_kind, sizeof p->pending_kind, "for %s", op);
+    }
+    run_fill(ctx, t, 0);
+    if (p) {
+        p->pending_flops = flops;
+        memcpy(p->pending_kind, kind, sizeof kind);
+    }
+}
+
+int ops_fuse(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("CAMOXPERT_FUSE");
+        v = !(e && !strcmp(e, "0"));
+    }
+    return v;
+}
 
 const char *ops_backend_name(ops_backend b) {
     static const char *names[] = { "cpu", "reference", "cuda" };
@@ -415,14 +600,8 @@ static void pre_rows_sum(OpCtx *ctx, Tensor *db, const Tensor *dy) {
     CX_ASSERT(tensor_numel(db) > 0 && tensor_numel(dy) % tensor_numel(db) == 0, "rows_sum: %lld elements into %lld",
               (long long)tensor_numel(dy), (long long)tensor_numel(db));
 }
-static void pre_channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
-    CX_ASSERT(dst->dtype == src->dtype, "channels_copy: dtypes differ");
-}
 static void pre_topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tensor *x, int k) {
     CX_ASSERT(!idx || idx->dtype == DT_I32, "topk_rows: idx must be I32");
-}
-static void pre_cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in) {
-    CX_ASSERT(tensor_numel(terms) == CL_TERMS, "cod_loss: terms has %lld elements", (long long)tensor_numel(terms));
 }
 static void pre_rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
     CX_ASSERT(idx->dtype == DT_I32 && dst->shape[0] == tensor_numel(idx), "rows_gather: idx I32 (n), dst (n, ...)");
@@ -443,7 +622,7 @@ static void pre_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, cons
 #define WRAP_GEN(name, params, args) void name params { run_##name args; }
 #define WRAP_PRE(name, params, args) void name params { pre_##name args; run_##name args; }
 #define WRAP_OWN(name, params, args)
-#define OP(name, cls, by, wrap, ref, cpu, params, args) WRAP_##wrap(name, params, args)
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) WRAP_##wrap(name, params, args)
 #include "ops_list.h"
 #undef OP
 
@@ -463,14 +642,44 @@ void conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tenso
     run_conv2d_backward(ctx, dx, dw, db, dy, x, w, a);
 }
 
-// Batch counts below 1 count as 1 (GemmArgs); the kernels see them normalised.
+// Batch counts below 1 count as 1 (GemmArgs); the kernels see them normalised. A C
+// that is a deferred zero and that the batch covers whole (contiguous blocks, one
+// after the other) is written with beta 0: beta·0 adds nothing.
 void gemm_batched(OpCtx *ctx, Tensor *C, const Tensor *A, const Tensor *B, const GemmArgs *g) {
     GemmArgs a = *g;
     if (a.nb1 < 1) a.nb1 = 1;
     if (a.nb2 < 1) a.nb2 = 1;
+    const int64_t mn = (int64_t)a.M * a.N;
+    const int covers = a.offc == 0 && a.ldc == a.N && (a.nb2 == 1 || a.sc2 == mn) &&
+                       (a.nb1 == 1 || a.sc1 == mn * a.nb2) && tensor_numel(C) == mn * a.nb1 * a.nb2;
+    const Tensor *ab[2] = { A, B };
+    if (covers && zs_claim(ctx, C, ab, 2)) a.beta = 0;
     if (ctx->macs) *ctx->macs += (double)a.M * a.N * a.K * a.nb1 * a.nb2;
     if (ctx->prof) ctx->prof->pending_flops = 2.0 * a.M * a.N * a.K * a.nb1 * a.nb2;
     run_gemm_batched(ctx, C, A, B, &a);
+}
+
+// A copy that adds into all of a deferred zero's channels writes them instead.
+void channels_copy(OpCtx *ctx, Tensor *dst, int dc0, const Tensor *src, int sc0, int nc, int accumulate) {
+    CX_ASSERT(dst->dtype == src->dtype, "channels_copy: dtypes differ");
+    const Tensor *others[1] = { src };
+    if (accumulate && dc0 == 0 && nc == dst->shape[dst->ndim - 1] && zs_claim(ctx, dst, others, 1)) accumulate = 0;
+    run_channels_copy(ctx, dst, dc0, src, sc0, nc, accumulate);
+}
+
+// The loss's maps and masks are inside its two structs, where run_cod_loss does not
+// look for deferred zeros: they are filled here.
+void cod_loss(OpCtx *ctx, Tensor *terms, const CodLossGrad *g, const CodLossIn *in) {
+    CX_ASSERT(tensor_numel(terms) == CL_TERMS, "cod_loss: terms has %lld elements", (long long)tensor_numel(terms));
+    if (ctx->zeros && ctx->zeros->n) {
+        const Tensor *all[] = { in->pred, in->fg, in->search, in->unc, in->refine0, in->deep[0], in->deep[1],
+                                in->deep[2], in->mask, in->deep_mask[0], in->deep_mask[1], in->deep_mask[2],
+                                g ? g->pred : NULL, g ? g->fg : NULL, g ? g->search : NULL, g ? g->unc : NULL,
+                                g ? g->refine0 : NULL, g ? g->deep[0] : NULL, g ? g->deep[1] : NULL,
+                                g ? g->deep[2] : NULL };
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) zs_fill_overlapping(ctx, all[i], "cod_loss");
+    }
+    run_cod_loss(ctx, terms, g, in);
 }
 
 // The fused pair on the CPU and GPU; on the reference backend, and while a ReluTape
@@ -531,6 +740,8 @@ static double *relu_tape_values(const Tensor *x) {
 }
 
 static void relu_tape_forward(OpCtx *ctx, ReluTape *t, Tensor *y, const Tensor *x) {
+    ops_zeros_touch(ctx, x);   // read and written on the host below
+    ops_zeros_touch(ctx, y);
     int64_t n = tensor_numel(x);
     double *v = relu_tape_values(x);
     if (!t->replay) {

@@ -25,8 +25,11 @@
 //   "float" it may be F32 or act (the router's F32 logits beside bf16
 //   activations, a per-channel F32 scale of a bf16 map); index tensors are I32.
 // * **Every backward ADDS into every gradient it is given (+=), inputs and
-//   parameters alike**; pass NULL for a gradient that is not needed. Callers
-//   zero gradient buffers once per step. Branch joins need no special care.
+//   parameters alike**; pass NULL for a gradient that is not needed. Branch joins
+//   need no special care. A gradient buffer is made zero by ops_zeros_defer
+//   (below): with ctx->zeros set the zero is not written; the buffer's first op
+//   writes it (=) instead of adding, and only an op that cannot do that finds it
+//   filled first (first-write gradients).
 // * Shapes are the caller's responsibility: a mismatch is a bug (CX_ASSERT),
 //   not a user error.
 // * Temporary buffers come from ctx->scratch (on the backend's device; released
@@ -41,7 +44,7 @@
 #include <signal.h>
 
 // The ops: one prototype per line of ops_list.h, where each op's contract is written.
-#define OP(name, cls, by, wrap, ref, cpu, params, args) void name params;
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) void name params;
 #include "ops/ops_list.h"
 #undef OP
 
@@ -125,6 +128,39 @@ void ops_nccl_close(void *comm);
 // its op's class in ops_list.h: "convolution" ("depthwise conv" for a depthwise
 // variant), "GEMM", "norm", "element-wise", "resize", "MoE dispatch", "loss", "optimizer".
 const char *op_profile_class(const OpProfileEntry *e);
+
+// ---- first-write gradients: deferred zeros ----------------------------------------------
+// A gradient buffer that ops only add into (+=) need not be zero-filled first: its first
+// writer may write (=). ops_zeros_defer registers a buffer as logically zero in ctx->zeros
+// (a ZeroSet, ops_types.h) instead of filling it. Every op's wrapper then looks at its
+// tensor arguments: a registered buffer passed whole as an accumulated output that the
+// list's first column names is written by the kernel (op_overwrites; cuDNN's and
+// cuBLASLt's beta 0); one that is read, partly written (a channel slice, a scatter) or
+// added into by a kernel that cannot write is filled first. Results are the same bits as
+// filling at once: x + 0 is x (but for the sign of a zero: −0 + 0 is +0, and a written −0
+// stays −0; nothing downstream divides by a gradient). Host access to such a buffer
+// (downloads, the CPU's host loops) must call ops_zeros_touch first (nn_to_host does).
+// Without ctx->zeros, ops_zeros_defer fills at once.
+//
+//   ZeroSet z;  zeroset_init(&z, &act);  ctx.zeros = &z;      // act: the buffers' arena
+//   Tensor dx = tensor_new(&act, DT_F32, 4, shape);
+//   ops_zeros_defer(&ctx, &dx);                                // no kernel runs
+//   conv2d_backward(&ctx, &dx, &dw, &db, &dy, &x, &w, a);      // writes dx (beta 0)
+//   ops_zeros_flush(&ctx);  ctx.zeros = NULL;  zeroset_free(&z);
+//
+// The arena's release drops the buffers it frees (Arena.on_release); a buffer outside the
+// arena, or past ZEROSET_MAX pending ones, is filled at once.
+void zeroset_init(ZeroSet *z, Arena *arena);
+void zeroset_free(ZeroSet *z);               // forgets what is pending (flush first if it is read later)
+void ops_zeros_defer(OpCtx *ctx, const Tensor *t);
+void ops_zeros_touch(OpCtx *ctx, const Tensor *t);   // fills the pending buffers t overlaps
+void ops_zeros_flush(OpCtx *ctx);                    // fills every pending buffer
+
+// ---- fused ops --------------------------------------------------------------------------
+// Whether the modules call the fused ops (residual_scale_*, ...) where they replace a
+// sequence, and the GPU's libraries run their epilogues: 1, unless CAMOXPERT_FUSE=0 in
+// the environment (read once), which gives the unfused sequences back (side-by-side timing).
+int ops_fuse(void);
 
 // ---- helpers beside the ops ----------------------------------------------------------
 // The output size of a convolution along one axis (conv2d_forward).

@@ -5,21 +5,61 @@
 // in ops.h: N batch, H W spatial, C channels in, K channels out.
 #pragma once
 #include "core/core.h"
+#include <string.h>
 
 typedef enum { OPS_CPU = 0, OPS_REF, OPS_CUDA } ops_backend;
 
 struct CudaState;
 struct ReluTape;
 struct OpProfile;
+struct ZeroSet;
+
+#define OP_MAX_WRITES 8
 
 typedef struct OpCtx {
     ops_backend backend;
     Arena *scratch;           // temporaries inside one op call (host arena, or device arena under OPS_CUDA)
     struct CudaState *cuda;   // OPS_CUDA: stream, cuDNN/cuBLASLt handles, plan caches of one GPU (ops/cuda)
     double *macs;             // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
+    int64_t *calls;           // non-NULL: every op call adds 1 (camoxpert bench: op calls per step)
     struct ReluTape *relu_tape;   // non-NULL: ReLU decisions recorded or replayed (parity checks; see below)
     struct OpProfile *prof;   // non-NULL: every op timed between two synchronisations (camoxpert bench --profile)
+    struct ZeroSet *zeros;    // non-NULL: buffers made zero by ops_zeros_defer are zero-filled only when
+                              // needed (first-write gradients, ops.h); NULL: ops_zeros_defer fills at once
+    // Set by an op's wrapper for the one kernel call: the accumulated outputs (the list's
+    // first column) that the kernel writes (=) instead of adding into (op_overwrites).
+    const Tensor *write[OP_MAX_WRITES];
+    int nwrite;
 } OpCtx;
+
+// In a kernel: whether accumulated output t (the pointer the kernel was given) is to be
+// written whole (=) in this call instead of added into (+=): it was a deferred zero.
+static inline int op_overwrites(const OpCtx *ctx, const Tensor *t) {
+    for (int i = 0; i < ctx->nwrite; i++)
+        if (ctx->write[i] == t) return 1;
+    return 0;
+}
+
+// In a host kernel that only knows how to add into t (the reference loops, a few CPU
+// paths): a t to be written is zeroed first, the same result as the fill it replaces.
+static inline void op_zero_first(OpCtx *ctx, Tensor *t) {
+    if (t && t->data && op_overwrites(ctx, t)) memset(t->data, 0, tensor_nbytes(t));
+}
+
+// ---- first-write gradients: deferred zeros (ops.h) ---------------------------------------
+// The buffers that are logically zero but not yet filled: each a 1-D view of the
+// registered tensor's memory. Few are pending at once (a backward registers a gradient
+// and its first writer usually comes next); past ZEROSET_MAX a new one is filled at once.
+#define ZEROSET_MAX 64
+typedef struct ZeroSet {
+    Tensor e[ZEROSET_MAX];
+    int n;
+    Arena *arena;                 // the arena the buffers come from (its release drops the freed ones)
+    int64_t deferred;             // counters since zeroset_init: buffers registered,
+    int64_t written;              // ... written whole by their first op (no fill),
+    int64_t filled;               // ... filled before an op that could not write them,
+    int64_t dropped;              // ... freed while still pending (never touched: no fill)
+} ZeroSet;
 
 // ---- profiling (ops.h) ----------------------------------------------------------------
 typedef struct {

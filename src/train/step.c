@@ -16,9 +16,21 @@ void train_step_init(TrainStep *s, Runtime *rt, CamoXpert *m, ParamTable *pt, Ad
     const char *b = getenv("CAMOXPERT_GRAD_BUCKETS");
     s->buckets = !(b && !strcmp(b, "0"));
     s->reduced_from = pt->numel;
+    const char *fw = getenv("CAMOXPERT_FIRST_WRITE");
+    s->first_write = !(fw && !strcmp(fw, "0"));
+    const char *tg = getenv("CAMOXPERT_TRAIN_GRAPH");
+    s->graph = !(tg && !strcmp(tg, "0"));
+    s->graph_after = 2;
+}
+
+static void graph_drop(TrainStep *s) {
+    if (s->g.exec) ops_graph_free(&s->rt->ctx.op, s->g.exec);
+    free(s->g.counter_delta);
+    memset(&s->g, 0, sizeof s->g);
 }
 
 void train_step_free(TrainStep *s) {
+    graph_drop(s);
     arena_free(&s->keep);
     free(s->wseg);
 }
@@ -102,27 +114,204 @@ static void warn_degenerate_bn(TrainStep *s, const Tensor *image) {
              2 * S, batch, BN_MIN_VALUES);
 }
 
-void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone,
-                           CamoXpertOutputs *o) {
+// The batch on the device: uploaded as it is (float32, into act) — on the CPU the host
+// tensors themselves. The conversion to the step's dtypes is an op (step_work), so that
+// a captured graph does it again on every replay while the uploads stay outside.
+static void step_upload(Runtime *rt, const Tensor *image, const Tensor *mask, Tensor *xu, Tensor *yu) {
+    tensor_require_host(image, "train_step_accumulate");
+    tensor_require_host(mask, "train_step_accumulate");
+    *xu = *image, *yu = *mask;
+    if (rt->device != DEV_CUDA) return;
+    *xu = tensor_new(&rt->act, image->dtype, image->ndim, image->shape);
+    tensor_upload(xu, image);
+    *yu = tensor_new(&rt->act, mask->dtype, mask->ndim, mask->shape);
+    tensor_upload(yu, mask);
+}
+
+static Tensor step_convert(Runtime *rt, const Tensor *up, cx_dtype dt) {
+    if (up->dtype == dt) return *up;
+    Tensor t = tensor_new(&rt->act, dt, up->ndim, up->shape);
+    copy(&rt->ctx.op, &t, up);
+    return t;
+}
+
+// Forward, loss and backward of one micro-batch whose inputs are uploaded (xu, yu): device
+// work only (dense, one rank), so that it can be captured as a graph.
+static void step_work(TrainStep *s, const Tensor *xu, const Tensor *yu, int skip_backbone, int bucketed,
+                      CamoXpertOutputs *o) {
     Runtime *rt = s->rt;
     NNCtx *ctx = &rt->ctx;
-    runtime_step_reset(rt);
-    Tensor x = runtime_input(rt, image, rt->dtype), y = runtime_input(rt, mask, nn_stat_dtype(ctx));
+    Tensor x = step_convert(rt, xu, rt->dtype), y = step_convert(rt, yu, nn_stat_dtype(ctx));
+    // First-write gradients (ops.h): the step's zeroed buffers are deferred zeros, written
+    // by their first op; what is still pending at the end is filled (normally nothing).
+    ZeroSet zs;
+    if (s->first_write) {
+        zeroset_init(&zs, ctx->act);
+        ctx->op.zeros = ctx->host_op.zeros = &zs;
+    }
     camoxpert_forward(ctx, s->m, &x, o);
-    warn_degenerate_bn(s, image);
+    warn_degenerate_bn(s, xu);
     Tensor terms = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ CL_TERMS });
     CodOutputs g;
     camo_loss_terms(ctx, &s->w, &o->maps, &y, &terms, &g);
     Tensor acc = tensor_slice0(&s->stats, 0, CL_TERMS);
     axpy(&ctx->op, &acc, 1.0, &terms);
     s->balance += o->balance_loss;
-    CX_ASSERT(s->reduced_from == s->pt->numel, "train_step_accumulate: a micro-batch after the step's last one "
-              "(TrainStep.accum = %d) — its gradients would miss the all-reduce", s->accum);
-    const int bucketed = s->buckets && s->comm && s->comm->world > 1 && s->n_micro + 1 == s->accum;
     if (bucketed) ctx->grad_ready = grad_ready, ctx->grad_ready_arg = s;
     if (skip_backbone) camoxpert_backward_features(ctx, s->m, &g, s->w.balance, NULL);
     else camoxpert_backward(ctx, s->m, &g, s->w.balance, NULL);
     ctx->grad_ready = NULL, ctx->grad_ready_arg = NULL;
+    if (s->first_write) {
+        ops_zeros_flush(&ctx->op);
+        ctx->op.zeros = ctx->host_op.zeros = NULL;
+        zeroset_free(&zs);
+        s->zeros_deferred += zs.deferred, s->zeros_written += zs.written;
+        s->zeros_filled += zs.filled, s->zeros_dropped += zs.dropped;
+    }
+}
+
+// ---- the micro-batch as a CUDA graph ------------------------------------------------------------
+// A dense model on one GPU (no gradient buckets, no profiler, no synchronised BatchNorm,
+// no ReLU tape) queues the same work at the same addresses for every batch of one shape:
+// after graph_after eager micro-batches of a shape (arenas at their peaks, algorithms
+// chosen) the next is captured, and from then on each is two uploads into the captured
+// input buffers and one replay. The host-side effects of the work — BatchNorm's batch
+// counters, the FLOP count, the first-write counters — are measured at the capture and
+// applied per replay. Another shape, skip_backbone or the arenas having moved (an eager
+// pass that needed more memory) capture anew; a capture that fails leaves the step eager
+// for good, the reason in s->graph_why. CAMOXPERT_TRAIN_GRAPH=0: always eager.
+static int graph_allowed(const TrainStep *s, int bucketed) {
+    const NNCtx *ctx = &s->rt->ctx;
+    return s->graph && s->rt->device == DEV_CUDA && !s->m->cfg.sparse && !bucketed &&
+           !(s->comm && s->comm->world > 1) && !ctx->op.prof && !ctx->op.relu_tape && !ctx->sync_sum && ctx->training;
+}
+
+// The graph's key: what the captured work depends on besides the weights.
+static int graph_key_same(const TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone) {
+    return s->g.key_set && !memcmp(s->g.ishape, image->shape, sizeof s->g.ishape) &&
+           !memcmp(s->g.mshape, mask->shape, sizeof s->g.mshape) && s->g.skip_backbone == skip_backbone &&
+           image->ndim == 4 && mask->ndim == 4;
+}
+
+// Whether the arenas still hold the memory the graph names: the activations one block at
+// the captured base (a reset that coalesced several would have moved it), the scratch
+// arena's blocks (never reset, only grown: their number and sizes) as they were.
+static int graph_arenas_same(const TrainStep *s) {
+    const Runtime *rt = s->rt;
+    return rt->act.top && !rt->act.top->prev && !rt->act.spare && rt->act.top->data == s->g.act_base &&
+           arena_capacity(&rt->act) == s->g.act_cap && arena_capacity(&rt->scratch) == s->g.scr_cap;
+}
+
+static void graph_replay(TrainStep *s, const Tensor *image, const Tensor *mask, CamoXpertOutputs *o) {
+    Runtime *rt = s->rt;
+    NNCtx *ctx = &rt->ctx;
+    runtime_step_reset(rt);
+    Tensor xu = tensor_view(s->g.xu, image->dtype, image->ndim, image->shape);
+    Tensor yu = tensor_view(s->g.yu, mask->dtype, mask->ndim, mask->shape);
+    xu.device = yu.device = DEV_CUDA;
+    tensor_upload(&xu, image);
+    tensor_upload(&yu, mask);
+    ops_graph_launch(&ctx->op, s->g.exec);
+    // the graph's tensors (its outputs in *o among them) stay where later eager work cannot take them
+    arena_alloc(&rt->act, s->g.act_used);
+    for (int i = 0; i < s->pt->n; i++) s->pt->counter[i] += s->g.counter_delta[i];
+    if (ctx->op.macs) *ctx->op.macs += s->g.macs;
+    if (ctx->op.calls) *ctx->op.calls += s->g.calls;
+    s->zeros_deferred += s->g.zs[0], s->zeros_written += s->g.zs[1];
+    s->zeros_filled += s->g.zs[2], s->zeros_dropped += s->g.zs[3];
+    s->balance += s->g.balance;
+    *o = s->g.out;
+    s->graph_replays++;
+}
+
+// Captures this micro-batch's work and runs it (1), or leaves it to the eager path (0:
+// nothing of it has run, nothing changed).
+static int graph_capture(TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone,
+                         CamoXpertOutputs *o) {
+    Runtime *rt = s->rt;
+    NNCtx *ctx = &rt->ctx;
+    ParamTable *pt = s->pt;
+    graph_drop(s);
+    runtime_step_reset(rt);
+    Tensor xu, yu;
+    step_upload(rt, image, mask, &xu, &yu);
+    runtime_sync(rt);
+    int64_t *counter0 = cx_malloc(sizeof(int64_t) * (size_t)(pt->n ? pt->n : 1));
+    memcpy(counter0, pt->counter, sizeof(int64_t) * (size_t)pt->n);
+    const int64_t zs0[4] = { s->zeros_deferred, s->zeros_written, s->zeros_filled, s->zeros_dropped };
+    const double balance0 = s->balance;
+    double macs = 0, *macs_caller = ctx->op.macs;
+    int64_t calls = 0, *calls_caller = ctx->op.calls;
+    ctx->op.macs = &macs, ctx->op.calls = &calls;
+    s->g.act_base = rt->act.top ? rt->act.top->data : NULL, s->g.act_cap = arena_capacity(&rt->act);
+    s->g.scr_cap = arena_capacity(&rt->scratch);
+    ops_graph_begin(&ctx->op);
+    step_work(s, &xu, &yu, skip_backbone, 0, o);
+    s->g.exec = ops_graph_end(&ctx->op, s->graph_why, sizeof s->graph_why);
+    ctx->op.macs = macs_caller, ctx->op.calls = calls_caller;
+    if (s->g.exec && !graph_arenas_same(s)) {   // an arena grew under capture: the graph would name freed memory
+        ops_graph_free(&ctx->op, s->g.exec);
+        s->g.exec = NULL;
+        snprintf(s->graph_why, sizeof s->graph_why, "the arenas grew during the capture");
+    }
+    if (!s->g.exec) {   // nothing ran: undo the host-side effects, the caller runs the batch eagerly
+        memcpy(pt->counter, counter0, sizeof(int64_t) * (size_t)pt->n);
+        s->zeros_deferred = zs0[0], s->zeros_written = zs0[1], s->zeros_filled = zs0[2], s->zeros_dropped = zs0[3];
+        s->balance = balance0;
+        free(counter0);
+        s->graph_failed = 1;
+        fprintf(stderr, "note: the training step runs op by op: no CUDA graph (%s)\n", s->graph_why);
+        return 0;
+    }
+    s->g.nodes = strtol(s->graph_why, NULL, 10);
+    s->g.counter_delta = counter0;
+    for (int i = 0; i < pt->n; i++) s->g.counter_delta[i] = pt->counter[i] - counter0[i];
+    s->g.macs = macs, s->g.calls = calls;
+    if (macs_caller) *macs_caller += macs;
+    if (calls_caller) *calls_caller += calls;
+    s->g.zs[0] = s->zeros_deferred - zs0[0], s->g.zs[1] = s->zeros_written - zs0[1];
+    s->g.zs[2] = s->zeros_filled - zs0[2], s->g.zs[3] = s->zeros_dropped - zs0[3];
+    s->g.balance = s->balance - balance0;
+    s->g.xu = xu.data, s->g.yu = yu.data;
+    s->g.act_used = rt->act.used;
+    s->g.out = *o;
+    memcpy(s->g.ishape, image->shape, sizeof s->g.ishape);
+    memcpy(s->g.mshape, mask->shape, sizeof s->g.mshape);
+    s->g.skip_backbone = skip_backbone;
+    s->g.key_set = 1;
+    ops_graph_launch(&ctx->op, s->g.exec);   // this micro-batch's work
+    s->graph_captures++;
+    return 1;
+}
+
+void train_step_accumulate(TrainStep *s, const Tensor *image, const Tensor *mask, int skip_backbone,
+                           CamoXpertOutputs *o) {
+    Runtime *rt = s->rt;
+    CX_ASSERT(s->reduced_from == s->pt->numel, "train_step_accumulate: a micro-batch after the step's last one "
+              "(TrainStep.accum = %d) — its gradients would miss the all-reduce", s->accum);
+    const int bucketed = s->buckets && s->comm && s->comm->world > 1 && s->n_micro + 1 == s->accum;
+    if (graph_allowed(s, bucketed) && !s->graph_failed && image->ndim == 4 && mask->ndim == 4) {
+        if (graph_key_same(s, image, mask, skip_backbone) && s->g.exec && graph_arenas_same(s)) {
+            graph_replay(s, image, mask, o);
+            s->n_micro++;
+            return;
+        }
+        if (!graph_key_same(s, image, mask, skip_backbone) || s->g.exec) {   // a new shape, or the arenas moved
+            graph_drop(s);
+            memcpy(s->g.ishape, image->shape, sizeof s->g.ishape);
+            memcpy(s->g.mshape, mask->shape, sizeof s->g.mshape);
+            s->g.skip_backbone = skip_backbone;
+            s->g.key_set = 1;
+        }
+        if (++s->g.eager >= s->graph_after + 1 && graph_capture(s, image, mask, skip_backbone, o)) {
+            s->n_micro++;
+            return;
+        }
+    }
+    runtime_step_reset(rt);
+    Tensor xu, yu;
+    step_upload(rt, image, mask, &xu, &yu);
+    step_work(s, &xu, &yu, skip_backbone, bucketed, o);
     s->n_micro++;
 }
 

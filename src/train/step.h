@@ -46,6 +46,32 @@ typedef struct {
     int accum;               // micro-batches per step (default 1): the one numbered accum is the last
     int buckets;             // 1 (default): buckets; 0: one all-reduce after the backward
                              // (CAMOXPERT_GRAD_BUCKETS=0 in the environment)
+    // First-write gradients (ops.h): 1 (default) makes the backward's zeroed buffers
+    // deferred zeros, written by their first op instead of filled and added into; 0
+    // fills them (CAMOXPERT_FIRST_WRITE=0 in the environment). Counted over the steps:
+    int first_write;
+    int64_t zeros_deferred, zeros_written, zeros_filled, zeros_dropped;   // (ZeroSet)
+    // The micro-batch as a CUDA graph (step.c): 1 (default) on a GPU for a dense model on
+    // one rank, after graph_after eager micro-batches of one shape (default 2); 0 always
+    // eager (CAMOXPERT_TRAIN_GRAPH=0). graph_why: the captured graph's size ("1234 nodes")
+    // or why there is none.
+    int graph, graph_after, graph_failed;
+    int64_t graph_captures, graph_replays;
+    char graph_why[160];
+    struct {
+        void *exec;                      // the graph, or NULL
+        int key_set, skip_backbone, eager;   // the key's shapes below; eager micro-batches seen at it
+        int64_t ishape[4], mshape[4];
+        void *xu, *yu;                   // the captured input buffers (float32, on the device)
+        void *act_base;                  // the activation arena's block at the capture
+        size_t act_cap, scr_cap, act_used;
+        CamoXpertOutputs out;            // where the captured work leaves its outputs
+        int64_t *counter_delta;          // (pt->n) BatchNorm batch counters a micro-batch adds
+        double macs, balance;            // a micro-batch's FLOP count (multiply-adds) and balance loss
+        int64_t calls;                   // ... its op calls
+        int64_t zs[4];                   // ... and first-write counters
+        int64_t nodes;                   // kernels and copies in the graph
+    } g;
     // the step's state
     int64_t reduced_from;    // gradient elements [reduced_from, numel) have been started
     int n_buckets;           // buckets started in this step (the remainder at finish included)

@@ -8,7 +8,7 @@
 #define CPU_SLOT_CPU(name) .name = cpu_##name,
 #define CPU_SLOT_REF(name) .name = ref_##name##_f32,
 const OpsBackend ops_cpu = {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) CPU_SLOT_##cpu(name)
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) CPU_SLOT_##cpu(name)
 #include "ops/ops_list.h"
 #undef OP
 };

@@ -185,6 +185,7 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
     if (!dx && !dw && !db) return;
 #endif
+    op_zero_first(ctx, dx);   // a first write (ops.h): the kernels below add
     if (conv_is_depthwise(&g)) { cpu_dwconv_backward(ctx, dx, dw, db, dy, x, w, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);   // (N,H,W,C), (R,K)

@@ -204,12 +204,15 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
         void *wb = weights_in(ctx, e, w);
-        float *dxp = tensor_f32(dx), *out = e->dx_sum ? dxp : cpu_dnnl_scratch(ctx, &e->act_out);
+        // A first write (ops.h) goes straight into dx; the primitive that adds (dx_sum) gets a zeroed dx.
+        const int wr = op_overwrites(ctx, dx);
+        if (wr && e->dx_sum) op_zero_first(ctx, dx);
+        float *dxp = tensor_f32(dx), *out = e->dx_sum || wr ? dxp : cpu_dnnl_scratch(ctx, &e->act_out);
         cpu_dnnl_run(ctx, e->conv, &e->conv_pad, 3,
             (dnnl_exec_arg_t[4]){ { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_in, tensor_f32(dy)) },
                                   { DNNL_ARG_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) },
                                   { DNNL_ARG_DIFF_SRC, cpu_dnnl_mem(&e->act_out, out) } });
-        if (!e->dx_sum) {
+        if (!e->dx_sum && !wr) {
             int64_t n = tensor_numel(dx);
 #pragma omp parallel for simd schedule(static)
             for (int64_t i = 0; i < n; i++) dxp[i] += out[i];

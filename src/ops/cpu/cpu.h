@@ -10,7 +10,7 @@
 // backend too.
 #define CPU_DECL_CPU(name, params) void cpu_##name params;
 #define CPU_DECL_REF(name, params)
-#define OP(name, cls, by, wrap, ref, cpu, params, args) CPU_DECL_##cpu(name, params)
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) CPU_DECL_##cpu(name, params)
 #include "ops/ops_list.h"
 #undef OP
 

@@ -15,6 +15,10 @@
 // Parallel only above this many elements: below it thread start-up costs more.
 #define PAR_MIN 32768
 
+// lhs += v, or with wr (a first write: op_overwrites, ops.h) lhs = 0 + v, its old
+// contents unread: what adding v into a zero-filled buffer gives, bit for bit.
+#define ACC(wr, lhs, v) ((lhs) = ((wr) ? 0.0f : (lhs)) + (v))
+
 #define EW_LOOP(n, body) do { \
     int64_t n_ = (n); \
     _Pragma("omp parallel for simd schedule(static) if (n_ > PAR_MIN)") \
@@ -80,8 +84,54 @@ void cpu_gelu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
     const float k = (float)(M_2_SQRTPI * M_SQRT1_2 * 0.5);   // 1/sqrt(2π)
+    const int wr = op_overwrites(ctx, dx);
     // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-    EW_LOOP(tensor_numel(x), float v = xp[i]; dxp[i] += dyp[i] * (vnormcdf(v) + v * k * vexpf(-0.5f * v * v)));
+    EW_LOOP(tensor_numel(x), float v = xp[i]; ACC(wr, dxp[i], dyp[i] * (vnormcdf(v) + v * k * vexpf(-0.5f * v * v))));
+}
+
+// gelu_backward and the bias gradient Σ t per channel, in per-thread double partials
+// summed in thread order.
+void cpu_gelu_bias_backward(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x) {
+    const int64_t C = x->shape[x->ndim - 1], R = tensor_numel(x) / C;
+    const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
+    float *dxp = dx ? tensor_f32(dx) : NULL;
+    const float k = (float)(M_2_SQRTPI * M_SQRT1_2 * 0.5);
+    const int wr = op_overwrites(ctx, dx);
+    ArenaMark m = arena_mark(ctx->scratch);
+    const int nt = cx_threads_get();
+    double *part = dbias ? arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * C)) : NULL;   // (nt, C)
+    float *row = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(nt * C));
+#pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        double *pp = part ? part + (int64_t)t * C : NULL;
+        float *g = row + (int64_t)t * C;
+        for (int64_t r = R * t / T; r < R * (t + 1) / T; r++) {
+            const float *xr = xp + r * C, *d = dyp + r * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) {
+                float v = xr[c];
+                g[c] = d[c] * (vnormcdf(v) + v * k * vexpf(-0.5f * v * v));
+            }
+            if (dxp) {
+                float *o = dxp + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) ACC(wr, o[c], g[c]);
+            }
+            if (pp)
+                for (int64_t c = 0; c < C; c++) pp[c] += g[c];
+        }
+    }
+    if (part) {
+        float *db = tensor_f32(dbias);
+        for (int t = 0; t < nt; t++)
+            for (int64_t c = 0; c < C; c++) db[c] += (float)part[(int64_t)t * C + c];
+    }
+    arena_release(ctx->scratch, m);
 }
 
 void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
@@ -93,7 +143,8 @@ void cpu_relu_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
 void cpu_relu_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
     const float *yp = tensor_f32(y), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
-    EW_LOOP(tensor_numel(y), dxp[i] += yp[i] > 0 ? dyp[i] : 0.0f);
+    const int wr = op_overwrites(ctx, dx);
+    EW_LOOP(tensor_numel(y), ACC(wr, dxp[i], yp[i] > 0 ? dyp[i] : 0.0f));
 }
 
 void cpu_sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
@@ -105,7 +156,8 @@ void cpu_sigmoid_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
 void cpu_sigmoid_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
     const float *yp = tensor_f32(y), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
-    EW_LOOP(tensor_numel(y), dxp[i] += dyp[i] * yp[i] * (1.0f - yp[i]));
+    const int wr = op_overwrites(ctx, dx);
+    EW_LOOP(tensor_numel(y), ACC(wr, dxp[i], dyp[i] * yp[i] * (1.0f - yp[i])));
 }
 
 void cpu_softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
@@ -117,7 +169,8 @@ void cpu_softplus_forward(OpCtx *ctx, Tensor *y, const Tensor *x) {
 void cpu_softplus_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
-    EW_LOOP(tensor_numel(x), dxp[i] += xp[i] > 20.0f ? dyp[i] : dyp[i] / (1.0f + vexpf(-xp[i])));
+    const int wr = op_overwrites(ctx, dx);
+    EW_LOOP(tensor_numel(x), ACC(wr, dxp[i], xp[i] > 20.0f ? dyp[i] : dyp[i] / (1.0f + vexpf(-xp[i]))));
 }
 
 void cpu_clamp_forward(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, double hi) {
@@ -131,7 +184,8 @@ void cpu_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *
     const float *xp = tensor_f32(x), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
     const float l = (float)lo, h = (float)hi;
-    EW_LOOP(tensor_numel(x), dxp[i] += (xp[i] >= l && xp[i] <= h) ? dyp[i] : 0.0f);
+    const int wr = op_overwrites(ctx, dx);
+    EW_LOOP(tensor_numel(x), ACC(wr, dxp[i], (xp[i] >= l && xp[i] <= h) ? dyp[i] : 0.0f));
 }
 
 void cpu_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
@@ -144,7 +198,8 @@ void cpu_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
     const float *xp = tensor_f32(x);
     float *yp = tensor_f32(y);
     const float al = (float)alpha;
-    EW_LOOP(tensor_numel(x), yp[i] += al * xp[i]);
+    const int wr = op_overwrites(ctx, y);
+    EW_LOOP(tensor_numel(x), ACC(wr, yp[i], al * xp[i]));
 }
 
 // Zeros (gradient buffers: about 500 a demo step) by memset, in one slice per thread;
@@ -198,6 +253,7 @@ void cpu_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) {
 void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s) {
     MulBcast b = mul_bcast_plan(x, s);
     const float *xp = tensor_f32(x), *sp = tensor_f32(s), *dyp = tensor_f32(dy);
+    const int wx = op_overwrites(ctx, dx), ws = op_overwrites(ctx, ds);
     if (dx) {
         float *dxp = tensor_f32(dx);
 #pragma omp parallel for collapse(2) schedule(static) if (b.N * b.P * b.C > PAR_MIN)
@@ -207,11 +263,11 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
                 const float *sr = sp + n * b.sn + p * b.sp;
                 if (b.sc) {
 #pragma omp simd
-                    for (int64_t c = 0; c < b.C; c++) dxp[o + c] += dyp[o + c] * sr[c];
+                    for (int64_t c = 0; c < b.C; c++) ACC(wx, dxp[o + c], dyp[o + c] * sr[c]);
                 } else {
                     float v = sr[0];
 #pragma omp simd
-                    for (int64_t c = 0; c < b.C; c++) dxp[o + c] += dyp[o + c] * v;
+                    for (int64_t c = 0; c < b.C; c++) ACC(wx, dxp[o + c], dyp[o + c] * v);
                 }
             }
     }
@@ -240,7 +296,7 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
         }
         for (int t = 1; t < nt; t++)   // the partials in thread order, then one add (cpu_colsum_add)
             for (int64_t j = 0; j < NS * b.C; j++) part[j] += part[(int64_t)t * NS * b.C + j];
-        for (int64_t j = 0; j < NS * b.C; j++) dsp[j] += (float)part[j];
+        for (int64_t j = 0; j < NS * b.C; j++) ACC(ws, dsp[j], (float)part[j]);
         arena_release(ctx->scratch, m);
     } else if (b.sc == 0 && b.sn == 0) {
         // s is (1, H, W, 1): per pixel, summed over the images (threads own pixels).
@@ -249,7 +305,7 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
             double acc = 0;
             for (int64_t n = 0; n < b.N; n++)
                 for (int64_t c = 0; c < b.C; c++) acc += (double)dyp[(n * b.P + p) * b.C + c] * xp[(n * b.P + p) * b.C + c];
-            dsp[p] += (float)acc;
+            ACC(ws, dsp[p], (float)acc);
         }
     } else if (b.sc == 0) {
         // s is (N, H, W, 1): one dot product over channels per pixel.
@@ -258,11 +314,70 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
             float acc = 0;
 #pragma omp simd reduction(+ : acc)
             for (int64_t c = 0; c < b.C; c++) acc += dyp[q * b.C + c] * xp[q * b.C + c];
-            dsp[q] += acc;
+            ACC(ws, dsp[q], acc);
         }
     } else {
-        EW_LOOP(b.N * b.P * b.C, dsp[i] += dyp[i] * xp[i]);
+        EW_LOOP(b.N * b.P * b.C, ACC(ws, dsp[i], dyp[i] * xp[i]));
     }
+}
+
+// ---- the layer-scaled residual (EdgeNeXt block tails) ---------------------------------------------
+// y = x + γ ⊙ z in one pass (the multiply-add may contract to an FMA: within rounding of
+// the reference pair).
+void cpu_residual_scale_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z, const Tensor *gamma) {
+    const int64_t C = tensor_numel(gamma), R = tensor_numel(z) / C;
+    const float *xp = tensor_f32(x), *zp = tensor_f32(z), *gp = tensor_f32(gamma);
+    float *yp = tensor_f32(y);
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
+    for (int64_t r = 0; r < R; r++) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) yp[r * C + c] = xp[r * C + c] + zp[r * C + c] * gp[c];
+    }
+}
+
+// dx += dy, dz += γ·dy, dγ += Σ dy·z: one pass over dy and z, dγ in per-thread double
+// partials summed in thread order (as cpu_mul_backward's per-channel scale).
+void cpu_residual_scale_backward(OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy, const Tensor *z,
+                                 const Tensor *gamma) {
+    const int64_t C = tensor_numel(gamma), R = tensor_numel(dy) / C;
+    const float *zp = tensor_f32(z), *gp = tensor_f32(gamma), *dyp = tensor_f32(dy);
+    float *dxp = dx ? tensor_f32(dx) : NULL, *dzp = dz ? tensor_f32(dz) : NULL;
+    const int wx = op_overwrites(ctx, dx), wz = op_overwrites(ctx, dz);
+    ArenaMark m = arena_mark(ctx->scratch);
+    const int nt = cx_threads_get();
+    double *part = dgamma ? arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * C)) : NULL;   // (nt, C)
+#pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int t = 0, T = 1;
+#endif
+        double *pp = part ? part + (int64_t)t * C : NULL;
+        for (int64_t r = R * t / T; r < R * (t + 1) / T; r++) {
+            const float *d = dyp + r * C, *zr = zp + r * C;
+            if (dzp) {
+                float *o = dzp + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) ACC(wz, o[c], d[c] * gp[c]);
+            }
+            if (dxp) {
+                float *o = dxp + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) ACC(wx, o[c], d[c]);
+            }
+            if (pp) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) pp[c] += d[c] * zr[c];
+            }
+        }
+    }
+    if (part) {
+        float *dg = tensor_f32(dgamma);
+        for (int t = 0; t < nt; t++)
+            for (int64_t c = 0; c < C; c++) dg[c] += (float)part[(int64_t)t * C + c];
+    }
+    arena_release(ctx->scratch, m);
 }
 
 // ---- resampling and pooling -----------------------------------------------------------------------
@@ -316,6 +431,7 @@ void cpu_resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, doub
     resize_lerps(lw, W, Wo, scale_w);
     const float *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
+    op_zero_first(ctx, dx);   // a first write (ops.h): the scatter below adds
     // The interpolation is separable, so the scatter is too: first along W into
     // t (N, Ho, W, C), a thread owning whole rows; then along H, dx rows += l·t
     // rows, a thread owning a slice of every row. Both inner loops run over
@@ -372,11 +488,12 @@ void cpu_avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
     const float *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
     const float inv = 1.0f / (float)HW;
+    const int wr = op_overwrites(ctx, dx);
 #pragma omp parallel for collapse(2) schedule(static) if (N * HW * C > PAR_MIN)
     for (int64_t n = 0; n < N; n++)
         for (int64_t p = 0; p < HW; p++) {
 #pragma omp simd
-            for (int64_t c = 0; c < C; c++) dxp[(n * HW + p) * C + c] += dyp[n * C + c] * inv;
+            for (int64_t c = 0; c < C; c++) ACC(wr, dxp[(n * HW + p) * C + c], dyp[n * C + c] * inv);
         }
 }
 
@@ -418,12 +535,13 @@ void cpu_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor
                           int64_t inner) {
     const float *yp = tensor_f32(y), *dyp = tensor_f32(dy);
     float *dxp = tensor_f32(dx);
+    const int wr = op_overwrites(ctx, dx);
 #pragma omp parallel for collapse(2) schedule(static) if (outer * L * inner > PAR_MIN)
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in = 0; in < inner; in++) {
             int64_t b = o * L * inner + in;
             double s = 0;
             for (int64_t l = 0; l < L; l++) s += dyp[b + l * inner] * yp[b + l * inner];
-            for (int64_t l = 0; l < L; l++) dxp[b + l * inner] += yp[b + l * inner] * (dyp[b + l * inner] - (float)s);
+            for (int64_t l = 0; l < L; l++) ACC(wr, dxp[b + l * inner], yp[b + l * inner] * (dyp[b + l * inner] - (float)s));
         }
 }

@@ -51,9 +51,9 @@ void cpu_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
                          const Tensor *w) {
     int64_t K = w->shape[0], C = w->shape[1], R = tensor_numel(x) / C;
     const float *dyp = tensor_f32(dy);   // (R, K)
-    if (dx)
-        gemm(ctx, 0, 0, (int)R, (int)C, (int)K, 1, dyp, (int)K, 0, tensor_f32(w), (int)C, 0, 1, tensor_f32(dx),
-             (int)C, 0, 1, NULL);
+    if (dx)   // beta 0 for dx's first write (ops.h)
+        gemm(ctx, 0, 0, (int)R, (int)C, (int)K, 1, dyp, (int)K, 0, tensor_f32(w), (int)C, 0,
+             op_overwrites(ctx, dx) ? 0.0f : 1.0f, tensor_f32(dx), (int)C, 0, 1, NULL);
     if (dw) {
         ArenaMark m = arena_mark(ctx->scratch);
         float *g = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(K * C));   // (K, C) this call's dyᵀ·x

@@ -159,13 +159,14 @@ static void bn_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, c
             mdx[c] = training ? (float)(part[C + c] / M) * inv[c] : 0.0f;
         }
         float *dxp = tensor_f32(dx);
+        const int wr = op_overwrites(ctx, dx);   // a first write (ops.h): 0 + v, dx unread
         if (ym) {
 #pragma omp parallel for schedule(static) if (M * C > PAR_MIN)
             for (int64_t r = 0; r < M; r++) {
 #pragma omp simd
                 for (int64_t c = 0; c < C; c++) {
                     float g = ym[r * C + c] > 0 ? dyp[r * C + c] : 0.0f;
-                    dxp[r * C + c] += k[c] * (g - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
+                    dxp[r * C + c] = (wr ? 0.0f : dxp[r * C + c]) + k[c] * (g - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
                 }
             }
         } else {
@@ -173,7 +174,8 @@ static void bn_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, c
             for (int64_t r = 0; r < M; r++) {
 #pragma omp simd
                 for (int64_t c = 0; c < C; c++)
-                    dxp[r * C + c] += k[c] * (dyp[r * C + c] - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
+                    dxp[r * C + c] = (wr ? 0.0f : dxp[r * C + c]) +
+                                     k[c] * (dyp[r * C + c] - mdy[c] - (xp[r * C + c] - mean[c]) * mdx[c]);
             }
         }
     }
@@ -229,6 +231,7 @@ void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, cons
     // Per-thread (dw, db) partials (nt, 2, C) in double; dx rows are independent.
     double *part = (dw || db) ? arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * 2 * C)) : NULL;
     float *dxp = dx ? tensor_f32(dx) : NULL;
+    const int wr = op_overwrites(ctx, dx);   // a first write (ops.h): 0 + v, dx unread
 #pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
     {
 #ifdef _OPENMP
@@ -261,7 +264,7 @@ void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, cons
             float *d = dxp + r * C;
 #pragma omp simd
             for (int64_t c = 0; c < C; c++)
-                d[c] += rstd * (g[c] * (wp ? wp[c] : 1.0f) - s1 - (xr[c] - mean) * rstd * s2);
+                d[c] = (wr ? 0.0f : d[c]) + rstd * (g[c] * (wp ? wp[c] : 1.0f) - s1 - (xr[c] - mean) * rstd * s2);
         }
     }
     if (part) {   // the partials in thread order, then one add (one rounding: cpu_colsum_add)

@@ -76,6 +76,57 @@ __device__ __forceinline__ void stf(void *p, int dt, int64_t i, float v) {
 }
 // p[i] += v
 __device__ __forceinline__ void addf(void *p, int dt, int64_t i, float v) { stf(p, dt, i, ldf(p, dt, i) + v); }
+// p[i] += v when acc, else p[i] = v + 0: an accumulated output written by its first
+// writer (ops.h, first-write gradients). The + 0 makes a −0 into +0, as adding v to a
+// zero-filled buffer does, so both ways give the same bits.
+__device__ __forceinline__ void putf(void *p, int dt, int64_t i, float v, int acc) {
+    if (acc) stf(p, dt, i, ldf(p, dt, i) + v);
+    else stf(p, dt, i, v + 0.0f);
+}
+// Host side: 1 when the kernel adds into t, 0 when it writes it (op_overwrites).
+static inline int cuda_acc(const OpCtx *ctx, const Tensor *t) { return !op_overwrites(ctx, t); }
+
+// ---- 16-byte vectors ------------------------------------------------------------------------------
+// When the tensors of a memory-bound kernel share one dtype, the element count (or the
+// channel count C) is a multiple of the vector width and the data are 16-byte aligned,
+// its passes move 16 bytes per load (8 bf16 or 4 float32 values) and index in 32 bits;
+// the arithmetic per element is the scalar kernel's (BatchNorm, the element-wise ops).
+template <int DT> struct VecW { static constexpr int N = DT == DT_BF16 ? 8 : 4; };
+
+template <int DT>
+static __device__ __forceinline__ void vld(float *out, const void *p, int64_t v) {
+    uint4 raw = ((const uint4 *)p)[v];
+    if (DT == DT_BF16) {
+        const __nv_bfloat16 *h = (const __nv_bfloat16 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) out[k] = __bfloat162float(h[k]);
+    } else {
+        const float *f = (const float *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) out[k] = f[k];
+    }
+}
+
+template <int DT>
+static __device__ __forceinline__ void vst(void *p, int64_t v, const float *in) {
+    uint4 raw;
+    if (DT == DT_BF16) {
+        __nv_bfloat16 *h = (__nv_bfloat16 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) h[k] = __float2bfloat16(in[k]);
+    } else {
+        float *f = (float *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) f[k] = in[k];
+    }
+    ((uint4 *)p)[v] = raw;
+}
+
+// Whether the tensors (NULL: absent) allow the vector path for dtype dt and C channels.
+static inline bool vec_ok(int dt, int64_t C, int64_t n, const void *a, const void *b, const void *c) {
+    const int w = dt == DT_BF16 ? 8 : dt == DT_F32 ? 4 : 0;
+    return w && C % w == 0 && n / w < (1 << 30) && !(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15);
+}
 
 // Host-side check that a tensor is a float GPU tensor this backend handles.
 static inline int cuda_fdt(const Tensor *t, const char *op) {

@@ -65,8 +65,9 @@ __global__ void k_conv_fwd(void *y, int ydt, const void *x, int xdt, const float
     }
 }
 
-// dx (N,H,W,C) += : each input element gathers the outputs whose window covers it.
-__global__ void k_conv_bwd_data(void *dx, int dt, const void *dy, const float *w, ConvShape s) {
+// dx (N,H,W,C) += (or = when !accumulate: the first write): each input element gathers
+// the outputs whose window covers it.
+__global__ void k_conv_bwd_data(void *dx, int dt, const void *dy, const float *w, ConvShape s, int accumulate) {
     CUDA_LOOP(o, s.N * s.H * s.W * s.C) {
         int64_t c = o % s.C, r = o / s.C, iw = r % s.W, ih = (r / s.W) % s.H, n = r / (s.W * s.H);
         int64_t g = c / s.Cg, cc = c % s.Cg;
@@ -86,7 +87,7 @@ __global__ void k_conv_bwd_data(void *dx, int dt, const void *dy, const float *w
                     acc += ldf(dy, dt, yo + k) * w[((k * s.Cg + cc) * s.kh + i) * s.kw + j];
             }
         }
-        addf(dx, dt, o, acc);
+        putf(dx, dt, o, acc, accumulate);
     }
 }
 
@@ -448,13 +449,14 @@ extern "C" void cuda_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
                 k_oihw_to_ohwi<<<cuda_grid(tensor_numel(w)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
                     wk, dt, (const float *)w->data, s.K, s.Cg, s.kh, s.kw);
                 CUDA_KCHECK("k_oihw_to_ohwi");
-                done = cudnn_run(ctx, p, &d, NULL, wk, dy->data, dx->data, 1.f);   // beta 1: dx +=
+                // beta 1: dx +=; beta 0 when dx is a first write (ops.h)
+                done = cudnn_run(ctx, p, &d, NULL, wk, dy->data, dx->data, cuda_acc(ctx, dx) ? 1.f : 0.f);
                 arena_release(ctx->scratch, m2);
             }
         }
         if (!done) {
             k_conv_bwd_data<<<cuda_grid(tensor_numel(dx)), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
-                dx->data, (int)dt, dy->data, (const float *)w->data, s);
+                dx->data, (int)dt, dy->data, (const float *)w->data, s, cuda_acc(ctx, dx));
             CUDA_KCHECK("k_conv_bwd_data");
         }
     }

@@ -46,7 +46,7 @@ cx_status cuda_nccl_wait(struct CudaState *st, void **comm, double timeout_s, co
 void cuda_nccl_close(void *comm, int abort_it);
 
 // The kernels: cuda_<op> for every op of ops_list.h.
-#define OP(name, cls, by, wrap, ref, cpu, params, args) void cuda_##name params;
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) void cuda_##name params;
 #include "ops/ops_list.h"
 #undef OP
 

@@ -14,6 +14,7 @@
 // two scatters (resize backward, rows_scatter_add) are written as gathers, so
 // every result is bit-identical run to run.
 #include "ops/cuda/common.cuh"
+#include <string.h>
 extern "C" {
 #include "ops/ref/ref.h"   // mul_bcast_plan: the broadcast modes, shared with the CPU kernels
 }
@@ -70,15 +71,62 @@ static __global__ void act_forward_kernel(void *y, int ydt, const void *x, int x
 }
 template <class F>
 static __global__ void act_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *z, int zdt,
-                                           int64_t n) {
-    CUDA_LOOP(i, n) addf(dx, dxdt, i, F::bwd(ldf(dy, dydt, i), ldf(z, zdt, i)));
+                                           int64_t n, int acc) {
+    CUDA_LOOP(i, n) putf(dx, dxdt, i, F::bwd(ldf(dy, dydt, i), ldf(z, zdt, i)), acc);
+}
+
+// The same on 16-byte vectors (every tensor of dtype DT, aligned, n a multiple of the width).
+template <class F, int DT>
+static __global__ void act_forward_vec_kernel(void *y, const void *x, int nvec) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float a[V];
+        vld<DT>(a, x, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) a[k] = F::fwd(a[k]);
+        vst<DT>(y, v, a);
+    }
+}
+template <class F, int DT>
+static __global__ void act_backward_vec_kernel(void *dx, const void *dy, const void *z, int nvec, int acc) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float d[V], zv[V], o[V];
+        vld<DT>(d, dy, v);
+        vld<DT>(zv, z, v);
+        if (acc) vld<DT>(o, dx, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const float g = F::bwd(d[k], zv[k]);
+            o[k] = acc ? o[k] + g : g + 0.0f;   // first write: putf's = v + 0
+        }
+        vst<DT>(dx, v, o);
+    }
+}
+
+// Whether a, b, c (NULL: absent) of n elements take the vector path (one dtype, aligned,
+// n a multiple of the width). CAMOXPERT_FUSE=0 keeps the scalar kernels too (the
+// pre-issue-27 kernels, for side-by-side timing).
+static bool ew_vec(const Tensor *a, const Tensor *b, const Tensor *c, int64_t n) {
+    static int on = -1;
+    if (on < 0) on = !(getenv("CAMOXPERT_FUSE") && !strcmp(getenv("CAMOXPERT_FUSE"), "0"));
+    const int dt = (int)a->dtype;
+    return on && (!b || (int)b->dtype == dt) && (!c || (int)c->dtype == dt) &&
+           vec_ok(dt, n, n, a->data, b ? b->data : NULL, c ? c->data : NULL);
 }
 
 template <class F>
 static void act_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const char *op) {
     same_numel(y, x, op);
     int64_t n = tensor_numel(x);
-    act_forward_kernel<F><<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), n);
+    if (n == 0) return;
+    if (ew_vec(x, y, NULL, n)) {
+        const int nvec = (int)(n / (x->dtype == DT_BF16 ? 8 : 4));
+        if (x->dtype == DT_BF16) act_forward_vec_kernel<F, DT_BF16><<<LAUNCH_1D(nvec)>>>(y->data, x->data, nvec);
+        else act_forward_vec_kernel<F, DT_F32><<<LAUNCH_1D(nvec)>>>(y->data, x->data, nvec);
+    } else {
+        act_forward_kernel<F><<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), n);
+    }
     CUDA_KCHECK(op);
 }
 template <class F>
@@ -87,8 +135,17 @@ static void act_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor 
     same_numel(dx, z, op);
     same_numel(dy, z, op);
     int64_t n = tensor_numel(z);
-    act_backward_kernel<F><<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), z->data,
-                                            cuda_fdt(z, op), n);
+    if (n == 0) return;
+    if (ew_vec(z, dy, dx, n)) {
+        const int nvec = (int)(n / (z->dtype == DT_BF16 ? 8 : 4)), acc = cuda_acc(ctx, dx);
+        if (z->dtype == DT_BF16)
+            act_backward_vec_kernel<F, DT_BF16><<<LAUNCH_1D(nvec)>>>(dx->data, dy->data, z->data, nvec, acc);
+        else
+            act_backward_vec_kernel<F, DT_F32><<<LAUNCH_1D(nvec)>>>(dx->data, dy->data, z->data, nvec, acc);
+    } else {
+        act_backward_kernel<F><<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), z->data,
+                                                cuda_fdt(z, op), n, cuda_acc(ctx, dx));
+    }
     CUDA_KCHECK(op);
 }
 
@@ -131,12 +188,14 @@ static __global__ void clamp_forward_kernel(void *y, int ydt, const void *x, int
         stf(y, ydt, i, v < lo ? lo : v > hi ? hi : v);
     }
 }
-// The gradient passes where lo <= x <= hi (the boundaries included).
+// The gradient passes where lo <= x <= hi (the boundaries included); written
+// (first write, !acc) it is 0 outside.
 static __global__ void clamp_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
-                                             float lo, float hi, int64_t n) {
+                                             float lo, float hi, int64_t n, int acc) {
     CUDA_LOOP(i, n) {
         float v = ldf(x, xdt, i);
-        if (v >= lo && v <= hi) addf(dx, dxdt, i, ldf(dy, dydt, i));
+        if (v >= lo && v <= hi) putf(dx, dxdt, i, ldf(dy, dydt, i), acc);
+        else if (!acc) stf(dx, dxdt, i, 0.0f);
     }
 }
 
@@ -156,7 +215,7 @@ extern "C" void cuda_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, co
     int64_t n = tensor_numel(x);
     int xdt = cuda_fdt(x, op);
     clamp_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), x->data, xdt,
-                                            clamp_bound(lo, xdt), clamp_bound(hi, xdt), n);
+                                            clamp_bound(lo, xdt), clamp_bound(hi, xdt), n, cuda_acc(ctx, dx));
     CUDA_KCHECK("clamp_backward_kernel");
 }
 
@@ -164,8 +223,8 @@ extern "C" void cuda_clamp_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, co
 static __global__ void add_kernel(void *y, int ydt, const void *a, int adt, const void *b, int bdt, int64_t n) {
     CUDA_LOOP(i, n) stf(y, ydt, i, ldf(a, adt, i) + ldf(b, bdt, i));   // y may alias a or b
 }
-static __global__ void axpy_kernel(void *y, int ydt, float alpha, const void *x, int xdt, int64_t n) {
-    CUDA_LOOP(i, n) addf(y, ydt, i, alpha * ldf(x, xdt, i));
+static __global__ void axpy_kernel(void *y, int ydt, float alpha, const void *x, int xdt, int64_t n, int acc) {
+    CUDA_LOOP(i, n) putf(y, ydt, i, alpha * ldf(x, xdt, i), acc);
 }
 static __global__ void scale_kernel(void *y, int ydt, float alpha, int64_t n) {
     CUDA_LOOP(i, n) stf(y, ydt, i, alpha * ldf(y, ydt, i));
@@ -177,19 +236,59 @@ static __global__ void convert_kernel(void *dst, int ddt, const void *src, int s
     CUDA_LOOP(i, n) stf(dst, ddt, i, ldf(src, sdt, i));
 }
 
+template <int DT>
+static __global__ void add_vec_kernel(void *y, const void *a, const void *b, int nvec) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float p[V], q[V];
+        vld<DT>(p, a, v);
+        vld<DT>(q, b, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) p[k] += q[k];
+        vst<DT>(y, v, p);
+    }
+}
+template <int DT>
+static __global__ void axpy_vec_kernel(void *y, float alpha, const void *x, int nvec, int acc) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        float p[V], o[V];
+        vld<DT>(p, x, v);
+        if (acc) vld<DT>(o, y, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) o[k] = acc ? o[k] + alpha * p[k] : alpha * p[k] + 0.0f;
+        vst<DT>(y, v, o);
+    }
+}
+
 extern "C" void cuda_add_forward(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b) {
     const char *op = "add_forward";
     same_numel(y, a, op);
     same_numel(b, a, op);
     int64_t n = tensor_numel(a);
-    add_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), a->data, cuda_fdt(a, op), b->data, cuda_fdt(b, op), n);
+    if (n == 0) return;
+    if (ew_vec(a, b, y, n)) {
+        const int nvec = (int)(n / (a->dtype == DT_BF16 ? 8 : 4));
+        if (a->dtype == DT_BF16) add_vec_kernel<DT_BF16><<<LAUNCH_1D(nvec)>>>(y->data, a->data, b->data, nvec);
+        else add_vec_kernel<DT_F32><<<LAUNCH_1D(nvec)>>>(y->data, a->data, b->data, nvec);
+    } else {
+        add_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, op), a->data, cuda_fdt(a, op), b->data, cuda_fdt(b, op), n);
+    }
     CUDA_KCHECK("add_kernel");
 }
 
 extern "C" void cuda_axpy(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
     same_numel(y, x, "axpy");
     int64_t n = tensor_numel(x);
-    axpy_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "axpy"), (float)alpha, x->data, cuda_fdt(x, "axpy"), n);
+    if (n == 0) return;
+    const int acc = cuda_acc(ctx, y);
+    if (ew_vec(x, y, NULL, n)) {
+        const int nvec = (int)(n / (x->dtype == DT_BF16 ? 8 : 4));
+        if (x->dtype == DT_BF16) axpy_vec_kernel<DT_BF16><<<LAUNCH_1D(nvec)>>>(y->data, (float)alpha, x->data, nvec, acc);
+        else axpy_vec_kernel<DT_F32><<<LAUNCH_1D(nvec)>>>(y->data, (float)alpha, x->data, nvec, acc);
+    } else {
+        axpy_kernel<<<LAUNCH_1D(n)>>>(y->data, cuda_fdt(y, "axpy"), (float)alpha, x->data, cuda_fdt(x, "axpy"), n, acc);
+    }
     CUDA_KCHECK("axpy_kernel");
 }
 
@@ -225,6 +324,11 @@ extern "C" void cuda_copy(OpCtx *ctx, Tensor *dst, const Tensor *src) {
 }
 
 // ---- per-column sums ------------------------------------------------------------------------------
+// How colsum puts its sums: = (a forward's output), += (a gradient), or a gradient's
+// first write (putf: = v + 0).
+enum { COL_STORE = 0, COL_ADD = 1, COL_FIRST = 2 };
+static int col_put(const OpCtx *ctx, const Tensor *t) { return cuda_acc(ctx, t) ? COL_ADD : COL_FIRST; }
+
 // out[g·K + k] (= or +=) (1/div)·Σ_a a[i]·b[i] over i = (g·A + a)·K + k, with b
 // NULL meaning 1: the reduction over rows shared by mul's ds, rows_sum and
 // avgpool. Pass 1: block (TW columns, TH row lanes) sums one chunk of rows into
@@ -284,8 +388,8 @@ static __global__ void colsum_finish_kernel(void *out, int odt, const double *pa
     for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += p[c * K];
     float v = (float)(warp_sum(s) / div);
     if ((threadIdx.x & 31) == 0) {
-        if (accumulate) addf(out, odt, j, v);
-        else stf(out, odt, j, v);
+        if (accumulate == COL_STORE) stf(out, odt, j, v);
+        else putf(out, odt, j, v, accumulate == COL_ADD);
     }
 }
 
@@ -315,19 +419,19 @@ static __global__ void mul_forward_kernel(void *y, int ydt, const void *x, int x
     CUDA_LOOP(i, n) stf(y, ydt, i, ldf(x, xdt, i) * ldf(s, sdt, mul_sidx(b, i)));   // y may alias x
 }
 static __global__ void mul_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *s, int sdt, MulBcast b,
-                                     int64_t n) {
-    CUDA_LOOP(i, n) addf(dx, dxdt, i, ldf(dy, dydt, i) * ldf(s, sdt, mul_sidx(b, i)));
+                                     int64_t n, int acc) {
+    CUDA_LOOP(i, n) putf(dx, dxdt, i, ldf(dy, dydt, i) * ldf(s, sdt, mul_sidx(b, i)), acc);
 }
 // ds += dy·x where s is element-wise (no broadcast axes).
 static __global__ void prod_add_kernel(void *ds, int dsdt, const void *dy, int dydt, const void *x, int xdt,
-                                       int64_t n) {
-    CUDA_LOOP(i, n) addf(ds, dsdt, i, ldf(dy, dydt, i) * ldf(x, xdt, i));
+                                       int64_t n, int acc) {
+    CUDA_LOOP(i, n) putf(ds, dsdt, i, ldf(dy, dydt, i) * ldf(x, xdt, i), acc);
 }
 // Per-pixel scales: out[g·K + k] += Σ over (a, b) of dy·x at ((g·A + a)·K + k)·B + b,
 // B = C channels. One warp per output; the lanes walk the flattened (a, b)
 // range, so a few channels and many images keep every lane busy.
 static __global__ void group_dot_kernel(void *out, int odt, const void *u, int udt, const void *v, int vdt, int64_t G,
-                                        int64_t A, int64_t K, int64_t B) {
+                                        int64_t A, int64_t K, int64_t B, int acc) {
     int64_t j = WARP_ID();
     if (j >= G * K) return;
     int64_t g = j / K, k = j - g * K;
@@ -337,14 +441,15 @@ static __global__ void group_dot_kernel(void *out, int odt, const void *u, int u
         s += (double)ldf(u, udt, i) * ldf(v, vdt, i);
     }
     s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) addf(out, odt, j, (float)s);
+    if ((threadIdx.x & 31) == 0) putf(out, odt, j, (float)s, acc);
 }
 
 // Per-pixel scales of each image (s (N,H,W,1)) with both gradients wanted, in one pass: a
 // warp per pixel reads dy once for dx += dy·s and for ds += Σ_c dy·x (the lanes and the
 // tree of group_dot_kernel, so ds is bit for bit the same).
 static __global__ void mul_pixel_backward_kernel(void *dx, int dxdt, void *ds, int dsdt, const void *dy, int dydt,
-                                                 const void *x, int xdt, const void *s, int sdt, int64_t R, int64_t C) {
+                                                 const void *x, int xdt, const void *s, int sdt, int64_t R, int64_t C,
+                                                 int dx_acc, int ds_acc) {
     int64_t j = WARP_ID();
     if (j >= R) return;   // whole warps leave together
     const float sj = ldf(s, sdt, j);
@@ -352,11 +457,11 @@ static __global__ void mul_pixel_backward_kernel(void *dx, int dxdt, void *ds, i
     for (int64_t c = threadIdx.x & 31; c < C; c += 32) {
         const int64_t i = j * C + c;
         const float d = ldf(dy, dydt, i);
-        addf(dx, dxdt, i, d * sj);
+        putf(dx, dxdt, i, d * sj, dx_acc);
         acc += (double)d * ldf(x, xdt, i);
     }
     acc = warp_sum(acc);
-    if ((threadIdx.x & 31) == 0) addf(ds, dsdt, j, (float)acc);
+    if ((threadIdx.x & 31) == 0) putf(ds, dsdt, j, (float)acc, ds_acc);
 }
 
 extern "C" void cuda_mul_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s) {
@@ -383,13 +488,14 @@ extern "C" void cuda_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tens
         same_numel(ds, s, op);
         mul_pixel_backward_kernel<<<warps_grid(b.N * b.P), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
             dx->data, cuda_fdt(dx, op), ds->data, cuda_fdt(ds, op), dy->data, dydt, x->data, xdt, s->data,
-            cuda_fdt(s, op), b.N * b.P, b.C);
+            cuda_fdt(s, op), b.N * b.P, b.C, cuda_acc(ctx, dx), cuda_acc(ctx, ds));
         CUDA_KCHECK("mul_pixel_backward_kernel");
         return;
     }
     if (dx) {
         same_numel(dx, x, op);
-        mul_dx_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, s->data, cuda_fdt(s, op), b, n);
+        mul_dx_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, s->data, cuda_fdt(s, op), b, n,
+                                        cuda_acc(ctx, dx));
         CUDA_KCHECK("mul_dx_kernel");
     }
     if (!ds) return;
@@ -398,16 +504,17 @@ extern "C" void cuda_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tens
     // ds sums dy·x over the axes whose stride in s is 0; as a (G, A, K, B) view
     // of x, every ds element j = g·K + k sums over a and b.
     if (b.sc && b.sp) {   // element-wise: nothing to sum
-        prod_add_kernel<<<LAUNCH_1D(n)>>>(ds->data, dsdt, dy->data, dydt, x->data, xdt, n);
+        prod_add_kernel<<<LAUNCH_1D(n)>>>(ds->data, dsdt, dy->data, dydt, x->data, xdt, n, cuda_acc(ctx, ds));
         CUDA_KCHECK("prod_add_kernel");
     } else if (b.sc) {    // (C) or (N, C): sums over rows
         int per_image = b.sn != 0;
         colsum(ctx, ds->data, dsdt, dy->data, dydt, x->data, xdt, per_image ? b.N : 1, per_image ? b.P : b.N * b.P, b.C,
-               1.0f, 1);
+               1.0f, col_put(ctx, ds));
     } else {              // (N,H,W,1) or (1,H,W,1): sums over channels (and images)
         int per_image = b.sn != 0;
         group_dot_kernel<<<warps_grid(per_image ? b.N * b.P : b.P), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
-            ds->data, dsdt, dy->data, dydt, x->data, xdt, 1, per_image ? 1 : b.N, per_image ? b.N * b.P : b.P, b.C);
+            ds->data, dsdt, dy->data, dydt, x->data, xdt, 1, per_image ? 1 : b.N, per_image ? b.N * b.P : b.P, b.C,
+            cuda_acc(ctx, ds));
         CUDA_KCHECK("group_dot_kernel");
     }
 }
@@ -429,7 +536,8 @@ extern "C" void cuda_rows_add_bcast(OpCtx *ctx, Tensor *y, const Tensor *b) {
 extern "C" void cuda_rows_sum(OpCtx *ctx, Tensor *db, const Tensor *dy) {
     int64_t L = tensor_numel(db), n = tensor_numel(dy);
     CX_ASSERT(L > 0 && n % L == 0, "rows_sum: %lld elements into %lld", (long long)n, (long long)L);
-    colsum(ctx, db->data, cuda_fdt(db, "rows_sum"), dy->data, cuda_fdt(dy, "rows_sum"), NULL, 0, 1, n / L, L, 1.0f, 1);
+    colsum(ctx, db->data, cuda_fdt(db, "rows_sum"), dy->data, cuda_fdt(dy, "rows_sum"), NULL, 0, 1, n / L, L, 1.0f,
+           col_put(ctx, db));
 }
 
 // ---- bilinear resize ---------------------------------------------------------------------------------
@@ -525,7 +633,7 @@ static __device__ __forceinline__ float lerp_weight(const Lerp &L, int ix) {
 
 static __global__ void resize_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const Lerp *lh,
                                               const Lerp *lw, const int2 *rh, const int2 *rw, int64_t H, int64_t W,
-                                              int64_t C, int64_t Ho, int64_t Wo, int64_t n) {
+                                              int64_t C, int64_t Ho, int64_t Wo, int64_t n, int accumulate) {
     CUDA_LOOP(i, n) {
         int64_t c = i % C, t = i / C;
         int iw = (int)(t % W);
@@ -540,7 +648,7 @@ static __global__ void resize_backward_kernel(void *dx, int dxdt, const void *dy
             for (int ow = wr.x; ow < wr.y; ow++) part += lerp_weight(lw[ow], iw) * ldf(dy, dydt, (row + ow) * C + c);
             acc += lerp_weight(lh[oh], ih) * part;
         }
-        addf(dx, dxdt, i, acc);
+        putf(dx, dxdt, i, acc, accumulate);
     }
 }
 
@@ -560,7 +668,7 @@ extern "C" void cuda_resize_bilinear_backward(OpCtx *ctx, Tensor *dx, const Tens
     resize_tables_kernel<<<LAUNCH_1D(Ho + Wo + H + W)>>>(lh, lw, rh, rw, H, W, Ho, Wo, sch, scw);
     CUDA_KCHECK("resize_tables_kernel");
     resize_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), lh, lw, rh, rw, H,
-                                             W, C, Ho, Wo, n);
+                                             W, C, Ho, Wo, n, cuda_acc(ctx, dx));
     CUDA_KCHECK("resize_backward_kernel");
     arena_release(ctx->scratch, mark);
 }
@@ -573,15 +681,15 @@ extern "C" void cuda_avgpool_global_forward(OpCtx *ctx, Tensor *y, const Tensor 
     int64_t N = T_N(x), HW = T_H(x) * T_W(x), C = T_C(x);
     CX_ASSERT(tensor_numel(y) == N * C, "%s: y has %lld elements, expected N·C = %lld", op, (long long)tensor_numel(y),
               (long long)(N * C));
-    colsum(ctx, y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), NULL, 0, N, HW, C, (float)HW, 0);
+    colsum(ctx, y->data, cuda_fdt(y, op), x->data, cuda_fdt(x, op), NULL, 0, N, HW, C, (float)HW, COL_STORE);
 }
 
 static __global__ void avgpool_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, int64_t HW, int64_t C,
-                                               int64_t n) {
+                                               int64_t n, int acc) {
     float hw = (float)HW;
     CUDA_LOOP(i, n) {
         int64_t c = i % C, img = i / (HW * C);
-        addf(dx, dxdt, i, ldf(dy, dydt, img * C + c) / hw);
+        putf(dx, dxdt, i, ldf(dy, dydt, img * C + c) / hw, acc);
     }
 }
 
@@ -592,7 +700,8 @@ extern "C" void cuda_avgpool_global_backward(OpCtx *ctx, Tensor *dx, const Tenso
     CX_ASSERT(tensor_numel(dy) == N * C, "%s: dy has %lld elements, expected N·C = %lld", op,
               (long long)tensor_numel(dy), (long long)(N * C));
     if (n == 0) return;
-    avgpool_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), HW, C, n);
+    avgpool_backward_kernel<<<LAUNCH_1D(n)>>>(dx->data, cuda_fdt(dx, op), dy->data, cuda_fdt(dy, op), HW, C, n,
+                                              cuda_acc(ctx, dx));
     CUDA_KCHECK("avgpool_backward_kernel");
 }
 

@@ -47,14 +47,28 @@ static int gemm_plain(void) {
     return v;
 }
 
-// D (m×n, ldd) = alpha · op(A) · op(B) + beta · C, C == D, column-major.
-static void lt_matmul(OpCtx *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, cx_dtype adt, int lda,
-                      const void *B, cx_dtype bdt, int ldb, float beta, void *D, cx_dtype ddt, int ldd) {
+// Fusions on (CAMOXPERT_FUSE=0 turns them off, for side-by-side timing): here, the
+// bias of a linear layer added in cuBLASLt's epilogue instead of a pass of its own.
+static int bias_refused;   // cuBLASLt refused the bias epilogue once: not asked again
+static int gemm_fuse(void) {
+    static int v = -1;
+    if (v < 0) v = !(getenv("CAMOXPERT_FUSE") && !strcmp(getenv("CAMOXPERT_FUSE"), "0"));
+    return v && !bias_refused;
+}
+
+// D (m×n, ldd) = alpha · op(A) · op(B) + beta · C, C == D, column-major; with bias (m,
+// float32, may be NULL) + bias on every column, added in cuBLASLt's epilogue (in float32,
+// before D is rounded to its dtype). Returns 0, having done nothing, when a bias was asked
+// for and no algorithm takes it: the caller then adds it itself.
+static int lt_matmul(OpCtx *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, cx_dtype adt, int lda,
+                     const void *B, cx_dtype bdt, int ldb, float beta, void *D, cx_dtype ddt, int ldd,
+                     const float *bias = NULL) {
     if (gemm_plain()) {
+        if (bias) return 0;
         k_gemm_plain<<<cuda_grid((int64_t)m * n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(ta, tb, m, n, k, alpha, A, (int)adt, lda,
                                                                                   B, (int)bdt, ldb, beta, D, (int)ddt, ldd);
         CUDA_KCHECK("k_gemm_plain");
-        return;
+        return 1;
     }
     CudaState *s = ctx->cuda;
     cublasLtMatmulDesc_t op;
@@ -62,6 +76,13 @@ static void lt_matmul(OpCtx *ctx, int ta, int tb, int m, int n, int k, float alp
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = CUDA_R_32F;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
     cublasLtMatrixLayout_t la, lb, ld;
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, lt_type(adt), ta ? k : m, ta ? m : k, lda));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, lt_type(bdt), tb ? n : k, tb ? k : n, ldb));
@@ -77,20 +98,38 @@ static void lt_matmul(OpCtx *ctx, int ta, int tb, int m, int n, int k, float alp
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad));
     cublasLtMatmulHeuristicResult_t h;
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(s->lt, op, la, lb, ld, ld, pref, 1, &h, &found));
+    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, op, la, lb, ld, ld, pref, 1, &h, &found);
+    if (bias && (hs != CUBLAS_STATUS_SUCCESS || !found)) {   // no epilogue for this problem: the caller adds the bias
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(ld);
+        cublasLtMatmulDescDestroy(op);
+        return 0;
+    }
+    CUBLAS_CHECK(hs);
     if (!found) {
         char msg[160];
         snprintf(msg, sizeof msg, "no cuBLASLt algorithm for %s×%s->%s m=%d n=%d k=%d", dtype_name(adt), dtype_name(bdt),
                  dtype_name(ddt), m, n, k);
         cuda_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", msg);
     }
-    CUBLAS_CHECK(cublasLtMatmul(s->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &h.algo, s->lt_ws, s->lt_ws_bytes,
-                                s->stream));
+    cublasStatus_t ms = cublasLtMatmul(s->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &h.algo, s->lt_ws,
+                                       s->lt_ws_bytes, s->stream);
+    if (bias && ms != CUBLAS_STATUS_SUCCESS) {   // refused at run time: the caller adds the bias, and no epilogue again
+        static int said;
+        if (!said++) fprintf(stderr, "note: cuBLASLt refused its bias epilogue (status %d): the bias is a pass of its own\n",
+                             (int)ms);
+        bias_refused = 1;
+    } else {
+        CUBLAS_CHECK(ms);
+    }
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la);
     cublasLtMatrixLayoutDestroy(lb);
     cublasLtMatrixLayoutDestroy(ld);
     cublasLtMatmulDescDestroy(op);
+    return !(bias && ms != CUBLAS_STATUS_SUCCESS);
 }
 
 __global__ void k_cast(void *dst, int ddt, const void *src, int sdt, int64_t n) {
@@ -159,10 +198,31 @@ __global__ void k_bias_add(void *y, int ydt, const void *b, int bdt, int64_t R, 
     CUDA_LOOP(i, R * K) addf(y, ydt, i, ldf(b, bdt, i % K));
 }
 
+// The same on 16-byte vectors of y (dtype DT; K a multiple of the width), 32-bit indices.
+template <int DT>
+__global__ void k_bias_add_vec(void *y, const void *b, int bdt, int nvec, int KV) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        const int c0 = (v % KV) * V;
+        float a[V];
+        vld<DT>(a, y, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) a[k] += ldf(b, bdt, c0 + k);
+        vst<DT>(y, v, a);
+    }
+}
+
 void cuda_bias_add(OpCtx *ctx, Tensor *y, const Tensor *b) {
     int64_t K = tensor_numel(b), R = tensor_numel(y) / K;
-    k_bias_add<<<cuda_grid(R * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, cuda_fdt(y, "bias"), b->data,
-                                                                     cuda_fdt(b, "bias"), R, K);
+    const int ydt = cuda_fdt(y, "bias"), bdt = cuda_fdt(b, "bias");
+    if (R * K == 0) return;
+    if (gemm_fuse() && vec_ok(ydt, K, R * K, y->data, NULL, NULL)) {   // (CAMOXPERT_FUSE=0: the scalar kernel)
+        const int V = ydt == DT_BF16 ? 8 : 4, nvec = (int)(R * K / V), KV = (int)(K / V);
+        if (ydt == DT_BF16) k_bias_add_vec<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, b->data, bdt, nvec, KV);
+        else k_bias_add_vec<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, b->data, bdt, nvec, KV);
+    } else {
+        k_bias_add<<<cuda_grid(R * K), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(y->data, ydt, b->data, bdt, R, K);
+    }
     CUDA_KCHECK("k_bias_add");
 }
 
@@ -173,7 +233,11 @@ extern "C" void cuda_linear_forward(OpCtx *ctx, Tensor *y, const Tensor *x, cons
     cx_dtype dt = (cx_dtype)cuda_fdt(x, "linear");
     ArenaMark mk = arena_mark(ctx->scratch);
     const void *wt = cuda_weight_as(ctx, w, dt);
-    lt_matmul(ctx, 1, 0, (int)K, (int)R, (int)C, 1.f, wt, dt, (int)C, x->data, dt, (int)C, 0.f, y->data, dt, (int)K);
+    const float *fb = b && b->dtype == DT_F32 && gemm_fuse() ? (const float *)b->data : NULL;   // in the epilogue
+    if (!lt_matmul(ctx, 1, 0, (int)K, (int)R, (int)C, 1.f, wt, dt, (int)C, x->data, dt, (int)C, 0.f, y->data, dt, (int)K,
+                   fb))
+        lt_matmul(ctx, 1, 0, (int)K, (int)R, (int)C, 1.f, wt, dt, (int)C, x->data, dt, (int)C, 0.f, y->data, dt, (int)K);
+    else if (fb) b = NULL;
     if (b) cuda_bias_add(ctx, y, b);
     arena_release(ctx->scratch, mk);
 }
@@ -186,7 +250,8 @@ extern "C" void cuda_linear_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor 
     ArenaMark mk = arena_mark(ctx->scratch);
     if (dx) {
         const void *wt = cuda_weight_as(ctx, w, dt);
-        lt_matmul(ctx, 0, 0, (int)C, (int)R, (int)K, 1.f, wt, dt, (int)C, dy->data, dt, (int)K, 1.f, dx->data, dt, (int)C);
+        lt_matmul(ctx, 0, 0, (int)C, (int)R, (int)K, 1.f, wt, dt, (int)C, dy->data, dt, (int)K,
+                  cuda_acc(ctx, dx) ? 1.f : 0.f, dx->data, dt, (int)C);   // beta 0: dx's first write (ops.h)
     }
     if (dw) {
         CX_ASSERT(dw->dtype == DT_F32, "linear_backward: dw must be float32");

@@ -1,6 +1,7 @@
 // norm.cu — normalisation and per-axis reductions on the GPU: BatchNorm,
 // LayerNorm, softmax and l2norm along one axis, and the batch-maximum
-// normalisation (maxnorm). Signatures and contracts are ops_list.h's; the
+// normalisation (maxnorm); and the fused element-wise ops whose backward sums per
+// channel (residual_scale, gelu_bias: the same per-channel reduction scheme). Signatures and contracts are ops_list.h's; the
 // semantics (eps placement, unbiased running variance, NaN and tie rules)
 // are those of the reference kernels in ops/ref/ref_tmpl.h.
 // reference: torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.softmax, F.normalize.
@@ -163,48 +164,7 @@ static __global__ void col_partial_kernel(double *p1, double *p2, const void *x,
     }
 }
 
-// ---- 16-byte vectors: the fast paths of BatchNorm -------------------------------------------------
-// When x (and y, dy, dx) share one dtype, C is a multiple of the vector width and the
-// data are 16-byte aligned, BatchNorm's passes move 16 bytes per load (8 bf16 or 4
-// float32 values of consecutive channels of one row) and index in 32 bits; the
-// arithmetic per element is the scalar kernels' (float32, sums in double).
-template <int DT> struct VecW { static constexpr int N = DT == DT_BF16 ? 8 : 4; };
-
-template <int DT>
-static __device__ __forceinline__ void vld(float *out, const void *p, int64_t v) {
-    uint4 raw = ((const uint4 *)p)[v];
-    if (DT == DT_BF16) {
-        const __nv_bfloat16 *h = (const __nv_bfloat16 *)&raw;
-#pragma unroll
-        for (int k = 0; k < 8; k++) out[k] = __bfloat162float(h[k]);
-    } else {
-        const float *f = (const float *)&raw;
-#pragma unroll
-        for (int k = 0; k < 4; k++) out[k] = f[k];
-    }
-}
-
-template <int DT>
-static __device__ __forceinline__ void vst(void *p, int64_t v, const float *in) {
-    uint4 raw;
-    if (DT == DT_BF16) {
-        __nv_bfloat16 *h = (__nv_bfloat16 *)&raw;
-#pragma unroll
-        for (int k = 0; k < 8; k++) h[k] = __float2bfloat16(in[k]);
-    } else {
-        float *f = (float *)&raw;
-#pragma unroll
-        for (int k = 0; k < 4; k++) f[k] = in[k];
-    }
-    ((uint4 *)p)[v] = raw;
-}
-
-// Whether the tensors (NULL: absent) allow the vector path for dtype dt and C channels.
-static bool vec_ok(int dt, int64_t C, int64_t n, const void *a, const void *b, const void *c) {
-    const int w = dt == DT_BF16 ? 8 : dt == DT_F32 ? 4 : 0;
-    return w && C % w == 0 && n / w < (1 << 30) && !(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15);
-}
-
+// ---- 16-byte vectors (VecW, vld, vst, vec_ok: common.cuh) -----------------------------------------
 // col_partial_kernel's COL_SUM, COL_DEV2 and COL_BN with each thread on V consecutive
 // channels (a vector column cv of CV = C / V).
 template <int MODE, int DT>
@@ -479,7 +439,7 @@ static __global__ void bn_grad_sums_kernel(float *mdy, float *mdyxh, void *dgamm
 static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
                                     const void *sm, int smdt, const void *si, int sidt, const void *gamma, int gdt,
                                     const float *mdy, const float *mdyxh, int64_t n, int64_t C, int training,
-                                    const void *ym, int ymdt) {
+                                    const void *ym, int ymdt, int acc) {
     CUDA_LOOP(i, n) {
         int64_t c = i % C;
         float is = ldf(si, sidt, c), d = ldf(dy, dydt, i);
@@ -489,7 +449,7 @@ static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
             d = d - mdy[c] - xh * mdyxh[c];
         }
         if (gamma) d *= ldf(gamma, gdt, c);
-        addf(dx, dxdt, i, d * is);
+        putf(dx, dxdt, i, d * is, acc);
     }
 }
 
@@ -497,7 +457,7 @@ static __global__ void bn_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
 template <int DT>
 static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x, const void *sm, int smdt,
                                         const void *si, int sidt, const void *gamma, int gdt, const float *mdy,
-                                        const float *mdyxh, int nvec, int CV, int training, const void *ym) {
+                                        const float *mdyxh, int nvec, int CV, int training, const void *ym, int acc) {
     constexpr int V = VecW<DT>::N;
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
         const int c0 = (v % CV) * V;
@@ -510,7 +470,7 @@ static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x,
             for (int k = 0; k < V; k++) if (!(yv[k] > 0)) d[k] = 0;
         }
         if (training) vld<DT>(xv, x, v);
-        vld<DT>(o, dx, v);
+        if (acc) vld<DT>(o, dx, v);
 #pragma unroll
         for (int k = 0; k < V; k++) {
             const int c = c0 + k;
@@ -520,7 +480,7 @@ static __global__ void bn_dx_vec_kernel(void *dx, const void *dy, const void *x,
                 t = t - mdy[c] - xh * mdyxh[c];
             }
             if (gamma) t *= ldf(gamma, gdt, c);
-            o[k] += t * is;
+            o[k] = acc ? o[k] + t * is : t * is + 0.0f;   // first write: = (putf)
         }
         vst<DT>(dx, v, o);
     }
@@ -579,17 +539,17 @@ static void bn_backward(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, c
         if (xdt == DT_BF16)
             bn_dx_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
                 dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
-                CV, training, ym);
+                CV, training, ym, cuda_acc(ctx, dx));
         else
             bn_dx_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(
                 dx->data, dy->data, x->data, save_mean->data, smdt, save_invstd->data, sidt, g, gdt, mdy, mdyxh, nvec,
-                CV, training, ym);
+                CV, training, ym, cuda_acc(ctx, dx));
         CUDA_KCHECK("bn_dx_kernel");
     } else if (dx) {
         bn_dx_kernel<<<cuda_grid(M * C), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
                                                               save_mean->data, smdt, save_invstd->data, sidt,
                                                               gamma ? gamma->data : NULL, gdt, mdy, mdyxh, M * C, C,
-                                                              training, ym, ymdt);
+                                                              training, ym, ymdt, cuda_acc(ctx, dx));
         CUDA_KCHECK("bn_dx_kernel");
     }
     arena_release(ctx->scratch, mark);
@@ -660,7 +620,7 @@ extern "C" void cuda_layernorm_forward(OpCtx *ctx, Tensor *y, Tensor *save_mean,
 // dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, per row.
 static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
                                     const void *sm, int smdt, const void *sr, int srdt, const void *w, int wdt,
-                                    int64_t R, int64_t C) {
+                                    int64_t R, int64_t C, int acc) {
     AxisPos p = axis_pos(R, C, 1, 1);
     float mean = 0, rstd = 0;
     double sg = 0, sgx = 0;
@@ -678,7 +638,7 @@ static __global__ void ln_dx_kernel(void *dx, int dxdt, const void *dy, int dydt
     for (int64_t c = threadIdx.y; c < C; c += blockDim.y) {
         float g = ldf(dy, dydt, p.base + c) * (w ? ldf(w, wdt, c) : 1.0f);
         float xh = (ldf(x, xdt, p.base + c) - mean) * rstd;
-        addf(dx, dxdt, p.base + c, rstd * (g - mg - xh * mgx));
+        putf(dx, dxdt, p.base + c, rstd * (g - mg - xh * mgx), acc);
     }
 }
 
@@ -709,7 +669,7 @@ extern "C" void cuda_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tens
         AxisPlan p = axis_plan(R, C, 1);
         ln_dx_kernel<<<p.grid, p.block, 0, st>>>(dx->data, cuda_fdt(dx, op), dy->data, dydt, x->data, xdt,
                                                  save_mean->data, smdt, save_rstd->data, srdt, w ? w->data : NULL, wdt,
-                                                 R, C);
+                                                 R, C, cuda_acc(ctx, dx));
         CUDA_KCHECK("ln_dx_kernel");
     }
     if (dw || db) {
@@ -767,7 +727,7 @@ extern "C" void cuda_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int
 
 // dx += y·(dy − Σ dy·y)
 static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *y, int ydt,
-                                               int64_t outer, int64_t L, int64_t inner, int64_t ntile) {
+                                               int64_t outer, int64_t L, int64_t inner, int64_t ntile, int acc) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
     double sd = 0;
     if (p.ok)
@@ -779,7 +739,7 @@ static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *d
     if (!p.ok) return;
     for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
         int64_t i = p.base + l * inner;
-        addf(dx, dxdt, i, ldf(y, ydt, i) * (ldf(dy, dydt, i) - s));
+        putf(dx, dxdt, i, ldf(y, ydt, i) * (ldf(dy, dydt, i) - s), acc);
     }
 }
 
@@ -792,7 +752,7 @@ extern "C" void cuda_softmax_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, 
     AxisPlan p = axis_plan(outer, L, inner);
     softmax_backward_kernel<<<p.grid, p.block, 0, cuda_stream(ctx)>>>(dx->data, cuda_fdt(dx, op), dy->data,
                                                                       cuda_fdt(dy, op), y->data, cuda_fdt(y, op), outer,
-                                                                      L, inner, p.ntile);
+                                                                      L, inner, p.ntile, cuda_acc(ctx, dx));
     CUDA_KCHECK("softmax_backward_kernel");
 }
 
@@ -974,10 +934,11 @@ static __global__ void maxnorm_grad_final_kernel(double *share, const double *ps
 }
 
 static __global__ void maxnorm_grad_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *x, int xdt,
-                                           const void *save_max, int smdt, const double *share, double eps, int64_t n) {
+                                           const void *save_max, int smdt, const double *share, double eps, int64_t n,
+                                           int acc) {
     float mx = ldf(save_max, smdt, 0);
     double den = (double)mx + eps, sh = *share;
-    CUDA_LOOP(i, n) addf(dx, dxdt, i, (float)((double)ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0)));
+    CUDA_LOOP(i, n) putf(dx, dxdt, i, (float)((double)ldf(dy, dydt, i) / den + (ldf(x, xdt, i) == mx ? sh : 0.0)), acc);
 }
 
 extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max,
@@ -999,7 +960,260 @@ extern "C" void cuda_maxnorm_backward(OpCtx *ctx, Tensor *dx, const Tensor *dy, 
     maxnorm_grad_final_kernel<<<1, CUDA_BLOCK, 0, st>>>(share, ps, pc, (int)nb, save_max->data, smdt, eps);
     CUDA_KCHECK("maxnorm_grad_final_kernel");
     maxnorm_grad_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(dx->data, dxdt, dy->data, dydt, x->data, xdt,
-                                                             save_max->data, smdt, share, eps, n);
+                                                             save_max->data, smdt, share, eps, n, cuda_acc(ctx, dx));
     CUDA_KCHECK("maxnorm_grad_kernel");
+    arena_release(ctx->scratch, mark);
+}
+
+// ---- the layer-scaled residual: y = x + γ ⊙ z ----------------------------------------------------
+// reference: timm EdgeNeXt's x + gamma * z (ops_list.h residual_scale_forward). The
+// forward is one element-wise pass (16-byte vectors where x, z, y share a dtype, C is a
+// multiple of the vector width and the data are aligned); the backward is one pass over
+// dy and z that writes dz and dx and leaves per-chunk partials of Σ dy·z for dγ (the
+// ColPlan scheme above: deterministic), then one warp per channel sums them.
+template <int DT>
+static __global__ void rs_forward_vec_kernel(void *y, const void *x, const void *z, const void *g, int gdt, int nvec,
+                                             int CV) {
+    constexpr int V = VecW<DT>::N;
+    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
+        const int c0 = (v % CV) * V;
+        float a[V], b[V];
+        vld<DT>(a, x, v);
+        vld<DT>(b, z, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) a[k] += b[k] * ldf(g, gdt, c0 + k);
+        vst<DT>(y, v, a);
+    }
+}
+
+static __global__ void rs_forward_kernel(void *y, int ydt, const void *x, int xdt, const void *z, int zdt, const void *g,
+                                         int gdt, int64_t n, int64_t C) {
+    CUDA_LOOP(i, n) stf(y, ydt, i, ldf(x, xdt, i) + ldf(z, zdt, i) * ldf(g, gdt, i % C));
+}
+
+extern "C" void cuda_residual_scale_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z,
+                                            const Tensor *gamma) {
+    const char *op = "residual_scale_forward";
+    const int64_t C = tensor_numel(gamma), n = tensor_numel(z);
+    CX_ASSERT(z->shape[z->ndim - 1] == C && tensor_numel(x) == n && tensor_numel(y) == n, "%s: shapes", op);
+    if (n == 0) return;
+    const int xdt = cuda_fdt(x, op), zdt = cuda_fdt(z, op), ydt = cuda_fdt(y, op), gdt = cuda_fdt(gamma, op);
+    cudaStream_t st = cuda_stream(ctx);
+    if (xdt == zdt && ydt == zdt && vec_ok(zdt, C, n, x->data, z->data, y->data)) {
+        const int V = zdt == DT_BF16 ? 8 : 4, nvec = (int)(n / V), CV = (int)(C / V);
+        if (zdt == DT_BF16)
+            rs_forward_vec_kernel<DT_BF16><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(y->data, x->data, z->data,
+                                                                                 gamma->data, gdt, nvec, CV);
+        else
+            rs_forward_vec_kernel<DT_F32><<<cuda_grid(nvec), CUDA_BLOCK, 0, st>>>(y->data, x->data, z->data,
+                                                                                gamma->data, gdt, nvec, CV);
+    } else {
+        rs_forward_kernel<<<cuda_grid(n), CUDA_BLOCK, 0, st>>>(y->data, ydt, x->data, xdt, z->data, zdt, gamma->data,
+                                                              gdt, n, C);
+    }
+    CUDA_KCHECK("rs_forward_kernel");
+}
+
+// The backward's pass over rows [chunk) of vector column cv (V channels): dz (+)= γ·dy,
+// dx (+)= dy (acc flags: 0 writes, ops.h first write), partials of Σ dy·z per channel.
+template <int DT>
+static __global__ void rs_backward_vec_kernel(double *part, void *dx, int dx_acc, void *dz, int dz_acc, const void *dy,
+                                              const void *z, const void *g, int gdt, int64_t M, int64_t C,
+                                              int64_t rows) {
+    constexpr int V = VecW<DT>::N;
+    const int64_t CV = C / V;
+    const int64_t cv = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s[V];
+    float gv[V];
+#pragma unroll
+    for (int k = 0; k < V; k++) s[k] = 0, gv[k] = 0;
+    if (cv < CV) {
+#pragma unroll
+        for (int k = 0; k < V; k++) gv[k] = ldf(g, gdt, cv * V + k);
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            const int64_t v = r * CV + cv;
+            float d[V], o[V];
+            vld<DT>(d, dy, v);
+            if (part) {
+                float zv[V];
+                vld<DT>(zv, z, v);
+#pragma unroll
+                for (int k = 0; k < V; k++) s[k] += (double)d[k] * zv[k];
+            }
+            if (dz) {
+                if (dz_acc) vld<DT>(o, dz, v);
+#pragma unroll
+                for (int k = 0; k < V; k++) o[k] = dz_acc ? o[k] + d[k] * gv[k] : d[k] * gv[k] + 0.0f;
+                vst<DT>(dz, v, o);
+            }
+            if (dx) {
+                if (dx_acc) vld<DT>(o, dx, v);
+#pragma unroll
+                for (int k = 0; k < V; k++) o[k] = dx_acc ? o[k] + d[k] : d[k] + 0.0f;
+                vst<DT>(dx, v, o);
+            }
+        }
+    }
+    if (!part) return;   // uniform over the launch: no barrier is skipped by some threads only
+#pragma unroll
+    for (int k = 0; k < V; k++) s[k] = lanes_reduce<false, double>(s[k]);
+    if (threadIdx.y == 0 && cv < CV)
+#pragma unroll
+        for (int k = 0; k < V; k++) part[blockIdx.y * C + cv * V + k] = s[k];
+}
+
+static __global__ void rs_backward_kernel(double *part, void *dx, int dxdt, int dx_acc, void *dz, int dzdt, int dz_acc,
+                                          const void *dy, int dydt, const void *z, int zdt, const void *g, int gdt,
+                                          int64_t M, int64_t C, int64_t rows) {
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s = 0;
+    if (c < C) {
+        const float gc = ldf(g, gdt, c);
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            const int64_t i = r * C + c;
+            const float d = ldf(dy, dydt, i);
+            if (part) s += (double)d * ldf(z, zdt, i);
+            if (dz) putf(dz, dzdt, i, d * gc, dz_acc);
+            if (dx) putf(dx, dxdt, i, d, dx_acc);
+        }
+    }
+    if (!part) return;
+    s = lanes_reduce<false, double>(s);
+    if (threadIdx.y == 0 && c < C) part[blockIdx.y * C + c] = s;
+}
+
+static __global__ void rs_dgamma_kernel(void *dg, int dgdt, const double *part, int64_t nchunk, int64_t C) {
+    const int64_t c = WARP_ID();
+    if (c >= C) return;
+    const double s = chunks_sum(part, nchunk, C, c);
+    if ((threadIdx.x & 31) == 0) addf(dg, dgdt, c, (float)s);
+}
+
+extern "C" void cuda_residual_scale_backward(OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy,
+                                             const Tensor *z, const Tensor *gamma) {
+    const char *op = "residual_scale_backward";
+    const int64_t C = tensor_numel(gamma), n = tensor_numel(dy), M = C ? n / C : 0;
+    CX_ASSERT(z->shape[z->ndim - 1] == C && tensor_numel(z) == n && (!dx || tensor_numel(dx) == n) &&
+              (!dz || tensor_numel(dz) == n) && (!dgamma || tensor_numel(dgamma) == C), "%s: shapes", op);
+    if (n == 0 || (!dx && !dz && !dgamma)) return;
+    const int dydt = cuda_fdt(dy, op), zdt = cuda_fdt(z, op), gdt = cuda_fdt(gamma, op);
+    const int dxdt = dx ? cuda_fdt(dx, op) : dydt, dzdt = dz ? cuda_fdt(dz, op) : dydt;
+    const int dx_acc = cuda_acc(ctx, dx), dz_acc = cuda_acc(ctx, dz);
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    const bool vec = zdt == dydt && dxdt == dydt && dzdt == dydt &&
+                     vec_ok(dydt, C, n, dy->data, z->data, dx ? dx->data : NULL) && vec_ok(dydt, C, n, dz ? dz->data : NULL, NULL, NULL);
+    const int V = vec ? (dydt == DT_BF16 ? 8 : 4) : 1;
+    ColPlan p = col_plan(M, C / V);
+    double *part = dgamma ? (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C)) : NULL;
+    void *dxp = dx ? dx->data : NULL, *dzp = dz ? dz->data : NULL;
+    if (vec && dydt == DT_BF16)
+        rs_backward_vec_kernel<DT_BF16><<<p.grid, p.block, 0, st>>>(part, dxp, dx_acc, dzp, dz_acc, dy->data, z->data,
+                                                                     gamma->data, gdt, M, C, p.rows);
+    else if (vec)
+        rs_backward_vec_kernel<DT_F32><<<p.grid, p.block, 0, st>>>(part, dxp, dx_acc, dzp, dz_acc, dy->data, z->data,
+                                                                    gamma->data, gdt, M, C, p.rows);
+    else
+        rs_backward_kernel<<<p.grid, p.block, 0, st>>>(part, dxp, dxdt, dx_acc, dzp, dzdt, dz_acc, dy->data, dydt,
+                                                       z->data, zdt, gamma->data, gdt, M, C, p.rows);
+    CUDA_KCHECK("rs_backward_kernel");
+    if (dgamma) {
+        rs_dgamma_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(dgamma->data, cuda_fdt(dgamma, op), part, p.nchunk, C);
+        CUDA_KCHECK("rs_dgamma_kernel");
+    }
+    arena_release(ctx->scratch, mark);
+}
+
+// ---- GELU's backward with the bias gradient of the layer before it -------------------------------
+// dx (+)= t = dy·(Φ(x) + x·φ(x)) (exact erf form, as eltwise.cu's Gelu), and per chunk of rows
+// the partial sums of t rounded to dx's dtype, for dbias (the ColPlan scheme: deterministic).
+static __device__ __forceinline__ float gelu_grad(float d, float v) {
+    return d * (normcdff(v) + v * expf(-0.5f * v * v) * 0.3989422804014327f);
+}
+static __device__ __forceinline__ float round_to(float v, int dt) {
+    return dt == DT_BF16 ? __bfloat162float(__float2bfloat16(v)) : v;
+}
+
+template <int DT>
+static __global__ void gelu_bias_backward_vec_kernel(double *part, void *dx, int acc, const void *dy, const void *x,
+                                                     int64_t M, int64_t C, int64_t rows) {
+    constexpr int V = VecW<DT>::N;
+    const int64_t CV = C / V;
+    const int64_t cv = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s[V];
+#pragma unroll
+    for (int k = 0; k < V; k++) s[k] = 0;
+    if (cv < CV)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            const int64_t v = r * CV + cv;
+            float d[V], xv[V], o[V];
+            vld<DT>(d, dy, v);
+            vld<DT>(xv, x, v);
+            if (dx && acc) vld<DT>(o, dx, v);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                const float t = gelu_grad(d[k], xv[k]);
+                if (part) s[k] += round_to(t, DT);
+                o[k] = acc ? o[k] + t : t + 0.0f;
+            }
+            if (dx) vst<DT>(dx, v, o);
+        }
+    if (!part) return;
+#pragma unroll
+    for (int k = 0; k < V; k++) s[k] = lanes_reduce<false, double>(s[k]);
+    if (threadIdx.y == 0 && cv < CV)
+#pragma unroll
+        for (int k = 0; k < V; k++) part[blockIdx.y * C + cv * V + k] = s[k];
+}
+
+static __global__ void gelu_bias_backward_kernel(double *part, void *dx, int dxdt, int acc, const void *dy, int dydt,
+                                                 const void *x, int xdt, int64_t M, int64_t C, int64_t rows) {
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows, r1 = r0 + rows < M ? r0 + rows : M;
+    double s = 0;
+    if (c < C)
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            const int64_t i = r * C + c;
+            const float t = gelu_grad(ldf(dy, dydt, i), ldf(x, xdt, i));
+            if (part) s += round_to(t, dx ? dxdt : xdt);
+            if (dx) putf(dx, dxdt, i, t, acc);
+        }
+    if (!part) return;
+    s = lanes_reduce<false, double>(s);
+    if (threadIdx.y == 0 && c < C) part[blockIdx.y * C + c] = s;
+}
+
+extern "C" void cuda_gelu_bias_backward(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x) {
+    const char *op = "gelu_bias_backward";
+    const int64_t C = x->shape[x->ndim - 1], n = tensor_numel(x), M = C ? n / C : 0;
+    CX_ASSERT(tensor_numel(dy) == n && (!dx || tensor_numel(dx) == n) && (!dbias || tensor_numel(dbias) == C),
+              "%s: shapes", op);
+    if (n == 0 || (!dx && !dbias)) return;
+    const int xdt = cuda_fdt(x, op), dydt = cuda_fdt(dy, op), dxdt = dx ? cuda_fdt(dx, op) : xdt;
+    const int acc = cuda_acc(ctx, dx);
+    cudaStream_t st = cuda_stream(ctx);
+    ArenaMark mark = arena_mark(ctx->scratch);
+    const bool vec = xdt == dydt && dxdt == xdt && vec_ok(xdt, C, n, x->data, dy->data, dx ? dx->data : NULL);
+    const int V = vec ? (xdt == DT_BF16 ? 8 : 4) : 1;
+    ColPlan p = col_plan(M, C / V);
+    double *part = dbias ? (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(p.nchunk * C)) : NULL;
+    void *dxp = dx ? dx->data : NULL;
+    if (vec && xdt == DT_BF16)
+        gelu_bias_backward_vec_kernel<DT_BF16><<<p.grid, p.block, 0, st>>>(part, dxp, acc, dy->data, x->data, M, C,
+                                                                            p.rows);
+    else if (vec)
+        gelu_bias_backward_vec_kernel<DT_F32><<<p.grid, p.block, 0, st>>>(part, dxp, acc, dy->data, x->data, M, C,
+                                                                           p.rows);
+    else
+        gelu_bias_backward_kernel<<<p.grid, p.block, 0, st>>>(part, dxp, dxdt, acc, dy->data, dydt, x->data, xdt, M, C,
+                                                              p.rows);
+    CUDA_KCHECK("gelu_bias_backward_kernel");
+    if (dbias) {
+        rs_dgamma_kernel<<<warps_grid(C), CUDA_BLOCK, 0, st>>>(dbias->data, cuda_fdt(dbias, op), part, p.nchunk, C);
+        CUDA_KCHECK("rs_dgamma_kernel");
+    }
     arena_release(ctx->scratch, mark);
 }

@@ -9,13 +9,13 @@
 #include "ops/cuda/common.cuh"
 
 extern "C" {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) __attribute__((weak)) void cuda_##name params;
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) __attribute__((weak)) void cuda_##name params;
 #include "ops/ops_list.h"
 #undef OP
 }
 
 static const OpsBackend cuda_ops = {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) .name = cuda_##name,
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) .name = cuda_##name,
 #include "ops/ops_list.h"
 #undef OP
 };

@@ -46,12 +46,12 @@ MulBcast mul_bcast_plan(const Tensor *x, const Tensor *s) {
 #define REF_SLOT_CPU(name, S)
 #define REF_SLOT_NONE(name, S)
 const OpsBackend ops_ref_f32 = {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) REF_SLOT_##ref(name, f32)
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) REF_SLOT_##ref(name, f32)
 #include "ops/ops_list.h"
 #undef OP
 };
 const OpsBackend ops_ref_f64 = {
-#define OP(name, cls, by, wrap, ref, cpu, params, args) REF_SLOT_##ref(name, f64)
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) REF_SLOT_##ref(name, f64)
 #include "ops/ops_list.h"
 #undef OP
 };

@@ -17,7 +17,7 @@
 #define REF_DECL_REF(name, params) void ref_##name##_f32 params; void ref_##name##_f64 params;
 #define REF_DECL_CPU(name, params)
 #define REF_DECL_NONE(name, params)
-#define OP(name, cls, by, wrap, ref, cpu, params, args) REF_DECL_##ref(name, params)
+#define OP(name, cls, by, wrap, ref, cpu, fw, params, args) REF_DECL_##ref(name, params)
 #include "ops/ops_list.h"
 #undef OP
 

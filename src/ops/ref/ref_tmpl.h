@@ -63,6 +63,7 @@ void FN(ref_conv2d_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor
 
 void FN(ref_conv2d_backward)(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                              const Tensor *w, ConvArgs a) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     int64_t N = T_N(x), H = T_H(x), W = T_W(x), C = T_C(x);
     int64_t K = w->shape[0], Cg = w->shape[1], kh = w->shape[2], kw = w->shape[3];
     int64_t Ho = T_H(dy), Wo = T_W(dy), G = a.groups, Kg = K / G;
@@ -132,6 +133,7 @@ void FN(ref_linear_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor
 
 void FN(ref_linear_backward)(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                              const Tensor *w) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     int64_t K = w->shape[0], C = w->shape[1], R = tensor_numel(x) / C;
     const real *xp = FN(P)(x), *wp = FN(P)(w), *dyp = FN(P)(dy);
     if (dx) {
@@ -220,6 +222,7 @@ void FN(ref_batchnorm_forward)(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor 
 void FN(ref_batchnorm_backward)(OpCtx *ctx, Tensor *dx, Tensor *dgamma, Tensor *dbeta, const Tensor *dy,
                                 const Tensor *x, const Tensor *save_mean, const Tensor *save_invstd,
                                 const Tensor *gamma, int training) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     int64_t C = x->shape[x->ndim - 1], M = tensor_numel(x) / C;
     const real *xp = FN(P)(x), *dyp = FN(P)(dy);
     for (int64_t c = 0; c < C; c++) {
@@ -267,6 +270,7 @@ void FN(ref_layernorm_forward)(OpCtx *ctx, Tensor *y, Tensor *save_mean, Tensor 
 
 void FN(ref_layernorm_backward)(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                                 const Tensor *save_mean, const Tensor *save_rstd, const Tensor *w) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     int64_t C = x->shape[x->ndim - 1], R = tensor_numel(x) / C;
     const real *xp = FN(P)(x), *dyp = FN(P)(dy), *wp = w ? FN(P)(w) : NULL;
     for (int64_t r = 0; r < R; r++) {
@@ -301,6 +305,7 @@ void FN(ref_gelu_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
 }
 
 void FN(ref_gelu_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *xp = FN(P)(x), *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
     for (int64_t i = 0, n = tensor_numel(x); i < n; i++) {
@@ -310,6 +315,26 @@ void FN(ref_gelu_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tenso
     }
 }
 
+// gelu_backward's term t, rounded to dx's dtype; dx += t; dbias += Σ t per channel.
+void FN(ref_gelu_bias_backward)(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor *dy, const Tensor *x) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
+    const int64_t C = x->shape[x->ndim - 1], n = tensor_numel(x);
+    CX_ASSERT(!dbias || tensor_numel(dbias) == C, "gelu_bias_backward: dbias has %lld elements, x %lld channels",
+              (long long)tensor_numel(dbias), (long long)C);
+    const real *xp = FN(P)(x), *dyp = FN(P)(dy);
+    ArenaMark m = arena_mark(ctx->scratch);
+    acc *db = dbias ? arena_calloc(ctx->scratch, sizeof(acc) * (size_t)C) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        acc v = xp[i];
+        acc cdf = 0.5 * (1 + erf(v * M_SQRT1_2)), pdf = exp(-0.5 * v * v) * (M_2_SQRTPI * M_SQRT1_2 * 0.5);
+        real t = (real)(dyp[i] * (cdf + v * pdf));
+        if (db) db[i % C] += t;
+        if (dx) FN(P)(dx)[i] += t;
+    }
+    if (db) for (int64_t c = 0; c < C; c++) FN(P)(dbias)[c] += (real)db[c];
+    arena_release(ctx->scratch, m);
+}
+
 void FN(ref_relu_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
     const real *xp = FN(P)(x);
     real *yp = FN(P)(y);
@@ -317,6 +342,7 @@ void FN(ref_relu_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
 }
 
 void FN(ref_relu_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *yp = FN(P)(y), *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
     for (int64_t i = 0, n = tensor_numel(y); i < n; i++) if (yp[i] > 0) dxp[i] += dyp[i];
@@ -329,6 +355,7 @@ void FN(ref_sigmoid_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
 }
 
 void FN(ref_sigmoid_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *yp = FN(P)(y), *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
     for (int64_t i = 0, n = tensor_numel(y); i < n; i++) dxp[i] += (real)((acc)dyp[i] * yp[i] * (1 - (acc)yp[i]));
@@ -345,6 +372,7 @@ void FN(ref_softplus_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
 }
 
 void FN(ref_softplus_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *xp = FN(P)(x), *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
     for (int64_t i = 0, n = tensor_numel(x); i < n; i++) {
@@ -361,6 +389,7 @@ void FN(ref_clamp_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, double lo, do
 }
 
 void FN(ref_clamp_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, double lo, double hi) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *xp = FN(P)(x), *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
     real l = (real)lo, h = (real)hi;
@@ -374,6 +403,7 @@ void FN(ref_add_forward)(OpCtx *ctx, Tensor *y, const Tensor *a, const Tensor *b
 }
 
 void FN(ref_axpy)(OpCtx *ctx, Tensor *y, double alpha, const Tensor *x) {
+    op_zero_first(ctx, y);   // first write (ops.h)
     const real *xp = FN(P)(x);
     real *yp = FN(P)(y);
     for (int64_t i = 0, n = tensor_numel(x); i < n; i++) yp[i] += (real)(alpha * xp[i]);
@@ -398,6 +428,8 @@ void FN(ref_mul_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *s
 }
 
 void FN(ref_mul_backward)(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, const Tensor *x, const Tensor *s) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
+    op_zero_first(ctx, ds);   // first write (ops.h)
     MulBcast b = mul_bcast_plan(x, s);
     const real *xp = FN(P)(x), *sp = FN(P)(s), *dyp = FN(P)(dy);
     ArenaMark m = arena_mark(ctx->scratch);
@@ -432,6 +464,36 @@ static FN(Lerp) FN(resize_lerp)(int64_t dst, int64_t in, int64_t out, double sca
     return L;
 }
 
+// mul_forward then axpy: t = z·γ rounded, then y = t + x.
+void FN(ref_residual_scale_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *z, const Tensor *gamma) {
+    const int64_t C = tensor_numel(gamma), n = tensor_numel(z);
+    CX_ASSERT(z->shape[z->ndim - 1] == C && tensor_numel(x) == n && tensor_numel(y) == n, "residual_scale: shapes");
+    const real *xp = FN(P)(x), *zp = FN(P)(z), *gp = FN(P)(gamma);
+    real *yp = FN(P)(y);
+    for (int64_t i = 0; i < n; i++) {
+        real t = zp[i] * gp[i % C];
+        yp[i] = t + xp[i];
+    }
+}
+// mul_backward (dz, dγ) then axpy (dx).
+void FN(ref_residual_scale_backward)(OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dgamma, const Tensor *dy,
+                                     const Tensor *z, const Tensor *gamma) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
+    op_zero_first(ctx, dz);
+    const int64_t C = tensor_numel(gamma), n = tensor_numel(z);
+    CX_ASSERT(z->shape[z->ndim - 1] == C && tensor_numel(dy) == n, "residual_scale_backward: shapes");
+    const real *zp = FN(P)(z), *gp = FN(P)(gamma), *dyp = FN(P)(dy);
+    ArenaMark m = arena_mark(ctx->scratch);
+    acc *dga = dgamma ? arena_calloc(ctx->scratch, sizeof(acc) * (size_t)C) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        if (dz) FN(P)(dz)[i] += dyp[i] * gp[i % C];
+        if (dga) dga[i % C] += (acc)dyp[i] * zp[i];
+    }
+    if (dga) for (int64_t c = 0; c < C; c++) FN(P)(dgamma)[c] += (real)dga[c];
+    if (dx) for (int64_t i = 0; i < n; i++) FN(P)(dx)[i] += (real)(1.0 * dyp[i]);
+    arena_release(ctx->scratch, m);
+}
+
 void FN(ref_resize_bilinear_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, double scale_h, double scale_w) {
     int64_t N = T_N(x), H = T_H(x), W = T_W(x), C = T_C(x), Ho = T_H(y), Wo = T_W(y);
     CX_ASSERT(T_N(y) == N && T_C(y) == C, "resize_bilinear: N or C differ");
@@ -452,6 +514,7 @@ void FN(ref_resize_bilinear_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, dou
 }
 
 void FN(ref_resize_bilinear_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, double scale_h, double scale_w) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     int64_t N = T_N(dx), H = T_H(dx), W = T_W(dx), C = T_C(dx), Ho = T_H(dy), Wo = T_W(dy);
     const real *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
@@ -487,6 +550,7 @@ void FN(ref_avgpool_global_forward)(OpCtx *ctx, Tensor *y, const Tensor *x) {
 }
 
 void FN(ref_avgpool_global_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     int64_t N = T_N(dx), HW = T_H(dx) * T_W(dx), C = T_C(dx);
     const real *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
@@ -526,6 +590,7 @@ void FN(ref_softmax_forward)(OpCtx *ctx, Tensor *y, const Tensor *x, int64_t out
 
 void FN(ref_softmax_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *y, int64_t outer, int64_t L,
                               int64_t inner) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *yp = FN(P)(y), *dyp = FN(P)(dy);
     real *dxp = FN(P)(dx);
     for (int64_t o = 0; o < outer; o++)
@@ -614,6 +679,7 @@ void FN(ref_maxnorm_forward)(OpCtx *ctx, Tensor *y, Tensor *save_max, const Tens
 
 void FN(ref_maxnorm_backward)(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *save_max,
                               double eps) {
+    op_zero_first(ctx, dx);   // first write (ops.h)
     const real *xp = FN(P)(x), *dyp = FN(P)(dy);
     int64_t n = tensor_numel(x), nmax = 0;
     real mx = FN(P)(save_max)[0];
@@ -649,6 +715,7 @@ void FN(ref_rows_add_bcast)(OpCtx *ctx, Tensor *y, const Tensor *b) {
 }
 
 void FN(ref_rows_sum)(OpCtx *ctx, Tensor *db, const Tensor *dy) {
+    op_zero_first(ctx, db);   // first write (ops.h)
     int64_t L = tensor_numel(db), R = tensor_numel(dy) / L;
     const real *dyp = FN(P)(dy);
     for (int64_t l = 0; l < L; l++) {
