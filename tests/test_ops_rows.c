@@ -442,6 +442,10 @@ OPCASE(rows_gather, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
 OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
 OPCASE(rows_scatter_add_now, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
 OPCASE(rows_gather_sum, .fwd = gsum_fwd, .bwd = gsum_bwd, TOL_ELEM, .f32_in = 16)   // w float32 under bf16
+// rows of 16 and 8 elements: the GPU's 16-byte vector paths of the same ops
+OPCASE(rows_gather_c16, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
+OPCASE(rows_scatter_add_c8, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
+OPCASE(rows_gather_sum_c8, .fwd = gsum_fwd, .bwd = gsum_bwd, TOL_ELEM, .f32_in = 16)
 // Routing runs in float32 beside bf16 activations (no bf16 column). The plan is integers and
 // weights divided once in double: the GPU equals the reference exactly; the backward's
 // exp and log may differ in the last bit there.

@@ -412,6 +412,16 @@ for lb, cb in (("mse", 0.7), ("switch", 0.3), ("zloss", 0.2), ("none", 0.5)):
     ins, fn = route_backward(lb, cb)
     case(f"route_topk_backward_{lb}", ins, [False] * 4, fn, ngout=0)
 
+
+# The MoE row ops with rows of 16 and 8 elements: the GPU's 16-byte vector paths (8 bf16 or 4 float32).
+case("rows_gather_c16", [rnd(5, 2, 8), gidx], [True, False], lambda s, i: [s.index_select(0, i.long())])
+case("rows_scatter_add_c8", [rnd(5, 8), rnd(4, 8), sidx, rnd(4)], [True, True, False, True],
+     lambda d, s, i, w: [d.index_add(0, i.long(), w[:, None] * s)])
+case("rows_gather_sum_c8", [rnd(5, 1, 8), rnd(7, 1, 8), torch.tensor(gs_ptr, dtype=torch.int32),
+                            torch.tensor(gs_list, dtype=torch.int32), rnd(7), torch.tensor(gs_row, dtype=torch.int32)],
+     [True, True, False, False, True, False],
+     lambda d, s, p, l, w, r: [d.index_add(0, r.long(), w[:, None, None] * s[l.long()])])
+
 def save(path):
     arrays = {k: t.detach().numpy() for entry in CASES.values() for k, t in entry.items()}
     n = safetensors_io.save(path, arrays, {"generator": "tools/make_op_goldens.py", "torch": torch.__version__})

@@ -155,6 +155,7 @@ static void to_dev_packed(NNCtx *ctx, Tensor *const *all, size_t n) {
 
 // The tiling of x's map and the tile pooling plan (each tile's pixels, 1/area).
 static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
+    const double t0 = cx_time_s();
     MoeRoute *r = &m->route;
     int64_t N = T_N(x), H = T_H(x), W = T_W(x), HW = H * W;
     r->gh = moe_tiles(H, m->grid, r->ty);
@@ -188,6 +189,7 @@ static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
     Tensor *all[] = { &m->pool_ptr, &m->pool_list, &m->pool_w, &m->pix_tile, &m->pix_tile_w, &m->tile_img,
                       &m->timg_ptr, &m->timg_list };
     to_dev_packed(ctx, all, sizeof all / sizeof *all);
+    m->host_s += cx_time_s() - t0;
 }
 
 // The pooled features of each unit: (U,d).
@@ -302,6 +304,7 @@ void moe_route_forward_n(NNCtx *ctx, Moe *m, const Tensor *x, int n) {
     size_t at[MOE_ROUTE_LAYERS][6], read = 0, total;
     for (int i = 0; i < n; i++) {
         m[i].x = x[i];
+        m[i].host_s = 0;
         route_pool(ctx, &m[i], &x[i]);
         const size_t UE = (size_t)(m[i].U * m[i].E), Uk = (size_t)(m[i].U * m[i].k);
         at[i][0] = read, read += ALIGN256(UE * fs);               // logits
@@ -337,6 +340,7 @@ void moe_route_forward_n(NNCtx *ctx, Moe *m, const Tensor *x, int n) {
     Tensor head = blk_view(&blk, 0, DT_U8, 1, &rb);
     Tensor h = nn_to_host(ctx, &head);
     for (int i = 0; i < n; i++) {
+        const double t0 = cx_time_s();
         Moe *l = &m[i];
         MoeRoute *r = &l->route;
         const int64_t U = l->U, E = l->E, k = l->k;
@@ -349,6 +353,7 @@ void moe_route_forward_n(NNCtx *ctx, Moe *m, const Tensor *x, int n) {
         for (int64_t p = 0; p < U * k; p++) r->count[idx[p]]++;
         r->lb_loss = balance_loss(l);
         pairs_sort(ctx, l);
+        l->host_s += cx_time_s() - t0;
     }
 }
 
@@ -431,6 +436,7 @@ static void legacy_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     MoeRoute *r = &m->route;
     const cx_dtype sdt = nn_stat_dtype(ctx);
     m->x = *x;
+    m->host_s = 0;
     route_pool(ctx, m, x);
     const int64_t U = m->U;
     Tensor logits = nn_new(ctx, sdt, 2, (int64_t[]){ U, E }), probs = nn_new(ctx, sdt, 2, (int64_t[]){ U, E });
@@ -589,6 +595,7 @@ static void legacy_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tenso
 // inside the map), the M kept pixels (each pair's tile, row-major), and the CSR
 // lists that turn every scatter into a gather (rows_gather_sum).
 static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
+    const double t0 = cx_time_s();
     MoeRoute *r = &m->route;
     MoeTiles *pl = &m->tiles[e];
     const int64_t N = T_N(x), H = T_H(x), W = T_W(x), HW = H * W, c = r->count[e];
@@ -661,6 +668,7 @@ static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
                       &et->img, &et->img_ptr, &et->img_list, &et->img_w, &pl->out_idx, &pl->out_ptr, &pl->out_list,
                       &pl->out_w, &pl->pix_w, &pl->pair_ptr, &pl->pair_list };
     to_dev_packed(ctx, all, sizeof all / sizeof *all);
+    m->host_s += cx_time_s() - t0;
 }
 
 static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {

@@ -113,6 +113,8 @@ typedef struct {
     Tensor img_pooled;                 // route_by_image: (N,d)
     Tensor tile_img, timg_ptr, timg_list;   // route_by_image: image of each tile (U), its CSR (N+1), (U)
     MoeTiles tiles[MOE_MAX_EXPERTS];
+    double host_s;                     // seconds the last forward spent planning on the host (the routing read
+                                       // back, spatial routing's index lists; bench reports it)
 } Moe;
 
 const char *moe_balance_name(moe_balance b);

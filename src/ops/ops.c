@@ -195,6 +195,7 @@ static const OpsBackend *ops_pick(const OpCtx *ctx, const Tensor *t, const char 
 #define OP(name, cls, by, wrap, ref, cpu, params, args) \
     static void run_##name params { \
         double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
+        if (ctx->calls) (*ctx->calls)++; \
         const OpsBackend *b_ = ops_pick(ctx, by, #name, CPU_BOTH_##ref); \
         CX_ASSERT(b_->name, #name ": the %s backend has no kernel for it", ops_backend_name(ctx->backend)); \
         b_->name args; \

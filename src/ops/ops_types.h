@@ -19,6 +19,7 @@ typedef struct OpCtx {
     double *macs;             // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
     struct ReluTape *relu_tape;   // non-NULL: ReLU decisions recorded or replayed (parity checks; see below)
     struct OpProfile *prof;   // non-NULL: every op timed between two synchronisations (camoxpert bench --profile)
+    int64_t *calls;           // non-NULL: every op call adds one (camoxpert bench: op launches per step)
 } OpCtx;
 
 // ---- profiling (ops.h) ----------------------------------------------------------------

@@ -167,3 +167,161 @@ extern "C" void cuda_route_topk_backward(OpCtx *ctx, Tensor *dlogits, const Tens
                                                                    (const float *)logits->data, lb, cb, U, E, k);
     CUDA_KCHECK("route_backward_kernel");
 }
+
+// ---- the MoE row ops on 16-byte vectors ---------------------------------------------------------------
+// rows_gather, rows_gather_sum and rows_scatter_add_backward's dsrc move whole rows (a
+// pixel's channels, an image's map): when source and destination share one dtype, a
+// row is a whole number of 16-byte vectors (8 bf16 or 4 float32 values) and the data
+// are aligned, a thread moves a vector and indexes in 32 bits (eltwise.cu's kernels
+// take the other cases). The arithmetic per element is the scalar kernels', rounding
+// for rounding: the same results.
+template <int DT> struct RowVec { static constexpr int N = DT == DT_BF16 ? 8 : 4; };
+
+template <int DT>
+static __device__ __forceinline__ void rv_load(float *out, const void *p, int64_t v) {
+    uint4 raw = ((const uint4 *)p)[v];
+    if (DT == DT_BF16) {
+        const __nv_bfloat16 *h = (const __nv_bfloat16 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) out[k] = __bfloat162float(h[k]);
+    } else {
+        const float *f = (const float *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) out[k] = f[k];
+    }
+}
+
+template <int DT>
+static __device__ __forceinline__ void rv_store(void *p, int64_t v, const float *in) {
+    uint4 raw;
+    if (DT == DT_BF16) {
+        __nv_bfloat16 *h = (__nv_bfloat16 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) h[k] = __float2bfloat16(in[k]);
+    } else {
+        float *f = (float *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) f[k] = in[k];
+    }
+    ((uint4 *)p)[v] = raw;
+}
+
+static __device__ __forceinline__ void rv_check(int32_t r, int64_t rows, const char *op, bool report) {
+    if (r < 0 || r >= rows) {
+        if (report) printf("%s: row index %d outside [0, %lld)\n", op, (int)r, (long long)rows);
+        __trap();
+    }
+}
+
+// Vectors per row for tensors t (NULL: absent) of dtype dt with D elements a row, or 0
+// when the vector path does not apply (dtypes, row width, alignment, 32-bit indexing).
+static int row_vectors(int dt, int64_t D, int64_t n_rows, const Tensor *a, const Tensor *b, const Tensor *c) {
+    const int w = dt == DT_BF16 ? 8 : dt == DT_F32 ? 4 : 0;
+    const Tensor *t[3] = { a, b, c };
+    for (int i = 0; i < 3; i++)
+        if (t[i] && (t[i]->dtype != dt || ((uintptr_t)t[i]->data & 15))) return 0;
+    if (!w || D % w || D / w * n_rows >= ((int64_t)1 << 31)) return 0;
+    return (int)(D / w);
+}
+
+// dst[i] = src[idx[i]], uint4 by uint4 (no conversion: the dtypes are one).
+static __global__ void rows_gather_vec_kernel(uint4 *dst, const uint4 *src, const int32_t *idx, int64_t rows, int V,
+                                              unsigned n) {
+    for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+        const unsigned i = e / (unsigned)V, v = e - i * (unsigned)V;
+        const int32_t r = idx[i];
+        rv_check(r, rows, "rows_gather", v == 0);
+        dst[e] = src[(int64_t)r * V + v];
+    }
+}
+
+extern "C++" bool cuda_rows_gather_vec(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
+    const int64_t n = tensor_numel(idx), rows = src->shape[0], D = rows ? tensor_numel(src) / rows : 0;
+    const int V = row_vectors((int)src->dtype, D, n > rows ? n : rows, dst, src, NULL);
+    if (!V || n == 0) return false;
+    const unsigned nv = (unsigned)(n * V);
+    rows_gather_vec_kernel<<<cuda_grid(nv), CUDA_BLOCK, 0, cuda_stream(ctx)>>>((uint4 *)dst->data, (const uint4 *)src->data,
+                                                                              tensor_i32(idx), rows, V, nv);
+    CUDA_KCHECK("rows_gather_vec_kernel");
+    return true;
+}
+
+// dst[r] += Σ_j w[j]·src[list[j]] over j in [ptr[r], ptr[r+1]), a vector of dst per thread.
+template <int DT>
+static __global__ void rows_gather_sum_vec_kernel(void *dst, const void *src, const int32_t *ptr, const int32_t *list,
+                                                  const float *w, int64_t srows, int V, unsigned n) {
+    constexpr int L = RowVec<DT>::N;
+    for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+        const unsigned r = e / (unsigned)V, v = e - r * (unsigned)V;
+        const int32_t j0 = ptr[r], j1 = ptr[r + 1];
+        if (j0 == j1) continue;
+        float acc[L], s[L];
+        rv_load<DT>(acc, dst, e);
+        for (int32_t j = j0; j < j1; j++) {
+            const int32_t i = list[j];
+            rv_check(i, srows, "rows_gather_sum", v == 0);
+            rv_load<DT>(s, src, (int64_t)i * V + v);
+            if (w) {
+                const float wj = w[j];
+#pragma unroll
+                for (int k = 0; k < L; k++) acc[k] = __fadd_rn(acc[k], __fmul_rn(wj, s[k]));
+            } else {
+#pragma unroll
+                for (int k = 0; k < L; k++) acc[k] = __fadd_rn(acc[k], s[k]);
+            }
+        }
+        rv_store<DT>(dst, e, acc);
+    }
+}
+
+extern "C++" bool cuda_rows_gather_sum_vec(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr,
+                                           const Tensor *list, const Tensor *w) {
+    const int64_t rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0, srows = src->shape[0];
+    const int V = row_vectors((int)dst->dtype, D, rows > srows ? rows : srows, dst, src, NULL);
+    if (!V || (w && w->dtype != DT_F32)) return false;
+    const unsigned nv = (unsigned)(rows * V);
+    const float *wp = w ? (const float *)w->data : NULL;
+    if (dst->dtype == DT_BF16)
+        rows_gather_sum_vec_kernel<DT_BF16><<<cuda_grid(nv), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+            dst->data, src->data, tensor_i32(ptr), tensor_i32(list), wp, srows, V, nv);
+    else
+        rows_gather_sum_vec_kernel<DT_F32><<<cuda_grid(nv), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
+            dst->data, src->data, tensor_i32(ptr), tensor_i32(list), wp, srows, V, nv);
+    CUDA_KCHECK("rows_gather_sum_vec_kernel");
+    return true;
+}
+
+// dsrc[i] += w[i]·ddst[idx[i]] (rows_scatter_add_backward's input gradient), a vector per thread.
+template <int DT>
+static __global__ void rows_dsrc_vec_kernel(void *dsrc, const void *ddst, const int32_t *idx, const float *w, int64_t rows,
+                                            int V, unsigned n) {
+    constexpr int L = RowVec<DT>::N;
+    for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+        const unsigned i = e / (unsigned)V, v = e - i * (unsigned)V;
+        const int32_t r = idx[i];
+        rv_check(r, rows, "rows_scatter_add_backward", v == 0);
+        float d[L], g[L];
+        rv_load<DT>(d, dsrc, e);
+        rv_load<DT>(g, ddst, (int64_t)r * V + v);
+        const float wi = w ? w[i] : 1.0f;
+#pragma unroll
+        for (int k = 0; k < L; k++) d[k] = __fadd_rn(d[k], w ? __fmul_rn(wi, g[k]) : g[k]);
+        rv_store<DT>(dsrc, e, d);
+    }
+}
+
+extern "C++" bool cuda_rows_dsrc_vec(OpCtx *ctx, Tensor *dsrc, const Tensor *ddst, const Tensor *idx, const Tensor *w) {
+    const int64_t n = tensor_numel(idx), rows = ddst->shape[0], D = rows ? tensor_numel(ddst) / rows : 0;
+    const int V = row_vectors((int)ddst->dtype, D, n > rows ? n : rows, dsrc, ddst, NULL);
+    if (!V || n == 0 || (w && w->dtype != DT_F32)) return false;
+    const unsigned nv = (unsigned)(n * V);
+    const float *wp = w ? (const float *)w->data : NULL;
+    if (ddst->dtype == DT_BF16)
+        rows_dsrc_vec_kernel<DT_BF16><<<cuda_grid(nv), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(dsrc->data, ddst->data,
+                                                                                          tensor_i32(idx), wp, rows, V, nv);
+    else
+        rows_dsrc_vec_kernel<DT_F32><<<cuda_grid(nv), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(dsrc->data, ddst->data,
+                                                                                         tensor_i32(idx), wp, rows, V, nv);
+    CUDA_KCHECK("rows_dsrc_vec_kernel");
+    return true;
+}
