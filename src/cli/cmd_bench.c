@@ -8,7 +8,12 @@
 // forward FLOPs per image counted at every conv/linear/GEMM call (2 per
 // multiply-accumulate; the sparse model's from the routing of the timed batches),
 // and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs,
-// and the host<->device copies per step (core/device.h counts them). On the
+// the host<->device copies per step that wait for the device (core/device.h counts
+// them), op calls per training step and per batch-1 forward (OpCtx.calls), and for
+// sparse models the MoE's planning time on the host (nn/moe.h host_s). --sweep
+// E:K,... runs one sparse model per (experts, top-k) and tabulates step time against
+// FLOPs beside dense (issue 28). CAMOXPERT_MOE_PLAN=old times the former MoE
+// dispatch (nn/moe.h), named in the header line and the JSON's moe_plan. On the
 // device --device names, in the precision --precision names; the step is
 // train/step.h's, the trainer's own. --profile adds, per configuration, a profile
 // of the training step: every op timed between two synchronisations (ops.h
@@ -31,10 +36,17 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+static double cpu_time_s(void) {   // this process's CPU time, all threads
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double median(double *t, int n) {
@@ -51,6 +63,8 @@ typedef struct {
     double calls_per_step;   // op calls (kernel launches, cuDNN/cuBLASLt calls counted once) per training step
     double infer_calls, infer_syncs;   // the same for one batch-1 forward
     double moe_host_ms;      // sparse: the MoE's planning on the host per training step (moe.h host_s)
+    double train_cpu_s;      // the process's CPU time per training step (median; every thread): steadier than
+                             // the wall clock where other work shares the cores
     double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
     int buckets;             // several ranks: gradient buckets per step
     double params_bytes;     // the gradient buffer
@@ -170,12 +184,12 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     train_step_init(&step, rt, m, pt, &opt, NULL, &w);
     step.comm = comm;
     const int world = comm ? comm->world : 1;
-    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
+    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2)), *tc = cx_malloc(sizeof(double) * (size_t)(steps + 2));
     double macs = 0, host_s = 0;
     int64_t sync0 = 0, calls = 0;
     for (int it = 0; it <= steps + 1; it++) {   // iterations 0 and 1 size the arenas and plans (not timed)
         runtime_sync(rt);
-        double t0 = cx_time_s();
+        double t0 = cx_time_s(), c0 = cpu_time_s();
         if (it == 2) sync0 = cx_sync_count();
         train_step_begin(&step);
         CamoXpertOutputs o;
@@ -191,13 +205,15 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         }
         rt->ctx.op.calls = NULL;
         runtime_sync(rt);
-        if (it > 1) t[it - 2] = cx_time_s() - t0;
+        if (it > 1) t[it - 2] = cx_time_s() - t0, tc[it - 2] = cpu_time_s() - c0;
         r->loss = sr.loss.total;
     }
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
     r->calls_per_step = (double)calls / steps;
     r->moe_host_ms = host_s / steps * 1e3;
     r->train_ms = median(t, steps) * 1e3;   // before t is reused
+    r->train_cpu_s = median(tc, steps);
+    free(tc);
     r->buckets = step.n_buckets;
     r->params_bytes = (double)pt->numel * (double)dtype_size(pt->dtype);
     r->allreduce_ms = 0;
@@ -487,7 +503,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%-18s batch-1 forward: %.0f op calls, %.0f host syncs (the input's upload included)", "", r.infer_calls,
                r.infer_syncs);
         if (r.sparse) printf("; MoE planning on the host %.2f ms a training step", r.moe_host_ms);
-        printf("\n");
+        printf("; process CPU time %.2f s a training step\n", r.train_cpu_s);
         if (r.infer_graph_ms > 0)
             printf("%-18s batch-1 forward as a CUDA graph (%s): %.2f ms with the upload and the download\n", "",
                    r.graph_why, r.infer_graph_ms);
@@ -523,6 +539,7 @@ int cmd_bench(int argc, char **argv) {
         if (r.sparse) cJSON_AddNumberToObject(j, "moe_host_ms_per_step", r.moe_host_ms);
         cJSON_AddNumberToObject(j, "params_m", r.params_m);
         cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);
+        cJSON_AddNumberToObject(j, "train_cpu_s_per_step", r.train_cpu_s);
         cJSON_AddNumberToObject(j, "images_per_s", r.images_per_s);
         cJSON_AddNumberToObject(j, "infer_ms_batch1", r.infer_ms);
         if (r.infer_graph_ms > 0) cJSON_AddNumberToObject(j, "infer_ms_batch1_graph", r.infer_graph_ms);
@@ -544,17 +561,18 @@ int cmd_bench(int argc, char **argv) {
            "forward; peak MB = parameters + gradients + AdamW moments + activation/scratch arenas; syncs = host<->device "
            "copies per training step that wait for the device; ops = op calls per training step)\n");
     if (sweep && !conf[0].sparse && nm > 1) {   // time against FLOPs, dense = 1
-        printf("\n(E, k) sweep against dense: does the step time follow the FLOPs?\n");
-        printf("%-18s %10s %10s %10s %9s %10s %12s\n", "model", "GFLOP/img", "FLOPs", "train ms", "time", "img/s",
-               "time/FLOPs");
+        printf("\n(E, k) sweep against dense: does the step time follow the FLOPs? (CPU s: the process's CPU time "
+               "per training step)\n");
+        printf("%-18s %10s %10s %10s %9s %10s %12s %10s %9s\n", "model", "GFLOP/img", "FLOPs", "train ms", "time", "img/s",
+               "time/FLOPs", "CPU s", "CPU time");
         for (int i = 0; i < nm; i++) {
             const BenchRow *r = &rows[i];
             char name[32];
             if (r->sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", r->E, r->k);
             else snprintf(name, sizeof name, "dense");
             const double fr = r->gflop_img / rows[0].gflop_img, tr = r->train_ms / rows[0].train_ms;
-            printf("%-18s %10.2f %10.3f %10.2f %9.3f %10.2f %12.3f\n", name, r->gflop_img, fr, r->train_ms, tr,
-                   r->images_per_s, tr / fr);
+            printf("%-18s %10.2f %10.3f %10.2f %9.3f %10.2f %12.3f %10.2f %9.3f\n", name, r->gflop_img, fr, r->train_ms, tr,
+                   r->images_per_s, tr / fr, r->train_cpu_s, r->train_cpu_s / rows[0].train_cpu_s);
         }
     }
     int rc = 0;
