@@ -288,8 +288,10 @@ sparse28)
     for f in "$here/shared/fixtures/camoxpert_sparse_xx_small.safetensors" \
              "$here/../tests/fixtures/camoxpert_spatial_xx_small_train.safetensors"; do
         for p in fp32 bf16; do
-            timeout 60 camoxpert verify --device cuda --precision $p --quiet "$f" > "$log/s28_verify_$(basename "$f" .safetensors)_$p.log" 2>&1
-            echo "verify $(basename "$f") $p rc=$? $(grep -cE "FAIL" "$log/s28_verify_$(basename "$f" .safetensors)_$p.log") FAIL lines"
+            vl="$log/s28_verify_$(basename "$f" .safetensors)_$p.log"
+            timeout 90 camoxpert verify --device cuda --precision $p --quiet "$f" > "$vl" 2>&1
+            rc=$?
+            echo "verify $(basename "$f") $p rc=$rc"; grep -E "FAIL|PASS|gpu gradients|error" "$vl" | tail -4
         done
     done
     B="bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 --steps 10"
