@@ -28,6 +28,11 @@
 #                                         in fp32 and bf16, then bench (bf16, edgenext_base 352², batch 16, dense) with
 #                                         the switches CAMOXPERT_FIRST_WRITE, CAMOXPERT_FUSE, CAMOXPERT_TRAIN_GRAPH all
 #                                         on, all off, each off alone (alternated), and one --profile run; a table
+#   gpu/run.sh sparse28                   issue 28 on one GPU: the MoE ops' CUDA column and the sparse step's
+#                                         syncs test, the sparse and spatial fixtures (fp32, bf16), then bench
+#                                         (bf16, edgenext_base 352², batch 16): the new MoE dispatch against the former
+#                                         (CAMOXPERT_MOE_PLAN=old) alternated, global and spatial, profiles, and the
+#                                         (E,k) sweep beside dense; a summary at the end, logs in $OUT
 #   gpu/run.sh demo                       the demo's recipe (scripts/demo.sh; DEVICE=cuda unless set)
 #   gpu/run.sh bf16sweep [ARGS]           issue 26: tools/bf16_sweep.py (twin fixtures over the five backbones,
 #                                         dense and sparse; PyTorch's bf16 autocast error recorded in each; verify
@@ -352,7 +357,45 @@ except Exception as e:
     print("no profile:", e)
 PY
     grep -E "error|note:" "$log"/s27_*.log | head -10 ;;
+sparse28)
+    # issue 28 (about 6 minutes on an H100): correctness first, then the timings
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+    git -C "$here/.." log --oneline -1 2>/dev/null || true
+    timeout 150 "$here/bin/camoxpert_tests" op_route_topk op_rows_ op_topk cuda_sparse_step cuda_model_sparse \
+        > "$log/s28_tests.log" 2>&1; echo "tests rc=$?"
+    grep -E "^(FAIL|not ok)|failed|host syncs per|routing: host syncs|passed" "$log/s28_tests.log" | tail -12
+    for f in "$here/shared/fixtures/camoxpert_sparse_xx_small.safetensors" \
+             "$here/../tests/fixtures/camoxpert_spatial_xx_small_train.safetensors"; do
+        for p in fp32 bf16; do
+            vl="$log/s28_verify_$(basename "$f" .safetensors)_$p.log"
+            timeout 90 camoxpert verify --device cuda --precision $p --quiet "$f" > "$vl" 2>&1
+            rc=$?
+            echo "verify $(basename "$f") $p rc=$rc"; grep -E "FAIL|PASS|gpu gradients|error" "$vl" | tail -4
+        done
+    done
+    B="bench --device cuda --precision bf16 --backbone edgenext_base --img-size 352 --batch-size 16 --steps 10"
+    run() {   # name, plan (new|old), args...
+        local n=$1 p=$2; shift 2
+        CAMOXPERT_MOE_PLAN=$p timeout 120 camoxpert $B "$@" --json "$log/s28_$n.json" --overwrite > "$log/s28_$n.log" 2>&1
+        echo "== $n (CAMOXPERT_MOE_PLAN=$p, rc=$?)"
+        grep -E "^(dense|sparse|spatial) |batch-1 forward:|^error" "$log/s28_$n.log"
+    }
+    run both_new1 new --mode both; run both_old1 old --mode both
+    run both_new2 new --mode both; run both_old2 old --mode both
+    run spatial_new1 new --mode sparse --routing spatial; run spatial_old1 old --mode sparse --routing spatial
+    run spatial_new2 new --mode sparse --routing spatial; run spatial_old2 old --mode sparse --routing spatial
+    run prof_new new --mode sparse --profile; run prof_old old --mode sparse --profile
+    run prof_spatial_new new --mode sparse --routing spatial --profile
+    for n in prof_new prof_old prof_spatial_new; do   # the classes of the profiled training step
+        echo "-- $n: training step profile by class"
+        sed -n '/per training step/,/^  op /p' "$log/s28_$n.log" | head -14
+        grep -E "^  (rows_|route_topk|topk_rows|copy )" "$log/s28_$n.log" | tail -8
+    done
+    CAMOXPERT_MOE_PLAN=new timeout 200 camoxpert $B --mode both --sweep 4:1,6:2,8:1,8:2 --json "$log/s28_sweep.json" \
+        --overwrite > "$log/s28_sweep.log" 2>&1
+    echo "== (E,k) sweep rc=$?"; sed -n '/sweep against dense/,$p' "$log/s28_sweep.log"
+    grep -E "^(dense|sparse) " "$log/s28_sweep.log" ;;
 demo) BIN="$here/bin/camoxpert" DEVICE=${DEVICE:-cuda} exec scripts/demo.sh "$@" ;;
 camoxpert) exec camoxpert "$@" ;;
-*) echo "usage: gpu/run.sh test|verify|bench|perf|step27|multi|scale|dpcmp|dp|twin-ddp|demo|bf16sweep|camoxpert ..." >&2; exit 2 ;;
+*) echo "usage: gpu/run.sh test|verify|bench|perf|step27|sparse28|multi|scale|dpcmp|dp|twin-ddp|demo|bf16sweep|camoxpert ..." >&2; exit 2 ;;
 esac

@@ -763,3 +763,79 @@ TEST(camoxpert_moe_spatial_tile_equals_whole_map_expert) {
 TEST(camoxpert_verify_twin_spatial_training_fixture) {
     camoxpert_verify_passes("tests/fixtures/camoxpert_spatial_xx_small_train.safetensors");
 }
+
+// ---- the dispatch of issue 28 against the former one ---------------------------------------------
+// The sparse model's training step — forward, loss, backward — under the dispatch that
+// routes every scale first (decisions and plan by route_topk_plan, one read of the
+// routing, one gather and one gather-sum per scale, the routing's backward by
+// route_topk_backward) and under the former one (CAMOXPERT_MOE_PLAN=old): the same
+// prediction, loss, balancing loss, routing, every parameter gradient and BatchNorm
+// buffer, bit for bit, in float32 on the CPU (the same kernels on the same numbers).
+typedef struct { Tensor pred, grad; double loss, lb; int64_t count[4][MOE_MAX_EXPERTS]; } PlanRun;
+
+static PlanRun plan_run(Model *mo, const Tensor *x, const Tensor *mask, int legacy, Arena *keep) {
+    PlanRun o;
+    Runtime *rt = mo->rt;
+    NNCtx *c = &rt->ctx;
+    moe_plan_set_legacy(legacy);
+    c->training = 1;
+    runtime_step_reset(rt);
+    CamoXpertOutputs out;
+    camoxpert_forward(c, mo->net, x, &out);
+    CamoLossWeights w = camo_loss_default_weights();
+    CamoLoss L;
+    CodOutputs g;
+    camo_loss_forward_backward(c, &w, &out.maps, mask, out.balance_loss, &L, &g);
+    params_zero_grad(&mo->pt);
+    camoxpert_backward(c, mo->net, &g, w.balance, NULL);
+    o.pred = tensor_like(keep, &out.maps.pred);
+    tensor_copy(&o.pred, &out.maps.pred);
+    o.grad = tensor_new(keep, DT_F32, 1, (int64_t[]){ mo->pt.numel });
+    memcpy(o.grad.data, mo->pt.grad, sizeof(float) * (size_t)mo->pt.numel);
+    o.loss = L.total, o.lb = out.balance_loss;
+    for (int s = 0; s < 4; s++) memcpy(o.count[s], out.route[s].count, sizeof o.count[s]);
+    moe_plan_set_legacy(0);
+    return o;
+}
+
+static void plan_new_equals_old(const char *routing, moe_balance b) {
+    CamoXpertConfig cfg;
+    REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", 1, 5, 2));
+    REQUIRE_OK(camoxpert_config_routing(&cfg, routing, 3));
+    cfg.balance = b;
+    Model mo[2];
+    for (int i = 0; i < 2; i++) REQUIRE_OK(model_open(&mo[i], &(ModelSpec){ .config = &cfg, .init_seed = 4, .img_size = 64 }));
+    Arena keep;
+    arena_init(&keep, "keep", 1 << 20);
+    Rng r = rng_init(17);
+    Tensor x = tensor_new4(&keep, DT_F32, 3, 64, 64, 3), mask = tensor_new4(&keep, DT_F32, 3, 64, 64, 1);
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)(2 * rng_uniform(&r) - 1) * (1 + (i / (64 * 64 * 3)));
+    for (int64_t i = 0; i < tensor_numel(&mask); i++) tensor_f32(&mask)[i] = (i / 64) % 64 > 20 && i % 64 < 40;
+    for (int i = 0; i < 2; i++) mo[i].net->moe[0].sel_bias[1] = 0.3;   // bias: a selection bias in play
+    for (int step = 0; step < 2; step++) {   // the second step starts from the BatchNorm buffers the first left
+        PlanRun a = plan_run(&mo[0], &x, &mask, 1, &keep), n = plan_run(&mo[1], &x, &mask, 0, &keep);
+        CHECKF(!memcmp(a.pred.data, n.pred.data, tensor_nbytes(&a.pred)), "%s %s step %d: predictions differ (rel %.3g)",
+               routing, moe_balance_name(b), step, test_rel_err(&n.pred, &a.pred, 0));
+        CHECKF(a.loss == n.loss && a.lb == n.lb, "%s %s: loss %.17g vs %.17g, balance %.17g vs %.17g", routing,
+               moe_balance_name(b), a.loss, n.loss, a.lb, n.lb);
+        CHECK(!memcmp(a.count, n.count, sizeof a.count));
+        int64_t differ = 0, first = -1;
+        for (int64_t i = 0; i < mo[0].pt.numel; i++)
+            if (tensor_f32(&a.grad)[i] != tensor_f32(&n.grad)[i]) differ++, first = first < 0 ? i : first;
+        CHECKF(!differ, "%s %s step %d: %lld gradient elements differ (first %lld), rel %.3g", routing, moe_balance_name(b),
+               step, (long long)differ, (long long)first, test_rel_err(&n.grad, &a.grad, 0));
+        CHECK(!memcmp(mo[0].pt.data, mo[1].pt.data, sizeof(float) * (size_t)mo[0].pt.numel));   // BatchNorm buffers
+        if (step == 0) {
+            int used = 0;
+            for (int e = 0; e < 5; e++) used += a.count[0][e] > 0;
+            CHECKF(used >= 2, "%s: only %d experts used at scale 0", routing, used);
+        }
+    }
+    for (int i = 0; i < 2; i++) model_close(&mo[i]);
+    arena_free(&keep);
+}
+
+TEST(camoxpert_moe_plan_new_equals_old_global_mse) { plan_new_equals_old("global", MOE_BALANCE_MSE); }
+TEST(camoxpert_moe_plan_new_equals_old_global_switch) { plan_new_equals_old("global", MOE_BALANCE_SWITCH); }
+TEST(camoxpert_moe_plan_new_equals_old_global_bias) { plan_new_equals_old("global", MOE_BALANCE_BIAS); }
+TEST(camoxpert_moe_plan_new_equals_old_spatial_zloss) { plan_new_equals_old("spatial", MOE_BALANCE_ZLOSS); }

@@ -331,6 +331,17 @@ static void gsum_bwd(OpCtx *c, const OpTest *t, Tensor *din, const Tensor *dout,
     }
     arena_release(c->scratch, m);
 }
+// route_topk_plan: in0 probs -> out0 idx, out1 w, out2 plan, out3 plan_w (k from idx's shape);
+// t->k set: the selection bias route_sel (tools/make_op_goldens.py ROUTE_SEL).
+static const double route_sel[5] = { 0.05, -0.1, 0.0, 0.2, -0.05 };
+static void rplan_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    route_topk_plan(c, &out[0], &out[1], &out[2], &out[3], &in[0], t->k ? route_sel : NULL);
+}
+// route_topk_backward: in0 logits, in1 probs, in2 idx, in3 dw -> out0 dlogits (+=); the balancing
+// term t->k (moe_lb) of weight f[0]. It is itself a backward: forward-only entries.
+static void rback_fwd(OpCtx *c, const OpTest *t, Tensor *out, Tensor *in) {
+    route_topk_backward(c, &out[0], &in[3], &in[2], &in[1], &in[0], t->k, t->f[0]);
+}
 // cod_loss: in0..7 the maps (pred, fg, search, unc, refine0, deep0..2), in8 the mask, in9..11
 // the deep masks; out0 the terms. The weights are train/loss.c's defaults, as in the golden.
 static CodLossIn closs_in(const Tensor *in) {
@@ -460,6 +471,20 @@ OPCASE(rows_gather, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
 OPCASE(rows_scatter_add, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
 OPCASE(rows_scatter_add_now, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM)
 OPCASE(rows_gather_sum, .fwd = gsum_fwd, .bwd = gsum_bwd, TOL_ELEM, .f32_in = 16)   // w float32 under bf16
+// rows of 16 and 8 elements: the GPU's 16-byte vector paths of the same ops
+OPCASE(rows_gather_c16, .fwd = gather_fwd, .bwd = gather_bwd, TOL_ELEM)
+OPCASE(rows_scatter_add_c8, .fwd = scatter_fwd, .bwd = scatter_bwd, TOL_ELEM, .f32_in = 8)
+OPCASE(rows_gather_sum_c8, .fwd = gsum_fwd, .bwd = gsum_bwd, TOL_ELEM, .f32_in = 16)
+// Routing runs in float32 beside bf16 activations (no bf16 column). The plan is integers and
+// weights divided once in double: the GPU equals the reference exactly; the backward's
+// exp and log may differ in the last bit there.
+OPCASE(route_topk_plan, .fwd = rplan_fwd, .g64 = 1e-15, .fast = 0, .g32 = 1e-6, .no_bf16 = 1)
+OPCASE(route_topk_plan_k3_sel, .fwd = rplan_fwd, .k = 1, .g64 = 1e-15, .fast = 0, .g32 = 1e-6, .no_bf16 = 1)
+#define TOL_ROUTE_BWD .fwd = rback_fwd, .g64 = 1e-12, .fast = 1e-6, .g32 = 1e-5, .no_bf16 = 1
+OPCASE(route_topk_backward_mse, TOL_ROUTE_BWD, .k = MOE_LB_MSE, .f = { 0.7 })
+OPCASE(route_topk_backward_switch, TOL_ROUTE_BWD, .k = MOE_LB_SWITCH, .f = { 0.3 })
+OPCASE(route_topk_backward_zloss, TOL_ROUTE_BWD, .k = MOE_LB_ZLOSS, .f = { 0.2 })
+OPCASE(route_topk_backward_none, TOL_ROUTE_BWD, .k = MOE_LB_NONE, .f = { 0.5 })
 OPCASE(rows_sum, .fwd = rsum_fwd, .bwd = rsum_bwd, TOL_NORM)
 OPCASE(fill, .fwd = fill_fwd, .f = { -1.75 }, TOL_ELEM)
 OPCASE(copy, .fwd = copy_fwd, .bwd = copy_bwd, TOL_ELEM, .f32_in = 1)   // bf16 column: float32 -> bf16 and back

@@ -354,6 +354,86 @@ case("gelu_bias", [rnd(2, 7, 5, 16), rnd(16)], [True, True], lambda x, b: [torch
 case("gelu_bias_c5", [rnd(2, 3, 4, 5), rnd(5)], [True, True], lambda x, b: [torch.nn.functional.gelu(x + b)])
 
 
+
+# ---- mixture-of-experts routing: the decisions and plan, and the routing's backward ------------
+# route_topk_plan: probs (U,E) -> idx (top-k of probs + sel, ties to the lower index), w (renormalised),
+# plan I32 [rows | pos | ulist | uptr] and plan_w [wts | uw] (the pairs sorted by expert, stable).
+ROUTE_SEL = [0.05, -0.1, 0.0, 0.2, -0.05]   # tests/test_ops_rows.c route_sel
+
+
+def route_plan(probs, k, sel=None):
+    U, E = probs.shape
+    idx, w = [], []
+    for u in range(U):
+        sc = [float(probs[u, e]) + (sel[e] if sel else 0.0) for e in range(E)]
+        ch = sorted(range(E), key=lambda e: (-sc[e], e))[:k]
+        s = sum(float(probs[u, e]) for e in ch)
+        idx += ch
+        w += [float(probs[u, e]) / (s + 1e-8) for e in ch]
+    P = U * k
+    order = sorted(range(P), key=lambda p: (idx[p], p))
+    pos = [0] * P
+    for i, p in enumerate(order):
+        pos[p] = i
+    rows = [p // k for p in order]
+    wts = [w[p] for p in order]
+    ulist, uw = [], []
+    for u in range(U):
+        js = sorted(range(k), key=lambda j: pos[u * k + j])
+        ulist += [pos[u * k + j] for j in js]
+        uw += [w[u * k + j] for j in js]
+    uptr = [u * k for u in range(U + 1)]
+    I = torch.int32
+    return [torch.tensor(idx, dtype=I).reshape(U, k), torch.tensor(w, dtype=D).reshape(U, k),
+            torch.tensor(rows + pos + ulist + uptr, dtype=I), torch.tensor(wts + uw, dtype=D)]
+
+
+rp = torch.softmax(rnd(9, 5) * 2, dim=1)
+rp[4, :] = 0.2   # a row of ties: the lower expert indices win
+case("route_topk_plan", [rp], [False], lambda p: route_plan(p, 2), ngout=0)
+case("route_topk_plan_k3_sel", [torch.softmax(rnd(6, 5), dim=1)], [False], lambda p: route_plan(p, 3, ROUTE_SEL), ngout=0)
+
+
+# route_topk_backward: dlogits of Σ dw·w + cb·balance through the softmax, idx fixed (its top-2).
+def route_backward(lb, cb):
+    logits = rnd(7, 5) * 1.5
+    probs = torch.softmax(logits, dim=1)
+    idx = torch.topk(probs, 2, dim=1)[1].to(torch.int32)
+    dw = rnd(7, 2)
+
+    def fn(lg, p, ix, g):
+        lg = lg.detach().clone().requires_grad_(True)
+        q = torch.softmax(lg, dim=1)
+        U, E = q.shape
+        ch = q.gather(1, ix.long())
+        wv = ch / (ch.sum(1, keepdim=True) + 1e-8)
+        loss = (wv * g).sum()
+        P = q.mean(0)
+        if lb == "mse":
+            loss = loss + cb * ((P - 1.0 / E) ** 2).sum()
+        elif lb == "switch":
+            f = torch.bincount(ix.long().reshape(-1), minlength=E).to(D) / (U * ix.shape[1])
+            loss = loss + cb * E * (f * P).sum()
+        elif lb == "zloss":
+            loss = loss + cb * (torch.logsumexp(lg, dim=1) ** 2).mean()
+        return [torch.autograd.grad(loss, lg)[0]]
+    return [logits, probs, idx, dw], fn
+
+
+for lb, cb in (("mse", 0.7), ("switch", 0.3), ("zloss", 0.2), ("none", 0.5)):
+    ins, fn = route_backward(lb, cb)
+    case(f"route_topk_backward_{lb}", ins, [False] * 4, fn, ngout=0)
+
+
+# The MoE row ops with rows of 16 and 8 elements: the GPU's 16-byte vector paths (8 bf16 or 4 float32).
+case("rows_gather_c16", [rnd(5, 2, 8), gidx], [True, False], lambda s, i: [s.index_select(0, i.long())])
+case("rows_scatter_add_c8", [rnd(5, 8), rnd(4, 8), sidx, rnd(4)], [True, True, False, True],
+     lambda d, s, i, w: [d.index_add(0, i.long(), w[:, None] * s)])
+case("rows_gather_sum_c8", [rnd(5, 1, 8), rnd(7, 1, 8), torch.tensor(gs_ptr, dtype=torch.int32),
+                            torch.tensor(gs_list, dtype=torch.int32), rnd(7), torch.tensor(gs_row, dtype=torch.int32)],
+     [True, True, False, False, True, False],
+     lambda d, s, p, l, w, r: [d.index_add(0, r.long(), w[:, None, None] * s[l.long()])])
+
 def save(path):
     arrays = {k: t.detach().numpy() for entry in CASES.values() for k, t in entry.items()}
     n = safetensors_io.save(path, arrays, {"generator": "tools/make_op_goldens.py", "torch": torch.__version__})

@@ -8,7 +8,12 @@
 // forward FLOPs per image counted at every conv/linear/GEMM call (2 per
 // multiply-accumulate; the sparse model's from the routing of the timed batches),
 // and the achieved GFLOP/s of the training step taken as 3 × forward FLOPs,
-// and the host<->device copies per step (core/device.h counts them). On the
+// the host<->device copies per step that wait for the device (core/device.h counts
+// them), op calls per training step and per batch-1 forward (OpCtx.calls), and for
+// sparse models the MoE's planning time on the host (nn/moe.h host_s). --sweep
+// E:K,... runs one sparse model per (experts, top-k) and tabulates step time against
+// FLOPs beside dense (issue 28). CAMOXPERT_MOE_PLAN=old times the former MoE
+// dispatch (nn/moe.h), named in the header line and the JSON's moe_plan. On the
 // device --device names, in the precision --precision names; the step is
 // train/step.h's, the trainer's own. --profile adds, per configuration, a profile
 // of the training step: every op timed between two synchronisations (ops.h
@@ -31,10 +36,17 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+static double cpu_time_s(void) {   // this process's CPU time, all threads
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double median(double *t, int n) {
@@ -46,9 +58,14 @@ typedef struct {
     int sparse;
     double infer_graph_ms;   // batch 1 replayed as a CUDA graph (dense on a GPU; 0: none)
     char graph_why[160];
+    int E, k;                // sparse: experts per scale and per unit
     double train_ms, images_per_s, infer_ms, peak_mb, rss_mb, gflop_img, gflops, params_m, loss, syncs_per_step;
+    double calls_per_step;   // op calls (kernel launches, cuDNN/cuBLASLt calls counted once) per training step
+    double infer_calls, infer_syncs;   // the same for one batch-1 forward
+    double moe_host_ms;      // sparse: the MoE's planning on the host per training step (moe.h host_s)
+    double train_cpu_s;      // the process's CPU time per training step (median; every thread): steadier than
+                             // the wall clock where other work shares the cores
     double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
-    double ops_per_step;     // op calls per training step (counted; each launches one to a few kernels)
     int64_t graph_nodes;     // the micro-batch replayed as a CUDA graph: its kernels and copies (0: eager)
     int64_t graph_replays;   // timed steps that replayed it
     char step_graph[160];    // the step's graph ("1234 nodes") or why there is none
@@ -172,12 +189,12 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     train_step_init(&step, rt, m, pt, &opt, NULL, &w);
     step.comm = comm;
     const int world = comm ? comm->world : 1;
-    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2));
-    double macs = 0;
+    double *t = cx_malloc(sizeof(double) * (size_t)(steps + 2)), *tc = cx_malloc(sizeof(double) * (size_t)(steps + 2));
+    double macs = 0, host_s = 0;
     int64_t sync0 = 0, calls = 0, zs0[3] = { 0, 0, 0 }, replays0 = 0;
     for (int it = 0; it <= steps + 1; it++) {   // iterations 0 and 1 size the arenas and plans (not timed)
         runtime_sync(rt);
-        double t0 = cx_time_s();
+        double t0 = cx_time_s(), c0 = cpu_time_s();
         if (it == 2) {
             sync0 = cx_sync_count();
             zs0[0] = step.zeros_deferred, zs0[1] = step.zeros_written, zs0[2] = step.zeros_filled;
@@ -188,6 +205,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         rt->ctx.op.macs = it > 1 ? &macs : NULL;
         rt->ctx.op.calls = it > 1 ? &calls : NULL;
         train_step_accumulate(&step, &x, &mask, 0, &o);
+        for (int s = 0; s < 4 && sparse && it > 1; s++) host_s += m->moe[s].host_s;
         StepResult sr;
         if (train_step_finish(&step, 1e-4, 0.5, &sr)) {   // the all-reduce: another rank stopped
             fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
@@ -195,10 +213,9 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         }
         rt->ctx.op.macs = NULL, rt->ctx.op.calls = NULL;
         runtime_sync(rt);
-        if (it > 1) t[it - 2] = cx_time_s() - t0;
+        if (it > 1) t[it - 2] = cx_time_s() - t0, tc[it - 2] = cpu_time_s() - c0;
         r->loss = sr.loss.total;
     }
-    r->ops_per_step = (double)calls / steps;
     r->zeros_deferred = (double)(step.zeros_deferred - zs0[0]) / steps;
     r->zeros_written = (double)(step.zeros_written - zs0[1]) / steps;
     r->zeros_filled = (double)(step.zeros_filled - zs0[2]) / steps;
@@ -210,7 +227,11 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     r->first_write = step.first_write;
     r->fuse = ops_fuse();
     r->syncs_per_step = (double)(cx_sync_count() - sync0) / steps;
+    r->calls_per_step = (double)calls / steps;
+    r->moe_host_ms = host_s / steps * 1e3;
     r->train_ms = median(t, steps) * 1e3;   // before t is reused
+    r->train_cpu_s = median(tc, steps);
+    free(tc);
     r->buckets = step.n_buckets;
     r->params_bytes = (double)pt->numel * (double)dtype_size(pt->dtype);
     r->allreduce_ms = 0;
@@ -254,16 +275,22 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     // Inference: batch 1, evaluation mode.
     rt->ctx.training = 0;
     Tensor x1 = tensor_slice0(&x, 0, 1);
+    int64_t icalls = 0, isync0 = 0;
     for (int it = 0; it <= steps; it++) {
         runtime_sync(rt);
         double t0 = cx_time_s();
+        if (it == 1) isync0 = cx_sync_count();
+        rt->ctx.op.calls = it > 0 ? &icalls : NULL;
         runtime_step_reset(rt);
         CamoXpertOutputs o;
         Tensor xi = runtime_input(rt, &x1, rt->dtype);
         camoxpert_forward(&rt->ctx, m, &xi, &o);
+        rt->ctx.op.calls = NULL;
         runtime_sync(rt);
         if (it > 0) t[it - 1] = cx_time_s() - t0;
     }
+    r->infer_syncs = (double)(cx_sync_count() - isync0) / steps;   // the input's upload included
+    r->infer_calls = (double)icalls / steps;
     r->infer_ms = median(t, steps) * 1e3;
     r->prof_infer = NULL;
     if (profile) {
@@ -293,7 +320,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         if (g.exec) r->infer_graph_ms = median(t, steps) * 1e3;
         runtime_graph_free(rt, &g);
     }
-    r->sparse = sparse;
+    r->sparse = sparse, r->E = E, r->k = k;
     r->params_m = params_count(pt, PF_BUFFER) * 1e-6;
     // parameters + gradients (table dtype) + AdamW m, v (f32) + the arenas' peaks
     r->peak_mb = ((double)pt->numel * 4 * 4 + (double)train_peak) / 1048576.0;
@@ -313,6 +340,7 @@ int cmd_bench(int argc, char **argv) {
     int grid = 4;
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
     int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0, gpus = 0, shapes = 0;
+    const char *sweep = NULL;
     CliOpt opts[] = {
         { "backbone", OPT_STR, &backbone, "EdgeNeXt variant", "NAME", NULL, 0 },
         { "batch-size", OPT_INT, &B, "training batch", "N", NULL, 0 },
@@ -323,6 +351,8 @@ int cmd_bench(int argc, char **argv) {
         { "mode", OPT_STR, &mode, "which models", "dense|sparse|both", "dense|sparse|both", 0 },
         { "routing", OPT_STR, &routing, "the sparse model's routing (docs/ROUTING.md)", "global|spatial", "global|spatial", 0 },
         { "route-grid", OPT_INT, &grid, "--routing spatial: at most GxG tiles per scale", "G", NULL, 0 },
+        { "sweep", OPT_STR, &sweep, "sparse models with each of these (experts, top-k) instead of --num-experts/--top-k, "
+          "e.g. 4:1,6:2,8:1,8:2; a table of time against FLOPs follows (dense = 1 when --mode both)", "E:K,...", NULL, 0 },
         { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
@@ -398,9 +428,24 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
-    int modes[2], nm = 0;
-    if (strcmp(mode, "sparse")) modes[nm++] = 0;
-    if (strcmp(mode, "dense")) modes[nm++] = 1;
+    // the configurations: dense, then the sparse one (or each of --sweep's)
+    enum { MAX_CONFIGS = 17 };
+    struct { int sparse, E, k; } conf[MAX_CONFIGS];
+    int nm = 0;
+    if (strcmp(mode, "sparse")) conf[nm].sparse = 0, conf[nm].E = 4, conf[nm].k = 4, nm++;
+    if (strcmp(mode, "dense") && !sweep) conf[nm].sparse = 1, conf[nm].E = E, conf[nm].k = k, nm++;
+    for (const char *p = sweep; p && *p && strcmp(mode, "dense");) {
+        int e, kk, used = 0;
+        CamoXpertConfig c;
+        if (sscanf(p, "%d:%d%n", &e, &kk, &used) != 2 || (p[used] && p[used] != ',') || nm == MAX_CONFIGS ||
+            camoxpert_config(&c, backbone, 1, e, kk)) {
+            fprintf(stderr, "error: camoxpert bench: --sweep %s: expected up to %d pairs E:K (experts:top-k, 1 <= K <= E "
+                    "<= %d) separated by commas, e.g. 4:1,6:2,8:1,8:2\n", sweep, MAX_CONFIGS - 1, MOE_MAX_EXPERTS);
+            return 2;
+        }
+        conf[nm].sparse = 1, conf[nm].E = e, conf[nm].k = kk, nm++;
+        p += used + (p[used] == ',');
+    }
     Runtime rt;
     if (runtime_init(&rt, device, precision, 1, 1)) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
@@ -426,8 +471,8 @@ int cmd_bench(int argc, char **argv) {
     int64_t big_n = 0;
     for (int i = 0; i < nm; i++) {
         CamoXpertConfig cfg;
-        camoxpert_config(&cfg, backbone, modes[i], E, k);
-        if (modes[i]) camoxpert_config_routing(&cfg, bench_routing, bench_grid);
+        camoxpert_config(&cfg, backbone, conf[i].sparse, conf[i].E, conf[i].k);
+        if (conf[i].sparse) camoxpert_config_routing(&cfg, bench_routing, bench_grid);
         ParamTable pt;
         params_init(&pt);
         CamoXpert *m = camoxpert_create(&cfg, &pt);
@@ -455,20 +500,28 @@ int cmd_bench(int argc, char **argv) {
         runtime_free(&rt);
         return 2;
     }
+    const int legacy = moe_plan_legacy();
     printf("camoxpert bench: %s, batch %d, %dx%d, %d threads, median of %d steps; memory about %s at peak "
-           "(estimate)\n", backbone, B, S, S, cx_threads_get(), steps, memory_str(peak + other, ma, sizeof ma));
-    printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
-           "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs");
+           "(estimate)%s\n", backbone, B, S, S, cx_threads_get(), steps, memory_str(peak + other, ma, sizeof ma),
+           legacy ? "; MoE dispatch: the former one (CAMOXPERT_MOE_PLAN=old)" : "");
+    printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
+           "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs", "ops");
     cJSON *arr = cJSON_CreateArray();
+    BenchRow rows[MAX_CONFIGS];
     for (int i = 0; i < nm; i++) {
         BenchRow r;
-        bench_one(&rt, de.world > 1 ? &comm : NULL, backbone, modes[i], E, k, B, S, steps, profile, &r);
+        bench_one(&rt, de.world > 1 ? &comm : NULL, backbone, conf[i].sparse, conf[i].E, conf[i].k, B, S, steps, profile, &r);
+        rows[i] = r;
         char name[64];
-        if (r.sparse && !strcmp(routing, "spatial")) snprintf(name, sizeof name, "spatial E=%d k=%d G=%d", E, k, grid);
-        else if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", E, k);
+        if (r.sparse && !strcmp(routing, "spatial")) snprintf(name, sizeof name, "spatial E=%d k=%d G=%d", r.E, r.k, grid);
+        else if (r.sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", r.E, r.k);
         else snprintf(name, sizeof name, "dense");
-        printf("%-18s %8.2f %10.2f %9.2f %12.2f %10.2f %9.1f %12.0f %9.0f %7.1f\n", name, r.params_m, r.train_ms,
-               r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step);
+        printf("%-18s %8.2f %10.2f %9.2f %12.2f %10.2f %9.1f %12.0f %9.0f %7.1f %7.0f\n", name, r.params_m, r.train_ms,
+               r.images_per_s, r.infer_ms, r.gflop_img, r.gflops, r.peak_mb, r.rss_mb, r.syncs_per_step, r.calls_per_step);
+        printf("%-18s batch-1 forward: %.0f op calls, %.0f host syncs (the input's upload included)", "", r.infer_calls,
+               r.infer_syncs);
+        if (r.sparse) printf("; MoE planning on the host %.2f ms a training step", r.moe_host_ms);
+        printf("; process CPU time %.2f s a training step\n", r.train_cpu_s);
         if (r.infer_graph_ms > 0)
             printf("%-18s batch-1 forward as a CUDA graph (%s): %.2f ms with the upload and the download\n", "",
                    r.graph_why, r.infer_graph_ms);
@@ -481,11 +534,11 @@ int cmd_bench(int argc, char **argv) {
         // micro-batch as a graph, the graph's nodes are the exact kernels (and copies) of that part
         if (r.graph_nodes > 0)
             printf("%-18s training step: %.0f op calls; forward+loss+backward replayed as one CUDA graph of %lld "
-                   "kernels and copies (%lld of %d timed steps); %.1f host syncs\n", "", r.ops_per_step,
+                   "kernels and copies (%lld of %d timed steps); %.1f host syncs\n", "", r.calls_per_step,
                    (long long)r.graph_nodes, (long long)r.graph_replays, steps, r.syncs_per_step);
         else
             printf("%-18s training step: %.0f op calls launched one by one (no graph: %s); %.1f host syncs\n", "",
-                   r.ops_per_step, r.step_graph, r.syncs_per_step);
+                   r.calls_per_step, r.step_graph, r.syncs_per_step);
         printf("%-18s first-write gradients %s: per step %.0f zeroed buffers, %.0f written by their first op, %.0f "
                "filled; fused ops %s\n", "", r.first_write ? "on" : "off (CAMOXPERT_FIRST_WRITE=0)", r.zeros_deferred,
                r.zeros_written, r.zeros_filled, r.fuse ? "on" : "off (CAMOXPERT_FUSE=0)");
@@ -494,8 +547,9 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddStringToObject(j, "software", OWNER_BENCH);
         cJSON_AddStringToObject(j, "mode", r.sparse ? "sparse" : "dense");
         cJSON_AddStringToObject(j, "backbone", backbone);
-        cJSON_AddNumberToObject(j, "num_experts", r.sparse ? E : 4);
-        cJSON_AddNumberToObject(j, "top_k", r.sparse ? k : 4);
+        cJSON_AddNumberToObject(j, "num_experts", r.sparse ? r.E : 4);
+        cJSON_AddNumberToObject(j, "top_k", r.sparse ? r.k : 4);
+        if (r.sparse) cJSON_AddStringToObject(j, "moe_plan", legacy ? "old" : "new");
         if (r.sparse) cJSON_AddStringToObject(j, "routing", routing);
         if (r.sparse && !strcmp(routing, "spatial")) cJSON_AddNumberToObject(j, "route_grid", grid);
         cJSON_AddNumberToObject(j, "batch", B);
@@ -509,7 +563,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddStringToObject(j, "device", rt.desc);
         cJSON_AddStringToObject(j, "precision", rt.dtype == DT_BF16 ? "bf16" : "fp32");
         cJSON_AddNumberToObject(j, "host_syncs_per_step", r.syncs_per_step);
-        cJSON_AddNumberToObject(j, "op_calls_per_step", r.ops_per_step);
+        cJSON_AddNumberToObject(j, "op_calls_per_step", r.calls_per_step);
         cJSON_AddNumberToObject(j, "step_graph_nodes", (double)r.graph_nodes);
         cJSON_AddNumberToObject(j, "step_graph_replays", (double)r.graph_replays);
         cJSON_AddStringToObject(j, "step_graph", r.step_graph);
@@ -518,8 +572,12 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "zeroed_buffers_per_step", r.zeros_deferred);
         cJSON_AddNumberToObject(j, "zeroed_written_per_step", r.zeros_written);
         cJSON_AddNumberToObject(j, "zeroed_filled_per_step", r.zeros_filled);
+        cJSON_AddNumberToObject(j, "infer_batch1_op_calls", r.infer_calls);
+        cJSON_AddNumberToObject(j, "infer_batch1_host_syncs", r.infer_syncs);
+        if (r.sparse) cJSON_AddNumberToObject(j, "moe_host_ms_per_step", r.moe_host_ms);
         cJSON_AddNumberToObject(j, "params_m", r.params_m);
         cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);
+        cJSON_AddNumberToObject(j, "train_cpu_s_per_step", r.train_cpu_s);
         cJSON_AddNumberToObject(j, "images_per_s", r.images_per_s);
         cJSON_AddNumberToObject(j, "infer_ms_batch1", r.infer_ms);
         if (r.infer_graph_ms > 0) cJSON_AddNumberToObject(j, "infer_ms_batch1_graph", r.infer_graph_ms);
@@ -539,7 +597,22 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("(dense runs all four experts per scale; GFLOP/img is the forward pass; GFLOP/s takes a training step as 3x "
            "forward; peak MB = parameters + gradients + AdamW moments + activation/scratch arenas; syncs = host<->device "
-           "copies per training step)\n");
+           "copies per training step that wait for the device; ops = op calls per training step)\n");
+    if (sweep && !conf[0].sparse && nm > 1) {   // time against FLOPs, dense = 1
+        printf("\n(E, k) sweep against dense: does the step time follow the FLOPs? (CPU s: the process's CPU time "
+               "per training step)\n");
+        printf("%-18s %10s %10s %10s %9s %10s %12s %10s %9s\n", "model", "GFLOP/img", "FLOPs", "train ms", "time", "img/s",
+               "time/FLOPs", "CPU s", "CPU time");
+        for (int i = 0; i < nm; i++) {
+            const BenchRow *r = &rows[i];
+            char name[32];
+            if (r->sparse) snprintf(name, sizeof name, "sparse E=%d k=%d", r->E, r->k);
+            else snprintf(name, sizeof name, "dense");
+            const double fr = r->gflop_img / rows[0].gflop_img, tr = r->train_ms / rows[0].train_ms;
+            printf("%-18s %10.2f %10.3f %10.2f %9.3f %10.2f %12.3f %10.2f %9.3f\n", name, r->gflop_img, fr, r->train_ms, tr,
+                   r->images_per_s, tr / fr, r->train_cpu_s, r->train_cpu_s / rows[0].train_cpu_s);
+        }
+    }
     int rc = 0;
     if (json && de.rank == 0) {
         char *s = cJSON_Print(arr);

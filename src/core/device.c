@@ -29,6 +29,16 @@ void cx_dev_upload(void *dst_dev, const void *src_host, size_t bytes) {
     syncs++;
 }
 
+void cx_dev_upload_async(void *dst_dev, const void *src_host, size_t bytes) {
+    CX_ASSERT(present, "upload without a GPU backend");
+    if (!bytes) return;
+    if (!hooks.upload_async) {
+        cx_dev_upload(dst_dev, src_host, bytes);
+        return;
+    }
+    syncs += hooks.upload_async(dst_dev, src_host, bytes);
+}
+
 void cx_dev_download(void *dst_host, const void *src_dev, size_t bytes) {
     CX_ASSERT(present, "download without a GPU backend");
     if (!bytes) return;

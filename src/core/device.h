@@ -21,6 +21,11 @@ typedef struct {
     void (*copy)(void *dst_dev, const void *src_dev, size_t bytes);      // device to device, queued
     void (*zero)(void *dst_dev, size_t bytes);                           // queued
     void (*mem_info)(size_t *free_bytes, size_t *total_bytes);
+    // host -> device, queued behind the device's work: src is copied at the call (into
+    // staging memory), so the caller may reuse it at once. Returns 1 when it had to wait
+    // for the device first (its staging memory still in flight: counted as a synchronisation).
+    // NULL: uploads are synchronous only.
+    int (*upload_async)(void *dst_dev, const void *src_host, size_t bytes);
 } CxDeviceHooks;
 
 void cx_device_hooks_set(const CxDeviceHooks *h);   // NULL: no device
@@ -28,6 +33,9 @@ int cx_device_present(void);                        // hooks registered?
 void *cx_dev_alloc(size_t bytes);                    // NULL on failure (out of memory)
 void cx_dev_free(void *p);
 void cx_dev_upload(void *dst_dev, const void *src_host, size_t bytes);
+// An upload the device runs in order with its queued work, without the host waiting for it
+// (counted only when it had to wait; a synchronous upload where the backend has no queue).
+void cx_dev_upload_async(void *dst_dev, const void *src_host, size_t bytes);
 void cx_dev_download(void *dst_host, const void *src_dev, size_t bytes);
 void cx_dev_copy(void *dst_dev, const void *src_dev, size_t bytes);
 void cx_dev_zero(void *dst_dev, size_t bytes);

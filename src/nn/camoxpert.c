@@ -90,10 +90,15 @@ void camoxpert_forward_features(NNCtx *ctx, CamoXpert *m, const Tensor feats[4],
                                 CamoXpertOutputs *out) {
     memset(out, 0, sizeof *out);
     m->H = H, m->W = W;
+    // Each scale's routing reads that scale's features only: all four are routed first and
+    // read on the host in one download (moe.h), then the experts run.
+    const int route_first = m->cfg.sparse && !moe_plan_legacy();
+    if (route_first) moe_route_forward_n(ctx, m->moe, feats, 4);
     for (int s = 0; s < 4; s++) {
         out->feats[s] = feats[s];
         if (m->cfg.sparse) {
-            out->enhanced[s] = moe_forward(ctx, &m->moe[s], &feats[s]);
+            out->enhanced[s] = route_first ? moe_dispatch_forward(ctx, &m->moe[s], &feats[s])
+                                           : moe_forward(ctx, &m->moe[s], &feats[s]);
             out->route[s] = m->moe[s].route;
             out->balance_loss += m->moe[s].route.lb_loss;
         } else {

@@ -77,9 +77,17 @@ void expert_init(const Expert *e, ParamTable *pt, Rng *rng) {
 }
 
 Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x) {
+    Tensor y = nn_new4(ctx, T_N(x), T_H(x), T_W(x), e->d);
+    expert_forward_into(ctx, e, x, &y);
+    return y;
+}
+
+void expert_forward_into(NNCtx *ctx, Expert *e, const Tensor *x, Tensor *y_out) {
     CX_ASSERT(T_C(x) == e->d, "%s expert of width %d given %lld channels", expert_kind_name(e->kind), e->d,
               (long long)T_C(x));
     int64_t N = T_N(x), H = T_H(x), W = T_W(x);
+    CX_ASSERT(tensor_numel(y_out) == N * H * W * e->d, "%s expert: output of %lld elements for (%lld,%lld,%lld,%d)",
+              expert_kind_name(e->kind), (long long)tensor_numel(y_out), (long long)N, (long long)H, (long long)W, e->d);
     Tensor outs[4];
     const Tensor *po[4];
     for (int i = 0; i < e->nb; i++) {
@@ -89,7 +97,7 @@ Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x) {
     e->cat = nn_new4(ctx, N, H, W, e->d);
     concat_forward(&ctx->op, &e->cat, po, e->nb);
     e->c = seq_forward(ctx, &e->fusion, &e->cat);
-    Tensor y = nn_new4(ctx, N, H, W, e->d);
+    Tensor y = tensor_reshape(y_out, 4, (int64_t[]){ N, H, W, e->d });
     if (e->kind == EXPERT_CONTRAST) {
         e->w = seq_forward(ctx, &e->amplify, &e->c);                 // (N,1,1,d)
         Tensor w2 = tensor_reshape(&e->w, 2, (int64_t[]){ N, e->d });
@@ -98,7 +106,6 @@ Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x) {
     } else {
         add_forward(&ctx->op, &y, &e->c, x);                         // fusion(cat) + x
     }
-    return y;
 }
 
 void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx) {

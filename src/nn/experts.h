@@ -55,6 +55,8 @@ void expert_create(Expert *e, ParamTable *pt, const char *prefix, expert_kind ki
 void expert_init(const Expert *e, ParamTable *pt, Rng *rng);
 // y (N,H,W,d) in ctx->act.
 Tensor expert_forward(NNCtx *ctx, Expert *e, const Tensor *x);
+// The same into a given y (N·H·W·d elements: the MoE's slice of its experts' outputs).
+void expert_forward_into(NNCtx *ctx, Expert *e, const Tensor *x, Tensor *y);
 // dx += ∂L/∂x (dx may be NULL); parameter gradients +=.
 void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx);
 // xw (P,h,w,d) windows -> y (M,1,1,d), the kept pixels (ExpertTiles).

@@ -2,9 +2,20 @@
 // (moe.h). reference: the reference's SparseMoELayer with global routing, except
 // that the routing weights stay differentiable and images are grouped by expert
 // (reference/camoxpert.md §4).
+//
+// A step reads the routing on the host once: the routers of every layer run, the
+// decisions and the plan are made on the device (route_topk_plan), one download
+// brings every layer's decisions to the host (group sizes, balancing loss,
+// statistics), and nothing comes back up but spatial routing's index lists, as
+// copies the device queues (cx_dev_upload_async). The routing's backward runs on
+// the device too (route_topk_backward). Host memory of a step comes from ctx->host.
+// The former scheme (a download and uploads per layer, the host's backward, a
+// gather and a scatter per expert) stays under CAMOXPERT_MOE_PLAN=old ("legacy_"
+// below) until the GPU has timed both (docs/PERF.md).
 #include "nn/moe.h"
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MOE_RENORM_EPS 1e-8
@@ -69,22 +80,37 @@ void moe_init(Moe *m, ParamTable *pt, Rng *rng) {
     memset(m->sel_bias, 0, sizeof m->sel_bias);
 }
 
-// Routing runs on the device up to the router's softmax (F32 beside bf16
-// activations); the decisions (top-k, renormalised weights, counts, balance
-// loss) are made on the host from one download of the logits and
-// probabilities — U×E numbers — and the dispatch plan goes back in one upload.
-// On the CPU the "downloads" are the tensors themselves.
-// ---- spatial plans: index lists built on the host --------------------------------------------
+static int legacy_plan = -1;
+
+int moe_plan_legacy(void) {
+    if (legacy_plan < 0) {
+        const char *v = getenv("CAMOXPERT_MOE_PLAN");
+        legacy_plan = v && !strcmp(v, "old");
+    }
+    return legacy_plan;
+}
+
+void moe_plan_set_legacy(int legacy) { legacy_plan = legacy != 0; }
+
+// ---- host plans: index lists built on the host --------------------------------------------------
+// Host float tensors of the plans are the stat dtype: F32, or F64 in float64 runs.
+static inline void fput(Tensor *t, int64_t i, double v) {
+    if (t->dtype == DT_F64) ((double *)t->data)[i] = v;
+    else ((float *)t->data)[i] = (float)v;
+}
+static inline double fget(const Tensor *t, int64_t i) {
+    return t->dtype == DT_F64 ? ((const double *)t->data)[i] : (double)((const float *)t->data)[i];
+}
+
 // The CSR form (ptr (rows+1), list (n)) of an index idx (n) over `rows` rows: each
 // row's entries in ascending i (rows_gather_sum's order, ops.h).
 static void csr_build(const int32_t *idx, int64_t n, int64_t rows, int32_t *ptr, int32_t *list) {
     memset(ptr, 0, sizeof(int32_t) * (size_t)(rows + 1));
     for (int64_t i = 0; i < n; i++) ptr[idx[i] + 1]++;
-    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
-    int32_t *fill_at = cx_malloc(sizeof(int32_t) * (size_t)(rows ? rows : 1));
-    memcpy(fill_at, ptr, sizeof(int32_t) * (size_t)rows);
-    for (int64_t i = 0; i < n; i++) list[fill_at[idx[i]]++] = (int32_t)i;
-    free(fill_at);
+    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];   // ptr[r]: row r's first entry
+    for (int64_t i = 0; i < n; i++) list[ptr[idx[i]]++] = (int32_t)i;   // ptr[r] moves to row r+1's first
+    memmove(ptr + 1, ptr, sizeof(int32_t) * (size_t)rows);
+    ptr[0] = 0;
 }
 
 static Tensor host_i32(NNCtx *ctx, int64_t n) { return tensor_new(ctx->host, DT_I32, 1, &n); }
@@ -97,7 +123,8 @@ static Tensor csr_ptr(NNCtx *ctx, const Tensor *idx, int64_t rows, Tensor *list)
 }
 // Host plan tensors (index lists; weights kept in the stat dtype, which every MoE op
 // accepts as "float") to the model's device in one copy: packed into one host buffer (each at a
-// 256-byte boundary), uploaded once, each replaced by its view of the device copy.
+// 256-byte boundary), uploaded once, each replaced by its view of the device copy. The
+// copy is queued behind the device's work (legacy: a synchronous upload).
 // Tensors without data are left alone; on the CPU nothing moves.
 static void to_dev_packed(NNCtx *ctx, Tensor *const *all, size_t n) {
     if (ctx->act->device == DEV_CPU) return;
@@ -113,7 +140,8 @@ static void to_dev_packed(NNCtx *ctx, Tensor *const *all, size_t n) {
         memcpy((char *)h.data + off, all[i]->data, tensor_nbytes(all[i]));
         off += (tensor_nbytes(all[i]) + 255) / 256 * 256;
     }
-    tensor_upload(&d, &h);
+    if (moe_plan_legacy()) tensor_upload(&d, &h);
+    else cx_dev_upload_async(d.data, h.data, total);
     off = 0;
     for (size_t i = 0; i < n; i++) {
         if (!all[i]->data) continue;
@@ -127,6 +155,7 @@ static void to_dev_packed(NNCtx *ctx, Tensor *const *all, size_t n) {
 
 // The tiling of x's map and the tile pooling plan (each tile's pixels, 1/area).
 static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
+    const double t0 = cx_time_s();
     MoeRoute *r = &m->route;
     int64_t N = T_N(x), H = T_H(x), W = T_W(x), HW = H * W;
     r->gh = moe_tiles(H, m->grid, r->ty);
@@ -143,13 +172,15 @@ static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
                     for (int64_t xx = r->tx[b]; xx < r->tx[b + 1]; xx++) {
                         int64_t p = n * HW + y * W + xx;
                         tp[p] = (int32_t)(n * T + a * r->gw + b);
-                        tensor_set(&tw, p, 1.0 / area);
+                        fput(&tw, p, 1.0 / area);
                     }
         }
     m->pool_ptr = csr_ptr(ctx, &tile, m->U, &m->pool_list);
     m->pool_w = host_f(ctx, N * HW);
-    for (int64_t j = 0; j < N * HW; j++) tensor_set(&m->pool_w, j, tensor_get(&tw, tensor_i32(&m->pool_list)[j]));
+    const int32_t *pl = tensor_i32(&m->pool_list);
+    for (int64_t j = 0; j < N * HW; j++) fput(&m->pool_w, j, fget(&tw, pl[j]));
     m->pix_tile = tile, m->pix_tile_w = tw;
+    m->tile_img = m->timg_ptr = m->timg_list = (Tensor){ 0 };
     if (m->route_by_image) {
         m->tile_img = host_i32(ctx, m->U);
         for (int64_t u = 0; u < m->U; u++) tensor_i32(&m->tile_img)[u] = (int32_t)(u / T);
@@ -158,6 +189,7 @@ static void spatial_tiling(NNCtx *ctx, Moe *m, const Tensor *x) {
     Tensor *all[] = { &m->pool_ptr, &m->pool_list, &m->pool_w, &m->pix_tile, &m->pix_tile_w, &m->tile_img,
                       &m->timg_ptr, &m->timg_list };
     to_dev_packed(ctx, all, sizeof all / sizeof *all);
+    m->host_s += cx_time_s() - t0;
 }
 
 // The pooled features of each unit: (U,d).
@@ -200,11 +232,211 @@ static void route_pool_backward(NNCtx *ctx, Moe *m, const Tensor *dpooled, Tenso
     rows_scatter_add_backward(&ctx->op, &dx2, NULL, dpooled, NULL, &m->pix_tile, &m->pix_tile_w);   // dx[p] += dpooled[tile(p)]/area
 }
 
-void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
+// ---- the host's part of a routing: counts, balancing loss, the pairs sorted by expert -------------
+// The balancing loss of m->route (coefficient included), from its host probabilities,
+// logits and counts.
+static double balance_loss(const Moe *m) {
+    const MoeRoute *r = &m->route;
+    const int64_t U = m->U;
+    const int E = m->E, k = m->k;
+    double lb = 0;
+    for (int e = 0; e < E && m->balance != MOE_BALANCE_ZLOSS; e++) {
+        double P = 0;
+        for (int64_t u = 0; u < U; u++) P += fget(&r->probs, u * E + e);
+        P /= (double)U;
+        if (m->balance == MOE_BALANCE_MSE) lb += (P - 1.0 / E) * (P - 1.0 / E);
+        else if (m->balance == MOE_BALANCE_SWITCH) lb += E * ((double)r->count[e] / ((double)U * k)) * P;
+    }
+    if (m->balance == MOE_BALANCE_ZLOSS) {
+        for (int64_t u = 0; u < U; u++) {
+            double mx = -INFINITY, s = 0;
+            for (int e = 0; e < E; e++) mx = fmax(mx, fget(&r->logits, u * E + e));
+            for (int e = 0; e < E; e++) s += exp(fget(&r->logits, u * E + e) - mx);
+            double lse = mx + log(s);
+            lb += lse * lse / (double)U;
+        }
+    }
+    return lb * m->coef;
+}
+
+// A counting sort of the (unit, expert) pairs by expert, stable in unit order: offset
+// and pair_order (route_topk_plan's order, made again on the host for the spatial plans).
+static void pairs_sort(NNCtx *ctx, Moe *m) {
+    const MoeRoute *r = &m->route;
+    const int64_t P = m->U * m->k;
+    const int32_t *idx = tensor_i32(&r->idx);
+    m->offset[0] = 0;
+    for (int e = 0; e < m->E; e++) m->offset[e + 1] = m->offset[e] + r->count[e];
+    CX_ASSERT(m->offset[m->E] == P, "routing counts %lld != pairs %lld", (long long)m->offset[m->E], (long long)P);
+    m->pair_order = arena_alloc(ctx->host, (size_t)(P ? P : 1) * sizeof(int32_t));
+    int64_t fill_at[MOE_MAX_EXPERTS];
+    memcpy(fill_at, m->offset, sizeof(int64_t) * (size_t)m->E);
+    for (int64_t p = 0; p < P; p++) m->pair_order[fill_at[idx[p]]++] = (int32_t)p;
+}
+
+static moe_lb balance_term(moe_balance b) {
+    return b == MOE_BALANCE_MSE ? MOE_LB_MSE : b == MOE_BALANCE_SWITCH ? MOE_LB_SWITCH
+         : b == MOE_BALANCE_ZLOSS ? MOE_LB_ZLOSS : MOE_LB_NONE;
+}
+
+// ---- routing: every layer's decisions in one download ---------------------------------------------
+static Tensor blk_view(const Tensor *blk, size_t off, cx_dtype dt, int ndim, const int64_t *shape) {
+    Tensor v = tensor_view((char *)blk->data + off, dt, ndim, shape);
+    v.device = blk->device;
+    return v;
+}
+
+static void legacy_route_forward(NNCtx *ctx, Moe *m, const Tensor *x);
+
+#define MOE_ROUTE_LAYERS 8   // layers routed together at most (a model has 4)
+#define ALIGN256(b) (((b) + 255) / 256 * 256)
+
+// One block on the model's device holds, per layer, [logits | probs | w | idx] (the part
+// read on the host, first, so that one copy reads every layer) and then [plan | plan_w].
+void moe_route_forward_n(NNCtx *ctx, Moe *m, const Tensor *x, int n) {
+    if (moe_plan_legacy()) {
+        for (int i = 0; i < n; i++) legacy_route_forward(ctx, &m[i], &x[i]);
+        return;
+    }
+    CX_ASSERT(n >= 1 && n <= MOE_ROUTE_LAYERS, "moe_route_forward_n: %d layers", n);
+    const cx_dtype sdt = nn_stat_dtype(ctx);
+    const size_t fs = dtype_size(sdt);
+    size_t at[MOE_ROUTE_LAYERS][6], read = 0, total;
+    for (int i = 0; i < n; i++) {
+        m[i].x = x[i];
+        m[i].host_s = 0;
+        route_pool(ctx, &m[i], &x[i]);
+        const size_t UE = (size_t)(m[i].U * m[i].E), Uk = (size_t)(m[i].U * m[i].k);
+        at[i][0] = read, read += ALIGN256(UE * fs);               // logits
+        at[i][1] = read, read += ALIGN256(UE * fs);               // probs
+        at[i][2] = read, read += ALIGN256(Uk * fs);               // w
+        at[i][3] = read, read += ALIGN256(Uk * sizeof(int32_t));  // idx
+    }
+    total = read;
+    for (int i = 0; i < n; i++) {
+        const size_t U = (size_t)m[i].U, Uk = (size_t)(m[i].U * m[i].k);
+        at[i][4] = total, total += ALIGN256((3 * Uk + U + 1) * sizeof(int32_t));   // plan
+        at[i][5] = total, total += ALIGN256(2 * Uk * fs);                           // plan_w
+    }
+    int64_t tb = (int64_t)total;
+    Tensor blk = nn_new(ctx, DT_U8, 1, &tb);
+    for (int i = 0; i < n; i++) {
+        Moe *l = &m[i];
+        const int64_t U = l->U, E = l->E, k = l->k, P = U * k;
+        l->d_logits = blk_view(&blk, at[i][0], sdt, 2, (int64_t[]){ U, E });
+        l->d_probs = blk_view(&blk, at[i][1], sdt, 2, (int64_t[]){ U, E });
+        Tensor w = blk_view(&blk, at[i][2], sdt, 2, (int64_t[]){ U, k });
+        l->d_idx = blk_view(&blk, at[i][3], DT_I32, 2, (int64_t[]){ U, k });
+        l->plan = blk_view(&blk, at[i][4], DT_I32, 1, (int64_t[]){ 3 * P + U + 1 });
+        l->plan_w = blk_view(&blk, at[i][5], sdt, 1, (int64_t[]){ 2 * P });
+        Tensor rw = nn_param(ctx, l->router_w_idx), rb = nn_param(ctx, l->router_b_idx);
+        linear_forward(&ctx->op, &l->d_logits, &l->pooled, &rw, &rb);
+        softmax_forward(&ctx->op, &l->d_probs, &l->d_logits, U, E, 1);
+        route_topk_plan(&ctx->op, &l->d_idx, &w, &l->plan, &l->plan_w, &l->d_probs,
+                        l->balance == MOE_BALANCE_BIAS ? l->sel_bias : NULL);
+    }
+    // ---- the one download: every layer's logits, probabilities, weights and choices ----
+    int64_t rb = (int64_t)read;
+    Tensor head = blk_view(&blk, 0, DT_U8, 1, &rb);
+    Tensor h = nn_to_host(ctx, &head);
+    for (int i = 0; i < n; i++) {
+        const double t0 = cx_time_s();
+        Moe *l = &m[i];
+        MoeRoute *r = &l->route;
+        const int64_t U = l->U, E = l->E, k = l->k;
+        r->logits = blk_view(&h, at[i][0], sdt, 2, (int64_t[]){ U, E });
+        r->probs = blk_view(&h, at[i][1], sdt, 2, (int64_t[]){ U, E });
+        r->w = blk_view(&h, at[i][2], sdt, 2, (int64_t[]){ U, k });
+        r->idx = blk_view(&h, at[i][3], DT_I32, 2, (int64_t[]){ U, k });
+        memset(r->count, 0, sizeof r->count);
+        const int32_t *idx = tensor_i32(&r->idx);
+        for (int64_t p = 0; p < U * k; p++) r->count[idx[p]]++;
+        r->lb_loss = balance_loss(l);
+        pairs_sort(ctx, l);
+        l->host_s += cx_time_s() - t0;
+    }
+}
+
+void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) { moe_route_forward_n(ctx, m, x, 1); }
+
+// The routing's backward on the device: dw (U,k) on the model's device (NULL: none), then
+// the router's linear and the pooling. dx += the router's contribution.
+static void route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx) {
+    Tensor dlogits = nn_zeros(ctx, m->d_logits.dtype, 2, m->d_logits.shape);
+    route_topk_backward(&ctx->op, &dlogits, dw, &m->d_idx, &m->d_probs, &m->d_logits, balance_term(m->balance),
+                        dbalance * m->coef);
+    Tensor w = nn_param(ctx, m->router_w_idx), gw = nn_grad(ctx, m->router_w_idx), gb = nn_grad(ctx, m->router_b_idx);
+    Tensor dpooled = nn_zeros_like(ctx, &m->pooled);
+    linear_backward(&ctx->op, &dpooled, &gw, &gb, &dlogits, &m->pooled, &w);
+    if (dx) route_pool_backward(ctx, m, &dpooled, dx);
+}
+
+// ---- grouped execution ------------------------------------------------------------------------------
+static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
+static void spatial_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dwp);
+static Tensor legacy_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
+
+// The plan's parts (route_topk_plan): rows, pos, ulist, uptr; wts, uw.
+static Tensor plan_part(const Moe *m, int part) {
+    const int64_t P = m->U * m->k;
+    return tensor_slice0(&m->plan, part * P, part == 3 ? m->U + 1 : P);
+}
+static Tensor plan_w_part(const Moe *m, int part) { return tensor_slice0(&m->plan_w, part * m->U * m->k, m->U * m->k); }
+
+// Global routing: one gather of the pairs' images in plan order (expert by expert), one
+// expert call per group on its slice, each writing its slice of yall, and one gather-sum
+// of every unit's k outputs with their weights (in expert order: the former per-expert
+// scatters' sum term for term, rounded once instead of k times).
+Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
+    if (moe_plan_legacy()) return legacy_dispatch_forward(ctx, m, x);
+    if (m->routing == MOE_ROUTING_SPATIAL) return spatial_dispatch_forward(ctx, m, x);
+    const int64_t U = m->U, H = T_H(x), W = T_W(x), P = U * m->k;
+    Tensor rows = plan_part(m, 0), ulist = plan_part(m, 2), uptr = plan_part(m, 3), uw = plan_w_part(m, 1);
+    Tensor xg = nn_new4(ctx, P, H, W, m->d);
+    rows_gather(&ctx->op, &xg, x, &rows);
+    m->yall = nn_new4(ctx, P, H, W, m->d);
+    for (int e = 0; e < m->E; e++) {
+        const int64_t c = m->route.count[e];
+        if (!c) continue;
+        Tensor xe = tensor_slice0(&xg, m->offset[e], c);
+        m->ys[e] = tensor_slice0(&m->yall, m->offset[e], c);
+        expert_forward_into(ctx, &m->experts[e], &xe, &m->ys[e]);   // one call for the whole group
+    }
+    Tensor y = nn_zeros4(ctx, U, H, W, m->d);
+    rows_gather_sum(&ctx->op, &y, &m->yall, &uptr, &ulist, &uw);
+    return y;
+}
+
+// dx += through the experts; dwp (P, plan order, model's device) += the routing weights' gradient.
+static void global_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dwp) {
+    Tensor rows = plan_part(m, 0), ulist = plan_part(m, 2), uptr = plan_part(m, 3), wts = plan_w_part(m, 0);
+    ArenaMark mk = arena_mark(ctx->act);   // the groups' gradients are temporaries
+    Tensor dyall = nn_zeros_like(ctx, &m->yall);
+    rows_scatter_add_backward(&ctx->op, &dyall, dwp, dy, &m->yall, &rows, &wts);   // w·dy per pair; <dy, y_e>
+    Tensor dxall = dx ? nn_zeros_like(ctx, &m->yall) : (Tensor){ 0 };
+    for (int e = 0; e < m->E; e++) {
+        const int64_t c = m->route.count[e];
+        if (!c) continue;
+        Tensor dye = tensor_slice0(&dyall, m->offset[e], c);
+        Tensor dxe = dx ? tensor_slice0(&dxall, m->offset[e], c) : (Tensor){ 0 };
+        expert_backward(ctx, &m->experts[e], &dye, dx ? &dxe : NULL);
+    }
+    if (dx) rows_gather_sum(&ctx->op, dx, &dxall, &uptr, &ulist, NULL);
+    arena_release(ctx->act, mk);
+}
+
+// ---- the former scheme (CAMOXPERT_MOE_PLAN=old) ----------------------------------------------------
+// Routing runs on the device up to the router's softmax (F32 beside bf16
+// activations); the decisions (top-k, renormalised weights, counts, balance
+// loss) are made on the host from one download per layer of the logits and
+// probabilities — U×E numbers — and the dispatch plan goes back in one upload.
+// On the CPU the "downloads" are the tensors themselves.
+static void legacy_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     int E = m->E, k = m->k;
     MoeRoute *r = &m->route;
     const cx_dtype sdt = nn_stat_dtype(ctx);
     m->x = *x;
+    m->host_s = 0;
     route_pool(ctx, m, x);
     const int64_t U = m->U;
     Tensor logits = nn_new(ctx, sdt, 2, (int64_t[]){ U, E }), probs = nn_new(ctx, sdt, 2, (int64_t[]){ U, E });
@@ -254,34 +486,16 @@ void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
             r->count[idx[u * k + j]]++;
         }
     }
-    // balancing loss
-    r->lb_loss = 0;
-    for (int e = 0; e < E && m->balance != MOE_BALANCE_ZLOSS; e++) {
-        double P = 0;
-        for (int64_t u = 0; u < U; u++) P += tensor_get(&r->probs, u * E + e);
-        P /= (double)U;
-        if (m->balance == MOE_BALANCE_MSE) r->lb_loss += (P - 1.0 / E) * (P - 1.0 / E);
-        else if (m->balance == MOE_BALANCE_SWITCH) r->lb_loss += E * ((double)r->count[e] / ((double)U * k)) * P;
-    }
-    if (m->balance == MOE_BALANCE_ZLOSS) {
-        for (int64_t u = 0; u < U; u++) {
-            double mx = -INFINITY, s = 0;
-            for (int e = 0; e < E; e++) mx = fmax(mx, tensor_get(&r->logits, u * E + e));
-            for (int e = 0; e < E; e++) s += exp(tensor_get(&r->logits, u * E + e) - mx);
-            double lse = mx + log(s);
-            r->lb_loss += lse * lse / (double)U;
-        }
-    }
-    r->lb_loss *= m->coef;
+    r->lb_loss = balance_loss(m);
 }
 
 // The routing backward is host arithmetic on U×E numbers (dw is a host tensor):
 // dlogits goes up in one upload, the router's linear runs on the device.
-void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx) {
+static void legacy_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx) {
     MoeRoute *r = &m->route;
     int64_t U = m->U;
     int E = m->E, k = m->k;
-    double *dp = cx_calloc((size_t)(U * E), sizeof *dp);
+    double *dp = arena_calloc(ctx->host, sizeof(double) * (size_t)(U * E));
     const int32_t *idx = tensor_i32(&r->idx);
     // renormalisation w_j = p_j / (S + eps), S = Σ_chosen p
     for (int64_t u = 0; u < U && dw; u++) {
@@ -319,7 +533,6 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
             tensor_set(&dlogits, u * E + e, g);
         }
     }
-    free(dp);
     Tensor dl = nn_to_device(ctx, &dlogits);
     Tensor w = nn_param(ctx, m->router_w_idx), gw = nn_grad(ctx, m->router_w_idx), gb = nn_grad(ctx, m->router_b_idx);
     Tensor dpooled = nn_zeros_like(ctx, &m->pooled);
@@ -328,23 +541,13 @@ void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, T
 }
 
 // The plan (each expert's rows and weights, sorted by expert) is built on the
-// host and uploaded in one copy; expert e then runs once on its whole group.
-static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
-static void spatial_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dwp);
-
-Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
+// host and uploaded in one copy; expert e then runs once on its whole group, between
+// a gather and a scatter of its own.
+static Tensor legacy_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     MoeRoute *r = &m->route;
     int64_t U = m->U, H = T_H(x), W = T_W(x), P = U * m->k;
-    const int32_t *idx = tensor_i32(&r->idx);
     const cx_dtype sdt = nn_stat_dtype(ctx);
-    // counting sort of the (unit, expert) pairs by expert, stable in unit order
-    m->offset[0] = 0;
-    for (int e = 0; e < m->E; e++) m->offset[e + 1] = m->offset[e] + r->count[e];
-    CX_ASSERT(m->offset[m->E] == P, "routing counts %lld != pairs %lld", (long long)m->offset[m->E], (long long)P);
-    m->pair_order = arena_alloc(ctx->host, (size_t)P * sizeof(int32_t));
-    int64_t fill_at[MOE_MAX_EXPERTS];
-    memcpy(fill_at, m->offset, sizeof(int64_t) * (size_t)m->E);
-    for (int64_t p = 0; p < P; p++) m->pair_order[fill_at[idx[p]]++] = (int32_t)p;
+    pairs_sort(ctx, m);
     if (m->routing == MOE_ROUTING_SPATIAL) return spatial_dispatch_forward(ctx, m, x);
     // plan (host): rows (P) I32 then weights (P) in the stat dtype, one block
     Tensor rows_h = tensor_new(ctx->host, DT_I32, 1, &P), wts_h = tensor_new(ctx->host, sdt, 1, &P);
@@ -370,7 +573,7 @@ Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
 
 // Each expert's routing-weight gradients land in one (P) buffer in plan order on
 // the model's device, brought down once and permuted into dw (host) there.
-void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw) {
+static void legacy_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw) {
     int64_t P = m->U * m->k;
     Tensor dwp = nn_zeros(ctx, nn_stat_dtype(ctx), 1, &P);   // plan order
     if (m->routing == MOE_ROUTING_SPATIAL) spatial_dispatch_backward(ctx, m, dy, dx, dw ? &dwp : NULL);
@@ -401,11 +604,13 @@ void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Ten
 // inside the map), the M kept pixels (each pair's tile, row-major), and the CSR
 // lists that turn every scatter into a gather (rows_gather_sum).
 static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
+    const double t0 = cx_time_s();
     MoeRoute *r = &m->route;
     MoeTiles *pl = &m->tiles[e];
     const int64_t N = T_N(x), H = T_H(x), W = T_W(x), HW = H * W, c = r->count[e];
     const int64_t T = (int64_t)r->gh * r->gw;
     const int rad = expert_radius(m->experts[e].kind);
+    const int32_t *order = m->pair_order + m->offset[e];
     int64_t th = 0, tw = 0;
     for (int a = 0; a < r->gh; a++) th = r->ty[a + 1] - r->ty[a] > th ? r->ty[a + 1] - r->ty[a] : th;
     for (int b = 0; b < r->gw; b++) tw = r->tx[b + 1] - r->tx[b] > tw ? r->tx[b + 1] - r->tx[b] : tw;
@@ -414,7 +619,7 @@ static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
     const int64_t hw = pl->h * pl->w;
     int64_t M = 0;
     for (int64_t q = 0; q < c; q++) {
-        int64_t t = (m->pair_order[m->offset[e] + q] / m->k) % T;
+        int64_t t = (order[q] / m->k) % T;
         int a = (int)(t / r->gw), b = (int)(t % r->gw);
         M += (r->ty[a + 1] - r->ty[a]) * (r->tx[b + 1] - r->tx[b]);
     }
@@ -430,10 +635,10 @@ static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
     pl->pix_w = tensor_new(ctx->host, nn_stat_dtype(ctx), 4, (int64_t[]){ M, 1, 1, 1 });
     int32_t *wi = tensor_i32(&pl->win_idx), *ce = tensor_i32(&et->centre), *im = tensor_i32(&et->img),
             *oi = tensor_i32(&pl->out_idx), *pa = tensor_i32(&pair);
-    int64_t *img_count = cx_calloc((size_t)N, sizeof(int64_t));
+    int64_t *img_count = arena_calloc(ctx->host, sizeof(int64_t) * (size_t)N);
     int64_t mi = 0;
     for (int64_t q = 0; q < c; q++) {
-        int32_t p = m->pair_order[m->offset[e] + q];
+        int32_t p = order[q];
         int64_t u = p / m->k, n = u / T, t = u % T;
         int a = (int)(t / r->gw), b = (int)(t % r->gw);
         int64_t y0 = r->ty[a], y1 = r->ty[a + 1], x0 = r->tx[b], x1 = r->tx[b + 1];
@@ -442,32 +647,37 @@ static void spatial_plan(NNCtx *ctx, Moe *m, int e, const Tensor *x) {
         if (wy < 0) wy = 0;
         if (wx > W - pl->w) wx = W - pl->w;
         if (wx < 0) wx = 0;
-        for (int64_t i = 0; i < pl->h; i++)
-            for (int64_t j = 0; j < pl->w; j++) wi[q * hw + i * pl->w + j] = (int32_t)(n * HW + (wy + i) * W + wx + j);
-        double wq = tensor_get(&r->w, p);
+        for (int64_t i = 0; i < pl->h; i++) {
+            int32_t *row = wi + q * hw + i * pl->w;
+            const int32_t base = (int32_t)(n * HW + (wy + i) * W + wx);
+            for (int64_t j = 0; j < pl->w; j++) row[j] = base + (int32_t)j;
+        }
+        const double wq = fget(&r->w, p);
+        const int64_t m0 = mi;
         for (int64_t y = y0; y < y1; y++)
             for (int64_t xx = x0; xx < x1; xx++, mi++) {
                 ce[mi] = (int32_t)(q * hw + (y - wy) * pl->w + (xx - wx));
                 oi[mi] = (int32_t)(n * HW + y * W + xx);
                 im[mi] = (int32_t)n;
                 pa[mi] = (int32_t)q;
-                tensor_set(&pl->pix_w, mi, wq);
-                img_count[n]++;
+                fput(&pl->pix_w, mi, wq);
             }
+        img_count[n] += mi - m0;
     }
-    for (int64_t i = 0; i < M; i++) tensor_set(&et->img_w, i, 1.0 / (double)img_count[im[i]]);
-    free(img_count);
+    for (int64_t i = 0; i < M; i++) fput(&et->img_w, i, 1.0 / (double)img_count[im[i]]);
     pl->win_ptr = csr_ptr(ctx, &pl->win_idx, N * HW, &pl->win_list);
     et->uncrop_ptr = csr_ptr(ctx, &et->centre, c * hw, &et->uncrop_list);
     et->img_ptr = csr_ptr(ctx, &et->img, N, &et->img_list);
     pl->out_ptr = csr_ptr(ctx, &pl->out_idx, N * HW, &pl->out_list);
     pl->out_w = host_f(ctx, M);
-    for (int64_t j = 0; j < M; j++) tensor_set(&pl->out_w, j, tensor_get(&pl->pix_w, tensor_i32(&pl->out_list)[j]));
+    const int32_t *ol = tensor_i32(&pl->out_list);
+    for (int64_t j = 0; j < M; j++) fput(&pl->out_w, j, fget(&pl->pix_w, ol[j]));
     pl->pair_ptr = csr_ptr(ctx, &pair, c, &pl->pair_list);
     Tensor *all[] = { &pl->win_idx, &pl->win_ptr, &pl->win_list, &et->centre, &et->uncrop_ptr, &et->uncrop_list,
                       &et->img, &et->img_ptr, &et->img_list, &et->img_w, &pl->out_idx, &pl->out_ptr, &pl->out_list,
                       &pl->out_w, &pl->pix_w, &pl->pair_ptr, &pl->pair_list };
     to_dev_packed(ctx, all, sizeof all / sizeof *all);
+    m->host_s += cx_time_s() - t0;
 }
 
 static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
@@ -525,10 +735,23 @@ Tensor moe_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
 }
 
 void moe_backward(NNCtx *ctx, Moe *m, const Tensor *dy, double dbalance, Tensor *dx) {
-    Tensor dw = tensor_new(ctx->host, m->route.w.dtype, 2, m->route.w.shape);   // (U,k) on the host
-    tensor_zero(&dw);
-    moe_dispatch_backward(ctx, m, dy, dx, &dw);
-    moe_route_backward(ctx, m, &dw, dbalance, dx);
+    const int64_t P = m->U * m->k;
+    if (moe_plan_legacy()) {
+        Tensor dw = tensor_new(ctx->host, m->route.w.dtype, 2, m->route.w.shape);   // (U,k) on the host
+        tensor_zero(&dw);
+        legacy_dispatch_backward(ctx, m, dy, dx, &dw);
+        legacy_route_backward(ctx, m, &dw, dbalance, dx);
+        return;
+    }
+    Tensor dwp = nn_zeros(ctx, nn_stat_dtype(ctx), 1, &P);   // plan order
+    if (m->routing == MOE_ROUTING_SPATIAL) spatial_dispatch_backward(ctx, m, dy, dx, &dwp);
+    else global_dispatch_backward(ctx, m, dy, dx, &dwp);
+    // to (unit, slot) order, on the device: dw[p] = dwp[pos[p]]
+    Tensor pos = plan_part(m, 1), dw = nn_new(ctx, nn_stat_dtype(ctx), 2, (int64_t[]){ P, 1 });
+    Tensor dwp2 = tensor_reshape(&dwp, 2, (int64_t[]){ P, 1 });
+    rows_gather(&ctx->op, &dw, &dwp2, &pos);
+    Tensor dw2 = tensor_reshape(&dw, 2, (int64_t[]){ m->U, m->k });
+    route_backward(ctx, m, &dw2, dbalance, dx);
 }
 
 void moe_balance_update(Moe *m, double rate) {

@@ -18,10 +18,17 @@
 //   route:    pooled = avgpool over each unit (U,d); logits = router.2(pooled) (U,E);
 //             p = softmax(logits); idx = top-k of p (+ selection bias, aux-free);
 //             w_j = p_idx_j / (Σ_j p_idx_j + 1e-8)   — differentiable
-//   dispatch: counting sort of the U·k (row, expert) pairs by expert; per expert
-//             one rows_gather, ONE expert call on the whole group (BatchNorm
-//             statistics over the group in training), one weighted
-//             rows_scatter_add into y. Backward mirrors it.
+//   plan:     on the device (route_topk_plan): the top-k, the weights and a counting sort
+//             of the U·k (unit, expert) pairs by expert; then ONE download of every
+//             layer's routing (moe_route_forward_n: the four scales of a model together,
+//             the step's one host synchronisation), from which the host takes the
+//             groups' sizes and the balancing loss. Nothing is uploaded back: global
+//             routing's plan is on the device already; spatial routing's index lists
+//             (built on the host) go up as asynchronous copies (cx_dev_upload_async).
+//   dispatch: global: ONE rows_gather of the pairs' rows in plan order, ONE expert call
+//             per group on its slice (BatchNorm statistics over the group in training),
+//             ONE weighted rows_gather_sum of the outputs into y. Backward mirrors it,
+//             and the routing's backward runs on the device (route_topk_backward).
 //   balance:  MOE_BALANCE_MSE     coef · Σ_e (mean_u p[u,e] − 1/E)²  (reference, 0.01)
 //             MOE_BALANCE_SWITCH  coef · E · Σ_e f_e · P_e  (f_e: share of pairs, P_e: mean p)
 //             MOE_BALANCE_ZLOSS   coef · mean_u logsumexp(logits_u)²
@@ -32,6 +39,13 @@
 //   moe_create(&m, pt, "moe_layers.0", 80, 6, 2, MOE_BALANCE_MSE, 0.01);
 //   Tensor y = moe_forward(ctx, &m, &x);    // x, y (N,H,W,80); m.route holds the routing
 //   moe_backward(ctx, &m, &dy, 1.0, &dx);   // dx +=; router and expert gradients +=
+//   // several layers (a model's scales) routed with one download, then run:
+//   moe_route_forward_n(ctx, layers, xs, 4);
+//   for (int s = 0; s < 4; s++) ys[s] = moe_dispatch_forward(ctx, &layers[s], &xs[s]);
+//
+// CAMOXPERT_MOE_PLAN=old runs the former dispatch (decisions on the host and per layer,
+// plans uploaded, per-expert gathers and scatters, the routing's backward on the host),
+// kept beside the new one to time both in one binary (docs/PERF.md); same results in float32.
 #pragma once
 #include "nn/experts.h"
 
@@ -91,8 +105,11 @@ typedef struct {
     Tensor pooled;                     // (U,d)
     int32_t *pair_order;               // (U·k) pair ids sorted by expert (counting sort; host)
     int64_t offset[MOE_MAX_EXPERTS + 1];
-    Tensor rows[MOE_MAX_EXPERTS];      // (c_e) I32 unit of each pair of expert e (model's device)
-    Tensor wts[MOE_MAX_EXPERTS];       // (c_e) weight of each pair (model's device)
+    Tensor d_logits, d_probs, d_idx;   // (U,E), (U,E), (U,k) I32: the routing on the model's device
+    Tensor plan, plan_w;               // route_topk_plan's (3·U·k + U + 1) I32 and (2·U·k) float (ops_list.h)
+    Tensor yall;                       // global: (U·k,H,W,d) the experts' outputs in plan order
+    Tensor rows[MOE_MAX_EXPERTS];      // legacy: (c_e) I32 unit of each pair of expert e (model's device)
+    Tensor wts[MOE_MAX_EXPERTS];       // legacy: (c_e) weight of each pair (model's device)
     Tensor ys[MOE_MAX_EXPERTS];        // (c_e,H,W,d) expert outputs; spatial: (M_e,1,1,d) kept pixels
     // spatial routing, saved by forward
     int64_t U;                         // units of the last forward
@@ -101,6 +118,8 @@ typedef struct {
     Tensor img_pooled;                 // route_by_image: (N,d)
     Tensor tile_img, timg_ptr, timg_list;   // route_by_image: image of each tile (U), its CSR (N+1), (U)
     MoeTiles tiles[MOE_MAX_EXPERTS];
+    double host_s;                     // seconds the last forward spent planning on the host (the routing read
+                                       // back, spatial routing's index lists; bench reports it)
 } Moe;
 
 const char *moe_balance_name(moe_balance b);
@@ -120,13 +139,15 @@ void moe_init(Moe *m, ParamTable *pt, Rng *rng);
 
 // Routing alone: fills m->route from x (N,H,W,d) (U = N, or N·T tiles).
 void moe_route_forward(NNCtx *ctx, Moe *m, const Tensor *x);
-// dw (U,k), a host tensor: gradient of the loss w.r.t. the routing weights;
-// dbalance: weight of the balancing loss in the total. dx += router's contribution.
-void moe_route_backward(NNCtx *ctx, Moe *m, const Tensor *dw, double dbalance, Tensor *dx);
-// Grouped execution of the routed pairs: y (N,H,W,d) = Σ_j w_j · Expert_idx_j(x_u) (over each tile, spatial).
+// The routing of n layers m[0..n) on their inputs x[0..n), read on the host in one download.
+void moe_route_forward_n(NNCtx *ctx, Moe *m, const Tensor *x, int n);
+// Grouped execution of the routed pairs: y (N,H,W,d) = Σ_j w_j · Expert_idx_j(x_u) (over each tile,
+// spatial); after moe_route_forward(_n).
 Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x);
-// dx += through the experts; dw (U,k, host) += gradient of the routing weights.
-void moe_dispatch_backward(NNCtx *ctx, Moe *m, const Tensor *dy, Tensor *dx, Tensor *dw);
+
+// The former dispatch (CAMOXPERT_MOE_PLAN=old; read once): 1 legacy, 0 new.
+int moe_plan_legacy(void);
+void moe_plan_set_legacy(int legacy);   // tests: both in one process
 
 // Route + dispatch, and their backward.
 Tensor moe_forward(NNCtx *ctx, Moe *m, const Tensor *x);

@@ -350,6 +350,7 @@ static void zeros_prepare(OpCtx *ctx, const char *op, const Tensor *const *ta, i
             zeros_prepare(ctx, #name, ta_, (int)(sizeof ta_ / sizeof *ta_), fw_ + 1, (int)(sizeof fw_ / sizeof *fw_) - 1); \
         } \
         double prof_t0_ = ctx->prof ? prof_begin(ctx) : 0; \
+        if (ctx->calls) (*ctx->calls)++; \
         const OpsBackend *b_ = ops_pick(ctx, by, #name, CPU_BOTH_##ref); \
         CX_ASSERT(b_->name, #name ": the %s backend has no kernel for it", ops_backend_name(ctx->backend)); \
         b_->name args; \
@@ -616,6 +617,27 @@ static void pre_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, cons
     CX_ASSERT(!w || tensor_numel(w) == tensor_numel(list), "rows_gather_sum: w must have one weight per list entry");
     CX_ASSERT(tensor_numel(dst) / (dst->shape[0] ? dst->shape[0] : 1) == tensor_numel(src) / (src->shape[0] ? src->shape[0] : 1),
               "rows_gather_sum: dst and src rows differ in size");
+}
+static void pre_route_topk_plan(OpCtx *ctx, Tensor *idx, Tensor *w, Tensor *plan, Tensor *plan_w, const Tensor *probs,
+                               const double *sel) {
+    const int64_t U = probs->shape[0], E = probs->ndim == 2 ? probs->shape[1] : 0, k = idx->ndim == 2 ? idx->shape[1] : 0;
+    const int64_t P = U * k;
+    CX_ASSERT(probs->ndim == 2 && E >= 1 && E <= MOE_ROUTE_MAX_E && k >= 1 && k <= E, "route_topk_plan: probs (U,E) with "
+              "E <= %d, idx (U,k) with k <= E", MOE_ROUTE_MAX_E);
+    CX_ASSERT(idx->dtype == DT_I32 && idx->shape[0] == U && tensor_numel(w) == P && w->dtype == probs->dtype,
+              "route_topk_plan: idx I32 (U,k), w (U,k) in probs's dtype");
+    CX_ASSERT(plan->dtype == DT_I32 && tensor_numel(plan) == 3 * P + U + 1 && plan_w->dtype == probs->dtype &&
+              tensor_numel(plan_w) == 2 * P, "route_topk_plan: plan I32 (3·U·k + U + 1), plan_w (2·U·k)");
+}
+static void pre_route_topk_backward(OpCtx *ctx, Tensor *dlogits, const Tensor *dw, const Tensor *idx, const Tensor *probs,
+                                   const Tensor *logits, int lb, double cb) {
+    const int64_t U = probs->shape[0], E = probs->ndim == 2 ? probs->shape[1] : 0, k = idx->ndim == 2 ? idx->shape[1] : 0;
+    CX_ASSERT(probs->ndim == 2 && E >= 1 && E <= MOE_ROUTE_MAX_E && idx->dtype == DT_I32 && idx->shape[0] == U &&
+              k >= 1 && k <= E, "route_topk_backward: probs (U,E) with E <= %d, idx I32 (U,k)", MOE_ROUTE_MAX_E);
+    CX_ASSERT(tensor_numel(dlogits) == U * E && tensor_numel(logits) == U * E && dlogits->dtype == probs->dtype &&
+              logits->dtype == probs->dtype && (!dw || (tensor_numel(dw) == U * k && dw->dtype == probs->dtype)),
+              "route_topk_backward: dlogits, logits (U,E) and dw (U,k) in probs's dtype");
+    CX_ASSERT(lb >= MOE_LB_NONE && lb <= MOE_LB_ZLOSS, "route_topk_backward: balancing term %d", lb);
 }
 
 // ---- the public wrappers of GEN and PRE ops ---------------------------------------------

@@ -274,3 +274,34 @@ OP(rows_scatter_add_backward, "MoE dispatch", ddst, GEN, REF, REF, (),
 OP(rows_gather_sum, "MoE dispatch", src, PRE, REF, REF, (),
    (OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list, const Tensor *w),
    (ctx, dst, src, ptr, list, w))
+// The routing decisions of U units (images, or tiles) among E experts and the plan
+// of their grouped execution (nn/moe.h), made on the device that holds probs (U,E)
+// F32 (F64), so that no decision waits for the host. P = U·k pairs, pair p = u·k + j.
+//   idx (U,k) I32   the top-k of the scores probs + sel (sel (E) host doubles added for
+//                   choosing only, each score rounded to probs's dtype; NULL: none), in
+//                   topk_rows's order (descending, ties to the lower index)
+//   w (U,k)         the renormalised weights w_j = p_j / (Σ_j p_j + 1e-8), p_j = probs[u,
+//                   idx_j], summed and divided in double, rounded once
+//   plan (3P+U+1) I32, the pairs sorted by expert, stable in p (a counting sort):
+//                   [rows (P): unit of the i-th pair | pos (P): position of pair p in that
+//                   order | ulist (P): the positions of unit u's pairs, ascending, at u·k |
+//                   uptr (U+1): u·k] — ulist/uptr is the CSR form of rows (rows_gather_sum)
+//   plan_w (2P) float, probs's dtype: [wts (P): weight of the i-th pair | uw (P): weight of
+//                   each ulist entry]
+// No gradient flows through the choice; route_topk_backward is the weights' backward.
+OP(route_topk_plan, "MoE dispatch", probs, PRE, REF, REF, (),
+   (OpCtx *ctx, Tensor *idx, Tensor *w, Tensor *plan, Tensor *plan_w, const Tensor *probs, const double *sel),
+   (ctx, idx, w, plan, plan_w, probs, sel))
+// The routing's backward to the router's logits (U,E), F32 (F64), probs = softmax(logits):
+// dlogits += ∂/∂logits of Σ dw·w + cb·balance, where w (U,k) are route_topk_plan's weights
+// of the choice idx (U,k) I32 (dw NULL: no weight gradient) and balance (lb) is
+//   MOE_LB_MSE     Σ_e (P_e − 1/E)²,  P_e = mean_u p[u,e]
+//   MOE_LB_SWITCH  E · Σ_e f_e · P_e, f_e = the share of the U·k pairs choosing e (constant)
+//   MOE_LB_ZLOSS   mean_u logsumexp(logits_u)²
+//   MOE_LB_NONE    no term.
+// Sums in double, in unit order (the host's order: bit for bit the same float32 on every
+// backend up to exp/log). The router's linear backward follows it (linear_backward).
+OP(route_topk_backward, "MoE dispatch", probs, PRE, REF, REF, (),
+   (OpCtx *ctx, Tensor *dlogits, const Tensor *dw, const Tensor *idx, const Tensor *probs, const Tensor *logits,
+    int lb, double cb),
+   (ctx, dlogits, dw, idx, probs, logits, lb, cb))

@@ -133,3 +133,9 @@ typedef struct {
 } AdamSeg;
 // EMA: shadow = decay·shadow + (1−decay)·x, or shadow = x when `copy` (BatchNorm buffers).
 typedef struct { int64_t offset, numel; int copy; double decay; } EmaSeg;
+
+// ---- mixture-of-experts routing (route_topk_backward) --------------------------------------
+// The balancing term whose gradient route_topk_backward adds (nn/moe.h's schemes; the
+// aux-loss-free bias has none). MOE_MAX_EXPERTS (nn/moe.h) bounds E for the GPU's kernels.
+typedef enum { MOE_LB_NONE = 0, MOE_LB_MSE, MOE_LB_SWITCH, MOE_LB_ZLOSS } moe_lb;
+#define MOE_ROUTE_MAX_E 64

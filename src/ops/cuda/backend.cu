@@ -65,11 +65,59 @@ static void *dev_alloc(size_t bytes) {
     return p;
 }
 static void dev_free(void *p) { CUDA_CHECK(cudaFree(p)); }
-static void dev_upload(void *dst, const void *src, size_t n) { CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice)); }
+static cudaStream_t g_stream;   // the open GPU's compute stream (one GPU per process): core's async hooks queue there
+// Asynchronous uploads go through pinned staging memory, used front to back: a region is
+// free again once the device has copied it, which every synchronous copy guarantees (they
+// wait for the compute stream), so those rewind it, and a rewind that saw more asked for
+// since the last one than the staging holds grows it then (no copy in flight), with half
+// again to spare. An upload that finds it full before that waits for the copies in flight:
+// a counted synchronisation, in the first step of a shape only.
+static char *g_stage;             // pinned host memory
+static size_t g_stage_cap, g_stage_used, g_stage_asked;
+static cudaEvent_t g_stage_done;  // recorded after the last asynchronous upload
+static void stage_alloc(size_t cap) {   // no copy from the staging in flight
+    if (g_stage) CUDA_CHECK(cudaFreeHost(g_stage));
+    g_stage_cap = cap > (4u << 20) ? cap : 4u << 20;
+    CUDA_CHECK(cudaHostAlloc((void **)&g_stage, g_stage_cap, cudaHostAllocDefault));
+}
+static void stage_rewind(void) {
+    if (g_stage_asked > g_stage_cap) stage_alloc(g_stage_asked + g_stage_asked / 2);
+    g_stage_used = g_stage_asked = 0;
+}
+static void dev_upload(void *dst, const void *src, size_t n) {
+    CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
+    stage_rewind();
+}
 static void dev_download(void *dst, const void *src, size_t n) {
     CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
+    stage_rewind();
 }
-static cudaStream_t g_stream;   // the open GPU's compute stream (one GPU per process): core's async hooks queue there
+static int dev_upload_async(void *dst, const void *src, size_t n) {
+    const size_t a = (n + 255) / 256 * 256;
+    int waited = 0;
+    if (!g_stage_done) CUDA_CHECK(cudaEventCreateWithFlags(&g_stage_done, cudaEventDisableTiming));
+    g_stage_asked += a;
+    if (g_stage_used + a > g_stage_cap) {   // full: wait for the copies in flight
+        if (g_stage_used) {
+            const cudaError_t q = cudaEventQuery(g_stage_done);
+            if (q == cudaErrorNotReady) {   // not an error: the copies are still in flight
+                waited = 1;
+                cudaGetLastError();
+                CUDA_CHECK(cudaEventSynchronize(g_stage_done));
+            } else {
+                CUDA_CHECK(q);
+            }
+            g_stage_used = 0;
+        }
+        if (a > g_stage_cap) stage_alloc(a > 2 * g_stage_cap ? a : 2 * g_stage_cap);
+    }
+    char *h = g_stage + g_stage_used;
+    g_stage_used += a;
+    memcpy(h, src, n);
+    CUDA_CHECK(cudaMemcpyAsync(dst, h, n, cudaMemcpyHostToDevice, g_stream));
+    CUDA_CHECK(cudaEventRecord(g_stage_done, g_stream));
+    return waited;
+}
 static void dev_copy(void *dst, const void *src, size_t n) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, g_stream));
 }
@@ -77,7 +125,7 @@ static void dev_zero(void *dst, size_t n) { CUDA_CHECK(cudaMemsetAsync(dst, 0, n
 static void dev_mem_info(size_t *fr, size_t *tot) { CUDA_CHECK(cudaMemGetInfo(fr, tot)); }
 
 static const CxDeviceHooks hooks = { "CUDA", dev_alloc, dev_free, dev_upload, dev_download, dev_copy, dev_zero,
-                                     dev_mem_info };
+                                     dev_mem_info, dev_upload_async };
 
 // ---- devices -------------------------------------------------------------------------------
 extern "C" int cuda_device_count(char *why, size_t n) {
@@ -171,6 +219,9 @@ extern "C" void cuda_close(CudaState *s) {
     cudnnDestroy(s->dnn);
     cublasLtDestroy(s->lt);
     if (g_stream == s->stream) g_stream = 0;
+    if (g_stage) CUDA_CHECK(cudaFreeHost(g_stage));
+    if (g_stage_done) CUDA_CHECK(cudaEventDestroy(g_stage_done));
+    g_stage = NULL, g_stage_cap = g_stage_used = g_stage_asked = 0, g_stage_done = NULL;
     CUDA_CHECK(cudaStreamDestroy(s->stream));
     free(s->plans);
     free(s);
@@ -181,7 +232,10 @@ extern "C" void cuda_describe(const CudaState *s, char *buf, size_t n) {
              s->prop.minor);
 }
 
-extern "C" void cuda_sync(CudaState *s) { CUDA_CHECK(cudaStreamSynchronize(s->stream)); }
+extern "C" void cuda_sync(CudaState *s) {
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    stage_rewind();
+}
 
 // ---- CUDA graphs -----------------------------------------------------------------------------
 // The work queued on the compute stream between begin and end becomes a graph,

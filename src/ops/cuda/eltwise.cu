@@ -788,6 +788,12 @@ static __device__ __forceinline__ void check_row(int32_t r, int64_t rows, const 
     }
 }
 
+// The 16-byte vector paths of the row ops (moe.cu): false where they do not apply.
+bool cuda_rows_gather_vec(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx);
+bool cuda_rows_gather_sum_vec(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
+                              const Tensor *w);
+bool cuda_rows_dsrc_vec(OpCtx *ctx, Tensor *dsrc, const Tensor *ddst, const Tensor *idx, const Tensor *w);
+
 // dst[i] = src[idx[i]]
 static __global__ void rows_gather_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *idx,
                                           int64_t rows, int64_t D, int64_t n) {
@@ -803,7 +809,7 @@ extern "C" void cuda_rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, con
     const char *op = "rows_gather";
     int64_t n = tensor_numel(idx), rows = src->shape[0], D = rows ? tensor_numel(src) / rows : 0;
     CX_ASSERT(idx->dtype == DT_I32 && tensor_numel(dst) == n * D, "%s: dst must be (n, ...) with src's rows", op);
-    if (n * D == 0) return;
+    if (n * D == 0 || cuda_rows_gather_vec(ctx, dst, src, idx)) return;
     rows_gather_kernel<<<LAUNCH_1D(n * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
                                              tensor_i32(idx), rows, D, n * D);
     CUDA_KCHECK("rows_gather_kernel");
@@ -869,7 +875,7 @@ extern "C" void cuda_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src,
                                      const Tensor *w) {
     const char *op = "rows_gather_sum";
     int64_t rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0;
-    if (rows * D == 0 || tensor_numel(list) == 0) return;
+    if (rows * D == 0 || tensor_numel(list) == 0 || cuda_rows_gather_sum_vec(ctx, dst, src, ptr, list, w)) return;
     rows_gather_sum_kernel<<<LAUNCH_1D(rows * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
                                                     tensor_i32(ptr), tensor_i32(list), w ? w->data : NULL,
                                                     w ? cuda_fdt(w, op) : 0, rows, src->shape[0], D);
@@ -922,7 +928,8 @@ extern "C" void cuda_rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor 
     int gdt = cuda_fdt(ddst, op);
     if (dsrc && D > 0) {
         CX_ASSERT(tensor_numel(dsrc) == n * D, "%s: dsrc must be (n, ...) with ddst's rows", op);
-        scatter_dsrc_kernel<<<LAUNCH_1D(n * D)>>>(dsrc->data, cuda_fdt(dsrc, op), ddst->data, gdt, tensor_i32(idx),
+        if (!cuda_rows_dsrc_vec(ctx, dsrc, ddst, idx, w))
+            scatter_dsrc_kernel<<<LAUNCH_1D(n * D)>>>(dsrc->data, cuda_fdt(dsrc, op), ddst->data, gdt, tensor_i32(idx),
                                                   w ? w->data : NULL, w ? cuda_fdt(w, op) : 0, rows, D, n * D);
         CUDA_KCHECK("scatter_dsrc_kernel");
     }

@@ -783,6 +783,115 @@ void FN(ref_rows_gather_sum)(OpCtx *ctx, Tensor *dst, const Tensor *src, const T
     }
 }
 
+// ---- mixture-of-experts routing ------------------------------------------------------------------------
+// The decisions and the plan (ops_list.h route_topk_plan). The host's former arithmetic,
+// step for step: scores rounded to real, topk_rows's rule, weights in double.
+void FN(ref_route_topk_plan)(OpCtx *ctx, Tensor *idx, Tensor *w, Tensor *plan, Tensor *plan_w, const Tensor *probs,
+                            const double *sel) {
+    const int64_t U = probs->shape[0], E = probs->shape[1], k = idx->shape[1], P = U * k;
+    const real *pp = FN(P)(probs);
+    int32_t *ip = tensor_i32(idx), *rows = tensor_i32(plan), *pos = rows + P, *ulist = pos + P, *uptr = ulist + P;
+    real *wp = FN(P)(w), *wts = FN(P)(plan_w), *uw = wts + P;
+    ArenaMark m = arena_mark(ctx->scratch);
+    real *score = arena_alloc(ctx->scratch, sizeof(real) * (size_t)E);
+    int64_t *fill_at = arena_alloc(ctx->scratch, sizeof(int64_t) * (size_t)(E + 1));
+    for (int64_t u = 0; u < U; u++) {
+        const real *pu = pp + u * E;
+        for (int64_t e = 0; e < E; e++) score[e] = sel ? (real)((acc)pu[e] + sel[e]) : pu[e];
+        int64_t prev = -1;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t best = -1;
+            for (int64_t l = 0; l < E; l++) {
+                if (prev >= 0 && !FN(topk_before)(score[prev], prev, score[l], l)) continue;
+                if (best < 0 || FN(topk_before)(score[l], l, score[best], best)) best = l;
+            }
+            ip[u * k + j] = (int32_t)best;
+            prev = best;
+        }
+        acc s = 0;
+        for (int64_t j = 0; j < k; j++) s += pu[ip[u * k + j]];
+        for (int64_t j = 0; j < k; j++) wp[u * k + j] = (real)(pu[ip[u * k + j]] / (s + 1e-8));
+    }
+    // counting sort by expert, stable in the pair id
+    for (int64_t e = 0; e <= E; e++) fill_at[e] = 0;
+    for (int64_t p = 0; p < P; p++) {
+        CX_ASSERT(ip[p] >= 0 && ip[p] < E, "route_topk_plan: expert %d of pair %lld (non-finite probabilities?)", ip[p],
+                  (long long)p);
+        fill_at[ip[p] + 1]++;
+    }
+    for (int64_t e = 0; e < E; e++) fill_at[e + 1] += fill_at[e];
+    for (int64_t p = 0; p < P; p++) {
+        const int64_t i = fill_at[ip[p]]++;
+        pos[p] = (int32_t)i;
+        rows[i] = (int32_t)(p / k);
+        wts[i] = wp[p];
+    }
+    for (int64_t u = 0; u < U; u++) {   // unit u's positions, ascending (insertion sort of k entries)
+        int32_t *l = ulist + u * k;
+        real *lw = uw + u * k;
+        for (int64_t j = 0; j < k; j++) {
+            int32_t v = pos[u * k + j];
+            real vw = wp[u * k + j];
+            int64_t a = j;
+            for (; a > 0 && l[a - 1] > v; a--) l[a] = l[a - 1], lw[a] = lw[a - 1];
+            l[a] = v, lw[a] = vw;
+        }
+        uptr[u] = (int32_t)(u * k);
+    }
+    uptr[U] = (int32_t)P;
+    arena_release(ctx->scratch, m);
+}
+
+// The routing's backward (ops_list.h route_topk_backward): the renormalisation, the
+// balancing term, the softmax and the z-loss, in the host's former order.
+void FN(ref_route_topk_backward)(OpCtx *ctx, Tensor *dlogits, const Tensor *dw, const Tensor *idx, const Tensor *probs,
+                                const Tensor *logits, int lb, double cb) {
+    const int64_t U = probs->shape[0], E = probs->shape[1], k = idx->shape[1];
+    const real *pp = FN(P)(probs), *lp = FN(P)(logits), *dwp = dw ? FN(P)(dw) : NULL;
+    const int32_t *ip = tensor_i32(idx);
+    ArenaMark m = arena_mark(ctx->scratch);
+    acc *dp = arena_alloc(ctx->scratch, sizeof(acc) * (size_t)(U * E));
+    for (int64_t i = 0; i < U * E; i++) dp[i] = 0;
+    for (int64_t u = 0; u < U && dwp; u++) {   // w_j = p_j / (S + eps), S = Σ_chosen p
+        acc S = 0, s2 = 0;
+        for (int64_t j = 0; j < k; j++) {
+            acc pj = pp[u * E + ip[u * k + j]];
+            S += pj;
+            s2 += (acc)dwp[u * k + j] * pj;
+        }
+        acc D = S + 1e-8;
+        for (int64_t j = 0; j < k; j++) dp[u * E + ip[u * k + j]] += (acc)dwp[u * k + j] / D - s2 / (D * D);
+    }
+    for (int64_t e = 0; e < E && cb != 0; e++) {
+        acc P = 0;
+        for (int64_t u = 0; u < U; u++) P += pp[u * E + e];
+        P /= (acc)U;
+        acc g = 0;
+        if (lb == MOE_LB_MSE) g = cb * 2 * (P - 1.0 / (acc)E) / (acc)U;
+        else if (lb == MOE_LB_SWITCH) {
+            int64_t count = 0;
+            for (int64_t p = 0; p < U * k; p++) count += ip[p] == e;
+            g = cb * (acc)E * ((acc)count / ((acc)U * (acc)k)) / (acc)U;
+        }
+        for (int64_t u = 0; u < U; u++) dp[u * E + e] += g;
+    }
+    real *dl = FN(P)(dlogits);
+    for (int64_t u = 0; u < U; u++) {
+        acc dot = 0, mx = -INFINITY, s = 0;
+        for (int64_t e = 0; e < E; e++) dot += dp[u * E + e] * pp[u * E + e];
+        for (int64_t e = 0; e < E; e++) mx = fmax(mx, lp[u * E + e]);
+        for (int64_t e = 0; e < E; e++) s += exp(lp[u * E + e] - mx);
+        acc lse = mx + log(s);
+        for (int64_t e = 0; e < E; e++) {
+            acc p = pp[u * E + e];
+            acc g = p * (dp[u * E + e] - dot);
+            if (lb == MOE_LB_ZLOSS) g += cb * 2 * lse * p / (acc)U;
+            dl[u * E + e] += (real)g;
+        }
+    }
+    arena_release(ctx->scratch, m);
+}
+
 #undef FN
 #undef FN2
 #undef FN_
