@@ -15,6 +15,7 @@
 //      img_size, --skip-bad, long names, report formats, and — checked on every run
 //      below — messages name only options their command has.
 #include "test.h"
+#include "hostile.h"
 #include "nn/runtime.h"
 #include "core/finite.h"
 #include "core/text.h"
@@ -32,116 +33,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
-static const char *const commands[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
-
-// The --help text of a command (cached).
-static const char *help_of(const char *cmd) {
-    static char *help[16];
-    for (int i = 0; commands[i]; i++) {
-        if (strcmp(commands[i], cmd)) continue;
-        if (!help[i]) {
-            char c[5000], p[800];
-            snprintf(p, sizeof p, "%s/help_%s.txt", test_tmpdir(), cmd);
-            snprintf(c, sizeof c, "%s %s --help > %s 2>&1", test_bin_path(), cmd, p);
-            size_t n;
-            if (system(c) != 0 || io_read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
-        }
-        return help[i];
-    }
-    return NULL;
-}
-
-// Rule 8: a message names only options its command has. Every `--option` in an error,
-// warning or note line of `cmd`'s output must be in `cmd --help` (options of another
-// command, named as "camoxpert OTHER --option", are that command's).
-static void check_named_options(const char *cmd, const char *out) {
-    const char *help = help_of(cmd);
-    if (!help || !*help) return;
-    for (const char *line = out; line && *line;) {
-        const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
-        int msg = !strncmp(line, "error", 5) || !strncmp(line, "warning", 7) || !strncmp(line, "note", 4) ||
-                  !strncmp(line, "(or pass", 8);
-        for (size_t i = 0; msg && i + 3 < len; i++) {
-            if (line[i] != '-' || line[i + 1] != '-' || !(line[i + 2] >= 'a' && line[i + 2] <= 'z') ||
-                (i > 0 && line[i - 1] != ' ' && line[i - 1] != '(' && line[i - 1] != '`' && line[i - 1] != ','))
-                continue;
-            char opt[64];
-            size_t k = 0;
-            while (k + 1 < sizeof opt && i + k < len &&
-                   ((line[i + k] >= 'a' && line[i + k] <= 'z') || (line[i + k] >= '0' && line[i + k] <= '9') || line[i + k] == '-'))
-                opt[k] = line[i + k], k++;
-            opt[k] = 0;
-            // "camoxpert OTHER ... --opt": the option of another command.
-            int other = 0;
-            for (size_t j = i; j-- > 0;) {
-                if (line[j] == ';' || line[j] == ':') break;
-                if (!strncmp(line + j, "camoxpert ", 10)) {
-                    other = strncmp(line + j + 10, cmd, strlen(cmd)) != 0;
-                    break;
-                }
-            }
-            char want[80];
-            snprintf(want, sizeof want, "%s ", opt);
-            char want2[80];
-            snprintf(want2, sizeof want2, "%s\n", opt);
-            if (!other && !strstr(help, want) && !strstr(help, want2))
-                test_fail(__FILE__, __LINE__, "camoxpert %s printed a message naming %s, which it does not have: %.*s", cmd,
-                          opt, (int)len, line);
-        }
-        line = end ? end + 1 : NULL;
-    }
-}
-
-// test_run_bin with a 60 s limit (124: it hung and was killed), checking that any
-// option an error message names is one the command has.
-static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_bin(char **out, const char *fmt, ...) {
-    char args[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    char *buf;
-    int rc = test_run_bin_args(&buf, 60, args);
-    if (out) *out = buf;
-    char cmd0[32] = "";
-    sscanf(args, "%31s", cmd0);
-    if (strcmp(cmd0, "--help") && !strstr(args, "--help")) check_named_options(cmd0, buf);
-    return rc;
-}
-
-// A tiny synthetic set in the COD10K-v3 layout, made by the program itself (fresh for each caller).
-static const char *tiny_set(const char *name) {
-    static char d[8][700];
-    static int k;
-    char *p = d[k++ & 7];
-    snprintf(p, 700, "%s/%s", test_tmpdir(), name);
-    if (run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", p)) p[0] = 0;
-    return p;
-}
-
-// An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
-// An untrained sparse edgenext_xx_small model (E 4, k 2), initialised with seed 5.
-static cx_status tiny_model(Model *m) {
-    CamoXpertConfig mc;
-    CX_TRY(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));
-    return model_open(m, &(ModelSpec){ .config = &mc, .init_seed = 5 });
-}
-
-static const char *tiny_checkpoint(void) {
-    static char path[800];
-    const char *dir = test_tmpdir();
-    Model m;
-    if (tiny_model(&m)) return NULL;
-    char *cfg = weights_config_json(&m.cfg, 64);
-    cx_status st = checkpoint_save(dir, "model", &m.pt, cfg, NULL, NULL, NULL);
-    free(cfg);
-    model_close(&m);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    return st ? NULL : path;
-}
 
 // ---- rule 5: no input can hang the program ---------------------------------------------
 
@@ -308,7 +199,7 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
 // Every option of every command whose --help shows a numeric default refuses nan, inf and an
 // overflowing value before doing anything, naming the option.
 TEST(hostile_every_numeric_option_of_every_command_refuses_non_finite_values) {
-    const char *const *cmds = commands;
+    const char *const *cmds = hostile_commands;
     static const char *const bad[] = { "nan", "inf", "-inf", "1e400", NULL };
     char *o;
     int checked = 0;
@@ -587,15 +478,6 @@ TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_nev
 
 // ---- rule 1 (train): never overwrite another run; rule 6: resume writes beside its checkpoint
 
-static uint64_t file_hash(const char *path) {
-    unsigned char *b;
-    size_t n;
-    if (io_read_file(path, &b, &n)) return 0;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    free(b);
-    return h ^ n;
-}
 
 TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
     const char *ds = tiny_set("own_set");
@@ -697,29 +579,6 @@ TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {
 }
 
 // ---- rule 1: never overwrite what camoxpert did not write ---------------------------------
-
-// FNV hash of every regular file in dir (names and contents), to show a folder unchanged.
-static uint64_t dir_hash(const char *dir) {
-    char cmd[4000], p[800];
-    snprintf(p, sizeof p, "%s/.dirhash", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "cd %s && find . -type f | LC_ALL=C sort | xargs cat | cksum > %s; find . -type f | "
-             "LC_ALL=C sort >> %s", dir, p, p);
-    if (system(cmd) != 0) return 0;
-    return file_hash(p);
-}
-
-static int count_files(const char *dir) {
-    char cmd[4000], p[800];
-    snprintf(p, sizeof p, "%s/.count", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "find %s -type f 2>/dev/null | wc -l > %s", dir, p);
-    if (system(cmd) != 0) return -1;
-    unsigned char *b;
-    size_t n;
-    if (io_read_file(p, &b, &n)) return -1;
-    int c = atoi((char *)b);
-    free(b);
-    return c;
-}
 
 TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     const char *ck = tiny_checkpoint();

@@ -20,7 +20,7 @@
 // rank's images and the JSON gains world_size.
 #include "cli.h"
 #include "infer/infer.h"
-#include "data/owner.h"
+#include "core/outpath.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
 #include "train/comm.h"
@@ -356,7 +356,6 @@ int cmd_bench(int argc, char **argv) {
     }
     if (de.rank != 0 && !freopen("/dev/null", "w", stdout)) return 1;   // rank 0 prints; the others report errors
     bench_routing = routing, bench_grid = grid;
-    if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
     if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k) ||
         camoxpert_config_routing(&probe, probe.sparse ? routing : "global", grid)) {
@@ -372,7 +371,8 @@ int cmd_bench(int argc, char **argv) {
                 B, steps);
         return 2;
     }
-    if (json && owner_check_replace(json, OWNER_BENCH, overwrite, "--json")) {
+    if (cli_threads("bench", threads)) return 2;
+    if (json && outpath_check(json, OWNER_BENCH, overwrite, "--json")) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }

@@ -12,7 +12,7 @@
 #include "cli.h"
 #include "eval_run.h"
 #include "core/text.h"
-#include "data/owner.h"
+#include "core/outpath.h"
 #include "eval/table.h"
 #include "report/report.h"
 #include <dirent.h>
@@ -193,7 +193,7 @@ static cx_status write_json(const char *path, cJSON *doc) {
     return st;
 }
 
-// The per-image CSV's header, which is also its mark (data/owner.h): a rerun may replace the file.
+// The per-image CSV's header, which is also its mark (core/outpath.h): a rerun may replace the file.
 static void csv_header(char *buf, size_t n) {
     int len = snprintf(buf, n, "dataset,method,name,category,subcategory");
     for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA && len < (int)n; k++)
@@ -322,9 +322,9 @@ int cmd_eval(int argc, char **argv) {
     // Files replace only what camoxpert eval wrote (checked before the work).
     char csv_mark[512];
     csv_header(csv_mark, sizeof csv_mark);
-    if ((json_path && owner_check_replace(json_path, OWNER_EVAL, overwrite, "--json")) ||
-        (csv_path && owner_check_replace(csv_path, csv_mark, overwrite, "--per-image")) ||
-        (plot_path && owner_check_replace(plot_path, OWNER_EVAL, overwrite, "--plot"))) {
+    if ((json_path && outpath_check(json_path, OWNER_EVAL, overwrite, "--json")) ||
+        (csv_path && outpath_check(csv_path, csv_mark, overwrite, "--per-image")) ||
+        (plot_path && outpath_check(plot_path, OWNER_EVAL, overwrite, "--plot"))) {
         fprintf(stderr, "error: camoxpert eval: %s\n", cx_errmsg());
         return 2;
     }

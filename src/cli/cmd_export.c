@@ -22,7 +22,7 @@ static cx_status open_model(Model *mo, const char *weights, const char *backbone
 
 int cmd_export(int argc, char **argv) {
     const char *weights = NULL, *onnx = NULL, *outputs = "logits", *backbone = NULL;
-    int half = 0, sparse = 0, E = 6, k = 2;
+    int half = 0, sparse = 0, E = 6, k = 2, overwrite = 0;
     CliOpt opts[] = {
         { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
         { "onnx", OPT_STR, &onnx, "the ONNX file to write (opset 17; batch, height and width dynamic)", "OUT.onnx", NULL, 0 },
@@ -35,11 +35,16 @@ int cmd_export(int argc, char **argv) {
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace an --onnx file that camoxpert export did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "export", opts, CLI_N(opts), NULL, 0, NULL, "--weights CKPT --onnx OUT.onnx [--half] [--outputs LIST]");
     if (st) return st == CLI_HELP ? 0 : 2;
     if (!weights || !onnx) {
         fprintf(stderr, "error: camoxpert export needs --weights CKPT and --onnx OUT.onnx\n");
+        return 2;
+    }
+    if (outpath_check(onnx, OWNER_EXPORT, overwrite, "--onnx")) {
+        fprintf(stderr, "error: camoxpert export: %s\n", cx_errmsg());
         return 2;
     }
     OnnxExportOpts o = { .half = half };

@@ -345,7 +345,15 @@ int cmd_train(int argc, char **argv) {
         ReportOptions ro = report_options_default();
         ro.max_images = 12;
         ro.live = 1;
-        report_open(&rep, &c.checkpoint_dir, 1, &ro);
+        ro.overwrite = c.overwrite;
+        ro.opt = "--report";
+        if (report_open(&rep, &c.checkpoint_dir, 1, &ro)) {
+            fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+            free(oj);
+            free(cl);
+            rc = 2;
+            goto out;
+        }
         c.epoch_done = refresh_report;
         c.epoch_done_arg = rep;
         printf("report: %s, written after every epoch\n", report_path(rep));

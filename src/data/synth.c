@@ -5,7 +5,7 @@
 // alpha ramp; the ground truth is alpha >= 0.5.
 #include "synth.h"
 #include "image.h"
-#include "owner.h"
+#include "core/outpath.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -344,7 +344,7 @@ static int synth_own_file(const char *dir, const char *name) {
     if (strncmp(name, "SYN-CAM-", 8) || L < 12 || (strcmp(name + L - 4, ".jpg") && strcmp(name + L - 4, ".png"))) return 0;
     char p[4400], mark[64];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    return !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
+    return !outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
 }
 
 // Visits dir: with remove == 0 counts its entries and finds the first foreign one
@@ -365,7 +365,7 @@ static cx_status synth_scan_dir(const char *dir, const char *const *sub, int rem
             if (!strcmp(e->d_name, sub[k]) && io_path_is_dir(p)) known = 2;
         if (!known && sub && !strcmp(e->d_name, "synth.json")) {
             char mark[64];
-            known = !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
+            known = !outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
         }
         if (!known && !sub) known = synth_own_file(dir, e->d_name);
         if (known == 2) {

@@ -692,7 +692,7 @@ static cx_status write_model(Og *g, const CamoXpert *m, const OnnxExportOpts *o,
     const CamoXpertConfig *c = &m->cfg;
     PbBuf hd = { 0 }, op = { 0 };
     pb_int(&hd, 1, ONNX_IR_VERSION);
-    pb_str(&hd, 2, "camoxpert");
+    pb_str(&hd, 2, OWNER_EXPORT);   // producer_name: the mark core/outpath.h reads (ir_version first)
     pb_str(&op, 1, "");
     pb_int(&op, 2, ONNX_OPSET);
     pb_msg(&hd, 8, &op);

@@ -6,7 +6,7 @@
 #include "infer/pipeline.h"
 #include "core/text.h"
 #include "data/dataset.h"
-#include "data/owner.h"
+#include "core/outpath.h"
 #include "infer/infer.h"
 #include "nn/memory.h"
 #include <cjson/cJSON.h>
@@ -39,7 +39,7 @@ static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
         if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
         char p[4200], mark[64];
         snprintf(p, sizeof p, "%s/%s", in, e->d_name);
-        if (!owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
+        if (!outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
         if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
         (*out)[(*n)++] = cx_strdup(p);
     }
@@ -78,6 +78,10 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
         if (!sl) snprintf(in_dir, sizeof in_dir, ".");
         else snprintf(in_dir, sizeof in_dir, "%.*s", sl == input ? 1 : (int)(sl - input), input);
     }
+    char run[200];
+    if (outpath_dir_holds_run(out, run, sizeof run))
+        return CX_FAIL(CX_EARG, "--out %s holds a training run (%s): masks would mix with its checkpoints and log; "
+                       "choose another --out", out, run);
     if (io_path_is_dir(out) && same_file(out, in_dir))
         return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
                        "could replace some; choose another --out", out, input);
@@ -106,7 +110,7 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
             for (int f = 0; f < nf && !st; f++)
                 if (same_file(path, files[f]))
                     st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
-            if (!st) st = owner_check_replace(path, OWNER_PREDICT, overwrite, "--out");
+            if (!st) st = outpath_check(path, OWNER_PREDICT, overwrite, "--out");
         }
     free(it);
     return st;

@@ -265,7 +265,7 @@ cx_status runlog_load(const char *path, RunLog *L) {
     memset(L, 0, sizeof *L);
     if (!io_path_exists(path))
         return CX_FAIL(CX_ENOTFOUND, "%s: no such file; a training run writes CHECKPOINT_DIR/train_log.jsonl "
-                       "(give the run's --checkpoint-dir)", path);
+                       "(give the run folder, camoxpert train --checkpoint-dir)", path);
     unsigned char *buf = NULL;
     size_t n = 0;
     CX_TRY(io_read_file(path, &buf, &n));

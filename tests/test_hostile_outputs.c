@@ -1,0 +1,149 @@
+// test_hostile_outputs.c — the output-path rule (core/outpath.h, docs/RELIABILITY.md),
+// checked for every output path of every command against the same hostile targets:
+// a training run's checkpoint, a photo, the user's own HTML page, a FIFO and a
+// directory (issue 33, finding 1). Each is refused with an error naming it and left
+// as it was; with --overwrite a regular file may be replaced, what is not a regular
+// file never is.
+#include "test.h"
+#include "hostile.h"
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct { const char *what; char path[1200]; uint64_t hash; mode_t mode; } Target;
+
+// Sets the targets up under dir: a copy of the run's checkpoint, a photo, an HTML page
+// of the user's, a FIFO, a directory.
+static int make_targets(Target *t, const char *dir, const char *ckpt, const char *photo) {
+    static const char *const what[5] = { "checkpoint", "photo", "user's HTML", "FIFO", "directory" };
+    static const char *const name[5] = { "best.safetensors", "photo.jpg", "mine.html", "pipe.html", "folder.html" };
+    char cmd[9000];
+    for (int i = 0; i < 5; i++) {
+        t[i].what = what[i];
+        snprintf(t[i].path, sizeof t[i].path, "%s/%s", dir, name[i]);
+    }
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s %s && cp %s %s && printf '<!DOCTYPE html><title>mine</title>' > %s && "
+             "mkfifo %s && mkdir %s", dir, ckpt, t[0].path, photo, t[1].path, t[2].path, t[3].path, t[4].path);
+    if (system(cmd) != 0) return 0;
+    for (int i = 0; i < 5; i++) {
+        struct stat sb;
+        lstat(t[i].path, &sb);
+        t[i].mode = sb.st_mode;
+        t[i].hash = S_ISREG(sb.st_mode) ? file_hash(t[i].path) : 0;
+    }
+    return 1;
+}
+
+static int unchanged(const Target *t) {
+    struct stat sb;
+    if (lstat(t->path, &sb) != 0 || (sb.st_mode & S_IFMT) != (t->mode & S_IFMT)) return 0;
+    return !S_ISREG(sb.st_mode) || file_hash(t->path) == t->hash;
+}
+
+TEST(hostile_every_output_path_of_every_command_follows_the_output_rule) {
+    const char *run = tiny_run("run");
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("out_set");
+    REQUIRE(run[0] && ck && ds[0]);
+    const char *t = test_tmpdir();
+    char best[800], photo[900], cmd[4000], *o;
+    snprintf(best, sizeof best, "%s/best.safetensors", run);
+    snprintf(cmd, sizeof cmd, "ls %s/Test/Image | head -1 > %s/first", ds, t);
+    REQUIRE(system(cmd) == 0);
+    char fp[800];
+    snprintf(fp, sizeof fp, "%s/first", t);
+    unsigned char *first;
+    size_t fn;
+    REQUIRE_OK(io_read_file(fp, &first, &fn));
+    first[strcspn((char *)first, "\n")] = 0;
+    snprintf(photo, sizeof photo, "%s/Test/Image/%s", ds, (char *)first);
+    char stem[300];
+    snprintf(stem, sizeof stem, "%s", (char *)first);
+    *strrchr(stem, '.') = 0;
+    free(first);
+    char gt[800], pred[800];
+    snprintf(gt, sizeof gt, "%s/Test/GT_Object", ds);
+    snprintf(pred, sizeof pred, "%s/pred", t);
+    REQUIRE(run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s --threads 1", ck, ds, pred) == 0);
+    // Every option that names an output file, each given every target.
+    char fmt[8][2000];
+    int nf = 0;
+    snprintf(fmt[nf++], 2000, "report %s --max-images 0 --threads 1 --out %%s", run);
+    snprintf(fmt[nf++], 2000, "eval --pred %s --gt %s --threads 1 --json %%s", pred, gt);
+    snprintf(fmt[nf++], 2000, "eval --pred %s --gt %s --threads 1 --per-image %%s", pred, gt);
+    snprintf(fmt[nf++], 2000, "eval --pred %s --gt %s --threads 1 --plot %%s", pred, gt);
+    snprintf(fmt[nf++], 2000, "bench --backbone edgenext_xx_small --img-size 32 --batch-size 1 --steps 1 --threads 1 "
+             "--json %%s");
+    snprintf(fmt[nf++], 2000, "export --weights %s --onnx %%s", ck);
+    for (int f = 0; f < nf; f++) {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/targets%d", t, f);
+        Target tg[5];
+        REQUIRE(make_targets(tg, dir, best, photo));
+        for (int i = 0; i < 5; i++) {
+            for (int ow = 0; ow < 2; ow++) {
+                if (ow && (i == 1 || i == 2 || i == 0)) continue;   // --overwrite may replace a regular file
+                char args[3000];
+                snprintf(args, sizeof args, fmt[f], tg[i].path);
+                int rc = run_bin(&o, "%s%s", args, ow ? " --overwrite" : "");
+                CHECKF(rc == 2 && strstr(o, tg[i].path), "%s%s (a %s): exit %d: %s", args, ow ? " --overwrite" : "",
+                       tg[i].what, rc, o);
+                CHECKF(unchanged(&tg[i]), "%s%s changed the %s", args, ow ? " --overwrite" : "", tg[i].what);
+            }
+        }
+    }
+    // report's default page, RUN/report.html, when it is the user's: refused; --overwrite replaces it.
+    char page[800];
+    snprintf(page, sizeof page, "%s/report.html", run);
+    snprintf(cmd, sizeof cmd, "printf '<!DOCTYPE html><title>mine</title>' > %s", page);
+    REQUIRE(system(cmd) == 0);
+    uint64_t hp = file_hash(page);
+    int rc = run_bin(&o, "report %s --max-images 0 --threads 1", run);
+    CHECKF(rc == 2 && strstr(o, page) && strstr(o, "--overwrite") && file_hash(page) == hp, "default page: exit %d: %s",
+           rc, o);
+    rc = run_bin(&o, "report %s --max-images 0 --threads 1 --overwrite", run);
+    CHECKF(rc == 0 && file_hash(page) != hp, "default page with --overwrite: exit %d: %s", rc, o);
+    rc = run_bin(&o, "report %s --max-images 0 --threads 1", run);   // its own page: a rerun replaces it
+    CHECKF(rc == 0, "report rerun: exit %d: %s", rc, o);
+    // train --report into a folder whose report.html is the user's: refused before any work.
+    char d2[700];
+    snprintf(d2, sizeof d2, "%s/run2", t);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && printf '<!DOCTYPE html><title>mine</title>' > %s/report.html", d2, d2);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --epochs 1 "
+                 "--stage1-epochs 1 --threads 1 --num-workers 1 --progress 0 --report", ds, d2);
+    CHECKF(rc == 2 && strstr(o, "report.html") && !io_path_exists(strcat(d2, "/train_log.jsonl")),
+           "train --report over the user's page: exit %d: %s", rc, o);
+    // predict: each target where a mask would go; and a run's checkpoint folder as --out.
+    for (int i = 0; i < 5; i++) {
+        char dir[700], tgt[1200];
+        snprintf(dir, sizeof dir, "%s/pout%d", t, i);
+        Target tg[5];
+        REQUIRE(make_targets(tg, dir, best, photo));
+        snprintf(tgt, sizeof tgt, "%s/%s.png", dir, stem);
+        REQUIRE(rename(tg[i].path, tgt) == 0);
+        snprintf(tg[i].path, sizeof tg[i].path, "%s", tgt);
+        for (int k = 0; k < 5; k++)
+            if (k != i) unlink(tg[k].path), rmdir(tg[k].path);
+        rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, photo, dir);
+        CHECKF(rc == 2 && strstr(o, tgt), "predict over a %s: exit %d: %s", tg[i].what, rc, o);
+        CHECKF(unchanged(&tg[i]), "predict changed the %s", tg[i].what);
+        if (i >= 3) {
+            rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1 --overwrite", ck, photo, dir);
+            CHECKF(rc == 2 && strstr(o, tgt) && unchanged(&tg[i]), "predict --overwrite over a %s: exit %d: %s",
+                   tg[i].what, rc, o);
+        }
+    }
+    uint64_t hb = file_hash(best);
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1 --overwrite", ck, photo, run);
+    CHECKF(rc == 2 && strstr(o, "training run") && file_hash(best) == hb, "predict --out RUN: exit %d: %s", rc, o);
+    // synth --out a file, a FIFO: refused, left alone.
+    char sdir[700];
+    snprintf(sdir, sizeof sdir, "%s/synth_targets", t);
+    Target st[5];
+    REQUIRE(make_targets(st, sdir, best, photo));
+    for (int i = 0; i < 4; i++) {
+        rc = run_bin(&o, "synth --out %s --train 2 --test 1 --size 32 --threads 1 --overwrite", st[i].path);
+        CHECKF(rc == 2 && strstr(o, st[i].path) && unchanged(&st[i]), "synth --out a %s: exit %d: %s", st[i].what, rc, o);
+    }
+}
