@@ -371,7 +371,6 @@ int cmd_bench(int argc, char **argv) {
                 B, steps);
         return 2;
     }
-    if (cli_threads("bench", threads)) return 2;
     if (json && outpath_check(json, OWNER_BENCH, overwrite, "--json")) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;

@@ -306,7 +306,6 @@ int cmd_eval(int argc, char **argv) {
                            "[--format md] [--json FILE] [--plot FILE.html]";
     int pst = cli_parse(argc, argv, "eval", opts, CLI_N(opts), NULL, 0, NULL, synopsis);
     if (pst) return pst == CLI_HELP ? 0 : 2;
-    if (cli_threads("eval", threads)) return 2;
     const char *usage = NULL;
     if (!!gt_dir == !!data_root) usage = "give --gt DIR (one folder of masks) or --data-root DIR (the test sets), not both";
     else if (gt_dir && (pred_root || methods_root)) usage = "--pred-root and --methods-root go with --data-root; with --gt use --pred";

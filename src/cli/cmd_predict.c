@@ -37,7 +37,6 @@ int cmd_predict(int argc, char **argv) {
                            "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --img-size");
-    if (cli_threads("predict", threads)) return 2;
     if (!weights || !input || !out) {
         fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
         return 2;

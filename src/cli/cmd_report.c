@@ -53,7 +53,6 @@ int cmd_report(int argc, char **argv) {
             fprintf(stderr, "error: camoxpert report: --%s %s: no such directory\n", dirs[i][0], dirs[i][1]);
             return 2;
         }
-    if (threads > 0) cx_threads_set(threads);
     Report *r;
     cx_status cs = report_open(&r, runs, n_runs, &ro);
     if (!cs) cs = report_write(r, stdout);

@@ -269,8 +269,9 @@ int cmd_train(int argc, char **argv) {
         const char *omp = getenv("OMP_NUM_THREADS");
         int t = omp && atoi(omp) > 0 ? atoi(omp) : cx_threads_default() / de.local_world;
         threads = t < 1 ? 1 : t > cx_threads_max() ? cx_threads_max() : t;
+        cx_threads_set(threads);
     }
-    if ((rc = cli_threads("train", threads)) || (rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
+    if ((rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
     char **keep = NULL;
     int n_keep = 0;
     if (c.resume_from && io_path_exists(c.resume_from) && (rc = restore_options(c.resume_from, opts, n, &keep, &n_keep,

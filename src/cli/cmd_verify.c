@@ -22,7 +22,6 @@ int cmd_verify(int argc, char **argv) {
     int npos = 0;
     int parsed = cli_parse(argc, argv, "verify", opts, CLI_N(opts), pos, 1, &npos, "FIXTURE.safetensors");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
-    if (cli_threads("verify", threads)) return 2;
     if (npos != 1) {
         fprintf(stderr, "error: verify needs one fixture file (camoxpert verify FIXTURE.safetensors)\n");
         return 2;
