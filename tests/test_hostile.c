@@ -186,18 +186,22 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     fclose(a.fp);   // as if killed: the temporary file stays
     CHECK(io_path_exists(a.tmp));
     CHECK(io_atomic_cleanup_dir(t) == 1 && !io_path_exists(a.tmp) && io_path_exists(victim) && io_path_exists(path));
-    // In a shared directory only the holder of its lock removes them: while one claim holds
-    // it, another finds it taken and leaves the leftover (that writer may be mid-write).
+    // In a shared directory only a holder of its lock alone removes them: while one shared
+    // holder (a predict) writes there, another joins it and leaves the leftover (that writer
+    // may be mid-write); a write in progress is never removed.
     REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);
-    int fd1, fd2;
-    CHECK(io_atomic_claim_dir(t, &fd1) == 1 && fd1 >= 0 && !io_path_exists(a.tmp));
+    IoDirLock l1, l2;
+    CHECK(io_dir_lock(t, 0, &l1) == CX_OK && l1.removed == 1 && !io_path_exists(a.tmp));
     REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);
-    CHECK(io_atomic_claim_dir(t, &fd2) == -1 && fd2 == -1 && io_path_exists(a.tmp));
-    close(fd1);
-    CHECK(io_atomic_claim_dir(t, &fd2) == 1 && fd2 >= 0 && !io_path_exists(a.tmp));
-    close(fd2);
+    CHECK(io_dir_lock(t, 0, &l2) == CX_OK && l2.removed == 0 && io_path_exists(a.tmp));
+    io_dir_unlock(&l1);
+    io_dir_unlock(&l2);
+    REQUIRE_OK(io_atomic_begin(&b, link));
+    CHECK(io_dir_lock(t, 0, &l2) == CX_OK && l2.removed == 1 && !io_path_exists(a.tmp) && io_path_exists(b.tmp));
+    io_dir_unlock(&l2);
+    io_atomic_abort(&b);
 }
 
 // ---- rule 3: numbers are finite and in range ---------------------------------------------
@@ -526,7 +530,7 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     // recorded in the checkpoint's options (run_a, now gone).
     char b[700], lb[800];
     snprintf(b, sizeof b, "%s/moved", t);
-    char cmd[6000];
+    char cmd[9000];
     snprintf(cmd, sizeof cmd, "mv %s %s", a, b);
     REQUIRE(system(cmd) == 0);
     snprintf(lb, sizeof lb, "%s/last.safetensors", b);
@@ -542,23 +546,32 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     RunLog r2;
     read_run(b, &r2);
     CHECKF(r2.steps * 2 == r.steps && !r2.dup, "after --overwrite: %d steps logged (the first run had %d)", r2.steps, r.steps);
-    // A second train into the same directory while one runs: refused by the lock.
+    // A second train into the same directory while one runs: refused by the lock; so is a
+    // predict into it (issue 33, finding 3: it removed the trainer's temporary file).
     char c[700];
     snprintf(c, sizeof c, "%s/run_c", t);
     snprintf(cmd, sizeof cmd, "%s train --dataset-path %s --checkpoint-dir %s %s --epochs 50 > /dev/null 2>&1 & pid=$!; "
-             "for i in $(seq 300); do test -s %s/.camoxpert.lock && break; sleep 0.05; done; "
-             "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; exit $rc",
-             test_bin_path(), ds, c, base, c, test_bin_path(), ds, c, opts, t);
+             "for i in $(seq 300); do test -s %s/train_log.jsonl && break; sleep 0.05; done; "
+             "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; "
+             "%s predict --weights %s/last.safetensors --input %s/Test/Image --out %s --threads 1 > %s/predict.out 2>&1; "
+             "rp=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; test $rp = 2 || exit 99; exit $rc",
+             test_bin_path(), ds, c, base, c, test_bin_path(), ds, c, opts, t, test_bin_path(), b, ds, c, t);
     int st = system(cmd);
     rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     char so[800];
     snprintf(so, sizeof so, "%s/second.out", t);
-    unsigned char *out = NULL;
+    unsigned char *out = NULL, *pout = NULL;
     size_t n;
     io_read_file(so, &out, &n);
-    CHECKF(rc != 0 && out && strstr((char *)out, "in use by another camoxpert train"), "exit %d: %s", rc,
+    snprintf(so, sizeof so, "%s/predict.out", t);
+    io_read_file(so, &pout, &n);
+    CHECKF(rc != 0 && rc != 99 && out && strstr((char *)out, "in use by camoxpert train (pid"), "exit %d: %s", rc,
            out ? (char *)out : "");
+    CHECKF(rc != 99 && pout && (strstr((char *)pout, "in use by camoxpert train (pid") || strstr((char *)pout, "holds a training run")),
+           "predict into a running run: %s",
+           pout ? (char *)pout : "");
     free(out);
+    free(pout);
 }
 
 TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {

@@ -147,3 +147,82 @@ TEST(hostile_every_output_path_of_every_command_follows_the_output_rule) {
         CHECKF(rc == 2 && strstr(o, st[i].path) && unchanged(&st[i]), "synth --out a %s: exit %d: %s", st[i].what, rc, o);
     }
 }
+
+// The lock rule (core/io.h; issue 33, finding 3): a folder's owner (train, synth) holds it
+// alone; predicts share theirs; the leftovers of killed writes go, a write in progress
+// (another process's temporary file, e.g. a report's) never does.
+TEST(hostile_every_command_that_writes_into_a_folder_takes_the_same_lock_and_respects_the_others) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("lock_set");
+    REQUIRE(ck && ds[0]);
+    const char *t = test_tmpdir();
+    char d[700], e[700], page[800], *o;
+    snprintf(d, sizeof d, "%s/shared", t);
+    snprintf(e, sizeof e, "%s/empty", t);
+    snprintf(page, sizeof page, "%s/page.html", d);
+    REQUIRE_OK(io_make_dirs(d));
+    REQUIRE_OK(io_make_dirs(e));
+    // A write in progress (this process's, as a report's would be) and a killed one's leftover.
+    AtomicFile live, dead;
+    REQUIRE_OK(io_atomic_begin(&live, page));
+    fputs("<!DOCTYPE html><title>in progress</title>", live.fp);
+    REQUIRE_OK(io_atomic_begin(&dead, page));
+    fclose(dead.fp);   // as if killed: the file stays, nobody holds it
+    int rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s --threads 1", ck, ds, d);
+    CHECKF(rc == 0 && strstr(o, "removed 1 temporary file"), "predict: exit %d: %s", rc, o);
+    CHECKF(io_path_exists(live.tmp), "predict removed %s, a write in progress", live.tmp);
+    CHECKF(!io_path_exists(dead.tmp), "predict left %s, a killed write's leftover", dead.tmp);
+    REQUIRE_OK(io_atomic_commit(&live));
+    // An owner holds the folder (as train does its checkpoint directory): predict and synth are
+    // refused, naming the holder's pid; a second owner too.
+    IoDirLock own;
+    REQUIRE_OK(io_dir_lock(d, 1, &own));
+    char pid[32];
+    snprintf(pid, sizeof pid, "(pid %d)", (int)getpid());
+    rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s --threads 1", ck, ds, d);
+    CHECKF(rc == 2 && strstr(o, "in use by") && strstr(o, pid), "predict beside an owner: exit %d: %s", rc, o);
+    IoDirLock other;
+    CHECK(io_dir_lock(d, 1, &other) == CX_EIO && strstr(cx_errmsg(), "in use by"));
+    io_dir_unlock(&own);
+    REQUIRE_OK(io_dir_lock(e, 1, &own));
+    rc = run_bin(&o, "synth --out %s --train 2 --test 1 --size 32 --threads 1", e);
+    CHECKF(rc == 2 && strstr(o, "in use by") && strstr(o, pid), "synth beside an owner: exit %d: %s", rc, o);
+    io_dir_unlock(&own);
+    // A predict holds the folder (shared): another predict writes there too; train and synth
+    // are refused.
+    IoDirLock share;
+    REQUIRE_OK(io_dir_lock(d, 0, &share));
+    rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s --threads 1", ck, ds, d);
+    CHECKF(rc == 0, "two predicts into one folder: exit %d: %s", rc, o);
+    rc = run_bin(&o, "train --dataset-path %s --checkpoint-dir %s --backbone edgenext_xx_small --img-size 32 --epochs 1 "
+                 "--stage1-epochs 1 --threads 1 --num-workers 1 --progress 0", ds, d);
+    CHECKF(rc != 0 && strstr(o, "in use by"), "train beside a predict: exit %d: %s", rc, o);
+    io_dir_unlock(&share);
+    REQUIRE_OK(io_dir_lock(e, 0, &share));
+    rc = run_bin(&o, "synth --out %s --train 2 --test 1 --size 32 --threads 1", e);
+    CHECKF(rc == 2 && strstr(o, "in use by"), "synth beside a predict: exit %d: %s", rc, o);
+    io_dir_unlock(&share);
+}
+
+// synth checks everything before deleting anything (issue 33, finding 9): --overwrite with
+// a --baseline it must refuse, or a bad setting, leaves the old dataset whole.
+TEST(hostile_synth_checks_every_output_before_deleting_anything) {
+    const char *ds = tiny_set("synth_keep");
+    REQUIRE(ds[0]);
+    const char *t = test_tmpdir();
+    char base[700], cmd[2000], *o;
+    snprintf(base, sizeof base, "%s/not_a_baseline", t);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && echo mine > %s/notes.txt", base, base);
+    REQUIRE(system(cmd) == 0);
+    uint64_t h = dir_hash(ds);
+    int n = count_files(ds);
+    int rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --threads 1 --overwrite --baseline %s", ds, base);
+    CHECKF(rc == 2 && strstr(o, "notes.txt"), "exit %d: %s", rc, o);
+    CHECKF(dir_hash(ds) == h && count_files(ds) == n, "the refused synth changed %s (%d files, were %d)", ds,
+           count_files(ds), n);
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 8 --threads 1 --overwrite", ds);
+    CHECKF(rc == 2 && strstr(o, "--size"), "exit %d: %s", rc, o);
+    CHECKF(dir_hash(ds) == h, "a refused --size changed %s", ds);
+    rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --threads 1 --overwrite --baseline %s", ds, ds);
+    CHECKF(rc == 2 && dir_hash(ds) == h, "--baseline = --out: exit %d: %s", rc, o);
+}

@@ -44,12 +44,15 @@ int cmd_synth(int argc, char **argv) {
     c.cross_family = cross;
     c.empty_fraction = empty;
     SynthStats s;
-    if (synth_prepare_out(out, baseline, overwrite)) {
+    SynthOut so;
+    if (synth_prepare_out(out, baseline, overwrite, &c, n_train, n_test, &so)) {
         fprintf(stderr, "error: camoxpert synth: %s\n", cx_errmsg());
         return 2;
     }
-    if (synth_write_dataset(out, &c, n_train, n_test, quality, baseline, &s)) {
-        fprintf(stderr, "error: %s\n", cx_errmsg());
+    cx_status cs = synth_write_dataset(out, &c, n_train, n_test, quality, baseline, &s);
+    synth_release_out(&so);
+    if (cs) {
+        fprintf(stderr, "error: camoxpert synth: %s\n", cx_errmsg());
         return 1;
     }
     printf("wrote %d train + %d test images (%dx%d, difficulty %g, seed %lld) to %s in %.2f s (%.0f images/s)\n",

@@ -505,9 +505,16 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     if (plan.n_own)
         say(o->log, "note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
             plan.n_own, plan.n_own == 1 ? "" : "s", o->input);
-    // Temporary files of a killed earlier predict (a batch written, not yet renamed) are
-    // removed, unless another predict writing into out holds the directory's lock.
-    int stale = io_atomic_claim_dir(o->out, &out_lock);
+    // The directory's lock (core/io.h, the lock rule): shared with other predicts, refused
+    // while train or synth owns the folder; the first to hold it alone removes the
+    // temporary files of killed earlier writes.
+    IoDirLock lk;
+    if ((st = io_dir_lock(o->out, 0, &lk))) {
+        cx_error_context("--out %s", o->out);
+        goto done;
+    }
+    out_lock = lk.fd;
+    int stale = lk.removed;
     if (stale > 0)
         say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
             o->out);

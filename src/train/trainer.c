@@ -268,6 +268,7 @@ static cx_status trainer_setup(Trainer *T) {
     if (c->resume_from) rundir_dirname(c->resume_from, rdir, sizeof rdir);
     int resume_here = c->resume_from && rundir_same(rdir, c->checkpoint_dir) &&
                       !checkpoint_read_token(c->resume_from, &rtok) && rtok;
+    if (T->rank == 0) CX_TRY(rundir_check_free(c->checkpoint_dir));   // a run writing there: said first
     if (T->rank == 0 && !c->overwrite && !resume_here && rundir_has_run(c->checkpoint_dir, held, sizeof held))
         return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of another run (%s); a new run there would "
                        "overwrite them and append to its log. Resume that run with --resume-from %s/last.safetensors, "
