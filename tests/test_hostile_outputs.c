@@ -226,3 +226,21 @@ TEST(hostile_synth_checks_every_output_before_deleting_anything) {
     rc = run_bin(&o, "synth --out %s --train 3 --test 1 --size 32 --threads 1 --overwrite --baseline %s", ds, ds);
     CHECKF(rc == 2 && dir_hash(ds) == h, "--baseline = --out: exit %d: %s", rc, o);
 }
+
+// Run files are never written through a link (issue 33, finding 4): a resume whose
+// train_log.jsonl is a symlink to the user's file stops, naming it, and the file is as it was.
+TEST(hostile_run_files_are_never_written_through_a_symlink) {
+    const char *run = tiny_run("linked");
+    REQUIRE(run[0]);
+    const char *t = test_tmpdir();
+    char log[800], mine[800], cmd[5000], *o;
+    snprintf(log, sizeof log, "%s/train_log.jsonl", run);
+    snprintf(mine, sizeof mine, "%s/my_notes.txt", t);
+    snprintf(cmd, sizeof cmd, "cp %s %s && echo 'my own notes' >> %s && rm %s && ln -s %s %s", log, mine, mine, log, mine,
+             log);
+    REQUIRE(system(cmd) == 0);
+    uint64_t h = file_hash(mine);
+    int rc = run_bin(&o, "train --resume-from %s/last.safetensors --epochs 2 --threads 1 --num-workers 1 --progress 0", run);
+    CHECKF(rc != 0 && strstr(o, log) && strstr(o, "symbolic link"), "exit %d: %s", rc, o);
+    CHECKF(file_hash(mine) == h, "the resume wrote into %s through the link %s", mine, log);
+}

@@ -54,7 +54,10 @@ cx_status io_open_regular(const char *path, FILE **fp) {
 
 cx_status io_open_append(const char *path, FILE **fp) {
     *fp = NULL;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0666);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0666);
+    if (fd < 0 && errno == ELOOP)
+        return CX_FAIL(CX_EIO, "%s is a symbolic link; camoxpert never appends through one (it would write into the "
+                       "link's target): put the file itself there, or remove the link", path);
     if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s for appending: %s", path, strerror(errno));
     struct stat sb = { 0 };
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {

@@ -70,7 +70,8 @@ int io_atomic_cleanup_dir(const char *dir);
 // else (a directory, a FIFO, a socket, a device) is CX_EIO naming the path and its type.
 cx_status io_open_regular(const char *path, FILE **fp);
 // Opens (creating it if needed) a regular file for appending; as io_open_regular, a
-// FIFO or device at path is an error, not a wait.
+// FIFO or device at path is an error, not a wait; a symbolic link is never followed
+// (O_NOFOLLOW): an error naming it.
 cx_status io_open_append(const char *path, FILE **fp);
 // Reads a whole file into a malloc'd buffer (NUL-terminated for convenience);
 // refuses what is not a regular file, as io_open_regular.
