@@ -6,6 +6,7 @@
 // file never is.
 #include "test.h"
 #include "hostile.h"
+#include "nn/weights.h"
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -243,4 +244,38 @@ TEST(hostile_run_files_are_never_written_through_a_symlink) {
     int rc = run_bin(&o, "train --resume-from %s/last.safetensors --epochs 2 --threads 1 --num-workers 1 --progress 0", run);
     CHECKF(rc != 0 && strstr(o, log) && strstr(o, "symbolic link"), "exit %d: %s", rc, o);
     CHECKF(file_hash(mine) == h, "the resume wrote into %s through the link %s", mine, log);
+}
+
+// Output names that collide across kinds (issue 33, finding 5): a.jpg's routing map and
+// a_routing_s0.jpg's mask are both a_routing_s0.png. Found before anything is written,
+// naming both photos.
+TEST(hostile_predict_output_name_collisions_are_found_before_writing) {
+    const char *t = test_tmpdir();
+    CamoXpertConfig mc;
+    REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));
+    REQUIRE_OK(camoxpert_config_routing(&mc, "spatial", 2));
+    Model m;
+    REQUIRE_OK(model_open(&m, &(ModelSpec){ .config = &mc, .init_seed = 5 }));
+    char *cfg = weights_config_json(&m.cfg, 64);
+    char ck[800];
+    snprintf(ck, sizeof ck, "%s/spatial.safetensors", t);
+    cx_status st = weights_save(&m.pt, cfg, NULL, ck);
+    free(cfg);
+    model_close(&m);
+    REQUIRE_OK(st);
+    const char *ds = tiny_set("collide_set");
+    REQUIRE(ds[0]);
+    char in[700], out[700], cmd[4000], *o;
+    snprintf(in, sizeof in, "%s/photos", t);
+    snprintf(out, sizeof out, "%s/masks", t);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && f=$(ls %s/Test/Image | head -1) && cp %s/Test/Image/$f %s/a.jpg && "
+             "cp %s/Test/Image/$f %s/a_routing_s0.jpg", in, ds, ds, in, ds, in);
+    REQUIRE(system(cmd) == 0);
+    int rc = run_bin(&o, "predict --weights %s --input %s --out %s --routing --threads 1", ck, in, out);
+    CHECKF(rc == 2 && strstr(o, "a.jpg") && strstr(o, "a_routing_s0.jpg") && strstr(o, "a_routing_s0.png"),
+           "exit %d: %s", rc, o);
+    CHECKF(count_files(out) <= 0, "%d files written before the collision was found", count_files(out));
+    // Without --routing the two photos write different files: both are predicted.
+    rc = run_bin(&o, "predict --weights %s --input %s --out %s --threads 1", ck, in, out);
+    CHECKF(rc == 0 && strstr(o, "wrote 2 masks"), "exit %d: %s", rc, o);
 }

@@ -63,12 +63,18 @@ static int same_file(const char *a, const char *b) {
     return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-typedef struct { const char *file; char stem[1024]; } PlanItem;
+typedef struct { const char *file; const char *suffix; char name[1200]; } PlanItem;
 
-static int cmp_stem(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->stem, ((const PlanItem *)b)->stem); }
+static int cmp_name(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->name, ((const PlanItem *)b)->name); }
 
-// Checks every output before any is written (see the header comment). outputs_per:
-// the suffixes written for each photo (".png", "_overlay.jpg", "_routing.json").
+// What a suffix is, for messages.
+static const char *suffix_what(const char *suffix) {
+    return !strcmp(suffix, ".png") ? "mask" : !strcmp(suffix, "_overlay.jpg") ? "overlay"
+         : !strcmp(suffix, "_routing.json") ? "routing JSON" : "routing map";
+}
+
+// Checks every output before any is written (see the header comment). suffix: what is
+// written for each photo (".png", "_overlay.jpg", "_routing.json", "_routing_s0.png", ...).
 static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
                               int n_suffix, int overwrite) {
     char in_dir[4200];
@@ -85,33 +91,44 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
     if (io_path_is_dir(out) && same_file(out, in_dir))
         return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
                        "could replace some; choose another --out", out, input);
-    PlanItem *it = cx_calloc((size_t)nf + 1, sizeof *it);
-    for (int i = 0; i < nf; i++) it[i].file = files[i], base_name(files[i], it[i].stem, sizeof it[i].stem);
-    qsort(it, (size_t)nf, sizeof *it, cmp_stem);
+    // Every output name of every photo, sorted: two alike are two photos (or two outputs of
+    // different kinds: a.jpg's routing map a_routing_s0.png, a_routing_s0.jpg's mask) that
+    // would write one file.
+    const size_t n = (size_t)nf * (size_t)n_suffix;
+    PlanItem *it = cx_calloc(n + 1, sizeof *it);
     cx_status st = CX_OK;
-    for (int i = 1; i < nf && !st; i++)
-        if (!strcmp(it[i].stem, it[i - 1].stem)) {
-            int j = i;
-            while (j + 1 < nf && !strcmp(it[j + 1].stem, it[i].stem)) j++;
-            st = CX_FAIL(CX_EARG, "--input: %d photos would all write %s/%s.png (%s and %s%s): masks are named by the photo's "
-                         "name without its extension; rename all but one", j - i + 2, out, it[i].stem, it[i - 1].file,
-                         it[i].file, j > i ? ", ..." : "");
-        }
-    for (int i = 0; i < nf && !st; i++)
+    for (int i = 0; i < nf && !st; i++) {
+        char stem[1024];
+        base_name(files[i], stem, sizeof stem);
         for (int k = 0; k < n_suffix && !st; k++) {
-            char name[1200], path[4400];
-            snprintf(name, sizeof name, "%s%s", it[i].stem, suffix[k]);
-            if (strlen(name) > NAME_MAX) {
-                st = CX_FAIL(CX_EARG, "%s: the output name %s%s is %zu bytes, more than the file system allows (%d); "
-                             "shorten the photo's name", it[i].file, it[i].stem, suffix[k], strlen(name), NAME_MAX);
-                break;
-            }
-            snprintf(path, sizeof path, "%s/%s", out, name);
-            for (int f = 0; f < nf && !st; f++)
-                if (same_file(path, files[f]))
-                    st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
-            if (!st) st = outpath_check(path, OWNER_PREDICT, overwrite, "--out");
+            PlanItem *p = &it[(size_t)i * n_suffix + k];
+            p->file = files[i], p->suffix = suffix[k];
+            snprintf(p->name, sizeof p->name, "%s%s", stem, suffix[k]);
+            if (strlen(p->name) > NAME_MAX)
+                st = CX_FAIL(CX_EARG, "%s: the output name %s is %zu bytes, more than the file system allows (%d); "
+                             "shorten the photo's name", files[i], p->name, strlen(p->name), NAME_MAX);
         }
+    }
+    if (!st) qsort(it, n, sizeof *it, cmp_name);
+    for (size_t i = 1; i < n && !st; i++)
+        if (!strcmp(it[i].name, it[i - 1].name)) {
+            const PlanItem *x = &it[i - 1], *y = &it[i];
+            if (!strcmp(x->suffix, y->suffix))
+                st = CX_FAIL(CX_EARG, "--input: photos %s and %s would both write %s/%s: outputs are named by the "
+                             "photo's name without its extension; rename one of them", x->file, y->file, out, x->name);
+            else
+                st = CX_FAIL(CX_EARG, "--input: photos %s and %s would both write %s/%s (the %s of one, the %s of the "
+                             "other); rename one of them", x->file, y->file, out, x->name, suffix_what(x->suffix),
+                             suffix_what(y->suffix));
+        }
+    for (size_t i = 0; i < n && !st; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", out, it[i].name);
+        for (int f = 0; f < nf && !st; f++)
+            if (same_file(path, files[f]))
+                st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
+        if (!st) st = outpath_check(path, OWNER_PREDICT, overwrite, "--out");
+    }
     free(it);
     return st;
 }
