@@ -46,7 +46,8 @@ TEST(hostile_every_output_path_of_every_command_follows_the_output_rule) {
     const char *ck = tiny_checkpoint();
     const char *ds = tiny_set("out_set");
     REQUIRE(run[0] && ck && ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char best[800], photo[900], cmd[4000], *o;
     snprintf(best, sizeof best, "%s/best.safetensors", run);
     snprintf(cmd, sizeof cmd, "ls %s/Test/Image | head -1 > %s/first", ds, t);
@@ -156,7 +157,8 @@ TEST(hostile_every_command_that_writes_into_a_folder_takes_the_same_lock_and_res
     const char *ck = tiny_checkpoint();
     const char *ds = tiny_set("lock_set");
     REQUIRE(ck && ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char d[700], e[700], page[800], *o;
     snprintf(d, sizeof d, "%s/shared", t);
     snprintf(e, sizeof e, "%s/empty", t);
@@ -210,7 +212,8 @@ TEST(hostile_every_command_that_writes_into_a_folder_takes_the_same_lock_and_res
 TEST(hostile_synth_checks_every_output_before_deleting_anything) {
     const char *ds = tiny_set("synth_keep");
     REQUIRE(ds[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char base[700], cmd[2000], *o;
     snprintf(base, sizeof base, "%s/not_a_baseline", t);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && echo mine > %s/notes.txt", base, base);
@@ -233,7 +236,8 @@ TEST(hostile_synth_checks_every_output_before_deleting_anything) {
 TEST(hostile_run_files_are_never_written_through_a_symlink) {
     const char *run = tiny_run("linked");
     REQUIRE(run[0]);
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     char log[800], mine[800], cmd[5000], *o;
     snprintf(log, sizeof log, "%s/train_log.jsonl", run);
     snprintf(mine, sizeof mine, "%s/my_notes.txt", t);
@@ -250,7 +254,8 @@ TEST(hostile_run_files_are_never_written_through_a_symlink) {
 // a_routing_s0.jpg's mask are both a_routing_s0.png. Found before anything is written,
 // naming both photos.
 TEST(hostile_predict_output_name_collisions_are_found_before_writing) {
-    const char *t = test_tmpdir();
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
     CamoXpertConfig mc;
     REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));
     REQUIRE_OK(camoxpert_config_routing(&mc, "spatial", 2));

@@ -13,10 +13,10 @@
 
 // The model of a checkpoint on the host in float32 evaluation mode (infer/open.h); with
 // --backbone, the config given on the command line (a reference PyTorch file has none).
-static cx_status open_model(Model *mo, const char *weights, const char *backbone, int sparse, int E, int k) {
+static cx_status open_model(Model *mo, const char *weights, const char *backbone, int sparse, int E, int k, unsigned given) {
     CamoXpertConfig mc;
     if (backbone) CX_TRY(camoxpert_config(&mc, backbone, sparse, E, k));
-    return model_open(mo, &(ModelSpec){ .weights = weights, .config = backbone ? &mc : NULL, .device = "cpu",
+    return model_open(mo, &(ModelSpec){ .weights = weights, .config = backbone ? &mc : NULL, .config_given = given, .device = "cpu",
                                          .precision = "fp32" });
 }
 
@@ -31,7 +31,8 @@ int cmd_export(int argc, char **argv) {
           "(sparse: experts, weights and router probabilities per scale), or all (default logits)", "LIST", NULL, 0 },
         { "half", OPT_FLAG, &half, "float16 weights and arithmetic (float32 inputs and outputs; routing in float32): for "
           "GPUs", NULL, NULL, 0 },
-        { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
+        { "backbone", OPT_STR, &backbone, "for a checkpoint without a model config (a reference one, converted with tools/pth_to_safetensors.py): "
+          "the EdgeNeXt variant; a checkpoint that names its model is used as it names it", "NAME", NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
@@ -53,7 +54,10 @@ int cmd_export(int argc, char **argv) {
         return 2;
     }
     Model mo;
-    cx_status cs = open_model(&mo, weights, backbone, sparse, E, k);
+    unsigned given = (backbone ? MODEL_GIVEN_BACKBONE : 0) | (cli_seen(opts, CLI_N(opts), "use-sparse-moe") ? MODEL_GIVEN_SPARSE : 0) |
+                     (cli_seen(opts, CLI_N(opts), "num-experts") ? MODEL_GIVEN_EXPERTS : 0) |
+                     (cli_seen(opts, CLI_N(opts), "top-k") ? MODEL_GIVEN_TOPK : 0);
+    cx_status cs = open_model(&mo, weights, backbone, sparse, E, k, given);
     CamoXpert *m = cs ? NULL : mo.net;
     char *config = NULL;
     if (!cs) cs = st_read_meta(weights, "camoxpert_config", &config);

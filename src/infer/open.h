@@ -25,9 +25,15 @@
 
 typedef struct Model Model;
 
+// The options that name a model (predict's and export's --backbone ...).
+enum { MODEL_GIVEN_BACKBONE = 1, MODEL_GIVEN_SPARSE = 2, MODEL_GIVEN_EXPERTS = 4, MODEL_GIVEN_TOPK = 8 };
+
 typedef struct {
     const char *weights;            // checkpoint to load (strict), or NULL: fresh weights from init_seed
     const CamoXpertConfig *config;  // the model; NULL: the checkpoint's metadata names it
+    unsigned config_given;          // MODEL_GIVEN_* bits: config comes from these options, for a reference
+                                    // checkpoint without a configuration; a checkpoint with one wins, and an
+                                    // option that contradicts it is CX_EARG naming both (0: config as it is)
     int img_size;                   // network input side; 0: the checkpoint's training size, else 352
     const char *device;             // cpu, cuda, cuda:N or auto (NULL: cpu)
     const char *precision;          // fp32, bf16 (GPU) or auto: bf16 on a GPU (NULL: fp32)

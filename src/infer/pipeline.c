@@ -9,6 +9,7 @@
 #include "core/outpath.h"
 #include "infer/infer.h"
 #include "nn/memory.h"
+#include "nn/weights.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
@@ -504,6 +505,14 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
 
 cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     memset(r, 0, sizeof *r);
+    // An --img-size other than the checkpoint's training size: said first (a wide
+    // departure changes what the network sees).
+    CamoXpertConfig ck;
+    int ck_size = 0;
+    if (o->img_size && !weights_read_config(o->weights, &ck, &ck_size) && ck_size && ck_size != o->img_size)
+        say(o->log, "note: --img-size %d: the checkpoint was trained at %dx%d; predicting at %dx%d as asked\n",
+            o->img_size, ck_size, ck_size, o->img_size, o->img_size);
+    cx_error_clear();
     Runtime rt;
     CX_TRY(runtime_init(&rt, o->device, o->precision, 1, 0));
     say(o->log, "device: %s\n", rt.desc);
@@ -513,7 +522,8 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     PredPipe pp = { .R = 3, .overlay = o->overlay, .out = o->out };
     pthread_t *th = NULL;
     int n_th = 0, out_lock = -1;
-    cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config, .img_size = o->img_size,
+    cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config,
+                                                .config_given = o->config_given, .img_size = o->img_size,
                                                 .rt = &rt, .check = plan_work, .check_arg = &plan });
     if (!st) st = io_make_dirs(o->out);
     char **files = plan.files;

@@ -29,6 +29,7 @@
 typedef struct {
     const char *weights;            // the checkpoint
     const CamoXpertConfig *config;  // the model; NULL: the checkpoint's metadata names it
+    unsigned config_given;          // the options config came from (ModelSpec.config_given)
     const char *input;              // a photo, or a directory of photos (.jpg .jpeg .png .bmp)
     const char *out;                // directory for <name>.png masks (created)
     int img_size;                   // network input side; 0: the checkpoint's training size, else 352
