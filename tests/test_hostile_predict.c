@@ -5,6 +5,8 @@
 #include "test.h"
 #include "hostile.h"
 #include "nn/weights.h"
+#include "infer/pipeline.h"
+#include <sys/stat.h>
 #include <string.h>
 
 // A sparse edgenext_xx_small (E 4, top-2) with spatial routing on a 2x2 grid, trained size
@@ -52,4 +54,163 @@ TEST(hostile_the_checkpoints_configuration_wins_over_the_options) {
     // --img-size may differ from the training size: the first line says so.
     rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/c --img-size 96 --threads 1", ck, ds, t);
     CHECKF(rc == 0 && !strncmp(o, "note: --img-size 96", 19) && strstr(strtok(o, "\n"), "64x64"), "exit %d: %s", rc, o);
+}
+
+// A folder records the weights that wrote it (.camoxpert-predict.json, their SHA-256):
+// a predict with other weights into it is refused without --overwrite (issue 33: two
+// predicts with different weights interleaved silently).
+TEST(hostile_predict_records_the_weights_and_refuses_others_into_one_folder) {
+    const char *run = tiny_run("two_weights");
+    const char *ds = tiny_set("weights_set");
+    REQUIRE(run[0] && ds[0]);
+    char t[600], out[700], rec[800], *o;
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    snprintf(out, sizeof out, "%s/masks", t);
+    snprintf(rec, sizeof rec, "%s/.camoxpert-predict.json", out);
+    int rc = run_bin(&o, "predict --weights %s/best.safetensors --input %s/Test/Image --out %s --threads 1", run, ds, out);
+    REQUIRE(rc == 0);
+    unsigned char *b;
+    size_t n;
+    REQUIRE_OK(io_read_file(rec, &b, &n));
+    CHECKF(strstr((char *)b, "\"sha256\"") && strstr((char *)b, "best.safetensors"), "%s", (char *)b);
+    free(b);
+    uint64_t h = dir_hash(out);
+    rc = run_bin(&o, "predict --weights %s/last.safetensors --input %s/Test/Image --out %s --threads 1", run, ds, out);
+    CHECKF(rc == 2 && strstr(o, "other weights") && strstr(o, "best.safetensors") && strstr(o, "--overwrite"),
+           "exit %d: %s", rc, o);
+    CHECKF(dir_hash(out) == h, "the refused predict changed %s", out);
+    rc = run_bin(&o, "predict --weights %s/best.safetensors --input %s/Test/Image --out %s --threads 1", run, ds, out);
+    CHECKF(rc == 0, "the same weights again: exit %d: %s", rc, o);
+    rc = run_bin(&o, "predict --weights %s/last.safetensors --input %s/Test/Image --out %s --threads 1 --overwrite", run,
+                 ds, out);
+    CHECKF(rc == 0, "--overwrite: exit %d: %s", rc, o);
+    REQUIRE_OK(io_read_file(rec, &b, &n));
+    CHECKF(strstr((char *)b, "last.safetensors"), "the record after --overwrite: %s", (char *)b);
+    free(b);
+}
+
+// The disk is probed before any photo is run (issue 33): a read-only or full file system
+// is one error naming it (exit 2: nothing predicted), not a failure per photo after all the
+// work; a write that fails for a full disk says so ("Input/output error" did not).
+// Needs a small file system of its own: a tmpfs mount (root); skipped without one.
+TEST(hostile_predict_probes_the_disk_before_the_photos) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("disk_set");
+    REQUIRE(ck && ds[0]);
+    char t[600], mnt[700], cmd[3000], *o;
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    snprintf(mnt, sizeof mnt, "%s/small", t);
+    REQUIRE_OK(io_make_dirs(mnt));
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=256k tmpfs %s 2>/dev/null", mnt);
+    if (system(cmd) != 0) {
+        test_skip("cannot mount a small tmpfs here (not root?)");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "mkdir %s/masks && dd if=/dev/zero of=%s/fill bs=4k count=1000 2>/dev/null; true", mnt, mnt);
+    REQUIRE(system(cmd) == 0);
+    int rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/masks --threads 1", ck, ds, mnt);
+    CHECKF(rc == 2 && strstr(o, "disk is full") && !strstr(o, "wrote "), "full disk: exit %d: %s", rc, o);
+    snprintf(cmd, sizeof cmd, "rm %s/fill && mount -o remount,ro %s", mnt, mnt);
+    REQUIRE(system(cmd) == 0);
+    rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/masks --threads 1", ck, ds, mnt);
+    CHECKF(rc == 2 && strstr(o, "read-only") && !strstr(o, "wrote "), "read-only: exit %d: %s", rc, o);
+    // A mask that cannot be written for a full disk says so.
+    snprintf(cmd, sizeof cmd, "mount -o remount,rw %s", mnt);
+    REQUIRE(system(cmd) == 0);
+    AtomicFile af;
+    char p[800];
+    snprintf(p, sizeof p, "%s/masks/big.bin", mnt);
+    REQUIRE_OK(io_atomic_begin(&af, p));
+    static char zeros[1 << 16];
+    for (int i = 0; i < 8; i++) fwrite(zeros, 1, sizeof zeros, af.fp);
+    CHECKF(io_atomic_commit(&af) == CX_EIO && strstr(cx_errmsg(), "disk is full") && !io_path_exists(af.tmp), "%s",
+           cx_errmsg());
+    snprintf(cmd, sizeof cmd, "umount %s", mnt);
+    CHECK(system(cmd) == 0);
+}
+
+// Bytes this process has read so far (rchar of /proc/self/io; -1: unknown).
+static long long bytes_read(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    long long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "rchar:", 6)) v = atoll(line + 6);
+    if (f) fclose(f);
+    return v;
+}
+
+// predict reads the weights file once (the config comes from its header; the hash and the
+// weights from the one read): measured as the bytes this process reads (/proc/self/io).
+TEST(hostile_predict_reads_the_weights_file_once) {
+    const char *ck = tiny_checkpoint();
+    const char *ds = tiny_set("once_set");
+    REQUIRE(ck && ds[0]);
+    char t[600], in[900], out[700];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    snprintf(out, sizeof out, "%s/masks", t);
+    snprintf(in, sizeof in, "%s/Test/Image", ds);
+    struct stat sb;
+    REQUIRE(stat(ck, &sb) == 0);
+    long long a = bytes_read();
+    if (a < 0) {
+        test_skip("no /proc/self/io");
+        return;
+    }
+    PipelineOptions po = { .weights = ck, .input = in, .out = out, .device = "cpu", .precision = "fp32" };
+    PipelineResult r;
+    REQUIRE_OK(pipeline_predict(&po, &r));
+    long long b = bytes_read();
+    CHECKF(r.n_masks == 2, "%d masks", r.n_masks);
+    CHECKF(b - a < sb.st_size + sb.st_size / 2, "%lld bytes read for a weights file of %lld", b - a, (long long)sb.st_size);
+}
+
+// A safetensors image: the 8-byte length, the header, then `data` bytes of zeros.
+static cx_status st_image(StFile *f, const char *header, size_t data) {
+    size_t h = strlen(header), n = 8 + h + data;
+    unsigned char *b = cx_calloc(n, 1);
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    memcpy(b + 8, header, h);
+    return st_open_buffer(f, "t.safetensors", b, n);
+}
+
+// The reader's checks of the data section (issue 33, Low): an empty tensor between two that
+// overlap hides nothing, bytes after the last tensor or between two are refused; PyTorch's
+// own formats are named with how to convert them (newcomer friction).
+TEST(hostile_safetensors_data_is_covered_exactly_and_pytorch_files_are_named) {
+    StFile f;
+    CHECK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                       "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]},"
+                       "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12) == CX_EFORMAT &&
+          strstr(cx_errmsg(), "overlap"));
+    CHECK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12) == CX_EFORMAT &&
+          strstr(cx_errmsg(), "4 bytes after the last tensor"));
+    CHECK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                       "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12) == CX_EFORMAT &&
+          strstr(cx_errmsg(), "4 bytes before tensor 'b'"));
+    REQUIRE_OK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                            "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+                            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12));
+    st_close(&f);
+    // torch.save's zip and pickle formats, as predict --weights sees them.
+    char t[600], zip[700], pkl[700];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    snprintf(zip, sizeof zip, "%s/best.pth", t);
+    snprintf(pkl, sizeof pkl, "%s/old.pt", t);
+    FILE *z = fopen(zip, "wb"), *p = fopen(pkl, "wb");
+    REQUIRE(z && p);
+    fwrite("PK\x03\x04\x14\0\0\0\0\0archive/data.pkl", 1, 28, z);
+    fwrite("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 1, 15, p);
+    fclose(z);
+    fclose(p);
+    const char *ds = tiny_set("pth_set");
+    REQUIRE(ds[0]);
+    char *o;
+    int rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/m --threads 1", zip, ds, t);
+    CHECKF(rc == 2 && strstr(o, "PyTorch") && strstr(o, "tools/pth_to_safetensors.py") && !strstr(o, "header length"),
+           "exit %d: %s", rc, o);
+    rc = run_bin(&o, "export --weights %s --onnx %s/x.onnx", pkl, t);
+    CHECKF(rc != 0 && strstr(o, "pickle") && strstr(o, "tools/pth_to_safetensors.py"), "exit %d: %s", rc, o);
+    CHECKF(io_path_is_regular("tools/pth_to_safetensors.py") || io_path_is_regular("../tools/pth_to_safetensors.py"),
+           "the converter the message names is missing");
 }

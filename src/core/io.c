@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,9 +109,11 @@ cx_status io_atomic_begin(AtomicFile *af, const char *path) {
         snprintf(af->tmp, sizeof af->tmp, "%s/.camoxpert-%s.tmp", d, r);
         int fd = open(af->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
         if (fd < 0 && errno == EEXIST) continue;
-        if (fd < 0)
-            return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: %s (does the directory exist and "
-                           "is it writable?)", d, path, strerror(errno));
+        if (fd < 0) {
+            int err = errno;
+            return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: %s%s", d, path, io_errstr(err),
+                           err == ENOENT || err == EACCES ? " (does the directory exist and is it writable?)" : "");
+        }
         // The temporary file is locked while it is written and until its rename: the owner
         // of the directory cleaning up leftovers (io_dir_lock) passes over it. Taken by such
         // a cleaner in the instant since its creation (or already removed by one): another name.
@@ -130,28 +133,36 @@ cx_status io_atomic_begin(AtomicFile *af, const char *path) {
     return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: every name tried exists", d, path);
 }
 
-// "No space left on device (the disk is full)": errno's text with what it means here.
-static const char *write_error(int err) {
+const char *io_errstr(int err) {
     static _Thread_local char b[160];
     if (err == ENOSPC) return "no space left on device (the disk is full)";
     if (err == EDQUOT) return "disk quota exceeded";
-    if (err == EIO) snprintf(b, sizeof b, "%s (the disk is failing or full?)", strerror(err));
-    else snprintf(b, sizeof b, "%s", strerror(err));
+    if (err == EROFS) return "read-only file system";
+    if (err == EIO) return "input/output error (a failing disk?)";
+    snprintf(b, sizeof b, "%s", strerror(err));
     return b;
+}
+
+// The errno of a failed write on fd when stdio lost it (ferror): a full file system is
+// ENOSPC, not the EIO that would say the disk is failing.
+static int lost_write_errno(int fd, int err) {
+    struct statvfs v;
+    if ((err == 0 || err == EIO) && fd >= 0 && fstatvfs(fd, &v) == 0 && v.f_bavail == 0) return ENOSPC;
+    return err ? err : EIO;
 }
 
 // Flushes (and with sync, fsyncs) the temporary file; with close, closes it too (which
 // drops its lock). On an error removes it and closes it.
 static cx_status atomic_flush(AtomicFile *af, int sync, int close_it) {
     int bad = ferror(af->fp);
-    int err = bad ? EIO : 0;
-    if (fflush(af->fp) != 0) { bad = 1; err = errno; }
+    int err = bad ? lost_write_errno(fileno(af->fp), af->err) : 0;
+    if (fflush(af->fp) != 0) { bad = 1; err = lost_write_errno(fileno(af->fp), errno); }
     if (sync && !bad && fsync(fileno(af->fp)) != 0) { bad = 1; err = errno; }
     if ((bad || close_it) && fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
     if (bad || close_it) af->fp = NULL;
     if (bad) {
         unlink(af->tmp);
-        return CX_FAIL(CX_EIO, "writing %s failed: %s; the previous file is unchanged", af->path, write_error(err));
+        return CX_FAIL(CX_EIO, "writing %s failed: %s; the previous file is unchanged", af->path, io_errstr(err));
     }
     return CX_OK;
 }

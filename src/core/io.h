@@ -23,7 +23,11 @@
 #include <stddef.h>
 #include <stdbool.h>
 
-typedef struct { FILE *fp; char path[4096]; char tmp[4096]; } AtomicFile;
+typedef struct {
+    FILE *fp;
+    char path[4096], tmp[4096];
+    int err;   // the errno of a failed write into fp, when the writer saved it (0: ask the file system)
+} AtomicFile;
 
 cx_status io_atomic_begin(AtomicFile *af, const char *path);
 cx_status io_atomic_commit(AtomicFile *af);
@@ -73,6 +77,9 @@ cx_status io_open_regular(const char *path, FILE **fp);
 // FIFO or device at path is an error, not a wait; a symbolic link is never followed
 // (O_NOFOLLOW): an error naming it.
 cx_status io_open_append(const char *path, FILE **fp);
+// errno as a message that says what it means for a write: ENOSPC "no space left on device
+// (the disk is full)", EROFS "read-only file system", ...
+const char *io_errstr(int err);
 // Reads a whole file into a malloc'd buffer (NUL-terminated for convenience);
 // refuses what is not a regular file, as io_open_regular.
 cx_status io_read_file(const char *path, unsigned char **buf, size_t *size);

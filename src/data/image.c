@@ -5,6 +5,7 @@
 #include "image.h"
 #include <setjmp.h>
 #include <string.h>
+#include <errno.h>
 #include <math.h>
 #include <jpeglib.h>
 #include <jerror.h>
@@ -486,8 +487,9 @@ static cx_status write_atomic_to(const char *path, const uint8_t *buf, size_t n,
     AtomicFile local, *af = pending ? pending : &local;
     CX_TRY(io_atomic_begin(af, path));
     if (fwrite(buf, 1, n, af->fp) != n) {
+        int err = errno;
         io_atomic_abort(af);
-        return CX_FAIL(CX_EIO, "writing %s failed (disk full?)", path);
+        return CX_FAIL(CX_EIO, "writing %s failed: %s", path, io_errstr(err));
     }
     return pending ? io_atomic_close_unsynced(af) : io_atomic_commit(af);
 }

@@ -335,8 +335,10 @@ static cx_status write_buf(const char *path, const uint8_t *buf, size_t n) {
     FILE *f = fdopen(fd, "wb");
     if (!f) { close(fd); return CX_FAIL(CX_EIO, "cannot write %s: %s", path, strerror(errno)); }
     size_t w = fwrite(buf, 1, n, f);
-    if (fclose(f) != 0 || w != n) return CX_FAIL(CX_EIO, "writing %s failed (disk full?)", path);
-    return CX_OK;
+    int err = errno;
+    if (fclose(f) != 0) err = errno;
+    else if (w == n) return CX_OK;
+    return CX_FAIL(CX_EIO, "writing %s failed: %s", path, io_errstr(err));
 }
 
 static int same_dir(const char *a, const char *b) {

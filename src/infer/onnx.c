@@ -732,7 +732,7 @@ static cx_status write_model(Og *g, const CamoXpert *m, const OnnxExportOpts *o,
         const PbBuf *parts[] = { &hd, &g->nodes, &nm, &g->inits, &g->io };
         for (size_t i = 0; i < 5 && !st; i++)
             if (parts[i]->n && fwrite(parts[i]->p, 1, parts[i]->n, af.fp) != parts[i]->n)
-                st = CX_FAIL(CX_EIO, "writing %s: %s (is the disk full?)", path, strerror(errno));
+                st = CX_FAIL(CX_EIO, "writing %s: %s", path, io_errstr(errno));
         if (st) io_atomic_abort(&af);
         else st = io_atomic_commit(&af);
     }

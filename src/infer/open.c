@@ -84,7 +84,7 @@ cx_status model_open(Model *m, const ModelSpec *s) {
     if (!st) {
         params_alloc(&m->pt, s->reference ? DT_F64 : DT_F32);
         if (s->weights) {
-            st = weights_load(&m->pt, s->weights);
+            st = weights_load_sha256(&m->pt, s->weights, s->hash_weights ? m->weights_sha256 : NULL);
         } else {
             Rng rng = rng_init(s->init_seed);
             camoxpert_init(m->net, &m->pt, &rng);

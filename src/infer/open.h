@@ -43,6 +43,7 @@ typedef struct {
     int reference;                  // 1: a float64 table on the CPU reference kernels (tests)
     uint64_t init_seed;             // without weights: camoxpert_init's seed
     const char *backbone_weights;   // without weights: a timm EdgeNeXt safetensors for the backbone (or NULL)
+    int hash_weights;               // 1: Model.weights_sha256 gets the checkpoint's SHA-256 (from its one read)
     // Called once the table is laid out (m->pt.numel, m->cfg, m->img_size and m->rt are
     // set), before anything is allocated or read: a memory check. Non-zero ends the open.
     cx_status (*check)(void *arg, const Model *m);
@@ -56,6 +57,7 @@ struct Model {
     CamoXpert *net;        // the module tree
     Runtime *rt;           // where it runs: &own, or ModelSpec.rt
     Runtime own;
+    char weights_sha256[65];   // the checkpoint file's SHA-256 in hex (ModelSpec.hash_weights), else ""
 };
 
 cx_status model_open(Model *m, const ModelSpec *spec);

@@ -434,6 +434,53 @@ static cx_status plan_work(void *arg, const Model *m) {
                    advice);
 }
 
+// OUT/.camoxpert-predict.json: which weights wrote the folder's masks. A predict with
+// other weights is refused (their masks would interleave unnoticed) unless overwrite;
+// then the record is written — the folder's first write, which also proves it writable
+// before any photo is run (a read-only or full disk fails here, not after every photo).
+static cx_status out_record(const PipelineOptions *o, const Model *m) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.camoxpert-predict.json", o->out);
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    char mark[64] = "";
+    if (io_path_exists(path) && !o->overwrite) {
+        CX_TRY(outpath_check(path, OWNER_PREDICT, 0, "--out"));
+        if (!outpath_read_mark(path, mark, sizeof mark) && !io_read_file(path, &buf, &n)) {
+            cJSON *j = cJSON_ParseWithLength((const char *)buf, n);
+            const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "sha256"), *w = cJSON_GetObjectItemCaseSensitive(j, "weights");
+            cx_status st = CX_OK;
+            if (cJSON_IsString(h) && strcmp(h->valuestring, m->weights_sha256))
+                st = CX_FAIL(CX_EARG, "--out %s holds masks predicted with other weights (%s, SHA-256 %.12s...; these are "
+                             "%s, %.12s...): the two would mix unnoticed. Choose another --out, or pass --overwrite to "
+                             "predict into it anyway", o->out, cJSON_IsString(w) ? w->valuestring : "?", h->valuestring,
+                             o->weights, m->weights_sha256);
+            cJSON_Delete(j);
+            free(buf);
+            CX_TRY(st);
+        }
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
+    char *safe = text_utf8_safe(o->weights);
+    cJSON_AddStringToObject(j, "weights", safe);
+    free(safe);
+    cJSON_AddStringToObject(j, "sha256", m->weights_sha256);
+    cJSON_AddNumberToObject(j, "img_size", m->img_size);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    AtomicFile af;
+    cx_status st = io_atomic_begin(&af, path);
+    if (!st) {
+        fputs(s, af.fp);
+        fputc('\n', af.fp);
+        st = io_atomic_commit(&af);
+    }
+    cJSON_free(s);
+    if (st) cx_error_context("--out %s: nothing was predicted", o->out);
+    return st;
+}
+
 static void say(FILE *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(FILE *log, const char *fmt, ...) {
     if (!log) return;
@@ -524,6 +571,7 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     int n_th = 0, out_lock = -1;
     cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config,
                                                 .config_given = o->config_given, .img_size = o->img_size,
+                                                .hash_weights = 1,
                                                 .rt = &rt, .check = plan_work, .check_arg = &plan });
     if (!st) st = io_make_dirs(o->out);
     char **files = plan.files;
@@ -541,6 +589,7 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
         goto done;
     }
     out_lock = lk.fd;
+    if ((st = out_record(o, &m))) goto done;
     int stale = lk.removed;
     if (stale > 0)
         say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
