@@ -214,3 +214,52 @@ TEST(hostile_safetensors_data_is_covered_exactly_and_pytorch_files_are_named) {
     CHECKF(io_path_is_regular("tools/pth_to_safetensors.py") || io_path_is_regular("../tools/pth_to_safetensors.py"),
            "the converter the message names is missing");
 }
+
+// A copy of tiny_model's weights with one change: the first table entry whose name ends
+// with `suffix` set to `value` everywhere; TMP/<file>. Its entry's name into name.
+static const char *edited_checkpoint(const char *file, const char *suffix, float value, char *name, size_t n) {
+    static char path[800];
+    Model m;
+    if (tiny_model(&m)) return NULL;
+    int i = 0;
+    size_t ls = strlen(suffix);
+    for (; i < m.pt.n; i++) {
+        size_t l = strlen(m.pt.p[i].name);
+        if (l >= ls && !strcmp(m.pt.p[i].name + l - ls, suffix)) break;
+    }
+    if (i == m.pt.n) { model_close(&m); return NULL; }
+    snprintf(name, n, "%s", m.pt.p[i].name);
+    Tensor v = params_host_value(&m.pt, i);
+    for (int64_t k = 0; k < tensor_numel(&v); k++) tensor_set(&v, k, value);
+    char *cfg = weights_config_json(&m.cfg, 64);
+    snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
+    cx_status st = weights_save(&m.pt, cfg, NULL, path);
+    free(cfg);
+    model_close(&m);
+    return st ? NULL : path;
+}
+
+// Weights that cannot be valid are refused at load (a negative BatchNorm variance); weights
+// without a NaN that still give one are an error naming the photo and the first module whose
+// output went non-finite — never all-black masks with exit 0 that eval would then score
+// (issue 33, finding 7).
+TEST(hostile_non_finite_outputs_and_impossible_statistics_are_errors) {
+    const char *ds = tiny_set("nan_set");
+    REQUIRE(ds[0]);
+    char name[256], t[600], *o;
+    const char *neg = edited_checkpoint("negvar.safetensors", "running_var", -1.0f, name, sizeof name);
+    REQUIRE(neg);
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    int rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/neg --threads 1", neg, ds, t);
+    CHECKF(rc == 2 && strstr(o, name) && strstr(o, "negative variance") && count_files(t) == 0, "exit %d: %s", rc, o);
+    // The stem's weights at 3e38: every activation after it overflows to inf, then NaN.
+    char stem[256];
+    const char *big = edited_checkpoint("overflow.safetensors", "stem_0.weight", 3e38f, stem, sizeof stem);
+    REQUIRE(big);
+    rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/big --threads 1", big, ds, t);
+    CHECKF(rc == 1 && strstr(o, "SYN-CAM-") && strstr(o, "non-finite") && strstr(o, "backbone.stages_0") &&
+           strstr(o, "2 of 2 photos failed"), "exit %d: %s", rc, o);
+    char masks[700];
+    snprintf(masks, sizeof masks, "%s/big", t);
+    CHECKF(count_files(masks) <= 1, "%d files in %s (the record only expected)", count_files(masks), masks);
+}

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
@@ -523,9 +524,29 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
             }
             if (graph.exec) pred = runtime_graph_run(m->rt, &graph, &in);
         }
-        if (!pred.data) pred = infer_forward(m, &in, &out);
+        int forwarded = 0;
+        if (!pred.data) pred = infer_forward(m, &in, &out), forwarded = 1;
         memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
         r->net_s += cx_time_s() - tn;
+        // A non-finite value anywhere in the network is an error naming the photo and the
+        // first module whose output went non-finite: no mask of NaN (black) or of what a ReLU
+        // made of one (plausible, wrong) is written as if it were one. Under a CUDA graph only
+        // the final logits are seen (its intermediates are not kept): those are checked.
+        char (*what)[200] = cx_calloc((size_t)sl->n, sizeof *what);
+        if (forwarded) infer_nonfinite_images(m, &out, sl->n, what);
+        for (int i = 0; i < sl->n; i++) {
+            const float *lg = sl->logits + (size_t)i * S * S;
+            int64_t k = 0;
+            while (k < (int64_t)S * S && isfinite(lg[k])) k++;
+            if (k < (int64_t)S * S && !what[i][0]) snprintf(what[i], 200, "the final prediction");
+            if (!what[i][0] || sl->failed[i]) continue;
+            CX_FAIL(CX_ENUMERIC, "%s: the network computed a non-finite value on this photo, first in the output of "
+                    "%s: the weights are damaged or from a run that diverged; no mask written", pp->files[j * B + i],
+                    what[i]);
+            pred_error(pp);
+            sl->failed[i] = 1;
+        }
+        free(what);
         for (int i = 0; i < sl->n && o->routing && sparse; i++) {
             if (sl->failed[i]) continue;
             char name[1024], path[4200];
