@@ -1096,3 +1096,59 @@ TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
            b ? (char *)b : "");
     free(b);
 }
+
+// The fixture of tests/fixtures with one __metadata__ value replaced and, when `poison`,
+// every stored output set to 12345: TMP/fixture_meta.safetensors.
+static const char *fixture_meta(const char *key, const char *value, int poison) {
+    static char out[800];
+    unsigned char *buf;
+    size_t n;
+    if (io_read_file("tests/fixtures/edgenext_base_1x65x47.safetensors", &buf, &n)) return NULL;
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | buf[i];
+    cJSON *h = cJSON_ParseWithLength((char *)buf + 8, hl);
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(h, "__metadata__");
+    cJSON_ReplaceItemInObjectCaseSensitive(m, key, cJSON_CreateString(value));
+    unsigned char *data = buf + 8 + hl;
+    for (cJSON *e = h->child; poison && e; e = e->next) {
+        if (strncmp(e->string, "output/", 7)) continue;
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        size_t a = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, b = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        for (size_t k = a; k + 4 <= b; k += 4) { float v = 12345; memcpy(data + k, &v, 4); }
+    }
+    char *js = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    size_t L = strlen(js), P = (L + 7) / 8 * 8;
+    snprintf(out, sizeof out, "%s/fixture_meta.safetensors", test_tmpdir());
+    FILE *fp = fopen(out, "wb");
+    for (int i = 0; fp && i < 8; i++) fputc((int)((uint64_t)P >> (8 * i)), fp);
+    if (fp) {
+        fwrite(js, 1, L, fp);
+        for (size_t i = L; i < P; i++) fputc(' ', fp);
+        fwrite(data, 1, n - 8 - hl, fp);
+        fclose(fp);
+    }
+    free(js);
+    free(buf);
+    return fp ? out : NULL;
+}
+
+// Tolerances are finite and sane, and verify prints the ones it used (issue 33, finding 8:
+// `inf` or 1e308 passed a fixture whose every expected value was 12345).
+TEST(hostile_verify_tolerances_are_finite_sane_and_printed) {
+    static const char *const bad[][2] = { { "rtol_fwd_f32", "inf" }, { "rtol_fwd_f32", "1e308" },
+                                          { "rtol_fwd_f64", "nan" }, { "rtol_grad_f64", "-1e-6" },
+                                          { "rtol_fwd_f32", "0.5" }, { "grad_floor", "1e300" } };
+    char *o;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *fx = fixture_meta(bad[i][0], bad[i][1], 1);
+        REQUIRE(fx);
+        int rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+        CHECKF(rc == 2 && strstr(o, bad[i][0]) && strstr(o, "not a tolerance"), "%s = %s: exit %d: %s", bad[i][0],
+               bad[i][1], rc, o);
+    }
+    const char *fx = fixture_meta("rtol_fwd_f32", "1e-4", 0);
+    REQUIRE(fx);
+    int rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+    CHECKF(rc == 0 && strstr(o, "tolerances (the fixture's): forward float32 0.0001"), "exit %d: %s", rc, o);
+}
