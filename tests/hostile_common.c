@@ -41,6 +41,16 @@ void check_named_options(const char *cmd, const char *out) {
         size_t len = end ? (size_t)(end - line) : strlen(line);
         int msg = !strncmp(line, "error", 5) || !strncmp(line, "warning", 7) || !strncmp(line, "note", 4) ||
                   !strncmp(line, "(or pass", 8);
+        // No source location ("[io.c:35]") in a message for the user (issue 33): only an
+        // internal error carries one.
+        for (const char *b = memchr(line, '[', len); msg && b && b < line + len; b = memchr(b + 1, '[', (size_t)(line + len - b - 1))) {
+            const char *c = b + 1;
+            while (c < line + len && ((*c >= 'a' && *c <= 'z') || *c == '_' || (*c >= '0' && *c <= '9'))) c++;
+            if (c > b + 1 && c + 3 < line + len && c[0] == '.' && (c[1] == 'c' || c[1] == 'h') && c[2] == ':' &&
+                c[3] >= '0' && c[3] <= '9' && !strstr(line, "internal error"))
+                test_fail(__FILE__, __LINE__, "camoxpert %s printed a source location to the user: %.*s", cmd, (int)len,
+                          line);
+        }
         for (size_t i = 0; msg && i + 3 < len; i++) {
             if (line[i] != '-' || line[i + 1] != '-' || !(line[i + 2] >= 'a' && line[i + 2] <= 'z') ||
                 (i > 0 && line[i - 1] != ' ' && line[i - 1] != '(' && line[i - 1] != '`' && line[i - 1] != ','))

@@ -11,10 +11,14 @@ cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    // The source location is for bug reports; the message itself must be
-    // readable without it.
+    // The source location is for bug reports: it ends a message only for an internal
+    // error (a bug in camoxpert), or when CAMOXPERT_DEBUG is set; a user's message names the
+    // file, the value and the fix, and nothing of camoxpert's sources.
     const char *base = strrchr(file, '/');
-    snprintf(cx_msg, sizeof cx_msg, "%s [%s:%d]", buf, base ? base + 1 : file, line);
+    if (st == CX_EINTERNAL || getenv("CAMOXPERT_DEBUG"))
+        snprintf(cx_msg, sizeof cx_msg, "%s [%s:%d]", buf, base ? base + 1 : file, line);
+    else
+        snprintf(cx_msg, sizeof cx_msg, "%s", buf);
     return st;
 }
 
