@@ -320,6 +320,12 @@ int cmd_bench(int argc, char **argv) {
                            "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                            "[--mode dense|sparse|both] [--json FILE]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
+    if (!strcmp(mode, "dense") && (cli_seen(opts, CLI_N(opts), "routing") || cli_seen(opts, CLI_N(opts), "route-grid") ||
+                                   cli_seen(opts, CLI_N(opts), "num-experts") || cli_seen(opts, CLI_N(opts), "top-k"))) {
+        fprintf(stderr, "error: camoxpert bench: --mode dense has no experts to route: --routing, --route-grid, "
+                "--num-experts and --top-k are for --mode sparse or both\n");
+        return 2;
+    }
     if (shapes) profile = 2;   // --profile, by convolution shape
     cx_oom_hint("reduce --batch-size or --img-size");
     DistEnv de;

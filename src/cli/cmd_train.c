@@ -18,6 +18,7 @@
 #include "train/rundir.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,14 @@ static char *options_json(const CliOpt *opts, int n) {
         case OPT_INT64: snprintf(v, sizeof v, "%lld", (long long)*(int64_t *)o->dst); break;
         case OPT_FLOAT: snprintf(v, sizeof v, "%.9g", (double)*(float *)o->dst); break;
         case OPT_DOUBLE: snprintf(v, sizeof v, "%.17g", *(double *)o->dst); break;
-        case OPT_STR: cJSON_AddStringToObject(j, o->name, *(const char **)o->dst); continue;
+        case OPT_STR: {
+            // Paths are kept absolute, so a resume from another directory finds them.
+            char abs[PATH_MAX];
+            const char *s = *(const char **)o->dst;
+            int path = !strcmp(o->name, "dataset-path") || !strcmp(o->name, "backbone-weights");
+            cJSON_AddStringToObject(j, o->name, path && realpath(s, abs) ? abs : s);
+            continue;
+        }
         case OPT_STRS: continue;   // train has no repeatable option
         }
         cJSON_AddStringToObject(j, o->name, v);
@@ -330,7 +338,19 @@ int cmd_train(int argc, char **argv) {
     }
     c.progress = progress;
     if (train_config_check(&c)) {
-        fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+        fprintf(stderr, "error: camoxpert train: %s", cx_errmsg());
+        // A value the resume took from the checkpoint is said to be the checkpoint's, not the user's.
+        for (int i = 1; i < n_keep; i++) {
+            const char *eq = strchr(keep[i], '=');
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - keep[i]) : 0, keep[i]);
+            const char *m = strstr(cx_errmsg(), name);
+            size_t L = strlen(name);
+            if (eq && m && !((m[L] >= 'a' && m[L] <= 'z') || m[L] == '-'))
+                fprintf(stderr, " (%s is %s's, from its training options; give %s to change it)", name, c.resume_from,
+                        name);
+        }
+        fputc('\n', stderr);
         rc = 2;
         goto out;
     }

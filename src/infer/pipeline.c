@@ -24,8 +24,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 // The photos to predict: IMAGE, or every image file in DIR (sorted by name),
 // leaving out the masks and overlays an earlier predict wrote there (*n_own).
-static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
-    *out = NULL, *n = 0, *n_own = 0;
+static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own, int *n_hidden) {
+    *out = NULL, *n = 0, *n_own = 0, *n_hidden = 0;
     if (!io_path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
     if (!io_path_is_dir(in)) {
         *out = cx_malloc(sizeof **out);
@@ -38,7 +38,11 @@ static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
     int cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
+        if (e->d_name[0] == '.') {   // hidden (macOS "._x.jpg" forks too): left out, and said (pipeline_predict)
+            *n_hidden += e->d_name[1] && dataset_is_image_name(e->d_name + 1);
+            continue;
+        }
+        if (!dataset_is_image_name(e->d_name)) continue;
         char p[4200], mark[64];
         snprintf(p, sizeof p, "%s/%s", in, e->d_name);
         if (!outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
@@ -47,8 +51,9 @@ static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
     }
     closedir(d);
     if (*n == 0)
-        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s", in,
-                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "");
+        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s%s", in,
+                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "",
+                       *n_hidden ? " (only hidden files, whose names start with '.': rename them to predict them)" : "");
     qsort(*out, (size_t)*n, sizeof **out, cmp_str);
     return CX_OK;
 }
@@ -389,7 +394,7 @@ static void *pred_worker(void *arg) {
 typedef struct {
     const PipelineOptions *o;
     char **files;
-    int nf, n_own;
+    int nf, n_own, n_hidden;
     int batch;
     MemEstimate me;
     double other;   // the runtime, and one decoded photo with its mask
@@ -398,7 +403,7 @@ typedef struct {
 static cx_status plan_work(void *arg, const Model *m) {
     Plan *p = arg;
     const PipelineOptions *o = p->o;
-    CX_TRY(list_inputs(o->input, &p->files, &p->nf, &p->n_own));
+    CX_TRY(list_inputs(o->input, &p->files, &p->nf, &p->n_own, &p->n_hidden));
     const char *suffix[7] = { ".png" };
     int n_suffix = 1;
     if (o->overlay) suffix[n_suffix++] = "_overlay.jpg";
@@ -598,6 +603,10 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     char **files = plan.files;
     const int nf = plan.nf;
     if (st) goto done;
+    if (plan.n_hidden)
+        say(o->log, "note: %d hidden file%s (a name starting with '.') in %s left out; rename %s to predict %s\n",
+            plan.n_hidden, plan.n_hidden == 1 ? "" : "s", o->input, plan.n_hidden == 1 ? "it" : "them",
+            plan.n_hidden == 1 ? "it" : "them");
     if (plan.n_own)
         say(o->log, "note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
             plan.n_own, plan.n_own == 1 ? "" : "s", o->input);

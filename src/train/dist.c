@@ -178,8 +178,10 @@ static cx_status open_hub(DistStore *s, const DistEnv *e) {
         int err = errno;
         close(lf);
         if (err == EADDRINUSE)
-            return CX_FAIL(CX_EIO, "rank 0: port %d is in use (another run's rendezvous?); set MASTER_PORT to a free "
-                           "port", e->master_port);
+            return CX_FAIL(CX_EIO, "rank 0: port %d is in use (another run's rendezvous?); %s", e->master_port,
+                           getenv("CAMOXPERT_LAUNCHED") ? "give camoxpert train --master-port a free port, or leave it "
+                                                          "out (a free one is chosen)"
+                                                        : "set MASTER_PORT to a free port");
         return CX_FAIL(CX_EIO, "rank 0: cannot listen on port %d: %s", e->master_port, strerror(err));
     }
     s->peer = cx_calloc((size_t)s->world, sizeof *s->peer);
