@@ -154,3 +154,29 @@ TEST(hostile_newcomer_friction) {
                  t, t);
     CHECKF(rc == 0 && strstr(o, ", run "), "no run ETA: %s", o);
 }
+
+// scripts/deps.sh waits for another package manager's lock, saying who holds it, instead
+// of failing at once (DEPS_LOCKS stands in for dpkg's and apt's lock files).
+TEST(hostile_deps_waits_for_the_package_managers_lock) {
+    char t[600], cmd[5000], p[800];
+    snprintf(t, sizeof t, "%s", test_tmpdir());
+    if (!io_path_is_regular("scripts/deps.sh")) {
+        test_skip("run from the repository root (scripts/deps.sh)");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "touch %s/lock && (flock %s/lock sleep 2 &) && sleep 0.3 && t0=$(date +%%s%%N) && "
+             "DEPS_LOCKS=%s/lock DEPS_LOCK_REPORT_S=1 bash scripts/deps.sh --wait-locks > %s/deps.out 2>&1; rc=$?; "
+             "echo \"$rc $(( ($(date +%%s%%N) - t0) / 1000000 ))\" >> %s/deps.out", t, t, t, t, t);
+    REQUIRE(system(cmd) == 0);
+    snprintf(p, sizeof p, "%s/deps.out", t);
+    unsigned char *b;
+    size_t n;
+    REQUIRE_OK(io_read_file(p, &b, &n));
+    const char *last = strrchr((char *)b, '\n');
+    while (last && last > (char *)b && last[-1] != '\n') last--;
+    int rc = -1, ms = -1;
+    if (last) sscanf(last + (*last == '\n'), "%d %d", &rc, &ms);
+    CHECKF(rc == 0 && ms >= 1200 && strstr((char *)b, "waiting for another package manager") && strstr((char *)b, "pid "),
+           "exit %d after %d ms: %s", rc, ms, (char *)b);
+    free(b);
+}
