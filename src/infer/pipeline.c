@@ -238,8 +238,8 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
 // The pipeline: `workers` threads decode photos into a ring of batch slots and
 // write the masks (and overlays) of batches the network has run; the main thread
 // runs the network on each batch in order and writes routing files. A photo's
-// outputs depend only on the photo: batches change the order of work, not results
-// (evaluation-mode BatchNorm, routing per image or tile).
+// outputs depend on the photo (evaluation-mode BatchNorm, routing per image or tile),
+// up to the summation order a batch changes (pipeline.h).
 typedef struct {
     int64_t batch;   // the batch this slot holds; -1: none left
     int n;           // photos in it
