@@ -1008,7 +1008,7 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     snprintf(pred, sizeof pred, "%s/odd_pred", t);
     REQUIRE_OK(io_make_dirs(gt));
     REQUIRE_OK(io_make_dirs(pred));
-    static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", NULL };
+    static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", "=cmd|calc.png", NULL };
     Image8 m;
     image_alloc(&m, 8, 8, 1);
     for (int i = 0; i < 64; i++) m.px[i] = i % 3 ? 0 : 255;
@@ -1044,7 +1044,9 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
             fields = 1;
         }
     }
-    CHECKF(rows == 5 && !bad, "CSV: %d records (5 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
+    CHECKF(rows == 6 && !bad, "CSV: %d records (6 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
+    // A name a spreadsheet would run as a formula is quoted as text (issue 33).
+    CHECKF(strstr((char *)b, "\"'=cmd|calc.png\""), "the formula name is not quoted:\n%s", (char *)b);
     free(b);
     snprintf(p, sizeof p, "%s/odd.json", t);
     REQUIRE_OK(io_read_file(p, &b, &n));
@@ -1052,7 +1054,7 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     CHECKF(!strcmp(safe, (char *)b), "the JSON is not valid UTF-8");
     free(safe);
     cJSON *j = cJSON_Parse((char *)b);
-    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_image")) == 4);
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_image")) == 5);
     cJSON_Delete(j);
     free(b);
 }
