@@ -202,8 +202,10 @@ TEST(hostile_safetensors_data_is_covered_exactly_and_pytorch_files_are_named) {
     snprintf(pkl, sizeof pkl, "%s/old.pt", t);
     FILE *z = fopen(zip, "wb"), *p = fopen(pkl, "wb");
     REQUIRE(z && p);
-    fwrite("PK\x03\x04\x14\0\0\0\0\0archive/data.pkl", 1, 28, z);
-    fwrite("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 1, 15, p);
+    static const char zip_head[] = "PK\x03\x04\x14\0\0\0\0\0archive/data.pkl";
+    static const char pickle_head[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+    fwrite(zip_head, 1, sizeof zip_head - 1, z);
+    fwrite(pickle_head, 1, sizeof pickle_head - 1, p);
     fclose(z);
     fclose(p);
     const char *ds = tiny_set("pth_set");

@@ -117,8 +117,10 @@ cx_status io_atomic_begin(AtomicFile *af, const char *path) {
         // The temporary file is locked while it is written and until its rename: the owner
         // of the directory cleaning up leftovers (io_dir_lock) passes over it. Taken by such
         // a cleaner in the instant since its creation (or already removed by one): another name.
+        // (A file system without flock, ENOLCK: written unlocked, as before the lock rule.)
         struct stat sb;
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &sb) != 0 || sb.st_nlink == 0) {
+        int taken = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+        if (taken || fstat(fd, &sb) != 0 || sb.st_nlink == 0) {
             close(fd);
             continue;
         }
@@ -246,7 +248,7 @@ int io_atomic_cleanup_dir(const char *dir) {
         // A file a live writer holds (its lock) is being written: left alone. A planted
         // symlink or FIFO is opened without following or blocking, and removed.
         int fd = S_ISREG(sb.st_mode) ? open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) : -1;
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {   // held (or no flock here: left alone too)
             close(fd);
             continue;
         }
@@ -301,6 +303,10 @@ cx_status io_dir_lock(const char *dir, int exclusive, IoDirLock *l) {
     // Leftovers are removed only by a process that holds the directory alone; a shared
     // holder (predict) then keeps a shared lock, which other predicts can share.
     int alone = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!alone && errno != EWOULDBLOCK) {   // a file system without flock (ENOLCK): no lock, and no cleanup
+        l->fd = fd;
+        return CX_OK;
+    }
     if (alone) {
         l->removed = io_atomic_cleanup_dir(dir);
         // To shared (not atomic: an owner taking the directory in that instant wins, below).

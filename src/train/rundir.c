@@ -31,7 +31,7 @@ cx_status rundir_check_free(const char *dir) {
     if (!io_path_is_dir(dir)) return CX_OK;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return CX_OK;   // rundir_open says why, later
-    int busy = flock(fd, LOCK_EX | LOCK_NB) != 0;
+    int busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;   // (no flock here: nothing to say)
     close(fd);
     if (!busy) return CX_OK;
     IoDirLock l;
