@@ -243,7 +243,7 @@ FUZZ_ITERS ?= 300
 FUZZ_BUILD := build-fuzz
 HAVE_LIBFUZZER := $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){return 0;}\n' | $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 && echo 1 || echo 0)
 FUZZ_LIB_SRC := src/core/arena.c src/core/device.c src/core/error.c src/core/io.c src/core/log.c src/core/names.c src/core/rng.c \
-                src/core/safetensors.c src/core/tensor.c $(sort $(wildcard src/data/image.c src/data/dataset.c)) \
+                src/core/safetensors.c src/core/tensor.c src/core/text.c $(sort $(wildcard src/data/image.c src/data/dataset.c)) \
                 src/report/runlog.c
 FUZZ_NAMES := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)

@@ -229,7 +229,7 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
     REQUIRE(rc == 0);
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL_64 " --epochs 1 --stage1-epochs 1 "
                       "--threads 1 --procs 2 --sync-bn", dist_set(), two);
-    CHECKF(rc == 0 && strstr(o, "done: 1 epochs"), "rc %d: %s", rc, o);
+    CHECKF(rc == 0 && strstr(o, "done: 1 epoch,"), "rc %d: %s", rc, o);
     rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s " DIST_MODEL_64 " --epochs 1 --stage1-epochs 1 "
                       "--threads 1 --procs 2", dist_set(), loc);
     REQUIRE(rc == 0);

@@ -146,7 +146,7 @@ TEST(compat_edc5414_resume_continues) {
     static const struct { const char *sub, *opts, *resumed; } runs[] = {
         { "dense", "", "stage 1, 0 epochs and 2 batches done, step 2," },
         { "sparse", "--use-sparse-moe --num-experts 2 --top-k 1 --use-ema --balance mse",
-          "stage 1, 1 epochs and 0 batches done, step 3," },
+          "stage 1, 1 epoch and 0 batches done, step 3," },
     };
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
         char d[700], path[800];

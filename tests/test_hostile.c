@@ -15,6 +15,7 @@
 //      img_size, --skip-bad, long names, report formats, and — checked on every run
 //      below — messages name only options their command has.
 #include "test.h"
+#include "hostile.h"
 #include "nn/runtime.h"
 #include "core/finite.h"
 #include "core/text.h"
@@ -32,116 +33,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
-static const char *const commands[] = { "train", "predict", "bench", "eval", "synth", "inspect", "verify", "data", NULL };
-
-// The --help text of a command (cached).
-static const char *help_of(const char *cmd) {
-    static char *help[16];
-    for (int i = 0; commands[i]; i++) {
-        if (strcmp(commands[i], cmd)) continue;
-        if (!help[i]) {
-            char c[5000], p[800];
-            snprintf(p, sizeof p, "%s/help_%s.txt", test_tmpdir(), cmd);
-            snprintf(c, sizeof c, "%s %s --help > %s 2>&1", test_bin_path(), cmd, p);
-            size_t n;
-            if (system(c) != 0 || io_read_file(p, (unsigned char **)&help[i], &n)) help[i] = cx_strdup("");
-        }
-        return help[i];
-    }
-    return NULL;
-}
-
-// Rule 8: a message names only options its command has. Every `--option` in an error,
-// warning or note line of `cmd`'s output must be in `cmd --help` (options of another
-// command, named as "camoxpert OTHER --option", are that command's).
-static void check_named_options(const char *cmd, const char *out) {
-    const char *help = help_of(cmd);
-    if (!help || !*help) return;
-    for (const char *line = out; line && *line;) {
-        const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
-        int msg = !strncmp(line, "error", 5) || !strncmp(line, "warning", 7) || !strncmp(line, "note", 4) ||
-                  !strncmp(line, "(or pass", 8);
-        for (size_t i = 0; msg && i + 3 < len; i++) {
-            if (line[i] != '-' || line[i + 1] != '-' || !(line[i + 2] >= 'a' && line[i + 2] <= 'z') ||
-                (i > 0 && line[i - 1] != ' ' && line[i - 1] != '(' && line[i - 1] != '`' && line[i - 1] != ','))
-                continue;
-            char opt[64];
-            size_t k = 0;
-            while (k + 1 < sizeof opt && i + k < len &&
-                   ((line[i + k] >= 'a' && line[i + k] <= 'z') || (line[i + k] >= '0' && line[i + k] <= '9') || line[i + k] == '-'))
-                opt[k] = line[i + k], k++;
-            opt[k] = 0;
-            // "camoxpert OTHER ... --opt": the option of another command.
-            int other = 0;
-            for (size_t j = i; j-- > 0;) {
-                if (line[j] == ';' || line[j] == ':') break;
-                if (!strncmp(line + j, "camoxpert ", 10)) {
-                    other = strncmp(line + j + 10, cmd, strlen(cmd)) != 0;
-                    break;
-                }
-            }
-            char want[80];
-            snprintf(want, sizeof want, "%s ", opt);
-            char want2[80];
-            snprintf(want2, sizeof want2, "%s\n", opt);
-            if (!other && !strstr(help, want) && !strstr(help, want2))
-                test_fail(__FILE__, __LINE__, "camoxpert %s printed a message naming %s, which it does not have: %.*s", cmd,
-                          opt, (int)len, line);
-        }
-        line = end ? end + 1 : NULL;
-    }
-}
-
-// test_run_bin with a 60 s limit (124: it hung and was killed), checking that any
-// option an error message names is one the command has.
-static int run_bin(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_bin(char **out, const char *fmt, ...) {
-    char args[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    char *buf;
-    int rc = test_run_bin_args(&buf, 60, args);
-    if (out) *out = buf;
-    char cmd0[32] = "";
-    sscanf(args, "%31s", cmd0);
-    if (strcmp(cmd0, "--help") && !strstr(args, "--help")) check_named_options(cmd0, buf);
-    return rc;
-}
-
-// A tiny synthetic set in the COD10K-v3 layout, made by the program itself (fresh for each caller).
-static const char *tiny_set(const char *name) {
-    static char d[8][700];
-    static int k;
-    char *p = d[k++ & 7];
-    snprintf(p, 700, "%s/%s", test_tmpdir(), name);
-    if (run_bin(NULL, "synth --out %s --train 12 --test 2 --size 64 --seed 4 --threads 1", p)) p[0] = 0;
-    return p;
-}
-
-// An untrained sparse checkpoint with its config in the metadata: DIR/model.safetensors.
-// An untrained sparse edgenext_xx_small model (E 4, k 2), initialised with seed 5.
-static cx_status tiny_model(Model *m) {
-    CamoXpertConfig mc;
-    CX_TRY(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));
-    return model_open(m, &(ModelSpec){ .config = &mc, .init_seed = 5 });
-}
-
-static const char *tiny_checkpoint(void) {
-    static char path[800];
-    const char *dir = test_tmpdir();
-    Model m;
-    if (tiny_model(&m)) return NULL;
-    char *cfg = weights_config_json(&m.cfg, 64);
-    cx_status st = checkpoint_save(dir, "model", &m.pt, cfg, NULL, NULL, NULL);
-    free(cfg);
-    model_close(&m);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    return st ? NULL : path;
-}
 
 // ---- rule 5: no input can hang the program ---------------------------------------------
 
@@ -224,14 +115,20 @@ TEST(hostile_io_open_regular_refuses_fifos_and_directories_at_once) {
 }
 
 TEST(hostile_threads_are_capped_in_every_command) {
-    static const char *const cmds[] = { "train", "predict", "bench", "eval", "synth", "verify", NULL };
+    // Every command whose --help offers --threads (one rule, applied by the option parser):
+    // 100000 and -3 are refused before any work, naming the value.
     char *o;
-    for (int i = 0; cmds[i]; i++) {
-        int rc = run_bin(&o, "%s --threads 100000", cmds[i]);
-        CHECKF(rc == 2 && strstr(o, "--threads 100000"), "%s: exit %d: %s", cmds[i], rc, o);
-        rc = run_bin(&o, "%s --threads -3", cmds[i]);
-        CHECKF(rc == 2 && strstr(o, "--threads -3"), "%s: exit %d: %s", cmds[i], rc, o);
+    int n = 0;
+    for (int i = 0; hostile_commands[i]; i++) {
+        REQUIRE(run_bin(&o, "%s --help", hostile_commands[i]) == 0);
+        if (!strstr(o, "  --threads ")) continue;
+        n++;
+        int rc = run_bin(&o, "%s --threads 100000", hostile_commands[i]);
+        CHECKF(rc == 2 && strstr(o, "--threads 100000"), "%s: exit %d: %s", hostile_commands[i], rc, o);
+        rc = run_bin(&o, "%s --threads -3", hostile_commands[i]);
+        CHECKF(rc == 2 && strstr(o, "--threads -3"), "%s: exit %d: %s", hostile_commands[i], rc, o);
     }
+    CHECKF(n >= 7, "only %d commands have --threads", n);
     // Worker threads too.
     int rc = run_bin(&o, "train --dataset-path x --num-workers 100000");
     CHECKF(rc == 2 && strstr(o, "--num-workers 100000"), "exit %d: %s", rc, o);
@@ -289,18 +186,22 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
     fclose(a.fp);   // as if killed: the temporary file stays
     CHECK(io_path_exists(a.tmp));
     CHECK(io_atomic_cleanup_dir(t) == 1 && !io_path_exists(a.tmp) && io_path_exists(victim) && io_path_exists(path));
-    // In a shared directory only the holder of its lock removes them: while one claim holds
-    // it, another finds it taken and leaves the leftover (that writer may be mid-write).
+    // In a shared directory only a holder of its lock alone removes them: while one shared
+    // holder (a predict) writes there, another joins it and leaves the leftover (that writer
+    // may be mid-write); a write in progress is never removed.
     REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);
-    int fd1, fd2;
-    CHECK(io_atomic_claim_dir(t, &fd1) == 1 && fd1 >= 0 && !io_path_exists(a.tmp));
+    IoDirLock l1, l2;
+    CHECK(io_dir_lock(t, 0, &l1) == CX_OK && l1.removed == 1 && !io_path_exists(a.tmp));
     REQUIRE_OK(io_atomic_begin(&a, link));
     fclose(a.fp);
-    CHECK(io_atomic_claim_dir(t, &fd2) == -1 && fd2 == -1 && io_path_exists(a.tmp));
-    close(fd1);
-    CHECK(io_atomic_claim_dir(t, &fd2) == 1 && fd2 >= 0 && !io_path_exists(a.tmp));
-    close(fd2);
+    CHECK(io_dir_lock(t, 0, &l2) == CX_OK && l2.removed == 0 && io_path_exists(a.tmp));
+    io_dir_unlock(&l1);
+    io_dir_unlock(&l2);
+    REQUIRE_OK(io_atomic_begin(&b, link));
+    CHECK(io_dir_lock(t, 0, &l2) == CX_OK && l2.removed == 1 && !io_path_exists(a.tmp) && io_path_exists(b.tmp));
+    io_dir_unlock(&l2);
+    io_atomic_abort(&b);
 }
 
 // ---- rule 3: numbers are finite and in range ---------------------------------------------
@@ -308,7 +209,7 @@ TEST(hostile_atomic_write_temp_names_are_short_unpredictable_and_never_follow_sy
 // Every option of every command whose --help shows a numeric default refuses nan, inf and an
 // overflowing value before doing anything, naming the option.
 TEST(hostile_every_numeric_option_of_every_command_refuses_non_finite_values) {
-    const char *const *cmds = commands;
+    const char *const *cmds = hostile_commands;
     static const char *const bad[] = { "nan", "inf", "-inf", "1e400", NULL };
     char *o;
     int checked = 0;
@@ -587,15 +488,6 @@ TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_nev
 
 // ---- rule 1 (train): never overwrite another run; rule 6: resume writes beside its checkpoint
 
-static uint64_t file_hash(const char *path) {
-    unsigned char *b;
-    size_t n;
-    if (io_read_file(path, &b, &n)) return 0;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    free(b);
-    return h ^ n;
-}
 
 TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
     const char *ds = tiny_set("own_set");
@@ -638,7 +530,7 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     // recorded in the checkpoint's options (run_a, now gone).
     char b[700], lb[800];
     snprintf(b, sizeof b, "%s/moved", t);
-    char cmd[6000];
+    char cmd[9000];
     snprintf(cmd, sizeof cmd, "mv %s %s", a, b);
     REQUIRE(system(cmd) == 0);
     snprintf(lb, sizeof lb, "%s/last.safetensors", b);
@@ -654,23 +546,32 @@ TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_che
     RunLog r2;
     read_run(b, &r2);
     CHECKF(r2.steps * 2 == r.steps && !r2.dup, "after --overwrite: %d steps logged (the first run had %d)", r2.steps, r.steps);
-    // A second train into the same directory while one runs: refused by the lock.
+    // A second train into the same directory while one runs: refused by the lock; so is a
+    // predict into it (issue 33, finding 3: it removed the trainer's temporary file).
     char c[700];
     snprintf(c, sizeof c, "%s/run_c", t);
     snprintf(cmd, sizeof cmd, "%s train --dataset-path %s --checkpoint-dir %s %s --epochs 50 > /dev/null 2>&1 & pid=$!; "
-             "for i in $(seq 300); do test -s %s/.camoxpert.lock && break; sleep 0.05; done; "
-             "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; exit $rc",
-             test_bin_path(), ds, c, base, c, test_bin_path(), ds, c, opts, t);
+             "for i in $(seq 300); do test -s %s/train_log.jsonl && break; sleep 0.05; done; "
+             "%s train --dataset-path %s --checkpoint-dir %s %s > %s/second.out 2>&1; rc=$?; "
+             "%s predict --weights %s/last.safetensors --input %s/Test/Image --out %s --threads 1 > %s/predict.out 2>&1; "
+             "rp=$?; kill -9 $pid; { wait $pid; } 2>/dev/null; test $rp = 2 || exit 99; exit $rc",
+             test_bin_path(), ds, c, base, c, test_bin_path(), ds, c, opts, t, test_bin_path(), b, ds, c, t);
     int st = system(cmd);
     rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     char so[800];
     snprintf(so, sizeof so, "%s/second.out", t);
-    unsigned char *out = NULL;
+    unsigned char *out = NULL, *pout = NULL;
     size_t n;
     io_read_file(so, &out, &n);
-    CHECKF(rc != 0 && out && strstr((char *)out, "in use by another camoxpert train"), "exit %d: %s", rc,
+    snprintf(so, sizeof so, "%s/predict.out", t);
+    io_read_file(so, &pout, &n);
+    CHECKF(rc != 0 && rc != 99 && out && strstr((char *)out, "in use by camoxpert train (pid"), "exit %d: %s", rc,
            out ? (char *)out : "");
+    CHECKF(rc != 99 && pout && (strstr((char *)pout, "in use by camoxpert train (pid") || strstr((char *)pout, "holds a training run")),
+           "predict into a running run: %s",
+           pout ? (char *)pout : "");
     free(out);
+    free(pout);
 }
 
 TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {
@@ -697,29 +598,6 @@ TEST(hostile_best_checkpoint_is_never_replaced_by_a_lower_score) {
 }
 
 // ---- rule 1: never overwrite what camoxpert did not write ---------------------------------
-
-// FNV hash of every regular file in dir (names and contents), to show a folder unchanged.
-static uint64_t dir_hash(const char *dir) {
-    char cmd[4000], p[800];
-    snprintf(p, sizeof p, "%s/.dirhash", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "cd %s && find . -type f | LC_ALL=C sort | xargs cat | cksum > %s; find . -type f | "
-             "LC_ALL=C sort >> %s", dir, p, p);
-    if (system(cmd) != 0) return 0;
-    return file_hash(p);
-}
-
-static int count_files(const char *dir) {
-    char cmd[4000], p[800];
-    snprintf(p, sizeof p, "%s/.count", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "find %s -type f 2>/dev/null | wc -l > %s", dir, p);
-    if (system(cmd) != 0) return -1;
-    unsigned char *b;
-    size_t n;
-    if (io_read_file(p, &b, &n)) return -1;
-    int c = atoi((char *)b);
-    free(b);
-    return c;
-}
 
 TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
     const char *ck = tiny_checkpoint();
@@ -1130,7 +1008,7 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     snprintf(pred, sizeof pred, "%s/odd_pred", t);
     REQUIRE_OK(io_make_dirs(gt));
     REQUIRE_OK(io_make_dirs(pred));
-    static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", NULL };
+    static const char *const names[] = { "a,b.png", "say \"hi\".png", "caf\xe9.png", "plain.png", "=cmd|calc.png", NULL };
     Image8 m;
     image_alloc(&m, 8, 8, 1);
     for (int i = 0; i < 64; i++) m.px[i] = i % 3 ? 0 : 255;
@@ -1166,7 +1044,9 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
             fields = 1;
         }
     }
-    CHECKF(rows == 5 && !bad, "CSV: %d records (5 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
+    CHECKF(rows == 6 && !bad, "CSV: %d records (6 expected), field counts differ: %d\n%s", rows, bad, (char *)b);
+    // A name a spreadsheet would run as a formula is quoted as text (issue 33).
+    CHECKF(strstr((char *)b, "\"'=cmd|calc.png\""), "the formula name is not quoted:\n%s", (char *)b);
     free(b);
     snprintf(p, sizeof p, "%s/odd.json", t);
     REQUIRE_OK(io_read_file(p, &b, &n));
@@ -1174,7 +1054,7 @@ TEST(hostile_eval_reports_survive_odd_file_names) {
     CHECKF(!strcmp(safe, (char *)b), "the JSON is not valid UTF-8");
     free(safe);
     cJSON *j = cJSON_Parse((char *)b);
-    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_image")) == 4);
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_image")) == 5);
     cJSON_Delete(j);
     free(b);
 }
@@ -1217,4 +1097,60 @@ TEST(hostile_out_of_memory_message_names_the_commands_own_options) {
            strstr((char *)b, "--img-size") && !strstr((char *)b, "--batch-size"), "exit %d: %s", WEXITSTATUS(st),
            b ? (char *)b : "");
     free(b);
+}
+
+// The fixture of tests/fixtures with one __metadata__ value replaced and, when `poison`,
+// every stored output set to 12345: TMP/fixture_meta.safetensors.
+static const char *fixture_meta(const char *key, const char *value, int poison) {
+    static char out[800];
+    unsigned char *buf;
+    size_t n;
+    if (io_read_file("tests/fixtures/edgenext_base_1x65x47.safetensors", &buf, &n)) return NULL;
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | buf[i];
+    cJSON *h = cJSON_ParseWithLength((char *)buf + 8, hl);
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(h, "__metadata__");
+    cJSON_ReplaceItemInObjectCaseSensitive(m, key, cJSON_CreateString(value));
+    unsigned char *data = buf + 8 + hl;
+    for (cJSON *e = h->child; poison && e; e = e->next) {
+        if (strncmp(e->string, "output/", 7)) continue;
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        size_t a = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, b = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        for (size_t k = a; k + 4 <= b; k += 4) { float v = 12345; memcpy(data + k, &v, 4); }
+    }
+    char *js = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    size_t L = strlen(js), P = (L + 7) / 8 * 8;
+    snprintf(out, sizeof out, "%s/fixture_meta.safetensors", test_tmpdir());
+    FILE *fp = fopen(out, "wb");
+    for (int i = 0; fp && i < 8; i++) fputc((int)((uint64_t)P >> (8 * i)), fp);
+    if (fp) {
+        fwrite(js, 1, L, fp);
+        for (size_t i = L; i < P; i++) fputc(' ', fp);
+        fwrite(data, 1, n - 8 - hl, fp);
+        fclose(fp);
+    }
+    free(js);
+    free(buf);
+    return fp ? out : NULL;
+}
+
+// Tolerances are finite and sane, and verify prints the ones it used (issue 33, finding 8:
+// `inf` or 1e308 passed a fixture whose every expected value was 12345).
+TEST(hostile_verify_tolerances_are_finite_sane_and_printed) {
+    static const char *const bad[][2] = { { "rtol_fwd_f32", "inf" }, { "rtol_fwd_f32", "1e308" },
+                                          { "rtol_fwd_f64", "nan" }, { "rtol_grad_f64", "-1e-6" },
+                                          { "rtol_fwd_f32", "0.5" }, { "grad_floor", "1e300" } };
+    char *o;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *fx = fixture_meta(bad[i][0], bad[i][1], 1);
+        REQUIRE(fx);
+        int rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+        CHECKF(rc == 2 && strstr(o, bad[i][0]) && strstr(o, "not a tolerance"), "%s = %s: exit %d: %s", bad[i][0],
+               bad[i][1], rc, o);
+    }
+    const char *fx = fixture_meta("rtol_fwd_f32", "1e-4", 0);
+    REQUIRE(fx);
+    int rc = run_bin(&o, "verify %s --quiet --threads 1", fx);
+    CHECKF(rc == 0 && strstr(o, "tolerances (the fixture's): forward float32 0.0001"), "exit %d: %s", rc, o);
 }

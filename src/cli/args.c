@@ -152,6 +152,9 @@ int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n, const
         }
     }
     if (n_pos) *n_pos = np;
+    // One thread-count rule for every command: its --threads is checked and applied here.
+    const CliOpt *t = cli_find(opts, n, "threads");
+    if (t && t->kind == OPT_INT && cli_threads(cmd, *(int *)t->dst)) return 2;
     return 0;
 }
 

@@ -37,7 +37,9 @@ typedef struct {
 // Parses argv[1..] (argv[0] is the command name). Positional arguments are
 // stored into pos[0..max_pos-1] (or rejected when max_pos is 0); *n_pos gets
 // their count when pos is non-NULL. Returns 0, CLI_HELP, or 2 after printing an
-// error that names the option and suggests the closest known one.
+// error that names the option and suggests the closest known one. A command's
+// --threads option (OPT_INT named "threads") is checked and applied here, by
+// cli_threads: one rule for every command.
 int cli_parse(int argc, char **argv, const char *cmd, CliOpt *opts, int n_opts,
               const char **pos, int max_pos, int *n_pos, const char *synopsis);
 void cli_print_help(FILE *fp, const char *cmd, const char *synopsis, const CliOpt *opts, int n_opts);

@@ -25,7 +25,7 @@
 // rank's images and the JSON gains world_size.
 #include "cli.h"
 #include "infer/infer.h"
-#include "data/owner.h"
+#include "core/outpath.h"
 #include "nn/camoxpert.h"
 #include "train/step.h"
 #include "train/comm.h"
@@ -372,6 +372,12 @@ int cmd_bench(int argc, char **argv) {
                            "[--backbone NAME] [--batch-size N] [--img-size S] [--num-experts E] [--top-k K] [--steps N] "
                            "[--mode dense|sparse|both] [--json FILE]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
+    if (!strcmp(mode, "dense") && (cli_seen(opts, CLI_N(opts), "routing") || cli_seen(opts, CLI_N(opts), "route-grid") ||
+                                   cli_seen(opts, CLI_N(opts), "num-experts") || cli_seen(opts, CLI_N(opts), "top-k"))) {
+        fprintf(stderr, "error: camoxpert bench: --mode dense has no experts to route: --routing, --route-grid, "
+                "--num-experts and --top-k are for --mode sparse or both\n");
+        return 2;
+    }
     if (shapes) profile = 2;   // --profile, by convolution shape
     cx_oom_hint("reduce --batch-size or --img-size");
     DistEnv de;
@@ -408,7 +414,6 @@ int cmd_bench(int argc, char **argv) {
     }
     if (de.rank != 0 && !freopen("/dev/null", "w", stdout)) return 1;   // rank 0 prints; the others report errors
     bench_routing = routing, bench_grid = grid;
-    if (cli_threads("bench", threads)) return 2;
     CamoXpertConfig probe;
     if (camoxpert_config(&probe, backbone, !strcmp(mode, "dense") ? 0 : 1, E, k) ||
         camoxpert_config_routing(&probe, probe.sparse ? routing : "global", grid)) {
@@ -424,7 +429,7 @@ int cmd_bench(int argc, char **argv) {
                 B, steps);
         return 2;
     }
-    if (json && owner_check_replace(json, OWNER_BENCH, overwrite, "--json")) {
+    if (json && outpath_check(json, OWNER_BENCH, overwrite, "--json")) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }

@@ -12,7 +12,7 @@
 #include "cli.h"
 #include "eval_run.h"
 #include "core/text.h"
-#include "data/owner.h"
+#include "core/outpath.h"
 #include "eval/table.h"
 #include "report/report.h"
 #include <dirent.h>
@@ -193,7 +193,7 @@ static cx_status write_json(const char *path, cJSON *doc) {
     return st;
 }
 
-// The per-image CSV's header, which is also its mark (data/owner.h): a rerun may replace the file.
+// The per-image CSV's header, which is also its mark (core/outpath.h): a rerun may replace the file.
 static void csv_header(char *buf, size_t n) {
     int len = snprintf(buf, n, "dataset,method,name,category,subcategory");
     for (int k = 0; k < EVAL_N_MAIN + EVAL_N_EXTRA && len < (int)n; k++)
@@ -306,7 +306,6 @@ int cmd_eval(int argc, char **argv) {
                            "[--format md] [--json FILE] [--plot FILE.html]";
     int pst = cli_parse(argc, argv, "eval", opts, CLI_N(opts), NULL, 0, NULL, synopsis);
     if (pst) return pst == CLI_HELP ? 0 : 2;
-    if (cli_threads("eval", threads)) return 2;
     const char *usage = NULL;
     if (!!gt_dir == !!data_root) usage = "give --gt DIR (one folder of masks) or --data-root DIR (the test sets), not both";
     else if (gt_dir && (pred_root || methods_root)) usage = "--pred-root and --methods-root go with --data-root; with --gt use --pred";
@@ -322,9 +321,9 @@ int cmd_eval(int argc, char **argv) {
     // Files replace only what camoxpert eval wrote (checked before the work).
     char csv_mark[512];
     csv_header(csv_mark, sizeof csv_mark);
-    if ((json_path && owner_check_replace(json_path, OWNER_EVAL, overwrite, "--json")) ||
-        (csv_path && owner_check_replace(csv_path, csv_mark, overwrite, "--per-image")) ||
-        (plot_path && owner_check_replace(plot_path, OWNER_EVAL, overwrite, "--plot"))) {
+    if ((json_path && outpath_check(json_path, OWNER_EVAL, overwrite, "--json")) ||
+        (csv_path && outpath_check(csv_path, csv_mark, overwrite, "--per-image")) ||
+        (plot_path && outpath_check(plot_path, OWNER_EVAL, overwrite, "--plot"))) {
         fprintf(stderr, "error: camoxpert eval: %s\n", cx_errmsg());
         return 2;
     }

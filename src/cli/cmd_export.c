@@ -13,16 +13,16 @@
 
 // The model of a checkpoint on the host in float32 evaluation mode (infer/open.h); with
 // --backbone, the config given on the command line (a reference PyTorch file has none).
-static cx_status open_model(Model *mo, const char *weights, const char *backbone, int sparse, int E, int k) {
+static cx_status open_model(Model *mo, const char *weights, const char *backbone, int sparse, int E, int k, unsigned given) {
     CamoXpertConfig mc;
     if (backbone) CX_TRY(camoxpert_config(&mc, backbone, sparse, E, k));
-    return model_open(mo, &(ModelSpec){ .weights = weights, .config = backbone ? &mc : NULL, .device = "cpu",
+    return model_open(mo, &(ModelSpec){ .weights = weights, .config = backbone ? &mc : NULL, .config_given = given, .device = "cpu",
                                          .precision = "fp32" });
 }
 
 int cmd_export(int argc, char **argv) {
     const char *weights = NULL, *onnx = NULL, *outputs = "logits", *backbone = NULL;
-    int half = 0, sparse = 0, E = 6, k = 2;
+    int half = 0, sparse = 0, E = 6, k = 2, overwrite = 0;
     CliOpt opts[] = {
         { "weights", OPT_STR, &weights, "checkpoint (safetensors; its metadata names the model)", "CKPT", NULL, 0 },
         { "onnx", OPT_STR, &onnx, "the ONNX file to write (opset 17; batch, height and width dynamic)", "OUT.onnx", NULL, 0 },
@@ -31,15 +31,21 @@ int cmd_export(int argc, char **argv) {
           "(sparse: experts, weights and router probabilities per scale), or all (default logits)", "LIST", NULL, 0 },
         { "half", OPT_FLAG, &half, "float16 weights and arithmetic (float32 inputs and outputs; routing in float32): for "
           "GPUs", NULL, NULL, 0 },
-        { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
+        { "backbone", OPT_STR, &backbone, "for a checkpoint without a model config (a reference one, converted with tools/pth_to_safetensors.py): "
+          "the EdgeNeXt variant; a checkpoint that names its model is used as it names it", "NAME", NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+        { "overwrite", OPT_FLAG, &overwrite, "replace an --onnx file that camoxpert export did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "export", opts, CLI_N(opts), NULL, 0, NULL, "--weights CKPT --onnx OUT.onnx [--half] [--outputs LIST]");
     if (st) return st == CLI_HELP ? 0 : 2;
     if (!weights || !onnx) {
         fprintf(stderr, "error: camoxpert export needs --weights CKPT and --onnx OUT.onnx\n");
+        return 2;
+    }
+    if (outpath_check(onnx, OWNER_EXPORT, overwrite, "--onnx")) {
+        fprintf(stderr, "error: camoxpert export: %s\n", cx_errmsg());
         return 2;
     }
     OnnxExportOpts o = { .half = half };
@@ -48,7 +54,10 @@ int cmd_export(int argc, char **argv) {
         return 2;
     }
     Model mo;
-    cx_status cs = open_model(&mo, weights, backbone, sparse, E, k);
+    unsigned given = (backbone ? MODEL_GIVEN_BACKBONE : 0) | (cli_seen(opts, CLI_N(opts), "use-sparse-moe") ? MODEL_GIVEN_SPARSE : 0) |
+                     (cli_seen(opts, CLI_N(opts), "num-experts") ? MODEL_GIVEN_EXPERTS : 0) |
+                     (cli_seen(opts, CLI_N(opts), "top-k") ? MODEL_GIVEN_TOPK : 0);
+    cx_status cs = open_model(&mo, weights, backbone, sparse, E, k, given);
     CamoXpert *m = cs ? NULL : mo.net;
     char *config = NULL;
     if (!cs) cs = st_read_meta(weights, "camoxpert_config", &config);

@@ -24,7 +24,8 @@ int cmd_predict(int argc, char **argv) {
         { "workers", OPT_INT, &workers, "threads that decode photos and write masks beside the network (0: 1 on the "
           "CPU, all cores on a GPU)", "N", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
-        { "backbone", OPT_STR, &backbone, "for checkpoints without a model config (reference PyTorch files): the EdgeNeXt variant", "NAME", NULL, 0 },
+        { "backbone", OPT_STR, &backbone, "for a checkpoint without a model config (a reference one, converted with tools/pth_to_safetensors.py): "
+          "the EdgeNeXt variant; a checkpoint that names its model is used as it names it", "NAME", NULL, 0 },
         { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
@@ -37,7 +38,6 @@ int cmd_predict(int argc, char **argv) {
                            "--weights CKPT --input IMAGE|DIR --out DIR [--overlay] [--routing] [--img-size S]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --img-size");
-    if (cli_threads("predict", threads)) return 2;
     if (!weights || !input || !out) {
         fprintf(stderr, "error: camoxpert predict needs --weights CKPT, --input IMAGE|DIR and --out DIR\n");
         return 2;
@@ -56,7 +56,10 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
         return 2;
     }
-    PipelineOptions po = { .weights = weights, .config = backbone ? &mc : NULL, .input = input, .out = out,
+    unsigned given = (backbone ? MODEL_GIVEN_BACKBONE : 0) | (cli_seen(opts, CLI_N(opts), "use-sparse-moe") ? MODEL_GIVEN_SPARSE : 0) |
+                     (cli_seen(opts, CLI_N(opts), "num-experts") ? MODEL_GIVEN_EXPERTS : 0) |
+                     (cli_seen(opts, CLI_N(opts), "top-k") ? MODEL_GIVEN_TOPK : 0);
+    PipelineOptions po = { .weights = weights, .config = backbone ? &mc : NULL, .config_given = given, .input = input, .out = out,
                            .img_size = img_size, .batch = batch, .workers = workers, .overlay = overlay,
                            .routing = routing, .overwrite = overwrite, .device = device, .precision = precision,
                            .log = stdout };

@@ -25,6 +25,7 @@ int cmd_report(int argc, char **argv) {
         { "max-points", OPT_INT, &ro.max_points, "step curves keep at most N points per run (means of consecutive "
           "steps beyond that)", "N", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads for the predictions (0: all cores)", "N", NULL, 0 },
+        { "overwrite", OPT_FLAG, &ro.overwrite, "replace an --out file that camoxpert report did not write", NULL, NULL, 0 },
     };
     const char *runs[16];
     int n_runs = 0;
@@ -32,7 +33,7 @@ int cmd_report(int argc, char **argv) {
                            "RUN_DIR [RUN_DIR2 ...] [--out FILE] [--images DIR] [--gt DIR] [--pred DIR] [--max-images N]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     if (n_runs < 1) {
-        fprintf(stderr, "error: camoxpert report needs a run directory (a training run's --checkpoint-dir, which "
+        fprintf(stderr, "error: camoxpert report needs a run directory (a training run's camoxpert train --checkpoint-dir, which "
                 "holds train_log.jsonl); several overlay their curves\n");
         return 2;
     }
@@ -52,13 +53,12 @@ int cmd_report(int argc, char **argv) {
             fprintf(stderr, "error: camoxpert report: --%s %s: no such directory\n", dirs[i][0], dirs[i][1]);
             return 2;
         }
-    if (threads > 0) cx_threads_set(threads);
     Report *r;
     cx_status cs = report_open(&r, runs, n_runs, &ro);
     if (!cs) cs = report_write(r, stdout);
     report_close(r);
     if (cs) {
-        fprintf(stderr, "error: %s\n", cx_errmsg());
+        fprintf(stderr, "error: camoxpert report: %s\n", cx_errmsg());
         return cs == CX_ENOTFOUND || cs == CX_EARG ? 2 : 1;
     }
     return 0;

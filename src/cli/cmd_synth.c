@@ -31,7 +31,6 @@ int cmd_synth(int argc, char **argv) {
     int parsed = cli_parse(argc, argv, "synth", opts, CLI_N(opts), NULL, 0, NULL,
                            "--out DIR [--train N] [--test M] [--size S] [--seed K] [--difficulty D] [--baseline DIR]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
-    if (cli_threads("synth", threads)) return 2;
     if (!out) { fprintf(stderr, "error: synth needs --out DIR\n"); return 2; }
     if (quality < 1 || quality > 100 || n_train < 0 || n_train > 10000000 || n_test < 0 || n_test > 10000000) {
         fprintf(stderr, "error: camoxpert synth: --jpeg-quality %d (1..100), --train %d and --test %d (0..10000000) must be "
@@ -45,12 +44,15 @@ int cmd_synth(int argc, char **argv) {
     c.cross_family = cross;
     c.empty_fraction = empty;
     SynthStats s;
-    if (synth_prepare_out(out, baseline, overwrite)) {
+    SynthOut so;
+    if (synth_prepare_out(out, baseline, overwrite, &c, n_train, n_test, &so)) {
         fprintf(stderr, "error: camoxpert synth: %s\n", cx_errmsg());
         return 2;
     }
-    if (synth_write_dataset(out, &c, n_train, n_test, quality, baseline, &s)) {
-        fprintf(stderr, "error: %s\n", cx_errmsg());
+    cx_status cs = synth_write_dataset(out, &c, n_train, n_test, quality, baseline, &s);
+    synth_release_out(&so);
+    if (cs) {
+        fprintf(stderr, "error: camoxpert synth: %s\n", cx_errmsg());
         return 1;
     }
     printf("wrote %d train + %d test images (%dx%d, difficulty %g, seed %lld) to %s in %.2f s (%.0f images/s)\n",

@@ -18,6 +18,7 @@
 #include "train/rundir.h"
 #include "train/trainer.h"
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,14 @@ static char *options_json(const CliOpt *opts, int n) {
         case OPT_INT64: snprintf(v, sizeof v, "%lld", (long long)*(int64_t *)o->dst); break;
         case OPT_FLOAT: snprintf(v, sizeof v, "%.9g", (double)*(float *)o->dst); break;
         case OPT_DOUBLE: snprintf(v, sizeof v, "%.17g", *(double *)o->dst); break;
-        case OPT_STR: cJSON_AddStringToObject(j, o->name, *(const char **)o->dst); continue;
+        case OPT_STR: {
+            // Paths are kept absolute, so a resume from another directory finds them.
+            char abs[PATH_MAX];
+            const char *s = *(const char **)o->dst;
+            int path = !strcmp(o->name, "dataset-path") || !strcmp(o->name, "backbone-weights");
+            cJSON_AddStringToObject(j, o->name, path && realpath(s, abs) ? abs : s);
+            continue;
+        }
         case OPT_STRS: continue;   // train has no repeatable option
         }
         cJSON_AddStringToObject(j, o->name, v);
@@ -269,8 +277,9 @@ int cmd_train(int argc, char **argv) {
         const char *omp = getenv("OMP_NUM_THREADS");
         int t = omp && atoi(omp) > 0 ? atoi(omp) : cx_threads_default() / de.local_world;
         threads = t < 1 ? 1 : t > cx_threads_max() ? cx_threads_max() : t;
+        cx_threads_set(threads);
     }
-    if ((rc = cli_threads("train", threads)) || (rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
+    if ((rc = cli_workers("train", "num-workers", c.num_workers))) return rc;
     char **keep = NULL;
     int n_keep = 0;
     if (c.resume_from && io_path_exists(c.resume_from) && (rc = restore_options(c.resume_from, opts, n, &keep, &n_keep,
@@ -329,7 +338,19 @@ int cmd_train(int argc, char **argv) {
     }
     c.progress = progress;
     if (train_config_check(&c)) {
-        fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+        fprintf(stderr, "error: camoxpert train: %s", cx_errmsg());
+        // A value the resume took from the checkpoint is said to be the checkpoint's, not the user's.
+        for (int i = 1; i < n_keep; i++) {
+            const char *eq = strchr(keep[i], '=');
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - keep[i]) : 0, keep[i]);
+            const char *m = strstr(cx_errmsg(), name);
+            size_t L = strlen(name);
+            if (eq && m && !((m[L] >= 'a' && m[L] <= 'z') || m[L] == '-'))
+                fprintf(stderr, " (%s is %s's, from its training options; give %s to change it)", name, c.resume_from,
+                        name);
+        }
+        fputc('\n', stderr);
         rc = 2;
         goto out;
     }
@@ -345,7 +366,15 @@ int cmd_train(int argc, char **argv) {
         ReportOptions ro = report_options_default();
         ro.max_images = 12;
         ro.live = 1;
-        report_open(&rep, &c.checkpoint_dir, 1, &ro);
+        ro.overwrite = c.overwrite;
+        ro.opt = "--report";
+        if (report_open(&rep, &c.checkpoint_dir, 1, &ro)) {
+            fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+            free(oj);
+            free(cl);
+            rc = 2;
+            goto out;
+        }
         c.epoch_done = refresh_report;
         c.epoch_done_arg = rep;
         printf("report: %s, written after every epoch\n", report_path(rep));

@@ -22,7 +22,6 @@ int cmd_verify(int argc, char **argv) {
     int npos = 0;
     int parsed = cli_parse(argc, argv, "verify", opts, CLI_N(opts), pos, 1, &npos, "FIXTURE.safetensors");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
-    if (cli_threads("verify", threads)) return 2;
     if (npos != 1) {
         fprintf(stderr, "error: verify needs one fixture file (camoxpert verify FIXTURE.safetensors)\n");
         return 2;
@@ -47,8 +46,12 @@ int cmd_verify(int argc, char **argv) {
     VerifyRun v = { .quiet = quiet, .gpu = gpu >= 0 ? &rt : NULL };
     int rc = 2;
     const char *kind = st_meta(&f, "kind");
-    if (verify_read_tolerances(&v, &f)) {
-        fprintf(stderr, "error: %s\n", cx_errmsg());
+    int tol_ok = verify_read_tolerances(&v, &f) == CX_OK;
+    if (tol_ok)
+        printf("tolerances (the fixture's): forward float32 %g, forward float64 %g, gradients float64 %g (floor %g of "
+               "the largest gradient)\n", v.rtol_fwd_f32, v.rtol_fwd_f64, v.rtol_grad_f64, v.grad_floor);
+    if (!tol_ok) {
+        fprintf(stderr, "error: camoxpert verify: %s\n", cx_errmsg());
     } else if (!kind) {
         fprintf(stderr, "error: %s: __metadata__ has no 'kind' (known kinds: edgenext, camoxpert)\n", f.path);
     } else if (!strcmp(kind, "edgenext")) {

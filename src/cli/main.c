@@ -1,5 +1,6 @@
 // main.c — the camoxpert program: dispatches to a subcommand.
 #include "cli.h"
+#include "core/sysmem.h"
 #include "ops/ops.h"
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,12 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) {
+            int help = 0;
+            for (int a = 2; a < argc; a++) help |= !strcmp(argv[a], "--help") || !strcmp(argv[a], "-h");
+            if (!help && cx_mem_limit_check()) {   // the environment every command reads
+                fprintf(stderr, "error: camoxpert %s: %s\n", argv[1], cx_errmsg());
+                return 2;
+            }
             omp_wait_policy_default(argv);   // a command that computes: ~70 ms to start again
             return commands[i].fn(argc - 1, argv + 1);
         }

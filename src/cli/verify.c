@@ -14,11 +14,22 @@ static cx_status meta_double(const StFile *f, const char *key, double *out) {
     return CX_OK;
 }
 
+// A tolerance from the file within [lo, hi]: a parity claim made with `inf`, `1e308` or
+// a negative one would pass anything, or nothing.
+static cx_status meta_tolerance(const StFile *f, const char *key, double lo, double hi, double *out) {
+    CX_TRY(meta_double(f, key, out));
+    if (!isfinite(*out) || *out < lo || *out > hi)
+        return CX_FAIL(CX_EFORMAT, "%s: __metadata__ '%s' = '%s' is not a tolerance verify accepts: it must be a finite "
+                       "number from %g to %g (a larger one would pass outputs that are wrong)", f->path, key,
+                       st_meta(f, key), lo, hi);
+    return CX_OK;
+}
+
 cx_status verify_read_tolerances(VerifyRun *v, const StFile *f) {
-    CX_TRY(meta_double(f, "rtol_fwd_f32", &v->rtol_fwd_f32));
-    CX_TRY(meta_double(f, "rtol_fwd_f64", &v->rtol_fwd_f64));
-    CX_TRY(meta_double(f, "rtol_grad_f64", &v->rtol_grad_f64));
-    return meta_double(f, "grad_floor", &v->grad_floor);
+    CX_TRY(meta_tolerance(f, "rtol_fwd_f32", VERIFY_RTOL_MIN, VERIFY_RTOL_MAX, &v->rtol_fwd_f32));
+    CX_TRY(meta_tolerance(f, "rtol_fwd_f64", VERIFY_RTOL_MIN, VERIFY_RTOL_MAX, &v->rtol_fwd_f64));
+    CX_TRY(meta_tolerance(f, "rtol_grad_f64", VERIFY_RTOL_MIN, VERIFY_RTOL_MAX, &v->rtol_grad_f64));
+    return meta_tolerance(f, "grad_floor", 0, 1, &v->grad_floor);
 }
 
 int verify_check(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref, double floor, double tol) {

@@ -48,7 +48,11 @@ typedef struct {
 } VerifyRun;
 
 // The tolerances a fixture's __metadata__ gives (rtol_fwd_f32, rtol_fwd_f64,
-// rtol_grad_f64, grad_floor), into v; a missing or malformed one names the key.
+// rtol_grad_f64, grad_floor), into v; a missing or malformed one names the key. Each
+// relative tolerance is finite and from VERIFY_RTOL_MIN to VERIFY_RTOL_MAX, the floor
+// from 0 to 1: `inf` or `1e308` would make any output pass.
+#define VERIFY_RTOL_MIN 1e-12
+#define VERIFY_RTOL_MAX 1e-2
 cx_status verify_read_tolerances(VerifyRun *v, const StFile *f);
 
 // err = max|ours − ref| / max(max|ref|, floor) (core/finite.h tensor_rel_err);

@@ -5,6 +5,7 @@
 #include "error.h"
 #include "io.h"
 #include "log.h"
+#include "outpath.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "tensor.h"

@@ -1,29 +1,36 @@
 // error.c — thread-local error messages (see error.h).
 #include "error.h"
+#include "text.h"
 #include <stdarg.h>
 #include <string.h>
 
 static _Thread_local char cx_msg[4096];
 
 cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...) {
-    char buf[3072];
+    char raw[3072], buf[3072];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    // The source location is for bug reports; the message itself must be
-    // readable without it.
+    text_oneline(raw, buf, sizeof buf);   // a message is one line, whatever the file names in it
+    // The source location is for bug reports: it ends a message only for an internal
+    // error (a bug in camoxpert), or when CAMOXPERT_DEBUG is set; a user's message names the
+    // file, the value and the fix, and nothing of camoxpert's sources.
     const char *base = strrchr(file, '/');
-    snprintf(cx_msg, sizeof cx_msg, "%s [%s:%d]", buf, base ? base + 1 : file, line);
+    if (st == CX_EINTERNAL || getenv("CAMOXPERT_DEBUG"))
+        snprintf(cx_msg, sizeof cx_msg, "%s [%s:%d]", buf, base ? base + 1 : file, line);
+    else
+        snprintf(cx_msg, sizeof cx_msg, "%s", buf);
     return st;
 }
 
 void cx_error_context(const char *fmt, ...) {
-    char pre[1024], old[sizeof cx_msg];
+    char raw[1024], pre[1024], old[sizeof cx_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(pre, sizeof pre, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    text_oneline(raw, pre, sizeof pre);
     memcpy(old, cx_msg, sizeof old);
     snprintf(cx_msg, sizeof cx_msg, "%.1000s: %.3000s", pre, old);
 }

@@ -23,7 +23,9 @@ typedef enum {
     CX_ENUMERIC,   // a non-finite loss or gradient
 } cx_status;
 
-// Records a message and returns st, so `return CX_FAIL(CX_EIO, "...")` reads well.
+// Records a message and returns st, so `return CX_FAIL(CX_EIO, "...")` reads well. The
+// source location ("[io.c:35]") is appended only to CX_EINTERNAL (a bug), or to every
+// message when the environment sets CAMOXPERT_DEBUG.
 cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 #define CX_FAIL(st, ...) cx_fail((st), __FILE__, __LINE__, __VA_ARGS__)

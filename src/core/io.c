@@ -10,6 +10,8 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,7 +55,10 @@ cx_status io_open_regular(const char *path, FILE **fp) {
 
 cx_status io_open_append(const char *path, FILE **fp) {
     *fp = NULL;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0666);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0666);
+    if (fd < 0 && errno == ELOOP)
+        return CX_FAIL(CX_EIO, "%s is a symbolic link; camoxpert never appends through one (it would write into the "
+                       "link's target): put the file itself there, or remove the link", path);
     if (fd < 0) return CX_FAIL(CX_EIO, "cannot open %s for appending: %s", path, strerror(errno));
     struct stat sb = { 0 };
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -104,9 +109,21 @@ cx_status io_atomic_begin(AtomicFile *af, const char *path) {
         snprintf(af->tmp, sizeof af->tmp, "%s/.camoxpert-%s.tmp", d, r);
         int fd = open(af->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
         if (fd < 0 && errno == EEXIST) continue;
-        if (fd < 0)
-            return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: %s (does the directory exist and "
-                           "is it writable?)", d, path, strerror(errno));
+        if (fd < 0) {
+            int err = errno;
+            return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: %s%s", d, path, io_errstr(err),
+                           err == ENOENT || err == EACCES ? " (does the directory exist and is it writable?)" : "");
+        }
+        // The temporary file is locked while it is written and until its rename: the owner
+        // of the directory cleaning up leftovers (io_dir_lock) passes over it. Taken by such
+        // a cleaner in the instant since its creation (or already removed by one): another name.
+        // (A file system without flock, ENOLCK: written unlocked, as before the lock rule.)
+        struct stat sb;
+        int taken = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+        if (taken || fstat(fd, &sb) != 0 || sb.st_nlink == 0) {
+            close(fd);
+            continue;
+        }
         af->fp = fdopen(fd, "wb");
         if (!af->fp) {
             close(fd);
@@ -118,27 +135,47 @@ cx_status io_atomic_begin(AtomicFile *af, const char *path) {
     return CX_FAIL(CX_EIO, "cannot create a temporary file in %s for %s: every name tried exists", d, path);
 }
 
-// Flushes (and with sync, fsyncs) and closes the temporary file; on an error removes it.
-static cx_status atomic_close(AtomicFile *af, int sync) {
+const char *io_errstr(int err) {
+    static _Thread_local char b[160];
+    if (err == ENOSPC) return "no space left on device (the disk is full)";
+    if (err == EDQUOT) return "disk quota exceeded";
+    if (err == EROFS) return "read-only file system";
+    if (err == EIO) return "input/output error (a failing disk?)";
+    snprintf(b, sizeof b, "%s", strerror(err));
+    return b;
+}
+
+// The errno of a failed write on fd when stdio lost it (ferror): a full file system is
+// ENOSPC, not the EIO that would say the disk is failing.
+static int lost_write_errno(int fd, int err) {
+    struct statvfs v;
+    if ((err == 0 || err == EIO) && fd >= 0 && fstatvfs(fd, &v) == 0 && v.f_bavail == 0) return ENOSPC;
+    return err ? err : EIO;
+}
+
+// Flushes (and with sync, fsyncs) the temporary file; with close, closes it too (which
+// drops its lock). On an error removes it and closes it.
+static cx_status atomic_flush(AtomicFile *af, int sync, int close_it) {
     int bad = ferror(af->fp);
-    int err = bad ? EIO : 0;
-    if (fflush(af->fp) != 0) { bad = 1; err = errno; }
+    int err = bad ? lost_write_errno(fileno(af->fp), af->err) : 0;
+    if (fflush(af->fp) != 0) { bad = 1; err = lost_write_errno(fileno(af->fp), errno); }
     if (sync && !bad && fsync(fileno(af->fp)) != 0) { bad = 1; err = errno; }
-    if (fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
-    af->fp = NULL;
+    if ((bad || close_it) && fclose(af->fp) != 0 && !bad) { bad = 1; err = errno; }
+    if (bad || close_it) af->fp = NULL;
     if (bad) {
         unlink(af->tmp);
-        return CX_FAIL(CX_EIO, "writing %s failed: %s (disk full?); the previous file is unchanged",
-                       af->path, strerror(err));
+        return CX_FAIL(CX_EIO, "writing %s failed: %s; the previous file is unchanged", af->path, io_errstr(err));
     }
     return CX_OK;
 }
 
 cx_status io_atomic_commit(AtomicFile *af) {
-    CX_TRY(atomic_close(af, 1));
+    CX_TRY(atomic_flush(af, 1, 0));
     io_crash_point("atomic: written, before the rename");
-    if (rename(af->tmp, af->path) != 0) {
-        int err = errno;
+    int rc = rename(af->tmp, af->path), err = errno;
+    fclose(af->fp);   // flushed and synced: the close only drops the lock, now that the name is the real one
+    af->fp = NULL;
+    if (rc != 0) {
         unlink(af->tmp);
         return CX_FAIL(CX_EIO, "cannot rename %s to %s: %s", af->tmp, af->path, strerror(err));
     }
@@ -151,7 +188,7 @@ cx_status io_atomic_commit(AtomicFile *af) {
     return CX_OK;
 }
 
-cx_status io_atomic_close_unsynced(AtomicFile *af) { return atomic_close(af, 0); }
+cx_status io_atomic_close_unsynced(AtomicFile *af) { return atomic_flush(af, 0, 1); }
 
 int io_atomic_commit_group(AtomicFile *afs, int n, int *failed) {
     if (n <= 0) return 0;
@@ -193,7 +230,7 @@ int io_atomic_commit_group(AtomicFile *afs, int n, int *failed) {
 }
 
 void io_atomic_abort(AtomicFile *af) {
-    if (af->fp) { fclose(af->fp); af->fp = NULL; unlink(af->tmp); }
+    if (af->fp) { unlink(af->tmp); fclose(af->fp); af->fp = NULL; }
 }
 
 int io_atomic_cleanup_dir(const char *dir) {
@@ -207,21 +244,98 @@ int io_atomic_cleanup_dir(const char *dir) {
         char p[4400];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat sb;
-        if (lstat(p, &sb) == 0 && !S_ISDIR(sb.st_mode) && unlink(p) == 0) n++;
+        if (lstat(p, &sb) != 0 || S_ISDIR(sb.st_mode)) continue;
+        // A file a live writer holds (its lock) is being written: left alone. A planted
+        // symlink or FIFO is opened without following or blocking, and removed.
+        int fd = S_ISREG(sb.st_mode) ? open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) : -1;
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {   // held (or no flock here: left alone too)
+            close(fd);
+            continue;
+        }
+        if (unlink(p) == 0) n++;
+        if (fd >= 0) close(fd);
     }
     closedir(d);
     return n;
 }
 
-int io_atomic_claim_dir(const char *dir, int *lock_fd) {
-    *lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (*lock_fd < 0) return 0;
-    if (flock(*lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        close(*lock_fd);
-        *lock_fd = -1;
-        return -1;
+// The process holding a flock on the file open at fd, from /proc/locks: its pid (0 when
+// none is found) and, in who, "camoxpert train" (the program and its command) or the program.
+static long lock_holder(int fd, char *who, size_t n) {
+    snprintf(who, n, "another process");
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) return 0;
+    FILE *f = fopen("/proc/locks", "r");
+    if (!f) return 0;
+    char line[256];
+    long pid = 0;
+    while (!pid && fgets(line, sizeof line, f)) {
+        char kind[16];
+        long p;
+        unsigned ma, mi;
+        unsigned long ino;
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:02:5678 0 EOF" (waiters carry "->" and are skipped)
+        if (strstr(line, "->")) continue;
+        if (sscanf(line, "%*d: %15s %*s %*s %ld %x:%x:%lu", kind, &p, &ma, &mi, &ino) == 5 && !strcmp(kind, "FLOCK") &&
+            ino == (unsigned long)sb.st_ino && ma == major(sb.st_dev) && mi == minor(sb.st_dev) && p != getpid())
+            pid = p;
     }
-    return io_atomic_cleanup_dir(dir);
+    fclose(f);
+    if (!pid) return 0;
+    char path[64], cl[512];
+    snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+    FILE *c = fopen(path, "r");
+    size_t k = c ? fread(cl, 1, sizeof cl - 1, c) : 0;
+    if (c) fclose(c);
+    cl[k] = 0;
+    if (k) {
+        const char *prog = strrchr(cl, '/') ? strrchr(cl, '/') + 1 : cl, *arg = cl + strlen(cl) + 1;
+        if (arg < cl + k && !strncmp(prog, "camoxpert", 9)) snprintf(who, n, "camoxpert %.40s", arg);
+        else snprintf(who, n, "%.60s", prog);
+    }
+    return pid;
+}
+
+cx_status io_dir_lock(const char *dir, int exclusive, IoDirLock *l) {
+    l->fd = -1, l->removed = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return CX_FAIL(CX_EIO, "cannot open the directory %s: %s", dir, strerror(errno));
+    // Leftovers are removed only by a process that holds the directory alone; a shared
+    // holder (predict) then keeps a shared lock, which other predicts can share.
+    int alone = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!alone && errno != EWOULDBLOCK) {   // a file system without flock (ENOLCK): no lock, and no cleanup
+        l->fd = fd;
+        return CX_OK;
+    }
+    if (alone) {
+        l->removed = io_atomic_cleanup_dir(dir);
+        // To shared (not atomic: an owner taking the directory in that instant wins, below).
+        if (exclusive || flock(fd, LOCK_SH | LOCK_NB) == 0) {
+            l->fd = fd;
+            return CX_OK;
+        }
+    }
+    // Held by someone: a shared holder may join other shared holders (waiting out another
+    // predict's moment of cleaning up, a second at most).
+    for (int i = 0; !exclusive && i < 20; i++) {
+        if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+            l->fd = fd;
+            return CX_OK;
+        }
+        struct timespec t = { 0, 50 * 1000 * 1000 };
+        nanosleep(&t, NULL);
+    }
+    char who[128];
+    long pid = lock_holder(fd, who, sizeof who);
+    close(fd);
+    char p[32] = "";
+    if (pid) snprintf(p, sizeof p, " (pid %ld)", pid);
+    return CX_FAIL(CX_EIO, "%s is in use by %s%s, which writes there now; wait for it to end", dir, who, p);
+}
+
+void io_dir_unlock(IoDirLock *l) {
+    if (l->fd >= 0) close(l->fd);   // drops the lock
+    l->fd = -1;
 }
 
 cx_status io_read_file(const char *path, unsigned char **buf, size_t *size) {

@@ -9,8 +9,9 @@
 // cannot cross file systems) under a short unpredictable name
 // (.camoxpert-<12 random characters>.tmp, whatever the target's name length),
 // created exclusively: a file or a symlink planted under that name is never
-// followed or reused. The rename replaces the target itself, never what a symlink
-// at the target points to.
+// followed or reused. It is locked (flock) until renamed, so that the owner of the
+// directory cleaning up leftovers passes over it (the lock rule, below). The rename
+// replaces the target itself, never what a symlink at the target points to.
 //
 //   AtomicFile af;
 //   CX_TRY(io_atomic_begin(&af, "ckpt/last.safetensors"));
@@ -22,7 +23,11 @@
 #include <stddef.h>
 #include <stdbool.h>
 
-typedef struct { FILE *fp; char path[4096]; char tmp[4096]; } AtomicFile;
+typedef struct {
+    FILE *fp;
+    char path[4096], tmp[4096];
+    int err;   // the errno of a failed write into fp, when the writer saved it (0: ask the file system)
+} AtomicFile;
 
 cx_status io_atomic_begin(AtomicFile *af, const char *path);
 cx_status io_atomic_commit(AtomicFile *af);
@@ -38,24 +43,43 @@ cx_status io_atomic_close_unsynced(AtomicFile *af);
 // counted in *failed (may be NULL) and its entry's path emptied. Returns how many
 // were committed.
 int io_atomic_commit_group(AtomicFile *afs, int n, int *failed);
-// Removes the temporary files that killed atomic writes left in dir (names
-// .camoxpert-*.tmp); returns how many. Only for a directory this process owns
-// (train holds its checkpoint directory's lock): another process's write in
-// progress would lose its temporary file.
+// The lock rule (docs/RELIABILITY.md): a command that fills a directory — train its
+// checkpoint directory, synth its --out, predict its --out — holds an advisory lock
+// (flock) on the directory itself while it writes there; a command that writes one
+// file into a directory (report, eval, bench, export) holds a lock on its temporary
+// file until the rename instead (io_atomic_begin does). The leftovers of killed writes
+// (.camoxpert-*.tmp) are removed only by a process holding its directory alone, and
+// never a temporary file whose writer still holds it: nobody's file in progress is lost.
+//
+//   IoDirLock l;
+//   CX_TRY(io_dir_lock("runs/a", 1, &l));   // exclusive: train, synth; 0: shared, predict
+//   ... write ...
+//   io_dir_unlock(&l);
+typedef struct {
+    int fd;        // the directory, flock'ed while open (the kernel drops it if the process dies); -1: none
+    int removed;   // leftovers of killed writes removed when the lock was taken
+} IoDirLock;
+// exclusive: the command owns the directory for its run: refused while any other holds
+// it. Shared (predict): several may write into one directory at once, never beside an
+// owner. Whoever gets the directory alone first removes the leftovers (l->removed).
+// Busy: CX_EIO "DIR is in use by camoxpert train (pid 123), ..."; the caller adds its option.
+cx_status io_dir_lock(const char *dir, int exclusive, IoDirLock *l);
+void io_dir_unlock(IoDirLock *l);
+// Removes the leftovers of killed atomic writes in dir (names .camoxpert-*.tmp) that no
+// live writer holds; returns how many. io_dir_lock calls it for the process that holds
+// the directory alone.
 int io_atomic_cleanup_dir(const char *dir);
-// The same for a directory several runs may write into (predict's --out): takes an
-// exclusive advisory lock (flock) on the directory itself, held while *lock_fd stays
-// open (close it when done; the kernel drops it if the process dies), and only with the
-// lock removes the leftovers. Returns how many it removed, or -1 (*lock_fd = -1) when
-// another process holds the lock: that one is writing there, so nothing is touched.
-int io_atomic_claim_dir(const char *dir, int *lock_fd);
 
 // Opens a regular file for reading without blocking on FIFOs and devices; anything
 // else (a directory, a FIFO, a socket, a device) is CX_EIO naming the path and its type.
 cx_status io_open_regular(const char *path, FILE **fp);
 // Opens (creating it if needed) a regular file for appending; as io_open_regular, a
-// FIFO or device at path is an error, not a wait.
+// FIFO or device at path is an error, not a wait; a symbolic link is never followed
+// (O_NOFOLLOW): an error naming it.
 cx_status io_open_append(const char *path, FILE **fp);
+// errno as a message that says what it means for a write: ENOSPC "no space left on device
+// (the disk is full)", EROFS "read-only file system", ...
+const char *io_errstr(int err);
 // Reads a whole file into a malloc'd buffer (NUL-terminated for convenience);
 // refuses what is not a regular file, as io_open_regular.
 cx_status io_read_file(const char *path, unsigned char **buf, size_t *size);

@@ -1,5 +1,6 @@
 // log.c — see log.h.
 #include "log.h"
+#include "text.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -21,10 +22,11 @@ double cx_time_s(void) {
 void log_msg(log_level lv, const char *fmt, ...) {
     if (lv < cx_log_level) return;
     static const char *tag[] = { "debug: ", "", "warning: ", "error: " };
-    char buf[4096];
+    char raw[4096], buf[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    text_oneline(raw, buf, sizeof buf);   // a warning is one line, whatever the file names in it
     fprintf(stderr, "%s%s\n", tag[lv < LOG_QUIET ? lv : LOG_ERROR], buf);
 }

@@ -3,6 +3,7 @@
 #include "io.h"
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,21 +39,40 @@ void st_close(StFile *f) {
 
 #define BAD(...) do { st = CX_FAIL(CX_EFORMAT, __VA_ARGS__); goto fail; } while (0)
 
-cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size) {
+// What a file that is not safetensors is, by its first bytes: PyTorch's own formats get
+// how to convert them (tools/pth_to_safetensors.py).
+static const char *foreign_format(const unsigned char *b, size_t n) {
+    if (n >= 4 && !memcmp(b, "PK\x03\x04", 4))
+        return "a PyTorch checkpoint (torch.save's zip format, .pt/.pth), not safetensors; convert it with "
+               "tools/pth_to_safetensors.py IN.pth OUT.safetensors (PyTorch needed once), or in Python: "
+               "safetensors.torch.save_file(torch.load(IN, map_location='cpu'), OUT)";
+    if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+        return "a pickle (PyTorch's legacy .pth/.pt format), not safetensors; convert it with "
+               "tools/pth_to_safetensors.py IN.pth OUT.safetensors (PyTorch needed once)";
+    if (n >= 4 && !memcmp(b, "\x89HDF", 4)) return "an HDF5 file (Keras?), not safetensors";
+    if (n >= 2 && b[0] == 0x08 && n > 8) return "not safetensors (an ONNX model? camoxpert reads safetensors checkpoints)";
+    return NULL;
+}
+
+// Parses and checks the header; data_size: the bytes after it in the file (the buffer
+// may hold only the header: st_open_header).
+static cx_status st_parse(StFile *f, const char *name, unsigned char *buf, size_t size, size_t file_size) {
     cx_status st = CX_OK;
     cJSON *root = NULL;
     memset(f, 0, sizeof *f);
     f->path = cx_strdup(name);
     f->buf = buf;
     f->size = size;
+    const char *foreign = foreign_format(buf, size);
     if (size < 8) BAD("%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)", name, size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
-    if (hlen > size - 8 || hlen > ST_MAX_HEADER)
+    if (foreign && (hlen > file_size - 8 || size <= 8 || buf[8] != '{')) BAD("%s is %s", name, foreign);
+    if (hlen > file_size - 8 || hlen > ST_MAX_HEADER)
         BAD("%s: header length %llu does not fit in the file (%zu bytes): truncated or not a safetensors file",
-            name, (unsigned long long)hlen, size);
-    size_t data_size = size - 8 - (size_t)hlen;
-    const unsigned char *data = buf + 8 + hlen;
+            name, (unsigned long long)hlen, file_size);
+    size_t data_size = file_size - 8 - (size_t)hlen;
+    const unsigned char *data = size == file_size ? buf + 8 + hlen : NULL;
     root = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) BAD("%s: header is not a JSON object (corrupt file?)", name);
     int count = 0;
@@ -104,10 +124,11 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
                 name, tn, en, data_size);
         e->begin = (size_t)b;
         e->end = (size_t)en;
+        e->data = NULL;
         if ((uint64_t)(e->end - e->begin) != numel * dtype_size(e->dtype))
             BAD("%s: tensor '%s' has %zu bytes but dtype %s and its shape need %llu", name, tn,
                 e->end - e->begin, dtype_name(e->dtype), (unsigned long long)(numel * dtype_size(e->dtype)));
-        e->data = data + e->begin;
+        if (data) e->data = data + e->begin;
     }
     // Duplicate names: sorted, so a header of any size is checked in n log n (a pairwise
     // check took 15 s on 80,000 entries).
@@ -123,16 +144,62 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
         free(names);
         if (dup >= 0) BAD("%s: tensor '%s' appears twice in the header", name, dn);
     }
+    // The data section is covered exactly: no two tensors overlap (an empty one between
+    // them hides nothing), no byte is left over between or after them (the format's rule:
+    // no holes, so no file is also something else).
     qsort(f->entries, (size_t)f->n, sizeof *f->entries, cmp_begin);
-    for (int i = 1; i < f->n; i++)
-        if (f->entries[i].begin < f->entries[i - 1].end && f->entries[i].end > f->entries[i].begin)
-            BAD("%s: tensors '%s' and '%s' overlap in the data section", name, f->entries[i - 1].name, f->entries[i].name);
+    size_t covered = 0;
+    const char *last = NULL;
+    for (int i = 0; i < f->n; i++) {
+        const StEntry *e = &f->entries[i];
+        if (e->end == e->begin) continue;
+        if (e->begin < covered) BAD("%s: tensors '%s' and '%s' overlap in the data section", name, last, e->name);
+        if (e->begin > covered)
+            BAD("%s: %zu bytes before tensor '%s' belong to no tensor (damaged, or not only a safetensors file)", name,
+                e->begin - covered, e->name);
+        covered = e->end, last = e->name;
+    }
+    if (covered != data_size)
+        BAD("%s: %zu bytes after the last tensor belong to no tensor (damaged, or not only a safetensors file)", name,
+            data_size - covered);
     cJSON_Delete(root);
     return CX_OK;
 fail:
     cJSON_Delete(root);
     st_close(f);
     return st;
+}
+
+cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size) {
+    return st_parse(f, name, buf, size, size);
+}
+
+cx_status st_open_header(StFile *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    FILE *fp;
+    CX_TRY(io_open_regular(path, &fp));
+    struct stat sb;
+    unsigned char len[16] = { 0 };
+    size_t got = fread(len, 1, sizeof len, fp);
+    if (fstat(fileno(fp), &sb) != 0 || got < 8) {
+        fclose(fp);
+        unsigned char *b = cx_malloc(got + 1);
+        memcpy(b, len, got);
+        return st_parse(f, path, b, got, got);   // the messages of a short file
+    }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len[i];
+    size_t fsz = (size_t)sb.st_size;
+    size_t n = hlen <= fsz - 8 && hlen <= ST_MAX_HEADER ? 8 + (size_t)hlen : got;
+    unsigned char *b = cx_malloc(n + 1);
+    memcpy(b, len, got < n ? got : n);
+    size_t more = n > got ? fread(b + got, 1, n - got, fp) : 0;
+    fclose(fp);
+    if (n > got && more != n - got) {
+        free(b);
+        return CX_FAIL(CX_EIO, "short read on %s (the header of %zu bytes)", path, n);
+    }
+    return st_parse(f, path, b, n, fsz);
 }
 
 cx_status st_open(StFile *f, const char *path) {
@@ -145,40 +212,12 @@ cx_status st_open(StFile *f, const char *path) {
 
 cx_status st_read_meta(const char *path, const char *key, char **value) {
     *value = NULL;
-    FILE *fp;
-    CX_TRY(io_open_regular(path, &fp));
-    unsigned char len[8];
-    cx_status st = CX_OK;
-    char *hdr = NULL;
-    cJSON *root = NULL;
-    if (fread(len, 1, 8, fp) != 8) {
-        st = CX_FAIL(CX_EFORMAT, "%s: not a safetensors file (shorter than the 8-byte header length)", path);
-        goto done;
-    }
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len[i];
-    if (hlen > ST_MAX_HEADER) {
-        st = CX_FAIL(CX_EFORMAT, "%s: header length %llu is implausible (not a safetensors file?)", path, (unsigned long long)hlen);
-        goto done;
-    }
-    hdr = cx_malloc((size_t)hlen + 1);
-    if (fread(hdr, 1, (size_t)hlen, fp) != (size_t)hlen) {
-        st = CX_FAIL(CX_EFORMAT, "%s: truncated header", path);
-        goto done;
-    }
-    root = cJSON_ParseWithLength(hdr, (size_t)hlen);
-    if (!root || !cJSON_IsObject(root)) {
-        st = CX_FAIL(CX_EFORMAT, "%s: header is not a JSON object (corrupt file?)", path);
-        goto done;
-    }
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
-    const cJSON *v = cJSON_IsObject(m) ? cJSON_GetObjectItemCaseSensitive(m, key) : NULL;
-    if (cJSON_IsString(v)) *value = cx_strdup(v->valuestring);
-done:
-    cJSON_Delete(root);
-    free(hdr);
-    fclose(fp);
-    return st;
+    StFile f;
+    CX_TRY(st_open_header(&f, path));
+    const char *v = st_meta(&f, key);
+    if (v) *value = cx_strdup(v);
+    st_close(&f);
+    return CX_OK;
 }
 
 const StEntry *st_find(const StFile *f, const char *name) {

@@ -3,8 +3,9 @@
 // length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__":
 // {str: str}}, then the data. The reader validates everything before any
 // tensor is used: header length within the file, well-formed JSON, known
-// dtypes, shapes that agree with byte ranges, ranges inside the data section
-// and not overlapping, no duplicate names.
+// dtypes, shapes that agree with byte ranges, ranges that cover the data section
+// exactly (no overlap, no hole, nothing after the last), no duplicate names. A
+// PyTorch .pt/.pth file (zip or pickle) is named as such, with how to convert it.
 //
 //   StFile f;
 //   CX_TRY(st_open(&f, "model.safetensors"));
@@ -38,6 +39,9 @@ typedef struct {
 cx_status st_open(StFile *f, const char *path);
 // Same validation on an in-memory image (takes ownership of buf, malloc'd).
 cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size);
+// Only the header (names, shapes, metadata; every check): entries' data is NULL and
+// st_entry_read must not be called. Reads a few KB of a large checkpoint.
+cx_status st_open_header(StFile *f, const char *path);
 void st_close(StFile *f);
 const StEntry *st_find(const StFile *f, const char *name);   // NULL if absent
 // One __metadata__ value of a file, reading only its header (checkpoints are large):

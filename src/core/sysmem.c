@@ -1,5 +1,6 @@
 // sysmem.c — see sysmem.h.
 #include "sysmem.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +48,45 @@ static int64_t cgroup_headroom(void) {
     return best;
 }
 
+cx_status cx_mem_limit_check(void) {
+    const char *env = getenv("CAMOXPERT_MEMORY_LIMIT_MB");
+    if (!env || !*env) return CX_OK;
+    char *end;
+    double mb = strtod(env, &end);
+    if (end == env || *end || !isfinite(mb) || mb < 0 || mb > 1e12)
+        return CX_FAIL(CX_EARG, "environment: CAMOXPERT_MEMORY_LIMIT_MB=%s is not a number of MiB (from 0, which turns "
+                       "the memory checks off); fix or unset it", env);
+    return CX_OK;
+}
+
+int cx_local_ranks(void) {
+    static const char *const vars[] = { "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", NULL };
+    for (int i = 0; vars[i]; i++) {
+        const char *v = getenv(vars[i]);
+        long k = v && *v ? strtol(v, NULL, 10) : 0;   // Slurm's "2(x3)" reads as 2
+        if (k >= 1 && k <= 1000000) return (int)k;
+    }
+    return 1;
+}
+
+// The machine's memory for this process: shared by the ranks that run on it.
+static int64_t share(int64_t bytes, char *source, size_t n) {
+    const int r = cx_local_ranks();
+    if (r > 1 && bytes > 0) {
+        size_t L = strlen(source);
+        snprintf(source + L, n > L ? n - L : 0, ", shared by the %d ranks on this machine", r);
+        return bytes / r;
+    }
+    return bytes;
+}
+
 int64_t cx_mem_budget(char *source, size_t n) {
     const char *env = getenv("CAMOXPERT_MEMORY_LIMIT_MB");
     if (env && *env) {
         snprintf(source, n, "CAMOXPERT_MEMORY_LIMIT_MB");
+        if (cx_mem_limit_check()) return 0;   // refused where the command starts (cli/main.c)
         double mb = strtod(env, NULL);
-        return mb > 0 ? (int64_t)(mb * 1048576.0) : 0;
+        return mb > 0 ? share((int64_t)(mb * 1048576.0), source, n) : 0;
     }
     int64_t avail = -1;
     FILE *f = fopen("/proc/meminfo", "r");
@@ -65,8 +99,8 @@ int64_t cx_mem_budget(char *source, size_t n) {
     int64_t cg = cgroup_headroom();
     if (cg >= 0 && (avail < 0 || cg < avail)) {
         snprintf(source, n, "the cgroup's memory limit");
-        return cg;
+        return share(cg, source, n);
     }
     snprintf(source, n, "MemAvailable");
-    return avail > 0 ? avail : 0;
+    return avail > 0 ? share(avail, source, n) : 0;
 }

@@ -5,6 +5,7 @@
 #include "image.h"
 #include <setjmp.h>
 #include <string.h>
+#include <errno.h>
 #include <math.h>
 #include <jpeglib.h>
 #include <jerror.h>
@@ -417,7 +418,7 @@ cx_status image_encode_png_as(const Image8 *im, int level, const char *software,
                             .color_type = im->c == 1 ? SPNG_COLOR_TYPE_GRAYSCALE : SPNG_COLOR_TYPE_TRUECOLOR };
     int e = spng_set_ihdr(ctx, &ih);
     struct spng_text tx;
-    if (!e && software) {   // tEXt "Software": how camoxpert recognises its own files (data/owner.h)
+    if (!e && software) {   // tEXt "Software": how camoxpert recognises its own files (core/outpath.h)
         memset(&tx, 0, sizeof tx);
         snprintf(tx.keyword, sizeof tx.keyword, "Software");
         tx.type = SPNG_TEXT;
@@ -486,8 +487,9 @@ static cx_status write_atomic_to(const char *path, const uint8_t *buf, size_t n,
     AtomicFile local, *af = pending ? pending : &local;
     CX_TRY(io_atomic_begin(af, path));
     if (fwrite(buf, 1, n, af->fp) != n) {
+        int err = errno;
         io_atomic_abort(af);
-        return CX_FAIL(CX_EIO, "writing %s failed (disk full?)", path);
+        return CX_FAIL(CX_EIO, "writing %s failed: %s", path, io_errstr(err));
     }
     return pending ? io_atomic_close_unsynced(af) : io_atomic_commit(af);
 }
@@ -635,48 +637,3 @@ void image_mask_resize_nearest(uint8_t *dst01, int H, int W, const Image8 *m) {
     free(xs);
 }
 
-// PNG: the chunks before IDAT/IEND, looking for tEXt "Software"; JPEG: the markers
-// before the scan, looking for a COM segment. Reads only headers (seeks over data).
-cx_status image_read_software(const char *path, char *out, size_t n) {
-    if (n) out[0] = 0;
-    FILE *f;
-    CX_TRY(io_open_regular(path, &f));
-    uint8_t h[8];
-    size_t got = fread(h, 1, 8, f);
-    image_format fmt = image_sniff(h, got);
-    if (fmt == IMAGE_FMT_PNG) {
-        uint8_t c[8];
-        for (int k = 0; k < 4096 && fread(c, 1, 8, f) == 8; k++) {
-            uint32_t len = (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3];
-            if (!memcmp(c + 4, "IDAT", 4) || !memcmp(c + 4, "IEND", 4) || len > (1u << 30)) break;
-            if (!memcmp(c + 4, "tEXt", 4) && len > 9 && len < 4096) {
-                char t[4096];
-                if (fread(t, 1, len, f) != len) break;
-                if (!memcmp(t, "Software", 9)) {
-                    snprintf(out, n, "%.*s", (int)(len - 9), t + 9);
-                    break;
-                }
-                if (fseek(f, 4, SEEK_CUR)) break;   // CRC
-            } else if (fseek(f, (long)len + 4, SEEK_CUR)) {
-                break;
-            }
-        }
-    } else if (fmt == IMAGE_FMT_JPEG) {
-        if (fseek(f, 2, SEEK_SET) == 0) {
-            uint8_t m[4];
-            for (int k = 0; k < 256 && fread(m, 1, 4, f) == 4 && m[0] == 0xFF; k++) {
-                unsigned len = (unsigned)m[2] << 8 | m[3];
-                if (m[1] == 0xDA || m[1] == 0xD9 || len < 2) break;   // start of scan, end of image
-                if (m[1] == 0xFE) {
-                    char t[4096];
-                    size_t L = len - 2 < sizeof t - 1 ? len - 2 : sizeof t - 1;
-                    if (fread(t, 1, L, f) == L) snprintf(out, n, "%.*s", (int)L, t);
-                    break;
-                }
-                if (fseek(f, (long)len - 2, SEEK_CUR)) break;
-            }
-        }
-    }
-    fclose(f);
-    return CX_OK;
-}

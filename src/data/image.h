@@ -61,18 +61,16 @@ cx_status image_encode_png(const Image8 *im, int compression_level, uint8_t **bu
 cx_status image_encode_jpeg(const Image8 *im, int quality, uint8_t **buf, size_t *n);
 // The same, marked with the program that wrote them (`software`, e.g. "camoxpert
 // predict"; NULL: no mark) as a PNG tEXt "Software" chunk or a JPEG comment: how
-// camoxpert recognises the files it may replace (data/owner.h).
+// camoxpert recognises the files it may replace (core/outpath.h).
 cx_status image_save_png_as(const char *path, const Image8 *im, const char *software);
 cx_status image_save_jpeg_as(const char *path, const Image8 *im, int quality, const char *software);
 cx_status image_encode_png_as(const Image8 *im, int compression_level, const char *software, uint8_t **buf, size_t *n);
 cx_status image_encode_jpeg_as(const Image8 *im, int quality, const char *software, uint8_t **buf, size_t *n);
-// The mark of a PNG or JPEG file ("" when it has none or is another format); reads only its headers.
 // As the two above, but the file is left closed under its temporary name in *af,
 // not yet flushed or renamed: many files then commit together (io.h,
 // io_atomic_commit_group: predict's masks).
 cx_status image_save_png_pending(const char *path, const Image8 *im, const char *software, AtomicFile *af);
 cx_status image_save_jpeg_pending(const char *path, const Image8 *im, int quality, const char *software, AtomicFile *af);
-cx_status image_read_software(const char *path, char *out, size_t n);
 
 // A prediction overlay for viewing: dst (h, w, 3) = rgb blended with colour
 // (r, g, b) at opacity `alpha` where mask (h, w, 1) is > 128. rgb may be gray

@@ -5,7 +5,7 @@
 // alpha ramp; the ground truth is alpha >= 0.5.
 #include "synth.h"
 #include "image.h"
-#include "owner.h"
+#include "core/outpath.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 SynthConfig synth_config_default(void) {
     return (SynthConfig){ .size = 352, .seed = 0, .difficulty = 0.5, .empty_fraction = 0.05 };
@@ -334,8 +335,15 @@ static cx_status write_buf(const char *path, const uint8_t *buf, size_t n) {
     FILE *f = fdopen(fd, "wb");
     if (!f) { close(fd); return CX_FAIL(CX_EIO, "cannot write %s: %s", path, strerror(errno)); }
     size_t w = fwrite(buf, 1, n, f);
-    if (fclose(f) != 0 || w != n) return CX_FAIL(CX_EIO, "writing %s failed (disk full?)", path);
-    return CX_OK;
+    int err = errno;
+    if (fclose(f) != 0) err = errno;
+    else if (w == n) return CX_OK;
+    return CX_FAIL(CX_EIO, "writing %s failed: %s", path, io_errstr(err));
+}
+
+static int same_dir(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
 // Is name (in a synth folder) a file camoxpert synth wrote: SYN-CAM-*.jpg|png with its mark?
@@ -344,7 +352,7 @@ static int synth_own_file(const char *dir, const char *name) {
     if (strncmp(name, "SYN-CAM-", 8) || L < 12 || (strcmp(name + L - 4, ".jpg") && strcmp(name + L - 4, ".png"))) return 0;
     char p[4400], mark[64];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    return !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
+    return !outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
 }
 
 // Visits dir: with remove == 0 counts its entries and finds the first foreign one
@@ -365,7 +373,7 @@ static cx_status synth_scan_dir(const char *dir, const char *const *sub, int rem
             if (!strcmp(e->d_name, sub[k]) && io_path_is_dir(p)) known = 2;
         if (!known && sub && !strcmp(e->d_name, "synth.json")) {
             char mark[64];
-            known = !owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
+            known = !outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_SYNTH);
         }
         if (!known && !sub) known = synth_own_file(dir, e->d_name);
         if (known == 2) {
@@ -382,10 +390,27 @@ static cx_status synth_scan_dir(const char *dir, const char *const *sub, int rem
     return st;
 }
 
-cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overwrite) {
+cx_status synth_check(const SynthConfig *c, int n_train, int n_test) {
+    if (c->size < 16 || c->size > 4096) return CX_FAIL(CX_EARG, "--size %d out of range (16..4096)", c->size);
+    if (n_train < 0 || n_test < 0 || n_train + n_test == 0)
+        return CX_FAIL(CX_EARG, "nothing to generate (--train %d --test %d)", n_train, n_test);
+    if (c->difficulty < 0 || c->difficulty > 1) return CX_FAIL(CX_EARG, "--difficulty %g is outside 0..1", c->difficulty);
+    if (c->empty_fraction < 0 || c->empty_fraction > 1) return CX_FAIL(CX_EARG, "--empty-fraction %g is outside 0..1", c->empty_fraction);
+    return CX_OK;
+}
+
+cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overwrite, const SynthConfig *c, int n_train,
+                            int n_test, SynthOut *so) {
     static const char *const top[] = { "Train", "Test", NULL };
     const char *dirs[2] = { out, baseline_dir };
     const char *opt[2] = { "--out", "--baseline" };
+    so->lock[0].fd = so->lock[1].fd = -1;
+    CX_TRY(synth_check(c, n_train, n_test));
+    if (baseline_dir && io_path_exists(baseline_dir) && io_path_exists(out) && same_dir(out, baseline_dir))
+        return CX_FAIL(CX_EARG, "--baseline %s is --out itself; give the baseline's predictions a folder of their own",
+                       baseline_dir);
+    // First every check, then (only when all passed) the deletions: a refusal leaves both as they were.
+    int holds[2] = { 0, 0 };
     for (int i = 0; i < 2; i++) {
         if (!dirs[i] || !io_path_exists(dirs[i])) continue;
         if (!io_path_is_dir(dirs[i])) return CX_FAIL(CX_EARG, "%s %s exists and is not a directory", opt[i], dirs[i]);
@@ -400,20 +425,33 @@ cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overw
             return CX_FAIL(CX_EARG, "%s %s holds a dataset camoxpert synth wrote earlier; pass --overwrite to replace it "
                            "(its files are deleted first, so none is left mixed in), or choose another %s", opt[i],
                            dirs[i], opt[i]);
-        n = 0;
-        CX_TRY(synth_scan_dir(dirs[i], i == 0 ? top : NULL, 1, &n, foreign, sizeof foreign));
+        holds[i] = 1;
     }
-    return CX_OK;
+    cx_status st = CX_OK;
+    for (int i = 0; i < 2 && !st; i++) {
+        if (!dirs[i]) continue;
+        st = io_make_dirs(dirs[i]);
+        if (!st && (st = io_dir_lock(dirs[i], 1, &so->lock[i]))) cx_error_context("%s %s", opt[i], dirs[i]);
+    }
+    for (int i = 0; i < 2 && !st; i++) {
+        if (!holds[i]) continue;
+        int n = 0;
+        char foreign[4400] = "";
+        st = synth_scan_dir(dirs[i], i == 0 ? top : NULL, 1, &n, foreign, sizeof foreign);
+    }
+    if (st) synth_release_out(so);
+    return st;
+}
+
+void synth_release_out(SynthOut *so) {
+    io_dir_unlock(&so->lock[0]);
+    io_dir_unlock(&so->lock[1]);
 }
 
 cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train, int n_test, int quality,
                               const char *baseline_dir, SynthStats *stats) {
     memset(stats, 0, sizeof *stats);
-    if (c->size < 16 || c->size > 4096) return CX_FAIL(CX_EARG, "--size %d out of range (16..4096)", c->size);
-    if (n_train < 0 || n_test < 0 || n_train + n_test == 0)
-        return CX_FAIL(CX_EARG, "nothing to generate (--train %d --test %d)", n_train, n_test);
-    if (c->difficulty < 0 || c->difficulty > 1) return CX_FAIL(CX_EARG, "--difficulty %g is outside 0..1", c->difficulty);
-    if (c->empty_fraction < 0 || c->empty_fraction > 1) return CX_FAIL(CX_EARG, "--empty-fraction %g is outside 0..1", c->empty_fraction);
+    CX_TRY(synth_check(c, n_train, n_test));
     char p[4096];
     const char *dirs[] = { "Train/Image", "Train/GT_Object", "Test/Image", "Test/GT_Object" };
     for (int k = 0; k < 4; k++) {

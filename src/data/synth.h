@@ -58,11 +58,19 @@ typedef struct {
 // out/synth.json with the settings. Train images are indices 1..n_train, test
 // images n_train+1..n_train+n_test. When baseline_dir is non-NULL, the threshold
 // baseline's predictions for the test split go there as <name>.png (8-bit).
+// The settings and counts synth_write_dataset takes: CX_EARG naming the option otherwise.
+cx_status synth_check(const SynthConfig *c, int n_train, int n_test);
 // Makes out (and baseline_dir, may be NULL) ready for synth_write_dataset: each must
 // not exist, be empty, or — with overwrite — hold only what an earlier synth wrote
 // there (its marked SYN-CAM-* images and masks, synth.json), which is deleted so
-// nothing old stays mixed in. Anything camoxpert synth did not write is CX_EARG naming it.
-cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overwrite);
+// nothing old stays mixed in. Anything camoxpert synth did not write is CX_EARG naming
+// it. Everything (the settings, both folders) is checked before anything is deleted;
+// then both folders are created and locked (core/io.h, the lock rule: another command
+// writing there is refused) until synth_release_out.
+typedef struct { IoDirLock lock[2]; } SynthOut;
+cx_status synth_prepare_out(const char *out, const char *baseline_dir, int overwrite, const SynthConfig *c, int n_train,
+                            int n_test, SynthOut *so);
+void synth_release_out(SynthOut *so);
 // Every file is created new (O_EXCL): an existing file is an error, never replaced.
 cx_status synth_write_dataset(const char *out, const SynthConfig *c, int n_train, int n_test, int quality,
                               const char *baseline_dir, SynthStats *stats);

@@ -24,6 +24,13 @@ void infer_image_input(const Image8 *im, int S, float *dst);
 // opened in: the prediction logits as a host float32 tensor (N, S, S, 1), and o (the
 // routing of sparse models), both valid until the next forward on the runtime.
 Tensor infer_forward(Model *m, const Tensor *x, CamoXpertOutputs *o);
+// After a forward of N images: which went non-finite anywhere in the network (a ReLU
+// further on can turn a NaN into a plausible mask). what[n] gets the first module whose
+// output went non-finite for image n, in the order the forward makes them
+// ("backbone.stages_1 (the backbone's features at scale 1)"), or "" when image n is
+// finite throughout. Returns how many images went non-finite. One small reduction and
+// copy per output: cheap beside the forward.
+int infer_nonfinite_images(Model *m, const CamoXpertOutputs *o, int N, char (*what)[200]);
 // A RuntimeForward (nn/runtime.h) of a CamoXpert module tree (arg): the prediction
 // logits of camoxpert_forward, on the device. For CUDA graphs of inference.
 Tensor infer_forward_pred(void *net, NNCtx *ctx, const Tensor *x);

@@ -692,7 +692,7 @@ static cx_status write_model(Og *g, const CamoXpert *m, const OnnxExportOpts *o,
     const CamoXpertConfig *c = &m->cfg;
     PbBuf hd = { 0 }, op = { 0 };
     pb_int(&hd, 1, ONNX_IR_VERSION);
-    pb_str(&hd, 2, "camoxpert");
+    pb_str(&hd, 2, OWNER_EXPORT);   // producer_name: the mark core/outpath.h reads (ir_version first)
     pb_str(&op, 1, "");
     pb_int(&op, 2, ONNX_OPSET);
     pb_msg(&hd, 8, &op);
@@ -732,7 +732,7 @@ static cx_status write_model(Og *g, const CamoXpert *m, const OnnxExportOpts *o,
         const PbBuf *parts[] = { &hd, &g->nodes, &nm, &g->inits, &g->io };
         for (size_t i = 0; i < 5 && !st; i++)
             if (parts[i]->n && fwrite(parts[i]->p, 1, parts[i]->n, af.fp) != parts[i]->n)
-                st = CX_FAIL(CX_EIO, "writing %s: %s (is the disk full?)", path, strerror(errno));
+                st = CX_FAIL(CX_EIO, "writing %s: %s", path, io_errstr(errno));
         if (st) io_atomic_abort(&af);
         else st = io_atomic_commit(&af);
     }

@@ -15,6 +15,32 @@ static cx_status load_backbone(ParamTable *pt, const char *path, const char *var
     return st;
 }
 
+// The checkpoint's configuration (ck) wins over the options; one that says otherwise
+// (given: MODEL_GIVEN_* of the options named) is an error naming both values.
+static cx_status config_agrees(const char *path, const CamoXpertConfig *ck, const CamoXpertConfig *op, unsigned given) {
+    char diff[512] = "";
+    size_t n = 0;
+    if ((given & MODEL_GIVEN_BACKBONE) && strcmp(op->backbone, ck->backbone))
+        n += (size_t)snprintf(diff + n, sizeof diff - n, "; --backbone %s, the checkpoint's is %s", op->backbone,
+                              ck->backbone);
+    if ((given & MODEL_GIVEN_SPARSE) && op->sparse != ck->sparse && n < sizeof diff)
+        n += (size_t)snprintf(diff + n, sizeof diff - n, "; --use-sparse-moe, the checkpoint is a dense model");
+    if ((given & MODEL_GIVEN_EXPERTS) && op->num_experts != ck->num_experts && n < sizeof diff)
+        n += (size_t)snprintf(diff + n, sizeof diff - n, "; --num-experts %d, the checkpoint's is %d", op->num_experts,
+                              ck->num_experts);
+    if ((given & MODEL_GIVEN_TOPK) && op->top_k != ck->top_k && n < sizeof diff)
+        n += (size_t)snprintf(diff + n, sizeof diff - n, "; --top-k %d, the checkpoint's is %d", op->top_k, ck->top_k);
+    if (!n) return CX_OK;
+    char what[160];
+    if (ck->sparse)
+        snprintf(what, sizeof what, "sparse %s, %d experts, top-%d, %s routing", ck->backbone, ck->num_experts, ck->top_k,
+                 ck->routing == MOE_ROUTING_SPATIAL ? "spatial" : "global");
+    else snprintf(what, sizeof what, "dense %s", ck->backbone);
+    return CX_FAIL(CX_EARG, "%s names its model in its metadata (%s) and the options say otherwise%s. The checkpoint's "
+                   "configuration is the one its weights were trained with: leave those options out (they name the model "
+                   "of a reference checkpoint that carries none)", path, what, diff);
+}
+
 cx_status model_open(Model *m, const ModelSpec *s) {
     memset(m, 0, sizeof *m);
     CX_ASSERT(s->config || s->weights, "model_open: neither a config nor a checkpoint");
@@ -34,8 +60,17 @@ cx_status model_open(Model *m, const ModelSpec *s) {
     if (s->weights && !io_path_exists(s->weights))
         st = CX_FAIL(CX_ENOTFOUND, "%s: no such checkpoint (training writes CHECKPOINT_DIR/best.safetensors and "
                      "last.safetensors)", s->weights);
-    else if (s->config) m->cfg = *s->config;
-    else st = weights_read_config(s->weights, &m->cfg, s->img_size ? NULL : &ck_size);   // a given size wins
+    else if (s->config && !(s->weights && s->config_given)) m->cfg = *s->config;
+    else {
+        st = weights_read_config(s->weights, &m->cfg, s->img_size ? NULL : &ck_size);   // a given size wins
+        if (st == CX_ENOTFOUND && s->config) {   // a reference checkpoint: the options name its model
+            m->cfg = *s->config;
+            st = CX_OK;
+            cx_error_clear();
+        } else if (!st && s->config) {
+            st = config_agrees(s->weights, &m->cfg, s->config, s->config_given);
+        }
+    }
     if (st) {
         model_close(m);
         return st;
@@ -49,7 +84,7 @@ cx_status model_open(Model *m, const ModelSpec *s) {
     if (!st) {
         params_alloc(&m->pt, s->reference ? DT_F64 : DT_F32);
         if (s->weights) {
-            st = weights_load(&m->pt, s->weights);
+            st = weights_load_sha256(&m->pt, s->weights, s->hash_weights ? m->weights_sha256 : NULL);
         } else {
             Rng rng = rng_init(s->init_seed);
             camoxpert_init(m->net, &m->pt, &rng);

@@ -25,9 +25,15 @@
 
 typedef struct Model Model;
 
+// The options that name a model (predict's and export's --backbone ...).
+enum { MODEL_GIVEN_BACKBONE = 1, MODEL_GIVEN_SPARSE = 2, MODEL_GIVEN_EXPERTS = 4, MODEL_GIVEN_TOPK = 8 };
+
 typedef struct {
     const char *weights;            // checkpoint to load (strict), or NULL: fresh weights from init_seed
     const CamoXpertConfig *config;  // the model; NULL: the checkpoint's metadata names it
+    unsigned config_given;          // MODEL_GIVEN_* bits: config comes from these options, for a reference
+                                    // checkpoint without a configuration; a checkpoint with one wins, and an
+                                    // option that contradicts it is CX_EARG naming both (0: config as it is)
     int img_size;                   // network input side; 0: the checkpoint's training size, else 352
     const char *device;             // cpu, cuda, cuda:N or auto (NULL: cpu)
     const char *precision;          // fp32, bf16 (GPU) or auto: bf16 on a GPU (NULL: fp32)
@@ -37,6 +43,7 @@ typedef struct {
     int reference;                  // 1: a float64 table on the CPU reference kernels (tests)
     uint64_t init_seed;             // without weights: camoxpert_init's seed
     const char *backbone_weights;   // without weights: a timm EdgeNeXt safetensors for the backbone (or NULL)
+    int hash_weights;               // 1: Model.weights_sha256 gets the checkpoint's SHA-256 (from its one read)
     // Called once the table is laid out (m->pt.numel, m->cfg, m->img_size and m->rt are
     // set), before anything is allocated or read: a memory check. Non-zero ends the open.
     cx_status (*check)(void *arg, const Model *m);
@@ -50,6 +57,7 @@ struct Model {
     CamoXpert *net;        // the module tree
     Runtime *rt;           // where it runs: &own, or ModelSpec.rt
     Runtime own;
+    char weights_sha256[65];   // the checkpoint file's SHA-256 in hex (ModelSpec.hash_weights), else ""
 };
 
 cx_status model_open(Model *m, const ModelSpec *spec);

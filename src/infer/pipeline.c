@@ -6,12 +6,14 @@
 #include "infer/pipeline.h"
 #include "core/text.h"
 #include "data/dataset.h"
-#include "data/owner.h"
+#include "core/outpath.h"
 #include "infer/infer.h"
 #include "nn/memory.h"
+#include "nn/weights.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
@@ -22,8 +24,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 // The photos to predict: IMAGE, or every image file in DIR (sorted by name),
 // leaving out the masks and overlays an earlier predict wrote there (*n_own).
-static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
-    *out = NULL, *n = 0, *n_own = 0;
+static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own, int *n_hidden) {
+    *out = NULL, *n = 0, *n_own = 0, *n_hidden = 0;
     if (!io_path_exists(in)) return CX_FAIL(CX_ENOTFOUND, "--input %s: no such file or directory", in);
     if (!io_path_is_dir(in)) {
         *out = cx_malloc(sizeof **out);
@@ -36,17 +38,22 @@ static cx_status list_inputs(const char *in, char ***out, int *n, int *n_own) {
     int cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !dataset_is_image_name(e->d_name)) continue;
+        if (e->d_name[0] == '.') {   // hidden (macOS "._x.jpg" forks too): left out, and said (pipeline_predict)
+            *n_hidden += e->d_name[1] && dataset_is_image_name(e->d_name + 1);
+            continue;
+        }
+        if (!dataset_is_image_name(e->d_name)) continue;
         char p[4200], mark[64];
         snprintf(p, sizeof p, "%s/%s", in, e->d_name);
-        if (!owner_read(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
+        if (!outpath_read_mark(p, mark, sizeof mark) && !strcmp(mark, OWNER_PREDICT)) { (*n_own)++; continue; }
         if (*n == cap) *out = cx_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 64));
         (*out)[(*n)++] = cx_strdup(p);
     }
     closedir(d);
     if (*n == 0)
-        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s", in,
-                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "");
+        return CX_FAIL(CX_ENOTFOUND, "--input %s: no .jpg/.jpeg/.png/.bmp photos in the directory%s%s", in,
+                       *n_own ? " (only masks and overlays written by camoxpert predict)" : "",
+                       *n_hidden ? " (only hidden files, whose names start with '.': rename them to predict them)" : "");
     qsort(*out, (size_t)*n, sizeof **out, cmp_str);
     return CX_OK;
 }
@@ -63,12 +70,18 @@ static int same_file(const char *a, const char *b) {
     return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-typedef struct { const char *file; char stem[1024]; } PlanItem;
+typedef struct { const char *file; const char *suffix; char name[1200]; } PlanItem;
 
-static int cmp_stem(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->stem, ((const PlanItem *)b)->stem); }
+static int cmp_name(const void *a, const void *b) { return strcmp(((const PlanItem *)a)->name, ((const PlanItem *)b)->name); }
 
-// Checks every output before any is written (see the header comment). outputs_per:
-// the suffixes written for each photo (".png", "_overlay.jpg", "_routing.json").
+// What a suffix is, for messages.
+static const char *suffix_what(const char *suffix) {
+    return !strcmp(suffix, ".png") ? "mask" : !strcmp(suffix, "_overlay.jpg") ? "overlay"
+         : !strcmp(suffix, "_routing.json") ? "routing JSON" : "routing map";
+}
+
+// Checks every output before any is written (see the header comment). suffix: what is
+// written for each photo (".png", "_overlay.jpg", "_routing.json", "_routing_s0.png", ...).
 static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
                               int n_suffix, int overwrite) {
     char in_dir[4200];
@@ -78,36 +91,51 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
         if (!sl) snprintf(in_dir, sizeof in_dir, ".");
         else snprintf(in_dir, sizeof in_dir, "%.*s", sl == input ? 1 : (int)(sl - input), input);
     }
+    char run[200];
+    if (outpath_dir_holds_run(out, run, sizeof run))
+        return CX_FAIL(CX_EARG, "--out %s holds a training run (%s): masks would mix with its checkpoints and log; "
+                       "choose another --out", out, run);
     if (io_path_is_dir(out) && same_file(out, in_dir))
         return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
                        "could replace some; choose another --out", out, input);
-    PlanItem *it = cx_calloc((size_t)nf + 1, sizeof *it);
-    for (int i = 0; i < nf; i++) it[i].file = files[i], base_name(files[i], it[i].stem, sizeof it[i].stem);
-    qsort(it, (size_t)nf, sizeof *it, cmp_stem);
+    // Every output name of every photo, sorted: two alike are two photos (or two outputs of
+    // different kinds: a.jpg's routing map a_routing_s0.png, a_routing_s0.jpg's mask) that
+    // would write one file.
+    const size_t n = (size_t)nf * (size_t)n_suffix;
+    PlanItem *it = cx_calloc(n + 1, sizeof *it);
     cx_status st = CX_OK;
-    for (int i = 1; i < nf && !st; i++)
-        if (!strcmp(it[i].stem, it[i - 1].stem)) {
-            int j = i;
-            while (j + 1 < nf && !strcmp(it[j + 1].stem, it[i].stem)) j++;
-            st = CX_FAIL(CX_EARG, "--input: %d photos would all write %s/%s.png (%s and %s%s): masks are named by the photo's "
-                         "name without its extension; rename all but one", j - i + 2, out, it[i].stem, it[i - 1].file,
-                         it[i].file, j > i ? ", ..." : "");
-        }
-    for (int i = 0; i < nf && !st; i++)
+    for (int i = 0; i < nf && !st; i++) {
+        char stem[1024];
+        base_name(files[i], stem, sizeof stem);
         for (int k = 0; k < n_suffix && !st; k++) {
-            char name[1200], path[4400];
-            snprintf(name, sizeof name, "%s%s", it[i].stem, suffix[k]);
-            if (strlen(name) > NAME_MAX) {
-                st = CX_FAIL(CX_EARG, "%s: the output name %s%s is %zu bytes, more than the file system allows (%d); "
-                             "shorten the photo's name", it[i].file, it[i].stem, suffix[k], strlen(name), NAME_MAX);
-                break;
-            }
-            snprintf(path, sizeof path, "%s/%s", out, name);
-            for (int f = 0; f < nf && !st; f++)
-                if (same_file(path, files[f]))
-                    st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
-            if (!st) st = owner_check_replace(path, OWNER_PREDICT, overwrite, "--out");
+            PlanItem *p = &it[(size_t)i * n_suffix + k];
+            p->file = files[i], p->suffix = suffix[k];
+            snprintf(p->name, sizeof p->name, "%s%s", stem, suffix[k]);
+            if (strlen(p->name) > NAME_MAX)
+                st = CX_FAIL(CX_EARG, "%s: the output name %s is %zu bytes, more than the file system allows (%d); "
+                             "shorten the photo's name", files[i], p->name, strlen(p->name), NAME_MAX);
         }
+    }
+    if (!st) qsort(it, n, sizeof *it, cmp_name);
+    for (size_t i = 1; i < n && !st; i++)
+        if (!strcmp(it[i].name, it[i - 1].name)) {
+            const PlanItem *x = &it[i - 1], *y = &it[i];
+            if (!strcmp(x->suffix, y->suffix))
+                st = CX_FAIL(CX_EARG, "--input: photos %s and %s would both write %s/%s: outputs are named by the "
+                             "photo's name without its extension; rename one of them", x->file, y->file, out, x->name);
+            else
+                st = CX_FAIL(CX_EARG, "--input: photos %s and %s would both write %s/%s (the %s of one, the %s of the "
+                             "other); rename one of them", x->file, y->file, out, x->name, suffix_what(x->suffix),
+                             suffix_what(y->suffix));
+        }
+    for (size_t i = 0; i < n && !st; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", out, it[i].name);
+        for (int f = 0; f < nf && !st; f++)
+            if (same_file(path, files[f]))
+                st = CX_FAIL(CX_EARG, "--out %s: %s would replace the photo %s; choose another --out", out, path, files[f]);
+        if (!st) st = outpath_check(path, OWNER_PREDICT, overwrite, "--out");
+    }
     free(it);
     return st;
 }
@@ -210,8 +238,8 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
 // The pipeline: `workers` threads decode photos into a ring of batch slots and
 // write the masks (and overlays) of batches the network has run; the main thread
 // runs the network on each batch in order and writes routing files. A photo's
-// outputs depend only on the photo: batches change the order of work, not results
-// (evaluation-mode BatchNorm, routing per image or tile).
+// outputs depend on the photo (evaluation-mode BatchNorm, routing per image or tile),
+// up to the summation order a batch changes (pipeline.h).
 typedef struct {
     int64_t batch;   // the batch this slot holds; -1: none left
     int n;           // photos in it
@@ -366,7 +394,7 @@ static void *pred_worker(void *arg) {
 typedef struct {
     const PipelineOptions *o;
     char **files;
-    int nf, n_own;
+    int nf, n_own, n_hidden;
     int batch;
     MemEstimate me;
     double other;   // the runtime, and one decoded photo with its mask
@@ -375,7 +403,7 @@ typedef struct {
 static cx_status plan_work(void *arg, const Model *m) {
     Plan *p = arg;
     const PipelineOptions *o = p->o;
-    CX_TRY(list_inputs(o->input, &p->files, &p->nf, &p->n_own));
+    CX_TRY(list_inputs(o->input, &p->files, &p->nf, &p->n_own, &p->n_hidden));
     const char *suffix[7] = { ".png" };
     int n_suffix = 1;
     if (o->overlay) suffix[n_suffix++] = "_overlay.jpg";
@@ -410,6 +438,53 @@ static cx_status plan_work(void *arg, const Model *m) {
                    "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", S,
                    p->batch, memory_str(p->me.total + p->other, ma, sizeof ma), memory_str(budget, mb, sizeof mb), how,
                    advice);
+}
+
+// OUT/.camoxpert-predict.json: which weights wrote the folder's masks. A predict with
+// other weights is refused (their masks would interleave unnoticed) unless overwrite;
+// then the record is written — the folder's first write, which also proves it writable
+// before any photo is run (a read-only or full disk fails here, not after every photo).
+static cx_status out_record(const PipelineOptions *o, const Model *m) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.camoxpert-predict.json", o->out);
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    char mark[64] = "";
+    if (io_path_exists(path) && !o->overwrite) {
+        CX_TRY(outpath_check(path, OWNER_PREDICT, 0, "--out"));
+        if (!outpath_read_mark(path, mark, sizeof mark) && !io_read_file(path, &buf, &n)) {
+            cJSON *j = cJSON_ParseWithLength((const char *)buf, n);
+            const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "sha256"), *w = cJSON_GetObjectItemCaseSensitive(j, "weights");
+            cx_status st = CX_OK;
+            if (cJSON_IsString(h) && strcmp(h->valuestring, m->weights_sha256))
+                st = CX_FAIL(CX_EARG, "--out %s holds masks predicted with other weights (%s, SHA-256 %.12s...; these are "
+                             "%s, %.12s...): the two would mix unnoticed. Choose another --out, or pass --overwrite to "
+                             "predict into it anyway", o->out, cJSON_IsString(w) ? w->valuestring : "?", h->valuestring,
+                             o->weights, m->weights_sha256);
+            cJSON_Delete(j);
+            free(buf);
+            CX_TRY(st);
+        }
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
+    char *safe = text_utf8_safe(o->weights);
+    cJSON_AddStringToObject(j, "weights", safe);
+    free(safe);
+    cJSON_AddStringToObject(j, "sha256", m->weights_sha256);
+    cJSON_AddNumberToObject(j, "img_size", m->img_size);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    AtomicFile af;
+    cx_status st = io_atomic_begin(&af, path);
+    if (!st) {
+        fputs(s, af.fp);
+        fputc('\n', af.fp);
+        st = io_atomic_commit(&af);
+    }
+    cJSON_free(s);
+    if (st) cx_error_context("--out %s: nothing was predicted", o->out);
+    return st;
 }
 
 static void say(FILE *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -454,9 +529,29 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
             }
             if (graph.exec) pred = runtime_graph_run(m->rt, &graph, &in);
         }
-        if (!pred.data) pred = infer_forward(m, &in, &out);
+        int forwarded = 0;
+        if (!pred.data) pred = infer_forward(m, &in, &out), forwarded = 1;
         memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
         r->net_s += cx_time_s() - tn;
+        // A non-finite value anywhere in the network is an error naming the photo and the
+        // first module whose output went non-finite: no mask of NaN (black) or of what a ReLU
+        // made of one (plausible, wrong) is written as if it were one. Under a CUDA graph only
+        // the final logits are seen (its intermediates are not kept): those are checked.
+        char (*what)[200] = cx_calloc((size_t)sl->n, sizeof *what);
+        if (forwarded) infer_nonfinite_images(m, &out, sl->n, what);
+        for (int i = 0; i < sl->n; i++) {
+            const float *lg = sl->logits + (size_t)i * S * S;
+            int64_t k = 0;
+            while (k < (int64_t)S * S && isfinite(lg[k])) k++;
+            if (k < (int64_t)S * S && !what[i][0]) snprintf(what[i], 200, "the final prediction");
+            if (!what[i][0] || sl->failed[i]) continue;
+            CX_FAIL(CX_ENUMERIC, "%s: the network computed a non-finite value on this photo, first in the output of "
+                    "%s: the weights are damaged or from a run that diverged; no mask written", pp->files[j * B + i],
+                    what[i]);
+            pred_error(pp);
+            sl->failed[i] = 1;
+        }
+        free(what);
         for (int i = 0; i < sl->n && o->routing && sparse; i++) {
             if (sl->failed[i]) continue;
             char name[1024], path[4200];
@@ -483,6 +578,14 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
 
 cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     memset(r, 0, sizeof *r);
+    // An --img-size other than the checkpoint's training size: said first (a wide
+    // departure changes what the network sees).
+    CamoXpertConfig ck;
+    int ck_size = 0;
+    if (o->img_size && !weights_read_config(o->weights, &ck, &ck_size) && ck_size && ck_size != o->img_size)
+        say(o->log, "note: --img-size %d: the checkpoint was trained at %dx%d; predicting at %dx%d as asked\n",
+            o->img_size, ck_size, ck_size, o->img_size, o->img_size);
+    cx_error_clear();
     Runtime rt;
     CX_TRY(runtime_init(&rt, o->device, o->precision, 1, 0));
     say(o->log, "device: %s\n", rt.desc);
@@ -492,18 +595,32 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     PredPipe pp = { .R = 3, .overlay = o->overlay, .out = o->out };
     pthread_t *th = NULL;
     int n_th = 0, out_lock = -1;
-    cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config, .img_size = o->img_size,
+    cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config,
+                                                .config_given = o->config_given, .img_size = o->img_size,
+                                                .hash_weights = 1,
                                                 .rt = &rt, .check = plan_work, .check_arg = &plan });
     if (!st) st = io_make_dirs(o->out);
     char **files = plan.files;
     const int nf = plan.nf;
     if (st) goto done;
+    if (plan.n_hidden)
+        say(o->log, "note: %d hidden file%s (a name starting with '.') in %s left out; rename %s to predict %s\n",
+            plan.n_hidden, plan.n_hidden == 1 ? "" : "s", o->input, plan.n_hidden == 1 ? "it" : "them",
+            plan.n_hidden == 1 ? "it" : "them");
     if (plan.n_own)
         say(o->log, "note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
             plan.n_own, plan.n_own == 1 ? "" : "s", o->input);
-    // Temporary files of a killed earlier predict (a batch written, not yet renamed) are
-    // removed, unless another predict writing into out holds the directory's lock.
-    int stale = io_atomic_claim_dir(o->out, &out_lock);
+    // The directory's lock (core/io.h, the lock rule): shared with other predicts, refused
+    // while train or synth owns the folder; the first to hold it alone removes the
+    // temporary files of killed earlier writes.
+    IoDirLock lk;
+    if ((st = io_dir_lock(o->out, 0, &lk))) {
+        cx_error_context("--out %s", o->out);
+        goto done;
+    }
+    out_lock = lk.fd;
+    if ((st = out_record(o, &m))) goto done;
+    int stale = lk.removed;
     if (stale > 0)
         say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
             o->out);

@@ -14,8 +14,12 @@
 // Photos go through the network in batches while worker threads decode the next
 // ones and write the last batch's masks; a batch's files are committed together
 // (core/io.h io_atomic_commit_group). Small batches of a dense model on a GPU replay
-// the forward as a CUDA graph (nn/runtime.h). Batches change the order of work, not
-// the results (evaluation-mode BatchNorm, routing per image or tile).
+// the forward as a CUDA graph (nn/runtime.h). A batch changes the kernels' float
+// summation order (about 1e-6 of the logits), which the 8-bit export's min–max stretch
+// multiplies by 255 / (the probability map's range): a nearly flat map (a weakly trained
+// model) can move by several levels; --batch-size 1 gives each photo its mask alone
+// (docs/RELIABILITY.md, "What is not promised"; tested by
+// hostile_batching_changes_a_mask_only_within_the_exports_stretch_of_summation_order).
 //
 //   PipelineOptions po = { .weights = "runs/a/best.safetensors", .input = "photos", .out = "masks",
 //                          .device = "auto", .precision = "auto", .log = stdout };
@@ -29,6 +33,7 @@
 typedef struct {
     const char *weights;            // the checkpoint
     const CamoXpertConfig *config;  // the model; NULL: the checkpoint's metadata names it
+    unsigned config_given;          // the options config came from (ModelSpec.config_given)
     const char *input;              // a photo, or a directory of photos (.jpg .jpeg .png .bmp)
     const char *out;                // directory for <name>.png masks (created)
     int img_size;                   // network input side; 0: the checkpoint's training size, else 352

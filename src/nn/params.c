@@ -182,6 +182,15 @@ cx_status params_load(ParamTable *pt, const StFile *f, const ParamLoadOpts *o) {
             st = CX_FAIL(CX_ENUMERIC, "%s: tensor '%s' holds a non-finite value (%g at index %lld): the file is damaged "
                          "or was saved from a run that diverged; use an earlier checkpoint", f->path, e->name,
                          tensor_get(&dst, bad), (long long)bad);
+        // Statistics that cannot be: a BatchNorm variance below zero (its square root is NaN,
+        // every mask of the model black).
+        size_t nl = strlen(pi->name);
+        if (!st && nl > 11 && !strcmp(pi->name + nl - 11, "running_var"))
+            for (int64_t k = 0, nv = tensor_numel(&dst); k < nv && !st; k++)
+                if (tensor_get(&dst, k) < 0)
+                    st = CX_FAIL(CX_EFORMAT, "%s: tensor '%s' holds a negative variance (%g at index %lld): BatchNorm "
+                                 "statistics cannot be negative; the file is damaged or was edited; use an earlier "
+                                 "checkpoint", f->path, e->name, tensor_get(&dst, k), (long long)k);
         if (!st && (pi->flags & PF_COUNTER)) {   // the count lives on the host; its value slot stays zero
             pt->counter[i] = (int64_t)(tensor_get(&dst, 0) + 0.5);
             tensor_set(&dst, 0, 0);

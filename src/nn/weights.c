@@ -1,6 +1,7 @@
 // weights.c — see weights.h.
 #include "nn/weights.h"
 #include "nn/memory.h"
+#include "core/sha256.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -69,7 +70,7 @@ done:
 
 cx_status weights_read_config(const char *path, CamoXpertConfig *c, int *img_size) {
     StFile f;
-    CX_TRY(st_open(&f, path));
+    CX_TRY(st_open_header(&f, path));   // the metadata only: the weights are read once, by weights_load
     cx_status st = CX_OK;
     const char *cfg = st_meta(&f, "camoxpert_config");
     const char *model = st_meta(&f, "model"), *bb = st_meta(&f, "backbone");
@@ -111,9 +112,12 @@ cx_status weights_save(const ParamTable *pt, const char *config_json, const char
     return st;
 }
 
-cx_status weights_load(ParamTable *pt, const char *path) {
+cx_status weights_load(ParamTable *pt, const char *path) { return weights_load_sha256(pt, path, NULL); }
+
+cx_status weights_load_sha256(ParamTable *pt, const char *path, char sha256[65]) {
     StFile f;
     CX_TRY(st_open(&f, path));
+    if (sha256) sha256_hex(f.buf, f.size, sha256);
     cx_status st = camoxpert_load(pt, &f, "", NULL);
     st_close(&f);
     if (st) cx_error_context("loading CamoXpert weights from %s", path);

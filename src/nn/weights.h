@@ -37,3 +37,6 @@ cx_status weights_save(const ParamTable *pt, const char *config_json, const char
 // (camoxpert_load: hub or feature-extractor backbone keys); errors name the file,
 // the key and both shapes; a non-finite tensor is CX_ENUMERIC naming it.
 cx_status weights_load(ParamTable *pt, const char *path);
+// The same, and the file's SHA-256 (hex, as sha256sum prints it) into sha256 (may be
+// NULL), from the one read of the file.
+cx_status weights_load_sha256(ParamTable *pt, const char *path, char sha256[65]);

@@ -64,6 +64,11 @@ cx_status report_open(Report **out, const char *const *runs, int n_runs, const R
                 break;
             }
     r->out = o->out ? cx_strdup(o->out) : join(r->run[0].dir, n_runs == 1 ? "report.html" : "compare.html");
+    cx_status st = outpath_check(r->out, OWNER_REPORT, o->overwrite, o->opt ? o->opt : "--out");
+    if (st) {
+        report_close(r);
+        return st;
+    }
     *out = r;
     return CX_OK;
 }
@@ -157,7 +162,7 @@ cx_status report_write(Report *r, FILE *console) {
         RunRef *rr = &r->run[i];
         RunLog L;
         cx_status st = !io_path_is_dir(rr->dir)
-            ? CX_FAIL(CX_ENOTFOUND, "%s: not a directory; give a training run's --checkpoint-dir (it holds "
+            ? CX_FAIL(CX_ENOTFOUND, "%s: not a directory; give a training run's folder, camoxpert train --checkpoint-dir (it holds "
                       "train_log.jsonl)", rr->dir)
             : runlog_load(rr->log, &L);
         if (st) { cJSON_Delete(data); return st; }
@@ -190,14 +195,15 @@ cx_status report_write(Report *r, FILE *console) {
     char *json = cJSON_PrintUnformatted(data);
     cJSON_Delete(data);
     AtomicFile af;
-    cx_status st = io_atomic_begin(&af, r->out);
+    cx_status st = outpath_check(r->out, OWNER_REPORT, r->o.overwrite, r->o.opt ? r->o.opt : "--out");   // again: it may have changed since
+    if (!st) st = io_atomic_begin(&af, r->out);
     if (st) { cJSON_free(json); cx_error_context("writing the report"); return st; }
     size_t tl = 64;
     for (int i = 0; i < r->n_run; i++) tl += strlen(r->run[i].name) + 4;
     char *title = cx_malloc(tl);
     int len = snprintf(title, tl, "camoxpert report: ");
     for (int i = 0; i < r->n_run; i++) len += snprintf(title + len, tl - (size_t)len, "%s%s", i ? " vs " : "", r->run[i].name);
-    report_page_put(af.fp, title, "camoxpert report", json, live);
+    report_page_put(af.fp, title, OWNER_REPORT, json, live);
     free(title);
     cJSON_free(json);
     if ((st = io_atomic_commit(&af))) { cx_error_context("writing the report"); return st; }

@@ -26,12 +26,16 @@ typedef struct {
     int max_images;           // photos predicted per run (0: no prediction rows)
     int max_points;           // step curves keep at most this many points per run (bucket means)
     int live;                 // 1: while the run has no end record, the page reloads itself every 60 s
+    int overwrite;            // 1: the page may replace a file camoxpert report did not write (core/outpath.h)
+    const char *opt;          // the option messages about the page's path name (NULL: "--out")
 } ReportOptions;
 
 ReportOptions report_options_default(void);   // max_images 24, max_points 2000
 
 typedef struct Report Report;
 // runs: run directories (each holds train_log.jsonl, or will: report_write reads them).
+// The page's path is checked first (core/outpath.h: a file the report did not write,
+// a checkpoint, a FIFO or a directory there is CX_EARG naming it).
 cx_status report_open(Report **r, const char *const *runs, int n_runs, const ReportOptions *o);
 // Reads the logs again and writes the page atomically. A missing directory or log is
 // CX_ENOTFOUND naming it and the fix. console (may be NULL) gets
@@ -43,6 +47,6 @@ void report_close(Report *r);
 
 // The page itself (page.c): a self-contained HTML document that page.js draws from json,
 // the page's data. generator is its <meta name="generator"> (the writer's mark,
-// data/owner.h); live: reload every 60 s. `camoxpert eval --plot` writes one too:
+// core/outpath.h); live: reload every 60 s. `camoxpert eval --plot` writes one too:
 //   report_page_put(fp, "camoxpert eval: CAMO", "camoxpert eval", "{\"kind\": \"eval\", ...}", 0);
 void report_page_put(FILE *fp, const char *title, const char *generator, const char *json, int live);

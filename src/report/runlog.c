@@ -29,6 +29,16 @@ static double num(const cJSON *o, const char *k) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+// A count (a step, an epoch, a stage, a number of images): an integer from 0 to max;
+// NAN when absent or anything else (a step of 2^53 or 1e300 would break the page's
+// arithmetic and an (int) cast alike: such a record is not taken).
+#define RUNLOG_MAX_STEP 1e15
+#define RUNLOG_MAX_EPOCH 1e7
+static double cnt(const cJSON *o, const char *k, double max) {
+    double v = num(o, k);
+    return v >= 0 && v <= max && v == floor(v) ? v : NAN;
+}
+
 static void epoch_free(RunEpoch *e) {
     for (int c = 0; c < e->n_cat; c++) free(e->cat_name[c]);
     free(e->cat_name);
@@ -104,7 +114,7 @@ static void parse_routing(RunEpoch *e, const cJSON *r) {
         if (!c->string) continue;
         int k = e->n_cat++;
         e->cat_name[k] = cx_strdup(c->string);
-        double im = num(c, "images");
+        double im = cnt(c, "images", 1e9);
         e->cat_images[k] = isfinite(im) ? (int)im : 0;
         const cJSON *sh = cJSON_GetObjectItemCaseSensitive(c, "share");
         for (int si = 0; si < S; si++) {
@@ -119,8 +129,8 @@ static void parse_routing(RunEpoch *e, const cJSON *r) {
 
 static void parse_epoch(RunEpoch *e, const cJSON *j) {
     memset(e, 0, sizeof *e);
-    e->epoch = (int)num(j, "epoch");
-    double stage = num(j, "stage"), step = num(j, "step");
+    e->epoch = (int)cnt(j, "epoch", RUNLOG_MAX_EPOCH);
+    double stage = cnt(j, "stage", 2), step = cnt(j, "step", RUNLOG_MAX_STEP);
     e->stage = isfinite(stage) ? (int)stage : 0;
     e->step = isfinite(step) ? (int64_t)step : 0;
     e->loss = num(j, "loss");
@@ -129,7 +139,7 @@ static void parse_epoch(RunEpoch *e, const cJSON *j) {
     if (cJSON_IsObject(v)) {
         e->has_val = 1;
         for (int k = 0; k < RUNLOG_NVAL; k++) e->val[k] = num(v, runlog_val_keys[k]);
-        double n = num(v, "images");
+        double n = cnt(v, "images", 1e9);
         e->val_images = isfinite(n) ? (int)n : 0;
         e->best = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "best"));
     } else {
@@ -170,15 +180,16 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
         cJSON *j = cJSON_ParseWithLength(s, len);
         const cJSON *ty = j ? cJSON_GetObjectItemCaseSensitive(j, "type") : NULL;
         if (!cJSON_IsString(ty)) {
-            note(L, "line %d is not a log record (%s: \"%.*s%s\"); skipped", line,
-                 j ? "no \"type\"" : "not JSON", (int)(len > 40 ? 40 : len), s, len > 40 ? "..." : "");
+            // Nothing of it is quoted: the page is meant for sharing, and the line could be anything
+            // (a log symlinked to a secret file).
+            note(L, "line %d (%zu bytes) is not a log record (%s); skipped", line, len, j ? "no \"type\"" : "not JSON");
             L->skipped++;
             cJSON_Delete(j);
             continue;
         }
         const char *type = ty->valuestring;
         if (!strcmp(type, "run")) {
-            double ss = num(j, "start_step"), se = num(j, "start_epoch");
+            double ss = cnt(j, "start_step", RUNLOG_MAX_STEP), se = cnt(j, "start_epoch", RUNLOG_MAX_EPOCH);
             int64_t start_step = isfinite(ss) ? (int64_t)ss : 0;
             int start_epoch = isfinite(se) ? (int)se : 0;
             drop_redone(L, line, start_step, start_epoch);
@@ -195,21 +206,21 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
             continue;
         }
         if (!strcmp(type, "step")) {
-            double sv = num(j, "step");
+            double sv = cnt(j, "step", RUNLOG_MAX_STEP);
             if (!isfinite(sv)) {
-                note(L, "line %d: a step record without a step number; skipped", line);
+                note(L, "line %d: a step record without a step number (an integer from 0 to 10^15); skipped", line);
                 L->skipped++;
                 cJSON_Delete(j);
                 continue;
             }
             int64_t step = (int64_t)sv;
             if (!L->n_seg) {
-                segment_new(L, line, step - 1, (int)num(j, "epoch") - 1, NULL);
+                segment_new(L, line, step - 1, (int)cnt(j, "epoch", RUNLOG_MAX_EPOCH) - 1, NULL);
             } else if (cur_has_step && step <= cur_last_step) {
                 note(L, "line %d: the step counter goes back from %lld to %lld without a \"run\" record; "
                      "taken as a resume from step %lld", line, (long long)cur_last_step, (long long)step,
                      (long long)(step - 1));
-                int ep = (int)num(j, "epoch") - 1;
+                int ep = (int)cnt(j, "epoch", RUNLOG_MAX_EPOCH) - 1;
                 drop_redone(L, line, step - 1, ep);
                 segment_new(L, line, step - 1, ep, NULL);
             }
@@ -217,7 +228,7 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
             if (L->n_steps == cap_steps) L->steps = cx_realloc(L->steps, sizeof *L->steps * (size_t)(cap_steps = cap_steps ? 2 * cap_steps : 1024));
             RunStep *r = &L->steps[L->n_steps++];
             r->step = step;
-            double stage = num(j, "stage"), ep = num(j, "epoch");
+            double stage = cnt(j, "stage", 2), ep = cnt(j, "epoch", RUNLOG_MAX_EPOCH);
             r->stage = isfinite(stage) ? (int)stage : 0;
             r->epoch = isfinite(ep) ? (int)ep : 0;
             r->segment = L->n_seg - 1;
@@ -227,13 +238,14 @@ cx_status runlog_parse(const char *text, size_t n, const char *name, RunLog *L) 
             r->images_per_s = num(j, "images_per_s");
             for (int k = 0; k < RUNLOG_NTERMS; k++) r->term[k] = num(j, runlog_term_keys[k]);
         } else if (!strcmp(type, "epoch")) {
-            if (!isfinite(num(j, "epoch"))) {
-                note(L, "line %d: an epoch record without an epoch number; skipped", line);
+            if (!isfinite(cnt(j, "epoch", RUNLOG_MAX_EPOCH))) {
+                note(L, "line %d: an epoch record without an epoch number (an integer from 0 to 10^7); skipped", line);
                 L->skipped++;
                 cJSON_Delete(j);
                 continue;
             }
-            if (!L->n_seg) segment_new(L, line, (int64_t)num(j, "step"), (int)num(j, "epoch") - 1, NULL);
+            double es = cnt(j, "step", RUNLOG_MAX_STEP);
+            if (!L->n_seg) segment_new(L, line, isfinite(es) ? (int64_t)es : 0, (int)cnt(j, "epoch", RUNLOG_MAX_EPOCH) - 1, NULL);
             RunEpoch e;
             parse_epoch(&e, j);
             e.segment = L->n_seg - 1;
@@ -265,7 +277,7 @@ cx_status runlog_load(const char *path, RunLog *L) {
     memset(L, 0, sizeof *L);
     if (!io_path_exists(path))
         return CX_FAIL(CX_ENOTFOUND, "%s: no such file; a training run writes CHECKPOINT_DIR/train_log.jsonl "
-                       "(give the run's --checkpoint-dir)", path);
+                       "(give the run folder, camoxpert train --checkpoint-dir)", path);
     unsigned char *buf = NULL;
     size_t n = 0;
     CX_TRY(io_read_file(path, &buf, &n));

@@ -151,10 +151,18 @@ cx_status checkpoint_save(const char *dir, const char *name, const ParamTable *p
     return st;
 }
 
-static cx_status meta_num(const StFile *f, const char *k, double *out) {
+// A number of the state's metadata, within [lo, hi] and (integer) a whole number: a state
+// file is trusted by the resume, so what cannot be (stage 3, a NaN best score, a cursor
+// of 10^18 batches, a negative step) is an error naming the key, not a run that goes wrong.
+static cx_status meta_in(const StFile *f, const char *k, double lo, double hi, int integer, double *out) {
     const char *v = st_meta(f, k);
     if (!v) return CX_FAIL(CX_EFORMAT, "%s: training state lacks '%s' (written by another program?)", f->path, k);
-    *out = strtod(v, NULL);
+    char *end;
+    *out = strtod(v, &end);
+    if (end == v || *end || !isfinite(*out) || *out < lo || *out > hi || (integer && *out != floor(*out)))
+        return CX_FAIL(CX_EFORMAT, "%s: training state '%s' = '%s' cannot be (%s from %.17g to %.17g): the file is "
+                       "damaged or was edited; resume from an earlier checkpoint", f->path, k, v,
+                       integer ? "a whole number" : "a number", lo, hi);
     return CX_OK;
 }
 
@@ -190,20 +198,30 @@ cx_status checkpoint_load_state(const char *weights_path, const ParamTable *pt, 
                      "file it belongs to", spath, weights_path);
         goto done;
     }
-#define GET(field, key) do { if ((st = meta_num(&f, key, &v))) goto done; ts->field = (__typeof__(ts->field))v; } while (0)
-    GET(stage, "stage");
-    GET(epoch, "epoch");
-    GET(global_step, "global_step");
-    GET(stage_step, "stage_step");
-    GET(batch_in_epoch, "batch_in_epoch");
-    GET(best_score, "best_score");
-    GET(best_epoch, "best_epoch");
+    const char *ver = st_meta(&f, "version"), *fmt = st_meta(&f, "format");
+    if (!fmt || strcmp(fmt, "camoxpert-train-state") || !ver || strcmp(ver, "1")) {
+        st = CX_FAIL(CX_EFORMAT, "%s: a training state of format '%s' version '%s'; this camoxpert reads "
+                     "camoxpert-train-state version 1 (a newer camoxpert wrote it, or the file is damaged)", spath,
+                     fmt ? fmt : "?", ver ? ver : "?");
+        goto done;
+    }
+#define GET(field, key, lo, hi, integer) do { \
+        if ((st = meta_in(&f, key, lo, hi, integer, &v))) goto done; \
+        ts->field = (__typeof__(ts->field))v; \
+    } while (0)
+    GET(stage, "stage", 1, 2, 1);
+    GET(epoch, "epoch", 0, 1e7, 1);
+    GET(global_step, "global_step", 0, 1e15, 1);
+    GET(stage_step, "stage_step", 0, (double)ts->global_step, 1);
+    GET(batch_in_epoch, "batch_in_epoch", 0, 1e12, 1);
+    GET(best_score, "best_score", -1, 1, 0);   // a validation Sα, or -1: none yet
+    GET(best_epoch, "best_epoch", 0, ts->epoch, 1);
+    ts->samples_in_epoch = -1, ts->world = 1, ts->log_bytes = -1;
+    if (st_meta(&f, "log_bytes")) GET(log_bytes, "log_bytes", -1, 1e15, 1);
+    if (st_meta(&f, "samples_in_epoch")) GET(samples_in_epoch, "samples_in_epoch", -1, 1e15, 1);
+    if (st_meta(&f, "world")) GET(world, "world", 1, 65536, 1);
 #undef GET
     ts->seed = strtoull(st_meta(&f, "seed") ? st_meta(&f, "seed") : "0", NULL, 10);
-    ts->log_bytes = st_meta(&f, "log_bytes") ? strtoll(st_meta(&f, "log_bytes"), NULL, 10) : -1;
-    ts->samples_in_epoch = st_meta(&f, "samples_in_epoch") ? strtoll(st_meta(&f, "samples_in_epoch"), NULL, 10) : -1;
-    ts->world = st_meta(&f, "world") ? (int)strtol(st_meta(&f, "world"), NULL, 10) : 1;
-    if (ts->world < 1) ts->world = 1;
     ts->token = token;
     if (opt) {
         Tensor m = tensor_view(opt->host_m, DT_F32, 1, &pt->numel), vv = tensor_view(opt->host_v, DT_F32, 1, &pt->numel);

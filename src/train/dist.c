@@ -137,6 +137,31 @@ static cx_status xfer(int fd, void *buf, size_t n, int sending, double timeout, 
     return CX_OK;
 }
 
+// The rendezvous's watch: 1 (an error set) when a stop was requested; after
+// RENDEZVOUS_FIRST_S and then every RENDEZVOUS_REPORT_S a line saying whom this rank
+// waits for (a rendezvous of ranks started together takes milliseconds: no line).
+#define RENDEZVOUS_FIRST_S 2
+static int watch(const DistStore *s, double start, double *next, const char *whom) {
+    double now = now_s();
+    if (s->stop && *s->stop) {
+        CX_FAIL(CX_EIO, "rank %d: stopped (Ctrl-C or SIGTERM) while waiting for %s after %.0f s", s->rank, whom, now - start);
+        return 1;
+    }
+    if (now >= *next && (s->stop || s->log)) {   // a watched rendezvous (a training rank's) speaks
+        FILE *f = s->log ? s->log : stderr;
+        fprintf(f, "note: rank %d: waiting for %s (%.0f s of %.0f s)\n", s->rank, whom, now - start, s->timeout);
+        fflush(f);
+        *next = now + RENDEZVOUS_REPORT_S;
+    }
+    return 0;
+}
+
+// poll() in slices of at most 0.2 s, so that a stop request is seen within a second.
+static int poll_slice(struct pollfd *pf, double left) {
+    double sl = left < 0.2 ? left : 0.2;
+    return left > 0 ? poll(pf, 1, (int)(sl * 1000) + 1) : 0;
+}
+
 static void tune(int fd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -153,25 +178,35 @@ static cx_status open_hub(DistStore *s, const DistEnv *e) {
         int err = errno;
         close(lf);
         if (err == EADDRINUSE)
-            return CX_FAIL(CX_EIO, "rank 0: port %d is in use (another run's rendezvous?); set MASTER_PORT to a free "
-                           "port", e->master_port);
+            return CX_FAIL(CX_EIO, "rank 0: port %d is in use (another run's rendezvous?); %s", e->master_port,
+                           getenv("CAMOXPERT_LAUNCHED") ? "give camoxpert train --master-port a free port, or leave it "
+                                                          "out (a free one is chosen)"
+                                                        : "set MASTER_PORT to a free port");
         return CX_FAIL(CX_EIO, "rank 0: cannot listen on port %d: %s", e->master_port, strerror(err));
     }
     s->peer = cx_calloc((size_t)s->world, sizeof *s->peer);
     for (int r = 0; r < s->world; r++) s->peer[r] = -1;
-    double end = now_s() + s->timeout;
+    const double start = now_s(), end = start + s->timeout;
+    double next = start + RENDEZVOUS_FIRST_S;
     int arrived = 1;
     cx_status st = CX_OK;
     while (arrived < s->world) {
         double left = end - now_s();
+        char miss[256] = "", whom[400];
+        size_t o = 0;
+        for (int k = 1; k < s->world && o + 12 < sizeof miss; k++)
+            if (s->peer[k] < 0) o += (size_t)snprintf(miss + o, sizeof miss - o, "%s%d", o ? ", " : "", k);
+        snprintf(whom, sizeof whom, "rank%s %s to connect to port %d", s->world - arrived > 1 ? "s" : "", miss,
+                 e->master_port);
+        if (watch(s, start, &next, whom)) {
+            st = CX_EIO;
+            break;
+        }
         struct pollfd pf = { .fd = lf, .events = POLLIN };
-        int r = left > 0 ? poll(&pf, 1, (int)(left * 1000) + 1) : 0;
+        int r = poll_slice(&pf, left);
         if (r < 0 && errno == EINTR) continue;
+        if (r == 0 && left > 0.2) continue;
         if (r == 0) {
-            char miss[256] = "";
-            size_t o = 0;
-            for (int k = 1; k < s->world && o + 12 < sizeof miss; k++)
-                if (s->peer[k] < 0) o += (size_t)snprintf(miss + o, sizeof miss - o, "%s%d", o ? ", " : "", k);
             st = CX_FAIL(CX_EIO, "rank 0: %d of %d ranks arrived at port %d within %.0f s (missing: %s); were they "
                          "all started, with the same MASTER_ADDR and MASTER_PORT?", arrived, s->world, e->master_port,
                          s->timeout, miss);
@@ -214,9 +249,16 @@ static cx_status open_spoke(DistStore *s, const DistEnv *e) {
     struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai = NULL;
     int g = getaddrinfo(e->master_addr, port, &hints, &ai);
     if (g) return CX_FAIL(CX_EARG, "rank %d: MASTER_ADDR=%s: %s", s->rank, e->master_addr, gai_strerror(g));
-    double end = now_s() + s->timeout;
+    const double start = now_s(), end = start + s->timeout;
+    double next = start + RENDEZVOUS_FIRST_S;
+    char whom[400];
+    snprintf(whom, sizeof whom, "rank 0 at %s:%d to answer", e->master_addr, e->master_port);
     int fd = -1;
     while (now_s() < end) {
+        if (watch(s, start, &next, whom)) {
+            freeaddrinfo(ai);
+            return CX_EIO;
+        }
         fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
         if (fd >= 0) close(fd);
@@ -232,14 +274,30 @@ static cx_status open_spoke(DistStore *s, const DistEnv *e) {
     s->fd = fd;
     uint32_t hello[3] = { DIST_MAGIC, (uint32_t)s->rank, (uint32_t)s->world }, ok = 0;
     CX_TRY(xfer(fd, hello, sizeof hello, 1, s->timeout, s->rank, 0));
+    // Rank 0 answers when every rank has connected: watched as the connection was.
+    snprintf(whom, sizeof whom, "the other ranks to connect to rank 0 at %s:%d (connected; rank 0 starts the run when "
+             "all %d are there)", e->master_addr, e->master_port, s->world);
+    for (;;) {
+        if (watch(s, start, &next, whom)) return CX_EIO;
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        double left = end - now_s();
+        int r = poll_slice(&pf, left);
+        if (r > 0 || (r == 0 && left <= 0.2)) break;   // data, a closed connection, or the deadline: xfer says which
+    }
     CX_TRY(xfer(fd, &ok, sizeof ok, 0, s->timeout, s->rank, 0));
     if (ok != DIST_MAGIC) return CX_FAIL(CX_EIO, "rank %d: rank 0 answered with something else", s->rank);
     return CX_OK;
 }
 
 cx_status dist_store_open(DistStore *s, const DistEnv *e, double timeout_s) {
+    return dist_store_open_watched(s, e, timeout_s, NULL, NULL);
+}
+
+cx_status dist_store_open_watched(DistStore *s, const DistEnv *e, double timeout_s, volatile sig_atomic_t *stop,
+                                  FILE *log) {
     memset(s, 0, sizeof *s);
     s->rank = e->rank, s->world = e->world, s->fd = -1, s->timeout = timeout_s;
+    s->stop = stop, s->log = log;
     if (s->world == 1) return CX_OK;
     cx_status st = s->rank == 0 ? open_hub(s, e) : open_spoke(s, e);
     if (st != CX_OK) dist_store_close(s);

@@ -15,6 +15,8 @@
 //   dist_store_close(&s);
 #pragma once
 #include "core/core.h"
+#include <signal.h>
+#include <stdio.h>
 
 typedef struct {
     int rank, world;               // global
@@ -41,12 +43,22 @@ typedef struct {
     int fd;          // rank > 0: the connection to rank 0
     int *peer;       // rank 0: the connection of rank r at peer[r] (peer[0] = -1)
     double timeout;  // seconds any one exchange may wait
+    volatile sig_atomic_t *stop;   // the rendezvous: a stop request (Ctrl-C, SIGTERM) ends the wait (may be NULL)
+    FILE *log;                     // the rendezvous: where the waiting ranks say whom they wait for (NULL: stderr)
 } DistStore;
 
 // Rank 0 listens on MASTER_ADDR:MASTER_PORT and waits for every other rank;
 // the others connect (retrying until the timeout). Errors: the port is in use,
 // a rank did not arrive, rank 0 did not answer, a rank number arrived twice.
 cx_status dist_store_open(DistStore *s, const DistEnv *e, double timeout_s);
+// The same, as a training rank waits (the signal rule, docs/RELIABILITY.md): a stop
+// request (*stop set by the Ctrl-C/SIGTERM handler) ends the wait within a second with
+// an error naming whom it waited for, and after 2 s, then every RENDEZVOUS_REPORT_S, a
+// line on log (NULL: stderr) says whom it waits for (rank 0: the ranks missing; the
+// others: rank 0, or the ranks rank 0 still waits for).
+#define RENDEZVOUS_REPORT_S 10
+cx_status dist_store_open_watched(DistStore *s, const DistEnv *e, double timeout_s, volatile sig_atomic_t *stop,
+                                  FILE *log);
 void dist_store_close(DistStore *s);
 // buf (n bytes) from rank 0 to every rank.
 cx_status dist_broadcast(DistStore *s, void *buf, size_t n);

@@ -28,7 +28,7 @@ cx_status rank_start(DistEnv *env, DistStore *store, Runtime *rt, Comm *comm, co
             fprintf(out, "data parallel: %d ranks (%s), rendezvous at %s:%d\n", world,
                     getenv("CAMOXPERT_LAUNCHED") ? "camoxpert train --gpus/--procs" : env->source, env->master_addr,
                     env->master_port);
-        CX_TRY(dist_store_open(store, env, RANK_TIMEOUT_S));
+        CX_TRY(dist_store_open_watched(store, env, RANK_TIMEOUT_S, stop, out));
     } else {
         store->rank = 0, store->world = 1;
     }

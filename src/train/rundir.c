@@ -14,24 +14,31 @@ cx_status rundir_open(RunDir *r, const char *dir) {
     if (strlen(dir) + 64 >= sizeof r->dir) return CX_FAIL(CX_EARG, "--checkpoint-dir %s: path too long", dir);
     snprintf(r->dir, sizeof r->dir, "%s", dir);
     CX_TRY(io_make_dirs(dir));
-    char p[4200];
-    snprintf(p, sizeof p, "%s/.camoxpert.lock", dir);
-    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0666);
-    if (fd < 0) return CX_FAIL(CX_EIO, "cannot create %s: %s (is --checkpoint-dir writable?)", p, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        char pid[32] = "";
-        ssize_t k = pread(fd, pid, sizeof pid - 1, 0);
-        pid[k > 0 ? k : 0] = 0;
-        pid[strcspn(pid, "\n")] = 0;
-        close(fd);
-        return CX_FAIL(CX_EIO, "--checkpoint-dir %s is in use by another camoxpert train (pid %s); wait for it to end, "
-                       "or choose another --checkpoint-dir", dir, pid[0] ? pid : "?");
+    // The directory's own lock (core/io.h, the lock rule), held for the run: a second
+    // train, a predict or a synth into it is refused while this one writes there.
+    IoDirLock l;
+    cx_status st = io_dir_lock(dir, 1, &l);
+    if (st) {
+        cx_error_context("--checkpoint-dir %s", dir);
+        return st;
     }
-    char pid[32];
-    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) { /* the pid is for messages only */ }
-    r->lock_fd = fd;
+    r->lock_fd = l.fd;
+    r->removed = l.removed;
     return CX_OK;
+}
+
+cx_status rundir_check_free(const char *dir) {
+    if (!io_path_is_dir(dir)) return CX_OK;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return CX_OK;   // rundir_open says why, later
+    int busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;   // (no flock here: nothing to say)
+    close(fd);
+    if (!busy) return CX_OK;
+    IoDirLock l;
+    cx_status st = io_dir_lock(dir, 1, &l);   // the holder, named
+    if (!st) io_dir_unlock(&l);   // it ended meanwhile
+    else cx_error_context("--checkpoint-dir %s", dir);
+    return st;
 }
 
 void rundir_close(RunDir *r) {
@@ -65,6 +72,7 @@ cx_status rundir_clear(RunDir *r) {
     CX_TRY(remove_if_there(r->dir, "last.safetensors"));
     CX_TRY(remove_if_there(r->dir, "best.safetensors"));
     CX_TRY(remove_if_there(r->dir, "train_log.jsonl"));
+    CX_TRY(remove_if_there(r->dir, ".camoxpert.lock"));   // the lock file of versions before the lock rule
     checkpoint_tidy(r->dir, "last", 0, 1);   // every state: no weights name one now
     io_atomic_cleanup_dir(r->dir);
     return CX_OK;

@@ -19,13 +19,18 @@
 
 typedef struct {
     char dir[4096];
-    int lock_fd;      // DIR/.camoxpert.lock, flock'ed for the life of the run; -1 when closed
+    int lock_fd;      // DIR itself, flock'ed for the life of the run (core/io.h io_dir_lock); -1 when closed
+    int removed;      // leftovers of killed writes removed when the lock was taken
 } RunDir;
 
-// Creates dir if needed and takes its lock; CX_EIO naming the holder's pid when
-// another process (a second `camoxpert train`) holds it.
+// Creates dir if needed and takes its lock (exclusive, core/io.h's lock rule); CX_EIO
+// naming the holder and its pid when another process (a second `camoxpert train`, a
+// predict or a synth writing there) holds it.
 cx_status rundir_open(RunDir *r, const char *dir);
 void rundir_close(RunDir *r);
+// CX_OK when no other process holds dir's lock now (or dir does not exist); otherwise
+// rundir_open's error. Takes nothing: the early check before a run's set-up.
+cx_status rundir_check_free(const char *dir);
 // 1 when dir holds a run's checkpoints; `what` gets their names ("last.safetensors, best.safetensors").
 // Creates nothing (a directory that does not exist holds none).
 int rundir_has_run(const char *dir, char *what, size_t n);

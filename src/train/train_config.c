@@ -66,7 +66,9 @@ cx_status train_config_check(const TrainConfig *c) {
     CHECK_IRANGE(c->batch_size, 1, 65536, "--batch-size", "");
     CHECK_IRANGE(c->stage2_batch_size, 0, 65536, "--stage2-batch-size", " (0: --batch-size)");
     CHECK_IRANGE(c->epochs, 1, 1000000, "--epochs", "");
-    if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
+    if (c->stage1_epochs < 0)
+        return CX_FAIL(CX_EARG, "--stage1-epochs %d: must be from 0 to --epochs (%d)", c->stage1_epochs, c->epochs);
+    if (c->stage1_epochs > c->epochs)
         return CX_FAIL(CX_EARG, "--stage1-epochs %d is more than --epochs %d (epochs counts both stages); "
                        "raise --epochs or lower --stage1-epochs", c->stage1_epochs, c->epochs);
     if (c->skip_stage1 && c->stage1_epochs == c->epochs)
@@ -90,7 +92,10 @@ cx_status train_config_check(const TrainConfig *c) {
     if (c->sparse) {
         if (c->num_experts < 1 || c->num_experts > MOE_MAX_EXPERTS)
             return CX_FAIL(CX_EARG, "--num-experts %d: must be between 1 and %d", c->num_experts, MOE_MAX_EXPERTS);
-        if (c->top_k < 1 || c->top_k > c->num_experts)
+        if (c->top_k < 1)
+            return CX_FAIL(CX_EARG, "--top-k %d: must be from 1 to --num-experts (%d): each image picks k of the E "
+                           "experts", c->top_k, c->num_experts);
+        if (c->top_k > c->num_experts)
             return CX_FAIL(CX_EARG, "--top-k %d is more than --num-experts %d (each image picks k of the E experts); "
                            "lower --top-k or raise --num-experts", c->top_k, c->num_experts);
         CHECK_RANGE(c->lb_coef, 0, 100, "--lb-coef", "");

@@ -1,5 +1,6 @@
 // train_log.c — see train_log.h.
 #include "train/train_log.h"
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -137,11 +138,23 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
 }
 
+static int bar_open;   // a bar drawn in place, its line not ended yet
+
+void train_progress_end(FILE *out) {
+    if (out && bar_open) fputc('\n', out), fflush(out);
+    bar_open = 0;
+}
+
 void train_progress(FILE *out, int bar, int epoch, int epochs, int64_t batch, int64_t nb, double images_per_s,
-                    double loss, double lr, double eta_s) {
+                    double loss, double lr, double eta_s, double run_eta_s) {
     if (!out) return;
-    char eta[32];
+    char eta[64], run[32];
     fmt_time(eta, sizeof eta, eta_s);
+    if (epoch < epochs && run_eta_s >= 0) {   // the run's too, beyond this epoch
+        fmt_time(run, sizeof run, run_eta_s);
+        snprintf(eta + strlen(eta), sizeof eta - strlen(eta), ", run %s", run);
+    }
+    bar_open = bar;
     if (bar) {
         enum { WIDTH = 24 };
         int fill = (int)(WIDTH * batch / nb);

@@ -8,7 +8,7 @@
 //
 //   train_log_run_start(log, &(TrainRunFacts){ .c = &cfg, .rt = &rt, .world = 1, ... });
 //   train_log_step(log, step, stage, epoch, batch, lr, &loss, grad_norm, images_per_s);
-//   train_progress(stdout, bar, epoch, epochs, batch, n_batches, images_per_s, loss.total, lr, eta_s);
+//   train_progress(stdout, bar, epoch, epochs, batch, n_batches, images_per_s, loss.total, lr, eta_s, run_eta_s);
 //   cJSON *e = train_log_epoch(epoch, stage, step, mean_loss, seconds);
 //   train_log_add_val(e, &vr, best);
 //   train_log_write(log, e);
@@ -48,4 +48,6 @@ void train_log_add_val(cJSON *epoch, const ValResult *vr, int best);
 // One progress report of an epoch at batch (1-based) of nb: with bar, the bar redrawn
 // in place; else a line. eta_s < 0: unknown.
 void train_progress(FILE *out, int bar, int epoch, int epochs, int64_t batch, int64_t nb, double images_per_s,
-                    double loss, double lr, double eta_s);
+                    double loss, double lr, double eta_s, double run_eta_s);
+// Ends a progress bar's line when one is drawn (before an error or another line).
+void train_progress_end(FILE *out);

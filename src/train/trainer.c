@@ -186,8 +186,11 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         // Progress: a bar redrawn in place on a terminal, a line every ~10% otherwise.
         int64_t done = b->step + 1 - first_batch, left = nb - (b->step + 1);
         double eta = done > 0 ? (now - t0) / done * left : -1;
+        // The run's: this epoch's, and the epochs left at this epoch's pace (validation aside).
+        double run_eta = eta >= 0 ? eta + (now - t0) / done * nb * (c->epochs - T->ts.epoch - 1) : -1;
         if (T->progress || now - tlast > 30 || last_of_epoch || (nb >= 10 && (b->step + 1) % (nb / 10) == 0)) {
-            train_progress(say_fp, T->progress, T->ts.epoch + 1, c->epochs, b->step + 1, nb, ips, acc.total, lr, eta);
+            train_progress(say_fp, T->progress, T->ts.epoch + 1, c->epochs, b->step + 1, nb, ips, acc.total, lr, eta,
+                           run_eta);
             if (!T->progress) tlast = now;
         }
         acc_n = 0;
@@ -196,12 +199,12 @@ static cx_status train_epoch(Trainer *T, Loader *L, const LrSchedule *sched, int
         if (want_stop) {
             *stop = 1;
             if (!last_of_epoch) {
-                if (T->progress) say("\n");
+                train_progress_end(say_fp);
                 return CX_OK;   // mid-epoch: the caller saves the cursor
             }
         }
     }
-    if (T->progress) say("\n");
+    train_progress_end(say_fp);
     if (st) T->data_failed = 1;   // loader_next: a file that broke after the scan
     return st;
 }
@@ -268,6 +271,7 @@ static cx_status trainer_setup(Trainer *T) {
     if (c->resume_from) rundir_dirname(c->resume_from, rdir, sizeof rdir);
     int resume_here = c->resume_from && rundir_same(rdir, c->checkpoint_dir) &&
                       !checkpoint_read_token(c->resume_from, &rtok) && rtok;
+    if (T->rank == 0) CX_TRY(rundir_check_free(c->checkpoint_dir));   // a run writing there: said first
     if (T->rank == 0 && !c->overwrite && !resume_here && rundir_has_run(c->checkpoint_dir, held, sizeof held))
         return CX_FAIL(CX_EARG, "--checkpoint-dir %s holds the checkpoints of another run (%s); a new run there would "
                        "overwrite them and append to its log. Resume that run with --resume-from %s/last.safetensors, "
@@ -354,9 +358,12 @@ static cx_status trainer_setup(Trainer *T) {
             snprintf(T->last_ckpt, sizeof T->last_ckpt, "%s", c->resume_from);
             T->last_ckpt_epoch = T->ts.epoch;
             T->saved_step = T->ts.global_step;
-            say("resumed from %s: stage %d, %d epochs and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
-                   c->resume_from, T->ts.stage, T->ts.epoch, (long long)T->ts.batch_in_epoch,
+            say("resumed from %s: stage %d, %d epoch%s and %lld batches done, step %lld, best Sα %.4f (epoch %d)\n",
+                   c->resume_from, T->ts.stage, T->ts.epoch, T->ts.epoch == 1 ? "" : "s", (long long)T->ts.batch_in_epoch,
                    (long long)T->ts.global_step, T->ts.best_score, T->ts.best_epoch);
+            if (T->ts.epoch >= c->epochs)   // said, not a silent end
+                say("note: the run has done %d epoch%s, and --epochs is %d: nothing is left to train; give a larger "
+                    "--epochs to train on\n", T->ts.epoch, T->ts.epoch == 1 ? "" : "s", c->epochs);
         } else {   // the average (when on) starts from the loaded weights
             say("started from the weights of %s (no training state beside it)\n", c->resume_from);
         }
@@ -455,13 +462,17 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
             adamw_reset(&T.opt);
             T.ts.stage = 2;
             T.ts.stage_step = 0;
-            say("stage 2: training everything%s, batch %d, lr %g\n",
-                   c->progressive_unfreeze ? " (backbone stages unfrozen progressively)" : "",
-                   c->stage2_batch_size ? c->stage2_batch_size : c->batch_size, c->stage2_lr);
+            const int b2 = c->stage2_batch_size ? c->stage2_batch_size : c->batch_size;
+            char per[64] = "";
+            if (T.world > 1) snprintf(per, sizeof per, " per rank (%d in all over %d ranks)", b2 * T.world, T.world);
+            say("stage 2: training everything%s, batch %d%s, lr %g\n",
+                   c->progressive_unfreeze ? " (backbone stages unfrozen progressively)" : "", b2, per, c->stage2_lr);
         } else if (first_epoch) {
-            say("stage %d: %s, batch %d, lr %g\n", stage, stage == 1 ? "backbone frozen" : "training everything",
-                   stage == 1 ? c->batch_size : (c->stage2_batch_size ? c->stage2_batch_size : c->batch_size),
-                   stage == 1 ? c->lr : c->stage2_lr);
+            const int bs = stage == 1 ? c->batch_size : (c->stage2_batch_size ? c->stage2_batch_size : c->batch_size);
+            char per[64] = "";
+            if (T.world > 1) snprintf(per, sizeof per, " per rank (%d in all over %d ranks)", bs * T.world, T.world);
+            say("stage %d: %s, batch %d%s, lr %g\n", stage, stage == 1 ? "backbone frozen" : "training everything", bs,
+                   per, stage == 1 ? c->lr : c->stage2_lr);
         }
         first_epoch = 0;
         int stage_begin = stage == 1 ? 0 : s2_start, stage_end = stage == 1 ? s2_start : c->epochs;
@@ -588,10 +599,15 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     r->best_sm = T.ts.best_score;
     r->best_epoch = T.ts.best_epoch;
     train_log_run_end(T.log, st, r->interrupted, &T.ts);
-    if (!st && !r->interrupted)
-        say("done: %d epochs, %lld steps; best validation Sα %.4f at epoch %d; checkpoints in %s (best.safetensors, "
-               "last.safetensors), log %s/train_log.jsonl\n", T.ts.epoch, (long long)T.ts.global_step, T.ts.best_score,
-               T.ts.best_epoch, c->checkpoint_dir, c->checkpoint_dir);
+    if (!st && !r->interrupted) {
+        char best[64] = "no validation (--val-fraction 0)", held[128] = "";
+        if (T.ts.best_score >= 0) snprintf(best, sizeof best, "best validation Sα %.4f at epoch %d", T.ts.best_score, T.ts.best_epoch);
+        rundir_has_run(c->checkpoint_dir, held, sizeof held);   // what is there: no best without validation
+        say("done: %d epoch%s, %lld step%s; %s; checkpoints in %s (%s), log %s/train_log.jsonl\n", T.ts.epoch,
+            T.ts.epoch == 1 ? "" : "s", (long long)T.ts.global_step, T.ts.global_step == 1 ? "" : "s", best,
+            c->checkpoint_dir, held[0] ? held : "none", c->checkpoint_dir);
+    }
+    if (st) train_progress_end(say_fp);   // the error starts a line of its own, not the progress bar's
     trainer_free(&T);
     comm_close(&T.comm);
     dist_store_close(&T.store);

@@ -21,7 +21,7 @@
 //                                        a "type":"run" record at each (re)start (command,
 //                                        model, parameters, device, data) and a "type":"end"
 //                                        record when the run ends (done, stopped, failed)
-//   .camoxpert.lock                      held while the run writes
+//   (the directory itself is flock'ed while the run writes: core/io.h io_dir_lock)
 //
 // Resume is exact: the batches are a pure function of (seed, epoch, batch) (the
 // loader's cursor is in the state), the learning rate a pure function of the
