@@ -607,8 +607,10 @@ static void og_head(Og *g, const CodHead *h, const char *const e[4], const char 
     const char *ip = og_seq(g, &h->bu_mean, sh), *un = og_seq(g, &h->bu_unc, sh);
     og_scope(g, "boundary_uncertainty");
     out->initial_pred = og_clip(g, ip, g->T, -LOGIT_CLAMP, LOGIT_CLAMP);
-    // the uncertainty and its normalisation by the batch maximum in float32 (1e-8 is 0 in float16)
-    const char *unc = og_clip(g, og_to_f32(g, un), ELEM_FLOAT, UNC_LO, UNC_HI);
+    // the uncertainty (softplus of the head's conv: the model's own step, outside its Seq) and its
+    // normalisation by the batch maximum in float32 (1e-8 is 0 in float16), as the model computes them
+    const char *sp = og_op(g, "Softplus", IN(og_to_f32(g, un)), NOATTR);
+    const char *unc = og_clip(g, sp, ELEM_FLOAT, UNC_LO, UNC_HI);
     out->uncertainty = unc;
     const char *mx = og_op(g, "ReduceMax", IN(unc), ATTRS(AI("keepdims", 1)));
     const char *u = og_div(g, unc, og_add(g, mx, og_c32(g, UNC_NORM_EPS)));
