@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define ST_MAX_HEADER (100u << 20)
 
@@ -33,27 +35,30 @@ void st_close(StFile *f) {
     free(f->meta_vals);
     free(f->buf);
     free(f->path);
+    if (f->fp) fclose(f->fp);
     memset(f, 0, sizeof *f);
 }
 
 #define BAD(...) do { st = CX_FAIL(CX_EFORMAT, __VA_ARGS__); goto fail; } while (0)
 
-cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size) {
+// The 8-byte length at the start of a file of `size` bytes; CX_OK when the header fits.
+static cx_status header_length(const char *name, const unsigned char *len, size_t size, uint64_t *hlen) {
+    if (size < 8) return CX_FAIL(CX_EFORMAT, "%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)",
+                                 name, size);
+    *hlen = 0;
+    for (int i = 7; i >= 0; i--) *hlen = (*hlen << 8) | len[i];
+    if (*hlen > size - 8 || *hlen > ST_MAX_HEADER)
+        return CX_FAIL(CX_EFORMAT, "%s: header length %llu does not fit in the file (%zu bytes): truncated or not a "
+                       "safetensors file", name, (unsigned long long)*hlen, size);
+    return CX_OK;
+}
+
+// The header's checks and the entries, from the JSON hdr (hlen bytes) of a file whose
+// data section holds data_size bytes at `data` (NULL: left in the file).
+static cx_status parse_header(StFile *f, const char *name, const unsigned char *hdr, uint64_t hlen, size_t data_size,
+                              const unsigned char *data) {
     cx_status st = CX_OK;
-    cJSON *root = NULL;
-    memset(f, 0, sizeof *f);
-    f->path = cx_strdup(name);
-    f->buf = buf;
-    f->size = size;
-    if (size < 8) BAD("%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)", name, size);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
-    if (hlen > size - 8 || hlen > ST_MAX_HEADER)
-        BAD("%s: header length %llu does not fit in the file (%zu bytes): truncated or not a safetensors file",
-            name, (unsigned long long)hlen, size);
-    size_t data_size = size - 8 - (size_t)hlen;
-    const unsigned char *data = buf + 8 + hlen;
-    root = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hlen);
+    cJSON *root = cJSON_ParseWithLength((const char *)hdr, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) BAD("%s: header is not a JSON object (corrupt file?)", name);
     int count = 0;
     for (cJSON *it = root->child; it; it = it->next) count++;
@@ -107,7 +112,7 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
         if ((uint64_t)(e->end - e->begin) != numel * dtype_size(e->dtype))
             BAD("%s: tensor '%s' has %zu bytes but dtype %s and its shape need %llu", name, tn,
                 e->end - e->begin, dtype_name(e->dtype), (unsigned long long)(numel * dtype_size(e->dtype)));
-        e->data = data + e->begin;
+        e->data = data ? data + e->begin : NULL;
     }
     // Duplicate names: sorted, so a header of any size is checked in n log n (a pairwise
     // check took 15 s on 80,000 entries).
@@ -131,16 +136,54 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
     return CX_OK;
 fail:
     cJSON_Delete(root);
-    st_close(f);
+    return st;
+}
+
+cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size) {
+    memset(f, 0, sizeof *f);
+    f->path = cx_strdup(name);
+    f->buf = buf;
+    f->size = size;
+    uint64_t hlen;
+    cx_status st = header_length(name, buf, size, &hlen);
+    if (!st) st = parse_header(f, name, buf + 8, hlen, size - 8 - (size_t)hlen, buf + 8 + hlen);
+    if (st) st_close(f);
     return st;
 }
 
 cx_status st_open(StFile *f, const char *path) {
-    unsigned char *buf;
-    size_t size;
     memset(f, 0, sizeof *f);
-    CX_TRY(io_read_file(path, &buf, &size));
-    return st_open_buffer(f, path, buf, size);
+    FILE *fp;
+    CX_TRY(io_open_regular(path, &fp));
+    f->fp = fp;
+    f->path = cx_strdup(path);
+    struct stat sb;
+    unsigned char len[8];
+    uint64_t hlen = 0;
+    cx_status st = fstat(fileno(fp), &sb) ? CX_FAIL(CX_EIO, "%s: cannot read its size", path) : CX_OK;
+    f->size = st ? 0 : (size_t)sb.st_size;
+    if (!st && f->size >= 8 && fread(len, 1, 8, fp) != 8) st = CX_FAIL(CX_EIO, "%s: cannot read the header", path);
+    if (!st) st = header_length(path, len, f->size, &hlen);
+    if (!st) {
+        f->buf = cx_malloc((size_t)hlen + 1);
+        if (fread(f->buf, 1, (size_t)hlen, fp) != (size_t)hlen) st = CX_FAIL(CX_EFORMAT, "%s: truncated header", path);
+    }
+    if (!st) st = parse_header(f, path, f->buf, hlen, f->size - 8 - (size_t)hlen, NULL);
+    f->data_off = 8 + (size_t)hlen;
+    if (st) st_close(f);
+    return st;
+}
+
+// Bytes [off, off + n) of the data section into dst.
+static cx_status read_data(const StFile *f, const StEntry *e, void *dst, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fileno(f->fp), (char *)dst + done, n - done, (off_t)(f->data_off + e->begin + done));
+        if (r <= 0) return CX_FAIL(CX_EIO, "%s: tensor '%s': the file ends or cannot be read at byte %zu (truncated or "
+                                   "changed since it was opened?)", f->path, e->name, f->data_off + e->begin + done);
+        done += (size_t)r;
+    }
+    return CX_OK;
 }
 
 cx_status st_read_meta(const char *path, const char *key, char **value) {
@@ -207,9 +250,19 @@ cx_status st_entry_read(const StFile *f, const StEntry *e, Tensor *dst) {
         return CX_FAIL(CX_ESHAPE, "%s: tensor '%s' has %lld elements, expected %lld (shape %s)", f->path, e->name,
                        (long long)n, (long long)tensor_numel(dst), tensor_shape_str(dst, a, sizeof a));
     }
+    const size_t bytes = (size_t)n * dtype_size(e->dtype);
+    if (!e->data && e->dtype == dst->dtype) return read_data(f, e, dst->data, bytes);   // straight into dst
+    unsigned char *tmp = NULL;
     const unsigned char *p = e->data;
-    if (e->dtype == dst->dtype) { memcpy(dst->data, p, (size_t)n * dtype_size(e->dtype)); return CX_OK; }
-    for (int64_t i = 0; i < n; i++) {
+    if (!p) {
+        tmp = cx_malloc(bytes ? bytes : 1);
+        cx_status st = read_data(f, e, tmp, bytes);
+        if (st) { free(tmp); return st; }
+        p = tmp;
+    }
+    cx_status st = CX_OK;
+    if (e->dtype == dst->dtype) memcpy(dst->data, p, bytes);
+    for (int64_t i = 0; i < n && e->dtype != dst->dtype && !st; i++) {
         double v;
         switch (e->dtype) {
         case DT_F32: { float x; memcpy(&x, p + 4 * i, 4); v = x; break; }
@@ -219,13 +272,14 @@ cx_status st_entry_read(const StFile *f, const StEntry *e, Tensor *dst) {
         case DT_U8: case DT_BOOL: v = p[i]; break;
         case DT_BF16: { uint16_t h; memcpy(&h, p + 2 * i, 2); uint32_t u = (uint32_t)h << 16; float x; memcpy(&x, &u, 4); v = x; break; }
         case DT_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); v = half_to_double(h); break; }
-        default: return CX_FAIL(CX_EFORMAT, "%s: tensor '%s': unsupported dtype", f->path, e->name);
+        default: st = CX_FAIL(CX_EFORMAT, "%s: tensor '%s': unsupported dtype", f->path, e->name); continue;
         }
         if (dst->dtype == DT_BF16 || dst->dtype == DT_F16)
-            return CX_FAIL(CX_EINTERNAL, "conversion to %s not supported", dtype_name(dst->dtype));
-        tensor_set(dst, i, v);
+            st = CX_FAIL(CX_EINTERNAL, "conversion to %s not supported", dtype_name(dst->dtype));
+        else tensor_set(dst, i, v);
     }
-    return CX_OK;
+    free(tmp);
+    return st;
 }
 
 cx_status st_read(const StFile *f, const char *name, Tensor *dst) {
