@@ -57,6 +57,8 @@ static void chunk_push(Arena *a, char *p, size_t size, ArenaBlock *b) {
         a->chunk = cx_realloc(a->chunk, a->cap_chunk * sizeof *a->chunk);
     }
     a->chunk[a->n_chunk++] = (ArenaChunk){ .p = p, .size = size, .blk = b, .live = 1 };
+    a->live += size;
+    if (a->live > a->live_peak) a->live_peak = a->live;
 }
 
 static void hole_remove(Arena *a, int i) { a->hole[i] = a->hole[--a->n_hole]; }
@@ -78,6 +80,7 @@ static void set_block_used(Arena *a, ArenaBlock *b, size_t used) {
 // with its neighbours.
 static void chunk_free(Arena *a, ArenaChunk *c) {
     c->live = 0;
+    a->live -= c->size;
     ArenaBlock *b = c->blk;
     size_t off = (size_t)(c->p - b->data), end = off + c->size;
     if (end == b->used) {
@@ -187,6 +190,7 @@ static void blocks_free(Arena *a) {
     a->top = NULL;
     a->spare = NULL;
     a->used = 0;
+    a->live = 0;
 }
 
 void arena_reset(Arena *a) {
@@ -199,6 +203,7 @@ void arena_reset(Arena *a) {
     }
     if (a->top) a->top->used = 0;
     a->used = 0;
+    a->live = 0;
     a->n_chunk = 0;
     a->n_hole = 0;
     a->resets++;
@@ -260,6 +265,46 @@ int arena_release_one(Arena *a, const void *p) {
         }
     }
     return 0;
+}
+
+// Blocks in the order of the chain from the oldest: the index of b (lower: older, a
+// lower address in the one block a reset coalesces into).
+static int block_rank(const Arena *a, const ArenaBlock *b) {
+    int n = 0, r = -1;
+    for (const ArenaBlock *x = a->top; x; x = x->prev, n++)
+        if (x == b) r = n;
+    return r < 0 ? -1 : n - 1 - r;
+}
+
+void *arena_move_down(Arena *a, const void *p) {
+    ArenaChunk *c = NULL;
+    size_t ci = 0;
+    for (size_t i = a->n_chunk; i-- > 0 && !c;)
+        if (a->chunk[i].live && a->chunk[i].p == (const char *)p) c = &a->chunk[i], ci = i;
+    if (!c) return NULL;
+    const int rc = block_rank(a, c->blk);
+    int best = -1, rb = 0;
+    for (int i = 0; i < a->n_hole; i++) {   // the lowest hole below the chunk that holds it
+        const ArenaHole *h = &a->hole[i];
+        const int r = block_rank(a, h->blk);
+        if (h->size < c->size || r > rc || (r == rc && h->off >= (size_t)(c->p - c->blk->data))) continue;
+        if (best < 0 || r < rb || (r == rb && h->off < a->hole[best].off)) best = i, rb = r;
+    }
+    if (best < 0) return NULL;
+    ArenaHole *h = &a->hole[best];
+    char *q = h->blk->data + h->off;
+    ArenaBlock *qb = h->blk;
+    h->off += c->size;
+    h->size -= c->size;
+    if (!h->size) hole_remove(a, best);
+    if (a->device == DEV_CUDA) cx_dev_copy(q, c->p, c->size);   // queued on the compute stream
+    else memcpy(q, c->p, c->size);
+    // The chunk keeps its place in the record (marks count it where it was allocated).
+    const size_t size = c->size;
+    chunk_free(a, &a->chunk[ci]);
+    a->chunk[ci] = (ArenaChunk){ .p = q, .size = size, .blk = qb, .live = 1 };
+    a->live += size;
+    return q;
 }
 
 int arena_holds(const Arena *a, const void *p) {

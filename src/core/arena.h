@@ -57,6 +57,7 @@ typedef struct Arena {
     size_t block_size;  // size of the next block to allocate
     size_t used;        // bytes the blocks' allocations span (Σ of their `used`, holes included)
     size_t peak;        // the largest `used` ever seen: the size of the one block a reset coalesces into
+    size_t live, live_peak;   // bytes in live chunks now, and at most (peak − live_peak: what holes cost)
     ArenaChunk *chunk;  // every allocation since the reset, in order (host memory)
     size_t n_chunk, cap_chunk;
     ArenaHole *hole;    // space given back below the tops of the blocks
@@ -87,6 +88,11 @@ void arena_release_range(Arena *a, size_t from, size_t to, const void *const *ke
 // Frees the one chunk that starts at p; returns 0 (and does nothing) when no live
 // chunk starts there (p is a view inside a chunk, or not from this arena).
 int arena_release_one(Arena *a, const void *p);
+// Moves the live chunk that starts at p into the lowest hole below it that holds it
+// (a copy: memcpy, or on a GPU arena one queued device copy) and gives its place back;
+// returns the new address, or NULL when no such hole exists (nothing moves). What a
+// scope hands on leaves its scope's holes that way instead of floating above them.
+void *arena_move_down(Arena *a, const void *p);
 // 1 when p lies in a live chunk of a.
 int arena_holds(const Arena *a, const void *p);
 size_t arena_capacity(const Arena *a);

@@ -207,13 +207,18 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
         nn_drop(ctx, &cur);
         cur = h->dec_out[i];
     }
-    // 3. reverse attention
+    // 3. reverse attention. In inference x0u, its result at the input resolution (4.), is placed
+    // first: below the unit's internals, the full-resolution stages after it find the space above
+    // it whole (in training the unit's internals stay until the next unit begins: after it).
+    const int64_t x0u_c = seq_out_channels(&h->ra_refine, 65);
+    if (ctx->inference) h->x0u = nn_new4(ctx, T_N(&e[0]), H, W, x0u_c);
     nn_unit_begin(ctx, &h->u_ra);
     ra_forward(ctx, h);
     nn_unit_end(ctx, &h->u_ra, (Tensor *[]){ &h->x0r, &h->fg }, 2);
     nn_drop(ctx, &h->dec_out[3]);
     // 4. to input resolution
-    h->x0u = resized(ctx, &h->x0r, H, W);
+    if (!ctx->inference) h->x0u = nn_new4(ctx, T_N(&h->x0r), H, W, x0u_c);
+    resize_bilinear_forward(op, &h->x0u, &h->x0r, 0, 0);
     nn_drop(ctx, &h->x0r);
     out->fg_map = resized(ctx, &h->fg, H, W);
     out->search_map = resized(ctx, &h->sm_small, H, W);

@@ -44,8 +44,14 @@ void nn_unit_end(NNCtx *ctx, NNUnit *u, Tensor *const *outs, int n) {
     if (!ctx->inference && u->level == NN_RECOMPUTE_NONE) return;   // everything stays for the backward
     CX_ASSERT(n <= NN_UNIT_OUTS, "nn_unit_end: %d outputs (at most %d)", n, NN_UNIT_OUTS);
     for (int i = 0; i < n; i++) u->out[u->n_out++] = outs[i] ? outs[i]->data : NULL;
-    if (ctx->inference) {   // nothing is needed again but the outputs
+    if (ctx->inference) {   // nothing is needed again but the outputs, moved down into the holes left
         arena_release_except(ctx->act, u->mark, u->out, u->n_out);
+        for (int i = 0; i < n; i++) {
+            if (!outs[i] || !outs[i]->data) continue;
+            void *old = outs[i]->data, *q = arena_move_down(ctx->act, old);
+            for (int j = i; q && j < n; j++)   // every output in that chunk (a chunk moves whole)
+                if (outs[j] && outs[j]->data == old) outs[j]->data = q;
+        }
         return;
     }
     u->end_chunk = ctx->act->n_chunk;
