@@ -119,3 +119,118 @@ TEST(recompute_levels_train_bit_for_bit_dense) { levels_agree("edgenext_xx_small
 TEST(recompute_levels_train_bit_for_bit_sparse) { levels_agree("edgenext_xx_small", 1, "global", 3, 64); }
 TEST(recompute_levels_train_bit_for_bit_spatial) { levels_agree("edgenext_xx_small", 1, "spatial", 2, 64); }
 
+// bytes of "N MiB" / "N.N GiB" at s (memory_str's forms), or -1
+static double parse_mem(const char *s) {
+    double v;
+    char unit[8];
+    if (!s || sscanf(s, "%lf %3s", &v, unit) != 2) return -1;
+    return !strcmp(unit, "GiB") ? v * 1073741824.0 : !strcmp(unit, "MiB") ? v * 1048576.0 : !strcmp(unit, "TiB") ? v * 1099511627776.0 : -1;
+}
+
+// --recompute auto under a faked small budget (CAMOXPERT_MEMORY_LIMIT_MB): none and cheap
+// do not fit, so train says it takes blocks on its first lines, and the run — its arenas'
+// peak and the whole process's RSS — stays inside the budget. Under a smaller budget still
+// it is refused before any step with the batch size that fits at blocks.
+TEST(recompute_auto_picks_the_level_that_fits_a_faked_budget) {
+    char ds[700], ck[700];
+    snprintf(ds, sizeof ds, "%s/auto_set", test_tmpdir());
+    snprintf(ck, sizeof ck, "%s/auto_ck", test_tmpdir());
+    char *o;
+    REQUIRE(test_run_bin(NULL, "synth --out %s --train 16 --test 2 --size 128 --seed 2 --threads 1", ds) == 0);
+    const char *common = "--device cpu --backbone edgenext_xx_small --img-size 128 --batch-size 8 --stage1-epochs 0 "
+                         "--epochs 1 --max-steps 2 --val-fraction 0 --progress 0 --threads 1 --num-workers 1 --overwrite";
+    const double limit_mb = 1100;   // none needs about 1.4 GiB here, cheap 1.1 GiB, blocks under 1 GiB
+    setenv("CAMOXPERT_MEMORY_LIMIT_MB", "1100", 1);
+    int rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s", ds, ck, common);
+    CHECKF(rc == 0 && strstr(o, "recompute: blocks (auto: the cheapest level that fits"), "exit %d: %s", rc, o);
+    const char *peak = strstr(o, "memory: peak "), *rss = strstr(o, "process RSS ");
+    double pb = parse_mem(peak ? peak + 13 : NULL), rb = parse_mem(rss ? rss + 12 : NULL);
+    CHECKF(pb > 0 && rb > 0 && pb <= limit_mb * 1048576 && rb <= limit_mb * 1048576,
+           "under a %.0f MiB budget the run took %.0f MiB (arenas and tables), %.0f MiB RSS: %s", limit_mb, pb / 1048576,
+           rb / 1048576, o);
+    // The same run without the budget keeps everything: the losses are the same to the last bit.
+    unsetenv("CAMOXPERT_MEMORY_LIMIT_MB");
+    char ck2[760];
+    snprintf(ck2, sizeof ck2, "%s_none", ck);
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s %s --recompute none", ds, ck2, common);
+    CHECKF(rc == 0 && strstr(o, "recompute: none (--recompute)"), "exit %d: %s", rc, o);
+    char pa[800], pn[800];
+    snprintf(pa, sizeof pa, "%s/train_log.jsonl", ck);
+    snprintf(pn, sizeof pn, "%s/train_log.jsonl", ck2);
+    unsigned char *la = NULL, *ln = NULL;
+    size_t na = 0, nn = 0;
+    REQUIRE_OK(io_read_file(pa, &la, &na));
+    REQUIRE_OK(io_read_file(pn, &ln, &nn));
+    int steps = 0, same = 1;
+    const char *a = (const char *)la, *n = (const char *)ln;
+    while ((a = strstr(a, "\"loss\":")) && (n = strstr(n, "\"loss\":"))) {
+        same &= strtod(a + 7, NULL) == strtod(n + 7, NULL);
+        steps++, a++, n++;
+    }
+    CHECKF(steps >= 2 && same, "%d steps logged; losses %s", steps, same ? "agree" : "differ");
+    free(la);
+    free(ln);
+    setenv("CAMOXPERT_MEMORY_LIMIT_MB", "700", 1);
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s_small %s", ds, ck, common);
+    CHECKF(rc == 2 && strstr(o, "with --recompute blocks") && strstr(o, "--batch-size") && strstr(o, "fits") &&
+           !strstr(o, "stopped at step"), "exit %d: %s", rc, o);
+    unsetenv("CAMOXPERT_MEMORY_LIMIT_MB");
+}
+
+// Inference liveness (ctx->inference): every output — the maps, the features, the
+// enhanced features — is bit for bit the forward's that keeps every activation, while the
+// activation arena's peak is a small fraction of it; dense, sparse global and spatial.
+static void inference_outputs(const CamoXpertConfig *cfg, int inference, int B, int S, Tensor *copies, int *n,
+                              size_t *peak) {
+    Model mo;
+    if (model_open(&mo, &(ModelSpec){ .config = cfg, .init_seed = 3, .inference = inference })) {
+        test_fail(__FILE__, __LINE__, "model_open: %s", cx_errmsg());
+        return;
+    }
+    Arena io;
+    arena_init(&io, "inputs", 1 << 20);
+    Rng rng = rng_init(4);
+    Tensor x = tensor_new4(&io, DT_F32, B, S, S, 3);
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&rng);
+    CamoXpertOutputs o;
+    camoxpert_forward(&mo.rt->ctx, mo.net, &x, &o);
+    const Tensor *all[] = { &o.maps.pred, &o.maps.fg_map, &o.maps.search_map, &o.maps.uncertainty,
+                            &o.maps.initial_pred, &o.maps.refine[0], &o.maps.refine[1], &o.maps.deep[0],
+                            &o.maps.deep[1], &o.maps.deep[2], &o.feats[0], &o.feats[1], &o.feats[2], &o.feats[3],
+                            &o.enhanced[0], &o.enhanced[1], &o.enhanced[2], &o.enhanced[3] };
+    *n = (int)(sizeof all / sizeof *all);
+    for (int i = 0; i < *n; i++) {
+        copies[i] = tensor_view(cx_malloc(tensor_nbytes(all[i])), all[i]->dtype, all[i]->ndim, all[i]->shape);
+        memcpy(copies[i].data, all[i]->data, tensor_nbytes(all[i]));
+    }
+    *peak = mo.rt->act.peak;
+    arena_free(&io);
+    model_close(&mo);
+}
+
+static void inference_agrees(int sparse, const char *routing) {
+    cx_threads_set(1);
+    CamoXpertConfig cfg;
+    REQUIRE_OK(camoxpert_config(&cfg, "edgenext_xx_small", sparse, 4, 2));
+    if (sparse) REQUIRE_OK(camoxpert_config_routing(&cfg, routing, 2));
+    Tensor keep[24], live[24];
+    int nk = 0, nl = 0;
+    size_t pk = 0, pl = 0;
+    inference_outputs(&cfg, 0, 2, 64, keep, &nk, &pk);
+    inference_outputs(&cfg, 1, 2, 64, live, &nl, &pl);
+    REQUIRE(nk == nl && nk > 0);
+    for (int i = 0; i < nk; i++) {
+        CHECKF(tensor_nbytes(&keep[i]) == tensor_nbytes(&live[i]) &&
+               !memcmp(keep[i].data, live[i].data, tensor_nbytes(&keep[i])), "output %d differs under liveness", i);
+        free(keep[i].data);
+        free(live[i].data);
+    }
+    printf("  %s%s: activation peak %.1f MiB keeping everything, %.1f MiB giving each back once read\n",
+           sparse ? "sparse " : "dense", sparse ? routing : "", pk / 1048576.0, pl / 1048576.0);
+    CHECKF(pl * 5 < pk, "inference peak %zu, keeping everything %zu", pl, pk);
+    cx_threads_set(0);
+}
+
+TEST(recompute_inference_liveness_gives_the_same_outputs_dense) { inference_agrees(0, "global"); }
+TEST(recompute_inference_liveness_gives_the_same_outputs_sparse) { inference_agrees(1, "global"); }
+TEST(recompute_inference_liveness_gives_the_same_outputs_spatial) { inference_agrees(1, "spatial"); }
