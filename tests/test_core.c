@@ -31,6 +31,37 @@ TEST(arena_alignment_and_reset_coalesces) {
     arena_free(&a);
 }
 
+// Liveness: chunks given back below the top leave holes that later chunks take (the
+// smallest that fits); a view keeps its chunk; the placement repeats after a reset; and
+// an arena used only LIFO places chunks as a plain bump allocator.
+TEST(arena_liveness_holes_best_fit_and_repeatable_placement) {
+    Arena a;
+    arena_init(&a, "test", 1 << 16);
+    for (int round = 0; round < 2; round++) {
+        char *base = a.top ? a.top->data : NULL;
+        ArenaMark m = arena_mark(&a);
+        char *x = arena_alloc(&a, 1000), *t1 = arena_alloc(&a, 4000), *y = arena_alloc(&a, 1000), *t2 = arena_alloc(&a, 600);
+        if (round == 0) base = a.top->data;
+        CHECK(x == base && t1 == x + 1024 && y == t1 + 4096 && t2 == y + 1024);   // LIFO so far: a bump allocator
+        arena_release_except(&a, m, (const void *[]){ y + 10, NULL }, 2);         // a view inside y keeps y
+        CHECK(a.used == 1024 + 4096 + 1024 && a.n_hole == 1 && a.hole[0].off == 0 && a.hole[0].size == 5120);
+        char *z = arena_alloc(&a, 3000), *w = arena_alloc(&a, 2000), *v = arena_alloc(&a, 100);
+        CHECK(z == x && w == x + 3072 && v == y + 1024);   // the hole, exactly filled, then the top
+        CHECK(a.n_hole == 0 && a.used == 1024 + 4096 + 1024 + 256);
+        CHECK(arena_release_one(&a, z) == 1 && arena_release_one(&a, z) == 0 && arena_release_one(&a, y + 10) == 0);
+        CHECK(arena_holds(&a, y + 5) && !arena_holds(&a, z + 1024));
+        char *p1 = arena_alloc(&a, 4096), *sep = arena_alloc(&a, 4096);   // neither fits z's hole
+        CHECK(p1 == v + 256 && sep == p1 + 4096);
+        CHECK(arena_release_one(&a, p1));
+        char *q = arena_alloc(&a, 1000);
+        CHECK(q == x);   // best fit: z's 3072-byte hole, not p1's 4096 bytes nor the top
+        arena_release(&a, m);
+        CHECK(a.used == 0 && a.n_hole == 0 && a.n_chunk == 0);
+        arena_reset(&a);
+    }
+    arena_free(&a);
+}
+
 TEST(rng_is_counter_based_and_reproducible) {
     Rng a = rng_init(42), b = rng_init(42), c = rng_init(43);
     uint64_t x = rng_u64(&a);

@@ -497,7 +497,7 @@ TEST(dist_sync_batchnorm_over_two_ranks_equals_one_process_on_the_whole_batch) {
 
 typedef struct { double loss; double *grad; int64_t n; } ModelGrad;
 
-static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
+static int sync_model_run(int rank, int world, int port, nn_recompute level, ModelGrad *o) {
     enum { B = 4, S = 32 };
     DistStore store = { .rank = 0, .world = 1 };
     if (world > 1) {
@@ -513,6 +513,7 @@ static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     CamoXpert *m = mo.net;
     Rng rng = rng_init(10);   // the inputs
     if (world > 1) rt->ctx.sync_sum = store_sum, rt->ctx.sync_arg = &store, rt->ctx.sync_rank = rank, rt->ctx.sync_world = world;
+    rt->ctx.recompute = level;
     Arena a;
     arena_init(&a, "inputs", 1 << 20);
     Tensor x = tensor_new4(&a, DT_F32, B, S, S, 3), y = tensor_new4(&a, DT_F32, B, S, S, 1);
@@ -556,17 +557,19 @@ static int sync_model_run(int rank, int world, int port, ModelGrad *o) {
     return rc;
 }
 
-typedef struct { int port; ModelGrad *two; } ModelArgs;
+typedef struct { int port; nn_recompute level; ModelGrad *two; } ModelArgs;
 static int sync_model_rank(int rank, void *arg) {
     const ModelArgs *a = arg;
     ModelGrad mine = { 0 };
-    return sync_model_run(rank, 2, a->port, rank ? &mine : a->two);
+    int rc = sync_model_run(rank, 2, a->port, a->level, rank ? &mine : a->two);
+    free(mine.grad);
+    return rc;
 }
 
 TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
     ModelGrad one = { 0 }, two = { 0 };
-    REQUIRE(sync_model_run(0, 1, 0, &one) == 0);
-    ModelArgs a = { test_free_port(), &two };
+    REQUIRE(sync_model_run(0, 1, 0, NN_RECOMPUTE_NONE, &one) == 0);
+    ModelArgs a = { test_free_port(), NN_RECOMPUTE_NONE, &two };
     REQUIRE(a.port > 0);
     int rc[2];
     REQUIRE(run_ranks(2, sync_model_rank, &a, rc) == 0 && one.n == two.n);
@@ -581,6 +584,16 @@ TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
            worst);
     printf("    float64, 2 ranks vs 1: loss %.3g relative, gradients %.3g relative L2\n",
            fabs(one.loss - two.loss) / fabs(one.loss), sqrt(num / den));
+    // Recomputation under synchronised BatchNorm: a re-run normalises by the statistics the
+    // forward exchanged (no second exchange): the same loss and gradients to the last bit.
+    ModelGrad rb = { 0 };
+    ModelArgs ab = { test_free_port(), NN_RECOMPUTE_BLOCKS, &rb };
+    REQUIRE(ab.port > 0);
+    REQUIRE(run_ranks(2, sync_model_rank, &ab, rc) == 0 && rb.n == two.n);
+    CHECKF(rb.loss == two.loss && !memcmp(rb.grad, two.grad, sizeof(double) * (size_t)two.n),
+           "2 ranks, --sync-bn, --recompute blocks: loss %.17g vs %.17g; the gradients %s", rb.loss, two.loss,
+           memcmp(rb.grad, two.grad, sizeof(double) * (size_t)two.n) ? "differ" : "agree");
+    free(rb.grad);
     free(one.grad);
     free(two.grad);
 }

@@ -65,6 +65,9 @@ typedef struct {
     double moe_host_ms;      // sparse: the MoE's planning on the host per training step (moe.h host_s)
     double train_cpu_s;      // the process's CPU time per training step (median; every thread): steadier than
                              // the wall clock where other work shares the cores
+    double estimate_mb;      // the training step's estimate (nn/memory.h) at the level it ran, beside peak_mb
+    double infer_peak_mb, infer_estimate_mb;   // the batch-1 inference: parameters + arena peaks, and the estimate
+    double device_mb;        // GPU: device memory the configuration took (free memory before it, less the least after)
     double allreduce_ms;     // several ranks: one all-reduce of the whole gradient buffer alone (median)
     int64_t graph_nodes;     // the micro-batch replayed as a CUDA graph: its kernels and copies (0: eager)
     int64_t graph_replays;   // timed steps that replayed it
@@ -160,15 +163,24 @@ static const char *bench_routing = "global";
 static int bench_grid = 4;
 
 static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse, int E, int k, int B, int S, int steps,
-                      int profile, BenchRow *r) {
+                      int profile, nn_recompute level, BenchRow *r) {
     CamoXpertConfig cfg;
     CX_ASSERT(camoxpert_config(&cfg, backbone, sparse, E, k) == CX_OK, "%s", cx_errmsg());
     if (sparse) CX_ASSERT(camoxpert_config_routing(&cfg, bench_routing, bench_grid) == CX_OK, "%s", cx_errmsg());
+    size_t dev_free0 = 0, dev_free = 0, dev_tot = 0;
+    if (rt->device == DEV_CUDA) cx_dev_mem_info(&dev_free0, &dev_tot);
+    // Each configuration's own peaks (the arenas are the runtime's, shared by the configurations).
+    runtime_step_reset(rt);
+    rt->act.peak = rt->scratch.peak = 0;
     Model mo;
     CX_ASSERT(model_open(&mo, &(ModelSpec){ .config = &cfg, .rt = rt, .init_seed = 1 }) == CX_OK, "%s", cx_errmsg());
     ParamTable *pt = &mo.pt;
     CamoXpert *m = mo.net;
     rt->ctx.training = 1;
+    rt->ctx.recompute = level;
+    MemEstimate est;
+    camoxpert_memory_estimate(&cfg, pt->numel, B, S, 1, level, 0, rt->dtype == DT_BF16 ? 2 : 4, &est);
+    runtime_reserve(rt, est.activations, est.scratch);
     Rng rng = rng_init(2);   // the inputs
     AdamW opt;
     adamw_init(&opt, pt, 1e-4);
@@ -272,8 +284,14 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     r->gflop_img = 2 * macs / steps / B * 1e-9;
     r->gflops = 3 * r->gflop_img * B / (r->train_ms * 1e-3);
     size_t train_peak = rt->act.peak + rt->scratch.peak;
-    // Inference: batch 1, evaluation mode.
+    if (rt->device == DEV_CUDA) cx_dev_mem_info(&dev_free, &dev_tot);
+    r->device_mb = rt->device == DEV_CUDA ? ((double)dev_free0 - (double)dev_free) / 1048576.0 : 0;
+    r->estimate_mb = est.total / 1048576.0;
+    runtime_step_reset(rt);
+    rt->act.peak = rt->scratch.peak = 0;
+    // Inference: batch 1, evaluation mode, no backward (activations go once read: nn/recompute.h).
     rt->ctx.training = 0;
+    rt->ctx.inference = 1;
     Tensor x1 = tensor_slice0(&x, 0, 1);
     int64_t icalls = 0, isync0 = 0;
     for (int it = 0; it <= steps; it++) {
@@ -292,6 +310,9 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
     r->infer_syncs = (double)(cx_sync_count() - isync0) / steps;   // the input's upload included
     r->infer_calls = (double)icalls / steps;
     r->infer_ms = median(t, steps) * 1e3;
+    r->infer_peak_mb = ((double)pt->numel * 4 + (double)(rt->act.peak + rt->scratch.peak)) / 1048576.0;
+    camoxpert_memory_estimate(&cfg, pt->numel, 1, S, 0, NN_RECOMPUTE_NONE, 0, rt->dtype == DT_BF16 ? 2 : 4, &est);
+    r->infer_estimate_mb = est.total / 1048576.0;
     r->prof_infer = NULL;
     if (profile) {
         r->prof_infer = cx_calloc(1, sizeof *r->prof_infer);
@@ -305,6 +326,7 @@ static void bench_one(Runtime *rt, Comm *comm, const char *backbone, int sparse,
         }
         rt->ctx.op.prof = NULL;
     }
+    rt->ctx.inference = 0;
     r->infer_graph_ms = 0;
     r->graph_why[0] = 0;
     if (rt->device == DEV_CUDA && !sparse) {   // the same forward as a CUDA graph (upload, replay, download)
@@ -339,6 +361,7 @@ int cmd_bench(int argc, char **argv) {
     const char *routing = "global";
     int grid = 4;
     const char *backbone = "edgenext_base", *mode = "both", *json = NULL, *device = "auto", *precision = "auto";
+    const char *recompute = "auto";
     int B = 4, S = 352, E = 6, k = 2, steps = 3, threads = 0, overwrite = 0, profile = 0, gpus = 0, shapes = 0;
     const char *sweep = NULL;
     CliOpt opts[] = {
@@ -357,6 +380,9 @@ int cmd_bench(int argc, char **argv) {
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "recompute", OPT_STR, &recompute, "what the training forward keeps for the backward (as train: none, cheap, "
+          "blocks, or auto: the cheapest level that fits the device's memory)", "none|cheap|blocks|auto",
+          "none|cheap|blocks|auto", 0 },
         { "profile", OPT_FLAG, &profile, "also time every op of a few training steps and batch-1 forwards, each "
           "between two device synchronisations, and print their time per kernel class (convolution, depthwise, GEMM, "
           "norm, ...)",
@@ -424,6 +450,11 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
         return 2;
     }
+    int asked;
+    if (nn_recompute_parse(recompute, &asked)) {
+        fprintf(stderr, "error: camoxpert bench: %s\n", cx_errmsg());
+        return 2;
+    }
     if (B < 1 || B > 65536 || steps < 1 || steps > 100000) {
         fprintf(stderr, "error: camoxpert bench: --batch-size %d (1..65536) and --steps %d (1..100000) must be in range\n",
                 B, steps);
@@ -471,37 +502,49 @@ int cmd_bench(int argc, char **argv) {
     // Know the memory before the work: the larger model's training step (one model is built
     // at a time), against the GPU's free memory on a GPU, the machine's on the CPU.
     const int act_bytes = rt.dtype == DT_BF16 ? 2 : 4;
-    double peak = 0, other = 256.0 * (1 << 20) + 32.0 * B * S * S;   // the runtime, the random images and masks
-    CamoXpertConfig big = probe;
-    int64_t big_n = 0;
-    for (int i = 0; i < nm; i++) {
-        CamoXpertConfig cfg;
-        camoxpert_config(&cfg, backbone, conf[i].sparse, conf[i].E, conf[i].k);
-        if (conf[i].sparse) camoxpert_config_routing(&cfg, bench_routing, bench_grid);
-        ParamTable pt;
-        params_init(&pt);
-        CamoXpert *m = camoxpert_create(&cfg, &pt);
-        MemEstimate me;
-        camoxpert_memory_estimate(&cfg, pt.numel, B, S, 1, 0, act_bytes, &me);
-        if (me.total > peak) peak = me.total, big = cfg, big_n = pt.numel;
-        camoxpert_free(m);
-        params_free(&pt);
-    }
+    const double other = 256.0 * (1 << 20) + 32.0 * B * S * S;   // the runtime, the random images and masks
     char how[64], ma[32], mb[32];
     const double budget = runtime_mem_budget(&rt, how, sizeof how);
+    // The level: the one asked for, or (auto) the first of none, cheap, blocks at which the
+    // larger model's step fits.
+    nn_recompute level = asked < 0 ? NN_RECOMPUTE_NONE : (nn_recompute)asked;
+    double peak, none_peak = 0;
+    CamoXpertConfig big;
+    int64_t big_n;
+    for (;;) {
+        peak = 0, big = probe, big_n = 0;
+        for (int i = 0; i < nm; i++) {
+            CamoXpertConfig cfg;
+            camoxpert_config(&cfg, backbone, conf[i].sparse, conf[i].E, conf[i].k);
+            if (conf[i].sparse) camoxpert_config_routing(&cfg, bench_routing, bench_grid);
+            ParamTable pt;
+            params_init(&pt);
+            CamoXpert *m = camoxpert_create(&cfg, &pt);
+            MemEstimate me;
+            camoxpert_memory_estimate(&cfg, pt.numel, B, S, 1, level, 0, act_bytes, &me);
+            if (me.total > peak) peak = me.total, big = cfg, big_n = pt.numel;
+            camoxpert_free(m);
+            params_free(&pt);
+        }
+        if (level == NN_RECOMPUTE_NONE) none_peak = peak;
+        if (asked >= 0 || budget <= 0 || peak + other <= budget || level == NN_RECOMPUTE_BLOCKS) break;
+        level = (nn_recompute)(level + 1);
+    }
     if (budget > 0 && peak + other > budget) {
-        int fit = camoxpert_memory_fit_batch(&big, big_n, S, 1, 0, act_bytes, 256.0 * (1 << 20), budget, B);
+        int fit = camoxpert_memory_fit_batch(&big, big_n, S, 1, level, 0, act_bytes, 256.0 * (1 << 20), budget, B);
         while (fit > 0 && fit * 32.0 * S * S + 256.0 * (1 << 20) > budget) fit--;
         char advice[128];
         if (fit) snprintf(advice, sizeof advice, "--batch-size %d fits", fit);
         else {
-            int fs = camoxpert_memory_fit_size(&big, big_n, 1, 1, 0, act_bytes, 256.0 * (1 << 20) + 32.0 * S * S, budget, S);
+            int fs = camoxpert_memory_fit_size(&big, big_n, 1, 1, level, 0, act_bytes, 256.0 * (1 << 20) + 32.0 * S * S,
+                                               budget, S);
             if (fs) snprintf(advice, sizeof advice, "--img-size %d with --batch-size 1 fits", fs);
             else snprintf(advice, sizeof advice, "the model does not fit even at --img-size 32");
         }
-        fprintf(stderr, "error: camoxpert bench: --batch-size %d at --img-size %d: a training step needs about %s at peak, "
+        fprintf(stderr, "error: camoxpert bench: --batch-size %d at --img-size %d: a training step needs about %s at peak%s%s, "
                 "more than the %s this machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows "
-                "on demand)\n", B, S, memory_str(peak + other, ma, sizeof ma), memory_str(budget, mb, sizeof mb), how, advice);
+                "on demand)\n", B, S, memory_str(peak + other, ma, sizeof ma), level ? " with --recompute " : "",
+                level ? nn_recompute_name(level) : "", memory_str(budget, mb, sizeof mb), how, advice);
         runtime_free(&rt);
         return 2;
     }
@@ -509,13 +552,18 @@ int cmd_bench(int argc, char **argv) {
     printf("camoxpert bench: %s, batch %d, %dx%d, %d threads, median of %d steps; memory about %s at peak "
            "(estimate)%s\n", backbone, B, S, S, cx_threads_get(), steps, memory_str(peak + other, ma, sizeof ma),
            legacy ? "; MoE dispatch: the former one (CAMOXPERT_MOE_PLAN=old)" : "");
+    if (asked >= 0) printf("recompute: %s (--recompute)\n", nn_recompute_name(level));
+    else if (level == NN_RECOMPUTE_NONE) printf("recompute: none (auto: every activation is kept for the backward)\n");
+    else printf("recompute: %s (auto: the cheapest level that fits; a step needs about %s without recomputation)\n",
+                nn_recompute_name(level), memory_str(none_peak + other, mb, sizeof mb));
     printf("%-18s %8s %10s %9s %12s %10s %9s %12s %9s %7s %7s\n", "model", "params M", "train ms", "img/s", "infer ms b1",
            "GFLOP/img", "GFLOP/s", "peak MB", "RSS MB", "syncs", "ops");
     cJSON *arr = cJSON_CreateArray();
     BenchRow rows[MAX_CONFIGS];
     for (int i = 0; i < nm; i++) {
         BenchRow r;
-        bench_one(&rt, de.world > 1 ? &comm : NULL, backbone, conf[i].sparse, conf[i].E, conf[i].k, B, S, steps, profile, &r);
+        bench_one(&rt, de.world > 1 ? &comm : NULL, backbone, conf[i].sparse, conf[i].E, conf[i].k, B, S, steps, profile,
+                  level, &r);
         rows[i] = r;
         char name[64];
         if (r.sparse && !strcmp(routing, "spatial")) snprintf(name, sizeof name, "spatial E=%d k=%d G=%d", r.E, r.k, grid);
@@ -527,6 +575,11 @@ int cmd_bench(int argc, char **argv) {
                r.infer_syncs);
         if (r.sparse) printf("; MoE planning on the host %.2f ms a training step", r.moe_host_ms);
         printf("; process CPU time %.2f s a training step\n", r.train_cpu_s);
+        printf("%-18s memory (recompute %s): training peak %.0f MB, estimate %.0f MB (%+.1f %%)", "", nn_recompute_name(level),
+               r.peak_mb, r.estimate_mb, 100 * (r.estimate_mb / r.peak_mb - 1));
+        if (rt.device == DEV_CUDA) printf(", GPU memory taken %.0f MB", r.device_mb);
+        printf("; batch-1 inference peak %.0f MB, estimate %.0f MB (%+.1f %%)\n", r.infer_peak_mb, r.infer_estimate_mb,
+               100 * (r.infer_estimate_mb / r.infer_peak_mb - 1));
         if (r.infer_graph_ms > 0)
             printf("%-18s batch-1 forward as a CUDA graph (%s): %.2f ms with the upload and the download\n", "",
                    r.graph_why, r.infer_graph_ms);
@@ -587,6 +640,11 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "infer_ms_batch1", r.infer_ms);
         if (r.infer_graph_ms > 0) cJSON_AddNumberToObject(j, "infer_ms_batch1_graph", r.infer_graph_ms);
         cJSON_AddNumberToObject(j, "peak_mem_mb", r.peak_mb);
+        cJSON_AddStringToObject(j, "recompute", nn_recompute_name(level));
+        cJSON_AddNumberToObject(j, "estimate_mb", r.estimate_mb);
+        cJSON_AddNumberToObject(j, "infer_peak_mem_mb_batch1", r.infer_peak_mb);
+        cJSON_AddNumberToObject(j, "infer_estimate_mb_batch1", r.infer_estimate_mb);
+        if (rt.device == DEV_CUDA) cJSON_AddNumberToObject(j, "device_mem_mb", r.device_mb);
         cJSON_AddNumberToObject(j, "peak_rss_mb", r.rss_mb);
         cJSON_AddNumberToObject(j, "gflop_per_image", r.gflop_img);
         cJSON_AddNumberToObject(j, "achieved_gflop_per_s", r.gflops);

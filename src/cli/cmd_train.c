@@ -32,7 +32,7 @@ static void on_signal(int sig) {
 static int run_local(const char *name) {
     static const char *const local[] = { "resume-from", "max-steps", "threads", "num-workers", "progress", "device",
                                          "precision", "checkpoint-dir", "overwrite", "gpus", "procs", "master-port",
-                                         "use-ddp", NULL };
+                                         "use-ddp", "recompute", NULL };
     for (int i = 0; local[i]; i++) if (!strcmp(name, local[i])) return 1;
     return 0;
 }
@@ -132,7 +132,7 @@ static int restore_options(const char *ckpt, CliOpt *opts, int n, char ***keep, 
 int cmd_train(int argc, char **argv) {
     TrainConfig c;
     train_config_default(&c);
-    const char *scheduler = "cosine", *balance = "mse";
+    const char *scheduler = "cosine", *balance = "mse", *recompute = "auto";
     int threads = 0, progress = -1, report = 0, gpus = 0, procs = 0, master_port = 0, use_ddp = 0, cod_specialized = 0;
     int64_t seed = (int64_t)c.seed;
     CliOpt opts[] = {
@@ -194,6 +194,11 @@ int cmd_train(int argc, char **argv) {
           "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &c.precision, "GPU arithmetic: bf16 (bf16 activations, fp32 master weights and "
           "accumulation), fp32 (TF32 off), auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "recompute", OPT_STR, &recompute, "what the forward keeps for the backward: none (every activation), cheap "
+          "(convolution and GEMM outputs; element-wise, norm and activation outputs recomputed), blocks (each block's "
+          "input; every backbone block, expert and head stage re-run in the backward), auto (the cheapest that fits "
+          "the device's memory). The losses are the same to the last bit at every level (docs/TRAINING.md)",
+          "none|cheap|blocks|auto", "none|cheap|blocks|auto", 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "progress", OPT_INT, &progress, "1: progress bar, 0: plain lines, -1: bar when stdout is a terminal", "N", NULL, 0 },
         { "report", OPT_FLAG, &report, "write CHECKPOINT_DIR/report.html (camoxpert report: curves, routing, predictions "
@@ -331,6 +336,11 @@ int cmd_train(int argc, char **argv) {
     }
     c.seed = (uint64_t)seed;
     lr_kind_parse(scheduler, &c.scheduler);
+    if (nn_recompute_parse(recompute, &c.recompute)) {
+        fprintf(stderr, "error: camoxpert train: %s\n", cx_errmsg());
+        rc = 2;
+        goto out;
+    }
     if (moe_balance_parse(balance, &c.balance)) {
         fprintf(stderr, "error: %s\n", cx_errmsg());
         rc = 2;

@@ -3,9 +3,10 @@
 #include "io.h"
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define ST_MAX_HEADER (100u << 20)
 
@@ -34,6 +35,7 @@ void st_close(StFile *f) {
     free(f->meta_vals);
     free(f->buf);
     free(f->path);
+    if (f->fp) fclose(f->fp);
     memset(f, 0, sizeof *f);
 }
 
@@ -128,7 +130,7 @@ static cx_status st_parse(StFile *f, const char *name, unsigned char *buf, size_
         if ((uint64_t)(e->end - e->begin) != numel * dtype_size(e->dtype))
             BAD("%s: tensor '%s' has %zu bytes but dtype %s and its shape need %llu", name, tn,
                 e->end - e->begin, dtype_name(e->dtype), (unsigned long long)(numel * dtype_size(e->dtype)));
-        if (data) e->data = data + e->begin;
+        e->data = data ? data + e->begin : NULL;
     }
     // Duplicate names: sorted, so a header of any size is checked in n log n (a pairwise
     // check took 15 s on 80,000 entries).
@@ -174,7 +176,9 @@ cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t
     return st_parse(f, name, buf, size, size);
 }
 
-cx_status st_open_header(StFile *f, const char *path) {
+// The header of the file at path, checked against the file's size; keep_fp: the file
+// stays open in f->fp (st_open: each tensor read from it when asked).
+static cx_status open_header(StFile *f, const char *path, int keep_fp) {
     memset(f, 0, sizeof *f);
     FILE *fp;
     CX_TRY(io_open_regular(path, &fp));
@@ -194,20 +198,37 @@ cx_status st_open_header(StFile *f, const char *path) {
     unsigned char *b = cx_malloc(n + 1);
     memcpy(b, len, got < n ? got : n);
     size_t more = n > got ? fread(b + got, 1, n - got, fp) : 0;
-    fclose(fp);
     if (n > got && more != n - got) {
+        fclose(fp);
         free(b);
         return CX_FAIL(CX_EIO, "short read on %s (the header of %zu bytes)", path, n);
     }
-    return st_parse(f, path, b, n, fsz);
+    cx_status st = st_parse(f, path, b, n, fsz);
+    if (st || !keep_fp) {
+        fclose(fp);
+        return st;
+    }
+    f->fp = fp;
+    f->data_off = n;
+    f->size = fsz;
+    return CX_OK;
 }
 
-cx_status st_open(StFile *f, const char *path) {
-    unsigned char *buf;
-    size_t size;
-    memset(f, 0, sizeof *f);
-    CX_TRY(io_read_file(path, &buf, &size));
-    return st_open_buffer(f, path, buf, size);
+cx_status st_open_header(StFile *f, const char *path) { return open_header(f, path, 0); }
+
+cx_status st_open(StFile *f, const char *path) { return open_header(f, path, 1); }
+
+// Bytes [off, off + n) of the data section into dst.
+static cx_status read_data(const StFile *f, const StEntry *e, void *dst, size_t n) {
+    if (!f->fp) return CX_FAIL(CX_EINTERNAL, "%s: tensor '%s' asked of a file opened for its header only", f->path, e->name);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fileno(f->fp), (char *)dst + done, n - done, (off_t)(f->data_off + e->begin + done));
+        if (r <= 0) return CX_FAIL(CX_EIO, "%s: tensor '%s': the file ends or cannot be read at byte %zu (truncated or "
+                                   "changed since it was opened?)", f->path, e->name, f->data_off + e->begin + done);
+        done += (size_t)r;
+    }
+    return CX_OK;
 }
 
 cx_status st_read_meta(const char *path, const char *key, char **value) {
@@ -246,9 +267,19 @@ cx_status st_entry_read(const StFile *f, const StEntry *e, Tensor *dst) {
         return CX_FAIL(CX_ESHAPE, "%s: tensor '%s' has %lld elements, expected %lld (shape %s)", f->path, e->name,
                        (long long)n, (long long)tensor_numel(dst), tensor_shape_str(dst, a, sizeof a));
     }
+    const size_t bytes = (size_t)n * dtype_size(e->dtype);
+    if (!e->data && e->dtype == dst->dtype) return read_data(f, e, dst->data, bytes);   // straight into dst
+    unsigned char *tmp = NULL;
     const unsigned char *p = e->data;
-    if (e->dtype == dst->dtype) { memcpy(dst->data, p, (size_t)n * dtype_size(e->dtype)); return CX_OK; }
-    for (int64_t i = 0; i < n; i++) {
+    if (!p) {
+        tmp = cx_malloc(bytes ? bytes : 1);
+        cx_status st = read_data(f, e, tmp, bytes);
+        if (st) { free(tmp); return st; }
+        p = tmp;
+    }
+    cx_status st = CX_OK;
+    if (e->dtype == dst->dtype) memcpy(dst->data, p, bytes);
+    for (int64_t i = 0; i < n && e->dtype != dst->dtype && !st; i++) {
         double v;
         switch (e->dtype) {
         case DT_F32: { float x; memcpy(&x, p + 4 * i, 4); v = x; break; }
@@ -258,13 +289,14 @@ cx_status st_entry_read(const StFile *f, const StEntry *e, Tensor *dst) {
         case DT_U8: case DT_BOOL: v = p[i]; break;
         case DT_BF16: { uint16_t h; memcpy(&h, p + 2 * i, 2); uint32_t u = (uint32_t)h << 16; float x; memcpy(&x, &u, 4); v = x; break; }
         case DT_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); v = half_to_double(h); break; }
-        default: return CX_FAIL(CX_EFORMAT, "%s: tensor '%s': unsupported dtype", f->path, e->name);
+        default: st = CX_FAIL(CX_EFORMAT, "%s: tensor '%s': unsupported dtype", f->path, e->name); continue;
         }
         if (dst->dtype == DT_BF16 || dst->dtype == DT_F16)
-            return CX_FAIL(CX_EINTERNAL, "conversion to %s not supported", dtype_name(dst->dtype));
-        tensor_set(dst, i, v);
+            st = CX_FAIL(CX_EINTERNAL, "conversion to %s not supported", dtype_name(dst->dtype));
+        else tensor_set(dst, i, v);
     }
-    return CX_OK;
+    free(tmp);
+    return st;
 }
 
 cx_status st_read(const StFile *f, const char *name, Tensor *dst) {

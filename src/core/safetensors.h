@@ -23,19 +23,23 @@ typedef struct {
     int ndim;
     int64_t shape[CX_MAXDIM];
     size_t begin, end;        // byte range within the data section
-    const void *data;         // points into the file buffer (may be unaligned)
+    const void *data;         // points into the file buffer (may be unaligned); NULL when read from the file
 } StEntry;
 
 typedef struct {
     char *path;
-    unsigned char *buf;       // the whole file
-    size_t size;
+    unsigned char *buf;       // the whole file (st_open_buffer), or its header (st_open)
+    size_t size;              // the file's size
+    FILE *fp;                 // st_open: the open file, each entry read from it when asked (NULL: buf holds all)
+    size_t data_off;          // st_open: where the data section begins in the file
     StEntry *entries;         // in file order of data offsets
     int n;
     char **meta_keys, **meta_vals;
     int n_meta;
 } StFile;
 
+// Reads and checks the header; each tensor is read from the file when asked (a
+// checkpoint is never held in memory whole beside the table it is loaded into).
 cx_status st_open(StFile *f, const char *path);
 // Same validation on an in-memory image (takes ownership of buf, malloc'd).
 cx_status st_open_buffer(StFile *f, const char *name, unsigned char *buf, size_t size);

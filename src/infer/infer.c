@@ -17,7 +17,10 @@ Tensor infer_forward(Model *m, const Tensor *x, CamoXpertOutputs *o) {
     Runtime *rt = m->rt;
     runtime_step_reset(rt);
     Tensor in = runtime_input(rt, x, rt->dtype);
+    const int inf = rt->ctx.inference;
+    rt->ctx.inference = 1;   // no backward: activations go as soon as they are read (nn/recompute.h)
     camoxpert_forward(&rt->ctx, m->net, &in, o);
+    rt->ctx.inference = inf;
     return runtime_output_f32(rt, &o->maps.pred);
 }
 
@@ -72,7 +75,10 @@ int infer_nonfinite_images(Model *m, const CamoXpertOutputs *o, int N, char (*wh
 
 Tensor infer_forward_pred(void *net, NNCtx *ctx, const Tensor *x) {
     CamoXpertOutputs o;
+    const int inf = ctx->inference;
+    ctx->inference = 1;
     camoxpert_forward(ctx, net, x, &o);
+    ctx->inference = inf;
     return o.maps.pred;
 }
 

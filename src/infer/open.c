@@ -96,6 +96,7 @@ cx_status model_open(Model *m, const ModelSpec *s) {
         return st;
     }
     // 5. onto the device
+    if (s->inference) m->rt->ctx.inference = 1;
     runtime_place(m->rt, &m->pt);
     m->rt->ctx.pt = &m->pt;
     return CX_OK;

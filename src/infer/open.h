@@ -38,6 +38,9 @@ typedef struct {
     const char *device;             // cpu, cuda, cuda:N or auto (NULL: cpu)
     const char *precision;          // fp32, bf16 (GPU) or auto: bf16 on a GPU (NULL: fp32)
     int training;                   // BatchNorm on batch statistics (1) or running ones (0)
+    int inference;                  // 1: forwards only, never a backward (predict, report): the runtime's
+                                    // ctx.inference is set (activations go once read: nn/recompute.h) and
+                                    // a GPU table gets no gradient buffer
     Runtime *rt;                    // non-NULL: run on this runtime instead (device and precision
                                     // unused; model_close leaves it to its owner)
     int reference;                  // 1: a float64 table on the CPU reference kernels (tests)

@@ -419,17 +419,17 @@ static cx_status plan_work(void *arg, const Model *m) {
     const double budget = runtime_mem_budget(m->rt, how, sizeof how);
     p->batch = auto_batch ? (on_gpu ? 32 : 1) : o->batch;
     if (p->batch > p->nf) p->batch = p->nf > 0 ? p->nf : 1;
-    camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, 0, act_bytes, &p->me);
+    camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, NN_RECOMPUTE_NONE, 0, act_bytes, &p->me);
     if (budget > 0 && p->me.total + p->other > budget && auto_batch && p->batch > 1) {
-        int fit = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, 0, act_bytes, p->other, budget, p->batch);
+        int fit = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, NN_RECOMPUTE_NONE, 0, act_bytes, p->other, budget, p->batch);
         if (fit >= 1) {
             p->batch = fit;
-            camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, 0, act_bytes, &p->me);
+            camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, NN_RECOMPUTE_NONE, 0, act_bytes, &p->me);
         }
     }
     if (budget <= 0 || p->me.total + p->other <= budget) return CX_OK;
-    int fitb = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, 0, act_bytes, p->other, budget, p->batch);
-    int fit = camoxpert_memory_fit_size(&m->cfg, numel, 1, 0, 0, act_bytes, p->other, budget, S);
+    int fitb = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, NN_RECOMPUTE_NONE, 0, act_bytes, p->other, budget, p->batch);
+    int fit = camoxpert_memory_fit_size(&m->cfg, numel, 1, 0, NN_RECOMPUTE_NONE, 0, act_bytes, p->other, budget, S);
     char advice[128];
     if (fitb >= 1) snprintf(advice, sizeof advice, "--batch-size %d fits", fitb);
     else if (fit) snprintf(advice, sizeof advice, "--img-size %d fits", fit);
@@ -597,9 +597,10 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     int n_th = 0, out_lock = -1;
     cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config,
                                                 .config_given = o->config_given, .img_size = o->img_size,
-                                                .hash_weights = 1,
+                                                .hash_weights = 1, .inference = 1,
                                                 .rt = &rt, .check = plan_work, .check_arg = &plan });
     if (!st) st = io_make_dirs(o->out);
+    if (!st) runtime_reserve(&rt, plan.me.activations, plan.me.scratch);
     char **files = plan.files;
     const int nf = plan.nf;
     if (st) goto done;
@@ -654,6 +655,14 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     run_batches(&pp, &m, o, r, t0);
     for (int i = 0; i < n_th; i++) pthread_join(th[i], NULL);
     r->seconds = cx_time_s() - t0;
+    {   // the model's memory as it ran, beside the estimate it was planned with
+        const double pb = 4.0 * (double)m.pt.numel, ab = (double)rt.act.peak, sb = (double)rt.scratch.peak;
+        char e1[32], e2[32], e3[32], e4[32], e5[32];
+        r->peak_bytes = pb + ab + sb;
+        say(o->log, "memory: peak %s (parameters %s, activations %s, kernels' scratch %s; the estimate was %s)\n",
+            memory_str(r->peak_bytes, e1, sizeof e1), memory_str(pb, e2, sizeof e2), memory_str(ab, e3, sizeof e3),
+            memory_str(sb, e4, sizeof e4), memory_str(plan.me.total, e5, sizeof e5));
+    }
     r->n_masks = pp.n_masks, r->n_failed = pp.n_failed, r->decode_s = pp.decode_s, r->write_s = pp.write_s;
 done:
     r->n_photos = nf, r->batch = plan.batch, r->workers = workers, r->sparse = m.cfg.sparse;

@@ -53,6 +53,7 @@ typedef struct {
     double seconds;                    // the whole run through the photos
     double net_s, wait_s;              // the network; waiting for decoded photos
     double decode_s, write_s;          // summed over the workers
+    double peak_bytes;                 // the model's memory at its peak: parameters and the arenas' peaks
 } PipelineResult;
 
 // Predicts every photo. A non-zero status means nothing was predicted (options,

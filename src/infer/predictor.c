@@ -4,7 +4,7 @@
 
 cx_status predictor_open(Predictor *p, const char *weights, int img_size) {
     memset(p, 0, sizeof *p);
-    CX_TRY(model_open(&p->model, &(ModelSpec){ .weights = weights, .img_size = img_size }));
+    CX_TRY(model_open(&p->model, &(ModelSpec){ .weights = weights, .img_size = img_size, .inference = 1 }));
     const int S = p->model.img_size;
     p->x = cx_malloc(sizeof(float) * (size_t)S * S * 3);
     return CX_OK;

@@ -103,7 +103,14 @@ void camoxpert_forward_features(NNCtx *ctx, CamoXpert *m, const Tensor feats[4],
             out->balance_loss += m->moe[s].route.lb_loss;
         } else {
             Tensor x = feats[s];
-            for (int k = 0; k < EXPERT_KINDS; k++) x = expert_forward(ctx, &m->dense[k][s], &x);
+            for (int k = 0; k < EXPERT_KINDS; k++) {   // each expert a unit (nn/recompute.h)
+                Expert *e = &m->dense[k][s];
+                nn_unit_begin(ctx, &e->unit);
+                Tensor y = expert_forward(ctx, e, &x);
+                nn_unit_end(ctx, &e->unit, (Tensor *[]){ &y }, 1);
+                if (k) nn_drop(ctx, &x);   // inference: the previous expert's output, read for the last time
+                x = y;
+            }
             out->enhanced[s] = x;
         }
     }

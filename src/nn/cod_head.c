@@ -135,53 +135,112 @@ static void sync_batch_max_backward(NNCtx *ctx, CodHead *h, Tensor *duc, const T
     axpy(op, duc, k, &mask);
 }
 
-void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int64_t W, CodOutputs *out) {
+// ---- the stages (each a unit: nn/recompute.h) ----------------------------------------
+
+// Decoder block i on cur (x4, or block i−1's output) and the skip e_{3−i}: upsample ×2
+// (after the concatenation), ConvBNReLU ×2.
+static Tensor dec_block_forward(NNCtx *ctx, CodHead *h, int i, const Tensor *cur, const Tensor *skip) {
+    h->dec_in[i] = i ? concat2(ctx, cur, skip) : *cur;
+    Tensor up = nn_new4(ctx, T_N(cur), 2 * T_H(&h->dec_in[i]), 2 * T_W(&h->dec_in[i]), T_C(&h->dec_in[i]));
+    resize_bilinear_forward(&ctx->op, &up, &h->dec_in[i], 2.0, 2.0);
+    if (i) nn_drop(ctx, &h->dec_in[i]);
+    Tensor t = seq_forward_consume(ctx, &h->dec_conv1[i], &up);
+    return seq_forward_consume(ctx, &h->dec_conv2[i], &t);
+}
+
+// Reverse attention on x0 = dec_out[3]: bg, fg = 1 − bg, x0r = refine(x0 ‖ bg) · fg.
+static void ra_forward(NNCtx *ctx, CodHead *h) {
     OpCtx *op = &ctx->op;
-    int64_t N = T_N(&e[0]);
-    for (int s = 0; s < 4; s++)
-        CX_ASSERT(T_C(&e[s]) == h->dims[s], "feature %d has %lld channels, the head expects %d", s,
-                  (long long)T_C(&e[s]), h->dims[s]);
-    // 1. search and identification on e_3
-    h->sm_small = seq_forward(ctx, &h->search_conv, &e[3]);
-    h->id = seq_forward(ctx, &h->identify_conv, &e[3]);
-    h->x4 = tensor_like(ctx->act, &h->id);
-    mul_forward(op, &h->x4, &h->id, &h->sm_small);
-    // 2. decoder: upsample ×2, ConvBNReLU ×2; skips after the decoder path
-    Tensor cur = h->x4;
-    for (int i = 0; i < 4; i++) {
-        h->dec_in[i] = i ? concat2(ctx, &cur, &e[3 - i]) : cur;
-        Tensor up = nn_new4(ctx, N, 2 * T_H(&h->dec_in[i]), 2 * T_W(&h->dec_in[i]), T_C(&h->dec_in[i]));
-        resize_bilinear_forward(op, &up, &h->dec_in[i], 2.0, 2.0);
-        Tensor t = seq_forward(ctx, &h->dec_conv1[i], &up);
-        cur = h->dec_out[i] = seq_forward(ctx, &h->dec_conv2[i], &t);
-    }
-    // 3. reverse attention
     Tensor x0 = h->dec_out[3];
     h->bg = seq_forward(ctx, &h->ra_bg, &x0);
     h->fg = tensor_like(ctx->act, &h->bg);
     fill(op, &h->fg, 1.0);
     axpy(op, &h->fg, -1.0, &h->bg);
     Tensor catr = concat2(ctx, &x0, &h->bg);
-    h->ra_r = seq_forward(ctx, &h->ra_refine, &catr);
+    h->ra_r = seq_forward_consume(ctx, &h->ra_refine, &catr);
     h->x0r = tensor_like(ctx->act, &h->ra_r);
     mul_forward(op, &h->x0r, &h->ra_r, &h->fg);
-    // 4. to input resolution
-    h->x0u = resized(ctx, &h->x0r, H, W);
-    out->fg_map = resized(ctx, &h->fg, H, W);
-    out->search_map = resized(ctx, &h->sm_small, H, W);
-    // 5. boundary uncertainty
+}
+
+// Boundary uncertainty on x0u: the shared ConvBNReLU, the mean and uncertainty heads, their clamps.
+static void bu_forward(NNCtx *ctx, CodHead *h, CodOutputs *out) {
     Tensor sh = seq_forward(ctx, &h->bu_shared, &h->x0u);
     h->ip_raw = seq_forward(ctx, &h->bu_mean, &sh);
-    h->u_conv = seq_forward(ctx, &h->bu_unc, &sh);
+    h->u_conv = seq_forward_consume(ctx, &h->bu_unc, &sh);
     // The uncertainty map and everything made of it (u, 1 + u) are float32 beside bf16
     // activations, as under PyTorch's autocast (softplus is on its float32 list and
     // what follows it is promoted): 1 + u scales every channel of the refinement
     // blocks' output, and a bf16 1 + u (steps of 2^-7) added a rounding that the pred
     // heads' cancellation amplified past bf16's tolerance (issue 26).
     h->u_raw = nn_new(ctx, nn_stat_dtype(ctx), 4, h->u_conv.shape);
-    softplus_forward(op, &h->u_raw, &h->u_conv);
+    softplus_forward(&ctx->op, &h->u_raw, &h->u_conv);
     out->initial_pred = clamped(ctx, &h->ip_raw, -LOGIT_CLAMP, LOGIT_CLAMP);
     out->uncertainty = clamped(ctx, &h->u_raw, UNC_LO, UNC_HI);
+}
+
+// Refinement iteration i on the previous prediction: block(x0u ‖ pred ‖ u) · (1 + u) -> head.
+static Tensor ir_forward(NNCtx *ctx, CodHead *h, int i, const Tensor *pred) {
+    const Tensor *x0u = &h->x0u;
+    Tensor c = nn_new4(ctx, T_N(x0u), T_H(x0u), T_W(x0u), 66), pred_act = *pred;
+    if (pred->dtype != ctx->dtype) {   // the blocks' input channel in the activation dtype
+        pred_act = nn_new(ctx, ctx->dtype, 4, pred->shape);
+        copy(&ctx->op, &pred_act, pred);
+    }
+    const Tensor *xs[3] = { x0u, &pred_act, &h->u_act };
+    concat_forward(&ctx->op, &c, xs, 3);
+    if (pred_act.data != pred->data) nn_drop(ctx, &pred_act);
+    h->ir_b[i] = seq_forward_consume(ctx, &h->ir_block[i], &c);
+    // h = b·(1 + u) and the pred head (1×1, 64 -> 1) on it in float32 beside bf16 activations:
+    // the head's 64 terms nearly cancel (pred is ~10x smaller than they are), so a bf16
+    // rounding of h, or of the head's product before its bias, cost more than all the
+    // rounding before it (issue 26); one channel out, so the float32 GEMM is cheap
+    Tensor hb = nn_new(ctx, nn_stat_dtype(ctx), 4, h->ir_b[i].shape);
+    mul_forward(&ctx->op, &hb, &h->ir_b[i], &h->onepu);
+    nn_drop(ctx, &h->ir_b[i]);
+    return seq_forward_consume(ctx, &h->ir_head[i], &hb);
+}
+
+void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int64_t W, CodOutputs *out) {
+    OpCtx *op = &ctx->op;
+    for (int s = 0; s < 4; s++) {
+        CX_ASSERT(T_C(&e[s]) == h->dims[s], "feature %d has %lld channels, the head expects %d", s,
+                  (long long)T_C(&e[s]), h->dims[s]);
+        h->e[s] = e[s];
+    }
+    // 1. search and identification on e_3
+    h->sm_small = seq_forward(ctx, &h->search_conv, &e[3]);
+    h->id = seq_forward(ctx, &h->identify_conv, &e[3]);
+    h->x4 = tensor_like(ctx->act, &h->id);
+    mul_forward(op, &h->x4, &h->id, &h->sm_small);
+    nn_drop(ctx, &h->id);
+    // 2. decoder: upsample ×2, ConvBNReLU ×2; skips after the decoder path
+    Tensor cur = h->x4;
+    for (int i = 0; i < 4; i++) {
+        nn_unit_begin(ctx, &h->u_dec[i]);
+        h->dec_out[i] = dec_block_forward(ctx, h, i, &cur, &e[3 - i]);
+        nn_unit_end(ctx, &h->u_dec[i], (Tensor *[]){ &h->dec_out[i] }, 1);
+        nn_drop(ctx, &cur);
+        cur = h->dec_out[i];
+    }
+    // 3. reverse attention. In inference x0u, its result at the input resolution (4.), is placed
+    // first: below the unit's internals, the full-resolution stages after it find the space above
+    // it whole (in training the unit's internals stay until the next unit begins: after it).
+    const int64_t x0u_c = seq_out_channels(&h->ra_refine, 65);
+    if (ctx->inference) h->x0u = nn_new4(ctx, T_N(&e[0]), H, W, x0u_c);
+    nn_unit_begin(ctx, &h->u_ra);
+    ra_forward(ctx, h);
+    nn_unit_end(ctx, &h->u_ra, (Tensor *[]){ &h->x0r, &h->fg }, 2);
+    nn_drop(ctx, &h->dec_out[3]);
+    // 4. to input resolution
+    if (!ctx->inference) h->x0u = nn_new4(ctx, T_N(&h->x0r), H, W, x0u_c);
+    resize_bilinear_forward(op, &h->x0u, &h->x0r, 0, 0);
+    nn_drop(ctx, &h->x0r);
+    out->fg_map = resized(ctx, &h->fg, H, W);
+    out->search_map = resized(ctx, &h->sm_small, H, W);
+    // 5. boundary uncertainty
+    nn_unit_begin(ctx, &h->u_bu);
+    bu_forward(ctx, h, out);
+    nn_unit_end(ctx, &h->u_bu, (Tensor *[]){ &h->ip_raw, &h->u_conv, &h->u_raw, &out->initial_pred, &out->uncertainty }, 5);
     // 6. iterative refinement with u normalised by the batch maximum (on the device)
     h->u = tensor_like(ctx->act, &out->uncertainty);
     h->u_max = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ 1 });
@@ -198,22 +257,12 @@ void cod_head_forward(NNCtx *ctx, CodHead *h, const Tensor e[4], int64_t H, int6
     }
     Tensor pred = out->initial_pred;
     for (int i = 0; i < 2; i++) {
-        Tensor c = nn_new4(ctx, N, H, W, 66), pred_act = pred;   // the blocks' input channel in the activation dtype
-        if (pred.dtype != ctx->dtype) {
-            pred_act = nn_new(ctx, ctx->dtype, 4, pred.shape);
-            copy(op, &pred_act, &pred);
-        }
-        const Tensor *xs[3] = { &h->x0u, &pred_act, &h->u_act };
-        concat_forward(op, &c, xs, 3);
-        h->ir_b[i] = seq_forward(ctx, &h->ir_block[i], &c);
-        // h = b·(1 + u) and the pred head (1×1, 64 -> 1) on it in float32 beside bf16 activations:
-        // the head's 64 terms nearly cancel (pred is ~10x smaller than they are), so a bf16
-        // rounding of h, or of the head's product before its bias, cost more than all the
-        // rounding before it (issue 26); one channel out, so the float32 GEMM is cheap
-        Tensor hb = nn_new(ctx, nn_stat_dtype(ctx), 4, h->ir_b[i].shape);
-        mul_forward(op, &hb, &h->ir_b[i], &h->onepu);
-        pred = out->refine[i] = seq_forward(ctx, &h->ir_head[i], &hb);
+        nn_unit_begin(ctx, &h->u_ir[i]);
+        out->refine[i] = ir_forward(ctx, h, i, &pred);
+        nn_unit_end(ctx, &h->u_ir[i], (Tensor *[]){ &out->refine[i] }, 1);
+        pred = out->refine[i];
     }
+    nn_drop(ctx, &h->x0u);
     out->pred = clamped(ctx, &out->refine[1], -LOGIT_CLAMP, LOGIT_CLAMP);
     // 7. deep supervision on e_2, e_1, e_0
     for (int j = 0; j < 3; j++) {
@@ -249,6 +298,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     // only what flows on (allocated before the mark) outlives the stage.
     for (int i = 1; i >= 0; i--) {
         ArenaMark mk = arena_mark(ctx->act);
+        if (nn_unit_replay_begin(ctx, &h->u_ir[i])) {
+            ir_forward(ctx, h, i, i ? &o->refine[0] : &o->initial_pred);
+            nn_unit_replay_end(ctx, &h->u_ir[i]);
+        }
         Tensor dhb = nn_zeros_like(ctx, &h->ir_head[i].in);
         seq_backward(ctx, &h->ir_head[i], &dpred[i + 1], &dhb);
         Tensor db = nn_zeros_like(ctx, &h->ir_b[i]);
@@ -262,10 +315,16 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
         concat_backward(op, dxs, 3, &dc);
         if (du_act.data != du.data) axpy(op, &du, 1.0, &du_act);
         if (dp_act.data != dpred[i].data) axpy(op, &dpred[i], 1.0, &dp_act);
+        nn_unit_done(ctx, &h->u_ir[i]);
         arena_release(ctx->act, mk);
     }
     // u = uc / (max(uc) + eps): the max's gradient is shared evenly by the tied maxima
     ArenaMark mk_unc = arena_mark(ctx->act);
+    if (nn_unit_replay_begin(ctx, &h->u_bu)) {
+        CodOutputs r;
+        bu_forward(ctx, h, &r);
+        nn_unit_replay_end(ctx, &h->u_bu);
+    }
     Tensor duc = nn_zeros_like(ctx, &o->uncertainty);
     maxnorm_backward(op, &duc, &du, &o->uncertainty, &h->u_max, UNC_NORM_EPS);
     if (h->max_synced) sync_batch_max_backward(ctx, h, &duc, &du);
@@ -279,6 +338,7 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     seq_backward(ctx, &h->bu_mean, &dipr, &dsh);
     seq_backward(ctx, &h->bu_unc, &duconv, &dsh);
     seq_backward(ctx, &h->bu_shared, &dsh, &dx0u);
+    nn_unit_done(ctx, &h->u_bu);
     arena_release(ctx->act, mk_unc);
     // back to half resolution
     Tensor dx0r = nn_zeros_like(ctx, &h->x0r), dfg = nn_zeros_like(ctx, &h->fg);
@@ -289,6 +349,10 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     // reverse attention
     Tensor dx = nn_zeros_like(ctx, &h->dec_out[3]);
     ArenaMark mk_ra = arena_mark(ctx->act);
+    if (nn_unit_replay_begin(ctx, &h->u_ra)) {
+        ra_forward(ctx, h);
+        nn_unit_replay_end(ctx, &h->u_ra);
+    }
     Tensor dr = nn_zeros_like(ctx, &h->ra_r);
     mul_backward(op, &dr, &dfg, &dx0r, &h->ra_r, &h->fg);
     Tensor dcatr = nn_zeros_like(ctx, &h->ra_refine.in);
@@ -298,11 +362,16 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
     concat_backward(op, dxs, 2, &dcatr);
     axpy(op, &dbg, -1.0, &dfg);                      // fg = 1 − bg
     seq_backward(ctx, &h->ra_bg, &dbg, &dx);
+    nn_unit_done(ctx, &h->u_ra);
     arena_release(ctx->act, mk_ra);
     // decoder: each block's gradient toward the next (dn) outlives the block's temporaries
     for (int i = 3; i >= 0; i--) {
         Tensor dn = nn_zeros_like(ctx, i ? &h->dec_out[i - 1] : &h->dec_in[0]);
         ArenaMark mk = arena_mark(ctx->act);
+        if (nn_unit_replay_begin(ctx, &h->u_dec[i])) {
+            dec_block_forward(ctx, h, i, i ? &h->dec_out[i - 1] : &h->x4, &h->e[3 - i]);
+            nn_unit_replay_end(ctx, &h->u_dec[i]);
+        }
         Tensor dt = nn_zeros_like(ctx, &h->dec_conv2[i].in);
         seq_backward(ctx, &h->dec_conv2[i], &dx, &dt);
         Tensor dup = nn_zeros_like(ctx, &h->dec_conv1[i].in);
@@ -313,6 +382,7 @@ void cod_head_backward(NNCtx *ctx, CodHead *h, const CodOutputs *d, Tensor de[4]
             Tensor *ds[2] = { &dn, &de[3 - i] };
             concat_backward(op, ds, 2, &din);
         }
+        nn_unit_done(ctx, &h->u_dec[i]);
         arena_release(ctx->act, mk);
         dx = dn;
     }

@@ -49,7 +49,11 @@ typedef struct {
     int max_synced;              // 1: u_max is the global batch's (NNCtx.sync_sum)
     Tensor ir_b[2];              // refinement block outputs (N,H,W,64)
     Tensor deep_raw[3];
+    Tensor e[4];                 // the enhanced features the forward was given (a replay's inputs)
     CodOutputs out;
+    // Units (nn/recompute.h): the decoder blocks, reverse attention (to x0r and fg), the
+    // boundary-uncertainty heads and the refinement iterations.
+    NNUnit u_dec[4], u_ra, u_bu, u_ir[2];
 } CodHead;
 
 void cod_head_create(CodHead *h, ParamTable *pt, const int dims[4]);

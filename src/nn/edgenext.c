@@ -7,6 +7,8 @@
 // Memory: forward keeps its saved activations in ctx->act; backward takes its
 // temporaries from ctx->act too, between an arena mark and a release, so a
 // training step's peak is forward's activations plus one block's temporaries.
+// The stem, each downsample and each block is a unit (nn/recompute.h): what it
+// keeps follows ctx->recompute, and its backward re-runs it first when needed.
 #include "nn/edgenext.h"
 #include "nn/layers.h"
 #include <math.h>
@@ -47,6 +49,7 @@ typedef struct {
     Tensor norms;                // (N·3C) token-axis norms
     Tensor araw, P;              // (N,heads,1,dh·dh) q̂·k̂ᵀ and its softmax (after the temperatures)
     Tensor o, xo, t2;            // (N,H,W,C) attention output, proj output, t + γ_xca·xo
+    NNUnit unit;                 // the block as a unit of recomputation / liveness (nn/recompute.h)
 } Block;
 
 typedef struct {
@@ -56,6 +59,7 @@ typedef struct {
     int nblocks;
     Tensor x, n, mean, rstd;     // downsample input (N,H,W,Cin), its LN output, statistics
     Tensor out;                  // (N,h,w,C) stage output = feature map
+    NNUnit unit;                 // the downsample as a unit
 } Stage;
 
 typedef struct {
@@ -73,6 +77,7 @@ struct EdgeNeXt {
     int stem_w_idx, stem_b_idx, stem_ln_w_idx, stem_ln_b_idx;   // table entries
     int stem_k, stem_pad;
     Tensor stem_x, stem_y, stem_mean, stem_rstd;   // input (N,H,W,3), conv output, LN statistics
+    NNUnit stem_unit;
     Stage stages[4];
     PECache pe[PE_CACHE];
     int pe_next;
@@ -410,11 +415,11 @@ static void tail_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *shortc
     b->u = act4(ctx, N, H, W, C);
     layernorm_forward(op, &b->u, &b->mean, &b->rstd, z, PV(b->ln_w_idx), PV(b->ln_b_idx), LN_EPS);
     b->h = act4(ctx, N, H, W, 4 * C);
-    linear_forward(op, &b->h, &b->u, PV(b->fc1_w_idx), PV(b->fc1_b_idx));
+    nn_linear_forward(ctx, &b->h, &b->u, PV(b->fc1_w_idx), PV(b->fc1_b_idx));
     b->g = act4(ctx, N, H, W, 4 * C);
     gelu_forward(op, &b->g, &b->h);
     b->m = act4(ctx, N, H, W, C);
-    linear_forward(op, &b->m, &b->g, PV(b->fc2_w_idx), PV(b->fc2_b_idx));
+    nn_linear_forward(ctx, &b->m, &b->g, PV(b->fc2_w_idx), PV(b->fc2_b_idx));
     *out = act4(ctx, N, H, W, C);
     residual_scaled(ctx, out, shortcut, &b->m, PV(b->gamma_idx));
 }
@@ -447,16 +452,22 @@ static void conv_block_forward(NNCtx *ctx, Block *b, Tensor *out, const Tensor *
     const ConvArgs a = dw_args(b);
     b->x = *x;
     b->y = act4(ctx, T_N(x), out_size((int)T_H(x), b->k, b->stride, b->pad), out_size((int)T_W(x), b->k, b->stride, b->pad), b->C);
-    conv2d_forward(&ctx->op, &b->y, x, PV(b->dw_w_idx), PV(b->dw_b_idx), a);
+    nn_conv2d_forward(ctx, &b->y, x, PV(b->dw_w_idx), PV(b->dw_b_idx), a);
     tail_forward(ctx, b, out, b->shortcut_y ? &b->y : x, &b->y);
 }
 
 // dx (N,H,W,cin) +=
 static void conv_block_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) {
     ArenaMark mk = arena_mark(ctx->act);
+    if (nn_unit_replay_begin(ctx, &b->unit)) {
+        Tensor o;
+        conv_block_forward(ctx, b, &o, &b->x);
+        nn_unit_replay_end(ctx, &b->unit);
+    }
     Tensor dy = zeros_like(ctx, &b->y);
     tail_backward(ctx, b, &dy, b->shortcut_y ? &dy : dx, dout, &b->y);
     conv2d_backward(&ctx->op, dx, PG(b->dw_w_idx), PG(b->dw_b_idx), &dy, &b->x, PV(b->dw_w_idx), dw_args(b));
+    nn_unit_done(ctx, &b->unit);
     arena_release(ctx->act, mk);
 }
 
@@ -482,7 +493,7 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
         if (j > 0) axpy(op, &in, 1.0, &prev);
         b->cin_t[j] = in;
         Tensor y = act4(ctx, N, H, W, ws);
-        conv2d_forward(op, &y, &in, PV(b->conv_w_idx[j]), PV(b->conv_b_idx[j]), split_args(b));
+        nn_conv2d_forward(ctx, &y, &in, PV(b->conv_w_idx[j]), PV(b->conv_b_idx[j]), split_args(b));
         channels_copy(op, &b->t, j * ws, &y, 0, ws, 0);
         prev = y;
     }
@@ -491,7 +502,7 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
         b->pe_feat = pe_features(m, (int)H, (int)W, dt, ctx->act->device);
         Tensor pe = tensor_new(ctx->act, dt, 2, (int64_t[]){ T, C });
         Tensor wv = reshape2(params_value(ctx->pt, b->pe_w_idx), C, 2 * PE_HIDDEN);
-        linear_forward(op, &pe, &b->pe_feat, &wv, PV(b->pe_b_idx));
+        nn_linear_forward(ctx, &pe, &b->pe_feat, &wv, PV(b->pe_b_idx));
         rows_add_bcast(op, &b->t, &pe);
     }
     // XCA on LN_xca(t): q, k, v are column blocks of qkv (N, T, 3C); per head a dh×dh
@@ -501,14 +512,14 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
     b->a = act4(ctx, N, H, W, C);
     layernorm_forward(op, &b->a, &b->xmean, &b->xrstd, &b->t, PV(b->lnx_w_idx), PV(b->lnx_b_idx), LN_EPS);
     b->qkv = act4(ctx, N, H, W, C3);
-    linear_forward(op, &b->qkv, &b->a, PV(b->qkv_w_idx), PV(b->qkv_b_idx));
+    nn_linear_forward(ctx, &b->qkv, &b->a, PV(b->qkv_w_idx), PV(b->qkv_b_idx));
     // v's columns are normalised too (one strided call) but only q̂ and k̂ are read.
     b->qkvn = act4(ctx, N, H, W, C3);
     b->norms = act1(ctx, N * C3);
     l2norm_forward(op, &b->qkvn, &b->norms, &b->qkv, N, T, C3, L2_EPS);
     // araw[n,h] (dh,dh) = q̂_hᵀ (dh×T) · k̂_h (T×dh), for every image n and head h
     b->araw = act4(ctx, N, hd, 1, (int64_t)dh * dh);
-    gemm_batched(op, &b->araw, &b->qkvn, &b->qkvn, &(GemmArgs){ .ta = 1, .M = dh, .N = dh, .K = (int)T, .alpha = 1,
+    nn_gemm_batched(ctx, &b->araw, &b->qkvn, &b->qkvn, &(GemmArgs){ .ta = 1, .M = dh, .N = dh, .K = (int)T, .alpha = 1,
         .offb = C, .lda = (int)C3, .ldb = (int)C3, .ldc = dh, XCA_BATCH(T * C3, T * C3, (int64_t)hd * dh * dh, dh, dh,
         (int64_t)dh * dh) });
     // scores = araw · temperature[head] (one value per head, the same for every image)
@@ -519,11 +530,11 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
     softmax_forward(op, &b->P, &sc, N * hd * dh, dh, 1);
     // o_h (T×dh) = v_h (T×dh) · P_hᵀ
     b->o = act4(ctx, N, H, W, C);
-    gemm_batched(op, &b->o, &b->qkv, &b->P, &(GemmArgs){ .tb = 1, .M = (int)T, .N = dh, .K = dh, .alpha = 1,
+    nn_gemm_batched(ctx, &b->o, &b->qkv, &b->P, &(GemmArgs){ .tb = 1, .M = (int)T, .N = dh, .K = dh, .alpha = 1,
         .offa = 2 * C, .lda = (int)C3, .ldb = dh, .ldc = (int)C, XCA_BATCH(T * C3, (int64_t)hd * dh * dh, T * C, dh,
         (int64_t)dh * dh, dh) });
     b->xo = act4(ctx, N, H, W, C);
-    linear_forward(op, &b->xo, &b->o, PV(b->proj_w_idx), PV(b->proj_b_idx));
+    nn_linear_forward(ctx, &b->xo, &b->o, PV(b->proj_w_idx), PV(b->proj_b_idx));
     b->t2 = act4(ctx, N, H, W, C);
     residual_scaled(ctx, &b->t2, &b->t, &b->xo, PV(b->gamma_xca_idx));
     // out = x + γ·MLP(LN(t2)): the block input is the only residual of the output.
@@ -531,7 +542,7 @@ static void sdta_forward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *out, const T
 }
 
 // dx (N,H,W,C) +=
-static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) {
+static void sdta_backward(NNCtx *ctx, EdgeNeXt *m, Block *b, Tensor *dx, const Tensor *dout) {
     OpCtx *op = &ctx->op;
     const cx_dtype dt = ctx->dtype;
     const Tensor *x = &b->x;
@@ -539,6 +550,11 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
     const int S = b->S, ws = b->ws, wl = (int)C - (S - 1) * ws;
     const int hd = b->heads, dh = (int)C / hd;
     ArenaMark mk = arena_mark(ctx->act);
+    if (nn_unit_replay_begin(ctx, &b->unit)) {
+        Tensor o;
+        sdta_forward(ctx, m, b, &o, &b->x);
+        nn_unit_replay_end(ctx, &b->unit);
+    }
     Tensor dt2 = zeros_like(ctx, &b->t2);
     tail_backward(ctx, b, &dt2, dx, dout, &b->t2);
     // t2 = t + γ_xca ⊙ proj(o)
@@ -591,6 +607,7 @@ static void sdta_backward(NNCtx *ctx, Block *b, Tensor *dx, const Tensor *dout) 
             axpy(op, &dy, 1.0, &din);
         }
     }
+    nn_unit_done(ctx, &b->unit);
     arena_release(ctx->act, mk);
 }
 
@@ -604,21 +621,40 @@ static void downsample_forward(NNCtx *ctx, Stage *stage, Tensor *out, const Tens
     stage->n = tensor_like(ctx->act, x);
     layernorm_forward(&ctx->op, &stage->n, &stage->mean, &stage->rstd, x, PV(stage->ln_w_idx), PV(stage->ln_b_idx), LN_EPS);
     *out = act4(ctx, N, out_size((int)H, 2, 2, 0), out_size((int)W, 2, 2, 0), C);
-    conv2d_forward(&ctx->op, out, &stage->n, PV(stage->w_idx), PV(stage->b_idx), (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
+    nn_conv2d_forward(ctx, out, &stage->n, PV(stage->w_idx), PV(stage->b_idx), (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
 }
 
 // dx +=
 static void downsample_backward(NNCtx *ctx, Stage *stage, Tensor *dx, const Tensor *dout) {
     ArenaMark mk = arena_mark(ctx->act);
+    if (nn_unit_replay_begin(ctx, &stage->unit)) {
+        Tensor o;
+        downsample_forward(ctx, stage, &o, &stage->x, (int)T_C(dout));
+        nn_unit_replay_end(ctx, &stage->unit);
+    }
     Tensor dn = zeros_like(ctx, &stage->n);
     conv2d_backward(&ctx->op, &dn, PG(stage->w_idx), PG(stage->b_idx), dout, &stage->n, PV(stage->w_idx),
                     (ConvArgs){ .stride = 2, .pad = 0, .dil = 1, .groups = 1 });
     layernorm_backward(&ctx->op, dx, PG(stage->ln_w_idx), PG(stage->ln_b_idx), &dn, &stage->x, &stage->mean, &stage->rstd, PV(stage->ln_w_idx));
+    nn_unit_done(ctx, &stage->unit);
     arena_release(ctx->act, mk);
 }
 
 static ConvArgs stem_args(const EdgeNeXt *m) {
     return (ConvArgs){ .stride = 4, .pad = m->stem_pad, .dil = 1, .groups = 1 };
+}
+
+// x (N,H,W,3) -> LN(conv(x)) (N,h,w,C0), the stride-4 map of h×w
+static Tensor stem_forward(NNCtx *ctx, EdgeNeXt *m, const Tensor *x, int h, int w) {
+    const int64_t N = T_N(x);
+    m->stem_x = *x;
+    m->stem_y = act4(ctx, N, h, w, m->cfg.dims[0]);
+    nn_conv2d_forward(ctx, &m->stem_y, x, PV(m->stem_w_idx), PV(m->stem_b_idx), stem_args(m));
+    m->stem_mean = act1(ctx, N * h * w);
+    m->stem_rstd = act1(ctx, N * h * w);
+    Tensor cur = tensor_like(ctx->act, &m->stem_y);
+    layernorm_forward(&ctx->op, &cur, &m->stem_mean, &m->stem_rstd, &m->stem_y, PV(m->stem_ln_w_idx), PV(m->stem_ln_b_idx), LN_EPS);
+    return cur;
 }
 
 // ---- the whole backbone ------------------------------------------------------------------------
@@ -630,25 +666,25 @@ void edgenext_forward(NNCtx *ctx, EdgeNeXt *m, Tensor feats[4], const Tensor *x)
     int fh[4], fw[4];
     CX_ASSERT(edgenext_feature_sizes(m, (int)T_H(x), (int)T_W(x), fh, fw),
               "edgenext_forward: a %lld×%lld input leaves no stride-32 feature map", (long long)T_H(x), (long long)T_W(x));
-    const int64_t N = T_N(x);
-    m->stem_x = *x;
-    m->stem_y = act4(ctx, N, fh[0], fw[0], m->cfg.dims[0]);
-    conv2d_forward(&ctx->op, &m->stem_y, x, PV(m->stem_w_idx), PV(m->stem_b_idx), stem_args(m));
-    m->stem_mean = act1(ctx, N * fh[0] * fw[0]);
-    m->stem_rstd = act1(ctx, N * fh[0] * fw[0]);
-    Tensor cur = tensor_like(ctx->act, &m->stem_y);
-    layernorm_forward(&ctx->op, &cur, &m->stem_mean, &m->stem_rstd, &m->stem_y, PV(m->stem_ln_w_idx), PV(m->stem_ln_b_idx), LN_EPS);
+    nn_unit_begin(ctx, &m->stem_unit);
+    Tensor cur = stem_forward(ctx, m, x, fh[0], fw[0]);
+    nn_unit_end(ctx, &m->stem_unit, (Tensor *[]){ &cur }, 1);
     for (int s = 0; s < 4; s++) {
         Stage *stage = &m->stages[s];
         Tensor nxt;
         if (stage->ln_w_idx >= 0) {
+            nn_unit_begin(ctx, &stage->unit);
             downsample_forward(ctx, stage, &nxt, &cur, m->cfg.dims[s]);
+            nn_unit_end(ctx, &stage->unit, (Tensor *[]){ &nxt }, 1);
             cur = nxt;
         }
         for (int j = 0; j < stage->nblocks; j++) {
             Block *b = &stage->blocks[j];
+            nn_unit_begin(ctx, &b->unit);
             if (b->sdta) sdta_forward(ctx, m, b, &nxt, &cur);
             else conv_block_forward(ctx, b, &nxt, &cur);
+            nn_unit_end(ctx, &b->unit, (Tensor *[]){ &nxt }, 1);
+            if (!(s > 0 && cur.data == feats[s - 1].data)) nn_drop(ctx, &cur);   // inference: read for the last time
             cur = nxt;
         }
         CX_ASSERT(T_H(&cur) == fh[s] && T_W(&cur) == fw[s], "stage %d output size", s);
@@ -673,21 +709,28 @@ void edgenext_backward(NNCtx *ctx, EdgeNeXt *m, const Tensor dfeats[4], Tensor *
         for (int j = stage->nblocks - 1; j >= 0; j--) {
             Block *b = &stage->blocks[j];
             Tensor din = zeros_like(ctx, &b->x);
-            if (b->sdta) sdta_backward(ctx, b, &din, &d);
+            if (b->sdta) sdta_backward(ctx, m, b, &din, &d);
             else conv_block_backward(ctx, b, &din, &d);
+            arena_release_one(ctx->act, d.data);   // passed on: the next block's gradient may take its place
             d = din;
         }
         if (stage->ln_w_idx >= 0) {
             Tensor din = zeros_like(ctx, &stage->x);
             downsample_backward(ctx, stage, &din, &d);
+            arena_release_one(ctx->act, d.data);
             d = din;
         }
         nn_grad_ready(ctx, stage->p_first);   // this stage and the ones above it are done
+    }
+    if (nn_unit_replay_begin(ctx, &m->stem_unit)) {
+        stem_forward(ctx, m, &m->stem_x, (int)T_H(&m->stem_y), (int)T_W(&m->stem_y));
+        nn_unit_replay_end(ctx, &m->stem_unit);
     }
     Tensor dy = zeros_like(ctx, &m->stem_y);
     layernorm_backward(&ctx->op, &dy, PG(m->stem_ln_w_idx), PG(m->stem_ln_b_idx), &d, &m->stem_y, &m->stem_mean, &m->stem_rstd,
                        PV(m->stem_ln_w_idx));
     conv2d_backward(&ctx->op, dx, PG(m->stem_w_idx), PG(m->stem_b_idx), &dy, &m->stem_x, PV(m->stem_w_idx), stem_args(m));
+    nn_unit_done(ctx, &m->stem_unit);
     nn_grad_ready(ctx, m->p_first);
     arena_release(ctx->act, mk);
 }

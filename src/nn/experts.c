@@ -88,6 +88,7 @@ void expert_forward_into(NNCtx *ctx, Expert *e, const Tensor *x, Tensor *y_out) 
     int64_t N = T_N(x), H = T_H(x), W = T_W(x);
     CX_ASSERT(tensor_numel(y_out) == N * H * W * e->d, "%s expert: output of %lld elements for (%lld,%lld,%lld,%d)",
               expert_kind_name(e->kind), (long long)tensor_numel(y_out), (long long)N, (long long)H, (long long)W, e->d);
+    e->in = *x;
     Tensor outs[4];
     const Tensor *po[4];
     for (int i = 0; i < e->nb; i++) {
@@ -110,6 +111,10 @@ void expert_forward_into(NNCtx *ctx, Expert *e, const Tensor *x, Tensor *y_out) 
 
 void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx) {
     ArenaMark mk = arena_mark(ctx->act);   // dc, dcat, branch gradients are temporaries
+    if (nn_unit_replay_begin(ctx, &e->unit)) {
+        expert_forward(ctx, e, &e->in);
+        nn_unit_replay_end(ctx, &e->unit);
+    }
     Tensor dc = nn_zeros_like(ctx, &e->c);
     if (e->kind == EXPERT_CONTRAST) {
         int64_t N = T_N(&e->c);
@@ -132,6 +137,7 @@ void expert_backward(NNCtx *ctx, Expert *e, const Tensor *dy, Tensor *dx) {
     }
     concat_backward(&ctx->op, pd, e->nb, &dcat);
     for (int i = 0; i < e->nb; i++) seq_backward(ctx, &e->branch[i], &dbr[i], dx);
+    nn_unit_done(ctx, &e->unit);
     arena_release(ctx->act, mk);
 }
 
@@ -157,6 +163,7 @@ Tensor expert_forward_tiles(NNCtx *ctx, Expert *e, const Tensor *xw, const Exper
     CX_ASSERT(T_C(xw) == e->d, "%s expert of width %d given %lld channels", expert_kind_name(e->kind), e->d,
               (long long)T_C(xw));
     const int64_t M = t->M;
+    e->in = *xw;
     Tensor xw2 = rows2(xw);
     e->xc = nn_new4(ctx, M, 1, 1, e->d);
     Tensor xc2 = rows2(&e->xc);
@@ -199,6 +206,10 @@ Tensor expert_forward_tiles(NNCtx *ctx, Expert *e, const Tensor *xw, const Exper
 
 void expert_backward_tiles(NNCtx *ctx, Expert *e, const ExpertTiles *t, const Tensor *dy, Tensor *dxw) {
     ArenaMark mk = arena_mark(ctx->act);
+    if (nn_unit_replay_begin(ctx, &e->unit)) {
+        expert_forward_tiles(ctx, e, &e->in, t);
+        nn_unit_replay_end(ctx, &e->unit);
+    }
     const int64_t M = t->M;
     Tensor dc = nn_zeros_like(ctx, &e->c);
     if (e->kind == EXPERT_CONTRAST) {
@@ -243,5 +254,6 @@ void expert_backward_tiles(NNCtx *ctx, Expert *e, const ExpertTiles *t, const Te
         Tensor dxw2 = rows2(dxw), dxc2 = rows2(&dxc);
         rows_gather_sum(&ctx->op, &dxw2, &dxc2, &t->uncrop_ptr, &t->uncrop_list, NULL);
     }
+    nn_unit_done(ctx, &e->unit);
     arena_release(ctx->act, mk);
 }

@@ -23,7 +23,9 @@ typedef struct {
     Seq branch[4];     // (N,H,W,d) -> (N,H,W,c_i)
     Seq fusion;        // (N,H,W,d) -> (N,H,W,d)
     Seq amplify;       // contrast only: (N,H,W,d) -> (N,1,1,d) channel weights
+    NNUnit unit;       // an expert's call is a unit (nn/recompute.h); its callers bracket it
     // saved by forward
+    Tensor in;         // the input: x (N,H,W,d), or the windows xw (P,h,w,d) of expert_forward_tiles
     Tensor cat;        // (N,H,W,d) concatenated branches
     Tensor c;          // (N,H,W,d) fused features
     Tensor w;          // (N,1,1,d) contrast weights

@@ -143,6 +143,7 @@ static Tensor stat_new(NNCtx *ctx, const double *v, int C) {
 // global mean and variance as its statistics. Running statistics as SyncBatchNorm:
 // the global mean and unbiased variance. Several small host round trips per layer: the
 // correct form first (docs/MULTIGPU.md).
+// rm, rv NULL: the running statistics are left alone (a unit's replay).
 static void bn_sync_forward(NNCtx *ctx, Layer *l, const Tensor *x, Tensor *y, const Tensor *g, const Tensor *b,
                             Tensor *rm, Tensor *rv) {
     OpCtx *op = &ctx->op;
@@ -174,8 +175,10 @@ static void bn_sync_forward(NNCtx *ctx, Layer *l, const Tensor *x, Tensor *y, co
     l->gmean = stat_new(ctx, mean, C);
     l->gvar = stat_new(ctx, var, C);
     l->gcount = N;
+    nn_unit_keep(ctx, &l->gmean);   // a replay normalises by them again (no second exchange)
+    nn_unit_keep(ctx, &l->gvar);
     batchnorm_forward(op, y, &l->mean, &l->invstd, x, g, b, &l->gmean, &l->gvar, 0, BN_MOMENTUM, BN_EPS);
-    if (rm->data && rv->data) {
+    if (rm && rv && rm->data && rv->data) {
         nn_stat_load(ctx, rm, run);
         for (int c = 0; c < C; c++) run[c] = (1 - BN_MOMENTUM) * run[c] + BN_MOMENTUM * mean[c];
         nn_stat_store(ctx, rm, run);
@@ -242,9 +245,9 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         const Tensor *bp = l->bias_to_bn ? NULL : &b;   // the BatchNorm after it takes the bias (above)
         if (l->k == 1) {
             Tensor w2 = conv_weight_2d(w);
-            linear_forward(op, &y, x, &w2, bp);
+            nn_linear_forward(ctx, &y, x, &w2, bp);
         } else {
-            conv2d_forward(op, &y, x, &w, bp, conv_args(l));
+            nn_conv2d_forward(ctx, &y, x, &w, bp, conv_args(l));
         }
         return y;
     }
@@ -254,16 +257,23 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         l->invstd = nn_new(ctx, nn_stat_dtype(ctx), 1, (int64_t[]){ l->cout });
         Tensor g = nn_param(ctx, l->w_idx), b = nn_param(ctx, l->b_idx);
         Tensor rm = nn_param(ctx, l->rmean_idx), rv = nn_param(ctx, l->rvar_idx);
-        l->gcount = 0;
-        if (ctx->training && ctx->sync_sum && !ctx->sync_failed) bn_sync_forward(ctx, l, x, &y, &g, &b, &rm, &rv);
-        else if (l->relu_fused)
-            batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
-        else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &rm, &rv, ctx->training, BN_MOMENTUM, BN_EPS);
-        if (l->pre_bias_idx >= 0 && ctx->training) {   // the batch mean of conv + bias: r += momentum·bias
-            Tensor cb = nn_param(ctx, l->pre_bias_idx);
-            axpy(op, &rm, BN_MOMENTUM, &cb);
+        // A replay recomputes the same batch statistics; the running ones were updated once, by the forward.
+        Tensor *prm = ctx->replay ? NULL : &rm, *prv = ctx->replay ? NULL : &rv;
+        if (ctx->replay && l->gcount > 0) {   // synchronised: the forward's global statistics, as its last op used them
+            batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, &l->gmean, &l->gvar, 0, BN_MOMENTUM, BN_EPS);
+        } else {
+            l->gcount = 0;
+            if (ctx->training && ctx->sync_sum && !ctx->sync_failed) bn_sync_forward(ctx, l, x, &y, &g, &b, prm, prv);
+            else if (l->relu_fused)
+                batchnorm_relu_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, prm, prv, ctx->training, BN_MOMENTUM,
+                                       BN_EPS);
+            else batchnorm_forward(op, &y, &l->mean, &l->invstd, x, &g, &b, prm, prv, ctx->training, BN_MOMENTUM, BN_EPS);
         }
-        if (ctx->training) {
+        if (ctx->training && !ctx->replay) {
+            if (l->pre_bias_idx >= 0) {   // the batch mean of conv + bias: r += momentum·bias
+                Tensor cb = nn_param(ctx, l->pre_bias_idx);
+                axpy(op, &rm, BN_MOMENTUM, &cb);
+            }
             params_counter_add(ctx->pt, l->nbt_idx, 1);   // on the host: no device access
             const int64_t v = l->gcount > 0 ? (int64_t)l->gcount : tensor_numel(x) / l->cout;
             if (!ctx->bn_fewest.values || v < ctx->bn_fewest.values)
@@ -272,7 +282,10 @@ static Tensor layer_forward(NNCtx *ctx, Layer *l, const Tensor *x) {
         return y;
     }
     case LAYER_RELU: case LAYER_SIGMOID: case LAYER_SOFTPLUS: {
-        Tensor y = l->inplace ? *x : tensor_like(ctx->act, x);
+        // In place over a conv's output, except a sigmoid while that output is a CHEAP unit's
+        // record (a replay would apply it twice; a ReLU's second application changes nothing).
+        int inplace = l->inplace && !(l->kind == LAYER_SIGMOID && nn_taping(ctx));
+        Tensor y = inplace ? *x : tensor_like(ctx->act, x);
         if (l->kind == LAYER_RELU) relu_forward(op, &y, x);
         else if (l->kind == LAYER_SIGMOID) sigmoid_forward(op, &y, x);
         else softplus_forward(op, &y, x);
@@ -323,10 +336,12 @@ static void layer_backward(NNCtx *ctx, Layer *l, const Tensor *dy, const Tensor 
     }
 }
 
-Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) {
+// consume: x dies with the first layer (evaluation liveness).
+static Tensor seq_run(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x, int consume) {
     CX_ASSERT(0 <= from && from < to && to <= s->n, "seq range [%d, %d) of %d layers", from, to, s->n);
     if (from == 0) s->in = *x;
     const Tensor *cur = x;
+    Tensor dead = consume ? *x : (Tensor){ 0 };   // inference: the input of the layer just run, once it is read
     // A BatchNorm followed (in this range) by its in-place ReLU runs both in one op, except
     // synchronised BatchNorm (its exchange sits between the statistics and the output).
     const int sync_bn = ctx->training && ctx->sync_sum && !ctx->sync_failed;
@@ -343,11 +358,17 @@ Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) 
         l->out = layer_forward(ctx, l, cur);
         if (l->relu_fused) s->l[++i].in = l->out, s->l[i].out = l->out;
         cur = &s->l[i].out;
+        if (ctx->inference) {
+            if (dead.data && dead.data != cur->data) nn_drop(ctx, &dead);   // an in-place layer wrote over it
+            dead = *cur;
+        }
     }
     return *cur;
 }
 
-Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) { return seq_forward_range(ctx, s, 0, s->n, x); }
+Tensor seq_forward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *x) { return seq_run(ctx, s, from, to, x, 0); }
+Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x) { return seq_run(ctx, s, 0, s->n, x, 0); }
+Tensor seq_forward_consume(NNCtx *ctx, Seq *s, const Tensor *x) { return seq_run(ctx, s, 0, s->n, x, 1); }
 
 void seq_backward_range(NNCtx *ctx, Seq *s, int from, int to, const Tensor *dy, Tensor *dx) {
     // The gradients between layers are temporaries, released before returning. Each is

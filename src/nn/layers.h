@@ -14,7 +14,7 @@
 //   Tensor y = seq_forward(ctx, &s, &x);                  // x (N,H,W,48) -> y (N,H,W,64)
 //   seq_backward(ctx, &s, &dy, &dx);                      // dx += ..., parameter grads +=
 #pragma once
-#include "nn/nn.h"
+#include "nn/recompute.h"
 
 typedef enum { LAYER_CONV, LAYER_BN, LAYER_RELU, LAYER_SIGMOID, LAYER_SOFTPLUS, LAYER_POOL } layer_kind;
 
@@ -53,8 +53,13 @@ void seq_cbr(Seq *s, ParamTable *pt, const char *prefix, int cin, int cout, int 
 void seq_conv_named(Seq *s, ParamTable *pt, const char *name, int cin, int cout, int k, param_group g);
 
 // y = seq(x). The output lives in ctx->act. In training mode BatchNorm uses batch
-// statistics and updates its running statistics and counter in ctx->pt.
+// statistics and updates its running statistics and counter in ctx->pt (not while a
+// unit is replayed: nn/recompute.h). In inference (ctx->inference) each layer's output
+// is given back to ctx->act once the next layer has read it (nn_drop).
 Tensor seq_forward(NNCtx *ctx, Seq *s, const Tensor *x);
+// The same, where x dies with its first reader: in inference it is given back too
+// (when it is a whole chunk of ctx->act); otherwise seq_forward.
+Tensor seq_forward_consume(NNCtx *ctx, Seq *s, const Tensor *x);
 // dx += ∂L/∂x (dx may be NULL), parameter gradients +=.
 void seq_backward(NNCtx *ctx, Seq *s, const Tensor *dy, Tensor *dx);
 // Layers [from, to) alone, on x (their input; s->in when from is 0), and their

@@ -4,19 +4,21 @@
 // inference before any of it runs, so a job that cannot fit is refused with a
 // size that fits instead of growing until the machine kills it.
 //
-// The estimate counts what the model code holds: parameters, gradients, AdamW
-// moments and the EMA (float32), and the per-step arenas — activations saved for
-// backward plus the backward's temporaries, and the kernels' scratch. Activations
-// are linear in batch × S² with a per-pixel cost that follows the model's widths
-// and depths (the backbone stages, the experts each image runs, the full-resolution
-// decoder); the coefficients were fitted to the arenas' measured peaks (every
-// backbone, dense and sparse, k = 1..6, training and inference; tests/test_hostile.c
-// checks the estimate against measurement) and carry a 5 % margin. act_bytes is the
-// size of one stored activation element: 4 for float32 on the CPU, 2 for bf16 on a GPU.
+// The estimate counts what the model code holds: parameters, gradients, AdamW moments
+// and the EMA (float32), and the per-step arenas — activations saved for backward plus
+// the backward's temporaries, and the kernels' scratch. Activations are linear in
+// batch × S² with a per-pixel cost that follows the model's widths and depths (the
+// backbone stages, the experts each image runs, the stride-4 decoder width); one set
+// of coefficients per mode — inference (activations given back once read), and a
+// training step at each recomputation level (nn/recompute.h) — fitted to the arenas'
+// measured peaks (every backbone, dense and sparse, k = 1..6; tests/test_hostile.c
+// checks the estimate against measurement) to lie within 0..10 % above them. act_bytes is the size
+// of one stored activation element: 4 for float32 on the CPU, 2 for bf16 on a GPU.
+// Inference (training 0) has no gradients, optimizer state or recomputation.
 //
 //   CX_TRY(camoxpert_check_img_size(S, "--img-size"));
 //   MemEstimate m;
-//   camoxpert_memory_estimate(&cfg, pt.numel, 16, 352, 1, 0, 4, &m);   // a training step
+//   camoxpert_memory_estimate(&cfg, pt.numel, 16, 352, 1, NN_RECOMPUTE_NONE, 0, 4, &m);   // a training step
 //   printf("%.1f GiB\n", m.total / (1 << 30));
 #pragma once
 #include "nn/camoxpert.h"
@@ -35,15 +37,16 @@ typedef struct {
     double total;                           // the sum
 } MemEstimate;
 
-// Peak memory of one training step (training = 1) or inference (0) of the model on
-// batch images of S×S. n_params: the parameter table's numel; ema: 1 when an EMA is kept.
-void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training, int ema,
-                               int act_bytes, MemEstimate *m);
+// Peak memory of one training step (training = 1) at recomputation level `recompute`,
+// or of inference (0; the level is ignored), of the model on batch images of S×S.
+// n_params: the parameter table's numel; ema: 1 when an EMA is kept.
+void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
+                               nn_recompute recompute, int ema, int act_bytes, MemEstimate *m);
 // The largest batch (up to max_batch) whose estimate plus `other` bytes fits budget; 0 when batch 1 does not.
-int camoxpert_memory_fit_batch(const CamoXpertConfig *c, int64_t n_params, int S, int training, int ema, int act_bytes,
-                               double other, double budget, int max_batch);
+int camoxpert_memory_fit_batch(const CamoXpertConfig *c, int64_t n_params, int S, int training, nn_recompute recompute,
+                               int ema, int act_bytes, double other, double budget, int max_batch);
 // The largest input size (a multiple of 32, up to max_S) that fits budget at `batch`; 0 when 32 does not.
-int camoxpert_memory_fit_size(const CamoXpertConfig *c, int64_t n_params, int batch, int training, int ema, int act_bytes,
-                              double other, double budget, int max_S);
+int camoxpert_memory_fit_size(const CamoXpertConfig *c, int64_t n_params, int batch, int training, nn_recompute recompute,
+                              int ema, int act_bytes, double other, double budget, int max_S);
 // "1.3 GiB", "412 MiB": bytes for messages, into buf.
 const char *memory_str(double bytes, char *buf, size_t n);

@@ -565,8 +565,13 @@ static Tensor legacy_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
         m->wts[e] = tensor_slice0(&wts_all, m->offset[e], c);
         Tensor xe = nn_new4(ctx, c, H, W, m->d);
         rows_gather(&ctx->op, &xe, x, &m->rows[e]);
-        m->ys[e] = expert_forward(ctx, &m->experts[e], &xe);       // one call for the whole group
+        Expert *ex = &m->experts[e];
+        nn_unit_begin(ctx, &ex->unit);   // a unit (nn/recompute.h): its backward re-runs it on xe when asked
+        m->ys[e] = expert_forward(ctx, ex, &xe);                   // one call for the whole group
+        nn_unit_end(ctx, &ex->unit, (Tensor *[]){ &m->ys[e] }, 1);
         rows_scatter_add(&ctx->op, &y, &m->ys[e], &m->rows[e], &m->wts[e]);
+        nn_drop(ctx, &m->ys[e]);   // inference: scattered
+        nn_drop(ctx, &xe);
     }
     return y;
 }
@@ -692,9 +697,14 @@ static Tensor spatial_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
         Tensor xw = nn_new4(ctx, c, pl->h, pl->w, m->d);
         Tensor xw2 = tensor_reshape(&xw, 2, (int64_t[]){ c * pl->h * pl->w, m->d });
         rows_gather(&ctx->op, &xw2, &x2, &pl->win_idx);
-        m->ys[e] = expert_forward_tiles(ctx, &m->experts[e], &xw, &pl->t);   // one call for the whole group
+        Expert *ex = &m->experts[e];
+        nn_unit_begin(ctx, &ex->unit);
+        m->ys[e] = expert_forward_tiles(ctx, ex, &xw, &pl->t);   // one call for the whole group
+        nn_unit_end(ctx, &ex->unit, (Tensor *[]){ &m->ys[e] }, 1);
         Tensor ye2 = tensor_reshape(&m->ys[e], 2, (int64_t[]){ pl->t.M, m->d });
         rows_gather_sum(&ctx->op, &y2, &ye2, &pl->out_ptr, &pl->out_list, &pl->out_w);   // y += w·ye at the tiles
+        nn_drop(ctx, &m->ys[e]);   // inference: scattered
+        nn_drop(ctx, &xw);
     }
     return y;
 }

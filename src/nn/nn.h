@@ -14,6 +14,14 @@
 // training step warns (train/step.c). values 0: none since it was cleared.
 typedef struct { int64_t values; int param, n, h, w; } BnFewest;
 
+// What a training forward keeps for its backward (nn/recompute.h; train --recompute):
+// NONE every activation; CHEAP inside each unit (a backbone block, an expert, a head
+// stage) only the convolution and GEMM outputs, the element-wise, norm and activation
+// outputs recomputed in the backward; BLOCKS only each unit's input and output, the
+// whole unit re-run in the backward.
+typedef enum { NN_RECOMPUTE_NONE = 0, NN_RECOMPUTE_CHEAP, NN_RECOMPUTE_BLOCKS } nn_recompute;
+struct NNUnit;
+
 // Modules hold parameter *indices* (params.h), not pointers, and read values and
 // gradients through ctx->pt. The same module tree therefore runs in float32 or
 // float64, on the CPU or a GPU, just by pointing ctx->pt at a table of that
@@ -26,6 +34,13 @@ typedef struct NNCtx {
     Arena *host;     // host tensors made inside a step (routing decisions); reset with act
     cx_dtype dtype;  // activation dtype: F32 (CPU), F64 (reference kernels), F32 or BF16 (GPU)
     int training;    // 1: BatchNorm uses batch statistics and updates running ones
+    int inference;   // 1: no backward follows the forward: each activation is given back to act once
+                     // its last reader is done (nn/recompute.h); the inference paths set it (infer/)
+    nn_recompute recompute;   // training: what each unit keeps for the backward (above)
+    struct NNUnit *unit;      // the unit whose forward is recording (CHEAP) or being replayed, or NULL
+    struct NNUnit *pending;   // the last unit ended in training: its internals go when the next one begins
+    int replay;               // 1 while a unit's forward is re-run in the backward: BatchNorm leaves its
+                              // running statistics and counter alone, FLOPs are not counted again
     // Synchronised BatchNorm (data parallel, train --sync-bn): non-NULL sums v[0..n) over
     // the ranks in place, on the host, the same bits on every rank. In training mode
     // every BatchNorm then normalises by the statistics of the global batch and its

@@ -52,11 +52,11 @@ void params_alloc(ParamTable *pt, cx_dtype dt) {
     pt->device = DEV_CPU;
 }
 
-void params_to_device(ParamTable *pt) {
+static void to_device(ParamTable *pt, int grads) {
     CX_ASSERT(pt->data && pt->device == DEV_CPU, "params_to_device: allocate the table on the host first");
     size_t bytes = (size_t)(pt->numel + 16) * dtype_size(pt->dtype);
-    void *d = cx_dev_alloc(bytes), *g = cx_dev_alloc(bytes);
-    if (!d || !g) {
+    void *d = cx_dev_alloc(bytes), *g = grads ? cx_dev_alloc(bytes) : NULL;
+    if (!d || (grads && !g)) {
         size_t fr, tot;
         cx_dev_mem_info(&fr, &tot);
         fprintf(stderr, "error: out of GPU memory for the %.1f MiB of parameters and their gradients (the GPU has %.0f MiB "
@@ -64,13 +64,16 @@ void params_to_device(ParamTable *pt) {
         exit(3);
     }
     cx_dev_upload(d, pt->data, bytes);
-    cx_dev_zero(g, bytes);
+    if (g) cx_dev_zero(g, bytes);
     free(pt->grad);
     pt->host = pt->data;
     pt->data = d;
     pt->grad = g;
     pt->device = DEV_CUDA;
 }
+
+void params_to_device(ParamTable *pt) { to_device(pt, 1); }
+void params_to_device_values(ParamTable *pt) { to_device(pt, 0); }
 
 void params_sync_host(const ParamTable *pt) {
     if (pt->device == DEV_CUDA) cx_dev_download(pt->host, pt->data, (size_t)pt->numel * dtype_size(pt->dtype));

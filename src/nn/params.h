@@ -59,6 +59,9 @@ Tensor params_host_value(const ParamTable *pt, int i);
 // Moves values and gradients to the GPU (core/device.h must have a device): the
 // values are uploaded, the gradients zeroed, the host values kept as the copy.
 void params_to_device(ParamTable *pt);
+// The values only, for a table that is never differentiated (inference): no gradient
+// buffer on the GPU (pt->grad NULL).
+void params_to_device_values(ParamTable *pt);
 void params_sync_host(const ParamTable *pt);     // GPU values -> host copy (a no-op on a host table)
 void params_sync_device(ParamTable *pt);         // host copy -> GPU values (a no-op on a host table)
 // BatchNorm's num_batches_tracked of entry i (PF_COUNTER).

@@ -99,8 +99,19 @@ void runtime_step_reset(Runtime *rt) {
     arena_reset(&rt->host);
 }
 
+static void reserve(Arena *a, double bytes) {
+    if (!a->top && !a->spare && bytes > (double)a->block_size) a->block_size = (size_t)bytes;
+}
+
+void runtime_reserve(Runtime *rt, double act_bytes, double scratch_bytes) {
+    reserve(&rt->act, act_bytes);
+    reserve(&rt->scratch, scratch_bytes);
+}
+
 void runtime_place(Runtime *rt, ParamTable *pt) {
-    if (rt->device == DEV_CUDA && pt->device != DEV_CUDA) params_to_device(pt);
+    if (rt->device != DEV_CUDA || pt->device == DEV_CUDA) return;
+    if (rt->ctx.inference) params_to_device_values(pt);   // no backward: no gradient buffer
+    else params_to_device(pt);
 }
 
 Tensor runtime_input(Runtime *rt, const Tensor *host, cx_dtype dt) {
@@ -114,6 +125,7 @@ Tensor runtime_input(Runtime *rt, const Tensor *host, cx_dtype dt) {
     if (up.dtype == dt) return up;
     Tensor t = tensor_new(&rt->act, dt, host->ndim, host->shape);
     copy(&rt->ctx.op, &t, &up);
+    if (up.data != host->data) arena_release_one(&rt->act, up.data);   // no float32 copy kept beside it
     return t;
 }
 
@@ -194,6 +206,12 @@ double runtime_mem_budget(const Runtime *rt, char *how, size_t n) {
     if (rt->device == DEV_CUDA) {
         size_t fr = 0, tot = 0;
         cx_dev_mem_info(&fr, &tot);
+        const char *env = getenv("CAMOXPERT_GPU_MEMORY_LIMIT_MB");
+        double lim = env && *env ? strtod(env, NULL) * 1048576.0 : 0;
+        if (lim > 0 && lim < (double)fr) {   // a smaller card, or a share of this one
+            snprintf(how, n, "CAMOXPERT_GPU_MEMORY_LIMIT_MB of the GPU's free memory");
+            return lim;
+        }
         snprintf(how, n, "free memory of the GPU");
         return (double)fr;
     }

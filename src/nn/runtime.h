@@ -37,7 +37,13 @@ void runtime_init_reference(Runtime *rt, cx_dtype dtype, int training);
 void runtime_free(Runtime *rt);
 // Resets the per-step arenas (activations, host tensors).
 void runtime_step_reset(Runtime *rt);
-// Moves a host table onto the runtime's device (a no-op on the CPU).
+// Sizes the first block of the activation and scratch arenas (before they hold any
+// memory; a no-op after): with a step's estimated peaks (nn/memory.h) the first step
+// runs in one block each — no block added mid-step, no space lost between blocks — so
+// its footprint is its peak from the start.
+void runtime_reserve(Runtime *rt, double act_bytes, double scratch_bytes);
+// Moves a host table onto the runtime's device (a no-op on the CPU); its values only
+// when the runtime is for inference (ctx.inference: no backward, no gradients).
 void runtime_place(Runtime *rt, ParamTable *pt);
 // A host tensor as the runtime needs it: on its device, in dtype dt (converted;
 // allocated in act). On the CPU with the same dtype, the tensor itself.
@@ -72,6 +78,7 @@ Tensor runtime_graph_run(Runtime *rt, RuntimeGraph *g, const Tensor *host_x);
 void runtime_graph_free(Runtime *rt, RuntimeGraph *g);
 
 // Bytes a job on rt's device may plan for, and in `how` where the number comes from:
-// the GPU's free memory ("free memory of the GPU"), or the host's (core/sysmem.h,
+// the GPU's free memory ("free memory of the GPU"; CAMOXPERT_GPU_MEMORY_LIMIT_MB caps
+// it: a smaller card, or a share of this one), or the host's (core/sysmem.h,
 // cx_mem_budget); 0 when unknown or turned off.
 double runtime_mem_budget(const Runtime *rt, char *how, size_t n);

@@ -1,6 +1,7 @@
 // weights.c — see weights.h.
 #include "nn/weights.h"
 #include "nn/memory.h"
+#include "core/io.h"
 #include "core/sha256.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -116,8 +117,15 @@ cx_status weights_load(ParamTable *pt, const char *path) { return weights_load_s
 
 cx_status weights_load_sha256(ParamTable *pt, const char *path, char sha256[65]) {
     StFile f;
-    CX_TRY(st_open(&f, path));
-    if (sha256) sha256_hex(f.buf, f.size, sha256);
+    if (sha256) {   // the file read once, whole: hashed and loaded from the same bytes
+        unsigned char *buf;
+        size_t size;
+        CX_TRY(io_read_file(path, &buf, &size));
+        sha256_hex(buf, size, sha256);
+        CX_TRY(st_open_buffer(&f, path, buf, size));
+    } else {        // each tensor read from the file when asked
+        CX_TRY(st_open(&f, path));
+    }
     cx_status st = camoxpert_load(pt, &f, "", NULL);
     st_close(&f);
     if (st) cx_error_context("loading CamoXpert weights from %s", path);

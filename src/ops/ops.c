@@ -222,7 +222,7 @@ static void zs_fill_overlapping(OpCtx *ctx, const Tensor *t, const char *op) {
 static void zs_on_release(void *arg) {
     ZeroSet *z = arg;
     for (int k = 0; k < z->n;)
-        if (arena_holds(z->arena, z->e[k].data, zs_bytes(&z->e[k]))) k++;
+        if (arena_holds_range(z->arena, z->e[k].data, zs_bytes(&z->e[k]))) k++;
         else zs_remove(z, k), z->dropped++;
 }
 
@@ -245,7 +245,7 @@ void ops_zeros_defer(OpCtx *ctx, const Tensor *t) {
     ZeroSet *z = ctx->zeros;
     const size_t bytes = zs_bytes(t);
     if (!t->data || !bytes) return;
-    if (!z || z->n == ZEROSET_MAX || (z->arena && !arena_holds(z->arena, t->data, bytes))) {
+    if (!z || z->n == ZEROSET_MAX || (z->arena && !arena_holds_range(z->arena, t->data, bytes))) {
         fill(ctx, (Tensor *)t, 0);
         return;
     }

@@ -37,6 +37,7 @@ void train_config_default(TrainConfig *c) {
     c->progress = -1;
     c->device = "auto";
     c->precision = "auto";
+    c->recompute = -1;
 }
 
 // A double option in [lo, hi] (NaN fails every comparison, so it is refused too).
@@ -118,7 +119,7 @@ cx_status train_config_check(const TrainConfig *c) {
 }
 
 cx_status train_config_check_memory(const TrainConfig *c, const Model *model, const Dataset *tr, const Dataset *va,
-                                    FILE *out) {
+                                    FILE *out, TrainMemPlan *plan) {
     const int b1 = c->batch_size, b2 = c->stage2_batch_size ? c->stage2_batch_size : c->batch_size;
     const int stage2 = c->stage1_epochs < c->epochs;
     const int B = stage2 && b2 > b1 ? b2 : b1;
@@ -132,36 +133,71 @@ cx_status train_config_check_memory(const TrainConfig *c, const Model *model, co
     // in the run's precision), the data's stays on the host.
     const int gpu = model->rt->device == DEV_CUDA, act = model->rt->dtype == DT_BF16 ? 2 : 4;
     const double fixed = gpu ? 256.0 * (1 << 20) : data, growth = gpu ? 0 : per_batch;
-    MemEstimate m;
-    camoxpert_memory_estimate(&model->cfg, model->pt.numel, B, c->img_size, 1, c->use_ema, act, &m);
-    double total = m.total + fixed + growth * B;
     char how[64], a[32], b[32], d[32], e[32];
     double budget = runtime_mem_budget(model->rt, how, sizeof how);
+    // The level: the one asked for, or (auto) the first of none, cheap, blocks that fits.
+    const int autolvl = c->recompute < 0;
+    nn_recompute lv = autolvl ? NN_RECOMPUTE_NONE : (nn_recompute)c->recompute;
+    double need[3] = { 0 };
+    MemEstimate m;
+    double total;
+    for (;;) {
+        camoxpert_memory_estimate(&model->cfg, model->pt.numel, B, c->img_size, 1, lv, c->use_ema, act, &m);
+        total = need[lv] = m.total + fixed + growth * B;
+        if (!autolvl || budget <= 0 || total <= budget || lv == NN_RECOMPUTE_BLOCKS) break;
+        lv = (nn_recompute)(lv + 1);
+    }
+    if (plan) *plan = (TrainMemPlan){ .level = lv, .bytes = total, .model = m };
     if (out)
         fprintf(out, "memory: about %s at peak (weights, gradients, optimizer %s; activations %s at batch %d, %dx%d; data %s)",
                 memory_str(total, a, sizeof a), memory_str(m.params + m.grads + m.optimizer + m.ema, b, sizeof b),
                 memory_str(m.activations + m.scratch, d, sizeof d), B, c->img_size, c->img_size,
                 memory_str(data + per_batch * B, e, sizeof e));
     if (out && budget > 0) fprintf(out, " of %s available (%s)", memory_str(budget, a, sizeof a), how);
-    if (out) fprintf(out, "\n");
+    if (out) {
+        fprintf(out, "\nrecompute: %s", nn_recompute_name(lv));
+        if (!autolvl) fprintf(out, " (--recompute)\n");
+        else if (lv == NN_RECOMPUTE_NONE) fprintf(out, " (auto: every activation is kept for the backward)\n");
+        else {
+            fprintf(out, " (auto: the cheapest level that fits; a step needs about %s without recomputation",
+                    memory_str(need[0], a, sizeof a));
+            if (lv == NN_RECOMPUTE_BLOCKS) fprintf(out, ", %s with --recompute cheap", memory_str(need[1], b, sizeof b));
+            fprintf(out, ")\n");
+        }
+    }
     if (budget <= 0 || total <= budget) return CX_OK;
-    int fit = camoxpert_memory_fit_batch(&model->cfg, model->pt.numel, c->img_size, 1, c->use_ema, act, fixed, budget, 65536);
+    int fit = camoxpert_memory_fit_batch(&model->cfg, model->pt.numel, c->img_size, 1, lv, c->use_ema, act, fixed, budget,
+                                         65536);
     while (fit > 0) {   // the loader's batches grow with the batch too
         MemEstimate f;
-        camoxpert_memory_estimate(&model->cfg, model->pt.numel, fit, c->img_size, 1, c->use_ema, act, &f);
+        camoxpert_memory_estimate(&model->cfg, model->pt.numel, fit, c->img_size, 1, lv, c->use_ema, act, &f);
         if (f.total + fixed + growth * fit <= budget) break;
         fit--;
     }
-    char advice[256];
-    if (fit > 0) snprintf(advice, sizeof advice, "%s %d fits", opt, fit);
+    // An explicit level that does not fit where a more frugal one would.
+    nn_recompute better = lv;
+    for (int l = lv + 1; !autolvl && l <= NN_RECOMPUTE_BLOCKS && better == lv; l++) {
+        MemEstimate f;
+        camoxpert_memory_estimate(&model->cfg, model->pt.numel, B, c->img_size, 1, (nn_recompute)l, c->use_ema, act, &f);
+        if (f.total + fixed + growth * B <= budget) better = (nn_recompute)l;
+    }
+    char advice[256], with[64] = "";
+    if (lv != NN_RECOMPUTE_NONE) snprintf(with, sizeof with, " with --recompute %s", nn_recompute_name(lv));
+    if (better != lv) snprintf(advice, sizeof advice, "--recompute %s fits%s", nn_recompute_name(better),
+                               fit > 0 ? "" : " (or a smaller batch)");
+    else if (fit > 0) snprintf(advice, sizeof advice, "%s %d fits%s", opt, fit, with);
     else {
-        int S = camoxpert_memory_fit_size(&model->cfg, model->pt.numel, 1, 1, c->use_ema, act, fixed + growth, budget,
+        int S = camoxpert_memory_fit_size(&model->cfg, model->pt.numel, 1, 1, lv, c->use_ema, act, fixed + growth, budget,
                                           c->img_size);
-        if (S > 0) snprintf(advice, sizeof advice, "even batch 1 does not fit at %dx%d; --img-size %d with %s 1 fits",
-                            c->img_size, c->img_size, S, opt);
+        if (S > 0) snprintf(advice, sizeof advice, "even batch 1 does not fit at %dx%d; --img-size %d with %s 1 fits%s",
+                            c->img_size, c->img_size, S, opt, with);
         else snprintf(advice, sizeof advice, "even batch 1 at 32x32 does not fit: the model is too large for this machine");
     }
-    return CX_FAIL(CX_EARG, "%s %d at --img-size %d: a training step needs about %s at peak, more than the %s this machine "
-                   "has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", opt, B,
-                   c->img_size, memory_str(total, a, sizeof a), memory_str(budget, b, sizeof b), how, advice);
+    if (better != lv && fit > 0) {
+        size_t l = strlen(advice);
+        snprintf(advice + l, sizeof advice - l, ", or %s %d%s", opt, fit, with);
+    }
+    return CX_FAIL(CX_EARG, "%s %d at --img-size %d: a training step needs about %s at peak%s, more than the %s this "
+                   "machine has available (%s); %s (set CAMOXPERT_MEMORY_LIMIT_MB if its memory grows on demand)", opt, B,
+                   c->img_size, memory_str(total, a, sizeof a), with, memory_str(budget, b, sizeof b), how, advice);
 }

@@ -8,10 +8,12 @@
 //   train_config_default(&c);
 //   c.dataset_path = "data/synth", c.batch_size = 8;
 //   CX_TRY(train_config_check(&c));
-//   CX_TRY(train_config_check_memory(&c, &model, &train_split, &val_split, stdout));
+//   TrainMemPlan plan;
+//   CX_TRY(train_config_check_memory(&c, &model, &train_split, &val_split, stdout, &plan));
 #pragma once
 #include "data/dataset.h"
 #include "infer/open.h"
+#include "nn/memory.h"
 #include "train/schedule.h"
 #include <stdio.h>
 
@@ -49,6 +51,8 @@ typedef struct {
     double grad_clip;              // max gradient norm (0: no clipping)
     int64_t max_steps;             // > 0: stop like Ctrl-C after this many optimizer steps in total
     int sync_bn;                   // data parallel: BatchNorm statistics over the global batch (SyncBatchNorm)
+    int recompute;                 // --recompute: an nn_recompute level (nn/nn.h), or -1 (auto, the default):
+                                   // the cheapest level whose training step fits the device's memory
     int quiet;                     // 1: print nothing (the JSON log is still written)
     int progress;                  // 1: progress bar (terminal), 0: plain lines, -1: decide by isatty(stdout)
     const char *options_json;      // the run's options, stored in the checkpoints' metadata (may be NULL)
@@ -67,7 +71,14 @@ cx_status train_config_check(const TrainConfig *c);
 // out, nothing allocated: infer/open.h's ModelSpec.check) plus the data the run keeps
 // (validation masks at full size, the cache, the loader's batches), against what the
 // device has (runtime_mem_budget: the GPU's free memory for the model on a GPU, the
-// host's otherwise). The estimate is printed to out (NULL: not); a run that does not
-// fit is CX_EARG naming a batch size (or input size) that fits.
+// host's otherwise), at the recomputation level c->recompute, or under auto at each
+// level from none to blocks until one fits. The estimate and the level are printed to
+// out (NULL: not) and returned in *plan (may be NULL); a run that does not fit is
+// CX_EARG naming a batch size (or input size, or a recomputation level) that fits.
+typedef struct {
+    nn_recompute level;   // what the training forward keeps (nn/recompute.h)
+    double bytes;         // the estimated peak, data included
+    MemEstimate model;    // the model's part of it (runtime_reserve sizes the arenas with it)
+} TrainMemPlan;
 cx_status train_config_check_memory(const TrainConfig *c, const Model *model, const Dataset *tr, const Dataset *va,
-                                    FILE *out);
+                                    FILE *out, TrainMemPlan *plan);

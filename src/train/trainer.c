@@ -16,12 +16,14 @@
 #include "train/step.h"
 #include "train/train_log.h"
 #include "train/validate.h"
+#include "nn/memory.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +51,7 @@ typedef struct {
     TrainState ts;
     unsigned char *frozen;    // (pt.n) progressive unfreezing
     Runtime rt;               // device, precision, arenas, the modules' context
+    TrainMemPlan mem;         // the memory check's estimate and recomputation level
     TrainStep step;
     Dataset all, tr, va;
     Image8 *gt;               // (va.n) validation masks, loaded once
@@ -259,7 +262,10 @@ static void trainer_setup_routes(Trainer *T) {
 // The model's memory before it is allocated (ModelSpec.check).
 static cx_status check_memory(void *arg, const Model *m) {
     Trainer *T = arg;
-    return train_config_check_memory(T->c, m, &T->tr, &T->va, say_fp);
+    CX_TRY(train_config_check_memory(T->c, m, &T->tr, &T->va, say_fp, &T->mem));
+    T->rt.ctx.recompute = T->mem.level;   // what the training forward keeps (nn/recompute.h)
+    runtime_reserve(&T->rt, T->mem.model.activations, T->mem.model.scratch);
+    return CX_OK;
 }
 
 static cx_status trainer_setup(Trainer *T) {
@@ -598,6 +604,16 @@ cx_status trainer_run(const TrainConfig *c, TrainResult *r) {
     r->steps = T.ts.global_step;
     r->best_sm = T.ts.best_score;
     r->best_epoch = T.ts.best_epoch;
+    if (T.model.pt.p && r->steps > 0) {   // what the model took, beside what the memory check planned
+        const double tables = (double)T.model.pt.numel * (16.0 + (c->use_ema ? 4 : 0));   // values, grads, AdamW, EMA
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        r->peak_bytes = tables + (double)(T.rt.act.peak + T.rt.scratch.peak);
+        char a[32], b[32], e[32];
+        say("memory: peak %s (weights, gradients, optimizer and the arenas' peaks at --recompute %s; process RSS %s); "
+            "the estimate was %s\n", memory_str(r->peak_bytes, a, sizeof a), nn_recompute_name(T.mem.level),
+            memory_str(ru.ru_maxrss * 1024.0, b, sizeof b), memory_str(T.mem.bytes, e, sizeof e));
+    }
     train_log_run_end(T.log, st, r->interrupted, &T.ts);
     if (!st && !r->interrupted) {
         char best[64] = "no validation (--val-fraction 0)", held[128] = "";

@@ -45,6 +45,7 @@ typedef struct {
     int best_epoch;
     double last_sm, last_iou;      // the last validation's Sα and IoU
     int interrupted;               // 1: stopped by trainer_request_stop or max_steps
+    double peak_bytes;             // weights, gradients, optimizer state and the arenas' peaks, as run
 } TrainResult;
 
 // Runs (or resumes) training. CX_ENUMERIC when a loss or gradient is not finite.
