@@ -19,6 +19,8 @@ typedef struct OpCtx {
     double *macs;             // non-NULL: conv2d/linear/gemm_batched calls add their multiply-accumulates (FLOP counting)
     struct ReluTape *relu_tape;   // non-NULL: ReLU decisions recorded or replayed (parity checks; see below)
     struct OpProfile *prof;   // non-NULL: every op timed between two synchronisations (camoxpert bench --profile)
+    int cpu_bf16;             // OPS_CPU: convolutions and matmuls in bf16 where the CPU has it natively (ops_cpu_bf16):
+                              // float32 in and out, bf16 operands, float32 accumulation (ops/cpu/bf16.c)
 } OpCtx;
 
 // ---- profiling (ops.h) ----------------------------------------------------------------
