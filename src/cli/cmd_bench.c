@@ -304,7 +304,8 @@ int cmd_bench(int argc, char **argv) {
         { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
-        { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "precision", OPT_STR, &precision, "fp32, bf16 (a GPU, or a CPU with AMX-BF16 or AVX512-BF16: its convolutions "
+          "and matmuls) or auto (bf16 on a GPU or on such a CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "profile", OPT_FLAG, &profile, "also time every op of a few training steps and batch-1 forwards, each "
           "between two device synchronisations, and print their time per kernel class (convolution, depthwise, GEMM, "
           "norm, ...)",
@@ -473,7 +474,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "img_size", S);
         cJSON_AddNumberToObject(j, "threads", cx_threads_get());
         cJSON_AddStringToObject(j, "device", rt.desc);
-        cJSON_AddStringToObject(j, "precision", rt.dtype == DT_BF16 ? "bf16" : "fp32");
+        cJSON_AddStringToObject(j, "precision", rt.bf16 ? "bf16" : "fp32");
         cJSON_AddNumberToObject(j, "host_syncs_per_step", r.syncs_per_step);
         cJSON_AddNumberToObject(j, "params_m", r.params_m);
         cJSON_AddNumberToObject(j, "train_ms_per_step", r.train_ms);

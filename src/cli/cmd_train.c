@@ -184,8 +184,9 @@ int cmd_train(int argc, char **argv) {
         { "max-steps", OPT_INT64, &c.max_steps, "stop (checkpointing as on Ctrl-C) after N optimizer steps in total", "N", NULL, 0 },
         { "device", OPT_STR, &c.device, "where to train: cpu, cuda (GPU 0), cuda:N, or auto (a GPU when one is usable)",
           "cpu|cuda|cuda:N|auto", NULL, 0 },
-        { "precision", OPT_STR, &c.precision, "GPU arithmetic: bf16 (bf16 activations, fp32 master weights and "
-          "accumulation), fp32 (TF32 off), auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "precision", OPT_STR, &c.precision, "arithmetic: bf16 (GPU: bf16 activations; a CPU with AMX-BF16 or "
+          "AVX512-BF16: bf16 convolutions and matmuls; fp32 master weights and accumulation), fp32 (TF32 off), auto "
+          "(bf16 on a GPU or on such a CPU, else fp32)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "progress", OPT_INT, &progress, "1: progress bar, 0: plain lines, -1: bar when stdout is a terminal", "N", NULL, 0 },
         { "report", OPT_FLAG, &report, "write CHECKPOINT_DIR/report.html (camoxpert report: curves, routing, predictions "
