@@ -41,9 +41,13 @@ typedef struct {
     dnnl_memory_desc_t act_in, act_out, wei_user, wei, bias, conv_pad, wre_pad;   // *_pad: scratchpads
 } DnnlConv;
 
-// The cache holds every shape the model uses (a few dozen); beyond DNNL_CACHE
-// entries a call builds and destroys its primitives itself.
-#define DNNL_CACHE 256
+// The cache holds every shape and pass a process uses; beyond DNNL_CACHE entries a
+// call builds and destroys its primitives itself (milliseconds of JIT every call).
+// One model at one input size takes ~200 (edgenext_base dense at 352², a training
+// step and the batch-1 forward: 198), float32 and bf16 primitives of a shape are
+// separate entries, and a process may run several models (bench --mode both,
+// verify's runs, camoxpert_bench precision: 256 were full there).
+#define DNNL_CACHE 1024
 static DnnlConv g_cache[DNNL_CACHE];
 static int g_ncache;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
