@@ -3,7 +3,9 @@
 // bandwidth, then GFLOP/s of conv2d forward, backward-data (dx) and
 // backward-weights (dw) for the shapes that dominate CamoXpert at 352×352
 // (batch 1), and GB/s of depthwise and element-wise ops, each as a fraction of
-// the measured peak. Timings are the best of a few repetitions.
+// the measured peak. Timings are the best of a few repetitions. On a CPU with
+// native bf16 (ops_cpu_bf16) the conv and linear tables add a `bf16` row: the
+// dispatcher under OpCtx.cpu_bf16, its conversions of the operands included.
 // Usage: camoxpert_bench [--quick] [--threads N] [conv|linear|dw|ew]
 //   --quick: fewer shapes, for the demo; --threads: N threads (default: the
 //   cores); a section name runs only that table.
@@ -78,11 +80,13 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
     c.dx = tensor_zeros_like(&g_arena, &c.x);
     c.dw = tensor_zeros_like(&g_arena, &c.w);
     double flop = 2.0 * Ho * Ho * K * (C / groups) * k * k, t[3];
-    // Each implementation, then the one the dispatcher picks (conv.c).
-    const struct { CpuImpl impl; const char *name; } impls[] = {
-        { CPU_IMPL_OWN, groups == 1 ? "im2col" : "direct" }, { CPU_IMPL_DNNL, "oneDNN" }, { CPU_IMPL_AUTO, "auto" } };
-    for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
+    // Each implementation, then the one the dispatcher picks (conv.c), then that in bf16.
+    const struct { CpuImpl impl; const char *name; int bf16; } impls[] = {
+        { CPU_IMPL_OWN, groups == 1 ? "im2col" : "direct", 0 }, { CPU_IMPL_DNNL, "oneDNN", 0 },
+        { CPU_IMPL_AUTO, "auto", 0 }, { CPU_IMPL_AUTO, "bf16", 1 } };
+    for (int i = 0; i < (HAVE_DNNL ? 3 + (groups == 1 && cpu_bf16_native()) : 1); i++) {
         cpu_conv_impl = impls[i].impl;
+        g_ctx.cpu_bf16 = impls[i].bf16;
         for (c.pass = 0; c.pass < 3; c.pass++) t[c.pass] = time_best(run_conv, &c);
         if (groups == 1) {
             printf("| %-20s %-7s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label,
@@ -99,6 +103,7 @@ static void bench_conv(const char *label, int64_t H, int64_t C, int64_t K, int k
         }
     }
     cpu_conv_impl = CPU_IMPL_AUTO;
+    g_ctx.cpu_bf16 = 0;
     arena_release(&g_arena, m);
 }
 
@@ -122,16 +127,19 @@ static void bench_linear(const char *label, int64_t R, int64_t C, int64_t K) {
     l.dx = tensor_zeros_like(&g_arena, &l.x);
     l.dw = tensor_zeros_like(&g_arena, &l.w);
     double flop = 2.0 * R * C * K, t[3];
-    const struct { CpuImpl impl; const char *name; } impls[] = {
-        { CPU_IMPL_OWN, "OpenBLAS" }, { CPU_IMPL_DNNL, "oneDNN" }, { CPU_IMPL_AUTO, "auto" } };
-    for (int i = 0; i < (HAVE_DNNL ? 3 : 1); i++) {
+    const struct { CpuImpl impl; const char *name; int bf16; } impls[] = {
+        { CPU_IMPL_OWN, "OpenBLAS", 0 }, { CPU_IMPL_DNNL, "oneDNN", 0 }, { CPU_IMPL_AUTO, "auto", 0 },
+        { CPU_IMPL_AUTO, "bf16", 1 } };
+    for (int i = 0; i < (HAVE_DNNL ? 3 + cpu_bf16_native() : 1); i++) {
         cpu_gemm_impl = impls[i].impl;
+        g_ctx.cpu_bf16 = impls[i].bf16;
         for (l.pass = 0; l.pass < 3; l.pass++) t[l.pass] = time_best(run_linear, &l);
         printf("| %-24s %-8s | %7.2f | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) | %6.1f (%3.0f%%) |\n", label, impls[i].name,
                flop * 1e-9, flop / t[0] * 1e-9, 100 * flop / t[0] / g_peak, flop / t[1] * 1e-9,
                100 * flop / t[1] / g_peak, flop / t[2] * 1e-9, 100 * flop / t[2] / g_peak);
     }
     cpu_gemm_impl = CPU_IMPL_AUTO;
+    g_ctx.cpu_bf16 = 0;
     arena_release(&g_arena, m);
 }
 

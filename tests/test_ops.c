@@ -360,6 +360,40 @@ void op_case_run_cuda(const OpTest *t) {
     st_close(&f);
 }
 
+// ---- the CPU's bf16 column (test_cpu_bf16.c) -------------------------------------------------------
+void op_case_run_cpu_bf16(const OpTest *t, double *worst) {
+    *worst = 0;
+    StFile f;
+    REQUIRE_OK(st_open(&f, GOLDEN_PATH));
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    OpCtx ref = { .backend = OPS_REF, .scratch = &scratch }, cpu = { .backend = OPS_CPU, .scratch = &scratch,
+                                                                      .cpu_bf16 = 1 };
+    CaseData r, q;
+    case_setup(&r, &a, &f, t, DT_F32);
+    t->fwd(&ref, t, r.out, r.in);
+    if (t->bwd && r.ngout) t->bwd(&ref, t, r.din, r.dout, r.out, r.in);
+    cpu_bf16_all = 1;
+    case_setup(&q, &a, &f, t, DT_F32);
+    t->fwd(&cpu, t, q.out, q.in);
+    if (t->bwd && q.ngout) t->bwd(&cpu, t, q.din, q.dout, q.out, q.in);
+    cpu_bf16_all = 0;
+    for (int o = 0; o < r.nout; o++) {
+        check_err("cpu bf16 vs ref f32", "out", o, &q.out[o], &r.out[o], t->b16);
+        *worst = fmax(*worst, test_rel_err(&q.out[o], &r.out[o], 1e-30));
+    }
+    for (int i = 0; i < r.nin && t->bwd && r.ngout; i++) {
+        if (!r.ggrad[i]) continue;
+        check_err("cpu bf16 vs ref f32", "grad", i, &q.din[i], &r.din[i], t->b16);
+        *worst = fmax(*worst, test_rel_err(&q.din[i], &r.din[i], 1e-30));
+    }
+    CHECKF(scratch.used == 0, "scratch arena not released: %zu bytes", scratch.used);
+    arena_free(&a);
+    arena_free(&scratch);
+    st_close(&f);
+}
+
 // ---- the registry -----------------------------------------------------------------------------
 // Every entry, registered before main as the runner registers tests.
 #define MAX_ROWS 256
@@ -368,6 +402,10 @@ static int n_op_rows;
 void op_row_register(const OpTest *t) {
     CX_ASSERT(n_op_rows < MAX_ROWS, "the op table has more than %d entries: raise MAX_ROWS", MAX_ROWS);
     op_rows[n_op_rows++] = t;
+}
+int op_rows_all(const OpTest *const **rows) {
+    *rows = op_rows;
+    return n_op_rows;
 }
 
 // Every case in the golden file has an entry above (and vice versa through REQUIRE).

@@ -51,6 +51,11 @@ void op_case_run_cuda(const OpTest *t);
     TEST(op_##id) { op_case_run(&opcase_##id); } \
     TEST(op_##id##_cuda) { op_case_run_cuda(&opcase_##id); }
 
+// The CPU's bf16 column (test_cpu_bf16.c): the CPU backend under OpCtx.cpu_bf16, every
+// product oneDNN can take in bf16 taking it (cpu_bf16_all), against the float32 reference
+// at tolerance b16; *worst gets the largest error. Every registered entry, in order.
+void op_case_run_cpu_bf16(const OpTest *t, double *worst);
+int op_rows_all(const OpTest *const **rows);
 // Checks test_rel_err(a, b) <= tol (0 for I32 tensors), naming what and tensor tname<i>.
 void check_err(const char *what, const char *tname, int i, const Tensor *a, const Tensor *b, double tol);
 // Fast vs reference (float32) on random inputs of the given shapes (an input of

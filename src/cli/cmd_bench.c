@@ -379,7 +379,8 @@ int cmd_bench(int argc, char **argv) {
         { "json", OPT_STR, &json, "also write one JSON object per configuration (an array) to FILE", "FILE", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
-        { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "precision", OPT_STR, &precision, "fp32, bf16 (a GPU, or a CPU with AMX-BF16 or AVX512-BF16: its convolutions "
+          "and matmuls) or auto (bf16 on a GPU or on such a CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "recompute", OPT_STR, &recompute, "what the training forward keeps for the backward (as train: none, cheap, "
           "blocks, or auto: the cheapest level that fits the device's memory)", "none|cheap|blocks|auto",
           "none|cheap|blocks|auto", 0 },
@@ -619,7 +620,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "img_size", S);
         cJSON_AddNumberToObject(j, "threads", cx_threads_get());
         cJSON_AddStringToObject(j, "device", rt.desc);
-        cJSON_AddStringToObject(j, "precision", rt.dtype == DT_BF16 ? "bf16" : "fp32");
+        cJSON_AddStringToObject(j, "precision", rt.bf16 ? "bf16" : "fp32");
         cJSON_AddNumberToObject(j, "host_syncs_per_step", r.syncs_per_step);
         cJSON_AddNumberToObject(j, "op_calls_per_step", r.calls_per_step);
         cJSON_AddNumberToObject(j, "step_graph_nodes", (double)r.graph_nodes);

@@ -30,8 +30,8 @@ int cmd_predict(int argc, char **argv) {
         { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
         { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
-        { "precision", OPT_STR, &precision, "fp32, bf16 (GPU) or auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto",
-          "fp32|bf16|auto", 0 },
+        { "precision", OPT_STR, &precision, "fp32, bf16 (a GPU, or a CPU with AMX-BF16 or AVX512-BF16: its convolutions "
+          "and matmuls) or auto (bf16 on a GPU or on such a CPU, else fp32)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "overwrite", OPT_FLAG, &overwrite, "replace files in --out that camoxpert predict did not write", NULL, NULL, 0 },
     };
     int parsed = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,

@@ -192,8 +192,9 @@ int cmd_train(int argc, char **argv) {
         { "max-steps", OPT_INT64, &c.max_steps, "stop (checkpointing as on Ctrl-C) after N optimizer steps in total", "N", NULL, 0 },
         { "device", OPT_STR, &c.device, "where to train: cpu, cuda (GPU 0), cuda:N, or auto (a GPU when one is usable)",
           "cpu|cuda|cuda:N|auto", NULL, 0 },
-        { "precision", OPT_STR, &c.precision, "GPU arithmetic: bf16 (bf16 activations, fp32 master weights and "
-          "accumulation), fp32 (TF32 off), auto (bf16 on a GPU, fp32 on the CPU)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
+        { "precision", OPT_STR, &c.precision, "arithmetic: bf16 (GPU: bf16 activations; a CPU with AMX-BF16 or "
+          "AVX512-BF16: bf16 convolutions and matmuls; fp32 master weights and accumulation), fp32 (TF32 off), auto "
+          "(bf16 on a GPU or on such a CPU, else fp32)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
         { "recompute", OPT_STR, &recompute, "what the forward keeps for the backward: none (every activation), cheap "
           "(convolution and GEMM outputs; element-wise, norm and activation outputs recomputed), blocks (each block's "
           "input; every backbone block, expert and head stage re-run in the backward), auto (the cheapest that fits "

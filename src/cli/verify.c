@@ -136,7 +136,7 @@ int verify_check_gpu_grad(VerifyRun *v, const char *name, const Tensor *gpu, con
 
 int verify_check_gpu(VerifyRun *v, const char *name, const Tensor *ours, const Tensor *ref) {
     Tensor h = runtime_output_f32(v->gpu, ours);
-    if (v->gpu->dtype == DT_BF16) return verify_check_l2(v, name, &h, ref, 0, VERIFY_BF16_FWD);
+    if (v->gpu->bf16) return verify_check_l2(v, name, &h, ref, 0, VERIFY_BF16_FWD);
     return verify_check(v, name, &h, ref, 0, v->rtol_fwd_f32);
 }
 

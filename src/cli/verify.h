@@ -39,7 +39,8 @@
 
 typedef struct {
     double rtol_fwd_f32, rtol_fwd_f64, rtol_grad_f64, grad_floor;   // from __metadata__
-    Runtime *gpu;     // non-NULL: also run the fixture on this GPU runtime
+    Runtime *gpu;     // non-NULL: also run the fixture on this runtime: a GPU (fp32 or bf16), or the
+                      // CPU in bf16 (held to the GPU's bf16 rules)
     int quiet;        // print only failing lines
     int n_checked, n_failed;
     double last_err;  // the error of the last check

@@ -9,7 +9,7 @@
 //     `output/train/loss`: pred, the total and every loss term, every stored
 //     parameter gradient (and grad/input/image), the BatchNorm state after the
 //     forward (`output/train/buffer/...`), and routing when stored.
-// With a GPU (VerifyRun.gpu), the same fixture also runs there: evaluation
+// With a GPU (VerifyRun.gpu; or the CPU in bf16), the same fixture also runs there: evaluation
 // outputs and routing; in training mode the loss terms and BatchNorm state
 // against the fixture, and every parameter gradient against the CPU's float32
 // gradients on the same weights, batch and ReLU decisions (relative L2, verify.h;
@@ -127,10 +127,11 @@ static void report_forced(CamoXpert *m, const char *mode, const char *tag) {
     }
 }
 
-// The evaluation-mode outputs against the fixture: host tensors at tol, or (v->gpu set,
-// tensors on the GPU, routing on the host) by verify_check_gpu's rule (fp32) or issue 26's (bf16).
+// The evaluation-mode outputs against the fixture: the CPU's float32 and float64 runs at tol,
+// or v->gpu's run (`second`: tensors on the GPU or the CPU, routing on the host) by
+// verify_check_gpu's rule (fp32) or issue 26's (bf16).
 static void check_eval(VerifyRun *v, const StFile *f, Arena *io, const CamoXpertOutputs *o, const char *tag,
-                       double tol) {
+                       double tol, int second) {
     const CodOutputs *m = &o->maps;
     const struct { const char *name; const Tensor *t; } outs[] = {
         { "pred", &m->pred }, { "fg_map", &m->fg_map }, { "search_map", &m->search_map },
@@ -141,18 +142,18 @@ static void check_eval(VerifyRun *v, const StFile *f, Arena *io, const CamoXpert
         char ref[96], label[128];
         snprintf(ref, sizeof ref, "output/eval/%s", outs[i].name);
         snprintf(label, sizeof label, "%s %s", ref, tag);
-        if (outs[i].t->device != DEV_CUDA) {
+        if (!second) {
             check_nhwc(v, f, io, ref, label, outs[i].t, 0, tol);
             continue;
         }
         Tensor r;
         ArenaMark mk = arena_mark(io);
         if (verify_read_nhwc(f, ref, io, DT_F64, &r)) verify_fail(v, label, cx_errmsg());
-        else if (v->gpu->dtype == DT_BF16) check_bf16(v, f, ref, label, outs[i].t, &r, VERIFY_BF16_FWD);
+        else if (v->gpu->bf16) check_bf16(v, f, ref, label, outs[i].t, &r, VERIFY_BF16_FWD);
         else verify_check_gpu(v, label, outs[i].t, &r);
         arena_release(io, mk);
     }
-    int bf16 = m->pred.device == DEV_CUDA && v->gpu->dtype == DT_BF16;
+    int bf16 = second && v->gpu->bf16;
     check_routes(v, f, io, o, "eval", tag, bf16 ? VERIFY_BF16_FWD : tol, bf16);
 }
 
@@ -204,8 +205,9 @@ static void train_pass(Runtime *rt, CamoXpert *m, const Tensor *x_host, const Te
 static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, const ParamTable *p32,
                        const Tensor *x32, const Tensor *mask32) {
     Runtime *g = v->gpu;
-    const int bf16 = g->dtype == DT_BF16;
-    const char *tag = bf16 ? "(gpu, bf16)" : "(gpu, fp32)";
+    const int bf16 = g->bf16, on_gpu = g->device == DEV_CUDA;
+    const char *tag = on_gpu ? (bf16 ? "(gpu, bf16)" : "(gpu, fp32)") : "(cpu, bf16)", *who = on_gpu ? "gpu" : "cpu bf16",
+               *Who = on_gpu ? "the GPU" : "the CPU in bf16";
     const double ftol = bf16 ? VERIFY_BF16_FWD : v->rtol_fwd_f32;
     ParamTable pg, pc;
     table_copy(&pg, p32);
@@ -219,7 +221,7 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
     if (bf16) force_routes(f, io, m, "eval");
     camoxpert_forward(&g->ctx, m, &x, &o);
     report_forced(m, "eval", tag);
-    check_eval(v, f, io, &o, tag, v->rtol_fwd_f32);
+    check_eval(v, f, io, &o, tag, v->rtol_fwd_f32, 1);
     // training mode: loss terms and BatchNorm state against the fixture
     CamoLoss L;
     if (bf16) force_routes(f, io, m, "train");
@@ -255,7 +257,7 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
             }
             n_bufs++;
         }
-        printf("gpu training mode: %d BatchNorm buffers checked\n", n_bufs);
+        printf("%s training mode: %d BatchNorm buffers checked\n", who, n_bufs);
     }
     // every parameter gradient against the CPU's float32 gradients (same weights, same batch).
     // The free-running GPU pass above differs from the CPU's where a pre-activation lies
@@ -263,8 +265,9 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
     // run's ReLU decisions; so does the float64 pass that arbitrates.
     Tensor gfree = tensor_new(io, DT_F32, 1, &pg.numel);
     Tensor gdev = tensor_view(pg.grad, DT_F32, 1, &pg.numel);
-    gdev.device = DEV_CUDA;
-    tensor_download(&gfree, &gdev);
+    gdev.device = g->device;
+    if (on_gpu) tensor_download(&gfree, &gdev);
+    else tensor_copy(&gfree, &gdev);
     ReluTape tape = { 0 }, *tp = bf16 ? NULL : &tape;   // bf16 gradients are reported, not checked: no replay
     Runtime rc;
     cx_status cs = runtime_init(&rc, "cpu", "fp32", 0, 1);
@@ -283,7 +286,8 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
         train_pass(g, m, x32, mask32, &L, &o);
         g->ctx.op.relu_tape = NULL;
         gall = tensor_new(io, DT_F32, 1, &pg.numel);
-        tensor_download(&gall, &gdev);
+        if (on_gpu) tensor_download(&gall, &gdev);
+        else tensor_copy(&gall, &gdev);
     }
     const int64_t differed_gpu = tape.differed;
     // float64 gradients of the same pass: how close each float32 run is to exact
@@ -337,14 +341,14 @@ static void gpu_checks(VerifyRun *v, const StFile *f, Arena *io, CamoXpert *m, c
         if (!(ec <= w64_cpu)) w64_cpu = ec, w64_cpu_name = pc.p[i].name;
     }
     v->quiet = quiet;
-    if (bf16) printf("gpu gradients (bf16, reported, no target): %d parameter tensors, worst relative L2 %.3e against the "
-                     "CPU's float32 (%s); loss %.6f on the GPU, %.6f on the CPU\n", n_grads, worst, worst_name, L.total,
+    if (bf16) printf("%s gradients (bf16, reported, no target): %d parameter tensors, worst relative L2 %.3e against the "
+                     "CPU's float32 (%s); loss %.6f in bf16, %.6f in float32\n", who, n_grads, worst, worst_name, L.total,
                      Lc.total);
     else printf("gpu gradients: %d parameter tensors checked at relative L2 %.0e (verify.h's rule); worst against the "
                 "CPU's float32 %.3e (%s); loss %.6f on the GPU, %.6f on the CPU\n", n_grads, gtol, worst, worst_name,
                 L.total, Lc.total);
-    printf("against float64 gradients (the same rule): the GPU's worst %.3e (%s), the CPU float32's worst %.3e (%s)\n",
-           w64_gpu, w64_gpu_name, w64_cpu, w64_cpu_name);
+    printf("against float64 gradients (the same rule): %s's worst %.3e (%s), the CPU float32's worst %.3e (%s)\n",
+           Who, w64_gpu, w64_gpu_name, w64_cpu, w64_cpu_name);
     if (tp) printf("ReLU decisions: %lld, taken from the CPU run; the GPU's own differed in %lld, float64's in %lld; with its own "
            "decisions the GPU's worst gradient against the CPU's float32 is %.3e (%s), reported\n", (long long)n_decisions,
            (long long)differed_gpu, (long long)differed_64, wfree, wfree_name);
@@ -414,10 +418,10 @@ int verify_camoxpert(VerifyRun *v, const StFile *f) {
     CamoXpertOutputs o;
     NNCtx *c32 = &r32.ctx, *c64 = &r64.ctx;
     camoxpert_forward(c32, m, &x32, &o);
-    check_eval(v, f, &io, &o, "(f32, fast)", v->rtol_fwd_f32);
+    check_eval(v, f, &io, &o, "(f32, fast)", v->rtol_fwd_f32, 0);
     runtime_step_reset(&r32);
     camoxpert_forward(c64, m, &x64, &o);
-    check_eval(v, f, &io, &o, "(f64, ref)", v->rtol_fwd_f64);
+    check_eval(v, f, &io, &o, "(f64, ref)", v->rtol_fwd_f64, 0);
     runtime_step_reset(&r64);
 
     // training mode, float64: loss terms, gradients, BatchNorm state

@@ -39,8 +39,8 @@ static void probe_backward(Runtime *rt, EdgeNeXt *m, const Tensor *x_host, const
 static void gpu_checks(VerifyRun *v, EdgeNeXt *m, const ParamTable *p32, const Tensor *x32, const Tensor *ref,
                        const Tensor *probe, Arena *io) {
     Runtime *g = v->gpu;
-    const int bf16 = g->dtype == DT_BF16;
-    const char *tag = bf16 ? "(gpu, bf16)" : "(gpu, fp32)";
+    const int bf16 = g->bf16, on_gpu = g->device == DEV_CUDA;
+    const char *tag = on_gpu ? (bf16 ? "(gpu, bf16)" : "(gpu, fp32)") : "(cpu, bf16)";
     ParamTable pg, pc;
     params_init(&pg);
     params_init(&pc);
@@ -74,8 +74,9 @@ static void gpu_checks(VerifyRun *v, EdgeNeXt *m, const ParamTable *p32, const T
     rc.ctx.pt = &pc;
     probe_backward(&rc, m, x32, p32probe);
     Tensor gall = tensor_new(io, DT_F32, 1, &pg.numel), gdev = tensor_view(pg.grad, DT_F32, 1, &pg.numel);
-    gdev.device = DEV_CUDA;
-    tensor_download(&gall, &gdev);
+    gdev.device = g->device;
+    if (on_gpu) tensor_download(&gall, &gdev);
+    else tensor_copy(&gall, &gdev);
     const double gtol = VERIFY_GPU_GRAD_F32;
     double gmax = 0;   // the largest |gradient| of the CPU run: the floor's scale
     for (int i = 0; i < pc.n; i++) {
@@ -103,8 +104,8 @@ static void gpu_checks(VerifyRun *v, EdgeNeXt *m, const ParamTable *p32, const T
         if (!(v->last_err <= worst)) { worst = v->last_err; worst_name = pc.p[i].name; }
     }
     v->quiet = quiet;
-    printf("gpu gradients%s: %d parameter tensors, worst relative L2 %.3e against the CPU's float32 (%s)%s\n",
-           bf16 ? " (bf16, reported, no target)" : "", pc.n, worst, worst_name, bf16 ? "" : " (tolerance 1e-3)");
+    printf("%s gradients%s: %d parameter tensors, worst relative L2 %.3e against the CPU's float32 (%s)%s\n",
+           on_gpu ? "gpu" : "cpu bf16", bf16 ? " (bf16, reported, no target)" : "", pc.n, worst, worst_name, bf16 ? "" : " (tolerance 1e-3)");
     runtime_free(&rc);
     params_free(&pc);
     params_free(&pg);

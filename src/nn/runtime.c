@@ -44,17 +44,22 @@ cx_status runtime_init(Runtime *rt, const char *device, const char *precision, i
     int gpu;
     CX_TRY(runtime_resolve_device(device, &gpu));
     const char *p = precision ? precision : "auto";
+    // The CPU computes in bf16 only where it does so natively (AMX-BF16, AVX512-BF16):
+    // elsewhere oneDNN would emulate it, slower than float32.
+    char isa[128] = "";
+    const int native = gpu < 0 && ops_cpu_bf16(isa, sizeof isa), is_auto = !strcmp(p, "auto");
     int bf16;
     if (!strcmp(p, "fp32")) bf16 = 0;
     else if (!strcmp(p, "bf16")) bf16 = 1;
-    else if (!strcmp(p, "auto")) bf16 = gpu >= 0 && training_default_bf16;
+    else if (is_auto) bf16 = training_default_bf16 && (gpu >= 0 || native);
     else return CX_FAIL(CX_EARG, "--precision %s: expected fp32, bf16 or auto", p);
-    if (bf16 && gpu < 0)
-        return CX_FAIL(CX_EARG, "--precision bf16 runs on a GPU only (the device is the CPU); use --precision fp32 "
-                       "or --device cuda");
+    if (bf16 && gpu < 0 && !native)
+        return CX_FAIL(CX_EARG, "--precision bf16 on the CPU needs native bf16 (AMX-BF16 or AVX512-BF16), and this "
+                       "one has %s; use --precision fp32 (or auto), or --device cuda", isa);
     rt->gpu = gpu;
     rt->device = gpu >= 0 ? DEV_CUDA : DEV_CPU;
-    rt->dtype = bf16 ? DT_BF16 : DT_F32;
+    rt->bf16 = bf16;
+    rt->dtype = bf16 && gpu >= 0 ? DT_BF16 : DT_F32;   // the CPU's bf16 keeps float32 activations
     arena_init_on(&rt->act, "activations", 64 << 20, rt->device);
     arena_init_on(&rt->scratch, "scratch", 16 << 20, rt->device);
     arena_init(&rt->host, "host tensors", 1 << 20);
@@ -67,8 +72,14 @@ cx_status runtime_init(Runtime *rt, const char *device, const char *precision, i
         ops_cuda_describe(&rt->ctx.op, d, sizeof d);
         snprintf(rt->desc, sizeof rt->desc, "cuda:%d (%s), %s", gpu, d, bf16 ? "bf16 (fp32 accumulation and master "
                  "weights)" : "fp32 (TF32 off)");
+    } else if (bf16) {
+        rt->ctx.op.cpu_bf16 = 1;   // the routing island's host_op stays float32
+        snprintf(rt->desc, sizeof rt->desc, "cpu (%d threads), bf16 convolutions and matmuls (%s; fp32 activations, "
+                 "accumulation and master weights)%s", cx_threads_get(), isa, is_auto ? "; --precision auto chose bf16" : "");
     } else {
-        snprintf(rt->desc, sizeof rt->desc, "cpu (%d threads), fp32", cx_threads_get());
+        snprintf(rt->desc, sizeof rt->desc, "cpu (%d threads), fp32%s%s%s", cx_threads_get(),
+                 is_auto && training_default_bf16 ? " (--precision auto: " : "", is_auto && training_default_bf16 ? isa : "",
+                 is_auto && training_default_bf16 ? ")" : "");
     }
     return CX_OK;
 }

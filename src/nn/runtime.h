@@ -19,6 +19,8 @@ typedef struct {
     cx_device device;      // DEV_CPU or DEV_CUDA
     int gpu;               // GPU index (DEV_CUDA)
     cx_dtype dtype;        // activation dtype: F32, BF16 (GPU), F64 (reference runs)
+    int bf16;              // the arithmetic is bf16: bf16 activations (GPU), or on the CPU the convolutions
+                           // and matmuls (OpCtx.cpu_bf16; float32 activations)
     Arena act, scratch;    // activations (reset every step) and op temporaries, on the device
     Arena host, hscratch;  // host tensors inside a step (routing decisions) and their ops' temporaries
     NNCtx ctx;             // what modules take: ctx.pt is set by the caller
@@ -28,8 +30,11 @@ typedef struct {
 // Parses --device: "cpu", "cuda" (GPU 0), "cuda:N", "auto" (a GPU when one is
 // usable, else the CPU). *gpu < 0 means the CPU. Errors name the value and the fix.
 cx_status runtime_resolve_device(const char *spec, int *gpu);
-// device: as above; precision "fp32", "bf16" (GPU only) or "auto" (bf16 on a GPU
-// when `training_default_bf16`, else fp32). training: BatchNorm mode of ctx.
+// device: as above; precision "fp32", "bf16" or "auto" (bf16 when `training_default_bf16`
+// on a GPU, and on a CPU with native bf16 — AMX-BF16 or AVX512-BF16, ops_cpu_bf16 —
+// else fp32; desc says which and why). bf16 on the CPU: float32 activations, the
+// convolutions and matmuls in bf16 (OpCtx.cpu_bf16); on a CPU without native bf16 an
+// error. training: BatchNorm mode of ctx.
 cx_status runtime_init(Runtime *rt, const char *device, const char *precision, int training_default_bf16,
                        int training);
 // The float64 reference kernels on the CPU (verify, tests): dtype F64 or F32.

@@ -79,6 +79,14 @@ void *ops_graph_end(OpCtx *ctx, char *why, size_t n);
 void ops_graph_launch(OpCtx *ctx, void *graph);
 void ops_graph_free(OpCtx *ctx, void *graph);
 
+// ---- bf16 on the CPU -----------------------------------------------------------------
+// Whether the CPU backend computes convolutions and matmuls in bf16 natively
+// (OpCtx.cpu_bf16): oneDNN is built in and its kernels for AMX-BF16 or AVX512-BF16 run
+// on this CPU (oneDNN's ISA query, which ONEDNN_MAX_CPU_ISA caps). *what gets the
+// kernels. ISA ("AMX-BF16: oneDNN avx512_core_amx") or why not ("no AVX512-BF16 or
+// AMX-BF16 (oneDNN's kernels here: avx2)", "built without oneDNN (USE_DNNL=0)").
+int ops_cpu_bf16(char *what, size_t n);
+
 // ---- several GPUs: NCCL ---------------------------------------------------------------
 // One communicator per process (one process per GPU). NCCL is loaded on first use
 // (libnccl.so.2); without it these fail with how to install it.

@@ -30,6 +30,8 @@ typedef struct OpCtx {
     // first column) that the kernel writes (=) instead of adding into (op_overwrites).
     const Tensor *write[OP_MAX_WRITES];
     int nwrite;
+    int cpu_bf16;             // OPS_CPU: convolutions and matmuls in bf16 where the CPU has it natively (ops_cpu_bf16):
+                              // float32 in and out, bf16 operands, float32 accumulation (ops/cpu/bf16.c)
 } OpCtx;
 
 // In a kernel: whether accumulated output t (the pointer the kernel was given) is to be

@@ -33,13 +33,13 @@ void train_log_run_start(FILE *log, const TrainRunFacts *f) {
     if (c->command_line) cJSON_AddStringToObject(j, "command", c->command_line);
     char cwd[4096];
     if (getcwd(cwd, sizeof cwd)) cJSON_AddStringToObject(j, "cwd", cwd);
-    // Where the run computes: "cpu" or "cuda:N", the activation precision, and the
-    // device in words (the first line the run printed)
+    // Where the run computes: "cpu" or "cuda:N", the arithmetic (bf16: activations on a GPU, the
+    // convolutions and matmuls on a CPU), and the device in words (the first line the run printed)
     char dev[32];
     if (f->rt->device == DEV_CUDA) snprintf(dev, sizeof dev, "cuda:%d", f->rt->gpu);
     else snprintf(dev, sizeof dev, "cpu");
     cJSON_AddStringToObject(j, "device", dev);
-    cJSON_AddStringToObject(j, "precision", f->rt->dtype == DT_BF16 ? "bf16" : "fp32");
+    cJSON_AddStringToObject(j, "precision", f->rt->bf16 ? "bf16" : "fp32");
     cJSON_AddStringToObject(j, "device_desc", f->rt->desc);
     cJSON_AddNumberToObject(j, "threads", cx_threads_get());
     cJSON_AddNumberToObject(j, "world_size", f->world);

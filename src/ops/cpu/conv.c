@@ -15,7 +15,10 @@
 // With oneDNN (HAVE_DNNL) the dispatcher below sends dense and grouped
 // convolutions, and the depthwise passes where it wins, to conv_dnnl.c
 // (conv_use_dnnl); this file's paths remain for the rest, for builds without
-// oneDNN and for shapes oneDNN has no kernel for.
+// oneDNN and for shapes oneDNN has no kernel for. Under OpCtx.cpu_bf16 the dense
+// and grouped ones large enough to gain (conv_bf16) run oneDNN's bf16 primitive
+// first; depthwise convolutions stay float32 (memory-bound: a bf16 copy of x would
+// cost what the convolution does).
 #include "cpu.h"
 #include <cblas.h>
 #include <string.h>
@@ -84,6 +87,15 @@ static int conv_use_dnnl(const ConvGeom *g, int pass) {
 }
 #endif
 
+#if HAVE_DNNL
+// Whether this convolution runs in bf16 (bf16.c's rule: output pixels × output
+// channels per group × terms per output).
+static int conv_bf16(const OpCtx *ctx, const ConvGeom *g) {
+    if (cpu_conv_impl == CPU_IMPL_OWN || conv_is_depthwise(g)) return 0;
+    return cpu_bf16_wanted(ctx, g->R, g->Kg, g->KC);
+}
+#endif
+
 // Output rows per im2col chunk: about 16 MB of columns, at least 64 rows.
 static int64_t conv_chunk_rows(const ConvGeom *g) {
     int64_t r = (int64_t)(4 << 20) / g->KC;
@@ -143,7 +155,13 @@ static void conv_col2im_add(const ConvGeom *g, float *dx, const float *dcol, int
 void cpu_conv2d_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
     ConvGeom g = conv_geom(x, w, y, a);
 #if HAVE_DNNL
-    if (conv_use_dnnl(&g, 0) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a)) return;
+    if (conv_bf16(ctx, &g)) {
+        ArenaMark m = arena_mark(ctx->scratch);
+        int done = cpu_conv_dnnl_forward(ctx, y, x, w, b, a, cpu_bf16_copy(ctx, tensor_f32(x), tensor_numel(x)));
+        arena_release(ctx->scratch, m);
+        if (done) return;
+    }
+    if (conv_use_dnnl(&g, 0) && cpu_conv_dnnl_forward(ctx, y, x, w, b, a, NULL)) return;
 #endif
     if (conv_is_depthwise(&g)) { cpu_dwconv_forward(ctx, y, x, w, b, a); return; }
     ArenaMark m = arena_mark(ctx->scratch);
@@ -181,8 +199,18 @@ void cpu_conv2d_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
     ConvGeom g = conv_geom(x, w, dy, a);
 #if HAVE_DNNL
     // Passes oneDNN has done are dropped from what our kernels below do.
-    if (dx && conv_use_dnnl(&g, 1) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a)) dx = NULL;
-    if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a)) dw = db = NULL;
+    if ((dx || dw) && conv_bf16(ctx, &g)) {   // one bf16 copy of dy for both passes
+        ArenaMark m = arena_mark(ctx->scratch);
+        const uint16_t *dyb = cpu_bf16_copy(ctx, tensor_f32(dy), tensor_numel(dy));
+        if (dx && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a, dyb)) dx = NULL;
+        if (dw && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a, dyb,
+                                                 cpu_bf16_copy(ctx, tensor_f32(x), tensor_numel(x))))
+            dw = db = NULL;
+        arena_release(ctx->scratch, m);
+    }
+    if (dx && conv_use_dnnl(&g, 1) && cpu_conv_dnnl_backward_data(ctx, dx, dy, x, w, a, NULL)) dx = NULL;
+    if (dw && conv_use_dnnl(&g, 2) && cpu_conv_dnnl_backward_weights(ctx, dw, db, dy, x, w, a, NULL, NULL))
+        dw = db = NULL;
     if (!dx && !dw && !db) return;
 #endif
     op_zero_first(ctx, dx);   // a first write (ops.h): the kernels below add

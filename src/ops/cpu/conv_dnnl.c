@@ -1,6 +1,8 @@
-// conv_dnnl.c — float32 conv2d through oneDNN (built when HAVE_DNNL): forward,
+// conv_dnnl.c — conv2d through oneDNN (built when HAVE_DNNL): forward,
 // backward-data and backward-weights (+ bias) on our NHWC activations and OIHW
-// weights. oneDNN's JIT convolutions block over output pixels, channels and taps
+// weights, in float32, or with bf16 operands (bf16.c: the activations' bf16 copies
+// come from the caller, weights are reordered into bf16 here; float32 accumulation,
+// float32 outputs and gradients). oneDNN's JIT convolutions block over output pixels, channels and taps
 // without materialising im2col columns, which is what the im2col + sgemm path
 // (conv.c) spends most of its time on for 3×3..7×7 kernels.
 //
@@ -28,10 +30,10 @@
 #include <string.h>
 
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_WEIGHTS };
-enum { KEY_LEN = 14 };
+enum { KEY_LEN = 15 };
 
 typedef struct {
-    int64_t key[KEY_LEN];   // N, H, W, C, K, kh, kw, stride, pad, dil, groups, pass, bias, threads
+    int64_t key[KEY_LEN];   // N, H, W, C, K, kh, kw, stride, pad, dil, groups, pass, bias, threads, bf16
     int ok;                 // 0: oneDNN has no implementation here; conv.c's path runs instead
     int dx_sum;             // backward-data accumulates into dx itself (sum post-op)
     dnnl_primitive_t conv;
@@ -39,18 +41,22 @@ typedef struct {
     dnnl_memory_desc_t act_in, act_out, wei_user, wei, bias, conv_pad, wre_pad;   // *_pad: scratchpads
 } DnnlConv;
 
-// The cache holds every shape the model uses (a few dozen); beyond DNNL_CACHE
-// entries a call builds and destroys its primitives itself.
-#define DNNL_CACHE 256
+// The cache holds every shape and pass a process uses; beyond DNNL_CACHE entries a
+// call builds and destroys its primitives itself (milliseconds of JIT every call).
+// One model at one input size takes ~200 (edgenext_base dense at 352², a training
+// step and the batch-1 forward: 198), float32 and bf16 primitives of a shape are
+// separate entries, and a process may run several models (bench --mode both,
+// verify's runs, camoxpert_bench precision: 256 were full there).
+#define DNNL_CACHE 1024
 static DnnlConv g_cache[DNNL_CACHE];
 static int g_ncache;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static dnnl_memory_desc_t md_tag(int nd, const int64_t *dims, dnnl_format_tag_t tag) {
+static dnnl_memory_desc_t md_tag(int nd, const int64_t *dims, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
     dnnl_memory_desc_t md;
     dnnl_dims_t d;
     for (int i = 0; i < nd; i++) d[i] = dims[i];
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, nd, d, dnnl_f32, tag));
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, nd, d, dt, tag));
     return md;
 }
 
@@ -70,24 +76,35 @@ static void entry_build(DnnlConv *e) {
     const int64_t *k = e->key;
     int64_t N = k[0], H = k[1], W = k[2], C = k[3], K = k[4], kh = k[5], kw = k[6], s = k[7], p = k[8], d = k[9],
             G = k[10], pass = k[11], has_bias = k[12];
+    // bf16: the activations the primitive reads (x; dy) and the weights it multiplies are
+    // bf16; what it writes (y, dx, dw, db) is float32.
+    const dnnl_data_type_t lo = k[14] ? dnnl_bf16 : dnnl_f32, f32 = dnnl_f32;
     int64_t Ho = (H + 2 * p - d * (kh - 1) - 1) / s + 1, Wo = (W + 2 * p - d * (kw - 1) - 1) / s + 1;
     // oneDNN's right padding makes the sizes consistent: Ho = (H + pl + pr - d(kh-1) - 1)/s + 1 exactly.
     dnnl_dims_t strides = { s, s }, dil = { d - 1, d - 1 }, pl = { p, p },
                 pr = { (Ho - 1) * s + d * (kh - 1) + 1 - H - p, (Wo - 1) * s + d * (kw - 1) + 1 - W - p };
-    dnnl_memory_desc_t src = md_tag(4, (int64_t[]){ N, C, H, W }, dnnl_nhwc),
-                       dst = md_tag(4, (int64_t[]){ N, K, Ho, Wo }, dnnl_nhwc), wany, bias;
-    e->wei_user = G == 1 ? md_tag(4, (int64_t[]){ K, C, kh, kw }, dnnl_oihw)
-                         : md_tag(5, (int64_t[]){ G, K / G, C / G, kh, kw }, dnnl_goihw);
-    wany = G == 1 ? md_tag(4, (int64_t[]){ K, C, kh, kw }, dnnl_format_tag_any)
-                  : md_tag(5, (int64_t[]){ G, K / G, C / G, kh, kw }, dnnl_format_tag_any);
-    bias = md_tag(1, (int64_t[]){ K }, dnnl_x);
+    const int64_t *sdims = (int64_t[]){ N, C, H, W }, *ddims = (int64_t[]){ N, K, Ho, Wo };
+    // src, dst: what the pass reads or writes there (forward x -> y; backward-data dy -> dx;
+    // backward-weights x, dy); wany: the multiplied weights, dwany: the weight gradient
+    dnnl_memory_desc_t src = md_tag(4, sdims, pass == PASS_BWD_DATA ? f32 : lo, dnnl_nhwc),
+                       dst = md_tag(4, ddims, pass == PASS_FWD ? f32 : lo, dnnl_nhwc), wany, dwany, bias;
+    e->wei_user = G == 1 ? md_tag(4, (int64_t[]){ K, C, kh, kw }, f32, dnnl_oihw)
+                         : md_tag(5, (int64_t[]){ G, K / G, C / G, kh, kw }, f32, dnnl_goihw);
+    wany = G == 1 ? md_tag(4, (int64_t[]){ K, C, kh, kw }, lo, dnnl_format_tag_any)
+                  : md_tag(5, (int64_t[]){ G, K / G, C / G, kh, kw }, lo, dnnl_format_tag_any);
+    dwany = wany;
+    dwany.data_type = f32;
+    bias = md_tag(1, (int64_t[]){ K }, f32, dnnl_x);
     e->bias = bias;
     e->ok = 0;
 
-    // Backward primitives need the forward primitive descriptor as a hint.
+    // Backward primitives need the forward primitive descriptor as a hint (in bf16: the
+    // forward of bf16 activations).
     dnnl_convolution_desc_t fd;
-    DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &src,
-                                                          &wany, pass == PASS_FWD && has_bias ? &bias : NULL, &dst,
+    dnnl_memory_desc_t fsrc = md_tag(4, sdims, lo, dnnl_nhwc), fdst = md_tag(4, ddims, pass == PASS_FWD ? f32 : lo,
+                                                                                 dnnl_nhwc);
+    DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &fsrc,
+                                                          &wany, pass == PASS_FWD && has_bias ? &bias : NULL, &fdst,
                                                           strides, dil, pl, pr));
     dnnl_primitive_attr_t attr = cpu_dnnl_attr(0, 1);
     dnnl_primitive_desc_t fpd, pd = NULL;
@@ -112,7 +129,7 @@ static void entry_build(DnnlConv *e) {
         e->act_out = src;   // dx
     } else {
         dnnl_convolution_desc_t bd;
-        DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, &src, &wany,
+        DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, &src, &dwany,
                                                                        has_bias ? &bias : NULL, &dst, strides, dil,
                                                                        pl, pr));
         if (dnnl_primitive_desc_create(&pd, &bd, attr, cpu_dnnl_engine(), fpd) != dnnl_success) pd = NULL;
@@ -156,9 +173,9 @@ static const DnnlConv *entry_get(const int64_t *key, DnnlConv *tmp, int *owned) 
 
 // The thread count (cx_threads_set) is part of the key: oneDNN sizes its work
 // split and scratchpad for the OpenMP threads available at creation.
-static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias) {
+static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias, int bf16) {
     int64_t k[KEY_LEN] = { T_N(x), T_H(x), T_W(x), T_C(x), w->shape[0], w->shape[2], w->shape[3],
-                           a.stride, a.pad, a.dil, a.groups, pass, bias, cx_threads_get() };
+                           a.stride, a.pad, a.dil, a.groups, pass, bias, cx_threads_get(), bf16 };
     memcpy(key, k, sizeof k);
 }
 
@@ -171,9 +188,11 @@ static void *weights_in(OpCtx *ctx, const DnnlConv *e, const Tensor *w) {
     return buf;
 }
 
-int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a) {
+// xb, dyb: the bf16 copies of x, dy (cpu_bf16_copy) for the bf16 primitive; NULL: float32.
+int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a,
+                          const uint16_t *xb) {
     int64_t key[KEY_LEN];
-    key_fill(key, x, w, a, PASS_FWD, b != NULL);
+    key_fill(key, x, w, a, PASS_FWD, b != NULL, xb != NULL);
     DnnlConv tmp;
     int owned;
     const DnnlConv *e = entry_get(key, &tmp, &owned);
@@ -181,7 +200,7 @@ int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
         void *wb = weights_in(ctx, e, w);
-        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, cpu_dnnl_mem(&e->act_in, tensor_f32(x)) },
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, cpu_dnnl_mem(&e->act_in, xb ? (void *)xb : tensor_f32(x)) },
                                     { DNNL_ARG_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) },
                                     { DNNL_ARG_DST, cpu_dnnl_mem(&e->act_out, tensor_f32(y)) } };
         int n = 3;
@@ -194,9 +213,10 @@ int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *
 }
 
 // dx += conv_backward_data(dy, w)
-int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *w, ConvArgs a) {
+int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *w, ConvArgs a,
+                                const uint16_t *dyb) {
     int64_t key[KEY_LEN];
-    key_fill(key, x, w, a, PASS_BWD_DATA, 0);
+    key_fill(key, x, w, a, PASS_BWD_DATA, 0, dyb != NULL);
     DnnlConv tmp;
     int owned;
     const DnnlConv *e = entry_get(key, &tmp, &owned);
@@ -209,7 +229,7 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
         if (wr && e->dx_sum) op_zero_first(ctx, dx);
         float *dxp = tensor_f32(dx), *out = e->dx_sum || wr ? dxp : cpu_dnnl_scratch(ctx, &e->act_out);
         cpu_dnnl_run(ctx, e->conv, &e->conv_pad, 3,
-            (dnnl_exec_arg_t[4]){ { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_in, tensor_f32(dy)) },
+            (dnnl_exec_arg_t[4]){ { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_in, dyb ? (void *)dyb : tensor_f32(dy)) },
                                   { DNNL_ARG_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) },
                                   { DNNL_ARG_DIFF_SRC, cpu_dnnl_mem(&e->act_out, out) } });
         if (!e->dx_sum && !wr) {
@@ -223,11 +243,12 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
     return ok;
 }
 
-// dw += conv_backward_weights(x, dy); db += Σ dy when db.
+// dw += conv_backward_weights(x, dy); db += Σ dy when db. bf16: xb and dyb both set.
 int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
-                                 const Tensor *w, ConvArgs a) {
+                                   const Tensor *w, ConvArgs a, const uint16_t *dyb, const uint16_t *xb) {
+    CX_ASSERT(!xb == !dyb, "conv backward-weights: both operands bf16 or neither");
     int64_t key[KEY_LEN];
-    key_fill(key, x, w, a, PASS_BWD_WEIGHTS, db != NULL);
+    key_fill(key, x, w, a, PASS_BWD_WEIGHTS, db != NULL, xb != NULL);
     DnnlConv tmp;
     int owned;
     const DnnlConv *e = entry_get(key, &tmp, &owned);
@@ -236,8 +257,8 @@ int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Ten
         ArenaMark m = arena_mark(ctx->scratch);
         void *wb = cpu_dnnl_scratch(ctx, &e->wei);
         float *bb = db ? arena_alloc(ctx->scratch, sizeof(float) * (size_t)tensor_numel(db)) : NULL;
-        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, cpu_dnnl_mem(&e->act_in, tensor_f32(x)) },
-                                    { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_out, tensor_f32(dy)) },
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, cpu_dnnl_mem(&e->act_in, xb ? (void *)xb : tensor_f32(x)) },
+                                    { DNNL_ARG_DIFF_DST, cpu_dnnl_mem(&e->act_out, dyb ? (void *)dyb : tensor_f32(dy)) },
                                     { DNNL_ARG_DIFF_WEIGHTS, cpu_dnnl_mem(&e->wei, wb) } };
         int n = 3;
         if (db) args[n++] = (dnnl_exec_arg_t){ DNNL_ARG_DIFF_BIAS, cpu_dnnl_mem(&e->bias, bb) };

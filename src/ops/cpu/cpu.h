@@ -20,21 +20,39 @@ void cpu_dwconv_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w,
 void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                          const Tensor *w, ConvArgs a);
 // conv2d through oneDNN (conv_dnnl.c, HAVE_DNNL only): each returns 0, having
-// done nothing, where oneDNN has no implementation for the shape.
-int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a);
+// done nothing, where oneDNN has no implementation for the shape. With xb/dyb (the
+// bf16 copies of x and dy, cpu_bf16_copy) the bf16 primitive runs: weights reordered
+// into bf16, float32 accumulation and outputs; NULL: float32.
+int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a,
+                          const uint16_t *xb);
 int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *w,
-                                ConvArgs a);
+                                ConvArgs a, const uint16_t *dyb);
 int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
-                                   const Tensor *w, ConvArgs a);
+                                   const Tensor *w, ConvArgs a, const uint16_t *dyb, const uint16_t *xb);
 // Whether oneDNN runs its AVX-512 kernels (dnnl_get_effective_cpu_isa; AVX2-only
 // hosts such as AMD Zen 3, or ONEDNN_MAX_CPU_ISA=AVX2, give 0). HAVE_DNNL only.
 int cpu_dnnl_avx512(void);
 // C (batch, M, N) = alpha·op(A)·op(B) + beta·C (+ bias (N) broadcast over rows)
 // through oneDNN's matmul (matmul_dnnl.c, HAVE_DNNL only); op(X) = Xᵀ when t*.
-// Returns 0, having done nothing, where oneDNN has no implementation.
-int cpu_matmul_dnnl(OpCtx *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
-                    const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch,
-                    const float *bias);
+// A and B are float32, or with bf16 set both bf16 (cpu_bf16_copy; float32
+// accumulation, C and bias float32). Returns 0, having done nothing, where oneDNN
+// has no implementation.
+int cpu_matmul_dnnl(OpCtx *ctx, int bf16, int ta, int tb, int M, int N, int K, float alpha, const void *A, int lda,
+                    int64_t sA, const void *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC,
+                    int batch, const float *bias);
+// ---- bf16 (bf16.c): OpCtx.cpu_bf16 ----
+// ops_cpu_bf16 without the words: AMX-BF16 or AVX512-BF16 under oneDNN.
+int cpu_bf16_native(void);
+// Whether a product of rows × outs outputs, each a sum of terms products, runs in bf16
+// under ctx: ctx->cpu_bf16, a native CPU, and large enough in every direction to earn
+// the conversions (the thin float32 ones the GPU keeps — the router, one-channel
+// heads — stay float32).
+int cpu_bf16_wanted(const OpCtx *ctx, int64_t rows, int64_t outs, int64_t terms);
+// Tests: every product under ctx->cpu_bf16 runs in bf16, whatever its size (the op
+// table's shapes are all below the rule's).
+extern int cpu_bf16_all;
+// src (n floats) rounded to bf16 (nearest even) into ctx->scratch.
+uint16_t *cpu_bf16_copy(OpCtx *ctx, const float *src, int64_t n);
 // Which implementation runs: CPU_IMPL_AUTO (the per-shape choice in conv.c and
 // gemm.c), or one forced by the benchmark and the tests to compare them:
 // camoxpert's own kernels (im2col + sgemm, direct depthwise; OpenBLAS sgemm for

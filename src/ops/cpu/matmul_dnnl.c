@@ -1,5 +1,6 @@
-// matmul_dnnl.c — strided, batched float32 GEMM through oneDNN's matmul (built
-// when HAVE_DNNL): C = alpha·op(A)·op(B) + beta·C (+ bias). gemm.c routes
+// matmul_dnnl.c — strided, batched GEMM through oneDNN's matmul (built when
+// HAVE_DNNL): C = alpha·op(A)·op(B) + beta·C (+ bias); A and B float32, or both
+// bf16 (bf16.c: float32 accumulation; C and the bias float32). gemm.c routes
 // linear layers and gemm_batched here because oneDNN's JIT kernels run AVX-512
 // whatever OPENBLAS_CORETYPE says, where OpenBLAS is held to its AVX2 kernels
 // on this project's machines (docs/PERF.md, ## CPU ops: 2x per shape).
@@ -17,7 +18,7 @@
 enum { KEY_LEN = 17 };
 
 typedef struct {
-    int64_t key[KEY_LEN];   // ta, tb, M, N, K, lda, ldb, ldc, sA, sB, sC, batch, alpha, beta (float bits), bias, threads, 0
+    int64_t key[KEY_LEN];   // ta, tb, M, N, K, lda, ldb, ldc, sA, sB, sC, batch, alpha, beta (float bits), bias, threads, bf16
     int ok;                 // 0: oneDNN has no implementation; the caller runs sgemm
     dnnl_primitive_t mm;
     dnnl_memory_desc_t a, b, c, bias, pad;
@@ -32,11 +33,11 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 // (batch,) rows × cols with the given element strides; 2-D when batch == 1.
 static dnnl_memory_desc_t md_strided(int64_t batch, int64_t rows, int64_t cols, int64_t s_batch, int64_t s_row,
-                                     int64_t s_col) {
+                                     int64_t s_col, dnnl_data_type_t dt) {
     dnnl_memory_desc_t md;
     dnnl_dims_t d = { batch, rows, cols }, s = { s_batch, s_row, s_col };
     int nd = batch > 1 ? 3 : 2, o = batch > 1 ? 0 : 1;
-    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&md, nd, d + o, dnnl_f32, s + o));
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&md, nd, d + o, dt, s + o));
     return md;
 }
 
@@ -44,13 +45,14 @@ static void entry_build(DnnlMatmul *e) {
     const int64_t *k = e->key;
     int64_t ta = k[0], tb = k[1], M = k[2], N = k[3], K = k[4], lda = k[5], ldb = k[6], ldc = k[7], sA = k[8],
             sB = k[9], sC = k[10], batch = k[11], has_bias = k[14];
+    const dnnl_data_type_t in = k[16] ? dnnl_bf16 : dnnl_f32;
     float alpha, beta;
     int32_t ab = (int32_t)k[12], bb = (int32_t)k[13];
     memcpy(&alpha, &ab, sizeof alpha);
     memcpy(&beta, &bb, sizeof beta);
-    e->a = ta ? md_strided(batch, M, K, sA, 1, lda) : md_strided(batch, M, K, sA, lda, 1);
-    e->b = tb ? md_strided(batch, K, N, sB, 1, ldb) : md_strided(batch, K, N, sB, ldb, 1);
-    e->c = md_strided(batch, M, N, sC, ldc, 1);
+    e->a = ta ? md_strided(batch, M, K, sA, 1, lda, in) : md_strided(batch, M, K, sA, lda, 1, in);
+    e->b = tb ? md_strided(batch, K, N, sB, 1, ldb, in) : md_strided(batch, K, N, sB, ldb, 1, in);
+    e->c = md_strided(batch, M, N, sC, ldc, 1, dnnl_f32);
     dnnl_dims_t bd = { 1, 1, N };   // bias broadcast over batch and rows
     int nd = batch > 1 ? 3 : 2;
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&e->bias, nd, bd + 3 - nd, dnnl_f32, nd == 3 ? dnnl_abc : dnnl_ab));
@@ -63,16 +65,16 @@ static void entry_build(DnnlMatmul *e) {
     if (e->ok) e->mm = cpu_dnnl_prim(pd, &e->pad);
 }
 
-int cpu_matmul_dnnl(OpCtx *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
-                    const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch,
-                    const float *bias) {
+int cpu_matmul_dnnl(OpCtx *ctx, int bf16, int ta, int tb, int M, int N, int K, float alpha, const void *A, int lda,
+                    int64_t sA, const void *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC,
+                    int batch, const float *bias) {
     int32_t ab, bb;
     memcpy(&ab, &alpha, sizeof ab);
     memcpy(&bb, &beta, sizeof bb);
     // The thread count is part of the key, as in conv_dnnl.c: oneDNN sizes its
     // work split and scratchpad for the threads available at creation.
     int64_t key[KEY_LEN] = { ta, tb, M, N, K, lda, ldb, ldc, batch > 1 ? sA : 0, batch > 1 ? sB : 0,
-                             batch > 1 ? sC : 0, batch, ab, bb, bias != NULL, cx_threads_get(), 0 };
+                             batch > 1 ? sC : 0, batch, ab, bb, bias != NULL, cx_threads_get(), bf16 != 0 };
     DnnlMatmul tmp, *e = NULL;
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < g_ncache && !e; i++)

@@ -50,7 +50,13 @@ static void bn_partials(double *part, int nt, const float *x, const float *dy, c
                 const float *g = dy + r * C, *yr = y + r * C;
 #pragma omp simd
                 for (int64_t c = 0; c < C; c++) {
-                    float gc = yr[c] > 0 ? g[c] : 0.0f;
+                    // dy where y > 0, else 0, as a bit mask: gcc 12 left the float select
+                    // beside double accumulators scalar ("control flow in loop")
+                    uint32_t gb;
+                    memcpy(&gb, &g[c], sizeof gb);
+                    gb &= -(uint32_t)(yr[c] > 0);
+                    float gc;
+                    memcpy(&gc, &gb, sizeof gc);
                     pa[c] += gc;
                     pb[c] += gc * (xr[c] - shift[c]) * invstd[c];
                 }
