@@ -529,3 +529,26 @@ TEST(predict_data_root_refuses_before_writing_anything) {
     rc = run_bin(&o, "predict --weights %s --data-root %s/data --out %s --img-size 32 --threads 1", ck, r, P);
     CHECKF(rc == 2 && strstr(o, "camo-test stands for CAMO-test too"), "exit %d: %s", rc, o);
 }
+
+// The split a training folder belongs to, from its folder names (train's validation rule).
+TEST(testsets_folder_is_test_reads_the_split_from_folder_names) {
+    static const struct { const char *dir; int test; const char *what; } cases[] = {
+        { "x/COD10K-v3/Test/Image", 1, "a test split (x/COD10K-v3/Test)" },
+        { "x/COD10K-v3/Train/Image", 0, NULL },
+        { "x/TestDataset/CAMO/Imgs", 1, "the test set CAMO-test (x/TestDataset/CAMO)" },
+        { "x/TrainDataset/CAMO/Imgs", 0, NULL },
+        { "x/TrainValDataset/Imgs", 0, NULL },
+        { "x/NC4K/Imgs", 1, "the test set NC4K (x/NC4K)" },
+        { "x/chameleon/Image", 1, "the test set CHAMELEON (x/chameleon)" },
+        { "x/COD10K_test/Imgs", 1, "the test set COD10K-test (x/COD10K_test)" },
+        { "x/CAMO-V.1.0-CVIU2019/Images/Test", 1, "a test split (x/CAMO-V.1.0-CVIU2019/Images/Test)" },
+        { "x/CAMO/Imgs", 0, NULL },                 // CAMO has a training split too: undecided
+        { "test/x/y/CAMO/Imgs", 0, NULL },          // a test folder too far up is not the data's split
+        { "tests/data/Imgs", 0, NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char what[512] = "";
+        int t = testset_folder_is_test(cases[i].dir, what, sizeof what);
+        CHECKF(t == cases[i].test && (!t || !strcmp(what, cases[i].what)), "%s: %d, '%s'", cases[i].dir, t, what);
+    }
+}
