@@ -178,7 +178,7 @@ int cmd_predict(int argc, char **argv) {
         { "overwrite", OPT_FLAG, &overwrite, "replace files in --out that camoxpert predict did not write", NULL, NULL, 0 },
     };
     int parsed = cli_parse(argc, argv, "predict", opts, CLI_N(opts), NULL, 0, NULL,
-                           "--weights CKPT (--input IMAGE|DIR | --data-root D) --out DIR [--overlay] [--routing] "
+                           "--weights CKPT (--input IMAGE|DIR | --data-root DIR) --out DIR [--overlay] [--routing] "
                            "[--img-size S]");
     if (parsed) return parsed == CLI_HELP ? 0 : 2;
     cx_oom_hint("reduce --img-size");
