@@ -3,8 +3,10 @@
 // option and the fix; --help documents the reference trainer's options; Ctrl-C
 // checkpoints and a bare --resume-from continues with the run's own options;
 // predict writes masks at each photo's own size (camo4), overlays and routing
-// JSON; bench writes the documented JSON keys.
+// JSON; bench writes the documented JSON keys; a validation split drawn from a test set
+// is refused unless --val-from-test, which warns and is recorded for the report.
 #include "test.h"
+#include "browser.h"
 #include <dirent.h>
 #include "data/image.h"
 #include "nn/camoxpert.h"
@@ -448,4 +450,76 @@ TEST(cli_train_and_predict_spatial_routing) {
         CHECK(m.w == photo.w && m.h == photo.h);
         image_free(&m), image_free(&photo);
     }
+}
+
+// The validation split comes from the training data (--val-fraction): a --dataset-path that
+// is a test set's folder would choose the best epoch on test images. Refused, naming the
+// set and --val-from-test; accepted with it, with a warning, the run record naming the set
+// and the report showing it. The training split of the same data, and --val-fraction 0,
+// are not refused.
+TEST(cli_train_refuses_validation_drawn_from_a_test_set_unless_val_from_test) {
+    char t[600];
+    snprintf(t, sizeof t, "%s", test_tmpdir());   // (its buffer is the next call's)
+    char *o;
+    int rc = test_run_bin(&o, "synth --out %s/syn --train 8 --test 8 --size 48 --seed 2 --threads 1", t);
+    REQUIRE(rc == 0);
+    const char *fast = "--backbone edgenext_xx_small --img-size 32 --batch-size 4 --epochs 1 --stage1-epochs 1 "
+                       "--max-steps 1 --threads 1 --num-workers 1 --progress 0";
+    // COD10K-v3's Test/ folder as the training data
+    rc = test_run_bin(&o, "train --dataset-path %s/syn/Test --checkpoint-dir %s/r1 %s --val-fraction 0.25", t, t, fast);
+    CHECKF(rc == 2 && strstr(o, "validation split (--val-fraction 0.25) would be drawn from a test split") &&
+           strstr(o, "syn/Test") && strstr(o, "--val-from-test") && strstr(o, "model selection would see the test set"),
+           "exit %d: %s", rc, o);
+    char p[900];
+    snprintf(p, sizeof p, "%s/r1", t);
+    CHECKF(!io_path_exists(p), "the refused run created %s", p);
+    // a packaged test set (TestDataset/CAMO/{Image,GT_Object}) names the set
+    snprintf(p, sizeof p, "%s/data/TestDataset", t);
+    REQUIRE_OK(io_make_dirs(p));
+    char from[900], to[900];
+    snprintf(from, sizeof from, "%s/syn/Test", t);
+    snprintf(to, sizeof to, "%s/data/TestDataset/CAMO", t);
+    REQUIRE(rename(from, to) == 0);
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/r1 %s --val-fraction 0.25", to, t, fast);
+    CHECKF(rc == 2 && strstr(o, "drawn from the test set CAMO-test (") && strstr(o, "--val-from-test"), "exit %d: %s", rc, o);
+    // --val-from-test: trained, with a warning; the run record and the report say so
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/r2 %s --val-fraction 0.25 --val-from-test", to, t,
+                      fast);
+    CHECKF(rc == 0 && strstr(o, "warning: --val-from-test: the validation split is drawn from the test set CAMO-test"),
+           "exit %d: %s", rc, o);
+    snprintf(p, sizeof p, "%s/r2/train_log.jsonl", t);
+    unsigned char *b;
+    size_t n;
+    REQUIRE_OK(io_read_file(p, &b, &n));
+    CHECKF(strstr((char *)b, "\"val_from_test\":\"the test set CAMO-test (") && strstr((char *)b, "\"val-from-test\":\"1\""),
+           "%s", (char *)b);
+    free(b);
+    char page[900];
+    snprintf(page, sizeof page, "%s/r2.html", t);
+    rc = test_run_bin(&o, "report %s/r2 --out %s --max-images 0 --threads 1", t, page);
+    CHECKF(rc == 0, "report: exit %d: %s", rc, o);
+    REQUIRE_OK(io_read_file(page, &b, &n));
+    CHECK(strstr((char *)b, "\"val_from_test\":\"the test set CAMO-test ("));
+    free(b);
+    const char *browser = browser_find();
+    if (browser) {
+        char *dom, *console;
+        REQUIRE(browser_load(browser, page, NULL, &dom, &console) == 0);
+        CHECKF(!console[0], "console messages:\n%s", console);
+        CHECKF(strstr(dom, "class=\"error val-from-test\"") &&
+               strstr(dom, "validation split drawn from the test set CAMO-test") &&
+               strstr(dom, "validation from the test set CAMO-test"), "the page does not show the test-set validation");
+        free(dom), free(console);
+    }
+    // not refused: no validation (--val-fraction 0), and the training split with --val-from-test (a note)
+    rc = test_run_bin(&o, "train --dataset-path %s --checkpoint-dir %s/r3 %s --val-fraction 0", to, t, fast);
+    CHECKF(rc == 0 && !strstr(o, "test set"), "exit %d: %s", rc, o);
+    rc = test_run_bin(&o, "train --dataset-path %s/syn --checkpoint-dir %s/r4 %s --val-fraction 0.25 --val-from-test", t,
+                      t, fast);
+    CHECKF(rc == 0 && strstr(o, "note: --val-from-test: the validation split is not drawn from a test set"), "exit %d: %s",
+           rc, o);
+    snprintf(p, sizeof p, "%s/r4/train_log.jsonl", t);
+    REQUIRE_OK(io_read_file(p, &b, &n));
+    CHECK(!strstr((char *)b, "\"val_from_test\":\"the"));
+    free(b);
 }

@@ -6,13 +6,17 @@
 // in seconds. Two methods: A predicts every set (with predict's side files, a stray
 // file and COD10K's NonCAM images), B misses one CAMO image and has no NC4K folder. The
 // tests read the detection, the counts, the per-dataset and multi-method tables in every
-// format, the JSON's curves, and the --plot page in headless Chromium.
+// format, the JSON's curves, and the --plot page in headless Chromium. Then `predict
+// --data-root` on the same four layouts made small (a few photos of `camoxpert synth`
+// each), and `eval` finding every prediction it wrote.
 #include "test.h"
 #include "browser.h"
+#include "hostile.h"
 #include "data/image.h"
 #include "data/testsets.h"
 #include "eval/table.h"
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <string.h>
 
 enum { SIDE = 16 };
@@ -325,4 +329,226 @@ TEST(eval_testsets_find_returns_masks_and_photo_folders) {
     REQUIRE_OK(testsets_find(data, 0, &ts, &n));
     CHECK(n == 1 && ts[0].id == TESTSET_CHAMELEON && ts[0].n == 76);
     testsets_free(ts, n);
+}
+
+// ---- predict --data-root ------------------------------------------------------------------
+static void copy_file(const char *from, const char *to) {
+    unsigned char *b = NULL;
+    size_t n = 0;
+    FILE *f = NULL;
+    if (io_read_file(from, &b, &n) || !(f = fopen(to, "wb")) || fwrite(b, 1, n, f) != n)
+        test_fail(__FILE__, __LINE__, "copying %s to %s: %s", from, to, cx_errmsg());
+    if (f) fclose(f);
+    free(b);
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// Photos per set in the small layouts; COD10K's last two are NonCAM images.
+static const int n_small[TESTSET_N] = { 3, 3, 5, 3 };
+
+// The name of photo i of set s in the small layouts (COD10K: 3 camouflaged, then NonCAM).
+static void small_name(int s, int i, char *name, size_t n) {
+    int empty;
+    sample_name(s, s == TESTSET_COD10K && i >= 3 ? 2026 + i : i, name, n, &empty);
+}
+
+// The four layouts of bench_root, small: each set's photos and masks are `camoxpert synth`
+// test images (48²) renamed as the real sets name theirs, in TestDataset/CHAMELEON/{Imgs,GT},
+// CAMO-V.1.0-CVIU2019/{Images/Test,Images/Train,GT} (two train images' masks in GT),
+// COD10K-v3/Test/{Image,GT_Object} (three camouflaged, two NonCAM), TestDataset/NC4K/{Imgs,GT}.
+// ROOT/data; made once per run ("" when synth failed).
+static const char *small_root(void) {
+    static char root[600];
+    if (root[0]) return root[0] == '-' ? "" : root;
+    snprintf(root, sizeof root, "%s", test_tmpdir());
+    char syn[700];
+    snprintf(syn, sizeof syn, "%s/syn", root);
+    if (run_bin(NULL, "synth --out %s --train 2 --test 16 --size 48 --seed 3 --threads 1", syn)) {
+        test_fail(__FILE__, __LINE__, "synth failed");
+        root[0] = '-';
+        return "";
+    }
+    char dir[800];
+    snprintf(dir, sizeof dir, "%s/Test/Image", syn);
+    DIR *d = opendir(dir);
+    char *stems[16];
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (dataset_is_image_name(e->d_name) && n < 16) {
+            stems[n] = cx_strdup(e->d_name);
+            *strrchr(stems[n++], '.') = 0;
+        }
+    if (d) closedir(d);
+    qsort(stems, (size_t)n, sizeof *stems, cmp_name);
+    CHECKF(n == 16, "synth wrote %d test photos", n);
+    static const char *const img_dirs[TESTSET_N] = { "data/TestDataset/CHAMELEON/Imgs", "data/CAMO-V.1.0-CVIU2019/Images/Test",
+                                                     "data/COD10K-v3/Test/Image", "data/TestDataset/NC4K/Imgs" };
+    static const char *const gt_dirs[TESTSET_N] = { "data/TestDataset/CHAMELEON/GT", "data/CAMO-V.1.0-CVIU2019/GT",
+                                                    "data/COD10K-v3/Test/GT_Object", "data/TestDataset/NC4K/GT" };
+    char from[1200], to[1200], name[128];
+    int k = 0;
+    for (int s = 0; s < TESTSET_N; s++) {
+        mkdirs("%s/%s", root, img_dirs[s]);
+        mkdirs("%s/%s", root, gt_dirs[s]);
+        for (int i = 0; i < n_small[s] && k < n; i++, k++) {
+            small_name(s, i, name, sizeof name);
+            snprintf(from, sizeof from, "%s/Test/Image/%s.jpg", syn, stems[k]);
+            snprintf(to, sizeof to, "%s/%s/%s.jpg", root, img_dirs[s], name);
+            copy_file(from, to);
+            snprintf(from, sizeof from, "%s/Test/GT_Object/%s.png", syn, stems[k]);
+            snprintf(to, sizeof to, "%s/%s/%s.png", root, gt_dirs[s], name);
+            copy_file(from, to);
+        }
+    }
+    // CAMO-V.1.0's train images: their masks share the GT folder, and are not the test set's
+    mkdirs("%s/%s", root, "data/CAMO-V.1.0-CVIU2019/Images/Train");
+    for (int i = 0; i < 2 && k < n; i++, k++) {
+        snprintf(from, sizeof from, "%s/Test/Image/%s.jpg", syn, stems[k]);
+        snprintf(to, sizeof to, "%s/data/CAMO-V.1.0-CVIU2019/Images/Train/camourflage_%05d.jpg", root, 1001 + i);
+        copy_file(from, to);
+        snprintf(from, sizeof from, "%s/Test/GT_Object/%s.png", syn, stems[k]);
+        snprintf(to, sizeof to, "%s/data/CAMO-V.1.0-CVIU2019/GT/camourflage_%05d.png", root, 1001 + i);
+        copy_file(from, to);
+    }
+    for (int i = 0; i < n; i++) free(stems[i]);
+    return root;
+}
+
+// Does P/<set>/<name>.png exist for every photo of the small layouts (NonCAM ones: as asked),
+// at the photo's size (48²)? The number of masks found.
+static int masks_present(const char *P, int noncam) {
+    int found = 0;
+    for (int s = 0; s < TESTSET_N; s++)
+        for (int i = 0; i < n_small[s]; i++) {
+            char name[128], p[1200];
+            small_name(s, i, name, sizeof name);
+            snprintf(p, sizeof p, "%s/%s/%s.png", P, testset_info[s].name, name);
+            int want = noncam || !testset_is_noncam(name);
+            Image8 m = { 0 };
+            int have = io_path_exists(p) && !image_load(p, 1, &m) && m.w == 48 && m.h == 48;
+            image_free(&m);
+            CHECKF(have == want, "%s: %s", p, want ? "missing, or not 48x48" : "written, but NonCAM images are left out");
+            found += have;
+        }
+    return found;
+}
+
+// eval --pred-root P --data-root D as JSON: every set scored, no prediction missing or extra.
+static void eval_finds_all(const char *P, const char *data, int noncam) {
+    char *o;
+    int rc = run_bin(&o, "eval --pred-root %s --data-root %s --format json --threads 1%s", P, data,
+                     noncam ? " --include-noncam" : "");
+    CHECKF(rc == 0, "eval: exit %d: %s", rc, o);
+    cJSON *j = strchr(o, '{') ? cJSON_Parse(strchr(o, '{')) : NULL;
+    REQUIRE(j);
+    const cJSON *ds = cJSON_GetObjectItem(j, "datasets");
+    CHECKF(cJSON_GetArraySize(ds) == TESTSET_N, "%d sets scored", cJSON_GetArraySize(ds));
+    for (int s = 0; s < cJSON_GetArraySize(ds); s++) {
+        const cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(ds, s), "methods"), 0);
+        const cJSON *f = cJSON_GetObjectItem(a, "files");
+        int n = n_small[s] - (s == TESTSET_COD10K && !noncam ? 2 : 0);
+        CHECKF(cJSON_GetObjectItem(a, "n") && cJSON_GetObjectItem(a, "n")->valuedouble == n &&
+               cJSON_GetObjectItem(f, "missing")->valuedouble == 0 && cJSON_GetObjectItem(f, "extra")->valuedouble == 0,
+               "%s: %s", testset_info[s].title, cJSON_PrintUnformatted(a));
+    }
+    cJSON_Delete(j);
+}
+
+TEST(predict_data_root_writes_each_test_set_where_eval_finds_it) {
+    const char *r = small_root(), *ck = tiny_checkpoint();
+    REQUIRE(r[0] && ck);
+    char *o;
+    int rc = run_bin(&o, "predict --weights %s --data-root %s/data --out %s/P --img-size 32 --threads 1", ck, r, r);
+    CHECKF(rc == 0, "exit %d: %s", rc, o);
+    // the sets found, named, with their counts; each set's progress
+    CHECKF(strstr(o, "CHAMELEON        3 photos") && strstr(o, "CAMO-test        3 photos") &&
+           strstr(o, "COD10K-test      3 photos") && strstr(o, "NC4K             3 photos") &&
+           strstr(o, "2 NonCAM images left out"), "%s", o);
+    CHECKF(strstr(o, "CHAMELEON: wrote 3 masks") && strstr(o, "CAMO-test: wrote 3 masks") &&
+           strstr(o, "COD10K-test: wrote 3 masks") && strstr(o, "NC4K: wrote 3 masks") &&
+           strstr(o, "wrote 12 masks") && strstr(o, "camoxpert eval --pred-root"), "%s", o);
+    char P[700], data[700];
+    snprintf(P, sizeof P, "%s/P", r);
+    snprintf(data, sizeof data, "%s/data", r);
+    CHECK(masks_present(P, 0) == 12);
+    eval_finds_all(P, data, 0);
+    // a rerun replaces its own masks
+    rc = run_bin(&o, "predict --weights %s --data-root %s --out %s --img-size 32 --threads 1", ck, data, P);
+    CHECKF(rc == 0, "rerun: exit %d: %s", rc, o);
+    // --include-noncam: COD10K's NonCAM photos too, which eval --include-noncam scores
+    rc = run_bin(&o, "predict --weights %s --data-root %s --out %s/P2 --include-noncam --img-size 32 --threads 1", ck, data, r);
+    CHECKF(rc == 0 && strstr(o, "COD10K-test      5 photos") && strstr(o, "--include-noncam"), "exit %d: %s", rc, o);
+    snprintf(P, sizeof P, "%s/P2", r);
+    CHECK(masks_present(P, 1) == 14);
+    eval_finds_all(P, data, 1);
+}
+
+TEST(predict_data_root_refuses_before_writing_anything) {
+    const char *r = small_root(), *ck = tiny_checkpoint();
+    REQUIRE(r[0] && ck);
+    char *o;
+    // --input and --data-root exclude each other
+    int rc = run_bin(&o, "predict --weights %s --data-root %s/data --input %s/syn/Test/Image --out %s/Q", ck, r, r, r);
+    CHECKF(rc == 2 && strstr(o, "--input and --data-root both given"), "exit %d: %s", rc, o);
+    // a root with no test set names the layouts looked for
+    rc = run_bin(&o, "predict --weights %s --data-root %s/syn --out %s/Q --threads 1", ck, r, r);
+    CHECKF(rc == 2 && strstr(o, "no test set found") && strstr(o, "GT_Object") && strstr(o, "CAMO-V.1.0"), "exit %d: %s", rc, o);
+    // a set with masks and no photos
+    char gt[800];
+    snprintf(gt, sizeof gt, "%s/masks_only/TestDataset/CHAMELEON/GT", r);
+    REQUIRE_OK(io_make_dirs(gt));
+    char from[1200], to[1200], name[128];
+    small_name(TESTSET_CHAMELEON, 0, name, sizeof name);
+    snprintf(from, sizeof from, "%s/data/TestDataset/CHAMELEON/GT/%s.png", r, name);
+    snprintf(to, sizeof to, "%s/%s.png", gt, name);
+    copy_file(from, to);
+    rc = run_bin(&o, "predict --weights %s --data-root %s/masks_only --out %s/Q --threads 1", ck, r, r);
+    CHECKF(rc == 2 && strstr(o, "no folder of photos") && strstr(o, "has photos to predict"), "exit %d: %s", rc, o);
+    snprintf(to, sizeof to, "%s/Q", r);
+    CHECKF(!io_path_exists(to), "%s was created", to);
+    // a file of P that predict did not write: refused before any set is predicted
+    char P[700];
+    snprintf(P, sizeof P, "%s/P3", r);
+    mkdirs("%s/%s", P, "NC4K");
+    small_name(TESTSET_NC4K, 2, name, sizeof name);
+    snprintf(to, sizeof to, "%s/NC4K/%s.png", P, name);
+    write_map(to, 0, 255, 0, 0, 0);
+    uint64_t before = dir_hash(P);
+    rc = run_bin(&o, "predict --weights %s --data-root %s/data --out %s --img-size 32 --threads 1", ck, r, P);
+    CHECKF(rc == 2 && strstr(o, to) && strstr(o, "--overwrite"), "exit %d: %s", rc, o);
+    char cham[800];
+    snprintf(cham, sizeof cham, "%s/CHAMELEON", P);
+    CHECKF(dir_hash(P) == before && !io_path_exists(cham), "the refused predict wrote into %s", P);
+    rc = run_bin(&o, "predict --weights %s --data-root %s/data --out %s --img-size 32 --threads 1 --overwrite", ck, r, P);
+    CHECKF(rc == 0, "--overwrite: exit %d: %s", rc, o);
+    CHECK(masks_present(P, 0) == 12);
+    // another folder eval would read for a set (P/camo-test beside P/CAMO) is refused
+    mkdirs("%s/%s", P, "camo-test");
+    rc = run_bin(&o, "predict --weights %s --data-root %s/data --out %s --img-size 32 --threads 1", ck, r, P);
+    CHECKF(rc == 2 && strstr(o, "camo-test stands for CAMO-test too"), "exit %d: %s", rc, o);
+}
+
+// The split a training folder belongs to, from its folder names (train's validation rule).
+TEST(testsets_folder_is_test_reads_the_split_from_folder_names) {
+    static const struct { const char *dir; int test; const char *what; } cases[] = {
+        { "x/COD10K-v3/Test/Image", 1, "a test split (x/COD10K-v3/Test)" },
+        { "x/COD10K-v3/Train/Image", 0, NULL },
+        { "x/TestDataset/CAMO/Imgs", 1, "the test set CAMO-test (x/TestDataset/CAMO)" },
+        { "x/TrainDataset/CAMO/Imgs", 0, NULL },
+        { "x/TrainValDataset/Imgs", 0, NULL },
+        { "x/NC4K/Imgs", 1, "the test set NC4K (x/NC4K)" },
+        { "x/chameleon/Image", 1, "the test set CHAMELEON (x/chameleon)" },
+        { "x/COD10K_test/Imgs", 1, "the test set COD10K-test (x/COD10K_test)" },
+        { "x/CAMO-V.1.0-CVIU2019/Images/Test", 1, "a test split (x/CAMO-V.1.0-CVIU2019/Images/Test)" },
+        { "x/CAMO/Imgs", 0, NULL },                 // CAMO has a training split too: undecided
+        { "test/x/y/CAMO/Imgs", 0, NULL },          // a test folder too far up is not the data's split
+        { "tests/data/Imgs", 0, NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char what[512] = "";
+        int t = testset_folder_is_test(cases[i].dir, what, sizeof what);
+        CHECKF(t == cases[i].test && (!t || !strcmp(what, cases[i].what)), "%s: %d, '%s'", cases[i].dir, t, what);
+    }
 }

@@ -189,6 +189,9 @@ int cmd_train(int argc, char **argv) {
           "be under 4 pixels a side)", "G", NULL, 0 },
         { "val-fraction", OPT_DOUBLE, &c.val_fraction, "share of the training images held out for validation (0: none)", "F", NULL, 0 },
         { "val-every", OPT_INT, &c.val_every, "validate every N epochs (and after the last)", "N", NULL, 0 },
+        { "val-from-test", OPT_FLAG, &c.val_from_test, "accept a validation split drawn from a test set (--dataset-path "
+          "a test set's folder: Test/, TestDataset/<set>, NC4K, ...), which is refused otherwise: the best epoch would "
+          "be chosen on test images. A warning, recorded in train_log.jsonl and shown by camoxpert report", NULL, NULL, 0 },
         { "max-steps", OPT_INT64, &c.max_steps, "stop (checkpointing as on Ctrl-C) after N optimizer steps in total", "N", NULL, 0 },
         { "device", OPT_STR, &c.device, "where to train: cpu, cuda (GPU 0), cuda:N, or auto (a GPU when one is usable)",
           "cpu|cuda|cuda:N|auto", NULL, 0 },

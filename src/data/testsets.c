@@ -1,9 +1,11 @@
 // testsets.c — see testsets.h. Folder matching, the three inner layouts (a mask folder,
-// COD10K-v3's Test/GT_Object, CAMO-V.1.0's Images/Test + GT) and the mask lists.
+// COD10K-v3's Test/GT_Object, CAMO-V.1.0's Images/Test + GT), the mask lists, the
+// photos of the masks, and whether a training folder is a test set's.
 #include "data/testsets.h"
-#include "data/dataset.h"
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -87,7 +89,8 @@ static void free_strs(char **v, int n) {
 }
 
 // Base names (no extension) of the image files in dir, sorted; files: the file names.
-static cx_status list_masks(const char *dir, char ***names, char ***files, int *n_out) {
+// what: "masks" or "photos", for the message about two files of one name.
+static cx_status list_images(const char *dir, const char *what, char ***names, char ***files, int *n_out) {
     *names = *files = NULL;
     *n_out = 0;
     DIR *d = opendir(dir);
@@ -115,7 +118,8 @@ static cx_status list_masks(const char *dir, char ***names, char ***files, int *
         }
     for (int i = 1; i < n; i++)
         if (!strcmp(b[i], b[i - 1])) {
-            cx_status st = CX_FAIL(CX_EFORMAT, "%s has two masks for '%s': %s and %s; delete one", dir, b[i], f[i - 1], f[i]);
+            cx_status st = CX_FAIL(CX_EFORMAT, "%s has two %s for '%s': %s and %s; delete one", dir, what, b[i], f[i - 1],
+                                   f[i]);
             free_strs(b, n);
             free_strs(f, n);
             return st;
@@ -154,11 +158,11 @@ static cx_status read_set(const char *dir, testset_id id, int include_noncam, Te
     if (!gt) return CX_OK;
     char **names, **files;
     int n;
-    cx_status st = list_masks(gt, &names, &files, &n);
+    cx_status st = list_images(gt, "masks", &names, &files, &n);
     if (!st && keep_dir) {
         char **kn, **kf;
         int nk;
-        st = list_masks(keep_dir, &kn, &kf, &nk);
+        st = list_images(keep_dir, "photos", &kn, &kf, &nk);
         if (!st) {
             int k = 0;
             for (int i = 0; i < n; i++) {
@@ -250,4 +254,90 @@ void testsets_free(TestSet *sets, int n) {
         free_strs(sets[i].files, sets[i].n);
     }
     free(sets);
+}
+
+// ---- the photos of a set ------------------------------------------------------------------
+cx_status testset_photos(const TestSet *s, char ***photos, int *n_missing, int *n_unused) {
+    *photos = NULL;
+    *n_missing = *n_unused = 0;
+    if (!s->img_dir)
+        return CX_FAIL(CX_ENOTFOUND, "%s: no folder of photos (Imgs, Image or Images) beside its masks in %s",
+                       testset_info[s->id].title, s->dir);
+    char **pn, **pf;
+    int np;
+    CX_TRY(list_images(s->img_dir, "photos", &pn, &pf, &np));
+    char **out = cx_calloc((size_t)(s->n ? s->n : 1), sizeof *out);
+    // Both lists are sorted by base name: one merge.
+    int j = 0;
+    const int noncam_left = s->id == TESTSET_COD10K && s->n_noncam > 0;
+    for (int i = 0; i <= s->n; i++) {
+        for (; j < np && (i == s->n || strcmp(pn[j], s->names[i]) < 0); j++)
+            *n_unused += !(noncam_left && testset_is_noncam(pn[j]));
+        if (i == s->n) break;
+        if (j < np && !strcmp(pn[j], s->names[i])) out[i] = join(s->img_dir, pf[j++]);
+        else (*n_missing)++;
+    }
+    free_strs(pn, np);
+    free_strs(pf, np);
+    *photos = out;
+    return CX_OK;
+}
+
+void testset_photos_free(char **photos, int n) { free_strs(photos, photos ? n : 0); }
+
+// ---- training folders that are a test set's ---------------------------------------------
+// 1: the name of a test split, -1: of a training split, 0: neither. *set: the test set a
+// name stands for (-1: none).
+static int folder_kind(const char *name, int *set) {
+    static const char *const test[] = { "Test", "TestDataset", "TestDatasets", "Testing", "TestSet", "Test_Set",
+                                        "Test-Set", NULL };
+    static const char *const train[] = { "Train", "TrainDataset", "TrainDatasets", "TrainValDataset", "TrainVal",
+                                         "Training", "TrainSet", "Train_Set", "Train-Set", NULL };
+    for (int i = 0; test[i]; i++)
+        if (!strcasecmp(name, test[i])) return 1;
+    for (int i = 0; train[i]; i++)
+        if (!strcasecmp(name, train[i])) return -1;
+    *set = testset_match(name);
+    if (*set < 0) return 0;
+    size_t n = strlen(name);
+    if (n > 5 && (name[n - 5] == '-' || name[n - 5] == '_') && !strcasecmp(name + n - 4, "test")) return 1;   // CAMO-test
+    return *set == TESTSET_CHAMELEON || *set == TESTSET_NC4K ? 1 : 0;   // sets with no training split
+}
+
+int testset_folder_is_test(const char *dir, char *what, size_t n) {
+    char p[PATH_MAX];
+    if (!realpath(dir, p)) snprintf(p, sizeof p, "%s", dir);
+    size_t len = strlen(p);
+    int set = -1;
+    char set_dir[PATH_MAX] = "";
+    for (int level = 0; level < 3 && len > 1; level++) {
+        while (len > 1 && p[len - 1] == '/') p[--len] = 0;
+        char *slash = strrchr(p, '/');
+        const char *name = slash ? slash + 1 : p;
+        int id = -1, kind = folder_kind(name, &id);
+        if (id >= 0 && set < 0) set = id, snprintf(set_dir, sizeof set_dir, "%s", p);
+        if (kind < 0) return 0;
+        if (kind > 0) {
+            if (set >= 0) snprintf(what, n, "the test set %s (%s)", testset_info[set].title, set_dir);
+            else snprintf(what, n, "a test split (%s)", p);
+            return 1;
+        }
+        if (!slash) break;
+        len = (size_t)(slash - p);
+        if (!len) break;
+        p[len] = 0;
+    }
+    return 0;
+}
+
+int testset_dataset_is_test(const Dataset *ds, char *what, size_t n) {
+    char dir[PATH_MAX], last[PATH_MAX] = "";
+    for (int i = 0; i < ds->n; i++) {
+        const char *img = ds->s[i].image, *slash = strrchr(img, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - img) : 1, slash ? img : ".");
+        if (!strcmp(dir, last)) continue;   // samples are sorted by subset: one folder after another
+        snprintf(last, sizeof last, "%s", dir);
+        if (testset_folder_is_test(dir, what, n)) return 1;
+    }
+    return 0;
 }

@@ -21,8 +21,13 @@
 //   for (int i = 0; i < n; i++)
 //       printf("%s: %d masks in %s\n", testset_info[sets[i].id].title, sets[i].n, sets[i].gt_dir);
 //   testsets_free(sets, n);
+//
+// The photos of a set's masks (predict --data-root) and the test for a training folder
+// that is a test set's (train's validation split: --val-from-test) are here too, so the
+// three commands share one idea of what a test set is.
 #pragma once
 #include "core/core.h"
+#include "data/dataset.h"
 
 typedef enum { TESTSET_CHAMELEON, TESTSET_CAMO, TESTSET_COD10K, TESTSET_NC4K, TESTSET_N } testset_id;
 
@@ -56,3 +61,27 @@ int testset_match(const char *folder);
 int testset_is_noncam(const char *name);
 // One line per set listing the places looked for, for an error message.
 const char *testsets_layouts(void);
+
+// The photo of each of the set's masks, matched by base name in img_dir (.jpg .jpeg
+// .png .bmp): (*photos)[i] is the path of names[i]'s photo (malloc'd), NULL when it has
+// none (counted in *n_missing); *n_unused counts the photos there that are no mask's
+// (COD10K NonCAM photos whose masks were left out are not counted). Errors: the set has
+// no photo folder, the folder cannot be read, two photos of one name. Free with
+// testset_photos_free(photos, s->n).
+//
+//   char **ph; int miss, unused;
+//   CX_TRY(testset_photos(&sets[i], &ph, &miss, &unused));
+cx_status testset_photos(const TestSet *s, char ***photos, int *n_missing, int *n_unused);
+void testset_photos_free(char **photos, int n);
+
+// Is the folder dir in a test set, by the names of its folders? dir, its parent and its
+// grandparent (of its real path) are read nearest first, and the first that decides
+// wins: a test split (Test, TestDataset, Testing, TestSet, <SET>-test) or a set that is
+// only ever a test set (CHAMELEON, NC4K) says yes; a training split (Train,
+// TrainDataset, TrainValDataset, Training, TrainSet) says no. CAMO and COD10K, which
+// have training splits too, do not decide. On yes, what gets the set or split and its
+// folder ("the test set NC4K (/data/TestDataset/NC4K)").
+int testset_folder_is_test(const char *dir, char *what, size_t n);
+// Does a dataset (a training split) take photos from a test set? Each folder its photos
+// come from, by testset_folder_is_test; what names the first such.
+int testset_dataset_is_test(const Dataset *ds, char *what, size_t n);

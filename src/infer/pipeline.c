@@ -1,8 +1,9 @@
 // pipeline.c — see pipeline.h. The photos are listed and every output planned, the
-// model opened (infer/open.h) with a batch that fits in memory, then a ring of batch
-// slots runs: workers decode photos into a slot and write the masks of slots the
-// network has run; the calling thread runs the network on each slot in order and
-// writes the routing files (the routing is read while the batch's outputs live).
+// model opened (infer/open.h) with a batch that fits in memory, then, for each group of
+// photos (one without groups), a ring of batch slots runs: workers decode photos into a
+// slot and write the masks of slots the network has run; the calling thread runs the
+// network on each slot in order and writes the routing files (the routing is read while
+// the batch's outputs live).
 #include "infer/pipeline.h"
 #include "core/text.h"
 #include "data/dataset.h"
@@ -82,8 +83,8 @@ static const char *suffix_what(const char *suffix) {
 
 // Checks every output before any is written (see the header comment). suffix: what is
 // written for each photo (".png", "_overlay.jpg", "_routing.json", "_routing_s0.png", ...).
-static cx_status plan_outputs(char **files, int nf, const char *input, const char *out, const char *const *suffix,
-                              int n_suffix, int overwrite) {
+static cx_status plan_outputs(char **files, int nf, const char *input, const char *in_opt, const char *out,
+                              const char *const *suffix, int n_suffix, int overwrite) {
     char in_dir[4200];
     if (io_path_is_dir(input)) snprintf(in_dir, sizeof in_dir, "%s", input);
     else {
@@ -96,8 +97,8 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
         return CX_FAIL(CX_EARG, "--out %s holds a training run (%s): masks would mix with its checkpoints and log; "
                        "choose another --out", out, run);
     if (io_path_is_dir(out) && same_file(out, in_dir))
-        return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (--input %s): the masks would mix with the photos and "
-                       "could replace some; choose another --out", out, input);
+        return CX_FAIL(CX_EARG, "--out %s is the folder of the photos (%s %s): the masks would mix with the photos and "
+                       "could replace some; choose another --out", out, in_opt, input);
     // Every output name of every photo, sorted: two alike are two photos (or two outputs of
     // different kinds: a.jpg's routing map a_routing_s0.png, a_routing_s0.jpg's mask) that
     // would write one file.
@@ -121,11 +122,12 @@ static cx_status plan_outputs(char **files, int nf, const char *input, const cha
         if (!strcmp(it[i].name, it[i - 1].name)) {
             const PlanItem *x = &it[i - 1], *y = &it[i];
             if (!strcmp(x->suffix, y->suffix))
-                st = CX_FAIL(CX_EARG, "--input: photos %s and %s would both write %s/%s: outputs are named by the "
-                             "photo's name without its extension; rename one of them", x->file, y->file, out, x->name);
+                st = CX_FAIL(CX_EARG, "%s: photos %s and %s would both write %s/%s: outputs are named by the "
+                             "photo's name without its extension; rename one of them", in_opt, x->file, y->file, out,
+                             x->name);
             else
-                st = CX_FAIL(CX_EARG, "--input: photos %s and %s would both write %s/%s (the %s of one, the %s of the "
-                             "other); rename one of them", x->file, y->file, out, x->name, suffix_what(x->suffix),
+                st = CX_FAIL(CX_EARG, "%s: photos %s and %s would both write %s/%s (the %s of one, the %s of the "
+                             "other); rename one of them", in_opt, x->file, y->file, out, x->name, suffix_what(x->suffix),
                              suffix_what(y->suffix));
         }
     for (size_t i = 0; i < n && !st; i++) {
@@ -259,6 +261,7 @@ typedef struct {
     PredSlot *slot;
     int R, B, S, nf, overlay;
     char **files;
+    const char *name;   // the group's, for progress lines (NULL: none)
     const char *out;
     int64_t next_decode, next_write;
     int n_masks, n_failed;
@@ -392,9 +395,17 @@ static void *pred_worker(void *arg) {
 // GPU's free memory on a GPU (activations in the run's precision), the machine's
 // otherwise.
 typedef struct {
+    const char *name, *input, *out;   // PipelineGroup's (name NULL without groups)
+    char **files;                     // (nf) the photos (listed, or copied from the group)
+    int nf, n_own, n_hidden;          // n_own, n_hidden: list_inputs'
+    int lock;                         // the out folder's lock (core/io.h), -1: not held
+} PlanGroup;
+
+typedef struct {
     const PipelineOptions *o;
-    char **files;
-    int nf, n_own, n_hidden;
+    PlanGroup *g;   // (n_g) one without groups
+    int n_g;
+    int nf;         // photos in all groups
     int batch;
     MemEstimate me;
     double other;   // the runtime, and one decoded photo with its mask
@@ -403,7 +414,14 @@ typedef struct {
 static cx_status plan_work(void *arg, const Model *m) {
     Plan *p = arg;
     const PipelineOptions *o = p->o;
-    CX_TRY(list_inputs(o->input, &p->files, &p->nf, &p->n_own, &p->n_hidden));
+    int nf_max = 0;
+    p->nf = 0;
+    for (int i = 0; i < p->n_g; i++) {
+        PlanGroup *g = &p->g[i];
+        if (!o->groups) CX_TRY(list_inputs(o->input, &g->files, &g->nf, &g->n_own, &g->n_hidden));
+        p->nf += g->nf;
+        if (g->nf > nf_max) nf_max = g->nf;
+    }
     const char *suffix[7] = { ".png" };
     int n_suffix = 1;
     if (o->overlay) suffix[n_suffix++] = "_overlay.jpg";
@@ -411,14 +429,16 @@ static cx_status plan_work(void *arg, const Model *m) {
     static const char *const maps[4] = { "_routing_s0.png", "_routing_s1.png", "_routing_s2.png", "_routing_s3.png" };
     for (int s = 0; s < 4 && o->routing && m->cfg.sparse && m->cfg.routing == MOE_ROUTING_SPATIAL; s++)
         suffix[n_suffix++] = maps[s];
-    CX_TRY(plan_outputs(p->files, p->nf, o->input, o->out, suffix, n_suffix, o->overwrite));
+    for (int i = 0; i < p->n_g; i++)
+        CX_TRY(plan_outputs(p->g[i].files, p->g[i].nf, p->g[i].input, o->input_opt ? o->input_opt : "--input", p->g[i].out,
+                            suffix, n_suffix, o->overwrite));
     const int on_gpu = m->rt->device == DEV_CUDA, act_bytes = m->rt->dtype == DT_BF16 ? 2 : 4, S = m->img_size;
     const int64_t numel = m->pt.numel;
     const int auto_batch = o->batch == 0;
     char how[64], ma[32], mb[32];
     const double budget = runtime_mem_budget(m->rt, how, sizeof how);
     p->batch = auto_batch ? (on_gpu ? 32 : 1) : o->batch;
-    if (p->batch > p->nf) p->batch = p->nf > 0 ? p->nf : 1;
+    if (p->batch > nf_max) p->batch = nf_max > 0 ? nf_max : 1;
     camoxpert_memory_estimate(&m->cfg, numel, p->batch, S, 0, NN_RECOMPUTE_NONE, 0, act_bytes, &p->me);
     if (budget > 0 && p->me.total + p->other > budget && auto_batch && p->batch > 1) {
         int fit = camoxpert_memory_fit_batch(&m->cfg, numel, S, 0, NN_RECOMPUTE_NONE, 0, act_bytes, p->other, budget, p->batch);
@@ -442,11 +462,12 @@ static cx_status plan_work(void *arg, const Model *m) {
 
 // OUT/.camoxpert-predict.json: which weights wrote the folder's masks. A predict with
 // other weights is refused (their masks would interleave unnoticed) unless overwrite;
-// then the record is written — the folder's first write, which also proves it writable
-// before any photo is run (a read-only or full disk fails here, not after every photo).
-static cx_status out_record(const PipelineOptions *o, const Model *m) {
+// then (write) the record is written — the folder's first write, which also proves it
+// writable before any photo is run (a read-only or full disk fails here, not after
+// every photo). Without write only the check: every group's, before any is written.
+static cx_status out_record(const PipelineOptions *o, const Model *m, const char *out, int write) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/.camoxpert-predict.json", o->out);
+    snprintf(path, sizeof path, "%s/.camoxpert-predict.json", out);
     unsigned char *buf = NULL;
     size_t n = 0;
     char mark[64] = "";
@@ -459,13 +480,14 @@ static cx_status out_record(const PipelineOptions *o, const Model *m) {
             if (cJSON_IsString(h) && strcmp(h->valuestring, m->weights_sha256))
                 st = CX_FAIL(CX_EARG, "--out %s holds masks predicted with other weights (%s, SHA-256 %.12s...; these are "
                              "%s, %.12s...): the two would mix unnoticed. Choose another --out, or pass --overwrite to "
-                             "predict into it anyway", o->out, cJSON_IsString(w) ? w->valuestring : "?", h->valuestring,
+                             "predict into it anyway", out, cJSON_IsString(w) ? w->valuestring : "?", h->valuestring,
                              o->weights, m->weights_sha256);
             cJSON_Delete(j);
             free(buf);
             CX_TRY(st);
         }
     }
+    if (!write) return CX_OK;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "software", OWNER_PREDICT);
     char *safe = text_utf8_safe(o->weights);
@@ -483,7 +505,7 @@ static cx_status out_record(const PipelineOptions *o, const Model *m) {
         st = io_atomic_commit(&af);
     }
     cJSON_free(s);
-    if (st) cx_error_context("--out %s: nothing was predicted", o->out);
+    if (st) cx_error_context("--out %s: nothing was predicted", out);
     return st;
 }
 
@@ -557,7 +579,7 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
             char name[1024], path[4200];
             int64_t f = j * B + i;
             base_name(pp->files[f], name, sizeof name);
-            snprintf(path, sizeof path, "%s/%s", o->out, name);
+            snprintf(path, sizeof path, "%s/%s", pp->out, name);
             if (write_routing(path, pp->files[f], &out, i, m->cfg.routing == MOE_ROUTING_SPATIAL, sl->im[i].w, sl->im[i].h))
                 pred_error(pp);
         }
@@ -568,8 +590,8 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
         double now = cx_time_s();
         if (now - last_report >= 10 && j + 1 < nb) {
             int64_t done_n = (j + 1) * B;
-            say(o->log, "predict: %lld/%d photos through the network, %.1f images/s\n", (long long)done_n, nf,
-                done_n / (now - t0));
+            say(o->log, "predict: %s%s%lld/%d photos through the network, %.1f images/s\n", pp->name ? pp->name : "",
+                pp->name ? ": " : "", (long long)done_n, nf, done_n / (now - t0));
             last_report = now;
         }
     }
@@ -586,52 +608,69 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
         say(o->log, "note: --img-size %d: the checkpoint was trained at %dx%d; predicting at %dx%d as asked\n",
             o->img_size, ck_size, ck_size, o->img_size, o->img_size);
     cx_error_clear();
+    if (o->groups && o->n_groups < 1) return CX_FAIL(CX_EINTERNAL, "pipeline_predict: no groups of photos");
+    for (int i = 0; o->groups && i < o->n_groups; i++)
+        if (o->groups[i].n < 1) return CX_FAIL(CX_EINTERNAL, "pipeline_predict: the group %s has no photos", o->groups[i].out);
     Runtime rt;
     CX_TRY(runtime_init(&rt, o->device, o->precision, 1, 0));
     say(o->log, "device: %s\n", rt.desc);
     int workers = o->workers ? o->workers : rt.device == DEV_CUDA ? cx_threads_default() : 1;
     Model m = { 0 };
-    Plan plan = { .o = o, .other = 256.0 * (1 << 20) + 64.0 * (1 << 20) };
-    PredPipe pp = { .R = 3, .overlay = o->overlay, .out = o->out };
+    Plan plan = { .o = o, .other = 256.0 * (1 << 20) + 64.0 * (1 << 20), .n_g = o->groups ? o->n_groups : 1 };
+    plan.g = cx_calloc((size_t)plan.n_g, sizeof *plan.g);
+    for (int i = 0; i < plan.n_g; i++) {
+        PlanGroup *g = &plan.g[i];
+        g->lock = -1;
+        if (!o->groups) {
+            g->input = o->input, g->out = o->out;
+            continue;
+        }
+        const PipelineGroup *pg = &o->groups[i];
+        g->name = pg->name, g->input = pg->input, g->out = pg->out, g->nf = pg->n;
+        g->files = cx_malloc(sizeof *g->files * (size_t)pg->n);
+        for (int f = 0; f < pg->n; f++) g->files[f] = cx_strdup(pg->files[f]);
+    }
+    PredPipe pp = { .R = 3, .overlay = o->overlay };
     pthread_t *th = NULL;
-    int n_th = 0, out_lock = -1;
     cx_status st = model_open(&m, &(ModelSpec){ .weights = o->weights, .config = o->config,
                                                 .config_given = o->config_given, .img_size = o->img_size,
                                                 .hash_weights = 1, .inference = 1,
                                                 .rt = &rt, .check = plan_work, .check_arg = &plan });
-    if (!st) st = io_make_dirs(o->out);
+    // Every group's folder is checked before any is written (the weights that wrote it).
+    for (int i = 0; !st && i < plan.n_g; i++) st = out_record(o, &m, plan.g[i].out, 0);
     if (!st) runtime_reserve(&rt, plan.me.activations, plan.me.scratch);
-    char **files = plan.files;
-    const int nf = plan.nf;
     if (st) goto done;
-    if (plan.n_hidden)
-        say(o->log, "note: %d hidden file%s (a name starting with '.') in %s left out; rename %s to predict %s\n",
-            plan.n_hidden, plan.n_hidden == 1 ? "" : "s", o->input, plan.n_hidden == 1 ? "it" : "them",
-            plan.n_hidden == 1 ? "it" : "them");
-    if (plan.n_own)
-        say(o->log, "note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
-            plan.n_own, plan.n_own == 1 ? "" : "s", o->input);
-    // The directory's lock (core/io.h, the lock rule): shared with other predicts, refused
-    // while train or synth owns the folder; the first to hold it alone removes the
-    // temporary files of killed earlier writes.
-    IoDirLock lk;
-    if ((st = io_dir_lock(o->out, 0, &lk))) {
-        cx_error_context("--out %s", o->out);
-        goto done;
+    for (int i = 0; i < plan.n_g; i++) {
+        PlanGroup *g = &plan.g[i];
+        if ((st = io_make_dirs(g->out))) goto done;
+        if (g->n_hidden)
+            say(o->log, "note: %d hidden file%s (a name starting with '.') in %s left out; rename %s to predict %s\n",
+                g->n_hidden, g->n_hidden == 1 ? "" : "s", g->input, g->n_hidden == 1 ? "it" : "them",
+                g->n_hidden == 1 ? "it" : "them");
+        if (g->n_own)
+            say(o->log, "note: %d file%s in %s written by camoxpert predict (masks, overlays) are not photos: left out\n",
+                g->n_own, g->n_own == 1 ? "" : "s", g->input);
+        // The directory's lock (core/io.h, the lock rule): shared with other predicts, refused
+        // while train or synth owns the folder; the first to hold it alone removes the
+        // temporary files of killed earlier writes.
+        IoDirLock lk;
+        if ((st = io_dir_lock(g->out, 0, &lk))) {
+            cx_error_context("--out %s", g->out);
+            goto done;
+        }
+        g->lock = lk.fd;
+        if ((st = out_record(o, &m, g->out, 1))) goto done;
+        int stale = lk.removed;
+        if (stale > 0)
+            say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
+                g->out);
     }
-    out_lock = lk.fd;
-    if ((st = out_record(o, &m))) goto done;
-    int stale = lk.removed;
-    if (stale > 0)
-        say(o->log, "note: removed %d temporary file%s a killed earlier run left in %s\n", stale, stale == 1 ? "" : "s",
-            o->out);
-    const int B = plan.batch, S = m.img_size;
+    const int B = plan.batch, S = m.img_size, nf = plan.nf;
     char mem[32];
     say(o->log, "model: %s on %s from %s; input %dx%d; %d image%s; batch %d, %d worker%s; memory about %s at peak\n",
         m.cfg.sparse ? "sparse" : "dense", m.cfg.backbone, o->weights, S, S, nf, nf == 1 ? "" : "s", B, workers,
         workers == 1 ? "" : "s", memory_str(plan.me.total + plan.other, mem, sizeof mem));
-    double t0 = cx_time_s();
-    pp.B = B, pp.S = S, pp.nf = nf, pp.files = files;
+    pp.B = B, pp.S = S;
     pthread_mutex_init(&pp.mu, NULL);
     pthread_cond_init(&pp.cv, NULL);
     pp.slot = cx_calloc((size_t)pp.R, sizeof(PredSlot));
@@ -643,18 +682,32 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
         sl->logits = cx_malloc(sizeof(float) * (size_t)B * S * S);
         sl->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)B);
         sl->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)B);
-        pred_slot_fill(&pp, sl, k);
     }
     th = cx_calloc((size_t)workers, sizeof(pthread_t));
-    for (; n_th < workers; n_th++)
-        if (pthread_create(&th[n_th], NULL, pred_worker, &pp)) break;
-    if (n_th == 0) {
-        st = CX_FAIL(CX_EINTERNAL, "could not start a worker thread");
-        goto done;
+    const double t_all = cx_time_s();
+    for (int i = 0; i < plan.n_g; i++) {   // each group through the ring in turn
+        const PlanGroup *g = &plan.g[i];
+        if (g->name) say(o->log, "%s: %d photo%s from %s into %s\n", g->name, g->nf, g->nf == 1 ? "" : "s", g->input, g->out);
+        pp.nf = g->nf, pp.files = g->files, pp.name = g->name, pp.out = g->out;
+        pp.next_decode = pp.next_write = 0;
+        pp.n_masks = pp.n_failed = 0;
+        for (int k = 0; k < pp.R; k++) pred_slot_fill(&pp, &pp.slot[k], k);
+        const double t0 = cx_time_s();
+        int n_th = 0;
+        for (; n_th < workers; n_th++)
+            if (pthread_create(&th[n_th], NULL, pred_worker, &pp)) break;
+        if (n_th == 0) {
+            st = CX_FAIL(CX_EINTERNAL, "could not start a worker thread");
+            goto done;
+        }
+        run_batches(&pp, &m, o, r, t0);
+        for (int k = 0; k < n_th; k++) pthread_join(th[k], NULL);
+        r->n_masks += pp.n_masks, r->n_failed += pp.n_failed;
+        if (g->name)
+            say(o->log, "%s: wrote %d mask%s in %.2f s%s\n", g->name, pp.n_masks, pp.n_masks == 1 ? "" : "s",
+                cx_time_s() - t0, pp.n_failed ? " (some photos failed: errors above)" : "");
     }
-    run_batches(&pp, &m, o, r, t0);
-    for (int i = 0; i < n_th; i++) pthread_join(th[i], NULL);
-    r->seconds = cx_time_s() - t0;
+    r->seconds = cx_time_s() - t_all;
     {   // the model's memory as it ran, beside the estimate it was planned with
         const double pb = 4.0 * (double)m.pt.numel, ab = (double)rt.act.peak, sb = (double)rt.scratch.peak;
         char e1[32], e2[32], e3[32], e4[32], e5[32];
@@ -663,10 +716,9 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
             memory_str(r->peak_bytes, e1, sizeof e1), memory_str(pb, e2, sizeof e2), memory_str(ab, e3, sizeof e3),
             memory_str(sb, e4, sizeof e4), memory_str(plan.me.total, e5, sizeof e5));
     }
-    r->n_masks = pp.n_masks, r->n_failed = pp.n_failed, r->decode_s = pp.decode_s, r->write_s = pp.write_s;
+    r->decode_s = pp.decode_s, r->write_s = pp.write_s;
 done:
-    r->n_photos = nf, r->batch = plan.batch, r->workers = workers, r->sparse = m.cfg.sparse;
-    if (out_lock >= 0) close(out_lock);
+    r->n_photos = plan.nf, r->batch = plan.batch, r->workers = workers, r->sparse = m.cfg.sparse;
     if (pp.slot) {
         for (int k = 0; k < pp.R; k++) {
             for (int i = 0; i < pp.B; i++) image_free(&pp.slot[k].im[i]);
@@ -678,8 +730,12 @@ done:
         pthread_cond_destroy(&pp.cv);
     }
     free(th);
-    for (int f = 0; f < nf; f++) free(files[f]);
-    free(files);
+    for (int i = 0; i < plan.n_g; i++) {
+        if (plan.g[i].lock >= 0) close(plan.g[i].lock);
+        for (int f = 0; f < plan.g[i].nf; f++) free(plan.g[i].files[f]);
+        free(plan.g[i].files);
+    }
+    free(plan.g);
     model_close(&m);
     runtime_free(&rt);
     return st;

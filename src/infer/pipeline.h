@@ -21,6 +21,11 @@
 // (docs/RELIABILITY.md, "What is not promised"; tested by
 // hostile_batching_changes_a_mask_only_within_the_exports_stretch_of_summation_order).
 //
+// Instead of one input and one out, groups of photos may each go to their own folder
+// (predict --data-root: one group per test set, P/<set>/): one model for all, every
+// group's outputs planned before any is written, each group run in turn with a line
+// when it starts and ends.
+//
 //   PipelineOptions po = { .weights = "runs/a/best.safetensors", .input = "photos", .out = "masks",
 //                          .device = "auto", .precision = "auto", .log = stdout };
 //   PipelineResult r;
@@ -31,11 +36,22 @@
 #include <stdio.h>
 
 typedef struct {
+    const char *name;               // for the progress lines ("CAMO-test")
+    const char *input;              // the folder of the photos (messages; out may not be it)
+    char *const *files;             // (n) the photos, n >= 1
+    int n;
+    const char *out;                // the folder for their <name>.png masks (created)
+} PipelineGroup;
+
+typedef struct {
     const char *weights;            // the checkpoint
     const CamoXpertConfig *config;  // the model; NULL: the checkpoint's metadata names it
     unsigned config_given;          // the options config came from (ModelSpec.config_given)
     const char *input;              // a photo, or a directory of photos (.jpg .jpeg .png .bmp)
     const char *out;                // directory for <name>.png masks (created)
+    const PipelineGroup *groups;    // (n_groups) instead of input and out: each group's photos into its folder
+    int n_groups;
+    const char *input_opt;          // the option that named the photos, for messages (NULL: "--input")
     int img_size;                   // network input side; 0: the checkpoint's training size, else 352
     int batch;                      // photos per network call; 0: 1 on the CPU, 32 on a GPU (fewer if memory is short)
     int workers;                    // decoding and writing threads; 0: 1 on the CPU, all cores on a GPU
@@ -47,7 +63,7 @@ typedef struct {
 } PipelineOptions;
 
 typedef struct {
-    int n_photos, n_masks, n_failed;   // photos found, masks committed, photos that failed (errors on stderr)
+    int n_photos, n_masks, n_failed;   // photos found, masks committed, photos that failed (errors on stderr); all groups
     int batch, workers;                // as run
     int sparse;                        // the model routes (routing files were written when asked)
     double seconds;                    // the whole run through the photos

@@ -299,6 +299,10 @@
   runs.forEach(function (r) {
     var f = r.facts;
     if (f.status === 'failed' && f.error) el('div', { 'class': 'error' }, app, (many ? r.name + ': ' : '') + f.error);
+    if (f.val_from_test)
+      el('div', { 'class': 'error val-from-test' }, app, (many ? r.name + ': ' : '') + 'validation split drawn from ' +
+        f.val_from_test + ' (--val-from-test): the best epoch was chosen on test images, so this model\'s scores on ' +
+        'that test set are optimistic and not comparable with papers\'.');
     var notes = r.notes.slice();
     var p = r.predictions;
     if (p && p.skipped) p.skipped.forEach(function (s) { notes.push('prediction rows: ' + s); });
@@ -346,7 +350,7 @@
   factRow('data', function (r) {
     var f = r.facts;
     return f.dataset ? f.dataset + ': ' + f.train_images + ' training, ' + f.val_images + ' validation images (seed ' +
-      f.seed + ')' : null;
+      f.seed + ')' + (f.val_from_test ? '; validation from ' + f.val_from_test + ' (--val-from-test)' : '') : null;
   });
   factRow('progress', function (r) {
     var f = r.facts;

@@ -336,8 +336,8 @@ static void add_facts(cJSON *page, const RunLog *L) {
     // The first start's command and time; the latest start's settings (a resume may change them).
     static const char *const first_keys[] = { "command", "cwd", "time", NULL };
     static const char *const latest_keys[] = { "device", "precision", "threads", "config", "parameters", "dataset",
-                                               "train_images", "val_images", "val_fraction", "seed", "img_size",
-                                               "epochs", "stage1_epochs", NULL };
+                                               "train_images", "val_images", "val_fraction", "val_from_test", "seed",
+                                               "img_size", "epochs", "stage1_epochs", NULL };
     for (int i = 0; first_keys[i]; i++) {
         const cJSON *v = runlog_run_field(L, first_keys[i], 0);
         if (v) cJSON_AddItemToObject(f, first_keys[i], cJSON_Duplicate(v, 1));

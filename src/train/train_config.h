@@ -47,6 +47,9 @@ typedef struct {
     int route_grid;                // spatial: at most route_grid × route_grid tiles per scale
     double router_lr_scale;
     double val_fraction;           // held out for validation (0: no validation)
+    int val_from_test;             // 1: accept a validation split drawn from a test set's photos (refused
+                                   // otherwise: model selection would see the test set); a warning, and the
+                                   // log's "run" record names the set
     int val_every;                 // validate every N epochs (and after the last)
     double grad_clip;              // max gradient norm (0: no clipping)
     int64_t max_steps;             // > 0: stop like Ctrl-C after this many optimizer steps in total

@@ -50,6 +50,7 @@ void train_log_run_start(FILE *log, const TrainRunFacts *f) {
     cJSON_AddNumberToObject(j, "train_images", f->train_images);
     cJSON_AddNumberToObject(j, "val_images", f->val_images);
     cJSON_AddNumberToObject(j, "val_fraction", c->val_fraction);
+    if (f->val_from_test) cJSON_AddStringToObject(j, "val_from_test", f->val_from_test);
     cJSON_AddNumberToObject(j, "seed", (double)f->seed);
     cJSON_AddNumberToObject(j, "img_size", c->img_size);
     cJSON_AddNumberToObject(j, "epochs", c->epochs);

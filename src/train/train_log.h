@@ -33,6 +33,7 @@ typedef struct {
     uint64_t seed;
     int64_t start_step;        // where it starts: 0, or the resumed checkpoint's
     int start_epoch;
+    const char *val_from_test; // the test set the validation split is drawn from (--val-from-test), or NULL
 } TrainRunFacts;
 
 // Writes j as one line of log and frees it.

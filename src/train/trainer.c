@@ -8,6 +8,7 @@
 // (train_log.h).
 #include "trainer.h"
 #include "data/loader.h"
+#include "data/testsets.h"
 #include "nn/weights.h"
 #include "train/checkpoint.h"
 #include "train/rank.h"
@@ -54,6 +55,7 @@ typedef struct {
     TrainMemPlan mem;         // the memory check's estimate and recomputation level
     TrainStep step;
     Dataset all, tr, va;
+    char val_test[4400];      // the test set the validation split is drawn from (--val-from-test), "" when none
     Image8 *gt;               // (va.n) validation masks, loaded once
     FILE *log;
     char *meta_json;          // checkpoint metadata: model config + the run's options
@@ -268,6 +270,32 @@ static cx_status check_memory(void *arg, const Model *m) {
     return CX_OK;
 }
 
+// Where the validation split comes from: a test set's photos (testset_dataset_is_test) would
+// let model selection — the best epoch, best.safetensors — see the test set, so its test
+// scores would be optimistic: refused unless --val-from-test, then a warning and the run
+// record names the set (report shows it).
+static cx_status check_val_source(Trainer *T) {
+    const TrainConfig *c = T->c;
+    char what[4300];
+    if (!(c->val_fraction > 0) || !testset_dataset_is_test(&T->all, what, sizeof what)) {
+        if (c->val_from_test && T->rank == 0)
+            say("note: --val-from-test: %s; nothing to accept\n", c->val_fraction > 0 ? "the validation split is not drawn "
+                "from a test set" : "--val-fraction 0 holds out no validation split");
+        return CX_OK;
+    }
+    if (!c->val_from_test)
+        return CX_FAIL(CX_EARG, "the validation split (--val-fraction %g) would be drawn from %s: the best epoch "
+                       "(best.safetensors) would be chosen on test images, so model selection would see the test set and "
+                       "its scores there would be optimistic. Point --dataset-path at a training split (Train/, "
+                       "TrainDataset/), or pass --val-from-test to accept it", c->val_fraction, what);
+    snprintf(T->val_test, sizeof T->val_test, "%s", what);
+    if (T->rank == 0)
+        log_warn("--val-from-test: the validation split is drawn from %s: the best epoch (best.safetensors) is chosen on "
+                 "test images, so its scores on that test set are optimistic and not comparable with papers'; the run's "
+                 "log records it", what);
+    return CX_OK;
+}
+
 static cx_status trainer_setup(Trainer *T) {
     const TrainConfig *c = T->c;
     // The checkpoint directory first: does it hold a run this one must not overwrite?
@@ -287,6 +315,7 @@ static cx_status trainer_setup(Trainer *T) {
     DatasetOptions dop = { .root = c->dataset_path, .split = "train", .skip_bad = c->skip_bad,
                            .include_noncam = c->include_noncam };
     cx_status st = dataset_open(&T->all, &dop);
+    if (!st) st = check_val_source(T);   // before the scan, which decodes every photo
     if (!st) st = dataset_scan(&T->all, c->skip_bad);
     if (st) { cx_error_context("--dataset-path %s", c->dataset_path); return st; }
     char sum[256];
@@ -412,7 +441,8 @@ static cx_status trainer_setup(Trainer *T) {
                                                    .config_json = T->meta_json,
                                                    .parameters = params_count(&T->model.pt, PF_BUFFER),
                                                    .train_images = T->tr.n, .val_images = T->va.n, .seed = T->ts.seed,
-                                                   .start_step = T->ts.global_step, .start_epoch = T->ts.epoch });
+                                                   .start_step = T->ts.global_step, .start_epoch = T->ts.epoch,
+                                                   .val_from_test = T->val_test[0] ? T->val_test : NULL });
     return CX_OK;
 }
 
