@@ -553,7 +553,7 @@ static cx_status set_meta(const char *path, const char *key, const char *value) 
 // The training state's metadata is validated on resume: what cannot be is an error naming
 // the key, before any step (issue 33: version "9", stage 0 or 3, best_score NaN or 2.0, a
 // huge batch_in_epoch, a negative global_step, world 1000000 were accepted).
-TEST(hostile_a_resume_refuses_training_state_metadata_that_cannot_be) {
+TEST_SLOW(hostile_a_resume_refuses_training_state_metadata_that_cannot_be) {
     const char *run = tiny_run("state");
     REQUIRE(run[0]);
     char last[800], sp[1000], keep[1100], cmd[3000], *o;
@@ -590,7 +590,7 @@ TEST(hostile_a_resume_refuses_training_state_metadata_that_cannot_be) {
 
 // ---- rule 2: a kill at any moment leaves a resumable run; best never goes back ---------
 
-TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_never_goes_back) {
+TEST_SLOW(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_never_goes_back) {
     const char *ds = tiny_set("kill_set");
     REQUIRE(ds[0]);
     char t[600];
@@ -648,7 +648,7 @@ TEST(hostile_a_kill_at_any_checkpoint_moment_leaves_a_resumable_run_and_best_nev
 // ---- rule 1 (train): never overwrite another run; rule 6: resume writes beside its checkpoint
 
 
-TEST(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
+TEST_SLOW(hostile_train_never_overwrites_another_run_and_resume_writes_beside_its_checkpoint) {
     const char *ds = tiny_set("own_set");
     REQUIRE(ds[0]);
     char t[600];

@@ -339,7 +339,7 @@ TEST(hostile_no_command_overwrites_what_camoxpert_did_not_write) {
 // The estimate against the arenas' measured peaks, for inference (activations given back
 // once read) and a training step at each recomputation level: never below, at most 10 %
 // above. The arenas are reserved from the estimate first, as train, bench and predict do.
-TEST(hostile_memory_estimate_matches_the_measured_peaks) {
+TEST_SLOW(hostile_memory_estimate_matches_the_measured_peaks) {
     static const struct { const char *bb; int sparse, E, k, B, S; } cases[] = {
         { "edgenext_xx_small", 1, 4, 2, 2, 64 },
         { "edgenext_x_small", 0, 4, 4, 1, 96 },
