@@ -208,8 +208,9 @@ $(BENCHBIN): $(BENCH_OBJ) $(LIB) $(CUDA_PLUGIN) $(FLAGS_FILE)
 
 # The test runner prints "N passed, N failed" and exits non-zero on a failure.
 # `make test` is the whole suite (what CI runs); `make test-fast` leaves out the tests
-# marked TEST_SLOW (training runs, kills and resumes, twin fixtures) and the fuzzers'
-# smoke run: under 90 s on 2 cores. TESTS=NAME... selects tests by name either way.
+# marked TEST_SLOW (training runs, kills and resumes, twin and shared fixtures, several
+# processes, Chromium, ONNX Runtime) and the fuzzers' smoke run: under 90 s on 2 cores.
+# TESTS=NAME... selects tests by name (or, as tests/test_x.c, by file) either way.
 test: config $(BIN) $(TESTBIN)
 	./$(TESTBIN) $(TESTS)
 

@@ -30,3 +30,7 @@ int count_files(const char *dir);
 // A finished one-epoch training run of a dense edgenext_xx_small at 32² on a tiny set:
 // TMP/name with best/last.safetensors and train_log.jsonl ("" on failure).
 const char *tiny_run(const char *name);
+// What a run directory shows of a run: the steps train_log.jsonl logged (dup: a step logged
+// twice or one missing), and best.safetensors' validation Sα (-1: none).
+typedef struct { int steps, dup; double best_sm; } RunSummary;
+void run_summary_read(const char *dir, RunSummary *r);

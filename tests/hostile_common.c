@@ -176,3 +176,28 @@ const char *tiny_run(const char *name) {
         p[0] = 0;
     return p;
 }
+
+// Steps logged (and whether one was logged twice), and the best validation Sα of a run directory.
+void run_summary_read(const char *dir, RunSummary *r) {
+    memset(r, 0, sizeof *r);
+    r->best_sm = -1;
+    char p[800];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", dir);
+    unsigned char *buf;
+    size_t n;
+    if (io_read_file(p, &buf, &n)) return;
+    int last = 0;
+    for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
+        const char *k = strstr(line, "\"type\":\"step\",\"step\":");
+        if (k) {
+            int s = atoi(k + 21);
+            r->dup |= s != last + 1;
+            last = s;
+            r->steps++;
+        }
+    }
+    free(buf);
+    snprintf(p, sizeof p, "%s/best.safetensors", dir);
+    int e;
+    checkpoint_read_best(p, &r->best_sm, &e);
+}

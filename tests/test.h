@@ -20,6 +20,10 @@ typedef void (*test_fn)(void);
 void test_register(const char *name, const char *file, test_fn fn, int slow);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 bool test_failed(void);   // has the current test failed so far?
+// The registered tests in the runner's order (name, and the file that defines it:
+// "tests/test_core.c"); NULL past the last.
+const char *test_name_at(int i);
+const char *test_file_at(int i);
 // Path under the shared directory; NULL-safe static buffer rotation (8 slots).
 const char *test_shared_path(const char *rel);
 // A fresh temporary directory for this test (removed at the end of the run).

@@ -563,19 +563,19 @@ static void camoxpert_verify_passes(const char *path) {
     CHECKF(rc == 0 && strstr(out, "PASS"), "camoxpert verify %s: exit %d\n%s", path, rc, out);
 }
 
-TEST(camoxpert_verify_shared_dense_fixture) {
+TEST_SLOW(camoxpert_verify_shared_dense_fixture) {
     camoxpert_verify_passes(test_shared_path("fixtures/camoxpert_dense_xx_small.safetensors"));
 }
-TEST(camoxpert_verify_shared_sparse_fixture) {
+TEST_SLOW(camoxpert_verify_shared_sparse_fixture) {
     camoxpert_verify_passes(test_shared_path("fixtures/camoxpert_sparse_xx_small.safetensors"));
 }
-TEST(camoxpert_verify_twin_sparse_training_fixture) {
+TEST_SLOW(camoxpert_verify_twin_sparse_training_fixture) {
     camoxpert_verify_passes("tests/fixtures/camoxpert_sparse_xx_small_train.safetensors");
 }
 // The kernel choice where oneDNN and OpenBLAS run their AVX2 kernels (AMD Zen 3, older
 // Intel: conv.c's conv_use_dnnl_avx2, gemm.c) computes what the AVX-512 one does: the
 // training fixture (gradients against float64) with both libraries held to AVX2.
-TEST(camoxpert_verify_with_avx2_kernels) {
+TEST_SLOW(camoxpert_verify_with_avx2_kernels) {
     setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
     const char *bt = getenv("OPENBLAS_CORETYPE");
     char saved[64] = "";
@@ -760,7 +760,7 @@ TEST(camoxpert_moe_spatial_tile_equals_whole_map_expert) {
 // spatial --route-grid 3 --batch 2 --num-experts 4 --top-k 2 --size 64x64 --grad-max-numel 200):
 // training mode in float64 — per-tile routing (different experts for tiles of one image at
 // scales 0 and 1), loss terms, 451 parameter gradients including every router's, BatchNorm state.
-TEST(camoxpert_verify_twin_spatial_training_fixture) {
+TEST_SLOW(camoxpert_verify_twin_spatial_training_fixture) {
     camoxpert_verify_passes("tests/fixtures/camoxpert_spatial_xx_small_train.safetensors");
 }
 
@@ -835,7 +835,7 @@ static void plan_new_equals_old(const char *routing, moe_balance b) {
     arena_free(&keep);
 }
 
-TEST(camoxpert_moe_plan_new_equals_old_global_mse) { plan_new_equals_old("global", MOE_BALANCE_MSE); }
-TEST(camoxpert_moe_plan_new_equals_old_global_switch) { plan_new_equals_old("global", MOE_BALANCE_SWITCH); }
-TEST(camoxpert_moe_plan_new_equals_old_global_bias) { plan_new_equals_old("global", MOE_BALANCE_BIAS); }
-TEST(camoxpert_moe_plan_new_equals_old_spatial_zloss) { plan_new_equals_old("spatial", MOE_BALANCE_ZLOSS); }
+TEST_SLOW(camoxpert_moe_plan_new_equals_old_global_mse) { plan_new_equals_old("global", MOE_BALANCE_MSE); }
+TEST_SLOW(camoxpert_moe_plan_new_equals_old_global_switch) { plan_new_equals_old("global", MOE_BALANCE_SWITCH); }
+TEST_SLOW(camoxpert_moe_plan_new_equals_old_global_bias) { plan_new_equals_old("global", MOE_BALANCE_BIAS); }
+TEST_SLOW(camoxpert_moe_plan_new_equals_old_spatial_zloss) { plan_new_equals_old("spatial", MOE_BALANCE_ZLOSS); }

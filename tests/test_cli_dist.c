@@ -63,7 +63,7 @@ static void read_log(const char *dir, LogSteps *L) {
     free(buf);
 }
 
-TEST(cli_train_two_ranks_equal_one_process_with_the_same_micro_batches) {
+TEST_SLOW(cli_train_two_ranks_equal_one_process_with_the_same_micro_batches) {
     REQUIRE(dist_set()[0]);
     char one[700], two[700], *o;
     snprintf(one, sizeof one, "%s/one", test_tmpdir());
@@ -154,7 +154,7 @@ static int launcher_run(const char *ck, const char *then, char **out, double *se
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-TEST(cli_train_procs_launcher_stops_everything_when_a_rank_dies_and_on_ctrl_c) {
+TEST_SLOW(cli_train_procs_launcher_stops_everything_when_a_rank_dies_and_on_ctrl_c) {
     REQUIRE(dist_set()[0]);
     char ck[700], *o;
     double secs;
@@ -178,7 +178,7 @@ TEST(cli_train_procs_launcher_stops_everything_when_a_rank_dies_and_on_ctrl_c) {
     CHECKF(rc == 0 && strstr(o, "resumed a run of 2 ranks on 1") && strstr(o, "done: 3 epochs"), "rc %d: %s", rc, o);
 }
 
-TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
+TEST_SLOW(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
     REQUIRE(dist_set()[0]);
     char *o;
     REQUIRE(test_run_bin(&o, "train --help") == 0);
@@ -257,7 +257,7 @@ TEST(cli_train_reference_ddp_options_are_accepted_and_launch_errors_are_clear) {
 
 // bench as two ranks of a torchrun-style launch (host communicator on the CPU): rank 0
 // alone writes the JSON, which says world_size 2, and images/s counts both ranks' images.
-TEST(cli_bench_two_ranks_write_world_size) {
+TEST_SLOW(cli_bench_two_ranks_write_world_size) {
     char js[700], cmd[3000], log[700];
     snprintf(js, sizeof js, "%s/bench2.json", test_tmpdir());
     snprintf(log, sizeof log, "%s/bench2", test_tmpdir());

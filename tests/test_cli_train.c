@@ -85,7 +85,7 @@ static const char *tiny_set(void) {
     return d;
 }
 
-TEST(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
+TEST_SLOW(cli_train_ctrl_c_checkpoints_and_resume_takes_the_run_options) {
     REQUIRE(tiny_set()[0]);
     char ck[700], cmd[8192];
     snprintf(ck, sizeof ck, "%s/ck", test_tmpdir());
@@ -273,7 +273,7 @@ TEST(cli_predict_batches_write_what_one_at_a_time_writes) {
 // predict commits each batch's masks together (one flush, then the renames): a kill
 // at either moment of each batch's commit leaves every mask absent or complete, and a
 // second run finishes the folder.
-TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
+TEST_SLOW(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
     const char *imgs = test_shared_path("data/camo4/Imgs");
     if (!io_path_is_dir(imgs)) { printf("  (skipped: %s not present)\n", imgs); return; }
     const char *dir = make_checkpoint();
@@ -316,7 +316,7 @@ TEST(cli_predict_killed_mid_commit_leaves_no_partial_mask) {
            "x 2 moments expected)", kills, n);
 }
 
-TEST(cli_bench_writes_the_documented_json) {
+TEST_SLOW(cli_bench_writes_the_documented_json) {
     char js[800];
     snprintf(js, sizeof js, "%s/bench.json", test_tmpdir());
     char *o;

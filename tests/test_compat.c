@@ -112,7 +112,7 @@ static void opens_as(const char *path, int sparse, int E, int k, int S) {
     predictor_close(&p);
 }
 
-TEST(compat_edc5414_checkpoints_open_and_predict) {
+TEST_SLOW(compat_edc5414_checkpoints_open_and_predict) {
     char t[600], d[700], path[800];
     snprintf(t, sizeof t, "%s", test_tmpdir());
     snprintf(d, sizeof d, "%s/open_dense", t);
@@ -138,7 +138,7 @@ TEST(compat_edc5414_checkpoints_open_and_predict) {
 
 // Each run resumes from the fixture's training state and trains to its end; the
 // checkpoint it writes opens again.
-TEST(compat_edc5414_resume_continues) {
+TEST_SLOW(compat_edc5414_resume_continues) {
     const char *ds = compat_data();
     REQUIRE(ds);
     char t[600];

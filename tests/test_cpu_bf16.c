@@ -98,6 +98,6 @@ static void verify_bf16_passes(const char *fixture) {
     CHECKF(rc == 0 && strstr(out, "PASS") && strstr(out, "bf16 convolutions and matmuls"), "verify %s: exit %d\n%s",
            fixture, rc, out);
 }
-TEST(cpu_bf16_verify_shared_edgenext_fixture) { verify_bf16_passes("fixtures/edgenext_xx_small.safetensors"); }
+TEST_SLOW(cpu_bf16_verify_shared_edgenext_fixture) { verify_bf16_passes("fixtures/edgenext_xx_small.safetensors"); }
 TEST_SLOW(cpu_bf16_verify_shared_dense_fixture) { verify_bf16_passes("fixtures/camoxpert_dense_xx_small.safetensors"); }
 TEST_SLOW(cpu_bf16_verify_shared_sparse_fixture) { verify_bf16_passes("fixtures/camoxpert_sparse_xx_small.safetensors"); }

@@ -169,7 +169,7 @@ TEST(dist_a_dead_rank_is_named_and_nothing_hangs) {
     }
 }
 
-TEST(dist_missing_ranks_and_busy_ports_are_clear_errors) {
+TEST_SLOW(dist_missing_ranks_and_busy_ports_are_clear_errors) {
     // rank 2 never comes
     int port = test_free_port();
     REQUIRE(port > 0);
@@ -566,7 +566,7 @@ static int sync_model_rank(int rank, void *arg) {
     return rc;
 }
 
-TEST(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
+TEST_SLOW(dist_sync_whole_model_two_ranks_equal_one_process_float64) {
     ModelGrad one = { 0 }, two = { 0 };
     REQUIRE(sync_model_run(0, 1, 0, NN_RECOMPUTE_NONE, &one) == 0);
     ModelArgs a = { test_free_port(), NN_RECOMPUTE_NONE, &two };
@@ -675,7 +675,7 @@ static int bucket_two(int sparse, int skip_backbone, int buckets, BucketOut *o) 
     return bad;
 }
 
-TEST(dist_gradient_buckets_equal_one_all_reduce_after_the_backward) {
+TEST_SLOW(dist_gradient_buckets_equal_one_all_reduce_after_the_backward) {
     static const struct { int sparse, skip_backbone, buckets; } cases[] = {
         { 0, 0, 7 },   // head, experts, stages 3..0, stem
         { 1, 0, 7 },

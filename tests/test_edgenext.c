@@ -437,10 +437,10 @@ static void verify_passes(const char *path) {
     CHECKF(rc == 0 && strstr(out, "PASS"), "camoxpert verify %s: exit %d\n%s", path, rc, out);
 }
 
-TEST(edgenext_verify_shared_timm_fixture) { verify_passes(test_shared_path("fixtures/edgenext_xx_small.safetensors")); }
-TEST(edgenext_verify_twin_x_small_2x97x75) { verify_passes("tests/fixtures/edgenext_x_small_2x97x75.safetensors"); }
-TEST(edgenext_verify_twin_base_1x65x47) { verify_passes("tests/fixtures/edgenext_base_1x65x47.safetensors"); }
-TEST(edgenext_verify_twin_small_rw_2x70x53) { verify_passes("tests/fixtures/edgenext_small_rw_2x70x53.safetensors"); }
+TEST_SLOW(edgenext_verify_shared_timm_fixture) { verify_passes(test_shared_path("fixtures/edgenext_xx_small.safetensors")); }
+TEST_SLOW(edgenext_verify_twin_x_small_2x97x75) { verify_passes("tests/fixtures/edgenext_x_small_2x97x75.safetensors"); }
+TEST_SLOW(edgenext_verify_twin_base_1x65x47) { verify_passes("tests/fixtures/edgenext_base_1x65x47.safetensors"); }
+TEST_SLOW(edgenext_verify_twin_small_rw_2x70x53) { verify_passes("tests/fixtures/edgenext_small_rw_2x70x53.safetensors"); }
 
 static void perturb_rename(const char *in, char *out, size_t n) { snprintf(out, n, "%s", in); }
 

@@ -114,7 +114,7 @@ static const char *bench_root(void) {
     return root;
 }
 
-TEST(eval_data_root_finds_the_four_test_sets_with_their_counts) {
+TEST_SLOW(eval_data_root_finds_the_four_test_sets_with_their_counts) {
     const char *r = bench_root();
     char *o;
     int rc = test_run_bin(&o, "eval --pred-root %s/R/A --data-root %s/data --threads 2", r, r);
@@ -198,7 +198,7 @@ TEST(eval_methods_side_by_side_in_every_format) {
     cJSON_Delete(j);
 }
 
-TEST(eval_json_curves_and_plot_page_in_headless_chromium) {
+TEST_SLOW(eval_json_curves_and_plot_page_in_headless_chromium) {
     const char *r = bench_root();
     char *o, json[700], page[700];
     snprintf(json, sizeof json, "%s/all.json", test_tmpdir());

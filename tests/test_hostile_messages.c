@@ -119,7 +119,7 @@ TEST(hostile_file_names_with_newlines_stay_on_one_line) {
 // Newcomer friction: hidden photos are said to be left out; the run's dataset path is kept
 // absolute, so a resume from another directory finds it, and --dataset-path moves it; the
 // progress shows the run's ETA; eval over predict's folder does not warn per side file.
-TEST(hostile_newcomer_friction) {
+TEST_SLOW(hostile_newcomer_friction) {
     const char *ds = tiny_set("new_set");
     const char *ck = tiny_checkpoint();
     REQUIRE(ds[0] && ck);
@@ -157,7 +157,7 @@ TEST(hostile_newcomer_friction) {
 
 // scripts/deps.sh waits for another package manager's lock, saying who holds it, instead
 // of failing at once (DEPS_LOCKS stands in for dpkg's and apt's lock files).
-TEST(hostile_deps_waits_for_the_package_managers_lock) {
+TEST_SLOW(hostile_deps_waits_for_the_package_managers_lock) {
     char t[600], cmd[5000], p[800];
     snprintf(t, sizeof t, "%s", test_tmpdir());
     if (!io_path_is_regular("scripts/deps.sh")) {

@@ -2,6 +2,7 @@
 // concern a checkpoint: its configuration wins over the options (finding 6), weights that
 // cannot be valid or give non-finite outputs are errors (finding 7), a folder records the
 // weights that wrote it, the disk is probed before the photos, the weights file is read once.
+// (The safetensors reader's own checks of a file: test_checkpoint_io.c.)
 #include "test.h"
 #include "hostile.h"
 #include "nn/weights.h"
@@ -166,58 +167,6 @@ TEST(hostile_predict_reads_the_weights_file_once) {
     long long b = bytes_read();
     CHECKF(r.n_masks == 2, "%d masks", r.n_masks);
     CHECKF(b - a < sb.st_size + sb.st_size / 2, "%lld bytes read for a weights file of %lld", b - a, (long long)sb.st_size);
-}
-
-// A safetensors image: the 8-byte length, the header, then `data` bytes of zeros.
-static cx_status st_image(StFile *f, const char *header, size_t data) {
-    size_t h = strlen(header), n = 8 + h + data;
-    unsigned char *b = cx_calloc(n, 1);
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)h >> (8 * i));
-    memcpy(b + 8, header, h);
-    return st_open_buffer(f, "t.safetensors", b, n);
-}
-
-// The reader's checks of the data section (issue 33, Low): an empty tensor between two that
-// overlap hides nothing, bytes after the last tensor or between two are refused; PyTorch's
-// own formats are named with how to convert them (newcomer friction).
-TEST(hostile_safetensors_data_is_covered_exactly_and_pytorch_files_are_named) {
-    StFile f;
-    CHECK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                       "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]},"
-                       "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12) == CX_EFORMAT &&
-          strstr(cx_errmsg(), "overlap"));
-    CHECK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12) == CX_EFORMAT &&
-          strstr(cx_errmsg(), "4 bytes after the last tensor"));
-    CHECK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                       "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12) == CX_EFORMAT &&
-          strstr(cx_errmsg(), "4 bytes before tensor 'b'"));
-    REQUIRE_OK(st_image(&f, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                            "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
-                            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12));
-    st_close(&f);
-    // torch.save's zip and pickle formats, as predict --weights sees them.
-    char t[600], zip[700], pkl[700];
-    snprintf(t, sizeof t, "%s", test_tmpdir());
-    snprintf(zip, sizeof zip, "%s/best.pth", t);
-    snprintf(pkl, sizeof pkl, "%s/old.pt", t);
-    FILE *z = fopen(zip, "wb"), *p = fopen(pkl, "wb");
-    REQUIRE(z && p);
-    static const char zip_head[] = "PK\x03\x04\x14\0\0\0\0\0archive/data.pkl";
-    static const char pickle_head[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
-    fwrite(zip_head, 1, sizeof zip_head - 1, z);
-    fwrite(pickle_head, 1, sizeof pickle_head - 1, p);
-    fclose(z);
-    fclose(p);
-    const char *ds = tiny_set("pth_set");
-    REQUIRE(ds[0]);
-    char *o;
-    int rc = run_bin(&o, "predict --weights %s --input %s/Test/Image --out %s/m --threads 1", zip, ds, t);
-    CHECKF(rc == 2 && strstr(o, "PyTorch") && strstr(o, "tools/pth_to_safetensors.py") && !strstr(o, "header length"),
-           "exit %d: %s", rc, o);
-    rc = run_bin(&o, "export --weights %s --onnx %s/x.onnx", pkl, t);
-    CHECKF(rc != 0 && strstr(o, "pickle") && strstr(o, "tools/pth_to_safetensors.py"), "exit %d: %s", rc, o);
-    CHECKF(io_path_is_regular("tools/pth_to_safetensors.py") || io_path_is_regular("../tools/pth_to_safetensors.py"),
-           "the converter the message names is missing");
 }
 
 // A copy of tiny_model's weights with one change: the first table entry whose name ends

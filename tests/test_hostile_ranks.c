@@ -8,7 +8,7 @@
 // A rank waiting for the others to connect reacts to SIGTERM and Ctrl-C within a second
 // and says whom it waits for, also when its output is not a terminal (it ignored both for
 // up to 600 s, silently).
-TEST(hostile_a_rank_waiting_at_the_rendezvous_reacts_to_signals_and_says_whom_it_waits_for) {
+TEST_SLOW(hostile_a_rank_waiting_at_the_rendezvous_reacts_to_signals_and_says_whom_it_waits_for) {
     const char *ds = tiny_set("rdv_set");
     REQUIRE(ds[0]);
     char t[600], cmd[6000];

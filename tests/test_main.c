@@ -1,6 +1,7 @@
 // test_main.c — the test runner: runs every registered test (or those whose
-// name contains one of the arguments; "-NAME" leaves out the tests whose name
-// contains NAME; --fast leaves out the tests marked TEST_SLOW), prints one line
+// name contains one of the arguments, or whose file is an argument ending in .c:
+// tests/test_checkpoint_io.c; "-NAME" leaves out the tests whose name contains NAME;
+// --fast leaves out the tests marked TEST_SLOW), prints one line
 // each and the summary line "N passed, N failed" (", N skipped (why)" when a test
 // could not run here: no GPU, no Chromium); exits 1 if any failed. A test that
 // crashes — a failed CX_ASSERT (abort), a segmentation fault — is reported as
@@ -40,6 +41,9 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 bool test_failed(void) { return cur_failed > 0; }
+
+const char *test_name_at(int i) { return i >= 0 && i < n_tests ? tests[i].name : NULL; }
+const char *test_file_at(int i) { return i >= 0 && i < n_tests ? tests[i].file : NULL; }
 
 void test_skip(const char *fmt, ...) {
     va_list ap;
@@ -141,6 +145,11 @@ static int cmp_case(const void *a, const void *b) {
     return c ? c : strcmp(x->name, y->name);
 }
 
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 int test_child_main(int argc, char **argv);   // test_cuda.c: a rank of the NCCL tests
 
 // A crash inside a test returns here (siglongjmp from the handler) instead of ending
@@ -192,12 +201,15 @@ int main(int argc, char **argv) {
     catch_crashes();
     double t_all = cx_time_s();
     for (int i = 0; i < n_tests; i++) {
-        // arguments select tests whose name contains them; "-NAME" leaves such tests out
+        // arguments select tests whose name contains them, or whose file ends with one
+        // that ends in ".c"; "-NAME" (or "-FILE.c") leaves such tests out
         bool any_inc = false, sel = false, excl = false;
         for (int a = 1; a < argc; a++) {
             if (!strcmp(argv[a], "--fast")) continue;
-            if (argv[a][0] == '-') excl |= strstr(tests[i].name, argv[a] + 1) != NULL;
-            else { any_inc = true; sel |= strstr(tests[i].name, argv[a]) != NULL; }
+            const char *arg = argv[a][0] == '-' ? argv[a] + 1 : argv[a];
+            bool hit = ends_with(arg, ".c") ? ends_with(tests[i].file, arg) : strstr(tests[i].name, arg) != NULL;
+            if (argv[a][0] == '-') excl |= hit;
+            else { any_inc = true; sel |= hit; }
         }
         if ((any_inc && !sel) || excl) continue;
         if (fast && tests[i].slow) { left_slow++; continue; }

@@ -279,14 +279,14 @@ static void check_parity(int sparse, int half, double tol) {
     model_free(&md);
 }
 
-TEST(onnx_export_dense_matches_onnxruntime) { check_parity(0, 0, 1e-4); }
-TEST(onnx_export_sparse_matches_onnxruntime) { check_parity(1, 0, 1e-4); }
-TEST(onnx_export_half_dense_matches_onnxruntime) { check_parity(0, 1, 2e-2); }
-TEST(onnx_export_half_sparse_matches_onnxruntime) { check_parity(1, 1, 2e-2); }
+TEST_SLOW(onnx_export_dense_matches_onnxruntime) { check_parity(0, 0, 1e-4); }
+TEST_SLOW(onnx_export_sparse_matches_onnxruntime) { check_parity(1, 0, 1e-4); }
+TEST_SLOW(onnx_export_half_dense_matches_onnxruntime) { check_parity(0, 1, 2e-2); }
+TEST_SLOW(onnx_export_half_sparse_matches_onnxruntime) { check_parity(1, 1, 2e-2); }
 
 // Parity must fail when one op is exported wrongly: GELU's tanh form (within 1e-3 of the
 // erf form everywhere) and the resizes' coordinates.
-TEST(onnx_export_parity_catches_one_wrong_op) {
+TEST_SLOW(onnx_export_parity_catches_one_wrong_op) {
     char why[600];
     const char *script = ort_runner(why, sizeof why);
     if (!script) { test_skip("%s", why); return; }

@@ -115,9 +115,9 @@ static void levels_agree(const char *bb, int sparse, const char *routing, int B,
     cx_threads_set(0);
 }
 
-TEST(recompute_levels_train_bit_for_bit_dense) { levels_agree("edgenext_xx_small", 0, "global", 2, 64); }
-TEST(recompute_levels_train_bit_for_bit_sparse) { levels_agree("edgenext_xx_small", 1, "global", 3, 64); }
-TEST(recompute_levels_train_bit_for_bit_spatial) { levels_agree("edgenext_xx_small", 1, "spatial", 2, 64); }
+TEST_SLOW(recompute_levels_train_bit_for_bit_dense) { levels_agree("edgenext_xx_small", 0, "global", 2, 64); }
+TEST_SLOW(recompute_levels_train_bit_for_bit_sparse) { levels_agree("edgenext_xx_small", 1, "global", 3, 64); }
+TEST_SLOW(recompute_levels_train_bit_for_bit_spatial) { levels_agree("edgenext_xx_small", 1, "spatial", 2, 64); }
 
 // bytes of "N MiB" / "N.N GiB" at s (memory_str's forms), or -1
 static double parse_mem(const char *s) {
@@ -131,7 +131,7 @@ static double parse_mem(const char *s) {
 // do not fit, so train says it takes blocks on its first lines, and the run — its arenas'
 // peak and the whole process's RSS — stays inside the budget. Under a smaller budget still
 // it is refused before any step with the batch size that fits at blocks.
-TEST(recompute_auto_picks_the_level_that_fits_a_faked_budget) {
+TEST_SLOW(recompute_auto_picks_the_level_that_fits_a_faked_budget) {
     char ds[700], ck[700];
     snprintf(ds, sizeof ds, "%s/auto_set", test_tmpdir());
     snprintf(ck, sizeof ck, "%s/auto_ck", test_tmpdir());

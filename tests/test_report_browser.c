@@ -11,7 +11,7 @@
 #include "browser.h"
 #include <string.h>
 
-TEST(report_page_in_headless_chromium) {
+TEST_SLOW(report_page_in_headless_chromium) {
     const char *browser = browser_find();
     if (!browser) {
         test_skip("Chromium is not installed (the README's test command, scripts/deps.sh, installs Debian's chromium)");

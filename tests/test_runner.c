@@ -1,5 +1,6 @@
 // test_runner.c — the runner's own promises: a crashing test (a failed CX_ASSERT, a
-// segmentation fault) fails alone and the run goes on; --fast leaves out TEST_SLOW tests.
+// segmentation fault) fails alone and the run goes on; --fast leaves out TEST_SLOW tests;
+// an argument ending in .c selects (or, after "-", leaves out) the tests of that file.
 // The probes exist only in a child runner started with CAMOXPERT_TEST_PROBES=1, so a
 // normal run neither lists nor runs them.
 #include "test.h"
@@ -58,5 +59,18 @@ TEST(runner_fast_leaves_out_the_slow_tests) {
     free(out);
     rc = run_probes("runner_probe_c runner_probe_d", &out);
     CHECKF(rc == 0 && strstr(out, "2 passed, 0 failed"), "without --fast both run: exit %d:\n%s", rc, out);
+    free(out);
+}
+
+TEST(runner_selects_the_tests_of_a_file) {
+    // the probes' file, less the crashing probes and this file's own tests (which would run the probes again)
+    char *out;
+    int rc = run_probes("--fast tests/test_runner.c -runner_probe_a -runner_probe_b -runner_goes -runner_fast "
+                        "-runner_selects", &out);
+    CHECKF(rc == 0 && strstr(out, "ok   runner_probe_c_after") && strstr(out, "1 passed, 0 failed") &&
+           strstr(out, "1 slow tests left out"), "exit %d:\n%s", rc, out);
+    free(out);
+    rc = run_probes("runner_probe_c -test_runner.c", &out);
+    CHECKF(rc == 0 && strstr(out, "0 passed, 0 failed"), "-FILE.c leaves the file's tests out: exit %d:\n%s", rc, out);
     free(out);
 }

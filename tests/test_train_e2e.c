@@ -112,7 +112,7 @@ static double baseline_sm(const TrainConfig *c) {
     return s.sm;
 }
 
-TEST(train_learns_and_resumes_bit_for_bit) {
+TEST_SLOW(train_learns_and_resumes_bit_for_bit) {
     REQUIRE(synth_dir()[0]);
     cx_threads_set(1);
     char da[800], db[800];
@@ -178,7 +178,7 @@ TEST(train_learns_and_resumes_bit_for_bit) {
 // in both stages and resumed repeats the uninterrupted run's losses bit for bit
 // (every GPU kernel is deterministic: fixed-order reductions, deterministic cuDNN
 // algorithms).
-TEST(train_gpu_learns_and_resumes_bit_for_bit) {
+TEST_SLOW(train_gpu_learns_and_resumes_bit_for_bit) {
     if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     REQUIRE(synth_dir()[0]);
     char da[800], db[800], last[900];
@@ -260,7 +260,7 @@ TEST(train_config_check_names_contradictions) {
 
 // Stage 1 leaves the backbone exactly as initialised; stage 2 with progressive
 // unfreezing changes only backbone.stages_3 in its first third, then everything.
-TEST(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
+TEST_SLOW(train_freezes_the_backbone_in_stage1_and_unfreezes_progressively) {
     REQUIRE(synth_dir()[0]);
     cx_threads_set(1);
     char d[800], last[900];

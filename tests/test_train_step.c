@@ -92,7 +92,7 @@ static void first_write_case(const char *device, const char *precision, const ch
     arena_free(&keep);
 }
 
-TEST(train_step_first_write_equals_filled_zeros) {
+TEST_SLOW(train_step_first_write_equals_filled_zeros) {
     first_write_case("cpu", "fp32", "dense");
     first_write_case("cpu", "fp32", "sparse");
     first_write_case("cpu", "fp32", "spatial");

@@ -1,10 +1,27 @@
 // error.c — thread-local error messages (see error.h).
 #include "error.h"
-#include "text.h"
 #include <stdarg.h>
 #include <string.h>
 
 static _Thread_local char cx_msg[4096];
+
+void cx_oneline(const char *s, char *out, size_t n) {
+    if (!n) return;
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 1 < n; p++) {
+        char esc[8] = "";
+        if (*p == '\n') snprintf(esc, sizeof esc, "\\n");
+        else if (*p == '\r') snprintf(esc, sizeof esc, "\\r");
+        else if (*p == '\t') snprintf(esc, sizeof esc, "\\t");
+        else if (*p < 0x20 || *p == 0x7F) snprintf(esc, sizeof esc, "\\x%02X", *p);
+        if (!esc[0]) { out[o++] = (char)*p; continue; }
+        size_t L = strlen(esc);
+        if (o + L + 1 > n) break;
+        memcpy(out + o, esc, L);
+        o += L;
+    }
+    out[o] = 0;
+}
 
 cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...) {
     char raw[3072], buf[3072];
@@ -12,7 +29,7 @@ cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    text_oneline(raw, buf, sizeof buf);   // a message is one line, whatever the file names in it
+    cx_oneline(raw, buf, sizeof buf);   // a message is one line, whatever the file names in it
     // The source location is for bug reports: it ends a message only for an internal
     // error (a bug in camoxpert), or when CAMOXPERT_DEBUG is set; a user's message names the
     // file, the value and the fix, and nothing of camoxpert's sources.
@@ -30,7 +47,7 @@ void cx_error_context(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    text_oneline(raw, pre, sizeof pre);
+    cx_oneline(raw, pre, sizeof pre);
     memcpy(old, cx_msg, sizeof old);
     snprintf(cx_msg, sizeof cx_msg, "%.1000s: %.3000s", pre, old);
 }

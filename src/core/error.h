@@ -45,6 +45,12 @@ void cx_error_clear(void);
     fprintf(stderr, "%s:%d: internal error: assertion `%s` failed: ", __FILE__, __LINE__, #cond); \
     fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); abort(); } } while (0)
 
+// s as one line of text into out (n bytes, truncated): every control character — a
+// newline or a carriage return in a file name, an escape sequence — becomes \n, \r, \t
+// or \xHH, so a name cannot split a message or drive the terminal. Messages (cx_fail,
+// cx_error_context) and warnings (core/log.c) pass through it.
+void cx_oneline(const char *s, char *out, size_t n);
+
 // Allocation helpers that abort with a clear message when memory runs out
 // (an out-of-memory condition is not recoverable in the middle of a step).
 // What the out-of-memory message suggests, set by each command for its own options

@@ -1,6 +1,6 @@
 // log.c — see log.h.
 #include "log.h"
-#include "text.h"
+#include "error.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -27,6 +27,6 @@ void log_msg(log_level lv, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    text_oneline(raw, buf, sizeof buf);   // a warning is one line, whatever the file names in it
+    cx_oneline(raw, buf, sizeof buf);   // a warning is one line, whatever the file names in it
     fprintf(stderr, "%s%s\n", tag[lv < LOG_QUIET ? lv : LOG_ERROR], buf);
 }

@@ -44,21 +44,3 @@ void text_csv_field(FILE *f, const char *s) {
     }
     fputc('"', f);
 }
-
-void text_oneline(const char *s, char *out, size_t n) {
-    if (!n) return;
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && o + 1 < n; p++) {
-        char esc[8] = "";
-        if (*p == '\n') snprintf(esc, sizeof esc, "\\n");
-        else if (*p == '\r') snprintf(esc, sizeof esc, "\\r");
-        else if (*p == '\t') snprintf(esc, sizeof esc, "\\t");
-        else if (*p < 0x20 || *p == 0x7F) snprintf(esc, sizeof esc, "\\x%02X", *p);
-        if (!esc[0]) { out[o++] = (char)*p; continue; }
-        size_t L = strlen(esc);
-        if (o + L + 1 > n) break;
-        memcpy(out + o, esc, L);
-        o += L;
-    }
-    out[o] = 0;
-}

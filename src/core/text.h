@@ -8,11 +8,6 @@
 #include <stddef.h>
 #include <stdio.h>
 
-// s as one line of text into out (n bytes, truncated): every control character — a
-// newline or a carriage return in a file name, an escape sequence — becomes \n, \r, \t
-// or \xHH, so a name cannot split a message or drive the terminal. Messages and
-// warnings pass through it (core/error.c, core/log.c).
-void text_oneline(const char *s, char *out, size_t n);
 // A malloc'd copy of s that is valid UTF-8: every byte that is not part of a valid
 // UTF-8 sequence becomes the four characters \xHH; valid text is unchanged.
 char *text_utf8_safe(const char *s);

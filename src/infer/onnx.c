@@ -40,10 +40,6 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ONNX raw_data is litt
 #define BN_EPS 1e-5f        // every CamoXpert BatchNorm (nn/layers.c)
 #define L2_EPS 1e-12f       // F.normalize in XCA
 #define PE_HIDDEN 32        // Fourier features per axis
-#define LOGIT_CLAMP 15.0    // nn/cod_head.c
-#define UNC_LO 1e-8
-#define UNC_HI 10.0
-#define UNC_NORM_EPS 1e-8
 #define MOE_RENORM_EPS 1e-8 // nn/moe.c
 
 // TensorProto.DataType

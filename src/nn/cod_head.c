@@ -7,10 +7,6 @@
 #include <math.h>
 #include <stdio.h>
 
-#define LOGIT_CLAMP 15.0
-#define UNC_LO 1e-8
-#define UNC_HI 10.0
-#define UNC_NORM_EPS 1e-8
 
 void cod_head_create(CodHead *h, ParamTable *pt, const int dims[4]) {
     *h = (CodHead){ 0 };

@@ -11,6 +11,13 @@
 #pragma once
 #include "nn/layers.h"
 
+// The boundary-uncertainty map: softplus clamped to [UNC_LO, UNC_HI], then divided by its
+// maximum + UNC_NORM_EPS (the reference's constants; the ONNX export writes the same graph).
+// The logits' clamp, LOGIT_CLAMP, is ops_types.h's (the loss clamps with it too).
+#define UNC_LO 1e-8
+#define UNC_HI 10.0
+#define UNC_NORM_EPS 1e-8
+
 // The model's outputs; every map is (N,h,w,1). The same struct carries their
 // gradients for backward (a tensor with data == NULL has no gradient).
 typedef struct {

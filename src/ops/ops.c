@@ -548,10 +548,6 @@ cx_status ops_nccl_wait(OpCtx *ctx, void **comm, double timeout_s, const volatil
 void ops_nccl_close(void *comm) { (void)comm; }
 #endif
 
-int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
-    return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
-}
-
 // ---- pre_<op>: what a PRE op's wrapper does before the op runs ------------------------
 // Profiling: the convolution's variant and its FLOPs (ops.h).
 static void prof_conv(OpCtx *ctx, const Tensor *y, const Tensor *x, const Tensor *w, ConvArgs a, int grads) {

@@ -171,8 +171,11 @@ void ops_zeros_flush(OpCtx *ctx);                    // fills every pending buff
 int ops_fuse(void);
 
 // ---- helpers beside the ops ----------------------------------------------------------
-// The output size of a convolution along one axis (conv2d_forward).
-int64_t conv2d_out_size(int64_t in, int k, ConvArgs a);
+// The output size of a convolution along one axis (conv2d_forward). Inline: the
+// backends' kernels check with it, and ops.c calls into them, not the other way.
+static inline int64_t conv2d_out_size(int64_t in, int k, ConvArgs a) {
+    return (in + 2 * (int64_t)a.pad - (int64_t)a.dil * (k - 1) - 1) / a.stride + 1;
+}
 // ReluTape (ops_types.h): replay from the start (or record anew), and free.
 void relu_tape_rewind(ReluTape *t, int replay);
 void relu_tape_free(ReluTape *t);

@@ -116,6 +116,13 @@ typedef struct ReluTape {
 
 // ---- cod_loss: the CamoXpert training loss's maps, weights and terms ----------------------
 // Maps (N,H,W,1) act; mask (N,H,W,1) and deep_mask[j] (the mask resized to deep[j]) F32 (F64).
+// The logits' clamp: the head clamps its prediction logits to ±LOGIT_CLAMP, and the loss
+// clamps every logit it takes the sigmoid of the same (the reference's torch.clamp(x, -15, 15));
+// one number for the head (nn/cod_head.c) and every backend's loss.
+#define LOGIT_CLAMP 15.0
+// Probabilities the BCE terms take a log of are clamped to [PROB_CLAMP, 1 − PROB_CLAMP]: a
+// double on every backend (1 − 1e-7 has no float of its own).
+#define PROB_CLAMP 1e-7
 enum { CL_BCE = 0, CL_IOU, CL_EDGE, CL_BOUNDARY, CL_UNCERT, CL_RA, CL_SEARCH, CL_DEEP, CL_REFINE, CL_TERMS };
 typedef struct {
     const Tensor *pred, *fg, *search, *unc, *refine0, *deep[3];

@@ -65,6 +65,23 @@ static inline unsigned cuda_grid(int64_t n) {
 }
 #define CUDA_LOOP(i, n) \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)(n); i += (int64_t)gridDim.x * blockDim.x)
+// A grid-stride launch's configuration on the caller's stream (a function with `ctx` in scope).
+#define LAUNCH_1D(n) cuda_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)
+
+// Smallest power of two >= v, at most cap (cap a power of two).
+static inline int pow2_at_least(int64_t v, int cap) {
+    int p = 1;
+    while (p < cap && p < v) p <<= 1;
+    return p;
+}
+
+// Blocks for one warp per item over n items; WARP_ID() is a thread's item.
+static inline unsigned warps_grid(int64_t n) {
+    int64_t b = (n * 32 + CUDA_BLOCK - 1) / CUDA_BLOCK;
+    CX_ASSERT(b >= 1 && b <= INT32_MAX, "warp grid: %lld blocks", (long long)b);
+    return (unsigned)b;
+}
+#define WARP_ID() (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5)
 
 // One element of an F32 or BF16 buffer, as float.
 __device__ __forceinline__ float ldf(const void *p, int dt, int64_t i) {

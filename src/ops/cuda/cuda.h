@@ -11,9 +11,12 @@
 //
 // Files: plugin.cu (the table), backend.cu (devices, handles, memory hooks), conv.cu
 // (cuDNN and direct convolutions), gemm.cu (cuBLASLt linear, batched GEMM), norm.cu
-// (BatchNorm, LayerNorm, softmax, l2norm, maxnorm), eltwise.cu (element-wise,
-// broadcast, resampling, pooling, channels, top-k, MoE rows), loss.cu (the CamoXpert
-// loss), optim.cu (AdamW, gradient norm, EMA), nccl.cu (all-reduce over several GPUs).
+// (BatchNorm, LayerNorm), axisnorm.cu (softmax, l2norm, maxnorm), fused.cu
+// (residual_scale, gelu_bias_backward), eltwise.cu (element-wise, broadcast,
+// resampling, pooling, channels, top-k), moe.cu (routing decisions and plan), rows.cu
+// (the MoE's row gathers and scatters), loss.cu (the CamoXpert loss), optim.cu (AdamW,
+// gradient norm, EMA), nccl.cu (all-reduce over several GPUs); common.cuh and reduce.cuh
+// the helpers they share.
 #pragma once
 #ifdef __cplusplus
 extern "C" {

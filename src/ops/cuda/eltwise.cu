@@ -1,45 +1,27 @@
 // eltwise.cu — the GPU's memory-bound ops: activations, clamp, add/axpy/scale,
 // fill and dtype-converting copies, broadcast multiply, row broadcasts and
-// sums, bilinear resizing, global average pooling, channel slicing, top-k and
-// the MoE row gather/scatter. Signatures and contracts are ops_list.h's; the
-// semantics (index arithmetic, tie rules, thresholds) are those of the
-// reference kernels in ops/ref/ref_tmpl.h.
+// sums, bilinear resizing, global average pooling, channel slicing and top-k
+// (the MoE's row gathers and scatters are rows.cu's). Signatures and contracts are
+// ops_list.h's; the semantics (index arithmetic, tie rules, thresholds) are those of
+// the reference kernels in ops/ref/ref_tmpl.h.
 // reference: F.gelu, F.relu, torch.sigmoid, F.softplus, torch.clamp, torch.mul,
-// F.interpolate(bilinear, align_corners=False), F.adaptive_avg_pool2d,
-// torch.topk, torch.index_select / index_add_.
+// F.interpolate(bilinear, align_corners=False), F.adaptive_avg_pool2d, torch.topk.
 //
 // Every argument carries its own dtype (F32 or BF16, read and written through
 // ldf/stf/addf); arithmetic is float32. Nothing uses atomics: reductions are
 // fixed trees over launch shapes that depend on tensor shapes only, and the
-// two scatters (resize backward, rows_scatter_add) are written as gathers, so
-// every result is bit-identical run to run.
+// scatter (resize backward) is written as a gather, so every result is
+// bit-identical run to run.
 #include "ops/cuda/common.cuh"
 #include <string.h>
 extern "C" {
 #include "ops/ref/ref.h"   // mul_bcast_plan: the broadcast modes, shared with the CPU kernels
 }
 
-#define LAUNCH_1D(n) cuda_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)
-
 static void same_numel(const Tensor *a, const Tensor *b, const char *op) {
     CX_ASSERT(tensor_numel(a) == tensor_numel(b), "%s: %lld vs %lld elements", op, (long long)tensor_numel(a),
               (long long)tensor_numel(b));
 }
-
-// Smallest power of two >= v, at most cap (cap a power of two).
-static int pow2_at_least(int64_t v, int cap) {
-    int p = 1;
-    while (p < cap && p < v) p <<= 1;
-    return p;
-}
-
-// Blocks for one warp per item over n items.
-static unsigned warps_grid(int64_t n) {
-    int64_t b = (n * 32 + CUDA_BLOCK - 1) / CUDA_BLOCK;
-    CX_ASSERT(b >= 1 && b <= INT32_MAX, "warp grid: %lld blocks", (long long)b);
-    return (unsigned)b;
-}
-#define WARP_ID() (((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5)
 
 // ---- activations ------------------------------------------------------------------------------
 // One functor per activation: fwd(x), and bwd(dy, z) = the gradient to add,
@@ -774,178 +756,4 @@ extern "C" void cuda_topk_rows(OpCtx *ctx, Tensor *idx, Tensor *val, const Tenso
     topk_kernel<<<LAUNCH_1D(R)>>>(idx ? tensor_i32(idx) : NULL, val ? val->data : NULL, val ? cuda_fdt(val, op) : 0,
                                   x->data, cuda_fdt(x, op), R, L, k);
     CUDA_KCHECK("topk_kernel");
-}
-
-// ---- MoE rows: gather and scatter-add ----------------------------------------------------------
-// Rows are the first axis; D = elements per row. An index outside the table is
-// a caller's bug (the reference asserts): the kernel reports it and traps,
-// which surfaces as a launch failure at the next CUDA call.
-// `report` picks one thread per bad index to print.
-static __device__ __forceinline__ void check_row(int32_t r, int64_t rows, const char *op, bool report) {
-    if (r < 0 || r >= rows) {
-        if (report) printf("%s: row index %d outside [0, %lld)\n", op, (int)r, (long long)rows);
-        __trap();
-    }
-}
-
-// The 16-byte vector paths of the row ops (moe.cu): false where they do not apply.
-bool cuda_rows_gather_vec(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx);
-bool cuda_rows_gather_sum_vec(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
-                              const Tensor *w);
-bool cuda_rows_dsrc_vec(OpCtx *ctx, Tensor *dsrc, const Tensor *ddst, const Tensor *idx, const Tensor *w);
-
-// dst[i] = src[idx[i]]
-static __global__ void rows_gather_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *idx,
-                                          int64_t rows, int64_t D, int64_t n) {
-    CUDA_LOOP(e, n) {
-        int64_t i = e / D, d = e - i * D;
-        int32_t r = idx[i];
-        check_row(r, rows, "rows_gather", d == 0);
-        stf(dst, ddt, e, ldf(src, sdt, r * D + d));
-    }
-}
-
-extern "C" void cuda_rows_gather(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx) {
-    const char *op = "rows_gather";
-    int64_t n = tensor_numel(idx), rows = src->shape[0], D = rows ? tensor_numel(src) / rows : 0;
-    CX_ASSERT(idx->dtype == DT_I32 && tensor_numel(dst) == n * D, "%s: dst must be (n, ...) with src's rows", op);
-    if (n * D == 0 || cuda_rows_gather_vec(ctx, dst, src, idx)) return;
-    rows_gather_kernel<<<LAUNCH_1D(n * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
-                                             tensor_i32(idx), rows, D, n * D);
-    CUDA_KCHECK("rows_gather_kernel");
-}
-
-// dst[idx[i]] += w[i]·src[i], written as a gather over dst: each element adds
-// the rows that name it in index order (the reference's order and rounding,
-// one product and one add at a time); rows that no index names are not written.
-static __global__ void rows_scatter_add_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *idx,
-                                               const void *w, int wdt, int64_t n, int64_t rows, int64_t D) {
-    CUDA_LOOP(e, rows * D) {
-        int64_t r = e / D, d = e - r * D;
-        float v = 0;
-        bool hit = false;
-        for (int64_t i = 0; i < n; i++) {
-            int32_t ri = idx[i];
-            if (e == 0) check_row(ri, rows, "rows_scatter_add", true);   // one thread checks them all
-            if (ri != r) continue;
-            if (!hit) {   // the first named row: start from dst's value
-                v = ldf(dst, ddt, e);
-                hit = true;
-            }
-            float s = ldf(src, sdt, i * D + d);
-            v = __fadd_rn(v, w ? __fmul_rn(ldf(w, wdt, i), s) : s);
-        }
-        if (hit) stf(dst, ddt, e, v);
-    }
-}
-
-extern "C" void cuda_rows_scatter_add(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *idx, const Tensor *w) {
-    const char *op = "rows_scatter_add";
-    int64_t n = tensor_numel(idx), rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0;
-    CX_ASSERT(idx->dtype == DT_I32 && tensor_numel(src) == n * D, "%s: src must be (n, ...) with dst's rows", op);
-    CX_ASSERT(!w || tensor_numel(w) == n, "%s: w must have n = %lld elements", op, (long long)n);
-    if (n == 0 || rows * D == 0) return;
-    rows_scatter_add_kernel<<<LAUNCH_1D(rows * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
-                                                     tensor_i32(idx), w ? w->data : NULL, w ? cuda_fdt(w, op) : 0, n,
-                                                     rows, D);
-    CUDA_KCHECK("rows_scatter_add_kernel");
-}
-
-// dst[r] += Σ_j w[j]·src[list[j]], j in [ptr[r], ptr[r+1]): one thread per element of dst,
-// its row's entries in list order (rows_gather_sum in ops_list.h).
-static __global__ void rows_gather_sum_kernel(void *dst, int ddt, const void *src, int sdt, const int32_t *ptr,
-                                              const int32_t *list, const void *w, int wdt, int64_t rows, int64_t srows,
-                                              int64_t D) {
-    CUDA_LOOP(e, rows * D) {
-        int64_t r = e / D, d = e - r * D;
-        int32_t j0 = ptr[r], j1 = ptr[r + 1];
-        if (j0 == j1) continue;
-        float v = ldf(dst, ddt, e);
-        for (int32_t j = j0; j < j1; j++) {
-            int32_t i = list[j];
-            check_row(i, srows, "rows_gather_sum", d == 0);
-            float s = ldf(src, sdt, (int64_t)i * D + d);
-            v = __fadd_rn(v, w ? __fmul_rn(ldf(w, wdt, j), s) : s);
-        }
-        stf(dst, ddt, e, v);
-    }
-}
-
-extern "C" void cuda_rows_gather_sum(OpCtx *ctx, Tensor *dst, const Tensor *src, const Tensor *ptr, const Tensor *list,
-                                     const Tensor *w) {
-    const char *op = "rows_gather_sum";
-    int64_t rows = dst->shape[0], D = rows ? tensor_numel(dst) / rows : 0;
-    if (rows * D == 0 || tensor_numel(list) == 0 || cuda_rows_gather_sum_vec(ctx, dst, src, ptr, list, w)) return;
-    rows_gather_sum_kernel<<<LAUNCH_1D(rows * D)>>>(dst->data, cuda_fdt(dst, op), src->data, cuda_fdt(src, op),
-                                                    tensor_i32(ptr), tensor_i32(list), w ? w->data : NULL,
-                                                    w ? cuda_fdt(w, op) : 0, rows, src->shape[0], D);
-    CUDA_KCHECK("rows_gather_sum_kernel");
-}
-
-// dsrc[i] += w[i]·ddst[idx[i]]
-static __global__ void scatter_dsrc_kernel(void *dsrc, int dsdt, const void *ddst, int gdt, const int32_t *idx,
-                                           const void *w, int wdt, int64_t rows, int64_t D, int64_t n) {
-    CUDA_LOOP(e, n) {
-        int64_t i = e / D, d = e - i * D;
-        int32_t r = idx[i];
-        check_row(r, rows, "rows_scatter_add_backward", d == 0);
-        float g = ldf(ddst, gdt, r * D + d);
-        addf(dsrc, dsdt, e, w ? ldf(w, wdt, i) * g : g);
-    }
-}
-
-// dw[i] += <ddst[idx[i]], src[i]>: pass 1, block (chunk, i) sums its DW_CHUNK
-// slice of the row (block_sum); pass 2, one warp per row sums the chunks in order.
-#define DW_CHUNK 4096
-static __global__ void scatter_dw_partial_kernel(double *part, const void *ddst, int gdt, const void *src, int sdt,
-                                                 const int32_t *idx, int64_t rows, int64_t D) {
-    int64_t i = blockIdx.y, d0 = (int64_t)blockIdx.x * DW_CHUNK, d1 = d0 + DW_CHUNK < D ? d0 + DW_CHUNK : D;
-    int32_t r = idx[i];
-    check_row(r, rows, "rows_scatter_add_backward", blockIdx.x == 0 && threadIdx.x == 0);
-    double s = 0;   // a routing weight's gradient: a long dot product that nearly cancels
-    for (int64_t d = d0 + threadIdx.x; d < d1; d += blockDim.x)
-        s += (double)ldf(ddst, gdt, r * D + d) * ldf(src, sdt, i * D + d);
-    s = block_sum(s);
-    if (threadIdx.x == 0) part[i * gridDim.x + blockIdx.x] = s;
-}
-
-static __global__ void scatter_dw_finish_kernel(void *dw, int dwdt, const double *part, int64_t n, int64_t nchunk) {
-    int64_t i = WARP_ID();
-    if (i >= n) return;
-    double s = 0;
-    for (int64_t c = threadIdx.x & 31; c < nchunk; c += 32) s += part[i * nchunk + c];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) addf(dw, dwdt, i, (float)s);
-}
-
-extern "C" void cuda_rows_scatter_add_backward(OpCtx *ctx, Tensor *dsrc, Tensor *dw, const Tensor *ddst,
-                                               const Tensor *src, const Tensor *idx, const Tensor *w) {
-    const char *op = "rows_scatter_add_backward";
-    int64_t n = tensor_numel(idx), rows = ddst->shape[0], D = rows ? tensor_numel(ddst) / rows : 0;
-    CX_ASSERT(idx->dtype == DT_I32, "%s: idx must be I32", op);
-    CX_ASSERT(!w || tensor_numel(w) == n, "%s: w must have n = %lld elements", op, (long long)n);
-    if (n == 0) return;
-    int gdt = cuda_fdt(ddst, op);
-    if (dsrc && D > 0) {
-        CX_ASSERT(tensor_numel(dsrc) == n * D, "%s: dsrc must be (n, ...) with ddst's rows", op);
-        if (!cuda_rows_dsrc_vec(ctx, dsrc, ddst, idx, w))
-            scatter_dsrc_kernel<<<LAUNCH_1D(n * D)>>>(dsrc->data, cuda_fdt(dsrc, op), ddst->data, gdt, tensor_i32(idx),
-                                                  w ? w->data : NULL, w ? cuda_fdt(w, op) : 0, rows, D, n * D);
-        CUDA_KCHECK("scatter_dsrc_kernel");
-    }
-    if (dw) {
-        CX_ASSERT(tensor_numel(dw) == n && tensor_numel(src) == n * D, "%s: dw (n) and src (n, ...)", op);
-        CX_ASSERT(n <= 65535, "%s: %lld rows", op, (long long)n);
-        if (D == 0) return;
-        int64_t nchunk = (D + DW_CHUNK - 1) / DW_CHUNK;
-        ArenaMark mark = arena_mark(ctx->scratch);
-        double *part = (double *)cuda_scratch(ctx, sizeof(double) * (size_t)(n * nchunk));
-        scatter_dw_partial_kernel<<<dim3((unsigned)nchunk, (unsigned)n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(
-            part, ddst->data, gdt, src->data, cuda_fdt(src, op), tensor_i32(idx), rows, D);
-        CUDA_KCHECK("scatter_dw_partial_kernel");
-        scatter_dw_finish_kernel<<<warps_grid(n), CUDA_BLOCK, 0, cuda_stream(ctx)>>>(dw->data, cuda_fdt(dw, op),
-                                                                                    part, n, nchunk);
-        CUDA_KCHECK("scatter_dw_finish_kernel");
-        arena_release(ctx->scratch, mark);
-    }
 }

@@ -19,8 +19,7 @@
 // the terms and gradients are bit-identical run to run.
 #include "ops/cuda/common.cuh"
 
-#define LOGIT_CLAMP 15.0f
-#define PROB_CLAMP 1e-7   // a double: 1 − 1e-7 has no float of its own (see bce_prob)
+#define LOGIT_CLAMP_F ((float)LOGIT_CLAMP)   // ops_types.h's clamp as the float the kernels compare with
 
 // The full-size maps are processed in TW×TH tiles with a one-pixel halo in
 // shared memory (the Sobel and box stencils read 3×3 neighbourhoods); one
@@ -45,9 +44,9 @@ __device__ __forceinline__ Sig sigm(float x) {
 // σ(x) − y, taking the complement form near 1 (y = 1 there gives exactly −q).
 __device__ __forceinline__ float sig_minus(Sig s, float y) { return s.p > 0.5f ? (1.f - y) - s.q : s.p - y; }
 // clamp(x, ±15) as fmin(fmax()) does it in the reference: a NaN becomes −15.
-__device__ __forceinline__ float clamp_logit(float x) { return fminf(fmaxf(x, -LOGIT_CLAMP), LOGIT_CLAMP); }
+__device__ __forceinline__ float clamp_logit(float x) { return fminf(fmaxf(x, -LOGIT_CLAMP_F), LOGIT_CLAMP_F); }
 // The clamp passes a gradient only on [−15, 15] (NaN: none).
-__device__ __forceinline__ bool in_clamp(float x) { return x >= -LOGIT_CLAMP && x <= LOGIT_CLAMP; }
+__device__ __forceinline__ bool in_clamp(float x) { return x >= -LOGIT_CLAMP_F && x <= LOGIT_CLAMP_F; }
 // BCEwithLogits of a clamped logit, PyTorch's stable form (1 − y)x + max(−x, 0) + log(1 + e^−|x|).
 __device__ __forceinline__ float bce_logit(float xc, float y, Sig s) {
     return (1.f - y) * xc + fmaxf(-xc, 0.f) + log1pf(s.e);

@@ -8,9 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#define LOGIT_CLAMP 15.0
-#define PROB_CLAMP 1e-7
-
 static double *to_f64(Arena *a, const Tensor *t) {
     int64_t n = tensor_numel(t);
     double *p = arena_alloc(a, (size_t)n * sizeof *p);
