@@ -24,7 +24,7 @@ cx_status camoxpert_check_img_size(int64_t S, const char *what) {
 // each (as every command runs), then raised to lie on or above every one of them. The
 // spread above: inference 0.5 %, NONE 2.4 %, CHEAP 4.4 %, BLOCKS 8.5 % (docs/PERF.md,
 // "The estimate"), plus MARGIN.
-static const double coef[4][4] = {
+static const double coef[4][MEM_FEATURES] = {
     { 843.66, 0.440, 0.129, 1.150 },      // inference: one unit's working set above the maps between units
     { 6838.40, 61.690, 29.709, 4.740 },   // training, NONE: every activation kept
     { 5128.46, 16.517, 17.827, 11.790 },  // training, CHEAP
@@ -32,8 +32,7 @@ static const double coef[4][4] = {
 };
 #define MARGIN 1.01
 
-void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
-                               nn_recompute recompute, int ema, int act_bytes, MemEstimate *m) {
+void camoxpert_memory_features(const CamoXpertConfig *c, double f[MEM_FEATURES]) {
     EdgeNeXtConfig ec;
     int depths[4] = { 3, 3, 9, 3 };
     if (c->backbone[0] && edgenext_config(c->backbone, &ec) == CX_OK) memcpy(depths, ec.depths, sizeof depths);
@@ -44,8 +43,16 @@ void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int b
         Y += c->dims[s] * per;
     }
     const double experts = c->sparse ? c->top_k : 4;   // experts each image runs per scale
+    f[0] = 1, f[1] = X, f[2] = Y * experts, f[3] = c->dims[0];
+}
+
+void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
+                               nn_recompute recompute, int ema, int act_bytes, MemEstimate *m) {
+    double f[MEM_FEATURES];
+    camoxpert_memory_features(c, f);
     const double *k = coef[training ? 1 + (int)recompute : 0];
-    const double per_px = k[0] + k[1] * X + k[2] * Y * experts + k[3] * c->dims[0];
+    double per_px = 0;
+    for (int i = 0; i < MEM_FEATURES; i++) per_px += k[i] * f[i];
     const double px = (double)batch * S * S;
     memset(m, 0, sizeof *m);
     m->params = 4.0 * (double)n_params;

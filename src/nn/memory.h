@@ -42,6 +42,10 @@ typedef struct {
 // n_params: the parameter table's numel; ema: 1 when an EMA is kept.
 void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
                                nn_recompute recompute, int ema, int act_bytes, MemEstimate *m);
+// The per-pixel features the activation estimate is linear in (memory.c): 1, X, Y·k, d0.
+// Exposed for the tool that fits the coefficients (build/camoxpert_bench memfit, tools/memfit.py).
+#define MEM_FEATURES 4
+void camoxpert_memory_features(const CamoXpertConfig *c, double f[MEM_FEATURES]);
 // The largest batch (up to max_batch) whose estimate plus `other` bytes fits budget; 0 when batch 1 does not.
 int camoxpert_memory_fit_batch(const CamoXpertConfig *c, int64_t n_params, int S, int training, nn_recompute recompute,
                                int ema, int act_bytes, double other, double budget, int max_batch);
