@@ -2,14 +2,15 @@
 """Fit nn/memory.c's activation coefficients to measured arena peaks.
 
 Reads the lines `build/camoxpert_bench memfit` prints (one per model configuration
-and mode: the features f = 1, X, Y·k, d0 of camoxpert_memory_features, the pixels
+and mode: the features f of camoxpert_memory_features (1, X, Y·k, Y·4, d0), the pixels
 batch·S², the activation arena's measured peak) and, per mode, finds the
 coefficients a >= 0 of the estimate per pixel a·f that lie on or above every
-measured peak per pixel while exceeding the largest by the least ratio: a linear
-program (minimise t subject to m_i <= a·f_i <= (1 + t)·m_i). The coefficients are
-rounded up (the features are non-negative, so no estimate falls), and the spread
-printed is the largest estimate/peak less 1 over the points, before memory.c's
-MARGIN. tests/test_hostile.c wants MARGIN·(1 + spread) <= 1.10.
+measured peak per pixel m_i with the largest ratio a·f_i / m_i as small as
+possible: a linear program (minimise t subject to m_i <= a·f_i <= (1 + t)·m_i).
+The coefficients are rounded up (the features are non-negative, so no estimate
+falls), and the spread printed is the largest estimate/peak less 1 over the
+points, before memory.c's MARGIN. tests/test_hostile.c wants
+MARGIN·(1 + spread) <= 1.10.
 
     build/camoxpert_bench memfit > peaks.txt        # the default sweep (minutes)
     /usr/bin/python3 tools/memfit.py peaks.txt       # coefficients for memory.c, spread per mode
@@ -30,7 +31,7 @@ COMMENTS = {
     "cheap": "training, CHEAP",
     "blocks": "training, BLOCKS",
 }
-DECIMALS = [2, 3, 3, 3]   # as printed in memory.c: the constant, X, Y·k, d0
+DECIMALS = [2, 3, 3, 3, 3]   # as printed in memory.c: the constant, X, Y·k (sparse), Y·4 (dense), d0
 LINE = re.compile(r"^memfit (\S+) sparse=(\d) E=(\d+) k=(\d+) B=(\d+) S=(\d+) mode=(\w+) px=(\d+) "
                   r"f=([-\d.e+,]+) peak=(\d+) est=(\d+)")
 
@@ -92,7 +93,7 @@ def main(argv):
               f"the current estimate's est/peak {now.min():.3f} .. {now.max():.3f}")
         body = ", ".join(f"{v:.{DECIMALS[i]}f}" for i, v in enumerate(a))
         out.append(f"    {{ {body} }},")
-        out[-1] = f"{out[-1]:<40s}// {COMMENTS[mode]}"
+        out[-1] = f"{out[-1]:<48s}// {COMMENTS[mode]}"
     print("\nstatic const double coef[4][MEM_FEATURES] = {")
     print("\n".join(out))
     print("};")
