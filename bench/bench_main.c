@@ -6,6 +6,7 @@
 //   build/camoxpert_bench edgenext [--iters N] [--size S] [--no-torch]
 //   build/camoxpert_bench camoxpert [--iters N] [--size S] [--batch B] [--no-torch]
 //   build/camoxpert_bench precision [--backbone B] [--size S] [--batch N] [--iters N] [--mode M] [--no-train]
+//   build/camoxpert_bench memfit [--quick] [BACKBONE:SPARSE:E:K:BATCH:SIZE...]   nn/memory.c's fit (tools/memfit.py)
 #include "bench.h"
 #include "core/log.h"
 #include <stdlib.h>
@@ -15,12 +16,14 @@ int bench_ops_main(int argc, char **argv);
 int bench_edgenext_main(int argc, char **argv);
 int bench_camoxpert_main(int argc, char **argv);
 int bench_precision_main(int argc, char **argv);
+int bench_memfit_main(int argc, char **argv);
 
 int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } benches[] = {
         { "edgenext", bench_edgenext_main },
         { "camoxpert", bench_camoxpert_main },
         { "precision", bench_precision_main },
+        { "memfit", bench_memfit_main },
     };
     for (size_t i = 0; argc > 1 && i < sizeof benches / sizeof *benches; i++)
         if (!strcmp(argv[1], benches[i].name)) return benches[i].fn(argc, argv);

@@ -285,10 +285,10 @@ static int block_rank(const Arena *a, const ArenaBlock *b) {
     return r < 0 ? -1 : n - 1 - r;
 }
 
-void *arena_move_down(Arena *a, const void *p) {
+void *arena_move_down(Arena *a, ArenaMark since, const void *p) {
     ArenaChunk *c = NULL;
     size_t ci = 0;
-    for (size_t i = a->n_chunk; i-- > 0 && !c;)
+    for (size_t i = a->n_chunk; i-- > since.n_chunk && !c;)
         if (a->chunk[i].live && a->chunk[i].p == (const char *)p) c = &a->chunk[i], ci = i;
     if (!c || a->on_release) return NULL;
     const int rc = block_rank(a, c->blk);

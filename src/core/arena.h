@@ -94,11 +94,13 @@ void arena_release_range(Arena *a, size_t from, size_t to, const void *const *ke
 // Frees the one chunk that starts at p; returns 0 (and does nothing) when no live
 // chunk starts there (p is a view inside a chunk, or not from this arena).
 int arena_release_one(Arena *a, const void *p);
-// Moves the live chunk that starts at p into the lowest hole below it that holds it
-// (a copy: memcpy, or on a GPU arena one queued device copy) and gives its place back;
-// returns the new address, or NULL when no such hole exists (nothing moves). What a
-// scope hands on leaves its scope's holes that way instead of floating above them.
-void *arena_move_down(Arena *a, const void *p);
+// Moves the live chunk allocated since `since` that starts at p into the lowest hole
+// below it that holds it (a copy: memcpy, or on a GPU arena one queued device copy) and
+// gives its place back; returns the new address, or NULL when there is no such chunk or
+// hole (nothing moves: a chunk from before the mark may hold views the caller cannot
+// see). What a scope hands on leaves its scope's holes that way instead of floating
+// above them.
+void *arena_move_down(Arena *a, ArenaMark since, const void *p);
 // 1 when p lies in a live chunk of a.
 int arena_holds(const Arena *a, const void *p);
 // 1 when [p, p+bytes) lies in memory the arena has handed out and not taken back (under

@@ -15,25 +15,29 @@ cx_status camoxpert_check_img_size(int64_t S, const char *what) {
                    CAMOXPERT_MIN_IMG, CAMOXPERT_MAX_IMG, (long long)(S / 32 * 32), (long long)((S / 32 + 1) * 32));
 }
 
-// Bytes per image pixel (float32) of the activation arena's peak: a + b·X + c·Y·k + d·d0,
+// Bytes per image pixel (float32) of the activation arena's peak: a + b·X + c·Y·k + c′·Y·4 + d·d0,
 // X = Σ_s width_s · depth_s per input pixel (stage s at stride 4·2^s), Y = Σ_s width_s per
-// input pixel, k the experts each image runs per scale, d0 the stride-4 width (the
-// decoder's last block runs 2·d0 channels at stride 2). Fitted (minimax) to the arenas'
-// measured peaks — every backbone; dense and sparse k = 1, 2, 4 at 128² × 2 and 192² × 1;
-// the tests' cases; edgenext_base at 352² × 1 dense and × 2 sparse — in one reserved block
-// each (as every command runs), then raised to lie on or above every one of them. The
-// spread above: inference 0.5 %, NONE 2.4 %, CHEAP 4.4 %, BLOCKS 8.5 % (docs/PERF.md,
-// "The estimate"), plus MARGIN.
-static const double coef[4][4] = {
-    { 843.66, 0.440, 0.129, 1.150 },      // inference: one unit's working set above the maps between units
-    { 6838.40, 61.690, 29.709, 4.740 },   // training, NONE: every activation kept
-    { 5128.46, 16.517, 17.827, 11.790 },  // training, CHEAP
-    { 4040.63, 3.092, 1.616, 1.510 },     // training, BLOCKS
+// input pixel, k the top-k of a sparse model (c's term; 0 in a dense model) and 4 the
+// experts of a dense model's chain (c′'s term; 0 in a sparse one) — a sparse layer keeps the
+// gathered rows, the k outputs and their sum beside what its experts keep, a dense chain one
+// map per expert — and d0 the stride-4 width (the decoder's last block runs 2·d0 channels at
+// stride 2). Fitted (minimax) to the arenas' measured peaks — every backbone; dense, sparse
+// E = 4 with k = 1, 2, 4 and E = 6 with k = 6, at 128² × 2 and 192² × 1; the test's cases;
+// edgenext_base at 352² × 1 dense and × 2 sparse — in one block each (as every command runs:
+// the arenas are reserved first), then raised to lie on or above every one of them:
+// `build/camoxpert_bench memfit` measures, tools/memfit.py fits.
+// The spread above: inference 0.7 %, NONE 1.0 %, CHEAP 2.9 %, BLOCKS 7.4 % (docs/PERF.md,
+// "The estimate"), plus MARGIN. BLOCKS spreads most: its peak, in the refinement's backward
+// at full resolution, stands on whatever holes the smaller maps below it left.
+static const double coef[4][MEM_FEATURES] = {
+    { 845.85, 1.140, 0.000, 0.000, 0.910 },     // inference: one unit's working set above the maps between units
+    { 6822.05, 57.520, 30.389, 24.578, 6.482 }, // training, NONE: every activation kept
+    { 5039.53, 4.725, 17.845, 11.639, 18.898 }, // training, CHEAP
+    { 3965.73, 0.000, 8.239, 2.659, 3.003 },    // training, BLOCKS
 };
 #define MARGIN 1.01
 
-void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
-                               nn_recompute recompute, int ema, int act_bytes, MemEstimate *m) {
+void camoxpert_memory_features(const CamoXpertConfig *c, double f[MEM_FEATURES]) {
     EdgeNeXtConfig ec;
     int depths[4] = { 3, 3, 9, 3 };
     if (c->backbone[0] && edgenext_config(c->backbone, &ec) == CX_OK) memcpy(depths, ec.depths, sizeof depths);
@@ -43,9 +47,19 @@ void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int b
         X += c->dims[s] * depths[s] * per;
         Y += c->dims[s] * per;
     }
-    const double experts = c->sparse ? c->top_k : 4;   // experts each image runs per scale
+    f[0] = 1, f[1] = X;
+    f[2] = c->sparse ? Y * c->top_k : 0;               // a sparse layer: its top-k experts per image
+    f[3] = c->sparse ? 0 : Y * EXPERT_KINDS;           // a dense chain: every expert
+    f[4] = c->dims[0];
+}
+
+void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
+                               nn_recompute recompute, int ema, int act_bytes, MemEstimate *m) {
+    double f[MEM_FEATURES];
+    camoxpert_memory_features(c, f);
     const double *k = coef[training ? 1 + (int)recompute : 0];
-    const double per_px = k[0] + k[1] * X + k[2] * Y * experts + k[3] * c->dims[0];
+    double per_px = 0;
+    for (int i = 0; i < MEM_FEATURES; i++) per_px += k[i] * f[i];
     const double px = (double)batch * S * S;
     memset(m, 0, sizeof *m);
     m->params = 4.0 * (double)n_params;
@@ -56,7 +70,10 @@ void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int b
     }
     // The refinement's h (a 64-channel map per iteration, saved for the pred head) stays
     // float32 beside bf16 activations (cod_head.c, issue 26): its bytes do not scale with act_bytes.
-    const double f32_px = training && recompute != NN_RECOMPUTE_BLOCKS ? 2 * 64 * 4.0 : 0;
+    // Under blocks the last iteration's h and its gradient are the two live at the backward's
+    // peak: the same bytes (the H100's bf16 sparse blocks step peaked 6.9 % above the estimate
+    // without them; docs/PERF.md, "GPU, 2026-12-07").
+    const double f32_px = training ? 2 * 64 * 4.0 : 0;
     m->activations = MARGIN * px * (per_px * act_bytes / 4.0 + f32_px * (4 - act_bytes) / 4.0);
     double scratch = 300.0 * px;
     m->scratch = scratch > 32.0 * (1 << 20) ? scratch : 32.0 * (1 << 20);

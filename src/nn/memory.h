@@ -11,9 +11,10 @@
 // backbone stages, the experts each image runs, the stride-4 decoder width); one set
 // of coefficients per mode — inference (activations given back once read), and a
 // training step at each recomputation level (nn/recompute.h) — fitted to the arenas'
-// measured peaks (every backbone, dense and sparse, k = 1..6; tests/test_hostile.c
-// checks the estimate against measurement) to lie within 0..10 % above them. act_bytes is the size
-// of one stored activation element: 4 for float32 on the CPU, 2 for bf16 on a GPU.
+// measured peaks (every backbone, dense and sparse, k = 1..6: build/camoxpert_bench memfit
+// measures, tools/memfit.py fits; tests/test_hostile.c checks the estimate against
+// measurement) to lie within 0..10 % above them. act_bytes is the size of one stored
+// activation element: 4 for float32 on the CPU, 2 for bf16 on a GPU.
 // Inference (training 0) has no gradients, optimizer state or recomputation.
 //
 //   CX_TRY(camoxpert_check_img_size(S, "--img-size"));
@@ -42,6 +43,11 @@ typedef struct {
 // n_params: the parameter table's numel; ema: 1 when an EMA is kept.
 void camoxpert_memory_estimate(const CamoXpertConfig *c, int64_t n_params, int batch, int S, int training,
                                nn_recompute recompute, int ema, int act_bytes, MemEstimate *m);
+// The per-pixel features the activation estimate is linear in (memory.c): 1, X, Y·k (sparse),
+// Y·4 (dense), d0. Exposed for the tool that fits the coefficients (build/camoxpert_bench
+// memfit, tools/memfit.py).
+#define MEM_FEATURES 5
+void camoxpert_memory_features(const CamoXpertConfig *c, double f[MEM_FEATURES]);
 // The largest batch (up to max_batch) whose estimate plus `other` bytes fits budget; 0 when batch 1 does not.
 int camoxpert_memory_fit_batch(const CamoXpertConfig *c, int64_t n_params, int S, int training, nn_recompute recompute,
                                int ema, int act_bytes, double other, double budget, int max_batch);

@@ -392,18 +392,25 @@ Tensor moe_dispatch_forward(NNCtx *ctx, Moe *m, const Tensor *x) {
     if (m->routing == MOE_ROUTING_SPATIAL) return spatial_dispatch_forward(ctx, m, x);
     const int64_t U = m->U, H = T_H(x), W = T_W(x), P = U * m->k;
     Tensor rows = plan_part(m, 0), ulist = plan_part(m, 2), uptr = plan_part(m, 3), uw = plan_w_part(m, 1);
+    // y first: below the groups' rows and outputs, which inference gives back once summed
+    // (above it they would leave a hole of k maps under it)
+    Tensor y = nn_zeros4(ctx, U, H, W, m->d);
+    m->yall = nn_new4(ctx, P, H, W, m->d);
     Tensor xg = nn_new4(ctx, P, H, W, m->d);
     rows_gather(&ctx->op, &xg, x, &rows);
-    m->yall = nn_new4(ctx, P, H, W, m->d);
     for (int e = 0; e < m->E; e++) {
         const int64_t c = m->route.count[e];
         if (!c) continue;
         Tensor xe = tensor_slice0(&xg, m->offset[e], c);
         m->ys[e] = tensor_slice0(&m->yall, m->offset[e], c);
-        expert_forward_into(ctx, &m->experts[e], &xe, &m->ys[e]);   // one call for the whole group
+        Expert *ex = &m->experts[e];
+        nn_unit_begin(ctx, &ex->unit);   // a unit (nn/recompute.h): its backward re-runs it on xe when asked
+        expert_forward_into(ctx, ex, &xe, &m->ys[e]);   // one call for the whole group
+        nn_unit_end(ctx, &ex->unit, (Tensor *[]){ &m->ys[e] }, 1);
     }
-    Tensor y = nn_zeros4(ctx, U, H, W, m->d);
+    nn_drop(ctx, &xg);   // inference: every group has read its rows
     rows_gather_sum(&ctx->op, &y, &m->yall, &uptr, &ulist, &uw);
+    nn_drop(ctx, &m->yall);   // inference: summed
     return y;
 }
 

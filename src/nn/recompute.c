@@ -48,7 +48,7 @@ void nn_unit_end(NNCtx *ctx, NNUnit *u, Tensor *const *outs, int n) {
         arena_release_except(ctx->act, u->mark, u->out, u->n_out);
         for (int i = 0; i < n; i++) {
             if (!outs[i] || !outs[i]->data) continue;
-            void *old = outs[i]->data, *q = arena_move_down(ctx->act, old);
+            void *old = outs[i]->data, *q = arena_move_down(ctx->act, u->mark, old);   // not one from before the unit
             for (int j = i; q && j < n; j++)   // every output in that chunk (a chunk moves whole)
                 if (outs[j] && outs[j]->data == old) outs[j]->data = q;
         }

@@ -81,6 +81,8 @@ const char *nn_recompute_name(nn_recompute r);   // "none", "cheap", "blocks"
 void nn_unit_begin(NNCtx *ctx, NNUnit *u);
 // outs[0..n): the tensors that flow out of the unit (NULL entries or tensors without
 // data are ignored); everything else the unit allocated is given back as its level says.
+// An output may be memory the caller allocated before the unit (a slice of its buffer,
+// as expert_forward_into writes): it stays where it is.
 void nn_unit_end(NNCtx *ctx, NNUnit *u, Tensor *const *outs, int n);
 int nn_unit_replay_begin(NNCtx *ctx, NNUnit *u);
 void nn_unit_replay_end(NNCtx *ctx, NNUnit *u);
