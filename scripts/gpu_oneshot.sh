@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# scripts/gpu_oneshot.sh — every GPU check of issues 26-29 and 35 in one device call (about 9
-# minutes on one H100): the whole suite, issue 35's test five times on the host's CPU, the sm_80
-# refusal, issue 26's bf16 sweep (a base build against this one), then the training step: the
-# base build against this build, this build with the switches of 27/28 off, --recompute blocks
-# (29), and the twin if time is left. Bundle first (scripts/gpu_bundle.sh; gpu/main-bin.tar.xz:
-# bin/camoxpert and bin/libcamoxpert_cuda.so of the base build; gpu/sm80/libcamoxpert_cuda.so.xz:
-# a plug-in built for sm_80 only), copy this script to gpu/, then on the device
-#   OUT=$OUT gpu/gpu_oneshot.sh
-# with carry: gpu/bin.tar.xz gpu/sparse.tar.xz gpu/fixtures_dense.tar.xz gpu/main-bin.tar.xz
-# gpu/sm80 gpu/run.sh gpu/gpu_oneshot.sh (under the call's 64 MiB). The device tool brings back
-# only a few files: the logs go to /tmp/cx_oneshot and come back as $OUT/logs.tar.xz (written
-# after each part, so a call cut short still returns what ran).
+# scripts/gpu_oneshot.sh — the GPU checks of issues 26-29 and 35 in two device calls of under 10
+# minutes each on one H100:
+#   OUT=$OUT gpu/gpu_oneshot.sh tests   the GPU's own tests (names with "cuda"), then the whole suite;
+#                                       issue 35's test five times on the host's CPU beside them; the
+#                                       sm_80 plug-in's refusal
+#   OUT=$OUT gpu/gpu_oneshot.sh perf    issue 26's bf16 sweep (a base build against this one), then the
+#                                       training step: the base build against this build, this build
+#                                       with the switches of 27/28 off, --recompute blocks (29), and the
+#                                       PyTorch twin if time is left
+# Bundle first (scripts/gpu_bundle.sh; gpu/main-bin.tar.xz: bin/camoxpert and bin/libcamoxpert_cuda.so
+# of the base build; gpu/sm80/libcamoxpert_cuda.so.xz: a plug-in built for sm_80 only), copy this
+# script to gpu/, and carry gpu/bin.tar.xz gpu/sparse.tar.xz gpu/fixtures_dense.tar.xz
+# gpu/main-bin.tar.xz gpu/sm80 gpu/run.sh gpu/gpu_oneshot.sh (under the call's 64 MiB). The device
+# tool brings back only a few files: the logs go to /tmp/cx_oneshot and come back as
+# $OUT/logs.tar.xz, packed after each part, so a call cut short still returns what ran.
 set -u
 cd "$(dirname "$0")/.."
 RET=$OUT
@@ -18,7 +21,8 @@ OUT=/tmp/cx_oneshot; mkdir -p $OUT
 pack() { tar -C $OUT -cJf $RET/logs.tar.xz . 2>/dev/null; }
 trap pack EXIT
 T0=$SECONDS
-left() { echo $((540 - (SECONDS - T0))); }
+PART=${1:-tests}
+left() { echo $((560 - (SECONDS - T0))); }   # a call may run 10 minutes
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader; nproc
   grep -m1 'model name' /proc/cpuinfo
   grep -o -w -E 'avx512f|avx512_bf16|amx_tile|amx_bf16|avx512_fp16' /proc/cpuinfo | sort -u | tr '\n' ' '; echo; } | tee $OUT/info.txt
@@ -29,22 +33,30 @@ export CAMOXPERT_SHARED=$PWD/gpu/shared LD_LIBRARY_PATH=$PWD/gpu/lib OMP_WAIT_PO
 ls gpu/shared/fixtures | tr '\n' ' ' | tee -a $OUT/info.txt; echo
 gpu/bin/camoxpert --version 2>&1 | head -3 | tee -a $OUT/info.txt
 echo "unpacked t=$((SECONDS-T0))s"
+if [[ $PART == tests ]]; then
 # issue 35, five times, on the CPU beside the suite (one thread a rank)
 ( for i in 1 2 3 4 5; do
     timeout 90 gpu/bin/camoxpert_tests cli_train_two_ranks_equal_one_process_with_the_same_micro_batches \
         dist_cpu_parameter 2>&1 | grep -E "^(ok|FAIL)|passed|tests/|grad" | tr '\n' ' '; echo
   done > $OUT/issue35.txt 2>&1 ) &
 p35=$!
-# the whole suite, every shared fixture but edgenext_xx_small's (the call's 64 MiB)
-timeout 250 gpu/bin/camoxpert_tests > $OUT/suite.log 2>&1
-echo "suite rc=$? t=$((SECONDS-T0))s: $(tail -n 1 $OUT/suite.log)" | tee $OUT/suite_summary.txt
+# the GPU's own tests first (every test and op-table row whose name says cuda), then the whole
+# suite, every shared fixture but edgenext_xx_small's (the call's 64 MiB); the whole suite took
+# more than 250 s on the H100 machine's 16 cores on 2026-12-07
+timeout 150 gpu/bin/camoxpert_tests cuda > $OUT/suite_cuda.log 2>&1
+echo "GPU tests rc=$? t=$((SECONDS-T0))s: $(tail -n 1 $OUT/suite_cuda.log)" | tee $OUT/suite_summary.txt
+grep -E "^FAIL" $OUT/suite_cuda.log | head -20 | tee -a $OUT/suite_summary.txt; pack
+timeout $(( $(left) - 40 )) gpu/bin/camoxpert_tests > $OUT/suite.log 2>&1
+echo "suite rc=$? t=$((SECONDS-T0))s: $(tail -n 1 $OUT/suite.log)" | tee -a $OUT/suite_summary.txt
 grep -E "^(FAIL|skip)" $OUT/suite.log | grep -v "edgenext_xx_small.safetensors" | head -20 | tee -a $OUT/suite_summary.txt
 wait $p35; cat $OUT/issue35.txt; pack
 { echo "== a plug-in built for sm_80 only, on this card (--device cuda, then auto):"
   CAMOXPERT_CUDA_PLUGIN=$PWD/gpu/sm80/libcamoxpert_cuda.so timeout 30 gpu/bin/camoxpert bench --device cuda --backbone edgenext_xx_small --img-size 64 --steps 1 2>&1 | tail -2; echo "exit ${PIPESTATUS[0]}"
   CAMOXPERT_CUDA_PLUGIN=$PWD/gpu/sm80/libcamoxpert_cuda.so timeout 30 gpu/bin/camoxpert bench --device auto --backbone edgenext_xx_small --img-size 64 --steps 1 2>&1 | head -1; } > $OUT/cards.txt 2>&1
+fi
+if [[ $PART == perf ]]; then
 # issue 26: the sweep, edc5414 and this build (the shared fixtures first, then the issue's configuration)
-dl=$(( $(left) - 330 )); [[ $dl -lt 40 ]] && dl=40
+dl=$(( $(left) - 300 )); [[ $dl -lt 40 ]] && dl=40
 timeout $((dl + 90)) python3 tools/bf16_sweep.py --out /tmp/cx_bf16sweep --deadline $dl --jobs 12 \
     --camoxpert gpu/main/bin/camoxpert --camoxpert gpu/bin/camoxpert \
     --extra gpu/shared/fixtures/camoxpert_sparse_xx_small.safetensors \
@@ -71,4 +83,5 @@ bench() {   # name, binary, env...
           --size 352x352 --batch 16 --mode dense --amp bf16 --channels-last --warmup 3 --iters 8 > $OUT/twin_dense.log 2>&1
       echo "== twin dense bf16 channels_last rc=$?"; grep -E "^twin|Error" $OUT/twin_dense.log | tail -2
   fi; } 2>&1 | tee $OUT/bench.txt
+fi
 echo "done t=$((SECONDS-T0))s"
