@@ -15,8 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-// "a FIFO", "a directory", ... for messages about what a path is.
-static const char *file_type_name(mode_t m) {
+const char *io_file_type_name(mode_t m) {
     if (S_ISDIR(m)) return "a directory";
     if (S_ISFIFO(m)) return "a FIFO (named pipe)";
     if (S_ISSOCK(m)) return "a socket";
@@ -40,7 +39,7 @@ cx_status io_open_regular(const char *path, FILE **fp) {
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(sb.st_mode));
+        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, io_file_type_name(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -64,7 +63,7 @@ cx_status io_open_append(const char *path, FILE **fp) {
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return CX_FAIL(CX_EIO, "%s is %s, not a file; remove it or choose another path", path,
-                       file_type_name(sb.st_mode));
+                       io_file_type_name(sb.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -362,6 +361,20 @@ cx_status io_read_file(const char *path, unsigned char **buf, size_t *size) {
 bool io_path_exists(const char *path) { struct stat sb; return lstat(path, &sb) == 0; }
 bool io_path_is_dir(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode); }
 bool io_path_is_regular(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISREG(sb.st_mode); }
+
+int io_dir_holds_any(const char *dir, const char *const *names, char *what, size_t n) {
+    int found = 0;
+    size_t len = 0;
+    if (n) what[0] = 0;
+    for (int i = 0; names[i]; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (!io_path_exists(p)) continue;
+        if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
+        found = 1;
+    }
+    return found;
+}
 
 cx_status io_make_dirs(const char *path) {
     char p[4096];
