@@ -24,6 +24,18 @@ const char *io_file_type_name(mode_t m) {
     return "not a regular file";
 }
 
+// fd, a regular file opened O_NONBLOCK (a FIFO does not block that open), as a
+// blocking stream in mode; on failure fd is closed: "cannot VERB PATH: why".
+static cx_status stream_of(int fd, const char *mode, const char *verb, const char *path, FILE **fp) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fp = fdopen(fd, mode);
+    if (*fp) return CX_OK;
+    int e = errno;
+    close(fd);
+    return CX_FAIL(CX_EIO, "cannot %s %s: %s", verb, path, strerror(e));
+}
+
 cx_status io_open_regular(const char *path, FILE **fp) {
     *fp = NULL;
     // O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting
@@ -41,15 +53,7 @@ cx_status io_open_regular(const char *path, FILE **fp) {
         close(fd);
         return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, io_file_type_name(sb.st_mode));
     }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    *fp = fdopen(fd, "rb");
-    if (!*fp) {
-        int e = errno;
-        close(fd);
-        return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(e));
-    }
-    return CX_OK;
+    return stream_of(fd, "rb", "read", path, fp);
 }
 
 cx_status io_open_append(const char *path, FILE **fp) {
@@ -65,15 +69,7 @@ cx_status io_open_append(const char *path, FILE **fp) {
         return CX_FAIL(CX_EIO, "%s is %s, not a file; remove it or choose another path", path,
                        io_file_type_name(sb.st_mode));
     }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    *fp = fdopen(fd, "a");
-    if (!*fp) {
-        int e = errno;
-        close(fd);
-        return CX_FAIL(CX_EIO, "cannot write %s: %s", path, strerror(e));
-    }
-    return CX_OK;
+    return stream_of(fd, "a", "write", path, fp);
 }
 
 // 12 characters of [a-z0-9] from the kernel's random source.
