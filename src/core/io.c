@@ -1,6 +1,7 @@
 // io.c — see io.h.
 #define _POSIX_C_SOURCE 200809L
 #include "io.h"
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -181,6 +182,20 @@ cx_status io_atomic_commit(AtomicFile *af) {
     if (fd >= 0) { fsync(fd); close(fd); }
     io_crash_point("atomic: renamed");
     return CX_OK;
+}
+
+cx_status io_atomic_write_json(const char *path, const cJSON *doc) {
+    char *s = cJSON_Print(doc);
+    if (!s) return CX_FAIL(CX_ENOMEM, "out of memory printing the JSON for %s", path);
+    AtomicFile af;
+    cx_status st = io_atomic_begin(&af, path);
+    if (!st) {
+        fputs(s, af.fp);
+        fputc('\n', af.fp);
+        st = io_atomic_commit(&af);
+    }
+    cJSON_free(s);
+    return st;
 }
 
 cx_status io_atomic_close_unsynced(AtomicFile *af) { return atomic_flush(af, 0, 1); }

@@ -33,6 +33,10 @@ typedef struct {
 cx_status io_atomic_begin(AtomicFile *af, const char *path);
 cx_status io_atomic_commit(AtomicFile *af);
 void io_atomic_abort(AtomicFile *af);
+// A JSON document, indented, and a final newline as the whole file at path: begin,
+// write, commit. CX_ENOMEM when cJSON cannot print it.
+struct cJSON;
+cx_status io_atomic_write_json(const char *path, const struct cJSON *doc);
 // Many small files made durable together (predict's masks): io_atomic_close_unsynced
 // closes a written temporary file without its fsync; io_atomic_commit_group then syncs
 // the file system they are on once (syncfs), renames each to its real name and syncs
