@@ -15,9 +15,6 @@
 // do 25-81 FMAs per 8 bytes moved and are compute-bound on two cores.
 #include "cpu.h"
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define DW_VL 16   // channels per vector (64 bytes)
 typedef float vf __attribute__((vector_size(DW_VL * sizeof(float))));
@@ -304,11 +301,8 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
         dw_inside(g.Wo, g.W, g.s, -g.p, g.kw, g.d, &ow0, &ow1);
 #pragma omp parallel num_threads(nt)
         {
-#ifdef _OPENMP
-            int t = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-            int t = 0, nth = 1;
-#endif
+            int t, nth;
+            cx_thread_team(&t, &nth);
             double *pp = part + (int64_t)t * T * C;
             float *rb = rowbuf + (int64_t)t * T * C;
             int64_t rows = g.N * g.Ho, lo = rows * t / nth, hi = rows * (t + 1) / nth;
