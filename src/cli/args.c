@@ -1,5 +1,6 @@
 // args.c — the option parser shared by every subcommand (see cli.h).
 #include "cli.h"
+#include "infer/open.h"
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -30,6 +31,12 @@ const CliOpt *cli_find(const CliOpt *opts, int n, const char *name) {
 int cli_seen(const CliOpt *opts, int n, const char *name) {
     const CliOpt *o = cli_find(opts, n, name);
     return o ? o->seen : 0;
+}
+
+unsigned cli_ckpt_model_given(const CliOpt *opts, int n) {
+    return (cli_seen(opts, n, "backbone") ? MODEL_GIVEN_BACKBONE : 0) |
+           (cli_seen(opts, n, "use-sparse-moe") ? MODEL_GIVEN_SPARSE : 0) |
+           (cli_seen(opts, n, "num-experts") ? MODEL_GIVEN_EXPERTS : 0) | (cli_seen(opts, n, "top-k") ? MODEL_GIVEN_TOPK : 0);
 }
 
 void cli_print_help(FILE *fp, const char *cmd, const char *synopsis, const CliOpt *opts, int n) {

@@ -46,6 +46,23 @@ void cli_print_help(FILE *fp, const char *cmd, const char *synopsis, const CliOp
 const CliOpt *cli_find(const CliOpt *opts, int n_opts, const char *name);
 int cli_seen(const CliOpt *opts, int n_opts, const char *name);
 
+// The options that give a checkpoint without a model config (a reference PyTorch one)
+// its model — --backbone, --use-sparse-moe, --num-experts, --top-k — as rows of a
+// command's option table (predict, export), and which of them were given, as the
+// MODEL_GIVEN_* bits of infer/open.h: a checkpoint that names its model is used as it
+// names it, and a given option that disagrees is an error.
+//
+//   CliOpt opts[] = { ..., CLI_OPTS_CKPT_MODEL(&backbone, &sparse, &E, &k), ... };
+//   unsigned given = cli_ckpt_model_given(opts, CLI_N(opts));
+#define CLI_OPTS_CKPT_MODEL(backbone, sparse, E, k) \
+    { "backbone", OPT_STR, backbone, "for a checkpoint without a model config (a reference one, converted with " \
+      "tools/pth_to_safetensors.py): the EdgeNeXt variant; a checkpoint that names its model is used as it names " \
+      "it", "NAME", NULL, 0 }, \
+    { "use-sparse-moe", OPT_FLAG, sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 }, \
+    { "num-experts", OPT_INT, E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 }, \
+    { "top-k", OPT_INT, k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 }
+unsigned cli_ckpt_model_given(const CliOpt *opts, int n_opts);
+
 // --threads N of command cmd: 0 = all cores; negative or above cx_threads_max()
 // prints an error naming the value and the limit and returns 2; else sets the
 // OpenMP/OpenBLAS thread count and returns 0.

@@ -679,16 +679,7 @@ int cmd_bench(int argc, char **argv) {
     }
     int rc = 0;
     if (json && de.rank == 0) {
-        char *s = cJSON_Print(arr);
-        AtomicFile af;
-        cx_status cs = io_atomic_begin(&af, json);
-        if (!cs) {
-            fputs(s, af.fp);
-            fputc('\n', af.fp);
-            cs = io_atomic_commit(&af);
-        }
-        if (cs) { fprintf(stderr, "error: --json %s: %s\n", json, cx_errmsg()); rc = 1; }
-        cJSON_free(s);
+        if (io_atomic_write_json(json, arr)) { fprintf(stderr, "error: --json %s: %s\n", json, cx_errmsg()); rc = 1; }
     }
     cJSON_Delete(arr);
     if (de.world > 1) {

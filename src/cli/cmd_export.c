@@ -31,11 +31,7 @@ int cmd_export(int argc, char **argv) {
           "(sparse: experts, weights and router probabilities per scale), or all (default logits)", "LIST", NULL, 0 },
         { "half", OPT_FLAG, &half, "float16 weights and arithmetic (float32 inputs and outputs; routing in float32): for "
           "GPUs", NULL, NULL, 0 },
-        { "backbone", OPT_STR, &backbone, "for a checkpoint without a model config (a reference one, converted with tools/pth_to_safetensors.py): "
-          "the EdgeNeXt variant; a checkpoint that names its model is used as it names it", "NAME", NULL, 0 },
-        { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
-        { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
-        { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+        CLI_OPTS_CKPT_MODEL(&backbone, &sparse, &E, &k),
         { "overwrite", OPT_FLAG, &overwrite, "replace an --onnx file that camoxpert export did not write", NULL, NULL, 0 },
     };
     int st = cli_parse(argc, argv, "export", opts, CLI_N(opts), NULL, 0, NULL, "--weights CKPT --onnx OUT.onnx [--half] [--outputs LIST]");
@@ -54,9 +50,7 @@ int cmd_export(int argc, char **argv) {
         return 2;
     }
     Model mo;
-    unsigned given = (backbone ? MODEL_GIVEN_BACKBONE : 0) | (cli_seen(opts, CLI_N(opts), "use-sparse-moe") ? MODEL_GIVEN_SPARSE : 0) |
-                     (cli_seen(opts, CLI_N(opts), "num-experts") ? MODEL_GIVEN_EXPERTS : 0) |
-                     (cli_seen(opts, CLI_N(opts), "top-k") ? MODEL_GIVEN_TOPK : 0);
+    unsigned given = cli_ckpt_model_given(opts, CLI_N(opts));
     cx_status cs = open_model(&mo, weights, backbone, sparse, E, k, given);
     CamoXpert *m = cs ? NULL : mo.net;
     char *config = NULL;

@@ -167,11 +167,7 @@ int cmd_predict(int argc, char **argv) {
         { "workers", OPT_INT, &workers, "threads that decode photos and write masks beside the network (0: 1 on the "
           "CPU, all cores on a GPU)", "N", NULL, 0 },
         { "threads", OPT_INT, &threads, "compute threads (0: all cores)", "N", NULL, 0 },
-        { "backbone", OPT_STR, &backbone, "for a checkpoint without a model config (a reference one, converted with tools/pth_to_safetensors.py): "
-          "the EdgeNeXt variant; a checkpoint that names its model is used as it names it", "NAME", NULL, 0 },
-        { "use-sparse-moe", OPT_FLAG, &sparse, "with --backbone: the checkpoint is a sparse model", NULL, NULL, 0 },
-        { "num-experts", OPT_INT, &E, "with --backbone --use-sparse-moe: experts per scale", "E", NULL, 0 },
-        { "top-k", OPT_INT, &k, "with --backbone --use-sparse-moe: experts per image", "K", NULL, 0 },
+        CLI_OPTS_CKPT_MODEL(&backbone, &sparse, &E, &k),
         { "device", OPT_STR, &device, "cpu, cuda, cuda:N or auto (a GPU when one is usable)", "cpu|cuda|cuda:N|auto", NULL, 0 },
         { "precision", OPT_STR, &precision, "fp32, bf16 (a GPU, or a CPU with AMX-BF16 or AVX512-BF16: its convolutions "
           "and matmuls) or auto (bf16 on a GPU or on such a CPU, else fp32)", "fp32|bf16|auto", "fp32|bf16|auto", 0 },
@@ -211,9 +207,7 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "error: camoxpert predict: %s\n", cx_errmsg());
         return 2;
     }
-    unsigned given = (backbone ? MODEL_GIVEN_BACKBONE : 0) | (cli_seen(opts, CLI_N(opts), "use-sparse-moe") ? MODEL_GIVEN_SPARSE : 0) |
-                     (cli_seen(opts, CLI_N(opts), "num-experts") ? MODEL_GIVEN_EXPERTS : 0) |
-                     (cli_seen(opts, CLI_N(opts), "top-k") ? MODEL_GIVEN_TOPK : 0);
+    unsigned given = cli_ckpt_model_given(opts, CLI_N(opts));
     DataRootPlan dr = { 0 };
     int incomplete = 0;
     if (data_root) {

@@ -23,13 +23,18 @@ void cx_oneline(const char *s, char *out, size_t n) {
     out[o] = 0;
 }
 
+void cx_voneline(char *out, size_t n, const char *fmt, va_list ap) {
+    char raw[4096];   // cx_oneline never shortens: n - 1 characters of raw fill out
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    cx_oneline(raw, out, n);
+}
+
 cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...) {
-    char raw[3072], buf[3072];
+    char buf[3072];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    cx_voneline(buf, sizeof buf, fmt, ap);   // a message is one line, whatever the file names in it
     va_end(ap);
-    cx_oneline(raw, buf, sizeof buf);   // a message is one line, whatever the file names in it
     // The source location is for bug reports: it ends a message only for an internal
     // error (a bug in camoxpert), or when CAMOXPERT_DEBUG is set; a user's message names the
     // file, the value and the fix, and nothing of camoxpert's sources.
@@ -42,12 +47,11 @@ cx_status cx_fail(cx_status st, const char *file, int line, const char *fmt, ...
 }
 
 void cx_error_context(const char *fmt, ...) {
-    char raw[1024], pre[1024], old[sizeof cx_msg];
+    char pre[1024], old[sizeof cx_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    cx_voneline(pre, sizeof pre, fmt, ap);
     va_end(ap);
-    cx_oneline(raw, pre, sizeof pre);
     memcpy(old, cx_msg, sizeof old);
     snprintf(cx_msg, sizeof cx_msg, "%.1000s: %.3000s", pre, old);
 }

@@ -7,6 +7,7 @@
 //   cx_status st = st_open(&f, path);
 //   if (st) { fprintf(stderr, "error: %s\n", cx_errmsg()); return 1; }
 #pragma once
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -50,6 +51,9 @@ void cx_error_clear(void);
 // or \xHH, so a name cannot split a message or drive the terminal. Messages (cx_fail,
 // cx_error_context) and warnings (core/log.c) pass through it.
 void cx_oneline(const char *s, char *out, size_t n);
+// vsnprintf then cx_oneline: the message of fmt and ap as one line into out (n bytes,
+// truncated; n up to 4096).
+void cx_voneline(char *out, size_t n, const char *fmt, va_list ap);
 
 // Allocation helpers that abort with a clear message when memory runs out
 // (an out-of-memory condition is not recoverable in the middle of a step).

@@ -1,6 +1,7 @@
 // io.c — see io.h.
 #define _POSIX_C_SOURCE 200809L
 #include "io.h"
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,14 +16,25 @@
 #include <time.h>
 #include <unistd.h>
 
-// "a FIFO", "a directory", ... for messages about what a path is.
-static const char *file_type_name(mode_t m) {
+const char *io_file_type_name(mode_t m) {
     if (S_ISDIR(m)) return "a directory";
     if (S_ISFIFO(m)) return "a FIFO (named pipe)";
     if (S_ISSOCK(m)) return "a socket";
     if (S_ISCHR(m)) return "a character device";
     if (S_ISBLK(m)) return "a block device";
     return "not a regular file";
+}
+
+// fd, a regular file opened O_NONBLOCK (a FIFO does not block that open), as a
+// blocking stream in mode; on failure fd is closed: "cannot VERB PATH: why".
+static cx_status stream_of(int fd, const char *mode, const char *verb, const char *path, FILE **fp) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fp = fdopen(fd, mode);
+    if (*fp) return CX_OK;
+    int e = errno;
+    close(fd);
+    return CX_FAIL(CX_EIO, "cannot %s %s: %s", verb, path, strerror(e));
 }
 
 cx_status io_open_regular(const char *path, FILE **fp) {
@@ -40,17 +52,9 @@ cx_status io_open_regular(const char *path, FILE **fp) {
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, file_type_name(sb.st_mode));
+        return CX_FAIL(CX_EIO, "%s is %s, not a file; give a regular file", path, io_file_type_name(sb.st_mode));
     }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    *fp = fdopen(fd, "rb");
-    if (!*fp) {
-        int e = errno;
-        close(fd);
-        return CX_FAIL(CX_EIO, "cannot read %s: %s", path, strerror(e));
-    }
-    return CX_OK;
+    return stream_of(fd, "rb", "read", path, fp);
 }
 
 cx_status io_open_append(const char *path, FILE **fp) {
@@ -64,17 +68,9 @@ cx_status io_open_append(const char *path, FILE **fp) {
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return CX_FAIL(CX_EIO, "%s is %s, not a file; remove it or choose another path", path,
-                       file_type_name(sb.st_mode));
+                       io_file_type_name(sb.st_mode));
     }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    *fp = fdopen(fd, "a");
-    if (!*fp) {
-        int e = errno;
-        close(fd);
-        return CX_FAIL(CX_EIO, "cannot write %s: %s", path, strerror(e));
-    }
-    return CX_OK;
+    return stream_of(fd, "a", "write", path, fp);
 }
 
 // 12 characters of [a-z0-9] from the kernel's random source.
@@ -186,6 +182,20 @@ cx_status io_atomic_commit(AtomicFile *af) {
     if (fd >= 0) { fsync(fd); close(fd); }
     io_crash_point("atomic: renamed");
     return CX_OK;
+}
+
+cx_status io_atomic_write_json(const char *path, const cJSON *doc) {
+    char *s = cJSON_Print(doc);
+    if (!s) return CX_FAIL(CX_ENOMEM, "out of memory printing the JSON for %s", path);
+    AtomicFile af;
+    cx_status st = io_atomic_begin(&af, path);
+    if (!st) {
+        fputs(s, af.fp);
+        fputc('\n', af.fp);
+        st = io_atomic_commit(&af);
+    }
+    cJSON_free(s);
+    return st;
 }
 
 cx_status io_atomic_close_unsynced(AtomicFile *af) { return atomic_flush(af, 0, 1); }
@@ -362,6 +372,20 @@ cx_status io_read_file(const char *path, unsigned char **buf, size_t *size) {
 bool io_path_exists(const char *path) { struct stat sb; return lstat(path, &sb) == 0; }
 bool io_path_is_dir(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode); }
 bool io_path_is_regular(const char *path) { struct stat sb; return stat(path, &sb) == 0 && S_ISREG(sb.st_mode); }
+
+int io_dir_holds_any(const char *dir, const char *const *names, char *what, size_t n) {
+    int found = 0;
+    size_t len = 0;
+    if (n) what[0] = 0;
+    for (int i = 0; names[i]; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (!io_path_exists(p)) continue;
+        if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
+        found = 1;
+    }
+    return found;
+}
 
 cx_status io_make_dirs(const char *path) {
     char p[4096];

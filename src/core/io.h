@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 typedef struct {
     FILE *fp;
@@ -32,6 +33,10 @@ typedef struct {
 cx_status io_atomic_begin(AtomicFile *af, const char *path);
 cx_status io_atomic_commit(AtomicFile *af);
 void io_atomic_abort(AtomicFile *af);
+// A JSON document, indented, and a final newline as the whole file at path: begin,
+// write, commit. CX_ENOMEM when cJSON cannot print it.
+struct cJSON;
+cx_status io_atomic_write_json(const char *path, const struct cJSON *doc);
 // Many small files made durable together (predict's masks): io_atomic_close_unsynced
 // closes a written temporary file without its fsync; io_atomic_commit_group then syncs
 // the file system they are on once (syncfs), renames each to its real name and syncs
@@ -86,6 +91,13 @@ cx_status io_read_file(const char *path, unsigned char **buf, size_t *size);
 bool io_path_exists(const char *path);       // anything at path (a dangling symlink counts)
 bool io_path_is_dir(const char *path);
 bool io_path_is_regular(const char *path);   // a regular file (following symlinks)
+// What a file of mode m is, for messages: "a directory", "a FIFO (named pipe)", "a
+// socket", "a character device", "a block device", else "not a regular file".
+const char *io_file_type_name(mode_t m);
+// Which of names (NULL-terminated) are in dir: `what` gets those found, comma-separated
+// ("last.safetensors, train_log.jsonl"; truncated to n bytes); returns whether any is.
+// A directory that does not exist holds none.
+int io_dir_holds_any(const char *dir, const char *const *names, char *what, size_t n);
 cx_status io_make_dirs(const char *path);   // mkdir -p
 
 // Test hook for crash safety: every atomic write and checkpoint step calls

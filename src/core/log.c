@@ -22,11 +22,10 @@ double cx_time_s(void) {
 void log_msg(log_level lv, const char *fmt, ...) {
     if (lv < cx_log_level) return;
     static const char *tag[] = { "debug: ", "", "warning: ", "error: " };
-    char raw[4096], buf[4096];
+    char buf[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    cx_voneline(buf, sizeof buf, fmt, ap);   // a warning is one line, whatever the file names in it
     va_end(ap);
-    cx_oneline(raw, buf, sizeof buf);   // a warning is one line, whatever the file names in it
     fprintf(stderr, "%s%s\n", tag[lv < LOG_QUIET ? lv : LOG_ERROR], buf);
 }

@@ -124,15 +124,6 @@ cx_status outpath_read_mark(const char *path, char *mark, size_t n) {
     return CX_OK;
 }
 
-static const char *kind_of(mode_t m) {
-    if (S_ISDIR(m)) return "a directory";
-    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
-    if (S_ISSOCK(m)) return "a socket";
-    if (S_ISCHR(m)) return "a character device";
-    if (S_ISBLK(m)) return "a block device";
-    return "not a regular file";
-}
-
 cx_status outpath_check(const char *path, const char *mark, int overwrite, const char *opt) {
     size_t L = strlen(path);
     if (L == 0) return CX_FAIL(CX_EARG, "%s: an empty path; name the file to write", opt);
@@ -146,7 +137,7 @@ cx_status outpath_check(const char *path, const char *mark, int overwrite, const
                                    "another %s, or pass --overwrite to replace the link itself)", opt, path, opt);
     if (!S_ISREG(sb.st_mode))
         return CX_FAIL(CX_EARG, "%s: %s exists and is %s, not a file camoxpert may replace; choose another %s", opt, path,
-                       kind_of(sb.st_mode), opt);
+                       io_file_type_name(sb.st_mode), opt);
     char have[256] = "";
     if (outpath_read_mark(path, have, sizeof have) == CX_OK && !strcmp(have, mark)) return CX_OK;   // our own: a rerun
     if (overwrite) return CX_OK;
@@ -159,15 +150,5 @@ cx_status outpath_check(const char *path, const char *mark, int overwrite, const
 
 int outpath_dir_holds_run(const char *dir, char *what, size_t n) {
     static const char *const names[] = { "last.safetensors", "best.safetensors", "train_log.jsonl", NULL };
-    int found = 0;
-    size_t len = 0;
-    if (n) what[0] = 0;
-    for (int i = 0; names[i]; i++) {
-        char p[4200];
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        if (!io_path_exists(p)) continue;
-        if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
-        found = 1;
-    }
-    return found;
+    return io_dir_holds_any(dir, names, what, n);
 }

@@ -29,3 +29,13 @@ int cx_threads_max(void) {
 }
 
 int cx_threads_get(void) { return cx_nthreads > 0 ? cx_nthreads : cx_threads_default(); }
+
+void cx_thread_team(int *t, int *T) {
+#ifdef _OPENMP
+    *t = omp_get_thread_num();
+    *T = omp_get_num_threads();
+#else
+    *t = 0;
+    *T = 1;
+#endif
+}

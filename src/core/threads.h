@@ -7,3 +7,8 @@ int cx_threads_get(void);
 // at least 64, at most 1024 (a runaway count exhausts memory inside the OpenMP
 // runtime, which has no way to report it).
 int cx_threads_max(void);
+// Inside an OpenMP parallel region: this thread's number (*t) and the team's size (*T);
+// 0 and 1 outside one or without OpenMP. The CPU kernels give thread t the rows
+// [R·t/T, R·(t+1)/T) and add per-thread partials in thread order: deterministic for a
+// given thread count.
+void cx_thread_team(int *t, int *T);

@@ -573,52 +573,63 @@ static void bilinear_taps(int out, int in, int *i0, int *i1, float *fr) {
     }
 }
 
+// Both axes' taps of a resize from w x h to W x H, in two allocations (bilinear_grid_free).
+typedef struct {
+    int *x0, *x1, *y0, *y1;   // (W), (W), (H), (H): source columns and rows
+    float *fx, *fy;           // (W), (H): weights of x1, y1
+} BilinearGrid;
+
+static BilinearGrid bilinear_grid(int W, int H, int w, int h) {
+    BilinearGrid g;
+    g.x0 = cx_malloc(sizeof(int) * (size_t)(2 * W + 2 * H));
+    g.x1 = g.x0 + W, g.y0 = g.x1 + W, g.y1 = g.y0 + H;
+    g.fx = cx_malloc(sizeof(float) * (size_t)(W + H)), g.fy = g.fx + W;
+    bilinear_taps(W, w, g.x0, g.x1, g.fx);
+    bilinear_taps(H, h, g.y0, g.y1, g.fy);
+    return g;
+}
+
+static void bilinear_grid_free(BilinearGrid *g) {
+    free(g->x0);
+    free(g->fx);
+}
+
 void image_resize_bilinear(const Image8 *src, int W, int H, Image8 *dst) {
     int C = src->c, w = src->w, h = src->h;
     image_alloc(dst, W, H, C);
-    int *x0 = cx_malloc(sizeof(int) * (size_t)(2 * W + 2 * H));
-    int *x1 = x0 + W, *y0 = x1 + W, *y1 = y0 + H;
-    float *fx = cx_malloc(sizeof(float) * (size_t)(W + H)), *fy = fx + W;
-    bilinear_taps(W, w, x0, x1, fx);
-    bilinear_taps(H, h, y0, y1, fy);
+    BilinearGrid g = bilinear_grid(W, H, w, h);
     for (int y = 0; y < H; y++) {
-        const uint8_t *r0 = src->px + (size_t)y0[y] * w * C, *r1 = src->px + (size_t)y1[y] * w * C;
-        float b = fy[y], a = 1 - b;
+        const uint8_t *r0 = src->px + (size_t)g.y0[y] * w * C, *r1 = src->px + (size_t)g.y1[y] * w * C;
+        float b = g.fy[y], a = 1 - b;
         uint8_t *d = dst->px + (size_t)y * W * C;
         for (int x = 0; x < W; x++) {
-            float q = fx[x], p = 1 - q;
-            const uint8_t *p00 = r0 + (size_t)x0[x] * C, *p01 = r0 + (size_t)x1[x] * C;
-            const uint8_t *p10 = r1 + (size_t)x0[x] * C, *p11 = r1 + (size_t)x1[x] * C;
+            float q = g.fx[x], p = 1 - q;
+            const uint8_t *p00 = r0 + (size_t)g.x0[x] * C, *p01 = r0 + (size_t)g.x1[x] * C;
+            const uint8_t *p10 = r1 + (size_t)g.x0[x] * C, *p11 = r1 + (size_t)g.x1[x] * C;
             for (int c = 0; c < C; c++) {
                 float v = a * (p * p00[c] + q * p01[c]) + b * (p * p10[c] + q * p11[c]);
                 d[(size_t)x * C + c] = (uint8_t)(v + 0.5f);
             }
         }
     }
-    free(x0);
-    free(fx);
+    bilinear_grid_free(&g);
 }
 
 void image_resize_bilinear_f32(float *dst, int H, int W, const float *src, int h, int w, int C) {
-    int *x0 = cx_malloc(sizeof(int) * (size_t)(2 * W + 2 * H));
-    int *x1 = x0 + W, *y0 = x1 + W, *y1 = y0 + H;
-    float *fx = cx_malloc(sizeof(float) * (size_t)(W + H)), *fy = fx + W;
-    bilinear_taps(W, w, x0, x1, fx);
-    bilinear_taps(H, h, y0, y1, fy);
+    BilinearGrid g = bilinear_grid(W, H, w, h);
     for (int y = 0; y < H; y++) {
-        const float *r0 = src + (size_t)y0[y] * w * C, *r1 = src + (size_t)y1[y] * w * C;
-        float b = fy[y], a = 1 - b;
+        const float *r0 = src + (size_t)g.y0[y] * w * C, *r1 = src + (size_t)g.y1[y] * w * C;
+        float b = g.fy[y], a = 1 - b;
         float *d = dst + (size_t)y * W * C;
         for (int x = 0; x < W; x++) {
-            float q = fx[x], p = 1 - q;
-            const float *p00 = r0 + (size_t)x0[x] * C, *p01 = r0 + (size_t)x1[x] * C;
-            const float *p10 = r1 + (size_t)x0[x] * C, *p11 = r1 + (size_t)x1[x] * C;
+            float q = g.fx[x], p = 1 - q;
+            const float *p00 = r0 + (size_t)g.x0[x] * C, *p01 = r0 + (size_t)g.x1[x] * C;
+            const float *p10 = r1 + (size_t)g.x0[x] * C, *p11 = r1 + (size_t)g.x1[x] * C;
             for (int c = 0; c < C; c++)
                 d[(size_t)x * C + c] = a * (p * p00[c] + q * p01[c]) + b * (p * p10[c] + q * p11[c]);
         }
     }
-    free(x0);
-    free(fx);
+    bilinear_grid_free(&g);
 }
 
 void image_mask_resize_nearest(uint8_t *dst01, int H, int W, const Image8 *m) {

@@ -101,15 +101,20 @@ static inline void palette(int fam, float t, const float tint[3], float rgb[3]) 
 
 static inline uint8_t u8c(float v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5f); }
 
+// The pixel box [x0, x1] x [y0, y1] cut to the S x S image (empty stays empty).
+static void clip_box(int S, int *x0, int *y0, int *x1, int *y1) {
+    if (*x0 < 0) *x0 = 0;
+    if (*y0 < 0) *y0 = 0;
+    if (*x1 > S - 1) *x1 = S - 1;
+    if (*y1 > S - 1) *y1 = S - 1;
+}
+
 // Paints a filled ellipse (semi-axes a, b, angle th) with colour col, shaded
 // darker towards its rim along the minor axis (leaf) or radially (pebble).
 static void splat(float *rgb, int S, float cx, float cy, float a, float b, float th, const float col[3], float rim) {
     float R = a > b ? a : b;
     int x0 = (int)floorf(cx - R), x1 = (int)ceilf(cx + R), y0 = (int)floorf(cy - R), y1 = (int)ceilf(cy + R);
-    if (x0 < 0) x0 = 0;
-    if (y0 < 0) y0 = 0;
-    if (x1 > S - 1) x1 = S - 1;
-    if (y1 > S - 1) y1 = S - 1;
+    clip_box(S, &x0, &y0, &x1, &y1);
     float c = cosf(th), s = sinf(th);
     for (int y = y0; y <= y1; y++)
         for (int x = x0; x <= x1; x++) {
@@ -215,10 +220,7 @@ static void blob(float *alpha, int S, Rng *r, int n_objects) {
     float soft = rng_uniform(r) < 0.5 ? 1.0f : frand(r, 2.5f, 8.0f) * S / 352.0f;
     float ext = R * elong * 1.9f + soft;
     int x0 = (int)(cx - ext), x1 = (int)(cx + ext), y0 = (int)(cy - ext), y1 = (int)(cy + ext);
-    if (x0 < 0) x0 = 0;
-    if (y0 < 0) y0 = 0;
-    if (x1 > S - 1) x1 = S - 1;
-    if (y1 > S - 1) y1 = S - 1;
+    clip_box(S, &x0, &y0, &x1, &y1);
     float c = cosf(th), s = sinf(th);
     for (int y = y0; y <= y1; y++)
         for (int x = x0; x <= x1; x++) {

@@ -223,17 +223,8 @@ static cx_status write_routing(const char *stem, const char *image, const CamoXp
         cJSON_AddItemToArray(sc, x);
     }
     snprintf(path, sizeof path, "%s_routing.json", stem);
-    if (st) { cJSON_Delete(j); return st; }
-    char *s = cJSON_Print(j);
+    if (!st) st = io_atomic_write_json(path, j);
     cJSON_Delete(j);
-    AtomicFile af;
-    st = io_atomic_begin(&af, path);
-    if (!st) {
-        fputs(s, af.fp);
-        fputc('\n', af.fp);
-        st = io_atomic_commit(&af);
-    }
-    cJSON_free(s);
     return st;
 }
 
@@ -495,16 +486,8 @@ static cx_status out_record(const PipelineOptions *o, const Model *m, const char
     free(safe);
     cJSON_AddStringToObject(j, "sha256", m->weights_sha256);
     cJSON_AddNumberToObject(j, "img_size", m->img_size);
-    char *s = cJSON_Print(j);
+    cx_status st = io_atomic_write_json(path, j);
     cJSON_Delete(j);
-    AtomicFile af;
-    cx_status st = io_atomic_begin(&af, path);
-    if (!st) {
-        fputs(s, af.fp);
-        fputc('\n', af.fp);
-        st = io_atomic_commit(&af);
-    }
-    cJSON_free(s);
     if (st) cx_error_context("--out %s: nothing was predicted", out);
     return st;
 }

@@ -48,17 +48,7 @@ void rundir_close(RunDir *r) {
 
 int rundir_has_run(const char *dir, char *what, size_t n) {
     static const char *const names[] = { "last.safetensors", "best.safetensors", NULL };
-    int found = 0;
-    size_t len = 0;
-    if (n) what[0] = 0;
-    for (int i = 0; names[i]; i++) {
-        char p[4200];
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        if (!io_path_exists(p)) continue;
-        if (len < n) len += (size_t)snprintf(what + len, n - len, "%s%s", found ? ", " : "", names[i]);
-        found = 1;
-    }
-    return found;
+    return io_dir_holds_any(dir, names, what, n);
 }
 
 static cx_status remove_if_there(const char *dir, const char *name) {

@@ -152,31 +152,38 @@ static void entry_destroy(DnnlConv *e) {
     if (e->wre) DNNL_CHECK(dnnl_primitive_destroy(e->wre));
 }
 
-// Finds or builds the entry for key; *owned is set when the caller must destroy it (cache full).
-static const DnnlConv *entry_get(const int64_t *key, DnnlConv *tmp, int *owned) {
-    pthread_mutex_lock(&g_lock);
-    const DnnlConv *found = NULL;
-    for (int i = 0; i < g_ncache && !found; i++)
-        if (!memcmp(g_cache[i].key, key, sizeof g_cache[i].key)) found = &g_cache[i];
-    *owned = 0;
-    if (!found) {
-        DnnlConv *e = g_ncache < DNNL_CACHE ? &g_cache[g_ncache++] : tmp;
-        memset(e, 0, sizeof *e);
-        memcpy(e->key, key, sizeof e->key);
-        entry_build(e);
-        *owned = e == tmp;
-        found = e;
-    }
-    pthread_mutex_unlock(&g_lock);
-    return found;
-}
-
 // The thread count (cx_threads_set) is part of the key: oneDNN sizes its work
 // split and scratchpad for the OpenMP threads available at creation.
 static void key_fill(int64_t *key, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias, int bf16) {
     int64_t k[KEY_LEN] = { T_N(x), T_H(x), T_W(x), T_C(x), w->shape[0], w->shape[2], w->shape[3],
                            a.stride, a.pad, a.dil, a.groups, pass, bias, cx_threads_get(), bf16 };
     memcpy(key, k, sizeof k);
+}
+
+// Finds or builds the entry of this shape and pass. When the cache is full it is built
+// into *tmp, for this call only: every entry_get is paired with an entry_put.
+static const DnnlConv *entry_get(DnnlConv *tmp, const Tensor *x, const Tensor *w, ConvArgs a, int pass, int bias,
+                                 int bf16) {
+    int64_t key[KEY_LEN];
+    key_fill(key, x, w, a, pass, bias, bf16);
+    pthread_mutex_lock(&g_lock);
+    const DnnlConv *found = NULL;
+    for (int i = 0; i < g_ncache && !found; i++)
+        if (!memcmp(g_cache[i].key, key, sizeof g_cache[i].key)) found = &g_cache[i];
+    if (!found) {
+        DnnlConv *e = g_ncache < DNNL_CACHE ? &g_cache[g_ncache++] : tmp;
+        memset(e, 0, sizeof *e);
+        memcpy(e->key, key, sizeof e->key);
+        entry_build(e);
+        found = e;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return found;
+}
+
+// Ends a use of entry_get's entry: destroys it when it was built into tmp.
+static void entry_put(const DnnlConv *e, DnnlConv *tmp) {
+    if (e == tmp) entry_destroy(tmp);
 }
 
 // The weights in the primitive's layout: reordered into scratch, or w itself.
@@ -191,11 +198,8 @@ static void *weights_in(OpCtx *ctx, const DnnlConv *e, const Tensor *w) {
 // xb, dyb: the bf16 copies of x, dy (cpu_bf16_copy) for the bf16 primitive; NULL: float32.
 int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, ConvArgs a,
                           const uint16_t *xb) {
-    int64_t key[KEY_LEN];
-    key_fill(key, x, w, a, PASS_FWD, b != NULL, xb != NULL);
     DnnlConv tmp;
-    int owned;
-    const DnnlConv *e = entry_get(key, &tmp, &owned);
+    const DnnlConv *e = entry_get(&tmp, x, w, a, PASS_FWD, b != NULL, xb != NULL);
     int ok = e->ok;
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
@@ -208,18 +212,15 @@ int cpu_conv_dnnl_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *
         cpu_dnnl_run(ctx, e->conv, &e->conv_pad, n, args);
         arena_release(ctx->scratch, m);
     }
-    if (owned) entry_destroy(&tmp);
+    entry_put(e, &tmp);
     return ok;
 }
 
 // dx += conv_backward_data(dy, w)
 int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const Tensor *x, const Tensor *w, ConvArgs a,
                                 const uint16_t *dyb) {
-    int64_t key[KEY_LEN];
-    key_fill(key, x, w, a, PASS_BWD_DATA, 0, dyb != NULL);
     DnnlConv tmp;
-    int owned;
-    const DnnlConv *e = entry_get(key, &tmp, &owned);
+    const DnnlConv *e = entry_get(&tmp, x, w, a, PASS_BWD_DATA, 0, dyb != NULL);
     int ok = e->ok;
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
@@ -239,7 +240,7 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
         }
         arena_release(ctx->scratch, m);
     }
-    if (owned) entry_destroy(&tmp);
+    entry_put(e, &tmp);
     return ok;
 }
 
@@ -247,11 +248,8 @@ int cpu_conv_dnnl_backward_data(OpCtx *ctx, Tensor *dx, const Tensor *dy, const 
 int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                                    const Tensor *w, ConvArgs a, const uint16_t *dyb, const uint16_t *xb) {
     CX_ASSERT(!xb == !dyb, "conv backward-weights: both operands bf16 or neither");
-    int64_t key[KEY_LEN];
-    key_fill(key, x, w, a, PASS_BWD_WEIGHTS, db != NULL, xb != NULL);
     DnnlConv tmp;
-    int owned;
-    const DnnlConv *e = entry_get(key, &tmp, &owned);
+    const DnnlConv *e = entry_get(&tmp, x, w, a, PASS_BWD_WEIGHTS, db != NULL, xb != NULL);
     int ok = e->ok;
     if (ok) {
         ArenaMark m = arena_mark(ctx->scratch);
@@ -269,7 +267,7 @@ int cpu_conv_dnnl_backward_weights(OpCtx *ctx, Tensor *dw, Tensor *db, const Ten
             for (int64_t k = 0; k < tensor_numel(db); k++) tensor_f32(db)[k] += bb[k];
         arena_release(ctx->scratch, m);
     }
-    if (owned) entry_destroy(&tmp);
+    entry_put(e, &tmp);
     return ok;
 }
 

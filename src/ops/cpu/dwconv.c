@@ -15,9 +15,6 @@
 // do 25-81 FMAs per 8 bytes moved and are compute-bound on two cores.
 #include "cpu.h"
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define DW_VL 16   // channels per vector (64 bytes)
 typedef float vf __attribute__((vector_size(DW_VL * sizeof(float))));
@@ -67,11 +64,13 @@ static void dw_inside(int64_t n, int64_t len, int64_t step, int64_t off, int64_t
 // row leave 3 inside), which the row kernel does one at a time. There the
 // rows are first copied with zero margins, so that every pixel is "inside":
 // the copy is one pass over the input, the kernel does kh·kw FMAs per element.
-// Returns src (rows, len, C) widened to (rows, pl + len + pr, C), or NULL when
+// Returns src (rows, len, C) widened to (rows, pl + len + pr, C), pointing at column 0
+// of the original rows, with *ld its row length and [*o0, *o1) = [0, n): every one of
+// the n pixels of a row inside; or NULL, the rest unchanged, when a margin is negative or
 // the border pixels are under a quarter of the n per row (not worth a copy).
-static float *dw_pad_rows(OpCtx *ctx, const float *src, int64_t rows, int64_t len, int64_t C, int64_t n,
-                          int64_t o0, int64_t o1, int64_t pl, int64_t pr) {
-    if ((n - (o1 - o0)) * 4 <= n) return NULL;
+static const float *dw_pad_rows(OpCtx *ctx, const float *src, int64_t rows, int64_t len, int64_t C, int64_t n,
+                                int64_t *o0, int64_t *o1, int64_t pl, int64_t pr, int64_t *ld) {
+    if (pl < 0 || pr < 0 || (n - (*o1 - *o0)) * 4 <= n) return NULL;
     int64_t lp = pl + len + pr;
     float *dst = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(rows * lp * C));   // (rows, lp, C)
 #pragma omp parallel for schedule(static) if (rows * lp * C > 65536)
@@ -81,7 +80,10 @@ static float *dw_pad_rows(OpCtx *ctx, const float *src, int64_t rows, int64_t le
         memcpy(d + pl * C, src + r * len * C, sizeof(float) * (size_t)(len * C));
         memset(d + (pl + len) * C, 0, sizeof(float) * (size_t)(pr * C));
     }
-    return dst;
+    *ld = lp;
+    *o0 = 0;
+    *o1 = n;
+    return dst + pl * C;
 }
 
 // ob output pixels [o, o+ob) × one channel vector c, all taps inside: the ob
@@ -184,13 +186,8 @@ void cpu_dwconv_forward(OpCtx *ctx, Tensor *y, const Tensor *x, const Tensor *w,
     dw_inside(g.Wo, g.W, g.s, -g.p, g.kw, g.d, &ow0, &ow1);
     // Stride 1 reads input columns [-p, Wo - 1 - p + (kw-1)·d].
     int64_t pl = g.p, pr = g.Wo - 1 - g.p + (g.kw - 1) * g.d - (g.W - 1), ldx = g.W;   // ldx: padded row length
-    const float *xpad = NULL;   // x with zero margins: then every column is inside
-    if (Cv && pr >= 0 && (xpad = dw_pad_rows(ctx, xp, g.N * g.H, g.W, C, g.Wo, ow0, ow1, pl, pr))) {
-        xpad += pl * C;   // column 0 of the original row
-        ldx = pl + g.W + pr;
-        ow0 = 0;
-        ow1 = g.Wo;
-    }
+    // x with zero margins: then every column is inside
+    const float *xpad = Cv ? dw_pad_rows(ctx, xp, g.N * g.H, g.W, C, g.Wo, &ow0, &ow1, pl, pr, &ldx) : NULL;
 #pragma omp parallel for schedule(static) collapse(2)
     for (int64_t n = 0; n < g.N; n++)
         for (int64_t oh = 0; oh < g.Ho; oh++) {
@@ -246,13 +243,7 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
         dw_inside(g.W, g.Wo, 1, g.p, g.kw, -g.d, &iw0, &iw1);
         // dy columns read: [p - (kw-1)·d, W - 1 + p]; zero margins as in forward.
         int64_t pl = (g.kw - 1) * g.d - g.p, pr = g.W - 1 + g.p - (g.Wo - 1), ldy = g.Wo;
-        const float *dypad = NULL;
-        if (Cv && pl >= 0 && pr >= 0 && (dypad = dw_pad_rows(ctx, dyp, g.N * g.Ho, g.Wo, C, g.W, iw0, iw1, pl, pr))) {
-            dypad += pl * C;
-            ldy = pl + g.Wo + pr;
-            iw0 = 0;
-            iw1 = g.W;
-        }
+        const float *dypad = Cv ? dw_pad_rows(ctx, dyp, g.N * g.Ho, g.Wo, C, g.W, &iw0, &iw1, pl, pr, &ldy) : NULL;
 #pragma omp parallel for schedule(static) collapse(2)
         for (int64_t n = 0; n < g.N; n++)
             for (int64_t ih = 0; ih < g.H; ih++) {
@@ -304,11 +295,8 @@ void cpu_dwconv_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const T
         dw_inside(g.Wo, g.W, g.s, -g.p, g.kw, g.d, &ow0, &ow1);
 #pragma omp parallel num_threads(nt)
         {
-#ifdef _OPENMP
-            int t = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-            int t = 0, nth = 1;
-#endif
+            int t, nth;
+            cx_thread_team(&t, &nth);
             double *pp = part + (int64_t)t * T * C;
             float *rb = rowbuf + (int64_t)t * T * C;
             int64_t rows = g.N * g.Ho, lo = rows * t / nth, hi = rows * (t + 1) / nth;

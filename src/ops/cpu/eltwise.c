@@ -8,9 +8,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 // Parallel only above this many elements: below it thread start-up costs more.
 #define PAR_MIN 32768
@@ -103,11 +100,8 @@ void cpu_gelu_bias_backward(OpCtx *ctx, Tensor *dx, Tensor *dbias, const Tensor 
     float *row = arena_alloc(ctx->scratch, sizeof(float) * (size_t)(nt * C));
 #pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
     {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
+        int t, T;
+        cx_thread_team(&t, &T);
         double *pp = part ? part + (int64_t)t * C : NULL;
         float *g = row + (int64_t)t * C;
         for (int64_t r = R * t / T; r < R * (t + 1) / T; r++) {
@@ -210,10 +204,8 @@ void cpu_fill(OpCtx *ctx, Tensor *y, double v) {
     if (v == 0) {
         #pragma omp parallel if (n > 4 * PAR_MIN)
         {
-            int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-            t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
+            int t, nt;
+            cx_thread_team(&t, &nt);
             const int64_t i0 = n * t / nt, i1 = n * (t + 1) / nt;
             memset(p + i0, 0, sizeof(float) * (size_t)(i1 - i0));
         }
@@ -281,11 +273,8 @@ void cpu_mul_backward(OpCtx *ctx, Tensor *dx, Tensor *ds, const Tensor *dy, cons
         double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * NS * b.C));   // (nt, NS, C)
 #pragma omp parallel num_threads(nt) if (b.N * b.P * b.C > PAR_MIN)
         {
-#ifdef _OPENMP
-            int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-            int t = 0, T = 1;
-#endif
+            int t, T;
+            cx_thread_team(&t, &T);
             int64_t rows = b.N * b.P, lo = rows * t / T, hi = rows * (t + 1) / T;
             for (int64_t q = lo; q < hi; q++) {
                 double *pp = part + ((int64_t)t * NS + (b.sn ? q / b.P : 0)) * b.C;
@@ -348,11 +337,8 @@ void cpu_residual_scale_backward(OpCtx *ctx, Tensor *dx, Tensor *dz, Tensor *dga
     double *part = dgamma ? arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * C)) : NULL;   // (nt, C)
 #pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
     {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
+        int t, T;
+        cx_thread_team(&t, &T);
         double *pp = part ? part + (int64_t)t * C : NULL;
         for (int64_t r = R * t / T; r < R * (t + 1) / T; r++) {
             const float *d = dyp + r * C, *zr = zp + r * C;

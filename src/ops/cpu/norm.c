@@ -9,9 +9,6 @@
 #include "cpu.h"
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define PAR_MIN 32768
 
@@ -23,11 +20,8 @@ static void bn_partials(double *part, int nt, const float *x, const float *dy, c
                         int64_t M, int64_t C, int mode, const float *y) {
 #pragma omp parallel num_threads(nt) if (M * C > PAR_MIN)
     {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
+        int t, T;
+        cx_thread_team(&t, &T);
         double *pa = part + (int64_t)t * 2 * C, *pb = pa + C;
         int64_t lo = M * t / T, hi = M * (t + 1) / T;
         for (int64_t r = lo; r < hi; r++) {
@@ -240,11 +234,8 @@ void cpu_layernorm_backward(OpCtx *ctx, Tensor *dx, Tensor *dw, Tensor *db, cons
     const int wr = op_overwrites(ctx, dx);   // a first write (ops.h): 0 + v, dx unread
 #pragma omp parallel num_threads(nt) if (R * C > PAR_MIN)
     {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
+        int t, T;
+        cx_thread_team(&t, &T);
         double *pw = part ? part + (int64_t)t * 2 * C : NULL, *pb = pw ? pw + C : NULL;
         int64_t lo = R * t / T, hi = R * (t + 1) / T;
         for (int64_t r = lo; r < hi; r++) {

@@ -5,9 +5,6 @@
 // values are rounded once per update.
 #include "cpu.h"
 #include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define PAR_MIN 65536
 
@@ -66,10 +63,8 @@ void cpu_grad_norm_clip(OpCtx *ctx, Tensor *stats, const Tensor *x, const AdamSe
         double part[256] = { 0 };
         #pragma omp parallel if (total > PAR_MIN)
         {
-            int t = 0, nt = 1;
-#ifdef _OPENMP
-            t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
+            int t, nt;
+            cx_thread_team(&t, &nt);
             double s = 0;
             for (int k = 0; k < nseg; k++) {
                 const float *p = tensor_f32(x) + seg[k].offset;

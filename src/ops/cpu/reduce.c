@@ -3,9 +3,6 @@
 // average pool (eltwise.c). Its own file, so that dwconv.c does not call back
 // into conv.c, which calls it.
 #include "cpu.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t K, int64_t ld) {
     // Each thread sums a block of rows into its own partial vector (double), then
@@ -18,11 +15,8 @@ void cpu_colsum_add(OpCtx *ctx, float *dst, const float *src, int64_t R, int64_t
     double *part = arena_calloc(ctx->scratch, sizeof(double) * (size_t)(nt * K));   // (nt, K)
 #pragma omp parallel num_threads(nt)
     {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
+        int t, T;
+        cx_thread_team(&t, &T);
         double *p = part + t * K;
         int64_t lo = R * t / T, hi = R * (t + 1) / T;
         for (int64_t r = lo; r < hi; r++) {

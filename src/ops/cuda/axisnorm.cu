@@ -17,6 +17,19 @@ static void axis_check(const Tensor *a, const Tensor *b, int64_t outer, int64_t 
               (long long)inner, (long long)tensor_numel(a));
 }
 
+// Σ a·b along the axis at p, summed in double and reduced over the lanes. Every thread
+// of the block takes part, whichever branch its column takes afterwards (a column past
+// the end, !p.ok, adds nothing).
+static __device__ __forceinline__ float axis_dot(AxisPos p, int64_t L, int64_t inner, const void *a, int adt, const void *b, int bdt) {
+    double sd = 0;
+    if (p.ok)
+        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
+            int64_t i = p.base + l * inner;
+            sd += (double)ldf(a, adt, i) * ldf(b, bdt, i);
+        }
+    return (float)lanes_reduce<false, double>(sd);
+}
+
 // reference: torch.softmax. The maximum is subtracted before exp; y may alias x.
 static __global__ void softmax_forward_kernel(void *y, int ydt, const void *x, int xdt, int64_t outer, int64_t L,
                                               int64_t inner, int64_t ntile) {
@@ -50,13 +63,7 @@ extern "C" void cuda_softmax_forward(OpCtx *ctx, Tensor *y, const Tensor *x, int
 static __global__ void softmax_backward_kernel(void *dx, int dxdt, const void *dy, int dydt, const void *y, int ydt,
                                                int64_t outer, int64_t L, int64_t inner, int64_t ntile, int acc) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
-    double sd = 0;
-    if (p.ok)
-        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
-            int64_t i = p.base + l * inner;
-            sd += (double)ldf(dy, dydt, i) * ldf(y, ydt, i);
-        }
-    float s = (float)lanes_reduce<false, double>(sd);
+    float s = axis_dot(p, L, inner, dy, dydt, y, ydt);
     if (!p.ok) return;
     for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
         int64_t i = p.base + l * inner;
@@ -118,13 +125,7 @@ static __global__ void l2norm_backward_kernel(void *dx, int dxdt, const void *dy
                                               const void *nrm_in, int ndt, int64_t outer, int64_t L, int64_t inner,
                                               int64_t ntile, double eps) {
     AxisPos p = axis_pos(outer, L, inner, ntile);
-    double sd = 0;
-    if (p.ok)
-        for (int64_t l = threadIdx.y; l < L; l += blockDim.y) {
-            int64_t i = p.base + l * inner;
-            sd += (double)ldf(dy, dydt, i) * ldf(x, xdt, i);
-        }
-    float s = (float)lanes_reduce<false, double>(sd);   // every thread takes part, whichever branch its column takes
+    float s = axis_dot(p, L, inner, dy, dydt, x, xdt);
     if (!p.ok) return;
     float nrm = ldf(nrm_in, ndt, p.o * inner + p.in);
     if ((double)nrm < eps) {
