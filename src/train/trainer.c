@@ -278,6 +278,10 @@ static cx_status check_val_source(Trainer *T) {
     const TrainConfig *c = T->c;
     char what[4300];
     if (!(c->val_fraction > 0) || !testset_dataset_is_test(&T->all, what, sizeof what)) {
+        if (!(c->val_fraction > 0) && T->rank == 0 && testset_dataset_is_test(&T->all, what, sizeof what))
+            log_warn("--dataset-path holds %s: the model trains on test images, so its scores on that test set would "
+                     "measure memory, not camouflage detection; point --dataset-path at a training split (Train/, "
+                     "TrainDataset/)", what);
         if (c->val_from_test && T->rank == 0)
             say("note: --val-from-test: %s; nothing to accept\n", c->val_fraction > 0 ? "the validation split is not drawn "
                 "from a test set" : "--val-fraction 0 holds out no validation split");
