@@ -101,3 +101,35 @@ static void verify_bf16_passes(const char *fixture) {
 TEST_SLOW(cpu_bf16_verify_shared_edgenext_fixture) { verify_bf16_passes("fixtures/edgenext_xx_small.safetensors"); }
 TEST_SLOW(cpu_bf16_verify_shared_dense_fixture) { verify_bf16_passes("fixtures/camoxpert_dense_xx_small.safetensors"); }
 TEST_SLOW(cpu_bf16_verify_shared_sparse_fixture) { verify_bf16_passes("fixtures/camoxpert_sparse_xx_small.safetensors"); }
+
+// The weight gradient of a convolution whose kernel passes its input (the frequency expert's
+// 7x7 at the 2x2 maps of a 64x64 input, 196 channels) in the CPU's bf16 against float32: the
+// bf16 weight-gradient primitive gave |dW| ~ 1e37 there (a non-finite gradient norm at the
+// first step of a 64x64 training run), so that pass stays float32 (conv.c, conv_kernel_fits).
+TEST(cpu_bf16_conv_weight_gradient_where_the_kernel_passes_the_input) {
+    if (no_bf16_here()) return;
+    Arena a, scratch;
+    arena_init(&a, "test", 1 << 20);
+    arena_init(&scratch, "scratch", 1 << 20);
+    Rng rng = rng_init(7);
+    const int64_t N = 8, H = 2, W = 2, C = 196, K = 196;
+    Tensor x = tensor_new4(&a, DT_F32, N, H, W, C), dy = tensor_new4(&a, DT_F32, N, H, W, K);
+    Tensor w = tensor_new(&a, DT_F32, 4, (int64_t[]){ K, C, 7, 7 });
+    for (int64_t i = 0; i < tensor_numel(&x); i++) tensor_f32(&x)[i] = (float)rng_normal(&rng);
+    for (int64_t i = 0; i < tensor_numel(&dy); i++) tensor_f32(&dy)[i] = (float)rng_normal(&rng);
+    for (int64_t i = 0; i < tensor_numel(&w); i++) tensor_f32(&w)[i] = (float)(0.02 * rng_normal(&rng));
+    ConvArgs ca = { .stride = 1, .pad = 3, .dil = 1, .groups = 1 };
+    Tensor dw[2], dx[2];
+    for (int b = 0; b < 2; b++) {   // float32, then bf16
+        OpCtx ctx = { .backend = OPS_CPU, .scratch = &scratch, .cpu_bf16 = b };
+        dw[b] = tensor_new(&a, DT_F32, 4, w.shape), dx[b] = tensor_new4(&a, DT_F32, N, H, W, C);
+        memset(dw[b].data, 0, tensor_nbytes(&dw[b]));
+        memset(dx[b].data, 0, tensor_nbytes(&dx[b]));
+        conv2d_backward(&ctx, &dx[b], &dw[b], NULL, &dy, &x, &w, ca);
+    }
+    const double ew = test_rel_err(&dw[1], &dw[0], 1e-30), ex = test_rel_err(&dx[1], &dx[0], 1e-30);
+    printf("    7x7 conv on 2x2 maps, 196 channels: bf16 against float32, dW %.3g, dx %.3g relative\n", ew, ex);
+    CHECKF(ew <= 2e-2 && ex <= 2e-2, "dW %.3g, dx %.3g relative to float32 (bound 2e-2)", ew, ex);
+    arena_free(&a);
+    arena_free(&scratch);
+}
