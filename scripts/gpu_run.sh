@@ -119,15 +119,13 @@ multi)
     timeout 300 torchrun --no-python --nproc_per_node=2 --master_port=29533 camoxpert train $M --device cuda --use-ddp \
         --use-cod-specialized --checkpoint-dir $d/tr > "$log/train_torchrun.log" 2>&1; echo "torchrun rc=$?"
     tail -n 2 "$log/train_two.log" "$log/train_torchrun.log"
-    python3 - "$d" <<'PY'
-import json, sys
+    python3 - "$d" "$here/../tools" <<'PY'
+import sys
 d = sys.argv[1]
+sys.path.insert(0, sys.argv[2])
+import runlog
 def steps(r):
-    out = []
-    for line in open(f"{d}/{r}/train_log.jsonl"):
-        j = json.loads(line)
-        if j.get("type") == "step": out.append((j["loss"], j["grad_norm"]))
-    return out
+    return runlog.steps(f"{d}/{r}")
 a, b, t = steps("one"), steps("two"), steps("tr")
 worst = max(abs(x[0] - y[0]) / abs(x[0]) for x, y in zip(a, b)) if a and b else float("nan")
 wn = max(abs(x[1] - y[1]) / abs(x[1]) for x, y in zip(a, b)) if a and b else float("nan")
@@ -186,8 +184,9 @@ import numpy as np
 sys.path.insert(0, sys.argv[2])
 import safetensors_io as sio
 d = sys.argv[1]
+import runlog
 def steps(r):
-    return [json.loads(l)["loss"] for l in open(f"{d}/{r}/train_log.jsonl") if json.loads(l).get("type") == "step"]
+    return [loss for (loss,) in runlog.steps(f"{d}/{r}", keys=("loss",))]
 def params(r):
     return sio.load(f"{d}/{r}/last.safetensors")[0]
 def l2(A, B):
@@ -448,9 +447,11 @@ memory29)
         done
     done
     echo "all: $SECONDS s"
-    python3 - "$log" "$d" <<'PY'
+    python3 - "$log" "$d" "$here/../tools" <<'PY'
 import json, os, re, sys
 log, d = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+import runlog
 def smi(path):
     m = re.search(r"smi_peak_mib=(-?\d+)", open(path).read()) if os.path.exists(path) else None
     return int(m.group(1)) if m else float("nan")
@@ -475,11 +476,7 @@ for b in (64, 1):
     lines = [l for l in txt.splitlines() if l.startswith(("memory:", "wrote", "error"))]
     print(f"predict batch {b}: " + " | ".join(lines) + f" | nvidia-smi {smi(p)} MiB")
 def steps(r):
-    out = []
-    for line in open(f"{d}/{r}/train_log.jsonl"):
-        j = json.loads(line)
-        if j.get("type") == "step": out.append((j["loss"], j["grad_norm"]))
-    return out
+    return runlog.steps(f"{d}/{r}")
 for m in ("dense", "sparse"):
     try:
         a = steps(f"bit_{m}_none")
