@@ -179,7 +179,7 @@ dpcmp|dp)
     echo "2 GPUs x 8, per-GPU BatchNorm rc=$?"
     fi
     python3 - "$d" "$here/../tools" <<'PY'
-import json, sys
+import sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 import safetensors_io as sio
