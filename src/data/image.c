@@ -3,6 +3,7 @@
 // chunk and size limits set), a small bounds-checked BMP reader, EXIF orientation,
 // pixel-format conversion, encoders and resizes.
 #include "image.h"
+#include "core/pixels.h"
 #include <setjmp.h>
 #include <string.h>
 #include <errno.h>
@@ -234,6 +235,36 @@ static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name, int
     finish_image(out, px, W, H, sc, channels);
     apply_orientation(out, orient);
     return CX_OK;
+}
+
+int image_jpeg_plain(const uint8_t *buf, size_t n, int *w, int *h) {
+    *w = *h = 0;
+    if (image_sniff(buf, n) != IMAGE_FMT_JPEG || n < 4 || buf[n - 2] != 0xFF || buf[n - 1] != 0xD9) return 0;
+    struct jpeg_decompress_struct ci;
+    JpegErr err;
+    memset(&err, 0, sizeof err);
+    ci.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = jpeg_on_error;
+    err.pub.emit_message = jpeg_on_message;
+    jpeg_create_decompress(&ci);
+    if (setjmp(err.jb)) {
+        jpeg_destroy_decompress(&ci);
+        return 0;
+    }
+    jpeg_mem_src(&ci, buf, (unsigned long)n);
+    jpeg_save_markers(&ci, JPEG_APP0 + 1, 0xFFFF);
+    int ok = jpeg_read_header(&ci, TRUE) == JPEG_HEADER_OK && !err.truncated;
+    ok = ok && !ci.progressive_mode && !ci.arith_code && ci.data_precision == 8 && ci.num_components == 3 &&
+         ci.jpeg_color_space == JCS_YCbCr && ci.image_width > 0 && ci.image_height > 0 && ci.image_width <= 65535 &&
+         ci.image_height <= 65535 && (int64_t)ci.image_width * ci.image_height <= g_max_pixels;
+    for (jpeg_saved_marker_ptr m = ci.marker_list; ok && m; m = m->next)
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && !memcmp(m->data, "Exif\0\0", 6)) {
+            ok = exif_orientation(m->data, m->data_length) == 1;
+            break;
+        }
+    if (ok) *w = (int)ci.image_width, *h = (int)ci.image_height;
+    jpeg_destroy_decompress(&ci);
+    return ok;
 }
 
 // ---- PNG ------------------------------------------------------------------------
@@ -561,16 +592,7 @@ cx_status image_overlay_mask(Image8 *dst, const Image8 *rgb, const Image8 *mask,
 // Half-pixel bilinear taps along one axis: for output i, source index i0[i] and
 // i0[i]+1 (clamped) with weight fr[i] on the second.
 static void bilinear_taps(int out, int in, int *i0, int *i1, float *fr) {
-    double scale = (double)in / out;
-    for (int i = 0; i < out; i++) {
-        double s = (i + 0.5) * scale - 0.5;
-        if (s < 0) s = 0;
-        int a = (int)s;
-        if (a > in - 1) a = in - 1;
-        i0[i] = a;
-        i1[i] = a + 1 < in ? a + 1 : in - 1;
-        fr[i] = (float)(s - a);
-    }
+    for (int i = 0; i < out; i++) px_bilinear_tap(i, out, in, &i0[i], &i1[i], &fr[i]);
 }
 
 // Both axes' taps of a resize from w x h to W x H, in two allocations (bilinear_grid_free).
@@ -607,7 +629,7 @@ void image_resize_bilinear(const Image8 *src, int W, int H, Image8 *dst) {
             const uint8_t *p00 = r0 + (size_t)g.x0[x] * C, *p01 = r0 + (size_t)g.x1[x] * C;
             const uint8_t *p10 = r1 + (size_t)g.x0[x] * C, *p11 = r1 + (size_t)g.x1[x] * C;
             for (int c = 0; c < C; c++) {
-                float v = a * (p * p00[c] + q * p01[c]) + b * (p * p10[c] + q * p11[c]);
+                float v = px_blend(a, b, p, q, p00[c], p01[c], p10[c], p11[c]);
                 d[(size_t)x * C + c] = (uint8_t)(v + 0.5f);
             }
         }
@@ -626,7 +648,7 @@ void image_resize_bilinear_f32(float *dst, int H, int W, const float *src, int h
             const float *p00 = r0 + (size_t)g.x0[x] * C, *p01 = r0 + (size_t)g.x1[x] * C;
             const float *p10 = r1 + (size_t)g.x0[x] * C, *p11 = r1 + (size_t)g.x1[x] * C;
             for (int c = 0; c < C; c++)
-                d[(size_t)x * C + c] = a * (p * p00[c] + q * p01[c]) + b * (p * p10[c] + q * p11[c]);
+                d[(size_t)x * C + c] = px_blend(a, b, p, q, p00[c], p01[c], p10[c], p11[c]);
         }
     }
     bilinear_grid_free(&g);

@@ -12,6 +12,7 @@
 // and the normalised prediction is computed with numpy's operation order (a 256-entry
 // table, since the input is 8-bit).
 #include "eval/metrics.h"
+#include "core/pixels.h"
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
@@ -569,12 +570,8 @@ void metrics_export_u8(const float *prob, int64_t n, uint8_t *out) {
         if (prob[i] < mn) mn = prob[i];
         if (prob[i] > mx) mx = prob[i];
     }
-    double scale = 1.0 / (mx - mn + 1e-8);
-    for (int64_t i = 0; i < n; i++) {
-        double v = ((double)prob[i] - mn) * scale * 255.0;
-        long q = lrint(v);   // round to nearest (cv2.imwrite of a float map)
-        out[i] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-    }
+    const double scale = px_export_scale(mn, mx);
+    for (int64_t i = 0; i < n; i++) out[i] = px_export_u8(prob[i], mn, scale);   // round to nearest (cv2.imwrite of a float map)
 }
 
 cx_status metrics_accum_prob(MetricsAccum *a, const float *prob, const uint8_t *gt, int H, int W,

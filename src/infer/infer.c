@@ -2,6 +2,7 @@
 #include "infer/infer.h"
 #include "data/augment.h"
 #include "eval/metrics.h"
+#include "core/pixels.h"
 #include <math.h>
 
 void infer_image_input(const Image8 *im, int S, float *dst) {
@@ -14,14 +15,19 @@ void infer_image_input(const Image8 *im, int S, float *dst) {
 }
 
 Tensor infer_forward(Model *m, const Tensor *x, CamoXpertOutputs *o) {
-    Runtime *rt = m->rt;
-    runtime_step_reset(rt);
-    Tensor in = runtime_input(rt, x, rt->dtype);
-    const int inf = rt->ctx.inference;
-    rt->ctx.inference = 1;   // no backward: activations go as soon as they are read (nn/recompute.h)
-    camoxpert_forward(&rt->ctx, m->net, &in, o);
-    rt->ctx.inference = inf;
-    return runtime_output_f32(rt, &o->maps.pred);
+    runtime_step_reset(m->rt);
+    Tensor in = runtime_input(m->rt, x, m->rt->dtype);
+    Tensor pred = infer_forward_device(m, &in, o);
+    return runtime_output_f32(m->rt, &pred);
+}
+
+Tensor infer_forward_device(Model *m, const Tensor *x, CamoXpertOutputs *o) {
+    NNCtx *ctx = &m->rt->ctx;
+    const int inf = ctx->inference;
+    ctx->inference = 1;   // no backward: activations go as soon as they are read (nn/recompute.h)
+    camoxpert_forward(ctx, m->net, x, o);
+    ctx->inference = inf;
+    return o->maps.pred;
 }
 
 int infer_nonfinite_images(Model *m, const CamoXpertOutputs *o, int N, char (*what)[200]) {
@@ -84,7 +90,7 @@ Tensor infer_forward_pred(void *net, NNCtx *ctx, const Tensor *x) {
 
 void infer_prob_at(const float *logits, int h, int w, int H, int W, float *prob) {
     image_resize_bilinear_f32(prob, H, W, logits, h, w, 1);
-    for (int64_t i = 0; i < (int64_t)H * W; i++) prob[i] = 1.0f / (1.0f + expf(-prob[i]));
+    for (int64_t i = 0; i < (int64_t)H * W; i++) prob[i] = px_sigmoid(prob[i]);
 }
 
 void infer_mask(const float *logits, int S, Image8 *mask) {
