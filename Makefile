@@ -180,6 +180,8 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 # CUDA kernels: C++17 under nvcc, the same warnings (as errors under WERROR) from the host compiler.
 NVCCFLAGS := -std=c++17 -O3 $(GPU_ARCH_FLAGS) -DCX_GPU_ARCHS='"$(GPU_ARCH_LIST)"' -Isrc -D_GNU_SOURCE $(DEFS) -MMD -MP -Xcompiler -fPIC,-Wall,-Wextra,-Wno-unused-parameter \
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) $(if $(filter 1,$(DEBUG)),-g -G,-lineinfo)
+# photo.cu rounds as the host does (core/pixels.h): no fused multiply-adds.
+$(BUILD)/obj/src/ops/cuda/photo.o: NVCCFLAGS += -fmad=false
 $(BUILD)/obj/%.o: %.cu $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC $<")

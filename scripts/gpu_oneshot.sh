@@ -4,6 +4,8 @@
 #   OUT=$OUT gpu/gpu_oneshot.sh tests   the GPU's own tests (names with "cuda"), then the whole suite;
 #                                       issue 35's test five times on the host's CPU beside them; the
 #                                       sm_80 plug-in's refusal
+#   OUT=$OUT gpu/gpu_oneshot.sh predict30  issue 30: the GPU tests, predict's GPU path against its CPU
+#                                       path on 2,048 JPEGs, the ONNX Runtime anchors, the Python example
 #   OUT=$OUT gpu/gpu_oneshot.sh perf    issue 26's bf16 sweep (a base build against this one), then the
 #                                       training step: the base build against this build, this build
 #                                       with the switches of 27/28 off, --recompute blocks (29), and the
@@ -26,9 +28,9 @@ left() { echo $((560 - (SECONDS - T0))); }   # a call may run 10 minutes
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader; nproc
   grep -m1 'model name' /proc/cpuinfo
   grep -o -w -E 'avx512f|avx512_bf16|amx_tile|amx_bf16|avx512_fp16' /proc/cpuinfo | sort -u | tr '\n' ' '; echo; } | tee $OUT/info.txt
-for a in bin sparse fixtures_dense; do tar -C gpu -xJf gpu/$a.tar.xz; done
-mkdir -p gpu/main && tar -C gpu/main -xJf gpu/main-bin.tar.xz
-xz -dkf gpu/sm80/libcamoxpert_cuda.so.xz
+for a in bin sparse fixtures fixtures_dense; do [[ -f gpu/$a.tar.xz ]] && tar -C gpu -xJf gpu/$a.tar.xz; done
+[[ -f gpu/main-bin.tar.xz ]] && mkdir -p gpu/main && tar -C gpu/main -xJf gpu/main-bin.tar.xz
+[[ -f gpu/sm80/libcamoxpert_cuda.so.xz ]] && xz -dkf gpu/sm80/libcamoxpert_cuda.so.xz
 export CAMOXPERT_SHARED=$PWD/gpu/shared LD_LIBRARY_PATH=$PWD/gpu/lib OMP_WAIT_POLICY=passive
 ls gpu/shared/fixtures | tr '\n' ' ' | tee -a $OUT/info.txt; echo
 gpu/bin/camoxpert --version 2>&1 | head -3 | tee -a $OUT/info.txt
@@ -83,5 +85,64 @@ bench() {   # name, binary, env...
           --size 352x352 --batch 16 --mode dense --amp bf16 --channels-last --warmup 3 --iters 8 > $OUT/twin_dense.log 2>&1
       echo "== twin dense bf16 channels_last rc=$?"; grep -E "^twin|Error" $OUT/twin_dense.log | tail -2
   fi; } 2>&1 | tee $OUT/bench.txt
+fi
+if [[ $PART == predict30 ]]; then
+# issue 30: the GPU tests (the photo path's first), predict on 2,048 JPEGs of 768² with the GPU
+# path (nvJPEG), with the CPU's decoder, and the CPU path, alternated; the CPU anchors (ONNX
+# Runtime on our export and on the twin's torch.onnx.export, camoxpert --device cpu); the
+# Python example with the real onnxruntime package. Carry gpu/bin.tar.xz gpu/fixtures.tar.xz
+# gpu/sparse.tar.xz gpu/gpu_oneshot.sh.
+{ ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvjpeg; ldconfig -p | grep -i nvjpeg; } > $OUT/nvjpeg.txt 2>&1
+cat $OUT/nvjpeg.txt
+timeout 60 gpu/bin/camoxpert_tests cuda_photo cuda_nvjpeg cuda_predict > $OUT/photo_tests.log 2>&1
+echo "photo tests rc=$? t=$((SECONDS-T0))s"; grep -E "^(ok|FAIL|skip)|  |passed" $OUT/photo_tests.log | head -40; pack
+timeout 150 gpu/bin/camoxpert_tests cuda > $OUT/suite_cuda.log 2>&1
+echo "GPU tests rc=$? t=$((SECONDS-T0))s: $(tail -n 1 $OUT/suite_cuda.log)" | tee $OUT/suite_summary.txt
+grep -E "^(FAIL|skip)" $OUT/suite_cuda.log | head -20 | tee -a $OUT/suite_summary.txt; pack
+d=/tmp/cx_pred; rm -rf $d; mkdir -p $d/photos
+gpu/bin/camoxpert synth --out $d/data --train 16 --test 256 --size 768 --seed 1 > $OUT/pred_synth.log 2>&1 || echo "synth failed"
+for r in 1 2 3 4 5 6 7 8; do for f in $d/data/Test/Image/*.jpg; do cp "$f" "$d/photos/r${r}_$(basename "$f")"; done; done
+echo "photos: $(ls $d/photos | wc -l), $(du -sh $d/photos | cut -f1) t=$((SECONDS-T0))s"
+gpu/bin/camoxpert train --dataset-path $d/data --backbone edgenext_base --img-size 352 --batch-size 8 --stage1-epochs 0 \
+    --epochs 1 --max-steps 1 --val-fraction 0.2 --progress 0 --checkpoint-dir $d/ck > $OUT/pred_train.log 2>&1
+ck=$d/ck/last.safetensors; [[ -f $ck ]] || ck=$d/ck/best.safetensors
+echo "checkpoint $ck t=$((SECONDS-T0))s"
+pred() {   # name, env...
+    local n=$1; shift
+    rm -rf $d/out_$n; cat $d/photos/* > /dev/null
+    env "$@" timeout 60 gpu/bin/camoxpert predict --weights $ck --input $d/photos --out $d/out_$n --batch-size 64 \
+        --workers ${W:-16} > $OUT/pred_$n.log 2>&1
+    echo "== $n rc=$? t=$((SECONDS-T0))s"; grep -E "^(photos|wrote|note|error)" $OUT/pred_$n.log
+}
+{ pred gpu1; pred cpudec1 CAMOXPERT_NVJPEG=0; pred cpu1 CAMOXPERT_PREDICT_GPU_IO=0
+  pred gpu2; pred cpudec2 CAMOXPERT_NVJPEG=0; pred cpu2 CAMOXPERT_PREDICT_GPU_IO=0
+  W=8 pred gpu_w8; W=4 pred gpu_w4
+  rm -rf $d/out_def; gpu/bin/camoxpert predict --weights $ck --input $d/photos --out $d/out_def > $OUT/pred_def.log 2>&1
+  echo "== defaults rc=$?"; grep -E "^(model|photos|wrote)" $OUT/pred_def.log
+  python3 - $d <<'PY'
+import sys, os, numpy as np
+from PIL import Image
+d = sys.argv[1]; names = sorted(os.listdir(f"{d}/out_cpu1"))[:64]; names = [n for n in names if n.endswith(".png")]
+for other in ("gpu1", "cpudec1"):
+    diffs = [np.abs(np.asarray(Image.open(f"{d}/out_{other}/{n}"), np.int16) - np.asarray(Image.open(f"{d}/out_cpu1/{n}"), np.int16)) for n in names]
+    print(f"masks {other} vs cpu1 ({len(names)} photos): mean {np.mean([x.mean() for x in diffs]):.4f} levels, "
+          f"largest {max(x.max() for x in diffs)}, pixels differing {np.mean([(x > 0).mean() for x in diffs]) * 100:.3f}%")
+PY
+} 2>&1 | tee $OUT/predict.txt; pack
+# the CPU anchors, then the Python example with the real onnxruntime
+timeout $(( $(left) - 60 )) python3 tools/onnx_bench.py --camoxpert gpu/bin/camoxpert --threads $(nproc) \
+    --dir /tmp/cx_onnx > $OUT/onnx_bench.log 2>&1
+echo "onnx_bench rc=$? t=$((SECONDS-T0))s"; tail -n 8 $OUT/onnx_bench.log; pack
+if [[ $(left) -gt 40 ]]; then
+  ex=/tmp/cx_ex; mkdir -p $ex; p=$(ls $d/data/Test/Image/*.jpg | head -1)
+  gpu/bin/camoxpert synth --out $ex/data --train 0 --test 2 --size 352 --seed 3 > /dev/null 2>&1
+  p=$(ls $ex/data/Test/Image/*.jpg | head -1)
+  timeout 60 gpu/bin/camoxpert export --weights /tmp/cx_onnx/ckpt.safetensors --onnx $ex/m.onnx > $OUT/example.log 2>&1
+  timeout 60 python3 docs/examples/ort_predict.py $ex/m.onnx $p $ex/ort.png >> $OUT/example.log 2>&1; echo "example rc=$?" >> $OUT/example.log
+  timeout 60 gpu/bin/camoxpert predict --weights /tmp/cx_onnx/ckpt.safetensors --input $p --out $ex/cx --device cpu \
+      --precision fp32 --img-size 352 >> $OUT/example.log 2>&1
+  python3 -c "import numpy as np, sys; from PIL import Image; a=np.asarray(Image.open('$ex/ort.png'),np.int16); b=np.asarray(Image.open('$ex/cx/'+'$(basename ${p%.*})'+'.png'),np.int16); print('example vs camoxpert predict: largest', np.abs(a-b).max(), 'mean', np.abs(a-b).mean())" >> $OUT/example.log 2>&1
+  tail -n 3 $OUT/example.log
+fi
 fi
 echo "done t=$((SECONDS-T0))s"

@@ -260,6 +260,70 @@ TEST(image_exif_orientation_applied) {
     }
 }
 
+// Which JPEGs a GPU's decoder is given as they are (infer/pipeline.h): plain 8-bit YCbCr,
+// sequential, upright, whole; the rest (gray, CMYK, progressive, rotated by EXIF, cut
+// short, not a JPEG) go to the CPU's decoder.
+TEST(image_jpeg_plain_picks_what_a_gpu_decoder_takes_as_it_is) {
+    const char *d = test_tmpdir();
+    enum { W = 48, H = 24 };
+    uint8_t rgb[W * H * 4];
+    for (int i = 0; i < W * H * 4; i++) rgb[i] = (uint8_t)(i * 37 % 251);
+    uint8_t ex[64];
+    unsigned char *buf;
+    size_t n;
+    int w, h;
+    struct { const char *what; int comps; J_COLOR_SPACE in, jpg; int orient, progressive, cut, plain; } cases[] = {
+        { "RGB (YCbCr)", 3, JCS_RGB, JCS_YCbCr, 0, 0, 0, 1 },
+        { "RGB, EXIF orientation 1", 3, JCS_RGB, JCS_YCbCr, 1, 0, 0, 1 },
+        { "RGB, EXIF orientation 6", 3, JCS_RGB, JCS_YCbCr, 6, 0, 0, 0 },
+        { "RGB stored as RGB", 3, JCS_RGB, JCS_RGB, 0, 0, 0, 0 },
+        { "gray", 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 0, 0, 0, 0 },
+        { "CMYK", 4, JCS_CMYK, JCS_CMYK, 0, 0, 0, 0 },
+        { "progressive", 3, JCS_RGB, JCS_YCbCr, 0, 1, 0, 0 },
+        { "cut short", 3, JCS_RGB, JCS_YCbCr, 0, 0, 1, 0 },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        const char *p = tpath(d, "plain.jpg");
+        size_t en = cases[k].orient ? make_exif(ex, cases[k].orient) : 0;
+        if (!cases[k].progressive) write_jpeg_raw(p, W, H, cases[k].comps, cases[k].in, cases[k].jpg, rgb, en ? ex : NULL, en);
+        else {   // libjpeg's progressive script
+            struct jpeg_compress_struct ci;
+            struct jpeg_error_mgr jerr;
+            ci.err = jpeg_std_error(&jerr);
+            jpeg_create_compress(&ci);
+            unsigned char *mem = NULL;
+            unsigned long len = 0;
+            jpeg_mem_dest(&ci, &mem, &len);
+            ci.image_width = W, ci.image_height = H, ci.input_components = 3, ci.in_color_space = JCS_RGB;
+            jpeg_set_defaults(&ci);
+            jpeg_simple_progression(&ci);
+            jpeg_start_compress(&ci, TRUE);
+            for (int y = 0; y < H; y++) {
+                JSAMPROW row = (JSAMPROW)(rgb + (size_t)y * W * 3);
+                jpeg_write_scanlines(&ci, &row, 1);
+            }
+            jpeg_finish_compress(&ci);
+            jpeg_destroy_compress(&ci);
+            write_bytes(p, mem, len);
+            free(mem);
+        }
+        REQUIRE_OK(io_read_file(p, &buf, &n));
+        if (cases[k].cut) n = n * 2 / 3;
+        int plain = image_jpeg_plain(buf, n, &w, &h);
+        CHECKF(plain == cases[k].plain, "%s: image_jpeg_plain says %d", cases[k].what, plain);
+        if (plain) CHECKF(w == W && h == H, "%s: %dx%d", cases[k].what, w, h);
+        if (!cases[k].cut) {   // whatever the answer, the CPU decodes it
+            Image8 im;
+            REQUIRE_OK(image_decode(buf, n, p, 3, &im));
+            image_free(&im);
+        }
+        free(buf);
+    }
+    static const uint8_t png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    CHECK(!image_jpeg_plain(png_sig, sizeof png_sig, &w, &h));
+    CHECK(!image_jpeg_plain((const uint8_t *)"\xff\xd8\xff\xd9", 4, &w, &h));   // markers, no image
+}
+
 TEST(image_bmp_24_and_8_bit) {
     const char *d = test_tmpdir();
     // 3x2, 24-bit, bottom-up, rows padded to 12 bytes.

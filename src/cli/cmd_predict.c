@@ -235,10 +235,18 @@ int cmd_predict(int argc, char **argv) {
     char where[4200];
     if (data_root) snprintf(where, sizeof where, "%s/<set>/ for %d test set%s", out, n_sets, n_sets == 1 ? "" : "s");
     else snprintf(where, sizeof where, "%s", out);
-    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s (%.1f images/s; network %.2f s, "
-           "waiting for decoded photos %.2f s; workers decoding %.2f s, writing %.2f s)",
+    char gpu_dec[64] = "";
+    if (r.gpu_io) snprintf(gpu_dec, sizeof gpu_dec, ", %d decoded on the GPU", r.n_gpu_decoded);
+    char gpu_parts[160] = "";
+    if (r.gpu_io)
+        snprintf(gpu_parts, sizeof gpu_parts, " [photos in %.2f s, network %.2f s (%.0f images/s alone), masks out %.2f s]",
+                 r.gpu_s[0], r.gpu_s[1], nf / (r.gpu_s[1] > 0 ? r.gpu_s[1] : 1), r.gpu_s[2]);
+    printf("wrote %d mask%s (8-bit PNG at each photo's size)%s%s to %s in %.2f s (%.1f images/s; %s %.2f s%s, "
+           "waiting for decoded photos %.2f s; workers %s %.2f s%s, writing %.2f s)",
            r.n_masks, r.n_masks == 1 ? "" : "s", overlay ? ", overlays" : "", routing && r.sparse ? ", routing JSON" : "",
-           where, r.seconds, nf / (r.seconds > 0 ? r.seconds : 1), r.net_s, r.wait_s, r.decode_s, r.write_s);
+           where, r.seconds, nf / (r.seconds > 0 ? r.seconds : 1),
+           r.gpu_io ? "the GPU (decode, resize, network, masks)" : "network", r.net_s, gpu_parts, r.wait_s,
+           r.gpu_io ? "reading and decoding" : "decoding", r.decode_s, gpu_dec, r.write_s);
     if (r.n_failed) printf("; %d of %d photo%s failed (errors above)", r.n_failed, nf, nf == 1 ? "" : "s");
     printf("\n");
     if (r.wait_s > 0.25 * r.seconds && r.seconds > 2)

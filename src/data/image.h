@@ -48,6 +48,13 @@ cx_status image_decode(const uint8_t *buf, size_t n, const char *name, int chann
 cx_status image_probe(const char *path, int *w, int *h);
 cx_status image_probe_memory(const uint8_t *buf, size_t n, const char *name, int *w, int *h);
 
+// 1 when buf is a JPEG that a GPU's decoder takes as it is (infer/pipeline.h): 8-bit,
+// three YCbCr components, sequential Huffman coding (not progressive, not arithmetic),
+// no EXIF orientation to apply, and the end marker at the end (a truncated file is left
+// to the CPU's decoder, which names the fault); *w, *h its size. 0 for anything else,
+// which the CPU decodes. Reads the header only.
+int image_jpeg_plain(const uint8_t *buf, size_t n, int *w, int *h);
+
 void image_free(Image8 *im);
 // Allocates px for (h, w, c), uninitialised.
 void image_alloc(Image8 *im, int w, int h, int c);

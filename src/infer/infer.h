@@ -24,6 +24,10 @@ void infer_image_input(const Image8 *im, int S, float *dst);
 // opened in: the prediction logits as a host float32 tensor (N, S, S, 1), and o (the
 // routing of sparse models), both valid until the next forward on the runtime.
 Tensor infer_forward(Model *m, const Tensor *x, CamoXpertOutputs *o);
+// The same on a batch x (N, S, S, 3) already on the runtime's device in its dtype
+// (ops_photo_input made it): the prediction logits on the device, in the runtime's
+// dtype; the activation arena is not reset (the caller did, before making x).
+Tensor infer_forward_device(Model *m, const Tensor *x, CamoXpertOutputs *o);
 // After a forward of N images: which went non-finite anywhere in the network (a ReLU
 // further on can turn a NaN into a plausible mask). what[n] gets the first module whose
 // output went non-finite for image n, in the order the forward makes them

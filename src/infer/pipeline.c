@@ -6,6 +6,7 @@
 // the batch's outputs live).
 #include "infer/pipeline.h"
 #include "core/text.h"
+#include "data/augment.h"
 #include "data/dataset.h"
 #include "core/outpath.h"
 #include "infer/infer.h"
@@ -237,8 +238,13 @@ typedef struct {
     int64_t batch;   // the batch this slot holds; -1: none left
     int n;           // photos in it
     int decoded, written, forwarded;
-    Image8 *im;      // (B) the photos
+    Image8 *im;      // (B) the photos decoded on the host
     int *failed;     // (B) 1: not decoded (its outputs are not written)
+    int *pw, *ph;    // (B) each photo's width and height
+    uint8_t **jpeg;  // (B) GPU path: a photo's file, for the GPU's JPEG decoder (NULL: decoded on the host)
+    size_t *jpeg_n;  // (B) its bytes
+    uint8_t *masks;  // GPU path: the batch's masks, photo i's at moff[i]
+    int64_t *moff;   // (B)
     float *x;        // (B, S, S, 3) network input
     float *logits;   // (B, S, S)
     AtomicFile *pend;   // (2B) written files waiting for the batch's commit (io.h io_atomic_commit_group)
@@ -255,6 +261,11 @@ typedef struct {
     const char *name;   // the group's, for progress lines (NULL: none)
     const char *out;
     int64_t next_decode, next_write;
+    int gpu_io;      // photos resized and masks made on the GPU (run_batches' gpu_batch)
+    void *jpeg_dec;  // the GPU's JPEG decoder (ops_jpeg_open), or NULL: photos decode on the host
+    int n_gpu_jpeg;  // photos the GPU decoded (the main thread's count)
+    int jpeg_noted;  // a failed GPU decode was said
+    double gpu_s[3]; // the GPU path's main thread: photos in (decode, upload, resize), the network, masks out
     int n_masks, n_failed;
     double decode_s, write_s;   // summed over the workers
 } PredPipe;
@@ -283,22 +294,44 @@ static void pred_error(PredPipe *p) {
 
 static void pred_decode(PredPipe *p, PredSlot *s, int i, int64_t f) {
     size_t plane = (size_t)p->S * p->S;
+    s->jpeg[i] = NULL;
+    s->failed[i] = 1, s->pw[i] = s->ph[i] = 1;
+    if (p->gpu_io) {   // the file, kept whole for the GPU's decoder when it takes it; else decoded here
+        uint8_t *buf = NULL;
+        size_t n = 0;
+        int w, h;
+        cx_status st = io_read_file(p->files[f], &buf, &n);
+        if (!st && p->jpeg_dec && image_jpeg_plain(buf, n, &w, &h)) {
+            s->jpeg[i] = buf, s->jpeg_n[i] = n, s->pw[i] = w, s->ph[i] = h, s->failed[i] = 0;
+            return;
+        }
+        if (!st) st = image_decode(buf, n, p->files[f], 3, &s->im[i]);
+        free(buf);
+        if (st) {
+            pred_error(p);
+            return;
+        }
+        s->pw[i] = s->im[i].w, s->ph[i] = s->im[i].h, s->failed[i] = 0;
+        return;
+    }
     if (image_load(p->files[f], 3, &s->im[i])) {
         pred_error(p);
-        s->failed[i] = 1;
         memset(s->x + i * plane * 3, 0, sizeof(float) * plane * 3);
         return;
     }
-    s->failed[i] = 0;
+    s->failed[i] = 0, s->pw[i] = s->im[i].w, s->ph[i] = s->im[i].h;
     infer_image_input(&s->im[i], p->S, s->x + i * plane * 3);
 }
 
 static void pred_write(PredPipe *p, PredSlot *s, int i, int64_t f) {
     if (s->failed[i]) return;
     const Image8 *im = &s->im[i];
-    Image8 mask;
-    image_alloc(&mask, im->w, im->h, 1);
-    infer_mask(s->logits + (size_t)i * p->S * p->S, p->S, &mask);
+    Image8 mask = { .w = s->pw[i], .h = s->ph[i], .c = 1 };
+    if (p->gpu_io) mask.px = s->masks + s->moff[i];   // made on the GPU
+    else {
+        image_alloc(&mask, s->pw[i], s->ph[i], 1);
+        infer_mask(s->logits + (size_t)i * p->S * p->S, p->S, &mask);
+    }
     char name[1024], path[4200];
     base_name(p->files[f], name, sizeof name);
     snprintf(path, sizeof path, "%s/%s.png", p->out, name);
@@ -314,7 +347,7 @@ static void pred_write(PredPipe *p, PredSlot *s, int i, int64_t f) {
         image_free(&ov);
     }
     if (cs) pred_error(p);
-    image_free(&mask);
+    if (!p->gpu_io) image_free(&mask);
 }
 
 // Runs one photo's stage (decode or write) with the lock released; its seconds.
@@ -345,7 +378,7 @@ static void *pred_worker(void *arg) {
                     int *pend_mask = s->pend_mask, n_pend = s->n_pend;
                     s->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)p->B);
                     s->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)p->B);
-                    for (int i = 0; i < s->n; i++) image_free(&s->im[i]);
+                    for (int i = 0; i < s->n; i++) image_free(&s->im[i]), free(s->jpeg[i]), s->jpeg[i] = NULL;
                     pred_slot_fill(p, s, j + p->R);
                     pthread_cond_broadcast(&p->cv);
                     pthread_mutex_unlock(&p->mu);
@@ -502,17 +535,112 @@ static void say(FILE *log, const char *fmt, ...) {
     fflush(log);
 }
 
+// A JPEG that the GPU's decoder was to take, decoded here after all (the decoder
+// declined it or failed on its batch); its size is the header's, as planned.
+static void pred_decode_here(PredPipe *p, PredSlot *s, int i, int64_t f) {
+    cx_status st = image_decode(s->jpeg[i], s->jpeg_n[i], p->files[f], 3, &s->im[i]);
+    free(s->jpeg[i]);
+    s->jpeg[i] = NULL;
+    if (st || s->im[i].w != s->pw[i] || s->im[i].h != s->ph[i]) {
+        if (!st) CX_FAIL(CX_EFORMAT, "%s: the JPEG's header and its image disagree on the size", p->files[f]);
+        pred_error(p);
+        s->failed[i] = 1;
+    }
+}
+
+// Batches of at most 8 photos of a dense model on a GPU replay the forward as one CUDA
+// graph, where launching ~1,200 kernels one by one costs more than they run (batch 1 on
+// an H100: 16.4 -> 7.7 ms a photo); at 64 the GPU is the limit and a graph measured no
+// faster (docs/PERF.md, "predict"). CAMOXPERT_CUDA_GRAPH=0: op by op (docs/GPU.md).
+static int graph_batches(const Model *m, int B) {
+    const char *cg = getenv("CAMOXPERT_CUDA_GRAPH");
+    return m->rt->device == DEV_CUDA && !m->cfg.sparse && B <= 8 && !(cg && !strcmp(cg, "0"));
+}
+
+// One batch on the GPU path (pipeline.h): photos decoded on the host go up as they are,
+// JPEGs the GPU's decoder takes go up as files and are decoded there; the network's
+// input (ops_photo_input) and the masks at each photo's size (ops_mask_export) are made
+// there; the masks and the logits (for the check of non-finite values) come down into
+// the slot. *out: the forward's outputs (routing), on the device.
+static void gpu_batch(PredPipe *pp, PredSlot *sl, Model *m, const PipelineOptions *o, CamoXpertOutputs *out) {
+    Runtime *rt = m->rt;
+    OpCtx *op = &rt->ctx.op;
+    const int n = sl->n, S = pp->S;
+    const int64_t f0 = sl->batch * pp->B;
+    const double t0 = cx_time_s();
+    int *gj = cx_malloc(sizeof(int) * (size_t)n), ng = 0;
+    for (int i = 0; i < n; i++)
+        if (sl->jpeg[i]) {
+            if (ops_jpeg_supported(pp->jpeg_dec, sl->jpeg[i], sl->jpeg_n[i])) gj[ng++] = i;
+            else pred_decode_here(pp, sl, i, f0 + i);   // a sub-sampling the engine lacks (4:1:1)
+        }
+    runtime_step_reset(rt);
+    int64_t *box = cx_malloc(sizeof(int64_t) * 4 * (size_t)n), tot = 0;
+    for (int i = 0; i < n; i++) {
+        box[4 * i] = tot, box[4 * i + 1] = sl->ph[i], box[4 * i + 2] = sl->pw[i], box[4 * i + 3] = sl->jpeg[i] != NULL;
+        tot += 3 * (int64_t)sl->pw[i] * sl->ph[i];
+    }
+    Tensor src = tensor_new(&rt->act, DT_U8, 1, (int64_t[]){ tot });
+    if (ng) {
+        const uint8_t **data = cx_malloc(sizeof *data * (size_t)ng);
+        size_t *len = cx_malloc(sizeof *len * (size_t)ng);
+        uint8_t **dst = cx_malloc(sizeof *dst * (size_t)ng);
+        int *w = cx_malloc(sizeof(int) * 2 * (size_t)ng), *h = w + ng;
+        for (int k = 0; k < ng; k++) {
+            int i = gj[k];
+            data[k] = sl->jpeg[i], len[k] = sl->jpeg_n[i], dst[k] = (uint8_t *)src.data + box[4 * i];
+            w[k] = sl->pw[i], h[k] = sl->ph[i];
+        }
+        if (ops_jpeg_decode(op, pp->jpeg_dec, ng, data, len, dst, w, h)) {
+            if (!pp->jpeg_noted)
+                say(o->log, "note: %s; this batch's JPEGs decode on the CPU\n", cx_errmsg());
+            pp->jpeg_noted = 1;
+            for (int k = 0; k < ng; k++) pred_decode_here(pp, sl, gj[k], f0 + gj[k]), box[4 * gj[k] + 3] = 0;
+        } else pp->n_gpu_jpeg += ng;
+        free(data), free(len), free(dst), free(w);
+    }
+    for (int i = 0; i < n; i++)
+        if (!sl->jpeg[i] && !sl->failed[i]) {
+            Tensor d = tensor_slice0(&src, box[4 * i], box[4 * i + 1] * box[4 * i + 2] * 3);
+            Tensor hv = tensor_view(sl->im[i].px, DT_U8, 1, d.shape);
+            tensor_upload(&d, &hv);
+        }
+    Tensor bh = tensor_view(box, DT_I64, 2, (int64_t[]){ n, 4 });
+    Tensor bd = runtime_input(rt, &bh, DT_I64);
+    Tensor x = tensor_new4(&rt->act, rt->dtype, n, S, S, 3);
+    ops_photo_input(op, &x, &src, &bd, AUG_MEAN, AUG_STD);
+    arena_release_one(&rt->act, src.data);   // the forward may reuse it (one stream: the kernel reads it first)
+    runtime_sync(rt);   // the three parts timed apart (a sync costs microseconds beside a batch's 100 ms)
+    const double t1 = cx_time_s();
+    Tensor pred = infer_forward_device(m, &x, out), lg = pred;
+    if (pred.dtype != DT_F32) {
+        lg = tensor_new(&rt->act, DT_F32, pred.ndim, pred.shape);
+        copy(op, &lg, &pred);
+    }
+    runtime_sync(rt);
+    const double t2 = cx_time_s();
+    int64_t mt = 0;
+    for (int i = 0; i < n; i++) {
+        box[4 * i] = sl->moff[i] = mt, box[4 * i + 1] = sl->ph[i], box[4 * i + 2] = sl->pw[i], box[4 * i + 3] = 0;
+        mt += (int64_t)sl->pw[i] * sl->ph[i];
+    }
+    Tensor md = runtime_input(rt, &bh, DT_I64);
+    Tensor masks = tensor_new(&rt->act, DT_U8, 1, (int64_t[]){ mt });
+    ops_mask_export(op, &masks, &lg, &md);
+    sl->masks = cx_realloc(sl->masks, (size_t)mt);
+    Tensor mh = tensor_view(sl->masks, DT_U8, 1, masks.shape), lh = tensor_view(sl->logits, DT_F32, lg.ndim, lg.shape);
+    tensor_download(&mh, &masks);
+    tensor_download(&lh, &lg);
+    free(box), free(gj);
+    pp->gpu_s[0] += t1 - t0, pp->gpu_s[1] += t2 - t1, pp->gpu_s[2] += cx_time_s() - t2;
+}
+
 // Runs the network on every batch in order, as the workers decode them; writes the
 // routing files. The slots' bookkeeping is PredPipe's.
 static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, PipelineResult *r, double t0) {
     const int B = pp->B, S = pp->S, nf = pp->nf, sparse = m->cfg.sparse;
     const int64_t nb = (nf + B - 1) / B;
-    // CAMOXPERT_CUDA_GRAPH=0: every batch op by op (a diagnostic; docs/GPU.md)
-    const char *cg = getenv("CAMOXPERT_CUDA_GRAPH");
-    // Up to 8 photos a batch, where launching ~1,200 kernels one by one costs more than they
-    // run (batch 1 on an H100: 16.4 -> 7.7 ms a photo); at 64 the GPU is the limit and a graph
-    // measured no faster (docs/PERF.md, "predict").
-    const int use_graph = m->rt->device == DEV_CUDA && !sparse && B <= 8 && !(cg && !strcmp(cg, "0"));
+    const int use_graph = !pp->gpu_io && graph_batches(m, B);
     RuntimeGraph graph = { 0 };
     int graph_tried = 0;
     double last_report = t0;
@@ -535,8 +663,11 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
             if (graph.exec) pred = runtime_graph_run(m->rt, &graph, &in);
         }
         int forwarded = 0;
-        if (!pred.data) pred = infer_forward(m, &in, &out), forwarded = 1;
-        memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
+        if (pp->gpu_io) gpu_batch(pp, sl, m, o, &out), forwarded = 1;
+        else {
+            if (!pred.data) pred = infer_forward(m, &in, &out), forwarded = 1;
+            memcpy(sl->logits, tensor_f32(&pred), sizeof(float) * (size_t)sl->n * S * S);
+        }
         r->net_s += cx_time_s() - tn;
         // A non-finite value anywhere in the network is an error naming the photo and the
         // first module whose output went non-finite: no mask of NaN (black) or of what a ReLU
@@ -563,7 +694,7 @@ static void run_batches(PredPipe *pp, Model *m, const PipelineOptions *o, Pipeli
             int64_t f = j * B + i;
             base_name(pp->files[f], name, sizeof name);
             snprintf(path, sizeof path, "%s/%s", pp->out, name);
-            if (write_routing(path, pp->files[f], &out, i, m->cfg.routing == MOE_ROUTING_SPATIAL, sl->im[i].w, sl->im[i].h))
+            if (write_routing(path, pp->files[f], &out, i, m->cfg.routing == MOE_ROUTING_SPATIAL, sl->pw[i], sl->ph[i]))
                 pred_error(pp);
         }
         pthread_mutex_lock(&pp->mu);
@@ -654,6 +785,23 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
         m.cfg.sparse ? "sparse" : "dense", m.cfg.backbone, o->weights, S, S, nf, nf == 1 ? "" : "s", B, workers,
         workers == 1 ? "" : "s", memory_str(plan.me.total + plan.other, mem, sizeof mem));
     pp.B = B, pp.S = S;
+    // The GPU path (pipeline.h): on a GPU unless the batches are graphs, or
+    // CAMOXPERT_PREDICT_GPU_IO=0 (docs/GPU.md); JPEGs decode there unless overlays need
+    // the photos on the host, or CAMOXPERT_NVJPEG=0.
+    const char *gio = getenv("CAMOXPERT_PREDICT_GPU_IO"), *nvj = getenv("CAMOXPERT_NVJPEG");
+    pp.gpu_io = rt.device == DEV_CUDA && !(gio && !strcmp(gio, "0")) && !graph_batches(&m, B);
+    if (pp.gpu_io) {
+        char desc[96] = "", why[200] = "";
+        if (o->overlay) snprintf(why, sizeof why, "overlays need the photos on the host");
+        else if (nvj && !strcmp(nvj, "0")) snprintf(why, sizeof why, "CAMOXPERT_NVJPEG=0");
+        else if (ops_jpeg_open(&rt.ctx.op, &pp.jpeg_dec, desc, sizeof desc)) snprintf(why, sizeof why, "%s", cx_errmsg());
+        cx_error_clear();
+        if (pp.jpeg_dec)
+            say(o->log, "photos: JPEGs decoded on the GPU (%s; other photos on the CPU), resized and their masks made "
+                "there\n", desc);
+        else
+            say(o->log, "photos: decoded on the CPU (%s), resized and their masks made on the GPU\n", why);
+    }
     pthread_mutex_init(&pp.mu, NULL);
     pthread_cond_init(&pp.cv, NULL);
     pp.slot = cx_calloc((size_t)pp.R, sizeof(PredSlot));
@@ -661,7 +809,11 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
         PredSlot *sl = &pp.slot[k];
         sl->im = cx_calloc((size_t)B, sizeof(Image8));
         sl->failed = cx_calloc((size_t)B, sizeof(int));
-        sl->x = cx_malloc(sizeof(float) * (size_t)B * S * S * 3);
+        sl->pw = cx_calloc((size_t)B * 2, sizeof(int)), sl->ph = sl->pw + B;
+        sl->jpeg = cx_calloc((size_t)B, sizeof *sl->jpeg);
+        sl->jpeg_n = cx_calloc((size_t)B, sizeof *sl->jpeg_n);
+        sl->moff = cx_calloc((size_t)B, sizeof *sl->moff);
+        sl->x = pp.gpu_io ? NULL : cx_malloc(sizeof(float) * (size_t)B * S * S * 3);
         sl->logits = cx_malloc(sizeof(float) * (size_t)B * S * S);
         sl->pend = cx_malloc(sizeof(AtomicFile) * 2 * (size_t)B);
         sl->pend_mask = cx_malloc(sizeof(int) * 2 * (size_t)B);
@@ -700,12 +852,15 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
             memory_str(sb, e4, sizeof e4), memory_str(plan.me.total, e5, sizeof e5));
     }
     r->decode_s = pp.decode_s, r->write_s = pp.write_s;
+    r->gpu_io = pp.gpu_io, r->n_gpu_decoded = pp.n_gpu_jpeg;
+    for (int k = 0; k < 3; k++) r->gpu_s[k] = pp.gpu_s[k];
 done:
     r->n_photos = plan.nf, r->batch = plan.batch, r->workers = workers, r->sparse = m.cfg.sparse;
     if (pp.slot) {
         for (int k = 0; k < pp.R; k++) {
-            for (int i = 0; i < pp.B; i++) image_free(&pp.slot[k].im[i]);
+            for (int i = 0; i < pp.B; i++) image_free(&pp.slot[k].im[i]), free(pp.slot[k].jpeg[i]);
             free(pp.slot[k].im), free(pp.slot[k].failed), free(pp.slot[k].x), free(pp.slot[k].logits);
+            free(pp.slot[k].pw), free(pp.slot[k].jpeg), free(pp.slot[k].jpeg_n), free(pp.slot[k].moff), free(pp.slot[k].masks);
             free(pp.slot[k].pend), free(pp.slot[k].pend_mask);
         }
         free(pp.slot);
@@ -713,6 +868,7 @@ done:
         pthread_cond_destroy(&pp.cv);
     }
     free(th);
+    ops_jpeg_close(pp.jpeg_dec);
     for (int i = 0; i < plan.n_g; i++) {
         if (plan.g[i].lock >= 0) close(plan.g[i].lock);
         for (int f = 0; f < plan.g[i].nf; f++) free(plan.g[i].files[f]);

@@ -70,6 +70,9 @@ typedef struct {
     double net_s, wait_s;              // the network; waiting for decoded photos
     double decode_s, write_s;          // summed over the workers
     double peak_bytes;                 // the model's memory at its peak: parameters and the arenas' peaks
+    int gpu_io;                        // photos were resized and masks made on the GPU
+    int n_gpu_decoded;                 // photos the GPU decoded (JPEGs)
+    double gpu_s[3];                   // gpu_io: net_s's parts: photos in (decode, upload, resize), the network, masks out
 } PipelineResult;
 
 // Predicts every photo. A non-zero status means nothing was predicted (options,

@@ -489,6 +489,56 @@ void ops_graph_free(OpCtx *ctx, void *graph) {
     (void)ctx, (void)graph;
 }
 
+void ops_photo_input(OpCtx *ctx, Tensor *y, const Tensor *src, const Tensor *box, const float mean[3], const float std[3]) {
+    CX_ASSERT(ctx->backend == OPS_CUDA && src->dtype == DT_U8 && box->dtype == DT_I64 && y->ndim == 4 && T_C(y) == 3 &&
+              T_H(y) == T_W(y) && box->shape[0] == T_N(y), "ops_photo_input: shapes or dtypes");
+#if HAVE_CUDA
+    cuda_plug->photo_input(ctx, y, src, box, mean, std);
+#endif
+    (void)mean, (void)std;
+}
+
+void ops_mask_export(OpCtx *ctx, Tensor *dst, const Tensor *logits, const Tensor *box) {
+    CX_ASSERT(ctx->backend == OPS_CUDA && dst->dtype == DT_U8 && logits->dtype == DT_F32 && box->dtype == DT_I64 &&
+              logits->ndim == 4 && T_C(logits) == 1 && box->shape[0] == T_N(logits), "ops_mask_export: shapes or dtypes");
+#if HAVE_CUDA
+    cuda_plug->mask_export(ctx, dst, logits, box);
+#endif
+}
+
+cx_status ops_jpeg_open(OpCtx *ctx, void **dec, char *desc, size_t n) {
+    *dec = NULL;
+#if HAVE_CUDA
+    if (ctx->backend == OPS_CUDA && ctx->cuda) return cuda_plug->jpeg_open(ctx->cuda, dec, desc, n);
+#endif
+    (void)ctx, (void)desc, (void)n;
+    return CX_FAIL(CX_EARG, "nvJPEG: no GPU is open");
+}
+
+int ops_jpeg_supported(void *dec, const uint8_t *data, size_t n) {
+#if HAVE_CUDA
+    if (dec) return cuda_plug->jpeg_supported(dec, data, n);
+#endif
+    (void)dec, (void)data, (void)n;
+    return 0;
+}
+
+cx_status ops_jpeg_decode(OpCtx *ctx, void *dec, int n, const uint8_t *const *data, const size_t *len, uint8_t *const *dst,
+                          const int *w, const int *h) {
+#if HAVE_CUDA
+    if (dec && ctx->backend == OPS_CUDA) return cuda_plug->jpeg_decode(ctx->cuda, dec, n, data, len, dst, w, h);
+#endif
+    (void)ctx, (void)dec, (void)n, (void)data, (void)len, (void)dst, (void)w, (void)h;
+    return CX_FAIL(CX_EINTERNAL, "ops_jpeg_decode: no decoder");
+}
+
+void ops_jpeg_close(void *dec) {
+#if HAVE_CUDA
+    if (dec) cuda_plug->jpeg_close(dec);
+#endif
+    (void)dec;
+}
+
 #if HAVE_CUDA
 #define NCCL_PLUGIN_OR_FAIL() \
     if (!cuda_lib_get()) return CX_FAIL(CX_ELIB, "several GPUs: the CUDA plug-in could not be loaded: %s", cuda_lib_err)

@@ -79,6 +79,33 @@ void *ops_graph_end(OpCtx *ctx, char *why, size_t n);
 void ops_graph_launch(OpCtx *ctx, void *graph);
 void ops_graph_free(OpCtx *ctx, void *graph);
 
+// ---- photos in and masks out on the GPU (`camoxpert predict`, infer/pipeline.h) ------------
+// OPS_CUDA only; the CPU's path is infer.h's per-photo functions, whose arithmetic
+// (core/pixels.h) these share. box: I64 (N, 4) on the GPU, one row a photo or mask:
+// its byte offset in the U8 buffer, its rows, its columns, and 1 when the photo is
+// stored as three planes (R, G, B; rows·columns apart) instead of interleaved RGB
+// (masks: 0).
+// y (N,S,S,3) F32 or BF16 = infer_image_input of each photo of src (U8): the bilinear
+// resize to S×S rounded to 8 bits, then (v/255 - mean[c]) / std[c]. Equal to the CPU's
+// bit for bit.
+void ops_photo_input(OpCtx *ctx, Tensor *y, const Tensor *src, const Tensor *box, const float mean[3], const float std[3]);
+// dst (U8) = infer_mask of each image's logits (N,S,S,1) F32: the bilinear resize to
+// box's rows × columns, the sigmoid, the 8-bit min–max export. Equal to the CPU's up
+// to a probability's last bit (exp), that is at most one level at rare pixels.
+void ops_mask_export(OpCtx *ctx, Tensor *dst, const Tensor *logits, const Tensor *box);
+// nvJPEG's hardware decoder on ctx's GPU, loaded on first use. open fails (saying
+// why: no nvJPEG, no decoding engine on this GPU) when there is none; *desc gets
+// "nvJPEG 13.0.1, hardware decoder". supported: 1 when the decoder takes the JPEG
+// (it parses the header). decode: the n JPEGs (host bytes, kept until the GPU's work
+// queued so far has run) as planar RGB of w[i]×h[i] at dst[i] (GPU memory, 3·w·h
+// bytes), queued on ctx's stream; an error leaves dst undefined and the caller
+// decodes them another way.
+cx_status ops_jpeg_open(OpCtx *ctx, void **dec, char *desc, size_t n);
+int ops_jpeg_supported(void *dec, const uint8_t *data, size_t n);
+cx_status ops_jpeg_decode(OpCtx *ctx, void *dec, int n, const uint8_t *const *data, const size_t *len, uint8_t *const *dst,
+                          const int *w, const int *h);
+void ops_jpeg_close(void *dec);
+
 // ---- bf16 on the CPU -----------------------------------------------------------------
 // Whether the CPU backend computes convolutions and matmuls in bf16 natively
 // (OpCtx.cpu_bf16): oneDNN is built in and its kernels for AMX-BF16 or AVX512-BF16 run

@@ -12,7 +12,8 @@
 // Files: plugin.cu (the table), backend.cu (devices, handles, memory hooks), conv.cu
 // (cuDNN and direct convolutions), gemm.cu (cuBLASLt linear, batched GEMM), norm.cu
 // (BatchNorm, LayerNorm), axisnorm.cu (softmax, l2norm, maxnorm), fused.cu
-// (residual_scale, gelu_bias_backward), eltwise.cu (element-wise, broadcast,
+// (residual_scale, gelu_bias_backward), photo.cu (predict's photos in and masks out, nvJPEG),
+// eltwise.cu (element-wise, broadcast,
 // resampling, pooling, channels, top-k), moe.cu (routing decisions and plan), rows.cu
 // (the MoE's row gathers and scatters), loss.cu (the CamoXpert loss), optim.cu (AdamW,
 // gradient norm, EMA), nccl.cu (all-reduce over several GPUs); common.cuh and reduce.cuh
@@ -48,6 +49,15 @@ cx_status cuda_nccl_allreduce_start(struct CudaState *st, void **comm, void *buf
 cx_status cuda_nccl_wait(struct CudaState *st, void **comm, double timeout_s, const volatile sig_atomic_t *stop);
 void cuda_nccl_close(void *comm, int abort_it);
 
+// Photos in and masks out on the GPU, and JPEG decoding by nvJPEG (photo.cu; ops.h
+// ops_photo_input, ops_mask_export, ops_jpeg_*).
+void cuda_photo_input(OpCtx *ctx, Tensor *y, const Tensor *src, const Tensor *box, const float mean[3], const float std[3]);
+void cuda_mask_export(OpCtx *ctx, Tensor *dst, const Tensor *logits, const Tensor *box);
+cx_status cuda_jpeg_open(struct CudaState *s, void **dec, char *desc, size_t n);
+int cuda_jpeg_supported(void *dec, const uint8_t *data, size_t n);
+cx_status cuda_jpeg_decode(struct CudaState *s, void *dec, int n, const uint8_t *const *data, const size_t *len,
+                           uint8_t *const *dst, const int *w, const int *h);
+void cuda_jpeg_close(void *dec);
 // The kernels: cuda_<op> for every op of ops_list.h.
 #define OP(name, cls, by, wrap, ref, cpu, fw, params, args) void cuda_##name params;
 #include "ops/ops_list.h"
@@ -76,6 +86,13 @@ typedef struct CudaPlugin {
     cx_status (*nccl_allreduce_start)(struct CudaState *st, void **comm, void *buf, int64_t n);
     cx_status (*nccl_wait)(struct CudaState *st, void **comm, double timeout_s, const volatile sig_atomic_t *stop);
     void (*nccl_close)(void *comm, int abort_it);
+    void (*photo_input)(OpCtx *ctx, Tensor *y, const Tensor *src, const Tensor *box, const float mean[3], const float std[3]);
+    void (*mask_export)(OpCtx *ctx, Tensor *dst, const Tensor *logits, const Tensor *box);
+    cx_status (*jpeg_open)(struct CudaState *s, void **dec, char *desc, size_t n);
+    int (*jpeg_supported)(void *dec, const uint8_t *data, size_t n);
+    cx_status (*jpeg_decode)(struct CudaState *s, void *dec, int n, const uint8_t *const *data, const size_t *len,
+                             uint8_t *const *dst, const int *w, const int *h);
+    void (*jpeg_close)(void *dec);
 } CudaPlugin;
 // The plug-in's one exported function (the only name ops.c looks up).
 const CudaPlugin *camoxpert_cuda_plugin(void);

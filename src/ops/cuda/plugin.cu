@@ -41,6 +41,12 @@ static const CudaPlugin plugin = {
     .nccl_allreduce_start = cuda_nccl_allreduce_start,
     .nccl_wait = cuda_nccl_wait,
     .nccl_close = cuda_nccl_close,
+    .photo_input = cuda_photo_input,
+    .mask_export = cuda_mask_export,
+    .jpeg_open = cuda_jpeg_open,
+    .jpeg_supported = cuda_jpeg_supported,
+    .jpeg_decode = cuda_jpeg_decode,
+    .jpeg_close = cuda_jpeg_close,
 };
 
 extern "C" const CudaPlugin *camoxpert_cuda_plugin(void) { return &plugin; }
