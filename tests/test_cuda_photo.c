@@ -187,7 +187,8 @@ TEST_SLOW(cuda_predict_gpu_path_writes_the_cpu_paths_masks) {
     if (!test_cuda()) { test_skip("%s", test_no_gpu()); return; }
     const char *imgs = test_shared_path("data/camo4/Imgs");
     if (!io_path_is_dir(imgs)) { test_skip("%s not present", imgs); return; }
-    const char *dir = test_tmpdir();
+    char dir[700];   // a copy: test_run_bin takes test_tmpdir()'s buffer for its own
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
     CamoXpertConfig mc;
     Model m;   // a sparse model: its batches are never graphs, and its routing files name each photo's size
     REQUIRE_OK(camoxpert_config(&mc, "edgenext_xx_small", 1, 4, 2));

@@ -266,6 +266,8 @@ typedef struct {
     int n_gpu_jpeg;  // photos the GPU decoded (the main thread's count)
     int jpeg_noted;  // a failed GPU decode was said
     double gpu_s[3]; // the GPU path's main thread: photos in (decode, upload, resize), the network, masks out
+    Arena io;        // the GPU path's photos, masks and their boxes in GPU memory (reset every batch), apart from
+                     // the activations so that the forward's memory is the CPU path's
     int n_masks, n_failed;
     double decode_s, write_s;   // summed over the workers
 } PredPipe;
@@ -575,12 +577,13 @@ static void gpu_batch(PredPipe *pp, PredSlot *sl, Model *m, const PipelineOption
             else pred_decode_here(pp, sl, i, f0 + i);   // a sub-sampling the engine lacks (4:1:1)
         }
     runtime_step_reset(rt);
+    arena_reset(&pp->io);
     int64_t *box = cx_malloc(sizeof(int64_t) * 4 * (size_t)n), tot = 0;
     for (int i = 0; i < n; i++) {
         box[4 * i] = tot, box[4 * i + 1] = sl->ph[i], box[4 * i + 2] = sl->pw[i], box[4 * i + 3] = sl->jpeg[i] != NULL;
         tot += 3 * (int64_t)sl->pw[i] * sl->ph[i];
     }
-    Tensor src = tensor_new(&rt->act, DT_U8, 1, (int64_t[]){ tot });
+    Tensor src = tensor_new(&pp->io, DT_U8, 1, (int64_t[]){ tot });
     if (ng) {
         const uint8_t **data = cx_malloc(sizeof *data * (size_t)ng);
         size_t *len = cx_malloc(sizeof *len * (size_t)ng);
@@ -605,11 +608,10 @@ static void gpu_batch(PredPipe *pp, PredSlot *sl, Model *m, const PipelineOption
             Tensor hv = tensor_view(sl->im[i].px, DT_U8, 1, d.shape);
             tensor_upload(&d, &hv);
         }
-    Tensor bh = tensor_view(box, DT_I64, 2, (int64_t[]){ n, 4 });
-    Tensor bd = runtime_input(rt, &bh, DT_I64);
+    Tensor bh = tensor_view(box, DT_I64, 2, (int64_t[]){ n, 4 }), bd = tensor_new(&pp->io, DT_I64, 2, bh.shape);
+    tensor_upload(&bd, &bh);
     Tensor x = tensor_new4(&rt->act, rt->dtype, n, S, S, 3);
     ops_photo_input(op, &x, &src, &bd, AUG_MEAN, AUG_STD);
-    arena_release_one(&rt->act, src.data);   // the forward may reuse it (one stream: the kernel reads it first)
     runtime_sync(rt);   // the three parts timed apart (a sync costs microseconds beside a batch's 100 ms)
     const double t1 = cx_time_s();
     Tensor pred = infer_forward_device(m, &x, out), lg = pred;
@@ -624,8 +626,9 @@ static void gpu_batch(PredPipe *pp, PredSlot *sl, Model *m, const PipelineOption
         box[4 * i] = sl->moff[i] = mt, box[4 * i + 1] = sl->ph[i], box[4 * i + 2] = sl->pw[i], box[4 * i + 3] = 0;
         mt += (int64_t)sl->pw[i] * sl->ph[i];
     }
-    Tensor md = runtime_input(rt, &bh, DT_I64);
-    Tensor masks = tensor_new(&rt->act, DT_U8, 1, (int64_t[]){ mt });
+    Tensor md = tensor_new(&pp->io, DT_I64, 2, bh.shape);
+    tensor_upload(&md, &bh);
+    Tensor masks = tensor_new(&pp->io, DT_U8, 1, (int64_t[]){ mt });
     ops_mask_export(op, &masks, &lg, &md);
     sl->masks = cx_realloc(sl->masks, (size_t)mt);
     Tensor mh = tensor_view(sl->masks, DT_U8, 1, masks.shape), lh = tensor_view(sl->logits, DT_F32, lg.ndim, lg.shape);
@@ -802,6 +805,7 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
         else
             say(o->log, "photos: decoded on the CPU (%s), resized and their masks made on the GPU\n", why);
     }
+    if (pp.gpu_io) arena_init_on(&pp.io, "predict's photos and masks", 64 << 20, DEV_CUDA);
     pthread_mutex_init(&pp.mu, NULL);
     pthread_cond_init(&pp.cv, NULL);
     pp.slot = cx_calloc((size_t)pp.R, sizeof(PredSlot));
@@ -845,11 +849,13 @@ cx_status pipeline_predict(const PipelineOptions *o, PipelineResult *r) {
     r->seconds = cx_time_s() - t_all;
     {   // the model's memory as it ran, beside the estimate it was planned with
         const double pb = 4.0 * (double)m.pt.numel, ab = (double)rt.act.peak, sb = (double)rt.scratch.peak;
-        char e1[32], e2[32], e3[32], e4[32], e5[32];
-        r->peak_bytes = pb + ab + sb;
-        say(o->log, "memory: peak %s (parameters %s, activations %s, kernels' scratch %s; the estimate was %s)\n",
+        const double ib = pp.gpu_io ? (double)pp.io.peak : 0;
+        char e1[32], e2[32], e3[32], e4[32], e5[32], e6[32], io[64] = "";
+        r->peak_bytes = pb + ab + sb + ib;
+        if (pp.gpu_io) snprintf(io, sizeof io, ", photos and masks %s", memory_str(ib, e6, sizeof e6));
+        say(o->log, "memory: peak %s (parameters %s, activations %s, kernels' scratch %s%s; the estimate was %s)\n",
             memory_str(r->peak_bytes, e1, sizeof e1), memory_str(pb, e2, sizeof e2), memory_str(ab, e3, sizeof e3),
-            memory_str(sb, e4, sizeof e4), memory_str(plan.me.total, e5, sizeof e5));
+            memory_str(sb, e4, sizeof e4), io, memory_str(plan.me.total, e5, sizeof e5));
     }
     r->decode_s = pp.decode_s, r->write_s = pp.write_s;
     r->gpu_io = pp.gpu_io, r->n_gpu_decoded = pp.n_gpu_jpeg;
@@ -869,6 +875,7 @@ done:
     }
     free(th);
     ops_jpeg_close(pp.jpeg_dec);
+    if (pp.gpu_io) arena_free(&pp.io);
     for (int i = 0; i < plan.n_g; i++) {
         if (plan.g[i].lock >= 0) close(plan.g[i].lock);
         for (int f = 0; f < plan.g[i].nf; f++) free(plan.g[i].files[f]);

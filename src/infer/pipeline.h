@@ -14,7 +14,15 @@
 // Photos go through the network in batches while worker threads decode the next
 // ones and write the last batch's masks; a batch's files are committed together
 // (core/io.h io_atomic_commit_group). Small batches of a dense model on a GPU replay
-// the forward as a CUDA graph (nn/runtime.h). A batch changes the kernels' float
+// the forward as a CUDA graph (nn/runtime.h). Other batches on a GPU take the GPU
+// path: the workers read the files (and decode what the GPU cannot take), the GPU
+// decodes plain JPEGs (nvJPEG's hardware engine, when the GPU has one:
+// data/image.h image_jpeg_plain, ops.h ops_jpeg_*), makes the network's input
+// (ops_photo_input) and the 8-bit masks at each photo's size (ops_mask_export), and
+// the workers write the PNGs. The same arithmetic as the CPU's (core/pixels.h): the
+// input is the same to the bit, a mask within one level at rare pixels (exp);
+// nvJPEG's decode is not libjpeg-turbo's to the bit (docs/GPU.md).
+// CAMOXPERT_PREDICT_GPU_IO=0 and CAMOXPERT_NVJPEG=0 turn the path and its decode off. A batch changes the kernels' float
 // summation order (about 1e-6 of the logits), which the 8-bit export's min–max stretch
 // multiplies by 255 / (the probability map's range): a nearly flat map (a weakly trained
 // model) can move by several levels; --batch-size 1 gives each photo its mask alone
