@@ -40,9 +40,10 @@ static int write_png_raw(const char *path, int w, int h, int color_type, int dep
     return e;
 }
 
-// A JPEG with optional APP1 EXIF; in_cs JCS_GRAYSCALE / JCS_RGB / JCS_CMYK; out_cs for YCCK.
-static void write_jpeg_raw(const char *path, int w, int h, int comps, J_COLOR_SPACE in_cs, J_COLOR_SPACE jpeg_cs,
-                           const uint8_t *px, const uint8_t *app1, size_t app1_n) {
+// A JPEG with optional APP1 EXIF; in_cs JCS_GRAYSCALE / JCS_RGB / JCS_CMYK; out_cs for YCCK;
+// sequential, or libjpeg's progressive script.
+static void write_jpeg_coded(const char *path, int w, int h, int comps, J_COLOR_SPACE in_cs, J_COLOR_SPACE jpeg_cs,
+                             const uint8_t *px, const uint8_t *app1, size_t app1_n, int progressive) {
     struct jpeg_compress_struct ci;
     struct jpeg_error_mgr jerr;
     ci.err = jpeg_std_error(&jerr);
@@ -56,6 +57,7 @@ static void write_jpeg_raw(const char *path, int w, int h, int comps, J_COLOR_SP
     jpeg_set_colorspace(&ci, jpeg_cs);
     jpeg_set_quality(&ci, 100, TRUE);
     for (int i = 0; i < ci.num_components; i++) ci.comp_info[i].h_samp_factor = ci.comp_info[i].v_samp_factor = 1;
+    if (progressive) jpeg_simple_progression(&ci);
     jpeg_start_compress(&ci, TRUE);
     if (app1) jpeg_write_marker(&ci, JPEG_APP0 + 1, app1, (unsigned)app1_n);
     for (int y = 0; y < h; y++) {
@@ -66,6 +68,11 @@ static void write_jpeg_raw(const char *path, int w, int h, int comps, J_COLOR_SP
     jpeg_destroy_compress(&ci);
     write_bytes(path, mem, len);
     free(mem);
+}
+
+static void write_jpeg_raw(const char *path, int w, int h, int comps, J_COLOR_SPACE in_cs, J_COLOR_SPACE jpeg_cs,
+                           const uint8_t *px, const uint8_t *app1, size_t app1_n) {
+    write_jpeg_coded(path, w, h, comps, in_cs, jpeg_cs, px, app1, app1_n, 0);
 }
 
 // A big-endian EXIF block with one IFD0 entry: orientation o.
@@ -285,28 +292,7 @@ TEST(image_jpeg_plain_picks_what_a_gpu_decoder_takes_as_it_is) {
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         const char *p = tpath(d, "plain.jpg");
         size_t en = cases[k].orient ? make_exif(ex, cases[k].orient) : 0;
-        if (!cases[k].progressive) write_jpeg_raw(p, W, H, cases[k].comps, cases[k].in, cases[k].jpg, rgb, en ? ex : NULL, en);
-        else {   // libjpeg's progressive script
-            struct jpeg_compress_struct ci;
-            struct jpeg_error_mgr jerr;
-            ci.err = jpeg_std_error(&jerr);
-            jpeg_create_compress(&ci);
-            unsigned char *mem = NULL;
-            unsigned long len = 0;
-            jpeg_mem_dest(&ci, &mem, &len);
-            ci.image_width = W, ci.image_height = H, ci.input_components = 3, ci.in_color_space = JCS_RGB;
-            jpeg_set_defaults(&ci);
-            jpeg_simple_progression(&ci);
-            jpeg_start_compress(&ci, TRUE);
-            for (int y = 0; y < H; y++) {
-                JSAMPROW row = (JSAMPROW)(rgb + (size_t)y * W * 3);
-                jpeg_write_scanlines(&ci, &row, 1);
-            }
-            jpeg_finish_compress(&ci);
-            jpeg_destroy_compress(&ci);
-            write_bytes(p, mem, len);
-            free(mem);
-        }
+        write_jpeg_coded(p, W, H, cases[k].comps, cases[k].in, cases[k].jpg, rgb, en ? ex : NULL, en, cases[k].progressive);
         REQUIRE_OK(io_read_file(p, &buf, &n));
         if (cases[k].cut) n = n * 2 / 3;
         int plain = image_jpeg_plain(buf, n, &w, &h);

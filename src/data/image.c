@@ -153,18 +153,24 @@ static void jpeg_on_message(j_common_ptr ci, int level) {
     if (level < 0 && e->pub.msg_code == JWRN_JPEG_EOF) e->truncated = 1;
 }
 
+// A decompressor whose errors longjmp to err->jb (set by the caller) and whose
+// running out of data is noted in err->truncated.
+static void jpeg_setup(struct jpeg_decompress_struct *ci, JpegErr *err) {
+    memset(err, 0, sizeof *err);
+    ci->err = jpeg_std_error(&err->pub);
+    err->pub.error_exit = jpeg_on_error;
+    err->pub.emit_message = jpeg_on_message;
+    jpeg_create_decompress(ci);
+}
+
 // Decodes a JPEG. reduce = 1 decodes at full size; 8 at 1/8 (for the pre-scan).
 // Returns the full-size, orientation-applied dimensions in *fw, *fh when non-NULL.
 static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name, int channels, int reduce,
                              Image8 *out, int *fw, int *fh) {
     struct jpeg_decompress_struct ci;
     JpegErr err;
-    memset(&err, 0, sizeof err);
     uint8_t *volatile raw = NULL;   // (H, W, components); volatile: freed after a longjmp
-    ci.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = jpeg_on_error;
-    err.pub.emit_message = jpeg_on_message;
-    jpeg_create_decompress(&ci);
+    jpeg_setup(&ci, &err);
     if (setjmp(err.jb)) {
         jpeg_destroy_decompress(&ci);
         free(raw);
@@ -242,11 +248,7 @@ int image_jpeg_plain(const uint8_t *buf, size_t n, int *w, int *h) {
     if (image_sniff(buf, n) != IMAGE_FMT_JPEG || n < 4 || buf[n - 2] != 0xFF || buf[n - 1] != 0xD9) return 0;
     struct jpeg_decompress_struct ci;
     JpegErr err;
-    memset(&err, 0, sizeof err);
-    ci.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = jpeg_on_error;
-    err.pub.emit_message = jpeg_on_message;
-    jpeg_create_decompress(&ci);
+    jpeg_setup(&ci, &err);
     if (setjmp(err.jb)) {
         jpeg_destroy_decompress(&ci);
         return 0;
