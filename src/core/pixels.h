@@ -47,5 +47,16 @@ PX_FN uint8_t px_export_u8(float p, double mn, double scale) {
     return (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
 }
 
-// The logistic sigmoid of a logit, as the masks use it.
-PX_FN float px_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// A blend rounded to the 8 bits of a resized photo.
+PX_FN uint8_t px_u8(float v) { return (uint8_t)(v + 0.5f); }
+
+// The logistic sigmoid of a logit, as the masks use it. On the GPU exp() is taken in
+// double and rounded to float: the nearest float, as glibc's expf gives it all but
+// never (the GPU's expf may be two units off in the last place).
+PX_FN float px_sigmoid(float x) {
+#ifdef __CUDA_ARCH__
+    return 1.0f / (1.0f + (float)exp(-(double)x));
+#else
+    return 1.0f / (1.0f + expf(-x));
+#endif
+}

@@ -632,7 +632,7 @@ void image_resize_bilinear(const Image8 *src, int W, int H, Image8 *dst) {
             const uint8_t *p10 = r1 + (size_t)g.x0[x] * C, *p11 = r1 + (size_t)g.x1[x] * C;
             for (int c = 0; c < C; c++) {
                 float v = px_blend(a, b, p, q, p00[c], p01[c], p10[c], p11[c]);
-                d[(size_t)x * C + c] = (uint8_t)(v + 0.5f);
+                d[(size_t)x * C + c] = px_u8(v);
             }
         }
     }

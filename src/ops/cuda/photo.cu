@@ -45,7 +45,7 @@ __global__ void k_photo_input(void *y, int ydt, const uint8_t *src, const long l
                 i10 = ((long long)y1 * w + x0) * 3 + c, i11 = ((long long)y1 * w + x1) * 3 + c;
             }
             float v = px_blend(a, b, p, q, im[i00], im[i01], im[i10], im[i11]);
-            float u = (float)(uint8_t)(v + 0.5f);   // the resized photo is 8-bit, as on the CPU
+            float u = px_u8(v);   // the resized photo is 8-bit, as on the CPU
             stf(y, ydt, ((int64_t)n * S * S + i) * 3 + c, u * sc[c] - sh[c]);
         }
     }
@@ -65,8 +65,7 @@ extern "C" void cuda_photo_input(OpCtx *ctx, Tensor *y, const Tensor *src, const
 
 // ---- the masks -------------------------------------------------------------------------------------
 // The probability at pixel (y, x) of mask n (h rows by w columns) from its logits (S, S):
-// infer.h infer_prob_at's bilinear resize, then the sigmoid. exp() in double rounded to
-// float: the nearest float, as glibc's expf gives it all but never.
+// infer.h infer_prob_at's bilinear resize, then the sigmoid (core/pixels.h).
 __device__ __forceinline__ float mask_prob(const float *lg, int S, int h, int w, int oy, int ox) {
     int y0, y1, x0, x1;
     float fy, fx;
@@ -74,7 +73,7 @@ __device__ __forceinline__ float mask_prob(const float *lg, int S, int h, int w,
     px_bilinear_tap(ox, w, S, &x0, &x1, &fx);
     const float b = fy, a = 1 - b, q = fx, p = 1 - q;
     float v = px_blend(a, b, p, q, lg[y0 * S + x0], lg[y0 * S + x1], lg[y1 * S + x0], lg[y1 * S + x1]);
-    return 1.0f / (1.0f + (float)exp(-(double)v));
+    return px_sigmoid(v);
 }
 
 // mm[2n], mm[2n+1]: the smallest and largest probability of mask n, as the bits of
